@@ -1,0 +1,568 @@
+"""Tests for transforms.normalize (formats.md section 4). No Beam needed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+
+import pyarrow as pa
+import pytest
+
+from transforms import normalize as nz
+from transforms.normalize import (
+    DEFAULT_DIGEST,
+    INVALID_EMAIL,
+    INVALID_HASH,
+    INVALID_PHONE,
+    MISSING_VALUE,
+    PROFILES,
+    canonical_digests,
+    hash_keys,
+    hash_value,
+    normalize_and_hash,
+    normalize_email,
+    normalize_keys,
+    normalize_phone,
+)
+
+
+def _list(arr):
+    assert isinstance(arr, pa.Array), type(arr)
+    assert arr.type == pa.string()
+    return arr.to_pylist()
+
+
+# --------------------------------------------------------------------------- constants
+def test_constants():
+    assert PROFILES == ("adobe", "uid2", "google", "meta")
+    assert DEFAULT_DIGEST == {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex"}
+    assert (MISSING_VALUE, INVALID_EMAIL, INVALID_PHONE, INVALID_HASH) == (
+        "missing_value",
+        "invalid_email",
+        "invalid_phone",
+        "invalid_hash",
+    )
+
+
+# ----------------------------------------------------------------- published vectors
+# formats.md section 4, copied literally.
+PUBLISHED = [
+    ("adobe", "email", "johndoe@example.com", "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149"),
+    ("adobe", "email", "ecid@adobe.com", "a6ea4cde5da5ae7cc68baae894d1d6544fca26254433b0fff7c2cb4843b4a097"),
+    ("uid2", "email", "user@example.com", "tMmiiTI7IaAcPpQPFQ65uMVCWH8av9jw4cwf/F5HVRQ="),
+    ("uid2", "phone", "+12345678901", "EObwtHBUqDNZR33LNSMdtt5cafsYFuGmuY4ZLenlue4="),
+    ("uid2", "email", "MyEmail@example.com", "FsGNM28LJQ8OLZB0Us65ZYp07NrovJSGTCMSKnLMJ6U="),
+    ("uid2", "email", "JANE.SAOIRSE@gmail.com", "ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8="),
+    ("uid2", "email", "JaneSaoirse+Work@gmail.com", "ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8="),
+    ("uid2", "email", "JaneSaoirse+Work@example.com", "KKruSBUjDNO069iMUVImVQZm6RrAGZKeOtrD9mwogYA="),
+]
+
+
+@pytest.mark.parametrize("profile,kind,value,expected", PUBLISHED)
+def test_published_vectors_scalar(profile, kind, value, expected):
+    assert hash_value(value, kind, profile) == expected
+
+
+@pytest.mark.parametrize("profile,kind,value,expected", PUBLISHED)
+def test_published_vectors_vectorized(profile, kind, value, expected):
+    digests, reason = normalize_and_hash(pa.array([value]), kind, profile)
+    assert _list(digests) == [expected]
+    assert _list(reason) == [None]
+
+
+def test_published_uid2_hex_form():
+    assert (
+        hash_value("user@example.com", "email", "uid2", "hex")
+        == "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514"
+    )
+
+
+def test_published_vectors_in_one_batch():
+    values = pa.array(
+        ["JANE.SAOIRSE@gmail.com", "JaneSaoirse+Work@gmail.com", "JaneSaoirse+Work@example.com", "MyEmail@example.com"]
+    )
+    digests, reason = normalize_and_hash(values, "email", "uid2")
+    assert _list(digests) == [
+        "ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=",
+        "ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=",
+        "KKruSBUjDNO069iMUVImVQZm6RrAGZKeOtrD9mwogYA=",
+        "FsGNM28LJQ8OLZB0Us65ZYp07NrovJSGTCMSKnLMJ6U=",
+    ]
+    assert _list(reason) == [None] * 4
+
+
+def test_uid2_normalized_forms():
+    assert normalize_email("JANE.SAOIRSE@gmail.com", "uid2") == "janesaoirse@gmail.com"
+    assert normalize_email("JaneSaoirse+Work@gmail.com", "uid2") == "janesaoirse@gmail.com"
+    assert normalize_email("JaneSaoirse+Work@example.com", "uid2") == "janesaoirse+work@example.com"
+    assert normalize_email("  MyEmail@example.com\t", "uid2") == "myemail@example.com"
+
+
+# ------------------------------------------------------------------- email profiles
+def test_google_gmail_and_googlemail_rewritten():
+    values = pa.array(
+        ["Jane.Saoirse+Work@gmail.com", "JANE.SAOIRSE+x+y@GoogleMail.com", "jane.saoirse+work@example.com"]
+    )
+    normalized, reason = normalize_keys(values, "email", "google")
+    assert _list(normalized) == [
+        "janesaoirse@gmail.com",
+        "janesaoirse@googlemail.com",
+        "jane.saoirse+work@example.com",
+    ]
+    assert _list(reason) == [None, None, None]
+    assert hash_value("Jane.Saoirse+Work@googlemail.com", "email", "google") == (
+        "7e9a04b260a70049abbced541c0dcff4cf76e5fa6c3241f41fe7c2acddcb684e"
+    )
+    assert hash_value("Jane.Saoirse@gmail.com", "email", "google", "base64") == (
+        "ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8="
+    )
+
+
+def test_uid2_rewrites_gmail_only_not_googlemail():
+    assert normalize_email("Jane.Saoirse+Work@googlemail.com", "uid2") == "jane.saoirse+work@googlemail.com"
+    assert hash_value("jane.saoirse@googlemail.com", "email", "uid2") == (
+        "gHr5EJPzg0YRdGGorlzPsUiyIqR0ERNav+sU5t8nQ7w="
+    )
+
+
+@pytest.mark.parametrize("profile", ["adobe", "meta"])
+def test_adobe_meta_do_not_rewrite_gmail(profile):
+    assert normalize_email(" Jane.Saoirse+Work@GMAIL.com ", profile) == "jane.saoirse+work@gmail.com"
+
+
+def test_gmail_rule_needs_exact_domain():
+    # subdomains / look-alikes are not gmail.com
+    assert normalize_email("a.b+c@mail.gmail.com", "uid2") == "a.b+c@mail.gmail.com"
+    assert normalize_email("a.b+c@gmail.com.evil", "google") == "a.b+c@gmail.com.evil"
+    assert normalize_email("a.b+c@notgmail.com", "google") == "a.b+c@notgmail.com"
+
+
+@pytest.mark.parametrize("profile", ["uid2", "google"])
+def test_gmail_rewrite_to_empty_local_is_invalid(profile):
+    normalized, reason = normalize_keys(pa.array(["+work@gmail.com", "...@gmail.com", "a.+b@gmail.com"]), "email", profile)
+    assert _list(normalized) == [None, None, "a@gmail.com"]
+    assert _list(reason) == [INVALID_EMAIL, INVALID_EMAIL, None]
+
+
+@pytest.mark.parametrize("profile", ["adobe", "meta"])
+def test_plus_local_is_valid_without_gmail_rule(profile):
+    assert normalize_email("+work@gmail.com", profile) == "+work@gmail.com"
+
+
+INVALID_EMAILS = [
+    "johndoe.example.com",  # no @
+    "john@doe@example.com",  # two @
+    "@example.com",  # empty local part
+    "johndoe@",  # empty domain
+    "@",
+    "john doe@example.com",  # inner space
+    "johndoe@exam ple.com",
+    "john\tdoe@example.com",
+    "john\u00a0doe@example.com",  # NBSP inside
+]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_invalid_emails(profile):
+    normalized, reason = normalize_keys(pa.array(INVALID_EMAILS), "email", profile)
+    assert _list(normalized) == [None] * len(INVALID_EMAILS)
+    assert _list(reason) == [INVALID_EMAIL] * len(INVALID_EMAILS)
+    digests, reason2 = normalize_and_hash(pa.array(INVALID_EMAILS), "email", profile)
+    assert _list(digests) == [None] * len(INVALID_EMAILS)
+    assert _list(reason2) == [INVALID_EMAIL] * len(INVALID_EMAILS)
+
+
+@pytest.mark.parametrize("value", INVALID_EMAILS)
+def test_invalid_email_scalar(value):
+    assert normalize_email(value) is None
+    assert hash_value(value, "email") is None
+
+
+@pytest.mark.parametrize("kind", ["email", "phone", "other"])
+def test_missing_values(kind):
+    values = pa.array([None, "", "   ", "\t\n", "\u00a0"], pa.string())
+    normalized, reason = normalize_keys(values, kind)
+    assert _list(normalized) == [None] * 5
+    assert _list(reason) == [MISSING_VALUE] * 5
+    digests, reason = normalize_and_hash(values, kind, "uid2")
+    assert _list(digests) == [None] * 5
+    assert _list(reason) == [MISSING_VALUE] * 5
+
+
+def test_email_trim_and_lowercase():
+    normalized, reason = normalize_keys(pa.array(["  JohnDoe@Example.COM \n"]), "email", "adobe")
+    assert _list(normalized) == ["johndoe@example.com"]
+    assert _list(reason) == [None]
+    assert hash_value("  JohnDoe@Example.COM \n", "email") == (
+        "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149"
+    )
+
+
+def test_mixed_email_array_positions():
+    values = pa.array(
+        [
+            "JohnDoe@Example.com",  # 0 valid
+            None,  # 1 missing
+            "no-at-sign",  # 2 invalid
+            "ecid@adobe.com",  # 3 valid
+            "  ",  # 4 missing
+            "a@b@c",  # 5 invalid
+            "x@y",  # 6 valid
+            "john doe@example.com",  # 7 invalid
+        ]
+    )
+    digests, reason = normalize_and_hash(values, "email", "adobe")
+    assert _list(reason) == [
+        None,
+        MISSING_VALUE,
+        INVALID_EMAIL,
+        None,
+        MISSING_VALUE,
+        INVALID_EMAIL,
+        None,
+        INVALID_EMAIL,
+    ]
+    assert _list(digests) == [
+        "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149",
+        None,
+        None,
+        "a6ea4cde5da5ae7cc68baae894d1d6544fca26254433b0fff7c2cb4843b4a097",
+        None,
+        None,
+        hashlib.sha256(b"x@y").hexdigest(),
+        None,
+    ]
+    assert digests.null_count == 5
+
+
+def test_mixed_gmail_rows_interleaved_uid2():
+    values = pa.array(["A.B@gmail.com", "A.B@example.com", None, "c.d+e@gmail.com", "bad", "F+g@Example.com"])
+    normalized, reason = normalize_keys(values, "email", "uid2")
+    assert _list(normalized) == ["ab@gmail.com", "a.b@example.com", None, "cd@gmail.com", None, "f+g@example.com"]
+    assert _list(reason) == [None, None, MISSING_VALUE, None, INVALID_EMAIL, None]
+
+
+# ------------------------------------------------------------------------- phones
+def test_uid2_phone_normalized():
+    assert normalize_phone("+12345678901", "uid2") == "+12345678901"
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("+1 (234) 567-8901", "+12345678901"),
+        ("+1.234.567.8901", "+12345678901"),
+        ("001 234 567 8901", "+12345678901"),
+        ("12345678901", "+12345678901"),  # no "+": already includes country code
+        ("  +44 20 7946 0958 ", "+442079460958"),
+        ("0044 (0)20", None),  # too few digits
+        ("+123456789012345", "+123456789012345"),  # 15 digits
+        ("+1234567890", "+1234567890"),  # 10 digits
+    ],
+)
+@pytest.mark.parametrize("profile", ["adobe", "uid2", "google"])
+def test_phone_e164_profiles(profile, raw, expected):
+    assert normalize_phone(raw, profile) == expected
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("+1 (234) 567-8901", "12345678901"),
+        ("+12345678901", "12345678901"),
+        ("0044 20 7946 0958", "442079460958"),
+        ("12345678901", "12345678901"),
+    ],
+)
+def test_meta_phone_without_plus(raw, expected):
+    assert normalize_phone(raw, "meta") == expected
+
+
+def test_meta_phone_digest():
+    assert hash_value("+1 234 567 8901", "phone", "meta") == (
+        "254aa248acb47dd654ca3ea53f48c2c26d641d23d7e2e93a1ec56258df7674c4"
+    )
+    # the same number under adobe keeps the "+", so the digest differs
+    assert hash_value("+1 234 567 8901", "phone", "adobe") == (
+        "10e6f0b47054a83359477dcb35231db6de5c69fb1816e1a6b98e192de9e5b9ee"
+    )
+
+
+INVALID_PHONES = [
+    "123456789",  # 9 digits
+    "+123456789",  # 9 digits with +
+    "1234567890123456",  # 16 digits
+    "+1234567890123456",
+    "+1 234 567 890a",  # letter
+    "call me 1234567890",
+    "12345+678901",  # + not at start
+    "++12345678901",
+    "00+12345678901",  # 00 -> + then another +
+    "0012345678",  # 00 -> +, only 8 digits remain
+    "+1/234/567/8901",  # "/" is not a stripped separator
+    "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661",  # non-ASCII digits
+    "()--..",  # separators only
+]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_invalid_phones(profile):
+    normalized, reason = normalize_keys(pa.array(INVALID_PHONES), "phone", profile)
+    assert _list(normalized) == [None] * len(INVALID_PHONES)
+    assert _list(reason) == [INVALID_PHONE] * len(INVALID_PHONES)
+
+
+def test_mixed_phone_array_positions():
+    values = pa.array(["+1 234 567 8901", "12", None, "0044 20 7946 0958", "", "abc", "+442079460958"])
+    for profile, ok in (
+        ("adobe", ["+12345678901", "+442079460958", "+442079460958"]),
+        ("meta", ["12345678901", "442079460958", "442079460958"]),
+    ):
+        normalized, reason = normalize_keys(values, "phone", profile)
+        assert _list(normalized) == [ok[0], None, None, ok[1], None, None, ok[2]]
+        assert _list(reason) == [None, INVALID_PHONE, MISSING_VALUE, None, MISSING_VALUE, INVALID_PHONE, None]
+    digests, reason = normalize_and_hash(values, "phone", "uid2")
+    assert _list(digests) == [
+        "EObwtHBUqDNZR33LNSMdtt5cafsYFuGmuY4ZLenlue4=",
+        None,
+        None,
+        "8L8CKBRNn+K98dotjKaY8XvxQQ7miLB1wnBi5HtvC20=",
+        None,
+        None,
+        "8L8CKBRNn+K98dotjKaY8XvxQQ7miLB1wnBi5HtvC20=",
+    ]
+
+
+# -------------------------------------------------------------------------- other
+def test_other_trims_and_keeps_case():
+    values = pa.array(["  CRM-0001 ", "crm-0001", None, "   ", "a b"])
+    normalized, reason = normalize_keys(values, "other", "meta")
+    assert _list(normalized) == ["CRM-0001", "crm-0001", None, None, "a b"]
+    assert _list(reason) == [None, None, MISSING_VALUE, MISSING_VALUE, None]
+    digests, _ = normalize_and_hash(values, "other", "adobe")
+    assert _list(digests)[0] == "e5b07d68d74ac768d5639f69fde95de1f3add4be6a87fe64860e84a28ae21d3a"
+    assert _list(digests)[1] != _list(digests)[0]
+
+
+# ------------------------------------------------------------------------- hashing
+def test_hash_keys_matches_hashlib_hex_and_base64():
+    rng = random.Random(1234)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789.+@-é中"
+    values = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(500)]
+    values[::7] = [None] * len(values[::7])
+    arr = pa.array(values, pa.string())
+    hexes = _list(hash_keys(arr, "hex"))
+    b64s = _list(hash_keys(arr, "base64"))
+    for v, h, b in zip(values, hexes, b64s):
+        if v is None:
+            assert h is None and b is None
+        else:
+            digest = hashlib.sha256(v.encode("utf-8")).digest()
+            assert h == digest.hex()
+            assert b == base64.b64encode(digest).decode("ascii")
+            assert len(h) == 64 and len(b) == 44 and b.endswith("=")
+
+
+def test_hash_keys_empty_and_all_null():
+    assert _list(hash_keys(pa.array([], pa.string()), "hex")) == []
+    assert _list(hash_keys(pa.array([None, None], pa.string()), "base64")) == [None, None]
+    # the empty string is hashed by hash_keys (normalize_keys never produces one)
+    assert _list(hash_keys(pa.array([""]), "hex")) == [
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    ]
+
+
+def test_hash_keys_sliced_input():
+    arr = pa.array(["x", None, "johndoe@example.com", "ecid@adobe.com", None, "y"])
+    sliced = arr.slice(2, 3)
+    assert _list(hash_keys(sliced, "hex")) == [
+        "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149",
+        "a6ea4cde5da5ae7cc68baae894d1d6544fca26254433b0fff7c2cb4843b4a097",
+        None,
+    ]
+
+
+def test_sliced_input_normalize():
+    arr = pa.array([None, "bad", "User@Example.com", None, "x"])
+    normalized, reason = normalize_keys(arr.slice(1, 3), "email", "adobe")
+    assert _list(normalized) == [None, "user@example.com", None]
+    assert _list(reason) == [INVALID_EMAIL, None, MISSING_VALUE]
+
+
+def test_explicit_encoding_overrides_default():
+    assert hash_value("user@example.com", "email", "uid2", "hex") == (
+        "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514"
+    )
+    assert hash_value("johndoe@example.com", "email", "adobe", "base64") == (
+        "VeeSAMFjWzetMaN4w5/rEvEg8RZiUJOhm8Mv/xUEEUk="
+    )
+
+
+# ------------------------------------------------------------------- input types
+def test_chunked_array_input():
+    chunked = pa.chunked_array(
+        [pa.array(["JohnDoe@example.com", None]), pa.array(["bad", "ecid@adobe.com"])]
+    )
+    digests, reason = normalize_and_hash(chunked, "email", "adobe")
+    assert isinstance(digests, pa.StringArray) and isinstance(reason, pa.StringArray)
+    assert _list(digests) == [
+        "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149",
+        None,
+        None,
+        "a6ea4cde5da5ae7cc68baae894d1d6544fca26254433b0fff7c2cb4843b4a097",
+    ]
+    assert _list(reason) == [None, MISSING_VALUE, INVALID_EMAIL, None]
+    normalized, reason = normalize_keys(chunked, "email")
+    assert isinstance(normalized, pa.StringArray)
+    assert _list(normalized) == ["johndoe@example.com", None, None, "ecid@adobe.com"]
+
+
+def test_chunked_dictionary_input():
+    chunked = pa.chunked_array(
+        [
+            pa.array(["A@x.com", "B@x.com", "A@x.com"]).dictionary_encode(),
+            pa.array([None, "bad", "B@x.com"]).dictionary_encode(),
+        ]
+    )
+    normalized, reason = normalize_keys(chunked, "email")
+    assert isinstance(normalized, pa.StringArray)
+    assert _list(normalized) == ["a@x.com", "b@x.com", "a@x.com", None, None, "b@x.com"]
+    assert _list(reason) == [None, None, None, MISSING_VALUE, INVALID_EMAIL, None]
+
+
+def test_empty_chunked_array():
+    normalized, reason = normalize_keys(pa.chunked_array([], pa.string()), "phone")
+    assert _list(normalized) == [] and _list(reason) == []
+
+
+def test_large_string_and_dictionary_input():
+    large = pa.array(["+1 234 567 8901", "x", None], pa.large_string())
+    normalized, reason = normalize_keys(large, "phone", "meta")
+    assert _list(normalized) == ["12345678901", None, None]
+    assert _list(reason) == [None, INVALID_PHONE, MISSING_VALUE]
+    dictionary = pa.array(["JohnDoe@example.com", None, "JohnDoe@example.com"]).dictionary_encode()
+    digests, reason = normalize_and_hash(dictionary, "email", "adobe")
+    assert _list(digests) == [
+        "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149",
+        None,
+        "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149",
+    ]
+    assert _list(reason) == [None, MISSING_VALUE, None]
+
+
+def test_null_type_input():
+    normalized, reason = normalize_keys(pa.nulls(3), "email")
+    assert _list(normalized) == [None] * 3
+    assert _list(reason) == [MISSING_VALUE] * 3
+
+
+def test_empty_array():
+    digests, reason = normalize_and_hash(pa.array([], pa.string()), "email", "uid2")
+    assert _list(digests) == [] and _list(reason) == []
+
+
+def test_bad_arguments_raise():
+    arr = pa.array(["a@b"])
+    with pytest.raises(ValueError):
+        normalize_keys(arr, "fax")
+    with pytest.raises(ValueError):
+        normalize_keys(arr, "email", "yahoo")
+    with pytest.raises(ValueError):
+        hash_keys(arr, "base32")
+    with pytest.raises(ValueError):
+        normalize_and_hash(arr, "email", "adobe", "HEX")
+    with pytest.raises(TypeError):
+        normalize_keys(pa.array([1, 2]), "phone")
+
+
+def test_error_messages_do_not_leak_values():
+    with pytest.raises(ValueError) as exc:
+        normalize_keys(pa.array(["secret.person@example.com"]), "email", "nope")
+    assert "secret" not in str(exc.value)
+
+
+def test_scalar_none():
+    assert normalize_email(None) is None
+    assert normalize_phone(None, "meta") is None
+    assert hash_value(None, "email", "uid2") is None
+
+
+# ------------------------------------------------------------ canonical_digests
+ADOBE_HEX = "55e79200c1635b37ad31a378c39feb12f120f116625093a19bc32fff15041149"
+UID2_B64 = "tMmiiTI7IaAcPpQPFQ65uMVCWH8av9jw4cwf/F5HVRQ="
+
+
+def test_canonical_hex():
+    values = pa.array(
+        [
+            ADOBE_HEX.upper(),  # upper case -> lowercased
+            "  " + ADOBE_HEX + "\n",  # surrounding whitespace trimmed
+            ADOBE_HEX[:-1],  # 63 chars
+            ADOBE_HEX + "0",  # 65 chars
+            ADOBE_HEX[:-1] + "g",  # non-hex char
+            ADOBE_HEX[:32] + " " + ADOBE_HEX[33:],  # inner space
+            None,
+            "",
+            "   ",
+            UID2_B64,  # base64 is not hex
+        ]
+    )
+    digests, reason = canonical_digests(values, "hex")
+    assert _list(digests) == [ADOBE_HEX, ADOBE_HEX] + [None] * 8
+    assert _list(reason) == [
+        None,
+        None,
+        INVALID_HASH,
+        INVALID_HASH,
+        INVALID_HASH,
+        INVALID_HASH,
+        MISSING_VALUE,
+        MISSING_VALUE,
+        MISSING_VALUE,
+        INVALID_HASH,
+    ]
+
+
+def test_canonical_base64():
+    values = pa.array(
+        [
+            UID2_B64,
+            UID2_B64[:-1],  # 43 chars, no padding
+            UID2_B64[:-1] + "==",  # 45 chars
+            UID2_B64[:-2] + "==",  # 44 chars but two '=' (decodes to 31 bytes)
+            UID2_B64.replace("/", "_"),  # url-safe alphabet is not standard
+            UID2_B64[:10] + "!" + UID2_B64[11:],  # bad char
+            "tMmiiTI7IaAcPpQPFQ65uMVCWH8av9jw4cwf/F5HVRR=",  # non-zero padding bits
+            ADOBE_HEX,  # hex is not base64
+            None,
+            "",
+            " " + UID2_B64 + " ",  # surrounding whitespace trimmed
+        ]
+    )
+    digests, reason = canonical_digests(values, "base64")
+    assert _list(digests) == [UID2_B64] + [None] * 9 + [UID2_B64]
+    assert _list(reason) == [None] + [INVALID_HASH] * 7 + [MISSING_VALUE, MISSING_VALUE, None]
+
+
+def test_canonical_digests_roundtrip_with_hash_keys():
+    values = pa.array(["user@example.com", None, "MyEmail@example.com"])
+    for encoding in ("hex", "base64"):
+        digests, _ = normalize_and_hash(values, "email", "uid2", encoding)
+        canon, reason = canonical_digests(digests, encoding)
+        assert _list(canon) == _list(digests)
+        assert _list(reason) == [None, MISSING_VALUE, None]
+
+
+def test_canonical_digests_chunked():
+    chunked = pa.chunked_array([pa.array([ADOBE_HEX.upper()]), pa.array(["zz", None])])
+    digests, reason = canonical_digests(chunked, "hex")
+    assert isinstance(digests, pa.StringArray)
+    assert _list(digests) == [ADOBE_HEX, None, None]
+    assert _list(reason) == [None, INVALID_HASH, MISSING_VALUE]
+
+
+def test_module_has_no_print_or_logging():
+    src = open(nz.__file__, encoding="utf-8").read()
+    assert "print(" not in src
+    assert "logging" not in src

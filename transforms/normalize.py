@@ -1,0 +1,361 @@
+"""Vectorized normalization and hashing of match keys (emails, phones, other keys).
+
+Implements the profiles of ``formats.md`` section 4 on pyarrow arrays:
+
+* Normalization runs entirely in ``pyarrow.compute`` kernels (no per-row Python).
+* Hashing is SHA-256 over the UTF-8 bytes of the normalized string; the only per-row
+  Python is the ``hashlib`` call itself.  Hex / base64 encoding of the digests is done
+  in bulk (``binascii`` / numpy).
+* Invalid rows never raise: they come back as null with a reason code in a parallel
+  array.  Only call-level mistakes (unknown kind, profile or encoding, non-string
+  input type) raise ``ValueError`` / ``TypeError``.
+
+No key values are ever logged or included in exception messages.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "PROFILES",
+    "DEFAULT_DIGEST",
+    "KINDS",
+    "ENCODINGS",
+    "MISSING_VALUE",
+    "INVALID_EMAIL",
+    "INVALID_PHONE",
+    "INVALID_HASH",
+    "REASON_CODES",
+    "normalize_keys",
+    "hash_keys",
+    "normalize_and_hash",
+    "canonical_digests",
+    "normalize_email",
+    "normalize_phone",
+    "hash_value",
+]
+
+PROFILES = ("adobe", "uid2", "google", "meta")
+DEFAULT_DIGEST = {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex"}
+KINDS = ("email", "phone", "other")
+ENCODINGS = ("hex", "base64")
+
+# Reason codes.
+MISSING_VALUE = "missing_value"  # null or empty/blank after trim
+INVALID_EMAIL = "invalid_email"  # no @, two @, empty local part or domain, whitespace inside
+INVALID_PHONE = "invalid_phone"  # not 10-15 digits after normalization
+INVALID_HASH = "invalid_hash"  # dump-side digest not of the expected form
+REASON_CODES = (MISSING_VALUE, INVALID_EMAIL, INVALID_PHONE, INVALID_HASH)
+
+# Domains whose local part is canonicalized (dots and "+suffix" dropped), per profile.
+_GMAIL_DOMAINS = {
+    "adobe": (),
+    "uid2": ("gmail.com",),
+    "google": ("gmail.com", "googlemail.com"),
+    "meta": (),
+}
+# Phone output: True -> E.164 with leading "+", False -> digits only.
+_PHONE_PLUS = {"adobe": True, "uid2": True, "google": True, "meta": False}
+
+# Whitespace as RE2 sees it: ASCII \s does not cover \v, NEL or Unicode separators
+# (NBSP, U+2028, ...), which utf8_trim_whitespace does trim, so spell them out.
+_WS = r"\s\v\x{85}\p{Z}"
+# Exactly one "@", non-empty local part and domain, no whitespace anywhere.
+_EMAIL_RE = rf"^[^@{_WS}]+@[^@{_WS}]+$"
+# Characters removed from phone numbers (all whitespace, "-", ".", "(", ")").
+_PHONE_STRIP_RE = rf"[{_WS}\-.()]+"
+_PHONE_PLUS_RE = r"^\+[0-9]{10,15}$"
+_PHONE_DIGITS_RE = r"^[0-9]{10,15}$"
+_HEX_RE = r"^[0-9A-Fa-f]{64}$"
+# 32 bytes -> 43 base64 chars + "="; the 43rd char carries 2 padding bits that must be 0
+# (canonical encoding, which is the only form hash_keys produces).
+_B64_RE = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
+
+_NULL_STR = pa.scalar(None, pa.string())
+_HEX_WIDTH = 64
+_B64_WIDTH = 44
+_INT32_MAX = 2**31 - 1
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+
+
+def _check_encoding(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+def _as_string_array(values) -> pa.StringArray:
+    """Coerce input to a single-chunk ``pa.StringArray``.
+
+    Accepts string / large_string / string_view / dictionary-of-string / null arrays,
+    ChunkedArrays of those, and (for convenience) plain Python sequences of str/None.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        typ = values.type
+        _check_type(typ)
+        if typ != pa.string():
+            values = values.cast(pa.string())
+        if values.num_chunks == 0:
+            return pa.array([], pa.string())
+        return values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        if isinstance(values, (str, bytes)):
+            raise TypeError("expected an array of strings, not a single string")
+        values = pa.array(values, type=pa.string())
+    typ = values.type
+    _check_type(typ)
+    if pa.types.is_dictionary(typ):
+        values = values.dictionary_decode()
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    return values
+
+
+def _check_type(typ: pa.DataType) -> None:
+    base = typ.value_type if pa.types.is_dictionary(typ) else typ
+    if not (
+        pa.types.is_string(base)
+        or pa.types.is_large_string(base)
+        or pa.types.is_null(base)
+        or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(base))
+    ):
+        raise TypeError(f"expected a string array, got type {typ}")
+
+
+def _missing_mask(trimmed: pa.StringArray) -> pa.BooleanArray:
+    """True where null or empty (input already trimmed)."""
+    return pc.fill_null(pc.equal(pc.binary_length(trimmed), 0), True)
+
+
+def _finish(candidate, valid, missing, invalid_code: str):
+    """Assemble (normalized, reason) from a candidate array and masks (no nulls in masks)."""
+    normalized = pc.if_else(valid, candidate, _NULL_STR)
+    reason = pc.if_else(
+        missing,
+        pa.scalar(MISSING_VALUE),
+        pc.if_else(valid, _NULL_STR, pa.scalar(invalid_code)),
+    )
+    return normalized, reason
+
+
+# ------------------------------------------------------------------- normalization
+def _normalize_email(arr: pa.StringArray, profile: str):
+    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+    missing = _missing_mask(lowered)
+    valid = pc.fill_null(pc.match_substring_regex(lowered, _EMAIL_RE), False)
+
+    domains = _GMAIL_DOMAINS[profile]
+    if domains:
+        # valid => exactly one "@", so ends_with("@gmail.com") <=> domain == gmail.com
+        is_gmail = None
+        for dom in domains:
+            m = pc.ends_with(lowered, "@" + dom)
+            is_gmail = m if is_gmail is None else pc.or_(is_gmail, m)
+        is_gmail = pc.and_(valid, pc.fill_null(is_gmail, False))
+        if pc.any(is_gmail).as_py():
+            # Rewrite only the gmail rows (usually a minority), then scatter back.
+            sub = pc.filter(lowered, is_gmail)
+            local = pc.replace_substring_regex(sub, r"@[^@]*$", "")
+            domain = pc.replace_substring_regex(sub, r"^[^@]*@", "")
+            local = pc.replace_substring_regex(local, r"\+.*$", "")
+            local = pc.replace_substring(local, ".", "")
+            empty_local = pc.equal(pc.binary_length(local), 0)
+            rewritten = pc.binary_join_element_wise(local, domain, "@")
+            lowered = pc.replace_with_mask(lowered, is_gmail, rewritten)
+            if pc.any(empty_local).as_py():
+                bad = pc.replace_with_mask(
+                    pa.array(np.zeros(len(lowered), dtype=bool)), is_gmail, empty_local
+                )
+                valid = pc.and_(valid, pc.invert(bad))
+
+    return _finish(lowered, valid, missing, INVALID_EMAIL)
+
+
+def _normalize_phone(arr: pa.StringArray, profile: str):
+    trimmed = pc.utf8_trim_whitespace(arr)
+    missing = _missing_mask(trimmed)
+    stripped = pc.replace_substring_regex(trimmed, _PHONE_STRIP_RE, "")
+    if _PHONE_PLUS[profile]:
+        # Leading "+" stays, leading "00" becomes "+", otherwise "+" is prepended
+        # (digits are taken to already include the country code).
+        candidate = pc.replace_substring_regex(stripped, r"^(?:\+|00)?", "+", max_replacements=1)
+        pattern = _PHONE_PLUS_RE
+    else:
+        candidate = pc.replace_substring_regex(stripped, r"^(?:\+|00)", "", max_replacements=1)
+        pattern = _PHONE_DIGITS_RE
+    valid = pc.fill_null(pc.match_substring_regex(candidate, pattern), False)
+    return _finish(candidate, valid, missing, INVALID_PHONE)
+
+
+def _normalize_other(arr: pa.StringArray):
+    trimmed = pc.utf8_trim_whitespace(arr)
+    missing = _missing_mask(trimmed)
+    normalized = pc.if_else(missing, _NULL_STR, trimmed)
+    reason = pc.if_else(missing, pa.scalar(MISSING_VALUE), _NULL_STR)
+    return normalized, reason
+
+
+def normalize_keys(
+    values: pa.Array, kind: str, profile: str = "adobe"
+) -> tuple[pa.StringArray, pa.StringArray]:
+    """Normalize match keys according to ``profile``.
+
+    kind in {"email", "phone", "other"}.  Returns ``(normalized, reason)``, both the
+    same length as ``values``: ``normalized`` is null where invalid; ``reason`` is null
+    where valid, else one of MISSING_VALUE / INVALID_EMAIL / INVALID_PHONE.
+    Accepts string/large_string/dictionary arrays and ChunkedArray (returns plain
+    ``pa.StringArray``s; chunks are combined).
+    """
+    _check_kind(kind)
+    _check_profile(profile)
+    arr = _as_string_array(values)
+    if kind == "email":
+        out = _normalize_email(arr, profile)
+    elif kind == "phone":
+        out = _normalize_phone(arr, profile)
+    else:
+        out = _normalize_other(arr)
+    return tuple(_plain(a) for a in out)  # type: ignore[return-value]
+
+
+def _plain(a) -> pa.StringArray:
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    if a.type != pa.string():
+        a = a.cast(pa.string())
+    return a
+
+
+# ------------------------------------------------------------------------- hashing
+def _encode_b64(raw: bytes, m: int) -> bytes:
+    """Standard padded base64 of m consecutive 32-byte digests -> m*44 bytes.
+
+    Each digest is padded to 33 bytes (a multiple of 3) so one bulk b2a_base64 call
+    over the whole stream stays aligned at 44 chars per digest; the last char of each
+    block (encoding the zero pad byte) is then replaced by "=", which is exactly the
+    standard padded encoding of the 32-byte digest.
+    """
+    padded = np.zeros((m, 33), dtype=np.uint8)
+    padded[:, :32] = np.frombuffer(raw, dtype=np.uint8).reshape(m, 32)
+    enc = np.frombuffer(binascii.b2a_base64(padded.tobytes(), newline=False), dtype=np.uint8)
+    enc = enc.reshape(m, _B64_WIDTH).copy()
+    enc[:, 43] = ord("=")
+    return enc.tobytes()
+
+
+def hash_keys(normalized: pa.Array, encoding: str) -> pa.StringArray:
+    """SHA-256 over UTF-8 bytes; encoding 'hex' (lowercase, 64 chars) or 'base64'
+    (standard alphabet, padded, 44 chars).  Nulls stay null."""
+    _check_encoding(encoding)
+    arr = _as_string_array(normalized)
+    n = len(arr)
+    width = _HEX_WIDTH if encoding == "hex" else _B64_WIDTH
+    if n == 0:
+        return pa.array([], pa.string())
+    if arr.null_count == n:
+        return pa.nulls(n, pa.string())
+
+    m = n - arr.null_count
+    if m * width > _INT32_MAX:
+        raise ValueError("batch too large for a single string array; split it into smaller batches")
+    present = arr if arr.null_count == 0 else pc.drop_null(arr)
+    # to_pylist on a binary view yields the UTF-8 bytes of each row without a decode /
+    # re-encode round trip; the hashlib call is the only per-row Python.
+    sha256 = hashlib.sha256
+    raw = b"".join([sha256(x).digest() for x in present.cast(pa.binary()).to_pylist()])
+    encoded = binascii.hexlify(raw) if encoding == "hex" else _encode_b64(raw, m)
+
+    if arr.null_count == 0:
+        out_offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+        validity = None
+    else:
+        valid_np = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        lengths = valid_np.astype(np.int32) * width
+        out_offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(lengths, out=out_offsets[1:])
+        validity = pa.py_buffer(np.packbits(valid_np, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.string(),
+        n,
+        [validity, pa.py_buffer(out_offsets), pa.py_buffer(encoded)],
+        null_count=n - m,
+    )
+
+
+def normalize_and_hash(
+    values, kind: str, profile: str = "adobe", encoding: str | None = None
+) -> tuple[pa.StringArray, pa.StringArray]:
+    """Normalize then hash.  encoding None -> DEFAULT_DIGEST[profile].
+    Returns ``(digests, reason)``; digests are null exactly where reason is not."""
+    _check_profile(profile)
+    if encoding is None:
+        encoding = DEFAULT_DIGEST[profile]
+    _check_encoding(encoding)
+    normalized, reason = normalize_keys(values, kind, profile)
+    return hash_keys(normalized, encoding), reason
+
+
+def canonical_digests(values: pa.Array, encoding: str) -> tuple[pa.StringArray, pa.StringArray]:
+    """Dump-side validation of incoming digests.
+
+    hex: after trimming whitespace, exactly 64 hex chars; returned lowercased.
+    base64: after trimming whitespace, exactly 44 chars of the standard alphabet ending
+    in a single '=' (32 bytes, canonical padding bits); returned as is.
+    Invalid -> null + INVALID_HASH; null/empty/blank -> null + MISSING_VALUE.
+    """
+    _check_encoding(encoding)
+    arr = _as_string_array(values)
+    trimmed = pc.utf8_trim_whitespace(arr)
+    missing = _missing_mask(trimmed)
+    if encoding == "hex":
+        valid = pc.fill_null(pc.match_substring_regex(trimmed, _HEX_RE), False)
+        candidate = pc.ascii_lower(trimmed)
+    else:
+        valid = pc.fill_null(pc.match_substring_regex(trimmed, _B64_RE), False)
+        candidate = trimmed
+    return tuple(_plain(a) for a in _finish(candidate, valid, missing, INVALID_HASH))  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- scalar helpers
+def _scalar(value, kind: str, profile: str) -> str | None:
+    if value is None:
+        return None
+    normalized, _ = normalize_keys(pa.array([value], pa.string()), kind, profile)
+    return normalized[0].as_py()
+
+
+def normalize_email(value: str, profile: str = "adobe") -> str | None:
+    """Normalized email, or None if missing/invalid."""
+    return _scalar(value, "email", profile)
+
+
+def normalize_phone(value: str, profile: str = "adobe") -> str | None:
+    """Normalized phone, or None if missing/invalid."""
+    return _scalar(value, "phone", profile)
+
+
+def hash_value(
+    value: str, kind: str, profile: str = "adobe", encoding: str | None = None
+) -> str | None:
+    """Digest of one value, or None if missing/invalid."""
+    if value is None:
+        _check_kind(kind)
+        _check_profile(profile)
+        return None
+    digests, _ = normalize_and_hash(pa.array([value], pa.string()), kind, profile, encoding)
+    return digests[0].as_py()
