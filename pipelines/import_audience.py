@@ -1,0 +1,98 @@
+"""Import shared audiences: segment dumps + profile extract -> reconciled audiences.
+
+    audience-sync import --config job.yaml --output OUT_DIR [--run-date YYYY-MM-DD] [Beam flags...]
+    python -m pipelines.import_audience --config job.yaml --output OUT_DIR [Beam flags...]
+
+Outputs under OUT_DIR: ``reconciled/``, ``file_audience/``, ``rejected/`` (Parquet) and
+``report.json`` (written last: its presence means the run completed). See the README.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from datetime import date, datetime, timezone
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.cli import run_job_cli
+from pipelines.options import keep_elements_out_of_logs, pipeline_options
+from transforms.config import JobConfig, load_config
+from transforms.preflight import check_inputs
+from transforms.publish import REPORT, PublishRun, WriteParts, join_path, remove_run_dir
+from transforms.reconcile import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA, ReconcileAudiences
+from transforms.dumps import REJECTED_SCHEMA
+
+OUTPUTS = {
+    "reconciled": MEMBERSHIP_SCHEMA,
+    "file_audience": FILE_AUDIENCE_SCHEMA,
+    "rejected": REJECTED_SCHEMA,
+}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="audience-sync import", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="job YAML (local path or gs://)")
+    parser.add_argument("--output", required=True, help="output folder (local path or gs://)")
+    parser.add_argument(
+        "--run-date",
+        type=date.fromisoformat,
+        default=None,
+        help="the run's date (YYYY-MM-DD, UTC midnight): the clock for AES-GCM key validity",
+    )
+    return parser.parse_known_args(argv)
+
+
+def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date | None) -> None:
+    """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs."""
+    clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc) if run_date else None
+    result = p | "Reconcile" >> ReconcileAudiences(cfg, clock)
+    reconciled = result["reconciled"] | "WriteReconciled" >> WriteParts(
+        "reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], "profile_id",
+        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="members",
+    )
+    file_audience = result["file_audience"] | "WriteFileAudience" >> WriteParts(
+        "file_audience", FILE_AUDIENCE_SCHEMA, ["data_source", "segment_id", "address"], "address",
+        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="file_audience_members",
+    )
+    rejected = result["rejected"] | "WriteRejected" >> WriteParts(
+        "rejected", REJECTED_SCHEMA, ["data_source", "source_file", "line"], "line",
+        run_dir, cfg.buckets, dedupe=False, count_column="reason", count_prefix="reason",
+    )
+    parts = (reconciled["parts"], file_audience["parts"], rejected["parts"]) | "AllParts" >> beam.Flatten()
+    counts = (
+        result["counts"], reconciled["counts"], file_audience["counts"], rejected["counts"]
+    ) | "AllCounts" >> beam.Flatten()
+    files = result["files"]
+    _ = (parts, counts, files) | "Publish" >> PublishRun(
+        cfg, output, run_dir, OUTPUTS, run_date.isoformat() if run_date else None
+    )
+
+
+def run(argv=None) -> dict:
+    """Run the import; returns the report. Raises ConfigError / AudienceSyncError on failure."""
+    known, beam_args = parse_args(argv)
+    keep_elements_out_of_logs()
+    cfg = load_config(known.config)
+    check_inputs(cfg)
+    options = pipeline_options(beam_args)
+    output = known.output.rstrip("/")
+    run_dir = join_path(output, f"_incomplete-{uuid.uuid4().hex[:12]}")
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, cfg, output, run_dir, known.run_date)
+    except BaseException:
+        remove_run_dir(run_dir)  # nothing of a failed run stays behind
+        raise
+    with FileSystems.open(join_path(output, REPORT)) as handle:
+        return json.loads(handle.read())
+
+
+def main(argv=None) -> int:
+    return run_job_cli(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Config validation: one clear line per problem, before any pipeline starts."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from transforms.config import ConfigError, load_config, parse_config
+from transforms.preflight import check_inputs
+
+GOOD = {
+    "profiles": {"path": "profiles.parquet", "id": "profile_id", "email": "email"},
+    "data_sources": [
+        {"name": "h", "dpid": 1, "segments": "segments/*.sync*", "id_type": "declared",
+         "declared": "hashed", "match_on": "email", "normalization": "adobe"}
+    ],
+}
+
+
+def cfg_with(**changes):
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    for dotted, value in changes.items():
+        target = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[last] = value
+    return data
+
+
+def error_of(data) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="job.yaml")
+    return str(info.value)
+
+
+def test_good_config_parses_with_defaults():
+    cfg = parse_config(GOOD)
+    ds = cfg.data_sources[0]
+    assert ds.field_separator == " " and ds.segment_separator == ","
+    assert ds.digest_encoding == "hex" and ds.key_kind == "email"
+    assert cfg.buckets == 16
+
+
+def test_unknown_field_is_named():
+    assert error_of(cfg_with(**{"data_sources.0.colour": "red"})) == "job.yaml: data_sources.0.colour: unknown field"
+
+
+def test_bad_enum_is_named():
+    message = error_of(cfg_with(**{"data_sources.0.normalization": "sha1"}))
+    assert message.startswith("job.yaml: data_sources.0.normalization: Input should be")
+    assert "'adobe'" in message
+
+
+def test_missing_required_field_is_named():
+    data = cfg_with()
+    del data["data_sources"][0]["dpid"]
+    assert error_of(data) == "job.yaml: data_sources.0.dpid: required field is missing"
+
+
+def test_declared_needs_match_on():
+    data = cfg_with()
+    del data["data_sources"][0]["match_on"]
+    assert "needs 'match_on'" in error_of(data)
+
+
+def test_inline_key_is_refused_without_echoing_it():
+    data = cfg_with()
+    data["data_sources"][0].update(
+        declared="encrypted", channel="email", normalization="adobe",
+        encryption={"algorithm": "aes-cbc", "key": "00112233445566778899aabbccddeeff", "iv": "env:IV"},
+    )
+    message = error_of(data)
+    assert "data_sources.0.encryption.key" in message and "reference" in message
+    assert "00112233445566778899aabbccddeeff" not in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("profiles:\n  path: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(path) in str(info.value) and "line" in str(info.value)
+
+
+def test_relative_paths_resolve_against_the_config_folder(demo_copy):
+    cfg = load_config(str(demo_copy / "job.yaml"))
+    assert cfg.profiles.path == str(demo_copy / "profiles.parquet")
+    enc = cfg.data_source("web-encrypted-emails").encryption
+    assert enc.key == "file:" + str(demo_copy / "keys" / "demo-only-aes256.key")
+
+
+def test_preflight_names_missing_files_and_columns(demo_copy):
+    text = (demo_copy / "job.yaml").read_text()
+    text = text.replace("segments/crm-plain/*.sync*", "segments/nowhere/*.sync*").replace("match_on: crm_id", "match_on: loyalty_no")
+    (demo_copy / "job.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        check_inputs(load_config(str(demo_copy / "job.yaml")))
+    lines = str(info.value).splitlines()
+    assert any(l.startswith("data_sources[3].segments: no segment dump matches") for l in lines)
+    assert any(l.startswith("data_sources[3].match_on: column 'loyalty_no' is not in the extract") for l in lines)
+
+
+def test_preflight_reports_a_missing_key_without_a_stack_trace(demo_copy):
+    (demo_copy / "keys" / "demo-only-aes256.key").unlink()
+    with pytest.raises(ConfigError) as info:
+        check_inputs(load_config(str(demo_copy / "job.yaml")))
+    assert "data_sources[4].encryption" in str(info.value)
+
+
+def test_preflight_passes_on_the_demo(demo_copy):
+    check_inputs(load_config(str(demo_copy / "job.yaml")))

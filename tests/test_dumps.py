@@ -1,0 +1,154 @@
+"""Segment dump reader: lines, separators, file names, gzip integrity."""
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from transforms.config import DataSourceConfig
+from transforms.dumps import (
+    DumpName,
+    is_dump_file,
+    parse_dump_name,
+    parse_lines,
+    read_chunks,
+    read_dump,
+    split_lines,
+)
+from transforms.errors import InputError
+
+VID = "59767559181262060060278870901087098252"
+VID2 = "08382830887934830189014177072406221371"
+
+
+def ds(**kw) -> DataSourceConfig:
+    base = dict(name="v", dpid=1, segments="unused", id_type="visitor")
+    return DataSourceConfig(**{**base, **kw})
+
+
+def parse(data: bytes, **kw):
+    parsed, rejected = parse_lines(split_lines(data), 1, "f.sync", ds(**kw))
+    return parsed.to_pylist(), {r["line"]: r["reason"] for r in rejected.to_pylist()}
+
+
+def test_reference_line_is_parsed_with_added_and_removed_segments():
+    rows, rejected = parse(f"{VID} 24,26,27 25,28\n".encode())
+    assert rejected == {}
+    assert rows == [
+        {"data_source": "v", "source_file": "f.sync", "line": 1, "id": VID,
+         "segments": ["24", "26", "27"], "removed": ["25", "28"]}
+    ]
+
+
+def test_removed_column_may_be_empty_or_absent():
+    rows, rejected = parse(f"{VID} 24 \n{VID2} 25\n".encode())
+    assert rejected == {}
+    assert [(r["line"], r["segments"], r["removed"]) for r in rows] == [(1, ["24"], []), (2, ["25"], [])]
+
+
+def test_every_bad_line_is_rejected_with_its_line_number_and_reason():
+    data = (
+        f"{VID} 24\n"            # 1 ok
+        "\n"                     # 2 empty
+        "just-one-field\n"       # 3 malformed
+        f"{VID} d_sid=24,c_color=blue\n"  # 4 trait / key-value
+        f"{VID} 12,ab\n"         # 5 not a segment id
+        f"{VID}  25\n"           # 6 only removals
+        f"{VID} 1 2 3\n"         # 7 too many fields
+        "\xff\xfe 1\n"           # 8 not UTF-8 (written as latin-1 below)
+        f"{VID2} 7"              # 9 ok, no final newline
+    ).encode("latin-1")
+    rows, rejected = parse(data)
+    assert [r["line"] for r in rows] == [1, 9]
+    assert rejected == {
+        2: "empty_line",
+        3: "malformed_line",
+        4: "trait_not_importable",
+        5: "invalid_segment_id",
+        6: "removals_only",
+        7: "malformed_line",
+        8: "not_utf8",
+    }
+
+
+def test_crlf_line_breaks_are_accepted():
+    rows, rejected = parse(f"{VID} 24 25\r\n{VID2} 26\r\n".encode())
+    assert rejected == {}
+    assert [(r["id"], r["segments"], r["removed"]) for r in rows] == [(VID, ["24"], ["25"]), (VID2, ["26"], [])]
+
+
+def test_separators_and_column_roles_are_configurable():
+    data = f"24|25\t{VID}\n".encode()
+    rows, rejected = parse(data, field_separator="\t", segment_separator="|", columns=("segments", "id"))
+    assert rejected == {}
+    assert rows[0]["id"] == VID and rows[0]["segments"] == ["24", "25"] and rows[0]["removed"] == []
+
+
+def test_soh_separator_written_as_escape_in_config():
+    rows, _ = parse(f"{VID}\x0124,25\x01\n".encode(), field_separator="\\x01")
+    assert rows[0]["segments"] == ["24", "25"]
+
+
+def test_line_numbers_continue_across_chunks(tmp_path):
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync"
+    path.write_bytes("".join(f"{VID} {i}\n" for i in range(1, 1001)).encode())
+    seen = []
+    chunks = 0
+    for parsed, rejected, n in read_dump(str(path), ds(), chunk_bytes=4096):
+        chunks += 1
+        seen += parsed["line"].to_pylist()
+        assert rejected.num_rows == 0
+    assert chunks > 5
+    assert seen == list(range(1, 1001))
+
+
+def test_gzip_dump_reads_like_plain(tmp_path):
+    body = f"{VID} 24\n{VID2} 25 26\n".encode()
+    plain, gz = tmp_path / "a.sync", tmp_path / "a.sync.gz"
+    plain.write_bytes(body)
+    gz.write_bytes(gzip.compress(body))
+    assert b"".join(read_chunks(str(plain))) == b"".join(read_chunks(str(gz))) == body
+
+
+def _big_gzip(tmp_path):
+    body = "".join(f"{VID} {i % 50}\n" for i in range(20000)).encode()
+    data = gzip.compress(body)
+    return data
+
+
+def test_truncated_gzip_fails_naming_the_file(tmp_path):
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync.gz"
+    path.write_bytes(_big_gzip(tmp_path)[:-30])
+    with pytest.raises(InputError) as info:
+        list(read_dump(str(path), ds()))
+    assert str(path) in str(info.value) and "truncated" in str(info.value)
+    assert VID not in str(info.value)
+
+
+def test_corrupt_gzip_fails_naming_the_file(tmp_path):
+    data = bytearray(_big_gzip(tmp_path))
+    for i in range(200, 260):
+        data[i] ^= 0x55
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError) as info:
+        list(read_dump(str(path), ds()))
+    assert str(path) in str(info.value) and "corrupt" in str(info.value)
+
+
+def test_file_names_are_parsed_as_documented():
+    assert parse_dump_name("gs://b/x/S3_1234_20914_XYZCustomer_iter_1486140844000.sync.gz") == DumpName(
+        "S3", 1234, 20914, "XYZCustomer", "iter", 1486140844000, None
+    )
+    assert parse_dump_name("ftp_1234_20915_full_1486140843000001.sync.gz") == DumpName(
+        "ftp", 1234, 20915, None, "full", 1486140843000, 1
+    )
+    assert parse_dump_name("ftp_1234_20915_full_1486140843000012.sync").split == 12
+    assert parse_dump_name("random.txt") is None
+    assert parse_dump_name("ftp_1234_20915_sometimes_1486140843000.sync") is None
+
+
+def test_control_files_are_not_dumps():
+    assert is_dump_file("/d/ftp_1234_20915_full_1486140843000.sync.gz")
+    assert not is_dump_file("/d/ftp_1234_20915_full_1486140843000.sync.info")
+    assert not is_dump_file("/d/.hidden.sync")

@@ -1,0 +1,160 @@
+"""End to end: the real CLI on the bundled demo, checked against the generator's ground truth."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DEMO, ROOT
+from pipelines import import_audience
+from transforms.report import OUTCOMES
+
+CLI = [sys.executable, "-m", "pipelines.cli", "import"]
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def rows(folder: Path) -> set[tuple]:
+    return {tuple(r.values()) for r in pq.read_table(folder).to_pylist()}
+
+
+def expected(name: str) -> set[tuple]:
+    with open(DEMO / "expected" / name) as fh:
+        return {tuple(r) for r in list(csv.reader(fh))[1:]}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo-out")
+    result = run_cli("--config", DEMO / "job.yaml", "--output", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_memberships_are_exactly_the_ground_truth(demo_run):
+    out, _ = demo_run
+    assert rows(out / "reconciled") == expected("memberships.csv")
+
+
+def test_file_audience_is_exactly_the_ground_truth(demo_run):
+    out, _ = demo_run
+    assert rows(out / "file_audience") == expected("file_audience.csv")
+
+
+def test_report_counts_match_the_truth_and_add_up(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    truth = json.loads((DEMO / "expected" / "counts.json").read_text())
+    rejected = pq.read_table(out / "rejected").to_pylist()
+    for name, entry in report["data_sources"].items():
+        assert entry["received"] == sum(entry[k] for k in OUTCOMES), name
+        for key, value in truth[name].items():
+            assert entry[key] == value, (name, key)
+        # every rejection is a row in rejected/, and every line is in exactly one place
+        mine = [r for r in rejected if r["data_source"] == name]
+        assert len(mine) == sum(entry["rejected_by_reason"].values())
+        assert len(mine) == entry["received"] - entry["reconciled"] - entry["file_audience"]
+        assert len({(r["source_file"], r["line"]) for r in mine}) == len(mine)
+        assert sum(s["members"] for s in entry["segments"].values()) == len(
+            [m for m in expected("memberships.csv") if m[0] == name]
+        )
+    assert report["profiles_read"] == 300
+
+
+def test_summary_is_printed_without_personal_data(demo_run):
+    _, result = demo_run
+    assert "crm-hashed-emails: received=200" in result.stdout
+    assert "@" not in result.stdout + result.stderr
+
+
+def test_two_runs_give_byte_identical_outputs(demo_run, tmp_path):
+    first, _ = demo_run
+    second = tmp_path / "again"
+    assert run_cli("--config", DEMO / "job.yaml", "--output", second).returncode == 0
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for rel in files:
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+
+
+def test_module_entry_point_ignores_launcher_flags(tmp_path):
+    # Airflow's Beam operator and Flex Templates append flags the job does not know.
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.import_audience", "--config", str(DEMO / "job.yaml"),
+         "--output", str(tmp_path / "o"), "--labels=team=crm", "--job_name=nightly-import"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "o" / "report.json").exists()
+
+
+def test_config_error_is_one_clear_message(tmp_path):
+    bad = tmp_path / "job.yaml"
+    bad.write_text((DEMO / "job.yaml").read_text().replace("normalization: uid2", "normalization: sha1"))
+    result = run_cli("--config", bad, "--output", tmp_path / "o")
+    assert result.returncode == 2
+    assert "data_sources.2.normalization: Input should be" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_truncated_gzip_fails_the_run_and_leaves_nothing_complete(demo_copy, tmp_path):
+    victim = sorted((demo_copy / "segments" / "visitors").glob("*.gz"))[1]
+    victim.write_bytes(victim.read_bytes()[:-40])
+    out = tmp_path / "o"
+    result = run_cli("--config", demo_copy / "job.yaml", "--output", out)
+    assert result.returncode == 1
+    assert victim.name in result.stderr and "truncated" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "report.json").exists()
+    assert not list(out.glob("_incomplete-*"))
+    assert not (out / "reconciled").exists()
+
+
+def test_rerun_replaces_previous_outputs(demo_copy, tmp_path):
+    out = tmp_path / "o"
+    (out / "reconciled").mkdir(parents=True)
+    stale = out / "reconciled" / "part-99999-of-99999.parquet"
+    stale.write_bytes(b"stale")
+    import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(out)])
+    assert not stale.exists()
+    assert rows(out / "reconciled") == expected("memberships.csv")
+
+
+def test_csv_and_jsonl_extracts_give_the_same_audiences(tmp_path):
+    from generate_data import generate
+
+    results = {}
+    for fmt in ("parquet", "csv", "jsonl"):
+        data = tmp_path / fmt
+        generate(data, n_profiles=120, n_lines=300, seed=11, profile_format=fmt)
+        report = import_audience.run(["--config", str(data / "job.yaml"), "--output", str(tmp_path / f"out-{fmt}")])
+        results[fmt] = rows(tmp_path / f"out-{fmt}" / "reconciled")
+        assert results[fmt] == {tuple(r) for r in list(csv.reader(open(data / "expected" / "memberships.csv")))[1:]}
+        assert report["profiles_read"] == 120
+    assert results["parquet"] == results["csv"] == results["jsonl"]
+
+
+def test_logs_carry_no_addresses_ids_or_keys(demo_copy, tmp_path, caplog, capfd):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(tmp_path / "o")])
+    captured = capfd.readouterr()
+    text = caplog.text + captured.out + captured.err
+    profiles = pq.read_table(DEMO / "profiles.parquet").to_pylist()
+    secrets = [(DEMO / "keys" / f).read_text().strip() for f in ("demo-only-aes256.key", "demo-only-iv.hex")]
+    needles = secrets + [p["email"].strip() for p in profiles if p["email"]]
+    needles += [p["mobile"] for p in profiles if p["mobile"]] + [v for p in profiles for v in p["visitor_ids"]]
+    needles += [a for *_, a in expected("file_audience.csv")]
+    assert len(needles) > 500
+    leaked = [n for n in needles if n in text or n.lower() in text.lower()]
+    assert leaked == []

@@ -1,0 +1,254 @@
+"""Job configuration: one pydantic model for every pipeline (import, export, nightly).
+
+The model holds *references* (paths, globs, key references such as ``env:NAME``), never data or
+key material, so it pickles cheaply into DoFns and can be logged. Files are opened only by
+:func:`check_inputs`, which the launchers call before building a pipeline, and by the
+transforms at run time.
+"""
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the field and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfilesConfig(_Strict):
+    """Where the profile extract is and which of its columns play which role."""
+
+    path: str
+    format: Literal["csv", "parquet", "jsonl"] | None = None  # default: from the extension
+    id: str = "profile_id"
+    email: str | None = "email"
+    phone: str | None = "mobile"
+    visitor_ids: str | None = "visitor_ids"
+    visitor_ids_separator: str = ";"  # CSV only: the list is one ';'-separated string
+    opt_out: str | None = None
+
+    @property
+    def resolved_format(self) -> str:
+        return self.format or format_from_extension(self.path)
+
+    def column_for(self, field: str) -> str:
+        """The extract column behind a role name (``email``, ``phone``) or a raw column name."""
+        if field == "email" and self.email:
+            return self.email
+        if field == "phone" and self.phone:
+            return self.phone
+        return field
+
+
+class EncryptionConfig(_Strict):
+    algorithm: Literal["aes-cbc", "aes-gcm"] = "aes-cbc"
+    key: str | None = None  # env:NAME or file:PATH (aes-cbc)
+    key_encoding: Literal["hex", "base64"] | None = None  # None: detect when unambiguous
+    iv: str | None = None  # env:NAME or file:PATH (aes-cbc)
+    iv_encoding: Literal["hex", "base64"] | None = None
+    keyring: str | None = None  # env:NAME or file:PATH holding the JSON key ring (aes-gcm)
+
+    @field_validator("key", "iv", "keyring")
+    @classmethod
+    def _reference_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("env:", "file:")):
+            # Never echo the value: it may be a key pasted inline.
+            raise ValueError("must be a reference 'env:NAME' or 'file:PATH', never the secret itself")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> "EncryptionConfig":
+        if self.algorithm == "aes-cbc" and (self.key is None or self.iv is None):
+            raise ValueError("aes-cbc needs both 'key' and 'iv'")
+        if self.algorithm == "aes-gcm" and self.keyring is None:
+            raise ValueError("aes-gcm needs 'keyring'")
+        return self
+
+
+class DataSourceConfig(_Strict):
+    """One shared data source (DPID) and the segment dumps it delivers."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dpid: int
+    segments: str  # glob, local or gs://
+    id_type: Literal["visitor", "declared"]
+    declared: Literal["plain", "hashed", "encrypted"] | None = None
+    match_on: str | None = None
+    normalization: Literal["adobe", "uid2", "google", "meta"] = "adobe"
+    digest: Literal["hex", "base64"] | None = None  # default: the normalization profile's
+    # Encrypted declared IDs (issue: encrypted IDs + file audience)
+    channel: Literal["email", "sms", "other"] = "other"
+    force_reconciliation: bool = False
+    encryption: EncryptionConfig | None = None
+    max_decrypt_failure_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Dump layout (the platform's templates can change it)
+    field_separator: str = " "
+    segment_separator: str = ","
+    columns: tuple[str, ...] = ("id", "segments", "removed")
+
+    @field_validator("field_separator", "segment_separator")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        value = value.encode().decode("unicode_escape") if value.startswith("\\") else value
+        if len(value) != 1 or value in "\r\n":
+            raise ValueError("must be a single character other than a line break")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        roles = [c for c in value if c != "ignore"]
+        if "id" not in roles or "segments" not in roles or len(set(roles)) != len(roles):
+            raise ValueError("needs 'id' and 'segments' once each (optional 'removed'; 'ignore' for others)")
+        unknown = set(roles) - {"id", "segments", "removed"}
+        if unknown:
+            raise ValueError(f"unknown column role(s) {sorted(unknown)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DataSourceConfig":
+        if self.id_type == "declared":
+            if self.declared is None:
+                raise ValueError("id_type 'declared' needs 'declared: plain | hashed | encrypted'")
+            if not self.match_on:
+                raise ValueError("id_type 'declared' needs 'match_on' (email, phone or a column)")
+            if self.declared == "encrypted" and self.channel != "other" and self.encryption is None:
+                raise ValueError(f"channel '{self.channel}' needs an 'encryption' section")
+        else:
+            if self.declared is not None or self.encryption is not None:
+                raise ValueError("'declared' and 'encryption' apply to id_type 'declared' only")
+        if self.field_separator == self.segment_separator:
+            raise ValueError("field_separator and segment_separator must differ")
+        return self
+
+    @property
+    def key_kind(self) -> str:
+        """How the reconciliation key is normalized: email, phone or other."""
+        if self.declared == "encrypted":
+            return {"email": "email", "sms": "phone"}.get(self.channel, "other")
+        return {"email": "email", "phone": "phone"}.get(self.match_on or "", "other")
+
+    @property
+    def digest_encoding(self) -> str:
+        from transforms.normalize import DEFAULT_DIGEST
+
+        return self.digest or DEFAULT_DIGEST[self.normalization]
+
+    @property
+    def decrypts(self) -> bool:
+        return self.declared == "encrypted" and self.channel in ("email", "sms")
+
+    @property
+    def keeps_file_audience(self) -> bool:
+        return self.decrypts and not self.force_reconciliation
+
+
+class JobConfig(_Strict):
+    profiles: ProfilesConfig
+    data_sources: list[DataSourceConfig] = Field(min_length=1)
+    buckets: int = Field(default=16, ge=1, le=4096)  # join/write shards; spread over workers
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "JobConfig":
+        names = [ds.name for ds in self.data_sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"data source names must be unique, repeated: {dupes}")
+        return self
+
+    def data_source(self, name: str) -> DataSourceConfig:
+        for ds in self.data_sources:
+            if ds.name == name:
+                return ds
+        raise KeyError(name)
+
+
+def format_from_extension(path: str) -> str:
+    name = path.lower()
+    for ext in (".gz", ".bz2", ".zst"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        return "parquet"
+    if name.endswith(".jsonl") or name.endswith(".ndjson") or name.endswith(".json"):
+        return "jsonl"
+    raise ValueError(f"cannot tell the format of '{posixpath.basename(path)}': use .csv, .parquet or .jsonl, or set 'format'")
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve(path: str, base: Path) -> str:
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str(base.resolve() / path)
+
+
+def _resolve_refs(enc: EncryptionConfig | None, base: Path) -> EncryptionConfig | None:
+    """``file:`` key references are relative to the config file, like every other path in it."""
+    if enc is None:
+        return None
+    update = {}
+    for field in ("key", "iv", "keyring"):
+        ref = getattr(enc, field)
+        if ref and ref.startswith("file:"):
+            update[field] = "file:" + _resolve(ref[len("file:"):], base)
+    return enc.model_copy(update=update)
+
+
+def parse_config(data: dict, source: str = "config", base_dir: str | Path | None = None) -> JobConfig:
+    """Validate a config mapping; relative paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        cfg = JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    if base_dir is None:
+        return cfg
+    base = Path(base_dir)
+    profiles = cfg.profiles.model_copy(update={"path": _resolve(cfg.profiles.path, base)})
+    sources = [
+        ds.model_copy(update={"segments": _resolve(ds.segments, base), "encryption": _resolve_refs(ds.encryption, base)})
+        for ds in cfg.data_sources
+    ]
+    return cfg.model_copy(update={"profiles": profiles, "data_sources": sources})
+
+
+def load_config(path: str) -> JobConfig:
+    """Read and validate a YAML config; relative paths in it are relative to the file."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as handle:
+            text = handle.read().decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
+        raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML") from None
+    base = None if "://" in path else Path(path).resolve().parent
+    return parse_config(data, source=path, base_dir=base)

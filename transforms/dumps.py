@@ -1,0 +1,292 @@
+"""Segment dumps: the platform's outbound batch files, read into Arrow tables.
+
+A dump line is ``<ID><SEP><SEG1,SEG2,...><SEP><REMOVED1,...>`` (separators and column roles are
+configurable per data source). Reading is vectorized: a file is decompressed in large chunks, split
+into lines with numpy, parsed with Arrow compute kernels, and every line ends either in the parsed
+table or in the rejected table with its file, line number and a reason, never its content.
+"""
+from __future__ import annotations
+
+import gzip
+import posixpath
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.config import DataSourceConfig
+from transforms.errors import InputError
+
+PARSED_SCHEMA = pa.schema(
+    [
+        ("data_source", pa.string()),
+        ("source_file", pa.string()),
+        ("line", pa.int64()),
+        ("id", pa.string()),
+        ("segments", pa.list_(pa.string())),
+        ("removed", pa.list_(pa.string())),
+    ]
+)
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("data_source", pa.string()),
+        ("source_file", pa.string()),
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+    ]
+)
+
+# Rejection reasons found while reading (all in the report's ``format_errors``), plus one category of
+# valid lines that carry nothing to add.
+EMPTY_LINE = "empty_line"
+NOT_UTF8 = "not_utf8"
+MALFORMED_LINE = "malformed_line"
+TRAIT_NOT_IMPORTABLE = "trait_not_importable"
+INVALID_SEGMENT_ID = "invalid_segment_id"
+NO_SEGMENTS = "no_segments"
+REMOVALS_ONLY = "removals_only"
+
+CHUNK_BYTES = 64 << 20
+_SEGMENT_ID = r"^[0-9]+$"
+
+_NAME = re.compile(
+    r"^(?P<sync_type>ftp|S3)_(?P<did>\d+)_(?P<master_dpid>\d+)(?:_(?P<pid_alias>.+?))?"
+    r"_(?P<sync_mode>iter|full)_(?P<timestamp>\d{13})(?P<split>\d{3})?\.sync(?:\.gz)?$"
+)
+
+
+@dataclass(frozen=True)
+class DumpName:
+    sync_type: str
+    did: int
+    master_dpid: int
+    pid_alias: str | None
+    sync_mode: str  # iter | full
+    timestamp_ms: int
+    split: int | None  # 1-based split number; None for an unsplit file
+
+
+def parse_dump_name(path: str) -> DumpName | None:
+    """Parse ``[SYNC_TYPE]_[DID]_[MASTER_DPID]_[PID_ALIAS]_[SYNC_MODE]_[TIMESTAMP][SPLITNUM].sync[.gz]``."""
+    match = _NAME.match(posixpath.basename(path))
+    if not match:
+        return None
+    g = match.groupdict()
+    return DumpName(
+        sync_type=g["sync_type"],
+        did=int(g["did"]),
+        master_dpid=int(g["master_dpid"]),
+        pid_alias=g["pid_alias"],
+        sync_mode=g["sync_mode"],
+        timestamp_ms=int(g["timestamp"]),
+        split=int(g["split"]) if g["split"] else None,
+    )
+
+
+def is_dump_file(path: str) -> bool:
+    """Control files (``.info``) and hidden/temporary files are not dumps."""
+    base = posixpath.basename(path)
+    return not (base.endswith(".info") or base.startswith((".", "_")))
+
+
+def _open(path: str):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if path.endswith(".gz"):
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw, raw
+
+
+def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Yield the decompressed file in pieces that end on a line break (the last may not).
+
+    A truncated or corrupt gzip stream raises :class:`InputError` naming the file: Python's gzip
+    checks the end-of-stream marker and the CRC, which a plain text reader does not.
+    """
+    raw, stream = _open(path)
+    try:
+        rest = b""
+        while True:
+            try:
+                piece = stream.read(chunk_bytes)
+            except EOFError:
+                raise InputError(path, "truncated gzip stream (the file ended before the end-of-stream marker)") from None
+            except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+                raise InputError(path, f"corrupt gzip stream ({type(exc).__name__})") from None
+            if not piece:
+                break
+            data = rest + piece
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut]
+                rest = data[cut:]
+            else:
+                rest = data
+        if rest:
+            yield rest
+    finally:
+        stream.close()
+        raw.close()
+
+
+def split_lines(chunk: bytes) -> pa.Array:
+    """The lines of ``chunk`` (without their line breaks) as a binary array, one entry per line."""
+    if not chunk:
+        return pa.array([], pa.binary())
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    if len(ends) == 0 or ends[-1] != len(buf) - 1:
+        ends = np.append(ends, len(buf))  # last line without a final newline
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    lengths = ends - starts  # excludes the '\n'
+    # Drop a '\r' before the '\n' (CRLF files).
+    has_cr = (lengths > 0) & (buf[np.maximum(ends - 1, 0)] == 13)
+    lengths = lengths - has_cr
+    # Compact: keep only the bytes inside each line, then rebuild offsets.
+    mask = np.ones(len(buf), dtype=bool)
+    mask[ends[ends < len(buf)]] = False
+    mask[(ends - 1)[has_cr]] = False
+    data = buf[mask]
+    new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary(), len(lengths), [None, pa.py_buffer(new_offsets), pa.py_buffer(data)])
+
+
+def decode_lines(lines: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Decode binary lines as UTF-8; returns (strings with null for bad lines, mask of bad lines)."""
+    try:
+        return lines.cast(pa.string()), np.zeros(len(lines), dtype=bool)
+    except pa.ArrowInvalid:
+        pass
+    decoded, bad = [], np.zeros(len(lines), dtype=bool)
+    for i, value in enumerate(lines.to_pylist()):  # rare path: only for chunks with a bad byte
+        try:
+            decoded.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            decoded.append(None)
+            bad[i] = True
+    return pa.array(decoded, pa.string()), bad
+
+
+def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Split strings on ``sep`` into lists without empty tokens.
+
+    Returns (lists, has_trait, has_bad_id) where the masks flag rows with a key-value/trait token
+    (``=`` or ``"``) or a token that is not a numeric segment id.
+    """
+    n = len(values)
+    parts = pc.split_pattern(values, pattern=sep)
+    flat = pc.list_flatten(parts)
+    parents = pc.list_parent_indices(parts).to_numpy()
+    non_empty = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+    is_trait = (
+        pc.or_(pc.match_substring(flat, "="), pc.match_substring(flat, '"')).to_numpy(zero_copy_only=False) & non_empty
+    )
+    is_bad = ~pc.match_substring_regex(flat, _SEGMENT_ID).to_numpy(zero_copy_only=False) & non_empty & ~is_trait
+    has_trait = np.bincount(parents[is_trait], minlength=n) > 0
+    has_bad = np.bincount(parents[is_bad], minlength=n) > 0
+    counts = np.bincount(parents[non_empty], minlength=n)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+    kept = flat.filter(pa.array(non_empty)).cast(pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets), kept), has_trait, has_bad
+
+
+def parse_lines(
+    lines: pa.Array, first_line: int, source_file: str, ds: DataSourceConfig
+) -> tuple[pa.Table, pa.Table]:
+    """Parse binary lines numbered from ``first_line``; returns (parsed, rejected) tables."""
+    n = len(lines)
+    line_no = np.arange(first_line, first_line + n, dtype=np.int64)
+    reason = np.full(n, None, dtype=object)
+
+    text, not_utf8 = decode_lines(lines)
+    reason[not_utf8] = NOT_UTF8
+    text = pc.fill_null(text, "")
+    empty = pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+    reason[empty & ~not_utf8] = EMPTY_LINE
+
+    roles = list(ds.columns)
+    parts = pc.split_pattern(text, pattern=ds.field_separator)
+    nparts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    optional_last = roles[-1] == "removed"
+    well_formed = nparts == len(roles)
+    if optional_last:
+        well_formed |= nparts == len(roles) - 1
+    reason[~well_formed & (reason == None)] = MALFORMED_LINE  # noqa: E711 - numpy elementwise
+
+    ok = np.flatnonzero(reason == None)  # noqa: E711
+    ok_arr = pa.array(ok)
+    ok_parts = parts.take(ok_arr)
+    if optional_last:
+        # Lines without the trailing removed column get an empty one, so every row has len(roles) parts.
+        short = pa.array(nparts[ok] == len(roles) - 1)
+        padded_text = pc.binary_join_element_wise(text.take(ok_arr), "", ds.field_separator)
+        ok_parts = pc.if_else(short, pc.split_pattern(padded_text, pattern=ds.field_separator), ok_parts)
+
+    def column(role: str) -> pa.Array:
+        if role not in roles or len(ok) == 0:
+            return pa.array([""] * len(ok), pa.string())
+        return pc.list_element(ok_parts, roles.index(role)).cast(pa.string())
+
+    ids = column("id")
+    segments, seg_trait, seg_bad = _split_list(column("segments"), ds.segment_separator)
+    removed, rem_trait, rem_bad = _split_list(column("removed"), ds.segment_separator)
+    n_seg = pc.list_value_length(segments).to_numpy(zero_copy_only=False)
+    n_rem = pc.list_value_length(removed).to_numpy(zero_copy_only=False)
+
+    sub_reason = np.full(len(ok), None, dtype=object)
+    sub_reason[(n_seg == 0) & (n_rem == 0)] = NO_SEGMENTS
+    sub_reason[seg_bad | rem_bad] = INVALID_SEGMENT_ID
+    sub_reason[seg_trait | rem_trait] = TRAIT_NOT_IMPORTABLE
+    sub_reason[(n_seg == 0) & (n_rem > 0) & (sub_reason == None)] = REMOVALS_ONLY  # noqa: E711
+    reason[ok] = sub_reason
+
+    good = sub_reason == None  # noqa: E711
+    good_arr = pa.array(good)
+    parsed = pa.table(
+        {
+            "data_source": pa.repeat(pa.scalar(ds.name), int(good.sum())),
+            "source_file": pa.repeat(pa.scalar(source_file), int(good.sum())),
+            "line": pa.array(line_no[ok][good]),
+            "id": ids.filter(good_arr),
+            "segments": segments.filter(good_arr),
+            "removed": removed.filter(good_arr),
+        },
+        schema=PARSED_SCHEMA,
+    )
+    return parsed, rejected_table(ds.name, source_file, line_no, reason)
+
+
+def rejected_table(data_source: str, source_file: str | pa.Array, line_no: np.ndarray | pa.Array, reason: np.ndarray | pa.Array) -> pa.Table:
+    """Rows for the lines whose ``reason`` is set (null/None reasons are skipped)."""
+    reason = pa.array(reason, pa.string()) if not isinstance(reason, (pa.Array, pa.ChunkedArray)) else reason
+    mask = pc.is_valid(reason)
+    count = pc.sum(mask).as_py() or 0
+    files = (
+        pa.repeat(pa.scalar(source_file), count) if isinstance(source_file, str) else pc.filter(source_file, mask)
+    )
+    lines = pa.array(line_no, pa.int64()) if isinstance(line_no, np.ndarray) else line_no
+    return pa.table(
+        {
+            "data_source": pa.repeat(pa.scalar(data_source), count),
+            "source_file": files,
+            "line": pc.filter(lines, mask),
+            "reason": pc.filter(reason, mask),
+        },
+        schema=REJECTED_SCHEMA,
+    )
+
+
+def read_dump(path: str, ds: DataSourceConfig, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[pa.Table, pa.Table, int]]:
+    """Yield ``(parsed, rejected, lines_read)`` for each chunk of one dump file."""
+    next_line = 1
+    for chunk in read_chunks(path, chunk_bytes):
+        lines = split_lines(chunk)
+        parsed, rejected = parse_lines(lines, next_line, path, ds)
+        next_line += len(lines)
+        yield parsed, rejected, len(lines)

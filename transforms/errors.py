@@ -1,0 +1,22 @@
+"""Errors that end a run with one clear line. Messages name files and lines, never record content."""
+from __future__ import annotations
+
+
+class AudienceSyncError(Exception):
+    """Base class: the message is safe to show (no PII, no key material)."""
+
+
+class InputError(AudienceSyncError):
+    """An input file is unreadable, truncated, corrupt or malformed."""
+
+    def __init__(self, path: str, problem: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}")
+        self.path, self.problem, self.line = path, problem, line
+
+    def __reduce__(self):  # keep the fields when Beam pickles the error across workers
+        return (InputError, (self.path, self.problem, self.line))
+
+
+class RunFailed(AudienceSyncError):
+    """The run's results break an invariant or a configured threshold; nothing is published."""

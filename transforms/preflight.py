@@ -1,0 +1,67 @@
+"""Checks run by the launchers before any pipeline starts: inputs exist, columns exist, keys load.
+
+This is the only place that reads inputs at launch time; transforms read them on the workers.
+"""
+from __future__ import annotations
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.config import ConfigError, JobConfig
+from transforms.dumps import is_dump_file
+from transforms.errors import InputError
+from transforms.profiles import needed_columns, read_schema_names
+
+
+def _matches(pattern: str) -> list[str]:
+    try:
+        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    except Exception:  # noqa: BLE001 - report as "no file", with the pattern
+        return []
+
+
+def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
+    """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured."""
+    problems: list[str] = []
+    extracts = _matches(cfg.profiles.path)
+    if not extracts:
+        problems.append(f"profiles.path: no file matches '{cfg.profiles.path}'")
+    else:
+        try:
+            columns = set(read_schema_names(extracts[0], cfg.profiles.resolved_format))
+        except (InputError, OSError, ValueError) as exc:
+            problems.append(f"profiles.path: {exc}")
+            columns = None
+        if columns is not None:
+            for col in needed_columns(cfg):
+                if col not in columns and col != cfg.profiles.visitor_ids:
+                    where = _field_naming(cfg, col)
+                    problems.append(f"{where}: column '{col}' is not in the extract {extracts[0]}")
+    for i, ds in enumerate(cfg.data_sources):
+        if not [p for p in _matches(ds.segments) if is_dump_file(p)]:
+            problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
+        if check_keys and ds.decrypts:
+            from transforms.keys import build_decryptor
+            from transforms.crypto import KeyMaterialError
+
+            try:
+                build_decryptor(ds, run_date=None) if ds.encryption.algorithm == "aes-cbc" else _check_keyring(ds)
+            except KeyMaterialError as exc:
+                problems.append(f"data_sources[{i}].encryption: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _check_keyring(ds) -> None:
+    from transforms.crypto import load_keyring
+
+    load_keyring(ds.encryption.keyring)
+
+
+def _field_naming(cfg: JobConfig, column: str) -> str:
+    for i, ds in enumerate(cfg.data_sources):
+        if ds.match_on and cfg.profiles.column_for(ds.match_on) == column:
+            return f"data_sources[{i}].match_on"
+    for field in ("id", "opt_out"):
+        if getattr(cfg.profiles, field) == column:
+            return f"profiles.{field}"
+    return "profiles"

@@ -1,0 +1,182 @@
+"""Profile extracts (CSV, Parquet or JSONL) read into Arrow tables with standard column names.
+
+Output columns: ``profile_id`` (string), ``visitor_ids`` (list<string>), ``opt_out`` (bool), and one
+``k:<column>`` string column per extract column that a data source reconciles on.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from transforms.config import JobConfig, ProfilesConfig
+from transforms.errors import InputError
+
+BATCH_ROWS = 1 << 20
+KEY_PREFIX = "k:"
+
+
+def needed_columns(cfg: JobConfig) -> list[str]:
+    """Extract columns the job reads: id, visitor ids, opt-out and every ``match_on`` column."""
+    p = cfg.profiles
+    cols = [p.id]
+    if any(ds.id_type == "visitor" for ds in cfg.data_sources) and p.visitor_ids:
+        cols.append(p.visitor_ids)
+    if p.opt_out:
+        cols.append(p.opt_out)
+    for ds in cfg.data_sources:
+        if ds.match_on:
+            col = p.column_for(ds.match_on)
+            if col not in cols:
+                cols.append(col)
+    return cols
+
+
+def key_columns(cfg: JobConfig) -> list[str]:
+    return sorted({cfg.profiles.column_for(ds.match_on) for ds in cfg.data_sources if ds.match_on})
+
+
+def _as_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if not pa.types.is_string(values.type):
+        values = values.cast(pa.string())
+    return values
+
+
+def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) -> pa.Array:
+    if values is None:
+        return pa.array([[]] * n, pa.list_(pa.string()))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        lists = values.cast(pa.list_(pa.string()))
+    else:
+        lists = pc.split_pattern(_as_strings(values), pattern=sep)
+    lists = pc.fill_null(lists, pa.scalar([], pa.list_(pa.string())))
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    parents = pc.list_parent_indices(lists).to_numpy()
+    keep = pc.fill_null(pc.greater(pc.utf8_length(flat), 0), False).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate(([0], np.cumsum(np.bincount(parents[keep], minlength=n)))).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
+
+
+def standardize(table: pa.Table, cfg: JobConfig, path: str) -> pa.Table:
+    """Map an extract's columns to the standard profile table."""
+    p = cfg.profiles
+    n = table.num_rows
+    ids = _as_strings(table[p.id])
+    missing_ids = pc.sum(pc.or_(pc.is_null(ids), pc.equal(pc.utf8_length(pc.fill_null(ids, "")), 0))).as_py()
+    if missing_ids:
+        raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'")
+    cols = {"profile_id": ids}
+    has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
+    cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator)
+    if p.opt_out and p.opt_out in table.column_names:
+        opt = table[p.opt_out]
+        opt = opt.combine_chunks() if isinstance(opt, pa.ChunkedArray) else opt
+        if not pa.types.is_boolean(opt.type):
+            text = pc.utf8_lower(pc.utf8_trim_whitespace(_as_strings(opt)))
+            opt = pc.is_in(text, value_set=pa.array(["true", "1", "yes", "y", "t"]))
+        cols["opt_out"] = pc.fill_null(opt, False)
+    else:
+        cols["opt_out"] = pa.repeat(pa.scalar(False), n)
+    for col in key_columns(cfg):
+        cols[KEY_PREFIX + col] = _as_strings(table[col])
+    return pa.table(cols)
+
+
+def _csv_batches(handle, path: str, columns: list[str], cfg: ProfilesConfig) -> Iterator[pa.Table]:
+    bad_rows: list[int | None] = []
+
+    def on_invalid(row) -> str:
+        bad_rows.append(row.number)
+        return "skip"
+
+    reader = pacsv.open_csv(
+        handle,
+        read_options=pacsv.ReadOptions(block_size=16 << 20, use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=columns,
+            column_types={c: pa.string() for c in columns},
+            strings_can_be_null=True,
+        ),
+    )
+    for batch in reader:
+        if bad_rows:
+            break
+        yield pa.Table.from_batches([batch])
+    if bad_rows:
+        first = bad_rows[0]
+        raise InputError(path, "wrong number of columns", line=first)
+
+
+def read_profiles(path: str, cfg: JobConfig, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
+    """Yield standardized profile tables from one extract file (local or gs://)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    columns = needed_columns(cfg)
+    fmt = cfg.profiles.resolved_format
+    try:
+        with FileSystems.open(path) as handle:
+            if fmt == "parquet":
+                pf = pq.ParquetFile(handle)
+                present = [c for c in columns if c in pf.schema_arrow.names]
+                for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
+                    yield standardize(pa.Table.from_batches([batch]), cfg, path)
+            elif fmt == "csv":
+                for table in _csv_batches(handle, path, columns, cfg.profiles):
+                    yield standardize(table, cfg, path)
+            else:
+                yield from _read_jsonl(handle, path, columns, cfg)
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        # Arrow's messages can quote the offending row: keep only the kind of problem.
+        raise InputError(path, f"cannot read the {fmt} extract ({type(exc).__name__})") from None
+
+
+def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig) -> Iterator[pa.Table]:
+    data = handle.read()
+    # Find the first bad line ourselves so the error can name it (Arrow's message quotes content).
+    try:
+        table = pajson.read_json(pa.BufferReader(data))
+    except pa.ArrowInvalid:
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if raw.strip():
+                try:
+                    json.loads(raw)
+                except ValueError:
+                    raise InputError(path, "not valid JSON", line=number) from None
+        raise InputError(path, "inconsistent JSON records") from None
+    table = table.select([c for c in columns if c in table.column_names])
+    for start in range(0, max(table.num_rows, 1), BATCH_ROWS):
+        piece = table.slice(start, BATCH_ROWS)
+        if piece.num_rows:
+            yield standardize(piece, cfg, path)
+
+
+def read_schema_names(path: str, fmt: str) -> list[str]:
+    """Column names of an extract, reading only its header/footer/first record."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+        if fmt == "parquet":
+            return list(pq.ParquetFile(handle).schema_arrow.names)
+        if fmt == "csv":
+            first = handle.readline().decode("utf-8", errors="replace")
+            return [c.strip().strip('"') for c in first.rstrip("\r\n").split(",")]
+        first = handle.readline()
+        try:
+            return list(json.loads(first).keys())
+        except (ValueError, AttributeError):
+            raise InputError(path, "not valid JSON", line=1) from None

@@ -1,0 +1,183 @@
+"""Deterministic Parquet parts and an all-or-nothing publish of a run's outputs.
+
+Each output is written by shard: rows are split by a stable hash into ``buckets`` groups, and each
+group is deduplicated, sorted and written to ``part-BBBBB-of-NNNNN.parquet`` under the run's
+temporary folder. The same input always gives the same files, whatever the runner's bundle order.
+
+Publishing is the pipeline's last step, run once after every part is written: it builds and checks
+the report (counts must add up), replaces the previous outputs, and writes ``report.json`` last.
+``report.json`` is the completion marker: an output folder without it is not a finished run.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.arrow_utils import bucket_of, concat, count_by, distinct, split_by_bucket
+from transforms.config import JobConfig
+from transforms.dumps import parse_dump_name
+from transforms.report import build_report, check_report
+
+REPORT = "report.json"
+
+
+def join_path(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts) if "://" in base else posixpath.join(base, *parts)
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    with FileSystems.create(path) as sink:
+        pq.write_table(table, sink, compression="zstd")
+
+
+class _SplitForWrite(beam.DoFn):
+    def __init__(self, bucket_column: str, buckets: int):
+        self._column, self._buckets = bucket_column, buckets
+
+    def process(self, table: pa.Table):
+        for bucket, rows in split_by_bucket(table, bucket_of(table[self._column], self._buckets)):
+            yield bucket, rows
+
+
+class _WritePart(beam.DoFn):
+    def __init__(self, name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix):
+        self._name, self._schema, self._sort_by, self._dedupe = name, schema, sort_by, dedupe
+        self._run_dir, self._buckets = run_dir, buckets
+        self._count_column, self._count_prefix = count_column, count_prefix
+
+    def process(self, element):
+        bucket, tables = element
+        table = concat(list(tables), self._schema)
+        if self._dedupe:
+            table = distinct(table)
+        table = table.sort_by([(c, "ascending") for c in self._sort_by])
+        path = join_path(self._run_dir, self._name, f"part-{bucket:05d}-of-{self._buckets:05d}.parquet")
+        write_parquet(table, path)
+        yield beam.pvalue.TaggedOutput("parts", (self._name, path, table.num_rows))
+        if self._count_column:
+            for (data_source, value), n in count_by(table, ["data_source", self._count_column]):
+                yield (data_source, f"{self._count_prefix}:{value}"), n
+
+
+class WriteParts(beam.PTransform):
+    """Write a PCollection of Arrow tables as sorted, deduplicated Parquet shards.
+
+    Returns ``{"parts": (name, path, rows), "counts": ((data_source, counter), n)}``.
+    """
+
+    def __init__(self, name: str, schema: pa.Schema, sort_by: list[str], bucket_by: str, run_dir: str,
+                 buckets: int, dedupe: bool = True, count_column: str | None = None, count_prefix: str = ""):
+        super().__init__()
+        self._args = (name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix)
+        self._bucket_by, self._buckets = bucket_by, buckets
+
+    def expand(self, tables):
+        written = (
+            tables
+            | "SplitByShard" >> beam.ParDo(_SplitForWrite(self._bucket_by, self._buckets))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WritePart(*self._args)).with_outputs("parts", main="counts")
+        )
+        return {"parts": written.parts, "counts": written.counts}
+
+
+def _exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def _list_files(folder: str) -> list[str]:
+    pattern = join_path(folder, "*")
+    try:
+        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    except Exception:  # noqa: BLE001 - a missing folder matches nothing
+        return []
+
+
+def _mkdirs(path: str) -> None:
+    if "://" in path:
+        return  # object stores have no folders
+    try:
+        FileSystems.mkdirs(path)
+    except OSError:
+        pass  # already there
+
+
+def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], parts: list, report: dict) -> None:
+    """Replace the outputs under ``output_dir`` with the run's parts; ``report.json`` goes last."""
+    report_path = join_path(output_dir, REPORT)
+    if _exists(report_path):
+        FileSystems.delete([report_path])  # from here on the folder no longer looks complete
+    for name, schema in outputs.items():
+        final_dir = join_path(output_dir, name)
+        stale = _list_files(final_dir)
+        if stale:
+            FileSystems.delete(stale)
+        _mkdirs(final_dir)
+        mine = sorted(path for n, path, _ in parts if n == name)
+        if mine:
+            FileSystems.rename(mine, [join_path(final_dir, posixpath.basename(p)) for p in mine])
+        else:  # an empty output is still a readable dataset with its schema
+            write_parquet(schema.empty_table(), join_path(final_dir, "part-00000-of-00001.parquet"))
+    with FileSystems.create(report_path, mime_type="application/json") as sink:
+        sink.write((json.dumps(report, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    leftovers = _list_files(run_dir) + [f for n in outputs for f in _list_files(join_path(run_dir, n))]
+    if leftovers:
+        FileSystems.delete(leftovers)
+    remove_run_dir(run_dir)
+
+
+def remove_run_dir(run_dir: str) -> None:
+    """Delete a run's temporary folder and anything in it (best effort)."""
+    if "://" in run_dir:
+        files = [m.path for r in FileSystems.match([join_path(run_dir, "**")]) for m in r.metadata_list]
+        if files:
+            FileSystems.delete(files)
+        return
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class _Publish(beam.DoFn):
+    def __init__(self, cfg, output_dir, run_dir, outputs, run_date):
+        self._cfg, self._output_dir, self._run_dir = cfg, output_dir, run_dir
+        self._outputs, self._run_date = outputs, run_date
+
+    def process(self, _, parts, counts, files):
+        by_source: dict[str, list[dict]] = {}
+        for name, path in sorted(files):
+            parsed = parse_dump_name(path)
+            entry = {"path": path, **({"sync_mode": parsed.sync_mode, "timestamp_ms": parsed.timestamp_ms,
+                                        "split": parsed.split} if parsed else {"name_parsed": False})}
+            by_source.setdefault(name, []).append(entry)
+        report = build_report(self._cfg, counts, by_source, self._run_date)
+        check_report(report, self._cfg)
+        publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report)
+        yield report
+
+
+class PublishRun(beam.PTransform):
+    """Once every part is written: build and check the report, then publish all or nothing."""
+
+    def __init__(self, cfg: JobConfig, output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], run_date: str | None = None):
+        super().__init__()
+        self._args = (cfg, output_dir, run_dir, outputs, run_date)
+
+    def expand(self, inputs):
+        parts, counts, files = inputs
+        summed = counts | "SumCounts" >> beam.CombinePerKey(sum)
+        return (
+            parts.pipeline
+            | "Once" >> beam.Create([None])
+            | "PublishOutputs" >> beam.ParDo(
+                _Publish(*self._args),
+                beam.pvalue.AsList(parts),
+                beam.pvalue.AsList(summed),
+                beam.pvalue.AsList(files),
+            )
+        )

@@ -1,0 +1,264 @@
+"""The import's core: read dumps and profiles, key both sides, join them bucket by bucket.
+
+Elements are Arrow tables, never rows: a DoFn receives and emits whole tables, so the per-record
+work happens in Arrow/numpy kernels. Both sides are split into ``cfg.buckets`` shards by a stable
+hash of the join key; one ``GroupByKey`` on ``(data_source, bucket)`` brings a shard's dump lines and
+profile keys together, where Arrow's hash join matches them. On Dataflow/Flink the shards spread
+over workers.
+
+Every dump line ends in exactly one place: a membership (``reconciled``), the file audience, or a
+rejection with a reason. Counts travel as ``((data_source, counter), n)`` pairs on the ``counts``
+output and are summed once at the end (see :mod:`transforms.report`).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.arrow_utils import bucket_of, concat, distinct, explode_list, split_by_bucket
+from transforms.config import JobConfig
+from transforms.dumps import REJECTED_SCHEMA, is_dump_file, read_dump, rejected_table
+from transforms.errors import InputError
+from transforms.keys import KEYED_SCHEMA, PROFILE_KEY_SCHEMA, build_decryptor, dump_keys, profile_keys
+from transforms.profiles import read_profiles
+
+NAMESPACE = "audience_sync"
+NO_MATCHING_PROFILE = "no_matching_profile"
+
+MEMBERSHIP_SCHEMA = pa.schema(
+    [("data_source", pa.string()), ("segment_id", pa.string()), ("profile_id", pa.string())]
+)
+FILE_AUDIENCE_SCHEMA = pa.schema(
+    [("data_source", pa.string()), ("segment_id", pa.string()), ("channel", pa.string()), ("address", pa.string())]
+)
+
+# Output tags
+REJECTED = "rejected"
+COUNTS = "counts"
+FILE_AUDIENCE = "file_audience"
+DUMP_SIDE, PROFILE_SIDE = "d", "p"
+
+
+def _counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+class ExpandPatterns(beam.DoFn):
+    """``(data_source, glob)`` -> ``(data_source, path)`` for each dump file; an empty match fails."""
+
+    def process(self, element):
+        name, pattern = element
+        matched = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+        paths = [p for p in matched if is_dump_file(p)]
+        if not paths:
+            raise InputError(pattern, f"no segment dump matches (data source '{name}')")
+        for path in paths:
+            yield name, path
+
+
+class ReadDumpFile(beam.DoFn):
+    """Read one dump file in chunks: parsed tables (main), rejected tables and counts."""
+
+    def __init__(self, cfg: JobConfig):
+        self._cfg = cfg
+
+    def setup(self):
+        self._received = _counter("dump_lines_read")
+
+    def process(self, element):
+        name, path = element
+        ds = self._cfg.data_source(name)
+        for parsed, rejected, lines in read_dump(path, ds):
+            self._received.inc(lines)
+            yield beam.pvalue.TaggedOutput(COUNTS, ((name, "received"), lines))
+            if rejected.num_rows:
+                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+            if parsed.num_rows:
+                yield parsed
+
+
+class KeyDumpLines(beam.DoFn):
+    """Validate / hash-canonicalize / decrypt dump IDs into join keys. Ciphers are built in setup()."""
+
+    def __init__(self, cfg: JobConfig, run_date: datetime | None):
+        self._cfg = cfg
+        self._run_date = run_date
+
+    def setup(self):
+        self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
+
+    def process(self, table: pa.Table):
+        name = table["data_source"][0].as_py()
+        keyed, rejected = dump_keys(table, self._cfg.data_source(name), self._decryptors[name])
+        if rejected.num_rows:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+        if keyed.num_rows:
+            yield keyed
+
+
+class ReadProfileFile(beam.DoFn):
+    def __init__(self, cfg: JobConfig):
+        self._cfg = cfg
+
+    def process(self, path: str):
+        for table in read_profiles(path, self._cfg):
+            yield beam.pvalue.TaggedOutput(COUNTS, (("", "profiles_read"), table.num_rows))
+            yield table
+
+
+class KeyProfiles(beam.DoFn):
+    """One table of ``(data_source, key, profile_id)`` per data source for each profile table."""
+
+    def __init__(self, cfg: JobConfig):
+        self._cfg = cfg
+
+    def process(self, profiles: pa.Table):
+        for ds in self._cfg.data_sources:
+            keyed, without_key = profile_keys(profiles, ds, self._cfg)
+            yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys"), keyed.num_rows))
+            yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_values_without_key"), without_key))
+            if keyed.num_rows:
+                yield keyed
+
+
+class ShardByKey(beam.DoFn):
+    """Split a single-data-source table into ``((data_source, bucket), (side, rows))``."""
+
+    def __init__(self, buckets: int, side: str, column: str = "key"):
+        self._buckets, self._side, self._column = buckets, side, column
+
+    def process(self, table: pa.Table):
+        name = table["data_source"][0].as_py()
+        for bucket, rows in split_by_bucket(table, bucket_of(table[self._column], self._buckets)):
+            yield (name, bucket), (self._side, rows)
+
+
+def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, keep_file_audience: bool):
+    """Match one shard. Returns (memberships, file_audience, rejected, reconciled_lines, file_audience_lines)."""
+    matched = pc.is_in(dump["key"], value_set=pc.unique(prof["key"])) if prof.num_rows else pa.repeat(False, dump.num_rows)
+    hit, miss = dump.filter(matched), dump.filter(pc.invert(matched))
+
+    exploded = explode_list(hit.select(["key", "segments"]), "segments", "segment_id")
+    members = exploded.join(prof.select(["key", "profile_id"]), keys="key", join_type="inner")
+    members = distinct(members.select(["segment_id", "profile_id"]))
+    members = members.add_column(0, "data_source", pa.repeat(pa.scalar(data_source), members.num_rows))
+
+    if keep_file_audience:
+        audience = distinct(explode_list(miss.select(["address", "segments"]), "segments", "segment_id"))
+        n = audience.num_rows
+        audience = pa.table(
+            {
+                "data_source": pa.repeat(pa.scalar(data_source), n),
+                "segment_id": audience["segment_id"],
+                "channel": pa.repeat(pa.scalar(channel), n),
+                "address": audience["address"],
+            },
+            schema=FILE_AUDIENCE_SCHEMA,
+        )
+        rejected = REJECTED_SCHEMA.empty_table()
+        file_lines = miss.num_rows
+    else:
+        audience = FILE_AUDIENCE_SCHEMA.empty_table()
+        reasons = pa.repeat(pa.scalar(NO_MATCHING_PROFILE), miss.num_rows)
+        rejected = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
+        file_lines = 0
+    return members.cast(MEMBERSHIP_SCHEMA), audience, rejected, hit.num_rows, file_lines
+
+
+class JoinShard(beam.DoFn):
+    def __init__(self, cfg: JobConfig):
+        self._cfg = cfg
+
+    def setup(self):
+        self._reconciled = _counter("lines_reconciled")
+
+    def process(self, element):
+        (name, _bucket), tagged = element
+        dump_tables, prof_tables = [], []
+        for side, table in tagged:
+            (dump_tables if side == DUMP_SIDE else prof_tables).append(table)
+        if not dump_tables:
+            return
+        ds = self._cfg.data_source(name)
+        members, audience, rejected, hits, file_lines = join_bucket(
+            concat(dump_tables, KEYED_SCHEMA),
+            concat(prof_tables, PROFILE_KEY_SCHEMA),
+            name,
+            ds.channel,
+            ds.keeps_file_audience,
+        )
+        self._reconciled.inc(hits)
+        yield beam.pvalue.TaggedOutput(COUNTS, ((name, "reconciled"), hits))
+        if file_lines:
+            yield beam.pvalue.TaggedOutput(COUNTS, ((name, "file_audience"), file_lines))
+        if rejected.num_rows:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+        if audience.num_rows:
+            yield beam.pvalue.TaggedOutput(FILE_AUDIENCE, audience)
+        if members.num_rows:
+            yield members
+
+
+class ReconcileAudiences(beam.PTransform):
+    """The import graph from a pipeline root to four PCollections of Arrow tables / counts:
+    ``reconciled``, ``file_audience``, ``rejected`` and ``counts``."""
+
+    def __init__(self, cfg: JobConfig, run_date: datetime | None = None):
+        super().__init__()
+        self._cfg = cfg
+        self._run_date = run_date
+
+    def expand(self, root):
+        cfg = self._cfg
+        files = (
+            root
+            | "ListDumpPatterns" >> beam.Create([(ds.name, ds.segments) for ds in cfg.data_sources])
+            | "MatchDumpFiles" >> beam.ParDo(ExpandPatterns())
+        )
+        dumps = (
+            files
+            | "SpreadDumpFiles" >> beam.Reshuffle()
+            | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg)).with_outputs(REJECTED, COUNTS, main="parsed")
+        )
+        keyed = dumps.parsed | "KeyDumpLines" >> beam.ParDo(KeyDumpLines(cfg, self._run_date)).with_outputs(
+            REJECTED, main="keyed"
+        )
+        profiles = (
+            root
+            | "ListProfileExtracts" >> beam.Create([cfg.profiles.path])
+            | "MatchProfileFiles" >> beam.ParDo(ExpandProfilePattern())
+            | "SpreadProfileFiles" >> beam.Reshuffle()
+            | "ReadProfiles" >> beam.ParDo(ReadProfileFile(cfg)).with_outputs(COUNTS, main="profiles")
+        )
+        prof_keys = profiles.profiles | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg)).with_outputs(COUNTS, main="keys")
+        joined = (
+            (
+                keyed.keyed | "ShardDumpLines" >> beam.ParDo(ShardByKey(cfg.buckets, DUMP_SIDE)),
+                prof_keys.keys | "ShardProfileKeys" >> beam.ParDo(ShardByKey(cfg.buckets, PROFILE_SIDE)),
+            )
+            | "FlattenShards" >> beam.Flatten()
+            | "GroupShards" >> beam.GroupByKey()
+            | "JoinShards" >> beam.ParDo(JoinShard(cfg)).with_outputs(REJECTED, COUNTS, FILE_AUDIENCE, main="members")
+        )
+        rejected = (dumps[REJECTED], keyed[REJECTED], joined[REJECTED]) | "FlattenRejected" >> beam.Flatten()
+        counts = (dumps[COUNTS], profiles[COUNTS], prof_keys[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
+        return {
+            "reconciled": joined.members,
+            "file_audience": joined[FILE_AUDIENCE],
+            "rejected": rejected,
+            "counts": counts,
+            "files": files,
+        }
+
+
+class ExpandProfilePattern(beam.DoFn):
+    def process(self, pattern: str):
+        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+        if not paths:
+            raise InputError(pattern, "no profile extract matches")
+        yield from paths

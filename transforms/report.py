@@ -1,0 +1,106 @@
+"""The run report: counts per data source, in the platform's receipt shape, that must add up."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from transforms import crypto, dumps, keys, normalize
+from transforms.config import JobConfig
+from transforms.errors import RunFailed
+from transforms.reconcile import NO_MATCHING_PROFILE
+
+# Report category of every rejection reason.
+CATEGORY = {
+    dumps.EMPTY_LINE: "format_errors",
+    dumps.NOT_UTF8: "format_errors",
+    dumps.MALFORMED_LINE: "format_errors",
+    dumps.TRAIT_NOT_IMPORTABLE: "format_errors",
+    dumps.INVALID_SEGMENT_ID: "format_errors",
+    dumps.NO_SEGMENTS: "format_errors",
+    dumps.REMOVALS_ONLY: "removals_only",
+    keys.INVALID_VISITOR_ID: "invalid_ids",
+    keys.INVALID_DECLARED_ID: "invalid_ids",
+    keys.INVALID_PLAINTEXT: "invalid_ids",
+    normalize.INVALID_HASH: "invalid_ids",
+    normalize.MISSING_VALUE: "invalid_ids",
+    crypto.DECRYPT_FAILED: "invalid_ids",
+    crypto.UNKNOWN_KEY: "invalid_ids",
+    crypto.EXPIRED_KEY: "invalid_ids",
+    crypto.KEY_NOT_ACTIVE: "invalid_ids",
+    crypto.INVALID_PLAINTEXT: "invalid_ids",
+    NO_MATCHING_PROFILE: "unmatched",
+}
+# Every received line is counted in exactly one of these.
+OUTCOMES = ("format_errors", "invalid_ids", "removals_only", "unmatched", "reconciled", "file_audience")
+DECRYPT_FAILURES = (crypto.DECRYPT_FAILED, crypto.UNKNOWN_KEY, crypto.EXPIRED_KEY, crypto.KEY_NOT_ACTIVE)
+
+
+def build_report(cfg: JobConfig, counts: list[tuple[tuple[str, str], int]], files: dict[str, list[dict]] | None = None, run_date: str | None = None) -> dict:
+    """Assemble the report from summed counters ``((data_source, counter), n)``."""
+    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (name, counter), n in counts:
+        per[name][counter] += n
+    sources = {}
+    for ds in cfg.data_sources:
+        c = per[ds.name]
+        entry = {
+            "dpid": ds.dpid,
+            "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
+            "received": c["received"],
+            **{category: 0 for category in OUTCOMES},
+            "rejected_by_reason": {},
+            "segments": {},
+            "profile_keys": c["profile_keys"],
+            "profile_values_without_key": c["profile_values_without_key"],
+        }
+        entry["reconciled"] = c["reconciled"]
+        entry["file_audience"] = c["file_audience"]
+        for counter, n in sorted(c.items()):
+            kind, _, value = counter.partition(":")
+            if kind == "reason":
+                entry["rejected_by_reason"][value] = n
+                entry[CATEGORY.get(value, "format_errors")] += n
+            elif kind in ("members", "file_audience_members"):
+                seg = entry["segments"].setdefault(value, {"members": 0})
+                seg["members" if kind == "members" else "file_audience"] = n
+        entry["segments"] = dict(sorted(entry["segments"].items(), key=lambda kv: (len(kv[0]), kv[0])))
+        if files is not None:
+            entry["files"] = files.get(ds.name, [])
+        sources[ds.name] = entry
+    totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
+    report = {"job": "import", "profiles_read": per[""]["profiles_read"], "data_sources": sources, "totals": totals}
+    if run_date:
+        report["run_date"] = run_date
+    return report
+
+
+def check_report(report: dict, cfg: JobConfig) -> None:
+    """Raise :class:`RunFailed` when the counts do not add up or a data source fails to decrypt."""
+    for name, entry in report["data_sources"].items():
+        accounted = sum(entry[k] for k in OUTCOMES)
+        if accounted != entry["received"]:
+            raise RunFailed(
+                f"data source '{name}': counts do not add up (received {entry['received']}, accounted for {accounted})"
+            )
+        ds = cfg.data_source(name)
+        if ds.decrypts and entry["received"]:
+            failed = sum(entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
+            candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
+            if candidates and failed / candidates > ds.max_decrypt_failure_ratio:
+                raise RunFailed(
+                    f"data source '{name}': {failed} of {candidates} IDs failed to decrypt "
+                    f"(more than max_decrypt_failure_ratio={ds.max_decrypt_failure_ratio}); "
+                    "wrong key or IV? Nothing was published"
+                )
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short human summary: counts only, no IDs."""
+    out = [f"profiles read: {report['profiles_read']}"]
+    for name, e in report["data_sources"].items():
+        reasons = ", ".join(f"{r}={n}" for r, n in e["rejected_by_reason"].items()) or "none"
+        out.append(
+            f"{name}: received={e['received']} reconciled={e['reconciled']} file_audience={e['file_audience']} "
+            f"unmatched={e['unmatched']} invalid_ids={e['invalid_ids']} format_errors={e['format_errors']} "
+            f"removals_only={e['removals_only']} segments={len(e['segments'])} | rejected by reason: {reasons}"
+        )
+    return out
