@@ -1,0 +1,254 @@
+"""The import job end to end on gs:// paths, against a local Cloud Storage emulator.
+
+The emulator (``gcp-storage-emulator``) is started once for the module; see ``gcs_emulator.py`` for
+how Beam's GCS filesystem is pointed at it anonymously. Nothing here reaches a Google endpoint.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import posixpath
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+try:  # tests/ is on sys.path in pytest's default (prepend) import mode
+    from gcs_emulator import gcs_emulator, storage_client
+except ImportError:  # e.g. --import-mode=importlib, run from the project root
+    from tests.gcs_emulator import gcs_emulator, storage_client
+
+from pipelines.cli import describe_failure
+from pipelines.import_audience import OUTPUTS, run
+from transforms.report import OUTCOMES
+
+DEMO = Path(__file__).resolve().parent.parent / "testdata" / "demo"
+EXPECTED = DEMO / "expected"
+BOGUS_PART = "part-99999-of-99999.parquet"
+
+# The columns that identify a row of each output (the rejected rows also carry the dump's path,
+# compared by file name since it differs between a local and a gs:// run).
+KEY_COLUMNS = {
+    "reconciled": ["data_source", "segment_id", "profile_id"],
+    "file_audience": ["data_source", "segment_id", "channel", "address"],
+    "rejected": ["data_source", "source_file", "line", "reason"],
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _demo_config(prefix: str) -> dict:
+    """The demo job with absolute paths: profiles and segments under ``prefix`` (gs:// or local),
+    key references as local absolute ``file:`` paths."""
+    cfg = yaml.safe_load((DEMO / "job.yaml").read_text())
+    cfg["profiles"]["path"] = posixpath.join(prefix, cfg["profiles"]["path"])
+    for ds in cfg["data_sources"]:
+        ds["segments"] = posixpath.join(prefix, ds["segments"])
+        enc = ds.get("encryption") or {}
+        for field in ("key", "iv", "keyring"):
+            if (enc.get(field) or "").startswith("file:"):
+                enc[field] = "file:" + str(DEMO / enc[field][len("file:"):])
+    return cfg
+
+
+def _upload_demo(bucket, prefix: str) -> str:
+    """Upload the demo inputs under ``gs://BUCKET/PREFIX/`` and a gs:// job config; returns its URI."""
+    inputs = [DEMO / "profiles.parquet", *sorted((DEMO / "segments").rglob("*.sync*"))]
+    for path in inputs:
+        bucket.blob(f"{prefix}/{path.relative_to(DEMO).as_posix()}").upload_from_filename(str(path))
+    cfg = _demo_config(f"gs://{bucket.name}/{prefix}")
+    bucket.blob(f"{prefix}/job.yaml").upload_from_string(yaml.safe_dump(cfg), content_type="text/yaml")
+    return f"gs://{bucket.name}/{prefix}/job.yaml"
+
+
+def _objects(client, bucket: str, prefix: str) -> dict[str, int]:
+    """``{object name: generation}`` under ``prefix``."""
+    return {b.name: b.generation for b in client.list_blobs(bucket, prefix=prefix)}
+
+
+def _read_gcs_output(client, bucket: str, prefix: str, name: str) -> pa.Table:
+    blobs = sorted(client.list_blobs(bucket, prefix=f"{prefix}/{name}/"), key=lambda b: b.name)
+    assert blobs, f"no part files under gs://{bucket}/{prefix}/{name}/"
+    tables = [pq.read_table(pa.BufferReader(b.download_as_bytes())) for b in blobs]
+    for b, t in zip(blobs, tables):
+        assert t.schema.equals(OUTPUTS[name]), f"{b.name}: schema {t.schema} != {OUTPUTS[name]}"
+    return pa.concat_tables(tables)
+
+
+def _read_local_output(folder: Path, name: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in sorted((folder / name).glob("*.parquet"))])
+
+
+def _rows(table: pa.Table, name: str) -> list[tuple]:
+    columns = table.select(KEY_COLUMNS[name]).to_pydict()
+    if "source_file" in columns:
+        columns["source_file"] = [posixpath.basename(p) for p in columns["source_file"]]
+    return sorted(zip(*columns.values()))
+
+
+def _expected_csv(name: str) -> list[tuple]:
+    with open(EXPECTED / name, newline="") as f:
+        return sorted(tuple(row.values()) for row in csv.DictReader(f))
+
+
+def _incomplete(client, bucket: str) -> list[str]:
+    return [b.name for b in client.list_blobs(bucket) if "_incomplete-" in b.name]
+
+
+def _assert_counts_add_up(report: dict) -> None:
+    for name, entry in report["data_sources"].items():
+        accounted = sum(entry[k] for k in OUTCOMES)
+        assert entry["received"] == accounted, f"{name}: received {entry['received']} != {accounted} accounted"
+    assert report["totals"]["received"] == sum(e["received"] for e in report["data_sources"].values())
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures (module scope: one emulator, one upload, one local and one gs:// run)
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    with gcs_emulator() as handle:
+        yield handle
+        # Nothing in this module may have looked for real Google credentials.
+        assert handle.credential_lookups == []
+
+
+@pytest.fixture(scope="module")
+def client(gcs):
+    return storage_client()
+
+
+@pytest.fixture(scope="module")
+def gcs_config(gcs, client):
+    return _upload_demo(client.bucket(gcs.bucket), "in")
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The same demo run on local paths: the reference for the gs:// run."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    report = run(["--config", str(DEMO / "job.yaml"), "--output", str(out)])
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def first_run(gcs, client, gcs_config):
+    report = run(["--config", gcs_config, "--output", f"gs://{gcs.bucket}/out"])
+    return report, _objects(client, gcs.bucket, "out/")
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+
+
+def test_gs_run_writes_all_outputs_and_report(gcs, client, first_run):
+    report, objects = first_run
+    assert "out/report.json" in objects
+    stored = json.loads(client.bucket(gcs.bucket).blob("out/report.json").download_as_bytes())
+    assert stored == report
+    _assert_counts_add_up(stored)
+    for name in OUTPUTS:
+        assert any(o.startswith(f"out/{name}/part-") for o in objects), f"no {name} parts"
+    assert all(o == "out/report.json" or o.split("/")[1] in OUTPUTS for o in objects), sorted(objects)
+    assert _incomplete(client, gcs.bucket) == []
+    # The report names the gs:// dumps it read.
+    files = [f["path"] for e in stored["data_sources"].values() for f in e["files"]]
+    assert files and all(p.startswith(f"gs://{gcs.bucket}/in/segments/") for p in files)
+
+
+def test_gs_counts_match_expected(first_run):
+    report, _ = first_run
+    expected = json.loads((EXPECTED / "counts.json").read_text())
+    for name, counts in expected.items():
+        entry = report["data_sources"][name]
+        assert {k: entry[k] for k in counts} == counts, name
+
+
+def test_gs_memberships_match_expected_and_local_run(gcs, client, first_run, local_run):
+    local_out, local_report = local_run
+    reconciled = _read_gcs_output(client, gcs.bucket, "out", "reconciled")
+    assert _rows(reconciled, "reconciled") == _expected_csv("memberships.csv")
+    file_audience = _read_gcs_output(client, gcs.bucket, "out", "file_audience")
+    assert _rows(file_audience, "file_audience") == _expected_csv("file_audience.csv")
+    # Every output, row for row, as the local run wrote it (rejected rows compared by dump file name).
+    for name in OUTPUTS:
+        gcs_rows = _rows(_read_gcs_output(client, gcs.bucket, "out", name), name)
+        assert gcs_rows == _rows(_read_local_output(local_out, name), name), name
+    report, _ = first_run
+    strip = lambda r: {n: {k: v for k, v in e.items() if k != "files"} for n, e in r["data_sources"].items()}
+    assert strip(report) == strip(local_report)
+    assert report["totals"] == local_report["totals"]
+
+
+def test_second_gs_run_replaces_outputs(gcs, client, gcs_config, first_run):
+    _, before = first_run
+    bucket = client.bucket(gcs.bucket)
+    bogus = [f"out/{name}/{BOGUS_PART}" for name in OUTPUTS]
+    for name in bogus:  # a stale part from an earlier run with more shards
+        bucket.blob(name).upload_from_string(b"not parquet")
+    report = run(["--config", gcs_config, "--output", f"gs://{gcs.bucket}/out"])
+    after = _objects(client, gcs.bucket, "out/")
+    assert not set(bogus) & set(after), "stale part files survived the second run"
+    assert set(after) == set(before)  # the same deterministic part names, nothing else
+    stale = sorted(n for n in after if after[n] == before[n])
+    assert stale == [], f"objects not rewritten by the second run: {stale}"
+    assert _incomplete(client, gcs.bucket) == []
+    _assert_counts_add_up(report)
+    reconciled = _read_gcs_output(client, gcs.bucket, "out", "reconciled")
+    assert _rows(reconciled, "reconciled") == _expected_csv("memberships.csv")
+
+
+def test_truncated_gzip_on_gcs_fails_naming_the_file(gcs, client, gcs_config):
+    bucket = client.bucket(gcs.bucket)
+    config = _upload_demo(bucket, "trunc")
+    victim = "trunc/segments/visitors/ftp_1234_20914_full_1795305600000002.sync.gz"
+    data = bucket.blob(victim).download_as_bytes()
+    assert gzip.decompress(data)  # the original is a valid gzip
+    bucket.blob(victim).upload_from_string(data[: len(data) // 2])
+    with pytest.raises(Exception) as info:
+        run(["--config", config, "--output", f"gs://{gcs.bucket}/trunc-out"])
+    path = f"gs://{gcs.bucket}/{victim}"
+    assert path in str(info.value)
+    message = describe_failure(info.value)  # the one line the CLI prints
+    assert path in message and "truncated" in message, message
+    assert _objects(client, gcs.bucket, "trunc-out/") == {}  # no report.json, no parts
+    assert _incomplete(client, gcs.bucket) == []
+
+
+def test_failed_gs_run_removes_its_parts_and_publishes_nothing(gcs, client, gcs_config, tmp_path, monkeypatch):
+    """A run that fails at publish time (a wrong AES key: too many IDs fail to decrypt) has already
+    written its parts under ``_incomplete-*`` on gs://: they must all be deleted again."""
+    import pipelines.import_audience as job
+
+    wrong_key = tmp_path / "wrong-aes256.key"
+    wrong_key.write_text("00" * 32 + "\n")
+    cfg = _demo_config(f"gs://{gcs.bucket}/in")
+    for ds in cfg["data_sources"]:
+        if ds.get("encryption"):
+            ds["encryption"]["key"] = f"file:{wrong_key}"
+    bucket = client.bucket(gcs.bucket)
+    bucket.blob("badkey/job.yaml").upload_from_string(yaml.safe_dump(cfg))
+
+    seen_before_cleanup = []
+    real_remove_run_dir = job.remove_run_dir
+
+    def watching_remove_run_dir(run_dir):
+        seen_before_cleanup.extend(_incomplete(client, gcs.bucket))
+        return real_remove_run_dir(run_dir)
+
+    monkeypatch.setattr(job, "remove_run_dir", watching_remove_run_dir)
+    with pytest.raises(Exception) as info:
+        run(["--config", f"gs://{gcs.bucket}/badkey/job.yaml", "--output", f"gs://{gcs.bucket}/badkey-out"])
+    message = describe_failure(info.value)
+    assert "failed to decrypt" in message and "web-encrypted-emails" in message, message
+    assert any(n.startswith("badkey-out/_incomplete-") and n.endswith(".parquet") for n in seen_before_cleanup), (
+        "expected the failed run to have written parts before it was cleaned up"
+    )
+    assert _incomplete(client, gcs.bucket) == []
+    assert _objects(client, gcs.bucket, "badkey-out/") == {}
