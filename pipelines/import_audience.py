@@ -40,14 +40,15 @@ def parse_args(argv):
         "--run-date",
         type=date.fromisoformat,
         default=None,
-        help="the run's date (YYYY-MM-DD, UTC midnight): the clock for AES-GCM key validity",
+        help="the run's date (YYYY-MM-DD; default: today, UTC). Its UTC midnight is the clock for "
+        "AES-GCM key validity; the pipeline never reads the clock itself",
     )
     return parser.parse_known_args(argv)
 
 
-def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date | None) -> None:
+def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date) -> None:
     """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs."""
-    clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc) if run_date else None
+    clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock)
     reconciled = result["reconciled"] | "WriteReconciled" >> WriteParts(
         "reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], "profile_id",
@@ -67,13 +68,14 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     ) | "AllCounts" >> beam.Flatten()
     files = result["files"]
     _ = (parts, counts, files) | "Publish" >> PublishRun(
-        cfg, output, run_dir, OUTPUTS, run_date.isoformat() if run_date else None
+        cfg, output, run_dir, OUTPUTS, run_date.isoformat()
     )
 
 
 def run(argv=None) -> dict:
     """Run the import; returns the report. Raises ConfigError / AudienceSyncError on failure."""
     known, beam_args = parse_args(argv)
+    run_date = known.run_date or datetime.now(timezone.utc).date()
     keep_elements_out_of_logs()
     cfg = load_config(known.config)
     check_inputs(cfg)
@@ -82,7 +84,7 @@ def run(argv=None) -> dict:
     run_dir = join_path(output, f"_incomplete-{uuid.uuid4().hex[:12]}")
     try:
         with beam.Pipeline(options=options) as p:
-            build_pipeline(p, cfg, output, run_dir, known.run_date)
+            build_pipeline(p, cfg, output, run_dir, run_date)
     except BaseException:
         remove_run_dir(run_dir)  # nothing of a failed run stays behind
         raise

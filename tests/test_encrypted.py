@@ -1,0 +1,192 @@
+"""Encrypted declared IDs end to end: AES-CBC and AES-GCM key rings, channels, forced reconciliation,
+the file audience, wrong keys, and no key or address in logs."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT
+from pipelines import import_audience
+from transforms.crypto import RingKey, encrypt_cbc, encrypt_gcm
+
+CBC_KEY = bytes(range(32))
+CBC_IV = bytes(range(100, 116))
+GCM_OLD = RingKey(1, bytes([1]) * 32, datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2027, 1, 1, tzinfo=timezone.utc))
+GCM_NEW = RingKey(2, bytes([2]) * 32, datetime(2026, 11, 1, tzinfo=timezone.utc), None)
+GCM_EXPIRED = RingKey(3, bytes([3]) * 32, datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2026, 6, 1, tzinfo=timezone.utc))
+GCM_FUTURE = RingKey(4, bytes([4]) * 32, datetime(2027, 1, 1, tzinfo=timezone.utc), None)
+RUN_DATE = "2026-11-22"
+
+
+def ring_json(*keys: RingKey) -> str:
+    return json.dumps({"keys": [
+        {"id": k.id, "secret": base64.b64encode(k.secret).decode(), "activates": k.activates.isoformat(),
+         "expires": k.expires.isoformat() if k.expires else None} for k in keys]})
+
+
+def write_job(tmp_path, source: dict, tokens: list[str], segments: str = "501") -> str:
+    pq.write_table(
+        pa.table({
+            "profile_id": ["p1", "p2", "p3"],
+            "email": ["Ann@Example.com", "bob@example.org", None],
+            "mobile": ["+33 6 1234 5678", None, "0044 7700 900123"],
+            "crm_token": ["tok-A", "tok-B", "tok-C"],
+        }),
+        tmp_path / "profiles.parquet",
+    )
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "dumps" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{t} {segments}\n" for t in tokens))
+    base = {"name": "enc", "dpid": 9, "segments": "dumps/*", "id_type": "declared", "declared": "encrypted"}
+    job = {"profiles": {"path": "profiles.parquet", "visitor_ids": None}, "data_sources": [{**base, **source}]}
+    path = tmp_path / "job.yaml"
+    path.write_text(json.dumps(job))  # JSON is YAML
+    return str(path)
+
+
+def run_job(config: str, out, *extra) -> dict:
+    return import_audience.run(["--config", config, "--output", str(out), "--run-date", RUN_DATE, *extra])
+
+
+def table(out, name) -> list[tuple]:
+    return sorted(tuple(r.values()) for r in pq.read_table(out / name).to_pylist())
+
+
+def reasons(out) -> dict[int, str]:
+    return {r["line"]: r["reason"] for r in pq.read_table(out / "rejected").to_pylist()}
+
+
+@pytest.fixture
+def cbc_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_CBC_KEY", CBC_KEY.hex())
+    monkeypatch.setenv("TEST_CBC_IV", base64.b64encode(CBC_IV).decode())
+    return {"algorithm": "aes-cbc", "key": "env:TEST_CBC_KEY", "key_encoding": "hex",
+            "iv": "env:TEST_CBC_IV", "iv_encoding": "base64"}
+
+
+def test_cbc_email_file_audience_keeps_every_address(tmp_path, cbc_env):
+    tokens = encrypt_cbc(["  ann@example.COM", "Stranger@Example.net", "stranger@example.net", "not an email"], CBC_KEY, CBC_IV)
+    tokens.append("AAAA")  # not a whole block
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email", "encryption": cbc_env}, tokens)
+    report = run_job(config, tmp_path / "out")["data_sources"]["enc"]
+    assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1")]
+    # two lines, one address after normalization: de-duplicated per segment
+    assert table(tmp_path / "out", "file_audience") == [("enc", "501", "email", "stranger@example.net")]
+    assert reasons(tmp_path / "out") == {4: "invalid_plaintext", 5: "decrypt_failed"}
+    assert (report["received"], report["reconciled"], report["file_audience"], report["invalid_ids"]) == (5, 1, 2, 2)
+
+
+def test_forced_reconciliation_counts_unmatched_instead(tmp_path, cbc_env):
+    tokens = encrypt_cbc(["ann@example.com", "stranger@example.net"], CBC_KEY, CBC_IV)
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email", "force_reconciliation": True,
+                                  "encryption": cbc_env}, tokens)
+    report = run_job(config, tmp_path / "out")["data_sources"]["enc"]
+    assert table(tmp_path / "out", "file_audience") == []
+    assert reasons(tmp_path / "out") == {2: "no_matching_profile"}
+    assert (report["reconciled"], report["unmatched"], report["file_audience"]) == (1, 1, 0)
+
+
+def test_sms_channel_normalizes_decrypted_phones(tmp_path, cbc_env):
+    tokens = encrypt_cbc(["+33612345678", "00447700900123", "+1 555 000 0000", "12"], CBC_KEY, CBC_IV)
+    config = write_job(tmp_path, {"match_on": "phone", "channel": "sms", "encryption": cbc_env}, tokens)
+    run_job(config, tmp_path / "out")
+    assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1"), ("enc", "501", "p3")]
+    assert table(tmp_path / "out", "file_audience") == [("enc", "501", "sms", "+15550000000")]
+    assert reasons(tmp_path / "out") == {4: "invalid_plaintext"}
+
+
+def test_channel_other_uses_the_token_as_a_plain_key(tmp_path):
+    config = write_job(tmp_path, {"match_on": "crm_token", "channel": "other"}, ["tok-B", "tok-Z"])
+    report = run_job(config, tmp_path / "out")["data_sources"]["enc"]
+    assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p2")]
+    assert report["unmatched"] == 1 and report["file_audience"] == 0
+
+
+def test_gcm_key_ring_rotation(tmp_path):
+    ring = tmp_path / "ring.json"
+    ring.write_text(ring_json(GCM_OLD, GCM_NEW, GCM_EXPIRED, GCM_FUTURE))
+    tokens = [
+        encrypt_gcm(["ann@example.com"], GCM_OLD)[0],      # 1 old key, still valid
+        encrypt_gcm(["bob@example.org"], GCM_NEW)[0],      # 2 current key
+        encrypt_gcm(["ann@example.com"], GCM_EXPIRED)[0],  # 3 expired
+        encrypt_gcm(["ann@example.com"], GCM_FUTURE)[0],   # 4 not active yet
+        encrypt_gcm(["new@example.net"], GCM_NEW)[0],      # 5 no profile: file audience
+    ]
+    unknown = RingKey(9, bytes([9]) * 32, GCM_NEW.activates)
+    tokens.append(encrypt_gcm(["ann@example.com"], unknown)[0])  # 6 unknown key id
+    raw = bytearray(base64.b64decode(tokens[1]))
+    raw[-1] ^= 1
+    tokens.append(base64.b64encode(bytes(raw)).decode())  # 7 tampered tag
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email", "max_decrypt_failure_ratio": 0.9,
+                                  "encryption": {"algorithm": "aes-gcm", "keyring": f"file:{ring}"}}, tokens)
+    report = run_job(config, tmp_path / "out")["data_sources"]["enc"]
+    assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1"), ("enc", "501", "p2")]
+    assert table(tmp_path / "out", "file_audience") == [("enc", "501", "email", "new@example.net")]
+    assert reasons(tmp_path / "out") == {3: "expired_key", 4: "key_not_active", 6: "unknown_key", 7: "decrypt_failed"}
+    assert report["received"] == report["reconciled"] + report["file_audience"] + report["invalid_ids"] == 7
+
+
+def test_wrong_key_fails_the_run_loudly_and_publishes_nothing(tmp_path, cbc_env, monkeypatch):
+    tokens = encrypt_cbc([f"user{i}@example.com" for i in range(50)], bytes(32), CBC_IV)  # another key
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email", "encryption": cbc_env}, tokens)
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", config,
+                             "--output", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ})
+    assert result.returncode == 1
+    assert "data source 'enc':" in result.stderr and "failed to decrypt" in result.stderr
+    assert "Nothing was published" in result.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+    assert not list((tmp_path / "out").glob("_incomplete-*"))
+    assert CBC_KEY.hex() not in result.stderr + result.stdout
+
+
+def test_missing_key_is_a_configuration_error(tmp_path, cbc_env, monkeypatch):
+    monkeypatch.delenv("TEST_CBC_KEY")
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email", "encryption": cbc_env}, ["x"])
+    from transforms.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data_sources\[0\].encryption: .*TEST_CBC_KEY"):
+        run_job(config, tmp_path / "out")
+
+
+def test_gcm_run_logs_no_key_or_address(tmp_path, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    ring = tmp_path / "ring.json"
+    ring.write_text(ring_json(GCM_NEW))
+    tokens = encrypt_gcm(["ann@example.com", "secret.person@example.net"], GCM_NEW)
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email",
+                                  "encryption": {"algorithm": "aes-gcm", "keyring": f"file:{ring}"}}, tokens)
+    run_job(config, tmp_path / "out")
+    captured = capfd.readouterr()
+    text = (caplog.text + captured.out + captured.err).lower()
+    for needle in ["ann@example.com", "secret.person@example.net", base64.b64encode(GCM_NEW.secret).decode().lower(),
+                   GCM_NEW.secret.hex(), tokens[0].lower()]:
+        assert needle not in text
+
+
+def test_encrypt_dump_script_round_trips(tmp_path, monkeypatch):
+    from encrypt_dump import main as encrypt_dump
+    from transforms.crypto import decrypt_cbc_batch
+    from transforms.dumps import read_dump
+    from transforms.config import DataSourceConfig
+
+    monkeypatch.setenv("K", CBC_KEY.hex())
+    monkeypatch.setenv("IV", CBC_IV.hex())
+    (tmp_path / "plain.sync").write_text("ann@example.com 501 502\nbob@example.org 503\n")
+    target = tmp_path / "ftp_1_9_full_1795305600000.sync.gz"
+    assert encrypt_dump([str(tmp_path / "plain.sync"), str(target), "--key", "env:K", "--iv", "env:IV",
+                         "--key-encoding", "hex", "--iv-encoding", "hex"]) == 0
+    ds = DataSourceConfig(name="e", dpid=9, segments="x", id_type="declared", declared="encrypted",
+                          match_on="email", channel="other")
+    (parsed, rejected, n), = list(read_dump(str(target), ds))
+    plain, failed = decrypt_cbc_batch(parsed["id"], CBC_KEY, CBC_IV)
+    assert plain.to_pylist() == ["ann@example.com", "bob@example.org"] and failed.null_count == 2
+    assert parsed["segments"].to_pylist() == [["501"], ["503"]] and parsed["removed"].to_pylist() == [["502"], []]
