@@ -7,9 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Fixed pseudo-random odd weights: the bucket of a key must be the same in every process and run.
-_WEIGHTS = np.random.default_rng(20261123).integers(1, 2**31, size=64, dtype=np.uint32) | np.uint32(1)
+# Fixed pseudo-random odd multipliers: the bucket of a key must be the same in every process and run.
+_WORDS = 8  # a string's first 64 bytes and its length decide its bucket
+_COEF = np.random.default_rng(20261123).integers(1, 2**63, size=_WORDS + 1, dtype=np.uint64) | np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -20,48 +22,58 @@ def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values
 
 
-def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """A stable bucket number in ``[0, buckets)`` for every value (nulls go to bucket 0).
+def _string_words(values: pa.Array) -> np.ndarray:
+    """Mix the first ``_WORDS`` little-endian 8-byte words of each string and its length (vectorized:
+    one unaligned uint64 gather per word and row, no per-byte passes)."""
+    n = len(values)
+    values = pc.fill_null(values.cast(pa.large_binary()), b"")
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
+    raw = values.buffers()[2]
+    data = np.frombuffer(raw, dtype=np.uint8)[offsets[0] : offsets[-1]] if raw is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1] - offsets[0]
+    lengths = np.diff(offsets)
+    padded = np.zeros(len(data) + 8 * _WORDS + 8, dtype=np.uint8)
+    padded[: len(data)] = data
+    words = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))  # unaligned view
+    acc = lengths.astype(np.uint64) * _COEF[_WORDS]
+    for j in range(_WORDS):
+        remaining = lengths - 8 * j
+        if not (remaining > 0).any():
+            break
+        keep = np.clip(remaining, 0, 7).astype(np.uint64)  # bytes of a partial last word
+        mask = np.where(remaining >= 8, _ALL_ONES, (np.uint64(1) << (keep * np.uint64(8))) - np.uint64(1))
+        acc += (words[starts + 8 * j] & mask) * _COEF[j]
+    return acc
 
-    Strings are hashed over their UTF-8 bytes with position weights (vectorized with numpy);
-    integers are mixed directly. Same value, same bucket, in any process.
+
+def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """A stable bucket number in ``[0, buckets)`` for every value (nulls hash like empty strings).
+
+    Same value, same bucket, in any process and run: the hash uses fixed constants, never Python's
+    randomized ``hash()``. Integers are mixed directly; strings by :func:`_string_words`.
     """
     values = _plain(values)
-    n = len(values)
-    if n == 0:
+    if len(values) == 0:
         return np.zeros(0, dtype=np.int64)
     if pa.types.is_integer(values.type):
-        ints = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64)
-        mixed = ints * _MIX
+        acc = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64) * _MIX
     else:
-        if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)):
+        if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)
+                or pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)):
             values = values.cast(pa.string())
-        values = values.cast(pa.large_binary()) if not pa.types.is_large_binary(values.type) else values
-        values = pc.fill_null(values, b"")
-        offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
-        data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] is not None else np.zeros(0, np.uint8)
-        data = data[offsets[0] : offsets[-1]]
-        offsets = offsets - offsets[0]
-        lengths = np.diff(offsets)
-        if len(data) == 0:
-            mixed = lengths.astype(np.uint64) * _MIX
-        else:
-            starts = np.repeat(offsets[:-1].astype(np.int32), lengths)
-            position = np.arange(len(data), dtype=np.int32)
-            position -= starts
-            position &= 63
-            weighted = _WEIGHTS[position]
-            weighted *= data  # uint32 arithmetic wraps: a hash, not a sum
-            weighted += _WEIGHTS[(data & 63).astype(np.int32)]
-            sums = np.add.reduceat(weighted, np.minimum(offsets[:-1], len(data) - 1), dtype=np.uint32)
-            sums = np.where(lengths == 0, np.uint32(0), sums)
-            mixed = (sums.astype(np.uint64) ^ (lengths.astype(np.uint64) << np.uint64(32))) * _MIX
-    mixed ^= mixed >> np.uint64(29)
-    return (mixed % np.uint64(buckets)).astype(np.int64)
+        acc = _string_words(values)
+    acc ^= acc >> np.uint64(31)
+    acc *= _MIX
+    acc ^= acc >> np.uint64(29)
+    return (acc % np.uint64(buckets)).astype(np.int64)
 
 
 def split_by_bucket(table: pa.Table, buckets_per_row: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
-    """Yield ``(bucket, rows of that bucket)`` for every non-empty bucket, in bucket order."""
+    """Yield ``(bucket, rows of that bucket)`` for every non-empty bucket, in bucket order.
+
+    Each piece is a compact copy (``take``), never a slice: a pickled slice drags its parent's
+    whole buffers along, which multiplied shuffle volume and memory by the number of buckets.
+    """
     if table.num_rows == 0:
         return
     order = np.argsort(buckets_per_row, kind="stable")
@@ -69,9 +81,8 @@ def split_by_bucket(table: pa.Table, buckets_per_row: np.ndarray) -> Iterator[tu
     cuts = np.flatnonzero(np.diff(sorted_buckets)) + 1
     starts = np.concatenate(([0], cuts))
     ends = np.concatenate((cuts, [len(order)]))
-    taken = table.take(pa.array(order))
     for start, end in zip(starts, ends):
-        yield int(sorted_buckets[start]), taken.slice(start, end - start)
+        yield int(sorted_buckets[start]), table.take(pa.array(order[start:end]))
 
 
 def explode_list(table: pa.Table, column: str, as_name: str) -> pa.Table:
@@ -97,8 +108,22 @@ def distinct(table: pa.Table) -> pa.Table:
     return table.group_by(table.column_names, use_threads=False).aggregate([]).select(table.column_names)
 
 
-def constant(value, n: int, type_: pa.DataType = pa.string()) -> pa.Array:
-    return pa.repeat(pa.scalar(value, type_), n)
+# Internal tables carry names (data source, file, reason) dictionary-encoded: a few bytes a row
+# instead of the whole string, which matters in every shuffle. Outputs are cast back to strings.
+NAME = pa.dictionary(pa.int32(), pa.string())
+
+
+def constant(value: str, n: int) -> pa.DictionaryArray:
+    """``n`` times the same string, dictionary-encoded (n int32 zeros and one dictionary entry)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
+
+
+def names(values) -> pa.Array:
+    """A string array (or numpy object array with None) as a dictionary-encoded ``NAME`` array."""
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
 
 
 def count_by(table: pa.Table, columns: list[str]) -> list[tuple[tuple, int]]:

@@ -18,13 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.arrow_utils import NAME, constant, names
 from transforms.config import DataSourceConfig
 from transforms.errors import InputError
 
 PARSED_SCHEMA = pa.schema(
     [
-        ("data_source", pa.string()),
-        ("source_file", pa.string()),
+        ("data_source", NAME),
+        ("source_file", NAME),
         ("line", pa.int64()),
         ("id", pa.string()),
         ("segments", pa.list_(pa.string())),
@@ -250,8 +251,8 @@ def parse_lines(
     good_arr = pa.array(good)
     parsed = pa.table(
         {
-            "data_source": pa.repeat(pa.scalar(ds.name), int(good.sum())),
-            "source_file": pa.repeat(pa.scalar(source_file), int(good.sum())),
+            "data_source": constant(ds.name, int(good.sum())),
+            "source_file": constant(source_file, int(good.sum())),
             "line": pa.array(line_no[ok][good]),
             "id": ids.filter(good_arr),
             "segments": segments.filter(good_arr),
@@ -263,22 +264,21 @@ def parse_lines(
 
 
 def rejected_table(data_source: str, source_file: str | pa.Array, line_no: np.ndarray | pa.Array, reason: np.ndarray | pa.Array) -> pa.Table:
-    """Rows for the lines whose ``reason`` is set (null/None reasons are skipped)."""
+    """Rows for the lines whose ``reason`` is set (null/None reasons are skipped).
+
+    Names are dictionary-encoded (``NAME``); the written file has REJECTED_SCHEMA's plain strings."""
     reason = pa.array(reason, pa.string()) if not isinstance(reason, (pa.Array, pa.ChunkedArray)) else reason
     mask = pc.is_valid(reason)
     count = pc.sum(mask).as_py() or 0
-    files = (
-        pa.repeat(pa.scalar(source_file), count) if isinstance(source_file, str) else pc.filter(source_file, mask)
-    )
+    files = constant(source_file, count) if isinstance(source_file, str) else names(pc.filter(source_file, mask))
     lines = pa.array(line_no, pa.int64()) if isinstance(line_no, np.ndarray) else line_no
     return pa.table(
         {
-            "data_source": pa.repeat(pa.scalar(data_source), count),
+            "data_source": constant(data_source, count),
             "source_file": files,
             "line": pc.filter(lines, mask),
-            "reason": pc.filter(reason, mask),
-        },
-        schema=REJECTED_SCHEMA,
+            "reason": names(pc.filter(reason, mask)),
+        }
     )
 
 

@@ -21,22 +21,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
-from transforms.arrow_utils import explode_list
+from transforms.arrow_utils import NAME, constant, explode_list
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table
 from transforms.profiles import KEY_PREFIX
 
 KEYED_SCHEMA = pa.schema(
     [
-        ("data_source", pa.string()),
-        ("source_file", pa.string()),
+        ("data_source", NAME),
+        ("source_file", NAME),
         ("line", pa.int64()),
         ("key", pa.string()),
         ("segments", pa.list_(pa.string())),
         ("address", pa.string()),  # decrypted, normalized address (file audience); null otherwise
     ]
 )
-PROFILE_KEY_SCHEMA = pa.schema([("data_source", pa.string()), ("key", pa.string()), ("profile_id", pa.string())])
+PROFILE_KEY_SCHEMA = pa.schema([("data_source", NAME), ("key", pa.string()), ("profile_id", pa.string())])
 
 INVALID_VISITOR_ID = "invalid_visitor_id"
 INVALID_DECLARED_ID = "invalid_declared_id"
@@ -130,7 +130,7 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> tu
         invalid = int(pc.sum(pc.invert(ok)).as_py() or 0)
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)
     table = pa.table(
-        {"data_source": pa.repeat(pa.scalar(ds.name), len(keys)), "key": keys, "profile_id": ids},
+        {"data_source": constant(ds.name, len(keys)), "key": keys, "profile_id": ids},
         schema=PROFILE_KEY_SCHEMA,
     )
     return table, invalid

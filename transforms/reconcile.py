@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.arrow_utils import bucket_of, concat, distinct, explode_list, split_by_bucket
+from transforms.arrow_utils import bucket_of, concat, constant, distinct, explode_list, split_by_bucket
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA, is_dump_file, read_dump, rejected_table
 from transforms.errors import InputError
@@ -146,19 +146,18 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
     exploded = explode_list(hit.select(["key", "segments"]), "segments", "segment_id")
     members = exploded.join(prof.select(["key", "profile_id"]), keys="key", join_type="inner")
     members = distinct(members.select(["segment_id", "profile_id"]))
-    members = members.add_column(0, "data_source", pa.repeat(pa.scalar(data_source), members.num_rows))
+    members = members.add_column(0, "data_source", constant(data_source, members.num_rows))
 
     if keep_file_audience:
         audience = distinct(explode_list(miss.select(["address", "segments"]), "segments", "segment_id"))
         n = audience.num_rows
         audience = pa.table(
             {
-                "data_source": pa.repeat(pa.scalar(data_source), n),
+                "data_source": constant(data_source, n),
                 "segment_id": audience["segment_id"],
-                "channel": pa.repeat(pa.scalar(channel), n),
+                "channel": constant(channel, n),
                 "address": audience["address"],
-            },
-            schema=FILE_AUDIENCE_SCHEMA,
+            }
         )
         rejected = REJECTED_SCHEMA.empty_table()
         file_lines = miss.num_rows
@@ -167,7 +166,7 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         reasons = pa.repeat(pa.scalar(NO_MATCHING_PROFILE), miss.num_rows)
         rejected = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
         file_lines = 0
-    return members.cast(MEMBERSHIP_SCHEMA), audience, rejected, hit.num_rows, file_lines
+    return members, audience, rejected, hit.num_rows, file_lines
 
 
 class JoinShard(beam.DoFn):
