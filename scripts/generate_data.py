@@ -15,28 +15,33 @@ The truth is computed from how each line was generated, not by running the pipel
 independent oracle for tests and benchmarks. All addresses use reserved example domains; nothing is
 real PII. Data sources: visitor IDs, hashed emails (adobe, hex), hashed phones (uid2, base64), plain
 CRM ids, and AES-CBC encrypted emails with a file audience (channel email, reconciliation not forced).
+
+Vectorized with numpy and Arrow compute (profile keys are hashed once, lines and the truth are built
+column-wise), so benchmark sizes are quick: 1M profiles + 1M lines in seconds, 10M + 10M in about a minute.
 """
 from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import gzip
 import hashlib
+import itertools
 import json
-import os
+import math
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transforms.crypto import encrypt_cbc  # noqa: E402
-from transforms.normalize import hash_value, normalize_email  # noqa: E402
+from transforms.normalize import normalize_and_hash  # noqa: E402
 
 DOMAINS = ["example.com", "example.org", "gmail.com", "example.net"]
 SOURCES = [
@@ -50,6 +55,21 @@ SOURCES = [
 BAD_LINES = ["", "not-a-valid-line", "{id} d_sid=24,c_color=blue", "{id} 12,ab", "{id}  {seg}", "{id} 1 2 3"]
 BAD_REASON = ["format_errors"] * 4 + ["removals_only", "format_errors"]
 
+# Line outcomes as generated (a "match" whose profile lacks the key becomes "unknown").
+MATCH, UNKNOWN, INVALID, BAD = 0, 1, 2, 3
+OUTCOME_CUTS = np.array([0.70, 0.92, 0.96])  # roll < .70 match, < .92 unknown, < .96 invalid, else bad
+INVALID_ID = {
+    "visitor": "12345",
+    "hashed_email": "nothex" * 8,
+    "hashed_phone": "too-short==",
+    "encrypted_email": base64.b64encode(b"fifteen bytes!!").decode(),
+}  # plain: "CRM:<line>"
+VISITOR_ID_DIGITS = 38
+ROWS_PER_SLICE = 1 << 20  # rows turned into text at a time when writing (bounded memory)
+PROFILES_PER_LIST_CHUNK = 1 << 22  # visitor_ids list column chunks stay far below 2 GiB of characters
+REMOVED_P = 0.2  # each segment of the source not added by a line is in its removed list with this chance
+GZIP_LEVEL = 1  # the dumps are mostly random IDs: higher levels cost 3x the time for ~6% smaller files
+
 
 def demo_key_material(seed: int) -> tuple[bytes, bytes]:
     """DEMO ONLY: a key and IV derived from the seed, so the committed demo is reproducible."""
@@ -58,42 +78,139 @@ def demo_key_material(seed: int) -> tuple[bytes, bytes]:
     return key, iv
 
 
+# ------------------------------------------------------------------------------------ helpers
+def _join(*parts, sep: str = "") -> pa.StringArray:
+    """Element-wise concatenation of string arrays and str scalars."""
+    return pc.binary_join_element_wise(*parts, sep)
+
+
+def _num(values: np.ndarray, width: int = 0) -> pa.StringArray:
+    """Decimal text of integers, zero-padded to ``width`` (like f"{i:0{width}d}")."""
+    text = pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
+    return pc.utf8_lpad(text, width, "0") if width else text
+
+
+def _mask(values: np.ndarray) -> pa.BooleanArray:
+    return pa.array(np.asarray(values, dtype=bool))
+
+
+def _random_digits(rng: np.random.Generator, m: int) -> np.ndarray:
+    """m random visitor IDs as an (m, 38) matrix of ASCII digits (leading zeros allowed)."""
+    digits = rng.integers(0, 10, size=(m, VISITOR_ID_DIGITS), dtype=np.uint8)
+    digits += ord("0")
+    return digits
+
+
+def _fixed_width_strings(chars: np.ndarray) -> pa.StringArray:
+    """A string array over the rows of a C-contiguous (m, w) uint8 matrix of ASCII characters."""
+    chars = np.ascontiguousarray(chars, dtype=np.uint8)
+    m, w = chars.shape
+    if m * w > np.iinfo(np.int32).max:
+        raise OverflowError("more than 2 GiB of characters in one string array")
+    offsets = np.arange(0, (m + 1) * w, w, dtype=np.int64).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(offsets), pa.py_buffer(chars)])
+
+
+def _scatter(n: int, parts: list[tuple[np.ndarray, pa.Array]]) -> pa.StringArray:
+    """The length-n string array whose rows ``where`` hold ``values``, for (where, values) covering 0..n-1."""
+    pos = np.empty(n, dtype=np.int64)
+    start = 0
+    for where, values in parts:
+        assert len(where) == len(values)
+        pos[where] = np.arange(start, start + len(where))
+        start += len(where)
+    assert start == n
+    arrays = [values for _, values in parts if len(values)]
+    if not arrays:
+        return pa.array([], pa.string())
+    return pc.take(pa.concat_arrays(arrays), pa.array(pos))
+
+
+def _text(rows: pa.StringArray, line_end: str) -> pa.Buffer:
+    """The rows concatenated, each followed by ``line_end``, as one buffer (no per-row Python)."""
+    if len(rows) == 0:
+        return pa.py_buffer(b"")
+    joined = _join(rows, "", sep=line_end)
+    if joined.null_count:
+        raise ValueError("null row")
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset : joined.offset + len(joined) + 1]
+    return joined.buffers()[2][int(offsets[0]) : int(offsets[-1])]
+
+
+# ----------------------------------------------------------------------------------- profiles
 def make_profiles(rng: np.random.Generator, n: int) -> dict:
-    ids = np.array([f"P{i:08d}" for i in range(n)], dtype=object)
-    domains = rng.choice(DOMAINS, size=n)
+    """Profile columns as Arrow arrays, plus the visitor IDs as a digit matrix with per-profile offsets."""
+    i = np.arange(n, dtype=np.int64)
+    istr = _num(i)
+    ids = _join("P", pc.utf8_lpad(istr, 8, "0"))
+    domain = rng.integers(0, len(DOMAINS), size=n)
     style = rng.integers(0, 4, size=n)
-    emails = []
-    for i in range(n):
-        local = f"user.{i}" if domains[i] == "gmail.com" and i % 2 else f"user{i}"
-        e = f"{local}@{domains[i]}"
-        if style[i] == 1:
-            e = e.upper()
-        elif style[i] == 2:
-            e = f"  {e.capitalize()} "
-        emails.append(e)
-    emails = np.array(emails, dtype=object)
-    emails[rng.random(n) < 0.05] = None
-    phones = np.array([f"+33 6 {i // 10000:04d} {i % 10000:04d}" for i in range(n)], dtype=object)
-    phones[rng.random(n) < 0.10] = None
-    n_vis = rng.choice([0, 1, 1, 2, 3], size=n)
-    hi = rng.integers(0, 10**19, size=int(n_vis.sum()), dtype=np.uint64)
-    lo = rng.integers(0, 10**19, size=int(n_vis.sum()), dtype=np.uint64)
-    flat = [f"{a:019d}{b:019d}" for a, b in zip(hi, lo)]
-    offsets = np.concatenate(([0], np.cumsum(n_vis)))
-    visitor_ids = [flat[offsets[i] : offsets[i + 1]] for i in range(n)]
-    crm = np.array([f"CRM-{i:07d}" for i in range(n)], dtype=object)
+    dotted = (domain == DOMAINS.index("gmail.com")) & (i % 2 == 1)
+    local = pc.take(pa.array(["user", "user."]), pa.array(dotted.astype(np.int8)))
+    emails = _join(local, istr, "@", pc.take(pa.array(DOMAINS), pa.array(domain)))
+    emails = pc.if_else(_mask(style == 1), pc.utf8_upper(emails), emails)
+    emails = pc.if_else(_mask(style == 2), _join("  ", pc.utf8_capitalize(emails), " "), emails)
+    emails = pc.if_else(_mask(rng.random(n) < 0.05), pa.scalar(None, pa.string()), emails)
+    phones = _join("+33 6 ", _num(i // 10000, 4), " ", _num(i % 10000, 4))
+    phones = pc.if_else(_mask(rng.random(n) < 0.10), pa.scalar(None, pa.string()), phones)
+    n_vis = np.array([0, 1, 1, 2, 3], dtype=np.int64)[rng.integers(0, 5, size=n)]
+    vis_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(n_vis, out=vis_offsets[1:])
+    vis_digits = _random_digits(rng, int(vis_offsets[-1]))
+    crm = _join("CRM-", pc.utf8_lpad(istr, 7, "0"))
     opt_out = rng.random(n) < 0.03
-    return {"profile_id": ids, "email": emails, "mobile": phones, "visitor_ids": visitor_ids, "crm_id": crm, "opt_out": opt_out}
+    return {
+        "n": n,
+        "profile_id": ids,
+        "email": emails,
+        "mobile": phones,
+        "n_vis": n_vis,
+        "vis_offsets": vis_offsets,
+        "vis_digits": vis_digits,
+        "crm_id": crm,
+        "opt_out": opt_out,
+    }
+
+
+def _hash(values: pa.StringArray, kind: str, profile: str, encoding: str) -> pa.StringArray:
+    """normalize_and_hash over the whole array, a slice at a time (bounds its per-row Python objects)."""
+    digests = [
+        normalize_and_hash(values[s : s + ROWS_PER_SLICE], kind, profile, encoding)[0]
+        for s in range(0, len(values), ROWS_PER_SLICE)
+    ]
+    return pa.concat_arrays(digests) if digests else pa.array([], pa.string())
+
+
+def hash_profiles(profiles: dict) -> None:
+    """Every profile's match keys, hashed once as the pipeline does (nulls where missing/invalid)."""
+    profiles["email_digest"] = _hash(profiles["email"], "email", "adobe", "hex")
+    profiles["phone_digest"] = _hash(profiles["mobile"], "phone", "uid2", "base64")
+    for name in ("email", "phone"):
+        digest = profiles[f"{name}_digest"]
+        profiles[f"{name}_ok"] = np.asarray(digest.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    # Profile ids compare as strings; "P%08d" sorts like the integers below 10**8 only.
+    n = profiles["n"]
+    profiles["order"] = None if n <= 10**8 else np.asarray(pc.sort_indices(profiles["profile_id"]))
+
+
+def _visitor_lists(profiles: dict) -> pa.ChunkedArray:
+    offsets, digits, n = profiles["vis_offsets"], profiles["vis_digits"], profiles["n"]
+    chunks = []
+    for s in range(0, max(n, 1), PROFILES_PER_LIST_CHUNK):
+        e = min(s + PROFILES_PER_LIST_CHUNK, n)
+        values = _fixed_width_strings(digits[offsets[s] : offsets[e]])
+        chunks.append(pa.ListArray.from_arrays(pa.array((offsets[s : e + 1] - offsets[s]).astype(np.int32)), values))
+    return pa.chunked_array(chunks, pa.list_(pa.string()))
 
 
 def write_profiles(profiles: dict, out: Path, fmt: str) -> str:
     table = pa.table(
         {
-            "profile_id": pa.array(profiles["profile_id"], pa.string()),
-            "email": pa.array(profiles["email"], pa.string()),
-            "mobile": pa.array(profiles["mobile"], pa.string()),
-            "visitor_ids": pa.array(profiles["visitor_ids"], pa.list_(pa.string())),
-            "crm_id": pa.array(profiles["crm_id"], pa.string()),
+            "profile_id": profiles["profile_id"],
+            "email": profiles["email"],
+            "mobile": profiles["mobile"],
+            "visitor_ids": _visitor_lists(profiles),
+            "crm_id": profiles["crm_id"],
             "opt_out": pa.array(profiles["opt_out"], pa.bool_()),
         }
     )
@@ -101,126 +218,208 @@ def write_profiles(profiles: dict, out: Path, fmt: str) -> str:
     if fmt == "parquet":
         pq.write_table(table, out / name)
     elif fmt == "csv":
-        joined = pa.array([";".join(v) for v in profiles["visitor_ids"]], pa.string())
+        joined = pc.binary_join(table["visitor_ids"], ";")
         pacsv.write_csv(table.set_column(3, "visitor_ids", joined), out / name)
     else:
         with open(out / name, "w") as fh:
-            for row in table.to_pylist():
-                fh.write(json.dumps(row) + "\n")
+            for batch in table.to_batches(max_chunksize=ROWS_PER_SLICE):
+                fh.write("".join(json.dumps(row) + "\n" for row in batch.to_pylist()))
     return name
 
 
-def _random_visitor_ids(rng, n):
-    hi = rng.integers(0, 10**19, size=n, dtype=np.uint64)
-    lo = rng.integers(0, 10**19, size=n, dtype=np.uint64)
-    return [f"{a:019d}{b:019d}" for a, b in zip(hi, lo)]
+# -------------------------------------------------------------------------------------- dumps
+class SegmentPlan:
+    """Every ordered choice of 1..K distinct segments of a source (what rng.choice(replace=False) draws),
+    with its text, first segment and set bitmask; and the text of every removed-segments bitmask."""
+
+    def __init__(self, segments: list[str]):
+        k = len(segments)
+        perms = [p for c in range(1, k + 1) for p in itertools.permutations(range(k), c)]
+        self.k = k
+        # perms holds the choices of c segments at start[c] .. start[c] + count[c] - 1
+        self.count = np.array([0] + [math.perm(k, c) for c in range(1, k + 1)], dtype=np.int64)
+        self.start = np.concatenate(([0], np.cumsum(self.count)[:-1]))
+        self.text = pa.array([",".join(segments[j] for j in p) for p in perms], pa.string())
+        self.first = [segments[p[0]] for p in perms]
+        self.setmask = np.array([sum(1 << j for j in p) for p in perms], dtype=np.int64)
+        self.removed_text = pa.array(
+            [",".join(s for j, s in enumerate(segments) if mask >> j & 1) for mask in range(1 << k)], pa.string()
+        )
+        self.sorted_segments = sorted(segments)
+        self.rank = np.array([self.sorted_segments.index(s) for s in segments], dtype=np.int64)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per line: 1-3 segments (a permutation index) and a removed list (a bitmask of the others)."""
+        count = np.minimum(rng.integers(1, 4, size=n), self.k)
+        perm = self.start[count] + rng.integers(0, self.count[count])
+        bits = (rng.random((n, self.k)) < REMOVED_P).astype(np.int64) @ (np.int64(1) << np.arange(self.k))
+        return perm, bits & ~self.setmask[perm]
+
+    def explode(self, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, sorted segment index) for every segment of every line."""
+        masks = self.setmask[perm]
+        rows, segs = [], []
+        for j in range(self.k):
+            hit = np.flatnonzero(masks >> j & 1)
+            rows.append(hit)
+            segs.append(np.full(len(hit), self.rank[j], dtype=np.int64))
+        return np.concatenate(rows), np.concatenate(segs)
 
 
 def make_dump(rng, kind: str, segments: list[str], n: int, profiles: dict, key: bytes, iv: bytes):
-    """Lines for one data source plus the truth: memberships, file audience and outcome counts."""
-    n_prof = len(profiles["profile_id"])
-    roll = rng.random(n)
-    outcome = np.where(roll < 0.70, "match", np.where(roll < 0.92, "unknown", np.where(roll < 0.96, "invalid", "bad")))
-    who = rng.integers(0, n_prof, size=n)
-    seg_count = rng.integers(1, 4, size=n)
-    memberships, file_audience, counts = set(), set(), {}
-    ids: list[str | None] = [None] * n
-    truth_kind = {"match": "reconciled", "unknown": "unmatched", "invalid": "invalid_ids"}
+    """Lines for one data source plus the truth: memberships, file audience and outcome counts.
 
+    Returns (lines, memberships, file_audience, counts): lines a string array; memberships
+    (sorted segment index, profile index) arrays, de-duplicated and in CSV order; file_audience a
+    table (segment_id, address), de-duplicated and sorted; counts by outcome category.
+    """
+    n_prof = profiles["n"]
+    plan = SegmentPlan(segments)
+    outcome = np.searchsorted(OUTCOME_CUTS, rng.random(n), side="right")
+    who = rng.integers(0, max(n_prof, 1), size=n)
+    perm, removed = plan.draw(rng, n)
+
+    matched = outcome == MATCH
+    if n_prof == 0:
+        outcome[matched] = UNKNOWN
+    elif kind == "visitor":
+        outcome[matched & (profiles["n_vis"][who] == 0)] = UNKNOWN
+    elif kind in ("hashed_email", "encrypted_email"):
+        outcome[matched & ~profiles["email_ok"][who]] = UNKNOWN
+    elif kind == "hashed_phone":
+        outcome[matched & ~profiles["phone_ok"][who]] = UNKNOWN
+    at = {o: np.flatnonzero(outcome == o) for o in (MATCH, UNKNOWN, INVALID, BAD)}
+    w_match = who[at[MATCH]]
+    unknown_no = _num(at[UNKNOWN])
+
+    # IDs of matching lines, taken from the profile they were drawn for; and of unknown lines.
+    if kind == "visitor":
+        pick = profiles["vis_offsets"][w_match] + rng.integers(0, profiles["n_vis"][w_match])
+        match_ids = _fixed_width_strings(profiles["vis_digits"][pick])
+        unknown_ids = _fixed_width_strings(_random_digits(rng, len(at[UNKNOWN])))
+    elif kind == "hashed_email":
+        match_ids = pc.take(profiles["email_digest"], pa.array(w_match))
+        unknown_ids = _hash(_join("nobody", unknown_no, "@example.invalid"), "email", "adobe", "hex")
+    elif kind == "hashed_phone":
+        match_ids = pc.take(profiles["phone_digest"], pa.array(w_match))
+        unknown_ids = _hash(_join("+1555", pc.utf8_lpad(unknown_no, 7, "0")), "phone", "uid2", "base64")
+    elif kind == "plain":
+        match_ids = pc.take(profiles["crm_id"], pa.array(w_match))
+        unknown_ids = _join("CRM-X", pc.utf8_lpad(unknown_no, 7, "0"))
+    else:  # encrypted_email: the profile's email as stored (stripped), unknown addresses in mixed case
+        match_plain = pc.utf8_trim_whitespace(pc.take(profiles["email"], pa.array(w_match)))
+        unknown_plain = _join("Visitor", unknown_no, "@Example.net")
+        tokens = pa.array(encrypt_cbc(match_plain.to_pylist() + unknown_plain.to_pylist(), key, iv), pa.string())
+        match_ids, unknown_ids = tokens[: len(w_match)], tokens[len(w_match) :]
+    if kind == "plain":
+        invalid_ids = _join("CRM:", _num(at[INVALID]))
+    else:
+        invalid_ids = pa.array([INVALID_ID[kind]] * len(at[INVALID]), pa.string())
+
+    # Good lines: "<id> <segments> <removed>"; bad lines from the templates (4%, rendered in Python).
+    good = np.flatnonzero(outcome != BAD)
+    pos_in_good = np.cumsum(outcome != BAD) - 1
+    ids = _scatter(
+        len(good),
+        [(pos_in_good[at[o]], arr) for o, arr in ((MATCH, match_ids), (UNKNOWN, unknown_ids), (INVALID, invalid_ids))],
+    )
+    good_lines = _join(
+        ids,
+        pc.take(plan.text, pa.array(perm[good])),
+        pc.take(plan.removed_text, pa.array(removed[good])),
+        sep=" ",
+    )
+    template = rng.integers(0, len(BAD_LINES), size=len(at[BAD]))
+    if kind == "visitor":
+        bad_ids = ["0" * VISITOR_ID_DIGITS] * len(at[BAD])
+    else:
+        bad_ids = _fixed_width_strings(_random_digits(rng, len(at[BAD]))).to_pylist()
+    bad_lines = pa.array(
+        [
+            BAD_LINES[t].format(id=some_id, seg=plan.first[p])
+            for t, some_id, p in zip(template.tolist(), bad_ids, perm[at[BAD]].tolist())
+        ],
+        pa.string(),
+    )
+    lines = _scatter(n, [(good, good_lines), (at[BAD], bad_lines)])
+
+    counts: dict[str, int] = {}
+    categories = {MATCH: "reconciled", UNKNOWN: "unmatched", INVALID: "invalid_ids"}
     if kind == "encrypted_email":
-        truth_kind["unknown"] = "file_audience"
-
-    plaintexts_to_encrypt: list[tuple[int, str]] = []
-    for i in range(n):
-        o = outcome[i]
-        p = int(who[i])
-        if o == "match":
-            if kind == "visitor":
-                vis = profiles["visitor_ids"][p]
-                if not vis:
-                    o = outcome[i] = "unknown"
-                else:
-                    ids[i] = vis[int(rng.integers(0, len(vis)))]
-            elif kind in ("hashed_email", "encrypted_email"):
-                email = profiles["email"][p]
-                if email is None:
-                    o = outcome[i] = "unknown"
-                elif kind == "hashed_email":
-                    ids[i] = hash_value(email, "email", "adobe", "hex")
-                else:
-                    plaintexts_to_encrypt.append((i, email.strip()))
-            elif kind == "hashed_phone":
-                phone = profiles["mobile"][p]
-                if phone is None:
-                    o = outcome[i] = "unknown"
-                else:
-                    ids[i] = hash_value(phone, "phone", "uid2", "base64")
-            else:
-                ids[i] = profiles["crm_id"][p]
-        if o == "unknown":
-            if kind == "visitor":
-                ids[i] = _random_visitor_ids(rng, 1)[0]
-            elif kind == "hashed_email":
-                ids[i] = hash_value(f"nobody{i}@example.invalid", "email", "adobe", "hex")
-            elif kind == "encrypted_email":
-                plaintexts_to_encrypt.append((i, f"Visitor{i}@Example.net"))
-            elif kind == "hashed_phone":
-                ids[i] = hash_value(f"+1555{i:07d}", "phone", "uid2", "base64")
-            else:
-                ids[i] = f"CRM-X{i:07d}"
-        elif o == "invalid":
-            ids[i] = {
-                "visitor": "12345",
-                "hashed_email": "nothex" * 8,
-                "hashed_phone": "too-short==",
-                "plain": f"CRM:{i}",
-                "encrypted_email": base64.b64encode(b"fifteen bytes!!").decode(),
-            }[kind]
-    if plaintexts_to_encrypt:
-        tokens = encrypt_cbc([t for _, t in plaintexts_to_encrypt], key, iv)
-        for (i, _), tok in zip(plaintexts_to_encrypt, tokens):
-            ids[i] = tok
-
-    lines = []
-    for i in range(n):
-        segs = [str(s) for s in rng.choice(segments, size=min(int(seg_count[i]), len(segments)), replace=False)]
-        o = outcome[i]
-        if o == "bad":
-            b = int(rng.integers(0, len(BAD_LINES)))
-            some_id = ids[i] or _random_visitor_ids(rng, 1)[0]
-            lines.append(BAD_LINES[b].format(id=some_id if kind != "visitor" else "0" * 38, seg=segs[0]))
-            counts[BAD_REASON[b]] = counts.get(BAD_REASON[b], 0) + 1
-            continue
-        removed = ",".join(s for s in segments if s not in segs and rng.random() < 0.2)
-        lines.append(f"{ids[i]} {','.join(segs)} {removed}")
-        category = truth_kind[o]
-        counts[category] = counts.get(category, 0) + 1
-        if o == "match":
-            for s in segs:
-                if kind == "visitor":
-                    # a visitor ID may be shared by no one else: membership of its profile only
-                    memberships.add((s, profiles["profile_id"][int(who[i])]))
-                else:
-                    memberships.add((s, profiles["profile_id"][int(who[i])]))
-        elif o == "unknown" and kind == "encrypted_email":
-            for s in segs:
-                file_audience.add((s, f"visitor{i}@example.net"))
+        categories[UNKNOWN] = "file_audience"
+    for o, category in categories.items():
+        if len(at[o]):
+            counts[category] = len(at[o])
+    for t, c in enumerate(np.bincount(template, minlength=len(BAD_LINES)).tolist()):
+        if c:
+            counts[BAD_REASON[t]] = counts.get(BAD_REASON[t], 0) + c
     counts["received"] = n
+
+    # Memberships: every segment of every matching line, for the profile it was drawn for. One sort key
+    # (segment, profile in string order) orders them; equal neighbours are duplicates.
+    rows, seg = plan.explode(perm[at[MATCH]])
+    prof = w_match[rows]
+    order = profiles["order"]
+    if order is not None:
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        prof = rank[prof]
+    flat = np.sort(seg * max(n_prof, 1) + prof)
+    flat = flat[np.concatenate(([True], flat[1:] != flat[:-1]))] if len(flat) else flat
+    seg, prof = flat // max(n_prof, 1), flat % max(n_prof, 1)
+    if order is not None:
+        prof = order[prof]
+    memberships = (seg, prof)
+
+    # File audience: decrypted addresses of unknown encrypted lines, normalized (lower case).
+    if kind == "encrypted_email":
+        rows, seg = plan.explode(perm[at[UNKNOWN]])
+        file_audience = pa.table(
+            {
+                "segment_id": pc.take(pa.array(plan.sorted_segments, pa.string()), pa.array(seg)),
+                "address": pc.take(pc.utf8_lower(unknown_plain), pa.array(rows)),
+            }
+        )
+    else:
+        file_audience = pa.table({"segment_id": pa.array([], pa.string()), "address": pa.array([], pa.string())})
+    file_audience = (
+        file_audience.group_by(["segment_id", "address"], use_threads=False)
+        .aggregate([])
+        .sort_by([("segment_id", "ascending"), ("address", "ascending")])
+    )
     return lines, memberships, file_audience, counts
 
 
-def write_dump(lines: list[str], folder: Path, did: int, dpid: int, parts: int, compressed: bool, ts_ms: int) -> None:
+def write_dump(lines: pa.StringArray, folder: Path, did: int, dpid: int, parts: int, compressed: bool, ts_ms: int) -> None:
+    """Split the lines in ``parts`` files (sizes as np.array_split), each line ending in a newline."""
     folder.mkdir(parents=True, exist_ok=True)
-    chunks = np.array_split(np.arange(len(lines)), parts) if parts > 1 else [np.arange(len(lines))]
-    for k, idx in enumerate(chunks, start=1):
+    sizes = [len(lines) // parts + (k < len(lines) % parts) for k in range(parts)]
+    start = 0
+    for k, size in enumerate(sizes, start=1):
         split = f"{k:03d}" if parts > 1 else ""
         name = f"ftp_{did}_{dpid}_full_{ts_ms}{split}.sync" + (".gz" if compressed else "")
-        body = ("\n".join(lines[j] for j in idx) + "\n").encode()
-        if compressed:
-            with open(folder / name, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
-                gz.write(body)
-        else:
-            (folder / name).write_bytes(body)
+        with open(folder / name, "wb") as raw, (
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=GZIP_LEVEL)
+            if compressed
+            else nullcontext(raw)
+        ) as fh:
+            if size == 0:
+                fh.write(b"\n")  # as "\n".join([]) + "\n"
+            for s in range(start, start + size, ROWS_PER_SLICE):
+                fh.write(_text(lines[s : min(s + ROWS_PER_SLICE, start + size)], "\n"))
+        start += size
+
+
+def _write_csv(path: Path, header: list[str], blocks) -> None:
+    """CSV as csv.writer writes it (\\r\\n, no quoting needed: no field holds a comma, quote or newline).
+
+    ``blocks``: (rows, fields) pairs in output order; a field is a str (the same on every row) or an array."""
+    with open(path, "wb") as fh:
+        fh.write((",".join(header) + "\r\n").encode())
+        for rows, fields in blocks:
+            for s in range(0, rows, ROWS_PER_SLICE):
+                cols = [f if isinstance(f, str) else f[s : s + ROWS_PER_SLICE] for f in fields]
+                fh.write(_text(_join(*cols, sep=","), "\r\n"))
 
 
 def config_text(profile_file: str) -> str:
@@ -275,32 +474,43 @@ data_sources:
 
 
 def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_format: str = "parquet") -> dict:
+    out = Path(out)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     profiles = make_profiles(rng, n_profiles)
     profile_file = write_profiles(profiles, out, profile_format)
+    hash_profiles(profiles)
     key, iv = demo_key_material(seed)
     (out / "keys").mkdir(exist_ok=True)
     (out / "keys" / "demo-only-aes256.key").write_text(key.hex() + "\n")
     (out / "keys" / "demo-only-iv.hex").write_text(iv.hex() + "\n")
     (out / "expected").mkdir(exist_ok=True)
-    all_members, all_file, all_counts = [], [], {}
+    truth, all_counts = {}, {}
     ts_ms = 1795305600000  # 2026-11-23T00:00:00Z
     for name, dpid, kind, segments, compressed, parts in SOURCES:
         share = n_lines // len(SOURCES)
         lines, members, file_audience, counts = make_dump(rng, kind, segments, share, profiles, key, iv)
         write_dump(lines, out / "segments" / name, 1234, dpid, parts, compressed, ts_ms)
-        all_members += [(name, s, p) for s, p in members]
-        all_file += [(name, s, "email", a) for s, a in file_audience]
+        del lines
+        truth[name] = (sorted(segments), members, file_audience)
         all_counts[name] = dict(sorted(counts.items()))
-    with open(out / "expected" / "memberships.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["data_source", "segment_id", "profile_id"])
-        w.writerows(sorted(all_members))
-    with open(out / "expected" / "file_audience.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["data_source", "segment_id", "channel", "address"])
-        w.writerows(sorted(all_file))
+    ids = profiles["profile_id"]
+    _write_csv(
+        out / "expected" / "memberships.csv",
+        ["data_source", "segment_id", "profile_id"],
+        (
+            (len(seg), [name, pc.take(pa.array(segs), pa.array(seg)), pc.take(ids, pa.array(prof))])
+            for name, (segs, (seg, prof), _) in sorted(truth.items())
+        ),
+    )
+    _write_csv(
+        out / "expected" / "file_audience.csv",
+        ["data_source", "segment_id", "channel", "address"],
+        (
+            (fa.num_rows, [name, fa["segment_id"].combine_chunks(), "email", fa["address"].combine_chunks()])
+            for name, (_, _, fa) in sorted(truth.items())
+        ),
+    )
     (out / "expected" / "counts.json").write_text(json.dumps(all_counts, indent=2, sort_keys=True) + "\n")
     (out / "job.yaml").write_text(config_text(profile_file))
     return all_counts
