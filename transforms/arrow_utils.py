@@ -46,15 +46,15 @@ def _string_words(values: pa.Array) -> np.ndarray:
     return acc
 
 
-def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """A stable bucket number in ``[0, buckets)`` for every value (nulls hash like empty strings).
+def hash64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash of every value (nulls hash like empty strings), as ``uint64``.
 
-    Same value, same bucket, in any process and run: the hash uses fixed constants, never Python's
-    randomized ``hash()``. Integers are mixed directly; strings by :func:`_string_words`.
+    Same value, same hash, in any process and run: fixed constants, never Python's randomized
+    ``hash()``. Integers are mixed directly; strings by :func:`_string_words`.
     """
     values = _plain(values)
     if len(values) == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.uint64)
     if pa.types.is_integer(values.type):
         acc = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64) * _MIX
     else:
@@ -65,7 +65,50 @@ def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     acc ^= acc >> np.uint64(31)
     acc *= _MIX
     acc ^= acc >> np.uint64(29)
-    return (acc % np.uint64(buckets)).astype(np.int64)
+    return acc
+
+
+def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """A stable bucket number in ``[0, buckets)`` for every value."""
+    return buckets_from_hash(hash64(values), buckets)
+
+
+def buckets_from_hash(hashes: np.ndarray, buckets: int) -> np.ndarray:
+    return (hashes % np.uint64(buckets)).astype(np.int64)
+
+
+class KeyFilter:
+    """A Bloom filter over 64-bit key hashes: ``might_contain`` never misses a key that was added.
+
+    ``bits_per_key`` bits per key (the bit count rounded up to a power of two) and ``probes``
+    probes by double hashing; at 16 bits and 3 probes about 0.3% of absent keys pass. Building and
+    probing are vectorized (numpy scatter/gather over a packed bit array).
+    """
+
+    def __init__(self, hashes: np.ndarray, bits_per_key: int = 16, probes: int = 3):
+        n_bits = 1 << max(int(max(len(hashes), 1) * bits_per_key - 1).bit_length(), 6)
+        self._mask = np.uint64(n_bits - 1)
+        self._probes = probes
+        flags = np.zeros(n_bits, dtype=bool)
+        for index in self._indexes(hashes):
+            flags[index.astype(np.int64)] = True
+        self._bits = np.packbits(flags, bitorder="little")
+
+    def _indexes(self, hashes: np.ndarray):
+        h2 = (((hashes >> np.uint64(32)) | (hashes << np.uint64(32))) * _MIX) | np.uint64(1)
+        for i in range(self._probes):
+            yield (hashes + np.uint64(i) * h2) & self._mask
+
+    def might_contain(self, hashes: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(hashes), dtype=bool)
+        for index in self._indexes(hashes):
+            index = index.astype(np.int64)
+            keep &= ((self._bits[index >> 3] >> (index & 7).astype(np.uint8)) & 1).astype(bool)
+        return keep
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bits.nbytes
 
 
 def split_by_bucket(table: pa.Table, buckets_per_row: np.ndarray) -> Iterator[tuple[int, pa.Table]]:

@@ -15,12 +15,13 @@ from __future__ import annotations
 from datetime import datetime
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.arrow_utils import bucket_of, concat, constant, distinct, explode_list, split_by_bucket
+from transforms.arrow_utils import KeyFilter, buckets_from_hash, concat, constant, distinct, explode_list, hash64, split_by_bucket
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA, is_dump_file, read_dump, rejected_table
 from transforms.errors import InputError
@@ -29,6 +30,7 @@ from transforms.profiles import read_profiles
 
 NAMESPACE = "audience_sync"
 NO_MATCHING_PROFILE = "no_matching_profile"
+KEY_HASH = "key_hash"  # stable 64-bit hash of the join key: shard number and Bloom filter probes
 
 MEMBERSHIP_SCHEMA = pa.schema(
     [("data_source", pa.string()), ("segment_id", pa.string()), ("profile_id", pa.string())]
@@ -98,7 +100,24 @@ class KeyDumpLines(beam.DoFn):
         if rejected.num_rows:
             yield beam.pvalue.TaggedOutput(REJECTED, rejected)
         if keyed.num_rows:
-            yield keyed
+            yield keyed.append_column(KEY_HASH, pa.array(hash64(keyed["key"])))
+
+
+class BuildKeyFilter(beam.CombineFn):
+    """Per data source: a Bloom filter of the dump lines' key hashes (a few bytes per line)."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, table: pa.Table):
+        acc.append(table[KEY_HASH].to_numpy())
+        return acc
+
+    def merge_accumulators(self, accs):
+        return [np.concatenate([a for acc in accs for a in acc])] if any(accs) else []
+
+    def extract_output(self, acc):
+        return KeyFilter(np.concatenate(acc) if acc else np.zeros(0, np.uint64))
 
 
 class ReadProfileFile(beam.DoFn):
@@ -112,40 +131,60 @@ class ReadProfileFile(beam.DoFn):
 
 
 class KeyProfiles(beam.DoFn):
-    """One table of ``(data_source, key, profile_id)`` per data source for each profile table."""
+    """One table of ``(data_source, key, profile_id)`` per data source for each profile table.
+
+    Profile keys that no dump line of the data source can have (per the dump keys' Bloom filter)
+    are dropped here, before the shuffle: a nightly dump usually names a small share of the profile
+    base, and the exact join only needs the candidates. A data source without dump lines keeps none.
+    """
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
 
-    def process(self, profiles: pa.Table):
+    def process(self, profiles: pa.Table, filters: dict):
         for ds in self._cfg.data_sources:
             keyed, without_key = profile_keys(profiles, ds, self._cfg)
+            hashes = hash64(keyed["key"])
+            key_filter = filters.get(ds.name)
+            keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
+            candidates = keyed.filter(pa.array(keep)).append_column(KEY_HASH, pa.array(hashes[keep]))
             yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys"), keyed.num_rows))
+            yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys_shuffled"), candidates.num_rows))
             yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_values_without_key"), without_key))
-            if keyed.num_rows:
-                yield keyed
+            if candidates.num_rows:
+                yield candidates
 
 
 class ShardByKey(beam.DoFn):
-    """Split a single-data-source table into ``((data_source, bucket), (side, rows))``."""
+    """Split a single-data-source table into ``((data_source, bucket), (side, rows))`` by its
+    ``key_hash`` column (dropped: the shard no longer needs it)."""
 
-    def __init__(self, buckets: int, side: str, column: str = "key"):
-        self._buckets, self._side, self._column = buckets, side, column
+    def __init__(self, buckets: int, side: str):
+        self._buckets, self._side = buckets, side
 
     def process(self, table: pa.Table):
         name = table["data_source"][0].as_py()
-        for bucket, rows in split_by_bucket(table, bucket_of(table[self._column], self._buckets)):
+        buckets = buckets_from_hash(table[KEY_HASH].to_numpy(), self._buckets)
+        for bucket, rows in split_by_bucket(table.drop_columns([KEY_HASH]), buckets):
             yield (name, bucket), (self._side, rows)
 
 
 def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, keep_file_audience: bool):
-    """Match one shard. Returns (memberships, file_audience, rejected, reconciled_lines, file_audience_lines)."""
-    matched = pc.is_in(dump["key"], value_set=pc.unique(prof["key"])) if prof.num_rows else pa.repeat(False, dump.num_rows)
-    hit, miss = dump.filter(matched), dump.filter(pc.invert(matched))
+    """Match one shard. Returns (memberships, file_audience, rejected, reconciled_lines, file_audience_lines).
 
-    exploded = explode_list(hit.select(["key", "segments"]), "segments", "segment_id")
-    members = exploded.join(prof.select(["key", "profile_id"]), keys="key", join_type="inner")
-    members = distinct(members.select(["segment_id", "profile_id"]))
+    One hash join of (line index, key) with the profile keys gives both the matched lines and the
+    (line, profile) pairs; memberships are those pairs times the lines' segments."""
+    lines = pa.table({"row": pa.array(np.arange(dump.num_rows, dtype=np.int64)), "key": dump["key"]})
+    pairs = lines.join(prof.select(["key", "profile_id"]), keys="key", join_type="inner")
+    rows = pairs["row"].to_numpy()
+    matched = np.zeros(dump.num_rows, dtype=bool)
+    matched[rows] = True
+    hit_count = int(matched.sum())
+    miss = dump.filter(pa.array(~matched))
+
+    segments = dump["segments"].take(pairs["row"])
+    per_pair = pa.table({"profile_id": pairs["profile_id"], "segments": segments})
+    members = distinct(explode_list(per_pair, "segments", "segment_id").select(["segment_id", "profile_id"]))
     members = members.add_column(0, "data_source", constant(data_source, members.num_rows))
 
     if keep_file_audience:
@@ -166,7 +205,7 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         reasons = pa.repeat(pa.scalar(NO_MATCHING_PROFILE), miss.num_rows)
         rejected = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
         file_lines = 0
-    return members, audience, rejected, hit.num_rows, file_lines
+    return members, audience, rejected, hit_count, file_lines
 
 
 class JoinShard(beam.DoFn):
@@ -234,7 +273,14 @@ class ReconcileAudiences(beam.PTransform):
             | "SpreadProfileFiles" >> beam.Reshuffle()
             | "ReadProfiles" >> beam.ParDo(ReadProfileFile(cfg)).with_outputs(COUNTS, main="profiles")
         )
-        prof_keys = profiles.profiles | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg)).with_outputs(COUNTS, main="keys")
+        key_filters = (
+            keyed.keyed
+            | "KeyedBySource" >> beam.Map(lambda t: (t["data_source"][0].as_py(), t))
+            | "BuildKeyFilters" >> beam.CombinePerKey(BuildKeyFilter())
+        )
+        prof_keys = profiles.profiles | "KeyProfiles" >> beam.ParDo(
+            KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)
+        ).with_outputs(COUNTS, main="keys")
         joined = (
             (
                 keyed.keyed | "ShardDumpLines" >> beam.ParDo(ShardByKey(cfg.buckets, DUMP_SIDE)),

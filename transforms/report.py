@@ -50,6 +50,7 @@ def build_report(cfg: JobConfig, counts: list[tuple[tuple[str, str], int]], file
             "rejected_by_reason": {},
             "segments": {},
             "profile_keys": c["profile_keys"],
+            "profile_keys_shuffled": c["profile_keys_shuffled"],
             "profile_values_without_key": c["profile_values_without_key"],
         }
         entry["reconciled"] = c["reconciled"]
