@@ -15,11 +15,23 @@ JOBS = {
 
 
 class _OwnErrorsOnce(logging.Filter):
-    """Beam logs a failing DoFn's traceback before re-raising; for our own errors (input problems,
+    """Runners log a failing DoFn's traceback before re-raising; for our own errors (input problems,
     failed checks) the one line printed by :func:`run_job_cli` says it all, so drop the duplicate."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("transforms.errors.", "transforms.crypto.KeyMaterialError"))
+        from transforms.errors import AudienceSyncError
+
+        message = record.getMessage()
+        if "transforms.errors." in message or "transforms.crypto.KeyMaterialError" in message:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if isinstance(exc, AudienceSyncError):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
 
 
 def run_job_cli(run, argv) -> int:

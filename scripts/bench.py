@@ -1,7 +1,7 @@
 """Benchmark: `audience-sync import` end to end against a DuckDB baseline, in one run of this script.
 
     python scripts/bench.py                       # 1M and 10M dump lines (as many profiles)
-    python scripts/bench.py --sizes 200000 --modes in_memory,multi_processing
+    python scripts/bench.py --sizes 200000 --runners BundleBasedDirectRunner,FnApiRunner:in_memory,FnApiRunner:multi_processing
 
 For each size it generates a job with the project's generator (profiles with emails, phones and
 visitor IDs; dumps with visitor, hashed, plain and encrypted declared IDs, bad lines and unknown IDs),
@@ -47,6 +47,16 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
         return wall, usage.ru_maxrss / 1024 / 1024, out.read().decode()
 
 
+def runner_flags(spec: str) -> list[str]:
+    if spec == "default":
+        return []
+    runner, _, mode = spec.partition(":")
+    flags = [f"--runner={runner}"]
+    if mode:
+        flags += [f"--direct_running_mode={mode}", f"--direct_num_workers={1 if mode == 'in_memory' else 2}"]
+    return flags
+
+
 def sorted_memberships(path: Path) -> pa.Table:
     table = pq.read_table(path).select(["data_source", "segment_id", "profile_id"])
     table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
@@ -64,11 +74,13 @@ def digest_tree(folder: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000000,10000000", help="dump lines per run (comma-separated)")
-    parser.add_argument("--modes", default="in_memory", help="local runner modes to compare (comma-separated)")
+    parser.add_argument("--runners", default="default",
+                        help="local runners to compare, comma-separated: 'default' (the job's pinned runner), "
+                             "RUNNER or RUNNER:MODE (FnApiRunner:in_memory, FnApiRunner:multi_processing)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir, deleted)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    modes = args.modes.split(",")
+    modes = args.runners.split(",")
     work = args.work or Path(tempfile.mkdtemp(prefix="audience-sync-bench-"))
     rows = []
     try:
@@ -83,7 +95,7 @@ def main(argv=None) -> int:
             print(f"[{size:,}] baseline {b_wall:.1f}s", flush=True)
             expected = sorted_memberships(base_out)
             for mode in modes:
-                flags = [f"--direct_running_mode={mode}", f"--direct_num_workers={1 if mode == 'in_memory' else 2}"]
+                flags = runner_flags(mode)
                 outs = []
                 for attempt in (1, 2):
                     out = work / f"ours-{size}-{mode}-{attempt}"
@@ -105,7 +117,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print("| dump lines | runner mode | ours (s) | DuckDB baseline (s) | ratio | ours lines/s | peak RSS ours / baseline (GB) | same memberships | repeat identical |")
+    print("| dump lines | runner | ours (s) | DuckDB baseline (s) | ratio | ours lines/s | peak RSS ours / baseline (GB) | same memberships | repeat identical |")
     print("|---:|---|---:|---:|---:|---:|---:|---|---|")
     for size, mode, wall, b_wall, rss, b_rss, same, identical in rows:
         print(f"| {size:,} | {mode} | {wall:.1f} | {b_wall:.1f} | {wall / b_wall:.2f} | {size / wall:,.0f} | "

@@ -14,12 +14,11 @@ DEMO = ROOT / "testdata" / "demo"
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def local_test_pipeline() -> TestPipeline:
-    """A TestPipeline on the same runner and mode the jobs use by default."""
-    return TestPipeline(
-        runner="FnApiRunner",
-        options=PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"]),
-    )
+def local_test_pipeline(runner: str | None = None) -> TestPipeline:
+    """A TestPipeline on the runner the jobs use by default (or the one named)."""
+    from pipelines.options import LOCAL_RUNNER
+
+    return TestPipeline(runner=runner or LOCAL_RUNNER, options=PipelineOptions([]))
 
 
 @pytest.fixture

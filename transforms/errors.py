@@ -9,9 +9,11 @@ class AudienceSyncError(Exception):
 class InputError(AudienceSyncError):
     """An input file is unreadable, truncated, corrupt or malformed."""
 
-    def __init__(self, path: str, problem: str, line: int | None = None):
+    def __init__(self, path: str, problem: str | None = None, line: int | None = None):
+        # InputError(message) is also accepted: runners re-create errors from their text, with
+        # the step name appended, and must get an InputError back.
         where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{where}: {problem}" if problem is not None else path)
         self.path, self.problem, self.line = path, problem, line
 
     def __reduce__(self):  # keep the fields when Beam pickles the error across workers

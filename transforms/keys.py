@@ -113,10 +113,10 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> tu
     values that could not give a key (null, or invalid once normalized)."""
     if ds.id_type == "visitor":
         exploded = explode_list(profiles.select(["profile_id", "visitor_ids"]), "visitor_ids", "key")
-        valid = pc.match_substring_regex(exploded["key"], _VISITOR_ID)
+        trimmed = pc.utf8_trim_whitespace(exploded["key"])
+        valid = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
         invalid = int(pc.sum(pc.invert(valid)).as_py() or 0)
-        table = exploded.filter(valid)
-        keys, ids = table["key"], table["profile_id"]
+        keys, ids = pc.filter(trimmed, valid), pc.filter(exploded["profile_id"], valid)
     else:
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
         if ds.declared == "hashed":

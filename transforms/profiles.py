@@ -1,6 +1,7 @@
 """Profile extracts (CSV, Parquet or JSONL) read into Arrow tables with standard column names.
 
-Output columns: ``profile_id`` (string), ``visitor_ids`` (list<string>), ``opt_out`` (bool), and one
+Output columns: ``profile_id`` (string), ``visitor_ids`` (list<string>, raw entries: may be null or
+blank, validated by their consumers), ``opt_out`` (bool), and one
 ``k:<column>`` string column per extract column that a data source reconciles on.
 """
 from __future__ import annotations
@@ -53,20 +54,15 @@ def _as_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) -> pa.Array:
+    """The visitor-ID column as list<string> (CSV: split on ``sep``). Entries are not cleaned here:
+    consumers validate each ID (38 digits) when they use it."""
     if values is None:
-        return pa.array([[]] * n, pa.list_(pa.string()))
+        return pa.nulls(n, pa.list_(pa.string()))
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
-        lists = values.cast(pa.list_(pa.string()))
-    else:
-        lists = pc.split_pattern(_as_strings(values), pattern=sep)
-    lists = pc.fill_null(lists, pa.scalar([], pa.list_(pa.string())))
-    flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
-    parents = pc.list_parent_indices(lists).to_numpy()
-    keep = pc.fill_null(pc.greater(pc.utf8_length(flat), 0), False).to_numpy(zero_copy_only=False)
-    offsets = np.concatenate(([0], np.cumsum(np.bincount(parents[keep], minlength=n)))).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
+        return values if values.type == pa.list_(pa.string()) else values.cast(pa.list_(pa.string()))
+    return pc.split_pattern(_as_strings(values), pattern=sep)
 
 
 def standardize(table: pa.Table, cfg: JobConfig, path: str) -> pa.Table:

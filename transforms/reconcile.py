@@ -63,14 +63,27 @@ class ExpandPatterns(beam.DoFn):
             yield name, path
 
 
-class ReadDumpFile(beam.DoFn):
-    """Read one dump file in chunks: parsed tables (main), rejected tables and counts."""
+def shards(table: pa.Table, hashes: np.ndarray, buckets: int, side: str):
+    """``((data_source, bucket), (side, rows))`` for each non-empty shard of a one-source table."""
+    name = table["data_source"][0].as_py()
+    for bucket, rows in split_by_bucket(table, buckets_from_hash(hashes, buckets)):
+        yield (name, bucket), (side, rows)
 
-    def __init__(self, cfg: JobConfig):
+
+class ReadDumpFile(beam.DoFn):
+    """Read one dump file in chunks, key its lines and shard them by key: emits
+    ``((data_source, bucket), ("d", keyed lines))``, rejected tables and counts.
+
+    Reading, keying and sharding stay in one DoFn so a chunk's intermediate tables never pile up
+    in runners that do not fuse steps. Ciphers are built in setup(), from key references."""
+
+    def __init__(self, cfg: JobConfig, run_date: datetime | None):
         self._cfg = cfg
+        self._run_date = run_date
 
     def setup(self):
         self._received = _counter("dump_lines_read")
+        self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
 
     def process(self, element):
         name, path = element
@@ -80,27 +93,14 @@ class ReadDumpFile(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COUNTS, ((name, "received"), lines))
             if rejected.num_rows:
                 yield beam.pvalue.TaggedOutput(REJECTED, rejected)
-            if parsed.num_rows:
-                yield parsed
-
-
-class KeyDumpLines(beam.DoFn):
-    """Validate / hash-canonicalize / decrypt dump IDs into join keys. Ciphers are built in setup()."""
-
-    def __init__(self, cfg: JobConfig, run_date: datetime | None):
-        self._cfg = cfg
-        self._run_date = run_date
-
-    def setup(self):
-        self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
-
-    def process(self, table: pa.Table):
-        name = table["data_source"][0].as_py()
-        keyed, rejected = dump_keys(table, self._cfg.data_source(name), self._decryptors[name])
-        if rejected.num_rows:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
-        if keyed.num_rows:
-            yield keyed.append_column(KEY_HASH, pa.array(hash64(keyed["key"])))
+            if not parsed.num_rows:
+                continue
+            keyed, rejected = dump_keys(parsed, ds, self._decryptors[name])
+            if rejected.num_rows:
+                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+            if keyed.num_rows:
+                hashes = hash64(keyed["key"])
+                yield from shards(keyed.append_column(KEY_HASH, pa.array(hashes)), hashes, self._cfg.buckets, DUMP_SIDE)
 
 
 class BuildKeyFilter(beam.CombineFn):
@@ -109,8 +109,8 @@ class BuildKeyFilter(beam.CombineFn):
     def create_accumulator(self):
         return []
 
-    def add_input(self, acc, table: pa.Table):
-        acc.append(table[KEY_HASH].to_numpy())
+    def add_input(self, acc, hashes: np.ndarray):
+        acc.append(hashes)
         return acc
 
     def merge_accumulators(self, accs):
@@ -120,53 +120,33 @@ class BuildKeyFilter(beam.CombineFn):
         return KeyFilter(np.concatenate(acc) if acc else np.zeros(0, np.uint64))
 
 
-class ReadProfileFile(beam.DoFn):
-    def __init__(self, cfg: JobConfig):
-        self._cfg = cfg
-
-    def process(self, path: str):
-        for table in read_profiles(path, self._cfg):
-            yield beam.pvalue.TaggedOutput(COUNTS, (("", "profiles_read"), table.num_rows))
-            yield table
-
-
 class KeyProfiles(beam.DoFn):
-    """One table of ``(data_source, key, profile_id)`` per data source for each profile table.
+    """Read one profile extract in batches and emit, per data source, the shards of its
+    ``(data_source, key, profile_id)`` rows: ``((data_source, bucket), ("p", rows))``.
 
-    Profile keys that no dump line of the data source can have (per the dump keys' Bloom filter)
-    are dropped here, before the shuffle: a nightly dump usually names a small share of the profile
-    base, and the exact join only needs the candidates. A data source without dump lines keeps none.
+    Profile keys that no dump line of the data source can have (per the dump keys' Bloom filter,
+    a side input) are dropped before the shuffle: a dump usually names a small share of the
+    profile base, and the exact join only needs the candidates. A source without dump lines keeps
+    none. Raw profile batches never leave this DoFn, so they never pile up in memory.
     """
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
 
-    def process(self, profiles: pa.Table, filters: dict):
-        for ds in self._cfg.data_sources:
-            keyed, without_key = profile_keys(profiles, ds, self._cfg)
-            hashes = hash64(keyed["key"])
-            key_filter = filters.get(ds.name)
-            keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
-            candidates = keyed.filter(pa.array(keep)).append_column(KEY_HASH, pa.array(hashes[keep]))
-            yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys"), keyed.num_rows))
-            yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys_shuffled"), candidates.num_rows))
-            yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_values_without_key"), without_key))
-            if candidates.num_rows:
-                yield candidates
-
-
-class ShardByKey(beam.DoFn):
-    """Split a single-data-source table into ``((data_source, bucket), (side, rows))`` by its
-    ``key_hash`` column (dropped: the shard no longer needs it)."""
-
-    def __init__(self, buckets: int, side: str):
-        self._buckets, self._side = buckets, side
-
-    def process(self, table: pa.Table):
-        name = table["data_source"][0].as_py()
-        buckets = buckets_from_hash(table[KEY_HASH].to_numpy(), self._buckets)
-        for bucket, rows in split_by_bucket(table.drop_columns([KEY_HASH]), buckets):
-            yield (name, bucket), (self._side, rows)
+    def process(self, path: str, filters: dict):
+        for profiles in read_profiles(path, self._cfg):
+            yield beam.pvalue.TaggedOutput(COUNTS, (("", "profiles_read"), profiles.num_rows))
+            for ds in self._cfg.data_sources:
+                keyed, without_key = profile_keys(profiles, ds, self._cfg)
+                hashes = hash64(keyed["key"])
+                key_filter = filters.get(ds.name)
+                keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
+                candidates = keyed.filter(pa.array(keep))
+                yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys"), keyed.num_rows))
+                yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys_shuffled"), candidates.num_rows))
+                yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_values_without_key"), without_key))
+                if candidates.num_rows:
+                    yield from shards(candidates, hashes[keep], self._cfg.buckets, PROFILE_SIDE)
 
 
 def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, keep_file_audience: bool):
@@ -261,37 +241,30 @@ class ReconcileAudiences(beam.PTransform):
         dumps = (
             files
             | "SpreadDumpFiles" >> beam.Reshuffle()
-            | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg)).with_outputs(REJECTED, COUNTS, main="parsed")
+            | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date)).with_outputs(REJECTED, COUNTS, main="shards")
         )
-        keyed = dumps.parsed | "KeyDumpLines" >> beam.ParDo(KeyDumpLines(cfg, self._run_date)).with_outputs(
-            REJECTED, main="keyed"
+        key_filters = (
+            dumps.shards
+            | "DumpKeyHashes" >> beam.Map(lambda shard: (shard[0][0], shard[1][1][KEY_HASH].to_numpy()))
+            | "BuildKeyFilters" >> beam.CombinePerKey(BuildKeyFilter())
         )
         profiles = (
             root
             | "ListProfileExtracts" >> beam.Create([cfg.profiles.path])
             | "MatchProfileFiles" >> beam.ParDo(ExpandProfilePattern())
             | "SpreadProfileFiles" >> beam.Reshuffle()
-            | "ReadProfiles" >> beam.ParDo(ReadProfileFile(cfg)).with_outputs(COUNTS, main="profiles")
-        )
-        key_filters = (
-            keyed.keyed
-            | "KeyedBySource" >> beam.Map(lambda t: (t["data_source"][0].as_py(), t))
-            | "BuildKeyFilters" >> beam.CombinePerKey(BuildKeyFilter())
-        )
-        prof_keys = profiles.profiles | "KeyProfiles" >> beam.ParDo(
-            KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)
-        ).with_outputs(COUNTS, main="keys")
-        joined = (
-            (
-                keyed.keyed | "ShardDumpLines" >> beam.ParDo(ShardByKey(cfg.buckets, DUMP_SIDE)),
-                prof_keys.keys | "ShardProfileKeys" >> beam.ParDo(ShardByKey(cfg.buckets, PROFILE_SIDE)),
+            | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)).with_outputs(
+                COUNTS, main="shards"
             )
+        )
+        joined = (
+            (dumps.shards, profiles.shards)
             | "FlattenShards" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
             | "JoinShards" >> beam.ParDo(JoinShard(cfg)).with_outputs(REJECTED, COUNTS, FILE_AUDIENCE, main="members")
         )
-        rejected = (dumps[REJECTED], keyed[REJECTED], joined[REJECTED]) | "FlattenRejected" >> beam.Flatten()
-        counts = (dumps[COUNTS], profiles[COUNTS], prof_keys[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
+        rejected = (dumps[REJECTED], joined[REJECTED]) | "FlattenRejected" >> beam.Flatten()
+        counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
         return {
             "reconciled": joined.members,
             "file_audience": joined[FILE_AUDIENCE],
