@@ -66,8 +66,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     counts = (
         result["counts"], reconciled["counts"], file_audience["counts"], rejected["counts"]
     ) | "AllCounts" >> beam.Flatten()
-    files = result["files"]
-    _ = (parts, counts, files) | "Publish" >> PublishRun(
+    _ = (parts, counts, result["files"], result["controls"], result["file_stats"]) | "Publish" >> PublishRun(
         cfg, output, run_dir, OUTPUTS, run_date.isoformat()
     )
 

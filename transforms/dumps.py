@@ -8,6 +8,7 @@ table or in the rejected table with its file, line number and a reason, never it
 from __future__ import annotations
 
 import gzip
+import hashlib
 import posixpath
 import re
 import zlib
@@ -94,21 +95,53 @@ def is_dump_file(path: str) -> bool:
     return not (base.endswith(".info") or base.startswith((".", "_")))
 
 
+@dataclass
+class FileStats:
+    """What a control (.info) file promises about a dump: stored bytes, their md5, and lines."""
+
+    lines: int = 0
+    size: int = 0
+    md5: str = ""
+
+
+class _Tally:
+    """Wraps the stored (possibly compressed) byte stream: counts and md5-hashes what is read."""
+
+    def __init__(self, raw):
+        self._raw, self._md5, self.size = raw, hashlib.md5(usedforsecurity=False), 0
+
+    def read(self, n=-1):
+        data = self._raw.read(n)
+        self._md5.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+    def hexdigest(self) -> str:
+        return self._md5.hexdigest()
+
+    def close(self):
+        self._raw.close()
+
+
 def _open(path: str):
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    raw = _Tally(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
     if path.endswith(".gz"):
         return raw, gzip.GzipFile(fileobj=raw, mode="rb")
     return raw, raw
 
 
-def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None) -> Iterator[bytes]:
     """Yield the decompressed file in pieces that end on a line break (the last may not).
 
     A truncated or corrupt gzip stream raises :class:`InputError` naming the file: Python's gzip
-    checks the end-of-stream marker and the CRC, which a plain text reader does not.
+    checks the end-of-stream marker and the CRC, which a plain text reader does not. ``stats``, if
+    given, receives the stored size and md5 once the file is read to its end.
     """
     raw, stream = _open(path)
     try:
@@ -131,6 +164,10 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
                 rest = data
         if rest:
             yield rest
+        while raw.read(1 << 20):  # gzip may stop before trailing bytes: hash the whole stored file
+            pass
+        if stats is not None:
+            stats.size, stats.md5 = raw.size, raw.hexdigest()
     finally:
         stream.close()
         raw.close()
@@ -198,7 +235,7 @@ def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.nd
 
 
 def parse_lines(
-    lines: pa.Array, first_line: int, source_file: str, ds: DataSourceConfig
+    lines: pa.Array, first_line: int, source_file: str, ds: DataSourceConfig, keep_removals: bool = False
 ) -> tuple[pa.Table, pa.Table]:
     """Parse binary lines numbered from ``first_line``; returns (parsed, rejected) tables."""
     n = len(lines)
@@ -244,7 +281,8 @@ def parse_lines(
     sub_reason[(n_seg == 0) & (n_rem == 0)] = NO_SEGMENTS
     sub_reason[seg_bad | rem_bad] = INVALID_SEGMENT_ID
     sub_reason[seg_trait | rem_trait] = TRAIT_NOT_IMPORTABLE
-    sub_reason[(n_seg == 0) & (n_rem > 0) & (sub_reason == None)] = REMOVALS_ONLY  # noqa: E711
+    if not keep_removals:
+        sub_reason[(n_seg == 0) & (n_rem > 0) & (sub_reason == None)] = REMOVALS_ONLY  # noqa: E711
     reason[ok] = sub_reason
 
     good = sub_reason == None  # noqa: E711
@@ -282,11 +320,42 @@ def rejected_table(data_source: str, source_file: str | pa.Array, line_no: np.nd
     )
 
 
-def read_dump(path: str, ds: DataSourceConfig, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[pa.Table, pa.Table, int]]:
-    """Yield ``(parsed, rejected, lines_read)`` for each chunk of one dump file."""
+def read_dump(path: str, ds: DataSourceConfig, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None,
+              keep_removals: bool = False) -> Iterator[tuple[pa.Table, pa.Table, int]]:
+    """Yield ``(parsed, rejected, lines_read)`` for each chunk of one dump file; ``stats`` gets the
+    file's line count, stored size and md5. ``keep_removals``: lines that only remove segments are
+    parsed rows (an incremental sync applies them), not ``removals_only`` rejections."""
     next_line = 1
-    for chunk in read_chunks(path, chunk_bytes):
+    for chunk in read_chunks(path, chunk_bytes, stats):
         lines = split_lines(chunk)
-        parsed, rejected = parse_lines(lines, next_line, path, ds)
+        parsed, rejected = parse_lines(lines, next_line, path, ds, keep_removals)
         next_line += len(lines)
         yield parsed, rejected, len(lines)
+    if stats is not None:
+        stats.lines = next_line - 1
+
+
+def parse_control_file(path: str, data: bytes) -> dict[str, FileStats]:
+    """``{listed file path: FileStats}`` from a platform ``.info`` control file (names are relative
+    to the control file's folder). Byte size and md5 are of the file as stored (compressed)."""
+    import json
+
+    try:
+        doc = json.loads(data)
+        files = doc["Files"]
+        folder = path.rsplit("/", 1)[0]
+        return {
+            f"{folder}/{f['FileName']}": FileStats(int(f["FileLineCount"]), int(f["FileByteSize"]), str(f["md5"]).lower())
+            for f in files
+        }
+    except (ValueError, KeyError, TypeError):
+        raise InputError(path, "not a valid control file (expected Files[].FileName/FileLineCount/FileByteSize/md5)") from None
+
+
+def check_against_control(path: str, actual: FileStats, promised: FileStats, control: str) -> None:
+    """Raise :class:`InputError` naming the dump when it disagrees with its control file."""
+    for what, got, want in (("line count", actual.lines, promised.lines), ("byte size", actual.size, promised.size),
+                            ("md5", actual.md5, promised.md5)):
+        if got != want:
+            detail = f"{got} != {want}" if what != "md5" else "checksum differs"
+            raise InputError(path, f"{what} disagrees with control file {control.rsplit('/', 1)[-1]} ({detail})")

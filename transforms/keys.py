@@ -33,6 +33,7 @@ KEYED_SCHEMA = pa.schema(
         ("line", pa.int64()),
         ("key", pa.string()),
         ("segments", pa.list_(pa.string())),
+        ("removed", pa.list_(pa.string())),  # applied by incremental (iter) syncs only; else empty
         ("address", pa.string()),  # decrypted, normalized address (file audience); null otherwise
     ]
 )
@@ -100,6 +101,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
             "line": parsed["line"].filter(good),
             "key": keys.filter(good),
             "segments": parsed["segments"].filter(good),
+            "removed": parsed["removed"].filter(good),
             "address": address.filter(good),
         },
         schema=KEYED_SCHEMA,

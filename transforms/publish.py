@@ -131,6 +131,33 @@ def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema]
     remove_run_dir(run_dir)
 
 
+def publish_folders(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema | None], parts: list, report: dict) -> None:
+    """:func:`publish_outputs` for runs that also write folders of plain files (the export's onboarding
+    files): an output whose schema is ``None`` is published as exactly the files the run wrote there,
+    possibly none (no empty Parquet placeholder). Same order: the previous ``report.json`` goes first,
+    each output folder is replaced whole, the new ``report.json`` is written last."""
+    report_path = join_path(output_dir, REPORT)
+    if _exists(report_path):
+        FileSystems.delete([report_path])
+    for name, schema in outputs.items():
+        final_dir = join_path(output_dir, name)
+        stale = _list_files(final_dir)
+        if stale:
+            FileSystems.delete(stale)
+        _mkdirs(final_dir)
+        mine = sorted(path for n, path, _ in parts if n == name)
+        if mine:
+            FileSystems.rename(mine, [join_path(final_dir, posixpath.basename(p)) for p in mine])
+        elif schema is not None:
+            write_parquet(schema.empty_table(), join_path(final_dir, "part-00000-of-00001.parquet"))
+    with FileSystems.create(report_path, mime_type="application/json") as sink:
+        sink.write((json.dumps(report, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    leftovers = _list_files(run_dir) + [f for n in outputs for f in _list_files(join_path(run_dir, n))]
+    if leftovers:
+        FileSystems.delete(leftovers)
+    remove_run_dir(run_dir)
+
+
 def remove_run_dir(run_dir: str) -> None:
     """Delete a run's temporary folder and anything in it (best effort)."""
     if "://" in run_dir:
@@ -148,7 +175,10 @@ class _Publish(beam.DoFn):
         self._cfg, self._output_dir, self._run_dir = cfg, output_dir, run_dir
         self._outputs, self._run_date = outputs, run_date
 
-    def process(self, _, parts, counts, files):
+    def process(self, _, parts, counts, files, controls, file_stats):
+        from transforms.reconcile import check_control_files
+
+        check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
             parsed = parse_dump_name(path)
@@ -169,7 +199,7 @@ class PublishRun(beam.PTransform):
         self._args = (cfg, output_dir, run_dir, outputs, run_date)
 
     def expand(self, inputs):
-        parts, counts, files = inputs
+        parts, counts, files, controls, file_stats = inputs
         summed = counts | "SumCounts" >> beam.CombinePerKey(sum)
         return (
             parts.pipeline
@@ -179,5 +209,7 @@ class PublishRun(beam.PTransform):
                 beam.pvalue.AsList(parts),
                 beam.pvalue.AsList(summed),
                 beam.pvalue.AsList(files),
+                beam.pvalue.AsList(controls),
+                beam.pvalue.AsList(file_stats),
             )
         )

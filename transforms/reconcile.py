@@ -23,7 +23,15 @@ from apache_beam.metrics import Metrics
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, concat, constant, distinct, explode_list, hash64, split_by_bucket
 from transforms.config import JobConfig
-from transforms.dumps import REJECTED_SCHEMA, is_dump_file, read_dump, rejected_table
+from transforms.dumps import (
+    FileStats,
+    check_against_control,
+    is_dump_file,
+    parse_control_file,
+    parse_dump_name,
+    read_dump,
+    rejected_table,
+)
 from transforms.errors import InputError
 from transforms.keys import KEYED_SCHEMA, PROFILE_KEY_SCHEMA, build_decryptor, dump_keys, profile_keys
 from transforms.profiles import read_profiles
@@ -43,6 +51,10 @@ FILE_AUDIENCE_SCHEMA = pa.schema(
 REJECTED = "rejected"
 COUNTS = "counts"
 FILE_AUDIENCE = "file_audience"
+REMOVED_MEMBERS = "removed_members"
+FILE_AUDIENCE_REMOVED = "file_audience_removed"
+CONTROL = "control"
+FILE_STATS = "file_stats"
 DUMP_SIDE, PROFILE_SIDE = "d", "p"
 
 
@@ -51,7 +63,8 @@ def _counter(name: str):
 
 
 class ExpandPatterns(beam.DoFn):
-    """``(data_source, glob)`` -> ``(data_source, path)`` for each dump file; an empty match fails."""
+    """``(data_source, glob)`` -> ``(data_source, path)`` for each dump file; an empty match fails.
+    The ``.info`` control files in the dumps' folders go to the ``control`` output."""
 
     def process(self, element):
         name, pattern = element
@@ -61,6 +74,30 @@ class ExpandPatterns(beam.DoFn):
             raise InputError(pattern, f"no segment dump matches (data source '{name}')")
         for path in paths:
             yield name, path
+        folders = sorted({p.rsplit("/", 1)[0] for p in paths})
+        for result in FileSystems.match([f"{folder}/*.info" for folder in folders]):
+            for meta in result.metadata_list:
+                yield beam.pvalue.TaggedOutput(CONTROL, meta.path)
+
+
+class ReadControlFile(beam.DoFn):
+    """A ``.info`` control file -> ``(control path, {listed dump: promised FileStats})``."""
+
+    def process(self, control: str):
+        with FileSystems.open(control) as handle:
+            yield control, parse_control_file(control, handle.read())
+
+
+def check_control_files(controls: list, stats: list) -> None:
+    """Compare every dump a control file lists with what was read (lines, stored size, md5): a batch
+    that arrived incomplete or altered fails the run, naming the file. Runs in the publish step."""
+    read = dict(stats)
+    for control, promised in sorted(controls):
+        for path, expected in sorted(promised.items()):
+            actual = read.get(path)
+            if actual is None:
+                raise InputError(path, f"listed in control file {control.rsplit('/', 1)[-1]} but not read (missing?)")
+            check_against_control(path, actual, expected, control)
 
 
 def shards(table: pa.Table, hashes: np.ndarray, buckets: int, side: str):
@@ -77,9 +114,10 @@ class ReadDumpFile(beam.DoFn):
     Reading, keying and sharding stay in one DoFn so a chunk's intermediate tables never pile up
     in runners that do not fuse steps. Ciphers are built in setup(), from key references."""
 
-    def __init__(self, cfg: JobConfig, run_date: datetime | None):
+    def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
         self._cfg = cfg
         self._run_date = run_date
+        self._incremental = incremental
 
     def setup(self):
         self._received = _counter("dump_lines_read")
@@ -88,7 +126,12 @@ class ReadDumpFile(beam.DoFn):
     def process(self, element):
         name, path = element
         ds = self._cfg.data_source(name)
-        for parsed, rejected, lines in read_dump(path, ds):
+        stats = FileStats()
+        dump_name = parse_dump_name(path)
+        removals = self._incremental and dump_name is not None and dump_name.sync_mode == "iter"
+        for parsed, rejected, lines in read_dump(path, ds, stats=stats, keep_removals=removals):
+            if not removals:  # full dumps: removed lists are ignored
+                parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
             self._received.inc(lines)
             yield beam.pvalue.TaggedOutput(COUNTS, ((name, "received"), lines))
             if rejected.num_rows:
@@ -101,6 +144,11 @@ class ReadDumpFile(beam.DoFn):
             if keyed.num_rows:
                 hashes = hash64(keyed["key"])
                 yield from shards(keyed.append_column(KEY_HASH, pa.array(hashes)), hashes, self._cfg.buckets, DUMP_SIDE)
+        yield beam.pvalue.TaggedOutput(FILE_STATS, (path, stats))
+
+
+def _empty_lists(n: int) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
 
 
 class BuildKeyFilter(beam.CombineFn):
@@ -149,43 +197,49 @@ class KeyProfiles(beam.DoFn):
                     yield from shards(candidates, hashes[keep], self._cfg.buckets, PROFILE_SIDE)
 
 
-def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, keep_file_audience: bool):
-    """Match one shard. Returns (memberships, file_audience, rejected, reconciled_lines, file_audience_lines).
+def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, value: str) -> pa.Table:
+    """``(segment_id, value)`` for each pair times each segment of its line's list, de-duplicated."""
+    per_pair = pa.table({value: pairs[value], "segments": lists})
+    return distinct(explode_list(per_pair, "segments", "segment_id").select(["segment_id", value]))
 
-    One hash join of (line index, key) with the profile keys gives both the matched lines and the
-    (line, profile) pairs; memberships are those pairs times the lines' segments."""
+
+def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, keep_file_audience: bool) -> dict:
+    """Match one shard. One hash join of (line index, key) with the profile keys gives both the
+    matched lines and the (line, profile) pairs; memberships are those pairs times the lines'
+    segments, removals the pairs times the lines' removed segments (incremental syncs only).
+
+    Returns a dict: members, removed_members, file_audience, file_audience_removed (tables),
+    rejected, reconciled (matched lines), file_audience_lines."""
     lines = pa.table({"row": pa.array(np.arange(dump.num_rows, dtype=np.int64)), "key": dump["key"]})
     pairs = lines.join(prof.select(["key", "profile_id"]), keys="key", join_type="inner")
-    rows = pairs["row"].to_numpy()
     matched = np.zeros(dump.num_rows, dtype=bool)
-    matched[rows] = True
-    hit_count = int(matched.sum())
+    matched[pairs["row"].to_numpy()] = True
     miss = dump.filter(pa.array(~matched))
 
-    segments = dump["segments"].take(pairs["row"])
-    per_pair = pa.table({"profile_id": pairs["profile_id"], "segments": segments})
-    members = distinct(explode_list(per_pair, "segments", "segment_id").select(["segment_id", "profile_id"]))
-    members = members.add_column(0, "data_source", constant(data_source, members.num_rows))
+    def with_source(table: pa.Table, **extra) -> pa.Table:
+        table = table.add_column(0, "data_source", constant(data_source, table.num_rows))
+        for i, (name, value) in enumerate(extra.items(), start=2):
+            table = table.add_column(i, name, constant(value, table.num_rows))
+        return table
 
+    out = {
+        "members": with_source(_pairs_by_segment(pairs, dump["segments"].take(pairs["row"]), "profile_id")),
+        "removed_members": with_source(_pairs_by_segment(pairs, dump["removed"].take(pairs["row"]), "profile_id")),
+        "reconciled": int(matched.sum()),
+        "file_audience_lines": 0,
+        "file_audience": None,
+        "file_audience_removed": None,
+        "rejected": None,
+    }
     if keep_file_audience:
-        audience = distinct(explode_list(miss.select(["address", "segments"]), "segments", "segment_id"))
-        n = audience.num_rows
-        audience = pa.table(
-            {
-                "data_source": constant(data_source, n),
-                "segment_id": audience["segment_id"],
-                "channel": constant(channel, n),
-                "address": audience["address"],
-            }
-        )
-        rejected = REJECTED_SCHEMA.empty_table()
-        file_lines = miss.num_rows
+        missed = pa.table({"address": miss["address"]})
+        out["file_audience"] = with_source(_pairs_by_segment(missed, miss["segments"], "address"), channel=channel)
+        out["file_audience_removed"] = with_source(_pairs_by_segment(missed, miss["removed"], "address"), channel=channel)
+        out["file_audience_lines"] = miss.num_rows
     else:
-        audience = FILE_AUDIENCE_SCHEMA.empty_table()
         reasons = pa.repeat(pa.scalar(NO_MATCHING_PROFILE), miss.num_rows)
-        rejected = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
-        file_lines = 0
-    return members, audience, rejected, hit_count, file_lines
+        out["rejected"] = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
+    return out
 
 
 class JoinShard(beam.DoFn):
@@ -203,46 +257,51 @@ class JoinShard(beam.DoFn):
         if not dump_tables:
             return
         ds = self._cfg.data_source(name)
-        members, audience, rejected, hits, file_lines = join_bucket(
+        out = join_bucket(
             concat(dump_tables, KEYED_SCHEMA),
             concat(prof_tables, PROFILE_KEY_SCHEMA),
             name,
             ds.channel,
             ds.keeps_file_audience,
         )
-        self._reconciled.inc(hits)
-        yield beam.pvalue.TaggedOutput(COUNTS, ((name, "reconciled"), hits))
-        if file_lines:
-            yield beam.pvalue.TaggedOutput(COUNTS, ((name, "file_audience"), file_lines))
-        if rejected.num_rows:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
-        if audience.num_rows:
-            yield beam.pvalue.TaggedOutput(FILE_AUDIENCE, audience)
-        if members.num_rows:
-            yield members
+        self._reconciled.inc(out["reconciled"])
+        yield beam.pvalue.TaggedOutput(COUNTS, ((name, "reconciled"), out["reconciled"]))
+        if out["file_audience_lines"]:
+            yield beam.pvalue.TaggedOutput(COUNTS, ((name, "file_audience"), out["file_audience_lines"]))
+        for tag in (REJECTED, FILE_AUDIENCE, REMOVED_MEMBERS, FILE_AUDIENCE_REMOVED):
+            table = out[tag]
+            if table is not None and table.num_rows:
+                yield beam.pvalue.TaggedOutput(tag, table)
+        if out["members"].num_rows:
+            yield out["members"]
 
 
 class ReconcileAudiences(beam.PTransform):
     """The import graph from a pipeline root to four PCollections of Arrow tables / counts:
     ``reconciled``, ``file_audience``, ``rejected`` and ``counts``."""
 
-    def __init__(self, cfg: JobConfig, run_date: datetime | None = None):
+    def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False):
         super().__init__()
         self._cfg = cfg
         self._run_date = run_date
+        self._incremental = incremental
 
     def expand(self, root):
         cfg = self._cfg
-        files = (
+        matched = (
             root
             | "ListDumpPatterns" >> beam.Create([(ds.name, ds.segments) for ds in cfg.data_sources])
-            | "MatchDumpFiles" >> beam.ParDo(ExpandPatterns())
+            | "MatchDumpFiles" >> beam.ParDo(ExpandPatterns()).with_outputs(CONTROL, main="files")
         )
+        files = matched.files
         dumps = (
             files
             | "SpreadDumpFiles" >> beam.Reshuffle()
-            | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date)).with_outputs(REJECTED, COUNTS, main="shards")
+            | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental)).with_outputs(
+                REJECTED, COUNTS, FILE_STATS, main="shards"
+            )
         )
+        controls = matched[CONTROL] | "ReadControlFiles" >> beam.ParDo(ReadControlFile())
         key_filters = (
             dumps.shards
             | "DumpKeyHashes" >> beam.Map(lambda shard: (shard[0][0], shard[1][1][KEY_HASH].to_numpy()))
@@ -261,7 +320,9 @@ class ReconcileAudiences(beam.PTransform):
             (dumps.shards, profiles.shards)
             | "FlattenShards" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
-            | "JoinShards" >> beam.ParDo(JoinShard(cfg)).with_outputs(REJECTED, COUNTS, FILE_AUDIENCE, main="members")
+            | "JoinShards" >> beam.ParDo(JoinShard(cfg)).with_outputs(
+                REJECTED, COUNTS, FILE_AUDIENCE, REMOVED_MEMBERS, FILE_AUDIENCE_REMOVED, main="members"
+            )
         )
         rejected = (dumps[REJECTED], joined[REJECTED]) | "FlattenRejected" >> beam.Flatten()
         counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
@@ -271,6 +332,10 @@ class ReconcileAudiences(beam.PTransform):
             "rejected": rejected,
             "counts": counts,
             "files": files,
+            "controls": controls,
+            FILE_STATS: dumps[FILE_STATS],
+            REMOVED_MEMBERS: joined[REMOVED_MEMBERS],
+            FILE_AUDIENCE_REMOVED: joined[FILE_AUDIENCE_REMOVED],
         }
 
 

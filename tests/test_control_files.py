@@ -1,0 +1,66 @@
+"""Platform control files (.info): a dump that disagrees with its control file fails the run."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import pytest
+
+from pipelines import import_audience
+
+SEGMENTS = "segments/visitors"
+
+
+def write_info(folder, name="ftp_1234_20914_full_1795305600000.info", **override):
+    files = []
+    for i, path in enumerate(sorted(folder.glob("*.sync*")), start=1):
+        data = path.read_bytes()
+        lines = (gzip.decompress(data) if path.suffix == ".gz" else data).count(b"\n")
+        entry = {"FileName": path.name, "FileSequenceNumber": i, "FileLineCount": lines,
+                 "FileByteSize": len(data), "md5": hashlib.md5(data).hexdigest()}
+        entry.update(override.get(path.name, {}))
+        files.append(entry)
+    doc = {"Files": files, "Totals": {"TotalNumberFiles": len(files),
+                                       "TotalNumberLines": sum(f["FileLineCount"] for f in files),
+                                       "TotalByteSize": sum(f["FileByteSize"] for f in files)}}
+    (folder / name).write_text(json.dumps(doc))
+    return sorted(p.name for p in folder.glob("*.sync*"))
+
+
+def run(demo, tmp_path):
+    return import_audience.run(["--config", str(demo / "job.yaml"), "--output", str(tmp_path / "out")])
+
+
+def test_matching_control_file_passes(demo_copy, tmp_path):
+    write_info(demo_copy / SEGMENTS)
+    assert run(demo_copy, tmp_path)["data_sources"]["visitors"]["received"] > 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"FileLineCount": 1}, "line count disagrees"), ({"md5": "0" * 32}, "md5 disagrees"),
+     ({"FileByteSize": 7}, "byte size disagrees")],
+)
+def test_disagreeing_control_file_fails_and_publishes_nothing(demo_copy, tmp_path, change, message):
+    names = write_info(demo_copy / SEGMENTS)
+    write_info(demo_copy / SEGMENTS, **{names[0]: change})
+    with pytest.raises(Exception, match=message) as info:
+        run(demo_copy, tmp_path)
+    assert names[0] in str(info.value)
+    assert not (tmp_path / "out" / "report.json").exists()
+    assert not list((tmp_path / "out").glob("_incomplete-*"))
+
+
+def test_empty_dump_where_lines_are_promised_fails(demo_copy, tmp_path):
+    names = write_info(demo_copy / SEGMENTS)
+    (demo_copy / SEGMENTS / names[1]).write_bytes(gzip.compress(b"", mtime=0))
+    with pytest.raises(Exception, match=f"{names[1]}.*line count disagrees"):
+        run(demo_copy, tmp_path)
+
+
+def test_listed_but_missing_dump_fails(demo_copy, tmp_path):
+    names = write_info(demo_copy / SEGMENTS)
+    (demo_copy / SEGMENTS / names[1]).unlink()
+    with pytest.raises(Exception, match=f"{names[1]}: listed in control file"):
+        run(demo_copy, tmp_path)
