@@ -11,6 +11,8 @@ import sys
 
 JOBS = {
     "import": "pipelines.import_audience",
+    "nightly": "pipelines.nightly",
+    "export": "pipelines.export_audience",
 }
 
 
@@ -34,9 +36,12 @@ class _OwnErrorsOnce(logging.Filter):
         return True
 
 
-def run_job_cli(run, argv) -> int:
+def run_job_cli(run, argv, summary=None) -> int:
+    """Run ``run(argv)``; print ``summary(report)`` (default: the import's summary lines) or one error line."""
     from transforms.config import ConfigError
-    from transforms.report import summary_lines
+
+    if summary is None:
+        from transforms.report import summary_lines as summary
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
@@ -49,7 +54,7 @@ def run_job_cli(run, argv) -> int:
     except Exception as exc:  # noqa: BLE001 - turned into one line
         print(f"audience-sync: run failed: {describe_failure(exc)}", file=sys.stderr)
         return 1
-    for line in summary_lines(report):
+    for line in summary(report):
         print(line)
     return 0
 

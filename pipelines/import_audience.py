@@ -21,8 +21,15 @@ from pipelines.cli import run_job_cli
 from pipelines.options import keep_elements_out_of_logs, pipeline_options
 from transforms.config import JobConfig, load_config
 from transforms.preflight import check_inputs
-from transforms.publish import REPORT, PublishRun, WriteParts, join_path, remove_run_dir
-from transforms.reconcile import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA, ReconcileAudiences
+from transforms.incremental import REMOVE, PreviousState, merge_state
+from transforms.publish import ADD, REPORT, PublishRun, WriteParts, join_path, remove_run_dir
+from transforms.reconcile import (
+    FILE_AUDIENCE_REMOVED,
+    FILE_AUDIENCE_SCHEMA,
+    MEMBERSHIP_SCHEMA,
+    REMOVED_MEMBERS,
+    ReconcileAudiences,
+)
 from transforms.dumps import REJECTED_SCHEMA
 
 OUTPUTS = {
@@ -46,17 +53,38 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
-def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date) -> None:
-    """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs."""
+def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date,
+                   previous: str | None = None, incremental: bool = False, manifest: dict | None = None) -> None:
+    """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs.
+
+    ``incremental`` (the nightly job): ``iter`` dumps' removals apply, and each audience is the
+    ``previous`` partition's state updated with tonight's lines (``full`` dumps replace it);
+    ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
-    result = p | "Reconcile" >> ReconcileAudiences(cfg, clock)
-    reconciled = result["reconciled"] | "WriteReconciled" >> WriteParts(
+    result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental)
+
+    def state(name: str, schema, keys: list[str], removals_tag: str):
+        """Tonight's rows of one output; with ``incremental``, merged with the previous state."""
+        if not incremental:
+            return result[name], {}
+        folder = join_path(previous, name) if previous else None
+        tagged = (
+            result[name] | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
+            result[removals_tag] | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
+            p | f"Previous{name}" >> PreviousState(folder),
+        ) | f"Flatten{name}State" >> beam.Flatten()
+        merge = {"merge": merge_state(keys, name), "merge_side_inputs": (beam.pvalue.AsList(result["files"]),)}
+        return tagged, merge
+
+    tables, merge = state("reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], REMOVED_MEMBERS)
+    reconciled = tables | "WriteReconciled" >> WriteParts(
         "reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], "profile_id",
-        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="members",
+        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="members", **merge,
     )
-    file_audience = result["file_audience"] | "WriteFileAudience" >> WriteParts(
+    tables, merge = state("file_audience", FILE_AUDIENCE_SCHEMA, ["data_source", "segment_id", "address"], FILE_AUDIENCE_REMOVED)
+    file_audience = tables | "WriteFileAudience" >> WriteParts(
         "file_audience", FILE_AUDIENCE_SCHEMA, ["data_source", "segment_id", "address"], "address",
-        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="file_audience_members",
+        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="file_audience_members", **merge,
     )
     rejected = result["rejected"] | "WriteRejected" >> WriteParts(
         "rejected", REJECTED_SCHEMA, ["data_source", "source_file", "line"], "line",
@@ -67,7 +95,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         result["counts"], reconciled["counts"], file_audience["counts"], rejected["counts"]
     ) | "AllCounts" >> beam.Flatten()
     _ = (parts, counts, result["files"], result["controls"], result["file_stats"]) | "Publish" >> PublishRun(
-        cfg, output, run_dir, OUTPUTS, run_date.isoformat()
+        cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest
     )
 
 

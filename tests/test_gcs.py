@@ -252,3 +252,25 @@ def test_failed_gs_run_removes_its_parts_and_publishes_nothing(gcs, client, gcs_
     )
     assert _incomplete(client, gcs.bucket) == []
     assert _objects(client, gcs.bucket, "badkey-out/") == {}
+
+
+def test_nightly_on_gcs_publishes_with_success_last_and_is_idempotent(gcs, client, gcs_config):
+    from pipelines import nightly
+
+    root = f"gs://{gcs.bucket}/nightly"
+    first = nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22"])
+    assert first[0]["status"] == "published"
+    objects = _objects(client, gcs.bucket, "nightly/dt=2026-11-22/")
+    assert "nightly/dt=2026-11-22/_SUCCESS" in objects
+    manifest = json.loads(client.bucket(gcs.bucket).blob("nightly/dt=2026-11-22/_SUCCESS").download_as_bytes())
+    listed = {f"nightly/dt=2026-11-22/{f['path']}" for f in manifest["files"]}
+    assert listed == set(objects) - {"nightly/dt=2026-11-22/_SUCCESS"}
+    # _SUCCESS is the commit point: written after every file it lists
+    success_gen = objects["nightly/dt=2026-11-22/_SUCCESS"]
+    assert all(gen <= success_gen for gen in objects.values())
+    assert not _objects(client, gcs.bucket, "nightly/_staging/")
+    again = nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22"])
+    assert again[0]["status"] == "already published"
+    assert _objects(client, gcs.bucket, "nightly/dt=2026-11-22/") == objects
+    rows = _rows(_read_gcs_output(client, gcs.bucket, "nightly/dt=2026-11-22", "reconciled"), "reconciled")
+    assert sorted(rows) == sorted(_expected_csv("memberships.csv"))

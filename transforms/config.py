@@ -151,10 +151,25 @@ class DataSourceConfig(_Strict):
         return self.decrypts and not self.force_reconciliation
 
 
+class ExportConfig(_Strict):
+    """Optional ``export:`` section: defaults for ``audience-sync export`` (flags override them)."""
+
+    data_source: str | None = None  # the data source the audience is shared through
+    max_lines_per_file: int = Field(default=5_000_000, ge=1)  # onboarding file split size
+
+
 class JobConfig(_Strict):
     profiles: ProfilesConfig
     data_sources: list[DataSourceConfig] = Field(min_length=1)
     buckets: int = Field(default=16, ge=1, le=4096)  # join/write shards; spread over workers
+    export: ExportConfig | None = None
+
+    @model_validator(mode="after")
+    def _export_source_known(self) -> "JobConfig":
+        if self.export is not None and self.export.data_source is not None:
+            if self.export.data_source not in [ds.name for ds in self.data_sources]:
+                raise ValueError(f"export.data_source '{self.export.data_source}' is not a configured data source")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "JobConfig":
@@ -163,6 +178,20 @@ class JobConfig(_Strict):
         if dupes:
             raise ValueError(f"data source names must be unique, repeated: {dupes}")
         return self
+
+    def for_date(self, day) -> "JobConfig":
+        """The config with ``{date}`` placeholders in input paths filled for one night:
+        ``{date}`` is YYYY-MM-DD, ``{date:%Y%m%d}`` any strftime format."""
+
+        def fill(path: str) -> str:
+            try:
+                return path.format(date=day)
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(f"'{path}': only {{date}} or {{date:FORMAT}} placeholders are allowed") from None
+
+        profiles = self.profiles.model_copy(update={"path": fill(self.profiles.path)})
+        sources = [ds.model_copy(update={"segments": fill(ds.segments)}) for ds in self.data_sources]
+        return self.model_copy(update={"profiles": profiles, "data_sources": sources})
 
     def data_source(self, name: str) -> DataSourceConfig:
         for ds in self.data_sources:

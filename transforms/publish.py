@@ -24,6 +24,8 @@ from transforms.dumps import parse_dump_name
 from transforms.report import build_report, check_report
 
 REPORT = "report.json"
+SUCCESS = "_SUCCESS"
+ADD = "add"
 
 
 def join_path(base: str, *parts: str) -> str:
@@ -36,23 +38,34 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 
 class _SplitForWrite(beam.DoFn):
+    """Table -> ``(bucket, (tag, rows))``; plain tables are tagged ``add``."""
+
     def __init__(self, bucket_column: str, buckets: int):
         self._column, self._buckets = bucket_column, buckets
 
-    def process(self, table: pa.Table):
+    def process(self, element):
+        tag, table = element if isinstance(element, tuple) else (ADD, element)
         for bucket, rows in split_by_bucket(table, bucket_of(table[self._column], self._buckets)):
-            yield bucket, rows
+            yield bucket, (tag, rows)
 
 
 class _WritePart(beam.DoFn):
-    def __init__(self, name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix):
+    def __init__(self, name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge):
         self._name, self._schema, self._sort_by, self._dedupe = name, schema, sort_by, dedupe
         self._run_dir, self._buckets = run_dir, buckets
         self._count_column, self._count_prefix = count_column, count_prefix
+        self._merge = merge
 
-    def process(self, element):
-        bucket, tables = element
-        table = concat(list(tables), self._schema)
+    def process(self, element, *side_inputs):
+        bucket, tagged = element
+        by_tag: dict[str, list[pa.Table]] = {}
+        for tag, rows in tagged:
+            by_tag.setdefault(tag, []).append(rows)
+        if self._merge is None:
+            table = concat(by_tag.get(ADD, []), self._schema)
+        else:
+            table, merge_counts = self._merge({tag: concat(t, self._schema) for tag, t in by_tag.items()}, *side_inputs)
+            yield from merge_counts
         if self._dedupe:
             table = distinct(table)
         table = table.sort_by([(c, "ascending") for c in self._sort_by])
@@ -67,21 +80,27 @@ class _WritePart(beam.DoFn):
 class WriteParts(beam.PTransform):
     """Write a PCollection of Arrow tables as sorted, deduplicated Parquet shards.
 
+    With ``merge``, elements are ``(tag, table)`` pairs and each shard's tables, grouped by tag, go
+    through ``merge(tables_by_tag, *side_inputs) -> (table, counts)`` before writing (the nightly job merges
+    the previous state with tonight's adds and removals this way, in the same shuffle).
+
     Returns ``{"parts": (name, path, rows), "counts": ((data_source, counter), n)}``.
     """
 
     def __init__(self, name: str, schema: pa.Schema, sort_by: list[str], bucket_by: str, run_dir: str,
-                 buckets: int, dedupe: bool = True, count_column: str | None = None, count_prefix: str = ""):
+                 buckets: int, dedupe: bool = True, count_column: str | None = None, count_prefix: str = "",
+                 merge=None, merge_side_inputs: tuple = ()):
         super().__init__()
-        self._args = (name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix)
+        self._args = (name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge)
         self._bucket_by, self._buckets = bucket_by, buckets
+        self._side_inputs = merge_side_inputs
 
     def expand(self, tables):
         written = (
             tables
             | "SplitByShard" >> beam.ParDo(_SplitForWrite(self._bucket_by, self._buckets))
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WritePart(*self._args)).with_outputs("parts", main="counts")
+            | "WriteShards" >> beam.ParDo(_WritePart(*self._args), *self._side_inputs).with_outputs("parts", main="counts")
         )
         return {"parts": written.parts, "counts": written.counts}
 
@@ -161,7 +180,10 @@ def publish_folders(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema 
 def remove_run_dir(run_dir: str) -> None:
     """Delete a run's temporary folder and anything in it (best effort)."""
     if "://" in run_dir:
-        files = [m.path for r in FileSystems.match([join_path(run_dir, "**")]) for m in r.metadata_list]
+        try:
+            files = [m.path for r in FileSystems.match([join_path(run_dir, "**")]) for m in r.metadata_list]
+        except Exception:  # noqa: BLE001 - nothing there
+            files = []
         if files:
             FileSystems.delete(files)
         return
@@ -170,10 +192,32 @@ def remove_run_dir(run_dir: str) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def write_manifest(output_dir: str, outputs: dict, parts: list, manifest: dict) -> None:
+    """Write ``_SUCCESS``, the partition's commit point: every published file with its row count,
+    size and sha256 (read back from storage), plus what the caller adds (config digest, code
+    version, ...). A reader that sees it sees a complete partition."""
+    import hashlib
+
+    rows = {posixpath.basename(path): (name, n) for name, path, n in parts}
+    files = []
+    for name in outputs:
+        for path in _list_files(join_path(output_dir, name)):
+            with FileSystems.open(path) as handle:
+                data = handle.read()
+            files.append({"path": f"{name}/{posixpath.basename(path)}", "rows": rows.get(posixpath.basename(path), (name, 0))[1],
+                          "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    with FileSystems.open(join_path(output_dir, REPORT)) as handle:
+        report_bytes = handle.read()
+    files.append({"path": REPORT, "bytes": len(report_bytes), "sha256": hashlib.sha256(report_bytes).hexdigest()})
+    doc = {**manifest, "files": files}
+    with FileSystems.create(join_path(output_dir, SUCCESS), mime_type="application/json") as sink:
+        sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+
+
 class _Publish(beam.DoFn):
-    def __init__(self, cfg, output_dir, run_dir, outputs, run_date):
+    def __init__(self, cfg, output_dir, run_dir, outputs, run_date, manifest=None):
         self._cfg, self._output_dir, self._run_dir = cfg, output_dir, run_dir
-        self._outputs, self._run_date = outputs, run_date
+        self._outputs, self._run_date, self._manifest = outputs, run_date, manifest
 
     def process(self, _, parts, counts, files, controls, file_stats):
         from transforms.reconcile import check_control_files
@@ -187,16 +231,22 @@ class _Publish(beam.DoFn):
             by_source.setdefault(name, []).append(entry)
         report = build_report(self._cfg, counts, by_source, self._run_date)
         check_report(report, self._cfg)
+        success = join_path(self._output_dir, SUCCESS)
+        if self._manifest is not None and _exists(success):
+            FileSystems.delete([success])  # un-publish first: a reader never sees a mix
         publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report)
+        if self._manifest is not None:
+            write_manifest(self._output_dir, self._outputs, parts, self._manifest)
         yield report
 
 
 class PublishRun(beam.PTransform):
     """Once every part is written: build and check the report, then publish all or nothing."""
 
-    def __init__(self, cfg: JobConfig, output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], run_date: str | None = None):
+    def __init__(self, cfg: JobConfig, output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], run_date: str | None = None,
+                 manifest: dict | None = None):
         super().__init__()
-        self._args = (cfg, output_dir, run_dir, outputs, run_date)
+        self._args = (cfg, output_dir, run_dir, outputs, run_date, manifest)
 
     def expand(self, inputs):
         parts, counts, files, controls, file_stats = inputs

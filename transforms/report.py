@@ -53,6 +53,9 @@ def build_report(cfg: JobConfig, counts: list[tuple[tuple[str, str], int]], file
             "profile_keys_shuffled": c["profile_keys_shuffled"],
             "profile_values_without_key": c["profile_values_without_key"],
         }
+        carried = {k: n for k, n in sorted(c.items()) if k.endswith(("_carried", "_removed"))}
+        if carried:  # nightly: rows kept from / removed from the previous night's state
+            entry["previous_state"] = carried
         entry["reconciled"] = c["reconciled"]
         entry["file_audience"] = c["file_audience"]
         for counter, n in sorted(c.items()):

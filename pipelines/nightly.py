@@ -1,0 +1,162 @@
+"""Nightly import: dated, idempotent, published all at once, on local disk or GCS.
+
+    audience-sync nightly --config job.yaml --date 2026-11-22 --root ROOT [--force] [Beam flags...]
+    audience-sync nightly --config job.yaml --backfill 2026-11-01:2026-11-22 --root ROOT
+    python -m pipelines.nightly ...  (the form Airflow's BeamRunPythonPipelineOperator runs)
+
+Each night imports every data source of the config into ``ROOT/dt=YYYY-MM-DD/`` (``{date}``
+placeholders in input paths are filled: ``{date}`` or ``{date:%Y%m%d}``). The partition is written
+under ``ROOT/_staging/`` and published at the end; ``_SUCCESS`` (a manifest of every file with rows,
+size and sha256, the config digest and code version) is written last and is the commit point.
+A date already published is skipped (``--force`` replaces it whole); a partition without
+``_SUCCESS`` (a killed run) is cleared and redone. ``iter`` dumps update the previous published
+night's audiences (additions and removals), ``full`` dumps replace them.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import uuid
+from datetime import date, timedelta
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.cli import run_job_cli
+from pipelines.import_audience import build_pipeline
+from pipelines.options import keep_elements_out_of_logs, pipeline_options
+from transforms.config import ConfigError, load_config
+from transforms.preflight import check_inputs
+from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
+
+LOG = logging.getLogger("audience_sync.nightly")
+
+
+def _date_range(text: str) -> list[date]:
+    try:
+        first, last = (date.fromisoformat(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected FIRST:LAST dates, e.g. 2026-11-01:2026-11-22") from None
+    if last < first:
+        raise argparse.ArgumentTypeError("the backfill range ends before it starts")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="audience-sync nightly", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="job YAML (local path or gs://)")
+    parser.add_argument("--root", required=True, help="partitions root (local folder or gs://bucket/prefix)")
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=date.fromisoformat, help="the night to import (YYYY-MM-DD)")
+    when.add_argument("--backfill", type=_date_range, help="FIRST:LAST, imported in date order")
+    parser.add_argument("--force", action="store_true", help="replace nights that were already published")
+    return parser.parse_known_args(argv)
+
+
+def partition(root: str, day: date) -> str:
+    return join_path(root, f"dt={day.isoformat()}")
+
+
+def published_dates(root: str) -> list[date]:
+    """Nights whose partition has its ``_SUCCESS`` manifest."""
+    found = []
+    for result in FileSystems.match([join_path(root, f"dt=*/{SUCCESS}")]):
+        for meta in result.metadata_list:
+            folder = meta.path.rsplit("/", 2)[-2]
+            try:
+                found.append(date.fromisoformat(folder.removeprefix("dt=")))
+            except ValueError:
+                continue
+    return sorted(found)
+
+
+def code_version() -> str:
+    """The package version and a digest of the code that ran (pipelines/ and transforms/)."""
+    from importlib import metadata
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent.parent
+    for path in sorted([*here.joinpath("pipelines").glob("*.py"), *here.joinpath("transforms").glob("*.py")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    try:
+        version = metadata.version("audience-sync")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"{version}+{digest.hexdigest()[:12]}"
+
+
+def run_night(config_path: str, config_text: bytes, day: date, root: str, force: bool, beam_args: list[str]) -> dict:
+    target = partition(root, day)
+    success = join_path(target, SUCCESS)
+    if FileSystems.exists(success) and not force:
+        LOG.warning("dt=%s is already published (use --force to replace it)", day)
+        return {"date": day.isoformat(), "status": "already published"}
+    if not FileSystems.exists(success):
+        remove_run_dir(target)  # leftovers of an interrupted run: never half-visible, now gone
+    cfg = load_config(config_path).for_date(day)
+    check_inputs(cfg)
+    earlier = [d for d in published_dates(root) if d < day]
+    previous = partition(root, earlier[-1]) if earlier else None
+    manifest = {
+        "run_date": day.isoformat(),
+        "config_digest": hashlib.sha256(config_text).hexdigest(),
+        "code_version": code_version(),
+        "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
+    }
+    run_dir = join_path(root, "_staging", f"dt={day.isoformat()}-{uuid.uuid4().hex[:12]}")
+    try:
+        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+            build_pipeline(p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest)
+    except BaseException:
+        remove_run_dir(run_dir)
+        raise
+    with FileSystems.open(join_path(target, REPORT)) as handle:
+        report = json.loads(handle.read())
+    return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
+
+
+def run(argv=None) -> list[dict]:
+    """Run the night(s) in date order; stops at the first failure (later nights need it)."""
+    known, beam_args = parse_args(argv)
+    keep_elements_out_of_logs()
+    days = [known.date] if known.date else known.backfill
+    try:
+        with FileSystems.open(known.config) as handle:
+            config_text = handle.read()
+    except Exception:  # noqa: BLE001
+        raise ConfigError(f"{known.config}: cannot read the config") from None
+    load_config(known.config)  # validate once before the first night
+    results = []
+    for day in days:
+        result = run_night(known.config, config_text, day, known.root.rstrip("/"), known.force, beam_args)
+        for line in summary_lines([result]):
+            LOG.info(line)
+        results.append(result)
+    return results
+
+
+def summary_lines(results: list[dict]) -> list[str]:
+    """One line per night and per data source: counts only, no IDs."""
+    lines = []
+    for result in results:
+        lines.append(f"dt={result['date']}: {result['status']}"
+                     + (f" (updating {result['previous']})" if result.get("previous") else ""))
+        for name, e in result.get("report", {}).get("data_sources", {}).items():
+            members = sum(s.get("members", 0) for s in e["segments"].values())
+            lines.append(f"  {name}: received={e['received']} reconciled={e['reconciled']} "
+                         f"file_audience={e['file_audience']} unmatched={e['unmatched']} "
+                         f"rejected={sum(e['rejected_by_reason'].values())} members={members}")
+    return lines
+
+
+def main(argv=None) -> int:
+    return run_job_cli(run, argv, summary=summary_lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

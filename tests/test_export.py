@@ -1,0 +1,491 @@
+"""The export pipeline, run for real: exact onboarding files, deltas, opt-out, counts, determinism,
+a round trip through the import, and logs without personal data."""
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import hmac
+import json
+import logging
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import DEMO, ROOT
+from pipelines import export_audience, import_audience
+from transforms.config import ConfigError, parse_config
+from transforms.export import (CANDIDATE_SCHEMA, EXPORTED_SCHEMA, OUTCOMES, TARGET_SCHEMA, GcmEncryptor,
+                               check_audience_name, classify, control_document, line_bytes)
+
+RUN_DATE = "2026-11-22"
+TS = 1795305600  # 2026-11-22T00:00:00Z
+V1, V2, V3, V4, V5, V6 = (str(d) * 38 for d in range(1, 7))
+V0 = "0" + "7" * 37  # leading zero kept
+
+
+def sha(email: str) -> str:
+    """Independent oracle for the adobe profile: trim, lowercase, SHA-256, lowercase hex."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+PROFILES = [
+    # profile_id, email, visitor_ids, opt_out
+    ("p1", " Ann@Example.com", [V1, V2], False),
+    ("p2", "bob@example.org", [V3], False),
+    ("p3", None, [V4], False),  # no email: unmapped for the hashed data source
+    ("p4", "carl@example.net", ["123", " "], False),  # no valid visitor ID: unmapped for visitors
+    ("p5", "dora@example.com", [V5], True),  # opted out
+    ("p6", "eve@example.com", [V6], False),  # never targeted
+    ("p7", "ann@example.com ", [V1, V0], False),  # same address and a shared visitor ID as p1
+]
+# 9 rows: 7 distinct ids (p1..p5, p7, zz), one duplicate (p1), one blank
+TARGETS = ["p1", "p2", "p3", "p4", "p5", "p7", "p1", "", "zz"]
+
+
+def write_profiles(folder: Path, rows=PROFILES) -> Path:
+    path = folder / "profiles.parquet"
+    pq.write_table(
+        pa.table({
+            "profile_id": [r[0] for r in rows],
+            "email": [r[1] for r in rows],
+            "visitor_ids": pa.array([r[2] for r in rows], pa.list_(pa.string())),
+            "opt_out": [r[3] for r in rows],
+        }),
+        path,
+    )
+    return path
+
+
+def write_job(folder: Path, extra: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_profiles(folder)
+    config = {
+        "profiles": {"path": "profiles.parquet", "phone": None, "opt_out": "opt_out"},
+        "buckets": 4,
+        "data_sources": [
+            {"name": "vis", "dpid": 20914, "segments": "unused/*.sync", "id_type": "visitor"},
+            {"name": "hashed", "dpid": 12345, "segments": "unused/*.sync", "id_type": "declared",
+             "declared": "hashed", "match_on": "email"},
+        ],
+        **(extra or {}),
+    }
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    return folder / "job.yaml"
+
+
+def write_targets(path: Path, ids: list[str]) -> Path:
+    if path.suffix == ".csv":
+        path.write_text("profile_id,note\n" + "".join(f"{i},x\n" for i in ids))
+    else:
+        pq.write_table(pa.table({"profile_id": ids}), path)
+    return path
+
+
+@pytest.fixture
+def job(tmp_path) -> Path:
+    cfg = write_job(tmp_path / "job")
+    write_targets(tmp_path / "targets.csv", TARGETS)
+    return cfg
+
+
+def export(cfg: Path, targets: Path, out: Path, *flags) -> dict:
+    return export_audience.run(["--config", str(cfg), "--audience", "Summer sale", "--targets", str(targets),
+                                "--output", str(out), "--run-date", RUN_DATE, *map(str, flags)])
+
+
+def onboarding(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "onboarding").iterdir())}
+
+
+def rows(folder: Path) -> set[tuple]:
+    return {tuple(r.values()) for r in pq.read_table(folder).to_pylist()}
+
+
+def assert_adds_up(report: dict) -> None:
+    assert report["targets"] == sum(report[k] for k in OUTCOMES)
+    assert report["target_rows"] == report["targets"] + report["duplicate_target_rows"] + report["blank_target_ids"]
+
+
+def assert_control_file_matches(out: Path, report: dict) -> dict:
+    files = onboarding(out)
+    info = json.loads(files.pop(report["control_file"]))
+    assert [f["FileName"] for f in info["Files"]] == [f["name"] for f in report["files"]]
+    assert set(files) == {f["name"] for f in report["files"]}
+    for seq, entry in enumerate(info["Files"], start=1):
+        data = files[entry["FileName"]]
+        assert entry["FileSequenceNumber"] == seq
+        assert entry["FileByteSize"] == len(data)
+        assert entry["md5"] == hashlib.md5(data).hexdigest()
+        assert entry["FileLineCount"] == gzip.decompress(data).count(b"\n")
+        assert data[3] == 0 and data[4:8] == b"\0\0\0\0"  # gzip: no file name, mtime 0
+    assert info["Totals"] == {
+        "TotalNumberFiles": len(files),
+        "TotalNumberLines": report["lines"],
+        "TotalByteSize": sum(len(d) for d in files.values()),
+    }
+    return info
+
+
+# ----------------------------------------------------------------------------------------------------
+# Exact files
+# ----------------------------------------------------------------------------------------------------
+def test_hashed_export_writes_exactly_the_expected_files(job, tmp_path):
+    out = tmp_path / "out"
+    report = export(job, tmp_path / "targets.csv", out, "--data-source", "hashed")
+
+    ann, bob, carl = sha("ann@example.com"), sha("bob@example.org"), sha("carl@example.net")
+    files = onboarding(out)
+    assert sorted(files) == [f"ftp_dpm_12345_{TS}.info", f"ftp_dpm_12345_{TS}.sync.gz"]
+    text = gzip.decompress(files[f"ftp_dpm_12345_{TS}.sync.gz"]).decode("utf-8")
+    assert text == "".join(f'{h}\t"segment"="Summer sale"\n' for h in sorted([ann, bob, carl]))
+    assert_control_file_matches(out, report)
+
+    assert rows(out / "exported") == {("p1", ann), ("p7", ann), ("p2", bob), ("p4", carl)}
+    assert rows(out / "unmapped") == {("p3",)}
+    assert pq.read_table(out / "exported").schema == EXPORTED_SCHEMA
+    assert {k: report[k] for k in (*OUTCOMES, "targets", "target_rows", "duplicate_target_rows", "blank_target_ids",
+                                    "lines", "pairs_sent")} == {
+        "exported": 4, "already_present": 0, "unmapped": 1, "opted_out": 1, "unknown_profile": 1,
+        "targets": 7, "target_rows": 9, "duplicate_target_rows": 1, "blank_target_ids": 1,
+        "lines": 3, "pairs_sent": 4,
+    }
+    assert_adds_up(report)
+    assert report["profiles_read"] == 7 and report["nothing_to_send"] is False
+    assert json.loads((out / "report.json").read_text()) == report
+    assert not list(out.glob("_incomplete-*"))
+
+
+def test_visitor_export_is_split_in_numbered_files_with_segment_ids(job, tmp_path):
+    out = tmp_path / "out"
+    report = export(job, tmp_path / "targets.csv", out, "--data-source", "vis", "--segment-id", 24,
+                    "--max-lines-per-file", 2)
+    files = onboarding(out)
+    stem = f"ftp_dpm_20914_{TS}"
+    assert sorted(files) == [f"{stem}.info", f"{stem}.sync.1.gz", f"{stem}.sync.2.gz", f"{stem}.sync.3.gz"]
+    lines = [gzip.decompress(files[f"{stem}.sync.{k}.gz"]).decode() for k in (1, 2, 3)]
+    assert lines == [f"{V0}\td_sid=24\n{V1}\td_sid=24\n", f"{V2}\td_sid=24\n{V3}\td_sid=24\n", f"{V4}\td_sid=24\n"]
+    info = assert_control_file_matches(out, report)
+    assert [f["FileLineCount"] for f in info["Files"]] == [2, 2, 1]
+    assert rows(out / "exported") == {("p1", V1), ("p1", V2), ("p7", V1), ("p7", V0), ("p2", V3), ("p3", V4)}
+    assert rows(out / "unmapped") == {("p4",)}  # '123' and ' ' are not visitor IDs
+    assert (report["exported"], report["unmapped"], report["opted_out"], report["unknown_profile"]) == (4, 1, 1, 1)
+    assert report["lines"] == 5 and report["segment"] == "d_sid=24"
+    assert_adds_up(report)
+
+
+def test_parquet_targets_and_config_data_source(tmp_path):
+    cfg = write_job(tmp_path / "job", {"export": {"data_source": "hashed", "max_lines_per_file": 1}})
+    report = export(cfg, write_targets(tmp_path / "t.parquet", TARGETS), tmp_path / "out")
+    assert report["data_source"] == "hashed"
+    assert [f["lines"] for f in report["files"]] == [1, 1, 1]
+    assert_adds_up(report)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Delta, opt-out, nothing to send
+# ----------------------------------------------------------------------------------------------------
+def test_existing_export_is_not_sent_again_and_opt_out_wins(tmp_path):
+    cfg = write_job(tmp_path / "job")
+    write_profiles(tmp_path / "job", [(p, e, v, False) for p, e, v, _ in PROFILES])  # nobody opted out yet
+    first = tmp_path / "first"
+    export(cfg, write_targets(tmp_path / "t1.csv", ["p1", "p2", "p5"]), first, "--data-source", "vis")
+    assert rows(first / "exported") == {("p1", V1), ("p1", V2), ("p2", V3), ("p5", V5)}
+
+    # Since then: p5 opted out, p2 got a second visitor ID.
+    changed = [(p, e, v + ([V6] if p == "p2" else []), True if p == "p5" else o) for p, e, v, o in PROFILES]
+    write_profiles(tmp_path / "job", changed)
+    second = tmp_path / "second"
+    report = export(cfg, write_targets(tmp_path / "t2.csv", ["p1", "p2", "p3", "p5"]), second,
+                    "--data-source", "vis", "--existing", first)
+    files = onboarding(second)
+    text = gzip.decompress(files[f"ftp_dpm_20914_{TS}.sync.gz"]).decode()
+    assert text == f'{V4}\t"segment"="Summer sale"\n{V6}\t"segment"="Summer sale"\n'
+    assert V5 not in text
+    assert rows(second / "exported") == {("p2", V6), ("p3", V4)}
+    assert (report["exported"], report["already_present"], report["opted_out"]) == (2, 1, 1)
+    assert report["opted_out_in_existing"] == 1
+    assert report["existing_pairs_read"] == 4
+    assert_adds_up(report)
+    assert_control_file_matches(second, report)
+
+
+def test_nothing_new_writes_no_data_file(job, tmp_path):
+    first = tmp_path / "first"
+    export(job, tmp_path / "targets.csv", first, "--data-source", "hashed")
+    again = tmp_path / "again"
+    report = export(job, tmp_path / "targets.csv", again, "--data-source", "hashed", "--existing", first)
+    assert report["nothing_to_send"] is True and report["files"] == [] and report["control_file"] is None
+    assert list((again / "onboarding").iterdir()) == []
+    assert (report["exported"], report["already_present"], report["lines"]) == (0, 4, 0)
+    assert rows(again / "exported") == set()  # an empty dataset with its schema
+    assert pq.read_table(again / "exported").schema == EXPORTED_SCHEMA
+    assert_adds_up(report)
+
+
+def test_existing_export_of_another_data_source_is_refused(job, tmp_path):
+    first = tmp_path / "first"
+    export(job, tmp_path / "targets.csv", first, "--data-source", "hashed")
+    with pytest.raises(ConfigError, match="--existing .*data source 'hashed', not 'vis'"):
+        export(job, tmp_path / "targets.csv", tmp_path / "o", "--data-source", "vis", "--existing", first)
+    with pytest.raises(ConfigError, match="no readable report.json"):
+        export(job, tmp_path / "targets.csv", tmp_path / "o", "--data-source", "vis", "--existing", tmp_path / "nope")
+
+
+def test_rerun_replaces_previous_files(job, tmp_path):
+    out = tmp_path / "out"
+    export(job, tmp_path / "targets.csv", out, "--data-source", "hashed", "--max-lines-per-file", 1)
+    assert len(onboarding(out)) == 4
+    report = export(job, tmp_path / "targets.csv", out, "--data-source", "hashed")
+    assert sorted(onboarding(out)) == [f"ftp_dpm_12345_{TS}.info", f"ftp_dpm_12345_{TS}.sync.gz"]
+    assert_control_file_matches(out, report)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Determinism and the round trip on the demo
+# ----------------------------------------------------------------------------------------------------
+def demo_targets(tmp_path) -> Path:
+    ids = pq.read_table(DEMO / "profiles.parquet")["profile_id"].to_pylist()
+    return write_targets(tmp_path / "targets.parquet", ids[::2] + ids[:10] + ["unknown-1"])
+
+
+def test_two_runs_give_byte_identical_outputs(tmp_path):
+    targets = demo_targets(tmp_path)
+    outs = []
+    # The third run is on FnApiRunner, which encodes every element between stages as remote runners do.
+    for name, flags in (("a", []), ("b", []), ("c", ["--runner=FnApiRunner", "--direct_running_mode=in_memory"])):
+        out = tmp_path / name
+        export(DEMO / "job.yaml", targets, out, "--data-source", "crm-hashed-emails", "--max-lines-per-file", 50, *flags)
+        outs.append(out)
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert len([f for f in files if f.suffix == ".gz"]) == 3
+    for other in outs[1:]:
+        assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+        for rel in files:
+            assert (outs[0] / rel).read_bytes() == (other / rel).read_bytes(), (other.name, rel)
+
+
+def import_config_for(tmp_path: Path, data_source: str, dump_dir: Path) -> Path:
+    demo = yaml.safe_load((DEMO / "job.yaml").read_text())
+    ds = next(d for d in demo["data_sources"] if d["name"] == data_source)
+    ds["segments"] = str(dump_dir / "*.sync*")
+    for field in ("key", "iv", "keyring"):
+        ref = ds.get("encryption", {}).get(field)
+        if ref and ref.startswith("file:") and not Path(ref[5:]).is_absolute():
+            ds["encryption"][field] = "file:" + str(DEMO / ref[5:])
+    demo["profiles"]["path"] = str(DEMO / demo["profiles"]["path"])
+    demo["data_sources"] = [ds]
+    path = tmp_path / f"import-{data_source}.yaml"
+    path.write_text(yaml.safe_dump(demo))
+    return path
+
+
+def round_trip(tmp_path: Path, config: Path, export_out: Path, data_source: str, dpid: int) -> set[str]:
+    """Feed the exported user IDs back to the import as a platform dump; return the profiles it finds."""
+    lines = b"".join(gzip.decompress((export_out / "onboarding" / f["name"]).read_bytes())
+                     for f in json.loads((export_out / "report.json").read_text())["files"])
+    dump_dir = tmp_path / f"dump-{data_source}"
+    dump_dir.mkdir()
+    user_ids = [line.split(b"\t")[0].decode() for line in lines.splitlines()]
+    (dump_dir / f"ftp_1234_{dpid}_full_{TS}000.sync").write_text("".join(f"{u} 777\n" for u in user_ids))
+    import_cfg = import_config_for(tmp_path, data_source, dump_dir) if config == DEMO / "job.yaml" else config
+    report = import_audience.run(["--config", str(import_cfg), "--output", str(tmp_path / f"imp-{data_source}"),
+                                  "--run-date", RUN_DATE])
+    assert report["data_sources"][data_source]["received"] == len(user_ids)
+    assert report["data_sources"][data_source]["reconciled"] == len(user_ids)  # every line matched
+    members = pq.read_table(tmp_path / f"imp-{data_source}" / "reconciled").to_pylist()
+    return {m["profile_id"] for m in members if m["segment_id"] == "777"}
+
+
+@pytest.mark.parametrize("data_source,dpid", [("crm-hashed-emails", 12345), ("uid2-phones", 34567),
+                                              ("web-encrypted-emails", 23456), ("visitors", 20914)])
+def test_round_trip_through_the_import_finds_the_same_profiles(tmp_path, data_source, dpid):
+    out = tmp_path / "export"
+    report = export(DEMO / "job.yaml", demo_targets(tmp_path), out, "--data-source", data_source)
+    exported = {r["profile_id"] for r in pq.read_table(out / "exported").to_pylist()}
+    assert len(exported) == report["exported"] > 100
+    optouts = {p["profile_id"] for p in pq.read_table(DEMO / "profiles.parquet").to_pylist() if p["opt_out"]}
+    assert report["opted_out"] > 0 and not exported & optouts
+    assert round_trip(tmp_path, DEMO / "job.yaml", out, data_source, dpid) == exported
+
+
+def test_aes_gcm_uses_the_newest_active_key_with_a_deterministic_nonce(tmp_path):
+    secrets = {i: bytes([i]) * 32 for i in (1, 2, 3)}
+    ring = {"keys": [
+        {"id": 1, "secret": secrets[1].hex(), "activates": "2026-01-01T00:00:00Z", "expires": "2027-01-01T00:00:00Z"},
+        {"id": 2, "secret": secrets[2].hex(), "activates": "2026-06-01T00:00:00Z", "expires": None},
+        {"id": 3, "secret": secrets[3].hex(), "activates": "2026-12-01T00:00:00Z", "expires": None},  # not yet
+    ]}
+    folder = tmp_path / "job"
+    write_job(folder)
+    (folder / "ring.json").write_text(json.dumps(ring))
+    config = yaml.safe_load((folder / "job.yaml").read_text())
+    config["data_sources"] = [{
+        "name": "gcm", "dpid": 777, "segments": str(tmp_path / "dump-gcm" / "*.sync"), "id_type": "declared",
+        "declared": "encrypted", "match_on": "email", "channel": "email", "force_reconciliation": True,
+        "encryption": {"algorithm": "aes-gcm", "keyring": "file:ring.json"},
+    }]
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    write_targets(tmp_path / "targets.csv", TARGETS)
+    out = tmp_path / "out"
+    report = export(folder / "job.yaml", tmp_path / "targets.csv", out)
+    assert (report["exported"], report["unmapped"], report["lines"]) == (4, 1, 3)
+    text = gzip.decompress(onboarding(out)[f"ftp_dpm_777_{TS}.sync.gz"]).decode()
+    tokens = [line.split("\t")[0] for line in text.splitlines()]
+    for token in tokens:
+        raw = base64.b64decode(token)
+        assert int.from_bytes(raw[:4], "big") == 2
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    plain = {AESGCM(secrets[2]).decrypt(base64.b64decode(t)[4:16], base64.b64decode(t)[16:], None) for t in tokens}
+    assert plain == {b"ann@example.com", b"bob@example.org", b"carl@example.net"}
+    for token in tokens:
+        raw = base64.b64decode(token)
+        pt = AESGCM(secrets[2]).decrypt(raw[4:16], raw[16:], None)
+        assert raw[4:16] == hmac.new(secrets[2], pt, hashlib.sha256).digest()[:12]
+    assert round_trip(tmp_path, folder / "job.yaml", out, "gcm", 777) == {"p1", "p2", "p4", "p7"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Privacy, command line, failures
+# ----------------------------------------------------------------------------------------------------
+def test_logs_carry_no_addresses_ids_or_keys(tmp_path, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    targets = demo_targets(tmp_path)
+    outs = {}
+    for ds in ("crm-hashed-emails", "visitors", "web-encrypted-emails"):
+        outs[ds] = tmp_path / ds
+        export(DEMO / "job.yaml", targets, outs[ds], "--data-source", ds)
+    captured = capfd.readouterr()
+    text = caplog.text + captured.out + captured.err
+    profiles = pq.read_table(DEMO / "profiles.parquet").to_pylist()
+    needles = [(DEMO / "keys" / f).read_text().strip() for f in ("demo-only-aes256.key", "demo-only-iv.hex")]
+    needles += [p["email"].strip() for p in profiles if p["email"]] + [p["mobile"] for p in profiles if p["mobile"]]
+    needles += [v for p in profiles for v in p["visitor_ids"]]
+    needles += [r["user_id"] for out in outs.values() for r in pq.read_table(out / "exported").to_pylist()]
+    needles += [p["profile_id"] for p in profiles]
+    assert len(needles) > 800
+    leaked = [n for n in needles if n in text or n.lower() in text.lower()]
+    assert leaked == []
+    for out in outs.values():
+        report_text = (out / "report.json").read_text()
+        assert "@" not in report_text and not [n for n in needles if n in report_text]
+
+
+CLI = [sys.executable, "-m", "pipelines.cli", "export"]
+
+
+def test_cli_prints_a_summary_and_module_entry_ignores_launcher_flags(job, tmp_path):
+    args = ["--config", str(job), "--audience", "Summer sale", "--targets", str(tmp_path / "targets.csv"),
+            "--run-date", RUN_DATE, "--data-source", "hashed"]
+    result = subprocess.run([*CLI, *args, "--output", str(tmp_path / "a")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "targets=7 exported=4 already_present=0 unmapped=1 opted_out=1 unknown_profile=1" in result.stdout
+    assert f"ftp_dpm_12345_{TS}.sync.gz" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "pipelines.export_audience", *args, "--output", str(tmp_path / "b"),
+                             "--labels=team=crm", "--job_name=nightly-export"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert onboarding(tmp_path / "a") == onboarding(tmp_path / "b")
+
+
+def test_configuration_errors_are_one_clear_line(job, tmp_path):
+    base = [*CLI, "--config", str(job), "--audience", "Summer sale", "--targets", str(tmp_path / "targets.csv"),
+            "--output", str(tmp_path / "o")]
+    result = subprocess.run([*base, "--data-source", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "--data-source: 'nope' is not a configured data source" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+    result = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)  # two sources, none named
+    assert result.returncode == 2 and "--data-source: name the data source" in result.stderr
+
+
+def test_a_malformed_targets_file_fails_and_publishes_nothing(job, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("profile_id,note\np1,x\np2,x,extra\n")
+    out = tmp_path / "o"
+    result = subprocess.run([*CLI, "--config", str(job), "--audience", "A", "--targets", str(bad), "--output", str(out),
+                             "--data-source", "hashed"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "bad.csv:3: wrong number of columns" in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))
+
+
+def test_export_config_section_is_validated(tmp_path):
+    base = {"profiles": {"path": "p.parquet"},
+            "data_sources": [{"name": "a", "dpid": 1, "segments": "x", "id_type": "visitor"}]}
+    assert parse_config({**base, "export": {"data_source": "a"}}).export.data_source == "a"
+    with pytest.raises(ConfigError, match="export.data_source 'b' is not a configured data source"):
+        parse_config({**base, "export": {"data_source": "b"}})
+    with pytest.raises(ConfigError, match="export.colour: unknown field"):
+        parse_config({**base, "export": {"colour": "red"}})
+
+
+def test_export_needs_the_opt_out_column(tmp_path):
+    cfg = write_job(tmp_path / "job")
+    config = yaml.safe_load(cfg.read_text())
+    del config["profiles"]["opt_out"]
+    cfg.write_text(yaml.safe_dump(config))
+    write_targets(tmp_path / "t.csv", ["p1"])
+    with pytest.raises(ConfigError, match="profiles.opt_out: the export needs the opt-out column"):
+        export(cfg, tmp_path / "t.csv", tmp_path / "o", "--data-source", "vis")
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "a,b", "tab\there", " padded", ""])
+def test_audience_names_that_would_break_a_line_are_refused(name):
+    with pytest.raises(ConfigError, match="--audience"):
+        check_audience_name(name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pure functions
+# ----------------------------------------------------------------------------------------------------
+def test_classify_counts_each_distinct_target_once():
+    targets = pa.table({"profile_id": ["a", "b", "c", "d", "e", "a", "zz"]}, schema=TARGET_SCHEMA)
+    candidates = pa.table({
+        "profile_id": ["a", "b", "c", "d", "e", "a", "a", "b", "d", "d", "x"],
+        "opt_out": [False, False, False, True, False, False, False, False, False, False, False],
+        "user_id": [None, None, None, None, None, None, "u1", "u2", "u4", None, "ux"],
+    }, schema=CANDIDATE_SCHEMA)
+    existing = pa.table({"profile_id": ["b", "d"], "user_id": ["u2", "u4"]}, schema=EXPORTED_SCHEMA)
+    sent, unmapped, counts = classify(targets, candidates, existing)
+    assert sent.to_pylist() == [{"profile_id": "a", "user_id": "u1"}]
+    assert sorted(unmapped["profile_id"].to_pylist()) == ["c", "e"]
+    assert counts == {"targets": 6, "duplicate_target_rows": 1, "unknown_profile": 1, "opted_out": 1,
+                      "unmapped": 2, "already_present": 1, "exported": 1, "pairs_sent": 1,
+                      "opted_out_in_existing": 1}
+
+
+def test_line_bytes_and_control_document():
+    assert line_bytes(pa.array(["b", "a"]).slice(1), "d_sid=5") == b"a\td_sid=5\n"
+    assert line_bytes(pa.array([], pa.string()), "x") == b""
+    doc = control_document([{"name": "f.2.gz", "sequence": 2, "lines": 1, "bytes": 30, "md5": "m2"},
+                            {"name": "f.1.gz", "sequence": 1, "lines": 4, "bytes": 50, "md5": "m1"}])
+    assert doc == {"Files": [
+        {"FileName": "f.1.gz", "FileSequenceNumber": 1, "FileLineCount": 4, "FileByteSize": 50, "md5": "m1"},
+        {"FileName": "f.2.gz", "FileSequenceNumber": 2, "FileLineCount": 1, "FileByteSize": 30, "md5": "m2"}],
+        "Totals": {"TotalNumberFiles": 2, "TotalNumberLines": 5, "TotalByteSize": 80}}
+
+
+def test_gcm_encryptor_refuses_a_ring_without_an_active_key_and_pickling():
+    import pickle
+
+    from transforms.crypto import KeyMaterialError, RingKey
+
+    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    old = RingKey(1, b"\1" * 32, datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, tzinfo=timezone.utc))
+    with pytest.raises(KeyMaterialError, match="no key is active on 2026-11-22"):
+        GcmEncryptor([old], now)
+    current = RingKey(2, b"\2" * 32, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    encryptor = GcmEncryptor([old, current], now)
+    assert encryptor.key_id == 2 and "\\x02" not in repr(encryptor)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(encryptor)
+    assert encryptor.encrypt(pa.array(["a@b.c"])) == encryptor.encrypt(pa.array(["a@b.c"]))

@@ -1,0 +1,178 @@
+"""Nightly runs: dated partitions, incremental state, idempotence, atomic publish, integrity."""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DEMO, ROOT
+from pipelines import nightly
+
+V = {i: str(i) * 38 for i in range(1, 6)}
+
+
+def write_job(tmp_path) -> Path:
+    pq.write_table(
+        pa.table({"profile_id": ["p1", "p2", "p3", "p4"], "visitor_ids": [[V[1]], [V[2]], [V[3]], [V[4]]]}),
+        tmp_path / "profiles.parquet",
+    )
+    config = {
+        "profiles": {"path": "profiles.parquet", "email": None, "phone": None},
+        "data_sources": [{"name": "vis", "dpid": 7, "segments": "dumps/{date:%Y%m%d}/*.sync*", "id_type": "visitor"}],
+        "buckets": 4,
+    }
+    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    return tmp_path / "job.yaml"
+
+
+def dump(tmp_path, day: str, mode: str, lines: list[str]):
+    folder = tmp_path / "dumps" / day.replace("-", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"ftp_1_7_{mode}_1795305600000.sync.gz").write_bytes(gzip.compress("".join(l + "\n" for l in lines).encode(), mtime=0))
+
+
+def members(root: Path, day: str) -> set[tuple]:
+    table = pq.read_table(root / f"dt={day}" / "reconciled")
+    return {(r["segment_id"], r["profile_id"]) for r in table.to_pylist()}
+
+
+def run(config, root, *args):
+    return nightly.run(["--config", str(config), "--root", str(root), *args])
+
+
+def test_iter_dumps_update_and_full_dumps_replace_the_previous_night(tmp_path):
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-20", "full", [f"{V[1]} 10", f"{V[2]} 10,11"])
+    dump(tmp_path, "2026-11-21", "iter", [f"{V[1]}  10", f"{V[3]} 11", f"{V[2]} 12 11"])
+    dump(tmp_path, "2026-11-22", "full", [f"{V[4]} 12 10"])
+    results = run(config, root, "--backfill", "2026-11-20:2026-11-22")
+    assert [r["status"] for r in results] == ["published"] * 3
+    assert members(root, "2026-11-20") == {("10", "p1"), ("10", "p2"), ("11", "p2")}
+    # iter: p1 leaves 10 (a removal-only line), p3 joins 11, p2 joins 12 and leaves 11
+    assert members(root, "2026-11-21") == {("10", "p2"), ("11", "p3"), ("12", "p2")}
+    assert members(root, "2026-11-22") == {("12", "p4")}  # full: replaces, removals ignored
+    night2 = results[1]
+    assert night2["previous"] == "dt=2026-11-20"
+    entry = night2["report"]["data_sources"]["vis"]
+    assert entry["previous_state"] == {"reconciled_carried": 1, "reconciled_removed": 2}
+    assert entry["received"] == entry["reconciled"] == 3  # the removal-only line counts as applied
+    manifest = json.loads((root / "dt=2026-11-21" / "_SUCCESS").read_text())
+    assert manifest["previous_partition"] == "dt=2026-11-20" and manifest["run_date"] == "2026-11-21"
+    for entry in manifest["files"]:
+        data = (root / "dt=2026-11-21" / entry["path"]).read_bytes()
+        assert len(data) == entry["bytes"]
+        import hashlib
+
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert sum(f.get("rows", 0) for f in manifest["files"] if f["path"].startswith("reconciled/")) == 3
+
+
+def test_rerun_is_a_no_op_and_force_replaces_whole(tmp_path):
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-22", "full", [f"{V[1]} 10", f"{V[2]} 11"])
+    run(config, root, "--date", "2026-11-22")
+    part = root / "dt=2026-11-22"
+    before = {p: p.read_bytes() for p in part.rglob("*") if p.is_file()}
+    stamps = {p: p.stat().st_mtime_ns for p in before}
+    assert run(config, root, "--date", "2026-11-22")[0]["status"] == "already published"
+    assert {p: p.stat().st_mtime_ns for p in before} == stamps
+    stale = part / "reconciled" / "part-99999-of-99999.parquet"
+    stale.write_bytes(b"stale")
+    assert run(config, root, "--date", "2026-11-22", "--force")[0]["status"] == "published"
+    assert not stale.exists()
+    after = {p: p.read_bytes() for p in part.rglob("*") if p.is_file()}
+    assert set(after) == set(before)
+    for path, data in before.items():
+        if path.name != "_SUCCESS":  # the manifest may name another code version; data files may not differ
+            assert after[path] == data, path
+    assert not list((root / "_staging").glob("*"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "control"])
+def test_bad_input_publishes_nothing_for_the_date(tmp_path, damage):
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-22", "full", [f"{V[i % 4 + 1]} {i}" for i in range(3000)])
+    victim = next((tmp_path / "dumps" / "20261122").glob("*.gz"))
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:-20])
+    else:
+        (victim.parent / "ftp_1_7_full_1795305600000.info").write_text(json.dumps(
+            {"Files": [{"FileName": victim.name, "FileSequenceNumber": 1, "FileLineCount": 3001,
+                        "FileByteSize": victim.stat().st_size, "md5": "0" * 32}], "Totals": {}}))
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(config), "--root",
+                             str(root), "--date", "2026-11-22"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert victim.name in result.stderr and "Traceback" not in result.stderr
+    assert not (root / "dt=2026-11-22" / "_SUCCESS").exists()
+    assert not list(root.glob("dt=2026-11-22/*/*.parquet"))
+    assert not list((root / "_staging").glob("*"))
+
+
+def test_killed_run_leaves_no_visible_partition_and_the_next_run_recovers(tmp_path):
+    from generate_data import generate
+
+    data = tmp_path / "data"
+    generate(data, n_profiles=150_000, n_lines=300_000, seed=5)
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(data / "job.yaml"), "--root", str(root),
+           "--date", "2026-11-22"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(root.glob("_staging/*/*/*.parquet")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(root.glob("_staging/*/*/*.parquet")), "the run ended before it could be killed midway"
+    assert not (root / "dt=2026-11-22" / "_SUCCESS").exists()
+    done = nightly.run(["--config", str(data / "job.yaml"), "--root", str(root), "--date", "2026-11-22"])
+    assert done[0]["status"] == "published"
+    with open(data / "expected" / "memberships.csv") as fh:
+        expected = {tuple(r) for r in list(csv.reader(fh))[1:]}
+    got = {tuple(r.values()) for r in pq.read_table(root / "dt=2026-11-22" / "reconciled").to_pylist()}
+    assert got == expected
+
+
+def test_airflow_operator_style_arguments_parse(tmp_path):
+    from airflow_nightly_dag import NIGHTLY_OPTIONS
+
+    # BeamRunPythonPipelineOperator renders each option as --key=value and adds --labels=...
+    options = {**NIGHTLY_OPTIONS, "config": "gs://b/job.yaml", "root": "gs://b/audiences", "date": "2026-11-22",
+               "project": "my-project", "labels": {"airflow-version": "v2-10-3"}}
+    argv = []
+    for key, value in options.items():
+        if isinstance(value, dict):
+            argv += [f"--{key}={k}={v}" for k, v in value.items()]
+        else:
+            argv.append(f"--{key}={value}")
+    known, beam_args = nightly.parse_args(argv)
+    assert (known.config, known.root, known.date.isoformat()) == ("gs://b/job.yaml", "gs://b/audiences", "2026-11-22")
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+    opts = PipelineOptions(beam_args)
+    assert opts.view_as(StandardOptions).runner == "DataflowRunner"
+    assert opts.view_as(GoogleCloudOptions).labels == ["airflow-version=v2-10-3"]
+    assert opts.view_as(GoogleCloudOptions).project == "my-project"
+
+
+def test_demo_night_publishes_a_complete_partition(tmp_path):
+    results = nightly.run(["--config", str(DEMO / "job.yaml"), "--root", str(tmp_path), "--date", "2026-11-22"])
+    report = results[0]["report"]
+    for entry in report["data_sources"].values():
+        assert entry["received"] == sum(entry[k] for k in ("format_errors", "invalid_ids", "removals_only",
+                                                            "unmatched", "reconciled", "file_audience"))
+    manifest = json.loads((tmp_path / "dt=2026-11-22" / "_SUCCESS").read_text())
+    listed = {f["path"] for f in manifest["files"]}
+    on_disk = {str(p.relative_to(tmp_path / "dt=2026-11-22")) for p in (tmp_path / "dt=2026-11-22").rglob("*")
+               if p.is_file() and p.name != "_SUCCESS"}
+    assert listed == on_disk
+    assert len(manifest["config_digest"]) == 64 and manifest["code_version"].startswith("0.1.0+")
