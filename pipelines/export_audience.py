@@ -21,7 +21,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.cli import run_job_cli
-from pipelines.options import keep_elements_out_of_logs, pipeline_options
+from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options
 from transforms.config import JobConfig, load_config
 from transforms.export import ExportAudience, ExportSpec, check_export_inputs, export_spec, summary_lines
 from transforms.publish import REPORT, join_path, remove_run_dir
@@ -87,6 +87,8 @@ def run(argv=None) -> dict:
     except BaseException:
         remove_run_dir(run_dir)  # nothing of a failed run stays behind
         raise
+    if only_stages(options):
+        return {"status": "staged"}  # the job was built/staged, not run: no report yet
     with FileSystems.open(join_path(output, REPORT)) as handle:
         return json.loads(handle.read())
 

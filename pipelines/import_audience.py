@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.cli import run_job_cli
-from pipelines.options import keep_elements_out_of_logs, pipeline_options
+from pipelines.options import STAGED, keep_elements_out_of_logs, only_stages, pipeline_options
 from transforms.config import JobConfig, load_config
 from transforms.preflight import check_inputs
 from transforms.incremental import REMOVE, PreviousState, merge_state
@@ -45,6 +45,8 @@ def parse_args(argv):
     parser.add_argument("--output", required=True, help="output folder (local path or gs://)")
     parser.add_argument(
         "--run-date",
+        "--run_date",  # the spelling Flex Template parameters arrive with
+        dest="run_date",
         type=date.fromisoformat,
         default=None,
         help="the run's date (YYYY-MM-DD; default: today, UTC). Its UTC midnight is the clock for "
@@ -115,6 +117,8 @@ def run(argv=None) -> dict:
     except BaseException:
         remove_run_dir(run_dir)  # nothing of a failed run stays behind
         raise
+    if only_stages(options):
+        return dict(STAGED)  # the job was built/staged, not run: no report yet
     with FileSystems.open(join_path(output, REPORT)) as handle:
         return json.loads(handle.read())
 

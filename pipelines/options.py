@@ -30,6 +30,17 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
+def only_stages(options: PipelineOptions) -> bool:
+    """True when the runner only builds/stages the job (``--dry_run``, ``--template_location``: a
+    Dataflow template or a Flex Template launch) and nothing runs now, so there is no report yet."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
+
+    return bool(options.view_as(TestOptions).dry_run or options.view_as(GoogleCloudOptions).template_location)
+
+
+STAGED = {"status": "staged", "data_sources": {}, "profiles_read": 0}
+
+
 # Beam loggers that print whole elements at DEBUG level ("Processing [...]"). Our elements are
 # tables of IDs and addresses, so these loggers never go below INFO, whatever the root level is.
 ELEMENT_LOGGERS = ("apache_beam.runners.worker.operations", "apache_beam.runners.worker.bundle_processor")

@@ -59,9 +59,12 @@ class EncryptionConfig(_Strict):
     @field_validator("key", "iv", "keyring")
     @classmethod
     def _reference_only(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("env:", "file:")):
+        if value is not None and not value.startswith(("env:", "file:", "gcpsm:")):
             # Never echo the value: it may be a key pasted inline.
-            raise ValueError("must be a reference 'env:NAME' or 'file:PATH', never the secret itself")
+            raise ValueError(
+                "must be a reference 'env:NAME', 'file:PATH' or 'gcpsm:projects/P/secrets/S/versions/V', "
+                "never the secret itself"
+            )
         return value
 
     @model_validator(mode="after")

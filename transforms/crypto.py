@@ -19,8 +19,9 @@ Two schemes:
 Every decrypt function returns ``(plaintexts, reasons)``: two ``pa.StringArray`` of the input's length;
 a plaintext is null exactly where the reason is not, and the reason is one of the constants below.
 
-Key material comes from :func:`load_secret` / :func:`load_keyring` (``env:NAME`` or ``file:PATH``
-references).  No exception message, log line or repr in this module contains key material or a
+Key material comes from :func:`load_secret` / :func:`load_keyring` (``env:NAME``, ``file:PATH`` or
+``gcpsm:projects/P/secrets/S/versions/V`` references; the last is Google Cloud Secret Manager, read
+lazily).  No exception message, log line or repr in this module contains key material or a
 plaintext; :class:`KeyMaterialError` names the reference and the problem only.
 """
 
@@ -99,12 +100,16 @@ def _ref_label(ref: object) -> str:
         kind, sep, name = ref.partition(":")
         if sep and name and kind in ("env", "file"):
             return ref
+        if ref.startswith(SECRET_MANAGER_PREFIX) and _secret_version_name(ref):
+            return ref
     return "<secret reference>"
 
 
 def _read_ref(ref: str) -> str:
     """Text behind an ``env:NAME`` / ``file:PATH`` reference, stripped."""
     label = _ref_label(ref)
+    if isinstance(ref, str) and ref.startswith(SECRET_MANAGER_PREFIX):
+        return _read_secret_manager(ref)
     if label == "<secret reference>":
         raise KeyMaterialError(
             "secret reference must look like 'env:NAME' or 'file:PATH' (the value given is not shown)"
@@ -129,6 +134,67 @@ def _read_ref(ref: str) -> str:
     value = value.strip()
     if not value:
         raise KeyMaterialError(f"{label}: value is empty")
+    return value
+
+
+# Google Cloud Secret Manager: ``gcpsm:projects/PROJECT/secrets/SECRET/versions/VERSION``. Resolved
+# where the key is loaded -- on the workers, in DoFn.setup(), with the workers' service account (and
+# once on the launcher by the preflight check). The client library is imported only here, so jobs
+# that do not use it never load it.
+SECRET_MANAGER_PREFIX = "gcpsm:"
+_SECRET_MANAGER_FORM = "gcpsm:projects/PROJECT/secrets/SECRET/versions/VERSION"
+_RESOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
+def _secret_version_name(ref: str) -> str | None:
+    """``projects/P/secrets/S/versions/V`` from a well-formed reference, else None."""
+    parts = ref[len(SECRET_MANAGER_PREFIX):].split("/")
+    if len(parts) != 6 or parts[0::2] != ["projects", "secrets", "versions"]:
+        return None
+    if not all(p and set(p) <= _RESOURCE_CHARS for p in parts[1::2]):
+        return None
+    return "/".join(parts)
+
+
+def _secret_manager_client():
+    """A Secret Manager client (credentials: Application Default Credentials, i.e. the workers' service
+    account on Dataflow). A function of its own so tests can replace it without any network."""
+    from google.cloud import secretmanager  # lazy: google-cloud-secret-manager comes with apache-beam[gcp]
+
+    return secretmanager.SecretManagerServiceClient()
+
+
+def _read_secret_manager(ref: str) -> str:
+    """Text of a Secret Manager secret version, stripped. Errors name the reference, never the value."""
+    name = _secret_version_name(ref)
+    if name is None:
+        shown = ref if ref.startswith(SECRET_MANAGER_PREFIX + "projects/") else "gcpsm:<not shown>"
+        raise KeyMaterialError(f"{shown}: Secret Manager reference must look like '{_SECRET_MANAGER_FORM}'")
+    try:
+        client = _secret_manager_client()
+    except ImportError:
+        raise KeyMaterialError(f"{ref}: google-cloud-secret-manager is not installed") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. no credentials: its message is not shown
+        raise KeyMaterialError(f"{ref}: cannot create a Secret Manager client ({type(exc).__name__})") from None
+    try:
+        response = client.access_secret_version(request={"name": name})
+    except Exception as exc:  # noqa: BLE001 - NotFound, PermissionDenied, ...: only the type is shown
+        raise KeyMaterialError(f"{ref}: cannot access the secret version ({type(exc).__name__})") from None
+    raw = bytes(response.payload.data)
+    expected_crc = getattr(response.payload, "data_crc32c", None)
+    if expected_crc:
+        try:
+            import google_crc32c
+        except ImportError:  # pragma: no cover - installed with google-cloud-storage
+            google_crc32c = None
+        if google_crc32c is not None and int(google_crc32c.value(raw)) != int(expected_crc):
+            raise KeyMaterialError(f"{ref}: secret payload failed its CRC32C check")
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise KeyMaterialError(f"{ref}: content is not text (expected hex or base64)") from None
+    if not value:
+        raise KeyMaterialError(f"{ref}: value is empty")
     return value
 
 
@@ -173,7 +239,8 @@ def _decode_secret(text: str, encoding: str | None, lengths: tuple[int, ...], la
 
 
 def load_secret(ref: str, encoding: str | None = None, lengths: tuple[int, ...] = AES_KEY_LENGTHS) -> bytes:
-    """Load a key or IV from ``env:NAME`` or ``file:PATH`` (file content stripped).
+    """Load a key or IV from ``env:NAME``, ``file:PATH`` or ``gcpsm:projects/P/secrets/S/versions/V``
+    (Secret Manager; the content is stripped).
 
     ``encoding`` is ``'hex'``, ``'base64'`` (standard alphabet, padded) or ``None`` to auto-detect: the
     value is accepted only when exactly one of hex/base64 decodes to an allowed length (a 32-digit hex

@@ -848,6 +848,8 @@ def _existing_problems(folder: str, spec: ExportSpec) -> list[str]:
 
 def summary_lines(report: dict) -> list[str]:
     """The export's summary on the command line: counts and file names only, never an ID."""
+    if report.get("status") == "staged":
+        return ["job staged (built and submitted, or written as a template): no report until it runs"]
     out = [
         f"export '{report['audience']}' through {report['data_source']} (dpid {report['dpid']}, {report['id_type']}): "
         f"targets={report['targets']} exported={report['exported']} already_present={report['already_present']} "

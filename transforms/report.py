@@ -99,6 +99,8 @@ def check_report(report: dict, cfg: JobConfig) -> None:
 
 def summary_lines(report: dict) -> list[str]:
     """A short human summary: counts only, no IDs."""
+    if report.get("status") == "staged":
+        return ["job staged (built and submitted, or written as a template): no report until it runs"]
     out = [f"profiles read: {report['profiles_read']}"]
     for name, e in report["data_sources"].items():
         reasons = ", ".join(f"{r}={n}" for r, n in e["rejected_by_reason"].items()) or "none"
