@@ -48,8 +48,10 @@ from transforms.arrow_utils import KeyFilter, buckets_from_hash, concat, distinc
 from transforms.config import ConfigError, DataSourceConfig, JobConfig, format_from_extension
 from transforms.errors import InputError, RunFailed
 from transforms.keys import profile_keys
+from transforms.reconcile import BuildKeyFilter
+from transforms.preflight import matches, profile_column_problems
 from transforms.profiles import needed_columns, read_profiles, read_schema_names
-from transforms.publish import REPORT, WriteParts, join_path, publish_folders
+from transforms.publish import REPORT, WriteParts, join_path, publish_outputs
 
 NAMESPACE = "audience_sync"
 
@@ -504,24 +506,6 @@ class ReadTargetFile(beam.DoFn):
                 yield from _shards(table, self._buckets, TARGET_SIDE)
 
 
-class BuildTargetFilter(beam.CombineFn):
-    """A Bloom filter of every target id's hash (a few bytes per target)."""
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, hashes: np.ndarray):
-        acc.append(hashes)
-        return acc
-
-    def merge_accumulators(self, accs):
-        merged = [a for acc in accs for a in acc]
-        return [np.concatenate(merged)] if merged else []
-
-    def extract_output(self, acc):
-        return KeyFilter(np.concatenate(acc) if acc else np.zeros(0, np.uint64))
-
-
 class ReadTargetedProfiles(beam.DoFn):
     """One profile extract -> shards ``(bucket, ("p", candidate rows))`` of the profiles the Bloom
     filter says may be targeted, with their user IDs for the data source (hashed/encrypted here, for
@@ -695,7 +679,7 @@ class _PublishExport(beam.DoFn):
                 sink.write((json.dumps(control_document(files), indent=2) + "\n").encode("utf-8"))
             parts.append((ONBOARDING, info, 0))
         outputs = {EXPORTED: EXPORTED_SCHEMA, UNMAPPED: UNMAPPED_SCHEMA, ONBOARDING: None}
-        publish_folders(self._output_dir, self._run_dir, outputs, parts, report)
+        publish_outputs(self._output_dir, self._run_dir, outputs, parts, report)
         yield report
 
 
@@ -718,7 +702,7 @@ class ExportAudience(beam.PTransform):
             | "ReadTargets" >> beam.ParDo(ReadTargetFile(buckets)).with_outputs(COUNTS, TARGET_HASHES, main="shards")
         )
         target_filter = beam.pvalue.AsSingleton(
-            targets[TARGET_HASHES] | "BuildTargetFilter" >> beam.CombineGlobally(BuildTargetFilter())
+            targets[TARGET_HASHES] | "BuildTargetFilter" >> beam.CombineGlobally(BuildKeyFilter())
         )
         profiles = (
             root
@@ -775,13 +759,6 @@ class ExportAudience(beam.PTransform):
 # ----------------------------------------------------------------------------------------------------
 # Launcher checks
 # ----------------------------------------------------------------------------------------------------
-def _matches(pattern: str) -> list[str]:
-    try:
-        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-    except Exception:  # noqa: BLE001 - reported as "no file", with the pattern
-        return []
-
-
 def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str]) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the export cannot run as asked. Reads
     headers, previous reports and (once, to fail early; never printed) the data source's keys."""
@@ -790,20 +767,8 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     index = [ds.name for ds in cfg.data_sources].index(spec.data_source.name)
     if not cfg.profiles.opt_out:
         problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never exported)")
-    extracts = _matches(cfg.profiles.path)
-    if not extracts:
-        problems.append(f"profiles.path: no file matches '{cfg.profiles.path}'")
-    else:
-        try:
-            columns = set(read_schema_names(extracts[0], cfg.profiles.resolved_format))
-        except (InputError, OSError, ValueError) as exc:
-            problems.append(f"profiles.path: {exc}")
-            columns = None
-        if columns is not None:
-            for col in needed_columns(ecfg):
-                if col not in columns:
-                    problems.append(f"profiles: column '{col}' (needed by the export) is not in the extract {extracts[0]}")
-    target_files = _matches(targets)
+    problems += profile_column_problems(ecfg, needed_columns(ecfg))
+    target_files = matches(targets)
     if not target_files:
         problems.append(f"--targets: no file matches '{targets}'")
     for path in target_files:
@@ -841,7 +806,7 @@ def _existing_problems(folder: str, spec: ExportSpec) -> list[str]:
                         f"not '{spec.data_source.name}': its user IDs are not comparable")
     if previous.get("segment") != spec.trait:
         problems.append("exported with another segment (audience name or --segment-id differ)")
-    if not _matches(join_path(folder.rstrip("/"), EXPORTED, "*.parquet")):
+    if not matches(join_path(folder.rstrip("/"), EXPORTED, "*.parquet")):
         problems.append(f"no {EXPORTED}/ Parquet parts")
     return problems
 

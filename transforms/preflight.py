@@ -12,32 +12,36 @@ from transforms.errors import InputError
 from transforms.profiles import needed_columns, read_schema_names
 
 
-def _matches(pattern: str) -> list[str]:
+def matches(pattern: str) -> list[str]:
+    """Sorted paths matching a glob (local or gs://); none when nothing (or nothing readable) matches."""
     try:
         return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
     except Exception:  # noqa: BLE001 - report as "no file", with the pattern
         return []
 
 
+def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple = ()) -> list[str]:
+    """Problems with the profile extract: no file matches, unreadable, or a needed column missing
+    (each named by the config field that asks for it)."""
+    extracts = matches(cfg.profiles.path)
+    if not extracts:
+        return [f"profiles.path: no file matches '{cfg.profiles.path}'"]
+    try:
+        columns = set(read_schema_names(extracts[0], cfg.profiles.resolved_format))
+    except (InputError, OSError, ValueError) as exc:
+        return [f"profiles.path: {exc}"]
+    return [
+        f"{_field_naming(cfg, col)}: column '{col}' is not in the extract {extracts[0]}"
+        for col in needed
+        if col not in columns and col not in optional
+    ]
+
+
 def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured."""
-    problems: list[str] = []
-    extracts = _matches(cfg.profiles.path)
-    if not extracts:
-        problems.append(f"profiles.path: no file matches '{cfg.profiles.path}'")
-    else:
-        try:
-            columns = set(read_schema_names(extracts[0], cfg.profiles.resolved_format))
-        except (InputError, OSError, ValueError) as exc:
-            problems.append(f"profiles.path: {exc}")
-            columns = None
-        if columns is not None:
-            for col in needed_columns(cfg):
-                if col not in columns and col != cfg.profiles.visitor_ids:
-                    where = _field_naming(cfg, col)
-                    problems.append(f"{where}: column '{col}' is not in the extract {extracts[0]}")
+    problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     for i, ds in enumerate(cfg.data_sources):
-        if not [p for p in _matches(ds.segments) if is_dump_file(p)]:
+        if not [p for p in matches(ds.segments) if is_dump_file(p)]:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         if check_keys and ds.decrypts:
             from transforms.keys import build_decryptor
@@ -61,7 +65,7 @@ def _field_naming(cfg: JobConfig, column: str) -> str:
     for i, ds in enumerate(cfg.data_sources):
         if ds.match_on and cfg.profiles.column_for(ds.match_on) == column:
             return f"data_sources[{i}].match_on"
-    for field in ("id", "opt_out"):
+    for field in ("id", "opt_out", "visitor_ids"):
         if getattr(cfg.profiles, field) == column:
             return f"profiles.{field}"
     return "profiles"

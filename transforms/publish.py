@@ -126,38 +126,15 @@ def _mkdirs(path: str) -> None:
         pass  # already there
 
 
-def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], parts: list, report: dict) -> None:
-    """Replace the outputs under ``output_dir`` with the run's parts; ``report.json`` goes last."""
+def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema | None], parts: list, report: dict) -> None:
+    """Replace the outputs under ``output_dir`` with the run's parts; ``report.json`` goes last.
+
+    An output with a schema but no parts gets one empty Parquet part (a readable empty dataset); an
+    output whose schema is ``None`` (plain files, like the export's onboarding files) is exactly the
+    files the run wrote, possibly none."""
     report_path = join_path(output_dir, REPORT)
     if _exists(report_path):
         FileSystems.delete([report_path])  # from here on the folder no longer looks complete
-    for name, schema in outputs.items():
-        final_dir = join_path(output_dir, name)
-        stale = _list_files(final_dir)
-        if stale:
-            FileSystems.delete(stale)
-        _mkdirs(final_dir)
-        mine = sorted(path for n, path, _ in parts if n == name)
-        if mine:
-            FileSystems.rename(mine, [join_path(final_dir, posixpath.basename(p)) for p in mine])
-        else:  # an empty output is still a readable dataset with its schema
-            write_parquet(schema.empty_table(), join_path(final_dir, "part-00000-of-00001.parquet"))
-    with FileSystems.create(report_path, mime_type="application/json") as sink:
-        sink.write((json.dumps(report, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-    leftovers = _list_files(run_dir) + [f for n in outputs for f in _list_files(join_path(run_dir, n))]
-    if leftovers:
-        FileSystems.delete(leftovers)
-    remove_run_dir(run_dir)
-
-
-def publish_folders(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema | None], parts: list, report: dict) -> None:
-    """:func:`publish_outputs` for runs that also write folders of plain files (the export's onboarding
-    files): an output whose schema is ``None`` is published as exactly the files the run wrote there,
-    possibly none (no empty Parquet placeholder). Same order: the previous ``report.json`` goes first,
-    each output folder is replaced whole, the new ``report.json`` is written last."""
-    report_path = join_path(output_dir, REPORT)
-    if _exists(report_path):
-        FileSystems.delete([report_path])
     for name, schema in outputs.items():
         final_dir = join_path(output_dir, name)
         stale = _list_files(final_dir)

@@ -152,7 +152,8 @@ def _empty_lists(n: int) -> pa.Array:
 
 
 class BuildKeyFilter(beam.CombineFn):
-    """Per data source: a Bloom filter of the dump lines' key hashes (a few bytes per line)."""
+    """A Bloom filter of 64-bit key hashes (numpy arrays in; a few bytes per key): per data source
+    for the dump lines' keys, globally for an export's target ids."""
 
     def create_accumulator(self):
         return []
@@ -162,7 +163,8 @@ class BuildKeyFilter(beam.CombineFn):
         return acc
 
     def merge_accumulators(self, accs):
-        return [np.concatenate([a for acc in accs for a in acc])] if any(accs) else []
+        merged = [a for acc in accs for a in acc]
+        return [np.concatenate(merged)] if merged else []
 
     def extract_output(self, acc):
         return KeyFilter(np.concatenate(acc) if acc else np.zeros(0, np.uint64))
