@@ -499,3 +499,36 @@ def test_cli_stages_the_job_like_a_flex_template_launch(gcs, gcs_config, tmp_pat
         f"--template_location={template_file}",
     ])
     assert json.loads(template_file.read_text())["name"] == JOB_NAME
+
+
+@pytest.mark.parametrize("job", ["nightly", "export"])
+def test_dry_run_builds_the_nightly_and_export_jobs(monkeypatch, job):
+    """The other two pipelines build for Dataflow the same way (no network, no credentials)."""
+    import google.auth
+    from apache_beam.internal.gcp import auth as beam_auth
+
+    def refuse(*args, **kwargs):
+        raise google.auth.exceptions.DefaultCredentialsError("credential lookup refused in this test")
+
+    monkeypatch.setattr(google.auth, "default", refuse)
+    monkeypatch.setattr(beam_auth, "get_service_credentials", refuse)
+    bucket = "gs://audience-sync-no-such-bucket"
+    data = _dataflow_config(f"{bucket}/in")
+    data["profiles"]["opt_out"] = "opt_out"
+    cfg = parse_config(data)
+    options = pipeline_options([*DATAFLOW_FLAGS, "--dry_run=True", f"--temp_location={bucket}/tmp"])
+    p = beam.Pipeline(options=options)
+    if job == "nightly":
+        build_pipeline(p, cfg, f"{bucket}/root/dt=2026-11-22", f"{bucket}/root/_staging/x", RUN_DATE,
+                       previous=f"{bucket}/root/dt=2026-11-21", incremental=True, manifest={"run_date": "2026-11-22"})
+        expected = IMPORT_STEPS | {"Previousreconciled/ReadPrevious"}
+    else:
+        from pipelines.export_audience import build_pipeline as build_export
+        from transforms.export import export_spec
+
+        spec = export_spec(cfg, "summer", "crm-hashed-emails", RUN_DATE)
+        build_export(p, cfg, spec, f"{bucket}/targets.csv", [], f"{bucket}/export", f"{bucket}/export/_incomplete-x")
+        expected = {"Export/BuildTargetFilter"}
+    result = p.run()
+    names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
+    assert expected <= names, sorted(expected - names)
