@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from transforms import crypto
 from transforms.crypto import (

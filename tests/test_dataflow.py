@@ -43,7 +43,6 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
-from google.api_core.exceptions import NotFound
 from google.protobuf.descriptor import FieldDescriptor
 
 try:  # tests/ is on sys.path in pytest's default (prepend) import mode

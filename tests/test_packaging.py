@@ -14,7 +14,6 @@ from datetime import date
 from pathlib import Path
 
 import apache_beam
-import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
