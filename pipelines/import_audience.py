@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.cli import run_job_cli
-from pipelines.options import STAGED, keep_elements_out_of_logs, only_stages, pipeline_options
+from pipelines.options import STAGED, keep_elements_out_of_logs, only_stages, pipeline_options, warn_about_worker_keys
 from transforms.config import JobConfig, load_config
 from transforms.preflight import check_inputs
 from transforms.incremental import REMOVE, PreviousState, merge_state
@@ -109,6 +109,7 @@ def run(argv=None) -> dict:
     cfg = load_config(known.config)
     check_inputs(cfg)
     options = pipeline_options(beam_args)
+    warn_about_worker_keys(cfg, options)
     output = known.output.rstrip("/")
     run_dir = join_path(output, f"_incomplete-{uuid.uuid4().hex[:12]}")
     try:

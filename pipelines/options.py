@@ -41,6 +41,23 @@ def only_stages(options: PipelineOptions) -> bool:
 STAGED = {"status": "staged", "data_sources": {}, "profiles_read": 0}
 
 
+def warn_about_worker_keys(cfg, options: PipelineOptions) -> None:
+    """On Dataflow, ``env:`` and ``file:`` key references resolve on workers that have neither the
+    launcher's environment nor its files: say so before submitting (names the reference, never a key)."""
+    import logging
+
+    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    if "Dataflow" not in runner:
+        return
+    for ds in cfg.data_sources:
+        enc = ds.encryption
+        for ref in (enc.key, enc.iv, enc.keyring) if enc else ():
+            if ref and ref.startswith(("env:", "file:")):
+                logging.getLogger("audience_sync").warning(
+                    "data source '%s': %s is read on the Dataflow workers, which have neither the launcher's "
+                    "environment nor its files; use a gcpsm: reference", ds.name, ref.split(":", 1)[0] + ":...")
+
+
 # Beam loggers that print whole elements at DEBUG level ("Processing [...]"). Our elements are
 # tables of IDs and addresses, so these loggers never go below INFO, whatever the root level is.
 ELEMENT_LOGGERS = ("apache_beam.runners.worker.operations", "apache_beam.runners.worker.bundle_processor")

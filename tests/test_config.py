@@ -109,3 +109,14 @@ def test_preflight_reports_a_missing_key_without_a_stack_trace(demo_copy):
 
 def test_preflight_passes_on_the_demo(demo_copy):
     check_inputs(load_config(str(demo_copy / "job.yaml")))
+
+
+def test_relative_paths_in_a_gcs_config_resolve_against_its_prefix():
+    data = {
+        "profiles": {"path": "profiles.parquet"},
+        "data_sources": [{"name": "v", "dpid": 1, "segments": "segments/v/*.sync*", "id_type": "visitor"},
+                         {"name": "a", "dpid": 2, "segments": "gs://other/abs/*", "id_type": "visitor"}],
+    }
+    cfg = parse_config(data, source="gs://b/jobs/job.yaml", base_dir="gs://b/jobs")
+    assert cfg.profiles.path == "gs://b/jobs/profiles.parquet"
+    assert [ds.segments for ds in cfg.data_sources] == ["gs://b/jobs/segments/v/*.sync*", "gs://other/abs/*"]

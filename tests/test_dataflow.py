@@ -531,3 +531,14 @@ def test_dry_run_builds_the_nightly_and_export_jobs(monkeypatch, job):
     result = p.run()
     names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
     assert expected <= names, sorted(expected - names)
+
+
+def test_env_and_file_key_references_are_flagged_for_dataflow(caplog):
+    from pipelines.options import warn_about_worker_keys
+
+    cfg = load_config(str(DEMO / "job.yaml"))  # its encrypted source uses file: references
+    warn_about_worker_keys(cfg, pipeline_options(["--runner=DataflowRunner"]))
+    assert "data source 'web-encrypted-emails': file:... is read on the Dataflow workers" in caplog.text
+    caplog.clear()
+    warn_about_worker_keys(cfg, pipeline_options([]))
+    assert caplog.text == ""

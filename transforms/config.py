@@ -230,9 +230,12 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _resolve(path: str, base: Path) -> str:
-    if "://" in path or Path(path).is_absolute():
+def _resolve(path: str, base: Path | str) -> str:
+    """``path`` relative to ``base`` (a local folder, or a ``gs://...`` prefix for a config on GCS)."""
+    if "://" in path or path.startswith("/"):
         return path
+    if isinstance(base, str):
+        return posixpath.join(base, path)
     return str(base.resolve() / path)
 
 
@@ -243,7 +246,7 @@ def _resolve_refs(enc: EncryptionConfig | None, base: Path) -> EncryptionConfig 
     update = {}
     for field in ("key", "iv", "keyring"):
         ref = getattr(enc, field)
-        if ref and ref.startswith("file:"):
+        if ref and ref.startswith("file:") and not isinstance(base, str):  # key files are local files
             update[field] = "file:" + _resolve(ref[len("file:"):], base)
     return enc.model_copy(update=update)
 
@@ -258,7 +261,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
         raise ConfigError(_format_validation_error(exc, source)) from None
     if base_dir is None:
         return cfg
-    base = Path(base_dir)
+    base = base_dir if isinstance(base_dir, str) and "://" in base_dir else Path(base_dir)
     profiles = cfg.profiles.model_copy(update={"path": _resolve(cfg.profiles.path, base)})
     sources = [
         ds.model_copy(update={"segments": _resolve(ds.segments, base), "encryption": _resolve_refs(ds.encryption, base)})
@@ -282,5 +285,5 @@ def load_config(path: str) -> JobConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} not valid YAML") from None
-    base = None if "://" in path else Path(path).resolve().parent
+    base = path.rsplit("/", 1)[0] if "://" in path else Path(path).resolve().parent
     return parse_config(data, source=path, base_dir=base)
