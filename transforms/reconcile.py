@@ -37,7 +37,7 @@ from transforms.profiles import read_profiles
 
 NAMESPACE = "audience_sync"
 NO_MATCHING_PROFILE = "no_matching_profile"
-KEY_HASH = "key_hash"  # stable 64-bit hash of the join key: shard number and Bloom filter probes
+KEY_HASHES = "key_hashes"  # per dump chunk: (data_source, 64-bit hashes of its keys) for the Bloom filter
 
 MEMBERSHIP_SCHEMA = pa.schema(
     [("data_source", pa.string()), ("segment_id", pa.string()), ("profile_id", pa.string())]
@@ -108,7 +108,8 @@ def shards(table: pa.Table, hashes: np.ndarray, buckets: int, side: str):
 
 class ReadDumpFile(beam.DoFn):
     """Read one dump file in chunks, key its lines and shard them by key: emits
-    ``((data_source, bucket), ("d", keyed lines))``, rejected tables and counts.
+    ``((data_source, bucket), ("d", keyed lines))``, rejected tables, counts, and the key hashes of
+    each chunk (``key_hashes``, for the Bloom filter).
 
     Reading, keying and sharding stay in one DoFn so a chunk's intermediate tables never pile up
     in runners that do not fuse steps. Ciphers are built in setup(), from key references."""
@@ -142,7 +143,8 @@ class ReadDumpFile(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTED, rejected)
             if keyed.num_rows:
                 hashes = hash64(keyed["key"])
-                yield from shards(keyed.append_column(KEY_HASH, pa.array(hashes)), hashes, self._cfg.buckets, DUMP_SIDE)
+                yield beam.pvalue.TaggedOutput(KEY_HASHES, (name, hashes))
+                yield from shards(keyed, hashes, self._cfg.buckets, DUMP_SIDE)
         yield beam.pvalue.TaggedOutput(FILE_STATS, (path, stats))
 
 
@@ -299,15 +301,11 @@ class ReconcileAudiences(beam.PTransform):
             files
             | "SpreadDumpFiles" >> beam.Reshuffle()
             | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental)).with_outputs(
-                REJECTED, COUNTS, FILE_STATS, main="shards"
+                REJECTED, COUNTS, FILE_STATS, KEY_HASHES, main="shards"
             )
         )
         controls = matched[CONTROL] | "ReadControlFiles" >> beam.ParDo(ReadControlFile())
-        key_filters = (
-            dumps.shards
-            | "DumpKeyHashes" >> beam.Map(lambda shard: (shard[0][0], shard[1][1][KEY_HASH].to_numpy()))
-            | "BuildKeyFilters" >> beam.CombinePerKey(BuildKeyFilter())
-        )
+        key_filters = dumps[KEY_HASHES] | "BuildKeyFilters" >> beam.CombinePerKey(BuildKeyFilter())
         profiles = (
             root
             | "ListProfileExtracts" >> beam.Create([cfg.profiles.path])
