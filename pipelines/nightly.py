@@ -31,6 +31,7 @@ from pipelines.options import keep_elements_out_of_logs, pipeline_options
 from transforms.config import ConfigError, load_config
 from transforms.preflight import check_inputs
 from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
+from transforms.storage import glob
 
 LOG = logging.getLogger("audience_sync.nightly")
 
@@ -63,13 +64,12 @@ def partition(root: str, day: date) -> str:
 def published_dates(root: str) -> list[date]:
     """Nights whose partition has its ``_SUCCESS`` manifest."""
     found = []
-    for result in FileSystems.match([join_path(root, f"dt=*/{SUCCESS}")]):
-        for meta in result.metadata_list:
-            folder = meta.path.rsplit("/", 2)[-2]
-            try:
-                found.append(date.fromisoformat(folder.removeprefix("dt=")))
-            except ValueError:
-                continue
+    for path in glob(join_path(root, f"dt=*/{SUCCESS}")):
+        folder = path.rsplit("/", 2)[-2]
+        try:
+            found.append(date.fromisoformat(folder.removeprefix("dt=")))
+        except ValueError:
+            continue
     return sorted(found)
 
 

@@ -49,7 +49,8 @@ from transforms.config import ConfigError, DataSourceConfig, JobConfig, format_f
 from transforms.errors import InputError, RunFailed
 from transforms.keys import profile_keys
 from transforms.reconcile import BuildKeyFilter
-from transforms.preflight import matches, profile_column_problems
+from transforms.preflight import profile_column_problems
+from transforms.storage import MatchFiles, glob
 from transforms.profiles import needed_columns, read_profiles, read_schema_names
 from transforms.publish import REPORT, WriteParts, join_path, publish_outputs
 
@@ -470,19 +471,6 @@ def _shards(table: pa.Table, buckets: int, side: str):
         yield bucket, (side, rows)
 
 
-class MatchFiles(beam.DoFn):
-    """A glob -> its files, sorted; no match fails the run naming the glob."""
-
-    def __init__(self, what: str):
-        self._what = what
-
-    def process(self, pattern: str):
-        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-        if not paths:
-            raise InputError(pattern, f"no {self._what} matches")
-        yield from paths
-
-
 class ReadTargetFile(beam.DoFn):
     """One targets file -> shards ``(bucket, ("t", ids))``, the ids' hashes (for the Bloom filter) and
     counts. Blank ids (null or empty) are counted ``blank_target_ids`` and dropped."""
@@ -768,7 +756,7 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     if not cfg.profiles.opt_out:
         problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never exported)")
     problems += profile_column_problems(ecfg, needed_columns(ecfg))
-    target_files = matches(targets)
+    target_files = glob(targets, missing_ok=True)
     if not target_files:
         problems.append(f"--targets: no file matches '{targets}'")
     for path in target_files:
@@ -806,7 +794,7 @@ def _existing_problems(folder: str, spec: ExportSpec) -> list[str]:
                         f"not '{spec.data_source.name}': its user IDs are not comparable")
     if previous.get("segment") != spec.trait:
         problems.append("exported with another segment (audience name or --segment-id differ)")
-    if not matches(join_path(folder.rstrip("/"), EXPORTED, "*.parquet")):
+    if not glob(join_path(folder.rstrip("/"), EXPORTED, "*.parquet"), missing_ok=True):
         problems.append(f"no {EXPORTED}/ Parquet parts")
     return problems
 

@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.arrow_utils import count_by
 from transforms.dumps import parse_dump_name
 from transforms.publish import ADD
+from transforms.storage import glob
 
 PREVIOUS = "previous"
 REMOVE = "remove"
@@ -28,13 +29,11 @@ class ReadParquetFolder(beam.DoFn):
         self._tag = tag
 
     def process(self, folder: str):
-        pattern = folder.rstrip("/") + "/*.parquet"
-        for result in FileSystems.match([pattern]):
-            for meta in sorted(result.metadata_list, key=lambda m: m.path):
-                with FileSystems.open(meta.path) as handle:
-                    table = pq.read_table(handle)
-                if table.num_rows:
-                    yield self._tag, table
+        for path in glob(folder.rstrip("/") + "/*.parquet"):
+            with FileSystems.open(path) as handle:
+                table = pq.read_table(handle)
+            if table.num_rows:
+                yield self._tag, table
 
 
 class PreviousState(beam.PTransform):

@@ -4,26 +4,17 @@ This is the only place that reads inputs at launch time; transforms read them on
 """
 from __future__ import annotations
 
-from apache_beam.io.filesystems import FileSystems
-
 from transforms.config import ConfigError, JobConfig
 from transforms.dumps import is_dump_file
 from transforms.errors import InputError
 from transforms.profiles import needed_columns, read_schema_names
-
-
-def matches(pattern: str) -> list[str]:
-    """Sorted paths matching a glob (local or gs://); none when nothing (or nothing readable) matches."""
-    try:
-        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-    except Exception:  # noqa: BLE001 - report as "no file", with the pattern
-        return []
+from transforms.storage import glob
 
 
 def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple = ()) -> list[str]:
     """Problems with the profile extract: no file matches, unreadable, or a needed column missing
     (each named by the config field that asks for it)."""
-    extracts = matches(cfg.profiles.path)
+    extracts = glob(cfg.profiles.path, missing_ok=True)
     if not extracts:
         return [f"profiles.path: no file matches '{cfg.profiles.path}'"]
     try:
@@ -41,7 +32,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured."""
     problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     for i, ds in enumerate(cfg.data_sources):
-        if not [p for p in matches(ds.segments) if is_dump_file(p)]:
+        if not [p for p in glob(ds.segments, missing_ok=True) if is_dump_file(p)]:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         if check_keys and ds.decrypts:
             from transforms.keys import build_decryptor

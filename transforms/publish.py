@@ -22,14 +22,11 @@ from transforms.arrow_utils import bucket_of, concat, count_by, distinct, split_
 from transforms.config import JobConfig
 from transforms.dumps import parse_dump_name
 from transforms.report import build_report, check_report
+from transforms.storage import glob, join_path
 
 REPORT = "report.json"
 SUCCESS = "_SUCCESS"
 ADD = "add"
-
-
-def join_path(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts) if "://" in base else posixpath.join(base, *parts)
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
@@ -110,11 +107,7 @@ def _exists(path: str) -> bool:
 
 
 def _list_files(folder: str) -> list[str]:
-    pattern = join_path(folder, "*")
-    try:
-        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-    except Exception:  # noqa: BLE001 - a missing folder matches nothing
-        return []
+    return glob(join_path(folder, "*"), missing_ok=True)  # a missing folder lists nothing
 
 
 def _mkdirs(path: str) -> None:
@@ -157,10 +150,7 @@ def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema 
 def remove_run_dir(run_dir: str) -> None:
     """Delete a run's temporary folder and anything in it (best effort)."""
     if "://" in run_dir:
-        try:
-            files = [m.path for r in FileSystems.match([join_path(run_dir, "**")]) for m in r.metadata_list]
-        except Exception:  # noqa: BLE001 - nothing there
-            files = []
+        files = glob(join_path(run_dir, "**"), missing_ok=True)
         if files:
             FileSystems.delete(files)
         return

@@ -34,6 +34,7 @@ from transforms.dumps import (
 from transforms.errors import InputError
 from transforms.keys import KEYED_SCHEMA, PROFILE_KEY_SCHEMA, build_decryptor, dump_keys, profile_keys
 from transforms.profiles import read_profiles
+from transforms.storage import MatchFiles, glob
 
 NAMESPACE = "audience_sync"
 NO_MATCHING_PROFILE = "no_matching_profile"
@@ -67,16 +68,15 @@ class ExpandPatterns(beam.DoFn):
 
     def process(self, element):
         name, pattern = element
-        matched = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-        paths = [p for p in matched if is_dump_file(p)]
+        paths = [p for p in glob(pattern) if is_dump_file(p)]
         if not paths:
             raise InputError(pattern, f"no segment dump matches (data source '{name}')")
         for path in paths:
             yield name, path
         folders = sorted({p.rsplit("/", 1)[0] for p in paths})
-        for result in FileSystems.match([f"{folder}/*.info" for folder in folders]):
-            for meta in result.metadata_list:
-                yield beam.pvalue.TaggedOutput(CONTROL, meta.path)
+        for folder in folders:
+            for control in glob(f"{folder}/*.info"):
+                yield beam.pvalue.TaggedOutput(CONTROL, control)
 
 
 class ReadControlFile(beam.DoFn):
@@ -280,8 +280,10 @@ class JoinShard(beam.DoFn):
 
 
 class ReconcileAudiences(beam.PTransform):
-    """The import graph from a pipeline root to four PCollections of Arrow tables / counts:
-    ``reconciled``, ``file_audience``, ``rejected`` and ``counts``."""
+    """The import graph from a pipeline root to a dict of PCollections: Arrow tables
+    (``reconciled``, ``file_audience``, ``rejected``, and for incremental syncs ``removed_members``
+    and ``file_audience_removed``), counters (``counts``), ``(data_source, path)`` (``files``), and
+    what the control-file check needs (``controls``, ``file_stats``)."""
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False):
         super().__init__()
@@ -309,7 +311,7 @@ class ReconcileAudiences(beam.PTransform):
         profiles = (
             root
             | "ListProfileExtracts" >> beam.Create([cfg.profiles.path])
-            | "MatchProfileFiles" >> beam.ParDo(ExpandProfilePattern())
+            | "MatchProfileFiles" >> beam.ParDo(MatchFiles("profile extract"))
             | "SpreadProfileFiles" >> beam.Reshuffle()
             | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)).with_outputs(
                 COUNTS, main="shards"
@@ -336,11 +338,3 @@ class ReconcileAudiences(beam.PTransform):
             REMOVED_MEMBERS: joined[REMOVED_MEMBERS],
             FILE_AUDIENCE_REMOVED: joined[FILE_AUDIENCE_REMOVED],
         }
-
-
-class ExpandProfilePattern(beam.DoFn):
-    def process(self, pattern: str):
-        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-        if not paths:
-            raise InputError(pattern, "no profile extract matches")
-        yield from paths

@@ -1,0 +1,38 @@
+"""Paths and globs, local or ``gs://``, through Beam's FileSystems: the one place every module
+lists files, so they all sort and fail the same way."""
+from __future__ import annotations
+
+import posixpath
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.errors import InputError
+
+
+def join_path(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts) if "://" in base else posixpath.join(base, *parts)
+
+
+def glob(pattern: str, missing_ok: bool = False) -> list[str]:
+    """Sorted paths matching ``pattern``. With ``missing_ok``, a failed match (e.g. a folder that
+    does not exist) is an empty list instead of an error."""
+    try:
+        return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    except Exception:  # noqa: BLE001 - only swallowed when asked to
+        if missing_ok:
+            return []
+        raise
+
+
+class MatchFiles(beam.DoFn):
+    """A glob -> its files, sorted; no match fails the run naming the glob."""
+
+    def __init__(self, what: str):
+        self._what = what
+
+    def process(self, pattern: str):
+        paths = glob(pattern)
+        if not paths:
+            raise InputError(pattern, f"no {self._what} matches")
+        yield from paths
