@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.cli import run_job_cli
 from pipelines.import_audience import build_pipeline
 from pipelines.options import keep_elements_out_of_logs, pipeline_options
-from transforms.config import ConfigError, load_config
+from transforms.config import ConfigError, JobConfig, load_config
 from transforms.preflight import check_inputs
 from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
 from transforms.storage import glob
@@ -90,7 +90,7 @@ def code_version() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
-def run_night(config_path: str, config_text: bytes, day: date, root: str, force: bool, beam_args: list[str]) -> dict:
+def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, beam_args: list[str]) -> dict:
     target = partition(root, day)
     success = join_path(target, SUCCESS)
     if FileSystems.exists(success) and not force:
@@ -98,7 +98,7 @@ def run_night(config_path: str, config_text: bytes, day: date, root: str, force:
         return {"date": day.isoformat(), "status": "already published"}
     if not FileSystems.exists(success):
         remove_run_dir(target)  # leftovers of an interrupted run: never half-visible, now gone
-    cfg = load_config(config_path).for_date(day)
+    cfg = template.for_date(day)
     check_inputs(cfg)
     earlier = [d for d in published_dates(root) if d < day]
     previous = partition(root, earlier[-1]) if earlier else None
@@ -130,10 +130,10 @@ def run(argv=None) -> list[dict]:
             config_text = handle.read()
     except Exception:  # noqa: BLE001
         raise ConfigError(f"{known.config}: cannot read the config") from None
-    load_config(known.config)  # validate once before the first night
+    template = load_config(known.config)  # validated once, before the first night
     results = []
     for day in days:
-        result = run_night(known.config, config_text, day, known.root.rstrip("/"), known.force, beam_args)
+        result = run_night(template, config_text, day, known.root.rstrip("/"), known.force, beam_args)
         for line in summary_lines([result]):
             LOG.info(line)
         results.append(result)
