@@ -142,6 +142,31 @@ def split_by_bucket(table: pa.Table, buckets_per_row: np.ndarray) -> Iterator[tu
         yield int(sorted_buckets[start]), table.take(pa.array(order[start:end]))
 
 
+def fixed_width_binary(raw: bytes | np.ndarray, n: int, width: int) -> pa.BinaryArray:
+    """``n`` consecutive ``width``-byte values (bytes, or a uint8 array of ``n * width``) as a
+    null-free binary array."""
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    data = raw if isinstance(raw, bytes) else np.ascontiguousarray(raw, dtype=np.uint8).tobytes()
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def rows_of_width(values: pa.Array, width: int) -> np.ndarray:
+    """A null-free string/binary array whose values all have ``width`` bytes, as an ``(n, width)``
+    uint8 matrix (a view of its data buffer). Raises ValueError for any other length or a null."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    n = len(values)
+    if n == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    if values.null_count or values.type not in (pa.string(), pa.binary()):
+        raise ValueError(f"expected {width}-byte values only")
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
+    if not np.all(np.diff(offsets) == width):
+        raise ValueError(f"expected {width}-byte values only")
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    return data[offsets[0] : offsets[0] + n * width].reshape(n, width)
+
+
 def explode_list(table: pa.Table, column: str, as_name: str) -> pa.Table:
     """One row per element of the list ``column``; other columns repeated; rows with empty lists vanish."""
     lists = _plain(table[column])

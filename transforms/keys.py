@@ -11,6 +11,9 @@ declared hashed     the digest, canonical form              normalize + SHA-256 
 declared encrypted  decrypt, then normalize (email/sms)     normalize ``match_on``
   (channel other)   the token as is                         the ``match_on`` value as is
 ==================  =====================================  =======================================
+
+The join itself runs on binary keys (:func:`join_keys`): visitor IDs in packed decimal (19 bytes),
+digests as their 32 raw bytes (hex is matched in either case), other keys as their UTF-8 bytes.
 """
 from __future__ import annotations
 
@@ -21,23 +24,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
-from transforms.arrow_utils import NAME, constant, explode_list
+from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table
 from transforms.profiles import KEY_PREFIX
 
-KEYED_SCHEMA = pa.schema(
+# What the join shuffles, per side. Every byte here is copied several times by a local runner's
+# in-memory shuffle and paid for on Dataflow's, so rows are compact: the join key in its binary form
+# (see join_keys), a line's segment lists as dictionary-encoded "segment sets" (a few distinct values
+# in a whole dump), and no column the shard's key already says (the data source).
+DUMP_SHARD_SCHEMA = pa.schema(
     [
-        ("data_source", NAME),
         ("source_file", NAME),
         ("line", pa.int64()),
-        ("key", pa.string()),
-        ("segments", pa.list_(pa.string())),
-        ("removed", pa.list_(pa.string())),  # applied by incremental (iter) syncs only; else empty
-        ("address", pa.string()),  # decrypted, normalized address (file audience); null otherwise
+        ("key", pa.binary()),
+        ("segments", NAME),  # segment set: the line's segment ids joined by ","
+        ("removed", NAME),  # same for removed ids; applied by incremental (iter) syncs only, else ""
     ]
 )
-PROFILE_KEY_SCHEMA = pa.schema([("data_source", NAME), ("key", pa.string()), ("profile_id", pa.string())])
+PROFILE_SHARD_SCHEMA = pa.schema([("key", pa.binary()), ("profile_id", pa.string())])
+PROFILE_KEY_SCHEMA = pa.schema([("key", pa.string()), ("profile_id", pa.string())])
 
 INVALID_VISITOR_ID = "invalid_visitor_id"
 INVALID_DECLARED_ID = "invalid_declared_id"
@@ -74,9 +80,8 @@ def build_decryptor(ds: DataSourceConfig, run_date: datetime | None):
 
 
 def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[pa.Table, pa.Table]:
-    """Join keys for parsed dump lines: returns (keyed lines, rejected lines)."""
+    """Join keys for parsed dump lines: returns (keyed lines as DUMP_SHARD_SCHEMA, rejected lines)."""
     ids = parsed["id"].combine_chunks() if isinstance(parsed["id"], pa.ChunkedArray) else parsed["id"]
-    address = pa.nulls(len(ids), pa.string())
     if ds.id_type == "visitor":
         keys = ids
         reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(ids, ""), _VISITOR_ID)), None, INVALID_VISITOR_ID)
@@ -89,50 +94,95 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
         reasons = np.array(dec_reasons.to_pylist(), dtype=object)
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
         reasons[failed_norm] = INVALID_PLAINTEXT
-        address = keys
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)
         keys = ids
         reasons = _plain_key_reasons(ids)
     good = pa.array(reasons == None)  # noqa: E711
     keyed = pa.table(
         {
-            "data_source": parsed["data_source"].filter(good),
             "source_file": parsed["source_file"].filter(good),
             "line": parsed["line"].filter(good),
-            "key": keys.filter(good),
-            "segments": parsed["segments"].filter(good),
-            "removed": parsed["removed"].filter(good),
-            "address": address.filter(good),
+            "key": join_keys(keys.filter(good), ds),
+            "segments": segment_sets(parsed["segments"].filter(good)),
+            "removed": segment_sets(parsed["removed"].filter(good)),
         },
-        schema=KEYED_SCHEMA,
+        schema=DUMP_SHARD_SCHEMA,
     )
     rejected = rejected_table(ds.name, parsed["source_file"].combine_chunks(), parsed["line"].combine_chunks(), reasons)
     return keyed, rejected
 
 
-def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Table, int]:
-    """``(data_source, key, profile_id)`` rows for one data source, and the number of profile
-    values that could not give a key (null, or invalid once normalized)."""
+def join_keys(keys: pa.Array, ds: DataSourceConfig) -> pa.BinaryArray:
+    """Valid text keys (both sides' form after validation) -> the binary join key: a visitor ID's
+    38 digits packed into 19 bytes, a digest's 32 raw bytes, anything else its UTF-8 bytes. One
+    text key gives one binary key and back, so matching on either is the same."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    if ds.id_type == "visitor":
+        return pack_visitor_ids(keys)
+    if ds.declared == "hashed":
+        return normalize.decode_digests(keys, ds.digest_encoding)
+    return keys.cast(pa.binary())
+
+
+def pack_visitor_ids(ids: pa.Array) -> pa.BinaryArray:
+    """38-digit visitor IDs (validated, no nulls) -> 19 bytes each, two digits a byte (packed
+    decimal: one-to-one, and a few numpy byte operations for a whole batch)."""
+    digits = rows_of_width(ids, 38) - np.uint8(ord("0"))
+    return fixed_width_binary((digits[:, 0::2] << 4) | digits[:, 1::2], len(ids), 19)
+
+
+def segment_sets(lists: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
+    """list<string> segment ids -> one dictionary-encoded string per line ("1401,1402"; "" for
+    none): 4 bytes a line instead of the lists, since a dump has few distinct combinations."""
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    return pc.dictionary_encode(pc.binary_join(lists, ","))
+
+
+def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+    """Inverse of :func:`segment_sets`: the lines' segment id lists ("" -> []). Splits each chunk's
+    dictionary (its distinct sets) once, then takes by index."""
+    chunks = sets.chunks if isinstance(sets, pa.ChunkedArray) else [sets]
+    out = []
+    for chunk in chunks:
+        dictionary = chunk.dictionary
+        parts = pc.split_pattern(dictionary, pattern=",")
+        flat = pc.list_flatten(parts)
+        keep = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+        parents = pc.list_parent_indices(parts).to_numpy()
+        counts = np.bincount(parents[keep], minlength=len(dictionary))
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+        split = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
+        out.append(split.take(chunk.indices))
+    if not out:
+        return pa.array([], pa.list_(pa.string()))
+    return pa.concat_arrays(out) if len(out) > 1 else out[0]
+
+
+def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binary: bool = False) -> tuple[pa.Table, int]:
+    """``(key, profile_id)`` rows for one data source, and the number of profile values that could
+    not give a key (null, or invalid once normalized). Keys are text (as the platform shows them:
+    hex/base64 digests, the export's user IDs) or, with ``binary``, the join keys of
+    :func:`join_keys` (PROFILE_SHARD_SCHEMA); hashed keys then skip the text encoding."""
     if ds.id_type == "visitor":
         exploded = explode_list(profiles.select(["profile_id", "visitor_ids"]), "visitor_ids", "key")
         trimmed = pc.utf8_trim_whitespace(exploded["key"])
-        valid = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
-        invalid = int(pc.sum(pc.invert(valid)).as_py() or 0)
-        keys, ids = pc.filter(trimmed, valid), pc.filter(exploded["profile_id"], valid)
+        ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
+        keys, ids = pc.filter(trimmed, ok), pc.filter(exploded["profile_id"], ok)
+        if binary:
+            keys = pack_visitor_ids(keys)
     else:
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
-        if ds.declared == "hashed":
+        if ds.declared == "hashed" and not binary:
             keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding)
-        elif ds.decrypts:
+        elif ds.declared == "hashed" or ds.decrypts:
             keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization)
         else:
             keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
             reasons = pa.array(_plain_key_reasons(keys), pa.string())
         ok = pc.is_null(reasons)
-        invalid = int(pc.sum(pc.invert(ok)).as_py() or 0)
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)
-    table = pa.table(
-        {"data_source": constant(ds.name, len(keys)), "key": keys, "profile_id": ids},
-        schema=PROFILE_KEY_SCHEMA,
-    )
+        if binary:
+            keys = normalize.sha256_digests(keys) if ds.declared == "hashed" else keys.cast(pa.binary())
+    invalid = len(ok) - int(pc.sum(ok).as_py() or 0)
+    table = pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA if binary else PROFILE_KEY_SCHEMA)
     return table, invalid

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.arrow_utils import fixed_width_binary, rows_of_width
+
 __all__ = [
     "PROFILES",
     "DEFAULT_DIGEST",
@@ -36,6 +38,8 @@ __all__ = [
     "hash_keys",
     "normalize_and_hash",
     "canonical_digests",
+    "sha256_digests",
+    "decode_digests",
     "normalize_email",
     "normalize_phone",
     "hash_value",
@@ -258,6 +262,47 @@ def _encode_b64(raw: bytes, m: int) -> bytes:
     return enc.tobytes()
 
 
+def _sha256_concat(present: pa.Array) -> bytes:
+    """The 32-byte SHA-256 digests of the rows of a null-free string array, concatenated.
+    to_pylist on a binary view yields each row's UTF-8 bytes without a decode / re-encode round
+    trip; the hashlib call is the only per-row Python."""
+    sha256 = hashlib.sha256
+    return b"".join([sha256(x).digest() for x in present.cast(pa.binary()).to_pylist()])
+
+
+def sha256_digests(values: pa.Array) -> pa.BinaryArray:
+    """Raw 32-byte SHA-256 digests of null-free normalized keys: the join key of a hashed data
+    source (half the bytes of hex; :func:`decode_digests` gives the same form for the dump side)."""
+    arr = _as_string_array(values)
+    if arr.null_count:
+        raise ValueError("sha256_digests takes valid keys only (filter nulls first)")
+    return fixed_width_binary(_sha256_concat(arr), len(arr), 32)
+
+
+_HEX_VALUE = np.zeros(256, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_VALUE[_c] = _HEX_VALUE[ord(chr(_c).upper())] = _i
+_B64_VALUE = np.zeros(256, dtype=np.uint8)
+for _i, _c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):
+    _B64_VALUE[_c] = _i
+
+
+def decode_digests(canonical: pa.Array, encoding: str) -> pa.BinaryArray:
+    """Raw 32-byte digests from null-free digests validated by :func:`canonical_digests` (64 hex
+    chars, either case; or 44 canonical base64 chars). Vectorized with numpy lookup tables."""
+    _check_encoding(encoding)
+    arr = _as_string_array(canonical)
+    if encoding == "hex":
+        nibbles = _HEX_VALUE[rows_of_width(arr, _HEX_WIDTH)]
+        raw = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    else:
+        sextets = _B64_VALUE[rows_of_width(arr, _B64_WIDTH)].reshape(len(arr), 11, 4)  # '=' reads as 0
+        a, b, c, d = (sextets[:, :, i] for i in range(4))
+        triples = np.stack([(a << 2) | (b >> 4), ((b & 15) << 4) | (c >> 2), ((c & 3) << 6) | d], axis=2)
+        raw = triples.reshape(len(arr), 33)[:, :32]
+    return fixed_width_binary(raw, len(arr), 32)
+
+
 def hash_keys(normalized: pa.Array, encoding: str) -> pa.StringArray:
     """SHA-256 over UTF-8 bytes; encoding 'hex' (lowercase, 64 chars) or 'base64'
     (standard alphabet, padded, 44 chars).  Nulls stay null."""
@@ -273,11 +318,7 @@ def hash_keys(normalized: pa.Array, encoding: str) -> pa.StringArray:
     m = n - arr.null_count
     if m * width > _INT32_MAX:
         raise ValueError("batch too large for a single string array; split it into smaller batches")
-    present = arr if arr.null_count == 0 else pc.drop_null(arr)
-    # to_pylist on a binary view yields the UTF-8 bytes of each row without a decode /
-    # re-encode round trip; the hashlib call is the only per-row Python.
-    sha256 = hashlib.sha256
-    raw = b"".join([sha256(x).digest() for x in present.cast(pa.binary()).to_pylist()])
+    raw = _sha256_concat(arr if arr.null_count == 0 else pc.drop_null(arr))
     encoded = binascii.hexlify(raw) if encoding == "hex" else _encode_b64(raw, m)
 
     if arr.null_count == 0:

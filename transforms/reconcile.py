@@ -32,7 +32,7 @@ from transforms.dumps import (
     rejected_table,
 )
 from transforms.errors import InputError
-from transforms.keys import KEYED_SCHEMA, PROFILE_KEY_SCHEMA, build_decryptor, dump_keys, profile_keys
+from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, build_decryptor, dump_keys, profile_keys, segment_lists
 from transforms.profiles import read_profiles
 from transforms.storage import MatchFiles, glob
 
@@ -99,9 +99,8 @@ def check_control_files(controls: list, stats: list) -> None:
             check_against_control(path, actual, expected, control)
 
 
-def shards(table: pa.Table, hashes: np.ndarray, buckets: int, side: str):
+def shards(name: str, table: pa.Table, hashes: np.ndarray, buckets: int, side: str):
     """``((data_source, bucket), (side, rows))`` for each non-empty shard of a one-source table."""
-    name = table["data_source"][0].as_py()
     for bucket, rows in split_by_bucket(table, buckets_from_hash(hashes, buckets)):
         yield (name, bucket), (side, rows)
 
@@ -144,7 +143,7 @@ class ReadDumpFile(beam.DoFn):
             if keyed.num_rows:
                 hashes = hash64(keyed["key"])
                 yield beam.pvalue.TaggedOutput(KEY_HASHES, (name, hashes))
-                yield from shards(keyed, hashes, self._cfg.buckets, DUMP_SIDE)
+                yield from shards(name, keyed, hashes, self._cfg.buckets, DUMP_SIDE)
         yield beam.pvalue.TaggedOutput(FILE_STATS, (path, stats))
 
 
@@ -188,7 +187,7 @@ class KeyProfiles(beam.DoFn):
         for profiles in read_profiles(path, self._cfg):
             yield beam.pvalue.TaggedOutput(COUNTS, (("", "profiles_read"), profiles.num_rows))
             for ds in self._cfg.data_sources:
-                keyed, without_key = profile_keys(profiles, ds, self._cfg)
+                keyed, without_key = profile_keys(profiles, ds, self._cfg, binary=True)
                 hashes = hash64(keyed["key"])
                 key_filter = filters.get(ds.name)
                 keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
@@ -197,7 +196,7 @@ class KeyProfiles(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys_shuffled"), candidates.num_rows))
                 yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_values_without_key"), without_key))
                 if candidates.num_rows:
-                    yield from shards(candidates, hashes[keep], self._cfg.buckets, PROFILE_SIDE)
+                    yield from shards(ds.name, candidates, hashes[keep], self._cfg.buckets, PROFILE_SIDE)
 
 
 def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, value: str) -> pa.Table:
@@ -226,8 +225,8 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         return table
 
     out = {
-        "members": with_source(_pairs_by_segment(pairs, dump["segments"].take(pairs["row"]), "profile_id")),
-        "removed_members": with_source(_pairs_by_segment(pairs, dump["removed"].take(pairs["row"]), "profile_id")),
+        "members": with_source(_pairs_by_segment(pairs, segment_lists(dump["segments"].take(pairs["row"])), "profile_id")),
+        "removed_members": with_source(_pairs_by_segment(pairs, segment_lists(dump["removed"].take(pairs["row"])), "profile_id")),
         "reconciled": int(matched.sum()),
         "file_audience_lines": 0,
         "file_audience": None,
@@ -235,9 +234,10 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         "rejected": None,
     }
     if keep_file_audience:
-        missed = pa.table({"address": miss["address"]})
-        out["file_audience"] = with_source(_pairs_by_segment(missed, miss["segments"], "address"), channel=channel)
-        out["file_audience_removed"] = with_source(_pairs_by_segment(missed, miss["removed"], "address"), channel=channel)
+        # A file audience's source decrypts: its join key is the normalized address's UTF-8 bytes.
+        missed = pa.table({"address": miss["key"].cast(pa.string())})
+        out["file_audience"] = with_source(_pairs_by_segment(missed, segment_lists(miss["segments"]), "address"), channel=channel)
+        out["file_audience_removed"] = with_source(_pairs_by_segment(missed, segment_lists(miss["removed"]), "address"), channel=channel)
         out["file_audience_lines"] = miss.num_rows
     else:
         reasons = pa.repeat(pa.scalar(NO_MATCHING_PROFILE), miss.num_rows)
@@ -261,8 +261,8 @@ class JoinShard(beam.DoFn):
             return
         ds = self._cfg.data_source(name)
         out = join_bucket(
-            concat(dump_tables, KEYED_SCHEMA),
-            concat(prof_tables, PROFILE_KEY_SCHEMA),
+            concat(dump_tables, DUMP_SHARD_SCHEMA),
+            concat(prof_tables, PROFILE_SHARD_SCHEMA),
             name,
             ds.channel,
             ds.keeps_file_audience,

@@ -1,0 +1,81 @@
+"""Join keys: the compact binary forms both sides of the join are matched on (pure functions)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pyarrow as pa
+import pytest
+
+from transforms.arrow_utils import rows_of_width
+from transforms.config import DataSourceConfig
+from transforms.keys import join_keys, pack_visitor_ids, segment_lists, segment_sets
+from transforms.normalize import decode_digests, hash_keys, sha256_digests
+
+EMAILS = ["johndoe@example.com", "ecid@adobe.com", "a@b.co", "é中@example.org"]
+
+
+def _hashed(encoding: str) -> DataSourceConfig:
+    return DataSourceConfig(name="h", dpid=1, id_type="declared", declared="hashed", match_on="email",
+                            digest=encoding, segments="/x/*")
+
+
+def test_sha256_digests_are_raw_sha256():
+    digests = sha256_digests(pa.array(EMAILS))
+    assert digests.to_pylist() == [hashlib.sha256(e.encode()).digest() for e in EMAILS]
+    with pytest.raises(ValueError):
+        sha256_digests(pa.array(["x", None]))
+
+
+@pytest.mark.parametrize("encoding", ["hex", "base64"])
+def test_dump_digests_decode_to_the_profiles_digests(encoding):
+    """The dump side's text digest and the profile side's hash meet as the same 32 bytes."""
+    text = hash_keys(pa.array(EMAILS), encoding)
+    assert decode_digests(text, encoding).equals(sha256_digests(pa.array(EMAILS)))
+    assert join_keys(text, _hashed(encoding)).equals(sha256_digests(pa.array(EMAILS)))
+
+
+def test_hex_digests_decode_in_either_case_and_from_slices():
+    hexes = [hashlib.sha256(e.encode()).hexdigest() for e in EMAILS]
+    upper = pa.array([h.upper() for h in hexes])
+    assert decode_digests(upper, "hex").to_pylist() == [bytes.fromhex(h) for h in hexes]
+    assert decode_digests(pa.array(hexes).slice(1, 2), "hex").to_pylist() == [bytes.fromhex(h) for h in hexes[1:3]]
+
+
+def test_base64_decoding_matches_the_standard_library():
+    values = [base64.b64encode(hashlib.sha256(str(i).encode()).digest()).decode() for i in range(300)]
+    assert decode_digests(pa.array(values), "base64").to_pylist() == [base64.b64decode(v) for v in values]
+
+
+def test_decode_refuses_values_of_another_width():
+    with pytest.raises(ValueError):
+        decode_digests(pa.array(["ab" * 32, "ab" * 31]), "hex")
+
+
+def test_visitor_ids_pack_one_to_one_into_19_bytes():
+    ids = ["0" * 38, "9" * 38, "1" + "0" * 37, "0" * 37 + "1", "12345678901234567890123456789012345678"]
+    packed = pack_visitor_ids(pa.array(ids)).to_pylist()
+    assert all(len(p) == 19 for p in packed)
+    assert len(set(packed)) == len(ids)
+    # packed decimal: the hex of the bytes spells the digits back
+    assert [p.hex() for p in packed] == ids
+    with pytest.raises(ValueError):
+        pack_visitor_ids(pa.array(["1" * 37]))
+
+
+def test_rows_of_width_reads_chunked_and_offset_arrays():
+    arr = pa.chunked_array([pa.array(["ab", "cd"]), pa.array(["ef"])])
+    assert rows_of_width(arr, 2).tobytes() == b"abcdef"
+    assert rows_of_width(pa.array(["xx", "yy", "zz"]).slice(1), 2).tobytes() == b"yyzz"
+
+
+def test_segment_sets_round_trip_through_several_dictionaries():
+    first = pa.array([["1401", "1402"], [], ["1401", "1402"], ["7"]], pa.list_(pa.string()))
+    second = pa.array([["7"], ["1", "2", "3"], []], pa.list_(pa.string()))
+    sets = [segment_sets(first), segment_sets(second)]
+    assert len(sets[0].dictionary) == 3  # three distinct combinations, one int32 per line
+    chunked = pa.chunked_array(sets)
+    assert segment_lists(chunked).to_pylist() == first.to_pylist() + second.to_pylist()
+    # a take across chunks (what the join does with matched rows) keeps the lists
+    taken = chunked.take(pa.array([6, 0, 5]))
+    assert segment_lists(taken).to_pylist() == [[], ["1401", "1402"], ["1", "2", "3"]]
