@@ -9,6 +9,7 @@ from transforms.config import DataSourceConfig
 from transforms.dumps import (
     DumpName,
     is_dump_file,
+    numbered_chunks,
     parse_dump_name,
     parse_lines,
     read_chunks,
@@ -100,6 +101,26 @@ def test_line_numbers_continue_across_chunks(tmp_path):
         assert rejected.num_rows == 0
     assert chunks > 5
     assert seen == list(range(1, 1001))
+
+
+def test_line_numbers_without_a_final_newline_and_crlf(tmp_path):
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync"
+    path.write_bytes("".join(f"{VID} {i}\r\n" for i in range(1, 300)).encode() + f"{VID} 300".encode())
+    numbered = [(first, len(split_lines(chunk))) for chunk, first in numbered_chunks(str(path), chunk_bytes=1024)]
+    assert len(numbered) > 3 and sum(n for _, n in numbered) == 300
+    firsts = [first for first, _ in numbered]
+    assert firsts == [1 + sum(n for _, n in numbered[:i]) for i in range(len(numbered))]
+
+
+def test_a_file_beyond_the_line_limit_fails_naming_it(tmp_path, monkeypatch):
+    import transforms.dumps as dumps
+
+    monkeypatch.setattr(dumps, "MAX_LINES", 100)
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync"
+    path.write_bytes("".join(f"{VID} {i}\n" for i in range(150)).encode())
+    with pytest.raises(InputError) as info:
+        list(read_dump(str(path), ds(), chunk_bytes=1024))
+    assert str(path) in str(info.value) and "lines in one file" in str(info.value)
 
 
 def test_gzip_dump_reads_like_plain(tmp_path):

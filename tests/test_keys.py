@@ -79,3 +79,14 @@ def test_segment_sets_round_trip_through_several_dictionaries():
     # a take across chunks (what the join does with matched rows) keeps the lists
     taken = chunked.take(pa.array([6, 0, 5]))
     assert segment_lists(taken).to_pylist() == [[], ["1401", "1402"], ["1", "2", "3"]]
+
+
+def test_dictionaries_travel_with_the_smallest_index_type():
+    from transforms.keys import narrow_dictionary
+
+    few = segment_sets(pa.array([["1"], ["2"], []], pa.list_(pa.string())))
+    assert few.type.index_type == pa.int8()
+    many = narrow_dictionary(pa.array([str(i) for i in range(300)]).dictionary_encode())
+    assert many.type.index_type == pa.int16() and many.to_pylist() == [str(i) for i in range(300)]
+    huge = narrow_dictionary(pa.array([str(i) for i in range(40000)]).dictionary_encode())
+    assert huge.type.index_type == pa.int32()

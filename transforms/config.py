@@ -165,6 +165,7 @@ class JobConfig(_Strict):
     profiles: ProfilesConfig
     data_sources: list[DataSourceConfig] = Field(min_length=1)
     buckets: int = Field(default=16, ge=1, le=4096)  # join/write shards; spread over workers
+    threads: int = Field(default=2, ge=1, le=64)  # threads a reading DoFn uses on one element (1: none)
     export: ExportConfig | None = None
 
     @model_validator(mode="after")

@@ -53,6 +53,7 @@ NO_SEGMENTS = "no_segments"
 REMOVALS_ONLY = "removals_only"
 
 CHUNK_BYTES = 64 << 20
+MAX_LINES = 2**31 - 1  # line numbers travel as int32
 _SEGMENT_ID = r"^[0-9]+$"
 
 _NAME = re.compile(
@@ -320,19 +321,34 @@ def rejected_table(data_source: str, source_file: str | pa.Array, line_no: np.nd
     )
 
 
+def numbered_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None) -> Iterator[tuple[bytes, int]]:
+    """``(chunk, number of its first line)`` for the chunks of :func:`read_chunks`; ``stats`` gets the
+    file's line count, stored size and md5 once the file is read to its end."""
+    next_line = 1
+    for chunk in read_chunks(path, chunk_bytes, stats):
+        yield chunk, next_line
+        next_line += chunk.count(b"\n") + (not chunk.endswith(b"\n"))  # as split_lines counts them
+        if next_line > MAX_LINES + 1:
+            raise InputError(path, f"more than {MAX_LINES:,} lines in one file: split it")
+    if stats is not None:
+        stats.lines = next_line - 1
+
+
+def parse_chunk(chunk: bytes, first_line: int, path: str, ds: DataSourceConfig,
+                keep_removals: bool = False) -> tuple[pa.Table, pa.Table, int]:
+    """``(parsed, rejected, lines in the chunk)`` for one chunk of a dump (see :func:`parse_lines`)."""
+    lines = split_lines(chunk)
+    parsed, rejected = parse_lines(lines, first_line, path, ds, keep_removals)
+    return parsed, rejected, len(lines)
+
+
 def read_dump(path: str, ds: DataSourceConfig, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None,
               keep_removals: bool = False) -> Iterator[tuple[pa.Table, pa.Table, int]]:
     """Yield ``(parsed, rejected, lines_read)`` for each chunk of one dump file; ``stats`` gets the
     file's line count, stored size and md5. ``keep_removals``: lines that only remove segments are
     parsed rows (an incremental sync applies them), not ``removals_only`` rejections."""
-    next_line = 1
-    for chunk in read_chunks(path, chunk_bytes, stats):
-        lines = split_lines(chunk)
-        parsed, rejected = parse_lines(lines, next_line, path, ds, keep_removals)
-        next_line += len(lines)
-        yield parsed, rejected, len(lines)
-    if stats is not None:
-        stats.lines = next_line - 1
+    for chunk, first_line in numbered_chunks(path, chunk_bytes, stats):
+        yield parse_chunk(chunk, first_line, path, ds, keep_removals)
 
 
 def parse_control_file(path: str, data: bytes) -> dict[str, FileStats]:

@@ -33,6 +33,8 @@ from transforms.profiles import KEY_PREFIX
 # in-memory shuffle and paid for on Dataflow's, so rows are compact: the join key in its binary form
 # (see join_keys), a line's segment lists as dictionary-encoded "segment sets" (a few distinct values
 # in a whole dump), and no column the shard's key already says (the data source).
+# dump_keys emits narrower types still (int32 lines, the smallest dictionary index type that fits);
+# the join widens them to this schema when it concatenates a shard.
 DUMP_SHARD_SCHEMA = pa.schema(
     [
         ("source_file", NAME),
@@ -100,13 +102,12 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
     good = pa.array(reasons == None)  # noqa: E711
     keyed = pa.table(
         {
-            "source_file": parsed["source_file"].filter(good),
-            "line": parsed["line"].filter(good),
+            "source_file": narrow_dictionary(parsed["source_file"].filter(good)),
+            "line": parsed["line"].filter(good).cast(pa.int32()),  # numbered_chunks stops before 2**31
             "key": join_keys(keys.filter(good), ds),
             "segments": segment_sets(parsed["segments"].filter(good)),
             "removed": segment_sets(parsed["removed"].filter(good)),
-        },
-        schema=DUMP_SHARD_SCHEMA,
+        }
     )
     rejected = rejected_table(ds.name, parsed["source_file"].combine_chunks(), parsed["line"].combine_chunks(), reasons)
     return keyed, rejected
@@ -135,7 +136,16 @@ def segment_sets(lists: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     """list<string> segment ids -> one dictionary-encoded string per line ("1401,1402"; "" for
     none): 4 bytes a line instead of the lists, since a dump has few distinct combinations."""
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
-    return pc.dictionary_encode(pc.binary_join(lists, ","))
+    return narrow_dictionary(pc.dictionary_encode(pc.binary_join(lists, ",")))
+
+
+def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
+    """A dictionary array with the smallest index type its dictionary fits in (1 byte a row for
+    fewer than 128 distinct values)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    size = len(values.dictionary)
+    index = pa.int8() if size <= 2**7 else pa.int16() if size <= 2**15 else pa.int32()
+    return values if values.type.index_type == index else values.cast(pa.dictionary(index, values.type.value_type))
 
 
 def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:

@@ -2,9 +2,9 @@
 
 Elements are Arrow tables, never rows: a DoFn receives and emits whole tables, so the per-record
 work happens in Arrow/numpy kernels. Both sides are split into ``cfg.buckets`` shards by a stable
-hash of the join key; one ``GroupByKey`` on ``(data_source, bucket)`` brings a shard's dump lines and
-profile keys together, where Arrow's hash join matches them. On Dataflow/Flink the shards spread
-over workers.
+hash of the join key; a ``GroupByKey`` on ``(data_source, bucket)`` gathers a shard's dump lines,
+which meet that shard's profile keys (a multimap side input, see :class:`JoinShard`) in Arrow's
+hash join. On Dataflow/Flink the shards spread over workers.
 
 Every dump line ends in exactly one place: a membership (``reconciled``), the file audience, or a
 rejection with a reason. Counts travel as ``((data_source, counter), n)`` pairs on the ``counts``
@@ -12,6 +12,8 @@ output and are summed once at the end (see :mod:`transforms.report`).
 """
 from __future__ import annotations
 
+import functools
+import typing
 from datetime import datetime
 
 import apache_beam as beam
@@ -26,13 +28,15 @@ from transforms.dumps import (
     FileStats,
     check_against_control,
     is_dump_file,
+    numbered_chunks,
+    parse_chunk,
     parse_control_file,
     parse_dump_name,
-    read_dump,
     rejected_table,
 )
 from transforms.errors import InputError
 from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, build_decryptor, dump_keys, profile_keys, segment_lists
+from transforms.parallel import make_pool, ordered_map
 from transforms.profiles import read_profiles
 from transforms.storage import MatchFiles, glob
 
@@ -55,7 +59,6 @@ REMOVED_MEMBERS = "removed_members"
 FILE_AUDIENCE_REMOVED = "file_audience_removed"
 CONTROL = "control"
 FILE_STATS = "file_stats"
-DUMP_SIDE, PROFILE_SIDE = "d", "p"
 
 
 def _counter(name: str):
@@ -99,19 +102,20 @@ def check_control_files(controls: list, stats: list) -> None:
             check_against_control(path, actual, expected, control)
 
 
-def shards(name: str, table: pa.Table, hashes: np.ndarray, buckets: int, side: str):
-    """``((data_source, bucket), (side, rows))`` for each non-empty shard of a one-source table."""
-    for bucket, rows in split_by_bucket(table, buckets_from_hash(hashes, buckets)):
-        yield (name, bucket), (side, rows)
+def shards(keyed: pa.Table, hashes: np.ndarray, buckets: int) -> list[tuple[int, pa.Table]]:
+    """``(bucket, rows)`` for each non-empty shard of a one-source keyed table."""
+    return list(split_by_bucket(keyed, buckets_from_hash(hashes, buckets))) if keyed.num_rows else []
 
 
 class ReadDumpFile(beam.DoFn):
     """Read one dump file in chunks, key its lines and shard them by key: emits
-    ``((data_source, bucket), ("d", keyed lines))``, rejected tables, counts, and the key hashes of
+    ``((data_source, bucket), keyed lines)``, rejected tables, counts, and the key hashes of
     each chunk (``key_hashes``, for the Bloom filter).
 
     Reading, keying and sharding stay in one DoFn so a chunk's intermediate tables never pile up
-    in runners that do not fuse steps. Ciphers are built in setup(), from key references."""
+    in runners that do not fuse steps. While this thread decompresses the next chunk, a small pool
+    (``threads``) parses, decrypts and shards the previous ones; results are emitted in file order.
+    Ciphers and the pool are built in setup(), from key references."""
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
         self._cfg = cfg
@@ -121,6 +125,11 @@ class ReadDumpFile(beam.DoFn):
     def setup(self):
         self._received = _counter("dump_lines_read")
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
+        self._pool = make_pool(self._cfg.threads)
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def process(self, element):
         name, path = element
@@ -128,23 +137,28 @@ class ReadDumpFile(beam.DoFn):
         stats = FileStats()
         dump_name = parse_dump_name(path)
         removals = self._incremental and dump_name is not None and dump_name.sync_mode == "iter"
-        for parsed, rejected, lines in read_dump(path, ds, stats=stats, keep_removals=removals):
-            if not removals:  # full dumps: removed lists are ignored
-                parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
+        key_chunk = functools.partial(self._key_chunk, path, ds, removals)
+        chunks = numbered_chunks(path, stats=stats)
+        for lines, rejected, hashes, pieces in ordered_map(key_chunk, chunks, self._pool, ahead=self._cfg.threads):
             self._received.inc(lines)
             yield beam.pvalue.TaggedOutput(COUNTS, ((name, "received"), lines))
-            if rejected.num_rows:
-                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
-            if not parsed.num_rows:
-                continue
-            keyed, rejected = dump_keys(parsed, ds, self._decryptors[name])
-            if rejected.num_rows:
-                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
-            if keyed.num_rows:
-                hashes = hash64(keyed["key"])
+            for table in rejected:
+                yield beam.pvalue.TaggedOutput(REJECTED, table)
+            if hashes is not None:
                 yield beam.pvalue.TaggedOutput(KEY_HASHES, (name, hashes))
-                yield from shards(name, keyed, hashes, self._cfg.buckets, DUMP_SIDE)
+            for bucket, rows in pieces:
+                yield (name, bucket), rows
         yield beam.pvalue.TaggedOutput(FILE_STATS, (path, stats))
+
+    def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
+        """One chunk -> (lines, rejected tables, key hashes or None, shards). Runs in the pool."""
+        parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
+        if not removals:  # full dumps: removed lists are ignored
+            parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
+        keyed, invalid = dump_keys(parsed, ds, self._decryptors[ds.name]) if parsed.num_rows else (None, None)
+        hashes = hash64(keyed["key"]) if keyed is not None and keyed.num_rows else None
+        pieces = shards(keyed, hashes, self._cfg.buckets) if hashes is not None else []
+        return lines, [t for t in (rejected, invalid) if t is not None and t.num_rows], hashes, pieces
 
 
 def _empty_lists(n: int) -> pa.Array:
@@ -172,7 +186,8 @@ class BuildKeyFilter(beam.CombineFn):
 
 class KeyProfiles(beam.DoFn):
     """Read one profile extract in batches and emit, per data source, the shards of its
-    ``(data_source, key, profile_id)`` rows: ``((data_source, bucket), ("p", rows))``.
+    ``(key, profile_id)`` rows: ``((data_source, bucket), rows)``. A small pool (``threads``) keys
+    the data sources of a batch side by side (normalizing in Arrow overlaps hashing in hashlib).
 
     Profile keys that no dump line of the data source can have (per the dump keys' Bloom filter,
     a side input) are dropped before the shuffle: a dump usually names a small share of the
@@ -183,20 +198,34 @@ class KeyProfiles(beam.DoFn):
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
 
+    def setup(self):
+        self._pool = make_pool(self._cfg.threads)
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
     def process(self, path: str, filters: dict):
-        for profiles in read_profiles(path, self._cfg):
+        cfg = self._cfg
+        for profiles in read_profiles(path, cfg):
             yield beam.pvalue.TaggedOutput(COUNTS, (("", "profiles_read"), profiles.num_rows))
-            for ds in self._cfg.data_sources:
-                keyed, without_key = profile_keys(profiles, ds, self._cfg, binary=True)
-                hashes = hash64(keyed["key"])
-                key_filter = filters.get(ds.name)
-                keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
-                candidates = keyed.filter(pa.array(keep))
-                yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys"), keyed.num_rows))
-                yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_keys_shuffled"), candidates.num_rows))
-                yield beam.pvalue.TaggedOutput(COUNTS, ((ds.name, "profile_values_without_key"), without_key))
-                if candidates.num_rows:
-                    yield from shards(ds.name, candidates, hashes[keep], self._cfg.buckets, PROFILE_SIDE)
+            key_source = functools.partial(self._key_source, profiles, filters)
+            for name, counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):
+                for counter, n in counts.items():
+                    yield beam.pvalue.TaggedOutput(COUNTS, ((name, counter), n))
+                for bucket, rows in pieces:
+                    yield (name, bucket), rows
+
+    def _key_source(self, profiles: pa.Table, filters: dict, ds):
+        """One data source's keys of a profile batch, Bloom-filtered and sharded. Runs in the pool."""
+        keyed, without_key = profile_keys(profiles, ds, self._cfg, binary=True)
+        hashes = hash64(keyed["key"])
+        key_filter = filters.get(ds.name)
+        keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
+        candidates = keyed.filter(pa.array(keep))
+        counts = {"profile_keys": keyed.num_rows, "profile_keys_shuffled": candidates.num_rows,
+                  "profile_values_without_key": without_key}
+        return ds.name, counts, shards(candidates, hashes[keep], self._cfg.buckets)
 
 
 def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, value: str) -> pa.Table:
@@ -246,19 +275,25 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
 
 
 class JoinShard(beam.DoFn):
+    """One shard's dump lines (grouped) against its profile keys (``profiles``: a multimap side
+    input from ``(data_source, bucket)`` to the profile tables of that shard).
+
+    Only the dump side goes through the GroupByKey. The profile side, small once Bloom-filtered,
+    is looked up by shard: runners index a multimap side input by key (Dataflow reads only the
+    keys a worker asks for), and a local runner does not copy it through a second shuffle, or
+    through the Flatten that a two-sided GroupByKey needs (FnApiRunner materializes a Flatten).
+    """
+
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
 
     def setup(self):
         self._reconciled = _counter("lines_reconciled")
 
-    def process(self, element):
-        (name, _bucket), tagged = element
-        dump_tables, prof_tables = [], []
-        for side, table in tagged:
-            (dump_tables if side == DUMP_SIDE else prof_tables).append(table)
-        if not dump_tables:
-            return
+    def process(self, element, profiles):
+        shard, dump_tables = element
+        name = shard[0]
+        prof_tables = list(profiles[shard])  # no tables for a shard without profile keys (never use `in`: the view has no __contains__)
         ds = self._cfg.data_source(name)
         out = join_bucket(
             concat(dump_tables, DUMP_SHARD_SCHEMA),
@@ -302,7 +337,9 @@ class ReconcileAudiences(beam.PTransform):
         dumps = (
             files
             | "SpreadDumpFiles" >> beam.Reshuffle()
-            | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental)).with_outputs(
+            | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental))
+            .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
+            .with_outputs(
                 REJECTED, COUNTS, FILE_STATS, KEY_HASHES, main="shards"
             )
         )
@@ -318,10 +355,9 @@ class ReconcileAudiences(beam.PTransform):
             )
         )
         joined = (
-            (dumps.shards, profiles.shards)
-            | "FlattenShards" >> beam.Flatten()
+            dumps.shards
             | "GroupShards" >> beam.GroupByKey()
-            | "JoinShards" >> beam.ParDo(JoinShard(cfg)).with_outputs(
+            | "JoinShards" >> beam.ParDo(JoinShard(cfg), profiles=beam.pvalue.AsMultiMap(profiles.shards)).with_outputs(
                 REJECTED, COUNTS, FILE_AUDIENCE, REMOVED_MEMBERS, FILE_AUDIENCE_REMOVED, main="members"
             )
         )

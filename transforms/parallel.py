@@ -1,0 +1,41 @@
+"""Run a DoFn's vectorized work on more than one core, keeping its output order.
+
+Arrow compute kernels, numpy, zlib and the AES ciphers release the GIL, so a small thread pool
+inside a DoFn overlaps one chunk's parsing with the next chunk's decompression, or one data source's
+key normalization with another's hashing. Results come back in input order, so what a DoFn emits
+(and so every output file) is the same with 1 thread or many.
+"""
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def make_pool(threads: int) -> ThreadPoolExecutor | None:
+    """A pool of ``threads`` workers, or None for ``threads <= 1`` (work runs in the caller)."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="audience-sync") if threads > 1 else None
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None, ahead: int) -> Iterator[R]:
+    """``fn`` over ``items``, results in input order, with at most ``ahead`` items in flight (which
+    bounds memory: each holds its input and its result). The caller's thread keeps pulling ``items``
+    (reading a file, say) while the pool computes. An exception in ``fn`` is raised here, and the
+    work still pending is cancelled."""
+    if pool is None:
+        yield from map(fn, items)
+        return
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            while len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
