@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.arrow_utils import bucket_of, concat, count_by, distinct, split_by_bucket
 from transforms.config import JobConfig
 from transforms.dumps import parse_dump_name
+from transforms.memory import release_free_memory
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
 
@@ -52,6 +53,9 @@ class _WritePart(beam.DoFn):
         self._run_dir, self._buckets = run_dir, buckets
         self._count_column, self._count_prefix = count_column, count_prefix
         self._merge = merge
+
+    def finish_bundle(self):
+        release_free_memory()
 
     def process(self, element, *side_inputs):
         bucket, tagged = element

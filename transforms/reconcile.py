@@ -19,6 +19,7 @@ from datetime import datetime
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -35,7 +36,16 @@ from transforms.dumps import (
     rejected_table,
 )
 from transforms.errors import InputError
-from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, build_decryptor, dump_keys, profile_keys, segment_lists
+from transforms.keys import (
+    DUMP_SHARD_SCHEMA,
+    PROFILE_SHARD_SCHEMA,
+    build_decryptor,
+    dump_keys,
+    narrow_dictionary,
+    profile_keys,
+    segment_lists,
+)
+from transforms.memory import release_free_memory
 from transforms.parallel import make_pool, ordered_map
 from transforms.profiles import read_profiles
 from transforms.storage import MatchFiles, glob
@@ -127,6 +137,9 @@ class ReadDumpFile(beam.DoFn):
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
         self._pool = make_pool(self._cfg.threads)
 
+    def finish_bundle(self):
+        release_free_memory()
+
     def teardown(self):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -201,6 +214,9 @@ class KeyProfiles(beam.DoFn):
     def setup(self):
         self._pool = make_pool(self._cfg.threads)
 
+    def finish_bundle(self):
+        release_free_memory()
+
     def teardown(self):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -229,9 +245,11 @@ class KeyProfiles(beam.DoFn):
 
 
 def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, value: str) -> pa.Table:
-    """``(segment_id, value)`` for each pair times each segment of its line's list, de-duplicated."""
+    """``(segment_id, value)`` for each pair times each segment of its line's list, de-duplicated.
+    Segment ids are dictionary-encoded (a byte a row on the way to the writers)."""
     per_pair = pa.table({value: pairs[value], "segments": lists})
-    return distinct(explode_list(per_pair, "segments", "segment_id").select(["segment_id", value]))
+    table = distinct(explode_list(per_pair, "segments", "segment_id").select(["segment_id", value]))
+    return table.set_column(0, "segment_id", narrow_dictionary(pc.dictionary_encode(table["segment_id"])))
 
 
 def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, keep_file_audience: bool) -> dict:
@@ -248,9 +266,9 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
     miss = dump.filter(pa.array(~matched))
 
     def with_source(table: pa.Table, **extra) -> pa.Table:
-        table = table.add_column(0, "data_source", constant(data_source, table.num_rows))
+        table = table.add_column(0, "data_source", narrow_dictionary(constant(data_source, table.num_rows)))
         for i, (name, value) in enumerate(extra.items(), start=2):
-            table = table.add_column(i, name, constant(value, table.num_rows))
+            table = table.add_column(i, name, narrow_dictionary(constant(value, table.num_rows)))
         return table
 
     out = {
@@ -289,6 +307,9 @@ class JoinShard(beam.DoFn):
 
     def setup(self):
         self._reconciled = _counter("lines_reconciled")
+
+    def finish_bundle(self):
+        release_free_memory()
 
     def process(self, element, profiles):
         shard, dump_tables = element
