@@ -183,6 +183,25 @@ def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
 
 
+def sorted_rows(table: pa.Table, sort_by: list[str], dedupe: bool = False) -> pa.Table:
+    """Rows sorted by ``sort_by`` (ascending). With ``dedupe``, repeated rows (all columns equal,
+    nulls equal to nulls) are kept once: the remaining columns break ties, which makes repeats
+    neighbours, and one vectorized comparison with the previous row drops them (cheaper than a hash
+    group-by followed by a sort)."""
+    keys = list(sort_by) + ([c for c in table.column_names if c not in sort_by] if dedupe else [])
+    table = table.sort_by([(c, "ascending") for c in keys])
+    n = table.num_rows
+    if not dedupe or n < 2:
+        return table
+    repeat = np.ones(n - 1, dtype=bool)
+    for name in table.column_names:
+        col = _plain(table[name])
+        prev, cur = col.slice(0, n - 1), col.slice(1)
+        equal = pc.or_kleene(pc.equal(cur, prev), pc.and_(pc.is_null(cur), pc.is_null(prev)))
+        repeat &= pc.fill_null(equal, False).to_numpy(zero_copy_only=False)
+    return table.filter(pa.array(np.concatenate(([True], ~repeat))))
+
+
 def distinct(table: pa.Table) -> pa.Table:
     """Drop duplicate rows (all columns)."""
     if table.num_rows == 0:

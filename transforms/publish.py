@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import bucket_of, concat, count_by, distinct, split_by_bucket
+from transforms.arrow_utils import bucket_of, concat, count_by, sorted_rows, split_by_bucket
 from transforms.config import JobConfig
 from transforms.dumps import parse_dump_name
 from transforms.memory import release_free_memory
@@ -67,9 +67,7 @@ class _WritePart(beam.DoFn):
         else:
             table, merge_counts = self._merge({tag: concat(t, self._schema) for tag, t in by_tag.items()}, *side_inputs)
             yield from merge_counts
-        if self._dedupe:
-            table = distinct(table)
-        table = table.sort_by([(c, "ascending") for c in self._sort_by])
+        table = sorted_rows(table, self._sort_by, dedupe=self._dedupe)
         path = join_path(self._run_dir, self._name, f"part-{bucket:05d}-of-{self._buckets:05d}.parquet")
         write_parquet(table, path)
         yield beam.pvalue.TaggedOutput("parts", (self._name, path, table.num_rows))
