@@ -566,3 +566,23 @@ def test_module_has_no_print_or_logging():
     src = open(nz.__file__, encoding="utf-8").read()
     assert "print(" not in src
     assert "logging" not in src
+
+
+def test_ascii_phone_fast_path_strips_exactly_what_the_regex_strips():
+    """Pure-ASCII batches strip phone separators with a byte mask; it must agree with the regex
+    (the path non-ASCII batches take) on every input, empty strings and nulls included."""
+    import pyarrow.compute as pc
+
+    from transforms.normalize import _PHONE_STRIP_ASCII, _PHONE_STRIP_RE, _delete_bytes
+
+    rng = random.Random(99)
+    chars = " \t\n\v\f\r-.()+0123456789ab/"
+    values = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 20))) for _ in range(5000)]
+    values += ["", None, "((((", "-"]
+    for start in range(3):
+        arr = pc.utf8_trim_whitespace(pa.array(values).slice(start))
+        regex = pc.fill_null(pc.replace_substring_regex(arr, _PHONE_STRIP_RE, ""), "")
+        assert _delete_bytes(arr, _PHONE_STRIP_ASCII).equals(regex)
+    mixed = ["+33 6 12 34 56 78", "+33\u00a06\u00a012\u00a034\u00a056\u00a078"]  # NBSP: the regex path
+    normalized, _ = normalize_keys(pa.array(mixed), "phone", "uid2")
+    assert _list(normalized) == ["+33612345678", "+33612345678"]

@@ -190,10 +190,36 @@ def _normalize_email(arr: pa.StringArray, profile: str):
     return _finish(lowered, valid, missing, INVALID_EMAIL)
 
 
+# The same characters as _PHONE_STRIP_RE when a batch is pure ASCII (its other whitespace is not).
+_PHONE_STRIP_ASCII = np.zeros(256, dtype=bool)
+_PHONE_STRIP_ASCII[list(b" \t\n\v\f\r-.()")] = True
+
+
+def _delete_bytes(arr: pa.StringArray, table: np.ndarray) -> pa.StringArray:
+    """Remove every byte ``b`` with ``table[b]`` from each string (nulls become ""). Vectorized:
+    one mask over the data buffer, offsets rebuilt by a cumulative sum. For ASCII bytes only."""
+    arr = pc.fill_null(arr, "")
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    raw = arr.buffers()[2]
+    data = np.frombuffer(raw, dtype=np.uint8)[offsets[0] : offsets[-1]] if raw is not None else np.zeros(0, np.uint8)
+    drop = table[data]
+    lengths = np.diff(offsets)
+    if len(data):
+        starts = np.minimum(offsets[:-1] - offsets[0], len(data) - 1)
+        dropped = np.add.reduceat(drop, starts, dtype=np.int32)  # per row; an empty row reads its neighbour...
+        lengths = lengths - np.where(lengths > 0, dropped, 0)  # ...so it counts 0
+    new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(new_offsets), pa.py_buffer(data[~drop].tobytes())])
+
+
 def _normalize_phone(arr: pa.StringArray, profile: str):
     trimmed = pc.utf8_trim_whitespace(arr)
     missing = _missing_mask(trimmed)
-    stripped = pc.replace_substring_regex(trimmed, _PHONE_STRIP_RE, "")
+    if pc.all(pc.string_is_ascii(pc.fill_null(trimmed, ""))).as_py() is not False:
+        stripped = _delete_bytes(trimmed, _PHONE_STRIP_ASCII)  # a byte mask instead of a regex pass
+    else:
+        stripped = pc.replace_substring_regex(trimmed, _PHONE_STRIP_RE, "")
     if _PHONE_PLUS[profile]:
         # Leading "+" stays, leading "00" becomes "+", otherwise "+" is prepended
         # (digits are taken to already include the country code).
