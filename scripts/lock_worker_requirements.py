@@ -6,7 +6,7 @@
 The lock is the transitive closure of the project's *runtime* dependencies (``[project]
 dependencies`` in pyproject.toml, extras such as ``apache-beam[gcp]`` followed) pinned to the
 versions installed in this virtualenv -- the set the test suite ran with. It is ``pip freeze``
-filtered to what the project needs: test tools (pytest, the GCS emulator, DuckDB) and the project
+filtered to what the project needs: test tools (pytest, the GCS emulator) and the project
 itself are left out. Markers are evaluated for this interpreter (CPython 3.11 on Linux, the same as
 the ``apache/beam_python3.11_sdk`` image the workers run).
 

@@ -586,3 +586,18 @@ def test_ascii_phone_fast_path_strips_exactly_what_the_regex_strips():
     mixed = ["+33 6 12 34 56 78", "+33\u00a06\u00a012\u00a034\u00a056\u00a078"]  # NBSP: the regex path
     normalized, _ = normalize_keys(pa.array(mixed), "phone", "uid2")
     assert _list(normalized) == ["+33612345678", "+33612345678"]
+
+
+def test_duckdb_and_hashlib_digests_agree_in_order(monkeypatch):
+    """Large batches hash in DuckDB, small ones in hashlib: same bytes, same row order."""
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789.+@-é中"
+    values = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    arr = pa.array(values, pa.string())
+    expected = [hashlib.sha256(v.encode("utf-8")).digest() for v in values]
+    monkeypatch.setattr(nz, "DUCKDB_MIN_ROWS", 1)  # DuckDB
+    assert nz._duckdb_connection() is not None
+    assert nz.sha256_digests(arr).to_pylist() == expected
+    assert _list(hash_keys(arr.slice(5, 100), "base64")) == [base64.b64encode(d).decode() for d in expected[5:105]]
+    monkeypatch.setattr(nz, "DUCKDB_MIN_ROWS", 10**9)  # hashlib
+    assert nz.sha256_digests(arr).to_pylist() == expected
