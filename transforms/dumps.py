@@ -259,18 +259,20 @@ def parse_lines(
     reason[~well_formed & (reason == None)] = MALFORMED_LINE  # noqa: E711 - numpy elementwise
 
     ok = np.flatnonzero(reason == None)  # noqa: E711
-    ok_arr = pa.array(ok)
-    ok_parts = parts.take(ok_arr)
-    if optional_last:
-        # Lines without the trailing removed column get an empty one, so every row has len(roles) parts.
-        short = pa.array(nparts[ok] == len(roles) - 1)
-        padded_text = pc.binary_join_element_wise(text.take(ok_arr), "", ds.field_separator)
-        ok_parts = pc.if_else(short, pc.split_pattern(padded_text, pattern=ds.field_separator), ok_parts)
+    # A field of the well-formed lines is gathered straight from the split's flat values (string
+    # takes are cheap; taking the list array itself, or re-splitting, is not). A line without the
+    # optional trailing removed column reads it as "".
+    offsets = parts.offsets.to_numpy()
+    flat = parts.values
+    first_part = offsets[:-1][ok] - offsets[0]
 
     def column(role: str) -> pa.Array:
         if role not in roles or len(ok) == 0:
-            return pa.array([""] * len(ok), pa.string())
-        return pc.list_element(ok_parts, roles.index(role)).cast(pa.string())
+            return pa.repeat(pa.scalar("", pa.string()), len(ok))
+        index = roles.index(role)
+        present = nparts[ok] > index
+        values = flat.take(pa.array(np.where(present, first_part + index, 0)))
+        return values if present.all() else pc.if_else(pa.array(present), values, "")
 
     ids = column("id")
     segments, seg_trait, seg_bad = _split_list(column("segments"), ds.segment_separator)
