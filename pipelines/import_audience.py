@@ -81,16 +81,16 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     tables, merge = state("reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], REMOVED_MEMBERS)
     reconciled = tables | "WriteReconciled" >> WriteParts(
         "reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], "profile_id",
-        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="members", **merge,
+        run_dir, cfg.buckets, threads=cfg.threads, dedupe=True, count_column="segment_id", count_prefix="members", **merge,
     )
     tables, merge = state("file_audience", FILE_AUDIENCE_SCHEMA, ["data_source", "segment_id", "address"], FILE_AUDIENCE_REMOVED)
     file_audience = tables | "WriteFileAudience" >> WriteParts(
         "file_audience", FILE_AUDIENCE_SCHEMA, ["data_source", "segment_id", "address"], "address",
-        run_dir, cfg.buckets, dedupe=True, count_column="segment_id", count_prefix="file_audience_members", **merge,
+        run_dir, cfg.buckets, threads=cfg.threads, dedupe=True, count_column="segment_id", count_prefix="file_audience_members", **merge,
     )
     rejected = result["rejected"] | "WriteRejected" >> WriteParts(
         "rejected", REJECTED_SCHEMA, ["data_source", "source_file", "line"], "line",
-        run_dir, cfg.buckets, dedupe=False, count_column="reason", count_prefix="reason",
+        run_dir, cfg.buckets, threads=cfg.threads, dedupe=False, count_column="reason", count_prefix="reason",
     )
     parts = (reconciled["parts"], file_audience["parts"], rejected["parts"]) | "AllParts" >> beam.Flatten()
     counts = (

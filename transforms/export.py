@@ -714,9 +714,11 @@ class ExportAudience(beam.PTransform):
             | "ClassifyTargets" >> beam.ParDo(ClassifyShard()).with_outputs(COUNTS, UNMAPPED, main="sent")
         )
         exported = classified.sent | "WriteExported" >> WriteParts(
-            EXPORTED, EXPORTED_SCHEMA, ["profile_id", "user_id"], "profile_id", self._run_dir, buckets, dedupe=True)
+            EXPORTED, EXPORTED_SCHEMA, ["profile_id", "user_id"], "profile_id", self._run_dir, buckets, dedupe=True,
+            threads=cfg.threads)
         unmapped = classified[UNMAPPED] | "WriteUnmapped" >> WriteParts(
-            UNMAPPED, UNMAPPED_SCHEMA, ["profile_id"], "profile_id", self._run_dir, buckets, dedupe=True)
+            UNMAPPED, UNMAPPED_SCHEMA, ["profile_id"], "profile_id", self._run_dir, buckets, dedupe=True,
+            threads=cfg.threads)
         split = (
             classified.sent
             | "KeyUserIds" >> beam.Map(lambda table: (0, table.select(["user_id"])))

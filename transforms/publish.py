@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections import deque
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.arrow_utils import bucket_of, concat, count_by, sorted_rows, split_by_bucket
 from transforms.config import JobConfig
 from transforms.dumps import parse_dump_name
 from transforms.memory import release_free_memory
+from transforms.parallel import make_pool
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
 
@@ -48,32 +52,73 @@ class _SplitForWrite(beam.DoFn):
 
 
 class _WritePart(beam.DoFn):
-    def __init__(self, name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge):
+    """One shard's tables -> a sorted (deduplicated) Parquet part, plus its counts.
+
+    With ``threads`` > 1, shards of a bundle are sorted and written in a small pool (Arrow's sort
+    and Parquet writer run without the GIL), ``threads`` at a time: ``process`` hands a shard over
+    and emits the outputs of the oldest finished one; ``finish_bundle`` emits the rest. The files do
+    not depend on it, and the outputs (part paths, counts) are only summed or sorted downstream."""
+
+    def __init__(self, name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge, threads=1):
         self._name, self._schema, self._sort_by, self._dedupe = name, schema, sort_by, dedupe
         self._run_dir, self._buckets = run_dir, buckets
         self._count_column, self._count_prefix = count_column, count_prefix
         self._merge = merge
+        self._threads = threads
 
-    def finish_bundle(self):
-        release_free_memory()
+    def setup(self):
+        self._pool = make_pool(self._threads)
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start_bundle(self):
+        self._pending: deque = deque()
 
     def process(self, element, *side_inputs):
+        side_inputs = tuple(list(s) for s in side_inputs)  # read here: pool threads never touch runner state
+        if self._pool is None:
+            yield from self._write(element, side_inputs)
+        else:
+            self._pending.append(self._pool.submit(self._write, element, side_inputs))
+            while len(self._pending) > self._threads:
+                yield from self._pending.popleft().result()
+
+    def finish_bundle(self):
+        while self._pending:
+            for out in self._pending.popleft().result():
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, _in_global_window(out.value))
+                else:
+                    yield _in_global_window(out)
+        release_free_memory()
+
+    def _write(self, element, side_inputs) -> list:
         bucket, tagged = element
         by_tag: dict[str, list[pa.Table]] = {}
         for tag, rows in tagged:
             by_tag.setdefault(tag, []).append(rows)
+        out = []
         if self._merge is None:
             table = concat(by_tag.get(ADD, []), self._schema)
         else:
             table, merge_counts = self._merge({tag: concat(t, self._schema) for tag, t in by_tag.items()}, *side_inputs)
-            yield from merge_counts
+            out.extend(merge_counts)
         table = sorted_rows(table, self._sort_by, dedupe=self._dedupe)
         path = join_path(self._run_dir, self._name, f"part-{bucket:05d}-of-{self._buckets:05d}.parquet")
         write_parquet(table, path)
-        yield beam.pvalue.TaggedOutput("parts", (self._name, path, table.num_rows))
+        out.append(beam.pvalue.TaggedOutput("parts", (self._name, path, table.num_rows)))
         if self._count_column:
             for (data_source, value), n in count_by(table, ["data_source", self._count_column]):
-                yield (data_source, f"{self._count_prefix}:{value}"), n
+                out.append(((data_source, f"{self._count_prefix}:{value}"), n))
+        return out
+
+
+def _in_global_window(value) -> WindowedValue:
+    """What finish_bundle must emit: the value in the global window (where a batch GroupByKey's
+    outputs live), at its end."""
+    return WindowedValue(value, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
 
 class WriteParts(beam.PTransform):
@@ -88,9 +133,9 @@ class WriteParts(beam.PTransform):
 
     def __init__(self, name: str, schema: pa.Schema, sort_by: list[str], bucket_by: str, run_dir: str,
                  buckets: int, dedupe: bool = True, count_column: str | None = None, count_prefix: str = "",
-                 merge=None, merge_side_inputs: tuple = ()):
+                 merge=None, merge_side_inputs: tuple = (), threads: int = 1):
         super().__init__()
-        self._args = (name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge)
+        self._args = (name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge, threads)
         self._bucket_by, self._buckets = bucket_by, buckets
         self._side_inputs = merge_side_inputs
 
