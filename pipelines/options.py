@@ -8,8 +8,9 @@ the command line wins.
 
 Why this one (README, "Local runner"): it runs the portable Fn API like Dataflow and Flink, so
 every element crosses stages through its coder as it would remotely, and all its modes give
-byte-identical outputs (a test runs them). ``multi_processing`` with 2 workers was slower on this
-2-core machine (elements are whole Arrow tables: the cost is moving bytes, not parallel Python).
+byte-identical outputs (a test runs them). On this 2-core machine its modes now run the benchmark
+in the same time (the DoFns' own thread pools use the second core); in_memory is one process, so
+its peak memory is all there is to watch, and multi_threading used a third more.
 ``BundleBasedDirectRunner`` was ~15% faster but gave an empty side input for a tagged ParDo output
 read after a Reshuffle (a silent wrong answer): rejected.
 """

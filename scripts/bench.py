@@ -33,7 +33,7 @@ from generate_data import generate  # noqa: E402
 
 
 def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd`` in a fresh process; return (wall seconds, its peak RSS in GB, stdout)."""
+    """Run ``cmd`` in a fresh process; return (wall seconds, its peak RSS in GiB, stdout)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err)
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print("| dump lines | runner | ours (s) | DuckDB baseline (s) | ratio | ours lines/s | peak RSS ours / baseline (GB) | same memberships | repeat identical |")
+    print("| dump lines | runner | ours (s) | DuckDB baseline (s) | ratio | ours lines/s | peak RSS ours / baseline (GiB) | same memberships | repeat identical |")
     print("|---:|---|---:|---:|---:|---:|---:|---|---|")
     for size, mode, wall, b_wall, rss, b_rss, same, identical in rows:
         print(f"| {size:,} | {mode} | {wall:.1f} | {b_wall:.1f} | {wall / b_wall:.2f} | {size / wall:,.0f} | "
