@@ -323,11 +323,12 @@ def rejected_table(data_source: str, source_file: str | pa.Array, line_no: np.nd
     )
 
 
-def numbered_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None) -> Iterator[tuple[bytes, int]]:
-    """``(chunk, number of its first line)`` for the chunks of :func:`read_chunks`; ``stats`` gets the
-    file's line count, stored size and md5 once the file is read to its end."""
+def numbered_chunks(path: str, chunk_bytes: int | None = None, stats: FileStats | None = None) -> Iterator[tuple[bytes, int]]:
+    """``(chunk, number of its first line)`` for the chunks of :func:`read_chunks` (``CHUNK_BYTES``
+    each unless told); ``stats`` gets the file's line count, stored size and md5 once the file is
+    read to its end."""
     next_line = 1
-    for chunk in read_chunks(path, chunk_bytes, stats):
+    for chunk in read_chunks(path, chunk_bytes or CHUNK_BYTES, stats):
         yield chunk, next_line
         next_line += chunk.count(b"\n") + (not chunk.endswith(b"\n"))  # as split_lines counts them
         if next_line > MAX_LINES + 1:

@@ -115,8 +115,10 @@ def _csv_batches(handle, path: str, columns: list[str], cfg: ProfilesConfig) -> 
         raise InputError(path, "wrong number of columns", line=first)
 
 
-def read_profiles(path: str, cfg: JobConfig, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
-    """Yield standardized profile tables from one extract file (local or gs://)."""
+def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None) -> Iterator[pa.Table]:
+    """Yield standardized profile tables from one extract file (local or gs://), in batches of
+    ``BATCH_ROWS`` rows unless told."""
+    batch_rows = batch_rows or BATCH_ROWS
     from apache_beam.io.filesystems import FileSystems
 
     columns = needed_columns(cfg)
