@@ -134,7 +134,8 @@ def pack_visitor_ids(ids: pa.Array) -> pa.BinaryArray:
 
 def segment_sets(lists: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     """list<string> segment ids -> one dictionary-encoded string per line ("1401,1402"; "" for
-    none): 4 bytes a line instead of the lists, since a dump has few distinct combinations."""
+    none), with the smallest index type that fits: 1-2 bytes a line instead of the lists, since a
+    dump has few distinct combinations."""
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     return narrow_dictionary(pc.dictionary_encode(pc.binary_join(lists, ",")))
 

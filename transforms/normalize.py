@@ -198,7 +198,8 @@ _PHONE_STRIP_ASCII[list(b" \t\n\v\f\r-.()")] = True
 
 def _delete_bytes(arr: pa.StringArray, table: np.ndarray) -> pa.StringArray:
     """Remove every byte ``b`` with ``table[b]`` from each string (nulls become ""). Vectorized:
-    one mask over the data buffer, offsets rebuilt by a cumulative sum. For ASCII bytes only."""
+    one mask over the data buffer, removed bytes counted per row, offsets rebuilt from the new
+    lengths. For ASCII bytes only."""
     arr = pc.fill_null(arr, "")
     n = len(arr)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]

@@ -200,7 +200,7 @@ class BuildKeyFilter(beam.CombineFn):
 class KeyProfiles(beam.DoFn):
     """Read one profile extract in batches and emit, per data source, the shards of its
     ``(key, profile_id)`` rows: ``((data_source, bucket), rows)``. A small pool (``threads``) keys
-    the data sources of a batch side by side (normalizing in Arrow overlaps hashing in hashlib).
+    the data sources of a batch side by side (Arrow's and DuckDB's kernels release the GIL).
 
     Profile keys that no dump line of the data source can have (per the dump keys' Bloom filter,
     a side input) are dropped before the shuffle: a dump usually names a small share of the
@@ -314,7 +314,9 @@ class JoinShard(beam.DoFn):
     def process(self, element, profiles):
         shard, dump_tables = element
         name = shard[0]
-        prof_tables = list(profiles[shard])  # no tables for a shard without profile keys (never use `in`: the view has no __contains__)
+        # [] for a shard without profile keys. Never test `shard in profiles`: the view has no
+        # __contains__, so Python would probe it with 0, 1, 2, ... forever.
+        prof_tables = list(profiles[shard])
         ds = self._cfg.data_source(name)
         out = join_bucket(
             concat(dump_tables, DUMP_SHARD_SCHEMA),
