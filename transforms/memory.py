@@ -1,9 +1,10 @@
 """Give freed heap memory back to the operating system between big steps.
 
-glibc's malloc keeps most of what a process frees in its heaps, so after a step that built and
-dropped gigabytes of tables (a whole dump, a shard of the join) the process's resident memory
-stays at that high-water mark and the next step piles on top of it. ``malloc_trim(0)`` returns
-the free pages; the heavy DoFns call it when a bundle ends. A no-op where there is no glibc
+glibc's malloc keeps most of what a process frees in its heaps, and Arrow's memory pool (mimalloc)
+keeps freed pages for reuse, so after a step that built and dropped gigabytes of tables (a whole
+dump, a shard of the join) the process's resident memory stays at that high-water mark and the next
+step piles on top of it. ``malloc_trim(0)`` and the pool's ``release_unused()`` return the free
+pages; the heavy DoFns call them when a bundle ends. A no-op where there is no glibc
 (macOS, musl): those allocators manage their own release.
 """
 from __future__ import annotations
@@ -23,7 +24,11 @@ def _malloc_trim():
 
 
 def release_free_memory() -> bool:
-    """Return freed heap pages to the OS; True if the allocator supports it."""
+    """Return freed heap pages to the OS (Arrow's memory pool and glibc's heap); True if glibc's
+    malloc_trim was available."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is None:
         return False
