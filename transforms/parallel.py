@@ -11,6 +11,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
+import apache_beam as beam
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -39,3 +41,18 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecut
     finally:
         for future in pending:
             future.cancel()
+
+
+class PooledDoFn(beam.DoFn):
+    """A DoFn with a pool of ``self._threads`` workers (set it in ``__init__``), built in setup()
+    and shut down in teardown(); ``self._pool`` is None for one thread. Subclasses that set up more
+    call ``super().setup()``."""
+
+    _threads = 1
+
+    def setup(self):
+        self._pool = make_pool(self._threads)
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

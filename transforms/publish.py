@@ -25,7 +25,7 @@ from transforms.arrow_utils import bucket_of, concat, count_by, sorted_rows, spl
 from transforms.config import JobConfig
 from transforms.dumps import parse_dump_name
 from transforms.memory import release_free_memory
-from transforms.parallel import make_pool
+from transforms.parallel import PooledDoFn
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
 
@@ -51,7 +51,7 @@ class _SplitForWrite(beam.DoFn):
             yield bucket, (tag, rows)
 
 
-class _WritePart(beam.DoFn):
+class _WritePart(PooledDoFn):
     """One shard's tables -> a sorted (deduplicated) Parquet part, plus its counts.
 
     With ``threads`` > 1, shards of a bundle are sorted and written in a small pool (Arrow's sort
@@ -65,13 +65,6 @@ class _WritePart(beam.DoFn):
         self._count_column, self._count_prefix = count_column, count_prefix
         self._merge = merge
         self._threads = threads
-
-    def setup(self):
-        self._pool = make_pool(self._threads)
-
-    def teardown(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def start_bundle(self):
         self._pending: deque = deque()

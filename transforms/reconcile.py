@@ -46,7 +46,7 @@ from transforms.keys import (
     segment_lists,
 )
 from transforms.memory import release_free_memory
-from transforms.parallel import make_pool, ordered_map
+from transforms.parallel import PooledDoFn, ordered_map
 from transforms.profiles import read_profiles
 from transforms.storage import MatchFiles, glob
 
@@ -117,7 +117,7 @@ def shards(keyed: pa.Table, hashes: np.ndarray, buckets: int) -> list[tuple[int,
     return list(split_by_bucket(keyed, buckets_from_hash(hashes, buckets))) if keyed.num_rows else []
 
 
-class ReadDumpFile(beam.DoFn):
+class ReadDumpFile(PooledDoFn):
     """Read one dump file in chunks, key its lines and shard them by key: emits
     ``((data_source, bucket), keyed lines)``, rejected tables, counts, and the key hashes of
     each chunk (``key_hashes``, for the Bloom filter).
@@ -131,18 +131,15 @@ class ReadDumpFile(beam.DoFn):
         self._cfg = cfg
         self._run_date = run_date
         self._incremental = incremental
+        self._threads = cfg.threads
 
     def setup(self):
+        super().setup()
         self._received = _counter("dump_lines_read")
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
-        self._pool = make_pool(self._cfg.threads)
 
     def finish_bundle(self):
         release_free_memory()
-
-    def teardown(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def process(self, element):
         name, path = element
@@ -197,7 +194,7 @@ class BuildKeyFilter(beam.CombineFn):
         return KeyFilter(np.concatenate(acc) if acc else np.zeros(0, np.uint64))
 
 
-class KeyProfiles(beam.DoFn):
+class KeyProfiles(PooledDoFn):
     """Read one profile extract in batches and emit, per data source, the shards of its
     ``(key, profile_id)`` rows: ``((data_source, bucket), rows)``. A small pool (``threads``) keys
     the data sources of a batch side by side (Arrow's and DuckDB's kernels release the GIL).
@@ -210,16 +207,10 @@ class KeyProfiles(beam.DoFn):
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
-
-    def setup(self):
-        self._pool = make_pool(self._cfg.threads)
+        self._threads = cfg.threads
 
     def finish_bundle(self):
         release_free_memory()
-
-    def teardown(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def process(self, path: str, filters: dict):
         cfg = self._cfg
