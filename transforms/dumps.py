@@ -212,6 +212,19 @@ def decode_lines(lines: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pa.array(decoded, pa.string()), bad
 
 
+def split_tokens(values: pa.Array, sep: str) -> tuple[pa.ListArray, pa.Array, np.ndarray, np.ndarray]:
+    """Split strings on ``sep`` into lists without empty tokens. Returns (lists, every token, the
+    row of each token, which tokens are non-empty): the last three for per-token checks."""
+    parts = pc.split_pattern(values, pattern=sep)
+    flat = pc.list_flatten(parts)
+    parents = pc.list_parent_indices(parts).to_numpy()
+    non_empty = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+    counts = np.bincount(parents[non_empty], minlength=len(values))
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+    kept = flat.filter(pa.array(non_empty)).cast(pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets), kept), flat, parents, non_empty
+
+
 def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Split strings on ``sep`` into lists without empty tokens.
 
@@ -219,20 +232,14 @@ def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.nd
     (``=`` or ``"``) or a token that is not a numeric segment id.
     """
     n = len(values)
-    parts = pc.split_pattern(values, pattern=sep)
-    flat = pc.list_flatten(parts)
-    parents = pc.list_parent_indices(parts).to_numpy()
-    non_empty = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+    lists, flat, parents, non_empty = split_tokens(values, sep)
     is_trait = (
         pc.or_(pc.match_substring(flat, "="), pc.match_substring(flat, '"')).to_numpy(zero_copy_only=False) & non_empty
     )
     is_bad = ~pc.match_substring_regex(flat, _SEGMENT_ID).to_numpy(zero_copy_only=False) & non_empty & ~is_trait
     has_trait = np.bincount(parents[is_trait], minlength=n) > 0
     has_bad = np.bincount(parents[is_bad], minlength=n) > 0
-    counts = np.bincount(parents[non_empty], minlength=n)
-    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
-    kept = flat.filter(pa.array(non_empty)).cast(pa.string())
-    return pa.ListArray.from_arrays(pa.array(offsets), kept), has_trait, has_bad
+    return lists, has_trait, has_bad
 
 
 def parse_lines(

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from transforms import normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.dumps import rejected_table
+from transforms.dumps import rejected_table, split_tokens
 from transforms.profiles import KEY_PREFIX
 
 # What the join shuffles, per side. Every byte here is copied several times by a local runner's
@@ -155,15 +155,7 @@ def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     chunks = sets.chunks if isinstance(sets, pa.ChunkedArray) else [sets]
     out = []
     for chunk in chunks:
-        dictionary = chunk.dictionary
-        parts = pc.split_pattern(dictionary, pattern=",")
-        flat = pc.list_flatten(parts)
-        keep = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
-        parents = pc.list_parent_indices(parts).to_numpy()
-        counts = np.bincount(parents[keep], minlength=len(dictionary))
-        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
-        split = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
-        out.append(split.take(chunk.indices))
+        out.append(split_tokens(chunk.dictionary, ",")[0].take(chunk.indices))
     if not out:
         return pa.array([], pa.list_(pa.string()))
     return pa.concat_arrays(out) if len(out) > 1 else out[0]
