@@ -160,11 +160,19 @@ def rows_of_width(values: pa.Array, width: int) -> np.ndarray:
         return np.zeros((0, width), dtype=np.uint8)
     if values.null_count or values.type not in (pa.string(), pa.binary()):
         raise ValueError(f"expected {width}-byte values only")
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + n + 1]
+    offsets, data = string_buffers(values)
     if not np.all(np.diff(offsets) == width):
         raise ValueError(f"expected {width}-byte values only")
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
-    return data[offsets[0] : offsets[0] + n * width].reshape(n, width)
+    return data.reshape(n, width)
+
+
+def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string/binary array's value offsets (int32, ``len + 1``, as stored) and the bytes they
+    cover (uint8, starting at ``offsets[0]``), both views of its buffers."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    raw = values.buffers()[2]
+    data = np.frombuffer(raw, dtype=np.uint8)[offsets[0] : offsets[-1]] if raw is not None else np.zeros(0, np.uint8)
+    return offsets, data
 
 
 def explode_list(table: pa.Table, column: str, as_name: str) -> pa.Table:

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import fixed_width_binary, rows_of_width
+from transforms.arrow_utils import fixed_width_binary, rows_of_width, string_buffers
 
 __all__ = [
     "PROFILES",
@@ -202,9 +202,7 @@ def _delete_bytes(arr: pa.StringArray, table: np.ndarray) -> pa.StringArray:
     lengths. For ASCII bytes only."""
     arr = pc.fill_null(arr, "")
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
-    raw = arr.buffers()[2]
-    data = np.frombuffer(raw, dtype=np.uint8)[offsets[0] : offsets[-1]] if raw is not None else np.zeros(0, np.uint8)
+    offsets, data = string_buffers(arr)
     drop = table[data]
     lengths = np.diff(offsets)
     if len(data):
