@@ -15,12 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from transforms import crypto
+from transforms.outcomes import Reason
 from transforms.crypto import (
-    DECRYPT_FAILED,
-    EXPIRED_KEY,
-    INVALID_PLAINTEXT,
-    KEY_NOT_ACTIVE,
-    UNKNOWN_KEY,
     CbcDecryptor,
     GcmDecryptor,
     KeyMaterialError,
@@ -32,6 +28,9 @@ from transforms.crypto import (
     load_keyring,
     load_secret,
 )
+
+DECRYPT_FAILED, EXPIRED_KEY, INVALID_PLAINTEXT, KEY_NOT_ACTIVE, UNKNOWN_KEY = (
+    Reason.DECRYPT_FAILED, Reason.EXPIRED_KEY, Reason.INVALID_PLAINTEXT, Reason.KEY_NOT_ACTIVE, Reason.UNKNOWN_KEY)
 
 # NIST SP 800-38A appendix F.2 keys and IV.
 KEY128 = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 
 from transforms import normalize as nz
+from transforms.outcomes import Reason
+
+INVALID_EMAIL, INVALID_HASH, INVALID_PHONE, MISSING_VALUE = (
+    Reason.INVALID_EMAIL, Reason.INVALID_HASH, Reason.INVALID_PHONE, Reason.MISSING_VALUE)
 from transforms.normalize import (
     DEFAULT_DIGEST,
-    INVALID_EMAIL,
-    INVALID_HASH,
-    INVALID_PHONE,
-    MISSING_VALUE,
     PROFILES,
     canonical_digests,
     hash_keys,

@@ -14,9 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line naming the field and the problem."""
+from transforms.errors import ConfigError
 
 
 class _Strict(BaseModel):

@@ -41,12 +41,10 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from transforms.errors import KeyMaterialError
+from transforms.outcomes import Reason
+
 __all__ = [
-    "DECRYPT_FAILED",
-    "UNKNOWN_KEY",
-    "EXPIRED_KEY",
-    "KEY_NOT_ACTIVE",
-    "INVALID_PLAINTEXT",
     "REASONS",
     "KeyMaterialError",
     "load_secret",
@@ -63,13 +61,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Reason codes
 # --------------------------------------------------------------------------------------------------
-DECRYPT_FAILED = "decrypt_failed"  # bad base64, bad length, bad PKCS#7 padding, GCM tag failure, too short
-UNKNOWN_KEY = "unknown_key"  # GCM: key id not in the key ring
-EXPIRED_KEY = "expired_key"  # GCM: run clock >= key.expires
-KEY_NOT_ACTIVE = "key_not_active"  # GCM: run clock < key.activates
-INVALID_PLAINTEXT = "invalid_plaintext"  # decrypted bytes are empty or not valid UTF-8
-
-REASONS = (DECRYPT_FAILED, UNKNOWN_KEY, EXPIRED_KEY, KEY_NOT_ACTIVE, INVALID_PLAINTEXT)
+# (transforms.outcomes.Reason) decrypt_failed: bad base64, bad length, bad PKCS#7 padding, GCM tag
+# failure, too short; unknown_key: GCM key id not in the key ring; expired_key: run clock >= the key's
+# expires; key_not_active: run clock < its activates; invalid_plaintext: decrypted bytes are empty or
+# not valid UTF-8.
+REASONS = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE, Reason.INVALID_PLAINTEXT)
 
 AES_KEY_LENGTHS = (16, 24, 32)
 _BLOCK = 16
@@ -82,13 +78,6 @@ _GCM_MIN_TOKEN = _GCM_KEY_ID + _GCM_NONCE + _GCM_TAG  # 32 bytes: an empty plain
 
 # Rows handed to the vectorized CBC kernel at a time: keeps every intermediate array in cache.
 _CHUNK_ROWS = 1 << 14
-
-
-class KeyMaterialError(ValueError):
-    """A key, IV or key ring cannot be loaded or is malformed.
-
-    The message names the reference (``env:NAME`` / ``file:PATH``) and the problem, never the value.
-    """
 
 
 # --------------------------------------------------------------------------------------------------
@@ -303,11 +292,11 @@ def _token_bytes(arr: pa.Array) -> list:
 
 def _finish_utf8(pt: bytes) -> tuple[str | None, str | None]:
     if not pt:
-        return None, INVALID_PLAINTEXT
+        return None, Reason.INVALID_PLAINTEXT
     try:
         return pt.decode("utf-8"), None
     except UnicodeDecodeError:
-        return None, INVALID_PLAINTEXT
+        return None, Reason.INVALID_PLAINTEXT
 
 
 def _result_arrays(plains: list, reasons: list) -> tuple[pa.StringArray, pa.StringArray]:
@@ -339,7 +328,7 @@ def _span_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 # codes used inside the CBC kernel
 _OK, _FAILED, _INVALID = 0, 1, 2
-_CODE_REASONS = pa.array([None, DECRYPT_FAILED, INVALID_PLAINTEXT], type=pa.string())
+_CODE_REASONS = pa.array([None, Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT], type=pa.string())
 
 _B64_PAD = ord("=")
 _B64_FILL = ord("A")  # stands in for '=': decodes the same leading bytes, plus garbage we drop
@@ -415,20 +404,20 @@ def _not_base64_alphabet(data: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 def _cbc_decrypt_one(token: bytes | None, key: bytes, iv: bytes) -> tuple[str | None, str | None]:
     if token is None:
-        return None, DECRYPT_FAILED
+        return None, Reason.DECRYPT_FAILED
     try:
         ct = binascii.a2b_base64(token, strict_mode=True)
     except (binascii.Error, ValueError):
-        return None, DECRYPT_FAILED
+        return None, Reason.DECRYPT_FAILED
     if not ct or len(ct) % _BLOCK:
-        return None, DECRYPT_FAILED
+        return None, Reason.DECRYPT_FAILED
     decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     padded = decryptor.update(ct) + decryptor.finalize()
     unpadder = padding.PKCS7(128).unpadder()
     try:
         pt = unpadder.update(padded) + unpadder.finalize()
     except ValueError:
-        return None, DECRYPT_FAILED
+        return None, Reason.DECRYPT_FAILED
     return _finish_utf8(pt)
 
 
@@ -792,9 +781,9 @@ class GcmDecryptor:
             if key.id in self._keys:
                 raise KeyMaterialError(f"duplicate key id {key.id} in key ring")
             if key.expires is not None and now >= key.expires:
-                status = EXPIRED_KEY
+                status = Reason.EXPIRED_KEY
             elif now < key.activates:
-                status = KEY_NOT_ACTIVE
+                status = Reason.KEY_NOT_ACTIVE
             else:
                 status = None
             self._keys[key.id] = (AESGCM(key.secret), status)
@@ -815,16 +804,16 @@ class GcmDecryptor:
 
     def _decrypt_one(self, token: bytes | None) -> tuple[str | None, str | None]:
         if token is None:
-            return None, DECRYPT_FAILED
+            return None, Reason.DECRYPT_FAILED
         try:
             raw = binascii.a2b_base64(token, strict_mode=True)
         except (binascii.Error, ValueError):
-            return None, DECRYPT_FAILED
+            return None, Reason.DECRYPT_FAILED
         if len(raw) < _GCM_MIN_TOKEN:
-            return None, DECRYPT_FAILED
+            return None, Reason.DECRYPT_FAILED
         entry = self._keys.get(int.from_bytes(raw[:_GCM_KEY_ID], "big"))
         if entry is None:
-            return None, UNKNOWN_KEY
+            return None, Reason.UNKNOWN_KEY
         aead, status = entry
         if status is not None:
             return None, status
@@ -832,7 +821,7 @@ class GcmDecryptor:
         try:
             pt = aead.decrypt(raw[_GCM_KEY_ID:nonce_end], raw[nonce_end:], None)
         except InvalidTag:
-            return None, DECRYPT_FAILED
+            return None, Reason.DECRYPT_FAILED
         return _finish_utf8(pt)
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from transforms.arrow_utils import NAME, constant, names
 from transforms.config import DataSourceConfig
 from transforms.errors import InputError
+from transforms.outcomes import Reason
 
 PARSED_SCHEMA = pa.schema(
     [
@@ -41,16 +42,6 @@ REJECTED_SCHEMA = pa.schema(
         ("reason", pa.string()),
     ]
 )
-
-# Rejection reasons found while reading (all in the report's ``format_errors``), plus one category of
-# valid lines that carry nothing to add.
-EMPTY_LINE = "empty_line"
-NOT_UTF8 = "not_utf8"
-MALFORMED_LINE = "malformed_line"
-TRAIT_NOT_IMPORTABLE = "trait_not_importable"
-INVALID_SEGMENT_ID = "invalid_segment_id"
-NO_SEGMENTS = "no_segments"
-REMOVALS_ONLY = "removals_only"
 
 CHUNK_BYTES = 64 << 20
 MAX_LINES = 2**31 - 1  # line numbers travel as int32
@@ -251,10 +242,10 @@ def parse_lines(
     reason = np.full(n, None, dtype=object)
 
     text, not_utf8 = decode_lines(lines)
-    reason[not_utf8] = NOT_UTF8
+    reason[not_utf8] = Reason.NOT_UTF8
     text = pc.fill_null(text, "")
     empty = pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
-    reason[empty & ~not_utf8] = EMPTY_LINE
+    reason[empty & ~not_utf8] = Reason.EMPTY_LINE
 
     roles = list(ds.columns)
     parts = pc.split_pattern(text, pattern=ds.field_separator)
@@ -263,7 +254,7 @@ def parse_lines(
     well_formed = nparts == len(roles)
     if optional_last:
         well_formed |= nparts == len(roles) - 1
-    reason[~well_formed & (reason == None)] = MALFORMED_LINE  # noqa: E711 - numpy elementwise
+    reason[~well_formed & (reason == None)] = Reason.MALFORMED_LINE  # noqa: E711 - numpy elementwise
 
     ok = np.flatnonzero(reason == None)  # noqa: E711
     # A field of the well-formed lines is gathered straight from the split's flat values (string
@@ -288,11 +279,11 @@ def parse_lines(
     n_rem = pc.list_value_length(removed).to_numpy(zero_copy_only=False)
 
     sub_reason = np.full(len(ok), None, dtype=object)
-    sub_reason[(n_seg == 0) & (n_rem == 0)] = NO_SEGMENTS
-    sub_reason[seg_bad | rem_bad] = INVALID_SEGMENT_ID
-    sub_reason[seg_trait | rem_trait] = TRAIT_NOT_IMPORTABLE
+    sub_reason[(n_seg == 0) & (n_rem == 0)] = Reason.NO_SEGMENTS
+    sub_reason[seg_bad | rem_bad] = Reason.INVALID_SEGMENT_ID
+    sub_reason[seg_trait | rem_trait] = Reason.TRAIT_NOT_IMPORTABLE
     if not keep_removals:
-        sub_reason[(n_seg == 0) & (n_rem > 0) & (sub_reason == None)] = REMOVALS_ONLY  # noqa: E711
+        sub_reason[(n_seg == 0) & (n_rem > 0) & (sub_reason == None)] = Reason.REMOVALS_ONLY  # noqa: E711
     reason[ok] = sub_reason
 
     good = sub_reason == None  # noqa: E711

@@ -1,9 +1,23 @@
-"""Errors that end a run with one clear line. Messages name files and lines, never record content."""
+"""The project's errors: one hierarchy, each class with its exit code. Messages name files, lines
+and config fields, never record content or key material, so they are safe to print as they are."""
 from __future__ import annotations
 
 
 class AudienceSyncError(Exception):
     """Base class: the message is safe to show (no PII, no key material)."""
+
+    exit_code = 1
+
+
+class ConfigError(AudienceSyncError, ValueError):
+    """A configuration problem, reported as one line per problem naming the field."""
+
+    exit_code = 2
+
+
+class KeyMaterialError(AudienceSyncError, ValueError):
+    """A key, IV or key ring cannot be loaded or is malformed. The message names the reference
+    (``env:NAME`` / ``file:PATH``) and the problem, never the value."""
 
 
 class InputError(AudienceSyncError):

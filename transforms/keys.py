@@ -27,6 +27,7 @@ from transforms import normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
+from transforms.outcomes import Reason
 from transforms.profiles import KEY_PREFIX
 
 # What the join shuffles, per side. Every byte here is copied several times by a local runner's
@@ -47,9 +48,6 @@ DUMP_SHARD_SCHEMA = pa.schema(
 PROFILE_SHARD_SCHEMA = pa.schema([("key", pa.binary()), ("profile_id", pa.string())])
 PROFILE_KEY_SCHEMA = pa.schema([("key", pa.string()), ("profile_id", pa.string())])
 
-INVALID_VISITOR_ID = "invalid_visitor_id"
-INVALID_DECLARED_ID = "invalid_declared_id"
-INVALID_PLAINTEXT = "invalid_plaintext"
 _VISITOR_ID = r"^[0-9]{38}$"
 
 
@@ -61,7 +59,7 @@ def _plain_key_reasons(ids: pa.Array) -> np.ndarray:
     """Declared IDs used as they are: non-empty, and no ':' (the platform forbids it in a DPUUID)."""
     ids = pc.fill_null(ids, "")
     bad = _mask(pc.equal(pc.utf8_length(ids), 0)) | _mask(pc.match_substring(ids, ":"))
-    return np.where(bad, INVALID_DECLARED_ID, None)
+    return np.where(bad, Reason.INVALID_DECLARED_ID, None)
 
 
 def build_decryptor(ds: DataSourceConfig, run_date: datetime | None):
@@ -86,7 +84,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
     ids = parsed["id"].combine_chunks() if isinstance(parsed["id"], pa.ChunkedArray) else parsed["id"]
     if ds.id_type == "visitor":
         keys = ids
-        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(ids, ""), _VISITOR_ID)), None, INVALID_VISITOR_ID)
+        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(ids, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
     elif ds.declared == "hashed":
         keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding)
         reasons = np.array(reason_arr.to_pylist(), dtype=object) if reason_arr.null_count < len(reason_arr) else np.full(len(ids), None, dtype=object)
@@ -95,7 +93,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
         keys, norm_reasons = normalize.normalize_keys(plain, ds.key_kind, ds.normalization)
         reasons = np.array(dec_reasons.to_pylist(), dtype=object)
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
-        reasons[failed_norm] = INVALID_PLAINTEXT
+        reasons[failed_norm] = Reason.INVALID_PLAINTEXT
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)
         keys = ids
         reasons = _plain_key_reasons(ids)

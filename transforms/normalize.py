@@ -24,16 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_utils import fixed_width_binary, rows_of_width, string_buffers
+from transforms.outcomes import Reason
 
 __all__ = [
     "PROFILES",
     "DEFAULT_DIGEST",
     "KINDS",
     "ENCODINGS",
-    "MISSING_VALUE",
-    "INVALID_EMAIL",
-    "INVALID_PHONE",
-    "INVALID_HASH",
     "REASON_CODES",
     "normalize_keys",
     "hash_keys",
@@ -51,12 +48,10 @@ DEFAULT_DIGEST = {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "he
 KINDS = ("email", "phone", "other")
 ENCODINGS = ("hex", "base64")
 
-# Reason codes.
-MISSING_VALUE = "missing_value"  # null or empty/blank after trim
-INVALID_EMAIL = "invalid_email"  # no @, two @, empty local part or domain, whitespace inside
-INVALID_PHONE = "invalid_phone"  # not 10-15 digits after normalization
-INVALID_HASH = "invalid_hash"  # dump-side digest not of the expected form
-REASON_CODES = (MISSING_VALUE, INVALID_EMAIL, INVALID_PHONE, INVALID_HASH)
+# Reason codes (transforms.outcomes.Reason): missing (null or blank after trim), invalid email (no @,
+# two @, empty local part or domain, whitespace inside), invalid phone (not 10-15 digits after
+# normalization), invalid hash (a dump-side digest not of the expected form).
+REASON_CODES = (Reason.MISSING_VALUE, Reason.INVALID_EMAIL, Reason.INVALID_PHONE, Reason.INVALID_HASH)
 
 # Domains whose local part is canonicalized (dots and "+suffix" dropped), per profile.
 _GMAIL_DOMAINS = {
@@ -152,7 +147,7 @@ def _finish(candidate, valid, missing, invalid_code: str):
     normalized = pc.if_else(valid, candidate, _NULL_STR)
     reason = pc.if_else(
         missing,
-        pa.scalar(MISSING_VALUE),
+        pa.scalar(Reason.MISSING_VALUE),
         pc.if_else(valid, _NULL_STR, pa.scalar(invalid_code)),
     )
     return normalized, reason
@@ -188,7 +183,7 @@ def _normalize_email(arr: pa.StringArray, profile: str):
                 )
                 valid = pc.and_(valid, pc.invert(bad))
 
-    return _finish(lowered, valid, missing, INVALID_EMAIL)
+    return _finish(lowered, valid, missing, Reason.INVALID_EMAIL)
 
 
 # The same characters as _PHONE_STRIP_RE when a batch is pure ASCII (its other whitespace is not).
@@ -229,14 +224,14 @@ def _normalize_phone(arr: pa.StringArray, profile: str):
         candidate = pc.replace_substring_regex(stripped, r"^(?:\+|00)", "", max_replacements=1)
         pattern = _PHONE_DIGITS_RE
     valid = pc.fill_null(pc.match_substring_regex(candidate, pattern), False)
-    return _finish(candidate, valid, missing, INVALID_PHONE)
+    return _finish(candidate, valid, missing, Reason.INVALID_PHONE)
 
 
 def _normalize_other(arr: pa.StringArray):
     trimmed = pc.utf8_trim_whitespace(arr)
     missing = _missing_mask(trimmed)
     normalized = pc.if_else(missing, _NULL_STR, trimmed)
-    reason = pc.if_else(missing, pa.scalar(MISSING_VALUE), _NULL_STR)
+    reason = pc.if_else(missing, pa.scalar(Reason.MISSING_VALUE), _NULL_STR)
     return normalized, reason
 
 
@@ -247,7 +242,7 @@ def normalize_keys(
 
     kind in {"email", "phone", "other"}.  Returns ``(normalized, reason)``, both the
     same length as ``values``: ``normalized`` is null where invalid; ``reason`` is null
-    where valid, else one of MISSING_VALUE / INVALID_EMAIL / INVALID_PHONE.
+    where valid, else one of Reason.MISSING_VALUE / Reason.INVALID_EMAIL / Reason.INVALID_PHONE.
     Accepts string/large_string/dictionary arrays and ChunkedArray (returns plain
     ``pa.StringArray``s; chunks are combined).
     """
@@ -414,7 +409,7 @@ def canonical_digests(values: pa.Array, encoding: str) -> tuple[pa.StringArray, 
     hex: after trimming whitespace, exactly 64 hex chars; returned lowercased.
     base64: after trimming whitespace, exactly 44 chars of the standard alphabet ending
     in a single '=' (32 bytes, canonical padding bits); returned as is.
-    Invalid -> null + INVALID_HASH; null/empty/blank -> null + MISSING_VALUE.
+    Invalid -> null + Reason.INVALID_HASH; null/empty/blank -> null + Reason.MISSING_VALUE.
     """
     _check_encoding(encoding)
     arr = _as_string_array(values)
@@ -426,7 +421,7 @@ def canonical_digests(values: pa.Array, encoding: str) -> tuple[pa.StringArray, 
     else:
         valid = pc.fill_null(pc.match_substring_regex(trimmed, _B64_RE), False)
         candidate = trimmed
-    return tuple(_plain(a) for a in _finish(candidate, valid, missing, INVALID_HASH))  # type: ignore[return-value]
+    return tuple(_plain(a) for a in _finish(candidate, valid, missing, Reason.INVALID_HASH))  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- scalar helpers

@@ -36,6 +36,7 @@ from transforms.dumps import (
     rejected_table,
 )
 from transforms.errors import InputError
+from transforms.outcomes import Reason
 from transforms.keys import (
     DUMP_SHARD_SCHEMA,
     PROFILE_SHARD_SCHEMA,
@@ -51,7 +52,6 @@ from transforms.profiles import read_profiles
 from transforms.storage import MatchFiles, glob
 
 NAMESPACE = "audience_sync"
-NO_MATCHING_PROFILE = "no_matching_profile"
 KEY_HASHES = "key_hashes"  # per dump chunk: (data_source, 64-bit hashes of its keys) for the Bloom filter
 
 MEMBERSHIP_SCHEMA = pa.schema(
@@ -278,7 +278,7 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         out["file_audience_removed"] = with_source(_pairs_by_segment(missed, segment_lists(miss["removed"]), "address"), channel=channel)
         out["file_audience_lines"] = miss.num_rows
     else:
-        reasons = pa.repeat(pa.scalar(NO_MATCHING_PROFILE), miss.num_rows)
+        reasons = pa.repeat(pa.scalar(Reason.NO_MATCHING_PROFILE), miss.num_rows)
         out["rejected"] = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
     return out
 

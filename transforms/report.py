@@ -3,35 +3,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from transforms import crypto, dumps, keys, normalize
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
-from transforms.reconcile import NO_MATCHING_PROFILE
-
-# Report category of every rejection reason.
-CATEGORY = {
-    dumps.EMPTY_LINE: "format_errors",
-    dumps.NOT_UTF8: "format_errors",
-    dumps.MALFORMED_LINE: "format_errors",
-    dumps.TRAIT_NOT_IMPORTABLE: "format_errors",
-    dumps.INVALID_SEGMENT_ID: "format_errors",
-    dumps.NO_SEGMENTS: "format_errors",
-    dumps.REMOVALS_ONLY: "removals_only",
-    keys.INVALID_VISITOR_ID: "invalid_ids",
-    keys.INVALID_DECLARED_ID: "invalid_ids",
-    keys.INVALID_PLAINTEXT: "invalid_ids",
-    normalize.INVALID_HASH: "invalid_ids",
-    normalize.MISSING_VALUE: "invalid_ids",
-    crypto.DECRYPT_FAILED: "invalid_ids",
-    crypto.UNKNOWN_KEY: "invalid_ids",
-    crypto.EXPIRED_KEY: "invalid_ids",
-    crypto.KEY_NOT_ACTIVE: "invalid_ids",
-    crypto.INVALID_PLAINTEXT: "invalid_ids",
-    NO_MATCHING_PROFILE: "unmatched",
-}
-# Every received line is counted in exactly one of these.
-OUTCOMES = ("format_errors", "invalid_ids", "removals_only", "unmatched", "reconciled", "file_audience")
-DECRYPT_FAILURES = (crypto.DECRYPT_FAILED, crypto.UNKNOWN_KEY, crypto.EXPIRED_KEY, crypto.KEY_NOT_ACTIVE)
+from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Reason
 
 
 def build_report(cfg: JobConfig, counts: list[tuple[tuple[str, str], int]], files: dict[str, list[dict]] | None = None, run_date: str | None = None) -> dict:
@@ -62,7 +36,7 @@ def build_report(cfg: JobConfig, counts: list[tuple[tuple[str, str], int]], file
             kind, _, value = counter.partition(":")
             if kind == "reason":
                 entry["rejected_by_reason"][value] = n
-                entry[CATEGORY.get(value, "format_errors")] += n
+                entry[Reason(value).category] += n
             elif kind in ("members", "file_audience_members"):
                 seg = entry["segments"].setdefault(value, {"members": 0})
                 seg["members" if kind == "members" else "file_audience"] = n

@@ -1,0 +1,223 @@
+"""Outcomes, in one place: every rejection reason and the report category it counts in, and the
+typed keys counts travel with from the transforms to the report builders.
+
+Adding a rejection reason touches this module (the ``Reason`` member, its category and its
+description) and the code that emits it; the report, the summary and the README table read them
+from here. A reason is a ``StrEnum``: it *is* its code string, so it goes into Arrow columns and
+JSON as is.
+
+Counts travel as ``(Count(metric, data_source, detail), n)``: ``metric`` says what is counted,
+``data_source`` is ``None`` for job-wide counts (profiles read, an export's targets), ``detail`` is
+the reason, segment id or output name the metric needs. No key is ever a formatted string.
+"""
+from __future__ import annotations
+
+import typing
+from collections import defaultdict
+from enum import StrEnum
+from typing import Iterable, NamedTuple
+
+import apache_beam as beam
+from apache_beam import coders
+
+
+class Category(StrEnum):
+    """Where a received dump line ends: each line counts in exactly one of these."""
+
+    FORMAT_ERRORS = "format_errors"
+    INVALID_IDS = "invalid_ids"
+    REMOVALS_ONLY = "removals_only"
+    UNMATCHED = "unmatched"
+    RECONCILED = "reconciled"
+    FILE_AUDIENCE = "file_audience"
+
+
+OUTCOMES: tuple[Category, ...] = tuple(Category)
+
+
+class Reason(StrEnum):
+    """Why a dump line (or a profile value) gives no membership. Values are the codes written in
+    ``rejected/`` and ``report.json``."""
+
+    # Reading a dump line (format errors), and valid lines with nothing to add.
+    EMPTY_LINE = "empty_line"
+    NOT_UTF8 = "not_utf8"
+    MALFORMED_LINE = "malformed_line"
+    TRAIT_NOT_IMPORTABLE = "trait_not_importable"
+    INVALID_SEGMENT_ID = "invalid_segment_id"
+    NO_SEGMENTS = "no_segments"
+    REMOVALS_ONLY = "removals_only"
+    # The line's ID.
+    INVALID_VISITOR_ID = "invalid_visitor_id"
+    INVALID_DECLARED_ID = "invalid_declared_id"
+    INVALID_HASH = "invalid_hash"
+    MISSING_VALUE = "missing_value"
+    INVALID_EMAIL = "invalid_email"
+    INVALID_PHONE = "invalid_phone"
+    DECRYPT_FAILED = "decrypt_failed"
+    UNKNOWN_KEY = "unknown_key"
+    EXPIRED_KEY = "expired_key"
+    KEY_NOT_ACTIVE = "key_not_active"
+    INVALID_PLAINTEXT = "invalid_plaintext"
+    # The join.
+    NO_MATCHING_PROFILE = "no_matching_profile"
+
+    @property
+    def category(self) -> Category:
+        return _CATEGORY[self]
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTION[self]
+
+
+_F, _I = Category.FORMAT_ERRORS, Category.INVALID_IDS
+_CATEGORY: dict[Reason, Category] = {
+    Reason.EMPTY_LINE: _F,
+    Reason.NOT_UTF8: _F,
+    Reason.MALFORMED_LINE: _F,
+    Reason.TRAIT_NOT_IMPORTABLE: _F,
+    Reason.INVALID_SEGMENT_ID: _F,
+    Reason.NO_SEGMENTS: _F,
+    Reason.REMOVALS_ONLY: Category.REMOVALS_ONLY,
+    Reason.INVALID_VISITOR_ID: _I,
+    Reason.INVALID_DECLARED_ID: _I,
+    Reason.INVALID_HASH: _I,
+    Reason.MISSING_VALUE: _I,
+    Reason.INVALID_EMAIL: _I,
+    Reason.INVALID_PHONE: _I,
+    Reason.DECRYPT_FAILED: _I,
+    Reason.UNKNOWN_KEY: _I,
+    Reason.EXPIRED_KEY: _I,
+    Reason.KEY_NOT_ACTIVE: _I,
+    Reason.INVALID_PLAINTEXT: _I,
+    Reason.NO_MATCHING_PROFILE: Category.UNMATCHED,
+}
+_DESCRIPTION: dict[Reason, str] = {
+    Reason.EMPTY_LINE: "the line is empty",
+    Reason.NOT_UTF8: "the line is not valid UTF-8",
+    Reason.MALFORMED_LINE: "the line does not have the configured columns (separator?)",
+    Reason.TRAIT_NOT_IMPORTABLE: "a key-value trait, not a segment: traits are not shared",
+    Reason.INVALID_SEGMENT_ID: "a segment id that is not a number",
+    Reason.NO_SEGMENTS: "no segment to add or remove",
+    Reason.REMOVALS_ONLY: "the line only removes segments (applied by nightly incremental syncs)",
+    Reason.INVALID_VISITOR_ID: "not a 38-digit visitor ID",
+    Reason.INVALID_DECLARED_ID: "an empty declared ID, or one containing ':'",
+    Reason.INVALID_HASH: "not a digest of the configured encoding (64 hex or 44 base64 characters)",
+    Reason.MISSING_VALUE: "the ID is empty",
+    Reason.INVALID_EMAIL: "not an email address once normalized",
+    Reason.INVALID_PHONE: "not a phone number once normalized",
+    Reason.DECRYPT_FAILED: "cannot be decrypted (base64, length, padding or GCM tag)",
+    Reason.UNKNOWN_KEY: "encrypted under a key id that is not in the key ring",
+    Reason.EXPIRED_KEY: "encrypted under a key that had expired on the run date",
+    Reason.KEY_NOT_ACTIVE: "encrypted under a key not yet active on the run date",
+    Reason.INVALID_PLAINTEXT: "decrypted, but not text, or not an address of the data source's channel",
+    Reason.NO_MATCHING_PROFILE: "a valid ID that no profile has",
+}
+assert set(_CATEGORY) == set(Reason) == set(_DESCRIPTION), "every reason needs a category and a description"
+
+# Rejections that a wrong key or IV produces (the decrypt failure ratio counts them).
+DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE)
+
+
+class Metric(StrEnum):
+    """What a count counts. Import metrics are per data source unless said; export metrics are job-wide."""
+
+    # Import, per data source.
+    RECEIVED = "received"  # dump lines read
+    RECONCILED = "reconciled"  # lines that matched a profile
+    FILE_AUDIENCE = "file_audience"  # lines kept in the file audience
+    REJECTED = "rejected"  # detail: the Reason
+    MEMBERS = "members"  # detail: segment id (rows written to reconciled/)
+    FILE_AUDIENCE_MEMBERS = "file_audience_members"  # detail: segment id
+    PROFILE_KEYS = "profile_keys"
+    PROFILE_KEYS_SHUFFLED = "profile_keys_shuffled"
+    PROFILE_VALUES_WITHOUT_KEY = "profile_values_without_key"
+    CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
+    REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
+    # Import, job-wide.
+    PROFILES_READ = "profiles_read"
+    # Export (job-wide): target rows, then one outcome per distinct target, then what was sent.
+    TARGET_ROWS = "target_rows"
+    BLANK_TARGET_IDS = "blank_target_ids"
+    DUPLICATE_TARGET_ROWS = "duplicate_target_rows"
+    TARGETS = "targets"
+    UNKNOWN_PROFILE = "unknown_profile"
+    OPTED_OUT = "opted_out"
+    UNMAPPED = "unmapped"
+    ALREADY_PRESENT = "already_present"
+    EXPORTED = "exported"
+    PAIRS_SENT = "pairs_sent"
+    OPTED_OUT_IN_EXISTING = "opted_out_in_existing"
+    EXISTING_PAIRS_READ = "existing_pairs_read"
+    LINES = "lines"
+
+
+class Count(NamedTuple):
+    """The key of one summed count."""
+
+    metric: Metric
+    data_source: str | None = None  # None: job-wide
+    detail: str | None = None  # the reason, segment id or output the metric is about
+
+
+def count(metric: Metric, n: int, data_source: str | None = None, detail: str | None = None) -> tuple[Count, int]:
+    """One ``(Count, n)`` element, as every transform emits them."""
+    return Count(metric, data_source, None if detail is None else str(detail)), int(n)
+
+
+class CountCoder(coders.Coder):
+    """A deterministic, compact coder for :class:`Count` (GroupByKey keys must encode deterministically;
+    Beam's generic fallback works too, but pickles the classes and warns on every run)."""
+
+    def encode(self, value: Count) -> bytes:
+        return "\x1f".join((value.metric.value, _opt(value.data_source), _opt(value.detail))).encode("utf-8")
+
+    def decode(self, encoded: bytes) -> Count:
+        metric, data_source, detail = encoded.decode("utf-8").split("\x1f")
+        return Count(Metric(metric), _unopt(data_source), _unopt(detail))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self):
+        return Count
+
+
+def _opt(text: str | None) -> str:
+    return "\x00" if text is None else text
+
+
+def _unopt(text: str) -> str | None:
+    return None if text == "\x00" else text
+
+
+coders.registry.register_coder(Count, CountCoder)
+
+
+class SumCounts(beam.PTransform):
+    """``(Count, n)`` elements -> one ``(Count, total)`` per key, keys coded by :class:`CountCoder`."""
+
+    def expand(self, counts):
+        return (
+            counts
+            | "Typed" >> beam.Map(lambda kv: kv).with_output_types(typing.Tuple[Count, int])
+            | "Sum" >> beam.CombinePerKey(sum)
+        )
+
+
+class Counts:
+    """Summed counts, read back by metric (the report builders' view)."""
+
+    def __init__(self, summed: Iterable[tuple[Count, int]]):
+        self._totals: dict[Count, int] = defaultdict(int)
+        for key, n in summed:
+            self._totals[key] += n
+
+    def get(self, metric: Metric, data_source: str | None = None, detail: str | None = None) -> int:
+        return self._totals.get(Count(metric, data_source, detail), 0)
+
+    def details(self, metric: Metric, data_source: str | None = None) -> dict[str, int]:
+        """``{detail: n}`` for one metric (and data source), sorted by detail."""
+        found = {k.detail: n for k, n in self._totals.items() if k.metric == metric and k.data_source == data_source}
+        return dict(sorted(found.items()))
