@@ -12,19 +12,14 @@ See the README and :mod:`transforms.export`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import uuid
-from datetime import date, datetime, timezone
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
-from pipelines.cli import run_job_cli
-from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options
-from transforms.config import JobConfig, load_config
-from transforms.export import ExportAudience, ExportSpec, check_export_inputs, export_spec, summary_lines
-from transforms.publish import REPORT, join_path, remove_run_dir
+from pipelines import launch
+from transforms.config import JobConfig
+from transforms.export import ExportAudience, ExportSpec, check_export_inputs, export_config, export_spec, summary_lines
+from transforms.publish import REPORT, join_path
 
 
 def _positive_int(text: str) -> int:
@@ -53,13 +48,7 @@ def parse_args(argv):
     parser.add_argument("--max-lines-per-file", type=_positive_int, default=None,
                         help="split the data into numbered files of at most N lines "
                         "(default: export.max_lines_per_file, or 5000000)")
-    parser.add_argument(
-        "--run-date",
-        type=date.fromisoformat,
-        default=None,
-        help="the run's date (YYYY-MM-DD; default: today, UTC). Its UTC midnight is the files' timestamp "
-        "and the clock for AES-GCM keys; the pipeline never reads the clock itself",
-    )
+    launch.add_run_date(parser, "the files' timestamp and the clock for AES-GCM keys")
     return parser.parse_known_args(argv)
 
 
@@ -70,31 +59,28 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, spec: ExportSpec, targets: 
 
 
 def run(argv=None) -> dict:
-    """Run the export; returns the report. Raises ConfigError / AudienceSyncError on failure."""
+    """Run the export; returns the report (``{"status": "staged"}`` when the runner only staged the
+    job). Raises ConfigError / AudienceSyncError on failure."""
     known, beam_args = parse_args(argv)
-    run_date = known.run_date or datetime.now(timezone.utc).date()
-    keep_elements_out_of_logs()
-    cfg = load_config(known.config)
-    spec = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id, known.max_lines_per_file)
+    run_date = known.run_date or launch.today()
     existing = [folder.rstrip("/") for folder in known.existing]
-    check_export_inputs(cfg, spec, known.targets, existing)
-    options = pipeline_options(beam_args)
+    checked = {}
+
+    def preflight(cfg: JobConfig) -> JobConfig:
+        spec = checked["spec"] = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id,
+                                             known.max_lines_per_file)
+        check_export_inputs(cfg, spec, known.targets, existing)
+        return export_config(cfg, spec)
+
+    job = launch.start(known.config, beam_args, preflight)
     output = known.output.rstrip("/")
-    run_dir = join_path(output, f"_incomplete-{uuid.uuid4().hex[:12]}")
-    try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, cfg, spec, known.targets, existing, output, run_dir)
-    except BaseException:
-        remove_run_dir(run_dir)  # nothing of a failed run stays behind
-        raise
-    if only_stages(options):
-        return {"status": "staged"}  # the job was built/staged, not run: no report yet
-    with FileSystems.open(join_path(output, REPORT)) as handle:
-        return json.loads(handle.read())
+    run_dir = launch.new_run_dir(output)
+    return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
+        p, job.cfg, checked["spec"], known.targets, existing, output, run_dir))
 
 
 def main(argv=None) -> int:
-    return run_job_cli(run, argv, summary=summary_lines)
+    return launch.run_job_cli(run, argv, summary_lines)
 
 
 if __name__ == "__main__":

@@ -9,28 +9,21 @@ Outputs under OUT_DIR: ``reconciled/``, ``file_audience/``, ``rejected/`` (Parqu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import uuid
 from datetime import date, datetime, timezone
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
-from pipelines.cli import run_job_cli
-from pipelines.options import STAGED, keep_elements_out_of_logs, only_stages, pipeline_options, warn_about_worker_keys
-from transforms.config import JobConfig, load_config
-from transforms.preflight import check_inputs
-from transforms.incremental import REMOVE, PreviousState, merge_state
-from transforms.publish import ADD, REPORT, PublishRun, WriteParts, join_path, remove_run_dir
-from transforms.reconcile import (
-    FILE_AUDIENCE_REMOVED,
-    FILE_AUDIENCE_SCHEMA,
-    MEMBERSHIP_SCHEMA,
-    REMOVED_MEMBERS,
-    ReconcileAudiences,
-)
+from pipelines import launch
+from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
+from transforms.incremental import REMOVE, PreviousState, merge_state
+from transforms.join import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA
+from transforms.outcomes import Metric
+from transforms.preflight import check_inputs
+from transforms.publish import ADD, REPORT, PublishInputs, PublishRun, WriteParts, join_path
+from transforms.reconcile import ReconcileAudiences
+from transforms.report import summary_lines
 
 OUTPUTS = {
     "reconciled": MEMBERSHIP_SCHEMA,
@@ -43,15 +36,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="audience-sync import", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="job YAML (local path or gs://)")
     parser.add_argument("--output", required=True, help="output folder (local path or gs://)")
-    parser.add_argument(
-        "--run-date",
-        "--run_date",  # the spelling Flex Template parameters arrive with
-        dest="run_date",
-        type=date.fromisoformat,
-        default=None,
-        help="the run's date (YYYY-MM-DD; default: today, UTC). Its UTC midnight is the clock for "
-        "AES-GCM key validity; the pipeline never reads the clock itself",
-    )
+    launch.add_run_date(parser, "the clock for AES-GCM key validity")
     return parser.parse_known_args(argv)
 
 
@@ -65,67 +50,58 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental)
 
-    def state(name: str, schema, keys: list[str], removals_tag: str):
+    def state(name: str, keys: list[str], removals: beam.PCollection):
         """Tonight's rows of one output; with ``incremental``, merged with the previous state."""
+        additions = getattr(result, name)
         if not incremental:
-            return result[name], {}
+            return additions, {}
         folder = join_path(previous, name) if previous else None
         tagged = (
-            result[name] | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
-            result[removals_tag] | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
+            additions | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
+            removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
             p | f"Previous{name}" >> PreviousState(folder),
         ) | f"Flatten{name}State" >> beam.Flatten()
-        merge = {"merge": merge_state(keys, name), "merge_side_inputs": (beam.pvalue.AsList(result["files"]),)}
+        merge = {"merge": merge_state(keys, name), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
         return tagged, merge
 
-    tables, merge = state("reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], REMOVED_MEMBERS)
+    keys = ["data_source", "segment_id", "profile_id"]
+    tables, merge = state("reconciled", keys, result.removed_members)
     reconciled = tables | "WriteReconciled" >> WriteParts(
-        "reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], "profile_id",
-        run_dir, cfg.buckets, threads=cfg.threads, dedupe=True, count_column="segment_id", count_prefix="members", **merge,
+        "reconciled", MEMBERSHIP_SCHEMA, keys, "profile_id", run_dir, cfg.buckets, threads=cfg.threads,
+        dedupe=True, count_column="segment_id", count_metric=Metric.MEMBERS, **merge,
     )
-    tables, merge = state("file_audience", FILE_AUDIENCE_SCHEMA, ["data_source", "segment_id", "address"], FILE_AUDIENCE_REMOVED)
+    keys = ["data_source", "segment_id", "address"]
+    tables, merge = state("file_audience", keys, result.file_audience_removed)
     file_audience = tables | "WriteFileAudience" >> WriteParts(
-        "file_audience", FILE_AUDIENCE_SCHEMA, ["data_source", "segment_id", "address"], "address",
-        run_dir, cfg.buckets, threads=cfg.threads, dedupe=True, count_column="segment_id", count_prefix="file_audience_members", **merge,
+        "file_audience", FILE_AUDIENCE_SCHEMA, keys, "address", run_dir, cfg.buckets, threads=cfg.threads,
+        dedupe=True, count_column="segment_id", count_metric=Metric.FILE_AUDIENCE_MEMBERS, **merge,
     )
-    rejected = result["rejected"] | "WriteRejected" >> WriteParts(
-        "rejected", REJECTED_SCHEMA, ["data_source", "source_file", "line"], "line",
-        run_dir, cfg.buckets, threads=cfg.threads, dedupe=False, count_column="reason", count_prefix="reason",
+    rejected = result.rejected | "WriteRejected" >> WriteParts(
+        "rejected", REJECTED_SCHEMA, ["data_source", "source_file", "line"], "line", run_dir, cfg.buckets,
+        threads=cfg.threads, dedupe=False, count_column="reason", count_metric=Metric.REJECTED,
     )
-    parts = (reconciled["parts"], file_audience["parts"], rejected["parts"]) | "AllParts" >> beam.Flatten()
-    counts = (
-        result["counts"], reconciled["counts"], file_audience["counts"], rejected["counts"]
-    ) | "AllCounts" >> beam.Flatten()
-    _ = (parts, counts, result["files"], result["controls"], result["file_stats"]) | "Publish" >> PublishRun(
+    written = (reconciled, file_audience, rejected)
+    parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
+    counts = (result.counts, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
+    _ = PublishInputs(parts, counts, result.files, result.controls, result.file_stats) | "Publish" >> PublishRun(
         cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest
     )
 
 
 def run(argv=None) -> dict:
-    """Run the import; returns the report. Raises ConfigError / AudienceSyncError on failure."""
+    """Run the import; returns the report (``{"status": "staged"}`` when the runner only staged the
+    job). Raises ConfigError / AudienceSyncError on failure."""
     known, beam_args = parse_args(argv)
-    run_date = known.run_date or datetime.now(timezone.utc).date()
-    keep_elements_out_of_logs()
-    cfg = load_config(known.config)
-    check_inputs(cfg)
-    options = pipeline_options(beam_args)
-    warn_about_worker_keys(cfg, options)
+    run_date = known.run_date or launch.today()
+    job = launch.start(known.config, beam_args, check_inputs)
     output = known.output.rstrip("/")
-    run_dir = join_path(output, f"_incomplete-{uuid.uuid4().hex[:12]}")
-    try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, cfg, output, run_dir, run_date)
-    except BaseException:
-        remove_run_dir(run_dir)  # nothing of a failed run stays behind
-        raise
-    if only_stages(options):
-        return dict(STAGED)  # the job was built/staged, not run: no report yet
-    with FileSystems.open(join_path(output, REPORT)) as handle:
-        return json.loads(handle.read())
+    run_dir = launch.new_run_dir(output)
+    return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT),
+                               lambda p: build_pipeline(p, job.cfg, output, run_dir, run_date))
 
 
 def main(argv=None) -> int:
-    return run_job_cli(run, argv)
+    return launch.run_job_cli(run, argv, summary_lines)
 
 
 if __name__ == "__main__":

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
-import uuid
 from datetime import date, timedelta
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.cli import run_job_cli
+from pipelines import launch
 from pipelines.import_audience import build_pipeline
-from pipelines.options import keep_elements_out_of_logs, pipeline_options
-from transforms.config import ConfigError, JobConfig, load_config
+from transforms.config import ConfigError, JobConfig
 from transforms.preflight import check_inputs
 from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
 from transforms.storage import glob
@@ -90,7 +87,7 @@ def code_version() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
-def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, beam_args: list[str]) -> dict:
+def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions) -> dict:
     target = partition(root, day)
     success = join_path(target, SUCCESS)
     if FileSystems.exists(success) and not force:
@@ -108,32 +105,27 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "code_version": code_version(),
         "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
     }
-    run_dir = join_path(root, "_staging", f"dt={day.isoformat()}-{uuid.uuid4().hex[:12]}")
-    try:
-        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-            build_pipeline(p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest)
-    except BaseException:
-        remove_run_dir(run_dir)
-        raise
-    with FileSystems.open(join_path(target, REPORT)) as handle:
-        report = json.loads(handle.read())
+    run_dir = launch.new_run_dir(join_path(root, "_staging"), prefix=f"dt={day.isoformat()}-")
+    report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
+        p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest))
+    if report.get("status") == launch.STAGED:
+        return {"date": day.isoformat(), "status": launch.STAGED}
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
 
 
 def run(argv=None) -> list[dict]:
     """Run the night(s) in date order; stops at the first failure (later nights need it)."""
     known, beam_args = parse_args(argv)
-    keep_elements_out_of_logs()
     days = [known.date] if known.date else known.backfill
     try:
         with FileSystems.open(known.config) as handle:
             config_text = handle.read()
     except Exception:  # noqa: BLE001
         raise ConfigError(f"{known.config}: cannot read the config") from None
-    template = load_config(known.config)  # validated once, before the first night
+    job = launch.start(known.config, beam_args, lambda cfg: None)  # inputs are checked per night, dates filled
     results = []
     for day in days:
-        result = run_night(template, config_text, day, known.root.rstrip("/"), known.force, beam_args)
+        result = run_night(job.cfg, config_text, day, known.root.rstrip("/"), known.force, job.options)
         for line in summary_lines([result]):
             LOG.info(line)
         results.append(result)
@@ -155,7 +147,7 @@ def summary_lines(results: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    return run_job_cli(run, argv, summary=summary_lines)
+    return launch.run_job_cli(run, argv, summary_lines)
 
 
 if __name__ == "__main__":

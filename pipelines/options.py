@@ -39,9 +39,6 @@ def only_stages(options: PipelineOptions) -> bool:
     return bool(options.view_as(TestOptions).dry_run or options.view_as(GoogleCloudOptions).template_location)
 
 
-STAGED = {"status": "staged", "data_sources": {}, "profiles_read": 0}
-
-
 def warn_about_worker_keys(cfg, options: PipelineOptions) -> None:
     """On Dataflow, ``env:`` and ``file:`` key references resolve on workers that have neither the
     launcher's environment nor its files: say so before submitting (names the reference, never a key)."""
@@ -52,11 +49,13 @@ def warn_about_worker_keys(cfg, options: PipelineOptions) -> None:
         return
     for ds in cfg.data_sources:
         enc = ds.encryption
-        for ref in (enc.key, enc.iv, enc.keyring) if enc else ():
+        for field in ("key", "iv", "keyring") if enc else ():
+            ref = getattr(enc, field)
             if ref and ref.startswith(("env:", "file:")):
                 logging.getLogger("audience_sync").warning(
-                    "data source '%s': %s is read on the Dataflow workers, which have neither the launcher's "
-                    "environment nor its files; use a gcpsm: reference", ds.name, ref.split(":", 1)[0] + ":...")
+                    "data source '%s': encryption.%s is a %s reference, read on the Dataflow workers, which have "
+                    "neither the launcher's environment nor its files; use a gcpsm: reference",
+                    ds.name, field, ref.split(":", 1)[0] + ":")
 
 
 # Beam loggers that print whole elements at DEBUG level ("Processing [...]"). Our elements are

@@ -538,7 +538,8 @@ def test_env_and_file_key_references_are_flagged_for_dataflow(caplog):
 
     cfg = load_config(str(DEMO / "job.yaml"))  # its encrypted source uses file: references
     warn_about_worker_keys(cfg, pipeline_options(["--runner=DataflowRunner"]))
-    assert "data source 'web-encrypted-emails': file:... is read on the Dataflow workers" in caplog.text
+    assert "data source 'web-encrypted-emails': encryption.key is a file: reference, read on the Dataflow workers" in caplog.text
+    assert "data source 'web-encrypted-emails': encryption.iv is a file: reference" in caplog.text
     caplog.clear()
     warn_about_worker_keys(cfg, pipeline_options([]))
     assert caplog.text == ""

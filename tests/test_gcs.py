@@ -21,7 +21,7 @@ try:  # tests/ is on sys.path in pytest's default (prepend) import mode
 except ImportError:  # e.g. --import-mode=importlib, run from the project root
     from tests.gcs_emulator import gcs_emulator, storage_client
 
-from pipelines.cli import describe_failure
+from pipelines.launch import classify_failure
 from pipelines.import_audience import OUTPUTS, run
 from transforms.report import OUTCOMES
 
@@ -215,7 +215,7 @@ def test_truncated_gzip_on_gcs_fails_naming_the_file(gcs, client, gcs_config):
         run(["--config", config, "--output", f"gs://{gcs.bucket}/trunc-out"])
     path = f"gs://{gcs.bucket}/{victim}"
     assert path in str(info.value)
-    message = describe_failure(info.value)  # the one line the CLI prints
+    message = classify_failure(info.value)[1]  # the one line the CLI prints
     assert path in message and "truncated" in message, message
     assert _objects(client, gcs.bucket, "trunc-out/") == {}  # no report.json, no parts
     assert _incomplete(client, gcs.bucket) == []
@@ -224,7 +224,7 @@ def test_truncated_gzip_on_gcs_fails_naming_the_file(gcs, client, gcs_config):
 def test_failed_gs_run_removes_its_parts_and_publishes_nothing(gcs, client, gcs_config, tmp_path, monkeypatch):
     """A run that fails at publish time (a wrong AES key: too many IDs fail to decrypt) has already
     written its parts under ``_incomplete-*`` on gs://: they must all be deleted again."""
-    import pipelines.import_audience as job
+    import pipelines.launch as job
 
     wrong_key = tmp_path / "wrong-aes256.key"
     wrong_key.write_text("00" * 32 + "\n")
@@ -245,7 +245,7 @@ def test_failed_gs_run_removes_its_parts_and_publishes_nothing(gcs, client, gcs_
     monkeypatch.setattr(job, "remove_run_dir", watching_remove_run_dir)
     with pytest.raises(Exception) as info:
         run(["--config", f"gs://{gcs.bucket}/badkey/job.yaml", "--output", f"gs://{gcs.bucket}/badkey-out"])
-    message = describe_failure(info.value)
+    message = classify_failure(info.value)[1]
     assert "failed to decrypt" in message and "web-encrypted-emails" in message, message
     assert any(n.startswith("badkey-out/_incomplete-") and n.endswith(".parquet") for n in seen_before_cleanup), (
         "expected the failed run to have written parts before it was cleaned up"

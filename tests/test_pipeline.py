@@ -11,6 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from conftest import local_test_pipeline
 from transforms.config import parse_config
 from transforms.normalize import hash_value
+from transforms.outcomes import Count, Metric, SumCounts
 from transforms.reconcile import ReconcileAudiences
 
 V1 = "1" * 38
@@ -56,13 +57,13 @@ def test_reconcile_transform_routes_every_line(tmp_path):
     cfg = make_job(tmp_path)
     with local_test_pipeline() as p:
         out = p | ReconcileAudiences(cfg)
-        members = out["reconciled"] | "MemberRows" >> beam.FlatMap(
+        members = out.reconciled | "MemberRows" >> beam.FlatMap(
             lambda t: [(r["data_source"], r["segment_id"], r["profile_id"]) for r in t.to_pylist()]
         )
-        rejected = out["rejected"] | "RejectedRows" >> beam.FlatMap(
+        rejected = out.rejected | "RejectedRows" >> beam.FlatMap(
             lambda t: [(r["data_source"], r["line"], r["reason"]) for r in t.to_pylist()]
         )
-        counts = out["counts"] | "SumCounts" >> beam.CombinePerKey(sum)
+        counts = out.counts | "SumCounts" >> SumCounts()
         assert_that(
             members,
             equal_to(
@@ -87,12 +88,12 @@ def test_reconcile_transform_routes_every_line(tmp_path):
             label="rejections",
         )
         assert_that(
-            counts | beam.Filter(lambda kv: kv[0][1] in ("received", "reconciled", "profiles_read")),
+            counts | beam.Filter(lambda kv: kv[0].metric in (Metric.RECEIVED, Metric.RECONCILED, Metric.PROFILES_READ)),
             equal_to(
                 [
-                    (("vis", "received"), 6), (("vis", "reconciled"), 2),
-                    (("hashed", "received"), 4), (("hashed", "reconciled"), 1),
-                    (("", "profiles_read"), 3),
+                    (Count(Metric.RECEIVED, "vis"), 6), (Count(Metric.RECONCILED, "vis"), 2),
+                    (Count(Metric.RECEIVED, "hashed"), 4), (Count(Metric.RECONCILED, "hashed"), 1),
+                    (Count(Metric.PROFILES_READ), 3),
                 ]
             ),
             label="counts",

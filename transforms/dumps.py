@@ -350,29 +350,3 @@ def read_dump(path: str, ds: DataSourceConfig, chunk_bytes: int = CHUNK_BYTES, s
     parsed rows (an incremental sync applies them), not ``removals_only`` rejections."""
     for chunk, first_line in numbered_chunks(path, chunk_bytes, stats):
         yield parse_chunk(chunk, first_line, path, ds, keep_removals)
-
-
-def parse_control_file(path: str, data: bytes) -> dict[str, FileStats]:
-    """``{listed file path: FileStats}`` from a platform ``.info`` control file (names are relative
-    to the control file's folder). Byte size and md5 are of the file as stored (compressed)."""
-    import json
-
-    try:
-        doc = json.loads(data)
-        files = doc["Files"]
-        folder = path.rsplit("/", 1)[0]
-        return {
-            f"{folder}/{f['FileName']}": FileStats(int(f["FileLineCount"]), int(f["FileByteSize"]), str(f["md5"]).lower())
-            for f in files
-        }
-    except (ValueError, KeyError, TypeError):
-        raise InputError(path, "not a valid control file (expected Files[].FileName/FileLineCount/FileByteSize/md5)") from None
-
-
-def check_against_control(path: str, actual: FileStats, promised: FileStats, control: str) -> None:
-    """Raise :class:`InputError` naming the dump when it disagrees with its control file."""
-    for what, got, want in (("line count", actual.lines, promised.lines), ("byte size", actual.size, promised.size),
-                            ("md5", actual.md5, promised.md5)):
-        if got != want:
-            detail = f"{got} != {want}" if what != "md5" else "checksum differs"
-            raise InputError(path, f"{what} disagrees with control file {control.rsplit('/', 1)[-1]} ({detail})")

@@ -48,7 +48,7 @@ from transforms.arrow_utils import KeyFilter, buckets_from_hash, concat, distinc
 from transforms.config import ConfigError, DataSourceConfig, JobConfig, format_from_extension
 from transforms.errors import InputError, RunFailed
 from transforms.keys import profile_keys
-from transforms.reconcile import BuildKeyFilter
+from transforms.join_inputs import BuildKeyFilter
 from transforms.preflight import profile_column_problems
 from transforms.storage import MatchFiles, glob
 from transforms.profiles import needed_columns, read_profiles, read_schema_names
@@ -730,7 +730,7 @@ class ExportAudience(beam.PTransform):
             | "SpreadFiles" >> beam.Reshuffle()
             | "WriteOnboardingFiles" >> beam.ParDo(WriteOnboardingFile(spec, self._run_dir))
         )
-        parts = (exported["parts"], unmapped["parts"]) | "AllParts" >> beam.Flatten()
+        parts = (exported.parts, unmapped.parts) | "AllParts" >> beam.Flatten()
         counts = (
             (targets[COUNTS], profiles[COUNTS], existing[COUNTS], classified[COUNTS], split[COUNTS])
             | "AllCounts" >> beam.Flatten()

@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import count_by
 from transforms.dumps import parse_dump_name
+from transforms.outcomes import Metric, count
 from transforms.publish import ADD
 from transforms.storage import glob
 
@@ -78,10 +79,10 @@ def merge_state(key_columns: list[str], label: str):
             remaining = kept.join(removals.select(key_columns), keys=key_columns, join_type="left anti")
             before = dict(count_by(kept, ["data_source"]))
             after = dict(count_by(remaining, ["data_source"]))
-            counts += [((ds, f"{label}_removed"), n - after.get((ds,), 0)) for (ds,), n in before.items()
+            counts += [count(Metric.REMOVED, n - after.get((ds,), 0), ds, label) for (ds,), n in before.items()
                        if n != after.get((ds,), 0)]
             kept = remaining.select(schema.names)
-        counts += [((ds, f"{label}_carried"), n) for (ds,), n in count_by(kept, ["data_source"])]
+        counts += [count(Metric.CARRIED, n, ds, label) for (ds,), n in count_by(kept, ["data_source"])]
         return pa.concat_tables([kept.cast(schema), additions]), counts
 
     return merge

@@ -19,6 +19,12 @@ from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.metrics import Metrics
+
+# The project's one Beam metrics namespace (live progress counters in the runner's UI).
+NAMESPACE = "audience_sync"
+# The tag of every transform's counts output.
+COUNTS = "counts"
 
 
 class Category(StrEnum):
@@ -164,6 +170,11 @@ class Count(NamedTuple):
 def count(metric: Metric, n: int, data_source: str | None = None, detail: str | None = None) -> tuple[Count, int]:
     """One ``(Count, n)`` element, as every transform emits them."""
     return Count(metric, data_source, None if detail is None else str(detail)), int(n)
+
+
+def runner_counter(name: str):
+    """A Beam metrics counter in the project's namespace (what a runner's UI shows while a job runs)."""
+    return Metrics.counter(NAMESPACE, name)
 
 
 class CountCoder(coders.Coder):

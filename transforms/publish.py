@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import deque
+from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -23,8 +24,10 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.arrow_utils import bucket_of, concat, count_by, sorted_rows, split_by_bucket
 from transforms.config import JobConfig
+from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
 from transforms.memory import release_free_memory
+from transforms.outcomes import Counts, Metric, SumCounts, count
 from transforms.parallel import PooledDoFn
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
@@ -59,12 +62,12 @@ class _WritePart(PooledDoFn):
     and emits the outputs of the oldest finished one; ``finish_bundle`` emits the rest. The files do
     not depend on it, and the outputs (part paths, counts) are only summed or sorted downstream."""
 
-    def __init__(self, name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge, threads=1):
-        self._name, self._schema, self._sort_by, self._dedupe = name, schema, sort_by, dedupe
-        self._run_dir, self._buckets = run_dir, buckets
-        self._count_column, self._count_prefix = count_column, count_prefix
-        self._merge = merge
-        self._threads = threads
+    def __init__(self, spec: "WriteParts"):
+        self._name, self._schema, self._sort_by, self._dedupe = spec.name, spec.schema, spec.sort_by, spec.dedupe
+        self._run_dir, self._buckets = spec.run_dir, spec.buckets
+        self._count_column, self._count_metric = spec.count_column, spec.count_metric
+        self._merge = spec.merge
+        self._threads = spec.threads
 
     def start_bundle(self):
         self._pending: deque = deque()
@@ -101,10 +104,10 @@ class _WritePart(PooledDoFn):
         table = sorted_rows(table, self._sort_by, dedupe=self._dedupe)
         path = join_path(self._run_dir, self._name, f"part-{bucket:05d}-of-{self._buckets:05d}.parquet")
         write_parquet(table, path)
-        out.append(beam.pvalue.TaggedOutput("parts", (self._name, path, table.num_rows)))
+        out.append(beam.pvalue.TaggedOutput(WriteParts.PARTS, (self._name, path, table.num_rows)))
         if self._count_column:
             for (data_source, value), n in count_by(table, ["data_source", self._count_column]):
-                out.append(((data_source, f"{self._count_prefix}:{value}"), n))
+                out.append(count(self._count_metric, n, data_source, value))
         return out
 
 
@@ -114,32 +117,41 @@ def _in_global_window(value) -> WindowedValue:
     return WindowedValue(value, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
 
+class WrittenParts(NamedTuple):
+    parts: beam.PCollection  # (output name, part path, rows)
+    counts: beam.PCollection  # (Count, n): rows per data source and ``count_column`` value, and merge counts
+
+
 class WriteParts(beam.PTransform):
-    """Write a PCollection of Arrow tables as sorted, deduplicated Parquet shards.
+    """Write a PCollection of Arrow tables as sorted, deduplicated Parquet shards of the output ``name``
+    under ``run_dir``: rows are split by a stable hash of ``bucket_by`` into ``buckets`` parts, each
+    sorted by ``sort_by`` (and de-duplicated with ``dedupe``). With ``count_column``, each part's rows
+    are counted per data source and value of that column, as ``count_metric``.
 
     With ``merge``, elements are ``(tag, table)`` pairs and each shard's tables, grouped by tag, go
-    through ``merge(tables_by_tag, *side_inputs) -> (table, counts)`` before writing (the nightly job merges
-    the previous state with tonight's adds and removals this way, in the same shuffle).
-
-    Returns ``{"parts": (name, path, rows), "counts": ((data_source, counter), n)}``.
+    through ``merge(tables_by_tag, *merge_side_inputs) -> (table, counts)`` before writing (the nightly
+    job merges the previous state with tonight's adds and removals this way, in the same shuffle).
     """
 
-    def __init__(self, name: str, schema: pa.Schema, sort_by: list[str], bucket_by: str, run_dir: str,
-                 buckets: int, dedupe: bool = True, count_column: str | None = None, count_prefix: str = "",
-                 merge=None, merge_side_inputs: tuple = (), threads: int = 1):
-        super().__init__()
-        self._args = (name, schema, sort_by, dedupe, run_dir, buckets, count_column, count_prefix, merge, threads)
-        self._bucket_by, self._buckets = bucket_by, buckets
-        self._side_inputs = merge_side_inputs
+    PARTS = "parts"
 
-    def expand(self, tables):
+    def __init__(self, name: str, schema: pa.Schema, sort_by: list[str], bucket_by: str, run_dir: str,
+                 buckets: int, dedupe: bool = True, count_column: str | None = None,
+                 count_metric: Metric | None = None, merge=None, merge_side_inputs: tuple = (), threads: int = 1):
+        super().__init__()
+        self.name, self.schema, self.sort_by, self.bucket_by = name, schema, sort_by, bucket_by
+        self.run_dir, self.buckets, self.dedupe = run_dir, buckets, dedupe
+        self.count_column, self.count_metric = count_column, count_metric
+        self.merge, self.merge_side_inputs, self.threads = merge, merge_side_inputs, threads
+
+    def expand(self, tables) -> WrittenParts:
         written = (
             tables
-            | "SplitByShard" >> beam.ParDo(_SplitForWrite(self._bucket_by, self._buckets))
+            | "SplitByShard" >> beam.ParDo(_SplitForWrite(self.bucket_by, self.buckets))
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WritePart(*self._args), *self._side_inputs).with_outputs("parts", main="counts")
+            | "WriteShards" >> beam.ParDo(_WritePart(self), *self.merge_side_inputs).with_outputs(self.PARTS, main="counts")
         )
-        return {"parts": written.parts, "counts": written.counts}
+        return WrittenParts(parts=written[self.PARTS], counts=written.counts)
 
 
 def _exists(path: str) -> bool:
@@ -222,13 +234,11 @@ def write_manifest(output_dir: str, outputs: dict, parts: list, manifest: dict) 
 
 
 class _Publish(beam.DoFn):
-    def __init__(self, cfg, output_dir, run_dir, outputs, run_date, manifest=None):
-        self._cfg, self._output_dir, self._run_dir = cfg, output_dir, run_dir
-        self._outputs, self._run_date, self._manifest = outputs, run_date, manifest
+    def __init__(self, spec: "PublishRun"):
+        self._cfg, self._output_dir, self._run_dir = spec.cfg, spec.output_dir, spec.run_dir
+        self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
 
     def process(self, _, parts, counts, files, controls, file_stats):
-        from transforms.reconcile import check_control_files
-
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
@@ -236,7 +246,7 @@ class _Publish(beam.DoFn):
             entry = {"path": path, **({"sync_mode": parsed.sync_mode, "timestamp_ms": parsed.timestamp_ms,
                                         "split": parsed.split} if parsed else {"name_parsed": False})}
             by_source.setdefault(name, []).append(entry)
-        report = build_report(self._cfg, counts, by_source, self._run_date)
+        report = build_report(self._cfg, Counts(counts), by_source, self._run_date)
         check_report(report, self._cfg)
         success = join_path(self._output_dir, SUCCESS)
         if self._manifest is not None and _exists(success):
@@ -247,26 +257,35 @@ class _Publish(beam.DoFn):
         yield report
 
 
+class PublishInputs(NamedTuple):
+    parts: beam.PCollection  # (output name, part path, rows)
+    counts: beam.PCollection  # (Count, n)
+    files: beam.PCollection  # (data_source, dump path)
+    controls: beam.PCollection  # (control file, {dump: promised FileStats})
+    file_stats: beam.PCollection  # (dump path, FileStats read)
+
+
 class PublishRun(beam.PTransform):
-    """Once every part is written: build and check the report, then publish all or nothing."""
+    """Once every part is written: build and check the report, then publish all or nothing. Takes
+    :class:`PublishInputs`; ``manifest`` (nightly): the fields of the ``_SUCCESS`` file written last."""
 
     def __init__(self, cfg: JobConfig, output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], run_date: str | None = None,
                  manifest: dict | None = None):
         super().__init__()
-        self._args = (cfg, output_dir, run_dir, outputs, run_date, manifest)
+        self.cfg, self.output_dir, self.run_dir, self.outputs = cfg, output_dir, run_dir, outputs
+        self.run_date, self.manifest = run_date, manifest
 
-    def expand(self, inputs):
-        parts, counts, files, controls, file_stats = inputs
-        summed = counts | "SumCounts" >> beam.CombinePerKey(sum)
+    def expand(self, inputs: PublishInputs):
+        summed = inputs.counts | "SumCounts" >> SumCounts()
         return (
-            parts.pipeline
+            inputs.parts.pipeline
             | "Once" >> beam.Create([None])
             | "PublishOutputs" >> beam.ParDo(
-                _Publish(*self._args),
-                beam.pvalue.AsList(parts),
+                _Publish(self),
+                beam.pvalue.AsList(inputs.parts),
                 beam.pvalue.AsList(summed),
-                beam.pvalue.AsList(files),
-                beam.pvalue.AsList(controls),
-                beam.pvalue.AsList(file_stats),
+                beam.pvalue.AsList(inputs.files),
+                beam.pvalue.AsList(inputs.controls),
+                beam.pvalue.AsList(inputs.file_stats),
             )
         )

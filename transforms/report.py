@@ -1,51 +1,45 @@
 """The run report: counts per data source, in the platform's receipt shape, that must add up."""
 from __future__ import annotations
 
-from collections import defaultdict
-
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
-from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Reason
+from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Counts, Metric, Reason
 
 
-def build_report(cfg: JobConfig, counts: list[tuple[tuple[str, str], int]], files: dict[str, list[dict]] | None = None, run_date: str | None = None) -> dict:
-    """Assemble the report from summed counters ``((data_source, counter), n)``."""
-    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for (name, counter), n in counts:
-        per[name][counter] += n
+def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | None = None, run_date: str | None = None) -> dict:
+    """Assemble the import report from the run's summed counts."""
     sources = {}
     for ds in cfg.data_sources:
-        c = per[ds.name]
+        name = ds.name
         entry = {
             "dpid": ds.dpid,
             "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
-            "received": c["received"],
+            "received": counts.get(Metric.RECEIVED, name),
             **{category: 0 for category in OUTCOMES},
             "rejected_by_reason": {},
             "segments": {},
-            "profile_keys": c["profile_keys"],
-            "profile_keys_shuffled": c["profile_keys_shuffled"],
-            "profile_values_without_key": c["profile_values_without_key"],
+            "profile_keys": counts.get(Metric.PROFILE_KEYS, name),
+            "profile_keys_shuffled": counts.get(Metric.PROFILE_KEYS_SHUFFLED, name),
+            "profile_values_without_key": counts.get(Metric.PROFILE_VALUES_WITHOUT_KEY, name),
         }
-        carried = {k: n for k, n in sorted(c.items()) if k.endswith(("_carried", "_removed"))}
-        if carried:  # nightly: rows kept from / removed from the previous night's state
-            entry["previous_state"] = carried
-        entry["reconciled"] = c["reconciled"]
-        entry["file_audience"] = c["file_audience"]
-        for counter, n in sorted(c.items()):
-            kind, _, value = counter.partition(":")
-            if kind == "reason":
-                entry["rejected_by_reason"][value] = n
-                entry[Reason(value).category] += n
-            elif kind in ("members", "file_audience_members"):
-                seg = entry["segments"].setdefault(value, {"members": 0})
-                seg["members" if kind == "members" else "file_audience"] = n
+        previous = {f"{output}_{metric}": n for metric in (Metric.CARRIED, Metric.REMOVED)
+                    for output, n in counts.details(metric, name).items()}
+        if previous:  # nightly: rows kept from / removed from the previous night's state
+            entry["previous_state"] = dict(sorted(previous.items()))
+        entry["reconciled"] = counts.get(Metric.RECONCILED, name)
+        entry["file_audience"] = counts.get(Metric.FILE_AUDIENCE, name)
+        for reason, n in counts.details(Metric.REJECTED, name).items():
+            entry["rejected_by_reason"][reason] = n
+            entry[Reason(reason).category] += n
+        for metric, field in ((Metric.MEMBERS, "members"), (Metric.FILE_AUDIENCE_MEMBERS, "file_audience")):
+            for segment, n in counts.details(metric, name).items():
+                entry["segments"].setdefault(segment, {"members": 0})[field] = n
         entry["segments"] = dict(sorted(entry["segments"].items(), key=lambda kv: (len(kv[0]), kv[0])))
         if files is not None:
-            entry["files"] = files.get(ds.name, [])
-        sources[ds.name] = entry
+            entry["files"] = files.get(name, [])
+        sources[name] = entry
     totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
-    report = {"job": "import", "profiles_read": per[""]["profiles_read"], "data_sources": sources, "totals": totals}
+    report = {"job": "import", "profiles_read": counts.get(Metric.PROFILES_READ), "data_sources": sources, "totals": totals}
     if run_date:
         report["run_date"] = run_date
     return report

@@ -1,0 +1,172 @@
+"""The one launch skeleton of every job (import, export, nightly), and their command-line behaviour.
+
+A job's ``run(argv)`` parses its own flags, then: :func:`start` (logs kept free of elements, config
+loaded, the job's preflight, pipeline options with the local runner pinned, the worker-key warning),
+and :func:`run_pipeline` per pipeline (run, remove the run's folder on any failure, staged-only
+runs, the report read back). Its ``main(argv)`` is :func:`run_job_cli`: a summary on success, one
+clear line on failure (exit 2 for a configuration error, 1 for a failed run), the traceback only
+with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Callable
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options, warn_about_worker_keys
+from transforms.config import JobConfig, load_config
+from transforms.errors import AudienceSyncError
+from transforms.publish import remove_run_dir
+from transforms.storage import join_path
+
+STAGED = "staged"
+
+
+def add_run_date(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--run-date",
+        "--run_date",  # the spelling Flex Template parameters arrive with
+        dest="run_date",
+        type=date.fromisoformat,
+        default=None,
+        help=f"the run's date (YYYY-MM-DD; default: today, UTC). Its UTC midnight is {what}; "
+        "the pipeline never reads the clock itself",
+    )
+
+
+def today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+@dataclass(frozen=True)
+class Started:
+    """A job ready to build pipelines: its validated config and pipeline options."""
+
+    cfg: JobConfig
+    options: PipelineOptions
+
+
+def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig], JobConfig | None]) -> Started:
+    """Everything before a pipeline is built. ``preflight(cfg)`` checks the inputs (raising
+    ConfigError) and may return the config narrowed to what the job uses (whose key references are
+    then the ones the worker-key warning looks at)."""
+    keep_elements_out_of_logs()
+    cfg = load_config(config_path)
+    used = preflight(cfg) or cfg
+    options = pipeline_options(beam_args)
+    warn_about_worker_keys(used, options)
+    return Started(cfg, options)
+
+
+def new_run_dir(parent: str, prefix: str = "_incomplete-") -> str:
+    return join_path(parent, f"{prefix}{uuid.uuid4().hex[:12]}")
+
+
+def run_pipeline(options: PipelineOptions, run_dir: str, report_path: str, build: Callable[[beam.Pipeline], None]) -> dict:
+    """Build (``build(p)``) and run one pipeline. On any failure the run's folder is removed (nothing
+    of a failed run stays behind) and the error goes up. When the runner only stages the job
+    (``--dry_run``, ``--template_location``) there is no report: ``{"status": "staged"}``. Otherwise
+    the report the pipeline published."""
+    try:
+        with beam.Pipeline(options=options) as p:
+            build(p)
+    except BaseException:
+        remove_run_dir(run_dir)
+        raise
+    if only_stages(options):
+        return {"status": STAGED}
+    with FileSystems.open(report_path) as handle:
+        return json.loads(handle.read())
+
+
+# -------------------------------------------------------------------------------------------------
+# Command line
+# -------------------------------------------------------------------------------------------------
+class _OwnErrorsOnce(logging.Filter):
+    """Runners log a failing DoFn's traceback before re-raising; for our own errors (input problems,
+    failed checks) the one line printed by :func:`run_job_cli` says it all, so drop the duplicate."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "transforms.errors." in record.getMessage():
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        return _own_error(exc) is None
+
+
+def _own_error(exc: BaseException | None) -> AudienceSyncError | None:
+    """Our error inside whatever a runner wrapped it in (its cause / context chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, AudienceSyncError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _error_classes(base: type = AudienceSyncError) -> list[type]:
+    found = [base]
+    for sub in base.__subclasses__():
+        found += _error_classes(sub)
+    return found
+
+
+def classify_failure(exc: BaseException) -> tuple[int, str]:
+    """``(exit code, one safe line)`` for a failed run.
+
+    Our errors carry their exit code and a message that is safe to show. A runner that ran the DoFn in
+    another process (multi_processing, a portable job server) re-raises our error as text: its class
+    name and message are found in that text. Any other error shows its type and the first line of its
+    message on one line (the traceback goes with ``--debug``)."""
+    own = _own_error(exc)
+    if own is not None:
+        return own.exit_code, str(own)
+    for line in str(exc).splitlines():
+        for cls in _error_classes():
+            marker = f"{cls.__name__}: "
+            if marker in line:
+                return cls.exit_code, line.split(marker, 1)[1].strip()
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return 1, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]]) -> int:
+    """``run(argv)``, then ``summary(result)`` lines on stdout; on failure one line on stderr and
+    exit 2 (configuration) or 1 (failed run). ``--debug`` anywhere in ``argv`` also prints the
+    traceback; ``--quiet`` keeps only errors."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, quiet = "--debug" in argv, "--quiet" in argv
+    argv = [a for a in argv if a not in ("--debug", "--quiet")]
+    logging.basicConfig(level=logging.WARNING if not quiet else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OwnErrorsOnce())
+    try:
+        result = run(argv)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - turned into one line (and a traceback with --debug)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        code, message = classify_failure(exc)
+        if debug:
+            traceback.print_exc()
+        kind = "configuration error:\n" if code == 2 else "run failed: "
+        print(f"audience-sync: {kind}{message}", file=sys.stderr)
+        return code
+    if not quiet:
+        for line in summary(result):
+            print(line)
+    return 0

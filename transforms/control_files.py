@@ -1,0 +1,56 @@
+"""Platform control files (``.info``): what a batch promises about its dumps (lines, stored size, md5),
+checked against what was read before anything is published. A dump that disagrees, or that a control
+file lists and that was not read, fails the run naming the file."""
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.dumps import FileStats
+from transforms.errors import InputError
+
+
+def parse_control_file(path: str, data: bytes) -> dict[str, FileStats]:
+    """``{listed file path: FileStats}`` from a platform ``.info`` control file (names are relative
+    to the control file's folder). Byte size and md5 are of the file as stored (compressed)."""
+    try:
+        doc = json.loads(data)
+        files = doc["Files"]
+        folder = path.rsplit("/", 1)[0]
+        return {
+            f"{folder}/{f['FileName']}": FileStats(int(f["FileLineCount"]), int(f["FileByteSize"]), str(f["md5"]).lower())
+            for f in files
+        }
+    except (ValueError, KeyError, TypeError):
+        raise InputError(path, "not a valid control file (expected Files[].FileName/FileLineCount/FileByteSize/md5)") from None
+
+
+def check_against_control(path: str, actual: FileStats, promised: FileStats, control: str) -> None:
+    """Raise :class:`InputError` naming the dump when it disagrees with its control file."""
+    for what, got, want in (("line count", actual.lines, promised.lines), ("byte size", actual.size, promised.size),
+                            ("md5", actual.md5, promised.md5)):
+        if got != want:
+            detail = f"{got} != {want}" if what != "md5" else "checksum differs"
+            raise InputError(path, f"{what} disagrees with control file {control.rsplit('/', 1)[-1]} ({detail})")
+
+
+class ReadControlFile(beam.DoFn):
+    """A ``.info`` control file -> ``(control path, {listed dump: promised FileStats})``."""
+
+    def process(self, control: str):
+        with FileSystems.open(control) as handle:
+            yield control, parse_control_file(control, handle.read())
+
+
+def check_control_files(controls: list, stats: list) -> None:
+    """Compare every dump a control file lists with what was read (lines, stored size, md5): a batch
+    that arrived incomplete or altered fails the run, naming the file. Runs in the publish step."""
+    read = dict(stats)
+    for control, promised in sorted(controls):
+        for path, expected in sorted(promised.items()):
+            actual = read.get(path)
+            if actual is None:
+                raise InputError(path, f"listed in control file {control.rsplit('/', 1)[-1]} but not read (missing?)")
+            check_against_control(path, actual, expected, control)
