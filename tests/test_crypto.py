@@ -1,4 +1,4 @@
-"""Tests for transforms/crypto.py: AES-CBC batch vs per-record, AES-256-GCM key ring, secret loading."""
+"""Tests for transforms/crypto.py (AES-CBC batch vs per-record, AES-256-GCM key ring) and transforms/secrets.py (key loading)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,17 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from transforms import crypto
-from transforms.outcomes import Reason
 from transforms.crypto import (
     CbcDecryptor,
     GcmDecryptor,
-    KeyMaterialError,
-    RingKey,
     decrypt_cbc_batch,
     decrypt_cbc_per_record,
     encrypt_cbc,
     encrypt_gcm,
-    load_keyring,
-    load_secret,
 )
+from transforms.errors import KeyMaterialError
+from transforms.outcomes import Reason
+from transforms.secrets import RingKey, load_keyring, load_secret
 
 DECRYPT_FAILED, EXPIRED_KEY, INVALID_PLAINTEXT, KEY_NOT_ACTIVE, UNKNOWN_KEY = (
     Reason.DECRYPT_FAILED, Reason.EXPIRED_KEY, Reason.INVALID_PLAINTEXT, Reason.KEY_NOT_ACTIVE, Reason.UNKNOWN_KEY)

@@ -67,16 +67,16 @@ def build_decryptor(ds: DataSourceConfig, run_date: datetime | None):
     call it in ``DoFn.setup()`` on the worker, never at pipeline construction."""
     if not ds.decrypts:
         return None
-    from transforms import crypto
+    from transforms import crypto, secrets
 
     enc = ds.encryption
     if enc.algorithm == "aes-cbc":
-        key = crypto.load_secret(enc.key, enc.key_encoding)
-        iv = crypto.load_secret(enc.iv, enc.iv_encoding, lengths=(16,))
+        key = secrets.load_secret(enc.key, enc.key_encoding)
+        iv = secrets.load_secret(enc.iv, enc.iv_encoding, lengths=(16,))
         return crypto.CbcDecryptor(key, iv)
     if run_date is None:
         raise ValueError(f"data source '{ds.name}': aes-gcm needs the run date (the key ring's clock)")
-    return crypto.GcmDecryptor(crypto.load_keyring(enc.keyring), run_date)
+    return crypto.GcmDecryptor(secrets.load_keyring(enc.keyring), run_date)
 
 
 def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[pa.Table, pa.Table]:

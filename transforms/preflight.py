@@ -36,7 +36,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         if check_keys and ds.decrypts:
             from transforms.keys import build_decryptor
-            from transforms.crypto import KeyMaterialError
+            from transforms.errors import KeyMaterialError
 
             try:
                 build_decryptor(ds, run_date=None) if ds.encryption.algorithm == "aes-cbc" else _check_keyring(ds)
@@ -47,7 +47,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
 
 
 def _check_keyring(ds) -> None:
-    from transforms.crypto import load_keyring
+    from transforms.secrets import load_keyring
 
     load_keyring(ds.encryption.keyring)
 
