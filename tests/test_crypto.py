@@ -1,4 +1,5 @@
-"""Tests for transforms/crypto.py (AES-CBC batch vs per-record, AES-256-GCM key ring) and transforms/secrets.py (key loading)."""
+"""Tests for transforms/crypto.py (AES-CBC batch vs per-record, AES-256-GCM key ring) and
+transforms/secrets.py (key and key ring loading)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ import yaml
 from conftest import DEMO, ROOT
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError, parse_config
-from transforms.export import (CANDIDATE_SCHEMA, EXPORTED_SCHEMA, OUTCOMES, TARGET_SCHEMA, GcmEncryptor,
+from transforms.crypto import GcmEncryptor
+from transforms.export import (CANDIDATE_SCHEMA, EXPORTED_SCHEMA, OUTCOMES, TARGET_SCHEMA,
                                check_audience_name, classify, control_document, line_bytes)
 
 RUN_DATE = "2026-11-22"

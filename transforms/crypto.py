@@ -27,20 +27,24 @@ contains key material or a plaintext; :class:`KeyMaterialError` names the proble
 from __future__ import annotations
 
 import binascii
+import hashlib
+import hmac
 import os
 from datetime import datetime
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from transforms.config import DataSourceConfig
 from transforms.errors import KeyMaterialError
 from transforms.outcomes import Reason
-from transforms.secrets import AES_KEY_LENGTHS, RingKey, is_aware
+from transforms.secrets import AES_KEY_LENGTHS, RingKey, is_aware, load_keyring, load_secret
 
 __all__ = [
     "REASONS",
@@ -50,6 +54,10 @@ __all__ = [
     "CbcDecryptor",
     "GcmDecryptor",
     "encrypt_gcm",
+    "CbcEncryptor",
+    "GcmEncryptor",
+    "build_decryptor",
+    "build_encryptor",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -593,3 +601,99 @@ def encrypt_gcm(plaintexts, key: RingKey, nonces: Iterable[bytes] | None = None)
         binascii.b2a_base64(prefix + nonce + aead.encrypt(nonce, pt, None), newline=False).decode("ascii")
         for nonce, pt in zip(nonce_list, items)
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Encryptors for the export (channel email / sms)
+# --------------------------------------------------------------------------------------------------
+class CbcEncryptor:
+    """AES-CBC/PKCS#7 with the data source's key and fixed IV: deterministic, exactly what the website
+    sends and what the import decrypts. Build in ``DoFn.setup()``; refuses to be pickled."""
+
+    def __init__(self, key: bytes, iv: bytes):
+        if len(key) not in AES_KEY_LENGTHS or len(iv) != 16:
+            raise KeyMaterialError("AES-CBC needs a 16, 24 or 32-byte key and a 16-byte IV")
+        self._key, self._iv = bytes(key), bytes(iv)
+
+    def __repr__(self) -> str:
+        return f"CbcEncryptor(aes_{len(self._key) * 8})"
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("CbcEncryptor holds key material and cannot be pickled; build it in DoFn.setup()")
+
+    def encrypt(self, plaintexts: pa.Array) -> pa.Array:
+        return _encrypt_present(plaintexts, lambda values: encrypt_cbc(values, self._key, self._iv))
+
+
+class GcmEncryptor:
+    """AES-256-GCM token ``base64(key_id | nonce | ciphertext | tag)`` under the key ring's newest key
+    active at the run's clock (latest ``activates``, then highest id). The nonce is
+    ``HMAC-SHA256(key, plaintext)[:12]``: the same plaintext always gives the same token (byte-identical
+    reruns, and the delta against an existing export works), distinct plaintexts get distinct nonces
+    (a 96-bit collision needs ~2**48 addresses). Like CBC with a fixed IV, equal tokens reveal equal
+    addresses, nothing more. Build in ``DoFn.setup()``; refuses to be pickled."""
+
+    def __init__(self, keys, now: datetime):
+        active = [k for k in keys if k.activates <= now and (k.expires is None or now < k.expires)]
+        if not active:
+            raise KeyMaterialError(f"key ring: no key is active on {now.date().isoformat()}")
+        self._key = max(active, key=lambda k: (k.activates, k.id))
+
+    @property
+    def key_id(self) -> int:
+        return self._key.id
+
+    def __repr__(self) -> str:
+        return f"GcmEncryptor(key_id={self._key.id})"
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("GcmEncryptor holds key material and cannot be pickled; build it in DoFn.setup()")
+
+    def encrypt(self, plaintexts: pa.Array) -> pa.Array:
+        def run(values: list[str]) -> list[str]:
+            raw = [v.encode("utf-8") for v in values]
+            nonces = [hmac.new(self._key.secret, v, hashlib.sha256).digest()[:12] for v in raw]
+            return encrypt_gcm(raw, self._key, nonces)
+
+        return _encrypt_present(plaintexts, run)
+
+
+def _encrypt_present(plaintexts: pa.Array, encrypt) -> pa.Array:
+    if isinstance(plaintexts, pa.ChunkedArray):
+        plaintexts = plaintexts.combine_chunks()
+    present = pc.is_valid(plaintexts)
+    values = pc.filter(plaintexts, present).to_pylist()
+    tokens = pa.array(encrypt(values) if values else [], pa.string())
+    if len(values) == len(plaintexts):
+        return tokens
+    return pc.replace_with_mask(pa.nulls(len(plaintexts), pa.string()), present, tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a data source needs (reads key material: call in DoFn.setup() or the launcher's preflight)
+# --------------------------------------------------------------------------------------------------
+def build_decryptor(ds: DataSourceConfig, run_date: datetime | None):
+    """The decryptor a data source needs (None when its IDs are not decrypted). Reads key material:
+    call it in ``DoFn.setup()`` on the worker, never at pipeline construction."""
+    if not ds.decrypts:
+        return None
+    enc = ds.encryption
+    if enc.algorithm == "aes-cbc":
+        key = load_secret(enc.key, enc.key_encoding)
+        iv = load_secret(enc.iv, enc.iv_encoding, lengths=(16,))
+        return CbcDecryptor(key, iv)
+    if run_date is None:
+        raise ValueError(f"data source '{ds.name}': aes-gcm needs the run date (the key ring's clock)")
+    return GcmDecryptor(load_keyring(enc.keyring), run_date)
+
+
+def build_encryptor(ds: DataSourceConfig, clock: datetime):
+    """The encryptor a data source's user IDs need (None unless they are encrypted addresses). Reads
+    key material: call it in ``DoFn.setup()`` (or once in the launcher's preflight), never elsewhere."""
+    if not ds.decrypts:
+        return None
+    enc = ds.encryption
+    if enc.algorithm == "aes-cbc":
+        return CbcEncryptor(load_secret(enc.key, enc.key_encoding),
+                            load_secret(enc.iv, enc.iv_encoding, lengths=(16,)))
+    return GcmEncryptor(load_keyring(enc.keyring), clock)

@@ -35,7 +35,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
         if not [p for p in glob(ds.segments, missing_ok=True) if is_dump_file(p)]:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         if check_keys and ds.decrypts:
-            from transforms.keys import build_decryptor
+            from transforms.crypto import build_decryptor
             from transforms.errors import KeyMaterialError
 
             try:
