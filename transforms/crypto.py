@@ -8,7 +8,7 @@ Two schemes:
   are base64-decoded by one C call, all ciphertext blocks go through ONE AES-ECB ``update()``, and the
   CBC chaining (XOR with the previous ciphertext block, or the IV for a record's first block), PKCS#7
   validation/stripping and the UTF-8 check are vectorized with numpy; only odd rows (malformed base64,
-  non-ASCII plaintexts) take a per-row path.  :func:`decrypt_cbc_per_record` is the plain
+  non-ASCII plaintexts) take a per-row path.  ``tests/cbc_reference.py`` holds the plain
   one-``Cipher``-per-record reference, used as the oracle in tests and as the benchmark baseline; the
   two return identical arrays.  Base64 is standard-alphabet and padded, with the semantics of
   ``binascii.a2b_base64(strict_mode=True)``; anything it rejects is ``DECRYPT_FAILED``.
@@ -37,7 +37,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -49,7 +48,6 @@ from transforms.secrets import AES_KEY_LENGTHS, RingKey, is_aware, load_keyring,
 __all__ = [
     "REASONS",
     "decrypt_cbc_batch",
-    "decrypt_cbc_per_record",
     "encrypt_cbc",
     "CbcDecryptor",
     "GcmDecryptor",
@@ -245,39 +243,6 @@ def _not_base64_alphabet(data: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # AES-CBC
 # --------------------------------------------------------------------------------------------------
-def _cbc_decrypt_one(token: bytes | None, key: bytes, iv: bytes) -> tuple[str | None, str | None]:
-    if token is None:
-        return None, Reason.DECRYPT_FAILED
-    try:
-        ct = binascii.a2b_base64(token, strict_mode=True)
-    except (binascii.Error, ValueError):
-        return None, Reason.DECRYPT_FAILED
-    if not ct or len(ct) % _BLOCK:
-        return None, Reason.DECRYPT_FAILED
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ct) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    try:
-        pt = unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
-        return None, Reason.DECRYPT_FAILED
-    return _finish_utf8(pt)
-
-
-def decrypt_cbc_per_record(tokens, key: bytes, iv: bytes) -> tuple[pa.StringArray, pa.StringArray]:
-    """Reference implementation: one ``Cipher(...).decryptor()`` and one PKCS#7 unpadder per record.
-
-    Same contract as :func:`decrypt_cbc_batch` (which must return identical arrays); slow.
-    """
-    key, iv = _check_key_iv(key, iv)
-    plains, reasons = [], []
-    for token in _token_bytes(_as_text_array(tokens)):
-        plain, reason = _cbc_decrypt_one(token, key, iv)
-        plains.append(plain)
-        reasons.append(reason)
-    return _result_arrays(plains, reasons)
-
-
 class CbcDecryptor:
     """Batch AES-CBC/PKCS#7 decryptor for one key and IV; build once (e.g. in ``DoFn.setup()``).
 
