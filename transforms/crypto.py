@@ -4,11 +4,11 @@ Two schemes:
 
 * **AES-CBC + PKCS#7** (128/192/256-bit key, one fixed IV per data source) -- the scheme the marketing
   platform supports.  Tokens are base64 strings.  :class:`CbcDecryptor` decrypts an Arrow string array
-  in slices of ``_CHUNK_ROWS`` rows (sized so the intermediates stay in cache): per slice, all tokens
-  are base64-decoded by one C call, all ciphertext blocks go through ONE AES-ECB ``update()``, and the
-  CBC chaining (XOR with the previous ciphertext block, or the IV for a record's first block), PKCS#7
-  validation/stripping and the UTF-8 check are vectorized with numpy; only odd rows (malformed base64,
-  non-ASCII plaintexts) take a per-row path.  ``tests/cbc_reference.py`` holds the plain
+  in slices of ``_CHUNK_ROWS`` rows (sized so the intermediates stay in cache) with the vectorized
+  kernel of :mod:`transforms.cbc_kernel`: per slice, all tokens are base64-decoded by one C call, all
+  ciphertext blocks go through ONE AES-ECB ``update()``, and the CBC chaining, PKCS#7
+  validation/stripping and the UTF-8 check are numpy; only odd rows (malformed base64, non-ASCII
+  plaintexts) take a per-row path.  ``tests/cbc_reference.py`` holds the plain
   one-``Cipher``-per-record reference, used as the oracle in tests and as the benchmark baseline; the
   two return identical arrays.  Base64 is standard-alphabet and padded, with the semantics of
   ``binascii.a2b_base64(strict_mode=True)``; anything it rejects is ``DECRYPT_FAILED``.
@@ -40,6 +40,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from transforms import cbc_kernel
+from transforms.cbc_kernel import BLOCK, V16, exclusive_cumsum
 from transforms.config import DataSourceConfig
 from transforms.errors import KeyMaterialError
 from transforms.outcomes import Reason
@@ -67,8 +69,6 @@ __all__ = [
 # not valid UTF-8.
 REASONS = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE, Reason.INVALID_PLAINTEXT)
 
-_BLOCK = 16
-_V16 = np.dtype("V16")  # one AES block as a single numpy item
 _GCM_NONCE = 12
 _GCM_TAG = 16
 _GCM_KEY_ID = 4
@@ -87,7 +87,7 @@ def _check_key_iv(key: bytes, iv: bytes) -> tuple[bytes, bytes]:
     key, iv = bytes(key), bytes(iv)
     if len(key) not in AES_KEY_LENGTHS:
         raise KeyMaterialError(f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
-    if len(iv) != _BLOCK:
+    if len(iv) != BLOCK:
         raise KeyMaterialError(f"CBC IV must be 16 bytes, got {len(iv)}")
     return key, iv
 
@@ -152,94 +152,6 @@ def _to_plain_bytes(value) -> bytes:
     raise TypeError(f"plaintexts must be str or bytes, got {type(value).__name__}")
 
 
-def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    out = np.cumsum(values, dtype=np.int64)
-    out -= values
-    return out
-
-
-def _span_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """All positions ``starts[j] .. starts[j] + lengths[j] - 1``, concatenated."""
-    lengths = lengths.astype(np.int64, copy=False)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    return np.repeat(starts.astype(np.int64) - _exclusive_cumsum(lengths), lengths) + np.arange(total, dtype=np.int64)
-
-
-# codes used inside the CBC kernel
-_OK, _FAILED, _INVALID = 0, 1, 2
-_CODE_REASONS = pa.array([None, Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT], type=pa.string())
-
-_B64_PAD = ord("=")
-_B64_FILL = ord("A")  # stands in for '=': decodes the same leading bytes, plus garbage we drop
-_B64_SKIP = ord(" ")  # non-strict a2b_base64 skips it: blanks out rows we do not decode in bulk
-
-
-def _pkcs7_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per possible last byte p (0..255) of a decrypted record: is p a valid PKCS#7 pad (1..16), the
-    expected last block under the pad (p in its last p bytes), the mask of those bytes, and the keep
-    mask (0x01 for the 16 - p plaintext bytes), each block as one 16-byte item."""
-    valid = np.zeros(256, dtype=bool)
-    pattern = np.zeros((256, _BLOCK), dtype=np.uint8)
-    mask = np.zeros((256, _BLOCK), dtype=np.uint8)
-    keep = np.zeros((256, _BLOCK), dtype=np.uint8)
-    for p in range(1, _BLOCK + 1):
-        valid[p] = True
-        pattern[p, _BLOCK - p :] = p
-        mask[p, _BLOCK - p :] = 0xFF
-        keep[p, : _BLOCK - p] = 1
-    as_blocks = lambda table: table.reshape(-1).view(_V16)  # noqa: E731
-    return valid, as_blocks(pattern), as_blocks(mask), as_blocks(keep)
-
-
-_PAD_VALID, _PAD_PATTERN, _PAD_MASK, _KEEP_BLOCKS = _pkcs7_tables()
-_KEEP_ALL_WORD = np.frombuffer(b"\x01" * 8, dtype=np.uint64)[0]
-
-
-def _reasons_from_codes(codes: np.ndarray) -> pa.StringArray:
-    if not codes.any():
-        return pa.nulls(len(codes), pa.string())
-    indices = pa.array(codes, mask=codes == _OK)
-    return _CODE_REASONS.take(indices)
-
-
-def _string_array(n: int, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray) -> pa.StringArray:
-    null_count = int(n - np.count_nonzero(valid))
-    bitmap = None if null_count == 0 else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(
-        pa.string(), n, [bitmap, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)], null_count=null_count
-    )
-
-
-def _demote_non_base64_rows(
-    data: np.ndarray, offs: np.ndarray, fast: np.ndarray, pad: np.ndarray, buf: np.ndarray
-) -> int:
-    """Take out of the bulk path (in place: ``fast``, ``pad``, blanked in ``buf``) every row holding a
-    byte outside the base64 alphabet other than its trailing padding; return how many were taken."""
-    bad_byte = _not_base64_alphabet(data)
-    fast_ends = offs[1:][fast]
-    fast_pad = pad[fast]
-    bad_byte[fast_ends[fast_pad >= 1] - 1] = False
-    bad_byte[fast_ends[fast_pad == 2] - 2] = False
-    bad_rows = np.zeros(len(fast), dtype=bool)
-    bad_rows[np.searchsorted(offs, np.flatnonzero(bad_byte), side="right") - 1] = True
-    demote = fast & bad_rows
-    if demote.any():
-        fast &= ~demote
-        pad[demote] = 0
-        starts = offs[:-1][demote]
-        buf[_span_positions(starts, offs[1:][demote] - starts)] = _B64_SKIP
-    return int(np.count_nonzero(demote))
-
-
-def _not_base64_alphabet(data: np.ndarray) -> np.ndarray:
-    """Per byte: True when not in ``A-Z a-z 0-9 + /`` (uint8 wrap-around range checks, no table)."""
-    letter = ((data | 0x20) - np.uint8(ord("a"))) < 26
-    digit = (data - np.uint8(ord("0"))) < 10
-    return ~(letter | digit | (data == ord("+")) | (data == ord("/")))
-
-
 # --------------------------------------------------------------------------------------------------
 # AES-CBC
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +167,7 @@ class CbcDecryptor:
         key, iv = _check_key_iv(key, iv)
         self._key_bits = len(key) * 8
         self._cipher = Cipher(algorithms.AES(key), modes.ECB())
-        self._iv_block = np.frombuffer(iv, dtype=_V16)[0]
+        self._iv_block = np.frombuffer(iv, dtype=V16)[0]
         self._prevalidate = False  # see _decrypt_chunk: check base64 before the bulk decode
 
     def __repr__(self) -> str:
@@ -275,167 +187,17 @@ class CbcDecryptor:
             pa.concat_arrays([reason for _, reason in parts]),
         )
 
-    # -- kernel ------------------------------------------------------------------------------------
     def _decrypt_chunk(self, arr: pa.Array) -> tuple[pa.StringArray, pa.StringArray]:
-        n = len(arr)
-        if n == 0:
+        """One slice through the kernel's four phases (see :mod:`transforms.cbc_kernel`)."""
+        if len(arr) == 0:
             return pa.array([], type=pa.string()), pa.array([], type=pa.string())
-
-        # Offsets (relative to this slice's first value) and the slice's value bytes.
-        offset_type = np.int64 if arr.type == pa.large_string() else np.int32
-        buffers = arr.buffers()
-        offs = np.frombuffer(
-            buffers[1], dtype=offset_type, count=n + 1, offset=arr.offset * np.dtype(offset_type).itemsize
-        ).astype(np.int64)
-        first_byte, last_byte = int(offs[0]), int(offs[-1])
-        offs -= first_byte
-        if buffers[2] is None or last_byte == first_byte:
-            data = np.zeros(0, dtype=np.uint8)
-        else:
-            data = np.frombuffer(buffers[2], dtype=np.uint8, count=last_byte - first_byte, offset=first_byte)
-        if arr.null_count:
-            valid_in = arr.is_valid().to_numpy(zero_copy_only=False)
-        else:
-            valid_in = np.ones(n, dtype=bool)
-        starts, ends = offs[:-1], offs[1:]
-        lens = ends - starts
-        codes = np.full(n, _FAILED, dtype=np.int8)
-
-        # ---- 1. base64 ------------------------------------------------------------------------
-        # Bulk candidates: non-null, length a positive multiple of 4.  Their trailing '=' become 'A'
-        # (decodes the same leading bytes plus pad_i garbage bytes we drop); every other row is blanked
-        # with spaces, which non-strict a2b_base64 skips; then ONE a2b_base64 call decodes the chunk.
-        fast = valid_in & (lens > 0) & ((lens & 3) == 0)
-        pad = np.zeros(n, dtype=np.int64)
-        buf = data.copy()
-        if fast.any():
-            fast_ends = ends[fast]
-            last1 = data[fast_ends - 1] == _B64_PAD
-            last2 = last1 & (data[fast_ends - 2] == _B64_PAD)
-            pad[fast] = last1.astype(np.int64) + last2
-            buf[fast_ends[last1] - 1] = _B64_FILL
-            buf[fast_ends[last2] - 2] = _B64_FILL
-        blank = ~fast & (lens > 0)
-        if blank.any():
-            buf[_span_positions(starts[blank], lens[blank])] = _B64_SKIP
-        # Optimistic: one decode, checked by its output length.  If it fails, some bulk candidate holds a
-        # non-alphabet character (or a misplaced '='): find those rows, hand them to the per-record
-        # decoder and decode the rest again.  After a chunk with such rows, the next chunk is checked
-        # before decoding (a performance hint only: results never depend on it).
-        raw = None if self._prevalidate else self._bulk_b64decode(buf, lens, fast)
-        if raw is None:
-            self._prevalidate = _demote_non_base64_rows(data, offs, fast, pad, buf) > 0
-            raw = self._bulk_b64decode(buf, lens, fast)
-            if raw is None:  # pragma: no cover - would be a bug in the validity check
-                raise RuntimeError("internal error: bulk base64 decode failed after validation")
-
-        decoded_full = np.where(fast, (lens >> 2) * 3, 0)
-        dec_start = _exclusive_cumsum(decoded_full)
-        dec_len = decoded_full - pad
-
-        # Rows the bulk path did not take (not a multiple of 4, odd characters, ...) are decoded one by
-        # one with the same strict decoder as the reference; their bytes go after the bulk output.
-        slow = np.flatnonzero(valid_in & (lens > 0) & ~fast)
-        if slow.size:
-            extra, pos = [], len(raw)
-            for i in slow.tolist():
-                try:
-                    ct = binascii.a2b_base64(data[starts[i] : ends[i]].tobytes(), strict_mode=True)
-                except (binascii.Error, ValueError):
-                    continue
-                extra.append(ct)
-                dec_start[i], dec_len[i] = pos, len(ct)
-                pos += len(ct)
-            if extra:
-                raw = raw + b"".join(extra)
-
-        # ---- 2. one AES-ECB pass over every block, CBC chaining with numpy --------------------------
-        cand = np.flatnonzero((dec_len > 0) & ((dec_len & (_BLOCK - 1)) == 0))
-        out_len = np.zeros(n, dtype=np.int64)
-        data_out = np.zeros(0, dtype=np.uint8)
-        if cand.size:
-            nblocks = dec_len[cand] >> 4
-            total_blocks = int(nblocks.sum())
-            first_block = _exclusive_cumsum(nblocks)
-            block_src = np.repeat(dec_start[cand] - _BLOCK * first_block, nblocks) + _BLOCK * np.arange(
-                total_blocks, dtype=np.int64
-            )
-            # Numpy fancy indexing is fast on 1-d arrays of 16-byte items ("V16"), so every per-block
-            # gather/scatter below works on blocks as items and arithmetic on two uint64 words per block.
-            # Every 16-byte window of raw as one item: gathering the ciphertext blocks is one fancy index.
-            windows = np.ndarray(shape=(len(raw) - _BLOCK + 1,), dtype=_V16, buffer=raw, strides=(1,))
-            ct_blocks = windows[block_src]
-            dec = self._cipher.decryptor().update(memoryview(ct_blocks.view(np.uint8)))
-            # CBC: plaintext block i = AES^-1(C_i) XOR C_(i-1), with the IV for each record's first block.
-            chain = np.empty(total_blocks, dtype=_V16)
-            chain[1:] = ct_blocks[:-1]
-            chain[first_block] = self._iv_block
-            plain_words = chain.view(np.uint64)
-            np.bitwise_xor(np.frombuffer(dec, dtype=np.uint64), plain_words, out=plain_words)
-            plain_blocks = chain  # now holds the plaintext blocks
-
-            # ---- 3. PKCS#7: pad byte p in 1..16 and the last p bytes all equal p ---------------------
-            # Table-driven on 64-bit words: per value of the last byte, the expected bytes and their mask.
-            last_block = first_block + nblocks - 1
-            tail_blocks = plain_blocks[last_block]
-            pad_byte = tail_blocks.view(np.uint8)[_BLOCK - 1 :: _BLOCK]
-            diff = (tail_blocks.view(np.uint64) ^ _PAD_PATTERN[pad_byte].view(np.uint64)) & _PAD_MASK[
-                pad_byte
-            ].view(np.uint64)
-            pad_ok = _PAD_VALID[pad_byte] & ((diff[0::2] | diff[1::2]) == 0)
-            plain_len = dec_len[cand] - pad_byte
-            good = pad_ok & (plain_len > 0)
-            codes[cand[pad_ok & (plain_len == 0)]] = _INVALID
-            out_len[cand[good]] = plain_len[good]
-
-            # Keep mask, one 0/1 byte per plaintext byte: every byte of a good row's blocks except the
-            # padding of its last block; then one boolean compaction gives the output data buffer.
-            keep = np.empty(total_blocks, dtype=_V16)
-            keep.view(np.uint64)[:] = _KEEP_ALL_WORD
-            keep[last_block] = _KEEP_BLOCKS[np.where(good, pad_byte, 0)]
-            if not good.all():
-                keep.view(np.uint64)[2 * _span_positions(first_block[~good], nblocks[~good])[:, None] + [0, 1]] = 0
-            data_out = plain_blocks.view(np.uint8)[keep.view(bool)]
-            codes[cand[good]] = _OK
-
-        # ---- 4. UTF-8: rows with bytes >= 0x80 are checked one by one ----------------------------
-        out_offs = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(out_len, out=out_offs[1:])
-        if data_out.size and int(data_out.max()) >= 0x80:
-            rows = np.unique(np.searchsorted(out_offs, np.flatnonzero(data_out >= 0x80), side="right") - 1)
-            bad_utf8 = []
-            for r in rows.tolist():
-                try:
-                    data_out[out_offs[r] : out_offs[r + 1]].tobytes().decode("utf-8")
-                except UnicodeDecodeError:
-                    bad_utf8.append(r)
-            if bad_utf8:
-                bad_utf8 = np.asarray(bad_utf8, dtype=np.int64)
-                drop = np.zeros(data_out.size, dtype=bool)
-                drop[_span_positions(out_offs[bad_utf8], out_len[bad_utf8])] = True
-                data_out = data_out[~drop]
-                codes[bad_utf8] = _INVALID
-                out_len[bad_utf8] = 0
-                np.cumsum(out_len, out=out_offs[1:])
-
-        if out_offs[-1] > np.iinfo(np.int32).max:  # pragma: no cover - chunks are far smaller
-            raise OverflowError("decrypted chunk exceeds 2 GiB")
-        plaintexts = _string_array(n, out_offs, data_out, codes == _OK)
-        return plaintexts, _reasons_from_codes(codes)
-
-    @staticmethod
-    def _bulk_b64decode(buf: np.ndarray, lens: np.ndarray, fast: np.ndarray) -> bytes | None:
-        """Decode the prepared buffer; None unless every kept character was a base64 data character.
-
-        Non-strict a2b_base64 skips unknown characters and stops at a complete pad, so the output is
-        exactly 3/4 of the kept characters long only when all of them are alphabet characters.
-        """
-        try:
-            raw = binascii.a2b_base64(buf)
-        except binascii.Error:
-            return None
-        expected = int(lens[fast].sum()) // 4 * 3
-        return raw if len(raw) == expected else None
+        # After a slice with non-alphabet rows, the next slice's base64 is checked before the bulk
+        # decode (a performance hint only: results never depend on it).
+        ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(arr), validate_first=self._prevalidate)
+        self._prevalidate = ciphertexts.odd_rows
+        blocks = cbc_kernel.decrypt_blocks(ciphertexts, self._cipher, self._iv_block)
+        plaintexts = cbc_kernel.check_utf8(cbc_kernel.strip_pkcs7(blocks, len(arr)))
+        return cbc_kernel.result_arrays(plaintexts)
 
 
 def decrypt_cbc_batch(tokens, key: bytes, iv: bytes) -> tuple[pa.StringArray, pa.StringArray]:
@@ -457,13 +219,13 @@ def encrypt_cbc(plaintexts: Iterable[str], key: bytes, iv: bytes) -> list[str]:
     padded = []
     for value in plaintexts:
         pt = _to_plain_bytes(value)
-        n_pad = _BLOCK - len(pt) % _BLOCK
+        n_pad = BLOCK - len(pt) % BLOCK
         padded.append(pt + bytes((n_pad,)) * n_pad)
     if not padded:
         return []
     nblocks = np.fromiter((len(p) >> 4 for p in padded), dtype=np.int64, count=len(padded))
     blocks = np.frombuffer(b"".join(padded), dtype=np.uint64).reshape(-1, 2)
-    first = _exclusive_cumsum(nblocks)
+    first = exclusive_cumsum(nblocks)
     out = np.empty_like(blocks)
     prev = np.tile(np.frombuffer(iv, dtype=np.uint64), (len(padded), 1))
     encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
@@ -476,7 +238,7 @@ def encrypt_cbc(plaintexts: Iterable[str], key: bytes, iv: bytes) -> list[str]:
         prev[rows] = enc
     ct = out.tobytes()
     return [
-        binascii.b2a_base64(ct[f * _BLOCK : (f + b) * _BLOCK], newline=False).decode("ascii")
+        binascii.b2a_base64(ct[f * BLOCK : (f + b) * BLOCK], newline=False).decode("ascii")
         for f, b in zip(first.tolist(), nblocks.tolist())
     ]
 

@@ -22,7 +22,15 @@ from datetime import datetime, timezone
 
 from transforms.errors import KeyMaterialError
 
-__all__ = ["AES_KEY_LENGTHS", "GCM_KEY_LENGTH", "SECRET_MANAGER_PREFIX", "RingKey", "is_aware", "load_keyring", "load_secret"]
+__all__ = [
+    "AES_KEY_LENGTHS",
+    "GCM_KEY_LENGTH",
+    "SECRET_MANAGER_PREFIX",
+    "RingKey",
+    "is_aware",
+    "load_keyring",
+    "load_secret",
+]
 
 AES_KEY_LENGTHS = (16, 24, 32)
 GCM_KEY_LENGTH = 32
