@@ -16,7 +16,8 @@ import pyarrow as pa
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from transforms.crypto import _as_text_array, _check_key_iv, _finish_utf8, _result_arrays, _token_bytes
+from transforms.arrow_utils import plain_array
+from transforms.crypto import _check_key_iv, _finish_utf8, _result_arrays, _token_bytes
 from transforms.outcomes import Reason
 
 _BLOCK = 16
@@ -48,7 +49,7 @@ def decrypt_cbc_per_record(tokens, key: bytes, iv: bytes) -> tuple[pa.StringArra
     """
     key, iv = _check_key_iv(key, iv)
     plains, reasons = [], []
-    for token in _token_bytes(_as_text_array(tokens)):
+    for token in _token_bytes(plain_array(tokens, text="raw")):
         plain, reason = _cbc_decrypt_one(token, key, iv)
         plains.append(plain)
         reasons.append(reason)

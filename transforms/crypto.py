@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from transforms import cbc_kernel
+from transforms.arrow_utils import plain_array
 from transforms.cbc_kernel import BLOCK, V16, exclusive_cumsum
 from transforms.config import DataSourceConfig
 from transforms.errors import KeyMaterialError
@@ -95,36 +96,6 @@ def _check_key_iv(key: bytes, iv: bytes) -> tuple[bytes, bytes]:
 # --------------------------------------------------------------------------------------------------
 # Arrow helpers
 # --------------------------------------------------------------------------------------------------
-def _as_text_array(tokens) -> pa.Array:
-    """Normalise ``tokens`` to a ``string`` or ``large_string`` Arrow array (no UTF-8 validation)."""
-    if isinstance(tokens, pa.ChunkedArray):
-        tokens = tokens.chunk(0) if tokens.num_chunks == 1 else tokens.combine_chunks()
-    if not isinstance(tokens, pa.Array):
-        if isinstance(tokens, (str, bytes)):
-            raise TypeError("tokens must be an Arrow array or an iterable of strings, not a single value")
-        items = list(tokens)
-        if any(isinstance(item, (bytes, bytearray)) for item in items):
-            tokens = pa.array(items, type=pa.binary())
-        else:
-            tokens = pa.array(items, type=pa.string())
-    if pa.types.is_dictionary(tokens.type):
-        tokens = tokens.dictionary_decode()
-    t = tokens.type
-    if t == pa.string() or t == pa.large_string():
-        return tokens
-    if t == pa.binary():
-        return tokens.view(pa.string())
-    if t == pa.large_binary():
-        return tokens.view(pa.large_string())
-    if t == pa.string_view():
-        return tokens.cast(pa.large_string())
-    if t == pa.binary_view():
-        return tokens.cast(pa.large_binary()).view(pa.large_string())
-    if pa.types.is_null(t):
-        return pa.nulls(len(tokens), pa.string())
-    raise TypeError(f"tokens must be a string array, got Arrow type {t}")
-
-
 def _token_bytes(arr: pa.Array) -> list:
     """Values of a text array as ``bytes`` (or None), without UTF-8 validation."""
     binary = pa.large_binary() if arr.type == pa.large_string() else pa.binary()
@@ -177,7 +148,7 @@ class CbcDecryptor:
         raise TypeError("CbcDecryptor holds key material and cannot be pickled; build it in DoFn.setup()")
 
     def decrypt(self, tokens) -> tuple[pa.StringArray, pa.StringArray]:
-        arr = _as_text_array(tokens)
+        arr = plain_array(tokens, text="raw")
         n = len(arr)
         if n <= _CHUNK_ROWS:
             return self._decrypt_chunk(arr)
@@ -278,7 +249,7 @@ class GcmDecryptor:
 
     def decrypt(self, tokens) -> tuple[pa.StringArray, pa.StringArray]:
         plains, reasons = [], []
-        for token in _token_bytes(_as_text_array(tokens)):
+        for token in _token_bytes(plain_array(tokens, text="raw")):
             plain, reason = self._decrypt_one(token)
             plains.append(plain)
             reasons.append(reason)
