@@ -1,4 +1,5 @@
-"""Decryption of encrypted declared IDs (reference: shared/reference/formats.md, section 5).
+"""AES for declared IDs: decryption on import, encryption on export (reference: shared/reference/
+formats.md, section 5).
 
 Two schemes:
 
@@ -15,6 +16,9 @@ Two schemes:
 
 * **AES-256-GCM with a key ring** (rotation): ``token = base64(key_id u32 BE | nonce 12 | ct | tag 16)``,
   no associated data.  :class:`GcmDecryptor` returns a status per record and never raises per record.
+
+The export encrypts with the same schemes (:class:`CbcEncryptor`, :class:`GcmEncryptor`);
+:func:`build_decryptor` / :func:`build_encryptor` give what a data source needs.
 
 Every decrypt function returns ``(plaintexts, reasons)``: two ``pa.StringArray`` of the input's length;
 a plaintext is null exactly where the reason is not, and the reason is one of the constants below.
@@ -183,8 +187,8 @@ def decrypt_cbc_batch(tokens, key: bytes, iv: bytes) -> tuple[pa.StringArray, pa
 def encrypt_cbc(plaintexts: Iterable[str], key: bytes, iv: bytes) -> list[str]:
     """AES-CBC/PKCS#7-encrypt and base64-encode each plaintext (str as UTF-8, or raw bytes).
 
-    For tests and data generators.  Vectorized across records: block k of every record is encrypted
-    in one AES-ECB call.
+    Used by :class:`CbcEncryptor` (the export), tests and data generators.  Vectorized across records:
+    block k of every record is encrypted in one AES-ECB call.
     """
     key, iv = _check_key_iv(key, iv)
     padded = []
@@ -279,7 +283,7 @@ class GcmDecryptor:
 
 
 def encrypt_gcm(plaintexts, key: RingKey, nonces: Iterable[bytes] | None = None) -> list[str]:
-    """Encrypt each plaintext (str as UTF-8, or bytes) under ``key``; for tests and generators.
+    """Encrypt each plaintext (str as UTF-8, or bytes) under ``key``: :class:`GcmEncryptor`, tests, generators.
 
     ``nonces`` (12 bytes each, one per plaintext) makes the output deterministic; by default each nonce
     is random.  Never reuse a nonce with the same key outside tests.
