@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transforms.crypto import CbcDecryptor, load_secret  # noqa: E402
+from transforms.crypto import CbcDecryptor  # noqa: E402
+from transforms.secrets import load_secret  # noqa: E402
 
 VALID_LINES = """
     SELECT split_part(line, ' ', 1) AS id, split_part(line, ' ', 2) AS segs

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transforms.crypto import encrypt_cbc, encrypt_gcm, load_keyring, load_secret  # noqa: E402
+from transforms.crypto import encrypt_cbc, encrypt_gcm  # noqa: E402
+from transforms.secrets import load_keyring, load_secret  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from transforms.arrow_utils import distinct, sorted_rows
+from transforms.arrow_utils import distinct, plain_array, sorted_rows
 
 
 def _random_table(seed: int, n: int = 2000) -> pa.Table:
@@ -29,3 +30,57 @@ def test_sorted_rows_breaks_ties_with_the_other_columns_so_repeats_meet():
         {"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 1}]
     # without dedupe every row stays, sorted by the key only
     assert sorted_rows(table, ["k"]).column("k").to_pylist() == ["a", "a", "a", "b"]
+
+
+def test_plain_array_combines_chunks_and_decodes_dictionaries_in_every_mode():
+    values = ["a", None, "ç"]
+    shapes = [
+        pa.array(values),
+        pa.chunked_array([pa.array(values)]),
+        pa.chunked_array([pa.array(values[:1]), pa.array(values[1:])]),
+        pa.array(values).dictionary_encode(),
+        pa.chunked_array([pa.array(values[:2]).dictionary_encode(), pa.array(values[2:]).dictionary_encode()]),
+        values,
+    ]
+    for mode in (None, "cast", "strict", "raw"):
+        for shape in shapes:
+            got = plain_array(shape, text=mode)
+            assert isinstance(got, pa.Array) and got.type == pa.string(), (mode, shape)
+            assert got.to_pylist() == values, (mode, shape)
+    empty = pa.chunked_array([], type=pa.large_string())
+    assert plain_array(empty).type == pa.large_string() and len(plain_array(empty)) == 0
+    assert plain_array(empty, text="strict").equals(pa.array([], pa.string()))
+
+
+def test_plain_array_type_policies():
+    ints = pa.chunked_array([pa.array([7, None]), pa.array([10])])
+    assert plain_array(ints).equals(pa.array([7, None, 10]))  # kept as they are (hashing, sorting)
+    assert plain_array(ints, text="cast").to_pylist() == ["7", None, "10"]  # profile ids may be numbers
+    with pytest.raises(TypeError, match="got Arrow type int64"):
+        plain_array(ints, text="strict")  # the normalizer takes text only
+    with pytest.raises(TypeError):
+        plain_array(ints, text="raw")
+    for typ in (pa.large_string(), pa.string_view(), pa.null()):
+        got = plain_array(pa.array([None, None], typ), text="strict")
+        assert got.type == pa.string() and got.to_pylist() == [None, None]
+    assert plain_array(pa.array(["a"], pa.large_string()), text="strict").type == pa.string()
+    lists = pa.chunked_array([pa.array([["x"], []])])
+    assert plain_array(lists).type == pa.list_(pa.string())
+    with pytest.raises(ValueError):
+        plain_array(pa.array(["a"]), text="utf8")
+    for single in ("abc", b"abc"):
+        with pytest.raises(TypeError):
+            plain_array(single, text="strict")
+
+
+def test_plain_array_raw_views_binary_as_text_without_validation():
+    not_utf8 = [b"QUJD", None, b"\xff\xfe"]
+    for typ, expected in ((pa.binary(), pa.string()), (pa.large_binary(), pa.large_string()),
+                          (pa.binary_view(), pa.large_string())):
+        got = plain_array(pa.array(not_utf8, typ), text="raw")
+        assert got.type == expected, typ
+        assert got.view(pa.large_binary() if expected == pa.large_string() else pa.binary()).to_pylist() == not_utf8
+    assert plain_array(pa.array(["a"], pa.large_string()), text="raw").type == pa.large_string()  # no copy
+    assert plain_array(pa.array(["a"], pa.string_view()), text="raw").type == pa.large_string()
+    assert plain_array(not_utf8, text="raw").type == pa.string()  # Python bytes: viewed as well
+    assert plain_array(pa.nulls(2), text="raw").equals(pa.nulls(2, pa.string()))

@@ -1,4 +1,5 @@
-"""Tests for transforms/crypto.py: AES-CBC batch vs per-record, AES-256-GCM key ring, secret loading."""
+"""Tests for transforms/crypto.py (AES-CBC batch vs per-record, AES-256-GCM key ring) and
+transforms/secrets.py (key and key ring loading)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,17 @@ import pickle
 import random
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from transforms import crypto
+from cbc_reference import decrypt_cbc_per_record
+from transforms import cbc_kernel, crypto
+from transforms.crypto import CbcDecryptor, GcmDecryptor, decrypt_cbc_batch, encrypt_cbc, encrypt_gcm
+from transforms.errors import KeyMaterialError
 from transforms.outcomes import Reason
-from transforms.crypto import (
-    CbcDecryptor,
-    GcmDecryptor,
-    KeyMaterialError,
-    RingKey,
-    decrypt_cbc_batch,
-    decrypt_cbc_per_record,
-    encrypt_cbc,
-    encrypt_gcm,
-    load_keyring,
-    load_secret,
-)
+from transforms.secrets import RingKey, load_keyring, load_secret
 
 DECRYPT_FAILED, EXPIRED_KEY, INVALID_PLAINTEXT, KEY_NOT_ACTIVE, UNKNOWN_KEY = (
     Reason.DECRYPT_FAILED, Reason.EXPIRED_KEY, Reason.INVALID_PLAINTEXT, Reason.KEY_NOT_ACTIVE, Reason.UNKNOWN_KEY)
@@ -620,3 +614,146 @@ def test_secret_loaded_key_decrypts(monkeypatch):
     iv = load_secret("env:T_IV_HEX", lengths=(16,))
     tokens = encrypt_cbc(EMAILS[:3], KEY256, IV)
     assert CbcDecryptor(key, iv).decrypt(tokens)[0].to_pylist() == EMAILS[:3]
+
+
+# --------------------------------------------------------------------------------------------------
+# The CBC kernel, phase by phase (transforms/cbc_kernel.py), on crafted input
+# --------------------------------------------------------------------------------------------------
+def _row_bytes(raw: bytes, start, length) -> list[bytes | None]:
+    """Each row's decoded bytes (None where its length is 0)."""
+    return [raw[s : s + n] if n else None for s, n in zip(start.tolist(), length.tolist())]
+
+
+def test_token_rows_reads_sliced_large_and_null_arrays_without_copying():
+    arr = pa.array(["skip", "QUJD", None, "", "QUI="], type=pa.string()).slice(1)
+    rows = cbc_kernel.token_rows(arr)
+    assert rows.data.tobytes() == b"QUJDQUI="
+    assert rows.offsets.tolist() == [0, 4, 4, 4, 8]
+    assert rows.valid.tolist() == [True, False, True, True]
+    large = cbc_kernel.token_rows(pa.array(["QUJD", "QQ=="], type=pa.large_string()))
+    assert (large.data.tobytes(), large.offsets.tolist(), large.valid.tolist()) == (b"QUJDQQ==", [0, 4, 8], [True, True])
+
+
+@pytest.mark.parametrize("validate_first", [False, True])
+def test_decode_base64_phase_bulk_and_demoted_rows(validate_first):
+    tokens = [
+        "QUJD",  # bulk: ABC
+        "QUI=",  # bulk, one pad: AB
+        "QQ==",  # bulk, two pads: A
+        "QUJD!!!!",  # length a multiple of 4, non-alphabet: demoted, strict decoder refuses it
+        "QU JD",  # a space: demoted (not a multiple of 4 anyway), refused
+        "QUJD=",  # not a multiple of 4: one by one; strict a2b_base64 tolerates the extra '='
+        "QUJ",  # too short: refused
+        "",
+        None,
+        "QUJDRA==",  # bulk again after the odd rows: ABCD
+    ]
+    ct = cbc_kernel.decode_base64(cbc_kernel.token_rows(pa.array(tokens, pa.string())), validate_first=validate_first)
+    assert _row_bytes(ct.raw, ct.start, ct.length) == [
+        b"ABC", b"AB", b"A", None, None, b"ABC", None, None, None, b"ABCD"
+    ]
+    assert ct.odd_rows  # "QUJD!!!!" was a bulk candidate holding non-alphabet characters
+
+
+def test_decode_base64_phase_clean_slice_is_one_bulk_decode():
+    tokens = ["QUJD", "QUI=", None, "QUJDRA=="]
+    for validate_first in (False, True):
+        ct = cbc_kernel.decode_base64(cbc_kernel.token_rows(pa.array(tokens)), validate_first=validate_first)
+        assert not ct.odd_rows
+        assert ct.raw[: len(b"ABCAB")] == b"ABCAB"  # bulk rows are back to back (pad garbage after each)
+        assert _row_bytes(ct.raw, ct.start, ct.length) == [b"ABC", b"AB", None, b"ABCD"]
+
+
+def _ciphertexts(rows: list[bytes | None]) -> cbc_kernel.Ciphertexts:
+    """Phase 1's result for the given per-row ciphertexts (None: the row did not decode)."""
+    start, length, pos = [], [], 0
+    for raw in rows:
+        start.append(pos)
+        length.append(len(raw or b""))
+        pos += len(raw or b"")
+    return cbc_kernel.Ciphertexts(
+        b"".join(r or b"" for r in rows), np.array(start, np.int64), np.array(length, np.int64), False
+    )
+
+
+def test_decrypt_blocks_phase_chains_each_row_from_the_iv():
+    padded = [b"A" * 16, b"B" * 32 + b"C" * 16, b"D" * 16]
+    encrypted = []
+    for p in padded:
+        enc = Cipher(algorithms.AES(KEY128), modes.CBC(IV)).encryptor()
+        encrypted.append(enc.update(p) + enc.finalize())
+    # rows 1 (17 bytes), 3 (not decoded) and 5 (empty) are not CBC ciphertexts: left out
+    ct = _ciphertexts([encrypted[0], bytes(17), encrypted[1], None, encrypted[2], b""])
+    cipher = Cipher(algorithms.AES(KEY128), modes.ECB())
+    blocks = cbc_kernel.decrypt_blocks(ct, cipher, np.frombuffer(IV, dtype=cbc_kernel.V16)[0])
+    assert blocks.rows.tolist() == [0, 2, 4]
+    assert blocks.first.tolist() == [0, 1, 4]
+    assert blocks.count.tolist() == [1, 3, 1]
+    assert blocks.plain.tobytes() == b"".join(padded)
+    none = cbc_kernel.decrypt_blocks(_ciphertexts([None, bytes(15)]), cipher, np.frombuffer(IV, cbc_kernel.V16)[0])
+    assert (none.rows.size, none.plain.size) == (0, 0)
+
+
+def _blocks(rows_blocks: dict[int, bytes]) -> cbc_kernel.Blocks:
+    """Phase 2's result holding the given decrypted (padded) bytes for the given rows."""
+    rows = sorted(rows_blocks)
+    count = np.array([len(rows_blocks[r]) // 16 for r in rows], np.int64)
+    first = np.concatenate(([0], np.cumsum(count)[:-1])).astype(np.int64)
+    plain = np.frombuffer(b"".join(rows_blocks[r] for r in rows), dtype=cbc_kernel.V16).copy()
+    return cbc_kernel.Blocks(np.array(rows, np.int64), first, count, plain)
+
+
+def test_strip_pkcs7_phase_valid_and_invalid_pads():
+    OK, FAILED, INVALID = cbc_kernel.OK, cbc_kernel.FAILED, cbc_kernel.INVALID
+    rows = {
+        0: b"hello" + b"\x0b" * 11,  # pad 11
+        1: b"A" * 16 + b"B" * 15 + b"\x01",  # two blocks, pad 1
+        2: b"C" * 16 + b"\x10" * 16,  # a whole block of padding
+        3: b"D" * 15 + b"\x00",  # pad 0
+        4: b"E" * 15 + b"\x11",  # pad 17
+        5: b"F" * 13 + b"\x02\x03\x03",  # a byte under the pad differs
+        6: b"\x10" * 16,  # valid pad, nothing left: invalid plaintext
+        8: b"G" * 14 + b"\x02\x02",  # after a row that is not in the blocks
+    }
+    plain = cbc_kernel.strip_pkcs7(_blocks(rows), 9)
+    assert plain.codes.tolist() == [OK, OK, OK, FAILED, FAILED, FAILED, INVALID, FAILED, OK]
+    assert plain.length.tolist() == [5, 31, 16, 0, 0, 0, 0, 0, 14]
+    assert plain.data.tobytes() == b"hello" + b"A" * 16 + b"B" * 15 + b"C" * 16 + b"G" * 14
+    empty = cbc_kernel.strip_pkcs7(_blocks({}), 2)
+    assert (empty.codes.tolist(), empty.length.tolist(), empty.data.size) == ([FAILED, FAILED], [0, 0], 0)
+
+
+def _plaintexts(rows: list[bytes | None]) -> cbc_kernel.Plaintexts:
+    """Phase 3's result: OK rows with the given bytes, FAILED rows where None."""
+    codes = np.array([cbc_kernel.FAILED if r is None else cbc_kernel.OK for r in rows], np.int8)
+    length = np.array([len(r or b"") for r in rows], np.int64)
+    return cbc_kernel.Plaintexts(codes, length, np.frombuffer(b"".join(r or b"" for r in rows), np.uint8))
+
+
+def test_check_utf8_phase_drops_bad_rows_only():
+    OK, FAILED, INVALID = cbc_kernel.OK, cbc_kernel.FAILED, cbc_kernel.INVALID
+    given = _plaintexts([b"ascii", b"\xff\xfe@x", None, "Zoë".encode(), b"\xc0\xaf", b"\xed\xa0\x80", b"tail"])
+    before = (given.codes.copy(), given.length.copy(), given.data.copy())
+    checked = cbc_kernel.check_utf8(given)
+    assert checked.codes.tolist() == [OK, INVALID, FAILED, OK, INVALID, INVALID, OK]
+    assert checked.length.tolist() == [5, 0, 0, 4, 0, 0, 4]
+    assert checked.data.tobytes() == b"ascii" + "Zoë".encode() + b"tail"
+    assert all(np.array_equal(a, b) for a, b in zip(before, given))  # the input is left as it was
+    ascii_only = _plaintexts([b"abc", None, b"d"])
+    assert cbc_kernel.check_utf8(ascii_only) is ascii_only  # nothing >= 0x80: no per-row work
+    assert cbc_kernel.check_utf8(_plaintexts(["é".encode()])).codes.tolist() == [OK]
+
+
+def test_result_arrays_from_codes():
+    plain = cbc_kernel.Plaintexts(
+        np.array([cbc_kernel.OK, cbc_kernel.FAILED, cbc_kernel.INVALID, cbc_kernel.OK], np.int8),
+        np.array([2, 0, 0, 3], np.int64),
+        np.frombuffer(b"abcde", np.uint8),
+    )
+    plains, reasons = cbc_kernel.result_arrays(plain)
+    plains.validate(full=True)
+    assert plains.to_pylist() == ["ab", None, None, "cde"]
+    assert reasons.to_pylist() == [None, DECRYPT_FAILED, INVALID_PLAINTEXT, None]
+    one = cbc_kernel.Plaintexts(np.zeros(1, np.int8), np.ones(1, np.int64), np.frombuffer(b"z", np.uint8))
+    all_ok = cbc_kernel.result_arrays(one)
+    assert (all_ok[0].to_pylist(), all_ok[1].to_pylist(), all_ok[0].null_count) == (["z"], [None], 0)

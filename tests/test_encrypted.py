@@ -16,7 +16,8 @@ import pytest
 
 from conftest import ROOT
 from pipelines import import_audience
-from transforms.crypto import RingKey, encrypt_cbc, encrypt_gcm
+from transforms.crypto import encrypt_cbc, encrypt_gcm
+from transforms.secrets import RingKey
 
 CBC_KEY = bytes(range(32))
 CBC_IV = bytes(range(100, 116))

@@ -21,7 +21,8 @@ import yaml
 from conftest import DEMO, ROOT
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError, parse_config
-from transforms.export import (CANDIDATE_SCHEMA, EXPORTED_SCHEMA, OUTCOMES, TARGET_SCHEMA, GcmEncryptor,
+from transforms.crypto import GcmEncryptor
+from transforms.export import (CANDIDATE_SCHEMA, EXPORTED_SCHEMA, OUTCOMES, TARGET_SCHEMA,
                                check_audience_name, classify, control_document, line_bytes)
 
 RUN_DATE = "2026-11-22"
@@ -477,7 +478,8 @@ def test_line_bytes_and_control_document():
 def test_gcm_encryptor_refuses_a_ring_without_an_active_key_and_pickling():
     import pickle
 
-    from transforms.crypto import KeyMaterialError, RingKey
+    from transforms.errors import KeyMaterialError
+    from transforms.secrets import RingKey
 
     now = datetime(2026, 11, 22, tzinfo=timezone.utc)
     old = RingKey(1, b"\1" * 32, datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, tzinfo=timezone.utc))

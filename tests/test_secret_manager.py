@@ -1,6 +1,6 @@
 """``gcpsm:`` key references (Google Cloud Secret Manager), parsed and dispatched without any network.
 
-The Secret Manager client is replaced by a fake (``crypto._secret_manager_client``); the real one is
+The Secret Manager client is replaced by a fake (``secrets._secret_manager_client``); the real one is
 only imported, never constructed (constructing it looks for Google credentials).
 """
 from __future__ import annotations
@@ -14,8 +14,9 @@ import google_crc32c
 import pytest
 
 from conftest import ROOT
-from transforms import crypto
-from transforms.crypto import KeyMaterialError, load_keyring, load_secret
+from transforms import secrets
+from transforms.errors import KeyMaterialError
+from transforms.secrets import load_keyring, load_secret
 
 KEY = bytes(range(32))
 REF = "gcpsm:projects/acme-prod/secrets/audience-sync-aes/versions/3"
@@ -51,7 +52,7 @@ def secret_manager(monkeypatch):
             raise AssertionError("the Secret Manager client must not be created for this reference")
         return holder["client"]
 
-    monkeypatch.setattr(crypto, "_secret_manager_client", factory)
+    monkeypatch.setattr(secrets, "_secret_manager_client", factory)
     return install
 
 
@@ -112,7 +113,7 @@ def test_client_that_cannot_be_created_is_a_key_material_error(monkeypatch):
     def no_credentials():
         raise DefaultCredentialsError("Your default credentials were not found")
 
-    monkeypatch.setattr(crypto, "_secret_manager_client", no_credentials)
+    monkeypatch.setattr(secrets, "_secret_manager_client", no_credentials)
     with pytest.raises(KeyMaterialError) as exc:
         load_secret(REF)
     assert str(exc.value) == f"{REF}: cannot create a Secret Manager client (DefaultCredentialsError)"
@@ -143,7 +144,7 @@ def test_env_and_file_references_are_unchanged(secret_manager, monkeypatch):
 
 def test_client_library_is_imported_lazily_and_provides_the_client():
     code = (
-        "import sys, transforms.crypto, transforms.keys, transforms.reconcile;"
+        "import sys, transforms.secrets, transforms.crypto, transforms.keys, transforms.reconcile;"
         "print('google.cloud.secretmanager' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

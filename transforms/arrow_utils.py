@@ -13,12 +13,63 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+_TEXT_MODES = (None, "cast", "strict", "raw")
+
+
+def plain_array(values, text: str | None = None) -> pa.Array:
+    """One plain Arrow array: chunks combined (a single chunk taken as it is), dictionary decoded.
+
+    ``values`` is an Arrow array or chunked array, or a Python sequence of str/None (bytes too with
+    ``text="raw"``); a single str or bytes is a TypeError.  ``text`` says what the values become:
+
+    * ``None``: their type is kept, whatever it is (hashing, list columns, sorting).
+    * ``"cast"``: ``string``, cast from any type (numbers become their text): profile columns.
+    * ``"strict"``: ``string``, from string-typed values only (string, large_string, string_view,
+      null; any other type is a TypeError): the normalizer's inputs.
+    * ``"raw"``: ``string`` or ``large_string`` as they are, binary types *viewed* as text without
+      UTF-8 validation (a token that is not UTF-8 simply fails to decode): ciphertext tokens.
+    """
+    if text not in _TEXT_MODES:
+        raise ValueError(f"text must be one of {_TEXT_MODES}, got {text!r}")
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    elif not isinstance(values, pa.Array):
+        if isinstance(values, (str, bytes)):
+            raise TypeError("expected an array of strings, not a single value")
+        items = list(values)
+        binary = text == "raw" and any(isinstance(item, (bytes, bytearray)) for item in items)
+        values = pa.array(items, type=pa.binary() if binary else pa.string())
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-    return values
+    if text is None:
+        return values
+    if text == "raw":
+        return _raw_text(values)
+    if text == "strict" and not _is_text_type(values.type):
+        raise TypeError(f"expected a string array, got Arrow type {values.type}")
+    return values if values.type == pa.string() else values.cast(pa.string())
+
+
+def _is_text_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)
+
+
+def _raw_text(values: pa.Array) -> pa.Array:
+    """``string``/``large_string`` as they are; binary viewed as text (no UTF-8 validation)."""
+    t = values.type
+    if t == pa.string() or t == pa.large_string():
+        return values
+    if t == pa.binary():
+        return values.view(pa.string())
+    if t == pa.large_binary():
+        return values.view(pa.large_string())
+    if t == pa.string_view():
+        return values.cast(pa.large_string())
+    if t == pa.binary_view():
+        return values.cast(pa.large_binary()).view(pa.large_string())
+    if pa.types.is_null(t):
+        return pa.nulls(len(values), pa.string())
+    raise TypeError(f"expected a string array, got Arrow type {t}")
 
 
 def _string_words(values: pa.Array) -> np.ndarray:
@@ -66,7 +117,7 @@ def hash64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     Same value, same hash, in any process and run: fixed constants, never Python's randomized
     ``hash()``. Integers are mixed directly; strings by :func:`_string_words`.
     """
-    values = _plain(values)
+    values = plain_array(values)
     if len(values) == 0:
         return np.zeros(0, dtype=np.uint64)
     if pa.types.is_integer(values.type):
@@ -177,7 +228,7 @@ def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def explode_list(table: pa.Table, column: str, as_name: str) -> pa.Table:
     """One row per element of the list ``column``; other columns repeated; rows with empty lists vanish."""
-    lists = _plain(table[column])
+    lists = plain_array(table[column])
     parents = pc.list_parent_indices(lists)
     flat = pc.list_flatten(lists)
     rest = table.drop_columns([column]).take(parents)
@@ -203,7 +254,7 @@ def sorted_rows(table: pa.Table, sort_by: list[str], dedupe: bool = False) -> pa
         return table
     repeat = np.ones(n - 1, dtype=bool)
     for name in table.column_names:
-        col = _plain(table[name])
+        col = plain_array(table[name])
         prev, cur = col.slice(0, n - 1), col.slice(1)
         equal = pc.or_kleene(pc.equal(cur, prev), pc.and_(pc.is_null(cur), pc.is_null(prev)))
         repeat &= pc.fill_null(equal, False).to_numpy(zero_copy_only=False)

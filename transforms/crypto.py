@@ -1,14 +1,15 @@
-"""Decryption of encrypted declared IDs (reference: shared/reference/formats.md, section 5).
+"""AES for declared IDs: decryption on import, encryption on export (reference: shared/reference/
+formats.md, section 5).
 
 Two schemes:
 
 * **AES-CBC + PKCS#7** (128/192/256-bit key, one fixed IV per data source) -- the scheme the marketing
   platform supports.  Tokens are base64 strings.  :class:`CbcDecryptor` decrypts an Arrow string array
-  in slices of ``_CHUNK_ROWS`` rows (sized so the intermediates stay in cache): per slice, all tokens
-  are base64-decoded by one C call, all ciphertext blocks go through ONE AES-ECB ``update()``, and the
-  CBC chaining (XOR with the previous ciphertext block, or the IV for a record's first block), PKCS#7
-  validation/stripping and the UTF-8 check are vectorized with numpy; only odd rows (malformed base64,
-  non-ASCII plaintexts) take a per-row path.  :func:`decrypt_cbc_per_record` is the plain
+  in slices of ``_CHUNK_ROWS`` rows (sized so the intermediates stay in cache) with the vectorized
+  kernel of :mod:`transforms.cbc_kernel`: per slice, all tokens are base64-decoded by one C call, all
+  ciphertext blocks go through ONE AES-ECB ``update()``, and the CBC chaining, PKCS#7
+  validation/stripping and the UTF-8 check are numpy; only odd rows (malformed base64, non-ASCII
+  plaintexts) take a per-row path.  ``tests/cbc_reference.py`` holds the plain
   one-``Cipher``-per-record reference, used as the oracle in tests and as the benchmark baseline; the
   two return identical arrays.  Base64 is standard-alphabet and padded, with the semantics of
   ``binascii.a2b_base64(strict_mode=True)``; anything it rejects is ``DECRYPT_FAILED``.
@@ -16,46 +17,52 @@ Two schemes:
 * **AES-256-GCM with a key ring** (rotation): ``token = base64(key_id u32 BE | nonce 12 | ct | tag 16)``,
   no associated data.  :class:`GcmDecryptor` returns a status per record and never raises per record.
 
+The export encrypts with the same schemes (:class:`CbcEncryptor`, :class:`GcmEncryptor`);
+:func:`build_decryptor` / :func:`build_encryptor` give what a data source needs.
+
 Every decrypt function returns ``(plaintexts, reasons)``: two ``pa.StringArray`` of the input's length;
 a plaintext is null exactly where the reason is not, and the reason is one of the constants below.
 
-Key material comes from :func:`load_secret` / :func:`load_keyring` (``env:NAME``, ``file:PATH`` or
-``gcpsm:projects/P/secrets/S/versions/V`` references; the last is Google Cloud Secret Manager, read
-lazily).  No exception message, log line or repr in this module contains key material or a
-plaintext; :class:`KeyMaterialError` names the reference and the problem only.
+Key material comes from :mod:`transforms.secrets` (:func:`~transforms.secrets.load_secret`,
+:func:`~transforms.secrets.load_keyring`).  No exception message, log line or repr in this module
+contains key material or a plaintext; :class:`KeyMaterialError` names the problem only.
 """
 
 from __future__ import annotations
 
 import binascii
-import json
+import hashlib
+import hmac
 import os
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from transforms import cbc_kernel
+from transforms.arrow_utils import plain_array
+from transforms.cbc_kernel import BLOCK, V16, exclusive_cumsum
+from transforms.config import DataSourceConfig
 from transforms.errors import KeyMaterialError
 from transforms.outcomes import Reason
+from transforms.secrets import AES_KEY_LENGTHS, RingKey, is_aware, load_keyring, load_secret
 
 __all__ = [
     "REASONS",
-    "KeyMaterialError",
-    "load_secret",
     "decrypt_cbc_batch",
-    "decrypt_cbc_per_record",
     "encrypt_cbc",
     "CbcDecryptor",
-    "RingKey",
-    "load_keyring",
     "GcmDecryptor",
     "encrypt_gcm",
+    "CbcEncryptor",
+    "GcmEncryptor",
+    "build_decryptor",
+    "build_encryptor",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -67,10 +74,6 @@ __all__ = [
 # not valid UTF-8.
 REASONS = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE, Reason.INVALID_PLAINTEXT)
 
-AES_KEY_LENGTHS = (16, 24, 32)
-_BLOCK = 16
-_V16 = np.dtype("V16")  # one AES block as a single numpy item
-_GCM_KEY_LENGTH = 32
 _GCM_NONCE = 12
 _GCM_TAG = 16
 _GCM_KEY_ID = 4
@@ -81,172 +84,15 @@ _CHUNK_ROWS = 1 << 14
 
 
 # --------------------------------------------------------------------------------------------------
-# Secrets
+# Key and IV checks
 # --------------------------------------------------------------------------------------------------
-def _ref_label(ref: object) -> str:
-    """The reference as it may be shown in messages (an unrecognised one may be an inline secret)."""
-    if isinstance(ref, str):
-        kind, sep, name = ref.partition(":")
-        if sep and name and kind in ("env", "file"):
-            return ref
-        if ref.startswith(SECRET_MANAGER_PREFIX) and _secret_version_name(ref):
-            return ref
-    return "<secret reference>"
-
-
-def _read_ref(ref: str) -> str:
-    """Text behind an ``env:NAME`` / ``file:PATH`` reference, stripped."""
-    label = _ref_label(ref)
-    if isinstance(ref, str) and ref.startswith(SECRET_MANAGER_PREFIX):
-        return _read_secret_manager(ref)
-    if label == "<secret reference>":
-        raise KeyMaterialError(
-            "secret reference must look like 'env:NAME' or 'file:PATH' (the value given is not shown)"
-        )
-    kind, _, name = ref.partition(":")
-    if kind == "env":
-        value = os.environ.get(name)
-        if value is None:
-            raise KeyMaterialError(f"{label}: environment variable is not set")
-    else:
-        try:
-            with open(name, "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            raise KeyMaterialError(f"{label}: file not found") from None
-        except OSError as exc:  # permission denied, is a directory, ...
-            raise KeyMaterialError(f"{label}: cannot read file ({type(exc).__name__})") from None
-        try:
-            value = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise KeyMaterialError(f"{label}: content is not text (expected hex or base64)") from None
-    value = value.strip()
-    if not value:
-        raise KeyMaterialError(f"{label}: value is empty")
-    return value
-
-
-# Google Cloud Secret Manager: ``gcpsm:projects/PROJECT/secrets/SECRET/versions/VERSION``. Resolved
-# where the key is loaded -- on the workers, in DoFn.setup(), with the workers' service account (and
-# once on the launcher by the preflight check). The client library is imported only here, so jobs
-# that do not use it never load it.
-SECRET_MANAGER_PREFIX = "gcpsm:"
-_SECRET_MANAGER_FORM = "gcpsm:projects/PROJECT/secrets/SECRET/versions/VERSION"
-_RESOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
-
-
-def _secret_version_name(ref: str) -> str | None:
-    """``projects/P/secrets/S/versions/V`` from a well-formed reference, else None."""
-    parts = ref[len(SECRET_MANAGER_PREFIX):].split("/")
-    if len(parts) != 6 or parts[0::2] != ["projects", "secrets", "versions"]:
-        return None
-    if not all(p and set(p) <= _RESOURCE_CHARS for p in parts[1::2]):
-        return None
-    return "/".join(parts)
-
-
-def _secret_manager_client():
-    """A Secret Manager client (credentials: Application Default Credentials, i.e. the workers' service
-    account on Dataflow). A function of its own so tests can replace it without any network."""
-    from google.cloud import secretmanager  # lazy: google-cloud-secret-manager comes with apache-beam[gcp]
-
-    return secretmanager.SecretManagerServiceClient()
-
-
-def _read_secret_manager(ref: str) -> str:
-    """Text of a Secret Manager secret version, stripped. Errors name the reference, never the value."""
-    name = _secret_version_name(ref)
-    if name is None:
-        shown = ref if ref.startswith(SECRET_MANAGER_PREFIX + "projects/") else "gcpsm:<not shown>"
-        raise KeyMaterialError(f"{shown}: Secret Manager reference must look like '{_SECRET_MANAGER_FORM}'")
-    try:
-        client = _secret_manager_client()
-    except ImportError:
-        raise KeyMaterialError(f"{ref}: google-cloud-secret-manager is not installed") from None
-    except Exception as exc:  # noqa: BLE001 - e.g. no credentials: its message is not shown
-        raise KeyMaterialError(f"{ref}: cannot create a Secret Manager client ({type(exc).__name__})") from None
-    try:
-        response = client.access_secret_version(request={"name": name})
-    except Exception as exc:  # noqa: BLE001 - NotFound, PermissionDenied, ...: only the type is shown
-        raise KeyMaterialError(f"{ref}: cannot access the secret version ({type(exc).__name__})") from None
-    raw = bytes(response.payload.data)
-    expected_crc = getattr(response.payload, "data_crc32c", None)
-    if expected_crc:
-        try:
-            import google_crc32c
-        except ImportError:  # pragma: no cover - installed with google-cloud-storage
-            google_crc32c = None
-        if google_crc32c is not None and int(google_crc32c.value(raw)) != int(expected_crc):
-            raise KeyMaterialError(f"{ref}: secret payload failed its CRC32C check")
-    try:
-        value = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise KeyMaterialError(f"{ref}: content is not text (expected hex or base64)") from None
-    if not value:
-        raise KeyMaterialError(f"{ref}: value is empty")
-    return value
-
-
-def _try_hex(text: str) -> bytes | None:
-    try:
-        return binascii.unhexlify(text)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _try_base64(text: str) -> bytes | None:
-    try:
-        return binascii.a2b_base64(text, strict_mode=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _decode_secret(text: str, encoding: str | None, lengths: tuple[int, ...], label: str) -> bytes:
-    allowed = ", ".join(str(n) for n in lengths)
-    if encoding not in (None, "hex", "base64"):
-        raise ValueError(f"{label}: encoding must be 'hex', 'base64' or None, got {encoding!r}")
-    if encoding is not None:
-        value = _try_hex(text) if encoding == "hex" else _try_base64(text)
-        if value is None:
-            raise KeyMaterialError(f"{label}: value is not valid {encoding}")
-        if len(value) not in lengths:
-            raise KeyMaterialError(
-                f"{label}: {encoding} value decodes to {len(value)} bytes; expected one of {allowed}"
-            )
-        return value
-    candidates = [
-        value for value in (_try_hex(text), _try_base64(text)) if value is not None and len(value) in lengths
-    ]
-    if len(candidates) == 1:
-        return candidates[0]
-    if candidates:
-        raise KeyMaterialError(
-            f"{label}: value is valid both as hex and as base64 of an allowed length; "
-            "set the encoding explicitly ('hex' or 'base64')"
-        )
-    raise KeyMaterialError(f"{label}: value is neither hex nor base64 of {allowed} bytes")
-
-
-def load_secret(ref: str, encoding: str | None = None, lengths: tuple[int, ...] = AES_KEY_LENGTHS) -> bytes:
-    """Load a key or IV from ``env:NAME``, ``file:PATH`` or ``gcpsm:projects/P/secrets/S/versions/V``
-    (Secret Manager; the content is stripped).
-
-    ``encoding`` is ``'hex'``, ``'base64'`` (standard alphabet, padded) or ``None`` to auto-detect: the
-    value is accepted only when exactly one of hex/base64 decodes to an allowed length (a 32-digit hex
-    AES-128 key is also 24-byte base64, so it needs ``encoding='hex'``).  Any problem raises
-    :class:`KeyMaterialError`, whose message never contains the value.
-    """
-    label = _ref_label(ref)
-    return _decode_secret(_read_ref(ref), encoding, tuple(lengths), label)
-
-
 def _check_key_iv(key: bytes, iv: bytes) -> tuple[bytes, bytes]:
     if not isinstance(key, (bytes, bytearray, memoryview)) or not isinstance(iv, (bytes, bytearray, memoryview)):
         raise TypeError("key and iv must be bytes")
     key, iv = bytes(key), bytes(iv)
     if len(key) not in AES_KEY_LENGTHS:
         raise KeyMaterialError(f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
-    if len(iv) != _BLOCK:
+    if len(iv) != BLOCK:
         raise KeyMaterialError(f"CBC IV must be 16 bytes, got {len(iv)}")
     return key, iv
 
@@ -254,36 +100,6 @@ def _check_key_iv(key: bytes, iv: bytes) -> tuple[bytes, bytes]:
 # --------------------------------------------------------------------------------------------------
 # Arrow helpers
 # --------------------------------------------------------------------------------------------------
-def _as_text_array(tokens) -> pa.Array:
-    """Normalise ``tokens`` to a ``string`` or ``large_string`` Arrow array (no UTF-8 validation)."""
-    if isinstance(tokens, pa.ChunkedArray):
-        tokens = tokens.chunk(0) if tokens.num_chunks == 1 else tokens.combine_chunks()
-    if not isinstance(tokens, pa.Array):
-        if isinstance(tokens, (str, bytes)):
-            raise TypeError("tokens must be an Arrow array or an iterable of strings, not a single value")
-        items = list(tokens)
-        if any(isinstance(item, (bytes, bytearray)) for item in items):
-            tokens = pa.array(items, type=pa.binary())
-        else:
-            tokens = pa.array(items, type=pa.string())
-    if pa.types.is_dictionary(tokens.type):
-        tokens = tokens.dictionary_decode()
-    t = tokens.type
-    if t == pa.string() or t == pa.large_string():
-        return tokens
-    if t == pa.binary():
-        return tokens.view(pa.string())
-    if t == pa.large_binary():
-        return tokens.view(pa.large_string())
-    if t == pa.string_view():
-        return tokens.cast(pa.large_string())
-    if t == pa.binary_view():
-        return tokens.cast(pa.large_binary()).view(pa.large_string())
-    if pa.types.is_null(t):
-        return pa.nulls(len(tokens), pa.string())
-    raise TypeError(f"tokens must be a string array, got Arrow type {t}")
-
-
 def _token_bytes(arr: pa.Array) -> list:
     """Values of a text array as ``bytes`` (or None), without UTF-8 validation."""
     binary = pa.large_binary() if arr.type == pa.large_string() else pa.binary()
@@ -311,130 +127,9 @@ def _to_plain_bytes(value) -> bytes:
     raise TypeError(f"plaintexts must be str or bytes, got {type(value).__name__}")
 
 
-def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    out = np.cumsum(values, dtype=np.int64)
-    out -= values
-    return out
-
-
-def _span_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """All positions ``starts[j] .. starts[j] + lengths[j] - 1``, concatenated."""
-    lengths = lengths.astype(np.int64, copy=False)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    return np.repeat(starts.astype(np.int64) - _exclusive_cumsum(lengths), lengths) + np.arange(total, dtype=np.int64)
-
-
-# codes used inside the CBC kernel
-_OK, _FAILED, _INVALID = 0, 1, 2
-_CODE_REASONS = pa.array([None, Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT], type=pa.string())
-
-_B64_PAD = ord("=")
-_B64_FILL = ord("A")  # stands in for '=': decodes the same leading bytes, plus garbage we drop
-_B64_SKIP = ord(" ")  # non-strict a2b_base64 skips it: blanks out rows we do not decode in bulk
-
-
-def _pkcs7_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per possible last byte p (0..255) of a decrypted record: is p a valid PKCS#7 pad (1..16), the
-    expected last block under the pad (p in its last p bytes), the mask of those bytes, and the keep
-    mask (0x01 for the 16 - p plaintext bytes), each block as one 16-byte item."""
-    valid = np.zeros(256, dtype=bool)
-    pattern = np.zeros((256, _BLOCK), dtype=np.uint8)
-    mask = np.zeros((256, _BLOCK), dtype=np.uint8)
-    keep = np.zeros((256, _BLOCK), dtype=np.uint8)
-    for p in range(1, _BLOCK + 1):
-        valid[p] = True
-        pattern[p, _BLOCK - p :] = p
-        mask[p, _BLOCK - p :] = 0xFF
-        keep[p, : _BLOCK - p] = 1
-    as_blocks = lambda table: table.reshape(-1).view(_V16)  # noqa: E731
-    return valid, as_blocks(pattern), as_blocks(mask), as_blocks(keep)
-
-
-_PAD_VALID, _PAD_PATTERN, _PAD_MASK, _KEEP_BLOCKS = _pkcs7_tables()
-_KEEP_ALL_WORD = np.frombuffer(b"\x01" * 8, dtype=np.uint64)[0]
-
-
-def _reasons_from_codes(codes: np.ndarray) -> pa.StringArray:
-    if not codes.any():
-        return pa.nulls(len(codes), pa.string())
-    indices = pa.array(codes, mask=codes == _OK)
-    return _CODE_REASONS.take(indices)
-
-
-def _string_array(n: int, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray) -> pa.StringArray:
-    null_count = int(n - np.count_nonzero(valid))
-    bitmap = None if null_count == 0 else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(
-        pa.string(), n, [bitmap, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)], null_count=null_count
-    )
-
-
-def _demote_non_base64_rows(
-    data: np.ndarray, offs: np.ndarray, fast: np.ndarray, pad: np.ndarray, buf: np.ndarray
-) -> int:
-    """Take out of the bulk path (in place: ``fast``, ``pad``, blanked in ``buf``) every row holding a
-    byte outside the base64 alphabet other than its trailing padding; return how many were taken."""
-    bad_byte = _not_base64_alphabet(data)
-    fast_ends = offs[1:][fast]
-    fast_pad = pad[fast]
-    bad_byte[fast_ends[fast_pad >= 1] - 1] = False
-    bad_byte[fast_ends[fast_pad == 2] - 2] = False
-    bad_rows = np.zeros(len(fast), dtype=bool)
-    bad_rows[np.searchsorted(offs, np.flatnonzero(bad_byte), side="right") - 1] = True
-    demote = fast & bad_rows
-    if demote.any():
-        fast &= ~demote
-        pad[demote] = 0
-        starts = offs[:-1][demote]
-        buf[_span_positions(starts, offs[1:][demote] - starts)] = _B64_SKIP
-    return int(np.count_nonzero(demote))
-
-
-def _not_base64_alphabet(data: np.ndarray) -> np.ndarray:
-    """Per byte: True when not in ``A-Z a-z 0-9 + /`` (uint8 wrap-around range checks, no table)."""
-    letter = ((data | 0x20) - np.uint8(ord("a"))) < 26
-    digit = (data - np.uint8(ord("0"))) < 10
-    return ~(letter | digit | (data == ord("+")) | (data == ord("/")))
-
-
 # --------------------------------------------------------------------------------------------------
 # AES-CBC
 # --------------------------------------------------------------------------------------------------
-def _cbc_decrypt_one(token: bytes | None, key: bytes, iv: bytes) -> tuple[str | None, str | None]:
-    if token is None:
-        return None, Reason.DECRYPT_FAILED
-    try:
-        ct = binascii.a2b_base64(token, strict_mode=True)
-    except (binascii.Error, ValueError):
-        return None, Reason.DECRYPT_FAILED
-    if not ct or len(ct) % _BLOCK:
-        return None, Reason.DECRYPT_FAILED
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ct) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    try:
-        pt = unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
-        return None, Reason.DECRYPT_FAILED
-    return _finish_utf8(pt)
-
-
-def decrypt_cbc_per_record(tokens, key: bytes, iv: bytes) -> tuple[pa.StringArray, pa.StringArray]:
-    """Reference implementation: one ``Cipher(...).decryptor()`` and one PKCS#7 unpadder per record.
-
-    Same contract as :func:`decrypt_cbc_batch` (which must return identical arrays); slow.
-    """
-    key, iv = _check_key_iv(key, iv)
-    plains, reasons = [], []
-    for token in _token_bytes(_as_text_array(tokens)):
-        plain, reason = _cbc_decrypt_one(token, key, iv)
-        plains.append(plain)
-        reasons.append(reason)
-    return _result_arrays(plains, reasons)
-
-
 class CbcDecryptor:
     """Batch AES-CBC/PKCS#7 decryptor for one key and IV; build once (e.g. in ``DoFn.setup()``).
 
@@ -447,7 +142,7 @@ class CbcDecryptor:
         key, iv = _check_key_iv(key, iv)
         self._key_bits = len(key) * 8
         self._cipher = Cipher(algorithms.AES(key), modes.ECB())
-        self._iv_block = np.frombuffer(iv, dtype=_V16)[0]
+        self._iv_block = np.frombuffer(iv, dtype=V16)[0]
         self._prevalidate = False  # see _decrypt_chunk: check base64 before the bulk decode
 
     def __repr__(self) -> str:
@@ -457,7 +152,7 @@ class CbcDecryptor:
         raise TypeError("CbcDecryptor holds key material and cannot be pickled; build it in DoFn.setup()")
 
     def decrypt(self, tokens) -> tuple[pa.StringArray, pa.StringArray]:
-        arr = _as_text_array(tokens)
+        arr = plain_array(tokens, text="raw")
         n = len(arr)
         if n <= _CHUNK_ROWS:
             return self._decrypt_chunk(arr)
@@ -467,167 +162,17 @@ class CbcDecryptor:
             pa.concat_arrays([reason for _, reason in parts]),
         )
 
-    # -- kernel ------------------------------------------------------------------------------------
     def _decrypt_chunk(self, arr: pa.Array) -> tuple[pa.StringArray, pa.StringArray]:
-        n = len(arr)
-        if n == 0:
+        """One slice through the kernel's four phases (see :mod:`transforms.cbc_kernel`)."""
+        if len(arr) == 0:
             return pa.array([], type=pa.string()), pa.array([], type=pa.string())
-
-        # Offsets (relative to this slice's first value) and the slice's value bytes.
-        offset_type = np.int64 if arr.type == pa.large_string() else np.int32
-        buffers = arr.buffers()
-        offs = np.frombuffer(
-            buffers[1], dtype=offset_type, count=n + 1, offset=arr.offset * np.dtype(offset_type).itemsize
-        ).astype(np.int64)
-        first_byte, last_byte = int(offs[0]), int(offs[-1])
-        offs -= first_byte
-        if buffers[2] is None or last_byte == first_byte:
-            data = np.zeros(0, dtype=np.uint8)
-        else:
-            data = np.frombuffer(buffers[2], dtype=np.uint8, count=last_byte - first_byte, offset=first_byte)
-        if arr.null_count:
-            valid_in = arr.is_valid().to_numpy(zero_copy_only=False)
-        else:
-            valid_in = np.ones(n, dtype=bool)
-        starts, ends = offs[:-1], offs[1:]
-        lens = ends - starts
-        codes = np.full(n, _FAILED, dtype=np.int8)
-
-        # ---- 1. base64 ------------------------------------------------------------------------
-        # Bulk candidates: non-null, length a positive multiple of 4.  Their trailing '=' become 'A'
-        # (decodes the same leading bytes plus pad_i garbage bytes we drop); every other row is blanked
-        # with spaces, which non-strict a2b_base64 skips; then ONE a2b_base64 call decodes the chunk.
-        fast = valid_in & (lens > 0) & ((lens & 3) == 0)
-        pad = np.zeros(n, dtype=np.int64)
-        buf = data.copy()
-        if fast.any():
-            fast_ends = ends[fast]
-            last1 = data[fast_ends - 1] == _B64_PAD
-            last2 = last1 & (data[fast_ends - 2] == _B64_PAD)
-            pad[fast] = last1.astype(np.int64) + last2
-            buf[fast_ends[last1] - 1] = _B64_FILL
-            buf[fast_ends[last2] - 2] = _B64_FILL
-        blank = ~fast & (lens > 0)
-        if blank.any():
-            buf[_span_positions(starts[blank], lens[blank])] = _B64_SKIP
-        # Optimistic: one decode, checked by its output length.  If it fails, some bulk candidate holds a
-        # non-alphabet character (or a misplaced '='): find those rows, hand them to the per-record
-        # decoder and decode the rest again.  After a chunk with such rows, the next chunk is checked
-        # before decoding (a performance hint only: results never depend on it).
-        raw = None if self._prevalidate else self._bulk_b64decode(buf, lens, fast)
-        if raw is None:
-            self._prevalidate = _demote_non_base64_rows(data, offs, fast, pad, buf) > 0
-            raw = self._bulk_b64decode(buf, lens, fast)
-            if raw is None:  # pragma: no cover - would be a bug in the validity check
-                raise RuntimeError("internal error: bulk base64 decode failed after validation")
-
-        decoded_full = np.where(fast, (lens >> 2) * 3, 0)
-        dec_start = _exclusive_cumsum(decoded_full)
-        dec_len = decoded_full - pad
-
-        # Rows the bulk path did not take (not a multiple of 4, odd characters, ...) are decoded one by
-        # one with the same strict decoder as the reference; their bytes go after the bulk output.
-        slow = np.flatnonzero(valid_in & (lens > 0) & ~fast)
-        if slow.size:
-            extra, pos = [], len(raw)
-            for i in slow.tolist():
-                try:
-                    ct = binascii.a2b_base64(data[starts[i] : ends[i]].tobytes(), strict_mode=True)
-                except (binascii.Error, ValueError):
-                    continue
-                extra.append(ct)
-                dec_start[i], dec_len[i] = pos, len(ct)
-                pos += len(ct)
-            if extra:
-                raw = raw + b"".join(extra)
-
-        # ---- 2. one AES-ECB pass over every block, CBC chaining with numpy --------------------------
-        cand = np.flatnonzero((dec_len > 0) & ((dec_len & (_BLOCK - 1)) == 0))
-        out_len = np.zeros(n, dtype=np.int64)
-        data_out = np.zeros(0, dtype=np.uint8)
-        if cand.size:
-            nblocks = dec_len[cand] >> 4
-            total_blocks = int(nblocks.sum())
-            first_block = _exclusive_cumsum(nblocks)
-            block_src = np.repeat(dec_start[cand] - _BLOCK * first_block, nblocks) + _BLOCK * np.arange(
-                total_blocks, dtype=np.int64
-            )
-            # Numpy fancy indexing is fast on 1-d arrays of 16-byte items ("V16"), so every per-block
-            # gather/scatter below works on blocks as items and arithmetic on two uint64 words per block.
-            # Every 16-byte window of raw as one item: gathering the ciphertext blocks is one fancy index.
-            windows = np.ndarray(shape=(len(raw) - _BLOCK + 1,), dtype=_V16, buffer=raw, strides=(1,))
-            ct_blocks = windows[block_src]
-            dec = self._cipher.decryptor().update(memoryview(ct_blocks.view(np.uint8)))
-            # CBC: plaintext block i = AES^-1(C_i) XOR C_(i-1), with the IV for each record's first block.
-            chain = np.empty(total_blocks, dtype=_V16)
-            chain[1:] = ct_blocks[:-1]
-            chain[first_block] = self._iv_block
-            plain_words = chain.view(np.uint64)
-            np.bitwise_xor(np.frombuffer(dec, dtype=np.uint64), plain_words, out=plain_words)
-            plain_blocks = chain  # now holds the plaintext blocks
-
-            # ---- 3. PKCS#7: pad byte p in 1..16 and the last p bytes all equal p ---------------------
-            # Table-driven on 64-bit words: per value of the last byte, the expected bytes and their mask.
-            last_block = first_block + nblocks - 1
-            tail_blocks = plain_blocks[last_block]
-            pad_byte = tail_blocks.view(np.uint8)[_BLOCK - 1 :: _BLOCK]
-            diff = (tail_blocks.view(np.uint64) ^ _PAD_PATTERN[pad_byte].view(np.uint64)) & _PAD_MASK[
-                pad_byte
-            ].view(np.uint64)
-            pad_ok = _PAD_VALID[pad_byte] & ((diff[0::2] | diff[1::2]) == 0)
-            plain_len = dec_len[cand] - pad_byte
-            good = pad_ok & (plain_len > 0)
-            codes[cand[pad_ok & (plain_len == 0)]] = _INVALID
-            out_len[cand[good]] = plain_len[good]
-
-            # Keep mask, one 0/1 byte per plaintext byte: every byte of a good row's blocks except the
-            # padding of its last block; then one boolean compaction gives the output data buffer.
-            keep = np.empty(total_blocks, dtype=_V16)
-            keep.view(np.uint64)[:] = _KEEP_ALL_WORD
-            keep[last_block] = _KEEP_BLOCKS[np.where(good, pad_byte, 0)]
-            if not good.all():
-                keep.view(np.uint64)[2 * _span_positions(first_block[~good], nblocks[~good])[:, None] + [0, 1]] = 0
-            data_out = plain_blocks.view(np.uint8)[keep.view(bool)]
-            codes[cand[good]] = _OK
-
-        # ---- 4. UTF-8: rows with bytes >= 0x80 are checked one by one ----------------------------
-        out_offs = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(out_len, out=out_offs[1:])
-        if data_out.size and int(data_out.max()) >= 0x80:
-            rows = np.unique(np.searchsorted(out_offs, np.flatnonzero(data_out >= 0x80), side="right") - 1)
-            bad_utf8 = []
-            for r in rows.tolist():
-                try:
-                    data_out[out_offs[r] : out_offs[r + 1]].tobytes().decode("utf-8")
-                except UnicodeDecodeError:
-                    bad_utf8.append(r)
-            if bad_utf8:
-                bad_utf8 = np.asarray(bad_utf8, dtype=np.int64)
-                drop = np.zeros(data_out.size, dtype=bool)
-                drop[_span_positions(out_offs[bad_utf8], out_len[bad_utf8])] = True
-                data_out = data_out[~drop]
-                codes[bad_utf8] = _INVALID
-                out_len[bad_utf8] = 0
-                np.cumsum(out_len, out=out_offs[1:])
-
-        if out_offs[-1] > np.iinfo(np.int32).max:  # pragma: no cover - chunks are far smaller
-            raise OverflowError("decrypted chunk exceeds 2 GiB")
-        plaintexts = _string_array(n, out_offs, data_out, codes == _OK)
-        return plaintexts, _reasons_from_codes(codes)
-
-    @staticmethod
-    def _bulk_b64decode(buf: np.ndarray, lens: np.ndarray, fast: np.ndarray) -> bytes | None:
-        """Decode the prepared buffer; None unless every kept character was a base64 data character.
-
-        Non-strict a2b_base64 skips unknown characters and stops at a complete pad, so the output is
-        exactly 3/4 of the kept characters long only when all of them are alphabet characters.
-        """
-        try:
-            raw = binascii.a2b_base64(buf)
-        except binascii.Error:
-            return None
-        expected = int(lens[fast].sum()) // 4 * 3
-        return raw if len(raw) == expected else None
+        # After a slice with non-alphabet rows, the next slice's base64 is checked before the bulk
+        # decode (a performance hint only: results never depend on it).
+        ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(arr), validate_first=self._prevalidate)
+        self._prevalidate = ciphertexts.odd_rows
+        blocks = cbc_kernel.decrypt_blocks(ciphertexts, self._cipher, self._iv_block)
+        plaintexts = cbc_kernel.check_utf8(cbc_kernel.strip_pkcs7(blocks, len(arr)))
+        return cbc_kernel.result_arrays(plaintexts)
 
 
 def decrypt_cbc_batch(tokens, key: bytes, iv: bytes) -> tuple[pa.StringArray, pa.StringArray]:
@@ -642,20 +187,20 @@ def decrypt_cbc_batch(tokens, key: bytes, iv: bytes) -> tuple[pa.StringArray, pa
 def encrypt_cbc(plaintexts: Iterable[str], key: bytes, iv: bytes) -> list[str]:
     """AES-CBC/PKCS#7-encrypt and base64-encode each plaintext (str as UTF-8, or raw bytes).
 
-    For tests and data generators.  Vectorized across records: block k of every record is encrypted
-    in one AES-ECB call.
+    Used by :class:`CbcEncryptor` (the export), tests and data generators.  Vectorized across records:
+    block k of every record is encrypted in one AES-ECB call.
     """
     key, iv = _check_key_iv(key, iv)
     padded = []
     for value in plaintexts:
         pt = _to_plain_bytes(value)
-        n_pad = _BLOCK - len(pt) % _BLOCK
+        n_pad = BLOCK - len(pt) % BLOCK
         padded.append(pt + bytes((n_pad,)) * n_pad)
     if not padded:
         return []
     nblocks = np.fromiter((len(p) >> 4 for p in padded), dtype=np.int64, count=len(padded))
     blocks = np.frombuffer(b"".join(padded), dtype=np.uint64).reshape(-1, 2)
-    first = _exclusive_cumsum(nblocks)
+    first = exclusive_cumsum(nblocks)
     out = np.empty_like(blocks)
     prev = np.tile(np.frombuffer(iv, dtype=np.uint64), (len(padded), 1))
     encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
@@ -668,7 +213,7 @@ def encrypt_cbc(plaintexts: Iterable[str], key: bytes, iv: bytes) -> list[str]:
         prev[rows] = enc
     ct = out.tobytes()
     return [
-        binascii.b2a_base64(ct[f * _BLOCK : (f + b) * _BLOCK], newline=False).decode("ascii")
+        binascii.b2a_base64(ct[f * BLOCK : (f + b) * BLOCK], newline=False).decode("ascii")
         for f, b in zip(first.tolist(), nblocks.tolist())
     ]
 
@@ -676,94 +221,6 @@ def encrypt_cbc(plaintexts: Iterable[str], key: bytes, iv: bytes) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # AES-256-GCM with a key ring
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RingKey:
-    """One key of a GCM key ring.  ``secret`` (32 bytes) is excluded from the repr."""
-
-    id: int
-    secret: bytes = field(repr=False)
-    activates: datetime
-    expires: datetime | None = None
-
-    def __post_init__(self):
-        if isinstance(self.id, bool) or not isinstance(self.id, int) or not 0 <= self.id < 2**32:
-            raise KeyMaterialError("key id must be an integer in 0 .. 2**32-1")
-        if not isinstance(self.secret, (bytes, bytearray)) or len(self.secret) != _GCM_KEY_LENGTH:
-            raise KeyMaterialError(f"key id {self.id}: secret must be {_GCM_KEY_LENGTH} bytes (AES-256)")
-        if isinstance(self.secret, bytearray):
-            object.__setattr__(self, "secret", bytes(self.secret))
-        if not _is_aware(self.activates):
-            raise KeyMaterialError(f"key id {self.id}: activates must be a timezone-aware datetime")
-        if self.expires is not None:
-            if not _is_aware(self.expires):
-                raise KeyMaterialError(f"key id {self.id}: expires must be a timezone-aware datetime or None")
-            if self.expires <= self.activates:
-                raise KeyMaterialError(f"key id {self.id}: expires must be later than activates")
-
-
-def _is_aware(value) -> bool:
-    return isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() is not None
-
-
-def _parse_time(value, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise KeyMaterialError(f"{where}: expected an ISO-8601 timestamp string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise KeyMaterialError(f"{where}: not an ISO-8601 timestamp") from None
-    if not _is_aware(parsed):
-        raise KeyMaterialError(f"{where}: timestamp must carry a UTC offset (e.g. 'Z')")
-    return parsed.astimezone(timezone.utc)
-
-
-def load_keyring(ref: str) -> list[RingKey]:
-    """Load a GCM key ring from ``file:PATH`` or ``env:NAME`` holding JSON::
-
-        {"keys": [{"id": 1, "secret": "<base64 or hex of 32 bytes>",
-                   "activates": "2026-01-01T00:00:00Z", "expires": "2027-01-01T00:00:00Z" or null}]}
-
-    A key may add ``"encoding": "hex" | "base64"``; otherwise it is auto-detected.  Problems raise
-    :class:`KeyMaterialError` naming the reference and the key's position/id, never a secret.
-    """
-    label = _ref_label(ref)
-    text = _read_ref(ref)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KeyMaterialError(f"{label}: key ring is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
-    entries = doc.get("keys") if isinstance(doc, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise KeyMaterialError(f"{label}: key ring must be a JSON object with a non-empty 'keys' list")
-    keys: list[RingKey] = []
-    seen: set[int] = set()
-    for position, entry in enumerate(entries):
-        where = f"{label}: keys[{position}]"
-        if not isinstance(entry, dict):
-            raise KeyMaterialError(f"{where}: expected an object")
-        key_id = entry.get("id")
-        if isinstance(key_id, bool) or not isinstance(key_id, int) or not 0 <= key_id < 2**32:
-            raise KeyMaterialError(f"{where}: 'id' must be an integer in 0 .. 2**32-1")
-        where = f"{where} (id {key_id})"
-        if key_id in seen:
-            raise KeyMaterialError(f"{where}: duplicate key id")
-        seen.add(key_id)
-        secret_text = entry.get("secret")
-        if not isinstance(secret_text, str) or not secret_text.strip():
-            raise KeyMaterialError(f"{where}: 'secret' must be a non-empty hex or base64 string")
-        encoding = entry.get("encoding")
-        if encoding not in (None, "hex", "base64"):
-            raise KeyMaterialError(f"{where}: 'encoding' must be 'hex' or 'base64'")
-        secret = _decode_secret(secret_text.strip(), encoding, (_GCM_KEY_LENGTH,), f"{where} secret")
-        activates = _parse_time(entry.get("activates"), f"{where} activates")
-        expires_raw = entry.get("expires")
-        expires = None if expires_raw is None else _parse_time(expires_raw, f"{where} expires")
-        if expires is not None and expires <= activates:
-            raise KeyMaterialError(f"{where}: expires must be later than activates")
-        keys.append(RingKey(id=key_id, secret=secret, activates=activates, expires=expires))
-    return keys
-
-
 class GcmDecryptor:
     """AES-256-GCM key-ring decryptor; build once per ``DoFn.setup()`` with the run's clock.
 
@@ -773,7 +230,7 @@ class GcmDecryptor:
     """
 
     def __init__(self, keys: list[RingKey], now: datetime):
-        if not _is_aware(now):
+        if not is_aware(now):
             raise ValueError("now must be a timezone-aware datetime")
         self._now = now
         self._keys: dict[int, tuple[AESGCM, str | None]] = {}
@@ -796,7 +253,7 @@ class GcmDecryptor:
 
     def decrypt(self, tokens) -> tuple[pa.StringArray, pa.StringArray]:
         plains, reasons = [], []
-        for token in _token_bytes(_as_text_array(tokens)):
+        for token in _token_bytes(plain_array(tokens, text="raw")):
             plain, reason = self._decrypt_one(token)
             plains.append(plain)
             reasons.append(reason)
@@ -826,7 +283,7 @@ class GcmDecryptor:
 
 
 def encrypt_gcm(plaintexts, key: RingKey, nonces: Iterable[bytes] | None = None) -> list[str]:
-    """Encrypt each plaintext (str as UTF-8, or bytes) under ``key``; for tests and generators.
+    """Encrypt each plaintext (str as UTF-8, or bytes) under ``key``: :class:`GcmEncryptor`, tests, generators.
 
     ``nonces`` (12 bytes each, one per plaintext) makes the output deterministic; by default each nonce
     is random.  Never reuse a nonce with the same key outside tests.
@@ -846,3 +303,99 @@ def encrypt_gcm(plaintexts, key: RingKey, nonces: Iterable[bytes] | None = None)
         binascii.b2a_base64(prefix + nonce + aead.encrypt(nonce, pt, None), newline=False).decode("ascii")
         for nonce, pt in zip(nonce_list, items)
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Encryptors for the export (channel email / sms)
+# --------------------------------------------------------------------------------------------------
+class CbcEncryptor:
+    """AES-CBC/PKCS#7 with the data source's key and fixed IV: deterministic, exactly what the website
+    sends and what the import decrypts. Build in ``DoFn.setup()``; refuses to be pickled."""
+
+    def __init__(self, key: bytes, iv: bytes):
+        if len(key) not in AES_KEY_LENGTHS or len(iv) != 16:
+            raise KeyMaterialError("AES-CBC needs a 16, 24 or 32-byte key and a 16-byte IV")
+        self._key, self._iv = bytes(key), bytes(iv)
+
+    def __repr__(self) -> str:
+        return f"CbcEncryptor(aes_{len(self._key) * 8})"
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("CbcEncryptor holds key material and cannot be pickled; build it in DoFn.setup()")
+
+    def encrypt(self, plaintexts: pa.Array) -> pa.Array:
+        return _encrypt_present(plaintexts, lambda values: encrypt_cbc(values, self._key, self._iv))
+
+
+class GcmEncryptor:
+    """AES-256-GCM token ``base64(key_id | nonce | ciphertext | tag)`` under the key ring's newest key
+    active at the run's clock (latest ``activates``, then highest id). The nonce is
+    ``HMAC-SHA256(key, plaintext)[:12]``: the same plaintext always gives the same token (byte-identical
+    reruns, and the delta against an existing export works), distinct plaintexts get distinct nonces
+    (a 96-bit collision needs ~2**48 addresses). Like CBC with a fixed IV, equal tokens reveal equal
+    addresses, nothing more. Build in ``DoFn.setup()``; refuses to be pickled."""
+
+    def __init__(self, keys, now: datetime):
+        active = [k for k in keys if k.activates <= now and (k.expires is None or now < k.expires)]
+        if not active:
+            raise KeyMaterialError(f"key ring: no key is active on {now.date().isoformat()}")
+        self._key = max(active, key=lambda k: (k.activates, k.id))
+
+    @property
+    def key_id(self) -> int:
+        return self._key.id
+
+    def __repr__(self) -> str:
+        return f"GcmEncryptor(key_id={self._key.id})"
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("GcmEncryptor holds key material and cannot be pickled; build it in DoFn.setup()")
+
+    def encrypt(self, plaintexts: pa.Array) -> pa.Array:
+        def run(values: list[str]) -> list[str]:
+            raw = [v.encode("utf-8") for v in values]
+            nonces = [hmac.new(self._key.secret, v, hashlib.sha256).digest()[:12] for v in raw]
+            return encrypt_gcm(raw, self._key, nonces)
+
+        return _encrypt_present(plaintexts, run)
+
+
+def _encrypt_present(plaintexts: pa.Array, encrypt) -> pa.Array:
+    if isinstance(plaintexts, pa.ChunkedArray):
+        plaintexts = plaintexts.combine_chunks()
+    present = pc.is_valid(plaintexts)
+    values = pc.filter(plaintexts, present).to_pylist()
+    tokens = pa.array(encrypt(values) if values else [], pa.string())
+    if len(values) == len(plaintexts):
+        return tokens
+    return pc.replace_with_mask(pa.nulls(len(plaintexts), pa.string()), present, tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a data source needs (reads key material: call in DoFn.setup() or the launcher's preflight)
+# --------------------------------------------------------------------------------------------------
+def build_decryptor(ds: DataSourceConfig, run_date: datetime | None):
+    """The decryptor a data source needs (None when its IDs are not decrypted). Reads key material:
+    call it in ``DoFn.setup()`` on the worker, never at pipeline construction."""
+    if not ds.decrypts:
+        return None
+    enc = ds.encryption
+    if enc.algorithm == "aes-cbc":
+        key = load_secret(enc.key, enc.key_encoding)
+        iv = load_secret(enc.iv, enc.iv_encoding, lengths=(16,))
+        return CbcDecryptor(key, iv)
+    if run_date is None:
+        raise ValueError(f"data source '{ds.name}': aes-gcm needs the run date (the key ring's clock)")
+    return GcmDecryptor(load_keyring(enc.keyring), run_date)
+
+
+def build_encryptor(ds: DataSourceConfig, clock: datetime):
+    """The encryptor a data source's user IDs need (None unless they are encrypted addresses). Reads
+    key material: call it in ``DoFn.setup()`` (or once in the launcher's preflight), never elsewhere."""
+    if not ds.decrypts:
+        return None
+    enc = ds.encryption
+    if enc.algorithm == "aes-cbc":
+        return CbcEncryptor(load_secret(enc.key, enc.key_encoding),
+                            load_secret(enc.iv, enc.iv_encoding, lengths=(16,)))
+    return GcmEncryptor(load_keyring(enc.keyring), clock)

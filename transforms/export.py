@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, concat, distinct, hash64, split_by_bucket
 from transforms.config import ConfigError, DataSourceConfig, JobConfig, format_from_extension
+from transforms.crypto import build_encryptor
 from transforms.errors import InputError, RunFailed
 from transforms.keys import profile_keys
 from transforms.join_inputs import BuildKeyFilter
@@ -170,94 +170,6 @@ def export_spec(cfg: JobConfig, audience: str, data_source: str | None, run_date
 def export_config(cfg: JobConfig, spec: ExportSpec) -> JobConfig:
     """The job config narrowed to the exported data source: the extract is read for its columns only."""
     return cfg.model_copy(update={"data_sources": [spec.data_source]})
-
-
-# ----------------------------------------------------------------------------------------------------
-# Encryption of declared IDs (channel email / sms)
-# ----------------------------------------------------------------------------------------------------
-class CbcEncryptor:
-    """AES-CBC/PKCS#7 with the data source's key and fixed IV: deterministic, exactly what the website
-    sends and what the import decrypts. Build in ``DoFn.setup()``; refuses to be pickled."""
-
-    def __init__(self, key: bytes, iv: bytes):
-        from transforms.crypto import AES_KEY_LENGTHS, KeyMaterialError
-
-        if len(key) not in AES_KEY_LENGTHS or len(iv) != 16:
-            raise KeyMaterialError("AES-CBC needs a 16, 24 or 32-byte key and a 16-byte IV")
-        self._key, self._iv = bytes(key), bytes(iv)
-
-    def __repr__(self) -> str:
-        return f"CbcEncryptor(aes_{len(self._key) * 8})"
-
-    def __reduce_ex__(self, protocol):
-        raise TypeError("CbcEncryptor holds key material and cannot be pickled; build it in DoFn.setup()")
-
-    def encrypt(self, plaintexts: pa.Array) -> pa.Array:
-        from transforms.crypto import encrypt_cbc
-
-        return _encrypt_present(plaintexts, lambda values: encrypt_cbc(values, self._key, self._iv))
-
-
-class GcmEncryptor:
-    """AES-256-GCM token ``base64(key_id | nonce | ciphertext | tag)`` under the key ring's newest key
-    active at the run's clock (latest ``activates``, then highest id). The nonce is
-    ``HMAC-SHA256(key, plaintext)[:12]``: the same plaintext always gives the same token (byte-identical
-    reruns, and the delta against an existing export works), distinct plaintexts get distinct nonces
-    (a 96-bit collision needs ~2**48 addresses). Like CBC with a fixed IV, equal tokens reveal equal
-    addresses, nothing more. Build in ``DoFn.setup()``; refuses to be pickled."""
-
-    def __init__(self, keys, now: datetime):
-        from transforms.crypto import KeyMaterialError
-
-        active = [k for k in keys if k.activates <= now and (k.expires is None or now < k.expires)]
-        if not active:
-            raise KeyMaterialError(f"key ring: no key is active on {now.date().isoformat()}")
-        self._key = max(active, key=lambda k: (k.activates, k.id))
-
-    @property
-    def key_id(self) -> int:
-        return self._key.id
-
-    def __repr__(self) -> str:
-        return f"GcmEncryptor(key_id={self._key.id})"
-
-    def __reduce_ex__(self, protocol):
-        raise TypeError("GcmEncryptor holds key material and cannot be pickled; build it in DoFn.setup()")
-
-    def encrypt(self, plaintexts: pa.Array) -> pa.Array:
-        from transforms.crypto import encrypt_gcm
-
-        def run(values: list[str]) -> list[str]:
-            raw = [v.encode("utf-8") for v in values]
-            nonces = [hmac.new(self._key.secret, v, hashlib.sha256).digest()[:12] for v in raw]
-            return encrypt_gcm(raw, self._key, nonces)
-
-        return _encrypt_present(plaintexts, run)
-
-
-def _encrypt_present(plaintexts: pa.Array, encrypt) -> pa.Array:
-    if isinstance(plaintexts, pa.ChunkedArray):
-        plaintexts = plaintexts.combine_chunks()
-    present = pc.is_valid(plaintexts)
-    values = pc.filter(plaintexts, present).to_pylist()
-    tokens = pa.array(encrypt(values) if values else [], pa.string())
-    if len(values) == len(plaintexts):
-        return tokens
-    return pc.replace_with_mask(pa.nulls(len(plaintexts), pa.string()), present, tokens)
-
-
-def build_encryptor(ds: DataSourceConfig, clock: datetime):
-    """The encryptor a data source's user IDs need (None unless they are encrypted addresses). Reads
-    key material: call it in ``DoFn.setup()`` (or once in the launcher's preflight), never elsewhere."""
-    if not ds.decrypts:
-        return None
-    from transforms import crypto
-
-    enc = ds.encryption
-    if enc.algorithm == "aes-cbc":
-        return CbcEncryptor(crypto.load_secret(enc.key, enc.key_encoding),
-                            crypto.load_secret(enc.iv, enc.iv_encoding, lengths=(16,)))
-    return GcmEncryptor(crypto.load_keyring(enc.keyring), clock)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ digests as their 32 raw bytes (hex is matched in either case), other keys as the
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +24,7 @@ import pyarrow.compute as pc
 from transforms import normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
+from transforms.crypto import build_decryptor  # noqa: F401 - reconcile.py still imports it from here
 from transforms.dumps import rejected_table, split_tokens
 from transforms.outcomes import Reason
 from transforms.profiles import KEY_PREFIX
@@ -60,23 +59,6 @@ def _plain_key_reasons(ids: pa.Array) -> np.ndarray:
     ids = pc.fill_null(ids, "")
     bad = _mask(pc.equal(pc.utf8_length(ids), 0)) | _mask(pc.match_substring(ids, ":"))
     return np.where(bad, Reason.INVALID_DECLARED_ID, None)
-
-
-def build_decryptor(ds: DataSourceConfig, run_date: datetime | None):
-    """The decryptor a data source needs (None when its IDs are not decrypted). Reads key material:
-    call it in ``DoFn.setup()`` on the worker, never at pipeline construction."""
-    if not ds.decrypts:
-        return None
-    from transforms import crypto
-
-    enc = ds.encryption
-    if enc.algorithm == "aes-cbc":
-        key = crypto.load_secret(enc.key, enc.key_encoding)
-        iv = crypto.load_secret(enc.iv, enc.iv_encoding, lengths=(16,))
-        return crypto.CbcDecryptor(key, iv)
-    if run_date is None:
-        raise ValueError(f"data source '{ds.name}': aes-gcm needs the run date (the key ring's clock)")
-    return crypto.GcmDecryptor(crypto.load_keyring(enc.keyring), run_date)
 
 
 def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[pa.Table, pa.Table]:

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import fixed_width_binary, rows_of_width, string_buffers
+from transforms.arrow_utils import fixed_width_binary, plain_array, rows_of_width, string_buffers
 from transforms.outcomes import Reason
 
 __all__ = [
@@ -97,44 +97,6 @@ def _check_kind(kind: str) -> None:
 def _check_encoding(encoding: str) -> None:
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
-
-
-def _as_string_array(values) -> pa.StringArray:
-    """Coerce input to a single-chunk ``pa.StringArray``.
-
-    Accepts string / large_string / string_view / dictionary-of-string / null arrays,
-    ChunkedArrays of those, and (for convenience) plain Python sequences of str/None.
-    """
-    if isinstance(values, pa.ChunkedArray):
-        typ = values.type
-        _check_type(typ)
-        if typ != pa.string():
-            values = values.cast(pa.string())
-        if values.num_chunks == 0:
-            return pa.array([], pa.string())
-        return values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        if isinstance(values, (str, bytes)):
-            raise TypeError("expected an array of strings, not a single string")
-        values = pa.array(values, type=pa.string())
-    typ = values.type
-    _check_type(typ)
-    if pa.types.is_dictionary(typ):
-        values = values.dictionary_decode()
-    if values.type != pa.string():
-        values = values.cast(pa.string())
-    return values
-
-
-def _check_type(typ: pa.DataType) -> None:
-    base = typ.value_type if pa.types.is_dictionary(typ) else typ
-    if not (
-        pa.types.is_string(base)
-        or pa.types.is_large_string(base)
-        or pa.types.is_null(base)
-        or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(base))
-    ):
-        raise TypeError(f"expected a string array, got type {typ}")
 
 
 def _missing_mask(trimmed: pa.StringArray) -> pa.BooleanArray:
@@ -248,22 +210,14 @@ def normalize_keys(
     """
     _check_kind(kind)
     _check_profile(profile)
-    arr = _as_string_array(values)
+    arr = plain_array(values, text="strict")
     if kind == "email":
         out = _normalize_email(arr, profile)
     elif kind == "phone":
         out = _normalize_phone(arr, profile)
     else:
         out = _normalize_other(arr)
-    return tuple(_plain(a) for a in out)  # type: ignore[return-value]
-
-
-def _plain(a) -> pa.StringArray:
-    if isinstance(a, pa.ChunkedArray):
-        a = a.combine_chunks()
-    if a.type != pa.string():
-        a = a.cast(pa.string())
-    return a
+    return tuple(plain_array(a, text="cast") for a in out)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------- hashing
@@ -325,7 +279,7 @@ def _sha256_concat(present: pa.Array) -> bytes:
 def sha256_digests(values: pa.Array) -> pa.BinaryArray:
     """Raw 32-byte SHA-256 digests of null-free normalized keys: the join key of a hashed data
     source (half the bytes of hex; :func:`decode_digests` gives the same form for the dump side)."""
-    arr = _as_string_array(values)
+    arr = plain_array(values, text="strict")
     if arr.null_count:
         raise ValueError("sha256_digests takes valid keys only (filter nulls first)")
     return fixed_width_binary(_sha256_concat(arr), len(arr), 32)
@@ -343,7 +297,7 @@ def decode_digests(canonical: pa.Array, encoding: str) -> pa.BinaryArray:
     """Raw 32-byte digests from null-free digests validated by :func:`canonical_digests` (64 hex
     chars, either case; or 44 canonical base64 chars). Vectorized with numpy lookup tables."""
     _check_encoding(encoding)
-    arr = _as_string_array(canonical)
+    arr = plain_array(canonical, text="strict")
     if encoding == "hex":
         nibbles = _HEX_VALUE[rows_of_width(arr, _HEX_WIDTH)]
         raw = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
@@ -359,7 +313,7 @@ def hash_keys(normalized: pa.Array, encoding: str) -> pa.StringArray:
     """SHA-256 over UTF-8 bytes; encoding 'hex' (lowercase, 64 chars) or 'base64'
     (standard alphabet, padded, 44 chars).  Nulls stay null."""
     _check_encoding(encoding)
-    arr = _as_string_array(normalized)
+    arr = plain_array(normalized, text="strict")
     n = len(arr)
     width = _HEX_WIDTH if encoding == "hex" else _B64_WIDTH
     if n == 0:
@@ -412,7 +366,7 @@ def canonical_digests(values: pa.Array, encoding: str) -> tuple[pa.StringArray, 
     Invalid -> null + Reason.INVALID_HASH; null/empty/blank -> null + Reason.MISSING_VALUE.
     """
     _check_encoding(encoding)
-    arr = _as_string_array(values)
+    arr = plain_array(values, text="strict")
     trimmed = pc.utf8_trim_whitespace(arr)
     missing = _missing_mask(trimmed)
     if encoding == "hex":
@@ -421,7 +375,7 @@ def canonical_digests(values: pa.Array, encoding: str) -> tuple[pa.StringArray, 
     else:
         valid = pc.fill_null(pc.match_substring_regex(trimmed, _B64_RE), False)
         candidate = trimmed
-    return tuple(_plain(a) for a in _finish(candidate, valid, missing, Reason.INVALID_HASH))  # type: ignore[return-value]
+    return tuple(plain_array(a, text="cast") for a in _finish(candidate, valid, missing, Reason.INVALID_HASH))  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- scalar helpers

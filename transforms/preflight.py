@@ -35,8 +35,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
         if not [p for p in glob(ds.segments, missing_ok=True) if is_dump_file(p)]:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         if check_keys and ds.decrypts:
-            from transforms.keys import build_decryptor
-            from transforms.crypto import KeyMaterialError
+            from transforms.crypto import build_decryptor
+            from transforms.errors import KeyMaterialError
 
             try:
                 build_decryptor(ds, run_date=None) if ds.encryption.algorithm == "aes-cbc" else _check_keyring(ds)
@@ -47,7 +47,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
 
 
 def _check_keyring(ds) -> None:
-    from transforms.crypto import load_keyring
+    from transforms.secrets import load_keyring
 
     load_keyring(ds.encryption.keyring)
 

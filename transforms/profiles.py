@@ -15,6 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from transforms.arrow_utils import plain_array
 from transforms.config import JobConfig, ProfilesConfig
 from transforms.errors import InputError
 
@@ -42,33 +43,22 @@ def key_columns(cfg: JobConfig) -> list[str]:
     return sorted({cfg.profiles.column_for(ds.match_on) for ds in cfg.data_sources if ds.match_on})
 
 
-def _as_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if not pa.types.is_string(values.type):
-        values = values.cast(pa.string())
-    return values
-
-
 def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) -> pa.Array:
     """The visitor-ID column as list<string> (CSV: split on ``sep``). Entries are not cleaned here:
     consumers validate each ID (38 digits) when they use it."""
     if values is None:
         return pa.nulls(n, pa.list_(pa.string()))
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    values = plain_array(values)
     if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
         return values if values.type == pa.list_(pa.string()) else values.cast(pa.list_(pa.string()))
-    return pc.split_pattern(_as_strings(values), pattern=sep)
+    return pc.split_pattern(plain_array(values, text="cast"), pattern=sep)
 
 
 def standardize(table: pa.Table, cfg: JobConfig, path: str) -> pa.Table:
     """Map an extract's columns to the standard profile table."""
     p = cfg.profiles
     n = table.num_rows
-    ids = _as_strings(table[p.id])
+    ids = plain_array(table[p.id], text="cast")
     missing_ids = pc.sum(pc.or_(pc.is_null(ids), pc.equal(pc.utf8_length(pc.fill_null(ids, "")), 0))).as_py()
     if missing_ids:
         raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'")
@@ -79,13 +69,13 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str) -> pa.Table:
         opt = table[p.opt_out]
         opt = opt.combine_chunks() if isinstance(opt, pa.ChunkedArray) else opt
         if not pa.types.is_boolean(opt.type):
-            text = pc.utf8_lower(pc.utf8_trim_whitespace(_as_strings(opt)))
+            text = pc.utf8_lower(pc.utf8_trim_whitespace(plain_array(opt, text="cast")))
             opt = pc.is_in(text, value_set=pa.array(["true", "1", "yes", "y", "t"]))
         cols["opt_out"] = pc.fill_null(opt, False)
     else:
         cols["opt_out"] = pa.repeat(pa.scalar(False), n)
     for col in key_columns(cfg):
-        cols[KEY_PREFIX + col] = _as_strings(table[col])
+        cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
     return pa.table(cols)
 
 

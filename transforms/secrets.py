@@ -1,0 +1,289 @@
+"""Key material: AES keys and IVs, and AES-256-GCM key rings, read from a reference
+(reference: shared/reference/formats.md, section 5).
+
+A reference is ``env:NAME`` (an environment variable), ``file:PATH`` (a file) or
+``gcpsm:projects/P/secrets/S/versions/V`` (a Google Cloud Secret Manager secret version, read with the
+workers' credentials; the client library is imported only when such a reference is read, and the
+payload's CRC32C is checked).  Its text is stripped and decoded as hex or standard base64, given
+explicitly or auto-detected (accepted only when exactly one of the two decodes to an allowed length).
+
+:func:`load_secret` gives one key or IV; :func:`load_keyring` gives a key ring (JSON, one
+:class:`RingKey` per key).  No exception message, log line or repr here contains key material:
+:class:`~transforms.errors.KeyMaterialError` names the reference and the problem only.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from transforms.errors import KeyMaterialError
+
+__all__ = [
+    "AES_KEY_LENGTHS",
+    "GCM_KEY_LENGTH",
+    "SECRET_MANAGER_PREFIX",
+    "RingKey",
+    "is_aware",
+    "load_keyring",
+    "load_secret",
+]
+
+AES_KEY_LENGTHS = (16, 24, 32)
+GCM_KEY_LENGTH = 32
+
+
+# --------------------------------------------------------------------------------------------------
+# References: env:, file:, gcpsm:
+# --------------------------------------------------------------------------------------------------
+def _ref_label(ref: object) -> str:
+    """The reference as it may be shown in messages (an unrecognised one may be an inline secret)."""
+    if isinstance(ref, str):
+        kind, sep, name = ref.partition(":")
+        if sep and name and kind in ("env", "file"):
+            return ref
+        if ref.startswith(SECRET_MANAGER_PREFIX) and _secret_version_name(ref):
+            return ref
+    return "<secret reference>"
+
+
+def _read_ref(ref: str) -> str:
+    """Text behind an ``env:NAME`` / ``file:PATH`` reference, stripped."""
+    label = _ref_label(ref)
+    if isinstance(ref, str) and ref.startswith(SECRET_MANAGER_PREFIX):
+        return _read_secret_manager(ref)
+    if label == "<secret reference>":
+        raise KeyMaterialError(
+            "secret reference must look like 'env:NAME' or 'file:PATH' (the value given is not shown)"
+        )
+    kind, _, name = ref.partition(":")
+    if kind == "env":
+        value = os.environ.get(name)
+        if value is None:
+            raise KeyMaterialError(f"{label}: environment variable is not set")
+    else:
+        try:
+            with open(name, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            raise KeyMaterialError(f"{label}: file not found") from None
+        except OSError as exc:  # permission denied, is a directory, ...
+            raise KeyMaterialError(f"{label}: cannot read file ({type(exc).__name__})") from None
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise KeyMaterialError(f"{label}: content is not text (expected hex or base64)") from None
+    value = value.strip()
+    if not value:
+        raise KeyMaterialError(f"{label}: value is empty")
+    return value
+
+
+# Google Cloud Secret Manager: ``gcpsm:projects/PROJECT/secrets/SECRET/versions/VERSION``. Resolved
+# where the key is loaded -- on the workers, in DoFn.setup(), with the workers' service account (and
+# once on the launcher by the preflight check). The client library is imported only here, so jobs
+# that do not use it never load it.
+SECRET_MANAGER_PREFIX = "gcpsm:"
+_SECRET_MANAGER_FORM = "gcpsm:projects/PROJECT/secrets/SECRET/versions/VERSION"
+_RESOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
+def _secret_version_name(ref: str) -> str | None:
+    """``projects/P/secrets/S/versions/V`` from a well-formed reference, else None."""
+    parts = ref[len(SECRET_MANAGER_PREFIX):].split("/")
+    if len(parts) != 6 or parts[0::2] != ["projects", "secrets", "versions"]:
+        return None
+    if not all(p and set(p) <= _RESOURCE_CHARS for p in parts[1::2]):
+        return None
+    return "/".join(parts)
+
+
+def _secret_manager_client():
+    """A Secret Manager client (credentials: Application Default Credentials, i.e. the workers' service
+    account on Dataflow). A function of its own so tests can replace it without any network."""
+    from google.cloud import secretmanager  # lazy: google-cloud-secret-manager comes with apache-beam[gcp]
+
+    return secretmanager.SecretManagerServiceClient()
+
+
+def _read_secret_manager(ref: str) -> str:
+    """Text of a Secret Manager secret version, stripped. Errors name the reference, never the value."""
+    name = _secret_version_name(ref)
+    if name is None:
+        shown = ref if ref.startswith(SECRET_MANAGER_PREFIX + "projects/") else "gcpsm:<not shown>"
+        raise KeyMaterialError(f"{shown}: Secret Manager reference must look like '{_SECRET_MANAGER_FORM}'")
+    try:
+        client = _secret_manager_client()
+    except ImportError:
+        raise KeyMaterialError(f"{ref}: google-cloud-secret-manager is not installed") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. no credentials: its message is not shown
+        raise KeyMaterialError(f"{ref}: cannot create a Secret Manager client ({type(exc).__name__})") from None
+    try:
+        response = client.access_secret_version(request={"name": name})
+    except Exception as exc:  # noqa: BLE001 - NotFound, PermissionDenied, ...: only the type is shown
+        raise KeyMaterialError(f"{ref}: cannot access the secret version ({type(exc).__name__})") from None
+    raw = bytes(response.payload.data)
+    expected_crc = getattr(response.payload, "data_crc32c", None)
+    if expected_crc:
+        try:
+            import google_crc32c
+        except ImportError:  # pragma: no cover - installed with google-cloud-storage
+            google_crc32c = None
+        if google_crc32c is not None and int(google_crc32c.value(raw)) != int(expected_crc):
+            raise KeyMaterialError(f"{ref}: secret payload failed its CRC32C check")
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise KeyMaterialError(f"{ref}: content is not text (expected hex or base64)") from None
+    if not value:
+        raise KeyMaterialError(f"{ref}: value is empty")
+    return value
+
+
+def _try_hex(text: str) -> bytes | None:
+    try:
+        return binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _try_base64(text: str) -> bytes | None:
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_secret(text: str, encoding: str | None, lengths: tuple[int, ...], label: str) -> bytes:
+    allowed = ", ".join(str(n) for n in lengths)
+    if encoding not in (None, "hex", "base64"):
+        raise ValueError(f"{label}: encoding must be 'hex', 'base64' or None, got {encoding!r}")
+    if encoding is not None:
+        value = _try_hex(text) if encoding == "hex" else _try_base64(text)
+        if value is None:
+            raise KeyMaterialError(f"{label}: value is not valid {encoding}")
+        if len(value) not in lengths:
+            raise KeyMaterialError(
+                f"{label}: {encoding} value decodes to {len(value)} bytes; expected one of {allowed}"
+            )
+        return value
+    candidates = [
+        value for value in (_try_hex(text), _try_base64(text)) if value is not None and len(value) in lengths
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise KeyMaterialError(
+            f"{label}: value is valid both as hex and as base64 of an allowed length; "
+            "set the encoding explicitly ('hex' or 'base64')"
+        )
+    raise KeyMaterialError(f"{label}: value is neither hex nor base64 of {allowed} bytes")
+
+
+def load_secret(ref: str, encoding: str | None = None, lengths: tuple[int, ...] = AES_KEY_LENGTHS) -> bytes:
+    """Load a key or IV from ``env:NAME``, ``file:PATH`` or ``gcpsm:projects/P/secrets/S/versions/V``
+    (Secret Manager; the content is stripped).
+
+    ``encoding`` is ``'hex'``, ``'base64'`` (standard alphabet, padded) or ``None`` to auto-detect: the
+    value is accepted only when exactly one of hex/base64 decodes to an allowed length (a 32-digit hex
+    AES-128 key is also 24-byte base64, so it needs ``encoding='hex'``).  Any problem raises
+    :class:`KeyMaterialError`, whose message never contains the value.
+    """
+    label = _ref_label(ref)
+    return _decode_secret(_read_ref(ref), encoding, tuple(lengths), label)
+
+
+
+# --------------------------------------------------------------------------------------------------
+# AES-256-GCM key ring
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RingKey:
+    """One key of a GCM key ring.  ``secret`` (32 bytes) is excluded from the repr."""
+
+    id: int
+    secret: bytes = field(repr=False)
+    activates: datetime
+    expires: datetime | None = None
+
+    def __post_init__(self):
+        if isinstance(self.id, bool) or not isinstance(self.id, int) or not 0 <= self.id < 2**32:
+            raise KeyMaterialError("key id must be an integer in 0 .. 2**32-1")
+        if not isinstance(self.secret, (bytes, bytearray)) or len(self.secret) != GCM_KEY_LENGTH:
+            raise KeyMaterialError(f"key id {self.id}: secret must be {GCM_KEY_LENGTH} bytes (AES-256)")
+        if isinstance(self.secret, bytearray):
+            object.__setattr__(self, "secret", bytes(self.secret))
+        if not is_aware(self.activates):
+            raise KeyMaterialError(f"key id {self.id}: activates must be a timezone-aware datetime")
+        if self.expires is not None:
+            if not is_aware(self.expires):
+                raise KeyMaterialError(f"key id {self.id}: expires must be a timezone-aware datetime or None")
+            if self.expires <= self.activates:
+                raise KeyMaterialError(f"key id {self.id}: expires must be later than activates")
+
+
+def is_aware(value) -> bool:
+    return isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() is not None
+
+
+def _parse_time(value, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise KeyMaterialError(f"{where}: expected an ISO-8601 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise KeyMaterialError(f"{where}: not an ISO-8601 timestamp") from None
+    if not is_aware(parsed):
+        raise KeyMaterialError(f"{where}: timestamp must carry a UTC offset (e.g. 'Z')")
+    return parsed.astimezone(timezone.utc)
+
+
+def load_keyring(ref: str) -> list[RingKey]:
+    """Load a GCM key ring from ``file:PATH`` or ``env:NAME`` holding JSON::
+
+        {"keys": [{"id": 1, "secret": "<base64 or hex of 32 bytes>",
+                   "activates": "2026-01-01T00:00:00Z", "expires": "2027-01-01T00:00:00Z" or null}]}
+
+    A key may add ``"encoding": "hex" | "base64"``; otherwise it is auto-detected.  Problems raise
+    :class:`KeyMaterialError` naming the reference and the key's position/id, never a secret.
+    """
+    label = _ref_label(ref)
+    text = _read_ref(ref)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KeyMaterialError(f"{label}: key ring is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    entries = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise KeyMaterialError(f"{label}: key ring must be a JSON object with a non-empty 'keys' list")
+    keys: list[RingKey] = []
+    seen: set[int] = set()
+    for position, entry in enumerate(entries):
+        where = f"{label}: keys[{position}]"
+        if not isinstance(entry, dict):
+            raise KeyMaterialError(f"{where}: expected an object")
+        key_id = entry.get("id")
+        if isinstance(key_id, bool) or not isinstance(key_id, int) or not 0 <= key_id < 2**32:
+            raise KeyMaterialError(f"{where}: 'id' must be an integer in 0 .. 2**32-1")
+        where = f"{where} (id {key_id})"
+        if key_id in seen:
+            raise KeyMaterialError(f"{where}: duplicate key id")
+        seen.add(key_id)
+        secret_text = entry.get("secret")
+        if not isinstance(secret_text, str) or not secret_text.strip():
+            raise KeyMaterialError(f"{where}: 'secret' must be a non-empty hex or base64 string")
+        encoding = entry.get("encoding")
+        if encoding not in (None, "hex", "base64"):
+            raise KeyMaterialError(f"{where}: 'encoding' must be 'hex' or 'base64'")
+        secret = _decode_secret(secret_text.strip(), encoding, (GCM_KEY_LENGTH,), f"{where} secret")
+        activates = _parse_time(entry.get("activates"), f"{where} activates")
+        expires_raw = entry.get("expires")
+        expires = None if expires_raw is None else _parse_time(expires_raw, f"{where} expires")
+        if expires is not None and expires <= activates:
+            raise KeyMaterialError(f"{where}: expires must be later than activates")
+        keys.append(RingKey(id=key_id, secret=secret, activates=activates, expires=expires))
+    return keys
+
