@@ -19,7 +19,8 @@ from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_b
 from transforms.config import JobConfig
 from transforms.dumps import FileStats, is_dump_file, numbered_chunks, parse_chunk, parse_dump_name
 from transforms.errors import InputError
-from transforms.keys import build_decryptor, dump_keys, profile_keys
+from transforms.crypto import build_decryptor
+from transforms.keys import dump_keys, profile_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import PooledDoFn, ordered_map

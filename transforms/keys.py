@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 from transforms import normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.crypto import build_decryptor  # noqa: F401 - reconcile.py still imports it from here
 from transforms.dumps import rejected_table, split_tokens
 from transforms.outcomes import Reason
 from transforms.profiles import KEY_PREFIX
