@@ -80,7 +80,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    return launch.run_job_cli(run, argv, summary_lines)
+    return launch.run_job_cli(run, argv, summary_lines, page=lambda argv: launch.page_line(parse_args(argv)[0].output))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class ReadDumpFile(PooledDoFn):
     def setup(self):
         super().setup()
         self._received = runner_counter("dump_lines_read")
+        self._files = runner_counter("dump_files_read")
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
 
     def finish_bundle(self):
@@ -97,6 +98,7 @@ class ReadDumpFile(PooledDoFn):
                 yield beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes))
             for bucket, rows in pieces:
                 yield (name, bucket), rows
+        self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
 
     def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
@@ -148,12 +150,17 @@ class KeyProfiles(PooledDoFn):
         self._cfg = cfg
         self._threads = cfg.threads
 
+    def setup(self):
+        super().setup()
+        self._rows = runner_counter("profile_rows_read")
+
     def finish_bundle(self):
         release_free_memory()
 
     def process(self, path: str, filters: dict):
         cfg = self._cfg
         for profiles in read_profiles(path, cfg):
+            self._rows.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
             key_source = functools.partial(self._key_source, profiles, filters)
             for counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):

@@ -14,6 +14,7 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         entry = {
             "dpid": ds.dpid,
             "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
+            "decrypts": ds.decrypts,
             "received": counts.get(Metric.RECEIVED, name),
             **{category: 0 for category in OUTCOMES},
             "rejected_by_reason": {},
@@ -64,17 +65,3 @@ def check_report(report: dict, cfg: JobConfig) -> None:
                     "wrong key or IV? Nothing was published"
                 )
 
-
-def summary_lines(report: dict) -> list[str]:
-    """A short human summary: counts only, no IDs."""
-    if report.get("status") == "staged":
-        return ["job staged (built and submitted, or written as a template): no report until it runs"]
-    out = [f"profiles read: {report['profiles_read']}"]
-    for name, e in report["data_sources"].items():
-        reasons = ", ".join(f"{r}={n}" for r, n in e["rejected_by_reason"].items()) or "none"
-        out.append(
-            f"{name}: received={e['received']} reconciled={e['reconciled']} file_audience={e['file_audience']} "
-            f"unmatched={e['unmatched']} invalid_ids={e['invalid_ids']} format_errors={e['format_errors']} "
-            f"removals_only={e['removals_only']} segments={len(e['segments'])} | rejected by reason: {reasons}"
-        )
-    return out
