@@ -349,7 +349,8 @@ def test_staged_package_carries_our_code_and_nothing_else(dataflow_template):
             if m.name.endswith(("egg-info/requires.txt", "/PKG-INFO"))
         )
     code = {p.relative_to(ROOT).as_posix() for d in ("pipelines", "transforms") for p in (ROOT / d).glob("*.py")}
-    assert code <= members, sorted(code - members)
+    templates = {p.relative_to(ROOT).as_posix() for p in (ROOT / "transforms" / "templates").glob("*.j2")}
+    assert templates and code | templates <= members, sorted((code | templates) - members)  # the workers render report.html
     assert {"setup.py", "pyproject.toml"} <= members
     assert not [m for m in members if m.startswith(("tests/", "testdata/", "scripts/")) or m.endswith((".key", ".pyc"))]
     assert "apache-beam[gcp]==2.77.0" in requires  # workers installing it keep our Beam version
