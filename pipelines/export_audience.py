@@ -23,7 +23,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.cli import run_job_cli
 from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options
 from transforms.config import JobConfig, load_config
-from transforms.export import ExportAudience, ExportSpec, check_export_inputs, export_spec, summary_lines
+from transforms.export import ExportAudience, ExportSpec, export_spec
+from transforms.export_report import summary_lines
+from transforms.preflight import check_export_inputs
 from transforms.publish import REPORT, join_path, remove_run_dir
 
 

@@ -21,8 +21,11 @@ import yaml
 from conftest import DEMO, ROOT
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError, parse_config
-from transforms.export import (CANDIDATE_SCHEMA, EXPORTED_SCHEMA, OUTCOMES, TARGET_SCHEMA, GcmEncryptor,
-                               check_audience_name, classify, control_document, line_bytes)
+from transforms.export import GcmEncryptor, check_audience_name
+from transforms.export_classify import CANDIDATE_SCHEMA, EXPORTED_SCHEMA, classify
+from transforms.export_report import OUTCOMES
+from transforms.onboarding import control_document, line_bytes
+from transforms.targets import TARGET_SCHEMA
 
 RUN_DATE = "2026-11-22"
 TS = 1795305600  # 2026-11-22T00:00:00Z

@@ -19,6 +19,7 @@ from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.metrics import Metrics
 
 
 class Category(StrEnum):
@@ -221,3 +222,13 @@ class Counts:
         """``{detail: n}`` for one metric (and data source), sorted by detail."""
         found = {k.detail: n for k, n in self._totals.items() if k.metric == metric and k.data_source == data_source}
         return dict(sorted(found.items()))
+
+
+# Beam's own metrics (what the runner's UI shows while a job runs), apart from the counts above that
+# the report adds up: one namespace for the project.
+NAMESPACE = "audience_sync"
+
+
+def beam_counter(name: str):
+    """A Beam metrics counter in the project's namespace (build it in ``DoFn.setup()``)."""
+    return Metrics.counter(NAMESPACE, name)
