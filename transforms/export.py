@@ -20,7 +20,7 @@ channel email/sms; see :class:`CbcEncryptor` and :class:`GcmEncryptor`).
 Elements are Arrow tables. Targets are few next to the profile base: a Bloom filter of their ids
 (a side input) drops non-targeted profiles, and existing-export rows of other profiles, before
 anything is shuffled; targets, candidate profiles and existing pairs then meet in one
-``GroupByKey`` per shard of ``profile_id`` (duplicates of an id always land in the same shard, so
+``CoGroupByKey`` per shard of ``profile_id`` (duplicates of an id always land in the same shard, so
 they are counted exactly), where Arrow kernels classify them. The user IDs to send are gathered
 once, de-duplicated, sorted and cut into numbered files; each file is gzip-compressed (mtime 0) by
 its own worker.
@@ -278,14 +278,9 @@ class ExportAudience(beam.PTransform):
             root, ("ListExistingExports", "MatchExistingParts", "SpreadExistingParts", "ReadExisting"),
             [join_path(d, EXPORTED, "*.parquet") for d in self._existing], "existing export part",
             ReadExistingPart(buckets), side_inputs=(target_filter,))
-        tagged = [
-            shards | f"Tag{name.title()}" >> beam.MapTuple(lambda bucket, table, side=name[0]: (bucket, (side, table)))
-            for name, shards in ((TARGETS, targets.shards), (PROFILES, profiles.shards), (EXISTING, existing.shards))
-        ]
         classified = (
-            tagged
-            | "FlattenShards" >> beam.Flatten()
-            | "GroupShards" >> beam.GroupByKey()
+            {TARGETS: targets.shards, PROFILES: profiles.shards, EXISTING: existing.shards}
+            | "GroupShards" >> beam.CoGroupByKey()
             | "ClassifyTargets" >> beam.ParDo(ClassifyShard())
             .with_outputs(ClassifyShard.COUNTS, ClassifyShard.UNMAPPED, main="sent")
         )

@@ -4,7 +4,7 @@ Three inputs meet per shard of ``profile_id`` (a stable hash, so all rows of an 
 shard and are counted exactly): the target ids (:mod:`transforms.targets`), the candidate rows of
 the profiles the targets' Bloom filter lets through (:class:`ReadTargetedProfiles`, which computes
 their user IDs), and the pairs of previous exports (:class:`ReadExistingPart`). :func:`classify`
-decides per shard with Arrow kernels; :class:`ClassifyShard` runs it on a ``GroupByKey``'s output.
+decides per shard with Arrow kernels; :class:`ClassifyShard` runs it on a ``CoGroupByKey``'s output.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ UNMAPPED_SCHEMA = pa.schema([("profile_id", pa.string())])
 # per usable user ID (opt_out false). A profile is opted out when any of its rows says so.
 CANDIDATE_SCHEMA = pa.schema([("profile_id", pa.string()), ("opt_out", pa.bool_()), ("user_id", pa.string())])
 
-# The join's inputs, by name: each a PCollection of ``(bucket, table)``.
+# The CoGroupByKey's inputs, by name: each a PCollection of ``(bucket, table)``.
 TARGETS, PROFILES, EXISTING = "targets", "profiles", "existing"
 
 
@@ -171,25 +171,21 @@ class ReadExistingPart(beam.DoFn):
 
 
 class ClassifyShard(beam.DoFn):
-    """One shard ``(bucket, [(side, table), ...])`` (side: the first letter of ``TARGETS``, ``PROFILES``
-    or ``EXISTING``) -> pairs to send (main output), unmapped ids (``UNMAPPED``) and counts
-    (``COUNTS``). A shard without targets (profiles or existing pairs let through by the Bloom filter
-    only) gives nothing."""
+    """One shard ``(bucket, {TARGETS: [...], PROFILES: [...], EXISTING: [...]})`` -> pairs to send
+    (main output), unmapped ids (``UNMAPPED``) and counts (``COUNTS``). A shard without targets
+    (profiles or existing pairs let through by the Bloom filter only) gives nothing."""
 
     COUNTS, UNMAPPED = "counts", "unmapped"
 
     def process(self, element):
-        _bucket, tagged = element
-        grouped = {TARGETS: [], PROFILES: [], EXISTING: []}
-        sides = {name[0]: name for name in grouped}
-        for side, table in tagged:
-            grouped[sides[side]].append(table)
-        if not grouped[TARGETS]:
+        _bucket, grouped = element
+        targets = list(grouped[TARGETS])  # CoGroupByKey promises iterables only
+        if not targets:
             return
         sent, unmapped, counts = classify(
-            concat(grouped[TARGETS], TARGET_SCHEMA),
-            concat(grouped[PROFILES], CANDIDATE_SCHEMA),
-            concat(grouped[EXISTING], EXPORTED_SCHEMA),
+            concat(targets, TARGET_SCHEMA),
+            concat(list(grouped[PROFILES]), CANDIDATE_SCHEMA),
+            concat(list(grouped[EXISTING]), EXPORTED_SCHEMA),
         )
         for metric, n in counts.items():
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(metric, n))
