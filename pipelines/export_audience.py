@@ -18,7 +18,9 @@ import apache_beam as beam
 
 from pipelines import launch
 from transforms.config import JobConfig
-from transforms.export import ExportAudience, ExportSpec, check_export_inputs, export_config, export_spec, summary_lines
+from transforms.export import ExportAudience, ExportSpec, export_config, export_spec
+from transforms.export_report import summary_lines
+from transforms.preflight import check_export_inputs
 from transforms.publish import REPORT, join_path
 
 
