@@ -45,11 +45,12 @@ its name and checks its final state. The provider warns "dataflow_config is defi
 different" on every local run: harmless.
 
 Without Airflow (e.g. in the project's own tests) the module still imports: only the option templates
-below are defined. A plain cron line does the same on one machine (yesterday's night at 03:00 UTC):
+and checks below are defined. A plain cron line does the same on one machine (yesterday's night at 03:00 UTC):
     0 3 * * *  cd /srv/audience-sync && .venv/bin/audience-sync nightly --config job.yaml --root /data/audiences --date $(date -u -d yesterday +\%F)
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import date, datetime, timedelta, timezone
 
@@ -101,13 +102,11 @@ def check_night_is_over(night: str, now: datetime | None = None) -> None:
         raise ValueError(f"night {night} is not over (today is {today} UTC): run a past night's date")
 
 
-try:  # pragma: no cover - only where Airflow is installed
+# Only where Airflow is installed (the project's tests import this module without it). There, a missing
+# provider must be an import error that Airflow shows, never a file that silently defines no DAG.
+if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
     from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
     from airflow.sdk import DAG, CronDataIntervalTimetable
-except ImportError:  # the project's tests read the templates above without Airflow
-    DAG = None
-
-if DAG is not None:  # pragma: no cover
 
     class NightlyImportOperator(BeamRunPythonPipelineOperator):
         """The Beam operator, with the interpreter templated (a Variable names the job's venv), more
