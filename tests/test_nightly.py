@@ -141,28 +141,6 @@ def test_killed_run_leaves_no_visible_partition_and_the_next_run_recovers(tmp_pa
     assert got == expected
 
 
-def test_airflow_operator_style_arguments_parse(tmp_path):
-    from airflow_nightly_dag import NIGHTLY_OPTIONS
-
-    # BeamRunPythonPipelineOperator renders each option as --key=value and adds --labels=...
-    options = {**NIGHTLY_OPTIONS, "config": "gs://b/job.yaml", "root": "gs://b/audiences", "date": "2026-11-22",
-               "project": "my-project", "labels": {"airflow-version": "v2-10-3"}}
-    argv = []
-    for key, value in options.items():
-        if isinstance(value, dict):
-            argv += [f"--{key}={k}={v}" for k, v in value.items()]
-        else:
-            argv.append(f"--{key}={value}")
-    known, beam_args = nightly.parse_args(argv)
-    assert (known.config, known.root, known.date.isoformat()) == ("gs://b/job.yaml", "gs://b/audiences", "2026-11-22")
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
-
-    opts = PipelineOptions(beam_args)
-    assert opts.view_as(StandardOptions).runner == "DataflowRunner"
-    assert opts.view_as(GoogleCloudOptions).labels == ["airflow-version=v2-10-3"]
-    assert opts.view_as(GoogleCloudOptions).project == "my-project"
-
-
 def test_demo_night_publishes_a_complete_partition(tmp_path):
     results = nightly.run(["--config", str(DEMO / "job.yaml"), "--root", str(tmp_path), "--date", "2026-11-22"])
     report = results[0]["report"]
