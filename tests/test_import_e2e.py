@@ -121,6 +121,18 @@ def test_config_error_is_one_clear_message(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_force_reconciliation_on_a_hashed_source_exits_2_naming_the_field(tmp_path):
+    bad = tmp_path / "job.yaml"
+    text = (DEMO / "job.yaml").read_text().replace("normalization: uid2", "normalization: uid2\n    force_reconciliation: true")
+    bad.write_text(text)
+    result = run_cli("--config", bad, "--output", tmp_path / "o")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "force_reconciliation" in line]
+    assert len(lines) == 1 and "job.yaml: data_sources.2: force_reconciliation applies only" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_truncated_gzip_fails_the_run_and_leaves_nothing_complete(demo_copy, tmp_path):
     victim = sorted((demo_copy / "segments" / "visitors").glob("*.gz"))[1]
     victim.write_bytes(victim.read_bytes()[:-40])
