@@ -4,9 +4,9 @@ can be read off the digits.
 The rules (README "Phone numbers"):
 
 * A phone is digits (any script; they become ASCII), at most one leading ``+``, and separators:
-  whitespace and libphonenumber's punctuation (``- . / ( ) [ ] ~`` and their Unicode variants).
-  Anything else (letters, extensions, ``;``, ``#``) is ``invalid_phone``: no vanity numbers, no
-  number picked out of text.
+  whitespace and libphonenumber's punctuation (``- . / ( ) [ ]`` and their Unicode variants).
+  Anything else (letters, extension marks ``x ~ # ;``) is ``invalid_phone``: no vanity numbers, no
+  extension, no number picked out of text.
 * ``+`` then digits: international, whatever the default region. Without a default region, a
   leading ``00`` (the ITU international prefix) reads as ``+``; any other number without a country
   code is ``invalid_phone`` (never guessed). With a default region, such numbers are read as
@@ -46,13 +46,14 @@ _MAX_DIGITS = 15  # E.164
 _MAX_NATIONAL = 17  # libphonenumber's longest national number
 
 # Removed before anything else: every whitespace (as str.isspace, plus what RE2 calls \p{Z}),
-# and libphonenumber's punctuation without its letter 'x' (extensions are refused).
+# and libphonenumber's punctuation without the characters it also reads as an extension label
+# ('x', '~', '～'): extensions are refused.
 _SEPARATORS_RE = (
     r"[\s\v\x{85}\p{Z}\x{1c}-\x{1f}\x{ad}\x{200b}\x{2060}"
-    r"\-\x{2010}-\x{2015}\x{2212}\x{30fc}\x{ff0d}-\x{ff0f}()\x{ff08}\x{ff09}\x{ff3b}\x{ff3d}.\[\]/~\x{2053}\x{223c}\x{ff5e}]+"
+    r"\-\x{2010}-\x{2015}\x{2212}\x{30fc}\x{ff0d}-\x{ff0f}()\x{ff08}\x{ff09}\x{ff3b}\x{ff3d}.\[\]/\x{2053}\x{223c}]+"
 )
 _ASCII_SEPARATORS = np.zeros(256, dtype=bool)
-_ASCII_SEPARATORS[list(b" \t\n\v\f\r\x1c\x1d\x1e\x1f-.()[]/~")] = True
+_ASCII_SEPARATORS[list(b" \t\n\v\f\r\x1c\x1d\x1e\x1f-.()[]/")] = True
 _SHAPE_RE = r"^[+\x{ff0b}]?\p{Nd}+$"
 _ASCII_SHAPE_RE = r"^\+?[0-9]+$"
 _INTL_RE = r"^\+[1-9][0-9]{3,}$"  # '+', a country code never starting with 0, enough digits to slice
