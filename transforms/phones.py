@@ -16,34 +16,32 @@ The rules (README "Phone numbers"):
   digits in all (E.164). ``is_valid_number`` is not used: it checks number ranges, which change
   with every metadata release, so a library upgrade would silently change which members match.
 
-Only rows that need it go through the library (per-row Python, ~50 us a row). Two vectorized fast
-paths give byte-for-byte the library's answer (tested against it):
+Only rows that need it go through the library (per-row Python, 50-250 us a row). Two vectorized
+fast paths, numpy over the bytes of the separator-free values, give byte-for-byte the library's
+answer (tested against it, row by row):
 
-* international: ``+``, a known country code, a national number of a possible length that the
-  country's national-prefix-for-parsing pattern does not match at its start (so libphonenumber
-  strips nothing): the E.164 form is the digits as written;
+* international: ``+`` (or ``00`` without a region), a known country code, a national number of a
+  possible length that the country's national-prefix-for-parsing pattern does not match at its
+  start (so libphonenumber strips nothing): the E.164 form is the digits as written;
 * national, with a default region that is the main region of its country code and has no prefix
   transform rule: the region's international prefix does not match, the number does not start with
   the country code, the national prefix (if any) matches and is removed, and what remains matches
   the region's national number pattern with a possible length: ``+``, country code, the rest.
+
+The country tables come from libphonenumber's metadata (:mod:`transforms.phone_metadata`).
 """
 from __future__ import annotations
 
-import re
-import threading
 import unicodedata
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import delete_bytes
+from transforms.arrow_utils import delete_bytes, string_buffers
+from transforms.phone_metadata import MAX_DIGITS, MAX_NATIONAL, Country, Region, check_region, library, tables
 
 __all__ = ["to_e164", "check_region"]
-
-_MAX_DIGITS = 15  # E.164
-_MAX_NATIONAL = 17  # libphonenumber's longest national number
 
 # Removed before anything else: every whitespace (as str.isspace, plus what RE2 calls \p{Z}),
 # and libphonenumber's punctuation without the characters it also reads as an extension label
@@ -55,140 +53,51 @@ _SEPARATORS_RE = (
 _ASCII_SEPARATORS = np.zeros(256, dtype=bool)
 _ASCII_SEPARATORS[list(b" \t\n\v\f\r\x1c\x1d\x1e\x1f-.()[]/")] = True
 _SHAPE_RE = r"^[+\x{ff0b}]?\p{Nd}+$"
-_ASCII_SHAPE_RE = r"^\+?[0-9]+$"
-_INTL_RE = r"^\+[1-9][0-9]{3,}$"  # '+', a country code never starting with 0, enough digits to slice
+_ZERO = ord("0")
 
 
-def _phonenumbers():
-    import phonenumbers  # imported on first use: workers that never see a phone never load its metadata
+class _Bytes:
+    """The bytes of a null-free ASCII string array, for per-row tests without per-row Python."""
 
-    return phonenumbers
+    def __init__(self, values: pa.StringArray):
+        self.values = values
+        self.offsets, self.data = string_buffers(values)
+        self.starts = (self.offsets[:-1] - self.offsets[0]).astype(np.int64)
+        self.lengths = np.diff(self.offsets).astype(np.int64)
 
+    def tails(self, rows: np.ndarray, offset: np.ndarray) -> pa.StringArray:
+        """Each row of ``rows`` from byte ``offset`` on (ASCII: bytes are characters)."""
+        out = self.values.take(pa.array(rows))
+        for k in np.unique(offset).tolist():
+            mask = pa.array(offset == k)
+            out = pc.replace_with_mask(out, mask, pc.utf8_slice_codeunits(out.filter(mask), k))
+        return out
 
-def check_region(region: str) -> str:
-    """``region`` if libphonenumber knows it (ISO 3166 two letters, upper case), else ValueError."""
-    if region not in _phonenumbers().SUPPORTED_REGIONS:
-        raise ValueError(f"unknown region '{region}': use an ISO 3166-1 alpha-2 code libphonenumber knows (FR, US, GB, ...)")
-    return region
+    def at(self, rows: np.ndarray, offset) -> np.ndarray:
+        """The byte at ``offset`` of each row in ``rows`` (0 past its end)."""
+        offset = np.broadcast_to(np.asarray(offset, dtype=np.int64), rows.shape)
+        inside = offset < self.lengths[rows]
+        where = np.where(inside, self.starts[rows] + offset, 0)
+        return np.where(inside, self.data[where] if len(self.data) else 0, 0)
 
+    def literal(self, rows: np.ndarray, offset, text: str) -> np.ndarray:
+        """True where the row has ``text`` at ``offset``."""
+        ok = np.ones(len(rows), dtype=bool)
+        for i, ch in enumerate(text.encode()):
+            ok &= self.at(rows, np.asarray(offset) + i) == ch
+        return ok
 
-# ------------------------------------------------------------------------- per-country tables
-@dataclass(frozen=True)
-class _Country:
-    code: int
-    possible: np.ndarray  # bool by national length 0.._MAX_NATIONAL: IS_POSSIBLE and <= 15 digits in all
-    prefix_re: str | None  # "^(?:national prefix for parsing)", None if the country has none
-    fast: bool  # False: every number of this code goes to the library (a pattern RE2 cannot run)
-
-
-@dataclass(frozen=True)
-class _Region:
-    country: _Country
-    idd_re: str | None  # "^(?:international prefix)"
-    prefix_re: str | None  # national prefix for parsing, "^(?:...)" capturing the match as 'p'
-    national_re: str  # "^(?:national number pattern)$"
-
-
-class _Tables:
-    """Country and region facts read once from libphonenumber's metadata (lazily, per process)."""
-
-    def __init__(self):
-        p = _phonenumbers()
-        self.code_length = np.zeros(1000, dtype=np.int8)  # by the first 3 digits: length of the country code
-        codes = set(p.COUNTRY_CODE_TO_REGION_CODE)
-        for first3 in range(100, 1000):
-            self.code_length[first3] = next((n for n in (1, 2, 3) if first3 // 10 ** (3 - n) in codes), 0)
-        self._countries: dict[int, _Country] = {}
-        self._regions: dict[str, _Region | None] = {}
-        self._lock = threading.Lock()
-
-    def country(self, code: int) -> _Country:
-        with self._lock:
-            if code not in self._countries:
-                self._countries[code] = _build_country(code)
-            return self._countries[code]
-
-    def region(self, region: str) -> _Region | None:
-        """Facts for the national fast path, or None where it does not apply (library only)."""
-        with self._lock:
-            if region not in self._regions:
-                self._regions[region] = _build_region(region, self._countries)
-            return self._regions[region]
+    def number(self, rows: np.ndarray, offset, width: int) -> np.ndarray:
+        """The ``width`` digits at ``offset`` as an integer (rows known to have them: no bounds check)."""
+        at = self.starts[rows] + offset
+        out = np.zeros(len(rows), dtype=np.int64)
+        for i in range(width):
+            out = out * 10 + (self.data[at + i].astype(np.int64) - _ZERO)
+        return out
 
 
-def _re2_ok(pattern: str, extract: bool = False) -> bool:
-    try:
-        kernel = pc.extract_regex if extract else pc.match_substring_regex
-        kernel(pa.array([""], pa.string()), pattern)
-        return True
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-
-
-def _non_capturing(pattern: str) -> str:
-    """Capturing groups made non-capturing (Arrow's extract_regex wants named groups only)."""
-    return re.sub(r"(?<!\\)\((?!\?)", "(?:", pattern)
-
-
-def _possible_lengths(code: int) -> np.ndarray:
-    p = _phonenumbers()
-    ok = np.zeros(_MAX_NATIONAL + 1, dtype=bool)
-    for length in range(1, _MAX_NATIONAL + 1):
-        if len(str(code)) + length > _MAX_DIGITS:
-            break
-        number = p.PhoneNumber(country_code=code, national_number=int("9" * length))
-        ok[length] = p.is_possible_number_with_reason(number) == p.ValidationResult.IS_POSSIBLE
-    return ok
-
-
-def _build_country(code: int) -> _Country:
-    p = _phonenumbers()
-    main = p.region_code_for_country_code(code)
-    metadata = p.PhoneMetadata.metadata_for_region_or_calling_code(code, main)
-    pattern = metadata.national_prefix_for_parsing if metadata is not None else None
-    prefix_re = f"^(?:{pattern})" if pattern else None
-    return _Country(code, _possible_lengths(code), prefix_re, metadata is not None and (prefix_re is None or _re2_ok(prefix_re)))
-
-
-def _build_region(region: str, countries: dict) -> _Region | None:
-    p = _phonenumbers()
-    metadata = p.PhoneMetadata.metadata_for_region(region)
-    if metadata is None or p.region_code_for_country_code(metadata.country_code) != region:
-        return None  # not the main region of its code: its lengths differ from the validity check's
-    if metadata.national_prefix_transform_rule:
-        return None
-    code = metadata.country_code
-    if code not in countries:
-        countries[code] = _build_country(code)
-    idd_re = f"^(?:{metadata.international_prefix})" if metadata.international_prefix else None
-    pattern = metadata.national_prefix_for_parsing
-    prefix_re = f"^(?P<p>(?:{_non_capturing(pattern)}))" if pattern else None
-    national_re = f"^(?:{metadata.general_desc.national_number_pattern})$"
-    if not all(r is None or _re2_ok(r) for r in (idd_re, prefix_re, national_re)) or (
-        prefix_re is not None and not _re2_ok(prefix_re, extract=True)
-    ):
-        return None
-    return _Region(countries[code], idd_re, prefix_re, national_re)
-
-
-_tables: _Tables | None = None
-_tables_lock = threading.Lock()
-
-
-def _get_tables() -> _Tables:
-    global _tables
-    with _tables_lock:
-        if _tables is None:
-            _tables = _Tables()
-        return _tables
-
-
-# ------------------------------------------------------------------------------- the rules
-def _strip(values: pa.StringArray) -> pa.StringArray:
-    """Separators removed (a byte mask for an all-ASCII batch, a regex otherwise)."""
-    if pc.all(pc.string_is_ascii(values)).as_py() is not False:
-        return delete_bytes(values, _ASCII_SEPARATORS)
-    return pc.replace_substring_regex(values, _SEPARATORS_RE, "")
+def _mask(values: pa.BooleanArray) -> np.ndarray:
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _ascii_digits(value: str) -> str:
@@ -196,121 +105,128 @@ def _ascii_digits(value: str) -> str:
     return "".join(c if c == "+" else "+" if c == "\uff0b" else str(unicodedata.decimal(c)) for c in value)
 
 
-def _mask(values) -> np.ndarray:
-    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
+def _strip(trimmed: pa.StringArray) -> pa.StringArray:
+    """Separators removed; the few rows with other scripts' characters made ASCII where they are
+    digits, emptied (invalid) where they are anything else."""
+    stripped = delete_bytes(trimmed, _ASCII_SEPARATORS)
+    other = pc.invert(pc.string_is_ascii(stripped))
+    if not pc.any(other).as_py():
+        return stripped
+    rows = pc.replace_substring_regex(pc.filter(stripped, other), _SEPARATORS_RE, "")
+    shaped = pc.match_substring_regex(rows, _SHAPE_RE).to_pylist()
+    fixed = [_ascii_digits(v) if ok else "" for v, ok in zip(rows.to_pylist(), shaped)]
+    return pc.replace_with_mask(stripped, other, pa.array(fixed, pa.string()))
 
 
 def to_e164(trimmed: pa.StringArray, region: str | None) -> pa.StringArray:
-    """E.164 strings (``+`` and digits) of trimmed, non-empty phone values; null where invalid.
-    ``trimmed`` has no nulls (the caller marks missing values first)."""
+    """E.164 strings (``+`` and digits) of trimmed phone values; null where invalid. ``trimmed``
+    has no nulls (the caller marks missing values first; an empty string is simply invalid)."""
     n = len(trimmed)
-    out = pa.nulls(n, pa.string())
     if n == 0:
-        return out
+        return pa.array([], pa.string())
     stripped = _strip(trimmed)
-    shape = _mask(pc.match_substring_regex(stripped, _SHAPE_RE))
-    foreign = shape & ~_mask(pc.string_is_ascii(stripped))
-    if foreign.any():  # other scripts' digits: per row, a handful of rows
-        fixed = pa.array([_ascii_digits(v) for v in stripped.filter(pa.array(foreign)).to_pylist()], pa.string())
-        stripped = pc.replace_with_mask(stripped, pa.array(foreign), fixed)
-    plus = shape & _mask(pc.starts_with(stripped, "+"))
+    b = _Bytes(stripped)
+    digits = _mask(pc.ascii_is_decimal(stripped))  # "" is not
+    plus = _mask(pc.starts_with(stripped, "+")) & _mask(pc.ascii_is_decimal(pc.utf8_slice_codeunits(stripped, 1)))
+    double_zero = digits & _mask(pc.starts_with(stripped, "00"))
     if region is None:
-        idd = shape & ~plus & _mask(pc.starts_with(stripped, "00"))
-        if idd.any():  # the ITU international prefix, read as '+' when no region says otherwise
-            rewritten = pc.binary_join_element_wise("+", pc.utf8_slice_codeunits(stripped.filter(pa.array(idd)), 2), "")
-            stripped = pc.replace_with_mask(stripped, pa.array(idd), rewritten)
-            plus |= idd
-        national = np.zeros(n, dtype=bool)
+        intl, skip, national = plus | double_zero, np.where(double_zero, 2, 1), np.zeros(n, dtype=bool)
     else:
-        national = shape & ~plus
-    tables = _get_tables()
+        intl, skip, national = plus, np.ones(n, dtype=np.int64), digits
+    t = tables()
+    fast = _fast_international(b, np.flatnonzero(intl), skip, t)
+    as_written = np.zeros(n, dtype=bool)
+    as_written[fast[skip[fast] == 1]] = True
+    out = pc.if_else(pa.array(as_written), stripped, pa.scalar(None, pa.string()))
+    written = [(fast[skip[fast] == 2], None)]  # 00 rows: "+" and what follows the 00
+    if region is not None:
+        written.append(_fast_national(b, stripped, np.flatnonzero(national), t.region(region)))
     done = np.zeros(n, dtype=bool)
-    for rows, values in (_fast_international(stripped, plus, tables), _fast_national(stripped, national, region, tables)):
+    done[fast] = True
+    for rows, values in written:
         if len(rows):
+            if values is None:
+                values = pc.binary_join_element_wise("+", pc.utf8_slice_codeunits(stripped.take(pa.array(rows)), 2), "")
             out = _scatter(out, rows, values)
             done[rows] = True
-    slow = np.flatnonzero((plus | national) & ~done)
+    slow = np.flatnonzero((intl | national) & ~done)
     if len(slow):
-        values = [_library(v, None if v.startswith("+") else region) for v in stripped.take(pa.array(slow)).to_pylist()]
+        texts = stripped.take(pa.array(slow)).to_pylist()
+        values = [library("+" + v[2:] if s == 2 else v, None if s else region)
+                  for v, s in zip(texts, np.where(intl[slow], skip[slow], 0).tolist())]
         out = _scatter(out, slow, pa.array(values, pa.string()))
     return out
 
 
 def _scatter(out: pa.StringArray, rows: np.ndarray, values: pa.StringArray) -> pa.StringArray:
+    """``out`` with ``rows`` (ascending) set to ``values``."""
     mask = np.zeros(len(out), dtype=bool)
     mask[rows] = True
-    order = np.argsort(rows, kind="stable")  # replace_with_mask fills the masked rows in order
-    return pc.replace_with_mask(out, pa.array(mask), values.take(pa.array(order)))
+    return pc.replace_with_mask(out, pa.array(mask), values)
 
 
-def _library(value: str, region: str | None) -> str | None:
-    """libphonenumber's E.164 of one ASCII value, or None (not a number, impossible, too long)."""
-    p = _phonenumbers()
-    try:
-        number = p.parse(value, region)
-    except p.NumberParseException:
-        return None
-    if p.is_possible_number_with_reason(number) != p.ValidationResult.IS_POSSIBLE:
-        return None
-    e164 = p.format_number(number, p.PhoneNumberFormat.E164)
-    return e164 if len(e164) <= _MAX_DIGITS + 1 else None
-
-
-def _fast_international(stripped: pa.StringArray, plus: np.ndarray, tables: _Tables):
-    """(rows, E.164 values) for the '+' rows whose E.164 form is the digits as written."""
-    cand = np.flatnonzero(plus) if plus.any() else np.zeros(0, np.int64)
-    if not len(cand):
-        return cand, pa.array([], pa.string())
-    values = stripped.take(pa.array(cand))
-    shaped = _mask(pc.match_substring_regex(values, _INTL_RE))
-    cand, values = cand[shaped], values.filter(pa.array(shaped))
-    first3 = pc.cast(pc.utf8_slice_codeunits(values, 1, 4), pa.int32()).to_numpy(zero_copy_only=False)
-    code_len = tables.code_length[first3].astype(np.int64)
-    known = code_len > 0
+def _fast_international(b: _Bytes, rows: np.ndarray, skip: np.ndarray, t) -> np.ndarray:
+    """The rows (ascending) whose E.164 form is their digits as written: a known country code,
+    a possible national length, and no national prefix libphonenumber would strip."""
+    skip = skip[rows]
+    count = b.lengths[rows] - skip
+    rows, skip, count = rows[count >= 4], skip[count >= 4], count[count >= 4]  # room for 3 digits of code
+    first3 = b.number(rows, skip, 3)
+    shaped = first3 >= 100  # country codes never start with 0
+    rows, skip, count, first3 = rows[shaped], skip[shaped], count[shaped], first3[shaped]
+    code_len = t.code_length[first3].astype(np.int64)
     code = first3 // 10 ** (3 - np.maximum(code_len, 1))
-    national_len = pc.binary_length(values).to_numpy(zero_copy_only=False).astype(np.int64) - 1 - code_len
-    keep = np.zeros(len(cand), dtype=bool)
-    for c in np.unique(code[known]).tolist():
-        rows = np.flatnonzero(known & (code == c))
-        country = tables.country(c)
+    national_len = count - code_len
+    keep = np.zeros(len(rows), dtype=bool)
+    for c in np.unique(code[code_len > 0]).tolist():
+        mine = np.flatnonzero((code == c) & (code_len > 0))
+        country = t.country(c)
         if not country.fast:
             continue
-        lengths = np.clip(national_len[rows], 0, _MAX_NATIONAL)
-        rows = rows[country.possible[lengths] & (national_len[rows] <= _MAX_NATIONAL)]
-        if len(rows) and country.prefix_re is not None:
-            nsn = pc.utf8_slice_codeunits(values.take(pa.array(rows)), 1 + len(str(c)))
-            rows = rows[~_mask(pc.match_substring_regex(nsn, country.prefix_re))]
-        keep[rows] = True
-    return cand[keep], values.filter(pa.array(keep))
+        mine = mine[country.possible[np.clip(national_len[mine], 0, MAX_NATIONAL)] & (national_len[mine] <= MAX_NATIONAL)]
+        keep[mine[~_prefix_matches(b, rows[mine], skip[mine] + len(country.code_str), country)]] = True
+    return rows[keep]
 
 
-def _fast_national(stripped: pa.StringArray, national: np.ndarray, region: str | None, tables: _Tables):
-    """(rows, E.164 values) for the national rows the region's simple rules settle (see module doc)."""
-    info = tables.region(region) if region is not None and national.any() else None
-    if info is None:
-        return np.zeros(0, np.int64), pa.array([], pa.string())
-    cand = np.flatnonzero(national)
-    values = stripped.take(pa.array(cand))
-    code = str(info.country.code)
-    ok = ~_mask(pc.starts_with(values, code))
-    if info.idd_re is not None:
-        ok &= ~_mask(pc.match_substring_regex(values, info.idd_re))
-    if info.prefix_re is not None:
-        matched = pc.extract_regex(values, info.prefix_re)
-        prefix_len = pc.fill_null(pc.binary_length(pc.struct_field(matched, "p")), 0).to_numpy(zero_copy_only=False)
-        ok &= prefix_len > 0  # no prefix written: the library may still read it otherwise
+def _prefix_matches(b: _Bytes, rows: np.ndarray, offset: np.ndarray, country: Country) -> np.ndarray:
+    """Where the country's national-prefix-for-parsing pattern matches at ``offset`` (empty match included)."""
+    if not len(rows) or (country.prefix_literal is None and country.prefix_re is None):
+        return np.zeros(len(rows), dtype=bool)
+    if country.prefix_literal is not None:
+        found = np.zeros(len(rows), dtype=bool)
+        for literal in country.prefix_literal:
+            found |= b.literal(rows, offset, literal)
+        return found
+    matched = pc.match_substring_regex(b.tails(rows, offset), country.prefix_re)
+    return np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _fast_national(b: _Bytes, stripped: pa.StringArray, rows: np.ndarray, info: Region | None):
+    """(rows, E.164 values) for the national rows the region's simple rules settle (module doc)."""
+    none = (np.zeros(0, np.int64), pa.array([], pa.string()))
+    if info is None or not len(rows):
+        return none
+    code = info.country.code_str
+    ok = ~b.literal(rows, 0, code)  # written with its own country code: the library decides
+    if info.idd_literal is not None:
+        ok &= ~b.literal(rows, 0, info.idd_literal)
+    elif info.idd_re is not None:
+        ok &= ~np.asarray(pc.match_substring_regex(stripped.take(pa.array(rows)), info.idd_re).to_numpy(zero_copy_only=False), dtype=bool)
+    rows = rows[ok]
+    if info.prefix_literal is not None:
+        rows = rows[b.literal(rows, 0, info.prefix_literal)]
+        cut = np.full(len(rows), len(info.prefix_literal), dtype=np.int64)
+    elif info.prefix_re is not None:
+        matched = pc.extract_regex(stripped.take(pa.array(rows)), info.prefix_re)
+        cut = pc.fill_null(pc.binary_length(pc.struct_field(matched, "p")), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        rows, cut = rows[cut > 0], cut[cut > 0]  # no prefix written: the library may read it otherwise
     else:
-        prefix_len = np.zeros(len(cand), dtype=np.int64)
-    nsn_len = pc.binary_length(values).to_numpy(zero_copy_only=False) - prefix_len
-    ok &= (nsn_len <= _MAX_NATIONAL) & info.country.possible[np.clip(nsn_len, 0, _MAX_NATIONAL)]
-    rows = np.flatnonzero(ok)
+        cut = np.zeros(len(rows), dtype=np.int64)
+    nsn_len = b.lengths[rows] - cut
+    possible = (nsn_len <= MAX_NATIONAL) & info.country.possible[np.clip(nsn_len, 0, MAX_NATIONAL)]
+    rows, cut = rows[possible], cut[possible]
     if not len(rows):
-        return rows, pa.array([], pa.string())
-    kept, cut = values.take(pa.array(rows)), prefix_len[rows]
-    nsn = kept
-    for k in np.unique(cut).tolist():  # a prefix pattern has one or a few match lengths
-        if k:
-            nsn = pc.replace_with_mask(nsn, pa.array(cut == k), pc.utf8_slice_codeunits(kept.filter(pa.array(cut == k)), k))
-    viable = _mask(pc.match_substring_regex(nsn, info.national_re))
-    rows, nsn = rows[viable], nsn.filter(pa.array(viable))
-    return cand[rows], pc.binary_join_element_wise("+" + code, nsn, "")
+        return none
+    nsn = b.tails(rows, cut)  # a prefix pattern has one or a few match lengths
+    viable = np.asarray(pc.match_substring_regex(nsn, info.national_re).to_numpy(zero_copy_only=False), dtype=bool)
+    return rows[viable], pc.binary_join_element_wise("+" + code, nsn.filter(pa.array(viable)), "")
