@@ -30,6 +30,7 @@ from uid2_client import input_util as uid2
 
 from parity_inputs import emails, phones
 from transforms.normalize import normalize_keys
+from transforms.phone_metadata import library  # parse, IS_POSSIBLE, E.164, at most 15 digits
 
 N = 20_000
 REGIONS = (None, "FR")  # without a default region, and with one
@@ -82,17 +83,6 @@ def _ascii(text: str) -> str:
     return "".join(str(unicodedata.decimal(c)) if c.isdigit() and not c.isascii() else c for c in text)
 
 
-def _library(text: str, region: str | None) -> str | None:
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
-        return None
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164 if len(e164) <= 16 else None
-
-
 @functools.lru_cache(maxsize=None)
 def reference_e164(raw: str, region: str | None) -> str | None:
     """The README's phone rules, one value at a time, straight on libphonenumber: whitespace is
@@ -104,11 +94,11 @@ def reference_e164(raw: str, region: str | None) -> str | None:
     if not _SHAPE.fullmatch(compact):
         return None
     if compact[0] in "+\uff0b":
-        return _library(text, None)
+        return library(text, None)
     if region is not None:
-        return _library(text, region)
+        return library(text, region)
     digits = _ascii(compact)
-    return _library("+" + digits[2:], None) if digits.startswith("00") else None
+    return library("+" + digits[2:], None) if digits.startswith("00") else None
 
 
 # ----------------------------------------------------------------------------- the classifier
