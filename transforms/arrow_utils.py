@@ -226,16 +226,6 @@ def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
-def bytes_per_row(offsets: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """Per row of a string array (its ``offsets``, as stored), how many of its bytes are flagged
-    (``flags``: one bool per byte of the data those offsets cover). One cumulative sum, read at the
-    row boundaries (much faster than ``np.add.reduceat`` on bool input)."""
-    total = np.zeros(len(flags) + 1, dtype=np.int32)  # int32 offsets: fewer than 2**31 bytes
-    np.cumsum(flags, out=total[1:], dtype=np.int32)
-    rel = offsets - offsets[0]
-    return total[rel[1:]] - total[rel[:-1]]
-
-
 def delete_bytes(values: pa.StringArray, table: np.ndarray) -> pa.StringArray:
     """Remove every byte ``b`` with ``table[b]`` from each string (nulls become ""). Vectorized:
     one mask over the data buffer, removed bytes counted per row, offsets rebuilt from the new
@@ -244,7 +234,11 @@ def delete_bytes(values: pa.StringArray, table: np.ndarray) -> pa.StringArray:
     n = len(values)
     offsets, data = string_buffers(values)
     drop = table[data]
-    lengths = np.diff(offsets) - bytes_per_row(offsets, drop)
+    lengths = np.diff(offsets)
+    if len(data):
+        starts = np.minimum(offsets[:-1] - offsets[0], len(data) - 1)
+        dropped = np.add.reduceat(drop, starts, dtype=np.int32)  # per row; an empty row reads its neighbour...
+        lengths = lengths - np.where(lengths > 0, dropped, 0)  # ...so it counts 0
     new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(new_offsets), pa.py_buffer(data[~drop].tobytes())])
 

@@ -128,16 +128,35 @@ def _build_region(region: str, country) -> Region | None:
 
 
 class Tables:
-    """Country codes by their first digits, and the countries and regions met so far."""
+    """Country codes by their first digits, and the countries and regions met so far; for the
+    countries, whole-array lookup tables indexed by country code (filled by :meth:`learn`)."""
 
     def __init__(self):
         codes = set(_phonenumbers().COUNTRY_CODE_TO_REGION_CODE)
         self.code_length = np.zeros(1000, dtype=np.int8)  # by the first 3 digits: length of the country code
         for first3 in range(100, 1000):
             self.code_length[first3] = next((n for n in (1, 2, 3) if first3 // 10 ** (3 - n) in codes), 0)
+        self.fast = np.zeros(1000, dtype=bool)  # by code: its numbers may take the fast path
+        self.possible = np.zeros((1000, MAX_NATIONAL + 2), dtype=bool)  # by code and national length
+        self.prefix_digit = np.full(1000, -1, dtype=np.int64)  # a one-digit national prefix; -1 none, -2 other
+        self._learned = np.zeros(1000, dtype=bool)
         self._countries: dict[int, Country] = {}
         self._regions: dict[str, Region | None] = {}
         self._lock = threading.RLock()
+
+    def learn(self, codes: np.ndarray) -> None:
+        """Fill the lookup tables for these country codes (each read from the metadata once)."""
+        seen = np.zeros(1000, dtype=bool)
+        seen[codes] = True
+        with self._lock:
+            for code in np.flatnonzero(seen & ~self._learned).tolist():
+                country = self.country(code)
+                self.possible[code, : MAX_NATIONAL + 1] = country.possible
+                literals = country.prefix_literal
+                one_digit = literals is not None and len(literals) == 1 and len(literals[0]) == 1
+                self.prefix_digit[code] = int(literals[0]) if one_digit else -1 if literals is None and country.prefix_re is None else -2
+                self.fast[code] = country.fast  # last: the row is complete before it is used
+                self._learned[code] = True
 
     def country(self, code: int) -> Country:
         with self._lock:

@@ -135,57 +135,61 @@ def to_e164(trimmed: pa.StringArray, region: str | None) -> pa.StringArray:
         intl, skip, national = plus, np.ones(n, dtype=np.int64), digits
     t = tables()
     fast = _fast_international(b, np.flatnonzero(intl), skip, t)
-    as_written = np.zeros(n, dtype=bool)
-    as_written[fast[skip[fast] == 1]] = True
-    out = pc.if_else(pa.array(as_written), stripped, pa.scalar(None, pa.string()))
-    written = [(fast[skip[fast] == 2], None)]  # 00 rows: "+" and what follows the 00
+    as_written, idd = fast[skip[fast] == 1], fast[skip[fast] == 2]
+    parts = []  # (rows, values): the E.164 forms of rows not as written
+    if len(idd):  # 00 rows: "+" and what follows the 00
+        parts.append((idd, pc.binary_join_element_wise("+", b.tails(idd, np.full(len(idd), 2)), "")))
     if region is not None:
-        written.append(_fast_national(b, stripped, np.flatnonzero(national), t.region(region)))
+        parts.append(_fast_national(b, stripped, np.flatnonzero(national), t.region(region)))
     done = np.zeros(n, dtype=bool)
     done[fast] = True
-    for rows, values in written:
-        if len(rows):
-            if values is None:
-                values = pc.binary_join_element_wise("+", pc.utf8_slice_codeunits(stripped.take(pa.array(rows)), 2), "")
-            out = _scatter(out, rows, values)
-            done[rows] = True
+    for rows, _ in parts:
+        done[rows] = True
     slow = np.flatnonzero((intl | national) & ~done)
     if len(slow):
         texts = stripped.take(pa.array(slow)).to_pylist()
         values = [library("+" + v[2:] if s == 2 else v, None if s else region)
                   for v, s in zip(texts, np.where(intl[slow], skip[slow], 0).tolist())]
-        out = _scatter(out, slow, pa.array(values, pa.string()))
-    return out
+        parts.append((slow, pa.array(values, pa.string())))
+    return _assemble(stripped, as_written, parts)
 
 
-def _scatter(out: pa.StringArray, rows: np.ndarray, values: pa.StringArray) -> pa.StringArray:
-    """``out`` with ``rows`` (ascending) set to ``values``."""
-    mask = np.zeros(len(out), dtype=bool)
-    mask[rows] = True
-    return pc.replace_with_mask(out, pa.array(mask), values)
+def _assemble(stripped: pa.StringArray, as_written: np.ndarray, parts: list) -> pa.StringArray:
+    """One take: ``stripped`` itself at ``as_written``, each part's values at its rows, null elsewhere."""
+    index = np.full(len(stripped), -1, dtype=np.int64)
+    index[as_written] = as_written
+    arrays, base = [stripped], len(stripped)
+    for rows, values in parts:
+        if len(rows):
+            index[rows] = base + np.arange(len(rows))
+            arrays.append(values)
+            base += len(rows)
+    combined = pa.concat_arrays(arrays) if len(arrays) > 1 else stripped
+    return combined.take(pa.array(index, mask=index < 0))
 
 
 def _fast_international(b: _Bytes, rows: np.ndarray, skip: np.ndarray, t) -> np.ndarray:
     """The rows (ascending) whose E.164 form is their digits as written: a known country code,
-    a possible national length, and no national prefix libphonenumber would strip."""
+    a possible national length, and no national prefix libphonenumber would strip. Whole-array
+    lookups by country code; a loop only over the few codes whose prefix is not a single digit."""
     skip = skip[rows]
     count = b.lengths[rows] - skip
     rows, skip, count = rows[count >= 4], skip[count >= 4], count[count >= 4]  # room for 3 digits of code
     first3 = b.number(rows, skip, 3)
-    shaped = first3 >= 100  # country codes never start with 0
-    rows, skip, count, first3 = rows[shaped], skip[shaped], count[shaped], first3[shaped]
-    code_len = t.code_length[first3].astype(np.int64)
-    code = first3 // 10 ** (3 - np.maximum(code_len, 1))
-    national_len = count - code_len
-    keep = np.zeros(len(rows), dtype=bool)
-    for c in np.unique(code[code_len > 0]).tolist():
-        mine = np.flatnonzero((code == c) & (code_len > 0))
+    code_len = t.code_length[first3].astype(np.int64)  # 0: unknown (or a leading 0)
+    rows, skip, count, first3, code_len = (x[code_len > 0] for x in (rows, skip, count, first3, code_len))
+    code = first3 // 10 ** (3 - code_len)
+    t.learn(code)
+    national_len = np.minimum(count - code_len, MAX_NATIONAL + 1)
+    ok = t.fast[code] & t.possible[code, national_len]
+    first_national = b.number(rows[ok], skip[ok] + code_len[ok], 1)  # possible lengths are >= 1
+    prefix = t.prefix_digit[code[ok]]
+    ok[np.flatnonzero(ok)[(prefix >= 0) & (first_national == prefix)]] = False
+    for c in np.flatnonzero(np.bincount(code[ok & (t.prefix_digit[code] == -2)], minlength=1000)).tolist():
+        mine = np.flatnonzero(ok & (code == c))
         country = t.country(c)
-        if not country.fast:
-            continue
-        mine = mine[country.possible[np.clip(national_len[mine], 0, MAX_NATIONAL)] & (national_len[mine] <= MAX_NATIONAL)]
-        keep[mine[~_prefix_matches(b, rows[mine], skip[mine] + len(country.code_str), country)]] = True
-    return rows[keep]
+        ok[mine[_prefix_matches(b, rows[mine], skip[mine] + len(country.code_str), country)]] = False
+    return rows[ok]
 
 
 def _prefix_matches(b: _Bytes, rows: np.ndarray, offset: np.ndarray, country: Country) -> np.ndarray:
