@@ -39,9 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_utils import delete_bytes, string_buffers
-from transforms.phone_metadata import MAX_DIGITS, MAX_NATIONAL, Country, Region, check_region, library, tables
+from transforms.phone_metadata import MAX_NATIONAL, Country, Region, check_region, library, tables
 
-__all__ = ["to_e164", "check_region"]
+__all__ = ["check_region", "to_e164"]
 
 # Removed before anything else: every whitespace (as str.isspace, plus what RE2 calls \p{Z}),
 # and libphonenumber's punctuation without the characters it also reads as an extension label
