@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
+from transforms.key_cache import cache_dirs, staged
 from transforms.preflight import check_inputs
 from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
 from transforms.report_pages import write_nightly_page
@@ -54,7 +55,12 @@ def parse_args(argv):
     when.add_argument("--date", type=date.fromisoformat, help="the night to import (YYYY-MM-DD)")
     when.add_argument("--backfill", type=_date_range, help="FIRST:LAST, imported in date order")
     parser.add_argument("--force", action="store_true", help="replace nights that were already published")
+    parser.add_argument("--no-key-cache", dest="key_cache", action="store_false",
+                        help="compute every profile key (default: reuse unchanged profiles' keys from ROOT/_key_cache)")
     return parser.parse_known_args(argv)
+
+
+KEY_CACHE = "_key_cache"  # ROOT/_key_cache: the profile-key cache (transforms.key_cache)
 
 
 def partition_name(day: date) -> str:
@@ -99,7 +105,8 @@ def code_version() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
-def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions) -> dict:
+def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions,
+              key_cache: bool = True) -> dict:
     target = partition(root, day)
     success = join_path(target, SUCCESS)
     if FileSystems.exists(success) and not force:
@@ -118,8 +125,10 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
     }
     run_dir = launch.new_run_dir(join_path(root, "_staging"), prefix=f"dt={day.isoformat()}-")
-    report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
-        p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest))
+    cache = cache_dirs(join_path(root, KEY_CACHE), run_dir) if key_cache else None
+    with staged(cache):
+        report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
+            p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest, key_cache=cache))
     if report.get("status") == launch.STAGED:
         return {"date": day.isoformat(), "status": launch.STAGED}
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
@@ -139,7 +148,7 @@ def run(argv=None) -> list[dict]:
     results = []
     try:
         for day in days:
-            result = run_night(job.cfg, config_text, day, root, known.force, job.options)
+            result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.key_cache)
             for line in summary_lines([result]):
                 LOG.info(line)
             results.append(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
+from typing import Callable
 
 import apache_beam as beam
 import numpy as np
@@ -20,7 +21,9 @@ from transforms.config import JobConfig
 from transforms.dumps import FileStats, is_dump_file, numbered_chunks, parse_chunk, parse_dump_name
 from transforms.errors import InputError
 from transforms.crypto import build_decryptor
-from transforms.keys import dump_keys, profile_keys
+from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, row_hashes
+from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, EntryKeys, computed_entries, merged_entries
+from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import PooledDoFn, ordered_map
@@ -146,42 +149,94 @@ class KeyProfiles(PooledDoFn):
     a side input) are dropped before the shuffle: a dump usually names a small share of the
     profile base, and the exact join only needs the candidates. A source without dump lines keeps
     none. Raw profile batches never leave this DoFn, so they never pile up in memory.
+
+    With ``key_cache`` (:mod:`transforms.key_cache`), the keys of rows that did not change since the
+    cached run are taken from the cache (read here, on the worker, once per bundle), and this
+    extract's rows are written to the run's staged part, described on the ``key_cache_parts`` output.
     """
 
-    def __init__(self, cfg: JobConfig):
+    CACHE_PARTS = "key_cache_parts"
+
+    def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None):
         self._cfg = cfg
         self._threads = cfg.threads
+        self._key_cache = key_cache
+        self._layout = CacheLayout.of(cfg) if key_cache is not None else None
 
     def setup(self):
         super().setup()
         self._rows = runner_counter("profile_rows_read")
+        self._from_cache = runner_counter("profile_rows_keyed_from_cache")
+        self._loaded = None  # (LoadedCache or None, code identity), read once a bundle
 
     def finish_bundle(self):
+        self._loaded = None  # the cache is big: never held past the bundle that keys profiles
         release_free_memory()
 
     def process(self, path: str, filters: dict):
         cfg = self._cfg
+        writer = self._cache_writer(path)
         for profiles in read_profiles(path, cfg):
             self._rows.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
-            key_source = functools.partial(self._key_source, profiles, filters)
+            entries = self._cached_entries(profiles, writer) if writer is not None else {}
+            key_source = functools.partial(self._key_source, profiles, filters, entries)
             for counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):
                 for n in counts:
                     yield beam.pvalue.TaggedOutput(COUNTS, n)
                 for bucket, rows in pieces:
                     yield bucket, rows
+        if writer is not None:
+            loaded, code = self._loaded
+            base = loaded.manifest["parts"] if loaded is not None and not loaded.must_rewrite() else []
+            yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
+                                                              "live_rows": self._live, **writer.close()})
 
-    def _key_source(self, profiles: pa.Table, filters: dict, ds):
+    def _cache_writer(self, path: str) -> CacheWriter | None:
+        if self._key_cache is None:
+            return None
+        if self._loaded is None:
+            code = code_identity()
+            self._loaded = (load_cache(self._key_cache.root, self._layout, code), code)
+        self._live = 0
+        return CacheWriter(self._key_cache.staging, path, self._layout.schema())
+
+    def _cached_entries(self, profiles: pa.Table, writer: CacheWriter) -> dict[str, Callable[[], EntryKeys]]:
+        """Each data source's keys of a batch (to be assembled in the pool): rows found in the cache take their cached keys, the
+        others are computed and written to this run's part. A cache due for a rewrite is not read:
+        every row is computed and written."""
+        layout, loaded = self._layout, self._loaded[0]
+        if loaded is not None and loaded.must_rewrite():
+            loaded = None
+        hashes, checks = row_hashes(profiles, layout.values)
+        found = loaded.lookup(hashes, checks) if loaded is not None else np.full(len(hashes), -1)
+        missed = np.flatnonzero(found < 0)
+        self._live += len(found)
+        self._from_cache.inc(len(found) - len(missed))
+        sub = profiles if len(missed) == len(found) else profiles.take(pa.array(missed))
+        first = {}
+        for ds in self._cfg.data_sources:
+            first.setdefault(layout.sources[ds.name], ds)
+        names = sorted(first)
+        computed = dict(zip(names, ordered_map(lambda n: ComputedColumn.of(sub, first[n], self._cfg), names,
+                                               self._pool, ahead=len(names))))
+        writer.write(hashes[missed], checks[missed], {k: v for n in names for k, v in computed[n].part_columns(n).items()})
+        columns = loaded.columns if loaded is not None else {}
+        return {ds.name: functools.partial(merged_entries, profiles["profile_id"], found, missed,
+                                           columns.get(layout.sources[ds.name], EMPTY_COLUMN), computed[layout.sources[ds.name]])
+                for ds in self._cfg.data_sources}
+
+    def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, ds):
         """One data source's keys of a profile batch, Bloom-filtered and sharded. Runs in the pool."""
-        keyed, without_key = profile_keys(profiles, ds, self._cfg, binary=True)
-        hashes = hash64(keyed["key"])
+        keys = entries[ds.name]() if ds.name in entries else computed_entries(profiles, ds, self._cfg)
         key_filter = filters.get(ds.name)
-        keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
-        candidates = keyed.filter(pa.array(keep))
+        keep = key_filter.might_contain(keys.hashes) if key_filter is not None else np.zeros(len(keys.hashes), bool)
+        at = np.flatnonzero(keep)
+        candidates = keys.take(at)
         counts = [
-            count(Metric.PROFILE_KEYS, keyed.num_rows, ds.name),
+            count(Metric.PROFILE_KEYS, len(keys.hashes), ds.name),
             count(Metric.PROFILE_KEYS_SHUFFLED, candidates.num_rows, ds.name),
-            count(Metric.PROFILE_VALUES_WITHOUT_KEY, without_key, ds.name),
+            count(Metric.PROFILE_VALUES_WITHOUT_KEY, keys.without_key, ds.name),
         ]
-        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, hashes[keep], self._cfg.buckets)]
+        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, keys.hashes[at], self._cfg.buckets)]
         return counts, pieces

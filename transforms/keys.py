@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
-from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
+from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
 from transforms.outcomes import Reason
@@ -145,28 +145,75 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
     """``(key, profile_id)`` rows for one data source, and the number of profile values that could
     not give a key (null, or invalid once normalized). Keys are text (as the platform shows them:
     hex/base64 digests, the export's user IDs) or, with ``binary``, the join keys of
-    :func:`join_keys` (PROFILE_SHARD_SCHEMA); hashed keys then skip the text encoding."""
+    :func:`join_keys` (PROFILE_SHARD_SCHEMA, via :func:`profile_row_keys`); hashed keys then skip
+    the text encoding."""
+    if binary:
+        return keys_table(profile_row_keys(profiles, ds, cfg), profiles["profile_id"])
     if ds.id_type == "visitor":
         exploded = explode_list(profiles.select(["profile_id", "visitor_ids"]), "visitor_ids", "key")
         trimmed = pc.utf8_trim_whitespace(exploded["key"])
         ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
         keys, ids = pc.filter(trimmed, ok), pc.filter(exploded["profile_id"], ok)
-        if binary:
-            keys = pack_visitor_ids(keys)
     else:
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
-        region = cfg.region_for(ds)
-        if ds.declared == "hashed" and not binary:
-            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding, region)
-        elif ds.declared == "hashed" or ds.decrypts:
-            keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization, region)
+        if ds.declared == "hashed":
+            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding,
+                                                         cfg.region_for(ds))
         else:
-            keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-            reasons = pa.array(_plain_key_reasons(keys), pa.string())
+            keys, reasons = _declared_keys(values, ds, cfg)
         ok = pc.is_null(reasons)
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)
-        if binary:
-            keys = normalize.sha256_digests(keys) if ds.declared == "hashed" else keys.cast(pa.binary())
     invalid = len(ok) - int(pc.sum(ok).as_py() or 0)
-    table = pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA if binary else PROFILE_KEY_SCHEMA)
-    return table, invalid
+    return pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_KEY_SCHEMA), invalid
+
+
+def _declared_keys(values, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Array, pa.Array]:
+    """(keys, reasons) of declared (not hashed) profile values: normalized for decrypting sources,
+    as they are otherwise."""
+    if ds.decrypts:
+        return normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
+    keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return keys, pa.array(_plain_key_reasons(keys), pa.string())
+
+
+def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> pa.Array:
+    """Each profile row's binary join keys, aligned with the rows: for a visitor source a list per
+    row (null entries for IDs that are not 38 digits), otherwise one key per row (null where the
+    value gives none). What the key cache stores; :func:`keys_table` makes the join's rows of it."""
+    n = profiles.num_rows
+    if ds.id_type == "visitor":
+        lists = plain_array(profiles["visitor_ids"])
+        flat = pc.list_flatten(lists)
+        trimmed = pc.utf8_trim_whitespace(flat)
+        ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
+        values = _with_nulls(ok, pack_visitor_ids(pc.filter(trimmed, ok)))
+        lengths = np.bincount(pc.list_parent_indices(lists).to_numpy(), minlength=n)
+        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), values)
+    values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
+    if ds.declared == "hashed":
+        keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
+    else:
+        keys, reasons = _declared_keys(values, ds, cfg)
+    ok = pc.is_null(reasons)
+    valid = pc.filter(keys, ok)
+    return _with_nulls(ok, normalize.sha256_digests(valid) if ds.declared == "hashed" else valid.cast(pa.binary()))
+
+
+def _with_nulls(ok: pa.BooleanArray, valid: pa.Array) -> pa.Array:
+    """A binary array with ``valid``'s values where ``ok`` is true, in order, and nulls elsewhere."""
+    return pc.replace_with_mask(pa.nulls(len(ok), pa.binary()), ok, valid.cast(pa.binary()))
+
+
+def keys_table(row_keys: pa.Array, profile_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, int]:
+    """The ``(key, profile_id)`` rows (PROFILE_SHARD_SCHEMA) of :func:`profile_row_keys`, in row
+    order, and the number of values without a key (its nulls)."""
+    if pa.types.is_list(row_keys.type):
+        flat = row_keys.flatten()
+        ok = flat.is_valid()
+        ids = pc.take(profile_ids, pc.filter(pc.list_parent_indices(row_keys), ok))
+    else:
+        flat, ok = row_keys, row_keys.is_valid()
+        ids = pc.filter(profile_ids, ok)
+    table = pa.table({"key": pc.filter(flat, ok), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
+    return table, len(flat) - table.num_rows

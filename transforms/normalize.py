@@ -237,7 +237,7 @@ DUCKDB_MIN_ROWS = 4096
 _local = threading.local()
 
 
-def _duckdb_connection():
+def duckdb_connection():
     """This thread's DuckDB connection (one thread each: the callers' pools give the parallelism),
     or None when DuckDB is not installed."""
     con = getattr(_local, "duckdb", None)
@@ -247,12 +247,13 @@ def _duckdb_connection():
         except ImportError:
             return None
         con = _local.duckdb = duckdb.connect(config={"threads": 1})
+        con.execute("SET enable_progress_bar = false")  # never draw on a worker's stderr
     return con
 
 
 def _sha256_concat(present: pa.Array) -> bytes:
     """The 32-byte SHA-256 digests of the rows of a null-free string array, concatenated, in order."""
-    con = _duckdb_connection() if len(present) >= DUCKDB_MIN_ROWS else None
+    con = duckdb_connection() if len(present) >= DUCKDB_MIN_ROWS else None
     if con is not None:
         # A projection of one registered Arrow table keeps row order (DuckDB preserves insertion
         # order unless told otherwise).

@@ -21,6 +21,7 @@ import pyarrow as pa
 from transforms.config import JobConfig
 from transforms.control_files import ReadControlFile
 from transforms.join import JoinShard
+from transforms.key_cache import KeyCacheDirs
 from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile
 from transforms.outcomes import COUNTS
 from transforms.storage import MatchFiles
@@ -38,16 +39,19 @@ class ImportOutputs(NamedTuple):
     files: beam.PCollection  # (data_source, dump path)
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
+    key_cache_parts: beam.PCollection  # with a key cache: this run's staged parts (transforms.key_cache)
 
 
 class ReconcileAudiences(beam.PTransform):
     """The import graph from a pipeline root to :class:`ImportOutputs`."""
 
-    def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False):
+    def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False,
+                 key_cache: KeyCacheDirs | None = None):
         super().__init__()
         self._cfg = cfg
         self._run_date = run_date
         self._incremental = incremental
+        self._key_cache = key_cache
 
     def expand(self, root) -> ImportOutputs:
         cfg = self._cfg
@@ -73,9 +77,8 @@ class ReconcileAudiences(beam.PTransform):
             | "ListProfileExtracts" >> beam.Create([cfg.profiles.path])
             | "MatchProfileFiles" >> beam.ParDo(MatchFiles("profile extract"))
             | "SpreadProfileFiles" >> beam.Reshuffle()
-            | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)).with_outputs(
-                COUNTS, main="shards"
-            )
+            | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg, self._key_cache), filters=beam.pvalue.AsDict(key_filters))
+            .with_outputs(COUNTS, KeyProfiles.CACHE_PARTS, main="shards")
         )
         joined = (
             dumps.shards
@@ -97,4 +100,5 @@ class ReconcileAudiences(beam.PTransform):
             files=files,
             controls=controls,
             file_stats=dumps[ReadDumpFile.FILE_STATS],
+            key_cache_parts=profiles[KeyProfiles.CACHE_PARTS],
         )
