@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
-from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, plain_array, rows_of_width
+from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, narrow_dictionary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
 from transforms.outcomes import Reason
@@ -118,15 +118,6 @@ def segment_sets(lists: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     dump has few distinct combinations."""
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     return narrow_dictionary(pc.dictionary_encode(pc.binary_join(lists, ",")))
-
-
-def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
-    """A dictionary array with the smallest index type its dictionary fits in (1 byte a row for
-    fewer than 128 distinct values)."""
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    size = len(values.dictionary)
-    index = pa.int8() if size <= 2**7 else pa.int16() if size <= 2**15 else pa.int32()
-    return values if values.type.index_type == index else values.cast(pa.dictionary(index, values.type.value_type))
 
 
 def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:
