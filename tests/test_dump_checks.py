@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from transforms.config import DataSourceConfig
-from transforms.dumps import is_dump_file, read_chunks, read_dump
+from transforms.dump_files import is_dump_file, read_chunks
+from transforms.dumps import read_dump
 from transforms.errors import InputError
 
 VID = "59767559181262060060278870901087098252"

@@ -17,7 +17,8 @@ import pyarrow as pa
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
-from transforms.dumps import FileStats, is_dump_file, numbered_chunks, parse_chunk, parse_dump_name
+from transforms.dump_files import FileStats, is_dump_file
+from transforms.dumps import numbered_chunks, parse_chunk, parse_dump_name
 from transforms.errors import InputError
 from transforms.crypto import build_decryptor
 from transforms.keys import dump_keys, profile_keys

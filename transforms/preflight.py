@@ -5,7 +5,7 @@ This is the only place that reads inputs at launch time; transforms read them on
 from __future__ import annotations
 
 from transforms.config import ConfigError, JobConfig
-from transforms.dumps import is_dump_file
+from transforms.dump_files import is_dump_file
 from transforms.errors import InputError
 from transforms.profiles import needed_columns, read_schema_names
 from transforms.storage import glob
