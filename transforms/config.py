@@ -32,6 +32,7 @@ class ProfilesConfig(_Strict):
     visitor_ids: str | None = "visitor_ids"
     visitor_ids_separator: str = ";"  # CSV only: the list is one ';'-separated string
     opt_out: str | None = None
+    allow_empty_profiles: bool = False  # a run that reads no profile at all fails unless this is set
 
     @property
     def resolved_format(self) -> str:
@@ -90,6 +91,9 @@ class DataSourceConfig(_Strict):
     force_reconciliation: bool = False
     encryption: EncryptionConfig | None = None
     max_decrypt_failure_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Above this share of format errors the run fails: a wrong separator, column layout, encoding or
+    # file makes (nearly) every line one; real dumps have a few percent at most.
+    max_format_error_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     # Dump layout (the platform's templates can change it)
     field_separator: str = " "
     segment_separator: str = ","

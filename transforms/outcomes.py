@@ -122,8 +122,10 @@ _DESCRIPTION: dict[Reason, str] = {
 }
 assert set(_CATEGORY) == set(Reason) == set(_DESCRIPTION), "every reason needs a category and a description"
 
-# Rejections that a wrong key or IV produces (the decrypt failure ratio counts them).
-DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE)
+# Rejections that a wrong key or IV produces (the decrypt failure ratio counts them): a wrong IV keeps
+# CBC padding valid and garbles the plaintext, which then is no address of the channel.
+DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE,
+                    Reason.INVALID_PLAINTEXT)
 
 
 class Metric(StrEnum):
