@@ -141,6 +141,7 @@ class Metric(StrEnum):
     PROFILE_KEYS = "profile_keys"
     PROFILE_KEYS_SHUFFLED = "profile_keys_shuffled"
     PROFILE_VALUES_WITHOUT_KEY = "profile_values_without_key"
+    FIRST_BLOCKS_CHECKED = "first_blocks_checked"  # AES-CBC: decrypted IDs whose first block the IV check saw
     CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
     # Import, job-wide.
