@@ -6,11 +6,9 @@ from __future__ import annotations
 import codecs
 import gzip
 import shutil
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import assert_failed_cleanly, run_import_cli
 
 from transforms.config import DataSourceConfig
 from transforms.dump_files import is_dump_file, read_chunks
@@ -154,33 +152,18 @@ def test_an_upload_in_progress_is_not_read_by_the_import(demo_copy, tmp_path):
 
 
 # -- end to end: the run fails with one line, nothing published --------------------------------------
-def run_cli(config, out):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(config),
-                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def assert_failed_cleanly(result, out, *words):
-    assert result.returncode == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("audience-sync: run failed: ")
-    for word in words:
-        assert word in last
-    assert "Traceback" not in result.stderr
-    assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))
-
-
 def test_empty_gz_dump_fails_the_import(demo_copy, tmp_path):
     victim = sorted((demo_copy / "segments" / "visitors").glob("*.gz"))[1]
     victim.write_bytes(b"")
     out = tmp_path / "o"
-    assert_failed_cleanly(run_cli(demo_copy / "job.yaml", out), out, victim.name, "empty")
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, victim.name, "empty")
 
 
 def test_utf16_dump_fails_the_import(demo_copy, tmp_path):
     victim = demo_copy / "segments" / "crm-plain" / "ftp_1234_45678_full_1795305600000.sync"
     victim.write_bytes(victim.read_bytes().decode().encode("utf-16"))  # "saved as Unicode" in an editor
     out = tmp_path / "o"
-    assert_failed_cleanly(run_cli(demo_copy / "job.yaml", out), out, victim.name, "UTF-16")
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, victim.name, "UTF-16")
 
 
 def test_gzip_under_a_sync_name_gives_the_demo_answer(demo_copy, tmp_path):

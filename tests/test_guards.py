@@ -4,12 +4,10 @@ extract. Each is fed an inconsistent input here (unit level, then through the re
 fail the run with one line, publishing nothing."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import assert_failed_cleanly, run_import_cli
 from pipelines import import_audience
 from transforms.config import parse_config
 from transforms.errors import RunFailed
@@ -106,26 +104,11 @@ def test_no_profile_at_all_fails_unless_allowed():
 
 
 # -- through the real job ----------------------------------------------------------------------------
-def run_cli(config, out):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(config),
-                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def assert_failed_cleanly(result, out, *words):
-    assert result.returncode == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("audience-sync: run failed: "), result.stderr
-    for word in words:
-        assert word in last, last
-    assert "Traceback" not in result.stderr
-    assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))
-
-
 def test_a_tab_separated_dump_where_spaces_are_configured_fails_the_import(demo_copy, tmp_path):
     dump = demo_copy / "segments" / "crm-plain" / "ftp_1234_45678_full_1795305600000.sync"
     dump.write_bytes(dump.read_bytes().replace(b" ", b"\t"))  # the platform's template changed
     out = tmp_path / "o"
-    assert_failed_cleanly(run_cli(demo_copy / "job.yaml", out), out, "data source 'crm-plain'",
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, "data source 'crm-plain'",
                           "lines are format errors", "wrong field_separator")
 
 
@@ -134,7 +117,7 @@ def test_a_wrong_file_among_the_dumps_fails_the_import(demo_copy, tmp_path):
     (folder / "ftp_1234_45678_full_1795305600000.sync").write_text(
         "".join(f"profile_id,email\nP{i:08d},user{i}@example.com\n" for i in range(150)))  # an extract, not a dump
     out = tmp_path / "o"
-    assert_failed_cleanly(run_cli(demo_copy / "job.yaml", out), out, "data source 'crm-plain'", "format errors")
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, "data source 'crm-plain'", "format errors")
 
 
 def test_a_transform_that_loses_counts_fails_the_add_up_check(demo_copy, tmp_path, monkeypatch):
@@ -168,7 +151,7 @@ def test_a_header_only_profile_extract_fails_the_import(tmp_path):
         "profiles: {path: profiles.csv, visitor_ids: null}\n"
         "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: email}]\n")
     out = tmp_path / "o"
-    assert_failed_cleanly(run_cli(tmp_path / "job.yaml", out), out, "profiles: no profile was read",
+    assert_failed_cleanly(run_import_cli(tmp_path / "job.yaml", out), out, "profiles: no profile was read",
                           "allow_empty_profiles")
     (tmp_path / "job.yaml").write_text((tmp_path / "job.yaml").read_text().replace(
         "visitor_ids: null}", "visitor_ids: null, allow_empty_profiles: true}"))

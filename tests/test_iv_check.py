@@ -16,15 +16,13 @@ from __future__ import annotations
 import functools
 import json
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from conftest import DEMO, ROOT
+from conftest import DEMO, assert_failed_cleanly, run_import_cli
 from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor, encrypt_cbc
 from transforms.dumps import read_dump
@@ -273,9 +271,7 @@ def test_the_demo_keys_never_trip_the_check_on_the_demo_data():
 def run_demo_with_iv(demo_copy, tmp_path, iv: bytes):
     (demo_copy / "keys" / "demo-only-iv.hex").write_text(iv.hex() + "\n")
     out = tmp_path / "o"
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(demo_copy / "job.yaml"),
-                             "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return result, out
+    return run_import_cli(demo_copy / "job.yaml", out), out
 
 
 @pytest.mark.parametrize("position, bit", [(0, 0), (9, 1)])  # 'user' -> 'tser'; 'example' -> 'exam`le'
@@ -284,11 +280,8 @@ def test_a_one_bit_iv_error_fails_the_demo_import(demo_copy, tmp_path, position,
     iv = bytearray(true_iv)
     iv[position] ^= 1 << bit
     result, out = run_demo_with_iv(demo_copy, tmp_path, bytes(iv))
-    assert result.returncode == 1, result.stdout + result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("audience-sync: run failed: data source 'web-encrypted-emails': decrypted IDs look garbled")
-    assert f"byte positions {position}" in last and "wrong IV?" in last and "Traceback" not in result.stderr
-    assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))
+    assert_failed_cleanly(result, out, "data source 'web-encrypted-emails': decrypted IDs look garbled",
+                          f"byte positions {position}", "wrong IV?")
     key = (demo_copy / "keys" / "demo-only-aes256.key").read_text().strip()
     assert key not in result.stderr and bytes(iv).hex() not in result.stderr and "@example" not in result.stderr
 
@@ -304,13 +297,9 @@ def test_an_email_channel_that_decrypts_to_no_emails_fails_the_run(demo_copy, tm
     tokens = encrypt_cbc(phones(200, 3), key, iv)
     (folder / "ftp_1234_23456_full_1795305600000.sync").write_text("".join(f"{t} 5501\n" for t in tokens))
     out = tmp_path / "o"
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(demo_copy / "job.yaml"),
-                             "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert "data source 'web-encrypted-emails': 200 of 200 IDs failed to decrypt or decrypted to no valid address" in last
-    assert "wrong key or IV?" in last
-    assert not (out / "report.json").exists()
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out,
+                          "data source 'web-encrypted-emails': 200 of 200 IDs failed to decrypt or decrypted to no "
+                          "valid address", "wrong key or IV?")
 
 
 def test_the_check_leaves_the_demo_report_unchanged(demo_copy, tmp_path):
