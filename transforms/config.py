@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transforms.errors import ConfigError
 from transforms.phones import check_region
+from transforms.secrets import reference_problem
 
 
 class _Strict(BaseModel):
@@ -39,6 +40,7 @@ class ProfilesConfig(_Strict):
     @classmethod
     def _region(cls, value: str | None) -> str | None:
         return None if value is None else check_region(value)
+    allow_empty_profiles: bool = False  # a run that reads no profile at all fails unless this is set
 
     @property
     def resolved_format(self) -> str:
@@ -64,12 +66,9 @@ class EncryptionConfig(_Strict):
     @field_validator("key", "iv", "keyring")
     @classmethod
     def _reference_only(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("env:", "file:", "gcpsm:")):
-            # Never echo the value: it may be a key pasted inline.
-            raise ValueError(
-                "must be a reference 'env:NAME', 'file:PATH' or 'gcpsm:projects/P/secrets/S/versions/V', "
-                "never the secret itself"
-            )
+        problem = reference_problem(value) if value is not None else None
+        if problem:  # its words never repeat the value: it may be a key pasted inline
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -98,6 +97,9 @@ class DataSourceConfig(_Strict):
     encryption: EncryptionConfig | None = None
     max_decrypt_failure_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     default_region: str | None = None  # phones: overrides profiles.default_region for this data source
+    # Above this share of format errors the run fails: a wrong separator, column layout, encoding or
+    # file makes (nearly) every line one; real dumps have a few percent at most.
+    max_format_error_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     # Dump layout (the platform's templates can change it)
     field_separator: str = " "
     segment_separator: str = ","
@@ -291,6 +293,29 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
     return cfg.model_copy(update={"profiles": profiles, "data_sources": sources})
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int):
+        super().__init__(f"duplicate key {key!r} on line {line}")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently:
+    a data source would read another folder's dumps). Keys beside a ``<<`` merge may override it."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str) -> JobConfig:
     """Read and validate a YAML config; relative paths in it are relative to the file."""
     from apache_beam.io.filesystems import FileSystems
@@ -301,7 +326,9 @@ def load_config(path: str) -> JobConfig:
     except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
         raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: line {exc.line}: duplicate key '{exc.key}' (YAML keeps only the last one)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -17,8 +17,10 @@ import pyarrow as pa
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
-from transforms.dumps import FileStats, is_dump_file, numbered_chunks, parse_chunk, parse_dump_name
+from transforms.dump_files import FileStats, is_dump_file
+from transforms.dumps import numbered_chunks, parse_chunk, parse_dump_name
 from transforms.errors import InputError
+from transforms.iv_check import first_block_histogram
 from transforms.crypto import build_decryptor
 from transforms.keys import dump_keys, profile_keys
 from transforms.memory import release_free_memory
@@ -65,6 +67,7 @@ class ReadDumpFile(PooledDoFn):
     REJECTED = "rejected"
     KEY_HASHES = "key_hashes"  # per chunk: (data_source, 64-bit hashes of its keys)
     FILE_STATS = "file_stats"  # per file: (path, FileStats)
+    FIRST_BLOCKS = "first_blocks"  # per chunk of an AES-CBC data source: (data_source, FirstBlocks)
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
         self._cfg = cfg
@@ -89,29 +92,33 @@ class ReadDumpFile(PooledDoFn):
         removals = self._incremental and dump_name is not None and dump_name.sync_mode == "iter"
         key_chunk = functools.partial(self._key_chunk, path, ds, removals)
         chunks = numbered_chunks(path, stats=stats)
-        for lines, rejected, hashes, pieces in ordered_map(key_chunk, chunks, self._pool, ahead=self._cfg.threads):
+        for lines, rejected, hashes, pieces, first_blocks in ordered_map(key_chunk, chunks, self._pool,
+                                                                        ahead=self._cfg.threads):
             self._received.inc(lines)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))
             for table in rejected:
                 yield beam.pvalue.TaggedOutput(self.REJECTED, table)
             if hashes is not None:
                 yield beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes))
+            if first_blocks is not None:
+                yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, first_blocks))
             for bucket, rows in pieces:
                 yield (name, bucket), rows
         self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
 
     def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
-        """One chunk -> (lines, rejected tables, key hashes or None, shards). Runs in the pool."""
+        """One chunk -> (lines, rejected tables, key hashes or None, shards, FirstBlocks or None).
+        Runs in the pool."""
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
+        if not parsed.num_rows:
+            return lines, [rejected] if rejected.num_rows else [], None, [], None
         if not removals:  # full dumps: removed lists are ignored
             parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
-        keyed, invalid = (
-            dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds)) if parsed.num_rows else (None, None)
-        )
-        hashes = hash64(keyed["key"]) if keyed is not None and keyed.num_rows else None
-        pieces = shards(keyed, hashes, self._cfg.buckets) if hashes is not None else []
-        return lines, [t for t in (rejected, invalid) if t is not None and t.num_rows], hashes, pieces
+        keys = dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds))
+        hashes = hash64(keys.keyed["key"]) if keys.keyed.num_rows else None
+        pieces = shards(keys.keyed, hashes, self._cfg.buckets) if hashes is not None else []
+        return lines, [t for t in (rejected, keys.rejected) if t.num_rows], hashes, pieces, keys.first_blocks
 
 
 def _empty_lists(n: int) -> pa.Array:
@@ -148,6 +155,8 @@ class KeyProfiles(PooledDoFn):
     none. Raw profile batches never leave this DoFn, so they never pile up in memory.
     """
 
+    FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
+
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
         self._threads = cfg.threads
@@ -165,14 +174,19 @@ class KeyProfiles(PooledDoFn):
             self._rows.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
             key_source = functools.partial(self._key_source, profiles, filters)
-            for counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):
+            sources = cfg.data_sources
+            for ds, (counts, pieces, first_blocks) in zip(sources, ordered_map(key_source, sources, self._pool,
+                                                                              ahead=len(sources))):
                 for n in counts:
                     yield beam.pvalue.TaggedOutput(COUNTS, n)
+                if first_blocks is not None:
+                    yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
                 for bucket, rows in pieces:
                     yield bucket, rows
 
     def _key_source(self, profiles: pa.Table, filters: dict, ds):
-        """One data source's keys of a profile batch, Bloom-filtered and sharded. Runs in the pool."""
+        """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
+        of their first blocks for AES-CBC data sources (else None). Runs in the pool."""
         keyed, without_key = profile_keys(profiles, ds, self._cfg, binary=True)
         hashes = hash64(keyed["key"])
         key_filter = filters.get(ds.name)
@@ -184,4 +198,6 @@ class KeyProfiles(PooledDoFn):
             count(Metric.PROFILE_VALUES_WITHOUT_KEY, without_key, ds.name),
         ]
         pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, hashes[keep], self._cfg.buckets)]
-        return counts, pieces
+        # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
+        cbc = ds.decrypts and ds.encryption.algorithm == "aes-cbc"
+        return counts, pieces, first_block_histogram(keyed["key"]) if cbc else None

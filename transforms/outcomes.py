@@ -124,8 +124,10 @@ _DESCRIPTION: dict[Reason, str] = {
 }
 assert set(_CATEGORY) == set(Reason) == set(_DESCRIPTION), "every reason needs a category and a description"
 
-# Rejections that a wrong key or IV produces (the decrypt failure ratio counts them).
-DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE)
+# Rejections that a wrong key or IV produces (the decrypt failure ratio counts them): a wrong IV keeps
+# CBC padding valid and garbles the plaintext, which then is no address of the channel.
+DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE,
+                    Reason.INVALID_PLAINTEXT)
 
 
 class Metric(StrEnum):
@@ -141,6 +143,7 @@ class Metric(StrEnum):
     PROFILE_KEYS = "profile_keys"
     PROFILE_KEYS_SHUFFLED = "profile_keys_shuffled"
     PROFILE_VALUES_WITHOUT_KEY = "profile_values_without_key"
+    FIRST_BLOCKS_CHECKED = "first_blocks_checked"  # AES-CBC: decrypted IDs whose first block the IV check saw
     CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
     # Import, job-wide.

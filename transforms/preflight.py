@@ -11,30 +11,32 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
-from transforms.dumps import is_dump_file
+from transforms.dump_files import is_dump_file
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, ExportSpec, export_config
-from transforms.profiles import needed_columns, read_schema_names
+from transforms.profiles import column_field, needed_columns, read_schema_names
 from transforms.publish import REPORT
 from transforms.storage import glob, join_path
 from transforms.targets import TARGETS_COLUMN, targets_format
 
 
 def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple = ()) -> list[str]:
-    """Problems with the profile extract: no file matches, unreadable, or a needed column missing
-    (each named by the config field that asks for it)."""
+    """Problems with the profile extract: no file matches, or a file of it unreadable or missing a
+    needed column (each named by the config field that asks for it). Every file of a glob is
+    checked: its header, footer or first record only."""
     extracts = glob(cfg.profiles.path, missing_ok=True)
     if not extracts:
         return [f"profiles.path: no file matches '{cfg.profiles.path}'"]
-    try:
-        columns = set(read_schema_names(extracts[0], cfg.profiles.resolved_format))
-    except (InputError, OSError, ValueError) as exc:
-        return [f"profiles.path: {exc}"]
-    return [
-        f"{_field_naming(cfg, col)}: column '{col}' is not in the extract {extracts[0]}"
-        for col in needed
-        if col not in columns and col not in optional
-    ]
+    problems = []
+    for extract in extracts:
+        try:
+            columns = set(read_schema_names(extract, cfg.profiles.resolved_format))
+        except (InputError, OSError, ValueError) as exc:
+            problems.append(f"profiles.path: {exc}")
+            continue
+        problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}"
+                     for col in needed if col not in columns and col not in optional]
+    return problems
 
 
 def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
@@ -58,16 +60,6 @@ def _check_keyring(ds) -> None:
     from transforms.secrets import load_keyring
 
     load_keyring(ds.encryption.keyring)
-
-
-def _field_naming(cfg: JobConfig, column: str) -> str:
-    for i, ds in enumerate(cfg.data_sources):
-        if ds.match_on and cfg.profiles.column_for(ds.match_on) == column:
-            return f"data_sources[{i}].match_on"
-    for field in ("id", "opt_out", "visitor_ids"):
-        if getattr(cfg.profiles, field) == column:
-            return f"profiles.{field}"
-    return "profiles"
 
 
 def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str]) -> None:

@@ -6,6 +6,8 @@ blank, validated by their consumers), ``opt_out`` (bool), and one
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 from typing import Iterator
 
@@ -79,6 +81,31 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str) -> pa.Table:
     return pa.table(cols)
 
 
+def column_field(cfg: JobConfig, column: str) -> str:
+    """The config field that asks for an extract column (for messages)."""
+    for i, ds in enumerate(cfg.data_sources):
+        if ds.match_on and cfg.profiles.column_for(ds.match_on) == column:
+            return f"data_sources[{i}].match_on"
+    for field in ("id", "opt_out", "visitor_ids"):
+        if getattr(cfg.profiles, field) == column:
+            return f"profiles.{field}"
+    return "profiles"
+
+
+def required_columns(cfg: JobConfig) -> list[str]:
+    """The needed columns every file of the extract must have (visitor IDs may be absent)."""
+    return [c for c in needed_columns(cfg) if c != cfg.profiles.visitor_ids]
+
+
+def _present(path: str, names: list[str], cfg: JobConfig) -> list[str]:
+    """The needed columns among ``names``; a required one missing fails naming the file, the column
+    and the config field (a file of a glob that arrived after the preflight check)."""
+    for col in required_columns(cfg):
+        if col not in names:
+            raise InputError(path, f"no column '{col}' ({column_field(cfg, col)})")
+    return [c for c in needed_columns(cfg) if c in names]
+
+
 def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None) -> Iterator[pa.Table]:
     """Yield standardized profile tables from one extract file (local or gs://), in batches of
     ``BATCH_ROWS`` rows unless told."""
@@ -91,11 +118,12 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None) -> I
         with FileSystems.open(path) as handle:
             if fmt == "parquet":
                 pf = pq.ParquetFile(handle)
-                present = [c for c in columns if c in pf.schema_arrow.names]
+                present = _present(path, pf.schema_arrow.names, cfg)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
                     yield standardize(pa.Table.from_batches([batch]), cfg, path)
             elif fmt == "csv":
-                for table in csv_tables(handle, path, columns, strings_can_be_null=True):
+                present = _present(path, read_schema_names(path, fmt), cfg)
+                for table in csv_tables(handle, path, present, strings_can_be_null=True):
                     yield standardize(table, cfg, path)
             else:
                 yield from _read_jsonl(handle, path, columns, cfg)
@@ -108,6 +136,7 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None) -> I
 
 def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig) -> Iterator[pa.Table]:
     data = handle.read()
+    data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data  # Arrow skips it; json.loads not
     # Find the first bad line ourselves so the error can name it (Arrow's message quotes content).
     try:
         table = pajson.read_json(pa.BufferReader(data))
@@ -119,7 +148,7 @@ def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig) -> Iterat
                 except ValueError:
                     raise InputError(path, "not valid JSON", line=number) from None
         raise InputError(path, "inconsistent JSON records") from None
-    table = table.select([c for c in columns if c in table.column_names])
+    table = table.select(_present(path, table.column_names, cfg)) if table.num_rows else table
     for start in range(0, max(table.num_rows, 1), BATCH_ROWS):
         piece = table.slice(start, BATCH_ROWS)
         if piece.num_rows:
@@ -133,10 +162,11 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
     with FileSystems.open(path) as handle:
         if fmt == "parquet":
             return list(pq.ParquetFile(handle).schema_arrow.names)
+        # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
+        # Arrow's readers skip it too.
+        first = handle.readline().decode("utf-8-sig", errors="replace")
         if fmt == "csv":
-            first = handle.readline().decode("utf-8", errors="replace")
-            return [c.strip().strip('"') for c in first.rstrip("\r\n").split(",")]
-        first = handle.readline()
+            return [c.strip() for c in next(csv.reader([first.rstrip("\r\n")]), [])]
         try:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):

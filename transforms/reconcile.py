@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.control_files import ReadControlFile
+from transforms.iv_check import CheckIVs
 from transforms.join import JoinShard
 from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile
 from transforms.outcomes import COUNTS
@@ -63,7 +64,8 @@ class ReconcileAudiences(beam.PTransform):
             | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental))
             .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
             .with_outputs(
-                ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES, main="shards"
+                ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES,
+                ReadDumpFile.FIRST_BLOCKS, main="shards"
             )
         )
         controls = matched[ExpandPatterns.CONTROL] | "ReadControlFiles" >> beam.ParDo(ReadControlFile())
@@ -74,9 +76,10 @@ class ReconcileAudiences(beam.PTransform):
             | "MatchProfileFiles" >> beam.ParDo(MatchFiles("profile extract"))
             | "SpreadProfileFiles" >> beam.Reshuffle()
             | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)).with_outputs(
-                COUNTS, main="shards"
+                COUNTS, KeyProfiles.FIRST_BLOCKS, main="shards"
             )
         )
+        iv_checked = (dumps[ReadDumpFile.FIRST_BLOCKS], profiles[KeyProfiles.FIRST_BLOCKS]) | "CheckIVs" >> CheckIVs(cfg)
         joined = (
             dumps.shards
             | "GroupShards" >> beam.GroupByKey()
@@ -86,7 +89,9 @@ class ReconcileAudiences(beam.PTransform):
             )
         )
         rejected = (dumps[ReadDumpFile.REJECTED], joined[JoinShard.REJECTED]) | "FlattenRejected" >> beam.Flatten()
-        counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
+        # The IV check's count is among the counts: the publish step, which waits for all of them,
+        # cannot run before the check has passed.
+        counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS], iv_checked) | "FlattenCounts" >> beam.Flatten()
         return ImportOutputs(
             reconciled=joined.members,
             file_audience=joined[JoinShard.FILE_AUDIENCE],
