@@ -15,6 +15,7 @@ night's audiences (additions and removals), ``full`` dumps replace them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import sys
@@ -27,10 +28,13 @@ from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.preflight import check_inputs
-from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
+from pipelines.options import only_stages
+from transforms.publish import REPORT, SUCCESS, join_path
+from transforms.publish_journal import hold_output, remove_run_dir
 from transforms.storage import glob
 
 LOG = logging.getLogger("audience_sync.nightly")
+STAGING = "_staging"
 
 
 def _date_range(text: str) -> list[date]:
@@ -105,9 +109,9 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "code_version": code_version(),
         "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
     }
-    run_dir = launch.new_run_dir(join_path(root, "_staging"), prefix=f"dt={day.isoformat()}-")
+    run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
-        p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest))
+        p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest), held=True)
     if report.get("status") == launch.STAGED:
         return {"date": day.isoformat(), "status": launch.STAGED}
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
@@ -123,12 +127,16 @@ def run(argv=None) -> list[dict]:
     except Exception:  # noqa: BLE001
         raise ConfigError(f"{known.config}: cannot read the config") from None
     job = launch.start(known.config, beam_args, lambda cfg: None)  # inputs are checked per night, dates filled
+    root = known.root.rstrip("/")
     results = []
-    for day in days:
-        result = run_night(job.cfg, config_text, day, known.root.rstrip("/"), known.force, job.options)
-        for line in summary_lines([result]):
-            LOG.info(line)
-        results.append(result)
+    # One nightly run per root at a time (nights build on each other): the lock is the root's.
+    with contextlib.nullcontext() if only_stages(job.options) else hold_output(
+            root, "nightly", job.options, partitions="dt=*", staging=STAGING):
+        for day in days:
+            result = run_night(job.cfg, config_text, day, root, known.force, job.options)
+            for line in summary_lines([result]):
+                LOG.info(line)
+            results.append(result)
     return results
 
 

@@ -5,8 +5,9 @@ group is deduplicated, sorted and written to ``part-BBBBB-of-NNNNN.parquet`` und
 temporary folder. The same input always gives the same files, whatever the runner's bundle order.
 
 Publishing is the pipeline's last step, run once after every part is written: it builds and checks
-the report (counts must add up), replaces the previous outputs, and writes ``report.json`` last.
-``report.json`` is the completion marker: an output folder without it is not a finished run.
+the report (counts must add up), then replaces the previous outputs through a publish journal
+(:mod:`transforms.publish_journal`), ``report.json`` last. ``report.json`` is the completion marker:
+an output folder without it is not a finished run.
 """
 from __future__ import annotations
 
@@ -28,18 +29,26 @@ from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
 from transforms.memory import release_free_memory
 from transforms.outcomes import Counts, Metric, SumCounts, count
+from transforms import publish_journal
+from transforms.output_lock import write_error
 from transforms.parallel import PooledDoFn
+from transforms.publish_journal import Journal, apply, commit, read_journal
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
 
 REPORT = "report.json"
 SUCCESS = "_SUCCESS"
 ADD = "add"
+EMPTY_PART = "part-00000-of-00001.parquet"
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
-    with FileSystems.create(path) as sink:
-        pq.write_table(table, sink, compression="zstd")
+    """Write ``table`` (zstd); a full disk or a read-only folder fails with one line naming ``path``."""
+    try:
+        with FileSystems.create(path) as sink:
+            pq.write_table(table, sink, compression="zstd")
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 class _SplitForWrite(beam.DoFn):
@@ -154,83 +163,60 @@ class WriteParts(beam.PTransform):
         return WrittenParts(parts=written[self.PARTS], counts=written.counts)
 
 
-def _exists(path: str) -> bool:
-    return FileSystems.exists(path)
-
-
 def _list_files(folder: str) -> list[str]:
     return glob(join_path(folder, "*"), missing_ok=True)  # a missing folder lists nothing
 
 
-def _mkdirs(path: str) -> None:
-    if "://" in path:
-        return  # object stores have no folders
-    try:
-        FileSystems.mkdirs(path)
-    except OSError:
-        pass  # already there
+def _json_bytes(doc: dict, **dumps) -> bytes:
+    return (json.dumps(doc, **dumps) + "\n").encode("utf-8")
 
 
-def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema | None], parts: list, report: dict) -> None:
-    """Replace the outputs under ``output_dir`` with the run's parts; ``report.json`` goes last.
+def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema | None], parts: list, report: dict,
+                    manifest: dict | None = None) -> None:
+    """Replace the outputs under ``output_dir`` with the run's parts, ``report.json`` last (with
+    ``manifest``, the nightly ``_SUCCESS`` after it); see :mod:`transforms.publish_journal`.
 
     An output with a schema but no parts gets one empty Parquet part (a readable empty dataset); an
     output whose schema is ``None`` (plain files, like the export's onboarding files) is exactly the
-    files the run wrote, possibly none."""
-    report_path = join_path(output_dir, REPORT)
-    if _exists(report_path):
-        FileSystems.delete([report_path])  # from here on the folder no longer looks complete
+    files the run wrote, possibly none. Anything else in the output folders is removed."""
+    pending = read_journal(output_dir)
+    if pending is not None:  # this publish step retried by the runner, or an earlier run's publish
+        apply(output_dir, pending)
+        if pending.run_dir == run_dir:
+            return
+    files = {}
     for name, schema in outputs.items():
-        final_dir = join_path(output_dir, name)
-        stale = _list_files(final_dir)
-        if stale:
-            FileSystems.delete(stale)
-        _mkdirs(final_dir)
-        mine = sorted(path for n, path, _ in parts if n == name)
-        if mine:
-            FileSystems.rename(mine, [join_path(final_dir, posixpath.basename(p)) for p in mine])
-        elif schema is not None:
-            write_parquet(schema.empty_table(), join_path(final_dir, "part-00000-of-00001.parquet"))
-    with FileSystems.create(report_path, mime_type="application/json") as sink:
-        sink.write((json.dumps(report, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-    leftovers = _list_files(run_dir) + [f for n in outputs for f in _list_files(join_path(run_dir, n))]
-    if leftovers:
-        FileSystems.delete(leftovers)
-    remove_run_dir(run_dir)
+        mine = sorted(posixpath.basename(path) for n, path, _ in parts if n == name)
+        if not mine and schema is not None:
+            write_parquet(schema.empty_table(), join_path(run_dir, name, EMPTY_PART))
+            mine = [EMPTY_PART]
+        files[name] = mine
+    publish_journal.write_file(join_path(run_dir, REPORT), _json_bytes(report, indent=2, sort_keys=False))
+    markers = [REPORT]
+    if manifest is not None:
+        publish_journal.write_file(join_path(run_dir, SUCCESS), manifest_bytes(run_dir, outputs, parts, manifest))
+        markers.append(SUCCESS)
+    commit(output_dir, Journal(run_dir=run_dir, files=files, markers=markers))
 
 
-def remove_run_dir(run_dir: str) -> None:
-    """Delete a run's temporary folder and anything in it (best effort)."""
-    if "://" in run_dir:
-        files = glob(join_path(run_dir, "**"), missing_ok=True)
-        if files:
-            FileSystems.delete(files)
-        return
-    import shutil
-
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def write_manifest(output_dir: str, outputs: dict, parts: list, manifest: dict) -> None:
-    """Write ``_SUCCESS``, the partition's commit point: every published file with its row count,
-    size and sha256 (read back from storage), plus what the caller adds (config digest, code
-    version, ...). A reader that sees it sees a complete partition."""
+def manifest_bytes(run_dir: str, outputs: dict, parts: list, manifest: dict) -> bytes:
+    """``_SUCCESS``, the partition's commit point: every staged file with its row count, size and
+    sha256 (read back from storage), plus what the caller adds (config digest, code version, ...).
+    A reader that sees it sees a complete partition."""
     import hashlib
 
     rows = {posixpath.basename(path): (name, n) for name, path, n in parts}
     files = []
     for name in outputs:
-        for path in _list_files(join_path(output_dir, name)):
+        for path in _list_files(join_path(run_dir, name)):
             with FileSystems.open(path) as handle:
                 data = handle.read()
             files.append({"path": f"{name}/{posixpath.basename(path)}", "rows": rows.get(posixpath.basename(path), (name, 0))[1],
                           "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    with FileSystems.open(join_path(output_dir, REPORT)) as handle:
+    with FileSystems.open(join_path(run_dir, REPORT)) as handle:
         report_bytes = handle.read()
     files.append({"path": REPORT, "bytes": len(report_bytes), "sha256": hashlib.sha256(report_bytes).hexdigest()})
-    doc = {**manifest, "files": files}
-    with FileSystems.create(join_path(output_dir, SUCCESS), mime_type="application/json") as sink:
-        sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    return _json_bytes({**manifest, "files": files}, indent=2)
 
 
 class _Publish(beam.DoFn):
@@ -248,12 +234,7 @@ class _Publish(beam.DoFn):
             by_source.setdefault(name, []).append(entry)
         report = build_report(self._cfg, Counts(counts), by_source, self._run_date)
         check_report(report, self._cfg)
-        success = join_path(self._output_dir, SUCCESS)
-        if self._manifest is not None and _exists(success):
-            FileSystems.delete([success])  # un-publish first: a reader never sees a mix
-        publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report)
-        if self._manifest is not None:
-            write_manifest(self._output_dir, self._outputs, parts, self._manifest)
+        publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report, self._manifest)
         yield report
 
 
