@@ -88,6 +88,13 @@ def _listing(folder: str, recursive: bool = False) -> list[str]:
     return glob(join_path(folder, "**" if recursive else "*"), missing_ok=True)
 
 
+def _tree(folder: str) -> list[str]:
+    """Every file under ``folder``, as paths relative to it."""
+    if _is_remote(folder):
+        return [_relative(p, folder) for p in glob(join_path(folder, "**"), missing_ok=True)]
+    return [os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names]
+
+
 @dataclass(frozen=True)
 class Journal:
     """The publish journal: what the new version is, and where it is staged."""
@@ -124,23 +131,28 @@ def commit(output_dir: str, journal: Journal) -> None:
 
 
 def apply(output_dir: str, journal: Journal) -> None:
-    """Move the staged version in (see the module doc). Safe to repeat after a kill at any point."""
+    """Move the staged version in (see the module doc). Safe to repeat after a kill at any point:
+    what is still staged is moved, what is already published stays."""
     run_dir = journal.run_dir
-    staged_markers = [m for m in journal.markers if FileSystems.exists(join_path(run_dir, m))]
+    staged = set(_tree(run_dir))
+    staged_markers = [m for m in journal.markers if m in staged]
     stale_markers = [join_path(output_dir, m) for m in reversed(staged_markers)]
-    _delete([p for p in stale_markers if FileSystems.exists(p)])  # unpublish: commit point of readers
+    _delete([p for p in stale_markers if FileSystems.exists(p)])  # unpublish: what readers go by
+    moves = [f"{name}/{f}" for name, files in sorted(journal.files.items()) for f in files if f"{name}/{f}" in staged]
+    if not _is_remote(output_dir):
+        for name in sorted(journal.files):
+            _mkdirs(join_path(output_dir, name))
+    _rename([join_path(run_dir, m) for m in moves], [join_path(output_dir, m) for m in moves])
+    foreign = []
     for name, files in sorted(journal.files.items()):
         final_dir, keep = join_path(output_dir, name), set(files)
-        _mkdirs(final_dir)
-        staged = {posixpath.basename(p) for p in _listing(join_path(run_dir, name))} & keep
-        moving = sorted(staged)
-        _rename([join_path(run_dir, name, f) for f in moving], [join_path(final_dir, f) for f in moving])
         present = _listing(final_dir, recursive=True)
         missing = keep - {_relative(p, final_dir) for p in present}
         if missing:
             raise RunFailed(f"{join_path(output_dir, JOURNAL)}: cannot complete the publish, "
                             f"{join_path(final_dir, sorted(missing)[0])} is neither staged nor published")
-        _delete([p for p in present if _relative(p, final_dir) not in keep])  # the job owns its folders
+        foreign += [p for p in present if _relative(p, final_dir) not in keep]  # the job owns its folders
+    _delete(foreign)
     for marker in staged_markers:
         _rename([join_path(run_dir, marker)], [join_path(output_dir, marker)])
     _delete([join_path(output_dir, JOURNAL)])
