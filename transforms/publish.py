@@ -223,19 +223,29 @@ class _Publish(beam.DoFn):
     def __init__(self, spec: "PublishRun"):
         self._cfg, self._output_dir, self._run_dir = spec.cfg, spec.output_dir, spec.run_dir
         self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
+        self._check = spec.check
 
     def process(self, _, parts, counts, files, controls, file_stats):
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
-            parsed = parse_dump_name(path)
-            entry = {"path": path, **({"sync_mode": parsed.sync_mode, "timestamp_ms": parsed.timestamp_ms,
-                                        "split": parsed.split} if parsed else {"name_parsed": False})}
-            by_source.setdefault(name, []).append(entry)
+            by_source.setdefault(name, []).append(self._file_entry(name, path))
         report = build_report(self._cfg, Counts(counts), by_source, self._run_date)
         check_report(report, self._cfg)
+        if self._check is not None:
+            self._check(report, self._cfg, files, file_stats)
         publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report, self._manifest)
         yield report
+
+    def _file_entry(self, name: str, path: str) -> dict:
+        """A dump in the report: its parsed name fields; a configured ``sync_mode`` wins."""
+        parsed = parse_dump_name(path)
+        entry = {"path": path, **({"sync_mode": parsed.sync_mode, "timestamp_ms": parsed.timestamp_ms,
+                                    "split": parsed.split} if parsed else {"name_parsed": False})}
+        configured = self._cfg.data_source(name).sync_mode
+        if configured != "from_name":
+            entry["sync_mode"] = configured
+        return entry
 
 
 class PublishInputs(NamedTuple):
@@ -248,13 +258,14 @@ class PublishInputs(NamedTuple):
 
 class PublishRun(beam.PTransform):
     """Once every part is written: build and check the report, then publish all or nothing. Takes
-    :class:`PublishInputs`; ``manifest`` (nightly): the fields of the ``_SUCCESS`` file written last."""
+    :class:`PublishInputs`; ``manifest`` (nightly): the fields of the ``_SUCCESS`` file written last;
+    ``check`` (nightly): ``check(report, cfg, files, file_stats)``, raising to refuse the publish."""
 
     def __init__(self, cfg: JobConfig, output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], run_date: str | None = None,
-                 manifest: dict | None = None):
+                 manifest: dict | None = None, check=None):
         super().__init__()
         self.cfg, self.output_dir, self.run_dir, self.outputs = cfg, output_dir, run_dir, outputs
-        self.run_date, self.manifest = run_date, manifest
+        self.run_date, self.manifest, self.check = run_date, manifest, check
 
     def expand(self, inputs: PublishInputs):
         summed = inputs.counts | "SumCounts" >> SumCounts()
