@@ -78,8 +78,9 @@ def test_leftovers_of_killed_runs_are_cleaned_at_the_next_start(tmp_path):
     for name in ("_incomplete-0123456789ab/reconciled", "_incomplete-ba9876543210"):
         (out / name).mkdir(parents=True)
     (out / "_incomplete-0123456789ab" / "reconciled" / "part-00000-of-00002.parquet").write_bytes(b"profile ids")
+    (out / "_write-probe-0123456789ab").write_bytes(b"\0" * 100)  # killed while probing
     import_audience.run(["--config", str(config), "--output", str(out)])
-    assert not list(out.glob("_incomplete-*"))
+    assert not list(out.glob("_incomplete-*")) and not list(out.glob("_write-probe-*"))
     assert (out / "report.json").exists()
 
 
@@ -197,3 +198,28 @@ def test_a_disk_that_fills_during_the_run_fails_naming_the_file_and_keeps_the_pr
         assert str(out) in line and "No space left" in line and "_incomplete-" in line, line  # a part, not the probe
         after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
         assert after == before  # the previous good output is untouched
+
+
+# ---------------------------------------------------------------------------------------------
+# the export goes through the same launch and publish
+
+
+def test_the_export_output_is_locked_owned_and_cleaned_the_same_way(tmp_path):
+    from test_export import TARGETS, export, onboarding, write_job, write_targets
+
+    from transforms.errors import RunFailed
+    from transforms.output_lock import OutputLock
+
+    config, targets, out = write_job(tmp_path / "job"), write_targets(tmp_path / "targets.csv", TARGETS), tmp_path / "out"
+    export(config, targets, out, "--data-source", "hashed")
+    sent = onboarding(out)
+    (out / "onboarding" / "old").mkdir()
+    (out / "onboarding" / "old" / "ftp_dpm_12345_1.sync.gz").write_bytes(b"an older delivery")  # would be uploaded
+    (out / "exported" / "stale.parquet").write_bytes(b"not ours")
+    (out / "_incomplete-0123456789ab").mkdir()
+    with OutputLock(str(out), "another-run"):
+        with pytest.raises(RunFailed, match="in use"):
+            export(config, targets, out, "--data-source", "hashed")
+    export(config, targets, out, "--data-source", "hashed")
+    assert onboarding(out) == sent
+    assert not (out / "exported" / "stale.parquet").exists() and not list(out.glob("_incomplete-*"))

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import RunFailed
-from transforms.output_lock import OutputLock, probe_writable, write_error
+from transforms.output_lock import PROBE_PREFIX, OutputLock, probe_writable, write_error
 from transforms.storage import glob, join_path
 
 LOG = logging.getLogger("audience_sync.publish")
@@ -179,18 +179,18 @@ def remove_run_dir(run_dir: str) -> None:
 
 
 def clean_leftovers(folder: str, prefix: str = INCOMPLETE) -> list[str]:
-    """Delete the run folders ``folder/<prefix>*`` of killed runs (call it holding the lock, after
-    :func:`recover`: a journal names the run folder it still needs). Returns the folders removed."""
+    """Delete ``folder/<prefix>*`` (run folders of killed runs, or their write probes): call it
+    holding the lock, after :func:`recover` (a journal names the run folder it still needs).
+    Returns what was removed (first-level names)."""
     if _is_remote(folder):
         found = glob(join_path(folder, f"{prefix}**"), missing_ok=True)
-        runs = sorted({join_path(folder, _relative(p, folder).split("/")[0]) for p in found})
+        removed = sorted({join_path(folder, _relative(p, folder).split("/")[0]) for p in found})
     else:
-        runs = [p for p in _listing(folder) if posixpath.basename(p).startswith(prefix) and os.path.isdir(p)]
-    for run_dir in runs:
-        remove_run_dir(run_dir)
-    if runs:
-        LOG.warning("%s: removed %d leftover run folder(s) of killed runs", folder, len(runs))
-    return runs
+        found = removed = [p for p in _listing(folder) if posixpath.basename(p).startswith(prefix)]
+    _delete(found)
+    if removed:
+        LOG.warning("%s: removed %d leftover(s) of killed runs", folder, len(removed))
+    return removed
 
 
 @contextlib.contextmanager
@@ -206,6 +206,7 @@ def hold_output(folder: str, job: str, options=None, partitions: str | None = No
         for target in journals:
             recover(target)
         clean_leftovers(folder)
+        clean_leftovers(folder, PROBE_PREFIX)
         if staging is not None:
             clean_leftovers(join_path(folder, staging), prefix="")
         probe_writable(folder)
