@@ -183,6 +183,15 @@ def test_a_committed_publish_interrupted_in_the_pipeline_is_completed_by_the_sam
     assert leftovers(str(out)) == []
 
 
+def killed_at_second_move(job: str, *args) -> subprocess.CompletedProcess:
+    """Run ``job`` (Python code; ``sys.argv[1:]`` = ``args``) in a process that SIGKILLs itself at the
+    publish's second move: the journal is written, the files are moved in, the markers are not."""
+    code = ("import os, signal, sys\nfrom transforms import publish_journal\nreal, n = publish_journal._rename, []\n"
+            "def rename(s, d):\n    n.append(1)\n    if len(n) == 2:\n        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return real(s, d)\npublish_journal._rename = rename\n" + job + "\n")
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, timeout=300)
+
+
 def test_real_sigkill_in_the_middle_of_an_import_publish_is_rolled_forward_by_the_next_run(tmp_path):
     from test_publish import members, small_job
 
@@ -191,13 +200,8 @@ def test_real_sigkill_in_the_middle_of_an_import_publish_is_rolled_forward_by_th
                            str(out)], cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     old = snapshot(str(out))
     (tmp_path / "dumps" / "ftp_1_7_full_1795305600000.sync").write_text(f"{'3' * 38} 30\n{'4' * 38} 40\n")
-    # The killed run: SIGKILL itself at its second move (journal written, some files moved).
-    code = ("import os, signal, sys\nfrom transforms import publish_journal\nfrom pipelines import import_audience\n"
-            "real, n = publish_journal._rename, []\n"
-            "def rename(s, d):\n    n.append(1)\n    if len(n) == 2:\n        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "    return real(s, d)\npublish_journal._rename = rename\n"
-            "import_audience.run(['--config', sys.argv[1], '--output', sys.argv[2]])\n")
-    killed = subprocess.run([sys.executable, "-c", code, str(config), str(out)], cwd=ROOT, capture_output=True, timeout=300)
+    killed = killed_at_second_move("from pipelines import import_audience\n"
+                                   "import_audience.run(['--config', sys.argv[1], '--output', sys.argv[2]])", config, out)
     assert killed.returncode == -signal.SIGKILL
     assert (out / JOURNAL).exists() and not (out / REPORT).exists()  # mid-publish: no reader trusts it
     assert snapshot(str(out)) != old
@@ -220,12 +224,9 @@ def test_real_sigkill_during_a_forced_nightly_publish_is_recovered_before_the_ne
     nightly.run(["--config", str(config), "--root", str(root), "--date", "2026-11-21"])
     (next((tmp_path / "dumps" / "20261121").glob("*.gz"))).unlink()
     dump(tmp_path, "2026-11-21", "full", [f"{V[3]} 30", f"{V[4]} 30"])  # a corrected delivery, rerun with --force
-    code = ("import os, signal, sys\nfrom transforms import publish_journal\nfrom pipelines import nightly\n"
-            "real, n = publish_journal._rename, []\n"
-            "def rename(s, d):\n    n.append(1)\n    if len(n) == 2:\n        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "    return real(s, d)\npublish_journal._rename = rename\n"
-            "nightly.run(['--config', sys.argv[1], '--root', sys.argv[2], '--date', '2026-11-21', '--force'])\n")
-    killed = subprocess.run([sys.executable, "-c", code, str(config), str(root)], cwd=ROOT, capture_output=True, timeout=300)
+    killed = killed_at_second_move("from pipelines import nightly\n"
+                                   "nightly.run(['--config', sys.argv[1], '--root', sys.argv[2], '--date', '2026-11-21', '--force'])",
+                                   config, root)
     assert killed.returncode == -signal.SIGKILL
     assert not (root / "dt=2026-11-21" / SUCCESS).exists()  # mid-publish: not a published night
     assert list((root / "_staging").iterdir())
