@@ -194,7 +194,7 @@ class OutputLock:
         for _ in range(3):  # at most: create, take a stale lock over, create again
             try:
                 self._token = self._store.create(self.path, data)
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - read-only, no permission, no such bucket: one line
                 raise RunFailed(f"{self.path}: cannot create the output lock ({_reason(exc)})") from None
             if self._token is not None:
                 return self
