@@ -18,7 +18,7 @@ import apache_beam as beam
 from pipelines import launch
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
-from transforms.incremental import REMOVE, PreviousState, merge_state
+from transforms.incremental import REMOVE, NightGuard, PreviousState, merge_state
 from transforms.join import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA
 from transforms.outcomes import Metric
 from transforms.preflight import check_inputs
@@ -42,12 +42,14 @@ def parse_args(argv):
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date,
-                   previous: str | None = None, incremental: bool = False, manifest: dict | None = None) -> None:
+                   previous: str | None = None, incremental: bool = False, manifest: dict | None = None,
+                   guard: NightGuard | None = None) -> None:
     """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs.
 
     ``incremental`` (the nightly job): ``iter`` dumps' removals apply, and each audience is the
     ``previous`` partition's state updated with tonight's lines (``full`` dumps replace it);
-    ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``."""
+    ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``; ``guard``: the
+    night's shrink checks, run before anything is published."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental)
 
@@ -63,7 +65,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
             removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
             p | f"Previous{name}" >> PreviousState(folder, OUTPUTS[name]),
         ) | f"Flatten{name}State" >> beam.Flatten()
-        merge = {"merge": merge_state(keys, name, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
+        merge = {"merge": merge_state(keys, name, cfg, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
         return tagged, merge
 
     keys = ["data_source", "segment_id", "profile_id"]
@@ -86,7 +88,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
     counts = (result.counts, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
     _ = PublishInputs(parts, counts, result.files, result.controls, result.file_stats) | "Publish" >> PublishRun(
-        cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest
+        cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.check if guard is not None else None
     )
 
 

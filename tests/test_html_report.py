@@ -285,7 +285,8 @@ def test_nightly_run_writes_the_partition_page_and_the_root_page(tmp_path):
     config, root = write_job(tmp_path), tmp_path / "root"
     dump(tmp_path, "2026-11-20", "full", [f"{V[1]} 10", f"{V[2]} 10,11"])
     dump(tmp_path, "2026-11-21", "full", [f"{V[1]} 10", f"{V[5]} 10"])
-    nightly.run(["--config", str(config), "--root", str(root), "--backfill", "2026-11-20:2026-11-21"])
+    nightly.run(["--config", str(config), "--root", str(root), "--backfill", "2026-11-20:2026-11-21",
+                 "--allow-shrink"])  # the second night shrinks on purpose (test_nightly.dump)
     manifest = json.loads((root / "dt=2026-11-21" / "_SUCCESS").read_text())
     assert "report.html" in {f["path"] for f in manifest["files"]}
     night = (root / "dt=2026-11-21" / "report.html").read_text()

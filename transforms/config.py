@@ -100,6 +100,10 @@ class DataSourceConfig(_Strict):
     # Above this share of format errors the run fails: a wrong separator, column layout, encoding or
     # file makes (nearly) every line one; real dumps have a few percent at most.
     max_format_error_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Nightly: what a dump of this source is (full: replaces the audience; iter: updates it). By
+    # default the file name says; in nightly a name that does not is an error unless this is set.
+    sync_mode: Literal["full", "iter", "from_name"] = "from_name"
+    max_shrink: float | None = Field(default=None, ge=0.0, le=1.0)  # nightly; None: the job's max_shrink
     # Dump layout (the platform's templates can change it)
     field_separator: str = " "
     segment_separator: str = ","
@@ -183,6 +187,9 @@ class JobConfig(_Strict):
     data_sources: list[DataSourceConfig] = Field(min_length=1)
     buckets: int = Field(default=16, ge=1, le=4096)  # join/write shards; spread over workers
     threads: int = Field(default=2, ge=1, le=64)  # threads a reading DoFn uses on one element (1: none)
+    # Nightly: the largest share a data source's audience may lose in one night (0.5: it may halve)
+    # before the night fails (unless --allow-shrink).
+    max_shrink: float = Field(default=0.5, ge=0.0, le=1.0)
     export: ExportConfig | None = None
 
     @model_validator(mode="after")
@@ -218,6 +225,12 @@ class JobConfig(_Strict):
         """The region a data source's phones without a country code are read in: its own
         ``default_region``, else the profile extract's (both sides of its match use it)."""
         return ds.default_region or self.profiles.default_region
+
+    def shrink_limit(self, name: str) -> float:
+        """The ``max_shrink`` of a data source (its own, else the job's; the job's for one no longer
+        configured)."""
+        own = next((ds.max_shrink for ds in self.data_sources if ds.name == name), None)
+        return self.max_shrink if own is None else own
 
     def data_source(self, name: str) -> DataSourceConfig:
         for ds in self.data_sources:

@@ -18,10 +18,11 @@ import pyarrow as pa
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
 from transforms.dump_files import FileStats, is_dump_file
-from transforms.dumps import numbered_chunks, parse_chunk, parse_dump_name
+from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
 from transforms.iv_check import first_block_histogram
 from transforms.crypto import build_decryptor
+from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.keys import dump_keys, profile_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
@@ -88,8 +89,10 @@ class ReadDumpFile(PooledDoFn):
         name, path = element
         ds = self._cfg.data_source(name)
         stats = FileStats()
-        dump_name = parse_dump_name(path)
-        removals = self._incremental and dump_name is not None and dump_name.sync_mode == "iter"
+        mode = sync_mode_of(ds, path)
+        if self._incremental and mode is None:  # preflight checks this; a file may arrive since
+            raise unnamed_dump_error(self._cfg, name, path)
+        removals = self._incremental and mode == "iter"
         key_chunk = functools.partial(self._key_chunk, path, ds, removals)
         chunks = numbered_chunks(path, stats=stats)
         for lines, rejected, hashes, pieces, first_blocks in ordered_map(key_chunk, chunks, self._pool,

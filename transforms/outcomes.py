@@ -146,6 +146,7 @@ class Metric(StrEnum):
     FIRST_BLOCKS_CHECKED = "first_blocks_checked"  # AES-CBC: decrypted IDs whose first block the IV check saw
     CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
+    DROPPED = "dropped"  # nightly: previous rows of a data source no longer configured; detail: the output
     # Import, job-wide.
     PROFILES_READ = "profiles_read"
     # Export (job-wide): target rows, then one outcome per distinct target, then what was sent.
@@ -233,6 +234,10 @@ class Counts:
 
     def get(self, metric: Metric, data_source: str | None = None, detail: str | None = None) -> int:
         return self._totals.get(Count(metric, data_source, detail), 0)
+
+    def sources(self, metric: Metric) -> list[str]:
+        """The data sources with a count of ``metric``, sorted."""
+        return sorted({k.data_source for k in self._totals if k.metric == metric and k.data_source is not None})
 
     def details(self, metric: Metric, data_source: str | None = None) -> dict[str, int]:
         """``{detail: n}`` for one metric (and data source), sorted by detail."""

@@ -41,6 +41,10 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         sources[name] = entry
     totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
     report = {"job": "import", "profiles_read": counts.get(Metric.PROFILES_READ), "data_sources": sources, "totals": totals}
+    removed = {name: {"action": "dropped", **{f"{output}_dropped": n for output, n in counts.details(Metric.DROPPED, name).items()}}
+               for name in counts.sources(Metric.DROPPED)}
+    if removed:  # nightly: data sources of the previous night no longer in the config
+        report["removed_data_sources"] = removed
     if run_date:
         report["run_date"] = run_date
     return report
