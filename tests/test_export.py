@@ -162,7 +162,7 @@ def test_hashed_export_writes_exactly_the_expected_files(job, tmp_path):
     assert pq.read_table(out / "exported").schema == EXPORTED_SCHEMA
     assert {k: report[k] for k in (*OUTCOMES, "targets", "target_rows", "duplicate_target_rows", "blank_target_ids",
                                     "lines", "pairs_sent")} == {
-        "exported": 4, "already_present": 0, "unmapped": 1, "opted_out": 1, "unknown_profile": 1,
+        "exported": 4, "already_present": 0, "unmapped": 1, "opted_out": 1, "unknown_profile": 1, "consent_unknown": 0,
         "targets": 7, "target_rows": 9, "duplicate_target_rows": 1, "blank_target_ids": 1,
         "lines": 3, "pairs_sent": 4,
     }
@@ -486,7 +486,7 @@ def test_classify_counts_each_distinct_target_once():
     sent, unmapped, counts = classify(targets, candidates, existing)
     assert sent.to_pylist() == [{"profile_id": "a", "user_id": "u1"}]
     assert sorted(unmapped["profile_id"].to_pylist()) == ["c", "e"]
-    assert counts == {"targets": 6, "duplicate_target_rows": 1, "unknown_profile": 1, "opted_out": 1,
+    assert counts == {"targets": 6, "duplicate_target_rows": 1, "unknown_profile": 1, "opted_out": 1, "consent_unknown": 0,
                       "unmapped": 2, "already_present": 1, "exported": 1, "pairs_sent": 1,
                       "opted_out_in_existing": 1}
 

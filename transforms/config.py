@@ -31,7 +31,10 @@ class ProfilesConfig(_Strict):
     phone: str | None = "mobile"
     visitor_ids: str | None = "visitor_ids"
     visitor_ids_separator: str = ";"  # CSV only: the list is one ';'-separated string
-    opt_out: str | None = None
+    opt_out: str | None = None  # the opt-out column (transforms/consent.py: spellings; empty = unknown)
+    # What an unknown opt-out (empty, null, missing; or no ``opt_out`` column at all) means for the
+    # export: ``unknown`` (never exported) or, declared explicitly, ``consented``.
+    opt_out_missing: Literal["unknown", "consented"] = "unknown"
 
     @property
     def resolved_format(self) -> str:

@@ -23,7 +23,7 @@ from transforms.errors import InputError
 from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
 from transforms.outcomes import Metric, runner_counter, count
-from transforms.profiles import read_profiles, read_schema_names
+from transforms.profiles import read_profiles
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
 
 if TYPE_CHECKING:
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 EXPORTED_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string())])
 UNMAPPED_SCHEMA = pa.schema([("profile_id", pa.string())])
-# A targeted profile as read from the extract: one row per extract row (user_id null), plus one row
-# per usable user ID (opt_out false). A profile is opted out when any of its rows says so.
+# A targeted profile as read from the extract: one row per extract row (user_id null; opt_out true,
+# false, or null for unknown consent), plus one row per usable user ID of a consented row (opt_out
+# false). A profile is opted out when any of its rows says so, else of unknown consent when any row is.
 CANDIDATE_SCHEMA = pa.schema([("profile_id", pa.string()), ("opt_out", pa.bool_()), ("user_id", pa.string())])
 
 # The CoGroupByKey's inputs, by name: each a PCollection of ``(bucket, table)``.
@@ -52,11 +53,11 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
 
 def candidate_rows(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor=None) -> pa.Table:
     """Standardized profile rows -> :data:`CANDIDATE_SCHEMA`. User IDs are computed (hashed,
-    encrypted) for profiles that are not opted out only."""
-    opt_out = pc.fill_null(profiles["opt_out"], True)
+    encrypted) for consented rows only."""
+    opt_out = profiles["opt_out"]
     base = pa.table({"profile_id": profiles["profile_id"], "opt_out": opt_out,
                      "user_id": pa.nulls(profiles.num_rows, pa.string())}, schema=CANDIDATE_SCHEMA)
-    pairs = user_ids(profiles.filter(pc.invert(opt_out)), ds, cfg, encryptor)
+    pairs = user_ids(profiles.filter(pc.equal(opt_out, False)), ds, cfg, encryptor)
     pairs = pa.table({"profile_id": pairs["profile_id"], "opt_out": pa.repeat(pa.scalar(False), pairs.num_rows),
                       "user_id": pairs["user_id"]}, schema=CANDIDATE_SCHEMA)
     return concat([base, pairs], CANDIDATE_SCHEMA)
@@ -81,9 +82,11 @@ def classify(targets: pa.Table, candidates: pa.Table, existing: pa.Table) -> tup
     ids = _unique(rows)
     cand = candidates.filter(pc.is_in(candidates["profile_id"], value_set=ids))  # drop Bloom false positives
     known = pc.is_in(ids, value_set=_unique(cand["profile_id"]))
-    opted_ids = _unique(cand.filter(cand["opt_out"])["profile_id"])
+    opted_ids = _unique(cand.filter(pc.fill_null(cand["opt_out"], False))["profile_id"])
     opted = pc.is_in(ids, value_set=opted_ids)
-    eligible = pc.filter(ids, pc.and_(known, pc.invert(opted)))
+    unknown = pc.and_(pc.is_in(ids, value_set=_unique(cand.filter(pc.is_null(cand["opt_out"]))["profile_id"])),
+                      pc.invert(opted))
+    eligible = pc.filter(ids, pc.and_(known, pc.invert(pc.or_(opted, unknown))))
 
     pairs = cand.filter(pc.and_(pc.is_valid(cand["user_id"]), pc.is_in(cand["profile_id"], value_set=eligible)))
     pairs = distinct(pairs.select(["profile_id", "user_id"]))
@@ -102,6 +105,7 @@ def classify(targets: pa.Table, candidates: pa.Table, existing: pa.Table) -> tup
         Metric.DUPLICATE_TARGET_ROWS: len(rows) - len(ids),
         Metric.UNKNOWN_PROFILE: _count(pc.invert(known)),
         Metric.OPTED_OUT: _count(opted),
+        Metric.CONSENT_UNKNOWN: _count(unknown),
         Metric.UNMAPPED: len(unmapped),
         Metric.ALREADY_PRESENT: len(mapped) - sent_profiles,
         Metric.EXPORTED: sent_profiles,
@@ -133,11 +137,7 @@ class ReadTargetedProfiles(beam.DoFn):
         self._read = runner_counter("profiles_read")
 
     def process(self, path: str, target_filter: KeyFilter):
-        column = self._cfg.profiles.opt_out
-        if column not in read_schema_names(path, self._cfg.profiles.resolved_format):
-            # standardize() would read a missing column as "nobody opted out": never for an export.
-            raise InputError(path, f"no opt-out column '{column}' in this extract")
-        for profiles in read_profiles(path, self._cfg):
+        for profiles in read_profiles(path, self._cfg, export=True):
             self._read.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
             keep = target_filter.might_contain(hash64(profiles["profile_id"]))

@@ -150,6 +150,7 @@ class Metric(StrEnum):
     TARGETS = "targets"
     UNKNOWN_PROFILE = "unknown_profile"
     OPTED_OUT = "opted_out"
+    CONSENT_UNKNOWN = "consent_unknown"  # the opt-out value is empty/null/missing: never exported
     UNMAPPED = "unmapped"
     ALREADY_PRESENT = "already_present"
     EXPORTED = "exported"

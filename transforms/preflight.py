@@ -76,9 +76,15 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     problems: list[str] = []
     ecfg = export_config(cfg, spec)
     index = [ds.name for ds in cfg.data_sources].index(spec.data_source.name)
-    if not cfg.profiles.opt_out:
-        problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never exported)")
-    problems += profile_column_problems(ecfg, needed_columns(ecfg))
+    p = cfg.profiles
+    if not p.opt_out and p.opt_out_missing != "consented":
+        problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never "
+                        "exported; unknown consent is never consent); a source without one must say so: "
+                        "profiles.opt_out_missing: consented")
+    # A JSONL record may lack the key (unknown consent): only the whole file lacking it is an error,
+    # which the reading finds (the header check sees the first record only).
+    optional = (p.opt_out,) if p.resolved_format == "jsonl" else ()
+    problems += profile_column_problems(ecfg, needed_columns(ecfg, export=True), optional=optional)
     problems += _targets_problems(targets)
     for folder in existing:
         problems += [f"--existing {folder}: {p}" for p in _existing_problems(folder, spec)]
