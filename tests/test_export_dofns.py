@@ -157,7 +157,7 @@ def test_classify_shard_sends_new_pairs_and_tags_unmapped_ids_and_counts():
     assert counts(out[ClassifyShard.COUNTS]) == {
         Metric.TARGETS: 4, Metric.DUPLICATE_TARGET_ROWS: 1, Metric.UNKNOWN_PROFILE: 1, Metric.OPTED_OUT: 0,
         Metric.UNMAPPED: 1, Metric.ALREADY_PRESENT: 1, Metric.EXPORTED: 1, Metric.PAIRS_SENT: 1,
-        Metric.OPTED_OUT_IN_EXISTING: 0,
+        Metric.OPTED_OUT_IN_EXISTING: 0, Metric.CONSENT_UNKNOWN: 0,
     }
 
 
