@@ -40,16 +40,19 @@ def needed_columns(cfg: JobConfig, export: bool = False) -> list[str]:
         cols.append(p.visitor_ids)
     if export and p.opt_out:
         cols.append(p.opt_out)
-    for ds in cfg.data_sources:
-        if ds.match_on:
-            col = p.column_for(ds.match_on)
-            if col not in cols:
-                cols.append(col)
+    for col in key_columns(cfg, export):
+        if col not in cols:
+            cols.append(col)
     return cols
 
 
-def key_columns(cfg: JobConfig) -> list[str]:
-    return sorted({cfg.profiles.column_for(ds.match_on) for ds in cfg.data_sources if ds.match_on})
+def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
+    """Columns read as text keys (``k:<column>``): every ``match_on`` column and, for the export, the
+    email / phone columns the suppression lists are compared with."""
+    cols = {cfg.profiles.column_for(ds.match_on) for ds in cfg.data_sources if ds.match_on}
+    if export:
+        cols |= {cfg.profiles.column_for(entry.kind) for entry in cfg.suppression}
+    return sorted(cols)
 
 
 def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) -> pa.Array:
@@ -89,7 +92,7 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
     cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator)
     cols["opt_out"] = _opt_out(table, cfg, path, export)
-    for col in key_columns(cfg):
+    for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
     return pa.table(cols)
 
