@@ -94,7 +94,7 @@ class ExportState:
     """What the launcher resolved about the earlier state and where this run's state goes."""
 
     runs: tuple[EarlierRun, ...] = ()
-    others: tuple[tuple[str, str], ...] = ()  # (members glob, segment) of the data source's other audiences
+    others: tuple[tuple[str, str], ...] = ()  # (segment, members glob) of the data source's other audiences
     root: str | None = None
     folder: str | None = None  # the audience's state folder (--state)
     previous: int | None = None  # the version read (None: no state yet)
@@ -149,7 +149,7 @@ def state_for(root: str, spec, problems: list[str]) -> ExportState:
             if path.rstrip("/") != folder.rstrip("/"):
                 other = current_version(path)
                 if other is not None:
-                    others.append((other.members, other.manifest["segment"]))
+                    others.append((other.manifest["segment"], other.members))
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
                        previous=None if current is None else current.number, expected_pairs=expected)
 
