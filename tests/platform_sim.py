@@ -13,6 +13,22 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
+
+def output_text(folder: Path) -> str:
+    """Every file under ``folder`` as text, to search for what must not be there: gzip
+    decompressed, Parquet read back row by row, anything else as is."""
+    out = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            out.append(json.dumps(pq.read_table(path).to_pylist()))
+        elif path.suffix == ".gz":
+            out.append(gzip.decompress(path.read_bytes()).decode("utf-8", "replace"))
+        else:
+            out.append(path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(out)
+
 
 class Platform:
     def __init__(self):

@@ -19,10 +19,23 @@ from transforms.arrow_utils import KeyFilter, bucket_of, hash64
 from transforms.config import parse_config
 from transforms.errors import InputError, RunFailed
 from transforms.export import export_config, export_spec
-from transforms.export_classify import (CANDIDATE_SCHEMA, EARLIER, EARLIER_SCHEMA, EXPORTED_SCHEMA, PROFILES,
-                                        TARGETS, ClassifyShard, ReadEarlierPart, ReadTargetedProfiles)
+from transforms.export_classify import (
+    CANDIDATE_SCHEMA,
+    EARLIER,
+    EARLIER_SCHEMA,
+    PROFILES,
+    TARGETS,
+    ClassifyShard,
+    ReadEarlierPart,
+    ReadTargetedProfiles,
+)
 from transforms.export_decide import BLOCKED, DESIRED, HELD, OTHERS, DecideShard, Traits
-from transforms.onboarding import LINE_SCHEMA, FileNames, SplitIntoFiles, WriteOnboardingFile
+from transforms.onboarding import (
+    LINE_SCHEMA,
+    FileNames,
+    SplitIntoFiles,
+    WriteOnboardingFile,
+)
 from transforms.outcomes import Count, Metric, Removal
 from transforms.targets import TARGET_SCHEMA, ReadTargetFile
 

@@ -49,9 +49,12 @@ def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], tar
         "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
         "targets_path": targets,
         "existing": list(state.existing),
-        "state": None if state.folder is None else {
-            "folder": state.folder, "previous_version": state.previous, "version": state.version,
-            "expected_pairs": state.expected_pairs},
+        # The export state (--state): where, the version read and the one this run commits, and the
+        # pair count the version read says it holds (checked against what was read).
+        "state_folder": state.folder,
+        "state_previous_version": state.previous,
+        "state_version": state.version,
+        "state_expected_pairs": state.expected_pairs,
         **_counted(counts, Metric.PROFILES_READ, Metric.SUPPRESSION_ENTRIES, Metric.BLOCKED_USER_IDS,
                    Metric.TARGET_ROWS, Metric.BLANK_TARGET_IDS, Metric.DUPLICATE_TARGET_ROWS, Metric.TARGETS,
                    *OUTCOMES, Metric.EARLIER_PAIRS_READ, *USER_IDS),
@@ -80,9 +83,8 @@ def check_export_report(report: dict) -> None:
     _equal("earlier user IDs", report["earlier_user_ids"], report["unchanged"] + report["removed"])
     _equal("desired user IDs", report["desired_user_ids"], report["added"] + report["unchanged"] + report["withheld"])
     _equal("audience user IDs", report["audience_user_ids"], report["added"] + report["unchanged"])
-    state = report.get("state") or {}
-    if state.get("expected_pairs") is not None:
-        _equal("pairs read from the export state", state["expected_pairs"], report["earlier_pairs_read"])
+    if report.get("state_expected_pairs") is not None:
+        _equal("pairs read from the export state", report["state_expected_pairs"], report["earlier_pairs_read"])
     if report["mode"] == "sync" and report["removed"] and not report["segment"].startswith("d_sid="):
         reasons = ", ".join(f"{k}={n}" for k, n in report["removed_by_reason"].items() if n)
         raise RunFailed(
