@@ -280,3 +280,18 @@ def test_import_does_not_read_the_opt_out_column(tmp_path):
     (tmp_path / "dumps" / f"ftp_1234_45678_full_{TS}000.sync").write_text("a1@x.com 11\na2@x.com 11\n")
     report = import_audience.run(["--config", str(job), "--output", str(tmp_path / "imp"), "--run-date", RUN_DATE])
     assert report["data_sources"]["plain"]["reconciled"] == 2
+
+
+def test_export_of_a_jsonl_extract_whose_first_record_lacks_the_key(tmp_path):
+    """The header check sees the first record only: a record without the key is unknown consent, not
+    a missing column (a file where no record has the key still fails, when it is read)."""
+    job = export_job(tmp_path, ["no", "no", "no"], path="p.jsonl")
+    write_jsonl(tmp_path / "p.jsonl", [{"profile_id": "p0", "email": "a0@x.com"},
+                                       {"profile_id": "p1", "email": "a1@x.com", "opt_out": "no"},
+                                       {"profile_id": "p2", "email": "a2@x.com", "opt_out": "YES"}])
+    report = export(job, tmp_path / "out")
+    assert sent(tmp_path / "out") == {"a1@x.com"}
+    assert (report["consent_unknown"], report["opted_out"], report["exported"]) == (1, 1, 1)
+    write_jsonl(tmp_path / "p.jsonl", [{"profile_id": "p0", "email": "a0@x.com"}])
+    with pytest.raises(InputError, match="no opt-out column 'opt_out' in this extract"):
+        export(job, tmp_path / "out2")
