@@ -289,3 +289,15 @@ def test_file_names_carry_the_target_dpid_and_the_mode():
     assert FileNames(20914, 1795305600, 777).data_file(1, 1) == "ftp_dpm_20914_777_1795305600.sync.gz"
     assert FileNames(20914, 1795305600, 777, "overwrite").data_file(2, 3) == "ftp_dpm_20914_777_1795305600.overwrite.2.gz"
     assert FileNames(20914, 1795305600, 777).control_file == "ftp_dpm_20914_777_1795305600.info"
+
+
+def test_a_removed_user_id_takes_the_first_reason_of_its_profiles_and_blockers():
+    from transforms.export_decide import decide
+
+    held = pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u2"],
+                     "reason": pa.array([Removal.SUPPRESSED.code, Removal.UNTARGETED.code], pa.int8())})
+    blocked = pa.table({"user_id": ["u1", "u2"], "status": pa.array([1, 1], pa.int8())})  # consent unknown
+    decision = decide(pa.table({"profile_id": pa.array([], pa.string()), "user_id": pa.array([], pa.string())}),
+                      held, blocked, pa.table({"user_id": pa.array([], pa.string()), "trait": pa.array([], pa.string())}),
+                      Traits("d_sid=7", "d_unsid=7"))
+    assert sorted(decision.removed["reason"].to_pylist()) == ["consent_unknown", "suppressed"]

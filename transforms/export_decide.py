@@ -68,8 +68,8 @@ def _unique(values) -> pa.Array:
 
 
 def _removal_codes(removed: pa.Array, blocked: pa.Table, held: pa.Table) -> np.ndarray:
-    """The Removal code of each removed user ID: the blocking profile's status if one has it, else
-    the first reason among its held pairs."""
+    """The Removal code of each removed user ID: the first (in :data:`REMOVALS` order) among its held
+    pairs' reasons and the statuses of the non-eligible profiles that have it."""
     codes = np.full(len(removed), len(REMOVALS), dtype=np.int16)
     if held.num_rows:
         first = held.group_by("user_id", use_threads=False).aggregate([("reason", "min")])
@@ -82,7 +82,7 @@ def _removal_codes(removed: pa.Array, blocked: pa.Table, held: pa.Table) -> np.n
         where = pc.index_in(removed, value_set=worst["user_id"].combine_chunks())
         status = pc.take(worst["status_max"].combine_chunks(), where).to_numpy(zero_copy_only=False).astype(float)
         for code, removal in STATUS_REMOVAL.items():
-            codes[status == code] = removal.code
+            codes[status == code] = np.minimum(codes[status == code], removal.code)
     if (codes >= len(REMOVALS)).any():
         raise RunFailed("export: a user ID leaves the audience without a reason (internal check); nothing was published")
     return codes
