@@ -210,7 +210,7 @@ def test_second_gs_run_replaces_outputs(gcs, client, gcs_config, first_run):
 def test_truncated_gzip_on_gcs_fails_naming_the_file(gcs, client, gcs_config):
     bucket = client.bucket(gcs.bucket)
     config = _upload_demo(bucket, "trunc")
-    victim = "trunc/segments/visitors/ftp_1234_20914_full_1795305600000002.sync.gz"
+    victim = "trunc/segments/visitors/ftp_1234_56789_full_1795305600000002.sync.gz"
     data = bucket.blob(victim).download_as_bytes()
     assert gzip.decompress(data)  # the original is a valid gzip
     bucket.blob(victim).upload_from_string(data[: len(data) // 2])

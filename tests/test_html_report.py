@@ -199,8 +199,9 @@ def test_export_page_shows_every_count_of_its_report_and_extra_ones():
     for key in ("target_rows", "targets", "exported", "lines"):
         assert got[(None, ("data-key", key), key)] == f"{report[key]:,}"
     assert (None, ("data-key", "dpid"), "dpid") not in got  # an id, not a count
-    for key, n in report["removed_by_reason"].items():
-        assert got[(None, ("data-key", key), key)] == str(n)
+    for key, n in report["removed_by_reason"].items():  # named by their table: no clash with a flat count
+        name = f"removed_by_reason.{key}"
+        assert got[(None, ("data-key", name), name)] == str(n)
     assert got[(None, ("data-file", "ftp_dpm_12345_1795305600.sync.gz"), "lines")] == "3"
     assert "Summer &lt;sale&gt;" in html
     assert_self_contained(html)

@@ -33,14 +33,17 @@ class ProfilesConfig(_Strict):
     phone: str | None = "mobile"
     visitor_ids: str | None = "visitor_ids"
     visitor_ids_separator: str = ";"  # CSV only: the list is one ';'-separated string
-    opt_out: str | None = None
+    opt_out: str | None = None  # the opt-out column (transforms/consent.py: spellings; empty = unknown)
+    # What an unknown opt-out (empty, null, missing; or no ``opt_out`` column at all) means for the
+    # export: ``unknown`` (never exported) or, declared explicitly, ``consented``.
+    opt_out_missing: Literal["unknown", "consented"] = "unknown"
     default_region: str | None = None  # phones written without a country code are read in this region
+    allow_empty_profiles: bool = False  # a run that reads no profile at all fails unless this is set
 
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
         return None if value is None else check_region(value)
-    allow_empty_profiles: bool = False  # a run that reads no profile at all fails unless this is set
 
     @property
     def resolved_format(self) -> str:
@@ -85,6 +88,9 @@ class DataSourceConfig(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     dpid: int
+    # The data source an export's IDs are onboarded to, in the file name (ftp_dpm_<DPID>_<TARGET>_...):
+    # required to export through the platform's global device-ID data sources (GLOBAL_DEVICE_DPIDS).
+    target_dpid: int | None = Field(default=None, gt=0)
     segments: str  # glob, local or gs://
     id_type: Literal["visitor", "declared"]
     declared: Literal["plain", "hashed", "encrypted"] | None = None
@@ -175,6 +181,21 @@ class DataSourceConfig(_Strict):
         return self.decrypts and not self.force_reconciliation
 
 
+# The platform's global device-ID data sources: Android (GAID) and iOS (IDFA) advertising IDs.
+GLOBAL_DEVICE_DPIDS = {20914: "Android advertising IDs", 20915: "iOS advertising IDs"}
+
+
+class SuppressionList(_Strict):
+    """Addresses that must never be shared (``suppression:``): applied to exports and to the
+    import's file audience (transforms/suppression.py)."""
+
+    path: str  # glob, local or gs://; one address or digest per line (blank lines skipped); .gz read as gzip
+    kind: Literal["email", "phone"]
+    # false: plain addresses (normalized as each data source's profile says); true: SHA-256 digests of
+    # the addresses normalized and encoded under the data source's profile (normalization, digest).
+    hashed: bool = False
+
+
 class ExportConfig(_Strict):
     """Optional ``export:`` section: defaults for ``audience-sync export`` (flags override them)."""
 
@@ -191,6 +212,14 @@ class JobConfig(_Strict):
     # before the night fails (unless --allow-shrink).
     max_shrink: float = Field(default=0.5, ge=0.0, le=1.0)
     export: ExportConfig | None = None
+    suppression: list[SuppressionList] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _suppression_columns(self) -> "JobConfig":
+        for i, entry in enumerate(self.suppression):
+            if getattr(self.profiles, entry.kind) is None:
+                raise ValueError(f"suppression.{i}: a {entry.kind} list needs the profiles.{entry.kind} column")
+        return self
 
     @model_validator(mode="after")
     def _export_source_known(self) -> "JobConfig":
@@ -303,7 +332,8 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
         ds.model_copy(update={"segments": _resolve(ds.segments, base), "encryption": _resolve_refs(ds.encryption, base)})
         for ds in cfg.data_sources
     ]
-    return cfg.model_copy(update={"profiles": profiles, "data_sources": sources})
+    suppression = [entry.model_copy(update={"path": _resolve(entry.path, base)}) for entry in cfg.suppression]
+    return cfg.model_copy(update={"profiles": profiles, "data_sources": sources, "suppression": suppression})
 
 
 class _DuplicateKey(yaml.YAMLError):

@@ -29,6 +29,8 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
             entry["previous_state"] = dict(sorted(previous.items()))
         entry["reconciled"] = counts.get(Metric.RECONCILED, name)
         entry["file_audience"] = counts.get(Metric.FILE_AUDIENCE, name)
+        if ds.keeps_file_audience:  # file-audience entries withheld (suppressed addresses), not a line category
+            entry["suppressed"] = counts.get(Metric.SUPPRESSED, name)
         for reason, n in counts.details(Metric.REJECTED, name).items():
             entry["rejected_by_reason"][reason] = n
             entry[Reason(reason).category] += n
