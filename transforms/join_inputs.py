@@ -18,9 +18,12 @@ import pyarrow as pa
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
-from transforms.dumps import FileStats, is_dump_file, numbered_chunks, parse_chunk, parse_dump_name
+from transforms.dump_files import FileStats, is_dump_file
+from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
+from transforms.iv_check import first_block_histogram
 from transforms.crypto import build_decryptor
+from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, row_hashes
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, EntryKeys, computed_entries, merged_entries
 from transforms.keys import dump_keys
@@ -68,6 +71,7 @@ class ReadDumpFile(PooledDoFn):
     REJECTED = "rejected"
     KEY_HASHES = "key_hashes"  # per chunk: (data_source, 64-bit hashes of its keys)
     FILE_STATS = "file_stats"  # per file: (path, FileStats)
+    FIRST_BLOCKS = "first_blocks"  # per chunk of an AES-CBC data source: (data_source, FirstBlocks)
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
         self._cfg = cfg
@@ -88,33 +92,39 @@ class ReadDumpFile(PooledDoFn):
         name, path = element
         ds = self._cfg.data_source(name)
         stats = FileStats()
-        dump_name = parse_dump_name(path)
-        removals = self._incremental and dump_name is not None and dump_name.sync_mode == "iter"
+        mode = sync_mode_of(ds, path)
+        if self._incremental and mode is None:  # preflight checks this; a file may arrive since
+            raise unnamed_dump_error(self._cfg, name, path)
+        removals = self._incremental and mode == "iter"
         key_chunk = functools.partial(self._key_chunk, path, ds, removals)
         chunks = numbered_chunks(path, stats=stats)
-        for lines, rejected, hashes, pieces in ordered_map(key_chunk, chunks, self._pool, ahead=self._cfg.threads):
+        for lines, rejected, hashes, pieces, first_blocks in ordered_map(key_chunk, chunks, self._pool,
+                                                                        ahead=self._cfg.threads):
             self._received.inc(lines)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))
             for table in rejected:
                 yield beam.pvalue.TaggedOutput(self.REJECTED, table)
             if hashes is not None:
                 yield beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes))
+            if first_blocks is not None:
+                yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, first_blocks))
             for bucket, rows in pieces:
                 yield (name, bucket), rows
         self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
 
     def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
-        """One chunk -> (lines, rejected tables, key hashes or None, shards). Runs in the pool."""
+        """One chunk -> (lines, rejected tables, key hashes or None, shards, FirstBlocks or None).
+        Runs in the pool."""
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
+        if not parsed.num_rows:
+            return lines, [rejected] if rejected.num_rows else [], None, [], None
         if not removals:  # full dumps: removed lists are ignored
             parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
-        keyed, invalid = (
-            dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds)) if parsed.num_rows else (None, None)
-        )
-        hashes = hash64(keyed["key"]) if keyed is not None and keyed.num_rows else None
-        pieces = shards(keyed, hashes, self._cfg.buckets) if hashes is not None else []
-        return lines, [t for t in (rejected, invalid) if t is not None and t.num_rows], hashes, pieces
+        keys = dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds))
+        hashes = hash64(keys.keyed["key"]) if keys.keyed.num_rows else None
+        pieces = shards(keys.keyed, hashes, self._cfg.buckets) if hashes is not None else []
+        return lines, [t for t in (rejected, keys.rejected) if t.num_rows], hashes, pieces, keys.first_blocks
 
 
 def _empty_lists(n: int) -> pa.Array:
@@ -156,6 +166,7 @@ class KeyProfiles(PooledDoFn):
     """
 
     CACHE_PARTS = "key_cache_parts"
+    FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
 
     def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None):
         self._cfg = cfg
@@ -181,9 +192,13 @@ class KeyProfiles(PooledDoFn):
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
             entries = self._cached_entries(profiles, writer) if writer is not None else {}
             key_source = functools.partial(self._key_source, profiles, filters, entries)
-            for counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):
+            sources = cfg.data_sources
+            for ds, (counts, pieces, first_blocks) in zip(sources, ordered_map(key_source, sources, self._pool,
+                                                                              ahead=len(sources))):
                 for n in counts:
                     yield beam.pvalue.TaggedOutput(COUNTS, n)
+                if first_blocks is not None:
+                    yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
                 for bucket, rows in pieces:
                     yield bucket, rows
         if writer is not None:
@@ -227,7 +242,8 @@ class KeyProfiles(PooledDoFn):
                 for ds in self._cfg.data_sources}
 
     def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, ds):
-        """One data source's keys of a profile batch, Bloom-filtered and sharded. Runs in the pool."""
+        """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
+        of their first blocks for AES-CBC data sources (else None). Runs in the pool."""
         keys = entries[ds.name]() if ds.name in entries else computed_entries(profiles, ds, self._cfg)
         key_filter = filters.get(ds.name)
         keep = key_filter.might_contain(keys.hashes) if key_filter is not None else np.zeros(len(keys.hashes), bool)
@@ -239,4 +255,6 @@ class KeyProfiles(PooledDoFn):
             count(Metric.PROFILE_VALUES_WITHOUT_KEY, keys.without_key, ds.name),
         ]
         pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, keys.hashes[at], self._cfg.buckets)]
-        return counts, pieces
+        # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
+        cbc = ds.decrypts and ds.encryption.algorithm == "aes-cbc"
+        return counts, pieces, first_block_histogram(keys.all_keys()) if cbc else None

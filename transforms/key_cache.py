@@ -57,6 +57,7 @@ from transforms.storage import glob, join_path
 LOG = logging.getLogger("audience_sync.key_cache")
 CACHE_FORMAT = 1
 MANIFEST = "MANIFEST.json"
+INCOMING = "_incoming"  # DIR/_incoming/<run>/: a run's parts until it published
 MAX_PARTS = 16
 MAX_DEAD_SHARE = 0.25
 # The modules whose code decides a profile's keys: a change in any of them invalidates the cache.
@@ -139,7 +140,7 @@ class KeyCacheDirs:
 def cache_dirs(root: str, run_dir: str) -> KeyCacheDirs:
     """The cache under ``root``; this run's parts staged beside it, named after the run's folder."""
     root = root.rstrip("/")
-    return KeyCacheDirs(root=root, staging=join_path(root, "_incoming", posixpath.basename(run_dir.rstrip("/"))))
+    return KeyCacheDirs(root=root, staging=join_path(root, INCOMING, posixpath.basename(run_dir.rstrip("/"))))
 
 
 @contextmanager
@@ -154,7 +155,7 @@ def staged(dirs: KeyCacheDirs | None):
 
 
 def _remove(folder: str) -> None:
-    from transforms.publish import remove_run_dir
+    from transforms.publish_journal import remove_run_dir
 
     remove_run_dir(folder)
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.control_files import ReadControlFile
+from transforms.iv_check import CheckIVs
 from transforms.join import JoinShard
 from transforms.key_cache import KeyCacheDirs
 from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile
@@ -67,7 +68,8 @@ class ReconcileAudiences(beam.PTransform):
             | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental))
             .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
             .with_outputs(
-                ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES, main="shards"
+                ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES,
+                ReadDumpFile.FIRST_BLOCKS, main="shards"
             )
         )
         controls = matched[ExpandPatterns.CONTROL] | "ReadControlFiles" >> beam.ParDo(ReadControlFile())
@@ -78,8 +80,9 @@ class ReconcileAudiences(beam.PTransform):
             | "MatchProfileFiles" >> beam.ParDo(MatchFiles("profile extract"))
             | "SpreadProfileFiles" >> beam.Reshuffle()
             | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg, self._key_cache), filters=beam.pvalue.AsDict(key_filters))
-            .with_outputs(COUNTS, KeyProfiles.CACHE_PARTS, main="shards")
+            .with_outputs(COUNTS, KeyProfiles.FIRST_BLOCKS, KeyProfiles.CACHE_PARTS, main="shards")
         )
+        iv_checked = (dumps[ReadDumpFile.FIRST_BLOCKS], profiles[KeyProfiles.FIRST_BLOCKS]) | "CheckIVs" >> CheckIVs(cfg)
         joined = (
             dumps.shards
             | "GroupShards" >> beam.GroupByKey()
@@ -89,7 +92,9 @@ class ReconcileAudiences(beam.PTransform):
             )
         )
         rejected = (dumps[ReadDumpFile.REJECTED], joined[JoinShard.REJECTED]) | "FlattenRejected" >> beam.Flatten()
-        counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
+        # The IV check's count is among the counts: the publish step, which waits for all of them,
+        # cannot run before the check has passed.
+        counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS], iv_checked) | "FlattenCounts" >> beam.Flatten()
         return ImportOutputs(
             reconciled=joined.members,
             file_audience=joined[JoinShard.FILE_AUDIENCE],
