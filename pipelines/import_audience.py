@@ -16,6 +16,7 @@ from datetime import date, datetime, timezone
 import apache_beam as beam
 
 from pipelines import launch
+from pipelines.options import split_dump_bytes
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.incremental import REMOVE, NightGuard, PreviousState, merge_state
@@ -56,7 +57,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     night's shrink checks, run before anything is published; ``key_cache``: profile keys reused
     from (and, once published, saved to) a key cache (:mod:`transforms.key_cache`)."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
-    result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental, key_cache=key_cache)
+    result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental, key_cache=key_cache,
+                                                   split_bytes=split_dump_bytes(cfg, p.options))
 
     def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False):
         """Tonight's rows of one output; with ``incremental``, merged with the previous state

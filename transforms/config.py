@@ -208,6 +208,9 @@ class JobConfig(_Strict):
     data_sources: list[DataSourceConfig] = Field(min_length=1)
     buckets: int = Field(default=16, ge=1, le=4096)  # join/write shards; spread over workers
     threads: int = Field(default=2, ge=1, le=64)  # threads a reading DoFn uses on one element (1: none)
+    # dumps stored in at least this many bytes are read by one worker and their decompressed chunks
+    # spread over the others; default: 256 MiB on distributed runners, never on the local runner
+    split_dump_bytes: int | None = Field(default=None, ge=1)
     # Nightly: the largest share a data source's audience may lose in one night (0.5: it may halve)
     # before the night fails (unless --allow-shrink).
     max_shrink: float = Field(default=0.5, ge=0.0, le=1.0)

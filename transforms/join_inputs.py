@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
@@ -29,7 +30,7 @@ from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, EntryKeys, c
 from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
-from transforms.parallel import PooledDoFn, ordered_map
+from transforms.parallel import BundleQueue, PooledDoFn, ordered_map
 from transforms.profiles import read_profiles
 from transforms.storage import glob
 
@@ -58,15 +59,55 @@ def shards(keyed: pa.Table, hashes: np.ndarray, buckets: int) -> list[tuple[int,
     return list(split_by_bucket(keyed, buckets_from_hash(hashes, buckets))) if keyed.num_rows else []
 
 
+class DumpWork(NamedTuple):
+    """What ReadDumps keys: a whole dump file (``chunk`` None: read where it is keyed), or one
+    decompressed chunk of a big one (:class:`SplitBigDumps`) and the number of its first line."""
+
+    name: str
+    path: str
+    chunk: bytes | None = None
+    first_line: int = 1
+
+
+class SplitBigDumps(beam.DoFn):
+    """``(data_source, path)`` -> :class:`DumpWork`. A dump stored in ``split_bytes`` or more is read
+    here, from start to end (gzip is not splittable), and goes on as its decompressed chunks, which
+    a Reshuffle spreads over the workers: parsing, decryption, normalization and sharding of one
+    file then run in parallel. Its stats (lines, size, md5: what a control file promises) are
+    taken here, once. A smaller file goes on whole and is read where it is keyed (no text shipped).
+    Line numbers come from the file, so the outputs do not depend on the cut."""
+
+    def __init__(self, split_bytes: int | None):
+        self._split_bytes = split_bytes
+
+    def setup(self):
+        self._files = runner_counter("dump_files_read")
+        self._chunks = runner_counter("dump_chunks_spread")
+
+    def process(self, element):
+        name, path = element
+        if self._split_bytes is None or FileSystems.match([path])[0].metadata_list[0].size_in_bytes < self._split_bytes:
+            yield DumpWork(name, path)
+            return
+        stats = FileStats()
+        for chunk, first_line in numbered_chunks(path, stats=stats):
+            self._chunks.inc()
+            yield DumpWork(name, path, chunk, first_line)
+        self._files.inc()
+        yield beam.pvalue.TaggedOutput(ReadDumpFile.FILE_STATS, (path, stats))
+
+
 class ReadDumpFile(PooledDoFn):
-    """Read one dump file in chunks, key its lines and shard them by key: emits
-    ``((data_source, bucket), keyed lines)``, rejected tables, counts, the key hashes of each chunk
-    (for the Bloom filter) and the file's stats (for its control file).
+    """Key dump lines and shard them by key: a whole file (read here in chunks) or one chunk of a
+    big file (:class:`DumpWork`). Emits ``((data_source, bucket), keyed lines)``, rejected tables,
+    counts, the key hashes of each chunk (for the Bloom filter), the IV check's histograms, and a
+    whole file's stats (for its control file).
 
     Reading, keying and sharding stay in one DoFn so a chunk's intermediate tables never pile up
     in runners that do not fuse steps. While this thread decompresses the next chunk, a small pool
-    (``threads``) parses, decrypts and shards the previous ones; results are emitted in file order.
-    Ciphers and the pool are built in setup(), from key references."""
+    (``threads``) parses, decrypts and shards the previous ones; the chunks of big files a bundle
+    brings are keyed in the same pool. Ciphers and the pool are built in setup(), from key
+    references."""
 
     REJECTED = "rejected"
     KEY_HASHES = "key_hashes"  # per chunk: (data_source, 64-bit hashes of its keys)
@@ -85,46 +126,55 @@ class ReadDumpFile(PooledDoFn):
         self._files = runner_counter("dump_files_read")
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
 
+    def start_bundle(self):
+        self._queue = BundleQueue(self._pool, self._threads, self._emit)
+
     def finish_bundle(self):
+        yield from self._queue.drain()
         release_free_memory()
 
     def process(self, element):
-        name, path = element
-        ds = self._cfg.data_source(name)
-        stats = FileStats()
-        mode = sync_mode_of(ds, path)
+        work = element if isinstance(element, DumpWork) else DumpWork(*element)
+        ds = self._cfg.data_source(work.name)
+        mode = sync_mode_of(ds, work.path)
         if self._incremental and mode is None:  # preflight checks this; a file may arrive since
-            raise unnamed_dump_error(self._cfg, name, path)
-        removals = self._incremental and mode == "iter"
-        key_chunk = functools.partial(self._key_chunk, path, ds, removals)
-        chunks = numbered_chunks(path, stats=stats)
-        for lines, rejected, hashes, pieces, first_blocks in ordered_map(key_chunk, chunks, self._pool,
-                                                                        ahead=self._cfg.threads):
-            self._received.inc(lines)
-            yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))
-            for table in rejected:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, table)
-            if hashes is not None:
-                yield beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes))
-            if first_blocks is not None:
-                yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, first_blocks))
-            for bucket, rows in pieces:
-                yield (name, bucket), rows
+            raise unnamed_dump_error(self._cfg, work.name, work.path)
+        key_chunk = functools.partial(self._key_chunk, work.name, work.path, ds, self._incremental and mode == "iter")
+        if work.chunk is not None:
+            yield from self._queue.submit(key_chunk, (work.chunk, work.first_line))
+            return
+        stats = FileStats()
+        for result in ordered_map(key_chunk, numbered_chunks(work.path, stats=stats), self._pool, ahead=self._threads):
+            yield from self._emit(result)
         self._files.inc()
-        yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
+        yield beam.pvalue.TaggedOutput(self.FILE_STATS, (work.path, stats))
 
-    def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
-        """One chunk -> (lines, rejected tables, key hashes or None, shards, FirstBlocks or None).
-        Runs in the pool."""
+    def _emit(self, result: tuple[int, list]) -> list:
+        lines, outputs = result
+        self._received.inc(lines)
+        return outputs
+
+    def _key_chunk(self, name: str, path: str, ds, removals: bool, job: tuple[bytes, int]) -> tuple[int, list]:
+        """One chunk -> (its lines, its outputs: counts, rejected tables, key hashes, IV histogram,
+        shards). Runs in the pool."""
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
+        outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))]
+        if rejected.num_rows:
+            outputs.append(beam.pvalue.TaggedOutput(self.REJECTED, rejected))
         if not parsed.num_rows:
-            return lines, [rejected] if rejected.num_rows else [], None, [], None
+            return lines, outputs
         if not removals:  # full dumps: removed lists are ignored
             parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
         keys = dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds))
-        hashes = hash64(keys.keyed["key"]) if keys.keyed.num_rows else None
-        pieces = shards(keys.keyed, hashes, self._cfg.buckets) if hashes is not None else []
-        return lines, [t for t in (rejected, keys.rejected) if t.num_rows], hashes, pieces, keys.first_blocks
+        if keys.rejected.num_rows:
+            outputs.append(beam.pvalue.TaggedOutput(self.REJECTED, keys.rejected))
+        if keys.first_blocks is not None:
+            outputs.append(beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, keys.first_blocks)))
+        if keys.keyed.num_rows:
+            hashes = hash64(keys.keyed["key"])
+            outputs.append(beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes)))
+            outputs.extend(((name, bucket), rows) for bucket, rows in shards(keys.keyed, hashes, self._cfg.buckets))
+        return lines, outputs
 
 
 def _empty_lists(n: int) -> pa.Array:

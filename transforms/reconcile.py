@@ -23,7 +23,7 @@ from transforms.control_files import ReadControlFile
 from transforms.iv_check import CheckIVs
 from transforms.join import JoinShard
 from transforms.key_cache import KeyCacheDirs
-from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile
+from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile, SplitBigDumps
 from transforms.outcomes import COUNTS
 from transforms.storage import MatchFiles
 
@@ -47,12 +47,13 @@ class ReconcileAudiences(beam.PTransform):
     """The import graph from a pipeline root to :class:`ImportOutputs`."""
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False,
-                 key_cache: KeyCacheDirs | None = None):
+                 key_cache: KeyCacheDirs | None = None, split_bytes: int | None = None):
         super().__init__()
         self._cfg = cfg
         self._run_date = run_date
         self._incremental = incremental
         self._key_cache = key_cache
+        self._split_bytes = split_bytes  # dumps this big are read by one worker, keyed by all (None: never)
 
     def expand(self, root) -> ImportOutputs:
         cfg = self._cfg
@@ -62,9 +63,14 @@ class ReconcileAudiences(beam.PTransform):
             | "MatchDumpFiles" >> beam.ParDo(ExpandPatterns()).with_outputs(ExpandPatterns.CONTROL, main="files")
         )
         files = matched.files
-        dumps = (
+        work = (
             files
             | "SpreadDumpFiles" >> beam.Reshuffle()
+            | "SplitBigDumps" >> beam.ParDo(SplitBigDumps(self._split_bytes)).with_outputs(ReadDumpFile.FILE_STATS, main="work")
+        )
+        dumps = (
+            work.work
+            | "SpreadDumpWork" >> beam.Reshuffle()
             | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental))
             .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
             .with_outputs(
@@ -104,6 +110,6 @@ class ReconcileAudiences(beam.PTransform):
             counts=counts,
             files=files,
             controls=controls,
-            file_stats=dumps[ReadDumpFile.FILE_STATS],
+            file_stats=(work[ReadDumpFile.FILE_STATS], dumps[ReadDumpFile.FILE_STATS]) | "FlattenFileStats" >> beam.Flatten(),
             key_cache_parts=profiles[KeyProfiles.CACHE_PARTS],
         )
