@@ -34,9 +34,19 @@ def _list(arr):
 
 
 # --------------------------------------------------------------------------- constants
+@pytest.mark.parametrize("kind", ["email", "phone", "other"])
+def test_normalization_none_keeps_values_exactly_and_refuses_blanks(kind):
+    values = pa.array(["  John.Doe+x@GMail.com ", "+33 6 12", "", "   ", None])
+    normalized, reasons = normalize_keys(values, kind, "none")
+    assert normalized.to_pylist() == ["  John.Doe+x@GMail.com ", "+33 6 12", None, None, None]
+    assert reasons.to_pylist() == [None, None, MISSING_VALUE, MISSING_VALUE, MISSING_VALUE]
+    digest = hashlib.sha256("  John.Doe+x@GMail.com ".encode()).hexdigest()
+    assert normalize_and_hash(values, kind, "none")[0][0].as_py() == digest  # hex by default
+
+
 def test_constants():
     assert PROFILES == ("adobe", "uid2", "google", "meta")
-    assert DEFAULT_DIGEST == {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex"}
+    assert DEFAULT_DIGEST == {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex", "none": "hex"}
     assert (MISSING_VALUE, INVALID_EMAIL, INVALID_PHONE, INVALID_HASH) == (
         "missing_value",
         "invalid_email",

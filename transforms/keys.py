@@ -5,8 +5,10 @@ Pure functions over Arrow tables, one rule per data source kind:
 ==================  =====================================  =======================================
 data source         dump side                               profile side
 ==================  =====================================  =======================================
-visitor             the 38-digit ID                         each of the profile's visitor IDs
-declared plain      the ID as is (no ``:``)                 the ``match_on`` value as is
+visitor             the 38-digit ID (zero-padded with       each of the profile's visitor IDs
+                    ``restore_leading_zeros``)
+declared plain      the ID as is (no ``:``; trimmed and     the ``match_on`` value as is (the same
+                    lower-cased with ``ignore_case``)       with ``ignore_case``)
 declared hashed     the digest, canonical form              normalize + SHA-256 of ``match_on``
 declared encrypted  decrypt, then normalize (email/sms)     normalize ``match_on``
   (channel other)   the token as is                         the ``match_on`` value as is
@@ -60,12 +62,24 @@ def _plain_key_reasons(ids: pa.Array) -> np.ndarray:
     return np.where(bad, Reason.INVALID_DECLARED_ID, None)
 
 
+def restore_leading_zeros(ids: pa.Array) -> pa.Array:
+    """Visitor IDs that lost their leading zeros upstream (stored as a number): all-digit IDs of
+    fewer than 38 digits, zero-padded to 38. Other IDs are left as they are."""
+    short = pc.fill_null(pc.match_substring_regex(ids, r"^[0-9]{1,37}$"), False)
+    return pc.if_else(short, pc.utf8_lpad(ids, 38, "0"), ids)
+
+
+def fold_case(ids: pa.Array) -> pa.Array:
+    """Plain declared IDs compared loosely (``ignore_case``): trimmed and lower-cased."""
+    return pc.utf8_lower(pc.utf8_trim_whitespace(ids))
+
+
 def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[pa.Table, pa.Table]:
     """Join keys for parsed dump lines: returns (keyed lines as DUMP_SHARD_SCHEMA, rejected lines)."""
     ids = parsed["id"].combine_chunks() if isinstance(parsed["id"], pa.ChunkedArray) else parsed["id"]
     if ds.id_type == "visitor":
-        keys = ids
-        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(ids, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
+        keys = restore_leading_zeros(ids) if ds.restore_leading_zeros else ids
+        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(keys, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
     elif ds.declared == "hashed":
         keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding)
         reasons = np.array(reason_arr.to_pylist(), dtype=object) if reason_arr.null_count < len(reason_arr) else np.full(len(ids), None, dtype=object)
@@ -76,8 +90,8 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
         reasons[failed_norm] = Reason.INVALID_PLAINTEXT
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)
-        keys = ids
-        reasons = _plain_key_reasons(ids)
+        keys = fold_case(ids) if ds.ignore_case else ids
+        reasons = _plain_key_reasons(keys)
     good = pa.array(reasons == None)  # noqa: E711
     keyed = pa.table(
         {
@@ -160,6 +174,7 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
             keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization)
         else:
             keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+            keys = fold_case(keys) if ds.ignore_case else keys
             reasons = pa.array(_plain_key_reasons(keys), pa.string())
         ok = pc.is_null(reasons)
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)

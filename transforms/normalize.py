@@ -44,7 +44,10 @@ __all__ = [
 ]
 
 PROFILES = ("adobe", "uid2", "google", "meta")
-DEFAULT_DIGEST = {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex"}
+# Not a profile: the value exactly as given (no trim, no lower-casing), for partners that hash or
+# encrypt what they store without normalizing it. Only null and blank values are refused (missing).
+AS_IS = "none"
+DEFAULT_DIGEST = {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex", AS_IS: "hex"}
 KINDS = ("email", "phone", "other")
 ENCODINGS = ("hex", "base64")
 
@@ -85,8 +88,8 @@ _INT32_MAX = 2**31 - 1
 
 # --------------------------------------------------------------------------- helpers
 def _check_profile(profile: str) -> None:
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    if profile not in PROFILES and profile != AS_IS:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES} or {AS_IS!r}")
 
 
 def _check_kind(kind: str) -> None:
@@ -197,10 +200,16 @@ def _normalize_other(arr: pa.StringArray):
     return normalized, reason
 
 
+def _as_is(arr: pa.StringArray):
+    """``normalization: none``: every value kept exactly as it is; null or blank ones are missing."""
+    missing = _missing_mask(pc.utf8_trim_whitespace(arr))
+    return pc.if_else(missing, _NULL_STR, arr), pc.if_else(missing, pa.scalar(Reason.MISSING_VALUE), _NULL_STR)
+
+
 def normalize_keys(
     values: pa.Array, kind: str, profile: str = "adobe"
 ) -> tuple[pa.StringArray, pa.StringArray]:
-    """Normalize match keys according to ``profile``.
+    """Normalize match keys according to ``profile`` (one of PROFILES, or AS_IS: values kept as they are).
 
     kind in {"email", "phone", "other"}.  Returns ``(normalized, reason)``, both the
     same length as ``values``: ``normalized`` is null where invalid; ``reason`` is null
@@ -211,7 +220,9 @@ def normalize_keys(
     _check_kind(kind)
     _check_profile(profile)
     arr = plain_array(values, text="strict")
-    if kind == "email":
+    if profile == AS_IS:
+        out = _as_is(arr)
+    elif kind == "email":
         out = _normalize_email(arr, profile)
     elif kind == "phone":
         out = _normalize_phone(arr, profile)
