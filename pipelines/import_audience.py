@@ -83,7 +83,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     written = (reconciled, file_audience, rejected)
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
     counts = (result.counts, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
-    _ = PublishInputs(parts, counts, result.files, result.controls, result.file_stats) | "Publish" >> PublishRun(
+    _ = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis) | "Publish" >> PublishRun(
         cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest
     )
 

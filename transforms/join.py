@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import concat, constant, distinct, explode_list
 from transforms.config import JobConfig
+from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, candidates
 from transforms.dumps import rejected_table
 from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, narrow_dictionary, segment_lists
 from transforms.memory import release_free_memory
@@ -37,6 +38,7 @@ class ShardResult(NamedTuple):
     rejected: pa.Table | None
     reconciled: int  # lines that matched a profile
     file_audience_lines: int  # lines kept in the file audience
+    unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
 
 
 def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, value: str) -> pa.Table:
@@ -83,6 +85,7 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         rejected=rejected,
         reconciled=int(matched.sum()),
         file_audience_lines=miss.num_rows if keep_file_audience else 0,
+        unmatched_keys=miss["key"],
     )
 
 
@@ -100,6 +103,7 @@ class JoinShard(beam.DoFn):
     FILE_AUDIENCE = "file_audience"
     REMOVED_MEMBERS = "removed_members"
     FILE_AUDIENCE_REMOVED = "file_audience_removed"
+    UNMATCHED = "unmatched"  # (data source, (sample size, sampled-line candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
@@ -135,3 +139,7 @@ class JoinShard(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(tag, table)
         if out.members.num_rows:
             yield out.members
+        k = self._cfg.sample_size(ds)
+        if k and out.unmatched_keys is not None and len(out.unmatched_keys):
+            reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE
+            yield beam.pvalue.TaggedOutput(self.UNMATCHED, (name, (k, candidates(out.unmatched_keys, reason, k))))

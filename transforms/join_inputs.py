@@ -17,6 +17,8 @@ import pyarrow as pa
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
+from transforms.diagnosis_forms import screen_columns, screen_rows
+from transforms.diagnosis_sample import rejected_candidates
 from transforms.dumps import FileStats, is_dump_file, numbered_chunks, parse_chunk, parse_dump_name
 from transforms.errors import InputError
 from transforms.crypto import build_decryptor
@@ -65,6 +67,7 @@ class ReadDumpFile(PooledDoFn):
     REJECTED = "rejected"
     KEY_HASHES = "key_hashes"  # per chunk: (data_source, 64-bit hashes of its keys)
     FILE_STATS = "file_stats"  # per file: (path, FileStats)
+    DIAGNOSABLE = "diagnosable"  # per chunk: (data_source, (sample size, rejected-ID candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
         self._cfg = cfg
@@ -88,9 +91,11 @@ class ReadDumpFile(PooledDoFn):
         removals = self._incremental and dump_name is not None and dump_name.sync_mode == "iter"
         key_chunk = functools.partial(self._key_chunk, path, ds, removals)
         chunks = numbered_chunks(path, stats=stats)
-        for lines, rejected, hashes, pieces in ordered_map(key_chunk, chunks, self._pool, ahead=self._cfg.threads):
+        for lines, rejected, hashes, pieces, sampled in ordered_map(key_chunk, chunks, self._pool, ahead=self._cfg.threads):
             self._received.inc(lines)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))
+            if sampled is not None:
+                yield beam.pvalue.TaggedOutput(self.DIAGNOSABLE, (name, (self._cfg.sample_size(ds), sampled)))
             for table in rejected:
                 yield beam.pvalue.TaggedOutput(self.REJECTED, table)
             if hashes is not None:
@@ -100,14 +105,16 @@ class ReadDumpFile(PooledDoFn):
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
 
     def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
-        """One chunk -> (lines, rejected tables, key hashes or None, shards). Runs in the pool."""
+        """One chunk -> (lines, rejected tables, key hashes or None, shards, rejected-ID candidates for
+        the diagnosis or None). Runs in the pool."""
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
         if not removals:  # full dumps: removed lists are ignored
             parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
         keyed, invalid = dump_keys(parsed, ds, self._decryptors[ds.name]) if parsed.num_rows else (None, None)
         hashes = hash64(keyed["key"]) if keyed is not None and keyed.num_rows else None
         pieces = shards(keyed, hashes, self._cfg.buckets) if hashes is not None else []
-        return lines, [t for t in (rejected, invalid) if t is not None and t.num_rows], hashes, pieces
+        sampled = rejected_candidates(parsed, invalid, self._cfg.sample_size(ds))
+        return lines, [t for t in (rejected, invalid) if t is not None and t.num_rows], hashes, pieces, sampled
 
 
 def _empty_lists(n: int) -> pa.Array:
@@ -144,6 +151,8 @@ class KeyProfiles(PooledDoFn):
     none. Raw profile batches never leave this DoFn, so they never pile up in memory.
     """
 
+    SCREEN = "screen"  # a deterministic 1/16 of the profiles, with every scalar column: the diagnosis' screen
+
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
         self._threads = cfg.threads
@@ -153,8 +162,11 @@ class KeyProfiles(PooledDoFn):
 
     def process(self, path: str, filters: dict):
         cfg = self._cfg
-        for profiles in read_profiles(path, cfg):
+        diagnosis = any(cfg.sample_size(ds) for ds in cfg.data_sources)
+        for profiles in read_profiles(path, cfg, extra=screen_columns(cfg, path) if diagnosis else ()):
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
+            if diagnosis:
+                yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles))
             key_source = functools.partial(self._key_source, profiles, filters)
             for counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):
                 for n in counts:

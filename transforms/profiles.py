@@ -7,7 +7,7 @@ blank, validated by their consumers), ``opt_out`` (bool), and one
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,8 +23,9 @@ BATCH_ROWS = 1 << 20
 KEY_PREFIX = "k:"
 
 
-def needed_columns(cfg: JobConfig) -> list[str]:
-    """Extract columns the job reads: id, visitor ids, opt-out and every ``match_on`` column."""
+def needed_columns(cfg: JobConfig, extra: Sequence[str] = ()) -> list[str]:
+    """Extract columns the job reads: id, visitor ids, opt-out and every ``match_on`` column (and
+    ``extra`` ones: the columns the mismatch diagnosis looks at)."""
     p = cfg.profiles
     cols = [p.id]
     if any(ds.id_type == "visitor" for ds in cfg.data_sources) and p.visitor_ids:
@@ -36,7 +37,7 @@ def needed_columns(cfg: JobConfig) -> list[str]:
             col = p.column_for(ds.match_on)
             if col not in cols:
                 cols.append(col)
-    return cols
+    return cols + [c for c in extra if c not in cols]
 
 
 def key_columns(cfg: JobConfig) -> list[str]:
@@ -54,8 +55,9 @@ def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) 
     return pc.split_pattern(plain_array(values, text="cast"), pattern=sep)
 
 
-def standardize(table: pa.Table, cfg: JobConfig, path: str) -> pa.Table:
-    """Map an extract's columns to the standard profile table."""
+def standardize(table: pa.Table, cfg: JobConfig, path: str, extra: Sequence[str] = ()) -> pa.Table:
+    """Map an extract's columns to the standard profile table; ``extra`` columns of the extract
+    become ``k:`` columns too, where present and not nested (lists, structs)."""
     p = cfg.profiles
     n = table.num_rows
     ids = plain_array(table[p.id], text="cast")
@@ -76,6 +78,9 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str) -> pa.Table:
         cols["opt_out"] = pa.repeat(pa.scalar(False), n)
     for col in key_columns(cfg):
         cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
+    for col in extra:
+        if KEY_PREFIX + col not in cols and col in table.column_names and not pa.types.is_nested(table[col].type):
+            cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
     return pa.table(cols)
 
 
@@ -105,13 +110,13 @@ def _csv_batches(handle, path: str, columns: list[str], cfg: ProfilesConfig) -> 
         raise InputError(path, "wrong number of columns", line=first)
 
 
-def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None) -> Iterator[pa.Table]:
+def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, extra: Sequence[str] = ()) -> Iterator[pa.Table]:
     """Yield standardized profile tables from one extract file (local or gs://), in batches of
-    ``BATCH_ROWS`` rows unless told."""
+    ``BATCH_ROWS`` rows unless told; ``extra``: more extract columns to carry (see standardize)."""
     batch_rows = batch_rows or BATCH_ROWS
     from apache_beam.io.filesystems import FileSystems
 
-    columns = needed_columns(cfg)
+    columns = needed_columns(cfg, extra)
     fmt = cfg.profiles.resolved_format
     try:
         with FileSystems.open(path) as handle:
@@ -119,12 +124,12 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None) -> I
                 pf = pq.ParquetFile(handle)
                 present = [c for c in columns if c in pf.schema_arrow.names]
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
-                    yield standardize(pa.Table.from_batches([batch]), cfg, path)
+                    yield standardize(pa.Table.from_batches([batch]), cfg, path, extra)
             elif fmt == "csv":
                 for table in _csv_batches(handle, path, columns, cfg.profiles):
-                    yield standardize(table, cfg, path)
+                    yield standardize(table, cfg, path, extra)
             else:
-                yield from _read_jsonl(handle, path, columns, cfg)
+                yield from _read_jsonl(handle, path, columns, cfg, extra)
     except InputError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
@@ -132,7 +137,7 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None) -> I
         raise InputError(path, f"cannot read the {fmt} extract ({type(exc).__name__})") from None
 
 
-def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig) -> Iterator[pa.Table]:
+def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig, extra: Sequence[str] = ()) -> Iterator[pa.Table]:
     data = handle.read()
     # Find the first bad line ourselves so the error can name it (Arrow's message quotes content).
     try:
@@ -149,7 +154,7 @@ def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig) -> Iterat
     for start in range(0, max(table.num_rows, 1), BATCH_ROWS):
         piece = table.slice(start, BATCH_ROWS)
         if piece.num_rows:
-            yield standardize(piece, cfg, path)
+            yield standardize(piece, cfg, path, extra)
 
 
 def read_schema_names(path: str, fmt: str) -> list[str]:
@@ -167,3 +172,23 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):
             raise InputError(path, "not valid JSON", line=1) from None
+
+
+def scalar_columns(path: str, fmt: str) -> list[str]:
+    """Column names of an extract whose values are scalars (not lists or structs), reading only its
+    header/footer/first record."""
+    if fmt != "parquet":
+        if fmt == "csv":
+            return read_schema_names(path, fmt)
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as handle:
+            first = handle.readline()
+        try:
+            return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
+        except (ValueError, AttributeError):
+            raise InputError(path, "not valid JSON", line=1) from None
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+        return [f.name for f in pq.ParquetFile(handle).schema_arrow if not pa.types.is_nested(f.type)]

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.control_files import ReadControlFile
+from transforms.diagnosis import DiagnoseMismatches, DiagnosisInputs
 from transforms.join import JoinShard
 from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile
 from transforms.outcomes import COUNTS
@@ -38,6 +39,7 @@ class ImportOutputs(NamedTuple):
     files: beam.PCollection  # (data_source, dump path)
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
+    diagnosis: beam.PCollection | None = None  # (data_source, [finding]); None when the diagnosis is off
 
 
 class ReconcileAudiences(beam.PTransform):
@@ -63,18 +65,22 @@ class ReconcileAudiences(beam.PTransform):
             | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental))
             .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
             .with_outputs(
-                ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES, main="shards"
+                ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES,
+                ReadDumpFile.DIAGNOSABLE, main="shards"
             )
         )
         controls = matched[ExpandPatterns.CONTROL] | "ReadControlFiles" >> beam.ParDo(ReadControlFile())
         key_filters = dumps[ReadDumpFile.KEY_HASHES] | "BuildKeyFilters" >> beam.CombinePerKey(BuildKeyFilter())
-        profiles = (
+        profile_files = (
             root
             | "ListProfileExtracts" >> beam.Create([cfg.profiles.path])
             | "MatchProfileFiles" >> beam.ParDo(MatchFiles("profile extract"))
+        )
+        profiles = (
+            profile_files
             | "SpreadProfileFiles" >> beam.Reshuffle()
             | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)).with_outputs(
-                COUNTS, main="shards"
+                COUNTS, KeyProfiles.SCREEN, main="shards"
             )
         )
         joined = (
@@ -82,9 +88,14 @@ class ReconcileAudiences(beam.PTransform):
             | "GroupShards" >> beam.GroupByKey()
             | "JoinShards" >> beam.ParDo(JoinShard(cfg), profiles=beam.pvalue.AsMultiMap(profiles.shards)).with_outputs(
                 JoinShard.REJECTED, COUNTS, JoinShard.FILE_AUDIENCE, JoinShard.REMOVED_MEMBERS,
-                JoinShard.FILE_AUDIENCE_REMOVED, main="members"
+                JoinShard.FILE_AUDIENCE_REMOVED, JoinShard.UNMATCHED, main="members"
             )
         )
+        diagnosis = None
+        if any(cfg.sample_size(ds) for ds in cfg.data_sources):
+            candidates = (dumps[ReadDumpFile.DIAGNOSABLE], joined[JoinShard.UNMATCHED]) | "FlattenSampled" >> beam.Flatten()
+            diagnosis = DiagnosisInputs(candidates, profiles[KeyProfiles.SCREEN], profile_files) | "Diagnose" >> (
+                DiagnoseMismatches(cfg))
         rejected = (dumps[ReadDumpFile.REJECTED], joined[JoinShard.REJECTED]) | "FlattenRejected" >> beam.Flatten()
         counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
         return ImportOutputs(
@@ -97,4 +108,5 @@ class ReconcileAudiences(beam.PTransform):
             files=files,
             controls=controls,
             file_stats=dumps[ReadDumpFile.FILE_STATS],
+            diagnosis=diagnosis,
         )

@@ -6,8 +6,9 @@ from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Counts, Metric, Reason
 
 
-def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | None = None, run_date: str | None = None) -> dict:
-    """Assemble the import report from the run's summed counts."""
+def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | None = None, run_date: str | None = None,
+                 diagnosis: dict[str, list[dict]] | None = None) -> dict:
+    """Assemble the import report from the run's summed counts (and the mismatch diagnosis' findings)."""
     sources = {}
     for ds in cfg.data_sources:
         name = ds.name
@@ -37,6 +38,7 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         entry["segments"] = dict(sorted(entry["segments"].items(), key=lambda kv: (len(kv[0]), kv[0])))
         if files is not None:
             entry["files"] = files.get(name, [])
+        entry["diagnosis"] = (diagnosis or {}).get(name, [])  # transforms/diagnosis.py: most lines first
         sources[name] = entry
     totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
     report = {"job": "import", "profiles_read": counts.get(Metric.PROFILES_READ), "data_sources": sources, "totals": totals}
@@ -61,8 +63,17 @@ def check_report(report: dict, cfg: JobConfig) -> None:
                 raise RunFailed(
                     f"data source '{name}': {failed} of {candidates} IDs failed to decrypt "
                     f"(more than max_decrypt_failure_ratio={ds.max_decrypt_failure_ratio}); "
-                    "wrong key or IV? Nothing was published"
+                    f"{_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
                 )
+
+
+def _top_finding(entry: dict) -> str | None:
+    """The diagnosis' best explanation, with its config change, for a one-line failure message."""
+    if not entry.get("diagnosis"):
+        return None
+    top = entry["diagnosis"][0]
+    change = ", ".join(f"{field}: {'?' if value is None else value}" for field, value in top["suggestion"].items())
+    return f"diagnosis: {top['message']} (suggested: {change})."
 
 
 def summary_lines(report: dict) -> list[str]:
