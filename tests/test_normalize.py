@@ -7,6 +7,7 @@ import hashlib
 import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from transforms import normalize as nz
@@ -611,3 +612,20 @@ def test_duckdb_and_hashlib_digests_agree_in_order(monkeypatch):
     assert _list(hash_keys(arr.slice(5, 100), "base64")) == [base64.b64encode(d).decode() for d in expected[5:105]]
     monkeypatch.setattr(nz, "DUCKDB_MIN_ROWS", 10**9)  # hashlib
     assert nz.sha256_digests(arr).to_pylist() == expected
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha1", "md5", "sha512"])
+@pytest.mark.parametrize("encoding", ["hex", "base64"])
+def test_every_digest_algorithm_round_trips_like_the_standard_library(algorithm, encoding):
+    values = [f"user{i}@example.com" for i in range(50)] + [None]
+    raw = [hashlib.new(algorithm, v.encode()).digest() for v in values[:-1]]
+    text = hash_keys(pa.array(values), encoding, algorithm)
+    want = [r.hex() if encoding == "hex" else base64.b64encode(r).decode() for r in raw] + [None]
+    assert text.to_pylist() == want
+    upper = [w.upper() if encoding == "hex" else w for w in want[:-1]]
+    canonical, reasons = canonical_digests(pa.array(upper + ["x" * len(want[0])]), encoding, algorithm)
+    assert reasons.to_pylist() == [None] * 50 + [INVALID_HASH]
+    assert nz.decode_digests(pc.drop_null(canonical), encoding, algorithm).to_pylist() == raw
+    assert nz.digests(pa.array(values[:-1]), algorithm).to_pylist() == raw
+    other = "sha1" if algorithm != "sha1" else "md5"
+    assert set(canonical_digests(pa.array(want[:-1]), encoding, other)[1].to_pylist()) == {INVALID_HASH}

@@ -86,6 +86,7 @@ class DataSourceConfig(_Strict):
     # none: the value exactly as the extract / decryption gives it (no trim, no lower-casing)
     normalization: Literal["adobe", "uid2", "google", "meta", "none"] = "adobe"
     digest: Literal["hex", "base64"] | None = None  # default: the normalization profile's
+    hash_algorithm: Literal["sha256", "sha1", "md5", "sha512"] = "sha256"  # hashed: the platforms use sha256
     restore_leading_zeros: bool = False  # visitor: all-digit IDs under 38 digits are zero-padded
     ignore_case: bool = False  # declared plain: IDs compared trimmed and lower-cased, both sides
     diagnosis_sample: int | None = Field(default=None, ge=0, le=10_000_000)  # None: the job's diagnosis_sample
@@ -132,6 +133,8 @@ class DataSourceConfig(_Strict):
                 raise ValueError("'declared' and 'encryption' apply to id_type 'declared' only")
         if self.restore_leading_zeros and self.id_type != "visitor":
             raise ValueError("'restore_leading_zeros' applies to id_type 'visitor' only")
+        if self.hash_algorithm != "sha256" and self.declared != "hashed":
+            raise ValueError("'hash_algorithm' applies to 'declared: hashed' only")
         if self.ignore_case and self.declared != "plain":
             raise ValueError("'ignore_case' applies to 'declared: plain' only")
         if self.field_separator == self.segment_separator:

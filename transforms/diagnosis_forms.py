@@ -9,7 +9,6 @@ form; then a full pass for the forms the screen saw match, which gives exact cou
 """
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 import numpy as np
@@ -29,7 +28,7 @@ SCREEN_SHARE = 16
 MAX_SCREEN_COLUMNS = 16  # extract columns looked at beyond the id and visitor IDs (a wide extract)
 
 DIGEST, ADDRESS, RAW, FOLDED, VISITOR = "digest", "address", "raw", "folded", "visitor"
-DIGEST_ALGORITHMS = {16: "md5", 20: "sha1", 32: "sha256", 64: "sha512"}  # by digest length in bytes
+DIGEST_ALGORITHMS = {size: name for name, size in normalize.DIGEST_BYTES.items()}  # by digest length in bytes
 _VISITOR_ID = r"^[0-9]{38}$"
 
 
@@ -123,18 +122,10 @@ def form_keys(profiles: pa.Table, forms: list[Form], cfg: JobConfig) -> dict[For
     for algorithm in sorted({f.algorithm for f in texts}):
         group = [f for f in texts if f.algorithm == algorithm]
         every = pc.unique(pa.concat_arrays([texts[f] for f in group]))
-        digests = digest(every, algorithm)
+        digests = normalize.digests(every, algorithm)
         for form in group:
             out[form] = digests.take(pc.index_in(texts[form], value_set=every))
     return out
-
-
-def digest(values: pa.Array, algorithm: str) -> pa.BinaryArray:
-    """Raw digests of null-free normalized values (SHA-256 with the import's own kernel)."""
-    if algorithm == "sha256":
-        return normalize.sha256_digests(values)
-    new = getattr(hashlib, algorithm)
-    return pa.array([new(v).digest() for v in values.cast(pa.binary()).to_pylist()], pa.binary())
 
 
 def _visitor_entries(values, separator: str) -> pa.Array:

@@ -81,7 +81,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
         keys = restore_leading_zeros(ids) if ds.restore_leading_zeros else ids
         reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(keys, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
     elif ds.declared == "hashed":
-        keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding)
+        keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding, ds.hash_algorithm)
         reasons = np.array(reason_arr.to_pylist(), dtype=object) if reason_arr.null_count < len(reason_arr) else np.full(len(ids), None, dtype=object)
     elif ds.decrypts:
         plain, dec_reasons = decryptor.decrypt(ids)
@@ -108,13 +108,13 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
 
 def join_keys(keys: pa.Array, ds: DataSourceConfig) -> pa.BinaryArray:
     """Valid text keys (both sides' form after validation) -> the binary join key: a visitor ID's
-    38 digits packed into 19 bytes, a digest's 32 raw bytes, anything else its UTF-8 bytes. One
+    38 digits packed into 19 bytes, a digest's raw bytes (32 for SHA-256), anything else its UTF-8 bytes. One
     text key gives one binary key and back, so matching on either is the same."""
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     if ds.id_type == "visitor":
         return pack_visitor_ids(keys)
     if ds.declared == "hashed":
-        return normalize.decode_digests(keys, ds.digest_encoding)
+        return normalize.decode_digests(keys, ds.digest_encoding, ds.hash_algorithm)
     return keys.cast(pa.binary())
 
 
@@ -169,7 +169,8 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
     else:
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
         if ds.declared == "hashed" and not binary:
-            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding)
+            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding,
+                                                         ds.hash_algorithm)
         elif ds.declared == "hashed" or ds.decrypts:
             keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization)
         else:
@@ -179,7 +180,7 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
         ok = pc.is_null(reasons)
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)
         if binary:
-            keys = normalize.sha256_digests(keys) if ds.declared == "hashed" else keys.cast(pa.binary())
+            keys = normalize.digests(keys, ds.hash_algorithm) if ds.declared == "hashed" else keys.cast(pa.binary())
     invalid = len(ok) - int(pc.sum(ok).as_py() or 0)
     table = pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA if binary else PROFILE_KEY_SCHEMA)
     return table, invalid
