@@ -46,30 +46,25 @@ class CryptoFinding(NamedTuple):
 
 
 class CbcMaterial(NamedTuple):
-    """The configured key and IV, and what their references decode to under each encoding."""
+    """The configured key and IV, and what the key reference decodes to under each encoding (an IV
+    never reads validly both ways: 32 hex characters are 24 bytes of base64)."""
 
     key: bytes
     iv: bytes
-    keys: dict[str, bytes]  # encoding -> key bytes (where that encoding gives a valid AES key)
-    ivs: dict[str, bytes]
+    keys: dict[str, bytes]  # encoding -> key bytes, where that encoding gives a valid AES key
 
 
 def load_cbc_material(ds: DataSourceConfig) -> CbcMaterial:
-    """Read the data source's key and IV references under every encoding. Reads key material: call
-    it on the worker."""
+    """Read the data source's key and IV references (the key under every encoding). Reads key
+    material: call it on the worker."""
     enc = ds.encryption
-
-    def options(ref: str, lengths) -> dict[str, bytes]:
-        found = {}
-        for encoding in ENCODINGS:
-            try:
-                found[encoding] = load_secret(ref, encoding, lengths)
-            except KeyMaterialError:
-                pass
-        return found
-
-    return CbcMaterial(load_secret(enc.key, enc.key_encoding), load_secret(enc.iv, enc.iv_encoding, lengths=(16,)),
-                       options(enc.key, AES_KEY_LENGTHS), options(enc.iv, (16,)))
+    keys = {}
+    for encoding in ENCODINGS:
+        try:
+            keys[encoding] = load_secret(enc.key, encoding, AES_KEY_LENGTHS)
+        except KeyMaterialError:
+            pass
+    return CbcMaterial(load_secret(enc.key, enc.key_encoding), load_secret(enc.iv, enc.iv_encoding, lengths=(16,)), keys)
 
 
 def failed_tokens(sample: pa.Table) -> pa.Array:
@@ -79,61 +74,56 @@ def failed_tokens(sample: pa.Table) -> pa.Array:
 
 
 def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial) -> list[CryptoFinding]:
-    """Findings for AES-CBC failures: another encoding of the key or IV reference that decrypts them,
+    """Findings for AES-CBC failures: the key reference read in another encoding that decrypts them,
     else the pattern of the failures (wrong IV, wrong key)."""
     if len(tokens) == 0:
         return []
-    found = []
-    for key_encoding, key in sorted(material.keys.items()):
-        for iv_encoding, iv in sorted(material.ivs.items()):
-            if (key, iv) == (material.key, material.iv):
-                continue
-            plain, _ = CbcDecryptor(key, iv).decrypt(tokens)
-            n = normalize_keys(plain, ds.key_kind, ds.normalization)[1].null_count  # valid addresses
-            if not n:
-                continue
-            change = ((("encryption.key_encoding", key_encoding),) if key != material.key else ()) + (
-                (("encryption.iv_encoding", iv_encoding),) if iv != material.iv else ())
-            what = " and ".join(f"the {f.split('.')[1].split('_')[0]} read as {v}" for f, v in change)
-            found.append(CryptoFinding(change[0][0].split(".")[1], change, n,
-                                       f"decrypt to valid {_address(ds)} with {what}"))
-    iv_rows, key_rows = _failure_pattern(tokens, material.key, material.iv)
-    if iv_rows and not any(f.kind == "iv_encoding" for f in found):
-        found.append(CryptoFinding("iv", (("encryption.iv", None),), iv_rows,
-                                   "decrypt with valid padding and readable text after their first 16 bytes but not in "
-                                   "them: the key is right and the IV is not (AES-CBC with a wrong IV garbles only the "
-                                   "first block); check encryption.iv"))
-    if key_rows and not any(f.kind == "key_encoding" for f in found):
-        found.append(CryptoFinding("key", (("encryption.key", None),), key_rows,
-                                   "are well-formed AES blocks whose padding fails under the configured key: the key "
-                                   "(or encryption.key_encoding) is wrong; check encryption.key"))
-    return found
+    for encoding, key in sorted(material.keys.items()):
+        if key == material.key:
+            continue
+        plain, _ = CbcDecryptor(key, material.iv).decrypt(tokens)
+        n = normalize_keys(plain, ds.key_kind, ds.normalization)[1].null_count  # rows that gave an address
+        if n:
+            return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
+                                  f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
+    garbled_head, whole_blocks, bad_padding = _failure_pattern(tokens, material.key, material.iv)
+    if garbled_head:
+        return [CryptoFinding("iv", (("encryption.iv", None),), whole_blocks,
+                              f"are whole AES blocks that fail to decrypt, and {garbled_head:,} of them decrypt with valid "
+                              "padding and readable text after their first 16 bytes but not in them: the key is right "
+                              "and the IV is not (AES-CBC with a wrong IV garbles only the first block); check encryption.iv")]
+    if bad_padding:
+        return [CryptoFinding("key", (("encryption.key", None),), bad_padding,
+                              "are whole AES blocks whose padding fails under the configured key: the key (or "
+                              "encryption.key_encoding) is wrong; check encryption.key")]
+    return []
 
 
 def _address(ds: DataSourceConfig) -> str:
     return {"email": "email addresses", "phone": "phone numbers"}.get(ds.key_kind, "values")
 
 
-def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> tuple[int, int]:
-    """``(wrong-IV rows, wrong-key rows)`` among failed tokens under the configured key and IV: a
-    token of two blocks or more with valid padding, whose bytes after the first 16 are printable and
-    whose first 16 are not, was decrypted with the right key and a wrong IV; a well-formed token
-    (whole blocks) whose padding fails was decrypted with a wrong key."""
+def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> tuple[int, int, int]:
+    """``(garbled first block, whole-block tokens, bad padding)`` among failed tokens, under the
+    configured key and IV. A token of two blocks or more with valid padding, whose bytes after the
+    first 16 are printable and whose first 16 are not, was encrypted with this key and another IV (a
+    wrong key leaves no readable block, and almost never a valid padding). Whole-block tokens are
+    those a wrong key or IV explains (a token that is not base64 or not whole blocks is damaged, not
+    mis-keyed); a bad padding is what a wrong key gives (and a wrong IV, on one-block tokens)."""
     ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
     cipher = Cipher(algorithms.AES(key), modes.ECB())
     blocks = cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(iv, dtype=cbc_kernel.V16)[0])
     plain = cbc_kernel.strip_pkcs7(blocks, len(tokens))
     n = len(tokens)
     aligned = (ciphertexts.length > 0) & (ciphertexts.length % 16 == 0)
-    ok = plain.codes == cbc_kernel.OK
     row_of_byte = np.repeat(np.arange(n), plain.length)
     position = np.arange(len(plain.data)) - np.repeat(cbc_kernel.exclusive_cumsum(plain.length), plain.length)
     unreadable = (plain.data < 0x20) | (plain.data > 0x7E)
     head_bad = np.bincount(row_of_byte[unreadable & (position < 16)], minlength=n) > 0
     tail_bad = np.bincount(row_of_byte[unreadable & (position >= 16)], minlength=n) > 0
-    wrong_iv = ok & (plain.length > 16) & head_bad & ~tail_bad
-    wrong_key = aligned & (plain.codes == cbc_kernel.FAILED)
-    return int(wrong_iv.sum()), int(wrong_key.sum())
+    garbled_head = (plain.codes == cbc_kernel.OK) & (plain.length > 16) & head_bad & ~tail_bad
+    bad_padding = aligned & (plain.codes == cbc_kernel.FAILED)
+    return int(garbled_head.sum()), int(aligned.sum()), int(bad_padding.sum())
 
 
 def gcm_findings(sample: pa.Table) -> list[CryptoFinding]:
