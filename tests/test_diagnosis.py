@@ -5,9 +5,9 @@ source with the wrong IV or key encoding -- run through the real import. The top
 the right config change, and the import re-run with that change applied must match every line."""
 from __future__ import annotations
 
+import base64
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,7 +54,7 @@ def _build(root: Path) -> tuple[dict, dict]:
     profiles = _profiles()
     pq.write_table(profiles, root / "profiles.parquet")
     emails, phones = profiles["email"].to_pylist(), profiles["mobile"].to_pylist()
-    key16, key24 = bytes.fromhex(KEY_HEX), __import__("base64").b64decode(KEY_HEX)
+    key16, key24 = bytes.fromhex(KEY_HEX), base64.b64decode(KEY_HEX)
     normalized = normalize_keys(pa.array(emails + _unknown_emails()), "email", "adobe")[0].to_pylist()
     dumps = {
         "as-configured": _hashed(emails + _unknown_emails(), "email"),
@@ -80,9 +80,7 @@ def _build(root: Path) -> tuple[dict, dict]:
         (folder / "dump.sync").write_text("".join(f"{i}{sep}11\n" for i in ids))
         ds = {"name": name, "dpid": 100 + n, "segments": f"segments/{name}/*.sync", "id_type": "declared",
               "declared": "hashed", "match_on": "email", "normalization": "adobe"}
-        if name == "wrong-column":
-            ds["match_on"] = "email"
-        elif name == "visitors":
+        if name == "visitors":
             ds = {k: ds[k] for k in ("name", "dpid", "segments")} | {"id_type": "visitor"}
         elif name == "plain-case":
             ds |= {"declared": "plain", "match_on": "crm_id", "field_separator": "\t"}

@@ -8,14 +8,14 @@ The graph, after the join:
    source (deterministic on every runner, bounded memory).
 2. **Screen**: the profile reader already emits a fixed 1/16 of the profiles with every scalar column
    (:func:`~transforms.diagnosis_forms.screen_rows`); ``ScreenForms`` tries every alternative of the
-   plan (:mod:`transforms.diagnosis_plan`) on them and keeps the probes whose form matched anything.
-   This is what runs when the data sources match as configured, and it costs ~1/16 of the profile
-   stage's hashing at most.
+   plan (:mod:`transforms.diagnosis_plan`) on as many of them as the samples' sizes need
+   (:func:`screen_step`) and keeps the probes whose form matched anything. This is what runs when the
+   data sources match as configured.
 3. **Confirm**: ``ConfirmForms`` reads the extract again -- only when the screen kept something -- and
    computes only those forms over every profile: exact counts of the sampled lines each would match.
-4. **Decryption** (:mod:`transforms.diagnosis_crypto`): decrypt failures of encrypted data sources.
-5. ``AssembleFindings`` (:mod:`transforms.diagnosis_findings`): one ``(data source, findings)`` per
-   data source with a sample, for the report.
+4. ``AssembleFindings`` (:mod:`transforms.diagnosis_findings`): one ``(data source, findings)`` per
+   data source with a sample, for the report; the decrypt failures of encrypted data sources are
+   looked at there (:mod:`transforms.diagnosis_crypto`).
 """
 from __future__ import annotations
 
@@ -23,15 +23,22 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.diagnosis_crypto import cbc_findings, failed_tokens, gcm_findings, load_cbc_material
-from transforms.diagnosis_findings import assemble
-from transforms.diagnosis_forms import Form, column_kinds, extract_column, form_keys, hit_rows
+from transforms.diagnosis_findings import assemble, threshold
+from transforms.diagnosis_forms import SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column
 from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines
 from transforms.memory import release_free_memory
 from transforms.profiles import KEY_PREFIX, read_profiles
+
+# The screen looks at enough profiles for a form explaining a finding's minimum of lines to show on
+# about SCREEN_HITS of them (missed with a probability of about e**-6 = 0.25%), and at 1 in 16 at
+# most: a form explaining fewer than ~100 lines may be missed (the report never claims it absent).
+SCREEN_HITS = 6
+MAX_SCREEN_STEP = 16
 
 
 class DiagnosisInputs(NamedTuple):
@@ -61,21 +68,32 @@ class _Probing(beam.DoFn):
 
 class ScreenForms(_Probing):
     """Screen rows -> ``(data source, probe)`` for every probe whose profile form matched a sampled
-    line on them (as plain tuples: a deterministic key for ``Distinct``)."""
+    line on them (as plain tuples)."""
 
     def process(self, profiles, samples):
+        if not samples:
+            return
+        profiles = profiles.take(pa.array(np.arange(0, profiles.num_rows, screen_step(samples))))
         kinds = column_kinds(profiles, self._cfg)
         plans = {}
         for name, sample in sorted(samples.items()):
             views = self.views(name, sample)
             plans[name] = probes(self._cfg.data_source(name), self._cfg, views, kinds)
-        keys = form_keys(profiles, sorted({p.form for plan in plans.values() for p in plan}), self._cfg)
+        keys = ProfileKeys(profiles, sorted({p.form for plan in plans.values() for p in plan}), self._cfg)
         for name, plan in plans.items():
             views = self.views(name, samples[name])
-            matched = {p.form for p in plan if len(hit_rows(views[p.view], keys[p.form]))}
+            matched = {p.form for p in plan if len(keys.hit_rows(views[p.view], p.form))}
             for probe in plan:
                 if probe.form in matched:
                     yield name, (tuple(probe.form), probe.view, probe.kind, probe.suggestion)
+
+
+def screen_step(samples: dict) -> int:
+    """Screen every n-th screen row: as few as still show a form at the findings' threshold about
+    SCREEN_HITS times (the smallest threshold of the data sources decides). A big sample has a high
+    threshold, so the screen can look at fewer profiles: at most 1 in SCREEN_SHARE * MAX_SCREEN_STEP."""
+    least = min(threshold(t.num_rows) for t in samples.values())
+    return max(1, min(MAX_SCREEN_STEP, least // (SCREEN_HITS * SCREEN_SHARE)))
 
 
 class ConfirmForms(_Probing):
@@ -85,36 +103,22 @@ class ConfirmForms(_Probing):
     def process(self, path: str, samples, screened):
         if not screened:
             return
-        kept = [(name, Probe(Form(*form), view, kind, suggestion)) for name, (form, view, kind, suggestion) in sorted(screened)]
+        kept = [(name, Probe(Form(*form), view, kind, suggestion))  # each batch of the screen sends its own
+                for name, (form, view, kind, suggestion) in sorted(set(screened))]
         forms = sorted({probe.form for _, probe in kept})
         extra = sorted({extract_column(self._cfg, f.column) for f in forms if f.column.startswith(KEY_PREFIX)})
         for profiles in read_profiles(path, self._cfg, extra=extra):
-            keys = form_keys(profiles, forms, self._cfg)
+            keys = ProfileKeys(profiles, forms, self._cfg)
             for name, probe in kept:
-                rows = hit_rows(self.views(name, samples[name])[probe.view], keys[probe.form])
+                rows = keys.hit_rows(self.views(name, samples[name])[probe.view], probe.form)
                 if len(rows):
                     yield (name, probe.kind, probe.suggestion), rows
 
 
-class UnionRows(beam.CombineFn):
-    """Sample rows (int64 arrays) -> their sorted union."""
-
-    def create_accumulator(self):
-        return np.zeros(0, np.int64)
-
-    def add_input(self, acc, rows):
-        return np.union1d(acc, rows)
-
-    def merge_accumulators(self, accs):
-        return np.unique(np.concatenate(list(accs))) if accs else np.zeros(0, np.int64)
-
-    def extract_output(self, acc):
-        return acc
-
-
-class DiagnoseDecryption(beam.DoFn):
-    """``(data source, sample)`` -> ``(data source, [CryptoFinding])`` for encrypted data sources with
-    decrypt failures in their sample. The CBC key and IV references are read in setup()."""
+class AssembleFindings(beam.DoFn):
+    """Once, after the confirmation: ``(data source, [finding])`` for each data source with a sample.
+    The findings of decrypt failures are made here (:mod:`transforms.diagnosis_crypto`); the CBC key
+    and IV references are read in setup()."""
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
@@ -123,29 +127,21 @@ class DiagnoseDecryption(beam.DoFn):
         self._material = {ds.name: load_cbc_material(ds) for ds in self._cfg.data_sources
                           if ds.decrypts and self._cfg.sample_size(ds) and ds.encryption.algorithm == "aes-cbc"}
 
-    def process(self, element):
-        name, sample = element
-        ds = self._cfg.data_source(name)
-        if not ds.decrypts or not sample.num_rows:
-            return
-        found = gcm_findings(sample) if ds.encryption.algorithm == "aes-gcm" else cbc_findings(
-            ds, failed_tokens(sample), self._material[name])
-        if found:
-            yield name, found
-
-
-class AssembleFindings(beam.DoFn):
-    def __init__(self, cfg: JobConfig):
-        self._cfg = cfg
-
-    def process(self, _, sizes, probed, decryption):
+    def process(self, _, samples, probed):
         by_source: dict[str, dict] = {}
-        for (name, kind, suggestion), rows in probed:
-            by_source.setdefault(name, {})[(kind, suggestion)] = rows
-        crypto = dict(decryption)
-        for name, sampled in sorted(sizes.items()):
+        for (name, kind, suggestion), rows in probed:  # one per probe, extract batch and file: unite them
+            found = by_source.setdefault(name, {})
+            found[(kind, suggestion)] = np.union1d(found.get((kind, suggestion), np.zeros(0, np.int64)), rows)
+        for name, sample in sorted(samples.items()):
             ds = self._cfg.data_source(name)
-            yield name, assemble(ds, self._cfg, sampled, by_source.get(name, {}), crypto.get(name, []))
+            yield name, assemble(ds, self._cfg, sample.num_rows, by_source.get(name, {}), self._decryption(ds, sample))
+
+    def _decryption(self, ds, sample) -> list:
+        if not ds.decrypts or not sample.num_rows:
+            return []
+        if ds.encryption.algorithm == "aes-gcm":
+            return gcm_findings(sample)
+        return cbc_findings(ds, failed_tokens(sample), self._material[ds.name])
 
 
 class DiagnoseMismatches(beam.PTransform):
@@ -159,21 +155,11 @@ class DiagnoseMismatches(beam.PTransform):
         cfg = self._cfg
         samples = inputs.candidates | "SampleLines" >> beam.CombinePerKey(SampleLines())
         as_dict = beam.pvalue.AsDict(samples)
-        screened = (
-            inputs.screen
-            | "ScreenForms" >> beam.ParDo(ScreenForms(cfg), samples=as_dict)
-            | "DistinctProbes" >> beam.Distinct()
-        )
-        probed = (
-            inputs.profile_files
-            | "ConfirmForms" >> beam.ParDo(ConfirmForms(cfg), samples=as_dict, screened=beam.pvalue.AsList(screened))
-            | "UnionHits" >> beam.CombinePerKey(UnionRows())
-        )
-        decryption = samples | "DiagnoseDecryption" >> beam.ParDo(DiagnoseDecryption(cfg))
-        sizes = samples | "SampleSizes" >> beam.MapTuple(lambda name, sample: (name, sample.num_rows))
+        screened = inputs.screen | "ScreenForms" >> beam.ParDo(ScreenForms(cfg), samples=as_dict)
+        probed = inputs.profile_files | "ConfirmForms" >> beam.ParDo(
+            ConfirmForms(cfg), samples=as_dict, screened=beam.pvalue.AsList(screened))
         return (
             inputs.profile_files.pipeline
             | "OnceFindings" >> beam.Create([None])
-            | "AssembleFindings" >> beam.ParDo(AssembleFindings(cfg), beam.pvalue.AsDict(sizes),
-                                               beam.pvalue.AsList(probed), beam.pvalue.AsList(decryption))
+            | "AssembleFindings" >> beam.ParDo(AssembleFindings(cfg), as_dict, beam.pvalue.AsList(probed))
         )

@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
-from transforms.arrow_utils import hash64, plain_array
+from transforms.arrow_utils import plain_array
 from transforms.config import JobConfig
 from transforms.keys import fold_case
 from transforms.profiles import KEY_PREFIX, scalar_columns
 
-# The screen reads the profiles whose profile_id hash falls in the lowest 1/SCREEN_SHARE of the
-# range: a form that explains n sampled lines shows about n/16 of them there, so one that explains
-# more than ~100 lines is missed with a probability under 0.2%.
+# The screen looks at every SCREEN_SHARE-th profile of the extract: a form that explains n sampled
+# lines shows about n/16 of them there, so one that explains more than ~100 lines is missed with a
+# probability under 0.2%.
 SCREEN_SHARE = 16
 MAX_SCREEN_COLUMNS = 16  # extract columns looked at beyond the id and visitor IDs (a wide extract)
 
@@ -62,10 +62,11 @@ def screen_columns(cfg: JobConfig, path: str) -> list[str]:
 
 
 def screen_rows(profiles: pa.Table) -> pa.Table:
-    """The screen's share of a standardized profile batch (a compact copy; no opt-out column)."""
-    keep = hash64(profiles["profile_id"]) < np.uint64(2**64 // SCREEN_SHARE)
+    """The screen's share of a standardized profile batch: every SCREEN_SHARE-th row (a stride
+    through the file, as unrelated to a data source's mistakes as a hash would be, and free), as
+    a compact copy without the opt-out column."""
     table = profiles.drop_columns([c for c in ("opt_out",) if c in profiles.column_names])
-    return table.take(pa.array(np.flatnonzero(keep)))
+    return table.take(pa.array(np.arange(0, profiles.num_rows, SCREEN_SHARE)))
 
 
 def column_kinds(profiles: pa.Table, cfg: JobConfig) -> dict[str, str]:
@@ -95,37 +96,56 @@ def _content_kind(values) -> str:
     return "other"
 
 
-def form_keys(profiles: pa.Table, forms: list[Form], cfg: JobConfig) -> dict[Form, pa.BinaryArray]:
-    """The distinct keys of each form over a standardized profile batch. Digest forms are hashed
-    together: a normalized value several forms share (most emails are the same under adobe and
-    meta rules) is hashed once."""
-    out: dict[Form, pa.Array] = {}
-    texts: dict[Form, pa.Array] = {}
-    for form in forms:
-        if form.column not in profiles.column_names:
-            out[form] = pa.array([], pa.binary())
-            continue
-        values = profiles[form.column]
-        if form.how == VISITOR:
-            keys = _visitor_entries(values, cfg.profiles.visitor_ids_separator)
-        elif form.how in (RAW, FOLDED):
-            keys = plain_array(values, text="cast")
-            keys = fold_case(keys) if form.how == FOLDED else keys
-            keys = pc.filter(keys, pc.fill_null(pc.greater(pc.utf8_length(keys), 0), False))
-        else:
-            keys = pc.drop_null(normalize.normalize_keys(plain_array(values, text="cast"), form.kind, form.normalization)[0])
-        keys = pc.unique(keys)
-        if form.how == DIGEST:
-            texts[form] = keys
-        else:
-            out[form] = keys.cast(pa.binary())
-    for algorithm in sorted({f.algorithm for f in texts}):
-        group = [f for f in texts if f.algorithm == algorithm]
-        every = pc.unique(pa.concat_arrays([texts[f] for f in group]))
-        digests = normalize.digests(every, algorithm)
-        for form in group:
-            out[form] = digests.take(pc.index_in(texts[form], value_set=every))
-    return out
+class ProfileKeys:
+    """The keys of some forms over one standardized profile batch, ready to probe views with.
+
+    Digest forms are hashed together: the distinct normalized values of all of them are hashed once
+    (most emails are the same under adobe and meta rules), and a probe first finds which hashed
+    values hit the view at all -- usually none, so a form's own values are looked at only when
+    something matched."""
+
+    def __init__(self, profiles: pa.Table, forms: list[Form], cfg: JobConfig):
+        self._keys: dict[Form, pa.Array] = {}  # non-digest forms: their keys (binary)
+        self._texts: dict[Form, pa.Array] = {}  # digest forms: their normalized values
+        for form in forms:
+            if form.column not in profiles.column_names:
+                self._keys[form] = pa.array([], pa.binary())
+            elif form.how == DIGEST:
+                values = plain_array(profiles[form.column], text="cast")
+                self._texts[form] = pc.drop_null(normalize.normalize_keys(values, form.kind, form.normalization)[0])
+            else:
+                self._keys[form] = _plain_keys(profiles[form.column], form, cfg).cast(pa.binary())
+        self._digests: dict[str, tuple[pa.Array, pa.Array]] = {}  # algorithm -> (distinct values, digests)
+        for algorithm in sorted({f.algorithm for f in self._texts}):
+            texts = [t for f, t in self._texts.items() if f.algorithm == algorithm]
+            every = pc.unique(pa.concat_arrays(texts))
+            self._digests[algorithm] = every, normalize.digests(every, algorithm)
+        self._hits: dict[tuple, tuple[pa.Array, pa.Array]] = {}
+
+    def hit_rows(self, view: "View", form: Form) -> np.ndarray:
+        """The rows of ``view`` whose key ``form`` gives."""
+        if form in self._keys:
+            return hit_rows(view, self._keys[form])
+        cached = (id(view), form.algorithm)
+        if cached not in self._hits:  # the hashed values (and their digests) that are in the view
+            every, digests = self._digests[form.algorithm]
+            found = pc.is_in(digests, value_set=view.keys)
+            self._hits[cached] = pc.filter(every, found), pc.filter(digests, found)
+        texts, digests = self._hits[cached]
+        if len(texts) == 0:
+            return np.zeros(0, np.int64)
+        mine = pc.is_in(texts, value_set=self._texts[form])
+        return hit_rows(view, pc.filter(digests, mine))
+
+
+def _plain_keys(values, form: Form, cfg: JobConfig) -> pa.Array:
+    if form.how == VISITOR:
+        return _visitor_entries(values, cfg.profiles.visitor_ids_separator)
+    if form.how == ADDRESS:
+        return pc.drop_null(normalize.normalize_keys(plain_array(values, text="cast"), form.kind, form.normalization)[0])
+    keys = plain_array(values, text="cast")
+    keys = fold_case(keys) if form.how == FOLDED else keys
+    return pc.filter(keys, pc.fill_null(pc.greater(pc.utf8_length(keys), 0), False))
 
 
 def _visitor_entries(values, separator: str) -> pa.Array:

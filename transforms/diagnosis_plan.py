@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from transforms.arrow_utils import fixed_width_binary, rows_of_width
+from transforms.arrow_utils import fixed_width_binary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.diagnosis_forms import (
     ADDRESS, DIGEST, DIGEST_ALGORITHMS, FOLDED, RAW, VISITOR, Form, View, extract_column,
@@ -52,10 +53,14 @@ class Probe(NamedTuple):
 
 def sample_views(ds: DataSourceConfig, sample: pa.Table) -> dict[str, View]:
     """The ways a data source's sampled lines are looked at, by name (a view without rows is left out)."""
-    reasons = np.asarray(sample["reason"].to_pylist(), dtype=object)
-    values = sample["value"].combine_chunks() if sample.num_rows else pa.array([], pa.binary())
-    missed = np.flatnonzero((reasons == Reason.NO_MATCHING_PROFILE) | (reasons == KEPT_IN_FILE_AUDIENCE))
-    rejected = {r: np.flatnonzero(reasons == r) for r in (Reason.INVALID_HASH, Reason.INVALID_VISITOR_ID)}
+    reasons = plain_array(sample["reason"])
+    values = plain_array(sample["value"]) if sample.num_rows else pa.array([], pa.binary())
+
+    def rows_of(*wanted) -> np.ndarray:
+        return np.flatnonzero(pc.is_in(reasons, value_set=pa.array(wanted, pa.string())).to_numpy(zero_copy_only=False))
+
+    missed = rows_of(Reason.NO_MATCHING_PROFILE, KEPT_IN_FILE_AUDIENCE)
+    rejected = {r: rows_of(r) for r in (Reason.INVALID_HASH, Reason.INVALID_VISITOR_ID)}
     if ds.id_type == "visitor":
         views = {"id": View(missed, _unpack_visitor_ids(values.take(pa.array(missed))))}
         raw = _stripped(values, rejected[Reason.INVALID_VISITOR_ID])
@@ -90,16 +95,28 @@ def _digest_views(ds: DataSourceConfig, values: pa.BinaryArray, missed: np.ndarr
     """Views named ``encoding:algorithm``. Missed lines are SHA-256 digests of the configured
     encoding (the join decoded them); a rejected one is read in each encoding, and the length of
     what it decodes to names the algorithm (only lengths of known digests count)."""
-    rows: dict[str, list] = {f"{ds.digest_encoding}:sha256": [list(missed), values.take(pa.array(missed)).to_pylist()]}
-    for row, raw in zip(invalid.tolist(), values.take(pa.array(invalid)).to_pylist()):
-        text = raw.strip()
+    found: dict[str, list] = {}
+    texts = pc.utf8_trim_whitespace(values.take(pa.array(invalid)).cast(pa.string()))
+    plausible = pc.is_in(pc.utf8_length(texts), value_set=pa.array(_DIGEST_TEXT_LENGTHS)).to_numpy(zero_copy_only=False)
+    for row, text in zip(invalid[plausible].tolist(), texts.filter(pa.array(plausible)).cast(pa.binary()).to_pylist()):
         for encoding in ENCODINGS:
             decoded = _decode(text, encoding)
             if decoded is not None and len(decoded) in DIGEST_ALGORITHMS:
-                entry = rows.setdefault(f"{encoding}:{DIGEST_ALGORITHMS[len(decoded)]}", [[], []])
+                entry = found.setdefault(f"{encoding}:{DIGEST_ALGORITHMS[len(decoded)]}", [[], []])
                 entry[0].append(row)
                 entry[1].append(decoded)
-    return {name: View(np.asarray(r, dtype=np.int64), pa.array(k, pa.binary())) for name, (r, k) in rows.items()}
+    views = {name: View(np.asarray(r, dtype=np.int64), pa.array(k, pa.binary())) for name, (r, k) in found.items()}
+    configured = f"{ds.digest_encoding}:sha256"
+    mine = View(missed, values.take(pa.array(missed)))
+    if configured in views:  # base64 that decodes but is not canonical: read as it is
+        other = views[configured]
+        mine = View(np.concatenate([mine.rows, other.rows]), pa.concat_arrays([mine.keys, other.keys]))
+    views[configured] = mine
+    return views
+
+
+# The text lengths of known digests in hex and base64 (other rejected IDs are not looked at).
+_DIGEST_TEXT_LENGTHS = sorted({n * 2 for n in DIGEST_ALGORITHMS} | {-(-n // 3) * 4 for n in DIGEST_ALGORITHMS})
 
 
 def _decode(text: bytes, encoding: str) -> bytes | None:

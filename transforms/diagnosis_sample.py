@@ -35,16 +35,33 @@ SAMPLED_REJECTIONS = (
 _SORT = [("hash", "ascending"), ("value", "ascending"), ("reason", "ascending")]
 
 
-def bottom_k(table: pa.Table, k: int) -> pa.Table:
-    """The ``k`` rows of smallest ``(hash, value, reason)``, sorted, as a compact copy."""
+def bottom_k(table: pa.Table, k: int, ordered: bool = False) -> pa.Table:
+    """The ``k`` rows of smallest ``(hash, value, reason)`` -- sorted in that order when some are
+    dropped, or when asked (``ordered``); otherwise all rows, as they are."""
     if k <= 0 or table.num_rows == 0:
         return SAMPLE_SCHEMA.empty_table()
     if table.num_rows > k:  # keep the k smallest hashes (and their ties) before sorting
         hashes = plain_array(table["hash"]).to_numpy()
         cut = np.partition(hashes, k - 1)[k - 1]
         table = table.filter(pa.array(hashes <= cut))
-    table = table.sort_by(_SORT)
-    return table.take(pa.array(np.arange(min(k, table.num_rows))))
+    elif not ordered:
+        return table
+    return table.take(pa.array(_order(table)[:k]))  # a compact copy
+
+
+def _order(table: pa.Table) -> np.ndarray:
+    """Row order by ``(hash, value, reason)``: by hash alone (numpy) unless rows of equal hash differ
+    (a hash collision, rare; equal rows -- an ID on several lines -- are interchangeable)."""
+    hashes = plain_array(table["hash"]).to_numpy()
+    order = np.argsort(hashes, kind="stable")
+    tied = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+    if len(tied):
+        first, second = pa.array(order[tied]), pa.array(order[tied + 1])
+        for column in ("value", "reason"):
+            values = plain_array(table[column])
+            if not pc.all(pc.equal(values.take(first), values.take(second))).as_py():
+                return pc.sort_indices(table, sort_keys=_SORT).to_numpy()
+    return order
 
 
 def candidates(values: pa.Array, reasons: pa.Array | str, k: int) -> pa.Table:
@@ -76,7 +93,7 @@ def rejected_candidates(parsed: pa.Table, rejected: pa.Table | None, k: int) -> 
 
 class SampleLines(beam.CombineFn):
     """Per data source: ``(k, candidates)`` in, the sample out (the ``k`` lines of smallest
-    ``(hash, value, reason)`` of all candidates, sorted). The accumulator is compacted whenever it
+    ``(hash, value, reason)`` of all candidates, sorted: the rows' positions are their names). The accumulator is compacted whenever it
     holds more than twice ``k`` rows, so memory stays bounded by the sample size."""
 
     def create_accumulator(self):
@@ -93,7 +110,7 @@ class SampleLines(beam.CombineFn):
 
     def extract_output(self, acc):
         k, tables = acc
-        return bottom_k(pa.concat_tables(tables), k) if tables else SAMPLE_SCHEMA.empty_table()
+        return bottom_k(pa.concat_tables(tables), k, ordered=True) if tables else SAMPLE_SCHEMA.empty_table()
 
     @staticmethod
     def _compact(k: int, tables: list[pa.Table]):

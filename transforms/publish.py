@@ -238,7 +238,7 @@ class _Publish(beam.DoFn):
         self._cfg, self._output_dir, self._run_dir = spec.cfg, spec.output_dir, spec.run_dir
         self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
 
-    def process(self, _, parts, counts, files, controls, file_stats, diagnosis=()):
+    def process(self, _, parts, counts, files, controls, file_stats, diagnosis):
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
@@ -263,7 +263,7 @@ class PublishInputs(NamedTuple):
     files: beam.PCollection  # (data_source, dump path)
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
-    diagnosis: beam.PCollection | None = None  # (data_source, [finding]) from the mismatch diagnosis
+    diagnosis: beam.PCollection  # (data_source, [finding]) from the mismatch diagnosis
 
 
 class PublishRun(beam.PTransform):
@@ -288,6 +288,6 @@ class PublishRun(beam.PTransform):
                 beam.pvalue.AsList(inputs.files),
                 beam.pvalue.AsList(inputs.controls),
                 beam.pvalue.AsList(inputs.file_stats),
-                *([beam.pvalue.AsList(inputs.diagnosis)] if inputs.diagnosis is not None else []),
+                beam.pvalue.AsList(inputs.diagnosis),
             )
         )

@@ -39,7 +39,7 @@ class ImportOutputs(NamedTuple):
     files: beam.PCollection  # (data_source, dump path)
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
-    diagnosis: beam.PCollection | None = None  # (data_source, [finding]); None when the diagnosis is off
+    diagnosis: beam.PCollection  # (data_source, [finding]) of the mismatch diagnosis (none when it is off)
 
 
 class ReconcileAudiences(beam.PTransform):
@@ -91,11 +91,12 @@ class ReconcileAudiences(beam.PTransform):
                 JoinShard.FILE_AUDIENCE_REMOVED, JoinShard.UNMATCHED, main="members"
             )
         )
-        diagnosis = None
         if any(cfg.sample_size(ds) for ds in cfg.data_sources):
             candidates = (dumps[ReadDumpFile.DIAGNOSABLE], joined[JoinShard.UNMATCHED]) | "FlattenSampled" >> beam.Flatten()
             diagnosis = DiagnosisInputs(candidates, profiles[KeyProfiles.SCREEN], profile_files) | "Diagnose" >> (
                 DiagnoseMismatches(cfg))
+        else:
+            diagnosis = root | "NoDiagnosis" >> beam.Create([])
         rejected = (dumps[ReadDumpFile.REJECTED], joined[JoinShard.REJECTED]) | "FlattenRejected" >> beam.Flatten()
         counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
         return ImportOutputs(
