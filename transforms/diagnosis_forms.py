@@ -165,10 +165,11 @@ class View(NamedTuple):
 
 
 def hit_rows(view: View, keys: pa.Array) -> np.ndarray:
-    """The rows of ``view`` whose key is one of ``keys`` (the sample side is the hash table: it is
-    the small one)."""
+    """The rows of ``view`` whose key is one of ``keys`` (the smaller side is the hash table)."""
     if len(keys) == 0 or len(view.keys) == 0:
         return np.zeros(0, np.int64)
+    if len(keys) <= len(view.keys):
+        return view.rows[pc.is_in(view.keys, value_set=keys).to_numpy(zero_copy_only=False)]
     hits = pc.filter(keys, pc.is_in(keys, value_set=view.keys))
     if len(hits) == 0:
         return np.zeros(0, np.int64)
