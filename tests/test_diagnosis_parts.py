@@ -13,10 +13,10 @@ import pytest
 
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.crypto import encrypt_cbc, encrypt_gcm
-from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, screen_step
+from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, screen_step, worth_confirming
 from transforms.diagnosis_crypto import CbcMaterial, cbc_findings, gcm_findings
 from transforms.diagnosis_findings import assemble
-from transforms.diagnosis_forms import SCREEN_SHARE, screen_columns, screen_rows
+from transforms.diagnosis_forms import SCREEN_SHARE, screen_columns, screen_rows, spread
 from transforms.diagnosis_sample import SAMPLE_SCHEMA, SampleLines, bottom_k, candidates, rejected_candidates
 from transforms.errors import RunFailed
 from transforms.normalize import normalize_and_hash
@@ -105,6 +105,26 @@ def test_the_screen_reads_fewer_profiles_for_bigger_samples():
     assert screen_step({"a": sample(50)}) == 1
     assert screen_step({"a": sample(100_000)}) == 10  # a finding needs 1,000 lines: 1 in 160 profiles shows ~6
     assert screen_step({"a": sample(100_000), "b": sample(2_000)}) == 1  # the smallest threshold decides
+
+
+def test_only_forms_that_add_lines_on_the_screen_are_computed_over_every_profile():
+    def probe(normalization, rows):
+        form = ("k:email", "digest", "email", normalization, "sha256")
+        return "h", (form, "hex:sha256", "normalization", (("normalization", normalization),)), np.asarray(rows)
+    screened = [probe("adobe", [1, 2, 3, 4]), probe("meta", [1, 2, 3, 4]),  # a tie: all profiles decide
+                probe("uid2", [1, 2]), probe("uid2", [3]),  # two batches: [1, 2, 3], inside adobe's lines
+                probe("none", [2, 9])]  # line 9: something no better probe has
+    kept = {p.form.normalization for _, p in worth_confirming(screened)}
+    assert kept == {"adobe", "meta", "none"}
+    assert worth_confirming([]) == []
+
+
+def test_the_screen_spreads_over_the_extract_without_a_period():
+    picked = spread(160_000, 16).to_numpy()
+    assert abs(len(picked) - 10_000) < 400 and np.array_equal(picked, spread(160_000, 16).to_numpy())
+    assert 0.4 < np.mean(picked % 2) < 0.6  # odd and even rows alike (a stride of 16 sees only even ones)
+    assert not np.array_equal(spread(1000, 4, salt=1).to_numpy(), spread(1000, 4).to_numpy())
+    assert len(spread(10, 1)) == 10
 
 
 # ------------------------------------------------------------------------------ decrypt failures

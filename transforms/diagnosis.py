@@ -12,7 +12,8 @@ The graph, after the join:
    (:func:`screen_step`) and keeps the probes whose form matched anything. This is what runs when the
    data sources match as configured.
 3. **Confirm**: ``ConfirmForms`` reads the extract again -- only when the screen kept something -- and
-   computes only those forms over every profile: exact counts of the sampled lines each would match.
+   computes the forms worth it (:func:`worth_confirming`) over every profile: exact counts of the
+   sampled lines each would match.
 4. ``AssembleFindings`` (:mod:`transforms.diagnosis_findings`): one ``(data source, findings)`` per
    data source with a sample, for the report; the decrypt failures of encrypted data sources are
    looked at there (:mod:`transforms.diagnosis_crypto`).
@@ -27,8 +28,8 @@ import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.diagnosis_crypto import cbc_findings, failed_tokens, gcm_findings, load_cbc_material
-from transforms.diagnosis_findings import assemble, threshold
-from transforms.diagnosis_forms import SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column
+from transforms.diagnosis_findings import assemble, preference, threshold
+from transforms.diagnosis_forms import SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, spread
 from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines
 from transforms.memory import release_free_memory
@@ -67,13 +68,14 @@ class _Probing(beam.DoFn):
 
 
 class ScreenForms(_Probing):
-    """Screen rows -> ``(data source, probe)`` for every probe whose profile form matched a sampled
-    line on them (as plain tuples)."""
+    """Screen rows -> ``(data source, probe, sample rows it matched)`` for every probe whose profile
+    form matched a sampled line on them (probe as a plain tuple; rows may be empty for a probe of a
+    form another probe matched)."""
 
     def process(self, profiles, samples):
         if not samples:
             return
-        profiles = profiles.take(pa.array(np.arange(0, profiles.num_rows, screen_step(samples))))
+        profiles = profiles.take(spread(profiles.num_rows, screen_step(samples), salt=1))
         kinds = column_kinds(profiles, self._cfg)
         plans = {}
         for name, sample in sorted(samples.items()):
@@ -82,14 +84,35 @@ class ScreenForms(_Probing):
         keys = ProfileKeys(profiles, sorted({p.form for plan in plans.values() for p in plan}), self._cfg)
         for name, plan in plans.items():
             views = self.views(name, samples[name])
-            matched = {p.form for p in plan if len(keys.hit_rows(views[p.view], p.form))}
+            hits = {p: keys.hit_rows(views[p.view], p.form) for p in plan}
+            matched = {p.form for p, rows in hits.items() if len(rows)}
             for probe in plan:
                 if probe.form in matched:
-                    yield name, (tuple(probe.form), probe.view, probe.kind, probe.suggestion)
+                    yield name, (tuple(probe.form), probe.view, probe.kind, probe.suggestion), hits[probe]
+
+
+def worth_confirming(screened: list) -> list[tuple[str, Probe]]:
+    """The screened probes whose form is worth computing over every profile: per data source, a
+    form is kept when one of its probes matched, on the screen, a line that no probe matching more
+    lines there matched (uid2 rules match a subset of what adobe rules match, when a partner used
+    adobe's). A probe that adds nothing on the screen would add a finding's worth of lines over all
+    profiles only with the screen's own small miss probability."""
+    rows: dict[tuple, np.ndarray] = {}
+    for name, probe, hit in screened:  # each batch of the screen sends its own: unite them
+        key = (name, Probe(Form(*probe[0]), *probe[1:]))
+        rows[key] = np.union1d(rows.get(key, np.zeros(0, np.int64)), hit)
+    kept_forms: set[tuple[str, Form]] = set()
+    for name in sorted({name for name, _ in rows}):
+        mine = sorted(((probe, hit) for (n, probe), hit in rows.items() if n == name), key=lambda ph: -len(ph[1]))
+        for probe, hit in mine:
+            better = [h for _, h in mine if len(h) > len(hit)]  # ties are both kept: only all profiles tell them apart
+            if len(hit) and (not better or len(np.setdiff1d(hit, np.concatenate(better)))):
+                kept_forms.add((name, probe.form))
+    return sorted((name, probe) for name, probe in rows if (name, probe.form) in kept_forms)
 
 
 def screen_step(samples: dict) -> int:
-    """Screen every n-th screen row: as few as still show a form at the findings' threshold about
+    """Screen 1 in n screen rows: as few as still show a form at the findings' threshold about
     SCREEN_HITS times (the smallest threshold of the data sources decides). A big sample has a high
     threshold, so the screen can look at fewer profiles: at most 1 in SCREEN_SHARE * MAX_SCREEN_STEP."""
     least = min(threshold(t.num_rows) for t in samples.values())
@@ -101,10 +124,9 @@ class ConfirmForms(_Probing):
     kept, over every profile. Reads nothing when the screen kept none."""
 
     def process(self, path: str, samples, screened):
-        if not screened:
+        kept = worth_confirming(screened)
+        if not kept:
             return
-        kept = [(name, Probe(Form(*form), view, kind, suggestion))  # each batch of the screen sends its own
-                for name, (form, view, kind, suggestion) in sorted(set(screened))]
         forms = sorted({probe.form for _, probe in kept})
         extra = sorted({extract_column(self._cfg, f.column) for f in forms if f.column.startswith(KEY_PREFIX)})
         for profiles in read_profiles(path, self._cfg, extra=extra):

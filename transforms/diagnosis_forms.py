@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
-from transforms.arrow_utils import plain_array
+from transforms.arrow_utils import hash64, plain_array
 from transforms.config import JobConfig
 from transforms.keys import fold_case
 from transforms.profiles import KEY_PREFIX, scalar_columns
 
-# The screen looks at every SCREEN_SHARE-th profile of the extract: a form that explains n sampled
+# The screen looks at 1 in SCREEN_SHARE profiles of the extract: a form that explains n sampled
 # lines shows about n/16 of them there, so one that explains more than ~100 lines is missed with a
 # probability under 0.2%.
 SCREEN_SHARE = 16
@@ -62,11 +62,20 @@ def screen_columns(cfg: JobConfig, path: str) -> list[str]:
 
 
 def screen_rows(profiles: pa.Table) -> pa.Table:
-    """The screen's share of a standardized profile batch: every SCREEN_SHARE-th row (a stride
-    through the file, as unrelated to a data source's mistakes as a hash would be, and free), as
-    a compact copy without the opt-out column."""
+    """The screen's share of a standardized profile batch (1 row in SCREEN_SHARE, see
+    :func:`spread`), as a compact copy without the opt-out column."""
     table = profiles.drop_columns([c for c in ("opt_out",) if c in profiles.column_names])
-    return table.take(pa.array(np.arange(0, profiles.num_rows, SCREEN_SHARE)))
+    return table.take(spread(profiles.num_rows, SCREEN_SHARE))
+
+
+def spread(n: int, share: int, salt: int = 0) -> pa.Array:
+    """About 1 in ``share`` of the positions ``0 .. n-1``, picked by a stable hash of the position:
+    deterministic, cheap (no column is hashed), and without the period a stride has (a stride of 16
+    over an extract whose every other row differs sees only one kind of row)."""
+    if share <= 1:
+        return pa.array(np.arange(n))
+    positions = pa.array(np.arange(salt << 40, (salt << 40) + n, dtype=np.int64))
+    return pa.array(np.flatnonzero(hash64(positions) < np.uint64(2**64 // share)))
 
 
 def column_kinds(profiles: pa.Table, cfg: JobConfig) -> dict[str, str]:
