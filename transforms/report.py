@@ -38,7 +38,8 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         entry["segments"] = dict(sorted(entry["segments"].items(), key=lambda kv: (len(kv[0]), kv[0])))
         if files is not None:
             entry["files"] = files.get(name, [])
-        entry["diagnosis"] = (diagnosis or {}).get(name, [])  # transforms/diagnosis.py: most lines first
+        if cfg.sample_size(ds):  # diagnosed (transforms/diagnosis.py): findings, most lines first; else no key
+            entry["diagnosis"] = (diagnosis or {}).get(name, [])
         sources[name] = entry
     totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
     report = {"job": "import", "profiles_read": counts.get(Metric.PROFILES_READ), "data_sources": sources, "totals": totals}
