@@ -10,6 +10,7 @@ VERBS = {
     "import": ("pipelines.import_audience", "segment dumps + profile extract -> reconciled audiences, file audience, report"),
     "export": ("pipelines.export_audience", "targeted profiles -> the platform's onboarding files for one data source"),
     "nightly": ("pipelines.nightly", "dated, idempotent import into ROOT/dt=YYYY-MM-DD/ (incremental over the previous night)"),
+    "report": ("pipelines.report", "(re)write report.html of a run folder, nightly partition or nightly root"),
 }
 
 USAGE = """usage: audience-sync VERB [flags...] [Beam pipeline flags...]
@@ -17,7 +18,8 @@ USAGE = """usage: audience-sync VERB [flags...] [Beam pipeline flags...]
 verbs:
 {verbs}
 
-Every verb takes --help. Common flags: --debug (print the traceback of a failure), --quiet (errors only).
+Every verb takes --help. Common flags: --debug (print the traceback of a failure), --quiet (errors only),
+--progress SECONDS (interval of the progress lines of a running job; default 30, 0: none).
 Exit codes: 0 success, 2 configuration error, 1 failed run. See README.md."""
 
 

@@ -18,7 +18,9 @@ import apache_beam as beam
 
 from pipelines import launch
 from transforms.config import JobConfig
-from transforms.export import ExportAudience, ExportSpec, check_export_inputs, export_config, export_spec, summary_lines
+from transforms.export import ExportAudience, ExportSpec, export_config, export_spec
+from transforms.export_report import summary_lines
+from transforms.preflight import check_export_inputs
 from transforms.publish import REPORT, join_path
 
 
@@ -80,7 +82,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    return launch.run_job_cli(run, argv, summary_lines)
+    return launch.run_job_cli(run, argv, summary_lines, page=lambda argv: launch.page_line(parse_args(argv)[0].output))
 
 
 if __name__ == "__main__":

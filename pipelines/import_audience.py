@@ -4,7 +4,8 @@
     python -m pipelines.import_audience --config job.yaml --output OUT_DIR [Beam flags...]
 
 Outputs under OUT_DIR: ``reconciled/``, ``file_audience/``, ``rejected/`` (Parquet) and
-``report.json`` (written last: its presence means the run completed). See the README.
+``report.json`` (written last: its presence means the run completed), with ``report.html`` beside it
+(the same report as a page). See the README.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from transforms.outcomes import Metric
 from transforms.preflight import check_inputs
 from transforms.publish import ADD, REPORT, PublishInputs, PublishRun, WriteParts, join_path
 from transforms.reconcile import ReconcileAudiences
-from transforms.report import summary_lines
+from transforms.summary import summary_lines
 
 OUTPUTS = {
     "reconciled": MEMBERSHIP_SCHEMA,
@@ -101,7 +102,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    return launch.run_job_cli(run, argv, summary_lines)
+    return launch.run_job_cli(run, argv, summary_lines, page=lambda argv: launch.page_line(parse_args(argv)[0].output))
 
 
 if __name__ == "__main__":

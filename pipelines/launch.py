@@ -24,8 +24,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options, warn_about_worker_keys
+from transforms import progress
 from transforms.config import JobConfig, load_config
 from transforms.errors import AudienceSyncError
+from transforms.html_report import PAGE
 from transforms.publish import remove_run_dir
 from transforms.storage import join_path
 
@@ -78,7 +80,7 @@ def run_pipeline(options: PipelineOptions, run_dir: str, report_path: str, build
     (``--dry_run``, ``--template_location``) there is no report: ``{"status": "staged"}``. Otherwise
     the report the pipeline published."""
     try:
-        with beam.Pipeline(options=options) as p:
+        with progress.reporting(options), beam.Pipeline(options=options) as p:
             build(p)
     except BaseException:
         remove_run_dir(run_dir)
@@ -142,15 +144,38 @@ def classify_failure(exc: BaseException) -> tuple[int, str]:
     return 1, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]]) -> int:
-    """``run(argv)``, then ``summary(result)`` lines on stdout; on failure one line on stderr and
-    exit 2 (configuration) or 1 (failed run). ``--debug`` anywhere in ``argv`` also prints the
-    traceback; ``--quiet`` keeps only errors."""
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(text)
+    return value
+
+
+# Flags every verb takes, besides --debug and --quiet.
+COMMON = argparse.ArgumentParser(prog="audience-sync", add_help=False, allow_abbrev=False)
+COMMON.add_argument("--progress", type=_seconds, default=progress.DEFAULT_INTERVAL, metavar="SECONDS")
+
+
+def page_line(folder: str) -> list[str]:
+    """``report: FOLDER/report.html`` when the run wrote its page there (not for staged-only runs)."""
+    path = join_path(folder.rstrip("/"), PAGE)
+    return [f"report: {path}"] if FileSystems.exists(path) else []
+
+
+def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
+                page: Callable[[list[str]], list[str]] | None = None) -> int:
+    """``run(argv)``, then ``summary(result)`` lines on stdout and ``page(argv)`` (where the HTML
+    report is); on failure one line on stderr and exit 2 (configuration) or 1 (failed run).
+    ``--debug`` anywhere in ``argv`` also prints the traceback; ``--quiet`` keeps only errors (no
+    summary, no progress); ``--progress SECONDS`` sets the interval of the progress lines."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug, quiet = "--debug" in argv, "--quiet" in argv
     argv = [a for a in argv if a not in ("--debug", "--quiet")]
     logging.basicConfig(level=logging.WARNING if not quiet else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
+    progress.LOG.setLevel(logging.ERROR if quiet else logging.INFO)
+    common, argv = COMMON.parse_known_args(argv)
+    progress.set_interval(common.progress)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_OwnErrorsOnce())
     try:
@@ -167,6 +192,6 @@ def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]]) -> 
         print(f"audience-sync: {kind}{message}", file=sys.stderr)
         return code
     if not quiet:
-        for line in summary(result):
+        for line in [*summary(result), *(page(argv) if page else [])]:
             print(line)
     return 0

@@ -10,7 +10,8 @@ under ``ROOT/_staging/`` and published at the end; ``_SUCCESS`` (a manifest of e
 size and sha256, the config digest and code version) is written last and is the commit point.
 A date already published is skipped (``--force`` replaces it whole); a partition without
 ``_SUCCESS`` (a killed run) is cleared and redone. ``iter`` dumps update the previous published
-night's audiences (additions and removals), ``full`` dumps replace them.
+night's audiences (additions and removals), ``full`` dumps replace them. After the nights,
+``ROOT/report.html`` shows match rate and members per data source over every published night.
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.preflight import check_inputs
 from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
+from transforms.report_pages import write_nightly_page
 from transforms.storage import glob
+from transforms.summary import import_table
 
 LOG = logging.getLogger("audience_sync.nightly")
 
@@ -54,8 +57,17 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
+def partition_name(day: date) -> str:
+    return f"dt={day.isoformat()}"
+
+
 def partition(root: str, day: date) -> str:
-    return join_path(root, f"dt={day.isoformat()}")
+    return join_path(root, partition_name(day))
+
+
+def write_root_page(root: str) -> str:
+    """``ROOT/report.html``: the trend over every published night."""
+    return write_nightly_page(root, [(day.isoformat(), partition_name(day)) for day in published_dates(root)])
 
 
 def published_dates(root: str) -> list[date]:
@@ -123,31 +135,33 @@ def run(argv=None) -> list[dict]:
     except Exception:  # noqa: BLE001
         raise ConfigError(f"{known.config}: cannot read the config") from None
     job = launch.start(known.config, beam_args, lambda cfg: None)  # inputs are checked per night, dates filled
+    root = known.root.rstrip("/")
     results = []
-    for day in days:
-        result = run_night(job.cfg, config_text, day, known.root.rstrip("/"), known.force, job.options)
-        for line in summary_lines([result]):
-            LOG.info(line)
-        results.append(result)
+    try:
+        for day in days:
+            result = run_night(job.cfg, config_text, day, root, known.force, job.options)
+            for line in summary_lines([result]):
+                LOG.info(line)
+            results.append(result)
+    finally:  # also when a later night failed: the page shows the nights published before it
+        if any(r["status"] == "published" for r in results):
+            write_root_page(root)
     return results
 
 
 def summary_lines(results: list[dict]) -> list[str]:
-    """One line per night and per data source: counts only, no IDs."""
+    """Per night: its status, and the import table of what it published. Counts only, no IDs."""
     lines = []
     for result in results:
         lines.append(f"dt={result['date']}: {result['status']}"
                      + (f" (updating {result['previous']})" if result.get("previous") else ""))
-        for name, e in result.get("report", {}).get("data_sources", {}).items():
-            members = sum(s.get("members", 0) for s in e["segments"].values())
-            lines.append(f"  {name}: received={e['received']} reconciled={e['reconciled']} "
-                         f"file_audience={e['file_audience']} unmatched={e['unmatched']} "
-                         f"rejected={sum(e['rejected_by_reason'].values())} members={members}")
+        if result.get("report"):
+            lines += import_table(result["report"], indent="  ")
     return lines
 
 
 def main(argv=None) -> int:
-    return launch.run_job_cli(run, argv, summary_lines)
+    return launch.run_job_cli(run, argv, summary_lines, page=lambda argv: launch.page_line(parse_args(argv)[0].root))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def warn_about_worker_keys(cfg, options: PipelineOptions) -> None:
             ref = getattr(enc, field)
             if ref and ref.startswith(("env:", "file:")):
                 logging.getLogger("audience_sync").warning(
-                    "data source '%s': encryption.%s is a %s reference, read on the Dataflow workers, which have "
+                    "data source '%s': encryption.%s (%s...) is read on the Dataflow workers, which have "
                     "neither the launcher's environment nor its files; use a gcpsm: reference",
                     ds.name, field, ref.split(":", 1)[0] + ":")
 

@@ -349,7 +349,8 @@ def test_staged_package_carries_our_code_and_nothing_else(dataflow_template):
             if m.name.endswith(("egg-info/requires.txt", "/PKG-INFO"))
         )
     code = {p.relative_to(ROOT).as_posix() for d in ("pipelines", "transforms") for p in (ROOT / d).glob("*.py")}
-    assert code <= members, sorted(code - members)
+    templates = {p.relative_to(ROOT).as_posix() for p in (ROOT / "transforms" / "templates").glob("*.j2")}
+    assert templates and code | templates <= members, sorted((code | templates) - members)  # the workers render report.html
     assert {"setup.py", "pyproject.toml"} <= members
     assert not [m for m in members if m.startswith(("tests/", "testdata/", "scripts/")) or m.endswith((".key", ".pyc"))]
     assert "apache-beam[gcp]==2.77.0" in requires  # workers installing it keep our Beam version
@@ -538,8 +539,59 @@ def test_env_and_file_key_references_are_flagged_for_dataflow(caplog):
 
     cfg = load_config(str(DEMO / "job.yaml"))  # its encrypted source uses file: references
     warn_about_worker_keys(cfg, pipeline_options(["--runner=DataflowRunner"]))
-    assert "data source 'web-encrypted-emails': encryption.key is a file: reference, read on the Dataflow workers" in caplog.text
-    assert "data source 'web-encrypted-emails': encryption.iv is a file: reference" in caplog.text
+    assert "data source 'web-encrypted-emails': encryption.key (file:...) is read on the Dataflow workers" in caplog.text
+    assert "data source 'web-encrypted-emails': encryption.iv (file:...) is read on the Dataflow workers" in caplog.text
     caplog.clear()
     warn_about_worker_keys(cfg, pipeline_options([]))
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("stage", ["dry_run", "template_location"])
+def test_nightly_stages_like_the_other_jobs(gcs, gcs_config, client, tmp_path, capsys, stage):
+    """``nightly --dry_run`` / ``--template_location``: the job is built (or written as a template), the
+    launcher says so and exits 0; it never looks for a report that a staged job does not write."""
+    from pipelines import nightly
+
+    flags = [f"--temp_location=gs://{gcs.bucket}/nightly-{stage}/tmp"]
+    flags.append("--dry_run=True" if stage == "dry_run" else f"--template_location={tmp_path / 'nightly.json'}")
+    root = f"gs://{gcs.bucket}/nightly-{stage}/root"
+    code = nightly.main(["--config", gcs_config, "--root", root, "--date", "2026-11-22", *DATAFLOW_FLAGS, *flags])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "dt=2026-11-22: staged" in out.out
+    assert not [b.name for b in client.list_blobs(gcs.bucket, prefix=f"nightly-{stage}/root/")]
+    if stage == "template_location":
+        assert json.loads((tmp_path / "nightly.json").read_text())["name"] == JOB_NAME
+
+
+@pytest.mark.parametrize("job", ["import", "export", "nightly"])
+def test_every_job_warns_about_worker_key_references_the_same_way(gcs, gcs_config, tmp_path, caplog, job):
+    import importlib
+
+    module = importlib.import_module({"import": "pipelines.import_audience", "export": "pipelines.export_audience",
+                                      "nightly": "pipelines.nightly"}[job])
+    targets = tmp_path / "targets.csv"
+    targets.write_text("profile_id\n1\n")
+    where = {
+        "import": ["--output", f"gs://{gcs.bucket}/warn-import"],
+        "export": ["--output", f"gs://{gcs.bucket}/warn-export", "--audience", "summer", "--targets", str(targets),
+                   "--data-source", "web-encrypted-emails"],
+        "nightly": ["--root", f"gs://{gcs.bucket}/warn-nightly", "--date", "2026-11-22"],
+    }[job]
+    flags = [*DATAFLOW_FLAGS, "--dry_run=True", f"--temp_location=gs://{gcs.bucket}/warn/tmp"]
+    assert module.main(["--config", gcs_config, *where, *flags]) == 0
+    for field in ("key", "iv"):
+        assert (f"data source 'web-encrypted-emails': encryption.{field} (env:...) is read on the "
+                "Dataflow workers") in caplog.text
+
+
+def test_an_error_that_is_not_ours_is_one_line_with_its_type(capsys):
+    """Beam's own option validation: the type and the message on one line, no 'see the log above'."""
+    from pipelines import nightly
+
+    code = nightly.main(["--config", str(DEMO / "job.yaml"), "--root", "/nonexistent-root", "--date", "2026-11-22",
+                         "--runner=DataflowRunner", "--dry_run=True"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("audience-sync: run failed: ValueError: Pipeline has validations errors: "), err
+    assert "Missing required option: project" in err[-1] and "see the log" not in err[-1]

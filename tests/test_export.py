@@ -17,13 +17,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import DEMO, ROOT, local_test_pipeline
 
-from conftest import DEMO, ROOT
 from pipelines import export_audience, import_audience
-from transforms.config import ConfigError, parse_config
+from transforms.config import ConfigError, load_config, parse_config
 from transforms.crypto import GcmEncryptor
-from transforms.export import (CANDIDATE_SCHEMA, EXPORTED_SCHEMA, OUTCOMES, TARGET_SCHEMA,
-                               check_audience_name, classify, control_document, line_bytes)
+from transforms.export import (
+    ExportAudience,
+    ExportOutputs,
+    check_audience_name,
+    export_spec,
+)
+from transforms.export_classify import CANDIDATE_SCHEMA, EXPORTED_SCHEMA, classify
+from transforms.export_report import OUTCOMES
+from transforms.onboarding import control_document, line_bytes
+from transforms.outcomes import Count, Metric
+from transforms.targets import TARGET_SCHEMA
 
 RUN_DATE = "2026-11-22"
 TS = 1795305600  # 2026-11-22T00:00:00Z
@@ -179,6 +188,24 @@ def test_visitor_export_is_split_in_numbered_files_with_segment_ids(job, tmp_pat
     assert (report["exported"], report["unmapped"], report["opted_out"], report["unknown_profile"]) == (4, 1, 1, 1)
     assert report["lines"] == 5 and report["segment"] == "d_sid=24"
     assert_adds_up(report)
+
+
+def test_export_audience_returns_its_report_and_counts_by_name(job, tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    cfg = load_config(str(job))
+    spec = export_spec(cfg, "Summer sale", "hashed", datetime.strptime(RUN_DATE, "%Y-%m-%d").date())
+    out = tmp_path / "out"
+    with local_test_pipeline() as p:
+        outputs = p | "Export" >> ExportAudience(cfg, spec, str(tmp_path / "targets.csv"), [], str(out),
+                                                 str(out / "_incomplete-test"))
+        assert isinstance(outputs, ExportOutputs)
+        assert_that(outputs.report | beam.Map(lambda r: (r["targets"], r["exported"], r["lines"])),
+                    equal_to([(7, 4, 3)]), label="Report")
+        assert_that(outputs.counts | beam.Filter(lambda kv: kv[0].metric in (Metric.TARGET_ROWS, Metric.LINES)),
+                    equal_to([(Count(Metric.TARGET_ROWS), 9), (Count(Metric.LINES), 3)]), label="Counts")
+    assert json.loads((out / "report.json").read_text())["exported"] == 4
 
 
 def test_parquet_targets_and_config_data_source(tmp_path):

@@ -155,7 +155,8 @@ def test_gs_run_writes_all_outputs_and_report(gcs, client, first_run):
     _assert_counts_add_up(stored)
     for name in OUTPUTS:
         assert any(o.startswith(f"out/{name}/part-") for o in objects), f"no {name} parts"
-    assert all(o == "out/report.json" or o.split("/")[1] in OUTPUTS for o in objects), sorted(objects)
+    assert all(o in ("out/report.json", "out/report.html") or o.split("/")[1] in OUTPUTS for o in objects), sorted(objects)
+    assert objects["out/report.html"] <= objects["out/report.json"]  # the page is there before the completion marker
     assert _incomplete(client, gcs.bucket) == []
     # The report names the gs:// dumps it read.
     files = [f["path"] for e in stored["data_sources"].values() for f in e["files"]]
@@ -269,8 +270,15 @@ def test_nightly_on_gcs_publishes_with_success_last_and_is_idempotent(gcs, clien
     success_gen = objects["nightly/dt=2026-11-22/_SUCCESS"]
     assert all(gen <= success_gen for gen in objects.values())
     assert not _objects(client, gcs.bucket, "nightly/_staging/")
+    assert "nightly/dt=2026-11-22/report.html" in listed
+    page = client.bucket(gcs.bucket).blob("nightly/report.html")  # the root's trend page
+    assert 'href="dt=2026-11-22/report.html"' in page.download_as_bytes().decode()
     again = nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22"])
     assert again[0]["status"] == "already published"
     assert _objects(client, gcs.bucket, "nightly/dt=2026-11-22/") == objects
+    from pipelines import report as report_verb
+
+    assert report_verb.run([root, "--output", f"{root}/again.html"])["nights"] == 1
+    assert client.bucket(gcs.bucket).blob("nightly/again.html").download_as_bytes() == page.download_as_bytes()
     rows = _rows(_read_gcs_output(client, gcs.bucket, "nightly/dt=2026-11-22", "reconciled"), "reconciled")
     assert sorted(rows) == sorted(_expected_csv("memberships.csv"))

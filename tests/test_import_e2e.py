@@ -94,8 +94,13 @@ def test_the_diagnosis_turned_off_changes_no_output(demo_run, demo_copy, tmp_pat
 
 
 def test_summary_is_printed_without_personal_data(demo_run):
-    _, result = demo_run
-    assert "crm-hashed-emails: received=200" in result.stdout
+    out, result = demo_run
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("data source"))
+    row = next(line for line in lines if line.startswith("crm-hashed-emails "))
+    assert row.split()[:3] == ["crm-hashed-emails", "200", "116"]  # received, reconciled (tests/test_terminal.py: layout)
+    assert header.index("received") + len("received") == row.index("200") + 3  # aligned under its header
+    assert lines[-1] == f"report: {out / 'report.html'}"
     assert "@" not in result.stdout + result.stderr
 
 

@@ -91,8 +91,8 @@ def test_portable_outputs_equal_the_local_run_file_for_file(portable_run, local_
     assert portable_report == local_report
     portable_files, local_files = _files(portable_out), _files(local_out)
     assert sorted(portable_files) == sorted(local_files)
-    assert {name.split("/")[0] for name in portable_files} == {*OUTPUTS, "report.json"}
-    for name, data in local_files.items():  # Parquet parts and report.json, byte for byte
+    assert {name.split("/")[0] for name in portable_files} == {*OUTPUTS, "report.json", "report.html"}
+    for name, data in local_files.items():  # Parquet parts, report.json and report.html, byte for byte
         assert portable_files[name] == data, name
     expected = json.loads((DEMO / "expected" / "counts.json").read_text())
     for source, counts in expected.items():

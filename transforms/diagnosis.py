@@ -24,11 +24,10 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.diagnosis_crypto import cbc_findings, failed_tokens, gcm_findings, load_cbc_material
-from transforms.diagnosis_findings import assemble, preference, threshold
+from transforms.diagnosis_findings import assemble, threshold
 from transforms.diagnosis_forms import SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, spread
 from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines

@@ -78,6 +78,7 @@ class ReadDumpFile(PooledDoFn):
     def setup(self):
         super().setup()
         self._received = runner_counter("dump_lines_read")
+        self._files = runner_counter("dump_files_read")
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
 
     def finish_bundle(self):
@@ -102,6 +103,7 @@ class ReadDumpFile(PooledDoFn):
                 yield beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes))
             for bucket, rows in pieces:
                 yield (name, bucket), rows
+        self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
 
     def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
@@ -157,6 +159,10 @@ class KeyProfiles(PooledDoFn):
         self._cfg = cfg
         self._threads = cfg.threads
 
+    def setup(self):
+        super().setup()
+        self._rows = runner_counter("profile_rows_read")
+
     def finish_bundle(self):
         release_free_memory()
 
@@ -164,6 +170,7 @@ class KeyProfiles(PooledDoFn):
         cfg = self._cfg
         diagnosis = any(cfg.sample_size(ds) for ds in cfg.data_sources)
         for profiles in read_profiles(path, cfg, extra=screen_columns(cfg, path) if diagnosis else ()):
+            self._rows.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
             if diagnosis:
                 yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles))

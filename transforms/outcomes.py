@@ -21,6 +21,8 @@ import apache_beam as beam
 from apache_beam import coders
 from apache_beam.metrics import Metrics
 
+from transforms.progress import ProgressCounter
+
 # The project's one Beam metrics namespace (live progress counters in the runner's UI).
 NAMESPACE = "audience_sync"
 # The tag of every transform's counts output.
@@ -172,9 +174,10 @@ def count(metric: Metric, n: int, data_source: str | None = None, detail: str | 
     return Count(metric, data_source, None if detail is None else str(detail)), int(n)
 
 
-def runner_counter(name: str):
-    """A Beam metrics counter in the project's namespace (what a runner's UI shows while a job runs)."""
-    return Metrics.counter(NAMESPACE, name)
+def runner_counter(name: str) -> ProgressCounter:
+    """A Beam metrics counter in the project's namespace (what a runner's UI shows while a job runs),
+    also read by the launcher's progress lines on the local runner (:mod:`transforms.progress`)."""
+    return ProgressCounter(Metrics.counter(NAMESPACE, name), name)
 
 
 class CountCoder(coders.Coder):

@@ -1,14 +1,23 @@
-"""Checks run by the launchers before any pipeline starts: inputs exist, columns exist, keys load.
+"""Checks run by the launchers before any pipeline starts: inputs exist, columns exist, keys load
+(the import and nightly jobs: :func:`check_inputs`; the export: :func:`check_export_inputs`).
 
 This is the only place that reads inputs at launch time; transforms read them on the workers.
 """
 from __future__ import annotations
 
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
 from transforms.config import ConfigError, JobConfig
+from transforms.crypto import build_encryptor
 from transforms.dumps import is_dump_file
-from transforms.errors import InputError
+from transforms.errors import InputError, KeyMaterialError
+from transforms.export import EXPORTED, ExportSpec, export_config
 from transforms.profiles import needed_columns, read_schema_names
-from transforms.storage import glob
+from transforms.publish import REPORT
+from transforms.storage import glob, join_path
+from transforms.targets import TARGETS_COLUMN, targets_format
 
 
 def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple = ()) -> list[str]:
@@ -36,7 +45,6 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         if check_keys and ds.decrypts:
             from transforms.crypto import build_decryptor
-            from transforms.errors import KeyMaterialError
 
             try:
                 build_decryptor(ds, run_date=None) if ds.encryption.algorithm == "aes-cbc" else _check_keyring(ds)
@@ -60,3 +68,62 @@ def _field_naming(cfg: JobConfig, column: str) -> str:
         if getattr(cfg.profiles, field) == column:
             return f"profiles.{field}"
     return "profiles"
+
+
+def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str]) -> None:
+    """Raise :class:`ConfigError` (one line per problem) when the export cannot run as asked. Reads
+    headers, previous reports and (once, to fail early; never printed) the data source's keys."""
+    problems: list[str] = []
+    ecfg = export_config(cfg, spec)
+    index = [ds.name for ds in cfg.data_sources].index(spec.data_source.name)
+    if not cfg.profiles.opt_out:
+        problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never exported)")
+    problems += profile_column_problems(ecfg, needed_columns(ecfg))
+    problems += _targets_problems(targets)
+    for folder in existing:
+        problems += [f"--existing {folder}: {p}" for p in _existing_problems(folder, spec)]
+    if spec.data_source.decrypts:
+
+        try:
+            build_encryptor(spec.data_source, spec.clock)
+        except KeyMaterialError as exc:
+            problems.append(f"data_sources[{index}].encryption: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _targets_problems(targets: str) -> list[str]:
+    target_files = glob(targets, missing_ok=True)
+    if not target_files:
+        return [f"--targets: no file matches '{targets}'"]
+    problems = []
+    for path in target_files:
+        try:
+            fmt = targets_format(path)
+            if TARGETS_COLUMN not in read_schema_names(path, fmt):
+                problems.append(f"--targets: {path}: no '{TARGETS_COLUMN}' column")
+        except (InputError, OSError, ValueError) as exc:
+            problems.append(f"--targets: {path}: {exc}")
+    return problems
+
+
+def _existing_problems(folder: str, spec: ExportSpec) -> list[str]:
+    """Why a previous export's folder cannot serve as ``--existing`` (not finished, another data
+    source or segment, no parts); empty when it can."""
+    report_path = join_path(folder.rstrip("/"), REPORT)
+    try:
+        with FileSystems.open(report_path) as handle:
+            previous = json.loads(handle.read())
+    except Exception:  # noqa: BLE001 - one line, whatever went wrong
+        return [f"no readable {REPORT}: not a finished export run"]
+    if not isinstance(previous, dict) or previous.get("job") != "export":
+        return [f"{REPORT} is not an export report"]
+    problems = []
+    if previous.get("data_source") != spec.data_source.name or previous.get("dpid") != spec.data_source.dpid:
+        problems.append(f"exported through data source '{previous.get('data_source')}', "
+                        f"not '{spec.data_source.name}': its user IDs are not comparable")
+    if previous.get("segment") != spec.trait:
+        problems.append("exported with another segment (audience name or --segment-id differ)")
+    if not glob(join_path(folder.rstrip("/"), EXPORTED, "*.parquet"), missing_ok=True):
+        problems.append(f"no {EXPORTED}/ Parquet parts")
+    return problems

@@ -11,12 +11,12 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from transforms.arrow_utils import plain_array
-from transforms.config import JobConfig, ProfilesConfig
+from transforms.config import JobConfig
+from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 
 BATCH_ROWS = 1 << 20
@@ -84,32 +84,6 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, extra: Sequence[str]
     return pa.table(cols)
 
 
-def _csv_batches(handle, path: str, columns: list[str], cfg: ProfilesConfig) -> Iterator[pa.Table]:
-    bad_rows: list[int | None] = []
-
-    def on_invalid(row) -> str:
-        bad_rows.append(row.number)
-        return "skip"
-
-    reader = pacsv.open_csv(
-        handle,
-        read_options=pacsv.ReadOptions(block_size=16 << 20, use_threads=False),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=columns,
-            column_types={c: pa.string() for c in columns},
-            strings_can_be_null=True,
-        ),
-    )
-    for batch in reader:
-        if bad_rows:
-            break
-        yield pa.Table.from_batches([batch])
-    if bad_rows:
-        first = bad_rows[0]
-        raise InputError(path, "wrong number of columns", line=first)
-
-
 def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, extra: Sequence[str] = ()) -> Iterator[pa.Table]:
     """Yield standardized profile tables from one extract file (local or gs://), in batches of
     ``BATCH_ROWS`` rows unless told; ``extra``: more extract columns to carry (see standardize)."""
@@ -126,7 +100,7 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, extr
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
                     yield standardize(pa.Table.from_batches([batch]), cfg, path, extra)
             elif fmt == "csv":
-                for table in _csv_batches(handle, path, columns, cfg.profiles):
+                for table in csv_tables(handle, path, columns, strings_can_be_null=True):
                     yield standardize(table, cfg, path, extra)
             else:
                 yield from _read_jsonl(handle, path, columns, cfg, extra)

@@ -7,6 +7,8 @@ temporary folder. The same input always gives the same files, whatever the runne
 Publishing is the pipeline's last step, run once after every part is written: it builds and checks
 the report (counts must add up), replaces the previous outputs, and writes ``report.json`` last.
 ``report.json`` is the completion marker: an output folder without it is not a finished run.
+``report.html`` (the same report as a page, :mod:`transforms.html_report`) is rendered before anything
+is touched and written just before ``report.json``: a finished run always has the page of its report.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from transforms.arrow_utils import bucket_of, concat, count_by, sorted_rows, spl
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
+from transforms.html_report import PAGE, render_run, write_page
 from transforms.memory import release_free_memory
 from transforms.outcomes import Counts, Metric, SumCounts, count
 from transforms.parallel import PooledDoFn
@@ -177,6 +180,7 @@ def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema 
     An output with a schema but no parts gets one empty Parquet part (a readable empty dataset); an
     output whose schema is ``None`` (plain files, like the export's onboarding files) is exactly the
     files the run wrote, possibly none."""
+    page = render_run(report)  # before anything is touched: a page that cannot be rendered publishes nothing
     report_path = join_path(output_dir, REPORT)
     if _exists(report_path):
         FileSystems.delete([report_path])  # from here on the folder no longer looks complete
@@ -191,6 +195,7 @@ def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema 
             FileSystems.rename(mine, [join_path(final_dir, posixpath.basename(p)) for p in mine])
         elif schema is not None:
             write_parquet(schema.empty_table(), join_path(final_dir, "part-00000-of-00001.parquet"))
+    write_page(join_path(output_dir, PAGE), page)
     with FileSystems.create(report_path, mime_type="application/json") as sink:
         sink.write((json.dumps(report, indent=2, sort_keys=False) + "\n").encode("utf-8"))
     leftovers = _list_files(run_dir) + [f for n in outputs for f in _list_files(join_path(run_dir, n))]
@@ -225,9 +230,10 @@ def write_manifest(output_dir: str, outputs: dict, parts: list, manifest: dict) 
                 data = handle.read()
             files.append({"path": f"{name}/{posixpath.basename(path)}", "rows": rows.get(posixpath.basename(path), (name, 0))[1],
                           "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    with FileSystems.open(join_path(output_dir, REPORT)) as handle:
-        report_bytes = handle.read()
-    files.append({"path": REPORT, "bytes": len(report_bytes), "sha256": hashlib.sha256(report_bytes).hexdigest()})
+    for name in (PAGE, REPORT):
+        with FileSystems.open(join_path(output_dir, name)) as handle:
+            data = handle.read()
+        files.append({"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     doc = {**manifest, "files": files}
     with FileSystems.create(join_path(output_dir, SUCCESS), mime_type="application/json") as sink:
         sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))

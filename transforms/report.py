@@ -4,6 +4,7 @@ from __future__ import annotations
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Counts, Metric, Reason
+from transforms.report_view import suggestion_text
 
 
 def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | None = None, run_date: str | None = None,
@@ -15,6 +16,7 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         entry = {
             "dpid": ds.dpid,
             "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
+            "decrypts": ds.decrypts,
             "received": counts.get(Metric.RECEIVED, name),
             **{category: 0 for category in OUTCOMES},
             "rejected_by_reason": {},
@@ -73,20 +75,4 @@ def _top_finding(entry: dict) -> str | None:
     if not entry.get("diagnosis"):
         return None
     top = entry["diagnosis"][0]
-    change = ", ".join(f"{field}: {'?' if value is None else value}" for field, value in top["suggestion"].items())
-    return f"diagnosis: {top['message']} (suggested: {change})."
-
-
-def summary_lines(report: dict) -> list[str]:
-    """A short human summary: counts only, no IDs."""
-    if report.get("status") == "staged":
-        return ["job staged (built and submitted, or written as a template): no report until it runs"]
-    out = [f"profiles read: {report['profiles_read']}"]
-    for name, e in report["data_sources"].items():
-        reasons = ", ".join(f"{r}={n}" for r, n in e["rejected_by_reason"].items()) or "none"
-        out.append(
-            f"{name}: received={e['received']} reconciled={e['reconciled']} file_audience={e['file_audience']} "
-            f"unmatched={e['unmatched']} invalid_ids={e['invalid_ids']} format_errors={e['format_errors']} "
-            f"removals_only={e['removals_only']} segments={len(e['segments'])} | rejected by reason: {reasons}"
-        )
-    return out
+    return f"diagnosis: {top['message']} (suggested: {suggestion_text(top)})."

@@ -1,0 +1,53 @@
+"""Write the HTML report of a finished run, a nightly partition or a nightly root.
+
+    audience-sync report PATH [--output FILE]
+    python -m pipelines.report PATH [--output FILE]
+
+PATH (local or gs://) is a run folder (an import or export output, or a nightly partition
+``dt=YYYY-MM-DD/``: the folder of a ``report.json``), or a nightly root (the folder of the
+``dt=YYYY-MM-DD/`` partitions: match rate and members per data source over the published nights).
+The page is written as ``report.html`` in PATH, or to ``--output``. Runs write their page themselves;
+this verb rewrites it, e.g. for runs made before it existed or after an upgrade.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelines import launch
+from pipelines.nightly import partition_name, published_dates
+from transforms.errors import ConfigError
+from transforms.report_pages import has_report, write_nightly_page, write_run_page
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="audience-sync report", description=__doc__.split("\n")[0])
+    parser.add_argument("path", metavar="PATH", help="a run folder, nightly partition or nightly root (local path or gs://)")
+    parser.add_argument("--output", default=None, help="where to write the page (default: PATH/report.html)")
+    return parser.parse_args(argv)
+
+
+def run(argv=None) -> dict:
+    """Write the page; returns ``{"kind": "run" | "nightly root", "page": path, "nights": n}``."""
+    known = parse_args(argv)
+    path = known.path.rstrip("/")
+    if has_report(path):
+        return {"kind": "run", "page": write_run_page(path, known.output)}
+    days = published_dates(path)
+    if days:
+        page = write_nightly_page(path, [(day.isoformat(), partition_name(day)) for day in days], known.output)
+        return {"kind": "nightly root", "page": page, "nights": len(days)}
+    raise ConfigError(f"{path}: no report.json and no published dt=YYYY-MM-DD/ partition: not a run folder or nightly root")
+
+
+def summary_lines(result: dict) -> list[str]:
+    nights = f" ({result['nights']} night{'s' if result['nights'] != 1 else ''})" if "nights" in result else ""
+    return [f"report: {result['page']}{nights}"]
+
+
+def main(argv=None) -> int:
+    return launch.run_job_cli(run, argv, summary_lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The import's main DoFns driven directly (``setup()`` / ``process()`` / ``finish_bundle()``), without
+a pipeline: a change to one of them is checked in a second, not through the end-to-end suite."""
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.utils.windowed_value import WindowedValue
+
+from test_pipeline import UNKNOWN, V1, V2, V3, make_job
+from transforms.arrow_utils import KeyFilter, hash64
+from transforms.dumps import REJECTED_SCHEMA, FileStats
+from transforms.join import JoinShard
+from transforms.join_inputs import KeyProfiles, ReadDumpFile
+from transforms.keys import pack_visitor_ids
+from transforms.outcomes import COUNTS, Count, Metric
+from transforms.publish import ADD, WriteParts, _WritePart
+
+
+def run_dofn(fn: beam.DoFn, *elements_and_side_inputs) -> tuple[list, dict[str, list]]:
+    """setup(), start_bundle(), process() per element, finish_bundle(), teardown(): the main outputs
+    and the tagged outputs by tag (WindowedValues of finish_bundle unwrapped)."""
+    main, tagged = [], {}
+
+    def collect(out):
+        if isinstance(out, beam.pvalue.TaggedOutput):
+            value = out.value.value if isinstance(out.value, WindowedValue) else out.value
+            tagged.setdefault(out.tag, []).append(value)
+        else:
+            main.append(out.value if isinstance(out, WindowedValue) else out)
+
+    fn.setup()
+    fn.start_bundle()
+    for element, side_inputs in elements_and_side_inputs:
+        for out in fn.process(element, *side_inputs) or ():
+            collect(out)
+    for out in fn.finish_bundle() or ():
+        collect(out)
+    fn.teardown()
+    return main, tagged
+
+
+def summed(counts: list) -> dict[Count, int]:
+    totals: dict[Count, int] = {}
+    for key, n in counts:
+        totals[key] = totals.get(key, 0) + n
+    return totals
+
+
+def test_read_dump_file_keys_shards_and_routes_every_line(tmp_path):
+    cfg = make_job(tmp_path)
+    path = str(next((tmp_path / "vis").iterdir()))
+    shards, tagged = run_dofn(ReadDumpFile(cfg, run_date=None), (("vis", path), ()))
+    keyed = pa.concat_tables([rows for _, rows in shards])
+    assert {bucket for (name, bucket), _ in shards} <= set(range(cfg.buckets))
+    assert all(name == "vis" for (name, _), _ in shards)
+    # six lines: V1, V3, UNKNOWN and V2 (removals only) are keyed... except the removals-only line
+    assert sorted(keyed["line"].to_pylist()) == [1, 2, 3]
+    assert set(keyed["key"].to_pylist()) == set(pack_visitor_ids(pa.array([V1, V3, UNKNOWN])).to_pylist())
+    rejected = pa.concat_tables(tagged[ReadDumpFile.REJECTED])
+    assert sorted(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist())) == [
+        (4, "invalid_visitor_id"), (5, "empty_line"), (6, "removals_only")]
+    assert summed(tagged[COUNTS]) == {Count(Metric.RECEIVED, "vis"): 6}
+    (stats_path, stats), = tagged[ReadDumpFile.FILE_STATS]
+    assert stats_path == path and isinstance(stats, FileStats) and stats.lines == 6
+    (name, hashes), = tagged[ReadDumpFile.KEY_HASHES]
+    assert name == "vis" and np.array_equal(np.sort(hashes), np.sort(hash64(keyed["key"])))
+
+
+def test_key_profiles_keeps_only_the_candidates_the_bloom_filter_lets_through(tmp_path):
+    cfg = make_job(tmp_path)
+    wanted = pack_visitor_ids(pa.array([V3]))
+    filters = {"vis": KeyFilter(hash64(wanted))}  # no filter for "hashed": it keeps nothing
+    shards, tagged = run_dofn(KeyProfiles(cfg), (str(tmp_path / "profiles.parquet"), (filters,)))
+    rows = pa.concat_tables([t for (name, _), t in shards if name == "vis"])
+    assert sorted(rows["profile_id"].to_pylist()) == ["p2", "p3"]  # V3 is on both
+    assert set(rows["key"].to_pylist()) == set(wanted.to_pylist())
+    assert not [t for (name, _), t in shards if name == "hashed"]
+    counts = summed(tagged[COUNTS])
+    assert counts[Count(Metric.PROFILES_READ)] == 3
+    assert counts[Count(Metric.PROFILE_KEYS, "vis")] == 4  # V1, V2, V3, V3
+    assert counts[Count(Metric.PROFILE_KEYS_SHUFFLED, "vis")] == 2
+    assert counts[Count(Metric.PROFILE_KEYS, "hashed")] == 2 and counts[Count(Metric.PROFILE_VALUES_WITHOUT_KEY, "hashed")] == 1
+
+
+class _MultiMap:
+    """What a runner hands JoinShard for ``AsMultiMap``: lookup by key, [] when absent."""
+
+    def __init__(self, mapping):
+        self._mapping = mapping
+
+    def __getitem__(self, key):
+        return self._mapping.get(key, [])
+
+
+def test_join_shard_emits_memberships_rejections_and_counts(tmp_path):
+    cfg = make_job(tmp_path)
+    path = str(next((tmp_path / "vis").iterdir()))
+    dump_shards, _ = run_dofn(ReadDumpFile(cfg, run_date=None), (("vis", path), ()))
+    profile_shards, _ = run_dofn(KeyProfiles(cfg), (str(tmp_path / "profiles.parquet"),
+                                                     ({"vis": KeyFilter(hash64(pack_visitor_ids(pa.array([V1, V2, V3]))))},)))
+    by_shard: dict = {}
+    for shard, table in profile_shards:
+        by_shard.setdefault(shard, []).append(table)
+    grouped: dict = {}
+    for shard, table in dump_shards:
+        grouped.setdefault(shard, []).append(table)
+    members, tagged = run_dofn(JoinShard(cfg), *[((shard, tables), (_MultiMap(by_shard),)) for shard, tables in grouped.items()])
+    rows = pa.concat_tables(members)
+    got = set(zip(rows["segment_id"].cast(pa.string()).to_pylist(), rows["profile_id"].to_pylist()))
+    assert got == {("10", "p1"), ("11", "p1"), ("11", "p2"), ("11", "p3")}
+    rejected = pa.concat_tables(tagged[JoinShard.REJECTED])
+    assert rejected["reason"].to_pylist() == ["no_matching_profile"] and rejected["line"].to_pylist() == [3]
+    assert summed(tagged[COUNTS]) == {Count(Metric.RECONCILED, "vis"): 2}
+    assert JoinShard.FILE_AUDIENCE not in tagged  # a visitor source keeps no file audience
+
+
+def test_write_part_sorts_dedupes_writes_and_counts(tmp_path):
+    spec = WriteParts("rejected", REJECTED_SCHEMA, ["data_source", "source_file", "line"], "line", str(tmp_path),
+                      buckets=4, dedupe=True, count_column="reason", count_metric=Metric.REJECTED, threads=2)
+    table = pa.table({"data_source": ["b", "a", "a", "a"], "source_file": ["f", "f", "f", "f"], "line": [2, 9, 1, 9],
+                      "reason": ["empty_line", "malformed_line", "empty_line", "malformed_line"]}, schema=REJECTED_SCHEMA)
+    counts, tagged = run_dofn(_WritePart(spec), ((3, [(ADD, table)]), ()))
+    (name, path, rows), = tagged[WriteParts.PARTS]
+    assert (name, rows) == ("rejected", 3) and path.endswith("rejected/part-00003-of-00004.parquet")
+    written = pq.read_table(path)
+    assert written.to_pylist() == [
+        {"data_source": "a", "source_file": "f", "line": 1, "reason": "empty_line"},
+        {"data_source": "a", "source_file": "f", "line": 9, "reason": "malformed_line"},
+        {"data_source": "b", "source_file": "f", "line": 2, "reason": "empty_line"},
+    ]
+    assert summed(counts) == {Count(Metric.REJECTED, "a", "empty_line"): 1, Count(Metric.REJECTED, "a", "malformed_line"): 1,
+                              Count(Metric.REJECTED, "b", "empty_line"): 1}

@@ -1,0 +1,301 @@
+"""report.html: what the page shows (funnel, reasons, segments, diagnosis, trend), that it is one
+self-contained file with no record value in it, and where it is written (every run, the nightly
+root, ``audience-sync report``)."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DEMO, ROOT
+from page_dom import figures
+from pipelines import nightly
+from transforms.html_report import render_nightly, render_run, NightReport
+from transforms.outcomes import DECRYPT_FAILURES, Reason
+from transforms.publish import publish_outputs
+
+CLI = [sys.executable, "-m", "pipelines.cli"]
+
+# A finding in the shape the mismatch diagnosis writes (report.json, per data source).
+FINDINGS = [
+    {"kind": "digest", "suggestion": {"digest": "base64"}, "would_match": 310, "sampled": 5000,
+     "message": "310 of 5,000 sampled unmatched hashes match profile emails as base64 digests"},
+    {"kind": "normalization", "suggestion": {"normalization": "uid2"}, "would_match": 4120, "sampled": 5000,
+     "message": "4,120 of 5,000 sampled unmatched hashes match profile emails under uid2 rules"},
+]
+
+
+def cli(*args):
+    return subprocess.run([*CLI, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("html-demo") / "out"
+    result = cli("import", "--config", DEMO / "job.yaml", "--output", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def expected_figures(report: dict) -> dict[tuple, str]:
+    """What the page must show for an import report, computed here from report.json alone:
+    ``{(data source, row, name): text}`` (see tests/page_dom.py)."""
+    want = {}
+    for name, e in report["data_sources"].items():
+        rejected = e["format_errors"] + e["invalid_ids"] + e["removals_only"]
+        members = sum(s["members"] for s in e["segments"].values())
+        looked_up = e["reconciled"] + e["unmatched"] + e["file_audience"]
+        rate = f"{e['reconciled'] / looked_up:.1%}" if looked_up else "-"
+        overview = ("data-row", "overview")
+        for key, value in (("received", e["received"]), ("reconciled", e["reconciled"]), ("file_audience", e["file_audience"]),
+                           ("unmatched", e["unmatched"]), ("rejected", rejected), ("members", members)):
+            want[(name, overview, key)] = f"{value:,}"
+        want[(name, overview, "match_rate")] = rate
+        want[(name, None, "match_rate")] = rate
+        want[(name, None, "memberships")] = f"{members:,}"
+        to_add = e["received"] - e["format_errors"] - e["removals_only"]
+        steps = {"received": e["received"], "well_formed": e["received"] - e["format_errors"], "to_add": to_add,
+                 "valid_ids": to_add - e["invalid_ids"], "matched": e["reconciled"]}
+        if e["decrypts"]:
+            steps["decrypted"] = to_add - sum(e["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
+            steps["file_audience"] = e["file_audience"]
+        for step, value in steps.items():
+            want[(name, ("data-step", step), step)] = f"{value:,}"
+        for reason, n in e["rejected_by_reason"].items():
+            want[(name, ("data-reason", reason), "reason")] = f"{n:,}"
+        for segment, s in e["segments"].items():
+            want[(name, ("data-segment", segment), "members")] = f"{s['members']:,}"
+        for finding in e.get("diagnosis", []):
+            want[(name, ("data-finding", finding["kind"]), "would_match")] = f"{finding['would_match']:,}"
+            want[(name, ("data-finding", finding["kind"]), "sampled")] = f"{finding['sampled']:,}"
+    return want
+
+
+def shown(html: str) -> dict[tuple, str]:
+    return {(f.source, f.row, f.name): f.text for f in figures(html)}
+
+
+def assert_shows_the_report(html: str, report: dict) -> None:
+    want, got = expected_figures(report), shown(html)
+    wrong = {k: (v, got.get(k)) for k, v in want.items() if got.get(k) != v}
+    assert not wrong, wrong
+    assert {s for s, _, _ in got if s} == set(report["data_sources"])
+
+
+def assert_self_contained(html: str) -> None:
+    """One file: nothing fetched, nothing run (checked on the parsed tags, not on escaped text)."""
+    tags = elements(html)
+    assert not {t for t, _ in tags} & {"script", "link", "img", "iframe", "object", "embed", "base", "image", "use"}
+    for tag, attrs in tags:
+        assert not [a for a in attrs if a.startswith("on")], (tag, attrs)  # no event handler
+        for attr in ("src", "href", "xlink:href", "action", "srcset"):
+            target = (attrs.get(attr) or "").strip().lower()
+            assert not target or target.startswith("#") or re.fullmatch(r"dt=\d{4}-\d{2}-\d{2}/report\.html", target), (tag, attrs)
+    style = html.lower()[html.lower().index("<style>"):html.lower().index("</style>")]
+    assert "url(" not in style and "@import" not in style and "@font-face" not in style
+
+
+def elements(html: str) -> list[tuple[str, dict]]:
+    from html.parser import HTMLParser
+
+    found = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, dict(attrs)))
+
+    Tags().feed(html)
+    return found
+
+
+def demo_needles() -> list[str]:
+    """Every demo address, phone, visitor ID and the demo key and IV."""
+    profiles = pq.read_table(DEMO / "profiles.parquet").to_pylist()
+    needles = [(DEMO / "keys" / f).read_text().strip() for f in ("demo-only-aes256.key", "demo-only-iv.hex")]
+    needles += [p["email"].strip() for p in profiles if p["email"]]
+    needles += [p["mobile"] for p in profiles if p["mobile"]] + [v for p in profiles for v in p["visitor_ids"]]
+    needles += [p["profile_id"] for p in profiles if len(p["profile_id"]) > 6]
+    return needles
+
+
+# -------------------------------------------------------------------------------------------------
+# A run's page
+# -------------------------------------------------------------------------------------------------
+def test_demo_run_writes_its_page_with_the_reports_numbers(demo_out):
+    report = json.loads((demo_out / "report.json").read_text())
+    html = (demo_out / "report.html").read_text()
+    assert_shows_the_report(html, report)
+    assert_self_contained(html)
+    for entry in report["data_sources"].values():  # every reason is explained
+        for reason in entry["rejected_by_reason"]:
+            assert Reason(reason).description.replace("'", "&#39;") in html
+
+
+def test_demo_page_carries_no_address_id_or_key(demo_out):
+    html = (demo_out / "report.html").read_text().lower()
+    needles = demo_needles()
+    assert len(needles) > 500
+    assert [n for n in needles if n.lower() in html] == []
+
+
+def test_findings_are_shown_best_first_with_their_config_change():
+    report = _import_report()
+    entry = report["data_sources"]["crm-hashed-emails"]
+    entry["diagnosis"] = copy.deepcopy(FINDINGS)
+    report["data_sources"]["visitors"]["diagnosis"] = []
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    section = html[html.index('data-source="crm-hashed-emails"', html.index("</table>")):]
+    best, other = section.index("under uid2 rules"), section.index("as base64 digests")
+    assert best < other  # sorted by would_match
+    assert "normalization: uid2" in section and "digest: base64" in section  # the change, as YAML
+    overview_row = html[html.index('<tr data-source="crm-hashed-emails"'):].split("</tr>")[0]
+    assert "normalization: uid2 (4,120 of 5,000 sampled)" in overview_row
+    visitors = html[html.index('id="ds-visitors"'):html.index('id="ds-crm-hashed-emails"')]
+    assert "No finding" in visitors
+    plain = html[html.index('id="ds-crm-plain"'):html.index('id="ds-web-encrypted-emails"')]
+    assert "Diagnosis" not in plain  # not diagnosed: no section at all
+
+
+def test_everything_from_the_report_is_escaped():
+    report = _import_report()
+    entry = report["data_sources"]["crm-plain"]
+    entry["diagnosis"] = [{"kind": "<b>kind", "suggestion": {"match_on": "<img src=x onerror=alert(1)>"},
+                           "would_match": 5, "sampled": 10, "message": "</p><script>alert(1)</script>"}]
+    report["data_sources"]["<svg onload=alert(1)>"] = report["data_sources"].pop("visitors")
+    html = render_run(report)
+    assert_self_contained(html)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;svg onload=alert(1)&gt;" in html
+
+
+def test_a_page_that_cannot_be_rendered_publishes_nothing(tmp_path):
+    out, run_dir = tmp_path / "out", tmp_path / "out" / "_incomplete-x"
+    (out / "reconciled").mkdir(parents=True)
+    (out / "reconciled" / "part-00000-of-00001.parquet").write_bytes(b"previous")
+    (out / "report.json").write_text('{"job": "import"}')
+    run_dir.mkdir()
+    with pytest.raises(Exception):
+        publish_outputs(str(out), str(run_dir), {"reconciled": None}, [], {"job": "import"})  # no data_sources
+    assert (out / "report.json").read_text() == '{"job": "import"}'
+    assert (out / "reconciled" / "part-00000-of-00001.parquet").read_bytes() == b"previous"
+    assert not (out / "report.html").exists()
+
+
+def test_export_page_shows_every_count_of_its_report_and_extra_ones():
+    report = {"job": "export", "run_date": "2026-11-22", "audience": "Summer <sale>", "segment": '"segment"="Summer <sale>"',
+              "data_source": "hashed", "dpid": 12345, "id_type": "declared/hashed", "targets_path": "t.csv", "existing": [],
+              "target_rows": 9, "targets": 7, "exported": 4, "lines": 3, "nothing_to_send": False,
+              "removed_by_reason": {"opted_out": 2, "left_the_audience": 5},  # a later export's extra counts
+              "files": [{"name": "ftp_dpm_12345_1795305600.sync.gz", "sequence": 1, "lines": 3, "bytes": 178, "md5": "x"}],
+              "control_file": "ftp_dpm_12345_1795305600.info"}
+    html = render_run(report)
+    got = shown(html)
+    for key in ("target_rows", "targets", "exported", "lines"):
+        assert got[(None, ("data-key", key), key)] == f"{report[key]:,}"
+    assert (None, ("data-key", "dpid"), "dpid") not in got  # an id, not a count
+    for key, n in report["removed_by_reason"].items():
+        assert got[(None, ("data-key", key), key)] == str(n)
+    assert got[(None, ("data-file", "ftp_dpm_12345_1795305600.sync.gz"), "lines")] == "3"
+    assert "Summer &lt;sale&gt;" in html
+    assert_self_contained(html)
+
+
+def test_export_run_writes_its_page(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_export as t
+
+    cfg = t.write_job(tmp_path / "job")
+    t.write_targets(tmp_path / "targets.csv", t.TARGETS)
+    result = cli("export", "--config", cfg, "--audience", "Summer sale", "--targets", tmp_path / "targets.csv",
+                 "--output", tmp_path / "out", "--data-source", "hashed", "--run-date", t.RUN_DATE)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    got = shown((tmp_path / "out" / "report.html").read_text())
+    for key in ("target_rows", "targets", "exported", "unmapped", "opted_out", "unknown_profile", "lines"):
+        assert got[(None, ("data-key", key), key)] == f"{report[key]:,}", key
+    assert f"report: {tmp_path / 'out' / 'report.html'}" in result.stdout
+
+
+# -------------------------------------------------------------------------------------------------
+# Nightly root and the report verb
+# -------------------------------------------------------------------------------------------------
+def _import_report() -> dict:
+    return json.loads((Path(__file__).parent / "data" / "report-import.json").read_text())
+
+
+def _night(root: Path, day: str, report: dict) -> None:
+    folder = root / f"dt={day}"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "_SUCCESS").write_text("{}")
+
+
+def test_nightly_root_page_shows_the_trend_and_flags_a_drop(tmp_path):
+    root = tmp_path / "root"
+    base = _import_report()
+    for day in ("2026-11-20", "2026-11-21", "2026-11-23"):  # a night is missing: the chart keeps dates apart
+        _night(root, day, base)
+    dropped = copy.deepcopy(base)
+    e = dropped["data_sources"]["crm-hashed-emails"]
+    e["unmatched"], e["reconciled"] = e["unmatched"] + e["reconciled"] - 3, 3
+    _night(root, "2026-11-24", dropped)
+    (root / "dt=2026-11-25").mkdir()  # not published (no _SUCCESS): not a night
+    result = cli("report", root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"report: {root / 'report.html'} (4 nights)"
+    html = (root / "report.html").read_text()
+    assert_self_contained(html)
+    got = figures(html)
+    rates = [(f.row[1], f.text) for f in got if f.source == "crm-hashed-emails" and f.name == "match_rate" and f.row]
+    assert [d for d, _ in rates] == ["2026-11-20", "2026-11-21", "2026-11-23", "2026-11-24"]
+    assert rates[-1][1] == f"{3 / (e['unmatched'] + 3 + e['file_audience']):.1%}"
+    sections = {name: html[html.index(f'data-source="{name}"'):].split("</section>")[0] for name in base["data_sources"]}
+    assert "match rate dropped" in sections["crm-hashed-emails"]
+    assert [n for n, s in sections.items() if "dropped" in s] == ["crm-hashed-emails"]
+    assert 'href="dt=2026-11-24/report.html"' in html
+    assert html.count("<svg") == 2 * len(base["data_sources"])
+
+
+def test_report_verb_rewrites_a_runs_page_byte_for_byte(demo_out, tmp_path):
+    written = (demo_out / "report.html").read_bytes()
+    result = cli("report", demo_out, "--output", tmp_path / "again.html")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "again.html").read_bytes() == written
+
+
+def test_report_verb_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = cli("report", tmp_path)
+    assert result.returncode == 2
+    assert "not a run folder or nightly root" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "report.json").write_text("{not json")
+    result = cli("report", tmp_path)
+    assert result.returncode == 1 and "report.json: no readable report" in result.stderr
+
+
+def test_nightly_run_writes_the_partition_page_and_the_root_page(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_nightly import V, dump, write_job
+
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-20", "full", [f"{V[1]} 10", f"{V[2]} 10,11"])
+    dump(tmp_path, "2026-11-21", "full", [f"{V[1]} 10", f"{V[5]} 10"])
+    nightly.run(["--config", str(config), "--root", str(root), "--backfill", "2026-11-20:2026-11-21"])
+    manifest = json.loads((root / "dt=2026-11-21" / "_SUCCESS").read_text())
+    assert "report.html" in {f["path"] for f in manifest["files"]}
+    night = (root / "dt=2026-11-21" / "report.html").read_text()
+    assert_shows_the_report(night, json.loads((root / "dt=2026-11-21" / "report.json").read_text()))
+    rates = [f.text for f in figures((root / "report.html").read_text()) if f.name == "match_rate" and f.row]
+    assert rates == ["100.0%", "50.0%"]
+
+
+def test_html_report_module_renders_a_root_without_nights():
+    html = render_nightly([])
+    assert "No published night yet" in html
+    assert_self_contained(html)
+    assert render_nightly([NightReport("2026-11-20", "dt=2026-11-20/report.html", _import_report())]).count("<svg") == 10

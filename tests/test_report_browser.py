@@ -1,0 +1,65 @@
+"""report.html in a real browser: headless Chromium (Debian's ``chromium``, installed by scripts/test)
+renders the demo's page, the figures in its DOM are those of report.json, and its screenshot shows a
+page (the page has no script: tests/test_html_report.py checks every tag).
+
+Without a browser this test fails: set AUDIENCE_SYNC_SKIP_BROWSER=1 to skip it on purpose (the skip
+is then listed in pytest's summary)."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DEMO, ROOT
+from page_dom import figures
+from report_screenshot import find_chromium, run_chromium
+from test_html_report import assert_shows_the_report
+
+SKIP_ENV = "AUDIENCE_SYNC_SKIP_BROWSER"
+
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    found = find_chromium()
+    if found is None:
+        if os.environ.get(SKIP_ENV) == "1":
+            pytest.skip(f"no chromium, and {SKIP_ENV}=1 says to skip the browser test")
+        pytest.fail(f"chromium not found: scripts/test installs it (apt-get install chromium); "
+                    f"set {SKIP_ENV}=1 to skip this test on purpose")
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo_page(tmp_path_factory):
+    out = tmp_path_factory.mktemp("browser-demo") / "out"
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(DEMO / "job.yaml"),
+                             "--output", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_chromium_shows_the_numbers_of_report_json(browser, demo_page):
+    done = run_chromium(browser, demo_page / "report.html", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert dom.lstrip().lower().startswith("<!doctype html>"), done.stderr[-2000:]
+    report = json.loads((demo_page / "report.json").read_text())
+    assert_shows_the_report(dom, report)  # what Chromium parsed, not our own HTML text
+    assert len(figures(dom)) > 100
+
+
+def test_chromium_renders_a_screenshot_of_the_page(browser, demo_page, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "shot.png"
+    done = run_chromium(browser, demo_page / "report.html", f"--screenshot={png}", size="1000,1200")
+    assert done.returncode == 0 and png.is_file(), done.stderr[-2000:]
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (1000, 1200)
+    with Image.open(png) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50  # text, bars and tables, not a blank page

@@ -1,0 +1,125 @@
+"""What a person sees on the terminal: the end-of-run table, the page's path, progress while a job
+runs (at a steady interval, counts only), and nothing but errors with --quiet."""
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from conftest import DEMO, ROOT
+from pipelines.options import pipeline_options
+from test_html_report import FINDINGS, demo_needles
+from transforms import progress
+from transforms.outcomes import runner_counter
+from transforms.summary import COLUMNS, summary_lines
+
+CLI = [sys.executable, "-m", "pipelines.cli"]
+REPORT = json.loads((Path(__file__).parent / "data" / "report-import.json").read_text())
+
+
+def cli(*args):
+    return subprocess.run([*CLI, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def columns(header: str) -> list[tuple[int, int]]:
+    """(start, end) of each header cell (cells are separated by two or more blanks)."""
+    return [m.span() for m in re.finditer(r"\S+(?: \S+)*", header)]
+
+
+def test_summary_is_an_aligned_table_with_a_total_and_the_top_finding():
+    report = copy.deepcopy(REPORT)
+    report["data_sources"]["crm-hashed-emails"]["diagnosis"] = copy.deepcopy(FINDINGS)
+    lines = summary_lines(report)
+    assert lines[0] == "profiles read: 300"
+    header = lines[1]
+    assert [header[a:b] for a, b in columns(header)] == list(COLUMNS)
+    rows = {line.split("  ")[0].strip(): line for line in lines[2:8]}
+    assert list(rows) == [*report["data_sources"], "total"]
+    spans = columns(header)
+    for name, line in rows.items():
+        for (start, end), column in zip(spans, COLUMNS):
+            if column in ("data source", "top diagnosis"):
+                continue
+            assert line[end - 1] != " " and (end == len(line) or line[end] == " "), (name, column)  # right-aligned
+    hashed = rows["crm-hashed-emails"].split()
+    assert hashed[1:8] == ["200", "116", "0", "61", "23", "65.5%", "203"]
+    assert rows["crm-hashed-emails"][spans[-1][0]:] == "normalization: uid2 (4,120 of 5,000 sampled)"
+    assert rows["visitors"][spans[-1][0]:] == "-"
+    assert rows["total"].split()[1:8] == ["1,000", "638", "47", "216", "99", "70.8%", "1,010"]
+    assert lines[8] == "rejected by reason:"
+    assert lines[9].split() == ["visitors", "no_matching_profile", "56,", "invalid_visitor_id", "10,", "empty_line", "5,",
+                                "removals_only", "3,", "malformed_line", "2,", "trait_not_importable", "1"]
+
+
+def test_progress_lines_name_each_stage_with_its_rate():
+    now = {"dump_files_read": 3, "dump_lines_read": 1_500_000, "profile_rows_read": 200_000, "lines_reconciled": 0,
+           "custom_counter": 7}
+    before = {"dump_files_read": 1, "dump_lines_read": 900_000, "profile_rows_read": 200_000}
+    line = progress.progress_line(now, before, 95.0, 30.0)
+    assert line == ("running 1:35 | read dumps: 3 files, 1,500,000 lines (20,000/s) | read profiles: 200,000 rows"
+                    " | join: 0 lines reconciled | custom_counter: 7")
+    assert progress.progress_line({}, {}, 2.0, 2.0) == "running 0:02 | starting"
+
+
+def test_runner_counters_feed_the_progress_tally_outside_and_inside_beam():
+    progress.TALLY.reset()
+    runner_counter("dump_lines_read").inc(5)
+    runner_counter("dump_lines_read").inc(2)
+    assert progress.TALLY.snapshot() == {"dump_lines_read": 7}
+
+
+def test_progress_is_only_read_where_the_dofns_run_in_this_process():
+    assert progress.runs_here(pipeline_options([]))
+    assert progress.runs_here(pipeline_options(["--direct_running_mode=multi_threading"]))
+    assert not progress.runs_here(pipeline_options(["--direct_running_mode=multi_processing"]))
+    assert not progress.runs_here(PipelineOptions(["--runner=DataflowRunner"]))
+    assert not progress.runs_here(PipelineOptions(["--runner=PortableRunner"]))
+
+
+def test_a_running_import_logs_progress_at_the_interval_asked_and_no_personal_data(tmp_path):
+    result = cli("import", "--config", DEMO / "job.yaml", "--output", tmp_path / "out", "--progress", "0.05")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "audience_sync.progress" in line]
+    assert lines, result.stderr  # a run of a few seconds, a line every 0.05 s
+    for line in lines:
+        assert re.fullmatch(r"INFO audience_sync\.progress: running \d+:\d\d \| .+", line), line
+        read = re.search(r"read dumps: (\d+) files, ([\d,]+) lines", line)
+        assert read is None or (int(read[1]) <= 8 and int(read[2].replace(",", "")) <= 1000)
+    text = result.stderr.lower()
+    assert [n for n in demo_needles() if n.lower() in text] == []
+    assert "Traceback" not in result.stderr
+
+
+def test_quiet_prints_nothing_on_success_not_even_progress(tmp_path):
+    result = cli("import", "--config", DEMO / "job.yaml", "--output", tmp_path / "out", "--quiet", "--progress", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_quiet_still_prints_the_error(tmp_path):
+    result = cli("import", "--config", tmp_path / "missing.yaml", "--output", tmp_path / "out", "--quiet")
+    assert result.returncode == 2 and "audience-sync: configuration error" in result.stderr and result.stdout == ""
+
+
+def test_a_bad_progress_interval_is_a_usage_error(tmp_path):
+    result = cli("import", "--config", DEMO / "job.yaml", "--output", tmp_path / "out", "--progress", "soon")
+    assert result.returncode == 2 and "--progress" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_every_verb_with_its_description():
+    from pipelines.cli import VERBS
+
+    result = cli("--help")
+    assert result.returncode == 0
+    for verb, (module, text) in VERBS.items():
+        assert re.search(rf"^  {verb}\s+{re.escape(text)}$", result.stdout, re.M), verb
+        assert callable(importlib.import_module(module).main)  # every verb's module has main(argv)
+    assert "report" in VERBS and "--progress SECONDS" in result.stdout and "--quiet" in result.stdout

@@ -1,0 +1,166 @@
+"""What a person reads in a run report: figures derived from ``report.json`` (the match funnel, the
+match rate, rejections explained, the top diagnosis finding, a nightly trend), shared by the HTML page
+(:mod:`transforms.html_report`) and the terminal summary (:mod:`transforms.summary`).
+
+Pure functions of the report dicts: no I/O, no record value (a report holds none). The funnel counts
+dump *lines*; memberships (rows written per segment) are another unit and are reported beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transforms.outcomes import DECRYPT_FAILURES, Category, Reason
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of the match funnel: ``lines`` still in it, and what left it before (``lost``)."""
+
+    key: str  # stable name (the page marks each row with it)
+    label: str
+    lines: int
+    lost: int
+    lost_as: str  # what the lines that left at this step count as
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    category: str
+    description: str
+    lines: int
+
+
+def looked_up(entry: dict) -> int:
+    """Lines whose ID was valid and looked up in the profiles: matched, unmatched or kept in the file audience."""
+    return entry[Category.RECONCILED] + entry[Category.UNMATCHED] + entry[Category.FILE_AUDIENCE]
+
+
+def match_rate(entry: dict) -> float | None:
+    """Share of the lines with a valid ID that matched a profile; ``None`` when no line had one."""
+    n = looked_up(entry)
+    return entry[Category.RECONCILED] / n if n else None
+
+
+def rejected_lines(entry: dict) -> int:
+    """Lines rejected before the join (format errors, invalid IDs, removals only)."""
+    return entry[Category.FORMAT_ERRORS] + entry[Category.INVALID_IDS] + entry[Category.REMOVALS_ONLY]
+
+
+def memberships(entry: dict) -> int:
+    return sum(s.get("members", 0) for s in entry["segments"].values())
+
+
+def file_audience_entries(entry: dict) -> int:
+    return sum(s.get("file_audience", 0) for s in entry["segments"].values())
+
+
+def totals(report: dict) -> dict:
+    """The figures of every data source together: received, reconciled, file_audience, unmatched,
+    rejected (lines), members, and the match rate."""
+    entries = list(report["data_sources"].values())
+    total = {k: sum(e[k] for e in entries) for k in ("received", "reconciled", "file_audience", "unmatched")}
+    return {**total, "rejected": sum(rejected_lines(e) for e in entries),
+            "members": sum(memberships(e) for e in entries), "rate": match_rate(total)}
+
+
+def decrypt_failures(entry: dict) -> int:
+    return sum(entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
+
+
+def funnel(entry: dict) -> list[Step]:
+    """received -> well-formed -> with segments to add -> (decrypted) -> valid IDs -> matched.
+
+    The decrypted step appears for data sources that decrypt (``decrypts`` in the report). Lines
+    leaving the last step are unmatched or kept in the file audience (both looked up, no profile)."""
+    received = entry["received"]
+    well_formed = received - entry[Category.FORMAT_ERRORS]
+    to_add = well_formed - entry[Category.REMOVALS_ONLY]
+    valid = to_add - entry[Category.INVALID_IDS]
+    steps = [
+        Step("received", "received", received, 0, ""),
+        Step("well_formed", "well-formed", well_formed, received - well_formed, "format errors"),
+        Step("to_add", "with segments to add", to_add, well_formed - to_add, "removals only"),
+    ]
+    before_valid = to_add
+    if entry.get("decrypts"):
+        decrypted = to_add - decrypt_failures(entry)
+        steps.append(Step("decrypted", "decrypted", decrypted, to_add - decrypted, "decrypt failures"))
+        before_valid = decrypted
+    steps.append(Step("valid_ids", "valid IDs", valid, before_valid - valid, "invalid IDs"))
+    kept = keeps_file_audience(entry)
+    steps.append(Step("matched", "matched a profile", entry[Category.RECONCILED], valid - entry[Category.RECONCILED],
+                      "unmatched or kept in the file audience" if kept else "unmatched"))
+    return steps
+
+
+def keeps_file_audience(entry: dict) -> bool:
+    """Whether the data source's unmatched addresses go to the file audience (or some did)."""
+    return bool(entry[Category.FILE_AUDIENCE] or file_audience_entries(entry) or entry.get("decrypts"))
+
+
+def rejections(entry: dict) -> list[Rejection]:
+    """Rejected lines by reason, most frequent first, with the reason's category and description.
+    A code this version does not know (a report written by another version) is shown as such."""
+    out = []
+    for code, n in entry["rejected_by_reason"].items():
+        try:
+            reason = Reason(code)
+            category, description = reason.category.value, reason.description
+        except ValueError:
+            category, description = "?", "a reason this version does not know"
+        out.append(Rejection(code, category, description, n))
+    return sorted(out, key=lambda r: (-r.lines, r.reason))
+
+
+def findings(entry: dict) -> list[dict] | None:
+    """The mismatch diagnosis' findings, best first; ``None`` when the run did not diagnose."""
+    found = entry.get("diagnosis")
+    if found is None:
+        return None
+    return sorted(found, key=lambda f: -int(f.get("would_match", 0)))
+
+
+def suggestion_text(finding: dict) -> str:
+    """``field: value, ...`` of a finding's suggested config change (one line)."""
+    return ", ".join(f"{field}: {_plain(value)}" for field, value in finding.get("suggestion", {}).items())
+
+
+def top_finding_text(entry: dict) -> str:
+    """The best finding as a short line (terminal), or ``""``."""
+    found = findings(entry)
+    if not found:
+        return ""
+    best = found[0]
+    change = suggestion_text(best) or str(best.get("kind", "?"))
+    return f"{change} ({int(best.get('would_match', 0)):,} of {int(best.get('sampled', 0)):,} sampled)"
+
+
+def _plain(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_plain(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Night:
+    """One data source on one night of a nightly root."""
+
+    date: str
+    received: int
+    reconciled: int
+    match_rate: float | None
+    members: int
+
+
+def trend(nights: list[tuple[str, dict]]) -> dict[str, list[Night]]:
+    """``{data source: [Night, ...]}`` over the nights ``[(date, report), ...]`` (date order), for
+    every data source found on any night; a night without the data source has no entry."""
+    series: dict[str, list[Night]] = {}
+    for day, report in nights:
+        for name, entry in report.get("data_sources", {}).items():
+            series.setdefault(name, []).append(
+                Night(day, entry["received"], entry[Category.RECONCILED], match_rate(entry), memberships(entry)))
+    return series

@@ -1,0 +1,91 @@
+"""An export's target lists: the profile ids a user's targeting selected, read and sharded.
+
+A targets file is a CSV file with a header, or a Parquet file, with a ``profile_id`` column (other
+columns are ignored). Ids are read as strings, exactly as written: no trimming, and ``NA`` or
+``NULL`` are ids like any other. Every row is a distinct target, a repeat of one (counted in the
+classification, where all rows of an id meet), or a blank id (null or empty: counted here and
+dropped).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.arrow_utils import buckets_from_hash, hash64, split_by_bucket
+from transforms.config import format_from_extension
+from transforms.csv_reader import csv_tables
+from transforms.errors import InputError
+from transforms.outcomes import Metric, runner_counter, count
+
+TARGETS_COLUMN = "profile_id"
+TARGET_SCHEMA = pa.schema([(TARGETS_COLUMN, pa.string())])
+
+
+def targets_format(path: str) -> str:
+    fmt = format_from_extension(path)
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"targets must be .csv or .parquet files, not '{fmt}'")
+    return fmt
+
+
+def read_targets(path: str) -> Iterator[pa.Array]:
+    """Yield the ``profile_id`` column of a targets file (CSV with a header, or Parquet) as strings."""
+    fmt = targets_format(path)
+    try:
+        with FileSystems.open(path) as handle:
+            if fmt == "parquet":
+                pf = pq.ParquetFile(handle)
+                if TARGETS_COLUMN not in pf.schema_arrow.names:
+                    raise InputError(path, f"no '{TARGETS_COLUMN}' column")
+                for batch in pf.iter_batches(batch_size=1 << 20, columns=[TARGETS_COLUMN]):
+                    yield _strings(batch.column(0))
+            else:
+                try:
+                    tables = csv_tables(handle, path, [TARGETS_COLUMN], strings_can_be_null=False)
+                except (pa.ArrowInvalid, KeyError):
+                    raise InputError(path, f"no '{TARGETS_COLUMN}' column") from None
+                for table in tables:
+                    yield _strings(table.column(0))
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
+        raise InputError(path, f"cannot read the targets ({type(exc).__name__})") from None
+
+
+def _strings(values) -> pa.Array:
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    return values if pa.types.is_string(values.type) else values.cast(pa.string())
+
+
+class ReadTargetFile(beam.DoFn):
+    """One targets file -> shards ``(bucket, ids)`` (main output, :data:`TARGET_SCHEMA` tables), the
+    ids' hashes (``HASHES``, for the Bloom filter) and counts (``COUNTS``). Blank ids (null or empty)
+    are counted ``blank_target_ids`` and dropped."""
+
+    COUNTS, HASHES = "counts", "target_hashes"
+
+    def __init__(self, buckets: int):
+        self._buckets = buckets
+
+    def setup(self):
+        self._rows = runner_counter("target_rows")
+
+    def process(self, path: str):
+        for ids in read_targets(path):
+            self._rows.inc(len(ids))
+            blank = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
+            kept = pc.filter(ids, pc.invert(blank))
+            yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.TARGET_ROWS, len(ids)))
+            yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.BLANK_TARGET_IDS, len(ids) - len(kept)))
+            if len(kept):
+                hashes = hash64(kept)
+                yield beam.pvalue.TaggedOutput(self.HASHES, hashes)
+                table = pa.table({TARGETS_COLUMN: kept}, schema=TARGET_SCHEMA)
+                yield from split_by_bucket(table, buckets_from_hash(hashes, self._buckets))
