@@ -51,8 +51,9 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental)
 
-    def state(name: str, keys: list[str], removals: beam.PCollection):
-        """Tonight's rows of one output; with ``incremental``, merged with the previous state."""
+    def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False):
+        """Tonight's rows of one output; with ``incremental``, merged with the previous state
+        (``replace``: tonight's rows supersede the previous rows with their key)."""
         additions = getattr(result, name)
         if not incremental:
             return additions, {}
@@ -60,9 +61,9 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         tagged = (
             additions | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
             removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
-            p | f"Previous{name}" >> PreviousState(folder),
+            p | f"Previous{name}" >> PreviousState(folder, OUTPUTS[name]),
         ) | f"Flatten{name}State" >> beam.Flatten()
-        merge = {"merge": merge_state(keys, name), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
+        merge = {"merge": merge_state(keys, name, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
         return tagged, merge
 
     keys = ["data_source", "segment_id", "profile_id"]
@@ -72,7 +73,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         dedupe=True, count_column="segment_id", count_metric=Metric.MEMBERS, **merge,
     )
     keys = ["data_source", "segment_id", "address"]
-    tables, merge = state("file_audience", keys, result.file_audience_removed)
+    tables, merge = state("file_audience", keys, result.file_audience_removed, replace=True)
     file_audience = tables | "WriteFileAudience" >> WriteParts(
         "file_audience", FILE_AUDIENCE_SCHEMA, keys, "address", run_dir, cfg.buckets, threads=cfg.threads,
         dedupe=True, count_column="segment_id", count_metric=Metric.FILE_AUDIENCE_MEMBERS, **merge,

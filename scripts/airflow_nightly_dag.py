@@ -1,48 +1,145 @@
-r"""Airflow DAG: the nightly import, scheduled with the Beam provider's BeamRunPythonPipelineOperator.
+r"""Airflow DAG: the nightly import (``audience-sync nightly``), one run per night, on the Beam provider.
 
-Copy this file into the DAGs folder of an Airflow with `apache-airflow-providers-apache-beam` and
-this project installed in the worker environment (`pip install audience-sync` / the wheel), and set
-the Airflow Variables `audience_sync_config` and `audience_sync_root` (gs:// paths). The operator runs
-`python pipelines/nightly.py --config=... --root=... --date={{ ds }} ...` and appends its own flags
-(`--labels=airflow-version=...`): the job passes flags it does not know to Beam's PipelineOptions.
+Needs **Airflow 3** with ``apache-airflow-providers-apache-beam`` **and**
+``apache-airflow-providers-google``: the Beam operators refuse to be built without the Google provider,
+whatever the runner (``BeamDataflowMixin.__init__`` raises ``AirflowOptionalProviderFeatureException``),
+so without it this file does not import. Tested with the versions in ``scripts/airflow-requirements.txt``
+(``tests/test_airflow_dag.py``). Copy this file into the DAGs folder.
 
-Without Airflow (e.g. in the tests) the module still imports: only NIGHTLY_OPTIONS is defined.
+The job runs in **its own virtualenv** (Beam 2.77 and this project's pins), not in Airflow's: the Variable
+``audience_sync_python`` names that venv's interpreter, and each night the worker runs
 
-A plain cron line does the same on one machine (runs yesterday's night at 03:00 UTC):
+    <audience_sync_python> -m pipelines.nightly --runner=<runner> --config=<config> --root=<root> \
+        --date=<night> --labels=airflow-version=v3-3-2 [more Beam flags]
+
+from any working directory (``-m`` finds the installed package). Airflow Variables (also settable as
+``AIRFLOW_VAR_<NAME>`` environment variables):
+
+- ``audience_sync_config`` (required): the job YAML; ``audience_sync_root`` (required): the partitions root.
+- ``audience_sync_python`` (required): e.g. ``/srv/audience-sync/.venv/bin/python``.
+- ``audience_sync_runner``: ``FnApiRunner`` (default: the pinned local runner, in_memory, one worker,
+  in the worker's process tree) or ``DataflowRunner``. Never Beam's ``DirectRunner``: in Beam 2.77 it
+  first downloads the Prism runner.
+- Dataflow only: ``audience_sync_gcp_project`` (default: the ``google_cloud_default`` connection's),
+  ``audience_sync_region`` (default ``europe-west1``); the operator names the job
+  ``audience-sync-nightly-<suffix>`` and passes ``--project``, ``--region``, ``--job_name``.
+- ``audience_sync_beam_options``: a JSON object of more Beam flags, e.g. for Dataflow
+  ``{"temp_location": "gs://B/dataflow/tmp", "staging_location": "gs://B/dataflow/staging",
+  "sdk_container_image": "...", "service_account_email": "...", "max_num_workers": 8, "labels": {...}}``.
+  It may not set what the DAG owns (config, root, date, runner, project, region, job name, force).
+
+**Which night.** A run's logical date is the night it imports (``--date={{ ds }}``). The timetable is
+an explicit ``CronDataIntervalTimetable`` at 03:00 UTC, so Airflow's ``create_cron_data_intervals``
+setting cannot shift it: the run for night N covers [N 03:00, N+1 03:00) and starts at 03:00 on N+1
+(the 03:00 run on day D imports D-1). To rerun or test a night, use its date: ``airflow tasks test
+audience_sync_nightly import_night 2026-11-22``, or trigger with logical date 2026-11-22. A run dated
+today or later fails before the job starts: that night's dumps are not complete yet, and publishing
+part of it would make its scheduled run skip it ("already published"). ``catchup=True`` runs missed
+nights in order from ``start_date`` (the first night) and ``max_active_runs=1`` keeps them serial: a
+night builds on the previous published one.
+
+A failed job fails the task (the launcher exits 1 or 2 with one line naming the cause). On Dataflow the
+launcher waits for its job, so the task does too: the CLI logs at WARNING, so the provider does not see
+Beam's "Created job with id" line, waits for the launcher's exit code, then finds the finished job by
+its name and checks its final state. The provider warns "dataflow_config is defined but runner is
+different" on every local run: harmless.
+
+Without Airflow (e.g. in the project's own tests) the module still imports: only the option templates
+and checks below are defined. A plain cron line does the same on one machine (yesterday's night at 03:00 UTC):
     0 3 * * *  cd /srv/audience-sync && .venv/bin/audience-sync nightly --config job.yaml --root /data/audiences --date $(date -u -d yesterday +\%F)
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import importlib.util
+import json
+from datetime import date, datetime, timedelta, timezone
 
+DAG_ID = "audience_sync_nightly"
+TASK_ID = "import_night"
+SCHEDULE = "0 3 * * *"  # UTC
+
+NIGHT = "{{ ds }}"  # the logical date: the start of the run's data interval for scheduled runs
 NIGHTLY_OPTIONS = {
     "config": "{{ var.value.audience_sync_config }}",
     "root": "{{ var.value.audience_sync_root }}",
-    "date": "{{ ds }}",
-    # Beam flags, for Dataflow (drop these three for the local runner):
-    "runner": "DataflowRunner",
-    "project": "{{ var.value.gcp_project }}",
-    "region": "europe-west1",
+    "date": NIGHT,
 }
+RUNNER = "{{ var.value.get('audience_sync_runner', 'FnApiRunner') }}"
+PYTHON = "{{ var.value.audience_sync_python }}"
+BEAM_OPTIONS = "{{ var.value.get('audience_sync_beam_options', '{}') }}"
+DATAFLOW_CONFIG = {
+    "job_name": "audience-sync-nightly",
+    "project_id": "{{ var.value.get('audience_sync_gcp_project', '') }}",
+    "location": "{{ var.value.get('audience_sync_region', 'europe-west1') }}",
+}
+# Flags the DAG (or the operator, on Dataflow) sets itself; a Variable overriding them would run
+# another night, another config or another runner than the one the run shows.
+OWNED_OPTIONS = frozenset({"config", "root", "date", "backfill", "force", "runner", "project", "region",
+                           "job_name"})
 
-try:  # pragma: no cover - only where Airflow is installed
-    from airflow import DAG
+
+def extra_beam_options(text: str) -> dict:
+    """The ``audience_sync_beam_options`` Variable, checked: a JSON object not touching the DAG's flags."""
+    try:
+        extra = json.loads(text or "{}")
+    except ValueError as exc:
+        raise ValueError(f"Variable audience_sync_beam_options: not JSON ({exc.msg})") from None
+    if not isinstance(extra, dict):
+        raise ValueError("Variable audience_sync_beam_options: expected a JSON object of Beam flags")
+    owned = sorted(OWNED_OPTIONS & {key.replace("-", "_") for key in extra})
+    if owned:
+        raise ValueError(f"Variable audience_sync_beam_options: may not set {', '.join(owned)} (the DAG sets them)")
+    if not isinstance(extra.get("labels", {}), dict):  # the operator adds its airflow-version label to them
+        raise ValueError('Variable audience_sync_beam_options: "labels" must be a JSON object')
+    return extra
+
+
+def check_night_is_over(night: str, now: datetime | None = None) -> None:
+    """Refuse a night that has not ended (UTC): its dumps are not complete, and a partial publish
+    would make the night's scheduled run skip it as "already published"."""
+    today = (now or datetime.now(timezone.utc)).date()
+    if date.fromisoformat(night) >= today:
+        raise ValueError(f"night {night} is not over (today is {today} UTC): run a past night's date")
+
+
+# Only where Airflow is installed (the project's tests import this module without it). There, a missing
+# provider must be an import error that Airflow shows, never a file that silently defines no DAG.
+if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
     from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
-except ImportError:  # the tests parse NIGHTLY_OPTIONS without Airflow
-    DAG = None
+    from airflow.sdk import DAG, CronDataIntervalTimetable
 
-if DAG is not None:  # pragma: no cover
+    class NightlyImportOperator(BeamRunPythonPipelineOperator):
+        """The Beam operator, with the interpreter templated (a Variable names the job's venv), more
+        Beam flags from a JSON Variable merged after rendering, and no night imported before its end."""
+
+        template_fields = (*BeamRunPythonPipelineOperator.template_fields, "py_interpreter", "beam_options")
+
+        def __init__(self, *, beam_options: str = "{}", **kwargs):
+            super().__init__(**kwargs)
+            self.beam_options = beam_options
+
+        def execute(self, context):
+            check_night_is_over(self.pipeline_options["date"])
+            self.pipeline_options = {**self.pipeline_options, **extra_beam_options(self.beam_options)}
+            return super().execute(context)
+
     with DAG(
-        dag_id="audience_sync_nightly",
-        schedule="0 3 * * *",
-        start_date=datetime(2026, 11, 1),
+        dag_id=DAG_ID,
+        schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+        start_date=datetime(2026, 11, 1, tzinfo=timezone.utc),  # the first night imported
         catchup=True,  # missed nights run in order, each after the previous one
         max_active_runs=1,  # incremental nights depend on the previous published night
         default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
     ) as dag:
-        BeamRunPythonPipelineOperator(
-            task_id="import_night",
-            py_file="pipelines/nightly.py",
+        NightlyImportOperator(
+            task_id=TASK_ID,
+            py_interpreter=PYTHON,
+            py_options=["-m"],
+            py_file="pipelines.nightly",
+            runner=RUNNER,
             pipeline_options=NIGHTLY_OPTIONS,
-            py_interpreter="python3",
+            beam_options=BEAM_OPTIONS,
+            dataflow_config=DATAFLOW_CONFIG,
+            # The launcher waits for its job; deferring would run a local job inside the triggerer.
+            deferrable=False,
         )

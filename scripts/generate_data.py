@@ -8,7 +8,7 @@ Writes under DIR:
   keys/                          DEMO-ONLY AES key and IV for the encrypted data source (derived from the seed)
   job.yaml                       the import config for all of the above
   expected/memberships.csv       ground truth: data_source,segment_id,profile_id (what the import must produce)
-  expected/file_audience.csv     ground truth: data_source,segment_id,channel,address
+  expected/file_audience.csv     ground truth: data_source,segment_id,channel,address,profile_id (empty: none)
   expected/counts.json           ground truth: per data source, lines by outcome
 
 The truth is computed from how each line was generated, not by running the pipeline, so it is an
@@ -271,7 +271,7 @@ def make_dump(rng, kind: str, segments: list[str], n: int, profiles: dict, key: 
 
     Returns (lines, memberships, file_audience, counts): lines a string array; memberships
     (sorted segment index, profile index) arrays, de-duplicated and in CSV order; file_audience a
-    table (segment_id, address), de-duplicated and sorted; counts by outcome category.
+    table (segment_id, address, profile_id), de-duplicated and sorted; counts by outcome category.
     """
     n_prof = profiles["n"]
     plan = SegmentPlan(segments)
@@ -371,21 +371,31 @@ def make_dump(rng, kind: str, segments: list[str], n: int, profiles: dict, key: 
         prof = order[prof]
     memberships = (seg, prof)
 
-    # File audience: decrypted addresses of unknown encrypted lines, normalized (lower case).
+    # File audience: every decrypted address of the encrypted source, normalized (trimmed, lower case),
+    # with the profile it was drawn for (matching lines) or none (unknown lines: an empty profile_id).
     if kind == "encrypted_email":
-        rows, seg = plan.explode(perm[at[UNKNOWN]])
+        m_rows, m_seg = plan.explode(perm[at[MATCH]])
+        u_rows, u_seg = plan.explode(perm[at[UNKNOWN]])
+        segs = pa.array(plan.sorted_segments, pa.string())
         file_audience = pa.table(
             {
-                "segment_id": pc.take(pa.array(plan.sorted_segments, pa.string()), pa.array(seg)),
-                "address": pc.take(pc.utf8_lower(unknown_plain), pa.array(rows)),
+                "segment_id": pc.take(segs, pa.array(np.concatenate([m_seg, u_seg]))),
+                "address": pa.concat_arrays([
+                    pc.take(pc.utf8_lower(match_plain), pa.array(m_rows)),
+                    pc.take(pc.utf8_lower(unknown_plain), pa.array(u_rows)),
+                ]),
+                "profile_id": pa.concat_arrays([
+                    pc.take(profiles["profile_id"], pa.array(w_match[m_rows])),
+                    pa.array([""] * len(u_rows), pa.string()),
+                ]),
             }
         )
     else:
-        file_audience = pa.table({"segment_id": pa.array([], pa.string()), "address": pa.array([], pa.string())})
+        file_audience = pa.table({c: pa.array([], pa.string()) for c in ("segment_id", "address", "profile_id")})
     file_audience = (
-        file_audience.group_by(["segment_id", "address"], use_threads=False)
+        file_audience.group_by(["segment_id", "address", "profile_id"], use_threads=False)
         .aggregate([])
-        .sort_by([("segment_id", "ascending"), ("address", "ascending")])
+        .sort_by([("segment_id", "ascending"), ("address", "ascending"), ("profile_id", "ascending")])
     )
     return lines, memberships, file_audience, counts
 
@@ -505,9 +515,10 @@ def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_fo
     )
     _write_csv(
         out / "expected" / "file_audience.csv",
-        ["data_source", "segment_id", "channel", "address"],
+        ["data_source", "segment_id", "channel", "address", "profile_id"],
         (
-            (fa.num_rows, [name, fa["segment_id"].combine_chunks(), "email", fa["address"].combine_chunks()])
+            (fa.num_rows, [name, fa["segment_id"].combine_chunks(), "email", fa["address"].combine_chunks(),
+                           fa["profile_id"].combine_chunks()])
             for name, (_, _, fa) in sorted(truth.items())
         ),
     )

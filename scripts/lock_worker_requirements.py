@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -30,7 +31,13 @@ LOCK = ROOT / "requirements-worker.txt"
 PROJECT = "audience-sync"
 
 
-def runtime_closure(project: str = PROJECT) -> dict[str, str]:
+def _declared(pyproject: Path) -> list[str]:
+    """The ``[project] dependencies`` of a pyproject.toml (the tree's, not an installed copy's: an
+    editable install keeps the dependencies it was installed with)."""
+    return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+
+
+def runtime_closure(project: str = PROJECT, pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
     """``{distribution name: installed version}`` for everything ``project`` needs at run time."""
     env = default_environment()
     pinned: dict[str, str] = {}
@@ -42,13 +49,16 @@ def runtime_closure(project: str = PROJECT) -> dict[str, str]:
         if (key, extra) in done:
             continue
         done.add((key, extra))
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise SystemExit(f"{name} is required but not installed in this environment") from None
-        if key != canonicalize_name(project):
+        if key == canonicalize_name(project):
+            requires = _declared(pyproject)
+        else:
+            try:
+                dist = metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                raise SystemExit(f"{name} is required but not installed in this environment") from None
             pinned[dist.metadata["Name"]] = dist.version
-        for text in dist.requires or []:
+            requires = dist.requires or []
+        for text in requires:
             req = Requirement(text)
             if req.marker is not None and not req.marker.evaluate({**env, "extra": extra}):
                 continue

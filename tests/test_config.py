@@ -135,3 +135,50 @@ def test_key_settings_are_refused_where_they_would_do_nothing():
     message = error_of(cfg_with(**{"data_sources.0.restore_leading_zeros": True}))
     assert "'restore_leading_zeros' applies to id_type 'visitor' only" in message
     assert parse_config(cfg_with(**{"data_sources.0.normalization": "none"})).data_sources[0].digest_encoding == "hex"
+
+
+# ------------------------------------------------------------- force_reconciliation, default_region
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # declared hashed
+        {"declared": "plain"},
+        {"declared": "encrypted", "channel": "other"},  # the token is a plain key: nothing to force
+    ],
+)
+def test_force_reconciliation_outside_encrypted_email_or_sms_is_an_error(changes):
+    data = cfg_with(**{f"data_sources.0.{k}": v for k, v in changes.items()}, **{"data_sources.0.force_reconciliation": True})
+    message = error_of(data)
+    assert message.startswith("job.yaml: data_sources.0: ") and "force_reconciliation" in message
+    assert "\n" not in message
+    parse_config(cfg_with(**{f"data_sources.0.{k}": v for k, v in changes.items()}, **{"data_sources.0.force_reconciliation": False}))
+
+
+def test_force_reconciliation_on_an_encrypted_email_source_is_accepted():
+    data = cfg_with(**{"data_sources.0.declared": "encrypted", "data_sources.0.channel": "sms",
+                       "data_sources.0.match_on": "phone", "data_sources.0.force_reconciliation": True,
+                       "data_sources.0.encryption": {"key": "env:K", "iv": "env:IV"}})
+    assert parse_config(data).data_sources[0].keeps_file_audience is False
+
+
+def test_default_region_on_the_extract_and_per_data_source():
+    data = cfg_with(**{"profiles.default_region": "FR", "data_sources.0.match_on": "phone"})
+    cfg = parse_config(data)
+    assert cfg.region_for(cfg.data_sources[0]) == "FR"
+    data["data_sources"][0]["default_region"] = "BE"
+    cfg = parse_config(data)
+    assert cfg.region_for(cfg.data_sources[0]) == "BE" and cfg.profiles.default_region == "FR"
+    cfg = parse_config(cfg_with(**{"data_sources.0.match_on": "phone"}))
+    assert cfg.region_for(cfg.data_sources[0]) is None
+
+
+@pytest.mark.parametrize("field", ["profiles.default_region", "data_sources.0.default_region"])
+@pytest.mark.parametrize("region", ["XX", "fr", "France", ""])
+def test_unknown_default_region_is_named(field, region):
+    message = error_of(cfg_with(**{field: region, "data_sources.0.match_on": "phone"}))
+    assert message.startswith(f"job.yaml: {field}: unknown region")
+
+
+def test_default_region_on_a_source_that_does_not_match_phones_is_an_error():
+    message = error_of(cfg_with(**{"data_sources.0.default_region": "FR"}))  # match_on: email
+    assert message.startswith("job.yaml: data_sources.0: default_region applies only to phone")

@@ -41,7 +41,7 @@ def _profiles() -> pa.Table:
 
 
 def _hashed(values, kind, profile="adobe", encoding="hex", algorithm="sha256") -> list[str]:
-    return normalize_and_hash(pa.array(values), kind, profile, encoding, algorithm)[0].to_pylist()
+    return normalize_and_hash(pa.array(values), kind, profile, encoding, algorithm=algorithm)[0].to_pylist()
 
 
 def _unknown_emails() -> list[str]:

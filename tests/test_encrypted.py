@@ -79,10 +79,14 @@ def test_cbc_email_file_audience_keeps_every_address(tmp_path, cbc_env):
     config = write_job(tmp_path, {"match_on": "email", "channel": "email", "encryption": cbc_env}, tokens)
     report = run_job(config, tmp_path / "out")["data_sources"]["enc"]
     assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1")]
-    # two lines, one address after normalization: de-duplicated per segment
-    assert table(tmp_path / "out", "file_audience") == [("enc", "501", "email", "stranger@example.net")]
+    # every decrypted address, matched (with its profile) or not; two lines, one address after
+    # normalization: de-duplicated per segment
+    assert table(tmp_path / "out", "file_audience") == [
+        ("enc", "501", "email", "ann@example.com", "p1"), ("enc", "501", "email", "stranger@example.net", None)]
     assert reasons(tmp_path / "out") == {4: "invalid_plaintext", 5: "decrypt_failed"}
+    # a line counts once: reconciled if it matched, else file_audience
     assert (report["received"], report["reconciled"], report["file_audience"], report["invalid_ids"]) == (5, 1, 2, 2)
+    assert report["segments"]["501"] == {"members": 1, "file_audience": 2}
 
 
 def test_forced_reconciliation_counts_unmatched_instead(tmp_path, cbc_env):
@@ -100,7 +104,9 @@ def test_sms_channel_normalizes_decrypted_phones(tmp_path, cbc_env):
     config = write_job(tmp_path, {"match_on": "phone", "channel": "sms", "encryption": cbc_env}, tokens)
     run_job(config, tmp_path / "out")
     assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1"), ("enc", "501", "p3")]
-    assert table(tmp_path / "out", "file_audience") == [("enc", "501", "sms", "+15550000000")]
+    assert table(tmp_path / "out", "file_audience") == [
+        ("enc", "501", "sms", "+15550000000", None), ("enc", "501", "sms", "+33612345678", "p1"),
+        ("enc", "501", "sms", "+447700900123", "p3")]
     assert reasons(tmp_path / "out") == {4: "invalid_plaintext"}
 
 
@@ -130,7 +136,9 @@ def test_gcm_key_ring_rotation(tmp_path):
                                   "encryption": {"algorithm": "aes-gcm", "keyring": f"file:{ring}"}}, tokens)
     report = run_job(config, tmp_path / "out")["data_sources"]["enc"]
     assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1"), ("enc", "501", "p2")]
-    assert table(tmp_path / "out", "file_audience") == [("enc", "501", "email", "new@example.net")]
+    assert table(tmp_path / "out", "file_audience") == [
+        ("enc", "501", "email", "ann@example.com", "p1"), ("enc", "501", "email", "bob@example.org", "p2"),
+        ("enc", "501", "email", "new@example.net", None)]
     assert reasons(tmp_path / "out") == {3: "expired_key", 4: "key_not_active", 6: "unknown_key", 7: "decrypt_failed"}
     assert report["received"] == report["reconciled"] + report["file_audience"] + report["invalid_ids"] == 7
 
@@ -191,3 +199,31 @@ def test_encrypt_dump_script_round_trips(tmp_path, monkeypatch):
     plain, failed = decrypt_cbc_batch(parsed["id"], CBC_KEY, CBC_IV)
     assert plain.to_pylist() == ["ann@example.com", "bob@example.org"] and failed.null_count == 2
     assert parsed["segments"].to_pylist() == [["501"], ["503"]] and parsed["removed"].to_pylist() == [["502"], []]
+
+
+def test_file_audience_rows_per_segment_address_and_profile():
+    """join_bucket directly: an address that matches two profiles gives a file-audience row for each;
+    an unmatched one gives one with a null profile_id; repeats collapse per segment; removals cover
+    matched and unmatched lines alike; lines count once (reconciled or file audience)."""
+    from transforms.join import FILE_AUDIENCE_SCHEMA, join_bucket
+    from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA
+
+    keys = [b"ann@example.com", b"zed@example.net", b"zed@example.net", b"ann@example.com"]
+    dump = pa.table({
+        "source_file": pa.array(["f"] * 4).dictionary_encode(),
+        "line": pa.array([1, 2, 3, 4], pa.int64()),
+        "key": pa.array(keys, pa.binary()),
+        "segments": pa.array(["7", "7,8", "7", "8"]).dictionary_encode(),
+        "removed": pa.array(["9", "", "9", ""]).dictionary_encode(),
+    }, schema=DUMP_SHARD_SCHEMA)
+    prof = pa.table({"key": pa.array([b"ann@example.com", b"ann@example.com"], pa.binary()), "profile_id": ["p1", "p4"]},
+                    schema=PROFILE_SHARD_SCHEMA)
+    out = join_bucket(dump, prof, "enc", "email", keep_file_audience=True)
+    assert (out.reconciled, out.file_audience_lines, out.rejected) == (2, 2, None)
+    rows = sorted((r["segment_id"], r["address"], r["profile_id"] or "") for r in out.file_audience.to_pylist())
+    assert rows == [("7", "ann@example.com", "p1"), ("7", "ann@example.com", "p4"), ("7", "zed@example.net", ""),
+                    ("8", "ann@example.com", "p1"), ("8", "ann@example.com", "p4"), ("8", "zed@example.net", "")]
+    assert out.file_audience.column_names == FILE_AUDIENCE_SCHEMA.names
+    assert {r["channel"] for r in out.file_audience.to_pylist()} == {"email"}
+    removed = sorted((r["segment_id"], r["address"], r["profile_id"] or "") for r in out.file_audience_removed.to_pylist())
+    assert removed == [("9", "ann@example.com", "p1"), ("9", "ann@example.com", "p4"), ("9", "zed@example.net", "")]

@@ -33,7 +33,7 @@ BOGUS_PART = "part-99999-of-99999.parquet"
 # compared by file name since it differs between a local and a gs:// run).
 KEY_COLUMNS = {
     "reconciled": ["data_source", "segment_id", "profile_id"],
-    "file_audience": ["data_source", "segment_id", "channel", "address"],
+    "file_audience": ["data_source", "segment_id", "channel", "address", "profile_id"],
     "rejected": ["data_source", "source_file", "line", "reason"],
 }
 
@@ -88,6 +88,8 @@ def _rows(table: pa.Table, name: str) -> list[tuple]:
     columns = table.select(KEY_COLUMNS[name]).to_pydict()
     if "source_file" in columns:
         columns["source_file"] = [posixpath.basename(p) for p in columns["source_file"]]
+    if "profile_id" in columns:  # the CSV writes a null profile_id (file audience) as an empty field
+        columns["profile_id"] = [p or "" for p in columns["profile_id"]]
     return sorted(zip(*columns.values()))
 
 

@@ -115,3 +115,26 @@ def test_ignore_case_folds_both_sides_of_a_plain_source():
     cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=[ds])
     profiles = pa.table({"profile_id": ["a", "b"], "k:crm": ["Crm-1", "CRM-2 "]})
     assert profile_keys(profiles, ds, cfg, binary=True)[0]["key"].to_pylist() == [b"crm-1", b"crm-2"]
+
+
+def test_profile_keys_read_phones_in_the_data_sources_region():
+    """The region reaches the profile side (import and export both key profiles here): the
+    extract's default_region, or the data source's own."""
+    from transforms.config import parse_config
+    from transforms.keys import profile_keys
+    from transforms.profiles import KEY_PREFIX
+
+    source = {"name": "p", "dpid": 1, "segments": "/x/*", "id_type": "declared", "declared": "hashed",
+              "match_on": "phone", "normalization": "meta"}
+    profiles = pa.table({"profile_id": ["a", "b"], KEY_PREFIX + "mobile": ["06 12 34 56 78", "+32 470 12 34 56"]})
+    expected = {"a": hashlib.sha256(b"33612345678").hexdigest(), "b": hashlib.sha256(b"32470123456").hexdigest()}
+    cfg = parse_config({"profiles": {"path": "/p.csv", "default_region": "FR"}, "data_sources": [source]})
+    keys, invalid = profile_keys(profiles, cfg.data_sources[0], cfg)
+    assert dict(zip(keys["profile_id"].to_pylist(), keys["key"].to_pylist())) == expected and invalid == 0
+    cfg = parse_config({"profiles": {"path": "/p.csv", "default_region": "FR"},
+                        "data_sources": [{**source, "default_region": "BE"}]})
+    keys, invalid = profile_keys(profiles, cfg.data_sources[0], cfg)
+    assert dict(zip(keys["profile_id"].to_pylist(), keys["key"].to_pylist())) == {
+        **expected, "a": hashlib.sha256(b"32612345678").hexdigest()}  # read as a Belgian number
+    cfg = parse_config({"profiles": {"path": "/p.csv"}, "data_sources": [source]})
+    assert profile_keys(profiles, cfg.data_sources[0], cfg)[1] == 1  # no region: never guessed

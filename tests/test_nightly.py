@@ -141,28 +141,6 @@ def test_killed_run_leaves_no_visible_partition_and_the_next_run_recovers(tmp_pa
     assert got == expected
 
 
-def test_airflow_operator_style_arguments_parse(tmp_path):
-    from airflow_nightly_dag import NIGHTLY_OPTIONS
-
-    # BeamRunPythonPipelineOperator renders each option as --key=value and adds --labels=...
-    options = {**NIGHTLY_OPTIONS, "config": "gs://b/job.yaml", "root": "gs://b/audiences", "date": "2026-11-22",
-               "project": "my-project", "labels": {"airflow-version": "v2-10-3"}}
-    argv = []
-    for key, value in options.items():
-        if isinstance(value, dict):
-            argv += [f"--{key}={k}={v}" for k, v in value.items()]
-        else:
-            argv.append(f"--{key}={value}")
-    known, beam_args = nightly.parse_args(argv)
-    assert (known.config, known.root, known.date.isoformat()) == ("gs://b/job.yaml", "gs://b/audiences", "2026-11-22")
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
-
-    opts = PipelineOptions(beam_args)
-    assert opts.view_as(StandardOptions).runner == "DataflowRunner"
-    assert opts.view_as(GoogleCloudOptions).labels == ["airflow-version=v2-10-3"]
-    assert opts.view_as(GoogleCloudOptions).project == "my-project"
-
-
 def test_demo_night_publishes_a_complete_partition(tmp_path):
     results = nightly.run(["--config", str(DEMO / "job.yaml"), "--root", str(tmp_path), "--date", "2026-11-22"])
     report = results[0]["report"]
@@ -175,3 +153,48 @@ def test_demo_night_publishes_a_complete_partition(tmp_path):
                if p.is_file() and p.name != "_SUCCESS"}
     assert listed == on_disk
     assert len(manifest["config_digest"]) == 64 and manifest["code_version"].startswith("0.1.0+")
+
+
+def test_file_audience_nightly_state_follows_the_newest_line_per_address(tmp_path, monkeypatch):
+    """Encrypted emails, night after night: tonight's row for an address in a segment replaces the
+    previous one (its profile_id may change), removals drop its rows whatever their profile, and a
+    previous partition written before file_audience had a profile_id column still merges."""
+    from transforms.crypto import encrypt_cbc
+
+    key, iv = bytes(range(32)), bytes(range(16))
+    monkeypatch.setenv("NIGHTLY_KEY", key.hex())
+    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    for day, emails in (("20261120", ["ann@example.com"]), ("20261121", ["ann@example.com", "zed@example.net"])):
+        (tmp_path / day).mkdir()
+        pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(emails))], "email": emails}),
+                       tmp_path / day / "profiles.parquet")
+    config = {
+        "profiles": {"path": "{date:%Y%m%d}/profiles.parquet", "phone": None, "visitor_ids": None},
+        "data_sources": [{"name": "enc", "dpid": 7, "segments": "dumps/{date:%Y%m%d}/*.sync*", "id_type": "declared",
+                          "declared": "encrypted", "match_on": "email", "channel": "email",
+                          "encryption": {"key": "env:NIGHTLY_KEY", "key_encoding": "hex", "iv": "env:NIGHTLY_IV",
+                                         "iv_encoding": "hex"}}],
+        "buckets": 2,
+    }
+    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    ann, zed, bob = encrypt_cbc(["ann@example.com", "zed@example.net", "bob@example.org"], key, iv)
+    dump(tmp_path, "2026-11-20", "full", [f"{ann} 10,11", f"{zed} 10", f"{bob} 10"])
+    dump(tmp_path, "2026-11-21", "iter", [f"{zed} 10", f"{bob}  10", f"{ann} 12"])
+    root = tmp_path / "root"
+    run(tmp_path / "job.yaml", root, "--date", "2026-11-20")
+
+    def audience(day):
+        return sorted((r["segment_id"], r["address"], r["profile_id"] or "")
+                      for r in pq.read_table(root / f"dt={day}" / "file_audience").to_pylist())
+
+    assert audience("2026-11-20") == [("10", "ann@example.com", "p0"), ("10", "bob@example.org", ""),
+                                      ("10", "zed@example.net", ""), ("11", "ann@example.com", "p0")]
+    # the first night as an older release wrote it: no profile_id column
+    for part in (root / "dt=2026-11-20" / "file_audience").glob("*.parquet"):
+        pq.write_table(pq.read_table(part).drop_columns(["profile_id"]), part)
+    results = run(tmp_path / "job.yaml", root, "--date", "2026-11-21")
+    assert results[0]["status"] == "published"
+    # zed now matches p1 (replaces its null row), bob leaves 10, ann joins 12 and keeps 10 and 11
+    # (carried: the older partition's rows have a null profile_id)
+    assert audience("2026-11-21") == [("10", "ann@example.com", ""), ("10", "zed@example.net", "p1"),
+                                      ("11", "ann@example.com", ""), ("12", "ann@example.com", "p0")]

@@ -111,19 +111,19 @@ def test_uid2_normalized_forms():
 
 
 # ------------------------------------------------------------------- email profiles
-def test_google_gmail_and_googlemail_rewritten():
+def test_google_gmail_and_googlemail_drop_dots_and_keep_the_plus_suffix():
     values = pa.array(
-        ["Jane.Saoirse+Work@gmail.com", "JANE.SAOIRSE+x+y@GoogleMail.com", "jane.saoirse+work@example.com"]
+        ["Jane.Saoirse+Work@gmail.com", "JANE.SAOIRSE+x.y@GoogleMail.com", "jane.saoirse+work@example.com"]
     )
     normalized, reason = normalize_keys(values, "email", "google")
     assert _list(normalized) == [
-        "janesaoirse@gmail.com",
-        "janesaoirse@googlemail.com",
+        "janesaoirse+work@gmail.com",
+        "janesaoirse+xy@googlemail.com",
         "jane.saoirse+work@example.com",
     ]
     assert _list(reason) == [None, None, None]
     assert hash_value("Jane.Saoirse+Work@googlemail.com", "email", "google") == (
-        "7e9a04b260a70049abbced541c0dcff4cf76e5fa6c3241f41fe7c2acddcb684e"
+        "b1c09512edcb83f3276ae5f5fea9c4d8368d4df9be58bc99d30caa956077c209"
     )
     assert hash_value("Jane.Saoirse@gmail.com", "email", "google", "base64") == (
         "ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8="
@@ -149,11 +149,13 @@ def test_gmail_rule_needs_exact_domain():
     assert normalize_email("a.b+c@notgmail.com", "google") == "a.b+c@notgmail.com"
 
 
-@pytest.mark.parametrize("profile", ["uid2", "google"])
-def test_gmail_rewrite_to_empty_local_is_invalid(profile):
-    normalized, reason = normalize_keys(pa.array(["+work@gmail.com", "...@gmail.com", "a.+b@gmail.com"]), "email", profile)
+def test_gmail_rewrite_to_empty_local_is_invalid():
+    normalized, reason = normalize_keys(pa.array(["+work@gmail.com", "...@gmail.com", "a.+b@gmail.com"]), "email", "uid2")
     assert _list(normalized) == [None, None, "a@gmail.com"]
     assert _list(reason) == [INVALID_EMAIL, INVALID_EMAIL, None]
+    normalized, reason = normalize_keys(pa.array(["+work@gmail.com", "...@gmail.com", "a.+b@gmail.com"]), "email", "google")
+    assert _list(normalized) == ["+work@gmail.com", None, "a+b@gmail.com"]
+    assert _list(reason) == [None, INVALID_EMAIL, None]
 
 
 @pytest.mark.parametrize("profile", ["adobe", "meta"])
@@ -260,21 +262,35 @@ def test_uid2_phone_normalized():
 
 
 @pytest.mark.parametrize(
-    "raw,expected",
+    "raw,region,expected",
     [
-        ("+1 (234) 567-8901", "+12345678901"),
-        ("+1.234.567.8901", "+12345678901"),
-        ("001 234 567 8901", "+12345678901"),
-        ("12345678901", "+12345678901"),  # no "+": already includes country code
-        ("  +44 20 7946 0958 ", "+442079460958"),
-        ("0044 (0)20", None),  # too few digits
-        ("+123456789012345", "+123456789012345"),  # 15 digits
-        ("+1234567890", "+1234567890"),  # 10 digits
+        ("+1 (234) 567-8901", None, "+12345678901"),
+        ("+1.234.567.8901", None, "+12345678901"),
+        ("+1/234/567/8901", None, "+12345678901"),  # "/" is a separator too (libphonenumber's punctuation)
+        ("001 234 567 8901", None, "+12345678901"),  # no region: the ITU prefix 00 reads as "+"
+        ("12345678901", None, None),  # no "+", no region: never guessed
+        ("12345678901", "US", "+12345678901"),  # the region's own country code, written without "+"
+        ("  +44 20 7946 0958 ", None, "+442079460958"),
+        ("+44 (0)20 7946 0958", None, "+442079460958"),  # trunk zero dropped
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("0044 (0)20", None, None),  # too few digits
+        ("+33 1 23 45 67 89", None, "+33123456789"),  # the issue's examples
+        ("01 23 45 67 89", "FR", "+33123456789"),
+        ("0033123456789", None, "+33123456789"),
+        ("0033123456789", "FR", "+33123456789"),
+        ("0265708136", None, None),
+        ("00037969163081", None, None),  # no country code starts with 0
+        ("+0265708136", "FR", None),  # a "+" number is international, whatever the region
+        ("(800)555-0100", "US", "+18005550100"),  # Google Data Manager API's example
+        ("(02) 1234 5678", "AU", "+61212345678"),  # UID2's example (Sydney)
+        ("1 (234) 567-8901", "US", "+12345678901"),  # UID2's example (US)
+        ("+1234567890", None, None),  # a US number is 10 digits after the 1
+        ("+49 30 12345678901234", None, None),  # 16 digits: longer than E.164 allows
     ],
 )
 @pytest.mark.parametrize("profile", ["adobe", "uid2", "google"])
-def test_phone_e164_profiles(profile, raw, expected):
-    assert normalize_phone(raw, profile) == expected
+def test_phone_e164_profiles(profile, raw, region, expected):
+    assert normalize_phone(raw, profile, region) == expected
 
 
 @pytest.mark.parametrize(
@@ -283,11 +299,16 @@ def test_phone_e164_profiles(profile, raw, expected):
         ("+1 (234) 567-8901", "12345678901"),
         ("+12345678901", "12345678901"),
         ("0044 20 7946 0958", "442079460958"),
-        ("12345678901", "12345678901"),
+        ("01 23 45 67 89", "33123456789"),  # E.164 digits: Meta's leading-zero stripping never applies
     ],
 )
 def test_meta_phone_without_plus(raw, expected):
-    assert normalize_phone(raw, "meta") == expected
+    assert normalize_phone(raw, "meta", "FR") == expected
+
+
+def test_uid2_phone_needs_ten_digits():
+    assert normalize_phone("+683 7290", "adobe") == "+6837290"  # Niue: 4-digit national numbers
+    assert normalize_phone("+683 7290", "uid2") is None  # the UID2 operator takes "+" and 10-15 digits
 
 
 def test_meta_phone_digest():
@@ -301,18 +322,19 @@ def test_meta_phone_digest():
 
 
 INVALID_PHONES = [
-    "123456789",  # 9 digits
-    "+123456789",  # 9 digits with +
-    "1234567890123456",  # 16 digits
+    "123456789",  # no "+", no region
+    "+123456789",  # +1 and 8 digits
+    "1234567890123456",
     "+1234567890123456",
     "+1 234 567 890a",  # letter
     "call me 1234567890",
+    "+1 234 567 8901 ext 12",  # extensions are refused
     "12345+678901",  # + not at start
     "++12345678901",
     "00+12345678901",  # 00 -> + then another +
     "0012345678",  # 00 -> +, only 8 digits remain
-    "+1/234/567/8901",  # "/" is not a stripped separator
-    "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661",  # non-ASCII digits
+    "+1;234;567;8901",  # ";" is not a separator
+    "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661",  # no "+", no region
     "()--..",  # separators only
 ]
 
@@ -322,6 +344,18 @@ def test_invalid_phones(profile):
     normalized, reason = normalize_keys(pa.array(INVALID_PHONES), "phone", profile)
     assert _list(normalized) == [None] * len(INVALID_PHONES)
     assert _list(reason) == [INVALID_PHONE] * len(INVALID_PHONES)
+
+
+def test_non_ascii_digits_become_ascii():
+    assert normalize_phone("+\u0663\u0663 \u0661 \u0662\u0663 \u0664\u0665 \u0666\u0667 \u0668\u0669", "uid2") == "+33123456789"
+    assert normalize_phone("\uff0b\uff13\uff13\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19", "uid2") == "+33123456789"
+
+
+def test_unknown_default_region_is_refused():
+    with pytest.raises(ValueError, match="unknown region 'XX'"):
+        normalize_keys(pa.array(["0123"]), "phone", "adobe", "XX")
+    with pytest.raises(ValueError, match="unknown region 'fr'"):
+        normalize_phone("0123", "adobe", "fr")
 
 
 def test_mixed_phone_array_positions():
@@ -579,21 +613,22 @@ def test_module_has_no_print_or_logging():
     assert "logging" not in src
 
 
-def test_ascii_phone_fast_path_strips_exactly_what_the_regex_strips():
+def test_ascii_phone_separators_strip_exactly_what_the_regex_strips():
     """Pure-ASCII batches strip phone separators with a byte mask; it must agree with the regex
     (the path non-ASCII batches take) on every input, empty strings and nulls included."""
     import pyarrow.compute as pc
 
-    from transforms.normalize import _PHONE_STRIP_ASCII, _PHONE_STRIP_RE, _delete_bytes
+    from transforms.arrow_utils import delete_bytes
+    from transforms.phones import _ASCII_SEPARATORS, _SEPARATORS_RE
 
     rng = random.Random(99)
-    chars = " \t\n\v\f\r-.()+0123456789ab/"
+    chars = " \t\n\v\f\r\x1c\x1f-.()[]/~+0123456789ab;"
     values = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 20))) for _ in range(5000)]
     values += ["", None, "((((", "-"]
     for start in range(3):
         arr = pc.utf8_trim_whitespace(pa.array(values).slice(start))
-        regex = pc.fill_null(pc.replace_substring_regex(arr, _PHONE_STRIP_RE, ""), "")
-        assert _delete_bytes(arr, _PHONE_STRIP_ASCII).equals(regex)
+        regex = pc.fill_null(pc.replace_substring_regex(arr, _SEPARATORS_RE, ""), "")
+        assert delete_bytes(arr, _ASCII_SEPARATORS).equals(regex)
     mixed = ["+33 6 12 34 56 78", "+33\u00a06\u00a012\u00a034\u00a056\u00a078"]  # NBSP: the regex path
     normalized, _ = normalize_keys(pa.array(mixed), "phone", "uid2")
     assert _list(normalized) == ["+33612345678", "+33612345678"]
@@ -629,3 +664,25 @@ def test_every_digest_algorithm_round_trips_like_the_standard_library(algorithm,
     assert nz.digests(pa.array(values[:-1]), algorithm).to_pylist() == raw
     other = "sha1" if algorithm != "sha1" else "md5"
     assert set(canonical_digests(pa.array(want[:-1]), encoding, other)[1].to_pylist()) == {INVALID_HASH}
+
+
+# ------------------------------------------------------------------------ lowercasing
+def test_uid2_lowercases_ascii_only_like_its_operator():
+    assert normalize_email("ÉLODIE.Dupont@Example.COM", "uid2") == "Élodie.dupont@example.com"
+    assert normalize_email("İbrahim@Example.com", "uid2") == "İbrahim@example.com"
+
+
+@pytest.mark.parametrize("profile", ["adobe", "google", "meta"])
+def test_full_unicode_lowercasing_as_python_str_lower(profile):
+    """Arrow's utf8_lower maps "İ" to "i"; Python (Meta's SDK), Java and JavaScript give "i̇"."""
+    values = ["İbrahim@Example.com", "ΟΔΥΣΣΕΥΣ@example.gr", "ÉLODIE@example.fr", "plain@EXAMPLE.com"]
+    normalized, _ = normalize_keys(pa.array(values), "email", profile)
+    assert _list(normalized) == [v.lower() for v in values]
+    assert _list(normalized)[0] == "i\u0307brahim@example.com"
+    assert _list(normalized)[1] == "οδυσσευς@example.gr"  # final sigma
+
+
+def test_information_separators_count_as_whitespace_inside_an_email():
+    """\\x1c-\\x1f are whitespace to str.isspace and to the trim: inside an address they make it invalid."""
+    assert normalize_email("\x1fjohn@example.com\x1c") == "john@example.com"
+    assert normalize_email("john\x1d@example.com") is None

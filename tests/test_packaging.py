@@ -23,7 +23,7 @@ from conftest import ROOT
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements-worker.txt"
 METADATA = ROOT / "flex" / "import" / "metadata.json"
-TEST_ONLY = {"pytest", "pytest-xdist", "gcp-storage-emulator"}
+TEST_ONLY = {"pytest", "pytest-xdist", "gcp-storage-emulator", "uid2-client", "facebook-business"}
 
 
 def pyproject() -> dict:

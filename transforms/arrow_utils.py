@@ -226,6 +226,23 @@ def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
+def delete_bytes(values: pa.StringArray, table: np.ndarray) -> pa.StringArray:
+    """Remove every byte ``b`` with ``table[b]`` from each string (nulls become ""). Vectorized:
+    one mask over the data buffer, removed bytes counted per row, offsets rebuilt from the new
+    lengths. For ASCII bytes only (a multi-byte character's bytes are never in ``table``)."""
+    values = pc.fill_null(values, "")
+    n = len(values)
+    offsets, data = string_buffers(values)
+    drop = table[data]
+    lengths = np.diff(offsets)
+    if len(data):
+        starts = np.minimum(offsets[:-1] - offsets[0], len(data) - 1)
+        dropped = np.add.reduceat(drop, starts, dtype=np.int32)  # per row; an empty row reads its neighbour...
+        lengths = lengths - np.where(lengths > 0, dropped, 0)  # ...so it counts 0
+    new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(new_offsets), pa.py_buffer(data[~drop].tobytes())])
+
+
 def explode_list(table: pa.Table, column: str, as_name: str) -> pa.Table:
     """One row per element of the list ``column``; other columns repeated; rows with empty lists vanish."""
     lists = plain_array(table[column])

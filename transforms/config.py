@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transforms.errors import ConfigError
+from transforms.phones import check_region
 
 
 class _Strict(BaseModel):
@@ -32,6 +33,12 @@ class ProfilesConfig(_Strict):
     visitor_ids: str | None = "visitor_ids"
     visitor_ids_separator: str = ";"  # CSV only: the list is one ';'-separated string
     opt_out: str | None = None
+    default_region: str | None = None  # phones written without a country code are read in this region
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return None if value is None else check_region(value)
 
     @property
     def resolved_format(self) -> str:
@@ -95,6 +102,7 @@ class DataSourceConfig(_Strict):
     force_reconciliation: bool = False
     encryption: EncryptionConfig | None = None
     max_decrypt_failure_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    default_region: str | None = None  # phones: overrides profiles.default_region for this data source
     # Dump layout (the platform's templates can change it)
     field_separator: str = " "
     segment_separator: str = ","
@@ -107,6 +115,11 @@ class DataSourceConfig(_Strict):
         if len(value) != 1 or value in "\r\n":
             raise ValueError("must be a single character other than a line break")
         return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return None if value is None else check_region(value)
 
     @field_validator("columns")
     @classmethod
@@ -139,6 +152,10 @@ class DataSourceConfig(_Strict):
             raise ValueError("'ignore_case' applies to 'declared: plain' only")
         if self.field_separator == self.segment_separator:
             raise ValueError("field_separator and segment_separator must differ")
+        if self.force_reconciliation and not self.decrypts:
+            raise ValueError("force_reconciliation applies only to 'declared: encrypted' with channel email or sms")
+        if self.default_region is not None and self.key_kind != "phone":
+            raise ValueError("default_region applies only to phone data sources (match_on: phone, or channel: sms)")
         return self
 
     @property
@@ -211,6 +228,11 @@ class JobConfig(_Strict):
     def sample_size(self, ds: DataSourceConfig) -> int:
         """How many unmatched lines of ``ds`` the mismatch diagnosis samples (0: none)."""
         return self.diagnosis_sample if ds.diagnosis_sample is None else ds.diagnosis_sample
+
+    def region_for(self, ds: DataSourceConfig) -> str | None:
+        """The region a data source's phones without a country code are read in: its own
+        ``default_region``, else the profile extract's (both sides of its match use it)."""
+        return ds.default_region or self.profiles.default_region
 
     def data_source(self, name: str) -> DataSourceConfig:
         for ds in self.data_sources:

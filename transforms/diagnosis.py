@@ -162,7 +162,7 @@ class AssembleFindings(beam.DoFn):
             return []
         if ds.encryption.algorithm == "aes-gcm":
             return gcm_findings(sample)
-        return cbc_findings(ds, failed_tokens(sample), self._material[ds.name])
+        return cbc_findings(ds, failed_tokens(sample), self._material[ds.name], self._cfg.region_for(ds))
 
 
 class DiagnoseMismatches(beam.PTransform):

@@ -73,16 +73,16 @@ def failed_tokens(sample: pa.Table) -> pa.Array:
     return sample["value"].combine_chunks().filter(pa.array(keep)).cast(pa.string())
 
 
-def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial) -> list[CryptoFinding]:
+def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None = None) -> list[CryptoFinding]:
     """Findings for AES-CBC failures: the key reference read in another encoding that decrypts them,
-    else the pattern of the failures (wrong IV, wrong key)."""
+    else the pattern of the failures (wrong IV, wrong key). ``region``: JobConfig.region_for(ds)."""
     if len(tokens) == 0:
         return []
     for encoding, key in sorted(material.keys.items()):
         if key == material.key:
             continue
         plain, _ = CbcDecryptor(key, material.iv).decrypt(tokens)
-        n = normalize_keys(plain, ds.key_kind, ds.normalization)[1].null_count  # rows that gave an address
+        n = normalize_keys(plain, ds.key_kind, ds.normalization, region)[1].null_count  # rows that gave an address
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]

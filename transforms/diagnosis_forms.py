@@ -40,6 +40,7 @@ class Form(NamedTuple):
     kind: str = "other"  # email | phone | other: how DIGEST and ADDRESS normalize
     normalization: str | None = None  # a profile of normalize.PROFILES, or normalize.AS_IS
     algorithm: str | None = None  # DIGEST: one of DIGEST_ALGORITHMS' values
+    region: str | None = None  # phones: where numbers without a country code are read (JobConfig.region_for)
 
 
 def extract_column(cfg: JobConfig, column: str) -> str:
@@ -90,16 +91,17 @@ def column_kinds(profiles: pa.Table, cfg: JobConfig) -> dict[str, str]:
         if not column.startswith(KEY_PREFIX):
             continue
         name = column.removeprefix(KEY_PREFIX)
-        kinds[column] = "email" if name == p.email else "phone" if name == p.phone else _content_kind(profiles[column])
+        kinds[column] = ("email" if name == p.email else "phone" if name == p.phone
+                         else _content_kind(profiles[column], p.default_region))
     return kinds
 
 
-def _content_kind(values) -> str:
+def _content_kind(values, region: str | None) -> str:
     present = pc.drop_null(plain_array(values, text="cast"))
     if len(present) == 0:
         return "other"
     for kind in ("email", "phone"):
-        _, reasons = normalize.normalize_keys(present, kind, "adobe")
+        _, reasons = normalize.normalize_keys(present, kind, "adobe", region if kind == "phone" else None)
         if 2 * reasons.null_count >= len(present):
             return kind
     return "other"
@@ -121,7 +123,7 @@ class ProfileKeys:
                 self._keys[form] = pa.array([], pa.binary())
             elif form.how == DIGEST:
                 values = plain_array(profiles[form.column], text="cast")
-                self._texts[form] = pc.drop_null(normalize.normalize_keys(values, form.kind, form.normalization)[0])
+                self._texts[form] = pc.drop_null(normalize.normalize_keys(values, form.kind, form.normalization, form.region)[0])
             else:
                 self._keys[form] = _plain_keys(profiles[form.column], form, cfg).cast(pa.binary())
         self._digests: dict[str, tuple[pa.Array, pa.Array]] = {}  # algorithm -> (distinct values, digests)
@@ -151,7 +153,8 @@ def _plain_keys(values, form: Form, cfg: JobConfig) -> pa.Array:
     if form.how == VISITOR:
         return _visitor_entries(values, cfg.profiles.visitor_ids_separator)
     if form.how == ADDRESS:
-        return pc.drop_null(normalize.normalize_keys(plain_array(values, text="cast"), form.kind, form.normalization)[0])
+        return pc.drop_null(normalize.normalize_keys(plain_array(values, text="cast"), form.kind, form.normalization,
+                                                     form.region)[0])
     keys = plain_array(values, text="cast")
     keys = fold_case(keys) if form.how == FOLDED else keys
     return pc.filter(keys, pc.fill_null(pc.greater(pc.utf8_length(keys), 0), False))

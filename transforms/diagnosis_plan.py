@@ -138,7 +138,9 @@ def probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: 
     else:  # encrypted: decrypted addresses (or, channel other, tokens as plain keys) in another column
         here = _match_column(ds, cfg)
         how, kind = (ADDRESS, ds.key_kind) if ds.decrypts else (RAW, "other")
-        found = [Probe(Form(c, how, kind, ds.normalization if ds.decrypts else None), "id", "column", _match_on(cfg, c, k))
+        region = cfg.region_for(ds) if kind == "phone" else None
+        found = [Probe(Form(c, how, kind, ds.normalization if ds.decrypts else None, region=region), "id", "column",
+                       _match_on(cfg, c, k))
                  for c, k in kinds.items() if c != here and k != "visitor" and (k == kind or not ds.decrypts)]
     return [p for p in found if p.view in views and p.suggestion]
 
@@ -177,7 +179,8 @@ def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View],
                     change += (("hash_algorithm", algorithm),)
                 finding = ("algorithm" if algorithm != "sha256" else "column" if column != here
                            else "normalization" if normalization != ds.normalization else "digest")
-                found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm), view, finding, change))
+                region = cfg.region_for(ds) if kind == "phone" else None
+                found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm, region), view, finding, change))
     return found
 
 

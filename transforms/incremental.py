@@ -3,7 +3,9 @@ tonight's additions — per data source, unless tonight's dumps for it are ``ful
 
 The merge happens inside the output shuffle (:class:`transforms.publish.WriteParts` with ``merge``):
 previous rows, additions and removals of a shard meet in one group, keyed by profile (or address).
-An addition and a removal of the same membership on the same night: the addition wins.
+An addition and a removal of the same membership on the same night: the addition wins. In the file
+audience, tonight's rows for an address in a segment replace the previous ones (its profile_id may
+have changed: the newest line about an address says which profile it matches).
 """
 from __future__ import annotations
 
@@ -24,31 +26,41 @@ REMOVE = "remove"
 
 
 class ReadParquetFolder(beam.DoFn):
-    """A folder of Parquet parts -> ``(tag, table)`` per part (no file: nothing)."""
+    """A folder of Parquet parts -> ``(tag, table)`` per part (no file: nothing). With ``schema``, a
+    nullable column a part lacks (an output that gained it since that night) is added as nulls."""
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, schema: pa.Schema | None = None):
         self._tag = tag
+        self._schema = schema
 
     def process(self, folder: str):
         for path in glob(folder.rstrip("/") + "/*.parquet"):
             with FileSystems.open(path) as handle:
                 table = pq.read_table(handle)
             if table.num_rows:
-                yield self._tag, table
+                yield self._tag, _with_new_columns(table, self._schema)
+
+
+def _with_new_columns(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    for field in schema or []:
+        if field.name not in table.column_names and field.nullable:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
 
 
 class PreviousState(beam.PTransform):
     """The previous partition's rows of one output, tagged ``previous`` (empty without a previous night)."""
 
-    def __init__(self, folder: str | None):
+    def __init__(self, folder: str | None, schema: pa.Schema | None = None):
         super().__init__()
         self._folder = folder
+        self._schema = schema
 
     def expand(self, root):
         return (
             root
             | "PreviousFolder" >> beam.Create([self._folder] if self._folder else [])
-            | "ReadPrevious" >> beam.ParDo(ReadParquetFolder(PREVIOUS))
+            | "ReadPrevious" >> beam.ParDo(ReadParquetFolder(PREVIOUS, self._schema))
         )
 
 
@@ -62,10 +74,11 @@ def full_sources(files: list) -> list[str]:
     return sorted(names)
 
 
-def merge_state(key_columns: list[str], label: str):
+def merge_state(key_columns: list[str], label: str, replace: bool = False):
     """A ``WriteParts`` merge: ``(previous - removals) + additions`` on ``key_columns``, previous
     rows of data sources with a full dump tonight dropped (its side input: the night's
-    ``(data_source, dump path)`` list). Counts what it carried over and what it removed."""
+    ``(data_source, dump path)`` list). With ``replace``, previous rows whose key is among tonight's
+    additions go too (the additions supersede them). Counts what it carried over and what it removed."""
 
     def merge(tables: dict[str, pa.Table], files: list):
         full = full_sources(files)
@@ -82,6 +95,8 @@ def merge_state(key_columns: list[str], label: str):
             counts += [count(Metric.REMOVED, n - after.get((ds,), 0), ds, label) for (ds,), n in before.items()
                        if n != after.get((ds,), 0)]
             kept = remaining.select(schema.names)
+        if replace and kept.num_rows and additions.num_rows:
+            kept = kept.join(additions.select(key_columns), keys=key_columns, join_type="left anti").select(schema.names)
         counts += [count(Metric.CARRIED, n, ds, label) for (ds,), n in count_by(kept, ["data_source"])]
         return pa.concat_tables([kept.cast(schema), additions]), counts
 

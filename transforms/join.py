@@ -1,6 +1,7 @@
 """The import's join, one shard at a time: a shard's dump lines meet its profile keys in one Arrow
-hash join. Every line of the shard ends in exactly one place: memberships (``reconciled``), the file
-audience, or a ``no_matching_profile`` rejection.
+hash join. Every line of the shard counts in exactly one place: memberships (``reconciled``) if it
+matched a profile; else the file audience (sources that keep one) or a ``no_matching_profile``
+rejection. A file audience holds *every* decrypted address of its source, matched or not.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ MEMBERSHIP_SCHEMA = pa.schema(
     [("data_source", pa.string()), ("segment_id", pa.string()), ("profile_id", pa.string())]
 )
 FILE_AUDIENCE_SCHEMA = pa.schema(
-    [("data_source", pa.string()), ("segment_id", pa.string()), ("channel", pa.string()), ("address", pa.string())]
+    [("data_source", pa.string()), ("segment_id", pa.string()), ("channel", pa.string()), ("address", pa.string()),
+     ("profile_id", pa.string())]  # the profile the address matched; null if none (one row per profile it matched)
 )
 
 
@@ -37,15 +39,15 @@ class ShardResult(NamedTuple):
     file_audience_removed: pa.Table | None
     rejected: pa.Table | None
     reconciled: int  # lines that matched a profile
-    file_audience_lines: int  # lines kept in the file audience
+    file_audience_lines: int  # lines that matched no profile, kept in the file audience
     unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
 
 
-def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, value: str) -> pa.Table:
-    """``(segment_id, value)`` for each pair times each segment of its line's list, de-duplicated.
+def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, *values: str) -> pa.Table:
+    """``(segment_id, *values)`` for each pair times each segment of its line's list, de-duplicated.
     Segment ids are dictionary-encoded (a byte a row on the way to the writers)."""
-    per_pair = pa.table({value: pairs[value], "segments": lists})
-    table = distinct(explode_list(per_pair, "segments", "segment_id").select(["segment_id", value]))
+    per_pair = pa.table({**{v: pairs[v] for v in values}, "segments": lists})
+    table = distinct(explode_list(per_pair, "segments", "segment_id").select(["segment_id", *values]))
     return table.set_column(0, "segment_id", narrow_dictionary(pc.dictionary_encode(table["segment_id"])))
 
 
@@ -70,10 +72,19 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
 
     file_audience = file_audience_removed = rejected = None
     if keep_file_audience:
-        # A file audience's source decrypts: its join key is the normalized address's UTF-8 bytes.
-        missed = pa.table({"address": miss["key"].cast(pa.string())})
-        file_audience = with_source(_pairs_by_segment(missed, segment_lists(miss["segments"]), "address"), channel=channel)
-        file_audience_removed = with_source(_pairs_by_segment(missed, segment_lists(miss["removed"]), "address"), channel=channel)
+        # Every decrypted address (its join key is the normalized address's UTF-8 bytes): once per
+        # profile it matched, once with a null profile_id if it matched none.
+        both = pa.concat_tables([
+            pa.table({"address": dump["key"].take(pairs["row"]).cast(pa.string()), "profile_id": pairs["profile_id"]}),
+            pa.table({"address": miss["key"].cast(pa.string()), "profile_id": pa.nulls(miss.num_rows, pa.string())}),
+        ])
+        rows = pa.concat_arrays([pairs["row"].combine_chunks(), pa.array(np.flatnonzero(~matched))])
+
+        def addresses(column: str) -> pa.Table:
+            return with_source(_pairs_by_segment(both, segment_lists(dump[column].take(rows)), "address", "profile_id"),
+                               channel=channel)
+
+        file_audience, file_audience_removed = addresses("segments"), addresses("removed")
     else:
         reasons = pa.repeat(pa.scalar(Reason.NO_MATCHING_PROFILE), miss.num_rows)
         rejected = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)

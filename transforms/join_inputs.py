@@ -112,7 +112,9 @@ class ReadDumpFile(PooledDoFn):
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
         if not removals:  # full dumps: removed lists are ignored
             parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
-        keyed, invalid = dump_keys(parsed, ds, self._decryptors[ds.name]) if parsed.num_rows else (None, None)
+        keyed, invalid = (
+            dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds)) if parsed.num_rows else (None, None)
+        )
         hashes = hash64(keyed["key"]) if keyed is not None and keyed.num_rows else None
         pieces = shards(keyed, hashes, self._cfg.buckets) if hashes is not None else []
         sampled = rejected_candidates(parsed, invalid, self._cfg.sample_size(ds))

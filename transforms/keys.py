@@ -74,8 +74,9 @@ def fold_case(ids: pa.Array) -> pa.Array:
     return pc.utf8_lower(pc.utf8_trim_whitespace(ids))
 
 
-def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[pa.Table, pa.Table]:
-    """Join keys for parsed dump lines: returns (keyed lines as DUMP_SHARD_SCHEMA, rejected lines)."""
+def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_region: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """Join keys for parsed dump lines: returns (keyed lines as DUMP_SHARD_SCHEMA, rejected lines).
+    ``default_region``: where decrypted phones without a country code are read (JobConfig.region_for)."""
     ids = parsed["id"].combine_chunks() if isinstance(parsed["id"], pa.ChunkedArray) else parsed["id"]
     if ds.id_type == "visitor":
         keys = restore_leading_zeros(ids) if ds.restore_leading_zeros else ids
@@ -85,7 +86,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None) -> tuple[p
         reasons = np.array(reason_arr.to_pylist(), dtype=object) if reason_arr.null_count < len(reason_arr) else np.full(len(ids), None, dtype=object)
     elif ds.decrypts:
         plain, dec_reasons = decryptor.decrypt(ids)
-        keys, norm_reasons = normalize.normalize_keys(plain, ds.key_kind, ds.normalization)
+        keys, norm_reasons = normalize.normalize_keys(plain, ds.key_kind, ds.normalization, default_region)
         reasons = np.array(dec_reasons.to_pylist(), dtype=object)
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
         reasons[failed_norm] = Reason.INVALID_PLAINTEXT
@@ -168,11 +169,12 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
             keys = pack_visitor_ids(keys)
     else:
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
+        region = cfg.region_for(ds)
         if ds.declared == "hashed" and not binary:
-            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding,
+            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding, region,
                                                          ds.hash_algorithm)
         elif ds.declared == "hashed" or ds.decrypts:
-            keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization)
+            keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization, region)
         else:
             keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
             keys = fold_case(keys) if ds.ignore_case else keys

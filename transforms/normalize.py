@@ -2,7 +2,9 @@
 
 Implements the profiles of ``formats.md`` section 4 on pyarrow arrays:
 
-* Normalization runs entirely in ``pyarrow.compute`` kernels (no per-row Python).
+* Normalization runs in ``pyarrow.compute`` kernels. Per-row Python only where a rule needs it,
+  for the rows that need it: Unicode lowercasing of non-ASCII emails (Python's full case mapping),
+  and phones whose E.164 form libphonenumber must work out (:mod:`transforms.phones`).
 * Hashing is SHA-256 over the UTF-8 bytes of the normalized string: DuckDB's vectorized kernel
   for large batches, ``hashlib`` (the only per-row Python) for small ones or without DuckDB.
   Hex / base64 encoding of the digests is done in bulk (``binascii`` / numpy).
@@ -23,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import fixed_width_binary, plain_array, rows_of_width, string_buffers
+from transforms import phones
+from transforms.arrow_utils import fixed_width_binary, plain_array, rows_of_width
 from transforms.outcomes import Reason
 
 __all__ = [
@@ -54,29 +57,33 @@ KINDS = ("email", "phone", "other")
 ENCODINGS = ("hex", "base64")
 
 # Reason codes (transforms.outcomes.Reason): missing (null or blank after trim), invalid email (no @,
-# two @, empty local part or domain, whitespace inside), invalid phone (not 10-15 digits after
-# normalization), invalid hash (a dump-side digest not of the expected form).
+# two @, empty local part or domain, whitespace inside), invalid phone (not a possible E.164 number:
+# transforms.phones), invalid hash (a dump-side digest not of the expected form).
 REASON_CODES = (Reason.MISSING_VALUE, Reason.INVALID_EMAIL, Reason.INVALID_PHONE, Reason.INVALID_HASH)
 
-# Domains whose local part is canonicalized (dots and "+suffix" dropped), per profile.
-_GMAIL_DOMAINS = {
-    "adobe": (),
-    "uid2": ("gmail.com",),
-    "google": ("gmail.com", "googlemail.com"),
-    "meta": (),
+# Gmail canonicalization per profile: the domains it applies to, and whether the "+suffix" of the
+# local part goes too (dots always do). uid2: gmail.com only, dots and "+suffix" (UID2's rules and
+# operator); google: gmail.com and googlemail.com, dots only (Google Ads / CM360 published rules).
+_GMAIL_RULES = {
+    "adobe": ((), False),
+    "uid2": (("gmail.com",), True),
+    "google": (("gmail.com", "googlemail.com"), False),
+    "meta": ((), False),
 }
+# Lowercasing: "ascii" lowercases A-Z only (UID2's operator and SDK); "full" is Unicode full case
+# mapping as Python's str.lower (Meta's SDK; Java's and JavaScript's toLowerCase agree): "İ" becomes
+# "i̇", a final "Σ" becomes "ς". Arrow's utf8_lower is simple case mapping, so only ASCII rows use it.
+_LOWER = {"adobe": "full", "uid2": "ascii", "google": "full", "meta": "full"}
 # Phone output: True -> E.164 with leading "+", False -> digits only.
 _PHONE_PLUS = {"adobe": True, "uid2": True, "google": True, "meta": False}
+# The UID2 operator accepts "+" and 10-15 digits only: shorter E.164 numbers cannot be UID2 identities.
+_PHONE_MIN_DIGITS = {"adobe": 1, "uid2": 10, "google": 1, "meta": 1}
 
-# Whitespace as RE2 sees it: ASCII \s does not cover \v, NEL or Unicode separators
-# (NBSP, U+2028, ...), which utf8_trim_whitespace does trim, so spell them out.
-_WS = r"\s\v\x{85}\p{Z}"
+# Whitespace: what utf8_trim_whitespace trims (exactly Python's str.isspace). RE2's \s misses \v,
+# NEL, the Unicode separators and the ASCII information separators \x1c-\x1f, so spell them out.
+_WS = r"\s\v\x{85}\p{Z}\x{1c}-\x{1f}"
 # Exactly one "@", non-empty local part and domain, no whitespace anywhere.
 _EMAIL_RE = rf"^[^@{_WS}]+@[^@{_WS}]+$"
-# Characters removed from phone numbers (all whitespace, "-", ".", "(", ")").
-_PHONE_STRIP_RE = rf"[{_WS}\-.()]+"
-_PHONE_PLUS_RE = r"^\+[0-9]{10,15}$"
-_PHONE_DIGITS_RE = r"^[0-9]{10,15}$"
 # Digest algorithms a hashed data source may use (``hash_algorithm``; the platforms use SHA-256),
 # by digest length in bytes.
 DIGEST_BYTES = {"sha256": 32, "sha1": 20, "md5": 16, "sha512": 64}
@@ -138,12 +145,23 @@ def _finish(candidate, valid, missing, invalid_code: str):
 
 
 # ------------------------------------------------------------------- normalization
+def _lower(trimmed: pa.StringArray, profile: str) -> pa.StringArray:
+    if _LOWER[profile] == "ascii":
+        return pc.ascii_lower(trimmed)
+    lowered = pc.utf8_lower(trimmed)  # right for ASCII rows
+    other = pc.invert(pc.fill_null(pc.string_is_ascii(trimmed), True))
+    if pc.any(other).as_py():  # Unicode rows (a few): Python's full case mapping, per row
+        full = pa.array([v.lower() for v in pc.filter(trimmed, other).to_pylist()], pa.string())
+        lowered = pc.replace_with_mask(lowered, other, full)
+    return lowered
+
+
 def _normalize_email(arr: pa.StringArray, profile: str):
-    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+    lowered = _lower(pc.utf8_trim_whitespace(arr), profile)
     missing = _missing_mask(lowered)
     valid = pc.fill_null(pc.match_substring_regex(lowered, _EMAIL_RE), False)
 
-    domains = _GMAIL_DOMAINS[profile]
+    domains, drop_plus = _GMAIL_RULES[profile]
     if domains:
         # valid => exactly one "@", so ends_with("@gmail.com") <=> domain == gmail.com
         is_gmail = None
@@ -156,7 +174,8 @@ def _normalize_email(arr: pa.StringArray, profile: str):
             sub = pc.filter(lowered, is_gmail)
             local = pc.replace_substring_regex(sub, r"@[^@]*$", "")
             domain = pc.replace_substring_regex(sub, r"^[^@]*@", "")
-            local = pc.replace_substring_regex(local, r"\+.*$", "")
+            if drop_plus:
+                local = pc.replace_substring_regex(local, r"\+.*$", "")
             local = pc.replace_substring(local, ".", "")
             empty_local = pc.equal(pc.binary_length(local), 0)
             rewritten = pc.binary_join_element_wise(local, domain, "@")
@@ -170,44 +189,15 @@ def _normalize_email(arr: pa.StringArray, profile: str):
     return _finish(lowered, valid, missing, Reason.INVALID_EMAIL)
 
 
-# The same characters as _PHONE_STRIP_RE when a batch is pure ASCII (its other whitespace is not).
-_PHONE_STRIP_ASCII = np.zeros(256, dtype=bool)
-_PHONE_STRIP_ASCII[list(b" \t\n\v\f\r-.()")] = True
-
-
-def _delete_bytes(arr: pa.StringArray, table: np.ndarray) -> pa.StringArray:
-    """Remove every byte ``b`` with ``table[b]`` from each string (nulls become ""). Vectorized:
-    one mask over the data buffer, removed bytes counted per row, offsets rebuilt from the new
-    lengths. For ASCII bytes only."""
-    arr = pc.fill_null(arr, "")
-    n = len(arr)
-    offsets, data = string_buffers(arr)
-    drop = table[data]
-    lengths = np.diff(offsets)
-    if len(data):
-        starts = np.minimum(offsets[:-1] - offsets[0], len(data) - 1)
-        dropped = np.add.reduceat(drop, starts, dtype=np.int32)  # per row; an empty row reads its neighbour...
-        lengths = lengths - np.where(lengths > 0, dropped, 0)  # ...so it counts 0
-    new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(new_offsets), pa.py_buffer(data[~drop].tobytes())])
-
-
-def _normalize_phone(arr: pa.StringArray, profile: str):
+def _normalize_phone(arr: pa.StringArray, profile: str, region: str | None):
+    """E.164 by transforms.phones (libphonenumber; vectorized where it can be), then the profile's
+    form: "+" and digits, or digits only (meta); uid2 also needs 10-15 digits."""
     trimmed = pc.utf8_trim_whitespace(arr)
     missing = _missing_mask(trimmed)
-    if pc.all(pc.string_is_ascii(pc.fill_null(trimmed, ""))).as_py() is not False:
-        stripped = _delete_bytes(trimmed, _PHONE_STRIP_ASCII)  # a byte mask instead of a regex pass
-    else:
-        stripped = pc.replace_substring_regex(trimmed, _PHONE_STRIP_RE, "")
-    if _PHONE_PLUS[profile]:
-        # Leading "+" stays, leading "00" becomes "+", otherwise "+" is prepended
-        # (digits are taken to already include the country code).
-        candidate = pc.replace_substring_regex(stripped, r"^(?:\+|00)?", "+", max_replacements=1)
-        pattern = _PHONE_PLUS_RE
-    else:
-        candidate = pc.replace_substring_regex(stripped, r"^(?:\+|00)", "", max_replacements=1)
-        pattern = _PHONE_DIGITS_RE
-    valid = pc.fill_null(pc.match_substring_regex(candidate, pattern), False)
+    e164 = phones.to_e164(pc.fill_null(trimmed, ""), region)
+    digits = pc.subtract(pc.binary_length(e164), 1)
+    valid = pc.fill_null(pc.greater_equal(digits, _PHONE_MIN_DIGITS[profile]), False)
+    candidate = e164 if _PHONE_PLUS[profile] else pc.utf8_slice_codeunits(e164, 1)
     return _finish(candidate, valid, missing, Reason.INVALID_PHONE)
 
 
@@ -226,11 +216,12 @@ def _as_is(arr: pa.StringArray):
 
 
 def normalize_keys(
-    values: pa.Array, kind: str, profile: str = "adobe"
+    values: pa.Array, kind: str, profile: str = "adobe", default_region: str | None = None
 ) -> tuple[pa.StringArray, pa.StringArray]:
     """Normalize match keys according to ``profile`` (one of PROFILES, or AS_IS: values kept as they are).
 
-    kind in {"email", "phone", "other"}.  Returns ``(normalized, reason)``, both the
+    kind in {"email", "phone", "other"}; ``default_region`` (phones): the ISO region numbers written
+    without a country code are read in (None: such numbers are invalid).  Returns ``(normalized, reason)``, both the
     same length as ``values``: ``normalized`` is null where invalid; ``reason`` is null
     where valid, else one of Reason.MISSING_VALUE / Reason.INVALID_EMAIL / Reason.INVALID_PHONE.
     Accepts string/large_string/dictionary arrays and ChunkedArray (returns plain
@@ -238,13 +229,15 @@ def normalize_keys(
     """
     _check_kind(kind)
     _check_profile(profile)
+    if default_region is not None:
+        phones.check_region(default_region)
     arr = plain_array(values, text="strict")
     if profile == AS_IS:
         out = _as_is(arr)
     elif kind == "email":
         out = _normalize_email(arr, profile)
     elif kind == "phone":
-        out = _normalize_phone(arr, profile)
+        out = _normalize_phone(arr, profile, default_region)
     else:
         out = _normalize_other(arr)
     return tuple(plain_array(a, text="cast") for a in out)  # type: ignore[return-value]
@@ -395,7 +388,8 @@ def hash_keys(normalized: pa.Array, encoding: str, algorithm: str = "sha256") ->
 
 
 def normalize_and_hash(
-    values, kind: str, profile: str = "adobe", encoding: str | None = None, algorithm: str = "sha256"
+    values, kind: str, profile: str = "adobe", encoding: str | None = None, default_region: str | None = None,
+    algorithm: str = "sha256",
 ) -> tuple[pa.StringArray, pa.StringArray]:
     """Normalize then hash.  encoding None -> DEFAULT_DIGEST[profile].
     Returns ``(digests, reason)``; digests are null exactly where reason is not."""
@@ -403,7 +397,7 @@ def normalize_and_hash(
     if encoding is None:
         encoding = DEFAULT_DIGEST[profile]
     _check_encoding(encoding)
-    normalized, reason = normalize_keys(values, kind, profile)
+    normalized, reason = normalize_keys(values, kind, profile, default_region)
     return hash_keys(normalized, encoding, algorithm), reason
 
 
@@ -425,10 +419,10 @@ def canonical_digests(values: pa.Array, encoding: str, algorithm: str = "sha256"
 
 
 # ---------------------------------------------------------------- scalar helpers
-def _scalar(value, kind: str, profile: str) -> str | None:
+def _scalar(value, kind: str, profile: str, default_region: str | None = None) -> str | None:
     if value is None:
         return None
-    normalized, _ = normalize_keys(pa.array([value], pa.string()), kind, profile)
+    normalized, _ = normalize_keys(pa.array([value], pa.string()), kind, profile, default_region)
     return normalized[0].as_py()
 
 
@@ -437,18 +431,18 @@ def normalize_email(value: str, profile: str = "adobe") -> str | None:
     return _scalar(value, "email", profile)
 
 
-def normalize_phone(value: str, profile: str = "adobe") -> str | None:
+def normalize_phone(value: str, profile: str = "adobe", default_region: str | None = None) -> str | None:
     """Normalized phone, or None if missing/invalid."""
-    return _scalar(value, "phone", profile)
+    return _scalar(value, "phone", profile, default_region)
 
 
 def hash_value(
-    value: str, kind: str, profile: str = "adobe", encoding: str | None = None
+    value: str, kind: str, profile: str = "adobe", encoding: str | None = None, default_region: str | None = None
 ) -> str | None:
     """Digest of one value, or None if missing/invalid."""
     if value is None:
         _check_kind(kind)
         _check_profile(profile)
         return None
-    digests, _ = normalize_and_hash(pa.array([value], pa.string()), kind, profile, encoding)
+    digests, _ = normalize_and_hash(pa.array([value], pa.string()), kind, profile, encoding, default_region)
     return digests[0].as_py()

@@ -1,0 +1,186 @@
+"""The nightly DAG (scripts/airflow_nightly_dag.py) in a real Airflow, loaded as a user would: Airflow 3
+with the Beam and Google providers in a venv of its own (scripts/airflow-requirements.txt; scripts/test
+makes it), the job in this project's interpreter. DagBag loads it without import errors and schedules
+the night before; ``airflow tasks render`` shows the Dataflow settings; ``airflow tasks test`` runs the
+night on the demo data on the local runner, from outside the repository, and publishes the same bytes
+as a direct ``audience-sync nightly`` run. Without that venv these tests fail, unless
+AUDIENCE_SYNC_SKIP_AIRFLOW=1 says they are skipped on purpose. The DAG's own checks run without Airflow.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO, ROOT
+from pipelines import nightly
+
+import airflow_nightly_dag as dag_module
+
+AIRFLOW_VENV = Path(os.environ.get("AUDIENCE_SYNC_AIRFLOW_VENV") or f"{sys.prefix}-airflow")
+NIGHT = "2026-11-22"
+
+
+class Airflow:
+    """``airflow`` (and the venv's python) with a private AIRFLOW_HOME and the DAG in its dags folder;
+    the DAG's Variables come from AIRFLOW_VAR_* environment variables."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        dags = home / "dags"
+        dags.mkdir(parents=True)
+        shutil.copy(ROOT / "scripts" / "airflow_nightly_dag.py", dags)  # "copy it into the DAGs folder"
+        self.dags = dags
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        # The job must run this tree's code (CI installs it editable; helpers run with PYTHONPATH).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+                   AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW_VAR_AUDIENCE_SYNC_PYTHON=sys.executable,
+                   AIRFLOW_VAR_AUDIENCE_SYNC_CONFIG=str(DEMO / "job.yaml"))
+        self.env = env
+
+    def run(self, *args: str, variables: dict[str, str] | None = None, timeout: int = 600) -> str:
+        env = {**self.env, **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in (variables or {}).items()}}
+        proc = subprocess.run(list(args), cwd=self.home, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        assert proc.returncode == 0, f"{' '.join(args[:3])} failed:\n{proc.stdout[-4000:]}"
+        return proc.stdout
+
+    def airflow(self, *args: str, **kwargs) -> str:
+        return self.run(str(AIRFLOW_VENV / "bin" / "airflow"), *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory) -> Airflow:
+    if os.environ.get("AUDIENCE_SYNC_SKIP_AIRFLOW") == "1":
+        pytest.skip("AUDIENCE_SYNC_SKIP_AIRFLOW=1: the Airflow DAG tests are skipped on purpose")
+    if not (AIRFLOW_VENV / "bin" / "airflow").exists():
+        pytest.fail(f"no Airflow venv at {AIRFLOW_VENV}: scripts/test makes it (scripts/_airflow_env.sh), or "
+                    "point AUDIENCE_SYNC_AIRFLOW_VENV at one; AUDIENCE_SYNC_SKIP_AIRFLOW=1 skips these tests")
+    found = Airflow(tmp_path_factory.mktemp("airflow"))
+    found.airflow("db", "migrate")  # tasks render/test need Airflow's (sqlite) database
+    return found
+
+
+def test_dagbag_loads_the_dag_and_the_scheduler_imports_the_night_before(airflow):
+    out = airflow.run(str(AIRFLOW_VENV / "bin" / "python"), str(ROOT / "tests" / "airflow_probe.py"), str(airflow.dags))
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["import_errors"] == {}
+    assert found["dag_ids"] == ["audience_sync_nightly"]
+    task = found["task"]
+    assert "BeamRunPythonPipelineOperator" in task["operator"]
+    assert (task["py_options"], task["py_file"], task["deferrable"]) == (["-m"], "pipelines.nightly", False)
+    assert {"py_interpreter", "runner", "pipeline_options"} <= set(task["template_fields"])
+    assert found["dag"] == {"catchup": True, "max_active_runs": 1}
+    assert found["timetable"] == "CronDataIntervalTimetable"
+    # The run that starts at 03:00 on the 23rd carries the 22nd as its logical date, i.e. --date=2026-11-22.
+    assert found["runs"]["2026-11-23T03:00:00+00:00"] == "2026-11-22T03:00:00+00:00"
+    assert found["first_run"] == ["2026-11-02T03:00:00+00:00", "2026-11-01T03:00:00+00:00"]
+
+
+def rendered_fields(output: str) -> dict[str, str]:
+    """``airflow tasks render`` prints each template field under a ``# property: NAME`` banner."""
+    fields, name = {}, None
+    for line in output.splitlines():
+        if line.startswith("# property: "):
+            name = line.removeprefix("# property: ").strip()
+            fields[name] = []
+        elif name and not line.startswith("# ---"):
+            fields[name].append(line)
+    return {k: "\n".join(v).strip() for k, v in fields.items()}
+
+
+def test_rendered_for_dataflow_from_the_variables(airflow):
+    out = airflow.airflow("tasks", "render", "audience_sync_nightly", "import_night", f"{NIGHT}T03:00:00+00:00",
+                          variables={"audience_sync_runner": "DataflowRunner", "audience_sync_root": "gs://b/audiences",
+                                     "audience_sync_config": "gs://b/job.yaml", "audience_sync_gcp_project": "my-project",
+                                     "audience_sync_region": "europe-west4",
+                                     "audience_sync_beam_options": '{"temp_location": "gs://b/tmp", "max_num_workers": 8}'})
+    fields = rendered_fields(out)
+    assert fields["runner"] == "DataflowRunner"
+    assert (fields["py_interpreter"], fields["py_file"]) == (sys.executable, "pipelines.nightly")
+    assert ast.literal_eval(fields["pipeline_options"]) == {"config": "gs://b/job.yaml", "root": "gs://b/audiences",
+                                                             "date": NIGHT}
+    assert ast.literal_eval(fields["dataflow_config"]) == {"job_name": "audience-sync-nightly",
+                                                            "project_id": "my-project", "location": "europe-west4"}
+    assert dag_module.extra_beam_options(fields["beam_options"]) == {"temp_location": "gs://b/tmp", "max_num_workers": 8}
+
+
+def partition_files(root: Path) -> dict[str, bytes]:
+    part = root / f"dt={NIGHT}"
+    return {str(p.relative_to(part)): p.read_bytes() for p in sorted(part.rglob("*")) if p.is_file()}
+
+
+def test_tasks_test_runs_the_night_on_the_local_runner_like_a_direct_run(airflow, tmp_path):
+    direct_root = tmp_path / "direct"
+    direct = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(DEMO / "job.yaml"),
+                               "--root", str(direct_root), "--date", NIGHT],
+                              cwd=ROOT, env=airflow.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    via_root = tmp_path / "via-airflow"
+    out = airflow.airflow("tasks", "test", "audience_sync_nightly", "import_night", NIGHT,
+                          variables={"audience_sync_root": str(via_root)})
+    direct_out = direct.communicate(timeout=600)[0]
+    assert direct.returncode == 0, direct_out[-4000:]
+
+    # The command the Beam hook ran (it logs it before starting it).
+    line = re.search(r"Running command: (.*?)(?:\s+\[airflow\.task.*)?$", out, re.M)
+    assert line, out[-4000:]
+    cmd = shlex.split(line.group(1))
+    assert cmd[:4] == [sys.executable, "-m", "pipelines.nightly", "--runner=FnApiRunner"]
+    assert {f"--config={DEMO / 'job.yaml'}", f"--root={via_root}", f"--date={NIGHT}"} <= set(cmd)
+    # `airflow tasks test` exits 0 even when the task fails: the task's own outcome is in its log.
+    assert "Process exited with return code: 0" in out and "Task failed" not in out, out[-4000:]
+
+    via, expected = partition_files(via_root), partition_files(direct_root)
+    assert {"_SUCCESS", "report.json"} <= set(expected) and any(p.startswith("reconciled/") for p in expected)
+    assert sorted(via) == sorted(expected)
+    # _SUCCESS too: it carries no run-specific field (its code_version proves both ran this tree's code).
+    assert [p for p in expected if via[p] != expected[p]] == []
+
+
+# --- The DAG's own checks, without Airflow -------------------------------------------------------
+
+def test_beam_options_variable_may_not_override_what_the_dag_sets():
+    assert dag_module.extra_beam_options("") == {}
+    assert dag_module.extra_beam_options('{"max_num_workers": 8, "labels": {"team": "crm"}}') == {
+        "max_num_workers": 8, "labels": {"team": "crm"}}
+    for text, says in [('{"date": "2026-01-01"}', "may not set date"), ('{"runner": "DirectRunner"}', "may not set runner"),
+                       ('{"job-name": "x"}', "may not set job_name"), ('["--x"]', "expected a JSON object"),
+                       ("{temp_location: 1}", "not JSON"), ('{"labels": ["a=b"]}', '"labels" must be a JSON object')]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            dag_module.extra_beam_options(text)
+
+
+def test_a_night_is_imported_only_once_it_is_over():
+    now = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+    dag_module.check_night_is_over("2026-11-22", now)
+    for night in ("2026-11-23", "2026-11-24"):
+        with pytest.raises(ValueError, match=f"night {night} is not over"):
+            dag_module.check_night_is_over(night, now)
+
+
+def test_operator_style_arguments_parse_in_the_job():
+    # The Beam hook's format (beam_options_to_args): --runner first, --key=value, labels as key=value.
+    options = {**dag_module.NIGHTLY_OPTIONS, "config": "gs://b/job.yaml", "root": "gs://b/audiences", "date": NIGHT,
+               "project": "my-project", "region": "europe-west1", "job_name": "audience-sync-nightly-1a2b3c4d",
+               "labels": ["airflow-version=v3-3-2"], "max_num_workers": 8}
+    argv = ["--runner=DataflowRunner"]
+    for key, value in options.items():
+        argv += [f"--{key}={v}" for v in value] if isinstance(value, list) else [f"--{key}={value}"]
+    known, beam_args = nightly.parse_args(argv)
+    assert (known.config, known.root, known.date.isoformat()) == ("gs://b/job.yaml", "gs://b/audiences", NIGHT)
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+    opts = PipelineOptions(beam_args)
+    assert opts.view_as(StandardOptions).runner == "DataflowRunner"
+    assert opts.view_as(GoogleCloudOptions).labels == ["airflow-version=v3-3-2"]
+    assert opts.view_as(GoogleCloudOptions).project == "my-project"
