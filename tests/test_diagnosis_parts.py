@@ -111,11 +111,12 @@ def test_only_forms_that_add_lines_on_the_screen_are_computed_over_every_profile
     def probe(normalization, rows):
         form = ("k:email", "digest", "email", normalization, "sha256")
         return "h", (form, "hex:sha256", "normalization", (("normalization", normalization),)), np.asarray(rows)
-    screened = [probe("adobe", [1, 2, 3, 4]), probe("meta", [1, 2, 3, 4]),  # a tie: all profiles decide
+    screened = [probe("adobe", [1, 2, 3, 4]), probe("meta", [1, 2, 3, 4]),  # the same lines: the preferred one
+                probe("google", [1, 2, 3, 5]),  # as many lines, not the same: all profiles decide
                 probe("uid2", [1, 2]), probe("uid2", [3]),  # two batches: [1, 2, 3], inside adobe's lines
                 probe("none", [2, 9])]  # line 9: something no better probe has
     kept = {p.form.normalization for _, p in worth_confirming(screened)}
-    assert kept == {"adobe", "meta", "none"}
+    assert kept == {"adobe", "google", "none"}
     assert worth_confirming([]) == []
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from transforms.config import JobConfig
 from transforms.diagnosis_crypto import cbc_findings, failed_tokens, gcm_findings, load_cbc_material
-from transforms.diagnosis_findings import assemble, threshold
+from transforms.diagnosis_findings import assemble, preference, threshold
 from transforms.diagnosis_forms import SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, spread
 from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines
@@ -94,19 +94,23 @@ def worth_confirming(screened: list) -> list[tuple[str, Probe]]:
     """The screened probes whose form is worth computing over every profile: per data source, a
     form is kept when one of its probes matched, on the screen, a line that no probe matching more
     lines there matched (uid2 rules match a subset of what adobe rules match, when a partner used
-    adobe's). A probe that adds nothing on the screen would add a finding's worth of lines over all
-    profiles only with the screen's own small miss probability."""
+    adobe's), and, of probes matching exactly the same lines, the preferred one. A probe dropped so
+    would add a finding's worth of lines over all profiles only with the screen's own small miss
+    probability."""
     rows: dict[tuple, np.ndarray] = {}
     for name, probe, hit in screened:  # each batch of the screen sends its own: unite them
         key = (name, Probe(Form(*probe[0]), *probe[1:]))
         rows[key] = np.union1d(rows.get(key, np.zeros(0, np.int64)), hit)
     kept_forms: set[tuple[str, Form]] = set()
     for name in sorted({name for name, _ in rows}):
-        mine = sorted(((probe, hit) for (n, probe), hit in rows.items() if n == name), key=lambda ph: -len(ph[1]))
+        mine = sorted(((probe, hit) for (n, probe), hit in rows.items() if n == name and len(hit)),
+                      key=lambda ph: (-len(ph[1]), preference(ph[0].kind, ph[0].suggestion)))
+        seen: set[bytes] = set()  # of probes matching exactly the same lines, the preferred one (adobe, not meta)
         for probe, hit in mine:
-            better = [h for _, h in mine if len(h) > len(hit)]  # ties are both kept: only all profiles tell them apart
-            if len(hit) and (not better or len(np.setdiff1d(hit, np.concatenate(better)))):
+            better = [h for _, h in mine if len(h) > len(hit)]  # equal counts, other lines: both kept
+            if hit.tobytes() not in seen and (not better or len(np.setdiff1d(hit, np.concatenate(better)))):
                 kept_forms.add((name, probe.form))
+            seen.add(hit.tobytes())
     return sorted((name, probe) for name, probe in rows if (name, probe.form) in kept_forms)
 
 

@@ -26,7 +26,7 @@ def threshold(sampled: int) -> int:
     return max(1, math.ceil(MIN_SHARE * sampled))
 
 
-def _preference(kind: str, suggestion: tuple) -> tuple:
+def preference(kind: str, suggestion: tuple) -> tuple:
     """Sort key among findings explaining the same lines: the fewest changed fields, then KIND_ORDER, then values."""
     values = tuple((field, _VALUE_ORDER.get(value, len(_VALUE_ORDER)) if isinstance(value, str) else -1, str(value))
                    for field, value in suggestion)
@@ -42,12 +42,12 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     found, covered = [], np.zeros(0, np.int64)
     # Most lines first; a finding is kept only if it explains enough lines the kept ones do not (uid2
     # rules explain the non-gmail part of what adobe rules explain: one finding, not two).
-    for (kind, suggestion), rows in sorted(probed.items(), key=lambda kv: (-len(kv[1]), _preference(*kv[0]))):
+    for (kind, suggestion), rows in sorted(probed.items(), key=lambda kv: (-len(kv[1]), preference(*kv[0]))):
         if len(rows) >= least and len(np.setdiff1d(rows, covered)) >= least:
             found.append((kind, suggestion, len(rows), describe(ds, cfg, kind, suggestion)))
             covered = np.union1d(covered, rows)
     found += [(f.kind, f.suggestion, f.would_match, f.message) for f in decryption if f.would_match >= least]
-    found.sort(key=lambda f: (-f[2], _preference(f[0], f[1])))
+    found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
     return [
         {"kind": kind, "suggestion": dict(suggestion), "would_match": n, "sampled": sampled,
          "message": f"{n:,} of {sampled:,} sampled unmatched lines {message}"}
