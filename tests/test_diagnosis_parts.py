@@ -192,3 +192,16 @@ def test_the_report_carries_the_findings_and_a_failed_decryption_names_the_top_o
     assert build_report(cfg, counts)["data_sources"]["e"]["diagnosis"] == []
     with pytest.raises(RunFailed, match=r"diagnosis: 10 of 10 .* \(suggested: encryption.key_encoding: base64\)"):
         check_report(report, cfg)
+
+
+def test_the_screen_reads_the_csv_header_as_the_reader_does(tmp_path):
+    """A BOM and a quoted name with a comma: the screen asks the reader for the columns it will find
+    (a naive split of the header would ask for columns that do not exist and fail the import)."""
+    path = tmp_path / "p.csv"
+    path.write_bytes('\ufeffprofile_id,email,"work, email",mobile\np1,a@example.com,b@example.com,+33 6 12 34 56 78\n'.encode())
+    cfg = JobConfig(profiles={"path": str(path), "phone": "mobile"},
+                    data_sources=[{"name": "h", "dpid": 1, "segments": "/x/*", "id_type": "declared", "declared": "hashed",
+                                   "match_on": "email"}])
+    assert screen_columns(cfg, str(path)) == ["email", "mobile", "work, email"]
+    (table,) = read_profiles(str(path), cfg, extra=screen_columns(cfg, str(path)))
+    assert table["k:work, email"].to_pylist() == ["b@example.com"]

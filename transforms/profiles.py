@@ -11,6 +11,7 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -151,18 +152,15 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
 def scalar_columns(path: str, fmt: str) -> list[str]:
     """Column names of an extract whose values are scalars (not lists or structs), reading only its
     header/footer/first record."""
-    if fmt != "parquet":
-        if fmt == "csv":
-            return read_schema_names(path, fmt)
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.open(path) as handle:
-            first = handle.readline()
-        try:
-            return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
-        except (ValueError, AttributeError):
-            raise InputError(path, "not valid JSON", line=1) from None
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path) as handle:
-        return [f.name for f in pq.ParquetFile(handle).schema_arrow if not pa.types.is_nested(f.type)]
+        if fmt == "parquet":
+            return [f.name for f in pq.ParquetFile(handle).schema_arrow if not pa.types.is_nested(f.type)]
+        if fmt == "csv":  # Arrow's own reading of the header (a BOM, quoted names), as the reader will see it
+            return pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False)).schema.names
+        first = handle.readline()
+    try:
+        return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
+    except (ValueError, AttributeError):
+        raise InputError(path, "not valid JSON", line=1) from None
