@@ -16,7 +16,7 @@ from transforms.crypto import encrypt_cbc, encrypt_gcm
 from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, screen_step, worth_confirming
 from transforms.diagnosis_crypto import CbcMaterial, cbc_findings, gcm_findings
 from transforms.diagnosis_findings import assemble
-from transforms.diagnosis_forms import SCREEN_SHARE, screen_columns, screen_rows, spread
+from transforms.diagnosis_forms import SCREEN_ALL, screen_columns, screen_rows, spread
 from transforms.diagnosis_sample import SAMPLE_SCHEMA, SampleLines, bottom_k, candidates, rejected_candidates
 from transforms.errors import RunFailed
 from transforms.normalize import normalize_and_hash
@@ -85,7 +85,7 @@ def _run_dofns(cfg: JobConfig, path: str, sample: pa.Table, profiles_batches) ->
 
 
 def test_digests_of_a_column_that_is_not_the_email_role_suggest_it_as_the_email_column(tmp_path):
-    n = 64 * SCREEN_SHARE
+    n = 1000
     work = [f"worker{i}@example.com" for i in range(n)]
     pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(n)], "email": [f"home{i}@example.org" for i in range(n)],
                              "work_email": work, "note": ["x"] * n}), tmp_path / "p.parquet")
@@ -118,6 +118,19 @@ def test_only_forms_that_add_lines_on_the_screen_are_computed_over_every_profile
     kept = {p.form.normalization for _, p in worth_confirming(screened)}
     assert kept == {"adobe", "google", "none"}
     assert worth_confirming([]) == []
+
+
+def test_a_small_extract_is_screened_whole_and_a_big_one_in_part():
+    small = pa.table({"profile_id": [f"p{i}" for i in range(1000)], "opt_out": [False] * 1000})
+    assert screen_rows(small).column_names == ["profile_id"] and screen_rows(small).num_rows == 1000
+    n = SCREEN_ALL + 16 * 4000
+    big = pa.table({"profile_id": pa.array(np.arange(n)).cast(pa.string())})
+    whole = screen_rows(big)
+    assert whole["profile_id"].to_pylist()[:SCREEN_ALL] == [str(i) for i in range(SCREEN_ALL)]
+    assert abs(whole.num_rows - SCREEN_ALL - 4000) < 250
+    # read in two batches, the file's rows are picked the same way
+    halves = [screen_rows(big.slice(0, n // 2), 0), screen_rows(big.slice(n // 2), n // 2)]
+    assert pa.concat_tables(halves).equals(whole)
 
 
 def test_the_screen_spreads_over_the_extract_without_a_period():

@@ -25,6 +25,7 @@ from transforms.profiles import KEY_PREFIX, scalar_columns
 # lines shows about n/16 of them there, so one that explains more than ~100 lines is missed with a
 # probability under 0.2%.
 SCREEN_SHARE = 16
+SCREEN_ALL = 8_192  # the first rows of each extract file are all screened
 MAX_SCREEN_COLUMNS = 16  # extract columns looked at beyond the id and visitor IDs (a wide extract)
 
 DIGEST, ADDRESS, RAW, FOLDED, VISITOR = "digest", "address", "raw", "folded", "visitor"
@@ -62,20 +63,24 @@ def screen_columns(cfg: JobConfig, path: str) -> list[str]:
     return (roles + others)[:MAX_SCREEN_COLUMNS]
 
 
-def screen_rows(profiles: pa.Table) -> pa.Table:
-    """The screen's share of a standardized profile batch (1 row in SCREEN_SHARE, see
-    :func:`spread`), as a compact copy without the opt-out column."""
+def screen_rows(profiles: pa.Table, first_row: int = 0) -> pa.Table:
+    """The screen's share of a standardized profile batch whose first row is the file's row
+    ``first_row``: the file's first SCREEN_ALL rows (a small extract is screened whole), then 1 row
+    in SCREEN_SHARE (see :func:`spread`), as a compact copy without the opt-out column."""
     table = profiles.drop_columns([c for c in ("opt_out",) if c in profiles.column_names])
-    return table.take(spread(profiles.num_rows, SCREEN_SHARE))
+    whole = max(0, min(profiles.num_rows, SCREEN_ALL - first_row))
+    rest = spread(profiles.num_rows - whole, SCREEN_SHARE, offset=first_row + whole).to_numpy() + whole
+    return table.take(pa.array(np.concatenate([np.arange(whole), rest])))
 
 
-def spread(n: int, share: int, salt: int = 0) -> pa.Array:
-    """About 1 in ``share`` of the positions ``0 .. n-1``, picked by a stable hash of the position:
-    deterministic, cheap (no column is hashed), and without the period a stride has (a stride of 16
-    over an extract whose every other row differs sees only one kind of row)."""
+def spread(n: int, share: int, salt: int = 0, offset: int = 0) -> pa.Array:
+    """About 1 in ``share`` of the positions ``0 .. n-1`` (of a file, from ``offset``), picked by a
+    stable hash of the position: deterministic, cheap (no column is hashed), and without the period
+    a stride has (a stride of 16 over an extract whose every other row differs sees only one kind of
+    row)."""
     if share <= 1:
         return pa.array(np.arange(n))
-    positions = pa.array(np.arange(salt << 40, (salt << 40) + n, dtype=np.int64))
+    positions = pa.array(np.arange(offset, offset + n, dtype=np.int64) + (salt << 40))
     return pa.array(np.flatnonzero(hash64(positions) < np.uint64(2**64 // share)))
 
 

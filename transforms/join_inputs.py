@@ -155,7 +155,7 @@ class KeyProfiles(PooledDoFn):
     none. Raw profile batches never leave this DoFn, so they never pile up in memory.
     """
 
-    SCREEN = "screen"  # a deterministic 1/16 of the profiles, with every scalar column: the diagnosis' screen
+    SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
@@ -170,12 +170,13 @@ class KeyProfiles(PooledDoFn):
 
     def process(self, path: str, filters: dict):
         cfg = self._cfg
-        diagnosis = any(cfg.sample_size(ds) for ds in cfg.data_sources)
+        diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
         for profiles in read_profiles(path, cfg, extra=screen_columns(cfg, path) if diagnosis else ()):
             self._rows.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
             if diagnosis:
-                yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles))
+                yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles, first_row))
+                first_row += profiles.num_rows
             key_source = functools.partial(self._key_source, profiles, filters)
             for counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):
                 for n in counts:
