@@ -1,12 +1,13 @@
 """Export an audience: targeted profiles -> the platform's onboarding files for one data source.
 
     audience-sync export --config job.yaml --audience NAME --targets TARGETS --output OUT_DIR
-        [--existing PREVIOUS_EXPORT_DIR ...] [--data-source NAME] [--segment-id N]
-        [--max-lines-per-file N] [--run-date YYYY-MM-DD] [Beam flags...]
+        [--state ROOT | --existing PREVIOUS_EXPORT_DIR ...] [--mode sync|overwrite]
+        [--data-source NAME] [--segment-id N] [--max-lines-per-file N] [--run-date YYYY-MM-DD] [Beam flags...]
     python -m pipelines.export_audience ...   (same flags)
 
-Outputs under OUT_DIR: ``onboarding/`` (gzip data files + ``.info`` control file), ``exported/`` and
-``unmapped/`` (Parquet) and ``report.json`` (written last: its presence means the run completed).
+Outputs under OUT_DIR: ``onboarding/`` (gzip data files + ``.info`` control file), ``exported/``,
+``removed/`` and ``unmapped/`` (Parquet) and ``report.json`` (written last: its presence means the
+run completed); with ``--state ROOT``, the audience's new export state, committed after them.
 See the README and :mod:`transforms.export`.
 """
 from __future__ import annotations
@@ -18,10 +19,12 @@ import apache_beam as beam
 
 from pipelines import launch
 from transforms.config import JobConfig
-from transforms.export import ExportAudience, ExportSpec, export_config, export_spec
+from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
 from transforms.export_report import summary_lines
+from transforms.export_state import ExportState
 from transforms.preflight import check_export_inputs
 from transforms.publish import REPORT, join_path
+from transforms.publish_journal import remove_run_dir
 
 
 def _positive_int(text: str) -> int:
@@ -39,9 +42,17 @@ def parse_args(argv):
                         help="the targeted profiles: CSV (header) or Parquet file(s) with a 'profile_id' column; "
                         "local path, glob or gs://")
     parser.add_argument("--output", required=True, help="output folder (local path or gs://)")
+    parser.add_argument("--state", default=None, metavar="ROOT",
+                        help="the export state root (local or gs://): adds and removals are computed against what "
+                        "the platform holds for this data source and audience, and the new state is committed after "
+                        "the files")
     parser.add_argument("--existing", action="append", default=[], metavar="PREVIOUS_EXPORT_DIR",
-                        help="a previous export of this audience: its exported/ pairs are not sent again "
-                        "(repeat the flag for several)")
+                        help="instead of --state: a previous export of this audience (repeat the flag for several, "
+                        "oldest first); what they sent and removed is what the platform holds")
+    parser.add_argument("--mode", choices=MODES, default="sync",
+                        help="sync (default): .sync files adding new members (d_sid) and removing leavers (d_unsid); "
+                        "overwrite: .overwrite files listing every member's full trait list for the data source "
+                        "(needs --state)")
     parser.add_argument("--data-source", default=None,
                         help="the data source to share through (default: the config's export.data_source, "
                         "or its only data source)")
@@ -54,10 +65,10 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
-def build_pipeline(p: beam.Pipeline, cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str],
+def build_pipeline(p: beam.Pipeline, cfg: JobConfig, spec: ExportSpec, targets: str, state: ExportState,
                    output: str, run_dir: str) -> None:
     """Wire the export graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs."""
-    _ = p | "Export" >> ExportAudience(cfg, spec, targets, existing, output, run_dir)
+    _ = p | "Export" >> ExportAudience(cfg, spec, targets, state, output, run_dir)
 
 
 def run(argv=None) -> dict:
@@ -70,15 +81,30 @@ def run(argv=None) -> dict:
 
     def preflight(cfg: JobConfig) -> JobConfig:
         spec = checked["spec"] = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id,
-                                             known.max_lines_per_file)
-        check_export_inputs(cfg, spec, known.targets, existing)
+                                             known.max_lines_per_file, known.mode)
+        checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, known.state)
         return export_config(cfg, spec)
 
     job = launch.start(known.config, beam_args, preflight)
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)
-    return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
-        p, job.cfg, checked["spec"], known.targets, existing, output, run_dir))
+    state: ExportState = checked["state"]
+    if state.version_dir is not None:
+        remove_run_dir(state.version_dir)  # an uncommitted version left by a failed or killed run
+    try:
+        return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
+            p, job.cfg, checked["spec"], known.targets, state, output, run_dir))
+    except BaseException:
+        if state.version_dir is not None and state.previous == _committed(state):
+            remove_run_dir(state.version_dir)  # never committed: nothing of it stays
+        raise
+
+
+def _committed(state: ExportState) -> int | None:
+    from transforms.export_state import current_version
+
+    current = current_version(state.folder)
+    return None if current is None else current.number
 
 
 def main(argv=None) -> int:

@@ -18,13 +18,14 @@ import apache_beam as beam
 from pipelines import launch
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
-from transforms.incremental import REMOVE, PreviousState, merge_state
+from transforms.incremental import REMOVE, NightGuard, PreviousState, merge_state
 from transforms.join import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA
-from transforms.outcomes import Metric
+from transforms.outcomes import COUNTS, Metric
 from transforms.preflight import check_inputs
 from transforms.publish import ADD, REPORT, PublishInputs, PublishRun, WriteParts, join_path
 from transforms.reconcile import ReconcileAudiences
 from transforms.summary import summary_lines
+from transforms.suppression import ReadSuppressionLists, SuppressFileAudience
 
 OUTPUTS = {
     "reconciled": MEMBERSHIP_SCHEMA,
@@ -42,12 +43,14 @@ def parse_args(argv):
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date,
-                   previous: str | None = None, incremental: bool = False, manifest: dict | None = None) -> None:
+                   previous: str | None = None, incremental: bool = False, manifest: dict | None = None,
+                   guard: NightGuard | None = None) -> None:
     """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs.
 
     ``incremental`` (the nightly job): ``iter`` dumps' removals apply, and each audience is the
     ``previous`` partition's state updated with tonight's lines (``full`` dumps replace it);
-    ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``."""
+    ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``; ``guard``: the
+    night's shrink checks, run before anything is published."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental)
 
@@ -63,7 +66,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
             removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
             p | f"Previous{name}" >> PreviousState(folder, OUTPUTS[name]),
         ) | f"Flatten{name}State" >> beam.Flatten()
-        merge = {"merge": merge_state(keys, name, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
+        merge = {"merge": merge_state(keys, name, cfg, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
         return tagged, merge
 
     keys = ["data_source", "segment_id", "profile_id"]
@@ -74,6 +77,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     )
     keys = ["data_source", "segment_id", "address"]
     tables, merge = state("file_audience", keys, result.file_audience_removed, replace=True)
+    tables, suppressed = suppress(p, cfg, tables)
     file_audience = tables | "WriteFileAudience" >> WriteParts(
         "file_audience", FILE_AUDIENCE_SCHEMA, keys, "address", run_dir, cfg.buckets, threads=cfg.threads,
         dedupe=True, count_column="segment_id", count_metric=Metric.FILE_AUDIENCE_MEMBERS, **merge,
@@ -84,10 +88,25 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     )
     written = (reconciled, file_audience, rejected)
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
-    counts = (result.counts, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
+    counts = (result.counts, *suppressed, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
     _ = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis) | "Publish" >> PublishRun(
-        cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest
+        cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.check if guard is not None else None
     )
+
+
+def suppress(p: beam.Pipeline, cfg: JobConfig, tables: beam.PCollection):
+    """The file-audience path through the suppression lists (when the config has any): a suppressed
+    address is never written, tonight's or carried over (removals pass). Returns ``(tables, [counts])``.
+
+    A dump line whose address is suppressed still counts in its line category, ``file_audience``
+    (where the line went: the line counts stay additive, ``received`` = the six categories); the
+    entries withheld from ``file_audience/`` are counted apart, as ``suppressed``."""
+    if not cfg.suppression:
+        return tables, []
+    lists = beam.pvalue.AsList(p | "Suppression" >> ReadSuppressionLists(cfg))
+    kept = tables | "SuppressFileAudience" >> beam.ParDo(SuppressFileAudience(cfg, pass_tags=(REMOVE,)), lists) \
+        .with_outputs(COUNTS, main="kept")
+    return kept.kept, [kept[COUNTS]]
 
 
 def run(argv=None) -> dict:

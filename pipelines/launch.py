@@ -2,16 +2,19 @@
 
 A job's ``run(argv)`` parses its own flags, then: :func:`start` (logs kept free of elements, config
 loaded, the job's preflight, pipeline options with the local runner pinned, the worker-key warning),
-and :func:`run_pipeline` per pipeline (run, remove the run's folder on any failure, staged-only
-runs, the report read back). Its ``main(argv)`` is :func:`run_job_cli`: a summary on success, one
+and :func:`run_pipeline` per pipeline (output lock, recovery of an interrupted publish, leftovers
+of killed runs deleted, write probe; run; remove the run's folder on any failure; staged-only runs;
+the report read back). Its ``main(argv)`` is :func:`run_job_cli`: a summary on success, one
 clear line on failure (exit 2 for a configuration error, 1 for a failed run), the traceback only
 with ``--debug``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import posixpath
 import sys
 import traceback
 import uuid
@@ -26,10 +29,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options, warn_about_worker_keys
 from transforms import progress
 from transforms.config import JobConfig, load_config
-from transforms.errors import AudienceSyncError
+from transforms.errors import AudienceSyncError, RunFailed
 from transforms.html_report import PAGE
-from transforms.publish import remove_run_dir
+from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir
 from transforms.storage import join_path
+
+LOG = logging.getLogger("audience_sync.launch")
 
 STAGED = "staged"
 
@@ -74,21 +79,47 @@ def new_run_dir(parent: str, prefix: str = "_incomplete-") -> str:
     return join_path(parent, f"{prefix}{uuid.uuid4().hex[:12]}")
 
 
-def run_pipeline(options: PipelineOptions, run_dir: str, report_path: str, build: Callable[[beam.Pipeline], None]) -> dict:
-    """Build (``build(p)``) and run one pipeline. On any failure the run's folder is removed (nothing
-    of a failed run stays behind) and the error goes up. When the runner only stages the job
-    (``--dry_run``, ``--template_location``) there is no report: ``{"status": "staged"}``. Otherwise
-    the report the pipeline published."""
-    try:
-        with progress.reporting(options), beam.Pipeline(options=options) as p:
-            build(p)
-    except BaseException:
-        remove_run_dir(run_dir)
-        raise
-    if only_stages(options):
+def run_pipeline(options: PipelineOptions, run_dir: str, report_path: str, build: Callable[[beam.Pipeline], None],
+                 held: bool = False) -> dict:
+    """Build (``build(p)``) and run one pipeline that publishes into ``report_path``'s folder,
+    staging under ``run_dir``. Unless ``held`` (the caller holds it: nightly holds its root), the
+    output folder (``run_dir``'s parent) is held for the run (:func:`transforms.publish_journal.hold_output`:
+    lock, recovery, leftovers, write probe). On any failure before the publish's commit point the
+    run's folder is removed (nothing of a failed run stays behind) and the error goes up; after it,
+    the publish is completed. When the runner only stages the job (``--dry_run``,
+    ``--template_location``) there is no report (``{"status": "staged"}``) and no lock: nothing is
+    published now. Otherwise the report the pipeline published."""
+    staged_only = only_stages(options)
+    job = getattr(build, "__module__", None) or "run"
+    with hold_output(posixpath.dirname(run_dir), job.rsplit(".", 1)[-1], options) if not (held or staged_only) \
+            else contextlib.nullcontext():
+        try:
+            with progress.reporting(options), beam.Pipeline(options=options) as p:
+                build(p)
+        except BaseException as exc:
+            if not _complete_committed_publish(posixpath.dirname(report_path), run_dir, exc):
+                raise
+    if staged_only:
         return {"status": STAGED}
     with FileSystems.open(report_path) as handle:
         return json.loads(handle.read())
+
+
+def _complete_committed_publish(output_dir: str, run_dir: str, exc: BaseException) -> bool:
+    """After a failed pipeline: if it failed after its publish committed (the journal names its run
+    folder), complete the publish and say so (True: the run is published); else remove the run's
+    folder (False: the error stands)."""
+    journal = read_journal(output_dir)
+    if journal is None or journal.run_dir != run_dir:
+        remove_run_dir(run_dir)
+        return False
+    try:
+        apply(output_dir, journal)
+    except Exception as again:  # noqa: BLE001 - the next run into output_dir completes it
+        raise RunFailed(f"{output_dir}: the publish was interrupted ({type(again).__name__}); the new outputs are "
+                        "complete in the run's folder and the next run into this folder publishes them") from exc
+    LOG.warning("%s: the publish step failed after its commit point (%s) and was completed", output_dir, type(exc).__name__)
+    return isinstance(exc, Exception)  # an interrupt (Ctrl-C) still stops the job, after completing
 
 
 # -------------------------------------------------------------------------------------------------

@@ -10,12 +10,19 @@ under ``ROOT/_staging/`` and published at the end; ``_SUCCESS`` (a manifest of e
 size and sha256, the config digest and code version) is written last and is the commit point.
 A date already published is skipped (``--force`` replaces it whole); a partition without
 ``_SUCCESS`` (a killed run) is cleared and redone. ``iter`` dumps update the previous published
-night's audiences (additions and removals), ``full`` dumps replace them. After the nights,
-``ROOT/report.html`` shows match rate and members per data source over every published night.
+night's audiences (additions and removals), ``full`` dumps replace them (a data source's
+``sync_mode``, else the file name, says which; a name that does not say is a configuration error).
+A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
+empty, or that would drop a data source taken out of the config fails unless ``--allow-shrink``.
+The run holds ``ROOT/_lock.json`` throughout, completes an interrupted publish and deletes the
+leftovers of killed runs (``_staging/``) first (:func:`transforms.publish_journal.hold_output`).
+After the nights, ``ROOT/report.html`` shows match rate and members per data source over every
+published night.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import sys
@@ -27,13 +34,17 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
+from transforms.incremental import NightGuard, check_sync_modes
 from transforms.preflight import check_inputs
-from transforms.publish import REPORT, SUCCESS, join_path, remove_run_dir
+from pipelines.options import only_stages
+from transforms.publish import REPORT, SUCCESS, join_path
+from transforms.publish_journal import hold_output, remove_run_dir
 from transforms.report_pages import write_nightly_page
 from transforms.storage import glob
 from transforms.summary import import_table
 
 LOG = logging.getLogger("audience_sync.nightly")
+STAGING = "_staging"
 
 
 def _date_range(text: str) -> list[date]:
@@ -54,6 +65,9 @@ def parse_args(argv):
     when.add_argument("--date", type=date.fromisoformat, help="the night to import (YYYY-MM-DD)")
     when.add_argument("--backfill", type=_date_range, help="FIRST:LAST, imported in date order")
     parser.add_argument("--force", action="store_true", help="replace nights that were already published")
+    parser.add_argument("--allow-shrink", action="store_true",
+                        help="publish even when a data source's audience shrinks by more than max_shrink against the "
+                        "previous night, a full dump is empty, or a data source left the config (its rows are dropped)")
     return parser.parse_known_args(argv)
 
 
@@ -99,7 +113,8 @@ def code_version() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
-def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions) -> dict:
+def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions,
+              allow_shrink: bool = False) -> dict:
     target = partition(root, day)
     success = join_path(target, SUCCESS)
     if FileSystems.exists(success) and not force:
@@ -109,6 +124,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         remove_run_dir(target)  # leftovers of an interrupted run: never half-visible, now gone
     cfg = template.for_date(day)
     check_inputs(cfg)
+    check_sync_modes(cfg)
     earlier = [d for d in published_dates(root) if d < day]
     previous = partition(root, earlier[-1]) if earlier else None
     manifest = {
@@ -117,9 +133,10 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "code_version": code_version(),
         "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
     }
-    run_dir = launch.new_run_dir(join_path(root, "_staging"), prefix=f"dt={day.isoformat()}-")
+    run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
+    guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
     report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
-        p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest))
+        p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest, guard=guard), held=True)
     if report.get("status") == launch.STAGED:
         return {"date": day.isoformat(), "status": launch.STAGED}
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
@@ -137,15 +154,18 @@ def run(argv=None) -> list[dict]:
     job = launch.start(known.config, beam_args, lambda cfg: None)  # inputs are checked per night, dates filled
     root = known.root.rstrip("/")
     results = []
-    try:
-        for day in days:
-            result = run_night(job.cfg, config_text, day, root, known.force, job.options)
-            for line in summary_lines([result]):
-                LOG.info(line)
-            results.append(result)
-    finally:  # also when a later night failed: the page shows the nights published before it
-        if any(r["status"] == "published" for r in results):
-            write_root_page(root)
+    # One nightly run per root at a time (nights build on each other): the lock is the root's.
+    with contextlib.nullcontext() if only_stages(job.options) else hold_output(
+            root, "nightly", job.options, partitions="dt=*", staging=STAGING):
+        try:
+            for day in days:
+                result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink)
+                for line in summary_lines([result]):
+                    LOG.info(line)
+                results.append(result)
+        finally:  # also when a later night failed: the page shows the nights published before it
+            if any(r["status"] == "published" for r in results):
+                write_root_page(root)
     return results
 
 
@@ -157,6 +177,9 @@ def summary_lines(results: list[dict]) -> list[str]:
                      + (f" (updating {result['previous']})" if result.get("previous") else ""))
         if result.get("report"):
             lines += import_table(result["report"], indent="  ")
+        for name, e in result.get("report", {}).get("removed_data_sources", {}).items():
+            rows = " ".join(f"{k}={v}" for k, v in e.items() if k != "action")
+            lines.append(f"  {name}: no longer configured, previous rows {e['action']} ({rows})")
     return lines
 
 

@@ -46,7 +46,7 @@ from transforms.normalize import normalize_and_hash  # noqa: E402
 DOMAINS = ["example.com", "example.org", "gmail.com", "example.net"]
 SOURCES = [
     # name, dpid, kind, segment ids, compressed, parts
-    ("visitors", 20914, "visitor", ["1401", "1402", "1403", "1404"], True, 2),
+    ("visitors", 56789, "visitor", ["1401", "1402", "1403", "1404"], True, 2),
     ("crm-hashed-emails", 12345, "hashed_email", ["2201", "2202", "2203"], True, 2),
     ("uid2-phones", 34567, "hashed_phone", ["3301", "3302"], False, 1),
     ("crm-plain", 45678, "plain", ["4401", "4402", "4403"], False, 1),
@@ -443,7 +443,7 @@ profiles:
   opt_out: opt_out
 data_sources:
   - name: visitors
-    dpid: 20914
+    dpid: 56789
     segments: segments/visitors/*.sync*
     id_type: visitor
   - name: crm-hashed-emails

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,3 +28,22 @@ def demo_copy(tmp_path) -> Path:
     target = tmp_path / "demo"
     shutil.copytree(DEMO, target)
     return target
+
+
+def run_import_cli(config, out) -> subprocess.CompletedProcess:
+    """The real CLI (`audience-sync import`) in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(config),
+                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def assert_failed_cleanly(result: subprocess.CompletedProcess, out: Path, *words: str) -> str:
+    """A failed run: exit 1, its last stderr line names the cause (``words``), no traceback, and
+    nothing published or left behind under ``out``. Returns that line."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("audience-sync: run failed: "), result.stderr
+    for word in words:
+        assert word in last, last
+    assert "Traceback" not in result.stderr
+    assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))
+    return last

@@ -5,8 +5,9 @@
 
 What it does, and why (read from apache-beam 2.77 and google-cloud-storage 3.x sources):
 
-* The emulator runs in a child process (``python -m gcp_storage_emulator start --in-memory``) on a
-  free loopback port, so a hung request can never block the test process's GIL or its teardown;
+* The emulator runs in a child process (``gcs_emulator_server.py start --in-memory``: the installed
+  ``gcp_storage_emulator`` with the ``ifGenerationMatch`` precondition of uploads and deletes enforced,
+  as real GCS does and the output lock needs) on a free loopback port, so a hung request can never block the test process's GIL or its teardown;
   we wait until its health check (``GET /``) answers, and kill the process afterwards.
 * ``STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT`` is set for the test process. Every
   ``google.cloud.storage.Client`` built afterwards sends all requests (JSON API, uploads, downloads
@@ -40,9 +41,11 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 DEFAULT_BUCKET = "audience-sync-test"
+SERVER = Path(__file__).resolve().parent / "gcs_emulator_server.py"
 START_TIMEOUT_S = 20.0
 
 
@@ -104,7 +107,7 @@ def start_emulator(bucket: str = DEFAULT_BUCKET, attempts: int = 3) -> tuple[sub
         endpoint = f"http://127.0.0.1:{port}"
         log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child can never block on it
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, str(SERVER), "start", "--host", "127.0.0.1", "--port", str(port),
              "--in-memory", "--default-bucket", bucket, "--quiet"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

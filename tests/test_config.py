@@ -70,7 +70,7 @@ def test_inline_key_is_refused_without_echoing_it():
         encryption={"algorithm": "aes-cbc", "key": "00112233445566778899aabbccddeeff", "iv": "env:IV"},
     )
     message = error_of(data)
-    assert "data_sources.0.encryption.key" in message and "reference" in message
+    assert "data_sources.0.encryption.key: not a key reference" in message
     assert "00112233445566778899aabbccddeeff" not in message
 
 

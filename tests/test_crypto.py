@@ -597,9 +597,7 @@ def test_load_secret_bad_reference_does_not_echo_it():
     for ref in (KEY256.hex(), KEY256_B64, "vault:thing", "env:", "file:"):
         with pytest.raises(KeyMaterialError) as exc:
             load_secret(ref)
-        assert str(exc.value) == (
-            "secret reference must look like 'env:NAME' or 'file:PATH' (the value given is not shown)"
-        )
+        assert str(exc.value).startswith("not a key reference: ")
         if len(ref) > 5:
             _assert_no_leak(exc.value, ref)
     with pytest.raises(ValueError) as exc:

@@ -528,10 +528,12 @@ def test_dry_run_builds_the_nightly_and_export_jobs(monkeypatch, job):
     else:
         from pipelines.export_audience import build_pipeline as build_export
         from transforms.export import export_spec
+        from transforms.export_state import ExportState
 
         spec = export_spec(cfg, "summer", "crm-hashed-emails", RUN_DATE)
-        build_export(p, cfg, spec, f"{bucket}/targets.csv", [], f"{bucket}/export", f"{bucket}/export/_incomplete-x")
-        expected = {"Export/BuildTargetFilter"}
+        build_export(p, cfg, spec, f"{bucket}/targets.csv", ExportState(), f"{bucket}/export",
+                     f"{bucket}/export/_incomplete-x")
+        expected = {"Export/BuildProfileFilter", "Export/GroupUserIdShards"}
     result = p.run()
     names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
     assert expected <= names, sorted(expected - names)

@@ -10,7 +10,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from test_pipeline import UNKNOWN, V1, V2, V3, make_job
 from transforms.arrow_utils import KeyFilter, hash64
-from transforms.dumps import REJECTED_SCHEMA, FileStats
+from transforms.dump_files import FileStats
+from transforms.dumps import REJECTED_SCHEMA
 from transforms.join import JoinShard
 from transforms.join_inputs import KeyProfiles, ReadDumpFile
 from transforms.keys import pack_visitor_ids

@@ -6,13 +6,12 @@ import gzip
 import pytest
 
 from transforms.config import DataSourceConfig
+from transforms.dump_files import is_dump_file, read_chunks
 from transforms.dumps import (
     DumpName,
-    is_dump_file,
     numbered_chunks,
     parse_dump_name,
     parse_lines,
-    read_chunks,
     read_dump,
     split_lines,
 )

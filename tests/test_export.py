@@ -28,10 +28,11 @@ from transforms.export import (
     check_audience_name,
     export_spec,
 )
-from transforms.export_classify import CANDIDATE_SCHEMA, EXPORTED_SCHEMA, classify
+from transforms.export_classify import CANDIDATE_SCHEMA, EARLIER_SCHEMA, EXPORTED_SCHEMA, classify
+from transforms.export_state import ExportState
 from transforms.export_report import OUTCOMES
 from transforms.onboarding import control_document, line_bytes
-from transforms.outcomes import Count, Metric
+from transforms.outcomes import Count, Metric, Removal
 from transforms.targets import TARGET_SCHEMA
 
 RUN_DATE = "2026-11-22"
@@ -80,7 +81,7 @@ def write_job(folder: Path, extra: dict | None = None) -> Path:
         "profiles": {"path": "profiles.parquet", "phone": None, "opt_out": "opt_out"},
         "buckets": 4,
         "data_sources": [
-            {"name": "vis", "dpid": 20914, "segments": "unused/*.sync", "id_type": "visitor"},
+            {"name": "vis", "dpid": 56789, "segments": "unused/*.sync", "id_type": "visitor"},
             {"name": "hashed", "dpid": 12345, "segments": "unused/*.sync", "id_type": "declared",
              "declared": "hashed", "match_on": "email"},
         ],
@@ -162,7 +163,8 @@ def test_hashed_export_writes_exactly_the_expected_files(job, tmp_path):
     assert pq.read_table(out / "exported").schema == EXPORTED_SCHEMA
     assert {k: report[k] for k in (*OUTCOMES, "targets", "target_rows", "duplicate_target_rows", "blank_target_ids",
                                     "lines", "pairs_sent")} == {
-        "exported": 4, "already_present": 0, "unmapped": 1, "opted_out": 1, "unknown_profile": 1,
+        "exported": 4, "already_present": 0, "unmapped": 1, "opted_out": 1, "unknown_profile": 1, "consent_unknown": 0,
+        "suppressed": 0,
         "targets": 7, "target_rows": 9, "duplicate_target_rows": 1, "blank_target_ids": 1,
         "lines": 3, "pairs_sent": 4,
     }
@@ -177,7 +179,7 @@ def test_visitor_export_is_split_in_numbered_files_with_segment_ids(job, tmp_pat
     report = export(job, tmp_path / "targets.csv", out, "--data-source", "vis", "--segment-id", 24,
                     "--max-lines-per-file", 2)
     files = onboarding(out)
-    stem = f"ftp_dpm_20914_{TS}"
+    stem = f"ftp_dpm_56789_{TS}"
     assert sorted(files) == [f"{stem}.info", f"{stem}.sync.1.gz", f"{stem}.sync.2.gz", f"{stem}.sync.3.gz"]
     lines = [gzip.decompress(files[f"{stem}.sync.{k}.gz"]).decode() for k in (1, 2, 3)]
     assert lines == [f"{V0}\td_sid=24\n{V1}\td_sid=24\n", f"{V2}\td_sid=24\n{V3}\td_sid=24\n", f"{V4}\td_sid=24\n"]
@@ -198,7 +200,7 @@ def test_export_audience_returns_its_report_and_counts_by_name(job, tmp_path):
     spec = export_spec(cfg, "Summer sale", "hashed", datetime.strptime(RUN_DATE, "%Y-%m-%d").date())
     out = tmp_path / "out"
     with local_test_pipeline() as p:
-        outputs = p | "Export" >> ExportAudience(cfg, spec, str(tmp_path / "targets.csv"), [], str(out),
+        outputs = p | "Export" >> ExportAudience(cfg, spec, str(tmp_path / "targets.csv"), ExportState(), str(out),
                                                  str(out / "_incomplete-test"))
         assert isinstance(outputs, ExportOutputs)
         assert_that(outputs.report | beam.Map(lambda r: (r["targets"], r["exported"], r["lines"])),
@@ -219,29 +221,52 @@ def test_parquet_targets_and_config_data_source(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # Delta, opt-out, nothing to send
 # ----------------------------------------------------------------------------------------------------
-def test_existing_export_is_not_sent_again_and_opt_out_wins(tmp_path):
+def test_existing_export_is_not_sent_again_and_opt_out_leaves(tmp_path):
     cfg = write_job(tmp_path / "job")
     write_profiles(tmp_path / "job", [(p, e, v, False) for p, e, v, _ in PROFILES])  # nobody opted out yet
     first = tmp_path / "first"
-    export(cfg, write_targets(tmp_path / "t1.csv", ["p1", "p2", "p5"]), first, "--data-source", "vis")
+    export(cfg, write_targets(tmp_path / "t1.csv", ["p1", "p2", "p5"]), first, "--data-source", "vis",
+           "--segment-id", 24)
     assert rows(first / "exported") == {("p1", V1), ("p1", V2), ("p2", V3), ("p5", V5)}
 
-    # Since then: p5 opted out, p2 got a second visitor ID.
+    # Since then: p5 opted out (still targeted), p2 got a second visitor ID.
     changed = [(p, e, v + ([V6] if p == "p2" else []), True if p == "p5" else o) for p, e, v, o in PROFILES]
     write_profiles(tmp_path / "job", changed)
     second = tmp_path / "second"
     report = export(cfg, write_targets(tmp_path / "t2.csv", ["p1", "p2", "p3", "p5"]), second,
-                    "--data-source", "vis", "--existing", first)
+                    "--data-source", "vis", "--segment-id", 24, "--existing", first)
     files = onboarding(second)
-    text = gzip.decompress(files[f"ftp_dpm_20914_{TS}.sync.gz"]).decode()
-    assert text == f'{V4}\t"segment"="Summer sale"\n{V6}\t"segment"="Summer sale"\n'
-    assert V5 not in text
+    text = gzip.decompress(files[f"ftp_dpm_56789_{TS}.sync.gz"]).decode()
+    assert text == f"{V4}\td_sid=24\n{V5}\td_unsid=24\n{V6}\td_sid=24\n"
     assert rows(second / "exported") == {("p2", V6), ("p3", V4)}
+    assert rows(second / "removed") == {("p5", V5, "opted_out")}
     assert (report["exported"], report["already_present"], report["opted_out"]) == (2, 1, 1)
-    assert report["opted_out_in_existing"] == 1
-    assert report["existing_pairs_read"] == 4
+    assert (report["added"], report["removed"], report["unchanged"]) == (2, 1, 3)
+    assert report["removed_by_reason"]["opted_out"] == 1
+    assert report["earlier_pairs_read"] == 4
     assert_adds_up(report)
     assert_control_file_matches(second, report)
+
+    # A third run from both earlier runs (oldest first): V5 was removed, so it is not held any more.
+    third = tmp_path / "third"
+    report = export(cfg, tmp_path / "t2.csv", third, "--data-source", "vis", "--segment-id", 24,
+                    "--existing", first, "--existing", second)
+    assert report["nothing_to_send"] is True and (report["earlier_user_ids"], report["removed"]) == (5, 0)
+
+
+def test_a_key_value_audience_with_leavers_fails_in_sync_mode(tmp_path):
+    cfg = write_job(tmp_path / "job")
+    first = tmp_path / "first"
+    export(cfg, write_targets(tmp_path / "t1.csv", ["p1", "p2"]), first, "--data-source", "vis")
+    second = tmp_path / "second"
+    result = subprocess.run([*CLI, "--config", str(cfg), "--audience", "Summer sale", "--targets",
+                             str(write_targets(tmp_path / "t2.csv", ["p1"])), "--output", str(second),
+                             "--run-date", RUN_DATE, "--data-source", "vis", "--existing", str(first)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert ("audience 'Summer sale': 1 user ID(s) must leave it (untargeted=1) but a key-value audience "
+            '("segment"="Summer sale") cannot be removed by a .sync file: rerun with --mode overwrite') in result.stderr
+    assert not (second / "report.json").exists() and not list(second.glob("_incomplete-*"))
 
 
 def test_nothing_new_writes_no_data_file(job, tmp_path):
@@ -252,6 +277,7 @@ def test_nothing_new_writes_no_data_file(job, tmp_path):
     assert report["nothing_to_send"] is True and report["files"] == [] and report["control_file"] is None
     assert list((again / "onboarding").iterdir()) == []
     assert (report["exported"], report["already_present"], report["lines"]) == (0, 4, 0)
+    assert (report["added"], report["unchanged"], report["removed"]) == (0, 3, 0)
     assert rows(again / "exported") == set()  # an empty dataset with its schema
     assert pq.read_table(again / "exported").schema == EXPORTED_SCHEMA
     assert_adds_up(report)
@@ -332,7 +358,7 @@ def round_trip(tmp_path: Path, config: Path, export_out: Path, data_source: str,
 
 
 @pytest.mark.parametrize("data_source,dpid", [("crm-hashed-emails", 12345), ("uid2-phones", 34567),
-                                              ("web-encrypted-emails", 23456), ("visitors", 20914)])
+                                              ("web-encrypted-emails", 23456), ("visitors", 56789)])
 def test_round_trip_through_the_import_finds_the_same_profiles(tmp_path, data_source, dpid):
     out = tmp_path / "export"
     report = export(DEMO / "job.yaml", demo_targets(tmp_path), out, "--data-source", data_source)
@@ -476,23 +502,28 @@ def test_audience_names_that_would_break_a_line_are_refused(name):
 # Pure functions
 # ----------------------------------------------------------------------------------------------------
 def test_classify_counts_each_distinct_target_once():
-    targets = pa.table({"profile_id": ["a", "b", "c", "d", "e", "a", "zz"]}, schema=TARGET_SCHEMA)
+    targets = pa.table({"profile_id": ["a", "b", "c", "d", "e", "a", "zz", "f", "g"]}, schema=TARGET_SCHEMA)
     candidates = pa.table({
-        "profile_id": ["a", "b", "c", "d", "e", "a", "a", "b", "d", "d", "x"],
-        "opt_out": [False, False, False, True, False, False, False, False, False, False, False],
-        "user_id": [None, None, None, None, None, None, "u1", "u2", "u4", None, "ux"],
+        "profile_id": ["a", "b", "c", "d", "e", "a", "a", "b", "d", "x", "f", "g", "h"],
+        "status": [0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 3, 0],
+        "user_id": [None, None, None, None, None, None, "u1", "u2", "u4", "ux", None, None, None],
     }, schema=CANDIDATE_SCHEMA)
-    existing = pa.table({"profile_id": ["b", "d"], "user_id": ["u2", "u4"]}, schema=EXPORTED_SCHEMA)
-    sent, unmapped, counts = classify(targets, candidates, existing)
-    assert sent.to_pylist() == [{"profile_id": "a", "user_id": "u1"}]
+    earlier = pa.table({"profile_id": ["b", "d", "h", "gone", "a"], "user_id": ["u2", "u4", "uh", "ug", "u0"],
+                        "run": [0] * 5, "removed": [False] * 5}, schema=EARLIER_SCHEMA)
+    desired, held, unmapped, counts = classify(targets, candidates, earlier, (True,))
+    assert sorted(desired.to_pylist(), key=repr) == [{"profile_id": "a", "user_id": "u1"},
+                                                     {"profile_id": "b", "user_id": "u2"}]
     assert sorted(unmapped["profile_id"].to_pylist()) == ["c", "e"]
-    assert counts == {"targets": 6, "duplicate_target_rows": 1, "unknown_profile": 1, "opted_out": 1,
-                      "unmapped": 2, "already_present": 1, "exported": 1, "pairs_sent": 1,
-                      "opted_out_in_existing": 1}
+    reasons = {r["profile_id"]: r["reason"] for r in held.to_pylist()}
+    assert reasons == {"b": None, "d": Removal.OPTED_OUT.code, "h": Removal.UNTARGETED.code,
+                       "gone": Removal.DELETED_PROFILE.code, "a": Removal.ID_CHANGED.code}
+    assert counts == {"targets": 8, "duplicate_target_rows": 1, "unknown_profile": 1, "opted_out": 1,
+                      "consent_unknown": 1, "suppressed": 1, "unmapped": 2, "already_present": 1, "exported": 1}
 
 
 def test_line_bytes_and_control_document():
     assert line_bytes(pa.array(["b", "a"]).slice(1), "d_sid=5") == b"a\td_sid=5\n"
+    assert line_bytes(pa.array(["a", "b"]), pa.array(["d_sid=5,d_sid=6", ""])) == b"a\td_sid=5,d_sid=6\nb\t\n"
     assert line_bytes(pa.array([], pa.string()), "x") == b""
     doc = control_document([{"name": "f.2.gz", "sequence": 2, "lines": 1, "bytes": 30, "md5": "m2"},
                             {"name": "f.1.gz", "sequence": 1, "lines": 4, "bytes": 50, "md5": "m1"}])

@@ -19,10 +19,24 @@ from transforms.arrow_utils import KeyFilter, bucket_of, hash64
 from transforms.config import parse_config
 from transforms.errors import InputError, RunFailed
 from transforms.export import export_config, export_spec
-from transforms.export_classify import (CANDIDATE_SCHEMA, EXISTING, EXPORTED_SCHEMA, PROFILES, TARGETS, ClassifyShard,
-                                        ReadExistingPart, ReadTargetedProfiles)
-from transforms.onboarding import FileNames, SplitIntoFiles, WriteOnboardingFile
-from transforms.outcomes import Count, Metric
+from transforms.export_classify import (
+    CANDIDATE_SCHEMA,
+    EARLIER,
+    EARLIER_SCHEMA,
+    PROFILES,
+    TARGETS,
+    ClassifyShard,
+    ReadEarlierPart,
+    ReadTargetedProfiles,
+)
+from transforms.export_decide import BLOCKED, DESIRED, HELD, OTHERS, DecideShard, Traits
+from transforms.onboarding import (
+    LINE_SCHEMA,
+    FileNames,
+    SplitIntoFiles,
+    WriteOnboardingFile,
+)
+from transforms.outcomes import Count, Metric, Removal
 from transforms.targets import TARGET_SCHEMA, ReadTargetFile
 
 BUCKETS = 4
@@ -56,10 +70,10 @@ def counts(outputs: list) -> dict[Metric, int]:
     return dict(totals)
 
 
-def assert_sharded(shards: list) -> None:
-    """Each ``(bucket, table)`` holds exactly the rows whose profile id hashes to that bucket."""
+def assert_sharded(shards: list, column: str = "profile_id") -> None:
+    """Each ``(bucket, table)`` holds exactly the rows whose ``column`` hashes to that bucket."""
     for bucket, table in shards:
-        assert set(bucket_of(table["profile_id"], BUCKETS)) == {bucket}
+        assert set(bucket_of(table[column], BUCKETS)) == {bucket}
 
 
 def rows(shards: list) -> list[tuple]:
@@ -113,75 +127,147 @@ def job(tmp_path: Path, opt_out: bool = True):
 def test_read_targeted_profiles_keeps_the_targeted_ones_with_their_user_ids(tmp_path):
     cfg, spec = job(tmp_path)
     target_filter = KeyFilter(hash64(pa.array(["p1", "p2", "p3"])))
-    out = run_dofn(ReadTargetedProfiles(cfg, spec, BUCKETS), [cfg.profiles.path], target_filter)
-    assert counts(out[ReadTargetedProfiles.COUNTS]) == {Metric.PROFILES_READ: 4}
+    out = run_dofn(ReadTargetedProfiles(cfg, spec, BUCKETS), [cfg.profiles.path], target_filter, [])
+    assert counts(out[ReadTargetedProfiles.COUNTS]) == {Metric.PROFILES_READ: 4, Metric.BLOCKED_USER_IDS: 1}
     assert all(t.schema == CANDIDATE_SCHEMA for _, t in out[MAIN])
-    # One row per extract row (user_id null), plus one per usable user ID of a profile not opted out:
-    # p2 is opted out (no user ID computed), p3 has no email, p4 is not targeted.
-    assert rows(out[MAIN]) == sorted([("p1", False, None), ("p1", False, sha("ann@example.com")),
-                                      ("p2", True, None), ("p3", False, None)], key=repr)
+    # One row per extract row (user_id null) with its status, plus one per usable user ID of an
+    # eligible row: p2 is opted out (status 2), p3 has no email, p4 is not targeted.
+    assert rows(out[MAIN]) == sorted([("p1", 0, None), ("p1", 0, sha("ann@example.com")),
+                                      ("p2", 2, None), ("p3", 0, None)], key=repr)
     assert_sharded(out[MAIN])
+    # The opted-out row's user ID, sharded by user ID: no one may send it.
+    assert rows(out[ReadTargetedProfiles.BLOCKED]) == [(sha("bob@example.org"), 2)]
+    assert_sharded(out[ReadTargetedProfiles.BLOCKED], "user_id")
 
 
 def test_read_targeted_profiles_refuses_an_extract_without_the_opt_out_column(tmp_path):
     cfg, spec = job(tmp_path, opt_out=False)
-    with pytest.raises(InputError, match="no opt-out column 'opt_out' in this extract"):
-        run_dofn(ReadTargetedProfiles(cfg, spec, BUCKETS), [cfg.profiles.path], KeyFilter(hash64(pa.array(["p1"]))))
+    with pytest.raises(InputError, match=r"profiles.parquet: no column 'opt_out' \(profiles.opt_out\)"):
+        run_dofn(ReadTargetedProfiles(cfg, spec, BUCKETS), [cfg.profiles.path], KeyFilter(hash64(pa.array(["p1"]))), [])
 
 
-def test_read_existing_part_keeps_the_targeted_profiles_pairs(tmp_path):
+def test_read_earlier_part_keeps_every_pair_with_its_run(tmp_path):
     part = tmp_path / "part-00000-of-00001.parquet"
     pq.write_table(pa.table({"profile_id": ["p1", "p1", "p2", "p9"], "user_id": ["u1", "u2", "u3", "u9"]}), part)
-    out = run_dofn(ReadExistingPart(BUCKETS), [str(part)], KeyFilter(hash64(pa.array(["p1", "p2"]))))
-    assert counts(out[ReadExistingPart.COUNTS]) == {Metric.EXISTING_PAIRS_READ: 4}
-    assert rows(out[MAIN]) == [("p1", "u1"), ("p1", "u2"), ("p2", "u3")]
-    assert all(t.schema == EXPORTED_SCHEMA for _, t in out[MAIN])
+    out = run_dofn(ReadEarlierPart(BUCKETS), [(1, False, str(part))])
+    assert counts(out[ReadEarlierPart.COUNTS]) == {Metric.EARLIER_PAIRS_READ: 4}
+    assert rows(out[MAIN]) == [("p1", "u1", 1, False), ("p1", "u2", 1, False), ("p2", "u3", 1, False),
+                               ("p9", "u9", 1, False)]
+    assert all(t.schema == EARLIER_SCHEMA for _, t in out[MAIN])
+    assert [list(h) for h in out[ReadEarlierPart.HASHES]] == [list(hash64(pa.array(["p1", "p1", "p2", "p9"])))]
     assert_sharded(out[MAIN])
     part.write_bytes(b"not parquet")
-    with pytest.raises(InputError, match="cannot read the existing export"):
-        run_dofn(ReadExistingPart(BUCKETS), [str(part)], KeyFilter(hash64(pa.array(["p1"]))))
+    with pytest.raises(InputError, match="cannot read the earlier export state"):
+        run_dofn(ReadEarlierPart(BUCKETS), [(0, False, str(part))])
 
 
 # ----------------------------------------------------------------------------------------------------
-# Classifying
+# Classifying, then deciding per user ID
 # ----------------------------------------------------------------------------------------------------
-def test_classify_shard_sends_new_pairs_and_tags_unmapped_ids_and_counts():
+def test_classify_shard_keys_desired_and_held_pairs_by_user_id():
     targets = [pa.table({"profile_id": ["a", "b", "c"]}, schema=TARGET_SCHEMA),
                pa.table({"profile_id": ["a", "zz"]}, schema=TARGET_SCHEMA)]
-    profiles = [pa.table({"profile_id": ["a", "a", "a", "b", "b", "c"], "opt_out": [False] * 6,
+    profiles = [pa.table({"profile_id": ["a", "a", "a", "b", "b", "c"], "status": [0] * 6,
                           "user_id": [None, "u1", "u2", None, "u3", None]}, schema=CANDIDATE_SCHEMA)]
-    existing = [pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u3"]}, schema=EXPORTED_SCHEMA)]
-    out = run_dofn(ClassifyShard(), [(2, {TARGETS: targets, PROFILES: profiles, EXISTING: existing})])
-    assert [t.to_pylist() for t in out[MAIN]] == [[{"profile_id": "a", "user_id": "u2"}]]
+    earlier = [pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u3"], "run": [0, 0], "removed": [False, False]},
+                        schema=EARLIER_SCHEMA)]
+    out = run_dofn(ClassifyShard((True,), BUCKETS), [(2, {TARGETS: targets, PROFILES: profiles, EARLIER: earlier})])
+    assert rows(out[MAIN]) == [("a", "u1"), ("a", "u2"), ("b", "u3")]
+    assert_sharded(out[MAIN], "user_id")
+    assert rows(out[ClassifyShard.HELD]) == [("a", "u1", None), ("b", "u3", None)]
     assert [t.to_pylist() for t in out[ClassifyShard.UNMAPPED]] == [[{"profile_id": "c"}]]
     assert counts(out[ClassifyShard.COUNTS]) == {
         Metric.TARGETS: 4, Metric.DUPLICATE_TARGET_ROWS: 1, Metric.UNKNOWN_PROFILE: 1, Metric.OPTED_OUT: 0,
-        Metric.UNMAPPED: 1, Metric.ALREADY_PRESENT: 1, Metric.EXPORTED: 1, Metric.PAIRS_SENT: 1,
-        Metric.OPTED_OUT_IN_EXISTING: 0,
+        Metric.CONSENT_UNKNOWN: 0, Metric.SUPPRESSED: 0, Metric.UNMAPPED: 1, Metric.ALREADY_PRESENT: 1,
+        Metric.EXPORTED: 1,
     }
 
 
-def test_classify_shard_without_targets_gives_nothing():
-    profiles = [pa.table({"profile_id": ["a"], "opt_out": [False], "user_id": ["u1"]}, schema=CANDIDATE_SCHEMA)]
-    assert run_dofn(ClassifyShard(), [(0, {TARGETS: [], PROFILES: profiles, EXISTING: []})]) == {}
+def test_classify_shard_without_targets_or_earlier_pairs_gives_nothing():
+    profiles = [pa.table({"profile_id": ["a"], "status": [0], "user_id": ["u1"]}, schema=CANDIDATE_SCHEMA)]
+    assert run_dofn(ClassifyShard(), [(0, {TARGETS: [], PROFILES: profiles, EARLIER: []})]) == {}
+
+
+def test_an_earlier_state_is_rebuilt_run_by_run():
+    """Run 0 sent u1, u2; run 1 removed u1; run 2 (an overwrite) held only u3; run 3 sent u1 again."""
+    from transforms.export_classify import earlier_pairs
+
+    table = pa.table({"profile_id": ["a"] * 5, "user_id": ["u1", "u2", "u1", "u3", "u1"], "run": [0, 0, 1, 2, 3],
+                      "removed": [False, False, True, False, False]}, schema=EARLIER_SCHEMA)
+    held = lambda replaces: sorted(earlier_pairs(table, replaces)["user_id"].to_pylist())  # noqa: E731
+    assert held((False, False, False, False)) == ["u1", "u2", "u3"]
+    assert held((False, False, True, False)) == ["u1", "u3"]
+    assert held((False, False)) == ["u2"]
+    assert held((False, False, False, False, True)) == []  # a replacing run without rows here empties it
+
+
+def test_decide_shard_adds_removes_withholds_and_keeps():
+    desired = [pa.table({"profile_id": ["a", "b", "c", "d"], "user_id": ["u1", "u2", "u3", "u9"]})]
+    held = [pa.table({"profile_id": ["b", "x", "y", "z"], "user_id": ["u2", "u4", "u5", "u3"],
+                      "reason": pa.array([None, Removal.UNTARGETED.code, Removal.DELETED_PROFILE.code,
+                                          Removal.UNTARGETED.code], pa.int8())})]
+    blocked = [pa.table({"user_id": ["u3", "u5"], "status": pa.array([2, 3], pa.int8())})]
+    element = (0, {DESIRED: desired, HELD: held, BLOCKED: blocked, OTHERS: []})
+    out = run_dofn(DecideShard(Traits("d_sid=7", "d_unsid=7")), [element])
+    lines = [r for t in out[MAIN] for r in t.to_pylist()]
+    assert sorted((r["user_id"], r["traits"]) for r in lines) == [
+        ("u1", "d_sid=7"), ("u3", "d_unsid=7"), ("u4", "d_unsid=7"), ("u5", "d_unsid=7"), ("u9", "d_sid=7")]
+    assert rows([(0, t) for t in out[DecideShard.SENT]]) == [("a", "u1"), ("d", "u9")]
+    assert rows([(0, t) for t in out[DecideShard.STATE]]) == [("a", "u1"), ("b", "u2"), ("d", "u9")]
+    # u3: withheld (an opted-out profile has it too) and removed as opted out; u5: suppressed, its ID not kept.
+    assert rows([(0, t) for t in out[DecideShard.REMOVED]]) == sorted(
+        [("x", "u4", "untargeted"), ("y", None, "suppressed"), ("z", "u3", "opted_out")], key=repr)
+    totals = defaultdict(int)
+    for key, n in out[DecideShard.COUNTS]:
+        totals[(key.metric, key.detail)] += n
+    assert {k: v for k, v in totals.items() if v} == {
+        (Metric.DESIRED_USER_IDS, None): 4, (Metric.WITHHELD, None): 1, (Metric.EARLIER_USER_IDS, None): 4,
+        (Metric.ADDED, None): 2, (Metric.UNCHANGED, None): 1, (Metric.AUDIENCE_USER_IDS, None): 3,
+        (Metric.PAIRS_SENT, None): 2, (Metric.PAIRS_REMOVED, None): 3, (Metric.STATE_PAIRS, None): 3,
+        (Metric.USER_IDS_REMOVED, "opted_out"): 1, (Metric.USER_IDS_REMOVED, "untargeted"): 1,
+        (Metric.USER_IDS_REMOVED, "suppressed"): 1,
+    }
+
+
+def test_decide_overwrite_lists_full_trait_lists():
+    desired = [pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u2"]})]
+    held = [pa.table({"profile_id": ["b", "x", "y"], "user_id": ["u2", "u4", "u5"],
+                      "reason": pa.array([None, Removal.UNTARGETED.code, Removal.UNTARGETED.code], pa.int8())})]
+    others = [pa.table({"user_id": ["u1", "u4", "u8"], "trait": ["d_sid=9", '"segment"="B"', "d_sid=9"]})]
+    element = (0, {DESIRED: desired, HELD: held, BLOCKED: [], OTHERS: others})
+    for remove, bare in (("d_unsid=7", "d_unsid=7"), (None, "")):
+        out = run_dofn(DecideShard(Traits("d_sid=7", remove, overwrite=True)), [element])
+        lines = sorted((r["user_id"], r["traits"]) for t in out[MAIN] for r in t.to_pylist())
+        # Members with every trait they hold; u4 keeps B only; u5 keeps nothing; u8 is not listed.
+        assert lines == [("u1", "d_sid=7,d_sid=9"), ("u2", "d_sid=7"), ("u4", '"segment"="B"'), ("u5", bare)]
+        assert rows([(0, t) for t in out[DecideShard.SENT]]) == [("a", "u1"), ("b", "u2")]
 
 
 # ----------------------------------------------------------------------------------------------------
 # Onboarding files
 # ----------------------------------------------------------------------------------------------------
-def test_split_into_files_dedupes_sorts_and_cuts():
-    tables = [pa.table({"profile_id": ["p1", "p2"], "user_id": ["c", "a"]}),
-              pa.table({"user_id": ["b", "a", "e", "d"]})]
+def lines_table(ids: list[str], trait: str = "d_sid=7") -> pa.Table:
+    return pa.table({"user_id": ids, "traits": [trait] * len(ids)}, schema=LINE_SCHEMA)
+
+
+def test_split_into_files_sorts_and_cuts():
+    tables = [lines_table(["c", "a"]), lines_table(["b", "e", "d"], "d_unsid=7")]
     out = run_dofn(SplitIntoFiles(max_lines=2), [(0, tables)])
     assert counts(out[SplitIntoFiles.COUNTS]) == {Metric.LINES: 5}
-    assert [(seq, n, ids.to_pylist()) for seq, n, ids in out[MAIN]] == [
+    assert [(seq, n, t["user_id"].to_pylist()) for seq, n, t in out[MAIN]] == [
         (1, 3, ["a", "b"]), (2, 3, ["c", "d"]), (3, 3, ["e"])]
+    assert out[MAIN][0][2]["traits"].to_pylist() == ["d_sid=7", "d_unsid=7"]
+
+
+def test_split_into_files_refuses_two_lines_for_one_user():
+    with pytest.raises(RunFailed, match="two lines for one user ID"):
+        run_dofn(SplitIntoFiles(max_lines=2), [(0, [lines_table(["a", "b"]), lines_table(["a"], "d_unsid=7")])])
 
 
 def test_write_onboarding_file_writes_and_describes_one_gzip_file(tmp_path):
     names = FileNames(dpid=12345, timestamp=1795305600)
-    fn = WriteOnboardingFile(names, "d_sid=7", str(tmp_path))
-    out = run_dofn(fn, [(2, 3, pa.array(["u1", "u2"])), (1, 1, pa.array(["u3"]))])
+    fn = WriteOnboardingFile(names, str(tmp_path))
+    out = run_dofn(fn, [(2, 3, lines_table(["u1", "u2"])), (1, 1, lines_table(["u3"]))])
     assert [f["name"] for f in out[MAIN]] == ["ftp_dpm_12345_1795305600.sync.2.gz", "ftp_dpm_12345_1795305600.sync.gz"]
     for entry, lines in zip(out[MAIN], (b"u1\td_sid=7\nu2\td_sid=7\n", b"u3\td_sid=7\n")):
         data = Path(entry["path"]).read_bytes()
@@ -194,6 +280,24 @@ def test_write_onboarding_file_writes_and_describes_one_gzip_file(tmp_path):
 
 def test_write_onboarding_file_fails_the_run_over_the_size_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(onboarding, "MAX_FILE_BYTES", 20)
-    fn = WriteOnboardingFile(FileNames(1, 2), "d_sid=7", str(tmp_path))
+    fn = WriteOnboardingFile(FileNames(1, 2), str(tmp_path))
     with pytest.raises(RunFailed, match=r"ftp_dpm_1_2\.sync\.gz: \d+ bytes compressed, over the platform's 1 GB limit"):
-        run_dofn(fn, [(1, 1, pa.array([f"user-{i}" for i in range(50)]))])
+        run_dofn(fn, [(1, 1, lines_table([f"user-{i}" for i in range(50)]))])
+
+
+def test_file_names_carry_the_target_dpid_and_the_mode():
+    assert FileNames(20914, 1795305600, 777).data_file(1, 1) == "ftp_dpm_20914_777_1795305600.sync.gz"
+    assert FileNames(20914, 1795305600, 777, "overwrite").data_file(2, 3) == "ftp_dpm_20914_777_1795305600.overwrite.2.gz"
+    assert FileNames(20914, 1795305600, 777).control_file == "ftp_dpm_20914_777_1795305600.info"
+
+
+def test_a_removed_user_id_takes_the_first_reason_of_its_profiles_and_blockers():
+    from transforms.export_decide import decide
+
+    held = pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u2"],
+                     "reason": pa.array([Removal.SUPPRESSED.code, Removal.UNTARGETED.code], pa.int8())})
+    blocked = pa.table({"user_id": ["u1", "u2"], "status": pa.array([1, 1], pa.int8())})  # consent unknown
+    decision = decide(pa.table({"profile_id": pa.array([], pa.string()), "user_id": pa.array([], pa.string())}),
+                      held, blocked, pa.table({"user_id": pa.array([], pa.string()), "trait": pa.array([], pa.string())}),
+                      Traits("d_sid=7", "d_unsid=7"))
+    assert sorted(decision.removed["reason"].to_pylist()) == ["consent_unknown", "suppressed"]

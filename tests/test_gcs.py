@@ -210,7 +210,7 @@ def test_second_gs_run_replaces_outputs(gcs, client, gcs_config, first_run):
 def test_truncated_gzip_on_gcs_fails_naming_the_file(gcs, client, gcs_config):
     bucket = client.bucket(gcs.bucket)
     config = _upload_demo(bucket, "trunc")
-    victim = "trunc/segments/visitors/ftp_1234_20914_full_1795305600000002.sync.gz"
+    victim = "trunc/segments/visitors/ftp_1234_56789_full_1795305600000002.sync.gz"
     data = bucket.blob(victim).download_as_bytes()
     assert gzip.decompress(data)  # the original is a valid gzip
     bucket.blob(victim).upload_from_string(data[: len(data) // 2])
@@ -284,3 +284,23 @@ def test_nightly_on_gcs_publishes_with_success_last_and_is_idempotent(gcs, clien
     assert client.bucket(gcs.bucket).blob("nightly/again.html").download_as_bytes() == page.download_as_bytes()
     rows = _rows(_read_gcs_output(client, gcs.bucket, "nightly/dt=2026-11-22", "reconciled"), "reconciled")
     assert sorted(rows) == sorted(_expected_csv("memberships.csv"))
+
+
+def test_gs_output_is_locked_while_live_owned_by_the_job_and_cleaned_of_leftovers(gcs, client, gcs_config):
+    """On gs://: a live run's lock (created with ifGenerationMatch=0) makes a second run fail fast;
+    a stale sub-folder under reconciled/ and a killed run's _incomplete-* are gone after a run."""
+    from transforms.errors import RunFailed
+    from transforms.output_lock import OutputLock
+
+    bucket, out = client.bucket(gcs.bucket), f"gs://{gcs.bucket}/owned"
+    for name in ("owned/reconciled/old/part-00000-of-00001.parquet", "owned/_incomplete-0123456789ab/reconciled/x.parquet"):
+        bucket.blob(name).upload_from_string(b"stale")
+    with OutputLock(out, "another-run"):  # held by a live process (this one)
+        with pytest.raises(RunFailed) as info:
+            run(["--config", gcs_config, "--output", out])
+        assert f"{out}/_lock.json" in str(info.value) and "another-run" in str(info.value)
+        assert _objects(client, gcs.bucket, "owned/reconciled/old/")  # nothing touched
+    run(["--config", gcs_config, "--output", out])
+    objects = _objects(client, gcs.bucket, "owned/")
+    assert not [o for o in objects if "/old/" in o or "_incomplete-" in o or o.endswith("_lock.json")], sorted(objects)
+    assert _rows(_read_gcs_output(client, gcs.bucket, "owned", "reconciled"), "reconciled") == _expected_csv("memberships.csv")

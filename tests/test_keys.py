@@ -100,17 +100,17 @@ def _parsed(ids: list) -> pa.Table:
 
 def test_restore_leading_zeros_pads_short_all_digit_visitor_ids_only():
     ds = DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*", restore_leading_zeros=True)
-    keyed, rejected = dump_keys(_parsed(["12345", "7" * 38, "12a45", "0" * 39, ""]), ds)
+    keyed, rejected, _ = dump_keys(_parsed(["12345", "7" * 38, "12a45", "0" * 39, ""]), ds)
     assert keyed["key"].to_pylist() == [pack_visitor_ids(pa.array(["0" * 33 + "12345", "7" * 38])).to_pylist()[i] for i in (0, 1)]
     assert rejected["line"].to_pylist() == [3, 4, 5]
-    keyed, _ = dump_keys(_parsed(["12345"]), DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*"))
+    keyed, _, _ = dump_keys(_parsed(["12345"]), DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*"))
     assert keyed.num_rows == 0  # off by default: a short ID is invalid
 
 
 def test_ignore_case_folds_both_sides_of_a_plain_source():
     ds = DataSourceConfig(name="p", dpid=1, id_type="declared", declared="plain", match_on="crm", segments="/x/*",
                           ignore_case=True)
-    keyed, rejected = dump_keys(_parsed([" CRM-1 ", "crm-2", "   "]), ds)
+    keyed, rejected, _ = dump_keys(_parsed([" CRM-1 ", "crm-2", "   "]), ds)
     assert keyed["key"].to_pylist() == [b"crm-1", b"crm-2"] and rejected["line"].to_pylist() == [3]
     cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=[ds])
     profiles = pa.table({"profile_id": ["a", "b"], "k:crm": ["Crm-1", "CRM-2 "]})

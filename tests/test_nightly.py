@@ -54,7 +54,8 @@ def test_iter_dumps_update_and_full_dumps_replace_the_previous_night(tmp_path):
     dump(tmp_path, "2026-11-20", "full", [f"{V[1]} 10", f"{V[2]} 10,11"])
     dump(tmp_path, "2026-11-21", "iter", [f"{V[1]}  10", f"{V[3]} 11", f"{V[2]} 12 11"])
     dump(tmp_path, "2026-11-22", "full", [f"{V[4]} 12 10"])
-    results = run(config, root, "--backfill", "2026-11-20:2026-11-22")
+    # the third night's full dump shrinks the audience from 3 to 1: intended here
+    results = run(config, root, "--backfill", "2026-11-20:2026-11-22", "--allow-shrink")
     assert [r["status"] for r in results] == ["published"] * 3
     assert members(root, "2026-11-20") == {("10", "p1"), ("10", "p2"), ("11", "p2")}
     # iter: p1 leaves 10 (a removal-only line), p3 joins 11, p2 joins 12 and leaves 11

@@ -139,7 +139,8 @@ def test_env_and_file_references_are_unchanged(secret_manager, monkeypatch):
     assert load_secret("env:T_SM_KEY", "hex") == KEY
     with pytest.raises(KeyMaterialError) as exc:
         load_secret("vault:thing")
-    assert str(exc.value) == "secret reference must look like 'env:NAME' or 'file:PATH' (the value given is not shown)"
+    assert str(exc.value) == ("not a key reference: use 'env:NAME', 'file:PATH' or "
+                              "'gcpsm:projects/P/secrets/S/versions/V', never the secret itself (the value is not shown)")
 
 
 def test_client_library_is_imported_lazily_and_provides_the_client():

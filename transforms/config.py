@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transforms.errors import ConfigError
 from transforms.phones import check_region
+from transforms.secrets import reference_problem
 
 
 class _Strict(BaseModel):
@@ -32,8 +33,12 @@ class ProfilesConfig(_Strict):
     phone: str | None = "mobile"
     visitor_ids: str | None = "visitor_ids"
     visitor_ids_separator: str = ";"  # CSV only: the list is one ';'-separated string
-    opt_out: str | None = None
+    opt_out: str | None = None  # the opt-out column (transforms/consent.py: spellings; empty = unknown)
+    # What an unknown opt-out (empty, null, missing; or no ``opt_out`` column at all) means for the
+    # export: ``unknown`` (never exported) or, declared explicitly, ``consented``.
+    opt_out_missing: Literal["unknown", "consented"] = "unknown"
     default_region: str | None = None  # phones written without a country code are read in this region
+    allow_empty_profiles: bool = False  # a run that reads no profile at all fails unless this is set
 
     @field_validator("default_region")
     @classmethod
@@ -64,12 +69,9 @@ class EncryptionConfig(_Strict):
     @field_validator("key", "iv", "keyring")
     @classmethod
     def _reference_only(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("env:", "file:", "gcpsm:")):
-            # Never echo the value: it may be a key pasted inline.
-            raise ValueError(
-                "must be a reference 'env:NAME', 'file:PATH' or 'gcpsm:projects/P/secrets/S/versions/V', "
-                "never the secret itself"
-            )
+        problem = reference_problem(value) if value is not None else None
+        if problem:  # its words never repeat the value: it may be a key pasted inline
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -86,6 +88,9 @@ class DataSourceConfig(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     dpid: int
+    # The data source an export's IDs are onboarded to, in the file name (ftp_dpm_<DPID>_<TARGET>_...):
+    # required to export through the platform's global device-ID data sources (GLOBAL_DEVICE_DPIDS).
+    target_dpid: int | None = Field(default=None, gt=0)
     segments: str  # glob, local or gs://
     id_type: Literal["visitor", "declared"]
     declared: Literal["plain", "hashed", "encrypted"] | None = None
@@ -103,6 +108,13 @@ class DataSourceConfig(_Strict):
     encryption: EncryptionConfig | None = None
     max_decrypt_failure_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     default_region: str | None = None  # phones: overrides profiles.default_region for this data source
+    # Above this share of format errors the run fails: a wrong separator, column layout, encoding or
+    # file makes (nearly) every line one; real dumps have a few percent at most.
+    max_format_error_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Nightly: what a dump of this source is (full: replaces the audience; iter: updates it). By
+    # default the file name says; in nightly a name that does not is an error unless this is set.
+    sync_mode: Literal["full", "iter", "from_name"] = "from_name"
+    max_shrink: float | None = Field(default=None, ge=0.0, le=1.0)  # nightly; None: the job's max_shrink
     # Dump layout (the platform's templates can change it)
     field_separator: str = " "
     segment_separator: str = ","
@@ -180,6 +192,21 @@ class DataSourceConfig(_Strict):
         return self.decrypts and not self.force_reconciliation
 
 
+# The platform's global device-ID data sources: Android (GAID) and iOS (IDFA) advertising IDs.
+GLOBAL_DEVICE_DPIDS = {20914: "Android advertising IDs", 20915: "iOS advertising IDs"}
+
+
+class SuppressionList(_Strict):
+    """Addresses that must never be shared (``suppression:``): applied to exports and to the
+    import's file audience (transforms/suppression.py)."""
+
+    path: str  # glob, local or gs://; one address or digest per line (blank lines skipped); .gz read as gzip
+    kind: Literal["email", "phone"]
+    # false: plain addresses (normalized as each data source's profile says); true: SHA-256 digests of
+    # the addresses normalized and encoded under the data source's profile (normalization, digest).
+    hashed: bool = False
+
+
 class ExportConfig(_Strict):
     """Optional ``export:`` section: defaults for ``audience-sync export`` (flags override them)."""
 
@@ -194,7 +221,18 @@ class JobConfig(_Strict):
     threads: int = Field(default=2, ge=1, le=64)  # threads a reading DoFn uses on one element (1: none)
     # Mismatch diagnosis: unmatched lines sampled per data source (0: off); a data source may override it
     diagnosis_sample: int = Field(default=100_000, ge=0, le=10_000_000)
+    # Nightly: the largest share a data source's audience may lose in one night (0.5: it may halve)
+    # before the night fails (unless --allow-shrink).
+    max_shrink: float = Field(default=0.5, ge=0.0, le=1.0)
     export: ExportConfig | None = None
+    suppression: list[SuppressionList] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _suppression_columns(self) -> "JobConfig":
+        for i, entry in enumerate(self.suppression):
+            if getattr(self.profiles, entry.kind) is None:
+                raise ValueError(f"suppression.{i}: a {entry.kind} list needs the profiles.{entry.kind} column")
+        return self
 
     @model_validator(mode="after")
     def _export_source_known(self) -> "JobConfig":
@@ -233,6 +271,12 @@ class JobConfig(_Strict):
         """The region a data source's phones without a country code are read in: its own
         ``default_region``, else the profile extract's (both sides of its match use it)."""
         return ds.default_region or self.profiles.default_region
+
+    def shrink_limit(self, name: str) -> float:
+        """The ``max_shrink`` of a data source (its own, else the job's; the job's for one no longer
+        configured)."""
+        own = next((ds.max_shrink for ds in self.data_sources if ds.name == name), None)
+        return self.max_shrink if own is None else own
 
     def data_source(self, name: str) -> DataSourceConfig:
         for ds in self.data_sources:
@@ -305,7 +349,31 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
         ds.model_copy(update={"segments": _resolve(ds.segments, base), "encryption": _resolve_refs(ds.encryption, base)})
         for ds in cfg.data_sources
     ]
-    return cfg.model_copy(update={"profiles": profiles, "data_sources": sources})
+    suppression = [entry.model_copy(update={"path": _resolve(entry.path, base)}) for entry in cfg.suppression]
+    return cfg.model_copy(update={"profiles": profiles, "data_sources": sources, "suppression": suppression})
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int):
+        super().__init__(f"duplicate key {key!r} on line {line}")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently:
+    a data source would read another folder's dumps). Keys beside a ``<<`` merge may override it."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_config(path: str) -> JobConfig:
@@ -318,7 +386,9 @@ def load_config(path: str) -> JobConfig:
     except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
         raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: line {exc.line}: duplicate key '{exc.key}' (YAML keeps only the last one)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

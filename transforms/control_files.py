@@ -8,7 +8,7 @@ import json
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.dumps import FileStats
+from transforms.dump_files import FileStats
 from transforms.errors import InputError
 
 

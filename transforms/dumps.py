@@ -7,11 +7,8 @@ table or in the rejected table with its file, line number and a reason, never it
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
 import posixpath
 import re
-import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -21,6 +18,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import NAME, constant, names
 from transforms.config import DataSourceConfig
+from transforms.dump_files import CHUNK_BYTES, FileStats, read_chunks
 from transforms.errors import InputError
 from transforms.outcomes import Reason
 
@@ -43,7 +41,6 @@ REJECTED_SCHEMA = pa.schema(
     ]
 )
 
-CHUNK_BYTES = 64 << 20
 MAX_LINES = 2**31 - 1  # line numbers travel as int32
 _SEGMENT_ID = r"^[0-9]+$"
 
@@ -79,90 +76,6 @@ def parse_dump_name(path: str) -> DumpName | None:
         timestamp_ms=int(g["timestamp"]),
         split=int(g["split"]) if g["split"] else None,
     )
-
-
-def is_dump_file(path: str) -> bool:
-    """Control files (``.info``) and hidden/temporary files are not dumps."""
-    base = posixpath.basename(path)
-    return not (base.endswith(".info") or base.startswith((".", "_")))
-
-
-@dataclass
-class FileStats:
-    """What a control (.info) file promises about a dump: stored bytes, their md5, and lines."""
-
-    lines: int = 0
-    size: int = 0
-    md5: str = ""
-
-
-class _Tally:
-    """Wraps the stored (possibly compressed) byte stream: counts and md5-hashes what is read."""
-
-    def __init__(self, raw):
-        self._raw, self._md5, self.size = raw, hashlib.md5(usedforsecurity=False), 0
-
-    def read(self, n=-1):
-        data = self._raw.read(n)
-        self._md5.update(data)
-        self.size += len(data)
-        return data
-
-    def readable(self):
-        return True
-
-    def hexdigest(self) -> str:
-        return self._md5.hexdigest()
-
-    def close(self):
-        self._raw.close()
-
-
-def _open(path: str):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    raw = _Tally(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
-    if path.endswith(".gz"):
-        return raw, gzip.GzipFile(fileobj=raw, mode="rb")
-    return raw, raw
-
-
-def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None) -> Iterator[bytes]:
-    """Yield the decompressed file in pieces that end on a line break (the last may not).
-
-    A truncated or corrupt gzip stream raises :class:`InputError` naming the file: Python's gzip
-    checks the end-of-stream marker and the CRC, which a plain text reader does not. ``stats``, if
-    given, receives the stored size and md5 once the file is read to its end.
-    """
-    raw, stream = _open(path)
-    try:
-        rest = b""
-        while True:
-            try:
-                piece = stream.read(chunk_bytes)
-            except EOFError:
-                raise InputError(path, "truncated gzip stream (the file ended before the end-of-stream marker)") from None
-            except (gzip.BadGzipFile, zlib.error, OSError) as exc:
-                raise InputError(path, f"corrupt gzip stream ({type(exc).__name__})") from None
-            if not piece:
-                break
-            data = rest + piece
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield data[:cut]
-                rest = data[cut:]
-            else:
-                rest = data
-        if rest:
-            yield rest
-        while raw.read(1 << 20):  # gzip may stop before trailing bytes: hash the whole stored file
-            pass
-        if stats is not None:
-            stats.size, stats.md5 = raw.size, raw.hexdigest()
-    finally:
-        stream.close()
-        raw.close()
 
 
 def split_lines(chunk: bytes) -> pa.Array:

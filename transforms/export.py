@@ -1,35 +1,46 @@
-"""The export: targeted profiles -> the platform's onboarding files (formats.md sections 3 and 6).
+"""The export: targeted profiles -> the platform's onboarding files (formats.md sections 3 and 6),
+adding the audience's new members and removing its leavers.
 
-A user's targeting result (a list of profile ids) is matched with the profile extract, and every
-targeted profile ends in exactly one outcome:
+A user's targeting result (a list of profile ids: the whole audience, every time) is matched with the
+profile extract, and every targeted profile ends in exactly one outcome:
 
-==================  ===============================================================================
+===================  ==============================================================================
 ``unknown_profile``  the id is not in the extract
-``opted_out``        the profile is opted out: never exported, whatever the targets or the existing
-                     audience say
+``suppressed``       its email or phone is on a suppression list: never shared
+``opted_out``        the profile is opted out: never exported, whatever the targets or the state say
+``consent_unknown``  its opt-out value is empty/null/missing: never exported (transforms/consent.py)
 ``unmapped``         no usable ID for the data source (listed in ``unmapped/``)
-``already_present``  every (profile, user ID) pair is already in the existing export(s)
-``exported``         at least one new (profile, user ID) pair is sent (listed in ``exported/``)
-==================  ===============================================================================
+``already_present``  every (profile, user ID) pair is already held by the platform (earlier state)
+``exported``         at least one new (profile, user ID) pair
+===================  ==============================================================================
+
+Then, per user ID (several profiles may share one), against what the platform holds (the export
+state ``--state ROOT`` or previous exports ``--existing``): ``added``, ``unchanged``, or ``removed``
+with a reason (``suppressed``, ``opted_out``, ``consent_unknown``, ``deleted_profile``,
+``untargeted``, ``id_changed``); a user ID that a non-eligible profile also has is ``withheld``
+(:mod:`transforms.export_decide`). ``--mode sync`` writes ``.sync`` files: ``d_sid`` lines for the
+added, ``d_unsid`` lines for the removed (a key-value audience cannot remove: a run with leavers
+fails before publishing and says to use ``--mode overwrite``). ``--mode overwrite`` (needs
+``--state``) writes ``.overwrite`` files: every member's full trait list for the data source, and
+the leavers with what they keep.
 
 The user ID a data source shares a profile by: its visitor IDs (``id_type: visitor``, one line per
 valid 38-digit ID), or its declared ID (``match_on``): as is (plain, or encrypted with channel
 other), normalized + SHA-256 + the digest encoding (hashed), or normalized + encrypted (encrypted,
 channel email/sms; see :class:`transforms.crypto.CbcEncryptor` and :class:`transforms.crypto.GcmEncryptor`).
 
-Elements are Arrow tables. Targets are few next to the profile base: a Bloom filter of their ids
-(a side input) drops non-targeted profiles, and existing-export rows of other profiles, before
-anything is shuffled; targets, candidate profiles and existing pairs then meet in one
-``CoGroupByKey`` per shard of ``profile_id`` (duplicates of an id always land in the same shard, so
-they are counted exactly), where Arrow kernels classify them. The user IDs to send are gathered
-once, de-duplicated, sorted and cut into numbered files; each file is gzip-compressed (mtime 0) by
-its own worker.
+Elements are Arrow tables. Two ``CoGroupByKey`` stages: per shard of ``profile_id`` (targets,
+candidate profiles let through by a Bloom filter of the targets and the earlier state's profiles,
+earlier pairs: :mod:`transforms.export_classify`), then per shard of ``user_id`` (desired pairs,
+held pairs, blocked user IDs, other audiences' traits: :mod:`transforms.export_decide`). The lines
+are gathered once, sorted and cut into numbered files; each file is gzip-compressed (mtime 0) by its
+own worker. Everything is published at the end (:class:`PublishExport`), the state last
+(:mod:`transforms.export_state`).
 
 This module holds what one export is (:class:`ExportSpec`, from the flags) and the graph
-(:class:`ExportAudience`). The parts, in the order a record meets them: :mod:`transforms.targets`
-(reading target lists), :mod:`transforms.export_classify` (candidate profiles, existing pairs, the
-per-shard classification), :mod:`transforms.onboarding` (the files sent), :mod:`transforms.export_report`
-(the report and its checks); the launcher's checks are in :mod:`transforms.preflight`.
+(:class:`ExportAudience`). The other parts: :mod:`transforms.targets`, :mod:`transforms.onboarding`,
+:mod:`transforms.export_report` (the report and its checks), :mod:`transforms.suppression`; the
+launcher's checks are in :mod:`transforms.preflight`.
 """
 from __future__ import annotations
 
@@ -39,18 +50,20 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.config import ConfigError, DataSourceConfig, JobConfig
+from transforms.config import GLOBAL_DEVICE_DPIDS, ConfigError, DataSourceConfig, JobConfig
 from transforms.export_classify import (
-    EXISTING,
+    EARLIER,
     EXPORTED_SCHEMA,
     PROFILES,
     TARGETS,
     UNMAPPED_SCHEMA,
     ClassifyShard,
-    ReadExistingPart,
+    ReadEarlierPart,
     ReadTargetedProfiles,
 )
-from transforms.export_report import build_export_report, check_export_report
+from transforms.export_decide import BLOCKED, DESIRED, HELD, OTHERS, REMOVED_SCHEMA, DecideShard, Traits
+from transforms.export_report import build_export_report, check_export_report, state_manifest
+from transforms.export_state import MEMBERS, ExportState, ReadOtherAudience, commit_state, ensure_not_moved, match_parts
 from transforms.join_inputs import BuildKeyFilter
 from transforms.onboarding import (
     DEFAULT_MAX_LINES_PER_FILE,
@@ -58,16 +71,19 @@ from transforms.onboarding import (
     SplitIntoFiles,
     WriteOnboardingFile,
     trait,
+    untrait,
     valid_audience_name,
     write_control_file,
 )
-from transforms.outcomes import Counts, SumCounts
+from transforms.outcomes import Counts, Metric, SumCounts, count
 from transforms.publish import WriteParts, publish_outputs
 from transforms.storage import MatchFiles, join_path
+from transforms.suppression import ReadSuppressionLists
 from transforms.targets import ReadTargetFile
 
 # The export's outputs (folders under the output directory).
-EXPORTED, UNMAPPED, ONBOARDING = "exported", "unmapped", "onboarding"
+EXPORTED, REMOVED, UNMAPPED, ONBOARDING = "exported", "removed", "unmapped", "onboarding"
+MODES = ("sync", "overwrite")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -82,6 +98,7 @@ class ExportSpec:
     run_date: date
     segment_id: int | None = None
     max_lines_per_file: int = DEFAULT_MAX_LINES_PER_FILE
+    mode: str = "sync"  # sync: .sync files (adds and removals); overwrite: .overwrite files (full trait lists)
 
     @property
     def clock(self) -> datetime:
@@ -98,9 +115,13 @@ class ExportSpec:
         return trait(self.audience, self.segment_id)
 
     @property
+    def traits(self) -> Traits:
+        return Traits(self.trait, untrait(self.segment_id), self.mode == "overwrite")
+
+    @property
     def file_names(self) -> FileNames:
-        """The onboarding files' names: ``ftp_dpm_<DPID>_<UNIX_SECONDS>...``."""
-        return FileNames(self.data_source.dpid, self.timestamp)
+        """The onboarding files' names: ``ftp_dpm_<DPID>[_<TARGET_DPID>]_<UNIX_SECONDS>.<mode>...``."""
+        return FileNames(self.data_source.dpid, self.timestamp, self.data_source.target_dpid, self.mode)
 
 
 def check_audience_name(name: str) -> str:
@@ -113,7 +134,7 @@ def check_audience_name(name: str) -> str:
 
 
 def export_spec(cfg: JobConfig, audience: str, data_source: str | None, run_date: date,
-                segment_id: int | None = None, max_lines_per_file: int | None = None) -> ExportSpec:
+                segment_id: int | None = None, max_lines_per_file: int | None = None, mode: str = "sync") -> ExportSpec:
     """Resolve the export's data source and settings (flags first, then the config's ``export:``)."""
     section = cfg.export
     name = data_source or (section.data_source if section else None)
@@ -133,10 +154,19 @@ def export_spec(cfg: JobConfig, audience: str, data_source: str | None, run_date
         ) from None
     if segment_id is not None and segment_id <= 0:
         raise ConfigError("--segment-id: must be a positive integer")
+    if mode not in MODES:
+        raise ConfigError(f"--mode: one of {', '.join(MODES)}")
+    if ds.dpid in GLOBAL_DEVICE_DPIDS and ds.target_dpid is None:
+        index = [d.name for d in cfg.data_sources].index(ds.name)
+        raise ConfigError(
+            f"data_sources[{index}].target_dpid: data source '{ds.name}' has dpid {ds.dpid}, the platform's global "
+            f"data source of {GLOBAL_DEVICE_DPIDS[ds.dpid]}: an export through it must name the data source that "
+            "receives the IDs (target_dpid, in the file name ftp_dpm_<DPID>_<TARGET_DPID>_<ts>)"
+        )
     max_lines = max_lines_per_file or (section.max_lines_per_file if section else DEFAULT_MAX_LINES_PER_FILE)
     if max_lines < 1:
         raise ConfigError("--max-lines-per-file: must be at least 1")
-    return ExportSpec(check_audience_name(audience), ds, run_date, segment_id, max_lines)
+    return ExportSpec(check_audience_name(audience), ds, run_date, segment_id, max_lines, mode)
 
 
 def export_config(cfg: JobConfig, spec: ExportSpec) -> JobConfig:
@@ -156,15 +186,17 @@ class ExportOutputs(NamedTuple):
 
 class PublishExport(beam.DoFn):
     """Once every part and file is written: build and check the report, write the ``.info`` control
-    file (when there is data to send), then publish all outputs, ``report.json`` last."""
+    file (when there is data to send), publish all outputs (``report.json`` last), then commit the
+    export state (its ``_SUCCESS``): a state never gets ahead of the files it describes."""
 
-    def __init__(self, spec: ExportSpec, output_dir: str, run_dir: str, targets: str, existing: list[str]):
+    def __init__(self, spec: ExportSpec, output_dir: str, run_dir: str, targets: str, state: ExportState):
         self._spec, self._output_dir, self._run_dir = spec, output_dir, run_dir
-        self._targets, self._existing = targets, existing
+        self._targets, self._state = targets, state
 
-    def process(self, _, parts, counts, files):
-        report = build_export_report(self._spec, Counts(counts), files, self._targets, self._existing)
+    def process(self, _, parts, counts, files, state_parts):
+        report = build_export_report(self._spec, Counts(counts), files, self._targets, self._state)
         check_export_report(report)
+        ensure_not_moved(self._state)
         parts = list(parts)
         if files:
             for f in files:
@@ -172,45 +204,70 @@ class PublishExport(beam.DoFn):
             info = join_path(self._run_dir, ONBOARDING, self._spec.file_names.control_file)
             write_control_file(info, files)
             parts.append((ONBOARDING, info, 0))
-        outputs = {EXPORTED: EXPORTED_SCHEMA, UNMAPPED: UNMAPPED_SCHEMA, ONBOARDING: None}
+        outputs = {EXPORTED: EXPORTED_SCHEMA, REMOVED: REMOVED_SCHEMA, UNMAPPED: UNMAPPED_SCHEMA, ONBOARDING: None}
         publish_outputs(self._output_dir, self._run_dir, outputs, parts, report)
+        if self._state.folder is not None:
+            commit_state(self._state, state_manifest(report, self._output_dir, state_parts))
         yield report
 
 
 class ExportAudience(beam.PTransform):
-    """The whole export graph from a pipeline root; publishes under ``output_dir`` at the end."""
+    """The whole export graph from a pipeline root; publishes under ``output_dir`` (and commits the
+    export state, with ``state.folder``) at the end."""
 
-    def __init__(self, cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str], output_dir: str, run_dir: str):
+    def __init__(self, cfg: JobConfig, spec: ExportSpec, targets: str, state: ExportState, output_dir: str, run_dir: str):
         super().__init__()
         self._cfg, self._spec = export_config(cfg, spec), spec
-        self._targets, self._existing = targets, list(existing)
+        self._targets, self._state = targets, state
         self._output_dir, self._run_dir = output_dir, run_dir
 
     def expand(self, root) -> ExportOutputs:
-        buckets = self._cfg.buckets
+        cfg, spec, buckets = self._cfg, self._spec, self._cfg.buckets
         targets = _read_files(root, ("ListTargetFiles", "MatchTargetFiles", "SpreadTargetFiles", "ReadTargets"),
                               [self._targets], "targets file", ReadTargetFile(buckets), tags=(ReadTargetFile.HASHES,))
-        target_filter = beam.pvalue.AsSingleton(
-            targets[ReadTargetFile.HASHES] | "BuildTargetFilter" >> beam.CombineGlobally(BuildKeyFilter())
+        earlier = (
+            root
+            | "ListEarlierParts" >> beam.Create(self._state.earlier_parts())
+            | "MatchEarlierParts" >> beam.FlatMap(match_parts)
+            | "SpreadEarlierParts" >> beam.Reshuffle()
+            | "ReadEarlier" >> beam.ParDo(ReadEarlierPart(buckets))
+            .with_outputs(ReadEarlierPart.COUNTS, ReadEarlierPart.HASHES, main="shards")
         )
+        profile_filter = beam.pvalue.AsSingleton(
+            (targets[ReadTargetFile.HASHES], earlier[ReadEarlierPart.HASHES])
+            | "ProfileHashes" >> beam.Flatten()
+            | "BuildProfileFilter" >> beam.CombineGlobally(BuildKeyFilter())
+        )
+        suppression = root | "Suppression" >> ReadSuppressionLists(cfg)
         profiles = _read_files(
             root, ("ListProfileExtracts", "MatchProfileFiles", "SpreadProfileFiles", "ReadTargetedProfiles"),
-            [self._cfg.profiles.path], "profile extract", ReadTargetedProfiles(self._cfg, self._spec, buckets),
-            side_inputs=(target_filter,))
-        existing = _read_files(
-            root, ("ListExistingExports", "MatchExistingParts", "SpreadExistingParts", "ReadExisting"),
-            [join_path(d, EXPORTED, "*.parquet") for d in self._existing], "existing export part",
-            ReadExistingPart(buckets), side_inputs=(target_filter,))
+            [cfg.profiles.path], "profile extract", ReadTargetedProfiles(cfg, spec, buckets),
+            side_inputs=(profile_filter, beam.pvalue.AsList(suppression)), tags=(ReadTargetedProfiles.BLOCKED,))
         classified = (
-            {TARGETS: targets.shards, PROFILES: profiles.shards, EXISTING: existing.shards}
-            | "GroupShards" >> beam.CoGroupByKey()
-            | "ClassifyTargets" >> beam.ParDo(ClassifyShard())
-            .with_outputs(ClassifyShard.COUNTS, ClassifyShard.UNMAPPED, main="sent")
+            {TARGETS: targets.shards, PROFILES: profiles.shards, EARLIER: earlier.shards}
+            | "GroupProfileShards" >> beam.CoGroupByKey()
+            | "ClassifyTargets" >> beam.ParDo(ClassifyShard(self._state.replaces, buckets))
+            .with_outputs(ClassifyShard.COUNTS, ClassifyShard.UNMAPPED, ClassifyShard.HELD, main="desired")
         )
-        parts, files, split_counts = self._write(classified)
+        others = (
+            root
+            | "ListOtherAudiences" >> beam.Create(list(self._state.others))
+            | "MatchOtherAudienceParts" >> beam.FlatMap(match_parts)
+            | "ReadOtherAudiences" >> beam.ParDo(ReadOtherAudience(buckets))
+        )
+        decided = (
+            {DESIRED: classified.desired, HELD: classified[ClassifyShard.HELD],
+             BLOCKED: profiles[ReadTargetedProfiles.BLOCKED], OTHERS: others}
+            | "GroupUserIdShards" >> beam.CoGroupByKey()
+            | "DecideUserIds" >> beam.ParDo(DecideShard(spec.traits))
+            .with_outputs(DecideShard.COUNTS, DecideShard.SENT, DecideShard.REMOVED, DecideShard.STATE, main="lines")
+        )
+        parts, files, split_counts, state_parts = self._write(classified, decided)
+        entries = suppression | "CountSuppressionEntries" >> beam.Map(
+            lambda e: count(Metric.SUPPRESSION_ENTRIES, len(e.values)))
         counts = (
-            (targets[ReadTargetFile.COUNTS], profiles[ReadTargetedProfiles.COUNTS],
-             existing[ReadExistingPart.COUNTS], classified[ClassifyShard.COUNTS], split_counts)
+            (targets[ReadTargetFile.COUNTS], profiles[ReadTargetedProfiles.COUNTS], earlier[ReadEarlierPart.COUNTS],
+             classified[ClassifyShard.COUNTS], decided[DecideShard.COUNTS], split_counts, entries)
             | "AllCounts" >> beam.Flatten()
             | "SumCounts" >> SumCounts()
         )
@@ -218,37 +275,48 @@ class ExportAudience(beam.PTransform):
             root
             | "Once" >> beam.Create([None])
             | "PublishExport" >> beam.ParDo(
-                PublishExport(self._spec, self._output_dir, self._run_dir, self._targets, self._existing),
+                PublishExport(spec, self._output_dir, self._run_dir, self._targets, self._state),
                 beam.pvalue.AsList(parts), beam.pvalue.AsList(counts), beam.pvalue.AsList(files),
+                beam.pvalue.AsList(state_parts),
             )
         )
         return ExportOutputs(report=report, counts=counts)
 
-    def _write(self, classified):
-        """Pairs to send and unmapped ids -> Parquet parts; user IDs -> onboarding files.
-        Returns ``(parts, files, counts)``."""
+    def _write(self, classified, decided):
+        """Sent, removed and unmapped pairs -> Parquet parts; the new state -> the state version's
+        parts; lines -> onboarding files. Returns ``(parts, files, counts, state parts)``."""
         cfg, spec = self._cfg, self._spec
-        exported = classified.sent | "WriteExported" >> WriteParts(
-            EXPORTED, EXPORTED_SCHEMA, ["profile_id", "user_id"], "profile_id", self._run_dir, cfg.buckets,
-            dedupe=True, threads=cfg.threads)
-        unmapped = classified[ClassifyShard.UNMAPPED] | "WriteUnmapped" >> WriteParts(
-            UNMAPPED, UNMAPPED_SCHEMA, ["profile_id"], "profile_id", self._run_dir, cfg.buckets, dedupe=True,
-            threads=cfg.threads)
+
+        def write(label, tables, name, schema, sort_by, run_dir):
+            return tables | label >> WriteParts(name, schema, sort_by, "profile_id", run_dir, cfg.buckets,
+                                                dedupe=True, threads=cfg.threads)
+
+        pair = ["profile_id", "user_id"]
+        written = (
+            write("WriteExported", decided[DecideShard.SENT], EXPORTED, EXPORTED_SCHEMA, pair, self._run_dir),
+            write("WriteRemoved", decided[DecideShard.REMOVED], REMOVED, REMOVED_SCHEMA, [*pair, "reason"], self._run_dir),
+            write("WriteUnmapped", classified[ClassifyShard.UNMAPPED], UNMAPPED, UNMAPPED_SCHEMA, ["profile_id"],
+                  self._run_dir),
+        )
+        if self._state.folder is not None:
+            state_parts = write("WriteState", decided[DecideShard.STATE], MEMBERS, EXPORTED_SCHEMA, pair,
+                                self._state.version_dir).parts
+        else:
+            state_parts = decided.lines.pipeline | "NoState" >> beam.Create([])
         split = (
-            classified.sent
-            | "KeyUserIds" >> beam.Map(lambda table: (0, table.select(["user_id"])))
-            | "GatherUserIds" >> beam.GroupByKey()
+            decided.lines
+            | "KeyLines" >> beam.Map(lambda table: (0, table))
+            | "GatherLines" >> beam.GroupByKey()
             | "SortAndSplit" >> beam.ParDo(SplitIntoFiles(spec.max_lines_per_file))
             .with_outputs(SplitIntoFiles.COUNTS, main="files")
         )
         files = (
             split.files
             | "SpreadFiles" >> beam.Reshuffle()
-            | "WriteOnboardingFiles" >> beam.ParDo(
-                WriteOnboardingFile(spec.file_names, spec.trait, join_path(self._run_dir, ONBOARDING)))
+            | "WriteOnboardingFiles" >> beam.ParDo(WriteOnboardingFile(spec.file_names, join_path(self._run_dir, ONBOARDING)))
         )
-        parts = (exported.parts, unmapped.parts) | "AllParts" >> beam.Flatten()
-        return parts, files, split[SplitIntoFiles.COUNTS]
+        parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
+        return parts, files, split[SplitIntoFiles.COUNTS], state_parts
 
 
 def _read_files(root, labels: tuple[str, str, str, str], patterns: list[str], description: str, reader: beam.DoFn,

@@ -1,16 +1,26 @@
-"""Which targeted profiles an export sends: every distinct target id gets exactly one outcome.
+"""Which profiles an export shares: every distinct target id gets exactly one outcome, and every
+(profile, user ID) pair the platform holds for the audience is kept or leaves with a reason.
 
 Three inputs meet per shard of ``profile_id`` (a stable hash, so all rows of an id land in the same
 shard and are counted exactly): the target ids (:mod:`transforms.targets`), the candidate rows of
-the profiles the targets' Bloom filter lets through (:class:`ReadTargetedProfiles`, which computes
-their user IDs), and the pairs of previous exports (:class:`ReadExistingPart`). :func:`classify`
-decides per shard with Arrow kernels; :class:`ClassifyShard` runs it on a ``CoGroupByKey``'s output.
+the profiles that are targeted or held by the platform (:class:`ReadTargetedProfiles` lets them
+through a Bloom filter of both and computes their user IDs), and the earlier state's pairs
+(:class:`ReadEarlierPart`: the export state, or previous exports' ``exported/``/``removed/``).
+:func:`classify` decides per shard with Arrow kernels; :class:`ClassifyShard` runs it on a
+``CoGroupByKey``'s output and re-keys what it finds by user ID for the second stage
+(:mod:`transforms.export_decide`), where a user ID's fate is decided across profiles.
+
+A profile's status is the worst of its extract rows: suppressed (its email or phone is on a
+suppression list), opted out, consent unknown, or eligible. The reader also emits the user IDs of
+every non-eligible row of the whole extract (``BLOCKED``): a user ID that such a profile has is
+never sent, even for another, consented profile (a shared device or address).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,8 +32,9 @@ from transforms.crypto import build_encryptor
 from transforms.errors import InputError
 from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
-from transforms.outcomes import Metric, runner_counter, count
-from transforms.profiles import read_profiles, read_schema_names
+from transforms.outcomes import Metric, Removal, count, runner_counter
+from transforms.profiles import KEY_PREFIX, read_profiles
+from transforms.suppression import Suppressor
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
 
 if TYPE_CHECKING:
@@ -31,12 +42,23 @@ if TYPE_CHECKING:
 
 EXPORTED_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string())])
 UNMAPPED_SCHEMA = pa.schema([("profile_id", pa.string())])
-# A targeted profile as read from the extract: one row per extract row (user_id null), plus one row
-# per usable user ID (opt_out false). A profile is opted out when any of its rows says so.
-CANDIDATE_SCHEMA = pa.schema([("profile_id", pa.string()), ("opt_out", pa.bool_()), ("user_id", pa.string())])
+# A candidate profile as read from the extract: one row per extract row (user_id null) with its
+# status, plus one row per usable user ID of an eligible row (status OK).
+CANDIDATE_SCHEMA = pa.schema([("profile_id", pa.string()), ("status", pa.int8()), ("user_id", pa.string())])
+# An earlier pair: ``run`` orders earlier exports (0 for the export state); ``removed`` marks a pair
+# that run removed.
+EARLIER_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string()), ("run", pa.int16()),
+                            ("removed", pa.bool_())])
+# An earlier pair as stage 1 leaves it: ``reason`` is the Removal code if its profile leaves, else null.
+HELD_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string()), ("reason", pa.int8())])
+BLOCKED_SCHEMA = pa.schema([("user_id", pa.string()), ("status", pa.int8())])
 
-# The CoGroupByKey's inputs, by name: each a PCollection of ``(bucket, table)``.
-TARGETS, PROFILES, EXISTING = "targets", "profiles", "existing"
+# Profile statuses, worst last (a profile's status is the max over its rows).
+OK, CONSENT_UNKNOWN, OPTED_OUT, SUPPRESSED = 0, 1, 2, 3
+STATUS_REMOVAL = {SUPPRESSED: Removal.SUPPRESSED, OPTED_OUT: Removal.OPTED_OUT, CONSENT_UNKNOWN: Removal.CONSENT_UNKNOWN}
+
+# The first CoGroupByKey's inputs, by name: each a PCollection of ``(profile bucket, table)``.
+TARGETS, PROFILES, EARLIER = "targets", "profiles", "earlier"
 
 
 def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor=None) -> pa.Table:
@@ -50,16 +72,42 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
                     schema=EXPORTED_SCHEMA)
 
 
-def candidate_rows(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor=None) -> pa.Table:
-    """Standardized profile rows -> :data:`CANDIDATE_SCHEMA`. User IDs are computed (hashed,
-    encrypted) for profiles that are not opted out only."""
-    opt_out = pc.fill_null(profiles["opt_out"], True)
-    base = pa.table({"profile_id": profiles["profile_id"], "opt_out": opt_out,
+def row_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None) -> np.ndarray:
+    """Each standardized row's status: SUPPRESSED, OPTED_OUT, CONSENT_UNKNOWN or OK."""
+    opt = profiles["opt_out"]
+    opted = np.asarray(pc.fill_null(opt, False).to_numpy(zero_copy_only=False), dtype=bool)
+    unknown = np.asarray(pc.is_null(opt).to_numpy(zero_copy_only=False), dtype=bool)
+    status = np.where(opted, OPTED_OUT, np.where(unknown, CONSENT_UNKNOWN, OK)).astype(np.int8)
+    if suppressor:
+        for kind in ("email", "phone"):
+            column = KEY_PREFIX + cfg.profiles.column_for(kind)
+            if column in profiles.column_names:
+                hit = suppressor.suppressed(suppressor.normalized(profiles[column], kind), kind)
+                status[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)] = SUPPRESSED
+    return status
+
+
+def candidate_rows(profiles: pa.Table, status: np.ndarray, ds: DataSourceConfig, cfg: JobConfig,
+                   encryptor=None) -> pa.Table:
+    """Standardized profile rows and their statuses -> :data:`CANDIDATE_SCHEMA`. User IDs are
+    computed (hashed, encrypted) for eligible rows only."""
+    base = pa.table({"profile_id": profiles["profile_id"], "status": pa.array(status, pa.int8()),
                      "user_id": pa.nulls(profiles.num_rows, pa.string())}, schema=CANDIDATE_SCHEMA)
-    pairs = user_ids(profiles.filter(pc.invert(opt_out)), ds, cfg, encryptor)
-    pairs = pa.table({"profile_id": pairs["profile_id"], "opt_out": pa.repeat(pa.scalar(False), pairs.num_rows),
+    pairs = user_ids(profiles.filter(pa.array(status == OK)), ds, cfg, encryptor)
+    pairs = pa.table({"profile_id": pairs["profile_id"], "status": pa.array(np.zeros(pairs.num_rows, np.int8)),
                       "user_id": pairs["user_id"]}, schema=CANDIDATE_SCHEMA)
     return concat([base, pairs], CANDIDATE_SCHEMA)
+
+
+def blocked_user_ids(profiles: pa.Table, status: np.ndarray, ds: DataSourceConfig, cfg: JobConfig,
+                     encryptor=None) -> pa.Table:
+    """:data:`BLOCKED_SCHEMA`: the user IDs of the rows that are not eligible, with their status."""
+    parts = []
+    for code in (CONSENT_UNKNOWN, OPTED_OUT, SUPPRESSED):
+        if (status == code).any():
+            ids = user_ids(profiles.filter(pa.array(status == code)), ds, cfg, encryptor)["user_id"]
+            parts.append(pa.table({"user_id": ids, "status": pa.array(np.full(len(ids), code, np.int8))}))
+    return concat(parts, BLOCKED_SCHEMA)
 
 
 def _unique(values) -> pa.Array:
@@ -71,124 +119,178 @@ def _count(mask) -> int:
     return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
 
-def classify(targets: pa.Table, candidates: pa.Table, existing: pa.Table) -> tuple[pa.Table, pa.Table, dict[Metric, int]]:
-    """Classify one shard's targets. ``targets``: :data:`TARGET_SCHEMA` rows (non-blank, possibly
-    repeated); ``candidates``: :data:`CANDIDATE_SCHEMA`; ``existing``: :data:`EXPORTED_SCHEMA` pairs of
-    previous exports. Returns ``(pairs to send, unmapped profile ids, counts)``; the counts hold the
-    five outcomes (summing to ``TARGETS``, the distinct ids), ``DUPLICATE_TARGET_ROWS``,
-    ``PAIRS_SENT`` and ``OPTED_OUT_IN_EXISTING``."""
+def earlier_pairs(earlier: pa.Table, replaces: tuple[bool, ...]) -> pa.Table:
+    """The pairs the platform holds, from the earlier runs in order: a run that ``replaces`` (the
+    export state, an overwrite export) holds its pairs; any other adds its sent pairs and drops the
+    ones it removed. A run without rows in this shard still counts (a replacing one empties it)."""
+    held = EXPORTED_SCHEMA.empty_table()
+    for run, replace in enumerate(replaces):
+        rows = earlier.filter(pc.equal(earlier["run"], run)) if earlier.num_rows else earlier
+        sent = rows.filter(pc.invert(rows["removed"])).select(EXPORTED_SCHEMA.names).cast(EXPORTED_SCHEMA)
+        if replace:
+            held = sent
+            continue
+        gone = rows.filter(pc.and_(rows["removed"], pc.is_valid(rows["user_id"]))).select(EXPORTED_SCHEMA.names)
+        if gone.num_rows and held.num_rows:
+            held = held.join(gone, keys=EXPORTED_SCHEMA.names, join_type="left anti", use_threads=False)
+        held = concat([held, sent], EXPORTED_SCHEMA)
+    return distinct(held)
+
+
+def _reasons(held: pa.Table, desired: pa.Table, ids: pa.Array, known_ids: pa.Array, status: pa.Array) -> pa.Array:
+    """The Removal code of each held pair's profile (null: it stays)."""
+    marked = desired.append_column("kept", pa.array(np.ones(desired.num_rows, bool)))
+    held = held.join(marked, keys=EXPORTED_SCHEMA.names, join_type="left outer", use_threads=False)
+    where = pc.index_in(held["profile_id"], value_set=known_ids)
+    st = pc.take(status, where).to_numpy(zero_copy_only=False)
+    reason = np.full(held.num_rows, -1, dtype=np.int16)
+    reason[np.asarray(pc.invert(pc.is_in(held["profile_id"], value_set=ids)).to_numpy(zero_copy_only=False), bool)] = (
+        Removal.UNTARGETED.code)
+    kept = np.asarray(pc.is_valid(held["kept"]).to_numpy(zero_copy_only=False), bool)
+    reason[(reason < 0) & ~kept] = Removal.ID_CHANGED.code
+    for code, removal in STATUS_REMOVAL.items():
+        reason[np.nan_to_num(st.astype(float), nan=-1) == code] = removal.code
+    reason[np.asarray(pc.is_null(where).to_numpy(zero_copy_only=False), bool)] = Removal.DELETED_PROFILE.code
+    return pa.table({"profile_id": held["profile_id"], "user_id": held["user_id"],
+                     "reason": pa.array(reason, pa.int8(), mask=reason < 0)}, schema=HELD_SCHEMA)
+
+
+def classify(targets: pa.Table, candidates: pa.Table, earlier: pa.Table, replaces: tuple[bool, ...] = ()):
+    """Classify one shard. ``targets``: :data:`TARGET_SCHEMA` rows (non-blank, possibly repeated);
+    ``candidates``: :data:`CANDIDATE_SCHEMA`; ``earlier``: :data:`EARLIER_SCHEMA` of the runs
+    ``replaces`` describes. Returns ``(desired pairs, held pairs with reasons, unmapped ids, counts)``:
+    the desired pairs are every current pair of the eligible targets; the counts hold the target
+    outcomes (summing to ``TARGETS``, the distinct ids) and ``DUPLICATE_TARGET_ROWS``."""
     rows = targets[TARGETS_COLUMN].combine_chunks()
     ids = _unique(rows)
-    cand = candidates.filter(pc.is_in(candidates["profile_id"], value_set=ids))  # drop Bloom false positives
-    known = pc.is_in(ids, value_set=_unique(cand["profile_id"]))
-    opted_ids = _unique(cand.filter(cand["opt_out"])["profile_id"])
-    opted = pc.is_in(ids, value_set=opted_ids)
-    eligible = pc.filter(ids, pc.and_(known, pc.invert(opted)))
-
-    pairs = cand.filter(pc.and_(pc.is_valid(cand["user_id"]), pc.is_in(cand["profile_id"], value_set=eligible)))
-    pairs = distinct(pairs.select(["profile_id", "user_id"]))
-    mapped = _unique(pairs["profile_id"])
-    unmapped = pc.filter(eligible, pc.invert(pc.is_in(eligible, value_set=mapped)))
-
-    previous = existing.select(["profile_id", "user_id"]).cast(EXPORTED_SCHEMA)
-    if previous.num_rows and pairs.num_rows:
-        new = pairs.join(previous, keys=["profile_id", "user_id"], join_type="left anti", use_threads=False)
+    held = earlier_pairs(earlier, replaces)
+    wanted = pa.concat_arrays([ids, _unique(held["profile_id"]).cast(pa.string())])
+    cand = candidates.filter(pc.is_in(candidates["profile_id"], value_set=wanted))  # drop Bloom false positives
+    if cand.num_rows:
+        worst = cand.group_by("profile_id", use_threads=False).aggregate([("status", "max")])
+        known_ids, status = worst["profile_id"].combine_chunks(), worst["status_max"].combine_chunks()
     else:
-        new = pairs
-    new = new.select(["profile_id", "user_id"]).cast(EXPORTED_SCHEMA)
+        known_ids, status = pa.array([], pa.string()), pa.array([], pa.int8())
+    st = pc.take(status, pc.index_in(ids, value_set=known_ids))
+    eligible = pc.filter(ids, pc.fill_null(pc.equal(st, OK), False))
+
+    desired = cand.filter(pc.and_(pc.is_valid(cand["user_id"]), pc.is_in(cand["profile_id"], value_set=eligible)))
+    desired = distinct(desired.select(EXPORTED_SCHEMA.names)).cast(EXPORTED_SCHEMA)
+    mapped = _unique(desired["profile_id"])
+    unmapped = pc.filter(eligible, pc.invert(pc.is_in(eligible, value_set=mapped)))
+    new = desired
+    if held.num_rows and desired.num_rows:
+        new = desired.join(held, keys=EXPORTED_SCHEMA.names, join_type="left anti", use_threads=False)
     sent_profiles = len(_unique(new["profile_id"]))
     counts = {
         Metric.TARGETS: len(ids),
         Metric.DUPLICATE_TARGET_ROWS: len(rows) - len(ids),
-        Metric.UNKNOWN_PROFILE: _count(pc.invert(known)),
-        Metric.OPTED_OUT: _count(opted),
+        Metric.UNKNOWN_PROFILE: _count(pc.is_null(st)),
+        Metric.SUPPRESSED: _count(pc.equal(st, SUPPRESSED)),
+        Metric.OPTED_OUT: _count(pc.equal(st, OPTED_OUT)),
+        Metric.CONSENT_UNKNOWN: _count(pc.equal(st, CONSENT_UNKNOWN)),
         Metric.UNMAPPED: len(unmapped),
         Metric.ALREADY_PRESENT: len(mapped) - sent_profiles,
         Metric.EXPORTED: sent_profiles,
-        Metric.PAIRS_SENT: new.num_rows,
-        Metric.OPTED_OUT_IN_EXISTING: _count(pc.is_in(opted_ids, value_set=_unique(previous["profile_id"])))
-        if previous.num_rows else 0,
     }
-    return new, pa.table({"profile_id": unmapped}, schema=UNMAPPED_SCHEMA), counts
+    held = _reasons(held, desired, ids, known_ids, status) if held.num_rows else HELD_SCHEMA.empty_table()
+    return desired, held, pa.table({"profile_id": unmapped}, schema=UNMAPPED_SCHEMA), counts
 
 
-def _shards(table: pa.Table, buckets: int):
-    """``(bucket, rows)`` by the stable hash of ``profile_id`` (the same shards as the targets')."""
-    return split_by_bucket(table, bucket_of(table["profile_id"], buckets))
+def _shards(table: pa.Table, buckets: int, column: str = "profile_id"):
+    """``(bucket, rows)`` by the stable hash of ``column``."""
+    return split_by_bucket(table, bucket_of(table[column], buckets))
 
 
 class ReadTargetedProfiles(beam.DoFn):
-    """One profile extract -> shards ``(bucket, candidate rows)`` of the profiles the Bloom filter
-    (a side input) says may be targeted, with their user IDs for the data source (hashed/encrypted
-    here, for those profiles only), and counts (``COUNTS``). Key material is loaded in setup()."""
+    """One profile extract -> shards ``(profile bucket, candidate rows)`` of the profiles the Bloom
+    filter (a side input: targets and earlier pairs) lets through, with their statuses and user IDs
+    for the data source; the user IDs of every non-eligible row, sharded by user ID (``BLOCKED``);
+    counts (``COUNTS``). The suppression lists come as a side input. Keys are loaded in setup()."""
 
-    COUNTS = "counts"
+    COUNTS, BLOCKED = "counts", "blocked"
 
     def __init__(self, cfg: JobConfig, spec: ExportSpec, buckets: int):
         self._cfg, self._spec, self._buckets = cfg, spec, buckets
 
     def setup(self):
-
         self._encryptor = build_encryptor(self._spec.data_source, self._spec.clock)
         self._read = runner_counter("profiles_read")
+        self._suppressor = None
 
-    def process(self, path: str, target_filter: KeyFilter):
-        column = self._cfg.profiles.opt_out
-        if column not in read_schema_names(path, self._cfg.profiles.resolved_format):
-            # standardize() would read a missing column as "nobody opted out": never for an export.
-            raise InputError(path, f"no opt-out column '{column}' in this extract")
-        for profiles in read_profiles(path, self._cfg):
+    def process(self, path: str, profile_filter: KeyFilter, suppression: list):
+        ds = self._spec.data_source
+        if self._suppressor is None:
+            self._suppressor = Suppressor(suppression, ds)
+        for profiles in read_profiles(path, self._cfg, export=True):
             self._read.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
-            keep = target_filter.might_contain(hash64(profiles["profile_id"]))
+            status = row_status(profiles, self._cfg, self._suppressor)
+            if (status != OK).any():
+                blocked = blocked_user_ids(profiles, status, ds, self._cfg, self._encryptor)
+                yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.BLOCKED_USER_IDS, blocked.num_rows))
+                for piece in _shards(blocked, self._buckets, "user_id"):
+                    yield beam.pvalue.TaggedOutput(self.BLOCKED, piece)
+            keep = profile_filter.might_contain(hash64(profiles["profile_id"]))
             if keep.any():
-                rows = candidate_rows(profiles.filter(pa.array(keep)), self._spec.data_source, self._cfg, self._encryptor)
+                rows = candidate_rows(profiles.filter(pa.array(keep)), status[keep], ds, self._cfg, self._encryptor)
                 yield from _shards(rows, self._buckets)
 
 
-class ReadExistingPart(beam.DoFn):
-    """One Parquet part of a previous export's ``exported/`` -> shards ``(bucket, pairs)`` of the
-    targeted profiles (per the Bloom filter, a side input), and counts (``COUNTS``)."""
+class ReadEarlierPart(beam.DoFn):
+    """``(run, removed, path)``: one Parquet part of the earlier state (pairs) -> shards ``(profile
+    bucket, EARLIER_SCHEMA rows)``, the hashes of their profile ids (``HASHES``, for the Bloom filter)
+    and counts (``COUNTS``)."""
 
-    COUNTS = "counts"
+    COUNTS, HASHES = "counts", "earlier_hashes"
 
     def __init__(self, buckets: int):
         self._buckets = buckets
 
-    def process(self, path: str, target_filter: KeyFilter):
+    def process(self, element):
+        run, removed, path = element
         try:
             with FileSystems.open(path) as handle:
                 pf = pq.ParquetFile(handle)
                 for batch in pf.iter_batches(batch_size=1 << 20, columns=["profile_id", "user_id"]):
-                    table = pa.Table.from_batches([batch]).cast(EXPORTED_SCHEMA)
-                    yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.EXISTING_PAIRS_READ, table.num_rows))
-                    keep = target_filter.might_contain(hash64(table["profile_id"]))
-                    if keep.any():
-                        yield from _shards(table.filter(pa.array(keep)), self._buckets)
+                    pairs = pa.Table.from_batches([batch]).cast(EXPORTED_SCHEMA)
+                    n = pairs.num_rows
+                    if not removed:
+                        yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.EARLIER_PAIRS_READ, n))
+                    table = pairs.append_column("run", pa.array(np.full(n, run, np.int16))).append_column(
+                        "removed", pa.array(np.full(n, removed, bool)))
+                    yield beam.pvalue.TaggedOutput(self.HASHES, hash64(table["profile_id"]))
+                    yield from _shards(table, self._buckets)
         except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
-            raise InputError(path, f"cannot read the existing export ({type(exc).__name__})") from None
+            raise InputError(path, f"cannot read the earlier export state ({type(exc).__name__})") from None
 
 
 class ClassifyShard(beam.DoFn):
-    """One shard ``(bucket, {TARGETS: [...], PROFILES: [...], EXISTING: [...]})`` -> pairs to send
-    (main output), unmapped ids (``UNMAPPED``) and counts (``COUNTS``). A shard without targets
-    (profiles or existing pairs let through by the Bloom filter only) gives nothing."""
+    """One shard ``(bucket, {TARGETS: [...], PROFILES: [...], EARLIER: [...]})`` -> the desired pairs
+    (main output) and the held pairs with their reasons (``HELD``), both as ``(user bucket, table)``;
+    unmapped ids (``UNMAPPED``) and counts (``COUNTS``). A shard with neither targets nor earlier pairs
+    (profiles let through by the Bloom filter only) gives nothing."""
 
-    COUNTS, UNMAPPED = "counts", "unmapped"
+    COUNTS, UNMAPPED, HELD = "counts", "unmapped", "held"
+
+    def __init__(self, replaces: tuple[bool, ...] = (), buckets: int = 1):
+        self._replaces, self._buckets = tuple(replaces), buckets
 
     def process(self, element):
         _bucket, grouped = element
-        targets = list(grouped[TARGETS])  # CoGroupByKey promises iterables only
-        if not targets:
+        targets, earlier = list(grouped[TARGETS]), list(grouped[EARLIER])  # CoGroupByKey promises iterables only
+        if not targets and not earlier:
             return
-        sent, unmapped, counts = classify(
+        desired, held, unmapped, counts = classify(
             concat(targets, TARGET_SCHEMA),
             concat(list(grouped[PROFILES]), CANDIDATE_SCHEMA),
-            concat(list(grouped[EXISTING]), EXPORTED_SCHEMA),
+            concat(earlier, EARLIER_SCHEMA),
+            self._replaces,
         )
         for metric, n in counts.items():
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(metric, n))
         if unmapped.num_rows:
             yield beam.pvalue.TaggedOutput(self.UNMAPPED, unmapped)
-        if sent.num_rows:
-            yield sent
+        for piece in _shards(held, self._buckets, "user_id"):
+            yield beam.pvalue.TaggedOutput(self.HELD, piece)
+        yield from _shards(desired, self._buckets, "user_id")

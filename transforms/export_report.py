@@ -1,76 +1,128 @@
-"""The export's report (``report.json``), the check that its counts add up, and its command-line summary.
+"""The export's report (``report.json``), the checks that its counts add up, the export state's
+manifest, and the command-line summary.
 
 Every row of the targets file(s) is a distinct target, a repeat of one, or a blank id
-(:data:`TARGET_ROWS`); every distinct target has exactly one of the :data:`OUTCOMES`; the data files
-hold exactly the lines to send. The run checks this before publishing anything.
+(:data:`TARGET_ROWS`); every distinct target has exactly one of the :data:`OUTCOMES`. Per user ID:
+the earlier state's user IDs are ``unchanged`` or ``removed`` (by reason), the desired ones
+``added``, ``unchanged`` or ``withheld``; the audience after the run is ``added + unchanged``; the
+files hold exactly one line per added or removed user ID (sync), or per member and leaver
+(overwrite). The run checks all of it before publishing anything, and refuses to publish a
+``.sync`` export whose leavers it cannot remove (a key-value audience).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from transforms.errors import RunFailed
-from transforms.outcomes import Counts, Metric
+from transforms.outcomes import REMOVALS, Counts, Metric
 
 if TYPE_CHECKING:
     from transforms.export import ExportSpec
+    from transforms.export_state import ExportState
 
 # Every distinct target id is counted in exactly one of these.
-OUTCOMES = (Metric.EXPORTED, Metric.ALREADY_PRESENT, Metric.UNMAPPED, Metric.OPTED_OUT, Metric.UNKNOWN_PROFILE)
+OUTCOMES = (Metric.EXPORTED, Metric.ALREADY_PRESENT, Metric.UNMAPPED, Metric.SUPPRESSED, Metric.OPTED_OUT,
+            Metric.CONSENT_UNKNOWN, Metric.UNKNOWN_PROFILE)
 # Every row of the targets file(s) is a distinct target, a duplicate of one, or a blank id.
 TARGET_ROWS = (Metric.TARGETS, Metric.DUPLICATE_TARGET_ROWS, Metric.BLANK_TARGET_IDS)
+USER_IDS = (Metric.EARLIER_USER_IDS, Metric.DESIRED_USER_IDS, Metric.ADDED, Metric.UNCHANGED, Metric.WITHHELD)
 
 
 def _counted(counts: Counts, *metrics: Metric) -> dict[str, int]:
     return {m.value: counts.get(m) for m in metrics}
 
 
-def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], targets: str, existing: list[str]) -> dict:
+def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], targets: str, state: ExportState) -> dict:
     """The report of one export run: settings, counts (job-wide, from ``counts``) and the data files."""
     ds = spec.data_source
     files = sorted(files, key=lambda f: f["sequence"])
+    removed = counts.details(Metric.USER_IDS_REMOVED)
     return {
         "job": "export",
         "run_date": spec.run_date.isoformat(),
         "audience": spec.audience,
         "segment": spec.trait,
+        "mode": spec.mode,
         "data_source": ds.name,
         "dpid": ds.dpid,
+        "target_dpid": ds.target_dpid,
         "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
         "targets_path": targets,
-        "existing": list(existing),
-        **_counted(counts, Metric.PROFILES_READ, Metric.TARGET_ROWS, Metric.BLANK_TARGET_IDS,
-                   Metric.DUPLICATE_TARGET_ROWS, Metric.TARGETS, *OUTCOMES, Metric.OPTED_OUT_IN_EXISTING,
-                   Metric.EXISTING_PAIRS_READ, Metric.PAIRS_SENT, Metric.LINES),
+        "existing": list(state.existing),
+        # The export state (--state): where, the version read and the one this run commits, and the
+        # pair count the version read says it holds (checked against what was read).
+        "state_folder": state.folder,
+        "state_previous_version": state.previous,
+        "state_version": state.version,
+        "state_expected_pairs": state.expected_pairs,
+        **_counted(counts, Metric.PROFILES_READ, Metric.SUPPRESSION_ENTRIES, Metric.BLOCKED_USER_IDS,
+                   Metric.TARGET_ROWS, Metric.BLANK_TARGET_IDS, Metric.DUPLICATE_TARGET_ROWS, Metric.TARGETS,
+                   *OUTCOMES, Metric.EARLIER_PAIRS_READ, *USER_IDS),
+        "removed": sum(removed.values()),
+        "removed_by_reason": {r.value: removed.get(r.value, 0) for r in REMOVALS},
+        **_counted(counts, Metric.AUDIENCE_USER_IDS, Metric.PAIRS_SENT, Metric.PAIRS_REMOVED, Metric.STATE_PAIRS,
+                   Metric.LINES),
         "nothing_to_send": not files,
         "files": [{k: f[k] for k in ("name", "sequence", "lines", "bytes", "md5")} for f in files],
         "control_file": spec.file_names.control_file if files else None,
     }
 
 
+def _equal(what: str, expected: int, got: int) -> None:
+    if expected != got:
+        raise RunFailed(f"export counts do not add up: {what} (expected {expected}, accounted for {got}); "
+                        "nothing was published")
+
+
 def check_export_report(report: dict) -> None:
-    """Raise :class:`RunFailed` unless every target row and every distinct target is accounted for once
-    and the files hold exactly the lines to send."""
-    rows = sum(report[k] for k in TARGET_ROWS)
-    if rows != report["target_rows"]:
-        raise RunFailed(f"export counts do not add up: {report['target_rows']} target rows, accounted for {rows}")
-    outcomes = sum(report[k] for k in OUTCOMES)
-    if outcomes != report["targets"]:
-        raise RunFailed(f"export counts do not add up: {report['targets']} targets, accounted for {outcomes}")
-    in_files = sum(f["lines"] for f in report["files"])
-    if in_files != report["lines"] or (report["lines"] > 0) != (report["exported"] > 0):
-        raise RunFailed(f"export files hold {in_files} lines, expected {report['lines']}")
+    """Raise :class:`RunFailed` unless every count adds up (see the module's docstring), or when a
+    ``.sync`` export has leavers it cannot remove."""
+    _equal("target rows", report["target_rows"], sum(report[k] for k in TARGET_ROWS))
+    _equal("targets", report["targets"], sum(report[k] for k in OUTCOMES))
+    _equal("removed by reason", report["removed"], sum(report["removed_by_reason"].values()))
+    _equal("earlier user IDs", report["earlier_user_ids"], report["unchanged"] + report["removed"])
+    _equal("desired user IDs", report["desired_user_ids"], report["added"] + report["unchanged"] + report["withheld"])
+    _equal("audience user IDs", report["audience_user_ids"], report["added"] + report["unchanged"])
+    if report.get("state_expected_pairs") is not None:
+        _equal("pairs read from the export state", report["state_expected_pairs"], report["earlier_pairs_read"])
+    if report["mode"] == "sync" and report["removed"] and not report["segment"].startswith("d_sid="):
+        reasons = ", ".join(f"{k}={n}" for k, n in report["removed_by_reason"].items() if n)
+        raise RunFailed(
+            f"audience '{report['audience']}': {report['removed']} user ID(s) must leave it ({reasons}) but a "
+            f"key-value audience ({report['segment']}) cannot be removed by a .sync file: rerun with "
+            "--mode overwrite --state ROOT. Nothing was published"
+        )
+    members = report["audience_user_ids"] if report["mode"] == "overwrite" else report["added"]
+    _equal("lines", members + report["removed"], report["lines"])
+    _equal("lines in the files", report["lines"], sum(f["lines"] for f in report["files"]))
+
+
+def state_manifest(report: dict, output_dir: str, state_parts: list) -> dict:
+    """The export state version's ``_SUCCESS``: what it holds and which run wrote it."""
+    return {
+        "data_source": report["data_source"], "dpid": report["dpid"], "target_dpid": report["target_dpid"],
+        "audience": report["audience"], "segment": report["segment"], "mode": report["mode"],
+        "run_date": report["run_date"], "pairs": report["state_pairs"], "user_ids": report["audience_user_ids"],
+        "output": output_dir, "files": [f["name"] for f in report["files"]], "control_file": report["control_file"],
+        "parts": [{"part": path.rsplit("/", 1)[-1], "rows": n} for _, path, n in sorted(state_parts)],
+    }
 
 
 def summary_lines(report: dict) -> list[str]:
     """The export's summary on the command line: counts and file names only, never an ID."""
     if report.get("status") == "staged":
         return ["job staged (built and submitted, or written as a template): no report until it runs"]
+    reasons = " ".join(f"{k}={n}" for k, n in report["removed_by_reason"].items() if n) or "none"
     out = [
-        f"export '{report['audience']}' through {report['data_source']} (dpid {report['dpid']}, {report['id_type']}): "
+        f"export '{report['audience']}' through {report['data_source']} (dpid {report['dpid']}, {report['id_type']}, "
+        f"{report['mode']}): "
         f"targets={report['targets']} exported={report['exported']} already_present={report['already_present']} "
         f"unmapped={report['unmapped']} opted_out={report['opted_out']} unknown_profile={report['unknown_profile']} "
+        f"consent_unknown={report['consent_unknown']} suppressed={report['suppressed']} "
         f"| target rows={report['target_rows']} duplicates={report['duplicate_target_rows']} "
         f"blank={report['blank_target_ids']}",
+        f"user IDs: added={report['added']} removed={report['removed']} ({reasons}) unchanged={report['unchanged']} "
+        f"withheld={report['withheld']} | audience: {report['earlier_user_ids']} -> {report['audience_user_ids']}",
     ]
     if report["nothing_to_send"]:
         out.append("onboarding: nothing to send, no data file written")

@@ -1,13 +1,24 @@
 """Incremental sync: tonight's audience = the previous night's, minus tonight's removals, plus
 tonight's additions — per data source, unless tonight's dumps for it are ``full``, which replace it.
 
+Whether a dump is ``full`` or ``iter`` is the data source's ``sync_mode`` when configured, else its
+file name's (:func:`sync_mode_of`); a nightly dump whose name does not say is a configuration error.
+
 The merge happens inside the output shuffle (:class:`transforms.publish.WriteParts` with ``merge``):
 previous rows, additions and removals of a shard meet in one group, keyed by profile (or address).
 An addition and a removal of the same membership on the same night: the addition wins. In the file
 audience, tonight's rows for an address in a segment replace the previous ones (its profile_id may
-have changed: the newest line about an address says which profile it matches).
+have changed: the newest line about an address says which profile it matches). Previous rows of a
+data source no longer in the config are dropped (and reported).
+
+Before a night is published, :class:`NightGuard` refuses an audience that collapses against the
+previous published night (more than ``max_shrink`` per data source) and an empty full delivery.
 """
 from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
@@ -16,7 +27,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import count_by
+from transforms.config import DataSourceConfig, JobConfig
+from transforms.dump_files import is_dump_file
 from transforms.dumps import parse_dump_name
+from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
 from transforms.publish import ADD
 from transforms.storage import glob
@@ -64,30 +78,53 @@ class PreviousState(beam.PTransform):
         )
 
 
-def full_sources(files: list) -> list[str]:
+def sync_mode_of(ds: DataSourceConfig, path: str) -> str | None:
+    """``full`` or ``iter``: the data source's configured ``sync_mode``, else the file name's; None
+    when neither says."""
+    if ds.sync_mode != "from_name":
+        return ds.sync_mode
+    parsed = parse_dump_name(path)
+    return parsed.sync_mode if parsed is not None else None
+
+
+def unnamed_dump_error(cfg: JobConfig, name: str, path: str) -> ConfigError:
+    index = [ds.name for ds in cfg.data_sources].index(name)
+    return ConfigError(f"{path}: the file name does not say whether the dump is full or iter; "
+                       f"set data_sources[{index}].sync_mode (full or iter) for '{name}'")
+
+
+def check_sync_modes(cfg: JobConfig) -> None:
+    """Nightly preflight: every dump's sync mode is known (configured, or in its file name)."""
+    problems = [str(unnamed_dump_error(cfg, ds.name, path))
+                for ds in cfg.data_sources for path in glob(ds.segments, missing_ok=True)
+                if is_dump_file(path) and sync_mode_of(ds, path) is None]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def full_sources(files: list, cfg: JobConfig) -> list[str]:
     """Data sources with a ``full`` dump tonight (their previous state is replaced, not updated)."""
-    names = set()
-    for data_source, path in files:
-        parsed = parse_dump_name(path)
-        if parsed is not None and parsed.sync_mode == "full":
-            names.add(data_source)
-    return sorted(names)
+    return sorted({name for name, path in files if sync_mode_of(cfg.data_source(name), path) == "full"})
 
 
-def merge_state(key_columns: list[str], label: str, replace: bool = False):
-    """A ``WriteParts`` merge: ``(previous - removals) + additions`` on ``key_columns``, previous
-    rows of data sources with a full dump tonight dropped (its side input: the night's
-    ``(data_source, dump path)`` list). With ``replace``, previous rows whose key is among tonight's
-    additions go too (the additions supersede them). Counts what it carried over and what it removed."""
+def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: bool = False):
+    """A ``WriteParts`` merge: ``(previous - removals) + additions`` on ``key_columns``; previous
+    rows of data sources with a full dump tonight are replaced, those of data sources no longer in
+    the config dropped (its side input: the night's ``(data_source, dump path)`` list). With
+    ``replace``, previous rows whose key is among tonight's additions go too (the additions supersede
+    them). Counts what it carried over, removed and dropped."""
+    configured = [ds.name for ds in cfg.data_sources]
 
     def merge(tables: dict[str, pa.Table], files: list):
-        full = full_sources(files)
+        full = full_sources(files, cfg)
         schema = next(iter(tables.values())).schema
         previous = tables.get(PREVIOUS, schema.empty_table())
         additions = tables.get(ADD, schema.empty_table())
         removals = tables.get(REMOVE, schema.empty_table())
-        counts = []
+        unknown = pc.invert(pc.is_in(previous["data_source"], value_set=pa.array(configured, pa.string())))
+        counts = [count(Metric.DROPPED, n, ds, label) for (ds,), n in count_by(previous.filter(unknown), ["data_source"])]
         kept = previous.filter(pc.invert(pc.is_in(previous["data_source"], value_set=pa.array(full, pa.string()))))
+        kept = kept.filter(pc.is_in(kept["data_source"], value_set=pa.array(configured, pa.string())))
         if kept.num_rows and removals.num_rows:
             remaining = kept.join(removals.select(key_columns), keys=key_columns, join_type="left anti")
             before = dict(count_by(kept, ["data_source"]))
@@ -101,3 +138,57 @@ def merge_state(key_columns: list[str], label: str, replace: bool = False):
         return pa.concat_tables([kept.cast(schema), additions]), counts
 
     return merge
+
+
+def audience_sizes(report: dict) -> dict[str, int]:
+    """Rows per data source of a night's report: memberships plus file-audience entries."""
+    return {name: sum(s.get("members", 0) + s.get("file_audience", 0) for s in entry["segments"].values())
+            for name, entry in report["data_sources"].items()}
+
+
+@dataclass(frozen=True)
+class NightGuard:
+    """What a night is checked against before it is published (built at launch by the nightly job)."""
+
+    previous_partition: str | None  # "dt=YYYY-MM-DD" the night builds on
+    previous_sizes: dict  # audience rows per data source of that night's report ({} without one)
+    allow_shrink: bool = False
+
+    @classmethod
+    def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
+        """The guard against the previous published partition (its report's audience sizes); read at
+        launch by the nightly job."""
+        if previous is None:
+            return cls(None, {}, allow_shrink)
+        path = previous.rstrip("/") + "/report.json"
+        try:
+            with FileSystems.open(path) as handle:
+                sizes = audience_sizes(json.loads(handle.read()))
+        except Exception as exc:  # noqa: BLE001 - one line naming the file
+            raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
+        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink)
+
+    def check(self, report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
+        """Raise :class:`RunFailed` (one line) when a data source's full delivery is empty, or its
+        audience shrinks by more than its ``max_shrink`` (a data source no longer configured: to 0)."""
+        if self.allow_shrink:
+            return
+        problems = []
+        lines = dict((path, stats.lines) for path, stats in file_stats)
+        full: dict[str, list[str]] = {}
+        for name, path in sorted(files):
+            if sync_mode_of(cfg.data_source(name), path) == "full":
+                full.setdefault(name, []).append(path)
+        for name, paths in full.items():
+            if not sum(lines.get(path, 0) for path in paths):
+                problems.append(f"data source '{name}': tonight's full dump ({', '.join(map(posixpath.basename, paths))}) "
+                                "is empty, which would publish an empty audience")
+        sizes = audience_sizes(report)
+        for name, before in sorted(self.previous_sizes.items()):
+            now, limit = sizes.get(name, 0), cfg.shrink_limit(name)
+            if before and now < before * (1 - limit):
+                gone = "" if name in sizes else " (no longer configured: its rows would be dropped)"
+                problems.append(f"data source '{name}'{gone}: the audience would shrink from {before} to {now} rows "
+                                f"against {self.previous_partition}, more than max_shrink={limit:g}")
+        if problems:
+            raise RunFailed("; ".join(problems) + "; nothing was published (rerun with --allow-shrink if intended)")

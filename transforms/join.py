@@ -40,6 +40,7 @@ class ShardResult(NamedTuple):
     rejected: pa.Table | None
     reconciled: int  # lines that matched a profile
     file_audience_lines: int  # lines that matched no profile, kept in the file audience
+    pairs: int  # rows of the join's (distinct line, profile) pair table: what the join materializes
     unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
 
 
@@ -51,14 +52,65 @@ def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, *values: str) -> pa.Tabl
     return table.set_column(0, "segment_id", narrow_dictionary(pc.dictionary_encode(table["segment_id"])))
 
 
+def _numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return values.to_numpy(zero_copy_only=False)
+
+
+def _key_codes(dump_keys, prof_keys) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer codes of the join keys: ``(line codes (-1: no profile has the key), profile codes,
+    number of distinct profile keys)``. Two hash passes (encode the profile keys, look each line's
+    key up); everything after them is integer work."""
+    encoded = pc.dictionary_encode(prof_keys.combine_chunks() if isinstance(prof_keys, pa.ChunkedArray) else prof_keys)
+    line_codes = _numpy(pc.fill_null(pc.index_in(dump_keys, value_set=encoded.dictionary), -1)).astype(np.int64)
+    return line_codes, encoded.indices.to_numpy().astype(np.int64), len(encoded.dictionary)
+
+
+def _distinct_sets(dump: pa.Table, rows: np.ndarray, codes: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """The matched lines ``rows`` (key ``codes``) de-duplicated on (key, segments, removed): one
+    representative line (the first) per distinct combination, and its key code.
+
+    Lines that repeat a key with the same segment sets give the same memberships: joining each of
+    them with the key's profiles would materialize profiles x lines pairs (a key shared by 5,000
+    profiles and repeated on 5,000 lines took 4.2 GB), only to be de-duplicated afterwards."""
+    if not len(codes) or np.bincount(codes, minlength=n_keys).max() <= 1:
+        return rows, codes  # no key repeats (the usual shard): nothing to collapse
+    sets = dump.select(["segments", "removed"]).unify_dictionaries()  # comparable indices across chunks
+    segments, removed = (_numpy(sets[c].combine_chunks().indices)[rows] for c in ("segments", "removed"))
+    order = np.lexsort((removed, segments, codes))  # stable: the first line of a group leads it
+    c, s, r = codes[order], segments[order], removed[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1]) | (r[1:] != r[:-1])
+    keep = np.sort(order[first])
+    return rows[keep], codes[keep]
+
+
+def _expand_pairs(set_codes: np.ndarray, prof_codes: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inner join of the sets with the profiles on the key code: ``(set index, profile row)``
+    per pair, in set order. Profiles are grouped by code (a stable sort), and each set takes the
+    range of its key's profiles."""
+    order = np.argsort(prof_codes, kind="stable")
+    per_key = np.bincount(prof_codes, minlength=n_keys)
+    starts = np.concatenate(([0], np.cumsum(per_key)[:-1])).astype(np.int64)
+    per_set = per_key[set_codes] if len(set_codes) else np.zeros(0, np.int64)
+    pair_set = np.repeat(np.arange(len(set_codes), dtype=np.int64), per_set)
+    within = np.arange(len(pair_set), dtype=np.int64) - np.repeat(np.cumsum(per_set) - per_set, per_set)
+    return pair_set, order[starts[set_codes][pair_set] + within]
+
+
 def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, keep_file_audience: bool) -> ShardResult:
-    """Match one shard. One hash join of (line index, key) with the profile keys gives both the
-    matched lines and the (line, profile) pairs; memberships are those pairs times the lines'
-    segments, removals the pairs times the lines' removed segments (incremental syncs only)."""
-    lines = pa.table({"row": pa.array(np.arange(dump.num_rows, dtype=np.int64)), "key": dump["key"]})
-    pairs = lines.join(prof.select(["key", "profile_id"]), keys="key", join_type="inner")
-    matched = np.zeros(dump.num_rows, dtype=bool)
-    matched[pairs["row"].to_numpy()] = True
+    """Match one shard. A line matches when some profile has its key; the matched lines,
+    de-duplicated on (key, segments, removed), are joined with the profiles of their key, giving
+    (line set, profile) pairs: memberships are those pairs times the sets' segments, removals the
+    pairs times their removed segments (incremental syncs only). The pair table holds profiles x
+    distinct sets of a key, never profiles x lines."""
+    line_codes, prof_codes, n_keys = _key_codes(dump["key"], prof["key"])
+    matched = line_codes >= 0
+    rows = np.flatnonzero(matched)
+    set_rows, set_codes = _distinct_sets(dump, rows, line_codes[rows], n_keys)
+    pair_set, pair_prof = _expand_pairs(set_codes, prof_codes, n_keys)
+    pairs = pa.table({"profile_id": prof["profile_id"].take(pa.array(pair_prof))})
+    pair_lines = pa.array(set_rows[pair_set])
     miss = dump.filter(pa.array(~matched))
 
     def with_source(table: pa.Table, **extra) -> pa.Table:
@@ -68,17 +120,17 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         return table
 
     def by_segment(column: str) -> pa.Table:
-        return with_source(_pairs_by_segment(pairs, segment_lists(dump[column].take(pairs["row"])), "profile_id"))
+        return with_source(_pairs_by_segment(pairs, segment_lists(dump[column].take(pair_lines)), "profile_id"))
 
     file_audience = file_audience_removed = rejected = None
     if keep_file_audience:
         # Every decrypted address (its join key is the normalized address's UTF-8 bytes): once per
         # profile it matched, once with a null profile_id if it matched none.
         both = pa.concat_tables([
-            pa.table({"address": dump["key"].take(pairs["row"]).cast(pa.string()), "profile_id": pairs["profile_id"]}),
+            pa.table({"address": dump["key"].take(pair_lines).cast(pa.string()), "profile_id": pairs["profile_id"]}),
             pa.table({"address": miss["key"].cast(pa.string()), "profile_id": pa.nulls(miss.num_rows, pa.string())}),
         ])
-        rows = pa.concat_arrays([pairs["row"].combine_chunks(), pa.array(np.flatnonzero(~matched))])
+        rows = pa.concat_arrays([pair_lines, pa.array(np.flatnonzero(~matched))])
 
         def addresses(column: str) -> pa.Table:
             return with_source(_pairs_by_segment(both, segment_lists(dump[column].take(rows)), "address", "profile_id"),
@@ -94,8 +146,9 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         file_audience=file_audience,
         file_audience_removed=file_audience_removed,
         rejected=rejected,
-        reconciled=int(matched.sum()),
+        reconciled=dump.num_rows - miss.num_rows,
         file_audience_lines=miss.num_rows if keep_file_audience else 0,
+        pairs=pairs.num_rows,
         unmatched_keys=miss["key"],
     )
 

@@ -19,9 +19,12 @@ from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_b
 from transforms.config import JobConfig
 from transforms.diagnosis_forms import screen_columns, screen_rows
 from transforms.diagnosis_sample import rejected_candidates
-from transforms.dumps import FileStats, is_dump_file, numbered_chunks, parse_chunk, parse_dump_name
+from transforms.dump_files import FileStats, is_dump_file
+from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
+from transforms.iv_check import first_block_histogram
 from transforms.crypto import build_decryptor
+from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.keys import dump_keys, profile_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
@@ -67,6 +70,7 @@ class ReadDumpFile(PooledDoFn):
     REJECTED = "rejected"
     KEY_HASHES = "key_hashes"  # per chunk: (data_source, 64-bit hashes of its keys)
     FILE_STATS = "file_stats"  # per file: (path, FileStats)
+    FIRST_BLOCKS = "first_blocks"  # per chunk of an AES-CBC data source: (data_source, FirstBlocks)
     DIAGNOSABLE = "diagnosable"  # per chunk: (data_source, (sample size, rejected-ID candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
@@ -88,11 +92,14 @@ class ReadDumpFile(PooledDoFn):
         name, path = element
         ds = self._cfg.data_source(name)
         stats = FileStats()
-        dump_name = parse_dump_name(path)
-        removals = self._incremental and dump_name is not None and dump_name.sync_mode == "iter"
+        mode = sync_mode_of(ds, path)
+        if self._incremental and mode is None:  # preflight checks this; a file may arrive since
+            raise unnamed_dump_error(self._cfg, name, path)
+        removals = self._incremental and mode == "iter"
         key_chunk = functools.partial(self._key_chunk, path, ds, removals)
         chunks = numbered_chunks(path, stats=stats)
-        for lines, rejected, hashes, pieces, sampled in ordered_map(key_chunk, chunks, self._pool, ahead=self._cfg.threads):
+        for lines, rejected, hashes, pieces, first_blocks, sampled in ordered_map(key_chunk, chunks, self._pool,
+                                                                                 ahead=self._cfg.threads):
             self._received.inc(lines)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))
             if sampled is not None:
@@ -101,24 +108,27 @@ class ReadDumpFile(PooledDoFn):
                 yield beam.pvalue.TaggedOutput(self.REJECTED, table)
             if hashes is not None:
                 yield beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes))
+            if first_blocks is not None:
+                yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, first_blocks))
             for bucket, rows in pieces:
                 yield (name, bucket), rows
         self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
 
     def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
-        """One chunk -> (lines, rejected tables, key hashes or None, shards, rejected-ID candidates for
-        the diagnosis or None). Runs in the pool."""
+        """One chunk -> (lines, rejected tables, key hashes or None, shards, FirstBlocks or None,
+        rejected-ID candidates for the diagnosis or None). Runs in the pool."""
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
+        if not parsed.num_rows:
+            return lines, [rejected] if rejected.num_rows else [], None, [], None, None
         if not removals:  # full dumps: removed lists are ignored
             parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
-        keyed, invalid = (
-            dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds)) if parsed.num_rows else (None, None)
-        )
-        hashes = hash64(keyed["key"]) if keyed is not None and keyed.num_rows else None
-        pieces = shards(keyed, hashes, self._cfg.buckets) if hashes is not None else []
-        sampled = rejected_candidates(parsed, invalid, self._cfg.sample_size(ds))
-        return lines, [t for t in (rejected, invalid) if t is not None and t.num_rows], hashes, pieces, sampled
+        keys = dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds))
+        hashes = hash64(keys.keyed["key"]) if keys.keyed.num_rows else None
+        pieces = shards(keys.keyed, hashes, self._cfg.buckets) if hashes is not None else []
+        sampled = rejected_candidates(parsed, keys.rejected, self._cfg.sample_size(ds))
+        rejected_tables = [t for t in (rejected, keys.rejected) if t.num_rows]
+        return lines, rejected_tables, hashes, pieces, keys.first_blocks, sampled
 
 
 def _empty_lists(n: int) -> pa.Array:
@@ -155,6 +165,7 @@ class KeyProfiles(PooledDoFn):
     none. Raw profile batches never leave this DoFn, so they never pile up in memory.
     """
 
+    FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
     SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
 
     def __init__(self, cfg: JobConfig):
@@ -178,14 +189,19 @@ class KeyProfiles(PooledDoFn):
                 yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles, first_row))
                 first_row += profiles.num_rows
             key_source = functools.partial(self._key_source, profiles, filters)
-            for counts, pieces in ordered_map(key_source, cfg.data_sources, self._pool, ahead=len(cfg.data_sources)):
+            sources = cfg.data_sources
+            for ds, (counts, pieces, first_blocks) in zip(sources, ordered_map(key_source, sources, self._pool,
+                                                                              ahead=len(sources))):
                 for n in counts:
                     yield beam.pvalue.TaggedOutput(COUNTS, n)
+                if first_blocks is not None:
+                    yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
                 for bucket, rows in pieces:
                     yield bucket, rows
 
     def _key_source(self, profiles: pa.Table, filters: dict, ds):
-        """One data source's keys of a profile batch, Bloom-filtered and sharded. Runs in the pool."""
+        """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
+        of their first blocks for AES-CBC data sources (else None). Runs in the pool."""
         keyed, without_key = profile_keys(profiles, ds, self._cfg, binary=True)
         hashes = hash64(keyed["key"])
         key_filter = filters.get(ds.name)
@@ -197,4 +213,6 @@ class KeyProfiles(PooledDoFn):
             count(Metric.PROFILE_VALUES_WITHOUT_KEY, without_key, ds.name),
         ]
         pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, hashes[keep], self._cfg.buckets)]
-        return counts, pieces
+        # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
+        cbc = ds.decrypts and ds.encryption.algorithm == "aes-cbc"
+        return counts, pieces, first_block_histogram(keyed["key"]) if cbc else None

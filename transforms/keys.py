@@ -19,6 +19,8 @@ digests as their 32 raw bytes (hex is matched in either case), other keys as the
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +29,7 @@ from transforms import normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
+from transforms.iv_check import FirstBlocks
 from transforms.outcomes import Reason
 from transforms.profiles import KEY_PREFIX
 
@@ -74,10 +77,19 @@ def fold_case(ids: pa.Array) -> pa.Array:
     return pc.utf8_lower(pc.utf8_trim_whitespace(ids))
 
 
-def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_region: str | None = None) -> tuple[pa.Table, pa.Table]:
-    """Join keys for parsed dump lines: returns (keyed lines as DUMP_SHARD_SCHEMA, rejected lines).
-    ``default_region``: where decrypted phones without a country code are read (JobConfig.region_for)."""
+class DumpKeys(NamedTuple):
+    """What :func:`dump_keys` gives for a table of parsed lines."""
+
+    keyed: pa.Table  # DUMP_SHARD_SCHEMA: the lines with a join key
+    rejected: pa.Table  # the lines without one, with their reason
+    first_blocks: FirstBlocks | None  # AES-CBC data sources: what the IV check needs
+
+
+def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_region: str | None = None) -> DumpKeys:
+    """Join keys for parsed dump lines (see :class:`DumpKeys`). ``default_region``: where decrypted
+    phones without a country code are read (JobConfig.region_for)."""
     ids = parsed["id"].combine_chunks() if isinstance(parsed["id"], pa.ChunkedArray) else parsed["id"]
+    first_blocks = None
     if ds.id_type == "visitor":
         keys = restore_leading_zeros(ids) if ds.restore_leading_zeros else ids
         reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(keys, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
@@ -90,6 +102,8 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         reasons = np.array(dec_reasons.to_pylist(), dtype=object)
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
         reasons[failed_norm] = Reason.INVALID_PLAINTEXT
+        if ds.encryption.algorithm == "aes-cbc":
+            first_blocks = FirstBlocks.of(plain, keys.filter(pa.array(reasons == None)))  # noqa: E711
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)
         keys = fold_case(ids) if ds.ignore_case else ids
         reasons = _plain_key_reasons(keys)
@@ -104,7 +118,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         }
     )
     rejected = rejected_table(ds.name, parsed["source_file"].combine_chunks(), parsed["line"].combine_chunks(), reasons)
-    return keyed, rejected
+    return DumpKeys(keyed, rejected, first_blocks)
 
 
 def join_keys(keys: pa.Array, ds: DataSourceConfig) -> pa.BinaryArray:

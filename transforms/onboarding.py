@@ -1,9 +1,12 @@
 """The platform's inbound files (formats.md section 3): what an export sends, byte for byte.
 
-- Names: ``ftp_dpm_<DPID>_<UNIX_SECONDS>.sync.gz``, or ``.sync.<N>.gz`` (N from 1) when the lines are
-  split over several files, plus one ``ftp_dpm_<DPID>_<UNIX_SECONDS>.info`` control file.
-- Lines: ``<USER_ID>\\t<trait>\\n``, the trait being ``d_sid=N`` (a segment id) or
-  ``"segment"="<audience>"``; user IDs sorted and de-duplicated over the whole export.
+- Names: ``ftp_dpm_<DPID>[_<TARGET_DPID>]_<UNIX_SECONDS>.sync.gz`` (``.overwrite.gz`` in overwrite
+  mode), or ``.sync.<N>.gz`` (N from 1) when the lines are split over several files, plus one
+  ``ftp_dpm_<DPID>[_<TARGET_DPID>]_<UNIX_SECONDS>.info`` control file. ``TARGET_DPID`` is the data
+  source's ``target_dpid`` (required for the global device-ID data sources 20914 and 20915).
+- Lines: ``<USER_ID>\\t<trait>,<trait>...\\n``, traits such as ``d_sid=N`` (add), ``d_unsid=N``
+  (remove) or ``"segment"="<audience>"``; one line per user ID (its traits combined on it, so the
+  platform's 200-lines-per-user limit is never near), sorted over the whole export.
 - Files: gzip (no name, mtime 0: the same lines give the same bytes), at most ``max_lines_per_file``
   lines each, each under 1 GB compressed (checked as written: over it, the run fails).
 - The ``.info`` control file: per data file its name, sequence, line count, byte size and MD5, then
@@ -52,20 +55,30 @@ def trait(audience: str, segment_id: int | None) -> str:
     return f'"segment"="{audience}"'
 
 
+def untrait(segment_id: int | None) -> str | None:
+    """What removes the audience from a user in a ``.sync`` file: ``d_unsid=N``; a key-value
+    audience has no id, hence no removal (None)."""
+    return None if segment_id is None else f"d_unsid={segment_id}"
+
+
 @dataclass(frozen=True)
 class FileNames:
-    """The names of one export's files, from the data source's DPID and the run's UNIX seconds."""
+    """The names of one export's files, from the data source's DPID (and target DPID), the run's
+    UNIX seconds and the kind of file (``sync`` or ``overwrite``)."""
 
     dpid: int
     timestamp: int
+    target_dpid: int | None = None
+    kind: str = "sync"
 
     @property
     def stem(self) -> str:
-        return f"ftp_dpm_{self.dpid}_{self.timestamp}"
+        target = "" if self.target_dpid is None else f"_{self.target_dpid}"
+        return f"ftp_dpm_{self.dpid}{target}_{self.timestamp}"
 
     def data_file(self, sequence: int, n_files: int) -> str:
-        """``<stem>.sync.gz``, or ``<stem>.sync.<N>.gz`` (N from 1) when split."""
-        return f"{self.stem}.sync.gz" if n_files == 1 else f"{self.stem}.sync.{sequence}.gz"
+        """``<stem>.<kind>.gz``, or ``<stem>.<kind>.<N>.gz`` (N from 1) when split."""
+        return f"{self.stem}.{self.kind}.gz" if n_files == 1 else f"{self.stem}.{self.kind}.{sequence}.gz"
 
     @property
     def control_file(self) -> str:
@@ -80,9 +93,11 @@ def usable_user_ids(values: pa.Array) -> pa.Array:
     return pc.and_(present, clean)
 
 
-def line_bytes(user_ids: pa.Array, trait: str) -> bytes:
-    """``<USER_ID>\\t<trait>\\n`` for every ID, as one UTF-8 buffer (one Arrow kernel, no per-row Python)."""
-    lines = pc.binary_join_element_wise(user_ids, pa.scalar(f"\t{trait}\n"), "")
+def line_bytes(user_ids: pa.Array, traits) -> bytes:
+    """``<USER_ID>\\t<traits>\\n`` for every ID (``traits``: one string for all, or an array), as one
+    UTF-8 buffer (one Arrow kernel, no per-row Python)."""
+    traits = pa.scalar(traits) if isinstance(traits, str) else traits
+    lines = pc.binary_join_element_wise(user_ids, pa.scalar("\t"), traits, pa.scalar("\n"), "")
     lines = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
     if len(lines) == 0:
         return b""
@@ -110,7 +125,7 @@ class _CountingSink:
         return self._md5.hexdigest()
 
 
-def write_onboarding_file(path: str, user_ids: pa.Array, trait: str) -> tuple[int, str]:
+def write_onboarding_file(path: str, user_ids: pa.Array, traits) -> tuple[int, str]:
     """Write one gzip data file (no name, mtime 0: same lines, same bytes). Returns (bytes, md5)."""
     from apache_beam.io.filesystem import CompressionTypes
 
@@ -119,7 +134,8 @@ def write_onboarding_file(path: str, user_ids: pa.Array, trait: str) -> tuple[in
         sink = _CountingSink(raw)
         with gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=6, mtime=0) as gz:
             for start in range(0, len(user_ids), WRITE_CHUNK_LINES):
-                gz.write(line_bytes(user_ids.slice(start, WRITE_CHUNK_LINES), trait))
+                chunk = traits if isinstance(traits, str) else traits.slice(start, WRITE_CHUNK_LINES)
+                gz.write(line_bytes(user_ids.slice(start, WRITE_CHUNK_LINES), chunk))
     return sink.size, sink.md5
 
 
@@ -146,9 +162,13 @@ def write_control_file(path: str, files: list[dict]) -> None:
         sink.write((json.dumps(control_document(files), indent=2) + "\n").encode("utf-8"))
 
 
+LINE_SCHEMA = pa.schema([("user_id", pa.string()), ("traits", pa.string())])
+
+
 class SplitIntoFiles(beam.DoFn):
-    """All user IDs to send (one group of ``user_id`` tables) -> de-duplicated, sorted, cut into
-    ``(sequence, n_files, ids)`` of at most ``max_lines`` IDs; the line count goes to ``COUNTS``."""
+    """All lines to send (one group of :data:`LINE_SCHEMA` tables, one line per user ID) -> sorted by
+    user ID and cut into ``(sequence, n_files, lines)`` of at most ``max_lines`` lines; the line count
+    goes to ``COUNTS``. Two lines for one user ID would be an internal error: the run fails."""
 
     COUNTS = "counts"
 
@@ -157,34 +177,35 @@ class SplitIntoFiles(beam.DoFn):
 
     def process(self, element):
         _, tables = element
-        ids = concat([t.select(["user_id"]) for t in tables], pa.schema([("user_id", pa.string())]))["user_id"]
-        ids = pc.unique(ids.combine_chunks())
-        ids = pc.take(ids, pc.sort_indices(ids))
+        lines = concat(list(tables), LINE_SCHEMA).sort_by([("user_id", "ascending")])
+        ids = lines["user_id"].combine_chunks()
+        if len(ids) > 1 and pc.any(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py():
+            raise RunFailed("export: two lines for one user ID (internal check); nothing was published")
         yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.LINES, len(ids)))
         n_files = -(-len(ids) // self._max_lines)
         for k in range(n_files):
             # A compact copy per file (a slice would pickle its parent's whole buffers).
-            part = pc.take(ids, pa.array(np.arange(k * self._max_lines, min((k + 1) * self._max_lines, len(ids)))))
+            part = lines.take(pa.array(np.arange(k * self._max_lines, min((k + 1) * self._max_lines, len(ids)))))
             yield k + 1, n_files, part
 
 
 class WriteOnboardingFile(beam.DoFn):
-    """``(sequence, n_files, ids)`` -> one gzip data file in ``folder``, described as
+    """``(sequence, n_files, lines)`` -> one gzip data file in ``folder``, described as
     ``{"name", "path", "sequence", "lines", "bytes", "md5"}``. A file of 1 GB or more fails the run."""
 
-    def __init__(self, names: FileNames, trait: str, folder: str):
-        self._names, self._trait, self._folder = names, trait, folder
+    def __init__(self, names: FileNames, folder: str):
+        self._names, self._folder = names, folder
 
     def setup(self):
         self._lines = runner_counter("onboarding_lines_written")
 
     def process(self, element):
-        sequence, n_files, ids = element
+        sequence, n_files, lines = element
         name = self._names.data_file(sequence, n_files)
         path = join_path(self._folder, name)
-        size, md5 = write_onboarding_file(path, ids, self._trait)
+        size, md5 = write_onboarding_file(path, lines["user_id"].combine_chunks(), lines["traits"].combine_chunks())
         if size >= MAX_FILE_BYTES:
             raise RunFailed(f"{name}: {size} bytes compressed, over the platform's 1 GB limit; "
                             "lower --max-lines-per-file. Nothing was published")
-        self._lines.inc(len(ids))
-        yield {"name": name, "path": path, "sequence": sequence, "lines": len(ids), "bytes": size, "md5": md5}
+        self._lines.inc(lines.num_rows)
+        yield {"name": name, "path": path, "sequence": sequence, "lines": lines.num_rows, "bytes": size, "md5": md5}

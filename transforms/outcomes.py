@@ -124,8 +124,10 @@ _DESCRIPTION: dict[Reason, str] = {
 }
 assert set(_CATEGORY) == set(Reason) == set(_DESCRIPTION), "every reason needs a category and a description"
 
-# Rejections that a wrong key or IV produces (the decrypt failure ratio counts them).
-DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE)
+# Rejections that a wrong key or IV produces (the decrypt failure ratio counts them): a wrong IV keeps
+# CBC padding valid and garbles the plaintext, which then is no address of the channel.
+DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE,
+                    Reason.INVALID_PLAINTEXT)
 
 
 class Metric(StrEnum):
@@ -141,24 +143,72 @@ class Metric(StrEnum):
     PROFILE_KEYS = "profile_keys"
     PROFILE_KEYS_SHUFFLED = "profile_keys_shuffled"
     PROFILE_VALUES_WITHOUT_KEY = "profile_values_without_key"
+    FIRST_BLOCKS_CHECKED = "first_blocks_checked"  # AES-CBC: decrypted IDs whose first block the IV check saw
     CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
+    DROPPED = "dropped"  # nightly: previous rows of a data source no longer configured; detail: the output
+    SUPPRESSED = "suppressed"  # file-audience entries (segment, address) withheld: suppressed addresses
     # Import, job-wide.
     PROFILES_READ = "profiles_read"
-    # Export (job-wide): target rows, then one outcome per distinct target, then what was sent.
+    # Export (job-wide): target rows, then one outcome per distinct target (SUPPRESSED above too),
+    # then the user IDs against the earlier state, then what was sent.
     TARGET_ROWS = "target_rows"
     BLANK_TARGET_IDS = "blank_target_ids"
     DUPLICATE_TARGET_ROWS = "duplicate_target_rows"
     TARGETS = "targets"
     UNKNOWN_PROFILE = "unknown_profile"
     OPTED_OUT = "opted_out"
+    CONSENT_UNKNOWN = "consent_unknown"  # the opt-out value is empty/null/missing: never exported
     UNMAPPED = "unmapped"
     ALREADY_PRESENT = "already_present"
     EXPORTED = "exported"
+    SUPPRESSION_ENTRIES = "suppression_entries"  # entries of the suppression lists applied
+    BLOCKED_USER_IDS = "blocked_user_ids"  # user IDs of opted-out/unknown/suppressed extract rows
+    EARLIER_PAIRS_READ = "earlier_pairs_read"  # rows of the earlier state / exports read
+    EARLIER_USER_IDS = "earlier_user_ids"  # distinct user IDs the platform holds before this run
+    DESIRED_USER_IDS = "desired_user_ids"  # distinct user IDs of the eligible targeted profiles
+    WITHHELD = "withheld"  # desired user IDs that an opted-out/unknown/suppressed profile also has
+    ADDED = "added"
+    UNCHANGED = "unchanged"
+    USER_IDS_REMOVED = "user_ids_removed"  # detail: the Removal reason
+    AUDIENCE_USER_IDS = "audience_user_ids"  # distinct user IDs the platform holds after this run
     PAIRS_SENT = "pairs_sent"
-    OPTED_OUT_IN_EXISTING = "opted_out_in_existing"
-    EXISTING_PAIRS_READ = "existing_pairs_read"
+    PAIRS_REMOVED = "pairs_removed"
+    STATE_PAIRS = "state_pairs"  # (profile, user ID) pairs of the new state
     LINES = "lines"
+
+
+class Removal(StrEnum):
+    """Why a user ID the platform holds for an audience leaves it, in priority order: a user ID
+    with several reasons (held by several profiles) counts under the first."""
+
+    SUPPRESSED = "suppressed"
+    OPTED_OUT = "opted_out"
+    CONSENT_UNKNOWN = "consent_unknown"
+    DELETED_PROFILE = "deleted_profile"
+    UNTARGETED = "untargeted"
+    ID_CHANGED = "id_changed"
+
+    @property
+    def code(self) -> int:
+        return REMOVALS.index(self)
+
+    @property
+    def description(self) -> str:
+        return _REMOVAL_DESCRIPTION[self]
+
+
+REMOVALS: tuple[Removal, ...] = tuple(Removal)
+_REMOVAL_DESCRIPTION = {
+    Removal.SUPPRESSED: "a profile holding it has a suppressed email or phone",
+    Removal.OPTED_OUT: "a profile holding it opted out",
+    Removal.CONSENT_UNKNOWN: "a profile holding it has no recorded consent (empty opt-out)",
+    Removal.DELETED_PROFILE: "the profile that held it is no longer in the extract",
+    Removal.UNTARGETED: "the profile that held it is no longer targeted",
+    Removal.ID_CHANGED: "the profile is still targeted but no longer has this user ID (new address, "
+                        "visitor ID gone, new encryption key)",
+}
+assert set(_REMOVAL_DESCRIPTION) == set(Removal), "every removal reason needs a description"
 
 
 class Count(NamedTuple):
@@ -230,6 +280,10 @@ class Counts:
 
     def get(self, metric: Metric, data_source: str | None = None, detail: str | None = None) -> int:
         return self._totals.get(Count(metric, data_source, detail), 0)
+
+    def sources(self, metric: Metric) -> list[str]:
+        """The data sources with a count of ``metric``, sorted."""
+        return sorted({k.data_source for k in self._totals if k.metric == metric and k.data_source is not None})
 
     def details(self, metric: Metric, data_source: str | None = None) -> dict[str, int]:
         """``{detail: n}`` for one metric (and data source), sorted by detail."""

@@ -11,35 +11,39 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
-from transforms.dumps import is_dump_file
+from transforms.dump_files import is_dump_file
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, ExportSpec, export_config
-from transforms.profiles import needed_columns, read_schema_names
+from transforms.export_state import ExportState, existing_state, state_for
+from transforms.profiles import column_field, needed_columns, read_schema_names
 from transforms.publish import REPORT
 from transforms.storage import glob, join_path
 from transforms.targets import TARGETS_COLUMN, targets_format
 
 
 def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple = ()) -> list[str]:
-    """Problems with the profile extract: no file matches, unreadable, or a needed column missing
-    (each named by the config field that asks for it)."""
+    """Problems with the profile extract: no file matches, or a file of it unreadable or missing a
+    needed column (each named by the config field that asks for it). Every file of a glob is
+    checked: its header, footer or first record only."""
     extracts = glob(cfg.profiles.path, missing_ok=True)
     if not extracts:
         return [f"profiles.path: no file matches '{cfg.profiles.path}'"]
-    try:
-        columns = set(read_schema_names(extracts[0], cfg.profiles.resolved_format))
-    except (InputError, OSError, ValueError) as exc:
-        return [f"profiles.path: {exc}"]
-    return [
-        f"{_field_naming(cfg, col)}: column '{col}' is not in the extract {extracts[0]}"
-        for col in needed
-        if col not in columns and col not in optional
-    ]
+    problems = []
+    for extract in extracts:
+        try:
+            columns = set(read_schema_names(extract, cfg.profiles.resolved_format))
+        except (InputError, OSError, ValueError) as exc:
+            problems.append(f"profiles.path: {exc}")
+            continue
+        problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}"
+                     for col in needed if col not in columns and col not in optional]
+    return problems
 
 
 def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured."""
     problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
+    problems += suppression_problems(cfg)
     for i, ds in enumerate(cfg.data_sources):
         if not [p for p in glob(ds.segments, missing_ok=True) if is_dump_file(p)]:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
@@ -60,36 +64,55 @@ def _check_keyring(ds) -> None:
     load_keyring(ds.encryption.keyring)
 
 
-def _field_naming(cfg: JobConfig, column: str) -> str:
-    for i, ds in enumerate(cfg.data_sources):
-        if ds.match_on and cfg.profiles.column_for(ds.match_on) == column:
-            return f"data_sources[{i}].match_on"
-    for field in ("id", "opt_out", "visitor_ids"):
-        if getattr(cfg.profiles, field) == column:
-            return f"profiles.{field}"
-    return "profiles"
-
-
-def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str]) -> None:
-    """Raise :class:`ConfigError` (one line per problem) when the export cannot run as asked. Reads
-    headers, previous reports and (once, to fail early; never printed) the data source's keys."""
+def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str],
+                        state_root: str | None = None) -> ExportState:
+    """Raise :class:`ConfigError` (one line per problem) when the export cannot run as asked; else the
+    earlier state it runs against. Reads headers, previous reports, the export state's manifests and
+    (once, to fail early; never printed) the data source's keys."""
     problems: list[str] = []
     ecfg = export_config(cfg, spec)
     index = [ds.name for ds in cfg.data_sources].index(spec.data_source.name)
-    if not cfg.profiles.opt_out:
-        problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never exported)")
-    problems += profile_column_problems(ecfg, needed_columns(ecfg))
+    p = cfg.profiles
+    if not p.opt_out and p.opt_out_missing != "consented":
+        problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never "
+                        "exported; unknown consent is never consent); a source without one must say so: "
+                        "profiles.opt_out_missing: consented")
+    # A JSONL record may lack the key (unknown consent): only the whole file lacking it is an error,
+    # which the reading finds (the header check sees the first record only).
+    optional = (p.opt_out,) if p.resolved_format == "jsonl" else ()
+    problems += profile_column_problems(ecfg, needed_columns(ecfg, export=True), optional=optional)
     problems += _targets_problems(targets)
-    for folder in existing:
-        problems += [f"--existing {folder}: {p}" for p in _existing_problems(folder, spec)]
+    problems += suppression_problems(cfg)
     if spec.data_source.decrypts:
-
         try:
             build_encryptor(spec.data_source, spec.clock)
         except KeyMaterialError as exc:
             problems.append(f"data_sources[{index}].encryption: {exc}")
+    state = ExportState()
+    if state_root and existing:
+        problems.append("--state and --existing: give one (the state replaces hand-passed previous exports)")
+    elif spec.mode == "overwrite" and not state_root:
+        problems.append("--mode overwrite needs --state ROOT: an .overwrite file replaces each listed user's traits "
+                        "for the whole data source, which only the state of every audience exported through it knows")
+    elif state_root:
+        state = state_for(state_root.rstrip("/"), spec, problems)
+    elif existing:
+        reports = []
+        for folder in existing:
+            found, report = _existing_problems(folder, spec)
+            problems += [f"--existing {folder}: {p}" for p in found]
+            reports.append(report)
+        if not problems:
+            state = existing_state(existing, reports)
     if problems:
         raise ConfigError("\n".join(problems))
+    return state
+
+
+def suppression_problems(cfg: JobConfig) -> list[str]:
+    """A configured suppression list that matches no file would silently suppress nobody."""
+    return [f"suppression[{i}].path: no file matches '{entry.path}'"
+            for i, entry in enumerate(cfg.suppression) if not glob(entry.path, missing_ok=True)]
 
 
 def _targets_problems(targets: str) -> list[str]:
@@ -107,17 +130,17 @@ def _targets_problems(targets: str) -> list[str]:
     return problems
 
 
-def _existing_problems(folder: str, spec: ExportSpec) -> list[str]:
+def _existing_problems(folder: str, spec: ExportSpec) -> tuple[list[str], dict]:
     """Why a previous export's folder cannot serve as ``--existing`` (not finished, another data
-    source or segment, no parts); empty when it can."""
+    source or segment, no parts; empty when it can), and its report."""
     report_path = join_path(folder.rstrip("/"), REPORT)
     try:
         with FileSystems.open(report_path) as handle:
             previous = json.loads(handle.read())
     except Exception:  # noqa: BLE001 - one line, whatever went wrong
-        return [f"no readable {REPORT}: not a finished export run"]
+        return [f"no readable {REPORT}: not a finished export run"], {}
     if not isinstance(previous, dict) or previous.get("job") != "export":
-        return [f"{REPORT} is not an export report"]
+        return [f"{REPORT} is not an export report"], {}
     problems = []
     if previous.get("data_source") != spec.data_source.name or previous.get("dpid") != spec.data_source.dpid:
         problems.append(f"exported through data source '{previous.get('data_source')}', "
@@ -126,4 +149,4 @@ def _existing_problems(folder: str, spec: ExportSpec) -> list[str]:
         problems.append("exported with another segment (audience name or --segment-id differ)")
     if not glob(join_path(folder.rstrip("/"), EXPORTED, "*.parquet"), missing_ok=True):
         problems.append(f"no {EXPORTED}/ Parquet parts")
-    return problems
+    return problems, previous

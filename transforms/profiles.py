@@ -1,11 +1,19 @@
 """Profile extracts (CSV, Parquet or JSONL) read into Arrow tables with standard column names.
 
 Output columns: ``profile_id`` (string), ``visitor_ids`` (list<string>, raw entries: may be null or
-blank, validated by their consumers), ``opt_out`` (bool), and one
-``k:<column>`` string column per extract column that a data source reconciles on.
+blank, validated by their consumers), ``opt_out`` (bool: true opted out, false consented, null
+unknown; read for the export only, see :mod:`transforms.consent`), and one ``k:<column>`` string
+column per extract column that a data source reconciles on.
+
+The import does not read the opt-out column at all: it records who is in a segment and does not
+apply consent, so a value the export would refuse never stops an import. The export reads it
+(``export=True``) and an unreadable value fails the run naming the file, the line (CSV, JSONL) or
+row (Parquet) and the column, never the value.
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 from typing import Iterator, Sequence
 
@@ -17,32 +25,37 @@ import pyarrow.parquet as pq
 
 from transforms.arrow_utils import plain_array
 from transforms.config import JobConfig
+from transforms.consent import BadOptOut, consent_of, parse_opt_out
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
+from transforms.extract_lines import csv_line_of_row, first_json_type_change, jsonl_line_of_row
 
 BATCH_ROWS = 1 << 20
 KEY_PREFIX = "k:"
 
 
-def needed_columns(cfg: JobConfig, extra: Sequence[str] = ()) -> list[str]:
-    """Extract columns the job reads: id, visitor ids, opt-out and every ``match_on`` column (and
-    ``extra`` ones: the columns the mismatch diagnosis looks at)."""
+def needed_columns(cfg: JobConfig, export: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """Extract columns the job reads: id, visitor ids, every ``match_on`` column, for the export the
+    opt-out column (and ``extra`` ones: the columns the mismatch diagnosis looks at)."""
     p = cfg.profiles
     cols = [p.id]
     if any(ds.id_type == "visitor" for ds in cfg.data_sources) and p.visitor_ids:
         cols.append(p.visitor_ids)
-    if p.opt_out:
+    if export and p.opt_out:
         cols.append(p.opt_out)
-    for ds in cfg.data_sources:
-        if ds.match_on:
-            col = p.column_for(ds.match_on)
-            if col not in cols:
-                cols.append(col)
+    for col in key_columns(cfg, export):
+        if col not in cols:
+            cols.append(col)
     return cols + [c for c in extra if c not in cols]
 
 
-def key_columns(cfg: JobConfig) -> list[str]:
-    return sorted({cfg.profiles.column_for(ds.match_on) for ds in cfg.data_sources if ds.match_on})
+def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
+    """Columns read as text keys (``k:<column>``): every ``match_on`` column and, for the export, the
+    email / phone columns the suppression lists are compared with."""
+    cols = {cfg.profiles.column_for(ds.match_on) for ds in cfg.data_sources if ds.match_on}
+    if export:
+        cols |= {cfg.profiles.column_for(entry.kind) for entry in cfg.suppression}
+    return sorted(cols)
 
 
 def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) -> pa.Array:
@@ -56,9 +69,23 @@ def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) 
     return pc.split_pattern(plain_array(values, text="cast"), pattern=sep)
 
 
-def standardize(table: pa.Table, cfg: JobConfig, path: str, extra: Sequence[str] = ()) -> pa.Table:
-    """Map an extract's columns to the standard profile table; ``extra`` columns of the extract
-    become ``k:`` columns too, where present and not nested (lists, structs)."""
+def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Array:
+    """The ``opt_out`` column (null: unknown, unless ``opt_out_missing: consented``). Raises
+    :class:`BadOptOut` on a value that is none of the spellings."""
+    p = cfg.profiles
+    if p.opt_out and p.opt_out in table.column_names:
+        opt = parse_opt_out(table[p.opt_out])
+    elif p.opt_out and export:
+        # Never "nobody opted out": a renamed or dropped column fails, whatever opt_out_missing says.
+        raise InputError(path, f"no opt-out column '{p.opt_out}' in this extract")
+    else:
+        opt = pa.nulls(table.num_rows, pa.bool_())
+    return consent_of(opt, p.opt_out_missing)
+
+
+def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False, extra: Sequence[str] = ()) -> pa.Table:
+    """Map an extract's columns to the standard profile table (see the module's docstring); ``extra``
+    columns of the extract become ``k:`` columns too, where present and not nested (lists, structs)."""
     p = cfg.profiles
     n = table.num_rows
     ids = plain_array(table[p.id], text="cast")
@@ -68,16 +95,8 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, extra: Sequence[str]
     cols = {"profile_id": ids}
     has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
     cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator)
-    if p.opt_out and p.opt_out in table.column_names:
-        opt = table[p.opt_out]
-        opt = opt.combine_chunks() if isinstance(opt, pa.ChunkedArray) else opt
-        if not pa.types.is_boolean(opt.type):
-            text = pc.utf8_lower(pc.utf8_trim_whitespace(plain_array(opt, text="cast")))
-            opt = pc.is_in(text, value_set=pa.array(["true", "1", "yes", "y", "t"]))
-        cols["opt_out"] = pc.fill_null(opt, False)
-    else:
-        cols["opt_out"] = pa.repeat(pa.scalar(False), n)
-    for col in key_columns(cfg):
+    cols["opt_out"] = _opt_out(table, cfg, path, export)
+    for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
     for col in extra:
         if KEY_PREFIX + col not in cols and col in table.column_names and not pa.types.is_nested(table[col].type):
@@ -85,26 +104,69 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, extra: Sequence[str]
     return pa.table(cols)
 
 
-def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, extra: Sequence[str] = ()) -> Iterator[pa.Table]:
+def column_field(cfg: JobConfig, column: str) -> str:
+    """The config field that asks for an extract column (for messages)."""
+    for i, ds in enumerate(cfg.data_sources):
+        if ds.match_on and cfg.profiles.column_for(ds.match_on) == column:
+            return f"data_sources[{i}].match_on"
+    for field in ("id", "opt_out", "visitor_ids", "email", "phone"):
+        if getattr(cfg.profiles, field) == column:
+            return f"profiles.{field}"
+    return "profiles"
+
+
+def required_columns(cfg: JobConfig, export: bool = False) -> list[str]:
+    """The needed columns every file of the extract must have (visitor IDs may be absent)."""
+    return [c for c in needed_columns(cfg, export) if c != cfg.profiles.visitor_ids]
+
+
+def _present(path: str, names: list[str], cfg: JobConfig, export: bool, extra: Sequence[str] = ()) -> list[str]:
+    """The needed columns among ``names``; a required one missing fails naming the file, the column
+    and the config field (a file of a glob that arrived after the preflight check)."""
+    for col in required_columns(cfg, export):
+        if col not in names:
+            raise InputError(path, f"no column '{col}' ({column_field(cfg, col)})")
+    return [c for c in needed_columns(cfg, export, extra) if c in names]
+
+
+def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, export: bool = False,
+                  extra: Sequence[str] = ()) -> Iterator[pa.Table]:
     """Yield standardized profile tables from one extract file (local or gs://), in batches of
-    ``BATCH_ROWS`` rows unless told; ``extra``: more extract columns to carry (see standardize)."""
+    ``BATCH_ROWS`` rows unless told. ``export``: read and check the opt-out column; ``extra``: more
+    extract columns to carry (see standardize)."""
     batch_rows = batch_rows or BATCH_ROWS
+    fmt = cfg.profiles.resolved_format
+    offset = 0  # rows of the file before the current batch: an error names the file's line or row
+    for table in _raw_tables(path, fmt, cfg, export, batch_rows, extra):
+        try:
+            profiles = standardize(table, cfg, path, export, extra)
+        except BadOptOut as bad:
+            raise _opt_out_error(path, fmt, cfg.profiles.opt_out, bad, offset) from None
+        offset += table.num_rows
+        yield profiles
+
+
+def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: int,
+                extra: Sequence[str] = ()) -> Iterator[pa.Table]:
+    """The extract's needed columns, as read (strings for CSV), in batches of ``batch_rows``."""
     from apache_beam.io.filesystems import FileSystems
 
-    columns = needed_columns(cfg, extra)
-    fmt = cfg.profiles.resolved_format
     try:
         with FileSystems.open(path) as handle:
             if fmt == "parquet":
                 pf = pq.ParquetFile(handle)
-                present = [c for c in columns if c in pf.schema_arrow.names]
+                present = _present(path, pf.schema_arrow.names, cfg, export)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
-                    yield standardize(pa.Table.from_batches([batch]), cfg, path, extra)
+                    yield pa.Table.from_batches([batch])
             elif fmt == "csv":
-                for table in csv_tables(handle, path, columns, strings_can_be_null=True):
-                    yield standardize(table, cfg, path, extra)
+                present = _present(path, read_schema_names(path, fmt), cfg, export, extra)
+                for table in csv_tables(handle, path, present, strings_can_be_null=True):
+                    yield from _slices(table, batch_rows)
             else:
-                yield from _read_jsonl(handle, path, columns, cfg, extra)
+                table = _read_jsonl(handle, path)
+                if table.num_rows:
+                    table = table.select(_present(path, table.column_names, cfg, export, extra))
+                yield from _slices(table, batch_rows)
     except InputError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
@@ -112,8 +174,27 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, extr
         raise InputError(path, f"cannot read the {fmt} extract ({type(exc).__name__})") from None
 
 
-def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig, extra: Sequence[str] = ()) -> Iterator[pa.Table]:
+def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, rows):
+        yield table.slice(start, rows)
+
+
+def _opt_out_error(path: str, fmt: str, column: str, bad: BadOptOut, offset: int) -> InputError:
+    """Where the bad opt-out value is: a CSV or JSONL line (counted in the file, header and blank
+    lines included), or a Parquet row (from 1)."""
+    problem = f"column '{column}': {bad.problem}"
+    if bad.row is None:
+        return InputError(path, problem)
+    row = offset + bad.row
+    if fmt == "parquet":
+        return InputError(path, f"row {row + 1}: {problem}")
+    line = csv_line_of_row(path, row) if fmt == "csv" else jsonl_line_of_row(path, row)
+    return InputError(path, problem, line=line)
+
+
+def _read_jsonl(handle, path: str) -> pa.Table:
     data = handle.read()
+    data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data  # Arrow skips it; json.loads not
     # Find the first bad line ourselves so the error can name it (Arrow's message quotes content).
     try:
         table = pajson.read_json(pa.BufferReader(data))
@@ -124,12 +205,12 @@ def _read_jsonl(handle, path: str, columns: list[str], cfg: JobConfig, extra: Se
                     json.loads(raw)
                 except ValueError:
                     raise InputError(path, "not valid JSON", line=number) from None
+        change = first_json_type_change(data)
+        if change is not None:
+            number, column, kinds = change
+            raise InputError(path, f"column '{column}': {kinds}", line=number) from None
         raise InputError(path, "inconsistent JSON records") from None
-    table = table.select([c for c in columns if c in table.column_names])
-    for start in range(0, max(table.num_rows, 1), BATCH_ROWS):
-        piece = table.slice(start, BATCH_ROWS)
-        if piece.num_rows:
-            yield standardize(piece, cfg, path, extra)
+    return table
 
 
 def read_schema_names(path: str, fmt: str) -> list[str]:
@@ -139,10 +220,11 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
     with FileSystems.open(path) as handle:
         if fmt == "parquet":
             return list(pq.ParquetFile(handle).schema_arrow.names)
+        # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
+        # Arrow's readers skip it too.
+        first = handle.readline().decode("utf-8-sig", errors="replace")
         if fmt == "csv":
-            first = handle.readline().decode("utf-8", errors="replace")
-            return [c.strip().strip('"') for c in first.rstrip("\r\n").split(",")]
-        first = handle.readline()
+            return [c.strip() for c in next(csv.reader([first.rstrip("\r\n")]), [])]
         try:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):

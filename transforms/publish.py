@@ -5,10 +5,11 @@ group is deduplicated, sorted and written to ``part-BBBBB-of-NNNNN.parquet`` und
 temporary folder. The same input always gives the same files, whatever the runner's bundle order.
 
 Publishing is the pipeline's last step, run once after every part is written: it builds and checks
-the report (counts must add up), replaces the previous outputs, and writes ``report.json`` last.
-``report.json`` is the completion marker: an output folder without it is not a finished run.
-``report.html`` (the same report as a page, :mod:`transforms.html_report`) is rendered before anything
-is touched and written just before ``report.json``: a finished run always has the page of its report.
+the report (counts must add up), then replaces the previous outputs through a publish journal
+(:mod:`transforms.publish_journal`), ``report.json`` last. ``report.json`` is the completion marker:
+an output folder without it is not a finished run. ``report.html`` (the same report as a page,
+:mod:`transforms.html_report`) is rendered before anything is staged and moves in just before
+``report.json``: a finished run always has the page of its report.
 """
 from __future__ import annotations
 
@@ -28,21 +29,29 @@ from transforms.arrow_utils import bucket_of, concat, count_by, sorted_rows, spl
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
-from transforms.html_report import PAGE, render_run, write_page
+from transforms.html_report import PAGE, render_run
 from transforms.memory import release_free_memory
 from transforms.outcomes import Counts, Metric, SumCounts, count
+from transforms import publish_journal
+from transforms.output_lock import write_error
 from transforms.parallel import PooledDoFn
+from transforms.publish_journal import Journal, apply, commit, read_journal
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
 
 REPORT = "report.json"
 SUCCESS = "_SUCCESS"
 ADD = "add"
+EMPTY_PART = "part-00000-of-00001.parquet"
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
-    with FileSystems.create(path) as sink:
-        pq.write_table(table, sink, compression="zstd")
+    """Write ``table`` (zstd); a full disk or a read-only folder fails with one line naming ``path``."""
+    try:
+        with FileSystems.create(path) as sink:
+            pq.write_table(table, sink, compression="zstd")
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 class _SplitForWrite(beam.DoFn):
@@ -157,110 +166,92 @@ class WriteParts(beam.PTransform):
         return WrittenParts(parts=written[self.PARTS], counts=written.counts)
 
 
-def _exists(path: str) -> bool:
-    return FileSystems.exists(path)
-
-
 def _list_files(folder: str) -> list[str]:
     return glob(join_path(folder, "*"), missing_ok=True)  # a missing folder lists nothing
 
 
-def _mkdirs(path: str) -> None:
-    if "://" in path:
-        return  # object stores have no folders
-    try:
-        FileSystems.mkdirs(path)
-    except OSError:
-        pass  # already there
+def _json_bytes(doc: dict, **dumps) -> bytes:
+    return (json.dumps(doc, **dumps) + "\n").encode("utf-8")
 
 
-def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema | None], parts: list, report: dict) -> None:
-    """Replace the outputs under ``output_dir`` with the run's parts; ``report.json`` goes last.
+def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema | None], parts: list, report: dict,
+                    manifest: dict | None = None) -> None:
+    """Replace the outputs under ``output_dir`` with the run's parts, ``report.json`` last (with
+    ``manifest``, the nightly ``_SUCCESS`` after it); see :mod:`transforms.publish_journal`.
 
     An output with a schema but no parts gets one empty Parquet part (a readable empty dataset); an
     output whose schema is ``None`` (plain files, like the export's onboarding files) is exactly the
-    files the run wrote, possibly none."""
-    page = render_run(report)  # before anything is touched: a page that cannot be rendered publishes nothing
-    report_path = join_path(output_dir, REPORT)
-    if _exists(report_path):
-        FileSystems.delete([report_path])  # from here on the folder no longer looks complete
+    files the run wrote, possibly none. Anything else in the output folders is removed."""
+    pending = read_journal(output_dir)
+    if pending is not None:  # this publish step retried by the runner, or an earlier run's publish
+        apply(output_dir, pending)
+        if pending.run_dir == run_dir:
+            return
+    page = render_run(report)  # before anything is staged: a page that cannot be rendered publishes nothing
+    files = {}
     for name, schema in outputs.items():
-        final_dir = join_path(output_dir, name)
-        stale = _list_files(final_dir)
-        if stale:
-            FileSystems.delete(stale)
-        _mkdirs(final_dir)
-        mine = sorted(path for n, path, _ in parts if n == name)
-        if mine:
-            FileSystems.rename(mine, [join_path(final_dir, posixpath.basename(p)) for p in mine])
-        elif schema is not None:
-            write_parquet(schema.empty_table(), join_path(final_dir, "part-00000-of-00001.parquet"))
-    write_page(join_path(output_dir, PAGE), page)
-    with FileSystems.create(report_path, mime_type="application/json") as sink:
-        sink.write((json.dumps(report, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-    leftovers = _list_files(run_dir) + [f for n in outputs for f in _list_files(join_path(run_dir, n))]
-    if leftovers:
-        FileSystems.delete(leftovers)
-    remove_run_dir(run_dir)
+        mine = sorted(posixpath.basename(path) for n, path, _ in parts if n == name)
+        if not mine and schema is not None:
+            write_parquet(schema.empty_table(), join_path(run_dir, name, EMPTY_PART))
+            mine = [EMPTY_PART]
+        files[name] = mine
+    publish_journal.write_file(join_path(run_dir, PAGE), page.encode("utf-8"), mime_type="text/html")
+    publish_journal.write_file(join_path(run_dir, REPORT), _json_bytes(report, indent=2, sort_keys=False))
+    markers = [PAGE, REPORT]
+    if manifest is not None:
+        publish_journal.write_file(join_path(run_dir, SUCCESS), manifest_bytes(run_dir, outputs, parts, manifest))
+        markers.append(SUCCESS)
+    commit(output_dir, Journal(run_dir=run_dir, files=files, markers=markers))
 
 
-def remove_run_dir(run_dir: str) -> None:
-    """Delete a run's temporary folder and anything in it (best effort)."""
-    if "://" in run_dir:
-        files = glob(join_path(run_dir, "**"), missing_ok=True)
-        if files:
-            FileSystems.delete(files)
-        return
-    import shutil
-
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def write_manifest(output_dir: str, outputs: dict, parts: list, manifest: dict) -> None:
-    """Write ``_SUCCESS``, the partition's commit point: every published file with its row count,
-    size and sha256 (read back from storage), plus what the caller adds (config digest, code
-    version, ...). A reader that sees it sees a complete partition."""
+def manifest_bytes(run_dir: str, outputs: dict, parts: list, manifest: dict) -> bytes:
+    """``_SUCCESS``, the partition's commit point: every staged file with its row count, size and
+    sha256 (read back from storage), plus what the caller adds (config digest, code version, ...).
+    A reader that sees it sees a complete partition."""
     import hashlib
 
     rows = {posixpath.basename(path): (name, n) for name, path, n in parts}
     files = []
     for name in outputs:
-        for path in _list_files(join_path(output_dir, name)):
+        for path in _list_files(join_path(run_dir, name)):
             with FileSystems.open(path) as handle:
                 data = handle.read()
             files.append({"path": f"{name}/{posixpath.basename(path)}", "rows": rows.get(posixpath.basename(path), (name, 0))[1],
                           "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     for name in (PAGE, REPORT):
-        with FileSystems.open(join_path(output_dir, name)) as handle:
+        with FileSystems.open(join_path(run_dir, name)) as handle:
             data = handle.read()
         files.append({"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    doc = {**manifest, "files": files}
-    with FileSystems.create(join_path(output_dir, SUCCESS), mime_type="application/json") as sink:
-        sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    return _json_bytes({**manifest, "files": files}, indent=2)
 
 
 class _Publish(beam.DoFn):
     def __init__(self, spec: "PublishRun"):
         self._cfg, self._output_dir, self._run_dir = spec.cfg, spec.output_dir, spec.run_dir
         self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
+        self._check = spec.check
 
     def process(self, _, parts, counts, files, controls, file_stats, diagnosis):
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
-            parsed = parse_dump_name(path)
-            entry = {"path": path, **({"sync_mode": parsed.sync_mode, "timestamp_ms": parsed.timestamp_ms,
-                                        "split": parsed.split} if parsed else {"name_parsed": False})}
-            by_source.setdefault(name, []).append(entry)
+            by_source.setdefault(name, []).append(self._file_entry(name, path))
         report = build_report(self._cfg, Counts(counts), by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
-        success = join_path(self._output_dir, SUCCESS)
-        if self._manifest is not None and _exists(success):
-            FileSystems.delete([success])  # un-publish first: a reader never sees a mix
-        publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report)
-        if self._manifest is not None:
-            write_manifest(self._output_dir, self._outputs, parts, self._manifest)
+        if self._check is not None:
+            self._check(report, self._cfg, files, file_stats)
+        publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report, self._manifest)
         yield report
+
+    def _file_entry(self, name: str, path: str) -> dict:
+        """A dump in the report: its parsed name fields; a configured ``sync_mode`` wins."""
+        parsed = parse_dump_name(path)
+        entry = {"path": path, **({"sync_mode": parsed.sync_mode, "timestamp_ms": parsed.timestamp_ms,
+                                    "split": parsed.split} if parsed else {"name_parsed": False})}
+        configured = self._cfg.data_source(name).sync_mode
+        if configured != "from_name":
+            entry["sync_mode"] = configured
+        return entry
 
 
 class PublishInputs(NamedTuple):
@@ -274,13 +265,14 @@ class PublishInputs(NamedTuple):
 
 class PublishRun(beam.PTransform):
     """Once every part is written: build and check the report, then publish all or nothing. Takes
-    :class:`PublishInputs`; ``manifest`` (nightly): the fields of the ``_SUCCESS`` file written last."""
+    :class:`PublishInputs`; ``manifest`` (nightly): the fields of the ``_SUCCESS`` file written last;
+    ``check`` (nightly): ``check(report, cfg, files, file_stats)``, raising to refuse the publish."""
 
     def __init__(self, cfg: JobConfig, output_dir: str, run_dir: str, outputs: dict[str, pa.Schema], run_date: str | None = None,
-                 manifest: dict | None = None):
+                 manifest: dict | None = None, check=None):
         super().__init__()
         self.cfg, self.output_dir, self.run_dir, self.outputs = cfg, output_dir, run_dir, outputs
-        self.run_date, self.manifest = run_date, manifest
+        self.run_date, self.manifest, self.check = run_date, manifest, check
 
     def expand(self, inputs: PublishInputs):
         summed = inputs.counts | "SumCounts" >> SumCounts()

@@ -21,6 +21,7 @@ import pyarrow as pa
 from transforms.config import JobConfig
 from transforms.control_files import ReadControlFile
 from transforms.diagnosis import DiagnoseMismatches, DiagnosisInputs
+from transforms.iv_check import CheckIVs
 from transforms.join import JoinShard
 from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile
 from transforms.outcomes import COUNTS
@@ -66,7 +67,7 @@ class ReconcileAudiences(beam.PTransform):
             .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
             .with_outputs(
                 ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES,
-                ReadDumpFile.DIAGNOSABLE, main="shards"
+                ReadDumpFile.FIRST_BLOCKS, ReadDumpFile.DIAGNOSABLE, main="shards"
             )
         )
         controls = matched[ExpandPatterns.CONTROL] | "ReadControlFiles" >> beam.ParDo(ReadControlFile())
@@ -80,9 +81,10 @@ class ReconcileAudiences(beam.PTransform):
             profile_files
             | "SpreadProfileFiles" >> beam.Reshuffle()
             | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)).with_outputs(
-                COUNTS, KeyProfiles.SCREEN, main="shards"
+                COUNTS, KeyProfiles.FIRST_BLOCKS, KeyProfiles.SCREEN, main="shards"
             )
         )
+        iv_checked = (dumps[ReadDumpFile.FIRST_BLOCKS], profiles[KeyProfiles.FIRST_BLOCKS]) | "CheckIVs" >> CheckIVs(cfg)
         joined = (
             dumps.shards
             | "GroupShards" >> beam.GroupByKey()
@@ -98,7 +100,9 @@ class ReconcileAudiences(beam.PTransform):
         else:
             diagnosis = root | "NoDiagnosis" >> beam.Create([])
         rejected = (dumps[ReadDumpFile.REJECTED], joined[JoinShard.REJECTED]) | "FlattenRejected" >> beam.Flatten()
-        counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS]) | "FlattenCounts" >> beam.Flatten()
+        # The IV check's count is among the counts: the publish step, which waits for all of them,
+        # cannot run before the check has passed.
+        counts = (dumps[COUNTS], profiles[COUNTS], joined[COUNTS], iv_checked) | "FlattenCounts" >> beam.Flatten()
         return ImportOutputs(
             reconciled=joined.members,
             file_audience=joined[JoinShard.FILE_AUDIENCE],

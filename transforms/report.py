@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
-from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Counts, Metric, Reason
+from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
 from transforms.report_view import suggestion_text
 
 
@@ -31,6 +31,8 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
             entry["previous_state"] = dict(sorted(previous.items()))
         entry["reconciled"] = counts.get(Metric.RECONCILED, name)
         entry["file_audience"] = counts.get(Metric.FILE_AUDIENCE, name)
+        if ds.keeps_file_audience:  # file-audience entries withheld (suppressed addresses), not a line category
+            entry["suppressed"] = counts.get(Metric.SUPPRESSED, name)
         for reason, n in counts.details(Metric.REJECTED, name).items():
             entry["rejected_by_reason"][reason] = n
             entry[Reason(reason).category] += n
@@ -45,13 +47,18 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         sources[name] = entry
     totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
     report = {"job": "import", "profiles_read": counts.get(Metric.PROFILES_READ), "data_sources": sources, "totals": totals}
+    removed = {name: {"action": "dropped", **{f"{output}_dropped": n for output, n in counts.details(Metric.DROPPED, name).items()}}
+               for name in counts.sources(Metric.DROPPED)}
+    if removed:  # nightly: data sources of the previous night no longer in the config
+        report["removed_data_sources"] = removed
     if run_date:
         report["run_date"] = run_date
     return report
 
 
 def check_report(report: dict, cfg: JobConfig) -> None:
-    """Raise :class:`RunFailed` when the counts do not add up or a data source fails to decrypt."""
+    """Raise :class:`RunFailed` (one line, nothing published) when the counts do not add up, a data
+    source's dump is mostly unparseable or fails to decrypt, or no profile was read at all."""
     for name, entry in report["data_sources"].items():
         accounted = sum(entry[k] for k in OUTCOMES)
         if accounted != entry["received"]:
@@ -59,15 +66,46 @@ def check_report(report: dict, cfg: JobConfig) -> None:
                 f"data source '{name}': counts do not add up (received {entry['received']}, accounted for {accounted})"
             )
         ds = cfg.data_source(name)
-        if ds.decrypts and entry["received"]:
-            failed = sum(entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
-            candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
-            if candidates and failed / candidates > ds.max_decrypt_failure_ratio:
-                raise RunFailed(
-                    f"data source '{name}': {failed} of {candidates} IDs failed to decrypt "
-                    f"(more than max_decrypt_failure_ratio={ds.max_decrypt_failure_ratio}); "
-                    f"{_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
-                )
+        _check_format_errors(name, entry, ds.max_format_error_ratio)
+        if ds.decrypts:
+            _check_decryption(name, entry, ds.max_decrypt_failure_ratio)
+    if not report["profiles_read"] and not cfg.profiles.allow_empty_profiles:
+        raise RunFailed(
+            f"profiles: no profile was read from '{cfg.profiles.path}' (a header-only or empty extract?); "
+            "set profiles.allow_empty_profiles: true if that is expected. Nothing was published"
+        )
+
+
+# The likeliest cause of many format errors of one kind (see Reason's descriptions).
+_FORMAT_HINTS = {
+    Reason.MALFORMED_LINE: "wrong field_separator or columns?",
+    Reason.INVALID_SEGMENT_ID: "wrong segment_separator or columns?",
+    Reason.NOT_UTF8: "not UTF-8?",
+    Reason.TRAIT_NOT_IMPORTABLE: "traits, not segments?",
+}
+
+
+def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
+    errors, received = entry["format_errors"], entry["received"]
+    if not received or errors / received <= ratio:
+        return
+    counted = {r: n for r, n in entry["rejected_by_reason"].items() if Reason(r).category == Category.FORMAT_ERRORS}
+    top = max(sorted(counted), key=counted.get)
+    hint = _FORMAT_HINTS.get(Reason(top), "a wrong file?")
+    raise RunFailed(
+        f"data source '{name}': {errors} of {received} lines are format errors, most of them {top} "
+        f"(more than max_format_error_ratio={ratio}): {hint} Nothing was published"
+    )
+
+
+def _check_decryption(name: str, entry: dict, ratio: float) -> None:
+    failed = sum(entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
+    candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
+    if candidates and failed / candidates > ratio:
+        raise RunFailed(
+            f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
+            f"(more than max_decrypt_failure_ratio={ratio}); {_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
+        )
 
 
 def _top_finding(entry: dict) -> str | None:

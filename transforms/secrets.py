@@ -17,6 +17,7 @@ from __future__ import annotations
 import binascii
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -30,6 +31,8 @@ __all__ = [
     "is_aware",
     "load_keyring",
     "load_secret",
+    "looks_like_key_material",
+    "reference_problem",
 ]
 
 AES_KEY_LENGTHS = (16, 24, 32)
@@ -39,15 +42,41 @@ GCM_KEY_LENGTH = 32
 # --------------------------------------------------------------------------------------------------
 # References: env:, file:, gcpsm:
 # --------------------------------------------------------------------------------------------------
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+REFERENCE_FORMS = "'env:NAME', 'file:PATH' or 'gcpsm:projects/P/secrets/S/versions/V'"
+
+
+def looks_like_key_material(text: str) -> bool:
+    """Whether ``text`` reads as an AES key or IV itself: hex or standard base64 of 16, 24 or 32
+    bytes (what an operator pastes after ``env:`` or ``file:`` by mistake)."""
+    candidates = (_try_hex(text), _try_base64(text)) if len(text) in (24, 32, 44, 48, 64) else ()
+    return any(value is not None and len(value) in AES_KEY_LENGTHS for value in candidates)
+
+
+def reference_problem(ref: object) -> str | None:
+    """Why ``ref`` is not a key reference (None when it is one), in words that never repeat it: an
+    invalid reference may be a secret pasted in its place."""
+    hidden = "the value is not shown"
+    if not isinstance(ref, str):
+        return f"not a key reference: use {REFERENCE_FORMS}"
+    kind, sep, name = ref.partition(":")
+    if ref.startswith(SECRET_MANAGER_PREFIX):
+        return None if _secret_version_name(ref) else f"not a key reference: use '{_SECRET_MANAGER_FORM}' ({hidden})"
+    if not sep or kind not in ("env", "file"):
+        return f"not a key reference: use {REFERENCE_FORMS}, never the secret itself ({hidden})"
+    if looks_like_key_material(name):
+        what = "a variable name" if kind == "env" else "a path"
+        return f"not a key reference: what follows '{kind}:' looks like a key, not {what}; never paste the key ({hidden})"
+    if kind == "env" and not _ENV_NAME.fullmatch(name):
+        return f"not a key reference: what follows 'env:' is not an environment variable name (letters, digits, _; {hidden})"
+    if kind == "file" and not name.strip():
+        return "not a key reference: 'file:' needs a path"
+    return None
+
+
 def _ref_label(ref: object) -> str:
     """The reference as it may be shown in messages (an unrecognised one may be an inline secret)."""
-    if isinstance(ref, str):
-        kind, sep, name = ref.partition(":")
-        if sep and name and kind in ("env", "file"):
-            return ref
-        if ref.startswith(SECRET_MANAGER_PREFIX) and _secret_version_name(ref):
-            return ref
-    return "<secret reference>"
+    return ref if reference_problem(ref) is None else "<secret reference>"
 
 
 def _read_ref(ref: str) -> str:
@@ -56,9 +85,7 @@ def _read_ref(ref: str) -> str:
     if isinstance(ref, str) and ref.startswith(SECRET_MANAGER_PREFIX):
         return _read_secret_manager(ref)
     if label == "<secret reference>":
-        raise KeyMaterialError(
-            "secret reference must look like 'env:NAME' or 'file:PATH' (the value given is not shown)"
-        )
+        raise KeyMaterialError(reference_problem(ref))
     kind, _, name = ref.partition(":")
     if kind == "env":
         value = os.environ.get(name)

@@ -1,0 +1,349 @@
+"""Issue #14: an export that also removes. The round trip through a simulated platform, the export
+state, .sync vs .overwrite, suppression, global device-ID data sources, and the report's checks."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import ROOT
+from platform_sim import Platform, output_text
+
+from pipelines import export_audience, import_audience
+from transforms.config import ConfigError
+from transforms.errors import RunFailed
+from transforms.export_report import check_export_report
+
+RUN_DATE, NEXT_DATE = "2026-11-22", "2026-11-23"
+TS, NEXT_TS = 1795305600, 1795392000
+DPID, SID = 12345, 777
+
+
+def email(i: int) -> str:
+    return f"person{i:02d}@example.com"
+
+
+def sha(address: str) -> str:
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+def write_profiles(folder: Path, ids: list[int], opt_out: dict[int, bool | None] | None = None) -> None:
+    opt_out = opt_out or {}
+    pq.write_table(pa.table({
+        "profile_id": [f"p{i:02d}" for i in ids],
+        "email": [email(i) for i in ids],
+        "opt_out": pa.array([opt_out.get(i, False) for i in ids], pa.bool_()),
+    }), folder / "profiles.parquet")
+
+
+def write_job(folder: Path, suppression: list[dict] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None, "opt_out": "opt_out"},
+        "buckets": 4,
+        "data_sources": [{"name": "crm", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared",
+                          "declared": "hashed", "match_on": "email"}],
+        **({"suppression": suppression} if suppression else {}),
+    }
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    return folder / "job.yaml"
+
+
+def write_targets(path: Path, ids: list[int]) -> Path:
+    path.write_text("profile_id\n" + "".join(f"p{i:02d}\n" for i in ids))
+    return path
+
+
+def export(job: Path, targets: Path, out: Path, *flags, audience: str = "A", run_date: str = RUN_DATE) -> dict:
+    return export_audience.run(["--config", str(job), "--audience", audience, "--targets", str(targets),
+                                "--output", str(out), "--run-date", run_date, *map(str, flags)])
+
+
+def lines(out: Path) -> list[tuple[str, str]]:
+    report = json.loads((out / "report.json").read_text())
+    text = b"".join(gzip.decompress((out / "onboarding" / f["name"]).read_bytes()) for f in report["files"])
+    return [tuple(line.split("\t")) for line in text.decode().splitlines()]
+
+
+# The scenario of the issue. First export: p00..p19 targeted and sent, p24 (opted out) and p26
+# (consent unknown) targeted and never sent. Then: p00..p02 opt out (still targeted), p03..p07 leave
+# the target, p08 and p09 leave the extract (still targeted), p20..p23 join.
+FIRST_TARGETS = [*range(20), 24, 26]
+SECOND_TARGETS = [0, 1, 2, *range(8, 24), 24, 26]
+OPTED_OUT, UNTARGETED, DELETED, JOINED = [0, 1, 2], [3, 4, 5, 6, 7], [8, 9], [20, 21, 22, 23]
+EXPECTED = [*range(10, 24)]
+
+
+def first_and_second(tmp_path: Path, job: Path, *flags, extra_first=None) -> tuple[dict, dict, Path, Path]:
+    folder = job.parent
+    write_profiles(folder, [*range(30)], {24: True, 26: None})
+    first = tmp_path / "first"
+    r1 = export(job, write_targets(tmp_path / "t1.csv", FIRST_TARGETS), first, *flags)
+    write_profiles(folder, [i for i in range(30) if i not in DELETED], {24: True, 26: None, 0: True, 1: True, 2: True})
+    second = tmp_path / "second"
+    r2 = export(job, write_targets(tmp_path / "t2.csv", SECOND_TARGETS), second, *flags, run_date=NEXT_DATE)
+    return r1, r2, first, second
+
+
+def test_round_trip_sync_adds_the_joiners_removes_the_leavers_and_the_import_finds_the_audience(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    r1, r2, first, second = first_and_second(tmp_path, job, "--segment-id", SID, "--state", state)
+    assert sorted(lines(first)) == sorted((sha(email(i)), f"d_sid={SID}") for i in range(20))
+    assert (r1["added"], r1["removed"], r1["opted_out"], r1["consent_unknown"]) == (20, 0, 1, 1)
+
+    got = lines(second)
+    assert sorted(u for u, t in got if t == f"d_sid={SID}") == sorted(sha(email(i)) for i in JOINED)
+    assert sorted(u for u, t in got if t == f"d_unsid={SID}") == sorted(
+        sha(email(i)) for i in OPTED_OUT + UNTARGETED + DELETED)
+    assert len(got) == 14 and json.loads((second / "report.json").read_text())["files"][0]["name"] == (
+        f"ftp_dpm_{DPID}_{NEXT_TS}.sync.gz")
+    assert (r2["added"], r2["removed"], r2["unchanged"], r2["earlier_user_ids"], r2["audience_user_ids"]) == (
+        4, 10, 10, 20, 14)
+    assert r2["removed_by_reason"] == {"suppressed": 0, "opted_out": 3, "consent_unknown": 0, "deleted_profile": 2,
+                                       "untargeted": 5, "id_changed": 0}
+    assert (r2["opted_out"], r2["consent_unknown"], r2["unknown_profile"], r2["exported"], r2["already_present"]) == (
+        4, 1, 2, 4, 10)
+    assert {(r["profile_id"], r["reason"]) for r in pq.read_table(second / "removed").to_pylist()} == {
+        *((f"p{i:02d}", "opted_out") for i in OPTED_OUT), *((f"p{i:02d}", "untargeted") for i in UNTARGETED),
+        *((f"p{i:02d}", "deleted_profile") for i in DELETED)}
+
+    # No opted-out or unknown-consent profile is ever added, in any file.
+    never = {sha(email(i)) for i in (24, 26)}
+    for out in (first, second):
+        assert not [u for u, t in lines(out) if u in never]
+    assert not [u for u, t in lines(second) if u in {sha(email(i)) for i in OPTED_OUT} and t.startswith("d_sid")]
+
+    # The platform applies both files; the dump it shares back imports as the audience we expect.
+    platform = Platform()
+    platform.apply(first)
+    platform.apply(second)
+    assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in EXPECTED}
+    platform.write_dump(job.parent / "dumps", DPID, NEXT_TS * 1000)
+    report = import_audience.run(["--config", str(job), "--output", str(tmp_path / "imp"), "--run-date", NEXT_DATE])
+    assert report["data_sources"]["crm"]["reconciled"] == len(EXPECTED)
+    members = {r["profile_id"] for r in pq.read_table(tmp_path / "imp" / "reconciled").to_pylist()
+               if r["segment_id"] == str(SID)}
+    assert members == {f"p{i:02d}" for i in EXPECTED}
+
+    # The state: two committed versions, the second holding exactly the audience.
+    folder = state / "crm" / "A"
+    assert sorted(p.name for p in folder.iterdir()) == ["v-000001", "v-000002"]
+    manifest = json.loads((folder / "v-000002" / "_SUCCESS").read_text())
+    assert (manifest["version"], manifest["previous"], manifest["pairs"], manifest["segment"]) == (2, 1, 14, f"d_sid={SID}")
+    held = {r["profile_id"] for r in pq.read_table(folder / "v-000002" / "members").to_pylist()}
+    assert held == {f"p{i:02d}" for i in EXPECTED}
+
+    # Same inputs again: nothing to send; the state moves to v-000003 with the same members.
+    again = export(job, tmp_path / "t2.csv", tmp_path / "again", "--segment-id", SID, "--state", state,
+                   run_date=NEXT_DATE)
+    assert again["nothing_to_send"] and (again["unchanged"], again["added"], again["removed"]) == (14, 0, 0)
+
+
+def test_overwrite_gives_the_same_final_audience_as_sync(tmp_path):
+    """Two audiences share the data source (B: segment 888, p10..p12 and p00). The .sync path and the
+    .overwrite path leave the platform with the same traits for every user."""
+    finals = {}
+    for mode in ("sync", "overwrite"):
+        base = tmp_path / mode
+        job = write_job(base / "job")
+        state = base / "state"
+        write_profiles(job.parent, [*range(30)], {24: True, 26: None})
+        platform = Platform()
+        b = base / "b"
+        export(job, write_targets(base / "tb.csv", [0, 10, 11, 12]), b, "--segment-id", 888, "--state", state,
+               "--mode", mode, audience="B")
+        platform.apply(b)
+        _, r2, first, second = first_and_second(base, job, "--segment-id", SID, "--state", state, "--mode", mode)
+        platform.apply(first)
+        platform.apply(second)
+        finals[mode] = platform.state()
+        assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in EXPECTED}
+        assert (r2["added"], r2["removed"], r2["unchanged"]) == (4, 10, 10)
+        if mode == "overwrite":
+            got = dict(lines(second))
+            assert got[sha(email(10))] == f"d_sid={SID},d_sid=888"  # A's member keeps B
+            assert got[sha(email(0))] == "d_sid=888"  # left A (opted out), B's own export removes it
+            assert got[sha(email(3))] == f"d_unsid={SID}"  # left A, no trait left
+            assert len(got) == 14 + 10 and r2["lines"] == 24
+            assert r2["files"][0]["name"] == f"ftp_dpm_{DPID}_{NEXT_TS}.overwrite.gz"
+    assert finals["sync"] == finals["overwrite"]
+
+
+def test_a_key_value_audience_removes_only_with_overwrite(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    write_profiles(job.parent, [*range(10)])
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1, 2]), tmp_path / "first", "--state", state)
+    targets = write_targets(tmp_path / "t2.csv", [0, 1])
+    with pytest.raises(RunFailed, match=r"1 user ID\(s\) must leave it \(untargeted=1\) but a key-value audience"):
+        export(job, targets, tmp_path / "second", "--state", state)
+    assert not (tmp_path / "second" / "report.json").exists()
+    assert sorted(p.name for p in (state / "crm" / "A").iterdir()) == ["v-000001"]  # nothing committed, nothing left
+    report = export(job, targets, tmp_path / "second", "--state", state, "--mode", "overwrite")
+    assert lines(tmp_path / "second") == sorted([(sha(email(0)), '"segment"="A"'), (sha(email(1)), '"segment"="A"'),
+                                                 (sha(email(2)), "")])
+    platform = Platform()
+    platform.apply(tmp_path / "first")
+    platform.apply(tmp_path / "second")
+    assert platform.members('"segment"="A"') == {sha(email(0)), sha(email(1))}
+    assert report["removed_by_reason"]["untargeted"] == 1
+
+
+def test_consent_unknown_is_removed_if_it_was_sent_before(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    write_profiles(job.parent, [0, 1])
+    export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "first", "--segment-id", SID, "--state", state)
+    write_profiles(job.parent, [0, 1], {1: None})  # p01's opt-out value is now empty
+    report = export(job, tmp_path / "t.csv", tmp_path / "second", "--segment-id", SID, "--state", state)
+    assert lines(tmp_path / "second") == [(sha(email(1)), f"d_unsid={SID}")]
+    assert report["removed_by_reason"]["consent_unknown"] == 1 and report["consent_unknown"] == 1
+
+
+def test_state_refusals_are_configuration_errors(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    write_profiles(job.parent, [0, 1])
+    targets = write_targets(tmp_path / "t.csv", [0])
+    export(job, targets, tmp_path / "first", "--segment-id", SID, "--state", state)
+    with pytest.raises(ConfigError, match="--mode overwrite needs --state ROOT"):
+        export(job, targets, tmp_path / "o", "--mode", "overwrite")
+    with pytest.raises(ConfigError, match="--state and --existing: give one"):
+        export(job, targets, tmp_path / "o", "--state", state, "--existing", tmp_path / "first")
+    with pytest.raises(ConfigError, match=r"--state: audience 'A' was exported as d_sid=777, this run sends d_sid=778"):
+        export(job, targets, tmp_path / "o", "--segment-id", 778, "--state", state)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_uncommitted_state_version_is_invisible_and_cleared(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    write_profiles(job.parent, [0, 1, 2])
+    export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "first", "--segment-id", SID, "--state", state)
+    leftover = state / "crm" / "A" / "v-000002" / "members"
+    leftover.mkdir(parents=True)
+    pq.write_table(pa.table({"profile_id": ["p02"], "user_id": [sha(email(2))]}), leftover / "part-00000-of-00004.parquet")
+    report = export(job, write_targets(tmp_path / "t2.csv", [0, 1, 2]), tmp_path / "second", "--segment-id", SID,
+                    "--state", state)
+    assert (report["added"], report["unchanged"]) == (1, 2)  # the killed run's p02 was never held
+    held = {r["profile_id"] for r in pq.read_table(state / "crm" / "A" / "v-000002" / "members").to_pylist()}
+    assert held == {"p00", "p01", "p02"}
+
+
+def test_a_state_missing_a_part_fails_the_add_up_check(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    write_profiles(job.parent, [*range(12)])
+    targets = write_targets(tmp_path / "t.csv", [*range(12)])
+    export(job, targets, tmp_path / "first", "--segment-id", SID, "--state", state)
+    parts = sorted((state / "crm" / "A" / "v-000001" / "members").glob("*.parquet"))
+    assert len(parts) > 1
+    parts[0].unlink()  # the platform still holds those pairs: recomputing without them would resend them
+    with pytest.raises(RunFailed, match=r"pairs read from the export state \(expected 12, accounted for \d+\)"):
+        export(job, targets, tmp_path / "second", "--segment-id", SID, "--state", state)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The report's checks fire on inconsistent counts
+# ----------------------------------------------------------------------------------------------------
+def consistent_report() -> dict:
+    return {
+        "audience": "A", "segment": "d_sid=7", "mode": "sync", "state_expected_pairs": 5,
+        "target_rows": 12, "targets": 10, "duplicate_target_rows": 1, "blank_target_ids": 1,
+        "exported": 4, "already_present": 2, "unmapped": 1, "suppressed": 1, "opted_out": 1, "consent_unknown": 0,
+        "unknown_profile": 1, "earlier_pairs_read": 5, "earlier_user_ids": 5, "desired_user_ids": 7, "added": 4,
+        "unchanged": 2, "withheld": 1, "removed": 3, "audience_user_ids": 6, "lines": 7,
+        "removed_by_reason": {"opted_out": 2, "untargeted": 1}, "files": [{"lines": 4}, {"lines": 3}],
+    }
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("duplicate_target_rows", 2, "target rows"),
+    ("unmapped", 2, "targets"),
+    ("removed_by_reason", {"opted_out": 1, "untargeted": 1}, "removed by reason"),
+    ("earlier_user_ids", 6, "earlier user IDs"),
+    ("withheld", 0, "desired user IDs"),
+    ("audience_user_ids", 7, "audience user IDs"),
+    ("earlier_pairs_read", 4, "pairs read from the export state"),
+    ("lines", 8, "lines"),
+    ("files", [{"lines": 7}, {"lines": 1}], "lines in the files"),
+])
+def test_check_export_report_fails_on_inconsistent_counts(field, value, message):
+    check_export_report(consistent_report())  # the consistent one passes
+    report = {**consistent_report(), field: value}
+    with pytest.raises(RunFailed, match=rf"export counts do not add up: {message} \(expected"):
+        check_export_report(report)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Suppression: nothing suppressed in any output of export and import
+# ----------------------------------------------------------------------------------------------------
+def test_a_suppressed_address_is_in_no_output_of_the_export(tmp_path):
+    lists = tmp_path / "job" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "plain.txt").write_text("  PERSON21@Example.com \n\n")  # joins in the second export: never sent
+    (lists / "hashed.txt").write_text("")  # filled below: p05 was sent by the first export
+    job = write_job(tmp_path / "job", [{"path": "lists/plain.txt", "kind": "email"},
+                                       {"path": "lists/hashed.txt", "kind": "email", "hashed": True}])
+    state = tmp_path / "state"
+    write_profiles(job.parent, [*range(30)])
+    export(job, write_targets(tmp_path / "t1.csv", [*range(10)]), tmp_path / "first", "--segment-id", SID,
+           "--state", state)
+    (lists / "hashed.txt").write_text(sha(email(5)).upper() + "\n")
+    report = export(job, write_targets(tmp_path / "t2.csv", [*range(10), 21, 22]), tmp_path / "second",
+                    "--segment-id", SID, "--state", state, run_date=NEXT_DATE)
+    assert (report["suppressed"], report["removed_by_reason"]["suppressed"], report["added"]) == (2, 1, 1)
+    assert report["suppression_entries"] == 2
+    # The one trace of p05 is the line that removes it from the platform (which holds it already).
+    assert lines(tmp_path / "second") == sorted([(sha(email(22)), f"d_sid={SID}"), (sha(email(5)), f"d_unsid={SID}")])
+    text = output_text(tmp_path / "second") + output_text(state / "crm" / "A" / "v-000002")
+    assert email(21) not in text.lower() and sha(email(21)) not in text
+    second_without_files = output_text(tmp_path / "second").replace(
+        gzip.decompress((tmp_path / "second" / "onboarding" / f"ftp_dpm_{DPID}_{NEXT_TS}.sync.gz").read_bytes()).decode(), "")
+    assert sha(email(5)) not in second_without_files and email(5) not in second_without_files
+    assert sha(email(5)) not in output_text(state / "crm" / "A" / "v-000002")
+
+
+def test_a_bad_suppression_entry_fails_naming_file_and_line(tmp_path):
+    lists = tmp_path / "job" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "hashed.txt").write_text(f"{sha('a@b.c')}\nnot-a-digest\n")
+    job = write_job(tmp_path / "job", [{"path": "lists/hashed.txt", "kind": "email", "hashed": True}])
+    write_profiles(job.parent, [0])
+    code = export_audience.main(["--config", str(job), "--audience", "A", "--targets",
+                                 str(write_targets(tmp_path / "t.csv", [0])), "--output", str(tmp_path / "o")])
+    assert code == 1
+    job_missing = write_job(tmp_path / "job", [{"path": "lists/nope*.txt", "kind": "email"}])
+    with pytest.raises(ConfigError, match=r"suppression\[0\]\.path: no file matches"):
+        export(job_missing, tmp_path / "t.csv", tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Global device-ID data sources
+# ----------------------------------------------------------------------------------------------------
+def test_an_export_to_20914_needs_target_dpid_and_names_it_in_the_file(tmp_path):
+    job = write_job(tmp_path / "job")
+    config = yaml.safe_load(job.read_text())
+    config["data_sources"][0]["dpid"] = 20914
+    job.write_text(yaml.safe_dump(config))
+    write_profiles(job.parent, [0, 1])
+    targets = write_targets(tmp_path / "t.csv", [0, 1])
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "export", "--config", str(job), "--audience", "A",
+                             "--targets", str(targets), "--output", str(tmp_path / "o"), "--run-date", RUN_DATE],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "data_sources[0].target_dpid: data source 'crm' has dpid 20914" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+    config["data_sources"][0]["target_dpid"] = 45454
+    job.write_text(yaml.safe_dump(config))
+    report = export(job, targets, tmp_path / "o")
+    assert [f["name"] for f in report["files"]] == [f"ftp_dpm_20914_45454_{TS}.sync.gz"]
+    assert report["control_file"] == f"ftp_dpm_20914_45454_{TS}.info" and report["target_dpid"] == 45454

@@ -1,0 +1,159 @@
+"""Every guard of the publish step fires on the input it guards against: counts that do not add up,
+too many IDs that do not decrypt to an address, a dump that is mostly unparseable, an empty profile
+extract. Each is fed an inconsistent input here (unit level, then through the real job) and must
+fail the run with one line, publishing nothing."""
+from __future__ import annotations
+
+
+import pytest
+
+from conftest import assert_failed_cleanly, run_import_cli
+from pipelines import import_audience
+from transforms.config import parse_config
+from transforms.errors import RunFailed
+from transforms.outcomes import Counts, Metric, Reason, count
+from transforms.report import build_report, check_report
+
+
+def job(**source) -> object:
+    ds = {"name": "src", "dpid": 1, "segments": "unused", "id_type": "visitor", **source}
+    return parse_config({"profiles": {"path": "p.parquet"}, "data_sources": [ds]})
+
+
+def checked(cfg, *counts) -> dict:
+    report = build_report(cfg, Counts([count(Metric.PROFILES_READ, 10), *counts]))
+    check_report(report, cfg)
+    return report
+
+
+def rejected(reason: Reason, n: int):
+    return count(Metric.REJECTED, n, "src", reason)
+
+
+# -- the add-up check --------------------------------------------------------------------------------
+def test_counts_that_add_up_pass():
+    checked(job(), count(Metric.RECEIVED, 10, "src"), count(Metric.RECONCILED, 7, "src"),
+            rejected(Reason.NO_MATCHING_PROFILE, 2), rejected(Reason.MALFORMED_LINE, 1))
+
+
+@pytest.mark.parametrize("reconciled", [6, 8])  # a line lost, a line counted twice
+def test_counts_that_do_not_add_up_fail(reconciled):
+    with pytest.raises(RunFailed, match=r"^data source 'src': counts do not add up \(received 10, accounted for"):
+        checked(job(), count(Metric.RECEIVED, 10, "src"), count(Metric.RECONCILED, reconciled, "src"),
+                rejected(Reason.NO_MATCHING_PROFILE, 2), rejected(Reason.MALFORMED_LINE, 1))
+
+
+# -- the format-error ratio --------------------------------------------------------------------------
+def test_a_few_format_errors_pass():
+    checked(job(), count(Metric.RECEIVED, 100, "src"), count(Metric.RECONCILED, 96, "src"),
+            rejected(Reason.MALFORMED_LINE, 3), rejected(Reason.EMPTY_LINE, 1))
+
+
+@pytest.mark.parametrize("reason, hint", [
+    (Reason.MALFORMED_LINE, "wrong field_separator or columns?"),
+    (Reason.INVALID_SEGMENT_ID, "wrong segment_separator or columns?"),
+    (Reason.NOT_UTF8, "not UTF-8?"),
+    (Reason.TRAIT_NOT_IMPORTABLE, "traits, not segments?"),
+])
+def test_a_mostly_unparseable_dump_fails_naming_source_ratio_and_likely_cause(reason, hint):
+    with pytest.raises(RunFailed) as info:
+        checked(job(), count(Metric.RECEIVED, 100, "src"), count(Metric.RECONCILED, 40, "src"), rejected(reason, 60))
+    message = str(info.value)
+    assert message.startswith("data source 'src': 60 of 100 lines are format errors")
+    assert "max_format_error_ratio=0.5" in message and hint in message and "Nothing was published" in message
+
+
+def test_the_format_error_ratio_is_configurable():
+    counts = (count(Metric.RECEIVED, 100, "src"), count(Metric.RECONCILED, 40, "src"),
+              rejected(Reason.MALFORMED_LINE, 60))
+    checked(job(max_format_error_ratio=0.7), *counts)
+    with pytest.raises(RunFailed, match="max_format_error_ratio=0.2"):
+        checked(job(max_format_error_ratio=0.2), count(Metric.RECEIVED, 100, "src"),
+                count(Metric.RECONCILED, 75, "src"), rejected(Reason.MALFORMED_LINE, 25))
+
+
+# -- the decrypt-failure ratio -----------------------------------------------------------------------
+ENC = {"id_type": "declared", "declared": "encrypted", "match_on": "email", "channel": "email",
+       "encryption": {"key": "env:K", "iv": "env:IV"}}
+
+
+@pytest.mark.parametrize("reason", [Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT])
+def test_ids_that_do_not_decrypt_to_addresses_fail_the_run(reason):
+    with pytest.raises(RunFailed) as info:
+        checked(job(**ENC), count(Metric.RECEIVED, 100, "src"), count(Metric.FILE_AUDIENCE, 30, "src"),
+                rejected(reason, 70))
+    message = str(info.value)
+    assert message.startswith("data source 'src': 70 of 100 IDs failed to decrypt")
+    assert "wrong key or IV?" in message
+
+
+def test_a_few_invalid_plaintexts_pass():
+    checked(job(**ENC), count(Metric.RECEIVED, 100, "src"), count(Metric.FILE_AUDIENCE, 60, "src"),
+            rejected(Reason.INVALID_PLAINTEXT, 25), rejected(Reason.DECRYPT_FAILED, 15))
+
+
+# -- an empty profile extract ------------------------------------------------------------------------
+def test_no_profile_at_all_fails_unless_allowed():
+    counts = (count(Metric.RECEIVED, 10, "src"), rejected(Reason.NO_MATCHING_PROFILE, 10))
+    cfg = job()
+    with pytest.raises(RunFailed, match=r"^profiles: no profile was read .*allow_empty_profiles"):
+        check_report(build_report(cfg, Counts(counts)), cfg)
+    allowed = parse_config({"profiles": {"path": "p.parquet", "allow_empty_profiles": True},
+                            "data_sources": [cfg.data_sources[0].model_dump()]})
+    check_report(build_report(allowed, Counts(counts)), allowed)
+
+
+# -- through the real job ----------------------------------------------------------------------------
+def test_a_tab_separated_dump_where_spaces_are_configured_fails_the_import(demo_copy, tmp_path):
+    dump = demo_copy / "segments" / "crm-plain" / "ftp_1234_45678_full_1795305600000.sync"
+    dump.write_bytes(dump.read_bytes().replace(b" ", b"\t"))  # the platform's template changed
+    out = tmp_path / "o"
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, "data source 'crm-plain'",
+                          "lines are format errors", "wrong field_separator")
+
+
+def test_a_wrong_file_among_the_dumps_fails_the_import(demo_copy, tmp_path):
+    folder = demo_copy / "segments" / "crm-plain"
+    (folder / "ftp_1234_45678_full_1795305600000.sync").write_text(
+        "".join(f"profile_id,email\nP{i:08d},user{i}@example.com\n" for i in range(150)))  # an extract, not a dump
+    out = tmp_path / "o"
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, "data source 'crm-plain'", "format errors")
+
+
+def test_a_transform_that_loses_counts_fails_the_add_up_check(demo_copy, tmp_path, monkeypatch):
+    """A bug that drops a matched line's count (here: the join's reconciled counts of one data source)
+    must fail the run before anything is published, not give a report that does not add up."""
+    from transforms import join as join_module
+
+    original = join_module.JoinShard.process
+
+    def losing(self, element, profiles):
+        for out in original(self, element, profiles):
+            value = getattr(out, "value", None)
+            if (getattr(out, "tag", None) == "counts" and value[0].metric == Metric.RECONCILED
+                    and value[0].data_source == "crm-plain"):
+                continue
+            yield out
+
+    monkeypatch.setattr(join_module.JoinShard, "process", losing)
+    out = tmp_path / "o"
+    with pytest.raises(Exception) as info:
+        import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(out)])
+    assert "data source 'crm-plain': counts do not add up (received 200, accounted for 64)" in str(info.value)
+    assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))
+
+
+def test_a_header_only_profile_extract_fails_the_import(tmp_path):
+    (tmp_path / "profiles.csv").write_text("profile_id,email\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("CRM-1 501\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: email}]\n")
+    out = tmp_path / "o"
+    assert_failed_cleanly(run_import_cli(tmp_path / "job.yaml", out), out, "profiles: no profile was read",
+                          "allow_empty_profiles")
+    (tmp_path / "job.yaml").write_text((tmp_path / "job.yaml").read_text().replace(
+        "visitor_ids: null}", "visitor_ids: null, allow_empty_profiles: true}"))
+    report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
+    assert report["profiles_read"] == 0 and report["data_sources"]["crm"]["unmatched"] == 1

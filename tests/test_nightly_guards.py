@@ -1,0 +1,175 @@
+"""Nightly refuses to shrink by accident: full dumps known by configuration, unnamed dumps refused,
+a collapsing audience (per data source) or an empty full dump failing the night, a data source
+removed from the config reported (its rows dropped)."""
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT
+from pipelines import nightly
+from transforms.errors import RunFailed
+
+V = {i: str(i) * 38 if i < 10 else f"{i:038d}" for i in range(1, 13)}
+
+
+def write_job(tmp_path: Path, sources=("a", "b"), **extra) -> Path:
+    """Twelve profiles (p1..p12, one visitor ID each); one visitor data source per name, its dumps
+    under ``<name>/YYYYMMDD/``."""
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in V], "visitor_ids": [[v] for v in V.values()]}),
+                   tmp_path / "profiles.parquet")
+    config = {
+        "profiles": {"path": "profiles.parquet", "email": None, "phone": None},
+        "data_sources": [{"name": name, "dpid": 10 + i, "segments": f"{name}/{{date:%Y%m%d}}/*", "id_type": "visitor",
+                          **extra.pop(name, {})} for i, name in enumerate(sources)],
+        "buckets": 2,
+        **extra,
+    }
+    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    return tmp_path / "job.yaml"
+
+
+def dump(tmp_path, source: str, day: str, lines: list[str], name: str | None = None, mode: str = "full"):
+    folder = tmp_path / source / day.replace("-", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    name = name or f"ftp_1_7_{mode}_1795305600000.sync.gz"
+    data = "".join(l + "\n" for l in lines).encode()
+    (folder / name).write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+
+
+def members(root: Path, day: str) -> set[tuple]:
+    return {(r["data_source"], r["segment_id"], r["profile_id"])
+            for r in pq.read_table(root / f"dt={day}" / "reconciled").to_pylist()}
+
+
+def run(config, root, *args):
+    return nightly.run(["--config", str(config), "--root", str(root), *args])
+
+
+def cli(config, root, *args):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(config), "--root", str(root),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def everyone(source: str, segment: str = "10", ids=range(1, 13)) -> list[str]:
+    return [f"{V[i]} {segment}" for i in ids]
+
+
+# ---------------------------------------------------------------------------------------------
+# sync_mode
+
+
+def test_a_dump_whose_name_does_not_say_full_or_iter_is_a_config_error_in_nightly(tmp_path):
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-22", everyone("a"), name="audience-export.sync.gz")  # renamed by a transfer tool
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 2, result.stderr
+    assert "audience-export.sync.gz" in result.stderr and "sync_mode" in result.stderr and "Traceback" not in result.stderr
+    assert not (root / "dt=2026-11-22" / "_SUCCESS").exists()
+
+
+def test_configured_sync_mode_full_replaces_the_audience_whatever_the_file_name(tmp_path):
+    config, root = write_job(tmp_path, sources=("a",), a={"sync_mode": "full"}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 7)), name="export-1.sync.gz")
+    dump(tmp_path, "a", "2026-11-22", everyone("a", ids=range(2, 7)), name="export-2.sync.gz")
+    run(config, root, "--backfill", "2026-11-21:2026-11-22")
+    assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(2, 7)}  # p1 left: removed
+    files = json.loads((root / "dt=2026-11-22" / "report.json").read_text())["data_sources"]["a"]["files"]
+    assert [f["sync_mode"] for f in files] == ["full"]
+
+
+def test_configured_sync_mode_iter_wins_over_the_file_name(tmp_path):
+    config, root = write_job(tmp_path, sources=("a",), a={"sync_mode": "iter"}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 7)))
+    dump(tmp_path, "a", "2026-11-22", [f"{V[7]} 10", f"{V[1]}  10"])  # named full; configured iter
+    run(config, root, "--backfill", "2026-11-21:2026-11-22")
+    assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(2, 8)}
+
+
+# ---------------------------------------------------------------------------------------------
+# shrink
+
+
+def test_a_collapsing_audience_fails_the_night_unless_allowed(tmp_path):
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-22", everyone("a", ids=range(1, 6)))  # 12 -> 5 members: -58%
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "'a'" in line and "12" in line and "5" in line and "max_shrink" in line and "--allow-shrink" in line, line
+    assert not (root / "dt=2026-11-22").exists() or not (root / "dt=2026-11-22" / "_SUCCESS").exists()
+    done = run(config, root, "--date", "2026-11-22", "--allow-shrink")
+    assert done[0]["status"] == "published"
+    assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(1, 6)}
+
+
+def test_halving_is_allowed_and_the_limit_is_configurable_per_data_source(tmp_path):
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_shrink": 0.9}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    dump(tmp_path, "b", "2026-11-21", everyone("b"))
+    dump(tmp_path, "a", "2026-11-22", everyone("a", ids=range(1, 7)))  # 12 -> 6: exactly half, allowed
+    dump(tmp_path, "b", "2026-11-22", everyone("b", ids=range(1, 3)))  # 12 -> 2: -83%, b allows 90%
+    results = run(config, root, "--backfill", "2026-11-21:2026-11-22")
+    assert [r["status"] for r in results] == ["published", "published"]
+
+
+def test_one_collapsing_source_among_several_still_fails_the_night(tmp_path):
+    config, root = write_job(tmp_path, sources=("a", "b")), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 4)))
+    dump(tmp_path, "b", "2026-11-21", everyone("b"))
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-22", everyone("a", "10") + everyone("a", "11"))  # a grows a lot
+    dump(tmp_path, "b", "2026-11-22", everyone("b", ids=range(1, 3)))  # b collapses: 12 -> 2
+    with pytest.raises(RunFailed, match="'b'") as info:
+        run(config, root, "--date", "2026-11-22")
+    assert "'a'" not in str(info.value)
+
+
+def test_an_iter_night_that_removes_most_of_the_audience_fails_too(tmp_path):
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    dump(tmp_path, "a", "2026-11-22", [f"{V[i]}  10" for i in range(1, 11)], mode="iter")  # removes 10 of 12
+    with pytest.raises(RunFailed, match="max_shrink"):
+        run(config, root, "--backfill", "2026-11-21:2026-11-22")
+    assert (root / "dt=2026-11-21" / "_SUCCESS").exists() and not (root / "dt=2026-11-22" / "_SUCCESS").exists()
+
+
+def test_an_empty_full_dump_is_a_failure_not_an_empty_audience(tmp_path):
+    config, root = write_job(tmp_path, sources=("a", "b")), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-22", everyone("a"))
+    dump(tmp_path, "b", "2026-11-22", [])  # a full dump with no line (first night: no shrink to measure)
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "'b'" in line and "empty" in line and "ftp_1_7_full_1795305600000.sync.gz" in line, line
+    assert run(config, root, "--date", "2026-11-22", "--allow-shrink")[0]["status"] == "published"
+
+
+# ---------------------------------------------------------------------------------------------
+# a data source removed from the config
+
+
+def test_a_removed_data_source_is_reported_and_its_rows_dropped_only_when_allowed(tmp_path):
+    config, root = write_job(tmp_path, sources=("a", "b")), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    dump(tmp_path, "b", "2026-11-21", everyone("b", ids=range(1, 5)))
+    run(config, root, "--date", "2026-11-21")
+    config = write_job(tmp_path, sources=("a",))  # b is taken out of the config
+    dump(tmp_path, "a", "2026-11-22", everyone("a"))
+    with pytest.raises(RunFailed, match="'b'.*no longer configured"):
+        run(config, root, "--date", "2026-11-22")
+    result = run(config, root, "--date", "2026-11-22", "--allow-shrink")[0]
+    assert result["report"]["removed_data_sources"] == {"b": {"action": "dropped", "reconciled_dropped": 4}}
+    assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(1, 13)}
+    assert any("b: no longer configured" in line for line in nightly.summary_lines([result]))

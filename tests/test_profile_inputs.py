@@ -1,0 +1,102 @@
+"""Profile extracts as operators produce them: saved by Excel (a UTF-8 byte order mark), split into
+several files of which one lacks a column, or exported with a header and no row."""
+from __future__ import annotations
+
+import codecs
+import csv
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT
+from pipelines import import_audience
+from transforms.config import ConfigError, load_config
+from transforms.errors import InputError
+from transforms.preflight import check_inputs
+from transforms.profiles import read_profiles, read_schema_names
+
+
+def demo_profiles_as(demo_copy, fmt: str, bom: bool, files: int = 1) -> list:
+    """The demo's profiles written as CSV or JSONL (``files`` pieces), optionally with a BOM; the
+    config pointed at them."""
+    table = pq.read_table(demo_copy / "profiles.parquet")
+    rows = table.to_pylist()
+    folder = demo_copy / "extract"
+    folder.mkdir()
+    paths = []
+    for i in range(files):
+        piece = rows[i::files]
+        path = folder / f"profiles-{i}.{fmt}"
+        if fmt == "csv":
+            with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=table.column_names)
+                writer.writeheader()
+                for r in piece:
+                    writer.writerow({**r, "visitor_ids": ";".join(r["visitor_ids"] or [])})
+        else:
+            import json
+
+            text = "".join(json.dumps(r) + "\n" for r in piece)
+            path.write_bytes((codecs.BOM_UTF8 if bom else b"") + text.encode())
+        paths.append(path)
+    job = demo_copy / "job.yaml"
+    job.write_text(job.read_text().replace("path: profiles.parquet", f"path: extract/*.{fmt}"))
+    return paths
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_extract_with_a_byte_order_mark_reads_normally(demo_copy, tmp_path, fmt):
+    paths = demo_profiles_as(demo_copy, fmt, bom=True)
+    assert read_schema_names(str(paths[0]), fmt)[0] == "profile_id"
+    check_inputs(load_config(str(demo_copy / "job.yaml")))  # used to say "column 'profile_id' is not in the extract"
+    report = import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert report["profiles_read"] == 300
+    assert report["data_sources"]["crm-plain"]["reconciled"] == 136
+
+
+def test_every_file_of_a_profile_glob_is_checked_in_preflight(demo_copy, tmp_path):
+    paths = demo_profiles_as(demo_copy, "csv", bom=False, files=3)
+    lines = paths[1].read_text().splitlines()
+    header = lines[0].split(",")
+    drop = header.index("crm_id")
+    paths[1].write_text("".join(",".join(c for i, c in enumerate(line.split(",")) if i != drop) + "\n" for line in lines))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(load_config(str(demo_copy / "job.yaml")))
+    assert str(info.value) == f"data_sources[3].match_on: column 'crm_id' is not in the extract {paths[1]}"
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(demo_copy / "job.yaml"),
+                             "--output", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"column 'crm_id' is not in the extract {paths[1]}" in result.stderr
+
+
+def test_a_file_lacking_a_column_at_run_time_fails_naming_file_and_column(demo_copy):
+    """A file that arrives after the preflight check: one line naming it, not a KeyError traceback."""
+    paths = demo_profiles_as(demo_copy, "csv", bom=False)
+    paths[0].write_text("profile_id,email\nP1,a@example.com\n")
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(paths[0]), load_config(str(demo_copy / "job.yaml"))))
+    assert str(info.value).startswith(f"{paths[0]}: no column 'mobile'") or "no column" in str(info.value)
+    assert str(paths[0]) in str(info.value) and "a@example.com" not in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_a_missing_column_is_named_for_every_format(tmp_path, fmt):
+    import pyarrow as pa
+
+    path = tmp_path / f"p.{fmt}"
+    table = pa.table({"profile_id": ["P1"], "email": ["a@example.com"]})
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    elif fmt == "csv":
+        path.write_text("profile_id,email\nP1,a@example.com\n")
+    else:
+        path.write_text('{"profile_id": "P1", "email": "a@example.com"}\n')
+    from transforms.config import parse_config
+
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    with pytest.raises(InputError, match=rf"^{path}: no column 'crm_id' \(data_sources\[0\].match_on\)"):
+        list(read_profiles(str(path), cfg))

@@ -1,0 +1,122 @@
+"""Suppression lists on the import side: a suppressed address is never written to the file audience,
+tonight's or carried over by nightly, and appears in no output; the line counts stay additive."""
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import DEMO
+from platform_sim import output_text
+
+from pipelines import import_audience, nightly
+from transforms.config import parse_config
+from transforms.crypto import encrypt_cbc
+from transforms.errors import InputError
+from transforms.suppression import Suppressor, read_suppression_file
+
+RUN_DATE = "2026-11-22"
+LINE_CATEGORIES = ("format_errors", "invalid_ids", "removals_only", "unmatched", "reconciled", "file_audience")
+
+
+def sha(address: str) -> str:
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+def test_a_suppressed_address_is_not_written_to_the_import_file_audience(demo_copy, tmp_path):
+    rows = list(csv.DictReader((demo_copy / "expected" / "file_audience.csv").open()))
+    plain, hashed = rows[0]["address"], rows[1]["address"]
+    assert plain != hashed
+    (demo_copy / "suppress.txt").write_text(plain.upper() + "\n")
+    (demo_copy / "suppress.sha").write_text(sha(hashed) + "\n")
+    config = yaml.safe_load((demo_copy / "job.yaml").read_text())
+    config["suppression"] = [{"path": "suppress.txt", "kind": "email"},
+                             {"path": "suppress.sha", "kind": "email", "hashed": True}]
+    (demo_copy / "job.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "imp"
+    report = import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(out), "--run-date", RUN_DATE])
+    entry = report["data_sources"]["web-encrypted-emails"]
+    expected_rows = [r for r in rows if r["address"] in (plain, hashed)]
+    assert entry["suppressed"] == len(expected_rows) > 0
+    written = sum(s.get("file_audience", 0) for s in entry["segments"].values())
+    assert written == len(rows) - len(expected_rows)
+    assert entry["received"] == sum(entry[k] for k in ("format_errors", "invalid_ids", "removals_only", "unmatched",
+                                                       "reconciled", "file_audience"))
+    text = output_text(out)
+    for address in (plain, hashed):
+        assert address not in text and sha(address) not in text
+
+
+def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_night(tmp_path):
+    key = bytes.fromhex((DEMO / "keys" / "demo-only-aes256.key").read_text().strip())
+    iv = bytes.fromhex((DEMO / "keys" / "demo-only-iv.hex").read_text().strip())
+    pq.write_table(pa.table({"profile_id": ["p1"], "email": ["a@x.com"]}), tmp_path / "profiles.parquet")
+    config = {
+        "profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None},
+        "buckets": 2,
+        "data_sources": [{
+            "name": "enc", "dpid": 23456, "segments": "dumps/{date:%Y%m%d}/*.sync", "id_type": "declared",
+            "declared": "encrypted", "match_on": "email", "channel": "email",
+            "encryption": {"algorithm": "aes-cbc", "key": f"file:{DEMO / 'keys' / 'demo-only-aes256.key'}",
+                           "key_encoding": "hex", "iv": f"file:{DEMO / 'keys' / 'demo-only-iv.hex'}",
+                           "iv_encoding": "hex"}}],
+    }
+
+    def night(day: str, mode: str, lines: dict[str, str]):
+        folder = tmp_path / "dumps" / day.replace("-", "")
+        folder.mkdir(parents=True)
+        tokens = encrypt_cbc(list(lines), key, iv)
+        (folder / f"ftp_1_23456_{mode}_1795305600000.sync").write_text(
+            "".join(f"{t} {seg}\n" for t, seg in zip(tokens, lines.values())))
+
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    night("2026-11-21", "full", {"a@x.com": "10", "b@x.com": "10", "c@x.com": "10"})
+    nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(tmp_path / "root"), "--date", "2026-11-21"])
+    # The next night: b (carried over) and d (tonight) are suppressed.
+    (tmp_path / "suppress.txt").write_text("B@x.com\nd@x.com\n")
+    config["suppression"] = [{"path": "suppress.txt", "kind": "email"}]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    night("2026-11-22", "iter", {"d@x.com": "11", "e@x.com": "11"})
+    [result] = nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(tmp_path / "root"),
+                            "--date", "2026-11-22"])
+    entry = result["report"]["data_sources"]["enc"]
+    partition = tmp_path / "root" / "dt=2026-11-22"
+    rows = {(r["segment_id"], r["address"], r["profile_id"])
+            for r in pq.read_table(partition / "file_audience").to_pylist()}
+    # a matched profile p1: the file audience keeps every decrypted address, with its profile
+    assert rows == {("10", "a@x.com", "p1"), ("10", "c@x.com", None), ("11", "e@x.com", None)}
+    assert entry["suppressed"] == 2 and entry["file_audience"] == 2  # d's line went the file-audience way
+    assert entry["received"] == sum(entry[k] for k in LINE_CATEGORIES)
+    text = output_text(partition)
+    assert "b@x.com" not in text and "d@x.com" not in text
+
+
+def test_suppression_lists_compile_per_data_source_and_name_a_bad_line(tmp_path):
+    cfg = parse_config({
+        "profiles": {"path": "p.parquet"},
+        "data_sources": [{"name": "u", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "hashed",
+                          "match_on": "email", "normalization": "uid2"}],
+        "suppression": [{"path": "l.txt", "kind": "email"}],
+    })
+    path = tmp_path / "l.txt"
+    path.write_text("\n  Jane.Saoirse+Work@GMAIL.com \n")
+    entries = read_suppression_file(str(path), cfg.suppression[0])
+    assert entries.lines.to_pylist() == [2]
+    suppressor = Suppressor([entries], cfg.data_sources[0])
+    normalized = suppressor.normalized(pa.array(["janesaoirse@gmail.com", "jane@gmail.com", None]), "email")
+    assert suppressor.suppressed(normalized, "email").to_pylist() == [True, False, False]  # uid2 rules on both sides
+    path.write_text("a@b.c\nnot an address\n")
+    with pytest.raises(InputError, match=r"l\.txt:2: not a valid email"):
+        Suppressor([read_suppression_file(str(path), cfg.suppression[0])], cfg.data_sources[0])
+
+
+def test_a_suppression_list_needs_its_profile_column():
+    from transforms.config import ConfigError
+
+    with pytest.raises(ConfigError, match="suppression.0: a phone list needs the profiles.phone column"):
+        parse_config({"profiles": {"path": "p.parquet", "phone": None},
+                      "data_sources": [{"name": "a", "dpid": 1, "segments": "x", "id_type": "visitor"}],
+                      "suppression": [{"path": "l.txt", "kind": "phone"}]})

@@ -1,0 +1,93 @@
+"""Consent is explicit: the opt-out column read as *opted out*, *consented* or *unknown*.
+
+An opt-out value is one of (case-insensitive, surrounding whitespace ignored):
+
+==========  =====================================================================================
+opted out   ``true t yes y 1 on``; a boolean ``true``; the integer ``1``; the number ``1.0``
+consented   ``false f no n 0 off``; a boolean ``false``; the integer ``0``; the number ``0.0``
+unknown     null: an empty CSV cell (or one of Arrow's null spellings: ``NA``, ``NULL``, ``NaN``,
+            ``N/A``...), a Parquet null, a JSONL record without the key or with ``null``, a NaN,
+            an empty or blank string
+==========  =====================================================================================
+
+Numbers are accepted only from typed columns (Parquet, JSONL): a float column is what a boolean
+column with gaps becomes in pandas. In text (CSV, string columns) only the words above count: the
+text ``1.0`` is refused like ``X``, ``opted_out`` or ``2``. Any other value fails the run; the error
+names the file, line (or Parquet row) and column, never the value.
+
+*Unknown* is never consent: the export never sends such a profile (``consent_unknown``) and removes
+it from the platform if an earlier export sent it. ``profiles.opt_out_missing: consented`` declares
+that unknown means consented (for sources that record opt-outs only, or have no opt-out column:
+then ``profiles.opt_out`` may be left out). It is never the default.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+OPTED_OUT_WORDS = ("true", "t", "yes", "y", "1", "on")
+CONSENTED_WORDS = ("false", "f", "no", "n", "0", "off")
+SPELLINGS = f"{'/'.join(OPTED_OUT_WORDS)} or {'/'.join(CONSENTED_WORDS)}; empty means unknown"
+
+
+class BadOptOut(ValueError):
+    """An opt-out value that is none of the accepted spellings: ``row`` is its index in the array
+    (``None`` when the column's type is wrong as a whole)."""
+
+    def __init__(self, row: int | None, problem: str):
+        super().__init__(problem)
+        self.row, self.problem = row, problem
+
+
+def _first_bad(bad: pa.Array) -> int | None:
+    mask = np.asarray(pc.fill_null(bad, False).to_numpy(zero_copy_only=False), dtype=bool)
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if len(hits) else None
+
+
+def _from_text(values: pa.Array) -> pa.Array:
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    blank = pc.equal(pc.utf8_length(text), 0)
+    text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
+    yes = pc.is_in(text, value_set=pa.array(OPTED_OUT_WORDS))
+    no = pc.is_in(text, value_set=pa.array(CONSENTED_WORDS))
+    row = _first_bad(pc.and_(pc.is_valid(text), pc.invert(pc.or_(yes, no))))
+    if row is not None:
+        raise BadOptOut(row, f"not an opt-out value ({SPELLINGS})")
+    return pc.if_else(pc.is_null(text), pa.scalar(None, pa.bool_()), yes)
+
+
+def _from_numbers(values: pa.Array) -> pa.Array:
+    if pa.types.is_floating(values.type):
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+    one, zero = pc.equal(values, 1), pc.equal(values, 0)
+    row = _first_bad(pc.and_(pc.is_valid(values), pc.invert(pc.or_(one, zero))))
+    if row is not None:
+        raise BadOptOut(row, "not an opt-out value (a number must be 0 or 1)")
+    return one
+
+
+def parse_opt_out(values) -> pa.Array:
+    """The opt-out column as a boolean array: true = opted out, false = consented, null = unknown.
+    Raises :class:`BadOptOut` at the first value that is none of the accepted spellings."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    t = values.type
+    if pa.types.is_boolean(t):
+        return values
+    if pa.types.is_null(t):
+        return pa.nulls(len(values), pa.bool_())
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return _from_numbers(values)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _from_text(values.cast(pa.string()))
+    raise BadOptOut(None, f"the column holds {t}, not booleans, 0/1 or text ({SPELLINGS})")
+
+
+def consent_of(opt_out: pa.Array, missing: str) -> pa.Array:
+    """``opt_out`` with unknown (null) read as the config says: ``unknown`` keeps it null,
+    ``consented`` makes it false."""
+    return pc.fill_null(opt_out, False) if missing == "consented" else opt_out

@@ -1,0 +1,190 @@
+"""Dump files as stored: which files are dumps, and their bytes read safely.
+
+A dump may be gzip or plain whatever its name says (the magic bytes decide), and its first bytes
+are checked before anything is parsed: a byte order mark is dropped; another encoding, NUL bytes
+or CR-only line breaks fail the file by name. :func:`read_chunks` yields the decompressed bytes in
+pieces that end on a line break and records what a control file promises about the stored file
+(:class:`FileStats`). Parsing lines is :mod:`transforms.dumps`.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import posixpath
+import zlib
+from dataclasses import dataclass
+from typing import Iterator
+
+from transforms.errors import InputError
+
+CHUNK_BYTES = 64 << 20  # decompressed bytes read at a time
+SAMPLE_BYTES = 1 << 20  # the start of a dump that check_text_start looks at
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+# Names transfer tools give a file while it is still being written (WinSCP .filepart, browsers .part /
+# .crdownload, editors ~, ...): such a file is incomplete, never a dump, whatever it ends up called.
+PARTIAL_SUFFIXES = (".filepart", ".part", ".partial", ".crdownload", ".download", ".tmp", ".temp",
+                    ".incomplete", ".uploading", ".swp", "~")
+
+
+def is_dump_file(path: str) -> bool:
+    """Control files (``.info``), hidden or temporary files (names starting with ``.`` or ``_``) and
+    partial uploads (:data:`PARTIAL_SUFFIXES`, any case, e.g. ``*.sync.gz.filepart``) are not dumps."""
+    base = posixpath.basename(path)
+    lower = base.lower()
+    return not (lower.endswith(".info") or base.startswith((".", "_")) or lower.endswith(PARTIAL_SUFFIXES))
+
+
+@dataclass
+class FileStats:
+    """What a control (.info) file promises about a dump: stored bytes, their md5, and lines."""
+
+    lines: int = 0
+    size: int = 0
+    md5: str = ""
+
+
+class _Tally:
+    """Wraps the stored (possibly compressed) byte stream: counts and md5-hashes what is read."""
+
+    def __init__(self, raw):
+        self._raw, self._md5, self.size = raw, hashlib.md5(usedforsecurity=False), 0
+
+    def read(self, n=-1):
+        data = self._raw.read(n)
+        self._md5.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+    def hexdigest(self) -> str:
+        return self._md5.hexdigest()
+
+    def close(self):
+        self._raw.close()
+
+
+class _Prefixed:
+    """A stream with bytes already read from it put back in front (what :func:`_open` peeked at)."""
+
+    def __init__(self, head: bytes, raw):
+        self._head, self._raw = head, raw
+
+    def read(self, n=-1):
+        if not self._head:
+            return self._raw.read(n)
+        if n is None or n < 0:
+            data, self._head = self._head + self._raw.read(), b""
+            return data
+        data, self._head = self._head[:n], self._head[n:]
+        return data if len(data) == n else data + self._raw.read(n - len(data))
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self._raw.close()
+
+
+def _read_exactly(raw, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        piece = raw.read(n - len(data))
+        if not piece:
+            break
+        data += piece
+    return data
+
+
+def _open(path: str):
+    """``(stored stream, decompressed stream)``. The file's first bytes decide gzip, not its name: a
+    transfer tool may drop or keep a ``.gz`` suffix that no longer says what the bytes are."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    raw = _Tally(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    head = _read_exactly(raw, len(GZIP_MAGIC))
+    stream = _Prefixed(head, raw)
+    if head == GZIP_MAGIC:
+        return raw, gzip.GzipFile(fileobj=stream, mode="rb")
+    if path.lower().endswith(".gz"):
+        raw.close()
+        problem = "empty file (0 bytes): a .gz dump is never empty" if not head else \
+            "named .gz but not gzip (no gzip header): compressed by another tool, or decompressed and not renamed?"
+        raise InputError(path, problem)
+    return raw, stream
+
+
+def check_text_start(path: str, head: bytes) -> int:
+    """Check the first decompressed bytes of a dump; return how many to skip (a UTF-8 byte order mark).
+
+    A dump is UTF-8 text with LF (or CRLF) line breaks. Another encoding or CR-only line breaks
+    would make every line a format error (or the whole file one line): the file fails here, named,
+    instead. Looks at the first :data:`SAMPLE_BYTES` with C-speed byte counts only."""
+    sample = head[:SAMPLE_BYTES]
+    if sample.startswith(codecs.BOM_UTF8):
+        return len(codecs.BOM_UTF8)
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
+        raise InputError(path, "UTF-16/UTF-32 text (byte order mark), not UTF-8: save the dump as UTF-8")
+    nuls = sample.count(b"\x00")
+    if nuls and nuls * 100 >= len(sample):
+        raise InputError(path, f"{nuls} NUL bytes in the first {len(sample)} bytes: UTF-16/UTF-32 text or a binary "
+                               "file, not a UTF-8 dump")
+    line_feeds = sample.count(b"\n")
+    bare_crs = sample.count(b"\r") - sample.count(b"\r\n")
+    if bare_crs > line_feeds:
+        raise InputError(path, "line breaks are CR only (no LF): convert the dump to LF or CRLF line breaks")
+    cut = sample.rfind(b"\n") + 1 if len(head) > len(sample) else len(sample)  # whole lines only
+    try:
+        sample[:cut or len(sample)].decode("utf-8")
+    except UnicodeDecodeError:
+        bad = sample[:cut or len(sample)].decode("utf-8", errors="replace").count("\ufffd")
+        if bad >= 3 and bad * 100 >= line_feeds + 1:
+            raise InputError(path, f"not UTF-8 ({bad} invalid byte sequences in the first {line_feeds + 1} lines): "
+                                   "Latin-1 / Windows-1252? Save the dump as UTF-8") from None
+    return 0
+
+
+def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None) -> Iterator[bytes]:
+    """Yield the decompressed file in pieces that end on a line break (the last may not).
+
+    gzip is recognised by its magic bytes; the first piece is checked by :func:`check_text_start`
+    (a UTF-8 byte order mark is dropped). A truncated or corrupt gzip stream raises :class:`InputError` naming the file: Python's gzip
+    checks the end-of-stream marker and the CRC, which a plain text reader does not. ``stats``, if
+    given, receives the stored size and md5 once the file is read to its end.
+    """
+    raw, stream = _open(path)
+    try:
+        rest, first = b"", True
+        while True:
+            try:
+                piece = stream.read(chunk_bytes)
+            except EOFError:
+                raise InputError(path, "truncated gzip stream (the file ended before the end-of-stream marker)") from None
+            except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+                raise InputError(path, f"corrupt gzip stream ({type(exc).__name__})") from None
+            if first:
+                skip, first = check_text_start(path, piece), False
+                piece = piece[skip:] if skip else piece
+            if not piece:
+                break
+            data = rest + piece
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut]
+                rest = data[cut:]
+            else:
+                rest = data
+        if rest:
+            yield rest
+        while raw.read(1 << 20):  # gzip may stop before trailing bytes: hash the whole stored file
+            pass
+        if stats is not None:
+            stats.size, stats.md5 = raw.size, raw.hexdigest()
+    finally:
+        stream.close()
+        raw.close()

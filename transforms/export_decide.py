@@ -1,0 +1,178 @@
+"""The second stage of the export: per shard of user IDs, what the platform's audience becomes.
+
+A user ID is what the platform holds, and several profiles may share one (a household's device, an
+address in two CRM records), so the decision is taken per user ID, where all of its pairs meet
+(``CoGroupByKey`` on a stable hash of ``user_id``):
+
+- *desired*: a pair of an eligible targeted profile has it; *withheld* if a non-eligible profile of
+  the extract (opted out, consent unknown, suppressed) has it too: it is never sent;
+- *earlier*: the platform holds it (the earlier state);
+- ``added`` = desired, not withheld, not earlier; ``unchanged`` = desired, not withheld, earlier;
+  ``removed`` = earlier and not (desired and not withheld), with the first :class:`Removal` reason
+  that applies (a withheld user ID takes the blocking profile's reason).
+
+Each user ID gets at most one line: a ``.sync`` line adds (``d_sid=N`` or the key-value) or removes
+(``d_unsid=N``; a key-value audience cannot remove: no line, and the run fails before publishing);
+an ``.overwrite`` line lists the user's full trait list for the data source (this audience's trait
+if it is a member, plus the traits other audiences of the data source hold for it, from their
+export state), a leaver without any trait left gets ``d_unsid=N`` (ignored by overwrite semantics:
+no trait remains) or, for a key-value audience, an empty trait list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.arrow_utils import concat, distinct, plain_array
+from transforms.errors import RunFailed
+from transforms.export_classify import BLOCKED_SCHEMA, EXPORTED_SCHEMA, HELD_SCHEMA, STATUS_REMOVAL
+from transforms.onboarding import LINE_SCHEMA
+from transforms.outcomes import REMOVALS, Metric, Removal, count
+
+REMOVED_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string()), ("reason", pa.string())])
+OTHER_SCHEMA = pa.schema([("user_id", pa.string()), ("trait", pa.string())])
+
+# The second CoGroupByKey's inputs, by name: each a PCollection of ``(user bucket, table)``.
+DESIRED, HELD, BLOCKED, OTHERS = "desired", "held", "blocked", "others"
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the lines say: ``add`` (``d_sid=N`` or the key-value), ``remove`` (``d_unsid=N``, or None
+    for a key-value audience) and whether the files overwrite (full trait lists) or sync."""
+
+    add: str
+    remove: str | None
+    overwrite: bool = False
+
+
+class Decision(NamedTuple):
+    lines: pa.Table  # LINE_SCHEMA: one line per user ID
+    sent: pa.Table  # EXPORTED_SCHEMA: the pairs whose user ID this run sends as a member
+    removed: pa.Table  # REMOVED_SCHEMA: the earlier pairs whose user ID leaves (user_id null when suppressed)
+    state: pa.Table  # EXPORTED_SCHEMA: the pairs the platform holds after this run
+    counts: dict
+
+
+def _mask(values) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _unique(values) -> pa.Array:
+    return pc.unique(plain_array(values)).cast(pa.string())
+
+
+def _removal_codes(removed: pa.Array, blocked: pa.Table, held: pa.Table) -> np.ndarray:
+    """The Removal code of each removed user ID: the first (in :data:`REMOVALS` order) among its held
+    pairs' reasons and the statuses of the non-eligible profiles that have it."""
+    codes = np.full(len(removed), len(REMOVALS), dtype=np.int16)
+    if held.num_rows:
+        first = held.group_by("user_id", use_threads=False).aggregate([("reason", "min")])
+        where = pc.index_in(removed, value_set=first["user_id"].combine_chunks())
+        found = pc.take(first["reason_min"].combine_chunks(), where)
+        codes = np.where(_mask(pc.is_valid(found)), np.nan_to_num(found.to_numpy(zero_copy_only=False).astype(float),
+                                                                  nan=len(REMOVALS)), codes).astype(np.int16)
+    if blocked.num_rows:
+        worst = blocked.group_by("user_id", use_threads=False).aggregate([("status", "max")])
+        where = pc.index_in(removed, value_set=worst["user_id"].combine_chunks())
+        status = pc.take(worst["status_max"].combine_chunks(), where).to_numpy(zero_copy_only=False).astype(float)
+        for code, removal in STATUS_REMOVAL.items():
+            codes[status == code] = np.minimum(codes[status == code], removal.code)
+    if (codes >= len(REMOVALS)).any():
+        raise RunFailed("export: a user ID leaves the audience without a reason (internal check); nothing was published")
+    return codes
+
+
+def _trait_lines(members: pa.Array, leavers: pa.Array, others: pa.Table, traits: Traits) -> pa.Table:
+    """Overwrite lines: each listed user's full, sorted trait list for the data source."""
+    listed = pa.concat_arrays([members, leavers])
+    rows = [pa.table({"user_id": members, "trait": pa.array([traits.add] * len(members), pa.string())}),
+            others.filter(pc.is_in(others["user_id"], value_set=listed))]
+    table = distinct(concat(rows, OTHER_SCHEMA))
+    bare = pc.filter(leavers, pc.invert(pc.is_in(leavers, value_set=_unique(table["user_id"]))))
+    table = concat([table, pa.table({"user_id": bare, "trait": pa.array([traits.remove or ""] * len(bare),
+                                                                       pa.string())})], OTHER_SCHEMA)
+    table = table.sort_by([("user_id", "ascending"), ("trait", "ascending")])
+    grouped = table.group_by("user_id", use_threads=False).aggregate([("trait", "list")])
+    return pa.table({"user_id": grouped["user_id"], "traits": pc.binary_join(grouped["trait_list"], ",")},
+                    schema=LINE_SCHEMA)
+
+
+def _sync_lines(added: pa.Array, removed: pa.Array, traits: Traits) -> pa.Table:
+    parts = [pa.table({"user_id": added, "traits": pa.array([traits.add] * len(added), pa.string())})]
+    if traits.remove is not None:
+        parts.append(pa.table({"user_id": removed, "traits": pa.array([traits.remove] * len(removed), pa.string())}))
+    return concat(parts, LINE_SCHEMA)
+
+
+def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Table, traits: Traits) -> Decision:
+    """One shard of user IDs: see the module's docstring."""
+    wanted = _unique(desired["user_id"])
+    withheld = _mask(pc.is_in(wanted, value_set=_unique(blocked["user_id"])))
+    members = pc.filter(wanted, pa.array(~withheld))
+    earlier = _unique(held["user_id"])
+    was_held = _mask(pc.is_in(members, value_set=earlier))
+    added = pc.filter(members, pa.array(~was_held))
+    removed = pc.filter(earlier, pc.invert(pc.is_in(earlier, value_set=members)))
+    codes = _removal_codes(removed, blocked, held)
+
+    if traits.overwrite:
+        lines = _trait_lines(members, removed, others, traits)
+    else:
+        lines = _sync_lines(added, removed, traits)
+    sent = desired.filter(pc.is_in(desired["user_id"], value_set=members if traits.overwrite else added))
+    state = desired.filter(pc.is_in(desired["user_id"], value_set=members))
+
+    leaving = held.filter(pc.is_in(held["user_id"], value_set=removed))
+    pair_codes = pc.take(pa.array(codes, pa.int16()), pc.index_in(leaving["user_id"], value_set=removed))
+    names = pc.take(pa.array([r.value for r in REMOVALS]), pair_codes)
+    hidden = pc.equal(names, Removal.SUPPRESSED.value)  # a suppressed address's ID is not recorded
+    removed_pairs = pa.table({"profile_id": leaving["profile_id"],
+                              "user_id": pc.if_else(hidden, pa.scalar(None, pa.string()), leaving["user_id"]),
+                              "reason": names}, schema=REMOVED_SCHEMA)
+    by_reason = np.bincount(codes, minlength=len(REMOVALS))
+    counts = {
+        (Metric.DESIRED_USER_IDS, None): len(wanted),
+        (Metric.WITHHELD, None): int(withheld.sum()),
+        (Metric.EARLIER_USER_IDS, None): len(earlier),
+        (Metric.ADDED, None): len(added),
+        (Metric.UNCHANGED, None): int(was_held.sum()),
+        (Metric.AUDIENCE_USER_IDS, None): len(members),
+        (Metric.PAIRS_SENT, None): sent.num_rows,
+        (Metric.PAIRS_REMOVED, None): removed_pairs.num_rows,
+        (Metric.STATE_PAIRS, None): state.num_rows,
+        **{(Metric.USER_IDS_REMOVED, r.value): int(by_reason[r.code]) for r in REMOVALS if by_reason[r.code]},
+    }
+    return Decision(lines, sent.cast(EXPORTED_SCHEMA), removed_pairs, state.cast(EXPORTED_SCHEMA), counts)
+
+
+class DecideShard(beam.DoFn):
+    """One shard ``(user bucket, {DESIRED, HELD, BLOCKED, OTHERS})`` -> lines (main output), the pairs
+    sent (``SENT``), removed (``REMOVED``) and held after this run (``STATE``), and counts
+    (``COUNTS``). A shard with only blocked user IDs gives nothing."""
+
+    COUNTS, SENT, REMOVED, STATE = "counts", "sent", "removed", "state"
+
+    def __init__(self, traits: Traits):
+        self._traits = traits
+
+    def process(self, element):
+        _bucket, grouped = element
+        desired, held = list(grouped[DESIRED]), list(grouped[HELD])
+        if not desired and not held:
+            return
+        decision = decide(concat(desired, EXPORTED_SCHEMA), concat(held, HELD_SCHEMA),
+                          concat(list(grouped[BLOCKED]), BLOCKED_SCHEMA), concat(list(grouped[OTHERS]), OTHER_SCHEMA),
+                          self._traits)
+        for (metric, detail), n in decision.counts.items():
+            yield beam.pvalue.TaggedOutput(self.COUNTS, count(metric, n, detail=detail))
+        for tag, table in ((self.SENT, decision.sent), (self.REMOVED, decision.removed), (self.STATE, decision.state)):
+            if table.num_rows:
+                yield beam.pvalue.TaggedOutput(tag, table)
+        if decision.lines.num_rows:
+            yield decision.lines

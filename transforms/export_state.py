@@ -1,0 +1,212 @@
+"""The export state: what the platform should hold, per data source and audience, after each export.
+
+    ROOT/<data source>/<audience, %-quoted>/v-000001/members/part-*.parquet   (profile_id, user_id)
+    ROOT/<data source>/<audience, %-quoted>/v-000001/_SUCCESS                  manifest, written last
+
+An export with ``--state ROOT`` computes its adds and removals against the audience's current
+version (the highest ``v-N`` with ``_SUCCESS``), writes the pairs the platform holds after it into
+``v-(N+1)/members/`` and, once its own outputs (files, ``report.json``) are published, writes
+``v-(N+1)/_SUCCESS``: the commit point, as for the nightly partitions. A version without
+``_SUCCESS`` (a failed or killed run) is invisible and is cleared by the next run. If a run's output
+is published but its state is not (killed in between), the next run recomputes the same changes
+against the older state and sends them again: the platform applies them idempotently. Versions are
+kept (audit; to fall back, delete the latest ``_SUCCESS``). One export per audience at a time.
+
+``--existing DIR ...`` (previous export outputs) is the hand-passed alternative: the earlier state is
+rebuilt from their ``exported/`` (pairs sent) and ``removed/`` (pairs removed) in run order.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.arrow_utils import bucket_of, split_by_bucket
+from transforms.errors import InputError, RunFailed
+from transforms.publish import SUCCESS
+from transforms.storage import glob, join_path
+
+MEMBERS = "members"
+
+
+def audience_dir(root: str, data_source: str, audience: str) -> str:
+    """``ROOT/<data source>/<audience>``; the name is %-quoted (spaces, glob characters, ``/``)."""
+    return join_path(root, data_source, quote(audience, safe=""))
+
+
+def version_dir(folder: str, number: int) -> str:
+    return join_path(folder, f"v-{number:06d}")
+
+
+def read_json(path: str) -> dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+@dataclass(frozen=True)
+class StateVersion:
+    number: int
+    path: str
+    manifest: dict
+
+    @property
+    def members(self) -> str:
+        return join_path(self.path, MEMBERS, "*.parquet")
+
+
+def committed_versions(folder: str) -> list[StateVersion]:
+    """The committed versions of one audience, oldest first."""
+    found = []
+    for path in glob(join_path(folder, "v-*", SUCCESS), missing_ok=True):
+        name = posixpath.basename(posixpath.dirname(path))
+        try:
+            number = int(name.removeprefix("v-"))
+        except ValueError:
+            continue
+        found.append(StateVersion(number, posixpath.dirname(path), read_json(path)))
+    return sorted(found, key=lambda v: v.number)
+
+
+def current_version(folder: str) -> StateVersion | None:
+    versions = committed_versions(folder)
+    return versions[-1] if versions else None
+
+
+@dataclass(frozen=True)
+class EarlierRun:
+    """Parquet parts of one earlier run: the pairs it left on the platform (``exported``) and those
+    it removed (``removed``, optional). ``replaces``: its exported pairs are the whole audience."""
+
+    exported: str
+    removed: str | None = None
+    replaces: bool = False
+
+
+@dataclass(frozen=True)
+class ExportState:
+    """What the launcher resolved about the earlier state and where this run's state goes."""
+
+    runs: tuple[EarlierRun, ...] = ()
+    others: tuple[tuple[str, str], ...] = ()  # (segment, members glob) of the data source's other audiences
+    root: str | None = None
+    folder: str | None = None  # the audience's state folder (--state)
+    previous: int | None = None  # the version read (None: no state yet)
+    expected_pairs: int | None = None  # that version's pair count, checked against what was read
+    existing: tuple[str, ...] = ()  # --existing folders, as given
+
+    @property
+    def replaces(self) -> tuple[bool, ...]:
+        return tuple(run.replaces for run in self.runs)
+
+    @property
+    def version(self) -> int | None:
+        """The version this run commits (None without --state)."""
+        return None if self.folder is None else (self.previous or 0) + 1
+
+    @property
+    def version_dir(self) -> str | None:
+        return None if self.folder is None else version_dir(self.folder, self.version)
+
+    def earlier_parts(self) -> list[tuple[int, bool, str]]:
+        """``(run, removed, glob)`` of every earlier part, for :class:`transforms.export_classify.ReadEarlierPart`."""
+        out = []
+        for k, run in enumerate(self.runs):
+            out.append((k, False, run.exported))
+            if run.removed:
+                out.append((k, True, run.removed))
+        return out
+
+
+def state_for(root: str, spec, problems: list[str]) -> ExportState:
+    """The ``--state ROOT`` of one export (``spec``: :class:`transforms.export.ExportSpec`); appends
+    to ``problems`` why it cannot serve."""
+    ds = spec.data_source
+    folder = audience_dir(root, ds.name, spec.audience)
+    current = current_version(folder)
+    runs, expected = (), None
+    if current is not None:
+        m = current.manifest
+        if (m.get("dpid"), m.get("target_dpid")) != (ds.dpid, ds.target_dpid):
+            problems.append(f"--state: audience '{spec.audience}' was exported through dpid {m.get('dpid')} "
+                            f"(target {m.get('target_dpid')}), data source '{ds.name}' is now dpid {ds.dpid} "
+                            f"(target {ds.target_dpid}): its user IDs are not comparable")
+        if m.get("segment") != spec.trait and spec.mode == "sync":
+            problems.append(f"--state: audience '{spec.audience}' was exported as {m.get('segment')}, this run "
+                            f"sends {spec.trait}: a .sync file cannot move members from one to the other; "
+                            "use --mode overwrite (or another audience name)")
+        runs, expected = (EarlierRun(current.members, None, True),), int(m.get("pairs", 0))
+    others = []
+    if spec.mode == "overwrite":
+        for path in sorted({posixpath.dirname(posixpath.dirname(p))
+                            for p in glob(join_path(root, ds.name, "*", "v-*", SUCCESS), missing_ok=True)}):
+            if path.rstrip("/") != folder.rstrip("/"):
+                other = current_version(path)
+                if other is not None:
+                    others.append((other.manifest["segment"], other.members))
+    return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
+                       previous=None if current is None else current.number, expected_pairs=expected)
+
+
+def existing_state(folders: list[str], reports: list[dict]) -> ExportState:
+    """The earlier state rebuilt from previous export outputs, applied oldest first (run date, then
+    the order given); an overwrite run's ``exported/`` is the whole audience."""
+    order = sorted(range(len(folders)), key=lambda i: (reports[i].get("run_date", ""), i))
+    runs = []
+    for i in order:
+        removed = join_path(folders[i], "removed", "*.parquet")
+        runs.append(EarlierRun(join_path(folders[i], "exported", "*.parquet"),
+                               removed if glob(removed, missing_ok=True) else None,
+                               reports[i].get("mode") == "overwrite"))
+    return ExportState(runs=tuple(runs), existing=tuple(folders))
+
+
+def ensure_not_moved(state: ExportState) -> None:
+    """Fail (before anything is published) when another export committed this audience's state
+    since this run read it: its changes would be computed against a stale state."""
+    if state.folder is None:
+        return
+    current = current_version(state.folder)
+    if (None if current is None else current.number) != state.previous:
+        raise RunFailed(f"--state: another export committed audience state {state.folder} while this run "
+                        "computed its changes; rerun. Nothing was published")
+
+
+def commit_state(state: ExportState, manifest: dict) -> None:
+    """Write the version's ``_SUCCESS`` manifest: from now on it is the audience's current state."""
+    ensure_not_moved(state)
+    doc = {**manifest, "version": state.version, "previous": state.previous}
+    with FileSystems.create(join_path(state.version_dir, SUCCESS), mime_type="application/json") as sink:
+        sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+
+
+def match_parts(element):
+    """``(key..., glob)`` -> ``(key..., path)`` per Parquet part (none is fine: an empty state)."""
+    *key, pattern = element
+    for path in glob(pattern, missing_ok=True):
+        yield (*key, path)
+
+
+class ReadOtherAudience(beam.DoFn):
+    """``(segment, path)``: a part of another audience's current state -> ``(user bucket, (user_id,
+    trait))`` tables (what an overwrite line must keep for those users)."""
+
+    def __init__(self, buckets: int):
+        self._buckets = buckets
+
+    def process(self, element):
+        trait, path = element
+        try:
+            with FileSystems.open(path) as handle:
+                ids = pq.read_table(handle, columns=["user_id"])["user_id"].combine_chunks()
+        except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
+            raise InputError(path, f"cannot read the export state ({type(exc).__name__})") from None
+        ids = pc.unique(ids.cast(pa.string()))
+        table = pa.table({"user_id": ids, "trait": pa.array([trait] * len(ids), pa.string())})
+        yield from split_by_bucket(table, bucket_of(table["user_id"], self._buckets))

@@ -1,0 +1,75 @@
+"""Where a record of a profile extract is, for error messages that name a line (never its content).
+
+Arrow's readers count records, not lines. These helpers re-read the file, only when an error is
+being reported, and map a record's index to the line it starts on: CSV (the header and blank lines
+counted, quoted fields spanning lines followed, as Arrow reads them) and JSONL (blank lines
+counted; Arrow skips them).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+
+def csv_line_of_row(path: str, row: int) -> int | None:
+    """The line (from 1) where data record ``row`` (from 0, the header not counted) starts."""
+    with FileSystems.open(path) as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text)
+        previous_end, seen_header, index = 0, False, 0
+        for record in reader:
+            start = previous_end + 1
+            previous_end = reader.line_num
+            if not record:  # a blank line: Arrow skips it
+                continue
+            if not seen_header:
+                seen_header = True
+                continue
+            if index == row:
+                return start
+            index += 1
+    return None
+
+
+def jsonl_line_of_row(path: str, row: int) -> int | None:
+    """The line (from 1) of JSON record ``row`` (from 0; blank lines are not records)."""
+    with FileSystems.open(path) as handle:
+        index = 0
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            if index == row:
+                return number
+            index += 1
+    return None
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
+
+
+def first_json_type_change(data: bytes) -> tuple[int, str, str] | None:
+    """``(line, column, "a X where earlier records have a Y")`` for the first record whose value for
+    a key has another JSON type than in earlier records (nulls aside), which Arrow refuses."""
+    seen: dict[str, str] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            continue
+        for column, value in record.items():
+            if value is None:
+                continue
+            kind = _json_kind(value)
+            earlier = seen.setdefault(column, kind)
+            if earlier != kind:
+                return number, column, f"a {kind} where earlier records have a {earlier}"
+    return None

@@ -1,0 +1,207 @@
+"""Is the CBC IV right? A check of the decrypted IDs' first block, before anything is published.
+
+AES-CBC with a wrong IV still decrypts, and its padding stays valid: only the first 16 bytes of every
+plaintext change, each XORed with the same byte ``d_j = IV_used[j] ^ IV_true[j]``. A one-bit error
+turns ``user@gmail.com`` into ``user@gmail.bom``: a valid address, in the file audience, silently.
+
+What gives it away is that the damage is the same for every record. Per chunk, :func:`dump_keys`
+histograms the first 16 bytes of the decrypted plaintexts and of their normalized join keys
+(:class:`FirstBlocks`, 16 positions x 256 byte values, numpy over the buffers: about 0.1 s of CPU per
+million IDs each); :class:`~transforms.join_inputs.KeyProfiles` histograms the profiles' normalized
+keys. :class:`CheckIVs` sums them per data source and fails the run when a position looks XORed:
+
+1. :func:`implausible_positions` (needs no profile): enough bytes at ``j`` are implausible for the
+   channel as they are (email: letters, digits, ``. _ + - @``, space; sms: digits, ``+``, space,
+   ``- ( ) .``), and undoing some XOR ``d != 0`` makes nearly all of them plausible.
+2. :func:`shifted_positions` (against the profiles): with some XOR ``d != 0`` undone, the dump's byte
+   distribution at ``j`` shares much more with the profiles' than as it is. This sees a flip that
+   keeps letters letters where most addresses share their first letters (``user...`` -> ``tser...``).
+
+With the right IV neither trips: real addresses' odd bytes (an apostrophe, an accent) are explained by
+no single XOR, which would spoil many good bytes, and a dump shares its byte distributions with the
+profiles best as it is (tests/test_iv_check.py: realistic addresses, odd ones, phones, the generator's
+data; the generator's 1M-line job too, by hand). Bit 7 makes plaintexts invalid UTF-8, and a flip in
+the padding of short plaintexts breaks it: both count toward ``max_decrypt_failure_ratio``. What
+nothing can see: a flip that maps every byte at a position onto another plausible byte with the same
+distribution (bit 0 on uniformly random digits: other valid numbers). Bit 0x20 on a position holding
+only letters changes their case, which normalization undoes: the answer is right, nothing trips.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from transforms.arrow_utils import string_buffers
+from transforms.cbc_kernel import BLOCK
+from transforms.config import JobConfig
+from transforms.errors import RunFailed
+from transforms.outcomes import Metric, count
+
+# Thresholds of garbled_positions (see the module docstring; tests/test_iv_check.py holds the evidence).
+MIN_GARBLED = 2  # implausible bytes at a position, at the least, before it can be called garbled
+MIN_GARBLED_SHARE = 0.005  # ... and at least this share of the bytes seen there
+MAX_RESIDUE = 0.25  # the best other XOR leaves at most this share of them implausible
+MIN_REFERENCE = 100  # test 2: keys with a byte at a position, on each side, before comparing
+MIN_SHIFTED_OVERLAP = 0.6  # test 2: the dump with an XOR undone shares this much with the profiles...
+MIN_OVERLAP_GAIN = 0.3  # ... and this much more than as it is
+
+_EMAIL = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-@ "
+_SMS = b"0123456789+ -()."
+PLAUSIBLE = {"email": _EMAIL, "sms": _SMS}
+
+
+def _implausible_after_xor(allowed: bytes) -> np.ndarray:
+    """``M[d, b]``: 1 when byte ``b`` XOR ``d`` is not in ``allowed`` (256 x 256)."""
+    ok = np.zeros(256, dtype=bool)
+    ok[np.frombuffer(allowed, dtype=np.uint8)] = True
+    xor = np.arange(256)[:, None] ^ np.arange(256)[None, :]
+    return (~ok[xor]).astype(np.int64)
+
+
+_IMPLAUSIBLE = {channel: _implausible_after_xor(allowed) for channel, allowed in PLAUSIBLE.items()}
+
+
+def empty_histogram() -> np.ndarray:
+    return np.zeros((BLOCK, 256), dtype=np.int64)
+
+
+def first_block_histogram(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``H[j, b]``: how many values (string or binary; nulls skipped) have byte ``b`` at position
+    ``j < 16``. Numpy over the array's buffers: per position, one gather and one bincount (about
+    0.1 s of CPU per million values)."""
+    if isinstance(values, pa.ChunkedArray):
+        return sum((first_block_histogram(c) for c in values.chunks), empty_histogram())
+    histogram = empty_histogram()
+    if len(values) == 0:
+        return histogram
+    if values.type in (pa.large_string(), pa.large_binary()):
+        values = values.cast(pa.binary() if values.type == pa.large_binary() else pa.string())
+    offsets, data = string_buffers(values)
+    starts = offsets[:-1].astype(np.int64) - offsets[0]
+    lengths = np.diff(offsets)
+    if values.null_count:
+        lengths = np.where(values.is_valid().to_numpy(zero_copy_only=False), lengths, 0)
+    for j in range(BLOCK):
+        rows = np.flatnonzero(lengths > j)
+        if not rows.size:
+            break
+        histogram[j] = np.bincount(data[starts[rows] + j], minlength=256)
+    return histogram
+
+
+def implausible_positions(plaintexts: np.ndarray, channel: str) -> list[int]:
+    """Test 1, on the raw plaintexts' histogram: positions where enough bytes are implausible for the
+    channel as they are, and some XOR ``d != 0`` makes nearly all of them plausible."""
+    implausible = plaintexts @ _IMPLAUSIBLE[channel].T  # [j, d]: implausible bytes at j after XOR d
+    seen = plaintexts.sum(axis=1)
+    as_is = implausible[:, 0]
+    best_other = implausible[:, 1:].min(axis=1)
+    enough = (as_is >= MIN_GARBLED) & (as_is >= MIN_GARBLED_SHARE * seen)
+    explained = best_other <= MAX_RESIDUE * as_is
+    return np.flatnonzero(enough & explained).tolist()
+
+
+_XOR = np.arange(256)[:, None] ^ np.arange(256)[None, :]  # [d, b] -> b ^ d
+
+
+def shifted_positions(keys: np.ndarray, reference: np.ndarray) -> list[int]:
+    """Test 2, on the normalized keys' histograms: positions where the dump's byte distribution,
+    with some XOR ``d != 0`` undone, is much closer to the profiles' than as it is."""
+    flagged = []
+    for j in np.flatnonzero((keys.sum(axis=1) >= MIN_REFERENCE) & (reference.sum(axis=1) >= MIN_REFERENCE)):
+        dump, prof = keys[j] / keys[j].sum(), reference[j] / reference[j].sum()
+        overlap = np.minimum(dump[_XOR], prof[None, :]).sum(axis=1)  # [d]: shared share with XOR d undone
+        best = overlap[1:].max()
+        if best >= MIN_SHIFTED_OVERLAP and best - overlap[0] >= MIN_OVERLAP_GAIN:
+            flagged.append(int(j))
+    return flagged
+
+
+def garbled_positions(plaintexts: np.ndarray, keys: np.ndarray | None, reference: np.ndarray | None,
+                      channel: str) -> list[int]:
+    """Positions (0-15) of the first block that look XORed by a constant: the IV is off there."""
+    found = set(implausible_positions(plaintexts, channel))
+    if keys is not None and reference is not None:
+        found.update(shifted_positions(keys, reference))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------------------
+# In the pipeline: per chunk histograms, summed per data source, checked before publishing
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FirstBlocks:
+    """The first-block histograms of a data source's decrypted IDs: the raw plaintexts (test 1) and
+    their normalized join keys (test 2, against the profiles' keys)."""
+
+    plaintexts: np.ndarray
+    keys: np.ndarray
+
+    @classmethod
+    def of(cls, plaintexts: pa.Array, keys: pa.Array) -> "FirstBlocks":
+        return cls(first_block_histogram(plaintexts), first_block_histogram(keys))
+
+    def __add__(self, other: "FirstBlocks") -> "FirstBlocks":
+        return FirstBlocks(self.plaintexts + other.plaintexts, self.keys + other.keys)
+
+
+class SumHistograms(beam.CombineFn):
+    """Sums :class:`FirstBlocks` (dump side) or plain histograms (profile side)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, value):
+        return value if acc is None else acc + value
+
+    def merge_accumulators(self, accs):
+        merged = None
+        for acc in accs:
+            if acc is not None:
+                merged = acc if merged is None else merged + acc
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+class CheckFirstBlocks(beam.DoFn):
+    """``(data_source, FirstBlocks)`` -> fails the run when the first blocks look garbled (wrong IV),
+    else one count of the plaintexts checked. ``references``: ``{data_source: histogram}`` of the
+    profiles' normalized keys (a side input). Its output joins the run's counts, so the publish step,
+    which waits for every count, runs only after this check."""
+
+    def __init__(self, cfg: JobConfig):
+        self._cfg = cfg
+
+    def process(self, element, references: dict):
+        name, blocks = element
+        ds = self._cfg.data_source(name)
+        positions = garbled_positions(blocks.plaintexts, blocks.keys, references.get(name), ds.channel)
+        if positions:
+            raise RunFailed(
+                f"data source '{name}': decrypted IDs look garbled in their first 16 bytes (byte positions "
+                f"{', '.join(map(str, positions))}): wrong IV? Nothing was published"
+            )
+        yield count(Metric.FIRST_BLOCKS_CHECKED, int(blocks.plaintexts[0].sum()), name)
+
+
+class CheckIVs(beam.PTransform):
+    """``(dump FirstBlocks per chunk, profile key histograms per batch)`` -> the counts of
+    :class:`CheckFirstBlocks`, after summing each side per data source."""
+
+    def __init__(self, cfg: JobConfig):
+        super().__init__()
+        self._cfg = cfg
+
+    def expand(self, sides):
+        dump_side, profile_side = sides
+        references = profile_side | "SumProfileSide" >> beam.CombinePerKey(SumHistograms())
+        return (
+            dump_side
+            | "SumDumpSide" >> beam.CombinePerKey(SumHistograms())
+            | "Check" >> beam.ParDo(CheckFirstBlocks(self._cfg), references=beam.pvalue.AsDict(references))
+        )

@@ -1,0 +1,169 @@
+"""Suppression lists: addresses that must never be shared, whatever a target list or a dump says.
+
+A list (config ``suppression:``) is one or more files of emails or phones, one per line (blank lines
+skipped, ``.gz`` read as gzip), plain or hashed. Both sides are compared the way the data source
+compares addresses: plain entries are normalized with the data source's profile; hashed entries
+must be SHA-256 digests of addresses normalized and encoded under the data source's profile
+(``normalization``, ``digest``) and are compared with the digests of our addresses. An entry that
+is not a valid address or digest fails the run naming the file and line (a typo would otherwise
+silently not suppress anyone); a configured list that matches no file fails the preflight.
+
+Applied to the export (a profile whose email or phone is suppressed is never sent, and removed from
+the platform if it was: :class:`transforms.export_classify.ReadTargetedProfiles`) and to the import's
+file audience (a suppressed address is not written: :class:`SuppressFileAudience`). Nothing here
+logs, counts or reports an entry: only how many there are and how many rows they withheld.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.arrow_utils import plain_array
+from transforms.config import DataSourceConfig, JobConfig, SuppressionList
+from transforms.errors import InputError
+from transforms.normalize import canonical_digests, hash_keys, normalize_keys
+from transforms.outcomes import COUNTS, Metric, count
+from transforms.storage import glob
+
+
+class SuppressionEntries(NamedTuple):
+    """One suppression file as read: its entries (trimmed, non-blank) and their line numbers."""
+
+    path: str
+    kind: str  # email | phone
+    hashed: bool
+    values: pa.Array  # string
+    lines: pa.Array  # int64, from 1
+
+
+def read_suppression_file(path: str, entry: SuppressionList) -> SuppressionEntries:
+    try:
+        with FileSystems.open(path) as handle:  # .gz is decompressed by its extension
+            data = handle.read()
+        text = data.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read the suppression list ({type(exc).__name__})") from None
+    raw = pa.array(text.splitlines(), pa.string())
+    trimmed = pc.utf8_trim_whitespace(raw)
+    keep = pc.greater(pc.utf8_length(trimmed), 0)
+    lines = pa.array(np.arange(1, len(raw) + 1, dtype=np.int64))
+    return SuppressionEntries(path, entry.kind, entry.hashed, pc.filter(trimmed, keep), pc.filter(lines, keep))
+
+
+class ReadSuppressionLists(beam.PTransform):
+    """The config's suppression lists -> one :class:`SuppressionEntries` per file (empty without lists)."""
+
+    def __init__(self, cfg: JobConfig):
+        super().__init__()
+        self._lists = list(cfg.suppression)
+
+    def expand(self, root):
+        return (
+            root
+            | "ListSuppressionLists" >> beam.Create(self._lists)
+            | "ReadSuppressionFiles" >> beam.FlatMap(_read_entries)
+        )
+
+
+def _read_entries(entry: SuppressionList):
+    paths = glob(entry.path, missing_ok=True)
+    if not paths:
+        raise InputError(entry.path, "no suppression list matches")
+    for path in paths:
+        yield read_suppression_file(path, entry)
+
+
+def _first_invalid(valid: pa.Array, lines: pa.Array) -> int | None:
+    bad = np.flatnonzero(~np.asarray(pc.fill_null(valid, False).to_numpy(zero_copy_only=False), dtype=bool))
+    return int(lines[int(bad[0])].as_py()) if len(bad) else None
+
+
+class Suppressor:
+    """The suppression lists compiled for one data source: per kind, the normalized plain entries
+    and the canonical digests. Built on a worker from the side input; never pickled with data."""
+
+    def __init__(self, lists: list[SuppressionEntries], ds: DataSourceConfig):
+        self._ds = ds
+        self.entries = 0
+        plain: dict[str, list] = {"email": [], "phone": []}
+        digests: dict[str, list] = {"email": [], "phone": []}
+        for entries in lists:
+            self.entries += len(entries.values)
+            if entries.hashed:
+                canon, reason = canonical_digests(entries.values, ds.digest_encoding)
+                line = _first_invalid(pc.is_null(reason), entries.lines)
+                if line is not None:
+                    raise InputError(entries.path, f"not a {ds.digest_encoding} SHA-256 digest (data source "
+                                     f"'{ds.name}' hashes with {ds.normalization}/{ds.digest_encoding})", line=line)
+                digests[entries.kind].append(canon)
+            else:
+                normalized, reason = normalize_keys(entries.values, entries.kind, ds.normalization)
+                line = _first_invalid(pc.is_null(reason), entries.lines)
+                if line is not None:
+                    raise InputError(entries.path, f"not a valid {entries.kind}", line=line)
+                plain[entries.kind].append(normalized)
+        self._plain = {k: _unique(v) for k, v in plain.items()}
+        self._digests = {k: _unique(v) for k, v in digests.items()}
+
+    def __bool__(self) -> bool:
+        return any(len(v) for v in (*self._plain.values(), *self._digests.values()))
+
+    def normalized(self, values, kind: str) -> pa.Array:
+        """Raw addresses (a profile column) normalized with the data source's profile (null: invalid)."""
+        normalized, _ = normalize_keys(plain_array(values, text="cast"), kind, self._ds.normalization)
+        return normalized
+
+    def suppressed(self, normalized: pa.Array, kind: str) -> pa.Array:
+        """True where an already normalized address is suppressed (null addresses never are)."""
+        hit = pc.is_in(normalized, value_set=self._plain[kind])
+        if len(self._digests[kind]):
+            hashed = hash_keys(normalized, self._ds.digest_encoding)
+            hit = pc.or_(hit, pc.is_in(hashed, value_set=self._digests[kind]))
+        return pc.fill_null(hit, False)
+
+
+def _unique(arrays: list) -> pa.Array:
+    if not arrays:
+        return pa.array([], pa.string())
+    return pc.unique(pa.chunked_array(arrays, pa.string()).combine_chunks())
+
+
+class SuppressFileAudience(beam.DoFn):
+    """The import's file-audience path: drop the rows (``data_source, segment_id, channel, address``)
+    whose address is suppressed, counting them ``suppressed`` per data source. Elements are tables, or
+    ``(tag, table)`` pairs on the nightly path (tonight's additions and the carried-over state are
+    filtered alike: a newly suppressed address leaves; removals pass as they are)."""
+
+    def __init__(self, cfg: JobConfig, pass_tags: tuple[str, ...] = ()):
+        self._cfg, self._pass_tags = cfg, pass_tags
+
+    def setup(self):
+        self._suppressors: dict[str, Suppressor] = {}
+
+    def process(self, element, lists):
+        tag, table = element if isinstance(element, tuple) else (None, element)
+        if tag in self._pass_tags or not table.num_rows:
+            yield element
+            return
+        keep = np.ones(table.num_rows, dtype=bool)
+        sources = plain_array(table["data_source"], text="cast")
+        for name in pc.unique(sources).to_pylist():
+            ds = self._cfg.data_source(name)
+            suppressor = self._suppressors.get(name)
+            if suppressor is None:
+                suppressor = self._suppressors[name] = Suppressor(lists, ds)
+            rows = np.asarray(pc.equal(sources, name).to_numpy(zero_copy_only=False), dtype=bool)
+            kind = {"email": "email", "sms": "phone"}[ds.channel]
+            addresses = plain_array(table["address"], text="cast")
+            hit = np.asarray(suppressor.suppressed(addresses, kind).to_numpy(zero_copy_only=False), dtype=bool)
+            dropped = rows & hit
+            if dropped.any():
+                keep &= ~dropped
+                yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.SUPPRESSED, int(dropped.sum()), name))
+        kept = table.filter(pa.array(keep)) if not keep.all() else table
+        yield (tag, kept) if tag is not None else kept
