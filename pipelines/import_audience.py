@@ -95,7 +95,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     written = (reconciled, file_audience, rejected)
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
     counts = (result.counts, *suppressed, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
-    published = PublishInputs(parts, counts, result.files, result.controls, result.file_stats) | "Publish" >> PublishRun(
+    published = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis) | "Publish" >> PublishRun(
         cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.check if guard is not None else None
     )
     if key_cache is not None:  # after the outputs: a failed run leaves the cache as it was

@@ -70,6 +70,31 @@ def test_report_counts_match_the_truth_and_add_up(demo_run):
     assert report["profiles_read"] == 300
 
 
+def test_demo_sources_match_as_configured_so_the_diagnosis_finds_nothing(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    entries = report["data_sources"].values()
+    assert all(e["unmatched"] + e["invalid_ids"] + e["file_audience"] for e in entries)  # it had lines to look at
+    assert [e["diagnosis"] for e in entries] == [[] for _ in entries]
+
+
+def test_the_diagnosis_turned_off_changes_no_output(demo_run, demo_copy, tmp_path):
+    first, _ = demo_run
+    config = demo_copy / "job.yaml"
+    config.write_text(config.read_text() + "diagnosis_sample: 0\n")
+    assert run_cli("--config", config, "--output", tmp_path / "off").returncode == 0
+    for output in ("reconciled", "file_audience"):
+        for part in sorted((first / output).iterdir()):
+            assert (tmp_path / "off" / output / part.name).read_bytes() == part.read_bytes(), part
+
+    def lines(folder):  # rejected/ names the dump files, which are in another folder here
+        return sorted((r["data_source"], Path(r["source_file"]).name, r["line"], r["reason"])
+                      for r in pq.read_table(folder / "rejected").to_pylist())
+    assert lines(tmp_path / "off") == lines(first)
+    report = json.loads((tmp_path / "off" / "report.json").read_text())
+    assert all("diagnosis" not in e for e in report["data_sources"].values())  # not diagnosed, rather than nothing found
+
+
 def test_summary_is_printed_without_personal_data(demo_run):
     out, result = demo_run
     lines = result.stdout.splitlines()

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import concat, constant, distinct, explode_list, narrow_dictionary
 from transforms.config import JobConfig
+from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, candidates
 from transforms.dumps import rejected_table
 from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_lists
 from transforms.memory import release_free_memory
@@ -41,6 +42,7 @@ class ShardResult(NamedTuple):
     reconciled: int  # lines that matched a profile
     file_audience_lines: int  # lines that matched no profile, kept in the file audience
     pairs: int  # rows of the join's (distinct line, profile) pair table: what the join materializes
+    unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
 
 
 def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, *values: str) -> pa.Table:
@@ -148,6 +150,7 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         reconciled=dump.num_rows - miss.num_rows,
         file_audience_lines=miss.num_rows if keep_file_audience else 0,
         pairs=pairs.num_rows,
+        unmatched_keys=miss["key"],
     )
 
 
@@ -165,6 +168,7 @@ class JoinShard(PooledDoFn):
     FILE_AUDIENCE = "file_audience"
     REMOVED_MEMBERS = "removed_members"
     FILE_AUDIENCE_REMOVED = "file_audience_removed"
+    UNMATCHED = "unmatched"  # (data source, (sample size, sampled-line candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
@@ -204,6 +208,10 @@ class JoinShard(PooledDoFn):
                 outputs.append(beam.pvalue.TaggedOutput(tag, table))
         if out.members.num_rows:
             outputs.append(out.members)
+        k = self._cfg.sample_size(ds)
+        if k and out.unmatched_keys is not None and len(out.unmatched_keys):
+            reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE
+            outputs.append(beam.pvalue.TaggedOutput(self.UNMATCHED, (name, (k, candidates(out.unmatched_keys, reason, k)))))
         return out.reconciled, outputs
 
     def _emit(self, result: tuple[int, list]) -> list:

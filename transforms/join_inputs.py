@@ -19,6 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
+from transforms.diagnosis_forms import screen_columns, screen_rows
+from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, is_dump_file
 from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
@@ -113,6 +115,7 @@ class ReadDumpFile(PooledDoFn):
     KEY_HASHES = "key_hashes"  # per chunk: (data_source, 64-bit hashes of its keys)
     FILE_STATS = "file_stats"  # per file: (path, FileStats)
     FIRST_BLOCKS = "first_blocks"  # per chunk of an AES-CBC data source: (data_source, FirstBlocks)
+    DIAGNOSABLE = "diagnosable"  # per chunk: (data_source, (sample size, rejected-ID candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
         self._cfg = cfg
@@ -156,7 +159,7 @@ class ReadDumpFile(PooledDoFn):
 
     def _key_chunk(self, name: str, path: str, ds, removals: bool, job: tuple[bytes, int]) -> tuple[int, list]:
         """One chunk -> (its lines, its outputs: counts, rejected tables, key hashes, IV histogram,
-        shards). Runs in the pool."""
+        the diagnosis' rejected-ID candidates, shards). Runs in the pool."""
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
         outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))]
         if rejected.num_rows:
@@ -170,6 +173,10 @@ class ReadDumpFile(PooledDoFn):
             outputs.append(beam.pvalue.TaggedOutput(self.REJECTED, keys.rejected))
         if keys.first_blocks is not None:
             outputs.append(beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, keys.first_blocks)))
+        k = self._cfg.sample_size(ds)
+        sampled = rejected_candidates(parsed, keys.rejected, k)
+        if sampled is not None:
+            outputs.append(beam.pvalue.TaggedOutput(self.DIAGNOSABLE, (name, (k, sampled))))
         if keys.keyed.num_rows:
             hashes = hash64(keys.keyed["key"])
             outputs.append(beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes)))
@@ -217,6 +224,7 @@ class KeyProfiles(PooledDoFn):
 
     CACHE_PARTS = "key_cache_parts"
     FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
+    SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
 
     def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None):
         self._cfg = cfg
@@ -237,9 +245,13 @@ class KeyProfiles(PooledDoFn):
     def process(self, path: str, filters: dict):
         cfg = self._cfg
         writer = self._cache_writer(path)
-        for profiles in read_profiles(path, cfg):
+        diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
+        for profiles in read_profiles(path, cfg, extra=screen_columns(cfg, path) if diagnosis else ()):
             self._rows.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
+            if diagnosis:
+                yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles, first_row))
+                first_row += profiles.num_rows
             entries = self._cached_entries(profiles, writer) if writer is not None else {}
             key_source = functools.partial(self._key_source, profiles, filters, entries)
             sources = cfg.data_sources

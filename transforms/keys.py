@@ -5,8 +5,10 @@ Pure functions over Arrow tables, one rule per data source kind:
 ==================  =====================================  =======================================
 data source         dump side                               profile side
 ==================  =====================================  =======================================
-visitor             the 38-digit ID                         each of the profile's visitor IDs
-declared plain      the ID as is (no ``:``)                 the ``match_on`` value as is
+visitor             the 38-digit ID (zero-padded with       each of the profile's visitor IDs
+                    ``restore_leading_zeros``)
+declared plain      the ID as is (no ``:``; trimmed and     the ``match_on`` value as is (the same
+                    lower-cased with ``ignore_case``)       with ``ignore_case``)
 declared hashed     the digest, canonical form              normalize + SHA-256 of ``match_on``
 declared encrypted  decrypt, then normalize (email/sms)     normalize ``match_on``
   (channel other)   the token as is                         the ``match_on`` value as is
@@ -63,6 +65,18 @@ def _plain_key_reasons(ids: pa.Array) -> np.ndarray:
     return np.where(bad, Reason.INVALID_DECLARED_ID, None)
 
 
+def restore_leading_zeros(ids: pa.Array) -> pa.Array:
+    """Visitor IDs that lost their leading zeros upstream (stored as a number): all-digit IDs of
+    fewer than 38 digits, zero-padded to 38. Other IDs are left as they are."""
+    short = pc.fill_null(pc.match_substring_regex(ids, r"^[0-9]{1,37}$"), False)
+    return pc.if_else(short, pc.utf8_lpad(ids, 38, "0"), ids)
+
+
+def fold_case(ids: pa.Array) -> pa.Array:
+    """Plain declared IDs compared loosely (``ignore_case``): trimmed and lower-cased."""
+    return pc.utf8_lower(pc.utf8_trim_whitespace(ids))
+
+
 class DumpKeys(NamedTuple):
     """What :func:`dump_keys` gives for a table of parsed lines."""
 
@@ -77,10 +91,10 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
     ids = parsed["id"].combine_chunks() if isinstance(parsed["id"], pa.ChunkedArray) else parsed["id"]
     first_blocks = None
     if ds.id_type == "visitor":
-        keys = ids
-        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(ids, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
+        keys = restore_leading_zeros(ids) if ds.restore_leading_zeros else ids
+        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(keys, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
     elif ds.declared == "hashed":
-        keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding)
+        keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding, ds.hash_algorithm)
         reasons = np.array(reason_arr.to_pylist(), dtype=object) if reason_arr.null_count < len(reason_arr) else np.full(len(ids), None, dtype=object)
     elif ds.decrypts:
         plain, dec_reasons = decryptor.decrypt(ids)
@@ -91,8 +105,8 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         if ds.encryption.algorithm == "aes-cbc":
             first_blocks = FirstBlocks.of(plain, keys.filter(pa.array(reasons == None)))  # noqa: E711
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)
-        keys = ids
-        reasons = _plain_key_reasons(ids)
+        keys = fold_case(ids) if ds.ignore_case else ids
+        reasons = _plain_key_reasons(keys)
     good = pa.array(reasons == None)  # noqa: E711
     keyed = pa.table(
         {
@@ -109,13 +123,13 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
 
 def join_keys(keys: pa.Array, ds: DataSourceConfig) -> pa.BinaryArray:
     """Valid text keys (both sides' form after validation) -> the binary join key: a visitor ID's
-    38 digits packed into 19 bytes, a digest's 32 raw bytes, anything else its UTF-8 bytes. One
+    38 digits packed into 19 bytes, a digest's raw bytes (32 for SHA-256), anything else its UTF-8 bytes. One
     text key gives one binary key and back, so matching on either is the same."""
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     if ds.id_type == "visitor":
         return pack_visitor_ids(keys)
     if ds.declared == "hashed":
-        return normalize.decode_digests(keys, ds.digest_encoding)
+        return normalize.decode_digests(keys, ds.digest_encoding, ds.hash_algorithm)
     return keys.cast(pa.binary())
 
 
@@ -163,7 +177,7 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
         if ds.declared == "hashed":
             keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding,
-                                                         cfg.region_for(ds))
+                                                         cfg.region_for(ds), ds.hash_algorithm)
         else:
             keys, reasons = _declared_keys(values, ds, cfg)
         ok = pc.is_null(reasons)
@@ -174,10 +188,11 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
 
 def _declared_keys(values, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Array, pa.Array]:
     """(keys, reasons) of declared (not hashed) profile values: normalized for decrypting sources,
-    as they are otherwise."""
+    as they are (or folded, ``ignore_case``) otherwise."""
     if ds.decrypts:
         return normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
     keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    keys = fold_case(keys) if ds.ignore_case else keys
     return keys, pa.array(_plain_key_reasons(keys), pa.string())
 
 
@@ -202,7 +217,7 @@ def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -
         keys, reasons = _declared_keys(values, ds, cfg)
     ok = pc.is_null(reasons)
     valid = pc.filter(keys, ok)
-    return _with_nulls(ok, normalize.sha256_digests(valid) if ds.declared == "hashed" else valid.cast(pa.binary()))
+    return _with_nulls(ok, normalize.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()))
 
 
 def _with_nulls(ok: pa.BooleanArray, valid: pa.Array) -> pa.Array:

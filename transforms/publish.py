@@ -248,12 +248,12 @@ class _Publish(beam.DoFn):
         self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
         self._check = spec.check
 
-    def process(self, _, parts, counts, files, controls, file_stats):
+    def process(self, _, parts, counts, files, controls, file_stats, diagnosis):
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
             by_source.setdefault(name, []).append(self._file_entry(name, path))
-        report = build_report(self._cfg, Counts(counts), by_source, self._run_date)
+        report = build_report(self._cfg, Counts(counts), by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
         if self._check is not None:
             self._check(report, self._cfg, files, file_stats)
@@ -277,6 +277,7 @@ class PublishInputs(NamedTuple):
     files: beam.PCollection  # (data_source, dump path)
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
+    diagnosis: beam.PCollection  # (data_source, [finding]) from the mismatch diagnosis
 
 
 class PublishRun(beam.PTransform):
@@ -302,5 +303,6 @@ class PublishRun(beam.PTransform):
                 beam.pvalue.AsList(inputs.files),
                 beam.pvalue.AsList(inputs.controls),
                 beam.pvalue.AsList(inputs.file_stats),
+                beam.pvalue.AsList(inputs.diagnosis),
             )
         )
