@@ -16,10 +16,12 @@ from datetime import date, datetime, timezone
 import apache_beam as beam
 
 from pipelines import launch
+from pipelines.options import split_dump_bytes
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.incremental import REMOVE, NightGuard, PreviousState, merge_state
 from transforms.join import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA
+from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import COUNTS, Metric
 from transforms.preflight import check_inputs
 from transforms.publish import ADD, REPORT, PublishInputs, PublishRun, WriteParts, join_path
@@ -39,20 +41,24 @@ def parse_args(argv):
     parser.add_argument("--config", required=True, help="job YAML (local path or gs://)")
     parser.add_argument("--output", required=True, help="output folder (local path or gs://)")
     launch.add_run_date(parser, "the clock for AES-GCM key validity")
+    parser.add_argument("--key-cache", metavar="DIR", help="reuse the profile keys of unchanged profiles from DIR "
+                        "(local or gs://), and save this run's there once it is published (README: Performance)")
     return parser.parse_known_args(argv)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date,
                    previous: str | None = None, incremental: bool = False, manifest: dict | None = None,
-                   guard: NightGuard | None = None) -> None:
+                   guard: NightGuard | None = None, key_cache: KeyCacheDirs | None = None) -> None:
     """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs.
 
     ``incremental`` (the nightly job): ``iter`` dumps' removals apply, and each audience is the
     ``previous`` partition's state updated with tonight's lines (``full`` dumps replace it);
     ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``; ``guard``: the
-    night's shrink checks, run before anything is published."""
+    night's shrink checks, run before anything is published; ``key_cache``: profile keys reused
+    from (and, once published, saved to) a key cache (:mod:`transforms.key_cache`)."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
-    result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental)
+    result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental, key_cache=key_cache,
+                                                   split_bytes=split_dump_bytes(cfg, p.options))
 
     def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False):
         """Tonight's rows of one output; with ``incremental``, merged with the previous state
@@ -89,9 +95,11 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     written = (reconciled, file_audience, rejected)
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
     counts = (result.counts, *suppressed, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
-    _ = PublishInputs(parts, counts, result.files, result.controls, result.file_stats) | "Publish" >> PublishRun(
+    published = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis) | "Publish" >> PublishRun(
         cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.check if guard is not None else None
     )
+    if key_cache is not None:  # after the outputs: a failed run leaves the cache as it was
+        _ = published | "PublishKeyCache" >> beam.ParDo(PublishKeyCache(key_cache), beam.pvalue.AsList(result.key_cache_parts))
 
 
 def suppress(p: beam.Pipeline, cfg: JobConfig, tables: beam.PCollection):
@@ -117,8 +125,10 @@ def run(argv=None) -> dict:
     job = launch.start(known.config, beam_args, check_inputs)
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)
-    return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT),
-                               lambda p: build_pipeline(p, job.cfg, output, run_dir, run_date))
+    key_cache = cache_dirs(known.key_cache, run_dir) if known.key_cache else None
+    with staged(key_cache):
+        return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT),
+                                   lambda p: build_pipeline(p, job.cfg, output, run_dir, run_date, key_cache=key_cache))
 
 
 def main(argv=None) -> int:

@@ -35,10 +35,11 @@ from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.incremental import NightGuard, check_sync_modes
+from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
 from pipelines.options import only_stages
 from transforms.publish import REPORT, SUCCESS, join_path
-from transforms.publish_journal import hold_output, remove_run_dir
+from transforms.publish_journal import clean_leftovers, hold_output, remove_run_dir
 from transforms.report_pages import write_nightly_page
 from transforms.storage import glob
 from transforms.summary import import_table
@@ -68,7 +69,12 @@ def parse_args(argv):
     parser.add_argument("--allow-shrink", action="store_true",
                         help="publish even when a data source's audience shrinks by more than max_shrink against the "
                         "previous night, a full dump is empty, or a data source left the config (its rows are dropped)")
+    parser.add_argument("--no-key-cache", dest="key_cache", action="store_false",
+                        help="compute every profile key (default: reuse unchanged profiles' keys from ROOT/_key_cache)")
     return parser.parse_known_args(argv)
+
+
+KEY_CACHE = "_key_cache"  # ROOT/_key_cache: the profile-key cache (transforms.key_cache)
 
 
 def partition_name(day: date) -> str:
@@ -114,7 +120,7 @@ def code_version() -> str:
 
 
 def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions,
-              allow_shrink: bool = False) -> dict:
+              allow_shrink: bool = False, key_cache: bool = True) -> dict:
     target = partition(root, day)
     success = join_path(target, SUCCESS)
     if FileSystems.exists(success) and not force:
@@ -135,8 +141,11 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     }
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
-    report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
-        p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest, guard=guard), held=True)
+    cache = cache_dirs(join_path(root, KEY_CACHE), run_dir) if key_cache else None
+    with staged(cache):
+        report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
+            p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest, guard=guard,
+            key_cache=cache), held=True)
     if report.get("status") == launch.STAGED:
         return {"date": day.isoformat(), "status": launch.STAGED}
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
@@ -157,9 +166,12 @@ def run(argv=None) -> list[dict]:
     # One nightly run per root at a time (nights build on each other): the lock is the root's.
     with contextlib.nullcontext() if only_stages(job.options) else hold_output(
             root, "nightly", job.options, partitions="dt=*", staging=STAGING):
+        if not only_stages(job.options):  # parts staged by killed runs (the lock says none is live)
+            clean_leftovers(join_path(root, KEY_CACHE, INCOMING), prefix="")
         try:
             for day in days:
-                result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink)
+                result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink,
+                                   known.key_cache)
                 for line in summary_lines([result]):
                     LOG.info(line)
                 results.append(result)

@@ -70,3 +70,21 @@ def keep_elements_out_of_logs() -> None:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO or logger.level < logging.INFO:
             logger.setLevel(logging.INFO)
+
+
+SPLIT_DUMP_BYTES = 256 << 20  # distributed runners: dumps stored in this much or more are split
+
+
+def split_dump_bytes(cfg, options: PipelineOptions) -> int | None:
+    """From what stored size a dump's decompressed chunks are spread over workers: the config's
+    ``split_dump_bytes``, else 256 MiB on a runner with several workers, else never (the local
+    runner's one process keys a file's chunks in its thread pool anyway, and a split file's text
+    would be held in memory between the two steps). README "Performance" has the measurements."""
+    if cfg.split_dump_bytes is not None:
+        return cfg.split_dump_bytes
+    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    direct = options.view_as(DirectOptions)
+    local_one = runner in ("", LOCAL_RUNNER, "DirectRunner") and (direct.direct_num_workers or 1) <= 1
+    return None if local_one else SPLIT_DUMP_BYTES

@@ -1,26 +1,41 @@
-"""Benchmark: `audience-sync import` end to end against a DuckDB baseline, in one run of this script.
+"""Benchmark: `audience-sync import` / `nightly` end to end against a DuckDB baseline, in one run of this script.
 
-    python scripts/bench.py                       # 1M and 10M dump lines (as many profiles)
-    python scripts/bench.py --sizes 200000 --runners BundleBasedDirectRunner,FnApiRunner:in_memory,FnApiRunner:multi_processing
+    python scripts/bench.py                                    # every scenario at 1M and 10M dump lines
+    python scripts/bench.py --scenarios single --sizes 1000000 # one scenario, one size
+    python scripts/bench.py --scenarios nightly --sizes 1000000 --repeat 3
 
-For each size it generates a job with the project's generator (profiles with emails, phones and
-visitor IDs; dumps with visitor, hashed, plain and encrypted declared IDs, bad lines and unknown IDs),
-then times, each in a fresh process: our import on the local runner (read, normalize, hash, decrypt,
-join, write Parquet, report) and `scripts/baseline_duckdb.py` (same memberships, same files). It
-checks that both produced the same membership set, runs our import a second time to check the outputs
-are byte-identical, and prints wall times, the ratio ours / baseline, lines/s and peak RSS. Timings
-are only printed, never asserted; the ratio is what to compare across machines.
+Scenarios (each generated with the project's generator, as many profiles as dump lines, seed 42):
+
+* ``split``: the generator's layout, 1-2 files per data source; five data sources with equal shares
+  (visitor IDs, adobe-hashed emails, uid2-hashed phones, plain CRM ids, AES-CBC encrypted emails).
+* ``single``: the same data, each data source delivered as **one** file.
+* ``encrypted``: one file per data source and **a third** of the lines AES-CBC encrypted emails.
+* ``nightly``: two nights of ``audience-sync nightly`` (key cache on, its default) with full dumps of
+  ``--nightly-lines`` x size lines each; night 2's extract has 2% of the profiles changed (new
+  values, a quarter of them new profile ids). Timed: night 1 and night 2; the baseline runs on night
+  2's data; ``nightly-nocache`` is the same with ``--no-key-cache``.
+
+Each timed run is a fresh process. Ours and the baseline (`scripts/baseline_duckdb.py`: DuckDB, 2
+threads, the same rules in SQL, AES-CBC with our vectorized decryptor) alternate ``--repeat`` times
+(ours, baseline, ours, baseline, ...) so that load on a shared machine hits both alike; the table
+shows medians, the largest peak RSS, and CPU seconds (user + system, less sensitive to load than
+wall time). The script checks that ours and the baseline give the same membership set and that our
+repeated runs give byte-identical outputs. Timings are printed, never asserted; the ratio is what
+to compare across machines. The table at the end is markdown, ready for the README.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,22 +44,50 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from generate_data import generate  # noqa: E402
+from generate_data import SOURCES, config_text, generate  # noqa: E402
+
+ENCRYPTED = "web-encrypted-emails"
+NIGHTS = ("2026-11-22", "2026-11-23")
+CHANGED = 0.02
+SCENARIOS = {
+    "split": {},
+    "single": {"parts": 1},
+    "encrypted": {"parts": 1, "shares": {name: 2.0 if name == ENCRYPTED else 1.0 for name, *_ in SOURCES}},
+    "nightly": {},
+    "nightly-nocache": {},
+}
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd`` in a fresh process; return (wall seconds, its peak RSS in GiB, stdout)."""
+@dataclass
+class Run:
+    wall: float
+    cpu: float  # user + system seconds of the process and its children
+    rss: float  # peak RSS, GiB
+
+
+@dataclass
+class Result:
+    scenario: str
+    size: int
+    lines: int
+    ours: list[Run] = field(default_factory=list)
+    night1: list[Run] = field(default_factory=list)
+    baseline: list[Run] = field(default_factory=list)
+    same_members: bool = True
+    identical: bool | None = None
+
+
+def timed(cmd: list[str]) -> Run:
+    """Run ``cmd`` in a fresh process; its wall time, CPU time and peak RSS."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)  # reaps the child and returns its own rusage
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode:
+        if os.waitstatus_to_exitcode(status):
+            err.seek(0)
             raise SystemExit(f"failed: {' '.join(cmd)}\n{err.read().decode()[-2000:]}")
-        return wall, usage.ru_maxrss / 1024 / 1024, out.read().decode()
+        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024 / 1024)
 
 
 def runner_flags(spec: str) -> list[str]:
@@ -71,66 +114,132 @@ def digest_tree(folder: Path) -> str:
     return h.hexdigest()
 
 
+def make_data(work: Path, scenario: str, size: int, nightly_lines: float) -> tuple[Path, int]:
+    """Generate (once, kept in ``work``) the scenario's data; returns (folder, dump lines a run reads)."""
+    if scenario.startswith("nightly"):
+        folder, lines = work / f"nightly-{size}", int(size * nightly_lines)
+        for day, changed in zip(NIGHTS, (0.0, CHANGED)):
+            night = folder / day.replace("-", "")
+            if not (night / "job.yaml").exists():
+                _generate(night, size, lines, changed=changed)
+        text = config_text("'{date:%Y%m%d}/profiles.parquet'")
+        text = re.sub(r"segments: segments/(\S+)", r"segments: '{date:%Y%m%d}/segments/\1'", text)
+        (folder / "job.yaml").write_text(text.replace("file:keys/", f"file:{NIGHTS[0].replace('-', '')}/keys/"))
+        return folder, lines
+    folder = work / f"data-{scenario}-{size}"
+    if not (folder / "job.yaml").exists():
+        _generate(folder, size, size, **SCENARIOS[scenario])
+    return folder, size
+
+
+def _generate(folder: Path, profiles: int, lines: int, **kwargs) -> None:
+    t = time.perf_counter()
+    generate(folder, n_profiles=profiles, n_lines=lines, seed=42, **kwargs)
+    print(f"generated {folder.name} in {time.perf_counter() - t:.1f}s", flush=True)
+
+
+def run_scenario(work: Path, scenario: str, size: int, repeat: int, flags: list[str], nightly_lines: float) -> Result:
+    data, lines = make_data(work, scenario, size, nightly_lines)
+    result = Result(scenario, size, lines)
+    nightly = scenario.startswith("nightly")
+    base_data = data / NIGHTS[1].replace("-", "") if nightly else data
+    outs = []
+    for attempt in range(repeat):
+        out = work / f"ours-{scenario}-{size}-{attempt}"
+        shutil.rmtree(out, ignore_errors=True)
+        if nightly:
+            cmd = [sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(data / "job.yaml"), "--root", str(out),
+                   *(["--no-key-cache"] if scenario == "nightly-nocache" else []), *flags]
+            result.night1.append(timed([*cmd, "--date", NIGHTS[0]]))
+            result.ours.append(timed([*cmd, "--date", NIGHTS[1]]))
+            outs.append(out / f"dt={NIGHTS[1]}")
+        else:
+            result.ours.append(timed([sys.executable, "-m", "pipelines.cli", "import", "--config", str(data / "job.yaml"),
+                                      "--output", str(out), "--run-date", "2026-11-23", *flags]))
+            outs.append(out)
+        base_out = work / f"baseline-{scenario}-{size}.parquet"
+        result.baseline.append(timed([sys.executable, "scripts/baseline_duckdb.py", "--data", str(base_data), "--out", str(base_out)]))
+        print(f"[{scenario} {size:,}] run {attempt + 1}: ours {result.ours[-1].wall:.1f}s"
+              + (f" (night 1 {result.night1[-1].wall:.1f}s)" if nightly else "")
+              + f", baseline {result.baseline[-1].wall:.1f}s, load {os.getloadavg()[0]:.1f}", flush=True)
+        if attempt == 0:
+            result.same_members = sorted_memberships(outs[0] / "reconciled").equals(sorted_memberships(base_out))
+        else:
+            same = digest_tree(outs[-1]) == digest_tree(outs[0])
+            result.identical = same and result.identical is not False
+            shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work / f"ours-{scenario}-{size}-0", ignore_errors=True)
+    return result
+
+
+def median(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs)
+
+
+def table(results: list[Result]) -> list[str]:
+    rows = [
+        "| scenario | dump lines | ours (s) | DuckDB baseline (s) | ratio | CPU ratio | ours lines/s "
+        "| peak RSS ours / baseline (GiB) | night 2 / night 1 | same memberships | repeat identical |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        ours, base = median(r.ours, "wall"), median(r.baseline, "wall")
+        cpu = median(r.ours, "cpu") / median(r.baseline, "cpu")
+        rss = max(x.rss for x in r.ours + r.night1)
+        nights = f"{ours / median(r.night1, 'wall'):.2f}" if r.night1 else "-"
+        same = "yes" if r.same_members else "NO"
+        identical = "-" if r.identical is None else "yes" if r.identical else "NO"
+        rows.append(f"| {r.scenario} | {r.lines:,} | {ours:.1f} | {base:.1f} | **{ours / base:.2f}** | {cpu:.2f} | "
+                    f"{r.lines / ours:,.0f} | {rss:.2f} / {max(x.rss for x in r.baseline):.2f} | {nights} | {same} | {identical} |")
+    return rows
+
+
+def scaling(results: list[Result]) -> list[str]:
+    lines = []
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        times = {r.size: median(r.ours, "wall") for r in results if r.scenario == scenario}
+        if len(times) > 1:
+            small, big = min(times), max(times)
+            lines.append(f"scaling ({scenario}): time({big:,}) / time({small:,}) = {times[big] / times[small]:.2f} "
+                         f"for {big / small:.0f}x the data")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1000000,10000000", help="dump lines per run (comma-separated)")
-    parser.add_argument("--runners", default="default",
-                        help="local runners to compare, comma-separated: 'default' (the job's pinned runner), "
-                             "RUNNER or RUNNER:MODE (FnApiRunner:in_memory, FnApiRunner:multi_processing)")
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir, deleted)")
+    parser.add_argument("--scenarios", default="split,single,encrypted,nightly",
+                        help=f"comma-separated, from {', '.join(SCENARIOS)} (default: all but nightly-nocache)")
+    parser.add_argument("--sizes", default="1000000,10000000", help="dump lines (and profiles) per run, comma-separated")
+    parser.add_argument("--repeat", type=int, default=2, help="alternating runs of ours and the baseline (medians shown)")
+    parser.add_argument("--nightly-lines", type=float, default=1.0,
+                        help="nightly scenarios: dump lines a night, as a share of the profiles (default 1.0)")
+    parser.add_argument("--runner", default="default",
+                        help="'default' (the job's pinned runner), RUNNER or RUNNER:MODE (FnApiRunner:multi_processing)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder, kept (default: a temp dir, deleted); "
+                        "generated data is reused from it")
     args = parser.parse_args(argv)
+    scenarios = args.scenarios.split(",")
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
     sizes = [int(s) for s in args.sizes.split(",")]
-    modes = args.runners.split(",")
     work = args.work or Path(tempfile.mkdtemp(prefix="audience-sync-bench-"))
-    rows = []
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    results = []
     try:
         for size in sizes:
-            data = work / f"data-{size}"
-            if not (data / "job.yaml").exists():
-                t = time.perf_counter()
-                generate(data, n_profiles=size, n_lines=size, seed=42)
-                print(f"[{size:,}] generated in {time.perf_counter() - t:.1f}s", flush=True)
-            base_out = work / f"baseline-{size}.parquet"
-            b_wall, b_rss, _ = timed([sys.executable, "scripts/baseline_duckdb.py", "--data", str(data), "--out", str(base_out)])
-            print(f"[{size:,}] baseline {b_wall:.1f}s", flush=True)
-            expected = sorted_memberships(base_out)
-            for mode in modes:
-                flags = runner_flags(mode)
-                outs = []
-                for attempt in (1, 2):
-                    out = work / f"ours-{size}-{mode}-{attempt}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    wall, rss, _ = timed([sys.executable, "-m", "pipelines.cli", "import", "--config",
-                                          str(data / "job.yaml"), "--output", str(out), "--run-date", "2026-11-23", *flags])
-                    outs.append((out, wall, rss))
-                    print(f"[{size:,}] ours ({mode}, run {attempt}) {wall:.1f}s", flush=True)
-                    if size > 2_000_000:
-                        break  # one timed run at 10M; repeatability is checked at the smaller sizes
-                same_members = sorted_memberships(outs[0][0] / "reconciled").equals(expected)
-                identical = digest_tree(outs[0][0]) == digest_tree(outs[1][0]) if len(outs) > 1 else None
-                out, wall, rss = outs[0]
-                rows.append((size, mode, wall, b_wall, rss, b_rss, same_members, identical))
-                for o, *_ in outs:
-                    shutil.rmtree(o, ignore_errors=True)
+            for scenario in scenarios:
+                results.append(run_scenario(work, scenario, size, args.repeat, runner_flags(args.runner), args.nightly_lines))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-
     print()
-    print("| dump lines | runner | ours (s) | DuckDB baseline (s) | ratio | ours lines/s | peak RSS ours / baseline (GiB) | same memberships | repeat identical |")
-    print("|---:|---|---:|---:|---:|---:|---:|---|---|")
-    for size, mode, wall, b_wall, rss, b_rss, same, identical in rows:
-        print(f"| {size:,} | {mode} | {wall:.1f} | {b_wall:.1f} | {wall / b_wall:.2f} | {size / wall:,.0f} | "
-              f"{rss:.2f} / {b_rss:.2f} | {'yes' if same else 'NO'} | {'-' if identical is None else 'yes' if identical else 'NO'} |")
-    by_mode = {}
-    for size, mode, wall, *_ in rows:
-        by_mode.setdefault(mode, {})[size] = wall
-    for mode, times in by_mode.items():
-        if len(times) > 1:
-            small, big = min(times), max(times)
-            print(f"scaling ({mode}): time({big:,}) / time({small:,}) = {times[big] / times[small]:.2f} "
-                  f"for {big / small:.0f}x the data")
-    return 0 if all(r[6] and r[7] is not False for r in rows) else 1
+    print(f"runner: {args.runner}; {args.repeat} alternating run(s) each, medians; {os.cpu_count()} CPUs; "
+          f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print("\n".join(table(results)))
+    print("\n".join(scaling(results)))
+    return 0 if all(r.same_members and r.identical is not False for r in results) else 1
 
 
 if __name__ == "__main__":

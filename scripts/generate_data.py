@@ -172,6 +172,36 @@ def make_profiles(rng: np.random.Generator, n: int) -> dict:
     }
 
 
+def change_profiles(profiles: dict, rng: np.random.Generator, share: float) -> None:
+    """A later extract of the same base: ``share`` of the profiles get new values (email, phone,
+    visitor IDs, CRM id); a quarter of those also get a new ``profile_id`` (one profile gone, one
+    new). The rest are untouched, so a night's keys can be compared with the previous night's."""
+    n = profiles["n"]
+    picked = np.sort(rng.choice(n, size=min(n, int(round(n * share))), replace=False))
+    if not len(picked):
+        return
+    num = _num(picked)
+    profiles["email"] = _scatter_into(profiles["email"], picked, _join("changed.", num, "@example.org"))
+    profiles["mobile"] = _scatter_into(profiles["mobile"], picked, _join("+44 7", pc.utf8_lpad(num, 9, "0")))
+    profiles["crm_id"] = _scatter_into(profiles["crm_id"], picked, _join("CRM-C", pc.utf8_lpad(num, 7, "0")))
+    is_picked = np.zeros(n, dtype=bool)
+    is_picked[picked] = True
+    rows = np.flatnonzero(np.repeat(is_picked, profiles["n_vis"]))  # the picked profiles' visitor IDs
+    profiles["vis_digits"][rows] = _random_digits(rng, len(rows))
+    renamed = picked[::4]
+    if len(renamed):
+        profiles["profile_id"] = _scatter_into(profiles["profile_id"], renamed, _join("Q", pc.utf8_lpad(_num(renamed), 8, "0")))
+        profiles["renamed"] = True
+
+
+def _scatter_into(values: pa.StringArray, where: np.ndarray, new: pa.StringArray) -> pa.StringArray:
+    """``values`` with rows ``where`` (sorted) replaced by ``new``."""
+    keep = np.ones(len(values), dtype=bool)
+    keep[where] = False
+    rest = np.flatnonzero(keep)
+    return _scatter(len(values), [(rest, pc.take(values, pa.array(rest))), (where, new)])
+
+
 def _hash(values: pa.StringArray, kind: str, profile: str, encoding: str) -> pa.StringArray:
     """normalize_and_hash over the whole array, a slice at a time (bounds its per-row Python objects)."""
     digests = [
@@ -190,7 +220,8 @@ def hash_profiles(profiles: dict) -> None:
         profiles[f"{name}_ok"] = np.asarray(digest.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     # Profile ids compare as strings; "P%08d" sorts like the integers below 10**8 only.
     n = profiles["n"]
-    profiles["order"] = None if n <= 10**8 else np.asarray(pc.sort_indices(profiles["profile_id"]))
+    renamed = profiles.get("renamed", False)  # change_profiles: some ids no longer sort like their row
+    profiles["order"] = None if n <= 10**8 and not renamed else np.asarray(pc.sort_indices(profiles["profile_id"])).astype(np.int64)
 
 
 def _visitor_lists(profiles: dict) -> pa.ChunkedArray:
@@ -483,11 +514,19 @@ data_sources:
 """
 
 
-def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_format: str = "parquet") -> dict:
+def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_format: str = "parquet",
+             parts: int | None = None, shares: dict[str, float] | None = None, changed: float = 0.0) -> dict:
+    """Write a job under ``out``; returns the expected counts per data source.
+
+    ``parts``: files per data source (default: each source's own, 1-2); ``shares``: relative share of
+    the dump lines per data source name (default: equal); ``changed``: share of the profiles that
+    differ from the same seed's profiles (a later night's extract, see :func:`change_profiles`)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     profiles = make_profiles(rng, n_profiles)
+    if changed:
+        change_profiles(profiles, np.random.default_rng([seed, 1]), changed)
     profile_file = write_profiles(profiles, out, profile_format)
     hash_profiles(profiles)
     key, iv = demo_key_material(seed)
@@ -497,10 +536,11 @@ def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_fo
     (out / "expected").mkdir(exist_ok=True)
     truth, all_counts = {}, {}
     ts_ms = 1795305600000  # 2026-11-23T00:00:00Z
-    for name, dpid, kind, segments, compressed, parts in SOURCES:
-        share = n_lines // len(SOURCES)
+    weights = {name: (shares or {}).get(name, 0.0 if shares else 1.0) for name, *_ in SOURCES}
+    for name, dpid, kind, segments, compressed, source_parts in SOURCES:
+        share = n_lines // len(SOURCES) if shares is None else int(n_lines * weights[name] / sum(weights.values()))
         lines, members, file_audience, counts = make_dump(rng, kind, segments, share, profiles, key, iv)
-        write_dump(lines, out / "segments" / name, 1234, dpid, parts, compressed, ts_ms)
+        write_dump(lines, out / "segments" / name, 1234, dpid, parts or source_parts, compressed, ts_ms)
         del lines
         truth[name] = (sorted(segments), members, file_audience)
         all_counts[name] = dict(sorted(counts.items()))

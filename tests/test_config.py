@@ -122,6 +122,21 @@ def test_relative_paths_in_a_gcs_config_resolve_against_its_prefix():
     assert [ds.segments for ds in cfg.data_sources] == ["gs://b/jobs/segments/v/*.sync*", "gs://other/abs/*"]
 
 
+def test_diagnosis_sample_is_job_wide_and_overridable_per_data_source():
+    cfg = parse_config(GOOD)
+    assert cfg.diagnosis_sample == 100_000 and cfg.sample_size(cfg.data_sources[0]) == 100_000
+    cfg = parse_config(cfg_with(diagnosis_sample=500, **{"data_sources.0.diagnosis_sample": 0}))
+    assert cfg.sample_size(cfg.data_sources[0]) == 0
+    assert "diagnosis_sample" in error_of(cfg_with(diagnosis_sample=-1))
+
+
+def test_key_settings_are_refused_where_they_would_do_nothing():
+    assert "'ignore_case' applies to 'declared: plain' only" in error_of(cfg_with(**{"data_sources.0.ignore_case": True}))
+    message = error_of(cfg_with(**{"data_sources.0.restore_leading_zeros": True}))
+    assert "'restore_leading_zeros' applies to id_type 'visitor' only" in message
+    assert parse_config(cfg_with(**{"data_sources.0.normalization": "none"})).data_sources[0].digest_encoding == "hex"
+
+
 # ------------------------------------------------------------- force_reconciliation, default_region
 @pytest.mark.parametrize(
     "changes",

@@ -28,6 +28,19 @@ def write_info(folder, name="ftp_1234_20914_full_1795305600000.info", **override
     return sorted(p.name for p in folder.glob("*.sync*"))
 
 
+@pytest.fixture(autouse=True, params=["fused", "split"])
+def layout(request, demo_copy, monkeypatch):
+    """Every test twice: dumps read where they are keyed, and dumps split into 2 KB chunks keyed
+    apart (split_dump_bytes: 1), whose stats are taken once by the step that reads them."""
+    if request.param == "split":
+        import transforms.dumps as dumps
+
+        monkeypatch.setattr(dumps, "CHUNK_BYTES", 2048)
+        job = demo_copy / "job.yaml"
+        job.write_text(job.read_text() + "\nsplit_dump_bytes: 1\n")
+    return request.param
+
+
 def run(demo, tmp_path):
     return import_audience.run(["--config", str(demo / "job.yaml"), "--output", str(tmp_path / "out")])
 

@@ -286,6 +286,26 @@ def test_nightly_on_gcs_publishes_with_success_last_and_is_idempotent(gcs, clien
     assert sorted(rows) == sorted(_expected_csv("memberships.csv"))
 
 
+def test_nightly_on_gcs_keeps_its_key_cache_beside_the_partitions(gcs, client, gcs_config):
+    """The workers read the cache from the bucket and the run publishes its parts there (the manifest
+    last); a rerun of the night takes every profile's keys from it and writes the same bytes."""
+    from pipelines import nightly
+    from transforms.progress import TALLY
+
+    root = f"gs://{gcs.bucket}/cached"
+    nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22"])
+    cache = _objects(client, gcs.bucket, "cached/_key_cache/")
+    assert "cached/_key_cache/MANIFEST.json" in cache and len(cache) == 2  # the manifest and one part
+    assert cache["cached/_key_cache/MANIFEST.json"] == max(cache.values())
+    first = _objects(client, gcs.bucket, "cached/dt=2026-11-22/")
+    data = {name: client.bucket(gcs.bucket).blob(name).download_as_bytes() for name in first}
+    TALLY.reset()
+    nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22", "--force"])
+    assert TALLY.snapshot()["profile_rows_keyed_from_cache"] == TALLY.snapshot()["profile_rows_read"] > 0
+    assert {name: client.bucket(gcs.bucket).blob(name).download_as_bytes() for name in first} == data
+    assert not [name for name in _objects(client, gcs.bucket, "cached/") if "_incoming" in name]
+
+
 def test_gs_output_is_locked_while_live_owned_by_the_job_and_cleaned_of_leftovers(gcs, client, gcs_config):
     """On gs://: a live run's lock (created with ifGenerationMatch=0) makes a second run fail fast;
     a stale sub-folder under reconciled/ and a killed run's _incomplete-* are gone after a run."""

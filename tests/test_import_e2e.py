@@ -12,6 +12,7 @@ import pytest
 
 from conftest import DEMO, ROOT
 from pipelines import import_audience
+from transforms.progress import TALLY
 from transforms.report import OUTCOMES
 
 CLI = [sys.executable, "-m", "pipelines.cli", "import"]
@@ -67,6 +68,31 @@ def test_report_counts_match_the_truth_and_add_up(demo_run):
             [m for m in expected("memberships.csv") if m[0] == name]
         )
     assert report["profiles_read"] == 300
+
+
+def test_demo_sources_match_as_configured_so_the_diagnosis_finds_nothing(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    entries = report["data_sources"].values()
+    assert all(e["unmatched"] + e["invalid_ids"] + e["file_audience"] for e in entries)  # it had lines to look at
+    assert [e["diagnosis"] for e in entries] == [[] for _ in entries]
+
+
+def test_the_diagnosis_turned_off_changes_no_output(demo_run, demo_copy, tmp_path):
+    first, _ = demo_run
+    config = demo_copy / "job.yaml"
+    config.write_text(config.read_text() + "diagnosis_sample: 0\n")
+    assert run_cli("--config", config, "--output", tmp_path / "off").returncode == 0
+    for output in ("reconciled", "file_audience"):
+        for part in sorted((first / output).iterdir()):
+            assert (tmp_path / "off" / output / part.name).read_bytes() == part.read_bytes(), part
+
+    def lines(folder):  # rejected/ names the dump files, which are in another folder here
+        return sorted((r["data_source"], Path(r["source_file"]).name, r["line"], r["reason"])
+                      for r in pq.read_table(folder / "rejected").to_pylist())
+    assert lines(tmp_path / "off") == lines(first)
+    report = json.loads((tmp_path / "off" / "report.json").read_text())
+    assert all("diagnosis" not in e for e in report["data_sources"].values())  # not diagnosed, rather than nothing found
 
 
 def test_summary_is_printed_without_personal_data(demo_run):
@@ -162,11 +188,13 @@ def test_rerun_replaces_previous_outputs(demo_copy, tmp_path):
     assert rows(out / "reconciled") == expected("memberships.csv")
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_threads_and_chunking_do_not_change_a_byte(demo_copy, tmp_path, monkeypatch, threads):
+@pytest.mark.parametrize("threads, split", [(1, False), (3, False), (1, True), (3, True)])
+def test_threads_and_chunking_do_not_change_a_byte(demo_copy, tmp_path, monkeypatch, threads, split):
     """The DoFns' thread pools take results in input order: with 1 or 3 threads, dumps read in
     2 KB chunks and profiles in batches of 64 rows (many pieces in flight at once), every file is
-    the same as with the defaults (2 threads, whole files in one chunk)."""
+    the same as with the defaults (2 threads, whole files in one chunk). With ``split``, every dump
+    is cut into its chunks by one step and they are keyed apart, after a Reshuffle (what a big dump
+    does on a distributed runner): the same bytes again."""
     import transforms.dumps as dumps
     import transforms.profiles as profiles
 
@@ -175,9 +203,11 @@ def test_threads_and_chunking_do_not_change_a_byte(demo_copy, tmp_path, monkeypa
     import_audience.run(["--config", str(job), "--output", str(default)])
     monkeypatch.setattr(dumps, "CHUNK_BYTES", 2048)
     monkeypatch.setattr(profiles, "BATCH_ROWS", 64)
-    job.write_text(job.read_text() + f"\nthreads: {threads}\n")
+    job.write_text(job.read_text() + f"\nthreads: {threads}\n" + ("split_dump_bytes: 1\n" if split else ""))
     other = tmp_path / "other"
+    TALLY.reset()
     import_audience.run(["--config", str(job), "--output", str(other)])
+    assert (TALLY.snapshot().get("dump_chunks_spread", 0) > 20) == split
     parts = sorted(p.relative_to(default) for p in default.rglob("*.parquet"))
     assert len(parts) > 3
     for rel in parts:
@@ -216,3 +246,18 @@ def test_logs_carry_no_addresses_ids_or_keys(demo_copy, tmp_path, caplog, capfd)
     assert len(needles) > 500
     leaked = [n for n in needles if n in text or n.lower() in text.lower()]
     assert leaked == []
+
+
+def test_big_dumps_are_split_on_distributed_runners_only_unless_configured():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.options import SPLIT_DUMP_BYTES, pipeline_options, split_dump_bytes
+    from transforms.config import load_config
+
+    cfg = load_config(str(DEMO / "job.yaml"))
+    assert split_dump_bytes(cfg, pipeline_options([])) is None  # the pinned local runner, one process
+    for flags in (["--runner=DataflowRunner"], ["--runner=FlinkRunner"],
+                  ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]):
+        assert split_dump_bytes(cfg, pipeline_options(flags)) == SPLIT_DUMP_BYTES, flags
+    mine = cfg.model_copy(update={"split_dump_bytes": 1 << 30})
+    assert split_dump_bytes(mine, pipeline_options([])) == split_dump_bytes(mine, PipelineOptions(["--runner=DataflowRunner"])) == 1 << 30

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from transforms.arrow_utils import rows_of_width
-from transforms.config import DataSourceConfig
-from transforms.keys import join_keys, pack_visitor_ids, segment_lists, segment_sets
+from transforms.config import DataSourceConfig, JobConfig
+from transforms.keys import dump_keys, join_keys, pack_visitor_ids, profile_keys, segment_lists, segment_sets
 from transforms.normalize import decode_digests, hash_keys, sha256_digests
 
 EMAILS = ["johndoe@example.com", "ecid@adobe.com", "a@b.co", "é中@example.org"]
@@ -90,6 +90,31 @@ def test_dictionaries_travel_with_the_smallest_index_type():
     assert many.type.index_type == pa.int16() and many.to_pylist() == [str(i) for i in range(300)]
     huge = narrow_dictionary(pa.array([str(i) for i in range(40000)]).dictionary_encode())
     assert huge.type.index_type == pa.int32()
+
+
+def _parsed(ids: list) -> pa.Table:
+    n = len(ids)
+    return pa.table({"source_file": pa.array(["f"] * n).dictionary_encode(), "line": pa.array(range(1, n + 1), pa.int64()),
+                     "id": pa.array(ids, pa.string()), "segments": pa.array([["1"]] * n), "removed": pa.array([[]] * n, pa.list_(pa.string()))})
+
+
+def test_restore_leading_zeros_pads_short_all_digit_visitor_ids_only():
+    ds = DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*", restore_leading_zeros=True)
+    keyed, rejected, _ = dump_keys(_parsed(["12345", "7" * 38, "12a45", "0" * 39, ""]), ds)
+    assert keyed["key"].to_pylist() == [pack_visitor_ids(pa.array(["0" * 33 + "12345", "7" * 38])).to_pylist()[i] for i in (0, 1)]
+    assert rejected["line"].to_pylist() == [3, 4, 5]
+    keyed, _, _ = dump_keys(_parsed(["12345"]), DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*"))
+    assert keyed.num_rows == 0  # off by default: a short ID is invalid
+
+
+def test_ignore_case_folds_both_sides_of_a_plain_source():
+    ds = DataSourceConfig(name="p", dpid=1, id_type="declared", declared="plain", match_on="crm", segments="/x/*",
+                          ignore_case=True)
+    keyed, rejected, _ = dump_keys(_parsed([" CRM-1 ", "crm-2", "   "]), ds)
+    assert keyed["key"].to_pylist() == [b"crm-1", b"crm-2"] and rejected["line"].to_pylist() == [3]
+    cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=[ds])
+    profiles = pa.table({"profile_id": ["a", "b"], "k:crm": ["Crm-1", "CRM-2 "]})
+    assert profile_keys(profiles, ds, cfg, binary=True)[0]["key"].to_pylist() == [b"crm-1", b"crm-2"]
 
 
 def test_profile_keys_read_phones_in_the_data_sources_region():

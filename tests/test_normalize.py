@@ -7,6 +7,7 @@ import hashlib
 import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from transforms import normalize as nz
@@ -34,9 +35,19 @@ def _list(arr):
 
 
 # --------------------------------------------------------------------------- constants
+@pytest.mark.parametrize("kind", ["email", "phone", "other"])
+def test_normalization_none_keeps_values_exactly_and_refuses_blanks(kind):
+    values = pa.array(["  John.Doe+x@GMail.com ", "+33 6 12", "", "   ", None])
+    normalized, reasons = normalize_keys(values, kind, "none")
+    assert normalized.to_pylist() == ["  John.Doe+x@GMail.com ", "+33 6 12", None, None, None]
+    assert reasons.to_pylist() == [None, None, MISSING_VALUE, MISSING_VALUE, MISSING_VALUE]
+    digest = hashlib.sha256("  John.Doe+x@GMail.com ".encode()).hexdigest()
+    assert normalize_and_hash(values, kind, "none")[0][0].as_py() == digest  # hex by default
+
+
 def test_constants():
     assert PROFILES == ("adobe", "uid2", "google", "meta")
-    assert DEFAULT_DIGEST == {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex"}
+    assert DEFAULT_DIGEST == {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex", "none": "hex"}
     assert (MISSING_VALUE, INVALID_EMAIL, INVALID_PHONE, INVALID_HASH) == (
         "missing_value",
         "invalid_email",
@@ -631,11 +642,28 @@ def test_duckdb_and_hashlib_digests_agree_in_order(monkeypatch):
     arr = pa.array(values, pa.string())
     expected = [hashlib.sha256(v.encode("utf-8")).digest() for v in values]
     monkeypatch.setattr(nz, "DUCKDB_MIN_ROWS", 1)  # DuckDB
-    assert nz._duckdb_connection() is not None
+    assert nz.duckdb_connection() is not None
     assert nz.sha256_digests(arr).to_pylist() == expected
     assert _list(hash_keys(arr.slice(5, 100), "base64")) == [base64.b64encode(d).decode() for d in expected[5:105]]
     monkeypatch.setattr(nz, "DUCKDB_MIN_ROWS", 10**9)  # hashlib
     assert nz.sha256_digests(arr).to_pylist() == expected
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha1", "md5", "sha512"])
+@pytest.mark.parametrize("encoding", ["hex", "base64"])
+def test_every_digest_algorithm_round_trips_like_the_standard_library(algorithm, encoding):
+    values = [f"user{i}@example.com" for i in range(50)] + [None]
+    raw = [hashlib.new(algorithm, v.encode()).digest() for v in values[:-1]]
+    text = hash_keys(pa.array(values), encoding, algorithm)
+    want = [r.hex() if encoding == "hex" else base64.b64encode(r).decode() for r in raw] + [None]
+    assert text.to_pylist() == want
+    upper = [w.upper() if encoding == "hex" else w for w in want[:-1]]
+    canonical, reasons = canonical_digests(pa.array(upper + ["x" * len(want[0])]), encoding, algorithm)
+    assert reasons.to_pylist() == [None] * 50 + [INVALID_HASH]
+    assert nz.decode_digests(pc.drop_null(canonical), encoding, algorithm).to_pylist() == raw
+    assert nz.digests(pa.array(values[:-1]), algorithm).to_pylist() == raw
+    other = "sha1" if algorithm != "sha1" else "md5"
+    assert set(canonical_digests(pa.array(want[:-1]), encoding, other)[1].to_pylist()) == {INVALID_HASH}
 
 
 # ------------------------------------------------------------------------ lowercasing

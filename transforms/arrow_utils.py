@@ -290,6 +290,23 @@ def distinct(table: pa.Table) -> pa.Table:
 NAME = pa.dictionary(pa.int32(), pa.string())
 
 
+def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
+    """A dictionary array with the smallest index type its dictionary fits in (1 byte a row for
+    fewer than 128 distinct values)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    size = len(values.dictionary)
+    index = pa.int8() if size <= 2**7 else pa.int16() if size <= 2**15 else pa.int32()
+    return values if values.type.index_type == index else values.cast(pa.dictionary(index, values.type.value_type))
+
+
+def narrow_dictionaries(table: pa.Table) -> pa.Table:
+    """Every dictionary column of ``table`` narrowed (:func:`narrow_dictionary`)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, narrow_dictionary(table.column(i)))
+    return table
+
+
 def constant(value: str, n: int) -> pa.DictionaryArray:
     """``n`` times the same string, dictionary-encoded (n int32 zeros and one dictionary entry)."""
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))

@@ -95,8 +95,13 @@ class DataSourceConfig(_Strict):
     id_type: Literal["visitor", "declared"]
     declared: Literal["plain", "hashed", "encrypted"] | None = None
     match_on: str | None = None
-    normalization: Literal["adobe", "uid2", "google", "meta"] = "adobe"
+    # none: the value exactly as the extract / decryption gives it (no trim, no lower-casing)
+    normalization: Literal["adobe", "uid2", "google", "meta", "none"] = "adobe"
     digest: Literal["hex", "base64"] | None = None  # default: the normalization profile's
+    hash_algorithm: Literal["sha256", "sha1", "md5", "sha512"] = "sha256"  # hashed: the platforms use sha256
+    restore_leading_zeros: bool = False  # visitor: all-digit IDs under 38 digits are zero-padded
+    ignore_case: bool = False  # declared plain: IDs compared trimmed and lower-cased, both sides
+    diagnosis_sample: int | None = Field(default=None, ge=0, le=10_000_000)  # None: the job's diagnosis_sample
     # Encrypted declared IDs (issue: encrypted IDs + file audience)
     channel: Literal["email", "sms", "other"] = "other"
     force_reconciliation: bool = False
@@ -151,6 +156,12 @@ class DataSourceConfig(_Strict):
         else:
             if self.declared is not None or self.encryption is not None:
                 raise ValueError("'declared' and 'encryption' apply to id_type 'declared' only")
+        if self.restore_leading_zeros and self.id_type != "visitor":
+            raise ValueError("'restore_leading_zeros' applies to id_type 'visitor' only")
+        if self.hash_algorithm != "sha256" and self.declared != "hashed":
+            raise ValueError("'hash_algorithm' applies to 'declared: hashed' only")
+        if self.ignore_case and self.declared != "plain":
+            raise ValueError("'ignore_case' applies to 'declared: plain' only")
         if self.field_separator == self.segment_separator:
             raise ValueError("field_separator and segment_separator must differ")
         if self.force_reconciliation and not self.decrypts:
@@ -208,6 +219,11 @@ class JobConfig(_Strict):
     data_sources: list[DataSourceConfig] = Field(min_length=1)
     buckets: int = Field(default=16, ge=1, le=4096)  # join/write shards; spread over workers
     threads: int = Field(default=2, ge=1, le=64)  # threads a reading DoFn uses on one element (1: none)
+    # dumps stored in at least this many bytes are read by one worker and their decompressed chunks
+    # spread over the others; default: 256 MiB on distributed runners, never on the local runner
+    split_dump_bytes: int | None = Field(default=None, ge=1)
+    # Mismatch diagnosis: unmatched lines sampled per data source (0: off); a data source may override it
+    diagnosis_sample: int = Field(default=100_000, ge=0, le=10_000_000)
     # Nightly: the largest share a data source's audience may lose in one night (0.5: it may halve)
     # before the night fails (unless --allow-shrink).
     max_shrink: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -249,6 +265,10 @@ class JobConfig(_Strict):
         profiles = self.profiles.model_copy(update={"path": fill(self.profiles.path)})
         sources = [ds.model_copy(update={"segments": fill(ds.segments)}) for ds in self.data_sources]
         return self.model_copy(update={"profiles": profiles, "data_sources": sources})
+
+    def sample_size(self, ds: DataSourceConfig) -> int:
+        """How many unmatched lines of ``ds`` the mismatch diagnosis samples (0: none)."""
+        return self.diagnosis_sample if ds.diagnosis_sample is None else ds.diagnosis_sample
 
     def region_for(self, ds: DataSourceConfig) -> str | None:
         """The region a data source's phones without a country code are read in: its own

@@ -12,12 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import concat, constant, distinct, explode_list
+from transforms.arrow_utils import concat, constant, distinct, explode_list, narrow_dictionary
 from transforms.config import JobConfig
+from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, candidates
 from transforms.dumps import rejected_table
-from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, narrow_dictionary, segment_lists
+from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_lists
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, Reason, count, runner_counter
+from transforms.parallel import BundleQueue, PooledDoFn
 
 MEMBERSHIP_SCHEMA = pa.schema(
     [("data_source", pa.string()), ("segment_id", pa.string()), ("profile_id", pa.string())]
@@ -40,6 +42,7 @@ class ShardResult(NamedTuple):
     reconciled: int  # lines that matched a profile
     file_audience_lines: int  # lines that matched no profile, kept in the file audience
     pairs: int  # rows of the join's (distinct line, profile) pair table: what the join materializes
+    unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
 
 
 def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, *values: str) -> pa.Table:
@@ -147,10 +150,11 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         reconciled=dump.num_rows - miss.num_rows,
         file_audience_lines=miss.num_rows if keep_file_audience else 0,
         pairs=pairs.num_rows,
+        unmatched_keys=miss["key"],
     )
 
 
-class JoinShard(beam.DoFn):
+class JoinShard(PooledDoFn):
     """One shard's dump lines (grouped) against its profile keys (``profiles``: a multimap side
     input from ``(data_source, bucket)`` to the profile tables of that shard).
 
@@ -164,38 +168,53 @@ class JoinShard(beam.DoFn):
     FILE_AUDIENCE = "file_audience"
     REMOVED_MEMBERS = "removed_members"
     FILE_AUDIENCE_REMOVED = "file_audience_removed"
+    UNMATCHED = "unmatched"  # (data source, (sample size, sampled-line candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
+        self._threads = cfg.threads
 
     def setup(self):
+        super().setup()
         self._reconciled = runner_counter("lines_reconciled")
 
+    def start_bundle(self):
+        self._queue = BundleQueue(self._pool, self._threads, self._emit)
+
     def finish_bundle(self):
+        yield from self._queue.drain()
         release_free_memory()
 
     def process(self, element, profiles):
         shard, dump_tables = element
-        name = shard[0]
         # [] for a shard without profile keys. Never test `shard in profiles`: the view has no
-        # __contains__, so Python would probe it with 0, 1, 2, ... forever.
+        # __contains__, so Python would probe it with 0, 1, 2, ... forever. Read here: pool
+        # threads never touch runner state.
         prof_tables = list(profiles[shard])
+        yield from self._queue.submit(self._join, shard[0], list(dump_tables), prof_tables)
+
+    def _join(self, name: str, dump_tables: list, prof_tables: list) -> tuple[int, list]:
+        """One shard: (lines reconciled, outputs). Runs in the pool; shards of a bundle overlap."""
         ds = self._cfg.data_source(name)
-        out = join_bucket(
-            concat(dump_tables, DUMP_SHARD_SCHEMA),
-            concat(prof_tables, PROFILE_SHARD_SCHEMA),
-            name,
-            ds.channel,
-            ds.keeps_file_audience,
-        )
-        self._reconciled.inc(out.reconciled)
-        yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECONCILED, out.reconciled, name))
+        out = join_bucket(concat(dump_tables, DUMP_SHARD_SCHEMA), concat(prof_tables, PROFILE_SHARD_SCHEMA),
+                          name, ds.channel, ds.keeps_file_audience)
+        outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECONCILED, out.reconciled, name))]
         if out.file_audience_lines:
-            yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.FILE_AUDIENCE, out.file_audience_lines, name))
+            outputs.append(beam.pvalue.TaggedOutput(COUNTS, count(Metric.FILE_AUDIENCE, out.file_audience_lines, name)))
         for tag, table in ((self.REJECTED, out.rejected), (self.FILE_AUDIENCE, out.file_audience),
                            (self.REMOVED_MEMBERS, out.removed_members),
                            (self.FILE_AUDIENCE_REMOVED, out.file_audience_removed)):
             if table is not None and table.num_rows:
-                yield beam.pvalue.TaggedOutput(tag, table)
+                outputs.append(beam.pvalue.TaggedOutput(tag, table))
         if out.members.num_rows:
-            yield out.members
+            outputs.append(out.members)
+        k = self._cfg.sample_size(ds)
+        if k and out.unmatched_keys is not None and len(out.unmatched_keys):
+            reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE
+            outputs.append(beam.pvalue.TaggedOutput(self.UNMATCHED, (name, (k, candidates(out.unmatched_keys, reason, k)))))
+        return out.reconciled, outputs
+
+    def _emit(self, result: tuple[int, list]) -> list:
+        reconciled, outputs = result
+        self._reconciled.inc(reconciled)
+        return outputs

@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
+from typing import Callable, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
 from transforms.config import JobConfig
+from transforms.diagnosis_forms import screen_columns, screen_rows
+from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, is_dump_file
 from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
 from transforms.iv_check import first_block_histogram
 from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
-from transforms.keys import dump_keys, profile_keys
+from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, row_hashes
+from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, EntryKeys, computed_entries, merged_entries
+from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
-from transforms.parallel import PooledDoFn, ordered_map
+from transforms.parallel import BundleQueue, PooledDoFn, ordered_map
 from transforms.profiles import read_profiles
 from transforms.storage import glob
 
@@ -55,20 +61,61 @@ def shards(keyed: pa.Table, hashes: np.ndarray, buckets: int) -> list[tuple[int,
     return list(split_by_bucket(keyed, buckets_from_hash(hashes, buckets))) if keyed.num_rows else []
 
 
+class DumpWork(NamedTuple):
+    """What ReadDumps keys: a whole dump file (``chunk`` None: read where it is keyed), or one
+    decompressed chunk of a big one (:class:`SplitBigDumps`) and the number of its first line."""
+
+    name: str
+    path: str
+    chunk: bytes | None = None
+    first_line: int = 1
+
+
+class SplitBigDumps(beam.DoFn):
+    """``(data_source, path)`` -> :class:`DumpWork`. A dump stored in ``split_bytes`` or more is read
+    here, from start to end (gzip is not splittable), and goes on as its decompressed chunks, which
+    a Reshuffle spreads over the workers: parsing, decryption, normalization and sharding of one
+    file then run in parallel. Its stats (lines, size, md5: what a control file promises) are
+    taken here, once. A smaller file goes on whole and is read where it is keyed (no text shipped).
+    Line numbers come from the file, so the outputs do not depend on the cut."""
+
+    def __init__(self, split_bytes: int | None):
+        self._split_bytes = split_bytes
+
+    def setup(self):
+        self._files = runner_counter("dump_files_read")
+        self._chunks = runner_counter("dump_chunks_spread")
+
+    def process(self, element):
+        name, path = element
+        if self._split_bytes is None or FileSystems.match([path])[0].metadata_list[0].size_in_bytes < self._split_bytes:
+            yield DumpWork(name, path)
+            return
+        stats = FileStats()
+        for chunk, first_line in numbered_chunks(path, stats=stats):
+            self._chunks.inc()
+            yield DumpWork(name, path, chunk, first_line)
+        self._files.inc()
+        yield beam.pvalue.TaggedOutput(ReadDumpFile.FILE_STATS, (path, stats))
+
+
 class ReadDumpFile(PooledDoFn):
-    """Read one dump file in chunks, key its lines and shard them by key: emits
-    ``((data_source, bucket), keyed lines)``, rejected tables, counts, the key hashes of each chunk
-    (for the Bloom filter) and the file's stats (for its control file).
+    """Key dump lines and shard them by key: a whole file (read here in chunks) or one chunk of a
+    big file (:class:`DumpWork`). Emits ``((data_source, bucket), keyed lines)``, rejected tables,
+    counts, the key hashes of each chunk (for the Bloom filter), the IV check's histograms, and a
+    whole file's stats (for its control file).
 
     Reading, keying and sharding stay in one DoFn so a chunk's intermediate tables never pile up
     in runners that do not fuse steps. While this thread decompresses the next chunk, a small pool
-    (``threads``) parses, decrypts and shards the previous ones; results are emitted in file order.
-    Ciphers and the pool are built in setup(), from key references."""
+    (``threads``) parses, decrypts and shards the previous ones; the chunks of big files a bundle
+    brings are keyed in the same pool. Ciphers and the pool are built in setup(), from key
+    references."""
 
     REJECTED = "rejected"
     KEY_HASHES = "key_hashes"  # per chunk: (data_source, 64-bit hashes of its keys)
     FILE_STATS = "file_stats"  # per file: (path, FileStats)
     FIRST_BLOCKS = "first_blocks"  # per chunk of an AES-CBC data source: (data_source, FirstBlocks)
+    DIAGNOSABLE = "diagnosable"  # per chunk: (data_source, (sample size, rejected-ID candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None, incremental: bool = False):
         self._cfg = cfg
@@ -82,46 +129,59 @@ class ReadDumpFile(PooledDoFn):
         self._files = runner_counter("dump_files_read")
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
 
+    def start_bundle(self):
+        self._queue = BundleQueue(self._pool, self._threads, self._emit)
+
     def finish_bundle(self):
+        yield from self._queue.drain()
         release_free_memory()
 
     def process(self, element):
-        name, path = element
-        ds = self._cfg.data_source(name)
-        stats = FileStats()
-        mode = sync_mode_of(ds, path)
+        work = element if isinstance(element, DumpWork) else DumpWork(*element)
+        ds = self._cfg.data_source(work.name)
+        mode = sync_mode_of(ds, work.path)
         if self._incremental and mode is None:  # preflight checks this; a file may arrive since
-            raise unnamed_dump_error(self._cfg, name, path)
-        removals = self._incremental and mode == "iter"
-        key_chunk = functools.partial(self._key_chunk, path, ds, removals)
-        chunks = numbered_chunks(path, stats=stats)
-        for lines, rejected, hashes, pieces, first_blocks in ordered_map(key_chunk, chunks, self._pool,
-                                                                        ahead=self._cfg.threads):
-            self._received.inc(lines)
-            yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))
-            for table in rejected:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, table)
-            if hashes is not None:
-                yield beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes))
-            if first_blocks is not None:
-                yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, first_blocks))
-            for bucket, rows in pieces:
-                yield (name, bucket), rows
+            raise unnamed_dump_error(self._cfg, work.name, work.path)
+        key_chunk = functools.partial(self._key_chunk, work.name, work.path, ds, self._incremental and mode == "iter")
+        if work.chunk is not None:
+            yield from self._queue.submit(key_chunk, (work.chunk, work.first_line))
+            return
+        stats = FileStats()
+        for result in ordered_map(key_chunk, numbered_chunks(work.path, stats=stats), self._pool, ahead=self._threads):
+            yield from self._emit(result)
         self._files.inc()
-        yield beam.pvalue.TaggedOutput(self.FILE_STATS, (path, stats))
+        yield beam.pvalue.TaggedOutput(self.FILE_STATS, (work.path, stats))
 
-    def _key_chunk(self, path: str, ds, removals: bool, job: tuple[bytes, int]):
-        """One chunk -> (lines, rejected tables, key hashes or None, shards, FirstBlocks or None).
-        Runs in the pool."""
+    def _emit(self, result: tuple[int, list]) -> list:
+        lines, outputs = result
+        self._received.inc(lines)
+        return outputs
+
+    def _key_chunk(self, name: str, path: str, ds, removals: bool, job: tuple[bytes, int]) -> tuple[int, list]:
+        """One chunk -> (its lines, its outputs: counts, rejected tables, key hashes, IV histogram,
+        the diagnosis' rejected-ID candidates, shards). Runs in the pool."""
         parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
+        outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))]
+        if rejected.num_rows:
+            outputs.append(beam.pvalue.TaggedOutput(self.REJECTED, rejected))
         if not parsed.num_rows:
-            return lines, [rejected] if rejected.num_rows else [], None, [], None
+            return lines, outputs
         if not removals:  # full dumps: removed lists are ignored
             parsed = parsed.set_column(parsed.schema.get_field_index("removed"), "removed", _empty_lists(parsed.num_rows))
         keys = dump_keys(parsed, ds, self._decryptors[ds.name], self._cfg.region_for(ds))
-        hashes = hash64(keys.keyed["key"]) if keys.keyed.num_rows else None
-        pieces = shards(keys.keyed, hashes, self._cfg.buckets) if hashes is not None else []
-        return lines, [t for t in (rejected, keys.rejected) if t.num_rows], hashes, pieces, keys.first_blocks
+        if keys.rejected.num_rows:
+            outputs.append(beam.pvalue.TaggedOutput(self.REJECTED, keys.rejected))
+        if keys.first_blocks is not None:
+            outputs.append(beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, keys.first_blocks)))
+        k = self._cfg.sample_size(ds)
+        sampled = rejected_candidates(parsed, keys.rejected, k)
+        if sampled is not None:
+            outputs.append(beam.pvalue.TaggedOutput(self.DIAGNOSABLE, (name, (k, sampled))))
+        if keys.keyed.num_rows:
+            hashes = hash64(keys.keyed["key"])
+            outputs.append(beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes)))
+            outputs.extend(((name, bucket), rows) for bucket, rows in shards(keys.keyed, hashes, self._cfg.buckets))
+        return lines, outputs
 
 
 def _empty_lists(n: int) -> pa.Array:
@@ -156,27 +216,44 @@ class KeyProfiles(PooledDoFn):
     a side input) are dropped before the shuffle: a dump usually names a small share of the
     profile base, and the exact join only needs the candidates. A source without dump lines keeps
     none. Raw profile batches never leave this DoFn, so they never pile up in memory.
+
+    With ``key_cache`` (:mod:`transforms.key_cache`), the keys of rows that did not change since the
+    cached run are taken from the cache (read here, on the worker, once per bundle), and this
+    extract's rows are written to the run's staged part, described on the ``key_cache_parts`` output.
     """
 
+    CACHE_PARTS = "key_cache_parts"
     FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
+    SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
 
-    def __init__(self, cfg: JobConfig):
+    def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None):
         self._cfg = cfg
         self._threads = cfg.threads
+        self._key_cache = key_cache
+        self._layout = CacheLayout.of(cfg) if key_cache is not None else None
 
     def setup(self):
         super().setup()
         self._rows = runner_counter("profile_rows_read")
+        self._from_cache = runner_counter("profile_rows_keyed_from_cache")
+        self._loaded = None  # (LoadedCache or None, code identity), read once a bundle
 
     def finish_bundle(self):
+        self._loaded = None  # the cache is big: never held past the bundle that keys profiles
         release_free_memory()
 
     def process(self, path: str, filters: dict):
         cfg = self._cfg
-        for profiles in read_profiles(path, cfg):
+        writer = self._cache_writer(path)
+        diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
+        for profiles in read_profiles(path, cfg, extra=screen_columns(cfg, path) if diagnosis else ()):
             self._rows.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
-            key_source = functools.partial(self._key_source, profiles, filters)
+            if diagnosis:
+                yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles, first_row))
+                first_row += profiles.num_rows
+            entries = self._cached_entries(profiles, writer) if writer is not None else {}
+            key_source = functools.partial(self._key_source, profiles, filters, entries)
             sources = cfg.data_sources
             for ds, (counts, pieces, first_blocks) in zip(sources, ordered_map(key_source, sources, self._pool,
                                                                               ahead=len(sources))):
@@ -186,21 +263,60 @@ class KeyProfiles(PooledDoFn):
                     yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
                 for bucket, rows in pieces:
                     yield bucket, rows
+        if writer is not None:
+            loaded, code = self._loaded
+            base = loaded.manifest["parts"] if loaded is not None and not loaded.must_rewrite() else []
+            yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
+                                                              "live_rows": self._live, **writer.close()})
 
-    def _key_source(self, profiles: pa.Table, filters: dict, ds):
+    def _cache_writer(self, path: str) -> CacheWriter | None:
+        if self._key_cache is None:
+            return None
+        if self._loaded is None:
+            code = code_identity()
+            self._loaded = (load_cache(self._key_cache.root, self._layout, code), code)
+        self._live = 0
+        return CacheWriter(self._key_cache.staging, path, self._layout.schema())
+
+    def _cached_entries(self, profiles: pa.Table, writer: CacheWriter) -> dict[str, Callable[[], EntryKeys]]:
+        """Each data source's keys of a batch (to be assembled in the pool): rows found in the cache take their cached keys, the
+        others are computed and written to this run's part. A cache due for a rewrite is not read:
+        every row is computed and written."""
+        layout, loaded = self._layout, self._loaded[0]
+        if loaded is not None and loaded.must_rewrite():
+            loaded = None
+        hashes, checks = row_hashes(profiles, layout.values)
+        found = loaded.lookup(hashes, checks) if loaded is not None else np.full(len(hashes), -1)
+        missed = np.flatnonzero(found < 0)
+        self._live += len(found)
+        self._from_cache.inc(len(found) - len(missed))
+        sub = profiles if len(missed) == len(found) else profiles.take(pa.array(missed))
+        first = {}
+        for ds in self._cfg.data_sources:
+            first.setdefault(layout.sources[ds.name], ds)
+        names = sorted(first)
+        computed = dict(zip(names, ordered_map(lambda n: ComputedColumn.of(sub, first[n], self._cfg), names,
+                                               self._pool, ahead=len(names))))
+        writer.write(hashes[missed], checks[missed], {k: v for n in names for k, v in computed[n].part_columns(n).items()})
+        columns = loaded.columns if loaded is not None else {}
+        return {ds.name: functools.partial(merged_entries, profiles["profile_id"], found, missed,
+                                           columns.get(layout.sources[ds.name], EMPTY_COLUMN), computed[layout.sources[ds.name]])
+                for ds in self._cfg.data_sources}
+
+    def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, ds):
         """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
         of their first blocks for AES-CBC data sources (else None). Runs in the pool."""
-        keyed, without_key = profile_keys(profiles, ds, self._cfg, binary=True)
-        hashes = hash64(keyed["key"])
+        keys = entries[ds.name]() if ds.name in entries else computed_entries(profiles, ds, self._cfg)
         key_filter = filters.get(ds.name)
-        keep = key_filter.might_contain(hashes) if key_filter is not None else np.zeros(len(hashes), bool)
-        candidates = keyed.filter(pa.array(keep))
+        keep = key_filter.might_contain(keys.hashes) if key_filter is not None else np.zeros(len(keys.hashes), bool)
+        at = np.flatnonzero(keep)
+        candidates = keys.take(at)
         counts = [
-            count(Metric.PROFILE_KEYS, keyed.num_rows, ds.name),
+            count(Metric.PROFILE_KEYS, len(keys.hashes), ds.name),
             count(Metric.PROFILE_KEYS_SHUFFLED, candidates.num_rows, ds.name),
-            count(Metric.PROFILE_VALUES_WITHOUT_KEY, without_key, ds.name),
+            count(Metric.PROFILE_VALUES_WITHOUT_KEY, keys.without_key, ds.name),
         ]
-        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, hashes[keep], self._cfg.buckets)]
+        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, keys.hashes[at], self._cfg.buckets)]
         # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
         cbc = ds.decrypts and ds.encryption.algorithm == "aes-cbc"
-        return counts, pieces, first_block_histogram(keyed["key"]) if cbc else None
+        return counts, pieces, first_block_histogram(keys.all_keys()) if cbc else None

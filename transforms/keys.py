@@ -5,8 +5,10 @@ Pure functions over Arrow tables, one rule per data source kind:
 ==================  =====================================  =======================================
 data source         dump side                               profile side
 ==================  =====================================  =======================================
-visitor             the 38-digit ID                         each of the profile's visitor IDs
-declared plain      the ID as is (no ``:``)                 the ``match_on`` value as is
+visitor             the 38-digit ID (zero-padded with       each of the profile's visitor IDs
+                    ``restore_leading_zeros``)
+declared plain      the ID as is (no ``:``; trimmed and     the ``match_on`` value as is (the same
+                    lower-cased with ``ignore_case``)       with ``ignore_case``)
 declared hashed     the digest, canonical form              normalize + SHA-256 of ``match_on``
 declared encrypted  decrypt, then normalize (email/sms)     normalize ``match_on``
   (channel other)   the token as is                         the ``match_on`` value as is
@@ -24,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
-from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, rows_of_width
+from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, narrow_dictionary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
 from transforms.iv_check import FirstBlocks
@@ -63,6 +65,18 @@ def _plain_key_reasons(ids: pa.Array) -> np.ndarray:
     return np.where(bad, Reason.INVALID_DECLARED_ID, None)
 
 
+def restore_leading_zeros(ids: pa.Array) -> pa.Array:
+    """Visitor IDs that lost their leading zeros upstream (stored as a number): all-digit IDs of
+    fewer than 38 digits, zero-padded to 38. Other IDs are left as they are."""
+    short = pc.fill_null(pc.match_substring_regex(ids, r"^[0-9]{1,37}$"), False)
+    return pc.if_else(short, pc.utf8_lpad(ids, 38, "0"), ids)
+
+
+def fold_case(ids: pa.Array) -> pa.Array:
+    """Plain declared IDs compared loosely (``ignore_case``): trimmed and lower-cased."""
+    return pc.utf8_lower(pc.utf8_trim_whitespace(ids))
+
+
 class DumpKeys(NamedTuple):
     """What :func:`dump_keys` gives for a table of parsed lines."""
 
@@ -77,10 +91,10 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
     ids = parsed["id"].combine_chunks() if isinstance(parsed["id"], pa.ChunkedArray) else parsed["id"]
     first_blocks = None
     if ds.id_type == "visitor":
-        keys = ids
-        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(ids, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
+        keys = restore_leading_zeros(ids) if ds.restore_leading_zeros else ids
+        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(keys, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
     elif ds.declared == "hashed":
-        keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding)
+        keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding, ds.hash_algorithm)
         reasons = np.array(reason_arr.to_pylist(), dtype=object) if reason_arr.null_count < len(reason_arr) else np.full(len(ids), None, dtype=object)
     elif ds.decrypts:
         plain, dec_reasons = decryptor.decrypt(ids)
@@ -91,8 +105,8 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         if ds.encryption.algorithm == "aes-cbc":
             first_blocks = FirstBlocks.of(plain, keys.filter(pa.array(reasons == None)))  # noqa: E711
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)
-        keys = ids
-        reasons = _plain_key_reasons(ids)
+        keys = fold_case(ids) if ds.ignore_case else ids
+        reasons = _plain_key_reasons(keys)
     good = pa.array(reasons == None)  # noqa: E711
     keyed = pa.table(
         {
@@ -109,13 +123,13 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
 
 def join_keys(keys: pa.Array, ds: DataSourceConfig) -> pa.BinaryArray:
     """Valid text keys (both sides' form after validation) -> the binary join key: a visitor ID's
-    38 digits packed into 19 bytes, a digest's 32 raw bytes, anything else its UTF-8 bytes. One
+    38 digits packed into 19 bytes, a digest's raw bytes (32 for SHA-256), anything else its UTF-8 bytes. One
     text key gives one binary key and back, so matching on either is the same."""
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     if ds.id_type == "visitor":
         return pack_visitor_ids(keys)
     if ds.declared == "hashed":
-        return normalize.decode_digests(keys, ds.digest_encoding)
+        return normalize.decode_digests(keys, ds.digest_encoding, ds.hash_algorithm)
     return keys.cast(pa.binary())
 
 
@@ -134,15 +148,6 @@ def segment_sets(lists: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     return narrow_dictionary(pc.dictionary_encode(pc.binary_join(lists, ",")))
 
 
-def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
-    """A dictionary array with the smallest index type its dictionary fits in (1 byte a row for
-    fewer than 128 distinct values)."""
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    size = len(values.dictionary)
-    index = pa.int8() if size <= 2**7 else pa.int16() if size <= 2**15 else pa.int32()
-    return values if values.type.index_type == index else values.cast(pa.dictionary(index, values.type.value_type))
-
-
 def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     """Inverse of :func:`segment_sets`: the lines' segment id lists ("" -> []). Splits each chunk's
     dictionary (its distinct sets) once, then takes by index."""
@@ -159,28 +164,76 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
     """``(key, profile_id)`` rows for one data source, and the number of profile values that could
     not give a key (null, or invalid once normalized). Keys are text (as the platform shows them:
     hex/base64 digests, the export's user IDs) or, with ``binary``, the join keys of
-    :func:`join_keys` (PROFILE_SHARD_SCHEMA); hashed keys then skip the text encoding."""
+    :func:`join_keys` (PROFILE_SHARD_SCHEMA, via :func:`profile_row_keys`); hashed keys then skip
+    the text encoding."""
+    if binary:
+        return keys_table(profile_row_keys(profiles, ds, cfg), profiles["profile_id"])
     if ds.id_type == "visitor":
         exploded = explode_list(profiles.select(["profile_id", "visitor_ids"]), "visitor_ids", "key")
         trimmed = pc.utf8_trim_whitespace(exploded["key"])
         ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
         keys, ids = pc.filter(trimmed, ok), pc.filter(exploded["profile_id"], ok)
-        if binary:
-            keys = pack_visitor_ids(keys)
     else:
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
-        region = cfg.region_for(ds)
-        if ds.declared == "hashed" and not binary:
-            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding, region)
-        elif ds.declared == "hashed" or ds.decrypts:
-            keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization, region)
+        if ds.declared == "hashed":
+            keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding,
+                                                         cfg.region_for(ds), ds.hash_algorithm)
         else:
-            keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-            reasons = pa.array(_plain_key_reasons(keys), pa.string())
+            keys, reasons = _declared_keys(values, ds, cfg)
         ok = pc.is_null(reasons)
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)
-        if binary:
-            keys = normalize.sha256_digests(keys) if ds.declared == "hashed" else keys.cast(pa.binary())
     invalid = len(ok) - int(pc.sum(ok).as_py() or 0)
-    table = pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA if binary else PROFILE_KEY_SCHEMA)
-    return table, invalid
+    return pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_KEY_SCHEMA), invalid
+
+
+def _declared_keys(values, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Array, pa.Array]:
+    """(keys, reasons) of declared (not hashed) profile values: normalized for decrypting sources,
+    as they are (or folded, ``ignore_case``) otherwise."""
+    if ds.decrypts:
+        return normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
+    keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    keys = fold_case(keys) if ds.ignore_case else keys
+    return keys, pa.array(_plain_key_reasons(keys), pa.string())
+
+
+def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> pa.Array:
+    """Each profile row's binary join keys, aligned with the rows: for a visitor source a list per
+    row (null entries for IDs that are not 38 digits), otherwise one key per row (null where the
+    value gives none). What the key cache stores; :func:`keys_table` makes the join's rows of it."""
+    n = profiles.num_rows
+    if ds.id_type == "visitor":
+        lists = plain_array(profiles["visitor_ids"])
+        flat = pc.list_flatten(lists)
+        trimmed = pc.utf8_trim_whitespace(flat)
+        ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
+        values = _with_nulls(ok, pack_visitor_ids(pc.filter(trimmed, ok)))
+        lengths = np.bincount(pc.list_parent_indices(lists).to_numpy(), minlength=n)
+        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), values)
+    values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
+    if ds.declared == "hashed":
+        keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
+    else:
+        keys, reasons = _declared_keys(values, ds, cfg)
+    ok = pc.is_null(reasons)
+    valid = pc.filter(keys, ok)
+    return _with_nulls(ok, normalize.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()))
+
+
+def _with_nulls(ok: pa.BooleanArray, valid: pa.Array) -> pa.Array:
+    """A binary array with ``valid``'s values where ``ok`` is true, in order, and nulls elsewhere."""
+    return pc.replace_with_mask(pa.nulls(len(ok), pa.binary()), ok, valid.cast(pa.binary()))
+
+
+def keys_table(row_keys: pa.Array, profile_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, int]:
+    """The ``(key, profile_id)`` rows (PROFILE_SHARD_SCHEMA) of :func:`profile_row_keys`, in row
+    order, and the number of values without a key (its nulls)."""
+    if pa.types.is_list(row_keys.type):
+        flat = row_keys.flatten()
+        ok = flat.is_valid()
+        ids = pc.take(profile_ids, pc.filter(pc.list_parent_indices(row_keys), ok))
+    else:
+        flat, ok = row_keys, row_keys.is_valid()
+        ids = pc.filter(profile_ids, ok)
+    table = pa.table({"key": pc.filter(flat, ok), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
+    return table, len(flat) - table.num_rows

@@ -40,6 +40,8 @@ __all__ = [
     "normalize_and_hash",
     "canonical_digests",
     "sha256_digests",
+    "digests",
+    "DIGEST_BYTES",
     "decode_digests",
     "normalize_email",
     "normalize_phone",
@@ -47,7 +49,10 @@ __all__ = [
 ]
 
 PROFILES = ("adobe", "uid2", "google", "meta")
-DEFAULT_DIGEST = {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex"}
+# Not a profile: the value exactly as given (no trim, no lower-casing), for partners that hash or
+# encrypt what they store without normalizing it. Only null and blank values are refused (missing).
+AS_IS = "none"
+DEFAULT_DIGEST = {"adobe": "hex", "uid2": "base64", "google": "hex", "meta": "hex", AS_IS: "hex"}
 KINDS = ("email", "phone", "other")
 ENCODINGS = ("hex", "base64")
 
@@ -79,21 +84,38 @@ _PHONE_MIN_DIGITS = {"adobe": 1, "uid2": 10, "google": 1, "meta": 1}
 _WS = r"\s\v\x{85}\p{Z}\x{1c}-\x{1f}"
 # Exactly one "@", non-empty local part and domain, no whitespace anywhere.
 _EMAIL_RE = rf"^[^@{_WS}]+@[^@{_WS}]+$"
-_HEX_RE = r"^[0-9A-Fa-f]{64}$"
-# 32 bytes -> 43 base64 chars + "="; the 43rd char carries 2 padding bits that must be 0
-# (canonical encoding, which is the only form hash_keys produces).
-_B64_RE = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
+# Digest algorithms a hashed data source may use (``hash_algorithm``; the platforms use SHA-256),
+# by digest length in bytes.
+DIGEST_BYTES = {"sha256": 32, "sha1": 20, "md5": 16, "sha512": 64}
 
 _NULL_STR = pa.scalar(None, pa.string())
-_HEX_WIDTH = 64
-_B64_WIDTH = 44
 _INT32_MAX = 2**31 - 1
+
+
+def _widths(algorithm: str) -> tuple[int, int, int]:
+    """(hex chars, base64 chars, base64 '=' pads) of one digest."""
+    if algorithm not in DIGEST_BYTES:
+        raise ValueError(f"unknown digest algorithm {algorithm!r}; expected one of {tuple(DIGEST_BYTES)}")
+    size = DIGEST_BYTES[algorithm]
+    padded = -(-size // 3) * 3
+    return 2 * size, padded // 3 * 4, padded - size
+
+
+def _digest_re(encoding: str, algorithm: str) -> str:
+    """A digest's text: hex of either case, or canonical padded base64 -- the last character before
+    the '=' pads carries padding bits that must be 0 (SHA-256: 43 characters + '=', the 43rd one of
+    AEIMQUYcgkosw048), the only form hash_keys produces."""
+    hex_width, b64_width, pad = _widths(algorithm)
+    if encoding == "hex":
+        return rf"^[0-9A-Fa-f]{{{hex_width}}}$"
+    last = {0: "A-Za-z0-9+/", 1: "AEIMQUYcgkosw048", 2: "AQgw"}[pad]
+    return rf"^[A-Za-z0-9+/]{{{b64_width - pad - 1}}}[{last}]{'=' * pad}$"
 
 
 # --------------------------------------------------------------------------- helpers
 def _check_profile(profile: str) -> None:
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    if profile not in PROFILES and profile != AS_IS:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES} or {AS_IS!r}")
 
 
 def _check_kind(kind: str) -> None:
@@ -187,10 +209,16 @@ def _normalize_other(arr: pa.StringArray):
     return normalized, reason
 
 
+def _as_is(arr: pa.StringArray):
+    """``normalization: none``: every value kept exactly as it is; null or blank ones are missing."""
+    missing = _missing_mask(pc.utf8_trim_whitespace(arr))
+    return pc.if_else(missing, _NULL_STR, arr), pc.if_else(missing, pa.scalar(Reason.MISSING_VALUE), _NULL_STR)
+
+
 def normalize_keys(
     values: pa.Array, kind: str, profile: str = "adobe", default_region: str | None = None
 ) -> tuple[pa.StringArray, pa.StringArray]:
-    """Normalize match keys according to ``profile``.
+    """Normalize match keys according to ``profile`` (one of PROFILES, or AS_IS: values kept as they are).
 
     kind in {"email", "phone", "other"}; ``default_region`` (phones): the ISO region numbers written
     without a country code are read in (None: such numbers are invalid).  Returns ``(normalized, reason)``, both the
@@ -204,7 +232,9 @@ def normalize_keys(
     if default_region is not None:
         phones.check_region(default_region)
     arr = plain_array(values, text="strict")
-    if kind == "email":
+    if profile == AS_IS:
+        out = _as_is(arr)
+    elif kind == "email":
         out = _normalize_email(arr, profile)
     elif kind == "phone":
         out = _normalize_phone(arr, profile, default_region)
@@ -214,19 +244,20 @@ def normalize_keys(
 
 
 # ------------------------------------------------------------------------- hashing
-def _encode_b64(raw: bytes, m: int) -> bytes:
-    """Standard padded base64 of m consecutive 32-byte digests -> m*44 bytes.
+def _encode_b64(raw: bytes, m: int, algorithm: str = "sha256") -> bytes:
+    """Standard padded base64 of m consecutive digests (SHA-256: 32 bytes -> 44 chars each).
 
-    Each digest is padded to 33 bytes (a multiple of 3) so one bulk b2a_base64 call
-    over the whole stream stays aligned at 44 chars per digest; the last char of each
-    block (encoding the zero pad byte) is then replaced by "=", which is exactly the
-    standard padded encoding of the 32-byte digest.
+    Each digest is padded with zero bytes to a multiple of 3 (SHA-256: 33) so one bulk b2a_base64
+    call over the whole stream stays aligned per digest; the last chars of each block (encoding the
+    zero pad bytes) are then replaced by "=", which is exactly the standard padded encoding.
     """
-    padded = np.zeros((m, 33), dtype=np.uint8)
-    padded[:, :32] = np.frombuffer(raw, dtype=np.uint8).reshape(m, 32)
+    _, width, pad = _widths(algorithm)
+    size = DIGEST_BYTES[algorithm]
+    padded = np.zeros((m, size + pad), dtype=np.uint8)
+    padded[:, :size] = np.frombuffer(raw, dtype=np.uint8).reshape(m, size)
     enc = np.frombuffer(binascii.b2a_base64(padded.tobytes(), newline=False), dtype=np.uint8)
-    enc = enc.reshape(m, _B64_WIDTH).copy()
-    enc[:, 43] = ord("=")
+    enc = enc.reshape(m, width).copy()
+    enc[:, width - pad:] = ord("=")
     return enc.tobytes()
 
 
@@ -237,7 +268,7 @@ DUCKDB_MIN_ROWS = 4096
 _local = threading.local()
 
 
-def _duckdb_connection():
+def duckdb_connection():
     """This thread's DuckDB connection (one thread each: the callers' pools give the parallelism),
     or None when DuckDB is not installed."""
     con = getattr(_local, "duckdb", None)
@@ -247,12 +278,13 @@ def _duckdb_connection():
         except ImportError:
             return None
         con = _local.duckdb = duckdb.connect(config={"threads": 1})
+        con.execute("SET enable_progress_bar = false")  # never draw on a worker's stderr
     return con
 
 
 def _sha256_concat(present: pa.Array) -> bytes:
     """The 32-byte SHA-256 digests of the rows of a null-free string array, concatenated, in order."""
-    con = _duckdb_connection() if len(present) >= DUCKDB_MIN_ROWS else None
+    con = duckdb_connection() if len(present) >= DUCKDB_MIN_ROWS else None
     if con is not None:
         # A projection of one registered Arrow table keeps row order (DuckDB preserves insertion
         # order unless told otherwise).
@@ -269,13 +301,28 @@ def _sha256_concat(present: pa.Array) -> bytes:
     return b"".join([sha256(x).digest() for x in present.cast(pa.binary()).to_pylist()])
 
 
-def sha256_digests(values: pa.Array) -> pa.BinaryArray:
-    """Raw 32-byte SHA-256 digests of null-free normalized keys: the join key of a hashed data
-    source (half the bytes of hex; :func:`decode_digests` gives the same form for the dump side)."""
+def _digest_concat(present: pa.Array, algorithm: str) -> bytes:
+    """The raw digests of the rows of a null-free string array, concatenated, in order (SHA-256 with
+    the vectorized kernel; the other algorithms, rare, with hashlib per row)."""
+    if algorithm == "sha256":
+        return _sha256_concat(present)
+    _widths(algorithm)
+    new = getattr(hashlib, algorithm)
+    return b"".join([new(x).digest() for x in present.cast(pa.binary()).to_pylist()])
+
+
+def digests(values: pa.Array, algorithm: str = "sha256") -> pa.BinaryArray:
+    """Raw digests of null-free normalized keys: the join key of a hashed data source (half the
+    bytes of hex; :func:`decode_digests` gives the same form for the dump side)."""
     arr = plain_array(values, text="strict")
     if arr.null_count:
-        raise ValueError("sha256_digests takes valid keys only (filter nulls first)")
-    return fixed_width_binary(_sha256_concat(arr), len(arr), 32)
+        raise ValueError("digests take valid keys only (filter nulls first)")
+    return fixed_width_binary(_digest_concat(arr, algorithm), len(arr), DIGEST_BYTES[algorithm])
+
+
+def sha256_digests(values: pa.Array) -> pa.BinaryArray:
+    """Raw 32-byte SHA-256 digests of null-free normalized keys (see :func:`digests`)."""
+    return digests(values, "sha256")
 
 
 _HEX_VALUE = np.zeros(256, dtype=np.uint8)
@@ -286,29 +333,33 @@ for _i, _c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
     _B64_VALUE[_c] = _i
 
 
-def decode_digests(canonical: pa.Array, encoding: str) -> pa.BinaryArray:
-    """Raw 32-byte digests from null-free digests validated by :func:`canonical_digests` (64 hex
+def decode_digests(canonical: pa.Array, encoding: str, algorithm: str = "sha256") -> pa.BinaryArray:
+    """Raw digests from null-free digests validated by :func:`canonical_digests` (SHA-256: 64 hex
     chars, either case; or 44 canonical base64 chars). Vectorized with numpy lookup tables."""
     _check_encoding(encoding)
+    hex_width, b64_width, _ = _widths(algorithm)
+    size = DIGEST_BYTES[algorithm]
     arr = plain_array(canonical, text="strict")
     if encoding == "hex":
-        nibbles = _HEX_VALUE[rows_of_width(arr, _HEX_WIDTH)]
+        nibbles = _HEX_VALUE[rows_of_width(arr, hex_width)]
         raw = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
     else:
-        sextets = _B64_VALUE[rows_of_width(arr, _B64_WIDTH)].reshape(len(arr), 11, 4)  # '=' reads as 0
+        quads = b64_width // 4
+        sextets = _B64_VALUE[rows_of_width(arr, b64_width)].reshape(len(arr), quads, 4)  # '=' reads as 0
         a, b, c, d = (sextets[:, :, i] for i in range(4))
         triples = np.stack([(a << 2) | (b >> 4), ((b & 15) << 4) | (c >> 2), ((c & 3) << 6) | d], axis=2)
-        raw = triples.reshape(len(arr), 33)[:, :32]
-    return fixed_width_binary(raw, len(arr), 32)
+        raw = triples.reshape(len(arr), 3 * quads)[:, :size]
+    return fixed_width_binary(raw, len(arr), size)
 
 
-def hash_keys(normalized: pa.Array, encoding: str) -> pa.StringArray:
-    """SHA-256 over UTF-8 bytes; encoding 'hex' (lowercase, 64 chars) or 'base64'
-    (standard alphabet, padded, 44 chars).  Nulls stay null."""
+def hash_keys(normalized: pa.Array, encoding: str, algorithm: str = "sha256") -> pa.StringArray:
+    """Digests over UTF-8 bytes (SHA-256 unless told); encoding 'hex' (lowercase, 64 chars for
+    SHA-256) or 'base64' (standard alphabet, padded, 44 chars).  Nulls stay null."""
     _check_encoding(encoding)
     arr = plain_array(normalized, text="strict")
     n = len(arr)
-    width = _HEX_WIDTH if encoding == "hex" else _B64_WIDTH
+    hex_width, b64_width, _ = _widths(algorithm)
+    width = hex_width if encoding == "hex" else b64_width
     if n == 0:
         return pa.array([], pa.string())
     if arr.null_count == n:
@@ -317,8 +368,8 @@ def hash_keys(normalized: pa.Array, encoding: str) -> pa.StringArray:
     m = n - arr.null_count
     if m * width > _INT32_MAX:
         raise ValueError("batch too large for a single string array; split it into smaller batches")
-    raw = _sha256_concat(arr if arr.null_count == 0 else pc.drop_null(arr))
-    encoded = binascii.hexlify(raw) if encoding == "hex" else _encode_b64(raw, m)
+    raw = _digest_concat(arr if arr.null_count == 0 else pc.drop_null(arr), algorithm)
+    encoded = binascii.hexlify(raw) if encoding == "hex" else _encode_b64(raw, m, algorithm)
 
     if arr.null_count == 0:
         out_offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
@@ -338,7 +389,8 @@ def hash_keys(normalized: pa.Array, encoding: str) -> pa.StringArray:
 
 
 def normalize_and_hash(
-    values, kind: str, profile: str = "adobe", encoding: str | None = None, default_region: str | None = None
+    values, kind: str, profile: str = "adobe", encoding: str | None = None, default_region: str | None = None,
+    algorithm: str = "sha256",
 ) -> tuple[pa.StringArray, pa.StringArray]:
     """Normalize then hash.  encoding None -> DEFAULT_DIGEST[profile].
     Returns ``(digests, reason)``; digests are null exactly where reason is not."""
@@ -347,11 +399,11 @@ def normalize_and_hash(
         encoding = DEFAULT_DIGEST[profile]
     _check_encoding(encoding)
     normalized, reason = normalize_keys(values, kind, profile, default_region)
-    return hash_keys(normalized, encoding), reason
+    return hash_keys(normalized, encoding, algorithm), reason
 
 
-def canonical_digests(values: pa.Array, encoding: str) -> tuple[pa.StringArray, pa.StringArray]:
-    """Dump-side validation of incoming digests.
+def canonical_digests(values: pa.Array, encoding: str, algorithm: str = "sha256") -> tuple[pa.StringArray, pa.StringArray]:
+    """Dump-side validation of incoming digests (SHA-256 unless told).
 
     hex: after trimming whitespace, exactly 64 hex chars; returned lowercased.
     base64: after trimming whitespace, exactly 44 chars of the standard alphabet ending
@@ -362,12 +414,8 @@ def canonical_digests(values: pa.Array, encoding: str) -> tuple[pa.StringArray, 
     arr = plain_array(values, text="strict")
     trimmed = pc.utf8_trim_whitespace(arr)
     missing = _missing_mask(trimmed)
-    if encoding == "hex":
-        valid = pc.fill_null(pc.match_substring_regex(trimmed, _HEX_RE), False)
-        candidate = pc.ascii_lower(trimmed)
-    else:
-        valid = pc.fill_null(pc.match_substring_regex(trimmed, _B64_RE), False)
-        candidate = trimmed
+    valid = pc.fill_null(pc.match_substring_regex(trimmed, _digest_re(encoding, algorithm)), False)
+    candidate = pc.ascii_lower(trimmed) if encoding == "hex" else trimmed
     return tuple(plain_array(a, text="cast") for a in _finish(candidate, valid, missing, Reason.INVALID_HASH))  # type: ignore[return-value]
 
 

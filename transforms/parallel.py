@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -56,3 +58,38 @@ class PooledDoFn(beam.DoFn):
     def teardown(self):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class BundleQueue:
+    """A bundle's elements worked on in a DoFn's pool, at most ``ahead`` at a time: ``process``
+    hands an element over (``submit``) and emits the outputs of the oldest finished ones;
+    ``finish_bundle`` emits the rest (``drain``). A result becomes outputs through ``emit``, called
+    in the DoFn's own thread (where Beam's counters count). With no pool, the work runs at once.
+    Outputs follow input order; what the DoFns using it emit is only grouped, summed or sorted
+    downstream."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None, ahead: int, emit: Callable[[R], Iterable]):
+        self._pool, self._ahead, self._emit, self._pending = pool, max(ahead, 1), emit, deque()
+
+    def submit(self, fn: Callable[..., R], *args) -> Iterator:
+        if self._pool is None:
+            yield from self._emit(fn(*args))
+            return
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) > self._ahead:
+            yield from self._emit(self._pending.popleft().result())
+
+    def drain(self) -> Iterator:
+        """The outputs still pending, as finish_bundle must emit them: in the global window (where
+        a batch pipeline's elements live)."""
+        while self._pending:
+            for out in self._emit(self._pending.popleft().result()):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
+                else:
+                    yield in_global_window(out)
+
+
+def in_global_window(value) -> WindowedValue:
+    """What finish_bundle must emit: the value in the global window, at its end."""
+    return WindowedValue(value, GlobalWindow().max_timestamp(), (GlobalWindow(),))

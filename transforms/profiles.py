@@ -15,10 +15,11 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -33,9 +34,9 @@ BATCH_ROWS = 1 << 20
 KEY_PREFIX = "k:"
 
 
-def needed_columns(cfg: JobConfig, export: bool = False) -> list[str]:
-    """Extract columns the job reads: id, visitor ids, every ``match_on`` column and, for the
-    export, the opt-out column."""
+def needed_columns(cfg: JobConfig, export: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """Extract columns the job reads: id, visitor ids, every ``match_on`` column, for the export the
+    opt-out column (and ``extra`` ones: the columns the mismatch diagnosis looks at)."""
     p = cfg.profiles
     cols = [p.id]
     if any(ds.id_type == "visitor" for ds in cfg.data_sources) and p.visitor_ids:
@@ -45,7 +46,7 @@ def needed_columns(cfg: JobConfig, export: bool = False) -> list[str]:
     for col in key_columns(cfg, export):
         if col not in cols:
             cols.append(col)
-    return cols
+    return cols + [c for c in extra if c not in cols]
 
 
 def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
@@ -82,8 +83,9 @@ def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Arr
     return consent_of(opt, p.opt_out_missing)
 
 
-def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False) -> pa.Table:
-    """Map an extract's columns to the standard profile table (see the module's docstring)."""
+def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False, extra: Sequence[str] = ()) -> pa.Table:
+    """Map an extract's columns to the standard profile table (see the module's docstring); ``extra``
+    columns of the extract become ``k:`` columns too, where present and not nested (lists, structs)."""
     p = cfg.profiles
     n = table.num_rows
     ids = plain_array(table[p.id], text="cast")
@@ -96,6 +98,9 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     cols["opt_out"] = _opt_out(table, cfg, path, export)
     for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
+    for col in extra:
+        if KEY_PREFIX + col not in cols and col in table.column_names and not pa.types.is_nested(table[col].type):
+            cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
     return pa.table(cols)
 
 
@@ -115,31 +120,34 @@ def required_columns(cfg: JobConfig, export: bool = False) -> list[str]:
     return [c for c in needed_columns(cfg, export) if c != cfg.profiles.visitor_ids]
 
 
-def _present(path: str, names: list[str], cfg: JobConfig, export: bool) -> list[str]:
+def _present(path: str, names: list[str], cfg: JobConfig, export: bool, extra: Sequence[str] = ()) -> list[str]:
     """The needed columns among ``names``; a required one missing fails naming the file, the column
     and the config field (a file of a glob that arrived after the preflight check)."""
     for col in required_columns(cfg, export):
         if col not in names:
             raise InputError(path, f"no column '{col}' ({column_field(cfg, col)})")
-    return [c for c in needed_columns(cfg, export) if c in names]
+    return [c for c in needed_columns(cfg, export, extra) if c in names]
 
 
-def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, export: bool = False) -> Iterator[pa.Table]:
+def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, export: bool = False,
+                  extra: Sequence[str] = ()) -> Iterator[pa.Table]:
     """Yield standardized profile tables from one extract file (local or gs://), in batches of
-    ``BATCH_ROWS`` rows unless told. ``export``: read and check the opt-out column."""
+    ``BATCH_ROWS`` rows unless told. ``export``: read and check the opt-out column; ``extra``: more
+    extract columns to carry (see standardize)."""
     batch_rows = batch_rows or BATCH_ROWS
     fmt = cfg.profiles.resolved_format
     offset = 0  # rows of the file before the current batch: an error names the file's line or row
-    for table in _raw_tables(path, fmt, cfg, export, batch_rows):
+    for table in _raw_tables(path, fmt, cfg, export, batch_rows, extra):
         try:
-            profiles = standardize(table, cfg, path, export)
+            profiles = standardize(table, cfg, path, export, extra)
         except BadOptOut as bad:
             raise _opt_out_error(path, fmt, cfg.profiles.opt_out, bad, offset) from None
         offset += table.num_rows
         yield profiles
 
 
-def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: int) -> Iterator[pa.Table]:
+def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: int,
+                extra: Sequence[str] = ()) -> Iterator[pa.Table]:
     """The extract's needed columns, as read (strings for CSV), in batches of ``batch_rows``."""
     from apache_beam.io.filesystems import FileSystems
 
@@ -151,13 +159,13 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
                     yield pa.Table.from_batches([batch])
             elif fmt == "csv":
-                present = _present(path, read_schema_names(path, fmt), cfg, export)
+                present = _present(path, read_schema_names(path, fmt), cfg, export, extra)
                 for table in csv_tables(handle, path, present, strings_can_be_null=True):
                     yield from _slices(table, batch_rows)
             else:
                 table = _read_jsonl(handle, path)
                 if table.num_rows:
-                    table = table.select(_present(path, table.column_names, cfg, export))
+                    table = table.select(_present(path, table.column_names, cfg, export, extra))
                 yield from _slices(table, batch_rows)
     except InputError:
         raise
@@ -221,3 +229,20 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):
             raise InputError(path, "not valid JSON", line=1) from None
+
+
+def scalar_columns(path: str, fmt: str) -> list[str]:
+    """Column names of an extract whose values are scalars (not lists or structs), reading only its
+    header/footer/first record."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+        if fmt == "parquet":
+            return [f.name for f in pq.ParquetFile(handle).schema_arrow if not pa.types.is_nested(f.type)]
+        if fmt == "csv":  # Arrow's own reading of the header (a BOM, quoted names), as the reader will see it
+            return pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False)).schema.names
+        first = handle.readline()
+    try:
+        return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
+    except (ValueError, AttributeError):
+        raise InputError(path, "not valid JSON", line=1) from None

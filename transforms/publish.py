@@ -22,10 +22,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.arrow_utils import bucket_of, concat, count_by, sorted_rows, split_by_bucket
+from transforms.arrow_utils import bucket_of, concat, count_by, narrow_dictionaries, sorted_rows, split_by_bucket
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
@@ -34,7 +32,7 @@ from transforms.memory import release_free_memory
 from transforms.outcomes import Counts, Metric, SumCounts, count
 from transforms import publish_journal
 from transforms.output_lock import write_error
-from transforms.parallel import PooledDoFn
+from transforms.parallel import PooledDoFn, in_global_window
 from transforms.publish_journal import Journal, apply, commit, read_journal
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
@@ -55,15 +53,40 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 
 class _SplitForWrite(beam.DoFn):
-    """Table -> ``(bucket, (tag, rows))``; plain tables are tagged ``add``."""
+    """Tables -> ``(bucket, (tag, rows))``; plain tables are tagged ``add``.
+
+    A bundle's tables of one tag are gathered (up to ``GATHER_ROWS`` rows) and split once: the
+    join emits a table per shard, and splitting each into ``buckets`` pieces made shards x buckets
+    small elements, each pickled, shuffled and unpickled (most of a small run's write time). The
+    parts do not change: each is sorted and de-duplicated whatever its pieces."""
+
+    GATHER_ROWS = 1 << 20
 
     def __init__(self, bucket_column: str, buckets: int):
         self._column, self._buckets = bucket_column, buckets
 
+    def start_bundle(self):
+        self._gathered: dict[str, list[pa.Table]] = {}
+
     def process(self, element):
         tag, table = element if isinstance(element, tuple) else (ADD, element)
+        tables = self._gathered.setdefault(tag, [])
+        tables.append(table)
+        if sum(t.num_rows for t in tables) >= self.GATHER_ROWS:
+            yield from self._split(tag, self._gathered.pop(tag))
+
+    def finish_bundle(self):
+        for tag in sorted(self._gathered):
+            for out in self._split(tag, self._gathered[tag]):
+                yield in_global_window(out)
+        self._gathered = {}
+
+    def _split(self, tag: str, tables: list[pa.Table]):
+        # Dictionary columns may differ in index width between tables: promoted to a common one,
+        # then narrowed again in each piece.
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
         for bucket, rows in split_by_bucket(table, bucket_of(table[self._column], self._buckets)):
-            yield bucket, (tag, rows)
+            yield bucket, (tag, narrow_dictionaries(rows))
 
 
 class _WritePart(PooledDoFn):
@@ -97,9 +120,9 @@ class _WritePart(PooledDoFn):
         while self._pending:
             for out in self._pending.popleft().result():
                 if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, _in_global_window(out.value))
+                    yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
                 else:
-                    yield _in_global_window(out)
+                    yield in_global_window(out)
         release_free_memory()
 
     def _write(self, element, side_inputs) -> list:
@@ -121,12 +144,6 @@ class _WritePart(PooledDoFn):
             for (data_source, value), n in count_by(table, ["data_source", self._count_column]):
                 out.append(count(self._count_metric, n, data_source, value))
         return out
-
-
-def _in_global_window(value) -> WindowedValue:
-    """What finish_bundle must emit: the value in the global window (where a batch GroupByKey's
-    outputs live), at its end."""
-    return WindowedValue(value, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
 
 class WrittenParts(NamedTuple):
@@ -231,12 +248,12 @@ class _Publish(beam.DoFn):
         self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
         self._check = spec.check
 
-    def process(self, _, parts, counts, files, controls, file_stats):
+    def process(self, _, parts, counts, files, controls, file_stats, diagnosis):
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
             by_source.setdefault(name, []).append(self._file_entry(name, path))
-        report = build_report(self._cfg, Counts(counts), by_source, self._run_date)
+        report = build_report(self._cfg, Counts(counts), by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
         if self._check is not None:
             self._check(report, self._cfg, files, file_stats)
@@ -260,6 +277,7 @@ class PublishInputs(NamedTuple):
     files: beam.PCollection  # (data_source, dump path)
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
+    diagnosis: beam.PCollection  # (data_source, [finding]) from the mismatch diagnosis
 
 
 class PublishRun(beam.PTransform):
@@ -285,5 +303,6 @@ class PublishRun(beam.PTransform):
                 beam.pvalue.AsList(inputs.files),
                 beam.pvalue.AsList(inputs.controls),
                 beam.pvalue.AsList(inputs.file_stats),
+                beam.pvalue.AsList(inputs.diagnosis),
             )
         )

@@ -20,9 +20,11 @@ import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.control_files import ReadControlFile
+from transforms.diagnosis import DiagnoseMismatches, DiagnosisInputs
 from transforms.iv_check import CheckIVs
 from transforms.join import JoinShard
-from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile
+from transforms.key_cache import KeyCacheDirs
+from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile, SplitBigDumps
 from transforms.outcomes import COUNTS
 from transforms.storage import MatchFiles
 
@@ -39,16 +41,21 @@ class ImportOutputs(NamedTuple):
     files: beam.PCollection  # (data_source, dump path)
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
+    key_cache_parts: beam.PCollection  # with a key cache: this run's staged parts (transforms.key_cache)
+    diagnosis: beam.PCollection  # (data_source, [finding]) of the mismatch diagnosis (none when it is off)
 
 
 class ReconcileAudiences(beam.PTransform):
     """The import graph from a pipeline root to :class:`ImportOutputs`."""
 
-    def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False):
+    def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False,
+                 key_cache: KeyCacheDirs | None = None, split_bytes: int | None = None):
         super().__init__()
         self._cfg = cfg
         self._run_date = run_date
         self._incremental = incremental
+        self._key_cache = key_cache
+        self._split_bytes = split_bytes  # dumps this big are read by one worker, keyed by all (None: never)
 
     def expand(self, root) -> ImportOutputs:
         cfg = self._cfg
@@ -58,26 +65,33 @@ class ReconcileAudiences(beam.PTransform):
             | "MatchDumpFiles" >> beam.ParDo(ExpandPatterns()).with_outputs(ExpandPatterns.CONTROL, main="files")
         )
         files = matched.files
-        dumps = (
+        work = (
             files
             | "SpreadDumpFiles" >> beam.Reshuffle()
+            | "SplitBigDumps" >> beam.ParDo(SplitBigDumps(self._split_bytes)).with_outputs(ReadDumpFile.FILE_STATS, main="work")
+        )
+        dumps = (
+            work.work
+            | "SpreadDumpWork" >> beam.Reshuffle()
             | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental))
             .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
             .with_outputs(
                 ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES,
-                ReadDumpFile.FIRST_BLOCKS, main="shards"
+                ReadDumpFile.FIRST_BLOCKS, ReadDumpFile.DIAGNOSABLE, main="shards"
             )
         )
         controls = matched[ExpandPatterns.CONTROL] | "ReadControlFiles" >> beam.ParDo(ReadControlFile())
         key_filters = dumps[ReadDumpFile.KEY_HASHES] | "BuildKeyFilters" >> beam.CombinePerKey(BuildKeyFilter())
-        profiles = (
+        profile_files = (
             root
             | "ListProfileExtracts" >> beam.Create([cfg.profiles.path])
             | "MatchProfileFiles" >> beam.ParDo(MatchFiles("profile extract"))
+        )
+        profiles = (
+            profile_files
             | "SpreadProfileFiles" >> beam.Reshuffle()
-            | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg), filters=beam.pvalue.AsDict(key_filters)).with_outputs(
-                COUNTS, KeyProfiles.FIRST_BLOCKS, main="shards"
-            )
+            | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg, self._key_cache), filters=beam.pvalue.AsDict(key_filters))
+            .with_outputs(COUNTS, KeyProfiles.FIRST_BLOCKS, KeyProfiles.CACHE_PARTS, KeyProfiles.SCREEN, main="shards")
         )
         iv_checked = (dumps[ReadDumpFile.FIRST_BLOCKS], profiles[KeyProfiles.FIRST_BLOCKS]) | "CheckIVs" >> CheckIVs(cfg)
         joined = (
@@ -85,9 +99,15 @@ class ReconcileAudiences(beam.PTransform):
             | "GroupShards" >> beam.GroupByKey()
             | "JoinShards" >> beam.ParDo(JoinShard(cfg), profiles=beam.pvalue.AsMultiMap(profiles.shards)).with_outputs(
                 JoinShard.REJECTED, COUNTS, JoinShard.FILE_AUDIENCE, JoinShard.REMOVED_MEMBERS,
-                JoinShard.FILE_AUDIENCE_REMOVED, main="members"
+                JoinShard.FILE_AUDIENCE_REMOVED, JoinShard.UNMATCHED, main="members"
             )
         )
+        if any(cfg.sample_size(ds) for ds in cfg.data_sources):
+            candidates = (dumps[ReadDumpFile.DIAGNOSABLE], joined[JoinShard.UNMATCHED]) | "FlattenSampled" >> beam.Flatten()
+            diagnosis = DiagnosisInputs(candidates, profiles[KeyProfiles.SCREEN], profile_files) | "Diagnose" >> (
+                DiagnoseMismatches(cfg))
+        else:
+            diagnosis = root | "NoDiagnosis" >> beam.Create([])
         rejected = (dumps[ReadDumpFile.REJECTED], joined[JoinShard.REJECTED]) | "FlattenRejected" >> beam.Flatten()
         # The IV check's count is among the counts: the publish step, which waits for all of them,
         # cannot run before the check has passed.
@@ -101,5 +121,7 @@ class ReconcileAudiences(beam.PTransform):
             counts=counts,
             files=files,
             controls=controls,
-            file_stats=dumps[ReadDumpFile.FILE_STATS],
+            file_stats=(work[ReadDumpFile.FILE_STATS], dumps[ReadDumpFile.FILE_STATS]) | "FlattenFileStats" >> beam.Flatten(),
+            key_cache_parts=profiles[KeyProfiles.CACHE_PARTS],
+            diagnosis=diagnosis,
         )

@@ -4,10 +4,12 @@ from __future__ import annotations
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
+from transforms.report_view import suggestion_text
 
 
-def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | None = None, run_date: str | None = None) -> dict:
-    """Assemble the import report from the run's summed counts."""
+def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | None = None, run_date: str | None = None,
+                 diagnosis: dict[str, list[dict]] | None = None) -> dict:
+    """Assemble the import report from the run's summed counts (and the mismatch diagnosis' findings)."""
     sources = {}
     for ds in cfg.data_sources:
         name = ds.name
@@ -40,6 +42,8 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         entry["segments"] = dict(sorted(entry["segments"].items(), key=lambda kv: (len(kv[0]), kv[0])))
         if files is not None:
             entry["files"] = files.get(name, [])
+        if cfg.sample_size(ds):  # diagnosed (transforms/diagnosis.py): findings, most lines first; else no key
+            entry["diagnosis"] = (diagnosis or {}).get(name, [])
         sources[name] = entry
     totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
     report = {"job": "import", "profiles_read": counts.get(Metric.PROFILES_READ), "data_sources": sources, "totals": totals}
@@ -100,6 +104,13 @@ def _check_decryption(name: str, entry: dict, ratio: float) -> None:
     if candidates and failed / candidates > ratio:
         raise RunFailed(
             f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
-            f"(more than max_decrypt_failure_ratio={ratio}); wrong key or IV? Nothing was published"
+            f"(more than max_decrypt_failure_ratio={ratio}); {_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
         )
 
+
+def _top_finding(entry: dict) -> str | None:
+    """The diagnosis' best explanation, with its config change, for a one-line failure message."""
+    if not entry.get("diagnosis"):
+        return None
+    top = entry["diagnosis"][0]
+    return f"diagnosis: {top['message']} (suggested: {suggestion_text(top)})."

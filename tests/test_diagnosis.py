@@ -1,0 +1,183 @@
+"""Mismatch diagnosis end to end: dumps made (with the project's own hashing and encryption) the way a
+partner gets it wrong -- another normalization profile, digest encoding, column, algorithm, no
+normalization, visitor IDs without their leading zeros, plain IDs in another case, an encrypted
+source with the wrong IV or key encoding -- run through the real import. The top finding must name
+the right config change, and the import re-run with that change applied must match every line."""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines import import_audience
+from transforms.crypto import encrypt_cbc
+from transforms.errors import RunFailed
+from transforms.normalize import normalize_and_hash, normalize_keys
+
+N = 240
+UNKNOWN = 12  # lines per data source that no profile has, whatever the settings
+KEY_HEX = "000102030405060708090a0b0c0d0e0f"  # 32 characters: hex of 16 bytes, or base64 of 24 (DEMO/TEST ONLY)
+IV_HEX = "f0e0d0c0b0a090807060504030201000"
+OTHER_IV_HEX = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def _profiles() -> pa.Table:
+    emails, phones, crm, visitors = [], [], [], []
+    for i in range(N):
+        email = [f"user{i}@example.com", f"first.last{i}@gmail.com", f"  User{i}@Example.ORG "][i % 3]
+        emails.append(email)
+        phones.append(f"+33 6 12 {i // 100:02d} {i % 100:02d} 10")
+        crm.append(f"CRM-{i:05d}")
+        digits = f"{(i + 1) * 7919 ** 9:038d}"[-38:]
+        visitors.append([("000" + digits[3:]) if i % 3 == 0 else ("9" + digits[1:])])
+    return pa.table({"profile_id": [f"P{i:04d}" for i in range(N)], "email": emails, "mobile": phones,
+                     "crm_id": crm, "visitor_ids": visitors})
+
+
+def _hashed(values, kind, profile="adobe", encoding="hex", algorithm="sha256") -> list[str]:
+    return normalize_and_hash(pa.array(values), kind, profile, encoding, algorithm=algorithm)[0].to_pylist()
+
+
+def _unknown_emails() -> list[str]:
+    return [f"nobody{i}@example.invalid" for i in range(UNKNOWN)]
+
+
+def _build(root: Path) -> tuple[dict, dict]:
+    """Profiles, dumps and a config with one data source per mistake; returns (config, the top
+    suggestion each data source must get)."""
+    profiles = _profiles()
+    pq.write_table(profiles, root / "profiles.parquet")
+    emails, phones = profiles["email"].to_pylist(), profiles["mobile"].to_pylist()
+    key16, key24 = bytes.fromhex(KEY_HEX), base64.b64decode(KEY_HEX)
+    normalized = normalize_keys(pa.array(emails + _unknown_emails()), "email", "adobe")[0].to_pylist()
+    dumps = {
+        "as-configured": _hashed(emails + _unknown_emails(), "email"),
+        "wrong-profile": _hashed(emails + _unknown_emails(), "email", "uid2", "base64"),
+        "wrong-encoding": _hashed(emails + _unknown_emails(), "email", "adobe", "base64"),
+        "wrong-column": _hashed(phones + _unknown_emails(), "phone"),
+        "wrong-algorithm": _hashed(emails + _unknown_emails(), "email", algorithm="sha1"),
+        "not-normalized": _hashed(emails + _unknown_emails(), "email", "none"),
+        "visitors": [v[0].lstrip("0") for v in profiles["visitor_ids"].to_pylist()] + [f"{i:038d}" for i in range(1, UNKNOWN + 1)],
+        "plain-case": [f" {c.lower()} " if i % 2 else c.lower() for i, c in enumerate(profiles["crm_id"].to_pylist())]
+        + [f"crm-x{i}" for i in range(UNKNOWN)],
+        "wrong-iv": encrypt_cbc(normalized, key16, bytes.fromhex(OTHER_IV_HEX)),
+        "wrong-key-encoding": encrypt_cbc(normalized, key24, bytes.fromhex(IV_HEX)),
+    }
+    (root / "keys").mkdir()
+    (root / "keys" / "key.txt").write_text(KEY_HEX + "\n")
+    (root / "keys" / "iv.txt").write_text(IV_HEX + "\n")
+    sources = []
+    for n, (name, ids) in enumerate(dumps.items()):
+        folder = root / "segments" / name
+        folder.mkdir(parents=True)
+        sep = "\t" if name == "plain-case" else " "
+        (folder / "dump.sync").write_text("".join(f"{i}{sep}11\n" for i in ids))
+        ds = {"name": name, "dpid": 100 + n, "segments": f"segments/{name}/*.sync", "id_type": "declared",
+              "declared": "hashed", "match_on": "email", "normalization": "adobe"}
+        if name == "visitors":
+            ds = {k: ds[k] for k in ("name", "dpid", "segments")} | {"id_type": "visitor"}
+        elif name == "plain-case":
+            ds |= {"declared": "plain", "match_on": "crm_id", "field_separator": "\t"}
+            del ds["normalization"]
+        elif name.startswith("wrong-i") or name.startswith("wrong-key"):
+            ds |= {"declared": "encrypted", "channel": "email", "max_decrypt_failure_ratio": 1.0,
+                   "encryption": {"key": "file:keys/key.txt", "key_encoding": "hex", "iv": "file:keys/iv.txt", "iv_encoding": "hex"}}
+        sources.append(ds)
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "phone": "mobile", "visitor_ids": "visitor_ids"},
+           "buckets": 4, "data_sources": sources}
+    expected = {
+        "as-configured": None,
+        "wrong-profile": ("normalization", {"normalization": "uid2"}),
+        "wrong-encoding": ("digest", {"digest": "base64"}),
+        "wrong-column": ("column", {"match_on": "phone"}),
+        "wrong-algorithm": ("algorithm", {"hash_algorithm": "sha1"}),
+        "not-normalized": ("normalization", {"normalization": "none"}),
+        "visitors": ("leading_zeros", {"restore_leading_zeros": True}),
+        "plain-case": ("case", {"ignore_case": True}),
+        "wrong-iv": ("iv", {"encryption.iv": None}),
+        "wrong-key-encoding": ("key_encoding", {"encryption.key_encoding": "base64"}),
+    }
+    return cfg, expected
+
+
+def _run(root: Path, cfg: dict, out: str) -> dict:
+    (root / f"{out}.yaml").write_text(yaml.safe_dump(cfg))
+    return import_audience.run(["--config", str(root / f"{out}.yaml"), "--output", str(root / out)])
+
+
+def _apply(ds: dict, suggestion: dict) -> dict:
+    ds = copy.deepcopy(ds)
+    for field, value in suggestion.items():
+        target, *rest = field.split(".")
+        if rest:
+            ds[target][rest[0]] = value
+        else:
+            ds[field] = value
+    return ds
+
+
+@pytest.fixture(scope="module")
+def diagnosed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diagnosis")
+    cfg, expected = _build(root)
+    return root, cfg, expected, _run(root, cfg, "first")
+
+
+@pytest.mark.parametrize("name", ["wrong-profile", "wrong-encoding", "wrong-column", "wrong-algorithm", "not-normalized",
+                                  "visitors", "plain-case", "wrong-iv", "wrong-key-encoding"])
+def test_the_top_finding_names_the_config_change(diagnosed, name):
+    _, _, expected, report = diagnosed
+    entry = report["data_sources"][name]
+    top = entry["diagnosis"][0]
+    kind, suggestion = expected[name]
+    assert (top["kind"], top["suggestion"]) == (kind, suggestion), entry["diagnosis"]
+    assert top["sampled"] == entry["unmatched"] + entry["invalid_ids"] + entry["file_audience"]
+    assert top["would_match"] >= top["sampled"] - UNKNOWN  # every line made from a profile
+    assert top["message"].startswith(f"{top['would_match']:,} of {top['sampled']:,} ")
+    assert [f["would_match"] for f in entry["diagnosis"]] == sorted((f["would_match"] for f in entry["diagnosis"]), reverse=True)
+
+
+def test_a_data_source_that_matches_as_configured_gets_no_finding(diagnosed):
+    _, _, _, report = diagnosed
+    entry = report["data_sources"]["as-configured"]
+    assert entry["reconciled"] == N and entry["unmatched"] == UNKNOWN  # the unknown lines only
+    assert entry["diagnosis"] == []
+
+
+def test_findings_carry_no_record_value(diagnosed):
+    root, _, _, report = diagnosed
+    text = json.dumps([e["diagnosis"] for e in report["data_sources"].values()])
+    for value in _profiles()["email"].to_pylist()[:30] + _profiles()["crm_id"].to_pylist()[:30]:
+        assert value.strip().lower() not in text.lower()
+    assert "@" not in text and KEY_HEX not in text and IV_HEX not in text and OTHER_IV_HEX not in text
+
+
+def test_applying_the_top_suggestion_matches_every_line(diagnosed):
+    root, cfg, expected, report = diagnosed
+    fixed = copy.deepcopy(cfg)
+    applicable = [n for n, e in expected.items() if e and None not in e[1].values()]
+    fixed["data_sources"] = [_apply(ds, report["data_sources"][ds["name"]]["diagnosis"][0]["suggestion"])
+                             for ds in cfg["data_sources"] if ds["name"] in applicable]
+    again = _run(root, fixed, "fixed")
+    for name in applicable:
+        entry = again["data_sources"][name]
+        assert (entry["reconciled"], entry["diagnosis"]) == (N, []), (name, entry)
+
+
+def test_a_wrong_key_encoding_fails_the_run_with_the_diagnosis(diagnosed):
+    root, cfg, _, _ = diagnosed
+    one = copy.deepcopy(cfg)
+    one["data_sources"] = [ds for ds in cfg["data_sources"] if ds["name"] == "wrong-key-encoding"]
+    del one["data_sources"][0]["max_decrypt_failure_ratio"]
+    with pytest.raises(RunFailed) as info:
+        _run(root, one, "failing")
+    message = str(info.value)
+    assert "failed to decrypt" in message and "suggested: encryption.key_encoding: base64" in message
+    assert KEY_HEX not in message
+    assert not (root / "failing" / "report.json").exists()

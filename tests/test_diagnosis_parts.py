@@ -1,0 +1,220 @@
+"""The mismatch diagnosis' parts: the sample, the probes (its DoFns driven directly), the decrypt
+failure patterns and the findings' rules. The whole graph runs in tests/test_diagnosis.py."""
+from __future__ import annotations
+
+import base64
+import random
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from transforms.config import DataSourceConfig, JobConfig
+from transforms.crypto import encrypt_cbc, encrypt_gcm
+from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, screen_step, worth_confirming
+from transforms.diagnosis_crypto import CbcMaterial, cbc_findings, gcm_findings
+from transforms.diagnosis_findings import assemble
+from transforms.diagnosis_forms import SCREEN_ALL, screen_columns, screen_rows, spread
+from transforms.diagnosis_sample import SAMPLE_SCHEMA, SampleLines, bottom_k, candidates, rejected_candidates
+from transforms.errors import RunFailed
+from transforms.normalize import normalize_and_hash
+from transforms.outcomes import Counts, Metric, Reason, count
+from transforms.profiles import read_profiles
+from transforms.report import build_report, check_report
+from transforms.secrets import RingKey
+
+KEY, IV = bytes(range(32)), bytes(range(16, 32))
+
+
+# ------------------------------------------------------------------------------------------ sample
+def _lines(n: int) -> pa.Array:
+    return pa.array([f"id-{i % (n // 2)}".encode() for i in range(n)], pa.binary())  # every ID twice
+
+
+def test_the_sample_is_the_same_whatever_the_split_and_merge_order():
+    values = _lines(3000)
+    whole = bottom_k(candidates(values, Reason.NO_MATCHING_PROFILE, 10_000), 500, ordered=True)
+    assert whole.num_rows == 500 and whole.schema == SAMPLE_SCHEMA
+    assert whole["hash"].to_pylist() == sorted(whole["hash"].to_pylist())
+    combine = SampleLines()
+    for seed in (1, 2):
+        order = list(range(0, 3000, 250))
+        random.Random(seed).shuffle(order)
+        parts = [combine.add_input(combine.create_accumulator(), (500, candidates(values.slice(s, 250), Reason.NO_MATCHING_PROFILE, 500)))
+                 for s in order]
+        merged = combine.merge_accumulators([combine.merge_accumulators(parts[:5]), combine.merge_accumulators(parts[5:])])
+        assert combine.extract_output(merged).equals(whole)
+
+
+def test_candidates_keep_the_smallest_hashes_and_their_duplicates():
+    values = _lines(400)
+    kept = candidates(values, Reason.NO_MATCHING_PROFILE, 50)
+    assert kept.num_rows == 50
+    all_hashes = np.sort(candidates(values, Reason.NO_MATCHING_PROFILE, 400)["hash"].to_numpy())
+    assert np.array_equal(np.sort(kept["hash"].to_numpy()), all_hashes[:50])
+
+
+def test_rejected_candidates_are_the_raw_ids_of_the_reasons_a_setting_may_explain():
+    parsed = pa.table({"line": pa.array([1, 2, 3, 4], pa.int64()), "id": ["abc", "", "12345", "x:y"]})
+    rejected = pa.table({"line": pa.array([1, 2, 3, 4], pa.int64()),
+                         "reason": pa.array([Reason.INVALID_HASH, Reason.MISSING_VALUE, Reason.INVALID_VISITOR_ID,
+                                             Reason.INVALID_DECLARED_ID]).dictionary_encode()})
+    got = rejected_candidates(parsed, rejected, 10)
+    assert sorted(zip(got["value"].to_pylist(), got["reason"].to_pylist())) == [
+        (b"12345", "invalid_visitor_id"), (b"abc", "invalid_hash")]
+    assert rejected_candidates(parsed, rejected, 0) is None
+
+
+# ------------------------------------------------------------------------------- probes, directly
+def _job(tmp_path, **source) -> JobConfig:
+    ds = {"name": "h", "dpid": 1, "segments": "/x/*", "id_type": "declared", "declared": "hashed", "match_on": "email"}
+    return JobConfig(profiles={"path": str(tmp_path / "p.parquet"), "email": "email", "phone": None}, data_sources=[ds | source])
+
+
+def _run_dofns(cfg: JobConfig, path: str, sample: pa.Table, profiles_batches) -> list[dict]:
+    """The diagnosis' three DoFns in a row, without a pipeline (as the runner would call them)."""
+    samples = {"h": sample}
+    screen, confirm, assemble_ = ScreenForms(cfg), ConfirmForms(cfg), AssembleFindings(cfg)
+    for dofn in (screen, confirm, assemble_):
+        dofn.setup()
+    screened = [out for batch in profiles_batches for out in screen.process(screen_rows(batch), samples)]
+    probed = list(confirm.process(path, samples, screened))
+    return dict(assemble_.process(None, samples, probed))["h"]
+
+
+def test_digests_of_a_column_that_is_not_the_email_role_suggest_it_as_the_email_column(tmp_path):
+    n = 1000
+    work = [f"worker{i}@example.com" for i in range(n)]
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(n)], "email": [f"home{i}@example.org" for i in range(n)],
+                             "work_email": work, "note": ["x"] * n}), tmp_path / "p.parquet")
+    cfg = _job(tmp_path)
+    digests = pa.array([bytes.fromhex(d) for d in normalize_and_hash(pa.array(work), "email")[0].to_pylist()])
+    sample = bottom_k(candidates(digests, Reason.NO_MATCHING_PROFILE, n), n, ordered=True)
+    batches = list(read_profiles(cfg.profiles.path, cfg, extra=screen_columns(cfg, cfg.profiles.path)))
+    findings = _run_dofns(cfg, cfg.profiles.path, sample, batches)
+    assert [(f["kind"], f["suggestion"], f["would_match"], f["sampled"]) for f in findings] == [
+        ("column", {"match_on": "email", "profiles.email": "work_email"}, n, n)]
+    assert "'work_email'" in findings[0]["message"] and "@" not in findings[0]["message"]
+
+
+def test_the_screen_reads_fewer_profiles_for_bigger_samples():
+    def sample(n):
+        return pa.table({"hash": pa.array(range(n), pa.uint64()), "reason": ["r"] * n, "value": [b"v"] * n})
+    assert screen_step({"a": sample(50)}) == 1
+    assert screen_step({"a": sample(100_000)}) == 10  # a finding needs 1,000 lines: 1 in 160 profiles shows ~6
+    assert screen_step({"a": sample(100_000), "b": sample(2_000)}) == 1  # the smallest threshold decides
+
+
+def test_only_forms_that_add_lines_on_the_screen_are_computed_over_every_profile():
+    def probe(normalization, rows):
+        form = ("k:email", "digest", "email", normalization, "sha256")
+        return "h", (form, "hex:sha256", "normalization", (("normalization", normalization),)), np.asarray(rows)
+    screened = [probe("adobe", [1, 2, 3, 4]), probe("meta", [1, 2, 3, 4]),  # the same lines: the preferred one
+                probe("google", [1, 2, 3, 5]),  # as many lines, not the same: all profiles decide
+                probe("uid2", [1, 2]), probe("uid2", [3]),  # two batches: [1, 2, 3], inside adobe's lines
+                probe("none", [2, 9])]  # line 9: something no better probe has
+    kept = {p.form.normalization for _, p in worth_confirming(screened)}
+    assert kept == {"adobe", "google", "none"}
+    assert worth_confirming([]) == []
+
+
+def test_a_small_extract_is_screened_whole_and_a_big_one_in_part():
+    small = pa.table({"profile_id": [f"p{i}" for i in range(1000)], "opt_out": [False] * 1000})
+    assert screen_rows(small).column_names == ["profile_id"] and screen_rows(small).num_rows == 1000
+    n = SCREEN_ALL + 16 * 4000
+    big = pa.table({"profile_id": pa.array(np.arange(n)).cast(pa.string())})
+    whole = screen_rows(big)
+    assert whole["profile_id"].to_pylist()[:SCREEN_ALL] == [str(i) for i in range(SCREEN_ALL)]
+    assert abs(whole.num_rows - SCREEN_ALL - 4000) < 250
+    # read in two batches, the file's rows are picked the same way
+    halves = [screen_rows(big.slice(0, n // 2), 0), screen_rows(big.slice(n // 2), n // 2)]
+    assert pa.concat_tables(halves).equals(whole)
+
+
+def test_the_screen_spreads_over_the_extract_without_a_period():
+    picked = spread(160_000, 16).to_numpy()
+    assert abs(len(picked) - 10_000) < 400 and np.array_equal(picked, spread(160_000, 16).to_numpy())
+    assert 0.4 < np.mean(picked % 2) < 0.6  # odd and even rows alike (a stride of 16 sees only even ones)
+    assert not np.array_equal(spread(1000, 4, salt=1).to_numpy(), spread(1000, 4).to_numpy())
+    assert len(spread(10, 1)) == 10
+
+
+# ------------------------------------------------------------------------------ decrypt failures
+def _email_source(**extra) -> DataSourceConfig:
+    return DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="email",
+                            channel="email", encryption={"key": "env:K", "iv": "env:I"}, **extra)
+
+
+EMAILS = [f"someone.{i}@example.com" for i in range(40)]
+
+
+def test_tokens_under_another_key_point_at_the_key():
+    tokens = pa.array(encrypt_cbc(EMAILS, bytes(32), IV))
+    (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert (finding.kind, finding.suggestion) == ("key", (("encryption.key", None),))
+    assert finding.would_match >= 38  # a wrong key leaves a valid padding 1 time in ~256
+
+
+def test_tokens_under_another_iv_point_at_the_iv_and_damaged_tokens_at_nothing():
+    tokens = pa.array(encrypt_cbc(EMAILS, KEY, bytes(16)))
+    (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("iv", (("encryption.iv", None),), 40)
+    damaged = pa.array([base64.b64encode(b"fifteen bytes!!").decode(), "not base64!"])
+    assert cbc_findings(_email_source(), damaged, CbcMaterial(KEY, IV, {"hex": KEY})) == []
+
+
+def test_gcm_failures_are_grouped_by_key_id():
+    ring_key = RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    tokens = encrypt_gcm(EMAILS[:30], ring_key, [bytes(12)] * 30)
+    sample = pa.table({"hash": pa.array(range(32), pa.uint64()),
+                       "reason": [Reason.UNKNOWN_KEY] * 30 + [Reason.DECRYPT_FAILED, Reason.NO_MATCHING_PROFILE],
+                       "value": pa.array([t.encode() for t in tokens] + [b"short", b"x"])})
+    (finding,) = gcm_findings(sample)
+    assert (finding.kind, finding.would_match) == ("key_id", 30)
+    assert "key id 7, which the key ring does not have" in finding.message
+
+
+# ------------------------------------------------------------------------------- findings' rules
+def test_findings_are_sorted_thresholded_and_never_repeat_what_a_better_one_explains():
+    ds = DataSourceConfig(name="h", dpid=1, segments="/x/*", id_type="declared", declared="hashed", match_on="email")
+    cfg = JobConfig(profiles={"path": "p.parquet"}, data_sources=[ds])
+    probed = {
+        ("normalization", (("normalization", "uid2"), ("digest", "hex"))): np.arange(0, 300),
+        ("normalization", (("normalization", "meta"),)): np.arange(0, 300),  # the same lines: one finding
+        ("normalization", (("normalization", "none"),)): np.arange(0, 120),  # explained by the one above
+        ("column", (("match_on", "phone"),)): np.arange(600, 660),
+        ("digest", (("digest", "base64"),)): np.arange(900, 909),  # under 1% of 1,000
+    }
+    findings = assemble(ds, cfg, 1000, probed, [])
+    assert [(f["suggestion"], f["would_match"]) for f in findings] == [({"normalization": "meta"}, 300),
+                                                                        ({"match_on": "phone"}, 60)]
+    assert findings[0]["message"].startswith("300 of 1,000 sampled unmatched lines are SHA-256 digests")
+    assert all(f["sampled"] == 1000 for f in findings)
+
+
+def test_the_report_carries_the_findings_and_a_failed_decryption_names_the_top_one():
+    ds = _email_source()
+    cfg = JobConfig(profiles={"path": "p.parquet"}, data_sources=[ds])
+    counts = Counts([count(Metric.RECEIVED, 10, "e"), count(Metric.REJECTED, 10, "e", Reason.DECRYPT_FAILED)])
+    finding = {"kind": "key_encoding", "suggestion": {"encryption.key_encoding": "base64"}, "would_match": 10,
+               "sampled": 10, "message": "10 of 10 sampled unmatched lines decrypt to valid email addresses with the key read as base64"}
+    report = build_report(cfg, counts, diagnosis={"e": [finding]})
+    assert report["data_sources"]["e"]["diagnosis"] == [finding]
+    assert build_report(cfg, counts)["data_sources"]["e"]["diagnosis"] == []
+    with pytest.raises(RunFailed, match=r"diagnosis: 10 of 10 .* \(suggested: encryption.key_encoding: base64\)"):
+        check_report(report, cfg)
+
+
+def test_the_screen_reads_the_csv_header_as_the_reader_does(tmp_path):
+    """A BOM and a quoted name with a comma: the screen asks the reader for the columns it will find
+    (a naive split of the header would ask for columns that do not exist and fail the import)."""
+    path = tmp_path / "p.csv"
+    path.write_bytes('\ufeffprofile_id,email,"work, email",mobile\np1,a@example.com,b@example.com,+33 6 12 34 56 78\n'.encode())
+    cfg = JobConfig(profiles={"path": str(path), "phone": "mobile"},
+                    data_sources=[{"name": "h", "dpid": 1, "segments": "/x/*", "id_type": "declared", "declared": "hashed",
+                                   "match_on": "email"}])
+    assert screen_columns(cfg, str(path)) == ["email", "mobile", "work, email"]
+    (table,) = read_profiles(str(path), cfg, extra=screen_columns(cfg, str(path)))
+    assert table["k:work, email"].to_pylist() == ["b@example.com"]

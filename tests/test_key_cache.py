@@ -1,0 +1,276 @@
+"""The profile-key cache (transforms.key_cache): same bytes with and without it, unchanged profiles
+reused, and anything wrong with a cache (damaged, foreign, from other rules) means a full recompute."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines import import_audience, nightly
+from transforms import key_cache, profiles
+from transforms.config import load_config
+from transforms.key_cache import CacheLayout, CacheWriter, LoadedCache, load_cache, row_hashes, source_identity
+from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
+from transforms.progress import TALLY
+
+from bench import CHANGED  # noqa: E402 - scripts/ is on the path (conftest)
+
+NIGHTS = ("2026-11-22", "2026-11-23")
+PROFILES = 3000
+HITS = "profile_rows_keyed_from_cache"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Two nights of the generator's job (night 2: 2% of the profiles changed, a quarter of those
+    renamed) and the partitions of a run without the cache, for reference."""
+    from bench import make_data
+
+    work = tmp_path_factory.mktemp("kc")
+    folder, _ = make_data(work, "nightly", PROFILES, 1.0)
+    reference = work / "reference"
+    for day in NIGHTS:
+        nightly.run(["--config", str(folder / "job.yaml"), "--root", str(reference), "--date", day, "--no-key-cache"])
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch):
+    monkeypatch.setattr(profiles, "BATCH_ROWS", 700)  # several record batches per part
+
+
+def night(data: Path, root: Path, day: str, *flags: str) -> int:
+    """Run one night; returns the profile rows keyed from the cache."""
+    TALLY.reset()
+    result = nightly.run(["--config", str(data / "job.yaml"), "--root", str(root), "--date", day, *flags])
+    assert result[0]["status"] == "published"
+    return TALLY.snapshot().get(HITS, 0)
+
+
+def same_partition(root: Path, data: Path, day: str) -> None:
+    reference = data.parent / "reference" / f"dt={day}"
+    mine = root / f"dt={day}"
+    files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(mine) for p in mine.rglob("*") if p.is_file())
+    for name in files:
+        assert (mine / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def manifest(root: Path) -> dict:
+    return json.loads((root / "_key_cache" / "MANIFEST.json").read_text())
+
+
+def test_unchanged_profiles_reuse_their_keys_and_outputs_are_the_same_bytes(data, tmp_path):
+    root = tmp_path / "root"
+    assert night(data, root, NIGHTS[0]) == 0  # nothing cached yet
+    assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]
+    hits = night(data, root, NIGHTS[1])
+    changed = round(PROFILES * CHANGED)  # values changed in place, or a new id (one profile gone, one new)
+    assert hits == PROFILES - changed
+    for day in NIGHTS:
+        same_partition(root, data, day)
+    parts = manifest(root)["parts"]
+    assert [p["rows"] for p in parts] == [PROFILES, changed]  # night 2 appended only what it computed
+    assert sorted(p.name for p in (root / "_key_cache").iterdir()) == sorted(["MANIFEST.json", "_incoming"] + [p["file"] for p in parts])
+    assert not list((root / "_key_cache" / "_incoming").iterdir())
+    # the same night again: every row is in the cache now
+    assert night(data, root, NIGHTS[1], "--force") == PROFILES
+    same_partition(root, data, NIGHTS[1])
+
+
+def _corrupt(cache: Path) -> None:
+    part = cache / manifest(cache.parent)["parts"][0]["file"]
+    raw = bytearray(part.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    part.write_bytes(bytes(raw))
+
+
+def _truncate(cache: Path) -> None:
+    part = cache / manifest(cache.parent)["parts"][0]["file"]
+    part.write_bytes(part.read_bytes()[:-100])
+
+
+def _edit_manifest(change):
+    def edit(cache: Path) -> None:
+        doc = json.loads((cache / "MANIFEST.json").read_text())
+        change(doc)
+        (cache / "MANIFEST.json").write_text(json.dumps(doc))
+    return edit
+
+
+DAMAGE = {
+    "flipped byte": _corrupt,
+    "truncated part": _truncate,
+    "missing part": lambda cache: (cache / manifest(cache.parent)["parts"][0]["file"]).unlink(),
+    "missing manifest": lambda cache: (cache / "MANIFEST.json").unlink(),
+    "not json": lambda cache: (cache / "MANIFEST.json").write_text("{not json"),
+    "other code": _edit_manifest(lambda doc: doc["code"].update(code="0" * 64)),
+    "other library": _edit_manifest(lambda doc: doc["code"]["libraries"].update(pyarrow="1.0.0")),
+    "other format": _edit_manifest(lambda doc: doc.update(format=0)),
+    "other rules": _edit_manifest(lambda doc: next(iter(doc["columns"].values())).update(normalization="google")),
+    "row count": _edit_manifest(lambda doc: doc["parts"][0].update(rows=doc["parts"][0]["rows"] - 1)),
+}
+
+
+@pytest.fixture(scope="module")
+def night_one(data, tmp_path_factory) -> Path:
+    """A root after night 1 with the cache on."""
+    root = tmp_path_factory.mktemp("night1") / "root"
+    night(data, root, NIGHTS[0])
+    return root
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_or_foreign_cache_is_not_read(data, night_one, tmp_path, damage):
+    cache = tmp_path / "root" / "_key_cache"
+    shutil.copytree(night_one / "_key_cache", cache)
+    cfg = load_config(str(data / "job.yaml"))
+    layout, code = CacheLayout.of(cfg), key_cache.code_identity()
+    assert load_cache(str(cache), layout, code) is not None
+    DAMAGE[damage](cache)
+    assert load_cache(str(cache), layout, code) is None
+
+
+def test_a_damaged_cache_means_every_key_is_computed_and_the_same_bytes(data, night_one, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(night_one, root)
+    _corrupt(root / "_key_cache")
+    assert night(data, root, NIGHTS[1]) == 0
+    same_partition(root, data, NIGHTS[1])
+    assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]  # rewritten whole
+    assert night(data, root, NIGHTS[1], "--force") == PROFILES
+
+
+def test_a_failed_night_leaves_the_cache_as_it_was(data, tmp_path):
+    job = tmp_path / "job"
+    shutil.copytree(data, job)
+    root = tmp_path / "root"
+    night(job, root, NIGHTS[0])
+    before = {p.name: p.read_bytes() for p in (root / "_key_cache").iterdir() if p.is_file()}
+    victim = next((job / NIGHTS[1].replace("-", "") / "segments").rglob("*.gz"))
+    victim.write_bytes(victim.read_bytes()[:-20])
+    with pytest.raises(Exception):
+        nightly.run(["--config", str(job / "job.yaml"), "--root", str(root), "--date", NIGHTS[1]])
+    assert {p.name: p.read_bytes() for p in (root / "_key_cache").iterdir() if p.is_file()} == before
+    assert not list((root / "_key_cache" / "_incoming").iterdir())
+
+
+def test_too_many_parts_rewrite_the_cache(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(key_cache, "MAX_PARTS", 2)
+    root = tmp_path / "root"
+    night(data, root, NIGHTS[0])
+    night(data, root, NIGHTS[1])
+    assert len(manifest(root)["parts"]) == 2
+    assert night(data, root, NIGHTS[1], "--force") == 0  # due for a rewrite: not read
+    assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]
+    same_partition(root, data, NIGHTS[1])
+
+
+def test_import_uses_a_cache_only_when_asked(data, tmp_path):
+    day = NIGHTS[1].replace("-", "")
+    cfg = (data / "job.yaml").read_text().replace("{date:%Y%m%d}", day)
+    (data / f"import-{day}.yaml").write_text(cfg)
+    args = ["--config", str(data / f"import-{day}.yaml"), "--run-date", NIGHTS[1]]
+    TALLY.reset()
+    import_audience.run([*args, "--output", str(tmp_path / "plain")])
+    assert HITS not in TALLY.snapshot() and not (tmp_path / "cache").exists()
+    for name in ("first", "second"):
+        TALLY.reset()
+        import_audience.run([*args, "--output", str(tmp_path / name), "--key-cache", str(tmp_path / "cache")])
+    assert TALLY.snapshot()[HITS] == PROFILES
+    for name in ("first", "second"):
+        for path in (tmp_path / "plain").rglob("*.parquet"):
+            assert (tmp_path / name / path.relative_to(tmp_path / "plain")).read_bytes() == path.read_bytes()
+
+
+# ------------------------------------------------------------------------------------- units
+def _profiles(rows: list[tuple]) -> pa.Table:
+    ids, emails, visitors = zip(*rows)
+    return pa.table({"profile_id": list(ids), "visitor_ids": pa.array(list(visitors), pa.list_(pa.string())),
+                     "opt_out": [False] * len(rows), "k:email": list(emails), "k:mobile": [None] * len(rows),
+                     "k:crm_id": [f"c-{i}" for i in ids]})
+
+
+V1, V2 = "1" * 38, "2" * 38
+BEFORE = [("a", "A@example.com", [V1]), ("b", None, []), ("c", "c@example.com", [V1, " x ", None, V2]),
+          ("d", "d@example.com", None), ("e", "e@example.com", [V2])]
+AFTER = [("a", "A@example.com", [V1]), ("c", "c@example.com", [V1, " x ", None]), ("b", None, []),  # c changed
+         ("f", "f@example.com", [V2, V2]), ("d", "new@example.com", None), ("a", "A@example.com", [V1])]  # e gone, f new, a twice
+
+
+def test_merged_keys_equal_computed_keys_row_for_row(tmp_path):
+    cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
+    layout = CacheLayout.of(cfg)
+    before, after = _profiles(BEFORE), _profiles(AFTER)
+    (tmp_path / "stage").mkdir()
+    writer = CacheWriter(str(tmp_path / "stage"), "extract.parquet", layout.schema())
+    columns = {}
+    for ds in cfg.data_sources:
+        columns.update(ComputedColumn.of(before, ds, cfg).part_columns(layout.sources[ds.name]))
+    writer.write(*row_hashes(before, layout.values), columns)
+    part = writer.close()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.move(part["file"], cache / "part-1.arrow")
+    doc = {**layout.doc(key_cache.code_identity()), "format": key_cache.CACHE_FORMAT, "live_rows": part["rows"],
+           "parts": [{"file": "part-1.arrow", "rows": part["rows"], "sha256": part["sha256"]}]}
+    (cache / "MANIFEST.json").write_text(json.dumps(doc))
+    loaded = load_cache(str(cache), layout, key_cache.code_identity())
+    found = loaded.lookup(*row_hashes(after, layout.values))
+    assert [int(f >= 0) for f in found] == [1, 0, 1, 0, 0, 1]
+    missed = np.flatnonzero(found < 0)
+    sub = after.take(pa.array(missed))
+    for ds in cfg.data_sources:
+        name = layout.sources[ds.name]
+        merged = merged_entries(after["profile_id"], found, missed, loaded.columns[name], ComputedColumn.of(sub, ds, cfg))
+        plain = computed_entries(after, ds, cfg)
+        assert merged.hashes.tolist() == plain.hashes.tolist() and merged.without_key == plain.without_key
+        everything = np.arange(len(plain.hashes))
+        assert merged.take(everything).equals(plain.take(everything))
+        assert merged.take(everything[::2]).equals(plain.take(everything[::2]))
+        nothing = merged_entries(after["profile_id"], np.full(len(after), -1), np.arange(len(after)), EMPTY_COLUMN,
+                                 ComputedColumn.of(after, ds, cfg))
+        assert nothing.take(everything).equals(plain.take(everything))
+
+
+def test_loaded_cache_drops_row_hash_collisions_and_keeps_the_first_repeat():
+    layout = CacheLayout({}, {}, ())
+    table = pa.table({"row_hash": pa.array([5, 3, 5, 7, 7], pa.uint64()), "id_check": pa.array([1, 2, 9, 4, 4], pa.uint32())})
+    loaded = LoadedCache(table, {"parts": []}, layout)
+    found = loaded.lookup(np.array([5, 3, 7, 7, 8], np.uint64), np.array([1, 2, 4, 5, 0], np.uint32))
+    assert found.tolist() == [-1, 1, 3, -1, -1]  # 5: two ids (dropped); 7: repeated (first kept); 7 with another id
+
+
+def test_row_hashes_tell_lists_apart():
+    import itertools
+
+    entries = [None, "", "a", "b", "ab", "0" * 38]
+    lists = [None, []] + [list(c) for n in (1, 2, 3) for c in itertools.product(entries, repeat=n)]
+    table = pa.table({"profile_id": ["p"] * len(lists), "visitor_ids": pa.array(lists, pa.list_(pa.string()))})
+    hashes, checks = row_hashes(table, ("visitor_ids",))
+    assert len(set(hashes.tolist())) == len(lists) and len(set(checks.tolist())) == 1
+    other = pa.table({"profile_id": ["q"], "visitor_ids": pa.array([["a"]], pa.list_(pa.string()))})
+    assert row_hashes(other, ("visitor_ids",))[0][0] != hashes[lists.index(["a"])]
+
+
+def test_whatever_decides_a_key_is_in_its_identity(monkeypatch):
+    cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
+    hashed = next(ds for ds in cfg.data_sources if ds.declared == "hashed")
+    base = source_identity(hashed, cfg)
+    for change in ({"normalization": "google"}, {"digest": "base64"}, {"match_on": "phone"}):
+        other = hashed.model_copy(update=change)
+        assert source_identity(other, cfg) != base, change
+    phone_cfg = cfg.model_copy(update={"profiles": cfg.profiles.model_copy(update={"default_region": "FR"})})
+    phone = hashed.model_copy(update={"match_on": "phone"})
+    assert source_identity(phone, phone_cfg) != source_identity(phone, cfg)
+    code = key_cache.code_identity()
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real(self) + (b"#" if self.name == "normalize.py" else b""))
+    assert key_cache.code_identity()["code"] != code["code"]
+    monkeypatch.undo()
+    monkeypatch.setattr(key_cache.metadata, "version", lambda name: "0")
+    assert key_cache.code_identity()["libraries"] != code["libraries"]

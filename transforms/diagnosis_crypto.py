@@ -1,0 +1,143 @@
+"""Mismatch diagnosis of encrypted data sources: why sampled tokens failed to decrypt.
+
+* AES-CBC: the key and IV references are read again under the other encoding (hex <-> base64) where
+  that gives a valid key or IV; a combination that turns failures into valid addresses is a finding
+  (``encryption.key_encoding`` / ``iv_encoding``). Failing that, the failures' pattern points at the
+  IV or the key: CBC with a wrong IV garbles only the first 16 bytes (the padding is valid and the
+  rest reads as text), a wrong key garbles every block (the padding of a well-formed token fails).
+* AES-GCM: failures grouped by the key id in front of each token, with their reason (a key id the
+  ring lacks, an expired key, a tag that does not verify under that key).
+
+Key material is read on the worker (the DoFn in :mod:`transforms.diagnosis`); findings name config
+fields and key ids, never a key, an IV or a plaintext.
+"""
+from __future__ import annotations
+
+import binascii
+from collections import Counter
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from transforms import cbc_kernel
+from transforms.config import DataSourceConfig
+from transforms.crypto import CbcDecryptor
+from transforms.errors import KeyMaterialError
+from transforms.normalize import ENCODINGS, normalize_keys
+from transforms.outcomes import Reason
+from transforms.secrets import AES_KEY_LENGTHS, load_secret
+
+_FAILURES = (Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE)
+_GCM_WHY = {
+    Reason.UNKNOWN_KEY: "which the key ring does not have",
+    Reason.EXPIRED_KEY: "which had expired on the run date",
+    Reason.KEY_NOT_ACTIVE: "which was not yet active on the run date",
+    Reason.DECRYPT_FAILED: "whose tag does not verify under that key: its secret in the ring is wrong",
+}
+
+
+class CryptoFinding(NamedTuple):
+    kind: str
+    suggestion: tuple[tuple[str, object], ...]  # a None value: this field is wrong, its right value is secret
+    would_match: int
+    message: str  # what follows "N of M sampled lines ..."
+
+
+class CbcMaterial(NamedTuple):
+    """The configured key and IV, and what the key reference decodes to under each encoding (an IV
+    never reads validly both ways: 32 hex characters are 24 bytes of base64)."""
+
+    key: bytes
+    iv: bytes
+    keys: dict[str, bytes]  # encoding -> key bytes, where that encoding gives a valid AES key
+
+
+def load_cbc_material(ds: DataSourceConfig) -> CbcMaterial:
+    """Read the data source's key and IV references (the key under every encoding). Reads key
+    material: call it on the worker."""
+    enc = ds.encryption
+    keys = {}
+    for encoding in ENCODINGS:
+        try:
+            keys[encoding] = load_secret(enc.key, encoding, AES_KEY_LENGTHS)
+        except KeyMaterialError:
+            pass
+    return CbcMaterial(load_secret(enc.key, enc.key_encoding), load_secret(enc.iv, enc.iv_encoding, lengths=(16,)), keys)
+
+
+def failed_tokens(sample: pa.Table) -> pa.Array:
+    """The sampled tokens that failed to decrypt (or decrypted to something that is not an address)."""
+    keep = np.isin(np.asarray(sample["reason"].to_pylist(), dtype=object), [str(r) for r in _FAILURES])
+    return sample["value"].combine_chunks().filter(pa.array(keep)).cast(pa.string())
+
+
+def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None = None) -> list[CryptoFinding]:
+    """Findings for AES-CBC failures: the key reference read in another encoding that decrypts them,
+    else the pattern of the failures (wrong IV, wrong key). ``region``: JobConfig.region_for(ds)."""
+    if len(tokens) == 0:
+        return []
+    for encoding, key in sorted(material.keys.items()):
+        if key == material.key:
+            continue
+        plain, _ = CbcDecryptor(key, material.iv).decrypt(tokens)
+        n = normalize_keys(plain, ds.key_kind, ds.normalization, region)[1].null_count  # rows that gave an address
+        if n:
+            return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
+                                  f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
+    garbled_head, whole_blocks, bad_padding = _failure_pattern(tokens, material.key, material.iv)
+    if garbled_head:
+        return [CryptoFinding("iv", (("encryption.iv", None),), whole_blocks,
+                              f"are whole AES blocks that fail to decrypt, and {garbled_head:,} of them decrypt with valid "
+                              "padding and readable text after their first 16 bytes but not in them: the key is right "
+                              "and the IV is not (AES-CBC with a wrong IV garbles only the first block); check encryption.iv")]
+    if bad_padding:
+        return [CryptoFinding("key", (("encryption.key", None),), bad_padding,
+                              "are whole AES blocks whose padding fails under the configured key: the key (or "
+                              "encryption.key_encoding) is wrong; check encryption.key")]
+    return []
+
+
+def _address(ds: DataSourceConfig) -> str:
+    return {"email": "email addresses", "phone": "phone numbers"}.get(ds.key_kind, "values")
+
+
+def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> tuple[int, int, int]:
+    """``(garbled first block, whole-block tokens, bad padding)`` among failed tokens, under the
+    configured key and IV. A token of two blocks or more with valid padding, whose bytes after the
+    first 16 are printable and whose first 16 are not, was encrypted with this key and another IV (a
+    wrong key leaves no readable block, and almost never a valid padding). Whole-block tokens are
+    those a wrong key or IV explains (a token that is not base64 or not whole blocks is damaged, not
+    mis-keyed); a bad padding is what a wrong key gives (and a wrong IV, on one-block tokens)."""
+    ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
+    cipher = Cipher(algorithms.AES(key), modes.ECB())
+    blocks = cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(iv, dtype=cbc_kernel.V16)[0])
+    plain = cbc_kernel.strip_pkcs7(blocks, len(tokens))
+    n = len(tokens)
+    aligned = (ciphertexts.length > 0) & (ciphertexts.length % 16 == 0)
+    row_of_byte = np.repeat(np.arange(n), plain.length)
+    position = np.arange(len(plain.data)) - np.repeat(cbc_kernel.exclusive_cumsum(plain.length), plain.length)
+    unreadable = (plain.data < 0x20) | (plain.data > 0x7E)
+    head_bad = np.bincount(row_of_byte[unreadable & (position < 16)], minlength=n) > 0
+    tail_bad = np.bincount(row_of_byte[unreadable & (position >= 16)], minlength=n) > 0
+    garbled_head = (plain.codes == cbc_kernel.OK) & (plain.length > 16) & head_bad & ~tail_bad
+    bad_padding = aligned & (plain.codes == cbc_kernel.FAILED)
+    return int(garbled_head.sum()), int(aligned.sum()), int(bad_padding.sum())
+
+
+def gcm_findings(sample: pa.Table) -> list[CryptoFinding]:
+    """AES-GCM failures grouped by key id and reason (the key id is the token's first 4 bytes)."""
+    groups: Counter = Counter()
+    for reason, token in zip(sample["reason"].to_pylist(), sample["value"].to_pylist()):
+        if reason not in _GCM_WHY:
+            continue
+        try:
+            raw = binascii.a2b_base64(token, strict_mode=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(raw) >= 32:  # shorter tokens carry no key id worth naming
+            groups[(int.from_bytes(raw[:4], "big"), reason)] += 1
+    return [CryptoFinding("key_id", (("encryption.keyring", None),), n,
+                          f"are encrypted under key id {key_id}, {_GCM_WHY[reason]}")
+            for (key_id, reason), n in sorted(groups.items())]

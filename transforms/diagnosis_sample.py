@@ -1,0 +1,119 @@
+"""Mismatch diagnosis, step 1: a bounded, deterministic sample of each data source's lines without a
+match -- the lines the join found no profile for, and the lines whose ID was rejected for a reason an
+alternative setting could explain (a digest of another encoding or length, a visitor ID that lost its
+leading zeros, a token that does not decrypt).
+
+A sampled line is ``(hash, reason, value)``: ``value`` is the join key for a line the join missed
+(a digest's 32 bytes, a packed visitor ID, a plain ID's or decrypted address's UTF-8 bytes) and the
+raw dump ID for a rejected line; ``hash`` is :func:`~transforms.arrow_utils.hash64` of ``value``.
+The sample keeps the ``k`` lines of smallest ``(hash, value, reason)``: any runner, bundle order or
+number of workers gives the same rows, and the selection merges (the bottom k of a union is the
+bottom k of the parts' bottom k), so every shard and chunk sends at most ``k`` lines.
+
+The sample holds record values: it only travels inside the pipeline (a side input of the diagnosis
+steps) and is never written, logged or reported; findings carry counts.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.arrow_utils import hash64, plain_array
+from transforms.outcomes import Category, Reason
+
+SAMPLE_SCHEMA = pa.schema([("hash", pa.uint64()), ("reason", pa.string()), ("value", pa.binary())])
+# The reason of a sampled line that matched no profile but was kept in the file audience.
+KEPT_IN_FILE_AUDIENCE = Category.FILE_AUDIENCE.value
+# Rejections an alternative setting may explain (the others -- an empty line, a ':' in a plain ID --
+# no setting fixes).
+SAMPLED_REJECTIONS = (
+    Reason.INVALID_HASH, Reason.INVALID_VISITOR_ID, Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT,
+    Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE,
+)
+_SORT = [("hash", "ascending"), ("value", "ascending"), ("reason", "ascending")]
+
+
+def bottom_k(table: pa.Table, k: int, ordered: bool = False) -> pa.Table:
+    """The ``k`` rows of smallest ``(hash, value, reason)`` -- sorted in that order when some are
+    dropped, or when asked (``ordered``); otherwise all rows, as they are."""
+    if k <= 0 or table.num_rows == 0:
+        return SAMPLE_SCHEMA.empty_table()
+    if table.num_rows > k:  # keep the k smallest hashes (and their ties) before sorting
+        hashes = plain_array(table["hash"]).to_numpy()
+        cut = np.partition(hashes, k - 1)[k - 1]
+        table = table.filter(pa.array(hashes <= cut))
+    elif not ordered:
+        return table
+    return table.take(pa.array(_order(table)[:k]))  # a compact copy
+
+
+def _order(table: pa.Table) -> np.ndarray:
+    """Row order by ``(hash, value, reason)``: by hash alone (numpy) unless rows of equal hash differ
+    (a hash collision, rare; equal rows -- an ID on several lines -- are interchangeable)."""
+    hashes = plain_array(table["hash"]).to_numpy()
+    order = np.argsort(hashes, kind="stable")
+    tied = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+    if len(tied):
+        first, second = pa.array(order[tied]), pa.array(order[tied + 1])
+        for column in ("value", "reason"):
+            values = plain_array(table[column])
+            if not pc.all(pc.equal(values.take(first), values.take(second))).as_py():
+                return pc.sort_indices(table, sort_keys=_SORT).to_numpy()
+    return order
+
+
+def candidates(values: pa.Array, reasons: pa.Array | str, k: int) -> pa.Table:
+    """Sampled-line candidates of one shard or chunk: its ``k`` lines of smallest hash."""
+    values = plain_array(values)
+    if not pa.types.is_binary(values.type):
+        values = values.cast(pa.binary())
+    if isinstance(reasons, str):
+        reasons = pa.repeat(pa.scalar(reasons), len(values))
+    table = pa.table({"hash": pa.array(hash64(values)), "reason": plain_array(reasons, text="cast"), "value": values},
+                     schema=SAMPLE_SCHEMA)
+    return bottom_k(table, k)
+
+
+def rejected_candidates(parsed: pa.Table, rejected: pa.Table | None, k: int) -> pa.Table | None:
+    """Candidates among a chunk's rejected IDs (``rejected``: the rejections of ``parsed``'s lines,
+    in their order, as :func:`transforms.keys.dump_keys` gives them): the raw dump IDs of the
+    reasons in SAMPLED_REJECTIONS. None when there are none."""
+    if k <= 0 or rejected is None or rejected.num_rows == 0:
+        return None
+    reasons = plain_array(rejected["reason"], text="cast")
+    keep = pc.is_in(reasons, value_set=pa.array([str(r) for r in SAMPLED_REJECTIONS]))
+    if not pc.any(keep).as_py():
+        return None
+    lines = pc.filter(plain_array(rejected["line"]), keep)
+    ids = pc.filter(plain_array(parsed["id"]), pc.is_in(plain_array(parsed["line"]), value_set=lines))
+    return candidates(pc.fill_null(ids, ""), pc.filter(reasons, keep), k)
+
+
+class SampleLines(beam.CombineFn):
+    """Per data source: ``(k, candidates)`` in, the sample out (the ``k`` lines of smallest
+    ``(hash, value, reason)`` of all candidates, sorted: the rows' positions are their names). The accumulator is compacted whenever it
+    holds more than twice ``k`` rows, so memory stays bounded by the sample size."""
+
+    def create_accumulator(self):
+        return 0, []
+
+    def add_input(self, acc, element):
+        k, tables = acc
+        size, table = element
+        return self._compact(max(k, size), tables + [table])
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        return self._compact(max(k for k, _ in accs), [t for _, tables in accs for t in tables])
+
+    def extract_output(self, acc):
+        k, tables = acc
+        return bottom_k(pa.concat_tables(tables), k, ordered=True) if tables else SAMPLE_SCHEMA.empty_table()
+
+    @staticmethod
+    def _compact(k: int, tables: list[pa.Table]):
+        if sum(t.num_rows for t in tables) > 2 * k:
+            tables = [bottom_k(pa.concat_tables(tables), k)]
+        return k, tables

@@ -1,0 +1,353 @@
+"""Profile-key cache: the previous runs' profile keys, reused for the profiles that did not change.
+
+A profile extract changes by a few percent a night, yet every night normalized and hashed every
+profile. The cache keeps, per profile row, each data source's binary join keys and their 64-bit
+hashes (what the Bloom filter and the shards use), found by a **row hash**: DuckDB's 64-bit hash of
+the profile id and every value the keys are computed from. A row whose id and values hash as in the
+cache (and whose id's own hash agrees too) takes the cached keys; every other row (changed, added)
+is computed and added to the cache, and rows that are gone are simply never asked for. Only the keys
+that pass tonight's Bloom filter are read from the cache (:mod:`transforms.key_cache_rows`), so an
+unchanged profile costs a hash and a lookup. Outputs are byte-identical with and without the cache:
+a row's keys are the same bytes in the same order (tested).
+
+Never a wrong key:
+
+* Each cached column is named by a digest of what decides its keys (:func:`source_identity`:
+  column, kind, normalization profile, digest encoding, default region), and the cache is made by
+  one :func:`code_identity` (a digest of the code that computes keys, and the versions of Arrow,
+  DuckDB and phonenumbers): another code, another column set or other hashed columns, and the
+  whole cache is recomputed (a change of rules, or of a library, invalidates it).
+* Parts are checked against the manifest's sha256 and row count before use: a missing,
+  truncated or corrupt part (or manifest) means a full recompute, never a partial read.
+* Two different profiles with the same row hash (a 64-bit collision: ~1e-6 per night at 10M
+  profiles) are both dropped when the cache is loaded; a changed value that hashes like the old one
+  is a 2**-64 event per changed profile.
+
+Layout: ``DIR/MANIFEST.json`` and ``DIR/part-*.arrow`` (Arrow IPC, one record batch per profile
+batch). A run appends one part per extract file with the rows it computed; when the parts hold
+more than ``MAX_DEAD_SHARE`` rows of profiles that changed or left, or more than ``MAX_PARTS``
+parts, the run rewrites the cache whole (and computes every key that night). The nightly job uses
+``ROOT/_key_cache``. A run writes its parts to ``DIR/_incoming/<run>/``; they join the cache only
+after the run published its outputs (:class:`PublishKeyCache`, the manifest last), so a failed run
+leaves the cache as it was. The workers that key profiles read the cache themselves (Dataflow: from
+GCS), once per bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.arrow_utils import plain_array
+from transforms.config import DataSourceConfig, JobConfig
+from transforms.normalize import duckdb_connection
+from transforms.profiles import KEY_PREFIX
+from transforms.storage import glob, join_path
+
+LOG = logging.getLogger("audience_sync.key_cache")
+CACHE_FORMAT = 1
+MANIFEST = "MANIFEST.json"
+INCOMING = "_incoming"  # DIR/_incoming/<run>/: a run's parts until it published
+MAX_PARTS = 16
+MAX_DEAD_SHARE = 0.25
+# The modules whose code decides a profile's keys: a change in any of them invalidates the cache.
+KEY_MODULES = ("keys", "normalize", "phones", "phone_metadata", "arrow_utils", "profiles", "key_cache", "key_cache_rows")
+KEY_LIBRARIES = ("pyarrow", "duckdb", "phonenumbers")
+ROW_HASH, ID_CHECK, HASH_SUFFIX = "row_hash", "id_check", ".hash"
+
+
+def value_column(ds: DataSourceConfig, cfg: JobConfig) -> str:
+    """The standardized profile column a data source's keys are computed from."""
+    return "visitor_ids" if ds.id_type == "visitor" else KEY_PREFIX + cfg.profiles.column_for(ds.match_on)
+
+
+def source_identity(ds: DataSourceConfig, cfg: JobConfig) -> dict:
+    """Everything that decides a data source's profile keys, besides the code."""
+    return {"column": value_column(ds, cfg), "id_type": ds.id_type, "declared": ds.declared,
+            "decrypts": ds.decrypts, "key_kind": ds.key_kind, "normalization": ds.normalization,
+            "digest": ds.digest_encoding, "region": cfg.region_for(ds),
+            "algorithm": ds.hash_algorithm, "ignore_case": ds.ignore_case}
+
+
+def _digest(doc) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def code_identity() -> dict:
+    """The cache format, a digest of the key modules' source and the libraries' versions, as this
+    process runs them (on a worker: the code that computes the keys)."""
+    here = Path(__file__).resolve().parent
+    code = hashlib.sha256()
+    for name in KEY_MODULES:
+        code.update(name.encode() + b"\0" + (here / f"{name}.py").read_bytes())
+    libraries = {}
+    for name in KEY_LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libraries[name] = None
+    return {"format": CACHE_FORMAT, "code": code.hexdigest(), "libraries": libraries}
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Which cached column each data source reads (``sources``: data source -> column name; data
+    sources with the same rules on the same column share one), what each column holds
+    (``columns``: name -> identity), and the profile columns the row hash covers (``values``)."""
+
+    sources: dict[str, str]
+    columns: dict[str, dict]
+    values: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cfg: JobConfig) -> "CacheLayout":
+        sources, columns = {}, {}
+        for ds in cfg.data_sources:
+            identity = source_identity(ds, cfg)
+            name = "k_" + _digest(identity)[:16]
+            sources[ds.name], columns[name] = name, identity
+        return cls(sources, columns, tuple(sorted({c["column"] for c in columns.values()})))
+
+    def schema(self) -> pa.Schema:
+        fields = [(ROW_HASH, pa.uint64()), (ID_CHECK, pa.uint32())]
+        for name, identity in sorted(self.columns.items()):
+            listed = identity["id_type"] == "visitor"
+            fields.append((name, pa.list_(pa.binary()) if listed else pa.binary()))
+            fields.append((name + HASH_SUFFIX, pa.list_(pa.uint64()) if listed else pa.uint64()))
+        return pa.schema(fields)
+
+    def doc(self, code: dict) -> dict:
+        return {"code": code, "values": list(self.values), "columns": self.columns}
+
+
+@dataclass(frozen=True)
+class KeyCacheDirs:
+    """``root``: the published cache (read, then updated on success); ``staging``: this run's parts."""
+
+    root: str
+    staging: str
+
+
+def cache_dirs(root: str, run_dir: str) -> KeyCacheDirs:
+    """The cache under ``root``; this run's parts staged beside it, named after the run's folder."""
+    root = root.rstrip("/")
+    return KeyCacheDirs(root=root, staging=join_path(root, INCOMING, posixpath.basename(run_dir.rstrip("/"))))
+
+
+@contextmanager
+def staged(dirs: KeyCacheDirs | None):
+    """Around a run: its staged parts are removed when it fails (publishing moves them otherwise)."""
+    try:
+        yield
+    except BaseException:
+        if dirs is not None:
+            _remove(dirs.staging)
+        raise
+
+
+def _remove(folder: str) -> None:
+    from transforms.publish_journal import remove_run_dir
+
+    remove_run_dir(folder)
+
+
+def row_hashes(profiles: pa.Table, values: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: DuckDB's 64-bit hash of the profile id, the values (a list with its length: lists
+    that differ in any entry, null or empty hash apart; tested) and 32 bits of the id's own hash."""
+    cols, args = {"id": plain_array(profiles["profile_id"])}, ["id"]
+    for i, name in enumerate(values):
+        cols[f"v{i}"] = plain_array(profiles[name])
+        args.append(f"v{i}, len(v{i})" if pa.types.is_list(cols[f"v{i}"].type) else f"v{i}")
+    con = duckdb_connection()
+    con.register("audience_sync_rows", pa.table(cols))
+    try:
+        out = con.sql(f"SELECT hash({', '.join(args)}) AS rh, hash(id) AS ih FROM audience_sync_rows").fetchnumpy()
+    finally:
+        con.unregister("audience_sync_rows")
+    return np.asarray(out["rh"], np.uint64), (np.asarray(out["ih"], np.uint64) >> np.uint64(32)).astype(np.uint32)
+
+
+@dataclass
+class CachedColumn:
+    """One cached column, flat: entry ``i``'s key is ``keys[i]`` (read only for Bloom candidates),
+    its hash ``hashes[i]`` and whether it is a key at all ``valid[i]``; row ``r``'s entries are
+    ``offsets[r]:offsets[r + 1]`` (one entry a row when ``offsets`` is None)."""
+
+    keys: pa.ChunkedArray
+    hashes: np.ndarray
+    valid: np.ndarray
+    offsets: np.ndarray | None
+
+
+class LoadedCache:
+    """A published cache in memory: row hashes sorted for lookups, the columns as stored."""
+
+    def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout):
+        hashes, checks = table[ROW_HASH].to_numpy(), table[ID_CHECK].to_numpy()
+        order = np.argsort(hashes, kind="stable")  # parts are runs: a cheap merge
+        sorted_hashes = hashes[order]
+        is_first = np.concatenate(([True], sorted_hashes[1:] != sorted_hashes[:-1])) if len(order) else np.zeros(0, bool)
+        first, group = np.flatnonzero(is_first), np.cumsum(is_first) - 1
+        # Repeats of one row (the same profile twice) keep the first; two different ids with one
+        # row hash (a collision) are both dropped, so those rows are computed.
+        mixed = np.zeros(len(first), dtype=bool)
+        np.logical_or.at(mixed, group, checks[order] != checks[order][first][group])
+        keep = first[~mixed]
+        self.hashes, self.rows, self.checks = sorted_hashes[keep], order[keep], checks[order][keep]
+        self.manifest, self.total_rows = manifest, table.num_rows
+        self.columns = {name: _flat_column(table[name], table[name + HASH_SUFFIX]) for name in layout.columns}
+
+    def lookup(self, hashes: np.ndarray, checks: np.ndarray) -> np.ndarray:
+        """The cache row of each row hash (whose id check agrees), or -1."""
+        found = np.full(len(hashes), -1, dtype=np.int64)
+        if not len(self.hashes) or not len(hashes):
+            return found
+        order = np.argsort(hashes)  # sorted queries: searchsorted walks the cache once
+        at = np.minimum(np.searchsorted(self.hashes, hashes[order]), len(self.hashes) - 1)
+        hit = (self.hashes[at] == hashes[order]) & (self.checks[at] == checks[order])
+        found[order[hit]] = self.rows[at[hit]]
+        return found
+
+    def must_rewrite(self) -> bool:
+        """Too many parts, or too many rows of profiles gone or changed: time to rewrite it whole."""
+        live = self.manifest.get("live_rows", self.total_rows)
+        return len(self.manifest["parts"]) >= MAX_PARTS or self.total_rows - live > MAX_DEAD_SHARE * self.total_rows
+
+
+def _flat_column(keys: pa.ChunkedArray, hashes: pa.ChunkedArray) -> CachedColumn:
+    if not pa.types.is_list(keys.type):
+        flat_hashes = np.concatenate([c.to_numpy() for c in hashes.chunks]) if hashes.num_chunks else np.zeros(0, np.uint64)
+        valid = np.concatenate([c.is_valid().to_numpy(zero_copy_only=False) for c in keys.chunks]) if keys.num_chunks \
+            else np.zeros(0, bool)
+        return CachedColumn(keys, flat_hashes, valid, None)
+    flats, counts = [c.flatten() for c in keys.chunks], [np.diff(c.offsets.to_numpy()) for c in keys.chunks]
+    lengths = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    flat = pa.chunked_array(flats, keys.type.value_type)
+    valid = np.concatenate([f.is_valid().to_numpy(zero_copy_only=False) for f in flats]) if flats else np.zeros(0, bool)
+    flat_hashes = np.concatenate([c.flatten().to_numpy() for c in hashes.chunks]) if hashes.num_chunks else np.zeros(0, np.uint64)
+    return CachedColumn(flat, flat_hashes, valid, offsets)
+
+
+def load_cache(root: str, layout: CacheLayout, code: dict) -> LoadedCache | None:
+    """The cache under ``root`` if it is complete, intact and made by this code for ``layout``;
+    None otherwise (logged with the reason when a cache was there): compute every key."""
+    try:
+        path = join_path(root, MANIFEST)
+        if not FileSystems.exists(path):
+            return None
+        with FileSystems.open(path) as handle:
+            manifest = json.loads(handle.read())
+        if manifest != {**manifest, **layout.doc(code)} or manifest.get("format") != CACHE_FORMAT:
+            LOG.warning("key cache %s not used: made by other code, libraries or rules; every profile key is computed", root)
+            return None
+        tables = [_read_part(root, part) for part in manifest["parts"]]
+        return LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, the answer is to recompute
+        LOG.warning("key cache %s not used (%s); every profile key is computed", root, type(exc).__name__)
+        return None
+
+
+def _read_part(root: str, part: dict) -> pa.Table:
+    """A part, checked against its sha256 and row count. Local parts are memory-mapped after the
+    check (only the keys a run reads become resident); remote ones are read into memory."""
+    path = join_path(root, posixpath.basename(part["file"]))
+    digest, data = hashlib.sha256(), [] if "://" in path else None
+    with FileSystems.open(path) as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+            if data is not None:
+                data.append(block)
+    if digest.hexdigest() != part["sha256"]:
+        raise ValueError("a part differs from its manifest entry")
+    source = pa.memory_map(path) if data is None else pa.py_buffer(b"".join(data))
+    table = pa.ipc.open_file(source).read_all()
+    if table.num_rows != part["rows"]:
+        raise ValueError("a part has other rows than its manifest entry")
+    return table
+
+
+class _HashingSink:
+    """A write-only file that hashes what goes through it (the part's sha256 for the manifest)."""
+
+    def __init__(self, raw):
+        self._raw, self.sha256, self.closed = raw, hashlib.sha256(), False
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self._raw.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self):
+        self._raw.flush()
+
+    def close(self):
+        if not self.closed:
+            self._raw.close()
+            self.closed = True
+
+
+class CacheWriter:
+    """This run's part for one profile extract: each profile batch's new rows as a record batch."""
+
+    def __init__(self, staging: str, extract: str, schema: pa.Schema):
+        self.path = join_path(staging, f"part-{hashlib.sha256(extract.encode()).hexdigest()[:16]}.arrow")
+        self.schema, self.rows = schema, 0
+        self._sink = _HashingSink(FileSystems.create(self.path, mime_type="application/octet-stream"))
+        self._writer = pa.ipc.new_file(self._sink, schema)
+
+    def write(self, hashes: np.ndarray, checks: np.ndarray, columns: dict[str, pa.Array]) -> None:
+        """Rows (row hash, id check, each column and its ``.hash``) in the schema's order."""
+        arrays = [pa.array(hashes, pa.uint64()), pa.array(checks, pa.uint32())] + [columns[n] for n in self.schema.names[2:]]
+        self._writer.write_batch(pa.record_batch(arrays, schema=self.schema))
+        self.rows += len(hashes)
+
+    def close(self) -> dict:
+        self._writer.close()
+        self._sink.close()
+        return {"file": self.path, "rows": self.rows, "sha256": self._sink.sha256.hexdigest()}
+
+
+class PublishKeyCache(beam.DoFn):
+    """After the run published its outputs (the main input is its report): the run's parts join the
+    cache under ``root`` (moved in under content-addressed names), then the manifest (the commit
+    point), then the parts no manifest names any more are deleted. Each staged part says which
+    published parts it extends (``base``: none when the run rewrote the cache)."""
+
+    def __init__(self, dirs: KeyCacheDirs):
+        self._dirs = dirs
+
+    def process(self, _report, parts):
+        root = self._dirs.root
+        if parts:
+            if "://" not in root:
+                Path(root).mkdir(parents=True, exist_ok=True)
+            entries = list(parts[0]["base"])
+            for part in sorted(parts, key=lambda p: p["file"]):
+                name = f"part-{part['sha256'][:24]}.arrow"
+                if FileSystems.exists(join_path(root, name)):  # same content already there
+                    FileSystems.delete([part["file"]])
+                else:
+                    FileSystems.rename([part["file"]], [join_path(root, name)])
+                entries.append({"file": name, "rows": part["rows"], "sha256": part["sha256"]})
+            doc = {**parts[0]["layout"], "format": CACHE_FORMAT, "parts": entries,
+                   "live_rows": sum(p["live_rows"] for p in parts)}
+            with FileSystems.create(join_path(root, MANIFEST), mime_type="application/json") as sink:
+                sink.write((json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+            named = {e["file"] for e in entries}
+            stale = [p for p in glob(join_path(root, "part-*.arrow"), missing_ok=True) if posixpath.basename(p) not in named]
+            if stale:
+                FileSystems.delete(stale)
+        _remove(self._dirs.staging)
