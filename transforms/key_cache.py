@@ -13,7 +13,8 @@ a row's keys are the same bytes in the same order (tested).
 Never a wrong key:
 
 * Each cached column is named by a digest of what decides its keys (:func:`source_identity`:
-  column, kind, normalization profile, digest encoding, default region), and the cache is made by
+  column, kind, normalization profile, digest encoding, hash algorithm, case folding, default
+  region), and the cache is made by
   one :func:`code_identity` (a digest of the code that computes keys, and the versions of Arrow,
   DuckDB and phonenumbers): another code, another column set or other hashed columns, and the
   whole cache is recomputed (a change of rules, or of a library, invalidates it).

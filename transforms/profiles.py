@@ -155,7 +155,7 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
         with FileSystems.open(path) as handle:
             if fmt == "parquet":
                 pf = pq.ParquetFile(handle)
-                present = _present(path, pf.schema_arrow.names, cfg, export)
+                present = _present(path, pf.schema_arrow.names, cfg, export, extra)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
                     yield pa.Table.from_batches([batch])
             elif fmt == "csv":
