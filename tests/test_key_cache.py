@@ -261,9 +261,11 @@ def test_whatever_decides_a_key_is_in_its_identity(monkeypatch):
     cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
     hashed = next(ds for ds in cfg.data_sources if ds.declared == "hashed")
     base = source_identity(hashed, cfg)
-    for change in ({"normalization": "google"}, {"digest": "base64"}, {"match_on": "phone"}):
+    for change in ({"normalization": "google"}, {"digest": "base64"}, {"match_on": "phone"}, {"hash_algorithm": "sha1"}):
         other = hashed.model_copy(update=change)
         assert source_identity(other, cfg) != base, change
+    plain = next(ds for ds in cfg.data_sources if ds.declared == "plain")
+    assert source_identity(plain.model_copy(update={"ignore_case": True}), cfg) != source_identity(plain, cfg)
     phone_cfg = cfg.model_copy(update={"profiles": cfg.profiles.model_copy(update={"default_region": "FR"})})
     phone = hashed.model_copy(update={"match_on": "phone"})
     assert source_identity(phone, phone_cfg) != source_identity(phone, cfg)
