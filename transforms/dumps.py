@@ -20,7 +20,7 @@ from transforms.arrow_utils import NAME, constant, names
 from transforms.config import DataSourceConfig
 from transforms.dump_files import CHUNK_BYTES, FileStats, read_chunks
 from transforms.errors import InputError
-from transforms.outcomes import Reason
+from transforms.reasons import Reason
 
 PARSED_SCHEMA = pa.schema(
     [
@@ -150,29 +150,54 @@ def parse_lines(
     lines: pa.Array, first_line: int, source_file: str, ds: DataSourceConfig, keep_removals: bool = False
 ) -> tuple[pa.Table, pa.Table]:
     """Parse binary lines numbered from ``first_line``; returns (parsed, rejected) tables."""
-    n = len(lines)
-    line_no = np.arange(first_line, first_line + n, dtype=np.int64)
-    reason = np.full(n, None, dtype=object)
+    line_no = np.arange(first_line, first_line + len(lines), dtype=np.int64)
+    parts, nparts, reason = _split_fields(lines, ds)
+    ok = np.flatnonzero(reason == None)  # noqa: E711 - numpy elementwise
+    column = _field_getter(parts, nparts, ok, list(ds.columns))
+    ids = column("id")
+    segments, seg_trait, seg_bad = _split_list(column("segments"), ds.segment_separator)
+    removed, rem_trait, rem_bad = _split_list(column("removed"), ds.segment_separator)
+    sub_reason = _segment_reasons(segments, removed, seg_trait | rem_trait, seg_bad | rem_bad, keep_removals)
+    reason[ok] = sub_reason
 
+    good = sub_reason == None  # noqa: E711
+    good_arr, n_good = pa.array(good), int(good.sum())
+    parsed = pa.table(
+        {
+            "data_source": constant(ds.name, n_good),
+            "source_file": constant(source_file, n_good),
+            "line": pa.array(line_no[ok][good]),
+            "id": ids.filter(good_arr),
+            "segments": segments.filter(good_arr),
+            "removed": removed.filter(good_arr),
+        },
+        schema=PARSED_SCHEMA,
+    )
+    return parsed, rejected_table(ds.name, source_file, line_no, reason)
+
+
+def _split_fields(lines: pa.Array, ds: DataSourceConfig) -> tuple[pa.ListArray, np.ndarray, np.ndarray]:
+    """Lines split on the field separator: (fields, fields per line, reason per line: not_utf8,
+    empty_line, malformed_line or None)."""
+    reason = np.full(len(lines), None, dtype=object)
     text, not_utf8 = decode_lines(lines)
     reason[not_utf8] = Reason.NOT_UTF8
     text = pc.fill_null(text, "")
     empty = pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
     reason[empty & ~not_utf8] = Reason.EMPTY_LINE
-
-    roles = list(ds.columns)
     parts = pc.split_pattern(text, pattern=ds.field_separator)
     nparts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    optional_last = roles[-1] == "removed"
-    well_formed = nparts == len(roles)
-    if optional_last:
-        well_formed |= nparts == len(roles) - 1
-    reason[~well_formed & (reason == None)] = Reason.MALFORMED_LINE  # noqa: E711 - numpy elementwise
+    well_formed = nparts == len(ds.columns)
+    if ds.columns[-1] == "removed":  # the trailing removed column is optional
+        well_formed |= nparts == len(ds.columns) - 1
+    reason[~well_formed & (reason == None)] = Reason.MALFORMED_LINE  # noqa: E711
+    return parts, nparts, reason
 
-    ok = np.flatnonzero(reason == None)  # noqa: E711
-    # A field of the well-formed lines is gathered straight from the split's flat values (string
-    # takes are cheap; taking the list array itself, or re-splitting, is not). A line without the
-    # optional trailing removed column reads it as "".
+
+def _field_getter(parts: pa.ListArray, nparts: np.ndarray, ok: np.ndarray, roles: list[str]):
+    """A function role -> that field of the lines ``ok``. A field is gathered straight from the
+    split's flat values (string takes are cheap; taking the list array itself, or re-splitting, is
+    not). A line without the optional trailing removed column reads it as ""."""
     offsets = parts.offsets.to_numpy()
     flat = parts.values
     first_part = offsets[:-1][ok] - offsets[0]
@@ -185,34 +210,22 @@ def parse_lines(
         values = flat.take(pa.array(np.where(present, first_part + index, 0)))
         return values if present.all() else pc.if_else(pa.array(present), values, "")
 
-    ids = column("id")
-    segments, seg_trait, seg_bad = _split_list(column("segments"), ds.segment_separator)
-    removed, rem_trait, rem_bad = _split_list(column("removed"), ds.segment_separator)
+    return column
+
+
+def _segment_reasons(segments: pa.ListArray, removed: pa.ListArray, trait: np.ndarray, bad: np.ndarray,
+                     keep_removals: bool) -> np.ndarray:
+    """Why a well-formed line gives nothing to add (None: it does): no segments, an invalid
+    segment id, a trait, or (unless ``keep_removals``) only removals."""
     n_seg = pc.list_value_length(segments).to_numpy(zero_copy_only=False)
     n_rem = pc.list_value_length(removed).to_numpy(zero_copy_only=False)
-
-    sub_reason = np.full(len(ok), None, dtype=object)
-    sub_reason[(n_seg == 0) & (n_rem == 0)] = Reason.NO_SEGMENTS
-    sub_reason[seg_bad | rem_bad] = Reason.INVALID_SEGMENT_ID
-    sub_reason[seg_trait | rem_trait] = Reason.TRAIT_NOT_IMPORTABLE
+    reason = np.full(len(n_seg), None, dtype=object)
+    reason[(n_seg == 0) & (n_rem == 0)] = Reason.NO_SEGMENTS
+    reason[bad] = Reason.INVALID_SEGMENT_ID
+    reason[trait] = Reason.TRAIT_NOT_IMPORTABLE
     if not keep_removals:
-        sub_reason[(n_seg == 0) & (n_rem > 0) & (sub_reason == None)] = Reason.REMOVALS_ONLY  # noqa: E711
-    reason[ok] = sub_reason
-
-    good = sub_reason == None  # noqa: E711
-    good_arr = pa.array(good)
-    parsed = pa.table(
-        {
-            "data_source": constant(ds.name, int(good.sum())),
-            "source_file": constant(source_file, int(good.sum())),
-            "line": pa.array(line_no[ok][good]),
-            "id": ids.filter(good_arr),
-            "segments": segments.filter(good_arr),
-            "removed": removed.filter(good_arr),
-        },
-        schema=PARSED_SCHEMA,
-    )
-    return parsed, rejected_table(ds.name, source_file, line_no, reason)
+        reason[(n_seg == 0) & (n_rem > 0) & (reason == None)] = Reason.REMOVALS_ONLY  # noqa: E711
+    return reason
 
 
 def rejected_table(data_source: str, source_file: str | pa.Array, line_no: np.ndarray | pa.Array, reason: np.ndarray | pa.Array) -> pa.Table:
