@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from cryptography.hazmat.primitives.ciphers import Cipher
 
-from transforms.outcomes import Reason
+from transforms.reasons import Reason
 
 BLOCK = 16
 V16 = np.dtype("V16")  # one AES block as a single numpy item

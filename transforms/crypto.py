@@ -49,7 +49,7 @@ from transforms.arrow_utils import plain_array
 from transforms.cbc_kernel import BLOCK, V16, exclusive_cumsum
 from transforms.config import DataSourceConfig
 from transforms.errors import KeyMaterialError
-from transforms.outcomes import Reason
+from transforms.reasons import Reason
 from transforms.secrets import AES_KEY_LENGTHS, RingKey, is_aware, load_keyring, load_secret
 
 __all__ = [

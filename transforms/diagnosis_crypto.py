@@ -26,7 +26,7 @@ from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor
 from transforms.errors import KeyMaterialError
 from transforms.normalize import ENCODINGS, normalize_keys
-from transforms.outcomes import Reason
+from transforms.reasons import Reason
 from transforms.secrets import AES_KEY_LENGTHS, load_secret
 
 _FAILURES = (Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE)

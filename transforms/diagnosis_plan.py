@@ -35,7 +35,7 @@ from transforms.diagnosis_forms import (
 from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE
 from transforms.keys import fold_case, restore_leading_zeros
 from transforms.normalize import AS_IS, DEFAULT_DIGEST, ENCODINGS, PROFILES
-from transforms.outcomes import Reason
+from transforms.reasons import Reason
 from transforms.profiles import KEY_PREFIX
 
 Suggestion = tuple[tuple[str, object], ...]

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_utils import hash64, plain_array
-from transforms.outcomes import Category, Reason
+from transforms.reasons import Category, Reason
 
 SAMPLE_SCHEMA = pa.schema([("hash", pa.uint64()), ("reason", pa.string()), ("value", pa.binary())])
 # The reason of a sampled line that matched no profile but was kept in the file audience.

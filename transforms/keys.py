@@ -30,7 +30,7 @@ from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, narro
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
 from transforms.iv_check import FirstBlocks
-from transforms.outcomes import Reason
+from transforms.reasons import Reason
 from transforms.profiles import KEY_PREFIX
 
 # What the join shuffles, per side. Every byte here is copied several times by a local runner's

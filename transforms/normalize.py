@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from transforms import phones
 from transforms.arrow_utils import fixed_width_binary, plain_array, rows_of_width
-from transforms.outcomes import Reason
+from transforms.reasons import Reason
 
 __all__ = [
     "PROFILES",
