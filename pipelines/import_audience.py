@@ -70,7 +70,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         tagged = (
             additions | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
             removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
-            p | f"Previous{name}" >> PreviousState(folder, OUTPUTS[name]),
+            p | f"Previous{name}" >> PreviousState(folder, OUTPUTS[name], cfg, result.files),
         ) | f"Flatten{name}State" >> beam.Flatten()
         merge = {"merge": merge_state(keys, name, cfg, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
         return tagged, merge

@@ -173,3 +173,29 @@ def test_a_removed_data_source_is_reported_and_its_rows_dropped_only_when_allowe
     assert result["report"]["removed_data_sources"] == {"b": {"action": "dropped", "reconciled_dropped": 4}}
     assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(1, 13)}
     assert any("b: no longer configured" in line for line in nightly.summary_lines([result]))
+
+
+def test_previous_rows_of_a_source_with_a_full_dump_tonight_are_not_read(tmp_path):
+    """The merge replaces them anyway: the reader leaves them out (a part with only such rows costs
+    its data_source column), keeps the others, and reads everything without the night's files."""
+    from transforms.config import JobConfig
+    from transforms.incremental import PREVIOUS, ReadParquetFolder
+
+    folder = tmp_path / "reconciled"
+    folder.mkdir()
+    pq.write_table(pa.table({"data_source": ["a", "b", "a", "gone"], "segment_id": ["1"] * 4,
+                             "profile_id": ["p1", "p2", "p3", "p4"]}), folder / "part-00000-of-00002.parquet")
+    pq.write_table(pa.table({"data_source": ["a"], "segment_id": ["1"], "profile_id": ["p5"]}),
+                   folder / "part-00001-of-00002.parquet")
+    sources = [{"name": n, "dpid": i + 1, "id_type": "visitor", "segments": f"/x/{n}/*", "sync_mode": mode}
+               for i, (n, mode) in enumerate([("a", "full"), ("b", "iter")])]
+    cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=sources)
+
+    def rows(files, with_cfg=True):
+        reader = ReadParquetFolder(PREVIOUS, cfg=cfg if with_cfg else None)
+        return sorted(pid for tag, table in reader.process(str(folder), files) for pid in table["profile_id"].to_pylist())
+
+    tonight = [("a", "/x/a/dump.sync"), ("b", "/x/b/dump.sync")]
+    assert rows(tonight) == ["p2", "p4"]  # b carried, the unconfigured source's row left to the merge (dropped, counted)
+    assert rows([("b", "/x/b/dump.sync")]) == ["p1", "p2", "p3", "p4", "p5"]  # a has no full dump tonight
+    assert rows(tonight, with_cfg=False) == ["p1", "p2", "p3", "p4", "p5"]

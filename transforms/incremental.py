@@ -41,18 +41,37 @@ REMOVE = "remove"
 
 class ReadParquetFolder(beam.DoFn):
     """A folder of Parquet parts -> ``(tag, table)`` per part (no file: nothing). With ``schema``, a
-    nullable column a part lacks (an output that gained it since that night) is added as nulls."""
+    nullable column a part lacks (an output that gained it since that night) is added as nulls.
 
-    def __init__(self, tag: str, schema: pa.Schema | None = None):
+    With ``cfg``, the side input ``files`` (the night's ``(data_source, dump path)`` list) names the
+    data sources with a full dump tonight: their rows are replaced, so they are not read at all (the
+    ``data_source`` column decides; a part holding only such rows costs that column). The merge
+    (:func:`merge_state`) drops them anyway, without a count: its result is the same."""
+
+    def __init__(self, tag: str, schema: pa.Schema | None = None, cfg: JobConfig | None = None):
         self._tag = tag
         self._schema = schema
+        self._cfg = cfg
 
-    def process(self, folder: str):
+    def process(self, folder: str, files=()):
+        replaced = full_sources(files, self._cfg) if self._cfg is not None else []
         for path in glob(folder.rstrip("/") + "/*.parquet"):
             with FileSystems.open(path) as handle:
-                table = pq.read_table(handle)
-            if table.num_rows:
+                table = _read_part(pq.ParquetFile(handle), replaced)
+            if table is not None and table.num_rows:
                 yield self._tag, _with_new_columns(table, self._schema)
+
+
+def _read_part(part: pq.ParquetFile, replaced: list[str]) -> pa.Table | None:
+    """A previous part's rows, less those of the ``replaced`` data sources (None: none left)."""
+    if not replaced:
+        return part.read()
+    sources = part.read(columns=["data_source"])["data_source"]
+    keep = pc.invert(pc.is_in(sources, value_set=pa.array(replaced, pa.string())))
+    if not pc.any(keep).as_py():
+        return None
+    table = part.read()
+    return table if pc.all(keep).as_py() else table.filter(keep)
 
 
 def _with_new_columns(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
@@ -63,19 +82,23 @@ def _with_new_columns(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
 
 
 class PreviousState(beam.PTransform):
-    """The previous partition's rows of one output, tagged ``previous`` (empty without a previous night)."""
+    """The previous partition's rows of one output, tagged ``previous`` (empty without a previous
+    night); given the job's ``cfg`` and the night's ``files``, without the rows of data sources
+    whose dump tonight is full."""
 
-    def __init__(self, folder: str | None, schema: pa.Schema | None = None):
+    def __init__(self, folder: str | None, schema: pa.Schema | None = None, cfg: JobConfig | None = None,
+                 files: beam.PCollection | None = None):
         super().__init__()
         self._folder = folder
         self._schema = schema
+        self._cfg, self._files = cfg, files  # with both: full sources' rows are not read (ReadParquetFolder)
 
     def expand(self, root):
-        return (
-            root
-            | "PreviousFolder" >> beam.Create([self._folder] if self._folder else [])
-            | "ReadPrevious" >> beam.ParDo(ReadParquetFolder(PREVIOUS, self._schema))
-        )
+        folders = root | "PreviousFolder" >> beam.Create([self._folder] if self._folder else [])
+        if self._cfg is None or self._files is None:
+            return folders | "ReadPrevious" >> beam.ParDo(ReadParquetFolder(PREVIOUS, self._schema))
+        read = ReadParquetFolder(PREVIOUS, self._schema, self._cfg)
+        return folders | "ReadPrevious" >> beam.ParDo(read, beam.pvalue.AsList(self._files))
 
 
 def sync_mode_of(ds: DataSourceConfig, path: str) -> str | None:
