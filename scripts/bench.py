@@ -77,17 +77,34 @@ class Result:
     identical: bool | None = None
 
 
+# Linux keeps a process's peak RSS across exec: a child forked from this (large, after it compared
+# 10M memberships) process would report at least this process's size. A small Python in between
+# forks the command and reports the command's own rusage.
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def timed(cmd: list[str]) -> Run:
-    """Run ``cmd`` in a fresh process; its wall time, CPU time and peak RSS."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``cmd`` in a fresh process; its wall time, CPU time and peak RSS (its own)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rusage") as rusage:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # reaps the child and returns its own rusage
+        proc = subprocess.Popen([sys.executable, "-c", _MEASURE, rusage.name, *cmd], cwd=ROOT, stdout=out, stderr=err)
+        status = proc.wait()
         wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status):
+        if status:
             err.seek(0)
             raise SystemExit(f"failed: {' '.join(cmd)}\n{err.read().decode()[-2000:]}")
-        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024 / 1024)
+        maxrss_kib, cpu = rusage.read().split()
+        return Run(wall, float(cpu), int(maxrss_kib) / 1024 / 1024)
 
 
 def runner_flags(spec: str) -> list[str]:
