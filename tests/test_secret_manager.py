@@ -126,8 +126,8 @@ def test_payload_problems_name_the_reference_never_the_value(secret_manager):
         ({NAME: b"\xff\xfe" + KEY}, {}, "content is not text (expected hex or base64)"),
         ({NAME: KEY[:20].hex().encode()}, {}, "hex value decodes to 20 bytes; expected one of 16, 24, 32"),
     ]
-    for secrets, kwargs, problem in cases:
-        secret_manager(secrets, **kwargs)
+    for stored, kwargs, problem in cases:
+        secret_manager(stored, **kwargs)
         with pytest.raises(KeyMaterialError) as exc:
             load_secret(REF, "hex")
         assert str(exc.value) == f"{REF}: {problem}"
