@@ -95,7 +95,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.REMOVALS_ONLY: "the line only removes segments (applied by nightly incremental syncs)",
     Reason.INVALID_VISITOR_ID: "not a 38-digit visitor ID",
     Reason.INVALID_DECLARED_ID: "an empty declared ID, or one containing ':'",
-    Reason.INVALID_HASH: "not a digest of the configured encoding (64 hex or 44 base64 characters)",
+    Reason.INVALID_HASH: "not a digest of the configured algorithm and encoding (SHA-256: 64 hex or 44 base64 characters)",
     Reason.MISSING_VALUE: "the ID is empty",
     Reason.INVALID_EMAIL: "not an email address once normalized",
     Reason.INVALID_PHONE: "not a phone number once normalized",
