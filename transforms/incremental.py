@@ -83,22 +83,22 @@ def _with_new_columns(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
 
 class PreviousState(beam.PTransform):
     """The previous partition's rows of one output, tagged ``previous`` (empty without a previous
-    night); given the job's ``cfg`` and the night's ``files``, without the rows of data sources
-    whose dump tonight is full."""
+    night), without the rows of data sources whose dump tonight (``files``: the night's
+    ``(data_source, dump path)`` list) is full."""
 
-    def __init__(self, folder: str | None, schema: pa.Schema | None = None, cfg: JobConfig | None = None,
-                 files: beam.PCollection | None = None):
+    def __init__(self, folder: str | None, schema: pa.Schema, cfg: JobConfig, files: beam.PCollection):
         super().__init__()
         self._folder = folder
         self._schema = schema
-        self._cfg, self._files = cfg, files  # with both: full sources' rows are not read (ReadParquetFolder)
+        self._cfg, self._files = cfg, files
 
     def expand(self, root):
-        folders = root | "PreviousFolder" >> beam.Create([self._folder] if self._folder else [])
-        if self._cfg is None or self._files is None:
-            return folders | "ReadPrevious" >> beam.ParDo(ReadParquetFolder(PREVIOUS, self._schema))
-        read = ReadParquetFolder(PREVIOUS, self._schema, self._cfg)
-        return folders | "ReadPrevious" >> beam.ParDo(read, beam.pvalue.AsList(self._files))
+        return (
+            root
+            | "PreviousFolder" >> beam.Create([self._folder] if self._folder else [])
+            | "ReadPrevious" >> beam.ParDo(ReadParquetFolder(PREVIOUS, self._schema, self._cfg),
+                                           beam.pvalue.AsList(self._files))
+        )
 
 
 def sync_mode_of(ds: DataSourceConfig, path: str) -> str | None:
