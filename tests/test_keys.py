@@ -10,7 +10,7 @@ import pytest
 from transforms.arrow_utils import rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.keys import dump_keys, join_keys, pack_visitor_ids, profile_keys, segment_lists, segment_sets
-from transforms.normalize import decode_digests, hash_keys, sha256_digests
+from transforms.digests import decode_digests, hash_keys, sha256_digests
 
 EMAILS = ["johndoe@example.com", "ecid@adobe.com", "a@b.co", "é中@example.org"]
 

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from transforms import digests as dg
+from transforms.digests import hash_keys
 from transforms import normalize as nz
 from transforms.outcomes import Reason
 
@@ -19,7 +21,6 @@ from transforms.normalize import (
     DEFAULT_DIGEST,
     PROFILES,
     canonical_digests,
-    hash_keys,
     hash_value,
     normalize_and_hash,
     normalize_email,
@@ -641,12 +642,12 @@ def test_duckdb_and_hashlib_digests_agree_in_order(monkeypatch):
     values = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
     arr = pa.array(values, pa.string())
     expected = [hashlib.sha256(v.encode("utf-8")).digest() for v in values]
-    monkeypatch.setattr(nz, "DUCKDB_MIN_ROWS", 1)  # DuckDB
-    assert nz.duckdb_connection() is not None
-    assert nz.sha256_digests(arr).to_pylist() == expected
+    monkeypatch.setattr(dg, "DUCKDB_MIN_ROWS", 1)  # DuckDB
+    assert dg.duckdb_connection() is not None
+    assert dg.sha256_digests(arr).to_pylist() == expected
     assert _list(hash_keys(arr.slice(5, 100), "base64")) == [base64.b64encode(d).decode() for d in expected[5:105]]
-    monkeypatch.setattr(nz, "DUCKDB_MIN_ROWS", 10**9)  # hashlib
-    assert nz.sha256_digests(arr).to_pylist() == expected
+    monkeypatch.setattr(dg, "DUCKDB_MIN_ROWS", 10**9)  # hashlib
+    assert dg.sha256_digests(arr).to_pylist() == expected
 
 
 @pytest.mark.parametrize("algorithm", ["sha256", "sha1", "md5", "sha512"])
@@ -660,8 +661,8 @@ def test_every_digest_algorithm_round_trips_like_the_standard_library(algorithm,
     upper = [w.upper() if encoding == "hex" else w for w in want[:-1]]
     canonical, reasons = canonical_digests(pa.array(upper + ["x" * len(want[0])]), encoding, algorithm)
     assert reasons.to_pylist() == [None] * 50 + [INVALID_HASH]
-    assert nz.decode_digests(pc.drop_null(canonical), encoding, algorithm).to_pylist() == raw
-    assert nz.digests(pa.array(values[:-1]), algorithm).to_pylist() == raw
+    assert dg.decode_digests(pc.drop_null(canonical), encoding, algorithm).to_pylist() == raw
+    assert dg.digests(pa.array(values[:-1]), algorithm).to_pylist() == raw
     other = "sha1" if algorithm != "sha1" else "md5"
     assert set(canonical_digests(pa.array(want[:-1]), encoding, other)[1].to_pylist()) == {INVALID_HASH}
 

@@ -25,7 +25,8 @@ from transforms import cbc_kernel
 from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor
 from transforms.errors import KeyMaterialError
-from transforms.normalize import ENCODINGS, normalize_keys
+from transforms.digests import ENCODINGS
+from transforms.normalize import normalize_keys
 from transforms.reasons import Reason
 from transforms.secrets import AES_KEY_LENGTHS, load_secret
 

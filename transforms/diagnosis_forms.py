@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
+from transforms.digests import DIGEST_BYTES
+from transforms.digests import digests as raw_digests
 from transforms.arrow_utils import hash64, plain_array
 from transforms.config import JobConfig
 from transforms.keys import fold_case
@@ -29,7 +31,7 @@ SCREEN_ALL = 8_192  # the first rows of each extract file are all screened
 MAX_SCREEN_COLUMNS = 16  # extract columns looked at beyond the id and visitor IDs (a wide extract)
 
 DIGEST, ADDRESS, RAW, FOLDED, VISITOR = "digest", "address", "raw", "folded", "visitor"
-DIGEST_ALGORITHMS = {size: name for name, size in normalize.DIGEST_BYTES.items()}  # by digest length in bytes
+DIGEST_ALGORITHMS = {size: name for name, size in DIGEST_BYTES.items()}  # by digest length in bytes
 _VISITOR_ID = r"^[0-9]{38}$"
 
 
@@ -135,7 +137,7 @@ class ProfileKeys:
         for algorithm in sorted({f.algorithm for f in self._texts}):
             texts = [t for f, t in self._texts.items() if f.algorithm == algorithm]
             every = pc.unique(pa.concat_arrays(texts))
-            self._digests[algorithm] = every, normalize.digests(every, algorithm)
+            self._digests[algorithm] = every, raw_digests(every, algorithm)
         self._hits: dict[tuple, tuple[pa.Array, pa.Array]] = {}
 
     def hit_rows(self, view: "View", form: Form) -> np.ndarray:

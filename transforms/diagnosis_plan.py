@@ -34,7 +34,8 @@ from transforms.diagnosis_forms import (
 )
 from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE
 from transforms.keys import fold_case, restore_leading_zeros
-from transforms.normalize import AS_IS, DEFAULT_DIGEST, ENCODINGS, PROFILES
+from transforms.digests import ENCODINGS
+from transforms.normalize import AS_IS, DEFAULT_DIGEST, PROFILES
 from transforms.reasons import Reason
 from transforms.profiles import KEY_PREFIX
 

@@ -51,7 +51,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import plain_array
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.normalize import duckdb_connection
+from transforms.digests import duckdb_connection
 from transforms.profiles import KEY_PREFIX
 from transforms.storage import glob, join_path
 
@@ -62,7 +62,7 @@ INCOMING = "_incoming"  # DIR/_incoming/<run>/: a run's parts until it published
 MAX_PARTS = 16
 MAX_DEAD_SHARE = 0.25
 # The modules whose code decides a profile's keys: a change in any of them invalidates the cache.
-KEY_MODULES = ("keys", "normalize", "phones", "phone_metadata", "arrow_utils", "profiles", "key_cache", "key_cache_rows")
+KEY_MODULES = ("keys", "normalize", "digests", "phones", "phone_metadata", "arrow_utils", "profiles", "key_cache", "key_cache_rows")
 KEY_LIBRARIES = ("pyarrow", "duckdb", "phonenumbers")
 ROW_HASH, ID_CHECK, HASH_SUFFIX = "row_hash", "id_check", ".hash"
 

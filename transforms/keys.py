@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import normalize
+from transforms import digests, normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, narrow_dictionary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
@@ -129,7 +129,7 @@ def join_keys(keys: pa.Array, ds: DataSourceConfig) -> pa.BinaryArray:
     if ds.id_type == "visitor":
         return pack_visitor_ids(keys)
     if ds.declared == "hashed":
-        return normalize.decode_digests(keys, ds.digest_encoding, ds.hash_algorithm)
+        return digests.decode_digests(keys, ds.digest_encoding, ds.hash_algorithm)
     return keys.cast(pa.binary())
 
 
@@ -217,7 +217,7 @@ def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -
         keys, reasons = _declared_keys(values, ds, cfg)
     ok = pc.is_null(reasons)
     valid = pc.filter(keys, ok)
-    return _with_nulls(ok, normalize.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()))
+    return _with_nulls(ok, digests.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()))
 
 
 def _with_nulls(ok: pa.BooleanArray, valid: pa.Array) -> pa.Array:

@@ -26,7 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.arrow_utils import plain_array
 from transforms.config import DataSourceConfig, JobConfig, SuppressionList
 from transforms.errors import InputError
-from transforms.normalize import canonical_digests, hash_keys, normalize_keys
+from transforms.digests import hash_keys
+from transforms.normalize import canonical_digests, normalize_keys
 from transforms.outcomes import COUNTS, Metric, count
 from transforms.storage import glob
 
