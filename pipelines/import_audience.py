@@ -52,7 +52,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs.
 
     ``incremental`` (the nightly job): ``iter`` dumps' removals apply, and each audience is the
-    ``previous`` partition's state updated with tonight's lines (``full`` dumps replace it);
+    ``previous`` partition's state updated with tonight's lines (``full`` dumps replace it; the
+    nightly job passes no ``previous`` when tonight's dumps replace every data source);
     ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``; ``guard``: the
     night's shrink checks, run before anything is published; ``key_cache``: profile keys reused
     from (and, once published, saved to) a key cache (:mod:`transforms.key_cache`)."""
@@ -61,12 +62,14 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
                                                    split_bytes=split_dump_bytes(cfg, p.options))
 
     def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False):
-        """Tonight's rows of one output; with ``incremental``, merged with the previous state
-        (``replace``: tonight's rows supersede the previous rows with their key)."""
+        """Tonight's rows of one output; with ``incremental`` and a ``previous`` partition, merged
+        with the previous state (``replace``: tonight's rows supersede the previous rows with their
+        key). Without one, removals have nothing to remove: tonight's rows are the state, written
+        as the import writes them (the local runner copies every input of a Flatten once more)."""
         additions = getattr(result, name)
-        if not incremental:
+        if not incremental or previous is None:
             return additions, {}
-        folder = join_path(previous, name) if previous else None
+        folder = join_path(previous, name)
         tagged = (
             additions | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
             removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),

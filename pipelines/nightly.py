@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
-from transforms.incremental import NightGuard, check_sync_modes
+from transforms.incremental import NightGuard, check_sync_modes, tonight_files
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
 from pipelines.options import only_stages
@@ -130,7 +130,8 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         remove_run_dir(target)  # leftovers of an interrupted run: never half-visible, now gone
     cfg = template.for_date(day)
     check_inputs(cfg)
-    check_sync_modes(cfg)
+    files = tonight_files(cfg)
+    check_sync_modes(cfg, files)
     earlier = [d for d in published_dates(root) if d < day]
     previous = partition(root, earlier[-1]) if earlier else None
     manifest = {
@@ -141,10 +142,15 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     }
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
+    # Every data source replaced by a full dump tonight: no previous row survives, so the previous
+    # state is not read and tonight's rows go straight to the writers (no merge, no extra copy).
+    replacing = guard.replacing_all(cfg, files) if previous else None
+    guard = replacing or guard
+    state = None if replacing else previous
     cache = cache_dirs(join_path(root, KEY_CACHE), run_dir) if key_cache else None
     with staged(cache):
         report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
-            p, cfg, target, run_dir, day, previous=previous, incremental=True, manifest=manifest, guard=guard,
+            p, cfg, target, run_dir, day, previous=state, incremental=True, manifest=manifest, guard=guard,
             key_cache=cache), held=True)
     if report.get("status") == launch.STAGED:
         return {"date": day.isoformat(), "status": launch.STAGED}

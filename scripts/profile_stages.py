@@ -1,16 +1,21 @@
-"""Where an import's time goes: wall time per stage of the pinned local runner (FnApiRunner).
+"""Where a run's time and memory go: wall time and peak RSS per stage of the pinned local runner (FnApiRunner).
 
     python scripts/profile_stages.py --config job.yaml --output /tmp/out [more import flags...]
+    python scripts/profile_stages.py nightly --config job.yaml --root ROOT --date 2026-11-23 [...]
 
-Runs ``pipelines.import_audience.run`` in this process with the runner's bundle execution timed per
-fused stage, and prints the stages by wall time, then the time outside any stage (interpreter and
-Beam imports, preflight, pipeline construction, the publish's moves after the last stage). A stage's
-name is the runner's (its fused steps, e.g. ``Reconcile/ReadDumps``). Timings only: nothing is
-asserted, and the outputs are the import's own.
+Runs ``pipelines.import_audience`` (or, with ``nightly`` first, ``pipelines.nightly``) in this process
+with the runner's bundle execution timed per fused stage, and prints the stages by wall time, then the
+time outside any stage (interpreter and Beam imports, preflight, pipeline construction, the publish's
+moves after the last stage). A sampler thread reads this process's resident memory every 20 ms: each
+stage shows the highest value seen while it ran (the process's, so it includes what earlier stages
+left behind, e.g. the runner's buffers of their outputs). A stage's name is the runner's (its fused
+steps, e.g. ``Reconcile/ReadDumps``). Timings only: nothing is asserted, and the outputs are the job's own.
 """
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 from collections import defaultdict
 
@@ -18,21 +23,48 @@ START = time.perf_counter()
 
 from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: E402
 
-from pipelines import import_audience  # noqa: E402
+from pipelines import import_audience, nightly  # noqa: E402
 
 STAGES: dict[str, float] = defaultdict(float)
 BUNDLES: dict[str, int] = defaultdict(int)
+PEAK: dict[str, int] = defaultdict(int)  # bytes
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class _Sampler(threading.Thread):
+    """The process's RSS every ``period`` seconds; ``peak`` since the last ``reset``."""
+
+    def __init__(self, period: float = 0.02):
+        super().__init__(daemon=True)
+        self.period, self.peak = period, 0
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+
+    def reset(self) -> None:
+        self.peak = self.rss()
+
+    def run(self):
+        while True:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.period)
+
+
+SAMPLER = _Sampler()
 
 
 def _timed(original):
     def execute(self, context, bundle_context_manager, bundle_input):
         began = time.perf_counter()
+        SAMPLER.reset()
         try:
             return original(self, context, bundle_context_manager, bundle_input)
         finally:
             name = bundle_context_manager.stage.name
             STAGES[name] += time.perf_counter() - began
             BUNDLES[name] += 1
+            PEAK[name] = max(PEAK[name], SAMPLER.peak, SAMPLER.rss())
     return execute
 
 
@@ -44,18 +76,22 @@ def _short(name: str, width: int = 90) -> str:
 
 
 def main(argv: list[str]) -> int:
+    job = nightly if argv[:1] == ["nightly"] else import_audience
+    argv = argv[1:] if argv[:1] in (["nightly"], ["import"]) else argv
     fn_runner.FnApiRunner._execute_bundle = _timed(fn_runner.FnApiRunner._execute_bundle)
+    SAMPLER.start()
     began = time.perf_counter()
-    code = import_audience.main(argv)
+    code = job.main(argv)
     total = time.perf_counter() - START
     in_stages = sum(STAGES.values())
-    print(f"\nimport exit code {code}; {total:.1f} s in all ({began - START:.1f} s of imports before the job)")
-    print(f"{'wall s':>7} {'share':>6} {'bundles':>7}  stage")
+    print(f"\n{job.__name__.rsplit('.', 1)[-1]} exit code {code}; {total:.1f} s in all "
+          f"({began - START:.1f} s of imports before the job)")
+    print(f"{'wall s':>7} {'share':>6} {'bundles':>7} {'RSS GiB':>7}  stage")
     for name, seconds in sorted(STAGES.items(), key=lambda kv: -kv[1]):
         if seconds >= 0.05:
-            print(f"{seconds:7.2f} {seconds / total:6.1%} {BUNDLES[name]:7d}  {_short(name)}")
-    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':7}  outside the stages (imports, preflight, "
-          "construction, publish moves)")
+            print(f"{seconds:7.2f} {seconds / total:6.1%} {BUNDLES[name]:7d} {PEAK[name] / 2**30:7.2f}  {_short(name)}")
+    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':7} {'':7}  outside the stages (imports, "
+          "preflight, construction, publish moves)")
     return code
 
 

@@ -199,3 +199,71 @@ def test_previous_rows_of_a_source_with_a_full_dump_tonight_are_not_read(tmp_pat
     assert rows(tonight) == ["p2", "p4"]  # b carried, the unconfigured source's row left to the merge (dropped, counted)
     assert rows([("b", "/x/b/dump.sync")]) == ["p1", "p2", "p3", "p4", "p5"]  # a has no full dump tonight
     assert rows(tonight, with_cfg=False) == ["p1", "p2", "p3", "p4", "p5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a night whose full dumps replace every data source does not read (or merge) the previous state
+
+
+def partition_bytes(root: Path, day: str) -> dict[str, bytes]:
+    folder = root / f"dt={day}"
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
+
+
+def test_a_night_replacing_every_source_skips_the_previous_state_and_publishes_the_same(tmp_path, monkeypatch):
+    """Night 2's full dumps replace both data sources: the run neither reads nor merges the previous
+    partition (the merge's Flatten costs the local runner a copy of every row), and publishes the
+    same bytes and counts as the merging run."""
+    import pipelines.import_audience as import_audience
+    from transforms.incremental import NightGuard
+
+    config = write_job(tmp_path, sources=("a", "b"))
+    for day, ids in (("2026-11-21", range(1, 13)), ("2026-11-22", range(3, 11))):
+        dump(tmp_path, "a", day, everyone("a", ids=ids))
+        dump(tmp_path, "b", day, everyone("b", "20", ids=ids))
+    merged, direct = tmp_path / "merged", tmp_path / "direct"
+    for root in (merged, direct):
+        run(config, root, "--date", "2026-11-21")
+    with monkeypatch.context() as m:  # the merging run, as before
+        m.setattr(NightGuard, "replacing_all", lambda self, cfg, files: None)
+        expected = run(config, merged, "--date", "2026-11-22", "--allow-shrink")[0]["report"]
+
+    class NotRead:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the previous state was read")
+
+    monkeypatch.setattr(import_audience, "PreviousState", NotRead)
+    report = run(config, direct, "--date", "2026-11-22", "--allow-shrink")[0]["report"]
+    assert members(direct, "2026-11-22") == {(s, seg, f"p{i}") for s, seg in (("a", "10"), ("b", "20")) for i in range(3, 11)}
+    assert partition_bytes(direct, "2026-11-22") == partition_bytes(merged, "2026-11-22")
+    assert report["data_sources"] == expected["data_sources"]
+
+
+def test_a_source_still_carried_over_keeps_the_merge(tmp_path):
+    """Only when no previous row can survive: an iter source, or a previous data source no longer
+    configured (its rows dropped and counted), needs the merge."""
+    from transforms.config import JobConfig
+    from transforms.incremental import NightGuard
+
+    sources = [{"name": n, "dpid": i + 1, "id_type": "visitor", "segments": f"/x/{n}/*"} for i, n in enumerate("ab")]
+    cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=sources)
+    full = [("a", "/x/a/ftp_1_7_full_1795305600000.sync"), ("b", "/x/b/ftp_1_7_full_1795305600000.sync")]
+    guard = NightGuard("dt=2026-11-21", {"a": 3, "b": 2})
+    assert guard.replacing_all(cfg, full).replaced == ("a", "b")
+    assert guard.replacing_all(cfg, [full[0], ("b", "/x/b/ftp_1_7_iter_1795305600000.sync")]) is None
+    assert guard.replacing_all(cfg, full[:1]) is None  # b has no dump: carried over
+    assert NightGuard("dt=2026-11-21", {"a": 3, "gone": 1}).replacing_all(cfg, full) is None
+
+
+def test_a_full_dump_renamed_after_the_launch_fails_the_night(tmp_path, monkeypatch):
+    """The launch saw a full dump for 'a' (so the previous state is not read); by the time the
+    pipeline lists the files it is an iter dump: publishing would lose a's carried-over members."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-22", everyone("a", ids=[1]), mode="iter")
+    launch_view = [("a", str(tmp_path / "a" / "20261122" / "ftp_1_7_full_1795305600000.sync.gz"))]
+    monkeypatch.setattr(nightly, "tonight_files", lambda cfg: launch_view)
+    with pytest.raises(RunFailed, match="a: no full dump among the files read"):
+        run(config, root, "--date", "2026-11-22", "--allow-shrink")
+    assert not (root / "dt=2026-11-22").exists()

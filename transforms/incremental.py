@@ -16,6 +16,7 @@ previous published night (more than ``max_shrink`` per data source) and an empty
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 from dataclasses import dataclass
@@ -116,13 +117,19 @@ def unnamed_dump_error(cfg: JobConfig, name: str, path: str) -> ConfigError:
                        f"set data_sources[{index}].sync_mode (full or iter) for '{name}'")
 
 
-def check_sync_modes(cfg: JobConfig) -> None:
-    """Nightly preflight: every dump's sync mode is known (configured, or in its file name)."""
-    problems = [str(unnamed_dump_error(cfg, ds.name, path))
-                for ds in cfg.data_sources for path in glob(ds.segments, missing_ok=True)
-                if is_dump_file(path) and sync_mode_of(ds, path) is None]
+def check_sync_modes(cfg: JobConfig, files: list) -> None:
+    """Nightly preflight: every dump's sync mode is known (configured, or in its file name);
+    ``files``: :func:`tonight_files`."""
+    problems = [str(unnamed_dump_error(cfg, name, path))
+                for name, path in files if sync_mode_of(cfg.data_source(name), path) is None]
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def tonight_files(cfg: JobConfig) -> list[tuple[str, str]]:
+    """The night's ``(data_source, dump path)`` list as it stands now (the launch's view; the
+    pipeline lists the files again when it runs)."""
+    return [(ds.name, path) for ds in cfg.data_sources for path in glob(ds.segments, missing_ok=True) if is_dump_file(path)]
 
 
 def full_sources(files: list, cfg: JobConfig) -> list[str]:
@@ -176,6 +183,7 @@ class NightGuard:
     previous_partition: str | None  # "dt=YYYY-MM-DD" the night builds on
     previous_sizes: dict  # audience rows per data source of that night's report ({} without one)
     allow_shrink: bool = False
+    replaced: tuple[str, ...] = ()  # data sources the run replaces without reading their previous rows
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
@@ -191,9 +199,27 @@ class NightGuard:
             raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
         return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink)
 
+    def replacing_all(self, cfg: JobConfig, files: list) -> "NightGuard | None":
+        """When tonight's ``files`` (listed at launch) hold a full dump for every configured data
+        source and the previous night has no other data source, no previous row survives the night:
+        the guard for a run that does not read the previous state (the run then checks that the
+        files it read still say so). None when some previous rows are carried over, removed or
+        dropped (counted): the run merges."""
+        configured = [ds.name for ds in cfg.data_sources]
+        if set(self.previous_sizes) - set(configured) or set(full_sources(files, cfg)) != set(configured):
+            return None
+        return dataclasses.replace(self, replaced=tuple(configured))
+
     def check(self, report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
-        """Raise :class:`RunFailed` (one line) when a data source's full delivery is empty, or its
-        audience shrinks by more than its ``max_shrink`` (a data source no longer configured: to 0)."""
+        """Raise :class:`RunFailed` (one line) when a data source the run replaced without reading
+        its previous rows has no full dump among the files read (they changed since the launch),
+        when a data source's full delivery is empty, or its audience shrinks by more than its
+        ``max_shrink`` (a data source no longer configured: to 0)."""
+        lost = sorted(set(self.replaced) - set(full_sources(files, cfg)))
+        if lost:
+            raise RunFailed(f"data source(s) {', '.join(lost)}: no full dump among the files read, unlike when the "
+                            "run started (a dump renamed or removed meanwhile?); their previous rows were not read, "
+                            "so nothing was published; rerun")
         if self.allow_shrink:
             return
         problems = []
