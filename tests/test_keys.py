@@ -138,3 +138,36 @@ def test_profile_keys_read_phones_in_the_data_sources_region():
         **expected, "a": hashlib.sha256(b"32612345678").hexdigest()}  # read as a Belgian number
     cfg = parse_config({"profiles": {"path": "/p.csv"}, "data_sources": [source]})
     assert profile_keys(profiles, cfg.data_sources[0], cfg)[1] == 1  # no region: never guessed
+
+
+@pytest.mark.parametrize("source", [
+    {"id_type": "visitor"},
+    {"id_type": "declared", "declared": "hashed", "match_on": "email"},
+    {"id_type": "declared", "declared": "plain", "match_on": "email"},
+])
+def test_profile_key_rows_are_the_row_aligned_keys_without_their_nulls(source):
+    """The run without the key cache takes the keys straight (profile_key_rows); the cache stores
+    them row-aligned with nulls (profile_row_keys): both must give the same rows in the same order
+    (the outputs are byte-identical with and without the cache)."""
+    from transforms.keys import profile_key_rows, profile_row_keys
+    from transforms.profiles import KEY_PREFIX
+
+    v = "1" * 38
+    profiles = pa.table({
+        "profile_id": ["a", "b", "c", "d", "e"],
+        "visitor_ids": pa.array([[v, " " + "2" * 38], None, [], ["123", None, "3" * 38], [""]], pa.list_(pa.string())),
+        KEY_PREFIX + "email": ["A@b.co", None, "", "not an email", " x@y.org "],
+    })
+    ds = DataSourceConfig(name="s", dpid=1, segments="/x/*", **source)
+    cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=[ds])
+    row_keys = profile_row_keys(profiles, ds, cfg)
+    ids = profiles["profile_id"].to_pylist()
+    if pa.types.is_list(row_keys.type):
+        expected = [(k, ids[r]) for r, keys in enumerate(row_keys.to_pylist()) for k in keys if k is not None]
+        entries = sum(len(keys) for keys in row_keys.to_pylist() if keys is not None)
+    else:
+        expected = [(k, ids[r]) for r, k in enumerate(row_keys.to_pylist()) if k is not None]
+        entries = len(row_keys)
+    table, without_key = profile_key_rows(profiles, ds, cfg)
+    assert list(zip(table["key"].to_pylist(), table["profile_id"].to_pylist())) == expected
+    assert without_key == entries - len(expected) and len(expected) >= 2

@@ -167,7 +167,7 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
     :func:`join_keys` (PROFILE_SHARD_SCHEMA, via :func:`profile_row_keys`); hashed keys then skip
     the text encoding."""
     if binary:
-        return keys_table(profile_row_keys(profiles, ds, cfg), profiles["profile_id"])
+        return profile_key_rows(profiles, ds, cfg)
     if ds.id_type == "visitor":
         exploded = explode_list(profiles.select(["profile_id", "visitor_ids"]), "visitor_ids", "key")
         trimmed = pc.utf8_trim_whitespace(exploded["key"])
@@ -196,20 +196,22 @@ def _declared_keys(values, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Arr
     return keys, pa.array(_plain_key_reasons(keys), pa.string())
 
 
-def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> pa.Array:
-    """Each profile row's binary join keys, aligned with the rows: for a visitor source a list per
-    row (null entries for IDs that are not 38 digits), otherwise one key per row (null where the
-    value gives none). What the key cache stores; :func:`keys_table` makes the join's rows of it."""
-    n = profiles.num_rows
+class RowKeys(NamedTuple):
+    """A data source's binary join keys of a profile batch, before they are placed: ``ok`` marks
+    the entries that give a key (one entry a row, or, for visitor IDs, a row's list entries),
+    ``keys`` holds those keys in order and ``lists`` is the visitor-ID lists (None otherwise)."""
+
+    ok: pa.BooleanArray
+    keys: pa.Array
+    lists: pa.ListArray | None
+
+
+def _row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> RowKeys:
     if ds.id_type == "visitor":
         lists = plain_array(profiles["visitor_ids"])
-        flat = pc.list_flatten(lists)
-        trimmed = pc.utf8_trim_whitespace(flat)
+        trimmed = pc.utf8_trim_whitespace(pc.list_flatten(lists))
         ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
-        values = _with_nulls(ok, pack_visitor_ids(pc.filter(trimmed, ok)))
-        lengths = np.bincount(pc.list_parent_indices(lists).to_numpy(), minlength=n)
-        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), values)
+        return RowKeys(ok, pack_visitor_ids(pc.filter(trimmed, ok)), lists)
     values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
     if ds.declared == "hashed":
         keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
@@ -217,23 +219,28 @@ def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -
         keys, reasons = _declared_keys(values, ds, cfg)
     ok = pc.is_null(reasons)
     valid = pc.filter(keys, ok)
-    return _with_nulls(ok, digests.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()))
+    return RowKeys(ok, digests.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()), None)
 
 
-def _with_nulls(ok: pa.BooleanArray, valid: pa.Array) -> pa.Array:
-    """A binary array with ``valid``'s values where ``ok`` is true, in order, and nulls elsewhere."""
-    return pc.replace_with_mask(pa.nulls(len(ok), pa.binary()), ok, valid.cast(pa.binary()))
+def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> pa.Array:
+    """Each profile row's binary join keys, aligned with the rows: for a visitor source a list per
+    row (null entries for IDs that are not 38 digits), otherwise one key per row (null where the
+    value gives none). What the key cache stores."""
+    ok, keys, lists = _row_keys(profiles, ds, cfg)
+    values = pc.replace_with_mask(pa.nulls(len(ok), pa.binary()), ok, keys.cast(pa.binary()))
+    if lists is None:
+        return values
+    lengths = np.bincount(pc.list_parent_indices(lists).to_numpy(), minlength=profiles.num_rows)
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def keys_table(row_keys: pa.Array, profile_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, int]:
-    """The ``(key, profile_id)`` rows (PROFILE_SHARD_SCHEMA) of :func:`profile_row_keys`, in row
-    order, and the number of values without a key (its nulls)."""
-    if pa.types.is_list(row_keys.type):
-        flat = row_keys.flatten()
-        ok = flat.is_valid()
-        ids = pc.take(profile_ids, pc.filter(pc.list_parent_indices(row_keys), ok))
-    else:
-        flat, ok = row_keys, row_keys.is_valid()
-        ids = pc.filter(profile_ids, ok)
-    table = pa.table({"key": pc.filter(flat, ok), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
-    return table, len(flat) - table.num_rows
+def profile_key_rows(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Table, int]:
+    """The ``(key, profile_id)`` rows (PROFILE_SHARD_SCHEMA) of a profile batch, in row order, and
+    the number of values without a key: :func:`profile_row_keys`' keys with their profile ids,
+    without placing them among nulls first (what the run does without the key cache)."""
+    ok, keys, lists = _row_keys(profiles, ds, cfg)
+    rows = pc.list_parent_indices(lists) if lists is not None else None
+    ids = pc.take(profiles["profile_id"], pc.filter(rows, ok)) if rows is not None else pc.filter(profiles["profile_id"], ok)
+    table = pa.table({"key": keys.cast(pa.binary()), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
+    return table, len(ok) - table.num_rows
