@@ -263,6 +263,8 @@ class KeyProfiles(PooledDoFn):
                     yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
                 for bucket, rows in pieces:
                     yield bucket, rows
+            if writer is not None and self._loaded[0] is not None:
+                self._loaded[0].release_pages()
         if writer is not None:
             loaded, code = self._loaded
             base = loaded.manifest["parts"] if loaded is not None and not loaded.must_rewrite() else []

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import posixpath
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -193,7 +194,8 @@ class CachedColumn:
 class LoadedCache:
     """A published cache in memory: row hashes sorted for lookups, the columns as stored."""
 
-    def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout):
+    def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout, maps: tuple = ()):
+        self._maps = maps  # the memory-mapped local parts the table's buffers point into
         hashes, checks = table[ROW_HASH].to_numpy(), table[ID_CHECK].to_numpy()
         order = np.argsort(hashes, kind="stable")  # parts are runs: a cheap merge
         sorted_hashes = hashes[order]
@@ -206,7 +208,18 @@ class LoadedCache:
         keep = first[~mixed]
         self.hashes, self.rows, self.checks = sorted_hashes[keep], order[keep], checks[order][keep]
         self.manifest, self.total_rows = manifest, table.num_rows
-        self.columns = {name: _flat_column(table[name], table[name + HASH_SUFFIX]) for name in layout.columns}
+        self.release_pages()  # copied out: the mapped pages are not needed any more
+        self.columns = {}
+        for name in layout.columns:
+            self.columns[name] = _flat_column(table[name], table[name + HASH_SUFFIX])
+            self.release_pages()
+
+    def release_pages(self) -> None:
+        """Drop the pages of the memory-mapped parts from this process's resident memory (they stay
+        in the OS page cache; a key read later maps its page again). Called after each profile
+        batch: the keys a batch read would otherwise stay resident until the bundle ends."""
+        for part in self._maps:
+            part.madvise(mmap.MADV_DONTNEED)
 
     def lookup(self, hashes: np.ndarray, checks: np.ndarray) -> np.ndarray:
         """The cache row of each row hash (whose id check agrees), or -1."""
@@ -252,16 +265,18 @@ def load_cache(root: str, layout: CacheLayout, code: dict) -> LoadedCache | None
         if manifest != {**manifest, **layout.doc(code)} or manifest.get("format") != CACHE_FORMAT:
             LOG.warning("key cache %s not used: made by other code, libraries or rules; every profile key is computed", root)
             return None
-        tables = [_read_part(root, part) for part in manifest["parts"]]
-        return LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout)
+        parts = [_read_part(root, part) for part in manifest["parts"]]
+        tables, maps = [t for t, _ in parts], tuple(m for _, m in parts if m is not None)
+        return LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout, maps)
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, the answer is to recompute
         LOG.warning("key cache %s not used (%s); every profile key is computed", root, type(exc).__name__)
         return None
 
 
-def _read_part(root: str, part: dict) -> pa.Table:
-    """A part, checked against its sha256 and row count. Local parts are memory-mapped after the
-    check (only the keys a run reads become resident); remote ones are read into memory."""
+def _read_part(root: str, part: dict) -> tuple[pa.Table, mmap.mmap | None]:
+    """A part, checked against its sha256 and row count, and its memory map. Local parts are
+    memory-mapped after the check (only the keys a run reads become resident, until
+    :meth:`LoadedCache.release_pages`); remote ones are read into memory (no map)."""
     path = join_path(root, posixpath.basename(part["file"]))
     digest, data = hashlib.sha256(), [] if "://" in path else None
     with FileSystems.open(path) as handle:
@@ -271,11 +286,14 @@ def _read_part(root: str, part: dict) -> pa.Table:
                 data.append(block)
     if digest.hexdigest() != part["sha256"]:
         raise ValueError("a part differs from its manifest entry")
-    source = pa.memory_map(path) if data is None else pa.py_buffer(b"".join(data))
-    table = pa.ipc.open_file(source).read_all()
+    mapped = None
+    if data is None:
+        with open(path, "rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    table = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapped if mapped is not None else b"".join(data)))).read_all()
     if table.num_rows != part["rows"]:
         raise ValueError("a part has other rows than its manifest entry")
-    return table
+    return table, mapped
 
 
 class _HashingSink:
