@@ -1,10 +1,11 @@
-"""Where a run's time and memory go: wall time and peak RSS per stage of the pinned local runner (FnApiRunner).
+"""Where a run's time and memory go: wall time, CPU time and peak RSS per stage of the pinned local runner (FnApiRunner).
 
     python scripts/profile_stages.py --config job.yaml --output /tmp/out [more import flags...]
     python scripts/profile_stages.py nightly --config job.yaml --root ROOT --date 2026-11-23 [...]
 
 Runs ``pipelines.import_audience`` (or, with ``nightly`` first, ``pipelines.nightly``) in this process
-with the runner's bundle execution timed per fused stage, and prints the stages by wall time, then the
+with the runner's bundle execution timed per fused stage (wall, and the process's CPU seconds over all
+threads: CPU ≈ 2 × wall means both cores were busy), and prints the stages by wall time, then the
 time outside any stage (interpreter and Beam imports, preflight, pipeline construction, the publish's
 moves after the last stage). A sampler thread reads this process's resident memory every 20 ms: each
 stage shows the highest value seen while it ran (the process's, so it includes what earlier stages
@@ -26,6 +27,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: E40
 from pipelines import import_audience, nightly  # noqa: E402
 
 STAGES: dict[str, float] = defaultdict(float)
+CPU: dict[str, float] = defaultdict(float)  # process CPU seconds (all threads) while the stage ran
 BUNDLES: dict[str, int] = defaultdict(int)
 PEAK: dict[str, int] = defaultdict(int)  # bytes
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -56,13 +58,14 @@ SAMPLER = _Sampler()
 
 def _timed(original):
     def execute(self, context, bundle_context_manager, bundle_input):
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         SAMPLER.reset()
         try:
             return original(self, context, bundle_context_manager, bundle_input)
         finally:
             name = bundle_context_manager.stage.name
             STAGES[name] += time.perf_counter() - began
+            CPU[name] += time.process_time() - cpu
             BUNDLES[name] += 1
             PEAK[name] = max(PEAK[name], SAMPLER.peak, SAMPLER.rss())
     return execute
@@ -86,11 +89,12 @@ def main(argv: list[str]) -> int:
     in_stages = sum(STAGES.values())
     print(f"\n{job.__name__.rsplit('.', 1)[-1]} exit code {code}; {total:.1f} s in all "
           f"({began - START:.1f} s of imports before the job)")
-    print(f"{'wall s':>7} {'share':>6} {'bundles':>7} {'RSS GiB':>7}  stage")
+    print(f"{'wall s':>7} {'share':>6} {'CPU s':>6} {'bundles':>7} {'RSS GiB':>7}  stage")
     for name, seconds in sorted(STAGES.items(), key=lambda kv: -kv[1]):
         if seconds >= 0.05:
-            print(f"{seconds:7.2f} {seconds / total:6.1%} {BUNDLES[name]:7d} {PEAK[name] / 2**30:7.2f}  {_short(name)}")
-    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':7} {'':7}  outside the stages (imports, "
+            print(f"{seconds:7.2f} {seconds / total:6.1%} {CPU[name]:6.2f} {BUNDLES[name]:7d} {PEAK[name] / 2**30:7.2f}  "
+                  f"{_short(name)}")
+    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':6} {'':7} {'':7}  outside the stages (imports, "
           "preflight, construction, publish moves)")
     return code
 

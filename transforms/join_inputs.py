@@ -106,9 +106,10 @@ class ReadDumpFile(PooledDoFn):
     whole file's stats (for its control file).
 
     Reading, keying and sharding stay in one DoFn so a chunk's intermediate tables never pile up
-    in runners that do not fuse steps. While this thread decompresses the next chunk, a small pool
-    (``threads``) parses, decrypts and shards the previous ones; the chunks of big files a bundle
-    brings are keyed in the same pool. Ciphers and the pool are built in setup(), from key
+    in runners that do not fuse steps. While this thread decompresses the next chunk (of this file
+    or the next one), a small pool (``threads``) parses, decrypts and shards the previous ones, at
+    most ``threads`` + 1 chunks in flight per bundle; the chunks of big files a bundle brings are
+    keyed in the same pool. Ciphers and the pool are built in setup(), from key
     references."""
 
     REJECTED = "rejected"
@@ -146,9 +147,11 @@ class ReadDumpFile(PooledDoFn):
         if work.chunk is not None:
             yield from self._queue.submit(key_chunk, (work.chunk, work.first_line))
             return
+        # The bundle's queue spans files: a file's chunks are keyed while the next file is read
+        # (most files are one chunk, so a queue per file kept one core busy).
         stats = FileStats()
-        for result in ordered_map(key_chunk, numbered_chunks(work.path, stats=stats), self._pool, ahead=self._threads):
-            yield from self._emit(result)
+        for job in numbered_chunks(work.path, stats=stats):
+            yield from self._queue.submit(key_chunk, job)
         self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (work.path, stats))
 
