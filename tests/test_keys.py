@@ -171,3 +171,17 @@ def test_profile_key_rows_are_the_row_aligned_keys_without_their_nulls(source):
     table, without_key = profile_key_rows(profiles, ds, cfg)
     assert list(zip(table["key"].to_pylist(), table["profile_id"].to_pylist())) == expected
     assert without_key == entries - len(expected) and len(expected) >= 2
+
+
+def test_is_visitor_id_is_the_38_ascii_digits_rule():
+    """The kernels that replaced the regex ``^[0-9]{38}$``: same answer on every edge."""
+    import re
+
+    from transforms.keys import is_visitor_id
+
+    d = "1" * 38
+    values = [d, d[:-1], d + "1", " " + d, d + "\n", None, "", "٣" * 38, "１" * 38, "1" * 37 + "a", "0" * 38,
+              "1" * 36 + "é", "+" + "1" * 37]
+    expected = [v is not None and re.fullmatch(r"[0-9]{38}", v) is not None for v in values]
+    assert is_visitor_id(pa.array(values, pa.string())).to_pylist() == expected == [
+        True, False, False, False, False, False, False, False, False, False, True, False, False]

@@ -20,7 +20,7 @@ from transforms.digests import DIGEST_BYTES
 from transforms.digests import digests as raw_digests
 from transforms.arrow_utils import hash64, plain_array
 from transforms.config import JobConfig
-from transforms.keys import fold_case
+from transforms.keys import fold_case, is_visitor_id
 from transforms.profiles import KEY_PREFIX, scalar_columns
 
 # The screen looks at 1 in SCREEN_SHARE profiles of the extract: a form that explains n sampled
@@ -32,7 +32,6 @@ MAX_SCREEN_COLUMNS = 16  # extract columns looked at beyond the id and visitor I
 
 DIGEST, ADDRESS, RAW, FOLDED, VISITOR = "digest", "address", "raw", "folded", "visitor"
 DIGEST_ALGORITHMS = {size: name for name, size in DIGEST_BYTES.items()}  # by digest length in bytes
-_VISITOR_ID = r"^[0-9]{38}$"
 
 
 class Form(NamedTuple):
@@ -173,7 +172,7 @@ def _visitor_entries(values, separator: str) -> pa.Array:
     if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
         values = pc.split_pattern(plain_array(values, text="cast"), pattern=separator)
     entries = pc.utf8_trim_whitespace(plain_array(pc.list_flatten(values), text="cast"))
-    return pc.filter(entries, pc.fill_null(pc.match_substring_regex(entries, _VISITOR_ID), False))
+    return pc.filter(entries, is_visitor_id(entries))
 
 
 class View(NamedTuple):

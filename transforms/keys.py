@@ -51,7 +51,11 @@ DUMP_SHARD_SCHEMA = pa.schema(
 PROFILE_SHARD_SCHEMA = pa.schema([("key", pa.binary()), ("profile_id", pa.string())])
 PROFILE_KEY_SCHEMA = pa.schema([("key", pa.string()), ("profile_id", pa.string())])
 
-_VISITOR_ID = r"^[0-9]{38}$"
+
+def is_visitor_id(values: pa.Array | pa.ChunkedArray) -> pa.BooleanArray | pa.ChunkedArray:
+    """True where a value is exactly 38 ASCII digits (``^[0-9]{38}$``), false elsewhere and for
+    nulls: a length and a character-class kernel, several times cheaper than the regex."""
+    return pc.fill_null(pc.and_(pc.equal(pc.binary_length(values), 38), pc.ascii_is_decimal(values)), False)
 
 
 def _mask(values: pa.Array) -> np.ndarray:
@@ -92,7 +96,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
     first_blocks = None
     if ds.id_type == "visitor":
         keys = restore_leading_zeros(ids) if ds.restore_leading_zeros else ids
-        reasons = np.where(_mask(pc.match_substring_regex(pc.fill_null(keys, ""), _VISITOR_ID)), None, Reason.INVALID_VISITOR_ID)
+        reasons = np.where(_mask(is_visitor_id(keys)), None, Reason.INVALID_VISITOR_ID)
     elif ds.declared == "hashed":
         keys, reason_arr = normalize.canonical_digests(ids, ds.digest_encoding, ds.hash_algorithm)
         reasons = np.array(reason_arr.to_pylist(), dtype=object) if reason_arr.null_count < len(reason_arr) else np.full(len(ids), None, dtype=object)
@@ -171,7 +175,7 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
     if ds.id_type == "visitor":
         exploded = explode_list(profiles.select(["profile_id", "visitor_ids"]), "visitor_ids", "key")
         trimmed = pc.utf8_trim_whitespace(exploded["key"])
-        ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
+        ok = is_visitor_id(trimmed)
         keys, ids = pc.filter(trimmed, ok), pc.filter(exploded["profile_id"], ok)
     else:
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
@@ -210,7 +214,7 @@ def _row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> RowKe
     if ds.id_type == "visitor":
         lists = plain_array(profiles["visitor_ids"])
         trimmed = pc.utf8_trim_whitespace(pc.list_flatten(lists))
-        ok = pc.fill_null(pc.match_substring_regex(trimmed, _VISITOR_ID), False)
+        ok = is_visitor_id(trimmed)
         return RowKeys(ok, pack_visitor_ids(pc.filter(trimmed, ok)), lists)
     values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
     if ds.declared == "hashed":
