@@ -85,6 +85,40 @@ def test_key_profiles_keeps_only_the_candidates_the_bloom_filter_lets_through(tm
     assert counts[Count(Metric.PROFILE_KEYS, "hashed")] == 2 and counts[Count(Metric.PROFILE_VALUES_WITHOUT_KEY, "hashed")] == 1
 
 
+def test_key_profiles_gives_the_same_shards_whatever_the_batch_size_and_threads(tmp_path, monkeypatch):
+    """Batches are keyed in the pool while the next one is read: the shards (and screen rows) are
+    the same, in the same order, with one-row batches, one batch, one thread or two."""
+    cfg = make_job(tmp_path)
+    filters = {"vis": KeyFilter(hash64(pack_visitor_ids(pa.array([V1, V2, V3]))))}
+    results = []
+    for batch_rows, threads in ((1 << 18, 2), (1, 2), (1, 1), (2, 2)):
+        monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(KeyProfiles, "SCREEN_ELEMENT_ROWS", 2)
+        fn = KeyProfiles(cfg.model_copy(update={"threads": threads}))
+        shards, tagged = run_dofn(fn, (str(tmp_path / "profiles.parquet"), (filters,)))
+        rows = [(shard, r) for shard, t in shards for r in zip(t["key"].to_pylist(), t["profile_id"].to_pylist())]
+        screened = pa.concat_tables(tagged[KeyProfiles.SCREEN])["profile_id"].to_pylist()
+        results.append((rows, screened, summed(tagged[COUNTS])))
+    assert len(results[0][0]) == 4 and results[0][1] == ["p1", "p2", "p3"]
+    assert all(r == results[0] for r in results[1:])
+
+
+def test_an_error_keying_a_batch_reaches_the_caller(tmp_path, monkeypatch):
+    cfg = make_job(tmp_path)
+    monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", 1)
+
+    def broken(self, profiles, filters, entries, ds):
+        raise RuntimeError("keying failed")
+
+    monkeypatch.setattr(KeyProfiles, "_key_source", broken)
+    try:
+        run_dofn(KeyProfiles(cfg), (str(tmp_path / "profiles.parquet"), ({},)))
+    except RuntimeError as exc:
+        assert "keying failed" in str(exc)
+    else:
+        raise AssertionError("the pool's error was swallowed")
+
+
 class _MultiMap:
     """What a runner hands JoinShard for ``AsMultiMap``: lookup by key, [] when absent."""
 

@@ -9,6 +9,7 @@ shuffled.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from datetime import datetime
 from typing import Callable, NamedTuple
 
@@ -32,7 +33,7 @@ from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, EntryKeys, c
 from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
-from transforms.parallel import BundleQueue, PooledDoFn, ordered_map
+from transforms.parallel import BundleQueue, PooledDoFn, ordered_map, submit
 from transforms.profiles import read_profiles
 from transforms.storage import glob
 
@@ -213,7 +214,8 @@ class BuildKeyFilter(beam.CombineFn):
 class KeyProfiles(PooledDoFn):
     """Read one profile extract in batches and emit, per data source, the shards of its
     ``(key, profile_id)`` rows: ``((data_source, bucket), rows)``. A small pool (``threads``) keys
-    the data sources of a batch side by side (Arrow's and DuckDB's kernels release the GIL).
+    the data sources of a batch side by side (Arrow's and DuckDB's kernels release the GIL) while
+    this thread reads the next batch (two batches at most in flight).
 
     Profile keys that no dump line of the data source can have (per the dump keys' Bloom filter,
     a side input) are dropped before the shuffle: a dump usually names a small share of the
@@ -225,6 +227,8 @@ class KeyProfiles(PooledDoFn):
     extract's rows are written to the run's staged part, described on the ``key_cache_parts`` output.
     """
 
+    BATCH_ROWS = 1 << 18  # profile rows read at a time: small enough that reading overlaps keying at 1M
+    SCREEN_ELEMENT_ROWS = 1 << 20  # profile rows whose screen rows travel as one element
     CACHE_PARTS = "key_cache_parts"
     FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
     SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
@@ -249,30 +253,58 @@ class KeyProfiles(PooledDoFn):
         cfg = self._cfg
         writer = self._cache_writer(path)
         diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
-        for profiles in read_profiles(path, cfg, extra=screen_columns(cfg, path) if diagnosis else ()):
-            self._rows.inc(profiles.num_rows)
-            yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
-            if diagnosis:
-                yield beam.pvalue.TaggedOutput(self.SCREEN, screen_rows(profiles, first_row))
-                first_row += profiles.num_rows
-            entries = self._cached_entries(profiles, writer) if writer is not None else {}
-            key_source = functools.partial(self._key_source, profiles, filters, entries)
-            sources = cfg.data_sources
-            for ds, (counts, pieces, first_blocks) in zip(sources, ordered_map(key_source, sources, self._pool,
-                                                                              ahead=len(sources))):
-                for n in counts:
-                    yield beam.pvalue.TaggedOutput(COUNTS, n)
-                if first_blocks is not None:
-                    yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
-                for bucket, rows in pieces:
-                    yield bucket, rows
-            if writer is not None and self._loaded[0] is not None:
-                self._loaded[0].release_pages()
+        self._screened = 0  # rows of the file whose screen rows were emitted
+        in_flight: deque = deque()  # per batch read: its data sources' keying, in the pool
+        screens: list[pa.Table] = []  # the screen's rows of the batches read since the last screen element
+        try:
+            for profiles in read_profiles(path, cfg, batch_rows=self.BATCH_ROWS,
+                                          extra=screen_columns(cfg, path) if diagnosis else ()):
+                self._rows.inc(profiles.num_rows)
+                yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
+                if diagnosis:
+                    screens.append(screen_rows(profiles, first_row))
+                    first_row += profiles.num_rows
+                    if first_row - self._screened >= self.SCREEN_ELEMENT_ROWS:
+                        yield beam.pvalue.TaggedOutput(self.SCREEN, self._screen_element(screens, first_row))
+                entries = self._cached_entries(profiles, writer) if writer is not None else {}
+                key_source = functools.partial(self._key_source, profiles, filters, entries)
+                in_flight.append([submit(self._pool, key_source, ds) for ds in cfg.data_sources])
+                while len(in_flight) > 1:  # one batch is keyed while the next one is read
+                    yield from self._batch_outputs(in_flight.popleft())
+            while in_flight:
+                yield from self._batch_outputs(in_flight.popleft())
+            if screens:
+                yield beam.pvalue.TaggedOutput(self.SCREEN, self._screen_element(screens, first_row))
+        finally:
+            for futures in in_flight:  # a failure: the work still pending is dropped
+                for future in futures:
+                    future.cancel()
         if writer is not None:
             loaded, code = self._loaded
             base = loaded.manifest["parts"] if loaded is not None and not loaded.must_rewrite() else []
             yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
                                                               "live_rows": self._live, **writer.close()})
+
+    def _screen_element(self, screens: list[pa.Table], first_row: int) -> pa.Table:
+        """The gathered screen rows as one element (and ``screens`` emptied): the screen's steps work
+        per element, so their number follows the file's size, not the batch size."""
+        table = pa.concat_tables(screens) if len(screens) > 1 else screens[0]
+        screens.clear()
+        self._screened = first_row
+        return table
+
+    def _batch_outputs(self, futures: list):
+        """One batch's outputs, data source by data source (in config order, whatever the pool's)."""
+        for ds, future in zip(self._cfg.data_sources, futures):
+            counts, pieces, first_blocks = future.result()
+            for n in counts:
+                yield beam.pvalue.TaggedOutput(COUNTS, n)
+            if first_blocks is not None:
+                yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
+            for bucket, rows in pieces:
+                yield bucket, rows
+        if self._loaded is not None and self._loaded[0] is not None:
+            self._loaded[0].release_pages()
 
     def _cache_writer(self, path: str) -> CacheWriter | None:
         if self._key_cache is None:

@@ -8,7 +8,7 @@ key normalization with another's hashing. Results come back in input order, so w
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import apache_beam as beam
@@ -43,6 +43,18 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecut
     finally:
         for future in pending:
             future.cancel()
+
+
+def submit(pool: ThreadPoolExecutor | None, fn: Callable[..., R], *args) -> Future:
+    """``fn(*args)`` in ``pool``, or run now when there is no pool: a future either way."""
+    if pool is not None:
+        return pool.submit(fn, *args)
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - raised by result(), as the pool's would be
+        done.set_exception(exc)
+    return done
 
 
 class PooledDoFn(beam.DoFn):
