@@ -8,8 +8,8 @@ with the runner's bundle execution timed per fused stage (wall, and the process'
 threads: CPU ≈ 2 × wall means both cores were busy), and prints the stages by wall time, then the
 time outside any stage (interpreter and Beam imports, preflight, pipeline construction, the publish's
 moves after the last stage). A sampler thread reads this process's resident memory every 20 ms: each
-stage shows the highest value seen while it ran (the process's, so it includes what earlier stages
-left behind, e.g. the runner's buffers of their outputs). A stage's name is the runner's (its fused
+stage shows the highest value seen while it ran and the value when it began (the process's, so
+both include what earlier stages left behind, e.g. the runner's buffers of their outputs). A stage's name is the runner's (its fused
 steps, e.g. ``Reconcile/ReadDumps``). Timings only: nothing is asserted, and the outputs are the job's own.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ STAGES: dict[str, float] = defaultdict(float)
 CPU: dict[str, float] = defaultdict(float)  # process CPU seconds (all threads) while the stage ran
 BUNDLES: dict[str, int] = defaultdict(int)
 PEAK: dict[str, int] = defaultdict(int)  # bytes
+AT_START: dict[str, int] = {}  # bytes resident when the stage's first bundle began
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -60,6 +61,7 @@ def _timed(original):
     def execute(self, context, bundle_context_manager, bundle_input):
         began, cpu = time.perf_counter(), time.process_time()
         SAMPLER.reset()
+        AT_START.setdefault(bundle_context_manager.stage.name, SAMPLER.peak)
         try:
             return original(self, context, bundle_context_manager, bundle_input)
         finally:
@@ -89,12 +91,12 @@ def main(argv: list[str]) -> int:
     in_stages = sum(STAGES.values())
     print(f"\n{job.__name__.rsplit('.', 1)[-1]} exit code {code}; {total:.1f} s in all "
           f"({began - START:.1f} s of imports before the job)")
-    print(f"{'wall s':>7} {'share':>6} {'CPU s':>6} {'bundles':>7} {'RSS GiB':>7}  stage")
+    print(f"{'wall s':>7} {'share':>6} {'CPU s':>6} {'bundles':>7} {'RSS GiB':>7} {'at start':>8}  stage")
     for name, seconds in sorted(STAGES.items(), key=lambda kv: -kv[1]):
         if seconds >= 0.05:
-            print(f"{seconds:7.2f} {seconds / total:6.1%} {CPU[name]:6.2f} {BUNDLES[name]:7d} {PEAK[name] / 2**30:7.2f}  "
-                  f"{_short(name)}")
-    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':6} {'':7} {'':7}  outside the stages (imports, "
+            print(f"{seconds:7.2f} {seconds / total:6.1%} {CPU[name]:6.2f} {BUNDLES[name]:7d} {PEAK[name] / 2**30:7.2f} "
+                  f"{AT_START[name] / 2**30:8.2f}  {_short(name)}")
+    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':6} {'':7} {'':7} {'':8}  outside the stages (imports, "
           "preflight, construction, publish moves)")
     return code
 

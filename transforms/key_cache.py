@@ -40,6 +40,7 @@ import json
 import logging
 import mmap
 import posixpath
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -197,16 +198,18 @@ class LoadedCache:
     def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout, maps: tuple = ()):
         self._maps = maps  # the memory-mapped local parts the table's buffers point into
         hashes, checks = table[ROW_HASH].to_numpy(), table[ID_CHECK].to_numpy()
-        order = np.argsort(hashes, kind="stable")  # parts are runs: a cheap merge
-        sorted_hashes = hashes[order]
-        is_first = np.concatenate(([True], sorted_hashes[1:] != sorted_hashes[:-1])) if len(order) else np.zeros(0, bool)
-        first, group = np.flatnonzero(is_first), np.cumsum(is_first) - 1
-        # Repeats of one row (the same profile twice) keep the first; two different ids with one
-        # row hash (a collision) are both dropped, so those rows are computed.
-        mixed = np.zeros(len(first), dtype=bool)
-        np.logical_or.at(mixed, group, checks[order] != checks[order][first][group])
-        keep = first[~mixed]
-        self.hashes, self.rows, self.checks = sorted_hashes[keep], order[keep], checks[order][keep]
+        order = np.argsort(hashes)  # rows of one hash in any order: each group is reduced below
+        sorted_hashes, sorted_checks = hashes[order], checks[order]
+        repeated = sorted_hashes[1:] == sorted_hashes[:-1]
+        if repeated.any():
+            # Repeats of one row (the same profile twice) keep the first (its lowest row); two
+            # different ids with one row hash (a collision: their id checks differ) are both
+            # dropped, so those rows are computed.
+            first = np.flatnonzero(np.concatenate(([True], ~repeated)))
+            rows = np.minimum.reduceat(order, first)
+            kept = np.minimum.reduceat(sorted_checks, first) == np.maximum.reduceat(sorted_checks, first)
+            sorted_hashes, sorted_checks, order = sorted_hashes[first][kept], sorted_checks[first][kept], rows[kept]
+        self.hashes, self.rows, self.checks = sorted_hashes, order, sorted_checks
         self.manifest, self.total_rows = manifest, table.num_rows
         self.release_pages()  # copied out: the mapped pages are not needed any more
         self.columns = {}
@@ -265,35 +268,53 @@ def load_cache(root: str, layout: CacheLayout, code: dict) -> LoadedCache | None
         if manifest != {**manifest, **layout.doc(code)} or manifest.get("format") != CACHE_FORMAT:
             LOG.warning("key cache %s not used: made by other code, libraries or rules; every profile key is computed", root)
             return None
-        parts = [_read_part(root, part) for part in manifest["parts"]]
-        tables, maps = [t for t, _ in parts], tuple(m for _, m in parts if m is not None)
-        return LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout, maps)
+        with ThreadPoolExecutor(max_workers=1) as checker:  # local parts' sha256, while the index is built
+            parts = [_read_part(root, part, checker) for part in manifest["parts"]]
+            tables, maps = [t for t, _, _ in parts], tuple(m for _, m, _ in parts if m is not None)
+            cache = LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout, maps)
+            if not all(intact.result() for _, _, intact in parts):
+                raise ValueError("a part differs from its manifest entry")
+        return cache
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, the answer is to recompute
         LOG.warning("key cache %s not used (%s); every profile key is computed", root, type(exc).__name__)
         return None
 
 
-def _read_part(root: str, part: dict) -> tuple[pa.Table, mmap.mmap | None]:
-    """A part, checked against its sha256 and row count, and its memory map. Local parts are
-    memory-mapped after the check (only the keys a run reads become resident, until
-    :meth:`LoadedCache.release_pages`); remote ones are read into memory (no map)."""
-    path = join_path(root, posixpath.basename(part["file"]))
-    digest, data = hashlib.sha256(), [] if "://" in path else None
-    with FileSystems.open(path) as handle:
+def _sha256_of(path: str) -> str:
+    """A local file's sha256, read in blocks (not through its map: those pages would count as
+    this process's memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(8 << 20), b""):
             digest.update(block)
-            if data is not None:
+    return digest.hexdigest()
+
+
+def _read_part(root: str, part: dict, checker: ThreadPoolExecutor) -> tuple[pa.Table, mmap.mmap | None, Future]:
+    """A part, its memory map, and whether it matches its manifest entry's sha256 (a future: for a
+    local part, ``checker`` hashes the map while the caller builds on it, and the caller drops
+    everything if it does not). Local parts are memory-mapped (only the keys a run reads become
+    resident, until :meth:`LoadedCache.release_pages`); remote ones are read into memory and checked
+    as they are read (no map). The row count is checked here."""
+    path = join_path(root, posixpath.basename(part["file"]))
+    if "://" in path:
+        digest, data = hashlib.sha256(), []
+        with FileSystems.open(path) as handle:
+            for block in iter(lambda: handle.read(8 << 20), b""):
+                digest.update(block)
                 data.append(block)
-    if digest.hexdigest() != part["sha256"]:
-        raise ValueError("a part differs from its manifest entry")
-    mapped = None
-    if data is None:
+        mapped, intact = None, Future()
+        intact.set_result(digest.hexdigest() == part["sha256"])
+        source = pa.py_buffer(b"".join(data))
+    else:
         with open(path, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    table = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapped if mapped is not None else b"".join(data)))).read_all()
+        intact = checker.submit(lambda: _sha256_of(path) == part["sha256"])
+        source = pa.py_buffer(mapped)
+    table = pa.ipc.open_file(pa.BufferReader(source)).read_all()
     if table.num_rows != part["rows"]:
         raise ValueError("a part has other rows than its manifest entry")
-    return table, mapped
+    return table, mapped, intact
 
 
 class _HashingSink:
