@@ -292,8 +292,8 @@ def _sha256_of(path: str) -> str:
 
 def _read_part(root: str, part: dict, checker: ThreadPoolExecutor) -> tuple[pa.Table, mmap.mmap | None, Future]:
     """A part, its memory map, and whether it matches its manifest entry's sha256 (a future: for a
-    local part, ``checker`` hashes the map while the caller builds on it, and the caller drops
-    everything if it does not). Local parts are memory-mapped (only the keys a run reads become
+    local part, ``checker`` hashes the file while the caller builds on its map, and the caller drops
+    everything if it does not match). Local parts are memory-mapped (only the keys a run reads become
     resident, until :meth:`LoadedCache.release_pages`); remote ones are read into memory and checked
     as they are read (no map). The row count is checked here."""
     path = join_path(root, posixpath.basename(part["file"]))
