@@ -37,6 +37,14 @@ def is_dump_file(path: str) -> bool:
     return not (lower.endswith(".info") or base.startswith((".", "_")) or lower.endswith(PARTIAL_SUFFIXES))
 
 
+def dump_paths(pattern: str, missing_ok: bool = False) -> list[str]:
+    """The dump files a data source's ``segments`` glob matches (sorted; see :func:`is_dump_file`).
+    With ``missing_ok``, a failed match is no file instead of an error."""
+    from transforms.storage import glob  # Beam's file systems: imported where files are listed, as in _open
+
+    return [p for p in glob(pattern, missing_ok=missing_ok) if is_dump_file(p)]
+
+
 @dataclass
 class FileStats:
     """What a control (.info) file promises about a dump: stored bytes, their md5, and lines."""

@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import count_by
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.dump_files import is_dump_file
+from transforms.dump_files import dump_paths
 from transforms.dumps import parse_dump_name
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
@@ -129,7 +129,7 @@ def check_sync_modes(cfg: JobConfig, files: list) -> None:
 def tonight_files(cfg: JobConfig) -> list[tuple[str, str]]:
     """The night's ``(data_source, dump path)`` list as it stands now (the launch's view; the
     pipeline lists the files again when it runs)."""
-    return [(ds.name, path) for ds in cfg.data_sources for path in glob(ds.segments, missing_ok=True) if is_dump_file(path)]
+    return [(ds.name, path) for ds in cfg.data_sources for path in dump_paths(ds.segments, missing_ok=True)]
 
 
 def full_sources(files: list, cfg: JobConfig) -> list[str]:

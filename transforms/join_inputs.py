@@ -22,7 +22,7 @@ from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_b
 from transforms.config import JobConfig
 from transforms.diagnosis_forms import screen_columns, screen_rows
 from transforms.diagnosis_sample import rejected_candidates
-from transforms.dump_files import FileStats, is_dump_file
+from transforms.dump_files import FileStats, dump_paths
 from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
 from transforms.iv_check import first_block_histogram
@@ -46,7 +46,7 @@ class ExpandPatterns(beam.DoFn):
 
     def process(self, element):
         name, pattern = element
-        paths = [p for p in glob(pattern) if is_dump_file(p)]
+        paths = dump_paths(pattern)
         if not paths:
             raise InputError(pattern, f"no segment dump matches (data source '{name}')")
         for path in paths:

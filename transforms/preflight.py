@@ -11,7 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
-from transforms.dump_files import is_dump_file
+from transforms.dump_files import dump_paths
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, state_for
@@ -45,7 +45,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
     problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     problems += suppression_problems(cfg)
     for i, ds in enumerate(cfg.data_sources):
-        if not [p for p in glob(ds.segments, missing_ok=True) if is_dump_file(p)]:
+        if not dump_paths(ds.segments, missing_ok=True):
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         if check_keys and ds.decrypts:
             from transforms.crypto import build_decryptor
