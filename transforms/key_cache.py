@@ -268,7 +268,7 @@ def load_cache(root: str, layout: CacheLayout, code: dict) -> LoadedCache | None
         if manifest != {**manifest, **layout.doc(code)} or manifest.get("format") != CACHE_FORMAT:
             LOG.warning("key cache %s not used: made by other code, libraries or rules; every profile key is computed", root)
             return None
-        with ThreadPoolExecutor(max_workers=1) as checker:  # local parts' sha256, while the index is built
+        with ThreadPoolExecutor(max_workers=1) as checker:  # the parts' sha256, while the index is built
             parts = [_read_part(root, part, checker) for part in manifest["parts"]]
             tables, maps = [t for t, _, _ in parts], tuple(m for _, m, _ in parts if m is not None)
             cache = LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout, maps)
@@ -280,41 +280,33 @@ def load_cache(root: str, layout: CacheLayout, code: dict) -> LoadedCache | None
         return None
 
 
-def _sha256_of(path: str) -> str:
-    """A local file's sha256, read in blocks (not through its map: those pages would count as
-    this process's memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_part(root: str, part: dict, checker: ThreadPoolExecutor) -> tuple[pa.Table, mmap.mmap | None, Future]:
-    """A part, its memory map, and whether it matches its manifest entry's sha256 (a future: for a
-    local part, ``checker`` hashes the file while the caller builds on its map, and the caller drops
-    everything if it does not match). Local parts are memory-mapped (only the keys a run reads become
-    resident, until :meth:`LoadedCache.release_pages`); remote ones are read into memory and checked
-    as they are read (no map). The row count is checked here."""
+    """A part, its memory map, and whether it matches its manifest entry's sha256 (a future:
+    ``checker`` hashes it while the caller builds on it, and the caller drops everything if it does
+    not match). Local parts are memory-mapped (only the keys a run reads become resident, until
+    :meth:`LoadedCache.release_pages`) and hashed from the file, not through the map (those pages
+    would count as this process's memory); remote ones are read into memory (no map). The row
+    count is checked here."""
     path = join_path(root, posixpath.basename(part["file"]))
     if "://" in path:
-        digest, data = hashlib.sha256(), []
         with FileSystems.open(path) as handle:
-            for block in iter(lambda: handle.read(8 << 20), b""):
-                digest.update(block)
-                data.append(block)
-        mapped, intact = None, Future()
-        intact.set_result(digest.hexdigest() == part["sha256"])
-        source = pa.py_buffer(b"".join(data))
+            data = handle.read()
+        mapped, source = None, pa.py_buffer(data)
+        intact = checker.submit(lambda: hashlib.sha256(data).hexdigest() == part["sha256"])
     else:
         with open(path, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        intact = checker.submit(lambda: _sha256_of(path) == part["sha256"])
         source = pa.py_buffer(mapped)
+        intact = checker.submit(lambda: _file_sha256(path) == part["sha256"])
     table = pa.ipc.open_file(pa.BufferReader(source)).read_all()
     if table.num_rows != part["rows"]:
         raise ValueError("a part has other rows than its manifest entry")
     return table, mapped, intact
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class _HashingSink:
