@@ -188,6 +188,14 @@ class ReadDumpFile(PooledDoFn):
         return lines, outputs
 
 
+def _emptied(tables: list[pa.Table]) -> pa.Table:
+    """The gathered tables as one (one screen element: the screen's steps work per element, so
+    their number follows the file's size, not the batch size), and the list emptied."""
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    tables.clear()
+    return table
+
+
 def _empty_lists(n: int) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
 
@@ -253,9 +261,9 @@ class KeyProfiles(PooledDoFn):
         cfg = self._cfg
         writer = self._cache_writer(path)
         diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
-        self._screened = 0  # rows of the file whose screen rows were emitted
         in_flight: deque = deque()  # per batch read: its data sources' keying, in the pool
-        screens: list[pa.Table] = []  # the screen's rows of the batches read since the last screen element
+        screens: list[pa.Table] = []  # the screen rows of the batches read since the last screen element
+        screened = 0  # the profile rows those batches hold
         try:
             for profiles in read_profiles(path, cfg, batch_rows=self.BATCH_ROWS,
                                           extra=screen_columns(cfg, path) if diagnosis else ()):
@@ -264,8 +272,10 @@ class KeyProfiles(PooledDoFn):
                 if diagnosis:
                     screens.append(screen_rows(profiles, first_row))
                     first_row += profiles.num_rows
-                    if first_row - self._screened >= self.SCREEN_ELEMENT_ROWS:
-                        yield beam.pvalue.TaggedOutput(self.SCREEN, self._screen_element(screens, first_row))
+                    screened += profiles.num_rows
+                    if screened >= self.SCREEN_ELEMENT_ROWS:
+                        yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
+                        screened = 0
                 entries = self._cached_entries(profiles, writer) if writer is not None else {}
                 key_source = functools.partial(self._key_source, profiles, filters, entries)
                 in_flight.append([submit(self._pool, key_source, ds) for ds in cfg.data_sources])
@@ -274,7 +284,7 @@ class KeyProfiles(PooledDoFn):
             while in_flight:
                 yield from self._batch_outputs(in_flight.popleft())
             if screens:
-                yield beam.pvalue.TaggedOutput(self.SCREEN, self._screen_element(screens, first_row))
+                yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
         finally:
             for futures in in_flight:  # a failure: the work still pending is dropped
                 for future in futures:
@@ -284,14 +294,6 @@ class KeyProfiles(PooledDoFn):
             base = loaded.manifest["parts"] if loaded is not None and not loaded.must_rewrite() else []
             yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
                                                               "live_rows": self._live, **writer.close()})
-
-    def _screen_element(self, screens: list[pa.Table], first_row: int) -> pa.Table:
-        """The gathered screen rows as one element (and ``screens`` emptied): the screen's steps work
-        per element, so their number follows the file's size, not the batch size."""
-        table = pa.concat_tables(screens) if len(screens) > 1 else screens[0]
-        screens.clear()
-        self._screened = first_row
-        return table
 
     def _batch_outputs(self, futures: list):
         """One batch's outputs, data source by data source (in config order, whatever the pool's)."""
