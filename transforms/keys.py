@@ -203,7 +203,7 @@ def _declared_keys(values, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Arr
 class RowKeys(NamedTuple):
     """A data source's binary join keys of a profile batch, before they are placed: ``ok`` marks
     the entries that give a key (one entry a row, or, for visitor IDs, a row's list entries),
-    ``keys`` holds those keys in order and ``lists`` is the visitor-ID lists (None otherwise)."""
+    ``keys`` holds those keys in order (binary) and ``lists`` is the visitor-ID lists (None otherwise)."""
 
     ok: pa.BooleanArray
     keys: pa.Array
@@ -231,7 +231,7 @@ def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -
     row (null entries for IDs that are not 38 digits), otherwise one key per row (null where the
     value gives none). What the key cache stores."""
     ok, keys, lists = _row_keys(profiles, ds, cfg)
-    values = pc.replace_with_mask(pa.nulls(len(ok), pa.binary()), ok, keys.cast(pa.binary()))
+    values = pc.replace_with_mask(pa.nulls(len(ok), pa.binary()), ok, keys)
     if lists is None:
         return values
     lengths = np.bincount(pc.list_parent_indices(lists).to_numpy(), minlength=profiles.num_rows)
@@ -244,7 +244,9 @@ def profile_key_rows(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -
     the number of values without a key: :func:`profile_row_keys`' keys with their profile ids,
     without placing them among nulls first (what the run does without the key cache)."""
     ok, keys, lists = _row_keys(profiles, ds, cfg)
-    rows = pc.list_parent_indices(lists) if lists is not None else None
-    ids = pc.take(profiles["profile_id"], pc.filter(rows, ok)) if rows is not None else pc.filter(profiles["profile_id"], ok)
-    table = pa.table({"key": keys.cast(pa.binary()), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
+    if lists is None:
+        ids = pc.filter(profiles["profile_id"], ok)
+    else:  # a visitor ID's row: its list's
+        ids = pc.take(profiles["profile_id"], pc.filter(pc.list_parent_indices(lists), ok))
+    table = pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
     return table, len(ok) - table.num_rows
