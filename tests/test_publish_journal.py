@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from conftest import ROOT
 from transforms import publish_journal
-from transforms.publish import REPORT, SUCCESS, publish_outputs, write_parquet
+from transforms.publish import REPORT, SUCCESS, manifest_bytes, publish_outputs, write_parquet
 from transforms.publish_journal import JOURNAL, hold_output
 from transforms.storage import glob, join_path
 
@@ -234,3 +234,18 @@ def test_real_sigkill_during_a_forced_nightly_publish_is_recovered_before_the_ne
     assert night_members(root, "2026-11-21") == {("30", "p3"), ("30", "p4")}
     assert night_members(root, "2026-11-22") == {("30", "p3"), ("30", "p4"), ("11", "p1")}
     assert not list((root / "_staging").iterdir()) and not (root / "_lock.json").exists()
+
+
+def test_success_manifest_counts_each_outputs_part_apart(tmp_path):
+    # Outputs name their parts alike (part-00000-of-00001.parquet): each keeps its own row count.
+    run_dir = str(tmp_path / "run")
+    parts = []
+    for name, rows in (("reconciled", 3), ("rejected", 1)):
+        path = join_path(run_dir, name, "part-00000-of-00001.parquet")
+        write_parquet(pa.table({"x": list(range(rows))}), path)
+        parts.append((name, path, rows))
+    publish_journal.write_file(join_path(run_dir, "report.html"), b"<html></html>")
+    publish_journal.write_file(join_path(run_dir, REPORT), b"{}")
+    doc = json.loads(manifest_bytes(run_dir, {"reconciled": None, "rejected": None}, parts, {}))
+    assert {f["path"]: f.get("rows") for f in doc["files"] if f["path"].endswith(".parquet")} == {
+        "reconciled/part-00000-of-00001.parquet": 3, "rejected/part-00000-of-00001.parquet": 1}

@@ -227,13 +227,13 @@ def manifest_bytes(run_dir: str, outputs: dict, parts: list, manifest: dict) -> 
     A reader that sees it sees a complete partition."""
     import hashlib
 
-    rows = {posixpath.basename(path): (name, n) for name, path, n in parts}
+    rows = {(name, posixpath.basename(path)): n for name, path, n in parts}  # outputs name their parts alike
     files = []
     for name in outputs:
         for path in _list_files(join_path(run_dir, name)):
             with FileSystems.open(path) as handle:
                 data = handle.read()
-            files.append({"path": f"{name}/{posixpath.basename(path)}", "rows": rows.get(posixpath.basename(path), (name, 0))[1],
+            files.append({"path": f"{name}/{posixpath.basename(path)}", "rows": rows.get((name, posixpath.basename(path)), 0),
                           "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     for name in (PAGE, REPORT):
         with FileSystems.open(join_path(run_dir, name)) as handle:
