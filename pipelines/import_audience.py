@@ -19,7 +19,7 @@ from pipelines import launch
 from pipelines.options import split_dump_bytes
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
-from transforms.incremental import REMOVE, NightGuard, PreviousState, merge_state
+from transforms.incremental import REMOVE, NightGuard, PreviousParts, PreviousState, merge_state
 from transforms.join import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA
 from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import COUNTS, Metric
@@ -48,7 +48,8 @@ def parse_args(argv):
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date,
                    previous: str | None = None, incremental: bool = False, manifest: dict | None = None,
-                   guard: NightGuard | None = None, key_cache: KeyCacheDirs | None = None) -> None:
+                   guard: NightGuard | None = None, key_cache: KeyCacheDirs | None = None,
+                   previous_parts: dict[str, PreviousParts] | None = None) -> None:
     """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs.
 
     ``incremental`` (the nightly job): ``iter`` dumps' removals apply, and each audience is the
@@ -56,7 +57,9 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     nightly job passes no ``previous`` when tonight's dumps replace every data source);
     ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``; ``guard``: the
     night's shrink checks, run before anything is published; ``key_cache``: profile keys reused
-    from (and, once published, saved to) a key cache (:mod:`transforms.key_cache`)."""
+    from (and, once published, saved to) a key cache (:mod:`transforms.key_cache`);
+    ``previous_parts``: the outputs whose ``previous`` parts the writers read shard by shard
+    (:func:`transforms.incremental.previous_parts`); the others' are read whole and re-split."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental, key_cache=key_cache,
                                                    split_bytes=split_dump_bytes(cfg, p.options))
@@ -69,14 +72,18 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         additions = getattr(result, name)
         if not incremental or previous is None:
             return additions, {}
-        folder = join_path(previous, name)
-        tagged = (
+        tonight = (
             additions | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
             removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
-            p | f"Previous{name}" >> PreviousState(folder, OUTPUTS[name], cfg, result.files),
-        ) | f"Flatten{name}State" >> beam.Flatten()
+        )
         merge = {"merge": merge_state(keys, name, cfg, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
-        return tagged, merge
+        # Suppression lists filter the previous rows too, on their way to the writers: then they travel.
+        direct = (previous_parts or {}).get(name) if not (name == "file_audience" and cfg.suppression) else None
+        if direct is not None:
+            return tonight | f"Flatten{name}State" >> beam.Flatten(), {**merge, "previous": direct}
+        folder = join_path(previous, name)
+        state = p | f"Previous{name}" >> PreviousState(folder, OUTPUTS[name], cfg, result.files)
+        return (*tonight, state) | f"Flatten{name}State" >> beam.Flatten(), merge
 
     keys = ["data_source", "segment_id", "profile_id"]
     tables, merge = state("reconciled", keys, result.removed_members)

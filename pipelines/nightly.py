@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
-from transforms.incremental import NightGuard, check_sync_modes, tonight_files
+from transforms.incremental import NightGuard, bucketing_identity, check_sync_modes, previous_parts, tonight_files
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
 from pipelines.options import only_stages
@@ -139,6 +139,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "config_digest": hashlib.sha256(config_text).hexdigest(),
         "code_version": code_version(),
         "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
+        "bucketing": bucketing_identity(cfg.buckets),  # the next night reads these parts by shard when it matches
     }
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
@@ -147,11 +148,13 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     replacing = guard.replacing_all(cfg, files) if previous else None
     guard = replacing or guard
     state = None if replacing else previous
+    # The writers read the previous parts shard by shard when that night was bucketed as tonight.
+    direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None
     cache = cache_dirs(join_path(root, KEY_CACHE), run_dir) if key_cache else None
     with staged(cache):
         report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
             p, cfg, target, run_dir, day, previous=state, incremental=True, manifest=manifest, guard=guard,
-            key_cache=cache), held=True)
+            key_cache=cache, previous_parts=direct), held=True)
     if report.get("status") == launch.STAGED:
         return {"date": day.isoformat(), "status": launch.STAGED}
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}

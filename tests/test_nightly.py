@@ -156,17 +156,16 @@ def test_demo_night_publishes_a_complete_partition(tmp_path):
     assert len(manifest["config_digest"]) == 64 and manifest["code_version"].startswith("0.1.0+")
 
 
-def test_file_audience_nightly_state_follows_the_newest_line_per_address(tmp_path, monkeypatch):
-    """Encrypted emails, night after night: tonight's row for an address in a segment replaces the
-    previous one (its profile_id may change), removals drop its rows whatever their profile, and a
-    previous partition written before file_audience had a profile_id column still merges."""
+def encrypted_nights(tmp_path, monkeypatch) -> Path:
+    """Encrypted emails (a file audience) over two nights: night 1 full, night 2 iter (zed now matches
+    a profile, bob leaves 10, ann joins 12); returns the config."""
     from transforms.crypto import encrypt_cbc
 
     key, iv = bytes(range(32)), bytes(range(16))
     monkeypatch.setenv("NIGHTLY_KEY", key.hex())
     monkeypatch.setenv("NIGHTLY_IV", iv.hex())
     for day, emails in (("20261120", ["ann@example.com"]), ("20261121", ["ann@example.com", "zed@example.net"])):
-        (tmp_path / day).mkdir()
+        (tmp_path / day).mkdir(exist_ok=True)
         pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(emails))], "email": emails}),
                        tmp_path / day / "profiles.parquet")
     config = {
@@ -181,21 +180,52 @@ def test_file_audience_nightly_state_follows_the_newest_line_per_address(tmp_pat
     ann, zed, bob = encrypt_cbc(["ann@example.com", "zed@example.net", "bob@example.org"], key, iv)
     dump(tmp_path, "2026-11-20", "full", [f"{ann} 10,11", f"{zed} 10", f"{bob} 10"])
     dump(tmp_path, "2026-11-21", "iter", [f"{zed} 10", f"{bob}  10", f"{ann} 12"])
-    root = tmp_path / "root"
-    run(tmp_path / "job.yaml", root, "--date", "2026-11-20")
+    return tmp_path / "job.yaml"
 
-    def audience(day):
-        return sorted((r["segment_id"], r["address"], r["profile_id"] or "")
-                      for r in pq.read_table(root / f"dt={day}" / "file_audience").to_pylist())
 
-    assert audience("2026-11-20") == [("10", "ann@example.com", "p0"), ("10", "bob@example.org", ""),
-                                      ("10", "zed@example.net", ""), ("11", "ann@example.com", "p0")]
-    # the first night as an older release wrote it: no profile_id column
+def file_audience(root: Path, day: str) -> list[tuple]:
+    return sorted((r["segment_id"], r["address"], r["profile_id"] or "")
+                  for r in pq.read_table(root / f"dt={day}" / "file_audience").to_pylist())
+
+
+def test_file_audience_nightly_state_follows_the_newest_line_per_address(tmp_path, monkeypatch):
+    """Encrypted emails, night after night: tonight's row for an address in a segment replaces the
+    previous one (its profile_id may change), removals drop its rows whatever their profile, and a
+    previous partition written before file_audience had a profile_id column still merges."""
+    config, root = encrypted_nights(tmp_path, monkeypatch), tmp_path / "root"
+    run(config, root, "--date", "2026-11-20")
+    assert file_audience(root, "2026-11-20") == [("10", "ann@example.com", "p0"), ("10", "bob@example.org", ""),
+                                                 ("10", "zed@example.net", ""), ("11", "ann@example.com", "p0")]
+    # the first night as an older release wrote it: no profile_id column (nor bucketing in _SUCCESS)
     for part in (root / "dt=2026-11-20" / "file_audience").glob("*.parquet"):
         pq.write_table(pq.read_table(part).drop_columns(["profile_id"]), part)
-    results = run(tmp_path / "job.yaml", root, "--date", "2026-11-21")
+    manifest = json.loads((root / "dt=2026-11-20" / "_SUCCESS").read_text())
+    del manifest["bucketing"]
+    (root / "dt=2026-11-20" / "_SUCCESS").write_text(json.dumps(manifest))
+    results = run(config, root, "--date", "2026-11-21")
     assert results[0]["status"] == "published"
     # zed now matches p1 (replaces its null row), bob leaves 10, ann joins 12 and keeps 10 and 11
     # (carried: the older partition's rows have a null profile_id)
-    assert audience("2026-11-21") == [("10", "ann@example.com", ""), ("10", "zed@example.net", "p1"),
-                                      ("11", "ann@example.com", ""), ("12", "ann@example.com", "p0")]
+    assert file_audience(root, "2026-11-21") == [("10", "ann@example.com", ""), ("10", "zed@example.net", "p1"),
+                                                 ("11", "ann@example.com", ""), ("12", "ann@example.com", "p0")]
+
+
+def test_file_audience_previous_parts_read_by_shard_merge_as_when_read_whole(tmp_path, monkeypatch):
+    """The file audience's merge (tonight's row for an address replaces the previous ones) gives the
+    same partition and counts when each writer reads its previous part itself."""
+    config = encrypted_nights(tmp_path, monkeypatch)
+    whole, direct = tmp_path / "whole", tmp_path / "direct"
+    for root in (whole, direct):
+        run(config, root, "--date", "2026-11-20")
+    with monkeypatch.context() as m:
+        m.setattr(nightly, "previous_parts", lambda *args: {})
+        expected = run(config, whole, "--date", "2026-11-21")[0]["report"]
+    import pipelines.import_audience as import_audience
+
+    monkeypatch.setattr(import_audience, "PreviousState", None)  # never read whole
+    report = run(config, direct, "--date", "2026-11-21")[0]["report"]
+    assert file_audience(direct, "2026-11-21") == [("10", "ann@example.com", "p0"), ("10", "zed@example.net", "p1"),
+                                                   ("11", "ann@example.com", "p0"), ("12", "ann@example.com", "p0")]
+    assert report["data_sources"] == expected["data_sources"]
+    for part in sorted((whole / "dt=2026-11-21").rglob("*.parquet")):
+        assert (direct / part.relative_to(whole)).read_bytes() == part.read_bytes(), part.name

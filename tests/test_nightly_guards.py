@@ -267,3 +267,104 @@ def test_a_full_dump_renamed_after_the_launch_fails_the_night(tmp_path, monkeypa
     with pytest.raises(RunFailed, match="a: no full dump among the files read"):
         run(config, root, "--date", "2026-11-22", "--allow-shrink")
     assert not (root / "dt=2026-11-22").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the writers read the previous night's parts shard by shard
+
+
+def two_nights(tmp_path, root: Path, buckets: int = 4) -> Path:
+    """Night 1: full dumps for a and b. Night 2 (not run here): iter dumps; a's adds and removes, b's
+    adds nothing new (carried over)."""
+    config = write_job(tmp_path, sources=("a", "b"), buckets=buckets)
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    dump(tmp_path, "b", "2026-11-21", everyone("b", "20"))
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-22", [f"{V[1]} 11", f"{V[2]}  10", f"{V[3]} 12 10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-22", [f"{V[4]} 20"], mode="iter")
+    return config
+
+
+def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_path, monkeypatch):
+    """No previous row goes through the runner (the local runner's Flatten held them twice); the
+    partition and the counts are those of the run that reads the previous state whole."""
+    import pipelines.import_audience as import_audience
+
+    whole, direct = tmp_path / "whole", tmp_path / "direct"
+    config = two_nights(tmp_path, whole)
+    two_nights(tmp_path, direct)
+    with monkeypatch.context() as m:
+        m.setattr(nightly, "previous_parts", lambda *args: {})
+        expected = run(config, whole, "--date", "2026-11-22")[0]["report"]
+
+    class NotRead:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the previous state was read whole")
+
+    monkeypatch.setattr(import_audience, "PreviousState", NotRead)
+    report = run(config, direct, "--date", "2026-11-22")[0]["report"]
+    assert members(direct, "2026-11-22") == (
+        {("a", "10", f"p{i}") for i in V if i not in (2, 3)} | {("a", "11", "p1"), ("a", "12", "p3")}
+        | {("b", "20", f"p{i}") for i in V})
+    assert partition_bytes(direct, "2026-11-22") == partition_bytes(whole, "2026-11-22")
+    assert report["data_sources"] == expected["data_sources"]
+
+
+def _rewrite_part(part: Path, table: pa.Table) -> None:
+    """Replace a published part and make its _SUCCESS entry agree (as a tool rewriting it would)."""
+    import hashlib
+
+    pq.write_table(table, part)
+    success = part.parent.parent / "_SUCCESS"
+    manifest = json.loads(success.read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == f"{part.parent.name}/{part.name}":
+            entry.update(rows=table.num_rows, bytes=part.stat().st_size, sha256=hashlib.sha256(part.read_bytes()).hexdigest())
+    success.write_text(json.dumps(manifest))
+
+
+def test_a_previous_part_holding_rows_of_another_shard_fails_the_night(tmp_path):
+    """Rows in the wrong part would escape the removals aimed at their shard: a silent wrong answer."""
+    root = tmp_path / "root"
+    config = two_nights(tmp_path, root)
+    parts = sorted((root / "dt=2026-11-21" / "reconciled").glob("part-*.parquet"))
+    first, second = pq.read_table(parts[0]), pq.read_table(parts[1])
+    _rewrite_part(parts[0], second)
+    _rewrite_part(parts[1], first)
+    with pytest.raises(RunFailed, match=f"{parts[0].name}: the previous night's part holds rows of other shards"):
+        run(config, root, "--date", "2026-11-22")
+    assert not (root / "dt=2026-11-22").exists()
+
+
+@pytest.mark.parametrize("damage", ["rewritten", "missing"])
+def test_a_previous_part_unlike_its_manifest_fails_the_night(tmp_path, damage):
+    root = tmp_path / "root"
+    config = two_nights(tmp_path, root)
+    part = sorted((root / "dt=2026-11-21" / "reconciled").glob("part-*.parquet"))[0]
+    if damage == "rewritten":
+        pq.write_table(pq.read_table(part).slice(1), part)  # one row lost, still a valid file
+    else:
+        part.unlink()
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 1, result.stderr
+    assert part.name in result.stderr and "previous night's part" in result.stderr and "Traceback" not in result.stderr
+    assert not (root / "dt=2026-11-22").exists()
+
+
+def test_a_night_bucketed_otherwise_is_read_whole(tmp_path):
+    """Another bucket count (or another hash) than the previous night's: its parts are read whole and
+    re-split, and the night is right."""
+    from transforms.config import JobConfig
+    from transforms.incremental import previous_parts
+
+    root = tmp_path / "root"
+    two_nights(tmp_path, root, buckets=2)
+    config = write_job(tmp_path, sources=("a", "b"), buckets=3)
+    cfg = JobConfig.model_validate(json.loads(config.read_text()))
+    previous = str(root / "dt=2026-11-21")
+    assert previous_parts(previous, ["reconciled"], cfg) == {}
+    assert set(previous_parts(previous, ["reconciled"], cfg.model_copy(update={"buckets": 2}))) == {"reconciled"}
+    run(config, root, "--date", "2026-11-22")
+    assert members(root, "2026-11-22") == (
+        {("a", "10", f"p{i}") for i in V if i not in (2, 3)} | {("a", "11", "p1"), ("a", "12", "p3")}
+        | {("b", "20", f"p{i}") for i in V})

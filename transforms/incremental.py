@@ -6,6 +6,10 @@ file name's (:func:`sync_mode_of`); a nightly dump whose name does not say is a 
 
 The merge happens inside the output shuffle (:class:`transforms.publish.WriteParts` with ``merge``):
 previous rows, additions and removals of a shard meet in one group, keyed by profile (or address).
+When the previous night was bucketed as tonight (same bucket count and hash, recorded in its
+``_SUCCESS``), each shard's writer reads the previous part of its bucket itself
+(:class:`PreviousParts`, checked against its ``_SUCCESS`` entry and its rows' buckets); otherwise
+the previous parts are read whole and re-split (:class:`PreviousState`).
 An addition and a removal of the same membership on the same night: the addition wins. In the file
 audience, tonight's rows for an address in a segment replace the previous ones (its profile_id may
 have changed: the newest line about an address says which profile it matches). Previous rows of a
@@ -17,8 +21,10 @@ previous published night (more than ``max_shrink`` per data source) and an empty
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import posixpath
+import re
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -27,14 +33,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import count_by
+from transforms.arrow_utils import bucket_of, count_by
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dump_files import dump_paths
 from transforms.dumps import parse_dump_name
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
-from transforms.publish import ADD
-from transforms.storage import glob
+from transforms.publish import ADD, SUCCESS
+from transforms.storage import glob, join_path
 
 PREVIOUS = "previous"
 REMOVE = "remove"
@@ -100,6 +106,90 @@ class PreviousState(beam.PTransform):
             | "ReadPrevious" >> beam.ParDo(ReadParquetFolder(PREVIOUS, self._schema, self._cfg),
                                            beam.pvalue.AsList(self._files))
         )
+
+
+def bucketing_identity(buckets: int) -> dict:
+    """What decides which part a row is written to: the bucket count and a digest of the stable
+    hash of fixed probe values. A night records it in its ``_SUCCESS``; the next night reads the
+    previous parts shard by shard (:class:`PreviousParts`) only when its own identity is the same."""
+    probe = pa.array(["", "a", "p1", "profile-0000001", "x@example.org", "+33612345678", "é" * 40])
+    return {"buckets": buckets, "hash": hashlib.sha256(bucket_of(probe, 1 << 62).tobytes()).hexdigest()[:16]}
+
+
+_PART = re.compile(r"part-(\d{5})-of-(\d{5})\.parquet")
+
+
+@dataclass(frozen=True)
+class PreviousParts:
+    """The previous partition's parts of one output, by bucket (``bucket -> (path, rows, sha256)``,
+    from its ``_SUCCESS``): the writer of a bucket reads that bucket's part itself, so the previous
+    rows are neither read in one place, re-split nor carried through the runner's Flatten (which
+    the local runner materializes: the rows were held twice). Built by :func:`previous_parts`."""
+
+    parts: dict
+    cfg: JobConfig
+    TAG = PREVIOUS
+
+    def buckets(self) -> list[int]:
+        return sorted(self.parts)
+
+    def read(self, bucket: int, buckets: int, bucket_by: str, schema: pa.Schema, files: list) -> pa.Table | None:
+        """Bucket ``bucket``'s previous rows less those of data sources with a full dump tonight
+        (None: none). The part must be the bytes its ``_SUCCESS`` entry names (sha256 and rows) and
+        every row must hash to this bucket: otherwise the run fails naming the part (a damaged
+        partition, or rows bucketed otherwise: a merge by shard would miss their removals)."""
+        if bucket not in self.parts:
+            return None
+        path, rows, sha256 = self.parts[bucket]
+        try:
+            with FileSystems.open(path) as handle:
+                data = handle.read()
+        except Exception as exc:  # noqa: BLE001 - one line naming the part
+            raise RunFailed(f"{path}: cannot read the previous night's part ({type(exc).__name__})") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise RunFailed(f"{path}: the previous night's part differs from its {SUCCESS} entry (damaged or replaced); "
+                            "nothing was published")
+        part = pq.ParquetFile(pa.BufferReader(data))
+        if part.metadata.num_rows != rows:
+            raise RunFailed(f"{path}: the previous night's part has {part.metadata.num_rows} rows, its {SUCCESS} says "
+                            f"{rows}; nothing was published")
+        table = _read_part(part, full_sources(files, self.cfg))
+        if table is None or not table.num_rows:
+            return None
+        if (bucket_of(table[bucket_by], buckets) != bucket).any():
+            raise RunFailed(f"{path}: the previous night's part holds rows of other shards (rows bucketed otherwise); "
+                            "nothing was published")
+        return _with_new_columns(table, schema)
+
+
+def previous_parts(partition: str, outputs: list[str], cfg: JobConfig) -> dict[str, PreviousParts]:
+    """Per output, its :class:`PreviousParts` when the previous ``partition`` was bucketed as tonight
+    (its ``_SUCCESS`` records :func:`bucketing_identity`, and each of the output's parts with rows
+    is ``part-BBBBB-of-NNNNN`` for tonight's bucket count); outputs left out are read whole and
+    re-split (:class:`PreviousState`). Read at launch."""
+    path = join_path(partition, SUCCESS)
+    try:
+        with FileSystems.open(path) as handle:
+            manifest = json.loads(handle.read())
+    except Exception as exc:  # noqa: BLE001 - one line naming the file
+        raise RunFailed(f"{path}: cannot read the previous night's manifest ({type(exc).__name__})") from None
+    buckets = cfg.buckets
+    if manifest.get("bucketing") != bucketing_identity(buckets):
+        return {}
+    found = {}
+    for output in outputs:
+        entries = [f for f in manifest["files"] if f["path"].startswith(output + "/")]
+        by_bucket = {}
+        for entry in entries:
+            match = _PART.fullmatch(entry["path"][len(output) + 1:])
+            if match is None or int(match.group(2)) != buckets:
+                if entry["rows"]:
+                    break  # a part with rows named otherwise: read whole
+                continue  # an empty output's empty part
+            by_bucket[int(match.group(1))] = (join_path(partition, entry["path"]), entry["rows"], entry["sha256"])
+        else:
+            found[output] = PreviousParts(by_bucket, cfg)
+    return found
 
 
 def sync_mode_of(ds: DataSourceConfig, path: str) -> str | None:

@@ -40,6 +40,7 @@ from transforms.storage import glob, join_path
 REPORT = "report.json"
 SUCCESS = "_SUCCESS"
 ADD = "add"
+CARRY = "carry"  # a shard whose previous part its writer reads (no rows: a marker)
 EMPTY_PART = "part-00000-of-00001.parquet"
 
 
@@ -101,7 +102,7 @@ class _WritePart(PooledDoFn):
         self._name, self._schema, self._sort_by, self._dedupe = spec.name, spec.schema, spec.sort_by, spec.dedupe
         self._run_dir, self._buckets = spec.run_dir, spec.buckets
         self._count_column, self._count_metric = spec.count_column, spec.count_metric
-        self._merge = spec.merge
+        self._merge, self._previous, self._bucket_by = spec.merge, spec.previous, spec.bucket_by
         self._threads = spec.threads
 
     def start_bundle(self):
@@ -129,7 +130,14 @@ class _WritePart(PooledDoFn):
         bucket, tagged = element
         by_tag: dict[str, list[pa.Table]] = {}
         for tag, rows in tagged:
-            by_tag.setdefault(tag, []).append(rows)
+            if tag != CARRY:
+                by_tag.setdefault(tag, []).append(rows)
+        if self._previous is not None:
+            previous = self._previous.read(bucket, self._buckets, self._bucket_by, self._schema, *side_inputs)
+            if previous is not None:
+                by_tag.setdefault(self._previous.TAG, []).append(previous)
+            if not by_tag:
+                return []  # no previous rows left and none tonight: no part (as with no shard at all)
         out = []
         if self._merge is None:
             table = concat(by_tag.get(ADD, []), self._schema)
@@ -160,23 +168,31 @@ class WriteParts(beam.PTransform):
     With ``merge``, elements are ``(tag, table)`` pairs and each shard's tables, grouped by tag, go
     through ``merge(tables_by_tag, *merge_side_inputs) -> (table, counts)`` before writing (the nightly
     job merges the previous state with tonight's adds and removals this way, in the same shuffle).
+    With ``previous`` (:class:`transforms.incremental.PreviousParts`, with ``merge``), each shard's
+    writer reads the previous partition's part of its bucket itself, tagged ``previous.TAG``: every
+    bucket of the previous partition gets a shard, with tonight's rows or without.
     """
 
     PARTS = "parts"
 
     def __init__(self, name: str, schema: pa.Schema, sort_by: list[str], bucket_by: str, run_dir: str,
                  buckets: int, dedupe: bool = True, count_column: str | None = None,
-                 count_metric: Metric | None = None, merge=None, merge_side_inputs: tuple = (), threads: int = 1):
+                 count_metric: Metric | None = None, merge=None, merge_side_inputs: tuple = (), threads: int = 1,
+                 previous=None):
         super().__init__()
         self.name, self.schema, self.sort_by, self.bucket_by = name, schema, sort_by, bucket_by
         self.run_dir, self.buckets, self.dedupe = run_dir, buckets, dedupe
         self.count_column, self.count_metric = count_column, count_metric
-        self.merge, self.merge_side_inputs, self.threads = merge, merge_side_inputs, threads
+        self.merge, self.merge_side_inputs, self.threads, self.previous = merge, merge_side_inputs, threads, previous
 
     def expand(self, tables) -> WrittenParts:
+        shards = tables | "SplitByShard" >> beam.ParDo(_SplitForWrite(self.bucket_by, self.buckets))
+        if self.previous is not None:
+            carried = (tables.pipeline | "PreviousBuckets" >> beam.Create(self.previous.buckets())
+                       | "CarryMarkers" >> beam.Map(lambda bucket: (bucket, (CARRY, None))))
+            shards = (shards, carried) | "WithPrevious" >> beam.Flatten()
         written = (
-            tables
-            | "SplitByShard" >> beam.ParDo(_SplitForWrite(self.bucket_by, self.buckets))
+            shards
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(_WritePart(self), *self.merge_side_inputs).with_outputs(self.PARTS, main="counts")
         )
