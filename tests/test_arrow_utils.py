@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.arrow_utils import distinct, plain_array, sorted_rows
+from transforms.arrow_utils import distinct, plain_array, sorted_rows, take_chunked
 
 
 def _random_table(seed: int, n: int = 2000) -> pa.Table:
@@ -84,3 +84,13 @@ def test_plain_array_raw_views_binary_as_text_without_validation():
     assert plain_array(pa.array(["a"], pa.string_view()), text="raw").type == pa.large_string()
     assert plain_array(not_utf8, text="raw").type == pa.string()  # Python bytes: viewed as well
     assert plain_array(pa.nulls(2), text="raw").equals(pa.nulls(2, pa.string()))
+
+
+@pytest.mark.parametrize("at", [[], [0], [5, 1, 9, 1, 0, 11], list(range(12))[::-1], [11, 10, 3]])
+def test_take_chunked_is_take_of_the_whole_column(at):
+    """Any order, repeats, nulls, empty chunks: the values Arrow's own take gives."""
+    values = pa.chunked_array([[b"a", None, b"c"], [], [b"d"], [b"e", b"f", None, b"h", b"i", b"j", b"k", b"l"]], pa.binary())
+    expected = values.combine_chunks().take(pa.array(at, pa.int64()))
+    taken = take_chunked(values, np.array(at, dtype=np.int64))
+    assert taken.equals(expected) and isinstance(taken, pa.Array)
+    assert take_chunked(pa.chunked_array([values.combine_chunks()]), np.array(at, dtype=np.int64)).equals(expected)

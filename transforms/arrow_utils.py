@@ -176,6 +176,27 @@ class KeyFilter:
         return self._bits.nbytes
 
 
+def take_chunked(values: pa.ChunkedArray, at: np.ndarray) -> pa.Array:
+    """``values.take(at)`` as one array, chunk by chunk: Arrow's take on a chunked binary array
+    first concatenates every chunk (a copy of the whole column per call, whatever ``len(at)``), and
+    reads every page of memory-mapped chunks; this costs what the taken values cost."""
+    at = np.asarray(at, dtype=np.int64)
+    if values.num_chunks == 1 or not len(at):
+        return (values.chunk(0) if values.num_chunks else pa.array([], values.type)).take(pa.array(at))
+    starts = np.cumsum([0] + [len(c) for c in values.chunks])
+    chunk = np.searchsorted(starts, at, side="right") - 1
+    order = np.argsort(chunk, kind="stable")
+    bounds = np.searchsorted(chunk[order], np.arange(values.num_chunks + 1))
+    pieces = [values.chunk(k).take(pa.array(at[order[bounds[k]:bounds[k + 1]]] - starts[k]))
+              for k in range(values.num_chunks) if bounds[k + 1] > bounds[k]]
+    gathered = pa.concat_arrays(pieces)
+    if np.all(order[1:] > order[:-1]):  # the chunks' picks were already in order
+        return gathered
+    back = np.empty(len(at), dtype=np.int64)
+    back[order] = np.arange(len(at))
+    return gathered.take(pa.array(back))
+
+
 def split_by_bucket(table: pa.Table, buckets_per_row: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
     """Yield ``(bucket, rows of that bucket)`` for every non-empty bucket, in bucket order.
 

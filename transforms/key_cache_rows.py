@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import hash64
+from transforms.arrow_utils import hash64, take_chunked
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.key_cache import HASH_SUFFIX, CachedColumn
 from transforms.keys import PROFILE_SHARD_SCHEMA, profile_keys, profile_row_keys
@@ -93,7 +93,7 @@ def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, m
     def take(at: np.ndarray) -> pa.Table:
         source = order[kept[at]]  # position in [cached entries..., computed entries...]
         from_cache = source < n_cached
-        keys = pa.chunked_array([column.keys.take(pa.array(cached_at[source[from_cache]])).combine_chunks(),
+        keys = pa.chunked_array([take_chunked(column.keys, cached_at[source[from_cache]]),
                                  computed.flat.take(pa.array(source[~from_cache] - n_cached))], pa.binary())
         position = np.empty(len(source), dtype=np.int64)
         position[np.flatnonzero(from_cache)] = np.arange(int(from_cache.sum()))
@@ -102,7 +102,7 @@ def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, m
         return pa.table({"key": keys.take(pa.array(position)), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
 
     def all_keys() -> pa.ChunkedArray:
-        cached = column.keys.take(pa.array(cached_at[column.valid[cached_at]])).combine_chunks()
+        cached = take_chunked(column.keys, cached_at[column.valid[cached_at]])
         return pa.chunked_array([cached, computed.flat.filter(pa.array(computed.valid))], pa.binary())
 
     return EntryKeys(hashes[kept], len(valid) - len(kept), take, all_keys)
