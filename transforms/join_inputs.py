@@ -33,7 +33,7 @@ from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, EntryKeys, c
 from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
-from transforms.parallel import BundleQueue, PooledDoFn, ordered_map, submit
+from transforms.parallel import BundleQueue, PooledDoFn, submit
 from transforms.profiles import read_profiles
 from transforms.storage import glob
 
@@ -276,13 +276,15 @@ class KeyProfiles(PooledDoFn):
                     if screened >= self.SCREEN_ELEMENT_ROWS:
                         yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
                         screened = 0
-                entries = self._cached_entries(profiles, writer) if writer is not None else {}
-                key_source = functools.partial(self._key_source, profiles, filters, entries)
-                in_flight.append([submit(self._pool, key_source, ds) for ds in cfg.data_sources])
+                if writer is None:  # the batch's data sources keyed side by side
+                    key_source = functools.partial(self._key_source, profiles, filters, {})
+                    in_flight.append([submit(self._pool, key_source, ds) for ds in cfg.data_sources])
+                else:  # one task a batch: its cache lookups, then its data sources (two batches at once)
+                    in_flight.append([submit(self._pool, self._cached_batch, profiles, filters)])
                 while len(in_flight) > 1:  # one batch is keyed while the next one is read
-                    yield from self._batch_outputs(in_flight.popleft())
+                    yield from self._batch_outputs(in_flight.popleft(), writer)
             while in_flight:
-                yield from self._batch_outputs(in_flight.popleft())
+                yield from self._batch_outputs(in_flight.popleft(), writer)
             if screens:
                 yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
         finally:
@@ -295,10 +297,16 @@ class KeyProfiles(PooledDoFn):
             yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
                                                               "live_rows": self._live, **writer.close()})
 
-    def _batch_outputs(self, futures: list):
-        """One batch's outputs, data source by data source (in config order, whatever the pool's)."""
-        for ds, future in zip(self._cfg.data_sources, futures):
-            counts, pieces, first_blocks = future.result()
+    def _batch_outputs(self, futures: list, writer: CacheWriter | None):
+        """One batch's outputs, data source by data source (in config order, whatever the pool's);
+        with the cache, its computed rows are written to this run's part first (batches in order)."""
+        results = [future.result() for future in futures]
+        if writer is not None:
+            (rows, from_cache, part_rows), results = results[0]
+            self._live += rows
+            self._from_cache.inc(from_cache)
+            writer.write(*part_rows)
+        for ds, (counts, pieces, first_blocks) in zip(self._cfg.data_sources, results):
             for n in counts:
                 yield beam.pvalue.TaggedOutput(COUNTS, n)
             if first_blocks is not None:
@@ -317,30 +325,29 @@ class KeyProfiles(PooledDoFn):
         self._live = 0
         return CacheWriter(self._key_cache.staging, path, self._layout.schema())
 
-    def _cached_entries(self, profiles: pa.Table, writer: CacheWriter) -> dict[str, Callable[[], EntryKeys]]:
-        """Each data source's keys of a batch (to be assembled in the pool): rows found in the cache take their cached keys, the
-        others are computed and written to this run's part. A cache due for a rewrite is not read:
-        every row is computed and written."""
+    def _cached_batch(self, profiles: pa.Table, filters: dict):
+        """One batch with the cache (runs in the pool): rows found in the cache take their cached
+        keys, the others are computed. Returns ``((rows, rows from the cache, the computed rows for
+        this run's part), per data source: :meth:`_key_source`'s result)``. A cache due for a
+        rewrite is not read: every row is computed (and written)."""
         layout, loaded = self._layout, self._loaded[0]
         if loaded is not None and loaded.must_rewrite():
             loaded = None
         hashes, checks = row_hashes(profiles, layout.values)
         found = loaded.lookup(hashes, checks) if loaded is not None else np.full(len(hashes), -1)
         missed = np.flatnonzero(found < 0)
-        self._live += len(found)
-        self._from_cache.inc(len(found) - len(missed))
         sub = profiles if len(missed) == len(found) else profiles.take(pa.array(missed))
         first = {}
         for ds in self._cfg.data_sources:
             first.setdefault(layout.sources[ds.name], ds)
-        names = sorted(first)
-        computed = dict(zip(names, ordered_map(lambda n: ComputedColumn.of(sub, first[n], self._cfg), names,
-                                               self._pool, ahead=len(names))))
-        writer.write(hashes[missed], checks[missed], {k: v for n in names for k, v in computed[n].part_columns(n).items()})
+        computed = {name: ComputedColumn.of(sub, ds, self._cfg) for name, ds in sorted(first.items())}
+        part_columns = {k: v for name in sorted(computed) for k, v in computed[name].part_columns(name).items()}
         columns = loaded.columns if loaded is not None else {}
-        return {ds.name: functools.partial(merged_entries, profiles["profile_id"], found, missed,
-                                           columns.get(layout.sources[ds.name], EMPTY_COLUMN), computed[layout.sources[ds.name]])
-                for ds in self._cfg.data_sources}
+        entries = {ds.name: functools.partial(merged_entries, profiles["profile_id"], found, missed,
+                                              columns.get(layout.sources[ds.name], EMPTY_COLUMN), computed[layout.sources[ds.name]])
+                   for ds in self._cfg.data_sources}
+        results = [self._key_source(profiles, filters, entries, ds) for ds in self._cfg.data_sources]
+        return (len(found), len(found) - len(missed), (hashes[missed], checks[missed], part_columns)), results
 
     def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, ds):
         """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
