@@ -14,6 +14,10 @@ Scenarios (each generated with the project's generator, as many profiles as dump
   ``--nightly-lines`` x size lines each; night 2's extract has 2% of the profiles changed (new
   values, a quarter of them new profile ids). Timed: night 1 and night 2; the baseline runs on night
   2's data; ``nightly-nocache`` is the same with ``--no-key-cache``.
+* ``nightly-iter``: the same night 1, then a night 2 of ``iter`` dumps (the night's changes: 5% of
+  night 1's lines, whose removed segments apply) with the 2% changed extract, as a partner sending
+  daily changes delivers them; the baseline runs on night 2's data and merges with its own night 1
+  (``--previous``); ``nightly-iter-nocache`` without the key cache.
 
 Each timed run is a fresh process. Ours and the baseline (`scripts/baseline_duckdb.py`: DuckDB, 2
 threads, the same rules in SQL, AES-CBC with our vectorized decryptor) alternate ``--repeat`` times
@@ -49,12 +53,15 @@ from generate_data import SOURCES, config_text, generate  # noqa: E402
 ENCRYPTED = "web-encrypted-emails"
 NIGHTS = ("2026-11-22", "2026-11-23")
 CHANGED = 0.02
+ITER_LINES = 0.05  # nightly-iter: night 2's dump lines, as a share of night 1's
 SCENARIOS = {
     "split": {},
     "single": {"parts": 1},
     "encrypted": {"parts": 1, "shares": {name: 2.0 if name == ENCRYPTED else 1.0 for name, *_ in SOURCES}},
     "nightly": {},
     "nightly-nocache": {},
+    "nightly-iter": {},
+    "nightly-iter-nocache": {},
 }
 
 
@@ -134,15 +141,25 @@ def digest_tree(folder: Path) -> str:
 def make_data(work: Path, scenario: str, size: int, nightly_lines: float) -> tuple[Path, int]:
     """Generate (once, kept in ``work``) the scenario's data; returns (folder, dump lines a run reads)."""
     if scenario.startswith("nightly"):
-        folder, lines = work / f"nightly-{size}", int(size * nightly_lines)
+        full, lines = work / f"nightly-{size}", int(size * nightly_lines)
+        folder = work / f"nightly-iter-{size}" if "-iter" in scenario else full
         for day, changed in zip(NIGHTS, (0.0, CHANGED)):
             night = folder / day.replace("-", "")
-            if not (night / "job.yaml").exists():
-                _generate(night, size, lines, changed=changed)
+            if folder != full and day == NIGHTS[0]:  # night 1 is the full-dump pair's night 1
+                if not (full / day.replace("-", "") / "job.yaml").exists():
+                    _generate(full / day.replace("-", ""), size, lines)
+                folder.mkdir(parents=True, exist_ok=True)
+                if not night.exists():
+                    night.symlink_to(full / day.replace("-", ""))
+            elif not (night / "job.yaml").exists():
+                if folder != full:
+                    _generate(night, size, int(lines * ITER_LINES), changed=changed, sync_mode="iter")
+                else:
+                    _generate(night, size, lines, changed=changed)
         text = config_text("'{date:%Y%m%d}/profiles.parquet'")
         text = re.sub(r"segments: segments/(\S+)", r"segments: '{date:%Y%m%d}/segments/\1'", text)
         (folder / "job.yaml").write_text(text.replace("file:keys/", f"file:{NIGHTS[0].replace('-', '')}/keys/"))
-        return folder, lines
+        return folder, lines if folder == full else int(lines * ITER_LINES)
     folder = work / f"data-{scenario}-{size}"
     if not (folder / "job.yaml").exists():
         _generate(folder, size, size, **SCENARIOS[scenario])
@@ -160,13 +177,20 @@ def run_scenario(work: Path, scenario: str, size: int, repeat: int, flags: list[
     result = Result(scenario, size, lines)
     nightly = scenario.startswith("nightly")
     base_data = data / NIGHTS[1].replace("-", "") if nightly else data
+    base_flags = []
+    if "-iter" in scenario:  # the baseline merges night 2's changes into its own night 1 (not timed)
+        previous = work / f"baseline-night1-{size}.parquet"
+        if not previous.exists():
+            timed([sys.executable, "scripts/baseline_duckdb.py", "--data", str(data / NIGHTS[0].replace("-", "")),
+                   "--out", str(previous)])
+        base_flags = ["--previous", str(previous)]
     outs = []
     for attempt in range(repeat):
         out = work / f"ours-{scenario}-{size}-{attempt}"
         shutil.rmtree(out, ignore_errors=True)
         if nightly:
             cmd = [sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(data / "job.yaml"), "--root", str(out),
-                   *(["--no-key-cache"] if scenario == "nightly-nocache" else []), *flags]
+                   *(["--no-key-cache"] if scenario.endswith("-nocache") else []), *flags]
             result.night1.append(timed([*cmd, "--date", NIGHTS[0]]))
             result.ours.append(timed([*cmd, "--date", NIGHTS[1]]))
             outs.append(out / f"dt={NIGHTS[1]}")
@@ -175,7 +199,8 @@ def run_scenario(work: Path, scenario: str, size: int, repeat: int, flags: list[
                                       "--output", str(out), "--run-date", "2026-11-23", *flags]))
             outs.append(out)
         base_out = work / f"baseline-{scenario}-{size}.parquet"
-        result.baseline.append(timed([sys.executable, "scripts/baseline_duckdb.py", "--data", str(base_data), "--out", str(base_out)]))
+        result.baseline.append(timed([sys.executable, "scripts/baseline_duckdb.py", "--data", str(base_data), "--out", str(base_out),
+                                      *base_flags]))
         print(f"[{scenario} {size:,}] run {attempt + 1}: ours {result.ours[-1].wall:.1f}s"
               + (f" (night 1 {result.night1[-1].wall:.1f}s)" if nightly else "")
               + f", baseline {result.baseline[-1].wall:.1f}s, load {os.getloadavg()[0]:.1f}", flush=True)

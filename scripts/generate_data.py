@@ -431,14 +431,16 @@ def make_dump(rng, kind: str, segments: list[str], n: int, profiles: dict, key: 
     return lines, memberships, file_audience, counts
 
 
-def write_dump(lines: pa.StringArray, folder: Path, did: int, dpid: int, parts: int, compressed: bool, ts_ms: int) -> None:
-    """Split the lines in ``parts`` files (sizes as np.array_split), each line ending in a newline."""
+def write_dump(lines: pa.StringArray, folder: Path, did: int, dpid: int, parts: int, compressed: bool, ts_ms: int,
+               sync_mode: str = "full") -> None:
+    """Split the lines in ``parts`` files (sizes as np.array_split), each line ending in a newline;
+    ``sync_mode``: full or iter, in the file names."""
     folder.mkdir(parents=True, exist_ok=True)
     sizes = [len(lines) // parts + (k < len(lines) % parts) for k in range(parts)]
     start = 0
     for k, size in enumerate(sizes, start=1):
         split = f"{k:03d}" if parts > 1 else ""
-        name = f"ftp_{did}_{dpid}_full_{ts_ms}{split}.sync" + (".gz" if compressed else "")
+        name = f"ftp_{did}_{dpid}_{sync_mode}_{ts_ms}{split}.sync" + (".gz" if compressed else "")
         with open(folder / name, "wb") as raw, (
             gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=GZIP_LEVEL)
             if compressed
@@ -515,12 +517,14 @@ data_sources:
 
 
 def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_format: str = "parquet",
-             parts: int | None = None, shares: dict[str, float] | None = None, changed: float = 0.0) -> dict:
+             parts: int | None = None, shares: dict[str, float] | None = None, changed: float = 0.0,
+             sync_mode: str = "full") -> dict:
     """Write a job under ``out``; returns the expected counts per data source.
 
     ``parts``: files per data source (default: each source's own, 1-2); ``shares``: relative share of
     the dump lines per data source name (default: equal); ``changed``: share of the profiles that
-    differ from the same seed's profiles (a later night's extract, see :func:`change_profiles`)."""
+    differ from the same seed's profiles (a later night's extract, see :func:`change_profiles`);
+    ``sync_mode``: ``iter`` names the dumps as a night's changes (their removed lists then apply)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -540,7 +544,7 @@ def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_fo
     for name, dpid, kind, segments, compressed, source_parts in SOURCES:
         share = n_lines // len(SOURCES) if shares is None else int(n_lines * weights[name] / sum(weights.values()))
         lines, members, file_audience, counts = make_dump(rng, kind, segments, share, profiles, key, iv)
-        write_dump(lines, out / "segments" / name, 1234, dpid, parts or source_parts, compressed, ts_ms)
+        write_dump(lines, out / "segments" / name, 1234, dpid, parts or source_parts, compressed, ts_ms, sync_mode)
         del lines
         truth[name] = (sorted(segments), members, file_audience)
         all_counts[name] = dict(sorted(counts.items()))
