@@ -363,7 +363,13 @@ def test_a_night_bucketed_otherwise_is_read_whole(tmp_path):
     cfg = JobConfig.model_validate(json.loads(config.read_text()))
     previous = str(root / "dt=2026-11-21")
     assert previous_parts(previous, ["reconciled"], cfg) == {}
-    assert set(previous_parts(previous, ["reconciled"], cfg.model_copy(update={"buckets": 2}))) == {"reconciled"}
+    as_before = cfg.model_copy(update={"buckets": 2})
+    assert set(previous_parts(previous, ["reconciled"], as_before)) == {"reconciled"}
+    success = root / "dt=2026-11-21" / "_SUCCESS"
+    manifest = json.loads(success.read_text())
+    manifest["bucketing"]["hash"] = "0" * 16  # rows bucketed by another hash (another release), same count
+    success.write_text(json.dumps(manifest))
+    assert previous_parts(previous, ["reconciled"], as_before) == {}
     run(config, root, "--date", "2026-11-22")
     assert members(root, "2026-11-22") == (
         {("a", "10", f"p{i}") for i in V if i not in (2, 3)} | {("a", "11", "p1"), ("a", "12", "p3")}
