@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from datetime import datetime
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -29,7 +29,7 @@ from transforms.iv_check import first_block_histogram
 from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, row_hashes
-from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, EntryKeys, computed_entries, merged_entries
+from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
 from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
