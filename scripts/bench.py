@@ -142,24 +142,22 @@ def make_data(work: Path, scenario: str, size: int, nightly_lines: float) -> tup
     """Generate (once, kept in ``work``) the scenario's data; returns (folder, dump lines a run reads)."""
     if scenario.startswith("nightly"):
         full, lines = work / f"nightly-{size}", int(size * nightly_lines)
-        folder = work / f"nightly-iter-{size}" if "-iter" in scenario else full
-        for day, changed in zip(NIGHTS, (0.0, CHANGED)):
-            night = folder / day.replace("-", "")
-            if folder != full and day == NIGHTS[0]:  # night 1 is the full-dump pair's night 1
-                if not (full / day.replace("-", "") / "job.yaml").exists():
-                    _generate(full / day.replace("-", ""), size, lines)
-                folder.mkdir(parents=True, exist_ok=True)
-                if not night.exists():
-                    night.symlink_to(full / day.replace("-", ""))
-            elif not (night / "job.yaml").exists():
-                if folder != full:
-                    _generate(night, size, int(lines * ITER_LINES), changed=changed, sync_mode="iter")
-                else:
-                    _generate(night, size, lines, changed=changed)
+        changes = "-iter" in scenario  # night 2's dumps are iter: the night's changes
+        folder = work / f"nightly-iter-{size}" if changes else full
+        first, second = (day.replace("-", "") for day in NIGHTS)
+        if not (full / first / "job.yaml").exists():
+            _generate(full / first, size, lines)
+        if changes and not (folder / first).exists():  # night 1 is the full-dump pair's
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / first).symlink_to(full / first)
+        if changes:
+            lines = int(lines * ITER_LINES)
+        if not (folder / second / "job.yaml").exists():
+            _generate(folder / second, size, lines, changed=CHANGED, sync_mode="iter" if changes else "full")
         text = config_text("'{date:%Y%m%d}/profiles.parquet'")
         text = re.sub(r"segments: segments/(\S+)", r"segments: '{date:%Y%m%d}/segments/\1'", text)
         (folder / "job.yaml").write_text(text.replace("file:keys/", f"file:{NIGHTS[0].replace('-', '')}/keys/"))
-        return folder, lines if folder == full else int(lines * ITER_LINES)
+        return folder, lines
     folder = work / f"data-{scenario}-{size}"
     if not (folder / "job.yaml").exists():
         _generate(folder, size, size, **SCENARIOS[scenario])
