@@ -85,6 +85,8 @@ def _string_words(values: pa.Array) -> np.ndarray:
     starts = offsets[:-1] - offsets[0]
     lengths = np.diff(offsets)
     ends = starts + lengths
+    if n and lengths.min() == lengths.max():  # one width (fixed-width ids, digests): strided reads, scalar masks
+        return _equal_width_words(data, n, int(lengths[0]))
     acc = lengths.astype(np.uint64) * _COEF[4]
     if len(lengths) and lengths.min() >= 16:  # common case (digests, visitor IDs, most emails): no masks
         words = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # unaligned view
@@ -108,6 +110,25 @@ def _string_words(values: pa.Array) -> np.ndarray:
     acc += masked(tail, ends - tail) * _COEF[2]
     tail = np.maximum(ends - 8, starts)
     acc += masked(tail, ends - tail) * _COEF[3]
+    return acc
+
+
+def _equal_width_words(data: np.ndarray, n: int, width: int) -> np.ndarray:
+    """:func:`_string_words` of ``n`` strings of ``width`` bytes each, back to back in ``data``: the
+    same four words and masks, read as strided views (no per-row positions or masks)."""
+    padded = np.zeros(n * width + 16, dtype=np.uint8)
+    padded[: n * width] = data
+    acc = np.full(n, width, dtype=np.uint64) * _COEF[4]
+    if not width:
+        return acc
+    for k, (position, available) in enumerate(((0, width), (8, width - 8), (max(width - 16, 0), min(width, 16)),
+                                               (max(width - 8, 0), min(width, 8)))):
+        if available <= 0:
+            continue  # a masked-out word: adds 0
+        word = np.ndarray(shape=(n,), dtype="<u8", buffer=padded, offset=position, strides=(width,))
+        if available < 8:
+            word = word & np.uint64((1 << (available * 8)) - 1)
+        acc += word * _COEF[k]
     return acc
 
 
