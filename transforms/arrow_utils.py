@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 # Fixed pseudo-random odd multipliers: the hash of a key must be the same in every process and run.
 _COEF = np.random.default_rng(20261123).integers(1, 2**63, size=5, dtype=np.uint64) | np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_WORD_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)  # a word's low k bytes (8: all)
 
 
 _TEXT_MODES = (None, "cast", "strict", "raw")
@@ -100,9 +100,7 @@ def _string_words(values: pa.Array) -> np.ndarray:
     words = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
 
     def masked(position: np.ndarray, available: np.ndarray) -> np.ndarray:
-        keep = np.clip(available, 0, 7).astype(np.uint64)  # bytes of a partial word
-        mask = np.where(available >= 8, _ALL_ONES, (np.uint64(1) << (keep * np.uint64(8))) - np.uint64(1))
-        return words[position] & mask
+        return words[position] & _WORD_MASKS[np.clip(available, 0, 8)]  # the bytes of a partial word
 
     acc += masked(starts, lengths) * _COEF[0]
     acc += masked(starts + 8, lengths - 8) * _COEF[1]
