@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.arrow_utils import distinct, plain_array, sorted_rows, take_chunked
+from transforms.arrow_utils import distinct, plain_array, sorted_rows, split_by_bucket, take_chunked
 
 
 def _random_table(seed: int, n: int = 2000) -> pa.Table:
@@ -121,3 +121,15 @@ def test_hash64_of_one_width_is_the_general_hash(width):
     general = hash64(pa.array(raw + [b"x" * (width + 1)], pa.binary()))[:-1]
     assert np.array_equal(hash64(pa.array(raw, pa.binary())), general)
     assert np.array_equal(hash64(pa.array([b"abc", *raw, b"z"], pa.binary()).slice(1, 50)), general)
+
+
+@pytest.mark.parametrize("spread", [16, 1 << 20])
+def test_split_by_bucket_keeps_each_buckets_rows_in_order(spread):
+    """Buckets ascending, each bucket's rows in their table order (16-bit bucket numbers take numpy's
+    radix sort, larger ones its merge sort: the same order)."""
+    buckets = np.random.default_rng(spread).integers(0, spread, 5000)
+    table = pa.table({"row": np.arange(5000)})
+    pieces = list(split_by_bucket(table, buckets))
+    assert [b for b, _ in pieces] == sorted(set(buckets.tolist()))
+    for bucket, rows in pieces:
+        assert rows["row"].to_pylist() == np.flatnonzero(buckets == bucket).tolist()
