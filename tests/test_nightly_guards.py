@@ -273,39 +273,42 @@ def test_a_full_dump_renamed_after_the_launch_fails_the_night(tmp_path, monkeypa
 # the writers read the previous night's parts shard by shard
 
 
-def two_nights(tmp_path, root: Path, buckets: int = 4) -> Path:
-    """Night 1: full dumps for a and b. Night 2 (not run here): iter dumps; a's adds and removes, b's
-    adds nothing new (carried over)."""
+def two_nights(tmp_path, root: Path, buckets: int = 4, a_mode: str = "iter") -> Path:
+    """Night 1: full dumps for a and b. Night 2 (not run here): a's dump adds and removes (``a_mode``:
+    iter, or full: it replaces a's audience), b's iter dump adds nothing new (carried over)."""
     config = write_job(tmp_path, sources=("a", "b"), buckets=buckets)
     dump(tmp_path, "a", "2026-11-21", everyone("a"))
     dump(tmp_path, "b", "2026-11-21", everyone("b", "20"))
     run(config, root, "--date", "2026-11-21")
-    dump(tmp_path, "a", "2026-11-22", [f"{V[1]} 11", f"{V[2]}  10", f"{V[3]} 12 10"], mode="iter")
+    dump(tmp_path, "a", "2026-11-22", [f"{V[1]} 11", f"{V[2]}  10", f"{V[3]} 12 10"], mode=a_mode)
     dump(tmp_path, "b", "2026-11-22", [f"{V[4]} 20"], mode="iter")
     return config
 
 
-def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_path, monkeypatch):
+@pytest.mark.parametrize("a_mode", ["iter", "full"])
+def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_path, monkeypatch, a_mode):
     """No previous row goes through the runner (the local runner's Flatten held them twice); the
-    partition and the counts are those of the run that reads the previous state whole."""
+    partition and the counts are those of the run that reads the previous state whole, also when
+    one data source's full dump replaces its previous rows while another's are carried."""
     import pipelines.import_audience as import_audience
 
     whole, direct = tmp_path / "whole", tmp_path / "direct"
-    config = two_nights(tmp_path, whole)
-    two_nights(tmp_path, direct)
+    config = two_nights(tmp_path, whole, a_mode=a_mode)
+    two_nights(tmp_path, direct, a_mode=a_mode)
+    flags = ["--allow-shrink"] if a_mode == "full" else []  # a's full dump keeps 2 of its 12 members
     with monkeypatch.context() as m:
         m.setattr(nightly, "previous_parts", lambda *args: {})
-        expected = run(config, whole, "--date", "2026-11-22")[0]["report"]
+        expected = run(config, whole, "--date", "2026-11-22", *flags)[0]["report"]
 
     class NotRead:
         def __init__(self, *args, **kwargs):
             raise AssertionError("the previous state was read whole")
 
     monkeypatch.setattr(import_audience, "PreviousState", NotRead)
-    report = run(config, direct, "--date", "2026-11-22")[0]["report"]
-    assert members(direct, "2026-11-22") == (
-        {("a", "10", f"p{i}") for i in V if i not in (2, 3)} | {("a", "11", "p1"), ("a", "12", "p3")}
-        | {("b", "20", f"p{i}") for i in V})
+    report = run(config, direct, "--date", "2026-11-22", *flags)[0]["report"]
+    carried = {("a", "10", f"p{i}") for i in V if i not in (2, 3)} if a_mode == "iter" else set()  # full: replaced
+    a_members = carried | {("a", "11", "p1"), ("a", "12", "p3")}
+    assert members(direct, "2026-11-22") == a_members | {("b", "20", f"p{i}") for i in V}
     assert partition_bytes(direct, "2026-11-22") == partition_bytes(whole, "2026-11-22")
     assert report["data_sources"] == expected["data_sources"]
 
