@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import posixpath
-import re
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -39,7 +38,7 @@ from transforms.dump_files import dump_paths
 from transforms.dumps import parse_dump_name
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
-from transforms.publish import ADD, SUCCESS
+from transforms.publish import ADD, SUCCESS, part_name
 from transforms.storage import glob, join_path
 
 PREVIOUS = "previous"
@@ -116,9 +115,6 @@ def bucketing_identity(buckets: int) -> dict:
     return {"buckets": buckets, "hash": hashlib.sha256(bucket_of(probe, 1 << 62).tobytes()).hexdigest()[:16]}
 
 
-_PART = re.compile(r"part-(\d{5})-of-(\d{5})\.parquet")
-
-
 @dataclass(frozen=True)
 class PreviousParts:
     """The previous partition's parts of one output, by bucket (``bucket -> (path, rows, sha256)``,
@@ -173,20 +169,20 @@ def previous_parts(partition: str, outputs: list[str], cfg: JobConfig) -> dict[s
             manifest = json.loads(handle.read())
     except Exception as exc:  # noqa: BLE001 - one line naming the file
         raise RunFailed(f"{path}: cannot read the previous night's manifest ({type(exc).__name__})") from None
-    buckets = cfg.buckets
-    if manifest.get("bucketing") != bucketing_identity(buckets):
+    if manifest.get("bucketing") != bucketing_identity(cfg.buckets):
         return {}
+    bucket_of_name = {part_name(bucket, cfg.buckets): bucket for bucket in range(cfg.buckets)}  # as the writers name them
     found = {}
     for output in outputs:
         entries = [f for f in manifest["files"] if f["path"].startswith(output + "/")]
         by_bucket = {}
         for entry in entries:
-            match = _PART.fullmatch(entry["path"][len(output) + 1:])
-            if match is None or int(match.group(2)) != buckets:
+            bucket = bucket_of_name.get(entry["path"][len(output) + 1:])
+            if bucket is None:
                 if entry["rows"]:
                     break  # a part with rows named otherwise: read whole
                 continue  # an empty output's empty part
-            by_bucket[int(match.group(1))] = (join_path(partition, entry["path"]), entry["rows"], entry["sha256"])
+            by_bucket[bucket] = (join_path(partition, entry["path"]), entry["rows"], entry["sha256"])
         else:
             found[output] = PreviousParts(by_bucket, cfg)
     return found

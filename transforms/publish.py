@@ -41,7 +41,14 @@ REPORT = "report.json"
 SUCCESS = "_SUCCESS"
 ADD = "add"
 CARRY = "carry"  # a shard whose previous part its writer reads (no rows: a marker)
-EMPTY_PART = "part-00000-of-00001.parquet"
+
+
+def part_name(bucket: int, buckets: int) -> str:
+    """The file name of an output's part for ``bucket`` of ``buckets``."""
+    return f"part-{bucket:05d}-of-{buckets:05d}.parquet"
+
+
+EMPTY_PART = part_name(0, 1)
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
@@ -145,7 +152,7 @@ class _WritePart(PooledDoFn):
             table, merge_counts = self._merge({tag: concat(t, self._schema) for tag, t in by_tag.items()}, *side_inputs)
             out.extend(merge_counts)
         table = sorted_rows(table, self._sort_by, dedupe=self._dedupe)
-        path = join_path(self._run_dir, self._name, f"part-{bucket:05d}-of-{self._buckets:05d}.parquet")
+        path = join_path(self._run_dir, self._name, part_name(bucket, self._buckets))
         write_parquet(table, path)
         out.append(beam.pvalue.TaggedOutput(WriteParts.PARTS, (self._name, path, table.num_rows)))
         if self._count_column:
