@@ -78,19 +78,17 @@ def memberships(data: Path, previous: Path | None = None) -> pa.Table:
       JOIN (SELECT profile_id, x FROM (SELECT profile_id, lower(trim(email)) AS x FROM p) WHERE {email_ok}) p
         ON p.x = d.a),
     hits AS (SELECT * FROM vis UNION ALL SELECT * FROM hashed UNION ALL SELECT * FROM phones
-             UNION ALL SELECT * FROM crm UNION ALL SELECT * FROM enc)
-    SELECT DISTINCT ds AS data_source, unnest(string_split(segs, ',')) AS segment_id, profile_id FROM hits
+             UNION ALL SELECT * FROM crm UNION ALL SELECT * FROM enc),
+    added AS (SELECT DISTINCT ds AS data_source, unnest(string_split(segs, ',')) AS segment_id, profile_id FROM hits)
     """
-    if previous is not None:
-        query = f"""
-        WITH now AS ({query.replace("SELECT DISTINCT ds AS data_source", "SELECT DISTINCT 0 AS removal, ds AS data_source")}
-                      UNION ALL
-                      SELECT DISTINCT 1, ds, unnest(string_split(rems, ',')), profile_id FROM hits WHERE rems <> '')
-        SELECT data_source, segment_id, profile_id FROM read_parquet('{previous}')
-        EXCEPT SELECT data_source, segment_id, profile_id FROM now WHERE removal = 1
-        UNION SELECT data_source, segment_id, profile_id FROM now WHERE removal = 0
-        """
-    return _arrow(con.sql(query))
+    if previous is None:
+        return _arrow(con.sql(query + "SELECT * FROM added"))
+    return _arrow(con.sql(query + f""",
+    removed AS (SELECT DISTINCT ds, unnest(string_split(rems, ',')), profile_id FROM hits WHERE rems <> '')
+    SELECT data_source, segment_id, profile_id FROM read_parquet('{previous}')
+    EXCEPT SELECT * FROM removed
+    UNION SELECT * FROM added
+    """))
 
 
 def _arrow(cursor) -> pa.Table:
