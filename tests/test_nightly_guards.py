@@ -60,6 +60,13 @@ def cli(config, root, *args):
                            *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+class NotRead:
+    """Stands in for PreviousState where a run must not read the previous state whole."""
+
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("the previous state was read whole")
+
+
 def everyone(source: str, segment: str = "10", ids=range(1, 13)) -> list[str]:
     return [f"{V[i]} {segment}" for i in ids]
 
@@ -228,10 +235,6 @@ def test_a_night_replacing_every_source_skips_the_previous_state_and_publishes_t
         m.setattr(NightGuard, "replacing_all", lambda self, cfg, files: None)
         expected = run(config, merged, "--date", "2026-11-22", "--allow-shrink")[0]["report"]
 
-    class NotRead:
-        def __init__(self, *args, **kwargs):
-            raise AssertionError("the previous state was read")
-
     monkeypatch.setattr(import_audience, "PreviousState", NotRead)
     report = run(config, direct, "--date", "2026-11-22", "--allow-shrink")[0]["report"]
     assert members(direct, "2026-11-22") == {(s, seg, f"p{i}") for s, seg in (("a", "10"), ("b", "20")) for i in range(3, 11)}
@@ -300,10 +303,6 @@ def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_p
         m.setattr(nightly, "previous_parts", lambda *args: {})
         expected = run(config, whole, "--date", "2026-11-22", *flags)[0]["report"]
 
-    class NotRead:
-        def __init__(self, *args, **kwargs):
-            raise AssertionError("the previous state was read whole")
-
     monkeypatch.setattr(import_audience, "PreviousState", NotRead)
     report = run(config, direct, "--date", "2026-11-22", *flags)[0]["report"]
     carried = {("a", "10", f"p{i}") for i in V if i not in (2, 3)} if a_mode == "iter" else set()  # full: replaced
@@ -337,6 +336,18 @@ def test_a_previous_part_holding_rows_of_another_shard_fails_the_night(tmp_path)
     with pytest.raises(RunFailed, match=f"{parts[0].name}: the previous night's part holds rows of other shards"):
         run(config, root, "--date", "2026-11-22")
     assert not (root / "dt=2026-11-22").exists()
+
+
+def test_an_unreadable_previous_manifest_fails_the_night_naming_it(tmp_path):
+    """The launch reads the previous night's _SUCCESS to decide how to read its parts: a damaged
+    one is a damaged partition, not a reason to guess."""
+    root = tmp_path / "root"
+    config = two_nights(tmp_path, root)
+    (root / "dt=2026-11-21" / "_SUCCESS").write_text('{"files": [')
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 1, result.stderr
+    assert "dt=2026-11-21/_SUCCESS: cannot read the previous night's manifest" in result.stderr
+    assert "Traceback" not in result.stderr and not (root / "dt=2026-11-22").exists()
 
 
 @pytest.mark.parametrize("damage", ["rewritten", "missing"])
