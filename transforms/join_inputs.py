@@ -341,7 +341,7 @@ class KeyProfiles(PooledDoFn):
         for ds in self._cfg.data_sources:
             first.setdefault(layout.sources[ds.name], ds)
         computed = {name: ComputedColumn.of(sub, ds, self._cfg) for name, ds in sorted(first.items())}
-        part_columns = {k: v for name in sorted(computed) for k, v in computed[name].part_columns(name).items()}
+        part_columns = {k: v for name, column in computed.items() for k, v in column.part_columns(name).items()}
         columns = loaded.columns if loaded is not None else {}
         entries = {ds.name: functools.partial(merged_entries, profiles["profile_id"], found, missed,
                                               columns.get(layout.sources[ds.name], EMPTY_COLUMN), computed[layout.sources[ds.name]])
