@@ -138,12 +138,19 @@ def digest_tree(folder: Path) -> str:
     return h.hexdigest()
 
 
+def data_tag(size: int, lines: int) -> str:
+    """How the files of ``size`` profiles with ``lines`` dump lines a night are named (another line
+    count, another name: generated data and baseline outputs are kept and reused by name)."""
+    return f"{size}" if lines == size else f"{size}-lines-{lines}"
+
+
 def make_data(work: Path, scenario: str, size: int, nightly_lines: float) -> tuple[Path, int]:
     """Generate (once, kept in ``work``) the scenario's data; returns (folder, dump lines a run reads)."""
     if scenario.startswith("nightly"):
-        full, lines = work / f"nightly-{size}", int(size * nightly_lines)
+        lines = int(size * nightly_lines)
+        full = work / f"nightly-{data_tag(size, lines)}"
         changes = "-iter" in scenario  # night 2's dumps are iter: the night's changes
-        folder = work / f"nightly-iter-{size}" if changes else full
+        folder = work / f"nightly-iter-{data_tag(size, lines)}" if changes else full
         first, second = (day.replace("-", "") for day in NIGHTS)
         if not (full / first / "job.yaml").exists():
             _generate(full / first, size, lines)
@@ -177,7 +184,7 @@ def run_scenario(work: Path, scenario: str, size: int, repeat: int, flags: list[
     base_data = data / NIGHTS[1].replace("-", "") if nightly else data
     base_flags = []
     if "-iter" in scenario:  # the baseline merges night 2's changes into its own night 1 (not timed)
-        previous = work / f"baseline-night1-{size}.parquet"
+        previous = work / f"baseline-night1-{data_tag(size, int(size * nightly_lines))}.parquet"
         if not previous.exists():
             timed([sys.executable, "scripts/baseline_duckdb.py", "--data", str(data / NIGHTS[0].replace("-", "")),
                    "--out", str(previous)])
@@ -196,7 +203,7 @@ def run_scenario(work: Path, scenario: str, size: int, repeat: int, flags: list[
             result.ours.append(timed([sys.executable, "-m", "pipelines.cli", "import", "--config", str(data / "job.yaml"),
                                       "--output", str(out), "--run-date", "2026-11-23", *flags]))
             outs.append(out)
-        base_out = work / f"baseline-{scenario}-{size}.parquet"
+        base_out = work / f"baseline-{scenario}-{data_tag(size, int(size * nightly_lines) if nightly else size)}.parquet"
         result.baseline.append(timed([sys.executable, "scripts/baseline_duckdb.py", "--data", str(base_data), "--out", str(base_out),
                                       *base_flags]))
         print(f"[{scenario} {size:,}] run {attempt + 1}: ours {result.ours[-1].wall:.1f}s"
