@@ -650,6 +650,28 @@ def test_duckdb_and_hashlib_digests_agree_in_order(monkeypatch):
     assert dg.sha256_digests(arr).to_pylist() == expected
 
 
+def test_threads_hash_at_once_through_their_own_cursors_of_one_database(monkeypatch):
+    """Pool threads each take a cursor of the process's one DuckDB database: concurrent hashing of
+    different batches gives each thread its own rows' digests (registered tables are per cursor)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(dg, "DUCKDB_MIN_ROWS", 1)
+    batches = [[f"user{k}.{i}@example.com" for i in range(50000)] for k in range(2)]
+    both = threading.Barrier(2)  # the two batches are hashed at the same time, on two threads
+
+    def hash_batch(batch):
+        both.wait(timeout=30)
+        return dg.sha256_digests(pa.array(batch)).to_pylist(), dg.duckdb_connection()
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(hash_batch, batches))
+    for batch, (digests, _) in zip(batches, got):
+        assert digests == [hashlib.sha256(v.encode()).digest() for v in batch]
+    assert got[0][1] is not got[1][1]  # one connection per thread...
+    assert len(dg._database) == 1  # of one database
+
+
 @pytest.mark.parametrize("algorithm", ["sha256", "sha1", "md5", "sha512"])
 @pytest.mark.parametrize("encoding", ["hex", "base64"])
 def test_every_digest_algorithm_round_trips_like_the_standard_library(algorithm, encoding):

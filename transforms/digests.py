@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import os
 import threading
 
 import numpy as np
@@ -77,19 +78,28 @@ def _encode_b64(raw: bytes, m: int, algorithm: str = "sha256") -> bytes:
 # Smaller ones, and installs without DuckDB, use hashlib. Both give the same bytes (tested).
 DUCKDB_MIN_ROWS = 4096
 _local = threading.local()
+_database: dict = {}  # pid -> this process's one in-memory DuckDB database (a forked child makes its own)
+_database_lock = threading.Lock()
 
 
 def duckdb_connection():
     """This thread's DuckDB connection (one thread each: the callers' pools give the parallelism),
-    or None when DuckDB is not installed."""
+    or None when DuckDB is not installed. The threads' connections are cursors of one in-memory
+    database per process (a cursor costs ~0.4 ms, a database of its own ~16 ms and its own buffers:
+    every DoFn's pool starts new threads)."""
     con = getattr(_local, "duckdb", None)
-    if con is None:
+    if con is None or _local.pid != os.getpid():
         try:
             import duckdb
         except ImportError:
             return None
-        con = _local.duckdb = duckdb.connect(config={"threads": 1})
-        con.execute("SET enable_progress_bar = false")  # never draw on a worker's stderr
+        with _database_lock:
+            database = _database.get(os.getpid())
+            if database is None:
+                database = _database[os.getpid()] = duckdb.connect(config={"threads": 1})
+                database.execute("SET enable_progress_bar = false")  # never draw on a worker's stderr
+            con = _local.duckdb = database.cursor()
+        _local.pid = os.getpid()
     return con
 
 
