@@ -650,6 +650,18 @@ def test_duckdb_and_hashlib_digests_agree_in_order(monkeypatch):
     assert dg.sha256_digests(arr).to_pylist() == expected
 
 
+def test_duckdb_digests_of_a_batch_it_returns_in_several_chunks_keep_their_order():
+    values = pa.array([f"{i}@example.com" for i in range(300_000)])
+    con = dg.duckdb_connection()
+    con.register("several_chunks", pa.table({"v": values}))
+    try:
+        assert con.sql("SELECT sha256(v) FROM several_chunks").to_arrow_table().column(0).num_chunks > 1
+    finally:
+        con.unregister("several_chunks")
+    got = dg.sha256_digests(values)
+    assert got.to_pylist() == [hashlib.sha256(f"{i}@example.com".encode()).digest() for i in range(300_000)]
+
+
 def test_threads_hash_at_once_through_their_own_cursors_of_one_database(monkeypatch):
     """Pool threads each take a cursor of the process's one DuckDB database: concurrent hashing of
     different batches gives each thread its own rows' digests (registered tables are per cursor)."""

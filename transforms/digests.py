@@ -111,11 +111,13 @@ def _sha256_concat(present: pa.Array) -> bytes:
         # order unless told otherwise).
         con.register("audience_sync_keys", pa.table({"v": present}))
         try:
-            out = con.sql("SELECT unhex(sha256(v)) AS d FROM audience_sync_keys").to_arrow_table()
+            out = con.sql("SELECT sha256(v) AS d FROM audience_sync_keys").to_arrow_table()
         finally:
             con.unregister("audience_sync_keys")
-        digests = out["d"].combine_chunks()
-        return rows_of_width(digests.cast(pa.binary()), 32).tobytes()
+        # 64 hex characters a row, decoded chunk by chunk by binascii: DuckDB's own unhex() took a
+        # third of the query's time, and combining its chunks first another third.
+        hexes = (c if c.type in (pa.string(), pa.binary()) else c.cast(pa.string()) for c in out["d"].chunks)
+        return b"".join(binascii.unhexlify(rows_of_width(c, 64)) for c in hexes)
     # to_pylist on a binary view yields each row's UTF-8 bytes without a decode / re-encode round
     # trip; the hashlib call is then the only per-row Python.
     sha256 = hashlib.sha256
