@@ -26,12 +26,14 @@ from conftest import DEMO, assert_failed_cleanly, run_import_cli
 from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor, encrypt_cbc
 from transforms.dumps import read_dump
+from transforms.arrow_utils import hash64
 from transforms.iv_check import (
     PLAUSIBLE,
     FirstBlocks,
     first_block_histogram,
     garbled_positions,
     implausible_positions,
+    reference_positions,
 )
 from transforms.keys import dump_keys
 from transforms.normalize import normalize_keys
@@ -212,6 +214,34 @@ def test_a_one_bit_iv_error_on_generator_shaped_emails(position, bit):
         assert bit == 0 and stays_plausible(dump, position, bit, "email"), (position, bit)
     if bit != 5 and position < 4:  # the shared first letters: seen through the profiles (test 2)
         assert position in positions
+
+
+def _sampled_reference(profiles: list[str], channel: str) -> np.ndarray:
+    """The reference as the profile reader makes it from a big batch: 1 key in 8, by key hash."""
+    keys = normalize_keys(pa.array(profiles), KIND[channel], "adobe")[0].drop_null()
+    at = reference_positions(hash64(keys))
+    assert 0.10 < len(at) / len(keys) < 0.15  # sampled, about 1 in 8
+    return first_block_histogram(keys.take(pa.array(at)))
+
+
+@pytest.mark.parametrize("make, channel", [(generator_emails, "email"), (realistic_emails, "email"), (phones, "sms")])
+def test_a_sampled_reference_decides_as_the_whole_one(monkeypatch, make, channel):
+    """Big profile batches add 1 key in 8 to the reference of test 2: every right and one-bit-wrong IV
+    is judged the same as with every key (the generator's shared first letters are seen through it)."""
+    monkeypatch.setattr("transforms.iv_check.REFERENCE_ALL", 1000)  # a 20,000-key batch is sampled
+    population = make(20_000, 1)
+    sampled, whole = _sampled_reference(population, channel), _reference(tuple(population), channel)
+    dump = a_dump(population, make(300, 7))
+    tripped = 0
+    for iv in [IV] + [flipped(position, bit) for position in range(16) for bit in range(7)]:
+        tokens, _ = _encrypted(tuple(dump), channel)
+        plain, reasons = CbcDecryptor(KEY, iv).decrypt(tokens)
+        keys, invalid = normalize_keys(plain, KIND[channel], "adobe")
+        blocks = FirstBlocks.of(plain, pc.filter(keys, pc.and_(pc.is_null(reasons), pc.is_null(invalid))))
+        decided = garbled_positions(blocks.plaintexts, blocks.keys, sampled, channel)
+        assert decided == garbled_positions(blocks.plaintexts, blocks.keys, whole, channel), iv.hex()
+        tripped += bool(decided)
+    assert tripped > 50  # most flips trip the check
 
 
 def stays_plausible(values: list[str], position: int, bit: int, channel: str) -> bool:

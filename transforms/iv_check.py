@@ -8,7 +8,7 @@ What gives it away is that the damage is the same for every record. Per chunk, :
 histograms the first 16 bytes of the decrypted plaintexts and of their normalized join keys
 (:class:`FirstBlocks`, 16 positions x 256 byte values, numpy over the buffers: about 0.1 s of CPU per
 million IDs each); :class:`~transforms.join_inputs.KeyProfiles` histograms the profiles' normalized
-keys. :class:`CheckIVs` sums them per data source and fails the run when a position looks XORed:
+keys (1 in 8 of a big batch's: :func:`reference_positions`). :class:`CheckIVs` sums them per data source and fails the run when a position looks XORed:
 
 1. :func:`implausible_positions` (needs no profile): enough bytes at ``j`` are implausible for the
    channel as they are (email: letters, digits, ``. _ + - @``, space; sms: digits, ``+``, space,
@@ -90,6 +90,23 @@ def first_block_histogram(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
             break
         histogram[j] = np.bincount(data[starts[rows] + j], minlength=256)
     return histogram
+
+
+# The profile side of test 2 is a distribution of bytes: a batch of REFERENCE_ALL keys or more adds 1
+# key in REFERENCE_SHARE to it, picked by the top bits of the key's hash (the same keys every run,
+# whatever the extract's order; a histogram of a 10M extract's keys cost ~1.5 s of CPU a run, and
+# with the key cache every cached key had to be read for it). A smaller batch adds every key: a small
+# extract keeps MIN_REFERENCE keys a position.
+REFERENCE_ALL = 1 << 16
+REFERENCE_SHARE_BITS = 3  # 1 key in 8
+
+
+def reference_positions(hashes: np.ndarray) -> np.ndarray:
+    """The positions of a profile batch's keys (their 64-bit hashes) whose first blocks go into the
+    data source's reference histogram."""
+    if len(hashes) < REFERENCE_ALL:
+        return np.arange(len(hashes))
+    return np.flatnonzero((hashes >> np.uint64(64 - REFERENCE_SHARE_BITS)) == 0)
 
 
 def implausible_positions(plaintexts: np.ndarray, channel: str) -> list[int]:

@@ -25,7 +25,7 @@ from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, dump_paths
 from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
-from transforms.iv_check import first_block_histogram
+from transforms.iv_check import first_block_histogram, reference_positions
 from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, row_hashes
@@ -365,4 +365,4 @@ class KeyProfiles(PooledDoFn):
         pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, keys.hashes[at], self._cfg.buckets)]
         # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
         cbc = ds.decrypts and ds.encryption.algorithm == "aes-cbc"
-        return counts, pieces, first_block_histogram(keys.all_keys()) if cbc else None
+        return counts, pieces, first_block_histogram(keys.take(reference_positions(keys.hashes))["key"]) if cbc else None

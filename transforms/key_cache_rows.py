@@ -24,19 +24,17 @@ from transforms.keys import PROFILE_SHARD_SCHEMA, profile_keys, profile_row_keys
 @dataclass
 class EntryKeys:
     """One data source's keys of a profile batch, in row order: ``hashes`` (one per key),
-    ``without_key`` (profile values that gave none), ``take(positions)``: those keys' rows, and
-    ``all_keys()``: every key, in any order (what the AES-CBC IV check's histogram reads)."""
+    ``without_key`` (profile values that gave none) and ``take(positions)``: those keys' rows."""
 
     hashes: np.ndarray
     without_key: int
     take: Callable[[np.ndarray], pa.Table]
-    all_keys: Callable[[], pa.ChunkedArray | pa.Array]
 
 
 def computed_entries(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> EntryKeys:
     """Every key computed (no cache)."""
     keyed, without_key = profile_keys(profiles, ds, cfg, binary=True)
-    return EntryKeys(hash64(keyed["key"]), without_key, lambda at: keyed.take(pa.array(at)), lambda: keyed["key"])
+    return EntryKeys(hash64(keyed["key"]), without_key, lambda at: keyed.take(pa.array(at)))
 
 
 @dataclass
@@ -101,11 +99,7 @@ def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, m
         ids = pc.take(profile_ids, pa.array(rows[order][kept[at]]))
         return pa.table({"key": keys.take(pa.array(position)), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
 
-    def all_keys() -> pa.ChunkedArray:
-        cached = take_chunked(column.keys, cached_at[column.valid[cached_at]])
-        return pa.chunked_array([cached, computed.flat.filter(pa.array(computed.valid))], pa.binary())
-
-    return EntryKeys(hashes[kept], len(valid) - len(kept), take, all_keys)
+    return EntryKeys(hashes[kept], len(valid) - len(kept), take)
 
 
 EMPTY_COLUMN = CachedColumn(pa.chunked_array([], pa.binary()), np.zeros(0, np.uint64), np.zeros(0, bool), None)
