@@ -342,7 +342,9 @@ def sorted_rows(table: pa.Table, sort_by: list[str], dedupe: bool = False) -> pa
     comparator does, in half its time on the writers' memberships."""
     keys = list(sort_by) + ([c for c in table.column_names if c not in sort_by] if dedupe else [])
     n = table.num_rows
-    coded = [order_codes(table[c]) for c in keys] if n > 1 else [None]
+    if n < 2:
+        return table
+    coded = [order_codes(table[c]) for c in keys]
     if any(c is None for c in coded):
         return _arrow_sorted_rows(table, keys, dedupe)
     codes = [c for c, _ in coded]

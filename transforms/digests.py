@@ -114,8 +114,8 @@ def _sha256_concat(present: pa.Array) -> bytes:
             out = con.sql("SELECT sha256(v) AS d FROM audience_sync_keys").to_arrow_table()
         finally:
             con.unregister("audience_sync_keys")
-        # 64 hex characters a row, decoded chunk by chunk by binascii: DuckDB's own unhex() took a
-        # third of the query's time, and combining its chunks first another third.
+        # 64 hex characters a row, decoded chunk by chunk by binascii: cheaper than DuckDB's own
+        # unhex() and a combine of its chunks (1M emails: 0.31 vs 0.36 s).
         hexes = (c if c.type in (pa.string(), pa.binary()) else c.cast(pa.string()) for c in out["d"].chunks)
         return b"".join(binascii.unhexlify(rows_of_width(c, 64)) for c in hexes)
     # to_pylist on a binary view yields each row's UTF-8 bytes without a decode / re-encode round

@@ -8,7 +8,8 @@ What gives it away is that the damage is the same for every record. Per chunk, :
 histograms the first 16 bytes of the decrypted plaintexts and of their normalized join keys
 (:class:`FirstBlocks`, 16 positions x 256 byte values, numpy over the buffers: about 0.1 s of CPU per
 million IDs each); :class:`~transforms.join_inputs.KeyProfiles` histograms the profiles' normalized
-keys (1 in 8 of a big batch's: :func:`reference_positions`). :class:`CheckIVs` sums them per data source and fails the run when a position looks XORed:
+keys (1 in 8 of a big batch's: :func:`reference_positions`). :class:`CheckIVs` sums them per data
+source and fails the run when a position looks XORed:
 
 1. :func:`implausible_positions` (needs no profile): enough bytes at ``j`` are implausible for the
    channel as they are (email: letters, digits, ``. _ + - @``, space; sms: digits, ``+``, space,

@@ -364,5 +364,6 @@ class KeyProfiles(PooledDoFn):
         ]
         pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, keys.hashes[at], self._cfg.buckets)]
         # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
-        cbc = ds.decrypts and ds.encryption.algorithm == "aes-cbc"
-        return counts, pieces, first_block_histogram(keys.take(reference_positions(keys.hashes))["key"]) if cbc else None
+        if not (ds.decrypts and ds.encryption.algorithm == "aes-cbc"):
+            return counts, pieces, None
+        return counts, pieces, first_block_histogram(keys.take(reference_positions(keys.hashes))["key"])
