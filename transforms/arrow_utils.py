@@ -128,7 +128,7 @@ def _equal_width_words(data: np.ndarray, n: int, width: int) -> np.ndarray:
             continue  # a masked-out word: adds 0
         word = np.ndarray(shape=(n,), dtype="<u8", buffer=padded, offset=position, strides=(width,))
         if available < 8:
-            word = word & np.uint64((1 << (available * 8)) - 1)
+            word = word & _WORD_MASKS[available]
         acc += word * _COEF[k]
     return acc
 
