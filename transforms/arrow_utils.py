@@ -45,12 +45,12 @@ def plain_array(values, text: str | None = None) -> pa.Array:
         return values
     if text == "raw":
         return _raw_text(values)
-    if text == "strict" and not _is_text_type(values.type):
+    if text == "strict" and not is_text_type(values.type):
         raise TypeError(f"expected a string array, got Arrow type {values.type}")
     return values if values.type == pa.string() else values.cast(pa.string())
 
 
-def _is_text_type(t: pa.DataType) -> bool:
+def is_text_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)
 
 
@@ -304,87 +304,6 @@ def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     if not tables:
         return schema.empty_table()
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
-
-
-def order_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
-    """``(codes, distinct codes)``: a uint64 per value whose ascending order is Arrow's ascending
-    order of the values (bytes for strings and binary, nulls last), equal codes for equal values
-    (and for nulls); None for types not handled here (floats, lists...). Strings cost one hash pass
-    (dictionary-encode) and a sort of the distinct values only."""
-    values = plain_array(values)
-    t = values.type
-    if pa.types.is_integer(t):
-        uniq, codes = np.unique(values.fill_null(0).to_numpy(zero_copy_only=False), return_inverse=True)
-        codes, size = codes.astype(np.uint64), len(uniq)
-    elif _is_text_type(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        encoded = pc.dictionary_encode(values)
-        order = pc.array_sort_indices(encoded.dictionary).to_numpy()
-        rank = np.empty(len(order), dtype=np.uint64)
-        rank[order] = np.arange(len(order), dtype=np.uint64)
-        size = len(rank)
-        codes = rank[encoded.indices.fill_null(0).to_numpy()] if size else np.zeros(len(values), np.uint64)
-    else:
-        return None
-    if values.null_count:
-        codes[values.is_null().to_numpy(zero_copy_only=False)] = size
-        size += 1
-    return codes, size
-
-
-def sorted_rows(table: pa.Table, sort_by: list[str], dedupe: bool = False) -> pa.Table:
-    """Rows sorted by ``sort_by`` (ascending, nulls last; ties keep their order), as Arrow's
-    ``sort_by`` sorts them. With ``dedupe``, repeated rows (all columns equal, nulls equal to nulls)
-    are kept once: the remaining columns break ties, which makes repeats neighbours, dropped by one
-    comparison with the previous row.
-
-    Each key column becomes order-preserving integer codes (:func:`order_codes`), packed into one
-    uint64 when their widths fit: a numpy sort of integers then does what Arrow's multi-key string
-    comparator does, in half its time on the writers' memberships."""
-    keys = list(sort_by) + ([c for c in table.column_names if c not in sort_by] if dedupe else [])
-    n = table.num_rows
-    if n < 2:
-        return table
-    coded = [order_codes(table[c]) for c in keys]
-    if any(c is None for c in coded):
-        return _arrow_sorted_rows(table, keys, dedupe)
-    codes = [c for c, _ in coded]
-    bits = [max(1, (size - 1).bit_length()) for _, size in coded]
-    if sum(bits) <= 64:
-        packed = np.zeros(n, dtype=np.uint64)
-        for c, b in zip(codes, bits):
-            packed = (packed << np.uint64(b)) | c
-        # With dedupe every column is a key: tied rows are equal and only one stays, so any order
-        # of ties gives the same table (a faster unstable sort); else ties keep their order.
-        order = np.argsort(packed, kind="quicksort" if dedupe else "stable")
-        if dedupe:
-            ranked = packed[order]
-            order = order[np.concatenate(([True], ranked[1:] != ranked[:-1]))]
-    else:
-        order = np.lexsort(codes[::-1])  # stable; the first key is the primary one
-        if dedupe:
-            new = np.zeros(n, dtype=bool)
-            new[0] = True
-            for c in codes:
-                ranked = c[order]
-                new[1:] |= ranked[1:] != ranked[:-1]
-            order = order[new]
-    return table.take(pa.array(order))
-
-
-def _arrow_sorted_rows(table: pa.Table, keys: list[str], dedupe: bool) -> pa.Table:
-    """:func:`sorted_rows` by Arrow's sort and a comparison of each column with itself shifted by one
-    row: for column types :func:`order_codes` does not handle."""
-    table = table.sort_by([(c, "ascending") for c in keys])
-    n = table.num_rows
-    if not dedupe or n < 2:
-        return table
-    repeat = np.ones(n - 1, dtype=bool)
-    for name in table.column_names:
-        col = plain_array(table[name])
-        prev, cur = col.slice(0, n - 1), col.slice(1)
-        equal = pc.or_kleene(pc.equal(cur, prev), pc.and_(pc.is_null(cur), pc.is_null(prev)))
-        repeat &= pc.fill_null(equal, False).to_numpy(zero_copy_only=False)
-    return table.filter(pa.array(np.concatenate(([True], ~repeat))))
 
 
 def distinct(table: pa.Table) -> pa.Table:

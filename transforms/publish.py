@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import bucket_of, concat, count_by, narrow_dictionaries, sorted_rows, split_by_bucket
+from transforms.arrow_utils import bucket_of, concat, count_by, narrow_dictionaries, split_by_bucket
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
@@ -35,6 +35,7 @@ from transforms.output_lock import write_error
 from transforms.parallel import PooledDoFn, in_global_window
 from transforms.publish_journal import Journal, apply, commit, read_journal
 from transforms.report import build_report, check_report
+from transforms.row_order import sorted_rows
 from transforms.storage import glob, join_path
 
 REPORT = "report.json"
