@@ -1,13 +1,19 @@
 """The thread pool helpers DoFns use: order kept, errors raised, in-flight work bounded."""
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from transforms.memory import release_free_memory
+from transforms.memory import map_big_blocks, release_free_memory
 from transforms.parallel import make_pool, ordered_map
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_results_come_back_in_input_order_whatever_finishes_first():
@@ -62,7 +68,45 @@ def test_items_are_pulled_only_as_results_are_taken():
 
 
 def test_free_memory_goes_back_to_the_os_on_glibc():
-    import platform
-
     released = release_free_memory()
     assert released is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+_BIG_BLOCKS = """
+import sys
+from transforms.memory import map_big_blocks
+
+def resident():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+if sys.argv[1] == "mapped":
+    assert map_big_blocks()
+warm = b"x" * (30 << 20)  # freeing a 30 MiB mapped block raises glibc's threshold to 30 MiB
+del warm
+before = resident()
+blocks = [b"x" * (20 << 20) for _ in range(10)]
+above = b"x" * (1 << 20)  # a live block above them: the heap's top cannot be trimmed
+del blocks[:]
+print((resident() - before) >> 20)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_big_blocks_freed_go_back_to_the_os_once_mapped_on_their_own(monkeypatch):
+    """200 MiB of 20 MiB blocks, freed: glibc's heap keeps them resident by default, and gives them
+    back at once when map_big_blocks() has set its threshold (the profile stage's setting)."""
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+
+    def resident_after_free(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _BIG_BLOCKS, mode], cwd=ROOT, capture_output=True, text=True,
+                             check=True)
+        return int(out.stdout)
+
+    assert resident_after_free("default") >= 150
+    assert resident_after_free("mapped") <= 20
+
+
+def test_an_operators_malloc_threshold_wins(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert map_big_blocks() is False

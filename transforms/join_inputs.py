@@ -31,7 +31,7 @@ from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, row_hashes
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
 from transforms.keys import dump_keys
-from transforms.memory import release_free_memory
+from transforms.memory import map_big_blocks, release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn, submit
 from transforms.profiles import read_profiles
@@ -249,6 +249,7 @@ class KeyProfiles(PooledDoFn):
 
     def setup(self):
         super().setup()
+        map_big_blocks()  # from the profile stage on, this process maps big blocks apart (see transforms.memory)
         self._rows = runner_counter("profile_rows_read")
         self._from_cache = runner_counter("profile_rows_keyed_from_cache")
         self._loaded = None  # (LoadedCache or None, code identity), read once a bundle
