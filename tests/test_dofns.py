@@ -16,7 +16,7 @@ from transforms.dumps import REJECTED_SCHEMA
 from transforms.join import JoinShard
 from transforms.join_inputs import KeyProfiles, ReadDumpFile
 from transforms.keys import pack_visitor_ids
-from transforms.outcomes import COUNTS, Count, Metric
+from transforms.outcomes import COUNTS, Count, Metric, Reason
 from transforms.publish import ADD, WriteParts, _WritePart
 
 
@@ -146,6 +146,33 @@ def test_join_shard_emits_memberships_rejections_and_counts(tmp_path):
     assert rejected["reason"].to_pylist() == ["no_matching_profile"] and rejected["line"].to_pylist() == [3]
     assert summed(tagged[COUNTS]) == {Count(Metric.RECONCILED, "vis"): 2}
     assert JoinShard.FILE_AUDIENCE not in tagged  # a visitor source keeps no file audience
+
+
+def test_join_shard_sends_one_sample_of_unmatched_lines_per_data_source_and_bundle(tmp_path):
+    """The shards of a bundle pool their sampled-line candidates: one table per data source, the
+    ``k`` lines the diagnosis would have kept from every shard's own candidates."""
+    import gzip
+
+    from transforms.diagnosis_sample import SampleLines, bottom_k, candidates
+
+    cfg = make_job(tmp_path).model_copy(update={"diagnosis_sample": 7})
+    lines = "".join(f"{10**37 + i * 7919} 10\n" for i in range(300))  # visitor IDs no profile has
+    path = tmp_path / "vis" / "ftp_1_2_full_1486140844000.sync.gz"
+    path.write_bytes(gzip.compress(lines.encode()))
+    dump_shards, _ = run_dofn(ReadDumpFile(cfg, run_date=None), (("vis", str(path)), ()))
+    grouped: dict = {}
+    for shard, table in dump_shards:
+        grouped.setdefault(shard, []).append(table)
+    assert len(grouped) == 4  # every bucket has lines: four shards' candidates to pool
+    members, tagged = run_dofn(JoinShard(cfg), *[((shard, tables), (_MultiMap({}),)) for shard, tables in grouped.items()])
+    assert members == []
+    (name, (k, sampled)), = tagged[JoinShard.UNMATCHED]
+    per_shard = [(7, candidates(pa.concat_tables(tables)["key"], Reason.NO_MATCHING_PROFILE, 7)) for tables in grouped.values()]
+    combine = SampleLines()
+    expected = combine.extract_output(combine.add_input(combine.add_input(combine.add_input(combine.add_input(
+        combine.create_accumulator(), per_shard[0]), per_shard[1]), per_shard[2]), per_shard[3]))
+    assert (name, k, sampled.num_rows) == ("vis", 7, 7)
+    assert bottom_k(sampled, 7, ordered=True).equals(expected)
 
 
 def test_write_part_sorts_dedupes_writes_and_counts(tmp_path):

@@ -8,7 +8,8 @@ A sampled line is ``(hash, reason, value)``: ``value`` is the join key for a lin
 raw dump ID for a rejected line; ``hash`` is :func:`~transforms.arrow_utils.hash64` of ``value``.
 The sample keeps the ``k`` lines of smallest ``(hash, value, reason)``: any runner, bundle order or
 number of workers gives the same rows, and the selection merges (the bottom k of a union is the
-bottom k of the parts' bottom k), so every shard and chunk sends at most ``k`` lines.
+bottom k of the parts' bottom k), so every chunk of a dump, and the join's bundle of shards for each
+data source, sends at most ``k`` lines.
 
 The sample holds record values: it only travels inside the pipeline (a side input of the diagnosis
 steps) and is never written, logged or reported; findings carry counts.
@@ -114,6 +115,12 @@ class SampleLines(beam.CombineFn):
 
     @staticmethod
     def _compact(k: int, tables: list[pa.Table]):
-        if sum(t.num_rows for t in tables) > 2 * k:
-            tables = [bottom_k(pa.concat_tables(tables), k)]
-        return k, tables
+        return k, compact(k, tables)
+
+
+def compact(k: int, tables: list[pa.Table]) -> list[pa.Table]:
+    """Candidate tables, reduced to their bottom ``k`` once they hold more than twice ``k`` rows:
+    the same sample in the end (see the module docstring), memory bounded by the sample size."""
+    if sum(t.num_rows for t in tables) > 2 * k:
+        return [bottom_k(pa.concat_tables(tables), k)]
+    return tables

@@ -14,12 +14,12 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import concat, constant, distinct, explode_list, narrow_dictionary
 from transforms.config import JobConfig
-from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, candidates
+from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact
 from transforms.dumps import rejected_table
 from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_lists
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, Reason, count, runner_counter
-from transforms.parallel import BundleQueue, PooledDoFn
+from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
 
 MEMBERSHIP_SCHEMA = pa.schema(
     [("data_source", pa.string()), ("segment_id", pa.string()), ("profile_id", pa.string())]
@@ -168,7 +168,7 @@ class JoinShard(PooledDoFn):
     FILE_AUDIENCE = "file_audience"
     REMOVED_MEMBERS = "removed_members"
     FILE_AUDIENCE_REMOVED = "file_audience_removed"
-    UNMATCHED = "unmatched"  # (data source, (sample size, sampled-line candidates)) for the diagnosis
+    UNMATCHED = "unmatched"  # (data source, (sample size, the bundle's sampled-line candidates)) for the diagnosis
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
@@ -180,9 +180,15 @@ class JoinShard(PooledDoFn):
 
     def start_bundle(self):
         self._queue = BundleQueue(self._pool, self._threads, self._emit)
+        self._unmatched: dict[str, tuple[int, list]] = {}  # data source -> (k, the bundle's candidates so far)
 
     def finish_bundle(self):
         yield from self._queue.drain()
+        # One candidate table per data source and bundle, not one per shard: at 10M lines the 16
+        # shards of a data source sent ~480,000 unmatched keys for a sample of 100,000.
+        for name, (k, tables) in sorted(self._unmatched.items()):
+            sampled = (name, (k, bottom_k(pa.concat_tables(tables), k)))
+            yield beam.pvalue.TaggedOutput(self.UNMATCHED, in_global_window(sampled))
         release_free_memory()
 
     def process(self, element, profiles):
@@ -193,8 +199,9 @@ class JoinShard(PooledDoFn):
         prof_tables = list(profiles[shard])
         yield from self._queue.submit(self._join, shard[0], list(dump_tables), prof_tables)
 
-    def _join(self, name: str, dump_tables: list, prof_tables: list) -> tuple[int, list]:
-        """One shard: (lines reconciled, outputs). Runs in the pool; shards of a bundle overlap."""
+    def _join(self, name: str, dump_tables: list, prof_tables: list) -> tuple[int, list, tuple | None]:
+        """One shard: (lines reconciled, outputs, (data source, k, sampled-line candidates) or None).
+        Runs in the pool; shards of a bundle overlap."""
         ds = self._cfg.data_source(name)
         out = join_bucket(concat(dump_tables, DUMP_SHARD_SCHEMA), concat(prof_tables, PROFILE_SHARD_SCHEMA),
                           name, ds.channel, ds.keeps_file_audience)
@@ -208,13 +215,17 @@ class JoinShard(PooledDoFn):
                 outputs.append(beam.pvalue.TaggedOutput(tag, table))
         if out.members.num_rows:
             outputs.append(out.members)
-        k = self._cfg.sample_size(ds)
+        k, sampled = self._cfg.sample_size(ds), None
         if k and out.unmatched_keys is not None and len(out.unmatched_keys):
             reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE
-            outputs.append(beam.pvalue.TaggedOutput(self.UNMATCHED, (name, (k, candidates(out.unmatched_keys, reason, k)))))
-        return out.reconciled, outputs
+            sampled = (name, k, candidates(out.unmatched_keys, reason, k))
+        return out.reconciled, outputs, sampled
 
-    def _emit(self, result: tuple[int, list]) -> list:
-        reconciled, outputs = result
+    def _emit(self, result: tuple[int, list, tuple | None]) -> list:
+        """A shard's outputs; its sampled-line candidates join the bundle's (emitted at its end)."""
+        reconciled, outputs, sampled = result
         self._reconciled.inc(reconciled)
+        if sampled is not None:
+            name, k, table = sampled
+            self._unmatched[name] = (k, compact(k, self._unmatched.get(name, (k, []))[1] + [table]))
         return outputs
