@@ -162,6 +162,8 @@ class JoinShard(PooledDoFn):
     is looked up by shard: runners index a multimap side input by key (Dataflow reads only the
     keys a worker asks for), and a local runner does not copy it through a second shuffle, or
     through the Flatten that a two-sided GroupByKey needs (FnApiRunner materializes a Flatten).
+    Measured on the 10M encrypted import with both sides through a Flatten and one GroupByKey (as
+    ``CoGroupByKey`` does): a Flatten stage of 6.3 s, and a peak of 4.55 GiB against 3.76 GiB.
     """
 
     REJECTED = "rejected"
