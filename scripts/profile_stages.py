@@ -5,7 +5,8 @@
 
 Runs ``pipelines.import_audience`` (or, with ``nightly`` first, ``pipelines.nightly``) in this process
 with the runner's bundle execution timed per fused stage (wall, and the process's CPU seconds over all
-threads: CPU ≈ 2 × wall means both cores were busy), and prints the stages by wall time, then the
+threads: CPU ≈ 2 × wall means both cores were busy; of it the system time, and the minor page
+faults), and prints the stages by wall time, then the
 time outside any stage (interpreter and Beam imports, preflight, pipeline construction, the publish's
 moves after the last stage). A sampler thread reads this process's resident memory every 20 ms: each
 stage shows the highest value seen while it ran and the value when it began (the process's, so
@@ -15,6 +16,7 @@ steps, e.g. ``Reconcile/ReadDumps``). Timings only: nothing is asserted, and the
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import threading
 import time
@@ -28,6 +30,8 @@ from pipelines import import_audience, nightly  # noqa: E402
 
 STAGES: dict[str, float] = defaultdict(float)
 CPU: dict[str, float] = defaultdict(float)  # process CPU seconds (all threads) while the stage ran
+SYS: dict[str, float] = defaultdict(float)  # of which in the kernel (page faults, mostly)
+FAULTS: dict[str, int] = defaultdict(int)  # the process's minor page faults while the stage ran
 BUNDLES: dict[str, int] = defaultdict(int)
 PEAK: dict[str, int] = defaultdict(int)  # bytes
 AT_START: dict[str, int] = {}  # bytes resident when the stage's first bundle began
@@ -59,7 +63,7 @@ SAMPLER = _Sampler()
 
 def _timed(original):
     def execute(self, context, bundle_context_manager, bundle_input):
-        began, cpu = time.perf_counter(), time.process_time()
+        began, cpu, usage = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
         SAMPLER.reset()
         AT_START.setdefault(bundle_context_manager.stage.name, SAMPLER.peak)
         try:
@@ -68,6 +72,9 @@ def _timed(original):
             name = bundle_context_manager.stage.name
             STAGES[name] += time.perf_counter() - began
             CPU[name] += time.process_time() - cpu
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            SYS[name] += after.ru_stime - usage.ru_stime
+            FAULTS[name] += after.ru_minflt - usage.ru_minflt
             BUNDLES[name] += 1
             PEAK[name] = max(PEAK[name], SAMPLER.peak, SAMPLER.rss())
     return execute
@@ -91,12 +98,12 @@ def main(argv: list[str]) -> int:
     in_stages = sum(STAGES.values())
     print(f"\n{job.__name__.rsplit('.', 1)[-1]} exit code {code}; {total:.1f} s in all "
           f"({began - START:.1f} s of imports before the job)")
-    print(f"{'wall s':>7} {'share':>6} {'CPU s':>6} {'bundles':>7} {'RSS GiB':>7} {'at start':>8}  stage")
+    print(f"{'wall s':>7} {'share':>6} {'CPU s':>6} {'sys s':>6} {'faults':>8} {'bundles':>7} {'RSS GiB':>7} {'at start':>8}  stage")
     for name, seconds in sorted(STAGES.items(), key=lambda kv: -kv[1]):
         if seconds >= 0.05:
-            print(f"{seconds:7.2f} {seconds / total:6.1%} {CPU[name]:6.2f} {BUNDLES[name]:7d} {PEAK[name] / 2**30:7.2f} "
+            print(f"{seconds:7.2f} {seconds / total:6.1%} {CPU[name]:6.2f} {SYS[name]:6.2f} {FAULTS[name]:8d} {BUNDLES[name]:7d} {PEAK[name] / 2**30:7.2f} "
                   f"{AT_START[name] / 2**30:8.2f}  {_short(name)}")
-    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':6} {'':7} {'':7} {'':8}  outside the stages (imports, "
+    print(f"{total - in_stages:7.2f} {(total - in_stages) / total:6.1%} {'':6} {'':6} {'':8} {'':7} {'':7} {'':8}  outside the stages (imports, "
           "preflight, construction, publish moves)")
     return code
 
