@@ -20,7 +20,7 @@ from pipelines.options import split_dump_bytes
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.incremental import REMOVE, NightGuard, PreviousParts, PreviousState, merge_state
-from transforms.join import FILE_AUDIENCE_SCHEMA, MEMBERSHIP_SCHEMA
+from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBERS_BUCKET_BY, MEMBERSHIP_SCHEMA
 from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import COUNTS, Metric
 from transforms.preflight import check_inputs
@@ -88,14 +88,14 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     keys = ["data_source", "segment_id", "profile_id"]
     tables, merge = state("reconciled", keys, result.removed_members)
     reconciled = tables | "WriteReconciled" >> WriteParts(
-        "reconciled", MEMBERSHIP_SCHEMA, keys, "profile_id", run_dir, cfg.buckets, threads=cfg.threads,
+        "reconciled", MEMBERSHIP_SCHEMA, keys, MEMBERS_BUCKET_BY, run_dir, cfg.buckets, threads=cfg.threads,
         dedupe=True, count_column="segment_id", count_metric=Metric.MEMBERS, **merge,
     )
     keys = ["data_source", "segment_id", "address"]
     tables, merge = state("file_audience", keys, result.file_audience_removed, replace=True)
     tables, suppressed = suppress(p, cfg, tables)
     file_audience = tables | "WriteFileAudience" >> WriteParts(
-        "file_audience", FILE_AUDIENCE_SCHEMA, keys, "address", run_dir, cfg.buckets, threads=cfg.threads,
+        "file_audience", FILE_AUDIENCE_SCHEMA, keys, FILE_AUDIENCE_BUCKET_BY, run_dir, cfg.buckets, threads=cfg.threads,
         dedupe=True, count_column="segment_id", count_metric=Metric.FILE_AUDIENCE_MEMBERS, **merge,
     )
     rejected = result.rejected | "WriteRejected" >> WriteParts(

@@ -10,7 +10,7 @@ import pytest
 from apache_beam.utils.windowed_value import WindowedValue
 
 from test_pipeline import UNKNOWN, V1, V2, V3, make_job
-from transforms.arrow_utils import KeyFilter, hash64
+from transforms.arrow_utils import KeyFilter, bucket_of, hash64
 from transforms.dump_files import FileStats
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.join import JoinShard
@@ -139,7 +139,11 @@ def test_join_shard_emits_memberships_rejections_and_counts(tmp_path):
     for shard, table in dump_shards:
         grouped.setdefault(shard, []).append(table)
     members, tagged = run_dofn(JoinShard(cfg), *[((shard, tables), (_MultiMap(by_shard),)) for shard, tables in grouped.items()])
-    rows = pa.concat_tables(members)
+    # Split for the reconciled output's writers (by profile id, cfg.buckets), in the join's pool.
+    assert all((m.bucket_by, m.buckets) == ("profile_id", cfg.buckets) for m in members)
+    pieces = [(bucket, rows) for m in members for bucket, rows in m.pieces]
+    assert all(set(bucket_of(rows["profile_id"], cfg.buckets)) == {bucket} for bucket, rows in pieces)
+    rows = pa.concat_tables([rows for _, rows in pieces])
     got = set(zip(rows["segment_id"].cast(pa.string()).to_pylist(), rows["profile_id"].to_pylist()))
     assert got == {("10", "p1"), ("11", "p1"), ("11", "p2"), ("11", "p3")}
     rejected = pa.concat_tables(tagged[JoinShard.REJECTED])
@@ -191,3 +195,39 @@ def test_write_part_sorts_dedupes_writes_and_counts(tmp_path):
     ]
     assert summed(counts) == {Count(Metric.REJECTED, "a", "empty_line"): 1, Count(Metric.REJECTED, "a", "malformed_line"): 1,
                               Count(Metric.REJECTED, "b", "empty_line"): 1}
+
+
+def test_split_for_write_gathers_pieces_split_in_the_join_as_it_splits_plain_tables():
+    """The join's memberships come split for the writers (BucketPieces); the writers' split gathers
+    them by bucket. Each bucket gets the rows that splitting the same tables itself gives, whatever
+    mix of split and plain tables arrives; pieces split for another bucket count or column are split
+    again, never written to the wrong part."""
+    from transforms.arrow_utils import constant, split_for_write
+    from transforms.publish import ADD, _SplitForWrite
+
+    def members(first: int, n: int, source: str) -> pa.Table:
+        return pa.table({"data_source": constant(source, n), "segment_id": pa.array([str(i % 7) for i in range(n)]),
+                         "profile_id": pa.array([f"p{first + i}" for i in range(n)])})
+
+    tables = [members(0, 500, "a"), members(400, 300, "b"), members(900, 50, "a")]
+
+    def by_bucket(outputs: list) -> dict[int, set]:
+        got: dict[int, set] = {}
+        for bucket, (tag, rows) in outputs:
+            assert tag == ADD
+            got.setdefault(bucket, set()).update(zip(rows["data_source"].cast(pa.string()).to_pylist(),
+                                                     rows["segment_id"].to_pylist(), rows["profile_id"].to_pylist()))
+        return got
+
+    expected, _ = run_dofn(_SplitForWrite("profile_id", 8), *[(t, ()) for t in tables])
+    expected = by_bucket(expected)
+    assert sum(len(rows) for rows in expected.values()) == 850 and len(expected) == 8
+    mixed = [split_for_write(tables[0], "profile_id", 8), tables[1], split_for_write(tables[2], "profile_id", 8)]
+    got, _ = run_dofn(_SplitForWrite("profile_id", 8), *[(t, ()) for t in mixed])
+    assert len(got) == 8  # one element per bucket, split and plain tables together
+    assert by_bucket(got) == expected
+    other = [split_for_write(t, "profile_id", 4) for t in tables[:2]] + [split_for_write(tables[2], "segment_id", 8)]
+    got, _ = run_dofn(_SplitForWrite("profile_id", 8), *[(t, ()) for t in other])
+    assert by_bucket(got) == expected
+    tagged, _ = run_dofn(_SplitForWrite("profile_id", 8), *[((ADD, t), ()) for t in mixed])
+    assert by_bucket(tagged) == expected

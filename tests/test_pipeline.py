@@ -58,7 +58,7 @@ def test_reconcile_transform_routes_every_line(tmp_path):
     with local_test_pipeline() as p:
         out = p | ReconcileAudiences(cfg)
         members = out.reconciled | "MemberRows" >> beam.FlatMap(
-            lambda t: [(r["data_source"], r["segment_id"], r["profile_id"]) for r in t.to_pylist()]
+            lambda t: [(r["data_source"], r["segment_id"], r["profile_id"]) for r in t.table().to_pylist()]
         )
         rejected = out.rejected | "RejectedRows" >> beam.FlatMap(
             lambda t: [(r["data_source"], r["line"], r["reason"]) for r in t.to_pylist()]

@@ -1,7 +1,7 @@
 """Small vectorized helpers on Arrow arrays and tables, shared by the transforms."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -325,6 +325,31 @@ def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     size = len(values.dictionary)
     index = pa.int8() if size <= 2**7 else pa.int16() if size <= 2**15 else pa.int32()
     return values if values.type.index_type == index else values.cast(pa.dictionary(index, values.type.value_type))
+
+
+class BucketPieces(NamedTuple):
+    """A table already split for an output's writers (what :class:`transforms.publish.WriteParts`
+    would make of it): ``(bucket, rows)`` for each non-empty bucket of ``bucket_by`` among ``buckets``,
+    each piece compact and its dictionaries narrowed. Made where spare threads are (the join's pool)
+    rather than on the runner's one thread."""
+
+    bucket_by: str
+    buckets: int
+    pieces: tuple[tuple[int, pa.Table], ...]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(rows.num_rows for _, rows in self.pieces)
+
+    def table(self) -> pa.Table:
+        """The pieces as one table (bucket by bucket)."""
+        return pa.concat_tables([rows for _, rows in self.pieces], promote_options="permissive")
+
+
+def split_for_write(table: pa.Table, bucket_by: str, buckets: int) -> BucketPieces:
+    """``table`` split by a stable hash of its ``bucket_by`` column into ``buckets`` (see :class:`BucketPieces`)."""
+    pieces = split_by_bucket(table, bucket_of(table[bucket_by], buckets))
+    return BucketPieces(bucket_by, buckets, tuple((bucket, narrow_dictionaries(rows)) for bucket, rows in pieces))
 
 
 def narrow_dictionaries(table: pa.Table) -> pa.Table:

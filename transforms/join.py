@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import concat, constant, distinct, explode_list, narrow_dictionary
+from transforms.arrow_utils import concat, constant, distinct, explode_list, narrow_dictionary, split_for_write
 from transforms.config import JobConfig
 from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact
 from transforms.dumps import rejected_table
@@ -21,6 +21,11 @@ from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, Reason, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
 
+# The reconciled output's parts are sharded by profile id, the file audience's by address: the join
+# splits its rows so, in its pool, before they go to the writers (the file audience only without
+# suppression lists, whose step between the join and the writers takes tables).
+MEMBERS_BUCKET_BY = "profile_id"
+FILE_AUDIENCE_BUCKET_BY = "address"
 MEMBERSHIP_SCHEMA = pa.schema(
     [("data_source", pa.string()), ("segment_id", pa.string()), ("profile_id", pa.string())]
 )
@@ -214,9 +219,11 @@ class JoinShard(PooledDoFn):
                            (self.REMOVED_MEMBERS, out.removed_members),
                            (self.FILE_AUDIENCE_REMOVED, out.file_audience_removed)):
             if table is not None and table.num_rows:
+                if tag == self.FILE_AUDIENCE and not self._cfg.suppression:
+                    table = split_for_write(table, FILE_AUDIENCE_BUCKET_BY, self._cfg.buckets)
                 outputs.append(beam.pvalue.TaggedOutput(tag, table))
-        if out.members.num_rows:
-            outputs.append(out.members)
+        if out.members.num_rows:  # split for the writers here, in the pool, not on the runner's thread
+            outputs.append(split_for_write(out.members, MEMBERS_BUCKET_BY, self._cfg.buckets))
         k, sampled = self._cfg.sample_size(ds), None
         if k and out.unmatched_keys is not None and len(out.unmatched_keys):
             reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import bucket_of, concat, count_by, narrow_dictionaries, split_by_bucket
+from transforms.arrow_utils import BucketPieces, concat, count_by, split_for_write
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
@@ -66,8 +66,11 @@ class _SplitForWrite(beam.DoFn):
 
     A bundle's tables of one tag are gathered (up to ``GATHER_ROWS`` rows) and split once: the
     join emits a table per shard, and splitting each into ``buckets`` pieces made shards x buckets
-    small elements, each pickled, shuffled and unpickled (most of a small run's write time). The
-    parts do not change: each is sorted and de-duplicated whatever its pieces."""
+    small elements, each pickled, shuffled and unpickled (most of a small run's write time). A
+    table that comes already split for this output (:class:`~transforms.arrow_utils.BucketPieces`:
+    the join's memberships, split in its pool) is gathered by bucket as it is; a bucket's pieces go
+    on as one table of several chunks. The parts do not change: each is sorted and de-duplicated
+    whatever its pieces."""
 
     GATHER_ROWS = 1 << 20
 
@@ -75,27 +78,38 @@ class _SplitForWrite(beam.DoFn):
         self._column, self._buckets = bucket_column, buckets
 
     def start_bundle(self):
-        self._gathered: dict[str, list[pa.Table]] = {}
+        self._gathered: dict[str, tuple[list[pa.Table], dict[int, list[pa.Table]]]] = {}
+        self._rows: dict[str, int] = {}
 
     def process(self, element):
-        tag, table = element if isinstance(element, tuple) else (ADD, element)
-        tables = self._gathered.setdefault(tag, [])
-        tables.append(table)
-        if sum(t.num_rows for t in tables) >= self.GATHER_ROWS:
-            yield from self._split(tag, self._gathered.pop(tag))
+        tag, table = element if isinstance(element, tuple) and not isinstance(element, BucketPieces) else (ADD, element)
+        tables, pieces = self._gathered.setdefault(tag, ([], {}))
+        if isinstance(table, BucketPieces) and (table.bucket_by, table.buckets) == (self._column, self._buckets):
+            for bucket, rows in table.pieces:
+                pieces.setdefault(bucket, []).append(rows)
+        else:  # a plain table (or one split otherwise: split again)
+            tables.append(table.table() if isinstance(table, BucketPieces) else table)
+        self._rows[tag] = self._rows.get(tag, 0) + table.num_rows
+        if self._rows[tag] >= self.GATHER_ROWS:
+            del self._rows[tag]
+            yield from self._split(tag, *self._gathered.pop(tag))
 
     def finish_bundle(self):
         for tag in sorted(self._gathered):
-            for out in self._split(tag, self._gathered[tag]):
+            for out in self._split(tag, *self._gathered[tag]):
                 yield in_global_window(out)
-        self._gathered = {}
+        self._gathered, self._rows = {}, {}
 
-    def _split(self, tag: str, tables: list[pa.Table]):
-        # Dictionary columns may differ in index width between tables: promoted to a common one,
-        # then narrowed again in each piece.
-        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        for bucket, rows in split_by_bucket(table, bucket_of(table[self._column], self._buckets)):
-            yield bucket, (tag, narrow_dictionaries(rows))
+    def _split(self, tag: str, tables: list[pa.Table], pieces: dict[int, list[pa.Table]]):
+        if tables:
+            # Dictionary columns may differ in index width between tables: promoted to a common one,
+            # then narrowed again in each piece.
+            table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+            for bucket, rows in split_for_write(table, self._column, self._buckets).pieces:
+                pieces.setdefault(bucket, []).append(rows)
+        for bucket in sorted(pieces):
+            rows = pieces[bucket]
+            yield bucket, (tag, pa.concat_tables(rows, promote_options="permissive") if len(rows) > 1 else rows[0])
 
 
 class _WritePart(PooledDoFn):

@@ -32,8 +32,8 @@ from transforms.storage import MatchFiles
 class ImportOutputs(NamedTuple):
     """What :class:`ReconcileAudiences` gives: PCollections of Arrow tables, counts and file facts."""
 
-    reconciled: beam.PCollection  # membership tables (MEMBERSHIP_SCHEMA columns)
-    file_audience: beam.PCollection  # file-audience tables (FILE_AUDIENCE_SCHEMA columns)
+    reconciled: beam.PCollection  # membership tables (MEMBERSHIP_SCHEMA columns), as BucketPieces split for the writers
+    file_audience: beam.PCollection  # file-audience tables (FILE_AUDIENCE_SCHEMA columns); BucketPieces without suppression lists
     rejected: beam.PCollection  # rejected-line tables (REJECTED_SCHEMA columns)
     removed_members: beam.PCollection  # incremental syncs: memberships the night's lines remove
     file_audience_removed: beam.PCollection  # incremental syncs: file-audience rows removed
