@@ -68,9 +68,9 @@ class _SplitForWrite(beam.DoFn):
     join emits a table per shard, and splitting each into ``buckets`` pieces made shards x buckets
     small elements, each pickled, shuffled and unpickled (most of a small run's write time). A
     table that comes already split for this output (:class:`~transforms.arrow_utils.BucketPieces`:
-    the join's memberships, split in its pool) is gathered by bucket as it is; a bucket's pieces go
-    on as one table of several chunks. The parts do not change: each is sorted and de-duplicated
-    whatever its pieces."""
+    the join's memberships and file audience, split in its pool) is gathered by bucket as it is;
+    a bucket's pieces go on as one table of several chunks. The parts do not change: each is
+    sorted and de-duplicated whatever its pieces."""
 
     GATHER_ROWS = 1 << 20
 
