@@ -198,24 +198,17 @@ class LoadedCache:
     def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout, maps: tuple = ()):
         self._maps = maps  # the memory-mapped local parts the table's buffers point into
         hashes, checks = table[ROW_HASH].to_numpy(), table[ID_CHECK].to_numpy()
-        order = np.argsort(hashes)  # rows of one hash in any order: each group is reduced below
-        sorted_hashes, sorted_checks = hashes[order], checks[order]
-        repeated = sorted_hashes[1:] == sorted_hashes[:-1]
-        if repeated.any():
-            # Repeats of one row (the same profile twice) keep the first (its lowest row); two
-            # different ids with one row hash (a collision: their id checks differ) are both
-            # dropped, so those rows are computed.
-            first = np.flatnonzero(np.concatenate(([True], ~repeated)))
-            rows = np.minimum.reduceat(order, first)
-            kept = np.minimum.reduceat(sorted_checks, first) == np.maximum.reduceat(sorted_checks, first)
-            sorted_hashes, sorted_checks, order = sorted_hashes[first][kept], sorted_checks[first][kept], rows[kept]
-        self.hashes, self.rows, self.checks = sorted_hashes, order, sorted_checks
-        self.manifest, self.total_rows = manifest, table.num_rows
         self.release_pages()  # copied out: the mapped pages are not needed any more
-        self.columns = {}
-        for name in layout.columns:
-            self.columns[name] = _flat_column(table[name], table[name + HASH_SUFFIX])
-            self.release_pages()
+        self.manifest, self.total_rows = manifest, table.num_rows
+        # The row index is sorted in a thread while this one flattens the columns (and another
+        # checks the parts' sha256): nothing else runs before the first batch can be looked up.
+        with ThreadPoolExecutor(max_workers=1) as indexer:
+            index = indexer.submit(_row_index, hashes, checks)
+            self.columns = {}
+            for name in layout.columns:
+                self.columns[name] = _flat_column(table[name], table[name + HASH_SUFFIX])
+                self.release_pages()
+            self.hashes, self.rows, self.checks = index.result()
 
     def release_pages(self) -> None:
         """Drop the pages of the memory-mapped parts from this process's resident memory (they stay
@@ -239,6 +232,22 @@ class LoadedCache:
         """Too many parts, or too many rows of profiles gone or changed: time to rewrite it whole."""
         live = self.manifest.get("live_rows", self.total_rows)
         return len(self.manifest["parts"]) >= MAX_PARTS or self.total_rows - live > MAX_DEAD_SHARE * self.total_rows
+
+
+def _row_index(hashes: np.ndarray, checks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cache's row hashes sorted for lookups: ``(sorted hashes, their rows, their id checks)``."""
+    order = np.argsort(hashes)  # rows of one hash in any order: each group is reduced below
+    sorted_hashes, sorted_checks = hashes[order], checks[order]
+    repeated = sorted_hashes[1:] == sorted_hashes[:-1]
+    if repeated.any():
+        # Repeats of one row (the same profile twice) keep the first (its lowest row); two
+        # different ids with one row hash (a collision: their id checks differ) are both
+        # dropped, so those rows are computed.
+        first = np.flatnonzero(np.concatenate(([True], ~repeated)))
+        rows = np.minimum.reduceat(order, first)
+        kept = np.minimum.reduceat(sorted_checks, first) == np.maximum.reduceat(sorted_checks, first)
+        sorted_hashes, sorted_checks, order = sorted_hashes[first][kept], sorted_checks[first][kept], rows[kept]
+    return sorted_hashes, order, sorted_checks
 
 
 def _flat_column(keys: pa.ChunkedArray, hashes: pa.ChunkedArray) -> CachedColumn:
