@@ -306,6 +306,12 @@ def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
 
 
+def concat_promoted(tables: list[pa.Table]) -> pa.Table:
+    """The tables as one, chunks kept (the only one as it is); dictionary columns whose index widths
+    differ are promoted to a common one."""
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
 def distinct(table: pa.Table) -> pa.Table:
     """Drop duplicate rows (all columns)."""
     if table.num_rows == 0:
@@ -343,7 +349,7 @@ class BucketPieces(NamedTuple):
 
     def table(self) -> pa.Table:
         """The pieces as one table (bucket by bucket)."""
-        return pa.concat_tables([rows for _, rows in self.pieces], promote_options="permissive")
+        return concat_promoted([rows for _, rows in self.pieces])
 
 
 def split_for_write(table: pa.Table, bucket_by: str, buckets: int) -> BucketPieces:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import BucketPieces, concat, count_by, split_for_write
+from transforms.arrow_utils import BucketPieces, concat, concat_promoted, count_by, split_for_write
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
@@ -104,12 +104,10 @@ class _SplitForWrite(beam.DoFn):
         if tables:
             # Dictionary columns may differ in index width between tables: promoted to a common one,
             # then narrowed again in each piece.
-            table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-            for bucket, rows in split_for_write(table, self._column, self._buckets).pieces:
+            for bucket, rows in split_for_write(concat_promoted(tables), self._column, self._buckets).pieces:
                 pieces.setdefault(bucket, []).append(rows)
         for bucket in sorted(pieces):
-            rows = pieces[bucket]
-            yield bucket, (tag, pa.concat_tables(rows, promote_options="permissive") if len(rows) > 1 else rows[0])
+            yield bucket, (tag, concat_promoted(pieces[bucket]))
 
 
 class _WritePart(PooledDoFn):
