@@ -198,7 +198,9 @@ class LoadedCache:
     def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout, maps: tuple = ()):
         self._maps = maps  # the memory-mapped local parts the table's buffers point into
         hashes, checks = table[ROW_HASH].to_numpy(), table[ID_CHECK].to_numpy()
-        self.release_pages()  # copied out: the mapped pages are not needed any more
+        # Their pages may go: several batches' hashes are concatenated copies; a cache of one batch's
+        # are its mapped pages, which the index's thread maps again as it reads them.
+        self.release_pages()
         self.manifest, self.total_rows = manifest, table.num_rows
         # The row index is sorted in a thread while this one flattens the columns (and another
         # checks the parts' sha256): nothing else runs before the first batch can be looked up.
