@@ -202,16 +202,22 @@ AFTER = [("a", "A@example.com", [V1]), ("c", "c@example.com", [V1, " x ", None])
          ("f", "f@example.com", [V2, V2]), ("d", "new@example.com", None), ("a", "A@example.com", [V1])]  # e gone, f new, a twice
 
 
-def test_merged_keys_equal_computed_keys_row_for_row(tmp_path):
+@pytest.mark.parametrize("batches", [[5], [2, 3], [1, 1, 3]], ids=["one-batch", "two-batches", "three-batches"])
+def test_merged_keys_equal_computed_keys_row_for_row(tmp_path, batches):
+    # The cache is read chunk by chunk (a chunk per cached batch): a batch's rows found in several
+    # chunks, lists whose entries cross no chunk, null keys read from each chunk's validity bits.
     cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
     layout = CacheLayout.of(cfg)
     before, after = _profiles(BEFORE), _profiles(AFTER)
     (tmp_path / "stage").mkdir()
     writer = CacheWriter(str(tmp_path / "stage"), "extract.parquet", layout.schema())
-    columns = {}
-    for ds in cfg.data_sources:
-        columns.update(ComputedColumn.of(before, ds, cfg).part_columns(layout.sources[ds.name]))
-    writer.write(*row_hashes(before, layout.values), columns)
+    start = 0
+    for rows in batches:
+        batch, columns = before.slice(start, rows), {}
+        for ds in cfg.data_sources:
+            columns.update(ComputedColumn.of(batch, ds, cfg).part_columns(layout.sources[ds.name]))
+        writer.write(*row_hashes(batch, layout.values), columns)
+        start += rows
     part = writer.close()
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -244,6 +250,20 @@ def test_loaded_cache_drops_row_hash_collisions_and_keeps_the_first_repeat():
     loaded = LoadedCache(table, {"parts": []}, layout)
     found = loaded.lookup(np.array([5, 3, 7, 7, 8], np.uint64), np.array([1, 2, 4, 5, 0], np.uint32))
     assert found.tolist() == [-1, 1, 3, -1, -1]  # 5: two ids (dropped); 7: repeated (first kept); 7 with another id
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 1000, 50_000])
+def test_hash_order_sorts_like_argsort(n):
+    rng = np.random.default_rng(n)
+    hashes = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    if n > 3:  # hashes whose bits above the packed positions tie, in groups, and repeats
+        shift = np.uint64(max(1, (n - 1).bit_length()))
+        low = rng.integers(0, 2**int(shift), n // 4, dtype=np.uint64)
+        hashes[: n // 4] = (rng.integers(0, 7, n // 4, dtype=np.uint64) << shift) | low
+        hashes[n // 4: n // 4 + 50] = hashes[0]
+    order = key_cache.hash_order(hashes)
+    assert sorted(order.tolist()) == list(range(n))
+    assert hashes[order].tolist() == np.sort(hashes).tolist()
 
 
 def test_row_hashes_tell_lists_apart():

@@ -65,26 +65,16 @@ class ComputedColumn:
         return {name: self.row_keys, name + HASH_SUFFIX: self.row_hashes}
 
 
-def _cached_entries(column: CachedColumn, cache_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(entry index, entry count) of each cache row's entries, flattened in row order."""
-    if column.offsets is None:
-        return cache_rows, np.ones(len(cache_rows), dtype=np.int64)
-    starts = column.offsets[cache_rows]
-    counts = column.offsets[cache_rows + 1] - starts
-    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + within, counts
-
-
 def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, missed: np.ndarray,
                    column: CachedColumn, computed: ComputedColumn) -> EntryKeys:
     """Keys of the rows found in the cache (``found``: cache row, or -1) and of the ``missed`` rows
     (``computed``), merged in row order, each row's keys in their own order."""
     hit_rows = np.flatnonzero(found >= 0)
-    cached_at, counts = _cached_entries(column, found[hit_rows])
+    cached_at, counts = column.entries(found[hit_rows])
     rows = np.concatenate((np.repeat(hit_rows, counts), missed[computed.parents]))
     order = np.argsort(rows, kind="stable")  # two sorted runs; a row's entries stay in order
-    valid = np.concatenate((column.valid[cached_at], computed.valid))[order]
-    hashes = np.concatenate((column.hashes[cached_at], computed.hashes))[order]
+    valid = np.concatenate((column.valid(cached_at), computed.valid))[order]
+    hashes = np.concatenate((column.hashes(cached_at), computed.hashes))[order]
     kept = np.flatnonzero(valid)
     n_cached = len(cached_at)
 
@@ -102,4 +92,4 @@ def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, m
     return EntryKeys(hashes[kept], len(valid) - len(kept), take)
 
 
-EMPTY_COLUMN = CachedColumn(pa.chunked_array([], pa.binary()), np.zeros(0, np.uint64), np.zeros(0, bool), None)
+EMPTY_COLUMN = CachedColumn(pa.chunked_array([], pa.binary()), pa.chunked_array([], pa.uint64()))
