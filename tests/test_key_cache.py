@@ -266,6 +266,27 @@ def test_hash_order_sorts_like_argsort(n):
     assert hashes[order].tolist() == np.sort(hashes).tolist()
 
 
+@pytest.mark.parametrize("n", [1, 2, 1000, 40_000])
+def test_lookup_finds_what_a_binary_search_finds(n):
+    rng = np.random.default_rng(n)
+    hashes = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    if n > 2:  # crowded buckets: hashes that share their top bits
+        hashes[: n // 3] = (hashes[: n // 3] & np.uint64(0xFFFFFF)) | (rng.integers(0, 3, n // 3, dtype=np.uint64) << np.uint64(60))
+        hashes = rng.permutation(np.unique(hashes))  # no repeats: a repeat is the index's business (test above)
+        n = len(hashes)
+    checks = rng.integers(0, 2**32, n, dtype=np.uint32)
+    loaded = LoadedCache(pa.table({"row_hash": hashes, "id_check": checks}), {"parts": []}, CacheLayout({}, {}, ()))
+    absent = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    neighbours = hashes + np.uint64(1)  # in the same bucket as a cached hash, but not cached
+    queries = np.concatenate((hashes, absent, neighbours, hashes))
+    query_checks = np.concatenate((checks, checks, checks, checks ^ np.uint32(1)))  # last: another id
+    order = np.argsort(hashes, kind="stable")
+    at = np.minimum(np.searchsorted(hashes[order], queries), n - 1)
+    expected = np.where((hashes[order][at] == queries) & (checks[order][at] == query_checks), order[at], -1)
+    assert loaded.lookup(queries, query_checks).tolist() == expected.tolist()
+    assert (loaded.lookup(hashes, checks) >= 0).all()
+
+
 def test_row_hashes_tell_lists_apart():
     import itertools
 
