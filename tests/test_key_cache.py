@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines import import_audience, nightly
-from transforms import key_cache, profiles
+from transforms import join_inputs, key_cache, profiles
 from transforms.config import load_config
 from transforms.key_cache import CacheLayout, CacheWriter, LoadedCache, load_cache, row_hashes, source_identity
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
@@ -40,7 +40,9 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def small_batches(monkeypatch):
-    monkeypatch.setattr(profiles, "BATCH_ROWS", 700)  # several record batches per part
+    # several record batches per part: a batch's rows are found across the cache's chunks
+    monkeypatch.setattr(profiles, "BATCH_ROWS", 700)
+    monkeypatch.setattr(join_inputs.KeyProfiles, "BATCH_ROWS", 700)
 
 
 def night(data: Path, root: Path, day: str, *flags: str) -> int:
@@ -75,6 +77,7 @@ def test_unchanged_profiles_reuse_their_keys_and_outputs_are_the_same_bytes(data
         same_partition(root, data, day)
     parts = manifest(root)["parts"]
     assert [p["rows"] for p in parts] == [PROFILES, changed]  # night 2 appended only what it computed
+    assert pa.ipc.open_file(root / "_key_cache" / parts[0]["file"]).num_record_batches == -(-PROFILES // 700)
     assert sorted(p.name for p in (root / "_key_cache").iterdir()) == sorted(["MANIFEST.json", "_incoming"] + [p["file"] for p in parts])
     assert not list((root / "_key_cache" / "_incoming").iterdir())
     # the same night again: every row is in the cache now
