@@ -290,6 +290,36 @@ def test_lookup_finds_what_a_binary_search_finds(n):
     assert (loaded.lookup(hashes, checks) >= 0).all()
 
 
+def test_lookup_in_place_finds_what_the_index_finds():
+    # Batches read in the cache's order, with rows inserted, deleted, changed, repeated, blocks moved:
+    # whatever is found in place is what a search of the index finds (repeats: the first row; two ids
+    # with one row hash: neither).
+    rng = np.random.default_rng(7)
+    n = 5000
+    hashes = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    checks = rng.integers(0, 2**32, n, dtype=np.uint32)
+    hashes[1000:1010], checks[1000:1010] = hashes[10:20], checks[10:20]  # repeats of rows 10-19
+    hashes[2000:2010], checks[2000:2010] = hashes[30:40], checks[30:40] ^ np.uint32(5)  # collisions with rows 30-39
+    loaded = LoadedCache(pa.table({"row_hash": hashes, "id_check": checks}), {"parts": []}, CacheLayout({}, {}, ()))
+    rows = np.arange(n)
+    orders = {
+        "as cached": rows,
+        "rows deleted and inserted": np.concatenate((rows[:700], rows[900:3000], rng.integers(0, n, 300), rows[3000:])),
+        "blocks moved": np.concatenate((rows[2500:], rows[:2500])),
+        "reversed": rows[::-1],
+        "shuffled": rng.permutation(n),
+        "a batch ending past the cache": np.concatenate((rows[4900:], rows[:50])),
+    }
+    for name, order in orders.items():
+        queries, query_checks = hashes[order].copy(), checks[order].copy()
+        changed = rng.random(len(order)) < 0.05  # changed profiles: another row hash, or the same hash and another id
+        queries[changed[: len(order)] & (rng.random(len(order)) < 0.5)] ^= np.uint64(1 << 40)
+        query_checks[changed & (rng.random(len(order)) < 0.5)] ^= np.uint32(1)
+        found = loaded.lookup(queries, query_checks)
+        assert found.tolist() == loaded._search(queries, query_checks).tolist(), name
+        assert (found >= 0).sum() > len(order) // 2, name
+
+
 def test_row_hashes_tell_lists_apart():
     import itertools
 
