@@ -212,8 +212,8 @@ class CachedColumn:
             return cache_rows, np.ones(len(cache_rows), dtype=np.int64)
         starts = _by_chunk(self._rows, cache_rows, lambda c, at: self._entries[c] + self._offsets[c][at], np.int64)
         counts = _by_chunk(self._rows, cache_rows, lambda c, at: self._entries[c] + self._offsets[c][at + 1], np.int64) - starts
-        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        return np.repeat(starts, counts) + within, counts
+        # entry j of row i is starts[i] + j: each row's run of entries, shifted to its start
+        return np.arange(int(counts.sum())) + np.repeat(starts - (np.cumsum(counts) - counts), counts), counts
 
     def hashes(self, entries: np.ndarray) -> np.ndarray:
         """The 64-bit hashes of these entries' keys."""
@@ -230,11 +230,11 @@ def _by_chunk(starts: np.ndarray, at: np.ndarray, pick, dtype) -> np.ndarray:
     out = np.empty(len(at), dtype=dtype)
     if not len(at):
         return out
-    chunk = np.searchsorted(starts, at, side="right") - 1
-    first, last = int(chunk.min()), int(chunk.max())
+    first, last = (int(c) for c in np.searchsorted(starts, [at.min(), at.max()], side="right") - 1)
     if first == last:  # a batch's rows usually come from one cached batch
         out[:] = pick(first, at - starts[first])
         return out
+    chunk = np.searchsorted(starts, at, side="right") - 1
     order = np.argsort(chunk, kind="stable")
     bounds = np.searchsorted(chunk[order], np.arange(first, last + 2))
     for c, lo, hi in zip(range(first, last + 1), bounds[:-1], bounds[1:]):
