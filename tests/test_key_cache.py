@@ -3,11 +3,14 @@ reused, and anything wrong with a cache (damaged, foreign, from other rules) mea
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import import_audience, nightly
@@ -148,6 +151,52 @@ def test_a_damaged_cache_means_every_key_is_computed_and_the_same_bytes(data, ni
     assert night(data, root, NIGHTS[1], "--force") == PROFILES
 
 
+def test_a_part_found_corrupt_once_batches_were_keyed_with_it_leaves_nothing_of_it(data, night_one, tmp_path, monkeypatch, caplog):
+    # A big cache's sha256 check ends after the first batches were keyed with it; this one finds a
+    # flipped byte: those batches are keyed again without the cache, and nothing read from it left
+    # (no profile counted as keyed from it, the night's bytes those of a night without it).
+    root = tmp_path / "root"
+    shutil.copytree(night_one, root)
+    _corrupt(root / "_key_cache")
+    checked = key_cache._file_sha256
+
+    def slow_check(path: str) -> str:
+        time.sleep(1.5)
+        return checked(path)
+
+    monkeypatch.setattr(key_cache, "_file_sha256", slow_check)
+    monkeypatch.setattr(join_inputs.KeyProfiles, "BATCH_ROWS", 100)
+    keyed = []
+    cached_batch = join_inputs.KeyProfiles._cached_batch
+    monkeypatch.setattr(join_inputs.KeyProfiles, "_cached_batch",
+                        lambda self, *a: keyed.append(self._loaded[0] is not None) or cached_batch(self, *a))
+    with caplog.at_level(logging.WARNING, logger="audience_sync.key_cache"):
+        assert night(data, root, NIGHTS[1]) == 0
+    assert "a part differs from its manifest entry" in caplog.text
+    assert sum(keyed) >= 2  # batches were keyed with the cache before its check was over
+    same_partition(root, data, NIGHTS[1])
+    assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]  # rewritten whole
+
+
+def test_an_extract_read_in_another_order_finds_its_rows_in_an_index_of_every_row(data, tmp_path):
+    # Night 2's extract shuffled: no batch's rows sit in runs of the cache; the rows are searched.
+    job = tmp_path / "job"
+    shutil.copytree(data, job)
+    extract = job / NIGHTS[1].replace("-", "") / "profiles.parquet"
+    table = pq.read_table(extract)
+    pq.write_table(table.take(pa.array(np.random.default_rng(1).permutation(table.num_rows))), extract)
+    roots = {"cached": tmp_path / "cached", "plain": tmp_path / "plain"}
+    night(job, roots["cached"], NIGHTS[0])
+    night(job, roots["plain"], NIGHTS[0], "--no-key-cache")
+    assert night(job, roots["cached"], NIGHTS[1]) == PROFILES - round(PROFILES * CHANGED)
+    night(job, roots["plain"], NIGHTS[1], "--no-key-cache")
+    partitions = {name: root / f"dt={NIGHTS[1]}" for name, root in roots.items()}
+    files = sorted(p.relative_to(partitions["plain"]) for p in partitions["plain"].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(partitions["cached"]) for p in partitions["cached"].rglob("*") if p.is_file())
+    for name in files:
+        assert (partitions["cached"] / name).read_bytes() == (partitions["plain"] / name).read_bytes(), name
+
+
 def test_a_failed_night_leaves_the_cache_as_it_was(data, tmp_path):
     job = tmp_path / "job"
     shutil.copytree(data, job)
@@ -247,12 +296,13 @@ def test_merged_keys_equal_computed_keys_row_for_row(tmp_path, batches):
         assert nothing.take(everything).equals(plain.take(everything))
 
 
-def test_loaded_cache_drops_row_hash_collisions_and_keeps_the_first_repeat():
-    layout = CacheLayout({}, {}, ())
-    table = pa.table({"row_hash": pa.array([5, 3, 5, 7, 7], pa.uint64()), "id_check": pa.array([1, 2, 9, 4, 4], pa.uint32())})
-    loaded = LoadedCache(table, {"parts": []}, layout)
-    found = loaded.lookup(np.array([5, 3, 7, 7, 8], np.uint64), np.array([1, 2, 4, 5, 0], np.uint32))
-    assert found.tolist() == [-1, 1, 3, -1, -1]  # 5: two ids (dropped); 7: repeated (first kept); 7 with another id
+def test_the_index_drops_row_hash_collisions_and_keeps_the_first_repeat():
+    index = key_cache._row_index(np.array([5, 3, 5, 7, 7], np.uint64), np.array([1, 2, 9, 4, 4], np.uint32))
+    queries, checks = np.array([5, 3, 7, 7, 8], np.uint64), np.array([1, 2, 4, 5, 0], np.uint32)
+    assert key_cache._search(index, queries, checks).tolist() == [-1, 1, 3, -1, -1]  # 5: two ids; 7: first; another id
+    rows = key_cache._row_index(np.array([5, 3, 5, 7, 7], np.uint64), np.array([1, 2, 9, 4, 4], np.uint32),
+                                np.array([10, 11, 12, 13, 14]))
+    assert key_cache._search(rows, queries, checks).tolist() == [-1, 11, 13, -1, -1]
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 1000, 50_000])
@@ -290,34 +340,53 @@ def test_lookup_finds_what_a_binary_search_finds(n):
     assert (loaded.lookup(hashes, checks) >= 0).all()
 
 
-def test_lookup_in_place_finds_what_the_index_finds():
-    # Batches read in the cache's order, with rows inserted, deleted, changed, repeated, blocks moved:
-    # whatever is found in place is what a search of the index finds (repeats: the first row; two ids
-    # with one row hash: neither).
+def _cache(hashes: np.ndarray, checks: np.ndarray, parts: list[int]) -> LoadedCache:
+    table = pa.table({"row_hash": hashes, "id_check": checks})
+    return LoadedCache(table, {"parts": [{"rows": rows} for rows in parts]}, CacheLayout({}, {}, ()))
+
+
+def test_lookup_finds_rows_in_place_in_the_first_nights_part_and_anywhere_in_later_ones():
+    # A cache of a first night's extract (5000 rows) and a later night's computed rows (300). Tonight's
+    # batches come in the cache's order with rows inserted, deleted, changed, moved, or in another
+    # order: a row found is one with the same row hash and id check; every row of the later part is
+    # found wherever it is; a row of the first part is found where the batch's runs sit, and by a
+    # search of every row when much of a batch is left (another order).
     rng = np.random.default_rng(7)
-    n = 5000
-    hashes = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
-    checks = rng.integers(0, 2**32, n, dtype=np.uint32)
-    hashes[1000:1010], checks[1000:1010] = hashes[10:20], checks[10:20]  # repeats of rows 10-19
-    hashes[2000:2010], checks[2000:2010] = hashes[30:40], checks[30:40] ^ np.uint32(5)  # collisions with rows 30-39
-    loaded = LoadedCache(pa.table({"row_hash": hashes, "id_check": checks}), {"parts": []}, CacheLayout({}, {}, ()))
+    n, later = 5000, 300
+    hashes = rng.integers(0, 2**64, n + later, dtype=np.uint64, endpoint=False)
+    checks = rng.integers(0, 2**32, n + later, dtype=np.uint32)
+    hashes[1000:1010], checks[1000:1010] = hashes[10:20], checks[10:20]  # the same rows twice
+    hashes[2000:2010], checks[2000:2010] = hashes[30:40], checks[30:40] ^ np.uint32(5)  # two ids, one row hash
+    loaded = _cache(hashes, checks, [n, later])
     rows = np.arange(n)
+    later_rows = n + rng.permutation(later)
     orders = {
         "as cached": rows,
         "rows deleted and inserted": np.concatenate((rows[:700], rows[900:3000], rng.integers(0, n, 300), rows[3000:])),
         "blocks moved": np.concatenate((rows[2500:], rows[:2500])),
+        "later rows among them": np.insert(rows, rng.integers(0, n, later), later_rows),
         "reversed": rows[::-1],
         "shuffled": rng.permutation(n),
         "a batch ending past the cache": np.concatenate((rows[4900:], rows[:50])),
     }
     for name, order in orders.items():
         queries, query_checks = hashes[order].copy(), checks[order].copy()
-        changed = rng.random(len(order)) < 0.05  # changed profiles: another row hash, or the same hash and another id
-        queries[changed[: len(order)] & (rng.random(len(order)) < 0.5)] ^= np.uint64(1 << 40)
+        changed = rng.random(len(order)) < 0.05  # another row hash, or the same hash and another id
+        queries[changed & (rng.random(len(order)) < 0.5)] ^= np.uint64(1 << 40)
         query_checks[changed & (rng.random(len(order)) < 0.5)] ^= np.uint32(1)
         found = loaded.lookup(queries, query_checks)
-        assert found.tolist() == loaded._search(queries, query_checks).tolist(), name
-        assert (found >= 0).sum() > len(order) // 2, name
+        hit = found >= 0
+        assert (hashes[found[hit]] == queries[hit]).all() and (checks[found[hit]] == query_checks[hit]).all(), name
+        unchanged = (hashes[order] == queries) & (checks[order] == query_checks)
+        collided = np.isin(order, np.r_[30:40, 2000:2010])  # found in place by their id check, or not at all
+        assert not (hit & ~unchanged).any(), name
+        assert hit[np.isin(order, later_rows) & unchanged].all(), name  # the later part's rows, wherever they are
+        missed = unchanged & ~hit & ~collided
+        if name == "rows deleted and inserted":  # only the rows of the first part moved one by one are left
+            assert not missed[:2800].any() and not missed[3100:].any(), name
+        elif name in ("as cached", "blocks moved", "later rows among them", "a batch ending past the cache"):
+            assert not missed.any(), name  # runs found in place
+        assert missed.sum() <= key_cache.FULL_SEARCH_SHARE * len(order), name
 
 
 def test_row_hashes_tell_lists_apart():

@@ -28,7 +28,7 @@ from transforms.errors import InputError
 from transforms.iv_check import first_block_histogram, reference_positions
 from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
-from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, row_hashes
+from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, not_used, row_hashes
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
 from transforms.keys import dump_keys
 from transforms.memory import map_big_blocks, release_free_memory
@@ -238,6 +238,7 @@ class KeyProfiles(PooledDoFn):
     BATCH_ROWS = 1 << 18  # profile rows read at a time: small enough that reading overlaps keying at 1M
     SCREEN_ELEMENT_ROWS = 1 << 20  # profile rows whose screen rows travel as one element
     CACHE_PARTS = "key_cache_parts"
+    MAX_UNVERIFIED = 4  # batches kept in flight, at most, while the cache's sha256 check is not over
     FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
     SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
 
@@ -279,17 +280,20 @@ class KeyProfiles(PooledDoFn):
                         screened = 0
                 if writer is None:  # the batch's data sources keyed side by side
                     key_source = functools.partial(self._key_source, profiles, filters, {})
-                    in_flight.append([submit(self._pool, key_source, ds) for ds in cfg.data_sources])
+                    in_flight.append(([submit(self._pool, key_source, ds) for ds in cfg.data_sources], None))
                 else:  # one task a batch: its cache lookups, then its data sources (two batches at once)
-                    in_flight.append([submit(self._pool, self._cached_batch, profiles, filters)])
-                while len(in_flight) > 1:  # one batch is keyed while the next one is read
-                    yield from self._batch_outputs(in_flight.popleft(), writer)
+                    in_flight.append(([submit(self._pool, self._cached_batch, profiles, filters)], profiles))
+                # One batch is keyed while the next one is read (more until the cache's check is over).
+                while len(in_flight) > 1 and self._verified(in_flight, filters, wait=len(in_flight) > self.MAX_UNVERIFIED):
+                    yield from self._batch_outputs(in_flight.popleft()[0], writer)
+            if in_flight:
+                self._verified(in_flight, filters, wait=True)
             while in_flight:
-                yield from self._batch_outputs(in_flight.popleft(), writer)
+                yield from self._batch_outputs(in_flight.popleft()[0], writer)
             if screens:
                 yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
         finally:
-            for futures in in_flight:  # a failure: the work still pending is dropped
+            for futures, _ in in_flight:  # a failure: the work still pending is dropped
                 for future in futures:
                     future.cancel()
         if writer is not None:
@@ -297,6 +301,26 @@ class KeyProfiles(PooledDoFn):
             base = loaded.manifest["parts"] if loaded is not None and not loaded.must_rewrite() else []
             yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
                                                               "live_rows": self._live, **writer.close()})
+
+    def _verified(self, in_flight: deque, filters: dict, wait: bool) -> bool:
+        """Whether keyed batches may leave: without a cache, yes; with one, once its parts' sha256
+        check is over (it runs while the first batches are keyed; ``wait``: wait for it) and they
+        matched. A cache that fails the check is dropped and the batches in flight are keyed again
+        without it: nothing read from it has left (outputs, counters, this run's part)."""
+        loaded, code = self._loaded if self._loaded is not None else (None, None)
+        if loaded is None:
+            return True
+        if not wait and not loaded.checked():
+            return False
+        if loaded.intact():
+            return True
+        not_used(self._key_cache.root, "a part differs from its manifest entry")
+        self._loaded = (None, code)
+        for i, (futures, profiles) in enumerate(in_flight):
+            for future in futures:
+                future.cancel()
+            in_flight[i] = ([submit(self._pool, self._cached_batch, profiles, filters)], profiles)
+        return True
 
     def _batch_outputs(self, futures: list, writer: CacheWriter | None):
         """One batch's outputs, data source by data source (in config order, whatever the pool's);
@@ -322,7 +346,7 @@ class KeyProfiles(PooledDoFn):
             return None
         if self._loaded is None:
             code = code_identity()
-            self._loaded = (load_cache(self._key_cache.root, self._layout, code), code)
+            self._loaded = (load_cache(self._key_cache.root, self._layout, code, wait=False), code)
         self._live = 0
         return CacheWriter(self._key_cache.staging, path, self._layout.schema())
 

@@ -18,11 +18,21 @@ Never a wrong key:
   one :func:`code_identity` (a digest of the code that computes keys, and the versions of Arrow,
   DuckDB and phonenumbers): another code, another column set or other hashed columns, and the
   whole cache is recomputed (a change of rules, or of a library, invalidates it).
-* Parts are checked against the manifest's sha256 and row count before use: a missing,
-  truncated or corrupt part (or manifest) means a full recompute, never a partial read.
-* Two different profiles with the same row hash (a 64-bit collision: ~1e-6 per night at 10M
-  profiles) are both dropped when the cache is loaded; a changed value that hashes like the old one
-  is a 2**-64 event per changed profile.
+* Parts are checked against the manifest's sha256 and row count: a missing, truncated or corrupt
+  part (or manifest) means a full recompute, never a partial read. The sha256 check runs in a
+  thread while the first batches are keyed; their outputs wait for it (the profile reader keeps
+  them in flight), and a part that fails it has them keyed again without the cache.
+* A row is taken from the cache only when its row hash and its id check (32 bits of another hash
+  of the id) both agree. Two different profiles with the same row hash (a 64-bit collision: ~1e-6
+  per night at 10M profiles) are told apart by their ids' checks, and both dropped from the
+  indexes that search rows; a changed value that hashes like the old one is a 2**-64 event per
+  changed profile.
+
+Finding a row: a night's extract is usually read in the order it was cached, so a batch's rows are
+compared in place with runs of cached rows (:meth:`LoadedCache.lookup`: a slice compared, not a
+search a row), the rows later nights computed are searched in a small index, and an index of
+every row is built only for an extract read in another order. A row not found is computed: slower,
+never wrong.
 
 Layout: ``DIR/MANIFEST.json`` and ``DIR/part-*.arrow`` (Arrow IPC, one record batch per profile
 batch). A run appends one part per extract file with the rows it computed; when the parts hold
@@ -40,6 +50,7 @@ import json
 import logging
 import mmap
 import posixpath
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,8 +73,13 @@ CACHE_FORMAT = 1
 MANIFEST = "MANIFEST.json"
 INCOMING = "_incoming"  # DIR/_incoming/<run>/: a run's parts until it published
 MAX_PARTS = 16
-IN_PLACE_PROBES = 9  # rows of a batch searched to find where its runs sit in the cache (LoadedCache.lookup)
-IN_PLACE_MIN_RUN = 64  # an offset whose overlap with the cache is shorter is not tried in place
+# LoadedCache.lookup: the probe rows (a row hash whose top PROBE_BITS bits are zero) show where a
+# batch's runs sit; at most IN_PLACE_OFFSETS offsets are tried in place; more than FULL_SEARCH_SHARE
+# of a batch left after them is searched in an index of every row.
+PROBE_BITS = 6
+PROBE_LIMIT = np.uint64(1 << (64 - PROBE_BITS))
+IN_PLACE_OFFSETS = 8
+FULL_SEARCH_SHARE = 0.1
 MAX_DEAD_SHARE = 0.25
 # The modules whose code decides a profile's keys: a change in any of them invalidates the cache.
 KEY_MODULES = ("keys", "normalize", "digests", "phones", "phone_metadata", "arrow_utils", "profiles", "key_cache", "key_cache_rows")
@@ -253,24 +269,37 @@ def _valid_bits(values: pa.Array, at: np.ndarray) -> np.ndarray:
 
 
 class LoadedCache:
-    """A published cache in memory: row hashes sorted for lookups, the columns as stored."""
+    """A published cache in memory: the columns as stored, and what finds a profile row in them."""
 
-    def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout, maps: tuple = ()):
+    def __init__(self, table: pa.Table, manifest: dict, layout: CacheLayout, maps: tuple = (), intact: tuple = ()):
         self._maps = maps  # the memory-mapped local parts the table's buffers point into
-        hashes, checks = table[ROW_HASH].to_numpy(), table[ID_CHECK].to_numpy()
-        # Their pages may go: several batches' hashes are concatenated copies; a cache of one batch's
-        # are its mapped pages, which the index's thread maps again as it reads them.
-        self.release_pages()
+        self._intact = intact  # per part, a future: whether it matched its manifest entry's sha256
         self.manifest, self.total_rows = manifest, table.num_rows
-        # The row index is sorted in a thread while this one reads the columns' chunks (and another
-        # checks the parts' sha256): nothing else runs before the first batch can be looked up.
-        with ThreadPoolExecutor(max_workers=1) as indexer:
-            index = indexer.submit(_row_index, hashes, checks)
-            self.columns = {name: CachedColumn(table[name], table[name + HASH_SUFFIX]) for name in layout.columns}
-            self._by_row = (table[ROW_HASH], table[ID_CHECK])  # in the cache's row order (mapped)
-            self.hashes, self.rows, self.checks = index.result()
-        self._indexed = np.zeros(self.total_rows, dtype=bool)  # the rows a lookup may find (see _row_index)
-        self._indexed[self.rows] = True
+        self.columns = {name: CachedColumn(table[name], table[name + HASH_SUFFIX]) for name in layout.columns}
+        self._by_row = (table[ROW_HASH], table[ID_CHECK])  # in the cache's row order (mapped)
+        self._probes = _row_index(*_probe_rows(table[ROW_HASH], table[ID_CHECK]))
+        # The rows of every part but the biggest (a first night's whole extract): what later nights
+        # computed, usually a few percent of the cache, found wherever tonight's rows sit.
+        sizes = [part["rows"] for part in manifest["parts"]] or [0]
+        big = int(np.argmax(sizes))
+        start, end = sum(sizes[:big]), sum(sizes[:big + 1])
+        minor = [table.slice(0, start), table.slice(end)]
+        self._minor = _row_index(np.concatenate([t[ROW_HASH].to_numpy() for t in minor]),
+                                 np.concatenate([t[ID_CHECK].to_numpy() for t in minor]), np.r_[0:start, end:self.total_rows])
+        self._index, self._index_lock = None, threading.Lock()  # every row, sorted: built when needed
+        self.release_pages()
+
+    def intact(self) -> bool:
+        """Whether every part matched its manifest entry's sha256 (waits for the check): nothing
+        read from the cache may leave a run before this said True."""
+        try:
+            return all(future.result() for future in self._intact)
+        except Exception:  # noqa: BLE001 - a part that cannot be read to the end is not intact
+            return False
+
+    def checked(self) -> bool:
+        """Whether the parts' sha256 check is over (:meth:`intact` would not wait)."""
+        return all(future.done() for future in self._intact)
 
     def release_pages(self) -> None:
         """Drop the pages of the memory-mapped parts from this process's resident memory (they stay
@@ -280,42 +309,43 @@ class LoadedCache:
             part.madvise(mmap.MADV_DONTNEED)
 
     def lookup(self, hashes: np.ndarray, checks: np.ndarray) -> np.ndarray:
-        """The cache row of each row hash (whose id check agrees), or -1.
+        """The cache row of each row hash whose id check agrees too, or -1 (the row's keys are
+        then computed: a row not found costs time, never a wrong key).
 
         An extract is usually read in the order it was cached, so a batch's rows sit in runs of
-        consecutive cache rows: a few rows spread over the batch are searched in the index, and
-        each offset they show is tried on the whole batch in place (a slice compared, where a
-        search costs a binary search a row); only the rows left are searched. A row found in place
-        is one the index keeps (``_indexed``) with the same hash and id check: what a search finds."""
+        consecutive cache rows. The batch's probe rows (1 in 2**PROBE_BITS: a row hash whose top
+        bits are zero) are searched in the probe index, and the offsets they show (the most
+        common first) are tried on the whole batch in place: a slice compared, where a search
+        costs a binary search a row. When more than FULL_SEARCH_SHARE of the batch is left (an
+        extract in another order), the rest is searched in an index of every row, built then. Rows
+        of the cache's smaller parts (computed on later nights) are searched wherever they are."""
         found = np.full(len(hashes), -1, dtype=np.int64)
-        if not len(self.hashes) or not len(hashes):
-            return found
         n, total = len(hashes), self.total_rows
-        probes = np.unique(np.linspace(0, n - 1, num=min(n, IN_PLACE_PROBES)).astype(np.int64))
-        at = self._search(hashes[probes], checks[probes])
-        for offset in np.unique((at - probes)[at >= 0]):
-            lo, hi = max(0, -int(offset)), min(n, total - int(offset))
-            if hi - lo < IN_PLACE_MIN_RUN:
+        if not total or not n:
+            return found
+        probes = np.flatnonzero(hashes < PROBE_LIMIT)
+        at = _search(self._probes, hashes[probes], checks[probes])
+        offsets, counts = np.unique((at - probes)[at >= 0], return_counts=True)
+        for offset in offsets[np.argsort(-counts, kind="stable")][:IN_PLACE_OFFSETS].tolist():
+            lo, hi = max(0, -offset), min(n, total - offset)
+            if hi <= lo:
                 continue
-            first = lo + int(offset)
-            same = (_column_slice(self._by_row[0], first, hi - lo) == hashes[lo:hi]) \
-                & (_column_slice(self._by_row[1], first, hi - lo) == checks[lo:hi]) & self._indexed[first:first + hi - lo]
-            found[lo:hi][same] = first + np.flatnonzero(same)
+            same = (_column_slice(self._by_row[0], lo + offset, hi - lo) == hashes[lo:hi]) \
+                & (_column_slice(self._by_row[1], lo + offset, hi - lo) == checks[lo:hi]) & (found[lo:hi] < 0)
+            found[lo:hi][same] = lo + offset + np.flatnonzero(same)
         rest = np.flatnonzero(found < 0)
-        if len(rest):
-            found[rest] = self._search(hashes[rest], checks[rest])
+        found[rest] = _search(self._minor, hashes[rest], checks[rest])
+        rest = rest[found[rest] < 0]
+        if len(rest) > FULL_SEARCH_SHARE * n:
+            found[rest] = _search(self._full_index(), hashes[rest], checks[rest])
         return found
 
-    def _search(self, hashes: np.ndarray, checks: np.ndarray) -> np.ndarray:
-        """The cache row of each row hash (whose id check agrees), or -1, searched in the index."""
-        found = np.full(len(hashes), -1, dtype=np.int64)
-        if not len(self.hashes) or not len(hashes):
-            return found
-        order = hash_order(hashes)  # sorted queries: searchsorted walks the cache once
-        at = np.minimum(np.searchsorted(self.hashes, hashes[order]), len(self.hashes) - 1)
-        hit = (self.hashes[at] == hashes[order]) & (self.checks[at] == checks[order])
-        found[order[hit]] = self.rows[at[hit]]
-        return found
+    def _full_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self._index_lock:
+            if self._index is None:
+                self._index = _row_index(self._by_row[0].to_numpy(), self._by_row[1].to_numpy())
+                self.release_pages()
+            return self._index
 
     def must_rewrite(self) -> bool:
         """Too many parts, or too many rows of profiles gone or changed: time to rewrite it whole."""
@@ -325,6 +355,32 @@ class LoadedCache:
 
 def _column_slice(column: pa.ChunkedArray, start: int, length: int) -> np.ndarray:
     return column.slice(start, length).to_numpy()
+
+
+def _probe_rows(hashes: pa.ChunkedArray, checks: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cache's probe rows (a row hash below PROBE_LIMIT): ``(their hashes, id checks, rows)``."""
+    picked, start = [], 0
+    for hash_chunk, check_chunk in zip(hashes.chunks, checks.chunks):
+        h = hash_chunk.to_numpy()
+        at = np.flatnonzero(h < PROBE_LIMIT)
+        picked.append((h[at], check_chunk.to_numpy()[at], at + start))
+        start += len(h)
+    if not picked:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    return tuple(np.concatenate(parts) for parts in zip(*picked))
+
+
+def _search(index: tuple[np.ndarray, np.ndarray, np.ndarray], hashes: np.ndarray, checks: np.ndarray) -> np.ndarray:
+    """The row of each row hash (whose id check agrees) in ``index`` (see :func:`_row_index`), or -1."""
+    sorted_hashes, rows, sorted_checks = index
+    found = np.full(len(hashes), -1, dtype=np.int64)
+    if not len(sorted_hashes) or not len(hashes):
+        return found
+    order = hash_order(hashes)  # sorted queries: searchsorted walks the index once
+    at = np.minimum(np.searchsorted(sorted_hashes, hashes[order]), len(sorted_hashes) - 1)
+    hit = (sorted_hashes[at] == hashes[order]) & (sorted_checks[at] == checks[order])
+    found[order[hit]] = rows[at[hit]]
+    return found
 
 
 def hash_order(hashes: np.ndarray) -> np.ndarray:
@@ -346,8 +402,9 @@ def hash_order(hashes: np.ndarray) -> np.ndarray:
     return order
 
 
-def _row_index(hashes: np.ndarray, checks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The cache's row hashes sorted for lookups: ``(sorted hashes, their rows, their id checks)``."""
+def _row_index(hashes: np.ndarray, checks: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row hashes sorted for lookups: ``(sorted hashes, their rows, their id checks)``; ``rows``:
+    the cache rows of ``hashes``, increasing (default: their positions)."""
     order = hash_order(hashes)  # rows of one hash in any order: each group is reduced below
     sorted_hashes, sorted_checks = hashes[order], checks[order]
     repeated = sorted_hashes[1:] == sorted_hashes[:-1]
@@ -356,15 +413,18 @@ def _row_index(hashes: np.ndarray, checks: np.ndarray) -> tuple[np.ndarray, np.n
         # different ids with one row hash (a collision: their id checks differ) are both
         # dropped, so those rows are computed.
         first = np.flatnonzero(np.concatenate(([True], ~repeated)))
-        rows = np.minimum.reduceat(order, first)
+        lowest = np.minimum.reduceat(order, first)
         kept = np.minimum.reduceat(sorted_checks, first) == np.maximum.reduceat(sorted_checks, first)
-        sorted_hashes, sorted_checks, order = sorted_hashes[first][kept], sorted_checks[first][kept], rows[kept]
-    return sorted_hashes, order, sorted_checks
+        sorted_hashes, sorted_checks, order = sorted_hashes[first][kept], sorted_checks[first][kept], lowest[kept]
+    return sorted_hashes, (order if rows is None else rows[order]), sorted_checks
 
 
-def load_cache(root: str, layout: CacheLayout, code: dict) -> LoadedCache | None:
+def load_cache(root: str, layout: CacheLayout, code: dict, wait: bool = True) -> LoadedCache | None:
     """The cache under ``root`` if it is complete, intact and made by this code for ``layout``;
-    None otherwise (logged with the reason when a cache was there): compute every key."""
+    None otherwise (logged with the reason when a cache was there): compute every key. The parts'
+    sha256 is checked in a thread; with ``wait=False`` the cache is returned before that check is
+    over, and the caller must see :meth:`LoadedCache.intact` say True before anything read from
+    it leaves."""
     try:
         path = join_path(root, MANIFEST)
         if not FileSystems.exists(path):
@@ -374,16 +434,25 @@ def load_cache(root: str, layout: CacheLayout, code: dict) -> LoadedCache | None
         if manifest != {**manifest, **layout.doc(code)} or manifest.get("format") != CACHE_FORMAT:
             LOG.warning("key cache %s not used: made by other code, libraries or rules; every profile key is computed", root)
             return None
-        with ThreadPoolExecutor(max_workers=1) as checker:  # the parts' sha256, while the index is built
+        checker, cache = ThreadPoolExecutor(max_workers=1), None  # the parts' sha256, while the cache is used
+        try:
             parts = [_read_part(root, part, checker) for part in manifest["parts"]]
             tables, maps = [t for t, _, _ in parts], tuple(m for _, m, _ in parts if m is not None)
-            cache = LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout, maps)
-            if not all(intact.result() for _, _, intact in parts):
-                raise ValueError("a part differs from its manifest entry")
+            cache = LoadedCache(pa.concat_tables(tables) if tables else layout.schema().empty_table(), manifest, layout,
+                                maps, tuple(intact for _, _, intact in parts))
+        finally:  # the check goes on in its thread; a load that failed drops it
+            checker.shutdown(wait=False, cancel_futures=cache is None)
+        if wait and not cache.intact():
+            raise ValueError("a part differs from its manifest entry")
         return cache
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, the answer is to recompute
-        LOG.warning("key cache %s not used (%s); every profile key is computed", root, type(exc).__name__)
+        not_used(root, type(exc).__name__)
         return None
+
+
+def not_used(root: str, reason: str) -> None:
+    """Log that the cache under ``root`` is not used, and why (a kind of problem, never its content)."""
+    LOG.warning("key cache %s not used (%s); every profile key is computed", root, reason)
 
 
 def _read_part(root: str, part: dict, checker: ThreadPoolExecutor) -> tuple[pa.Table, mmap.mmap | None, Future]:
