@@ -286,8 +286,7 @@ class KeyProfiles(PooledDoFn):
                 # One batch is keyed while the next one is read (more until the cache's check is over).
                 while len(in_flight) > 1 and self._verified(in_flight, filters, wait=len(in_flight) > self.MAX_UNVERIFIED):
                     yield from self._batch_outputs(in_flight.popleft()[0], writer)
-            if in_flight:
-                self._verified(in_flight, filters, wait=True)
+            self._verified(in_flight, filters, wait=True)  # (an empty extract too: a bad cache is not carried on)
             while in_flight:
                 yield from self._batch_outputs(in_flight.popleft()[0], writer)
             if screens:
