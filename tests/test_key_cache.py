@@ -152,19 +152,19 @@ def test_a_damaged_cache_means_every_key_is_computed_and_the_same_bytes(data, ni
 
 
 def test_a_part_found_corrupt_once_batches_were_keyed_with_it_leaves_nothing_of_it(data, night_one, tmp_path, monkeypatch, caplog):
-    # A big cache's sha256 check ends after the first batches were keyed with it; this one finds a
+    # A big cache's digest check ends after the first batches were keyed with it; this one finds a
     # flipped byte: those batches are keyed again without the cache, and nothing read from it left
     # (no profile counted as keyed from it, the night's bytes those of a night without it).
     root = tmp_path / "root"
     shutil.copytree(night_one, root)
     _corrupt(root / "_key_cache")
-    checked = key_cache._file_sha256
+    checked = key_cache._file_digest
 
     def slow_check(path: str) -> str:
         time.sleep(1.5)
         return checked(path)
 
-    monkeypatch.setattr(key_cache, "_file_sha256", slow_check)
+    monkeypatch.setattr(key_cache, "_file_digest", slow_check)
     monkeypatch.setattr(join_inputs.KeyProfiles, "BATCH_ROWS", 100)
     keyed = []
     cached_batch = join_inputs.KeyProfiles._cached_batch
@@ -275,7 +275,7 @@ def test_merged_keys_equal_computed_keys_row_for_row(tmp_path, batches):
     cache.mkdir()
     shutil.move(part["file"], cache / "part-1.arrow")
     doc = {**layout.doc(key_cache.code_identity()), "format": key_cache.CACHE_FORMAT, "live_rows": part["rows"],
-           "parts": [{"file": "part-1.arrow", "rows": part["rows"], "sha256": part["sha256"]}]}
+           "parts": [{"file": "part-1.arrow", "rows": part["rows"], key_cache.PART_DIGEST: part[key_cache.PART_DIGEST]}]}
     (cache / "MANIFEST.json").write_text(json.dumps(doc))
     loaded = load_cache(str(cache), layout, key_cache.code_identity())
     found = loaded.lookup(*row_hashes(after, layout.values))

@@ -238,7 +238,7 @@ class KeyProfiles(PooledDoFn):
     BATCH_ROWS = 1 << 18  # profile rows read at a time: small enough that reading overlaps keying at 1M
     SCREEN_ELEMENT_ROWS = 1 << 20  # profile rows whose screen rows travel as one element
     CACHE_PARTS = "key_cache_parts"
-    MAX_UNVERIFIED = 4  # batches kept in flight, at most, while the cache's sha256 check is not over
+    MAX_UNVERIFIED = 4  # batches kept in flight, at most, while the cache parts' digest check is not over
     FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
     SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
 
@@ -302,7 +302,7 @@ class KeyProfiles(PooledDoFn):
                                                               "live_rows": self._live, **writer.close()})
 
     def _verified(self, in_flight: deque, filters: dict, wait: bool) -> bool:
-        """Whether keyed batches may leave: without a cache, yes; with one, once its parts' sha256
+        """Whether keyed batches may leave: without a cache, yes; with one, once its parts' digest
         check is over (it runs while the first batches are keyed; ``wait``: wait for it) and they
         matched. A cache that fails the check is dropped and the batches in flight are keyed again
         without it: nothing read from it has left (outputs, counters, this run's part)."""
