@@ -20,9 +20,9 @@ Never a wrong key:
   whole cache is recomputed (a change of rules, or of a library, invalidates it).
 * Parts are checked against the manifest's digest (xxh3-128 of the file: a check of integrity,
   at ~6 GB/s where sha256 reads ~1.3 GB/s) and row count: a missing, truncated or corrupt part (or
-  manifest) means a full recompute, never a partial read. The check runs in a
-  thread while the first batches are keyed; their outputs wait for it (the profile reader keeps
-  them in flight), and a part that fails it has them keyed again without the cache.
+  manifest) means a full recompute, never a partial read. The check runs in a thread while the
+  first batches are keyed; their outputs wait for it (the profile reader keeps them in flight),
+  and a part that fails it has them keyed again without the cache.
 * A row is taken from the cache only when its row hash and its id check (32 bits of another hash
   of the id) both agree. Two different profiles with the same row hash (a 64-bit collision: ~1e-6
   per night at 10M profiles) are told apart by their ids' checks, and both dropped from the
