@@ -233,6 +233,8 @@ class KeyProfiles(PooledDoFn):
     With ``key_cache`` (:mod:`transforms.key_cache`), the keys of rows that did not change since the
     cached run are taken from the cache (read here, on the worker, once per bundle), and this
     extract's rows are written to the run's staged part, described on the ``key_cache_parts`` output.
+    The cache's parts are checked while the first batches are keyed: until the check is over, up to
+    MAX_UNVERIFIED batches stay in flight and none leaves (:meth:`_verified`).
     """
 
     BATCH_ROWS = 1 << 18  # profile rows read at a time: small enough that reading overlaps keying at 1M
