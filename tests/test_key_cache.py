@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import import_audience, nightly
-from transforms import join_inputs, key_cache, profiles
+from transforms import join_inputs, key_cache, key_cache_index, profiles
 from transforms.config import load_config
-from transforms.key_cache import CacheLayout, CacheWriter, LoadedCache, load_cache, row_hashes, source_identity
+from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
+from transforms.key_cache_index import LoadedCache
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
 from transforms.progress import TALLY
 
@@ -297,12 +298,12 @@ def test_merged_keys_equal_computed_keys_row_for_row(tmp_path, batches):
 
 
 def test_the_index_drops_row_hash_collisions_and_keeps_the_first_repeat():
-    index = key_cache._row_index(np.array([5, 3, 5, 7, 7], np.uint64), np.array([1, 2, 9, 4, 4], np.uint32))
+    index = key_cache_index._row_index(np.array([5, 3, 5, 7, 7], np.uint64), np.array([1, 2, 9, 4, 4], np.uint32))
     queries, checks = np.array([5, 3, 7, 7, 8], np.uint64), np.array([1, 2, 4, 5, 0], np.uint32)
-    assert key_cache._search(index, queries, checks).tolist() == [-1, 1, 3, -1, -1]  # 5: two ids; 7: first; another id
-    rows = key_cache._row_index(np.array([5, 3, 5, 7, 7], np.uint64), np.array([1, 2, 9, 4, 4], np.uint32),
+    assert key_cache_index._search(index, queries, checks).tolist() == [-1, 1, 3, -1, -1]  # 5: two ids; 7: first; another id
+    rows = key_cache_index._row_index(np.array([5, 3, 5, 7, 7], np.uint64), np.array([1, 2, 9, 4, 4], np.uint32),
                                 np.array([10, 11, 12, 13, 14]))
-    assert key_cache._search(rows, queries, checks).tolist() == [-1, 11, 13, -1, -1]
+    assert key_cache_index._search(rows, queries, checks).tolist() == [-1, 11, 13, -1, -1]
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 1000, 50_000])
@@ -314,7 +315,7 @@ def test_hash_order_sorts_like_argsort(n):
         low = rng.integers(0, 2**int(shift), n // 4, dtype=np.uint64)
         hashes[: n // 4] = (rng.integers(0, 7, n // 4, dtype=np.uint64) << shift) | low
         hashes[n // 4: n // 4 + 50] = hashes[0]
-    order = key_cache.hash_order(hashes)
+    order = key_cache_index.hash_order(hashes)
     assert sorted(order.tolist()) == list(range(n))
     assert hashes[order].tolist() == np.sort(hashes).tolist()
 
@@ -386,7 +387,7 @@ def test_lookup_finds_rows_in_place_in_the_first_nights_part_and_anywhere_in_lat
             assert not missed[:2800].any() and not missed[3100:].any(), name
         elif name in ("as cached", "blocks moved", "later rows among them", "a batch ending past the cache"):
             assert not missed.any(), name  # runs found in place
-        assert missed.sum() <= key_cache.FULL_SEARCH_SHARE * len(order), name
+        assert missed.sum() <= key_cache_index.FULL_SEARCH_SHARE * len(order), name
 
 
 def test_row_hashes_tell_lists_apart():

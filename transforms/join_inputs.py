@@ -28,7 +28,8 @@ from transforms.errors import InputError
 from transforms.iv_check import first_block_histogram, reference_positions
 from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
-from transforms.key_cache import CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, not_used, row_hashes
+from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, must_rewrite, not_used,
+                                  row_hashes)
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
 from transforms.keys import dump_keys
 from transforms.memory import map_big_blocks, release_free_memory
@@ -299,7 +300,7 @@ class KeyProfiles(PooledDoFn):
                     future.cancel()
         if writer is not None:
             loaded, code = self._loaded
-            base = loaded.manifest["parts"] if loaded is not None and not loaded.must_rewrite() else []
+            base = loaded.manifest["parts"] if loaded is not None and not must_rewrite(loaded) else []
             yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
                                                               "live_rows": self._live, **writer.close()})
 
@@ -357,7 +358,7 @@ class KeyProfiles(PooledDoFn):
         this run's part), per data source: :meth:`_key_source`'s result)``. A cache due for a
         rewrite is not read: every row is computed (and written)."""
         layout, loaded = self._layout, self._loaded[0]
-        if loaded is not None and loaded.must_rewrite():
+        if loaded is not None and must_rewrite(loaded):
             loaded = None
         hashes, checks = row_hashes(profiles, layout.values)
         found = loaded.lookup(hashes, checks) if loaded is not None else np.full(len(hashes), -1)

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import hash64, take_chunked
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.key_cache import HASH_SUFFIX, CachedColumn
+from transforms.key_cache_index import HASH_SUFFIX, CachedColumn
 from transforms.keys import PROFILE_SHARD_SCHEMA, profile_keys, profile_row_keys
 
 
