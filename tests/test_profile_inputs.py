@@ -100,3 +100,16 @@ def test_a_missing_column_is_named_for_every_format(tmp_path, fmt):
                                           "declared": "plain", "match_on": "crm_id"}]})
     with pytest.raises(InputError, match=rf"^{path}: no column 'crm_id' \(data_sources\[0\].match_on\)"):
         list(read_profiles(str(path), cfg))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "pages overwritten"])
+def test_a_damaged_parquet_extract_fails_naming_the_file(demo_copy, damage):
+    """A Parquet extract damaged after the preflight check (a copy cut short, a disk error in its
+    pages): one error naming the file, never a partial read or Arrow's own message."""
+    path = demo_copy / "profiles.parquet"
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
+                      "pages overwritten": data[:1000] + bytes(b ^ 0xFF for b in data[1000:3000]) + data[3000:]}[damage])
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), load_config(str(demo_copy / "job.yaml"))))
+    assert str(info.value).startswith(f"{path}: cannot read the parquet extract (")

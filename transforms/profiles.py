@@ -29,6 +29,7 @@ from transforms.consent import BadOptOut, consent_of, parse_opt_out
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.extract_lines import csv_line_of_row, first_json_type_change, jsonl_line_of_row
+from transforms.storage import open_for_arrow
 
 BATCH_ROWS = 1 << 20
 KEY_PREFIX = "k:"
@@ -152,7 +153,7 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
     from apache_beam.io.filesystems import FileSystems
 
     try:
-        with FileSystems.open(path) as handle:
+        with open_for_arrow(path) if fmt == "parquet" else FileSystems.open(path) as handle:
             if fmt == "parquet":
                 pf = pq.ParquetFile(handle)
                 present = _present(path, pf.schema_arrow.names, cfg, export, extra)
