@@ -113,3 +113,25 @@ def test_a_damaged_parquet_extract_fails_naming_the_file(demo_copy, damage):
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), load_config(str(demo_copy / "job.yaml"))))
     assert str(info.value).startswith(f"{path}: cannot read the parquet extract (")
+
+
+@pytest.mark.parametrize("ids, missing", [(["P1", None, "P3"], 1), (["P1", "", "P3"], 1), ([None, "", "P3", ""], 3),
+                                          ([None, None], 2), (["", ""], 2), (["P1", "P2"], 0)])
+def test_profiles_without_an_id_fail_the_extract_with_their_count(tmp_path, ids, missing):
+    """A profile without an id (null or empty) could never be an audience member: the file fails,
+    counting them (not naming them: the other columns are PII)."""
+    import pyarrow as pa
+
+    from transforms.config import parse_config
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"profile_id": pa.array(ids, pa.string()), "crm_id": [f"c{i}" for i in range(len(ids))]}), path)
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    if not missing:
+        assert sum(t.num_rows for t in read_profiles(str(path), cfg)) == len(ids)
+        return
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg))
+    assert str(info.value) == f"{path}: {missing} profile(s) have an empty 'profile_id'"

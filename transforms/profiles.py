@@ -90,7 +90,9 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     p = cfg.profiles
     n = table.num_rows
     ids = plain_array(table[p.id], text="cast")
-    missing_ids = pc.sum(pc.or_(pc.is_null(ids), pc.equal(pc.utf8_length(pc.fill_null(ids, "")), 0))).as_py()
+    # Empty means no bytes: the byte lengths are the offsets' differences (utf8_length decodes every
+    # character; it cost 1.9 ms a 256k batch against 0.4 ms).
+    missing_ids = ids.null_count + (pc.sum(pc.equal(pc.binary_length(ids), 0)).as_py() or 0)
     if missing_ids:
         raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'")
     cols = {"profile_id": ids}
