@@ -179,6 +179,32 @@ def test_a_part_found_corrupt_once_batches_were_keyed_with_it_leaves_nothing_of_
     assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]  # rewritten whole
 
 
+@pytest.mark.parametrize("damaged", [False, True])
+def test_an_empty_extract_names_tonights_base_only_once_the_cache_is_checked(data, night_one, tmp_path, monkeypatch,
+                                                                            caplog, damaged):
+    # No batch is keyed, so nothing waits for the parts' check but the base the profile reader names
+    # for tonight's cache: an intact cache stays whole, a corrupt part is never carried on.
+    cache = tmp_path / "root" / "_key_cache"
+    shutil.copytree(night_one / "_key_cache", cache)
+    if damaged:
+        _corrupt(cache)
+    checked = key_cache._file_digest
+    monkeypatch.setattr(key_cache, "_file_digest", lambda path: time.sleep(1.0) or checked(path))
+    extract = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(data / NIGHTS[1].replace("-", "") / "profiles.parquet").slice(0, 0), extract)
+    dofn = join_inputs.KeyProfiles(load_config(str(data / "job.yaml")), key_cache.cache_dirs(str(cache), str(tmp_path / "run")))
+    dofn.setup()
+    try:
+        with caplog.at_level(logging.WARNING, logger="audience_sync.key_cache"):
+            outputs = list(dofn.process(str(extract), {}))
+    finally:
+        dofn.teardown()
+    parts = [o.value for o in outputs if getattr(o, "tag", None) == join_inputs.KeyProfiles.CACHE_PARTS]
+    assert len(parts) == 1 and parts[0]["live_rows"] == 0
+    assert parts[0]["base"] == ([] if damaged else manifest(cache.parent)["parts"])
+    assert ("a part differs from its manifest entry" in caplog.text) == damaged
+
+
 def test_an_extract_read_in_another_order_finds_its_rows_in_an_index_of_every_row(data, tmp_path):
     # Night 2's extract shuffled: no batch's rows sit in runs of the cache; the rows are searched.
     job = tmp_path / "job"
