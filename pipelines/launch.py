@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options, warn_about_worker_keys
-from transforms import progress
+from transforms import element_sizes, progress  # noqa: F401 - element_sizes: the PCollections' coder
 from transforms.config import JobConfig, load_config
 from transforms.errors import AudienceSyncError, RunFailed
 from transforms.html_report import PAGE

@@ -435,7 +435,10 @@ WORKER_SCRIPT = textwrap.dedent(
     for fn in fns:
         fn.setup()
     reader = next(fn for fn in fns if type(fn).__name__ == "ReadDumpFile")
+    from apache_beam.runners.pipeline_context import PipelineContext
+    context = PipelineContext(proto.components)
     print(json.dumps({
+        "coders": sorted({type(context.coders.get_by_id(c)).__name__ for c in proto.components.coders}),
         "set_up": sorted({type(fn).__name__ for fn in fns}),
         "without_key": failures,
         "decryptors": {k: type(v).__name__ for k, v in reader._decryptors.items() if v is not None},
@@ -463,6 +466,8 @@ def test_job_functions_unpickle_and_set_up_on_a_fresh_worker(dataflow_template, 
     # the diagnosis reads the key too: it tries the key reference in the other encoding on decrypt failures
     assert report["without_key"] == {"ReadDumpFile": missing, "AssembleFindings": missing}
     assert report["decryptors"] == {"web-encrypted-emails": "CbcDecryptor"}
+    # the PCollections' coder (transforms.element_sizes) travels with the job: a worker needs no registration
+    assert "SizedFastPrimitivesCoder" in report["coders"] and "FastPrimitivesCoder" not in report["coders"], report["coders"]
     assert demo_key_env[KEY_ENV].hex() not in out.stdout + out.stderr
 
 
