@@ -18,6 +18,7 @@ from transforms import join_inputs, key_cache, key_cache_index, profiles
 from transforms.config import load_config
 from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache
+from transforms.arrow_utils import KeyFilter, hash64
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
 from transforms.progress import TALLY
 
@@ -276,12 +277,13 @@ def _profiles(rows: list[tuple]) -> pa.Table:
 
 V1, V2 = "1" * 38, "2" * 38
 BEFORE = [("a", "A@example.com", [V1]), ("b", None, []), ("c", "c@example.com", [V1, " x ", None, V2]),
-          ("d", "d@example.com", None), ("e", "e@example.com", [V2])]
+          ("d", "d@example.com", None), ("e", "e@example.com", [V2]), ("g", "g@example.com", [" y ", V2])]
 AFTER = [("a", "A@example.com", [V1]), ("c", "c@example.com", [V1, " x ", None]), ("b", None, []),  # c changed
-         ("f", "f@example.com", [V2, V2]), ("d", "new@example.com", None), ("a", "A@example.com", [V1])]  # e gone, f new, a twice
+         ("f", "f@example.com", [V2, V2]), ("d", "new@example.com", None), ("a", "A@example.com", [V1]),  # e gone, f new, a twice
+         ("g", "g@example.com", [" y ", V2])]  # g: a list with a value that gives no key, cached
 
 
-@pytest.mark.parametrize("batches", [[5], [2, 3], [1, 1, 3]], ids=["one-batch", "two-batches", "three-batches"])
+@pytest.mark.parametrize("batches", [[6], [2, 4], [1, 1, 4]], ids=["one-batch", "two-batches", "three-batches"])
 def test_merged_keys_equal_computed_keys_row_for_row(tmp_path, batches):
     # The cache is read chunk by chunk (a chunk per cached batch): a batch's rows found in several
     # chunks, lists whose entries cross no chunk, null keys read from each chunk's validity bits.
@@ -306,21 +308,43 @@ def test_merged_keys_equal_computed_keys_row_for_row(tmp_path, batches):
     (cache / "MANIFEST.json").write_text(json.dumps(doc))
     loaded = load_cache(str(cache), layout, key_cache.code_identity())
     found = loaded.lookup(*row_hashes(after, layout.values))
-    assert [int(f >= 0) for f in found] == [1, 0, 1, 0, 0, 1]
+    assert [int(f >= 0) for f in found] == [1, 0, 1, 0, 0, 1, 1]
     missed = np.flatnonzero(found < 0)
     sub = after.take(pa.array(missed))
     for ds in cfg.data_sources:
         name = layout.sources[ds.name]
-        merged = merged_entries(after["profile_id"], found, missed, loaded.columns[name], ComputedColumn.of(sub, ds, cfg))
-        plain = computed_entries(after, ds, cfg)
-        assert merged.hashes.tolist() == plain.hashes.tolist() and merged.without_key == plain.without_key
-        everything = np.arange(len(plain.hashes))
-        loaded.release_pages()  # the parts' mapped pages dropped (as after each batch): read again from the file
-        assert merged.take(everything).equals(plain.take(everything))
-        assert merged.take(everything[::2]).equals(plain.take(everything[::2]))
-        nothing = merged_entries(after["profile_id"], np.full(len(after), -1), np.arange(len(after)), EMPTY_COLUMN,
-                                 ComputedColumn.of(after, ds, cfg))
-        assert nothing.take(everything).equals(plain.take(everything))
+        every = computed_entries(after, ds, cfg, None).candidates  # (a filter keeping nothing: no candidates)
+        assert every()[0].num_rows == 0
+        hashes = hash64(computed_entries(after, ds, cfg, KeyFilter(np.zeros(0, np.uint64))).reference())
+        filters = [None, KeyFilter(hashes), KeyFilter(hashes[::2]), KeyFilter(hashes[1:2])]  # none, all, some, one
+        for key_filter in filters:
+            plain = computed_entries(after, ds, cfg, key_filter)
+            flags, reference_flags = {}, {}
+            for _ in range(2):  # the second time, the chunks' flags of the first are read back
+                merged = merged_entries(after["profile_id"], found, missed, loaded.columns[name], ComputedColumn.of(sub, ds, cfg),
+                                        key_filter, flags, reference_flags)
+                assert (merged.keys, merged.without_key) == (plain.keys, plain.without_key)
+                loaded.release_pages()  # the parts' mapped pages dropped (as after each batch): read again from the file
+                (table, at), (want, want_at) = merged.candidates(), plain.candidates()
+                assert table.equals(want) and at.tolist() == want_at.tolist()
+                assert sorted(merged.reference().to_pylist()) == sorted(plain.reference().to_pylist())
+            nothing = merged_entries(after["profile_id"], np.full(len(after), -1), np.arange(len(after)), EMPTY_COLUMN,
+                                     ComputedColumn.of(after, ds, cfg), key_filter, {}, {})
+            assert nothing.candidates()[0].equals(plain.candidates()[0]) and nothing.keys == plain.keys
+        if key_filter is not None and plain.keys:
+            assert flags  # the candidates' flags were read from the chunks
+    assert sum(len(computed_entries(after, ds, cfg, None).reference()) for ds in cfg.data_sources) > 10
+
+
+def test_merged_reference_keys_of_a_big_batch_are_the_sampled_ones(tmp_path, monkeypatch):
+    # A batch of REFERENCE_ALL keys or more adds 1 in 2**REFERENCE_SHARE_BITS of them (by hash):
+    # made small here, so that the six rows' keys are a big batch, sampled 1 in 2.
+    monkeypatch.setattr("transforms.iv_check.REFERENCE_ALL", 2)
+    monkeypatch.setattr("transforms.iv_check.REFERENCE_SHARE_BITS", 1)
+    test_merged_keys_equal_computed_keys_row_for_row(tmp_path, [2, 4])
+    cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
+    sampled = [computed_entries(_profiles(AFTER), ds, cfg, None) for ds in cfg.data_sources]
+    assert 0 < sum(len(e.reference()) for e in sampled) < sum(e.keys for e in sampled)
 
 
 def test_the_index_drops_row_hash_collisions_and_keeps_the_first_repeat():

@@ -107,7 +107,13 @@ def reference_positions(hashes: np.ndarray) -> np.ndarray:
     data source's reference histogram."""
     if len(hashes) < REFERENCE_ALL:
         return np.arange(len(hashes))
-    return np.flatnonzero((hashes >> np.uint64(64 - REFERENCE_SHARE_BITS)) == 0)
+    return np.flatnonzero(sampled_reference(hashes))
+
+
+def sampled_reference(hashes: np.ndarray) -> np.ndarray:
+    """Whether each key (its 64-bit hash) is one of the 1 in 2**REFERENCE_SHARE_BITS a batch of
+    REFERENCE_ALL keys or more adds to the reference."""
+    return (hashes >> np.uint64(64 - REFERENCE_SHARE_BITS)) == 0
 
 
 def implausible_positions(plaintexts: np.ndarray, channel: str) -> list[int]:

@@ -25,7 +25,7 @@ from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, dump_paths
 from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
-from transforms.iv_check import first_block_histogram, reference_positions
+from transforms.iv_check import first_block_histogram
 from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, must_rewrite, not_used,
@@ -257,9 +257,11 @@ class KeyProfiles(PooledDoFn):
         self._rows = runner_counter("profile_rows_read")
         self._from_cache = runner_counter("profile_rows_keyed_from_cache")
         self._loaded = None  # (LoadedCache or None, code identity), read once a bundle
+        self._flags: dict = {}  # per data source and per cached column: the cache chunks' row flags (merged_entries)
 
     def finish_bundle(self):
         self._loaded = None  # the cache is big: never held past the bundle that keys profiles
+        self._flags = {}  # (nor the flags read from it)
         release_free_memory()
 
     def process(self, path: str, filters: dict):
@@ -350,6 +352,7 @@ class KeyProfiles(PooledDoFn):
             code = code_identity()
             self._loaded = (load_cache(self._key_cache.root, self._layout, code, wait=False), code)
         self._live = 0
+        self._flags = {}
         return CacheWriter(self._key_cache.staging, path, self._layout.schema())
 
     def _cached_batch(self, profiles: pa.Table, filters: dict):
@@ -370,27 +373,28 @@ class KeyProfiles(PooledDoFn):
         computed = {name: ComputedColumn.of(sub, ds, self._cfg) for name, ds in sorted(first.items())}
         part_columns = {k: v for name, column in computed.items() for k, v in column.part_columns(name).items()}
         columns = loaded.columns if loaded is not None else {}
-        entries = {ds.name: functools.partial(merged_entries, profiles["profile_id"], found, missed,
-                                              columns.get(layout.sources[ds.name], EMPTY_COLUMN), computed[layout.sources[ds.name]])
-                   for ds in self._cfg.data_sources}
+        entries = {}
+        for ds in self._cfg.data_sources:
+            name = layout.sources[ds.name]
+            entries[ds.name] = functools.partial(
+                merged_entries, profiles["profile_id"], found, missed, columns.get(name, EMPTY_COLUMN), computed[name],
+                filters.get(ds.name), self._flags.setdefault(("candidates", ds.name), {}),
+                self._flags.setdefault(("reference", name), {}))
         results = [self._key_source(profiles, filters, entries, ds) for ds in self._cfg.data_sources]
         return (len(found), len(found) - len(missed), (hashes[missed], checks[missed], part_columns)), results
 
     def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, ds):
         """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
         of their first blocks for AES-CBC data sources (else None). Runs in the pool."""
-        keys = entries[ds.name]() if ds.name in entries else computed_entries(profiles, ds, self._cfg)
-        key_filter = filters.get(ds.name)
-        keep = key_filter.might_contain(keys.hashes) if key_filter is not None else np.zeros(len(keys.hashes), bool)
-        at = np.flatnonzero(keep)
-        candidates = keys.take(at)
+        keys = entries[ds.name]() if ds.name in entries else computed_entries(profiles, ds, self._cfg, filters.get(ds.name))
+        candidates, hashes = keys.candidates()
         counts = [
-            count(Metric.PROFILE_KEYS, len(keys.hashes), ds.name),
+            count(Metric.PROFILE_KEYS, keys.keys, ds.name),
             count(Metric.PROFILE_KEYS_SHUFFLED, candidates.num_rows, ds.name),
             count(Metric.PROFILE_VALUES_WITHOUT_KEY, keys.without_key, ds.name),
         ]
-        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, keys.hashes[at], self._cfg.buckets)]
+        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, hashes, self._cfg.buckets)]
         # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
         if not (ds.decrypts and ds.encryption.algorithm == "aes-cbc"):
             return counts, pieces, None
-        return counts, pieces, first_block_histogram(keys.take(reference_positions(keys.hashes))["key"])
+        return counts, pieces, first_block_histogram(keys.reference())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import mmap
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,7 @@ class CachedColumn:
         self.keys = pa.chunked_array(flat_keys, keys.type.value_type if self.listed else keys.type)
         self._rows = np.cumsum([0] + [len(c) for c in keys.chunks]).astype(np.int64)  # each chunk's first row
         self._entries = np.cumsum([0] + [len(c) for c in flat_keys]).astype(np.int64)  # each chunk's first entry
+        self._key_counts: dict[int, np.ndarray] = {}  # list columns: per chunk, each row's keys (see counts)
 
     def entries(self, cache_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(entry index, entry count) of each cache row's entries, flattened in row order."""
@@ -63,6 +64,49 @@ class CachedColumn:
     def valid(self, entries: np.ndarray) -> np.ndarray:
         """Whether each of these entries is a key (not null), read from the validity bits."""
         return _by_chunk(self._entries, entries, lambda c, at: _valid_bits(self.keys.chunk(c), at), bool)
+
+    def counts(self, cache_rows: np.ndarray) -> tuple[int, int]:
+        """``(entries, keys)`` of these cache rows: their values, and those that gave a key (not
+        null). Per row, not per entry: a list column's valid entries are counted once per chunk."""
+        cache_rows = np.asarray(cache_rows, dtype=np.int64)
+        if not self.listed:
+            return len(cache_rows), int(self.valid(cache_rows).sum())
+        sizes = _by_chunk(self._rows, cache_rows, lambda c, at: self._offsets[c][at + 1] - self._offsets[c][at], np.int64)
+        keys = _by_chunk(self._rows, cache_rows, lambda c, at: self._row_keys(c)[at], np.int64)
+        return int(sizes.sum()), int(keys.sum())
+
+    def row_flags(self, cache_rows: np.ndarray, memo: dict, entry_mask: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Whether each cache row has a key (an entry not null) whose hash ``entry_mask`` keeps
+        (hashes -> bool). A chunk's rows are flagged the first time a row of it is asked for, and
+        kept in ``memo`` (chunk -> a bit per row): one pass over a chunk's hashes per run, however many
+        batches read it, instead of a gather per batch."""
+        def pick(c: int, at: np.ndarray) -> np.ndarray:
+            bits = memo.get(c)
+            if bits is None:  # two threads may compute a chunk's flags at once: the same flags
+                flags = self._per_row(c, entry_mask(self._hashes[c]) & self._chunk_valid(c)) > 0
+                bits = memo[c] = np.packbits(flags, bitorder="little")  # a bit a row
+            return ((bits[at >> 3] >> (at & 7).astype(np.uint8)) & 1).astype(bool)
+        return _by_chunk(self._rows, np.asarray(cache_rows, dtype=np.int64), pick, bool)
+
+    def _chunk_valid(self, c: int) -> np.ndarray:
+        keys = self.keys.chunk(c)
+        return keys.is_valid().to_numpy(zero_copy_only=False) if keys.null_count else np.ones(len(keys), bool)
+
+    def _row_keys(self, c: int) -> np.ndarray:
+        """A list chunk's keys per row (entries not null), computed once."""
+        counts = self._key_counts.get(c)
+        if counts is None:
+            counts = self._per_row(c, self._chunk_valid(c))
+            counts = self._key_counts[c] = counts.astype(np.uint8) if counts.max(initial=0) < 256 else counts  # (kept small)
+        return counts
+
+    def _per_row(self, c: int, entry_mask: np.ndarray) -> np.ndarray:
+        """How many entries of each row of chunk ``c`` the mask keeps (a scalar column: the mask)."""
+        if not self.listed:
+            return entry_mask
+        kept = np.concatenate(([0], np.cumsum(entry_mask, dtype=np.int32)))
+        offsets = self._offsets[c]
+        return kept[offsets[1:]] - kept[offsets[:-1]]
 
 
 def _by_chunk(starts: np.ndarray, at: np.ndarray, pick, dtype) -> np.ndarray:

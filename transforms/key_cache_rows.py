@@ -1,10 +1,12 @@
 """A profile batch's keys per data source, with or without the key cache (:mod:`transforms.key_cache`).
 
-Both give :class:`EntryKeys`: the hashes of a data source's keys in row order (what the Bloom filter
-and the shards need) and a way to read the ``(key, profile_id)`` rows of the ones kept. Without the
-cache every key is computed (:func:`computed_entries`); with it, the rows found in the cache bring
-their cached hashes, and only the keys the Bloom filter keeps are read from the cache
-(:func:`merged_entries`). Both give the same rows in the same order.
+Both give :class:`EntryKeys`: how many keys the batch has, and the ``(key, profile_id)`` rows the data
+source's Bloom filter keeps (the candidates) and the IV check's reference keys, when asked. Without
+the cache every key is computed (:func:`computed_entries`); with it (:func:`merged_entries`), the rows
+found in the cache are counted per row, and only those holding a candidate (or reference) key --
+flagged once per cache chunk, :meth:`~transforms.key_cache_index.CachedColumn.row_flags` -- have their
+entries read: a dump usually names a small share of the profiles, and a night's batch is mostly
+cached rows. Both give the same rows in the same order (tested).
 """
 from __future__ import annotations
 
@@ -15,26 +17,43 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import hash64, take_chunked
+from transforms import iv_check
+from transforms.arrow_utils import KeyFilter, hash64, take_chunked
 from transforms.config import DataSourceConfig, JobConfig
+from transforms.iv_check import reference_positions, sampled_reference
 from transforms.key_cache_index import HASH_SUFFIX, CachedColumn
 from transforms.keys import PROFILE_SHARD_SCHEMA, profile_keys, profile_row_keys
 
 
 @dataclass
 class EntryKeys:
-    """One data source's keys of a profile batch, in row order: ``hashes`` (one per key),
-    ``without_key`` (profile values that gave none) and ``take(positions)``: those keys' rows."""
+    """One data source's keys of a profile batch: ``keys`` (values that gave one), ``without_key``
+    (values that gave none); ``candidates()``: the ``(key, profile_id)`` rows whose key the data
+    source's Bloom filter keeps (none without a filter), in row order, and their keys' hashes;
+    ``reference()``: the keys of the IV check's reference (:func:`~transforms.iv_check.reference_positions`;
+    a histogram is made of them: their order is not kept)."""
 
-    hashes: np.ndarray
+    keys: int
     without_key: int
-    take: Callable[[np.ndarray], pa.Table]
+    candidates: Callable[[], tuple[pa.Table, np.ndarray]]
+    reference: Callable[[], pa.ChunkedArray]
 
 
-def computed_entries(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> EntryKeys:
+def computed_entries(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, key_filter: KeyFilter | None) -> EntryKeys:
     """Every key computed (no cache)."""
     keyed, without_key = profile_keys(profiles, ds, cfg, binary=True)
-    return EntryKeys(hash64(keyed["key"]), without_key, lambda at: keyed.take(pa.array(at)))
+    hashes = hash64(keyed["key"])
+
+    def candidates() -> tuple[pa.Table, np.ndarray]:
+        at = np.flatnonzero(_kept(key_filter)(hashes))
+        return keyed.take(pa.array(at)), hashes[at]
+
+    return EntryKeys(len(hashes), without_key, candidates, lambda: keyed["key"].take(pa.array(reference_positions(hashes))))
+
+
+def _kept(key_filter: KeyFilter | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Which key hashes the filter keeps: none without one (a data source without dump lines)."""
+    return key_filter.might_contain if key_filter is not None else (lambda hashes: np.zeros(len(hashes), bool))
 
 
 @dataclass
@@ -66,30 +85,46 @@ class ComputedColumn:
 
 
 def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, missed: np.ndarray,
-                   column: CachedColumn, computed: ComputedColumn) -> EntryKeys:
+                   column: CachedColumn, computed: ComputedColumn, key_filter: KeyFilter | None,
+                   candidate_flags: dict, reference_flags: dict) -> EntryKeys:
     """Keys of the rows found in the cache (``found``: cache row, or -1) and of the ``missed`` rows
-    (``computed``), merged in row order, each row's keys in their own order."""
+    (``computed``), as :func:`computed_entries` gives them for the whole batch. ``candidate_flags``
+    (this data source's filter) and ``reference_flags`` (the column's) keep the cache chunks'
+    row flags for the batches after this one (:meth:`CachedColumn.row_flags`)."""
     hit_rows = np.flatnonzero(found >= 0)
-    cached_at, counts = column.entries(found[hit_rows])
-    rows = np.concatenate((np.repeat(hit_rows, counts), missed[computed.parents]))
-    order = np.argsort(rows, kind="stable")  # two sorted runs; a row's entries stay in order
-    valid = np.concatenate((column.valid(cached_at), computed.valid))[order]
-    hashes = np.concatenate((column.hashes(cached_at), computed.hashes))[order]
-    kept = np.flatnonzero(valid)
-    n_cached = len(cached_at)
+    cache_rows = found[hit_rows]
+    cached_entries, cached_keys = column.counts(cache_rows)
+    computed_keys = int(computed.valid.sum())
+    keys = cached_keys + computed_keys
 
-    def take(at: np.ndarray) -> pa.Table:
-        source = order[kept[at]]  # position in [cached entries..., computed entries...]
-        from_cache = source < n_cached
-        keys = pa.chunked_array([take_chunked(column.keys, cached_at[source[from_cache]]),
-                                 computed.flat.take(pa.array(source[~from_cache] - n_cached))], pa.binary())
-        position = np.empty(len(source), dtype=np.int64)
-        position[np.flatnonzero(from_cache)] = np.arange(int(from_cache.sum()))
-        position[np.flatnonzero(~from_cache)] = int(from_cache.sum()) + np.arange(int((~from_cache).sum()))
-        ids = pc.take(profile_ids, pa.array(rows[order][kept[at]]))
-        return pa.table({"key": keys.take(pa.array(position)), "profile_id": ids}, schema=PROFILE_SHARD_SCHEMA)
+    def picked(rows: np.ndarray, keep: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The entries of the batch ``rows`` found in the cache and of the computed rows that are
+        keys ``keep`` keeps: ``(cached entries, computed entries, their batch rows)``, each side in
+        row order, a row's entries in their order."""
+        cached_at, counts = column.entries(found[rows])
+        kept = column.valid(cached_at) & keep(column.hashes(cached_at))
+        computed_at = np.flatnonzero(computed.valid & keep(computed.hashes))
+        return cached_at[kept], computed_at, np.concatenate((np.repeat(rows, counts)[kept], missed[computed.parents[computed_at]]))
 
-    return EntryKeys(hashes[kept], len(valid) - len(kept), take)
+    def candidates() -> tuple[pa.Table, np.ndarray]:
+        keep = _kept(key_filter)
+        flags = column.row_flags(cache_rows, candidate_flags, keep) if key_filter is not None else np.zeros(len(hit_rows), bool)
+        cached_at, computed_at, rows = picked(hit_rows[flags], keep)
+        order = np.argsort(rows, kind="stable")  # two sorted runs: a row is cached or computed
+        key_values = pa.chunked_array([take_chunked(column.keys, cached_at), computed.flat.take(pa.array(computed_at))], pa.binary())
+        table = pa.table({"key": key_values.take(pa.array(order)), "profile_id": pc.take(profile_ids, pa.array(rows[order]))},
+                         schema=PROFILE_SHARD_SCHEMA)
+        return table, np.concatenate((column.hashes(cached_at), computed.hashes[computed_at]))[order]
+
+    def reference() -> pa.ChunkedArray:
+        if keys < iv_check.REFERENCE_ALL:  # a small batch: every key
+            cached_at, computed_at, _ = picked(hit_rows, lambda hashes: np.ones(len(hashes), bool))
+        else:
+            flags = column.row_flags(cache_rows, reference_flags, sampled_reference)
+            cached_at, computed_at, _ = picked(hit_rows[flags], sampled_reference)
+        return pa.chunked_array([take_chunked(column.keys, cached_at), computed.flat.take(pa.array(computed_at))], pa.binary())
+
+    return EntryKeys(keys, cached_entries - cached_keys + len(computed.valid) - computed_keys, candidates, reference)
 
 
 EMPTY_COLUMN = CachedColumn(pa.chunked_array([], pa.binary()), pa.chunked_array([], pa.uint64()))
