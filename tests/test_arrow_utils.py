@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.arrow_utils import plain_array, split_by_bucket, take_chunked
+from transforms.arrow_utils import KeyFilter, plain_array, split_by_bucket, take_chunked
 
 
 def test_plain_array_combines_chunks_and_decodes_dictionaries_in_every_mode():
@@ -109,3 +109,23 @@ def test_split_by_bucket_keeps_each_buckets_rows_in_order(spread):
     assert [b for b, _ in pieces] == sorted(set(buckets.tolist()))
     for bucket, rows in pieces:
         assert rows["row"].to_pylist() == np.flatnonzero(buckets == bucket).tolist()
+
+
+@pytest.mark.parametrize("probes", [1, 3])
+def test_the_key_filter_never_misses_an_added_key_and_lets_few_others_through(probes):
+    rng = np.random.default_rng(7)
+    added, absent = rng.integers(0, 2**64, 20_000, dtype=np.uint64), rng.integers(0, 2**64, 200_000, dtype=np.uint64)
+    key_filter = KeyFilter(added, probes=probes)
+    mixed = np.concatenate((absent[:1000], added, absent[1000:]))
+    got = key_filter.might_contain(mixed)
+    assert got[1000:21_000].all()
+    passed = got[np.r_[0:1000, 21_000:len(mixed)]].mean()
+    assert 0 < passed < (0.004 if probes == 3 else 0.08)  # 16 bits a key: ~0.3% (3 probes), ~6% (1)
+    # The first probe turns keys away before the others are looked at: the answer of every probe on every key.
+    every = np.ones(len(mixed), dtype=bool)
+    for index in key_filter._indexes(mixed):
+        index = index.astype(np.int64)
+        every &= ((key_filter._bits[index >> 3] >> (index & 7).astype(np.uint8)) & 1).astype(bool)
+    assert got.tolist() == every.tolist()
+    assert not KeyFilter(np.zeros(0, np.uint64)).might_contain(mixed).any()
+    assert len(key_filter.might_contain(np.zeros(0, np.uint64))) == 0
