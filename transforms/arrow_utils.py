@@ -201,12 +201,17 @@ class KeyFilter:
         return keep
 
     def _probe(self, index: np.ndarray) -> np.ndarray:
-        index = index.astype(np.int64)
-        return ((self._bits[index >> 3] >> (index & 7).astype(np.uint8)) & 1).astype(bool)
+        return packed_bits(self._bits, index.astype(np.int64))
 
     @property
     def size_bytes(self) -> int:
         return self._bits.nbytes
+
+
+def packed_bits(bits: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Bits ``at`` (int64 positions) of a packed little-endian bit array (``np.packbits(...,
+    bitorder="little")``, an Arrow validity bitmap), as bools."""
+    return ((bits[at >> 3] >> (at & 7).astype(np.uint8)) & 1).astype(bool)
 
 
 def take_chunked(values: pa.ChunkedArray, at: np.ndarray) -> pa.Array:

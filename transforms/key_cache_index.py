@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pyarrow as pa
 
+from transforms.arrow_utils import packed_bits
+
 if TYPE_CHECKING:
     from transforms.key_cache import CacheLayout
 
@@ -85,7 +87,7 @@ class CachedColumn:
             if bits is None:  # two threads may compute a chunk's flags at once: the same flags
                 flags = self._per_row(c, entry_mask(self._hashes[c]) & self._chunk_valid(c)) > 0
                 bits = memo[c] = np.packbits(flags, bitorder="little")  # a bit a row
-            return ((bits[at >> 3] >> (at & 7).astype(np.uint8)) & 1).astype(bool)
+            return packed_bits(bits, at)
         return _by_chunk(self._rows, np.asarray(cache_rows, dtype=np.int64), pick, bool)
 
     def _chunk_valid(self, c: int) -> np.ndarray:
@@ -132,9 +134,7 @@ def _valid_bits(values: pa.Array, at: np.ndarray) -> np.ndarray:
     """``values.is_valid()`` at positions ``at``, from the validity bitmap (no pass over the array)."""
     if values.null_count == 0:
         return np.ones(len(at), dtype=bool)
-    bits = np.frombuffer(values.buffers()[0], dtype=np.uint8)
-    at = at + values.offset
-    return ((bits[at >> 3] >> (at & 7).astype(np.uint8)) & 1).astype(bool)
+    return packed_bits(np.frombuffer(values.buffers()[0], dtype=np.uint8), at + values.offset)
 
 
 class LoadedCache:

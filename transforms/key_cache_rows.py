@@ -106,14 +106,16 @@ def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, m
         computed_at = np.flatnonzero(computed.valid & keep(computed.hashes))
         return cached_at[kept], computed_at, np.concatenate((np.repeat(rows, counts)[kept], missed[computed.parents[computed_at]]))
 
+    def keys_of(cached_at: np.ndarray, computed_at: np.ndarray) -> pa.ChunkedArray:
+        return pa.chunked_array([take_chunked(column.keys, cached_at), computed.flat.take(pa.array(computed_at))], pa.binary())
+
     def candidates() -> tuple[pa.Table, np.ndarray]:
         keep = _kept(key_filter)
         flags = column.row_flags(cache_rows, candidate_flags, keep) if key_filter is not None else np.zeros(len(hit_rows), bool)
         cached_at, computed_at, rows = picked(hit_rows[flags], keep)
         order = np.argsort(rows, kind="stable")  # two sorted runs: a row is cached or computed
-        key_values = pa.chunked_array([take_chunked(column.keys, cached_at), computed.flat.take(pa.array(computed_at))], pa.binary())
-        table = pa.table({"key": key_values.take(pa.array(order)), "profile_id": pc.take(profile_ids, pa.array(rows[order]))},
-                         schema=PROFILE_SHARD_SCHEMA)
+        table = pa.table({"key": keys_of(cached_at, computed_at).take(pa.array(order)),
+                          "profile_id": pc.take(profile_ids, pa.array(rows[order]))}, schema=PROFILE_SHARD_SCHEMA)
         return table, np.concatenate((column.hashes(cached_at), computed.hashes[computed_at]))[order]
 
     def reference() -> pa.ChunkedArray:
@@ -122,7 +124,7 @@ def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, m
         else:
             flags = column.row_flags(cache_rows, reference_flags, sampled_reference)
             cached_at, computed_at, _ = picked(hit_rows[flags], sampled_reference)
-        return pa.chunked_array([take_chunked(column.keys, cached_at), computed.flat.take(pa.array(computed_at))], pa.binary())
+        return keys_of(cached_at, computed_at)
 
     return EntryKeys(keys, cached_entries - cached_keys + len(computed.valid) - computed_keys, candidates, reference)
 
