@@ -223,6 +223,16 @@ def median(runs: list[Run], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs)
 
 
+def night_ratio(r: Result) -> str:
+    """Night 2's median over night 1's, and with several runs the range of each run's own ratio:
+    night 1 moves too, and a ratio of medians alone hides by how much."""
+    ratio = f"{median(r.ours, 'wall') / median(r.night1, 'wall'):.2f}"
+    if len(r.ours) < 2:
+        return ratio
+    each = [two.wall / one.wall for one, two in zip(r.night1, r.ours)]
+    return f"{ratio} ({min(each):.2f}-{max(each):.2f})"
+
+
 def table(results: list[Result]) -> list[str]:
     rows = [
         "| scenario | dump lines | ours (s) | DuckDB baseline (s) | ratio | CPU ratio | ours lines/s "
@@ -233,7 +243,7 @@ def table(results: list[Result]) -> list[str]:
         ours, base = median(r.ours, "wall"), median(r.baseline, "wall")
         cpu = median(r.ours, "cpu") / median(r.baseline, "cpu")
         rss = max(x.rss for x in r.ours + r.night1)
-        nights = f"{ours / median(r.night1, 'wall'):.2f}" if r.night1 else "-"
+        nights = night_ratio(r) if r.night1 else "-"
         same = "yes" if r.same_members else "NO"
         identical = "-" if r.identical is None else "yes" if r.identical else "NO"
         rows.append(f"| {r.scenario} | {r.lines:,} | {ours:.1f} | {base:.1f} | **{ours / base:.2f}** | {cpu:.2f} | "
