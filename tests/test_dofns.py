@@ -14,6 +14,7 @@ from transforms.arrow_utils import KeyFilter, bucket_of, hash64
 from transforms.dump_files import FileStats
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.join import JoinShard
+from transforms import join_inputs
 from transforms.join_inputs import KeyProfiles, ReadDumpFile
 from transforms.keys import pack_visitor_ids
 from transforms.outcomes import COUNTS, Count, Metric, Reason
@@ -104,11 +105,40 @@ def test_key_profiles_gives_the_same_shards_whatever_the_batch_size_and_threads(
     assert all(r == results[0] for r in results[1:])
 
 
+def test_a_batchs_data_sources_share_one_memo_and_batches_do_not(tmp_path, monkeypatch):
+    # What data sources compute alike (transforms.key_cache_rows.computed_entries: here a second
+    # partner's hashed emails) is computed once a batch: one memo per batch, handed to each of its
+    # data sources; a config whose data sources compute nothing alike gets none.
+    plain = make_job(tmp_path)
+    hashed = next(ds for ds in plain.data_sources if ds.name == "hashed")
+    cfg = plain.model_copy(update={"data_sources": [*plain.data_sources, hashed.model_copy(update={"name": "partner"})]})
+    monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", 2)
+    seen = []
+    real = join_inputs.computed_entries
+
+    def recorded(profiles, ds, cfg, key_filter, memo):
+        seen.append((profiles.column("profile_id")[0].as_py(), ds.name, memo))
+        return real(profiles, ds, cfg, key_filter, memo)
+
+    monkeypatch.setattr(join_inputs, "computed_entries", recorded)
+    run_dofn(KeyProfiles(cfg), (str(tmp_path / "profiles.parquet"), ({},)))
+    memos: dict = {}
+    for first_row, name, memo in seen:
+        memos.setdefault(first_row, set()).add(id(memo))
+        assert memo is not None
+    assert len(memos) > 1 and all(len(ids) == 1 for ids in memos.values())  # one per batch
+    assert len(set().union(*memos.values())) == len(memos)  # not shared between batches
+    assert {name for _, name, _ in seen} == {"vis", "hashed", "partner"}
+    seen.clear()
+    run_dofn(KeyProfiles(plain), (str(tmp_path / "profiles.parquet"), ({},)))
+    assert seen and all(memo is None for _, _, memo in seen)
+
+
 def test_an_error_keying_a_batch_reaches_the_caller(tmp_path, monkeypatch):
     cfg = make_job(tmp_path)
     monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", 1)
 
-    def broken(self, profiles, filters, entries, ds):
+    def broken(self, profiles, filters, entries, memo, ds):
         raise RuntimeError("keying failed")
 
     monkeypatch.setattr(KeyProfiles, "_key_source", broken)

@@ -14,12 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import import_audience, nightly
-from transforms import join_inputs, key_cache, key_cache_index, profiles
+from transforms import join_inputs, key_cache, key_cache_index, key_cache_rows, keys, profiles
 from transforms.config import load_config
 from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache
 from transforms.arrow_utils import KeyFilter, hash64
-from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
+from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
+from transforms.parallel import OnceEach, make_pool
 from transforms.progress import TALLY
 
 from bench import CHANGED  # noqa: E402 - scripts/ is on the path (conftest)
@@ -345,6 +346,60 @@ def test_merged_reference_keys_of_a_big_batch_are_the_sampled_ones(tmp_path, mon
     cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
     sampled = [computed_entries(_profiles(AFTER), ds, cfg, None) for ds in cfg.data_sources]
     assert 0 < sum(len(e.reference()) for e in sampled) < sum(e.keys for e in sampled)
+
+
+def test_a_batch_computes_what_its_data_sources_share_once(monkeypatch):
+    # A second partner's hashed emails under the same rules have the same keys as the first's: one
+    # computation for both. The encrypted email source normalizes emails as they do: one
+    # normalization for the three. Each gets what it gets computed alone, keyed side by side.
+    cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
+    hashed = next(ds for ds in cfg.data_sources if ds.declared == "hashed" and ds.match_on == "email")
+    encrypted = next(ds for ds in cfg.data_sources if ds.decrypts)
+    sources = [hashed, hashed.model_copy(update={"name": "partner-emails", "dpid": 99999}), encrypted]
+    batch = _profiles(AFTER)
+    filters = [KeyFilter(hash64(computed_entries(batch, ds, cfg, KeyFilter(np.zeros(0, np.uint64))).reference()))
+               for ds in sources]
+    alone = [computed_entries(batch, ds, cfg, f) for ds, f in zip(sources, filters)]
+    calls = {"normalize": 0, "keys": 0}
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(keys.normalize, "normalize_keys", counted("normalize", keys.normalize.normalize_keys))
+    monkeypatch.setattr(key_cache_rows, "profile_keys", counted("keys", key_cache_rows.profile_keys))
+    memo, pool = OnceEach(), make_pool(3)
+    try:
+        shared = [f.result() for f in [pool.submit(computed_entries, batch, ds, cfg, f, memo) for ds, f in zip(sources, filters)]]
+    finally:
+        pool.shutdown()
+    assert calls == {"normalize": 1, "keys": 2}
+    for want, got in zip(alone, shared):
+        assert (got.keys, got.without_key) == (want.keys, want.without_key) and want.keys
+        (table, at), (want_table, want_at) = got.candidates(), want.candidates()
+        assert table.equals(want_table) and at.tolist() == want_at.tolist() and table.num_rows
+        assert got.reference().equals(want.reference())
+    # With the cache, a batch's changed rows are computed per cached column: normalized once too.
+    memo, calls["normalize"] = OnceEach(), 0
+    columns = [ComputedColumn.of(batch, ds, cfg, memo) for ds in (hashed, encrypted)]
+    assert calls["normalize"] == 1
+    for ds, column in zip((hashed, encrypted), columns):
+        assert column.row_keys.equals(ComputedColumn.of(batch, ds, cfg).row_keys)
+
+
+def test_only_what_several_data_sources_ask_for_is_kept_in_a_batchs_memo():
+    cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
+    hashed = next(ds for ds in cfg.data_sources if ds.declared == "hashed" and ds.match_on == "email")
+    # The demo: hashed and encrypted emails normalized alike; nothing else shared.
+    assert shared_work(cfg) == {keys.normalization_key(hashed, cfg)}
+    partner = hashed.model_copy(update={"name": "partner-emails", "dpid": 99999})
+    uid2 = hashed.model_copy(update={"name": "uid2-emails", "dpid": 99998, "normalization": "uid2"})
+    with_partner = cfg.model_copy(update={"data_sources": [*cfg.data_sources, partner, uid2]})
+    assert shared_work(with_partner) == {keys.normalization_key(hashed, cfg), key_cache_rows.identity_key(hashed, cfg)}
+    alone = cfg.model_copy(update={"data_sources": [ds for ds in cfg.data_sources if not ds.decrypts]})
+    assert shared_work(alone) == frozenset()
 
 
 def test_the_index_drops_row_hash_collisions_and_keeps_the_first_repeat():

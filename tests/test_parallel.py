@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from transforms.memory import map_big_blocks, release_free_memory
-from transforms.parallel import make_pool, ordered_map
+from transforms.parallel import OnceEach, make_pool, ordered_map
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +65,41 @@ def test_items_are_pulled_only_as_results_are_taken():
         assert len(pulled) <= 3 + 2
     finally:
         pool.shutdown()
+
+
+def test_once_each_computes_a_key_once_for_every_task_that_asks():
+    memo, calls, started = OnceEach(), [], threading.Event()
+
+    def slow():  # the first task is still computing when the others ask
+        calls.append("k")
+        started.set()
+        time.sleep(0.2)
+        return object()
+
+    pool = make_pool(4)
+    try:
+        first = pool.submit(memo.get, "k", slow)
+        started.wait(5)
+        others = [pool.submit(memo.get, "k", slow) for _ in range(3)]
+        values = [first.result(), *(f.result() for f in others)]
+    finally:
+        pool.shutdown()
+    assert calls == ["k"] and all(v is values[0] for v in values)
+    assert memo.get("other", lambda: 2) == 2 and memo.get("other", lambda: 3) == 2  # per key
+    only = OnceEach(shared={"k"})  # a key no other task asks for is computed, not kept
+    assert [only.get("alone", lambda: n) for n in (1, 2)] == [1, 2]
+    assert [only.get("k", lambda: n) for n in (1, 2)] == [1, 1]
+
+
+def test_once_each_raises_a_failed_computation_to_every_task_that_asked():
+    memo = OnceEach()
+
+    def broken():
+        raise RuntimeError("normalize failed")
+
+    for _ in range(2):  # the asker that computed it, then one that finds it computed
+        with pytest.raises(RuntimeError, match="normalize failed"):
+            memo.get("k", broken)
 
 
 def test_free_memory_goes_back_to_the_os_on_glibc():

@@ -30,11 +30,11 @@ from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
 from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, must_rewrite, not_used,
                                   row_hashes)
-from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries
+from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
 from transforms.keys import dump_keys
 from transforms.memory import map_big_blocks, release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
-from transforms.parallel import BundleQueue, PooledDoFn, submit
+from transforms.parallel import BundleQueue, OnceEach, PooledDoFn, submit
 from transforms.profiles import read_profiles
 from transforms.storage import glob
 
@@ -250,6 +250,7 @@ class KeyProfiles(PooledDoFn):
         self._threads = cfg.threads
         self._key_cache = key_cache
         self._layout = CacheLayout.of(cfg) if key_cache is not None else None
+        self._shared = shared_work(cfg)  # what a batch's data sources compute alike (most configs: nothing)
 
     def setup(self):
         super().setup()
@@ -283,8 +284,8 @@ class KeyProfiles(PooledDoFn):
                     if screened >= self.SCREEN_ELEMENT_ROWS:
                         yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
                         screened = 0
-                if writer is None:  # the batch's data sources keyed side by side
-                    key_source = functools.partial(self._key_source, profiles, filters, {})
+                if writer is None:  # the batch's data sources keyed side by side (what they compute alike, once)
+                    key_source = functools.partial(self._key_source, profiles, filters, {}, self._memo())
                     in_flight.append(([submit(self._pool, key_source, ds) for ds in cfg.data_sources], None))
                 else:  # one task a batch: its cache lookups, then its data sources (two batches at once)
                     in_flight.append(([submit(self._pool, self._cached_batch, profiles, filters)], profiles))
@@ -370,7 +371,8 @@ class KeyProfiles(PooledDoFn):
         first = {}
         for ds in self._cfg.data_sources:
             first.setdefault(layout.sources[ds.name], ds)
-        computed = {name: ComputedColumn.of(sub, ds, self._cfg) for name, ds in sorted(first.items())}
+        memo = self._memo()  # normalization shared by cached columns that normalize a column alike
+        computed = {name: ComputedColumn.of(sub, ds, self._cfg, memo) for name, ds in sorted(first.items())}
         part_columns = {k: v for name, column in computed.items() for k, v in column.part_columns(name).items()}
         columns = loaded.columns if loaded is not None else {}
         entries = {}
@@ -380,13 +382,19 @@ class KeyProfiles(PooledDoFn):
                 merged_entries, profiles["profile_id"], found, missed, columns.get(name, EMPTY_COLUMN), computed[name],
                 filters.get(ds.name), self._flags.setdefault(("candidates", ds.name), {}),
                 self._flags.setdefault(("reference", name), {}))
-        results = [self._key_source(profiles, filters, entries, ds) for ds in self._cfg.data_sources]
+        results = [self._key_source(profiles, filters, entries, None, ds) for ds in self._cfg.data_sources]
         return (len(found), len(found) - len(missed), (hashes[missed], checks[missed], part_columns)), results
 
-    def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, ds):
+    def _memo(self) -> OnceEach | None:
+        """A batch's memo of what its data sources compute alike, or None when they compute nothing alike."""
+        return OnceEach(self._shared) if self._shared else None
+
+    def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, memo: OnceEach | None, ds):
         """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
-        of their first blocks for AES-CBC data sources (else None). Runs in the pool."""
-        keys = entries[ds.name]() if ds.name in entries else computed_entries(profiles, ds, self._cfg, filters.get(ds.name))
+        of their first blocks for AES-CBC data sources (else None). Runs in the pool; ``memo``: the
+        batch's, shared by its data sources (:func:`~transforms.key_cache_rows.computed_entries`)."""
+        keys = (entries[ds.name]() if ds.name in entries
+                else computed_entries(profiles, ds, self._cfg, filters.get(ds.name), memo))
         candidates, hashes = keys.candidates()
         counts = [
             count(Metric.PROFILE_KEYS, keys.keys, ds.name),

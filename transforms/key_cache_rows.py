@@ -10,6 +10,7 @@ cached rows. Both give the same rows in the same order (tested).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,8 +22,10 @@ from transforms import iv_check
 from transforms.arrow_utils import KeyFilter, hash64, take_chunked
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.iv_check import reference_positions, sampled_reference
+from transforms.key_cache import source_identity
 from transforms.key_cache_index import HASH_SUFFIX, CachedColumn
-from transforms.keys import PROFILE_SHARD_SCHEMA, profile_keys, profile_row_keys
+from transforms.keys import PROFILE_SHARD_SCHEMA, normalization_key, profile_keys, profile_row_keys
+from transforms.parallel import OnceEach
 
 
 @dataclass
@@ -39,16 +42,48 @@ class EntryKeys:
     reference: Callable[[], pa.ChunkedArray]
 
 
-def computed_entries(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, key_filter: KeyFilter | None) -> EntryKeys:
-    """Every key computed (no cache)."""
-    keyed, without_key = profile_keys(profiles, ds, cfg, binary=True)
-    hashes = hash64(keyed["key"])
+def computed_entries(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, key_filter: KeyFilter | None,
+                     memo: OnceEach | None = None) -> EntryKeys:
+    """Every key computed (no cache). With ``memo`` (one per profile batch), data sources whose keys
+    are decided alike (:func:`~transforms.key_cache.source_identity`: two partners' hashed emails
+    under the same rules, say) share one computation of the keys and their hashes, as they share
+    a cached column with the cache, and normalization is shared as :func:`~transforms.keys.normalized`
+    says."""
+
+    def compute() -> tuple[pa.Table, int, np.ndarray]:
+        keyed, without_key = profile_keys(profiles, ds, cfg, binary=True, memo=memo)
+        return keyed, without_key, hash64(keyed["key"])
+
+    if memo is None:
+        keyed, without_key, hashes = compute()
+    else:
+        keyed, without_key, hashes = memo.get(identity_key(ds, cfg), compute)
 
     def candidates() -> tuple[pa.Table, np.ndarray]:
         at = np.flatnonzero(_kept(key_filter)(hashes))
         return keyed.take(pa.array(at)), hashes[at]
 
     return EntryKeys(len(hashes), without_key, candidates, lambda: keyed["key"].take(pa.array(reference_positions(hashes))))
+
+
+def identity_key(ds: DataSourceConfig, cfg: JobConfig) -> tuple:
+    """:func:`~transforms.key_cache.source_identity` as a key: equal for data sources whose profile
+    keys are the same."""
+    return "keyed", *sorted(source_identity(ds, cfg).items())
+
+
+def shared_work(cfg: JobConfig) -> frozenset:
+    """The memo keys that more than one of a batch's data sources asks for: the keys of data sources
+    decided alike (:func:`computed_entries`), and the normalized values that data sources keyed apart
+    both start from (:func:`~transforms.keys.normalized`; with the cache, a cached column's).
+    Empty when no two data sources start from the same work: a batch then gets no memo."""
+    identities = {}
+    for ds in cfg.data_sources:
+        identities.setdefault(identity_key(ds, cfg), []).append(ds)
+    normalizations = Counter(normalization_key(sources[0], cfg) for sources in identities.values())
+    normalizations.pop(None, None)
+    return frozenset([*(key for key, sources in identities.items() if len(sources) > 1),
+                      *(key for key, n in normalizations.items() if n > 1)])
 
 
 def _kept(key_filter: KeyFilter | None) -> Callable[[np.ndarray], np.ndarray]:
@@ -69,8 +104,8 @@ class ComputedColumn:
     parents: np.ndarray
 
     @classmethod
-    def of(cls, profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> "ComputedColumn":
-        row_keys = profile_row_keys(profiles, ds, cfg)
+    def of(cls, profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, memo: OnceEach | None = None) -> "ComputedColumn":
+        row_keys = profile_row_keys(profiles, ds, cfg, memo)
         listed = pa.types.is_list(row_keys.type)
         flat = row_keys.flatten() if listed else row_keys
         parents = pc.list_parent_indices(row_keys).to_numpy() if listed else np.arange(len(row_keys))

@@ -19,7 +19,7 @@ digests as their 32 raw bytes (hex is matched in either case), other keys as the
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,9 @@ from transforms.dumps import rejected_table, split_tokens
 from transforms.iv_check import FirstBlocks
 from transforms.reasons import Reason
 from transforms.profiles import KEY_PREFIX
+
+if TYPE_CHECKING:
+    from transforms.parallel import OnceEach
 
 # What the join shuffles, per side. Every byte here is copied several times by a local runner's
 # in-memory shuffle and paid for on Dataflow's, so rows are compact: the join key in its binary form
@@ -164,14 +167,15 @@ def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     return pa.concat_arrays(out) if len(out) > 1 else out[0]
 
 
-def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binary: bool = False) -> tuple[pa.Table, int]:
+def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binary: bool = False,
+                 memo: OnceEach | None = None) -> tuple[pa.Table, int]:
     """``(key, profile_id)`` rows for one data source, and the number of profile values that could
     not give a key (null, or invalid once normalized). Keys are text (as the platform shows them:
     hex/base64 digests, the export's user IDs) or, with ``binary``, the join keys of
     :func:`join_keys` (PROFILE_SHARD_SCHEMA, via :func:`profile_row_keys`); hashed keys then skip
-    the text encoding."""
+    the text encoding. ``memo``: see :func:`normalized`."""
     if binary:
-        return profile_key_rows(profiles, ds, cfg)
+        return profile_key_rows(profiles, ds, cfg, memo)
     if ds.id_type == "visitor":
         exploded = explode_list(profiles.select(["profile_id", "visitor_ids"]), "visitor_ids", "key")
         trimmed = pc.utf8_trim_whitespace(exploded["key"])
@@ -188,6 +192,28 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)
     invalid = len(ok) - int(pc.sum(ok).as_py() or 0)
     return pa.table({"key": keys, "profile_id": ids}, schema=PROFILE_KEY_SCHEMA), invalid
+
+
+def normalization_key(ds: DataSourceConfig, cfg: JobConfig) -> tuple | None:
+    """What decides a data source's normalized profile values (:func:`normalized`), or None when
+    its keys are not normalized values (visitor IDs, plain declared IDs)."""
+    if not (ds.declared == "hashed" or ds.decrypts):
+        return None
+    return "normalized", cfg.profiles.column_for(ds.match_on), ds.key_kind, ds.normalization, cfg.region_for(ds)
+
+
+def normalized(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig,
+               memo: OnceEach | None = None) -> tuple[pa.Array, pa.Array]:
+    """(keys, reasons) of a hashed or decrypting data source's ``match_on`` values normalized under
+    its rules. With ``memo`` (one per profile batch), data sources that normalize the same column
+    alike (a hashed and an encrypted email source, say) share one computation."""
+    key = normalization_key(ds, cfg)
+    _, column, *rules = key
+
+    def compute():
+        return normalize.normalize_keys(profiles[KEY_PREFIX + column], *rules)
+
+    return compute() if memo is None else memo.get(key, compute)
 
 
 def _declared_keys(values, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Array, pa.Array]:
@@ -210,27 +236,26 @@ class RowKeys(NamedTuple):
     lists: pa.ListArray | None
 
 
-def _row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> RowKeys:
+def _row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, memo: OnceEach | None) -> RowKeys:
     if ds.id_type == "visitor":
         lists = plain_array(profiles["visitor_ids"])
         trimmed = pc.utf8_trim_whitespace(pc.list_flatten(lists))
         ok = is_visitor_id(trimmed)
         return RowKeys(ok, pack_visitor_ids(pc.filter(trimmed, ok)), lists)
-    values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
-    if ds.declared == "hashed":
-        keys, reasons = normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
+    if normalization_key(ds, cfg) is not None:
+        keys, reasons = normalized(profiles, ds, cfg, memo)
     else:
-        keys, reasons = _declared_keys(values, ds, cfg)
+        keys, reasons = _declared_keys(profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)], ds, cfg)
     ok = pc.is_null(reasons)
     valid = pc.filter(keys, ok)
     return RowKeys(ok, digests.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()), None)
 
 
-def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> pa.Array:
+def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, memo: OnceEach | None = None) -> pa.Array:
     """Each profile row's binary join keys, aligned with the rows: for a visitor source a list per
     row (null entries for IDs that are not 38 digits), otherwise one key per row (null where the
-    value gives none). What the key cache stores."""
-    ok, keys, lists = _row_keys(profiles, ds, cfg)
+    value gives none). What the key cache stores. ``memo``: see :func:`normalized`."""
+    ok, keys, lists = _row_keys(profiles, ds, cfg, memo)
     values = pc.replace_with_mask(pa.nulls(len(ok), pa.binary()), ok, keys)
     if lists is None:
         return values
@@ -239,11 +264,12 @@ def profile_row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def profile_key_rows(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Table, int]:
+def profile_key_rows(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig,
+                     memo: OnceEach | None = None) -> tuple[pa.Table, int]:
     """The ``(key, profile_id)`` rows (PROFILE_SHARD_SCHEMA) of a profile batch, in row order, and
     the number of values without a key: :func:`profile_row_keys`' keys with their profile ids,
     without placing them among nulls first (what the run does without the key cache)."""
-    ok, keys, lists = _row_keys(profiles, ds, cfg)
+    ok, keys, lists = _row_keys(profiles, ds, cfg, memo)
     if lists is None:
         ids = pc.filter(profiles["profile_id"], ok)
     else:  # a visitor ID's row: its list's

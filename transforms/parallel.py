@@ -7,9 +7,10 @@ key normalization with another's hashing. Results come back in input order, so w
 """
 from __future__ import annotations
 
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Collection, Hashable, Iterable, Iterator, TypeVar
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -55,6 +56,33 @@ def submit(pool: ThreadPoolExecutor | None, fn: Callable[..., R], *args) -> Futu
     except BaseException as exc:  # noqa: BLE001 - raised by result(), as the pool's would be
         done.set_exception(exc)
     return done
+
+
+class OnceEach:
+    """Values computed once per key, whichever pool task asks first; the tasks that ask for the same
+    key meanwhile wait for that computation (its result, or its exception). Made per unit of work
+    (a profile batch, say) whose tasks compute some things alike, and dropped with it. ``shared``:
+    the keys more than one task asks for; the others are computed and not kept (None: keep all)."""
+
+    def __init__(self, shared: Collection[Hashable] | None = None):
+        self._lock = threading.Lock()
+        self._values: dict[Hashable, Future] = {}
+        self._shared = shared
+
+    def get(self, key: Hashable, compute: Callable[[], R]) -> R:
+        if self._shared is not None and key not in self._shared:
+            return compute()
+        with self._lock:
+            value = self._values.get(key)
+            mine = value is None
+            if mine:
+                value = self._values[key] = Future()
+        if mine:
+            try:
+                value.set_result(compute())
+            except BaseException as exc:  # noqa: BLE001 - raised to this caller and to every waiting one
+                value.set_exception(exc)
+        return value.result()
 
 
 class PooledDoFn(beam.DoFn):
