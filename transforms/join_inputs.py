@@ -250,7 +250,7 @@ class KeyProfiles(PooledDoFn):
         self._threads = cfg.threads
         self._key_cache = key_cache
         self._layout = CacheLayout.of(cfg) if key_cache is not None else None
-        self._shared = shared_work(cfg)  # what a batch's data sources compute alike (most configs: nothing)
+        self._shared = shared_work(cfg)  # what a batch's data sources compute alike (often nothing: no memo then)
 
     def setup(self):
         super().setup()
