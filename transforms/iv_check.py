@@ -30,6 +30,7 @@ only letters changes their case, which normalization undoes: the answer is right
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import apache_beam as beam
 import numpy as np
@@ -105,9 +106,14 @@ REFERENCE_SHARE_BITS = 3  # 1 key in 8
 def reference_positions(hashes: np.ndarray) -> np.ndarray:
     """The positions of a profile batch's keys (their 64-bit hashes) whose first blocks go into the
     data source's reference histogram."""
-    if len(hashes) < REFERENCE_ALL:
-        return np.arange(len(hashes))
-    return np.flatnonzero(sampled_reference(hashes))
+    keep = reference_filter(len(hashes))
+    return np.arange(len(hashes)) if keep is None else np.flatnonzero(keep(hashes))
+
+
+def reference_filter(keys: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Which of a batch's ``keys`` keys join the reference, by their 64-bit hashes: every one (None)
+    in a batch of fewer than REFERENCE_ALL keys, else :func:`sampled_reference`'s."""
+    return None if keys < REFERENCE_ALL else sampled_reference
 
 
 def sampled_reference(hashes: np.ndarray) -> np.ndarray:

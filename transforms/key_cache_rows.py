@@ -18,10 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import iv_check
 from transforms.arrow_utils import KeyFilter, hash64, take_chunked
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.iv_check import reference_positions, sampled_reference
+from transforms.iv_check import reference_filter, reference_positions
 from transforms.key_cache import source_identity
 from transforms.key_cache_index import HASH_SUFFIX, CachedColumn
 from transforms.keys import PROFILE_SHARD_SCHEMA, normalization_key, profile_keys, profile_row_keys
@@ -154,11 +153,12 @@ def merged_entries(profile_ids: pa.ChunkedArray | pa.Array, found: np.ndarray, m
         return table, np.concatenate((column.hashes(cached_at), computed.hashes[computed_at]))[order]
 
     def reference() -> pa.ChunkedArray:
-        if keys < iv_check.REFERENCE_ALL:  # a small batch: every key
+        keep = reference_filter(keys)
+        if keep is None:  # a small batch: every key
             cached_at, computed_at, _ = picked(hit_rows, lambda hashes: np.ones(len(hashes), bool))
         else:
-            flags = column.row_flags(cache_rows, reference_flags, sampled_reference)
-            cached_at, computed_at, _ = picked(hit_rows[flags], sampled_reference)
+            flags = column.row_flags(cache_rows, reference_flags, keep)
+            cached_at, computed_at, _ = picked(hit_rows[flags], keep)
         return keys_of(cached_at, computed_at)
 
     return EntryKeys(keys, cached_entries - cached_keys + len(computed.valid) - computed_keys, candidates, reference)

@@ -186,8 +186,10 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
         if ds.declared == "hashed":
             keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding,
                                                          cfg.region_for(ds), ds.hash_algorithm)
+        elif ds.decrypts:
+            keys, reasons = normalized(profiles, ds, cfg)
         else:
-            keys, reasons = _declared_keys(values, ds, cfg)
+            keys, reasons = _plain_keys(values, ds)
         ok = pc.is_null(reasons)
         keys, ids = pc.filter(keys, ok), pc.filter(profiles["profile_id"], ok)
     invalid = len(ok) - int(pc.sum(ok).as_py() or 0)
@@ -216,11 +218,9 @@ def normalized(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig,
     return compute() if memo is None else memo.get(key, compute)
 
 
-def _declared_keys(values, ds: DataSourceConfig, cfg: JobConfig) -> tuple[pa.Array, pa.Array]:
-    """(keys, reasons) of declared (not hashed) profile values: normalized for decrypting sources,
-    as they are (or folded, ``ignore_case``) otherwise."""
-    if ds.decrypts:
-        return normalize.normalize_keys(values, ds.key_kind, ds.normalization, cfg.region_for(ds))
+def _plain_keys(values, ds: DataSourceConfig) -> tuple[pa.Array, pa.Array]:
+    """(keys, reasons) of declared profile values that are neither hashed nor decrypted: as they are
+    (or folded, ``ignore_case``)."""
     keys = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     keys = fold_case(keys) if ds.ignore_case else keys
     return keys, pa.array(_plain_key_reasons(keys), pa.string())
@@ -245,7 +245,7 @@ def _row_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, memo: On
     if normalization_key(ds, cfg) is not None:
         keys, reasons = normalized(profiles, ds, cfg, memo)
     else:
-        keys, reasons = _declared_keys(profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)], ds, cfg)
+        keys, reasons = _plain_keys(profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)], ds)
     ok = pc.is_null(reasons)
     valid = pc.filter(keys, ok)
     return RowKeys(ok, digests.digests(valid, ds.hash_algorithm) if ds.declared == "hashed" else valid.cast(pa.binary()), None)
