@@ -397,7 +397,7 @@ def test_only_what_several_data_sources_ask_for_is_kept_in_a_batchs_memo():
     partner = hashed.model_copy(update={"name": "partner-emails", "dpid": 99999})
     uid2 = hashed.model_copy(update={"name": "uid2-emails", "dpid": 99998, "normalization": "uid2"})
     with_partner = cfg.model_copy(update={"data_sources": [*cfg.data_sources, partner, uid2]})
-    assert shared_work(with_partner) == {keys.normalization_key(hashed, cfg), key_cache_rows.identity_key(hashed, cfg)}
+    assert shared_work(with_partner) == {keys.normalization_key(hashed, cfg), key_cache.column_name(hashed, cfg)}
     alone = cfg.model_copy(update={"data_sources": [ds for ds in cfg.data_sources if not ds.decrypts]})
     assert shared_work(alone) == frozenset()
 

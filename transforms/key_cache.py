@@ -96,6 +96,12 @@ def source_identity(ds: DataSourceConfig, cfg: JobConfig) -> dict:
             "algorithm": ds.hash_algorithm, "ignore_case": ds.ignore_case}
 
 
+def column_name(ds: DataSourceConfig, cfg: JobConfig) -> str:
+    """The cached column holding a data source's keys, named by a digest of its
+    :func:`source_identity`: data sources whose keys are decided alike share one."""
+    return "k_" + _digest(source_identity(ds, cfg))[:16]
+
+
 def _digest(doc) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -130,9 +136,8 @@ class CacheLayout:
     def of(cls, cfg: JobConfig) -> "CacheLayout":
         sources, columns = {}, {}
         for ds in cfg.data_sources:
-            identity = source_identity(ds, cfg)
-            name = "k_" + _digest(identity)[:16]
-            sources[ds.name], columns[name] = name, identity
+            name = column_name(ds, cfg)
+            sources[ds.name], columns[name] = name, source_identity(ds, cfg)
         return cls(sources, columns, tuple(sorted({c["column"] for c in columns.values()})))
 
     def schema(self) -> pa.Schema:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from transforms.arrow_utils import KeyFilter, hash64, take_chunked
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.iv_check import reference_filter, reference_positions
-from transforms.key_cache import source_identity
+from transforms.key_cache import column_name
 from transforms.key_cache_index import HASH_SUFFIX, CachedColumn
 from transforms.keys import PROFILE_SHARD_SCHEMA, normalization_key, profile_keys, profile_row_keys
 from transforms.parallel import OnceEach
@@ -44,9 +44,9 @@ class EntryKeys:
 def computed_entries(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, key_filter: KeyFilter | None,
                      memo: OnceEach | None = None) -> EntryKeys:
     """Every key computed (no cache). With ``memo`` (one per profile batch), data sources whose keys
-    are decided alike (:func:`~transforms.key_cache.source_identity`: two partners' hashed emails
-    under the same rules, say) share one computation of the keys and their hashes, as they share
-    a cached column with the cache, and normalization is shared as :func:`~transforms.keys.normalized`
+    are decided alike (the same :func:`~transforms.key_cache.column_name`: two partners' hashed
+    emails under the same rules, say) share one computation of the keys and their hashes, as they
+    share a cached column with the cache, and normalization is shared as :func:`~transforms.keys.normalized`
     says."""
 
     def compute() -> tuple[pa.Table, int, np.ndarray]:
@@ -56,19 +56,13 @@ def computed_entries(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, k
     if memo is None:
         keyed, without_key, hashes = compute()
     else:
-        keyed, without_key, hashes = memo.get(identity_key(ds, cfg), compute)
+        keyed, without_key, hashes = memo.get(column_name(ds, cfg), compute)
 
     def candidates() -> tuple[pa.Table, np.ndarray]:
         at = np.flatnonzero(_kept(key_filter)(hashes))
         return keyed.take(pa.array(at)), hashes[at]
 
     return EntryKeys(len(hashes), without_key, candidates, lambda: keyed["key"].take(pa.array(reference_positions(hashes))))
-
-
-def identity_key(ds: DataSourceConfig, cfg: JobConfig) -> tuple:
-    """:func:`~transforms.key_cache.source_identity` as a key: equal for data sources whose profile
-    keys are the same."""
-    return "keyed", *sorted(source_identity(ds, cfg).items())
 
 
 def shared_work(cfg: JobConfig) -> frozenset:
@@ -78,7 +72,7 @@ def shared_work(cfg: JobConfig) -> frozenset:
     Empty when no two data sources start from the same work: a batch then gets no memo."""
     identities = {}
     for ds in cfg.data_sources:
-        identities.setdefault(identity_key(ds, cfg), []).append(ds)
+        identities.setdefault(column_name(ds, cfg), []).append(ds)
     normalizations = Counter(normalization_key(sources[0], cfg) for sources in identities.values())
     normalizations.pop(None, None)
     return frozenset([*(key for key, sources in identities.items() if len(sources) > 1),
