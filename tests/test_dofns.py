@@ -14,8 +14,9 @@ from transforms.arrow_utils import KeyFilter, bucket_of, hash64
 from transforms.dump_files import FileStats
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.join import JoinShard
-from transforms import join_inputs
-from transforms.join_inputs import KeyProfiles, ReadDumpFile
+from transforms import key_profiles
+from transforms.join_inputs import ReadDumpFile
+from transforms.key_profiles import KeyProfiles
 from transforms.keys import pack_visitor_ids
 from transforms.outcomes import COUNTS, Count, Metric, Reason
 from transforms.publish import ADD, WriteParts, _WritePart
@@ -114,13 +115,13 @@ def test_a_batchs_data_sources_share_one_memo_and_batches_do_not(tmp_path, monke
     cfg = plain.model_copy(update={"data_sources": [*plain.data_sources, hashed.model_copy(update={"name": "partner"})]})
     monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", 2)
     seen = []
-    real = join_inputs.computed_entries
+    real = key_profiles.computed_entries
 
     def recorded(profiles, ds, cfg, key_filter, memo):
         seen.append((profiles.column("profile_id")[0].as_py(), ds.name, memo))
         return real(profiles, ds, cfg, key_filter, memo)
 
-    monkeypatch.setattr(join_inputs, "computed_entries", recorded)
+    monkeypatch.setattr(key_profiles, "computed_entries", recorded)
     run_dofn(KeyProfiles(cfg), (str(tmp_path / "profiles.parquet"), ({},)))
     memos: dict = {}
     for first_row, name, memo in seen:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import import_audience, nightly
-from transforms import join_inputs, key_cache, key_cache_index, key_cache_rows, keys, profiles
+from transforms import key_cache, key_cache_index, key_cache_rows, key_profiles, keys, profiles
 from transforms.config import load_config
 from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache
@@ -48,7 +48,7 @@ def data(tmp_path_factory) -> Path:
 def small_batches(monkeypatch):
     # several record batches per part: a batch's rows are found across the cache's chunks
     monkeypatch.setattr(profiles, "BATCH_ROWS", 700)
-    monkeypatch.setattr(join_inputs.KeyProfiles, "BATCH_ROWS", 700)
+    monkeypatch.setattr(key_profiles.KeyProfiles, "BATCH_ROWS", 700)
 
 
 def night(data: Path, root: Path, day: str, *flags: str) -> int:
@@ -168,10 +168,10 @@ def test_a_part_found_corrupt_once_batches_were_keyed_with_it_leaves_nothing_of_
         return checked(path)
 
     monkeypatch.setattr(key_cache, "_file_digest", slow_check)
-    monkeypatch.setattr(join_inputs.KeyProfiles, "BATCH_ROWS", 100)
+    monkeypatch.setattr(key_profiles.KeyProfiles, "BATCH_ROWS", 100)
     keyed = []
-    cached_batch = join_inputs.KeyProfiles._cached_batch
-    monkeypatch.setattr(join_inputs.KeyProfiles, "_cached_batch",
+    cached_batch = key_profiles.KeyProfiles._cached_batch
+    monkeypatch.setattr(key_profiles.KeyProfiles, "_cached_batch",
                         lambda self, *a: keyed.append(self._loaded[0] is not None) or cached_batch(self, *a))
     with caplog.at_level(logging.WARNING, logger="audience_sync.key_cache"):
         assert night(data, root, NIGHTS[1]) == 0
@@ -194,14 +194,14 @@ def test_an_empty_extract_names_tonights_base_only_once_the_cache_is_checked(dat
     monkeypatch.setattr(key_cache, "_file_digest", lambda path: time.sleep(1.0) or checked(path))
     extract = tmp_path / "empty.parquet"
     pq.write_table(pq.read_table(data / NIGHTS[1].replace("-", "") / "profiles.parquet").slice(0, 0), extract)
-    dofn = join_inputs.KeyProfiles(load_config(str(data / "job.yaml")), key_cache.cache_dirs(str(cache), str(tmp_path / "run")))
+    dofn = key_profiles.KeyProfiles(load_config(str(data / "job.yaml")), key_cache.cache_dirs(str(cache), str(tmp_path / "run")))
     dofn.setup()
     try:
         with caplog.at_level(logging.WARNING, logger="audience_sync.key_cache"):
             outputs = list(dofn.process(str(extract), {}))
     finally:
         dofn.teardown()
-    parts = [o.value for o in outputs if getattr(o, "tag", None) == join_inputs.KeyProfiles.CACHE_PARTS]
+    parts = [o.value for o in outputs if getattr(o, "tag", None) == key_profiles.KeyProfiles.CACHE_PARTS]
     assert len(parts) == 1 and parts[0]["live_rows"] == 0
     assert parts[0]["base"] == ([] if damaged else manifest(cache.parent)["parts"])
     assert ("a part differs from its manifest entry" in caplog.text) == damaged

@@ -7,7 +7,7 @@ turns ``user@gmail.com`` into ``user@gmail.bom``: a valid address, in the file a
 What gives it away is that the damage is the same for every record. Per chunk, :func:`dump_keys`
 histograms the first 16 bytes of the decrypted plaintexts and of their normalized join keys
 (:class:`FirstBlocks`, 16 positions x 256 byte values, numpy over the buffers: about 0.1 s of CPU per
-million IDs each); :class:`~transforms.join_inputs.KeyProfiles` histograms the profiles' normalized
+million IDs each); :class:`~transforms.key_profiles.KeyProfiles` histograms the profiles' normalized
 keys (1 in 8 of a big batch's: :func:`reference_positions`). :class:`CheckIVs` sums them per data
 source and fails the run when a position looks XORed:
 

@@ -9,7 +9,7 @@ pages; the heavy DoFns call them when a bundle ends. A no-op where there is no g
 
 glibc also serves a big block from the heap, where a free leaves a hole the next block may not
 fit, once a block that big has been freed (its mmap threshold grows up to 32 MiB). From the profile
-stage on (:class:`transforms.join_inputs.KeyProfiles` sets it up) the threshold is fixed at 16 MiB
+stage on (:class:`transforms.key_profiles.KeyProfiles` sets it up) the threshold is fixed at 16 MiB
 (:func:`map_big_blocks`): blocks that size and bigger (a runner's encoded stream, a pickled table)
 get mappings of their own, unmapped when freed. The 10M encrypted import's peak, 4 alternating runs:
 3.73-3.79 GiB before, 3.67-3.73 GiB after, the same time; 1M imports unchanged. Set from the dump

@@ -1,9 +1,10 @@
 """The import graph: read dumps and profiles, key both sides, join them shard by shard.
 
 Both sides are split into ``cfg.buckets`` shards by a stable hash of the join key
-(:mod:`transforms.join_inputs`); a ``GroupByKey`` on ``(data_source, bucket)`` gathers a shard's dump
-lines, which meet that shard's profile keys (a multimap side input) in Arrow's hash join
-(:mod:`transforms.join`). On Dataflow/Flink the shards spread over workers.
+(:mod:`transforms.join_inputs`, :mod:`transforms.key_profiles`); a ``GroupByKey`` on
+``(data_source, bucket)`` gathers a shard's dump lines, which meet that shard's profile keys (a
+multimap side input) in Arrow's hash join (:mod:`transforms.join`). On Dataflow/Flink the shards spread
+over workers.
 
 Every dump line ends in exactly one place: a membership (``reconciled``), the file audience, or a
 rejection with a reason. Counts travel as ``(Count, n)`` pairs (:mod:`transforms.outcomes`) and are
@@ -24,7 +25,8 @@ from transforms.diagnosis import DiagnoseMismatches, DiagnosisInputs
 from transforms.iv_check import CheckIVs
 from transforms.join import JoinShard
 from transforms.key_cache import KeyCacheDirs
-from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, KeyProfiles, ReadDumpFile, SplitBigDumps
+from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, ReadDumpFile, SplitBigDumps
+from transforms.key_profiles import KeyProfiles
 from transforms.outcomes import COUNTS
 from transforms.storage import MatchFiles
 

@@ -1,0 +1,220 @@
+"""The profile side of the import's join: :class:`KeyProfiles` reads a profile extract in batches
+and emits each data source's ``(key, profile_id)`` rows as keyed shards (the dump side is
+:mod:`transforms.join_inputs`), with or without the key cache (:mod:`transforms.key_cache`).
+"""
+from __future__ import annotations
+
+import functools
+from collections import deque
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from transforms.config import JobConfig
+from transforms.diagnosis_forms import screen_columns, screen_rows
+from transforms.iv_check import first_block_histogram
+from transforms.join_inputs import shards
+from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, must_rewrite, not_used,
+                                  row_hashes)
+from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
+from transforms.memory import map_big_blocks, release_free_memory
+from transforms.outcomes import COUNTS, Metric, count, runner_counter
+from transforms.parallel import OnceEach, PooledDoFn, submit
+from transforms.profiles import read_profiles
+
+
+class KeyProfiles(PooledDoFn):
+    """Read one profile extract in batches and emit, per data source, the shards of its
+    ``(key, profile_id)`` rows: ``((data_source, bucket), rows)``. A small pool (``threads``) keys
+    the data sources of a batch side by side (Arrow's and DuckDB's kernels release the GIL) while
+    this thread reads the next batch (two batches at most in flight).
+
+    Profile keys that no dump line of the data source can have (per the dump keys' Bloom filter,
+    a side input) are dropped before the shuffle: a dump usually names a small share of the
+    profile base, and the exact join only needs the candidates. A source without dump lines keeps
+    none. Raw profile batches never leave this DoFn, so they never pile up in memory.
+
+    With ``key_cache`` (:mod:`transforms.key_cache`), the keys of rows that did not change since the
+    cached run are taken from the cache (read here, on the worker, once per bundle), and this
+    extract's rows are written to the run's staged part, described on the ``key_cache_parts`` output.
+    The cache's parts are checked while the first batches are keyed: until the check is over, up to
+    MAX_UNVERIFIED batches stay in flight and none leaves (:meth:`_verified`).
+    """
+
+    BATCH_ROWS = 1 << 18  # profile rows read at a time: small enough that reading overlaps keying at 1M
+    SCREEN_ELEMENT_ROWS = 1 << 20  # profile rows whose screen rows travel as one element
+    CACHE_PARTS = "key_cache_parts"
+    MAX_UNVERIFIED = 4  # batches kept in flight, at most, while the cache parts' digest check is not over
+    FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
+    SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
+
+    def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None):
+        self._cfg = cfg
+        self._threads = cfg.threads
+        self._key_cache = key_cache
+        self._layout = CacheLayout.of(cfg) if key_cache is not None else None
+        self._shared = shared_work(cfg)  # what a batch's data sources compute alike (often nothing: no memo then)
+
+    def setup(self):
+        super().setup()
+        map_big_blocks()  # from the profile stage on, this process maps big blocks apart (see transforms.memory)
+        self._rows = runner_counter("profile_rows_read")
+        self._from_cache = runner_counter("profile_rows_keyed_from_cache")
+        self._loaded = None  # (LoadedCache or None, code identity), read once a bundle
+        self._flags: dict = {}  # per data source and per cached column: the cache chunks' row flags (merged_entries)
+
+    def finish_bundle(self):
+        self._loaded = None  # the cache is big: never held past the bundle that keys profiles
+        self._flags = {}  # (nor the flags read from it)
+        release_free_memory()
+
+    def process(self, path: str, filters: dict):
+        cfg = self._cfg
+        writer = self._cache_writer(path)
+        diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
+        in_flight: deque = deque()  # per batch read: its data sources' keying, in the pool
+        screens: list[pa.Table] = []  # the screen rows of the batches read since the last screen element
+        screened = 0  # the profile rows those batches hold
+        try:
+            for profiles in read_profiles(path, cfg, batch_rows=self.BATCH_ROWS,
+                                          extra=screen_columns(cfg, path) if diagnosis else ()):
+                self._rows.inc(profiles.num_rows)
+                yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
+                if diagnosis:
+                    screens.append(screen_rows(profiles, first_row))
+                    first_row += profiles.num_rows
+                    screened += profiles.num_rows
+                    if screened >= self.SCREEN_ELEMENT_ROWS:
+                        yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
+                        screened = 0
+                if writer is None:  # the batch's data sources keyed side by side (what they compute alike, once)
+                    key_source = functools.partial(self._key_source, profiles, filters, {}, self._memo())
+                    in_flight.append(([submit(self._pool, key_source, ds) for ds in cfg.data_sources], None))
+                else:  # one task a batch: its cache lookups, then its data sources (two batches at once)
+                    in_flight.append(([submit(self._pool, self._cached_batch, profiles, filters)], profiles))
+                # One batch is keyed while the next one is read (more until the cache's check is over).
+                while len(in_flight) > 1 and self._verified(in_flight, filters, wait=len(in_flight) > self.MAX_UNVERIFIED):
+                    yield from self._batch_outputs(in_flight.popleft()[0], writer)
+            self._verified(in_flight, filters, wait=True)  # (an empty extract too: a bad cache is not carried on)
+            while in_flight:
+                yield from self._batch_outputs(in_flight.popleft()[0], writer)
+            if screens:
+                yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
+        finally:
+            for futures, _ in in_flight:  # a failure: the work still pending is dropped
+                for future in futures:
+                    future.cancel()
+        if writer is not None:
+            loaded, code = self._loaded
+            base = loaded.manifest["parts"] if loaded is not None and not must_rewrite(loaded) else []
+            yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
+                                                              "live_rows": self._live, **writer.close()})
+
+    def _verified(self, in_flight: deque, filters: dict, wait: bool) -> bool:
+        """Whether keyed batches may leave: without a cache, yes; with one, once its parts' digest
+        check is over (it runs while the first batches are keyed; ``wait``: wait for it) and they
+        matched. A cache that fails the check is dropped and the batches in flight are keyed again
+        without it: nothing read from it has left (outputs, counters, this run's part)."""
+        loaded, code = self._loaded if self._loaded is not None else (None, None)
+        if loaded is None:
+            return True
+        if not wait and not loaded.checked():
+            return False
+        if loaded.intact():
+            return True
+        not_used(self._key_cache.root, "a part differs from its manifest entry")
+        self._loaded = (None, code)
+        for i, (futures, profiles) in enumerate(in_flight):
+            for future in futures:
+                future.cancel()
+            in_flight[i] = ([submit(self._pool, self._cached_batch, profiles, filters)], profiles)
+        return True
+
+    def _batch_outputs(self, futures: list, writer: CacheWriter | None):
+        """One batch's outputs, data source by data source (in config order, whatever the pool's);
+        with the cache, its computed rows are written to this run's part first (batches in order)."""
+        results = [future.result() for future in futures]
+        if writer is not None:
+            (rows, from_cache, part_rows), results = results[0]
+            self._live += rows
+            self._from_cache.inc(from_cache)
+            writer.write(*part_rows)
+        for ds, (counts, pieces, first_blocks) in zip(self._cfg.data_sources, results):
+            for n in counts:
+                yield beam.pvalue.TaggedOutput(COUNTS, n)
+            if first_blocks is not None:
+                yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
+            for bucket, rows in pieces:
+                yield bucket, rows
+        if self._loaded is not None and self._loaded[0] is not None:
+            self._loaded[0].release_pages()
+
+    def _cache_writer(self, path: str) -> CacheWriter | None:
+        if self._key_cache is None:
+            return None
+        if self._loaded is None:
+            code = code_identity()
+            self._loaded = (load_cache(self._key_cache.root, self._layout, code, wait=False), code)
+        self._live = 0
+        self._flags = {}
+        return CacheWriter(self._key_cache.staging, path, self._layout.schema())
+
+    def _cached_batch(self, profiles: pa.Table, filters: dict):
+        """One batch with the cache (runs in the pool): rows found in the cache take their cached
+        keys, the others are computed. Returns ``((rows, rows from the cache, the computed rows for
+        this run's part), per data source: :meth:`_key_source`'s result)``. A cache due for a
+        rewrite is not read: every row is computed (and written)."""
+        layout, loaded = self._layout, self._loaded[0]
+        if loaded is not None and must_rewrite(loaded):
+            loaded = None
+        hashes, checks = row_hashes(profiles, layout.values)
+        found = loaded.lookup(hashes, checks) if loaded is not None else np.full(len(hashes), -1)
+        missed = np.flatnonzero(found < 0)
+        sub = profiles if len(missed) == len(found) else profiles.take(pa.array(missed))
+        first = {}
+        for ds in self._cfg.data_sources:
+            first.setdefault(layout.sources[ds.name], ds)
+        memo = self._memo()  # normalization shared by cached columns that normalize a column alike
+        computed = {name: ComputedColumn.of(sub, ds, self._cfg, memo) for name, ds in sorted(first.items())}
+        part_columns = {k: v for name, column in computed.items() for k, v in column.part_columns(name).items()}
+        columns = loaded.columns if loaded is not None else {}
+        entries = {}
+        for ds in self._cfg.data_sources:
+            name = layout.sources[ds.name]
+            entries[ds.name] = functools.partial(
+                merged_entries, profiles["profile_id"], found, missed, columns.get(name, EMPTY_COLUMN), computed[name],
+                filters.get(ds.name), self._flags.setdefault(("candidates", ds.name), {}),
+                self._flags.setdefault(("reference", name), {}))
+        results = [self._key_source(profiles, filters, entries, None, ds) for ds in self._cfg.data_sources]
+        return (len(found), len(found) - len(missed), (hashes[missed], checks[missed], part_columns)), results
+
+    def _memo(self) -> OnceEach | None:
+        """A batch's memo of what its data sources compute alike, or None when they compute nothing alike."""
+        return OnceEach(self._shared) if self._shared else None
+
+    def _key_source(self, profiles: pa.Table, filters: dict, entries: dict, memo: OnceEach | None, ds):
+        """One data source's keys of a profile batch, Bloom-filtered and sharded, and the histogram
+        of their first blocks for AES-CBC data sources (else None). Runs in the pool; ``memo``: the
+        batch's, shared by its data sources (:func:`~transforms.key_cache_rows.computed_entries`)."""
+        keys = (entries[ds.name]() if ds.name in entries
+                else computed_entries(profiles, ds, self._cfg, filters.get(ds.name), memo))
+        candidates, hashes = keys.candidates()
+        counts = [
+            count(Metric.PROFILE_KEYS, keys.keys, ds.name),
+            count(Metric.PROFILE_KEYS_SHUFFLED, candidates.num_rows, ds.name),
+            count(Metric.PROFILE_VALUES_WITHOUT_KEY, keys.without_key, ds.name),
+        ]
+        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, hashes, self._cfg.buckets)]
+        # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
+        if not (ds.decrypts and ds.encryption.algorithm == "aes-cbc"):
+            return counts, pieces, None
+        return counts, pieces, first_block_histogram(keys.reference())
+
+
+def _emptied(tables: list[pa.Table]) -> pa.Table:
+    """The gathered tables as one (one screen element: the screen's steps work per element, so
+    their number follows the file's size, not the batch size), and the list emptied."""
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    tables.clear()
+    return table
