@@ -156,6 +156,75 @@ def test_corrupt_gzip_fails_naming_the_file(tmp_path):
     assert str(path) in str(info.value) and "corrupt" in str(info.value)
 
 
+GZIP_CASES = ("intact", "cut in the middle", "cut in the trailer", "crc differs", "length differs",
+              "deflate data damaged", "zeros after the stream", "bytes after the stream", "two members",
+              "one empty member")
+
+
+def _damaged(body: bytes) -> dict[str, bytes]:
+    """A gzip dump of ``body`` (of some KB at least) as a transfer or a tool may leave it."""
+    gz = gzip.compress(body, mtime=0)
+    return {
+        "intact": gz,
+        "cut in the middle": gz[: len(gz) // 2],
+        "cut in the trailer": gz[:-4],
+        "crc differs": gz[:-8] + bytes([gz[-8] ^ 1]) + gz[-7:],
+        "length differs": gz[:-1] + bytes([gz[-1] ^ 1]),
+        "deflate data damaged": gz[:200] + bytes([gz[200] ^ 0xFF]) + gz[201:],
+        "zeros after the stream": gz + b"\0" * 10,
+        "bytes after the stream": gz + b"not gzip",
+        "two members": gz + gzip.compress(b"%s 7\n" % VID2.encode(), mtime=0),
+        "one empty member": gzip.compress(b"", mtime=0),
+    }
+
+
+def _python_gzip(data: bytes) -> bytes | type:
+    """What Python's own gzip module reads from ``data``: the bytes, or the exception's class."""
+    try:
+        return gzip.decompress(data)
+    except Exception as exc:  # noqa: BLE001 - the class is the answer
+        return type(exc)
+
+
+@pytest.mark.parametrize("case", GZIP_CASES)
+def test_gzip_reads_as_pythons_gzip_module_reads_it(tmp_path, case):
+    """Dumps are decompressed by ISA-L (:mod:`isal.igzip`, twice as fast): every stream Python's
+    gzip module reads gives the same bytes, and every stream it refuses fails the file by name with
+    no content in the message -- never a decoder's own exception, never a partial read passed on."""
+    body = "".join(f"{VID} {i % 50},{i % 7}\n" for i in range(20000)).encode()
+    cases = _damaged(body)
+    assert set(cases) == set(GZIP_CASES)
+    data = cases[case]
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync.gz"
+    path.write_bytes(data)
+    expected = _python_gzip(data)
+    if isinstance(expected, bytes):
+        assert b"".join(read_chunks(str(path), chunk_bytes=4096)) == expected
+        return
+    with pytest.raises(InputError) as info:
+        list(read_dump(str(path), ds(), chunk_bytes=4096))
+    message = str(info.value)
+    assert str(path) in message and ("truncated" in message or "corrupt" in message)
+    assert VID not in message
+    if expected is EOFError:
+        assert "truncated" in message
+
+
+def test_dumps_are_decompressed_by_isal(tmp_path):
+    from isal import igzip
+
+    from transforms.dump_files import _open
+
+    path = tmp_path / "a.sync.gz"
+    path.write_bytes(gzip.compress(f"{VID} 24\n".encode()))
+    raw, stream = _open(str(path))
+    try:
+        assert isinstance(stream, igzip.IGzipFile)
+    finally:
+        stream.close()
+        raw.close()
+
+
 def test_file_names_are_parsed_as_documented():
     assert parse_dump_name("gs://b/x/S3_1234_20914_XYZCustomer_iter_1486140844000.sync.gz") == DumpName(
         "S3", 1234, 20914, "XYZCustomer", "iter", 1486140844000, None

@@ -9,12 +9,12 @@ pieces that end on a line break and records what a control file promises about t
 from __future__ import annotations
 
 import codecs
-import gzip
 import hashlib
 import posixpath
-import zlib
 from dataclasses import dataclass
 from typing import Iterator
+
+from isal import igzip, isal_zlib
 
 from transforms.errors import InputError
 
@@ -97,6 +97,11 @@ class _Prefixed:
         data, self._head = self._head[:n], self._head[n:]
         return data if len(data) == n else data + self._raw.read(n - len(data))
 
+    def readinto(self, buffer) -> int:  # what ISA-L's gzip reader asks for
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
     def readable(self):
         return True
 
@@ -124,7 +129,7 @@ def _open(path: str):
     head = _read_exactly(raw, len(GZIP_MAGIC))
     stream = _Prefixed(head, raw)
     if head == GZIP_MAGIC:
-        return raw, gzip.GzipFile(fileobj=stream, mode="rb")
+        return raw, igzip.IGzipFile(fileobj=stream, mode="rb")
     if path.lower().endswith(".gz"):
         raw.close()
         problem = "empty file (0 bytes): a .gz dump is never empty" if not head else \
@@ -167,9 +172,15 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
     """Yield the decompressed file in pieces that end on a line break (the last may not).
 
     gzip is recognised by its magic bytes; the first piece is checked by :func:`check_text_start`
-    (a UTF-8 byte order mark is dropped). A truncated or corrupt gzip stream raises :class:`InputError` naming the file: Python's gzip
-    checks the end-of-stream marker and the CRC, which a plain text reader does not. ``stats``, if
-    given, receives the stored size and md5 once the file is read to its end.
+    (a UTF-8 byte order mark is dropped). A truncated or corrupt gzip stream raises :class:`InputError` naming the file: the gzip
+    reader checks the end-of-stream marker, the CRC and the length, which a plain text reader does
+    not. ``stats``, if given, receives the stored size and md5 once the file is read to its end.
+
+    The reader is ISA-L's (:mod:`isal.igzip`): it reads what Python's gzip module reads, multi-member
+    files included, and refuses what it refuses (tested case by case), at twice its speed (354 MB
+    of the 10M bench's dumps: 2.3 -> 1.15 s, and it releases the GIL as zlib does). One difference
+    in wording: bytes after the last member that are not gzip fail as a truncated stream, where
+    Python's module says "not a gzipped file"; both fail the file.
     """
     raw, stream = _open(path)
     try:
@@ -179,7 +190,7 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
                 piece = stream.read(chunk_bytes)
             except EOFError:
                 raise InputError(path, "truncated gzip stream (the file ended before the end-of-stream marker)") from None
-            except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+            except (isal_zlib.error, OSError) as exc:  # (gzip.BadGzipFile is an OSError)
                 raise InputError(path, f"corrupt gzip stream ({type(exc).__name__})") from None
             if first:
                 skip, first = check_text_start(path, piece), False
