@@ -225,6 +225,66 @@ def test_dumps_are_decompressed_by_isal(tmp_path):
         raw.close()
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_read_chunks_cut_at_line_breaks_and_take_the_stored_files_stats(tmp_path, compressed):
+    """Chunks end at line breaks, a line longer than a chunk included; the stats are the stored
+    file's (its md5 is hashed beside the reading, in order: many small reads give the same md5)."""
+    import hashlib
+
+    from transforms.dump_files import FileStats
+
+    lines = [f"{VID} {i % 50}".encode() for i in range(3000)]
+    lines[1000] = f"{VID} ".encode() + b",".join(b"%d" % i for i in range(2000))  # ~9 KB: longer than a chunk
+    body = b"\n".join(lines) + b"\n"
+    stored = gzip.compress(body, mtime=0) if compressed else body
+    path = tmp_path / ("ftp_1_2_full_1486140844000.sync" + (".gz" if compressed else ""))
+    path.write_bytes(stored)
+    stats = FileStats()
+    chunks = list(read_chunks(str(path), chunk_bytes=4096, stats=stats))
+    assert b"".join(chunks) == body and len(chunks) > 10
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert (stats.size, stats.md5) == (len(stored), hashlib.md5(stored).hexdigest())
+
+
+def test_the_md5_thread_keeps_a_bounded_backlog_and_the_order(tmp_path, monkeypatch):
+    """A reader faster than md5 (a plain file from the page cache) waits for the hash thread
+    instead of queueing the whole file in memory; the digest is the file's."""
+    import hashlib
+    import threading
+    import time
+
+    import transforms.dump_files as dump_files
+
+    md5 = hashlib.md5
+
+    class SlowMd5:
+        def __init__(self):
+            self._md5 = md5()
+
+        def update(self, data):
+            time.sleep(0.002)
+            self._md5.update(data)
+
+        def hexdigest(self):
+            return self._md5.hexdigest()
+
+    monkeypatch.setattr(dump_files.hashlib, "md5", lambda **_: SlowMd5())
+    body = "".join(f"{VID} {i % 50}\n" for i in range(5000)).encode()
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync"
+    path.write_bytes(body)
+    raw, stream = dump_files._open(str(path))
+    most = 0
+    try:
+        while stream.read(512):
+            most = max(most, sum(not f.done() for f in raw._backlog))
+        assert raw.hexdigest() == md5(body).hexdigest()
+    finally:
+        stream.close()
+        raw.close()
+    assert 1 < most <= dump_files._Tally.MAX_BACKLOG
+    assert not [t for t in threading.enumerate() if t.name.startswith("dump-md5")]
+
+
 def test_file_names_are_parsed_as_documented():
     assert parse_dump_name("gs://b/x/S3_1234_20914_XYZCustomer_iter_1486140844000.sync.gz") == DumpName(
         "S3", 1234, 20914, "XYZCustomer", "iter", 1486140844000, None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import codecs
 import hashlib
 import posixpath
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -61,14 +63,26 @@ class FileStats:
 
 
 class _Tally:
-    """Wraps the stored (possibly compressed) byte stream: counts and md5-hashes what is read."""
+    """Wraps the stored (possibly compressed) byte stream: counts and md5-hashes what is read.
+
+    The md5 is taken in a thread of its own, in the order the bytes were read (one worker, a FIFO
+    queue; hashlib releases the GIL): it overlaps the decompression instead of adding to the one
+    sequential reader of a big dump. A reader faster than the hash (a plain file from the page
+    cache) waits once MAX_BACKLOG reads are queued, so a file never piles up in memory."""
+
+    MAX_BACKLOG = 4
 
     def __init__(self, raw):
         self._raw, self._md5, self.size = raw, hashlib.md5(usedforsecurity=False), 0
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump-md5")
+        self._backlog: deque[Future] = deque()
 
     def read(self, n=-1):
         data = self._raw.read(n)
-        self._md5.update(data)
+        if data:
+            while len(self._backlog) >= self.MAX_BACKLOG:
+                self._backlog.popleft().result()
+            self._backlog.append(self._hasher.submit(self._md5.update, data))
         self.size += len(data)
         return data
 
@@ -76,9 +90,12 @@ class _Tally:
         return True
 
     def hexdigest(self) -> str:
+        while self._backlog:
+            self._backlog.popleft().result()
         return self._md5.hexdigest()
 
     def close(self):
+        self._hasher.shutdown(wait=True, cancel_futures=True)
         self._raw.close()
 
 
@@ -197,13 +214,13 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
                 piece = piece[skip:] if skip else piece
             if not piece:
                 break
-            data = rest + piece
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield data[:cut]
-                rest = data[cut:]
-            else:
-                rest = data
+            cut = piece.rfind(b"\n") + 1
+            if not cut:  # a line longer than a piece: it goes on in the next one
+                rest += piece
+                continue
+            # One copy of the piece: the line begun in the last one, then this one's whole lines.
+            yield b"".join((rest, memoryview(piece)[:cut])) if rest else piece[:cut] if cut < len(piece) else piece
+            rest = piece[cut:]
         if rest:
             yield rest
         while raw.read(1 << 20):  # gzip may stop before trailing bytes: hash the whole stored file
