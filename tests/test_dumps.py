@@ -250,7 +250,6 @@ def test_the_md5_thread_keeps_a_bounded_backlog_and_the_order(tmp_path, monkeypa
     """A reader faster than md5 (a plain file from the page cache) waits for the hash thread
     instead of queueing the whole file in memory; the digest is the file's."""
     import hashlib
-    import threading
     import time
 
     import transforms.dump_files as dump_files
@@ -278,11 +277,12 @@ def test_the_md5_thread_keeps_a_bounded_backlog_and_the_order(tmp_path, monkeypa
         while stream.read(512):
             most = max(most, sum(not f.done() for f in raw._backlog))
         assert raw.hexdigest() == md5(body).hexdigest()
+        hashers = list(raw._hasher._threads)
     finally:
         stream.close()
         raw.close()
     assert 1 < most <= dump_files._Tally.MAX_BACKLOG
-    assert not [t for t in threading.enumerate() if t.name.startswith("dump-md5")]
+    assert hashers and not any(t.is_alive() for t in hashers)  # closed: its thread is gone
 
 
 def test_file_names_are_parsed_as_documented():
