@@ -285,6 +285,24 @@ def test_the_md5_thread_keeps_a_bounded_backlog_and_the_order(tmp_path, monkeypa
     assert hashers and not any(t.is_alive() for t in hashers)  # closed: its thread is gone
 
 
+def test_a_segment_id_is_ascii_digits_only_token_by_token():
+    """The rule is ``^[0-9]+$`` (a segment id is a number): checked per token with Arrow's
+    ASCII-decimal test, which gives what the regex gives, tokens with Unicode digits (Arabic-Indic,
+    fullwidth, superscripts, mathematical), signs, letters and control bytes included."""
+    import random
+    import re
+
+    rng = random.Random(7)
+    alphabet = list("0123456789") + list("ab.-+") + ["\u0661", "\u00b2", "\uff11", "\U0001d7d8", "\u00e9", "\x7f"]
+    tokens = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))) for _ in range(20000)]
+    tokens += ["0", "007", "9" * 40, "-1", "\uff11\uff12", "\u0661\u0662"]
+    numbers = [re.fullmatch("[0-9]+", token) is not None for token in tokens]
+    assert 0.05 < sum(numbers) / len(numbers) < 0.95
+    rows, rejected = parse("".join(f"{VID} 1,{token}\n" for token in tokens).encode())
+    assert rejected == {i + 1: "invalid_segment_id" for i, number in enumerate(numbers) if not number}
+    assert [r["segments"] for r in rows] == [["1", t] for t, number in zip(tokens, numbers) if number]
+
+
 def test_file_names_are_parsed_as_documented():
     assert parse_dump_name("gs://b/x/S3_1234_20914_XYZCustomer_iter_1486140844000.sync.gz") == DumpName(
         "S3", 1234, 20914, "XYZCustomer", "iter", 1486140844000, None
