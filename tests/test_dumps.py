@@ -303,6 +303,23 @@ def test_a_segment_id_is_ascii_digits_only_token_by_token():
     assert [r["segments"] for r in rows] == [["1", t] for t, number in zip(tokens, numbers) if number]
 
 
+def test_split_lines_gives_python_splits_lines_without_their_breaks():
+    """A chunk's lines as Python splits them on LF, each without its line break: a CR before the
+    LF (or at the end of a last line without one) dropped, a lone CR kept, no line after a final LF."""
+    import random
+
+    def reference(chunk: bytes) -> list[bytes]:
+        lines = chunk.split(b"\n")
+        lines = lines[:-1] if chunk.endswith(b"\n") or not chunk else lines
+        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+    rng = random.Random(11)
+    chunks = [bytes(rng.choice(b"ab \r\n") for _ in range(rng.randint(0, 14))) for _ in range(20000)]
+    chunks += [b"", b"\n", b"\r\n", b"\r", b"a\r", b"a\rb\n", b"\n\n", "é\r\n".encode()]
+    for chunk in chunks:
+        assert split_lines(chunk).to_pylist() == reference(chunk), chunk
+
+
 def test_file_names_are_parsed_as_documented():
     assert parse_dump_name("gs://b/x/S3_1234_20914_XYZCustomer_iter_1486140844000.sync.gz") == DumpName(
         "S3", 1234, 20914, "XYZCustomer", "iter", 1486140844000, None
