@@ -218,8 +218,9 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
             if not cut:  # a line longer than a piece: it goes on in the next one
                 rest += piece
                 continue
-            # One copy of the piece: the line begun in the last one, then this one's whole lines.
-            yield b"".join((rest, memoryview(piece)[:cut])) if rest else piece[:cut] if cut < len(piece) else piece
+            # One copy of the piece: the line begun in the last one, then this one's whole lines
+            # (none when the piece ends on a line break: a full slice of bytes is the bytes).
+            yield b"".join((rest, memoryview(piece)[:cut])) if rest else piece[:cut]
             rest = piece[cut:]
         if rest:
             yield rest
