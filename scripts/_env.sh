@@ -10,10 +10,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
+# Installed with uv (pinned, as for the Airflow venv): pip took ~95 s to resolve and install this
+# closure on a fresh machine, uv ~15 s, with the same versions.
 STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
-  python -m pip install --quiet --upgrade pip
-  python -m pip install --quiet -e "$ROOT[test]"
+  python -m pip install --quiet uv==0.13.9
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e "$ROOT[test]"
   touch "$STAMP"
 fi
 cd "$ROOT"
