@@ -7,6 +7,7 @@ import codecs
 import gzip
 import shutil
 
+import pyarrow as pa
 import pytest
 from conftest import assert_failed_cleanly, run_import_cli
 
@@ -109,6 +110,75 @@ def test_cr_only_line_breaks_fail_naming_the_file(tmp_path):
     fails_naming(path, "CR")
 
 
+# Past the first MiB, which check_text_start samples: every piece of the file is checked (1.3 MB of
+# good lines first, so the damage is in the file's second MiB).
+GOOD = b"".join(f"{VID} {i % 50},{i % 7}\n".encode() for i in range(30000))
+
+
+def test_cr_only_line_breaks_after_the_first_mib_fail_naming_the_file_and_line(tmp_path):
+    """Read as LF lines, the CR-only tail was one line: its 1,000 records one malformed rejection."""
+    path = tmp_path / "d.sync"
+    path.write_bytes(GOOD + BODY.replace(b"\n", b"\r") * 500)
+    fails_naming(path, "CR", "line 30,001")
+
+
+def test_a_cr_only_tail_longer_than_a_piece_fails_before_it_piles_up(tmp_path, monkeypatch):
+    """With no LF left, the tail would be one line growing in memory to the end of the file."""
+    import transforms.dump_files as dump_files
+
+    path = tmp_path / "d.sync"
+    path.write_bytes(BODY * 10 + BODY.replace(b"\n", b"\r") * 100)
+    check, seen = dump_files._check_long_line, []
+    monkeypatch.setattr(dump_files, "_check_long_line", lambda *args: seen.append(args[2]) or check(*args))
+    with pytest.raises(InputError) as info:
+        list(read_dump(str(path), ds(), chunk_bytes=256))
+    assert str(path) in str(info.value) and "CR" in str(info.value) and "line 21" in str(info.value)
+    assert seen == [21]  # the first piece without a line break failed: nothing piled up
+
+
+def test_a_stray_cr_inside_a_line_fails_the_file_naming_its_line(tmp_path):
+    """A CR without LF is a line break this format does not have: two records would read as one."""
+    path = tmp_path / "d.sync"
+    path.write_bytes(BODY * 3 + f"{VID} 24\r{VID2} 25\n".encode() + BODY)
+    fails_naming(path, "CR", "line 7")
+
+
+@pytest.mark.parametrize("ending", [b"\r\r\n", b"\r"])
+def test_a_cr_ending_a_line_twice_or_at_the_files_end(tmp_path, ending):
+    """CR CR LF (line breaks converted twice) fails; a CR ending the file's last line is a CRLF's half."""
+    path = tmp_path / "d.sync"
+    path.write_bytes(BODY + f"{VID} 30".encode() + ending)
+    if ending == b"\r":
+        assert read_all(path) == ([VID, VID2, VID], {})
+    else:
+        fails_naming(path, "CR", "line 3")
+
+
+def test_a_block_of_nul_bytes_after_the_first_mib_fails_naming_the_file(tmp_path):
+    """A write cut short and padded with zeros: one malformed line before, the rest read as good."""
+    path = tmp_path / "d.sync"
+    path.write_bytes(GOOD + b"\0" * 65536 + BODY)
+    fails_naming(path, "NUL", "line 30,001")
+
+
+def test_a_few_nul_bytes_in_a_line_leave_the_file_read_and_that_id_invalid(tmp_path):
+    """A stray NUL is a bad line, not a damaged file: the line is parsed and its ID fails when keyed."""
+    from transforms.keys import is_visitor_id
+
+    path = tmp_path / "d.sync"
+    path.write_bytes(BODY + f"{VID}\0 24\n".encode() + BODY)
+    ids, reasons = read_all(path)
+    assert ids == [VID, VID2, VID + "\0", VID, VID2] and reasons == {}
+    assert is_visitor_id(pa.array(ids)).to_pylist() == [True, True, False, True, True]
+
+
+def test_a_byte_order_mark_starting_a_later_gzip_member_is_dropped_like_the_first(tmp_path):
+    """``cat a.sync.gz b.sync.gz``, each written with a BOM: the second's would start a line's ID."""
+    path = tmp_path / "d.sync.gz"
+    path.write_bytes(gzip.compress(codecs.BOM_UTF8 + BODY) + gzip.compress(codecs.BOM_UTF8 + BODY))
+    assert read_all(path) == ([VID, VID2, VID, VID2], {})
+
+
 def test_crlf_line_breaks_still_read(tmp_path):
     path = tmp_path / "d.sync"
     path.write_bytes(BODY.replace(b"\n", b"\r\n"))
@@ -157,6 +227,15 @@ def test_empty_gz_dump_fails_the_import(demo_copy, tmp_path):
     victim.write_bytes(b"")
     out = tmp_path / "o"
     assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, victim.name, "empty")
+
+
+def test_a_cr_only_tail_fails_the_import_naming_the_file_and_line(demo_copy, tmp_path):
+    """Raised where a chunk is parsed (the stage's pool): still the one line of a failed run."""
+    victim = demo_copy / "segments" / "crm-plain" / "ftp_1234_45678_full_1795305600000.sync"
+    lines = victim.read_bytes().split(b"\n")
+    victim.write_bytes(b"\n".join(lines[:150]) + b"\n" + b"\r".join(lines[150:]))
+    out = tmp_path / "o"
+    assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, victim.name, "line 151", "CR")
 
 
 def test_utf16_dump_fails_the_import(demo_copy, tmp_path):

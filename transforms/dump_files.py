@@ -2,7 +2,9 @@
 
 A dump may be gzip or plain whatever its name says (the magic bytes decide), and its first bytes
 are checked before anything is parsed: a byte order mark is dropped; another encoding, NUL bytes
-or CR-only line breaks fail the file by name. :func:`read_chunks` yields the decompressed bytes in
+or CR-only line breaks fail the file by name. Past them, a CR line break or a block of NULs fails
+the file naming the line (as chunks are parsed: :func:`transforms.dumps.check_lines`, and here for
+a line longer than a piece), and a byte order mark starting a line (a later gzip member's) is dropped. :func:`read_chunks` yields the decompressed bytes in
 pieces that end on a line break and records what a control file promises about the stored file
 (:class:`FileStats`). Parsing lines is :mod:`transforms.dumps`.
 """
@@ -28,6 +30,7 @@ from transforms.errors import InputError
 # 4 MiB gave no more. Outputs are the same bytes (line numbers come from the file).
 CHUNK_BYTES = 8 << 20
 SAMPLE_BYTES = 1 << 20  # the start of a dump that check_text_start looks at
+NUL_RUN = b"\0" * 16  # zeros no line of text holds: a file with them fails (nul_block)
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -185,11 +188,70 @@ def check_text_start(path: str, head: bytes) -> int:
     return 0
 
 
+def bare_cr(path: str, line: int) -> InputError:
+    """The error for a CR that does not begin a CRLF, on ``line``: a line break the format does not
+    have (mixed or CR-only line breaks past :func:`check_text_start`'s sample, or converted twice:
+    CR CR LF). Its records would read as one line, one rejection for many."""
+    return InputError(path, f"line {line:,} holds a CR line break without LF (mixed or CR-only line breaks): "
+                            "convert the dump to LF or CRLF")
+
+
+def nul_block(data: bytes, end: int) -> int:
+    """Where ``data[:end]`` holds NUL bytes that are no line's, or -1: a run of :data:`NUL_RUN`, or
+    1% of the bytes (a write cut short and padded with zeros, UTF-16/UTF-32 text, binary data). A
+    stray one is a bad line, rejected as such when its ID is checked. A memchr pass when there is none."""
+    if data.find(b"\0", 0, end) < 0:
+        return -1
+    at = data.find(NUL_RUN, 0, end)
+    if at < 0 and data.count(b"\0", 0, end) * 100 >= end:
+        at = data.find(b"\0", 0, end)
+    return at
+
+
+def nul_bytes(path: str, line: int) -> InputError:
+    return InputError(path, f"NUL bytes from line {line:,}: a damaged file (a write cut short and padded with "
+                            "zeros?), UTF-16/UTF-32 text or binary data")
+
+
+def _check_long_line(path: str, piece: bytes, line: int) -> None:
+    """A piece without a line break, all of it line ``line``: fail now on a CR (no LF follows it
+    there, unless it is the piece's last byte) or a NUL block, before the line piles up in memory
+    (a CR-only tail). Other lines are checked as they are parsed (:func:`transforms.dumps.parse_chunk`)."""
+    if piece.find(b"\r", 0, len(piece) - 1) >= 0:
+        raise bare_cr(path, line)
+    if nul_block(piece, len(piece)) >= 0:
+        raise nul_bytes(path, line)
+
+
+def _without_line_boms(chunk: bytes) -> bytes:
+    """``chunk`` (whole lines) without a UTF-8 byte order mark starting a line: the start of a later
+    gzip member of a multi-member file (``cat a.sync.gz b.sync.gz``, each written with one) is not
+    the file's start, where :func:`check_text_start` drops it, and would begin that line's ID.
+    (A memchr pass for its first byte, which ASCII text never holds, before the search.)"""
+    if b"\xef" not in chunk or codecs.BOM_UTF8 not in chunk:
+        return chunk
+    chunk = chunk[len(codecs.BOM_UTF8):] if chunk.startswith(codecs.BOM_UTF8) else chunk
+    return chunk.replace(b"\n" + codecs.BOM_UTF8, b"\n")
+
+
+def _within(path: str, lines: int, max_lines: int | None) -> None:
+    if max_lines is not None and lines > max_lines:
+        raise InputError(path, f"more than {max_lines:,} lines in one file: split it")
+
+
 def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None) -> Iterator[bytes]:
-    """Yield the decompressed file in pieces that end on a line break (the last may not).
+    """The chunks of :func:`line_chunks`, without their line numbers."""
+    return (chunk for chunk, _ in line_chunks(path, chunk_bytes, stats))
+
+
+def line_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | None = None,
+                max_lines: int | None = None) -> Iterator[tuple[bytes, int]]:
+    """Yield the decompressed file in pieces that end on a line break (the last may not), each with
+    the number of its first line; a file of more than ``max_lines`` lines fails once they are read.
 
     gzip is recognised by its magic bytes; the first piece is checked by :func:`check_text_start`
-    (a UTF-8 byte order mark is dropped). A truncated or corrupt gzip stream raises :class:`InputError` naming the file: the gzip
+    (a UTF-8 byte order mark is dropped, there and at the start of any line). A truncated or
+    corrupt gzip stream raises :class:`InputError` naming the file: the gzip
     reader checks the end-of-stream marker, the CRC and the length, which a plain text reader does
     not. ``stats``, if given, receives the stored size and md5 once the file is read to its end.
 
@@ -201,7 +263,7 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
     """
     raw, stream = _open(path)
     try:
-        rest, first = b"", True
+        rest, first, line = b"", True, 1  # line: the number of the next chunk's first line
         while True:
             try:
                 piece = stream.read(chunk_bytes)
@@ -216,18 +278,25 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
                 break
             cut = piece.rfind(b"\n") + 1
             if not cut:  # a line longer than a piece: it goes on in the next one
+                _check_long_line(path, piece, line)
                 rest += piece
                 continue
             # One copy of the piece: the line begun in the last one, then this one's whole lines
             # (none when the piece ends on a line break: a full slice of bytes is the bytes).
-            yield b"".join((rest, memoryview(piece)[:cut])) if rest else piece[:cut]
+            chunk = b"".join((rest, memoryview(piece)[:cut])) if rest else piece[:cut]
+            yield _without_line_boms(chunk), line
+            line += chunk.count(b"\n")
+            _within(path, line - 1, max_lines)
             rest = piece[cut:]
-        if rest:
-            yield rest
+        rest = _without_line_boms(rest)
+        if rest:  # (a last line that was only a byte order mark is none, as at the file's start)
+            yield rest, line
+            line += 1
+            _within(path, line - 1, max_lines)
         while raw.read(1 << 20):  # gzip may stop before trailing bytes: hash the whole stored file
             pass
         if stats is not None:
-            stats.size, stats.md5 = raw.size, raw.hexdigest()
+            stats.size, stats.md5, stats.lines = raw.size, raw.hexdigest(), line - 1
     finally:
         stream.close()
         raw.close()

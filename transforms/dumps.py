@@ -18,8 +18,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import NAME, constant, names
 from transforms.config import DataSourceConfig
-from transforms.dump_files import CHUNK_BYTES, FileStats, read_chunks
-from transforms.errors import InputError
+from transforms.dump_files import CHUNK_BYTES, FileStats, bare_cr, line_chunks, nul_block, nul_bytes
 from transforms.reasons import Reason
 
 PARSED_SCHEMA = pa.schema(
@@ -78,8 +77,13 @@ def parse_dump_name(path: str) -> DumpName | None:
 
 def split_lines(chunk: bytes) -> pa.Array:
     """The lines of ``chunk`` (without their line breaks) as a binary array, one entry per line."""
+    return _split(chunk)[0]
+
+
+def _split(chunk: bytes) -> tuple[pa.Array, bytes, np.ndarray]:
+    """:func:`split_lines`, with the lines' bytes end to end and their offsets."""
     if not chunk:
-        return pa.array([], pa.binary())
+        return pa.array([], pa.binary()), b"", np.zeros(1, np.int32)
     buf = np.frombuffer(chunk, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)
     if len(ends) == 0 or ends[-1] != len(buf) - 1:
@@ -94,7 +98,27 @@ def split_lines(chunk: bytes) -> pa.Array:
     # line without LF stays in the buffer, past the last offset: no value holds it.
     data = (chunk.replace(b"\r\n", b"\n") if has_cr.any() else chunk).replace(b"\n", b"")
     new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
-    return pa.Array.from_buffers(pa.binary(), len(lengths), [None, pa.py_buffer(new_offsets), pa.py_buffer(data)])
+    return pa.Array.from_buffers(pa.binary(), len(lengths), [None, pa.py_buffer(new_offsets), pa.py_buffer(data)]), \
+        data, new_offsets
+
+
+def check_lines(path: str, data: bytes, offsets: np.ndarray, first_line: int) -> None:
+    """Fail the file, naming the line, when its lines (``data``, split at ``offsets``, from line
+    ``first_line``) hold a CR (CRLF's are gone: any left is a line break without LF) or a NUL
+    block (:func:`~transforms.dump_files.nul_block`). :func:`~transforms.dump_files.check_text_start`
+    samples a file's start; this checks every line, in the parallel part of the stage (memchr
+    passes over bytes already built)."""
+    end = int(offsets[-1])
+
+    def line(at: int) -> int:
+        return first_line + int(np.searchsorted(offsets, at, side="right")) - 1
+
+    at = data.find(b"\r", 0, end)
+    if at >= 0:
+        raise bare_cr(path, line(at))
+    at = nul_block(data, end)
+    if at >= 0:
+        raise nul_bytes(path, line(at))
 
 
 def decode_lines(lines: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -247,23 +271,18 @@ def rejected_table(data_source: str, source_file: str | pa.Array, line_no: np.nd
 
 
 def numbered_chunks(path: str, chunk_bytes: int | None = None, stats: FileStats | None = None) -> Iterator[tuple[bytes, int]]:
-    """``(chunk, number of its first line)`` for the chunks of :func:`read_chunks` (``CHUNK_BYTES``
-    each unless told); ``stats`` gets the file's line count, stored size and md5 once the file is
-    read to its end."""
-    next_line = 1
-    for chunk in read_chunks(path, chunk_bytes or CHUNK_BYTES, stats):
-        yield chunk, next_line
-        next_line += chunk.count(b"\n") + (not chunk.endswith(b"\n"))  # as split_lines counts them
-        if next_line > MAX_LINES + 1:
-            raise InputError(path, f"more than {MAX_LINES:,} lines in one file: split it")
-    if stats is not None:
-        stats.lines = next_line - 1
+    """``(chunk, number of its first line)`` for the chunks of a dump (``CHUNK_BYTES`` each unless
+    told; :func:`~transforms.dump_files.line_chunks`), at most ``MAX_LINES`` lines; ``stats`` gets
+    the file's line count, stored size and md5 once the file is read to its end."""
+    return line_chunks(path, chunk_bytes or CHUNK_BYTES, stats, max_lines=MAX_LINES)
 
 
 def parse_chunk(chunk: bytes, first_line: int, path: str, ds: DataSourceConfig,
                 keep_removals: bool = False) -> tuple[pa.Table, pa.Table, int]:
-    """``(parsed, rejected, lines in the chunk)`` for one chunk of a dump (see :func:`parse_lines`)."""
-    lines = split_lines(chunk)
+    """``(parsed, rejected, lines in the chunk)`` for one chunk of a dump (see :func:`parse_lines`);
+    a chunk whose lines cannot be read as lines fails its file (:func:`check_lines`)."""
+    lines, data, offsets = _split(chunk)
+    check_lines(path, data, offsets, first_line)
     parsed, rejected = parse_lines(lines, first_line, path, ds, keep_removals)
     return parsed, rejected, len(lines)
 
