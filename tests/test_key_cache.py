@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -526,3 +527,11 @@ def test_whatever_decides_a_key_is_in_its_identity(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(key_cache.metadata, "version", lambda name: "0")
     assert key_cache.code_identity()["libraries"] != code["libraries"]
+    monkeypatch.undo()
+    # Python's own Unicode data lowercases and classifies characters (str.lower, unicodedata): a
+    # worker on another Python (3.14 lowercases U+A7CB, 3.11 does not) keys some values otherwise.
+    monkeypatch.setattr(key_cache, "unicodedata", SimpleNamespace(unidata_version="99.0.0"))
+    assert key_cache.code_identity() != code
+    monkeypatch.undo()
+    monkeypatch.setattr(key_cache, "sys", SimpleNamespace(version_info=(3, 99, 0)))
+    assert key_cache.code_identity() != code

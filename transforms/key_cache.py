@@ -16,8 +16,9 @@ Never a wrong key:
   column, kind, normalization profile, digest encoding, hash algorithm, case folding, default
   region), and the cache is made by
   one :func:`code_identity` (a digest of the code that computes keys, and the versions of Arrow,
-  DuckDB and phonenumbers): another code, another column set or other hashed columns, and the
-  whole cache is recomputed (a change of rules, or of a library, invalidates it).
+  DuckDB, phonenumbers and Python with its Unicode data): another code, another column set or
+  other hashed columns, and the whole cache is recomputed (a change of rules, of a library or of
+  Python's minor version invalidates it).
 * Parts are checked against the manifest's digest (xxh3-128 of the file: a check of integrity,
   at ~6 GB/s where sha256 reads ~1.3 GB/s) and row count: a missing, truncated or corrupt part (or
   manifest) means a full recompute, never a partial read. The check runs in a thread while the
@@ -51,6 +52,8 @@ import json
 import logging
 import mmap
 import posixpath
+import sys
+import unicodedata
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,8 +110,8 @@ def _digest(doc) -> str:
 
 
 def code_identity() -> dict:
-    """The cache format, a digest of the key modules' source and the libraries' versions, as this
-    process runs them (on a worker: the code that computes the keys)."""
+    """The cache format, a digest of the key modules' source, the libraries' versions and Python's
+    (with its Unicode data), as this process runs them (on a worker: the code that computes the keys)."""
     here = Path(__file__).resolve().parent
     code = hashlib.sha256()
     for name in KEY_MODULES:
@@ -119,7 +122,10 @@ def code_identity() -> dict:
             libraries[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             libraries[name] = None
-    return {"format": CACHE_FORMAT, "code": code.hexdigest(), "libraries": libraries}
+    # Python's minor version and Unicode data decide str.lower and unicodedata's answers, which the
+    # normalization rules use: a worker on another Python may key some values otherwise.
+    python = {"version": ".".join(map(str, sys.version_info[:2])), "unicode": unicodedata.unidata_version}
+    return {"format": CACHE_FORMAT, "code": code.hexdigest(), "libraries": libraries, "python": python}
 
 
 @dataclass(frozen=True)
