@@ -101,8 +101,11 @@ def _mask(values: pa.BooleanArray) -> np.ndarray:
 
 
 def _ascii_digits(value: str) -> str:
-    """Digits of any script as ASCII, the fullwidth plus as '+' (for the rows that are not ASCII)."""
-    return "".join(c if c == "+" else "+" if c == "\uff0b" else str(unicodedata.decimal(c)) for c in value)
+    """Digits of any script as ASCII, the fullwidth plus as '+' (for the rows that are not ASCII);
+    "" (invalid) when a character has no decimal value in Python's Unicode data, which can be older
+    than the regex engine's (Kawi digits: Unicode 15, unknown to Python 3.11)."""
+    digits = [c if c == "+" else "+" if c == "\uff0b" else unicodedata.decimal(c, None) for c in value]
+    return "" if None in digits else "".join(map(str, digits))
 
 
 def _strip(trimmed: pa.StringArray) -> pa.StringArray:
