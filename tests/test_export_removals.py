@@ -312,6 +312,30 @@ def test_a_suppressed_address_is_in_no_output_of_the_export(tmp_path):
     assert sha(email(5)) not in output_text(state / "crm" / "A" / "v-000002")
 
 
+@pytest.mark.parametrize("where", ["profiles", "data source"])
+def test_a_phone_written_without_its_country_code_is_suppressed_in_the_default_region(tmp_path, where):
+    """The profile's 06 12 34 56 78 in France is the list's +33 6 12 34 56 78, and the list's own
+    national entries read in that region too: the suppression check normalizes as the keys do."""
+    folder = tmp_path / "job"
+    (folder / "lists").mkdir(parents=True)
+    (folder / "lists" / "phones.txt").write_text("+33612345678\n07 12 34 56 78\n")
+    pq.write_table(pa.table({"profile_id": ["p1", "p2", "p3"], "phone": ["06 12 34 56 78", "+33712345678", "0699999999"],
+                             "opt_out": [False, False, False]}), folder / "profiles.parquet")
+    source = {"name": "ph", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared", "declared": "hashed",
+              "match_on": "phone"}
+    profiles = {"path": "profiles.parquet", "email": None, "phone": "phone", "visitor_ids": None, "opt_out": "opt_out"}
+    if where == "profiles":
+        profiles["default_region"] = "FR"
+    else:
+        source["default_region"] = "FR"
+    (folder / "job.yaml").write_text(yaml.safe_dump({"profiles": profiles, "buckets": 4, "data_sources": [source],
+                                                     "suppression": [{"path": "lists/phones.txt", "kind": "phone"}]}))
+    (tmp_path / "t.csv").write_text("profile_id\np1\np2\np3\n")
+    report = export(folder / "job.yaml", tmp_path / "t.csv", tmp_path / "o", "--segment-id", SID)
+    assert (report["suppressed"], report["exported"]) == (2, 1)
+    assert lines(tmp_path / "o") == [(hashlib.sha256(b"+33699999999").hexdigest(), f"d_sid={SID}")]
+
+
 def test_a_bad_suppression_entry_fails_naming_file_and_line(tmp_path):
     lists = tmp_path / "job" / "lists"
     lists.mkdir(parents=True)

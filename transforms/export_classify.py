@@ -221,7 +221,7 @@ class ReadTargetedProfiles(beam.DoFn):
     def process(self, path: str, profile_filter: KeyFilter, suppression: list):
         ds = self._spec.data_source
         if self._suppressor is None:
-            self._suppressor = Suppressor(suppression, ds)
+            self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
         for profiles in read_profiles(path, self._cfg, export=True):
             self._read.inc(profiles.num_rows)
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))

@@ -88,8 +88,8 @@ class Suppressor:
     """The suppression lists compiled for one data source: per kind, the normalized plain entries
     and the canonical digests. Built on a worker from the side input; never pickled with data."""
 
-    def __init__(self, lists: list[SuppressionEntries], ds: DataSourceConfig):
-        self._ds = ds
+    def __init__(self, lists: list[SuppressionEntries], ds: DataSourceConfig, region: str | None = None):
+        self._ds, self._region = ds, region  # region: where phones without a country code are read
         self.entries = 0
         plain: dict[str, list] = {"email": [], "phone": []}
         digests: dict[str, list] = {"email": [], "phone": []}
@@ -103,7 +103,7 @@ class Suppressor:
                                      f"'{ds.name}' hashes with {ds.normalization}/{ds.digest_encoding})", line=line)
                 digests[entries.kind].append(canon)
             else:
-                normalized, reason = normalize_keys(entries.values, entries.kind, ds.normalization)
+                normalized, reason = normalize_keys(entries.values, entries.kind, ds.normalization, self._region_for(entries.kind))
                 line = _first_invalid(pc.is_null(reason), entries.lines)
                 if line is not None:
                     raise InputError(entries.path, f"not a valid {entries.kind}", line=line)
@@ -115,9 +115,13 @@ class Suppressor:
         return any(len(v) for v in (*self._plain.values(), *self._digests.values()))
 
     def normalized(self, values, kind: str) -> pa.Array:
-        """Raw addresses (a profile column) normalized with the data source's profile (null: invalid)."""
-        normalized, _ = normalize_keys(plain_array(values, text="cast"), kind, self._ds.normalization)
+        """Raw addresses (a profile column) normalized with the data source's profile and, for phones,
+        its default region, as its keys are (null: invalid)."""
+        normalized, _ = normalize_keys(plain_array(values, text="cast"), kind, self._ds.normalization, self._region_for(kind))
         return normalized
+
+    def _region_for(self, kind: str) -> str | None:
+        return self._region if kind == "phone" else None
 
     def suppressed(self, normalized: pa.Array, kind: str) -> pa.Array:
         """True where an already normalized address is suppressed (null addresses never are)."""
@@ -157,7 +161,7 @@ class SuppressFileAudience(beam.DoFn):
             ds = self._cfg.data_source(name)
             suppressor = self._suppressors.get(name)
             if suppressor is None:
-                suppressor = self._suppressors[name] = Suppressor(lists, ds)
+                suppressor = self._suppressors[name] = Suppressor(lists, ds, self._cfg.region_for(ds))
             rows = np.asarray(pc.equal(sources, name).to_numpy(zero_copy_only=False), dtype=bool)
             kind = {"email": "email", "sms": "phone"}[ds.channel]
             addresses = plain_array(table["address"], text="cast")
