@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import posixpath
+import re
 import sys
 import traceback
 import uuid
@@ -23,6 +24,7 @@ from datetime import date, datetime, timezone
 from typing import Callable
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -160,7 +162,8 @@ def classify_failure(exc: BaseException) -> tuple[int, str]:
     Our errors carry their exit code and a message that is safe to show. A runner that ran the DoFn in
     another process (multi_processing, a portable job server) re-raises our error as text: its class
     name and message are found in that text. Any other error shows its type and the first line of its
-    message on one line (the traceback goes with ``--debug``)."""
+    message on one line (the traceback goes with ``--debug``), except Arrow's, whose messages quote
+    the rows and values they met: their type and Beam step only."""
     own = _own_error(exc)
     if own is not None:
         return own.exit_code, str(own)
@@ -170,6 +173,11 @@ def classify_failure(exc: BaseException) -> tuple[int, str]:
             if marker in line:
                 return cls.exit_code, line.split(marker, 1)[1].strip()
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    arrow = type(exc).__name__ if isinstance(exc, pa.ArrowException) else next(
+        iter(re.findall(r"\b(Arrow(?:Invalid|\w*Error))\b", text)), None)  # (raised in a worker process: text)
+    if arrow:  # Arrow's parse and conversion messages quote the row or value they met
+        steps = re.findall(r"\[while running '[^']*'\]", text)
+        return 1, f"{arrow} {' '.join(steps[-1:])} (its message may quote input data: --debug shows it)"
     if len(text) > 300:
         text = text[:297] + "..."
     return 1, f"{type(exc).__name__}: {text}" if text else type(exc).__name__

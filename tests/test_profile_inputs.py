@@ -102,6 +102,24 @@ def test_a_missing_column_is_named_for_every_format(tmp_path, fmt):
         list(read_profiles(str(path), cfg))
 
 
+def test_a_csv_row_with_an_extra_field_fails_cleanly_with_the_diagnosis_on(demo_copy, tmp_path):
+    """The diagnosis lists the extract's columns from its first block: that read met the bad row
+    first and printed Arrow's message, the row's email and phone in it, under a traceback."""
+    from conftest import assert_failed_cleanly, run_import_cli
+
+    (path,) = demo_profiles_as(demo_copy, "csv", bom=False)
+    lines = path.read_text().split("\n")
+    row = lines[100]
+    lines[100] += ",EXTRA"
+    path.write_text("\n".join(lines))
+    out = tmp_path / "o"
+    result = run_import_cli(demo_copy / "job.yaml", out)
+    last = assert_failed_cleanly(result, out, path.name, "101")
+    for value in row.split(","):
+        if len(value.strip()) > 3:
+            assert value.strip() not in result.stderr, "a profile's value in the error output"
+
+
 @pytest.mark.parametrize("damage", ["empty", "truncated", "pages overwritten"])
 def test_a_damaged_parquet_extract_fails_naming_the_file(demo_copy, damage):
     """A Parquet extract damaged after the preflight check (a copy cut short, a disk error in its

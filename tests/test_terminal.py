@@ -123,3 +123,20 @@ def test_help_lists_every_verb_with_its_description():
         assert re.search(rf"^  {verb}\s+{re.escape(text)}$", result.stdout, re.M), verb
         assert callable(importlib.import_module(module).main)  # every verb's module has main(argv)
     assert "report" in VERBS and "--progress SECONDS" in result.stdout and "--quiet" in result.stdout
+
+
+def test_an_arrow_error_shows_its_kind_and_step_never_its_message():
+    """Arrow's parse and conversion messages quote the row or value they met (a profile's email, a
+    dump's ID): the one line keeps the error's type and the Beam step, and --debug the rest."""
+    import pyarrow as pa
+
+    from pipelines.launch import classify_failure
+
+    exc = pa.ArrowInvalid("CSV parse error: Row #101: Expected 6 columns, got 7: P1,  user@example.net ,+33 6 00"
+                          " [while running 'Reconcile/KeyProfiles/ParDo(KeyProfiles)']")
+    code, message = classify_failure(exc)
+    assert code == 1 and "user@example.net" not in message and "+33" not in message
+    assert message.startswith("ArrowInvalid") and "Reconcile/KeyProfiles" in message and "--debug" in message
+    assert classify_failure(OSError(28, "No space left on device"))[1].endswith("No space left on device")
+    remote = RuntimeError("Traceback ...\npyarrow.lib.ArrowInvalid: CSV parse error: Row #3: user@example.net")
+    assert classify_failure(remote)[1].startswith("ArrowInvalid") and "user@" not in classify_failure(remote)[1]

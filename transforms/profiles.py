@@ -242,8 +242,14 @@ def scalar_columns(path: str, fmt: str) -> list[str]:
     with FileSystems.open(path) as handle:
         if fmt == "parquet":
             return [f.name for f in pq.ParquetFile(handle).schema_arrow if not pa.types.is_nested(f.type)]
-        if fmt == "csv":  # Arrow's own reading of the header (a BOM, quoted names), as the reader will see it
-            return pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False)).schema.names
+        if fmt == "csv":  # Arrow's own reading of the header (a BOM, quoted names), as the reader will see it.
+            # Only the names are wanted: a bad row of the first block is skipped here (the reader
+            # names its line), where Arrow's message would quote the row's values.
+            try:
+                return pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False),
+                                      parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")).schema.names
+            except pa.ArrowInvalid:
+                raise InputError(path, "cannot read the csv extract's header (ArrowInvalid)") from None
         first = handle.readline()
     try:
         return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
