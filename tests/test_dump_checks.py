@@ -254,3 +254,23 @@ def test_gzip_under_a_sync_name_gives_the_demo_answer(demo_copy, tmp_path):
     report = import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(tmp_path / "o")])
     entry = report["data_sources"]["visitors"]
     assert (entry["received"], entry["reconciled"], entry["format_errors"]) == (200, 123, 8)
+
+
+def test_a_dump_matched_by_two_data_sources_is_a_configuration_error(demo_copy):
+    """Its lines would be imported twice, counted as received twice (an overlapping glob, or a copy
+    of a data source): the preflight names the file and both data sources."""
+    import yaml
+
+    from transforms.config import ConfigError, load_config
+    from transforms.preflight import check_inputs
+
+    job = demo_copy / "job.yaml"
+    config = yaml.safe_load(job.read_text())
+    config["data_sources"][3]["segments"] = "segments/*/*.sync*"  # crm-plain's glob takes every source's dumps
+    job.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(load_config(str(job)))
+    message = str(info.value)
+    first = message.splitlines()[0]
+    assert first.startswith("data_sources[3].segments: ") and "segments/crm-hashed-emails/ftp_" in first
+    assert "matched by 2 data sources (crm-hashed-emails, crm-plain)" in first

@@ -44,9 +44,18 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured."""
     problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     problems += suppression_problems(cfg)
+    readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
     for i, ds in enumerate(cfg.data_sources):
-        if not dump_paths(ds.segments, missing_ok=True):
+        paths = dump_paths(ds.segments, missing_ok=True)
+        if not paths:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
+        for path in paths:
+            readers.setdefault(path, []).append(ds.name)
+        shared = [p for p in paths if len(readers[p]) > 1]
+        if shared:  # its lines would be imported (and counted) once per data source
+            problems.append(f"data_sources[{i}].segments: {shared[0]} (and {len(shared) - 1} more) matched by "
+                            f"{len(readers[shared[0]])} data sources ({', '.join(readers[shared[0]])}): a dump "
+                            "belongs to one data source; narrow the glob")
         if check_keys and ds.decrypts:
             from transforms.crypto import build_decryptor
 

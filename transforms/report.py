@@ -74,6 +74,24 @@ def check_report(report: dict, cfg: JobConfig) -> None:
             f"profiles: no profile was read from '{cfg.profiles.path}' (a header-only or empty extract?); "
             "set profiles.allow_empty_profiles: true if that is expected. Nothing was published"
         )
+    for name, entry in report["data_sources"].items():
+        _check_profile_keys(name, entry, report["profiles_read"], cfg)
+
+
+def _check_profile_keys(name: str, entry: dict, profiles_read: int, cfg: JobConfig) -> None:
+    """Profiles were read and the dump has IDs to match, yet no profile value gave the data source a
+    key: its column is empty or misnamed (the visitor-ID column may be missing from an extract), and
+    every line would be unmatched, or in the file audience, with no profile."""
+    to_match = entry["received"] - entry["format_errors"] - entry["invalid_ids"] - entry["removals_only"]
+    if not profiles_read or entry["profile_keys"] or to_match <= 0 or cfg.profiles.allow_empty_profiles:
+        return
+    ds = cfg.data_source(name)
+    column = cfg.profiles.visitor_ids if ds.id_type == "visitor" else cfg.profiles.column_for(ds.match_on)
+    raise RunFailed(
+        f"data source '{name}': none of the {profiles_read} profiles read gave a key from column '{column}' "
+        f"({to_match} dump IDs to match): an empty or misnamed column? Set profiles.allow_empty_profiles: true "
+        "if that is expected. Nothing was published"
+    )
 
 
 # The likeliest cause of many format errors of one kind (see Reason's descriptions).
