@@ -153,3 +153,43 @@ def test_profiles_without_an_id_fail_the_extract_with_their_count(tmp_path, ids,
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
     assert str(info.value) == f"{path}: {missing} profile(s) have an empty 'profile_id'"
+
+
+def test_ids_stored_as_floats_with_gaps_count_nan_as_missing(tmp_path):
+    """What pandas writes for an integer id column with gaps: NaN read as the id "nan" made one
+    profile of every row without an id."""
+    import pyarrow as pa
+
+    from transforms.config import parse_config
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"profile_id": pa.array([1.0, float("nan"), 3.0, float("nan")]), "crm_id": ["a", "b", "c", "d"]}), path)
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg))
+    assert str(info.value) == f"{path}: 2 profile(s) have an empty 'profile_id'"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_needed_column_twice_in_the_header_fails_naming_it(demo_copy, fmt):
+    """An empty 'email' column before the real one: Arrow reads the first, and a source matched
+    nothing. Which one is meant cannot be guessed."""
+    import pyarrow as pa
+
+    table = pq.read_table(demo_copy / "profiles.parquet")
+    doubled = pa.Table.from_arrays([pa.nulls(table.num_rows, pa.string()), *table.columns], names=["email", *table.column_names])
+    if fmt == "csv":
+        (path,) = demo_profiles_as(demo_copy, "csv", bom=False)
+        lines = path.read_text().split("\n")
+        path.write_text("\n".join(["email," + lines[0], *("," + line if line else line for line in lines[1:])]))
+    else:
+        path = demo_copy / "profiles.parquet"
+        pq.write_table(doubled, path)
+    with pytest.raises(ConfigError) as info:
+        check_inputs(load_config(str(demo_copy / "job.yaml")))
+    assert "column 'email' appears 2 times" in str(info.value)
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), load_config(str(demo_copy / "job.yaml"))))
+    assert "column 'email' appears 2 times" in str(info.value)

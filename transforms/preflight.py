@@ -15,7 +15,7 @@ from transforms.dump_files import dump_paths
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, state_for
-from transforms.profiles import column_field, needed_columns, read_schema_names
+from transforms.profiles import column_field, doubled_column, needed_columns, read_schema_names
 from transforms.publish import REPORT
 from transforms.storage import glob, join_path
 from transforms.targets import TARGETS_COLUMN, targets_format
@@ -31,10 +31,14 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     problems = []
     for extract in extracts:
         try:
-            columns = set(read_schema_names(extract, cfg.profiles.resolved_format))
+            names = read_schema_names(extract, cfg.profiles.resolved_format)
         except (InputError, OSError, ValueError) as exc:
             problems.append(f"profiles.path: {exc}")
             continue
+        columns = set(names)
+        doubled = doubled_column(names, needed)
+        if doubled:
+            problems.append(f"profiles.path: {extract}: {doubled}")
         problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}"
                      for col in needed if col not in columns and col not in optional]
     return problems
