@@ -243,6 +243,20 @@ def test_decide_overwrite_lists_full_trait_lists():
         assert rows([(0, t) for t in out[DecideShard.SENT]]) == [("a", "u1"), ("b", "u2")]
 
 
+def test_decide_overwrite_lists_no_other_audience_trait_for_a_blocked_user_id():
+    """A suppressed (or opted-out) user ID leaves this audience with no trait at all: the traits its
+    other audiences' state still holds would put it back in them (a suppressed address re-sent)."""
+    held = [pa.table({"profile_id": ["x", "y", "z"], "user_id": ["u4", "u5", "u6"],
+                      "reason": pa.array([Removal.UNTARGETED.code] * 3, pa.int8())})]
+    blocked = [pa.table({"user_id": ["u4", "u5"], "status": pa.array([3, 2], pa.int8())})]
+    others = [pa.table({"user_id": ["u4", "u5", "u6"], "trait": ["d_sid=8", "d_sid=8", "d_sid=8"]})]
+    element = (0, {DESIRED: [], HELD: held, BLOCKED: blocked, OTHERS: others})
+    out = run_dofn(DecideShard(Traits("d_sid=7", "d_unsid=7", overwrite=True)), [element])
+    lines = sorted((r["user_id"], r["traits"]) for t in out[MAIN] for r in t.to_pylist())
+    # u6 left as untargeted and keeps B; u4 (suppressed) and u5 (opted out) keep nothing.
+    assert lines == [("u4", "d_unsid=7"), ("u5", "d_unsid=7"), ("u6", "d_sid=8")]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Onboarding files
 # ----------------------------------------------------------------------------------------------------

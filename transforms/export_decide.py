@@ -15,7 +15,7 @@ Each user ID gets at most one line: a ``.sync`` line adds (``d_sid=N`` or the ke
 (``d_unsid=N``; a key-value audience cannot remove: no line, and the run fails before publishing);
 an ``.overwrite`` line lists the user's full trait list for the data source (this audience's trait
 if it is a member, plus the traits other audiences of the data source hold for it, from their
-export state), a leaver without any trait left gets ``d_unsid=N`` (ignored by overwrite semantics:
+export state, unless a profile of it is not eligible: then it keeps none), a leaver without any trait left gets ``d_unsid=N`` (ignored by overwrite semantics:
 no trait remains) or, for a key-value audience, an empty trait list.
 """
 from __future__ import annotations
@@ -88,11 +88,14 @@ def _removal_codes(removed: pa.Array, blocked: pa.Table, held: pa.Table) -> np.n
     return codes
 
 
-def _trait_lines(members: pa.Array, leavers: pa.Array, others: pa.Table, traits: Traits) -> pa.Table:
-    """Overwrite lines: each listed user's full, sorted trait list for the data source."""
+def _trait_lines(members: pa.Array, leavers: pa.Array, others: pa.Table, blocked: pa.Array, traits: Traits) -> pa.Table:
+    """Overwrite lines: each listed user's full, sorted trait list for the data source. A ``blocked``
+    user ID (a profile of it opted out, of unknown consent or suppressed) keeps no other audience's
+    trait: listing them would put it back in those audiences."""
     listed = pa.concat_arrays([members, leavers])
+    kept = pc.and_(pc.is_in(others["user_id"], value_set=listed), pc.invert(pc.is_in(others["user_id"], value_set=blocked)))
     rows = [pa.table({"user_id": members, "trait": pa.array([traits.add] * len(members), pa.string())}),
-            others.filter(pc.is_in(others["user_id"], value_set=listed))]
+            others.filter(kept)]
     table = distinct(concat(rows, OTHER_SCHEMA))
     bare = pc.filter(leavers, pc.invert(pc.is_in(leavers, value_set=_unique(table["user_id"]))))
     table = concat([table, pa.table({"user_id": bare, "trait": pa.array([traits.remove or ""] * len(bare),
@@ -113,7 +116,8 @@ def _sync_lines(added: pa.Array, removed: pa.Array, traits: Traits) -> pa.Table:
 def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Table, traits: Traits) -> Decision:
     """One shard of user IDs: see the module's docstring."""
     wanted = _unique(desired["user_id"])
-    withheld = _mask(pc.is_in(wanted, value_set=_unique(blocked["user_id"])))
+    blocked_ids = _unique(blocked["user_id"])
+    withheld = _mask(pc.is_in(wanted, value_set=blocked_ids))
     members = pc.filter(wanted, pa.array(~withheld))
     earlier = _unique(held["user_id"])
     was_held = _mask(pc.is_in(members, value_set=earlier))
@@ -122,7 +126,7 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
     codes = _removal_codes(removed, blocked, held)
 
     if traits.overwrite:
-        lines = _trait_lines(members, removed, others, traits)
+        lines = _trait_lines(members, removed, others, blocked_ids, traits)
     else:
         lines = _sync_lines(added, removed, traits)
     sent = desired.filter(pc.is_in(desired["user_id"], value_set=members if traits.overwrite else added))
