@@ -223,6 +223,23 @@ def test_state_refusals_are_configuration_errors(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("content", ["{not json", "", "[1, 2]"])
+def test_a_damaged_state_manifest_fails_naming_it(tmp_path, content):
+    """It gave ``JSONDecodeError: Expecting value...`` (or an AttributeError) with no file named."""
+    from transforms.errors import InputError
+
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    write_profiles(job.parent, [0, 1])
+    targets = write_targets(tmp_path / "t.csv", [0])
+    export(job, targets, tmp_path / "first", "--segment-id", SID, "--state", state)
+    manifest = state / "crm" / "A" / "v-000001" / "_SUCCESS"
+    manifest.write_text(content)
+    with pytest.raises(InputError) as info:
+        export(job, targets, tmp_path / "o", "--segment-id", SID, "--state", state, run_date=NEXT_DATE)
+    assert str(info.value).startswith(f"{manifest}: not a JSON object")
+
+
 def test_an_uncommitted_state_version_is_invisible_and_cleared(tmp_path):
     job = write_job(tmp_path / "job")
     state = tmp_path / "state"

@@ -46,8 +46,17 @@ def version_dir(folder: str, number: int) -> str:
 
 
 def read_json(path: str) -> dict:
+    """A manifest: a JSON object, or an error naming the file (a damaged or emptied manifest)."""
     with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
+        data = handle.read()
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise InputError(path, "not a JSON object (a damaged manifest: restore it, or delete it to fall back to the "
+                               "version before)")
+    return doc
 
 
 @dataclass(frozen=True)
