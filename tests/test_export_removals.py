@@ -240,6 +240,19 @@ def test_a_damaged_state_manifest_fails_naming_it(tmp_path, content):
     assert str(info.value).startswith(f"{manifest}: not a JSON object")
 
 
+def test_a_targets_file_that_is_not_utf8_says_so(tmp_path):
+    """It said "no 'profile_id' column": the column is there, a Latin-1 id is the problem."""
+    from transforms.errors import InputError
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1])
+    targets = tmp_path / "t.csv"
+    targets.write_bytes(b"profile_id\np00\np\xe901\n")
+    with pytest.raises(InputError) as info:
+        export(job, targets, tmp_path / "o", "--segment-id", SID)
+    assert str(info.value).startswith(f"{targets}: not UTF-8") and "\xe9" not in str(info.value)
+
+
 def test_an_uncommitted_state_version_is_invisible_and_cleared(tmp_path):
     job = write_job(tmp_path / "job")
     state = tmp_path / "state"

@@ -47,14 +47,17 @@ def read_targets(path: str) -> Iterator[pa.Array]:
             else:
                 try:
                     tables = csv_tables(handle, path, [TARGETS_COLUMN], strings_can_be_null=False)
-                except (pa.ArrowInvalid, KeyError):
+                except KeyError:  # (pa.ArrowKeyError too)
                     raise InputError(path, f"no '{TARGETS_COLUMN}' column") from None
                 for table in tables:
                     yield _strings(table.column(0))
     except InputError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
-        raise InputError(path, f"cannot read the targets ({type(exc).__name__})") from None
+        # Arrow's message may quote the data: only its kind is told.
+        problem = ("not UTF-8 text: save the targets as UTF-8" if "UTF8" in str(exc) else
+                   "an empty file" if "Empty CSV file" in str(exc) else f"cannot read the targets ({type(exc).__name__})")
+        raise InputError(path, problem) from None
 
 
 def _strings(values) -> pa.Array:
