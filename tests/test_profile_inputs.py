@@ -193,3 +193,17 @@ def test_a_needed_column_twice_in_the_header_fails_naming_it(demo_copy, fmt):
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), load_config(str(demo_copy / "job.yaml"))))
     assert "column 'email' appears 2 times" in str(info.value)
+
+
+def test_a_csv_header_name_with_a_trailing_space_is_named_before_the_run(demo_copy):
+    """The start-up check stripped header names and passed; the reader did not, and failed with
+    Arrow's KeyError under a traceback."""
+    (path,) = demo_profiles_as(demo_copy, "csv", bom=False)
+    text = path.read_text()
+    path.write_text(text.replace("email,", "email ,", 1))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(load_config(str(demo_copy / "job.yaml")))
+    assert "column 'email' is not in the extract" in str(info.value) and "'email '" in str(info.value)
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), load_config(str(demo_copy / "job.yaml"))))
+    assert "no column 'email'" in str(info.value)

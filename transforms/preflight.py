@@ -39,7 +39,9 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
         doubled = doubled_column(names, needed)
         if doubled:
             problems.append(f"profiles.path: {extract}: {doubled}")
+        spaced = {name.strip(): name for name in names if name != name.strip()}
         problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}"
+                     + (f" (its header has '{spaced[col]}', with spaces)" if col in spaced else "")
                      for col in needed if col not in columns and col not in optional]
     return problems
 

@@ -241,8 +241,8 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
         # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
         # Arrow's readers skip it too.
         first = handle.readline().decode("utf-8-sig", errors="replace")
-        if fmt == "csv":
-            return [c.strip() for c in next(csv.reader([first.rstrip("\r\n")]), [])]
+        if fmt == "csv":  # as written: the reader matches names exactly ('email ' is not 'email')
+            return next(csv.reader([first.rstrip("\r\n")]), [])
         try:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):
