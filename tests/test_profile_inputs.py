@@ -207,3 +207,24 @@ def test_a_csv_header_name_with_a_trailing_space_is_named_before_the_run(demo_co
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), load_config(str(demo_copy / "job.yaml"))))
     assert "no column 'email'" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_extract_that_is_not_utf8_fails_naming_the_file_and_rows(tmp_path, fmt):
+    """Arrow's JSON and Parquet readers do not check UTF-8 (its CSV reader does): a Latin-1 email
+    failed the run inside the keying, under a traceback."""
+    import pyarrow as pa
+
+    from transforms.config import parse_config
+
+    path = tmp_path / f"p.{fmt}"
+    if fmt == "jsonl":
+        path.write_bytes(b'{"profile_id": "P1", "crm_id": "c1"}\n{"profile_id": "P2", "crm_id": "R\xe9mi"}\n')
+    else:
+        pq.write_table(pa.table({"profile_id": ["P1", "P2"], "crm_id": pa.array([b"c1", b"R\xe9mi"], pa.binary())}), path)
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg))
+    assert str(info.value).startswith(f"{path}: not UTF-8 text in rows 1-2") and "R" not in str(info.value).split(":", 1)[1]

@@ -157,9 +157,16 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, expo
     offset = 0  # rows of the file before the current batch: an error names the file's line or row
     for table in _raw_tables(path, fmt, cfg, export, batch_rows, extra):
         try:
+            if fmt != "csv":  # Arrow's CSV reader checks UTF-8; its JSON and Parquet readers do not
+                table.validate(full=True)
             profiles = standardize(table, cfg, path, export, extra)
         except BadOptOut as bad:
             raise _opt_out_error(path, fmt, cfg.profiles.opt_out, bad, offset) from None
+        except pa.ArrowInvalid as exc:  # (its message may quote the value: never shown)
+            if "UTF8" not in str(exc):
+                raise InputError(path, f"cannot read the {fmt} extract (ArrowInvalid)") from None
+            raise InputError(path, f"not UTF-8 text in rows {offset + 1}-{offset + table.num_rows} (Latin-1?): "
+                                   "save the extract as UTF-8") from None
         offset += table.num_rows
         yield profiles
 
