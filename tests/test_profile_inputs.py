@@ -228,3 +228,35 @@ def test_an_extract_that_is_not_utf8_fails_naming_the_file_and_rows(tmp_path, fm
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
     assert str(info.value).startswith(f"{path}: not UTF-8 text in rows 1-2") and "R" not in str(info.value).split(":", 1)[1]
+
+
+def test_jsonl_text_that_looks_like_a_date_stays_the_text_it_is(tmp_path):
+    """Arrow's JSON reader takes such strings for timestamps: the id "2020-01-01" read as
+    "2020-01-01 00:00:00", a key no dump has (a silent no-match)."""
+    from transforms.config import parse_config
+
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"profile_id": "P1", "crm_id": "2020-01-01"}\n{"profile_id": "P2", "crm_id": "2020-01-02 10:00:00"}\n')
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    (table,) = list(read_profiles(str(path), cfg))
+    assert table["k:crm_id"].to_pylist() == ["2020-01-01", "2020-01-02 10:00:00"]
+
+
+def test_jsonl_whose_list_column_is_null_for_its_first_blocks_reads_whole(tmp_path):
+    """Arrow infers JSON types block by block (1 MB): a column null in the first blocks and lists
+    of IDs after it failed with ArrowNotImplementedError (a traceback) for a valid file."""
+    import json
+
+    from transforms.config import parse_config
+
+    path = tmp_path / "p.jsonl"
+    pad = "x" * 200
+    head = [{"profile_id": f"Z{i}", "visitor_ids": None, "pad": pad} for i in range(6000)]
+    tail = [{"profile_id": "P1", "visitor_ids": ["1" * 38, "2" * 38], "pad": pad}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in head + tail))
+    cfg = parse_config({"profiles": {"path": str(path), "email": None, "phone": None},
+                        "data_sources": [{"name": "v", "dpid": 1, "segments": "s", "id_type": "visitor"}]})
+    rows = [r for t in read_profiles(str(path), cfg) for r in t.select(["profile_id", "visitor_ids"]).to_pylist()]
+    assert len(rows) == 6001 and rows[-1] == {"profile_id": "P1", "visitor_ids": ["1" * 38, "2" * 38]}

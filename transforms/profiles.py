@@ -222,7 +222,7 @@ def _read_jsonl(handle, path: str) -> pa.Table:
     data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data  # Arrow skips it; json.loads not
     # Find the first bad line ourselves so the error can name it (Arrow's message quotes content).
     try:
-        table = pajson.read_json(pa.BufferReader(data))
+        table = _arrow_json(data)
     except pa.ArrowInvalid:
         for number, raw in enumerate(data.split(b"\n"), start=1):
             if raw.strip():
@@ -235,7 +235,33 @@ def _read_jsonl(handle, path: str) -> pa.Table:
             number, column, kinds = change
             raise InputError(path, f"column '{column}': {kinds}", line=number) from None
         raise InputError(path, "inconsistent JSON records") from None
+    # Arrow takes strings that look like dates for timestamps ("2020-01-01" would read back as
+    # "2020-01-01 00:00:00", a key no dump has): such columns are read again as the text they are.
+    dated = {f.name: _as_text(f.type) for f in table.schema if _as_text(f.type) != f.type}
+    if dated:
+        options = pajson.ParseOptions(explicit_schema=pa.schema(list(dated.items())), unexpected_field_behavior="infer")
+        table = _arrow_json(data, options)
     return table
+
+
+def _arrow_json(data: bytes, options: pajson.ParseOptions | None = None) -> pa.Table:
+    """Arrow's reading of JSONL. It infers types block by block; where a later block cannot be
+    converted to an earlier one's type (a column null for the first blocks, lists after), the
+    types are inferred from the whole file at once."""
+    try:
+        return pajson.read_json(pa.BufferReader(data), parse_options=options)
+    except pa.ArrowNotImplementedError:
+        whole = pajson.ReadOptions(block_size=min(max(len(data), 1 << 20), (1 << 31) - 1))
+        return pajson.read_json(pa.BufferReader(data), read_options=whole, parse_options=options)
+
+
+def _as_text(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with its timestamps and dates (in a list too) as strings."""
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return pa.string()
+    if pa.types.is_list(kind):
+        return pa.list_(_as_text(kind.value_type))
+    return kind
 
 
 def read_schema_names(path: str, fmt: str) -> list[str]:
