@@ -149,7 +149,8 @@ def test_round_trip_sync_adds_the_joiners_removes_the_leavers_and_the_import_fin
 
 def test_overwrite_gives_the_same_final_audience_as_sync(tmp_path):
     """Two audiences share the data source (B: segment 888, p10..p12 and p00). The .sync path and the
-    .overwrite path leave the platform with the same traits for every user."""
+    .overwrite path leave the platform with the same traits for every user, once B is exported again
+    after A (p00 opts out between the runs: each path takes it out of B by then)."""
     finals = {}
     for mode in ("sync", "overwrite"):
         base = tmp_path / mode
@@ -164,16 +165,23 @@ def test_overwrite_gives_the_same_final_audience_as_sync(tmp_path):
         _, r2, first, second = first_and_second(base, job, "--segment-id", SID, "--state", state, "--mode", mode)
         platform.apply(first)
         platform.apply(second)
-        finals[mode] = platform.state()
         assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in EXPECTED}
         assert (r2["added"], r2["removed"], r2["unchanged"]) == (4, 10, 10)
         if mode == "overwrite":
             got = dict(lines(second))
             assert got[sha(email(10))] == f"d_sid={SID},d_sid=888"  # A's member keeps B
-            assert got[sha(email(0))] == "d_sid=888"  # left A (opted out), B's own export removes it
+            # p00 left A opted out: its B trait is not listed (that would send an opted-out user as a
+            # member of B), so it keeps no trait at all.
+            assert got[sha(email(0))] == f"d_unsid={SID}"
             assert got[sha(email(3))] == f"d_unsid={SID}"  # left A, no trait left
             assert len(got) == 14 + 10 and r2["lines"] == 24
             assert r2["files"][0]["name"] == f"ftp_dpm_{DPID}_{NEXT_TS}.overwrite.gz"
+        b2 = base / "b2"
+        export(job, write_targets(base / "tb.csv", [0, 10, 11, 12]), b2, "--segment-id", 888, "--state", state,
+               "--mode", mode, audience="B", run_date=NEXT_DATE)
+        platform.apply(b2)
+        assert sha(email(0)) not in platform.members("d_sid=888")
+        finals[mode] = platform.state()
     assert finals["sync"] == finals["overwrite"]
 
 
@@ -349,7 +357,8 @@ def test_a_phone_written_without_its_country_code_is_suppressed_in_the_default_r
     folder = tmp_path / "job"
     (folder / "lists").mkdir(parents=True)
     (folder / "lists" / "phones.txt").write_text("+33612345678\n07 12 34 56 78\n")
-    pq.write_table(pa.table({"profile_id": ["p1", "p2", "p3"], "phone": ["06 12 34 56 78", "+33712345678", "0699999999"],
+    pq.write_table(pa.table({"profile_id": ["p1", "p2", "p3"],
+                             "phone": ["06 12 34 56 78", "+33712345678", "0699999999"],
                              "opt_out": [False, False, False]}), folder / "profiles.parquet")
     source = {"name": "ph", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared", "declared": "hashed",
               "match_on": "phone"}

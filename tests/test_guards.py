@@ -22,7 +22,8 @@ def job(**source) -> object:
 
 def checked(cfg, *counts) -> dict:
     """The report of ``counts`` checked, with 10 profiles read that gave "src" keys."""
-    report = build_report(cfg, Counts([count(Metric.PROFILES_READ, 10), count(Metric.PROFILE_KEYS, 10, "src"), *counts]))
+    read = (count(Metric.PROFILES_READ, 10), count(Metric.PROFILE_KEYS, 10, "src"))
+    report = build_report(cfg, Counts([*read, *counts]))
     check_report(report, cfg)
     return report
 
@@ -108,13 +109,14 @@ def test_no_profile_at_all_fails_unless_allowed():
 def test_a_source_whose_profile_column_gives_no_key_fails_unless_allowed():
     """Profiles were read, the dump has IDs to match, and not one profile value gave this source a
     key: an empty or misnamed column (a visitor-ID column is optional in the extract), not an audience."""
-    counts = (count(Metric.PROFILES_READ, 10), count(Metric.RECEIVED, 10, "src"), rejected(Reason.NO_MATCHING_PROFILE, 10),
-              count(Metric.PROFILE_VALUES_WITHOUT_KEY, 10, "src"))
+    counts = (count(Metric.PROFILES_READ, 10), count(Metric.RECEIVED, 10, "src"),
+              rejected(Reason.NO_MATCHING_PROFILE, 10), count(Metric.PROFILE_VALUES_WITHOUT_KEY, 10, "src"))
     cfg = job()
     with pytest.raises(RunFailed, match=r"^data source 'src': none of the 10 profiles read gave a key .*visitor_ids"):
         check_report(build_report(cfg, Counts(counts)), cfg)
     checked(cfg, count(Metric.RECEIVED, 10, "src"), rejected(Reason.NO_MATCHING_PROFILE, 10))  # keys, none matched
-    nothing_to_match = (count(Metric.PROFILES_READ, 10), count(Metric.RECEIVED, 10, "src"), rejected(Reason.INVALID_VISITOR_ID, 10))
+    nothing_to_match = (count(Metric.PROFILES_READ, 10), count(Metric.RECEIVED, 10, "src"),
+                        rejected(Reason.INVALID_VISITOR_ID, 10))
     check_report(build_report(cfg, Counts(nothing_to_match)), cfg)
     allowed = parse_config({"profiles": {"path": "p.parquet", "allow_empty_profiles": True},
                             "data_sources": [cfg.data_sources[0].model_dump()]})

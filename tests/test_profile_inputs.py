@@ -163,7 +163,8 @@ def test_ids_stored_as_floats_with_gaps_count_nan_as_missing(tmp_path):
     from transforms.config import parse_config
 
     path = tmp_path / "p.parquet"
-    pq.write_table(pa.table({"profile_id": pa.array([1.0, float("nan"), 3.0, float("nan")]), "crm_id": ["a", "b", "c", "d"]}), path)
+    ids = pa.array([1.0, float("nan"), 3.0, float("nan")])
+    pq.write_table(pa.table({"profile_id": ids, "crm_id": ["a", "b", "c", "d"]}), path)
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
                         "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
                                           "declared": "plain", "match_on": "crm_id"}]})
@@ -179,7 +180,8 @@ def test_a_needed_column_twice_in_the_header_fails_naming_it(demo_copy, fmt):
     import pyarrow as pa
 
     table = pq.read_table(demo_copy / "profiles.parquet")
-    doubled = pa.Table.from_arrays([pa.nulls(table.num_rows, pa.string()), *table.columns], names=["email", *table.column_names])
+    doubled = pa.Table.from_arrays([pa.nulls(table.num_rows, pa.string()), *table.columns],
+                                   names=["email", *table.column_names])
     if fmt == "csv":
         (path,) = demo_profiles_as(demo_copy, "csv", bom=False)
         lines = path.read_text().split("\n")
@@ -221,13 +223,15 @@ def test_an_extract_that_is_not_utf8_fails_naming_the_file_and_rows(tmp_path, fm
     if fmt == "jsonl":
         path.write_bytes(b'{"profile_id": "P1", "crm_id": "c1"}\n{"profile_id": "P2", "crm_id": "R\xe9mi"}\n')
     else:
-        pq.write_table(pa.table({"profile_id": ["P1", "P2"], "crm_id": pa.array([b"c1", b"R\xe9mi"], pa.binary())}), path)
+        crm_ids = pa.array([b"c1", b"R\xe9mi"], pa.binary())
+        pq.write_table(pa.table({"profile_id": ["P1", "P2"], "crm_id": crm_ids}), path)
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
                         "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
                                           "declared": "plain", "match_on": "crm_id"}]})
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
-    assert str(info.value).startswith(f"{path}: not UTF-8 text in rows 1-2") and "R" not in str(info.value).split(":", 1)[1]
+    message = str(info.value)
+    assert message.startswith(f"{path}: not UTF-8 text in rows 1-2") and "mi" not in message.split(":", 1)[1]
 
 
 def test_jsonl_text_that_looks_like_a_date_stays_the_text_it_is(tmp_path):
@@ -236,7 +240,8 @@ def test_jsonl_text_that_looks_like_a_date_stays_the_text_it_is(tmp_path):
     from transforms.config import parse_config
 
     path = tmp_path / "p.jsonl"
-    path.write_bytes(b'{"profile_id": "P1", "crm_id": "2020-01-01"}\n{"profile_id": "P2", "crm_id": "2020-01-02 10:00:00"}\n')
+    path.write_bytes(b'{"profile_id": "P1", "crm_id": "2020-01-01"}\n'
+                     b'{"profile_id": "P2", "crm_id": "2020-01-02 10:00:00"}\n')
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
                         "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
                                           "declared": "plain", "match_on": "crm_id"}]})

@@ -4,8 +4,9 @@ A dump may be gzip or plain whatever its name says (the magic bytes decide), and
 are checked before anything is parsed: a byte order mark is dropped; another encoding, NUL bytes
 or CR-only line breaks fail the file by name. Past them, a CR line break or a block of NULs fails
 the file naming the line (as chunks are parsed: :func:`transforms.dumps.check_lines`, and here for
-a line longer than a piece), and a byte order mark starting a line (a later gzip member's) is dropped. :func:`read_chunks` yields the decompressed bytes in
-pieces that end on a line break and records what a control file promises about the stored file
+a line longer than a piece), and a byte order mark starting a line (a later gzip member's) is
+dropped. :func:`line_chunks` yields the decompressed bytes in pieces that end on a line break, with
+their first line's number, and records what a control file promises about the stored file
 (:class:`FileStats`). Parsing lines is :mod:`transforms.dumps`.
 """
 from __future__ import annotations

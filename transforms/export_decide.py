@@ -15,8 +15,9 @@ Each user ID gets at most one line: a ``.sync`` line adds (``d_sid=N`` or the ke
 (``d_unsid=N``; a key-value audience cannot remove: no line, and the run fails before publishing);
 an ``.overwrite`` line lists the user's full trait list for the data source (this audience's trait
 if it is a member, plus the traits other audiences of the data source hold for it, from their
-export state, unless a profile of it is not eligible: then it keeps none), a leaver without any trait left gets ``d_unsid=N`` (ignored by overwrite semantics:
-no trait remains) or, for a key-value audience, an empty trait list.
+export state, unless a profile of it is not eligible: then it keeps none), a leaver without any
+trait left gets ``d_unsid=N`` (ignored by overwrite semantics: no trait remains) or, for a
+key-value audience, an empty trait list.
 """
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def _trait_lines(members: pa.Array, leavers: pa.Array, others: pa.Table, blocked
     user ID (a profile of it opted out, of unknown consent or suppressed) keeps no other audience's
     trait: listing them would put it back in those audiences."""
     listed = pa.concat_arrays([members, leavers])
-    kept = pc.and_(pc.is_in(others["user_id"], value_set=listed), pc.invert(pc.is_in(others["user_id"], value_set=blocked)))
+    kept = pc.and_(pc.is_in(others["user_id"], value_set=listed),
+                   pc.invert(pc.is_in(others["user_id"], value_set=blocked)))
     rows = [pa.table({"user_id": members, "trait": pa.array([traits.add] * len(members), pa.string())}),
             others.filter(kept)]
     table = distinct(concat(rows, OTHER_SCHEMA))

@@ -294,8 +294,9 @@ def scalar_columns(path: str, fmt: str) -> list[str]:
             # Only the names are wanted: a bad row of the first block is skipped here (the reader
             # names its line), where Arrow's message would quote the row's values.
             try:
+                skip = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")
                 return pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False),
-                                      parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")).schema.names
+                                      parse_options=skip).schema.names
             except pa.ArrowInvalid:
                 raise InputError(path, "cannot read the csv extract's header (ArrowInvalid)") from None
         first = handle.readline()

@@ -103,7 +103,8 @@ class Suppressor:
                                      f"'{ds.name}' hashes with {ds.normalization}/{ds.digest_encoding})", line=line)
                 digests[entries.kind].append(canon)
             else:
-                normalized, reason = normalize_keys(entries.values, entries.kind, ds.normalization, self._region_for(entries.kind))
+                normalized, reason = normalize_keys(entries.values, entries.kind, ds.normalization,
+                                                    self._region_for(entries.kind))
                 line = _first_invalid(pc.is_null(reason), entries.lines)
                 if line is not None:
                     raise InputError(entries.path, f"not a valid {entries.kind}", line=line)
@@ -117,7 +118,8 @@ class Suppressor:
     def normalized(self, values, kind: str) -> pa.Array:
         """Raw addresses (a profile column) normalized with the data source's profile and, for phones,
         its default region, as its keys are (null: invalid)."""
-        normalized, _ = normalize_keys(plain_array(values, text="cast"), kind, self._ds.normalization, self._region_for(kind))
+        normalized, _ = normalize_keys(plain_array(values, text="cast"), kind, self._ds.normalization,
+                                       self._region_for(kind))
         return normalized
 
     def _region_for(self, kind: str) -> str | None:

@@ -55,8 +55,9 @@ def read_targets(path: str) -> Iterator[pa.Array]:
         raise
     except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
         # Arrow's message may quote the data: only its kind is told.
-        problem = ("not UTF-8 text: save the targets as UTF-8" if "UTF8" in str(exc) else
-                   "an empty file" if "Empty CSV file" in str(exc) else f"cannot read the targets ({type(exc).__name__})")
+        problem = ("not UTF-8 text: save the targets as UTF-8" if "UTF8" in str(exc)
+                   else "an empty file" if "Empty CSV file" in str(exc)
+                   else f"cannot read the targets ({type(exc).__name__})")
         raise InputError(path, problem) from None
 
 
