@@ -265,3 +265,17 @@ def test_jsonl_whose_list_column_is_null_for_its_first_blocks_reads_whole(tmp_pa
                         "data_sources": [{"name": "v", "dpid": 1, "segments": "s", "id_type": "visitor"}]})
     rows = [r for t in read_profiles(str(path), cfg) for r in t.select(["profile_id", "visitor_ids"]).to_pylist()]
     assert len(rows) == 6001 and rows[-1] == {"profile_id": "P1", "visitor_ids": ["1" * 38, "2" * 38]}
+
+
+@pytest.mark.parametrize("fmt, content, problem", [("parquet", b"PAR1 cut short", "cannot read the parquet extract"),
+                                                   ("parquet", b"", "empty file"), ("csv", b"", "empty file")])
+def test_an_empty_or_cut_extract_is_named_in_preflight(demo_copy, fmt, content, problem):
+    """Arrow's "Parquet magic bytes not found" came without the file; a 0-byte CSV gave one "column
+    not in the extract" per column."""
+    path = demo_copy / f"profiles.{fmt}"
+    path.write_bytes(content)
+    job = demo_copy / "job.yaml"
+    job.write_text(job.read_text().replace("path: profiles.parquet", f"path: profiles.{fmt}"))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(load_config(str(job)))
+    assert str(info.value) == f"profiles.path: {path}: {problem}"

@@ -270,10 +270,16 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
 
     with FileSystems.open(path) as handle:
         if fmt == "parquet":
-            return list(pq.ParquetFile(handle).schema_arrow.names)
+            try:
+                return list(pq.ParquetFile(handle).schema_arrow.names)
+            except pa.ArrowInvalid as exc:  # (Arrow's message names no file)
+                raise InputError(path, "empty file" if "size is 0 bytes" in str(exc)
+                                 else "cannot read the parquet extract") from None
         # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
         # Arrow's readers skip it too.
         first = handle.readline().decode("utf-8-sig", errors="replace")
+        if not first:
+            raise InputError(path, "empty file")
         if fmt == "csv":  # as written: the reader matches names exactly ('email ' is not 'email')
             return next(csv.reader([first.rstrip("\r\n")]), [])
         try:
