@@ -129,21 +129,31 @@ def _complete_committed_publish(output_dir: str, run_dir: str, exc: BaseExceptio
 # -------------------------------------------------------------------------------------------------
 class _OwnErrorsOnce(logging.Filter):
     """Runners log a failing DoFn's traceback before re-raising; for our own errors (input problems,
-    failed checks) the one line printed by :func:`run_job_cli` says it all, so drop the duplicate."""
+    failed checks) the one line printed by :func:`run_job_cli` says it all, so drop the duplicate.
+    An Arrow error's log is dropped too, unless ``debug``: its message may quote a row or value."""
+
+    def __init__(self, debug: bool = False):
+        super().__init__()
+        self._debug = debug
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "transforms.errors." in record.getMessage():
             return False
         exc = record.exc_info[1] if record.exc_info else None
-        return _own_error(exc) is None
+        return _own_error(exc) is None and (self._debug or _error_in_chain(exc, pa.ArrowException) is None)
 
 
 def _own_error(exc: BaseException | None) -> AudienceSyncError | None:
     """Our error inside whatever a runner wrapped it in (its cause / context chain)."""
+    return _error_in_chain(exc, AudienceSyncError)
+
+
+def _error_in_chain(exc: BaseException | None, kind: type) -> BaseException | None:
+    """The first ``kind`` error in ``exc``'s cause / context chain, or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, AudienceSyncError):
+        if isinstance(exc, kind):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
@@ -216,7 +226,7 @@ def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
     common, argv = COMMON.parse_known_args(argv)
     progress.set_interval(common.progress)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_OwnErrorsOnce())
+        handler.addFilter(_OwnErrorsOnce(debug))
     try:
         result = run(argv)
     except SystemExit:

@@ -140,3 +140,20 @@ def test_an_arrow_error_shows_its_kind_and_step_never_its_message():
     assert classify_failure(OSError(28, "No space left on device"))[1].endswith("No space left on device")
     remote = RuntimeError("Traceback ...\npyarrow.lib.ArrowInvalid: CSV parse error: Row #3: user@example.net")
     assert classify_failure(remote)[1].startswith("ArrowInvalid") and "user@" not in classify_failure(remote)[1]
+
+
+def test_an_arrow_error_in_a_dofn_leaves_no_input_data_on_stderr(tmp_path):
+    """The runner logs a failing DoFn's traceback before re-raising: for an Arrow error, whose
+    message may quote a row, that log is dropped too (``--debug`` prints the traceback)."""
+    secret = "person42@example.com"
+    code = ("import sys, pyarrow as pa\nfrom transforms import join\n"
+            f"def boom(*a, **k):\n    raise pa.ArrowInvalid('CSV parse error: Row #3: {secret},+33 6 12')\n"
+            "join.join_bucket = boom\nfrom pipelines import cli\nsys.argv = ['audience-sync'] + sys.argv[1:]\nsys.exit(cli.main())\n")
+    args = ["import", "--config", str(DEMO / "job.yaml"), "--output", str(tmp_path / "o")]
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert secret not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("audience-sync: run failed: ArrowInvalid")
+    debug = subprocess.run([sys.executable, "-c", code, *args, "--debug"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert debug.returncode == 1 and secret in debug.stderr  # asked for: the whole traceback
