@@ -38,8 +38,7 @@ class ProfilesConfig(_Strict):
     # export: ``unknown`` (never exported) or, declared explicitly, ``consented``.
     opt_out_missing: Literal["unknown", "consented"] = "unknown"
     default_region: str | None = None  # phones written without a country code are read in this region
-    # A run that reads no profile at all, or none giving a data source a key, fails unless set.
-    allow_empty_profiles: bool = False
+    allow_empty_profiles: bool = False  # else no profile read at all, or none keying a source, fails the run
 
     @field_validator("default_region")
     @classmethod

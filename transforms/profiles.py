@@ -132,10 +132,11 @@ def _present(path: str, names: list[str], cfg: JobConfig, export: bool, extra: S
     for col in required_columns(cfg, export):
         if col not in names:
             raise InputError(path, f"no column '{col}' ({column_field(cfg, col)})")
-    problem = doubled_column(names, needed_columns(cfg, export, extra))
+    needed = needed_columns(cfg, export, extra)
+    problem = doubled_column(names, needed)
     if problem:
         raise InputError(path, problem)
-    return [c for c in needed_columns(cfg, export, extra) if c in names]
+    return [c for c in needed if c in names]
 
 
 def doubled_column(names: Sequence[str], needed: Sequence[str]) -> str | None:

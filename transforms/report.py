@@ -58,7 +58,8 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
 
 def check_report(report: dict, cfg: JobConfig) -> None:
     """Raise :class:`RunFailed` (one line, nothing published) when the counts do not add up, a data
-    source's dump is mostly unparseable or fails to decrypt, or no profile was read at all."""
+    source's dump is mostly unparseable or fails to decrypt, no profile gave a data source a key,
+    or no profile was read at all."""
     for name, entry in report["data_sources"].items():
         accounted = sum(entry[k] for k in OUTCOMES)
         if accounted != entry["received"]:
@@ -74,6 +75,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
             f"profiles: no profile was read from '{cfg.profiles.path}' (a header-only or empty extract?); "
             "set profiles.allow_empty_profiles: true if that is expected. Nothing was published"
         )
+    # Last: any dump-side cause above (a wrong file, a wrong key) or an empty extract says more.
     for name, entry in report["data_sources"].items():
         _check_profile_keys(name, entry, report["profiles_read"], cfg)
 
