@@ -82,7 +82,8 @@ def run(argv=None) -> dict:
     def preflight(cfg: JobConfig) -> JobConfig:
         spec = checked["spec"] = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id,
                                              known.max_lines_per_file, known.mode)
-        checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, known.state)
+        checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, known.state,
+                                               known.output.rstrip("/"))
         return export_config(cfg, spec)
 
     job = launch.start(known.config, beam_args, preflight)
@@ -95,7 +96,7 @@ def run(argv=None) -> dict:
         return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
             p, job.cfg, checked["spec"], known.targets, state, output, run_dir))
     except BaseException:
-        if state.version_dir is not None and state.previous == _committed(state):
+        if state.version_dir is not None and state.latest == _committed(state):
             remove_run_dir(state.version_dir)  # never committed: nothing of it stays
         raise
 

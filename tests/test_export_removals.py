@@ -216,6 +216,60 @@ def test_consent_unknown_is_removed_if_it_was_sent_before(tmp_path):
     assert report["removed_by_reason"]["consent_unknown"] == 1 and report["consent_unknown"] == 1
 
 
+def test_a_rerun_into_the_same_output_and_date_sends_the_same_changes(tmp_path):
+    """A retried export (an Airflow retry after the commit, an operator's rerun) replaces the files
+    of the run it repeats. Computed against the state that run committed, it found nothing to send
+    and replaced the removals with nothing, while the state counted them as sent: the platform never
+    got them. It is computed against the version that run read, and sends the same changes."""
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    flags = ("--segment-id", SID, "--state", state)
+    r1, r2, first, second = first_and_second(tmp_path, job, *flags)
+    sent = sorted(lines(second))
+    again = export(job, tmp_path / "t2.csv", second, *flags, run_date=NEXT_DATE)
+    assert sorted(lines(second)) == sent and len(sent) == 14
+    for key in ("added", "removed", "unchanged", "earlier_user_ids", "audience_user_ids", "removed_by_reason"):
+        assert again[key] == r2[key], key
+    assert (again["state_previous_version"], again["state_version"], again["state_replaced_version"]) == (1, 3, 2)
+    folder = state / "crm" / "A"
+    manifest = json.loads((folder / "v-000003" / "_SUCCESS").read_text())
+    assert (manifest["version"], manifest["previous"], manifest["pairs"]) == (3, 1, 14)
+    members = [{(r["profile_id"], r["user_id"]) for r in pq.read_table(folder / v / "members").to_pylist()}
+               for v in ("v-000002", "v-000003")]
+    assert members[0] == members[1]
+    platform = Platform()
+    platform.apply(first)
+    platform.apply(second)
+    assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in EXPECTED}
+
+    # A rerun of the rerun repeats it again; a run on another date into the same folder is a new run.
+    assert export(job, tmp_path / "t2.csv", second, *flags, run_date=NEXT_DATE)["state_previous_version"] == 1
+    later = export(job, tmp_path / "t2.csv", second, *flags, run_date="2026-11-24")
+    assert later["nothing_to_send"] and (later["state_previous_version"], later["state_replaced_version"]) == (4, None)
+
+
+def test_a_rerun_that_would_replace_files_a_later_version_builds_on_is_refused(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    flags = ("--segment-id", SID, "--state", state)
+    _, _, first, second = first_and_second(tmp_path, job, *flags)
+    with pytest.raises(ConfigError, match=rf"--output {first}: it holds the files of export state version 1 "
+                                          r"\(run date .*\), which version 2 builds on"):
+        export(job, tmp_path / "t1.csv", first, *flags)
+    assert len(lines(first)) == 20  # untouched
+
+
+def test_an_existing_export_that_is_also_the_output_is_refused(tmp_path):
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1])
+    targets = write_targets(tmp_path / "t.csv", [0])
+    first = tmp_path / "first"
+    export(job, targets, first, "--segment-id", SID)
+    with pytest.raises(ConfigError, match=rf"--existing {first}: it is this run's --output"):
+        export(job, targets, first, "--segment-id", SID, "--existing", first)
+    assert lines(first) == [(sha(email(0)), f"d_sid={SID}")]
+
+
 def test_state_refusals_are_configuration_errors(tmp_path):
     job = write_job(tmp_path / "job")
     state = tmp_path / "state"

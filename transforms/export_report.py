@@ -11,6 +11,7 @@ files hold exactly one line per added or removed user ID (sync), or per member a
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from transforms.errors import RunFailed
@@ -54,6 +55,7 @@ def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], tar
         "state_folder": state.folder,
         "state_previous_version": state.previous,
         "state_version": state.version,
+        "state_replaced_version": state.replaced,  # a rerun (same --output and run date): the version it repeats
         "state_expected_pairs": state.expected_pairs,
         **_counted(counts, Metric.PROFILES_READ, Metric.SUPPRESSION_ENTRIES, Metric.BLOCKED_USER_IDS,
                    Metric.TARGET_ROWS, Metric.BLANK_TARGET_IDS, Metric.DUPLICATE_TARGET_ROWS, Metric.TARGETS,
@@ -103,7 +105,8 @@ def state_manifest(report: dict, output_dir: str, state_parts: list) -> dict:
         "data_source": report["data_source"], "dpid": report["dpid"], "target_dpid": report["target_dpid"],
         "audience": report["audience"], "segment": report["segment"], "mode": report["mode"],
         "run_date": report["run_date"], "pairs": report["state_pairs"], "user_ids": report["audience_user_ids"],
-        "output": output_dir, "files": [f["name"] for f in report["files"]], "control_file": report["control_file"],
+        "output": output_dir if "://" in output_dir else os.path.abspath(output_dir),
+        "files": [f["name"] for f in report["files"]], "control_file": report["control_file"],
         "parts": [{"part": path.rsplit("/", 1)[-1], "rows": n} for _, path, n in sorted(state_parts)],
     }
 

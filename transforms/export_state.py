@@ -12,12 +12,19 @@ is published but its state is not (killed in between), the next run recomputes t
 against the older state and sends them again: the platform applies them idempotently. Versions are
 kept (audit; to fall back, delete the latest ``_SUCCESS``). One export per audience at a time.
 
+A rerun into the same ``--output`` on the same run date (a retry) replaces the files of the run it
+repeats, so it is computed against the version that run read (its manifest's ``previous``) and
+sends the same changes again: computed against the version that run committed, it would find
+nothing to send and replace the unsent changes with nothing. A rerun that would replace the files of
+a version a later one builds on is refused.
+
 ``--existing DIR ...`` (previous export outputs) is the hand-passed alternative: the earlier state is
 rebuilt from their ``exported/`` (pairs sent) and ``removed/`` (pairs removed) in run order.
 """
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -107,6 +114,8 @@ class ExportState:
     root: str | None = None
     folder: str | None = None  # the audience's state folder (--state)
     previous: int | None = None  # the version read (None: no state yet)
+    latest: int | None = None  # the newest committed version at launch (a rerun reads the one before)
+    replaced: int | None = None  # the version whose run this rerun repeats (same --output and run date)
     expected_pairs: int | None = None  # that version's pair count, checked against what was read
     existing: tuple[str, ...] = ()  # --existing folders, as given
 
@@ -117,7 +126,7 @@ class ExportState:
     @property
     def version(self) -> int | None:
         """The version this run commits (None without --state)."""
-        return None if self.folder is None else (self.previous or 0) + 1
+        return None if self.folder is None else (self.latest or 0) + 1
 
     @property
     def version_dir(self) -> str | None:
@@ -133,12 +142,37 @@ class ExportState:
         return out
 
 
-def state_for(root: str, spec, problems: list[str]) -> ExportState:
-    """The ``--state ROOT`` of one export (``spec``: :class:`transforms.export.ExportSpec`); appends
-    to ``problems`` why it cannot serve."""
+def same_output(a: str, b: str) -> bool:
+    """Whether two ``--output`` folders are one (local paths compared absolute)."""
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportState:
+    """The ``--state ROOT`` of one export (``spec``: :class:`transforms.export.ExportSpec`) into
+    ``output``; appends to ``problems`` why it cannot serve."""
     ds = spec.data_source
     folder = audience_dir(root, ds.name, spec.audience)
-    current = current_version(folder)
+    versions = committed_versions(folder)
+    latest = versions[-1] if versions else None
+    current, replaced = latest, None
+    run_date = spec.run_date.isoformat()
+    written_here = [v for v in versions if v.manifest.get("run_date") == run_date
+                    and same_output(str(v.manifest.get("output", "")), output)] if output else []
+    if written_here and written_here[-1] is not latest:
+        v = written_here[-1]
+        problems.append(f"--output {output}: it holds the files of export state version {v.number} (run date "
+                        f"{run_date}), which version {latest.number} builds on: replacing them would lose what they "
+                        "send; write to another --output")
+    elif written_here:
+        replaced = latest.number
+        base = latest.manifest.get("previous")
+        current = next((v for v in versions if v.number == base), None)
+        if base is not None and current is None:
+            problems.append(f"--state: this run repeats version {latest.number} (same --output and run date) and is "
+                            f"computed against the version it read, {base}, which is not committed; write to another "
+                            "--output to export against the current version")
     runs, expected = (), None
     if current is not None:
         m = current.manifest
@@ -160,7 +194,8 @@ def state_for(root: str, spec, problems: list[str]) -> ExportState:
                 if other is not None:
                     others.append((other.manifest["segment"], other.members))
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
-                       previous=None if current is None else current.number, expected_pairs=expected)
+                       previous=None if current is None else current.number, expected_pairs=expected,
+                       latest=None if latest is None else latest.number, replaced=replaced)
 
 
 def existing_state(folders: list[str], reports: list[dict]) -> ExportState:
@@ -182,7 +217,7 @@ def ensure_not_moved(state: ExportState) -> None:
     if state.folder is None:
         return
     current = current_version(state.folder)
-    if (None if current is None else current.number) != state.previous:
+    if (None if current is None else current.number) != state.latest:
         raise RunFailed(f"--state: another export committed audience state {state.folder} while this run "
                         "computed its changes; rerun. Nothing was published")
 

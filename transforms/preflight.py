@@ -14,7 +14,7 @@ from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, ExportSpec, export_config
-from transforms.export_state import ExportState, existing_state, state_for
+from transforms.export_state import ExportState, existing_state, same_output, state_for
 from transforms.profiles import column_field, doubled_column, needed_columns, read_schema_names
 from transforms.publish import REPORT
 from transforms.storage import glob, join_path
@@ -80,7 +80,7 @@ def _check_keyring(ds) -> None:
 
 
 def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing: list[str],
-                        state_root: str | None = None) -> ExportState:
+                        state_root: str | None = None, output: str = "") -> ExportState:
     """Raise :class:`ConfigError` (one line per problem) when the export cannot run as asked; else the
     earlier state it runs against. Reads headers, previous reports, the export state's manifests and
     (once, to fail early; never printed) the data source's keys."""
@@ -110,11 +110,13 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
         problems.append("--mode overwrite needs --state ROOT: an .overwrite file replaces each listed user's traits "
                         "for the whole data source, which only the state of every audience exported through it knows")
     elif state_root:
-        state = state_for(state_root.rstrip("/"), spec, problems)
+        state = state_for(state_root.rstrip("/"), spec, problems, output)
     elif existing:
         reports = []
         for folder in existing:
             found, report = _existing_problems(folder, spec)
+            if output and same_output(folder, output):
+                found.insert(0, "it is this run's --output: publishing would replace the files it lists")
             problems += [f"--existing {folder}: {p}" for p in found]
             reports.append(report)
         if not problems:
