@@ -164,7 +164,7 @@ def test_hashed_export_writes_exactly_the_expected_files(job, tmp_path):
     assert {k: report[k] for k in (*OUTCOMES, "targets", "target_rows", "duplicate_target_rows", "blank_target_ids",
                                     "lines", "pairs_sent")} == {
         "exported": 4, "already_present": 0, "unmapped": 1, "opted_out": 1, "unknown_profile": 1, "consent_unknown": 0,
-        "suppressed": 0,
+        "suppressed": 0, "shares_blocked_id": 0,
         "targets": 7, "target_rows": 9, "duplicate_target_rows": 1, "blank_target_ids": 1,
         "lines": 3, "pairs_sent": 4,
     }
@@ -441,7 +441,7 @@ def test_cli_prints_a_summary_and_module_entry_ignores_launcher_flags(job, tmp_p
     result = subprocess.run([*CLI, *args, "--output", str(tmp_path / "a")], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "targets=7 exported=4 already_present=0 unmapped=1 opted_out=1 unknown_profile=1" in result.stdout
+    assert "targets=7 exported=4 already_present=0 shares_blocked_id=0 unmapped=1 opted_out=1 unknown_profile=1" in result.stdout
     assert f"ftp_dpm_12345_{TS}.sync.gz" in result.stdout
     result = subprocess.run([sys.executable, "-m", "pipelines.export_audience", *args, "--output", str(tmp_path / "b"),
                              "--labels=team=crm", "--job_name=nightly-export"],
@@ -518,7 +518,7 @@ def test_classify_counts_each_distinct_target_once():
     assert reasons == {"b": None, "d": Removal.OPTED_OUT.code, "h": Removal.UNTARGETED.code,
                        "gone": Removal.DELETED_PROFILE.code, "a": Removal.ID_CHANGED.code}
     assert counts == {"targets": 8, "duplicate_target_rows": 1, "unknown_profile": 1, "opted_out": 1,
-                      "consent_unknown": 1, "suppressed": 1, "unmapped": 2, "already_present": 1, "exported": 1}
+                      "consent_unknown": 1, "suppressed": 1, "unmapped": 2}  # a and b: their user IDs decide (stage 2)
 
 
 def test_line_bytes_and_control_document():

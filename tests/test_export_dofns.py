@@ -29,7 +29,17 @@ from transforms.export_classify import (
     ReadEarlierPart,
     ReadTargetedProfiles,
 )
-from transforms.export_decide import BLOCKED, DESIRED, HELD, OTHERS, DecideShard, Traits
+from transforms.export_decide import (
+    BLOCKED,
+    DESIRED,
+    FATE_SCHEMA,
+    HELD,
+    OTHERS,
+    CountProfileOutcomes,
+    DecideShard,
+    Traits,
+    profile_outcomes,
+)
 from transforms.onboarding import (
     LINE_SCHEMA,
     FileNames,
@@ -178,8 +188,7 @@ def test_classify_shard_keys_desired_and_held_pairs_by_user_id():
     assert [t.to_pylist() for t in out[ClassifyShard.UNMAPPED]] == [[{"profile_id": "c"}]]
     assert counts(out[ClassifyShard.COUNTS]) == {
         Metric.TARGETS: 4, Metric.DUPLICATE_TARGET_ROWS: 1, Metric.UNKNOWN_PROFILE: 1, Metric.OPTED_OUT: 0,
-        Metric.CONSENT_UNKNOWN: 0, Metric.SUPPRESSED: 0, Metric.UNMAPPED: 1, Metric.ALREADY_PRESENT: 1,
-        Metric.EXPORTED: 1,
+        Metric.CONSENT_UNKNOWN: 0, Metric.SUPPRESSED: 0, Metric.UNMAPPED: 1,
     }
 
 
@@ -201,6 +210,15 @@ def test_an_earlier_state_is_rebuilt_run_by_run():
     assert held((False, False, False, False, True)) == []  # a replacing run without rows here empties it
 
 
+def test_a_profile_counts_once_under_its_best_user_id_fate():
+    # p's user IDs met in two user shards: one withheld, one added. q: withheld and unchanged. r: all withheld.
+    fates = pa.table({"profile_id": ["p", "q", "r", "p", "q", "r"], "fate": [0, 0, 0, 2, 1, 0]}, schema=FATE_SCHEMA)
+    assert profile_outcomes(fates) == {Metric.EXPORTED: 1, Metric.ALREADY_PRESENT: 1, Metric.SHARES_BLOCKED_ID: 1}
+    out = run_dofn(CountProfileOutcomes(), [(0, [fates.slice(0, 3), fates.slice(3)])])
+    assert sorted((c.metric, n) for c, n in out[MAIN]) == sorted(
+        [(Metric.EXPORTED, 1), (Metric.ALREADY_PRESENT, 1), (Metric.SHARES_BLOCKED_ID, 1)])
+
+
 def test_decide_shard_adds_removes_withholds_and_keeps():
     desired = [pa.table({"profile_id": ["a", "b", "c", "d"], "user_id": ["u1", "u2", "u3", "u9"]})]
     held = [pa.table({"profile_id": ["b", "x", "y", "z"], "user_id": ["u2", "u4", "u5", "u3"],
@@ -208,8 +226,11 @@ def test_decide_shard_adds_removes_withholds_and_keeps():
                                           Removal.UNTARGETED.code], pa.int8())})]
     blocked = [pa.table({"user_id": ["u3", "u5"], "status": pa.array([2, 3], pa.int8())})]
     element = (0, {DESIRED: desired, HELD: held, BLOCKED: blocked, OTHERS: []})
-    out = run_dofn(DecideShard(Traits("d_sid=7", "d_unsid=7")), [element])
+    out = run_dofn(DecideShard(Traits("d_sid=7", "d_unsid=7"), BUCKETS), [element])
     lines = [r for t in out[MAIN] for r in t.to_pylist()]
+    assert_sharded(out[DecideShard.FATES], "profile_id")
+    # a and d: added; b: unchanged; c: its only user ID is withheld.
+    assert rows(out[DecideShard.FATES]) == [("a", 2), ("b", 1), ("c", 0), ("d", 2)]
     assert sorted((r["user_id"], r["traits"]) for r in lines) == [
         ("u1", "d_sid=7"), ("u3", "d_unsid=7"), ("u4", "d_unsid=7"), ("u5", "d_unsid=7"), ("u9", "d_sid=7")]
     assert rows([(0, t) for t in out[DecideShard.SENT]]) == [("a", "u1"), ("d", "u9")]

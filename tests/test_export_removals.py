@@ -270,6 +270,23 @@ def test_an_existing_export_that_is_also_the_output_is_refused(tmp_path):
     assert lines(first) == [(sha(email(0)), f"d_sid={SID}")]
 
 
+def test_a_profile_whose_only_id_is_withheld_is_not_counted_as_exported(tmp_path):
+    """p01 and p02 share an address; p02 opted out, so the address is withheld: nothing is sent for
+    p01. The report counted p01 as exported (it had a new pair) while no line carried it."""
+    job = write_job(tmp_path / "job")
+    pq.write_table(pa.table({"profile_id": ["p00", "p01", "p02", "p03"],
+                             "email": [email(0), email(1), email(1), email(3)],
+                             "opt_out": [False, False, True, False]}), job.parent / "profiles.parquet")
+    state = tmp_path / "state"
+    export(job, write_targets(tmp_path / "t0.csv", [3]), tmp_path / "zero", "--segment-id", SID, "--state", state)
+    report = export(job, write_targets(tmp_path / "t.csv", [0, 1, 3]), tmp_path / "o", "--segment-id", SID,
+                    "--state", state)
+    assert lines(tmp_path / "o") == [(sha(email(0)), f"d_sid={SID}")]
+    assert (report["exported"], report["already_present"], report["shares_blocked_id"]) == (1, 1, 1)
+    assert (report["added"], report["unchanged"], report["withheld"]) == (1, 1, 1)
+    check_export_report(report)
+
+
 def test_state_refusals_are_configuration_errors(tmp_path):
     job = write_job(tmp_path / "job")
     state = tmp_path / "state"
@@ -350,7 +367,7 @@ def consistent_report() -> dict:
     return {
         "audience": "A", "segment": "d_sid=7", "mode": "sync", "state_expected_pairs": 5,
         "target_rows": 12, "targets": 10, "duplicate_target_rows": 1, "blank_target_ids": 1,
-        "exported": 4, "already_present": 2, "unmapped": 1, "suppressed": 1, "opted_out": 1, "consent_unknown": 0,
+        "exported": 3, "already_present": 2, "shares_blocked_id": 1, "unmapped": 1, "suppressed": 1, "opted_out": 1, "consent_unknown": 0,
         "unknown_profile": 1, "earlier_pairs_read": 5, "earlier_user_ids": 5, "desired_user_ids": 7, "added": 4,
         "unchanged": 2, "withheld": 1, "removed": 3, "audience_user_ids": 6, "lines": 7,
         "removed_by_reason": {"opted_out": 2, "untargeted": 1}, "files": [{"lines": 4}, {"lines": 3}],

@@ -4,15 +4,16 @@ adding the audience's new members and removing its leavers.
 A user's targeting result (a list of profile ids: the whole audience, every time) is matched with the
 profile extract, and every targeted profile ends in exactly one outcome:
 
-===================  ==============================================================================
-``unknown_profile``  the id is not in the extract
-``suppressed``       its email or phone is on a suppression list: never shared
-``opted_out``        the profile is opted out: never exported, whatever the targets or the state say
-``consent_unknown``  its opt-out value is empty/null/missing: never exported (transforms/consent.py)
-``unmapped``         no usable ID for the data source (listed in ``unmapped/``)
-``already_present``  every (profile, user ID) pair is already held by the platform (earlier state)
-``exported``         at least one new (profile, user ID) pair
-===================  ==============================================================================
+=====================  ==============================================================================
+``unknown_profile``    the id is not in the extract
+``suppressed``         its email or phone is on a suppression list: never shared
+``opted_out``          the profile is opted out: never exported, whatever the targets or the state say
+``consent_unknown``    its opt-out value is empty/null/missing: never exported (transforms/consent.py)
+``unmapped``           no usable ID for the data source (listed in ``unmapped/``)
+``already_present``    none of its user IDs is added; one is already held by the platform (earlier state)
+``shares_blocked_id``  every user ID it has is withheld: a profile that is not eligible has it too
+``exported``           at least one of its user IDs is added
+=====================  ==============================================================================
 
 Then, per user ID (several profiles may share one), against what the platform holds (the export
 state ``--state ROOT`` or previous exports ``--existing``): ``added``, ``unchanged``, or ``removed``
@@ -32,7 +33,8 @@ channel email/sms; see :class:`transforms.crypto.CbcEncryptor` and :class:`trans
 Elements are Arrow tables. Two ``CoGroupByKey`` stages: per shard of ``profile_id`` (targets,
 candidate profiles let through by a Bloom filter of the targets and the earlier state's profiles,
 earlier pairs: :mod:`transforms.export_classify`), then per shard of ``user_id`` (desired pairs,
-held pairs, blocked user IDs, other audiences' traits: :mod:`transforms.export_decide`). The lines
+held pairs, blocked user IDs, other audiences' traits: :mod:`transforms.export_decide`); the
+desired pairs' fates go back to shards of ``profile_id`` to count the mapped profiles' outcomes. The lines
 are gathered once, sorted and cut into numbered files; each file is gzip-compressed (mtime 0) by its
 own worker. Everything is published at the end (:class:`PublishExport`), the state last
 (:mod:`transforms.export_state`).
@@ -61,7 +63,16 @@ from transforms.export_classify import (
     ReadEarlierPart,
     ReadTargetedProfiles,
 )
-from transforms.export_decide import BLOCKED, DESIRED, HELD, OTHERS, REMOVED_SCHEMA, DecideShard, Traits
+from transforms.export_decide import (
+    BLOCKED,
+    DESIRED,
+    HELD,
+    OTHERS,
+    REMOVED_SCHEMA,
+    CountProfileOutcomes,
+    DecideShard,
+    Traits,
+)
 from transforms.export_report import build_export_report, check_export_report, state_manifest
 from transforms.export_state import MEMBERS, ExportState, ReadOtherAudience, commit_state, ensure_not_moved, match_parts
 from transforms.join_inputs import BuildKeyFilter
@@ -259,15 +270,21 @@ class ExportAudience(beam.PTransform):
             {DESIRED: classified.desired, HELD: classified[ClassifyShard.HELD],
              BLOCKED: profiles[ReadTargetedProfiles.BLOCKED], OTHERS: others}
             | "GroupUserIdShards" >> beam.CoGroupByKey()
-            | "DecideUserIds" >> beam.ParDo(DecideShard(spec.traits))
-            .with_outputs(DecideShard.COUNTS, DecideShard.SENT, DecideShard.REMOVED, DecideShard.STATE, main="lines")
+            | "DecideUserIds" >> beam.ParDo(DecideShard(spec.traits, buckets))
+            .with_outputs(DecideShard.COUNTS, DecideShard.SENT, DecideShard.REMOVED, DecideShard.STATE,
+                          DecideShard.FATES, main="lines")
+        )
+        outcomes = (
+            decided[DecideShard.FATES]
+            | "GroupFatesByProfile" >> beam.GroupByKey()
+            | "CountProfileOutcomes" >> beam.ParDo(CountProfileOutcomes())
         )
         parts, files, split_counts, state_parts = self._write(classified, decided)
         entries = suppression | "CountSuppressionEntries" >> beam.Map(
             lambda e: count(Metric.SUPPRESSION_ENTRIES, len(e.values)))
         counts = (
             (targets[ReadTargetFile.COUNTS], profiles[ReadTargetedProfiles.COUNTS], earlier[ReadEarlierPart.COUNTS],
-             classified[ClassifyShard.COUNTS], decided[DecideShard.COUNTS], split_counts, entries)
+             classified[ClassifyShard.COUNTS], decided[DecideShard.COUNTS], outcomes, split_counts, entries)
             | "AllCounts" >> beam.Flatten()
             | "SumCounts" >> SumCounts()
         )

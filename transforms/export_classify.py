@@ -159,8 +159,10 @@ def classify(targets: pa.Table, candidates: pa.Table, earlier: pa.Table, replace
     """Classify one shard. ``targets``: :data:`TARGET_SCHEMA` rows (non-blank, possibly repeated);
     ``candidates``: :data:`CANDIDATE_SCHEMA`; ``earlier``: :data:`EARLIER_SCHEMA` of the runs
     ``replaces`` describes. Returns ``(desired pairs, held pairs with reasons, unmapped ids, counts)``:
-    the desired pairs are every current pair of the eligible targets; the counts hold the target
-    outcomes (summing to ``TARGETS``, the distinct ids) and ``DUPLICATE_TARGET_ROWS``."""
+    the desired pairs are every current pair of the eligible targets; the counts hold ``TARGETS`` (the
+    distinct ids), ``DUPLICATE_TARGET_ROWS`` and the target outcomes but those of the mapped targets
+    (the profiles of the desired pairs), whose outcome depends on their user IDs' fates, decided in
+    stage 2 (:func:`transforms.export_decide.profile_outcomes`)."""
     rows = targets[TARGETS_COLUMN].combine_chunks()
     ids = _unique(rows)
     held = earlier_pairs(earlier, replaces)
@@ -178,10 +180,6 @@ def classify(targets: pa.Table, candidates: pa.Table, earlier: pa.Table, replace
     desired = distinct(desired.select(EXPORTED_SCHEMA.names)).cast(EXPORTED_SCHEMA)
     mapped = _unique(desired["profile_id"])
     unmapped = pc.filter(eligible, pc.invert(pc.is_in(eligible, value_set=mapped)))
-    new = desired
-    if held.num_rows and desired.num_rows:
-        new = desired.join(held, keys=EXPORTED_SCHEMA.names, join_type="left anti", use_threads=False)
-    sent_profiles = len(_unique(new["profile_id"]))
     counts = {
         Metric.TARGETS: len(ids),
         Metric.DUPLICATE_TARGET_ROWS: len(rows) - len(ids),
@@ -190,8 +188,6 @@ def classify(targets: pa.Table, candidates: pa.Table, earlier: pa.Table, replace
         Metric.OPTED_OUT: _count(pc.equal(st, OPTED_OUT)),
         Metric.CONSENT_UNKNOWN: _count(pc.equal(st, CONSENT_UNKNOWN)),
         Metric.UNMAPPED: len(unmapped),
-        Metric.ALREADY_PRESENT: len(mapped) - sent_profiles,
-        Metric.EXPORTED: sent_profiles,
     }
     held = _reasons(held, desired, ids, known_ids, status) if held.num_rows else HELD_SCHEMA.empty_table()
     return desired, held, pa.table({"profile_id": unmapped}, schema=UNMAPPED_SCHEMA), counts

@@ -11,6 +11,11 @@ address in two CRM records), so the decision is taken per user ID, where all of 
   ``removed`` = earlier and not (desired and not withheld), with the first :class:`Removal` reason
   that applies (a withheld user ID takes the blocking profile's reason).
 
+A mapped targeted profile's outcome follows its user IDs' fates (:func:`profile_outcomes`, per
+shard of ``profile_id`` after this stage): ``exported`` when one of them is added, else
+``already_present`` when one is unchanged, else ``shares_blocked_id`` (every one is withheld: nothing
+is sent for it).
+
 Each user ID gets at most one line: a ``.sync`` line adds (``d_sid=N`` or the key-value) or removes
 (``d_unsid=N``; a key-value audience cannot remove: no line, and the run fails before publishing);
 an ``.overwrite`` line lists the user's full trait list for the data source (this audience's trait
@@ -29,12 +34,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import concat, distinct, plain_array
+from transforms.arrow_utils import bucket_of, concat, distinct, plain_array, split_by_bucket
 from transforms.errors import RunFailed
 from transforms.export_classify import BLOCKED_SCHEMA, EXPORTED_SCHEMA, HELD_SCHEMA, STATUS_REMOVAL
 from transforms.onboarding import LINE_SCHEMA
 from transforms.outcomes import REMOVALS, Metric, Removal, count
 
+# A desired pair's fate, by profile: its user ID is withheld, unchanged (already held) or added.
+FATE_SCHEMA = pa.schema([("profile_id", pa.string()), ("fate", pa.int8())])
+WITHHELD_FATE, UNCHANGED_FATE, ADDED_FATE = 0, 1, 2
+FATE_OUTCOMES = {WITHHELD_FATE: Metric.SHARES_BLOCKED_ID, UNCHANGED_FATE: Metric.ALREADY_PRESENT,
+                 ADDED_FATE: Metric.EXPORTED}
 REMOVED_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string()), ("reason", pa.string())])
 OTHER_SCHEMA = pa.schema([("user_id", pa.string()), ("trait", pa.string())])
 
@@ -58,6 +68,7 @@ class Decision(NamedTuple):
     removed: pa.Table  # REMOVED_SCHEMA: the earlier pairs whose user ID leaves (user_id null when suppressed)
     state: pa.Table  # EXPORTED_SCHEMA: the pairs the platform holds after this run
     counts: dict
+    fates: pa.Table  # FATE_SCHEMA: one row per desired pair
 
 
 def _mask(values) -> np.ndarray:
@@ -132,6 +143,9 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
     else:
         lines = _sync_lines(added, removed, traits)
     sent = desired.filter(pc.is_in(desired["user_id"], value_set=members if traits.overwrite else added))
+    fate = np.where(_mask(pc.is_in(desired["user_id"], value_set=added)), ADDED_FATE,
+                    np.where(_mask(pc.is_in(desired["user_id"], value_set=members)), UNCHANGED_FATE, WITHHELD_FATE))
+    fates = pa.table({"profile_id": desired["profile_id"], "fate": pa.array(fate.astype(np.int8))}, schema=FATE_SCHEMA)
     state = desired.filter(pc.is_in(desired["user_id"], value_set=members))
 
     leaving = held.filter(pc.is_in(held["user_id"], value_set=removed))
@@ -154,18 +168,27 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
         (Metric.STATE_PAIRS, None): state.num_rows,
         **{(Metric.USER_IDS_REMOVED, r.value): int(by_reason[r.code]) for r in REMOVALS if by_reason[r.code]},
     }
-    return Decision(lines, sent.cast(EXPORTED_SCHEMA), removed_pairs, state.cast(EXPORTED_SCHEMA), counts)
+    return Decision(lines, sent.cast(EXPORTED_SCHEMA), removed_pairs, state.cast(EXPORTED_SCHEMA), counts, fates)
+
+
+def profile_outcomes(fates: pa.Table) -> dict:
+    """The outcome counts of the mapped profiles of one shard of ``profile_id``, from their desired
+    pairs' fates (:data:`FATE_SCHEMA`): each profile counts once, under its best fate."""
+    best = fates.group_by("profile_id", use_threads=False).aggregate([("fate", "max")])["fate_max"]
+    found = np.bincount(best.to_numpy(zero_copy_only=False).astype(np.int64), minlength=len(FATE_OUTCOMES))
+    return {metric: int(found[fate]) for fate, metric in FATE_OUTCOMES.items()}
 
 
 class DecideShard(beam.DoFn):
     """One shard ``(user bucket, {DESIRED, HELD, BLOCKED, OTHERS})`` -> lines (main output), the pairs
-    sent (``SENT``), removed (``REMOVED``) and held after this run (``STATE``), and counts
+    sent (``SENT``), removed (``REMOVED``) and held after this run (``STATE``), the desired pairs'
+    fates as ``(profile bucket, table)`` (``FATES``, for :class:`CountProfileOutcomes`) and counts
     (``COUNTS``). A shard with only blocked user IDs gives nothing."""
 
-    COUNTS, SENT, REMOVED, STATE = "counts", "sent", "removed", "state"
+    COUNTS, SENT, REMOVED, STATE, FATES = "counts", "sent", "removed", "state", "fates"
 
-    def __init__(self, traits: Traits):
-        self._traits = traits
+    def __init__(self, traits: Traits, buckets: int = 1):
+        self._traits, self._buckets = traits, buckets
 
     def process(self, element):
         _bucket, grouped = element
@@ -180,5 +203,18 @@ class DecideShard(beam.DoFn):
         for tag, table in ((self.SENT, decision.sent), (self.REMOVED, decision.removed), (self.STATE, decision.state)):
             if table.num_rows:
                 yield beam.pvalue.TaggedOutput(tag, table)
+        fates = decision.fates
+        for piece in split_by_bucket(fates, bucket_of(fates["profile_id"], self._buckets)):
+            yield beam.pvalue.TaggedOutput(self.FATES, piece)
         if decision.lines.num_rows:
             yield decision.lines
+
+
+class CountProfileOutcomes(beam.DoFn):
+    """One shard ``(profile bucket, [FATE_SCHEMA tables])`` -> the outcome counts of its mapped
+    profiles (:func:`profile_outcomes`)."""
+
+    def process(self, element):
+        _bucket, tables = element
+        for metric, n in profile_outcomes(concat(list(tables), FATE_SCHEMA)).items():
+            yield count(metric, n)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from transforms.export_state import ExportState
 
 # Every distinct target id is counted in exactly one of these.
-OUTCOMES = (Metric.EXPORTED, Metric.ALREADY_PRESENT, Metric.UNMAPPED, Metric.SUPPRESSED, Metric.OPTED_OUT,
+OUTCOMES = (Metric.EXPORTED, Metric.ALREADY_PRESENT, Metric.SHARES_BLOCKED_ID, Metric.UNMAPPED, Metric.SUPPRESSED, Metric.OPTED_OUT,
             Metric.CONSENT_UNKNOWN, Metric.UNKNOWN_PROFILE)
 # Every row of the targets file(s) is a distinct target, a duplicate of one, or a blank id.
 TARGET_ROWS = (Metric.TARGETS, Metric.DUPLICATE_TARGET_ROWS, Metric.BLANK_TARGET_IDS)
@@ -120,6 +120,7 @@ def summary_lines(report: dict) -> list[str]:
         f"export '{report['audience']}' through {report['data_source']} (dpid {report['dpid']}, {report['id_type']}, "
         f"{report['mode']}): "
         f"targets={report['targets']} exported={report['exported']} already_present={report['already_present']} "
+        f"shares_blocked_id={report['shares_blocked_id']} "
         f"unmapped={report['unmapped']} opted_out={report['opted_out']} unknown_profile={report['unknown_profile']} "
         f"consent_unknown={report['consent_unknown']} suppressed={report['suppressed']} "
         f"| target rows={report['target_rows']} duplicates={report['duplicate_target_rows']} "

@@ -57,6 +57,7 @@ class Metric(StrEnum):
     CONSENT_UNKNOWN = "consent_unknown"  # the opt-out value is empty/null/missing: never exported
     UNMAPPED = "unmapped"
     ALREADY_PRESENT = "already_present"
+    SHARES_BLOCKED_ID = "shares_blocked_id"  # every user ID it has is withheld (a blocked profile has it too)
     EXPORTED = "exported"
     SUPPRESSION_ENTRIES = "suppression_entries"  # entries of the suppression lists applied
     BLOCKED_USER_IDS = "blocked_user_ids"  # user IDs of opted-out/unknown/suppressed extract rows
