@@ -9,7 +9,9 @@ placeholders in input paths are filled: ``{date}`` or ``{date:%Y%m%d}``). The pa
 under ``ROOT/_staging/`` and published at the end; ``_SUCCESS`` (a manifest of every file with rows,
 size and sha256, the config digest and code version) is written last and is the commit point.
 A date already published is skipped (``--force`` replaces it whole); a partition without
-``_SUCCESS`` (a killed run) is cleared and redone. ``iter`` dumps update the previous published
+``_SUCCESS`` (a killed run) is cleared and redone. A night that has not ended (UTC) is refused, and
+so is a night before a published one unless the run republishes every night after it, in order
+(``--backfill FROM:NEWEST --force``): each night builds on the one before. ``iter`` dumps update the previous published
 night's audiences (additions and removals), ``full`` dumps replace them (a data source's
 ``sync_mode``, else the file name, says which; a name that does not say is a configuration error).
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
@@ -160,10 +162,33 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
 
 
+def check_nights_over(days: list[date], today: date) -> None:
+    """A night is imported once it has ended (UTC): its dumps may not all be there yet, and a
+    partial night, once published, would be skipped by the scheduled run as already published."""
+    late = [day for day in days if day >= today]
+    if late:
+        raise ConfigError(f"dt={late[0].isoformat()} is not over (today is {today.isoformat()} UTC): import a night "
+                          "once it has ended")
+
+
+def check_night_order(days: list[date], published: list[date], force: bool) -> None:
+    """Each night builds on the latest night published before it: importing a night before a
+    published one would leave its changes out of that one and of every night after it. Refused,
+    unless this run (re)publishes every published night after it, in order (``--backfill --force``)."""
+    rerun = set(days) if force else set(days) - set(published)
+    for day in sorted(rerun):
+        after = [d for d in published if d > day and d not in rerun]
+        if after:
+            raise ConfigError(
+                f"dt={day.isoformat()}: dt={after[0].isoformat()} is published after it and was built without it; "
+                f"rebuild the nights in order: --backfill {day.isoformat()}:{published[-1].isoformat()} --force")
+
+
 def run(argv=None) -> list[dict]:
     """Run the night(s) in date order; stops at the first failure (later nights need it)."""
     known, beam_args = parse_args(argv)
     days = [known.date] if known.date else known.backfill
+    check_nights_over(days, launch.today())
     try:
         with FileSystems.open(known.config) as handle:
             config_text = handle.read()
@@ -177,6 +202,7 @@ def run(argv=None) -> list[dict]:
             root, "nightly", job.options, partitions="dt=*", staging=STAGING):
         if not only_stages(job.options):  # parts staged by killed runs (the lock says none is live)
             clean_leftovers(join_path(root, KEY_CACHE, INCOMING), prefix="")
+        check_night_order(days, published_dates(root), known.force)
         try:
             for day in days:
                 result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink,

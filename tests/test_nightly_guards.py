@@ -388,3 +388,54 @@ def test_a_night_bucketed_otherwise_is_read_whole(tmp_path):
     assert members(root, "2026-11-22") == (
         {("a", "10", f"p{i}") for i in V if i not in (2, 3)} | {("a", "11", "p1"), ("a", "12", "p3")}
         | {("b", "20", f"p{i}") for i in V})
+
+
+# ---------------------------------------------------------------------------------------------
+# nights in order
+
+
+def test_a_night_before_a_published_one_is_refused_unless_the_chain_is_rebuilt(tmp_path):
+    """A missed night filled after a newer one: the newer night was built without its changes, and
+    every later night builds on that one. Refused, naming the newer night; a --backfill --force from
+    the missed night to the newest rebuilds the chain in order and gets the right audience."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-20", everyone("a", ids=range(1, 4)))
+    dump(tmp_path, "a", "2026-11-21", [f"{V[1]}  10", f"{V[4]} 10"], mode="iter")  # p1 leaves, p4 joins
+    dump(tmp_path, "a", "2026-11-22", [f"{V[5]} 10"], mode="iter")
+    run(config, root, "--date", "2026-11-20")
+    run(config, root, "--date", "2026-11-22")  # 11-21 missed
+    for args in (["--date", "2026-11-21"], ["--date", "2026-11-20", "--force"], ["--backfill", "2026-11-20:2026-11-21"],
+                 ["--backfill", "2026-11-21:2026-11-22"]):
+        result = cli(config, root, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "dt=2026-11-22 is published after it" in result.stderr and "Traceback" not in result.stderr, args
+    assert not (root / "dt=2026-11-21").exists()
+    run(config, root, "--backfill", "2026-11-21:2026-11-22", "--force")
+    assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in (2, 3, 4, 5)}
+
+
+def test_a_night_that_is_not_over_is_refused(tmp_path):
+    """Tonight's dumps are not all there yet: a partial night published now would be skipped as
+    "already published" by the scheduled run."""
+    from pipelines.launch import today
+
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    night = today().isoformat()
+    dump(tmp_path, "a", night, everyone("a", ids=range(1, 7)))
+    result = cli(config, root, "--date", night)
+    assert result.returncode == 2, result.stderr
+    assert f"dt={night} is not over (today is {night} UTC)" in result.stderr and "Traceback" not in result.stderr
+    assert not (root / f"dt={night}").exists()
+
+
+def test_a_night_mixing_full_and_iter_dumps_of_one_data_source_is_refused(tmp_path):
+    """An iter dump's additions were kept on top of a later full dump (the whole audience), and a
+    later iter dump's removals never reached the full dump's rows: file order was ignored."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    folder = tmp_path / "a" / "20261122"
+    dump(tmp_path, "a", "2026-11-22", [f"{V[5]} 10"], name="ftp_1_7_iter_1795305600000.sync.gz")
+    (folder / "ftp_1_7_full_1795348800000.sync.gz").write_bytes(gzip.compress(f"{V[1]} 10\n{V[2]} 10\n".encode(), mtime=0))
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 2, result.stderr
+    assert "data source 'a'" in result.stderr and "both full and iter dumps" in result.stderr
+    assert "Traceback" not in result.stderr and not (root / "dt=2026-11-22").exists()

@@ -204,10 +204,18 @@ def unnamed_dump_error(cfg: JobConfig, name: str, path: str) -> ConfigError:
 
 
 def check_sync_modes(cfg: JobConfig, files: list) -> None:
-    """Nightly preflight: every dump's sync mode is known (configured, or in its file name);
-    ``files``: :func:`tonight_files`."""
+    """Nightly preflight: every dump's sync mode is known (configured, or in its file name), and no
+    data source has both full and iter dumps tonight; ``files``: :func:`tonight_files`."""
     problems = [str(unnamed_dump_error(cfg, name, path))
                 for name, path in files if sync_mode_of(cfg.data_source(name), path) is None]
+    modes: dict[str, set] = {}
+    for name, path in files:
+        modes.setdefault(name, set()).add(sync_mode_of(cfg.data_source(name), path))
+    # A full dump is the whole audience and an iter dump changes it: in one night, which applies
+    # over which would depend on delivery order, which the night does not follow. Refused.
+    problems += [f"data source '{name}': both full and iter dumps tonight; deliver one kind a night (a full dump "
+                 "is the whole audience), or set its sync_mode" for name, found in modes.items()
+                 if {"full", "iter"} <= found]
     if problems:
         raise ConfigError("\n".join(problems))
 
