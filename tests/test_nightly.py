@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import signal
 import subprocess
@@ -197,9 +198,11 @@ def test_file_audience_nightly_state_follows_the_newest_line_per_address(tmp_pat
     assert file_audience(root, "2026-11-20") == [("10", "ann@example.com", "p0"), ("10", "bob@example.org", ""),
                                                  ("10", "zed@example.net", ""), ("11", "ann@example.com", "p0")]
     # the first night as an older release wrote it: no profile_id column (nor bucketing in _SUCCESS)
+    manifest = json.loads((root / "dt=2026-11-20" / "_SUCCESS").read_text())
     for part in (root / "dt=2026-11-20" / "file_audience").glob("*.parquet"):
         pq.write_table(pq.read_table(part).drop_columns(["profile_id"]), part)
-    manifest = json.loads((root / "dt=2026-11-20" / "_SUCCESS").read_text())
+        entry = next(e for e in manifest["files"] if e["path"] == f"file_audience/{part.name}")
+        entry.update(bytes=part.stat().st_size, sha256=hashlib.sha256(part.read_bytes()).hexdigest())
     del manifest["bucketing"]
     (root / "dt=2026-11-20" / "_SUCCESS").write_text(json.dumps(manifest))
     results = run(config, root, "--date", "2026-11-21")

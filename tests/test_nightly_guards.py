@@ -4,6 +4,7 @@ removed from the config reported (its rows dropped)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import subprocess
 import sys
@@ -194,6 +195,9 @@ def test_previous_rows_of_a_source_with_a_full_dump_tonight_are_not_read(tmp_pat
                              "profile_id": ["p1", "p2", "p3", "p4"]}), folder / "part-00000-of-00002.parquet")
     pq.write_table(pa.table({"data_source": ["a"], "segment_id": ["1"], "profile_id": ["p5"]}),
                    folder / "part-00001-of-00002.parquet")
+    (tmp_path / "_SUCCESS").write_text(json.dumps({"files": [
+        {"path": f"reconciled/{p.name}", "rows": pq.read_metadata(p).num_rows,
+         "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in folder.glob("*.parquet")]}))
     sources = [{"name": n, "dpid": i + 1, "id_type": "visitor", "segments": f"/x/{n}/*", "sync_mode": mode}
                for i, (n, mode) in enumerate([("a", "full"), ("b", "iter")])]
     cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=sources)
@@ -439,3 +443,25 @@ def test_a_night_mixing_full_and_iter_dumps_of_one_data_source_is_refused(tmp_pa
     assert result.returncode == 2, result.stderr
     assert "data source 'a'" in result.stderr and "both full and iter dumps" in result.stderr
     assert "Traceback" not in result.stderr and not (root / "dt=2026-11-22").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "rewritten", "unlisted"])
+def test_a_previous_night_read_whole_is_checked_against_its_manifest_too(tmp_path, damage):
+    """After a change of buckets (and for the file audience when suppression lists are set) the
+    previous night is read whole: a missing part silently dropped its members there."""
+    root = tmp_path / "root"
+    two_nights(tmp_path, root, buckets=2)
+    config = write_job(tmp_path, sources=("a", "b"), buckets=3)
+    folder = root / "dt=2026-11-21" / "reconciled"
+    part = sorted(folder.glob("part-*.parquet"))[0]
+    if damage == "missing":
+        part.unlink()
+    elif damage == "rewritten":
+        pq.write_table(pq.read_table(part).slice(1), part)
+    else:
+        part = folder / "part-00009-of-00010.parquet"
+        pq.write_table(pq.read_table(sorted(folder.glob("part-*.parquet"))[0]), part)
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 1, result.stderr
+    assert part.name in result.stderr and "previous night's part" in result.stderr and "Traceback" not in result.stderr
+    assert not (root / "dt=2026-11-22").exists()

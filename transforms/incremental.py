@@ -46,8 +46,11 @@ REMOVE = "remove"
 
 
 class ReadParquetFolder(beam.DoFn):
-    """A folder of Parquet parts -> ``(tag, table)`` per part (no file: nothing). With ``schema``, a
-    nullable column a part lacks (an output that gained it since that night) is added as nulls.
+    """A published output folder of Parquet parts -> ``(tag, table)`` per part (no file: nothing).
+    Each part must be one its partition's ``_SUCCESS`` lists, with the bytes (sha256) and rows it
+    lists, and every listed part with rows must be there: otherwise the run fails naming the part
+    (a missing part would silently drop its rows). With ``schema``, a nullable column a part lacks
+    (an output that gained it since that night) is added as nulls.
 
     With ``cfg``, the side input ``files`` (the night's ``(data_source, dump path)`` list) names the
     data sources with a full dump tonight: their rows are replaced, so they are not read at all (the
@@ -61,11 +64,49 @@ class ReadParquetFolder(beam.DoFn):
 
     def process(self, folder: str, files=()):
         replaced = full_sources(files, self._cfg) if self._cfg is not None else []
-        for path in glob(folder.rstrip("/") + "/*.parquet"):
-            with FileSystems.open(path) as handle:
-                table = _read_part(pq.ParquetFile(handle), replaced)
+        folder = folder.rstrip("/")
+        partition, output = posixpath.split(folder)
+        listed = {join_path(partition, f["path"]): (f["rows"], f["sha256"])
+                  for f in read_manifest(partition)["files"] if f["path"].startswith(output + "/")}
+        found = glob(folder + "/*.parquet")
+        stray = sorted(set(found) - set(listed))
+        if stray:
+            raise RunFailed(f"{stray[0]}: a previous night's part its {SUCCESS} does not list; nothing was published")
+        missing = sorted(p for p in set(listed) - set(found) if p.endswith(".parquet") and listed[p][0])
+        if missing:
+            raise RunFailed(f"{missing[0]}: the previous night's part is missing; nothing was published")
+        for path in found:
+            table = _read_part(verified_part(path, *listed[path]), replaced)
             if table is not None and table.num_rows:
                 yield self._tag, _with_new_columns(table, self._schema)
+
+
+def read_manifest(partition: str) -> dict:
+    """A published partition's ``_SUCCESS`` manifest, or a failure naming it."""
+    path = join_path(partition, SUCCESS)
+    try:
+        with FileSystems.open(path) as handle:
+            return json.loads(handle.read())
+    except Exception as exc:  # noqa: BLE001 - one line naming the file
+        raise RunFailed(f"{path}: cannot read the previous night's manifest ({type(exc).__name__})") from None
+
+
+def verified_part(path: str, rows: int, sha256: str) -> pq.ParquetFile:
+    """A previous night's part, which must be the bytes (sha256) and rows its ``_SUCCESS`` entry
+    names: otherwise the run fails naming it (a damaged or replaced partition)."""
+    try:
+        with FileSystems.open(path) as handle:
+            data = handle.read()
+    except Exception as exc:  # noqa: BLE001 - one line naming the part
+        raise RunFailed(f"{path}: cannot read the previous night's part ({type(exc).__name__})") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise RunFailed(f"{path}: the previous night's part differs from its {SUCCESS} entry (damaged or replaced); "
+                        "nothing was published")
+    part = pq.ParquetFile(pa.BufferReader(data))
+    if part.metadata.num_rows != rows:
+        raise RunFailed(f"{path}: the previous night's part has {part.metadata.num_rows} rows, its {SUCCESS} says "
+                        f"{rows}; nothing was published")
+    return part
 
 
 def _read_part(part: pq.ParquetFile, replaced: list[str]) -> pa.Table | None:
@@ -137,19 +178,7 @@ class PreviousParts:
         if bucket not in self.parts:
             return None
         path, rows, sha256 = self.parts[bucket]
-        try:
-            with FileSystems.open(path) as handle:
-                data = handle.read()
-        except Exception as exc:  # noqa: BLE001 - one line naming the part
-            raise RunFailed(f"{path}: cannot read the previous night's part ({type(exc).__name__})") from None
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise RunFailed(f"{path}: the previous night's part differs from its {SUCCESS} entry (damaged or replaced); "
-                            "nothing was published")
-        part = pq.ParquetFile(pa.BufferReader(data))
-        if part.metadata.num_rows != rows:
-            raise RunFailed(f"{path}: the previous night's part has {part.metadata.num_rows} rows, its {SUCCESS} says "
-                            f"{rows}; nothing was published")
-        table = _read_part(part, full_sources(files, self.cfg))
+        table = _read_part(verified_part(path, rows, sha256), full_sources(files, self.cfg))
         if table is None or not table.num_rows:
             return None
         if (bucket_of(table[bucket_by], buckets) != bucket).any():
@@ -163,12 +192,7 @@ def previous_parts(partition: str, outputs: list[str], cfg: JobConfig) -> dict[s
     (its ``_SUCCESS`` records :func:`bucketing_identity`, and each of the output's parts with rows
     is ``part-BBBBB-of-NNNNN`` for tonight's bucket count); outputs left out are read whole and
     re-split (:class:`PreviousState`). Read at launch."""
-    path = join_path(partition, SUCCESS)
-    try:
-        with FileSystems.open(path) as handle:
-            manifest = json.loads(handle.read())
-    except Exception as exc:  # noqa: BLE001 - one line naming the file
-        raise RunFailed(f"{path}: cannot read the previous night's manifest ({type(exc).__name__})") from None
+    manifest = read_manifest(partition)
     if manifest.get("bucketing") != bucketing_identity(cfg.buckets):
         return {}
     bucket_of_name = {part_name(bucket, cfg.buckets): bucket for bucket in range(cfg.buckets)}  # as the writers name them
