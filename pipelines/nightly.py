@@ -145,6 +145,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     }
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
+    guard.check_new_files(files)
     # Every data source replaced by a full dump tonight: no previous row survives, so the previous
     # state is not read and tonight's rows go straight to the writers (no merge, no extra copy).
     replacing = guard.replacing_all(cfg, files) if previous else None

@@ -465,3 +465,18 @@ def test_a_previous_night_read_whole_is_checked_against_its_manifest_too(tmp_pat
     assert result.returncode == 1, result.stderr
     assert part.name in result.stderr and "previous night's part" in result.stderr and "Traceback" not in result.stderr
     assert not (root / "dt=2026-11-22").exists()
+
+
+def test_a_dump_the_previous_night_imported_is_refused(tmp_path):
+    """A segments glob without {date}: every night read every delivery still in the folder, and an
+    older iter addition was applied again after a later removal. Refused, naming the file."""
+    config = write_job(tmp_path, sources=("a",), a={"segments": "a/*.sync.gz"})
+    root, folder = tmp_path / "root", tmp_path / "a"
+    folder.mkdir()
+    (folder / "ftp_1_7_iter_1795305600000.sync.gz").write_bytes(gzip.compress(f"{V[1]} 10\n".encode(), mtime=0))
+    run(config, root, "--date", "2026-11-20")
+    (folder / "ftp_1_7_iter_1795392000000.sync.gz").write_bytes(gzip.compress(f"{V[1]}  10\n".encode(), mtime=0))
+    result = cli(config, root, "--date", "2026-11-21")
+    assert result.returncode == 2, result.stderr
+    assert "ftp_1_7_iter_1795305600000.sync.gz: already imported by dt=2026-11-20" in result.stderr
+    assert "Traceback" not in result.stderr and not (root / "dt=2026-11-21").exists()

@@ -302,6 +302,7 @@ class NightGuard:
     previous_sizes: dict  # audience rows per data source of that night's report ({} without one)
     allow_shrink: bool = False
     replaced: tuple[str, ...] = ()  # data sources the run replaces without reading their previous rows
+    previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
@@ -312,10 +313,24 @@ class NightGuard:
         path = previous.rstrip("/") + "/report.json"
         try:
             with FileSystems.open(path) as handle:
-                sizes = audience_sizes(json.loads(handle.read()))
+                report = json.loads(handle.read())
+            sizes = audience_sizes(report)
+            # A timestamped name is one delivery; a fixed name may be a file overwritten every night.
+            read = frozenset(f["path"] for entry in report["data_sources"].values() for f in entry.get("files", ())
+                             if f.get("timestamp_ms") is not None)
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
-        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink)
+        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read)
+
+    def check_new_files(self, files: list) -> None:
+        """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
+        (same path, a timestamp in the name): a ``segments`` glob that does not name the night's
+        files (``{date}``) would apply every earlier delivery again (an old addition over a later
+        removal), or publish last night's full dump as tonight's."""
+        again = sorted(path for _, path in files if path in self.previous_files)
+        if again:
+            raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
+                              "a nightly segments glob names the night's files (e.g. with {date})")
 
     def replacing_all(self, cfg: JobConfig, files: list) -> "NightGuard | None":
         """When tonight's ``files`` (listed at launch) hold a full dump for every configured data
