@@ -36,7 +36,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
-from transforms.incremental import NightGuard, bucketing_identity, check_sync_modes, previous_parts, tonight_files
+from transforms.incremental import (
+    NightGuard,
+    bucketing_identity,
+    check_sync_modes,
+    previous_parts,
+    read_manifest,
+    tonight_files,
+)
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
 from pipelines.options import only_stages
@@ -142,6 +149,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "code_version": code_version(),
         "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
         "bucketing": bucketing_identity(cfg.buckets),  # the next night reads these parts by shard when it matches
+        "profile_id_column": cfg.profiles.id,  # the ids its memberships are in (the next night carries them)
     }
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
@@ -151,6 +159,8 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     replacing = guard.replacing_all(cfg, files) if previous else None
     guard = replacing or guard
     state = None if replacing else previous
+    if state:
+        check_same_profile_ids(cfg, state)
     # The writers read the previous parts shard by shard when that night was bucketed as tonight.
     direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None
     cache = cache_dirs(join_path(root, KEY_CACHE), run_dir) if key_cache else None
@@ -183,6 +193,17 @@ def check_night_order(days: list[date], published: list[date], force: bool) -> N
             raise ConfigError(
                 f"dt={day.isoformat()}: dt={after[0].isoformat()} is published after it and was built without it; "
                 f"rebuild the nights in order: --backfill {day.isoformat()}:{published[-1].isoformat()} --force")
+
+
+def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
+    """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
+    names another column would hold each person under both ids (and miss the old ones' removals)."""
+    before = read_manifest(previous).get("profile_id_column")  # None: written before it was recorded
+    if before is not None and before != cfg.profiles.id:
+        name = previous.rstrip("/").rsplit("/", 1)[-1]
+        raise ConfigError(f"profiles.id is '{cfg.profiles.id}', {name} was built with '{before}': its memberships "
+                          "cannot be carried over; deliver full dumps for every data source tonight (nothing is "
+                          "carried), or set profiles.id back")
 
 
 def run(argv=None) -> list[dict]:

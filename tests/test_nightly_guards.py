@@ -480,3 +480,24 @@ def test_a_dump_the_previous_night_imported_is_refused(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "ftp_1_7_iter_1795305600000.sync.gz: already imported by dt=2026-11-20" in result.stderr
     assert "Traceback" not in result.stderr and not (root / "dt=2026-11-21").exists()
+
+
+def test_a_change_of_profiles_id_between_nights_is_refused_unless_every_source_is_replaced(tmp_path):
+    """The previous night's memberships are profile ids of the old column: carried into a night
+    keyed by another one, each person was a member twice and removals missed the old ids."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    table = pq.read_table(tmp_path / "profiles.parquet")
+    pq.write_table(table.append_column("cust", pa.array([f"c{i}" for i in V])), tmp_path / "profiles.parquet")
+    dump(tmp_path, "a", "2026-11-20", everyone("a", ids=range(1, 4)))
+    run(config, root, "--date", "2026-11-20")
+    job = json.loads(config.read_text())
+    job["profiles"]["id"] = "cust"
+    config.write_text(json.dumps(job))
+    dump(tmp_path, "a", "2026-11-21", [f"{V[1]}  10", f"{V[2]} 10"], mode="iter")
+    result = cli(config, root, "--date", "2026-11-21")
+    assert result.returncode == 2, result.stderr
+    assert "profiles.id is 'cust', dt=2026-11-20 was built with 'profile_id'" in result.stderr
+    assert "Traceback" not in result.stderr and not (root / "dt=2026-11-21").exists()
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(2, 4)))  # a full dump: nothing is carried
+    run(config, root, "--date", "2026-11-21", "--allow-shrink")
+    assert members(root, "2026-11-21") == {("a", "10", "c2"), ("a", "10", "c3")}
