@@ -181,3 +181,60 @@ def test_a_wrong_key_encoding_fails_the_run_with_the_diagnosis(diagnosed):
     assert "failed to decrypt" in message and "suggested: encryption.key_encoding: base64" in message
     assert KEY_HEX not in message
     assert not (root / "failing" / "report.json").exists()
+
+
+# ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
+def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
+    from datetime import datetime, timezone
+
+    from test_encrypted import ring_json
+    from transforms.secrets import RingKey
+
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(len(emails))], "email": emails}), root / "profiles.parquet")
+    (root / "ring.json").write_text(ring_json(RingKey(7, bytes([7]) * 32, datetime(2020, 1, 1, tzinfo=timezone.utc))))
+    (root / "segments").mkdir(exist_ok=True)
+    (root / "segments" / "dump.sync").write_text("".join(f"{t} 11\n" for t in tokens))
+    ds = {"name": "gcm", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "encrypted",
+          "match_on": "email", "channel": "email", "encryption": {"algorithm": "aes-gcm", "keyring": "file:ring.json"}} | source
+    return {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+
+
+def _plaintext_prefixes(emails: list[str]) -> set[str]:
+    """How a plaintext's first 4 bytes read as a key id: the bytes and the number."""
+    heads = {e.encode()[:4] for e in emails}
+    return {h.decode() for h in heads} | {str(int.from_bytes(h, "big")) for h in heads}
+
+
+def test_base64_plaintext_on_a_gcm_source_prints_no_part_of_an_address(tmp_path):
+    """The partner base64-encoded the addresses instead of encrypting them: the 4 bytes where a key id
+    belongs are the first 4 letters of each address. No finding, page or failure line may show them,
+    as text or as a key id number; the finding says the tokens are not key-ring tokens."""
+    emails = [["jane.doe", "john.smith", "info.desk", "marc.dupont"][i % 4] + f"{i:03d}@example-company.com" for i in range(40)]
+    tokens = [base64.b64encode(e.encode()).decode() for e in emails]
+    cfg = _gcm_job(tmp_path, tokens, emails, max_decrypt_failure_ratio=1.0)
+    report = _run(tmp_path, cfg, "out")
+    findings = report["data_sources"]["gcm"]["diagnosis"]
+    assert [f["kind"] for f in findings] == ["key_id"], findings
+    assert "not key-ring tokens" in findings[0]["message"] and "key id 7" not in findings[0]["message"]
+    texts = {"report.json": (tmp_path / "out" / "report.json").read_text(),
+             "report.html": (tmp_path / "out" / "report.html").read_text()}
+    del cfg["data_sources"][0]["max_decrypt_failure_ratio"]
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "failing")
+    texts["failure"] = str(info.value)
+    assert "not key-ring tokens" in texts["failure"]
+    for where, text in texts.items():
+        for prefix in _plaintext_prefixes(emails):
+            assert prefix not in text, (where, prefix)
+
+
+def test_a_small_delivery_of_foreign_tokens_is_one_finding_not_one_per_random_prefix(tmp_path):
+    emails = [f"person{i}@example.com" for i in range(40)]
+    tokens = encrypt_cbc(emails, bytes(range(16)), bytes(range(16, 32)))  # another scheme: random first bytes
+    report = _run(tmp_path, _gcm_job(tmp_path, tokens, emails, max_decrypt_failure_ratio=1.0), "out")
+    findings = report["data_sources"]["gcm"]["diagnosis"]
+    assert [(f["kind"], f["would_match"]) for f in findings] == [("key_id", 40)], findings
+    assert "not key-ring tokens" in findings[0]["message"]
+    heads = {str(int.from_bytes(base64.b64decode(t)[:4], "big")) for t in tokens}
+    assert not any(h in (tmp_path / "out" / "report.json").read_text() for h in heads)

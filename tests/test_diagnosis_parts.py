@@ -165,15 +165,39 @@ def test_tokens_under_another_iv_point_at_the_iv_and_damaged_tokens_at_nothing()
     assert cbc_findings(_email_source(), damaged, CbcMaterial(KEY, IV, {"hex": KEY})) == []
 
 
-def test_gcm_failures_are_grouped_by_key_id():
-    ring_key = RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))
-    tokens = encrypt_gcm(EMAILS[:30], ring_key, [bytes(12)] * 30)
-    sample = pa.table({"hash": pa.array(range(32), pa.uint64()),
-                       "reason": [Reason.UNKNOWN_KEY] * 30 + [Reason.DECRYPT_FAILED, Reason.NO_MATCHING_PROFILE],
-                       "value": pa.array([t.encode() for t in tokens] + [b"short", b"x"])})
-    (finding,) = gcm_findings(sample)
-    assert (finding.kind, finding.would_match) == ("key_id", 30)
-    assert "key id 7, which the key ring does not have" in finding.message
+def _gcm_sample(reasons: list, values: list[bytes]) -> pa.Table:
+    return pa.table({"hash": pa.array(range(len(values)), pa.uint64()), "reason": reasons, "value": pa.array(values, pa.binary())})
+
+
+def test_gcm_failures_name_only_key_ids_of_the_ring():
+    """A key id of the ring is named with its reason; a key id the ring lacks is never printed (its 4
+    bytes may be anything the partner sent), only how many lines repeat it."""
+    ring = [RingKey(id=i, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc)) for i in (3, 7)]
+    tokens = encrypt_gcm(EMAILS[:30], ring[0], [bytes(12)] * 30) + encrypt_gcm(EMAILS[:25], ring[1], [bytes(12)] * 25)
+    sample = _gcm_sample([Reason.EXPIRED_KEY] * 30 + [Reason.UNKNOWN_KEY] * 25 + [Reason.DECRYPT_FAILED, Reason.NO_MATCHING_PROFILE],
+                         [t.encode() for t in tokens] + [b"short", b"x"])
+    expired, unknown = gcm_findings(sample, {3})  # key 7 is not in this ring
+    assert (expired.kind, expired.would_match) == ("key_id", 30)
+    assert "key id 3, which had expired on the run date" in expired.message
+    assert (unknown.kind, unknown.would_match) == ("key_id", 25)
+    assert "an unknown key id repeated on 25 lines" in unknown.message and "7" not in unknown.message
+
+
+def test_gcm_tokens_that_are_not_ring_tokens_are_one_finding_that_names_no_key_id():
+    """Base64 of unencrypted addresses: their first 4 bytes are the addresses' first letters, which
+    repeat; random 4-byte prefixes (another scheme) each make a group of one. Either way one finding,
+    and no key id number in it."""
+    names = ["john", "mari", "chri", "info", "davi"]
+    plain = [f"{names[i % 5]}.x{i}@example-company.com".encode() for i in range(200)]
+    (finding,) = gcm_findings(_gcm_sample([Reason.UNKNOWN_KEY] * 200, [base64.b64encode(v) for v in plain]), {7})
+    assert (finding.kind, finding.would_match) == ("key_id", 200)
+    assert "not key-ring tokens" in finding.message and "readable text" in finding.message
+    assert not any(str(int.from_bytes(n.encode(), "big")) in finding.message or n in finding.message for n in names)
+    foreign = encrypt_cbc(EMAILS, KEY, IV)
+    (finding,) = gcm_findings(_gcm_sample([Reason.UNKNOWN_KEY] * 40, [t.encode() for t in foreign]), {7})
+    assert (finding.kind, finding.would_match) == ("key_id", 40)
+    assert "not key-ring tokens (their first 4 bytes, where the key id belongs, vary" in finding.message
+    assert not any(str(int.from_bytes(base64.b64decode(t)[:4], "big")) in finding.message for t in foreign)
 
 
 # ------------------------------------------------------------------------------- findings' rules

@@ -33,6 +33,7 @@ from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines
 from transforms.memory import release_free_memory
 from transforms.profiles import KEY_PREFIX, read_profiles
+from transforms.secrets import load_keyring
 
 # The screen looks at enough profiles for a form explaining a finding's minimum of lines to show on
 # about SCREEN_HITS of them (missed with a probability of about e**-6 = 0.25%), and at 1 in 16 at
@@ -143,7 +144,7 @@ class ConfirmForms(_Probing):
 class AssembleFindings(beam.DoFn):
     """Once, after the confirmation: ``(data source, [finding])`` for each data source with a sample.
     The findings of decrypt failures are made here (:mod:`transforms.diagnosis_crypto`); the CBC key
-    and IV references are read in setup()."""
+    and IV references, and the ids of the GCM key rings, are read in setup()."""
 
     def __init__(self, cfg: JobConfig):
         self._cfg = cfg
@@ -151,6 +152,8 @@ class AssembleFindings(beam.DoFn):
     def setup(self):
         self._material = {ds.name: load_cbc_material(ds) for ds in self._cfg.data_sources
                           if ds.decrypts and self._cfg.sample_size(ds) and ds.encryption.algorithm == "aes-cbc"}
+        self._ring_ids = {ds.name: {key.id for key in load_keyring(ds.encryption.keyring)} for ds in self._cfg.data_sources
+                          if ds.decrypts and self._cfg.sample_size(ds) and ds.encryption.algorithm == "aes-gcm"}
 
     def process(self, _, samples, probed):
         by_source: dict[str, dict] = {}
@@ -165,7 +168,7 @@ class AssembleFindings(beam.DoFn):
         if not ds.decrypts or not sample.num_rows:
             return []
         if ds.encryption.algorithm == "aes-gcm":
-            return gcm_findings(sample)
+            return gcm_findings(sample, self._ring_ids[ds.name])
         return cbc_findings(ds, failed_tokens(sample), self._material[ds.name], self._cfg.region_for(ds))
 
 
