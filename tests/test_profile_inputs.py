@@ -234,6 +234,30 @@ def test_an_extract_that_is_not_utf8_fails_naming_the_file_and_rows(tmp_path, fm
     assert message.startswith(f"{path}: not UTF-8 text in rows 1-2") and "mi" not in message.split(":", 1)[1]
 
 
+def test_an_unused_binary_column_does_not_fail_the_import_with_the_diagnosis_on(demo_copy, tmp_path):
+    """A Parquet extract with a binary column no data source uses (a thumbnail's bytes): the
+    diagnosis' screen carried it as text and failed the whole import, "not UTF-8 text (Latin-1?)",
+    even with every line matching. The screen leaves it out; a job that needs it still fails naming
+    the file."""
+    import pyarrow as pa
+
+    from transforms.diagnosis_forms import screen_columns
+
+    path = demo_copy / "profiles.parquet"
+    table = pq.read_table(path)
+    thumbs = pa.array([bytes([0xFF, i % 256, 0xFE]) for i in range(table.num_rows)], pa.binary())
+    pq.write_table(table.append_column("thumbnail", thumbs), path)
+    report = import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert report["profiles_read"] == 300 and report["data_sources"]["crm-plain"]["reconciled"] == 136
+    cfg = load_config(str(demo_copy / "job.yaml"))
+    assert "thumbnail" not in screen_columns(cfg, str(path))
+    text = demo_copy / "job.yaml"
+    text.write_text(text.read_text().replace("match_on: crm_id", "match_on: thumbnail"))
+    cfg = load_config(str(text))
+    with pytest.raises(InputError, match=rf"^{path}: not UTF-8 text in rows 1-300"):
+        list(read_profiles(str(path), cfg, extra=screen_columns(cfg, str(path))))
+
+
 def test_jsonl_text_that_looks_like_a_date_stays_the_text_it_is(tmp_path):
     """Arrow's JSON reader takes such strings for timestamps: the id "2020-01-01" read as
     "2020-01-01 00:00:00", a key no dump has (a silent no-match)."""

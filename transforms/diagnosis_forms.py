@@ -21,7 +21,7 @@ from transforms.digests import digests as raw_digests
 from transforms.arrow_utils import hash64, plain_array
 from transforms.config import JobConfig
 from transforms.keys import fold_case, is_visitor_id
-from transforms.profiles import KEY_PREFIX, scalar_columns
+from transforms.profiles import KEY_PREFIX, text_columns
 
 # The screen looks at 1 in SCREEN_SHARE profiles of the extract: a form that explains n sampled
 # lines shows about n/16 of them there, so one that explains more than ~100 lines is missed with a
@@ -55,10 +55,12 @@ def extract_column(cfg: JobConfig, column: str) -> str:
 
 
 def screen_columns(cfg: JobConfig, path: str) -> list[str]:
-    """The extract columns the screen carries besides the job's own: its scalar columns (the email
-    and phone columns first), at most MAX_SCREEN_COLUMNS. Reads the extract's header or footer."""
+    """The extract columns the screen carries besides the job's own: its columns that read as text
+    (:func:`~transforms.profiles.text_columns`: not lists, not bytes -- a binary column the job does
+    not use must not fail the import), the email and phone columns first, at most
+    MAX_SCREEN_COLUMNS. Reads the extract's header or footer."""
     p = cfg.profiles
-    present = scalar_columns(path, p.resolved_format)
+    present = text_columns(path, p.resolved_format)
     roles = [c for c in (p.email, p.phone) if c and c in present]
     others = [c for c in present if c not in roles and c not in (p.id, p.visitor_ids, p.opt_out)]
     return (roles + others)[:MAX_SCREEN_COLUMNS]

@@ -289,14 +289,15 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
             raise InputError(path, "not valid JSON", line=1) from None
 
 
-def scalar_columns(path: str, fmt: str) -> list[str]:
-    """Column names of an extract whose values are scalars (not lists or structs), reading only its
-    header/footer/first record."""
+def text_columns(path: str, fmt: str) -> list[str]:
+    """Column names of an extract whose values read as text whatever they hold: scalars (not lists or
+    structs) that are not bytes (a Parquet binary column may hold anything, not UTF-8) and that Arrow
+    casts to text. Reads only the extract's header/footer/first record."""
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path) as handle:
         if fmt == "parquet":
-            return [f.name for f in pq.ParquetFile(handle).schema_arrow if not pa.types.is_nested(f.type)]
+            return [f.name for f in pq.ParquetFile(handle).schema_arrow if _reads_as_text(f.type)]
         if fmt == "csv":  # Arrow's own reading of the header (a BOM, quoted names), as the reader will see it.
             # Only the names are wanted: a bad row of the first block is skipped here (the reader
             # names its line), where Arrow's message would quote the row's values.
@@ -311,3 +312,15 @@ def scalar_columns(path: str, fmt: str) -> list[str]:
         return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
     except (ValueError, AttributeError):
         raise InputError(path, "not valid JSON", line=1) from None
+
+
+def _reads_as_text(t: pa.DataType) -> bool:
+    value = t.value_type if pa.types.is_dictionary(t) else t
+    if pa.types.is_nested(value) or any(is_(value) for is_ in (pa.types.is_binary, pa.types.is_large_binary,
+                                                               pa.types.is_fixed_size_binary, pa.types.is_binary_view)):
+        return False
+    try:
+        pa.nulls(0, t).cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # an interval, say
+        return False
+    return True
