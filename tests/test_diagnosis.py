@@ -62,6 +62,8 @@ def _build(root: Path) -> tuple[dict, dict]:
         "wrong-encoding": _hashed(emails + _unknown_emails(), "email", "adobe", "base64"),
         "wrong-column": _hashed(phones + _unknown_emails(), "phone"),
         "wrong-algorithm": _hashed(emails + _unknown_emails(), "email", algorithm="sha1"),
+        "sha1-wrong-profile": _hashed(emails + _unknown_emails(), "email", "uid2", "base64", algorithm="sha1"),
+        "sha1-got-sha256": _hashed(emails + _unknown_emails(), "email"),
         "not-normalized": _hashed(emails + _unknown_emails(), "email", "none"),
         "visitors": [v[0].lstrip("0") for v in profiles["visitor_ids"].to_pylist()] + [f"{i:038d}" for i in range(1, UNKNOWN + 1)],
         "plain-case": [f" {c.lower()} " if i % 2 else c.lower() for i, c in enumerate(profiles["crm_id"].to_pylist())]
@@ -85,6 +87,8 @@ def _build(root: Path) -> tuple[dict, dict]:
         elif name == "plain-case":
             ds |= {"declared": "plain", "match_on": "crm_id", "field_separator": "\t"}
             del ds["normalization"]
+        elif name.startswith("sha1-"):  # configured with another algorithm than SHA-256
+            ds |= {"hash_algorithm": "sha1"}
         elif name.startswith("wrong-i") or name.startswith("wrong-key"):
             ds |= {"declared": "encrypted", "channel": "email", "max_decrypt_failure_ratio": 1.0,
                    "encryption": {"key": "file:keys/key.txt", "key_encoding": "hex", "iv": "file:keys/iv.txt", "iv_encoding": "hex"}}
@@ -97,6 +101,8 @@ def _build(root: Path) -> tuple[dict, dict]:
         "wrong-encoding": ("digest", {"digest": "base64"}),
         "wrong-column": ("column", {"match_on": "phone"}),
         "wrong-algorithm": ("algorithm", {"hash_algorithm": "sha1"}),
+        "sha1-wrong-profile": ("normalization", {"normalization": "uid2"}),
+        "sha1-got-sha256": ("algorithm", {"hash_algorithm": "sha256"}),
         "not-normalized": ("normalization", {"normalization": "none"}),
         "visitors": ("leading_zeros", {"restore_leading_zeros": True}),
         "plain-case": ("case", {"ignore_case": True}),
@@ -130,7 +136,8 @@ def diagnosed(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["wrong-profile", "wrong-encoding", "wrong-column", "wrong-algorithm", "not-normalized",
-                                  "visitors", "plain-case", "wrong-iv", "wrong-key-encoding"])
+                                  "visitors", "plain-case", "wrong-iv", "wrong-key-encoding", "sha1-wrong-profile",
+                                  "sha1-got-sha256"])
 def test_the_top_finding_names_the_config_change(diagnosed, name):
     _, _, expected, report = diagnosed
     entry = report["data_sources"][name]
@@ -141,6 +148,16 @@ def test_the_top_finding_names_the_config_change(diagnosed, name):
     assert top["would_match"] >= top["sampled"] - UNKNOWN  # every line made from a profile
     assert top["message"].startswith(f"{top['would_match']:,} of {top['sampled']:,} ")
     assert [f["would_match"] for f in entry["diagnosis"]] == sorted((f["would_match"] for f in entry["diagnosis"]), reverse=True)
+
+
+def test_a_source_hashed_with_sha1_is_diagnosed_with_sha1_and_named_so(diagnosed):
+    """hash_algorithm: sha1 configured: the diagnosis read the unmatched digests as SHA-256, tried
+    forms hashed with SHA-256 (no finding for a sha1 partner with other rules) and, for a partner
+    sending SHA-256, suggested a normalization that could not work."""
+    _, _, _, report = diagnosed
+    assert report["data_sources"]["sha1-wrong-profile"]["diagnosis"][0]["message"].endswith(
+        "are SHA-1 digests of profile email addresses ('email') normalized under uid2 rules")
+    assert " are SHA-256 digests (not SHA-1) of " in report["data_sources"]["sha1-got-sha256"]["diagnosis"][0]["message"]
 
 
 def test_a_data_source_that_matches_as_configured_gets_no_finding(diagnosed):

@@ -90,7 +90,7 @@ def _noun(kind: str) -> str:
 
 
 def _describe_digests(ds: DataSourceConfig, cfg: JobConfig, change: dict) -> str:
-    algorithm = _ALGORITHM_NAMES[change.get("hash_algorithm", "sha256")]
+    algorithm = _ALGORITHM_NAMES[change.get("hash_algorithm", ds.hash_algorithm)]
     encoding = change.get("digest")
     normalization = change.get("normalization", ds.normalization)
     column = cfg.profiles.column_for(ds.match_on)
@@ -101,5 +101,5 @@ def _describe_digests(ds: DataSourceConfig, cfg: JobConfig, change: dict) -> str
     how = ("exactly as stored (not trimmed or lower-cased)" if normalization == AS_IS
            else f"normalized under {normalization} rules")
     encoded = f"{encoding}-encoded " if "digest" in change else ""
-    extra = " (not SHA-256)" if "hash_algorithm" in change else ""
+    extra = f" (not {_ALGORITHM_NAMES[ds.hash_algorithm]})" if "hash_algorithm" in change else ""
     return f"are {encoded}{algorithm} digests{extra} of {what} {how}"

@@ -93,8 +93,8 @@ def _unpack_visitor_ids(packed: pa.BinaryArray) -> pa.BinaryArray:
 
 
 def _digest_views(ds: DataSourceConfig, values: pa.BinaryArray, missed: np.ndarray, invalid: np.ndarray) -> dict[str, View]:
-    """Views named ``encoding:algorithm``. Missed lines are SHA-256 digests of the configured
-    encoding (the join decoded them); a rejected one is read in each encoding, and the length of
+    """Views named ``encoding:algorithm``. Missed lines are digests of the configured encoding and
+    algorithm (the join decoded them); a rejected one is read in each encoding, and the length of
     what it decodes to names the algorithm (only lengths of known digests count)."""
     found: dict[str, list] = {}
     texts = pc.utf8_trim_whitespace(values.take(pa.array(invalid)).cast(pa.string()))
@@ -107,7 +107,7 @@ def _digest_views(ds: DataSourceConfig, values: pa.BinaryArray, missed: np.ndarr
                 entry[0].append(row)
                 entry[1].append(decoded)
     views = {name: View(np.asarray(r, dtype=np.int64), pa.array(k, pa.binary())) for name, (r, k) in found.items()}
-    configured = f"{ds.digest_encoding}:sha256"
+    configured = f"{ds.digest_encoding}:{ds.hash_algorithm}"
     mine = View(missed, values.take(pa.array(missed)))
     if configured in views:  # base64 that decodes but is not canonical: read as it is
         other = views[configured]
@@ -176,9 +176,9 @@ def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View],
                     change += (("normalization", normalization),)
                 if (ds.digest or DEFAULT_DIGEST[normalization]) != encoding:
                     change += (("digest", encoding),)
-                if algorithm != "sha256":
+                if algorithm != ds.hash_algorithm:
                     change += (("hash_algorithm", algorithm),)
-                finding = ("algorithm" if algorithm != "sha256" else "column" if column != here
+                finding = ("algorithm" if algorithm != ds.hash_algorithm else "column" if column != here
                            else "normalization" if normalization != ds.normalization else "digest")
                 region = cfg.region_for(ds) if kind == "phone" else None
                 found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm, region), view, finding, change))
