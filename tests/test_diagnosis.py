@@ -56,6 +56,8 @@ def _build(root: Path) -> tuple[dict, dict]:
     emails, phones = profiles["email"].to_pylist(), profiles["mobile"].to_pylist()
     key16, key24 = bytes.fromhex(KEY_HEX), base64.b64decode(KEY_HEX)
     normalized = normalize_keys(pa.array(emails + _unknown_emails()), "email", "adobe")[0].to_pylist()
+    unknown_phones = [f"+33 7 00 00 {i:02d} 00" for i in range(UNKNOWN)]
+    e164 = normalize_keys(pa.array(phones + unknown_phones), "phone", "adobe")[0].to_pylist()  # one AES block each
     dumps = {
         "as-configured": _hashed(emails + _unknown_emails(), "email"),
         "wrong-profile": _hashed(emails + _unknown_emails(), "email", "uid2", "base64"),
@@ -70,6 +72,7 @@ def _build(root: Path) -> tuple[dict, dict]:
         + [f"crm-x{i}" for i in range(UNKNOWN)],
         "wrong-iv": encrypt_cbc(normalized, key16, bytes.fromhex(OTHER_IV_HEX)),
         "wrong-key-encoding": encrypt_cbc(normalized, key24, bytes.fromhex(IV_HEX)),
+        "sms-wrong-iv": encrypt_cbc(e164, key16, bytes.fromhex(OTHER_IV_HEX)),
     }
     (root / "keys").mkdir()
     (root / "keys" / "key.txt").write_text(KEY_HEX + "\n")
@@ -89,9 +92,11 @@ def _build(root: Path) -> tuple[dict, dict]:
             del ds["normalization"]
         elif name.startswith("sha1-"):  # configured with another algorithm than SHA-256
             ds |= {"hash_algorithm": "sha1"}
-        elif name.startswith("wrong-i") or name.startswith("wrong-key"):
+        elif name.startswith("wrong-i") or name.startswith("wrong-key") or name.startswith("sms-"):
             ds |= {"declared": "encrypted", "channel": "email", "max_decrypt_failure_ratio": 1.0,
                    "encryption": {"key": "file:keys/key.txt", "key_encoding": "hex", "iv": "file:keys/iv.txt", "iv_encoding": "hex"}}
+            if name.startswith("sms-"):
+                ds |= {"channel": "sms", "match_on": "phone"}
         sources.append(ds)
     cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "phone": "mobile", "visitor_ids": "visitor_ids"},
            "buckets": 4, "data_sources": sources}
@@ -108,6 +113,7 @@ def _build(root: Path) -> tuple[dict, dict]:
         "plain-case": ("case", {"ignore_case": True}),
         "wrong-iv": ("iv", {"encryption.iv": None}),
         "wrong-key-encoding": ("key_encoding", {"encryption.key_encoding": "base64"}),
+        "sms-wrong-iv": ("iv", {"encryption.iv": None}),  # E.164 numbers: the padding is in the garbled block
     }
     return cfg, expected
 
@@ -137,7 +143,7 @@ def diagnosed(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["wrong-profile", "wrong-encoding", "wrong-column", "wrong-algorithm", "not-normalized",
                                   "visitors", "plain-case", "wrong-iv", "wrong-key-encoding", "sha1-wrong-profile",
-                                  "sha1-got-sha256"])
+                                  "sha1-got-sha256", "sms-wrong-iv"])
 def test_the_top_finding_names_the_config_change(diagnosed, name):
     _, _, expected, report = diagnosed
     entry = report["data_sources"][name]

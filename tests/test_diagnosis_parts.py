@@ -165,6 +165,40 @@ def test_tokens_under_another_iv_point_at_the_iv_and_damaged_tokens_at_nothing()
     assert cbc_findings(_email_source(), damaged, CbcMaterial(KEY, IV, {"hex": KEY})) == []
 
 
+PHONES = [f"+3361200{i:04d}" for i in range(40)]  # E.164: 12 bytes, one AES block each (an SMS source)
+SHORT_EMAILS = [f"u{i}@ex.fr" for i in range(40)]  # 8 to 9 bytes: one block each, padding of two lengths
+
+
+@pytest.mark.parametrize("plaintexts", [PHONES, SHORT_EMAILS], ids=["phones", "short-emails"])
+def test_one_block_tokens_under_another_iv_point_at_the_iv_not_the_key(plaintexts):
+    """A plaintext under 16 bytes is one AES block: its padding is in the block a wrong IV garbles,
+    so the padding fails as under a wrong key. But a wrong IV XORs every block with the same bytes:
+    the last decrypted byte is the padding XOR a constant, a wrong key makes it random."""
+    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
+                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    wrong_iv = pa.array(encrypt_cbc(plaintexts, KEY, bytes(16)))
+    (finding,) = cbc_findings(source, wrong_iv, CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("iv", (("encryption.iv", None),), 40)
+    wrong_key = pa.array(encrypt_cbc(plaintexts, bytes(32), IV))
+    (finding,) = cbc_findings(source, wrong_key, CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert (finding.kind, finding.suggestion) == ("key", (("encryption.key", None),)) and finding.would_match >= 38
+
+
+def test_one_block_tokens_that_decrypt_to_text_that_is_no_address_blame_neither_key_nor_iv():
+    """Right key and IV, plaintexts that are not addresses (invalid_plaintext): their padding is a
+    padding XOR nothing -- not a wrong IV."""
+    tokens = pa.array(encrypt_cbc([f"nobody {i}" for i in range(40)], KEY, IV))
+    assert cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY})) == []
+
+
+def test_a_few_one_block_failures_say_key_or_iv():
+    """Too few one-block tokens to tell a constant from chance: both fields are named."""
+    tokens = pa.array(encrypt_cbc(PHONES[:4], KEY, bytes(16)))
+    (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert (finding.kind, dict(finding.suggestion), finding.would_match) == (
+        "key_or_iv", {"encryption.key": None, "encryption.iv": None}, 4)
+
+
 def _gcm_sample(reasons: list, values: list[bytes]) -> pa.Table:
     return pa.table({"hash": pa.array(range(len(values)), pa.uint64()), "reason": reasons, "value": pa.array(values, pa.binary())})
 

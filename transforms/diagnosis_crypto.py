@@ -4,7 +4,9 @@
   that gives a valid key or IV; a combination that turns failures into valid addresses is a finding
   (``encryption.key_encoding`` / ``iv_encoding``). Failing that, the failures' pattern points at the
   IV or the key: CBC with a wrong IV garbles only the first 16 bytes (the padding is valid and the
-  rest reads as text), a wrong key garbles every block (the padding of a well-formed token fails).
+  rest reads as text), a wrong key garbles every block (the padding of a token of two blocks or more
+  fails). A one-block token (a phone number, a short email) has its padding in the block a wrong IV
+  garbles: there the last decrypted byte is a padding XOR one constant (the IV) or random (the key).
 * AES-GCM: failures grouped by the key id in front of each token, with their reason (an expired key,
   a tag that does not verify under that key); tokens whose key id the ring lacks are counted, their
   id never printed (readable text, a few repeated ids, or first bytes that vary).
@@ -88,16 +90,23 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
-    garbled_head, whole_blocks, bad_padding = _failure_pattern(tokens, material.key, material.iv)
-    if garbled_head:
-        return [CryptoFinding("iv", (("encryption.iv", None),), whole_blocks,
-                              f"are whole AES blocks that fail to decrypt, and {garbled_head:,} of them decrypt with valid "
-                              "padding and readable text after their first 16 bytes but not in them: the key is right "
-                              "and the IV is not (AES-CBC with a wrong IV garbles only the first block); check encryption.iv")]
-    if bad_padding:
-        return [CryptoFinding("key", (("encryption.key", None),), bad_padding,
+    p = _failure_pattern(tokens, material.key, material.iv)
+    if p.garbled_head or p.one_block_verdict == "iv":
+        why = (f"{p.garbled_head:,} of them decrypt with valid padding and readable text after their first 16 bytes but "
+               "not in them" if p.garbled_head else
+               f"{p.one_block:,} of them are one block whose last byte decrypts to a padding XOR the same bits on every line")
+        return [CryptoFinding("iv", (("encryption.iv", None),), p.aligned,
+                              f"are whole AES blocks that fail to decrypt, and {why}: the key is right and the IV is not "
+                              "(AES-CBC with a wrong IV garbles only the first block); check encryption.iv")]
+    if p.long_bad_padding or p.one_block_verdict == "key":
+        return [CryptoFinding("key", (("encryption.key", None),), p.bad_padding,
                               "are whole AES blocks whose padding fails under the configured key: the key (or "
                               "encryption.key_encoding) is wrong; check encryption.key")]
+    if p.one_block:
+        return [CryptoFinding("key_or_iv", (("encryption.key", None), ("encryption.iv", None)), p.one_block,
+                              "are one AES block each and fail to decrypt: too few to tell a wrong key from a wrong IV "
+                              "(the padding of a one-block token is in the block a wrong IV garbles); check "
+                              "encryption.key and encryption.iv")]
     return []
 
 
@@ -105,13 +114,29 @@ def _address(ds: DataSourceConfig) -> str:
     return {"email": "email addresses", "phone": "phone numbers"}.get(ds.key_kind, "values")
 
 
-def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> tuple[int, int, int]:
-    """``(garbled first block, whole-block tokens, bad padding)`` among failed tokens, under the
-    configured key and IV. A token of two blocks or more with valid padding, whose bytes after the
-    first 16 are printable and whose first 16 are not, was encrypted with this key and another IV (a
-    wrong key leaves no readable block, and almost never a valid padding). Whole-block tokens are
-    those a wrong key or IV explains (a token that is not base64 or not whole blocks is damaged, not
-    mis-keyed); a bad padding is what a wrong key gives (and a wrong IV, on one-block tokens)."""
+# One-block tokens decide between a wrong IV and a wrong key only when at least this many distinct
+# ones failed: a wrong key puts them under one padding-XOR-constant pattern with a chance of about
+# 16**-(n-2).
+MIN_ONE_BLOCK_TOKENS = 8
+
+
+class _Pattern(NamedTuple):
+    """How the failed tokens decrypt under the configured key and IV."""
+
+    aligned: int  # whole-block tokens: those a wrong key or IV explains (others are damaged, not mis-keyed)
+    bad_padding: int  # of those, whose padding fails
+    garbled_head: int  # 2+ blocks, valid padding, readable after the first 16 bytes but not in them: a wrong IV
+    long_bad_padding: int  # 2+ blocks whose padding fails: a wrong key (a wrong IV never garbles their last block)
+    one_block: int  # garbled one-block tokens: their padding is in the block a wrong IV garbles
+    one_block_verdict: str | None  # "iv", "key", or None (too few to tell)
+
+
+def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> _Pattern:
+    """The failures' pattern (:class:`_Pattern`). A token of two blocks or more with valid padding,
+    whose bytes after the first 16 are printable and whose first 16 are not, was encrypted with this
+    key and another IV (a wrong key leaves no readable block, and almost never a valid padding); its
+    padding failing means a wrong key. A one-block token's padding fails under either; its last
+    byte tells them apart (:func:`_one_block_verdict`)."""
     ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
     cipher = Cipher(algorithms.AES(key), modes.ECB())
     blocks = cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(iv, dtype=cbc_kernel.V16)[0])
@@ -125,7 +150,24 @@ def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> tuple[int, int,
     tail_bad = np.bincount(row_of_byte[unreadable & (position >= 16)], minlength=n) > 0
     garbled_head = (plain.codes == cbc_kernel.OK) & (plain.length > 16) & head_bad & ~tail_bad
     bad_padding = aligned & (plain.codes == cbc_kernel.FAILED)
-    return int(garbled_head.sum()), int(aligned.sum()), int(bad_padding.sum())
+    garbled = bad_padding | head_bad | tail_bad  # decrypted text that reads is no key or IV problem
+    one = (blocks.count == 1) & garbled[blocks.rows]
+    verdict = _one_block_verdict(blocks.plain[blocks.first[one]])
+    return _Pattern(int(aligned.sum()), int(bad_padding.sum()), int(garbled_head.sum()),
+                    int((bad_padding & (ciphertexts.length > 16)).sum()), int(one.sum()), verdict)
+
+
+def _one_block_verdict(decrypted: np.ndarray) -> str | None:
+    """``"iv"``, ``"key"`` or None for one-block tokens' decrypted blocks (V16). Under the right key
+    and a wrong IV each block is the plaintext XOR the same 16 bytes: the last byte, a PKCS#7 padding
+    (1..16), XOR one constant for every token; under a wrong key it is random. Distinct blocks only
+    (one token repeated is one piece of evidence)."""
+    last = np.unique(decrypted).view(np.uint8).reshape(-1, 16)[:, 15]
+    if len(last) < MIN_ONE_BLOCK_TOKENS:
+        return None
+    counts = np.bincount(last, minlength=256)
+    fitting = counts[np.arange(256)[:, None] ^ np.arange(1, 17)].sum(axis=1).max()  # best constant's tokens
+    return "iv" if fitting >= 0.9 * len(last) else "key" if fitting <= 0.5 * len(last) else None
 
 
 def gcm_findings(sample: pa.Table, ring_ids) -> list[CryptoFinding]:
