@@ -258,3 +258,45 @@ def test_an_iter_night_of_the_generators_data_agrees_with_the_duckdb_baseline(tm
     night = roots[""] / f"dt={NIGHTS[1]}"
     for part in sorted(night.rglob("*.parquet")):
         assert (roots["--no-key-cache"] / f"dt={NIGHTS[1]}" / part.relative_to(night)).read_bytes() == part.read_bytes()
+
+
+def test_a_night_whose_addresses_stop_matching_fails_instead_of_filling_the_file_audience(tmp_path, monkeypatch):
+    """An IV typo on an encrypted email source (byte 0 XOR 3): a small iter night decrypts to other,
+    valid addresses (a few even another customer's); they went to the file audience, the IV check
+    too small a sample to see it, the audience size unchanged. Against the previous night's share
+    of addresses that match a profile, the night fails; the right IV publishes."""
+    from test_iv_check import a_dump, realistic_emails
+
+    from transforms.crypto import encrypt_cbc
+    from transforms.errors import RunFailed
+
+    key, iv = bytes(range(32)), bytes(range(16))
+    monkeypatch.setenv("NIGHTLY_KEY", key.hex())
+    population = realistic_emails(2000, 1)
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(population))], "email": population}),
+                   tmp_path / "profiles.parquet")
+    config = {
+        "profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None},
+        "data_sources": [{"name": "enc", "dpid": 7, "segments": "dumps/{date:%Y%m%d}/*.sync*", "id_type": "declared",
+                          "declared": "encrypted", "match_on": "email", "channel": "email",
+                          "encryption": {"key": "env:NIGHTLY_KEY", "key_encoding": "hex", "iv": "env:NIGHTLY_IV",
+                                         "iv_encoding": "hex"}}],
+        "buckets": 2,
+    }
+    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    strangers = realistic_emails(200, 7)
+    night1 = a_dump(population[:1000], strangers[:100], 100)
+    night2 = a_dump(population[1000:], strangers[100:], 40)
+    dump(tmp_path, "2026-11-20", "full", [f"{t} 10" for t in encrypt_cbc(night1, key, iv)])
+    dump(tmp_path, "2026-11-21", "iter", [f"{t} 10" for t in encrypt_cbc(night2, key, iv)])
+    root = tmp_path / "root"
+    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    run(tmp_path / "job.yaml", root, "--date", "2026-11-20")
+    monkeypatch.setenv("NIGHTLY_IV", bytes([iv[0] ^ 3, *iv[1:]]).hex())
+    with pytest.raises(RunFailed, match=r"data source 'enc': 0% of tonight's addresses match a profile, against 70% "
+                                        r"in dt=2026-11-20"):
+        run(tmp_path / "job.yaml", root, "--date", "2026-11-21")
+    assert not (root / "dt=2026-11-21").exists()
+    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    report = run(tmp_path / "job.yaml", root, "--date", "2026-11-21")[0]["report"]
+    assert report["data_sources"]["enc"]["reconciled"] == 28

@@ -288,6 +288,18 @@ def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: boo
     return merge
 
 
+# The share of a file-audience source's addresses that match a profile falls by more than its
+# max_shrink (relative) only on a wrong IV or key, or another profile column; judged on this many lines.
+MIN_MATCHING_LINES = 20
+
+
+def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
+    """``(addresses, of which reconciled)`` per data source that keeps a file audience: lines kept as
+    addresses (reconciled or in the file audience), and those matching a profile."""
+    return {name: (entry["reconciled"] + entry["file_audience"], entry["reconciled"])
+            for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
+
+
 def audience_sizes(report: dict) -> dict[str, int]:
     """Rows per data source of a night's report: memberships plus file-audience entries."""
     return {name: sum(s.get("members", 0) + s.get("file_audience", 0) for s in entry["segments"].values())
@@ -303,6 +315,7 @@ class NightGuard:
     allow_shrink: bool = False
     replaced: tuple[str, ...] = ()  # data sources the run replaces without reading their previous rows
     previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
+    previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
@@ -320,7 +333,8 @@ class NightGuard:
                              if f.get("timestamp_ms") is not None)
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
-        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read)
+        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
+                   previous_matching=addresses_matching(report))
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
@@ -346,8 +360,9 @@ class NightGuard:
     def check(self, report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
         """Raise :class:`RunFailed` (one line) when a data source the run replaced without reading
         its previous rows has no full dump among the files read (they changed since the launch),
-        when a data source's full delivery is empty, or its audience shrinks by more than its
-        ``max_shrink`` (a data source no longer configured: to 0)."""
+        when a data source's full delivery is empty, its audience shrinks by more than its
+        ``max_shrink`` (a data source no longer configured: to 0), or the share of its addresses
+        that match a profile does (a data source keeping a file audience)."""
         lost = sorted(set(self.replaced) - set(full_sources(files, cfg)))
         if lost:
             raise RunFailed(f"data source(s) {', '.join(lost)}: no full dump among the files read, unlike when the "
@@ -372,5 +387,22 @@ class NightGuard:
                 gone = "" if name in sizes else " (no longer configured: its rows would be dropped)"
                 problems.append(f"data source '{name}'{gone}: the audience would shrink from {before} to {now} rows "
                                 f"against {self.previous_partition}, more than max_shrink={limit:g}")
+        problems += self._matching_problems(report, cfg)
         if problems:
             raise RunFailed("; ".join(problems) + "; nothing was published (rerun with --allow-shrink if intended)")
+
+    def _matching_problems(self, report: dict, cfg: JobConfig) -> list[str]:
+        """A source keeping a file audience whose addresses stop matching profiles: a wrong IV turns
+        them into other valid addresses, a wrong key or profile column leaves them unmatched, and
+        all of them land in the file audience, so the audience does not shrink."""
+        problems = []
+        for name, (lines, matched) in sorted(addresses_matching(report).items()):
+            before_lines, before = self.previous_matching.get(name, (0, 0))
+            if min(lines, before_lines) < MIN_MATCHING_LINES or not before:
+                continue
+            share, before_share, limit = matched / lines, before / before_lines, cfg.shrink_limit(name)
+            if share < before_share * (1 - limit):
+                problems.append(f"data source '{name}': {share:.0%} of tonight's addresses match a profile, against "
+                                f"{before_share:.0%} in {self.previous_partition} (more than max_shrink={limit:g} less): "
+                                "a wrong IV or key, or another profile column?")
+        return problems
