@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from transforms.errors import KeyMaterialError
+from transforms.key_lookalike import looks_like_key_material
 
 __all__ = [
     "AES_KEY_LENGTHS",
@@ -46,13 +47,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REFERENCE_FORMS = "'env:NAME', 'file:PATH' or 'gcpsm:projects/P/secrets/S/versions/V'"
 
 
-def looks_like_key_material(text: str) -> bool:
-    """Whether ``text`` reads as an AES key or IV itself: hex or standard base64 of 16, 24 or 32
-    bytes (what an operator pastes after ``env:`` or ``file:`` by mistake)."""
-    candidates = (_try_hex(text), _try_base64(text)) if len(text) in (24, 32, 44, 48, 64) else ()
-    return any(value is not None and len(value) in AES_KEY_LENGTHS for value in candidates)
-
-
 def reference_problem(ref: object) -> str | None:
     """Why ``ref`` is not a key reference (None when it is one), in words that never repeat it: an
     invalid reference may be a secret pasted in its place."""
@@ -64,9 +58,10 @@ def reference_problem(ref: object) -> str | None:
         return None if _secret_version_name(ref) else f"not a key reference: use '{_SECRET_MANAGER_FORM}' ({hidden})"
     if not sep or kind not in ("env", "file"):
         return f"not a key reference: use {REFERENCE_FORMS}, never the secret itself ({hidden})"
-    if looks_like_key_material(name):
+    if looks_like_key_material(name):  # base64/hex in any pasted form, or long random text
         what = "a variable name" if kind == "env" else "a path"
-        return f"not a key reference: what follows '{kind}:' looks like a key, not {what}; never paste the key ({hidden})"
+        return (f"not a key reference: {kind}:<hidden: looks like key material, not {what}>; put the key in an "
+                f"environment variable, a file or a Secret Manager secret and reference it ({REFERENCE_FORMS})")
     if kind == "env" and not _ENV_NAME.fullmatch(name):
         return f"not a key reference: what follows 'env:' is not an environment variable name (letters, digits, _; {hidden})"
     if kind == "file" and not name.strip():
