@@ -83,6 +83,10 @@ def _build(root: Path) -> tuple[dict, dict]:
         folder.mkdir(parents=True)
         sep = "\t" if name == "plain-case" else " "
         (folder / "dump.sync").write_text("".join(f"{i}{sep}11\n" for i in ids))
+        if name.startswith("wrong-i") or name.startswith("wrong-key"):
+            # One line the configured key and IV decrypt: a source none of whose IDs decrypts fails the
+            # run whatever max_decrypt_failure_ratio, and these runs must publish their report.
+            (folder / "planted.sync").write_text(f"{encrypt_cbc(normalized[:1], key16, bytes.fromhex(IV_HEX))[0]} 11\n")
         ds = {"name": name, "dpid": 100 + n, "segments": f"segments/{name}/*.sync", "id_type": "declared",
               "declared": "hashed", "match_on": "email", "normalization": "adobe"}
         if name == "visitors":
@@ -187,6 +191,8 @@ def test_applying_the_top_suggestion_matches_every_line(diagnosed):
     applicable = [n for n, e in expected.items() if e and None not in e[1].values()]
     fixed["data_sources"] = [_apply(ds, report["data_sources"][ds["name"]]["diagnosis"][0]["suggestion"])
                              for ds in cfg["data_sources"] if ds["name"] in applicable]
+    for ds in fixed["data_sources"]:  # without the line planted for the first run: the fix fails it
+        ds["segments"] = ds["segments"].replace("*.sync", "dump.sync")
     again = _run(root, fixed, "fixed")
     for name in applicable:
         entry = again["data_sources"][name]

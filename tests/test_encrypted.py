@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT
 from pipelines import import_audience
 from transforms.crypto import encrypt_cbc, encrypt_gcm
+from transforms.errors import RunFailed
 from transforms.secrets import RingKey
 
 CBC_KEY = bytes(range(32))
@@ -155,6 +156,18 @@ def test_wrong_key_fails_the_run_loudly_and_publishes_nothing(tmp_path, cbc_env,
     assert not (tmp_path / "out" / "report.json").exists()
     assert not list((tmp_path / "out").glob("_incomplete-*"))
     assert CBC_KEY.hex() not in result.stderr + result.stdout
+
+
+def test_a_wrong_key_fails_the_run_even_with_a_failure_ratio_of_one(tmp_path, cbc_env):
+    """The config accepts max_decrypt_failure_ratio: 1.0; with a wrong key not one ID decrypts, and the
+    run used to publish an empty audience with exit 0."""
+    tokens = encrypt_cbc([f"user{i}@example.com" for i in range(50)], bytes(32), CBC_IV)  # another key
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email", "max_decrypt_failure_ratio": 1.0,
+                                  "encryption": cbc_env}, tokens)
+    with pytest.raises(RunFailed, match=r"^data source 'enc': 50 of 50 IDs failed to decrypt .*\(every one: fails "
+                                        r"whatever max_decrypt_failure_ratio=1.0\); .*Nothing was published"):
+        run_job(config, tmp_path / "out")
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def test_missing_key_is_a_configuration_error(tmp_path, cbc_env, monkeypatch):

@@ -94,6 +94,24 @@ def test_a_few_invalid_plaintexts_pass():
             rejected(Reason.INVALID_PLAINTEXT, 25), rejected(Reason.DECRYPT_FAILED, 15))
 
 
+@pytest.mark.parametrize("failures", [
+    (rejected(Reason.DECRYPT_FAILED, 50),),
+    (rejected(Reason.DECRYPT_FAILED, 30), rejected(Reason.INVALID_PLAINTEXT, 20)),
+])
+def test_a_source_whose_every_id_fails_fails_the_run_whatever_the_ratio(failures):
+    """``max_decrypt_failure_ratio: 1.0`` set to tolerate a noisy source, then a wrong key: not one ID
+    decrypts to an address. That is no audience at all, whatever the ratio allows."""
+    with pytest.raises(RunFailed) as info:
+        checked(job(**ENC, max_decrypt_failure_ratio=1.0), count(Metric.RECEIVED, 53, "src"),
+                rejected(Reason.MALFORMED_LINE, 3), *failures)
+    message = str(info.value)
+    assert message.startswith("data source 'src': 50 of 50 IDs failed to decrypt")
+    assert message.endswith("(every one: fails whatever max_decrypt_failure_ratio=1.0); wrong key or IV? "
+                            "Nothing was published") and "\n" not in message
+    checked(job(**ENC, max_decrypt_failure_ratio=1.0), count(Metric.RECEIVED, 50, "src"),
+            count(Metric.FILE_AUDIENCE, 1, "src"), rejected(Reason.DECRYPT_FAILED, 49))  # one did: the ratio rules
+
+
 # -- an empty profile extract ------------------------------------------------------------------------
 def test_no_profile_at_all_fails_unless_allowed():
     counts = (count(Metric.RECEIVED, 10, "src"), rejected(Reason.NO_MATCHING_PROFILE, 10))

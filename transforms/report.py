@@ -121,11 +121,14 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
 def _check_decryption(name: str, entry: dict, ratio: float) -> None:
     failed = sum(entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
     candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
-    if candidates and failed / candidates > ratio:
-        raise RunFailed(
-            f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
-            f"(more than max_decrypt_failure_ratio={ratio}); {_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
-        )
+    if not candidates or (failed / candidates <= ratio and failed < candidates):
+        return
+    # Every ID failing is no audience at all, whatever the ratio tolerates (1.0 is a valid setting).
+    limit = "more than" if failed / candidates > ratio else "every one: fails whatever"
+    raise RunFailed(
+        f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
+        f"({limit} max_decrypt_failure_ratio={ratio}); {_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
+    )
 
 
 def _top_finding(entry: dict) -> str | None:
