@@ -605,6 +605,33 @@ def test_load_secret_bad_reference_does_not_echo_it():
     assert str(exc.value) == "env:PATH: encoding must be 'hex', 'base64' or None, got 'raw'"
 
 
+def test_key_material_kept_after_setup_shows_in_no_repr_and_refuses_pickling(monkeypatch):
+    """The diagnosis' AssembleFindings keeps the CBC key and IV it loads in setup() (CbcMaterial, a
+    NamedTuple): printing it, or pickling the DoFn, must not give them away, as CbcDecryptor does not."""
+    from transforms.config import JobConfig
+    from transforms.diagnosis import AssembleFindings
+    from transforms.diagnosis_crypto import load_cbc_material
+
+    monkeypatch.setenv("T_DIAG_KEY", KEY256.hex())
+    monkeypatch.setenv("T_DIAG_IV", IV.hex())
+    cfg = JobConfig.model_validate({"profiles": {"path": "p.parquet"}, "data_sources": [{
+        "name": "enc", "dpid": 9, "segments": "x", "id_type": "declared", "declared": "encrypted",
+        "match_on": "email", "channel": "email",
+        "encryption": {"key": "env:T_DIAG_KEY", "key_encoding": "hex", "iv": "env:T_DIAG_IV", "iv_encoding": "hex"}}]})
+    material = load_cbc_material(cfg.data_sources[0])
+    text = repr(material) + str(material) + f"{material.key} {material.iv} {material.keys}"
+    for secret in (KEY256, IV):
+        assert secret.hex() not in text.lower() and _b64(secret) not in text and repr(secret) not in text
+    assert str(material.key) == "<secret: 32 bytes>"
+    with pytest.raises(TypeError, match="key material"):
+        pickle.dumps(material)
+    findings = AssembleFindings(cfg)
+    findings.setup()
+    with pytest.raises(TypeError, match="key material"):
+        pickle.dumps(findings)
+    assert CbcDecryptor(material.key, material.iv).decrypt(encrypt_cbc(EMAILS[:2], KEY256, IV))[0].to_pylist() == EMAILS[:2]
+
+
 def test_secret_loaded_key_decrypts(monkeypatch):
     monkeypatch.setenv("T_KEY_B64", KEY256_B64)
     monkeypatch.setenv("T_IV_HEX", IV.hex())

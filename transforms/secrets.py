@@ -29,6 +29,7 @@ __all__ = [
     "GCM_KEY_LENGTH",
     "SECRET_MANAGER_PREFIX",
     "RingKey",
+    "SecretBytes",
     "is_aware",
     "load_keyring",
     "load_secret",
@@ -38,6 +39,26 @@ __all__ = [
 
 AES_KEY_LENGTHS = (16, 24, 32)
 GCM_KEY_LENGTH = 32
+
+
+class SecretBytes(bytes):
+    """Key or IV bytes as :func:`load_secret` gives them: plain bytes to ciphers and comparisons, but
+    whatever holds them (a NamedTuple, a dict, a DoFn after setup()) neither prints nor pickles them:
+    the repr is ``<secret: N bytes>`` and pickling raises, as the decryptors do. Copies share it."""
+
+    def __repr__(self) -> str:
+        return f"<secret: {len(self)} bytes>"
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("key material cannot be pickled; load it in DoFn.setup()")
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,10 +233,11 @@ def load_secret(ref: str, encoding: str | None = None, lengths: tuple[int, ...] 
     ``encoding`` is ``'hex'``, ``'base64'`` (standard alphabet, padded) or ``None`` to auto-detect: the
     value is accepted only when exactly one of hex/base64 decodes to an allowed length (a 32-digit hex
     AES-128 key is also 24-byte base64, so it needs ``encoding='hex'``).  Any problem raises
-    :class:`KeyMaterialError`, whose message never contains the value.
+    :class:`KeyMaterialError`, whose message never contains the value.  The bytes come as
+    :class:`SecretBytes`: never printed, never pickled.
     """
     label = _ref_label(ref)
-    return _decode_secret(_read_ref(ref), encoding, tuple(lengths), label)
+    return SecretBytes(_decode_secret(_read_ref(ref), encoding, tuple(lengths), label))
 
 
 
