@@ -83,10 +83,11 @@ def _build(root: Path) -> tuple[dict, dict]:
         folder.mkdir(parents=True)
         sep = "\t" if name == "plain-case" else " "
         (folder / "dump.sync").write_text("".join(f"{i}{sep}11\n" for i in ids))
-        if name.startswith("wrong-i") or name.startswith("wrong-key"):
+        if name.startswith(("wrong-i", "wrong-key", "sms-")):
             # One line the configured key and IV decrypt: a source none of whose IDs decrypts fails the
             # run whatever max_decrypt_failure_ratio, and these runs must publish their report.
-            (folder / "planted.sync").write_text(f"{encrypt_cbc(normalized[:1], key16, bytes.fromhex(IV_HEX))[0]} 11\n")
+            right = encrypt_cbc((e164 if name.startswith("sms-") else normalized)[:1], key16, bytes.fromhex(IV_HEX))
+            (folder / "planted.sync").write_text(f"{right[0]} 11\n")
         ds = {"name": name, "dpid": 100 + n, "segments": f"segments/{name}/*.sync", "id_type": "declared",
               "declared": "hashed", "match_on": "email", "normalization": "adobe"}
         if name == "visitors":
@@ -217,13 +218,17 @@ def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict
     from datetime import datetime, timezone
 
     from test_encrypted import ring_json
+    from transforms.crypto import encrypt_gcm
     from transforms.secrets import RingKey
 
     root.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(len(emails))], "email": emails}), root / "profiles.parquet")
-    (root / "ring.json").write_text(ring_json(RingKey(7, bytes([7]) * 32, datetime(2020, 1, 1, tzinfo=timezone.utc))))
+    ring_key = RingKey(7, bytes([7]) * 32, datetime(2020, 1, 1, tzinfo=timezone.utc))
+    (root / "ring.json").write_text(ring_json(ring_key))
     (root / "segments").mkdir(exist_ok=True)
-    (root / "segments" / "dump.sync").write_text("".join(f"{t} 11\n" for t in tokens))
+    # One line the ring decrypts: a source none of whose IDs decrypts fails whatever max_decrypt_failure_ratio.
+    planted = encrypt_gcm(["planted@example.org"], ring_key)[0]
+    (root / "segments" / "dump.sync").write_text("".join(f"{t} 11\n" for t in [*tokens, planted]))
     ds = {"name": "gcm", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "encrypted",
           "match_on": "email", "channel": "email", "encryption": {"algorithm": "aes-gcm", "keyring": "file:ring.json"}} | source
     return {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
