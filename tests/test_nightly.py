@@ -157,6 +157,20 @@ def test_demo_night_publishes_a_complete_partition(tmp_path):
     assert len(manifest["config_digest"]) == 64 and manifest["code_version"].startswith("0.1.0+")
 
 
+def encrypted_email_job(tmp_path, profiles: str) -> Path:
+    """One AES-CBC encrypted email data source (a file audience), key and IV from NIGHTLY_KEY / NIGHTLY_IV."""
+    config = {
+        "profiles": {"path": profiles, "phone": None, "visitor_ids": None},
+        "data_sources": [{"name": "enc", "dpid": 7, "segments": "dumps/{date:%Y%m%d}/*.sync*", "id_type": "declared",
+                          "declared": "encrypted", "match_on": "email", "channel": "email",
+                          "encryption": {"key": "env:NIGHTLY_KEY", "key_encoding": "hex", "iv": "env:NIGHTLY_IV",
+                                         "iv_encoding": "hex"}}],
+        "buckets": 2,
+    }
+    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    return tmp_path / "job.yaml"
+
+
 def encrypted_nights(tmp_path, monkeypatch) -> Path:
     """Encrypted emails (a file audience) over two nights: night 1 full, night 2 iter (zed now matches
     a profile, bob leaves 10, ann joins 12); returns the config."""
@@ -169,19 +183,11 @@ def encrypted_nights(tmp_path, monkeypatch) -> Path:
         (tmp_path / day).mkdir(exist_ok=True)
         pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(emails))], "email": emails}),
                        tmp_path / day / "profiles.parquet")
-    config = {
-        "profiles": {"path": "{date:%Y%m%d}/profiles.parquet", "phone": None, "visitor_ids": None},
-        "data_sources": [{"name": "enc", "dpid": 7, "segments": "dumps/{date:%Y%m%d}/*.sync*", "id_type": "declared",
-                          "declared": "encrypted", "match_on": "email", "channel": "email",
-                          "encryption": {"key": "env:NIGHTLY_KEY", "key_encoding": "hex", "iv": "env:NIGHTLY_IV",
-                                         "iv_encoding": "hex"}}],
-        "buckets": 2,
-    }
-    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    config = encrypted_email_job(tmp_path, "{date:%Y%m%d}/profiles.parquet")
     ann, zed, bob = encrypt_cbc(["ann@example.com", "zed@example.net", "bob@example.org"], key, iv)
     dump(tmp_path, "2026-11-20", "full", [f"{ann} 10,11", f"{zed} 10", f"{bob} 10"])
     dump(tmp_path, "2026-11-21", "iter", [f"{zed} 10", f"{bob}  10", f"{ann} 12"])
-    return tmp_path / "job.yaml"
+    return config
 
 
 def file_audience(root: Path, day: str) -> list[tuple]:
@@ -275,15 +281,7 @@ def test_a_night_whose_addresses_stop_matching_fails_instead_of_filling_the_file
     population = realistic_emails(2000, 1)
     pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(population))], "email": population}),
                    tmp_path / "profiles.parquet")
-    config = {
-        "profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None},
-        "data_sources": [{"name": "enc", "dpid": 7, "segments": "dumps/{date:%Y%m%d}/*.sync*", "id_type": "declared",
-                          "declared": "encrypted", "match_on": "email", "channel": "email",
-                          "encryption": {"key": "env:NIGHTLY_KEY", "key_encoding": "hex", "iv": "env:NIGHTLY_IV",
-                                         "iv_encoding": "hex"}}],
-        "buckets": 2,
-    }
-    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    config = encrypted_email_job(tmp_path, "profiles.parquet")
     strangers = realistic_emails(200, 7)
     night1 = a_dump(population[:1000], strangers[:100], 100)
     night2 = a_dump(population[1000:], strangers[100:], 40)
@@ -291,12 +289,12 @@ def test_a_night_whose_addresses_stop_matching_fails_instead_of_filling_the_file
     dump(tmp_path, "2026-11-21", "iter", [f"{t} 10" for t in encrypt_cbc(night2, key, iv)])
     root = tmp_path / "root"
     monkeypatch.setenv("NIGHTLY_IV", iv.hex())
-    run(tmp_path / "job.yaml", root, "--date", "2026-11-20")
+    run(config, root, "--date", "2026-11-20")
     monkeypatch.setenv("NIGHTLY_IV", bytes([iv[0] ^ 3, *iv[1:]]).hex())
     with pytest.raises(RunFailed, match=r"data source 'enc': 0% of tonight's addresses match a profile, against 70% "
                                         r"in dt=2026-11-20"):
-        run(tmp_path / "job.yaml", root, "--date", "2026-11-21")
+        run(config, root, "--date", "2026-11-21")
     assert not (root / "dt=2026-11-21").exists()
     monkeypatch.setenv("NIGHTLY_IV", iv.hex())
-    report = run(tmp_path / "job.yaml", root, "--date", "2026-11-21")[0]["report"]
+    report = run(config, root, "--date", "2026-11-21")[0]["report"]
     assert report["data_sources"]["enc"]["reconciled"] == 28
