@@ -199,6 +199,40 @@ def test_a_few_one_block_failures_say_key_or_iv():
         "key_or_iv", {"encryption.key": None, "encryption.iv": None}, 4)
 
 
+def _urlsafe(tokens: list[str]) -> list[str]:
+    return [t.replace("+", "-").replace("/", "_") for t in tokens]
+
+
+@pytest.mark.parametrize("plaintexts", [EMAILS, PHONES], ids=["emails", "one-block-phones"])
+@pytest.mark.parametrize("variant", ["url-safe", "unpadded", "url-safe-unpadded", "blanks"])
+def test_tokens_in_another_base64_alphabet_or_without_padding_are_a_token_encoding_finding(plaintexts, variant):
+    """Right key and IV, tokens written as url-safe base64 ('-' '_') and/or without their '='
+    padding (or with blanks inside): they do not decode as the scheme's standard base64, so the key,
+    the IV and the key encoding are all beside the point. Read back as standard padded base64 they
+    decrypt to valid addresses: the finding says so, names no config field (none fixes it) and
+    repeats no token."""
+    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
+                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    standard = encrypt_cbc(plaintexts, KEY, IV)
+    sent = {"url-safe": _urlsafe(standard), "unpadded": [t.rstrip("=") for t in standard],
+            "url-safe-unpadded": [t.rstrip("=") for t in _urlsafe(standard)],
+            "blanks": [f"{t[:8]} {t[8:]}" for t in standard]}[variant]
+    failed = [t for t, s in zip(sent, standard) if t != s]  # those the import rejects as decrypt_failed
+    assert len(failed) >= 8
+    (finding,) = cbc_findings(source, pa.array(failed), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), len(failed))
+    assert ("url-safe" in finding.message) == variant.startswith("url-safe")
+    assert ("without '=' padding" in finding.message) == variant.endswith("unpadded")
+    assert "standard base64" in finding.message and "ask the partner" in finding.message
+    assert not any(t[:12] in finding.message for t in failed)
+
+
+def test_tokens_that_need_another_alphabet_and_still_fail_are_no_token_encoding_finding():
+    """Url-safe tokens under another key: re-read as standard base64 they still decrypt to nothing."""
+    tokens = pa.array(_urlsafe(encrypt_cbc(EMAILS, bytes(32), IV)))
+    assert [f.kind for f in cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))] != ["token_encoding"]
+
+
 def _gcm_sample(reasons: list, values: list[bytes]) -> pa.Table:
     return pa.table({"hash": pa.array(range(len(values)), pa.uint64()), "reason": reasons, "value": pa.array(values, pa.binary())})
 
@@ -263,6 +297,9 @@ def test_the_report_carries_the_findings_and_a_failed_decryption_names_the_top_o
     assert build_report(cfg, counts)["data_sources"]["e"]["diagnosis"] == []
     with pytest.raises(RunFailed, match=r"diagnosis: 10 of 10 .* \(suggested: encryption.key_encoding: base64\)"):
         check_report(report, cfg)
+    no_setting = {**finding, "kind": "token_encoding", "suggestion": {}, "message": "10 of 10 sampled lines are base64 ..."}
+    with pytest.raises(RunFailed, match=r"diagnosis: 10 of 10 sampled lines are base64 \.\.\.\. Nothing was published"):
+        check_report(build_report(cfg, counts, diagnosis={"e": [no_setting]}), cfg)
 
 
 def test_the_screen_reads_the_csv_header_as_the_reader_does(tmp_path):

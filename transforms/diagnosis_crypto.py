@@ -1,7 +1,9 @@
 """Mismatch diagnosis of encrypted data sources: why sampled tokens failed to decrypt.
 
-* AES-CBC: the key and IV references are read again under the other encoding (hex <-> base64) where
-  that gives a valid key or IV; a combination that turns failures into valid addresses is a finding
+* AES-CBC: tokens that are not standard padded base64 (url-safe, unpadded, blanks inside) and decrypt
+  once read back as such are a finding of their own (no setting reads them: the partner must send
+  standard base64). Then the key and IV references are read again under the other encoding (hex <->
+  base64) where that gives a valid key or IV; a combination that turns failures into valid addresses is a finding
   (``encryption.key_encoding`` / ``iv_encoding``). Failing that, the failures' pattern points at the
   IV or the key: CBC with a wrong IV garbles only the first 16 bytes (the padding is valid and the
   rest reads as text), a wrong key garbles every block (the padding of a token of two blocks or more
@@ -82,6 +84,9 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     else the pattern of the failures (wrong IV, wrong key). ``region``: JobConfig.region_for(ds)."""
     if len(tokens) == 0:
         return []
+    re_encoded = _token_encoding(ds, tokens, material, region)
+    if re_encoded:
+        return re_encoded
     for encoding, key in sorted(material.keys.items()):
         if key == material.key:
             continue
@@ -108,6 +113,39 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
                               "(the padding of a one-block token is in the block a wrong IV garbles); check "
                               "encryption.key and encryption.iv")]
     return []
+
+
+def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
+    """Tokens that are not the scheme's standard padded base64 -- url-safe ('-' and '_' for '+' and
+    '/'), without their '=' padding, or with blanks inside -- and that decrypt to valid addresses
+    under the configured key and IV once read back as standard base64. No config field reads them
+    (none should: the scheme is standard base64), so the finding suggests no change."""
+    text = tokens.cast(pa.string())
+    blanks = pc.fill_null(pc.match_substring_regex(text, r"\s"), False)
+    squeezed = pc.replace_substring_regex(text, r"\s+", "")
+    urlsafe = pc.fill_null(pc.match_substring_regex(squeezed, "[-_]"), False)
+    length = pc.fill_null(pc.utf8_length(squeezed), 0).to_numpy(zero_copy_only=False)
+    unpadded = pa.array(length % 4 != 0)
+    changed = pc.or_(pc.or_(blanks, urlsafe), unpadded)
+    if not pc.any(changed).as_py():
+        return []
+    standard = pc.replace_substring(pc.replace_substring(squeezed, "-", "+"), "_", "/")
+    pads = np.array(["", "=", "==", "==="])[-length % 4]  # the '=' that make the length a multiple of 4
+    standard = pc.binary_join_element_wise(standard, pa.array(pads), "")
+    plain, _ = CbcDecryptor(material.key, material.iv).decrypt(standard.filter(changed))
+    valid = pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0])
+    if not pc.any(valid).as_py():
+        return []
+    fixed = {name: pc.any(flags.filter(changed).filter(valid)).as_py()
+             for name, flags in (("urlsafe", urlsafe), ("unpadded", unpadded), ("blanks", blanks))}
+    alphabet = "url-safe base64 ('-' and '_' for '+' and '/')" if fixed["urlsafe"] else "base64"
+    how = " and ".join(what for what, needed in (("without '=' padding", fixed["unpadded"]),
+                                                  ("with blanks inside", fixed["blanks"])) if needed)
+    return [CryptoFinding("token_encoding", (), pc.sum(valid).as_py(),
+                          f"are {alphabet}{' ' + how if how else ''}, which the scheme does not use: read as standard "
+                          f"base64 with its padding, they decrypt to valid {_address(ds)} under the configured key and "
+                          "IV; ask the partner for "
+                          "standard base64 with '=' padding (no setting reads other base64)")]
 
 
 def _address(ds: DataSourceConfig) -> str:

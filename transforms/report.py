@@ -136,4 +136,5 @@ def _top_finding(entry: dict) -> str | None:
     if not entry.get("diagnosis"):
         return None
     top = entry["diagnosis"][0]
-    return f"diagnosis: {top['message']} (suggested: {suggestion_text(top)})."
+    change = suggestion_text(top)  # none for a finding no setting fixes (tokens in another base64)
+    return f"diagnosis: {top['message']}" + (f" (suggested: {change})." if change else ".")
