@@ -233,6 +233,38 @@ def test_tokens_that_need_another_alphabet_and_still_fail_are_no_token_encoding_
     assert [f.kind for f in cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))] != ["token_encoding"]
 
 
+def _iv_in_front(plaintexts: list[str], seed: int = 5) -> list[str]:
+    """Each token under its own random IV, sent in front of its ciphertext (IV || ciphertext)."""
+    rng = random.Random(seed)
+    out = []
+    for value in plaintexts:
+        iv = rng.randbytes(16)
+        out.append(base64.b64encode(iv + base64.b64decode(encrypt_cbc([value], KEY, iv)[0])).decode())
+    return out
+
+
+@pytest.mark.parametrize("plaintexts", [EMAILS, PHONES], ids=["emails", "phones"])
+def test_tokens_that_carry_their_own_iv_in_front_are_said_so_not_blamed_on_encryption_iv(plaintexts):
+    """A random IV per token, prepended: decrypted whole under the configured IV, the first block is
+    garbage and the rest reads -- the wrong-IV shape. But the first blocks are unrelated garbage (a
+    wrong fixed IV XORs every plaintext with the same bytes), and read as IV || ciphertext the tokens
+    decrypt to valid addresses: no value of encryption.iv would fix them."""
+    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
+                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    (finding,) = cbc_findings(source, pa.array(_iv_in_front(plaintexts)), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("embedded_iv", (), 40)
+    assert "their own IV in their first 16 bytes" in finding.message and "check encryption.iv" not in finding.message
+
+
+def test_a_wrong_fixed_iv_is_still_the_iv_when_the_text_after_the_first_block_is_an_address():
+    """Long addresses under a wrong fixed IV: what follows their first 16 bytes is itself a valid
+    address, as it would be with an IV in front; the first blocks, all XORed with one IV, say which."""
+    emails = [f"averylongfirstname.surname{i}@example.com" for i in range(40)]  # bytes 16..: 'e.surname0@example.com'
+    tokens = pa.array(encrypt_cbc(emails, KEY, bytes(16)))
+    (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("iv", (("encryption.iv", None),), 40)
+
+
 def _gcm_sample(reasons: list, values: list[bytes]) -> pa.Table:
     return pa.table({"hash": pa.array(range(len(values)), pa.uint64()), "reason": reasons, "value": pa.array(values, pa.binary())})
 

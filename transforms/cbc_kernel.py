@@ -265,6 +265,16 @@ def decrypt_blocks(ct: Ciphertexts, cipher: Cipher, iv_block: np.void) -> Blocks
     return Blocks(rows, first_block, nblocks, chain)  # chain now holds the plaintext blocks
 
 
+def drop_first_block(blocks: Blocks) -> Blocks:
+    """The rows of two blocks or more without their first block: each row's plaintext as if its first
+    16 ciphertext bytes were its IV (block 1's chaining value is ciphertext block 0, whatever IV
+    decrypted block 0). The diagnosis reads tokens sent as IV || ciphertext so."""
+    two = blocks.count >= 2
+    count = blocks.count[two] - 1
+    keep = _span_positions(blocks.first[two] + 1, count)
+    return Blocks(blocks.rows[two], exclusive_cumsum(count), count, blocks.plain[keep])
+
+
 # --------------------------------------------------------------------------------------------------
 # Phase 3: PKCS#7
 # --------------------------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 * AES-CBC: tokens that are not standard padded base64 (url-safe, unpadded, blanks inside) and decrypt
   once read back as such are a finding of their own (no setting reads them: the partner must send
   standard base64). Then the key and IV references are read again under the other encoding (hex <->
-  base64) where that gives a valid key or IV; a combination that turns failures into valid addresses is a finding
-  (``encryption.key_encoding`` / ``iv_encoding``). Failing that, the failures' pattern points at the
-  IV or the key: CBC with a wrong IV garbles only the first 16 bytes (the padding is valid and the
-  rest reads as text), a wrong key garbles every block (the padding of a token of two blocks or more
-  fails). A one-block token (a phone number, a short email) has its padding in the block a wrong IV
-  garbles: there the last decrypted byte is a padding XOR one constant (the IV) or random (the key).
+  base64) where that gives a valid key or IV; a combination that turns failures into valid
+  addresses is a finding (``encryption.key_encoding`` / ``iv_encoding``). Tokens that carry a random
+  IV each in front (IV || ciphertext) decrypt, read so, to whole addresses, and their first blocks
+  under the configured IV are unrelated garbage: a scheme of its own, not a wrong encryption.iv.
+  Failing that, the failures' pattern points at the IV or the key: CBC with a wrong IV garbles only
+  the first 16 bytes (the padding is valid and the rest reads as text), a wrong key garbles every
+  block (the padding of a token of two blocks or more fails). A one-block token (a phone number, a
+  short email) has its padding in the block a wrong IV garbles: there the last decrypted byte is a
+  padding XOR one constant (the IV) or random (the key).
 * AES-GCM: failures grouped by the key id in front of each token, with their reason (an expired key,
   a tag that does not verify under that key); tokens whose key id the ring lacks are counted, their
   id never printed (readable text, a few repeated ids, or first bytes that vary).
@@ -95,6 +98,9 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
+    carried = _carried_iv(ds, tokens, material, region)
+    if carried:
+        return carried
     p = _failure_pattern(tokens, material.key, material.iv)
     if p.garbled_head or p.one_block_verdict == "iv":
         why = (f"{p.garbled_head:,} of them decrypt with valid padding and readable text after their first 16 bytes but "
@@ -146,6 +152,36 @@ def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMateria
                           f"base64 with its padding, they decrypt to valid {_address(ds)} under the configured key and "
                           "IV; ask the partner for "
                           "standard base64 with '=' padding (no setting reads other base64)")]
+
+
+def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
+    """Tokens sent as a random IV per token followed by its ciphertext (IV || ciphertext): read so,
+    under the configured key, they decrypt to valid addresses, and their first blocks decrypted with
+    the configured IV are unrelated garbage. A wrong fixed IV also leaves the text after the first
+    16 bytes readable (a valid address, for a long one), but its first blocks are plaintexts XORed
+    with one IV (:func:`_one_iv`). No value of encryption.iv fixes this: the finding suggests none."""
+    ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
+    cipher = Cipher(algorithms.AES(material.key), modes.ECB())
+    blocks = cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(material.iv, dtype=cbc_kernel.V16)[0])
+    rest = cbc_kernel.drop_first_block(blocks)
+    plain, _ = cbc_kernel.result_arrays(cbc_kernel.check_utf8(cbc_kernel.strip_pkcs7(rest, len(tokens))))
+    valid = pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0]).to_numpy(zero_copy_only=False)
+    if not valid.any() or _one_iv(blocks.plain[blocks.first[valid[blocks.rows]]]):
+        return []
+    return [CryptoFinding("embedded_iv", (), int(valid.sum()),
+                          "are tokens that each carry their own IV in their first 16 bytes (IV || ciphertext, a random "
+                          f"IV per token): read so, they decrypt to valid {_address(ds)} under the configured key. This is not the scheme "
+                          "configured (one IV, encryption.iv, for every token) and no setting reads it: ask the partner "
+                          "for tokens under the agreed IV")]
+
+
+def _one_iv(first_blocks: np.ndarray) -> bool:
+    """Whether decrypted first blocks (V16) look like plaintexts XORed with one IV: text is ASCII,
+    bit 7 clear, so one IV flips bit 7 at a position in every block or in none; an IV per token
+    leaves it random (constant at a position over n distinct blocks with a chance of 2**(1-n)). At
+    least 12 of the 16 positions constant: one IV. One distinct block cannot tell: one IV."""
+    high = np.unique(first_blocks).view(np.uint8).reshape(-1, 16) >= 0x80
+    return len(high) < 2 or int((high.all(axis=0) | ~high.any(axis=0)).sum()) >= 12
 
 
 def _address(ds: DataSourceConfig) -> str:
