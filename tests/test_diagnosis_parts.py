@@ -314,8 +314,16 @@ def test_findings_are_sorted_thresholded_and_never_repeat_what_a_better_one_expl
     findings = assemble(ds, cfg, 1000, probed, [])
     assert [(f["suggestion"], f["would_match"]) for f in findings] == [({"normalization": "meta"}, 300),
                                                                         ({"match_on": "phone"}, 60)]
-    assert findings[0]["message"].startswith("300 of 1,000 sampled unmatched lines are SHA-256 digests")
+    assert findings[0]["message"].startswith("300 of 1,000 sampled lines without a match are SHA-256 digests")
     assert all(f["sampled"] == 1000 for f in findings)
+
+
+def test_every_kind_of_decrypt_failure_finding_reads_would_decrypt():
+    """The page says "would decrypt" for these kinds (transforms.report_view), "would match" else."""
+    from transforms.diagnosis_findings import KIND_ORDER
+    from transforms.report_view import DECRYPTION_KINDS
+
+    assert DECRYPTION_KINDS == set(KIND_ORDER[KIND_ORDER.index("token_encoding"):])
 
 
 def test_the_report_carries_the_findings_and_a_failed_decryption_names_the_top_one():
@@ -323,7 +331,7 @@ def test_the_report_carries_the_findings_and_a_failed_decryption_names_the_top_o
     cfg = JobConfig(profiles={"path": "p.parquet"}, data_sources=[ds])
     counts = Counts([count(Metric.RECEIVED, 10, "e"), count(Metric.REJECTED, 10, "e", Reason.DECRYPT_FAILED)])
     finding = {"kind": "key_encoding", "suggestion": {"encryption.key_encoding": "base64"}, "would_match": 10,
-               "sampled": 10, "message": "10 of 10 sampled unmatched lines decrypt to valid email addresses with the key read as base64"}
+               "sampled": 10, "message": "10 of 10 sampled lines without a match decrypt to valid email addresses with the key read as base64"}
     report = build_report(cfg, counts, diagnosis={"e": [finding]})
     assert report["data_sources"]["e"]["diagnosis"] == [finding]
     assert build_report(cfg, counts)["data_sources"]["e"]["diagnosis"] == []

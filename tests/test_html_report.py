@@ -25,9 +25,9 @@ CLI = [sys.executable, "-m", "pipelines.cli"]
 # A finding in the shape the mismatch diagnosis writes (report.json, per data source).
 FINDINGS = [
     {"kind": "digest", "suggestion": {"digest": "base64"}, "would_match": 310, "sampled": 5000,
-     "message": "310 of 5,000 sampled unmatched hashes match profile emails as base64 digests"},
+     "message": "310 of 5,000 sampled lines without a match are profile emails hashed as base64 digests"},
     {"kind": "normalization", "suggestion": {"normalization": "uid2"}, "would_match": 4120, "sampled": 5000,
-     "message": "4,120 of 5,000 sampled unmatched hashes match profile emails under uid2 rules"},
+     "message": "4,120 of 5,000 sampled lines without a match are digests of profile emails under uid2 rules"},
 ]
 
 
@@ -161,6 +161,23 @@ def test_findings_are_shown_best_first_with_their_config_change():
     assert "No finding" in visitors
     plain = html[html.index('id="ds-crm-plain"'):html.index('id="ds-web-encrypted-emails"')]
     assert "Diagnosis" not in plain  # not diagnosed: no section at all
+
+
+def test_a_finding_says_would_match_and_a_decryption_finding_would_decrypt():
+    """Sampled lines may be rejected ones (invalid_hash, decrypt_failed), not only unmatched ones; a
+    decryption finding's lines would decrypt, whether they then match is not counted."""
+    report = _import_report()
+    report["data_sources"]["crm-hashed-emails"]["diagnosis"] = copy.deepcopy(FINDINGS[:1])
+    report["data_sources"]["web-encrypted-emails"]["diagnosis"] = [
+        {"kind": kind, "suggestion": {"encryption.iv": None}, "would_match": 20, "sampled": 20, "message": "..."}
+        for kind in ("iv",)]
+    html = render_run(report)
+    hashed = html[html.index('id="ds-crm-hashed-emails"'):html.index('id="ds-uid2-phones"')]
+    encrypted = html[html.index('id="ds-web-encrypted-emails"'):]
+    text = lambda part: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", part))  # noqa: E731
+    assert "310 of 5,000 sampled lines without a match would match" in text(hashed)
+    assert "20 of 20 sampled lines without a match would decrypt" in text(encrypted)
+    assert "unmatched IDs" not in text(html)
 
 
 def test_everything_from_the_report_is_escaped():

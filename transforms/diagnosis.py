@@ -1,5 +1,6 @@
 """Mismatch diagnosis: why a data source's lines did not match, as config changes with the number of
-sampled lines each would match (report.json, each data source's ``diagnosis`` list).
+sampled lines each would match -- or decrypt, for an encrypted source's failures (report.json, each
+data source's ``diagnosis`` list, whose ``would_match`` counts either).
 
 The graph, after the join:
 

@@ -50,13 +50,13 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
     return [
         {"kind": kind, "suggestion": dict(suggestion), "would_match": n, "sampled": sampled,
-         "message": f"{n:,} of {sampled:,} sampled unmatched lines {message}"}
+         "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
         for kind, suggestion, n, message in found[:MAX_FINDINGS]
     ]
 
 
 def describe(ds: DataSourceConfig, cfg: JobConfig, kind: str, suggestion: tuple) -> str:
-    """What a probe's finding says about the lines it explains (after "N of M sampled ... lines")."""
+    """What a probe's finding says about the lines it explains (after "N of M sampled lines without a match")."""
     change = dict(suggestion)
     if ds.declared == "hashed":
         return _describe_digests(ds, cfg, change)

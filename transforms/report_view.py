@@ -99,6 +99,12 @@ def keeps_file_audience(entry: dict) -> bool:
     return bool(entry[Category.FILE_AUDIENCE] or file_audience_entries(entry) or entry.get("decrypts"))
 
 
+def rejected_reasons(entry: dict) -> list[Rejection]:
+    """The rejections of the lines counted as rejected (:func:`rejected_lines`): not
+    ``no_matching_profile``, which counts as unmatched. A code this version does not know is kept."""
+    return [r for r in rejections(entry) if r.category not in (Category.UNMATCHED, Category.RECONCILED, Category.FILE_AUDIENCE)]
+
+
 def rejections(entry: dict) -> list[Rejection]:
     """Rejected lines by reason, most frequent first, with the reason's category and description.
     A code this version does not know (a report written by another version) is shown as such."""
@@ -119,6 +125,18 @@ def findings(entry: dict) -> list[dict] | None:
     if found is None:
         return None
     return sorted(found, key=lambda f: -int(f.get("would_match", 0)))
+
+
+# Findings of encrypted data sources: their lines would decrypt (to a valid address) once fixed;
+# whether they then match a profile is not counted.
+DECRYPTION_KINDS = frozenset({"token_encoding", "key_encoding", "iv_encoding", "embedded_iv", "iv", "key", "key_or_iv",
+                              "key_id"})
+
+
+def finding_effect(finding: dict) -> str:
+    """What a finding's ``would_match`` lines would do once it is acted on: ``would match`` or
+    ``would decrypt`` (the field keeps its name in report.json)."""
+    return "would decrypt" if finding.get("kind") in DECRYPTION_KINDS else "would match"
 
 
 def suggestion_text(finding: dict) -> str:

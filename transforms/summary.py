@@ -2,7 +2,7 @@
 report's order), the rejections by reason, and the best diagnosis finding. Counts only, never an ID."""
 from __future__ import annotations
 
-from transforms.report_view import match_rate, memberships, rejected_lines, top_finding_text, totals
+from transforms.report_view import match_rate, memberships, rejected_lines, rejected_reasons, top_finding_text, totals
 
 STAGED = "job staged (built and submitted, or written as a template): no report until it runs"
 
@@ -42,13 +42,14 @@ def import_table(report: dict, indent: str = "") -> list[str]:
 
 
 def reasons_lines(report: dict, indent: str = "") -> list[str]:
-    """``name: reason N, reason N`` per data source with rejections (most frequent first)."""
+    """``name: reason N, reason N`` per data source with rejected lines (most frequent first): the
+    lines of the table's "rejected" column, so not no_matching_profile (the "unmatched" column)."""
     out = []
     width = max((len(n) for n in report["data_sources"]), default=0)
     for name, e in report["data_sources"].items():
-        reasons = sorted(e["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+        reasons = rejected_reasons(e)
         if reasons:
-            out.append(f"{indent}  {name.ljust(width)}  " + ", ".join(f"{r} {n:,}" for r, n in reasons))
+            out.append(f"{indent}  {name.ljust(width)}  " + ", ".join(f"{r.reason} {r.lines:,}" for r in reasons))
     return [f"{indent}rejected by reason:", *out] if out else []
 
 
