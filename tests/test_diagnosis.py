@@ -238,6 +238,29 @@ def test_url_safe_tokens_of_an_sms_source_are_diagnosed_as_their_base64_not_the_
     assert "Suggested change" not in (tmp_path / "out" / "report.html").read_text().split("Why didn't it match?")[1]
 
 
+def test_a_few_lines_of_another_column_are_a_partial_explanation_not_a_column_change(tmp_path):
+    """A hashed source matches 250 lines on the personal email column; 30 more are work emails. Moving
+    profiles.email to work_email would lose the 250, and the plain source's 250 that match on it."""
+    emails, work = [f"user{i}@example.com" for i in range(300)], [f"u{i}@corp-{i % 7}.com" for i in range(300)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(300)], "email": emails, "work_email": work}),
+                   tmp_path / "profiles.parquet")
+    dumps = {"hashed": _hashed(emails[:250] + work[250:280], "email"), "plain": emails[:250]}
+    sources = []
+    for n, (name, ids) in enumerate(dumps.items()):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+        sources.append({"name": name, "dpid": n + 1, "segments": f"{name}/*.sync", "id_type": "declared",
+                        "declared": name, "match_on": "email"})
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": sources}
+    entry = _run(tmp_path, cfg, "out")["data_sources"]["hashed"]
+    assert (entry["reconciled"], entry["unmatched"]) == (250, 30)
+    (finding,) = entry["diagnosis"]
+    assert (finding["kind"], finding["suggestion"], finding["would_match"]) == ("column", {}, 30)
+    assert "'work_email'" in finding["message"] and "partial explanation" in finding["message"]
+    assert "already matches 250 lines on its current column ('email')" in finding["message"]
+    assert "profiles.email applies to every data source: also 'plain'" in finding["message"]
+
+
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
 def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
     from datetime import datetime, timezone

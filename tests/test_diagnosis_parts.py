@@ -95,7 +95,7 @@ def test_digests_of_a_column_that_is_not_the_email_role_suggest_it_as_the_email_
     batches = list(read_profiles(cfg.profiles.path, cfg, extra=screen_columns(cfg, cfg.profiles.path)))
     findings = _run_dofns(cfg, cfg.profiles.path, sample, batches)
     assert [(f["kind"], f["suggestion"], f["would_match"], f["sampled"]) for f in findings] == [
-        ("column", {"match_on": "email", "profiles.email": "work_email"}, n, n)]
+        ("column", {"profiles.email": "work_email"}, n, n)]  # match_on is already email
     assert "'work_email'" in findings[0]["message"] and "@" not in findings[0]["message"]
 
 
@@ -316,6 +316,43 @@ def test_findings_are_sorted_thresholded_and_never_repeat_what_a_better_one_expl
                                                                         ({"match_on": "phone"}, 60)]
     assert findings[0]["message"].startswith("300 of 1,000 sampled lines without a match are SHA-256 digests")
     assert all(f["sampled"] == 1000 for f in findings)
+
+
+def _two_email_sources() -> JobConfig:
+    hashed = DataSourceConfig(name="h", dpid=1, segments="/x/*", id_type="declared", declared="hashed", match_on="email")
+    plain = DataSourceConfig(name="p", dpid=2, segments="/y/*", id_type="declared", declared="plain", match_on="email")
+    return JobConfig(profiles={"path": "p.parquet"}, data_sources=[hashed, plain])
+
+
+WORK_EMAIL = ("column", (("match_on", "email"), ("profiles.email", "work_email")))
+
+
+def test_a_column_suggestion_names_no_field_already_so_and_says_a_profiles_field_is_job_wide():
+    cfg = _two_email_sources()
+    counts = Counts([count(Metric.RECEIVED, 30, "h"), count(Metric.REJECTED, 30, "h", Reason.NO_MATCHING_PROFILE)])
+    findings = {"h": assemble(cfg.data_sources[0], cfg, 30, {WORK_EMAIL: np.arange(30)}, [])}
+    (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["h"]["diagnosis"]
+    assert finding["suggestion"] == {"profiles.email": "work_email"}  # match_on is already email
+    assert "'work_email'" in finding["message"]
+    assert "profiles.email applies to every data source" in finding["message"] and "'p'" in finding["message"]
+
+
+@pytest.mark.parametrize("reconciled", [250, 10])
+def test_a_column_finding_is_a_partial_explanation_when_the_source_already_matches_more_lines(reconciled):
+    """30 lines hold work emails, 250 match on the personal email column: moving the column would
+    lose the 250 (and the other source's lines). The finding stays, as an explanation, with no
+    change to apply; when the source matches fewer lines than the change would, it is the change."""
+    cfg = _two_email_sources()
+    counts = Counts([count(Metric.RECEIVED, 280, "h"), count(Metric.RECONCILED, reconciled, "h"),
+                     count(Metric.REJECTED, 280 - reconciled, "h", Reason.NO_MATCHING_PROFILE)])
+    findings = {"h": assemble(cfg.data_sources[0], cfg, 30, {WORK_EMAIL: np.arange(30)}, [])}
+    (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["h"]["diagnosis"]
+    partial = reconciled == 250
+    assert finding["suggestion"] == ({} if partial else {"profiles.email": "work_email"})
+    assert ("partial explanation" in finding["message"]) == partial
+    if partial:
+        assert "already matches 250 lines on its current column ('email')" in finding["message"]
+        assert "would lose" in finding["message"]
 
 
 def test_every_kind_of_decrypt_failure_finding_reads_would_decrypt():

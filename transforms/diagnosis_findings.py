@@ -1,7 +1,9 @@
 """Mismatch diagnosis, the findings: what each data source's probes found, as the report's
 ``diagnosis`` list -- ``{"kind", "suggestion", "would_match", "sampled", "message"}`` per finding,
 most lines first, none under 1% of the sample. Messages name counts, config fields and profile
-column names; never a record's value, a key or an IV.
+column names; never a record's value, a key or an IV. :func:`assemble` runs in the pipeline;
+:func:`in_context` when the report is built, with the data source's counts (a change of column that
+would lose more matching lines than it explains is a partial explanation, not a suggestion).
 """
 from __future__ import annotations
 
@@ -49,10 +51,60 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     found += [(f.kind, f.suggestion, f.would_match, f.message) for f in decryption if f.would_match >= least]
     found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
     return [
-        {"kind": kind, "suggestion": dict(suggestion), "would_match": n, "sampled": sampled,
+        {"kind": kind, "suggestion": _changed(ds, cfg, suggestion), "would_match": n, "sampled": sampled,
          "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
         for kind, suggestion, n, message in found[:MAX_FINDINGS]
     ]
+
+
+def _changed(ds: DataSourceConfig, cfg: JobConfig, suggestion: tuple) -> dict:
+    """The suggestion without the fields that already have its value (``match_on: email`` beside
+    ``profiles.email: work_email`` on a data source matching on email)."""
+    def current(field: str):
+        section, _, name = field.rpartition(".")
+        where = cfg.profiles if section == "profiles" else getattr(ds, section, None) if section else ds
+        return getattr(where, name, None)
+    kept = {field: value for field, value in suggestion if value is None or current(field) != value}
+    return kept or dict(suggestion)
+
+
+def _job_wide(ds: DataSourceConfig, cfg: JobConfig, fields) -> str:
+    """For a change of a ``profiles.*`` column (the extract's roles are the job's, not the data
+    source's): that it applies to every data source, naming the others that use it."""
+    roles = [field.split(".", 1)[1] for field in fields if field.startswith("profiles.")]
+    if not roles:
+        return ""
+    users = [other.name for other in cfg.data_sources if other.name != ds.name and any(
+        (other.id_type == "visitor") if role == "visitor_ids" else (other.match_on == role) for role in roles)]
+    named = " and ".join(f"profiles.{role}" for role in roles)
+    also = f": also {', '.join(repr(u) for u in users)}, which {'uses' if len(users) == 1 else 'use'} it" if users else ""
+    return f"{named} {'applies' if len(roles) == 1 else 'apply'} to every data source{also}"
+
+
+def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry: dict) -> list[dict]:
+    """The findings as the run's counts and the job read them (``entry``: the data source's report
+    entry). A change of a ``profiles.*`` column says it applies to every data source. A change of
+    the column a data source matches on, when the source already reconciles more lines on its
+    current column than the change would explain, is a partial explanation, not a change to make
+    (suggestion ``{}``): its lines hold another column's values, and the change would lose the lines
+    that match. Lines explained are estimated from the sample and the lines it was drawn from."""
+    without_match = entry["unmatched"] + entry["file_audience"] + entry["invalid_ids"]
+    out = []
+    for finding in findings:
+        change = finding["suggestion"]
+        job_wide = _job_wide(ds, cfg, change)
+        sampled = max(1, int(finding["sampled"]))
+        explained = int(finding["would_match"]) * max(without_match, sampled) / sampled
+        if any(f == "match_on" or f.startswith("profiles.") for f in change) and entry["reconciled"] > explained:
+            current = cfg.profiles.column_for(ds.match_on) if ds.match_on else cfg.profiles.visitor_ids
+            finding = {**finding, "suggestion": {}, "message": (
+                f"{finding['message']}: a partial explanation, not a change to make. The data source already matches "
+                f"{entry['reconciled']:,} lines on its current column ('{current}'); these lines hold another column's "
+                f"values, and changing the column would lose those{f' ({job_wide})' if job_wide else ''}")}
+        elif job_wide:
+            finding = {**finding, "message": f"{finding['message']}; {job_wide}"}
+        out.append(finding)
+    return out
 
 
 def describe(ds: DataSourceConfig, cfg: JobConfig, kind: str, suggestion: tuple) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from transforms.config import JobConfig
+from transforms.diagnosis_findings import in_context
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
 from transforms.report_view import suggestion_text
@@ -43,7 +44,7 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         if files is not None:
             entry["files"] = files.get(name, [])
         if cfg.sample_size(ds):  # diagnosed (transforms/diagnosis.py): findings, most lines first; else no key
-            entry["diagnosis"] = (diagnosis or {}).get(name, [])
+            entry["diagnosis"] = in_context(ds, cfg, (diagnosis or {}).get(name, []), entry)
         sources[name] = entry
     totals = {k: sum(s[k] for s in sources.values()) for k in ("received", *OUTCOMES)}
     report = {"job": "import", "profiles_read": counts.get(Metric.PROFILES_READ), "data_sources": sources, "totals": totals}
