@@ -511,8 +511,8 @@ def test_classify_counts_each_distinct_target_once():
     earlier = pa.table({"profile_id": ["b", "d", "h", "gone", "a"], "user_id": ["u2", "u4", "uh", "ug", "u0"],
                         "run": [0] * 5, "removed": [False] * 5}, schema=EARLIER_SCHEMA)
     desired, held, unmapped, counts = classify(targets, candidates, earlier, (True,))
-    assert sorted(desired.to_pylist(), key=repr) == [{"profile_id": "a", "user_id": "u1"},
-                                                     {"profile_id": "b", "user_id": "u2"}]
+    assert sorted(desired.to_pylist(), key=repr) == [{"profile_id": "a", "user_id": "u1", "only": True},
+                                                     {"profile_id": "b", "user_id": "u2", "only": True}]
     assert sorted(unmapped["profile_id"].to_pylist()) == ["c", "e"]
     reasons = {r["profile_id"]: r["reason"] for r in held.to_pylist()}
     assert reasons == {"b": None, "d": Removal.OPTED_OUT.code, "h": Removal.UNTARGETED.code,

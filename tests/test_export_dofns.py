@@ -182,7 +182,7 @@ def test_classify_shard_keys_desired_and_held_pairs_by_user_id():
     earlier = [pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u3"], "run": [0, 0], "removed": [False, False]},
                         schema=EARLIER_SCHEMA)]
     out = run_dofn(ClassifyShard((True,), BUCKETS), [(2, {TARGETS: targets, PROFILES: profiles, EARLIER: earlier})])
-    assert rows(out[MAIN]) == [("a", "u1"), ("a", "u2"), ("b", "u3")]
+    assert rows(out[MAIN]) == [("a", "u1", False), ("a", "u2", False), ("b", "u3", True)]  # only: b's one pair
     assert_sharded(out[MAIN], "user_id")
     assert rows(out[ClassifyShard.HELD]) == [("a", "u1", None), ("b", "u3", None)]
     assert [t.to_pylist() for t in out[ClassifyShard.UNMAPPED]] == [[{"profile_id": "c"}]]
@@ -220,7 +220,9 @@ def test_a_profile_counts_once_under_its_best_user_id_fate():
 
 
 def test_decide_shard_adds_removes_withholds_and_keeps():
-    desired = [pa.table({"profile_id": ["a", "b", "c", "d"], "user_id": ["u1", "u2", "u3", "u9"]})]
+    # a and b: their profiles' only pairs (decided here); c and d: profiles with other pairs elsewhere.
+    desired = [pa.table({"profile_id": ["a", "b", "c", "d"], "user_id": ["u1", "u2", "u3", "u9"],
+                         "only": [True, True, False, False]})]
     held = [pa.table({"profile_id": ["b", "x", "y", "z"], "user_id": ["u2", "u4", "u5", "u3"],
                       "reason": pa.array([None, Removal.UNTARGETED.code, Removal.DELETED_PROFILE.code,
                                           Removal.UNTARGETED.code], pa.int8())})]
@@ -229,8 +231,8 @@ def test_decide_shard_adds_removes_withholds_and_keeps():
     out = run_dofn(DecideShard(Traits("d_sid=7", "d_unsid=7"), BUCKETS), [element])
     lines = [r for t in out[MAIN] for r in t.to_pylist()]
     assert_sharded(out[DecideShard.FATES], "profile_id")
-    # a and d: added; b: unchanged; c: its only user ID is withheld.
-    assert rows(out[DecideShard.FATES]) == [("a", 2), ("b", 1), ("c", 0), ("d", 2)]
+    # c: withheld, d: added, regrouped by profile; a (added) and b (unchanged) counted here.
+    assert rows(out[DecideShard.FATES]) == [("c", 0), ("d", 2)]
     assert sorted((r["user_id"], r["traits"]) for r in lines) == [
         ("u1", "d_sid=7"), ("u3", "d_unsid=7"), ("u4", "d_unsid=7"), ("u5", "d_unsid=7"), ("u9", "d_sid=7")]
     assert rows([(0, t) for t in out[DecideShard.SENT]]) == [("a", "u1"), ("d", "u9")]
@@ -246,12 +248,12 @@ def test_decide_shard_adds_removes_withholds_and_keeps():
         (Metric.ADDED, None): 2, (Metric.UNCHANGED, None): 1, (Metric.AUDIENCE_USER_IDS, None): 3,
         (Metric.PAIRS_SENT, None): 2, (Metric.PAIRS_REMOVED, None): 3, (Metric.STATE_PAIRS, None): 3,
         (Metric.USER_IDS_REMOVED, "opted_out"): 1, (Metric.USER_IDS_REMOVED, "untargeted"): 1,
-        (Metric.USER_IDS_REMOVED, "suppressed"): 1,
+        (Metric.USER_IDS_REMOVED, "suppressed"): 1, (Metric.EXPORTED, None): 1, (Metric.ALREADY_PRESENT, None): 1,
     }
 
 
 def test_decide_overwrite_lists_full_trait_lists():
-    desired = [pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u2"]})]
+    desired = [pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u2"], "only": [True, True]})]
     held = [pa.table({"profile_id": ["b", "x", "y"], "user_id": ["u2", "u4", "u5"],
                       "reason": pa.array([None, Removal.UNTARGETED.code, Removal.UNTARGETED.code], pa.int8())})]
     others = [pa.table({"user_id": ["u1", "u4", "u8"], "trait": ["d_sid=9", '"segment"="B"', "d_sid=9"]})]

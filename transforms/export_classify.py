@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from transforms.export import ExportSpec
 
 EXPORTED_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string())])
+# A desired pair (stage 2's input): ``only`` when it is its profile's only one, whose outcome then
+# follows from that user ID alone (no regrouping by profile).
+DESIRED_SCHEMA = pa.schema([*EXPORTED_SCHEMA, ("only", pa.bool_())])
 UNMAPPED_SCHEMA = pa.schema([("profile_id", pa.string())])
 # A candidate profile as read from the extract: one row per extract row (user_id null) with its
 # status, plus one row per usable user ID of an eligible row (status OK).
@@ -115,6 +118,16 @@ def _unique(values) -> pa.Array:
     return pc.unique(values)
 
 
+def _only_pair(profile_ids: pa.ChunkedArray) -> pa.Array:
+    """Whether each pair is its profile's only one (``profile_ids``: distinct pairs' profiles)."""
+    ids = profile_ids.combine_chunks()
+    if not len(ids):
+        return pa.array([], pa.bool_())
+    encoded = pc.dictionary_encode(ids)
+    pairs = np.bincount(encoded.indices.to_numpy(zero_copy_only=False), minlength=len(encoded.dictionary))
+    return pa.array(pairs[encoded.indices.to_numpy(zero_copy_only=False)] == 1)
+
+
 def _count(mask) -> int:
     return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
@@ -178,6 +191,7 @@ def classify(targets: pa.Table, candidates: pa.Table, earlier: pa.Table, replace
 
     desired = cand.filter(pc.and_(pc.is_valid(cand["user_id"]), pc.is_in(cand["profile_id"], value_set=eligible)))
     desired = distinct(desired.select(EXPORTED_SCHEMA.names)).cast(EXPORTED_SCHEMA)
+    desired = desired.append_column("only", _only_pair(desired["profile_id"]))
     mapped = _unique(desired["profile_id"])
     unmapped = pc.filter(eligible, pc.invert(pc.is_in(eligible, value_set=mapped)))
     counts = {

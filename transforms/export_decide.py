@@ -11,10 +11,11 @@ address in two CRM records), so the decision is taken per user ID, where all of 
   ``removed`` = earlier and not (desired and not withheld), with the first :class:`Removal` reason
   that applies (a withheld user ID takes the blocking profile's reason).
 
-A mapped targeted profile's outcome follows its user IDs' fates (:func:`profile_outcomes`, per
-shard of ``profile_id`` after this stage): ``exported`` when one of them is added, else
-``already_present`` when one is unchanged, else ``shares_blocked_id`` (every one is withheld: nothing
-is sent for it).
+A mapped targeted profile's outcome follows its user IDs' fates: ``exported`` when one of them is
+added, else ``already_present`` when one is unchanged, else ``shares_blocked_id`` (every one is
+withheld: nothing is sent for it). A profile with one user ID is counted here; one with several, whose
+user IDs may fall in several shards, per shard of ``profile_id`` after this stage
+(:func:`profile_outcomes`).
 
 Each user ID gets at most one line: a ``.sync`` line adds (``d_sid=N`` or the key-value) or removes
 (``d_unsid=N``; a key-value audience cannot remove: no line, and the run fails before publishing);
@@ -36,7 +37,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import bucket_of, concat, distinct, plain_array, split_by_bucket
 from transforms.errors import RunFailed
-from transforms.export_classify import BLOCKED_SCHEMA, EXPORTED_SCHEMA, HELD_SCHEMA, STATUS_REMOVAL
+from transforms.export_classify import BLOCKED_SCHEMA, DESIRED_SCHEMA, EXPORTED_SCHEMA, HELD_SCHEMA, STATUS_REMOVAL
 from transforms.onboarding import LINE_SCHEMA
 from transforms.outcomes import REMOVALS, Metric, Removal, count
 
@@ -68,7 +69,7 @@ class Decision(NamedTuple):
     removed: pa.Table  # REMOVED_SCHEMA: the earlier pairs whose user ID leaves (user_id null when suppressed)
     state: pa.Table  # EXPORTED_SCHEMA: the pairs the platform holds after this run
     counts: dict
-    fates: pa.Table  # FATE_SCHEMA: one row per desired pair
+    fates: pa.Table  # FATE_SCHEMA: one row per desired pair of a profile with several (the others are counted)
 
 
 def _mask(values) -> np.ndarray:
@@ -145,7 +146,10 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
     sent = desired.filter(pc.is_in(desired["user_id"], value_set=members if traits.overwrite else added))
     fate = np.where(_mask(pc.is_in(desired["user_id"], value_set=added)), ADDED_FATE,
                     np.where(_mask(pc.is_in(desired["user_id"], value_set=members)), UNCHANGED_FATE, WITHHELD_FATE))
-    fates = pa.table({"profile_id": desired["profile_id"], "fate": pa.array(fate.astype(np.int8))}, schema=FATE_SCHEMA)
+    only = _mask(desired["only"]) if "only" in desired.column_names else np.zeros(desired.num_rows, bool)
+    fates = pa.table({"profile_id": desired["profile_id"], "fate": pa.array(fate.astype(np.int8))},
+                     schema=FATE_SCHEMA).filter(pa.array(~only))
+    decided = np.bincount(fate[only], minlength=len(FATE_OUTCOMES))  # a profile's only pair decides it here
     state = desired.filter(pc.is_in(desired["user_id"], value_set=members))
 
     leaving = held.filter(pc.is_in(held["user_id"], value_set=removed))
@@ -167,8 +171,11 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
         (Metric.PAIRS_REMOVED, None): removed_pairs.num_rows,
         (Metric.STATE_PAIRS, None): state.num_rows,
         **{(Metric.USER_IDS_REMOVED, r.value): int(by_reason[r.code]) for r in REMOVALS if by_reason[r.code]},
+        **{(metric, None): int(decided[f]) for f, metric in FATE_OUTCOMES.items() if decided[f]},
     }
-    return Decision(lines, sent.cast(EXPORTED_SCHEMA), removed_pairs, state.cast(EXPORTED_SCHEMA), counts, fates)
+    pairs = EXPORTED_SCHEMA.names
+    return Decision(lines, sent.select(pairs).cast(EXPORTED_SCHEMA), removed_pairs,
+                    state.select(pairs).cast(EXPORTED_SCHEMA), counts, fates)
 
 
 def profile_outcomes(fates: pa.Table) -> dict:
@@ -195,7 +202,7 @@ class DecideShard(beam.DoFn):
         desired, held = list(grouped[DESIRED]), list(grouped[HELD])
         if not desired and not held:
             return
-        decision = decide(concat(desired, EXPORTED_SCHEMA), concat(held, HELD_SCHEMA),
+        decision = decide(concat(desired, DESIRED_SCHEMA), concat(held, HELD_SCHEMA),
                           concat(list(grouped[BLOCKED]), BLOCKED_SCHEMA), concat(list(grouped[OTHERS]), OTHER_SCHEMA),
                           self._traits)
         for (metric, detail), n in decision.counts.items():
