@@ -501,3 +501,21 @@ def test_a_change_of_profiles_id_between_nights_is_refused_unless_every_source_i
     dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(2, 4)))  # a full dump: nothing is carried
     run(config, root, "--date", "2026-11-21", "--allow-shrink")
     assert members(root, "2026-11-21") == {("a", "10", "c2"), ("a", "10", "c3")}
+
+
+def test_a_previous_night_of_an_older_release_is_read_on_its_bytes_not_its_row_counts(tmp_path):
+    """Releases that did not record the bucketing wrote some parts' row counts wrong in _SUCCESS
+    (another output's part of the same name): the first night after an upgrade failed on them."""
+    root = tmp_path / "root"
+    config = two_nights(tmp_path, root, buckets=2)
+    success = root / "dt=2026-11-21" / "_SUCCESS"
+    manifest = json.loads(success.read_text())
+    del manifest["bucketing"]
+    for entry in manifest["files"]:
+        if entry["path"].startswith("reconciled/"):
+            entry["rows"] = 1
+    success.write_text(json.dumps(manifest))
+    run(config, root, "--date", "2026-11-22")
+    assert members(root, "2026-11-22") == (
+        {("a", "10", f"p{i}") for i in V if i not in (2, 3)} | {("a", "11", "p1"), ("a", "12", "p3")}
+        | {("b", "20", f"p{i}") for i in V})
