@@ -19,7 +19,8 @@ from pipelines import launch
 from pipelines.options import split_dump_bytes
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
-from transforms.incremental import REMOVE, NightGuard, PreviousParts, PreviousState, merge_state
+from transforms.incremental import REMOVE, PreviousParts, PreviousState, merge_state
+from transforms.night_guard import NightGuard
 from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBERS_BUCKET_BY, MEMBERSHIP_SCHEMA
 from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import COUNTS, Metric

@@ -11,7 +11,9 @@ size and sha256, the config digest and code version) is written last and is the 
 A date already published is skipped (``--force`` replaces it whole); a partition without
 ``_SUCCESS`` (a killed run) is cleared and redone. A night that has not ended (UTC) is refused, and
 so is a night before a published one unless the run republishes every night after it, in order
-(``--backfill FROM:NEWEST --force``): each night builds on the one before. ``iter`` dumps update the previous published
+(``--backfill FROM:NEWEST --force``): each night builds on the one before. Such a rebuild is recorded
+in ``ROOT/_rebuild.json`` until its last night is republished; while it is there, only a run that
+finishes it may run (:mod:`transforms.night_guard`). ``iter`` dumps update the previous published
 night's audiences (additions and removals), ``full`` dumps replace them (a data source's
 ``sync_mode``, else the file name, says which; a name that does not say is a configuration error).
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
@@ -36,13 +38,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
-from transforms.incremental import (
+from transforms.incremental import bucketing_identity, check_sync_modes, previous_parts, tonight_files
+from transforms.night_guard import (
     NightGuard,
-    bucketing_identity,
-    check_sync_modes,
-    previous_parts,
-    read_manifest,
-    tonight_files,
+    check_night_order,
+    check_nights_over,
+    check_same_profile_ids,
+    rebuild_for,
 )
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
@@ -173,39 +175,6 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}
 
 
-def check_nights_over(days: list[date], today: date) -> None:
-    """A night is imported once it has ended (UTC): its dumps may not all be there yet, and a
-    partial night, once published, would be skipped by the scheduled run as already published."""
-    late = [day for day in days if day >= today]
-    if late:
-        raise ConfigError(f"dt={late[0].isoformat()} is not over (today is {today.isoformat()} UTC): import a night "
-                          "once it has ended")
-
-
-def check_night_order(days: list[date], published: list[date], force: bool) -> None:
-    """Each night builds on the latest night published before it: importing a night before a
-    published one would leave its changes out of that one and of every night after it. Refused,
-    unless this run (re)publishes every published night after it, in order (``--backfill --force``)."""
-    rerun = set(days) if force else set(days) - set(published)
-    for day in sorted(rerun):
-        after = [d for d in published if d > day and d not in rerun]
-        if after:
-            raise ConfigError(
-                f"dt={day.isoformat()}: dt={after[0].isoformat()} is published after it and was built without it; "
-                f"rebuild the nights in order: --backfill {day.isoformat()}:{published[-1].isoformat()} --force")
-
-
-def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
-    """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
-    names another column would hold each person under both ids (and miss the old ones' removals)."""
-    before = read_manifest(previous).get("profile_id_column")  # None: written before it was recorded
-    if before is not None and before != cfg.profiles.id:
-        name = previous.rstrip("/").rsplit("/", 1)[-1]
-        raise ConfigError(f"profiles.id is '{cfg.profiles.id}', {name} was built with '{before}': its memberships "
-                          "cannot be carried over; deliver full dumps for every data source tonight (nothing is "
-                          "carried), or set profiles.id back")
-
-
 def run(argv=None) -> list[dict]:
     """Run the night(s) in date order; stops at the first failure (later nights need it)."""
     known, beam_args = parse_args(argv)
@@ -224,11 +193,17 @@ def run(argv=None) -> list[dict]:
             root, "nightly", job.options, partitions="dt=*", staging=STAGING):
         if not only_stages(job.options):  # parts staged by killed runs (the lock says none is live)
             clean_leftovers(join_path(root, KEY_CACHE, INCOMING), prefix="")
-        check_night_order(days, published_dates(root), known.force)
+        published = published_dates(root)
+        check_night_order(days, published, known.force)
+        rebuild = None if only_stages(job.options) else rebuild_for(root, days, published, known.force)
+        if rebuild is not None:
+            rebuild.record()  # before the first night is republished: a failure part-way leaves it
         try:
             for day in days:
                 result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink,
                                    known.key_cache)
+                if rebuild is not None and result["status"] == "published":
+                    rebuild = rebuild.after(day)
                 for line in summary_lines([result]):
                     LOG.info(line)
                 results.append(result)

@@ -226,7 +226,7 @@ def test_a_night_replacing_every_source_skips_the_previous_state_and_publishes_t
     partition (the merge's Flatten costs the local runner a copy of every row), and publishes the
     same bytes and counts as the merging run."""
     import pipelines.import_audience as import_audience
-    from transforms.incremental import NightGuard
+    from transforms.night_guard import NightGuard
 
     config = write_job(tmp_path, sources=("a", "b"))
     for day, ids in (("2026-11-21", range(1, 13)), ("2026-11-22", range(3, 11))):
@@ -250,7 +250,7 @@ def test_a_source_still_carried_over_keeps_the_merge(tmp_path):
     """Only when no previous row can survive: an iter source, or a previous data source no longer
     configured (its rows dropped and counted), needs the merge."""
     from transforms.config import JobConfig
-    from transforms.incremental import NightGuard
+    from transforms.night_guard import NightGuard
 
     sources = [{"name": n, "dpid": i + 1, "id_type": "visitor", "segments": f"/x/{n}/*"} for i, n in enumerate("ab")]
     cfg = JobConfig(profiles={"path": "p.csv"}, data_sources=sources)
@@ -519,3 +519,33 @@ def test_a_previous_night_of_an_older_release_is_read_on_its_bytes_not_its_row_c
     assert members(root, "2026-11-22") == (
         {("a", "10", f"p{i}") for i in V if i not in (2, 3)} | {("a", "11", "p1"), ("a", "12", "p3")}
         | {("b", "20", f"p{i}") for i in V})
+
+
+def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(tmp_path):
+    """--backfill --force republished the first night, then failed on the next (its dump purged): the
+    later nights stayed as built on the old first night, and the next scheduled night built on them
+    without a word. The unfinished rebuild is recorded and refused until it is finished."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 7)))
+    dump(tmp_path, "a", "2026-11-22", [f"{V[7]} 10"], mode="iter")
+    dump(tmp_path, "a", "2026-11-23", [f"{V[8]} 10"], mode="iter")
+    dump(tmp_path, "a", "2026-11-24", [f"{V[9]} 10"], mode="iter")
+    run(config, root, "--backfill", "2026-11-21:2026-11-23")
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(2, 7)))  # a corrected night: p1 is not a member
+    purged = tmp_path / "a" / "20261122"
+    saved = {p.name: p.read_bytes() for p in purged.iterdir()}
+    for p in purged.iterdir():
+        p.unlink()
+    result = cli(config, root, "--backfill", "2026-11-21:2026-11-23", "--force")
+    assert result.returncode == 2 and "no segment dump matches" in result.stderr, result.stderr
+    for args in (["--date", "2026-11-24"], ["--backfill", "2026-11-23:2026-11-24", "--force"]):
+        result = cli(config, root, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "the rebuild of dt=2026-11-22..dt=2026-11-23 did not finish" in result.stderr, result.stderr
+        assert "--backfill 2026-11-22:2026-11-23 --force" in result.stderr and "Traceback" not in result.stderr
+    for name, data in saved.items():
+        (purged / name).write_bytes(data)
+    run(config, root, "--backfill", "2026-11-22:2026-11-23", "--force")
+    run(config, root, "--date", "2026-11-24")
+    assert members(root, "2026-11-24") == {("a", "10", f"p{i}") for i in range(2, 10)}
+    assert not (root / "_rebuild.json").exists()

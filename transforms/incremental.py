@@ -15,12 +15,10 @@ audience, tonight's rows for an address in a segment replace the previous ones (
 have changed: the newest line about an address says which profile it matches). Previous rows of a
 data source no longer in the config are dropped (and reported).
 
-Before a night is published, :class:`NightGuard` refuses an audience that collapses against the
-previous published night (more than ``max_shrink`` per data source) and an empty full delivery.
+What may run, and what a night is checked against before it is published: :mod:`transforms.night_guard`.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import posixpath
@@ -290,123 +288,3 @@ def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: boo
         return pa.concat_tables([kept.cast(schema), additions]), counts
 
     return merge
-
-
-# The share of a file-audience source's addresses that match a profile falls by more than its
-# max_shrink (relative) only on a wrong IV or key, or another profile column; judged on this many lines.
-MIN_MATCHING_LINES = 20
-
-
-def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
-    """``(addresses, of which reconciled)`` per data source that keeps a file audience: lines kept as
-    addresses (reconciled or in the file audience), and those matching a profile."""
-    return {name: (entry["reconciled"] + entry["file_audience"], entry["reconciled"])
-            for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
-
-
-def audience_sizes(report: dict) -> dict[str, int]:
-    """Rows per data source of a night's report: memberships plus file-audience entries."""
-    return {name: sum(s.get("members", 0) + s.get("file_audience", 0) for s in entry["segments"].values())
-            for name, entry in report["data_sources"].items()}
-
-
-@dataclass(frozen=True)
-class NightGuard:
-    """What a night is checked against before it is published (built at launch by the nightly job)."""
-
-    previous_partition: str | None  # "dt=YYYY-MM-DD" the night builds on
-    previous_sizes: dict  # audience rows per data source of that night's report ({} without one)
-    allow_shrink: bool = False
-    replaced: tuple[str, ...] = ()  # data sources the run replaces without reading their previous rows
-    previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
-    previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
-
-    @classmethod
-    def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
-        """The guard against the previous published partition (its report's audience sizes); read at
-        launch by the nightly job."""
-        if previous is None:
-            return cls(None, {}, allow_shrink)
-        path = previous.rstrip("/") + "/report.json"
-        try:
-            with FileSystems.open(path) as handle:
-                report = json.loads(handle.read())
-            sizes = audience_sizes(report)
-            # A timestamped name is one delivery; a fixed name may be a file overwritten every night.
-            read = frozenset(f["path"] for entry in report["data_sources"].values() for f in entry.get("files", ())
-                             if f.get("timestamp_ms") is not None)
-        except Exception as exc:  # noqa: BLE001 - one line naming the file
-            raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
-        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
-                   previous_matching=addresses_matching(report))
-
-    def check_new_files(self, files: list) -> None:
-        """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
-        (same path, a timestamp in the name): a ``segments`` glob that does not name the night's
-        files (``{date}``) would apply every earlier delivery again (an old addition over a later
-        removal), or publish last night's full dump as tonight's."""
-        again = sorted(path for _, path in files if path in self.previous_files)
-        if again:
-            raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
-                              "a nightly segments glob names the night's files (e.g. with {date})")
-
-    def replacing_all(self, cfg: JobConfig, files: list) -> "NightGuard | None":
-        """When tonight's ``files`` (listed at launch) hold a full dump for every configured data
-        source and the previous night has no other data source, no previous row survives the night:
-        the guard for a run that does not read the previous state (the run then checks that the
-        files it read still say so). None when some previous rows are carried over, removed or
-        dropped (counted): the run merges."""
-        configured = [ds.name for ds in cfg.data_sources]
-        if set(self.previous_sizes) - set(configured) or set(full_sources(files, cfg)) != set(configured):
-            return None
-        return dataclasses.replace(self, replaced=tuple(configured))
-
-    def check(self, report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
-        """Raise :class:`RunFailed` (one line) when a data source the run replaced without reading
-        its previous rows has no full dump among the files read (they changed since the launch),
-        when a data source's full delivery is empty, its audience shrinks by more than its
-        ``max_shrink`` (a data source no longer configured: to 0), or the share of its addresses
-        that match a profile does (a data source keeping a file audience)."""
-        lost = sorted(set(self.replaced) - set(full_sources(files, cfg)))
-        if lost:
-            raise RunFailed(f"data source(s) {', '.join(lost)}: no full dump among the files read, unlike when the "
-                            "run started (a dump renamed or removed meanwhile?); their previous rows were not read, "
-                            "so nothing was published; rerun")
-        if self.allow_shrink:
-            return
-        problems = []
-        lines = dict((path, stats.lines) for path, stats in file_stats)
-        full: dict[str, list[str]] = {}
-        for name, path in sorted(files):
-            if sync_mode_of(cfg.data_source(name), path) == "full":
-                full.setdefault(name, []).append(path)
-        for name, paths in full.items():
-            if not sum(lines.get(path, 0) for path in paths):
-                problems.append(f"data source '{name}': tonight's full dump ({', '.join(map(posixpath.basename, paths))}) "
-                                "is empty, which would publish an empty audience")
-        sizes = audience_sizes(report)
-        for name, before in sorted(self.previous_sizes.items()):
-            now, limit = sizes.get(name, 0), cfg.shrink_limit(name)
-            if before and now < before * (1 - limit):
-                gone = "" if name in sizes else " (no longer configured: its rows would be dropped)"
-                problems.append(f"data source '{name}'{gone}: the audience would shrink from {before} to {now} rows "
-                                f"against {self.previous_partition}, more than max_shrink={limit:g}")
-        problems += self._matching_problems(report, cfg)
-        if problems:
-            raise RunFailed("; ".join(problems) + "; nothing was published (rerun with --allow-shrink if intended)")
-
-    def _matching_problems(self, report: dict, cfg: JobConfig) -> list[str]:
-        """A source keeping a file audience whose addresses stop matching profiles: a wrong IV turns
-        them into other valid addresses, a wrong key or profile column leaves them unmatched, and
-        all of them land in the file audience, so the audience does not shrink."""
-        problems = []
-        for name, (lines, matched) in sorted(addresses_matching(report).items()):
-            before_lines, before = self.previous_matching.get(name, (0, 0))
-            if min(lines, before_lines) < MIN_MATCHING_LINES or not before:
-                continue
-            share, before_share, limit = matched / lines, before / before_lines, cfg.shrink_limit(name)
-            if share < before_share * (1 - limit):
-                problems.append(f"data source '{name}': {share:.0%} of tonight's addresses match a profile, against "
-                                f"{before_share:.0%} in {self.previous_partition} (more than max_shrink={limit:g} less): "
-                                "a wrong IV or key, or another profile column?")
-        return problems

@@ -1,0 +1,244 @@
+"""Which nights may run, and what a night is checked against before it is published.
+
+Before a night runs (the launch, :mod:`pipelines.nightly`): it has ended (UTC); no published night
+comes after it unless this run republishes every one of them, in order; a rebuild of the nights that
+did not finish is finished first (``ROOT/_rebuild.json``); the previous night was built with the same
+``profiles.id``. :class:`NightGuard`, read at launch from the previous night's report and checked
+before the publish: no dump the previous night imported, no audience that collapses (more than
+``max_shrink`` per data source), no empty full delivery, no file-audience source whose addresses
+stop matching profiles.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.config import JobConfig
+from transforms.errors import ConfigError, RunFailed
+from transforms.incremental import full_sources, read_manifest, sync_mode_of
+from transforms.storage import join_path
+
+
+def check_nights_over(days: list[date], today: date) -> None:
+    """A night is imported once it has ended (UTC): its dumps may not all be there yet, and a
+    partial night, once published, would be skipped by the scheduled run as already published."""
+    late = [day for day in days if day >= today]
+    if late:
+        raise ConfigError(f"dt={late[0].isoformat()} is not over (today is {today.isoformat()} UTC): import a night "
+                          "once it has ended")
+
+
+def check_night_order(days: list[date], published: list[date], force: bool) -> None:
+    """Each night builds on the latest night published before it: importing a night before a
+    published one would leave its changes out of that one and of every night after it. Refused,
+    unless this run (re)publishes every published night after it, in order (``--backfill --force``)."""
+    rerun = set(days) if force else set(days) - set(published)
+    for day in sorted(rerun):
+        after = [d for d in published if d > day and d not in rerun]
+        if after:
+            raise ConfigError(
+                f"dt={day.isoformat()}: dt={after[0].isoformat()} is published after it and was built without it; "
+                f"rebuild the nights in order: --backfill {day.isoformat()}:{published[-1].isoformat()} --force")
+
+
+REBUILD = "_rebuild.json"  # ROOT/_rebuild.json: the nights a --backfill --force still has to republish
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """A rebuild of published nights in order (``--backfill FROM:NEWEST --force``) that has begun:
+    until its last night is republished, the nights after the first one republished were built on
+    an older version of it. Recorded in ``ROOT/_rebuild.json`` before the first night is republished,
+    moved on after each, deleted at the end; while it is there, only a run finishing it may run."""
+
+    root: str
+    next: date  # the first night still to republish
+    through: date  # the newest published night when the rebuild began
+
+    @property
+    def path(self) -> str:
+        return join_path(self.root, REBUILD)
+
+    @classmethod
+    def pending(cls, root: str) -> "Rebuild | None":
+        path = join_path(root, REBUILD)
+        if not FileSystems.exists(path):
+            return None
+        try:
+            with FileSystems.open(path) as handle:
+                doc = json.loads(handle.read())
+            return cls(root, date.fromisoformat(doc["next"]), date.fromisoformat(doc["through"]))
+        except Exception as exc:  # noqa: BLE001 - one line naming the file
+            raise ConfigError(f"{path}: cannot read the record of an unfinished rebuild ({type(exc).__name__}); "
+                              "rebuild the nights from the first one in doubt with --backfill FROM:NEWEST --force, "
+                              "then delete it") from None
+
+    def check_finished_by(self, days: list[date], force: bool) -> None:
+        """Refuse a run that does not republish every night the rebuild still has to."""
+        needed = {self.next + timedelta(days=i) for i in range((self.through - self.next).days + 1)}
+        if not (force and needed <= set(days)):
+            span = f"{self.next.isoformat()}:{self.through.isoformat()}"
+            raise ConfigError(f"the rebuild of dt={self.next.isoformat()}..dt={self.through.isoformat()} did not finish "
+                              f"({self.path}): those nights were built on an older night before them; finish it first: "
+                              f"--backfill {span} --force")
+
+    def record(self) -> None:
+        with FileSystems.create(self.path, mime_type="application/json") as sink:
+            sink.write(json.dumps({"next": self.next.isoformat(), "through": self.through.isoformat()}).encode())
+
+    def after(self, day: date) -> "Rebuild | None":
+        """The rebuild once ``day`` is republished (recorded), or None when it is done (deleted)."""
+        if day >= self.through:
+            FileSystems.delete([self.path])
+            return None
+        moved = dataclasses.replace(self, next=day + timedelta(days=1))
+        moved.record()
+        return moved
+
+
+def rebuild_for(root: str, days: list[date], published: list[date], force: bool) -> Rebuild | None:
+    """The rebuild this run begins or continues: with ``--force``, when a night it republishes has a
+    published night after it (:func:`check_night_order` made sure the run republishes them all)."""
+    pending = Rebuild.pending(root)
+    if pending is not None:
+        pending.check_finished_by(days, force)
+        return pending
+    if force and published and min(days) < published[-1]:
+        return Rebuild(root, min(days), published[-1])
+    return None
+
+
+def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
+    """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
+    names another column would hold each person under both ids (and miss the old ones' removals)."""
+    before = read_manifest(previous).get("profile_id_column")  # None: written before it was recorded
+    if before is not None and before != cfg.profiles.id:
+        name = previous.rstrip("/").rsplit("/", 1)[-1]
+        raise ConfigError(f"profiles.id is '{cfg.profiles.id}', {name} was built with '{before}': its memberships "
+                          "cannot be carried over; deliver full dumps for every data source tonight (nothing is "
+                          "carried), or set profiles.id back")
+
+
+# The share of a file-audience source's addresses that match a profile falls by more than its
+# max_shrink (relative) only on a wrong IV or key, or another profile column; judged on this many lines.
+MIN_MATCHING_LINES = 20
+
+
+def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
+    """``(addresses, of which reconciled)`` per data source that keeps a file audience: lines kept as
+    addresses (reconciled or in the file audience), and those matching a profile."""
+    return {name: (entry["reconciled"] + entry["file_audience"], entry["reconciled"])
+            for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
+
+
+def audience_sizes(report: dict) -> dict[str, int]:
+    """Rows per data source of a night's report: memberships plus file-audience entries."""
+    return {name: sum(s.get("members", 0) + s.get("file_audience", 0) for s in entry["segments"].values())
+            for name, entry in report["data_sources"].items()}
+
+
+@dataclass(frozen=True)
+class NightGuard:
+    """What a night is checked against before it is published (built at launch by the nightly job)."""
+
+    previous_partition: str | None  # "dt=YYYY-MM-DD" the night builds on
+    previous_sizes: dict  # audience rows per data source of that night's report ({} without one)
+    allow_shrink: bool = False
+    replaced: tuple[str, ...] = ()  # data sources the run replaces without reading their previous rows
+    previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
+    previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
+
+    @classmethod
+    def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
+        """The guard against the previous published partition (its report's audience sizes); read at
+        launch by the nightly job."""
+        if previous is None:
+            return cls(None, {}, allow_shrink)
+        path = previous.rstrip("/") + "/report.json"
+        try:
+            with FileSystems.open(path) as handle:
+                report = json.loads(handle.read())
+            sizes = audience_sizes(report)
+            # A timestamped name is one delivery; a fixed name may be a file overwritten every night.
+            read = frozenset(f["path"] for entry in report["data_sources"].values() for f in entry.get("files", ())
+                             if f.get("timestamp_ms") is not None)
+        except Exception as exc:  # noqa: BLE001 - one line naming the file
+            raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
+        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
+                   previous_matching=addresses_matching(report))
+
+    def check_new_files(self, files: list) -> None:
+        """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
+        (same path, a timestamp in the name): a ``segments`` glob that does not name the night's
+        files (``{date}``) would apply every earlier delivery again (an old addition over a later
+        removal), or publish last night's full dump as tonight's."""
+        again = sorted(path for _, path in files if path in self.previous_files)
+        if again:
+            raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
+                              "a nightly segments glob names the night's files (e.g. with {date})")
+
+    def replacing_all(self, cfg: JobConfig, files: list) -> "NightGuard | None":
+        """When tonight's ``files`` (listed at launch) hold a full dump for every configured data
+        source and the previous night has no other data source, no previous row survives the night:
+        the guard for a run that does not read the previous state (the run then checks that the
+        files it read still say so). None when some previous rows are carried over, removed or
+        dropped (counted): the run merges."""
+        configured = [ds.name for ds in cfg.data_sources]
+        if set(self.previous_sizes) - set(configured) or set(full_sources(files, cfg)) != set(configured):
+            return None
+        return dataclasses.replace(self, replaced=tuple(configured))
+
+    def check(self, report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
+        """Raise :class:`RunFailed` (one line) when a data source the run replaced without reading
+        its previous rows has no full dump among the files read (they changed since the launch),
+        when a data source's full delivery is empty, its audience shrinks by more than its
+        ``max_shrink`` (a data source no longer configured: to 0), or the share of its addresses
+        that match a profile does (a data source keeping a file audience)."""
+        lost = sorted(set(self.replaced) - set(full_sources(files, cfg)))
+        if lost:
+            raise RunFailed(f"data source(s) {', '.join(lost)}: no full dump among the files read, unlike when the "
+                            "run started (a dump renamed or removed meanwhile?); their previous rows were not read, "
+                            "so nothing was published; rerun")
+        if self.allow_shrink:
+            return
+        problems = []
+        lines = dict((path, stats.lines) for path, stats in file_stats)
+        full: dict[str, list[str]] = {}
+        for name, path in sorted(files):
+            if sync_mode_of(cfg.data_source(name), path) == "full":
+                full.setdefault(name, []).append(path)
+        for name, paths in full.items():
+            if not sum(lines.get(path, 0) for path in paths):
+                problems.append(f"data source '{name}': tonight's full dump ({', '.join(map(posixpath.basename, paths))}) "
+                                "is empty, which would publish an empty audience")
+        sizes = audience_sizes(report)
+        for name, before in sorted(self.previous_sizes.items()):
+            now, limit = sizes.get(name, 0), cfg.shrink_limit(name)
+            if before and now < before * (1 - limit):
+                gone = "" if name in sizes else " (no longer configured: its rows would be dropped)"
+                problems.append(f"data source '{name}'{gone}: the audience would shrink from {before} to {now} rows "
+                                f"against {self.previous_partition}, more than max_shrink={limit:g}")
+        problems += self._matching_problems(report, cfg)
+        if problems:
+            raise RunFailed("; ".join(problems) + "; nothing was published (rerun with --allow-shrink if intended)")
+
+    def _matching_problems(self, report: dict, cfg: JobConfig) -> list[str]:
+        """A source keeping a file audience whose addresses stop matching profiles: a wrong IV turns
+        them into other valid addresses, a wrong key or profile column leaves them unmatched, and
+        all of them land in the file audience, so the audience does not shrink."""
+        problems = []
+        for name, (lines, matched) in sorted(addresses_matching(report).items()):
+            before_lines, before = self.previous_matching.get(name, (0, 0))
+            if min(lines, before_lines) < MIN_MATCHING_LINES or not before:
+                continue
+            share, before_share, limit = matched / lines, before / before_lines, cfg.shrink_limit(name)
+            if share < before_share * (1 - limit):
+                problems.append(f"data source '{name}': {share:.0%} of tonight's addresses match a profile, against "
+                                f"{before_share:.0%} in {self.previous_partition} (more than max_shrink={limit:g} less): "
+                                "a wrong IV or key, or another profile column?")
+        return problems
