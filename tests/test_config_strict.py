@@ -174,6 +174,25 @@ def test_ordinary_names_and_paths_are_accepted_and_shown(tmp_path, monkeypatch, 
     assert str(info.value).startswith(f"{ref}: ")
 
 
+@pytest.mark.parametrize("ref", ["env:DCM_KMS_KEY_prod_eu1", "env:AWS_KMS_dpid_48213_KEY", "env:IV_FOR_WEB_dpid_48213_v2",
+                                 "env:TTD_Cbc_Iv_Prod_2024", "file:keys/prod/DmpWebCbcIv", "file:vault/aam/webCbcKey_v3",
+                                 "file:keys/aam/dpid-48213/iv_2024Q4", "file:3f2a9c1e-8b7d-4e6f-9a0b-1c2d3e4f5a6b"])
+def test_a_reference_that_reads_as_random_is_a_name_when_it_resolves(tmp_path, monkeypatch, ref):
+    """Names with abbreviations and digits, relative paths, a UUID-named file: some read as key
+    material and were refused, a working config failing. What names a set variable or an existing
+    file is a name; unset or missing, it is not echoed (it may be a key pasted in its place)."""
+    monkeypatch.chdir(tmp_path)
+    kind, _, name = ref.partition(":")
+    key = "00112233445566778899aabbccddeeff"
+    if kind == "env":
+        monkeypatch.setenv(name, key)
+    else:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(key + "\n")
+    assert reference_problem(ref) is None
+    assert load_secret(ref, "hex") == bytes.fromhex(key)
+
+
 def test_random_keys_in_every_pasted_form_read_as_key_material():
     """Seeded: 24- and 32-byte keys are always caught; 16-byte base64 (22 characters) may, about once in
     300, read as words and is then refused only if it is not a valid name (transforms/key_lookalike.py)."""

@@ -79,7 +79,9 @@ def reference_problem(ref: object) -> str | None:
         return None if _secret_version_name(ref) else f"not a key reference: use '{_SECRET_MANAGER_FORM}' ({hidden})"
     if not sep or kind not in ("env", "file"):
         return f"not a key reference: use {REFERENCE_FORMS}, never the secret itself ({hidden})"
-    if looks_like_key_material(name):  # base64/hex in any pasted form, or long random text
+    # base64/hex in any pasted form, or long random text, that names nothing here: a variable name or
+    # a path that does resolve is one, however random it reads (the launch loads every key anyway).
+    if looks_like_key_material(name) and not _resolves(kind, name):
         what = "a variable name" if kind == "env" else "a path"
         return (f"not a key reference: {kind}:<hidden: looks like key material, not {what}>; put the key in an "
                 f"environment variable, a file or a Secret Manager secret and reference it ({REFERENCE_FORMS})")
@@ -88,6 +90,16 @@ def reference_problem(ref: object) -> str | None:
     if kind == "file" and not name.strip():
         return "not a key reference: 'file:' needs a path"
     return None
+
+
+def _resolves(kind: str, name: str) -> bool:
+    """Whether ``env:name`` is a set variable or ``file:name`` an existing file."""
+    if kind == "env":
+        return name in os.environ
+    try:
+        return os.path.isfile(name)
+    except (OSError, ValueError):  # not a path that can be looked at: it does not resolve
+        return False
 
 
 def _ref_label(ref: object) -> str:
