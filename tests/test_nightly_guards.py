@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 from pipelines import nightly
-from transforms.errors import RunFailed
+from transforms.errors import ConfigError, RunFailed
 
 V = {i: str(i) * 38 if i < 10 else f"{i:038d}" for i in range(1, 13)}
 
@@ -408,11 +408,13 @@ def test_a_night_before_a_published_one_is_refused_unless_the_chain_is_rebuilt(t
     dump(tmp_path, "a", "2026-11-22", [f"{V[5]} 10"], mode="iter")
     run(config, root, "--date", "2026-11-20")
     run(config, root, "--date", "2026-11-22")  # 11-21 missed
-    for args in (["--date", "2026-11-21"], ["--date", "2026-11-20", "--force"], ["--backfill", "2026-11-20:2026-11-21"],
+    result = cli(config, root, "--date", "2026-11-21")
+    assert result.returncode == 2, result.stderr
+    assert "dt=2026-11-22 is published after it" in result.stderr and "Traceback" not in result.stderr
+    for args in (["--date", "2026-11-20", "--force"], ["--backfill", "2026-11-20:2026-11-21"],
                  ["--backfill", "2026-11-21:2026-11-22"]):
-        result = cli(config, root, *args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert "dt=2026-11-22 is published after it" in result.stderr and "Traceback" not in result.stderr, args
+        with pytest.raises(ConfigError, match="dt=2026-11-22 is published after it"):
+            run(config, root, *args)
     assert not (root / "dt=2026-11-21").exists()
     run(config, root, "--backfill", "2026-11-21:2026-11-22", "--force")
     assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in (2, 3, 4, 5)}
@@ -536,13 +538,14 @@ def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(t
     saved = {p.name: p.read_bytes() for p in purged.iterdir()}
     for p in purged.iterdir():
         p.unlink()
-    result = cli(config, root, "--backfill", "2026-11-21:2026-11-23", "--force")
-    assert result.returncode == 2 and "no segment dump matches" in result.stderr, result.stderr
-    for args in (["--date", "2026-11-24"], ["--backfill", "2026-11-23:2026-11-24", "--force"]):
-        result = cli(config, root, *args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert "the rebuild of dt=2026-11-22..dt=2026-11-23 did not finish" in result.stderr, result.stderr
-        assert "--backfill 2026-11-22:2026-11-23 --force" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(ConfigError, match="no segment dump matches"):
+        run(config, root, "--backfill", "2026-11-21:2026-11-23", "--force")
+    result = cli(config, root, "--date", "2026-11-24")
+    assert result.returncode == 2, result.stderr
+    assert "the rebuild of dt=2026-11-22..dt=2026-11-23 did not finish" in result.stderr, result.stderr
+    assert "--backfill 2026-11-22:2026-11-23 --force" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(ConfigError, match=r"the rebuild of dt=2026-11-22\.\.dt=2026-11-23 did not finish"):
+        run(config, root, "--backfill", "2026-11-23:2026-11-24", "--force")
     for name, data in saved.items():
         (purged / name).write_bytes(data)
     run(config, root, "--backfill", "2026-11-22:2026-11-23", "--force")
