@@ -632,6 +632,17 @@ def test_key_material_kept_after_setup_shows_in_no_repr_and_refuses_pickling(mon
     assert CbcDecryptor(material.key, material.iv).decrypt(encrypt_cbc(EMAILS[:2], KEY256, IV))[0].to_pylist() == EMAILS[:2]
 
 
+def test_cbc_material_from_plain_bytes_shows_no_key_and_refuses_pickling():
+    from transforms.diagnosis_crypto import CbcMaterial
+
+    material = CbcMaterial(KEY256, IV, {"hex": KEY256})
+    text = repr(material) + str(material)
+    for secret in (KEY256, IV):
+        assert secret.hex() not in text.lower() and _b64(secret) not in text and repr(secret) not in text
+    with pytest.raises(TypeError, match="key material"):
+        pickle.dumps(material)
+
+
 def test_secret_loaded_key_decrypts(monkeypatch):
     monkeypatch.setenv("T_KEY_B64", KEY256_B64)
     monkeypatch.setenv("T_IV_HEX", IV.hex())

@@ -62,6 +62,14 @@ class CbcMaterial(NamedTuple):
     iv: bytes
     keys: dict[str, bytes]  # encoding -> key bytes, where that encoding gives a valid AES key
 
+    def __repr__(self) -> str:
+        return f"CbcMaterial(<key: {len(self.key)} bytes>, <iv: {len(self.iv)} bytes>, encodings={sorted(self.keys)})"
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("CbcMaterial holds key material and cannot be pickled; load it in DoFn.setup()")
+
 
 def load_cbc_material(ds: DataSourceConfig) -> CbcMaterial:
     """Read the data source's key and IV references (the key under every encoding). Reads key
