@@ -339,3 +339,44 @@ def test_the_check_leaves_the_demo_report_unchanged(demo_copy, tmp_path):
     truth = json.loads((DEMO / "expected" / "counts.json").read_text())["web-encrypted-emails"]
     entry = report["data_sources"]["web-encrypted-emails"]
     assert {k: entry[k] for k in truth} == truth
+
+
+def _sms_job(tmp_path, dump: list[str], iv: bytes) -> Path:
+    """An encrypted SMS data source (a file audience) over 20,000 profiles' phones; the IV in a file."""
+    from pathlib import Path as _Path
+
+    import pyarrow.parquet as pq
+
+    population = phones(20_000, 1)
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(population))], "mobile": population}),
+                   tmp_path / "profiles.parquet")
+    (tmp_path / "key.hex").write_text(KEY.hex() + "\n")
+    (tmp_path / "iv.hex").write_text(iv.hex() + "\n")
+    (tmp_path / "dumps").mkdir(exist_ok=True)
+    (tmp_path / "dumps" / "ftp_1_9_full_1795305600000.sync").write_text(
+        "".join(f"{t} 501\n" for t in encrypt_cbc(dump, KEY, IV)))
+    job = {"profiles": {"path": "profiles.parquet", "email": None, "visitor_ids": None},
+           "data_sources": [{"name": "sms", "dpid": 9, "segments": "dumps/*", "id_type": "declared",
+                             "declared": "encrypted", "match_on": "phone", "channel": "sms",
+                             "encryption": {"key": f"file:{tmp_path / 'key.hex'}", "key_encoding": "hex",
+                                            "iv": f"file:{tmp_path / 'iv.hex'}", "iv_encoding": "hex"}}]}
+    (tmp_path / "job.yaml").write_text(json.dumps(job))
+    return _Path(tmp_path / "job.yaml")
+
+
+def test_an_iv_typo_that_swaps_country_codes_fails_the_import(tmp_path):
+    """IV byte 1 XOR 7 (one hex digit mistyped) turns +33 numbers into +43 ones and +44 into +34: other
+    valid numbers, all published in the file audience, none matching a profile. The byte histogram
+    alone gains too little (+33/+44 are both common); with almost no decrypted number matching, the
+    run fails. The right IV, and a dump of strangers (a prospect list: nothing matches), publish."""
+    population, strangers = phones(20_000, 1), phones(3000, 7)
+    typo = bytearray(IV)
+    typo[1] ^= 0x07
+    out = tmp_path / "o"
+    result = run_import_cli(_sms_job(tmp_path, a_dump(population, strangers, 3000), bytes(typo)), out)
+    assert_failed_cleanly(result, out, "data source 'sms'", "byte position 1", "wrong IV?")
+    (tmp_path / "iv.hex").write_text(IV.hex() + "\n")
+    assert run_import_cli(tmp_path / "job.yaml", tmp_path / "right").returncode == 0
+    (tmp_path / "dumps" / "ftp_1_9_full_1795305600000.sync").write_text(
+        "".join(f"{t} 501\n" for t in encrypt_cbc(strangers, KEY, IV)))
+    assert run_import_cli(tmp_path / "job.yaml", tmp_path / "prospects").returncode == 0

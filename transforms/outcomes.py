@@ -40,6 +40,7 @@ class Metric(StrEnum):
     PROFILE_KEYS_SHUFFLED = "profile_keys_shuffled"
     PROFILE_VALUES_WITHOUT_KEY = "profile_values_without_key"
     FIRST_BLOCKS_CHECKED = "first_blocks_checked"  # AES-CBC: decrypted IDs whose first block the IV check saw
+    IV_SUSPECT = "iv_suspect"  # AES-CBC: a position that looks weakly XORed; detail: it; n: the gain, in 1/1000
     CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
     DROPPED = "dropped"  # nightly: previous rows of a data source no longer configured; detail: the output

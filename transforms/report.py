@@ -31,6 +31,10 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         if previous:  # nightly: rows kept from / removed from the previous night's state
             entry["previous_state"] = dict(sorted(previous.items()))
         entry["reconciled"] = counts.get(Metric.RECONCILED, name)
+        suspect = counts.details(Metric.IV_SUSPECT, name)
+        if suspect:  # the IV check's suspicion (transforms/iv_check.py), judged with the match rate below
+            position, gain = max(suspect.items(), key=lambda kv: (kv[1], kv[0]))
+            entry["iv_suspect"] = {"position": int(position), "overlap_gain": gain / 1000}
         entry["file_audience"] = counts.get(Metric.FILE_AUDIENCE, name)
         if ds.keeps_file_audience:  # file-audience entries withheld (suppressed addresses), not a line category
             entry["suppressed"] = counts.get(Metric.SUPPRESSED, name)
@@ -71,6 +75,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
         _check_format_errors(name, entry, ds.max_format_error_ratio)
         if ds.decrypts:
             _check_decryption(name, entry, ds.max_decrypt_failure_ratio)
+            _check_iv_suspect(name, entry)
     if not report["profiles_read"] and not cfg.profiles.allow_empty_profiles:
         raise RunFailed(
             f"profiles: no profile was read from '{cfg.profiles.path}' (a header-only or empty extract?); "
@@ -129,6 +134,24 @@ def _check_decryption(name: str, entry: dict, ratio: float) -> None:
     raise RunFailed(
         f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
         f"({limit} max_decrypt_failure_ratio={ratio}); {_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
+    )
+
+
+# A suspicion of the IV check fails the run when fewer than this share of at least MIN_SUSPECT_IDS
+# decrypted IDs match a profile: an IV typo turns them into other valid IDs, which match nobody.
+MAX_SUSPECT_MATCH_SHARE = 0.02
+MIN_SUSPECT_IDS = 100
+
+
+def _check_iv_suspect(name: str, entry: dict) -> None:
+    suspect = entry.get("iv_suspect")
+    decrypted = entry["reconciled"] + entry["file_audience"] + entry["unmatched"]
+    if not suspect or decrypted < MIN_SUSPECT_IDS or entry["reconciled"] >= MAX_SUSPECT_MATCH_SHARE * decrypted:
+        return
+    raise RunFailed(
+        f"data source '{name}': {entry['reconciled']} of {decrypted} decrypted IDs match a profile, and byte position "
+        f"{suspect['position']} of the decrypted IDs looks XORed by one value (an IV typo turns IDs into other valid "
+        "ones, which match nobody): wrong IV? Nothing was published"
     )
 
 
