@@ -28,9 +28,15 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.options import keep_elements_out_of_logs, only_stages, pipeline_options, warn_about_worker_keys
+from pipelines.options import (
+    keep_elements_out_of_logs,
+    only_stages,
+    pipeline_options,
+    unknown_options,
+    warn_about_worker_keys,
+)
 from transforms import element_sizes, progress  # noqa: F401 - element_sizes: the PCollections' coder
-from transforms.config import JobConfig, load_config
+from transforms.config import ConfigError, JobConfig, load_config
 from transforms.errors import AudienceSyncError, RunFailed
 from transforms.html_report import PAGE
 from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir
@@ -70,6 +76,10 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     ConfigError) and may return the config narrowed to what the job uses (whose key references are
     then the ones the worker-key warning looks at)."""
     keep_elements_out_of_logs()
+    unknown = unknown_options(beam_args)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's; a job flag is "
+                          f"spelled with dashes: {', '.join(u.replace('_', '-') for u in unknown)})")
     cfg = load_config(config_path)
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)

@@ -31,6 +31,25 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
+def unknown_options(beam_args: list[str]) -> list[str]:
+    """The flags among ``beam_args`` (what the job's parser left) that no Beam option knows: Beam
+    would drop them with a warning. A job flag spelled with underscores (as Flex Template parameters
+    and Airflow's beam_options arrive: ``--data_source``) is one, and dropping it ran the job as if it
+    were not given."""
+    import logging
+
+    options = PipelineOptions(beam_args)
+    beam = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam.level
+    beam.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: the caller says it in one line
+    try:
+        known = options.get_all_options()
+        given = options.get_all_options(retain_unknown_options=True)
+    finally:
+        beam.setLevel(level)
+    return sorted(f"--{name}" for name in set(given) - set(known))
+
+
 def only_stages(options: PipelineOptions) -> bool:
     """True when the runner only builds/stages the job (``--dry_run``, ``--template_location``: a
     Dataflow template or a Flex Template launch) and nothing runs now, so there is no report yet."""

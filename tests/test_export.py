@@ -549,3 +549,11 @@ def test_gcm_encryptor_refuses_a_ring_without_an_active_key_and_pickling():
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(encryptor)
     assert encryptor.encrypt(pa.array(["a@b.c"])) == encryptor.encrypt(pa.array(["a@b.c"]))
+
+
+def test_a_job_flag_spelled_with_underscores_is_refused_not_dropped(job, tmp_path):
+    """Flex Template parameters and Airflow's beam_options come with underscores: --data_source went to
+    Beam, which dropped it with a warning, and the export went through the default data source."""
+    with pytest.raises(ConfigError, match=r"unknown option\(s\): --data_source, --segment_id \(.*--data-source"):
+        export(job, tmp_path / "targets.csv", tmp_path / "o", "--data_source", "hashed", "--segment_id", 24)
+    assert not (tmp_path / "o").exists()
