@@ -83,8 +83,23 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     cfg = load_config(config_path)
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)
+    _check_runner(options)
     warn_about_worker_keys(used, options)
     return Started(cfg, options)
+
+
+def _check_runner(options) -> None:
+    """A runner name Beam does not know is the operator's mistake (exit 2), found before any output
+    folder is touched."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import create_runner
+
+    name = options.view_as(StandardOptions).runner
+    try:
+        create_runner(name)
+    except (ValueError, ImportError):
+        raise ConfigError(f"--runner: {name!r} is not a Beam runner (e.g. FnApiRunner, the local one; "
+                          "DataflowRunner; FlinkRunner)") from None
 
 
 def new_run_dir(parent: str, prefix: str = "_incomplete-") -> str:

@@ -186,6 +186,9 @@ def run(argv=None) -> list[dict]:
     except Exception:  # noqa: BLE001
         raise ConfigError(f"{known.config}: cannot read the config") from None
     job = launch.start(known.config, beam_args, lambda cfg: None)  # inputs are checked per night, dates filled
+    if only_stages(job.options) and len(days) > 1:
+        raise ConfigError("--backfill stages one job per night, and a template or a --dry_run holds one: stage "
+                          "one night at a time (--date), each after the night before it has run")
     root = known.root.rstrip("/")
     results = []
     # One nightly run per root at a time (nights build on each other): the lock is the root's.

@@ -94,6 +94,16 @@ def extra_beam_options(text: str) -> dict:
     return extra
 
 
+RUNNERS = ("FnApiRunner", "DataflowRunner")  # the local runner the project pins, and Dataflow
+
+
+def check_runner(runner: str) -> None:
+    """The runner the Variable names must be one the project runs on: DirectRunner first tries to
+    download Prism (README, "Local runner"), and a misspelled name ran whatever Beam made of it."""
+    if runner not in RUNNERS:
+        raise ValueError(f"Variable audience_sync_runner: {runner!r} is not one of {', '.join(RUNNERS)}")
+
+
 def check_night_is_over(night: str, now: datetime | None = None) -> None:
     """Refuse a night that has not ended (UTC): its dumps are not complete, and a partial publish
     would make the night's scheduled run skip it as "already published"."""
@@ -120,6 +130,7 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
 
         def execute(self, context):
             check_night_is_over(self.pipeline_options["date"])
+            check_runner(self.runner)
             self.pipeline_options = {**self.pipeline_options, **extra_beam_options(self.beam_options)}
             return super().execute(context)
 
@@ -129,7 +140,10 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
         start_date=datetime(2026, 11, 1, tzinfo=timezone.utc),  # the first night imported
         catchup=True,  # missed nights run in order, each after the previous one
         max_active_runs=1,  # incremental nights depend on the previous published night
-        default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
+        # A failed night blocks the next ones until it succeeds: the job does not see a gap, so the
+        # next night would build on the night before the failed one and miss its changes (and the job
+        # then refuses the late night unless the chain is rebuilt with --backfill ... --force).
+        default_args={"retries": 2, "retry_delay": timedelta(minutes=10), "depends_on_past": True},
     ) as dag:
         NightlyImportOperator(
             task_id=TASK_ID,

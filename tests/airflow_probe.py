@@ -20,7 +20,7 @@ def main(dags_folder: str) -> None:
         found["task"] = {
             "operator": [cls.__name__ for cls in type(task).__mro__],
             "py_file": task.py_file, "py_options": task.py_options, "deferrable": task.deferrable,
-            "template_fields": list(task.template_fields),
+            "template_fields": list(task.template_fields), "depends_on_past": task.depends_on_past,
         }
         found["dag"] = {"catchup": dag.catchup, "max_active_runs": dag.max_active_runs}
         # What the scheduler does with the DAG: the serialized form it schedules from.

@@ -79,6 +79,8 @@ def test_dagbag_loads_the_dag_and_the_scheduler_imports_the_night_before(airflow
     task = found["task"]
     assert "BeamRunPythonPipelineOperator" in task["operator"]
     assert (task["py_options"], task["py_file"], task["deferrable"]) == (["-m"], "pipelines.nightly", False)
+    # A failed night blocks the next ones: published on top of the gap, the next night missed its changes.
+    assert task["depends_on_past"] is True
     assert {"py_interpreter", "runner", "pipeline_options"} <= set(task["template_fields"])
     assert found["dag"] == {"catchup": True, "max_active_runs": 1}
     assert found["timetable"] == "CronDataIntervalTimetable"
@@ -158,6 +160,16 @@ def test_beam_options_variable_may_not_override_what_the_dag_sets():
                        ("{temp_location: 1}", "not JSON"), ('{"labels": ["a=b"]}', '"labels" must be a JSON object')]:
         with pytest.raises(ValueError, match=re.escape(says)):
             dag_module.extra_beam_options(text)
+
+
+def test_the_runner_is_one_the_dag_runs_on():
+    """The audience_sync_runner Variable: DirectRunner tries to download Prism first (and, where it
+    can, runs a runner nobody tested); a typo ran whatever Beam made of it."""
+    for runner in ("FnApiRunner", "DataflowRunner"):
+        dag_module.check_runner(runner)
+    for runner in ("DirectRunner", "FnApiRuner", ""):
+        with pytest.raises(ValueError, match="Variable audience_sync_runner: "):
+            dag_module.check_runner(runner)
 
 
 def test_a_night_is_imported_only_once_it_is_over():

@@ -552,3 +552,11 @@ def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(t
     run(config, root, "--date", "2026-11-24")
     assert members(root, "2026-11-24") == {("a", "10", f"p{i}") for i in range(2, 10)}
     assert not (root / "_rebuild.json").exists()
+
+
+def test_a_staged_backfill_is_refused(tmp_path):
+    """A template (Flex launch, --template_location) or a --dry_run stages one job: a backfill staged
+    each night into it, and the job launched ran the last night only, built without the others."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    with pytest.raises(ConfigError, match="--backfill stages one job per night"):
+        run(config, root, "--backfill", "2026-11-20:2026-11-22", "--dry_run=True")

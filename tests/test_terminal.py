@@ -161,3 +161,12 @@ def test_an_arrow_error_in_a_dofn_leaves_no_input_data_on_stderr(tmp_path):
     debug = subprocess.run([sys.executable, "-c", code, *args, "--debug"], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert debug.returncode == 1 and secret in debug.stderr  # asked for: the whole traceback
+
+
+def test_a_misspelled_runner_is_a_configuration_error_and_touches_no_output(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(DEMO / "job.yaml"),
+                             "--output", str(tmp_path / "o"), "--runner=FnApiRuner"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "--runner: 'FnApiRuner' is not a Beam runner" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
