@@ -375,8 +375,12 @@ def test_an_iv_typo_that_swaps_country_codes_fails_the_import(tmp_path):
     out = tmp_path / "o"
     result = run_import_cli(_sms_job(tmp_path, a_dump(population, strangers, 3000), bytes(typo)), out)
     assert_failed_cleanly(result, out, "data source 'sms'", "byte position 1", "wrong IV?")
+    from pipelines import import_audience
+
     (tmp_path / "iv.hex").write_text(IV.hex() + "\n")
-    assert run_import_cli(tmp_path / "job.yaml", tmp_path / "right").returncode == 0
+    report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "right")])
+    assert report["data_sources"]["sms"]["reconciled"] == 2100
     (tmp_path / "dumps" / "ftp_1_9_full_1795305600000.sync").write_text(
         "".join(f"{t} 501\n" for t in encrypt_cbc(strangers, KEY, IV)))
-    assert run_import_cli(tmp_path / "job.yaml", tmp_path / "prospects").returncode == 0
+    report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "prospects")])
+    assert (report["data_sources"]["sms"]["reconciled"], report["data_sources"]["sms"]["file_audience"]) == (0, 3000)
