@@ -21,6 +21,7 @@ from transforms.errors import InputError, RunFailed
 from transforms.export import export_config, export_spec
 from transforms.export_classify import (
     CANDIDATE_SCHEMA,
+    DESIRED_SCHEMA,
     EARLIER,
     EARLIER_SCHEMA,
     PROFILES,
@@ -334,7 +335,7 @@ def test_a_removed_user_id_takes_the_first_reason_of_its_profiles_and_blockers()
     held = pa.table({"profile_id": ["a", "b"], "user_id": ["u1", "u2"],
                      "reason": pa.array([Removal.SUPPRESSED.code, Removal.UNTARGETED.code], pa.int8())})
     blocked = pa.table({"user_id": ["u1", "u2"], "status": pa.array([1, 1], pa.int8())})  # consent unknown
-    decision = decide(pa.table({"profile_id": pa.array([], pa.string()), "user_id": pa.array([], pa.string())}),
+    decision = decide(DESIRED_SCHEMA.empty_table(),
                       held, blocked, pa.table({"user_id": pa.array([], pa.string()), "trait": pa.array([], pa.string())}),
                       Traits("d_sid=7", "d_unsid=7"))
     assert sorted(decision.removed["reason"].to_pylist()) == ["consent_unknown", "suppressed"]

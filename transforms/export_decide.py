@@ -128,7 +128,7 @@ def _sync_lines(added: pa.Array, removed: pa.Array, traits: Traits) -> pa.Table:
 
 
 def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Table, traits: Traits) -> Decision:
-    """One shard of user IDs: see the module's docstring."""
+    """One shard of user IDs (``desired``: :data:`DESIRED_SCHEMA`): see the module's docstring."""
     wanted = _unique(desired["user_id"])
     blocked_ids = _unique(blocked["user_id"])
     withheld = _mask(pc.is_in(wanted, value_set=blocked_ids))
@@ -146,7 +146,7 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
     sent = desired.filter(pc.is_in(desired["user_id"], value_set=members if traits.overwrite else added))
     fate = np.where(_mask(pc.is_in(desired["user_id"], value_set=added)), ADDED_FATE,
                     np.where(_mask(pc.is_in(desired["user_id"], value_set=members)), UNCHANGED_FATE, WITHHELD_FATE))
-    only = _mask(desired["only"]) if "only" in desired.column_names else np.zeros(desired.num_rows, bool)
+    only = _mask(desired["only"])
     fates = pa.table({"profile_id": desired["profile_id"], "fate": pa.array(fate.astype(np.int8))},
                      schema=FATE_SCHEMA).filter(pa.array(~only))
     decided = np.bincount(fate[only], minlength=len(FATE_OUTCOMES))  # a profile's only pair decides it here

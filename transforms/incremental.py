@@ -46,7 +46,8 @@ REMOVE = "remove"
 class ReadParquetFolder(beam.DoFn):
     """A published output folder of Parquet parts -> ``(tag, table)`` per part (no file: nothing).
     Each part must be one its partition's ``_SUCCESS`` lists, with the bytes (sha256) and rows it
-    lists, and every listed part with rows must be there: otherwise the run fails naming the part
+    lists (rows only where it records the bucketing), and every listed part must be there: otherwise
+    the run fails naming the part
     (a missing part would silently drop its rows). With ``schema``, a nullable column a part lacks
     (an output that gained it since that night) is added as nulls.
 
