@@ -224,6 +224,19 @@ def test_export_page_shows_every_count_of_its_report_and_extra_ones():
     assert_self_contained(html)
 
 
+def test_export_page_shows_no_id_or_state_version_as_a_count():
+    """target_dpid and the export state's version numbers are ids, not counts: shown as counts they
+    made a '54,321' row whose bar dwarfed every real count's."""
+    report = {"job": "export", "run_date": "2026-11-22", "audience": "A", "segment": "d_sid=1", "mode": "sync",
+              "data_source": "gaid", "dpid": 20914, "target_dpid": 54321, "id_type": "visitor", "targets_path": "t.csv",
+              "existing": [], "state_folder": "state", "state_previous_version": 3, "state_version": 4,
+              "state_replaced_version": 2, "state_expected_pairs": 10, "targets": 7, "exported": 4, "lines": 4,
+              "nothing_to_send": False, "files": [], "control_file": None}
+    got = {row[1] for _, row, _ in shown(render_run(report)) if row}
+    assert got == {"state_expected_pairs", "targets", "exported", "lines"}
+    assert "target dpid 54321" in render_run(report)  # said where the dpid is
+
+
 def test_export_run_writes_its_page(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     import test_export as t

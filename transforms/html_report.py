@@ -64,8 +64,8 @@ def _width(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}" if whole else "0"
 
 
-# Numbers in an export report that are not counts.
-_NOT_COUNTS = {"dpid"}
+# Numbers in an export report that are not counts: ids and the export state's version numbers.
+_NOT_COUNTS = {"dpid", "target_dpid", "state_previous_version", "state_version", "state_replaced_version"}
 
 
 # -------------------------------------------------------------------------------------------------
