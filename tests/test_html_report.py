@@ -64,6 +64,7 @@ def expected_figures(report: dict) -> dict[tuple, str]:
                  "valid_ids": to_add - e["invalid_ids"], "matched": e["reconciled"]}
         if e["decrypts"]:
             steps["decrypted"] = to_add - sum(e["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
+        if "suppressed" in e or e["file_audience"]:  # keeps a file audience (or some lines went there)
             steps["file_audience"] = e["file_audience"]
         for step, value in steps.items():
             want[(name, ("data-step", step), step)] = f"{value:,}"
@@ -178,6 +179,27 @@ def test_a_finding_says_would_match_and_a_decryption_finding_would_decrypt():
     assert "310 of 5,000 sampled lines without a match would match" in text(hashed)
     assert "20 of 20 sampled lines without a match would decrypt" in text(encrypted)
     assert "unmatched IDs" not in text(html)
+
+
+def test_a_source_with_force_reconciliation_keeps_no_file_audience_on_its_page():
+    """An encrypted email source with force_reconciliation: true decrypts but keeps no file audience
+    (report.json: no ``suppressed``, as night_guard reads it): its lines without a profile are
+    unmatched, and the page said "unmatched or kept in the file audience" and "kept in the file
+    audience 0". A source that keeps one shows the row, also at 0."""
+    report = _import_report()
+    forced = report["data_sources"]["web-encrypted-emails"]
+    forced["unmatched"], forced["file_audience"] = forced["file_audience"], 0
+    for segment in forced["segments"].values():
+        segment.pop("file_audience")
+    forced.pop("suppressed", None)
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    section = html[html.index('id="ds-web-encrypted-emails"'):]
+    assert 'data-step="file_audience"' not in section and "kept in the file audience" not in section
+    kept = copy.deepcopy(report)
+    kept["data_sources"]["web-encrypted-emails"]["suppressed"] = 0
+    section = render_run(kept)[html.index('id="ds-web-encrypted-emails"'):]
+    assert 'data-step="file_audience"' in section and "unmatched or kept in the file audience" in section
 
 
 def test_everything_from_the_report_is_escaped():

@@ -95,8 +95,11 @@ def funnel(entry: dict) -> list[Step]:
 
 
 def keeps_file_audience(entry: dict) -> bool:
-    """Whether the data source's unmatched addresses go to the file audience (or some did)."""
-    return bool(entry[Category.FILE_AUDIENCE] or file_audience_entries(entry) or entry.get("decrypts"))
+    """Whether the data source's unmatched addresses go to the file audience (or some did). The
+    report writes ``suppressed`` for exactly the sources that keep one: an encrypted email/SMS
+    source with ``force_reconciliation`` decrypts but keeps none (its lines without a profile are
+    unmatched)."""
+    return bool(entry[Category.FILE_AUDIENCE] or file_audience_entries(entry) or "suppressed" in entry)
 
 
 def rejected_reasons(entry: dict) -> list[Rejection]:
