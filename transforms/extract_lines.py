@@ -11,12 +11,12 @@ import csv
 import io
 import json
 
-from apache_beam.io.filesystems import FileSystems
+from transforms.storage import open_decompressed
 
 
 def csv_line_of_row(path: str, row: int) -> int | None:
     """The line (from 1) where data record ``row`` (from 0, the header not counted) starts."""
-    with FileSystems.open(path) as handle:
+    with open_decompressed(path) as handle:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="replace", newline="")
         reader = csv.reader(text)
         previous_end, seen_header, index = 0, False, 0
@@ -36,7 +36,7 @@ def csv_line_of_row(path: str, row: int) -> int | None:
 
 def jsonl_line_of_row(path: str, row: int) -> int | None:
     """The line (from 1) of JSON record ``row`` (from 0; blank lines are not records)."""
-    with FileSystems.open(path) as handle:
+    with open_decompressed(path) as handle:
         index = 0
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():

@@ -2,6 +2,7 @@
 lists files, so they all sort and fail the same way."""
 from __future__ import annotations
 
+import io
 import posixpath
 
 import apache_beam as beam
@@ -23,6 +24,91 @@ def open_for_arrow(path: str):
     import pyarrow as pa
 
     return FileSystems.open(path) if "://" in path else pa.memory_map(path)
+
+
+def open_decompressed(path: str):
+    """``path`` opened for reading, decompressed by its extension as Beam's ``FileSystems.open``
+    does (``.gz``, ``.bz2``, ``.xz``/``.lzma``, ``.zst``/``.zstd``), by readers that check the end
+    of each stream: one cut short fails naming the file (:class:`InputError`). Beam's own
+    decompressors return the bytes up to the cut as the whole file (a profile extract copied half
+    way read as its first half, no error), and Arrow's CSV reader cannot read through them. Other
+    files: ``FileSystems.open``."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    kind = CompressionTypes.detect_compression_type(path)
+    if kind not in _STREAM_NAMES:
+        return FileSystems.open(path)
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return io.BufferedReader(_CheckedStream(path, kind, raw), 1 << 20)
+
+
+_STREAM_NAMES = {"gzip": "gzip", "bzip2": "bzip2", "lzma": "xz", "zstd": "zstd"}  # Beam's CompressionTypes
+
+
+class _CheckedStream(io.RawIOBase):
+    """A compressed file's decompressed bytes; a stream cut short or corrupt is an InputError."""
+
+    def __init__(self, path: str, kind: str, raw):
+        import bz2
+        import lzma
+
+        from isal import igzip
+
+        self._path, self._name, self._raw = path, _STREAM_NAMES[kind], raw
+        opener = {"gzip": lambda f: igzip.IGzipFile(fileobj=f, mode="rb"), "bzip2": bz2.BZ2File,
+                  "lzma": lzma.LZMAFile, "zstd": _ZstdFrames}[kind]
+        self._stream = opener(raw)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            data = self._stream.read(len(buffer))
+        except EOFError:
+            raise InputError(self._path, f"{self._name} stream cut short (the file ends before its end-of-stream "
+                                         "marker): a partial copy?") from None
+        except Exception as exc:  # noqa: BLE001 - zlib/ISA-L, bz2 (OSError), lzma, zstd errors: one line
+            raise InputError(self._path, f"corrupt {self._name} stream ({type(exc).__name__})") from None
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        if not self.closed:
+            try:
+                self._stream.close()
+            finally:
+                self._raw.close()
+                super().close()
+
+
+class _ZstdFrames:
+    """zstd frames end to end, decompressed; the last one cut short raises EOFError (zstandard's
+    stream reader ends quietly where the bytes do)."""
+
+    def __init__(self, raw):
+        import zstandard
+
+        self._raw, self._context = raw, zstandard.ZstdDecompressor()
+        self._frame, self._input, self._output = None, b"", b""
+
+    def read(self, n: int) -> bytes:
+        while not self._output:
+            data, self._input = self._input or self._raw.read(1 << 20), b""
+            if not data:
+                if self._frame is not None and not self._frame.eof:
+                    raise EOFError("zstd frame cut short")
+                return b""
+            if self._frame is None or self._frame.eof:
+                self._frame = self._context.decompressobj()
+            self._output = self._frame.decompress(data)
+            if self._frame.eof:
+                self._input = self._frame.unused_data
+        data, self._output = self._output[:n], self._output[n:]
+        return data
+
+    def close(self):
+        self._output = b""
 
 
 def glob(pattern: str, missing_ok: bool = False) -> list[str]:
