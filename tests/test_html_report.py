@@ -68,6 +68,8 @@ def expected_figures(report: dict) -> dict[tuple, str]:
             steps["file_audience"] = e["file_audience"]
         for step, value in steps.items():
             want[(name, ("data-step", step), step)] = f"{value:,}"
+        if e.get("suppressed"):
+            want[(name, None, "suppressed")] = f"{e['suppressed']:,}"
         for reason, n in e["rejected_by_reason"].items():
             want[(name, ("data-reason", reason), "reason")] = f"{n:,}"
         for segment, s in e["segments"].items():
@@ -200,6 +202,18 @@ def test_a_source_with_force_reconciliation_keeps_no_file_audience_on_its_page()
     kept["data_sources"]["web-encrypted-emails"]["suppressed"] = 0
     section = render_run(kept)[html.index('id="ds-web-encrypted-emails"'):]
     assert 'data-step="file_audience"' in section and "unmatched or kept in the file audience" in section
+
+
+def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():
+    """report.json counts the file-audience entries a suppression list withheld (``suppressed``); the
+    page did not show them, so the entries written were fewer than the lines kept with no word why."""
+    report = _import_report()
+    report["data_sources"]["web-encrypted-emails"]["suppressed"] = 28
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    assert shown(html)[("web-encrypted-emails", None, "suppressed")] == "28"
+    report["data_sources"]["web-encrypted-emails"]["suppressed"] = 0
+    assert ("web-encrypted-emails", None, "suppressed") not in shown(render_run(report))
 
 
 def test_everything_from_the_report_is_escaped():
