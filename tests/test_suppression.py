@@ -113,6 +113,23 @@ def test_suppression_lists_compile_per_data_source_and_name_a_bad_line(tmp_path)
         Suppressor([read_suppression_file(str(path), cfg.suppression[0])], cfg.data_sources[0])
 
 
+
+def test_a_gzip_suppression_list_cut_short_fails_naming_the_file(tmp_path):
+    """Beam's gzip reader returned the bytes up to a cut as the whole list: the addresses after it
+    were not suppressed (shared), with no error."""
+    import gzip
+
+    from transforms.config import SuppressionList
+
+    path = tmp_path / "dns.txt.gz"
+    first, second = ("".join(f"{who}{i}@example.com\n" for i in range(1000)).encode() for who in ("a", "b"))
+    path.write_bytes(gzip.compress(first) + gzip.compress(second))
+    entry = SuppressionList(path=str(path), kind="email")
+    assert len(read_suppression_file(str(path), entry).values) == 2000
+    path.write_bytes(gzip.compress(first) + gzip.compress(second)[:10])  # a copy cut short after the first member
+    with pytest.raises(InputError, match=r"dns\.txt\.gz: gzip stream cut short"):
+        read_suppression_file(str(path), entry)
+
 def test_a_suppression_list_needs_its_profile_column():
     from transforms.config import ConfigError
 

@@ -21,7 +21,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import plain_array
 from transforms.config import DataSourceConfig, JobConfig, SuppressionList
@@ -29,7 +28,7 @@ from transforms.errors import InputError
 from transforms.digests import hash_keys
 from transforms.normalize import canonical_digests, normalize_keys
 from transforms.outcomes import COUNTS, Metric, count
-from transforms.storage import glob
+from transforms.storage import glob, open_decompressed
 
 
 class SuppressionEntries(NamedTuple):
@@ -44,7 +43,7 @@ class SuppressionEntries(NamedTuple):
 
 def read_suppression_file(path: str, entry: SuppressionList) -> SuppressionEntries:
     try:
-        with FileSystems.open(path) as handle:  # .gz is decompressed by its extension
+        with open_decompressed(path) as handle:  # .gz is decompressed by its extension; one cut short fails
             data = handle.read()
         text = data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
