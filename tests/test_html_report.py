@@ -216,6 +216,21 @@ def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():
     assert ("web-encrypted-emails", None, "suppressed") not in shown(render_run(report))
 
 
+def test_a_nights_page_names_the_data_sources_whose_rows_it_dropped():
+    """A night run with --allow-shrink after a data source left the config drops its previous rows
+    (report.json: removed_data_sources); the terminal said so, the page did not mention it at all."""
+    report = _import_report()
+    report["removed_data_sources"] = {"old-crm": {"action": "dropped", "reconciled_dropped": 1234,
+                                                  "file_audience_dropped": 5}}
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    got = shown(html)
+    assert got[(None, ("data-key", "old-crm.reconciled_dropped"), "reconciled_dropped")] == "1,234"
+    assert got[(None, ("data-key", "old-crm.file_audience_dropped"), "file_audience_dropped")] == "5"
+    assert "no longer configured" in html
+    assert "no longer configured" not in render_run(_import_report())
+
+
 def test_everything_from_the_report_is_escaped():
     report = _import_report()
     entry = report["data_sources"]["crm-plain"]

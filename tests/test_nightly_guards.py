@@ -181,6 +181,7 @@ def test_a_removed_data_source_is_reported_and_its_rows_dropped_only_when_allowe
     assert result["report"]["removed_data_sources"] == {"b": {"action": "dropped", "reconciled_dropped": 4}}
     assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(1, 13)}
     assert any("b: no longer configured" in line for line in nightly.summary_lines([result]))
+    assert 'data-key="b.reconciled_dropped"' in (root / "dt=2026-11-22" / "report.html").read_text()  # the page too
 
 
 def test_previous_rows_of_a_source_with_a_full_dump_tonight_are_not_read(tmp_path):
