@@ -231,6 +231,19 @@ def test_a_nights_page_names_the_data_sources_whose_rows_it_dropped():
     assert "no longer configured" not in render_run(_import_report())
 
 
+def test_data_sources_named_a_dot_b_and_a_underscore_b_get_their_own_section_links():
+    """Config names may hold '.', which the page's ids turned into '_': two sections had the id
+    ``ds-a_b`` and the overview's link of 'a.b' opened the section of 'a_b'."""
+    report = _import_report()
+    sources = report["data_sources"]
+    sources["a.b"], sources["a_b"] = sources.pop("visitors"), sources.pop("crm-plain")
+    tags = elements(render_run(report))
+    ids = [a["id"] for _, a in tags if a.get("id", "").startswith("ds-")]
+    assert len(ids) == len(set(ids)) == len(sources)
+    links = {a["href"] for _, a in tags if a.get("href", "").startswith("#ds-")}
+    assert links == {f"#{i}" for i in ids}
+
+
 def test_everything_from_the_report_is_escaped():
     report = _import_report()
     entry = report["data_sources"]["crm-plain"]

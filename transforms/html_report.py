@@ -94,8 +94,9 @@ def _source_view(name: str, entry: dict) -> dict:
 
 
 def _anchor(name: str) -> str:
-    """An id-safe fragment for a data source name (config names are already simple; be safe anyway)."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    """An id-safe fragment for a data source name (config names are already simple; be safe anyway).
+    '.' is kept: config names may hold it, and 'a.b' and 'a_b' must not share an id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _export_counts(report: dict) -> tuple[list[tuple[str, int]], dict[str, dict]]:
