@@ -173,6 +173,55 @@ def test_ids_stored_as_floats_with_gaps_count_nan_as_missing(tmp_path):
     assert str(info.value) == f"{path}: 2 profile(s) have an empty 'profile_id'"
 
 
+
+def test_ids_stored_as_floats_read_as_the_integers_they_hold(tmp_path):
+    """Arrow writes a double of 1e10 or more as exponent text: a 12-digit profile_id stored as a float
+    (what pandas writes for an integer column with gaps) was published as "1.23456789012e+11", a
+    phone number as "3.3612345678e+10" (invalid_phone: not a key), a CRM id "1.2345678e+10": ids and
+    keys no dump has, no error."""
+    import pyarrow as pa
+
+    from transforms.config import parse_config
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"profile_id": [123456789012.0, 2.0, 9007199254740991.0], "crm_id": [12345678000.0, 1.5, -0.0],
+                             "mobile": [33612345678.0, None, 447340760837.0]}), path)
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None, "email": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"},
+                                         {"name": "m", "dpid": 2, "segments": "t", "id_type": "declared",
+                                          "declared": "plain", "match_on": "phone"}]})
+    (table,) = list(read_profiles(str(path), cfg))
+    assert table["profile_id"].to_pylist() == ["123456789012", "2", "9007199254740991"]
+    assert table["k:crm_id"].to_pylist() == ["12345678000", "1.5", "0"]
+    assert table["k:mobile"].to_pylist() == ["33612345678", None, "447340760837"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_ids_stored_as_floats_of_2_to_the_53_or_more_fail_naming_the_column(tmp_path, fmt):
+    """A double holds integers exactly below 2^53 only: a 17-digit profile_id stored as a float lost
+    its last digits, and a 20-digit CRM id written as a JSON number (beyond int64, Arrow reads a
+    double) too; they were read as "1.2345678901234568e+16", "1.2345678901234567e+19", no error."""
+    import pyarrow as pa
+
+    from transforms.config import parse_config
+
+    path = tmp_path / f"p.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.table({"profile_id": [12345678901234567.0, 2.0], "crm_id": ["a", "b"]}), path)
+        column = "profile_id"
+    else:
+        path.write_text('{"profile_id": "P1", "crm_id": 12345678901234567890}\n{"profile_id": "P2", "crm_id": 17}\n')
+        column = "crm_id"
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg))
+    assert str(info.value) == (f"{path}: column '{column}': 1 value(s) stored as floating-point numbers of 2^53 or more, "
+                               "whose last digits are lost: write the column as text")
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_a_needed_column_twice_in_the_header_fails_naming_it(demo_copy, fmt):
     """An empty 'email' column before the real one: Arrow reads the first, and a source matched

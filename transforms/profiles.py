@@ -89,7 +89,7 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     columns of the extract become ``k:`` columns too, where present and not nested (lists, structs)."""
     p = cfg.profiles
     n = table.num_rows
-    ids = plain_array(table[p.id], text="cast")
+    ids = _text(table, p.id, path)
     # Empty means no bytes: the byte lengths are the offsets' differences (utf8_length decodes every
     # character; it cost 1.9 ms a 256k batch against 0.4 ms). A float column's NaN (what pandas
     # writes for an integer id with gaps) would read as the id "nan": it is missing too.
@@ -103,11 +103,31 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator)
     cols["opt_out"] = _opt_out(table, cfg, path, export)
     for col in key_columns(cfg, export):
-        cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
+        cols[KEY_PREFIX + col] = _text(table, col, path)
     for col in extra:
         if KEY_PREFIX + col not in cols and col in table.column_names and not pa.types.is_nested(table[col].type):
             cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")
     return pa.table(cols)
+
+
+def _text(table: pa.Table, column: str, path: str) -> pa.Array:
+    """An id or key column as text (numbers become their text). Floating-point numbers that hold an
+    integer are its digits: Arrow writes a double of 1e10 or more as exponent text
+    ("1.23456789012e+11", what pandas writes for an integer column with gaps), an id or key no dump
+    has. One of 2^53 or more is not the integer that was written (a 17-digit id stored as a double
+    lost its last digits; a JSON number beyond int64 reads as one): the file fails, naming the
+    column (never a value)."""
+    values = plain_array(table[column])
+    if not pa.types.is_floating(values.type):
+        return plain_array(values, text="cast")
+    bits = {16: 11, 32: 24}.get(values.type.bit_width, 53)  # a float holds every integer below 2^bits exactly
+    big = pc.sum(pc.greater_equal(pc.abs(values), 2.0 ** bits)).as_py() or 0
+    if big:
+        raise InputError(path, f"column '{column}': {big} value(s) stored as floating-point numbers of 2^{bits} "
+                               "or more, whose last digits are lost: write the column as text")
+    whole = pc.fill_null(pc.equal(values, pc.floor(values)), False)  # (NaN: false)
+    digits = pc.if_else(whole, values, 0).cast(pa.int64()).cast(pa.string())
+    return pc.if_else(whole, digits, values.cast(pa.string()))
 
 
 def column_field(cfg: JobConfig, column: str) -> str:
