@@ -211,6 +211,22 @@ def test_an_earlier_state_is_rebuilt_run_by_run():
     assert held((False, False, False, False, True)) == []  # a replacing run without rows here empties it
 
 
+def test_a_suppressed_removal_in_an_earlier_export_leaves_the_state_rebuilt_from_it():
+    """An earlier export's removed/ records a suppressed pair without its user ID (null): the pair
+    stayed held, so once the address left the suppression list the profile counted as
+    already_present and its ID was never sent again. Run 0 sent a's u1 and b's u2; run 1 removed
+    a's ID as suppressed."""
+    from transforms.export_classify import earlier_pairs
+
+    table = pa.table({"profile_id": ["a", "b", "a"], "user_id": ["u1", "u2", None], "run": [0, 0, 1],
+                      "removed": [False, False, True]}, schema=EARLIER_SCHEMA)
+    assert sorted(earlier_pairs(table, (False, False))["user_id"].to_pylist()) == ["u2"]
+    # A run after it that sends a's ID again holds it again.
+    again = pa.concat_tables([table, pa.table({"profile_id": ["a"], "user_id": ["u1"], "run": [2], "removed": [False]},
+                                              schema=EARLIER_SCHEMA)])
+    assert sorted(earlier_pairs(again, (False, False, False))["user_id"].to_pylist()) == ["u1", "u2"]
+
+
 def test_a_profile_counts_once_under_its_best_user_id_fate():
     # p's user IDs met in two user shards: one withheld, one added. q: withheld and unchanged. r: all withheld.
     fates = pa.table({"profile_id": ["p", "q", "r", "p", "q", "r"], "fate": [0, 0, 0, 2, 1, 0]}, schema=FATE_SCHEMA)
