@@ -392,6 +392,38 @@ def test_check_export_report_fails_on_inconsistent_counts(field, value, message)
         check_export_report(report)
 
 
+def test_an_extract_that_gives_the_export_nothing_fails_unless_allowed():
+    """No profile read (a header-only extract), or no target found in it and no opted-out row with a
+    user ID (an emptied or misnamed column): every member left the audience (deleted_profile,
+    id_changed), exit 0. The import refused both unless profiles.allow_empty_profiles."""
+    from transforms.export_report import check_export_extract
+
+    base = {**consistent_report(), "data_source": "crm", "profiles_read": 30, "blocked_user_ids": 0}
+    check_export_extract(base, "profiles.parquet", "email", allow_empty=False)
+    with pytest.raises(RunFailed, match=r"profiles: no profile was read from 'profiles.parquet' \(a header-only"):
+        check_export_extract({**base, "profiles_read": 0}, "profiles.parquet", "email", allow_empty=False)
+    nothing = {**base, "desired_user_ids": 0}
+    with pytest.raises(RunFailed, match=r"data source 'crm': none of the 1 eligible target\(s\) .* column 'email'"):
+        check_export_extract(nothing, "profiles.parquet", "email", allow_empty=False)
+    check_export_extract({**nothing, "blocked_user_ids": 1}, "profiles.parquet", "email", allow_empty=False)
+    for allowed in ({**base, "profiles_read": 0}, nothing):
+        check_export_extract(allowed, "profiles.parquet", "email", allow_empty=True)
+
+
+def test_an_emptied_key_column_fails_the_export_and_publishes_nothing(tmp_path):
+    job = write_job(tmp_path / "job")
+    state = tmp_path / "state"
+    write_profiles(job.parent, [*range(4)])
+    targets = write_targets(tmp_path / "t.csv", [*range(4)])
+    export(job, targets, tmp_path / "first", "--segment-id", SID, "--state", state)
+    pq.write_table(pa.table({"profile_id": [f"p{i:02d}" for i in range(4)], "email": pa.nulls(4, pa.string()),
+                             "opt_out": [False] * 4}), job.parent / "profiles.parquet")
+    with pytest.raises(RunFailed, match=r"none of the 4 eligible target\(s\) .* column 'email'"):
+        export(job, targets, tmp_path / "second", "--segment-id", SID, "--state", state)
+    assert not (tmp_path / "second" / "report.json").exists()
+    assert sorted(p.name for p in (state / "crm" / "A").iterdir()) == ["v-000001"]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Suppression: nothing suppressed in any output of export and import
 # ----------------------------------------------------------------------------------------------------

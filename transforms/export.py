@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.config import GLOBAL_DEVICE_DPIDS, ConfigError, DataSourceConfig, JobConfig
+from transforms.config import GLOBAL_DEVICE_DPIDS, ConfigError, DataSourceConfig, JobConfig, ProfilesConfig
 from transforms.export_classify import (
     EARLIER,
     EXPORTED_SCHEMA,
@@ -73,7 +73,7 @@ from transforms.export_decide import (
     DecideShard,
     Traits,
 )
-from transforms.export_report import build_export_report, check_export_report, state_manifest
+from transforms.export_report import build_export_report, check_export_extract, check_export_report, state_manifest
 from transforms.export_state import MEMBERS, ExportState, ReadOtherAudience, commit_state, ensure_not_moved, match_parts
 from transforms.join_inputs import BuildKeyFilter
 from transforms.onboarding import (
@@ -200,13 +200,17 @@ class PublishExport(beam.DoFn):
     file (when there is data to send), publish all outputs (``report.json`` last), then commit the
     export state (its ``_SUCCESS``): a state never gets ahead of the files it describes."""
 
-    def __init__(self, spec: ExportSpec, output_dir: str, run_dir: str, targets: str, state: ExportState):
+    def __init__(self, spec: ExportSpec, output_dir: str, run_dir: str, targets: str, state: ExportState,
+                 profiles: ProfilesConfig):
         self._spec, self._output_dir, self._run_dir = spec, output_dir, run_dir
-        self._targets, self._state = targets, state
+        self._targets, self._state, self._profiles = targets, state, profiles
 
     def process(self, _, parts, counts, files, state_parts):
         report = build_export_report(self._spec, Counts(counts), files, self._targets, self._state)
         check_export_report(report)
+        ds, p = self._spec.data_source, self._profiles
+        column = p.visitor_ids if ds.id_type == "visitor" else p.column_for(ds.match_on)
+        check_export_extract(report, p.path, column, p.allow_empty_profiles)
         ensure_not_moved(self._state)
         parts = list(parts)
         if files:
@@ -292,7 +296,7 @@ class ExportAudience(beam.PTransform):
             root
             | "Once" >> beam.Create([None])
             | "PublishExport" >> beam.ParDo(
-                PublishExport(spec, self._output_dir, self._run_dir, self._targets, self._state),
+                PublishExport(spec, self._output_dir, self._run_dir, self._targets, self._state, cfg.profiles),
                 beam.pvalue.AsList(parts), beam.pvalue.AsList(counts), beam.pvalue.AsList(files),
                 beam.pvalue.AsList(state_parts),
             )

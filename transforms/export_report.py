@@ -99,6 +99,27 @@ def check_export_report(report: dict) -> None:
     _equal("lines in the files", report["lines"], sum(f["lines"] for f in report["files"]))
 
 
+def check_export_extract(report: dict, extract: str, column: str, allow_empty: bool) -> None:
+    """Raise :class:`RunFailed` (nothing published) when the extract gave the export nothing to go on,
+    unless ``profiles.allow_empty_profiles``: no profile read at all (a header-only or empty extract),
+    or eligible targets found but none of them, nor any opted-out, unknown or suppressed row, with a
+    user ID from ``column`` (an emptied or misnamed column). Either way every member would leave the
+    audience (``deleted_profile``, ``id_changed``)."""
+    if allow_empty:
+        return
+    if not report["profiles_read"]:
+        raise RunFailed(
+            f"profiles: no profile was read from '{extract}' (a header-only or empty extract?): every member would "
+            "leave the audience; set profiles.allow_empty_profiles: true if that is expected. Nothing was published"
+        )
+    if report["unmapped"] and not report["desired_user_ids"] and not report["blocked_user_ids"]:
+        raise RunFailed(
+            f"data source '{report['data_source']}': none of the {report['unmapped']} eligible target(s) of the "
+            f"{report['profiles_read']} profiles read gave a user ID from column '{column}' (an empty or misnamed "
+            "column?); set profiles.allow_empty_profiles: true if that is expected. Nothing was published"
+        )
+
+
 def state_manifest(report: dict, output_dir: str, state_parts: list) -> dict:
     """The export state version's ``_SUCCESS``: what it holds and which run wrote it."""
     return {
