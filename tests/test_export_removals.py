@@ -513,3 +513,9 @@ def test_an_export_to_20914_needs_target_dpid_and_names_it_in_the_file(tmp_path)
     report = export(job, targets, tmp_path / "o")
     assert [f["name"] for f in report["files"]] == [f"ftp_dpm_20914_45454_{TS}.sync.gz"]
     assert report["control_file"] == f"ftp_dpm_20914_45454_{TS}.info" and report["target_dpid"] == 45454
+    # An earlier export sent to another target data source holds nothing for this one: refused, as
+    # the state refuses it (its IDs counted as held there were never sent to this one).
+    config["data_sources"][0]["target_dpid"] = 45455
+    job.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"--existing .*: exported to target dpid 45454, not 45455"):
+        export(job, targets, tmp_path / "o2", "--existing", tmp_path / "o")

@@ -162,6 +162,9 @@ def _existing_problems(folder: str, spec: ExportSpec) -> tuple[list[str], dict]:
     if previous.get("data_source") != spec.data_source.name or previous.get("dpid") != spec.data_source.dpid:
         problems.append(f"exported through data source '{previous.get('data_source')}', "
                         f"not '{spec.data_source.name}': its user IDs are not comparable")
+    if previous.get("target_dpid") != spec.data_source.target_dpid:
+        problems.append(f"exported to target dpid {previous.get('target_dpid')}, not {spec.data_source.target_dpid}: "
+                        "what it sent is not held by this one")
     if previous.get("segment") != spec.trait:
         problems.append("exported with another segment (audience name or --segment-id differ)")
     if not glob(join_path(folder.rstrip("/"), EXPORTED, "*.parquet"), missing_ok=True):
