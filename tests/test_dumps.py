@@ -288,7 +288,7 @@ def test_the_md5_thread_keeps_a_bounded_backlog_and_the_order(tmp_path, monkeypa
 
 
 def test_a_segment_id_is_ascii_digits_only_token_by_token():
-    """The rule is ``^[0-9]+$`` (a segment id is a number): checked per token with Arrow's
+    """The rule is ``^[0-9]+$`` (a segment id is a number; at most 19 digits, tested below): checked per token with Arrow's
     ASCII-decimal test, which gives what the regex gives, tokens with Unicode digits (Arabic-Indic,
     fullwidth, superscripts, mathematical), signs, letters and control bytes included."""
     import random
@@ -297,7 +297,7 @@ def test_a_segment_id_is_ascii_digits_only_token_by_token():
     rng = random.Random(7)
     alphabet = list("0123456789") + list("ab.-+") + ["\u0661", "\u00b2", "\uff11", "\U0001d7d8", "\u00e9", "\x7f"]
     tokens = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))) for _ in range(20000)]
-    tokens += ["0", "007", "9" * 40, "-1", "\uff11\uff12", "\u0661\u0662"]
+    tokens += ["0", "007", "9" * 19, "-1", "\uff11\uff12", "\u0661\u0662"]
     numbers = [re.fullmatch("[0-9]+", token) is not None for token in tokens]
     assert 0.05 < sum(numbers) / len(numbers) < 0.95
     rows, rejected = parse("".join(f"{VID} 1,{token}\n" for token in tokens).encode())
@@ -338,3 +338,26 @@ def test_control_files_are_not_dumps():
     assert is_dump_file("/d/ftp_1234_20915_full_1486140843000.sync.gz")
     assert not is_dump_file("/d/ftp_1234_20915_full_1486140843000.sync.info")
     assert not is_dump_file("/d/.hidden.sync")
+
+
+def test_two_gzip_dumps_joined_where_the_first_lacks_its_final_newline_reject_the_merged_line(tmp_path):
+    """``cat a.gz b.gz`` is one gzip file whose text is a's then b's (RFC 1952, and what ``zcat``
+    reads). When a's last line has no line break, it runs into b's first: ``<VID> 1,2<VID2> 3``.
+    The second visitor's 38 digits then end a segment id of 39 or more digits: no segment id is
+    that long (the platform's ids are 64-bit numbers, at most 19 digits), so the merged line is a
+    counted rejection, not a first visitor in a bogus segment and a second one lost."""
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync.gz"
+    path.write_bytes(gzip.compress(f"{VID} 1,2".encode(), mtime=0)
+                     + gzip.compress(f"{VID2} 3\n{VID2} 4\n".encode(), mtime=0))
+    rows, rejected = [], {}
+    for parsed, rejects, _ in read_dump(str(path), ds()):
+        rows += parsed.to_pylist()
+        rejected.update({r["line"]: r["reason"] for r in rejects.to_pylist()})
+    assert rejected == {1: "invalid_segment_id"}
+    assert [(r["line"], r["id"], r["segments"]) for r in rows] == [(2, VID2, ["4"])]
+
+
+def test_a_segment_id_has_at_most_19_digits():
+    rows, rejected = parse(f"{VID} 1,{'9' * 19}\n{VID} 1,{'1' * 20}\n{VID} 1 {'2' * 20}\n".encode())
+    assert [r["segments"] for r in rows] == [["1", "9" * 19]]
+    assert rejected == {2: "invalid_segment_id", 3: "invalid_segment_id"}

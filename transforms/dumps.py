@@ -150,6 +150,9 @@ def split_tokens(values: pa.Array, sep: str) -> tuple[pa.ListArray, pa.Array, np
     return pa.ListArray.from_arrays(pa.array(offsets), kept), flat, parents, non_empty
 
 
+MAX_SEGMENT_DIGITS = 19
+
+
 def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Split strings on ``sep`` into lists without empty tokens.
 
@@ -163,7 +166,12 @@ def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.nd
     )
     # ^[0-9]+$ per token: Arrow's ASCII-decimal test is the same rule at a tenth of the regex's cost
     # (0.17 -> 0.02 s for the 2.8M tokens of 1M bench lines; Unicode digits are not numbers: tested).
-    is_bad = ~pc.ascii_is_decimal(flat).to_numpy(zero_copy_only=False) & non_empty & ~is_trait
+    # At most 19 digits (the platform's segment ids are 64-bit numbers): a longer run of digits is
+    # two lines run together (a dump without its final line break joined to the next, as ``cat
+    # a.gz b.gz`` does), the next line's 38-digit visitor ID ending the segment id.
+    is_bad = (~pc.ascii_is_decimal(flat).to_numpy(zero_copy_only=False)
+              | pc.greater(pc.binary_length(flat), MAX_SEGMENT_DIGITS).to_numpy(zero_copy_only=False))
+    is_bad &= non_empty & ~is_trait
     has_trait = np.bincount(parents[is_trait], minlength=n) > 0
     has_bad = np.bincount(parents[is_bad], minlength=n) > 0
     return lists, has_trait, has_bad

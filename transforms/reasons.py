@@ -90,7 +90,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.NOT_UTF8: "the line is not valid UTF-8",
     Reason.MALFORMED_LINE: "the line does not have the configured columns (separator?)",
     Reason.TRAIT_NOT_IMPORTABLE: "a key-value trait, not a segment: traits are not shared",
-    Reason.INVALID_SEGMENT_ID: "a segment id that is not a number",
+    Reason.INVALID_SEGMENT_ID: "a segment id that is not a number of at most 19 digits",
     Reason.NO_SEGMENTS: "no segment to add or remove",
     Reason.REMOVALS_ONLY: "the line only removes segments (applied by nightly incremental syncs)",
     Reason.INVALID_VISITOR_ID: "not a 38-digit visitor ID",
