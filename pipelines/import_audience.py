@@ -21,6 +21,7 @@ from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.incremental import REMOVE, PreviousParts, PreviousState, merge_state
 from transforms.night_guard import NightGuard
+from transforms.report import check_deliveries
 from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBERS_BUCKET_BY, MEMBERSHIP_SCHEMA
 from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import COUNTS, Metric
@@ -57,7 +58,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     ``previous`` partition's state updated with tonight's lines (``full`` dumps replace it; the
     nightly job passes no ``previous`` when tonight's dumps replace every data source);
     ``manifest``: fields of the ``_SUCCESS`` file written after ``report.json``; ``guard``: the
-    night's shrink checks, run before anything is published; ``key_cache``: profile keys reused
+    night's shrink checks, run before anything is published (a one-off import: no empty delivery,
+    :func:`check_deliveries`); ``key_cache``: profile keys reused
     from (and, once published, saved to) a key cache (:mod:`transforms.key_cache`);
     ``previous_parts``: the outputs whose ``previous`` parts the writers read shard by shard
     (:func:`transforms.incremental.previous_parts`); the others' are read whole and re-split."""
@@ -107,7 +109,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
     counts = (result.counts, *suppressed, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
     published = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis) | "Publish" >> PublishRun(
-        cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.check if guard is not None else None
+        cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.check if guard is not None else check_deliveries
     )
     if key_cache is not None:  # after the outputs: a failed run leaves the cache as it was
         _ = published | "PublishKeyCache" >> beam.ParDo(PublishKeyCache(key_cache), beam.pvalue.AsList(result.key_cache_parts))

@@ -202,3 +202,25 @@ def test_a_header_only_profile_extract_fails_the_import(tmp_path):
         "visitor_ids: null}", "visitor_ids: null, allow_empty_profiles: true}"))
     report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
     assert report["profiles_read"] == 0 and report["data_sources"]["crm"]["unmatched"] == 1
+
+
+def test_an_empty_full_dump_fails_the_import_and_an_empty_iter_dump_imports_nothing(tmp_path):
+    """A partner's empty delivery (a 0-byte file) is not an audience of nobody: a one-off import of a data source whose dumps hold no line
+    fails naming the data source and its files (as nightly refuses an empty full dump). An `iter`
+    dump says what changed, and may say nothing."""
+    (tmp_path / "profiles.csv").write_text("profile_id,email\nP1,a@example.com\n")
+    (tmp_path / "d").mkdir()
+    dump = tmp_path / "d" / "ftp_1_9_full_1795305600000.sync"
+    dump.write_text("")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: email}]\n")
+    out = tmp_path / "o"
+    with pytest.raises(RunFailed) as info:
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
+    message = str(info.value)
+    assert "data source 'crm'" in message and dump.name in message and "no line" in message, message
+    assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))
+    dump.rename(tmp_path / "d" / "ftp_1_9_iter_1795305600000.sync")
+    report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
+    assert report["data_sources"]["crm"]["received"] == 0

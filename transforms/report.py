@@ -1,6 +1,8 @@
 """The run report: counts per data source, in the platform's receipt shape, that must add up."""
 from __future__ import annotations
 
+import posixpath
+
 from transforms.config import JobConfig
 from transforms.diagnosis_findings import in_context
 from transforms.errors import RunFailed
@@ -84,6 +86,20 @@ def check_report(report: dict, cfg: JobConfig) -> None:
     # Last: any dump-side cause above (a wrong file, a wrong key) or an empty extract says more.
     for name, entry in report["data_sources"].items():
         _check_profile_keys(name, entry, report["profiles_read"], cfg)
+
+
+def check_deliveries(report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
+    """A one-off import's ``PublishRun`` check: raise :class:`RunFailed` when a data source's dumps
+    hold no line (an empty delivery would publish an empty audience; nightly's guard refuses an
+    empty full dump the same way). An ``iter`` dump says what changed, and may say nothing."""
+    empty = [name for name, entry in report["data_sources"].items()
+             if not entry["received"] and not any(f.get("sync_mode") == "iter" for f in entry.get("files", []))]
+    if empty:
+        named = "; ".join(f"data source '{name}': no line in its dump(s) "
+                          f"({', '.join(posixpath.basename(f['path']) for f in report['data_sources'][name]['files'])})"
+                          for name in empty)
+        raise RunFailed(f"{named}: an empty delivery would publish an empty audience; take the data source out of "
+                        "the config to import without it. Nothing was published")
 
 
 def _check_profile_keys(name: str, entry: dict, profiles_read: int, cfg: JobConfig) -> None:
