@@ -120,6 +120,25 @@ def test_read_target_file_names_the_bad_line(tmp_path):
         run_dofn(ReadTargetFile(BUCKETS), [str(path)])
 
 
+def test_read_target_file_reads_float_ids_as_their_integers_and_a_gzip_csv(tmp_path):
+    """A targets file written by pandas from an integer column with gaps stores its ids as floats:
+    12-digit ids are the integers they hold (Arrow's own cast writes ``1.23456789012e+11``, an id
+    no profile has), one of 2^53 or more fails naming the column; a ``.csv.gz`` reads as the CSV."""
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"profile_id": [123456789012.0, None, 7.0]}), path)
+    out = run_dofn(ReadTargetFile(BUCKETS), [str(path)])
+    assert rows(out[MAIN]) == [("123456789012",), ("7",)]
+    pq.write_table(pa.table({"profile_id": [2.0 ** 53]}), path)
+    with pytest.raises(InputError, match="column 'profile_id': 1 value"):
+        run_dofn(ReadTargetFile(BUCKETS), [str(path)])
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(gzip.compress(b"profile_id\np1\np2\n"))
+    assert rows(run_dofn(ReadTargetFile(BUCKETS), [str(packed)])[MAIN]) == [("p1",), ("p2",)]
+    packed.write_bytes(gzip.compress(b"profile_id\n" + b"p1\n" * 5000)[:-40])
+    with pytest.raises(InputError, match="cut short"):
+        run_dofn(ReadTargetFile(BUCKETS), [str(packed)])
+
+
 def job(tmp_path: Path, opt_out: bool = True):
     table = {"profile_id": ["p1", "p2", "p3", "p4"], "email": [" Ann@Example.com", "bob@example.org", None, "x y@z"]}
     if opt_out:

@@ -111,13 +111,17 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
 
 
 def _text(table: pa.Table, column: str, path: str) -> pa.Array:
+    return id_text(table[column], path, column)
+
+
+def id_text(values, path: str, column: str) -> pa.Array:
     """An id or key column as text (numbers become their text). Floating-point numbers that hold an
     integer are its digits: Arrow writes a double of 1e10 or more as exponent text
     ("1.23456789012e+11", what pandas writes for an integer column with gaps), an id or key no dump
     has. One of 2^53 or more is not the integer that was written (a 17-digit id stored as a double
     lost its last digits; a JSON number beyond int64 reads as one): the file fails, naming the
-    column (never a value)."""
-    values = plain_array(table[column])
+    column (never a value). Profile extracts and the export's targets."""
+    values = plain_array(values)
     if not pa.types.is_floating(values.type):
         return plain_array(values, text="cast")
     bits = {16: 11, 32: 24}.get(values.type.bit_width, 53)  # a float holds every integer below 2^bits exactly

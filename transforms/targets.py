@@ -2,7 +2,8 @@
 
 A targets file is a CSV file with a header, or a Parquet file, with a ``profile_id`` column (other
 columns are ignored). Ids are read as strings, exactly as written: no trimming, and ``NA`` or
-``NULL`` are ids like any other. Every row is a distinct target, a repeat of one (counted in the
+``NULL`` are ids like any other; ids stored as floats are the integers they hold, as in profile
+extracts (:func:`transforms.profiles.id_text`). A compressed CSV (``.csv.gz``...) cut short fails. Every row is a distinct target, a repeat of one (counted in the
 classification, where all rows of an id meet), or a blank id (null or empty: counted here and
 dropped).
 """
@@ -14,13 +15,14 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import buckets_from_hash, hash64, split_by_bucket
 from transforms.config import format_from_extension
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.outcomes import Metric, runner_counter, count
+from transforms.profiles import id_text
+from transforms.storage import open_decompressed, open_for_arrow
 
 TARGETS_COLUMN = "profile_id"
 TARGET_SCHEMA = pa.schema([(TARGETS_COLUMN, pa.string())])
@@ -37,20 +39,20 @@ def read_targets(path: str) -> Iterator[pa.Array]:
     """Yield the ``profile_id`` column of a targets file (CSV with a header, or Parquet) as strings."""
     fmt = targets_format(path)
     try:
-        with FileSystems.open(path) as handle:
+        with open_for_arrow(path) if fmt == "parquet" else open_decompressed(path) as handle:
             if fmt == "parquet":
                 pf = pq.ParquetFile(handle)
                 if TARGETS_COLUMN not in pf.schema_arrow.names:
                     raise InputError(path, f"no '{TARGETS_COLUMN}' column")
                 for batch in pf.iter_batches(batch_size=1 << 20, columns=[TARGETS_COLUMN]):
-                    yield _strings(batch.column(0))
+                    yield id_text(batch.column(0), path, TARGETS_COLUMN)
             else:
                 try:
                     tables = csv_tables(handle, path, [TARGETS_COLUMN], strings_can_be_null=False)
                 except KeyError:  # (pa.ArrowKeyError too)
                     raise InputError(path, f"no '{TARGETS_COLUMN}' column") from None
                 for table in tables:
-                    yield _strings(table.column(0))
+                    yield id_text(table.column(0), path, TARGETS_COLUMN)
     except InputError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
@@ -59,13 +61,6 @@ def read_targets(path: str) -> Iterator[pa.Array]:
                    else "an empty file" if "Empty CSV file" in str(exc)
                    else f"cannot read the targets ({type(exc).__name__})")
         raise InputError(path, problem) from None
-
-
-def _strings(values) -> pa.Array:
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    return values if pa.types.is_string(values.type) else values.cast(pa.string())
 
 
 class ReadTargetFile(beam.DoFn):
