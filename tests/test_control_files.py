@@ -77,3 +77,15 @@ def test_listed_but_missing_dump_fails(demo_copy, tmp_path):
     (demo_copy / SEGMENTS / names[1]).unlink()
     with pytest.raises(Exception, match=f"{names[1]}: listed in control file"):
         run(demo_copy, tmp_path)
+
+
+def test_a_control_file_named_in_capitals_is_read(tmp_path):
+    """A ``.INFO`` control file is not a dump (``is_dump_file`` ignores case): it must not be
+    skipped as a control file either, or what it promises is never checked."""
+    from transforms.join_inputs import ExpandPatterns
+
+    for name in ("ftp_1_2_full_1486140844000.sync", "a.INFO", "b.info", "c.Info"):
+        (tmp_path / name).write_text("")
+    out = list(ExpandPatterns().process(("d", f"{tmp_path}/*")))
+    assert [o for o in out if isinstance(o, tuple)] == [("d", str(tmp_path / "ftp_1_2_full_1486140844000.sync"))]
+    assert sorted(o.value.rsplit("/", 1)[1] for o in out if not isinstance(o, tuple)) == ["a.INFO", "b.info", "c.Info"]

@@ -48,7 +48,7 @@ class ExpandPatterns(beam.DoFn):
             yield name, path
         folders = sorted({p.rsplit("/", 1)[0] for p in paths})
         for folder in folders:
-            for control in glob(f"{folder}/*.info"):
+            for control in glob(f"{folder}/*.[iI][nN][fF][oO]"):  # any case, as is_dump_file skips them
                 yield beam.pvalue.TaggedOutput(self.CONTROL, control)
 
 
