@@ -24,7 +24,7 @@ from transforms.night_guard import NightGuard
 from transforms.report import check_deliveries
 from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBERS_BUCKET_BY, MEMBERSHIP_SCHEMA
 from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
-from transforms.outcomes import COUNTS, Metric
+from transforms.outcomes import Metric
 from transforms.preflight import check_inputs
 from transforms.publish import ADD, REPORT, PublishInputs, PublishRun, WriteParts, join_path
 from transforms.reconcile import ReconcileAudiences
@@ -96,10 +96,10 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     )
     keys = ["data_source", "segment_id", "address"]
     tables, merge = state("file_audience", keys, result.file_audience_removed, replace=True)
-    tables, suppressed = suppress(p, cfg, tables)
-    file_audience = tables | "WriteFileAudience" >> WriteParts(
+    file_audience = suppress(p, cfg, tables) | "WriteFileAudience" >> WriteParts(
         "file_audience", FILE_AUDIENCE_SCHEMA, keys, FILE_AUDIENCE_BUCKET_BY, run_dir, cfg.buckets, threads=cfg.threads,
-        dedupe=True, count_column="segment_id", count_metric=Metric.FILE_AUDIENCE_MEMBERS, **merge,
+        dedupe=True, count_column="segment_id", count_metric=Metric.FILE_AUDIENCE_MEMBERS,
+        withheld_metric=Metric.SUPPRESSED, **merge,
     )
     rejected = result.rejected | "WriteRejected" >> WriteParts(
         "rejected", REJECTED_SCHEMA, ["data_source", "source_file", "line"], "line", run_dir, cfg.buckets,
@@ -107,7 +107,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     )
     written = (reconciled, file_audience, rejected)
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
-    counts = (result.counts, *suppressed, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
+    counts = (result.counts, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
     published = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis) | "Publish" >> PublishRun(
         cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.check if guard is not None else check_deliveries
     )
@@ -115,19 +115,18 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         _ = published | "PublishKeyCache" >> beam.ParDo(PublishKeyCache(key_cache), beam.pvalue.AsList(result.key_cache_parts))
 
 
-def suppress(p: beam.Pipeline, cfg: JobConfig, tables: beam.PCollection):
+def suppress(p: beam.Pipeline, cfg: JobConfig, tables: beam.PCollection) -> beam.PCollection:
     """The file-audience path through the suppression lists (when the config has any): a suppressed
-    address is never written, tonight's or carried over (removals pass). Returns ``(tables, [counts])``.
+    address is never written, tonight's or carried over (removals pass).
 
     A dump line whose address is suppressed still counts in its line category, ``file_audience``
     (where the line went: the line counts stay additive, ``received`` = the six categories); the
-    entries withheld from ``file_audience/`` are counted apart, as ``suppressed``."""
+    entries withheld from ``file_audience/`` are counted apart, as ``suppressed``, by the writer
+    (after the merge: an entry is counted once, however many rows stood for it)."""
     if not cfg.suppression:
-        return tables, []
+        return tables
     lists = beam.pvalue.AsList(p | "Suppression" >> ReadSuppressionLists(cfg))
-    kept = tables | "SuppressFileAudience" >> beam.ParDo(SuppressFileAudience(cfg, pass_tags=(REMOVE,)), lists) \
-        .with_outputs(COUNTS, main="kept")
-    return kept.kept, [kept[COUNTS]]
+    return tables | "SuppressFileAudience" >> beam.ParDo(SuppressFileAudience(cfg, pass_tags=(REMOVE,)), lists)
 
 
 def run(argv=None) -> dict:

@@ -65,21 +65,25 @@ def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_nigh
                            "iv_encoding": "hex"}}],
     }
 
-    def night(day: str, mode: str, lines: dict[str, str]):
+    def night(day: str, mode: str, lines: list[tuple[str, str]]):
         folder = tmp_path / "dumps" / day.replace("-", "")
         folder.mkdir(parents=True)
-        tokens = encrypt_cbc(list(lines), key, iv)
+        tokens = encrypt_cbc([address for address, _ in lines], key, iv)
         (folder / f"ftp_1_23456_{mode}_1795305600000.sync").write_text(
-            "".join(f"{t} {seg}\n" for t, seg in zip(tokens, lines.values())))
+            "".join(f"{t} {seg}\n" for t, (_, seg) in zip(tokens, lines)))
 
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
-    night("2026-11-21", "full", {"a@x.com": "10", "b@x.com": "10", "c@x.com": "10"})
+    night("2026-11-21", "full", [("a@x.com", "10"), ("b@x.com", "10"), ("c@x.com", "10"), ("f@x.com", "10")])
     nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(tmp_path / "root"), "--date", "2026-11-21"])
-    # The next night: b (carried over) and d (tonight) are suppressed.
-    (tmp_path / "suppress.txt").write_text("B@x.com\nd@x.com\n")
+    # The next night: b (carried over, and in tonight's dump again), d (tonight) and f (carried over,
+    # removed tonight) are suppressed: 2 entries withheld, (10, b) and (11, d). Counted per row before
+    # the merge, it was 4: b's previous row and tonight's, and f's previous row, which the removal
+    # takes out anyway.
+    (tmp_path / "suppress.txt").write_text("B@x.com\nd@x.com\nf@x.com\n")
     config["suppression"] = [{"path": "suppress.txt", "kind": "email"}]
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
-    night("2026-11-22", "iter", {"d@x.com": "11", "e@x.com": "11"})
+    night("2026-11-22", "iter", [("d@x.com", "11"), ("e@x.com", "11"), ("b@x.com", "10"),
+                                 ("f@x.com", " 10")])  # f: removed from 10
     [result] = nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(tmp_path / "root"),
                             "--date", "2026-11-22"])
     entry = result["report"]["data_sources"]["enc"]
@@ -88,7 +92,8 @@ def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_nigh
             for r in pq.read_table(partition / "file_audience").to_pylist()}
     # a matched profile p1: the file audience keeps every decrypted address, with its profile
     assert rows == {("10", "a@x.com", "p1"), ("10", "c@x.com", None), ("11", "e@x.com", None)}
-    assert entry["suppressed"] == 2 and entry["file_audience"] == 2  # d's line went the file-audience way
+    # every line went the file-audience way, the suppressed ones too (the line counts stay additive)
+    assert entry["suppressed"] == 2 and entry["file_audience"] == 4
     assert entry["received"] == sum(entry[k] for k in LINE_CATEGORIES)
     text = output_text(partition)
     assert "b@x.com" not in text and "d@x.com" not in text

@@ -36,10 +36,9 @@ from transforms.dump_files import dump_paths
 from transforms.dumps import parse_dump_name
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
-from transforms.publish import ADD, SUCCESS, part_name
+from transforms.publish import ADD, PREVIOUS, SUCCESS, part_name
 from transforms.storage import glob, join_path
 
-PREVIOUS = "previous"
 REMOVE = "remove"
 
 

@@ -41,7 +41,12 @@ from transforms.storage import glob, join_path
 REPORT = "report.json"
 SUCCESS = "_SUCCESS"
 ADD = "add"
+PREVIOUS = "previous"  # the previous night's rows (nightly merge)
 CARRY = "carry"  # a shard whose previous part its writer reads (no rows: a marker)
+# Rows held back from an output (the file audience's suppressed addresses): tagged WITHHELD[tag],
+# the tag they would have had. The writer merges them as it would have merged them (tonight's rows
+# replace the previous ones, removals apply), counts what is left once de-duplicated, and writes none.
+WITHHELD = {ADD: "withheld_add", PREVIOUS: "withheld_previous"}
 
 
 def part_name(bucket: int, buckets: int) -> str:
@@ -122,6 +127,7 @@ class _WritePart(PooledDoFn):
         self._name, self._schema, self._sort_by, self._dedupe = spec.name, spec.schema, spec.sort_by, spec.dedupe
         self._run_dir, self._buckets = spec.run_dir, spec.buckets
         self._count_column, self._count_metric = spec.count_column, spec.count_metric
+        self._withheld_metric = spec.withheld_metric
         self._merge, self._previous, self._bucket_by = spec.merge, spec.previous, spec.bucket_by
         self._threads = spec.threads
 
@@ -159,11 +165,16 @@ class _WritePart(PooledDoFn):
             if not by_tag:
                 return []  # no previous rows left and none tonight: no part (as with no shard at all)
         out = []
-        if self._merge is None:
-            table = concat(by_tag.get(ADD, []), self._schema)
-        else:
-            table, merge_counts = self._merge({tag: concat(t, self._schema) for tag, t in by_tag.items()}, *side_inputs)
-            out.extend(merge_counts)
+        withheld = {tag: by_tag.pop(held) for tag, held in WITHHELD.items() if held in by_tag}
+        if withheld and self._withheld_metric is not None:
+            # The held-back rows stand for the output's rows of their tag; the other tags apply to them.
+            held, _ = self._merged({**{t: v for t, v in by_tag.items() if t not in WITHHELD}, **withheld}, side_inputs)
+            for (data_source,), n in count_by(sorted_rows(held, self._sort_by, dedupe=True), ["data_source"]):
+                out.append(count(self._withheld_metric, n, data_source))
+        if not by_tag:
+            return out  # only held-back rows: no part (as without them)
+        table, merge_counts = self._merged(by_tag, side_inputs)
+        out.extend(merge_counts)
         table = sorted_rows(table, self._sort_by, dedupe=self._dedupe)
         path = join_path(self._run_dir, self._name, part_name(bucket, self._buckets))
         write_parquet(table, path)
@@ -172,6 +183,12 @@ class _WritePart(PooledDoFn):
             for (data_source, value), n in count_by(table, ["data_source", self._count_column]):
                 out.append(count(self._count_metric, n, data_source, value))
         return out
+
+    def _merged(self, by_tag: dict[str, list[pa.Table]], side_inputs) -> tuple[pa.Table, list]:
+        """A shard's rows to write (and the merge's counts): tonight's, or the merge's result."""
+        if self._merge is None:
+            return concat(by_tag.get(ADD, []), self._schema), []
+        return self._merge({tag: concat(t, self._schema) for tag, t in by_tag.items()}, *side_inputs)
 
 
 class WrittenParts(NamedTuple):
@@ -191,6 +208,11 @@ class WriteParts(beam.PTransform):
     With ``previous`` (:class:`transforms.incremental.PreviousParts`, with ``merge``), each shard's
     writer reads the previous partition's part of its bucket itself, tagged ``previous.TAG``: every
     bucket of the previous partition gets a shard, with tonight's rows or without.
+    With ``withheld_metric``, rows tagged ``WITHHELD[tag]`` are the rows held back from the output:
+    merged as they would have been (the other tags' rows, removals, apply to them too), de-duplicated,
+    counted per data source as ``withheld_metric`` and never written: the count is the number of
+    entries the output would have had, not of rows before the merge (a previous row and tonight's
+    for the same entry, or an entry on two dump lines, are one).
     """
 
     PARTS = "parts"
@@ -198,11 +220,11 @@ class WriteParts(beam.PTransform):
     def __init__(self, name: str, schema: pa.Schema, sort_by: list[str], bucket_by: str, run_dir: str,
                  buckets: int, dedupe: bool = True, count_column: str | None = None,
                  count_metric: Metric | None = None, merge=None, merge_side_inputs: tuple = (), threads: int = 1,
-                 previous=None):
+                 previous=None, withheld_metric: Metric | None = None):
         super().__init__()
         self.name, self.schema, self.sort_by, self.bucket_by = name, schema, sort_by, bucket_by
         self.run_dir, self.buckets, self.dedupe = run_dir, buckets, dedupe
-        self.count_column, self.count_metric = count_column, count_metric
+        self.count_column, self.count_metric, self.withheld_metric = count_column, count_metric, withheld_metric
         self.merge, self.merge_side_inputs, self.threads, self.previous = merge, merge_side_inputs, threads, previous
 
     def expand(self, tables) -> WrittenParts:

@@ -11,7 +11,8 @@ silently not suppress anyone); a configured list that matches no file fails the 
 Applied to the export (a profile whose email or phone is suppressed is never sent, and removed from
 the platform if it was: :class:`transforms.export_classify.ReadTargetedProfiles`) and to the import's
 file audience (a suppressed address is not written: :class:`SuppressFileAudience`). Nothing here
-logs, counts or reports an entry: only how many there are and how many rows they withheld.
+logs, counts or reports an entry: only how many there are; the file-audience writer counts the
+entries they withheld (:class:`transforms.publish.WriteParts`, ``withheld_metric``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from transforms.config import DataSourceConfig, JobConfig, SuppressionList
 from transforms.errors import InputError
 from transforms.digests import hash_keys
 from transforms.normalize import canonical_digests, normalize_keys
-from transforms.outcomes import COUNTS, Metric, count
+from transforms.publish import ADD, WITHHELD
 from transforms.storage import glob, open_decompressed
 
 
@@ -140,10 +141,14 @@ def _unique(arrays: list) -> pa.Array:
 
 
 class SuppressFileAudience(beam.DoFn):
-    """The import's file-audience path: drop the rows (``data_source, segment_id, channel, address``)
-    whose address is suppressed, counting them ``suppressed`` per data source. Elements are tables, or
-    ``(tag, table)`` pairs on the nightly path (tonight's additions and the carried-over state are
-    filtered alike: a newly suppressed address leaves; removals pass as they are)."""
+    """The import's file-audience path: hold back the rows (``data_source, segment_id, channel,
+    address``) whose address is suppressed. Elements are tables, or ``(tag, table)`` pairs on the
+    nightly path (tonight's additions and the carried-over state are filtered alike: a newly
+    suppressed address leaves; removals pass as they are). The rows kept go on as they came; the
+    rows held back go on to the writer as ``(WITHHELD[tag], rows)`` (a plain table's: ``ADD``'s),
+    which counts the entries they would have been once merged, as ``suppressed``, and writes none:
+    counted here, a suppressed entry carried from the previous night and in tonight's dump again
+    counted twice, as did an entry on two dump lines."""
 
     def __init__(self, cfg: JobConfig, pass_tags: tuple[str, ...] = ()):
         self._cfg, self._pass_tags = cfg, pass_tags
@@ -167,9 +172,10 @@ class SuppressFileAudience(beam.DoFn):
             kind = {"email": "email", "sms": "phone"}[ds.channel]
             addresses = plain_array(table["address"], text="cast")
             hit = np.asarray(suppressor.suppressed(addresses, kind).to_numpy(zero_copy_only=False), dtype=bool)
-            dropped = rows & hit
-            if dropped.any():
-                keep &= ~dropped
-                yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.SUPPRESSED, int(dropped.sum()), name))
-        kept = table.filter(pa.array(keep)) if not keep.all() else table
+            keep &= ~(rows & hit)
+        if keep.all():
+            yield element
+            return
+        yield WITHHELD[ADD if tag is None else tag], table.filter(pa.array(~keep))
+        kept = table.filter(pa.array(keep))
         yield (tag, kept) if tag is not None else kept
