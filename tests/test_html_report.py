@@ -51,7 +51,7 @@ def expected_figures(report: dict) -> dict[tuple, str]:
         rejected = e["format_errors"] + e["invalid_ids"] + e["removals_only"]
         members = sum(s["members"] for s in e["segments"].values())
         looked_up = e["reconciled"] + e["unmatched"] + e["file_audience"]
-        rate = f"{e['reconciled'] / looked_up:.1%}" if looked_up else "-"
+        rate = expected_rate(e["reconciled"], looked_up)
         overview = ("data-row", "overview")
         for key, value in (("received", e["received"]), ("reconciled", e["reconciled"]), ("file_audience", e["file_audience"]),
                            ("unmatched", e["unmatched"]), ("rejected", rejected), ("members", members)):
@@ -78,6 +78,18 @@ def expected_figures(report: dict) -> dict[tuple, str]:
             want[(name, ("data-finding", finding["kind"]), "would_match")] = f"{finding['would_match']:,}"
             want[(name, ("data-finding", finding["kind"]), "sampled")] = f"{finding['sampled']:,}"
     return want
+
+
+def expected_rate(reconciled: int, looked_up: int) -> str:
+    """A match rate as the page must print it: one decimal, but never 100.0% or 0.0% unless exact."""
+    if not looked_up:
+        return "-"
+    text = f"{reconciled / looked_up:.1%}"
+    if text == "100.0%" and reconciled < looked_up:
+        return ">99.9%"
+    if text == "0.0%" and reconciled:
+        return "<0.1%"
+    return text
 
 
 def shown(html: str) -> dict[tuple, str]:
@@ -214,6 +226,22 @@ def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():
     assert shown(html)[("web-encrypted-emails", None, "suppressed")] == "28"
     report["data_sources"]["web-encrypted-emails"]["suppressed"] = 0
     assert ("web-encrypted-emails", None, "suppressed") not in shown(render_run(report))
+
+
+def test_a_rate_short_of_every_line_or_above_none_is_never_printed_as_100_or_0_percent():
+    """19,999 of 20,000 lines matched was printed "100.0%", 1 of 20,000 "0.0%": a page saying every
+    line matched, or none, when one did not (or one did)."""
+    report = _import_report()
+    sources = report["data_sources"]
+    for name, reconciled in (("crm-hashed-emails", 19_999), ("visitors", 1), ("crm-plain", 20_000)):
+        e = sources[name]
+        e.update(received=20_000 + e["format_errors"] + e["invalid_ids"] + e["removals_only"],
+                 reconciled=reconciled, unmatched=20_000 - reconciled, file_audience=0)
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    got = shown(html)
+    assert [got[(n, None, "match_rate")] for n in ("crm-hashed-emails", "visitors", "crm-plain")] == \
+        [">99.9%", "<0.1%", "100.0%"]
 
 
 def test_a_nights_page_names_the_data_sources_whose_rows_it_dropped():

@@ -17,7 +17,7 @@ from pipelines.options import pipeline_options
 from test_html_report import FINDINGS, demo_needles
 from transforms import progress
 from transforms.outcomes import runner_counter
-from transforms.summary import COLUMNS, summary_lines
+from transforms.summary import COLUMNS, rate_text, summary_lines
 
 CLI = [sys.executable, "-m", "pipelines.cli"]
 REPORT = json.loads((Path(__file__).parent / "data" / "report-import.json").read_text())
@@ -30,6 +30,18 @@ def cli(*args):
 def columns(header: str) -> list[tuple[int, int]]:
     """(start, end) of each header cell (cells are separated by two or more blanks)."""
     return [m.span() for m in re.finditer(r"\S+(?: \S+)*", header)]
+
+
+def test_a_rate_that_is_not_exactly_all_or_none_never_prints_as_100_or_0_percent():
+    """19,999 of 20,000 was "100.0%" and 1 of 20,000 "0.0%" (the terminal's table and the page)."""
+    assert rate_text(19_999 / 20_000) == ">99.9%" and rate_text(1 / 20_000) == "<0.1%"
+    assert rate_text(1.0) == "100.0%" and rate_text(0.0) == "0.0%" and rate_text(None) == "-"
+    assert rate_text(0.9994) == "99.9%" and rate_text(0.0006) == "0.1%" and rate_text(0.655) == "65.5%"
+    report = copy.deepcopy(REPORT)
+    e = report["data_sources"]["crm-hashed-emails"]
+    e["reconciled"], e["unmatched"], e["file_audience"] = 19_999, 1, 0
+    row = next(line for line in summary_lines(report) if line.startswith("crm-hashed-emails"))
+    assert row.split()[6] == ">99.9%"
 
 
 def test_summary_is_an_aligned_table_with_a_total_and_the_top_finding():

@@ -24,7 +24,16 @@ def table(headers: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "
 
 
 def rate_text(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.1%}"
+    """A share as a percentage with one decimal; one short of 1 (or above 0) that would round to
+    100.0% (0.0%) prints ">99.9%" ("<0.1%"): 19,999 of 20,000 is not every line."""
+    if rate is None:
+        return "-"
+    text = f"{rate:.1%}"
+    if rate < 1 and text == "100.0%":
+        return ">99.9%"
+    if rate > 0 and text == "0.0%":
+        return "<0.1%"
+    return text
 
 
 def import_table(report: dict, indent: str = "") -> list[str]:
