@@ -70,6 +70,10 @@ def expected_figures(report: dict) -> dict[tuple, str]:
             want[(name, ("data-step", step), step)] = f"{value:,}"
         if e.get("suppressed"):
             want[(name, None, "suppressed")] = f"{e['suppressed']:,}"
+        if e.get("iv_suspect"):
+            want[(name, None, "iv_suspect_position")] = f"{e['iv_suspect']['position']:,}"
+            want[(name, None, "iv_suspect_matched")] = f"{e['reconciled']:,}"
+            want[(name, None, "iv_suspect_decrypted")] = f"{looked_up:,}"
         for reason, n in e["rejected_by_reason"].items():
             want[(name, ("data-reason", reason), "reason")] = f"{n:,}"
         for segment, s in e["segments"].items():
@@ -242,6 +246,25 @@ def test_a_rate_short_of_every_line_or_above_none_is_never_printed_as_100_or_0_p
     got = shown(html)
     assert [got[(n, None, "match_rate")] for n in ("crm-hashed-emails", "visitors", "crm-plain")] == \
         [">99.9%", "<0.1%", "100.0%"]
+
+
+def test_an_iv_suspicion_of_a_run_that_passed_is_a_warning_in_its_data_sources_section():
+    """report.json's ``iv_suspect`` (the IV check's weak sign of an IV typo, in a run that passed
+    because enough IDs matched) was on no page: a person reading it had no reason to check the IV.
+    Shown as a warning in that data source's section: the byte position, the IDs that matched, and
+    the setting to check; never a key or IV byte (report.json holds none)."""
+    report = _import_report()
+    report["data_sources"]["web-encrypted-emails"]["iv_suspect"] = {"position": 3, "overlap_gain": 0.21}
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    assert [a["data-warning"] for _, a in elements(html) if "data-warning" in a] == ["iv_suspect"]
+    section = html[html.index('id="ds-web-encrypted-emails"'):].split("</section>")[0]
+    warning = section[section.index('data-warning="iv_suspect"'):].split("</div>")[0]
+    assert "wrong IV?" in warning and "encryption.iv" in warning
+    iv = (DEMO / "keys" / "demo-only-iv.hex").read_text().strip()
+    key = (DEMO / "keys" / "demo-only-aes256.key").read_text().strip()
+    assert iv.lower() not in html.lower() and key.lower() not in html.lower()
+    assert 'data-warning' not in render_run(_import_report())
 
 
 def test_a_nights_page_names_the_data_sources_whose_rows_it_dropped():

@@ -86,6 +86,7 @@ def _source_view(name: str, entry: dict) -> dict:
         "memberships": report_view.memberships(entry),
         "file_audience_entries": report_view.file_audience_entries(entry),
         "keeps_file_audience": report_view.keeps_file_audience(entry),
+        "iv_suspect": report_view.iv_suspect(entry),
         "segments": segments,
         "largest_segment": largest,
         "top_finding": report_view.top_finding_text(entry),

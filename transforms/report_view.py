@@ -102,6 +102,24 @@ def keeps_file_audience(entry: dict) -> bool:
     return bool(entry[Category.FILE_AUDIENCE] or file_audience_entries(entry) or "suppressed" in entry)
 
 
+@dataclass(frozen=True)
+class IVSuspect:
+    """The IV check's suspicion in a run that passed (``iv_suspect`` in the report): a byte position
+    of the decrypted IDs that looks weakly XORed by one value, and the IDs that matched a profile
+    (enough for the run to pass: transforms.report). Positions and counts only: never a key or IV byte."""
+
+    position: int
+    matched: int
+    decrypted: int
+
+
+def iv_suspect(entry: dict) -> IVSuspect | None:
+    suspect = entry.get("iv_suspect")
+    if not suspect:
+        return None
+    return IVSuspect(int(suspect["position"]), entry[Category.RECONCILED], looked_up(entry))
+
+
 def rejected_reasons(entry: dict) -> list[Rejection]:
     """The rejections of the lines counted as rejected (:func:`rejected_lines`): not
     ``no_matching_profile``, which counts as unmatched. A code this version does not know is kept."""
