@@ -135,6 +135,32 @@ def test_a_gzip_suppression_list_cut_short_fails_naming_the_file(tmp_path):
     with pytest.raises(InputError, match=r"dns\.txt\.gz: gzip stream cut short"):
         read_suppression_file(str(path), entry)
 
+
+def test_previous_rows_of_a_data_source_taken_out_of_the_config_pass_to_the_merge(tmp_path):
+    """A night after an encrypted email source left the config: its previous file-audience rows
+    reach the suppression step tagged ``previous``; they pass as they are (the writer's merge drops
+    them, counted, as ``removed_data_sources`` says), rather than failing the night on a KeyError."""
+    from transforms.publish import PREVIOUS, WITHHELD
+    from transforms.suppression import SuppressFileAudience
+
+    cfg = parse_config({
+        "profiles": {"path": "p.parquet"},
+        "data_sources": [{"name": "mail", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "encrypted",
+                          "match_on": "email", "channel": "email",
+                          "encryption": {"key": "env:MAIL_KEY", "iv": "env:MAIL_IV"}}],
+        "suppression": [{"path": "l.txt", "kind": "email"}],
+    })
+    (tmp_path / "l.txt").write_text("gone@example.com\n")
+    lists = [read_suppression_file(str(tmp_path / "l.txt"), cfg.suppression[0])]
+    rows = pa.table({"data_source": ["old", "mail", "mail"], "segment_id": ["1", "1", "2"],
+                     "channel": ["email"] * 3, "address": ["gone@example.com", "gone@example.com", "kept@example.com"]})
+    dofn = SuppressFileAudience(cfg)
+    dofn.setup()
+    out = dict(dofn.process((PREVIOUS, rows), lists))
+    assert out[WITHHELD[PREVIOUS]].to_pylist() == [rows.to_pylist()[1]]
+    assert out[PREVIOUS].to_pylist() == [rows.to_pylist()[0], rows.to_pylist()[2]]
+
+
 def test_a_suppression_list_needs_its_profile_column():
     from transforms.config import ConfigError
 

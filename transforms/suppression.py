@@ -163,7 +163,10 @@ class SuppressFileAudience(beam.DoFn):
             return
         keep = np.ones(table.num_rows, dtype=bool)
         sources = plain_array(table["data_source"], text="cast")
+        configured = {ds.name for ds in self._cfg.data_sources}
         for name in pc.unique(sources).to_pylist():
+            if name not in configured:
+                continue  # previous rows of a data source taken out of the config: the merge drops them
             ds = self._cfg.data_source(name)
             suppressor = self._suppressors.get(name)
             if suppressor is None:
