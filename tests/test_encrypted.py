@@ -87,7 +87,8 @@ def test_cbc_email_file_audience_keeps_every_address(tmp_path, cbc_env):
     assert reasons(tmp_path / "out") == {4: "invalid_plaintext", 5: "decrypt_failed"}
     # a line counts once: reconciled if it matched, else file_audience
     assert (report["received"], report["reconciled"], report["file_audience"], report["invalid_ids"]) == (5, 1, 2, 2)
-    assert report["segments"]["501"] == {"members": 1, "file_audience": 2}
+    # the three lines with a valid ID name 501 (the two that failed to decrypt never reach the join)
+    assert report["segments"]["501"] == {"members": 1, "file_audience": 2, "lines": 3}
 
 
 def test_forced_reconciliation_counts_unmatched_instead(tmp_path, cbc_env):

@@ -224,3 +224,11 @@ def test_an_empty_full_dump_fails_the_import_and_an_empty_iter_dump_imports_noth
     dump.rename(tmp_path / "d" / "ftp_1_9_iter_1795305600000.sync")
     report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
     assert report["data_sources"]["crm"]["received"] == 0
+
+
+def test_segments_the_dumps_name_are_in_the_report_with_their_lines_members_or_not():
+    report = checked(job(), count(Metric.RECEIVED, 10, "src"), count(Metric.RECONCILED, 4, "src"),
+                     rejected(Reason.NO_MATCHING_PROFILE, 6), count(Metric.MEMBERS, 4, "src", "1401"),
+                     count(Metric.SEGMENT_LINES, 4, "src", "1401"), count(Metric.SEGMENT_LINES, 6, "src", "1403"))
+    assert report["data_sources"]["src"]["segments"] == {"1401": {"members": 4, "lines": 4},
+                                                         "1403": {"members": 0, "lines": 6}}

@@ -78,6 +78,7 @@ def expected_figures(report: dict) -> dict[tuple, str]:
             want[(name, ("data-reason", reason), "reason")] = f"{n:,}"
         for segment, s in e["segments"].items():
             want[(name, ("data-segment", segment), "members")] = f"{s['members']:,}"
+            want[(name, ("data-segment", segment), "segment_lines")] = f"{s.get('lines', 0):,}"
         for finding in e.get("diagnosis", []):
             want[(name, ("data-finding", finding["kind"]), "would_match")] = f"{finding['would_match']:,}"
             want[(name, ("data-finding", finding["kind"]), "sampled")] = f"{finding['sampled']:,}"
@@ -230,6 +231,16 @@ def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():
     assert shown(html)[("web-encrypted-emails", None, "suppressed")] == "28"
     report["data_sources"]["web-encrypted-emails"]["suppressed"] = 0
     assert ("web-encrypted-emails", None, "suppressed") not in shown(render_run(report))
+
+
+def test_a_segment_the_dumps_name_that_got_no_member_is_on_the_page_with_its_lines():
+    """"Why does segment 1403 have no one?": its lines are listed, beside its 0 members."""
+    report = _import_report()
+    entry = next(iter(report["data_sources"].values()))
+    entry["segments"]["1403"] = {"members": 0, "lines": 12}
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    assert shown(html)[(next(iter(report["data_sources"])), ("data-segment", "1403"), "members")] == "0"
 
 
 def test_a_rate_short_of_every_line_or_above_none_is_never_printed_as_100_or_0_percent():

@@ -41,8 +41,10 @@ def reference(lines, prof, keep_file_audience: bool) -> dict:
         ids.setdefault(key, set()).add(pid)
     split = lambda s: [t for t in s.split(",") if t]
     out = {"members": set(), "removed": set(), "file_audience": set(), "file_audience_removed": set(),
-           "rejected": set(), "reconciled": 0, "file_audience_lines": 0}
+           "rejected": set(), "reconciled": 0, "file_audience_lines": 0, "segment_lines": {}}
     for n, (key, segments, removed) in enumerate(lines, start=1):
+        for s in split(segments):  # lines naming each segment to add, matched or not
+            out["segment_lines"][s] = out["segment_lines"].get(s, 0) + 1
         if key in ids:
             out["reconciled"] += 1
             out["members"] |= {(s, p) for s in split(segments) for p in ids[key]}
@@ -71,6 +73,7 @@ def observed(result, keep_file_audience: bool) -> dict:
         "rejected": set(result.rejected["line"].to_pylist()) if result.rejected is not None else set(),
         "reconciled": result.reconciled,
         "file_audience_lines": result.file_audience_lines,
+        "segment_lines": dict(result.segment_lines),
     }
 
 

@@ -16,7 +16,7 @@ from transforms.arrow_utils import concat, constant, distinct, explode_list, nar
 from transforms.config import JobConfig
 from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact
 from transforms.dumps import rejected_table
-from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_lists
+from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_line_counts, segment_lists
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, Reason, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
@@ -48,6 +48,7 @@ class ShardResult(NamedTuple):
     file_audience_lines: int  # lines that matched no profile, kept in the file audience
     pairs: int  # rows of the join's (distinct line, profile) pair table: what the join materializes
     unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
+    segment_lines: tuple = ()  # (segment id, lines naming it to add), matched or not: "why has X no member?"
 
 
 def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, *values: str) -> pa.Table:
@@ -156,6 +157,7 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         file_audience_lines=miss.num_rows if keep_file_audience else 0,
         pairs=pairs.num_rows,
         unmatched_keys=miss["key"],
+        segment_lines=tuple(segment_line_counts(dump["segments"])),
     )
 
 
@@ -215,6 +217,8 @@ class JoinShard(PooledDoFn):
         outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECONCILED, out.reconciled, name))]
         if out.file_audience_lines:
             outputs.append(beam.pvalue.TaggedOutput(COUNTS, count(Metric.FILE_AUDIENCE, out.file_audience_lines, name)))
+        outputs += [beam.pvalue.TaggedOutput(COUNTS, count(Metric.SEGMENT_LINES, n, name, segment))
+                    for segment, n in out.segment_lines]
         for tag, table in ((self.REJECTED, out.rejected), (self.FILE_AUDIENCE, out.file_audience),
                            (self.REMOVED_MEMBERS, out.removed_members),
                            (self.FILE_AUDIENCE_REMOVED, out.file_audience_removed)):

@@ -167,6 +167,25 @@ def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     return pa.concat_arrays(out) if len(out) > 1 else out[0]
 
 
+def segment_line_counts(sets: pa.Array | pa.ChunkedArray) -> list[tuple[str, int]]:
+    """``(segment id, lines naming it)`` for the lines' segment sets (dictionary-encoded, as in
+    :data:`DUMP_SHARD_SCHEMA`): each chunk's distinct sets counted (a bincount of the indices), split
+    once, and the counts summed per segment id (a weighted bincount of the ids' codes). No per-line
+    Python: ~6 ms for 60,000 distinct sets (split_tokens and a group_by took 22 ms)."""
+    chunks = sets.chunks if isinstance(sets, pa.ChunkedArray) else [sets]
+    tokens, weights = [], []
+    for chunk in chunks:
+        per_set = np.bincount(chunk.indices.to_numpy(zero_copy_only=False), minlength=len(chunk.dictionary))
+        split = pc.split_pattern(chunk.dictionary, ",")
+        tokens.append(pc.list_flatten(split))
+        weights.append(per_set[pc.list_parent_indices(split).to_numpy()])
+    if not tokens:
+        return []
+    codes = pc.dictionary_encode(pa.concat_arrays(tokens))
+    summed = np.bincount(codes.indices.to_numpy(), weights=np.concatenate(weights), minlength=len(codes.dictionary))
+    return sorted((s, int(n)) for s, n in zip(codes.dictionary.to_pylist(), summed) if s and n)
+
+
 def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binary: bool = False,
                  memo: OnceEach | None = None) -> tuple[pa.Table, int]:
     """``(key, profile_id)`` rows for one data source, and the number of profile values that could

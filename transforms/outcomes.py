@@ -36,6 +36,7 @@ class Metric(StrEnum):
     REJECTED = "rejected"  # detail: the Reason
     MEMBERS = "members"  # detail: segment id (rows written to reconciled/)
     FILE_AUDIENCE_MEMBERS = "file_audience_members"  # detail: segment id
+    SEGMENT_LINES = "segment_lines"  # detail: segment id (lines with a valid ID naming it to add)
     PROFILE_KEYS = "profile_keys"
     PROFILE_KEYS_SHUFFLED = "profile_keys_shuffled"
     PROFILE_VALUES_WITHOUT_KEY = "profile_values_without_key"

@@ -43,7 +43,8 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         for reason, n in counts.details(Metric.REJECTED, name).items():
             entry["rejected_by_reason"][reason] = n
             entry[Reason(reason).category] += n
-        for metric, field in ((Metric.MEMBERS, "members"), (Metric.FILE_AUDIENCE_MEMBERS, "file_audience")):
+        for metric, field in ((Metric.MEMBERS, "members"), (Metric.FILE_AUDIENCE_MEMBERS, "file_audience"),
+                              (Metric.SEGMENT_LINES, "lines")):
             for segment, n in counts.details(metric, name).items():
                 entry["segments"].setdefault(segment, {"members": 0})[field] = n
         entry["segments"] = dict(sorted(entry["segments"].items(), key=lambda kv: (len(kv[0]), kv[0])))
