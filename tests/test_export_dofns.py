@@ -27,6 +27,7 @@ from transforms.export_classify import (
     PROFILES,
     TARGETS,
     ClassifyShard,
+    ReadBlockedProfiles,
     ReadEarlierPart,
     ReadTargetedProfiles,
 )
@@ -170,6 +171,12 @@ def test_read_targeted_profiles_keeps_the_targeted_ones_with_their_user_ids(tmp_
     assert_sharded(out[ReadTargetedProfiles.BLOCKED], "user_id")
 
 
+def test_read_blocked_profiles_gives_the_hashes_of_the_profiles_with_a_row_that_is_not_eligible(tmp_path):
+    cfg, spec = job(tmp_path)
+    out = run_dofn(ReadBlockedProfiles(cfg, spec), [cfg.profiles.path], [])
+    assert [list(h) for h in out[MAIN]] == [list(hash64(pa.array(["p2"])))]  # p2 is opted out
+
+
 def test_read_targeted_profiles_refuses_an_extract_without_the_opt_out_column(tmp_path):
     cfg, spec = job(tmp_path, opt_out=False)
     with pytest.raises(InputError, match=r"profiles.parquet: no column 'opt_out' \(profiles.opt_out\)"):
@@ -215,6 +222,27 @@ def test_classify_shard_keys_desired_and_held_pairs_by_user_id():
 def test_classify_shard_without_targets_or_earlier_pairs_gives_nothing():
     profiles = [pa.table({"profile_id": ["a"], "status": [0], "user_id": ["u1"]}, schema=CANDIDATE_SCHEMA)]
     assert run_dofn(ClassifyShard(), [(0, {TARGETS: [], PROFILES: profiles, EARLIER: []})]) == {}
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_classify_shard_blocks_every_user_id_of_a_profile_one_of_whose_rows_is_not_eligible(order):
+    """p has a consented row with u1 and an opted-out one; q a consented row with u2 and a suppressed
+    one: u1 and u2 are blocked with their profile's status, whichever row comes first, targeted or not."""
+    p = pa.table({"profile_id": ["p", "p", "p"], "status": [0, 0, 2], "user_id": [None, "u1", None]},
+                 schema=CANDIDATE_SCHEMA)
+    q = pa.table({"profile_id": ["q", "q", "q", "r", "r"], "status": [3, 0, 0, 0, 0],
+                  "user_id": [None, None, "u2", None, "u3"]}, schema=CANDIDATE_SCHEMA)
+    profiles = [p, q][::order]
+    out = run_dofn(ClassifyShard((), BUCKETS), [(0, {TARGETS: [], PROFILES: profiles, EARLIER: []})])
+    assert rows(out[ClassifyShard.BLOCKED]) == [("u1", 2), ("u2", 3)]
+    assert_sharded(out[ClassifyShard.BLOCKED], "user_id")
+    assert counts(out[ClassifyShard.COUNTS]) == {Metric.BLOCKED_USER_IDS: 2}
+    targets = [pa.table({"profile_id": ["p", "q", "r"]}, schema=TARGET_SCHEMA)]
+    out = run_dofn(ClassifyShard((), BUCKETS), [(0, {TARGETS: targets, PROFILES: profiles, EARLIER: []})])
+    assert rows(out[MAIN]) == [("r", "u3", True)]
+    found = counts(out[ClassifyShard.COUNTS])
+    assert (found[Metric.OPTED_OUT], found[Metric.SUPPRESSED], found[Metric.BLOCKED_USER_IDS]) == (1, 1, 2)
+    assert rows(out[ClassifyShard.BLOCKED]) == [("u1", 2), ("u2", 3)]
 
 
 def test_an_earlier_state_is_rebuilt_run_by_run():

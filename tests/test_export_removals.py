@@ -287,6 +287,25 @@ def test_a_profile_whose_only_id_is_withheld_is_not_counted_as_exported(tmp_path
     check_export_report(report)
 
 
+def test_every_user_id_of_an_opted_out_profile_is_withheld_whichever_extract_row_says_it(tmp_path):
+    """p00 is opted out on one row (file b) and has e9 on another (file a); p01 is targeted with e9: e9
+    was sent (withheld=0), only the opted-out row's own ID was blocked. p02 (targeted) is opted out on
+    its row in file b, not on its row in file a: opted_out, and p03 shares the address of that row."""
+    job = write_job(tmp_path / "job")
+    config = yaml.safe_load(job.read_text())
+    job.write_text(yaml.safe_dump({**config, "profiles": {**config["profiles"], "path": "profiles-*.parquet"}}))
+    pq.write_table(pa.table({"profile_id": ["p00", "p01", "p02", "p03", "p03", "p04"],
+                             "email": [email(9), email(9), email(2), email(2), email(3), email(4)],
+                             "opt_out": [False] * 6}), job.parent / "profiles-a.parquet")
+    pq.write_table(pa.table({"profile_id": ["p00", "p02"], "email": [email(0), email(7)], "opt_out": [True, True]}),
+                   job.parent / "profiles-b.parquet")
+    report = export(job, write_targets(tmp_path / "t.csv", [1, 2, 3, 4]), tmp_path / "o", "--segment-id", SID)
+    assert lines(tmp_path / "o") == sorted([(sha(email(3)), f"d_sid={SID}"), (sha(email(4)), f"d_sid={SID}")])
+    assert (report["exported"], report["shares_blocked_id"], report["opted_out"]) == (2, 1, 1)
+    assert (report["added"], report["withheld"]) == (2, 2)
+    check_export_report(report)
+
+
 def test_state_refusals_are_configuration_errors(tmp_path):
     job = write_job(tmp_path / "job")
     state = tmp_path / "state"

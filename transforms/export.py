@@ -31,10 +31,11 @@ other), normalized + SHA-256 + the digest encoding (hashed), or normalized + enc
 channel email/sms; see :class:`transforms.crypto.CbcEncryptor` and :class:`transforms.crypto.GcmEncryptor`).
 
 Elements are Arrow tables. Two ``CoGroupByKey`` stages: per shard of ``profile_id`` (targets,
-candidate profiles let through by a Bloom filter of the targets and the earlier state's profiles,
-earlier pairs: :mod:`transforms.export_classify`), then per shard of ``user_id`` (desired pairs,
-held pairs, blocked user IDs, other audiences' traits: :mod:`transforms.export_decide`); the
-desired pairs' fates go back to shards of ``profile_id`` to count the mapped profiles' outcomes. The lines
+candidate profiles let through by a Bloom filter of the targets, the earlier state's profiles and
+those with a non-eligible row (a first, narrow pass over the extract), earlier pairs:
+:mod:`transforms.export_classify`), then per shard of ``user_id`` (desired pairs, held pairs, blocked
+user IDs, other audiences' traits: :mod:`transforms.export_decide`); the desired pairs' fates go
+back to shards of ``profile_id`` to count the mapped profiles' outcomes. The lines
 are gathered once, sorted and cut into numbered files; each file is gzip-compressed (mtime 0) by its
 own worker. Everything is published at the end (:class:`PublishExport`), the state last
 (:mod:`transforms.export_state`).
@@ -60,6 +61,7 @@ from transforms.export_classify import (
     TARGETS,
     UNMAPPED_SCHEMA,
     ClassifyShard,
+    ReadBlockedProfiles,
     ReadEarlierPart,
     ReadTargetedProfiles,
 )
@@ -248,22 +250,30 @@ class ExportAudience(beam.PTransform):
             | "ReadEarlier" >> beam.ParDo(ReadEarlierPart(buckets))
             .with_outputs(ReadEarlierPart.COUNTS, ReadEarlierPart.HASHES, main="shards")
         )
+        suppression = root | "Suppression" >> ReadSuppressionLists(cfg)
+        profile_files = _match_files(root, ("ListProfileExtracts", "MatchProfileFiles", "SpreadProfileFiles"),
+                                     [cfg.profiles.path], "profile extract")
+        # A first, narrow pass: the profiles with a row that is not eligible pass the filter too, so
+        # that the user IDs of all their rows are blocked (transforms/export_classify.py).
+        blocked_profiles = profile_files | "ReadBlockedProfiles" >> beam.ParDo(
+            ReadBlockedProfiles(cfg, spec), beam.pvalue.AsList(suppression))
         profile_filter = beam.pvalue.AsSingleton(
-            (targets[ReadTargetFile.HASHES], earlier[ReadEarlierPart.HASHES])
+            (targets[ReadTargetFile.HASHES], earlier[ReadEarlierPart.HASHES], blocked_profiles)
             | "ProfileHashes" >> beam.Flatten()
             | "BuildProfileFilter" >> beam.CombineGlobally(BuildKeyFilter())
         )
-        suppression = root | "Suppression" >> ReadSuppressionLists(cfg)
-        profiles = _read_files(
-            root, ("ListProfileExtracts", "MatchProfileFiles", "SpreadProfileFiles", "ReadTargetedProfiles"),
-            [cfg.profiles.path], "profile extract", ReadTargetedProfiles(cfg, spec, buckets),
-            side_inputs=(profile_filter, beam.pvalue.AsList(suppression)), tags=(ReadTargetedProfiles.BLOCKED,))
+        profiles = profile_files | "ReadTargetedProfiles" >> beam.ParDo(
+            ReadTargetedProfiles(cfg, spec, buckets), profile_filter, beam.pvalue.AsList(suppression),
+        ).with_outputs(ReadTargetedProfiles.COUNTS, ReadTargetedProfiles.BLOCKED, main="shards")
         classified = (
             {TARGETS: targets.shards, PROFILES: profiles.shards, EARLIER: earlier.shards}
             | "GroupProfileShards" >> beam.CoGroupByKey()
             | "ClassifyTargets" >> beam.ParDo(ClassifyShard(self._state.replaces, buckets))
-            .with_outputs(ClassifyShard.COUNTS, ClassifyShard.UNMAPPED, ClassifyShard.HELD, main="desired")
+            .with_outputs(ClassifyShard.COUNTS, ClassifyShard.UNMAPPED, ClassifyShard.HELD, ClassifyShard.BLOCKED,
+                          main="desired")
         )
+        blocked = ((profiles[ReadTargetedProfiles.BLOCKED], classified[ClassifyShard.BLOCKED])
+                   | "BlockedUserIds" >> beam.Flatten())
         others = (
             root
             | "ListOtherAudiences" >> beam.Create(list(self._state.others))
@@ -272,7 +282,7 @@ class ExportAudience(beam.PTransform):
         )
         decided = (
             {DESIRED: classified.desired, HELD: classified[ClassifyShard.HELD],
-             BLOCKED: profiles[ReadTargetedProfiles.BLOCKED], OTHERS: others}
+             BLOCKED: blocked, OTHERS: others}
             | "GroupUserIdShards" >> beam.CoGroupByKey()
             | "DecideUserIds" >> beam.ParDo(DecideShard(spec.traits, buckets))
             .with_outputs(DecideShard.COUNTS, DecideShard.SENT, DecideShard.REMOVED, DecideShard.STATE,
@@ -344,11 +354,11 @@ def _read_files(root, labels: tuple[str, str, str, str], patterns: list[str], de
                 side_inputs: tuple = (), tags: tuple[str, ...] = ()):
     """List the ``patterns``, match their files, spread the files over workers and read each with
     ``reader``: main output ``shards``, plus its ``COUNTS`` and ``tags``."""
-    listed, matched, spread, read = labels
-    return (
-        root
-        | listed >> beam.Create(patterns)
-        | matched >> beam.ParDo(MatchFiles(description))
-        | spread >> beam.Reshuffle()
-        | read >> beam.ParDo(reader, *side_inputs).with_outputs(reader.COUNTS, *tags, main="shards")
-    )
+    return _match_files(root, labels[:3], patterns, description) | labels[3] >> beam.ParDo(
+        reader, *side_inputs).with_outputs(reader.COUNTS, *tags, main="shards")
+
+
+def _match_files(root, labels: tuple[str, str, str], patterns: list[str], description: str):
+    """The files the ``patterns`` match, spread over workers (listed once: each pass reads the same files)."""
+    listed, matched, spread = labels
+    return root | listed >> beam.Create(patterns) | matched >> beam.ParDo(MatchFiles(description)) | spread >> beam.Reshuffle()

@@ -11,9 +11,13 @@ through a Bloom filter of both and computes their user IDs), and the earlier sta
 (:mod:`transforms.export_decide`), where a user ID's fate is decided across profiles.
 
 A profile's status is the worst of its extract rows: suppressed (its email or phone is on a
-suppression list), opted out, consent unknown, or eligible. The reader also emits the user IDs of
-every non-eligible row of the whole extract (``BLOCKED``): a user ID that such a profile has is
-never sent, even for another, consented profile (a shared device or address).
+suppression list), opted out, consent unknown, or eligible. A user ID that such a profile has, on any
+of its rows, is never sent, even for another, consented profile (a shared device or address): the
+reader emits the user IDs of every non-eligible row of the whole extract (``BLOCKED``), and since a
+profile's rows may be in several files, a first, narrow pass (:class:`ReadBlockedProfiles`: id,
+opt-out and suppression columns) adds the profiles with a non-eligible row to the Bloom filter, so
+that all their rows meet in their shard, where :func:`blocked_by_profile` blocks the user IDs of their
+eligible rows too.
 """
 from __future__ import annotations
 
@@ -111,6 +115,18 @@ def blocked_user_ids(profiles: pa.Table, status: np.ndarray, ds: DataSourceConfi
             ids = user_ids(profiles.filter(pa.array(status == code)), ds, cfg, encryptor)["user_id"]
             parts.append(pa.table({"user_id": ids, "status": pa.array(np.full(len(ids), code, np.int8))}))
     return concat(parts, BLOCKED_SCHEMA)
+
+
+def blocked_by_profile(candidates: pa.Table) -> pa.Table:
+    """:data:`BLOCKED_SCHEMA`: the user IDs of the eligible rows of the profiles that are not eligible
+    (a row of theirs is not), with the profile's status. ``candidates``: every row of each profile."""
+    if not candidates.num_rows or not pc.any(pc.not_equal(candidates["status"], OK)).as_py():
+        return BLOCKED_SCHEMA.empty_table()
+    worst = candidates.group_by("profile_id", use_threads=False).aggregate([("status", "max")])
+    worst = worst.filter(pc.not_equal(worst["status_max"], OK))
+    pairs = candidates.filter(pc.is_valid(candidates["user_id"])).select(["profile_id", "user_id"])
+    pairs = pairs.join(worst, keys="profile_id", join_type="inner", use_threads=False)
+    return distinct(pa.table({"user_id": pairs["user_id"], "status": pairs["status_max"]}, schema=BLOCKED_SCHEMA))
 
 
 def _unique(values) -> pa.Array:
@@ -253,6 +269,28 @@ class ReadTargetedProfiles(beam.DoFn):
                 yield from _shards(rows, self._buckets)
 
 
+class ReadBlockedProfiles(beam.DoFn):
+    """One profile extract -> the hashes of the profile ids of its rows that are not eligible (a
+    numpy array per batch, for the Bloom filter): the first pass, reading the id, opt-out and
+    suppression columns only. The suppression lists come as a side input."""
+
+    def __init__(self, cfg: JobConfig, spec: ExportSpec):
+        self._cfg, self._spec = cfg, spec
+
+    def setup(self):
+        self._suppressor = None
+
+    def process(self, path: str, suppression: list):
+        ds = self._spec.data_source
+        if self._suppressor is None:
+            self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
+        narrow = self._cfg.model_copy(update={"data_sources": []})  # no key column but the suppression lists'
+        for profiles in read_profiles(path, narrow, export=True):
+            status = row_status(profiles, self._cfg, self._suppressor)
+            if (status != OK).any():
+                yield hash64(profiles["profile_id"].filter(pa.array(status != OK)))
+
+
 class ReadEarlierPart(beam.DoFn):
     """``(run, removed, path)``: one Parquet part of the earlier state (pairs) -> shards ``(profile
     bucket, EARLIER_SCHEMA rows)``, the hashes of their profile ids (``HASHES``, for the Bloom filter)
@@ -285,9 +323,10 @@ class ClassifyShard(beam.DoFn):
     """One shard ``(bucket, {TARGETS: [...], PROFILES: [...], EARLIER: [...]})`` -> the desired pairs
     (main output) and the held pairs with their reasons (``HELD``), both as ``(user bucket, table)``;
     unmapped ids (``UNMAPPED``) and counts (``COUNTS``). A shard with neither targets nor earlier pairs
-    (profiles let through by the Bloom filter only) gives nothing."""
+    (profiles let through by the Bloom filter only) gives only the user IDs of its profiles that are
+    not eligible (``BLOCKED``, :func:`blocked_by_profile`)."""
 
-    COUNTS, UNMAPPED, HELD = "counts", "unmapped", "held"
+    COUNTS, UNMAPPED, HELD, BLOCKED = "counts", "unmapped", "held", "blocked"
 
     def __init__(self, replaces: tuple[bool, ...] = (), buckets: int = 1):
         self._replaces, self._buckets = tuple(replaces), buckets
@@ -295,14 +334,16 @@ class ClassifyShard(beam.DoFn):
     def process(self, element):
         _bucket, grouped = element
         targets, earlier = list(grouped[TARGETS]), list(grouped[EARLIER])  # CoGroupByKey promises iterables only
+        candidates = concat(list(grouped[PROFILES]), CANDIDATE_SCHEMA)
+        blocked = blocked_by_profile(candidates)
+        if blocked.num_rows:
+            yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.BLOCKED_USER_IDS, blocked.num_rows))
+            for piece in _shards(blocked, self._buckets, "user_id"):
+                yield beam.pvalue.TaggedOutput(self.BLOCKED, piece)
         if not targets and not earlier:
             return
         desired, held, unmapped, counts = classify(
-            concat(targets, TARGET_SCHEMA),
-            concat(list(grouped[PROFILES]), CANDIDATE_SCHEMA),
-            concat(earlier, EARLIER_SCHEMA),
-            self._replaces,
-        )
+            concat(targets, TARGET_SCHEMA), candidates, concat(earlier, EARLIER_SCHEMA), self._replaces)
         for metric, n in counts.items():
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(metric, n))
         if unmapped.num_rows:
