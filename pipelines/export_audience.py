@@ -2,7 +2,8 @@
 
     audience-sync export --config job.yaml --audience NAME --targets TARGETS --output OUT_DIR
         [--state ROOT | --existing PREVIOUS_EXPORT_DIR ...] [--mode sync|overwrite]
-        [--data-source NAME] [--segment-id N] [--max-lines-per-file N] [--run-date YYYY-MM-DD] [Beam flags...]
+        [--data-source NAME] [--segment-id N] [--max-lines-per-file N] [--allow-shrink] [--run-date YYYY-MM-DD]
+        [Beam flags...]
     python -m pipelines.export_audience ...   (same flags)
 
 Outputs under OUT_DIR: ``onboarding/`` (gzip data files + ``.info`` control file), ``exported/``,
@@ -61,6 +62,9 @@ def parse_args(argv):
     parser.add_argument("--max-lines-per-file", type=_positive_int, default=None,
                         help="split the data into numbered files of at most N lines "
                         "(default: export.max_lines_per_file, or 5000000)")
+    parser.add_argument("--allow-shrink", action="store_true",
+                        help="publish even when the run removes more than max_shrink of the user IDs the platform "
+                        "holds for the audience (a header-only or truncated targets file fails without it)")
     launch.add_run_date(parser, "the files' timestamp and the clock for AES-GCM keys")
     return parser.parse_known_args(argv)
 
@@ -81,7 +85,7 @@ def run(argv=None) -> dict:
 
     def preflight(cfg: JobConfig) -> JobConfig:
         spec = checked["spec"] = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id,
-                                             known.max_lines_per_file, known.mode)
+                                             known.max_lines_per_file, known.mode, known.allow_shrink)
         checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, known.state,
                                                known.output.rstrip("/"))
         return export_config(cfg, spec)

@@ -429,7 +429,20 @@ def test_an_extract_that_gives_the_export_nothing_fails_unless_allowed():
         check_export_extract(allowed, "profiles.parquet", "email", allow_empty=True)
 
 
-def test_an_emptied_key_column_fails_the_export_and_publishes_nothing(tmp_path):
+
+@pytest.mark.parametrize("flags,limit", [((), 0.9), (("--allow-shrink",), None)])
+def test_allow_shrink_lifts_the_export_guard_and_max_shrink_sets_it(tmp_path, monkeypatch, flags, limit):
+    job = write_job(tmp_path / "job")
+    job.write_text(yaml.safe_dump({**yaml.safe_load(job.read_text()), "max_shrink": 0.9}))
+    write_profiles(job.parent, [0])
+    specs = []
+    monkeypatch.setattr(export_audience, "build_pipeline", lambda p, cfg, spec, *rest: specs.append(spec))
+    monkeypatch.setattr(export_audience.launch, "run_pipeline", lambda options, run_dir, report, build: build(None))
+    export_audience.run(["--config", str(job), "--audience", "A", "--targets", str(write_targets(tmp_path / "t.csv", [0])),
+                         "--output", str(tmp_path / "o"), *flags])
+    assert [spec.max_shrink for spec in specs] == [limit]
+
+def test_an_emptied_key_column_or_a_header_only_targets_file_fails_the_export_and_publishes_nothing(tmp_path):
     job = write_job(tmp_path / "job")
     state = tmp_path / "state"
     write_profiles(job.parent, [*range(4)])
@@ -441,6 +454,29 @@ def test_an_emptied_key_column_fails_the_export_and_publishes_nothing(tmp_path):
         export(job, targets, tmp_path / "second", "--segment-id", SID, "--state", state)
     assert not (tmp_path / "second" / "report.json").exists()
     assert sorted(p.name for p in (state / "crm" / "A").iterdir()) == ["v-000001"]
+    write_profiles(job.parent, [*range(4)])
+    with pytest.raises(RunFailed, match=r"audience 'A': 4 of the 4 user IDs .* more than max_shrink=0.5"):
+        export(job, write_targets(tmp_path / "empty.csv", []), tmp_path / "third", "--segment-id", SID, "--state", state)
+    assert not (tmp_path / "third" / "report.json").exists()
+    assert sorted(p.name for p in (state / "crm" / "A").iterdir()) == ["v-000001"]
+
+
+
+def test_an_export_that_would_remove_most_of_the_audience_fails_unless_allowed():
+    """A header-only targets file, or one listing a small share of what the platform holds, removed
+    every member with exit 0. As a night, such a run fails (max_shrink) unless --allow-shrink."""
+    from transforms.export_report import check_export_shrink
+
+    base = {**consistent_report(), "earlier_user_ids": 10, "removed": 5, "state_previous_version": 3}
+    check_export_shrink(base, 0.5)
+    with pytest.raises(RunFailed, match=r"^audience 'A': 6 of the 10 user IDs the platform holds \(state v-000003\) "
+                                        r"would leave it, more than max_shrink=0.5; nothing was published \(rerun "
+                                        r"with --allow-shrink if intended\)$"):
+        check_export_shrink({**base, "removed": 6}, 0.5)
+    check_export_shrink({**base, "removed": 10}, None)  # --allow-shrink
+    check_export_shrink({**base, "earlier_user_ids": 0, "removed": 0}, 0.0)  # a first export holds nothing
+    with pytest.raises(RunFailed, match=r"the 2 user IDs the platform holds \(the --existing exports\)"):
+        check_export_shrink({**base, "earlier_user_ids": 2, "removed": 2, "state_previous_version": None}, 0.9)
 
 
 # ----------------------------------------------------------------------------------------------------

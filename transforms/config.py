@@ -114,7 +114,7 @@ class DataSourceConfig(_Strict):
     # Nightly: what a dump of this source is (full: replaces the audience; iter: updates it). By
     # default the file name says; in nightly a name that does not is an error unless this is set.
     sync_mode: Literal["full", "iter", "from_name"] = "from_name"
-    max_shrink: float | None = Field(default=None, ge=0.0, le=1.0)  # nightly; None: the job's max_shrink
+    max_shrink: float | None = Field(default=None, ge=0.0, le=1.0)  # nightly, export; None: the job's max_shrink
     # Dump layout (the platform's templates can change it)
     field_separator: str = " "
     segment_separator: str = ","
@@ -225,7 +225,8 @@ class JobConfig(_Strict):
     # Mismatch diagnosis: unmatched lines sampled per data source (0: off); a data source may override it
     diagnosis_sample: int = Field(default=100_000, ge=0, le=10_000_000)
     # Nightly: the largest share a data source's audience may lose in one night (0.5: it may halve)
-    # before the night fails (unless --allow-shrink).
+    # before the night fails (unless --allow-shrink); export: the largest share of the user IDs the
+    # platform holds for the audience one run may remove.
     max_shrink: float = Field(default=0.5, ge=0.0, le=1.0)
     export: ExportConfig | None = None
     suppression: list[SuppressionList] = Field(default_factory=list)

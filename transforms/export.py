@@ -75,7 +75,13 @@ from transforms.export_decide import (
     DecideShard,
     Traits,
 )
-from transforms.export_report import build_export_report, check_export_extract, check_export_report, state_manifest
+from transforms.export_report import (
+    build_export_report,
+    check_export_extract,
+    check_export_report,
+    check_export_shrink,
+    state_manifest,
+)
 from transforms.export_state import MEMBERS, ExportState, ReadOtherAudience, commit_state, ensure_not_moved, match_parts
 from transforms.join_inputs import BuildKeyFilter
 from transforms.onboarding import (
@@ -112,6 +118,7 @@ class ExportSpec:
     segment_id: int | None = None
     max_lines_per_file: int = DEFAULT_MAX_LINES_PER_FILE
     mode: str = "sync"  # sync: .sync files (adds and removals); overwrite: .overwrite files (full trait lists)
+    max_shrink: float | None = None  # the largest share of the held user IDs a run may remove (None: --allow-shrink)
 
     @property
     def clock(self) -> datetime:
@@ -147,8 +154,10 @@ def check_audience_name(name: str) -> str:
 
 
 def export_spec(cfg: JobConfig, audience: str, data_source: str | None, run_date: date,
-                segment_id: int | None = None, max_lines_per_file: int | None = None, mode: str = "sync") -> ExportSpec:
-    """Resolve the export's data source and settings (flags first, then the config's ``export:``)."""
+                segment_id: int | None = None, max_lines_per_file: int | None = None, mode: str = "sync",
+                allow_shrink: bool = False) -> ExportSpec:
+    """Resolve the export's data source and settings (flags first, then the config's ``export:``);
+    the collapse guard's limit is the data source's ``max_shrink``, else the job's."""
     section = cfg.export
     name = data_source or (section.data_source if section else None)
     if name is None:
@@ -179,7 +188,8 @@ def export_spec(cfg: JobConfig, audience: str, data_source: str | None, run_date
     max_lines = max_lines_per_file or (section.max_lines_per_file if section else DEFAULT_MAX_LINES_PER_FILE)
     if max_lines < 1:
         raise ConfigError("--max-lines-per-file: must be at least 1")
-    return ExportSpec(check_audience_name(audience), ds, run_date, segment_id, max_lines, mode)
+    return ExportSpec(check_audience_name(audience), ds, run_date, segment_id, max_lines, mode,
+                      None if allow_shrink else cfg.shrink_limit(ds.name))
 
 
 def export_config(cfg: JobConfig, spec: ExportSpec) -> JobConfig:
@@ -213,6 +223,7 @@ class PublishExport(beam.DoFn):
         ds, p = self._spec.data_source, self._profiles
         column = p.visitor_ids if ds.id_type == "visitor" else p.column_for(ds.match_on)
         check_export_extract(report, p.path, column, p.allow_empty_profiles)
+        check_export_shrink(report, self._spec.max_shrink)
         ensure_not_moved(self._state)
         parts = list(parts)
         if files:

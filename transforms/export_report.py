@@ -120,6 +120,20 @@ def check_export_extract(report: dict, extract: str, column: str, allow_empty: b
         )
 
 
+def check_export_shrink(report: dict, max_shrink: float | None) -> None:
+    """Raise :class:`RunFailed` (nothing published) when the run would remove more than ``max_shrink``
+    of the user IDs the platform holds (a header-only targets file, or one listing a small share of
+    the audience): the export's collapse guard, as a night's. ``None``: ``--allow-shrink``."""
+    held, removed = report["earlier_user_ids"], report["removed"]
+    if max_shrink is None or not held or removed <= held * max_shrink:
+        return
+    version = report["state_previous_version"]
+    source = f"state v-{version:06d}" if version is not None else "the --existing exports"
+    raise RunFailed(f"audience '{report['audience']}': {removed} of the {held} user IDs the platform holds ({source}) "
+                    f"would leave it, more than max_shrink={max_shrink:g}; nothing was published "
+                    "(rerun with --allow-shrink if intended)")
+
+
 def state_manifest(report: dict, output_dir: str, state_parts: list) -> dict:
     """The export state version's ``_SUCCESS``: what it holds and which run wrote it."""
     return {
