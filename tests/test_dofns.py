@@ -179,7 +179,9 @@ def test_join_shard_emits_memberships_rejections_and_counts(tmp_path):
     assert got == {("10", "p1"), ("11", "p1"), ("11", "p2"), ("11", "p3")}
     rejected = pa.concat_tables(tagged[JoinShard.REJECTED])
     assert rejected["reason"].to_pylist() == ["no_matching_profile"] and rejected["line"].to_pylist() == [3]
-    assert summed(tagged[COUNTS]) == {Count(Metric.RECONCILED, "vis"): 2}
+    # the lines naming each segment to add, the unmatched line 3 included
+    assert summed(tagged[COUNTS]) == {Count(Metric.RECONCILED, "vis"): 2, Count(Metric.SEGMENT_LINES, "vis", "10"): 2,
+                                      Count(Metric.SEGMENT_LINES, "vis", "11"): 2}
     assert JoinShard.FILE_AUDIENCE not in tagged  # a visitor source keeps no file audience
 
 
