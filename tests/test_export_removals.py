@@ -318,6 +318,10 @@ def test_state_refusals_are_configuration_errors(tmp_path):
         export(job, targets, tmp_path / "o", "--state", state, "--existing", tmp_path / "first")
     with pytest.raises(ConfigError, match=r"--state: audience 'A' was exported as d_sid=777, this run sends d_sid=778"):
         export(job, targets, tmp_path / "o", "--segment-id", 778, "--state", state)
+    # A renamed audience (or a typo) starts with nothing held: A's members would never be removed,
+    # and two audiences on one segment undo each other's removals.
+    with pytest.raises(ConfigError, match=r"--state: audience 'A' of data source '\w+' already sends d_sid=777"):
+        export(job, targets, tmp_path / "o", "--segment-id", SID, "--state", state, audience="A (renamed)")
     assert not (tmp_path / "o").exists()
 
 

@@ -27,7 +27,7 @@ import json
 import os
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import apache_beam as beam
 import pyarrow as pa
@@ -186,13 +186,22 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
                             "use --mode overwrite (or another audience name)")
         runs, expected = (EarlierRun(current.members, None, True),), int(m.get("pairs", 0))
     others = []
-    if spec.mode == "overwrite":
-        for path in sorted({posixpath.dirname(posixpath.dirname(p))
-                            for p in glob(join_path(root, ds.name, "*", "v-*", SUCCESS), missing_ok=True)}):
-            if path.rstrip("/") != folder.rstrip("/"):
-                other = current_version(path)
-                if other is not None:
-                    others.append((other.manifest["segment"], other.members))
+    for path in sorted({posixpath.dirname(posixpath.dirname(p))
+                        for p in glob(join_path(root, ds.name, "*", "v-*", SUCCESS), missing_ok=True)}):
+        other = current_version(path) if path.rstrip("/") != folder.rstrip("/") else None
+        if other is None:
+            continue
+        m = other.manifest
+        if m.get("segment") == spec.trait and (m.get("dpid"), m.get("target_dpid")) == (ds.dpid, ds.target_dpid):
+            # A renamed audience (or a typo in --audience) starts with nothing held: the members the
+            # other name holds would never be removed; two live audiences on one segment undo each
+            # other's removals.
+            name = unquote(posixpath.basename(path.rstrip("/")))
+            problems.append(f"--state: audience '{name}' of data source '{ds.name}' already sends {spec.trait} "
+                            f"({path}): one segment, one audience (a renamed audience would never remove the members "
+                            f"the old name holds); export it as '{name}', or give '{spec.audience}' its own segment")
+        if spec.mode == "overwrite":
+            others.append((m["segment"], other.members))
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
                        previous=None if current is None else current.number, expected_pairs=expected,
                        latest=None if latest is None else latest.number, replaced=replaced)
