@@ -390,3 +390,18 @@ def test_the_screen_reads_the_csv_header_as_the_reader_does(tmp_path):
     assert screen_columns(cfg, str(path)) == ["email", "mobile", "work, email"]
     (table,) = read_profiles(str(path), cfg, extra=screen_columns(cfg, str(path)))
     assert table["k:work, email"].to_pylist() == ["b@example.com"]
+
+
+def test_forms_that_differ_only_by_a_missing_region_sort():
+    """A phone data source with its own default_region beside one without (none under profiles):
+    their forms of one phone column differ only in the region, "US" against None, and sorting them
+    failed the import with a bare TypeError ('<' not supported between 'str' and 'NoneType')."""
+    from transforms.diagnosis_forms import DIGEST, Form, in_order
+    from transforms.diagnosis_plan import Probe
+
+    us, none = (Form("k:phone", DIGEST, "phone", "adobe", "sha256", region) for region in ("US", None))
+    assert in_order({us, none}) == [none, us]
+    screened = [("a", (tuple(form), "id", "column", (("profiles.phone", "phone"),)), np.array(rows))
+                for form, rows in ((us, [1, 2]), (none, [3, 4]))]  # other lines: both kept
+    kept = worth_confirming(screened)
+    assert [probe.form for _, probe in kept] == [none, us] and all(isinstance(p, Probe) for _, p in kept)

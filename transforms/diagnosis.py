@@ -29,7 +29,8 @@ import numpy as np
 from transforms.config import JobConfig
 from transforms.diagnosis_crypto import cbc_findings, failed_tokens, gcm_findings, load_cbc_material
 from transforms.diagnosis_findings import assemble, preference, threshold
-from transforms.diagnosis_forms import SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, spread
+from transforms.diagnosis_forms import (SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, in_order,
+                                       none_first, spread)
 from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines
 from transforms.memory import release_free_memory
@@ -82,7 +83,7 @@ class ScreenForms(_Probing):
         for name, sample in sorted(samples.items()):
             views = self.views(name, sample)
             plans[name] = probes(self._cfg.data_source(name), self._cfg, views, kinds)
-        keys = ProfileKeys(profiles, sorted({p.form for plan in plans.values() for p in plan}), self._cfg)
+        keys = ProfileKeys(profiles, in_order({p.form for plan in plans.values() for p in plan}), self._cfg)
         for name, plan in plans.items():
             views = self.views(name, samples[name])
             hits = {p: keys.hit_rows(views[p.view], p.form) for p in plan}
@@ -113,7 +114,7 @@ def worth_confirming(screened: list) -> list[tuple[str, Probe]]:
             if hit.tobytes() not in seen and (not better or len(np.setdiff1d(hit, np.concatenate(better)))):
                 kept_forms.add((name, probe.form))
             seen.add(hit.tobytes())
-    return sorted((name, probe) for name, probe in rows if (name, probe.form) in kept_forms)
+    return sorted(((name, probe) for name, probe in rows if (name, probe.form) in kept_forms), key=none_first)
 
 
 def screen_step(samples: dict) -> int:
@@ -132,7 +133,7 @@ class ConfirmForms(_Probing):
         kept = worth_confirming(screened)
         if not kept:
             return
-        forms = sorted({probe.form for _, probe in kept})
+        forms = in_order({probe.form for _, probe in kept})
         extra = sorted({extract_column(self._cfg, f.column) for f in forms if f.column.startswith(KEY_PREFIX)})
         for profiles in read_profiles(path, self._cfg, extra=extra):
             keys = ProfileKeys(profiles, forms, self._cfg)

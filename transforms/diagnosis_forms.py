@@ -45,6 +45,19 @@ class Form(NamedTuple):
     region: str | None = None  # phones: where numbers without a country code are read (JobConfig.region_for)
 
 
+def none_first(value):
+    """A sort key for tuples holding None beside other values (a form's region: None or "US"):
+    None sorts first, and is never compared with a value."""
+    if isinstance(value, tuple):
+        return tuple(none_first(v) for v in value)
+    return (value is not None, "" if value is None else value)
+
+
+def in_order(forms) -> list[Form]:
+    """Forms sorted (the same order on every worker), None fields first."""
+    return sorted(forms, key=none_first)
+
+
 def extract_column(cfg: JobConfig, column: str) -> str:
     """The extract's name for a column of the standardized profile table."""
     if column == "profile_id":
