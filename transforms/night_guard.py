@@ -22,6 +22,7 @@ from transforms.config import JobConfig
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest, sync_mode_of
 from transforms.storage import join_path
+from transforms.summary import rate_text
 
 
 def check_nights_over(days: list[date], today: date) -> None:
@@ -238,7 +239,8 @@ class NightGuard:
                 continue
             share, before_share, limit = matched / lines, before / before_lines, cfg.shrink_limit(name)
             if share < before_share * (1 - limit):
-                problems.append(f"data source '{name}': {share:.0%} of tonight's addresses match a profile, against "
-                                f"{before_share:.0%} in {self.previous_partition} (more than max_shrink={limit:g} less): "
+                problems.append(f"data source '{name}': {rate_text(share)} of tonight's addresses match a profile, "
+                                f"against {rate_text(before_share)} in {self.previous_partition} (more than "
+                                f"max_shrink={limit:g} less): "
                                 "a wrong IV or key, or another profile column?")
         return problems
