@@ -535,3 +535,59 @@ def test_whatever_decides_a_key_is_in_its_identity(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(key_cache, "sys", SimpleNamespace(version_info=(3, 99, 0)))
     assert key_cache.code_identity() != code
+
+
+def _published_cache(tmp_path: Path, batch: pa.Table) -> tuple[Path, dict, CacheLayout, dict]:
+    """A cache of one part holding ``batch``'s rows under the demo's layout, published by
+    PublishKeyCache from a staged part: ``(cache folder, the staged part's entry, layout, code)``."""
+    cfg = load_config(str(Path(__file__).resolve().parent.parent / "testdata" / "demo" / "job.yaml"))
+    layout, code = CacheLayout.of(cfg), key_cache.code_identity()
+    dirs = key_cache.cache_dirs(str(tmp_path / "_key_cache"), str(tmp_path / "run"))
+    writer = CacheWriter(dirs.staging, "extract.parquet", layout.schema())
+    columns = {}
+    for ds in cfg.data_sources:
+        columns.update(ComputedColumn.of(batch, ds, cfg).part_columns(layout.sources[ds.name]))
+    writer.write(*row_hashes(batch, layout.values), columns)
+    part = writer.close()
+    staged = Path(part["file"]).read_bytes()
+    key_cache.PublishKeyCache(dirs).process(None, [{**part, "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}])
+    return Path(dirs.root), {**part, "bytes": staged}, layout, code
+
+
+def test_a_damaged_part_is_replaced_when_a_run_stages_the_same_content(tmp_path):
+    # A part damaged on disk: the next run computes every key and, when the extract did not change,
+    # stages a part of the same content, hence the same name. It replaces the damaged file; kept,
+    # it made every later run find the cache damaged and compute every key again, for good.
+    cache, part, layout, code = _published_cache(tmp_path / "first", _profiles(BEFORE))
+    published = cache / manifest(cache.parent)["parts"][0]["file"]
+    _corrupt(cache)
+    assert load_cache(str(cache), layout, code) is None
+    dirs = key_cache.cache_dirs(str(cache), str(tmp_path / "run2"))
+    Path(dirs.staging).mkdir(parents=True)
+    staged = Path(dirs.staging) / Path(part["file"]).name
+    staged.write_bytes(part["bytes"])
+    entry = {"file": str(staged), "rows": part["rows"], key_cache.PART_DIGEST: part[key_cache.PART_DIGEST],
+             "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}
+    key_cache.PublishKeyCache(dirs).process(None, [entry])
+    assert published.read_bytes() == part["bytes"]
+    assert load_cache(str(cache), layout, code) is not None
+
+
+def test_a_part_replaced_while_its_map_is_read_is_not_intact(tmp_path, monkeypatch):
+    # The rows are read from the file as mapped when the cache was loaded; the digest check reads
+    # the file by its path, later. A damaged part replaced meanwhile by an intact one (another run
+    # publishing the same part) must not vouch for the damaged bytes the map holds.
+    cache, part, layout, code = _published_cache(tmp_path, _profiles(BEFORE))
+    published = cache / manifest(cache.parent)["parts"][0]["file"]
+    _corrupt(cache)
+    checked = key_cache._file_digest
+
+    def replaced_first(path: str) -> str:
+        fresh = tmp_path / "fresh.arrow"
+        fresh.write_bytes(part["bytes"])
+        fresh.rename(published)  # as PublishKeyCache moves a staged part in
+        return checked(path)
+
+    monkeypatch.setattr(key_cache, "_file_digest", replaced_first)
+    loaded = load_cache(str(cache), layout, code, wait=False)
+    assert loaded is not None and not loaded.intact()

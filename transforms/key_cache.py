@@ -51,6 +51,7 @@ import hashlib
 import json
 import logging
 import mmap
+import os
 import posixpath
 import sys
 import unicodedata
@@ -263,12 +264,21 @@ def _read_part(root: str, part: dict, checker: ThreadPoolExecutor) -> tuple[pa.T
     else:
         with open(path, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            mapped_file = os.fstat(handle.fileno())
         source = pa.py_buffer(mapped)
-        intact = checker.submit(lambda: _file_digest(path) == part[PART_DIGEST])
+        # The path still names the mapped file, before and after its bytes are hashed: a part
+        # replaced meanwhile (a damaged one, by a run publishing it again) vouches for nothing mapped.
+        intact = checker.submit(lambda: _same_file(path, mapped_file) and _file_digest(path) == part[PART_DIGEST]
+                                and _same_file(path, mapped_file))
     table = pa.ipc.open_file(pa.BufferReader(source)).read_all()
     if table.num_rows != part["rows"]:
         raise ValueError("a part has other rows than its manifest entry")
     return table, mapped, intact
+
+
+def _same_file(path: str, mapped: os.stat_result) -> bool:
+    now = os.stat(path)
+    return (now.st_dev, now.st_ino) == (mapped.st_dev, mapped.st_ino)
 
 
 def _file_digest(path: str) -> str:
@@ -340,10 +350,9 @@ class PublishKeyCache(beam.DoFn):
             entries = list(parts[0]["base"])
             for part in sorted(parts, key=lambda p: p["file"]):
                 name = f"part-{part[PART_DIGEST][:24]}.arrow"
-                if FileSystems.exists(join_path(root, name)):  # same content already there
-                    FileSystems.delete([part["file"]])
-                else:
-                    FileSystems.rename([part["file"]], [join_path(root, name)])
+                # Moved over a part of that name: the same content, or that content damaged on disk
+                # (kept, a damaged part would make every later run compute every key).
+                FileSystems.rename([part["file"]], [join_path(root, name)])
                 entries.append({"file": name, "rows": part["rows"], PART_DIGEST: part[PART_DIGEST]})
             doc = {**parts[0]["layout"], "format": CACHE_FORMAT, "parts": entries,
                    "live_rows": sum(p["live_rows"] for p in parts)}
