@@ -17,6 +17,7 @@ import pytest
 from pipelines import import_audience, nightly
 from transforms import key_cache, key_cache_index, key_cache_rows, key_profiles, keys, profiles
 from transforms.config import load_config
+from transforms.errors import RunFailed
 from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache
 from transforms.arrow_utils import KeyFilter, hash64
@@ -591,3 +592,21 @@ def test_a_part_replaced_while_its_map_is_read_is_not_intact(tmp_path, monkeypat
     monkeypatch.setattr(key_cache, "_file_digest", replaced_first)
     loaded = load_cache(str(cache), layout, code, wait=False)
     assert loaded is not None and not loaded.intact()
+
+
+def test_a_cache_that_cannot_be_saved_fails_saying_the_outputs_are_published(tmp_path):
+    # PublishKeyCache runs once the outputs are published: its failure gave a bare
+    # 'IsADirectoryError [while running PublishKeyCache]', as if nothing were published.
+    cache, part, layout, code = _published_cache(tmp_path / "first", _profiles(BEFORE))
+    (cache / key_cache.MANIFEST).unlink()
+    (cache / key_cache.MANIFEST).mkdir()  # a manifest that cannot be written
+    dirs = key_cache.cache_dirs(str(cache), str(tmp_path / "run2"))
+    Path(dirs.staging).mkdir(parents=True)
+    staged = Path(dirs.staging) / Path(part["file"]).name
+    staged.write_bytes(part["bytes"])
+    entry = {"file": str(staged), "rows": part["rows"], key_cache.PART_DIGEST: part[key_cache.PART_DIGEST],
+             "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}
+    with pytest.raises(RunFailed) as info:
+        key_cache.PublishKeyCache(dirs).process(None, [entry])
+    assert str(info.value) == (f"{cache}: the outputs are published, but the profile-key cache could not be saved "
+                               "(IsADirectoryError); the next run computes the keys it lacks again")

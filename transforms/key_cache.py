@@ -70,6 +70,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.arrow_utils import plain_array
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.digests import duckdb_connection
+from transforms.errors import RunFailed
 from transforms.key_cache_index import HASH_SUFFIX, ID_CHECK, ROW_HASH, LoadedCache
 from transforms.profiles import KEY_PREFIX
 from transforms.storage import glob, join_path
@@ -343,6 +344,13 @@ class PublishKeyCache(beam.DoFn):
         self._dirs = dirs
 
     def process(self, _report, parts):
+        try:
+            self._publish(parts)
+        except Exception as exc:  # noqa: BLE001 - after the outputs: say they are published, in one line
+            raise RunFailed(f"{self._dirs.root}: the outputs are published, but the profile-key cache could not be "
+                            f"saved ({type(exc).__name__}); the next run computes the keys it lacks again") from None
+
+    def _publish(self, parts):
         root = self._dirs.root
         if parts:
             if "://" not in root:
