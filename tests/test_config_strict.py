@@ -237,3 +237,30 @@ def test_parse_config_still_takes_plain_mappings():
     cfg = parse_config({"profiles": {"path": "p.parquet"},
                         "data_sources": [{"name": "v", "dpid": 1, "segments": "s", "id_type": "visitor"}]})
     assert cfg.data_sources[0].name == "v"
+
+
+# -- YAML 1.1 number forms ---------------------------------------------------------------------------
+@pytest.mark.parametrize("field, text, line", [
+    ("dpid", "0123", 5),  # YAML 1.1 (PyYAML): octal, 83 -- the export would name data source 83
+    ("dpid", "-0123", 5),
+    ("dpid", "012_345", 5),
+    ("dpid", "1:40", 5),  # base 60: 100
+    ("target_dpid", "045454", 8),
+])
+def test_a_number_yaml_reads_in_another_base_is_an_error_naming_the_line(tmp_path, field, text, line):
+    """A leading zero makes a YAML 1.1 integer octal and ``1:40`` is base 60 (100): ``dpid: 0123`` was
+    data source 83 (and ``dpid: 0189``, not octal, 189). Refused, naming the line, never the value."""
+    config = BASE.replace("    dpid: 1\n", f"    dpid: {text}\n" if field == "dpid" else "    dpid: 20914\n")
+    if field == "target_dpid":
+        config += f"    target_dpid: {text}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, config))
+    message = str(info.value)
+    assert f"job.yaml: line {line}: " in message and "\n" not in message and text not in message
+
+
+@pytest.mark.parametrize("text, value", [("12345", 12345), ("'0123'", 123), ("0", 0), ("12_345", 12345),
+                                         ("0x3039", 12345)])
+def test_numbers_without_a_second_reading_are_kept(tmp_path, text, value):
+    config = BASE.replace("    dpid: 1\n", f"    dpid: {text}\n")
+    assert load_config(write(tmp_path, config)).data_sources[0].dpid == value

@@ -11,9 +11,9 @@ import posixpath
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from transforms.config_yaml import read_yaml
 from transforms.errors import ConfigError
 from transforms.phones import check_region
 from transforms.secrets import reference_problem
@@ -357,29 +357,6 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
     return cfg.model_copy(update={"profiles": profiles, "data_sources": sources, "suppression": suppression})
 
 
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key, line: int):
-        super().__init__(f"duplicate key {key!r} on line {line}")
-        self.key, self.line = key, line
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently:
-    a data source would read another folder's dumps). Keys beside a ``<<`` merge may override it."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) or key is None:
-                if key in seen:
-                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
-                seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def load_config(path: str) -> JobConfig:
     """Read and validate a YAML config; relative paths in it are relative to the file."""
     from apache_beam.io.filesystems import FileSystems
@@ -389,13 +366,6 @@ def load_config(path: str) -> JobConfig:
             text = handle.read().decode("utf-8")
     except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
         raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except _DuplicateKey as exc:
-        raise ConfigError(f"{path}: line {exc.line}: duplicate key '{exc.key}' (YAML keeps only the last one)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML") from None
+    data = read_yaml(text, path)
     base = path.rsplit("/", 1)[0] if "://" in path else Path(path).resolve().parent
     return parse_config(data, source=path, base_dir=base)

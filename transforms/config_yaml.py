@@ -1,0 +1,58 @@
+"""The config's YAML, read strictly: what PyYAML would read silently in a way the writer did not
+mean is an error naming its line (never its value: a key may have been pasted anywhere)."""
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from transforms.errors import ConfigError
+
+# YAML 1.1 integers that YAML 1.2 and readers take for decimal: a leading zero is octal (``0123``:
+# 83), ``1:40`` is base 60 (100). ``0x``/``0b`` say what they are, and ``09`` is a string anyway.
+_OTHER_BASE = re.compile(r"[-+]?0[0-7]+|[-+]?[1-9][0-9]*(?::[0-5]?[0-9])+")
+
+
+class _Refused(yaml.YAMLError):
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently:
+    a data source would read another folder's dumps), and integers in another base than they read.
+    Keys beside a ``<<`` merge may override it."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _Refused(f"duplicate key '{key}' (YAML keeps only the last one)", key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node):
+        if _OTHER_BASE.fullmatch(self.construct_scalar(node).replace("_", "")):
+            raise _Refused("a number with a leading zero is octal in YAML (010 is 8) and one with ':' is base 60 "
+                           "(1:30 is 90): write it without the zero, or quote it", node.start_mark.line + 1)
+        return super().construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def read_yaml(text: str, source: str):
+    """The document in ``text`` (``source`` names it in errors: one line, with the line number)."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except _Refused as exc:
+        raise ConfigError(f"{source}: line {exc.line}: {exc.message}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}:{where} not valid YAML") from None
