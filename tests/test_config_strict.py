@@ -264,3 +264,21 @@ def test_a_number_yaml_reads_in_another_base_is_an_error_naming_the_line(tmp_pat
 def test_numbers_without_a_second_reading_are_kept(tmp_path, text, value):
     config = BASE.replace("    dpid: 1\n", f"    dpid: {text}\n")
     assert load_config(write(tmp_path, config)).data_sources[0].dpid == value
+
+
+@pytest.mark.parametrize("line, field", [("max_shrink: on\n", "max_shrink"), ("buckets: yes\n", "buckets"),
+                                         ("diagnosis_sample: on\n", "diagnosis_sample"),
+                                         ("    max_format_error_ratio: true\n", "data_sources.0.max_format_error_ratio"),
+                                         ("    target_dpid: true\n", "data_sources.0.target_dpid")])
+def test_a_yaml_boolean_where_a_number_belongs_is_an_error(tmp_path, line, field):
+    """YAML 1.1 reads on/off/yes/no as booleans, and pydantic took them for 1 and 0: ``max_shrink: on``
+    was 1.0, a nightly guard that lets an audience vanish."""
+    config = (BASE + line) if line.startswith("    ") else (line + BASE)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, config))
+    assert f"job.yaml: {field}: " in str(info.value) and "\n" not in str(info.value)
+
+
+def test_booleans_still_read_as_booleans(tmp_path):
+    config = BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n  allow_empty_profiles: yes\n")
+    assert load_config(write(tmp_path, config)).profiles.allow_empty_profiles is True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,6 +21,15 @@ from transforms.secrets import reference_problem
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value, info):
+        """YAML reads on/off/yes/no as booleans, which pydantic takes for 1 and 0 (``max_shrink: on``: 1.0)."""
+        kinds = get_args(cls.model_fields[info.field_name].annotation) or (cls.model_fields[info.field_name].annotation,)
+        if isinstance(value, bool) and bool not in kinds and {int, float} & set(kinds):
+            raise ValueError("expected a number, not true/false (YAML reads on/off/yes/no as true/false)")
+        return value
 
 
 class ProfilesConfig(_Strict):
