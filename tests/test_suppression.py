@@ -136,6 +136,18 @@ def test_a_gzip_suppression_list_cut_short_fails_naming_the_file(tmp_path):
         read_suppression_file(str(path), entry)
 
 
+@pytest.mark.parametrize("content", [b"", b"\n  \n\t\n", b"\xef\xbb\xbf"])
+def test_a_suppression_list_without_an_entry_fails_naming_the_file(tmp_path, content):
+    """An empty do-not-share list (a copy that wrote nothing, an export that failed upstream) suppressed
+    nobody, and the run published their addresses; a list to run without is taken out of the config."""
+    from transforms.config import SuppressionList
+
+    path = tmp_path / "dns.txt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=r"dns\.txt: .*no entry"):
+        read_suppression_file(str(path), SuppressionList(path=str(path), kind="email"))
+
+
 def test_previous_rows_of_a_data_source_taken_out_of_the_config_pass_to_the_merge(tmp_path):
     """A night after an encrypted email source left the config: its previous file-audience rows
     reach the suppression step tagged ``previous``; they pass as they are (the writer's merge drops

@@ -52,6 +52,9 @@ def read_suppression_file(path: str, entry: SuppressionList) -> SuppressionEntri
     raw = pa.array(text.splitlines(), pa.string())
     trimmed = pc.utf8_trim_whitespace(raw)
     keep = pc.greater(pc.utf8_length(trimmed), 0)
+    if not pc.any(keep).as_py():  # a copy that wrote nothing would suppress nobody: its addresses shared
+        raise InputError(path, "the suppression list holds no entry (a failed copy or export?); take it out of the "
+                               "config to run without it")
     lines = pa.array(np.arange(1, len(raw) + 1, dtype=np.int64))
     return SuppressionEntries(path, entry.kind, entry.hashed, pc.filter(trimmed, keep), pc.filter(lines, keep))
 
