@@ -182,3 +182,9 @@ def test_unknown_default_region_is_named(field, region):
 def test_default_region_on_a_source_that_does_not_match_phones_is_an_error():
     message = error_of(cfg_with(**{"data_sources.0.default_region": "FR"}))  # match_on: email
     assert message.startswith("job.yaml: data_sources.0: default_region applies only to phone")
+
+
+@pytest.mark.parametrize("dpid", [0, -12345])
+def test_a_dpid_is_positive(dpid):
+    """``dpid: -12345`` (a stray minus) was accepted: the export's files were named ftp_dpm_-12345_..."""
+    assert "data_sources.0.dpid: Input should be greater than 0" in error_of(cfg_with(**{"data_sources.0.dpid": dpid}))

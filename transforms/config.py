@@ -96,7 +96,7 @@ class DataSourceConfig(_Strict):
     """One shared data source (DPID) and the segment dumps it delivers."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    dpid: int
+    dpid: int = Field(gt=0)
     # The data source an export's IDs are onboarded to, in the file name (ftp_dpm_<DPID>_<TARGET>_...):
     # required to export through the platform's global device-ID data sources (GLOBAL_DEVICE_DPIDS).
     target_dpid: int | None = Field(default=None, gt=0)
