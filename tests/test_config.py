@@ -188,3 +188,13 @@ def test_default_region_on_a_source_that_does_not_match_phones_is_an_error():
 def test_a_dpid_is_positive(dpid):
     """``dpid: -12345`` (a stray minus) was accepted: the export's files were named ftp_dpm_-12345_..."""
     assert "data_sources.0.dpid: Input should be greater than 0" in error_of(cfg_with(**{"data_sources.0.dpid": dpid}))
+
+
+@pytest.mark.parametrize("pattern", ["dumps/{date[0]}/*.sync", "dumps/{date.week}/*.sync"])
+def test_a_date_placeholder_nightly_cannot_fill_is_named(pattern):
+    """``{date[0]}`` or an unknown attribute failed the night with a bare TypeError / AttributeError."""
+    from datetime import date
+
+    cfg = parse_config(cfg_with(**{"data_sources.0.segments": pattern}))
+    with pytest.raises(ConfigError, match=r"only \{date\} or \{date:FORMAT\} placeholders"):
+        cfg.for_date(date(2026, 11, 22))

@@ -269,7 +269,7 @@ class JobConfig(_Strict):
         def fill(path: str) -> str:
             try:
                 return path.format(date=day)
-            except (KeyError, IndexError, ValueError):
+            except (KeyError, IndexError, ValueError, TypeError, AttributeError):
                 raise ConfigError(f"'{path}': only {{date}} or {{date:FORMAT}} placeholders are allowed") from None
 
         profiles = self.profiles.model_copy(update={"path": fill(self.profiles.path)})
