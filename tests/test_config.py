@@ -198,3 +198,9 @@ def test_a_date_placeholder_nightly_cannot_fill_is_named(pattern):
     cfg = parse_config(cfg_with(**{"data_sources.0.segments": pattern}))
     with pytest.raises(ConfigError, match=r"only \{date\} or \{date:FORMAT\} placeholders"):
         cfg.for_date(date(2026, 11, 22))
+
+
+def test_an_empty_visitor_ids_separator_is_refused():
+    """It failed the import with 'ArrowInvalid [while running ...]', naming neither field nor cause."""
+    assert "profiles.visitor_ids_separator: String should have at least 1 character" in error_of(
+        cfg_with(**{"profiles.visitor_ids_separator": ""}))

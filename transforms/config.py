@@ -26,7 +26,8 @@ class _Strict(BaseModel):
     @classmethod
     def _no_boolean_numbers(cls, value, info):
         """YAML reads on/off/yes/no as booleans, which pydantic takes for 1 and 0 (``max_shrink: on``: 1.0)."""
-        kinds = get_args(cls.model_fields[info.field_name].annotation) or (cls.model_fields[info.field_name].annotation,)
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = get_args(annotation) or (annotation,)
         if isinstance(value, bool) and bool not in kinds and {int, float} & set(kinds):
             raise ValueError("expected a number, not true/false (YAML reads on/off/yes/no as true/false)")
         return value
@@ -41,7 +42,7 @@ class ProfilesConfig(_Strict):
     email: str | None = "email"
     phone: str | None = "mobile"
     visitor_ids: str | None = "visitor_ids"
-    visitor_ids_separator: str = ";"  # CSV only: the list is one ';'-separated string
+    visitor_ids_separator: str = Field(default=";", min_length=1)  # CSV only: the list is one ';'-separated string
     opt_out: str | None = None  # the opt-out column (transforms/consent.py: spellings; empty = unknown)
     # What an unknown opt-out (empty, null, missing; or no ``opt_out`` column at all) means for the
     # export: ``unknown`` (never exported) or, declared explicitly, ``consented``.
