@@ -322,6 +322,10 @@ def test_state_refusals_are_configuration_errors(tmp_path):
     # and two audiences on one segment undo each other's removals.
     with pytest.raises(ConfigError, match=r"--state: audience 'A' of data source '\w+' already sends d_sid=777"):
         export(job, targets, tmp_path / "o", "--segment-id", SID, "--state", state, audience="A (renamed)")
+    # So is a renamed data source (the platform's is its dpid): the state is kept by name.
+    job.write_text(job.read_text().replace("name: crm", "name: crm-renamed"))
+    with pytest.raises(ConfigError, match=r"--state: audience 'A' of data source 'crm' already sends d_sid=777"):
+        export(job, targets, tmp_path / "o", "--segment-id", SID, "--state", state)
     assert not (tmp_path / "o").exists()
 
 

@@ -186,20 +186,22 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
                             "use --mode overwrite (or another audience name)")
         runs, expected = (EarlierRun(current.members, None, True),), int(m.get("pairs", 0))
     others = []
+    # Every audience under ROOT that goes to the same platform data source (dpid, target dpid),
+    # under whatever data-source name the config gave it then.
     for path in sorted({posixpath.dirname(posixpath.dirname(p))
-                        for p in glob(join_path(root, ds.name, "*", "v-*", SUCCESS), missing_ok=True)}):
+                        for p in glob(join_path(root, "*", "*", "v-*", SUCCESS), missing_ok=True)}):
         other = current_version(path) if path.rstrip("/") != folder.rstrip("/") else None
-        if other is None:
+        if other is None or (other.manifest.get("dpid"), other.manifest.get("target_dpid")) != (ds.dpid, ds.target_dpid):
             continue
         m = other.manifest
-        if m.get("segment") == spec.trait and (m.get("dpid"), m.get("target_dpid")) == (ds.dpid, ds.target_dpid):
-            # A renamed audience (or a typo in --audience) starts with nothing held: the members the
-            # other name holds would never be removed; two live audiences on one segment undo each
-            # other's removals.
-            name = unquote(posixpath.basename(path.rstrip("/")))
-            problems.append(f"--state: audience '{name}' of data source '{ds.name}' already sends {spec.trait} "
+        if m.get("segment") == spec.trait:
+            # A renamed audience or data source (or a typo in --audience) starts with nothing held: the
+            # members the other name holds would never be removed; two live audiences on one segment
+            # undo each other's removals.
+            source, name = (unquote(posixpath.basename(p)) for p in (posixpath.dirname(path.rstrip("/")), path.rstrip("/")))
+            problems.append(f"--state: audience '{name}' of data source '{source}' already sends {spec.trait} "
                             f"({path}): one segment, one audience (a renamed audience would never remove the members "
-                            f"the old name holds); export it as '{name}', or give '{spec.audience}' its own segment")
+                            f"the old name holds); export it under that name, or give '{spec.audience}' its own segment")
         if spec.mode == "overwrite":
             others.append((m["segment"], other.members))
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
