@@ -204,3 +204,10 @@ def test_an_empty_visitor_ids_separator_is_refused():
     """It failed the import with 'ArrowInvalid [while running ...]', naming neither field nor cause."""
     assert "profiles.visitor_ids_separator: String should have at least 1 character" in error_of(
         cfg_with(**{"profiles.visitor_ids_separator": ""}))
+
+
+def test_a_visitor_data_source_needs_the_profiles_visitor_id_column():
+    """It failed the run with "column 'None'" (the null column's name), naming no field."""
+    with pytest.raises(ConfigError, match=r"data_sources\.0 \('v'\): a visitor data source needs profiles\.visitor_ids"):
+        parse_config({"profiles": {"path": "p.parquet", "visitor_ids": None},
+                      "data_sources": [{"name": "v", "dpid": 1, "segments": "x", "id_type": "visitor"}]})

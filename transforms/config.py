@@ -249,6 +249,14 @@ class JobConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _visitor_column(self) -> "JobConfig":
+        if self.profiles.visitor_ids is None:
+            for i, ds in enumerate(self.data_sources):
+                if ds.id_type == "visitor":
+                    raise ValueError(f"data_sources.{i} ('{ds.name}'): a visitor data source needs profiles.visitor_ids")
+        return self
+
+    @model_validator(mode="after")
     def _export_source_known(self) -> "JobConfig":
         if self.export is not None and self.export.data_source is not None:
             if self.export.data_source not in [ds.name for ds in self.data_sources]:
