@@ -450,6 +450,7 @@ def test_allow_shrink_lifts_the_export_guard_and_max_shrink_sets_it(tmp_path, mo
                          "--output", str(tmp_path / "o"), *flags])
     assert [spec.max_shrink for spec in specs] == [limit]
 
+
 def test_an_emptied_key_column_or_a_header_only_targets_file_fails_the_export_and_publishes_nothing(tmp_path):
     job = write_job(tmp_path / "job")
     state = tmp_path / "state"

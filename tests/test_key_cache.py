@@ -555,6 +555,16 @@ def _published_cache(tmp_path: Path, batch: pa.Table) -> tuple[Path, dict, Cache
     return Path(dirs.root), {**part, "bytes": staged}, layout, code
 
 
+def _staged_again(run: Path, cache: Path, part: dict, layout: CacheLayout, code: dict):
+    """A run staging ``part``'s content again (an unchanged extract): its dirs and staged entry."""
+    dirs = key_cache.cache_dirs(str(cache), str(run))
+    Path(dirs.staging).mkdir(parents=True)
+    staged = Path(dirs.staging) / Path(part["file"]).name
+    staged.write_bytes(part["bytes"])
+    return dirs, {"file": str(staged), "rows": part["rows"], key_cache.PART_DIGEST: part[key_cache.PART_DIGEST],
+                  "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}
+
+
 def test_a_damaged_part_is_replaced_when_a_run_stages_the_same_content(tmp_path):
     # A part damaged on disk: the next run computes every key and, when the extract did not change,
     # stages a part of the same content, hence the same name. It replaces the damaged file; kept,
@@ -563,12 +573,7 @@ def test_a_damaged_part_is_replaced_when_a_run_stages_the_same_content(tmp_path)
     published = cache / manifest(cache.parent)["parts"][0]["file"]
     _corrupt(cache)
     assert load_cache(str(cache), layout, code) is None
-    dirs = key_cache.cache_dirs(str(cache), str(tmp_path / "run2"))
-    Path(dirs.staging).mkdir(parents=True)
-    staged = Path(dirs.staging) / Path(part["file"]).name
-    staged.write_bytes(part["bytes"])
-    entry = {"file": str(staged), "rows": part["rows"], key_cache.PART_DIGEST: part[key_cache.PART_DIGEST],
-             "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}
+    dirs, entry = _staged_again(tmp_path / "run2", cache, part, layout, code)
     key_cache.PublishKeyCache(dirs).process(None, [entry])
     assert published.read_bytes() == part["bytes"]
     assert load_cache(str(cache), layout, code) is not None
@@ -600,12 +605,7 @@ def test_a_cache_that_cannot_be_saved_fails_saying_the_outputs_are_published(tmp
     cache, part, layout, code = _published_cache(tmp_path / "first", _profiles(BEFORE))
     (cache / key_cache.MANIFEST).unlink()
     (cache / key_cache.MANIFEST).mkdir()  # a manifest that cannot be written
-    dirs = key_cache.cache_dirs(str(cache), str(tmp_path / "run2"))
-    Path(dirs.staging).mkdir(parents=True)
-    staged = Path(dirs.staging) / Path(part["file"]).name
-    staged.write_bytes(part["bytes"])
-    entry = {"file": str(staged), "rows": part["rows"], key_cache.PART_DIGEST: part[key_cache.PART_DIGEST],
-             "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}
+    dirs, entry = _staged_again(tmp_path / "run2", cache, part, layout, code)
     with pytest.raises(RunFailed) as info:
         key_cache.PublishKeyCache(dirs).process(None, [entry])
     assert str(info.value) == (f"{cache}: the outputs are published, but the profile-key cache could not be saved "
