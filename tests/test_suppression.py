@@ -148,6 +148,19 @@ def test_a_suppression_list_without_an_entry_fails_naming_the_file(tmp_path, con
         read_suppression_file(str(path), SuppressionList(path=str(path), kind="email"))
 
 
+@pytest.mark.parametrize("ext", ["gz", "bz2", "xz", "zst"])
+def test_a_compressed_suppression_list_of_0_bytes_fails_as_cut_short(tmp_path, ext):
+    """A copy that stopped before its first byte is no compressed stream (an empty list compresses
+    to a header and an end marker). A 0-byte .gz or .zst read as an empty list, suppressing no one,
+    with no error (a .bz2 or .xz one failed): found in review of today's diff."""
+    from transforms.config import SuppressionList
+
+    path = tmp_path / f"dns.txt.{ext}"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=rf"dns\.txt\.{ext}: \w+ stream cut short"):
+        read_suppression_file(str(path), SuppressionList(path=str(path), kind="email"))
+
+
 def test_previous_rows_of_a_data_source_taken_out_of_the_config_pass_to_the_merge(tmp_path):
     """A night after an encrypted email source left the config: its previous file-audience rows
     reach the suppression step tagged ``previous``; they pass as they are (the writer's merge drops

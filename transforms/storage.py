@@ -58,6 +58,7 @@ class _CheckedStream(io.RawIOBase):
         opener = {"gzip": lambda f: igzip.IGzipFile(fileobj=f, mode="rb"), "bzip2": bz2.BZ2File,
                   "lzma": lzma.LZMAFile, "zstd": _ZstdFrames}[kind]
         self._stream = opener(raw)
+        self._started = False  # a read gave bytes (or the end of a stream that had some)
 
     def readable(self):
         return True
@@ -70,6 +71,12 @@ class _CheckedStream(io.RawIOBase):
                                          "marker): a partial copy?") from None
         except Exception as exc:  # noqa: BLE001 - zlib/ISA-L, bz2 (OSError), lzma, zstd errors: one line
             raise InputError(self._path, f"corrupt {self._name} stream ({type(exc).__name__})") from None
+        if not data and not self._started and self._raw.tell() == 0:
+            # 0 bytes is no stream (an empty text compresses to a header and an end marker): a copy
+            # that stopped before its first byte. gzip and zstd readers return it as empty text.
+            raise InputError(self._path, f"{self._name} stream cut short (an empty file, no stream at all): "
+                                         "a partial copy?")
+        self._started = True
         buffer[:len(data)] = data
         return len(data)
 
