@@ -97,10 +97,10 @@ class _ZstdFrames:
         import zstandard
 
         self._raw, self._context = raw, zstandard.ZstdDecompressor()
-        self._frame, self._input, self._output = None, b"", b""
+        self._frame, self._input, self._output, self._at = None, b"", b"", 0
 
     def read(self, n: int) -> bytes:
-        while not self._output:
+        while self._at >= len(self._output):
             data, self._input = self._input or self._raw.read(1 << 20), b""
             if not data:
                 if self._frame is not None and not self._frame.eof:
@@ -108,14 +108,16 @@ class _ZstdFrames:
                 return b""
             if self._frame is None or self._frame.eof:
                 self._frame = self._context.decompressobj()
-            self._output = self._frame.decompress(data)
+            self._output, self._at = self._frame.decompress(data), 0
             if self._frame.eof:
                 self._input = self._frame.unused_data
-        data, self._output = self._output[:n], self._output[n:]
+        # From an offset: slicing off the front copied the rest at every read (quadratic in small reads).
+        data = self._output[self._at:self._at + n]
+        self._at += len(data)
         return data
 
     def close(self):
-        self._output = b""
+        self._output, self._at = b"", 0
 
 
 def glob(pattern: str, missing_ok: bool = False) -> list[str]:
