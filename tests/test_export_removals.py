@@ -329,6 +329,32 @@ def test_state_refusals_are_configuration_errors(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_audience_that_holds_no_one_does_not_keep_its_segment_from_another(tmp_path):
+    """One segment, one audience, so that a renamed audience cannot leave the old name's members on
+    the platform. An old name emptied first (its last version holds no pair: nothing to remove)
+    refused the new name too, for good: a rename could not be done at all. Found in review of
+    today's diff."""
+    from datetime import date
+
+    from transforms.config import load_config
+    from transforms.export import export_spec
+    from transforms.export_state import audience_dir, state_for
+
+    job = write_job(tmp_path / "job")
+    cfg = load_config(str(job))
+    state = tmp_path / "state"
+    for number, pairs in ((1, 3), (2, 0)):
+        version = Path(audience_dir(str(state), "crm", "A")) / f"v-{number:06d}"
+        version.mkdir(parents=True)
+        (version / "_SUCCESS").write_text(json.dumps({
+            "data_source": "crm", "dpid": DPID, "target_dpid": None, "audience": "A", "segment": f"d_sid={SID}",
+            "mode": "sync", "run_date": RUN_DATE, "pairs": pairs, "user_ids": pairs, "output": str(tmp_path / "o"),
+            "files": [], "control_file": None, "parts": []}))
+        problems = []
+        state_for(str(state), export_spec(cfg, "B", None, date(2026, 11, 24), SID), problems, str(tmp_path / "b"))
+        assert bool(problems) == bool(pairs), problems
+
+
 @pytest.mark.parametrize("content", ["{not json", "", "[1, 2]"])
 def test_a_damaged_state_manifest_fails_naming_it(tmp_path, content):
     """It gave ``JSONDecodeError: Expecting value...`` (or an AttributeError) with no file named."""

@@ -194,10 +194,10 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
         if other is None or (other.manifest.get("dpid"), other.manifest.get("target_dpid")) != (ds.dpid, ds.target_dpid):
             continue
         m = other.manifest
-        if m.get("segment") == spec.trait:
+        if m.get("segment") == spec.trait and int(m.get("pairs", 1)) > 0:
             # A renamed audience or data source (or a typo in --audience) starts with nothing held: the
             # members the other name holds would never be removed; two live audiences on one segment
-            # undo each other's removals.
+            # undo each other's removals. One that holds no one (emptied first, as a rename does) keeps nothing.
             source, name = (unquote(posixpath.basename(p)) for p in (posixpath.dirname(path.rstrip("/")), path.rstrip("/")))
             problems.append(f"--state: audience '{name}' of data source '{source}' already sends {spec.trait} "
                             f"({path}): one segment, one audience (a renamed audience would never remove the members "
