@@ -197,6 +197,28 @@ def test_ids_stored_as_floats_read_as_the_integers_they_hold(tmp_path):
     assert table["k:mobile"].to_pylist() == ["33612345678", None, "447340760837"]
 
 
+def test_ids_stored_as_decimals_with_a_scale_read_as_the_integers_they_hold(tmp_path):
+    """A database's NUMBER(38,10) (Spark's decimal(38,10), pandas' Decimal objects) holding an integer
+    id was read as "123456789012.0000000000", an id no dump has, no error: the float rule (7e798e3)
+    did not cover decimals. Found in review of today's diff."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    from transforms.config import parse_config
+
+    path = tmp_path / "p.parquet"
+    ids = [Decimal("123456789012"), Decimal("-7"), Decimal("2.5")]
+    pq.write_table(pa.table({"profile_id": pa.array(ids, pa.decimal128(38, 10)),
+                             "crm_id": pa.array([Decimal("12345678000"), None, Decimal("1")], pa.decimal128(20, 2))}), path)
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None, "email": None, "phone": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    (table,) = list(read_profiles(str(path), cfg))
+    assert table["profile_id"].to_pylist() == ["123456789012", "-7", "2.5000000000"]
+    assert table["k:crm_id"].to_pylist() == ["12345678000", None, "1"]
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_ids_stored_as_floats_of_2_to_the_53_or_more_fail_naming_the_column(tmp_path, fmt):
     """A double holds integers exactly below 2^53 only: a 17-digit profile_id stored as a float lost

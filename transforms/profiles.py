@@ -122,6 +122,13 @@ def id_text(values, path: str, column: str) -> pa.Array:
     lost its last digits; a JSON number beyond int64 reads as one): the file fails, naming the
     column (never a value). Profile extracts and the export's targets."""
     values = plain_array(values)
+    if pa.types.is_decimal(values.type) and values.type.scale > 0:
+        # A decimal with a scale (NUMBER(38,10)) holding an integer: its digits, not "12.0000000000".
+        whole = pc.fill_null(pc.equal(values, pc.floor(values)), False)
+        make = pa.decimal256 if pa.types.is_decimal256(values.type) else pa.decimal128
+        digits = pc.if_else(whole, values, pa.scalar(0, values.type)).cast(
+            make(values.type.precision, 0)).cast(pa.string())
+        return pc.if_else(whole, digits, values.cast(pa.string()))
     if not pa.types.is_floating(values.type):
         return plain_array(values, text="cast")
     bits = {16: 11, 32: 24}.get(values.type.bit_width, 53)  # a float holds every integer below 2^bits exactly
