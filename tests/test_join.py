@@ -120,3 +120,15 @@ def test_random_shards_match_the_reference():
         for keep in (False, True):
             result = join_bucket(shard(lines, chunk=rng.randint(1, 20)), profiles(prof), "ds", "email", keep)
             assert observed(result, keep) == reference(lines, prof, keep)
+
+
+def test_a_line_naming_a_segment_twice_counts_once_in_its_lines():
+    """'<VID> 5,5' is one line naming segment 5: the report's lines per segment counted it twice (2
+    lines read as 3 for segment 5). Found in review of today's diff."""
+    from transforms.keys import segment_line_counts, segment_sets
+
+    sets = segment_sets(pa.array([["5", "5"], ["5"], ["6", "5", "6"], []], pa.list_(pa.string())))
+    assert segment_line_counts(sets) == [("5", 3), ("6", 1)]
+    assert segment_line_counts(pa.chunked_array([sets, sets])) == [("5", 6), ("6", 2)]
+    long = segment_sets(pa.array([[str(i) for i in range(20)] + ["7"], ["7"]], pa.list_(pa.string())))
+    assert dict(segment_line_counts(long)) == {**{str(i): 1 for i in range(20)}, "7": 2}
