@@ -162,12 +162,12 @@ def earlier_pairs(earlier: pa.Table, replaces: tuple[bool, ...]) -> pa.Table:
         gone = rows.filter(pc.and_(rows["removed"], pc.is_valid(rows["user_id"]))).select(EXPORTED_SCHEMA.names)
         if gone.num_rows and held.num_rows:
             held = held.join(gone, keys=EXPORTED_SCHEMA.names, join_type="left anti", use_threads=False)
-        # A suppressed pair is removed without its user ID (null, never recorded): every pair of its
-        # profile leaves the rebuilt state. It held a suppressed profile's IDs, which all leave the
-        # platform (but one an eligible target shares with an unsuppressed row of that profile: sent again).
-        hidden = rows.filter(pc.and_(rows["removed"], pc.is_null(rows["user_id"])))["profile_id"]
-        if len(hidden) and held.num_rows:
-            held = held.filter(pc.invert(pc.is_in(held["profile_id"], value_set=_unique(hidden))))
+        # A suppressed pair is removed without its user ID (null, never recorded): which of its
+        # profile's pairs left is not known, so they all stay held. Forgetting them all lost the ones
+        # still on the platform (the profile only shared a suppressed ID): never removed after, even
+        # once it opted out. Kept, a removed one is removed again (the platform ignores it), and is not
+        # sent again once the address leaves the suppression list (a known limit of --existing; the
+        # export state, --state, records what the platform holds).
         held = concat([held, sent], EXPORTED_SCHEMA)
     return distinct(held)
 
