@@ -502,7 +502,8 @@ def test_an_export_that_would_remove_most_of_the_audience_fails_unless_allowed()
     every member with exit 0. As a night, such a run fails (max_shrink) unless --allow-shrink."""
     from transforms.export_report import check_export_shrink
 
-    base = {**consistent_report(), "earlier_user_ids": 10, "removed": 5, "state_previous_version": 3}
+    base = {**consistent_report(), "earlier_user_ids": 10, "removed": 5, "state_previous_version": 3,
+            "removed_by_reason": {"untargeted": 5}}
     check_export_shrink(base, 0.5)
     with pytest.raises(RunFailed, match=r"^audience 'A': 6 of the 10 user IDs the platform holds \(state v-000003\) "
                                         r"would leave it, more than max_shrink=0.5; nothing was published \(rerun "
@@ -512,6 +513,12 @@ def test_an_export_that_would_remove_most_of_the_audience_fails_unless_allowed()
     check_export_shrink({**base, "earlier_user_ids": 0, "removed": 0}, 0.0)  # a first export holds nothing
     with pytest.raises(RunFailed, match=r"the 2 user IDs the platform holds \(the --existing exports\)"):
         check_export_shrink({**base, "earlier_user_ids": 2, "removed": 2, "state_previous_version": None}, 0.9)
+    # Opt-outs and suppressed addresses are people's own choices, not a damaged input: a wave of them
+    # leaves at once (held back, their IDs would stay shared until someone reran the export).
+    chosen = {**base, "removed": 9, "removed_by_reason": {"untargeted": 2, "opted_out": 6, "suppressed": 1}}
+    check_export_shrink(chosen, 0.5)
+    with pytest.raises(RunFailed, match=r"^audience 'A': 6 of the 10 user IDs .* \(besides 3 opted out or suppressed\)"):
+        check_export_shrink({**chosen, "removed_by_reason": {"untargeted": 6, "opted_out": 2, "suppressed": 1}}, 0.5)
 
 
 # ----------------------------------------------------------------------------------------------------
