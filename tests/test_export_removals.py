@@ -513,12 +513,15 @@ def test_an_export_that_would_remove_most_of_the_audience_fails_unless_allowed()
     check_export_shrink({**base, "earlier_user_ids": 0, "removed": 0}, 0.0)  # a first export holds nothing
     with pytest.raises(RunFailed, match=r"the 2 user IDs the platform holds \(the --existing exports\)"):
         check_export_shrink({**base, "earlier_user_ids": 2, "removed": 2, "state_previous_version": None}, 0.9)
-    # Opt-outs and suppressed addresses are people's own choices, not a damaged input: a wave of them
-    # leaves at once (held back, their IDs would stay shared until someone reran the export).
-    chosen = {**base, "removed": 9, "removed_by_reason": {"untargeted": 2, "opted_out": 6, "suppressed": 1}}
+    # Consent (an opt-out, or unknown consent: never a yes) and suppression are not a damaged input to
+    # stop at: a wave of them leaves at once (held back, their IDs would stay shared until a rerun).
+    chosen = {**base, "removed": 9,
+              "removed_by_reason": {"untargeted": 2, "opted_out": 4, "consent_unknown": 2, "suppressed": 1}}
     check_export_shrink(chosen, 0.5)
-    with pytest.raises(RunFailed, match=r"^audience 'A': 6 of the 10 user IDs .* \(besides 3 opted out or suppressed\)"):
-        check_export_shrink({**chosen, "removed_by_reason": {"untargeted": 6, "opted_out": 2, "suppressed": 1}}, 0.5)
+    with pytest.raises(RunFailed, match=r"^audience 'A': 6 of the 10 user IDs .* \(besides 3 opted out, of unknown "
+                                        r"consent or suppressed\)"):
+        check_export_shrink({**chosen, "removed_by_reason": {"untargeted": 6, "opted_out": 1, "consent_unknown": 1,
+                                                             "suppressed": 1}}, 0.5)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -124,16 +124,16 @@ def check_export_shrink(report: dict, max_shrink: float | None) -> None:
     """Raise :class:`RunFailed` (nothing published) when the run would remove more than ``max_shrink``
     of the user IDs the platform holds (a header-only targets file, or one listing a small share of
     the audience): the export's collapse guard, as a night's. ``None``: ``--allow-shrink``. Removals
-    of opted-out and suppressed profiles do not count: they are people's own choices, and held back
-    with the rest their IDs would stay shared until someone reran the export."""
+    for consent (opted out, consent unknown: never a yes) and suppression do not count: held back
+    with the rest, those IDs would stay shared until someone reran the export."""
     held = report["earlier_user_ids"]
-    chosen = sum(report["removed_by_reason"].get(r, 0) for r in ("opted_out", "suppressed"))
+    chosen = sum(report["removed_by_reason"].get(r, 0) for r in ("opted_out", "consent_unknown", "suppressed"))
     removed = report["removed"] - chosen
     if max_shrink is None or not held or removed <= held * max_shrink:
         return
     version = report["state_previous_version"]
     source = f"state v-{version:06d}" if version is not None else "the --existing exports"
-    besides = f" (besides {chosen} opted out or suppressed)" if chosen else ""
+    besides = f" (besides {chosen} opted out, of unknown consent or suppressed)" if chosen else ""
     raise RunFailed(f"audience '{report['audience']}': {removed} of the {held} user IDs the platform holds ({source}) "
                     f"would leave it{besides}, more than max_shrink={max_shrink:g}; nothing was published "
                     "(rerun with --allow-shrink if intended)")
