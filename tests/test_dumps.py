@@ -6,7 +6,7 @@ import gzip
 import pytest
 
 from transforms.config import DataSourceConfig
-from transforms.dump_files import is_dump_file, read_chunks
+from transforms.dump_files import FileStats, is_dump_file, read_chunks
 from transforms.dumps import (
     DumpName,
     numbered_chunks,
@@ -100,6 +100,17 @@ def test_line_numbers_continue_across_chunks(tmp_path):
         assert rejected.num_rows == 0
     assert chunks > 5
     assert seen == list(range(1, 1001))
+
+
+def test_a_first_read_that_is_only_the_byte_order_mark_does_not_end_the_file(tmp_path):
+    # The first piece read is the BOM alone (a 3-byte read): dropped, it left an empty piece that
+    # ended the file there, every line lost without a rejection (stats: 0 lines).
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(f"{VID} {i}\n" for i in range(1, 4)).encode())
+    stats = FileStats()
+    seen = [line for parsed, _, _ in read_dump(str(path), ds(), chunk_bytes=3, stats=stats)
+            for line in parsed["line"].to_pylist()]
+    assert seen == [1, 2, 3] and stats.lines == 3
 
 
 def test_line_numbers_without_a_final_newline_and_crlf(tmp_path):

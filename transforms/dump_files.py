@@ -272,11 +272,13 @@ def line_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
                 raise InputError(path, "truncated gzip stream (the file ended before the end-of-stream marker)") from None
             except (isal_zlib.error, OSError) as exc:  # (gzip.BadGzipFile is an OSError)
                 raise InputError(path, f"corrupt gzip stream ({type(exc).__name__})") from None
+            if not piece:  # the end (a piece left empty by a dropped byte order mark is not)
+                break
             if first:
                 skip, first = check_text_start(path, piece), False
                 piece = piece[skip:] if skip else piece
-            if not piece:
-                break
+                if not piece:
+                    continue
             cut = piece.rfind(b"\n") + 1
             if not cut:  # a line longer than a piece: it goes on in the next one
                 _check_long_line(path, piece, line)
