@@ -264,3 +264,16 @@ def test_split_for_write_gathers_pieces_split_in_the_join_as_it_splits_plain_tab
     assert by_bucket(got) == expected
     tagged, _ = run_dofn(_SplitForWrite("profile_id", 8), *[((ADD, t), ()) for t in mixed])
     assert by_bucket(tagged) == expected
+
+
+def test_a_dump_gone_before_the_split_step_fails_naming_it(tmp_path):
+    # Listed, then removed (a partner re-uploading) before SplitBigDumps sizes it: the match gave
+    # no metadata and the step failed with "IndexError: list index out of range", no file named.
+    from transforms.errors import InputError
+    from transforms.join_inputs import SplitBigDumps
+
+    split = SplitBigDumps(1)
+    split.setup()
+    gone = str(tmp_path / "ftp_1_2_full_1486140844000.sync")
+    with pytest.raises(InputError, match="ftp_1_2_full_1486140844000.sync"):
+        list(split.process(("v", gone)))

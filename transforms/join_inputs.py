@@ -84,7 +84,7 @@ class SplitBigDumps(beam.DoFn):
 
     def process(self, element):
         name, path = element
-        if self._split_bytes is None or FileSystems.match([path])[0].metadata_list[0].size_in_bytes < self._split_bytes:
+        if self._split_bytes is None or _stored_size(path) < self._split_bytes:
             yield DumpWork(name, path)
             return
         stats = FileStats()
@@ -93,6 +93,14 @@ class SplitBigDumps(beam.DoFn):
             yield DumpWork(name, path, chunk, first_line)
         self._files.inc()
         yield beam.pvalue.TaggedOutput(ReadDumpFile.FILE_STATS, (path, stats))
+
+
+def _stored_size(path: str) -> int:
+    """A listed dump's stored size; a dump gone since it was listed fails naming it."""
+    found = FileSystems.match([path])[0].metadata_list
+    if not found:
+        raise InputError(path, "listed, then gone before it was read (removed or renamed during the run?)")
+    return found[0].size_in_bytes
 
 
 class ReadDumpFile(PooledDoFn):
