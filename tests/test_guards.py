@@ -135,7 +135,8 @@ def test_a_source_whose_profile_column_gives_no_key_fails_unless_allowed():
     checked(cfg, count(Metric.RECEIVED, 10, "src"), rejected(Reason.NO_MATCHING_PROFILE, 10))  # keys, none matched
     nothing_to_match = (count(Metric.PROFILES_READ, 10), count(Metric.RECEIVED, 10, "src"),
                         rejected(Reason.INVALID_VISITOR_ID, 10))
-    check_report(build_report(cfg, Counts(nothing_to_match)), cfg)
+    lenient = job(max_invalid_id_ratio=1.0)  # (every ID invalid fails on its own: below)
+    check_report(build_report(lenient, Counts(nothing_to_match)), lenient)
     allowed = parse_config({"profiles": {"path": "p.parquet", "allow_empty_profiles": True},
                             "data_sources": [cfg.data_sources[0].model_dump()]})
     check_report(build_report(allowed, Counts(counts)), allowed)
@@ -232,3 +233,18 @@ def test_segments_the_dumps_name_are_in_the_report_with_their_lines_members_or_n
                      count(Metric.SEGMENT_LINES, 4, "src", "1401"), count(Metric.SEGMENT_LINES, 6, "src", "1403"))
     assert report["data_sources"]["src"]["segments"] == {"1401": {"members": 4, "lines": 4},
                                                          "1403": {"members": 0, "lines": 6}}
+
+
+# -- the invalid-ID ratio ----------------------------------------------------------------------------
+def test_a_source_whose_ids_are_mostly_invalid_fails_naming_the_likely_cause():
+    """A hashed source configured with the wrong digest encoding (hex digests read as base64, or the
+    other way): every line is invalid_hash, the audience empty, and the run exited 0."""
+    with pytest.raises(RunFailed, match=r"^data source 'src': 188 of 198 IDs are invalid, most of them invalid_hash "
+                                        r"\(more than max_invalid_id_ratio=0\.5\)"):
+        checked(job(declared="hashed", id_type="declared", match_on="email"), count(Metric.RECEIVED, 200, "src"),
+                count(Metric.RECONCILED, 10, "src"), rejected(Reason.INVALID_HASH, 188), rejected(Reason.REMOVALS_ONLY, 2))
+    checked(job(declared="hashed", id_type="declared", match_on="email", max_invalid_id_ratio=1.0),
+            count(Metric.RECEIVED, 200, "src"), count(Metric.RECONCILED, 10, "src"),
+            rejected(Reason.INVALID_HASH, 188), rejected(Reason.REMOVALS_ONLY, 2))
+    checked(job(), count(Metric.RECEIVED, 100, "src"), count(Metric.RECONCILED, 60, "src"),
+            rejected(Reason.INVALID_VISITOR_ID, 40))  # under the ratio

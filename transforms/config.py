@@ -121,6 +121,9 @@ class DataSourceConfig(_Strict):
     # Above this share of format errors the run fails: a wrong separator, column layout, encoding or
     # file makes (nearly) every line one; real dumps have a few percent at most.
     max_format_error_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Above this share of invalid IDs (of the lines with segments) the run fails: a wrong digest
+    # encoding or algorithm, or another ID column, makes (nearly) every ID one.
+    max_invalid_id_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     # Nightly: what a dump of this source is (full: replaces the audience; iter: updates it). By
     # default the file name says; in nightly a name that does not is an error unless this is set.
     sync_mode: Literal["full", "iter", "from_name"] = "from_name"

@@ -76,6 +76,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
             )
         ds = cfg.data_source(name)
         _check_format_errors(name, entry, ds.max_format_error_ratio)
+        _check_invalid_ids(name, entry, ds.max_invalid_id_ratio)
         if ds.decrypts:
             _check_decryption(name, entry, ds.max_decrypt_failure_ratio)
             _check_iv_suspect(name, entry)
@@ -138,6 +139,22 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
     raise RunFailed(
         f"data source '{name}': {errors} of {received} lines are format errors, most of them {top} "
         f"(more than max_format_error_ratio={ratio}): {hint} Nothing was published"
+    )
+
+
+def _check_invalid_ids(name: str, entry: dict, ratio: float) -> None:
+    """Most IDs invalid (not a failed decryption: :func:`_check_decryption` judges those): a wrong
+    digest encoding or algorithm, or another ID column, leaves the audience empty with exit 0."""
+    invalid = {r: n for r, n in entry["rejected_by_reason"].items()
+               if Reason(r).category == Category.INVALID_IDS and Reason(r) not in DECRYPT_FAILURES}
+    total = sum(invalid.values())
+    candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
+    if not candidates or total / candidates <= ratio:
+        return
+    top = max(sorted(invalid), key=invalid.get)
+    raise RunFailed(
+        f"data source '{name}': {total} of {candidates} IDs are invalid, most of them {top} (more than "
+        f"max_invalid_id_ratio={ratio}); {_top_finding(entry) or Reason(top).description + '?'} Nothing was published"
     )
 
 
