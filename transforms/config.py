@@ -59,6 +59,10 @@ class ProfilesConfig(_Strict):
     def resolved_format(self) -> str:
         return self.format or format_from_extension(self.path)
 
+    def key_column(self, ds: "DataSourceConfig") -> str | None:
+        """The extract column a data source's profile keys come from (for messages)."""
+        return self.visitor_ids if ds.id_type == "visitor" else self.column_for(ds.match_on)
+
     def column_for(self, field: str) -> str:
         """The extract column behind a role name (``email``, ``phone``) or a raw column name."""
         if field == "email" and self.email:

@@ -221,8 +221,7 @@ class PublishExport(beam.DoFn):
         report = build_export_report(self._spec, Counts(counts), files, self._targets, self._state)
         check_export_report(report)
         ds, p = self._spec.data_source, self._profiles
-        column = p.visitor_ids if ds.id_type == "visitor" else p.column_for(ds.match_on)
-        check_export_extract(report, p.path, column, p.allow_empty_profiles)
+        check_export_extract(report, p.path, p.key_column(ds), p.allow_empty_profiles)
         check_export_shrink(report, self._spec.max_shrink)
         ensure_not_moved(self._state)
         parts = list(parts)

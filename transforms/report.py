@@ -112,7 +112,7 @@ def _check_profile_keys(name: str, entry: dict, profiles_read: int, cfg: JobConf
     if not profiles_read or entry["profile_keys"] or to_match <= 0 or cfg.profiles.allow_empty_profiles:
         return
     ds = cfg.data_source(name)
-    column = cfg.profiles.visitor_ids if ds.id_type == "visitor" else cfg.profiles.column_for(ds.match_on)
+    column = cfg.profiles.key_column(ds)
     raise RunFailed(
         f"data source '{name}': none of the {profiles_read} profiles read gave a key from column '{column}' "
         f"({to_match} dump IDs to match): an empty or misnamed column? Set profiles.allow_empty_profiles: true "
@@ -129,12 +129,21 @@ _FORMAT_HINTS = {
 }
 
 
+def _rejected(entry: dict, category: Category, but: tuple = ()) -> dict[str, int]:
+    """The data source's rejected lines of one category by reason (reasons ``but`` left out)."""
+    return {r: n for r, n in entry["rejected_by_reason"].items() if Reason(r).category == category and Reason(r) not in but}
+
+
+def _most_common(counted: dict[str, int]) -> str:
+    """The reason with the most lines (of equal ones, the first by name)."""
+    return max(sorted(counted), key=counted.get)
+
+
 def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
     errors, received = entry["format_errors"], entry["received"]
     if not received or errors / received <= ratio:
         return
-    counted = {r: n for r, n in entry["rejected_by_reason"].items() if Reason(r).category == Category.FORMAT_ERRORS}
-    top = max(sorted(counted), key=counted.get)
+    top = _most_common(_rejected(entry, Category.FORMAT_ERRORS))
     hint = _FORMAT_HINTS.get(Reason(top), "a wrong file?")
     raise RunFailed(
         f"data source '{name}': {errors} of {received} lines are format errors, most of them {top} "
@@ -145,13 +154,12 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
 def _check_invalid_ids(name: str, entry: dict, ratio: float) -> None:
     """Most IDs invalid (not a failed decryption: :func:`_check_decryption` judges those): a wrong
     digest encoding or algorithm, or another ID column, leaves the audience empty with exit 0."""
-    invalid = {r: n for r, n in entry["rejected_by_reason"].items()
-               if Reason(r).category == Category.INVALID_IDS and Reason(r) not in DECRYPT_FAILURES}
+    invalid = _rejected(entry, Category.INVALID_IDS, but=DECRYPT_FAILURES)
     total = sum(invalid.values())
     candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
     if not candidates or total / candidates <= ratio:
         return
-    top = max(sorted(invalid), key=invalid.get)
+    top = _most_common(invalid)
     raise RunFailed(
         f"data source '{name}': {total} of {candidates} IDs are invalid, most of them {top} (more than "
         f"max_invalid_id_ratio={ratio}); {_top_finding(entry) or Reason(top).description + '?'} Nothing was published"
