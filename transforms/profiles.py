@@ -29,7 +29,7 @@ from transforms.consent import BadOptOut, consent_of, parse_opt_out
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.extract_lines import csv_line_of_row, first_json_type_change, jsonl_line_of_row
-from transforms.storage import open_decompressed, open_for_arrow
+from transforms.storage import open_input
 
 BATCH_ROWS = 1 << 20
 KEY_PREFIX = "k:"
@@ -207,7 +207,7 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
                 extra: Sequence[str] = ()) -> Iterator[pa.Table]:
     """The extract's needed columns, as read (strings for CSV), in batches of ``batch_rows``."""
     try:
-        with open_for_arrow(path) if fmt == "parquet" else open_decompressed(path) as handle:
+        with open_input(path, fmt) as handle:
             if fmt == "parquet":
                 pf = pq.ParquetFile(handle)
                 present = _present(path, pf.schema_arrow.names, cfg, export, extra)
@@ -296,9 +296,7 @@ def _as_text(kind: pa.DataType) -> pa.DataType:
 
 def read_schema_names(path: str, fmt: str) -> list[str]:
     """Column names of an extract, reading only its header/footer/first record."""
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) if fmt == "parquet" else open_decompressed(path) as handle:
+    with open_input(path, fmt) as handle:
         if fmt == "parquet":
             try:
                 return list(pq.ParquetFile(handle).schema_arrow.names)
@@ -322,9 +320,7 @@ def text_columns(path: str, fmt: str) -> list[str]:
     """Column names of an extract whose values read as text whatever they hold: scalars (not lists or
     structs) that are not bytes (a Parquet binary column may hold anything, not UTF-8) and that Arrow
     casts to text. Reads only the extract's header/footer/first record."""
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) if fmt == "parquet" else open_decompressed(path) as handle:
+    with open_input(path, fmt) as handle:
         if fmt == "parquet":
             return [f.name for f in pq.ParquetFile(handle).schema_arrow if _reads_as_text(f.type)]
         if fmt == "csv":  # Arrow's own reading of the header (a BOM, quoted names), as the reader will see it.

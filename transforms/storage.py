@@ -26,6 +26,13 @@ def open_for_arrow(path: str):
     return FileSystems.open(path) if "://" in path else pa.memory_map(path)
 
 
+def open_input(path: str, fmt: str):
+    """An extract or targets file opened for its reader: Parquet for random access
+    (:func:`open_for_arrow`), text formats decompressed and checked to their end
+    (:func:`open_decompressed`)."""
+    return open_for_arrow(path) if fmt == "parquet" else open_decompressed(path)
+
+
 def open_decompressed(path: str):
     """``path`` opened for reading, decompressed by its extension as Beam's ``FileSystems.open``
     does (``.gz``, ``.bz2``, ``.xz``/``.lzma``, ``.zst``/``.zstd``), by readers that check the end

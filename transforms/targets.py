@@ -22,7 +22,7 @@ from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.outcomes import Metric, runner_counter, count
 from transforms.profiles import id_text
-from transforms.storage import open_decompressed, open_for_arrow
+from transforms.storage import open_input
 
 TARGETS_COLUMN = "profile_id"
 TARGET_SCHEMA = pa.schema([(TARGETS_COLUMN, pa.string())])
@@ -39,7 +39,7 @@ def read_targets(path: str) -> Iterator[pa.Array]:
     """Yield the ``profile_id`` column of a targets file (CSV with a header, or Parquet) as strings."""
     fmt = targets_format(path)
     try:
-        with open_for_arrow(path) if fmt == "parquet" else open_decompressed(path) as handle:
+        with open_input(path, fmt) as handle:
             if fmt == "parquet":
                 pf = pq.ParquetFile(handle)
                 if TARGETS_COLUMN not in pf.schema_arrow.names:
