@@ -158,6 +158,7 @@ class SuppressFileAudience(beam.DoFn):
 
     def setup(self):
         self._suppressors: dict[str, Suppressor] = {}
+        self._configured = {ds.name for ds in self._cfg.data_sources}
 
     def process(self, element, lists):
         tag, table = element if isinstance(element, tuple) else (None, element)
@@ -166,9 +167,8 @@ class SuppressFileAudience(beam.DoFn):
             return
         keep = np.ones(table.num_rows, dtype=bool)
         sources = plain_array(table["data_source"], text="cast")
-        configured = {ds.name for ds in self._cfg.data_sources}
         for name in pc.unique(sources).to_pylist():
-            if name not in configured:
+            if name not in self._configured:
                 continue  # previous rows of a data source taken out of the config: the merge drops them
             ds = self._cfg.data_source(name)
             suppressor = self._suppressors.get(name)
