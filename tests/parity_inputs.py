@@ -8,6 +8,7 @@ here is real PII.
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import phonenumbers
 
@@ -92,6 +93,16 @@ TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED
 _FMT = phonenumbers.PhoneNumberFormat
 
 
+class Written(NamedTuple):
+    """What a generated phone value was made from: the number (E.164), the region whose example
+    number it started from, and the form it was written in (e164, international, national, 00, +cc,
+    +cc trunk, cc digits, (cc), tel:)."""
+
+    e164: str
+    region: str
+    form: str
+
+
 def _example(region: str, rng: random.Random) -> phonenumbers.PhoneNumber | None:
     number = phonenumbers.example_number_for_type(region, rng.choice(TYPES)) or phonenumbers.example_number(region)
     if number is None:
@@ -118,18 +129,21 @@ def _spaced(digits: str, rng: random.Random) -> str:
     return sep.join(out)
 
 
-def _written(number: phonenumbers.PhoneNumber, region: str, rng: random.Random) -> str:
+def _written(number: phonenumbers.PhoneNumber, region: str, rng: random.Random) -> tuple[str, str]:
+    """(form, text): the number written one of the ways people write numbers; the form names it."""
     e164 = phonenumbers.format_number(number, _FMT.E164)
     cc = str(number.country_code)
     nsn = phonenumbers.national_significant_number(number)
     national = phonenumbers.format_number(number, _FMT.NATIONAL)
     prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix or "0"
     return rng.choice([
-        e164, e164, phonenumbers.format_number(number, _FMT.INTERNATIONAL), national, national,
-        "00" + cc + " " + _spaced(nsn, rng), "+" + cc + " " + _spaced(nsn, rng),
-        f"+{cc} ({prefix}){_spaced(nsn, rng)}", f"+{cc}{prefix}{nsn}", f"+{cc} {prefix}{_spaced(nsn, rng)}",
-        "".join(c for c in national if c.isdigit()), cc + nsn, f"({cc}) {_spaced(nsn, rng)}",
-        phonenumbers.format_number(number, _FMT.RFC3966),
+        ("e164", e164), ("e164", e164), ("international", phonenumbers.format_number(number, _FMT.INTERNATIONAL)),
+        ("national", national), ("national", national),
+        ("00", "00" + cc + " " + _spaced(nsn, rng)), ("+cc", "+" + cc + " " + _spaced(nsn, rng)),
+        ("+cc trunk", f"+{cc} ({prefix}){_spaced(nsn, rng)}"), ("+cc trunk", f"+{cc}{prefix}{nsn}"),
+        ("+cc trunk", f"+{cc} {prefix}{_spaced(nsn, rng)}"),
+        ("national", "".join(c for c in national if c.isdigit())), ("cc digits", cc + nsn),
+        ("(cc)", f"({cc}) {_spaced(nsn, rng)}"), ("tel:", phonenumbers.format_number(number, _FMT.RFC3966)),
     ])
 
 
@@ -147,16 +161,24 @@ def phones(n: int = 20_000, seed: int = 12) -> list[str]:
     """``n`` phone-like strings: E.164, international and national formats of many countries
     (libphonenumber's example numbers, random endings), 00 and + prefixes, trunk (0), separators of
     every kind, 7-16 digit strings, non-ASCII digits, letters and extensions."""
+    return [value for value, _ in written_phones(n, seed)]
+
+
+def written_phones(n: int = 20_000, seed: int = 12) -> list[tuple[str, Written | None]]:
+    """``phones(n, seed)``, each with what was written when it was made from a number (None for
+    random digits and junk): the number's E.164, its region, and the form it was written in."""
     rng = random.Random(seed)
     out = []
     while len(out) < n:
         roll = rng.random()
+        written = None
         if roll < 0.72:
             region = rng.choice(REGIONS)
             number = _example(region, rng)
             if number is None:
                 continue
-            value = _written(number, region, rng)
+            form, value = _written(number, region, rng)
+            written = Written(phonenumbers.format_number(number, _FMT.E164), region, form)
         elif roll < 0.92:
             value = _spaced(_random_digits(rng), rng) if rng.random() < 0.5 else _random_digits(rng)
         else:
@@ -167,5 +189,5 @@ def phones(n: int = 20_000, seed: int = 12) -> list[str]:
             value = _to_script(value, rng)
         if rng.random() < 0.15:
             value = rng.choice(WHITESPACE) + value + rng.choice(WHITESPACE + [""])
-        out.append(value)
+        out.append((value, written))
     return out

@@ -28,7 +28,7 @@ import pytest
 from facebook_business.adobjects.serverside.normalize import Normalize
 from uid2_client import input_util as uid2
 
-from parity_inputs import emails, phones
+from parity_inputs import emails, phones, written_phones
 from transforms.normalize import normalize_keys
 from transforms.phone_metadata import library  # parse, IS_POSSIBLE, E.164, at most 15 digits
 
@@ -237,9 +237,19 @@ def _drops_a_prefix(platform_digits: str | None, ours: str | None) -> bool:
     if platform_digits is None or ours is None:
         return False
     digits = ours.lstrip("+")
-    code = str(phonenumbers.parse("+" + digits).country_code)
+    try:
+        code = str(phonenumbers.parse("+" + digits).country_code)
+    except phonenumbers.NumberParseException:  # not a number with a country code: a wrong key
+        return False
     return (len(platform_digits) > len(digits) and platform_digits.startswith(code)
             and platform_digits.endswith(digits[len(code):]))
+
+
+def _as_read(c: Case, region: str | None, plus: bool = True) -> bool:
+    """Our value is the README rules' reading of the raw value (straight on libphonenumber), in the
+    profile's form: a category explains a difference in the platform's reading, never a wrong key."""
+    e164 = reference_e164(c.raw, region)
+    return c.ours == (e164 if plus or e164 is None else e164[1:])
 
 
 def _uid2_phone_categories(region):
@@ -251,7 +261,8 @@ def _uid2_phone_categories(region):
         return len(e164) - 1 < 10 if c.ours is None else uid2_phone(c.ours) == c.our_digest
 
     return [
-        Category("not E.164 as written", THEY_REJECT, lambda c: uid2_phone(c.ours) == c.our_digest),
+        Category("not E.164 as written", THEY_REJECT,
+                 lambda c: _as_read(c, region) and uid2_phone(c.ours) == c.our_digest),
         Category("national prefix after the country code", frozenset({"differ", "we reject"}), prefix_dropped),
         Category("not a possible number", WE_REJECT, lambda c: _reference_refuses(c.raw, region)),
         Category("non-ASCII digits", DIFFER, lambda c: _has_foreign_digits(c.raw) and uid2_phone(c.ours) == c.our_digest),
@@ -264,7 +275,8 @@ def _meta_phone_categories(region):
         country code; we read them in the default region, or refuse them without one."""
         compact = "".join(ch for ch in _ascii(c.raw) if ch.isdigit() or ch in "+\uff0b")
         written_national = not compact.startswith(("+", "\uff0b")) and (region is not None or not compact.startswith("00"))
-        return written_national and (c.ours is None or meta_phone(c.ours) == c.our_digest)
+        return written_national and _as_read(c, region, plus=False) and (
+            c.ours is None or meta_phone(c.ours) == c.our_digest)
 
     return [
         Category("national number", frozenset({"differ", "we reject", "they reject"}), national),
@@ -287,6 +299,57 @@ def test_phones_follow_libphonenumber_row_by_row(phone_values, region):
     assert not wrong, f"{len(wrong)} rows differ from libphonenumber, e.g. {wrong[:10]}"
     assert sum(e is not None for e in expected) > 7_000
     assert normalize_keys(pa.array(phone_values[:3000]), "phone", "adobe", region)[0].to_pylist() == ours[:3000]
+
+
+def _plain_trunk(region: str) -> bool:
+    """The region's trunk prefix is one plain prefix (no carrier codes parsed after it)."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return meta.national_prefix is not None and meta.national_prefix_for_parsing in (None, meta.national_prefix)
+
+
+def _possible(e164: str) -> bool:
+    number = phonenumbers.parse(e164, None)
+    return (phonenumbers.is_possible_number_with_reason(number) == phonenumbers.ValidationResult.IS_POSSIBLE
+            and len(e164) <= 16)
+
+
+def _intended(value: str, written, region: str | None) -> tuple[bool, str | None]:
+    """(checked, E.164): the number the generator wrote, where the README's rules say it is read as
+    written (None: refused). Not checked: values made of random digits, and a national form of
+    another region than the default one (read as dialled there, by rule)."""
+    if written is None:
+        return False, None
+    if written.form == "tel:" or "~" in value:  # tel: and extension marks are refused
+        return True, None
+    if written.form == "+cc trunk" and not _plain_trunk(written.region):
+        return False, None  # the digits after the country code may be a carrier code or the number's own
+    if written.form in ("e164", "international", "+cc", "00", "+cc trunk") or written.region == region:
+        return True, written.e164 if _possible(written.e164) else None
+    return region is None, None  # without a default region, a number with no country code is refused
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_phones_read_as_the_number_that_was_written(region):
+    """An oracle independent of our code and of the reading rules' implementation: the generator
+    knows which number it wrote. A number written with its country code (E.164, international,
+    00, +cc with a trunk prefix), or nationally in the default region, is that number, in every
+    profile's form; without a default region a national number is refused."""
+    written = written_phones(N)
+    values = [v for v, _ in written]
+    for profile in ("google", "uid2", "meta"):
+        ours = _normalized(tuple(values), "phone", profile, region)
+        wrong, checked = [], 0
+        for (value, w), got in zip(written, ours):
+            check, e164 = _intended(value, w, region)
+            if not check:
+                continue
+            checked += 1
+            if e164 is not None and profile == "uid2" and len(e164) - 1 < 10:
+                e164 = None  # the UID2 operator's 10-15 digits
+            expected = e164[1:] if e164 is not None and profile == "meta" else e164
+            if got != expected:
+                wrong.append((value, w.region, w.form, got, expected))
+        assert checked > 7_000 and not wrong, f"{profile}: {len(wrong)} of {checked} differ, e.g. {wrong[:8]}"
 
 
 @pytest.mark.parametrize("region", REGIONS)
