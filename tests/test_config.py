@@ -154,6 +154,26 @@ def test_force_reconciliation_outside_encrypted_email_or_sms_is_an_error(changes
     parse_config(cfg_with(**{f"data_sources.0.{k}": v for k, v in changes.items()}, **{"data_sources.0.force_reconciliation": False}))
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"declared": "encrypted"},  # channel left out: 'other', the token used as a plain key
+        {"declared": "encrypted", "channel": "other"},
+        {},  # declared hashed
+        {"declared": "plain"},
+    ],
+)
+def test_an_encryption_section_that_would_never_decrypt_is_an_error(changes):
+    """A data source that does not decrypt (channel 'other', the default, or not 'declared: encrypted')
+    ignored its encryption section: the tokens were compared undecrypted with the profiles' addresses,
+    matched nobody, and an empty audience was published with exit 0."""
+    data = cfg_with(**{f"data_sources.0.{k}": v for k, v in changes.items()},
+                    **{"data_sources.0.encryption": {"key": "env:K", "iv": "env:IV"}})
+    message = error_of(data)
+    assert message.startswith("job.yaml: data_sources.0: 'encryption' applies only to ") and "never decrypted" in message
+    assert "\n" not in message
+
+
 def test_force_reconciliation_on_an_encrypted_email_source_is_accepted():
     data = cfg_with(**{"data_sources.0.declared": "encrypted", "data_sources.0.channel": "sms",
                        "data_sources.0.match_on": "phone", "data_sources.0.force_reconciliation": True,

@@ -170,6 +170,15 @@ class DataSourceConfig(_Strict):
                 raise ValueError("id_type 'declared' needs 'match_on' (email, phone or a column)")
             if self.declared == "encrypted" and self.channel != "other" and self.encryption is None:
                 raise ValueError(f"channel '{self.channel}' needs an 'encryption' section")
+            if self.encryption is not None and not self.decrypts:
+                # Ignored, it sent the undecrypted tokens to the join as plain keys: nothing matched.
+                if self.declared != "encrypted":
+                    raise ValueError(f"'encryption' applies only to 'declared: encrypted' (this data source is "
+                                     f"'declared: {self.declared}': its IDs are never decrypted)")
+                default = ", the default" if "channel" not in self.model_fields_set else ""
+                raise ValueError(f"'encryption' applies only to channel email or sms (channel is '{self.channel}'"
+                                 f"{default}: the IDs would be used as plain keys, never decrypted); set channel: "
+                                 "email or sms")
         else:
             if self.declared is not None or self.encryption is not None:
                 raise ValueError("'declared' and 'encryption' apply to id_type 'declared' only")
