@@ -214,10 +214,10 @@ def test_a_wrong_key_encoding_fails_the_run_with_the_diagnosis(diagnosed):
     assert not (root / "failing" / "report.json").exists()
 
 
-def test_url_safe_tokens_of_an_sms_source_are_diagnosed_as_their_base64_not_the_key(tmp_path):
+def test_url_safe_tokens_of_an_sms_source_fail_the_run_naming_their_base64(tmp_path):
     """Right key and IV, tokens sent as url-safe base64: the ones holding '-' or '_' (about half of
-    one-block tokens) fail to decode; under max_decrypt_failure_ratio the run publishes without them.
-    The report must say why, and that no setting fixes it."""
+    one-block tokens) fail to decode; under max_decrypt_failure_ratio the run published without them
+    (the diagnosis said why). Now the run fails, in one line naming url-safe base64, never the key or IV."""
     numbers = [f"+336{(i * 7919) % 10 ** 8:08d}" for i in range(200)]  # E.164: one AES block each
     tokens = [t.replace("+", "-").replace("/", "_") for t in encrypt_cbc(numbers, bytes.fromhex(KEY_HEX), bytes.fromhex(IV_HEX))]
     pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(200)], "mobile": numbers}), tmp_path / "profiles.parquet")
@@ -230,13 +230,14 @@ def test_url_safe_tokens_of_an_sms_source_are_diagnosed_as_their_base64_not_the_
           "match_on": "phone", "channel": "sms", "max_decrypt_failure_ratio": 0.7,
           "encryption": {"key": "file:keys/key.txt", "key_encoding": "hex", "iv": "file:keys/iv.txt", "iv_encoding": "hex"}}
     cfg = {"profiles": {"path": "profiles.parquet", "phone": "mobile", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
-    entry = _run(tmp_path, cfg, "out")["data_sources"]["sms"]
     failed = sum("-" in t or "_" in t for t in tokens)
-    assert 60 < failed < 140 and entry["rejected_by_reason"] == {"decrypt_failed": failed}
-    (finding,) = entry["diagnosis"]
-    assert (finding["kind"], finding["suggestion"], finding["would_match"]) == ("token_encoding", {}, failed)
-    assert "url-safe" in finding["message"] and "encryption.iv" not in finding["message"]
-    assert "Suggested change" not in (tmp_path / "out" / "report.html").read_text().split("Why didn't it match?")[1]
+    assert 60 < failed < 140
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "out")
+    message = str(info.value)
+    assert message.startswith(f"data source 'sms': {failed} of 200 IDs are url-safe base64") and "\n" not in message
+    assert "encryption.iv" not in message and "encryption.key" not in message and KEY_HEX not in message
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def test_a_few_lines_of_another_column_are_a_partial_explanation_not_a_column_change(tmp_path):

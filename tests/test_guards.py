@@ -112,6 +112,18 @@ def test_a_source_whose_every_id_fails_fails_the_run_whatever_the_ratio(failures
             count(Metric.FILE_AUDIENCE, 1, "src"), rejected(Reason.DECRYPT_FAILED, 49))  # one did: the ratio rules
 
 
+def test_url_safe_base64_tokens_fail_the_run_whatever_the_ratio():
+    """Tokens in url-safe base64 that decrypt once read as standard base64: the partner's whole file
+    is url-safe (its tokens without '-' or '_' only look standard). About half of them failed, under
+    max_decrypt_failure_ratio, and the other half was published as the audience with exit 0."""
+    with pytest.raises(RunFailed) as info:
+        checked(job(**ENC), count(Metric.RECEIVED, 100, "src"), count(Metric.FILE_AUDIENCE, 58, "src"),
+                rejected(Reason.NOT_STANDARD_BASE64, 41), rejected(Reason.DECRYPT_FAILED, 1))
+    message = str(info.value)
+    assert message.startswith("data source 'src': 41 of 100 IDs are url-safe base64")
+    assert message.endswith("Nothing was published") and "\n" not in message
+
+
 # -- an empty profile extract ------------------------------------------------------------------------
 def test_no_profile_at_all_fails_unless_allowed():
     counts = (count(Metric.RECEIVED, 10, "src"), rejected(Reason.NO_MATCHING_PROFILE, 10))

@@ -185,3 +185,24 @@ def test_is_visitor_id_is_the_38_ascii_digits_rule():
     expected = [v is not None and re.fullmatch(r"[0-9]{38}", v) is not None for v in values]
     assert is_visitor_id(pa.array(values, pa.string())).to_pylist() == expected == [
         True, False, False, False, False, False, False, False, False, False, True, False, False]
+
+
+def test_url_safe_tokens_that_decrypt_so_are_not_standard_base64_rejections():
+    """A partner sending url-safe base64: the tokens holding '-' or '_' (about half of one-block
+    tokens) were plain decrypt failures, under the ratio, and the run published the other half as the
+    whole audience. They are now their own reason, which fails the run (test_guards)."""
+    from transforms.crypto import CbcDecryptor, encrypt_cbc
+
+    key, iv = bytes(range(32)), bytes(range(100, 116))
+    ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",
+                          match_on="phone", channel="sms", encryption={"key": "env:K", "iv": "env:IV"})
+    phones = [f"+336123456{i:02d}" for i in range(40)]
+    standard = encrypt_cbc(phones, key, iv)
+    urlsafe = [t.replace("+", "-").replace("/", "_") for t in standard]
+    assert 0 < sum(u != s for u, s in zip(urlsafe, standard)) < len(phones)
+    damaged = "ab-_" + standard[0][4:]  # url-safe characters, but no address under any reading
+    keyed, rejected, _ = dump_keys(_parsed(urlsafe + [damaged]), ds, CbcDecryptor(key, iv))
+    why = dict(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist()))
+    assert why == {**{i + 1: "not_standard_base64" for i, (u, s) in enumerate(zip(urlsafe, standard)) if u != s},
+                   len(phones) + 1: "decrypt_failed"}
+    assert keyed.num_rows == sum(u == s for u, s in zip(urlsafe, standard))

@@ -47,6 +47,7 @@ class Reason(StrEnum):
     INVALID_EMAIL = "invalid_email"
     INVALID_PHONE = "invalid_phone"
     DECRYPT_FAILED = "decrypt_failed"
+    NOT_STANDARD_BASE64 = "not_standard_base64"
     UNKNOWN_KEY = "unknown_key"
     EXPIRED_KEY = "expired_key"
     KEY_NOT_ACTIVE = "key_not_active"
@@ -79,6 +80,7 @@ _CATEGORY: dict[Reason, Category] = {
     Reason.INVALID_EMAIL: _I,
     Reason.INVALID_PHONE: _I,
     Reason.DECRYPT_FAILED: _I,
+    Reason.NOT_STANDARD_BASE64: _I,
     Reason.UNKNOWN_KEY: _I,
     Reason.EXPIRED_KEY: _I,
     Reason.KEY_NOT_ACTIVE: _I,
@@ -100,6 +102,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.INVALID_EMAIL: "not an email address once normalized",
     Reason.INVALID_PHONE: "not a phone number once normalized",
     Reason.DECRYPT_FAILED: "cannot be decrypted (base64, length, padding or GCM tag)",
+    Reason.NOT_STANDARD_BASE64: "url-safe base64 ('-', '_') that decrypts to an address once read as standard base64 (fails the run)",
     Reason.UNKNOWN_KEY: "encrypted under a key id that is not in the key ring",
     Reason.EXPIRED_KEY: "encrypted under a key that had expired on the run date",
     Reason.KEY_NOT_ACTIVE: "encrypted under a key not yet active on the run date",
@@ -110,5 +113,5 @@ assert set(_CATEGORY) == set(Reason) == set(_DESCRIPTION), "every reason needs a
 
 # Rejections that a wrong key or IV produces (the decrypt failure ratio counts them): a wrong IV keeps
 # CBC padding valid and garbles the plaintext, which then is no address of the channel.
-DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE,
-                    Reason.INVALID_PLAINTEXT)
+DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.NOT_STANDARD_BASE64, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY,
+                    Reason.KEY_NOT_ACTIVE, Reason.INVALID_PLAINTEXT)

@@ -78,6 +78,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
         _check_format_errors(name, entry, ds.max_format_error_ratio)
         _check_invalid_ids(name, entry, ds.max_invalid_id_ratio)
         if ds.decrypts:
+            _check_token_encoding(name, entry)
             _check_decryption(name, entry, ds.max_decrypt_failure_ratio)
             _check_iv_suspect(name, entry)
     if not report["profiles_read"] and not cfg.profiles.allow_empty_profiles:
@@ -163,6 +164,22 @@ def _check_invalid_ids(name: str, entry: dict, ratio: float) -> None:
     raise RunFailed(
         f"data source '{name}': {total} of {candidates} IDs are invalid, most of them {top} (more than "
         f"max_invalid_id_ratio={ratio}); {_top_finding(entry) or Reason(top).description + '?'} Nothing was published"
+    )
+
+
+def _check_token_encoding(name: str, entry: dict) -> None:
+    """Any token in url-safe base64 that decrypts once read as standard base64 (``not_standard_base64``):
+    the partner's file is url-safe, and about half its tokens (those without '-' or '_') decrypted as
+    if standard. Under the ratio, the other half would be dropped from a published audience."""
+    n = entry["rejected_by_reason"].get(Reason.NOT_STANDARD_BASE64, 0)
+    if not n:
+        return
+    candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
+    raise RunFailed(
+        f"data source '{name}': {n} of {candidates} IDs are url-safe base64 ('-' and '_' for '+' and '/') that decrypt "
+        "to valid addresses once read as standard base64: the file is not in the scheme's base64, and its other IDs "
+        "only look standard; ask the partner for standard base64 with '=' padding (no setting reads other base64). "
+        "Nothing was published"
     )
 
 
