@@ -206,3 +206,20 @@ def test_url_safe_tokens_that_decrypt_so_are_not_standard_base64_rejections():
     assert why == {**{i + 1: "not_standard_base64" for i, (u, s) in enumerate(zip(urlsafe, standard)) if u != s},
                    len(phones) + 1: "decrypt_failed"}
     assert keyed.num_rows == sum(u == s for u, s in zip(urlsafe, standard))
+
+
+def test_a_decrypted_address_holding_a_control_character_is_invalid_plaintext():
+    """A partner encrypting C strings with their terminator ('ann@example.com\\0'): the email rule
+    refuses whitespace only, so the NUL stayed in a valid-looking address that matched no profile,
+    and the file audience published every address with a NUL at its end, exit 0."""
+    from transforms.crypto import CbcDecryptor, encrypt_cbc
+
+    key, iv = bytes(range(32)), bytes(range(100, 116))
+    ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",
+                          match_on="email", channel="email", encryption={"key": "env:K", "iv": "env:IV"})
+    plains = ["anna.smith@example.com\x00", "bob\x07@example.org", "c\x7f@example.net", "d@ex\u0090ample.com",
+              "  eve@example.com\t\r\n", "Fred@Example.com"]
+    keyed, rejected, _ = dump_keys(_parsed(encrypt_cbc(plains, key, iv)), ds, CbcDecryptor(key, iv))
+    assert dict(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist())) == {
+        1: "invalid_plaintext", 2: "invalid_plaintext", 3: "invalid_plaintext", 4: "invalid_plaintext"}
+    assert keyed["key"].to_pylist() == [b"eve@example.com", b"fred@example.com"]  # whitespace is trimmed

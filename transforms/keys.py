@@ -92,6 +92,12 @@ class DumpKeys(NamedTuple):
     first_blocks: FirstBlocks | None  # AES-CBC data sources: what the IV check needs
 
 
+# Control characters that are not whitespace (normalization trims whitespace, the email rule refuses
+# it inside): a decrypted ID holding one is no address, even where the email rule would take it (a C
+# string encrypted with its terminating NUL would give 'ann@example.com\0', a key that matches nobody).
+_CONTROL = r"[\x00-\x08\x0e-\x1b\x7f\x{80}-\x{84}\x{86}-\x{9f}]"
+
+
 def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_region: str | None = None) -> DumpKeys:
     """Join keys for parsed dump lines (see :class:`DumpKeys`). ``default_region``: where decrypted
     phones without a country code are read (JobConfig.region_for)."""
@@ -108,6 +114,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         keys, norm_reasons = normalize.normalize_keys(plain, ds.key_kind, ds.normalization, default_region)
         reasons = np.array(dec_reasons.to_pylist(), dtype=object)
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
+        failed_norm |= (reasons == None) & _mask(pc.match_substring_regex(plain, _CONTROL))  # noqa: E711
         reasons[failed_norm] = Reason.INVALID_PLAINTEXT
         _mark_url_safe_tokens(ids, reasons, ds, decryptor, default_region)
         if ds.encryption.algorithm == "aes-cbc":
