@@ -227,6 +227,23 @@ def test_tokens_in_another_base64_alphabet_or_without_padding_are_a_token_encodi
     assert not any(t[:12] in finding.message for t in failed)
 
 
+@pytest.mark.parametrize("plaintexts", [EMAILS, PHONES], ids=["emails", "one-block-phones"])
+def test_hex_ciphertexts_are_a_token_encoding_finding_not_a_wrong_key(plaintexts):
+    """Right key and IV, ciphertexts sent as hex: 64 hex characters are valid base64 of 48 bytes,
+    three whole AES blocks whose padding fails, and the run failed naming the key ('check
+    encryption.key'), which is right. Read as hex they decrypt: the finding says hex, names no field."""
+    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
+                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    sent = [base64.b64decode(t).hex() for t in encrypt_cbc(plaintexts, KEY, IV)]
+    for tokens in (sent, [t.upper() for t in sent]):
+        (finding,) = cbc_findings(source, pa.array(tokens), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
+        assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), len(sent))
+        assert "hex" in finding.message and "ask the partner" in finding.message and "encryption.key" not in finding.message
+        assert not any(t[:12] in finding.message for t in tokens)
+    under_another_key = [base64.b64decode(t).hex() for t in encrypt_cbc(plaintexts, bytes(32), IV)]
+    assert [f.kind for f in cbc_findings(source, pa.array(under_another_key), CbcMaterial(KEY, IV, {"hex": KEY}))] != ["token_encoding"]
+
+
 def test_tokens_that_need_another_alphabet_and_still_fail_are_no_token_encoding_finding():
     """Url-safe tokens under another key: re-read as standard base64 they still decrypt to nothing."""
     tokens = pa.array(_urlsafe(encrypt_cbc(EMAILS, bytes(32), IV)))

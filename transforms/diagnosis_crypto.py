@@ -1,8 +1,8 @@
 """Mismatch diagnosis of encrypted data sources: why sampled tokens failed to decrypt.
 
-* AES-CBC: tokens that are not standard padded base64 (url-safe, unpadded, blanks inside) and decrypt
-  once read back as such are a finding of their own (no setting reads them: the partner must send
-  standard base64). Then the key and IV references are read again under the other encoding (hex <->
+* AES-CBC: tokens that are not standard padded base64 (hex ciphertexts, url-safe, unpadded, blanks
+  inside) and decrypt once read back as such are a finding of their own (no setting reads them: the
+  partner must send standard base64). Then the key and IV references are read again under the other encoding (hex <->
   base64) where that gives a valid key or IV; a combination that turns failures into valid
   addresses is a finding (``encryption.key_encoding`` / ``iv_encoding``). Tokens that carry a random
   IV each in front (IV || ciphertext) decrypt, read so, to whole addresses, and their first blocks
@@ -22,6 +22,7 @@ does not know.
 """
 from __future__ import annotations
 
+import binascii
 from typing import NamedTuple
 
 import numpy as np
@@ -95,7 +96,7 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     else the pattern of the failures (wrong IV, wrong key). ``region``: JobConfig.region_for(ds)."""
     if len(tokens) == 0:
         return []
-    re_encoded = _token_encoding(ds, tokens, material, region)
+    re_encoded = _hex_tokens(ds, tokens, material, region) or _token_encoding(ds, tokens, material, region)
     if re_encoded:
         return re_encoded
     for encoding, key in sorted(material.keys.items()):
@@ -160,6 +161,26 @@ def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMateria
                           f"base64 with its padding, they decrypt to valid {_address(ds)} under the configured key and "
                           "IV; ask the partner for "
                           "standard base64 with '=' padding (no setting reads other base64)")]
+
+
+def _hex_tokens(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
+    """Ciphertexts sent as hex, not base64: hex characters are base64 characters, so 64 of them read
+    as 48 bytes, three whole AES blocks whose padding fails as under a wrong key. Read as hex they
+    decrypt to valid addresses under the configured key and IV. No setting reads hex tokens."""
+    text = tokens.cast(pa.string())
+    is_hex = pc.fill_null(pc.match_substring_regex(text, r"^(?:[0-9A-Fa-f]{32})+$"), False)
+    if not pc.any(is_hex).as_py():
+        return []
+    hex_tokens = text.filter(is_hex).to_pylist()
+    standard = pa.array([binascii.b2a_base64(bytes.fromhex(t), newline=False).decode("ascii") for t in hex_tokens])
+    plain, _ = CbcDecryptor(material.key, material.iv).decrypt(standard)
+    n = pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0]).to_numpy(zero_copy_only=False).sum()
+    if not n:
+        return []
+    return [CryptoFinding("token_encoding", (), int(n),
+                          f"are hex, not base64: read as hex, they decrypt to valid {_address(ds)} under the configured "
+                          "key and IV; ask the partner for the ciphertexts in standard base64 with '=' padding (no "
+                          "setting reads hex tokens)")]
 
 
 def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
