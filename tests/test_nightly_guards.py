@@ -421,6 +421,45 @@ def test_a_night_before_a_published_one_is_refused_unless_the_chain_is_rebuilt(t
     assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in (2, 3, 4, 5)}
 
 
+def test_a_gap_of_missed_nights_with_dumps_is_refused_unless_allowed(tmp_path):
+    """A night built on a partition older than the night before it: the missed nights' iter dumps
+    (additions and removals) were never applied, and the night published a wrong audience with exit
+    0. Refused when a missed night lists a dump (its {date} paths filled), or when a data source's
+    path does not change with the date (nothing tells its nights apart); listings only."""
+    from datetime import date
+
+    from transforms.config import load_config
+    from transforms.night_guard import check_no_gap
+
+    cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
+    d = date.fromisoformat
+    check_no_gap(cfg, d("2026-12-04"), d("2026-12-05"))  # the night before: no gap
+    check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))  # 12-03, 12-04 delivered nothing: a weekend
+    for name in ("ftp_1_7_iter_1795305600000.sync.gz.filepart", "ftp_1_7_iter_1795305600000.sync.info"):
+        dump(tmp_path, "b", "2026-12-03", [f"{V[1]} 10"], name=name)  # not dumps: still no delivery
+    check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
+    dump(tmp_path, "b", "2026-12-04", [f"{V[1]} 10"], mode="iter")  # one source's delivery is enough
+    with pytest.raises(ConfigError) as info:
+        check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
+    message = str(info.value)
+    assert message == ("dt=2026-12-05 would build on dt=2026-12-02, but 2 nights between them were not imported "
+                       "(dt=2026-12-03..dt=2026-12-04) and 1 had dumps (dt=2026-12-04): its changes would be missing; "
+                       "import it first, in order (--backfill 2026-12-04:2026-12-04), or rerun with --allow-gap to "
+                       "build on dt=2026-12-02 anyway"), message
+    assert V[1] not in message
+    check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"), allow_gap=True)
+    dump(tmp_path, "a", "2026-12-02", [f"{V[1]} 10"], mode="iter")  # the previous night's own: not missed
+    dump(tmp_path, "a", "2026-12-06", [f"{V[1]} 10"], mode="iter")
+    with pytest.raises(ConfigError, match=r"4 nights between them were not imported \(dt=2026-12-03\.\.dt=2026-12-06\) "
+                       r"and 2 had dumps \(from dt=2026-12-04 to dt=2026-12-06\).*\(--date each, in order"):
+        check_no_gap(cfg, d("2026-12-02"), d("2026-12-07"))  # 12-05 has none: a --backfill would stop there
+    undated = load_config(str(write_job(tmp_path, sources=("a", "b"), b={"segments": "b/*.sync.gz"})))
+    with pytest.raises(ConfigError, match=r"2 nights between them were not imported \(dt=2026-12-07\.\.dt=2026-12-08\) "
+                       r"and data source 'b' cannot tell which had dumps.*--backfill 2026-12-07:2026-12-08"):
+        check_no_gap(undated, d("2026-12-06"), d("2026-12-09"))  # no dump anywhere, but b's path cannot tell
+    check_no_gap(undated, d("2026-12-06"), d("2026-12-09"), allow_gap=True)
+
+
 def test_a_night_that_is_not_over_is_refused(tmp_path):
     """Tonight's dumps are not all there yet: a partial night published now would be skipped as
     "already published" by the scheduled run."""

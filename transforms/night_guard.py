@@ -2,11 +2,11 @@
 
 Before a night runs (the launch, :mod:`pipelines.nightly`): it has ended (UTC); no published night
 comes after it unless this run republishes every one of them, in order; a rebuild of the nights that
-did not finish is finished first (``ROOT/_rebuild.json``); the previous night was built with the same
-``profiles.id``. :class:`NightGuard`, read at launch from the previous night's report and checked
-before the publish: no dump the previous night imported, no audience that collapses (more than
-``max_shrink`` per data source), no empty full delivery, no file-audience source whose addresses
-stop matching profiles.
+did not finish is finished first (``ROOT/_rebuild.json``); no night with dumps is missing between the
+previous published night and this one; the previous night was built with the same ``profiles.id``.
+:class:`NightGuard`, read at launch from the previous night's report and checked before the publish:
+no dump the previous night imported, no audience that collapses (more than ``max_shrink`` per data
+source), no empty full delivery, no file-audience source whose addresses stop matching profiles.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from datetime import date, timedelta
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
+from transforms.dump_files import dump_paths
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest, sync_mode_of
 from transforms.storage import join_path
@@ -45,6 +46,48 @@ def check_night_order(days: list[date], published: list[date], force: bool) -> N
             raise ConfigError(
                 f"dt={day.isoformat()}: dt={after[0].isoformat()} is published after it and was built without it; "
                 f"rebuild the nights in order: --backfill {day.isoformat()}:{published[-1].isoformat()} --force")
+
+
+def _span(nights: list[date]) -> str:
+    return f"dt={nights[0]}" + (f"..dt={nights[-1]}" if len(nights) > 1 else "")
+
+
+def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool = False) -> None:
+    """A night that carries the partition of ``previous`` over misses the changes of every night
+    between them: refused (one line naming them) unless ``allow_gap``. A missed night is no gap when
+    it had no delivery: with its ``{date}`` placeholders filled, no data source's ``segments`` lists a
+    dump (a listing per data source, no file read). A data source whose path is the same for that
+    night as for ``day`` cannot tell the nights apart: the night counts."""
+    missed = [previous + timedelta(days=i) for i in range(1, (day - previous).days)]
+    if not missed or allow_gap:
+        return
+    tonight = {ds.name: ds.segments for ds in template.for_date(day).data_sources}
+    blind: list[str] = []  # data sources whose path is tonight's on a missed night
+
+    def delivered(night: date) -> bool:
+        sources = template.for_date(night).data_sources
+        same = [ds.name for ds in sources if ds.segments == tonight[ds.name]]
+        blind.extend(name for name in same if name not in blind)
+        return bool(same) or any(dump_paths(ds.segments, missing_ok=True) for ds in sources)
+
+    gap = [night for night in missed if delivered(night)]
+    if not gap:
+        return
+    one, in_order = len(gap) == 1, len(gap) == (gap[-1] - gap[0]).days + 1
+    if blind:
+        which = (f" ({_span(missed)}) and data source '{blind[0]}' cannot tell which had dumps (its segments path "
+                 "does not change with the date)")
+    elif len(gap) == len(missed):
+        which = f" and had dumps ({_span(gap)})"
+    else:
+        which = (f" ({_span(missed)}) and {len(gap)} had dumps ("
+                 + (_span(gap) if in_order else f"from dt={gap[0]} to dt={gap[-1]}") + ")")
+    how = (f"--backfill {gap[0]}:{gap[-1]}" if in_order
+           else "--date each, in order: a --backfill stops at a night without dumps")
+    nights = "1 night between them was" if len(missed) == 1 else f"{len(missed)} nights between them were"
+    raise ConfigError(f"dt={day} would build on dt={previous}, but {nights} not imported{which}: "
+                      f"{'its' if one else 'their'} changes would be missing; import {'it' if one else 'them'} first, "
+                      f"in order ({how}), or rerun with --allow-gap to build on dt={previous} anyway")
 
 
 REBUILD = "_rebuild.json"  # ROOT/_rebuild.json: the nights a --backfill --force still has to republish
