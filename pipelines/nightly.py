@@ -14,8 +14,10 @@ so is a night before a published one unless the run republishes every night afte
 (``--backfill FROM:NEWEST --force``): each night builds on the one before. Such a rebuild is recorded
 in ``ROOT/_rebuild.json`` until its last night is republished; while it is there, only a run that
 finishes it may run (:mod:`transforms.night_guard`). ``iter`` dumps update the previous published
-night's audiences (additions and removals), ``full`` dumps replace them (a data source's
-``sync_mode``, else the file name, says which; a name that does not say is a configuration error).
+night's audiences (additions and removals), ``full`` dumps replace them (a data source's ``sync_mode``,
+else the file name, says which; a name that does not say is a configuration error). A night that
+carries previous rows over fails when a night between the previous published one and it had dumps
+(its changes would be missing), unless ``--allow-gap``.
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
 empty, or that would drop a data source taken out of the config fails unless ``--allow-shrink``.
 The run holds ``ROOT/_lock.json`` throughout, completes an interrupted publish and deletes the
@@ -43,6 +45,7 @@ from transforms.night_guard import (
     NightGuard,
     check_night_order,
     check_nights_over,
+    check_no_gap,
     check_same_profile_ids,
     rebuild_for,
 )
@@ -80,6 +83,10 @@ def parse_args(argv):
     parser.add_argument("--allow-shrink", action="store_true",
                         help="publish even when a data source's audience shrinks by more than max_shrink against the "
                         "previous night, a full dump is empty, or a data source left the config (its rows are dropped)")
+    parser.add_argument("--allow-gap", action="store_true",
+                        help="build on the latest published night even when a night between it and this one was not "
+                        "imported and had dumps, or cannot tell (a segments path without {date}): that night's changes "
+                        "are then missing")
     parser.add_argument("--no-key-cache", dest="key_cache", action="store_false",
                         help="compute every profile key (default: reuse unchanged profiles' keys from ROOT/_key_cache)")
     return parser.parse_known_args(argv)
@@ -131,7 +138,7 @@ def code_version() -> str:
 
 
 def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions,
-              allow_shrink: bool = False, key_cache: bool = True) -> dict:
+              allow_shrink: bool = False, key_cache: bool = True, allow_gap: bool = False) -> dict:
     target = partition(root, day)
     success = join_path(target, SUCCESS)
     if FileSystems.exists(success) and not force:
@@ -161,7 +168,8 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     replacing = guard.replacing_all(cfg, files) if previous else None
     guard = replacing or guard
     state = None if replacing else previous
-    if state:
+    if state:  # its rows are carried over: no night since it may be missing
+        check_no_gap(template, earlier[-1], day, allow_gap)
         check_same_profile_ids(cfg, state)
     # The writers read the previous parts shard by shard when that night was bucketed as tonight.
     direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None
@@ -204,7 +212,7 @@ def run(argv=None) -> list[dict]:
         try:
             for day in days:
                 result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink,
-                                   known.key_cache)
+                                   known.key_cache, known.allow_gap)
                 if rebuild is not None and result["status"] == "published":
                     rebuild = rebuild.after(day)
                 for line in summary_lines([result]):

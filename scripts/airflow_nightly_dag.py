@@ -140,9 +140,9 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
         start_date=datetime(2026, 11, 1, tzinfo=timezone.utc),  # the first night imported
         catchup=True,  # missed nights run in order, each after the previous one
         max_active_runs=1,  # incremental nights depend on the previous published night
-        # A failed night blocks the next ones until it succeeds: the job does not see a gap, so the
-        # next night would build on the night before the failed one and miss its changes (and the job
-        # then refuses the late night unless the chain is rebuilt with --backfill ... --force).
+        # A failed night blocks the next ones until it succeeds: the next night would build on the night
+        # before the failed one and miss its changes (the job refuses it when the failed night had dumps,
+        # unless --allow-gap; and the late night unless the chain is rebuilt with --backfill ... --force).
         default_args={"retries": 2, "retry_delay": timedelta(minutes=10), "depends_on_past": True},
     ) as dag:
         NightlyImportOperator(

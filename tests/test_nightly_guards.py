@@ -399,16 +399,21 @@ def test_a_night_bucketed_otherwise_is_read_whole(tmp_path):
 # nights in order
 
 
-def test_a_night_before_a_published_one_is_refused_unless_the_chain_is_rebuilt(tmp_path):
+def test_a_night_before_a_published_one_is_refused_unless_the_chain_is_rebuilt(tmp_path, capsys):
     """A missed night filled after a newer one: the newer night was built without its changes, and
     every later night builds on that one. Refused, naming the newer night; a --backfill --force from
-    the missed night to the newest rebuilds the chain in order and gets the right audience."""
+    the missed night to the newest rebuilds the chain in order and gets the right audience. (The
+    newer night itself is first refused for the gap: test_a_gap_of_missed_nights_with_dumps_...)"""
     config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
     dump(tmp_path, "a", "2026-11-20", everyone("a", ids=range(1, 4)))
     dump(tmp_path, "a", "2026-11-21", [f"{V[1]}  10", f"{V[4]} 10"], mode="iter")  # p1 leaves, p4 joins
     dump(tmp_path, "a", "2026-11-22", [f"{V[5]} 10"], mode="iter")
     run(config, root, "--date", "2026-11-20")
-    run(config, root, "--date", "2026-11-22")  # 11-21 missed
+    assert nightly.main(["--config", str(config), "--root", str(root), "--date", "2026-11-22"]) == 2  # 11-21 missed
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("dt=2026-11-22 would build on dt=2026-11-20") and "--allow-gap" in line, line
+    assert not (root / "dt=2026-11-22").exists()  # refused before any pipeline ran
+    run(config, root, "--date", "2026-11-22", "--allow-gap")  # forced over the gap: 11-21's changes are missing
     result = cli(config, root, "--date", "2026-11-21")
     assert result.returncode == 2, result.stderr
     assert "dt=2026-11-22 is published after it" in result.stderr and "Traceback" not in result.stderr
