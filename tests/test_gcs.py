@@ -145,6 +145,16 @@ def first_run(gcs, client, gcs_config):
     return report, _objects(client, gcs.bucket, "out/")
 
 
+@pytest.fixture(scope="module")
+def first_night(gcs, gcs_config):
+    """The demo's night 2026-11-22 published under gs://BUCKET/nightly, run once for the nightly tests:
+    one reruns it as it is, one with --force, one copies it as the night before the next."""
+    from pipelines import nightly
+
+    root = f"gs://{gcs.bucket}/nightly"
+    return root, nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22"])
+
+
 # ---------------------------------------------------------------------------------------------
 # tests
 
@@ -257,11 +267,10 @@ def test_failed_gs_run_removes_its_parts_and_publishes_nothing(gcs, client, gcs_
     assert _objects(client, gcs.bucket, "badkey-out/") == {}
 
 
-def test_nightly_on_gcs_publishes_with_success_last_and_is_idempotent(gcs, client, gcs_config):
+def test_nightly_on_gcs_publishes_with_success_last_and_is_idempotent(gcs, client, gcs_config, first_night):
     from pipelines import nightly
 
-    root = f"gs://{gcs.bucket}/nightly"
-    first = nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22"])
+    root, first = first_night
     assert first[0]["status"] == "published"
     objects = _objects(client, gcs.bucket, "nightly/dt=2026-11-22/")
     assert "nightly/dt=2026-11-22/_SUCCESS" in objects
@@ -286,24 +295,23 @@ def test_nightly_on_gcs_publishes_with_success_last_and_is_idempotent(gcs, clien
     assert sorted(rows) == sorted(_expected_csv("memberships.csv"))
 
 
-def test_nightly_on_gcs_keeps_its_key_cache_beside_the_partitions(gcs, client, gcs_config):
+def test_nightly_on_gcs_keeps_its_key_cache_beside_the_partitions(gcs, client, gcs_config, first_night):
     """The workers read the cache from the bucket and the run publishes its parts there (the manifest
     last); a rerun of the night takes every profile's keys from it and writes the same bytes."""
     from pipelines import nightly
     from transforms.progress import TALLY
 
-    root = f"gs://{gcs.bucket}/cached"
-    nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22"])
-    cache = _objects(client, gcs.bucket, "cached/_key_cache/")
-    assert "cached/_key_cache/MANIFEST.json" in cache and len(cache) == 2  # the manifest and one part
-    assert cache["cached/_key_cache/MANIFEST.json"] == max(cache.values())
-    first = _objects(client, gcs.bucket, "cached/dt=2026-11-22/")
+    root, _ = first_night
+    cache = _objects(client, gcs.bucket, "nightly/_key_cache/")
+    assert "nightly/_key_cache/MANIFEST.json" in cache and len(cache) == 2  # the manifest and one part
+    assert cache["nightly/_key_cache/MANIFEST.json"] == max(cache.values())
+    first = _objects(client, gcs.bucket, "nightly/dt=2026-11-22/")
     data = {name: client.bucket(gcs.bucket).blob(name).download_as_bytes() for name in first}
     TALLY.reset()
     nightly.run(["--config", gcs_config, "--root", root, "--date", "2026-11-22", "--force"])
     assert TALLY.snapshot()["profile_rows_keyed_from_cache"] == TALLY.snapshot()["profile_rows_read"] > 0
     assert {name: client.bucket(gcs.bucket).blob(name).download_as_bytes() for name in first} == data
-    assert not [name for name in _objects(client, gcs.bucket, "cached/") if "_incoming" in name]
+    assert not [name for name in _objects(client, gcs.bucket, "nightly/") if "_incoming" in name]
 
 
 def test_gs_output_is_locked_while_live_owned_by_the_job_and_cleaned_of_leftovers(gcs, client, gcs_config):
@@ -326,7 +334,7 @@ def test_gs_output_is_locked_while_live_owned_by_the_job_and_cleaned_of_leftover
     assert _rows(_read_gcs_output(client, gcs.bucket, "owned", "reconciled"), "reconciled") == _expected_csv("memberships.csv")
 
 
-def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, gcs_config, monkeypatch):
+def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, first_night, monkeypatch):
     """A night that carries a data source's previous rows (its dumps configured ``iter``): each
     writer reads its bucket's previous part from the bucket itself; the partition and the counts are
     those of the run that reads the previous state whole."""
@@ -341,9 +349,9 @@ def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, gcs_confi
     for blob in client.list_blobs(gcs.bucket, prefix="in/segments/"):
         bucket.copy_blob(blob, bucket, blob.name.replace("in/segments/", "in/night2/", 1))
     bucket.blob("in/job-iter.yaml").upload_from_string(yaml.safe_dump(cfg), content_type="text/yaml")
-    nightly.run(["--config", gcs_config, "--root", f"gs://{gcs.bucket}/whole", "--date", "2026-11-22"])
-    for blob in client.list_blobs(gcs.bucket, prefix="whole/"):  # the same night 1 for both (one run less)
-        bucket.copy_blob(blob, bucket, "by-shard/" + blob.name.split("/", 1)[1])
+    for blob in client.list_blobs(gcs.bucket, prefix="nightly/"):  # the same night 1 for both
+        for name in ("whole", "by-shard"):
+            bucket.copy_blob(blob, bucket, f"{name}/" + blob.name.split("/", 1)[1])
     results = {}
     for name, by_shard in (("whole", False), ("by-shard", True)):
         root = f"gs://{gcs.bucket}/{name}"
