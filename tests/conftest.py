@@ -56,6 +56,17 @@ def run_import_cli(config, out) -> subprocess.CompletedProcess:
                            "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.fixture(scope="session")
+def demo_cli_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The bundled demo imported by the real CLI, once per test process for the files that read it
+    (test_import_e2e, test_html_report, test_report_browser): its output folder and the finished
+    process. Nothing may change that folder; a test that damages an output makes its own run."""
+    out = tmp_path_factory.mktemp("demo-cli") / "out"
+    result = run_import_cli(DEMO / "job.yaml", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
 def assert_failed_cleanly(result: subprocess.CompletedProcess, out: Path, *words: str) -> str:
     """A failed run: exit 1, its last stderr line names the cause (``words``), no traceback, and
     nothing published or left behind under ``out``. Returns that line."""

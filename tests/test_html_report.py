@@ -36,11 +36,8 @@ def cli(*args):
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("html-demo") / "out"
-    result = cli("import", "--config", DEMO / "job.yaml", "--output", out)
-    assert result.returncode == 0, result.stderr
-    return out
+def demo_out(demo_cli_run):
+    return demo_cli_run[0]  # (conftest.py: the same demo run as tests/test_import_e2e.py's)
 
 
 def expected_figures(report: dict) -> dict[tuple, str]:

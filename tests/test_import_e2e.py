@@ -33,11 +33,8 @@ def expected(name: str) -> set[tuple]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo-out")
-    result = run_cli("--config", DEMO / "job.yaml", "--output", out)
-    assert result.returncode == 0, result.stderr
-    return out, result
+def demo_run(demo_cli_run):
+    return demo_cli_run  # (conftest.py: the demo run the HTML report tests read too)
 
 
 def test_memberships_are_exactly_the_ground_truth(demo_run):

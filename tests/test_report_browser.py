@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
 
 import pytest
 
-from conftest import DEMO, ROOT
 from page_dom import figures
 from report_screenshot import find_chromium, run_chromium
 from test_html_report import assert_shows_the_report
@@ -34,12 +31,8 @@ def browser() -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_page(tmp_path_factory):
-    out = tmp_path_factory.mktemp("browser-demo") / "out"
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(DEMO / "job.yaml"),
-                             "--output", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return out
+def demo_page(demo_cli_run):
+    return demo_cli_run[0]  # (conftest.py: the same demo run as tests/test_import_e2e.py's)
 
 
 def test_chromium_shows_the_numbers_of_report_json(browser, demo_page):
