@@ -26,7 +26,7 @@ from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBE
 from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import Metric
 from transforms.preflight import check_inputs
-from transforms.publish import ADD, REPORT, PublishInputs, PublishRun, WriteParts, join_path
+from transforms.publish import ADD, PROFILE_IDS, REPORT, PublishInputs, PublishRun, WriteParts, join_path
 from transforms.reconcile import ReconcileAudiences
 from transforms.summary import summary_lines
 from transforms.suppression import ReadSuppressionLists, SuppressFileAudience
@@ -64,22 +64,27 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     ``previous_parts``: the outputs whose ``previous`` parts the writers read shard by shard
     (:func:`transforms.incremental.previous_parts`); the others' are read whole and re-split."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
+    carries = incremental and previous is not None  # the previous memberships meet tonight's profile ids
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental, key_cache=key_cache,
-                                                   split_bytes=split_dump_bytes(cfg, p.options))
+                                                   split_bytes=split_dump_bytes(cfg, p.options), profile_ids=carries)
 
-    def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False):
+    def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False, profiles: bool = False):
         """Tonight's rows of one output; with ``incremental`` and a ``previous`` partition, merged
         with the previous state (``replace``: tonight's rows supersede the previous rows with their
-        key). Without one, removals have nothing to remove: tonight's rows are the state, written
-        as the import writes them (the local runner copies every input of a Flatten once more)."""
+        key; ``profiles``: previous rows of profiles no longer in the extract go). Without one,
+        removals have nothing to remove: tonight's rows are the state, written as the import writes
+        them (the local runner copies every input of a Flatten once more)."""
         additions = getattr(result, name)
-        if not incremental or previous is None:
+        if not carries:
             return additions, {}
         tonight = (
             additions | f"Tag{name}Additions" >> beam.Map(lambda t: (ADD, t)),
             removals | f"Tag{name}Removals" >> beam.Map(lambda t: (REMOVE, t)),
         )
-        merge = {"merge": merge_state(keys, name, cfg, replace), "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
+        if profiles:
+            tonight += (result.profile_ids | f"Tag{name}ProfileIds" >> beam.Map(lambda t: (PROFILE_IDS, t)),)
+        merge = {"merge": merge_state(keys, name, cfg, replace, profiles),
+                 "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
         # Suppression lists filter the previous rows too, on their way to the writers: then they travel.
         direct = (previous_parts or {}).get(name) if not (name == "file_audience" and cfg.suppression) else None
         if direct is not None:
@@ -89,7 +94,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         return (*tonight, state) | f"Flatten{name}State" >> beam.Flatten(), merge
 
     keys = ["data_source", "segment_id", "profile_id"]
-    tables, merge = state("reconciled", keys, result.removed_members)
+    tables, merge = state("reconciled", keys, result.removed_members, profiles=True)
     reconciled = tables | "WriteReconciled" >> WriteParts(
         "reconciled", MEMBERSHIP_SCHEMA, keys, MEMBERS_BUCKET_BY, run_dir, cfg.buckets, threads=cfg.threads,
         dedupe=True, count_column="segment_id", count_metric=Metric.MEMBERS, **merge,

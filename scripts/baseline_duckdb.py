@@ -7,8 +7,9 @@ Reads the generator's job (DIR/job.yaml layout: profiles.parquet and segments/<s
 the same rules in SQL (38-digit visitor IDs; adobe/hex hashed emails; uid2/base64 hashed phones; plain
 CRM ids; AES-CBC encrypted emails decrypted with the project's vectorized decryptor, since SQL has no
 AES) and writes the distinct (data_source, segment_id, profile_id) memberships; with ``--previous``
-(the dumps are a night's ``iter`` changes), the previous night's memberships less the lines' removed
-segments, plus their segments (an addition wins over a removal of the same night). It is a fair
+(the dumps are a night's ``iter`` changes), the previous night's memberships of profiles still in
+the extract, less the lines' removed segments, plus their segments (an addition wins over a removal
+of the same night). It is a fair
 single-process reference for one job shape, not a general implementation: it knows the five data
 sources the generator makes.
 """
@@ -86,6 +87,7 @@ def memberships(data: Path, previous: Path | None = None) -> pa.Table:
     return _arrow(con.sql(query + f""",
     removed AS (SELECT DISTINCT ds, unnest(string_split(rems, ',')), profile_id FROM hits WHERE rems <> '')
     SELECT data_source, segment_id, profile_id FROM read_parquet('{previous}')
+    WHERE profile_id IN (SELECT profile_id FROM p)
     EXCEPT SELECT * FROM removed
     UNION SELECT * FROM added
     """))

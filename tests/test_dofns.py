@@ -106,6 +106,32 @@ def test_key_profiles_gives_the_same_shards_whatever_the_batch_size_and_threads(
     assert all(r == results[0] for r in results[1:])
 
 
+def test_key_profiles_sends_each_batchs_profile_ids_split_as_the_memberships_writers_split(tmp_path, monkeypatch):
+    """With profile_ids (a nightly carrying memberships), every batch's distinct ids leave split by
+    the memberships' bucketing, whatever the batch size or threads; without, none leave. A writer
+    shard with only ids writes no part (ids are not rows)."""
+    from transforms.arrow_utils import BucketPieces
+    from transforms.join import MEMBERSHIP_SCHEMA
+    from transforms.publish import PROFILE_IDS
+
+    cfg = make_job(tmp_path)
+    for batch_rows, threads in ((1 << 18, 2), (2, 2), (1, 1)):
+        monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", batch_rows)
+        fn = KeyProfiles(cfg.model_copy(update={"threads": threads}), profile_ids=True)
+        _, tagged = run_dofn(fn, (str(tmp_path / "profiles.parquet"), ({},)))
+        sent = tagged[KeyProfiles.PROFILE_IDS]
+        assert all(isinstance(p, BucketPieces) and (p.bucket_by, p.buckets) == ("profile_id", cfg.buckets) for p in sent)
+        pieces = [(bucket, rows) for p in sent for bucket, rows in p.pieces]
+        assert all((bucket_of(rows["profile_id"], cfg.buckets) == bucket).all() for bucket, rows in pieces)
+        assert sorted(i for _, rows in pieces for i in rows["profile_id"].to_pylist()) == ["p1", "p2", "p3"]
+    _, tagged = run_dofn(KeyProfiles(cfg), (str(tmp_path / "profiles.parquet"), ({},)))
+    assert KeyProfiles.PROFILE_IDS not in tagged
+    spec = WriteParts("reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], "profile_id",
+                      str(tmp_path / "out"), buckets=4, merge=lambda tables, files: (tables[ADD], []))
+    out, tagged = run_dofn(_WritePart(spec), ((1, [(PROFILE_IDS, pa.table({"profile_id": ["p1"]}))]), ([],)))
+    assert out == [] and tagged == {} and not (tmp_path / "out").exists()
+
+
 def test_a_batchs_data_sources_share_one_memo_and_batches_do_not(tmp_path, monkeypatch):
     # What data sources compute alike (transforms.key_cache_rows.computed_entries: here a second
     # partner's hashed emails) is computed once a batch: one memo per batch, handed to each of its

@@ -145,11 +145,17 @@ def test_one_collapsing_source_among_several_still_fails_the_night(tmp_path):
 
 
 def test_an_iter_night_that_removes_most_of_the_audience_fails_too(tmp_path):
+    """Removal lines and profiles gone from the extract (their memberships dropped) both shrink the
+    audience: five of each, 12 -> 2 members; either alone leaves 7, which max_shrink allows."""
     config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
     dump(tmp_path, "a", "2026-11-21", everyone("a"))
-    dump(tmp_path, "a", "2026-11-22", [f"{V[i]}  10" for i in range(1, 11)], mode="iter")  # removes 10 of 12
-    with pytest.raises(RunFailed, match="max_shrink"):
-        run(config, root, "--backfill", "2026-11-21:2026-11-22")
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-22", [f"{V[i]}  10" for i in range(1, 6)], mode="iter")  # removes 5 of 12
+    stay = [i for i in V if i not in range(6, 11)]  # p6..p10 deleted from the extract
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in stay], "visitor_ids": [[V[i]] for i in stay]}),
+                   tmp_path / "profiles.parquet")
+    with pytest.raises(RunFailed, match="from 12 to 2 rows .*max_shrink"):
+        run(config, root, "--date", "2026-11-22")
     assert (root / "dt=2026-11-21" / "_SUCCESS").exists() and not (root / "dt=2026-11-22" / "_SUCCESS").exists()
 
 
@@ -281,13 +287,17 @@ def test_a_full_dump_renamed_after_the_launch_fails_the_night(tmp_path, monkeypa
 # the writers read the previous night's parts shard by shard
 
 
-def two_nights(tmp_path, root: Path, buckets: int = 4, a_mode: str = "iter") -> Path:
+def two_nights(tmp_path, root: Path, buckets: int = 4, a_mode: str = "iter", left: tuple = ()) -> Path:
     """Night 1: full dumps for a and b. Night 2 (not run here): a's dump adds and removes (``a_mode``:
-    iter, or full: it replaces a's audience), b's iter dump adds nothing new (carried over)."""
+    iter, or full: it replaces a's audience), b's iter dump adds nothing new (carried over); the
+    profiles ``left`` (numbers) are no longer in night 2's extract."""
     config = write_job(tmp_path, sources=("a", "b"), buckets=buckets)
     dump(tmp_path, "a", "2026-11-21", everyone("a"))
     dump(tmp_path, "b", "2026-11-21", everyone("b", "20"))
     run(config, root, "--date", "2026-11-21")
+    stay = [i for i in V if i not in left]
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in stay], "visitor_ids": [[V[i]] for i in stay]}),
+                   tmp_path / "profiles.parquet")
     dump(tmp_path, "a", "2026-11-22", [f"{V[1]} 11", f"{V[2]}  10", f"{V[3]} 12 10"], mode=a_mode)
     dump(tmp_path, "b", "2026-11-22", [f"{V[4]} 20"], mode="iter")
     return config
@@ -297,12 +307,15 @@ def two_nights(tmp_path, root: Path, buckets: int = 4, a_mode: str = "iter") -> 
 def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_path, monkeypatch, a_mode):
     """No previous row goes through the runner (the local runner's Flatten held them twice); the
     partition and the counts are those of the run that reads the previous state whole, also when
-    one data source's full dump replaces its previous rows while another's are carried."""
+    one data source's full dump replaces its previous rows while another's are carried. Profiles
+    p11 and p12 left night 2's extract: their carried memberships are dropped and counted
+    (``reconciled_profile_left``), whichever way the previous state is read, and every previous
+    row of an iter data source is carried, removed or dropped."""
     import pipelines.import_audience as import_audience
 
     whole, direct = tmp_path / "whole", tmp_path / "direct"
-    config = two_nights(tmp_path, whole, a_mode=a_mode)
-    two_nights(tmp_path, direct, a_mode=a_mode)
+    config = two_nights(tmp_path, whole, a_mode=a_mode, left=(11, 12))
+    two_nights(tmp_path, direct, a_mode=a_mode, left=(11, 12))
     flags = ["--allow-shrink"] if a_mode == "full" else []  # a's full dump keeps 2 of its 12 members
     with monkeypatch.context() as m:
         m.setattr(nightly, "previous_parts", lambda *args: {})
@@ -310,11 +323,63 @@ def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_p
 
     monkeypatch.setattr(import_audience, "PreviousState", NotRead)
     report = run(config, direct, "--date", "2026-11-22", *flags)[0]["report"]
-    carried = {("a", "10", f"p{i}") for i in V if i not in (2, 3)} if a_mode == "iter" else set()  # full: replaced
+    stay = [i for i in V if i not in (11, 12)]
+    carried = {("a", "10", f"p{i}") for i in stay if i not in (2, 3)} if a_mode == "iter" else set()  # full: replaced
     a_members = carried | {("a", "11", "p1"), ("a", "12", "p3")}
-    assert members(direct, "2026-11-22") == a_members | {("b", "20", f"p{i}") for i in V}
+    assert members(direct, "2026-11-22") == a_members | {("b", "20", f"p{i}") for i in stay}
     assert partition_bytes(direct, "2026-11-22") == partition_bytes(whole, "2026-11-22")
     assert report["data_sources"] == expected["data_sources"]
+    b = report["data_sources"]["b"]["previous_state"]
+    assert b == {"reconciled_carried": 10, "reconciled_profile_left": 2}  # b's 12 previous rows, accounted for
+    if a_mode == "iter":
+        a = report["data_sources"]["a"]["previous_state"]
+        assert a == {"reconciled_carried": 8, "reconciled_profile_left": 2, "reconciled_removed": 2}
+        assert sum(a.values()) == 12  # night 1's members of a
+    else:
+        assert "previous_state" not in report["data_sources"]["a"]  # replaced: nothing carried, nothing counted
+
+
+def test_the_merge_drops_previous_memberships_of_profiles_gone_from_tonights_extract(tmp_path):
+    """merge_state with ``profiles``: a previous membership whose profile_id is not among tonight's
+    ids of its shard (tagged PROFILE_IDS) is dropped and counted (``profile_left``), after the rows
+    of full-dump and unconfigured data sources; a shard without ids drops every one; the file
+    audience's merge (no ``profiles``) keeps them."""
+    from transforms.config import load_config
+    from transforms.incremental import REMOVE, merge_state
+    from transforms.outcomes import Count, Metric
+    from transforms.publish import ADD, PREVIOUS, PROFILE_IDS
+
+    cfg = load_config(str(write_job(tmp_path, sources=("a", "b", "c"))))
+    keys = ["data_source", "segment_id", "profile_id"]
+
+    def rows(*triples):
+        return pa.table({k: pa.array([t[i] for t in triples], pa.string()) for i, k in enumerate(keys)})
+
+    def night(*modes):
+        return [(name, f"/in/{name}/ftp_1_7_{mode}_1795305600000.sync.gz") for name, mode in modes]
+
+    def summed(counts):
+        totals = {}
+        for key, n in counts:
+            totals[key] = totals.get(key, 0) + n
+        return totals
+
+    previous = rows(("a", "10", "p1"), ("a", "10", "p2"), ("a", "11", "p2"), ("b", "20", "p2"), ("b", "20", "p3"),
+                    ("c", "30", "p2"), ("gone", "1", "p2"))
+    merge = merge_state(keys, "reconciled", cfg, profiles=True)
+    table, counts = merge({PREVIOUS: previous, ADD: rows(("a", "12", "p1")), REMOVE: rows(("b", "20", "p3")),
+                           PROFILE_IDS: pa.table({"profile_id": ["p1", "p3", "p1"]})},
+                          night(("a", "iter"), ("b", "iter"), ("c", "full")))
+    assert sorted(zip(*(table[k].to_pylist() for k in keys))) == [("a", "10", "p1"), ("a", "12", "p1")]
+    assert summed(counts) == {
+        Count(Metric.DROPPED, "gone", "reconciled"): 1,  # unconfigured: dropped, whatever its profile
+        Count(Metric.PROFILE_LEFT, "a", "reconciled"): 2, Count(Metric.PROFILE_LEFT, "b", "reconciled"): 1,
+        Count(Metric.REMOVED, "b", "reconciled"): 1, Count(Metric.CARRIED, "a", "reconciled"): 1,
+    }  # c's full dump replaced its row: not counted
+    table, counts = merge({PREVIOUS: previous.slice(0, 3)}, night(("a", "iter")))  # no id of tonight's in the shard
+    assert table.num_rows == 0 and summed(counts) == {Count(Metric.PROFILE_LEFT, "a", "reconciled"): 3}
+    table, counts = merge_state(keys, "reconciled", cfg)({PREVIOUS: previous.slice(0, 3)}, night(("a", "iter")))
+    assert table.num_rows == 3 and summed(counts) == {Count(Metric.CARRIED, "a", "reconciled"): 3}
 
 
 def _rewrite_part(part: Path, table: pa.Table) -> None:

@@ -13,7 +13,9 @@ the previous parts are read whole and re-split (:class:`PreviousState`).
 An addition and a removal of the same membership on the same night: the addition wins. In the file
 audience, tonight's rows for an address in a segment replace the previous ones (its profile_id may
 have changed: the newest line about an address says which profile it matches). Previous rows of a
-data source no longer in the config are dropped (and reported).
+data source no longer in the config are dropped (and reported), and so are previous memberships of
+profiles no longer in tonight's extract (the profile stage sends the writers tonight's ids,
+tagged ``PROFILE_IDS``); the file audience's rows are addresses, kept whatever their profile.
 
 What may run, and what a night is checked against before it is published: :mod:`transforms.night_guard`.
 """
@@ -36,7 +38,7 @@ from transforms.dump_files import dump_paths
 from transforms.dumps import parse_dump_name
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
-from transforms.publish import ADD, PREVIOUS, SUCCESS, part_name
+from transforms.publish import ADD, PREVIOUS, PROFILE_IDS, PROFILE_IDS_SCHEMA, SUCCESS, part_name
 from transforms.storage import glob, join_path
 
 REMOVE = "remove"
@@ -257,17 +259,20 @@ def full_sources(files: list, cfg: JobConfig) -> list[str]:
     return sorted({name for name, path in files if sync_mode_of(cfg.data_source(name), path) == "full"})
 
 
-def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: bool = False):
+def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: bool = False, profiles: bool = False):
     """A ``WriteParts`` merge: ``(previous - removals) + additions`` on ``key_columns``; previous
     rows of data sources with a full dump tonight are replaced, those of data sources no longer in
     the config dropped (its side input: the night's ``(data_source, dump path)`` list). With
     ``replace``, previous rows whose key is among tonight's additions go too (the additions supersede
-    them). Counts what it carried over, removed and dropped."""
+    them). With ``profiles`` (memberships), the shard's tables tagged ``PROFILE_IDS`` are tonight's
+    profile ids of its bucket (none: no profile of tonight's extract is in it): a previous row whose
+    ``profile_id`` is not among them is dropped, its profile having left the extract. Counts what it
+    carried over, removed, dropped with its data source and dropped with its profile."""
     configured = [ds.name for ds in cfg.data_sources]
 
     def merge(tables: dict[str, pa.Table], files: list):
         full = full_sources(files, cfg)
-        schema = next(iter(tables.values())).schema
+        schema = next(t for tag, t in tables.items() if tag != PROFILE_IDS).schema
         previous = tables.get(PREVIOUS, schema.empty_table())
         additions = tables.get(ADD, schema.empty_table())
         removals = tables.get(REMOVE, schema.empty_table())
@@ -275,6 +280,14 @@ def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: boo
         counts = [count(Metric.DROPPED, n, ds, label) for (ds,), n in count_by(previous.filter(unknown), ["data_source"])]
         kept = previous.filter(pc.invert(pc.is_in(previous["data_source"], value_set=pa.array(full, pa.string()))))
         kept = kept.filter(pc.is_in(kept["data_source"], value_set=pa.array(configured, pa.string())))
+        if profiles and kept.num_rows:
+            # Tonight's additions are of tonight's profiles, and a removal names one: only previous rows can be of a
+            # profile gone. (The ids are distinct within each extract batch only; is_in's set takes them as they come.)
+            ids = tables.get(PROFILE_IDS, PROFILE_IDS_SCHEMA.empty_table())["profile_id"].combine_chunks()
+            present = pc.is_in(kept["profile_id"], value_set=ids)
+            gone = kept.filter(pc.invert(present))
+            counts += [count(Metric.PROFILE_LEFT, n, ds, label) for (ds,), n in count_by(gone, ["data_source"])]
+            kept = kept.filter(present) if gone.num_rows else kept
         if kept.num_rows and removals.num_rows:
             remaining = kept.join(removals.select(key_columns), keys=key_columns, join_type="left anti")
             before = dict(count_by(kept, ["data_source"]))

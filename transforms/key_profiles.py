@@ -10,10 +10,13 @@ from collections import deque
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from transforms.arrow_utils import BucketPieces, split_for_write
 from transforms.config import JobConfig
 from transforms.diagnosis_forms import screen_columns, screen_rows
 from transforms.iv_check import first_block_histogram
+from transforms.join import MEMBERS_BUCKET_BY
 from transforms.join_inputs import shards
 from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, must_rewrite, not_used,
                                   row_hashes)
@@ -40,6 +43,11 @@ class KeyProfiles(PooledDoFn):
     extract's rows are written to the run's staged part, described on the ``key_cache_parts`` output.
     The cache's parts are checked while the first batches are keyed: until the check is over, up to
     MAX_UNVERIFIED batches stay in flight and none leaves (:meth:`_verified`).
+
+    With ``profile_ids`` (a nightly that carries the previous memberships), each batch's distinct
+    profile ids also leave, split as the memberships' writers split rows (``PROFILE_IDS``): the merge
+    drops the previous memberships of profiles no longer in the extract
+    (:func:`transforms.incremental.merge_state`).
     """
 
     BATCH_ROWS = 1 << 18  # profile rows read at a time: small enough that reading overlaps keying at 1M
@@ -48,9 +56,11 @@ class KeyProfiles(PooledDoFn):
     MAX_UNVERIFIED = 4  # batches kept in flight, at most, while the cache parts' digest check is not over
     FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
     SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
+    PROFILE_IDS = "profile_ids"  # with profile_ids: per batch, its distinct profile ids (BucketPieces)
 
-    def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None):
+    def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None, profile_ids: bool = False):
         self._cfg = cfg
+        self._profile_ids = profile_ids
         self._threads = cfg.threads
         self._key_cache = key_cache
         self._layout = CacheLayout.of(cfg) if key_cache is not None else None
@@ -90,9 +100,11 @@ class KeyProfiles(PooledDoFn):
                         screened = 0
                 if writer is None:  # the batch's data sources keyed side by side (what they compute alike, once)
                     key_source = functools.partial(self._key_source, profiles, filters, {}, self._memo())
-                    in_flight.append(([submit(self._pool, key_source, ds) for ds in cfg.data_sources], None))
+                    in_flight.append(([submit(self._pool, key_source, ds) for ds in cfg.data_sources]
+                                      + self._ids_task(profiles), None))
                 else:  # one task a batch: its cache lookups, then its data sources (two batches at once)
-                    in_flight.append(([submit(self._pool, self._cached_batch, profiles, filters)], profiles))
+                    in_flight.append(([submit(self._pool, self._cached_batch, profiles, filters)]
+                                      + self._ids_task(profiles), profiles))
                 # One batch is keyed while the next one is read (more until the cache's check is over).
                 while len(in_flight) > 1 and self._verified(in_flight, filters, wait=len(in_flight) > self.MAX_UNVERIFIED):
                     yield from self._batch_outputs(in_flight.popleft()[0], writer)
@@ -126,15 +138,19 @@ class KeyProfiles(PooledDoFn):
         not_used(self._key_cache.root, "a part differs from its manifest entry")
         self._loaded = (None, code)
         for i, (futures, profiles) in enumerate(in_flight):
-            for future in futures:
-                future.cancel()
-            in_flight[i] = ([submit(self._pool, self._cached_batch, profiles, filters)], profiles)
+            futures[0].cancel()  # the batch's keys (its profile ids, if any, owe nothing to the cache)
+            in_flight[i] = ([submit(self._pool, self._cached_batch, profiles, filters), *futures[1:]], profiles)
         return True
+
+    def _ids_task(self, profiles: pa.Table) -> list:
+        """With ``profile_ids``, the batch's ids task (:func:`tonight_ids`, in the pool): its future, in a list."""
+        return [submit(self._pool, tonight_ids, profiles["profile_id"], self._cfg.buckets)] if self._profile_ids else []
 
     def _batch_outputs(self, futures: list, writer: CacheWriter | None):
         """One batch's outputs, data source by data source (in config order, whatever the pool's);
         with the cache, its computed rows are written to this run's part first (batches in order)."""
         results = [future.result() for future in futures]
+        ids = results.pop() if self._profile_ids else None
         if writer is not None:
             (rows, from_cache, part_rows), results = results[0]
             self._live += rows
@@ -147,6 +163,8 @@ class KeyProfiles(PooledDoFn):
                 yield beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (ds.name, first_blocks))
             for bucket, rows in pieces:
                 yield bucket, rows
+        if ids is not None:
+            yield beam.pvalue.TaggedOutput(self.PROFILE_IDS, ids)
         if self._loaded is not None and self._loaded[0] is not None:
             self._loaded[0].release_pages()
 
@@ -210,6 +228,14 @@ class KeyProfiles(PooledDoFn):
         if not (ds.decrypts and ds.encryption.algorithm == "aes-cbc"):
             return counts, pieces, None
         return counts, pieces, first_block_histogram(keys.reference())
+
+
+def tonight_ids(ids: pa.ChunkedArray, buckets: int) -> BucketPieces:
+    """A batch's distinct profile ids (the text the memberships hold), split as the memberships'
+    writers split rows. The unique is most of the cost (~50 ms of ~80 ms a 256k batch); it keeps an
+    extract with several rows per profile from sending its ids several times."""
+    table = pa.table({MEMBERS_BUCKET_BY: pc.unique(ids).cast(pa.string())})
+    return split_for_write(table, MEMBERS_BUCKET_BY, buckets)
 
 
 def _emptied(tables: list[pa.Table]) -> pa.Table:

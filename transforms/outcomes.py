@@ -45,6 +45,7 @@ class Metric(StrEnum):
     CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
     DROPPED = "dropped"  # nightly: previous rows of a data source no longer configured; detail: the output
+    PROFILE_LEFT = "profile_left"  # nightly: previous rows whose profile left tonight's extract; detail: the output
     SUPPRESSED = "suppressed"  # file-audience entries withheld (suppressed addresses), counted once merged
     # Import, job-wide.
     PROFILES_READ = "profiles_read"

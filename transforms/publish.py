@@ -43,6 +43,11 @@ SUCCESS = "_SUCCESS"
 ADD = "add"
 PREVIOUS = "previous"  # the previous night's rows (nightly merge)
 CARRY = "carry"  # a shard whose previous part its writer reads (no rows: a marker)
+# Tonight's profile ids of a shard (nightly merge of memberships): not rows of the output, the set
+# the merge keeps previous rows of (transforms.incremental.merge_state). A shard with only these
+# has nothing to write.
+PROFILE_IDS = "profile_ids"
+PROFILE_IDS_SCHEMA = pa.schema([("profile_id", pa.string())])
 # Rows held back from an output (the file audience's suppressed addresses): tagged WITHHELD[tag],
 # the tag they would have had. The writer merges them as it would have merged them (tonight's rows
 # replace the previous ones, removals apply), counts what is left once de-duplicated, and writes none.
@@ -162,8 +167,8 @@ class _WritePart(PooledDoFn):
             previous = self._previous.read(bucket, self._buckets, self._bucket_by, self._schema, *side_inputs)
             if previous is not None:
                 by_tag.setdefault(self._previous.TAG, []).append(previous)
-            if not by_tag:
-                return []  # no previous rows left and none tonight: no part (as with no shard at all)
+        if not by_tag.keys() - {PROFILE_IDS}:
+            return []  # no previous rows left, none tonight (profile ids are no rows): no part, as with no shard
         out = []
         withheld = {tag: by_tag.pop(held) for tag, held in WITHHELD.items() if held in by_tag}
         if withheld and self._withheld_metric is not None:
@@ -188,7 +193,8 @@ class _WritePart(PooledDoFn):
         """A shard's rows to write (and the merge's counts): tonight's, or the merge's result."""
         if self._merge is None:
             return concat(by_tag.get(ADD, []), self._schema), []
-        return self._merge({tag: concat(t, self._schema) for tag, t in by_tag.items()}, *side_inputs)
+        return self._merge({tag: concat(t, PROFILE_IDS_SCHEMA if tag == PROFILE_IDS else self._schema)
+                            for tag, t in by_tag.items()}, *side_inputs)
 
 
 class WrittenParts(NamedTuple):
@@ -207,7 +213,9 @@ class WriteParts(beam.PTransform):
     job merges the previous state with tonight's adds and removals this way, in the same shuffle).
     With ``previous`` (:class:`transforms.incremental.PreviousParts`, with ``merge``), each shard's
     writer reads the previous partition's part of its bucket itself, tagged ``previous.TAG``: every
-    bucket of the previous partition gets a shard, with tonight's rows or without.
+    bucket of the previous partition gets a shard, with tonight's rows or without. Tables tagged
+    ``PROFILE_IDS`` (one ``profile_id`` column: tonight's profile ids, split as this output) reach
+    the merge too, but are no rows: a shard with only them writes no part.
     With ``withheld_metric``, rows tagged ``WITHHELD[tag]`` are the rows held back from the output:
     merged as they would have been (the other tags' rows, removals, apply to them too), de-duplicated,
     counted per data source as ``withheld_metric`` and never written: the count is the number of

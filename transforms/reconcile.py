@@ -45,14 +45,17 @@ class ImportOutputs(NamedTuple):
     file_stats: beam.PCollection  # (dump path, FileStats read)
     key_cache_parts: beam.PCollection  # with a key cache: this run's staged parts (transforms.key_cache)
     diagnosis: beam.PCollection  # (data_source, [finding]) of the mismatch diagnosis (none when it is off)
+    profile_ids: beam.PCollection  # with profile_ids: the extract's profile ids, as BucketPieces split for the writers
 
 
 class ReconcileAudiences(beam.PTransform):
-    """The import graph from a pipeline root to :class:`ImportOutputs`."""
+    """The import graph from a pipeline root to :class:`ImportOutputs`; ``profile_ids``: also give
+    the extract's profile ids (a nightly that carries the previous memberships)."""
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False,
-                 key_cache: KeyCacheDirs | None = None, split_bytes: int | None = None):
+                 key_cache: KeyCacheDirs | None = None, split_bytes: int | None = None, profile_ids: bool = False):
         super().__init__()
+        self._profile_ids = profile_ids
         self._cfg = cfg
         self._run_date = run_date
         self._incremental = incremental
@@ -92,8 +95,10 @@ class ReconcileAudiences(beam.PTransform):
         profiles = (
             profile_files
             | "SpreadProfileFiles" >> beam.Reshuffle()
-            | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg, self._key_cache), filters=beam.pvalue.AsDict(key_filters))
-            .with_outputs(COUNTS, KeyProfiles.FIRST_BLOCKS, KeyProfiles.CACHE_PARTS, KeyProfiles.SCREEN, main="shards")
+            | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg, self._key_cache, self._profile_ids),
+                                           filters=beam.pvalue.AsDict(key_filters))
+            .with_outputs(COUNTS, KeyProfiles.FIRST_BLOCKS, KeyProfiles.CACHE_PARTS, KeyProfiles.SCREEN,
+                          KeyProfiles.PROFILE_IDS, main="shards")
         )
         iv_checked = (dumps[ReadDumpFile.FIRST_BLOCKS], profiles[KeyProfiles.FIRST_BLOCKS]) | "CheckIVs" >> CheckIVs(cfg)
         joined = (
@@ -126,4 +131,5 @@ class ReconcileAudiences(beam.PTransform):
             file_stats=(work[ReadDumpFile.FILE_STATS], dumps[ReadDumpFile.FILE_STATS]) | "FlattenFileStats" >> beam.Flatten(),
             key_cache_parts=profiles[KeyProfiles.CACHE_PARTS],
             diagnosis=diagnosis,
+            profile_ids=profiles[KeyProfiles.PROFILE_IDS],
         )

@@ -28,9 +28,9 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
             "profile_keys_shuffled": counts.get(Metric.PROFILE_KEYS_SHUFFLED, name),
             "profile_values_without_key": counts.get(Metric.PROFILE_VALUES_WITHOUT_KEY, name),
         }
-        previous = {f"{output}_{metric}": n for metric in (Metric.CARRIED, Metric.REMOVED)
+        previous = {f"{output}_{metric}": n for metric in (Metric.CARRIED, Metric.REMOVED, Metric.PROFILE_LEFT)
                     for output, n in counts.details(metric, name).items()}
-        if previous:  # nightly: rows kept from / removed from the previous night's state
+        if previous:  # nightly: rows kept from / removed from the previous night's state / of profiles gone
             entry["previous_state"] = dict(sorted(previous.items()))
         entry["reconciled"] = counts.get(Metric.RECONCILED, name)
         suspect = counts.details(Metric.IV_SUSPECT, name)
