@@ -670,3 +670,42 @@ def test_a_staged_backfill_is_refused(tmp_path):
     config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
     with pytest.raises(ConfigError, match="--backfill stages one job per night"):
         run(config, root, "--backfill", "2026-11-20:2026-11-22", "--dry_run=True")
+
+
+def test_a_missed_night_whose_listing_fails_is_no_proof_of_no_delivery(tmp_path, monkeypatch):
+    """A listing that fails (a 403 on the missed night's prefix, an outage past the client's retries)
+    read as "no dump": the night built on the older partition with exit 0, the missed night's changes
+    missing. A failed listing cannot tell, as a path without {date}; a missing bucket lists nothing."""
+    from datetime import date
+
+    from apache_beam.io.filesystem import BeamIOError
+
+    import transforms.storage as storage
+    from transforms.config import load_config
+    from transforms.night_guard import check_no_gap
+
+    cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
+    d = date.fromisoformat
+    real = storage.FileSystems.match
+
+    class Forbidden(Exception):
+        code = 403
+
+    class NotFound(Exception):
+        code = 404
+
+    def failing(error):
+        def match(patterns, *args, **kwargs):
+            if any("/b/20261204/" in p for p in patterns):
+                raise BeamIOError("Match operation failed", {patterns[0]: error})
+            return real(patterns, *args, **kwargs)
+        return match
+
+    monkeypatch.setattr(storage.FileSystems, "match", failing(NotFound("no such bucket")))
+    check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))  # nothing there: no delivery
+    monkeypatch.setattr(storage.FileSystems, "match", failing(Forbidden("denied")))
+    with pytest.raises(ConfigError, match=r"2 nights between them were not imported \(dt=2026-12-03\.\.dt=2026-12-04\) "
+                       r"and data source 'b' could not be listed for dt=2026-12-04.*--allow-gap") as info:
+        check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
+    assert "denied" not in str(info.value)
+    check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"), allow_gap=True)

@@ -57,24 +57,37 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
     between them: refused (one line naming them) unless ``allow_gap``. A missed night is no gap when
     it had no delivery: with its ``{date}`` placeholders filled, no data source's ``segments`` lists a
     dump (a listing per data source, no file read). A data source whose path is the same for that
-    night as for ``day`` cannot tell the nights apart: the night counts."""
+    night as for ``day`` cannot tell the nights apart, nor can a listing that fails: the night counts."""
     missed = [previous + timedelta(days=i) for i in range(1, (day - previous).days)]
     if not missed or allow_gap:
         return
     tonight = {ds.name: ds.segments for ds in template.for_date(day).data_sources}
     blind: list[str] = []  # data sources whose path is tonight's on a missed night
+    unlisted: list[tuple[str, date]] = []  # (data source, missed night) whose listing failed
 
     def delivered(night: date) -> bool:
         sources = template.for_date(night).data_sources
         same = [ds.name for ds in sources if ds.segments == tonight[ds.name]]
         blind.extend(name for name in same if name not in blind)
-        return bool(same) or any(dump_paths(ds.segments, missing_ok=True) for ds in sources)
+        if same:
+            return True
+        for ds in sources:
+            listed = _dumps_listed(ds.segments)
+            if listed is None:
+                unlisted.append((ds.name, night))
+            if listed is None or listed:
+                return True
+        return False
 
     gap = [night for night in missed if delivered(night)]
     if not gap:
         return
     one, in_order = len(gap) == 1, len(gap) == (gap[-1] - gap[0]).days + 1
-    if blind:
+    if unlisted:
+        name, night = unlisted[0]
+        which = (f" ({_span(missed)}) and data source '{name}' could not be listed for dt={night} (its dumps "
+                 "may be there)")
+    elif blind:
         which = (f" ({_span(missed)}) and data source '{blind[0]}' cannot tell which had dumps (its segments path "
                  "does not change with the date)")
     elif len(gap) == len(missed):
@@ -88,6 +101,19 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
     raise ConfigError(f"dt={day} would build on dt={previous}, but {nights} not imported{which}: "
                       f"{'its' if one else 'their'} changes would be missing; import {'it' if one else 'them'} first, "
                       f"in order ({how}), or rerun with --allow-gap to build on dt={previous} anyway")
+
+
+def _dumps_listed(pattern: str) -> list[str] | None:
+    """The dumps ``pattern`` lists; None when the listing failed (a denied prefix, an outage past the
+    client's retries): that is no proof that nothing was delivered. Nothing matched is no error (Beam's
+    match), and a bucket or folder that does not exist (404, FileNotFoundError) lists nothing."""
+    try:
+        return dump_paths(pattern)
+    except Exception as exc:  # noqa: BLE001 - only "not found" means no dump
+        causes = list(exc.exception_details.values()) if getattr(exc, "exception_details", None) else [exc]
+        if all(isinstance(c, FileNotFoundError) or getattr(c, "code", None) == 404 for c in causes):
+            return []
+        return None
 
 
 REBUILD = "_rebuild.json"  # ROOT/_rebuild.json: the nights a --backfill --force still has to republish
