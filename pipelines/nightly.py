@@ -40,7 +40,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
-from transforms.incremental import bucketing_identity, check_sync_modes, previous_parts, tonight_files
+from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
 from transforms.night_guard import (
     NightGuard,
     check_night_order,
@@ -169,7 +169,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     guard = replacing or guard
     state = None if replacing else previous
     if state:  # its rows are carried over: no night since it may be missing
-        check_no_gap(template, earlier[-1], day, allow_gap)
+        check_no_gap(template, earlier[-1], day, allow_gap, replaced=full_sources(files, cfg))
         check_same_profile_ids(cfg, state)
     # The writers read the previous parts shard by shard when that night was bucketed as tonight.
     direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None

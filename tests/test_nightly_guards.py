@@ -709,3 +709,20 @@ def test_a_missed_night_whose_listing_fails_is_no_proof_of_no_delivery(tmp_path,
         check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
     assert "denied" not in str(info.value)
     check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"), allow_gap=True)
+
+
+def test_a_missed_night_of_a_data_source_replaced_tonight_is_no_gap(tmp_path):
+    """A data source with a full dump tonight starts from nothing: its missed nights' changes cannot
+    be missing. They were counted as a gap, and the way out (--allow-gap) lifted the check for the
+    other data sources too."""
+    from datetime import date
+
+    from transforms.config import load_config
+    from transforms.night_guard import check_no_gap
+
+    cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
+    d = date.fromisoformat
+    dump(tmp_path, "a", "2026-12-04", [f"{V[1]} 10"], mode="iter")
+    check_no_gap(cfg, d("2026-12-03"), d("2026-12-05"), replaced=["a"])
+    with pytest.raises(ConfigError, match=r"1 night between them was not imported and had dumps \(dt=2026-12-04\)"):
+        check_no_gap(cfg, d("2026-12-03"), d("2026-12-05"), replaced=["b"])

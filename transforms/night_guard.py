@@ -52,12 +52,14 @@ def _span(nights: list[date]) -> str:
     return f"dt={nights[0]}" + (f"..dt={nights[-1]}" if len(nights) > 1 else "")
 
 
-def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool = False) -> None:
+def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool = False,
+                 replaced: list[str] = ()) -> None:
     """A night that carries the partition of ``previous`` over misses the changes of every night
     between them: refused (one line naming them) unless ``allow_gap``. A missed night is no gap when
     it had no delivery: with its ``{date}`` placeholders filled, no data source's ``segments`` lists a
     dump (a listing per data source, no file read). A data source whose path is the same for that
-    night as for ``day`` cannot tell the nights apart, nor can a listing that fails: the night counts."""
+    night as for ``day`` cannot tell the nights apart, nor can a listing that fails: the night counts.
+    The data sources ``replaced`` by a full dump tonight start from nothing: their nights are not looked at."""
     missed = [previous + timedelta(days=i) for i in range(1, (day - previous).days)]
     if not missed or allow_gap:
         return
@@ -66,7 +68,7 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
     unlisted: list[tuple[str, date]] = []  # (data source, missed night) whose listing failed
 
     def delivered(night: date) -> bool:
-        sources = template.for_date(night).data_sources
+        sources = [ds for ds in template.for_date(night).data_sources if ds.name not in replaced]
         same = [ds.name for ds in sources if ds.segments == tonight[ds.name]]
         blind.extend(name for name in same if name not in blind)
         if same:
