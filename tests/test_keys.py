@@ -217,9 +217,11 @@ def test_a_decrypted_address_holding_a_control_character_is_invalid_plaintext():
     key, iv = bytes(range(32)), bytes(range(100, 116))
     ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",
                           match_on="email", channel="email", encryption={"key": "env:K", "iv": "env:IV"})
+    # and invisible format characters: a UTF-8 byte order mark in front of every plaintext, a zero-width space
     plains = ["anna.smith@example.com\x00", "bob\x07@example.org", "c\x7f@example.net", "d@ex\u0090ample.com",
+              "\ufeffgina.long.address@example.com", "hal\u200b@example.com",
               "  eve@example.com\t\r\n", "Fred@Example.com"]
     keyed, rejected, _ = dump_keys(_parsed(encrypt_cbc(plains, key, iv)), ds, CbcDecryptor(key, iv))
     assert dict(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist())) == {
-        1: "invalid_plaintext", 2: "invalid_plaintext", 3: "invalid_plaintext", 4: "invalid_plaintext"}
+        n: "invalid_plaintext" for n in range(1, 7)}
     assert keyed["key"].to_pylist() == [b"eve@example.com", b"fred@example.com"]  # whitespace is trimmed

@@ -93,9 +93,11 @@ class DumpKeys(NamedTuple):
 
 
 # Control characters that are not whitespace (normalization trims whitespace, the email rule refuses
-# it inside): a decrypted ID holding one is no address, even where the email rule would take it (a C
-# string encrypted with its terminating NUL would give 'ann@example.com\0', a key that matches nobody).
-_CONTROL = r"[\x00-\x08\x0e-\x1b\x7f\x{80}-\x{84}\x{86}-\x{9f}]"
+# it inside), and invisible format characters (Unicode Cf: a byte order mark, a zero-width space): a
+# decrypted ID holding one is no address, even where the email rule would take it (a C string
+# encrypted with its terminating NUL would give 'ann@example.com\0', UTF-8 written with a BOM
+# '\ufeffann@example.com': keys that match nobody, and a file audience of them).
+_CONTROL = r"[\x00-\x08\x0e-\x1b\x7f\x{80}-\x{84}\x{86}-\x{9f}\p{Cf}]"
 
 
 def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_region: str | None = None) -> DumpKeys:

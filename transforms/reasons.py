@@ -106,7 +106,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.UNKNOWN_KEY: "encrypted under a key id that is not in the key ring",
     Reason.EXPIRED_KEY: "encrypted under a key that had expired on the run date",
     Reason.KEY_NOT_ACTIVE: "encrypted under a key not yet active on the run date",
-    Reason.INVALID_PLAINTEXT: "decrypted, but not text, holding a control character, or not an address of the data source's channel",
+    Reason.INVALID_PLAINTEXT: "decrypted, but not text, holding a control or invisible format character, or not an address of the data source's channel",
     Reason.NO_MATCHING_PROFILE: "a valid ID that no profile has",
 }
 assert set(_CATEGORY) == set(Reason) == set(_DESCRIPTION), "every reason needs a category and a description"
