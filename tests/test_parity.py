@@ -336,7 +336,7 @@ def test_phones_read_as_the_number_that_was_written(region):
     profile's form; without a default region a national number is refused."""
     written = written_phones(N)
     values = [v for v, _ in written]
-    for profile in ("google", "uid2", "meta"):
+    for profile in ("adobe", "google", "uid2", "meta"):
         ours = _normalized(tuple(values), "phone", profile, region)
         wrong, checked = [], 0
         for (value, w), got in zip(written, ours):
