@@ -88,18 +88,29 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     return Started(cfg, options)
 
 
+# Runners the jobs refuse (README, "Local runner"), by class or base class: the DirectRunner (any
+# spelling: "direct", "DirectRunner") first tries Prism, which downloads a binary from the internet,
+# and falls back to whatever it picks; BundleBasedDirectRunner hands a DoFn an empty side input (a
+# tagged ParDo output after a Reshuffle): it published an empty audience with exit 0.
+REFUSED_RUNNERS = frozenset({"SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner"})
+
+
 def _check_runner(options) -> None:
-    """A runner name Beam does not know is the operator's mistake (exit 2), found before any output
-    folder is touched."""
+    """A runner name Beam does not know, or a runner these jobs do not run on, is the operator's
+    mistake (exit 2), found before any output folder is touched."""
     from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.runners.runner import create_runner
 
     name = options.view_as(StandardOptions).runner
     try:
-        create_runner(name)
+        runner = create_runner(name)
     except (ValueError, ImportError):
         raise ConfigError(f"--runner: {name!r} is not a Beam runner (e.g. FnApiRunner, the local one; "
                           "DataflowRunner; FlinkRunner)") from None
+    if REFUSED_RUNNERS & {cls.__name__ for cls in type(runner).__mro__}:
+        raise ConfigError(f"--runner: {name!r} is not a runner these jobs run on (the DirectRunner first downloads "
+                          "Prism; BundleBasedDirectRunner gives DoFns empty side inputs): leave --runner out for "
+                          "the local runner (FnApiRunner), or name DataflowRunner, FlinkRunner or PortableRunner")
 
 
 def new_run_dir(parent: str, prefix: str = "_incomplete-") -> str:

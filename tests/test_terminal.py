@@ -182,3 +182,20 @@ def test_a_misspelled_runner_is_a_configuration_error_and_touches_no_output(tmp_
     assert result.returncode == 2, result.stderr
     assert "--runner: 'FnApiRuner' is not a Beam runner" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _import_in_process(tmp_path, capsys, *flags):
+    from pipelines import import_audience
+
+    code = import_audience.main(["--config", str(DEMO / "job.yaml"), "--output", str(tmp_path / "o"), *flags])
+    return code, capsys.readouterr().err
+
+
+def test_the_direct_runners_and_prism_are_refused_before_any_output_is_touched(tmp_path, capsys):
+    """BundleBasedDirectRunner hands a DoFn an empty side input: it published an empty audience with
+    exit 0; DirectRunner (any spelling) and PrismRunner first download Prism."""
+    for runner in ("BundleBasedDirectRunner", "DirectRunner", "direct", "TestDirectRunner", "PrismRunner"):
+        code, err = _import_in_process(tmp_path, capsys, f"--runner={runner}")
+        assert code == 2, (runner, err)
+        assert f"--runner: {runner!r} is not a runner these jobs run on" in err and "FnApiRunner" in err
+        assert not (tmp_path / "o").exists()
