@@ -111,6 +111,9 @@ def _check_runner(options) -> None:
         raise ConfigError(f"--runner: {name!r} is not a runner these jobs run on (the DirectRunner first downloads "
                           "Prism; BundleBasedDirectRunner gives DoFns empty side inputs): leave --runner out for "
                           "the local runner (FnApiRunner), or name DataflowRunner, FlinkRunner or PortableRunner")
+    if only_stages(options) and "DataflowRunner" not in {cls.__name__ for cls in type(runner).__mro__}:
+        raise ConfigError(f"--dry_run / --template_location: only DataflowRunner stages a job; {name!r} would run it "
+                          "now and publish its outputs (leave both flags out to run it)")
 
 
 def new_run_dir(parent: str, prefix: str = "_incomplete-") -> str:

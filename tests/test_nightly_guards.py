@@ -669,7 +669,7 @@ def test_a_staged_backfill_is_refused(tmp_path):
     each night into it, and the job launched ran the last night only, built without the others."""
     config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
     with pytest.raises(ConfigError, match="--backfill stages one job per night"):
-        run(config, root, "--backfill", "2026-11-20:2026-11-22", "--dry_run=True")
+        run(config, root, "--backfill", "2026-11-20:2026-11-22", "--dry_run=True", "--runner=DataflowRunner")
 
 
 def test_a_missed_night_whose_listing_fails_is_no_proof_of_no_delivery(tmp_path, monkeypatch):

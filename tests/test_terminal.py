@@ -199,3 +199,14 @@ def test_the_direct_runners_and_prism_are_refused_before_any_output_is_touched(t
         assert code == 2, (runner, err)
         assert f"--runner: {runner!r} is not a runner these jobs run on" in err and "FnApiRunner" in err
         assert not (tmp_path / "o").exists()
+
+
+def test_staging_flags_on_a_runner_that_would_run_the_job_are_refused(tmp_path, capsys):
+    """Only DataflowRunner stages a job (--dry_run, --template_location); the local runner ignored both:
+    it ran the job and published over the output without its lock, then said 'job staged'."""
+    for flags in (["--dry_run=True"], [f"--template_location={tmp_path / 't.json'}"],
+                  ["--runner=FnApiRunner", "--dry_run=True"], ["--runner=PortableRunner", "--dry_run=True"]):
+        code, err = _import_in_process(tmp_path, capsys, *flags)
+        assert code == 2, (flags, err)
+        assert "only DataflowRunner stages a job" in err
+        assert not (tmp_path / "o").exists() and not (tmp_path / "t.json").exists()
