@@ -32,6 +32,7 @@ from pipelines.options import (
     keep_elements_out_of_logs,
     only_stages,
     pipeline_options,
+    runner_kinds,
     unknown_options,
     warn_about_worker_keys,
 )
@@ -103,15 +104,16 @@ def _check_runner(options) -> None:
 
     name = options.view_as(StandardOptions).runner
     try:
-        runner = create_runner(name)
+        create_runner(name)
     except (ValueError, ImportError):
         raise ConfigError(f"--runner: {name!r} is not a Beam runner (e.g. FnApiRunner, the local one; "
                           "DataflowRunner; FlinkRunner)") from None
-    if REFUSED_RUNNERS & {cls.__name__ for cls in type(runner).__mro__}:
+    kinds = runner_kinds(options)
+    if REFUSED_RUNNERS & kinds:
         raise ConfigError(f"--runner: {name!r} is not a runner these jobs run on (the DirectRunner first downloads "
                           "Prism; BundleBasedDirectRunner gives DoFns empty side inputs): leave --runner out for "
                           "the local runner (FnApiRunner), or name DataflowRunner, FlinkRunner or PortableRunner")
-    if only_stages(options) and "DataflowRunner" not in {cls.__name__ for cls in type(runner).__mro__}:
+    if only_stages(options) and "DataflowRunner" not in kinds:
         raise ConfigError(f"--dry_run / --template_location: only DataflowRunner stages a job; {name!r} would run it "
                           "now and publish its outputs (leave both flags out to run it)")
 

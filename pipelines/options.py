@@ -50,6 +50,21 @@ def unknown_options(beam_args: list[str]) -> list[str]:
     return sorted(f"--{name}" for name in set(given) - set(known))
 
 
+def runner_kinds(options: PipelineOptions) -> frozenset[str]:
+    """The class names of the runner ``--runner`` names, with its base classes (``{"TestDataflowRunner",
+    "DataflowRunner", ...}``): Beam reads the name case-insensitively and with or without ``Runner``
+    (``dataflow``, ``fnapirunner``), so the launcher never compares the text. No runner: the local one."""
+    from apache_beam.runners.runner import PipelineRunner, create_runner
+
+    runner = options.view_as(StandardOptions).runner or LOCAL_RUNNER
+    if not isinstance(runner, PipelineRunner):
+        try:
+            runner = create_runner(runner)
+        except (ValueError, ImportError):  # not a runner (the launcher refuses it): its last dotted part
+            return frozenset({runner.rsplit(".", 1)[-1]})
+    return frozenset(cls.__name__ for cls in type(runner).__mro__)
+
+
 def only_stages(options: PipelineOptions) -> bool:
     """True when the runner only builds/stages the job (``--dry_run``, ``--template_location``: a
     Dataflow template or a Flex Template launch) and nothing runs now, so there is no report yet."""
@@ -63,8 +78,7 @@ def warn_about_worker_keys(cfg, options: PipelineOptions) -> None:
     launcher's environment nor its files: say so before submitting (names the reference, never a key)."""
     import logging
 
-    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
-    if "Dataflow" not in runner:
+    if "DataflowRunner" not in runner_kinds(options):
         return
     for ds in cfg.data_sources:
         enc = ds.encryption
@@ -101,9 +115,8 @@ def split_dump_bytes(cfg, options: PipelineOptions) -> int | None:
     would be held in memory between the two steps). README "Performance" has the measurements."""
     if cfg.split_dump_bytes is not None:
         return cfg.split_dump_bytes
-    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
     from apache_beam.options.pipeline_options import DirectOptions
 
     direct = options.view_as(DirectOptions)
-    local_one = runner in ("", LOCAL_RUNNER, "DirectRunner") and (direct.direct_num_workers or 1) <= 1
+    local_one = LOCAL_RUNNER in runner_kinds(options) and (direct.direct_num_workers or 1) <= 1
     return None if local_one else SPLIT_DUMP_BYTES

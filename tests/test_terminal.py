@@ -210,3 +210,20 @@ def test_staging_flags_on_a_runner_that_would_run_the_job_are_refused(tmp_path, 
         assert code == 2, (flags, err)
         assert "only DataflowRunner stages a job" in err
         assert not (tmp_path / "o").exists() and not (tmp_path / "t.json").exists()
+
+
+def test_a_runner_named_in_another_case_is_the_same_runner(caplog):
+    """Beam reads --runner case-insensitively ('dataflow', 'fnapirunner'); the launcher's own checks
+    compared the text: no worker-key warning for Dataflow, no progress and split dumps on the local runner."""
+    from pipelines.options import split_dump_bytes, warn_about_worker_keys
+    from transforms.config import load_config
+
+    cfg = load_config(str(DEMO / "job.yaml"))  # its encrypted source uses file: references
+    for name in ("fnapirunner", "FNAPI"):
+        assert progress.runs_here(pipeline_options([f"--runner={name}"])), name
+        assert split_dump_bytes(cfg, pipeline_options([f"--runner={name}"])) is None, name
+    for name in ("dataflow", "dataflowrunner", "TestDataflowRunner"):
+        caplog.clear()
+        warn_about_worker_keys(cfg, pipeline_options([f"--runner={name}"]))
+        assert "encryption.key (file:...) is read on the Dataflow workers" in caplog.text, name
+        assert not progress.runs_here(pipeline_options([f"--runner={name}"])), name

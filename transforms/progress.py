@@ -103,11 +103,16 @@ def set_interval(seconds: float) -> None:
 def runs_here(options) -> bool:
     """Whether the pipeline's DoFns run in this process (the local runner, in_memory or multi_threading)."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+    from apache_beam.runners.runner import PipelineRunner, create_runner
 
-    runner = options.view_as(StandardOptions).runner
-    name = (runner if isinstance(runner, str) else type(runner).__name__ if runner else "DirectRunner").rsplit(".", 1)[-1]
+    runner = options.view_as(StandardOptions).runner or "FnApiRunner"
+    try:  # by class, not text: Beam reads "fnapirunner" or "FnApi" as FnApiRunner (pipelines.options.runner_kinds)
+        runner = runner if isinstance(runner, PipelineRunner) else create_runner(runner)
+    except (ValueError, ImportError):
+        return False
     mode = options.view_as(DirectOptions).direct_running_mode or "in_memory"
-    return name in ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner") and mode in ("in_memory", "multi_threading")
+    local = {"FnApiRunner", "SwitchingDirectRunner"} & {cls.__name__ for cls in type(runner).__mro__}
+    return bool(local) and mode in ("in_memory", "multi_threading")
 
 
 @contextmanager
