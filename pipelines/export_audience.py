@@ -90,7 +90,8 @@ def run(argv=None) -> dict:
                                                known.output.rstrip("/"))
         return export_config(cfg, spec)
 
-    job = launch.start(known.config, beam_args, preflight)
+    job = launch.start(known.config, beam_args, preflight, paths={
+        "--output": known.output, "--targets": known.targets, "--state": known.state, "--existing": existing})
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)
     state: ExportState = checked["state"]

@@ -139,7 +139,8 @@ def run(argv=None) -> dict:
     job). Raises ConfigError / AudienceSyncError on failure."""
     known, beam_args = parse_args(argv)
     run_date = known.run_date or launch.today()
-    job = launch.start(known.config, beam_args, check_inputs)
+    job = launch.start(known.config, beam_args, check_inputs,
+                       paths={"--output": known.output, "--key-cache": known.key_cache})
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)
     key_cache = cache_dirs(known.key_cache, run_dir) if known.key_cache else None

@@ -72,10 +72,12 @@ class Started:
     options: PipelineOptions
 
 
-def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig], JobConfig | None]) -> Started:
+def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig], JobConfig | None],
+          paths: dict[str, str | list[str] | None] | None = None) -> Started:
     """Everything before a pipeline is built. ``preflight(cfg)`` checks the inputs (raising
-    ConfigError) and may return the config narrowed to what the job uses (whose key references are
-    then the ones the worker-key warning looks at)."""
+    ConfigError) and may return the config narrowed to what the job uses (whose key references and
+    paths are then the ones checked). ``paths``: the job's own path flags (``{"--output": ...}``),
+    which must be readable by the workers too."""
     keep_elements_out_of_logs()
     unknown = unknown_options(beam_args)
     if unknown:
@@ -85,8 +87,25 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)
     _check_runner(options)
+    _check_worker_paths(used, options, paths or {})
     warn_about_worker_keys(used, options)
     return Started(cfg, options)
+
+
+def _check_worker_paths(cfg: JobConfig, options, paths: dict[str, str | list[str] | None]) -> None:
+    """On Dataflow the workers read the inputs and write the outputs, on their own disks: a local path
+    would be listed there as empty (or written there, never published where the launcher looks). The
+    preflight had read the launcher's files, so the job was submitted. Refused (exit 2), naming each."""
+    if "DataflowRunner" not in runner_kinds(options):
+        return
+    named = [("profiles.path", cfg.profiles.path)]
+    named += [(f"data source '{ds.name}': segments", ds.segments) for ds in cfg.data_sources]
+    named += [(f"suppression.{i}.path", entry.path) for i, entry in enumerate(cfg.suppression)]
+    for flag, value in paths.items():
+        named += [(flag, v) for v in (value if isinstance(value, list) else [value])]
+    local = [f"{field} ({path})" for field, path in named if path and "://" not in path]
+    if local:
+        raise ConfigError(f"Dataflow workers cannot read local paths: {', '.join(local)}; put them on gs://")
 
 
 # Runners the jobs refuse (README, "Local runner"), by class or base class: the DirectRunner (any

@@ -575,13 +575,13 @@ def test_nightly_stages_like_the_other_jobs(gcs, gcs_config, client, tmp_path, c
 
 
 @pytest.mark.parametrize("job", ["import", "export", "nightly"])
-def test_every_job_warns_about_worker_key_references_the_same_way(gcs, gcs_config, tmp_path, caplog, job):
+def test_every_job_warns_about_worker_key_references_the_same_way(gcs, gcs_config, client, caplog, job):
     import importlib
 
     module = importlib.import_module({"import": "pipelines.import_audience", "export": "pipelines.export_audience",
                                       "nightly": "pipelines.nightly"}[job])
-    targets = tmp_path / "targets.csv"
-    targets.write_text("profile_id\n1\n")
+    client.bucket(gcs.bucket).blob("warn/targets.csv").upload_from_string("profile_id\n1\n")
+    targets = f"gs://{gcs.bucket}/warn/targets.csv"  # a local one is refused for Dataflow
     where = {
         "import": ["--output", f"gs://{gcs.bucket}/warn-import"],
         "export": ["--output", f"gs://{gcs.bucket}/warn-export", "--audience", "summer", "--targets", str(targets),
@@ -595,11 +595,11 @@ def test_every_job_warns_about_worker_key_references_the_same_way(gcs, gcs_confi
                 "Dataflow workers") in caplog.text
 
 
-def test_an_error_that_is_not_ours_is_one_line_with_its_type(capsys):
+def test_an_error_that_is_not_ours_is_one_line_with_its_type(gcs, gcs_config, capsys):
     """Beam's own option validation: the type and the message on one line, no 'see the log above'."""
     from pipelines import nightly
 
-    code = nightly.main(["--config", str(DEMO / "job.yaml"), "--root", "/nonexistent-root", "--date", "2026-11-22",
+    code = nightly.main(["--config", gcs_config, "--root", f"gs://{gcs.bucket}/not-ours", "--date", "2026-11-22",
                          "--runner=DataflowRunner", "--dry_run=True"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1

@@ -227,3 +227,16 @@ def test_a_runner_named_in_another_case_is_the_same_runner(caplog):
         warn_about_worker_keys(cfg, pipeline_options([f"--runner={name}"]))
         assert "encryption.key (file:...) is read on the Dataflow workers" in caplog.text, name
         assert not progress.runs_here(pipeline_options([f"--runner={name}"])), name
+
+
+def test_local_paths_are_refused_for_dataflow_whose_workers_cannot_read_them(tmp_path, capsys):
+    """The preflight read the laptop's files and the job was submitted (exit 0 with --dry_run): the
+    workers would have listed the dump globs on their own disks and published to their own disks."""
+    dataflow = ["--runner=dataflow", "--project=audience-sync-test", "--region=europe-west1", "--no_auth",
+                "--temp_location=gs://audience-sync-no-such-bucket/tmp", "--dry_run=True"]
+    code, err = _import_in_process(tmp_path, capsys, *dataflow)
+    assert code == 2, err
+    assert "Dataflow workers cannot read local paths" in err
+    for field in ("profiles.path", "data source 'visitors': segments", "--output"):
+        assert field in err, field
+    assert not (tmp_path / "o").exists()
