@@ -271,6 +271,37 @@ def page_line(folder: str) -> list[str]:
     return [f"report: {path}"] if FileSystems.exists(path) else []
 
 
+class Terminated(SystemExit):
+    """SIGTERM (Airflow stopping a task, Kubernetes a pod, ``kill``): raised in the main thread so the job
+    stops as on Ctrl-C -- a committed publish completed, the run's folder removed, the output lock
+    released -- instead of dying with its lock in place (another host would wait 24 h for it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_job(received: list[int]):
+    """While the block runs, SIGTERM raises :class:`Terminated` (its number is appended to ``received``:
+    a runner may wrap the exception, raised wherever the main thread was, into its own)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
                 page: Callable[[list[str]], list[str]] | None = None) -> int:
     """``run(argv)``, then ``summary(result)`` lines on stdout and ``page(argv)`` (where the HTML
@@ -287,12 +318,18 @@ def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
     progress.set_interval(common.progress)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_OwnErrorsOnce(debug))
+    terminated: list[int] = []
     try:
-        result = run(argv)
-    except SystemExit:
-        raise
+        with _sigterm_stops_the_job(terminated):
+            result = run(argv)
     except BaseException as exc:  # noqa: BLE001 - turned into one line (and a traceback with --debug)
-        if isinstance(exc, KeyboardInterrupt):
+        if terminated:  # whatever the runner made of the Terminated raised in it
+            if debug:
+                traceback.print_exc()
+            print("audience-sync: stopped by SIGTERM (nothing of this run was published unless its publish had "
+                  "committed: then it was completed)", file=sys.stderr)
+            return 128 + terminated[0]
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
             raise
         code, message = classify_failure(exc)
         if debug:

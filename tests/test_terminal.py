@@ -240,3 +240,34 @@ def test_local_paths_are_refused_for_dataflow_whose_workers_cannot_read_them(tmp
     for field in ("profiles.path", "data source 'visitors': segments", "--output"):
         assert field in err, field
     assert not (tmp_path / "o").exists()
+
+
+def test_sigterm_stops_the_job_like_ctrl_c_and_releases_the_output_lock(tmp_path, capsys):
+    """Airflow (a task timeout, a cleared task) and Kubernetes stop a job with SIGTERM, which killed
+    the launcher on the spot: its _lock.json stayed, and a retry on another host was refused for 24 h."""
+    import os
+    import signal
+    import time
+
+    from pipelines import launch
+    from transforms.output_lock import LOCK, OutputLock
+
+    def run(argv):
+        with OutputLock(str(tmp_path), "import"):
+            assert (tmp_path / LOCK).exists()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)
+        return {}
+
+    def guard(*_):  # the test's own handler: never kill pytest itself
+        pass
+
+    previous = signal.signal(signal.SIGTERM, guard)
+    try:
+        code = launch.run_job_cli(run, [], lambda result: [])
+        assert signal.getsignal(signal.SIGTERM) is guard  # put back after the run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 128 + signal.SIGTERM
+    assert "audience-sync: stopped by SIGTERM" in capsys.readouterr().err
+    assert not (tmp_path / LOCK).exists()
