@@ -151,3 +151,12 @@ def test_flex_template_parameters_are_flags_of_the_job():
                                    (("config", "gs://a/job.yaml"), ("output", "gs://a/out"), ("run_date", "2026-11-22"))])
     assert (known.config, known.output, known.run_date) == ("gs://a/job.yaml", "gs://a/out", date(2026, 11, 22))
     assert beam_args == []
+
+
+def test_the_test_extra_allows_no_pytest_xdist_without_the_flags_scripts_test_passes():
+    """scripts/test passes --no-loadscope-reorder, new in pytest-xdist 3.8.0: with 3.5-3.7 (allowed by a
+    '>=3.5' floor, and kept by an existing venv) pytest stops at once on an unrecognized argument."""
+    assert "--no-loadscope-reorder" in (ROOT / "scripts" / "test").read_text()
+    xdist = next(Requirement(r) for r in pyproject()["project"]["optional-dependencies"]["test"]
+                 if canonicalize_name(Requirement(r).name) == "pytest-xdist")
+    assert not xdist.specifier.contains("3.7.0") and xdist.specifier.contains("3.8.0"), str(xdist.specifier)
