@@ -26,7 +26,8 @@ from any working directory (``-m`` finds the installed package). Airflow Variabl
 - ``audience_sync_beam_options``: a JSON object of more Beam flags, e.g. for Dataflow
   ``{"temp_location": "gs://B/dataflow/tmp", "staging_location": "gs://B/dataflow/staging",
   "sdk_container_image": "...", "service_account_email": "...", "max_num_workers": 8, "labels": {...}}``.
-  It may not set what the DAG owns (config, root, date, runner, project, region, job name, force).
+  It may not set what the DAG owns (config, root, date, runner, project, region, job name, force), nor
+  ``dry_run`` / ``template_location`` (the night would only be staged, its task green, nothing imported).
 
 **Which night.** A run's logical date is the night it imports (``--date={{ ds }}``). The timetable is
 an explicit ``CronDataIntervalTimetable`` at 03:00 UTC, so Airflow's ``create_cron_data_intervals``
@@ -76,6 +77,9 @@ DATAFLOW_CONFIG = {
 # another night, another config or another runner than the one the run shows.
 OWNED_OPTIONS = frozenset({"config", "root", "date", "backfill", "force", "runner", "project", "region",
                            "job_name"})
+# Flags that make the launch only stage the job (Dataflow): the launcher exits 0, the provider finds no
+# job to wait for and the task succeeds, while no night was imported.
+STAGING_OPTIONS = frozenset({"dry_run", "template_location"})
 
 
 def extra_beam_options(text: str) -> dict:
@@ -89,6 +93,10 @@ def extra_beam_options(text: str) -> dict:
     owned = sorted(OWNED_OPTIONS & {key.replace("-", "_") for key in extra})
     if owned:
         raise ValueError(f"Variable audience_sync_beam_options: may not set {', '.join(owned)} (the DAG sets them)")
+    staging = sorted(STAGING_OPTIONS & {key.replace("-", "_") for key in extra})
+    if staging:
+        raise ValueError(f"Variable audience_sync_beam_options: may not set {', '.join(staging)} (the night would "
+                         "only be staged, and its task succeed with nothing imported)")
     if not isinstance(extra.get("labels", {}), dict):  # the operator adds its airflow-version label to them
         raise ValueError('Variable audience_sync_beam_options: "labels" must be a JSON object')
     return extra

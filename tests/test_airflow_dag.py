@@ -196,3 +196,11 @@ def test_operator_style_arguments_parse_in_the_job():
     assert opts.view_as(StandardOptions).runner == "DataflowRunner"
     assert opts.view_as(GoogleCloudOptions).labels == ["airflow-version=v3-3-2"]
     assert opts.view_as(GoogleCloudOptions).project == "my-project"
+
+
+def test_beam_options_variable_may_not_make_the_night_a_staged_job():
+    """With dry_run or template_location the job is only staged: the launcher exits 0, the provider finds
+    no Dataflow job to wait for (its wait returns at once) and the night's task succeeds, imported by nobody."""
+    for text in ('{"dry_run": true}', '{"template_location": "gs://b/t.json"}', '{"template-location": "x"}'):
+        with pytest.raises(ValueError, match="Variable audience_sync_beam_options: may not set "):
+            dag_module.extra_beam_options(text)
