@@ -13,9 +13,12 @@ A date already published is skipped (``--force`` replaces it whole); a partition
 so is a night before a published one unless the run republishes every night after it, in order
 (``--backfill FROM:NEWEST --force``): each night builds on the one before. Such a rebuild is recorded
 in ``ROOT/_rebuild.json`` until its last night is republished; while it is there, only a run that
-finishes it may run (:mod:`transforms.night_guard`). ``iter`` dumps update the previous published
-night's audiences (additions and removals), ``full`` dumps replace them (a data source's ``sync_mode``,
-else the file name, says which; a name that does not say is a configuration error). A night that
+finishes it may run (:mod:`transforms.night_guard`). A ``--backfill`` skips a night not published
+where no data source lists a dump ("no delivery": a weekend; a rebuild's record moves past it); a
+backfill that skips every night fails (a wrong ``segments`` path more likely than a quiet stretch).
+``iter`` dumps update the previous published night's audiences (additions and removals), ``full``
+dumps replace them (a data source's ``sync_mode``, else the file name, says which; a name that does
+not say is a configuration error). A night that
 carries previous rows over fails when a night between the previous published one and it had dumps
 (its changes would be missing), unless ``--allow-gap``.
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
@@ -47,6 +50,7 @@ from transforms.night_guard import (
     check_nights_over,
     check_no_gap,
     check_same_profile_ids,
+    no_delivery,
     rebuild_for,
 )
 from transforms.key_cache import INCOMING, cache_dirs, staged
@@ -60,6 +64,7 @@ from transforms.summary import import_table
 
 LOG = logging.getLogger("audience_sync.nightly")
 STAGING = "_staging"
+NO_DELIVERY = "no delivery"  # a backfill's night that no data source delivered: skipped, nothing written
 
 
 def _date_range(text: str) -> list[date]:
@@ -138,13 +143,20 @@ def code_version() -> str:
 
 
 def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions,
-              allow_shrink: bool = False, key_cache: bool = True, allow_gap: bool = False) -> dict:
+              allow_shrink: bool = False, key_cache: bool = True, allow_gap: bool = False,
+              skip_undelivered: bool = False) -> dict:
+    """Import one night. With ``skip_undelivered`` (a backfill), a night not published where no data
+    source lists a dump is skipped (:data:`NO_DELIVERY`); a published one (``--force``) fails as any."""
     target = partition(root, day)
     success = join_path(target, SUCCESS)
-    if FileSystems.exists(success) and not force:
+    published = FileSystems.exists(success)
+    if published and not force:
         LOG.warning("dt=%s is already published (use --force to replace it)", day)
         return {"date": day.isoformat(), "status": "already published"}
-    if not FileSystems.exists(success):
+    if not published:
+        if skip_undelivered and no_delivery(template, day):  # a weekend: no gap for the next night either
+            LOG.warning("dt=%s: no data source lists a dump (no delivery): skipped", day)
+            return {"date": day.isoformat(), "status": NO_DELIVERY}
         remove_run_dir(target)  # leftovers of an interrupted run: never half-visible, now gone
     cfg = template.for_date(day)
     check_inputs(cfg)
@@ -213,16 +225,27 @@ def run(argv=None) -> list[dict]:
         try:
             for day in days:
                 result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink,
-                                   known.key_cache, known.allow_gap)
-                if rebuild is not None and result["status"] == "published":
+                                   known.key_cache, known.allow_gap, skip_undelivered=bool(known.backfill))
+                if rebuild is not None and result["status"] in ("published", NO_DELIVERY):
                     rebuild = rebuild.after(day)
                 for line in summary_lines([result]):
                     LOG.info(line)
                 results.append(result)
+            check_some_delivery(job.cfg, days, results)
         finally:  # also when a later night failed: the page shows the nights published before it
             if any(r["status"] == "published" for r in results):
                 write_root_page(root)
     return results
+
+
+def check_some_delivery(template: JobConfig, days: list[date], results: list[dict]) -> None:
+    """A backfill none of whose nights had a delivery imported nothing: more likely a wrong
+    ``segments`` path than a quiet stretch of nights. Refused (one line)."""
+    if not results or any(r["status"] != NO_DELIVERY for r in results):
+        return
+    ds = template.for_date(days[0]).data_sources[0]
+    raise ConfigError(f"--backfill {days[0]}:{days[-1]}: no data source lists a dump for any of its nights, so nothing "
+                      f"was imported; check data_sources.*.segments (dt={days[0]}: '{ds.segments}' lists none)")
 
 
 def summary_lines(results: list[dict]) -> list[str]:

@@ -521,8 +521,8 @@ def test_a_gap_of_missed_nights_with_dumps_is_refused_unless_allowed(tmp_path):
     dump(tmp_path, "a", "2026-12-02", [f"{V[1]} 10"], mode="iter")  # the previous night's own: not missed
     dump(tmp_path, "a", "2026-12-06", [f"{V[1]} 10"], mode="iter")
     with pytest.raises(ConfigError, match=r"4 nights between them were not imported \(dt=2026-12-03\.\.dt=2026-12-06\) "
-                       r"and 2 had dumps \(from dt=2026-12-04 to dt=2026-12-06\).*\(--date each, in order"):
-        check_no_gap(cfg, d("2026-12-02"), d("2026-12-07"))  # 12-05 has none: a --backfill would stop there
+                       r"and 2 had dumps \(from dt=2026-12-04 to dt=2026-12-06\).*\(--backfill 2026-12-04:2026-12-06\)"):
+        check_no_gap(cfg, d("2026-12-02"), d("2026-12-07"))  # 12-05 has none: the backfill skips it
     undated = load_config(str(write_job(tmp_path, sources=("a", "b"), b={"segments": "b/*.sync.gz"})))
     with pytest.raises(ConfigError, match=r"2 nights between them were not imported \(dt=2026-12-07\.\.dt=2026-12-08\) "
                        r"and data source 'b' cannot tell which had dumps.*--backfill 2026-12-07:2026-12-08"):
@@ -662,6 +662,76 @@ def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(t
     run(config, root, "--date", "2026-11-24")
     assert members(root, "2026-11-24") == {("a", "10", f"p{i}") for i in range(2, 10)}
     assert not (root / "_rebuild.json").exists()
+
+
+def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(tmp_path, monkeypatch, capsys):
+    """Partners delivering on weekdays only: a --backfill over a weekend stopped at Saturday (no
+    segment dump matches), and a rebuild across one could never finish. A night not published where
+    no data source lists a dump is skipped; one where some data source delivers, or whose listing
+    fails, runs (and fails) as before; a backfill that skips every night fails (a path typo). No
+    pipeline runs here: the nights that run fail at launch."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    import transforms.storage as storage
+
+    config, root = write_job(tmp_path, sources=("a", "b")), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-30", everyone("a"), name="audience-export.sync.gz")  # Monday: a name without a mode
+    dump(tmp_path, "b", "2026-11-30", everyone("b"))
+    with pytest.raises(ConfigError, match="audience-export.sync.gz"):  # reached: Saturday and Sunday skipped
+        run(config, root, "--backfill", "2026-11-28:2026-11-30")
+    assert nightly.main(["--config", str(config), "--root", str(root), "--backfill", "2026-11-28:2026-11-29"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == ("--backfill 2026-11-28:2026-11-29: no data source lists a dump for any of its nights, so nothing "
+                    f"was imported; check data_sources.*.segments (dt=2026-11-28: '{tmp_path}/a/20261128/*' lists none)"), line
+    with pytest.raises(ConfigError, match="no segment dump matches"):  # one night: as before
+        run(config, root, "--date", "2026-11-28")
+    assert not root.joinpath("dt=2026-11-28").exists() and not root.joinpath("dt=2026-11-29").exists()
+    dump(tmp_path, "b", "2026-11-28", [f"{V[1]} 10"], mode="iter")  # one data source's delivery: the night runs
+    with pytest.raises(ConfigError, match=r"data_sources\[0\]\.segments: no segment dump matches"):
+        run(config, root, "--backfill", "2026-11-28:2026-11-29")
+    (tmp_path / "b" / "20261128").joinpath("ftp_1_7_iter_1795305600000.sync.gz").unlink()
+    real = storage.FileSystems.match
+
+    class Forbidden(Exception):
+        code = 403
+
+    def match(patterns, *args, **kwargs):
+        if any("/b/20261128/" in p for p in patterns):
+            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("denied")})
+        return real(patterns, *args, **kwargs)
+
+    monkeypatch.setattr(storage.FileSystems, "match", match)  # a failed listing is no proof of no delivery
+    with pytest.raises(ConfigError, match="no segment dump matches"):
+        run(config, root, "--backfill", "2026-11-28:2026-11-29")
+
+
+def test_a_backfill_and_a_rebuild_across_a_weekend_without_deliveries_finish(tmp_path):
+    """Weekday deliveries: the backfill from Saturday to Monday skips the weekend and Monday builds
+    on Friday; a rebuild from Friday moves its record past the weekend, stops at Monday when its
+    dumps are gone (published: not skipped) and is finished by a backfill across the weekend."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-27", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "a", "2026-11-30", [f"{V[1]}  10", f"{V[5]} 10"], mode="iter")  # p1 leaves, p5 joins
+    run(config, root, "--date", "2026-11-27")
+    results = run(config, root, "--backfill", "2026-11-28:2026-11-30")
+    assert [r["status"] for r in results] == ["no delivery", "no delivery", "published"]
+    assert results[2]["previous"] == "dt=2026-11-27" and "dt=2026-11-28: no delivery" in nightly.summary_lines(results)
+    assert sorted(p.name for p in root.glob("dt=*")) == ["dt=2026-11-27", "dt=2026-11-30"]
+    assert members(root, "2026-11-30") == {("a", "10", f"p{i}") for i in (2, 3, 4, 5)}
+    dump(tmp_path, "a", "2026-11-27", everyone("a", ids=range(1, 4)))  # a corrected Friday: p4 is not a member
+    monday = tmp_path / "a" / "20261130"
+    saved = {p.name: p.read_bytes() for p in monday.iterdir()}
+    for p in monday.iterdir():
+        p.unlink()
+    with pytest.raises(ConfigError, match="no segment dump matches"):
+        run(config, root, "--backfill", "2026-11-27:2026-11-30", "--force")
+    assert json.loads((root / "_rebuild.json").read_text()) == {"next": "2026-11-30", "through": "2026-11-30"}
+    for name, data in saved.items():
+        (monday / name).write_bytes(data)
+    results = run(config, root, "--backfill", "2026-11-28:2026-11-30", "--force")
+    assert [r["status"] for r in results] == ["no delivery", "no delivery", "published"]
+    assert not (root / "_rebuild.json").exists()
+    assert members(root, "2026-11-30") == {("a", "10", f"p{i}") for i in (2, 3, 5)}
 
 
 def test_a_staged_backfill_is_refused(tmp_path, monkeypatch):

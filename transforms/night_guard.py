@@ -97,12 +97,18 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
     else:
         which = (f" ({_span(missed)}) and {len(gap)} had dumps ("
                  + (_span(gap) if in_order else f"from dt={gap[0]} to dt={gap[-1]}") + ")")
-    how = (f"--backfill {gap[0]}:{gap[-1]}" if in_order
-           else "--date each, in order: a --backfill stops at a night without dumps")
+    how = f"--backfill {gap[0]}:{gap[-1]}"  # its nights without a delivery are skipped (no_delivery)
     nights = "1 night between them was" if len(missed) == 1 else f"{len(missed)} nights between them were"
     raise ConfigError(f"dt={day} would build on dt={previous}, but {nights} not imported{which}: "
                       f"{'its' if one else 'their'} changes would be missing; import {'it' if one else 'them'} first, "
                       f"in order ({how}), or rerun with --allow-gap to build on dt={previous} anyway")
+
+
+def no_delivery(template: JobConfig, night: date) -> bool:
+    """Whether ``night`` had no delivery: with its ``{date}`` placeholders filled, no data source's
+    ``segments`` lists a dump (a listing per data source, no file read). A listing that fails is no
+    proof that nothing was delivered: False (the night then runs, and fails, as any other)."""
+    return all(_dumps_listed(ds.segments) == [] for ds in template.for_date(night).data_sources)
 
 
 def _dumps_listed(pattern: str) -> list[str] | None:
