@@ -255,7 +255,7 @@ def classify_failure(exc: BaseException) -> tuple[int, str]:
 
 def _seconds(text: str) -> float:
     value = float(text)
-    if not value >= 0:
+    if not 0 <= value < float("inf"):  # inf: the progress thread's wait overflowed (a traceback, no progress)
         raise ValueError(text)
     return value
 

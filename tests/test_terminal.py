@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import DEMO, ROOT
@@ -128,6 +129,17 @@ def test_a_bad_progress_interval_is_a_usage_error(tmp_path):
     result = cli("import", "--config", DEMO / "job.yaml", "--output", tmp_path / "out", "--progress", "soon")
     assert result.returncode == 2 and "--progress" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_progress_interval_must_be_a_finite_number_of_seconds():
+    """'--progress inf' passed: the progress thread died on its first wait (OverflowError, a traceback
+    on stderr) while the job ran on without progress lines. Checked without a run: the parser's type."""
+    from pipelines.launch import _seconds
+
+    assert _seconds("0") == 0 and _seconds("2.5") == 2.5
+    for text in ("inf", "Infinity", "nan", "-1", "1e400"):
+        with pytest.raises(ValueError):
+            _seconds(text)
 
 
 def test_help_lists_every_verb_with_its_description():
