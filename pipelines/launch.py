@@ -17,6 +17,7 @@ import logging
 import posixpath
 import re
 import sys
+import threading
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -255,7 +256,7 @@ def classify_failure(exc: BaseException) -> tuple[int, str]:
 
 def _seconds(text: str) -> float:
     value = float(text)
-    if not 0 <= value < float("inf"):  # inf: the progress thread's wait overflowed (a traceback, no progress)
+    if not 0 <= value <= threading.TIMEOUT_MAX:  # above, the progress thread's wait overflowed (a traceback)
         raise ValueError(text)
     return value
 
