@@ -286,7 +286,6 @@ def _sigterm_stops_the_job(received: list[int]):
     """While the block runs, SIGTERM raises :class:`Terminated` (its number is appended to ``received``:
     a runner may wrap the exception, raised wherever the main thread was, into its own)."""
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
