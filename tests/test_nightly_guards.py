@@ -3,6 +3,7 @@ a collapsing audience (per data source) or an empty full dump failing the night,
 removed from the config reported (its rows dropped)."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -633,6 +634,19 @@ def test_a_previous_night_of_an_older_release_is_read_on_its_bytes_not_its_row_c
         | {("b", "20", f"p{i}") for i in V})
 
 
+@contextlib.contextmanager
+def dumps_withheld(folder: Path):
+    """A night's dumps taken away (not delivered yet, or deleted) while the block runs, then put back."""
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for name in saved:
+        (folder / name).unlink()
+    try:
+        yield
+    finally:
+        for name, data in saved.items():
+            (folder / name).write_bytes(data)
+
+
 def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(tmp_path):
     """--backfill --force republished the first night, then failed on the next (its dump purged): the
     later nights stayed as built on the old first night, and the next scheduled night built on them
@@ -644,20 +658,15 @@ def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(t
     dump(tmp_path, "a", "2026-11-24", [f"{V[9]} 10"], mode="iter")
     run(config, root, "--backfill", "2026-11-21:2026-11-23")
     dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(2, 7)))  # a corrected night: p1 is not a member
-    purged = tmp_path / "a" / "20261122"
-    saved = {p.name: p.read_bytes() for p in purged.iterdir()}
-    for p in purged.iterdir():
-        p.unlink()
-    with pytest.raises(ConfigError, match="no segment dump matches"):
-        run(config, root, "--backfill", "2026-11-21:2026-11-23", "--force")
-    result = cli(config, root, "--date", "2026-11-24")
-    assert result.returncode == 2, result.stderr
-    assert "the rebuild of dt=2026-11-22..dt=2026-11-23 did not finish" in result.stderr, result.stderr
-    assert "--backfill 2026-11-22:2026-11-23 --force" in result.stderr and "Traceback" not in result.stderr
-    with pytest.raises(ConfigError, match=r"the rebuild of dt=2026-11-22\.\.dt=2026-11-23 did not finish"):
-        run(config, root, "--backfill", "2026-11-23:2026-11-24", "--force")
-    for name, data in saved.items():
-        (purged / name).write_bytes(data)
+    with dumps_withheld(tmp_path / "a" / "20261122"):
+        with pytest.raises(ConfigError, match="no segment dump matches"):
+            run(config, root, "--backfill", "2026-11-21:2026-11-23", "--force")
+        result = cli(config, root, "--date", "2026-11-24")
+        assert result.returncode == 2, result.stderr
+        assert "the rebuild of dt=2026-11-22..dt=2026-11-23 did not finish" in result.stderr, result.stderr
+        assert "--backfill 2026-11-22:2026-11-23 --force" in result.stderr and "Traceback" not in result.stderr
+        with pytest.raises(ConfigError, match=r"the rebuild of dt=2026-11-22\.\.dt=2026-11-23 did not finish"):
+            run(config, root, "--backfill", "2026-11-23:2026-11-24", "--force")
     run(config, root, "--backfill", "2026-11-22:2026-11-23", "--force")
     run(config, root, "--date", "2026-11-24")
     assert members(root, "2026-11-24") == {("a", "10", f"p{i}") for i in range(2, 10)}
@@ -719,15 +728,10 @@ def test_a_backfill_and_a_rebuild_across_a_weekend_without_deliveries_finish(tmp
     assert sorted(p.name for p in root.glob("dt=*")) == ["dt=2026-11-27", "dt=2026-11-30"]
     assert members(root, "2026-11-30") == {("a", "10", f"p{i}") for i in (2, 3, 4, 5)}
     dump(tmp_path, "a", "2026-11-27", everyone("a", ids=range(1, 4)))  # a corrected Friday: p4 is not a member
-    monday = tmp_path / "a" / "20261130"
-    saved = {p.name: p.read_bytes() for p in monday.iterdir()}
-    for p in monday.iterdir():
-        p.unlink()
-    with pytest.raises(ConfigError, match="no segment dump matches"):
-        run(config, root, "--backfill", "2026-11-27:2026-11-30", "--force")
-    assert json.loads((root / "_rebuild.json").read_text()) == {"next": "2026-11-30", "through": "2026-11-30"}
-    for name, data in saved.items():
-        (monday / name).write_bytes(data)
+    with dumps_withheld(tmp_path / "a" / "20261130"):
+        with pytest.raises(ConfigError, match="no segment dump matches"):
+            run(config, root, "--backfill", "2026-11-27:2026-11-30", "--force")
+        assert json.loads((root / "_rebuild.json").read_text()) == {"next": "2026-11-30", "through": "2026-11-30"}
     results = run(config, root, "--backfill", "2026-11-28:2026-11-30", "--force")
     assert [r["status"] for r in results] == ["no delivery", "no delivery", "published"]
     assert not (root / "_rebuild.json").exists()
