@@ -338,6 +338,13 @@ def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
         print(f"audience-sync: {kind}{message}", file=sys.stderr)
         return code
     if not quiet:
-        for line in [*summary(result), *(page(argv) if page else [])]:
+        shown = page(argv) if page and not _only_staged(result) else []  # a staged job wrote no page (an older one may be there)
+        for line in [*summary(result), *shown]:
             print(line)
     return 0
+
+
+def _only_staged(result) -> bool:
+    """Whether the run only staged its job(s): a report ``{"status": "staged"}``, or nightly's list of them."""
+    results = result if isinstance(result, list) else [result]
+    return bool(results) and all(isinstance(r, dict) and r.get("status") == STAGED for r in results)

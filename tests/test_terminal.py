@@ -142,6 +142,19 @@ def test_a_progress_interval_must_be_a_finite_number_of_seconds():
             _seconds(text)
 
 
+def test_a_staged_run_prints_no_report_page_an_earlier_run_left(capsys):
+    """A job only staged (a Dataflow template, --dry_run) writes no report.html, but the output may hold
+    an earlier run's: its 'report: ...' line read as this run's page."""
+    from pipelines.launch import run_job_cli
+
+    page = lambda argv: ["report: OUT/report.html"]  # noqa: E731 - what page_line finds there
+    for staged in ({"status": "staged"}, [{"date": "2026-11-22", "status": "staged"}]):
+        assert run_job_cli(lambda argv: staged, [], lambda result: ["staged"], page) == 0
+        assert capsys.readouterr().out == "staged\n"
+    assert run_job_cli(lambda argv: {"status": "published"}, [], lambda result: [], page) == 0
+    assert capsys.readouterr().out == "report: OUT/report.html\n"
+
+
 def test_help_lists_every_verb_with_its_description():
     from pipelines.cli import VERBS
 
