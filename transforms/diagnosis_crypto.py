@@ -102,8 +102,7 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     for encoding, key in sorted(material.keys.items()):
         if key == material.key:
             continue
-        plain, _ = CbcDecryptor(key, material.iv).decrypt(tokens)
-        n = normalize_keys(plain, ds.key_kind, ds.normalization, region)[1].null_count  # rows that gave an address
+        n = pc.sum(_decrypt_to_addresses(ds, tokens, key, material.iv, region)).as_py()
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
@@ -147,8 +146,7 @@ def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMateria
     standard = pc.replace_substring(pc.replace_substring(squeezed, "-", "+"), "_", "/")
     pads = np.array(["", "=", "==", "==="])[-length % 4]  # the '=' that make the length a multiple of 4
     standard = pc.binary_join_element_wise(standard, pa.array(pads), "")
-    plain, _ = CbcDecryptor(material.key, material.iv).decrypt(standard.filter(changed))
-    valid = pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0])
+    valid = _decrypt_to_addresses(ds, standard.filter(changed), material.key, material.iv, region)
     if not pc.any(valid).as_py():
         return []
     fixed = {name: pc.any(flags.filter(changed).filter(valid)).as_py()
@@ -163,6 +161,17 @@ def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMateria
                           "standard base64 with '=' padding (no setting reads other base64)")]
 
 
+def _addresses(ds: DataSourceConfig, plain: pa.Array, region: str | None) -> pa.BooleanArray:
+    """Which decrypted plaintexts are valid addresses of the data source's channel once normalized."""
+    return pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0])
+
+
+def _decrypt_to_addresses(ds: DataSourceConfig, tokens: pa.Array, key: bytes, iv: bytes,
+                          region: str | None) -> pa.BooleanArray:
+    """Which base64 ``tokens`` decrypt (AES-CBC under ``key`` and ``iv``) to valid addresses."""
+    return _addresses(ds, CbcDecryptor(key, iv).decrypt(tokens)[0], region)
+
+
 def _hex_tokens(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
     """Ciphertexts sent as hex, not base64: hex characters are base64 characters, so 64 of them read
     as 48 bytes, three whole AES blocks whose padding fails as under a wrong key. Read as hex they
@@ -173,8 +182,7 @@ def _hex_tokens(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
         return []
     hex_tokens = text.filter(is_hex).to_pylist()
     standard = pa.array([binascii.b2a_base64(bytes.fromhex(t), newline=False).decode("ascii") for t in hex_tokens])
-    plain, _ = CbcDecryptor(material.key, material.iv).decrypt(standard)
-    n = pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0]).to_numpy(zero_copy_only=False).sum()
+    n = pc.sum(_decrypt_to_addresses(ds, standard, material.key, material.iv, region)).as_py()
     if not n:
         return []
     return [CryptoFinding("token_encoding", (), int(n),
@@ -194,7 +202,7 @@ def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
     blocks = cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(material.iv, dtype=cbc_kernel.V16)[0])
     rest = cbc_kernel.drop_first_block(blocks)
     plain, _ = cbc_kernel.result_arrays(cbc_kernel.check_utf8(cbc_kernel.strip_pkcs7(rest, len(tokens))))
-    valid = pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0]).to_numpy(zero_copy_only=False)
+    valid = _addresses(ds, plain, region).to_numpy(zero_copy_only=False)
     if not valid.any() or _one_iv(blocks.plain[blocks.first[valid[blocks.rows]]]):
         return []
     return [CryptoFinding("embedded_iv", (), int(valid.sum()),
