@@ -34,6 +34,7 @@ from pipelines.options import (
     only_stages,
     pipeline_options,
     runner_kinds,
+    runs_here,
     unknown_options,
     warn_about_worker_keys,
 )
@@ -157,7 +158,7 @@ def run_pipeline(options: PipelineOptions, run_dir: str, report_path: str, build
     with hold_output(posixpath.dirname(run_dir), job.rsplit(".", 1)[-1], options) if not (held or staged_only) \
             else contextlib.nullcontext():
         try:
-            with progress.reporting(options), beam.Pipeline(options=options) as p:
+            with progress.reporting(runs_here(options)), beam.Pipeline(options=options) as p:
                 build(p)
         except BaseException as exc:
             if not _complete_committed_publish(posixpath.dirname(report_path), run_dir, exc):

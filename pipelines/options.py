@@ -73,6 +73,16 @@ def only_stages(options: PipelineOptions) -> bool:
     return bool(options.view_as(TestOptions).dry_run or options.view_as(GoogleCloudOptions).template_location)
 
 
+
+def runs_here(options: PipelineOptions) -> bool:
+    """Whether the pipeline's DoFns run in this process (the local runner, in_memory or
+    multi_threading): where the progress lines can read their counters (:mod:`transforms.progress`)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    mode = options.view_as(DirectOptions).direct_running_mode or "in_memory"
+    local = bool({LOCAL_RUNNER, "SwitchingDirectRunner"} & runner_kinds(options))
+    return local and mode in ("in_memory", "multi_threading")
+
 def warn_about_worker_keys(cfg, options: PipelineOptions) -> None:
     """On Dataflow, ``env:`` and ``file:`` key references resolve on workers that have neither the
     launcher's environment nor its files: say so before submitting (names the reference, never a key)."""

@@ -14,7 +14,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import DEMO, ROOT
-from pipelines.options import pipeline_options
+from pipelines.options import pipeline_options, runs_here
 from test_html_report import FINDINGS, demo_needles
 from transforms import progress
 from transforms.outcomes import runner_counter
@@ -92,11 +92,11 @@ def test_runner_counters_feed_the_progress_tally_outside_and_inside_beam():
 
 
 def test_progress_is_only_read_where_the_dofns_run_in_this_process():
-    assert progress.runs_here(pipeline_options([]))
-    assert progress.runs_here(pipeline_options(["--direct_running_mode=multi_threading"]))
-    assert not progress.runs_here(pipeline_options(["--direct_running_mode=multi_processing"]))
-    assert not progress.runs_here(PipelineOptions(["--runner=DataflowRunner"]))
-    assert not progress.runs_here(PipelineOptions(["--runner=PortableRunner"]))
+    assert runs_here(pipeline_options([]))
+    assert runs_here(pipeline_options(["--direct_running_mode=multi_threading"]))
+    assert not runs_here(pipeline_options(["--direct_running_mode=multi_processing"]))
+    assert not runs_here(PipelineOptions(["--runner=DataflowRunner"]))
+    assert not runs_here(PipelineOptions(["--runner=PortableRunner"]))
 
 
 def test_a_running_import_logs_progress_at_the_interval_asked_and_no_personal_data(tmp_path):
@@ -245,13 +245,13 @@ def test_a_runner_named_in_another_case_is_the_same_runner(caplog):
 
     cfg = load_config(str(DEMO / "job.yaml"))  # its encrypted source uses file: references
     for name in ("fnapirunner", "FNAPI"):
-        assert progress.runs_here(pipeline_options([f"--runner={name}"])), name
+        assert runs_here(pipeline_options([f"--runner={name}"])), name
         assert split_dump_bytes(cfg, pipeline_options([f"--runner={name}"])) is None, name
     for name in ("dataflow", "dataflowrunner", "TestDataflowRunner"):
         caplog.clear()
         warn_about_worker_keys(cfg, pipeline_options([f"--runner={name}"]))
         assert "encryption.key (file:...) is read on the Dataflow workers" in caplog.text, name
-        assert not progress.runs_here(pipeline_options([f"--runner={name}"])), name
+        assert not runs_here(pipeline_options([f"--runner={name}"])), name
 
 
 def test_local_paths_are_refused_for_dataflow_whose_workers_cannot_read_them(tmp_path, capsys):

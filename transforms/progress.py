@@ -100,27 +100,13 @@ def set_interval(seconds: float) -> None:
     _interval = float(seconds)
 
 
-def runs_here(options) -> bool:
-    """Whether the pipeline's DoFns run in this process (the local runner, in_memory or multi_threading)."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
-    from apache_beam.runners.runner import PipelineRunner, create_runner
-
-    runner = options.view_as(StandardOptions).runner or "FnApiRunner"
-    try:  # by class, not text: Beam reads "fnapirunner" or "FnApi" as FnApiRunner (pipelines.options.runner_kinds)
-        runner = runner if isinstance(runner, PipelineRunner) else create_runner(runner)
-    except (ValueError, ImportError):
-        return False
-    mode = options.view_as(DirectOptions).direct_running_mode or "in_memory"
-    local = {"FnApiRunner", "SwitchingDirectRunner"} & {cls.__name__ for cls in type(runner).__mro__}
-    return bool(local) and mode in ("in_memory", "multi_threading")
-
-
 @contextmanager
-def reporting(options):
+def reporting(in_process: bool):
     """While the block runs a pipeline, log a progress line every interval (when INFO is enabled for
-    ``audience_sync.progress``, the interval is positive and the DoFns run in this process)."""
+    ``audience_sync.progress``, the interval is positive and the DoFns run in this process:
+    ``in_process``, :func:`pipelines.options.runs_here`)."""
     interval = _interval
-    if interval <= 0 or not LOG.isEnabledFor(logging.INFO) or not runs_here(options):
+    if interval <= 0 or not LOG.isEnabledFor(logging.INFO) or not in_process:
         yield
         return
     TALLY.reset()
