@@ -152,12 +152,17 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
     )
 
 
+def _ids_to_add(entry: dict) -> int:
+    """The data source's lines with segments to add: the IDs looked at (well-formed, not removals only)."""
+    return entry["received"] - entry["format_errors"] - entry["removals_only"]
+
+
 def _check_invalid_ids(name: str, entry: dict, ratio: float) -> None:
     """Most IDs invalid (not a failed decryption: :func:`_check_decryption` judges those): a wrong
     digest encoding or algorithm, or another ID column, leaves the audience empty with exit 0."""
     invalid = _rejected(entry, Category.INVALID_IDS, but=DECRYPT_FAILURES)
     total = sum(invalid.values())
-    candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
+    candidates = _ids_to_add(entry)
     if not candidates or total / candidates <= ratio:
         return
     top = _most_common(invalid)
@@ -174,7 +179,7 @@ def _check_token_encoding(name: str, entry: dict) -> None:
     n = entry["rejected_by_reason"].get(Reason.NOT_STANDARD_BASE64, 0)
     if not n:
         return
-    candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
+    candidates = _ids_to_add(entry)
     raise RunFailed(
         f"data source '{name}': {n} of {candidates} IDs are url-safe base64 ('-' and '_' for '+' and '/') that decrypt "
         "to valid addresses once read as standard base64: the file is not in the scheme's base64, and its other IDs "
@@ -185,7 +190,7 @@ def _check_token_encoding(name: str, entry: dict) -> None:
 
 def _check_decryption(name: str, entry: dict, ratio: float) -> None:
     failed = sum(entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
-    candidates = entry["received"] - entry["format_errors"] - entry["removals_only"]
+    candidates = _ids_to_add(entry)
     if not candidates or (failed / candidates <= ratio and failed < candidates):
         return
     # Every ID failing is no audience at all, whatever the ratio tolerates (1.0 is a valid setting).
