@@ -90,10 +90,11 @@ def extra_beam_options(text: str) -> dict:
         raise ValueError(f"Variable audience_sync_beam_options: not JSON ({exc.msg})") from None
     if not isinstance(extra, dict):
         raise ValueError("Variable audience_sync_beam_options: expected a JSON object of Beam flags")
-    owned = sorted(OWNED_OPTIONS & {key.replace("-", "_") for key in extra})
+    names = {key.replace("-", "_") for key in extra}
+    owned = sorted(OWNED_OPTIONS & names)
     if owned:
         raise ValueError(f"Variable audience_sync_beam_options: may not set {', '.join(owned)} (the DAG sets them)")
-    staging = sorted(STAGING_OPTIONS & {key.replace("-", "_") for key in extra})
+    staging = sorted(STAGING_OPTIONS & names)
     if staging:
         raise ValueError(f"Variable audience_sync_beam_options: may not set {', '.join(staging)} (the night would "
                          "only be staged, and its task succeed with nothing imported)")
