@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pipelines import import_audience
+from transforms.errors import InputError
 
 SEGMENTS = "segments/visitors"
 
@@ -89,3 +90,20 @@ def test_a_control_file_named_in_capitals_is_read(tmp_path):
     out = list(ExpandPatterns().process(("d", f"{tmp_path}/*")))
     assert [o for o in out if isinstance(o, tuple)] == [("d", str(tmp_path / "ftp_1_2_full_1486140844000.sync"))]
     assert sorted(o.value.rsplit("/", 1)[1] for o in out if not isinstance(o, tuple)) == ["a.INFO", "b.info", "c.Info"]
+
+
+def test_a_split_missing_from_its_batch_fails_without_a_control_file(demo_copy, tmp_path):
+    """A batch delivered as splits 001..N with one missing (its transfer failed) and no control file
+    to say so: the import read the splits it found and published part of the audience, exit 0."""
+    missing = demo_copy / SEGMENTS / "ftp_1234_56789_full_1795305600000001.sync.gz"
+    missing.unlink()
+    with pytest.raises(Exception, match="ftp_1234_56789_full_1795305600000002.sync.gz: split 001 of its batch is "
+                                        "missing") as info:
+        run(demo_copy, tmp_path)
+    assert "data_sources[" in str(info.value)
+    assert not (tmp_path / "out" / "report.json").exists()
+    # The pipeline's own listing says so too, for a split gone between the launch and the run.
+    from transforms.join_inputs import ExpandPatterns
+
+    with pytest.raises(InputError, match="002.sync.gz: split 001 of its batch is missing"):
+        list(ExpandPatterns().process(("visitors", str(demo_copy / SEGMENTS / "*.sync*"))))

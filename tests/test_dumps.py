@@ -10,6 +10,7 @@ from transforms.dump_files import FileStats, is_dump_file, read_chunks
 from transforms.dumps import (
     DumpName,
     numbered_chunks,
+    missing_splits,
     parse_dump_name,
     parse_lines,
     read_dump,
@@ -343,6 +344,23 @@ def test_file_names_are_parsed_as_documented():
     assert parse_dump_name("ftp_1234_20915_full_1486140843000012.sync").split == 12
     assert parse_dump_name("random.txt") is None
     assert parse_dump_name("ftp_1234_20915_sometimes_1486140843000.sync") is None
+
+
+def test_a_batch_whose_split_numbers_have_a_gap_is_named_with_its_missing_splits():
+    """Splits of one batch run from 001 with no gap: a missing one is a partial delivery (a transfer
+    that failed for one file), which would import part of the audience and publish it."""
+    batch = "gs://b/d/ftp_1234_20915_full_1486140843000"
+    whole = [f"{batch}001.sync.gz", f"{batch}002.sync.gz", f"{batch}003.sync.gz", "gs://b/d/random.sync",
+             "gs://b/d/S3_1234_20914_XYZ_iter_1486140844000.sync.gz"]
+    assert missing_splits(whole) == []
+    assert missing_splits([f"{batch}002.sync.gz", f"{batch}003.sync.gz"]) == [
+        (f"{batch}002.sync.gz", "split 001 of its batch is missing (found 002, 003)")]
+    assert missing_splits([f"{batch}001.sync.gz", f"{batch}004.sync.gz"]) == [
+        (f"{batch}001.sync.gz", "splits 002, 003 of its batch are missing (found 001, 004)")]
+    # Another batch (timestamp, folder or data source) is judged on its own.
+    other = "gs://b/e/ftp_1234_20915_full_1486140843000"
+    assert missing_splits([f"{batch}001.sync.gz", f"{other}002.sync"]) == [
+        (f"{other}002.sync", "split 001 of its batch is missing (found 002)")]
 
 
 def test_control_files_are_not_dumps():

@@ -75,6 +75,27 @@ def parse_dump_name(path: str) -> DumpName | None:
     )
 
 
+def missing_splits(paths: list[str]) -> list[tuple[str, str]]:
+    """``(path, problem)`` for each batch among ``paths`` whose splits do not run from 001 with no
+    gap (a batch: the split dumps of one folder whose names differ only in SPLITNUM). A missing
+    split is a partial delivery, a transfer that failed for one file: read as it is, it would
+    publish part of the audience. A missing last split cannot be seen here; a control file says."""
+    batches: dict[tuple[str, str], dict[int, str]] = {}
+    for path in paths:
+        folder, base = posixpath.split(path)
+        match = _NAME.match(base)
+        if match and match["split"]:
+            batches.setdefault((folder, base[:match.start("split")]), {})[int(match["split"])] = path
+    problems = []
+    for _, found in sorted(batches.items()):
+        gaps = sorted(set(range(1, max(found) + 1)) - set(found))
+        if gaps:
+            numbers = ", ".join(f"{n:03d}" for n in gaps)
+            missing = f"split {numbers} of its batch is" if len(gaps) == 1 else f"splits {numbers} of its batch are"
+            problems.append((found[min(found)], f"{missing} missing (found {', '.join(f'{n:03d}' for n in sorted(found))})"))
+    return problems
+
+
 def split_lines(chunk: bytes) -> pa.Array:
     """The lines of ``chunk`` (without their line breaks) as a binary array, one entry per line."""
     return _split(chunk)[0]

@@ -22,7 +22,7 @@ from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_b
 from transforms.config import JobConfig
 from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, dump_paths
-from transforms.dumps import numbered_chunks, parse_chunk
+from transforms.dumps import missing_splits, numbered_chunks, parse_chunk
 from transforms.errors import InputError
 from transforms.crypto import build_decryptor
 from transforms.incremental import sync_mode_of, unnamed_dump_error
@@ -44,6 +44,8 @@ class ExpandPatterns(beam.DoFn):
         paths = dump_paths(pattern)
         if not paths:
             raise InputError(pattern, f"no segment dump matches (data source '{name}')")
+        for path, problem in missing_splits(paths):  # as the preflight found, unless files moved since
+            raise InputError(path, problem)
         for path in paths:
             yield name, path
         folders = sorted({p.rsplit("/", 1)[0] for p in paths})

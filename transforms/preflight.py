@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
+from transforms.dumps import missing_splits
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, same_output, state_for
@@ -55,6 +56,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
         paths = dump_paths(ds.segments, missing_ok=True)
         if not paths:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
+        problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
         for path in paths:
             readers.setdefault(path, []).append(ds.name)
         shared = [p for p in paths if len(readers[p]) > 1]
