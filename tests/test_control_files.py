@@ -107,3 +107,17 @@ def test_a_split_missing_from_its_batch_fails_without_a_control_file(demo_copy, 
 
     with pytest.raises(InputError, match="002.sync.gz: split 001 of its batch is missing"):
         list(ExpandPatterns().process(("visitors", str(demo_copy / SEGMENTS / "*.sync*"))))
+
+
+def test_a_full_delivery_left_beside_a_newer_one_fails(demo_copy, tmp_path):
+    """Yesterday's full dump still in the folder beside today's: the import read both, so every user
+    today's dump no longer lists stayed in the audience, exit 0."""
+    folder = demo_copy / SEGMENTS
+    for dump in sorted(folder.glob("*.sync.gz")):
+        newer = folder / dump.name.replace("1795305600000", "1795392000000")
+        newer.write_bytes(gzip.compress(b"".join(gzip.decompress(dump.read_bytes()).splitlines(True)[:5]), mtime=0))
+    with pytest.raises(Exception, match="ftp_1234_56789_full_1795305600000001.sync.gz: a full delivery older than "
+                                        "ftp_1234_56789_full_1795392000000001.sync.gz") as info:
+        run(demo_copy, tmp_path)
+    assert "data_sources[0].segments" in str(info.value)
+    assert not (tmp_path / "out" / "report.json").exists()

@@ -11,6 +11,7 @@ from transforms.dumps import (
     DumpName,
     numbered_chunks,
     missing_splits,
+    older_full_delivery,
     parse_dump_name,
     parse_lines,
     read_dump,
@@ -361,6 +362,19 @@ def test_a_batch_whose_split_numbers_have_a_gap_is_named_with_its_missing_splits
     other = "gs://b/e/ftp_1234_20915_full_1486140843000"
     assert missing_splits([f"{batch}001.sync.gz", f"{other}002.sync"]) == [
         (f"{other}002.sync", "split 001 of its batch is missing (found 002)")]
+
+
+def test_full_dumps_of_two_deliveries_are_named_the_newest_first():
+    """A full dump is the whole audience: a folder still holding yesterday's full delivery beside
+    today's would keep every user today's removed."""
+    old, new = "/d/ftp_1_2_full_1795305600000", "/d/ftp_1_2_full_1795392000000"
+    assert older_full_delivery([f"{old}001.sync.gz", f"{old}002.sync.gz", "/d/other.sync"]) is None
+    assert older_full_delivery([f"{old}001.sync.gz", f"{new}001.sync.gz", f"{new}002.sync.gz"]) == (
+        f"{new}001.sync.gz", f"{old}001.sync.gz")
+    iters = ["/d/ftp_1_2_iter_1795305600000.sync", "/d/ftp_1_2_iter_1795392000000.sync"]
+    assert older_full_delivery(iters) is None  # changes, applied together
+    assert older_full_delivery(iters, sync_mode="full") == tuple(reversed(iters))  # configured: names' mode aside
+    assert older_full_delivery([f"{old}001.sync.gz", f"{new}001.sync.gz"], sync_mode="iter") is None
 
 
 def test_control_files_are_not_dumps():

@@ -12,7 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
-from transforms.dumps import missing_splits
+from transforms.dumps import missing_splits, older_full_delivery
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, same_output, state_for
@@ -57,6 +57,10 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
         if not paths:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
+        if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:
+            problems.append(f"data_sources[{i}].segments: {deliveries[1]}: a full delivery older than "
+                            f"{deliveries[0].rsplit('/', 1)[-1]}; a full dump is the whole audience, and read "
+                            "beside the newer one it keeps every user that one removed: move it away or narrow the glob")
         for path in paths:
             readers.setdefault(path, []).append(ds.name)
         shared = [p for p in paths if len(readers[p]) > 1]
