@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
 from typing import Iterator, Sequence
 
 import pyarrow as pa
@@ -70,6 +71,30 @@ def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) 
     return pc.split_pattern(plain_array(values, text="cast"), pattern=sep)
 
 
+_JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")
+
+
+def _check_not_joined(lists: pa.Array, path: str, column: str, sep: str, kind: pa.DataType) -> None:
+    """Fail when a visitor-ID entry holds several IDs joined by another character: lists written
+    with another separator than ``sep`` ('|' where ';' is configured), or a list entry holding a
+    joined string. Those profiles gave no visitor key, their lines were unmatched, exit 0. Only
+    entries longer than one ID are searched (a length kernel over the rest); the message shows the
+    joining character, never an ID."""
+    flat = pc.list_flatten(lists)
+    longer = pc.filter(flat, pc.fill_null(pc.greater(pc.binary_length(flat), 38), False))
+    if not len(longer):
+        return
+    joined = pc.filter(longer, pc.fill_null(pc.match_substring_regex(longer, _JOINED.pattern), False))
+    if not len(joined):
+        return
+    between = _JOINED.search(joined[0].as_py()).group(1).strip() or " "
+    shown = f"'{between}'" if len(between) <= 3 and not any(c.isalnum() for c in between) else "another character"
+    remedy = ("write one ID per list entry" if pa.types.is_list(kind) or pa.types.is_large_list(kind)
+              else f"set profiles.visitor_ids_separator (now '{sep}') to the extract's")
+    entries = "1 entry holds" if len(joined) == 1 else f"{len(joined)} entries hold"
+    raise InputError(path, f"column '{column}': {entries} several visitor IDs joined by {shown}: {remedy}")
+
+
 def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Array:
     """The ``opt_out`` column (null: unknown, unless ``opt_out_missing: consented``). Raises
     :class:`BadOptOut` on a value that is none of the spellings."""
@@ -101,6 +126,8 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     cols = {"profile_id": ids}
     has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
     cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator)
+    if has_visitors:
+        _check_not_joined(cols["visitor_ids"], path, p.visitor_ids, p.visitor_ids_separator, table[p.visitor_ids].type)
     cols["opt_out"] = _opt_out(table, cfg, path, export)
     for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = _text(table, col, path)
