@@ -301,3 +301,38 @@ def test_a_list_entry_holding_several_visitor_ids_fails_the_extract(tmp_path):
                         "data_sources": [{"name": "web", "dpid": 9, "segments": "s", "id_type": "visitor"}]})
     with pytest.raises(InputError, match=r"column 'visitor_ids': 1 entry holds several visitor IDs joined by ','"):
         list(read_profiles(str(path), cfg))
+
+
+def test_visitor_ids_stored_as_numbers_are_read_with_their_leading_zeros(tmp_path):
+    """A database export's NUMBER(38) visitor-ID column (decimal(38,0) in Parquet, alone or in a list)
+    holds no leading zero: '0838...' read as 37 digits, no key, and the profile's lines were published
+    as unmatched, exit 0 (one visitor ID in ten starts with 0). Numbers are zero-padded to 38 digits;
+    one stored as a float has lost its last digits and fails naming the column."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.errors import InputError
+    from transforms.profiles import read_profiles
+
+    vids = ["08382830887934830189014177072406221371", "59767559181262060060278870901087098252"]
+    numbers = [decimal.Decimal(v) for v in vids]
+    columns = {"number": pa.array(numbers, pa.decimal128(38, 0)),
+               "list": pa.array([[n] for n in numbers], pa.list_(pa.decimal128(38, 0))),
+               "large list": pa.array([[n, None] for n in numbers], pa.large_list(pa.decimal128(38, 0))).slice(0)}
+    cfg = parse_config({"profiles": {"path": str(tmp_path / "p.parquet")},
+                        "data_sources": [{"name": "web", "dpid": 9, "segments": "d/*", "id_type": "visitor"}]})
+    for kind, column in columns.items():
+        pq.write_table(pa.table({"profile_id": ["P1", "P2"], "visitor_ids": column}), tmp_path / "p.parquet")
+        (table,) = list(read_profiles(str(tmp_path / "p.parquet"), cfg))
+        assert [ids[0] for ids in table["visitor_ids"].to_pylist()] == vids, kind
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in vids))
+    (tmp_path / "job.yaml").write_text("profiles: {path: p.parquet}\n"
+                                       "data_sources: [{name: web, dpid: 9, segments: d/*, id_type: visitor}]\n")
+    report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert report["data_sources"]["web"]["reconciled"] == 2
+    pq.write_table(pa.table({"profile_id": ["P1"], "visitor_ids": [[float(vids[1])]]}), tmp_path / "p.parquet")
+    with pytest.raises(InputError, match="column 'visitor_ids': 1 value.* stored as floating-point numbers"):
+        list(read_profiles(str(tmp_path / "p.parquet"), cfg))

@@ -60,15 +60,35 @@ def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
     return sorted(cols)
 
 
-def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str) -> pa.Array:
-    """The visitor-ID column as list<string> (CSV: split on ``sep``). Entries are not cleaned here:
-    consumers validate each ID (38 digits) when they use it."""
+def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str, path: str, column: str) -> pa.Array:
+    """The visitor-ID column as list<string> (CSV: split on ``sep``; numbers: :func:`_visitor_numbers`).
+    Entries are not cleaned here: consumers validate each ID (38 digits) when they use it."""
     if values is None:
         return pa.nulls(n, pa.list_(pa.string()))
     values = plain_array(values)
-    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+    if pa.types.is_large_list(values.type):
+        values = values.cast(pa.list_(values.type.value_type))
+    if pa.types.is_list(values.type):
+        if _is_number(values.type.value_type):
+            start, end = values.offsets[0].as_py(), values.offsets[-1].as_py()
+            entries = _visitor_numbers(values.values.slice(start, end - start), path, column)
+            return pa.ListArray.from_arrays(pc.subtract(values.offsets, start), entries, mask=values.is_null())
         return values if values.type == pa.list_(pa.string()) else values.cast(pa.list_(pa.string()))
+    if _is_number(values.type):
+        values = _visitor_numbers(values, path, column)
     return pc.split_pattern(plain_array(values, text="cast"), pattern=sep)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind)
+
+
+def _visitor_numbers(values: pa.Array, path: str, column: str) -> pa.Array:
+    """Visitor IDs stored as numbers (a database's NUMBER(38) column, alone or in a list), as their
+    digits (:func:`id_text`: a float of 2^53 or more fails) zero-padded to 38: a number has no leading zero."""
+    from transforms.keys import restore_leading_zeros  # (keys imports this module)
+
+    return restore_leading_zeros(id_text(values, path, column))
 
 
 _JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")
@@ -125,7 +145,8 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
         raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'")
     cols = {"profile_id": ids}
     has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
-    cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator)
+    cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator,
+                                         path, p.visitor_ids)
     if has_visitors:
         _check_not_joined(cols["visitor_ids"], path, p.visitor_ids, p.visitor_ids_separator, table[p.visitor_ids].type)
     cols["opt_out"] = _opt_out(table, cfg, path, export)
