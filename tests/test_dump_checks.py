@@ -274,3 +274,21 @@ def test_a_dump_matched_by_two_data_sources_is_a_configuration_error(demo_copy):
     first = message.splitlines()[0]
     assert first.startswith("data_sources[3].segments: ") and "segments/crm-hashed-emails/ftp_" in first
     assert "matched by 2 data sources (crm-hashed-emails, crm-plain)" in first
+
+
+def test_a_dump_reached_by_two_spellings_of_its_folder_is_matched_by_two_data_sources(tmp_path):
+    """Two globs naming one folder otherwise ('seg/' and 'seg/../seg/', or a symlink to it): the
+    check compared the paths as spelled, so both data sources imported the dump, exit 0."""
+    from transforms.config import ConfigError, parse_config
+    from transforms.preflight import check_inputs
+
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "ftp_1_2_full_1795305600000.sync").write_text("C1 1\n")
+    (tmp_path / "link").symlink_to(tmp_path / "seg")
+    (tmp_path / "profiles.csv").write_text("profile_id,crm_id\nP1,C1\n")
+    for other in ("seg/../seg/*.sync", "link/*.sync"):
+        cfg = parse_config({"profiles": {"path": "profiles.csv", "visitor_ids": None}, "data_sources": [
+            {"name": name, "dpid": dpid, "segments": segments, "id_type": "declared", "declared": "plain", "match_on": "crm_id"}
+            for name, dpid, segments in (("crm", 2, "seg/*.sync"), ("copy", 3, other))]}, base_dir=tmp_path)
+        with pytest.raises(ConfigError, match=r"^data_sources\[1\]\.segments: .* matched by 2 data sources \(crm, copy\)"):
+            check_inputs(cfg)

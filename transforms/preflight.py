@@ -6,6 +6,7 @@ This is the only place that reads inputs at launch time; transforms read them on
 from __future__ import annotations
 
 import json
+import os
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -61,12 +62,15 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
             problems.append(f"data_sources[{i}].segments: {deliveries[1]}: a full delivery older than "
                             f"{deliveries[0].rsplit('/', 1)[-1]}; a full dump is the whole audience, and read "
                             "beside the newer one it keeps every user that one removed: move it away or narrow the glob")
+        # A local dump by its real path: 'seg/' and 'seg/../seg/' (or a symlink to it) are one folder.
+        real = {path: path if "://" in path else os.path.realpath(path) for path in paths}
         for path in paths:
-            readers.setdefault(path, []).append(ds.name)
-        shared = [p for p in paths if len(readers[p]) > 1]
+            readers.setdefault(real[path], []).append(ds.name)
+        shared = [p for p in paths if len(readers[real[p]]) > 1]
         if shared:  # its lines would be imported (and counted) once per data source
+            names = readers[real[shared[0]]]
             problems.append(f"data_sources[{i}].segments: {shared[0]} (and {len(shared) - 1} more) matched by "
-                            f"{len(readers[shared[0]])} data sources ({', '.join(readers[shared[0]])}): a dump "
+                            f"{len(names)} data sources ({', '.join(names)}): a dump "
                             "belongs to one data source; narrow the glob")
         if check_keys and ds.decrypts:
             from transforms.crypto import build_decryptor
