@@ -422,3 +422,17 @@ def test_forms_that_differ_only_by_a_missing_region_sort():
                 for form, rows in ((us, [1, 2]), (none, [3, 4]))]  # other lines: both kept
     kept = worth_confirming(screened)
     assert [probe.form for _, probe in kept] == [none, us] and all(isinstance(p, Probe) for _, p in kept)
+
+
+def test_rejections_the_diagnosis_never_samples_do_not_make_a_partial_explanation_a_column_change():
+    """250 lines match the email column, 30 are work emails, 400 are 'email:...' IDs (invalid_declared_id,
+    which no setting explains and the sample never holds). The 30 of 30 sampled were scaled to the 430
+    lines without a match (more than the 250): the report suggested profiles.email: work_email, which
+    would lose the 250, and the failed run named it as the cause of the 400 invalid IDs."""
+    cfg = _two_email_sources()
+    counts = Counts([count(Metric.RECEIVED, 680, "p"), count(Metric.RECONCILED, 250, "p"),
+                     count(Metric.REJECTED, 30, "p", Reason.NO_MATCHING_PROFILE),
+                     count(Metric.REJECTED, 400, "p", Reason.INVALID_DECLARED_ID)])
+    findings = {"p": assemble(cfg.data_sources[1], cfg, 30, {WORK_EMAIL: np.arange(30)}, [])}
+    (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["p"]["diagnosis"]
+    assert finding["suggestion"] == {} and "partial explanation" in finding["message"]

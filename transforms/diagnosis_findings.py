@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from transforms.config import DataSourceConfig, JobConfig
+from transforms.diagnosis_sample import sampled_from
 from transforms.normalize import AS_IS, PROFILES
 
 MIN_SHARE = 0.01  # a finding must explain at least this share of the sample (and at least one line)
@@ -87,8 +88,9 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
     the column a data source matches on, when the source already reconciles more lines on its
     current column than the change would explain, is a partial explanation, not a change to make
     (suggestion ``{}``): its lines hold another column's values, and the change would lose the lines
-    that match. Lines explained are estimated from the sample and the lines it was drawn from."""
-    without_match = entry["unmatched"] + entry["file_audience"] + entry["invalid_ids"]
+    that match. Lines explained are estimated from the sample and the lines it was drawn from
+    (:func:`~transforms.diagnosis_sample.sampled_from`: not the rejections no setting explains)."""
+    without_match = sampled_from(entry)
     out = []
     for finding in findings:
         change = finding["suggestion"]

@@ -36,6 +36,14 @@ SAMPLED_REJECTIONS = (
 _SORT = [("hash", "ascending"), ("value", "ascending"), ("reason", "ascending")]
 
 
+def sampled_from(entry: dict) -> int:
+    """The lines of a data source's report entry the sample is drawn from: unmatched, kept in the file
+    audience, or rejected for a reason in SAMPLED_REJECTIONS (not an empty or ':' ID, a missing value:
+    no setting explains those, and the sample never holds them)."""
+    rejected = sum(entry["rejected_by_reason"].get(r, 0) for r in SAMPLED_REJECTIONS)
+    return entry[Category.UNMATCHED] + entry[Category.FILE_AUDIENCE] + rejected
+
+
 def bottom_k(table: pa.Table, k: int, ordered: bool = False) -> pa.Table:
     """The ``k`` rows of smallest ``(hash, value, reason)`` -- sorted in that order when some are
     dropped, or when asked (``ordered``); otherwise all rows, as they are."""
