@@ -165,6 +165,17 @@ def test_tokens_under_another_iv_point_at_the_iv_and_damaged_tokens_at_nothing()
     assert cbc_findings(_email_source(), damaged, CbcMaterial(KEY, IV, {"hex": KEY})) == []
 
 
+def test_tokens_under_another_iv_beside_tokens_under_another_key_are_not_all_blamed_on_the_iv():
+    """30 tokens under a wrong IV, 10 under another key (the padding of their last block fails, which
+    a wrong IV never does) and 10 random whole blocks: the IV finding said all 50 would decrypt
+    once encryption.iv is fixed. It counts the 30; the 20 whose padding fails point at the key."""
+    random_blocks = [base64.b64encode(random.Random(i).randbytes(32)).decode() for i in range(10)]
+    tokens = pa.array(encrypt_cbc(EMAILS[:30], KEY, bytes(16)) + encrypt_cbc(EMAILS[30:], bytes(32), IV) + random_blocks)
+    found = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert [(f.kind, f.would_match) for f in found][0] == ("iv", 30)
+    assert found[1].kind == "key" and 18 <= found[1].would_match <= 20
+
+
 PHONES = [f"+3361200{i:04d}" for i in range(40)]  # E.164: 12 bytes, one AES block each (an SMS source)
 SHORT_EMAILS = [f"u{i}@ex.fr" for i in range(40)]  # 8 to 9 bytes: one block each, padding of two lengths
 

@@ -111,22 +111,32 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         return carried
     p = _failure_pattern(tokens, material.key, material.iv)
     if p.garbled_head or p.one_block_verdict == "iv":
-        why = (f"{p.garbled_head:,} of them decrypt with valid padding and readable text after their first 16 bytes but "
-               "not in them" if p.garbled_head else
-               f"{p.one_block:,} of them are one block whose last byte decrypts to a padding XOR the same bits on every line")
-        return [CryptoFinding("iv", (("encryption.iv", None),), p.aligned,
-                              f"are whole AES blocks that fail to decrypt, and {why}: the key is right and the IV is not "
-                              "(AES-CBC with a wrong IV garbles only the first block); check encryption.iv")]
+        # Only the tokens showing a wrong IV's pattern would decrypt with the right IV; a token of two
+        # blocks or more whose padding fails (a wrong IV never garbles the last block) is under another key.
+        one_block = p.one_block if p.one_block_verdict == "iv" else 0
+        whys = [(p.garbled_head, "decrypt with valid padding and readable text after their first 16 bytes but not in them"),
+                (one_block, "are one block whose last byte decrypts to a padding XOR the same bits on every line")]
+        whys = [(n, why) for n, why in whys if n]
+        why = whys[0][1] if len(whys) == 1 else "; ".join(f"{n:,} {why}" for n, why in whys)
+        found = [CryptoFinding("iv", (("encryption.iv", None),), p.garbled_head + one_block,
+                               f"are whole AES blocks that fail to decrypt the way a wrong IV makes them fail ({why}): the key is "
+                               "right and the IV is not (AES-CBC with a wrong IV garbles only the first block); check "
+                               "encryption.iv")]
+        return found + ([_wrong_key(p.long_bad_padding)] if p.long_bad_padding else [])
     if p.long_bad_padding or p.one_block_verdict == "key":
-        return [CryptoFinding("key", (("encryption.key", None),), p.bad_padding,
-                              "are whole AES blocks whose padding fails under the configured key: the key (or "
-                              "encryption.key_encoding) is wrong; check encryption.key")]
+        return [_wrong_key(p.bad_padding)]
     if p.one_block:
         return [CryptoFinding("key_or_iv", (("encryption.key", None), ("encryption.iv", None)), p.one_block,
                               "are one AES block each and fail to decrypt: too few to tell a wrong key from a wrong IV "
                               "(the padding of a one-block token is in the block a wrong IV garbles); check "
                               "encryption.key and encryption.iv")]
     return []
+
+
+def _wrong_key(n: int) -> CryptoFinding:
+    return CryptoFinding("key", (("encryption.key", None),), n,
+                         "are whole AES blocks whose padding fails under the configured key (a wrong IV never fails "
+                         "it): they are under another key, or encryption.key_encoding is wrong; check encryption.key")
 
 
 def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
