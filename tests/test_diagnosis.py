@@ -263,6 +263,28 @@ def test_a_few_lines_of_another_column_are_a_partial_explanation_not_a_column_ch
     assert "profiles.email applies to every data source: also 'plain'" in finding["message"]
 
 
+def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_path):
+    """700 addresses sent unhashed to a hashed source (invalid_hash), 100 digests of unnormalized
+    addresses (unmatched), 300 that match. The run fails on the invalid IDs; its line named the
+    diagnosis' top finding, 'normalization: none', which explains the 100 and none of the 700 (the
+    run with it applied fails the same). It names a finding only if it explains rejected IDs."""
+    emails = [f"  User{i}@Example.ORG " for i in range(1100)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(1100)], "email": emails}), tmp_path / "profiles.parquet")
+    ids = [e.strip() for e in emails[:700]] + _hashed(emails[700:800], "email", "none") + _hashed(emails[800:], "email")
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed", "match_on": "email"}
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "out")
+    message = str(info.value)
+    assert "700 of 1100 IDs are invalid, most of them invalid_hash" in message
+    assert "normalization" not in message and "not a digest of the configured algorithm" in message
+    ds["max_invalid_id_ratio"] = 1.0  # published: the finding is in the report, for the 100 lines it explains
+    (finding,) = _run(tmp_path, cfg, "published")["data_sources"]["h"]["diagnosis"]
+    assert (finding["suggestion"], finding["would_match"], finding["rejected"]) == ({"normalization": "none"}, 100, 0)
+
+
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
 def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
     from datetime import datetime, timezone

@@ -396,7 +396,7 @@ def test_the_report_carries_the_findings_and_a_failed_decryption_names_the_top_o
     cfg = JobConfig(profiles={"path": "p.parquet"}, data_sources=[ds])
     counts = Counts([count(Metric.RECEIVED, 10, "e"), count(Metric.REJECTED, 10, "e", Reason.DECRYPT_FAILED)])
     finding = {"kind": "key_encoding", "suggestion": {"encryption.key_encoding": "base64"}, "would_match": 10,
-               "sampled": 10, "message": "10 of 10 sampled lines without a match decrypt to valid email addresses with the key read as base64"}
+               "rejected": 10, "sampled": 10, "message": "10 of 10 sampled lines without a match decrypt to valid email addresses with the key read as base64"}
     report = build_report(cfg, counts, diagnosis={"e": [finding]})
     assert report["data_sources"]["e"]["diagnosis"] == [finding]
     assert build_report(cfg, counts)["data_sources"]["e"]["diagnosis"] == []

@@ -32,7 +32,7 @@ from transforms.diagnosis_findings import assemble, preference, threshold
 from transforms.diagnosis_forms import (SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, in_order,
                                        none_first, spread)
 from transforms.diagnosis_plan import Probe, probes, sample_views
-from transforms.diagnosis_sample import SampleLines
+from transforms.diagnosis_sample import SampleLines, rejected_rows
 from transforms.memory import release_free_memory
 from transforms.profiles import KEY_PREFIX, read_profiles
 from transforms.secrets import load_keyring
@@ -164,7 +164,8 @@ class AssembleFindings(beam.DoFn):
             found[(kind, suggestion)] = np.union1d(found.get((kind, suggestion), np.zeros(0, np.int64)), rows)
         for name, sample in sorted(samples.items()):
             ds = self._cfg.data_source(name)
-            yield name, assemble(ds, self._cfg, sample.num_rows, by_source.get(name, {}), self._decryption(ds, sample))
+            yield name, assemble(ds, self._cfg, sample.num_rows, by_source.get(name, {}), self._decryption(ds, sample),
+                                 rejected_rows(sample))
 
     def _decryption(self, ds, sample) -> list:
         if not ds.decrypts or not sample.num_rows:

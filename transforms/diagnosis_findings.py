@@ -37,24 +37,28 @@ def preference(kind: str, suggestion: tuple) -> tuple:
 
 
 def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tuple, np.ndarray],
-             decryption: list) -> list[dict]:
+             decryption: list, rejected: np.ndarray | None = None) -> list[dict]:
     """The findings of one data source. ``probed``: ``(kind, suggestion) -> sample rows it explains``
     (rows are unique and sorted);
-    ``decryption``: :class:`~transforms.diagnosis_crypto.CryptoFinding` items."""
+    ``decryption``: :class:`~transforms.diagnosis_crypto.CryptoFinding` items (every one about
+    tokens that failed); ``rejected``: the sample rows of rejected IDs (the others matched no
+    profile). Each finding says how many of its lines were rejected IDs (``rejected``): a run that
+    fails on invalid IDs names only a finding that explains some."""
     least = threshold(sampled)
+    rejected = np.zeros(0, np.int64) if rejected is None else rejected
     found, covered = [], np.zeros(0, np.int64)
     # Most lines first; a finding is kept only if it explains enough lines the kept ones do not (uid2
     # rules explain the non-gmail part of what adobe rules explain: one finding, not two).
     for (kind, suggestion), rows in sorted(probed.items(), key=lambda kv: (-len(kv[1]), preference(*kv[0]))):
         if len(rows) >= least and len(np.setdiff1d(rows, covered)) >= least:
-            found.append((kind, suggestion, len(rows), describe(ds, cfg, kind, suggestion)))
+            found.append((kind, suggestion, len(rows), len(np.intersect1d(rows, rejected)), describe(ds, cfg, kind, suggestion)))
             covered = np.union1d(covered, rows)
-    found += [(f.kind, f.suggestion, f.would_match, f.message) for f in decryption if f.would_match >= least]
+    found += [(f.kind, f.suggestion, f.would_match, f.would_match, f.message) for f in decryption if f.would_match >= least]
     found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
     return [
-        {"kind": kind, "suggestion": _changed(ds, cfg, suggestion), "would_match": n, "sampled": sampled,
-         "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
-        for kind, suggestion, n, message in found[:MAX_FINDINGS]
+        {"kind": kind, "suggestion": _changed(ds, cfg, suggestion), "would_match": n, "rejected": of_rejected,
+         "sampled": sampled, "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
+        for kind, suggestion, n, of_rejected, message in found[:MAX_FINDINGS]
     ]
 
 

@@ -44,6 +44,12 @@ def sampled_from(entry: dict) -> int:
     return entry[Category.UNMATCHED] + entry[Category.FILE_AUDIENCE] + rejected
 
 
+def rejected_rows(sample: pa.Table) -> np.ndarray:
+    """The rows of a sample that are rejected IDs (not lines the join found no profile for)."""
+    missed = pa.array([str(Reason.NO_MATCHING_PROFILE), KEPT_IN_FILE_AUDIENCE])
+    return np.flatnonzero(~pc.is_in(plain_array(sample["reason"]), value_set=missed).to_numpy(zero_copy_only=False))
+
+
 def bottom_k(table: pa.Table, k: int, ordered: bool = False) -> pa.Table:
     """The ``k`` rows of smallest ``(hash, value, reason)`` -- sorted in that order when some are
     dropped, or when asked (``ordered``); otherwise all rows, as they are."""

@@ -7,7 +7,7 @@ from transforms.config import JobConfig
 from transforms.diagnosis_findings import in_context
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
-from transforms.report_view import suggestion_text
+from transforms.report_view import DECRYPTION_KINDS, suggestion_text
 
 
 def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | None = None, run_date: str | None = None,
@@ -168,7 +168,7 @@ def _check_invalid_ids(name: str, entry: dict, ratio: float) -> None:
     top = _most_common(invalid)
     raise RunFailed(
         f"data source '{name}': {total} of {candidates} IDs are invalid, most of them {top} (more than "
-        f"max_invalid_id_ratio={ratio}); {_top_finding(entry) or Reason(top).description + '?'} Nothing was published"
+        f"max_invalid_id_ratio={ratio}); {_top_finding(entry, decryption=False) or Reason(top).description + '?'} Nothing was published"
     )
 
 
@@ -197,7 +197,7 @@ def _check_decryption(name: str, entry: dict, ratio: float) -> None:
     limit = "more than" if failed / candidates > ratio else "every one: fails whatever"
     raise RunFailed(
         f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
-        f"({limit} max_decrypt_failure_ratio={ratio}); {_top_finding(entry) or 'wrong key or IV?'} Nothing was published"
+        f"({limit} max_decrypt_failure_ratio={ratio}); {_top_finding(entry, decryption=True) or 'wrong key or IV?'} Nothing was published"
     )
 
 
@@ -219,10 +219,13 @@ def _check_iv_suspect(name: str, entry: dict) -> None:
     )
 
 
-def _top_finding(entry: dict) -> str | None:
-    """The diagnosis' best explanation, with its config change, for a one-line failure message."""
-    if not entry.get("diagnosis"):
+def _top_finding(entry: dict, decryption: bool) -> str | None:
+    """The diagnosis' best explanation of rejected IDs (of decrypt failures, or of the other invalid
+    IDs), with its config change, for the one-line message of a run failing on them: not a finding
+    about lines that matched no profile (it would not fix what fails the run)."""
+    top = next((f for f in entry.get("diagnosis") or ()
+                if f.get("rejected") and (f.get("kind") in DECRYPTION_KINDS) == decryption), None)
+    if top is None:
         return None
-    top = entry["diagnosis"][0]
     change = suggestion_text(top)  # none for a finding no setting fixes (tokens in another base64)
     return f"diagnosis: {top['message']}" + (f" (suggested: {change})." if change else ".")
