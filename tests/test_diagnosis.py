@@ -285,6 +285,36 @@ def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_pat
     assert (finding["suggestion"], finding["would_match"], finding["rejected"]) == ({"normalization": "none"}, 100, 0)
 
 
+def test_a_placeholder_id_on_many_lines_is_no_evidence_of_another_column(tmp_path):
+    """A visitor source whose 600 lines without a visitor ID say '0', and a plain source whose 300
+    lines say 'unknown', beside lines that match; the extract has columns where most profiles hold
+    '0' and 'unknown'. The visitor run failed naming 'id_type: declared, declared: plain, match_on:
+    points' (applied, each '0' line would join 900 profiles), and the plain source's finding said its
+    lines 'hold another column's values'. One value repeated is one piece of evidence: no finding."""
+    profiles = _profiles().slice(0, 200)
+    n = profiles.num_rows
+    profiles = profiles.append_column("points", pa.array(["0" if i % 4 else str(i) for i in range(n)]))
+    profiles = profiles.append_column("tier", pa.array(["unknown" if i % 5 else "gold" for i in range(n)]))
+    pq.write_table(profiles, tmp_path / "profiles.parquet")
+    dumps = {"visitors": [f"{v[0]} 11" for v in profiles["visitor_ids"].to_pylist()[:150]] + ["0 11"] * 200,
+             "plain": [f"{c} 11" for c in profiles["crm_id"].to_pylist()[:150]] + ["unknown 11"] * 100}
+    for name, lines in dumps.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dump.sync").write_text("".join(f"{line}\n" for line in lines))
+    sources = [{"name": "visitors", "dpid": 1, "segments": "visitors/*.sync", "id_type": "visitor"},
+               {"name": "plain", "dpid": 2, "segments": "plain/*.sync", "id_type": "declared", "declared": "plain",
+                "match_on": "crm_id"}]
+    cfg = {"profiles": {"path": "profiles.parquet", "visitor_ids": "visitor_ids"}, "buckets": 2, "data_sources": sources}
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "out")
+    message = str(info.value)
+    assert "200 of 350 IDs are invalid, most of them invalid_visitor_id" in message
+    assert "id_type" not in message and "not a 38-digit visitor ID?" in message
+    sources[0]["max_invalid_id_ratio"] = 1.0
+    report = _run(tmp_path, cfg, "published")
+    assert [report["data_sources"][name]["diagnosis"] for name in dumps] == [[], []]
+
+
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
 def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
     from datetime import datetime, timezone

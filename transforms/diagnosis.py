@@ -165,7 +165,7 @@ class AssembleFindings(beam.DoFn):
         for name, sample in sorted(samples.items()):
             ds = self._cfg.data_source(name)
             yield name, assemble(ds, self._cfg, sample.num_rows, by_source.get(name, {}), self._decryption(ds, sample),
-                                 rejected_rows(sample))
+                                 rejected_rows(sample), sample["value"].combine_chunks())
 
     def _decryption(self, ds, sample) -> list:
         if not ds.decrypts or not sample.num_rows:

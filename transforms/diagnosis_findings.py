@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.diagnosis_sample import sampled_from
 from transforms.normalize import AS_IS, PROFILES
 
 MIN_SHARE = 0.01  # a finding must explain at least this share of the sample (and at least one line)
+MIN_DISTINCT = 3  # and a profile form's finding, lines holding at least this many distinct values
 MAX_FINDINGS = 10
 # Preference between findings that explain exactly the same lines (adobe and meta rules give the
 # same email keys, say): the fewest changed fields, then this order of kinds, then of values.
@@ -37,20 +40,22 @@ def preference(kind: str, suggestion: tuple) -> tuple:
 
 
 def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tuple, np.ndarray],
-             decryption: list, rejected: np.ndarray | None = None) -> list[dict]:
+             decryption: list, rejected: np.ndarray | None = None, values: pa.Array | None = None) -> list[dict]:
     """The findings of one data source. ``probed``: ``(kind, suggestion) -> sample rows it explains``
     (rows are unique and sorted);
     ``decryption``: :class:`~transforms.diagnosis_crypto.CryptoFinding` items (every one about
     tokens that failed); ``rejected``: the sample rows of rejected IDs (the others matched no
     profile). Each finding says how many of its lines were rejected IDs (``rejected``): a run that
-    fails on invalid IDs names only a finding that explains some."""
+    fails on invalid IDs names only a finding that explains some. ``values``: the sampled lines' values;
+    a probe's lines must hold at least MIN_DISTINCT (and the threshold's) distinct ones: a placeholder
+    ('0', 'unknown') on many lines, found in a column most profiles share, is no evidence."""
     least = threshold(sampled)
     rejected = np.zeros(0, np.int64) if rejected is None else rejected
     found, covered = [], np.zeros(0, np.int64)
     # Most lines first; a finding is kept only if it explains enough lines the kept ones do not (uid2
     # rules explain the non-gmail part of what adobe rules explain: one finding, not two).
     for (kind, suggestion), rows in sorted(probed.items(), key=lambda kv: (-len(kv[1]), preference(*kv[0]))):
-        if len(rows) >= least and len(np.setdiff1d(rows, covered)) >= least:
+        if len(rows) >= least and len(np.setdiff1d(rows, covered)) >= least and _distinct(values, rows) >= max(least, MIN_DISTINCT):
             found.append((kind, suggestion, len(rows), len(np.intersect1d(rows, rejected)), describe(ds, cfg, kind, suggestion)))
             covered = np.union1d(covered, rows)
     found += [(f.kind, f.suggestion, f.would_match, f.would_match, f.message) for f in decryption if f.would_match >= least]
@@ -60,6 +65,11 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
          "sampled": sampled, "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
         for kind, suggestion, n, of_rejected, message in found[:MAX_FINDINGS]
     ]
+
+
+def _distinct(values: pa.Array | None, rows: np.ndarray) -> int:
+    """The distinct values of the sample rows ``rows`` (their number when the values are not given)."""
+    return len(rows) if values is None else len(pc.unique(values.take(pa.array(rows))))
 
 
 def _changed(ds: DataSourceConfig, cfg: JobConfig, suggestion: tuple) -> dict:
