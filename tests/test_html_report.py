@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -454,3 +455,22 @@ def test_html_report_module_renders_a_root_without_nights():
     assert "No published night yet" in html
     assert_self_contained(html)
     assert render_nightly([NightReport("2026-11-20", "dt=2026-11-20/report.html", _import_report())]).count("<svg") == 10
+
+
+def test_a_suggested_change_is_shown_where_it_goes_in_the_config():
+    """'Suggested change in this data source's config: profiles.email: work_email': profiles.email is
+    the job's (every data source reads it), and a dotted key pasted into the YAML is no field. The
+    page nests each field in its section and says where the profiles section is."""
+    report = _import_report()
+    report["data_sources"]["crm-hashed-emails"]["diagnosis"] = [
+        {"kind": "column", "suggestion": {"match_on": "phone", "profiles.phone": "home_phone"}, "would_match": 9,
+         "sampled": 10, "message": "..."},
+        {"kind": "key_encoding", "suggestion": {"encryption.key_encoding": "base64"}, "would_match": 9, "sampled": 10,
+         "message": "..."}]
+    html = render_run(report)
+    hashed = html[html.index('id="ds-crm-hashed-emails"'):html.index('id="ds-uid2-phones"')]
+    text = lambda part: re.sub(r"[ \t]+", " ", unescape(re.sub(r"<[^>]+>", "", part)))  # noqa: E731
+    assert re.findall(r'<pre class="fix">(.*?)</pre>', hashed, re.S) == [
+        "match_on: phone", "profiles:\n  phone: home_phone", "encryption:\n  key_encoding: base64"]
+    assert "Suggested change in the job's profiles section (every data source reads it):" in text(hashed)
+    assert text(hashed).count("Suggested change in this data source's entry (data_sources):") == 2

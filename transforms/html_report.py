@@ -46,6 +46,7 @@ def _environment() -> jinja2.Environment:
     env.filters["yaml"] = lambda v: yaml.safe_dump(v, default_flow_style=False, sort_keys=False).rstrip("\n")
     env.filters["label"] = lambda key: str(key).replace("_", " ")
     env.filters["effect"] = report_view.finding_effect
+    env.filters["suggestion_parts"] = report_view.suggestion_parts
     return env
 
 

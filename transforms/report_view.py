@@ -165,6 +165,25 @@ def suggestion_text(finding: dict) -> str:
     return ", ".join(f"{field}: {_plain(value)}" for field, value in finding.get("suggestion", {}).items())
 
 
+def suggestion_parts(finding: dict) -> list[tuple[str, dict]]:
+    """A finding's suggested change as the config holds it: ``[(where, fields)]``, this data source's
+    fields first, then the job's ``profiles`` section (every data source reads it); a dotted field
+    nested in its section (``encryption.iv`` -> ``{"encryption": {"iv": ...}}``)."""
+    parts: dict[str, dict] = {}
+    for field, value in finding.get("suggestion", {}).items():
+        section, _, name = field.rpartition(".")
+        where = PROFILES_SECTION if section == "profiles" else DATA_SOURCE_ENTRY
+        target = parts.setdefault(where, {})
+        if section:
+            target = target.setdefault(section, {})
+        target[name] = value
+    return [(where, parts[where]) for where in (DATA_SOURCE_ENTRY, PROFILES_SECTION) if where in parts]
+
+
+DATA_SOURCE_ENTRY = "this data source's entry (data_sources)"
+PROFILES_SECTION = "the job's profiles section (every data source reads it)"
+
+
 def top_finding_text(entry: dict) -> str:
     """The best finding as a short line (terminal), or ``""``."""
     found = findings(entry)
