@@ -447,3 +447,19 @@ def test_rejections_the_diagnosis_never_samples_do_not_make_a_partial_explanatio
     findings = {"p": assemble(cfg.data_sources[1], cfg, 30, {WORK_EMAIL: np.arange(30)}, [])}
     (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["p"]["diagnosis"]
     assert finding["suggestion"] == {} and "partial explanation" in finding["message"]
+
+
+@pytest.mark.parametrize("change", [("algorithm", (("hash_algorithm", "sha1"),)), ("digest", (("digest", "base64"),)),
+                                    ("normalization", (("normalization", "uid2"),))])  # uid2's digests are base64
+def test_a_hashing_change_that_would_lose_the_lines_matching_now_is_a_partial_explanation(change):
+    """500 lines match as configured (hex SHA-256), 200 are SHA-1 digests (or base64 ones): the report
+    suggested hash_algorithm: sha1, which makes the 500 invalid_hash. A partner mixing two hashings
+    is a partial explanation, as a mix of two columns is; when fewer lines match now, it is the change."""
+    cfg = _two_email_sources()
+    for reconciled, partial in ((500, True), (100, False)):
+        counts = Counts([count(Metric.RECEIVED, reconciled + 200, "h"), count(Metric.RECONCILED, reconciled, "h"),
+                         count(Metric.REJECTED, 200, "h", Reason.INVALID_HASH)])
+        findings = {"h": assemble(cfg.data_sources[0], cfg, 200, {change: np.arange(200)}, [])}
+        (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["h"]["diagnosis"]
+        assert finding["suggestion"] == ({} if partial else dict(change[1])), finding
+        assert ("would lose those" in finding["message"]) == partial

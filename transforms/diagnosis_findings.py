@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.diagnosis_sample import sampled_from
-from transforms.normalize import AS_IS, PROFILES
+from transforms.normalize import AS_IS, DEFAULT_DIGEST, PROFILES
 
 MIN_SHARE = 0.01  # a finding must explain at least this share of the sample (and at least one line)
 MIN_DISTINCT = 3  # and a profile form's finding, lines holding at least this many distinct values
@@ -98,11 +98,12 @@ def _job_wide(ds: DataSourceConfig, cfg: JobConfig, fields) -> str:
 
 def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry: dict) -> list[dict]:
     """The findings as the run's counts and the job read them (``entry``: the data source's report
-    entry). A change of a ``profiles.*`` column says it applies to every data source. A change of
-    the column a data source matches on, when the source already reconciles more lines on its
-    current column than the change would explain, is a partial explanation, not a change to make
-    (suggestion ``{}``): its lines hold another column's values, and the change would lose the lines
-    that match. Lines explained are estimated from the sample and the lines it was drawn from
+    entry). A change of a ``profiles.*`` column says it applies to every data source. A change that
+    would lose the lines matching now -- of the column a data source matches on, or of a hashed
+    source's digest encoding or algorithm (the lines matching now would be invalid_hash) -- when the
+    source already reconciles more lines than the change would explain, is a partial explanation,
+    not a change to make (suggestion ``{}``): its lines hold another column's values, or are hashed
+    another way. Lines explained are estimated from the sample and the lines it was drawn from
     (:func:`~transforms.diagnosis_sample.sampled_from`: not the rejections no setting explains)."""
     without_match = sampled_from(entry)
     out = []
@@ -111,16 +112,29 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
         job_wide = _job_wide(ds, cfg, change)
         sampled = max(1, int(finding["sampled"]))
         explained = int(finding["would_match"]) * max(without_match, sampled) / sampled
-        if any(f == "match_on" or f.startswith("profiles.") for f in change) and entry["reconciled"] > explained:
+        column = any(f == "match_on" or f.startswith("profiles.") for f in change)
+        if (column or _rehashes(ds, change)) and entry["reconciled"] > explained:
             current = cfg.profiles.column_for(ds.match_on) if ds.match_on else cfg.profiles.visitor_ids
+            how = ("on its current column ('{}'); these lines hold another column's values, and changing the column"
+                   if column else "as configured ({} {}); these lines are hashed another way, and the change")
             finding = {**finding, "suggestion": {}, "message": (
                 f"{finding['message']}: a partial explanation, not a change to make. The data source already matches "
-                f"{entry['reconciled']:,} lines on its current column ('{current}'); these lines hold another column's "
-                f"values, and changing the column would lose those{f' ({job_wide})' if job_wide else ''}")}
+                f"{entry['reconciled']:,} lines "
+                + how.format(*((current,) if column else (ds.digest_encoding, _ALGORITHM_NAMES[ds.hash_algorithm])))
+                + f" would lose those{f' ({job_wide})' if job_wide else ''}")}
         elif job_wide:
             finding = {**finding, "message": f"{finding['message']}; {job_wide}"}
         out.append(finding)
     return out
+
+
+def _rehashes(ds: DataSourceConfig, change: dict) -> bool:
+    """Whether a change reads a hashed source's digests in another encoding or algorithm (a new
+    normalization brings its own default encoding): every digest read now would be invalid_hash."""
+    if ds.declared != "hashed" or ds.id_type == "visitor":
+        return False
+    encoding = change.get("digest") or ds.digest or DEFAULT_DIGEST[change.get("normalization", ds.normalization)]
+    return encoding != ds.digest_encoding or change.get("hash_algorithm", ds.hash_algorithm) != ds.hash_algorithm
 
 
 def describe(ds: DataSourceConfig, cfg: JobConfig, kind: str, suggestion: tuple) -> str:
