@@ -195,6 +195,23 @@ def test_one_block_tokens_under_another_iv_point_at_the_iv_not_the_key(plaintext
     assert (finding.kind, finding.suggestion) == ("key", (("encryption.key", None),)) and finding.would_match >= 38
 
 
+@pytest.mark.parametrize("under_iv", [300, 450])
+def test_one_block_tokens_under_another_iv_beside_ones_under_another_key_are_told_apart(under_iv):
+    """500 one-block tokens (phones), some under a wrong IV, the others under another key: at 300 / 200
+    the finding said 'too few to tell a wrong key from a wrong IV' for all 500; at 450 / 50, that all
+    500 would decrypt once encryption.iv is fixed. The tokens whose last byte is a padding XOR the
+    IV's bits count for the IV; the others, whose last byte is random, for the key (a random byte
+    fits that pattern 1 time in 16)."""
+    numbers = [f"+3361200{i:04d}" for i in range(500)]
+    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
+                              channel="sms", encryption={"key": "env:K", "iv": "env:I"})
+    tokens = encrypt_cbc(numbers[:under_iv], KEY, bytes(16)) + encrypt_cbc(numbers[under_iv:], bytes(32), IV)
+    found = {f.kind: f.would_match for f in cbc_findings(source, pa.array(tokens), CbcMaterial(KEY, IV, {"hex": KEY}))}
+    assert set(found) == {"iv", "key"}, found
+    under_key = 500 - under_iv
+    assert under_iv <= found["iv"] <= under_iv + under_key // 8 and found["iv"] + found["key"] == 500
+
+
 def test_one_block_tokens_that_decrypt_to_text_that_is_no_address_blame_neither_key_nor_iv():
     """Right key and IV, plaintexts that are not addresses (invalid_plaintext): their padding is a
     padding XOR nothing -- not a wrong IV."""

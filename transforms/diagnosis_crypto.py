@@ -110,19 +110,20 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     if carried:
         return carried
     p = _failure_pattern(tokens, material.key, material.iv)
-    if p.garbled_head or p.one_block_verdict == "iv":
-        # Only the tokens showing a wrong IV's pattern would decrypt with the right IV; a token of two
-        # blocks or more whose padding fails (a wrong IV never garbles the last block) is under another key.
-        one_block = p.one_block if p.one_block_verdict == "iv" else 0
+    if p.garbled_head or p.one_block_iv:
+        # Only the tokens showing a wrong IV's pattern would decrypt with the right IV; the others (a
+        # padding failing in the last block of two or more, a one-block token's random last byte) are
+        # under another key.
         whys = [(p.garbled_head, "decrypt with valid padding and readable text after their first 16 bytes but not in them"),
-                (one_block, "are one block whose last byte decrypts to a padding XOR the same bits on every line")]
+                (p.one_block_iv, "are one block whose last byte decrypts to a padding XOR the same bits on each of them")]
         whys = [(n, why) for n, why in whys if n]
         why = whys[0][1] if len(whys) == 1 else "; ".join(f"{n:,} {why}" for n, why in whys)
-        found = [CryptoFinding("iv", (("encryption.iv", None),), p.garbled_head + one_block,
+        found = [CryptoFinding("iv", (("encryption.iv", None),), p.garbled_head + p.one_block_iv,
                                f"are whole AES blocks that fail to decrypt the way a wrong IV makes them fail ({why}): the key is "
                                "right and the IV is not (AES-CBC with a wrong IV garbles only the first block); check "
                                "encryption.iv")]
-        return found + ([_wrong_key(p.long_bad_padding)] if p.long_bad_padding else [])
+        other = p.long_bad_padding + (p.one_block - p.one_block_iv if p.one_block_verdict else 0)
+        return found + ([_wrong_key(other)] if other else [])
     if p.long_bad_padding or p.one_block_verdict == "key":
         return [_wrong_key(p.bad_padding)]
     if p.one_block:
@@ -135,8 +136,10 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
 
 def _wrong_key(n: int) -> CryptoFinding:
     return CryptoFinding("key", (("encryption.key", None),), n,
-                         "are whole AES blocks whose padding fails under the configured key (a wrong IV never fails "
-                         "it): they are under another key, or encryption.key_encoding is wrong; check encryption.key")
+                         "are whole AES blocks that fail to decrypt under the configured key, not the way a wrong IV "
+                         "makes them fail (the padding fails in the last of two blocks or more, or a one-block token's "
+                         "last byte is random): they are under another key, or encryption.key_encoding is wrong; check "
+                         "encryption.key")
 
 
 def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
@@ -249,7 +252,8 @@ class _Pattern(NamedTuple):
     garbled_head: int  # 2+ blocks, valid padding, readable after the first 16 bytes but not in them: a wrong IV
     long_bad_padding: int  # 2+ blocks whose padding fails: a wrong key (a wrong IV never garbles their last block)
     one_block: int  # garbled one-block tokens: their padding is in the block a wrong IV garbles
-    one_block_verdict: str | None  # "iv", "key", or None (too few to tell)
+    one_block_verdict: str | None  # "iv", "key", "mixed" (some of each), or None (too few to tell)
+    one_block_iv: int  # of the one-block tokens, those a wrong IV explains (verdict "iv" or "mixed")
 
 
 def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> _Pattern:
@@ -273,22 +277,28 @@ def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> _Pattern:
     bad_padding = aligned & (plain.codes == cbc_kernel.FAILED)
     garbled = bad_padding | head_bad | tail_bad  # decrypted text that reads is no key or IV problem
     one = (blocks.count == 1) & garbled[blocks.rows]
-    verdict = _one_block_verdict(blocks.plain[blocks.first[one]])
+    verdict, one_iv = _one_block_verdict(blocks.plain[blocks.first[one]])
     return _Pattern(int(aligned.sum()), int(bad_padding.sum()), int(garbled_head.sum()),
-                    int((bad_padding & (ciphertexts.length > 16)).sum()), int(one.sum()), verdict)
+                    int((bad_padding & (ciphertexts.length > 16)).sum()), int(one.sum()), verdict, one_iv)
 
 
-def _one_block_verdict(decrypted: np.ndarray) -> str | None:
-    """``"iv"``, ``"key"`` or None for one-block tokens' decrypted blocks (V16). Under the right key
-    and a wrong IV each block is the plaintext XOR the same 16 bytes: the last byte, a PKCS#7 padding
-    (1..16), XOR one constant for every token; under a wrong key it is random. Distinct blocks only
-    (one token repeated is one piece of evidence)."""
-    last = np.unique(decrypted).view(np.uint8).reshape(-1, 16)[:, 15]
-    if len(last) < MIN_ONE_BLOCK_TOKENS:
-        return None
-    counts = np.bincount(last, minlength=256)
-    fitting = counts[np.arange(256)[:, None] ^ np.arange(1, 17)].sum(axis=1).max()  # best constant's tokens
-    return "iv" if fitting >= 0.9 * len(last) else "key" if fitting <= 0.5 * len(last) else None
+def _one_block_verdict(decrypted: np.ndarray) -> tuple[str | None, int]:
+    """``(verdict, tokens a wrong IV explains)`` for one-block tokens' decrypted blocks (V16). Under
+    the right key and a wrong IV each block is the plaintext XOR the same 16 bytes: the last byte, a
+    PKCS#7 padding (1..16), XOR one constant for every token; under a wrong key it is random (it
+    fits a constant 1 time in 16). The verdict is judged on distinct blocks (one token repeated is
+    one piece of evidence): ``"iv"`` (at least 90% fit the best constant), ``"key"`` (at most half),
+    ``"mixed"`` (some of each: the fitting ones count for the IV), None (too few to tell)."""
+    last = decrypted.view(np.uint8).reshape(-1, 16)[:, 15]
+    distinct = np.unique(decrypted).view(np.uint8).reshape(-1, 16)[:, 15]
+    if len(distinct) < MIN_ONE_BLOCK_TOKENS:
+        return None, 0
+    counts = np.bincount(distinct, minlength=256)
+    fits = counts[np.arange(256)[:, None] ^ np.arange(1, 17)].sum(axis=1)
+    best, fitting = int(fits.argmax()), int(fits.max())  # the best constant and its distinct tokens
+    verdict = "iv" if fitting >= 0.9 * len(distinct) else "key" if fitting <= 0.5 * len(distinct) else "mixed"
+    padding = last ^ np.uint8(best)
+    return verdict, int(((padding >= 1) & (padding <= 16)).sum()) if verdict != "key" else 0
 
 
 def gcm_findings(sample: pa.Table, ring_ids) -> list[CryptoFinding]:
