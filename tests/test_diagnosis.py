@@ -282,7 +282,8 @@ def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_pat
     assert "normalization" not in message and "not a digest of the configured algorithm" in message
     ds["max_invalid_id_ratio"] = 1.0  # published: the finding is in the report, for the 100 lines it explains
     (finding,) = _run(tmp_path, cfg, "published")["data_sources"]["h"]["diagnosis"]
-    assert (finding["suggestion"], finding["would_match"], finding["rejected"]) == ({"normalization": "none"}, 100, 0)
+    assert (finding["kind"], finding["would_match"], finding["rejected"], finding["keys_kept"]) == ("normalization", 100, 0, 0)
+    assert finding["suggestion"] == {}  # no stored address is normalized: 'none' would lose the 300 matching now
 
 
 def test_a_placeholder_id_on_many_lines_is_no_evidence_of_another_column(tmp_path):
@@ -313,6 +314,29 @@ def test_a_placeholder_id_on_many_lines_is_no_evidence_of_another_column(tmp_pat
     sources[0]["max_invalid_id_ratio"] = 1.0
     report = _run(tmp_path, cfg, "published")
     assert [report["data_sources"][name]["diagnosis"] for name in dumps] == [[], []]
+
+
+def test_a_normalization_that_changes_every_profile_key_is_a_partial_explanation_when_more_lines_match_now(tmp_path):
+    """A phone source: 150 digests of E.164 numbers (adobe, as configured) match, 90 are of numbers
+    without their '+' (meta rules). 'suggested: normalization: meta' matched the 90 and lost the 150
+    (every profile key loses its '+'), exit 0; the next run suggested adobe back. When more lines
+    match now, such a change is a partial explanation; where meta is the whole story, the change."""
+    phones = pa.array(_profiles()["mobile"].to_pylist())
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(N)], "mobile": phones}), tmp_path / "profiles.parquet")
+    dumps = {"mixed": _hashed(phones[:150], "phone") + _hashed(phones[150:], "phone", "meta"),
+             "meta": _hashed(phones, "phone", "meta")}
+    sources = []
+    for n, (name, ids) in enumerate(dumps.items()):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+        sources.append({"name": name, "dpid": n + 1, "segments": f"{name}/*.sync", "id_type": "declared",
+                        "declared": "hashed", "match_on": "phone"})
+    cfg = {"profiles": {"path": "profiles.parquet", "phone": "mobile", "visitor_ids": None}, "buckets": 2, "data_sources": sources}
+    report = _run(tmp_path, cfg, "out")["data_sources"]
+    (mixed,), (meta,) = report["mixed"]["diagnosis"], report["meta"]["diagnosis"]
+    assert (report["mixed"]["reconciled"], mixed["would_match"], mixed["suggestion"]) == (150, 90, {})
+    assert "already matches 150 lines" in mixed["message"] and "would lose those" in mixed["message"]
+    assert (meta["suggestion"], meta["would_match"]) == ({"normalization": "meta"}, N)
 
 
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens

@@ -30,7 +30,7 @@ from transforms.config import JobConfig
 from transforms.diagnosis_crypto import cbc_findings, failed_tokens, gcm_findings, load_cbc_material
 from transforms.diagnosis_findings import assemble, preference, threshold
 from transforms.diagnosis_forms import (SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, in_order,
-                                       none_first, spread)
+                                       keys_kept, none_first, spread)
 from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines, rejected_rows
 from transforms.memory import release_free_memory
@@ -139,8 +139,11 @@ class ConfirmForms(_Probing):
             keys = ProfileKeys(profiles, forms, self._cfg)
             for name, probe in kept:
                 rows = keys.hit_rows(self.views(name, samples[name])[probe.view], probe.form)
-                if len(rows):
-                    yield (name, probe.kind, probe.suggestion), rows
+                # A change of normalization: how many profile keys it keeps (none: it loses every match).
+                same = (keys_kept(profiles, probe.form, self._cfg.data_source(name).normalization)
+                        if probe.kind == "normalization" else None)
+                if len(rows) or same:
+                    yield (name, probe.kind, probe.suggestion), rows, same
 
 
 class AssembleFindings(beam.DoFn):
@@ -159,13 +162,17 @@ class AssembleFindings(beam.DoFn):
 
     def process(self, _, samples, probed):
         by_source: dict[str, dict] = {}
-        for (name, kind, suggestion), rows in probed:  # one per probe, extract batch and file: unite them
+        kept: dict[str, dict] = {}
+        for (name, kind, suggestion), rows, same in probed:  # one per probe, extract batch and file: unite them
             found = by_source.setdefault(name, {})
             found[(kind, suggestion)] = np.union1d(found.get((kind, suggestion), np.zeros(0, np.int64)), rows)
+            if same is not None:
+                counted = kept.setdefault(name, {})
+                counted[(kind, suggestion)] = np.add(counted.get((kind, suggestion), (0, 0)), same)
         for name, sample in sorted(samples.items()):
             ds = self._cfg.data_source(name)
             yield name, assemble(ds, self._cfg, sample.num_rows, by_source.get(name, {}), self._decryption(ds, sample),
-                                 rejected_rows(sample), sample["value"].combine_chunks())
+                                 rejected_rows(sample), sample["value"].combine_chunks(), kept.get(name, {}))
 
     def _decryption(self, ds, sample) -> list:
         if not ds.decrypts or not sample.num_rows:

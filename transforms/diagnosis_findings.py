@@ -40,7 +40,8 @@ def preference(kind: str, suggestion: tuple) -> tuple:
 
 
 def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tuple, np.ndarray],
-             decryption: list, rejected: np.ndarray | None = None, values: pa.Array | None = None) -> list[dict]:
+             decryption: list, rejected: np.ndarray | None = None, values: pa.Array | None = None,
+             kept: dict | None = None) -> list[dict]:
     """The findings of one data source. ``probed``: ``(kind, suggestion) -> sample rows it explains``
     (rows are unique and sorted);
     ``decryption``: :class:`~transforms.diagnosis_crypto.CryptoFinding` items (every one about
@@ -48,7 +49,9 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     profile). Each finding says how many of its lines were rejected IDs (``rejected``): a run that
     fails on invalid IDs names only a finding that explains some. ``values``: the sampled lines' values;
     a probe's lines must hold at least MIN_DISTINCT (and the threshold's) distinct ones: a placeholder
-    ('0', 'unknown') on many lines, found in a column most profiles share, is no evidence."""
+    ('0', 'unknown') on many lines, found in a column most profiles share, is no evidence. ``kept``:
+    ``(kind, suggestion) -> (profile keys the change keeps, profile keys)`` of normalization changes,
+    as the finding's ``keys_kept`` share (0: the change would lose every line matching now)."""
     least = threshold(sampled)
     rejected = np.zeros(0, np.int64) if rejected is None else rejected
     found, covered = [], np.zeros(0, np.int64)
@@ -56,14 +59,17 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     # rules explain the non-gmail part of what adobe rules explain: one finding, not two).
     for (kind, suggestion), rows in sorted(probed.items(), key=lambda kv: (-len(kv[1]), preference(*kv[0]))):
         if len(rows) >= least and len(np.setdiff1d(rows, covered)) >= least and _distinct(values, rows) >= max(least, MIN_DISTINCT):
-            found.append((kind, suggestion, len(rows), len(np.intersect1d(rows, rejected)), describe(ds, cfg, kind, suggestion)))
+            same, keyed = (kept or {}).get((kind, suggestion), (0, 0))
+            share = {"keys_kept": round(int(same) / int(keyed), 4)} if keyed else {}
+            found.append((kind, suggestion, len(rows), len(np.intersect1d(rows, rejected)), describe(ds, cfg, kind, suggestion),
+                          share))
             covered = np.union1d(covered, rows)
-    found += [(f.kind, f.suggestion, f.would_match, f.would_match, f.message) for f in decryption if f.would_match >= least]
+    found += [(f.kind, f.suggestion, f.would_match, f.would_match, f.message, {}) for f in decryption if f.would_match >= least]
     found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
     return [
         {"kind": kind, "suggestion": _changed(ds, cfg, suggestion), "would_match": n, "rejected": of_rejected,
-         "sampled": sampled, "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
-        for kind, suggestion, n, of_rejected, message in found[:MAX_FINDINGS]
+         "sampled": sampled, **share, "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
+        for kind, suggestion, n, of_rejected, message, share in found[:MAX_FINDINGS]
     ]
 
 
@@ -99,10 +105,11 @@ def _job_wide(ds: DataSourceConfig, cfg: JobConfig, fields) -> str:
 def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry: dict) -> list[dict]:
     """The findings as the run's counts and the job read them (``entry``: the data source's report
     entry). A change of a ``profiles.*`` column says it applies to every data source. A change that
-    would lose the lines matching now -- of the column a data source matches on, or of a hashed
-    source's digest encoding or algorithm (the lines matching now would be invalid_hash) -- when the
-    source already reconciles more lines than the change would explain, is a partial explanation,
-    not a change to make (suggestion ``{}``): its lines hold another column's values, or are hashed
+    would lose the lines matching now (:func:`_loses_matches`) -- of the column a data source matches
+    on, of a hashed source's digest encoding or algorithm (the lines matching now would be
+    invalid_hash), or a normalization under which no profile keeps its key -- when the source already
+    reconciles more lines than the change would explain, is a partial explanation, not a change to
+    make (suggestion ``{}``): its lines hold another column's values, or are hashed or normalized
     another way. Lines explained are estimated from the sample and the lines it was drawn from
     (:func:`~transforms.diagnosis_sample.sampled_from`: not the rejections no setting explains)."""
     without_match = sampled_from(entry)
@@ -112,20 +119,32 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
         job_wide = _job_wide(ds, cfg, change)
         sampled = max(1, int(finding["sampled"]))
         explained = int(finding["would_match"]) * max(without_match, sampled) / sampled
-        column = any(f == "match_on" or f.startswith("profiles.") for f in change)
-        if (column or _rehashes(ds, change)) and entry["reconciled"] > explained:
-            current = cfg.profiles.column_for(ds.match_on) if ds.match_on else cfg.profiles.visitor_ids
-            how = ("on its current column ('{}'); these lines hold another column's values, and changing the column"
-                   if column else "as configured ({} {}); these lines are hashed another way, and the change")
+        why = _loses_matches(ds, cfg, finding)
+        if why and entry["reconciled"] > explained:
             finding = {**finding, "suggestion": {}, "message": (
                 f"{finding['message']}: a partial explanation, not a change to make. The data source already matches "
-                f"{entry['reconciled']:,} lines "
-                + how.format(*((current,) if column else (ds.digest_encoding, _ALGORITHM_NAMES[ds.hash_algorithm])))
-                + f" would lose those{f' ({job_wide})' if job_wide else ''}")}
+                f"{entry['reconciled']:,} lines {why} would lose those{f' ({job_wide})' if job_wide else ''}")}
         elif job_wide:
             finding = {**finding, "message": f"{finding['message']}; {job_wide}"}
         out.append(finding)
     return out
+
+
+def _loses_matches(ds: DataSourceConfig, cfg: JobConfig, finding: dict) -> str | None:
+    """Why a finding's change would lose every line that matches now (the words between "already
+    matches N lines" and "would lose those"), or None when it may keep them."""
+    change = finding["suggestion"]
+    if any(f == "match_on" or f.startswith("profiles.") for f in change):
+        current = cfg.profiles.column_for(ds.match_on) if ds.match_on else cfg.profiles.visitor_ids
+        return (f"on its current column ('{current}'); these lines hold another column's values, and changing the "
+                "column")
+    if _rehashes(ds, change):
+        return (f"as configured ({ds.digest_encoding} {_ALGORITHM_NAMES[ds.hash_algorithm]}); these lines are hashed "
+                "another way, and the change")
+    if finding.get("keys_kept") == 0:
+        return (f"under {ds.normalization} rules; these lines are normalized another way, under which no profile keeps "
+                "its key, and the change")
+    return None
 
 
 def _rehashes(ds: DataSourceConfig, change: dict) -> bool:

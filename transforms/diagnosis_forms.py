@@ -170,6 +170,18 @@ class ProfileKeys:
         return hit_rows(view, pc.filter(digests, mine))
 
 
+def keys_kept(profiles: pa.Table, form: Form, normalization: str) -> tuple[int, int]:
+    """``(kept, keyed)`` over a profile batch: of the profiles whose ``form.column`` gives a key under
+    ``normalization`` (the data source's), those whose key ``form``'s normalization leaves as it is.
+    None kept: a change to ``form`` would lose every line that matches now."""
+    if form.column not in profiles.column_names:
+        return 0, 0
+    values = plain_array(profiles[form.column], text="cast")
+    now = normalize.normalize_keys(values, form.kind, normalization, form.region)[0]
+    changed = normalize.normalize_keys(values, form.kind, form.normalization, form.region)[0]
+    return int(pc.sum(pc.fill_null(pc.equal(now, changed), False)).as_py() or 0), len(now) - now.null_count
+
+
 def _plain_keys(values, form: Form, cfg: JobConfig) -> pa.Array:
     if form.how == VISITOR:
         return _visitor_entries(values, cfg.profiles.visitor_ids_separator)
