@@ -174,7 +174,7 @@ def describe(ds: DataSourceConfig, cfg: JobConfig, kind: str, suggestion: tuple)
     if kind == "case":
         return f"match the profile column '{cfg.profiles.column_for(ds.match_on)}' once both are trimmed and lower-cased"
     if ds.decrypts:
-        return f"decrypt to {_noun(ds.key_kind)} found in the profile column '{column}'"
+        return f"decrypt to {noun(ds.key_kind)} found in the profile column '{column}'"
     return f"match the profile column '{column}'{folded}"
 
 
@@ -186,7 +186,7 @@ def _column_named(cfg: JobConfig, change: dict) -> str:
     return cfg.profiles.column_for(change["match_on"]) if "match_on" in change else ""
 
 
-def _noun(kind: str) -> str:
+def noun(kind: str) -> str:
     return {"email": "email addresses", "phone": "phone numbers"}.get(kind, "values")
 
 
@@ -195,10 +195,10 @@ def _describe_digests(ds: DataSourceConfig, cfg: JobConfig, change: dict) -> str
     encoding = change.get("digest")
     normalization = change.get("normalization", ds.normalization)
     column = cfg.profiles.column_for(ds.match_on)
-    what = f"profile {_noun(ds.key_kind)} ('{column}')"
+    what = f"profile {noun(ds.key_kind)} ('{column}')"
     if "match_on" in change:
         target = change.get("profiles.email") or change.get("profiles.phone") or cfg.profiles.column_for(change["match_on"])
-        what = f"the profile column '{target}' ({_noun(change['match_on']) if change['match_on'] in ('email', 'phone') else 'values'})"
+        what = f"the profile column '{target}' ({noun(change['match_on']) if change['match_on'] in ('email', 'phone') else 'values'})"
     how = ("exactly as stored (not trimmed or lower-cased)" if normalization == AS_IS
            else f"normalized under {normalization} rules")
     encoded = f"{encoding}-encoded " if "digest" in change else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import posixpath
 
 from transforms.config import JobConfig
-from transforms.diagnosis_findings import in_context
+from transforms.diagnosis_findings import in_context, noun
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
 from transforms.report_view import DECRYPTION_KINDS, suggestion_text
@@ -79,7 +79,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
         _check_invalid_ids(name, entry, ds.max_invalid_id_ratio)
         if ds.decrypts:
             _check_token_encoding(name, entry)
-            _check_decryption(name, entry, ds.max_decrypt_failure_ratio)
+            _check_decryption(name, entry, ds.max_decrypt_failure_ratio, noun(ds.key_kind))
             _check_iv_suspect(name, entry)
     if not report["profiles_read"] and not cfg.profiles.allow_empty_profiles:
         raise RunFailed(
@@ -188,8 +188,10 @@ def _check_token_encoding(name: str, entry: dict) -> None:
     )
 
 
-def _check_decryption(name: str, entry: dict, ratio: float) -> None:
-    failed = sum(entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
+def _check_decryption(name: str, entry: dict, ratio: float, addresses: str) -> None:
+    """``addresses``: what the data source's IDs decrypt to (``email addresses``, ``phone numbers``)."""
+    failures = {r: entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES}
+    failed = sum(failures.values())
     candidates = _ids_to_add(entry)
     if not candidates or (failed / candidates <= ratio and failed < candidates):
         return
@@ -197,8 +199,21 @@ def _check_decryption(name: str, entry: dict, ratio: float) -> None:
     limit = "more than" if failed / candidates > ratio else "every one: fails whatever"
     raise RunFailed(
         f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
-        f"({limit} max_decrypt_failure_ratio={ratio}); {_top_finding(entry, decryption=True) or 'wrong key or IV?'} Nothing was published"
+        f"({limit} max_decrypt_failure_ratio={ratio}); "
+        f"{_top_finding(entry, decryption=True) or _decryption_hint(_most_common(failures), addresses)} Nothing was published"
     )
+
+
+def _decryption_hint(top: str, addresses: str) -> str:
+    """The likeliest cause of decrypt failures whose most common reason is ``top``, when the diagnosis
+    has none: a failed decryption, a wrong key or IV; text that is no address (the key and IV may be
+    right: a wrong IV garbles only the first 16 bytes), what the partner encrypts; else the reason."""
+    if top == Reason.DECRYPT_FAILED:
+        return "wrong key or IV?"
+    if top == Reason.INVALID_PLAINTEXT:
+        return (f"most of them invalid_plaintext: they decrypt, but not to {addresses} (another channel or field, or "
+                "a wrong IV, which garbles the first 16 bytes?).")
+    return f"most of them {top}: {Reason(top).description}?"
 
 
 # A suspicion of the IV check fails the run when fewer than this share of at least MIN_SUSPECT_IDS
