@@ -58,11 +58,12 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     # Most lines first; a finding is kept only if it explains enough lines the kept ones do not (uid2
     # rules explain the non-gmail part of what adobe rules explain: one finding, not two).
     for (kind, suggestion), rows in sorted(probed.items(), key=lambda kv: (-len(kv[1]), preference(*kv[0]))):
-        if len(rows) >= least and len(np.setdiff1d(rows, covered)) >= least and _distinct(values, rows) >= max(least, MIN_DISTINCT):
+        enough = len(rows) >= least and len(np.setdiff1d(rows, covered)) >= least
+        if enough and _distinct(values, rows) >= max(least, MIN_DISTINCT):
             same, keyed = (kept or {}).get((kind, suggestion), (0, 0))
             share = {"keys_kept": round(int(same) / int(keyed), 4)} if keyed else {}
-            found.append((kind, suggestion, len(rows), len(np.intersect1d(rows, rejected)), describe(ds, cfg, kind, suggestion),
-                          share))
+            found.append((kind, suggestion, len(rows), len(np.intersect1d(rows, rejected)),
+                          describe(ds, cfg, kind, suggestion), share))
             covered = np.union1d(covered, rows)
     found += [(f.kind, f.suggestion, f.would_match, f.would_match, f.message, {}) for f in decryption if f.would_match >= least]
     found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
