@@ -236,6 +236,9 @@ def test_file_audience_previous_parts_read_by_shard_merge_as_when_read_whole(tmp
     assert file_audience(direct, "2026-11-21") == [("10", "ann@example.com", "p0"), ("10", "zed@example.net", "p1"),
                                                    ("11", "ann@example.com", "p0"), ("12", "ann@example.com", "p0")]
     assert report["data_sources"] == expected["data_sources"]
+    # night 1's 4 rows, each accounted for: ann's two carried, bob's removed, zed's replaced by tonight's row
+    previous = {k: v for k, v in report["data_sources"]["enc"]["previous_state"].items() if k.startswith("file_audience")}
+    assert previous == {"file_audience_carried": 2, "file_audience_removed": 1, "file_audience_replaced": 1}
     for part in sorted((whole / "dt=2026-11-21").rglob("*.parquet")):
         assert (direct / part.relative_to(whole)).read_bytes() == part.read_bytes(), part.name
 

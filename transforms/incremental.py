@@ -259,6 +259,14 @@ def full_sources(files: list, cfg: JobConfig) -> list[str]:
     return sorted({name for name, path in files if sync_mode_of(cfg.data_source(name), path) == "full"})
 
 
+def _anti_join(kept: pa.Table, other: pa.Table, key_columns: list[str], schema: pa.Schema) -> tuple[pa.Table, list]:
+    """The rows of ``kept`` whose key is not in ``other``, and how many went per data source."""
+    remaining = kept.join(other.select(key_columns), keys=key_columns, join_type="left anti")
+    after = dict(count_by(remaining, ["data_source"]))
+    gone = [(ds, n - after.get((ds,), 0)) for (ds,), n in count_by(kept, ["data_source"]) if n != after.get((ds,), 0)]
+    return remaining.select(schema.names), gone
+
+
 def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: bool = False, profiles: bool = False):
     """A ``WriteParts`` merge: ``(previous - removals) + additions`` on ``key_columns``; previous
     rows of data sources with a full dump tonight are replaced, those of data sources no longer in
@@ -267,7 +275,9 @@ def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: boo
     them). With ``profiles`` (memberships), the shard's tables tagged ``PROFILE_IDS`` are tonight's
     profile ids of its bucket (none: no profile of tonight's extract is in it): a previous row whose
     ``profile_id`` is not among them is dropped, its profile having left the extract. Counts what it
-    carried over, removed, dropped with its data source and dropped with its profile."""
+    carried over, removed, replaced, dropped with its data source and dropped with its profile: each
+    previous row of a configured data source without a full dump tonight is one of carried, removed,
+    replaced or profile_left."""
     configured = [ds.name for ds in cfg.data_sources]
 
     def merge(tables: dict[str, pa.Table], files: list):
@@ -289,14 +299,11 @@ def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: boo
             counts += [count(Metric.PROFILE_LEFT, n, ds, label) for (ds,), n in count_by(gone, ["data_source"])]
             kept = kept.filter(present) if gone.num_rows else kept
         if kept.num_rows and removals.num_rows:
-            remaining = kept.join(removals.select(key_columns), keys=key_columns, join_type="left anti")
-            before = dict(count_by(kept, ["data_source"]))
-            after = dict(count_by(remaining, ["data_source"]))
-            counts += [count(Metric.REMOVED, n - after.get((ds,), 0), ds, label) for (ds,), n in before.items()
-                       if n != after.get((ds,), 0)]
-            kept = remaining.select(schema.names)
+            kept, gone = _anti_join(kept, removals, key_columns, schema)
+            counts += [count(Metric.REMOVED, n, ds, label) for ds, n in gone]
         if replace and kept.num_rows and additions.num_rows:
-            kept = kept.join(additions.select(key_columns), keys=key_columns, join_type="left anti").select(schema.names)
+            kept, gone = _anti_join(kept, additions, key_columns, schema)
+            counts += [count(Metric.REPLACED, n, ds, label) for ds, n in gone]
         counts += [count(Metric.CARRIED, n, ds, label) for (ds,), n in count_by(kept, ["data_source"])]
         return pa.concat_tables([kept.cast(schema), additions]), counts
 

@@ -46,6 +46,7 @@ class Metric(StrEnum):
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
     DROPPED = "dropped"  # nightly: previous rows of a data source no longer configured; detail: the output
     PROFILE_LEFT = "profile_left"  # nightly: previous rows whose profile left tonight's extract; detail: the output
+    REPLACED = "replaced"  # nightly: previous file-audience rows tonight's rows supersede; detail: the output
     SUPPRESSED = "suppressed"  # file-audience entries withheld (suppressed addresses), counted once merged
     # Import, job-wide.
     PROFILES_READ = "profiles_read"

@@ -28,9 +28,10 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
             "profile_keys_shuffled": counts.get(Metric.PROFILE_KEYS_SHUFFLED, name),
             "profile_values_without_key": counts.get(Metric.PROFILE_VALUES_WITHOUT_KEY, name),
         }
-        previous = {f"{output}_{metric}": n for metric in (Metric.CARRIED, Metric.REMOVED, Metric.PROFILE_LEFT)
+        previous = {f"{output}_{metric}": n
+                    for metric in (Metric.CARRIED, Metric.REMOVED, Metric.PROFILE_LEFT, Metric.REPLACED)
                     for output, n in counts.details(metric, name).items()}
-        if previous:  # nightly: rows kept from / removed from the previous night's state / of profiles gone
+        if previous:  # nightly: rows kept from / removed from the previous night's state / of profiles gone / replaced
             entry["previous_state"] = dict(sorted(previous.items()))
         entry["reconciled"] = counts.get(Metric.RECONCILED, name)
         suspect = counts.details(Metric.IV_SUSPECT, name)
