@@ -123,6 +123,36 @@ def test_a_collapsing_audience_fails_the_night_unless_allowed(tmp_path):
     assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(1, 6)}
 
 
+def test_an_extract_missing_a_file_fails_the_night_unless_allowed(tmp_path):
+    """One of the extract's two files missing tonight (a partial export): an iter night dropped the
+    memberships of its profiles as gone from the extract, for good (the next night, the extract
+    whole again, does not bring them back), and 3 of 12 members lost stayed under max_shrink."""
+    config, root = write_job(tmp_path, sources=("a",), a={"sync_mode": "iter"}), tmp_path / "root"
+    table = pq.read_table(tmp_path / "profiles.parquet")
+    (tmp_path / "extract").mkdir()
+    pq.write_table(table.slice(0, 9), tmp_path / "extract" / "part-0.parquet")
+    pq.write_table(table.slice(9), tmp_path / "extract" / "part-1.parquet")
+    config.write_text(config.read_text().replace('"profiles.parquet"', '"extract/*.parquet"'))
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    run(config, root, "--date", "2026-11-21")
+    (tmp_path / "extract" / "part-1.parquet").rename(tmp_path / "part-1.parquet")  # 12 -> 9 profiles: -25%
+    dump(tmp_path, "a", "2026-11-22", [f"{V[1]}  10"])
+    with pytest.raises(RunFailed, match=r"profiles: tonight's extract holds 9 profiles against 12 in dt=2026-11-21 "
+                                        r"\(more than profiles.max_shrink=0.1 fewer\).*--allow-shrink"):
+        run(config, root, "--date", "2026-11-22")
+    assert not (root / "dt=2026-11-22" / "_SUCCESS").exists()
+    (tmp_path / "part-1.parquet").rename(tmp_path / "extract" / "part-1.parquet")
+    run(config, root, "--date", "2026-11-22")
+    assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(2, 13)}
+    # A profile less (-8 %) is an ordinary night; --allow-shrink lets a purge through.
+    pq.write_table(table.slice(9, 2), tmp_path / "extract" / "part-1.parquet")
+    dump(tmp_path, "a", "2026-11-23", [f"{V[2]}  10"])
+    run(config, root, "--date", "2026-11-23")
+    pq.write_table(table.slice(0, 1), tmp_path / "extract" / "part-0.parquet")
+    dump(tmp_path, "a", "2026-11-24", [])
+    assert run(config, root, "--date", "2026-11-24", "--allow-shrink")[0]["status"] == "published"
+
+
 def test_halving_is_allowed_and_the_limit_is_configurable_per_data_source(tmp_path):
     config, root = write_job(tmp_path, sources=("a", "b"), b={"max_shrink": 0.9}), tmp_path / "root"
     dump(tmp_path, "a", "2026-11-21", everyone("a"))
@@ -317,7 +347,9 @@ def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_p
     whole, direct = tmp_path / "whole", tmp_path / "direct"
     config = two_nights(tmp_path, whole, a_mode=a_mode, left=(11, 12))
     two_nights(tmp_path, direct, a_mode=a_mode, left=(11, 12))
-    flags = ["--allow-shrink"] if a_mode == "full" else []  # a's full dump keeps 2 of its 12 members
+    # 2 of 12 profiles leave (-17 %, over profiles.max_shrink's default); a's full dump keeps 2 of its 12 members
+    config.write_text(config.read_text().replace('"phone": null', '"phone": null, "max_shrink": 0.2'))
+    flags = ["--allow-shrink"] if a_mode == "full" else []
     with monkeypatch.context() as m:
         m.setattr(nightly, "previous_parts", lambda *args: {})
         expected = run(config, whole, "--date", "2026-11-22", *flags)[0]["report"]

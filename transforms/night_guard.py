@@ -230,6 +230,7 @@ class NightGuard:
     replaced: tuple[str, ...] = ()  # data sources the run replaces without reading their previous rows
     previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
     previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
+    previous_profiles: int = 0  # profiles that night read
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
@@ -248,7 +249,7 @@ class NightGuard:
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
         return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
-                   previous_matching=addresses_matching(report))
+                   previous_matching=addresses_matching(report), previous_profiles=report.get("profiles_read", 0))
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
@@ -302,6 +303,13 @@ class NightGuard:
                 problems.append(f"data source '{name}'{gone}: the audience would shrink from {before} to {now} rows "
                                 f"against {self.previous_partition}, more than max_shrink={limit:g}")
         problems += self._matching_problems(report, cfg)
+        # A partial extract (one of its files missing) drops, on a night that carries memberships, every
+        # membership of the profiles it lacks, for good; a full night loses them until the extract is whole.
+        before, now, limit = self.previous_profiles, report["profiles_read"], cfg.profiles.max_shrink
+        if before and now < before * (1 - limit):
+            problems.append(f"profiles: tonight's extract holds {now} profiles against {before} in "
+                            f"{self.previous_partition} (more than profiles.max_shrink={limit:g} fewer): a file of "
+                            "profiles.path missing?")
         if problems:
             raise RunFailed("; ".join(problems) + "; nothing was published (rerun with --allow-shrink if intended)")
 
