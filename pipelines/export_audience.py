@@ -101,8 +101,8 @@ def run(argv=None) -> dict:
         return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
             p, job.cfg, checked["spec"], known.targets, state, output, run_dir))
     except BaseException:
-        if state.version_dir is not None and state.latest == _committed(state):
-            remove_run_dir(state.version_dir)  # never committed: nothing of it stays
+        if state.version_dir is not None and state.latest == _committed(state) and not _published(state):
+            remove_run_dir(state.version_dir)  # never committed nor published: nothing of it stays
         raise
 
 
@@ -111,6 +111,14 @@ def _committed(state: ExportState) -> int | None:
 
     current = current_version(state.folder)
     return None if current is None else current.number
+
+
+def _published(state: ExportState) -> bool:
+    """Whether this run published its files before failing (the next runs must know: see
+    :func:`transforms.export_state.published_uncommitted`)."""
+    from transforms.export_state import published_uncommitted
+
+    return any(v.number == state.version for v in published_uncommitted(state.folder, state.latest))
 
 
 def main(argv=None) -> int:

@@ -82,7 +82,7 @@ from transforms.export_report import (
     check_export_shrink,
     state_manifest,
 )
-from transforms.export_state import MEMBERS, ExportState, ReadOtherAudience, commit_state, ensure_not_moved, match_parts
+from transforms.export_state import MEMBERS, PENDING, ExportState, ReadOtherAudience, commit_state, ensure_not_moved, match_parts
 from transforms.join_inputs import BuildKeyFilter
 from transforms.onboarding import (
     DEFAULT_MAX_LINES_PER_FILE,
@@ -232,9 +232,12 @@ class PublishExport(beam.DoFn):
             write_control_file(info, files)
             parts.append((ONBOARDING, info, 0))
         outputs = {EXPORTED: EXPORTED_SCHEMA, REMOVED: REMOVED_SCHEMA, UNMAPPED: UNMAPPED_SCHEMA, ONBOARDING: None}
+        manifest = state_manifest(report, self._output_dir, state_parts)
+        if self._state.folder is not None:
+            commit_state(self._state, manifest, PENDING)
         publish_outputs(self._output_dir, self._run_dir, outputs, parts, report)
         if self._state.folder is not None:
-            commit_state(self._state, state_manifest(report, self._output_dir, state_parts))
+            commit_state(self._state, manifest)
         yield report
 
 

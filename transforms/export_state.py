@@ -7,9 +7,12 @@ An export with ``--state ROOT`` computes its adds and removals against the audie
 version (the highest ``v-N`` with ``_SUCCESS``), writes the pairs the platform holds after it into
 ``v-(N+1)/members/`` and, once its own outputs (files, ``report.json``) are published, writes
 ``v-(N+1)/_SUCCESS``: the commit point, as for the nightly partitions. A version without
-``_SUCCESS`` (a failed or killed run) is invisible and is cleared by the next run. If a run's output
-is published but its state is not (killed in between), the next run recomputes the same changes
-against the older state and sends them again: the platform applies them idempotently. Versions are
+``_SUCCESS`` (a failed or killed run) is invisible and is cleared by the next run, unless the run
+published its files (``report.json``) before it stopped: its manifest waits as ``_PENDING``
+(written before the publish), those files may be on the platform, and computed against the older
+state a run would never remove what they added; the next run is refused, but a rerun into its
+``--output`` on its run date (which replaces them), until ``_PENDING`` is renamed ``_SUCCESS``
+(they were delivered) (:func:`published_uncommitted`). Versions are
 kept (audit; to fall back, delete the latest ``_SUCCESS``). One export per audience at a time.
 
 A rerun into the same ``--output`` on the same run date (a retry) replaces the files of the run it
@@ -37,10 +40,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import bucket_of, split_by_bucket
 from transforms.errors import InputError, RunFailed
-from transforms.publish import SUCCESS
+from transforms.publish import REPORT, SUCCESS
 from transforms.storage import glob, join_path
 
 MEMBERS = "members"
+PENDING = "_PENDING"  # a version's manifest while its run publishes its files (renamed _SUCCESS by hand)
 
 
 def audience_dir(root: str, data_source: str, audience: str) -> str:
@@ -77,10 +81,11 @@ class StateVersion:
         return join_path(self.path, MEMBERS, "*.parquet")
 
 
-def committed_versions(folder: str) -> list[StateVersion]:
-    """The committed versions of one audience, oldest first."""
+def committed_versions(folder: str, marker: str = SUCCESS) -> list[StateVersion]:
+    """The committed versions of one audience, oldest first (``marker=PENDING``: the versions whose
+    manifest waits as ``_PENDING``)."""
     found = []
-    for path in glob(join_path(folder, "v-*", SUCCESS), missing_ok=True):
+    for path in glob(join_path(folder, "v-*", marker), missing_ok=True):
         name = posixpath.basename(posixpath.dirname(path))
         try:
             number = int(name.removeprefix("v-"))
@@ -88,6 +93,19 @@ def committed_versions(folder: str) -> list[StateVersion]:
             continue
         found.append(StateVersion(number, posixpath.dirname(path), read_json(path)))
     return sorted(found, key=lambda v: v.number)
+
+
+def published_uncommitted(folder: str, latest: int | None) -> list[StateVersion]:
+    """The versions above ``latest`` whose run published files (its ``report.json`` names the
+    version) but stopped before writing ``_SUCCESS``: those files may be on the platform."""
+    found = []
+    for v in committed_versions(folder, PENDING):
+        report = join_path(str(v.manifest.get("output", "")), REPORT)
+        if v.number > (latest or 0) and v.manifest.get("files") and FileSystems.exists(report) \
+                and read_json(report).get("state_version") == v.number \
+                and not FileSystems.exists(join_path(v.path, SUCCESS)):
+            found.append(v)
+    return found
 
 
 def current_version(folder: str) -> StateVersion | None:
@@ -173,6 +191,14 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
             problems.append(f"--state: this run repeats version {latest.number} (same --output and run date) and is "
                             f"computed against the version it read, {base}, which is not committed; write to another "
                             "--output to export against the current version")
+    for v in published_uncommitted(folder, None if latest is None else latest.number):
+        m = v.manifest
+        if m.get("run_date") != run_date or not same_output(str(m.get("output")), output):
+            # Computed against the version before it, a run would never remove what those files added.
+            problems.append(f"--state: version {v.number} of audience '{spec.audience}' published its files to "
+                            f"{m.get('output')} but was never committed (its run stopped before its state): rerun into "
+                            f"--output {m.get('output')} --run-date {m.get('run_date')} to replace them if they did not "
+                            f"go to the platform; if they did, rename {join_path(v.path, PENDING)} to {SUCCESS}")
     runs, expected = (), None
     if current is not None:
         m = current.manifest
@@ -233,12 +259,16 @@ def ensure_not_moved(state: ExportState) -> None:
                         "computed its changes; rerun. Nothing was published")
 
 
-def commit_state(state: ExportState, manifest: dict) -> None:
-    """Write the version's ``_SUCCESS`` manifest: from now on it is the audience's current state."""
+def commit_state(state: ExportState, manifest: dict, name: str = SUCCESS) -> None:
+    """Write the version's ``_SUCCESS`` manifest: from now on it is the audience's current state.
+    With ``name=PENDING``, before the run publishes its files: a run stopped between those and its
+    ``_SUCCESS`` leaves the version for the next runs to find (:func:`published_uncommitted`)."""
     ensure_not_moved(state)
     doc = {**manifest, "version": state.version, "previous": state.previous}
-    with FileSystems.create(join_path(state.version_dir, SUCCESS), mime_type="application/json") as sink:
+    with FileSystems.create(join_path(state.version_dir, name), mime_type="application/json") as sink:
         sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    if name == SUCCESS and FileSystems.exists(join_path(state.version_dir, PENDING)):
+        FileSystems.delete([join_path(state.version_dir, PENDING)])
 
 
 def match_parts(element):

@@ -1,0 +1,56 @@
+"""Exports over sequences of runs, checked against the simulated platform (tests/platform_sim.py):
+what a run that stopped part-way, or an operator's mistake, leaves on the platform for the runs after."""
+from __future__ import annotations
+
+import pytest
+from platform_sim import Platform
+from test_export_removals import SID, email, export, sha, write_job, write_profiles, write_targets
+
+from transforms.config import ConfigError
+
+
+def test_a_run_stopped_between_its_published_files_and_its_state_is_not_forgotten(tmp_path, monkeypatch):
+    """Its report.json says it completed, so its files go to the platform; the next run, computed
+    against the state before it, never removed what it added (p02 stayed in the audience for good)."""
+    import transforms.export
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    state, platform, member = tmp_path / "state", Platform(), f"d_sid={SID}"
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
+    platform.apply(tmp_path / "out1")
+
+    real = transforms.export.commit_state
+
+    def stopped(state, manifest, name="_SUCCESS"):
+        if name == "_SUCCESS":
+            raise OSError("stopped before the state's commit")
+        real(state, manifest, name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped)
+        with pytest.raises(Exception):
+            export(job, write_targets(tmp_path / "t2.csv", [0, 1, 2]), tmp_path / "out2", *flags, run_date="2026-11-02")
+    assert (tmp_path / "out2" / "report.json").exists()
+    platform.apply(tmp_path / "out2")  # published: delivered
+
+    later = ("--targets", write_targets(tmp_path / "t3.csv", [0]))
+    with pytest.raises(ConfigError, match="version 2 .* never committed.*out2.*2026-11-02.*_PENDING"):
+        export(job, later[1], tmp_path / "out3", *flags, run_date="2026-11-03")
+    # A retry into its --output on its run date replaces its files (not delivered), as after a commit.
+    retry = export(job, write_targets(tmp_path / "t2.csv", [0, 1, 2]), tmp_path / "out2", *flags,
+                   run_date="2026-11-02")
+    assert (retry["state_version"], retry["added"]) == (2, 1)
+
+    # Delivered: its manifest is committed by hand, and the next run removes what it added.
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped)
+        with pytest.raises(Exception):
+            export(job, write_targets(tmp_path / "t4.csv", [0, 1]), tmp_path / "out4", *flags, run_date="2026-11-04")
+    platform.apply(tmp_path / "out4")
+    pending = next(state.rglob("_PENDING"))
+    pending.rename(pending.with_name("_SUCCESS"))
+    export(job, later[1], tmp_path / "out5", *flags, run_date="2026-11-05")
+    platform.apply(tmp_path / "out5")
+    assert platform.members(member) == {sha(email(0))}
