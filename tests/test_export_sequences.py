@@ -54,3 +54,19 @@ def test_a_run_stopped_between_its_published_files_and_its_state_is_not_forgotte
     export(job, later[1], tmp_path / "out5", *flags, run_date="2026-11-05")
     platform.apply(tmp_path / "out5")
     assert platform.members(member) == {sha(email(0))}
+
+
+def test_an_existing_export_that_lost_a_part_is_refused(tmp_path):
+    """A copy of a previous export that lost a part of exported/ (or removed/) is what the platform
+    holds minus those pairs: their members were never removed (exit 0). Its report's pair counts
+    are checked against the parts, as the export state's are."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [*range(12)])
+    first = tmp_path / "first"
+    export(job, write_targets(tmp_path / "t1.csv", [*range(12)]), first, "--segment-id", SID)
+    parts = sorted((first / "exported").glob("*.parquet"))
+    assert len(parts) > 1
+    parts[0].unlink()
+    with pytest.raises(ConfigError, match=r"--existing .*first: exported/ holds \d+ pairs, its report.json sent 12"):
+        export(job, write_targets(tmp_path / "t2.csv", [0]), tmp_path / "second", "--segment-id", SID,
+               "--existing", first, "--allow-shrink", run_date="2026-11-23")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
@@ -15,7 +16,7 @@ from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
 from transforms.dumps import missing_splits, older_full_delivery
 from transforms.errors import InputError, KeyMaterialError
-from transforms.export import EXPORTED, ExportSpec, export_config
+from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, same_output, state_for
 from transforms.profiles import column_field, doubled_column, needed_columns, read_schema_names
 from transforms.publish import REPORT
@@ -179,4 +180,25 @@ def _existing_problems(folder: str, spec: ExportSpec) -> tuple[list[str], dict]:
         problems.append("exported with another segment (audience name or --segment-id differ)")
     if not glob(join_path(folder.rstrip("/"), EXPORTED, "*.parquet"), missing_ok=True):
         problems.append(f"no {EXPORTED}/ Parquet parts")
+    else:
+        problems += _lost_parts(folder.rstrip("/"), previous)
     return problems, previous
+
+
+def _lost_parts(folder: str, report: dict) -> list[str]:
+    """A copy that lost a part of ``exported/`` (or ``removed/``) holds fewer pairs than its report
+    says it sent (removed): their user IDs would never be removed (never sent again). The rows of
+    suppressed pairs, written without their user ID, may merge: ``removed/`` is then checked only
+    for holding no more rows than the report."""
+    suppressed = report.get("removed_by_reason", {}).get("suppressed", 0)
+    problems = []
+    for name, key, verb in ((EXPORTED, "pairs_sent", "sent"), (REMOVED, "pairs_removed", "removed")):
+        rows = 0
+        for path in glob(join_path(folder, name, "*.parquet"), missing_ok=True):
+            with FileSystems.open(path) as handle:
+                rows += pq.ParquetFile(handle).metadata.num_rows
+        expected = report.get(key)
+        if isinstance(expected, int) and (rows > expected or (rows < expected and not (name == REMOVED and suppressed))):
+            problems.append(f"{name}/ holds {rows} pairs, its {REPORT} {verb} {expected}: a part is missing or "
+                            "foreign (copy the whole folder again)")
+    return problems
