@@ -70,3 +70,20 @@ def test_an_existing_export_that_lost_a_part_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"--existing .*first: exported/ holds \d+ pairs, its report.json sent 12"):
         export(job, write_targets(tmp_path / "t2.csv", [0]), tmp_path / "second", "--segment-id", SID,
                "--existing", first, "--allow-shrink", run_date="2026-11-23")
+
+
+def test_an_overwrite_with_another_audience_missing_a_state_part_is_refused(tmp_path):
+    """The other audiences' traits an .overwrite line keeps come from their export state: with a part
+    of B's gone, A's overwrite listed B's members without B's trait, taking them out of B on the
+    platform while B's state still held them (never sent again)."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [*range(12)])
+    state, platform = tmp_path / "state", Platform()
+    export(job, write_targets(tmp_path / "t.csv", [*range(12)]), tmp_path / "b", "--segment-id", 22, "--state", state,
+           audience="B")
+    platform.apply(tmp_path / "b")
+    parts = sorted(state.glob("crm/B/v-000001/members/*.parquet"))
+    assert len(parts) > 1
+    parts[0].unlink()
+    with pytest.raises(ConfigError, match=r"audience 'B' holds \d+ pairs in .*members.*, its _SUCCESS says 12"):
+        export(job, tmp_path / "t.csv", tmp_path / "a", "--segment-id", SID, "--state", state, "--mode", "overwrite")

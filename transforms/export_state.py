@@ -229,6 +229,12 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
                             f"({path}): one segment, one audience (a renamed audience would never remove the members "
                             f"the old name holds); export it under that name, or give '{spec.audience}' its own segment")
         if spec.mode == "overwrite":
+            # A lost part would list its users without that audience's trait: out of it on the platform.
+            held = parquet_rows(other.members)
+            if held != int(m.get("pairs", 0)):
+                problems.append(f"--state: audience '{unquote(posixpath.basename(path.rstrip('/')))}' holds {held} "
+                                f"pairs in {other.members}, its {SUCCESS} says {m.get('pairs')}: a part is missing or "
+                                "foreign; an overwrite would take those users out of it")
             others.append((m["segment"], other.members))
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
                        previous=None if current is None else current.number, expected_pairs=expected,
@@ -269,6 +275,15 @@ def commit_state(state: ExportState, manifest: dict, name: str = SUCCESS) -> Non
         sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
     if name == SUCCESS and FileSystems.exists(join_path(state.version_dir, PENDING)):
         FileSystems.delete([join_path(state.version_dir, PENDING)])
+
+
+def parquet_rows(pattern: str) -> int:
+    """The rows of the Parquet parts ``pattern`` matches, from their footers (none: 0)."""
+    rows = 0
+    for path in glob(pattern, missing_ok=True):
+        with FileSystems.open(path) as handle:
+            rows += pq.ParquetFile(handle).metadata.num_rows
+    return rows
 
 
 def match_parts(element):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
@@ -17,7 +16,7 @@ from transforms.dump_files import dump_paths
 from transforms.dumps import missing_splits, older_full_delivery
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
-from transforms.export_state import ExportState, existing_state, same_output, state_for
+from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
 from transforms.profiles import column_field, doubled_column, needed_columns, read_schema_names
 from transforms.publish import REPORT
 from transforms.storage import glob, join_path
@@ -193,10 +192,7 @@ def _lost_parts(folder: str, report: dict) -> list[str]:
     suppressed = report.get("removed_by_reason", {}).get("suppressed", 0)
     problems = []
     for name, key, verb in ((EXPORTED, "pairs_sent", "sent"), (REMOVED, "pairs_removed", "removed")):
-        rows = 0
-        for path in glob(join_path(folder, name, "*.parquet"), missing_ok=True):
-            with FileSystems.open(path) as handle:
-                rows += pq.ParquetFile(handle).metadata.num_rows
+        rows = parquet_rows(join_path(folder, name, "*.parquet"))
         expected = report.get(key)
         if isinstance(expected, int) and (rows > expected or (rows < expected and not (name == REMOVED and suppressed))):
             problems.append(f"{name}/ holds {rows} pairs, its {REPORT} {verb} {expected}: a part is missing or "
