@@ -188,8 +188,12 @@ def export_spec(cfg: JobConfig, audience: str, data_source: str | None, run_date
     max_lines = max_lines_per_file or (section.max_lines_per_file if section else DEFAULT_MAX_LINES_PER_FILE)
     if max_lines < 1:
         raise ConfigError("--max-lines-per-file: must be at least 1")
-    return ExportSpec(check_audience_name(audience), ds, run_date, segment_id, max_lines, mode,
+    spec = ExportSpec(check_audience_name(audience), ds, run_date, segment_id, max_lines, mode,
                       None if allow_shrink else cfg.shrink_limit(ds.name))
+    if len(str(spec.timestamp)) != 10:  # formats.md section 3: the files' TIMESTAMP
+        raise ConfigError(f"--run-date {run_date}: the files' timestamp, its UTC midnight ({spec.timestamp}), is "
+                          "not 10-digit UNIX seconds, as the platform's file names need (2001-09-09 to 2286-11-20)")
+    return spec
 
 
 def export_config(cfg: JobConfig, spec: ExportSpec) -> JobConfig:
