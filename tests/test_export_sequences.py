@@ -6,14 +6,22 @@ import pytest
 from platform_sim import Platform
 from test_export_removals import SID, email, export, sha, write_job, write_profiles, write_targets
 
+import transforms.export
 from transforms.config import ConfigError
+
+
+def stopped_before_commit(commit_state):
+    """``commit_state`` failing where it would write ``_SUCCESS``: the run stops after its publish."""
+    def stopped(state, manifest, name="_SUCCESS"):
+        if name == "_SUCCESS":
+            raise OSError("stopped before the state's commit")
+        commit_state(state, manifest, name)
+    return stopped
 
 
 def test_a_run_stopped_between_its_published_files_and_its_state_is_not_forgotten(tmp_path, monkeypatch):
     """Its report.json says it completed, so its files go to the platform; the next run, computed
     against the state before it, never removed what it added (p02 stayed in the audience for good)."""
-    import transforms.export
-
     job = write_job(tmp_path / "job")
     write_profiles(job.parent, [0, 1, 2])
     state, platform, member = tmp_path / "state", Platform(), f"d_sid={SID}"
@@ -21,12 +29,7 @@ def test_a_run_stopped_between_its_published_files_and_its_state_is_not_forgotte
     export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
     platform.apply(tmp_path / "out1")
 
-    real = transforms.export.commit_state
-
-    def stopped(state, manifest, name="_SUCCESS"):
-        if name == "_SUCCESS":
-            raise OSError("stopped before the state's commit")
-        real(state, manifest, name)
+    stopped = stopped_before_commit(transforms.export.commit_state)
 
     with monkeypatch.context() as patch:
         patch.setattr(transforms.export, "commit_state", stopped)
@@ -54,6 +57,25 @@ def test_a_run_stopped_between_its_published_files_and_its_state_is_not_forgotte
     export(job, later[1], tmp_path / "out5", *flags, run_date="2026-11-05")
     platform.apply(tmp_path / "out5")
     assert platform.members(member) == {sha(email(0))}
+
+
+def test_an_overwrite_while_another_audience_waits_as_pending_is_refused(tmp_path, monkeypatch):
+    """B's stopped run delivered its files (p01..p03 left B) but B's state still says they hold B: an
+    .overwrite of A, listing them with the traits B's state gives, put them back in B."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    state, platform = tmp_path / "state", Platform()
+    b = ("--segment-id", 22, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t.csv", [0, 1, 2, 3]), tmp_path / "b1", *b, audience="B")
+    platform.apply(tmp_path / "b1")
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped_before_commit(transforms.export.commit_state))
+        with pytest.raises(Exception):
+            export(job, write_targets(tmp_path / "t0.csv", [0]), tmp_path / "b2", *b, audience="B", run_date="2026-11-23")
+    platform.apply(tmp_path / "b2")
+    with pytest.raises(ConfigError, match="audience 'B' .*version 2, published but never committed"):
+        export(job, tmp_path / "t.csv", tmp_path / "a", "--segment-id", SID, "--state", state, "--mode", "overwrite",
+               run_date="2026-11-24")
 
 
 def test_an_existing_export_that_lost_a_part_is_refused(tmp_path):

@@ -214,9 +214,11 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
     others = []
     # Every audience under ROOT that goes to the same platform data source (dpid, target dpid),
     # under whatever data-source name the config gave it then.
-    for path in sorted({posixpath.dirname(posixpath.dirname(p))
-                        for p in glob(join_path(root, "*", "*", "v-*", SUCCESS), missing_ok=True)}):
+    for path in sorted({posixpath.dirname(posixpath.dirname(p)) for marker in (SUCCESS, PENDING)
+                        for p in glob(join_path(root, "*", "*", "v-*", marker), missing_ok=True)}):
         other = current_version(path) if path.rstrip("/") != folder.rstrip("/") else None
+        if spec.mode == "overwrite" and path.rstrip("/") != folder.rstrip("/"):
+            problems += _stopped_other(path, other, ds)
         if other is None or (other.manifest.get("dpid"), other.manifest.get("target_dpid")) != (ds.dpid, ds.target_dpid):
             continue
         m = other.manifest
@@ -239,6 +241,16 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
                        previous=None if current is None else current.number, expected_pairs=expected,
                        latest=None if latest is None else latest.number, replaced=replaced)
+
+
+def _stopped_other(path: str, other: StateVersion | None, ds) -> list[str]:
+    """An overwrite lists users with the traits the other audiences' states give: one whose run
+    published files it never committed (:func:`published_uncommitted`) may hold other traits now."""
+    return [f"--state: audience '{unquote(posixpath.basename(path.rstrip('/')))}' ({path}) has version {v.number}, "
+            "published but never committed: what it holds is not known, and an overwrite would list its users with "
+            "the traits of the version before; settle it first (its next export says how)"
+            for v in published_uncommitted(path, None if other is None else other.number)
+            if (v.manifest.get("dpid"), v.manifest.get("target_dpid")) == (ds.dpid, ds.target_dpid)]
 
 
 def existing_state(folders: list[str], reports: list[dict]) -> ExportState:
