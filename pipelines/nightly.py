@@ -20,7 +20,8 @@ backfill that skips every night fails (a wrong ``segments`` path more likely tha
 dumps replace them (a data source's ``sync_mode``, else the file name, says which; a name that does
 not say is a configuration error). A night that
 carries previous rows over fails when a night between the previous published one and it had dumps
-(its changes would be missing), unless ``--allow-gap``.
+(its changes would be missing), unless ``--allow-gap``; so does a data source whose dumps are all ``iter``
+while no published night holds it.
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
 empty, or that would drop a data source taken out of the config fails unless ``--allow-shrink``.
 The run holds ``ROOT/_lock.json`` throughout, completes an interrupted publish and deletes the
@@ -46,6 +47,7 @@ from transforms.config import ConfigError, JobConfig
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
 from transforms.night_guard import (
     NightGuard,
+    check_base,
     check_night_order,
     check_nights_over,
     check_no_gap,
@@ -91,7 +93,8 @@ def parse_args(argv):
     parser.add_argument("--allow-gap", action="store_true",
                         help="build on the latest published night even when a night between it and this one was not "
                         "imported and had dumps, or cannot tell (a segments path without {date}): that night's changes "
-                        "are then missing")
+                        "are then missing; or start a data source from iter dumps with no published night holding "
+                        "it (its audience is then those changes only)")
     parser.add_argument("--no-key-cache", dest="key_cache", action="store_false",
                         help="compute every profile key (default: reuse unchanged profiles' keys from ROOT/_key_cache)")
     return parser.parse_known_args(argv)
@@ -175,6 +178,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
     guard.check_new_files(files)
+    check_base(cfg, files, set(guard.previous_sizes) if previous else None, allow_gap)
     # Every data source replaced by a full dump tonight: no previous row survives, so the previous
     # state is not read and tonight's rows go straight to the writers (no merge, no extra copy).
     replacing = guard.replacing_all(cfg, files) if previous else None

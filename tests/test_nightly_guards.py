@@ -100,8 +100,27 @@ def test_configured_sync_mode_iter_wins_over_the_file_name(tmp_path):
     config, root = write_job(tmp_path, sources=("a",), a={"sync_mode": "iter"}), tmp_path / "root"
     dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 7)))
     dump(tmp_path, "a", "2026-11-22", [f"{V[7]} 10", f"{V[1]}  10"])  # named full; configured iter
-    run(config, root, "--backfill", "2026-11-21:2026-11-22")
+    run(config, root, "--backfill", "2026-11-21:2026-11-22", "--allow-gap")  # its first night is iter
     assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(2, 8)}
+
+
+def test_an_iter_night_with_no_audience_to_build_on_is_refused_unless_allowed(tmp_path):
+    """A first night (a fresh or moved root) of iter dumps, or a data source new to the config whose
+    dumps are iter: the night published an audience of tonight's changes only, exit 0."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", [f"{V[1]} 10"], mode="iter")
+    with pytest.raises(ConfigError, match="data source 'a': tonight's dumps are iter \\(changes\\) and no night is "
+                                          "published under this root yet.*--allow-gap"):
+        run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-21", everyone("a"))
+    run(config, root, "--date", "2026-11-21")
+    config = write_job(tmp_path, sources=("a", "b"))
+    dump(tmp_path, "a", "2026-11-22", [f"{V[1]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-22", [f"{V[2]} 20"], mode="iter")
+    with pytest.raises(ConfigError, match="data source 'b': .* the previous night does not hold it"):
+        run(config, root, "--date", "2026-11-22")
+    run(config, root, "--date", "2026-11-22", "--allow-gap")
+    assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(2, 13)} | {("b", "20", "p2")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +153,7 @@ def test_an_extract_missing_a_file_fails_the_night_unless_allowed(tmp_path):
     pq.write_table(table.slice(9), tmp_path / "extract" / "part-1.parquet")
     config.write_text(config.read_text().replace('"profiles.parquet"', '"extract/*.parquet"'))
     dump(tmp_path, "a", "2026-11-21", everyone("a"))
-    run(config, root, "--date", "2026-11-21")
+    run(config, root, "--date", "2026-11-21", "--allow-gap")  # configured iter: its first night too
     (tmp_path / "extract" / "part-1.parquet").rename(tmp_path / "part-1.parquet")  # 12 -> 9 profiles: -25%
     dump(tmp_path, "a", "2026-11-22", [f"{V[1]}  10"])
     with pytest.raises(RunFailed, match=r"profiles: tonight's extract holds 9 profiles against 12 in dt=2026-11-21 "
@@ -619,7 +638,7 @@ def test_a_dump_the_previous_night_imported_is_refused(tmp_path):
     root, folder = tmp_path / "root", tmp_path / "a"
     folder.mkdir()
     (folder / "ftp_1_7_iter_1795305600000.sync.gz").write_bytes(gzip.compress(f"{V[1]} 10\n".encode(), mtime=0))
-    run(config, root, "--date", "2026-11-20")
+    run(config, root, "--date", "2026-11-20", "--allow-gap")  # its first night is iter
     (folder / "ftp_1_7_iter_1795392000000.sync.gz").write_bytes(gzip.compress(f"{V[1]}  10\n".encode(), mtime=0))
     result = cli(config, root, "--date", "2026-11-21")
     assert result.returncode == 2, result.stderr

@@ -191,6 +191,24 @@ def rebuild_for(root: str, days: list[date], published: list[date], force: bool)
     return None
 
 
+def check_base(cfg: JobConfig, files: list, previous_sources: set | None, allow_gap: bool) -> None:
+    """An ``iter`` dump is changes to an audience some earlier night holds. Tonight's dumps of a data
+    source all ``iter`` while no published night holds it (a first night, a fresh or moved root, a
+    data source new to the config): published, its audience would be tonight's changes only.
+    Refused (ConfigError) unless ``allow_gap``; ``previous_sources``: the data sources of the
+    previous night's report (None: no previous night)."""
+    if allow_gap:
+        return
+    full = set(full_sources(files, cfg))
+    new = sorted({name for name, _ in files} - full - (previous_sources or set()))
+    if new:
+        where = "no night is published under this root yet" if previous_sources is None else \
+            "the previous night does not hold it (new to the config?)"
+        raise ConfigError(f"data source '{new[0]}': tonight's dumps are iter (changes) and {where}: its audience "
+                          "would be tonight's changes only; deliver a full dump first, or --allow-gap to start "
+                          "from these changes")
+
+
 def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
     """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
     names another column would hold each person under both ids (and miss the old ones' removals)."""
