@@ -341,3 +341,24 @@ def test_visitor_ids_stored_as_numbers_are_read_with_their_leading_zeros(tmp_pat
     pq.write_table(pa.table({"profile_id": ["P1"], "visitor_ids": [[float(vids[1])]]}), tmp_path / "p.parquet")
     with pytest.raises(InputError, match="column 'visitor_ids': 1 value.* stored as floating-point numbers"):
         list(read_profiles(str(tmp_path / "p.parquet"), cfg))
+
+
+def test_a_number_column_of_short_numbers_is_no_visitor_ids(tmp_path):
+    """profiles.visitor_ids naming a column of customer numbers (int64, or a database's NUMBER):
+    zero-padding them to 38 digits made every profile a visitor key that matches nobody, and the
+    guard on a column that gives no key was passed: 3 lines published as unmatched, exit 0. A number
+    of fewer than 30 digits (9 leading zeros: one visitor ID in 10^9) is left as it is, no visitor ID."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vids = ["08382830887934830189014177072406221371", "59767559181262060060278870901087098252"]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in vids))
+    (tmp_path / "job.yaml").write_text("profiles: {path: p.parquet}\n"
+                                       "data_sources: [{name: web, dpid: 9, segments: d/*, id_type: visitor}]\n")
+    for column in (pa.array([1001, 1002], pa.int64()), pa.array([decimal.Decimal(1001)] * 2, pa.decimal128(38, 0))):
+        pq.write_table(pa.table({"profile_id": ["P1", "P2"], "visitor_ids": column}), tmp_path / "p.parquet")
+        with pytest.raises(RunFailed, match="none of the 2 profiles read gave a key from column 'visitor_ids'"):
+            import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])

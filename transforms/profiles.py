@@ -85,10 +85,11 @@ def _is_number(kind: pa.DataType) -> bool:
 
 def _visitor_numbers(values: pa.Array, path: str, column: str) -> pa.Array:
     """Visitor IDs stored as numbers (a database's NUMBER(38) column, alone or in a list), as their
-    digits (:func:`id_text`: a float of 2^53 or more fails) zero-padded to 38: a number has no leading zero."""
-    from transforms.keys import restore_leading_zeros  # (keys imports this module)
-
-    return restore_leading_zeros(id_text(values, path, column))
+    digits (:func:`id_text`: a float of 2^53 or more fails) zero-padded to 38: a number has no leading
+    zero. One of under 30 digits (one visitor ID in 10^9) is no visitor ID (customer numbers), kept as it is."""
+    text = id_text(values, path, column)
+    long = pc.fill_null(pc.match_substring_regex(text, r"^[0-9]{30,37}$"), False)
+    return pc.if_else(long, pc.utf8_lpad(text, 38, "0"), text)
 
 
 _JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")
