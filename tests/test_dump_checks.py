@@ -13,7 +13,7 @@ from conftest import assert_failed_cleanly, run_import_cli
 
 from transforms.config import DataSourceConfig
 from transforms.dump_files import is_dump_file, read_chunks
-from transforms.dumps import read_dump
+from transforms.dumps import older_full_delivery, read_dump
 from transforms.errors import InputError
 
 VID = "59767559181262060060278870901087098252"
@@ -292,3 +292,14 @@ def test_a_dump_reached_by_two_spellings_of_its_folder_is_matched_by_two_data_so
             for name, dpid, segments in (("crm", 2, "seg/*.sync"), ("copy", 3, other))]}, base_dir=tmp_path)
         with pytest.raises(ConfigError, match=r"^data_sources\[1\]\.segments: .* matched by 2 data sources \(crm, copy\)"):
             check_inputs(cfg)
+
+
+def test_full_dumps_of_two_destinations_are_two_audiences_not_two_deliveries():
+    """Two destinations (DIDs) delivering their own segments into one folder, minutes apart: each
+    full dump is its destination's whole audience, and the import refused the two as a delivery
+    left beside a newer one. A delivery is told from another of the same destination and DPID."""
+    one, other = "/d/ftp_1234_9_full_1795305600000.sync", "/d/ftp_1235_9_full_1795305900000.sync"
+    assert older_full_delivery([one, other]) is None
+    assert older_full_delivery([one, "/d/ftp_1234_9_full_1795392000000.sync", other]) == (
+        "/d/ftp_1234_9_full_1795392000000.sync", one)
+    assert older_full_delivery([one, "/d/ftp_1234_9_XYZ_full_1795392000000.sync"]) is None  # another PID alias

@@ -98,20 +98,23 @@ def missing_splits(paths: list[str]) -> list[tuple[str, str]]:
 
 def older_full_delivery(paths: list[str], sync_mode: str = "from_name") -> tuple[str, str] | None:
     """``(a dump of the newest full delivery, a dump of an older one)`` when ``paths`` (one data
-    source's) hold full dumps of several deliveries (timestamps in their names), else None. A full
-    dump is the whole audience: read beside a newer one, an older one would keep every user the
-    newer one removed. ``sync_mode``: the data source's (``full`` or ``iter`` overrides the names)."""
+    source's) hold full dumps of several deliveries (timestamps in their names) of one destination
+    (DID, DPID and PID alias: two destinations' dumps are two audiences), else None. A full dump is
+    the whole audience: read beside a newer one, an older one would keep every user the newer one
+    removed. ``sync_mode``: the data source's (``full`` or ``iter`` overrides the names)."""
     if sync_mode == "iter":
         return None
-    full: dict[int, str] = {}
+    full: dict[tuple, dict[int, str]] = {}
     for path in sorted(paths):
         parsed = parse_dump_name(path)
         if parsed is not None and (sync_mode == "full" or parsed.sync_mode == "full"):
-            full.setdefault(parsed.timestamp_ms, path)
-    if len(full) < 2:
-        return None
-    newest, older = sorted(full, reverse=True)[:2]
-    return full[newest], full[older]
+            stream = (parsed.did, parsed.master_dpid, parsed.pid_alias)
+            full.setdefault(stream, {}).setdefault(parsed.timestamp_ms, path)
+    for _, deliveries in sorted(full.items(), key=str):
+        if len(deliveries) > 1:
+            newest, older = sorted(deliveries, reverse=True)[:2]
+            return deliveries[newest], deliveries[older]
+    return None
 
 
 def split_lines(chunk: bytes) -> pa.Array:
