@@ -303,3 +303,25 @@ def test_full_dumps_of_two_destinations_are_two_audiences_not_two_deliveries():
     assert older_full_delivery([one, "/d/ftp_1234_9_full_1795392000000.sync", other]) == (
         "/d/ftp_1234_9_full_1795392000000.sync", one)
     assert older_full_delivery([one, "/d/ftp_1234_9_XYZ_full_1795392000000.sync"]) is None  # another PID alias
+
+
+def test_a_dump_reached_twice_by_one_glob_is_named_as_such(tmp_path):
+    """A 'latest.sync' symlink beside the dump it points to, in one data source's folder: the check
+    refused it as 'matched by 2 data sources (crm, crm)', naming a data source twice and another
+    data source that does not exist. It says the dump is reached by two of the glob's paths."""
+    from transforms.config import ConfigError, parse_config
+    from transforms.preflight import check_inputs
+
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "ftp_1_2_full_1795305600000.sync").write_text("C1 1\n")
+    (tmp_path / "seg" / "latest.sync").symlink_to("ftp_1_2_full_1795305600000.sync")
+    (tmp_path / "profiles.csv").write_text("profile_id,crm_id\nP1,C1\n")
+    cfg = parse_config({"profiles": {"path": "profiles.csv", "visitor_ids": None}, "data_sources": [
+        {"name": "crm", "dpid": 2, "segments": "seg/*.sync", "id_type": "declared", "declared": "plain",
+         "match_on": "crm_id"}]}, base_dir=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        check_inputs(cfg)
+    message = str(info.value)
+    assert message.startswith("data_sources[0].segments: ") and "crm, crm" not in message
+    assert message.endswith("seg/ftp_1_2_full_1795305600000.sync and latest.sync are one dump (a link or another "
+                            "spelling of its folder): its lines would be read twice; narrow the glob")

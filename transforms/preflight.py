@@ -65,13 +65,17 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
         # A local dump by its real path: 'seg/' and 'seg/../seg/' (or a symlink to it) are one folder.
         real = {path: path if "://" in path else os.path.realpath(path) for path in paths}
         for path in paths:
-            readers.setdefault(real[path], []).append(ds.name)
+            readers.setdefault(real[path], []).append((ds.name, path))
         shared = [p for p in paths if len(readers[real[p]]) > 1]
-        if shared:  # its lines would be imported (and counted) once per data source
-            names = readers[real[shared[0]]]
+        names = list(dict.fromkeys(name for name, _ in readers[real[shared[0]]])) if shared else []
+        if len(names) > 1:  # its lines would be imported (and counted) once per data source
             problems.append(f"data_sources[{i}].segments: {shared[0]} (and {len(shared) - 1} more) matched by "
                             f"{len(names)} data sources ({', '.join(names)}): a dump "
                             "belongs to one data source; narrow the glob")
+        elif shared:  # one glob reaching a dump by two paths (a 'latest' link beside it): read twice
+            first, second = (path for _, path in readers[real[shared[0]]][:2])
+            problems.append(f"data_sources[{i}].segments: {first} and {second.rsplit('/', 1)[-1]} are one dump (a link "
+                            "or another spelling of its folder): its lines would be read twice; narrow the glob")
         if check_keys and ds.decrypts:
             from transforms.crypto import build_decryptor
 
