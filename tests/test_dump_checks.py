@@ -325,3 +325,24 @@ def test_a_dump_reached_twice_by_one_glob_is_named_as_such(tmp_path):
     assert message.startswith("data_sources[0].segments: ") and "crm, crm" not in message
     assert message.endswith("seg/ftp_1_2_full_1795305600000.sync and latest.sync are one dump (a link or another "
                             "spelling of its folder): its lines would be read twice; narrow the glob")
+
+
+def test_an_iter_delivery_older_than_a_full_one_fails(tmp_path):
+    """Yesterday's iter dump left beside today's full dump: the import read both, and a user
+    yesterday's dump added to a segment today's whole audience no longer holds stayed in it, exit 0.
+    A full dump supersedes every older delivery of its destination; a newer iter dump is read."""
+    from transforms.config import ConfigError, parse_config
+    from transforms.preflight import check_inputs
+
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "ftp_1_2_iter_1795219200000.sync").write_text("C2 777\n")
+    (tmp_path / "seg" / "ftp_1_2_full_1795305600000.sync").write_text("C1 501\nC2 501\n")
+    (tmp_path / "profiles.csv").write_text("profile_id,crm_id\nP1,C1\nP2,C2\n")
+    cfg = parse_config({"profiles": {"path": "profiles.csv", "visitor_ids": None}, "data_sources": [
+        {"name": "crm", "dpid": 2, "segments": "seg/*.sync", "id_type": "declared", "declared": "plain",
+         "match_on": "crm_id"}]}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"ftp_1_2_iter_1795219200000.sync: an iter delivery older than "
+                                          r"ftp_1_2_full_1795305600000.sync; .* would bring back"):
+        check_inputs(cfg)
+    (tmp_path / "seg" / "ftp_1_2_iter_1795219200000.sync").rename(tmp_path / "seg" / "ftp_1_2_iter_1795392000000.sync")
+    check_inputs(cfg)  # the changes after today's full dump

@@ -596,16 +596,20 @@ def test_a_night_that_is_not_over_is_refused(tmp_path):
     assert not (root / f"dt={night}").exists()
 
 
-def test_a_night_mixing_full_and_iter_dumps_of_one_data_source_is_refused(tmp_path):
+@pytest.mark.parametrize("iter_ms, named, refusal", [
+    (1795305600000, "data_sources[0].segments", "an iter delivery older than ftp_1_7_full"),
+    (1795392000000, "data source 'a'", "both full and iter dumps")])
+def test_a_night_mixing_full_and_iter_dumps_of_one_data_source_is_refused(tmp_path, iter_ms, named, refusal):
     """An iter dump's additions were kept on top of a later full dump (the whole audience), and a
-    later iter dump's removals never reached the full dump's rows: file order was ignored."""
+    later iter dump's removals never reached the full dump's rows: file order was ignored. (An iter
+    dump older than the full one is refused by the preflight, as in a one-off import.)"""
     config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
     folder = tmp_path / "a" / "20261122"
-    dump(tmp_path, "a", "2026-11-22", [f"{V[5]} 10"], name="ftp_1_7_iter_1795305600000.sync.gz")
+    dump(tmp_path, "a", "2026-11-22", [f"{V[5]} 10"], name=f"ftp_1_7_iter_{iter_ms}.sync.gz")
     (folder / "ftp_1_7_full_1795348800000.sync.gz").write_bytes(gzip.compress(f"{V[1]} 10\n{V[2]} 10\n".encode(), mtime=0))
     result = cli(config, root, "--date", "2026-11-22")
     assert result.returncode == 2, result.stderr
-    assert "data source 'a'" in result.stderr and "both full and iter dumps" in result.stderr
+    assert named in result.stderr and refusal in result.stderr
     assert "Traceback" not in result.stderr and not (root / "dt=2026-11-22").exists()
 
 

@@ -97,23 +97,27 @@ def missing_splits(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def older_full_delivery(paths: list[str], sync_mode: str = "from_name") -> tuple[str, str] | None:
-    """``(a dump of the newest full delivery, a dump of an older one)`` when ``paths`` (one data
-    source's) hold full dumps of several deliveries (timestamps in their names) of one destination
-    (DID, DPID and PID alias: two destinations' dumps are two audiences), else None. A full dump is
-    the whole audience: read beside a newer one, an older one would keep every user the newer one
-    removed. ``sync_mode``: the data source's (``full`` or ``iter`` overrides the names)."""
+    """``(a dump of the newest full delivery, a dump of an older delivery, full or iter)`` when
+    ``paths`` (one data source's) hold a delivery older than a full one (timestamps in their names)
+    of one destination (DID, DPID and PID alias: two destinations' dumps are two audiences), else
+    None. A full dump is the whole audience: read beside it, an older full dump would keep every user
+    it removed, an older iter dump bring back what it no longer holds (iter dumps after it are its
+    changes). ``sync_mode``: the data source's (``full`` or ``iter`` overrides the names)."""
     if sync_mode == "iter":
         return None
-    full: dict[tuple, dict[int, str]] = {}
+    streams: dict[tuple, dict[int, tuple[bool, str]]] = {}
     for path in sorted(paths):
         parsed = parse_dump_name(path)
-        if parsed is not None and (sync_mode == "full" or parsed.sync_mode == "full"):
-            stream = (parsed.did, parsed.master_dpid, parsed.pid_alias)
-            full.setdefault(stream, {}).setdefault(parsed.timestamp_ms, path)
-    for _, deliveries in sorted(full.items(), key=str):
-        if len(deliveries) > 1:
-            newest, older = sorted(deliveries, reverse=True)[:2]
-            return deliveries[newest], deliveries[older]
+        if parsed is not None:
+            full = sync_mode == "full" or parsed.sync_mode == "full"
+            stream = streams.setdefault((parsed.did, parsed.master_dpid, parsed.pid_alias), {})
+            if not stream.get(parsed.timestamp_ms, (False,))[0]:
+                stream[parsed.timestamp_ms] = (full, path)
+    for _, deliveries in sorted(streams.items(), key=str):
+        newest = max((t for t, (full, _) in deliveries.items() if full), default=None)
+        older = sorted((t for t in deliveries if newest is not None and t < newest), reverse=True)
+        if older:
+            return deliveries[newest][1], deliveries[older[0]][1]
     return None
 
 

@@ -14,6 +14,7 @@ from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
 from transforms.dumps import missing_splits, older_full_delivery
+from transforms.incremental import sync_mode_of
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
@@ -59,9 +60,12 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
         if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:
-            problems.append(f"data_sources[{i}].segments: {deliveries[1]}: a full delivery older than "
-                            f"{deliveries[0].rsplit('/', 1)[-1]}; a full dump is the whole audience, and read "
-                            "beside the newer one it keeps every user that one removed: move it away or narrow the glob")
+            newer, older = deliveries[0].rsplit("/", 1)[-1], deliveries[1]
+            what, effect = (("a full", "it keeps every user that one removed") if sync_mode_of(ds, older) == "full"
+                            else ("an iter", "it would bring back what that one no longer holds"))
+            problems.append(f"data_sources[{i}].segments: {older}: {what} delivery older than {newer}; a full dump "
+                            f"is the whole audience, and read beside the newer one {effect}: move it away or narrow "
+                            "the glob")
         # A local dump by its real path: 'seg/' and 'seg/../seg/' (or a symlink to it) are one folder.
         real = {path: path if "://" in path else os.path.realpath(path) for path in paths}
         for path in paths:
