@@ -61,35 +61,37 @@ def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
 
 
 def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str, path: str, column: str) -> pa.Array:
-    """The visitor-ID column as list<string> (CSV: split on ``sep``; numbers: :func:`_visitor_numbers`).
-    Entries are not cleaned here: consumers validate each ID (38 digits) when they use it."""
+    """The visitor-ID column as list<string> (CSV: split on ``sep``; numbers: :func:`id_text`), padded
+    (:func:`_padded`). Entries are not cleaned here: consumers validate each ID (38 digits) when they use it."""
     if values is None:
         return pa.nulls(n, pa.list_(pa.string()))
     values = plain_array(values)
     if pa.types.is_large_list(values.type):
         values = values.cast(pa.list_(values.type.value_type))
-    if pa.types.is_list(values.type):
-        if _is_number(values.type.value_type):
-            start, end = values.offsets[0].as_py(), values.offsets[-1].as_py()
-            entries = _visitor_numbers(values.values.slice(start, end - start), path, column)
-            return pa.ListArray.from_arrays(pc.subtract(values.offsets, start), entries, mask=values.is_null())
-        return values if values.type == pa.list_(pa.string()) else values.cast(pa.list_(pa.string()))
-    if _is_number(values.type):
-        values = _visitor_numbers(values, path, column)
-    return pc.split_pattern(plain_array(values, text="cast"), pattern=sep)
+    if not pa.types.is_list(values.type):
+        text = id_text(values, path, column) if _is_number(values.type) else plain_array(values, text="cast")
+        return _padded(pc.split_pattern(text, pattern=sep))
+    if not _is_number(values.type.value_type):
+        return _padded(values if values.type == pa.list_(pa.string()) else values.cast(pa.list_(pa.string())))
+    start, end = values.offsets[0].as_py(), values.offsets[-1].as_py()
+    entries = id_text(values.values.slice(start, end - start), path, column)
+    return _padded(pa.ListArray.from_arrays(pc.subtract(values.offsets, start), entries, mask=values.is_null()))
 
 
 def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind)
 
 
-def _visitor_numbers(values: pa.Array, path: str, column: str) -> pa.Array:
-    """Visitor IDs stored as numbers (a database's NUMBER(38) column, alone or in a list), as their
-    digits (:func:`id_text`: a float of 2^53 or more fails) zero-padded to 38: a number has no leading
-    zero. One of under 30 digits (one visitor ID in 10^9) is no visitor ID (customer numbers), kept as it is."""
-    text = id_text(values, path, column)
-    long = pc.fill_null(pc.match_substring_regex(text, r"^[0-9]{30,37}$"), False)
-    return pc.if_else(long, pc.utf8_lpad(text, 38, "0"), text)
+def _padded(lists: pa.ListArray) -> pa.ListArray:
+    """IDs that lost their leading zeros upstream (a number, or text written from one), zero-padded to
+    38 digits; under 30 digits (one visitor ID in 10^9) is no visitor ID (customer numbers), kept."""
+    start, end = lists.offsets[0].as_py(), lists.offsets[-1].as_py()
+    entries = lists.values.slice(start, end - start)
+    if not pc.any(pc.less(pc.binary_length(entries), 38)).as_py():
+        return lists
+    short = pc.fill_null(pc.match_substring_regex(entries, r"^[0-9]{30,37}$"), False)
+    entries = pc.if_else(short, pc.utf8_lpad(entries, 38, "0"), entries)
+    return pa.ListArray.from_arrays(pc.subtract(lists.offsets, start), entries, mask=lists.is_null())
 
 
 _JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")
