@@ -186,19 +186,6 @@ def test_odd_but_real_addresses_do_not_trip():
     assert (positions, wrong) == ([], 0) and ratio < 0.01
 
 
-def test_a_small_delivery_with_two_odd_names_at_one_position_does_not_trip():
-    """18 addresses under the right key and IV, two of them o'brien and o'neill: some XOR maps the two
-    apostrophes and the 16 letters at position 1 all onto plausible bytes, by chance, and the run
-    failed 'wrong IV?' (a small iter night: correct input refused). A position is judged from
-    MIN_SEEN bytes on."""
-    small = ["anna.berg@example.com", "bert@web.de", "carla.m@orange.fr", "dora@gmail.com", "emil.k@free.fr",
-             "fred@yahoo.fr", "gina@example.com", "hugo.b@gmail.com", "ines@web.de", "jack.r@example.com",
-             "liam@gmail.com", "mona@free.fr", "sophie.l@orange.fr", "alex@example.com", "kim.n@web.de",
-             "jonas@gmail.com", "o'brien@example.ie", "o'neill.s@example.ie"]
-    positions, _, wrong = outcome(small, small, IV, "email")
-    assert (positions, wrong) == ([], 0)
-
-
 @pytest.mark.parametrize("position", range(16))
 @pytest.mark.parametrize("bit", range(8))
 def test_a_one_bit_iv_error_fails_the_run_on_a_few_hundred_emails(position, bit):

@@ -18,7 +18,7 @@ source and fails the run when a position looks XORed:
    distribution at ``j`` shares much more with the profiles' than as it is. This sees a flip that
    keeps letters letters where most addresses share their first letters (``user...`` -> ``tser...``).
 
-With the right IV neither trips (test 1 judges a position from MIN_SEEN bytes): real addresses' odd bytes (an apostrophe, an accent) are explained by
+With the right IV neither trips: real addresses' odd bytes (an apostrophe, an accent) are explained by
 no single XOR, which would spoil many good bytes, and a dump shares its byte distributions with the
 profiles best as it is (tests/test_iv_check.py: realistic addresses, odd ones, phones, the generator's
 data; the generator's 1M-line job too, by hand). Bit 7 makes plaintexts invalid UTF-8, and a flip in
@@ -45,11 +45,6 @@ from transforms.outcomes import Metric, count
 # Thresholds of garbled_positions (see the module docstring; tests/test_iv_check.py holds the evidence).
 MIN_GARBLED = 2  # implausible bytes at a position, at the least, before it can be called garbled
 MIN_GARBLED_SHARE = 0.005  # ... and at least this share of the bytes seen there
-# ... of at least this many bytes seen there: in fewer, a few odd bytes beside a few distinct letters
-# (o'brien and o'neill among 18 addresses) are made plausible by some XOR by chance. With one address
-# in ten such a name, the right IV tripped test 1 on 13 % of 20-address deliveries, 1 % at 50, none
-# from 100; a one-bit error is seen in 77-100 % of 50-address deliveries (by bit), 63-100 % at 20.
-MIN_SEEN = 50
 MAX_RESIDUE = 0.25  # the best other XOR leaves at most this share of them implausible
 MIN_REFERENCE = 100  # test 2: keys with a byte at a position, on each side, before comparing
 MIN_SHIFTED_OVERLAP = 0.6  # test 2: the dump with an XOR undone shares this much with the profiles...
@@ -138,7 +133,7 @@ def implausible_positions(plaintexts: np.ndarray, channel: str) -> list[int]:
     seen = plaintexts.sum(axis=1)
     as_is = implausible[:, 0]
     best_other = implausible[:, 1:].min(axis=1)
-    enough = (as_is >= MIN_GARBLED) & (as_is >= MIN_GARBLED_SHARE * seen) & (seen >= MIN_SEEN)
+    enough = (as_is >= MIN_GARBLED) & (as_is >= MIN_GARBLED_SHARE * seen)
     explained = best_other <= MAX_RESIDUE * as_is
     return np.flatnonzero(enough & explained).tolist()
 
