@@ -308,6 +308,23 @@ def test_a_list_entry_holding_several_visitor_ids_fails_the_extract(tmp_path):
         list(read_profiles(str(path), cfg))
 
 
+def test_one_stray_joined_entry_among_many_does_not_stop_the_extract(tmp_path):
+    """A wrong separator joins the IDs of every profile holding several; one stray joined entry among
+    a batch's hundreds is a bad row, not a configuration: it gives no key (counted in
+    profile_values_without_key) and the extract is read, or a nightly would stop for one row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.profiles import read_profiles
+
+    path = tmp_path / "p.parquet"
+    lists = [[VIDS[0]]] * 150 + [[f"{VIDS[1]}|{VIDS[2]}"]]
+    pq.write_table(pa.table({"profile_id": [f"P{i}" for i in range(len(lists))], "visitor_ids": lists}), path)
+    cfg = parse_config({"profiles": {"path": str(path)},
+                        "data_sources": [{"name": "web", "dpid": 9, "segments": "s", "id_type": "visitor"}]})
+    assert sum(t.num_rows for t in read_profiles(str(path), cfg)) == 151
+
+
 def test_visitor_ids_stored_as_numbers_are_read_with_their_leading_zeros(tmp_path):
     """A database export's NUMBER(38) visitor-ID column (decimal(38,0) in Parquet, alone or in a list)
     holds no leading zero: '0838...' read as 37 digits, no key, and the profile's lines were published
