@@ -346,3 +346,24 @@ def test_an_iter_delivery_older_than_a_full_one_fails(tmp_path):
         check_inputs(cfg)
     (tmp_path / "seg" / "ftp_1_2_iter_1795219200000.sync").rename(tmp_path / "seg" / "ftp_1_2_iter_1795392000000.sync")
     check_inputs(cfg)  # the changes after today's full dump
+
+
+def test_an_iter_delivery_after_a_full_one_fails_a_one_off_import(tmp_path):
+    """A full dump and the iter dumps the platform delivered after it, imported at once: the import
+    applies no removal, so a user the iter dump took out of a segment stayed in it, exit 0. The
+    nightly job applies them (one delivery a night); the one-off import refuses them."""
+    from pipelines import import_audience
+    from transforms.config import ConfigError
+
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "ftp_1_2_full_1795305600000.sync").write_text("C1 501\nC2 501\n")
+    (tmp_path / "seg" / "ftp_1_2_iter_1795392000000.sync").write_text("C2  501\n")
+    (tmp_path / "profiles.csv").write_text("profile_id,crm_id\nP1,C1\nP2,C2\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 2, segments: seg/*.sync, id_type: declared, declared: plain, "
+        "match_on: crm_id}]\n")
+    with pytest.raises(ConfigError, match=r"data_sources\[0\].segments: .*ftp_1_2_iter_1795392000000.sync: an iter "
+                                          r"delivery after ftp_1_2_full_1795305600000.sync.*removals"):
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "report.json").exists()

@@ -96,28 +96,43 @@ def missing_splits(paths: list[str]) -> list[tuple[str, str]]:
     return problems
 
 
-def older_full_delivery(paths: list[str], sync_mode: str = "from_name") -> tuple[str, str] | None:
-    """``(a dump of the newest full delivery, a dump of an older delivery, full or iter)`` when
-    ``paths`` (one data source's) hold a delivery older than a full one (timestamps in their names)
-    of one destination (DID, DPID and PID alias: two destinations' dumps are two audiences), else
-    None. A full dump is the whole audience: read beside it, an older full dump would keep every user
-    it removed, an older iter dump bring back what it no longer holds (iter dumps after it are its
-    changes). ``sync_mode``: the data source's (``full`` or ``iter`` overrides the names)."""
-    if sync_mode == "iter":
-        return None
+def _deliveries(paths: list[str], sync_mode: str) -> dict[tuple, dict[int, tuple[bool, str]]]:
+    """Per destination (DID, DPID, PID alias: two destinations' dumps are two audiences), each
+    delivery's timestamp -> (full?, its first dump); names that do not parse are left out."""
     streams: dict[tuple, dict[int, tuple[bool, str]]] = {}
     for path in sorted(paths):
         parsed = parse_dump_name(path)
         if parsed is not None:
-            full = sync_mode == "full" or parsed.sync_mode == "full"
+            full = sync_mode == "full" or (sync_mode != "iter" and parsed.sync_mode == "full")
             stream = streams.setdefault((parsed.did, parsed.master_dpid, parsed.pid_alias), {})
             if not stream.get(parsed.timestamp_ms, (False,))[0]:
                 stream[parsed.timestamp_ms] = (full, path)
-    for _, deliveries in sorted(streams.items(), key=str):
+    return dict(sorted(streams.items(), key=str))
+
+
+def older_full_delivery(paths: list[str], sync_mode: str = "from_name") -> tuple[str, str] | None:
+    """``(a dump of the newest full delivery, a dump of an older delivery, full or iter)`` when
+    ``paths`` (one data source's) hold a delivery older than a full one of one destination
+    (:func:`_deliveries`), else None. A full dump is the whole audience: read beside it, an older
+    full dump would keep every user it removed, an older iter dump bring back what it no longer
+    holds. ``sync_mode``: the data source's (``full`` or ``iter`` overrides the names)."""
+    for deliveries in _deliveries(paths, sync_mode).values():
         newest = max((t for t, (full, _) in deliveries.items() if full), default=None)
         older = sorted((t for t in deliveries if newest is not None and t < newest), reverse=True)
         if older:
             return deliveries[newest][1], deliveries[older[0]][1]
+    return None
+
+
+def iter_after_full(paths: list[str], sync_mode: str = "from_name") -> tuple[str, str] | None:
+    """``(a dump of the newest full delivery, one of the first iter delivery after it)`` of one
+    destination, else None: changes to that full dump, which a one-off import, applying no removal,
+    cannot read beside it (the nightly job applies them, night by night)."""
+    for deliveries in _deliveries(paths, sync_mode).values():
+        newest = max((t for t, (full, _) in deliveries.items() if full), default=None)
+        later = sorted(t for t in deliveries if newest is not None and t > newest)
+        if later:
+            return deliveries[newest][1], deliveries[later[0]][1]
     return None
 
 

@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
-from transforms.dumps import missing_splits, older_full_delivery
+from transforms.dumps import iter_after_full, missing_splits, older_full_delivery
 from transforms.incremental import sync_mode_of
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -49,8 +49,9 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     return problems
 
 
-def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
-    """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured."""
+def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False) -> None:
+    """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured;
+    ``one_off``: the import, which applies no removal (:func:`~transforms.dumps.iter_after_full`)."""
     problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     problems += suppression_problems(cfg)
     readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
@@ -66,6 +67,10 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True) -> None:
             problems.append(f"data_sources[{i}].segments: {older}: {what} delivery older than {newer}; a full dump "
                             f"is the whole audience, and read beside the newer one {effect}: move it away or narrow "
                             "the glob")
+        if one_off and (changes := iter_after_full(paths, ds.sync_mode)) is not None:
+            problems.append(f"data_sources[{i}].segments: {changes[1]}: an iter delivery after "
+                            f"{changes[0].rsplit('/', 1)[-1]}; the import applies no removals, so read together "
+                            "the users it takes out would stay: import the full dump alone, or run nightly")
         # A local dump by its real path: 'seg/' and 'seg/../seg/' (or a symlink to it) are one folder.
         real = {path: path if "://" in path else os.path.realpath(path) for path in paths}
         for path in paths:
