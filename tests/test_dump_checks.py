@@ -305,20 +305,27 @@ def test_full_dumps_of_two_destinations_are_two_audiences_not_two_deliveries():
     assert older_full_delivery([one, "/d/ftp_1234_9_XYZ_full_1795392000000.sync"]) is None  # another PID alias
 
 
+def crm_source(tmp_path, profiles: str):
+    """A config of one plain CRM-id data source reading ``seg/*.sync``, with ``profiles`` (CSV text)."""
+    from transforms.config import parse_config
+
+    (tmp_path / "profiles.csv").write_text(profiles)
+    return parse_config({"profiles": {"path": "profiles.csv", "visitor_ids": None}, "data_sources": [
+        {"name": "crm", "dpid": 2, "segments": "seg/*.sync", "id_type": "declared", "declared": "plain",
+         "match_on": "crm_id"}]}, base_dir=tmp_path)
+
+
 def test_a_dump_reached_twice_by_one_glob_is_named_as_such(tmp_path):
     """A 'latest.sync' symlink beside the dump it points to, in one data source's folder: the check
     refused it as 'matched by 2 data sources (crm, crm)', naming a data source twice and another
     data source that does not exist. It says the dump is reached by two of the glob's paths."""
-    from transforms.config import ConfigError, parse_config
+    from transforms.config import ConfigError
     from transforms.preflight import check_inputs
 
     (tmp_path / "seg").mkdir()
     (tmp_path / "seg" / "ftp_1_2_full_1795305600000.sync").write_text("C1 1\n")
     (tmp_path / "seg" / "latest.sync").symlink_to("ftp_1_2_full_1795305600000.sync")
-    (tmp_path / "profiles.csv").write_text("profile_id,crm_id\nP1,C1\n")
-    cfg = parse_config({"profiles": {"path": "profiles.csv", "visitor_ids": None}, "data_sources": [
-        {"name": "crm", "dpid": 2, "segments": "seg/*.sync", "id_type": "declared", "declared": "plain",
-         "match_on": "crm_id"}]}, base_dir=tmp_path)
+    cfg = crm_source(tmp_path, "profile_id,crm_id\nP1,C1\n")
     with pytest.raises(ConfigError) as info:
         check_inputs(cfg)
     message = str(info.value)
@@ -331,16 +338,13 @@ def test_an_iter_delivery_older_than_a_full_one_fails(tmp_path):
     """Yesterday's iter dump left beside today's full dump: the import read both, and a user
     yesterday's dump added to a segment today's whole audience no longer holds stayed in it, exit 0.
     A full dump supersedes every older delivery of its destination; a newer iter dump is read."""
-    from transforms.config import ConfigError, parse_config
+    from transforms.config import ConfigError
     from transforms.preflight import check_inputs
 
     (tmp_path / "seg").mkdir()
     (tmp_path / "seg" / "ftp_1_2_iter_1795219200000.sync").write_text("C2 777\n")
     (tmp_path / "seg" / "ftp_1_2_full_1795305600000.sync").write_text("C1 501\nC2 501\n")
-    (tmp_path / "profiles.csv").write_text("profile_id,crm_id\nP1,C1\nP2,C2\n")
-    cfg = parse_config({"profiles": {"path": "profiles.csv", "visitor_ids": None}, "data_sources": [
-        {"name": "crm", "dpid": 2, "segments": "seg/*.sync", "id_type": "declared", "declared": "plain",
-         "match_on": "crm_id"}]}, base_dir=tmp_path)
+    cfg = crm_source(tmp_path, "profile_id,crm_id\nP1,C1\nP2,C2\n")
     with pytest.raises(ConfigError, match=r"ftp_1_2_iter_1795219200000.sync: an iter delivery older than "
                                           r"ftp_1_2_full_1795305600000.sync; .* would bring back"):
         check_inputs(cfg)
