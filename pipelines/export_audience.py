@@ -14,9 +14,11 @@ See the README and :mod:`transforms.export`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from pipelines import launch
 from transforms.config import JobConfig
@@ -96,7 +98,7 @@ def run(argv=None) -> dict:
     run_dir = launch.new_run_dir(output)
     state: ExportState = checked["state"]
     if state.version_dir is not None:
-        remove_run_dir(state.version_dir)  # an uncommitted version left by a failed or killed run
+        _clear_version(state)  # an uncommitted version left by a failed or killed run
     try:
         return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
             p, job.cfg, checked["spec"], known.targets, state, output, run_dir))
@@ -111,6 +113,19 @@ def _committed(state: ExportState) -> int | None:
 
     current = current_version(state.folder)
     return None if current is None else current.number
+
+
+def _clear_version(state: ExportState) -> None:
+    """Remove what a failed or killed run left of this run's version, but the ``_PENDING`` of a run
+    that published its files (this run retries it): until this run replaces them, they may be on the
+    platform, and a failure before its publish must leave the next runs refused as before."""
+    from transforms.export_state import PENDING, published_uncommitted
+
+    kept = [v for v in published_uncommitted(state.folder, state.latest) if v.number == state.version]
+    remove_run_dir(state.version_dir)
+    if kept:
+        with FileSystems.create(join_path(state.version_dir, PENDING), mime_type="application/json") as sink:
+            sink.write((json.dumps(kept[0].manifest, indent=2) + "\n").encode("utf-8"))
 
 
 def _published(state: ExportState) -> bool:

@@ -120,3 +120,30 @@ def test_a_run_date_whose_timestamp_is_not_ten_digits_is_refused(tmp_path, run_d
     with pytest.raises(ConfigError, match=f"--run-date {run_date}: .* not 10-digit UNIX seconds"):
         export(job, write_targets(tmp_path / "t.csv", [0]), tmp_path / "out", run_date=run_date)
     assert not (tmp_path / "out" / "onboarding").exists()
+
+
+def test_a_retry_of_a_stopped_run_that_fails_before_its_publish_keeps_it_pending(tmp_path, monkeypatch):
+    """The retry the refusal asks for (its --output, its run date) cleared the stopped run's version,
+    _PENDING and all, at launch: failing before its own publish, it left the stopped run's files (maybe
+    delivered) in --output with nothing recording them, and the next export was no longer refused."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    state = tmp_path / "state"
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
+    t2 = write_targets(tmp_path / "t2.csv", [0, 1, 2])
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped_before_commit(transforms.export.commit_state))
+        with pytest.raises(Exception):
+            export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")
+
+    def failing(state, manifest, name="_SUCCESS"):
+        raise OSError("the retry stops before its publish")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", failing)
+        with pytest.raises(Exception, match="before its publish"):
+            export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")
+    assert (tmp_path / "out2" / "report.json").exists()  # the stopped run's files, still there
+    with pytest.raises(ConfigError, match="version 2 .* never committed"):
+        export(job, write_targets(tmp_path / "t3.csv", [0]), tmp_path / "out3", *flags, run_date="2026-11-03")
