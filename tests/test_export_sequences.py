@@ -111,13 +111,15 @@ def test_an_overwrite_with_another_audience_missing_a_state_part_is_refused(tmp_
         export(job, tmp_path / "t.csv", tmp_path / "a", "--segment-id", SID, "--state", state, "--mode", "overwrite")
 
 
-@pytest.mark.parametrize("run_date", ["2001-09-08", "2286-11-21"])
+@pytest.mark.parametrize("run_date", ["2001-09-08", "2001-09-09", "2286-11-21"])
 def test_a_run_date_whose_timestamp_is_not_ten_digits_is_refused(tmp_path, run_date):
     """formats.md: the onboarding file's TIMESTAMP is 10-digit UNIX seconds; 2001-09-08 named the
     files ftp_dpm_12345_999907200.sync.gz, exit 0."""
     job = write_job(tmp_path / "job")
     write_profiles(job.parent, [0])
-    with pytest.raises(ConfigError, match=f"--run-date {run_date}: .* not 10-digit UNIX seconds"):
+    # 2001-09-09's midnight is 999993600 (10**9 is at 01:46:40): the message named it as allowed.
+    with pytest.raises(ConfigError, match=f"--run-date {run_date}: .* not 10-digit UNIX seconds"
+                                          ".*2001-09-10 to 2286-11-20"):
         export(job, write_targets(tmp_path / "t.csv", [0]), tmp_path / "out", run_date=run_date)
     assert not (tmp_path / "out" / "onboarding").exists()
 

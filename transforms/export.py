@@ -192,7 +192,7 @@ def export_spec(cfg: JobConfig, audience: str, data_source: str | None, run_date
                       None if allow_shrink else cfg.shrink_limit(ds.name))
     if len(str(spec.timestamp)) != 10:  # formats.md section 3: the files' TIMESTAMP
         raise ConfigError(f"--run-date {run_date}: the files' timestamp, its UTC midnight ({spec.timestamp}), is "
-                          "not 10-digit UNIX seconds, as the platform's file names need (2001-09-09 to 2286-11-20)")
+                          "not 10-digit UNIX seconds, as the platform's file names need (2001-09-10 to 2286-11-20)")
     return spec
 
 
