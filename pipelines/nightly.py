@@ -23,7 +23,8 @@ carries previous rows over fails when a night between the previous published one
 (its changes would be missing), unless ``--allow-gap``; so does a data source whose dumps are all ``iter``
 while no published night holds it.
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
-empty, or that would drop a data source taken out of the config fails unless ``--allow-shrink``.
+empty, that would drop a data source taken out of the config, or whose full dump lacks a destination
+(DID) the previous night read for its data source fails unless ``--allow-shrink``.
 The run holds ``ROOT/_lock.json`` throughout, completes an interrupted publish and deletes the
 leftovers of killed runs (``_staging/``) first (:func:`transforms.publish_journal.hold_output`).
 After the nights, ``ROOT/report.html`` shows match rate and members per data source over every
@@ -89,7 +90,8 @@ def parse_args(argv):
     parser.add_argument("--force", action="store_true", help="replace nights that were already published")
     parser.add_argument("--allow-shrink", action="store_true",
                         help="publish even when a data source's audience shrinks by more than max_shrink against the "
-                        "previous night, a full dump is empty, or a data source left the config (its rows are dropped)")
+                        "previous night, a full dump is empty or lacks a destination (DID) the previous night read, or a data "
+                        "source left the config (its rows are dropped)")
     parser.add_argument("--allow-gap", action="store_true",
                         help="build on the latest published night even when a night between it and this one was not "
                         "imported and had dumps, or cannot tell (a segments path without {date}): that night's changes "
@@ -178,6 +180,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
     guard.check_new_files(files)
+    guard.check_destinations(cfg, files)
     check_base(cfg, files, set(guard.previous_sizes) if previous else None, allow_gap)
     # Every data source replaced by a full dump tonight: no previous row survives, so the previous
     # state is not read and tonight's rows go straight to the writers (no merge, no extra copy).

@@ -104,6 +104,24 @@ def test_configured_sync_mode_iter_wins_over_the_file_name(tmp_path):
     assert members(root, "2026-11-22") == {("a", "10", f"p{i}") for i in range(2, 8)}
 
 
+def test_a_full_night_missing_a_destination_the_previous_night_read_is_refused(tmp_path):
+    """Two destinations (DIDs) delivering full dumps into one data source's folder are two audiences;
+    a night with only one's dump replaced the data source's whole audience: the other's (3 of 12
+    rows, under max_shrink) was dropped, exit 0."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    one, other = [f"{V[i]} 10" for i in (1, 2, 3)], [f"{V[i]} 20" for i in range(4, 13)]
+    dump(tmp_path, "a", "2026-11-21", one, name="ftp_1234_7_full_1795305600000.sync.gz")
+    (tmp_path / "a" / "20261121" / "ftp_1235_7_full_1795305900000.sync.gz").write_bytes(
+        gzip.compress("".join(f"{line}\n" for line in other).encode(), mtime=0))
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-22", other, name="ftp_1235_7_full_1795392000000.sync.gz")
+    with pytest.raises(ConfigError, match="data source 'a': .* destination DID 1234 \\(MASTER_DPID 7\\), read by "
+                                          "dt=2026-11-21, has no dump tonight"):
+        run(config, root, "--date", "2026-11-22")
+    run(config, root, "--date", "2026-11-22", "--allow-shrink")  # a destination retired
+    assert {segment for _, segment, _ in members(root, "2026-11-22")} == {"20"}
+
+
 def test_an_iter_night_with_no_audience_to_build_on_is_refused_unless_allowed(tmp_path):
     """A first night (a fresh or moved root) of iter dumps, or a data source new to the config whose
     dumps are iter: the night published an audience of tonight's changes only, exit 0."""

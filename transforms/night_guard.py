@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
 from transforms.dump_files import dump_paths
+from transforms.dumps import parse_dump_name
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest, sync_mode_of
 from transforms.storage import join_path
@@ -209,6 +210,12 @@ def check_base(cfg: JobConfig, files: list, previous_sources: set | None, allow_
                           "from these changes")
 
 
+def _destination(path: str) -> tuple | None:
+    """A dump's destination (DID, MASTER_DPID, PID_ALIAS) from its name; None for a name without one."""
+    name = parse_dump_name(path)
+    return None if name is None else (name.did, name.master_dpid, name.pid_alias or "")
+
+
 def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
     """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
     names another column would hold each person under both ids (and miss the old ones' removals)."""
@@ -249,6 +256,7 @@ class NightGuard:
     previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
     previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
     previous_profiles: int = 0  # profiles that night read
+    previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: destinations it read
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
@@ -264,10 +272,13 @@ class NightGuard:
             # A timestamped name is one delivery; a fixed name may be a file overwritten every night.
             read = frozenset(f["path"] for entry in report["data_sources"].values() for f in entry.get("files", ())
                              if f.get("timestamp_ms") is not None)
+            destinations = {name: {_destination(f["path"]) for f in entry.get("files", ())} - {None}
+                            for name, entry in report["data_sources"].items()}
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
         return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
-                   previous_matching=addresses_matching(report), previous_profiles=report.get("profiles_read", 0))
+                   previous_matching=addresses_matching(report), previous_profiles=report.get("profiles_read", 0),
+                   previous_destinations=destinations)
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
@@ -278,6 +289,23 @@ class NightGuard:
         if again:
             raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
                               "a nightly segments glob names the night's files (e.g. with {date})")
+
+    def check_destinations(self, cfg: JobConfig, files: list) -> None:
+        """A full dump replaces its data source's whole audience: one whose folder delivers several
+        destinations (DIDs, :func:`transforms.dumps.older_full_delivery`) would lose, with no
+        shrink check past ``max_shrink``, the audience of a destination the previous night read and
+        tonight's dumps lack. Refused (ConfigError) unless ``allow_shrink``."""
+        if self.allow_shrink:
+            return
+        for name in full_sources(files, cfg):
+            tonight = {_destination(path) for source, path in files if source == name}
+            lost = sorted(self.previous_destinations.get(name, set()) - tonight)
+            if lost:
+                did, dpid, alias = lost[0]
+                raise ConfigError(f"data source '{name}': tonight's full dump replaces its audience, but destination "
+                                  f"DID {did} (MASTER_DPID {dpid}{', PID_ALIAS ' + alias if alias else ''}), read by "
+                                  f"{self.previous_partition}, has no dump tonight: its members would be dropped; "
+                                  "give each destination its own data source, or --allow-shrink")
 
     def replacing_all(self, cfg: JobConfig, files: list) -> "NightGuard | None":
         """When tonight's ``files`` (listed at launch) hold a full dump for every configured data
