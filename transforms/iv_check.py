@@ -18,7 +18,8 @@ source and fails the run when a position looks XORed:
    distribution at ``j`` shares much more with the profiles' than as it is. This sees a flip that
    keeps letters letters where most addresses share their first letters (``user...`` -> ``tser...``).
 
-With the right IV neither trips: real addresses' odd bytes (an apostrophe, an accent) are explained by
+With the right IV neither trips (but on a few dozen addresses, several sharing an odd character at
+one position: the README's known limit): real addresses' odd bytes (an apostrophe, an accent) are explained by
 no single XOR, which would spoil many good bytes, and a dump shares its byte distributions with the
 profiles best as it is (tests/test_iv_check.py: realistic addresses, odd ones, phones, the generator's
 data; the generator's 1M-line job too, by hand). Bit 7 makes plaintexts invalid UTF-8, and a flip in
