@@ -57,6 +57,11 @@ class DumpName:
     timestamp_ms: int
     split: int | None  # 1-based split number; None for an unsplit file
 
+    @property
+    def destination(self) -> tuple[int, int, str]:
+        """(DID, MASTER_DPID, PID_ALIAS or ""): two destinations' dumps are two audiences."""
+        return self.did, self.master_dpid, self.pid_alias or ""
+
 
 def parse_dump_name(path: str) -> DumpName | None:
     """Parse ``[SYNC_TYPE]_[DID]_[MASTER_DPID]_[PID_ALIAS]_[SYNC_MODE]_[TIMESTAMP][SPLITNUM].sync[.gz]``."""
@@ -97,17 +102,17 @@ def missing_splits(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def _deliveries(paths: list[str], sync_mode: str) -> dict[tuple, dict[int, tuple[bool, str]]]:
-    """Per destination (DID, DPID, PID alias: two destinations' dumps are two audiences), each
-    delivery's timestamp -> (full?, its first dump); names that do not parse are left out."""
+    """Per destination (:attr:`DumpName.destination`), each delivery's timestamp -> (full?, its first
+    dump); names that do not parse are left out."""
     streams: dict[tuple, dict[int, tuple[bool, str]]] = {}
     for path in sorted(paths):
         parsed = parse_dump_name(path)
         if parsed is not None:
             full = sync_mode == "full" or (sync_mode != "iter" and parsed.sync_mode == "full")
-            stream = streams.setdefault((parsed.did, parsed.master_dpid, parsed.pid_alias), {})
+            stream = streams.setdefault(parsed.destination, {})
             if not stream.get(parsed.timestamp_ms, (False,))[0]:
                 stream[parsed.timestamp_ms] = (full, path)
-    return dict(sorted(streams.items(), key=str))
+    return dict(sorted(streams.items()))
 
 
 def older_full_delivery(paths: list[str], sync_mode: str = "from_name") -> tuple[str, str] | None:

@@ -211,9 +211,9 @@ def check_base(cfg: JobConfig, files: list, previous_sources: set | None, allow_
 
 
 def _destination(path: str) -> tuple | None:
-    """A dump's destination (DID, MASTER_DPID, PID_ALIAS) from its name; None for a name without one."""
+    """A dump's :attr:`~transforms.dumps.DumpName.destination` from its name; None for a name without one."""
     name = parse_dump_name(path)
-    return None if name is None else (name.did, name.master_dpid, name.pid_alias or "")
+    return None if name is None else name.destination
 
 
 def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
