@@ -48,7 +48,6 @@ from transforms.config import ConfigError, JobConfig
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
 from transforms.night_guard import (
     NightGuard,
-    check_base,
     check_night_order,
     check_nights_over,
     check_no_gap,
@@ -181,7 +180,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
     guard.check_new_files(files)
     guard.check_destinations(cfg, files)
-    check_base(cfg, files, set(guard.previous_sizes) if previous else None, allow_gap)
+    guard.check_base(cfg, files, allow_gap)
     # Every data source replaced by a full dump tonight: no previous row survives, so the previous
     # state is not read and tonight's rows go straight to the writers (no merge, no extra copy).
     replacing = guard.replacing_all(cfg, files) if previous else None

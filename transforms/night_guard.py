@@ -192,24 +192,6 @@ def rebuild_for(root: str, days: list[date], published: list[date], force: bool)
     return None
 
 
-def check_base(cfg: JobConfig, files: list, previous_sources: set | None, allow_gap: bool) -> None:
-    """An ``iter`` dump is changes to an audience some earlier night holds. Tonight's dumps of a data
-    source all ``iter`` while no published night holds it (a first night, a fresh or moved root, a
-    data source new to the config): published, its audience would be tonight's changes only.
-    Refused (ConfigError) unless ``allow_gap``; ``previous_sources``: the data sources of the
-    previous night's report (None: no previous night)."""
-    if allow_gap:
-        return
-    full = set(full_sources(files, cfg))
-    new = sorted({name for name, _ in files} - full - (previous_sources or set()))
-    if new:
-        where = "no night is published under this root yet" if previous_sources is None else \
-            "the previous night does not hold it (new to the config?)"
-        raise ConfigError(f"data source '{new[0]}': tonight's dumps are iter (changes) and {where}: its audience "
-                          "would be tonight's changes only; deliver a full dump first, or --allow-gap to start "
-                          "from these changes")
-
-
 def _destination(path: str) -> tuple | None:
     """A dump's :attr:`~transforms.dumps.DumpName.destination` from its name; None for a name without one."""
     name = parse_dump_name(path)
@@ -289,6 +271,21 @@ class NightGuard:
         if again:
             raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
                               "a nightly segments glob names the night's files (e.g. with {date})")
+
+    def check_base(self, cfg: JobConfig, files: list, allow_gap: bool) -> None:
+        """An ``iter`` dump is changes to an audience some earlier night holds. Tonight's dumps of a
+        data source all ``iter`` while no published night holds it (a first night, a fresh or moved
+        root, a data source new to the config): published, its audience would be tonight's changes
+        only. Refused (ConfigError) unless ``allow_gap``."""
+        if allow_gap:
+            return
+        new = sorted({name for name, _ in files} - set(full_sources(files, cfg)) - set(self.previous_sizes))
+        if new:
+            where = "no night is published under this root yet" if self.previous_partition is None else \
+                "the previous night does not hold it (new to the config?)"
+            raise ConfigError(f"data source '{new[0]}': tonight's dumps are iter (changes) and {where}: its audience "
+                              "would be tonight's changes only; deliver a full dump first, or --allow-gap to start "
+                              "from these changes")
 
     def check_destinations(self, cfg: JobConfig, files: list) -> None:
         """A full dump replaces its data source's whole audience: one whose folder delivers several
