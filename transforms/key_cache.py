@@ -83,8 +83,8 @@ INCOMING = "_incoming"  # DIR/_incoming/<run>/: a run's parts until it published
 MAX_PARTS = 16
 MAX_DEAD_SHARE = 0.25
 # The modules whose code decides a profile's keys: a change in any of them invalidates the cache.
-KEY_MODULES = ("keys", "normalize", "digests", "phones", "phone_metadata", "arrow_utils", "profiles", "key_cache",
-               "key_cache_index", "key_cache_rows")
+KEY_MODULES = ("keys", "normalize", "digests", "phones", "phone_metadata", "arrow_utils", "profiles", "profile_columns",
+               "key_cache", "key_cache_index", "key_cache_rows")
 KEY_LIBRARIES = ("pyarrow", "duckdb", "phonenumbers")
 
 

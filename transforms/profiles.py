@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import re
 from typing import Iterator, Sequence
 
 import pyarrow as pa
@@ -30,6 +29,7 @@ from transforms.consent import BadOptOut, consent_of, parse_opt_out
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.extract_lines import csv_line_of_row, first_json_type_change, jsonl_line_of_row
+from transforms.profile_columns import check_not_joined, id_text, visitor_lists
 from transforms.storage import open_input
 
 BATCH_ROWS = 1 << 20
@@ -58,67 +58,6 @@ def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
     if export:
         cols |= {cfg.profiles.column_for(entry.kind) for entry in cfg.suppression}
     return sorted(cols)
-
-
-def _visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str, path: str, column: str) -> pa.Array:
-    """The visitor-ID column as list<string> (CSV: split on ``sep``; numbers: :func:`id_text`), padded
-    (:func:`_padded`). Entries are not cleaned here: consumers validate each ID (38 digits) when they use it."""
-    if values is None:
-        return pa.nulls(n, pa.list_(pa.string()))
-    values = plain_array(values)
-    if pa.types.is_large_list(values.type):
-        values = values.cast(pa.list_(values.type.value_type))
-    if not pa.types.is_list(values.type):
-        text = id_text(values, path, column) if _is_number(values.type) else plain_array(values, text="cast")
-        return _padded(pc.split_pattern(text, pattern=sep))
-    if not _is_number(values.type.value_type):
-        return _padded(values if values.type == pa.list_(pa.string()) else values.cast(pa.list_(pa.string())))
-    start, end = values.offsets[0].as_py(), values.offsets[-1].as_py()
-    entries = id_text(values.values.slice(start, end - start), path, column)
-    return _padded(pa.ListArray.from_arrays(pc.subtract(values.offsets, start), entries, mask=values.is_null()))
-
-
-def _is_number(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind)
-
-
-def _padded(lists: pa.ListArray) -> pa.ListArray:
-    """IDs that lost their leading zeros upstream (a number, or text written from one), zero-padded to
-    38 digits; under 30 digits (one visitor ID in 10^9) is no visitor ID (customer numbers), kept."""
-    start, end = lists.offsets[0].as_py(), lists.offsets[-1].as_py()
-    entries = lists.values.slice(start, end - start)
-    lengths = pc.binary_length(entries)  # length kernels first: most entries are 38 digits or empty
-    short = pc.fill_null(pc.and_(pc.greater_equal(lengths, 30), pc.less(lengths, 38)), False)
-    if not pc.any(short).as_py():
-        return lists
-    short = pc.fill_null(pc.and_(short, pc.ascii_is_decimal(entries)), False)
-    entries = pc.if_else(short, pc.utf8_lpad(entries, 38, "0"), entries)
-    return pa.ListArray.from_arrays(pc.subtract(lists.offsets, start), entries, mask=lists.is_null())
-
-
-_JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")
-
-
-def _check_not_joined(lists: pa.Array, path: str, column: str, sep: str, kind: pa.DataType) -> None:
-    """Fail when a visitor-ID entry holds several IDs joined by another character: lists written
-    with another separator than ``sep`` ('|' where ';' is configured), or a list entry holding a
-    joined string, in 1 % or more of a batch's entries. Those profiles gave no visitor key, their
-    lines were unmatched, exit 0. Only
-    entries longer than one ID are searched (a length kernel over the rest); the message shows the
-    joining character, never an ID."""
-    flat = pc.list_flatten(lists)
-    longer = pc.filter(flat, pc.fill_null(pc.greater(pc.binary_length(flat), 38), False))
-    if not len(longer):
-        return
-    joined = pc.filter(longer, pc.fill_null(pc.match_substring_regex(longer, _JOINED.pattern), False))
-    if len(joined) * 100 < len(flat):  # under 1 %: stray bad rows (no key, counted), not the separator
-        return
-    between = _JOINED.search(joined[0].as_py()).group(1).strip() or " "
-    shown = f"'{between}'" if len(between) <= 3 and not any(c.isalnum() for c in between) else "another character"
-    remedy = ("write one ID per list entry" if pa.types.is_list(kind) or pa.types.is_large_list(kind)
-              else f"set profiles.visitor_ids_separator (now '{sep}') to the extract's")
-    entries = "1 entry holds" if len(joined) == 1 else f"{len(joined)} entries hold"
-    raise InputError(path, f"column '{column}': {entries} several visitor IDs joined by {shown}: {remedy}")
 
 
 def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Array:
@@ -151,10 +90,10 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
         raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'")
     cols = {"profile_id": ids}
     has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
-    cols["visitor_ids"] = _visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator,
+    cols["visitor_ids"] = visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator,
                                          path, p.visitor_ids)
     if has_visitors:
-        _check_not_joined(cols["visitor_ids"], path, p.visitor_ids, p.visitor_ids_separator, table[p.visitor_ids].type)
+        check_not_joined(cols["visitor_ids"], path, p.visitor_ids, p.visitor_ids_separator, table[p.visitor_ids].type)
     cols["opt_out"] = _opt_out(table, cfg, path, export)
     for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = _text(table, col, path)
@@ -166,33 +105,6 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
 
 def _text(table: pa.Table, column: str, path: str) -> pa.Array:
     return id_text(table[column], path, column)
-
-
-def id_text(values, path: str, column: str) -> pa.Array:
-    """An id or key column as text (numbers become their text). Floating-point numbers that hold an
-    integer are its digits: Arrow writes a double of 1e10 or more as exponent text
-    ("1.23456789012e+11", what pandas writes for an integer column with gaps), an id or key no dump
-    has. One of 2^53 or more is not the integer that was written (a 17-digit id stored as a double
-    lost its last digits; a JSON number beyond int64 reads as one): the file fails, naming the
-    column (never a value). Profile extracts and the export's targets."""
-    values = plain_array(values)
-    if pa.types.is_decimal(values.type) and values.type.scale > 0:
-        # A decimal with a scale (NUMBER(38,10)) holding an integer: its digits, not "12.0000000000".
-        whole = pc.fill_null(pc.equal(values, pc.floor(values)), False)
-        make = pa.decimal256 if pa.types.is_decimal256(values.type) else pa.decimal128
-        digits = pc.if_else(whole, values, pa.scalar(0, values.type)).cast(
-            make(values.type.precision, 0)).cast(pa.string())
-        return pc.if_else(whole, digits, values.cast(pa.string()))
-    if not pa.types.is_floating(values.type):
-        return plain_array(values, text="cast")
-    bits = {16: 11, 32: 24}.get(values.type.bit_width, 53)  # a float holds every integer below 2^bits exactly
-    big = pc.sum(pc.greater_equal(pc.abs(values), 2.0 ** bits)).as_py() or 0
-    if big:
-        raise InputError(path, f"column '{column}': {big} value(s) stored as floating-point numbers of 2^{bits} "
-                               "or more, whose last digits are lost: write the column as text")
-    whole = pc.fill_null(pc.equal(values, pc.floor(values)), False)  # (NaN: false)
-    digits = pc.if_else(whole, values, 0).cast(pa.int64()).cast(pa.string())
-    return pc.if_else(whole, digits, values.cast(pa.string()))
 
 
 def column_field(cfg: JobConfig, column: str) -> str:

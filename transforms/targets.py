@@ -3,7 +3,7 @@
 A targets file is a CSV file with a header, or a Parquet file, with a ``profile_id`` column (other
 columns are ignored). Ids are read as strings, exactly as written: no trimming, and ``NA`` or
 ``NULL`` are ids like any other; ids stored as floats are the integers they hold, as in profile
-extracts (:func:`transforms.profiles.id_text`). A compressed CSV (``.csv.gz``...) cut short fails. Every row is a distinct target, a repeat of one (counted in the
+extracts (:func:`transforms.profile_columns.id_text`). A compressed CSV (``.csv.gz``...) cut short fails. Every row is a distinct target, a repeat of one (counted in the
 classification, where all rows of an id meet), or a blank id (null or empty: counted here and
 dropped).
 """
@@ -21,7 +21,7 @@ from transforms.config import format_from_extension
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.outcomes import Metric, runner_counter, count
-from transforms.profiles import id_text
+from transforms.profile_columns import id_text
 from transforms.storage import open_input
 
 TARGETS_COLUMN = "profile_id"
