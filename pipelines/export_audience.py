@@ -14,17 +14,15 @@ See the README and :mod:`transforms.export`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines import launch
 from transforms.config import JobConfig
 from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
 from transforms.export_report import summary_lines
-from transforms.export_state import ExportState
+from transforms.export_state import PENDING, ExportState, StateVersion, published_uncommitted, write_manifest
 from transforms.preflight import check_export_inputs
 from transforms.publish import REPORT, join_path
 from transforms.publish_journal import remove_run_dir
@@ -103,7 +101,7 @@ def run(argv=None) -> dict:
         return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
             p, job.cfg, checked["spec"], known.targets, state, output, run_dir))
     except BaseException:
-        if state.version_dir is not None and state.latest == _committed(state) and not _published(state):
+        if state.version_dir is not None and state.latest == _committed(state) and _pending(state) is None:
             remove_run_dir(state.version_dir)  # never committed nor published: nothing of it stays
         raise
 
@@ -119,21 +117,16 @@ def _clear_version(state: ExportState) -> None:
     """Remove what a failed or killed run left of this run's version, but the ``_PENDING`` of a run
     that published its files (this run retries it): until this run replaces them, they may be on the
     platform, and a failure before its publish must leave the next runs refused as before."""
-    from transforms.export_state import PENDING, published_uncommitted
-
-    kept = [v for v in published_uncommitted(state.folder, state.latest) if v.number == state.version]
+    kept = _pending(state)
     remove_run_dir(state.version_dir)
-    if kept:
-        with FileSystems.create(join_path(state.version_dir, PENDING), mime_type="application/json") as sink:
-            sink.write((json.dumps(kept[0].manifest, indent=2) + "\n").encode("utf-8"))
+    if kept is not None:
+        write_manifest(state.version_dir, PENDING, kept.manifest)
 
 
-def _published(state: ExportState) -> bool:
-    """Whether this run published its files before failing (the next runs must know: see
-    :func:`transforms.export_state.published_uncommitted`)."""
-    from transforms.export_state import published_uncommitted
-
-    return any(v.number == state.version for v in published_uncommitted(state.folder, state.latest))
+def _pending(state: ExportState) -> StateVersion | None:
+    """This run's version when a run published its files under it but never committed it (the next
+    runs must know: see :func:`transforms.export_state.published_uncommitted`), else None."""
+    return next((v for v in published_uncommitted(state.folder, state.latest) if v.number == state.version), None)
 
 
 def main(argv=None) -> int:

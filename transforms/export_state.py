@@ -282,11 +282,15 @@ def commit_state(state: ExportState, manifest: dict, name: str = SUCCESS) -> Non
     With ``name=PENDING``, before the run publishes its files: a run stopped between those and its
     ``_SUCCESS`` leaves the version for the next runs to find (:func:`published_uncommitted`)."""
     ensure_not_moved(state)
-    doc = {**manifest, "version": state.version, "previous": state.previous}
-    with FileSystems.create(join_path(state.version_dir, name), mime_type="application/json") as sink:
-        sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    write_manifest(state.version_dir, name, {**manifest, "version": state.version, "previous": state.previous})
     if name == SUCCESS and FileSystems.exists(join_path(state.version_dir, PENDING)):
         FileSystems.delete([join_path(state.version_dir, PENDING)])
+
+
+def write_manifest(version_dir: str, name: str, doc: dict) -> None:
+    """A version's manifest (``_SUCCESS`` or ``_PENDING``) as JSON."""
+    with FileSystems.create(join_path(version_dir, name), mime_type="application/json") as sink:
+        sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
 def parquet_rows(pattern: str) -> int:
