@@ -54,6 +54,7 @@ ENCRYPTED = "web-encrypted-emails"
 NIGHTS = ("2026-11-22", "2026-11-23")
 CHANGED = 0.02
 ITER_LINES = 0.05  # nightly-iter: night 2's dump lines, as a share of night 1's
+NIGHT2_TS_MS = 1795305600000 + 86_400_000  # night 2's delivery, a day after night 1's (generate's default)
 SCENARIOS = {
     "split": {},
     "single": {"parts": 1},
@@ -159,8 +160,10 @@ def make_data(work: Path, scenario: str, size: int, nightly_lines: float) -> tup
             (folder / first).symlink_to(full / first)
         if changes:
             lines = int(lines * ITER_LINES)
-        if not (folder / second / "job.yaml").exists():
-            _generate(folder / second, size, lines, changed=CHANGED, sync_mode="iter" if changes else "full")
+        if not any((folder / second).glob(f"segments/*/*_{NIGHT2_TS_MS}*")):  # also data of older benches
+            shutil.rmtree(folder / second, ignore_errors=True)
+            _generate(folder / second, size, lines, changed=CHANGED, sync_mode="iter" if changes else "full",
+                      ts_ms=NIGHT2_TS_MS)
         text = config_text("'{date:%Y%m%d}/profiles.parquet'")
         text = re.sub(r"segments: segments/(\S+)", r"segments: '{date:%Y%m%d}/segments/\1'", text)
         (folder / "job.yaml").write_text(text.replace("file:keys/", f"file:{NIGHTS[0].replace('-', '')}/keys/"))

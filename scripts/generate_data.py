@@ -518,13 +518,15 @@ data_sources:
 
 def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_format: str = "parquet",
              parts: int | None = None, shares: dict[str, float] | None = None, changed: float = 0.0,
-             sync_mode: str = "full") -> dict:
+             sync_mode: str = "full", ts_ms: int = 1795305600000) -> dict:
     """Write a job under ``out``; returns the expected counts per data source.
 
     ``parts``: files per data source (default: each source's own, 1-2); ``shares``: relative share of
     the dump lines per data source name (default: equal); ``changed``: share of the profiles that
     differ from the same seed's profiles (a later night's extract, see :func:`change_profiles`);
-    ``sync_mode``: ``iter`` names the dumps as a night's changes (their removed lists then apply)."""
+    ``sync_mode``: ``iter`` names the dumps as a night's changes (their removed lists then apply);
+    ``ts_ms``: the delivery time in the dump names (default 2026-11-22T00:00:00Z; a later night's
+    delivery is later: the nightly job refuses one no later than what the night before read)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -539,7 +541,6 @@ def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_fo
     (out / "keys" / "demo-only-iv.hex").write_text(iv.hex() + "\n")
     (out / "expected").mkdir(exist_ok=True)
     truth, all_counts = {}, {}
-    ts_ms = 1795305600000  # 2026-11-23T00:00:00Z
     weights = {name: (shares or {}).get(name, 0.0 if shares else 1.0) for name, *_ in SOURCES}
     for name, dpid, kind, segments, compressed, source_parts in SOURCES:
         share = n_lines // len(SOURCES) if shares is None else int(n_lines * weights[name] / sum(weights.values()))

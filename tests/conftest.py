@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,12 @@ from apache_beam.testing.test_pipeline import TestPipeline
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "testdata" / "demo"
 sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def delivered(day: str) -> int:
+    """A dump name's TIMESTAMP (ms) for a delivery made at noon UTC on ``day`` (YYYY-MM-DD): a later
+    night's dumps carry a later one, as a partner's do (the nightly job refuses an older delivery)."""
+    return int(datetime.fromisoformat(day).replace(hour=12, tzinfo=timezone.utc).timestamp()) * 1000
 
 
 def local_test_pipeline(runner: str | None = None) -> TestPipeline:

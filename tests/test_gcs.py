@@ -344,10 +344,12 @@ def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, first_nig
     bucket = client.bucket(gcs.bucket)
     cfg = yaml.safe_load(bucket.blob("in/job.yaml").download_as_bytes())
     cfg["data_sources"][0]["sync_mode"] = "iter"  # its previous rows are carried over: the night merges
-    for ds in cfg["data_sources"]:  # night 2's deliveries: the same dumps, delivered again under in/night2/
+    for ds in cfg["data_sources"]:  # night 2's deliveries: the same lines, delivered a day later under in/night2/
         ds["segments"] = ds["segments"].replace("/in/segments/", "/in/night2/")
     for blob in client.list_blobs(gcs.bucket, prefix="in/segments/"):
-        bucket.copy_blob(blob, bucket, blob.name.replace("in/segments/", "in/night2/", 1))
+        assert "_1795305600000" in blob.name, blob.name
+        later = blob.name.replace("in/segments/", "in/night2/", 1).replace("_1795305600000", "_1795392000000")
+        bucket.copy_blob(blob, bucket, later)
     bucket.blob("in/job-iter.yaml").upload_from_string(yaml.safe_dump(cfg), content_type="text/yaml")
     for blob in client.list_blobs(gcs.bucket, prefix="nightly/"):  # the same night 1 for both
         for name in ("whole", "by-shard"):

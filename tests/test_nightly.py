@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO, ROOT
+from conftest import DEMO, ROOT, delivered
 from pipelines import nightly
 
 V = {i: str(i) * 38 for i in range(1, 6)}
@@ -38,7 +38,7 @@ def write_job(tmp_path) -> Path:
 def dump(tmp_path, day: str, mode: str, lines: list[str]):
     folder = tmp_path / "dumps" / day.replace("-", "")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"ftp_1_7_{mode}_1795305600000.sync.gz").write_bytes(gzip.compress("".join(l + "\n" for l in lines).encode(), mtime=0))
+    (folder / f"ftp_1_7_{mode}_{delivered(day)}.sync.gz").write_bytes(gzip.compress("".join(l + "\n" for l in lines).encode(), mtime=0))
 
 
 def members(root: Path, day: str) -> set[tuple]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, delivered
 from pipelines import nightly
 from transforms.errors import ConfigError, RunFailed
 
@@ -43,7 +43,7 @@ def dump(tmp_path, source: str, day: str, lines: list[str], name: str | None = N
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():
         old.unlink()
-    name = name or f"ftp_1_7_{mode}_1795305600000.sync.gz"
+    name = name or f"ftp_1_7_{mode}_{delivered(day)}.sync.gz"
     data = "".join(l + "\n" for l in lines).encode()
     (folder / name).write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
 
@@ -234,7 +234,7 @@ def test_an_empty_full_dump_is_a_failure_not_an_empty_audience(tmp_path):
     result = cli(config, root, "--date", "2026-11-22")
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
-    assert "'b'" in line and "empty" in line and "ftp_1_7_full_1795305600000.sync.gz" in line, line
+    assert "'b'" in line and "empty" in line and f"ftp_1_7_full_{delivered('2026-11-22')}.sync.gz" in line, line
     assert run(config, root, "--date", "2026-11-22", "--allow-shrink")[0]["status"] == "published"
 
 
@@ -668,6 +668,30 @@ def test_a_dump_the_previous_night_imported_is_refused(tmp_path):
     assert "Traceback" not in result.stderr and not (root / "dt=2026-11-21").exists()
 
 
+@pytest.mark.parametrize("copied", ["full", "iter"])
+def test_a_delivery_older_than_the_previous_nights_newest_is_refused(tmp_path, copied):
+    """An earlier delivery copied into tonight's folder (a transfer re-run, a file restored): with
+    {date} in the glob, its path is new. Tonight's copy of night 1's full dump put back the user
+    night 2 removed (and an iter copy its addition over a later removal), exit 0. Refused, naming it."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-20", everyone("a", ids=range(1, 4)), name="ftp_1_7_full_1795132800000.sync.gz")
+    run(config, root, "--date", "2026-11-20")
+    dump(tmp_path, "a", "2026-11-21", [f"{V[3]}  10"], name="ftp_1_7_iter_1795219200000.sync.gz")
+    run(config, root, "--date", "2026-11-21")
+    assert ("a", "10", "p3") not in members(root, "2026-11-21")
+    lines, name = ((everyone("a", ids=range(1, 4)), "ftp_1_7_full_1795132800000.sync.gz") if copied == "full"
+                   else ([f"{V[3]} 10"], "ftp_1_7_iter_1795132800000.sync.gz"))
+    dump(tmp_path, "a", "2026-11-22", lines, name=name)
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"{name}: delivered no later than ftp_1_7_iter_1795219200000.sync.gz, which dt=2026-11-21 read" in line, line
+    assert "Traceback" not in result.stderr and not (root / "dt=2026-11-22").exists()
+    dump(tmp_path, "a", "2026-11-22", [f"{V[4]} 10"], name="ftp_1_7_iter_1795305600000.sync.gz")  # a later one runs
+    assert cli(config, root, "--date", "2026-11-22").returncode == 0
+    assert members(root, "2026-11-22") == {("a", "10", "p1"), ("a", "10", "p2"), ("a", "10", "p4")}
+
+
 def test_a_change_of_profiles_id_between_nights_is_refused_unless_every_source_is_replaced(tmp_path):
     """The previous night's memberships are profile ids of the old column: carried into a night
     keyed by another one, each person was a member twice and removals missed the old ids."""
@@ -771,7 +795,7 @@ def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(
     dump(tmp_path, "b", "2026-11-28", [f"{V[1]} 10"], mode="iter")  # one data source's delivery: the night runs
     with pytest.raises(ConfigError, match=r"data_sources\[0\]\.segments: no segment dump matches"):
         run(config, root, "--backfill", "2026-11-28:2026-11-29")
-    (tmp_path / "b" / "20261128").joinpath("ftp_1_7_iter_1795305600000.sync.gz").unlink()
+    (tmp_path / "b" / "20261128").joinpath(f"ftp_1_7_iter_{delivered('2026-11-28')}.sync.gz").unlink()
     real = storage.FileSystems.match
 
     class Forbidden(Exception):

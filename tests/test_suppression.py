@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import DEMO
+from conftest import DEMO, delivered
 from platform_sim import output_text
 
 from pipelines import import_audience, nightly
@@ -69,7 +69,7 @@ def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_nigh
         folder = tmp_path / "dumps" / day.replace("-", "")
         folder.mkdir(parents=True)
         tokens = encrypt_cbc([address for address, _ in lines], key, iv)
-        (folder / f"ftp_1_23456_{mode}_1795305600000.sync").write_text(
+        (folder / f"ftp_1_23456_{mode}_{delivered(day)}.sync").write_text(
             "".join(f"{t} {seg}\n" for t, (_, seg) in zip(tokens, lines)))
 
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))

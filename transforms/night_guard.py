@@ -5,8 +5,9 @@ comes after it unless this run republishes every one of them, in order; a rebuil
 did not finish is finished first (``ROOT/_rebuild.json``); no night with dumps is missing between the
 previous published night and this one; the previous night was built with the same ``profiles.id``.
 :class:`NightGuard`, read at launch from the previous night's report and checked before the publish:
-no dump the previous night imported, no audience that collapses (more than ``max_shrink`` per data
-source), no empty full delivery, no file-audience source whose addresses stop matching profiles.
+no dump the previous night imported or older than its newest, no audience that collapses (more than
+``max_shrink`` per data source), no empty full delivery, no file-audience source whose addresses
+stop matching profiles.
 """
 from __future__ import annotations
 
@@ -221,6 +222,19 @@ def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
             for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
 
 
+def newest_deliveries(report: dict) -> dict[tuple, tuple[int, str]]:
+    """``(timestamp_ms, path)`` of the newest dump a night's report lists per (data source,
+    destination), among the names with a timestamp (a delivery)."""
+    newest: dict[tuple, tuple[int, str]] = {}
+    for source, entry in report["data_sources"].items():
+        for f in entry.get("files", ()):
+            name = parse_dump_name(f["path"])
+            if name is not None:
+                key = (source, name.destination)
+                newest[key] = max(newest.get(key, (name.timestamp_ms, f["path"])), (name.timestamp_ms, f["path"]))
+    return newest
+
+
 def audience_sizes(report: dict) -> dict[str, int]:
     """Rows per data source of a night's report: memberships plus file-audience entries."""
     return {name: sum(s.get("members", 0) + s.get("file_audience", 0) for s in entry["segments"].values())
@@ -239,6 +253,7 @@ class NightGuard:
     previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
     previous_profiles: int = 0  # profiles that night read
     previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: destinations it read
+    previous_newest: dict = dataclasses.field(default_factory=dict)  # (data source, destination): newest dump read
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
@@ -256,21 +271,37 @@ class NightGuard:
                              if f.get("timestamp_ms") is not None)
             destinations = {name: {_destination(f["path"]) for f in entry.get("files", ())} - {None}
                             for name, entry in report["data_sources"].items()}
+            newest = newest_deliveries(report)
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
         return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
                    previous_matching=addresses_matching(report), previous_profiles=report.get("profiles_read", 0),
-                   previous_destinations=destinations)
+                   previous_destinations=destinations, previous_newest=newest)
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
         (same path, a timestamp in the name): a ``segments`` glob that does not name the night's
         files (``{date}``) would apply every earlier delivery again (an old addition over a later
-        removal), or publish last night's full dump as tonight's."""
+        removal), or publish last night's full dump as tonight's. Nor may they be older than the
+        newest dump of their data source and destination that night read (a timestamp no later): an
+        earlier delivery copied into tonight's folder, applied again, would undo what came after it."""
         again = sorted(path for _, path in files if path in self.previous_files)
         if again:
             raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
                               "a nightly segments glob names the night's files (e.g. with {date})")
+        stale = []  # (path, the newest dump of its data source and destination the previous night read)
+        for source, path in sorted(files):
+            name = parse_dump_name(path)
+            seen = None if name is None else self.previous_newest.get((source, name.destination))
+            if seen is not None and name.timestamp_ms <= seen[0]:
+                stale.append((path, seen))
+        if stale:
+            path, (_, newest) = stale[0]
+            raise ConfigError(f"{path}: delivered no later than {posixpath.basename(newest)}, which "
+                              f"{self.previous_partition} read for the same data source and destination "
+                              f"({len(stale)} such dump(s)): an earlier delivery read again would undo the changes "
+                              "made since; take it out of tonight's folder (a copy of an earlier delivery?); a late "
+                              "delivery goes in its own night's folder")
 
     def check_base(self, cfg: JobConfig, files: list, allow_gap: bool) -> None:
         """An ``iter`` dump is changes to an audience some earlier night holds. Tonight's dumps of a
