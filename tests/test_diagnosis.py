@@ -103,6 +103,8 @@ def _build(root: Path) -> tuple[dict, dict]:
             if name.startswith("sms-"):
                 ds |= {"channel": "sms", "match_on": "phone"}
         ds["max_invalid_id_ratio"] = 1.0  # wrong on purpose: the run publishes, with its findings
+        if ds["id_type"] == "declared":
+            ds["allow_no_match"] = True  # (and so does one whose IDs all match no profile)
         sources.append(ds)
     cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "phone": "mobile", "visitor_ids": "visitor_ids"},
            "buckets": 4, "data_sources": sources}
@@ -330,7 +332,7 @@ def test_a_normalization_that_changes_every_profile_key_is_a_partial_explanation
         (tmp_path / name).mkdir()
         (tmp_path / name / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
         sources.append({"name": name, "dpid": n + 1, "segments": f"{name}/*.sync", "id_type": "declared",
-                        "declared": "hashed", "match_on": "phone"})
+                        "declared": "hashed", "match_on": "phone", "allow_no_match": name == "meta"})
     cfg = {"profiles": {"path": "profiles.parquet", "phone": "mobile", "visitor_ids": None}, "buckets": 2, "data_sources": sources}
     report = _run(tmp_path, cfg, "out")["data_sources"]
     (mixed,), (meta,) = report["mixed"]["diagnosis"], report["meta"]["diagnosis"]

@@ -159,6 +159,46 @@ def test_a_source_whose_profile_column_gives_no_key_fails_unless_allowed():
     check_report(build_report(allowed, Counts(counts)), allowed)
 
 
+@pytest.mark.parametrize("source", [{"declared": "hashed", "match_on": "email"}, {"declared": "plain", "match_on": "crm"},
+                                    {"declared": "encrypted", "match_on": "email", "channel": "email",
+                                     "force_reconciliation": True, "encryption": {"key": "env:K", "iv": "env:I"}}])
+def test_a_declared_source_whose_ids_match_no_profile_fails_unless_allowed(source):
+    """Keys on both sides, and not one of 100 declared IDs matched: a wrong match_on, normalization
+    or digest, not a match rate (a customer declares IDs from its own database). It published an
+    empty audience with exit 0."""
+    cfg = job(id_type="declared", **source)
+    none = (count(Metric.RECEIVED, 102, "src"), rejected(Reason.NO_MATCHING_PROFILE, 100),
+            rejected(Reason.REMOVALS_ONLY, 2))
+    with pytest.raises(RunFailed, match=r"^data source 'src': none of its 100 IDs to match matched a profile's key "
+                                        r"\(profile column '(email|crm)'\).*allow_no_match: true"):
+        checked(cfg, *none)
+    checked(job(id_type="declared", allow_no_match=True, **source), *none)
+    checked(cfg, count(Metric.RECEIVED, 102, "src"), count(Metric.RECONCILED, 1, "src"),  # one match: a rate
+            rejected(Reason.NO_MATCHING_PROFILE, 99), rejected(Reason.REMOVALS_ONLY, 2))
+    checked(cfg, count(Metric.RECEIVED, 99, "src"), rejected(Reason.NO_MATCHING_PROFILE, 99))  # too few to judge
+
+
+def test_visitor_ids_and_a_file_audience_may_match_no_profile():
+    """Visitor IDs link to profiles only through tracking (a partner's audience may overlap little);
+    an encrypted email source that keeps a file audience keeps every address anyway."""
+    checked(job(), count(Metric.RECEIVED, 500, "src"), rejected(Reason.NO_MATCHING_PROFILE, 500))
+    kept = job(id_type="declared", declared="encrypted", match_on="email", channel="email",
+               encryption={"key": "env:K", "iv": "env:I"})
+    checked(kept, count(Metric.RECEIVED, 500, "src"), count(Metric.FILE_AUDIENCE, 500, "src"))
+
+
+def test_a_declared_source_on_the_wrong_column_fails_the_import_naming_the_diagnosis(demo_copy, tmp_path):
+    """The demo's plain CRM ids matched on the email column: 0 of 183 matched, exit 0, although the
+    diagnosis named the column."""
+    job_path = demo_copy / "job.yaml"
+    job_path.write_text(job_path.read_text().replace("match_on: crm_id", "match_on: email"))
+    out = tmp_path / "o"
+    line = assert_failed_cleanly(run_import_cli(job_path, out), out, "data source 'crm-plain'",
+                                 "none of its 183 IDs to match matched", "profile column 'email'")
+    assert "diagnosis: 136 of 183 sampled lines without a match match the profile column 'crm_id'" in line, line
+    assert "match_on: crm_id" in line, line
+
+
 def test_a_misnamed_visitor_id_column_fails_the_import(demo_copy, tmp_path):
     job_path = demo_copy / "job.yaml"
     job_path.write_text(job_path.read_text().replace("visitor_ids: visitor_ids", "visitor_ids: visitor_id"))

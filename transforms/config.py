@@ -129,6 +129,7 @@ class DataSourceConfig(_Strict):
     # Above this share of invalid IDs (of the lines with segments) the run fails: a wrong digest
     # encoding or algorithm, or another ID column, makes (nearly) every ID one.
     max_invalid_id_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    allow_no_match: bool = False  # declared: else none of MIN_IDS_TO_MATCH IDs or more matching fails the run
     # Nightly: what a dump of this source is (full: replaces the audience; iter: updates it). By
     # default the file name says; in nightly a name that does not is an error unless this is set.
     sync_mode: Literal["full", "iter", "from_name"] = "from_name"

@@ -90,6 +90,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
     # Last: any dump-side cause above (a wrong file, a wrong key) or an empty extract says more.
     for name, entry in report["data_sources"].items():
         _check_profile_keys(name, entry, report["profiles_read"], cfg)
+        _check_matches(name, entry, cfg)
 
 
 def check_deliveries(report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
@@ -119,6 +120,29 @@ def _check_profile_keys(name: str, entry: dict, profiles_read: int, cfg: JobConf
         f"data source '{name}': none of the {profiles_read} profiles read gave a key from column '{column}' "
         f"({to_match} dump IDs to match): an empty or misnamed column? Set profiles.allow_empty_profiles: true "
         "if that is expected. Nothing was published"
+    )
+
+
+# A declared-ID source of which this many IDs or more matched no profile at all is configured wrongly
+# (a customer declares IDs from its own database); fewer cannot tell that from a low match rate.
+MIN_IDS_TO_MATCH = 100
+
+
+def _check_matches(name: str, entry: dict, cfg: JobConfig) -> None:
+    """Keys on both sides, and not one declared ID matched: a wrong ``match_on``, normalization or
+    digest would publish an empty audience. Visitor IDs link to profiles through tracking (a
+    partner's audience may overlap little), and a file audience keeps every address: not judged."""
+    ds = cfg.data_source(name)
+    to_match = entry["reconciled"] + entry["unmatched"]
+    if (ds.id_type != "declared" or ds.keeps_file_audience or ds.allow_no_match or entry["reconciled"]
+            or to_match < MIN_IDS_TO_MATCH):
+        return
+    found = _finding_text(entry, lambda f: not f.get("rejected"))
+    raise RunFailed(
+        f"data source '{name}': none of its {to_match} IDs to match matched a profile's key (profile column "
+        f"'{cfg.profiles.key_column(ds)}'): a wrong match_on, normalization or digest? "
+        f"{found + ' ' if found else ''}Set allow_no_match: true on the data source if that is expected. "
+        "Nothing was published"
     )
 
 
@@ -239,8 +263,12 @@ def _top_finding(entry: dict, decryption: bool) -> str | None:
     """The diagnosis' best explanation of rejected IDs (of decrypt failures, or of the other invalid
     IDs), with its config change, for the one-line message of a run failing on them: not a finding
     about lines that matched no profile (it would not fix what fails the run)."""
-    top = next((f for f in entry.get("diagnosis") or ()
-                if f.get("rejected") and (f.get("kind") in DECRYPTION_KINDS) == decryption), None)
+    return _finding_text(entry, lambda f: f.get("rejected") and (f.get("kind") in DECRYPTION_KINDS) == decryption)
+
+
+def _finding_text(entry: dict, wanted) -> str | None:
+    """The data source's first diagnosis finding that is ``wanted``, with its config change."""
+    top = next((f for f in entry.get("diagnosis") or () if wanted(f)), None)
     if top is None:
         return None
     change = suggestion_text(top)  # none for a finding no setting fixes (tokens in another base64)
