@@ -51,7 +51,8 @@ def parse_args(argv):
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date,
                    previous: str | None = None, incremental: bool = False, manifest: dict | None = None,
                    guard: NightGuard | None = None, key_cache: KeyCacheDirs | None = None,
-                   previous_parts: dict[str, PreviousParts] | None = None) -> None:
+                   previous_parts: dict[str, PreviousParts] | None = None,
+                   undelivered: frozenset = frozenset()) -> None:
     """Wire the import graph onto ``p``. Reads nothing: all I/O happens when the pipeline runs.
 
     ``incremental`` (the nightly job): ``iter`` dumps' removals apply, and each audience is the
@@ -62,11 +63,13 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     :func:`check_deliveries`); ``key_cache``: profile keys reused
     from (and, once published, saved to) a key cache (:mod:`transforms.key_cache`);
     ``previous_parts``: the outputs whose ``previous`` parts the writers read shard by shard
-    (:func:`transforms.incremental.previous_parts`); the others' are read whole and re-split."""
+    (:func:`transforms.incremental.previous_parts`); the others' are read whole and re-split;
+    ``undelivered``: data sources whose dumps are not read tonight (:mod:`transforms.undelivered`)."""
     clock = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     carries = incremental and previous is not None  # the previous memberships meet tonight's profile ids
     result = p | "Reconcile" >> ReconcileAudiences(cfg, clock, incremental=incremental, key_cache=key_cache,
-                                                   split_bytes=split_dump_bytes(cfg, p.options), profile_ids=carries)
+                                                   split_bytes=split_dump_bytes(cfg, p.options), profile_ids=carries,
+                                                   undelivered=undelivered)
 
     def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False, profiles: bool = False):
         """Tonight's rows of one output; with ``incremental`` and a ``previous`` partition, merged

@@ -57,6 +57,7 @@ from transforms.night_guard import (
 )
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
+from transforms.undelivered import undelivered_sources
 from pipelines.options import only_stages
 from transforms.publish import REPORT, SUCCESS, join_path
 from transforms.publish_journal import clean_leftovers, hold_output, remove_run_dir
@@ -163,10 +164,11 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
             return {"date": day.isoformat(), "status": NO_DELIVERY}
         remove_run_dir(target)  # leftovers of an interrupted run: never half-visible, now gone
     cfg = template.for_date(day)
-    check_inputs(cfg)
-    files = tonight_files(cfg)
-    check_sync_modes(cfg, files)
     earlier = [d for d in published_dates(root) if d < day]
+    undelivered = undelivered_sources(cfg, root, day, earlier)  # carried as they are (a partner's weekend)
+    check_inputs(cfg, undelivered=undelivered)
+    files = [(name, path) for name, path in tonight_files(cfg) if name not in undelivered]
+    check_sync_modes(cfg, files)
     previous = partition(root, earlier[-1]) if earlier else None
     manifest = {
         "run_date": day.isoformat(),
@@ -195,7 +197,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     with staged(cache):
         report = launch.run_pipeline(options, run_dir, join_path(target, REPORT), lambda p: build_pipeline(
             p, cfg, target, run_dir, day, previous=state, incremental=True, manifest=manifest, guard=guard,
-            key_cache=cache, previous_parts=direct), held=True)
+            key_cache=cache, previous_parts=direct, undelivered=undelivered), held=True)
     if report.get("status") == launch.STAGED:
         return {"date": day.isoformat(), "status": launch.STAGED}
     return {"date": day.isoformat(), "status": "published", "previous": manifest["previous_partition"], "report": report}

@@ -811,6 +811,37 @@ def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(
         run(config, root, "--backfill", "2026-11-28:2026-11-29")
 
 
+def test_a_data_source_may_deliver_nothing_for_as_many_nights_in_a_row_as_it_allows(tmp_path):
+    """Partner b delivers on weekdays only, a every night: every Saturday's scheduled night failed (no
+    segment dump matches), holding a depends_on_past DAG until someone came. With
+    max_nights_without_delivery: 2, a weekend night carries b's audience as it is (its profiles still
+    in the extract); a third night in a row, or a night with nothing published to carry, fails."""
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    with pytest.raises(ConfigError, match=r"^data source 'b': no segment dump matches .*no night published in the 2 "
+                                          r"before dt=2026-11-26 read one of its dumps"):
+        run(config, root, "--date", "2026-11-26")  # nothing to carry
+    dump(tmp_path, "a", "2026-11-27", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-27", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-27")
+    b = {("b", "20", f"p{i}") for i in range(5, 9)}
+    dump(tmp_path, "a", "2026-11-28", [f"{V[1]}  10"], mode="iter")  # Saturday: p1 leaves a's segment
+    dump(tmp_path, "a", "2026-11-29", [f"{V[9]} 10"], mode="iter")  # Sunday: p9 joins
+    results = run(config, root, "--backfill", "2026-11-28:2026-11-29")
+    assert [r["status"] for r in results] == ["published", "published"]
+    assert members(root, "2026-11-28") == {("a", "10", f"p{i}") for i in (2, 3, 4)} | b
+    assert members(root, "2026-11-29") == {("a", "10", f"p{i}") for i in (2, 3, 4, 9)} | b
+    entry = json.loads((root / "dt=2026-11-29" / "report.json").read_text())["data_sources"]["b"]
+    assert (entry["received"], entry["files"], entry["previous_state"]["reconciled_carried"]) == (0, [], 4)
+    dump(tmp_path, "a", "2026-11-30", [f"{V[2]}  10"], mode="iter")
+    result = cli(config, root, "--date", "2026-11-30")  # Monday, and b's dump is late: a third night
+    assert result.returncode == 2, result.stderr
+    assert "data source 'b': no segment dump matches" in result.stderr and "Traceback" not in result.stderr
+    dump(tmp_path, "b", "2026-11-30", [f"{V[5]}  20"], mode="iter")
+    run(config, root, "--date", "2026-11-30")
+    assert members(root, "2026-11-30") == {("a", "10", f"p{i}") for i in (3, 4, 9)} | b - {("b", "20", "p5")}
+
+
 def test_a_backfill_and_a_rebuild_across_a_weekend_without_deliveries_finish(tmp_path):
     """Weekday deliveries: the backfill from Saturday to Monday skips the weekend and Monday builds
     on Friday; a rebuild from Friday moves its record past the weekend, stops at Monday when its

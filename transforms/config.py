@@ -134,6 +134,8 @@ class DataSourceConfig(_Strict):
     # default the file name says; in nightly a name that does not is an error unless this is set.
     sync_mode: Literal["full", "iter", "from_name"] = "from_name"
     max_shrink: float | None = Field(default=None, ge=0.0, le=1.0)  # nightly, export; None: the job's max_shrink
+    # Nightly: nights in a row this source may deliver no dump (its audience carried as it is); 0: none
+    max_nights_without_delivery: int = Field(default=0, ge=0, le=31)
     # Dump layout (the platform's templates can change it)
     field_separator: str = " "
     segment_separator: str = ","

@@ -49,15 +49,17 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     return problems
 
 
-def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False) -> None:
+def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
+                 undelivered: frozenset = frozenset()) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured;
-    ``one_off``: the import, which applies no removal (:func:`~transforms.dumps.iter_after_full`)."""
+    ``one_off``: the import, which applies no removal (:func:`~transforms.dumps.iter_after_full`);
+    ``undelivered``: data sources a night may read no dump of (:mod:`transforms.undelivered`)."""
     problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     problems += suppression_problems(cfg)
     readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
     for i, ds in enumerate(cfg.data_sources):
         paths = dump_paths(ds.segments, missing_ok=True)
-        if not paths:
+        if not paths and ds.name not in undelivered:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
         if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:

@@ -53,8 +53,10 @@ class ReconcileAudiences(beam.PTransform):
     the extract's profile ids (a nightly that carries the previous memberships)."""
 
     def __init__(self, cfg: JobConfig, run_date: datetime | None = None, incremental: bool = False,
-                 key_cache: KeyCacheDirs | None = None, split_bytes: int | None = None, profile_ids: bool = False):
+                 key_cache: KeyCacheDirs | None = None, split_bytes: int | None = None, profile_ids: bool = False,
+                 undelivered: frozenset = frozenset()):
         super().__init__()
+        self._undelivered = undelivered  # data sources whose dumps are not read (a night they may skip)
         self._profile_ids = profile_ids
         self._cfg = cfg
         self._run_date = run_date
@@ -66,7 +68,8 @@ class ReconcileAudiences(beam.PTransform):
         cfg = self._cfg
         matched = (
             root
-            | "ListDumpPatterns" >> beam.Create([(ds.name, ds.segments) for ds in cfg.data_sources])
+            | "ListDumpPatterns" >> beam.Create([(ds.name, ds.segments) for ds in cfg.data_sources
+                                                 if ds.name not in self._undelivered])
             | "MatchDumpFiles" >> beam.ParDo(ExpandPatterns()).with_outputs(ExpandPatterns.CONTROL, main="files")
         )
         files = matched.files

@@ -1,0 +1,56 @@
+"""Nightly: data sources that deliver on some nights only (partners who send nothing at weekends).
+
+A data source with ``max_nights_without_delivery`` set whose ``segments`` list no dump tonight is
+not read: its audience is carried over from the previous night as it is (as an ``iter`` night with
+no change would carry it; memberships of profiles gone from the extract still go). That holds for as
+many nights in a row as the setting allows, counted from the latest published night that read one
+of its dumps. Without the setting, or past it, or with no published night holding the data source,
+the night fails as a night without its dump always has (``no segment dump matches``).
+"""
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.config import JobConfig
+from transforms.dump_files import dump_paths
+from transforms.errors import ConfigError, RunFailed
+from transforms.storage import join_path
+
+
+def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[date]) -> frozenset[str]:
+    """The data sources that deliver no dump tonight and may skip it (else :func:`check_inputs`
+    fails the night naming them); raises :class:`ConfigError` for one past its limit or with no
+    audience to carry. ``published``: the nights published before ``day``."""
+    skipping = [ds for ds in cfg.data_sources
+                if ds.max_nights_without_delivery and not dump_paths(ds.segments, missing_ok=True)]
+    reports: dict[date, dict] = {}
+    for ds in skipping:
+        limit = ds.max_nights_without_delivery
+        last = None  # the latest published night that read one of its dumps
+        for night in (n for n in reversed(published) if (day - n).days <= limit):
+            if night not in reports:
+                reports[night] = _report(root, night)
+            entry = reports[night]["data_sources"].get(ds.name)
+            if entry is None:
+                break  # not held by that night: nothing to carry from before it
+            if entry.get("files"):
+                last = night
+                break
+        if last is None:
+            raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', and no night "
+                              f"published in the {limit} before dt={day} read one of its dumps "
+                              f"(max_nights_without_delivery={limit}): its audience would be carried from too long "
+                              "ago, or from nothing; deliver its dump, or import the missed nights first")
+    return frozenset(ds.name for ds in skipping)
+
+
+def _report(root: str, night: date) -> dict:
+    path = join_path(root, f"dt={night.isoformat()}", "report.json")
+    try:
+        with FileSystems.open(path) as handle:
+            return json.loads(handle.read())
+    except Exception as exc:  # noqa: BLE001 - one line naming the file
+        raise RunFailed(f"{path}: cannot read a published night's report ({type(exc).__name__})") from None
