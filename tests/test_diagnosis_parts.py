@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.crypto import encrypt_cbc, encrypt_gcm
@@ -274,6 +275,35 @@ def test_tokens_that_need_another_alphabet_and_still_fail_are_no_token_encoding_
     """Url-safe tokens under another key: re-read as standard base64 they still decrypt to nothing."""
     tokens = pa.array(_urlsafe(encrypt_cbc(EMAILS, bytes(32), IV)))
     assert [f.kind for f in cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))] != ["token_encoding"]
+
+
+def _padded_otherwise(plaintexts: list[str], padding: str, key: bytes = KEY) -> list[str]:
+    """AES-CBC under ``key`` and IV with zero bytes as padding (none on a whole block: PHP's openssl
+    or mcrypt, Java's NoPadding) or ANSI X.923's (zeros, then the pad length), not PKCS#7."""
+    out = []
+    for value in plaintexts:
+        data = value.encode()
+        n = -len(data) % 16 if padding == "zero" else 16 - len(data) % 16
+        data += b"\0" * n if padding == "zero" else bytes(n - 1) + bytes([n])
+        encryptor = Cipher(algorithms.AES(key), modes.CBC(IV)).encryptor()
+        out.append(base64.b64encode(encryptor.update(data) + encryptor.finalize()).decode())
+    return out
+
+
+@pytest.mark.parametrize("padding", ["zero", "x923"])
+@pytest.mark.parametrize("plaintexts", [EMAILS, PHONES], ids=["emails", "one-block-phones"])
+def test_tokens_padded_otherwise_than_pkcs7_are_said_so_not_blamed_on_the_key(plaintexts, padding):
+    """Right key and IV, plaintexts zero-padded (or X.923): the PKCS#7 check fails as under a wrong
+    key, and the run failed with 'they are under another key ...; check encryption.key'. Read with
+    that padding they decrypt to valid addresses: the finding says so and names no field."""
+    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
+                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    tokens = _padded_otherwise(plaintexts, padding)
+    (finding,) = cbc_findings(source, pa.array(tokens), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), 40)
+    assert "PKCS#7" in finding.message and "ask the partner" in finding.message and "encryption.key" not in finding.message
+    under_another_key = _padded_otherwise(plaintexts, padding, bytes(32))
+    assert [f.kind for f in cbc_findings(source, pa.array(under_another_key), CbcMaterial(KEY, IV, {"hex": KEY}))] == ["key"]
 
 
 def _iv_in_front(plaintexts: list[str], seed: int = 5) -> list[str]:

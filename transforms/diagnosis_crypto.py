@@ -6,8 +6,8 @@
   base64) where that gives a valid key or IV; a combination that turns failures into valid
   addresses is a finding (``encryption.key_encoding`` / ``iv_encoding``). Tokens that carry a random
   IV each in front (IV || ciphertext) decrypt, read so, to whole addresses, and their first blocks
-  under the configured IV are unrelated garbage: a scheme of its own, not a wrong encryption.iv.
-  Failing that, the failures' pattern points at the IV or the key: CBC with a wrong IV garbles only
+  under the configured IV are unrelated garbage: a scheme of its own, not a wrong encryption.iv; so
+  are plaintexts padded otherwise than PKCS#7 (zero bytes, ANSI X.923). Failing that, the failures' pattern points at the IV or the key: CBC with a wrong IV garbles only
   the first 16 bytes (the padding is valid and the rest reads as text), a wrong key garbles every
   block (the padding of a token of two blocks or more fails). A one-block token (a phone number, a
   short email) has its padding in the block a wrong IV garbles: there the last decrypted byte is a
@@ -106,7 +106,7 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
-    carried = _carried_iv(ds, tokens, material, region)
+    carried = _carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
     if carried:
         return carried
     p = _failure_pattern(tokens, material.key, material.iv)
@@ -210,9 +210,7 @@ def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
     the configured IV are unrelated garbage. A wrong fixed IV also leaves the text after the first
     16 bytes readable (a valid address, for a long one), but its first blocks are plaintexts XORed
     with one IV (:func:`_one_iv`). No value of encryption.iv fixes this: the finding suggests none."""
-    ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
-    cipher = Cipher(algorithms.AES(material.key), modes.ECB())
-    blocks = cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(material.iv, dtype=cbc_kernel.V16)[0])
+    blocks = _decrypted_blocks(tokens, material.key, material.iv)[1]
     rest = cbc_kernel.drop_first_block(blocks)
     plain, _ = cbc_kernel.result_arrays(cbc_kernel.check_utf8(cbc_kernel.strip_pkcs7(rest, len(tokens))))
     valid = _addresses(ds, plain, region).to_numpy(zero_copy_only=False)
@@ -223,6 +221,43 @@ def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
                           f"IV per token): read so, they decrypt to valid {_address(ds)} under the configured key. This is not the scheme "
                           "configured (one IV, encryption.iv, for every token) and no setting reads it: ask the partner "
                           "for tokens under the agreed IV")]
+
+
+def _decrypted_blocks(tokens: pa.Array, key: bytes, iv: bytes) -> tuple[cbc_kernel.Ciphertexts, cbc_kernel.Blocks]:
+    """The tokens' ciphertexts and their CBC-decrypted blocks under ``key`` and ``iv``, padding unchecked."""
+    ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
+    cipher = Cipher(algorithms.AES(key), modes.ECB())
+    return ciphertexts, cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(iv, dtype=cbc_kernel.V16)[0])
+
+
+def _other_padding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
+    """Plaintexts padded otherwise than PKCS#7 under the configured key and IV: zero bytes (none on a
+    whole block: PHP's openssl or mcrypt, Java's NoPadding) or the pad length after other filler
+    (ANSI X.923, ISO 10126). Their PKCS#7 check fails as under a wrong key; read with that padding
+    they decrypt to valid addresses. No setting reads another padding: the finding suggests none."""
+    blocks = _decrypted_blocks(tokens, material.key, material.iv)[1]
+    failed = cbc_kernel.strip_pkcs7(blocks, len(tokens)).codes[blocks.rows] == cbc_kernel.FAILED
+    data, texts = blocks.plain.tobytes(), []
+    for first, count in zip(blocks.first[failed].tolist(), blocks.count[failed].tolist()):
+        raw = data[16 * first:16 * (first + count)]
+        texts += [raw.rstrip(b"\0"), raw[:-raw[-1]] if 1 <= raw[-1] <= 16 else b""]
+    valid = _addresses(ds, pa.array([_text(t) for t in texts], pa.string()), region).to_numpy(zero_copy_only=False)
+    zeros, lengths = int(valid[0::2].sum()), int((valid[1::2] & ~valid[0::2]).sum())
+    if not zeros + lengths:
+        return []
+    how = "zero bytes as padding" if zeros >= lengths else "the pad length after other filler (ANSI X.923, ISO 10126)"
+    return [CryptoFinding("token_encoding", (), zeros + lengths,
+                          f"are not padded with PKCS#7, the scheme's padding: read with {how}, they decrypt to valid "
+                          f"{_address(ds)} under the configured key and IV; ask the partner for PKCS#7 padding (no "
+                          "setting reads another padding)")]
+
+
+def _text(raw: bytes) -> str | None:
+    """Decrypted bytes as text; None when empty, not UTF-8 or holding a control byte (no address does)."""
+    try:
+        return raw.decode("utf-8") if raw and min(raw) >= 0x20 else None
+    except UnicodeDecodeError:
+        return None
 
 
 def _one_iv(first_blocks: np.ndarray) -> bool:
@@ -262,9 +297,7 @@ def _failure_pattern(tokens: pa.Array, key: bytes, iv: bytes) -> _Pattern:
     key and another IV (a wrong key leaves no readable block, and almost never a valid padding); its
     padding failing means a wrong key. A one-block token's padding fails under either; its last
     byte tells them apart (:func:`_one_block_verdict`)."""
-    ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
-    cipher = Cipher(algorithms.AES(key), modes.ECB())
-    blocks = cbc_kernel.decrypt_blocks(ciphertexts, cipher, np.frombuffer(iv, dtype=cbc_kernel.V16)[0])
+    ciphertexts, blocks = _decrypted_blocks(tokens, key, iv)
     plain = cbc_kernel.strip_pkcs7(blocks, len(tokens))
     n = len(tokens)
     aligned = (ciphertexts.length > 0) & (ciphertexts.length % 16 == 0)
