@@ -146,6 +146,11 @@ def _email_source(**extra) -> DataSourceConfig:
                             channel="email", encryption={"key": "env:K", "iv": "env:I"}, **extra)
 
 
+def _sms_source() -> DataSourceConfig:
+    return DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
+                            channel="sms", encryption={"key": "env:K", "iv": "env:I"})
+
+
 EMAILS = [f"someone.{i}@example.com" for i in range(40)]
 
 
@@ -184,8 +189,7 @@ def test_one_block_tokens_under_another_iv_point_at_the_iv_not_the_key(plaintext
     """A plaintext under 16 bytes is one AES block: its padding is in the block a wrong IV garbles,
     so the padding fails as under a wrong key. But a wrong IV XORs every block with the same bytes:
     the last decrypted byte is the padding XOR a constant, a wrong key makes it random."""
-    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
-                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    source = _sms_source() if plaintexts is PHONES else _email_source()
     wrong_iv = pa.array(encrypt_cbc(plaintexts, KEY, bytes(16)))
     (finding,) = cbc_findings(source, wrong_iv, CbcMaterial(KEY, IV, {"hex": KEY}))
     assert (finding.kind, finding.suggestion, finding.would_match) == ("iv", (("encryption.iv", None),), 40)
@@ -202,8 +206,7 @@ def test_one_block_tokens_under_another_iv_beside_ones_under_another_key_are_tol
     IV's bits count for the IV; the others, whose last byte is random, for the key (a random byte
     fits that pattern 1 time in 16)."""
     numbers = [f"+3361200{i:04d}" for i in range(500)]
-    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
-                              channel="sms", encryption={"key": "env:K", "iv": "env:I"})
+    source = _sms_source()
     tokens = encrypt_cbc(numbers[:under_iv], KEY, bytes(16)) + encrypt_cbc(numbers[under_iv:], bytes(32), IV)
     found = {f.kind: f.would_match for f in cbc_findings(source, pa.array(tokens), CbcMaterial(KEY, IV, {"hex": KEY}))}
     assert set(found) == {"iv", "key"}, found
@@ -238,8 +241,7 @@ def test_tokens_in_another_base64_alphabet_or_without_padding_are_a_token_encodi
     the IV and the key encoding are all beside the point. Read back as standard padded base64 they
     decrypt to valid addresses: the finding says so, names no config field (none fixes it) and
     repeats no token."""
-    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
-                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    source = _sms_source() if plaintexts is PHONES else _email_source()
     standard = encrypt_cbc(plaintexts, KEY, IV)
     sent = {"url-safe": _urlsafe(standard), "unpadded": [t.rstrip("=") for t in standard],
             "url-safe-unpadded": [t.rstrip("=") for t in _urlsafe(standard)],
@@ -259,8 +261,7 @@ def test_hex_ciphertexts_are_a_token_encoding_finding_not_a_wrong_key(plaintexts
     """Right key and IV, ciphertexts sent as hex: 64 hex characters are valid base64 of 48 bytes,
     three whole AES blocks whose padding fails, and the run failed naming the key ('check
     encryption.key'), which is right. Read as hex they decrypt: the finding says hex, names no field."""
-    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
-                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    source = _sms_source() if plaintexts is PHONES else _email_source()
     sent = [base64.b64decode(t).hex() for t in encrypt_cbc(plaintexts, KEY, IV)]
     for tokens in (sent, [t.upper() for t in sent]):
         (finding,) = cbc_findings(source, pa.array(tokens), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
@@ -296,8 +297,7 @@ def test_tokens_padded_otherwise_than_pkcs7_are_said_so_not_blamed_on_the_key(pl
     """Right key and IV, plaintexts zero-padded (or X.923): the PKCS#7 check fails as under a wrong
     key, and the run failed with 'they are under another key ...; check encryption.key'. Read with
     that padding they decrypt to valid addresses: the finding says so and names no field."""
-    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
-                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    source = _sms_source() if plaintexts is PHONES else _email_source()
     tokens = _padded_otherwise(plaintexts, padding)
     (finding,) = cbc_findings(source, pa.array(tokens), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
     assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), 40)
@@ -322,8 +322,7 @@ def test_tokens_that_carry_their_own_iv_in_front_are_said_so_not_blamed_on_encry
     garbage and the rest reads -- the wrong-IV shape. But the first blocks are unrelated garbage (a
     wrong fixed IV XORs every plaintext with the same bytes), and read as IV || ciphertext the tokens
     decrypt to valid addresses: no value of encryption.iv would fix them."""
-    source = DataSourceConfig(name="s", dpid=1, segments="/x/*", id_type="declared", declared="encrypted", match_on="phone",
-                              channel="sms", encryption={"key": "env:K", "iv": "env:I"}) if plaintexts is PHONES else _email_source()
+    source = _sms_source() if plaintexts is PHONES else _email_source()
     (finding,) = cbc_findings(source, pa.array(_iv_in_front(plaintexts)), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
     assert (finding.kind, finding.suggestion, finding.would_match) == ("embedded_iv", (), 40)
     assert "their own IV in their first 16 bytes" in finding.message and "check encryption.iv" not in finding.message
