@@ -326,6 +326,11 @@ def test_tokens_that_carry_their_own_iv_in_front_are_said_so_not_blamed_on_encry
     (finding,) = cbc_findings(source, pa.array(_iv_in_front(plaintexts)), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
     assert (finding.kind, finding.suggestion, finding.would_match) == ("embedded_iv", (), 40)
     assert "their own IV in their first 16 bytes" in finding.message and "check encryption.iv" not in finding.message
+    # the configured IV itself in front: every first block decrypts alike, and the run said 'check encryption.iv'
+    sent = [base64.b64encode(IV + base64.b64decode(t)).decode() for t in encrypt_cbc(plaintexts, KEY, IV)]
+    (finding,) = cbc_findings(source, pa.array(sent), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("embedded_iv", (), 40)
+    assert "the configured IV in front" in finding.message and "check encryption.iv" not in finding.message
 
 
 def test_a_wrong_fixed_iv_is_still_the_iv_when_the_text_after_the_first_block_is_an_address():

@@ -209,11 +209,18 @@ def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
     under the configured key, they decrypt to valid addresses, and their first blocks decrypted with
     the configured IV are unrelated garbage. A wrong fixed IV also leaves the text after the first
     16 bytes readable (a valid address, for a long one), but its first blocks are plaintexts XORed
-    with one IV (:func:`_one_iv`). No value of encryption.iv fixes this: the finding suggests none."""
-    blocks = _decrypted_blocks(tokens, material.key, material.iv)[1]
+    with one IV (:func:`_one_iv`); unless the first 16 bytes are the configured IV itself, sent in
+    front of the ciphertext. No value of encryption.iv fixes this: the finding suggests none."""
+    ciphertexts, blocks = _decrypted_blocks(tokens, material.key, material.iv)
     rest = cbc_kernel.drop_first_block(blocks)
     plain, _ = cbc_kernel.result_arrays(cbc_kernel.check_utf8(cbc_kernel.strip_pkcs7(rest, len(tokens))))
     valid = _addresses(ds, plain, region).to_numpy(zero_copy_only=False)
+    heads = [ciphertexts.raw[start:start + 16] for start in ciphertexts.start[valid].tolist()]
+    if valid.any() and all(head == material.iv for head in heads):
+        return [CryptoFinding("embedded_iv", (), int(valid.sum()),
+                              "are tokens that carry the configured IV in front of their ciphertext (IV || ciphertext): "
+                              f"read without it, they decrypt to valid {_address(ds)} under the configured key and IV. No "
+                              "setting reads it: ask the partner for the ciphertext alone")]
     if not valid.any() or _one_iv(blocks.plain[blocks.first[valid[blocks.rows]]]):
         return []
     return [CryptoFinding("embedded_iv", (), int(valid.sum()),
