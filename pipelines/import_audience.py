@@ -71,10 +71,12 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
                                                    split_bytes=split_dump_bytes(cfg, p.options), profile_ids=carries,
                                                    undelivered=undelivered)
 
-    def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False, profiles: bool = False):
+    def state(name: str, keys: list[str], removals: beam.PCollection, replace: bool = False, profiles: bool = False,
+              kept_by: list[str] | None = None):
         """Tonight's rows of one output; with ``incremental`` and a ``previous`` partition, merged
         with the previous state (``replace``: tonight's rows supersede the previous rows with their
-        key; ``profiles``: previous rows of profiles no longer in the extract go). Without one,
+        key; ``profiles``: previous rows of profiles no longer in the extract go; ``kept_by``: the
+        data sources whose previous rows the output holds, the others' go). Without one,
         removals have nothing to remove: tonight's rows are the state, written as the import writes
         them (the local runner copies every input of a Flatten once more)."""
         additions = getattr(result, name)
@@ -86,7 +88,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         )
         if profiles:
             tonight += (result.profile_ids | f"Tag{name}ProfileIds" >> beam.Map(lambda t: (PROFILE_IDS, t)),)
-        merge = {"merge": merge_state(keys, name, cfg, replace, profiles),
+        merge = {"merge": merge_state(keys, name, cfg, replace, profiles, kept_by),
                  "merge_side_inputs": (beam.pvalue.AsList(result.files),)}
         # Suppression lists filter the previous rows too, on their way to the writers: then they travel.
         direct = (previous_parts or {}).get(name) if not (name == "file_audience" and cfg.suppression) else None
@@ -103,7 +105,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
         dedupe=True, count_column="segment_id", count_metric=Metric.MEMBERS, **merge,
     )
     keys = ["data_source", "segment_id", "address"]
-    tables, merge = state("file_audience", keys, result.file_audience_removed, replace=True)
+    tables, merge = state("file_audience", keys, result.file_audience_removed, replace=True,
+                          kept_by=[ds.name for ds in cfg.data_sources if ds.keeps_file_audience])
     file_audience = suppress(p, cfg, tables) | "WriteFileAudience" >> WriteParts(
         "file_audience", FILE_AUDIENCE_SCHEMA, keys, FILE_AUDIENCE_BUCKET_BY, run_dir, cfg.buckets, threads=cfg.threads,
         dedupe=True, count_column="segment_id", count_metric=Metric.FILE_AUDIENCE_MEMBERS,

@@ -303,3 +303,19 @@ def test_a_night_whose_addresses_stop_matching_fails_instead_of_filling_the_file
     monkeypatch.setenv("NIGHTLY_IV", iv.hex())
     report = run(config, root, "--date", "2026-11-21")[0]["report"]
     assert report["data_sources"]["enc"]["reconciled"] == 28
+
+
+def test_a_source_that_stops_keeping_a_file_audience_has_its_previous_rows_removed(tmp_path, monkeypatch):
+    """force_reconciliation set after a night that kept a file audience: an iter night carried the
+    previous night's 4 rows (2 of addresses no profile has), exit 0, while the source imports only
+    matches now (and its page no longer mentions a file audience). They are removed, and counted so."""
+    config, root = encrypted_nights(tmp_path, monkeypatch), tmp_path / "root"
+    run(config, root, "--date", "2026-11-20")
+    job = json.loads(config.read_text())
+    job["data_sources"][0]["force_reconciliation"] = True
+    config.write_text(json.dumps(job))
+    report = run(config, root, "--date", "2026-11-21")[0]["report"]
+    assert file_audience(root, "2026-11-21") == []
+    previous = report["data_sources"]["enc"]["previous_state"]
+    assert (previous["file_audience_removed"], previous.get("file_audience_carried", 0)) == (4, 0)
+    assert members(root, "2026-11-21") == {("10", "p0"), ("11", "p0"), ("10", "p1"), ("12", "p0")}

@@ -267,10 +267,13 @@ def _anti_join(kept: pa.Table, other: pa.Table, key_columns: list[str], schema: 
     return remaining.select(schema.names), gone
 
 
-def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: bool = False, profiles: bool = False):
+def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: bool = False, profiles: bool = False,
+                kept_by: list[str] | None = None):
     """A ``WriteParts`` merge: ``(previous - removals) + additions`` on ``key_columns``; previous
     rows of data sources with a full dump tonight are replaced, those of data sources no longer in
-    the config dropped (its side input: the night's ``(data_source, dump path)`` list). With
+    the config dropped (its side input: the night's ``(data_source, dump path)`` list), and, with
+    ``kept_by`` (the data sources whose rows the output holds, as the file audience's keep one), the
+    previous rows of the other configured ones removed (a source set to force_reconciliation). With
     ``replace``, previous rows whose key is among tonight's additions go too (the additions supersede
     them). With ``profiles`` (memberships), the shard's tables tagged ``PROFILE_IDS`` are tonight's
     profile ids of its bucket (none: no profile of tonight's extract is in it): a previous row whose
@@ -290,6 +293,10 @@ def merge_state(key_columns: list[str], label: str, cfg: JobConfig, replace: boo
         counts = [count(Metric.DROPPED, n, ds, label) for (ds,), n in count_by(previous.filter(unknown), ["data_source"])]
         kept = previous.filter(pc.invert(pc.is_in(previous["data_source"], value_set=pa.array(full, pa.string()))))
         kept = kept.filter(pc.is_in(kept["data_source"], value_set=pa.array(configured, pa.string())))
+        if kept_by is not None and kept.num_rows:
+            held = pc.is_in(kept["data_source"], value_set=pa.array(kept_by, pa.string()))
+            counts += [count(Metric.REMOVED, n, ds, label) for (ds,), n in count_by(kept.filter(pc.invert(held)), ["data_source"])]
+            kept = kept.filter(held)
         if profiles and kept.num_rows:
             # Tonight's additions are of tonight's profiles, and a removal names one: only previous rows can be of a
             # profile gone. (The ids are distinct within each extract batch only; is_in's set takes them as they come.)
