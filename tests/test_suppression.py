@@ -161,10 +161,14 @@ def test_a_compressed_suppression_list_of_0_bytes_fails_as_cut_short(tmp_path, e
         read_suppression_file(str(path), SuppressionList(path=str(path), kind="email"))
 
 
-def test_previous_rows_of_a_data_source_taken_out_of_the_config_pass_to_the_merge(tmp_path):
-    """A night after an encrypted email source left the config: its previous file-audience rows
-    reach the suppression step tagged ``previous``; they pass as they are (the writer's merge drops
-    them, counted, as ``removed_data_sources`` says), rather than failing the night on a KeyError."""
+@pytest.mark.parametrize("old", [[], [{"name": "old", "dpid": 2, "segments": "x", "id_type": "declared",
+                                        "declared": "encrypted", "match_on": "email", "channel": "other"}]],
+                         ids=["out-of-the-config", "channel-other"])
+def test_previous_rows_of_a_data_source_taken_out_of_the_config_pass_to_the_merge(tmp_path, old):
+    """A night after an encrypted email source left the config, or stopped decrypting (channel
+    'other': its tokens are plain keys): its previous file-audience rows reach the suppression step
+    tagged ``previous``; they pass as they are (the writer's merge drops or removes them, counted),
+    rather than failing the night on a KeyError ('other [while running SuppressFileAudience]')."""
     from transforms.publish import PREVIOUS, WITHHELD
     from transforms.suppression import SuppressFileAudience
 
@@ -172,7 +176,7 @@ def test_previous_rows_of_a_data_source_taken_out_of_the_config_pass_to_the_merg
         "profiles": {"path": "p.parquet"},
         "data_sources": [{"name": "mail", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "encrypted",
                           "match_on": "email", "channel": "email",
-                          "encryption": {"key": "env:MAIL_KEY", "iv": "env:MAIL_IV"}}],
+                          "encryption": {"key": "env:MAIL_KEY", "iv": "env:MAIL_IV"}}, *old],
         "suppression": [{"path": "l.txt", "kind": "email"}],
     })
     (tmp_path / "l.txt").write_text("gone@example.com\n")

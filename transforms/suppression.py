@@ -158,7 +158,7 @@ class SuppressFileAudience(beam.DoFn):
 
     def setup(self):
         self._suppressors: dict[str, Suppressor] = {}
-        self._configured = {ds.name for ds in self._cfg.data_sources}
+        self._keeping = {ds.name for ds in self._cfg.data_sources if ds.keeps_file_audience}
 
     def process(self, element, lists):
         tag, table = element if isinstance(element, tuple) else (None, element)
@@ -168,8 +168,8 @@ class SuppressFileAudience(beam.DoFn):
         keep = np.ones(table.num_rows, dtype=bool)
         sources = plain_array(table["data_source"], text="cast")
         for name in pc.unique(sources).to_pylist():
-            if name not in self._configured:
-                continue  # previous rows of a data source taken out of the config: the merge drops them
+            if name not in self._keeping:
+                continue  # previous rows of a data source taken out of the config or keeping none now: the merge drops them
             ds = self._cfg.data_source(name)
             suppressor = self._suppressors.get(name)
             if suppressor is None:
