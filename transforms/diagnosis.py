@@ -27,7 +27,8 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.config import JobConfig
-from transforms.diagnosis_crypto import cbc_findings, failed_tokens, gcm_findings, load_cbc_material
+from transforms.diagnosis_crypto import cbc_findings, failed_tokens, load_cbc_material
+from transforms.diagnosis_gcm import gcm_findings
 from transforms.diagnosis_findings import assemble, preference, threshold
 from transforms.diagnosis_forms import (SCREEN_SHARE, Form, ProfileKeys, column_kinds, extract_column, in_order,
                                        keys_kept, none_first, spread)
