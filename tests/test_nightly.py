@@ -319,3 +319,20 @@ def test_a_source_that_stops_keeping_a_file_audience_has_its_previous_rows_remov
     previous = report["data_sources"]["enc"]["previous_state"]
     assert (previous["file_audience_removed"], previous.get("file_audience_carried", 0)) == (4, 0)
     assert members(root, "2026-11-21") == {("10", "p0"), ("11", "p0"), ("10", "p1"), ("12", "p0")}
+
+
+def test_an_iter_night_of_a_source_that_starts_keeping_a_file_audience_is_refused(tmp_path, monkeypatch):
+    """force_reconciliation turned off on an iter night: the previous night kept no file audience for
+    the source, so its file audience was tonight's lines only (night 1's bob and zed, delivered in
+    its full dump, missing), exit 0. Refused as an iter night with nothing to build on is."""
+    from transforms.errors import ConfigError
+
+    config, root = encrypted_nights(tmp_path, monkeypatch), tmp_path / "root"
+    job = json.loads(config.read_text())
+    config.write_text(json.dumps({**job, "data_sources": [{**job["data_sources"][0], "force_reconciliation": True}]}))
+    run(config, root, "--date", "2026-11-20")
+    config.write_text(json.dumps(job))
+    with pytest.raises(ConfigError, match=r"^data source 'enc': tonight's dumps are iter \(changes\) and dt=2026-11-20 "
+                                          r"kept no file audience for it .*deliver a full dump first, or --allow-gap"):
+        run(config, root, "--date", "2026-11-21")
+    assert run(config, root, "--date", "2026-11-21", "--allow-gap")[0]["status"] == "published"

@@ -307,13 +307,20 @@ class NightGuard:
         """An ``iter`` dump is changes to an audience some earlier night holds. Tonight's dumps of a
         data source all ``iter`` while no published night holds it (a first night, a fresh or moved
         root, a data source new to the config): published, its audience would be tonight's changes
-        only. Refused (ConfigError) unless ``allow_gap``."""
+        only. So would its file audience be, for one that keeps a file audience tonight and did not
+        on the previous night (force_reconciliation was set). Refused (ConfigError) unless ``allow_gap``."""
         if allow_gap:
             return
-        new = sorted({name for name, _ in files} - set(full_sources(files, cfg)) - set(self.previous_sizes))
+        changes = {name for name, _ in files} - set(full_sources(files, cfg))
+        new = sorted(changes - set(self.previous_sizes))
+        started = sorted(name for name in changes & set(self.previous_sizes)
+                         if cfg.data_source(name).keeps_file_audience and name not in self.previous_matching)
         if new:
             where = "no night is published under this root yet" if self.previous_partition is None else \
                 "the previous night does not hold it (new to the config?)"
+        elif started:
+            new, where = started, f"{self.previous_partition} kept no file audience for it (force_reconciliation?)"
+        if new:
             raise ConfigError(f"data source '{new[0]}': tonight's dumps are iter (changes) and {where}: its audience "
                               "would be tonight's changes only; deliver a full dump first, or --allow-gap to start "
                               "from these changes")
