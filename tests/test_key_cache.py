@@ -243,7 +243,7 @@ def test_a_failed_night_leaves_the_cache_as_it_was(data, tmp_path):
 
 
 def test_too_many_parts_rewrite_the_cache(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(key_cache, "MAX_PARTS", 2)
+    monkeypatch.setattr(key_cache, "MAX_RUNS", 2)
     root = tmp_path / "root"
     night(data, root, NIGHTS[0])
     night(data, root, NIGHTS[1])
@@ -251,6 +251,29 @@ def test_too_many_parts_rewrite_the_cache(data, tmp_path, monkeypatch):
     assert night(data, root, NIGHTS[1], "--force") == 0  # due for a rewrite: not read
     assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]
     same_partition(root, data, NIGHTS[1])
+
+
+def test_an_extract_of_more_files_than_the_runs_allowed_still_reuses_keys(data, tmp_path, monkeypatch):
+    # Each extract file adds a part a night: an extract of 3 files held 3 parts after night 1, and
+    # with MAX_RUNS 2 every night rewrote the cache and took nothing from it (20 files at 16).
+    monkeypatch.setattr(key_cache, "MAX_RUNS", 2)
+    job = tmp_path / "job"
+    shutil.copytree(data, job)
+    for day in NIGHTS:
+        folder = job / day.replace("-", "")
+        table = pq.read_table(folder / "profiles.parquet")
+        (folder / "profiles.parquet").unlink()
+        (folder / "profiles").mkdir()
+        for i, start in enumerate(range(0, PROFILES, PROFILES // 3 + 1)):
+            pq.write_table(table.slice(start, PROFILES // 3 + 1), folder / "profiles" / f"part-{i}.parquet")
+    text = (job / "job.yaml").read_text()
+    (job / "job.yaml").write_text(text.replace("{date:%Y%m%d}/profiles.parquet", "{date:%Y%m%d}/profiles/*.parquet"))
+    root = tmp_path / "root"
+    night(job, root, NIGHTS[0])
+    assert len(manifest(root)["parts"]) == 3
+    assert night(job, root, NIGHTS[1]) == PROFILES - round(PROFILES * CHANGED)
+    assert night(job, root, NIGHTS[1], "--force") == 0  # two runs' parts: due for a rewrite
+    assert len(manifest(root)["parts"]) == 3
 
 
 def test_import_uses_a_cache_only_when_asked(data, tmp_path):
@@ -551,7 +574,8 @@ def _published_cache(tmp_path: Path, batch: pa.Table) -> tuple[Path, dict, Cache
     writer.write(*row_hashes(batch, layout.values), columns)
     part = writer.close()
     staged = Path(part["file"]).read_bytes()
-    key_cache.PublishKeyCache(dirs).process(None, [{**part, "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}])
+    staged_part = {**part, "layout": layout.doc(code), **key_cache.base_of(None), "live_rows": part["rows"]}
+    key_cache.PublishKeyCache(dirs).process(None, [staged_part])
     return Path(dirs.root), {**part, "bytes": staged}, layout, code
 
 
@@ -562,7 +586,7 @@ def _staged_again(run: Path, cache: Path, part: dict, layout: CacheLayout, code:
     staged = Path(dirs.staging) / Path(part["file"]).name
     staged.write_bytes(part["bytes"])
     return dirs, {"file": str(staged), "rows": part["rows"], key_cache.PART_DIGEST: part[key_cache.PART_DIGEST],
-                  "layout": layout.doc(code), "base": [], "live_rows": part["rows"]}
+                  "layout": layout.doc(code), **key_cache.base_of(None), "live_rows": part["rows"]}
 
 
 def test_a_damaged_part_is_replaced_when_a_run_stages_the_same_content(tmp_path):

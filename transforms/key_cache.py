@@ -38,8 +38,9 @@ never wrong.
 
 Layout: ``DIR/MANIFEST.json`` and ``DIR/part-*.arrow`` (Arrow IPC, one record batch per profile
 batch). A run appends one part per extract file with the rows it computed; when the parts hold
-more than ``MAX_DEAD_SHARE`` rows of profiles that changed or left, or more than ``MAX_PARTS``
-parts, the run rewrites the cache whole (and computes every key that night). The nightly job uses
+more than ``MAX_DEAD_SHARE`` rows of profiles that changed or left, or the parts of ``MAX_RUNS``
+runs (counted in runs, not parts: an extract of many files adds many a night), the run rewrites the
+cache whole (and computes every key that night). The nightly job uses
 ``ROOT/_key_cache``. A run writes its parts to ``DIR/_incoming/<run>/``; they join the cache only
 after the run published its outputs (:class:`PublishKeyCache`, the manifest last), so a failed run
 leaves the cache as it was. The workers that key profiles read the cache themselves (Dataflow: from
@@ -80,7 +81,8 @@ CACHE_FORMAT = 2  # 2: parts checked by their xxh3-128 digest (1: sha256)
 PART_DIGEST = "xxh3_128"  # a part's manifest entry: its digest under this name
 MANIFEST = "MANIFEST.json"
 INCOMING = "_incoming"  # DIR/_incoming/<run>/: a run's parts until it published
-MAX_PARTS = 16
+MAX_RUNS = 16  # runs whose parts the cache holds before it is rewritten whole
+RUNS = "runs"  # the manifest's count of them (a manifest without it: one run a part)
 MAX_DEAD_SHARE = 0.25
 # The modules whose code decides a profile's keys: a change in any of them invalidates the cache.
 KEY_MODULES = ("keys", "normalize", "digests", "phones", "phone_metadata", "arrow_utils", "profiles", "profile_columns",
@@ -208,9 +210,21 @@ def row_hashes(profiles: pa.Table, values: tuple[str, ...]) -> tuple[np.ndarray,
 
 
 def must_rewrite(cache: LoadedCache) -> bool:
-    """Too many parts, or too many rows of profiles gone or changed: time to rewrite it whole."""
+    """The parts of too many runs, or too many rows of profiles gone or changed: time to rewrite it whole."""
     live = cache.manifest.get("live_rows", cache.total_rows)
-    return len(cache.manifest["parts"]) >= MAX_PARTS or cache.total_rows - live > MAX_DEAD_SHARE * cache.total_rows
+    return _runs(cache.manifest) >= MAX_RUNS or cache.total_rows - live > MAX_DEAD_SHARE * cache.total_rows
+
+
+def _runs(manifest: dict) -> int:
+    return manifest.get(RUNS, len(manifest["parts"]))
+
+
+def base_of(cache: LoadedCache | None) -> dict:
+    """What a run's staged parts extend: the published parts (``base``; none when the run rewrites
+    the cache) and the runs the cache then holds (``runs``, this one included)."""
+    if cache is None or must_rewrite(cache):
+        return {"base": [], RUNS: 1}
+    return {"base": cache.manifest["parts"], RUNS: _runs(cache.manifest) + 1}
 
 
 def load_cache(root: str, layout: CacheLayout, code: dict, wait: bool = True) -> LoadedCache | None:
@@ -338,7 +352,7 @@ class PublishKeyCache(beam.DoFn):
     """After the run published its outputs (the main input is its report): the run's parts join the
     cache under ``root`` (moved in under content-addressed names), then the manifest (the commit
     point), then the parts no manifest names any more are deleted. Each staged part says which
-    published parts it extends (``base``: none when the run rewrote the cache)."""
+    published parts it extends (:func:`base_of`)."""
 
     def __init__(self, dirs: KeyCacheDirs):
         self._dirs = dirs
@@ -362,7 +376,7 @@ class PublishKeyCache(beam.DoFn):
                 # (kept, a damaged part would make every later run compute every key).
                 FileSystems.rename([part["file"]], [join_path(root, name)])
                 entries.append({"file": name, "rows": part["rows"], PART_DIGEST: part[PART_DIGEST]})
-            doc = {**parts[0]["layout"], "format": CACHE_FORMAT, "parts": entries,
+            doc = {**parts[0]["layout"], "format": CACHE_FORMAT, "parts": entries, RUNS: parts[0][RUNS],
                    "live_rows": sum(p["live_rows"] for p in parts)}
             with FileSystems.create(join_path(root, MANIFEST), mime_type="application/json") as sink:
                 sink.write((json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())

@@ -18,8 +18,8 @@ from transforms.diagnosis_forms import screen_columns, screen_rows
 from transforms.iv_check import first_block_histogram
 from transforms.join import MEMBERS_BUCKET_BY
 from transforms.join_inputs import shards
-from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, code_identity, load_cache, must_rewrite, not_used,
-                                  row_hashes)
+from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, base_of, code_identity, load_cache, must_rewrite,
+                                  not_used, row_hashes)
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
 from transforms.memory import map_big_blocks, release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
@@ -119,8 +119,7 @@ class KeyProfiles(PooledDoFn):
                     future.cancel()
         if writer is not None:
             loaded, code = self._loaded
-            base = loaded.manifest["parts"] if loaded is not None and not must_rewrite(loaded) else []
-            yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), "base": base,
+            yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), **base_of(loaded),
                                                               "live_rows": self._live, **writer.close()})
 
     def _verified(self, in_flight: deque, filters: dict, wait: bool) -> bool:
