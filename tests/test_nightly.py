@@ -336,3 +336,35 @@ def test_an_iter_night_of_a_source_that_starts_keeping_a_file_audience_is_refuse
                                           r"kept no file audience for it .*deliver a full dump first, or --allow-gap"):
         run(config, root, "--date", "2026-11-21")
     assert run(config, root, "--date", "2026-11-21", "--allow-gap")[0]["status"] == "published"
+
+
+def test_an_iter_night_after_the_file_audiences_normalization_changed_is_refused(tmp_path, monkeypatch):
+    """normalization: google set on an iter night (the diagnosis may suggest it): the carried rows
+    stayed in adobe's form beside tonight's, and a removal, normalized the new way, missed them:
+    jo.doe@gmail.com stayed in segment 10, exit 0. Refused as an iter night with nothing to build
+    on is; a full dump rebuilds the file audience in the new form."""
+    from transforms.crypto import encrypt_cbc
+    from transforms.errors import ConfigError
+
+    key, iv = bytes(range(32)), bytes(range(16))
+    monkeypatch.setenv("NIGHTLY_KEY", key.hex())
+    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    pq.write_table(pa.table({"profile_id": ["p0"], "email": ["ann@example.com"]}), tmp_path / "profiles.parquet")
+    config, root = encrypted_email_job(tmp_path, "profiles.parquet"), tmp_path / "root"
+    jo, ann = encrypt_cbc(["Jo.Doe@gmail.com", "ann@example.com"], key, iv)
+    dump(tmp_path, "2026-11-20", "full", [f"{jo} 10", f"{ann} 10"])
+    run(config, root, "--date", "2026-11-20")
+    job = json.loads(config.read_text())
+    config.write_text(json.dumps({**job, "data_sources": [{**job["data_sources"][0], "normalization": "google"}]}))
+    dump(tmp_path, "2026-11-21", "iter", [f"{jo}  10"])  # jo leaves 10
+    with pytest.raises(ConfigError, match=r"^data source 'enc': its file audience's addresses were written as "
+                                          r"email/adobe by dt=2026-11-20, email/google tonight"):
+        run(config, root, "--date", "2026-11-21")
+    for old in (tmp_path / "dumps" / "20261121").iterdir():
+        old.unlink()
+    dump(tmp_path, "2026-11-21", "full", [f"{ann} 10"])
+    run(config, root, "--date", "2026-11-21")
+    assert file_audience(root, "2026-11-21") == [("10", "ann@example.com", "p0")]
+    dump(tmp_path, "2026-11-22", "iter", [f"{jo} 11"])  # the next iter night builds on the new form
+    run(config, root, "--date", "2026-11-22")
+    assert file_audience(root, "2026-11-22") == [("10", "ann@example.com", "p0"), ("11", "jodoe@gmail.com", "")]

@@ -24,6 +24,7 @@ from transforms.dump_files import dump_paths
 from transforms.dumps import parse_dump_name
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest, sync_mode_of
+from transforms.report import address_form
 from transforms.storage import join_path
 from transforms.summary import rate_text
 
@@ -254,6 +255,7 @@ class NightGuard:
     previous_profiles: int = 0  # profiles that night read
     previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: destinations it read
     previous_newest: dict = dataclasses.field(default_factory=dict)  # (data source, destination): newest dump read
+    previous_forms: dict = dataclasses.field(default_factory=dict)  # file-audience sources: address_form
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
@@ -276,7 +278,9 @@ class NightGuard:
             raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
         return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
                    previous_matching=addresses_matching(report), previous_profiles=report.get("profiles_read", 0),
-                   previous_destinations=destinations, previous_newest=newest)
+                   previous_destinations=destinations, previous_newest=newest,
+                   previous_forms={name: entry["address_form"] for name, entry in report["data_sources"].items()
+                                   if "address_form" in entry})
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
@@ -308,7 +312,9 @@ class NightGuard:
         data source all ``iter`` while no published night holds it (a first night, a fresh or moved
         root, a data source new to the config): published, its audience would be tonight's changes
         only. So would its file audience be, for one that keeps a file audience tonight and did not
-        on the previous night (force_reconciliation was set). Refused (ConfigError) unless ``allow_gap``."""
+        on the previous night (force_reconciliation was set); and one whose addresses are written in
+        another form tonight (:func:`~transforms.report.address_form`) would hold both forms.
+        Refused (ConfigError) unless ``allow_gap``."""
         if allow_gap:
             return
         changes = {name for name, _ in files} - set(full_sources(files, cfg))
@@ -324,6 +330,14 @@ class NightGuard:
             raise ConfigError(f"data source '{new[0]}': tonight's dumps are iter (changes) and {where}: its audience "
                               "would be tonight's changes only; deliver a full dump first, or --allow-gap to start "
                               "from these changes")
+        carried = sorted({ds.name for ds in cfg.data_sources if ds.keeps_file_audience} - set(full_sources(files, cfg)))
+        for name in carried:  # (a night without its dump, max_nights_without_delivery, carries its rows too)
+            before, now = self.previous_forms.get(name), address_form(cfg.data_source(name), cfg)
+            if before not in (None, now):
+                raise ConfigError(f"data source '{name}': its file audience's addresses were written as {before} by "
+                                  f"{self.previous_partition}, {now} tonight: carried, those rows would stay beside "
+                                  "tonight's (one address twice) and tonight's removals would miss them; deliver a "
+                                  "full dump to rebuild it, or --allow-gap to carry them as they are")
 
     def check_destinations(self, cfg: JobConfig, files: list) -> None:
         """A full dump replaces its data source's whole audience: one whose folder delivers several

@@ -41,6 +41,7 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         entry["file_audience"] = counts.get(Metric.FILE_AUDIENCE, name)
         if ds.keeps_file_audience:  # file-audience entries withheld (suppressed addresses), not a line category
             entry["suppressed"] = counts.get(Metric.SUPPRESSED, name)
+            entry["address_form"] = address_form(ds, cfg)
         for reason, n in counts.details(Metric.REJECTED, name).items():
             entry["rejected_by_reason"][reason] = n
             entry[Reason(reason).category] += n
@@ -63,6 +64,12 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
     if run_date:
         report["run_date"] = run_date
     return report
+
+
+def address_form(ds, cfg: JobConfig) -> str:
+    """How a data source's file-audience addresses are written (``email/adobe``, ``sms/uid2/FR``):
+    rows written in one form are not found, replaced or removed by lines read in another."""
+    return "/".join([ds.channel, ds.normalization] + ([cfg.region_for(ds) or "-"] if ds.channel == "sms" else []))
 
 
 def check_report(report: dict, cfg: JobConfig) -> None:
