@@ -421,16 +421,18 @@ def test_a_number_column_of_short_numbers_is_no_visitor_ids(tmp_path):
             import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
 
 
-def test_visitor_ids_written_as_text_from_a_number_column_are_read_with_their_leading_zeros(tmp_path):
+@pytest.mark.parametrize("cell", ["{}", " {} "])  # spaces around it, as a fixed-width export writes them
+def test_visitor_ids_written_as_text_from_a_number_column_are_read_with_their_leading_zeros(tmp_path, cell):
     """A CSV extract written from a NUMBER(38) column: the IDs are text without their leading zeros
     ('0838...' as 37 digits). Those profiles gave no key and their lines were published as unmatched
-    (5 of 30 here), exit 0, no diagnosis. Text IDs of 30 to 37 digits are zero-padded, as numbers are."""
+    (5 of 30 here), exit 0, no diagnosis. Text IDs of 30 to 37 digits are zero-padded, as numbers are,
+    spaces around them or not (the keys trim them: ' 838...' was 39 characters, not padded)."""
     import random
 
     rng = random.Random(3)
     vids = [f"{rng.randrange(10 ** 38):038d}" for _ in range(30)]
     assert sum(v.startswith("0") for v in vids) == 5
-    (tmp_path / "p.csv").write_text("profile_id,visitor_ids\n" + "".join(f"P{i},{int(v)}\n" for i, v in enumerate(vids)))
+    (tmp_path / "p.csv").write_text("profile_id,visitor_ids\n" + "".join(f"P{i},{cell.format(int(v))}\n" for i, v in enumerate(vids)))
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in vids))
     (tmp_path / "job.yaml").write_text("profiles: {path: p.csv}\n"

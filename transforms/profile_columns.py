@@ -80,11 +80,13 @@ def _padded(lists: pa.ListArray) -> pa.ListArray:
 
 def _padded_entries(entries: pa.Array) -> pa.Array:
     lengths = pc.binary_length(entries)  # length kernels first: most entries are 38 digits or empty
-    short = pc.fill_null(pc.and_(pc.greater_equal(lengths, 30), pc.less(lengths, 38)), False)
-    if not pc.any(short).as_py():
+    odd = pc.fill_null(pc.and_(pc.greater_equal(lengths, 30), pc.not_equal(lengths, 38)), False)
+    if not pc.any(odd).as_py():
         return entries
-    short = pc.fill_null(pc.and_(short, pc.ascii_is_decimal(entries)), False)
-    return pc.if_else(short, pc.utf8_lpad(entries, 38, "0"), entries)
+    trimmed = pc.utf8_trim_whitespace(entries)  # as the keys read them: spaces around an ID are no digits
+    lengths = pc.binary_length(trimmed)
+    short = pc.and_(pc.and_(pc.greater_equal(lengths, 30), pc.less(lengths, 38)), pc.ascii_is_decimal(trimmed))
+    return pc.if_else(pc.fill_null(short, False), pc.utf8_lpad(trimmed, 38, "0"), entries)
 
 
 _JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")
