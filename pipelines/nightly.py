@@ -46,15 +46,8 @@ from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
-from transforms.night_guard import (
-    NightGuard,
-    check_night_order,
-    check_nights_over,
-    check_no_gap,
-    check_same_profile_ids,
-    no_delivery,
-    rebuild_for,
-)
+from transforms.night_guard import NightGuard, check_same_profile_ids
+from transforms.night_order import check_night_order, check_nights_over, check_no_gap, no_delivery, rebuild_for
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
 from transforms.undelivered import undelivered_sources

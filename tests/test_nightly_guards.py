@@ -569,7 +569,7 @@ def test_a_gap_of_missed_nights_with_dumps_is_refused_unless_allowed(tmp_path):
     from datetime import date
 
     from transforms.config import load_config
-    from transforms.night_guard import check_no_gap
+    from transforms.night_order import check_no_gap
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
     d = date.fromisoformat
@@ -888,7 +888,7 @@ def test_a_missed_night_whose_listing_fails_is_no_proof_of_no_delivery(tmp_path,
 
     import transforms.storage as storage
     from transforms.config import load_config
-    from transforms.night_guard import check_no_gap
+    from transforms.night_order import check_no_gap
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
     d = date.fromisoformat
@@ -924,7 +924,7 @@ def test_a_missed_night_of_a_data_source_replaced_tonight_is_no_gap(tmp_path):
     from datetime import date
 
     from transforms.config import load_config
-    from transforms.night_guard import check_no_gap
+    from transforms.night_order import check_no_gap
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
     d = date.fromisoformat

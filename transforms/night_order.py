@@ -1,0 +1,184 @@
+"""Which nights may run, checked at launch by the nightly job (:mod:`pipelines.nightly`) before
+anything is read: a night has ended (UTC); no published night comes after it unless this run
+republishes every one of them, in order; a rebuild of the nights that did not finish is finished
+first (``ROOT/_rebuild.json``); no night with dumps is missing between the previous published night
+and this one. What a night is checked against once it runs: :mod:`transforms.night_guard`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.config import JobConfig
+from transforms.dump_files import dump_paths
+from transforms.errors import ConfigError
+from transforms.storage import join_path
+
+
+def check_nights_over(days: list[date], today: date) -> None:
+    """A night is imported once it has ended (UTC): its dumps may not all be there yet, and a
+    partial night, once published, would be skipped by the scheduled run as already published."""
+    late = [day for day in days if day >= today]
+    if late:
+        raise ConfigError(f"dt={late[0].isoformat()} is not over (today is {today.isoformat()} UTC): import a night "
+                          "once it has ended")
+
+
+def check_night_order(days: list[date], published: list[date], force: bool) -> None:
+    """Each night builds on the latest night published before it: importing a night before a
+    published one would leave its changes out of that one and of every night after it. Refused,
+    unless this run (re)publishes every published night after it, in order (``--backfill --force``)."""
+    rerun = set(days) if force else set(days) - set(published)
+    for day in sorted(rerun):
+        after = [d for d in published if d > day and d not in rerun]
+        if after:
+            raise ConfigError(
+                f"dt={day.isoformat()}: dt={after[0].isoformat()} is published after it and was built without it; "
+                f"rebuild the nights in order: --backfill {day.isoformat()}:{published[-1].isoformat()} --force")
+
+
+def _span(nights: list[date]) -> str:
+    return f"dt={nights[0]}" + (f"..dt={nights[-1]}" if len(nights) > 1 else "")
+
+
+def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool = False,
+                 replaced: list[str] = ()) -> None:
+    """A night that carries the partition of ``previous`` over misses the changes of every night
+    between them: refused (one line naming them) unless ``allow_gap``. A missed night is no gap when
+    it had no delivery: with its ``{date}`` placeholders filled, no data source's ``segments`` lists a
+    dump (a listing per data source, no file read). A data source whose path is the same for that
+    night as for ``day`` cannot tell the nights apart, nor can a listing that fails: the night counts.
+    The data sources ``replaced`` by a full dump tonight start from nothing: their nights are not looked at."""
+    missed = [previous + timedelta(days=i) for i in range(1, (day - previous).days)]
+    if not missed or allow_gap:
+        return
+    tonight = {ds.name: ds.segments for ds in template.for_date(day).data_sources}
+    blind: list[str] = []  # data sources whose path is tonight's on a missed night
+    unlisted: list[tuple[str, date]] = []  # (data source, missed night) whose listing failed
+
+    def delivered(night: date) -> bool:
+        sources = [ds for ds in template.for_date(night).data_sources if ds.name not in replaced]
+        same = [ds.name for ds in sources if ds.segments == tonight[ds.name]]
+        blind.extend(name for name in same if name not in blind)
+        if same:
+            return True
+        for ds in sources:
+            listed = _dumps_listed(ds.segments)
+            if listed is None:
+                unlisted.append((ds.name, night))
+            if listed is None or listed:
+                return True
+        return False
+
+    gap = [night for night in missed if delivered(night)]
+    if not gap:
+        return
+    one, in_order = len(gap) == 1, len(gap) == (gap[-1] - gap[0]).days + 1
+    if unlisted:
+        name, night = unlisted[0]
+        which = (f" ({_span(missed)}) and data source '{name}' could not be listed for dt={night} (its dumps "
+                 "may be there)")
+    elif blind:
+        which = (f" ({_span(missed)}) and data source '{blind[0]}' cannot tell which had dumps (its segments path "
+                 "does not change with the date)")
+    elif len(gap) == len(missed):
+        which = f" and had dumps ({_span(gap)})"
+    else:
+        which = (f" ({_span(missed)}) and {len(gap)} had dumps ("
+                 + (_span(gap) if in_order else f"from dt={gap[0]} to dt={gap[-1]}") + ")")
+    how = f"--backfill {gap[0]}:{gap[-1]}"  # its nights without a delivery are skipped (no_delivery)
+    nights = "1 night between them was" if len(missed) == 1 else f"{len(missed)} nights between them were"
+    raise ConfigError(f"dt={day} would build on dt={previous}, but {nights} not imported{which}: "
+                      f"{'its' if one else 'their'} changes would be missing; import {'it' if one else 'them'} first, "
+                      f"in order ({how}), or rerun with --allow-gap to build on dt={previous} anyway")
+
+
+def no_delivery(template: JobConfig, night: date) -> bool:
+    """Whether ``night`` had no delivery: with its ``{date}`` placeholders filled, no data source's
+    ``segments`` lists a dump (a listing per data source, no file read). A listing that fails is no
+    proof that nothing was delivered: False (the night then runs, and fails, as any other)."""
+    return all(_dumps_listed(ds.segments) == [] for ds in template.for_date(night).data_sources)
+
+
+def _dumps_listed(pattern: str) -> list[str] | None:
+    """The dumps ``pattern`` lists; None when the listing failed (a denied prefix, an outage past the
+    client's retries): that is no proof that nothing was delivered. Nothing matched is no error (Beam's
+    match), and a bucket or folder that does not exist (404, FileNotFoundError) lists nothing."""
+    try:
+        return dump_paths(pattern)
+    except Exception as exc:  # noqa: BLE001 - only "not found" means no dump
+        causes = list(exc.exception_details.values()) if getattr(exc, "exception_details", None) else [exc]
+        if all(isinstance(c, FileNotFoundError) or getattr(c, "code", None) == 404 for c in causes):
+            return []
+        return None
+
+
+REBUILD = "_rebuild.json"  # ROOT/_rebuild.json: the nights a --backfill --force still has to republish
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """A rebuild of published nights in order (``--backfill FROM:NEWEST --force``) that has begun:
+    until its last night is republished, the nights after the first one republished were built on
+    an older version of it. Recorded in ``ROOT/_rebuild.json`` before the first night is republished,
+    moved on after each, deleted at the end; while it is there, only a run finishing it may run."""
+
+    root: str
+    next: date  # the first night still to republish
+    through: date  # the newest published night when the rebuild began
+
+    @property
+    def path(self) -> str:
+        return join_path(self.root, REBUILD)
+
+    @classmethod
+    def pending(cls, root: str) -> "Rebuild | None":
+        path = join_path(root, REBUILD)
+        if not FileSystems.exists(path):
+            return None
+        try:
+            with FileSystems.open(path) as handle:
+                doc = json.loads(handle.read())
+            return cls(root, date.fromisoformat(doc["next"]), date.fromisoformat(doc["through"]))
+        except Exception as exc:  # noqa: BLE001 - one line naming the file
+            raise ConfigError(f"{path}: cannot read the record of an unfinished rebuild ({type(exc).__name__}); "
+                              "rebuild the nights from the first one in doubt with --backfill FROM:NEWEST --force, "
+                              "then delete it") from None
+
+    def check_finished_by(self, days: list[date], force: bool) -> None:
+        """Refuse a run that does not republish every night the rebuild still has to."""
+        needed = {self.next + timedelta(days=i) for i in range((self.through - self.next).days + 1)}
+        if not (force and needed <= set(days)):
+            span = f"{self.next.isoformat()}:{self.through.isoformat()}"
+            raise ConfigError(f"the rebuild of dt={self.next.isoformat()}..dt={self.through.isoformat()} did not finish "
+                              f"({self.path}): those nights were built on an older night before them; finish it first: "
+                              f"--backfill {span} --force")
+
+    def record(self) -> None:
+        with FileSystems.create(self.path, mime_type="application/json") as sink:
+            sink.write(json.dumps({"next": self.next.isoformat(), "through": self.through.isoformat()}).encode())
+
+    def after(self, day: date) -> "Rebuild | None":
+        """The rebuild once ``day`` is republished (recorded), or None when it is done (deleted)."""
+        if day >= self.through:
+            FileSystems.delete([self.path])
+            return None
+        moved = dataclasses.replace(self, next=day + timedelta(days=1))
+        moved.record()
+        return moved
+
+
+def rebuild_for(root: str, days: list[date], published: list[date], force: bool) -> Rebuild | None:
+    """The rebuild this run begins or continues: with ``--force``, when a night it republishes has a
+    published night after it (:func:`check_night_order` made sure the run republishes them all)."""
+    pending = Rebuild.pending(root)
+    if pending is not None:
+        pending.check_finished_by(days, force)
+        return pending
+    if force and published and min(days) < published[-1]:
+        return Rebuild(root, min(days), published[-1])
+    return None
