@@ -39,7 +39,8 @@ from pipelines.options import (
     warn_about_worker_keys,
 )
 from transforms import element_sizes, progress  # noqa: F401 - element_sizes: the PCollections' coder
-from transforms.config import ConfigError, JobConfig, load_config
+from transforms.config import ConfigError, JobConfig
+from transforms.config_load import load_config
 from transforms.errors import AudienceSyncError, RunFailed
 from transforms.html_report import PAGE
 from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir

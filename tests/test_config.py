@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from transforms.config import ConfigError, load_config, parse_config
+from transforms.config import ConfigError
+from transforms.config_load import load_config, parse_config
 from transforms.preflight import check_inputs
 
 GOOD = {

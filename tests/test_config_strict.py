@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from transforms.config import ConfigError, load_config, parse_config
+from transforms.config import ConfigError
+from transforms.config_load import load_config, parse_config
 from transforms.errors import KeyMaterialError
 from transforms.secrets import load_secret, looks_like_key_material, reference_problem
 

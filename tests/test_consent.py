@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from pipelines import export_audience, import_audience
-from transforms.config import ConfigError, parse_config
+from transforms.config import ConfigError
+from transforms.config_load import parse_config
 from transforms.consent import BadOptOut, parse_opt_out
 from transforms.errors import InputError
 from transforms.profiles import read_profiles

@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover
 from conftest import DEMO, ROOT
 from pipelines.import_audience import build_pipeline, run
 from pipelines.options import pipeline_options
-from transforms.config import load_config, parse_config
+from transforms.config_load import load_config, parse_config
 
 RUN_DATE = date(2026, 11, 22)
 KEY_ENV, IV_ENV = "AUDIENCE_SYNC_DEMO_KEY", "AUDIENCE_SYNC_DEMO_IV"

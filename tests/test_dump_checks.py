@@ -261,7 +261,8 @@ def test_a_dump_matched_by_two_data_sources_is_a_configuration_error(demo_copy):
     of a data source): the preflight names the file and both data sources."""
     import yaml
 
-    from transforms.config import ConfigError, load_config
+    from transforms.config import ConfigError
+    from transforms.config_load import load_config
     from transforms.preflight import check_inputs
 
     job = demo_copy / "job.yaml"
@@ -279,7 +280,8 @@ def test_a_dump_matched_by_two_data_sources_is_a_configuration_error(demo_copy):
 def test_a_dump_reached_by_two_spellings_of_its_folder_is_matched_by_two_data_sources(tmp_path):
     """Two globs naming one folder otherwise ('seg/' and 'seg/../seg/', or a symlink to it): the
     check compared the paths as spelled, so both data sources imported the dump, exit 0."""
-    from transforms.config import ConfigError, parse_config
+    from transforms.config import ConfigError
+    from transforms.config_load import parse_config
     from transforms.preflight import check_inputs
 
     (tmp_path / "seg").mkdir()
@@ -307,7 +309,7 @@ def test_full_dumps_of_two_destinations_are_two_audiences_not_two_deliveries():
 
 def crm_source(tmp_path, profiles: str):
     """A config of one plain CRM-id data source reading ``seg/*.sync``, with ``profiles`` (CSV text)."""
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     (tmp_path / "profiles.csv").write_text(profiles)
     return parse_config({"profiles": {"path": "profiles.csv", "visitor_ids": None}, "data_sources": [

@@ -20,7 +20,8 @@ import yaml
 from conftest import DEMO, ROOT, local_test_pipeline
 
 from pipelines import export_audience, import_audience
-from transforms.config import ConfigError, load_config, parse_config
+from transforms.config import ConfigError
+from transforms.config_load import load_config, parse_config
 from transforms.crypto import GcmEncryptor
 from transforms.export import (
     ExportAudience,

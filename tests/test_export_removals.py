@@ -336,7 +336,7 @@ def test_an_audience_that_holds_no_one_does_not_keep_its_segment_from_another(tm
     today's diff."""
     from datetime import date
 
-    from transforms.config import load_config
+    from transforms.config_load import load_config
     from transforms.export import export_spec
     from transforms.export_state import audience_dir, state_for
 

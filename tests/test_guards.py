@@ -9,7 +9,7 @@ import pytest
 
 from conftest import assert_failed_cleanly, run_import_cli
 from pipelines import import_audience
-from transforms.config import parse_config
+from transforms.config_load import parse_config
 from transforms.errors import RunFailed
 from transforms.outcomes import Counts, Metric, Reason, count
 from transforms.report import build_report, check_report

@@ -249,7 +249,7 @@ def test_big_dumps_are_split_on_distributed_runners_only_unless_configured():
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.options import SPLIT_DUMP_BYTES, pipeline_options, split_dump_bytes
-    from transforms.config import load_config
+    from transforms.config_load import load_config
 
     cfg = load_config(str(DEMO / "job.yaml"))
     assert split_dump_bytes(cfg, pipeline_options([])) is None  # the pinned local runner, one process

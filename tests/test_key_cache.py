@@ -16,7 +16,7 @@ import pytest
 
 from pipelines import import_audience, nightly
 from transforms import key_cache, key_cache_index, key_cache_rows, key_profiles, keys, profiles
-from transforms.config import load_config
+from transforms.config_load import load_config
 from transforms.errors import RunFailed
 from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache

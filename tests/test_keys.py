@@ -120,7 +120,7 @@ def test_ignore_case_folds_both_sides_of_a_plain_source():
 def test_profile_keys_read_phones_in_the_data_sources_region():
     """The region reaches the profile side (import and export both key profiles here): the
     extract's default_region, or the data source's own."""
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
     from transforms.keys import profile_keys
     from transforms.profiles import KEY_PREFIX
 

@@ -414,7 +414,7 @@ def test_the_merge_drops_previous_memberships_of_profiles_gone_from_tonights_ext
     ids of its shard (tagged PROFILE_IDS) is dropped and counted (``profile_left``), after the rows
     of full-dump and unconfigured data sources; a shard without ids drops every one; the file
     audience's merge (no ``profiles``) keeps them."""
-    from transforms.config import load_config
+    from transforms.config_load import load_config
     from transforms.incremental import REMOVE, merge_state
     from transforms.outcomes import Count, Metric
     from transforms.publish import ADD, PREVIOUS, PROFILE_IDS
@@ -568,7 +568,7 @@ def test_a_gap_of_missed_nights_with_dumps_is_refused_unless_allowed(tmp_path):
     path does not change with the date (nothing tells its nights apart); listings only."""
     from datetime import date
 
-    from transforms.config import load_config
+    from transforms.config_load import load_config
     from transforms.night_order import check_no_gap
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
@@ -887,7 +887,7 @@ def test_a_missed_night_whose_listing_fails_is_no_proof_of_no_delivery(tmp_path,
     from apache_beam.io.filesystem import BeamIOError
 
     import transforms.storage as storage
-    from transforms.config import load_config
+    from transforms.config_load import load_config
     from transforms.night_order import check_no_gap
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
@@ -923,7 +923,7 @@ def test_a_missed_night_of_a_data_source_replaced_tonight_is_no_gap(tmp_path):
     other data sources too."""
     from datetime import date
 
-    from transforms.config import load_config
+    from transforms.config_load import load_config
     from transforms.night_order import check_no_gap
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))

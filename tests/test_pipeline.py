@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import local_test_pipeline
-from transforms.config import parse_config
+from transforms.config_load import parse_config
 from transforms.normalize import hash_value
 from transforms.outcomes import Count, Metric, SumCounts
 from transforms.reconcile import ReconcileAudiences

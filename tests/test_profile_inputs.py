@@ -12,7 +12,8 @@ import pytest
 
 from conftest import ROOT
 from pipelines import import_audience
-from transforms.config import ConfigError, load_config
+from transforms.config import ConfigError
+from transforms.config_load import load_config
 from transforms.errors import InputError
 from transforms.preflight import check_inputs
 from transforms.profiles import read_profiles, read_schema_names
@@ -93,7 +94,7 @@ def test_a_missing_column_is_named_for_every_format(tmp_path, fmt):
         path.write_text("profile_id,email\nP1,a@example.com\n")
     else:
         path.write_text('{"profile_id": "P1", "email": "a@example.com"}\n')
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
                         "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
@@ -140,7 +141,7 @@ def test_profiles_without_an_id_fail_the_extract_with_their_count(tmp_path, ids,
     counting them (not naming them: the other columns are PII)."""
     import pyarrow as pa
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"profile_id": pa.array(ids, pa.string()), "crm_id": [f"c{i}" for i in range(len(ids))]}), path)
@@ -160,7 +161,7 @@ def test_ids_stored_as_floats_with_gaps_count_nan_as_missing(tmp_path):
     profile of every row without an id."""
     import pyarrow as pa
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / "p.parquet"
     ids = pa.array([1.0, float("nan"), 3.0, float("nan")])
@@ -181,7 +182,7 @@ def test_ids_stored_as_floats_read_as_the_integers_they_hold(tmp_path):
     keys no dump has, no error."""
     import pyarrow as pa
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"profile_id": [123456789012.0, 2.0, 9007199254740991.0], "crm_id": [12345678000.0, 1.5, -0.0],
@@ -205,7 +206,7 @@ def test_ids_stored_as_decimals_with_a_scale_read_as_the_integers_they_hold(tmp_
 
     import pyarrow as pa
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / "p.parquet"
     ids = [Decimal("123456789012"), Decimal("-7"), Decimal("2.5")]
@@ -226,7 +227,7 @@ def test_ids_stored_as_floats_of_2_to_the_53_or_more_fail_naming_the_column(tmp_
     double) too; they were read as "1.2345678901234568e+16", "1.2345678901234567e+19", no error."""
     import pyarrow as pa
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / f"p.{fmt}"
     if fmt == "parquet":
@@ -288,7 +289,7 @@ def test_an_extract_that_is_not_utf8_fails_naming_the_file_and_rows(tmp_path, fm
     failed the run inside the keying, under a traceback."""
     import pyarrow as pa
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / f"p.{fmt}"
     if fmt == "jsonl":
@@ -332,7 +333,7 @@ def test_an_unused_binary_column_does_not_fail_the_import_with_the_diagnosis_on(
 def test_jsonl_text_that_looks_like_a_date_stays_the_text_it_is(tmp_path):
     """Arrow's JSON reader takes such strings for timestamps: the id "2020-01-01" read as
     "2020-01-01 00:00:00", a key no dump has (a silent no-match)."""
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'{"profile_id": "P1", "crm_id": "2020-01-01"}\n'
@@ -349,7 +350,7 @@ def test_jsonl_whose_list_column_is_null_for_its_first_blocks_reads_whole(tmp_pa
     of IDs after it failed with ArrowNotImplementedError (a traceback) for a valid file."""
     import json
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     path = tmp_path / "p.jsonl"
     pad = "x" * 200
@@ -387,7 +388,7 @@ def _compressed_extract(tmp_path, fmt: str, ext: str, cut: bool):
 
     import zstandard
 
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     rows = [f"P{i},user{i}@example.com\n" if fmt == "csv" else json.dumps({"profile_id": f"P{i}", "email": f"user{i}@example.com"}) + "\n"
             for i in range(20000)]

@@ -157,7 +157,7 @@ def test_client_library_is_imported_lazily_and_provides_the_client():
 
 
 def test_job_config_accepts_secret_manager_references():
-    from transforms.config import parse_config
+    from transforms.config_load import parse_config
 
     cfg = parse_config(
         {

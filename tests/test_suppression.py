@@ -13,7 +13,7 @@ from conftest import DEMO, delivered
 from platform_sim import output_text
 
 from pipelines import import_audience, nightly
-from transforms.config import parse_config
+from transforms.config_load import parse_config
 from transforms.crypto import encrypt_cbc
 from transforms.errors import InputError
 from transforms.suppression import Suppressor, read_suppression_file

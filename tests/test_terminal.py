@@ -241,7 +241,7 @@ def test_a_runner_named_in_another_case_is_the_same_runner(caplog):
     """Beam reads --runner case-insensitively ('dataflow', 'fnapirunner'); the launcher's own checks
     compared the text: no worker-key warning for Dataflow, no progress and split dumps on the local runner."""
     from pipelines.options import split_dump_bytes, warn_about_worker_keys
-    from transforms.config import load_config
+    from transforms.config_load import load_config
 
     cfg = load_config(str(DEMO / "job.yaml"))  # its encrypted source uses file: references
     for name in ("fnapirunner", "FNAPI"):

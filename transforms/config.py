@@ -3,17 +3,15 @@
 The model holds *references* (paths, globs, key references such as ``env:NAME``), never data or
 key material, so it pickles cheaply into DoFns and can be logged. Files are opened only by
 :func:`check_inputs`, which the launchers call before building a pipeline, and by the
-transforms at run time.
+transforms at run time. A config file is read and validated by :mod:`transforms.config_load`.
 """
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from transforms.config_yaml import read_yaml
 from transforms.errors import ConfigError
 from transforms.phones import check_region
 from transforms.secrets import reference_problem
@@ -339,71 +337,3 @@ def format_from_extension(path: str) -> str:
     if name.endswith(".jsonl") or name.endswith(".ndjson") or name.endswith(".json"):
         return "jsonl"
     raise ValueError(f"cannot tell the format of '{posixpath.basename(path)}': use .csv, .parquet or .jsonl, or set 'format'")
-
-
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(lines)
-
-
-def _resolve(path: str, base: Path | str) -> str:
-    """``path`` relative to ``base`` (a local folder, or a ``gs://...`` prefix for a config on GCS)."""
-    if "://" in path or path.startswith("/"):
-        return path
-    if isinstance(base, str):
-        return posixpath.join(base, path)
-    return str(base.resolve() / path)
-
-
-def _resolve_refs(enc: EncryptionConfig | None, base: Path) -> EncryptionConfig | None:
-    """``file:`` key references are relative to the config file, like every other path in it."""
-    if enc is None:
-        return None
-    update = {}
-    for field in ("key", "iv", "keyring"):
-        ref = getattr(enc, field)
-        if ref and ref.startswith("file:") and not isinstance(base, str):  # key files are local files
-            update[field] = "file:" + _resolve(ref[len("file:"):], base)
-    return enc.model_copy(update=update)
-
-
-def parse_config(data: dict, source: str = "config", base_dir: str | Path | None = None) -> JobConfig:
-    """Validate a config mapping; relative paths are resolved against ``base_dir``."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        cfg = JobConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
-    if base_dir is None:
-        return cfg
-    base = base_dir if isinstance(base_dir, str) and "://" in base_dir else Path(base_dir)
-    profiles = cfg.profiles.model_copy(update={"path": _resolve(cfg.profiles.path, base)})
-    sources = [
-        ds.model_copy(update={"segments": _resolve(ds.segments, base), "encryption": _resolve_refs(ds.encryption, base)})
-        for ds in cfg.data_sources
-    ]
-    suppression = [entry.model_copy(update={"path": _resolve(entry.path, base)}) for entry in cfg.suppression]
-    return cfg.model_copy(update={"profiles": profiles, "data_sources": sources, "suppression": suppression})
-
-
-def load_config(path: str) -> JobConfig:
-    """Read and validate a YAML config; relative paths in it are relative to the file."""
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        with FileSystems.open(path) as handle:
-            text = handle.read().decode("utf-8")
-    except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
-        raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
-    data = read_yaml(text, path)
-    base = path.rsplit("/", 1)[0] if "://" in path else Path(path).resolve().parent
-    return parse_config(data, source=path, base_dir=base)

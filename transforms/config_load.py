@@ -1,0 +1,81 @@
+"""Reading a job config: its YAML read strictly (:mod:`transforms.config_yaml`), validated into
+:class:`~transforms.config.JobConfig` (errors as one line per field, never a value), and the paths
+in it resolved against the file's folder (a local folder or a ``gs://`` prefix)."""
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from transforms.config import EncryptionConfig, JobConfig
+from transforms.config_yaml import read_yaml
+from transforms.errors import ConfigError
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve(path: str, base: Path | str) -> str:
+    """``path`` relative to ``base`` (a local folder, or a ``gs://...`` prefix for a config on GCS)."""
+    if "://" in path or path.startswith("/"):
+        return path
+    if isinstance(base, str):
+        return posixpath.join(base, path)
+    return str(base.resolve() / path)
+
+
+def _resolve_refs(enc: EncryptionConfig | None, base: Path) -> EncryptionConfig | None:
+    """``file:`` key references are relative to the config file, like every other path in it."""
+    if enc is None:
+        return None
+    update = {}
+    for field in ("key", "iv", "keyring"):
+        ref = getattr(enc, field)
+        if ref and ref.startswith("file:") and not isinstance(base, str):  # key files are local files
+            update[field] = "file:" + _resolve(ref[len("file:"):], base)
+    return enc.model_copy(update=update)
+
+
+def parse_config(data: dict, source: str = "config", base_dir: str | Path | None = None) -> JobConfig:
+    """Validate a config mapping; relative paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        cfg = JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    if base_dir is None:
+        return cfg
+    base = base_dir if isinstance(base_dir, str) and "://" in base_dir else Path(base_dir)
+    profiles = cfg.profiles.model_copy(update={"path": _resolve(cfg.profiles.path, base)})
+    sources = [
+        ds.model_copy(update={"segments": _resolve(ds.segments, base), "encryption": _resolve_refs(ds.encryption, base)})
+        for ds in cfg.data_sources
+    ]
+    suppression = [entry.model_copy(update={"path": _resolve(entry.path, base)}) for entry in cfg.suppression]
+    return cfg.model_copy(update={"profiles": profiles, "data_sources": sources, "suppression": suppression})
+
+
+def load_config(path: str) -> JobConfig:
+    """Read and validate a YAML config; relative paths in it are relative to the file."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as handle:
+            text = handle.read().decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
+        raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
+    data = read_yaml(text, path)
+    base = path.rsplit("/", 1)[0] if "://" in path else Path(path).resolve().parent
+    return parse_config(data, source=path, base_dir=base)
