@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 from typing import Iterator, Sequence
 
@@ -33,6 +34,7 @@ from transforms.profile_columns import check_not_joined, id_text, visitor_lists
 from transforms.storage import open_input
 
 BATCH_ROWS = 1 << 20
+HEADER_BYTES = 1 << 20  # read_schema_names: the most of a file taken for its header line
 KEY_PREFIX = "k:"
 
 
@@ -270,12 +272,14 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
                 raise InputError(path, "empty file" if "size is 0 bytes" in str(exc)
                                  else "cannot read the parquet extract") from None
         # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
-        # Arrow's readers skip it too.
-        first = handle.readline().decode("utf-8-sig", errors="replace")
+        # Arrow's readers skip it too. A CSV header: at most HEADER_BYTES (a file with CR-only line
+        # breaks, an old Mac export, holds no LF: its "first line" would be the whole file).
+        first = handle.readline(HEADER_BYTES if fmt == "csv" else -1).decode("utf-8-sig", errors="replace")
         if not first:
             raise InputError(path, "empty file")
         if fmt == "csv":  # as written: the reader matches names exactly ('email ' is not 'email')
-            return next(csv.reader([first.rstrip("\r\n")]), [])
+            # Its first record up to a CR, LF or CRLF, as Arrow's reader splits lines.
+            return next(csv.reader(io.StringIO(first, newline="")), [])
         try:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):

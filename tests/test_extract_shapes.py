@@ -1,0 +1,51 @@
+"""Profile extracts in the shapes other tools write them: another line break, another encoding, a
+nested column, the files of one glob unlike each other. Each reads as the plain UTF-8 / LF extract
+does, or fails in one line naming the file (and line or column) and the cause."""
+from __future__ import annotations
+
+import pytest
+
+from transforms.config import ConfigError, parse_config
+from transforms.errors import InputError
+from transforms.preflight import check_inputs
+from transforms.profiles import read_profiles
+
+ROWS = [("P1", "zoé@example.com", "C1", "note, with a comma"), ("P2", "ann@example.com", "C2", "two\nlines"),
+        ("P3", "bob@example.com", "C3", 'a "quoted" word')]
+
+
+def csv_text(newline: str = "\n") -> str:
+    def field(value: str) -> str:
+        return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
+
+    lines = ["profile_id,email,crm_id,note"] + [",".join(field(v) for v in row) for row in ROWS]
+    return newline.join(lines) + newline
+
+
+def config(path, **profiles) -> object:
+    return parse_config({"profiles": {"path": str(path), "phone": None, "visitor_ids": None, **profiles},
+                         "data_sources": [{"name": "crm", "dpid": 1, "segments": str(path.parent / "seg" / "*"),
+                                           "id_type": "declared", "declared": "plain", "match_on": "crm_id"}]})
+
+
+def profiles_of(path, cfg) -> list[dict]:
+    return [r for t in read_profiles(str(path), cfg) for r in t.select(["profile_id", "k:crm_id"]).to_pylist()]
+
+
+def with_dump(tmp_path):
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "ftp_1_1_full_1795305600000.sync").write_text("C1 100\n")
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n"])
+def test_a_csv_extract_with_cr_line_breaks_reads_as_the_lf_one(tmp_path, newline):
+    """An old Mac export (CR only): the header check read the whole file as its first line and the
+    run failed on a bare "_csv.Error: new-line character seen in unquoted field", naming no file
+    (exit 1). Arrow's reader takes CR as a line break: the header is read the same way."""
+    with_dump(tmp_path)
+    lf, other = tmp_path / "lf.csv", tmp_path / "p.csv"
+    lf.write_text(csv_text(), newline="")
+    other.write_text(csv_text(newline), newline="")
+    check_inputs(config(other))
+    assert profiles_of(other, config(other)) == profiles_of(lf, config(lf))
+    assert len(profiles_of(lf, config(lf))) == 3
