@@ -10,15 +10,15 @@ from transforms.errors import InputError
 from transforms.preflight import check_inputs
 from transforms.profiles import read_profiles
 
-ROWS = [("P1", "zoé@example.com", "C1", "note, with a comma"), ("P2", "ann@example.com", "C2", "two\nlines"),
+ROWS = [("P1", "zoé@example.com", "CÉ1", "note, with a comma"), ("P2", "ann@example.com", "C2", "two\nlines"),
         ("P3", "bob@example.com", "C3", 'a "quoted" word')]
 
 
-def csv_text(newline: str = "\n") -> str:
+def csv_text(newline: str = "\n", rows=ROWS) -> str:
     def field(value: str) -> str:
         return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
 
-    lines = ["profile_id,email,crm_id,note"] + [",".join(field(v) for v in row) for row in ROWS]
+    lines = ["profile_id,email,crm_id,note"] + [",".join(field(v) for v in row) for row in rows]
     return newline.join(lines) + newline
 
 
@@ -49,3 +49,30 @@ def test_a_csv_extract_with_cr_line_breaks_reads_as_the_lf_one(tmp_path, newline
     check_inputs(config(other))
     assert profiles_of(other, config(other)) == profiles_of(lf, config(lf))
     assert len(profiles_of(lf, config(lf))) == 3
+
+
+def test_a_latin1_csv_extract_fails_naming_the_file_its_line_and_the_encoding(tmp_path):
+    """A CSV saved as Latin-1 (Excel's "CSV" on Windows) failed "cannot read the csv extract
+    (ArrowInvalid)": no line, no cause. The line is the first one holding bytes that are not UTF-8
+    (the file's line, a quoted field's line breaks counted), never its content."""
+    path = tmp_path / "p.csv"
+    path.write_bytes(csv_text(rows=ROWS[1:] + ROWS[:1]).encode("latin-1"))  # 'CÉ1' on line 5
+    with pytest.raises(InputError) as info:
+        profiles_of(path, config(path))
+    assert str(info.value) == f"{path}:5: not UTF-8 text (Latin-1?): save the extract as UTF-8"
+
+
+def test_a_latin1_jsonl_extract_is_named_as_such_with_the_diagnosis_on(tmp_path):
+    """Its first record not UTF-8, the diagnosis' column screen failed it as "p.jsonl:1: not valid
+    JSON" (json.loads of the raw bytes): the reading names the rows that are not UTF-8."""
+    import json
+
+    from transforms.diagnosis_forms import screen_columns
+
+    keyed = [dict(zip(("profile_id", "email", "crm_id", "note"), row)) for row in ROWS]
+    path = tmp_path / "p.jsonl"
+    path.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keyed).encode("latin-1"))
+    cfg = config(path)
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg, extra=screen_columns(cfg, str(path))))
+    assert str(info.value) == f"{path}: not UTF-8 text in rows 1-3 (Latin-1?): save the extract as UTF-8"

@@ -34,6 +34,20 @@ def csv_line_of_row(path: str, row: int) -> int | None:
     return None
 
 
+def first_line_not_utf8(path: str) -> int | None:
+    """The line (from 1) of a text extract's first bytes that are not UTF-8 (CR, LF and CRLF are
+    line breaks, as Arrow's CSV reader counts them), or None."""
+    with open_decompressed(path) as handle:
+        number = 1
+        for raw in handle:  # pieces ending in LF: a multi-byte character never holds one
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return number + raw[:bad.start].count(b"\r")
+            number += 1 + raw.rstrip(b"\r\n").count(b"\r")
+    return None
+
+
 def jsonl_line_of_row(path: str, row: int) -> int | None:
     """The line (from 1) of JSON record ``row`` (from 0; blank lines are not records)."""
     with open_decompressed(path) as handle:

@@ -29,13 +29,15 @@ from transforms.config import JobConfig
 from transforms.consent import BadOptOut, consent_of, parse_opt_out
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
-from transforms.extract_lines import csv_line_of_row, first_json_type_change, jsonl_line_of_row
+from transforms.extract_lines import (csv_line_of_row, first_json_type_change, first_line_not_utf8,
+                                      jsonl_line_of_row)
 from transforms.profile_columns import check_not_joined, id_text, visitor_lists
 from transforms.storage import open_input
 
 BATCH_ROWS = 1 << 20
 HEADER_BYTES = 1 << 20  # read_schema_names: the most of a file taken for its header line
 KEY_PREFIX = "k:"
+AS_UTF8 = "(Latin-1?): save the extract as UTF-8"  # the end of a "not UTF-8" failure
 
 
 def needed_columns(cfg: JobConfig, export: bool = False, extra: Sequence[str] = ()) -> list[str]:
@@ -165,8 +167,8 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, expo
         except pa.ArrowInvalid as exc:  # (its message may quote the value: never shown)
             if "UTF8" not in str(exc):
                 raise InputError(path, f"cannot read the {fmt} extract (ArrowInvalid)") from None
-            raise InputError(path, f"not UTF-8 text in rows {offset + 1}-{offset + table.num_rows} (Latin-1?): "
-                                   "save the extract as UTF-8") from None
+            rows = f"{offset + 1}-{offset + table.num_rows}"
+            raise InputError(path, f"not UTF-8 text in rows {rows} {AS_UTF8}") from None
         offset += table.num_rows
         yield profiles
 
@@ -194,6 +196,8 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
         raise
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         # Arrow's messages can quote the offending row: keep only the kind of problem.
+        if fmt == "csv" and isinstance(exc, pa.ArrowInvalid) and "UTF8" in str(exc):
+            raise InputError(path, f"not UTF-8 text {AS_UTF8}", line=first_line_not_utf8(path)) from None
         raise InputError(path, f"cannot read the {fmt} extract ({type(exc).__name__})") from None
 
 
@@ -302,7 +306,7 @@ def text_columns(path: str, fmt: str) -> list[str]:
                                       parse_options=skip).schema.names
             except pa.ArrowInvalid:
                 raise InputError(path, "cannot read the csv extract's header (ArrowInvalid)") from None
-        first = handle.readline()
+        first = handle.readline().decode("utf-8-sig", errors="replace")  # not UTF-8: the reader names its rows
     try:
         return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
     except (ValueError, AttributeError):
