@@ -76,3 +76,21 @@ def test_a_latin1_jsonl_extract_is_named_as_such_with_the_diagnosis_on(tmp_path)
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg, extra=screen_columns(cfg, str(path))))
     assert str(info.value) == f"{path}: not UTF-8 text in rows 1-3 (Latin-1?): save the extract as UTF-8"
+
+
+@pytest.mark.parametrize("column", ["profile_id", "crm_id"])
+@pytest.mark.parametrize("kind", ["list", "struct"])
+def test_an_id_or_key_column_of_lists_or_structs_fails_naming_the_file_and_column(tmp_path, column, kind):
+    """A Parquet extract whose match_on (or id) column holds lists or structs (one list of emails per
+    profile): the run failed 'ArrowNotImplementedError [while running KeyProfiles]', naming neither
+    the file nor the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"profile_id": ["P1", "P2"], "crm_id": ["C1", "C2"]})
+    nested = [[v] for v in table[column].to_pylist()] if kind == "list" else [{"v": v} for v in table[column].to_pylist()]
+    path = tmp_path / "p.parquet"
+    pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(nested)), path)
+    with pytest.raises(InputError) as info:
+        profiles_of(path, config(path))
+    assert str(info.value).startswith(f"{path}: column '{column}': a {kind} column")

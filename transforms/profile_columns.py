@@ -22,6 +22,7 @@ def id_text(values, path: str, column: str) -> pa.Array:
     lost its last digits; a JSON number beyond int64 reads as one): the file fails, naming the
     column (never a value). Profile extracts and the export's targets."""
     values = plain_array(values)
+    _refuse_nested(values.type, path, column, "text or numbers")
     if pa.types.is_decimal(values.type) and values.type.scale > 0:
         # A decimal with a scale (NUMBER(38,10)) holding an integer: its digits, not "12.0000000000".
         whole = pc.fill_null(pc.equal(values, pc.floor(values)), False)
@@ -41,6 +42,15 @@ def id_text(values, path: str, column: str) -> pa.Array:
     return pc.if_else(whole, digits, values.cast(pa.string()))
 
 
+def _refuse_nested(kind: pa.DataType, path: str, column: str, wanted: str) -> None:
+    """Fail naming the file and the column when it holds structs, maps or lists (where ``wanted``
+    does not take them): no text key can be read from them (Arrow's cast failed the run with
+    'ArrowNotImplementedError', naming neither)."""
+    if pa.types.is_nested(kind):
+        what = "struct" if pa.types.is_struct(kind) else "map" if pa.types.is_map(kind) else "list"
+        raise InputError(path, f"column '{column}': a {what} column ({kind}); it must hold {wanted}")
+
+
 def visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str, path: str, column: str) -> pa.Array:
     """The visitor-ID column as list<string> (CSV: split on ``sep``; numbers: :func:`id_text`), padded
     (:func:`_padded`). Entries are not cleaned here: consumers validate each ID (38 digits) when they use it."""
@@ -50,6 +60,7 @@ def visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str, p
     if pa.types.is_large_list(values.type):
         values = values.cast(pa.list_(values.type.value_type))
     if not pa.types.is_list(values.type):
+        _refuse_nested(values.type, path, column, "lists, text or numbers")
         text = id_text(values, path, column) if _is_number(values.type) else plain_array(values, text="cast")
         return _padded(pc.split_pattern(text, pattern=sep))
     if not _is_number(values.type.value_type):
