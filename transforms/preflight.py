@@ -31,14 +31,14 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     extracts = glob(cfg.profiles.path, missing_ok=True)
     if not extracts:
         return [f"profiles.path: no file matches '{cfg.profiles.path}'"]
-    problems = []
+    problems, headers = [], {}
     for extract in extracts:
         try:
             names = read_schema_names(extract, cfg.profiles.resolved_format)
         except (InputError, OSError, ValueError) as exc:
             problems.append(f"profiles.path: {exc}")
             continue
-        columns = set(names)
+        headers[extract] = columns = set(names)
         doubled = doubled_column(names, needed)
         if doubled:
             problems.append(f"profiles.path: {extract}: {doubled}")
@@ -46,6 +46,20 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
         problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}"
                      + (f" (its header has '{spaced[col]}', with spaces)" if col in spaced else "")
                      for col in needed if col not in columns and col not in optional]
+    return problems + _optional_in_some_files(cfg, headers, [col for col in optional if col in needed])
+
+
+def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: list[str]) -> list[str]:
+    """An optional column (the visitor IDs) that a CSV or Parquet file's header has and another's
+    lacks: a partial export, whose profiles would give no key (their lines unmatched, exit 0). A
+    JSONL record may omit it: only its first record is read here."""
+    if cfg.profiles.resolved_format == "jsonl":
+        return []
+    problems = []
+    for col in optional:
+        having = [extract for extract, columns in headers.items() if col in columns]
+        problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}, where {having[0]} has it"
+                     for extract, columns in headers.items() if having and col not in columns]
     return problems
 
 
