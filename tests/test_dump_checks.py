@@ -373,3 +373,28 @@ def test_an_iter_delivery_after_a_full_one_fails_a_one_off_import(tmp_path):
                                           r"delivery after ftp_1_2_full_1795305600000.sync.*removals"):
         import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_full_dump_whose_lines_only_remove_segments_fails_and_an_iter_one_imports_them_as_removals(tmp_path):
+    """A full dump in the platform's layout (`<ID> <SEGS> <REMOVED>`, the removed list empty) read
+    with `columns: [id, removed, segments]`: every line only removed segments, and the import
+    published an empty audience, exit 0. A full dump lists the segments each user is in."""
+    from pipelines import import_audience
+    from transforms.errors import RunFailed
+
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    dump = tmp_path / "d" / "ftp_1_9_full_1795305600000.sync"
+    dump.write_text("c1 24,26 \nc2 27 \n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm,\n"
+        "                columns: [id, removed, segments]}]\n")
+    out = tmp_path / "o"
+    with pytest.raises(RunFailed) as info:
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
+    assert str(info.value).startswith("data source 'crm': 2 of 2 lines of its full dump(s) only remove segments")
+    assert not (out / "report.json").exists()
+    dump.rename(tmp_path / "d" / "ftp_1_9_iter_1795305600000.sync")  # changes: removals are what they hold
+    assert import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])[
+        "data_sources"]["crm"]["removals_only"] == 2

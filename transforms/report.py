@@ -84,6 +84,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
             )
         ds = cfg.data_source(name)
         _check_format_errors(name, entry, ds.max_format_error_ratio)
+        _check_full_removals(name, entry, ds)
         _check_invalid_ids(name, entry, ds.max_invalid_id_ratio)
         if ds.decrypts:
             _check_token_encoding(name, entry)
@@ -181,6 +182,21 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
     raise RunFailed(
         f"data source '{name}': {errors} of {received} lines are format errors, most of them {top} "
         f"(more than max_format_error_ratio={ratio}): {hint} Nothing was published"
+    )
+
+
+def _check_full_removals(name: str, entry: dict, ds) -> None:
+    """A full dump lists the segments each user is in: most of its lines only removing segments is a
+    layout read wrong (``columns`` with segments and removed swapped), which published an empty
+    audience. Judged as format errors are (``max_format_error_ratio``); iter dumps may only remove."""
+    modes = {ds.sync_mode if ds.sync_mode != "from_name" else f.get("sync_mode") for f in entry.get("files", [])}
+    removals, received, ratio = entry["removals_only"], entry["received"], ds.max_format_error_ratio
+    if modes != {"full"} or not received or removals / received <= ratio:
+        return
+    raise RunFailed(
+        f"data source '{name}': {removals} of {received} lines of its full dump(s) only remove segments (more than "
+        f"max_format_error_ratio={ratio}), where a full dump lists the segments each user is in: segments and "
+        "removed swapped in columns? Nothing was published"
     )
 
 
