@@ -121,3 +121,13 @@ def test_a_visitor_id_column_missing_from_one_file_of_the_extract_is_named_befor
                                f"where {files[0][0]} has it")
     files[1][0].unlink()
     check_inputs(cfg)  # the files alike again
+
+
+def test_a_jsonl_record_naming_a_column_twice_fails_naming_its_line_and_the_column(tmp_path):
+    """Arrow refuses such a record and json.loads keeps the last value: the run failed "inconsistent
+    JSON records", naming no line and no column."""
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"profile_id": "P1", "crm_id": "C1"}\n\n{"profile_id": "P2", "crm_id": "", "crm_id": "C2"}\n')
+    with pytest.raises(InputError) as info:
+        profiles_of(path, config(path))
+    assert str(info.value) == f"{path}:3: column 'crm_id' appears twice in the record"

@@ -61,6 +61,23 @@ def jsonl_line_of_row(path: str, row: int) -> int | None:
     return None
 
 
+class DoubledKey(Exception):
+    """A JSON object naming a key twice (:func:`refuse_doubled_keys`)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def refuse_doubled_keys(pairs: list) -> dict:
+    """``json.loads``'s ``object_pairs_hook``: an object naming a key twice raises :class:`DoubledKey`."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set = set()
+        raise DoubledKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return record
+
+
 def _json_kind(value) -> str:
     if isinstance(value, bool):
         return "boolean"

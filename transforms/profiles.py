@@ -29,8 +29,8 @@ from transforms.config import JobConfig
 from transforms.consent import BadOptOut, consent_of, parse_opt_out
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
-from transforms.extract_lines import (csv_line_of_row, first_json_type_change, first_line_not_utf8,
-                                      jsonl_line_of_row)
+from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
+                                      jsonl_line_of_row, refuse_doubled_keys)
 from transforms.profile_columns import check_not_joined, id_text, visitor_lists
 from transforms.storage import open_input
 
@@ -229,7 +229,9 @@ def _read_jsonl(handle, path: str) -> pa.Table:
         for number, raw in enumerate(data.split(b"\n"), start=1):
             if raw.strip():
                 try:
-                    json.loads(raw)
+                    json.loads(raw, object_pairs_hook=refuse_doubled_keys)
+                except DoubledKey as doubled:  # Arrow refuses it; json.loads would keep the last value
+                    raise InputError(path, f"column '{doubled.key}' appears twice in the record", line=number) from None
                 except ValueError:
                     raise InputError(path, "not valid JSON", line=number) from None
         change = first_json_type_change(data)
