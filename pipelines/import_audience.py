@@ -145,7 +145,7 @@ def run(argv=None) -> dict:
     job). Raises ConfigError / AudienceSyncError on failure."""
     known, beam_args = parse_args(argv)
     run_date = known.run_date or launch.today()
-    job = launch.start(known.config, beam_args, lambda cfg: check_inputs(cfg, one_off=True),
+    job = launch.start(known.config, beam_args, lambda cfg: check_inputs(cfg, one_off=True, output=known.output),
                        paths={"--output": known.output, "--key-cache": known.key_cache})
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)

@@ -159,7 +159,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     cfg = template.for_date(day)
     earlier = [d for d in published_dates(root) if d < day]
     undelivered = undelivered_sources(cfg, root, day, earlier)  # carried as they are (a partner's weekend)
-    check_inputs(cfg, undelivered=undelivered)
+    check_inputs(cfg, output=root, undelivered=undelivered)
     files = [(name, path) for name, path in tonight_files(cfg) if name not in undelivered]
     check_sync_modes(cfg, files)
     previous = partition(root, earlier[-1]) if earlier else None

@@ -63,18 +63,23 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
     return problems
 
 
-def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
+def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False, output: str | None = None,
                  undelivered: frozenset = frozenset()) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured;
     ``one_off``: the import, which applies no removal (:func:`~transforms.dumps.iter_after_full`);
+    ``output``: the folder the job writes (``--output``, the nightly's ROOT), whose files are no input;
     ``undelivered``: data sources a night may read no dump of (:mod:`transforms.undelivered`)."""
     problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     problems += suppression_problems(cfg)
+    if output:
+        problems += own_output_problems("profiles.path", glob(cfg.profiles.path, missing_ok=True), output)
     readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
     for i, ds in enumerate(cfg.data_sources):
         paths = dump_paths(ds.segments, missing_ok=True)
         if not paths and ds.name not in undelivered:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
+        if output:
+            problems += own_output_problems(f"data_sources[{i}].segments", paths, output)
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
         if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:
             newer, older = deliveries[0].rsplit("/", 1)[-1], deliveries[1]
@@ -110,6 +115,31 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
                 problems.append(f"data_sources[{i}].encryption: {exc}")
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+# What a run writes in its output folder (an import's --output, a nightly's ROOT): the first part of
+# the path below it. Runs' own folders start with '_' (_incomplete-*, _staging), partitions with 'dt='.
+OWN_OUTPUTS = ("reconciled", "file_audience", "rejected", "report.json", "report.html")
+
+
+def own_output_problems(field: str, paths: list[str], output: str) -> list[str]:
+    """The first of ``paths`` that is a file the job writes under ``output`` (a glob reaching into it: the
+    previous run's report.json read as a dump failed 'wrong field_separator or columns?', or under
+    max_format_error_ratio was published as rejected lines), as a problem of ``field``."""
+    def under(path: str) -> str | None:
+        if "://" in path or "://" in output:
+            base = output.rstrip("/") + "/"
+            return path[len(base):] if path.startswith(base) else None
+        relative = os.path.relpath(os.path.realpath(path), os.path.realpath(output))
+        return None if relative == ".." or relative.startswith("../") else relative
+
+    own = [p for p in paths if (rel := under(p)) is not None
+           and (rel.split("/")[0] in OWN_OUTPUTS or rel.startswith(("_", "dt=")))]
+    if not own:
+        return []
+    more = f" (and {len(own) - 1} more)" if len(own) > 1 else ""
+    return [f"{field}: {own[0]}{more} is a file this job writes in its output {output}: narrow the glob or write "
+            "the output elsewhere"]
 
 
 def _check_keyring(ds) -> None:

@@ -1,0 +1,44 @@
+"""What a glob reaches beside the inputs it means: the files the job writes in its own output, a dump
+copied or moved aside in its folder. Never read as inputs: refused before the run, naming the file."""
+from __future__ import annotations
+
+import pytest
+
+from pipelines import import_audience
+from transforms.config import ConfigError
+
+
+def test_a_segments_glob_reaching_the_output_folder_is_refused_before_it_reads_a_report_as_a_dump(tmp_path):
+    """--output the dumps' folder: the second run read report.json and report.html as dumps and failed
+    '204 of 206 lines are format errors ...: wrong field_separator or columns?' (with a bigger dump,
+    under max_format_error_ratio, it published the report's lines as rejected ones, exit 0)."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "d")]
+    assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    assert str(info.value) == (f"data_sources[0].segments: {tmp_path / 'd' / 'report.html'} (and 1 more) is a file this "
+                               f"job writes in its output {tmp_path / 'd'}: narrow the glob or write the output elsewhere")
+
+
+def test_only_the_files_a_run_writes_are_refused_locally_and_on_gcs(tmp_path):
+    """A nightly ROOT's partitions and run folders, an import's outputs; an input folder that merely
+    sits in the output folder (segments/ beside reconciled/) is read."""
+    from transforms.preflight import own_output_problems
+
+    root = "gs://b/root"
+    paths = [f"{root}/incoming/a.sync", f"{root}/dt=2026-11-22/report.json", f"{root}/_staging/x/a.sync", "gs://b/rooted/x"]
+    assert own_output_problems("f", paths, root) == [f"f: {root}/dt=2026-11-22/report.json (and 1 more) is a file this "
+                                                     f"job writes in its output {root}: narrow the glob or write the "
+                                                     "output elsewhere"]
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "rejected").mkdir()
+    local = [str(tmp_path / "segments" / "a.sync"), str(tmp_path / "x.sync")]
+    assert own_output_problems("f", local, str(tmp_path)) == []
+    assert own_output_problems("f", [str(tmp_path / "rejected" / "part-0.parquet")], str(tmp_path / "segments" / ".."))
+
