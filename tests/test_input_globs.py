@@ -42,3 +42,25 @@ def test_only_the_files_a_run_writes_are_refused_locally_and_on_gcs(tmp_path):
     assert own_output_problems("f", local, str(tmp_path)) == []
     assert own_output_problems("f", [str(tmp_path / "rejected" / "part-0.parquet")], str(tmp_path / "segments" / ".."))
 
+
+@pytest.mark.parametrize("aside", ["ftp_1_9_full_1795219200000.sync.bak", "ftp_1_9_full_1795219200000 (1).sync",
+                                   "old-ftp_1_9_full_1795219200000.sync"])
+def test_a_dump_moved_aside_under_another_name_is_refused_beside_named_dumps(tmp_path, aside):
+    """Yesterday's full dump renamed in its folder ('.bak', a browser's ' (1)') still matched
+    'd/*.sync*'; its name no longer parsed, so the two-full-deliveries guard did not see it: read
+    beside today's, its user stayed in segment 999, which today's dump no longer lists, exit 0."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
+    (tmp_path / "d" / aside).write_text("c1 999\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: 'd/*.sync*', id_type: declared, declared: plain, match_on: crm}]\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")]
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    assert str(info.value).startswith(f"data_sources[0].segments: {tmp_path / 'd' / aside}: its name does not say "
+                                      "which delivery it is, beside ftp_1_9_full_1795305600000.sync")
+    (tmp_path / "d" / aside).unlink()  # unnamed dumps alone are read as they are
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").rename(tmp_path / "d" / "crm.sync")
+    assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2

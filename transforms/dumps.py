@@ -129,6 +129,15 @@ def older_full_delivery(paths: list[str], sync_mode: str = "from_name") -> tuple
     return None
 
 
+def unnamed_beside_named(paths: list[str]) -> tuple[str, str] | None:
+    """``(a dump whose name does not parse, one whose name does)`` among one data source's dumps, else
+    None. Its delivery cannot be told: yesterday's full dump moved aside ('.bak', a browser's
+    ' (1)') still matches a '*.sync*' glob, and read beside today's kept every user it removed."""
+    named = [p for p in paths if parse_dump_name(p) is not None]
+    unnamed = [p for p in paths if parse_dump_name(p) is None]
+    return (unnamed[0], named[0]) if named and unnamed else None
+
+
 def iter_after_full(paths: list[str], sync_mode: str = "from_name") -> tuple[str, str] | None:
     """``(a dump of the newest full delivery, one of the first iter delivery after it)`` of one
     destination, else None: changes to that full dump, which a one-off import, applying no removal,

@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
-from transforms.dumps import iter_after_full, missing_splits, older_full_delivery
+from transforms.dumps import iter_after_full, missing_splits, older_full_delivery, unnamed_beside_named
 from transforms.incremental import sync_mode_of
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -78,8 +78,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
         paths = dump_paths(ds.segments, missing_ok=True)
         if not paths and ds.name not in undelivered:
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
-        if output:
-            problems += own_output_problems(f"data_sources[{i}].segments", paths, output)
+        own = own_output_problems(f"data_sources[{i}].segments", paths, output) if output else []
+        problems += own
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
         if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:
             newer, older = deliveries[0].rsplit("/", 1)[-1], deliveries[1]
@@ -106,6 +106,13 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
             first, second = (path for _, path in readers[real[shared[0]]][:2])
             problems.append(f"data_sources[{i}].segments: {first} and {second.rsplit('/', 1)[-1]} are one dump (a link "
                             "or another spelling of its folder): its lines would be read twice; narrow the glob")
+        # A link to a named dump is one dump read twice (above), the job's own output named already.
+        aside = unnamed_beside_named([p for p in paths if len(readers[real[p]]) == 1])
+        if aside is not None and not own:
+            problems.append(f"data_sources[{i}].segments: {aside[0]}: its name does not say which delivery it is, "
+                            f"beside {aside[1].rsplit('/', 1)[-1]} (a copy, or a dump moved aside: '.bak', ' (1)'?); "
+                            "read beside a full dump it would keep users that one removed: move it away or narrow "
+                            "the glob")
         if check_keys and ds.decrypts:
             from transforms.crypto import build_decryptor
 
