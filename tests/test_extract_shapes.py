@@ -88,7 +88,8 @@ def test_an_id_or_key_column_of_lists_or_structs_fails_naming_the_file_and_colum
     import pyarrow.parquet as pq
 
     table = pa.table({"profile_id": ["P1", "P2"], "crm_id": ["C1", "C2"]})
-    nested = [[v] for v in table[column].to_pylist()] if kind == "list" else [{"v": v} for v in table[column].to_pylist()]
+    values = table[column].to_pylist()
+    nested = [[v] for v in values] if kind == "list" else [{"v": v} for v in values]
     path = tmp_path / "p.parquet"
     pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(nested)), path)
     with pytest.raises(InputError) as info:
@@ -108,10 +109,11 @@ def test_a_visitor_id_column_missing_from_one_file_of_the_extract_is_named_befor
     with_dump(tmp_path)
     (tmp_path / "x").mkdir()
     table = pa.table({"profile_id": ["P1", "P2"], "crm_id": ["C1", "C2"], "visitor_ids": ["1" * 38, "2" * 38]})
-    files = [(tmp_path / "x" / f"p{i}.{fmt}", piece) for i, piece in enumerate([table, table.drop_columns(["visitor_ids"])])]
+    pieces = [table, table.drop_columns(["visitor_ids"])]
+    files = [(tmp_path / "x" / f"p{i}.{fmt}", piece) for i, piece in enumerate(pieces)]
     for path, piece in files:
-        pq.write_table(piece, path) if fmt == "parquet" else path.write_text(
-            "\n".join(",".join(map(str, row)) for row in [piece.column_names] + [list(r.values()) for r in piece.to_pylist()]))
+        rows = [piece.column_names] + [list(r.values()) for r in piece.to_pylist()]
+        pq.write_table(piece, path) if fmt == "parquet" else path.write_text("\n".join(",".join(row) for row in rows))
     cfg = parse_config({"profiles": {"path": str(tmp_path / "x" / f"*.{fmt}"), "phone": None},
                         "data_sources": [{"name": "v", "dpid": 1, "segments": str(tmp_path / "seg" / "*"),
                                           "id_type": "visitor"}]})
@@ -131,3 +133,14 @@ def test_a_jsonl_record_naming_a_column_twice_fails_naming_its_line_and_the_colu
     with pytest.raises(InputError) as info:
         profiles_of(path, config(path))
     assert str(info.value) == f"{path}:3: column 'crm_id' appears twice in the record"
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '"text"', "12"])
+def test_a_jsonl_line_that_is_no_object_fails_naming_its_line(tmp_path, record):
+    """A JSON array, string or number on a line of its own (a JSON array file cut into lines, a log
+    line): the run failed "inconsistent JSON records", naming no line and no cause."""
+    path = tmp_path / "p.jsonl"
+    path.write_text(f'{{"profile_id": "P1", "crm_id": "C1"}}\n{record}\n')
+    with pytest.raises(InputError) as info:
+        profiles_of(path, config(path))
+    assert str(info.value) == f"{path}:2: not a JSON object (one record per line, {{\"column\": value, ...}})"

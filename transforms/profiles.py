@@ -229,11 +229,14 @@ def _read_jsonl(handle, path: str) -> pa.Table:
         for number, raw in enumerate(data.split(b"\n"), start=1):
             if raw.strip():
                 try:
-                    json.loads(raw, object_pairs_hook=refuse_doubled_keys)
+                    record = json.loads(raw, object_pairs_hook=refuse_doubled_keys)
                 except DoubledKey as doubled:  # Arrow refuses it; json.loads would keep the last value
                     raise InputError(path, f"column '{doubled.key}' appears twice in the record", line=number) from None
                 except ValueError:
                     raise InputError(path, "not valid JSON", line=number) from None
+                if not isinstance(record, dict):  # an array, a string, a number: no columns
+                    raise InputError(path, 'not a JSON object (one record per line, {"column": value, ...})',
+                                     line=number)
         change = first_json_type_change(data)
         if change is not None:
             number, column, kinds = change
