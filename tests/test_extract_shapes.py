@@ -144,3 +144,18 @@ def test_a_jsonl_line_that_is_no_object_fails_naming_its_line(tmp_path, record):
     with pytest.raises(InputError) as info:
         profiles_of(path, config(path))
     assert str(info.value) == f"{path}:2: not a JSON object (one record per line, {{\"column\": value, ...}})"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_compressed_extract_under_a_plain_name_is_named_as_such(tmp_path, fmt):
+    """A .csv (.jsonl) that is gzip (a transfer tool dropped the .gz): the header check read bytes
+    as names, and the run failed on a bare '_csv.Error' naming no file (CSV), or said the columns
+    were not in the extract (after 53d5a1f) or 'not valid JSON', never why."""
+    import gzip
+
+    with_dump(tmp_path)
+    path = tmp_path / f"p.{fmt}"
+    path.write_bytes(gzip.compress(csv_text().encode() if fmt == "csv" else b'{"profile_id": "P1", "crm_id": "C1"}\n'))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path))
+    assert str(info.value) == f"profiles.path: {path}: gzip content under a name without .gz: rename it p.{fmt}.gz"

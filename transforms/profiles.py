@@ -16,6 +16,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from typing import Iterator, Sequence
 
 import pyarrow as pa
@@ -283,7 +284,9 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
         # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
         # Arrow's readers skip it too. A CSV header: at most HEADER_BYTES (a file with CR-only line
         # breaks, an old Mac export, holds no LF: its "first line" would be the whole file).
-        first = handle.readline(HEADER_BYTES if fmt == "csv" else -1).decode("utf-8-sig", errors="replace")
+        raw = handle.readline(HEADER_BYTES if fmt == "csv" else -1)
+        _refuse_compressed(path, raw)
+        first = raw.decode("utf-8-sig", errors="replace")
         if not first:
             raise InputError(path, "empty file")
         if fmt == "csv":  # as written: the reader matches names exactly ('email ' is not 'email')
@@ -293,6 +296,22 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):
             raise InputError(path, "not valid JSON", line=1) from None
+
+
+# A text extract's first bytes that are a compressed stream's: (the compression, its extension).
+_MAGIC = {b"\x1f\x8b": ("gzip", ".gz"), b"\x28\xb5\x2f\xfd": ("zstd", ".zst"), b"\xfd7zXZ\x00": ("xz", ".xz")}
+
+
+def _refuse_compressed(path: str, head: bytes) -> None:
+    """A text extract (as read: decompressed by its extension) that starts as a compressed stream: a
+    name that lost its extension (its bytes were read as a header: a bare '_csv.Error', or columns
+    'not in the extract', naming no cause)."""
+    kind = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+    if kind is None and re.match(rb"BZh[1-9]1AY&SY", head):
+        kind = ("bzip2", ".bz2")
+    if kind is not None:
+        name = path.rsplit("/", 1)[-1]
+        raise InputError(path, f"{kind[0]} content under a name without {kind[1]}: rename it {name}{kind[1]}")
 
 
 def text_columns(path: str, fmt: str) -> list[str]:
