@@ -36,6 +36,7 @@ def test_only_the_files_a_run_writes_are_refused_locally_and_on_gcs(tmp_path):
     assert own_output_problems("f", paths, root) == [f"f: {root}/dt=2026-11-22/report.json (and 1 more) is a file this "
                                                      f"job writes in its output {root}: narrow the glob or write the "
                                                      "output elsewhere"]
+    assert own_output_problems("f", [f"{root}/_incoming/a.sync"], root) == []  # the operator's folder
     (tmp_path / "segments").mkdir()
     (tmp_path / "rejected").mkdir()
     local = [str(tmp_path / "segments" / "a.sync"), str(tmp_path / "x.sync")]

@@ -125,8 +125,9 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
 
 
 # What a run writes in its output folder (an import's --output, a nightly's ROOT): the first part of
-# the path below it. Runs' own folders start with '_' (_incomplete-*, _staging), partitions with 'dt='.
-OWN_OUTPUTS = ("reconciled", "file_audience", "rejected", "report.json", "report.html")
+# the path below it, or how it starts (run folders, the nightly's staging and partitions).
+OWN_OUTPUTS = ("reconciled", "file_audience", "rejected", "report.json", "report.html", "_SUCCESS")
+OWN_PREFIXES = ("_incomplete-", "_staging", "dt=")
 
 
 def own_output_problems(field: str, paths: list[str], output: str) -> list[str]:
@@ -141,7 +142,7 @@ def own_output_problems(field: str, paths: list[str], output: str) -> list[str]:
         return None if relative == ".." or relative.startswith("../") else relative
 
     own = [p for p in paths if (rel := under(p)) is not None
-           and (rel.split("/")[0] in OWN_OUTPUTS or rel.startswith(("_", "dt=")))]
+           and (rel.split("/")[0] in OWN_OUTPUTS or rel.startswith(OWN_PREFIXES))]
     if not own:
         return []
     more = f" (and {len(own) - 1} more)" if len(own) > 1 else ""
