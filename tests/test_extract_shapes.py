@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from transforms.config import ConfigError, parse_config
+from transforms.config import ConfigError
+from transforms.config_load import parse_config
 from transforms.errors import InputError
 from transforms.preflight import check_inputs
 from transforms.profiles import read_profiles
