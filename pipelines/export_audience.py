@@ -95,15 +95,17 @@ def run(argv=None) -> dict:
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)
     state: ExportState = checked["state"]
-    if state.version_dir is not None:
-        _clear_version(state)  # an uncommitted version left by a failed or killed run
-    try:
-        return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
-            p, job.cfg, checked["spec"], known.targets, state, output, run_dir))
-    except BaseException:
-        if state.version_dir is not None and state.latest == _committed(state) and _pending(state) is None:
-            remove_run_dir(state.version_dir)  # never committed nor published: nothing of it stays
-        raise
+    # Held before the version is cleared: a run refused by a live run's lock cleared that run's parts.
+    with launch.hold(output, "export_audience", job.options):
+        if state.version_dir is not None:
+            _clear_version(state)  # an uncommitted version left by a failed or killed run
+        try:
+            return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
+                p, job.cfg, checked["spec"], known.targets, state, output, run_dir), held=True)
+        except BaseException:
+            if state.version_dir is not None and state.latest == _committed(state) and _pending(state) is None:
+                remove_run_dir(state.version_dir)  # never committed nor published: nothing of it stays
+            raise
 
 
 def _committed(state: ExportState) -> int | None:

@@ -156,8 +156,7 @@ def run_pipeline(options: PipelineOptions, run_dir: str, report_path: str, build
     published now. Otherwise the report the pipeline published."""
     staged_only = only_stages(options)
     job = getattr(build, "__module__", None) or "run"
-    with hold_output(posixpath.dirname(run_dir), job.rsplit(".", 1)[-1], options) if not (held or staged_only) \
-            else contextlib.nullcontext():
+    with hold(posixpath.dirname(run_dir), job.rsplit(".", 1)[-1], options) if not held else contextlib.nullcontext():
         try:
             with progress.reporting(runs_here(options)), beam.Pipeline(options=options) as p:
                 build(p)
@@ -168,6 +167,14 @@ def run_pipeline(options: PipelineOptions, run_dir: str, report_path: str, build
         return {"status": STAGED}
     with FileSystems.open(report_path) as handle:
         return json.loads(handle.read())
+
+
+def hold(folder: str, job: str, options: PipelineOptions, **kwargs):
+    """``folder`` held for one run (:func:`transforms.publish_journal.hold_output`, ``kwargs`` passed on),
+    or nothing when the runner only stages the job (no publish now, nothing to hold). A job that
+    changes anything of a previous run before its pipeline (clears what a killed run left) must do
+    it holding it: another run may be live there."""
+    return contextlib.nullcontext() if only_stages(options) else hold_output(folder, job, options, **kwargs)
 
 
 def _complete_committed_publish(output_dir: str, run_dir: str, exc: BaseException) -> bool:

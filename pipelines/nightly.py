@@ -33,7 +33,6 @@ published night.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import logging
 import sys
@@ -53,7 +52,7 @@ from transforms.preflight import check_inputs
 from transforms.undelivered import undelivered_sources
 from pipelines.options import only_stages
 from transforms.publish import REPORT, SUCCESS, join_path
-from transforms.publish_journal import clean_leftovers, hold_output, remove_run_dir
+from transforms.publish_journal import clean_leftovers, remove_run_dir
 from transforms.report_pages import write_nightly_page
 from transforms.storage import glob
 from transforms.summary import import_table
@@ -214,8 +213,7 @@ def run(argv=None) -> list[dict]:
     root = known.root.rstrip("/")
     results = []
     # One nightly run per root at a time (nights build on each other): the lock is the root's.
-    with contextlib.nullcontext() if only_stages(job.options) else hold_output(
-            root, "nightly", job.options, partitions="dt=*", staging=STAGING):
+    with launch.hold(root, "nightly", job.options, partitions="dt=*", staging=STAGING):
         if not only_stages(job.options):  # parts staged by killed runs (the lock says none is live)
             clean_leftovers(join_path(root, KEY_CACHE, INCOMING), prefix="")
         published = published_dates(root)

@@ -471,7 +471,7 @@ def test_allow_shrink_lifts_the_export_guard_and_max_shrink_sets_it(tmp_path, mo
     write_profiles(job.parent, [0])
     specs = []
     monkeypatch.setattr(export_audience, "build_pipeline", lambda p, cfg, spec, *rest: specs.append(spec))
-    monkeypatch.setattr(export_audience.launch, "run_pipeline", lambda options, run_dir, report, build: build(None))
+    monkeypatch.setattr(export_audience.launch, "run_pipeline", lambda options, run_dir, report, build, **_: build(None))
     export_audience.run(["--config", str(job), "--audience", "A", "--targets", str(write_targets(tmp_path / "t.csv", [0])),
                          "--output", str(tmp_path / "o"), *flags])
     assert [spec.max_shrink for spec in specs] == [limit]

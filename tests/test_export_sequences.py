@@ -149,3 +149,32 @@ def test_a_retry_of_a_stopped_run_that_fails_before_its_publish_keeps_it_pending
     assert (tmp_path / "out2" / "report.json").exists()  # the stopped run's files, still there
     with pytest.raises(ConfigError, match="version 2 .* never committed"):
         export(job, write_targets(tmp_path / "t3.csv", [0]), tmp_path / "out3", *flags, run_date="2026-11-03")
+
+
+def test_a_second_run_into_a_held_output_leaves_the_live_runs_state_alone(tmp_path, monkeypatch):
+    """The same export started twice (a double start, a retry while the first still runs): the second,
+    refused by the output lock, had first cleared the audience's new version as a killed run's
+    leftover, the parts the live run had written there; the live run committed a version holding
+    none of its 6 pairs, and the next export failed ('pairs read from the export state (expected 6,
+    accounted for 0)'), its delivered files recorded nowhere."""
+    from transforms.errors import RunFailed
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [*range(6)])
+    state = tmp_path / "state"
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1, 2, 3]), tmp_path / "out1", *flags, run_date="2026-11-01")
+    t2, commit = write_targets(tmp_path / "t2.csv", [*range(6)]), transforms.export.commit_state
+
+    def second_run_meanwhile(run_state, manifest, name="_SUCCESS"):
+        if name == "_PENDING":  # the live run's parts are written: the same command starts again
+            with pytest.raises(RunFailed, match="out2 is in use by run"):
+                export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")
+        commit(run_state, manifest, name)
+
+    monkeypatch.setattr(transforms.export, "commit_state", second_run_meanwhile)
+    assert export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")["state_version"] == 2
+    monkeypatch.undo()
+    assert len(list(state.glob("crm/A/v-000002/members/*.parquet"))) > 0
+    assert export(job, write_targets(tmp_path / "t3.csv", [*range(6)]), tmp_path / "out3", *flags,
+                  run_date="2026-11-03")["already_present"] == 6
