@@ -39,7 +39,9 @@ part of it would make its scheduled run skip it ("already published"). ``catchup
 nights in order from ``start_date`` (the first night) and ``max_active_runs=1`` keeps them serial: a
 night builds on the previous published one.
 
-A failed job fails the task (the launcher exits 1 or 2 with one line naming the cause). On Dataflow the
+A failed job fails the task (the launcher exits 1 or 2 with one line naming the cause). A refusal (exit 2,
+or the DAG's own checks below) fails it at once: the same night gives the same refusal until the operator
+changes something; a failed run (exit 1) is retried twice, 10 minutes apart. On Dataflow the
 launcher waits for its job, so the task does too: the CLI logs at WARNING, so the provider does not see
 Beam's "Created job with id" line, waits for the launcher's exit code, then finds the finished job by
 its name and checks its final state. The provider warns "dataflow_config is defined but runner is
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from datetime import date, datetime, timedelta, timezone
 
 DAG_ID = "audience_sync_nightly"
@@ -113,6 +116,20 @@ def check_runner(runner: str) -> None:
         raise ValueError(f"Variable audience_sync_runner: {runner!r} is not one of {', '.join(RUNNERS)}")
 
 
+# The job's exit code for a refusal (a configuration error: a gap, an iter night with nothing to build
+# on, a night not over, ...): the same inputs and flags give the same refusal, so a retry only delays
+# the alert (and a night refused as not over could pass on a retry after midnight, dumps still arriving).
+REFUSED = 2
+
+
+def refused(failure: str) -> bool:
+    """Whether the Beam hook's failure (``Apache Beam process failed with return code N``) is the job's
+    refusal, which fails the task at once; any other failure (exit 1: a storage outage, the root held
+    by another run; 143: stopped) is retried."""
+    code = re.search(r"return code (-?\d+)", failure)
+    return code is not None and int(code.group(1)) == REFUSED
+
+
 def check_night_is_over(night: str, now: datetime | None = None) -> None:
     """Refuse a night that has not ended (UTC): its dumps are not complete, and a partial publish
     would make the night's scheduled run skip it as "already published"."""
@@ -124,6 +141,7 @@ def check_night_is_over(night: str, now: datetime | None = None) -> None:
 # Only where Airflow is installed (the project's tests import this module without it). There, a missing
 # provider must be an import error that Airflow shows, never a file that silently defines no DAG.
 if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
+    from airflow.exceptions import AirflowException, AirflowFailException
     from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
     from airflow.sdk import DAG, CronDataIntervalTimetable
 
@@ -138,10 +156,19 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
             self.beam_options = beam_options
 
         def execute(self, context):
-            check_night_is_over(self.pipeline_options["date"])
-            check_runner(self.runner)
-            self.pipeline_options = {**self.pipeline_options, **extra_beam_options(self.beam_options)}
-            return super().execute(context)
+            try:  # the DAG's own refusals: no retry either
+                check_night_is_over(self.pipeline_options["date"])
+                check_runner(self.runner)
+                self.pipeline_options = {**self.pipeline_options, **extra_beam_options(self.beam_options)}
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from None
+            try:
+                return super().execute(context)
+            except AirflowException as exc:
+                if refused(str(exc)):
+                    raise AirflowFailException(f"{exc}: the job refused the night (its log's last lines say why "
+                                               "and what to change); not retried") from exc
+                raise
 
     with DAG(
         dag_id=DAG_ID,

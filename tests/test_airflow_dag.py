@@ -149,6 +149,34 @@ def test_tasks_test_runs_the_night_on_the_local_runner_like_a_direct_run(airflow
     assert [p for p in expected if via[p] != expected[p]] == []
 
 
+def test_a_refused_night_fails_at_once_and_a_failed_run_is_retried(airflow, tmp_path):
+    """A refusal (exit 2: an iter night with nothing to build on, a gap, a night not over) was retried
+    twice, 10 minutes apart: the same refusal, the alert 20 minutes late, and a night refused as not
+    over could pass on a retry after midnight, before its dumps were all delivered. A failed run
+    (exit 1: here the root held by a live run) is still retried."""
+    import socket
+
+    from test_nightly_guards import V, dump, write_job
+
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-20", [f"{V[1]} 10"], mode="iter")  # no night to build on: exit 2
+    variables = {"audience_sync_config": str(config), "audience_sync_root": str(root)}
+    out = airflow.airflow("tasks", "test", "audience_sync_nightly", "import_night", "2026-11-20", variables=variables)
+    assert "Process exited with return code: 2" in out, out[-4000:]
+    assert "new_state=failed" in out and "up_for_retry" not in out, out[-4000:]
+    today = datetime.now(timezone.utc).date().isoformat()  # the DAG's own check refuses it
+    out = airflow.airflow("tasks", "test", "audience_sync_nightly", "import_night", today, variables=variables)
+    assert f"night {today} is not over" in out and "new_state=failed" in out and "up_for_retry" not in out, out[-4000:]
+
+    dump(tmp_path, "a", "2026-11-19", [f"{V[1]} 10"])
+    root.mkdir(exist_ok=True)
+    (root / "_lock.json").write_text(json.dumps({"run_id": "live", "job": "nightly", "host": socket.gethostname(),
+                                                 "pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat()}))
+    out = airflow.airflow("tasks", "test", "audience_sync_nightly", "import_night", "2026-11-19", variables=variables)
+    assert "Process exited with return code: 1" in out and "is in use by run live" in out, out[-4000:]
+    assert "new_state=up_for_retry" in out, out[-4000:]
+
+
 # --- The DAG's own checks, without Airflow -------------------------------------------------------
 
 def test_beam_options_variable_may_not_override_what_the_dag_sets():
