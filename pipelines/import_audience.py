@@ -27,6 +27,7 @@ from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, stag
 from transforms.outcomes import Metric
 from transforms.preflight import check_inputs
 from transforms.publish import ADD, PROFILE_IDS, REPORT, PublishInputs, PublishRun, WriteParts, join_path
+from transforms.publish_journal import remove_run_dir
 from transforms.reconcile import ReconcileAudiences
 from transforms.summary import summary_lines
 from transforms.suppression import ReadSuppressionLists, SuppressFileAudience
@@ -150,9 +151,11 @@ def run(argv=None) -> dict:
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)
     key_cache = cache_dirs(known.key_cache, run_dir) if known.key_cache else None
-    with staged(key_cache):
-        return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT),
-                                   lambda p: build_pipeline(p, job.cfg, output, run_dir, run_date, key_cache=key_cache))
+    with staged(key_cache), launch.hold(output, "import_audience", job.options) as killed:
+        for name in (killed or []) if key_cache else []:  # their staged keys, named after their run folders
+            remove_run_dir(cache_dirs(known.key_cache, name).staging)
+        return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
+            p, job.cfg, output, run_dir, run_date, key_cache=key_cache), held=True)
 
 
 def main(argv=None) -> int:

@@ -84,6 +84,18 @@ def test_leftovers_of_killed_runs_are_cleaned_at_the_next_start(tmp_path):
     assert (out / "report.json").exists()
 
 
+def test_a_killed_imports_staged_key_cache_parts_are_cleaned_with_its_run_folder(tmp_path):
+    """A killed import --key-cache DIR left its staged parts (profile keys) in DIR/_incoming/ for good:
+    its run folder went at the next run's start, nothing removed them. They share its folder's name."""
+    config, out, cache = small_job(tmp_path), tmp_path / "out", tmp_path / "cache"
+    (out / "_incomplete-0123456789ab").mkdir(parents=True)
+    for run in ("_incomplete-0123456789ab", "_incomplete-ba9876543210"):  # the second: another output's run
+        (cache / "_incoming" / run).mkdir(parents=True)
+        (cache / "_incoming" / run / "part-0123.arrow").write_bytes(b"profile keys")
+    import_audience.run(["--config", str(config), "--output", str(out), "--key-cache", str(cache)])
+    assert sorted(p.name for p in (cache / "_incoming").iterdir()) == ["_incomplete-ba9876543210"]
+
+
 # ---------------------------------------------------------------------------------------------
 # one live run per output
 

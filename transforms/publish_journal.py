@@ -199,15 +199,16 @@ def hold_output(folder: str, job: str, options=None, partitions: str | None = No
     output fails fast), complete an interrupted publish (the journal in ``folder``, or in each
     sub-folder matching ``partitions``: nightly's ``dt=*``), delete the run folders of killed runs
     (``_incomplete-*``; every sub-folder of ``staging``), probe that ``folder`` can be written; the
-    lock is released when the block ends, whatever happened in it."""
+    lock is released when the block ends, whatever happened in it. Yields the names of the killed
+    runs' folders removed (``_incomplete-*``): what they staged elsewhere is named after them."""
     with OutputLock(folder, job, options):
         journals = [folder] if partitions is None else [
             posixpath.dirname(p) for p in glob(join_path(folder, partitions, JOURNAL), missing_ok=True)]
         for target in journals:
             recover(target)
-        clean_leftovers(folder)
+        killed = clean_leftovers(folder)
         clean_leftovers(folder, PROBE_PREFIX)
         if staging is not None:
             clean_leftovers(join_path(folder, staging), prefix="")
         probe_writable(folder)
-        yield
+        yield [posixpath.basename(path.rstrip("/")) for path in killed]
