@@ -803,7 +803,7 @@ def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(
 
     def match(patterns, *args, **kwargs):
         if any("/b/20261128/" in p for p in patterns):
-            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("denied")})
+            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("403 caller lacks storage.objects.list")})
         return real(patterns, *args, **kwargs)
 
     monkeypatch.setattr(storage.FileSystems, "match", match)  # a failed listing is no proof of no delivery
@@ -932,3 +932,33 @@ def test_a_missed_night_of_a_data_source_replaced_tonight_is_no_gap(tmp_path):
     check_no_gap(cfg, d("2026-12-03"), d("2026-12-05"), replaced=["a"])
     with pytest.raises(ConfigError, match=r"1 night between them was not imported and had dumps \(dt=2026-12-04\)"):
         check_no_gap(cfg, d("2026-12-03"), d("2026-12-05"), replaced=["b"])
+
+
+def test_a_listing_that_fails_is_no_proof_that_a_source_allowed_to_skip_nights_delivered_nothing(tmp_path, monkeypatch):
+    """max_nights_without_delivery read a failed listing (a 403 on tonight's prefix, an outage past the
+    client's retries) as no dump: b's audience was carried and the night published, exit 0, its dump
+    never read (its changes lost for good: the next night builds on this one). Refused, naming it."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    import transforms.storage as storage
+
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-27", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-27", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-27")
+    dump(tmp_path, "a", "2026-11-28", [f"{V[1]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-28", [f"{V[5]}  20"], mode="iter")  # delivered, but the listing fails
+    real = storage.FileSystems.match
+
+    class Forbidden(Exception):
+        code = 403
+
+    def match(patterns, *args, **kwargs):
+        if any("/b/20261128/" in p for p in patterns):
+            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("403 caller lacks storage.objects.list")})
+        return real(patterns, *args, **kwargs)
+
+    monkeypatch.setattr(storage.FileSystems, "match", match)
+    with pytest.raises(ConfigError, match=r"^data source 'b': its segments '.*/b/20261128/\*' could not be listed") as info:
+        run(config, root, "--date", "2026-11-28")
+    assert "storage.objects.list" not in str(info.value) and not (root / "dt=2026-11-28").exists()

@@ -67,7 +67,7 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
         if same:
             return True
         for ds in sources:
-            listed = _dumps_listed(ds.segments)
+            listed = dumps_listed(ds.segments)
             if listed is None:
                 unlisted.append((ds.name, night))
             if listed is None or listed:
@@ -101,10 +101,10 @@ def no_delivery(template: JobConfig, night: date) -> bool:
     """Whether ``night`` had no delivery: with its ``{date}`` placeholders filled, no data source's
     ``segments`` lists a dump (a listing per data source, no file read). A listing that fails is no
     proof that nothing was delivered: False (the night then runs, and fails, as any other)."""
-    return all(_dumps_listed(ds.segments) == [] for ds in template.for_date(night).data_sources)
+    return all(dumps_listed(ds.segments) == [] for ds in template.for_date(night).data_sources)
 
 
-def _dumps_listed(pattern: str) -> list[str] | None:
+def dumps_listed(pattern: str) -> list[str] | None:
     """The dumps ``pattern`` lists; None when the listing failed (a denied prefix, an outage past the
     client's retries): that is no proof that nothing was delivered. Nothing matched is no error (Beam's
     match), and a bucket or folder that does not exist (404, FileNotFoundError) lists nothing."""

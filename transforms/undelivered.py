@@ -5,7 +5,8 @@ not read: its audience is carried over from the previous night as it is (as an `
 no change would carry it; memberships of profiles gone from the extract still go). That holds for as
 many nights in a row as the setting allows, counted from the latest published night that read one
 of its dumps. Without the setting, or past it, or with no published night holding the data source,
-the night fails as a night without its dump always has (``no segment dump matches``).
+the night fails as a night without its dump always has (``no segment dump matches``). A listing
+that fails (not a folder that does not exist) is no proof that nothing was delivered: refused.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from datetime import date
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
-from transforms.dump_files import dump_paths
 from transforms.errors import ConfigError, RunFailed
+from transforms.night_order import dumps_listed
 from transforms.storage import join_path
 
 
@@ -24,8 +25,15 @@ def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[da
     """The data sources that deliver no dump tonight and may skip it (else :func:`check_inputs`
     fails the night naming them); raises :class:`ConfigError` for one past its limit or with no
     audience to carry. ``published``: the nights published before ``day``."""
-    skipping = [ds for ds in cfg.data_sources
-                if ds.max_nights_without_delivery and not dump_paths(ds.segments, missing_ok=True)]
+    skipping = []
+    for ds in (ds for ds in cfg.data_sources if ds.max_nights_without_delivery):
+        listed = dumps_listed(ds.segments)
+        if listed is None:  # a denied prefix, an outage: its dump may be there, and carried it would be lost
+            raise ConfigError(f"data source '{ds.name}': its segments '{ds.segments}' could not be listed tonight (a "
+                              "storage outage or a denied prefix?): that is no proof it delivered nothing; rerun "
+                              "once they can be listed")
+        if not listed:
+            skipping.append(ds)
     reports: dict[date, dict] = {}
     for ds in skipping:
         limit = ds.max_nights_without_delivery
