@@ -393,8 +393,28 @@ def test_a_full_dump_whose_lines_only_remove_segments_fails_and_an_iter_one_impo
     out = tmp_path / "o"
     with pytest.raises(RunFailed) as info:
         import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
-    assert str(info.value).startswith("data source 'crm': 2 of 2 lines of its full dump(s) only remove segments")
+    assert str(info.value).startswith("data source 'crm': 2 of 2 lines of its full or unnamed dump(s) only remove segments")
     assert not (out / "report.json").exists()
     dump.rename(tmp_path / "d" / "ftp_1_9_iter_1795305600000.sync")  # changes: removals are what they hold
     assert import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])[
         "data_sources"]["crm"]["removals_only"] == 2
+
+
+def test_an_unnamed_dump_whose_lines_only_remove_segments_fails_a_one_off_import(tmp_path):
+    """The same swapped layout in a dump whose name does not parse ('audience.sync', a custom
+    template): its sync mode unknown, the check passed it by and the import published an empty
+    audience, exit 0 (removals_only 2 of 2). A one-off import reads such a dump as the audience."""
+    from pipelines import import_audience
+    from transforms.errors import RunFailed
+
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "audience.sync").write_text("c1 24,26 \nc2 27 \n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm,\n"
+        "                columns: [id, removed, segments]}]\n")
+    with pytest.raises(RunFailed, match=r"^data source 'crm': 2 of 2 lines of its full or unnamed dump\(s\) only "
+                                        r"remove segments"):
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert not (tmp_path / "o" / "report.json").exists()

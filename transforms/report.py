@@ -188,13 +188,15 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
 def _check_full_removals(name: str, entry: dict, ds) -> None:
     """A full dump lists the segments each user is in: most of its lines only removing segments is a
     layout read wrong (``columns`` with segments and removed swapped), which published an empty
-    audience. Judged as format errors are (``max_format_error_ratio``); iter dumps may only remove."""
+    audience. Judged as format errors are (``max_format_error_ratio``); iter dumps may only remove. A
+    dump whose name does not say (None: a one-off import's, read as the audience) is judged as full."""
     modes = {ds.sync_mode if ds.sync_mode != "from_name" else f.get("sync_mode") for f in entry.get("files", [])}
     removals, received, ratio = entry["removals_only"], entry["received"], ds.max_format_error_ratio
-    if modes != {"full"} or not received or removals / received <= ratio:
+    if not modes or "iter" in modes or not received or removals / received <= ratio:
         return
     raise RunFailed(
-        f"data source '{name}': {removals} of {received} lines of its full dump(s) only remove segments (more than "
+        f"data source '{name}': {removals} of {received} lines of its full or unnamed dump(s) only remove segments "
+        "(more than "
         f"max_format_error_ratio={ratio}), where a full dump lists the segments each user is in: segments and "
         "removed swapped in columns? Nothing was published"
     )
