@@ -171,7 +171,10 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "profile_id_column": cfg.profiles.id,  # the ids its memberships are in (the next night carries them)
     }
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
-    guard = NightGuard.against(previous, allow_shrink)  # reads the previous night's report
+    # A data source carried without a dump (max_nights_without_delivery): its newest dumps are older nights'.
+    quiet = max((ds.max_nights_without_delivery for ds in cfg.data_sources), default=0)
+    older = [partition(root, d) for d in reversed(earlier[:-1]) if (earlier[-1] - d).days <= quiet]
+    guard = NightGuard.against(previous, allow_shrink, older)  # reads the previous night's report
     guard.check_new_files(files)
     guard.check_destinations(cfg, files)
     guard.check_base(cfg, files, allow_gap)

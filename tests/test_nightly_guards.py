@@ -962,3 +962,21 @@ def test_a_listing_that_fails_is_no_proof_that_a_source_allowed_to_skip_nights_d
     with pytest.raises(ConfigError, match=r"^data source 'b': its segments '.*/b/20261128/\*' could not be listed") as info:
         run(config, root, "--date", "2026-11-28")
     assert "storage.objects.list" not in str(info.value) and not (root / "dt=2026-11-28").exists()
+
+
+def test_an_earlier_delivery_after_a_night_without_one_is_refused_too(tmp_path):
+    """A night where b delivered nothing (max_nights_without_delivery) lists no b dump in its report,
+    so the next night had nothing to compare b's dumps with: a copy of night 1's full dump, read after
+    night 2's iter removed p5 from it, put p5 back, exit 0. Compared with the night that read b's last."""
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    first = f"ftp_1_7_full_{delivered('2026-11-26')}.sync.gz"
+    for day in ("2026-11-26", "2026-11-27", "2026-11-28", "2026-11-29"):
+        dump(tmp_path, "a", day, everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)), name=first)
+    dump(tmp_path, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")  # p5 leaves
+    run(config, root, "--backfill", "2026-11-26:2026-11-28")  # the 28th: nothing from b
+    dump(tmp_path, "b", "2026-11-29", everyone("b", "20", ids=range(5, 9)), name=first)  # night 1's, copied
+    with pytest.raises(ConfigError, match=rf"^.*{first}: delivered no later than ftp_1_7_iter_"
+                                          rf"{delivered('2026-11-27')}\.sync\.gz, which dt=2026-11-27 read"):
+        run(config, root, "--date", "2026-11-29")
+    assert not (root / "dt=2026-11-29").exists()

@@ -54,16 +54,40 @@ def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
             for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
 
 
-def newest_deliveries(report: dict) -> dict[tuple, tuple[int, str]]:
-    """``(timestamp_ms, path)`` of the newest dump a night's report lists per (data source,
+def newest_deliveries(report: dict, night: str) -> dict[tuple, tuple[int, str, str]]:
+    """``(timestamp_ms, path, night)`` of the newest dump a night's report lists per (data source,
     destination), among the names with a timestamp (a delivery)."""
-    newest: dict[tuple, tuple[int, str]] = {}
+    newest: dict[tuple, tuple[int, str, str]] = {}
     for source, entry in report["data_sources"].items():
         for f in entry.get("files", ()):
             name = parse_dump_name(f["path"])
             if name is not None:
-                key = (source, name.destination)
-                newest[key] = max(newest.get(key, (name.timestamp_ms, f["path"])), (name.timestamp_ms, f["path"]))
+                key, seen = (source, name.destination), (name.timestamp_ms, f["path"], night)
+                newest[key] = max(newest.get(key, seen), seen)
+    return newest
+
+
+def _night_report(partition: str) -> dict:
+    path = partition.rstrip("/") + "/report.json"
+    try:
+        with FileSystems.open(path) as handle:
+            return json.loads(handle.read())
+    except Exception as exc:  # noqa: BLE001 - one line naming the file
+        raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
+
+
+def carried_deliveries(report: dict, older: list[str]) -> dict[tuple, tuple[int, str, str]]:
+    """:func:`newest_deliveries` of the data sources a night's ``report`` holds without reading a dump
+    of them (carried: ``max_nights_without_delivery``), from the latest of the ``older`` published
+    partitions (newest first) that read one; a night not holding the data source ends its search."""
+    waiting, newest = {name for name, entry in report["data_sources"].items() if not entry.get("files")}, {}
+    for partition in older:
+        if not waiting:
+            break
+        entries = _night_report(partition)["data_sources"]
+        found = {name: entries[name] for name in waiting if entries.get(name, {}).get("files")}
+        newest.update(newest_deliveries({"data_sources": found}, partition.rstrip("/").rsplit("/", 1)[-1]))
+        waiting = {name for name in waiting if name in entries and name not in found}
     return newest
 
 
@@ -85,29 +109,30 @@ class NightGuard:
     previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
     previous_profiles: int = 0  # profiles that night read
     previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: destinations it read
-    previous_newest: dict = dataclasses.field(default_factory=dict)  # (data source, destination): newest dump read
+    previous_newest: dict = dataclasses.field(default_factory=dict)  # (data source, destination): (ms, path, night)
     previous_forms: dict = dataclasses.field(default_factory=dict)  # file-audience sources: address_form
 
     @classmethod
-    def against(cls, previous: str | None, allow_shrink: bool = False) -> "NightGuard":
+    def against(cls, previous: str | None, allow_shrink: bool = False, older: list[str] = ()) -> "NightGuard":
         """The guard against the previous published partition (its report's audience sizes); read at
-        launch by the nightly job."""
+        launch by the nightly job. ``older``: the partitions published before it (newest first) where
+        the newest dumps of a data source it carried without one are looked for."""
         if previous is None:
             return cls(None, {}, allow_shrink)
-        path = previous.rstrip("/") + "/report.json"
+        report, night = _night_report(previous), previous.rstrip("/").rsplit("/", 1)[-1]
         try:
-            with FileSystems.open(path) as handle:
-                report = json.loads(handle.read())
             sizes = audience_sizes(report)
             # A timestamped name is one delivery; a fixed name may be a file overwritten every night.
             read = frozenset(f["path"] for entry in report["data_sources"].values() for f in entry.get("files", ())
                              if f.get("timestamp_ms") is not None)
             destinations = {name: {_destination(f["path"]) for f in entry.get("files", ())} - {None}
                             for name, entry in report["data_sources"].items()}
-            newest = newest_deliveries(report)
+            newest = newest_deliveries(report, night)
         except Exception as exc:  # noqa: BLE001 - one line naming the file
-            raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
-        return cls(previous.rstrip("/").rsplit("/", 1)[-1], sizes, allow_shrink, previous_files=read,
+            raise RunFailed(f"{previous.rstrip('/')}/report.json: cannot read the previous night's report "
+                            f"({type(exc).__name__})") from None
+        newest.update(carried_deliveries(report, older))
+        return cls(night, sizes, allow_shrink, previous_files=read,
                    previous_matching=addresses_matching(report), previous_profiles=report.get("profiles_read", 0),
                    previous_destinations=destinations, previous_newest=newest,
                    previous_forms={name: entry["address_form"] for name, entry in report["data_sources"].items()
@@ -118,8 +143,9 @@ class NightGuard:
         (same path, a timestamp in the name): a ``segments`` glob that does not name the night's
         files (``{date}``) would apply every earlier delivery again (an old addition over a later
         removal), or publish last night's full dump as tonight's. Nor may they be older than the
-        newest dump of their data source and destination that night read (a timestamp no later): an
-        earlier delivery copied into tonight's folder, applied again, would undo what came after it."""
+        newest dump of their data source and destination that night read (a timestamp no later; for
+        a data source it carried without a dump, the latest night that read one): an earlier delivery
+        copied into tonight's folder, applied again, would undo what came after it."""
         again = sorted(path for _, path in files if path in self.previous_files)
         if again:
             raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
@@ -131,9 +157,9 @@ class NightGuard:
             if seen is not None and name.timestamp_ms <= seen[0]:
                 stale.append((path, seen))
         if stale:
-            path, (_, newest) = stale[0]
+            path, (_, newest, night) = stale[0]
             raise ConfigError(f"{path}: delivered no later than {posixpath.basename(newest)}, which "
-                              f"{self.previous_partition} read for the same data source and destination "
+                              f"{night} read for the same data source and destination "
                               f"({len(stale)} such dump(s)): an earlier delivery read again would undo the changes "
                               "made since; take it out of tonight's folder (a copy of an earlier delivery?); a late "
                               "delivery goes in its own night's folder")
