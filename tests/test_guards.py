@@ -421,12 +421,14 @@ def test_a_number_column_of_short_numbers_is_no_visitor_ids(tmp_path):
             import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
 
 
-@pytest.mark.parametrize("cell", ["{}", " {} "])  # spaces around it, as a fixed-width export writes them
+# Spaces around it, as a fixed-width export writes them (its width 38: a 37-digit ID is 38 characters).
+@pytest.mark.parametrize("cell", ["{}", " {} ", "{:>38}", "{:<38}"])
 def test_visitor_ids_written_as_text_from_a_number_column_are_read_with_their_leading_zeros(tmp_path, cell):
     """A CSV extract written from a NUMBER(38) column: the IDs are text without their leading zeros
     ('0838...' as 37 digits). Those profiles gave no key and their lines were published as unmatched
     (5 of 30 here), exit 0, no diagnosis. Text IDs of 30 to 37 digits are zero-padded, as numbers are,
-    spaces around them or not (the keys trim them: ' 838...' was 39 characters, not padded)."""
+    spaces around them or not (the keys trim them: ' 838...' was 39 characters, not padded; right-
+    aligned in 38 characters it was 38, taken for a whole ID and not padded either)."""
     import random
 
     rng = random.Random(3)

@@ -92,7 +92,9 @@ def _padded(lists: pa.ListArray) -> pa.ListArray:
 def _padded_entries(entries: pa.Array) -> pa.Array:
     lengths = pc.binary_length(entries)  # length kernels first: most entries are 38 digits or empty
     odd = pc.fill_null(pc.and_(pc.greater_equal(lengths, 30), pc.not_equal(lengths, 38)), False)
-    if not pc.any(odd).as_py():
+    # 38 characters with a space at an end: 37 digits in a fixed-width column 38 wide ('{:>38}').
+    if not pc.any(odd).as_py() and not pc.any(pc.or_(pc.starts_with(entries, " "),
+                                                     pc.ends_with(entries, " "))).as_py():
         return entries
     trimmed = pc.utf8_trim_whitespace(entries)  # as the keys read them: spaces around an ID are no digits
     lengths = pc.binary_length(trimmed)
