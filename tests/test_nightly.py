@@ -368,3 +368,42 @@ def test_an_iter_night_after_the_file_audiences_normalization_changed_is_refused
     dump(tmp_path, "2026-11-22", "iter", [f"{jo} 11"])  # the next iter night builds on the new form
     run(config, root, "--date", "2026-11-22")
     assert file_audience(root, "2026-11-22") == [("10", "ann@example.com", "p0"), ("11", "jodoe@gmail.com", "")]
+
+
+def test_addresses_that_stop_matching_after_a_night_without_their_delivery_fail_too(tmp_path, monkeypatch):
+    """The same IV typo on the first night after one that carried the source without a dump
+    (max_nights_without_delivery; another source delivered): that night read no address, so there was
+    nothing to compare with, and the strangers went to the file audience, exit 0. Compared with the
+    latest night that read its dumps."""
+    from test_iv_check import a_dump, realistic_emails
+
+    from transforms.crypto import encrypt_cbc
+    from transforms.errors import RunFailed
+
+    key, iv = bytes(range(32)), bytes(range(16))
+    monkeypatch.setenv("NIGHTLY_KEY", key.hex())
+    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    population, vid = realistic_emails(2000, 1), "1" * 38
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(population))], "email": population,
+                             "visitor_ids": [[vid]] + [[]] * (len(population) - 1)}), tmp_path / "profiles.parquet")
+    job = json.loads(encrypted_email_job(tmp_path, "profiles.parquet").read_text())
+    job["profiles"]["visitor_ids"] = "visitor_ids"
+    job["data_sources"][0]["max_nights_without_delivery"] = 2
+    job["data_sources"].append({"name": "web", "dpid": 8, "segments": "web/{date:%Y%m%d}/*", "id_type": "visitor"})
+    config, root = tmp_path / "job.yaml", tmp_path / "root"
+    config.write_text(json.dumps(job))
+    for day, mode in (("2026-11-20", "full"), ("2026-11-21", "iter"), ("2026-11-22", "iter")):
+        (tmp_path / "web" / day.replace("-", "")).mkdir(parents=True)
+        (tmp_path / "web" / day.replace("-", "") / f"ftp_1_8_{mode}_{delivered(day)}.sync").write_text(f"{vid} 5\n")
+    strangers = realistic_emails(200, 7)
+    night1, night3 = a_dump(population[:1000], strangers[:100], 100), a_dump(population[1000:], strangers[100:], 40)
+    dump(tmp_path, "2026-11-20", "full", [f"{t} 10" for t in encrypt_cbc(night1, key, iv)])
+    run(config, root, "--date", "2026-11-20")
+    run(config, root, "--date", "2026-11-21")  # enc delivers nothing: carried
+    bad_iv = bytes([iv[0] ^ 3, *iv[1:]])
+    dump(tmp_path, "2026-11-22", "iter", [f"{t} 10" for t in encrypt_cbc(night3, key, iv)])
+    monkeypatch.setenv("NIGHTLY_IV", bad_iv.hex())
+    with pytest.raises(RunFailed, match=r"data source 'enc': (<0\.1|0\.\d)% of tonight's addresses match a profile, "
+                                        r"against 70\.\d% in dt=2026-11-20"):
+        run(config, root, "--date", "2026-11-22")
+    assert not (root / "dt=2026-11-22").exists()

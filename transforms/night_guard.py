@@ -76,19 +76,20 @@ def _night_report(partition: str) -> dict:
         raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
 
 
-def carried_deliveries(report: dict, older: list[str]) -> dict[tuple, tuple[int, str, str]]:
-    """:func:`newest_deliveries` of the data sources a night's ``report`` holds without reading a dump
-    of them (carried: ``max_nights_without_delivery``), from the latest of the ``older`` published
-    partitions (newest first) that read one; a night not holding the data source ends its search."""
-    waiting, newest = {name for name, entry in report["data_sources"].items() if not entry.get("files")}, {}
+def last_delivered(report: dict, older: list[str]) -> dict[str, dict]:
+    """The data sources a night's ``report`` holds without reading a dump of them (carried:
+    ``max_nights_without_delivery``): a report of the latest of the ``older`` published partitions
+    (newest first) that read one, holding only them; a night not holding one ends its search."""
+    waiting, last = {name for name, entry in report["data_sources"].items() if not entry.get("files")}, {}
     for partition in older:
         if not waiting:
             break
         entries = _night_report(partition)["data_sources"]
         found = {name: entries[name] for name in waiting if entries.get(name, {}).get("files")}
-        newest.update(newest_deliveries({"data_sources": found}, partition.rstrip("/").rsplit("/", 1)[-1]))
+        if found:
+            last[partition.rstrip("/").rsplit("/", 1)[-1]] = {"data_sources": found}
         waiting = {name for name in waiting if name in entries and name not in found}
-    return newest
+    return last
 
 
 def audience_sizes(report: dict) -> dict[str, int]:
@@ -106,7 +107,7 @@ class NightGuard:
     allow_shrink: bool = False
     replaced: tuple[str, ...] = ()  # data sources the run replaces without reading their previous rows
     previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
-    previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, reconciled)
+    previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, matched, night)
     previous_profiles: int = 0  # profiles that night read
     previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: destinations it read
     previous_newest: dict = dataclasses.field(default_factory=dict)  # (data source, destination): (ms, path, night)
@@ -115,8 +116,8 @@ class NightGuard:
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False, older: list[str] = ()) -> "NightGuard":
         """The guard against the previous published partition (its report's audience sizes); read at
-        launch by the nightly job. ``older``: the partitions published before it (newest first) where
-        the newest dumps of a data source it carried without one are looked for."""
+        launch by the nightly job. ``older``: the partitions published before it (newest first) where a
+        data source it carried without a dump is looked for: its newest dumps and matching addresses."""
         if previous is None:
             return cls(None, {}, allow_shrink)
         report, night = _night_report(previous), previous.rstrip("/").rsplit("/", 1)[-1]
@@ -131,9 +132,12 @@ class NightGuard:
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{previous.rstrip('/')}/report.json: cannot read the previous night's report "
                             f"({type(exc).__name__})") from None
-        newest.update(carried_deliveries(report, older))
+        matching = {name: (*counts, night) for name, counts in addresses_matching(report).items()}
+        for earlier, found in last_delivered(report, older).items():  # compared with what they last read
+            newest.update(newest_deliveries(found, earlier))
+            matching.update({name: (*counts, earlier) for name, counts in addresses_matching(found).items()})
         return cls(night, sizes, allow_shrink, previous_files=read,
-                   previous_matching=addresses_matching(report), previous_profiles=report.get("profiles_read", 0),
+                   previous_matching=matching, previous_profiles=report.get("profiles_read", 0),
                    previous_destinations=destinations, previous_newest=newest,
                    previous_forms={name: entry["address_form"] for name, entry in report["data_sources"].items()
                                    if "address_form" in entry})
@@ -271,13 +275,13 @@ class NightGuard:
         all of them land in the file audience, so the audience does not shrink."""
         problems = []
         for name, (lines, matched) in sorted(addresses_matching(report).items()):
-            before_lines, before = self.previous_matching.get(name, (0, 0))
+            before_lines, before, night = self.previous_matching.get(name, (0, 0, None))
             if min(lines, before_lines) < MIN_MATCHING_LINES or not before:
                 continue
             share, before_share, limit = matched / lines, before / before_lines, cfg.shrink_limit(name)
             if share < before_share * (1 - limit):
                 problems.append(f"data source '{name}': {rate_text(share)} of tonight's addresses match a profile, "
-                                f"against {rate_text(before_share)} in {self.previous_partition} (more than "
+                                f"against {rate_text(before_share)} in {night} (more than "
                                 f"max_shrink={limit:g} less): "
                                 "a wrong IV or key, or another profile column?")
         return problems
