@@ -157,7 +157,8 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         remove_run_dir(target)  # leftovers of an interrupted run: never half-visible, now gone
     cfg = template.for_date(day)
     earlier = [d for d in published_dates(root) if d < day]
-    undelivered = undelivered_sources(cfg, root, day, earlier)  # carried as they are (a partner's weekend)
+    # Data sources carried as they are, without a dump tonight (a partner's weekend):
+    undelivered = undelivered_sources(cfg, root, day, earlier, republishing=published)
     check_inputs(cfg, output=root, undelivered=undelivered)
     files = [(name, path) for name, path in tonight_files(cfg) if name not in undelivered]
     check_sync_modes(cfg, files)

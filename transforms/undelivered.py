@@ -21,10 +21,12 @@ from transforms.night_order import dumps_listed
 from transforms.storage import join_path
 
 
-def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[date]) -> frozenset[str]:
+def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[date],
+                        republishing: bool = False) -> frozenset[str]:
     """The data sources that deliver no dump tonight and may skip it (else :func:`check_inputs`
     fails the night naming them); raises :class:`ConfigError` for one past its limit or with no
-    audience to carry. ``published``: the nights published before ``day``."""
+    audience to carry, or, ``republishing`` ``day`` (--force), for one whose dumps that night read
+    when it was published (they are gone, not undelivered). ``published``: the nights before ``day``."""
     skipping = []
     for ds in (ds for ds in cfg.data_sources if ds.max_nights_without_delivery):
         listed = dumps_listed(ds.segments)
@@ -35,7 +37,15 @@ def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[da
         if not listed:
             skipping.append(ds)
     reports: dict[date, dict] = {}
+    if skipping and republishing:
+        reports[day] = _report(root, day)
     for ds in skipping:
+        read = (reports[day]["data_sources"].get(ds.name) or {}).get("files") if republishing else None
+        if read:
+            raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', but dt={day} read "
+                              f"{len(read)} of its dumps when it was published: they are gone (moved, or deleted by "
+                              "a retention rule), and republished without them the night would lose their changes; "
+                              "put them back, or leave the night as it is")
         limit = ds.max_nights_without_delivery
         last = None  # the latest published night that read one of its dumps
         for night in (n for n in reversed(published) if (day - n).days <= limit):

@@ -1,0 +1,35 @@
+"""Nightly: data sources with ``max_nights_without_delivery`` (a partner silent at weekends) against
+the guards that look at the night before (transforms/undelivered.py, transforms/night_guard.py)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from test_nightly_guards import V, dump, everyone, members, run, write_job
+from transforms.errors import ConfigError
+
+
+def two_nights(tmp_path):
+    """a and b deliver on 2026-11-26 (full) and 2026-11-27 (iter: p5 leaves b's segment 20); b may
+    be silent for 2 nights."""
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-26")
+    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
+    run(config, root, "--date", "2026-11-27")
+    return config, root
+
+
+def test_a_rebuild_of_a_night_whose_dumps_of_a_silent_source_are_gone_is_refused(tmp_path):
+    """A night that read b's dump, republished (--force) after b's folder for it was deleted (retention),
+    carried b as a night without its dump: p5, whom that dump removed, was back in segment 20, exit 0.
+    The night's report says it read b's dumps: they are missing, not undelivered."""
+    config, root = two_nights(tmp_path)
+    shutil.rmtree(tmp_path / "b" / "20261127")
+    with pytest.raises(ConfigError, match=r"^data source 'b': no segment dump matches .*, but dt=2026-11-27 read 1 of "
+                                          r"its dumps when it was published"):
+        run(config, root, "--backfill", "2026-11-27:2026-11-27", "--force")
+    assert ("b", "20", "p5") not in members(root, "2026-11-27")  # the published night stays
