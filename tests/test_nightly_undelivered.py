@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from conftest import delivered
 from test_nightly_guards import V, dump, everyone, members, run, write_job
 from transforms.errors import ConfigError
 
@@ -33,3 +34,27 @@ def test_a_rebuild_of_a_night_whose_dumps_of_a_silent_source_are_gone_is_refused
                                           r"its dumps when it was published"):
         run(config, root, "--backfill", "2026-11-27:2026-11-27", "--force")
     assert ("b", "20", "p5") not in members(root, "2026-11-27")  # the published night stays
+
+
+@pytest.mark.parametrize("leftover", ["ftp_1_7_iter_{ms}.sync.gz.filepart", "ftp_dpm_7_{s}.info"])
+def test_a_delivery_that_did_not_finish_is_not_taken_for_silence(tmp_path, leftover):
+    """b's folder tonight holds an upload in progress, or a control file whose dumps are not there
+    (a transfer that stopped part-way): no dump matched, so the night took b for silent and carried
+    its audience, exit 0; the delivery, once complete in that night's folder, was never imported.
+    Without the setting the night failed ('no segment dump matches'); now it fails naming the file."""
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-26")
+    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    name = leftover.format(ms=delivered("2026-11-27"), s=delivered("2026-11-27") // 1000)
+    (tmp_path / "b" / "20261127").mkdir()
+    (tmp_path / "b" / "20261127" / name).write_bytes(b"partial")
+    (tmp_path / "b" / "20261127" / ".DS_Store").write_bytes(b"")  # hidden files are no delivery
+    with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '.*', but {name} is there "
+                                          r"\(a delivery that did not finish\?\)"):
+        run(config, root, "--date", "2026-11-27")
+    assert not (root / "dt=2026-11-27").exists()
+    (tmp_path / "b" / "20261127" / name).unlink()  # the partner sent nothing after all
+    run(config, root, "--date", "2026-11-27")
+    assert ("b", "20", "p5") in members(root, "2026-11-27")

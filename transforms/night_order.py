@@ -14,9 +14,9 @@ from datetime import date, timedelta
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
-from transforms.dump_files import dump_paths
+from transforms.dump_files import is_dump_file
 from transforms.errors import ConfigError
-from transforms.storage import join_path
+from transforms.storage import glob, join_path
 
 
 def check_nights_over(days: list[date], today: date) -> None:
@@ -105,11 +105,17 @@ def no_delivery(template: JobConfig, night: date) -> bool:
 
 
 def dumps_listed(pattern: str) -> list[str] | None:
-    """The dumps ``pattern`` lists; None when the listing failed (a denied prefix, an outage past the
+    """The dumps ``pattern`` lists (:func:`files_listed`, dumps only); None when the listing failed."""
+    files = files_listed(pattern)
+    return None if files is None else [path for path in files if is_dump_file(path)]
+
+
+def files_listed(pattern: str) -> list[str] | None:
+    """The files ``pattern`` lists; None when the listing failed (a denied prefix, an outage past the
     client's retries): that is no proof that nothing was delivered. Nothing matched is no error (Beam's
     match), and a bucket or folder that does not exist (404, FileNotFoundError) lists nothing."""
     try:
-        return dump_paths(pattern)
+        return glob(pattern)
     except Exception as exc:  # noqa: BLE001 - only "not found" means no dump
         causes = list(exc.exception_details.values()) if getattr(exc, "exception_details", None) else [exc]
         if all(isinstance(c, FileNotFoundError) or getattr(c, "code", None) == 404 for c in causes):

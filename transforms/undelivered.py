@@ -11,13 +11,15 @@ that fails (not a folder that does not exist) is no proof that nothing was deliv
 from __future__ import annotations
 
 import json
+import posixpath
 from datetime import date
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
 from transforms.errors import ConfigError, RunFailed
-from transforms.night_order import dumps_listed
+from transforms.dump_files import is_dump_file
+from transforms.night_order import files_listed
 from transforms.storage import join_path
 
 
@@ -27,15 +29,7 @@ def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[da
     fails the night naming them); raises :class:`ConfigError` for one past its limit or with no
     audience to carry, or, ``republishing`` ``day`` (--force), for one whose dumps that night read
     when it was published (they are gone, not undelivered). ``published``: the nights before ``day``."""
-    skipping = []
-    for ds in (ds for ds in cfg.data_sources if ds.max_nights_without_delivery):
-        listed = dumps_listed(ds.segments)
-        if listed is None:  # a denied prefix, an outage: its dump may be there, and carried it would be lost
-            raise ConfigError(f"data source '{ds.name}': its segments '{ds.segments}' could not be listed tonight (a "
-                              "storage outage or a denied prefix?): that is no proof it delivered nothing; rerun "
-                              "once they can be listed")
-        if not listed:
-            skipping.append(ds)
+    skipping = [ds for ds in cfg.data_sources if ds.max_nights_without_delivery and _silent(ds)]
     reports: dict[date, dict] = {}
     if skipping and republishing:
         reports[day] = _report(root, day)
@@ -63,6 +57,26 @@ def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[da
                               f"(max_nights_without_delivery={limit}): its audience would be carried from too long "
                               "ago, or from nothing; deliver its dump, or import the missed nights first")
     return frozenset(ds.name for ds in skipping)
+
+
+def _silent(ds) -> bool:
+    """Whether the data source's ``segments`` list no dump tonight. A listing that fails (a denied
+    prefix, an outage) cannot tell a silent night from a delivered one, and a control file or an
+    upload in progress is a delivery that did not finish: refused, naming them."""
+    listed = files_listed(ds.segments)
+    if listed is None:  # its dump may be there, and carried without it its changes would be lost
+        raise ConfigError(f"data source '{ds.name}': its segments '{ds.segments}' could not be listed tonight (a "
+                          "storage outage or a denied prefix?): that is no proof it delivered nothing; rerun "
+                          "once they can be listed")
+    if any(is_dump_file(path) for path in listed):
+        return False
+    begun = [path for path in listed if not posixpath.basename(path).startswith((".", "_"))]  # .info, partial
+    if begun:
+        raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', but "
+                          f"{posixpath.basename(begun[0])} is there (a delivery that did not finish?): taken for a "
+                          "night without a delivery, its dumps would never be read; rerun once they are there, or "
+                          "remove it if the partner sent none")
+    return True
 
 
 def _report(root: str, night: date) -> dict:
