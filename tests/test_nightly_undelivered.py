@@ -36,6 +36,26 @@ def test_a_rebuild_of_a_night_whose_dumps_of_a_silent_source_are_gone_is_refused
     assert ("b", "20", "p5") not in members(root, "2026-11-27")  # the published night stays
 
 
+def test_the_night_after_a_silent_one_is_checked_against_the_latest_night_that_read_its_dumps(tmp_path):
+    """b silent on 2026-11-28: the guards of 2026-11-29 looked at that night only, which read none of
+    b's dumps. A copy of b's 2026-11-26 full dump in its 2026-11-29 folder (a transfer re-run) was
+    applied: p5, removed by 2026-11-27, was back, exit 0. A full dump lacking a destination (DID)
+    2026-11-27 read dropped its members the same way."""
+    config, root = two_nights(tmp_path)
+    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    run(config, root, "--date", "2026-11-28")  # b silent
+    dump(tmp_path, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
+    shutil.copytree(tmp_path / "b" / "20261126", tmp_path / "b" / "20261129")
+    with pytest.raises(ConfigError, match=r"ftp_1_7_full_\d+\.sync\.gz: delivered no later than ftp_1_7_iter_\d+\.sync"
+                                          r"\.gz, which dt=2026-11-27 read for the same data source"):
+        run(config, root, "--date", "2026-11-29")
+    dump(tmp_path, "b", "2026-11-29", everyone("b", "20", ids=range(6, 9)),
+         name=f"ftp_2_7_full_{delivered('2026-11-29')}.sync.gz")
+    with pytest.raises(ConfigError, match=r"data source 'b': .* destination DID 1 \(MASTER_DPID 7\), read by "
+                                          r"dt=2026-11-27, has no dump tonight"):
+        run(config, root, "--date", "2026-11-29")
+
+
 @pytest.mark.parametrize("leftover", ["ftp_1_7_iter_{ms}.sync.gz.filepart", "ftp_dpm_7_{s}.info"])
 def test_a_delivery_that_did_not_finish_is_not_taken_for_silence(tmp_path, leftover):
     """b's folder tonight holds an upload in progress, or a control file whose dumps are not there

@@ -54,6 +54,12 @@ def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
             for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
 
 
+def read_destinations(report: dict, night: str) -> dict[str, tuple[set, str]]:
+    """Per data source of a night's report, the destinations its dumps were for, and that night."""
+    return {name: ({_destination(f["path"]) for f in entry.get("files", ())} - {None}, night)
+            for name, entry in report["data_sources"].items()}
+
+
 def newest_deliveries(report: dict, night: str) -> dict[tuple, tuple[int, str, str]]:
     """``(timestamp_ms, path, night)`` of the newest dump a night's report lists per (data source,
     destination), among the names with a timestamp (a delivery)."""
@@ -109,7 +115,7 @@ class NightGuard:
     previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
     previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, matched, night)
     previous_profiles: int = 0  # profiles that night read
-    previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: destinations it read
+    previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: (destinations read, night)
     previous_newest: dict = dataclasses.field(default_factory=dict)  # (data source, destination): (ms, path, night)
     previous_forms: dict = dataclasses.field(default_factory=dict)  # file-audience sources: address_form
 
@@ -126,8 +132,7 @@ class NightGuard:
             # A timestamped name is one delivery; a fixed name may be a file overwritten every night.
             read = frozenset(f["path"] for entry in report["data_sources"].values() for f in entry.get("files", ())
                              if f.get("timestamp_ms") is not None)
-            destinations = {name: {_destination(f["path"]) for f in entry.get("files", ())} - {None}
-                            for name, entry in report["data_sources"].items()}
+            destinations = read_destinations(report, night)
             newest = newest_deliveries(report, night)
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{previous.rstrip('/')}/report.json: cannot read the previous night's report "
@@ -135,6 +140,7 @@ class NightGuard:
         matching = {name: (*counts, night) for name, counts in addresses_matching(report).items()}
         for earlier, found in last_delivered(report, older).items():  # compared with what they last read
             newest.update(newest_deliveries(found, earlier))
+            destinations.update(read_destinations(found, earlier))
             matching.update({name: (*counts, earlier) for name, counts in addresses_matching(found).items()})
         return cls(night, sizes, allow_shrink, previous_files=read,
                    previous_matching=matching, previous_profiles=report.get("profiles_read", 0),
@@ -203,18 +209,20 @@ class NightGuard:
     def check_destinations(self, cfg: JobConfig, files: list) -> None:
         """A full dump replaces its data source's whole audience: one whose folder delivers several
         destinations (DIDs, :func:`transforms.dumps.older_full_delivery`) would lose, with no
-        shrink check past ``max_shrink``, the audience of a destination the previous night read and
-        tonight's dumps lack. Refused (ConfigError) unless ``allow_shrink``."""
+        shrink check past ``max_shrink``, the audience of a destination the previous night read (for
+        a data source it carried without a dump, the latest night that read one) and tonight's dumps
+        lack. Refused (ConfigError) unless ``allow_shrink``."""
         if self.allow_shrink:
             return
         for name in full_sources(files, cfg):
             tonight = {_destination(path) for source, path in files if source == name}
-            lost = sorted(self.previous_destinations.get(name, set()) - tonight)
+            read, night = self.previous_destinations.get(name, (set(), None))
+            lost = sorted(read - tonight)
             if lost:
                 did, dpid, alias = lost[0]
                 raise ConfigError(f"data source '{name}': tonight's full dump replaces its audience, but destination "
                                   f"DID {did} (MASTER_DPID {dpid}{', PID_ALIAS ' + alias if alias else ''}), read by "
-                                  f"{self.previous_partition}, has no dump tonight: its members would be dropped; "
+                                  f"{night}, has no dump tonight: its members would be dropped; "
                                   "give each destination its own data source, or --allow-shrink")
 
     def replacing_all(self, cfg: JobConfig, files: list) -> "NightGuard | None":
