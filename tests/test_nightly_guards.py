@@ -770,16 +770,31 @@ def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(t
     assert not (root / "_rebuild.json").exists()
 
 
+def deny_listing(monkeypatch, folder: str) -> None:
+    """Listings of ``folder`` fail as a denied prefix does on GCS (403, past the client's retries)."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    import transforms.storage as storage
+
+    real = storage.FileSystems.match
+
+    class Forbidden(Exception):
+        code = 403
+
+    def match(patterns, *args, **kwargs):
+        if any(folder in p for p in patterns):
+            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("403 caller lacks storage.objects.list")})
+        return real(patterns, *args, **kwargs)
+
+    monkeypatch.setattr(storage.FileSystems, "match", match)
+
+
 def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(tmp_path, monkeypatch, capsys):
     """Partners delivering on weekdays only: a --backfill over a weekend stopped at Saturday (no
     segment dump matches), and a rebuild across one could never finish. A night not published where
     no data source lists a dump is skipped; one where some data source delivers, or whose listing
     fails, runs (and fails) as before; a backfill that skips every night fails (a path typo). No
     pipeline runs here: the nights that run fail at launch."""
-    from apache_beam.io.filesystem import BeamIOError
-
-    import transforms.storage as storage
-
     config, root = write_job(tmp_path, sources=("a", "b")), tmp_path / "root"
     dump(tmp_path, "a", "2026-11-30", everyone("a"), name="audience-export.sync.gz")  # Monday: a name without a mode
     dump(tmp_path, "b", "2026-11-30", everyone("b"))
@@ -796,17 +811,7 @@ def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(
     with pytest.raises(ConfigError, match=r"data_sources\[0\]\.segments: no segment dump matches"):
         run(config, root, "--backfill", "2026-11-28:2026-11-29")
     (tmp_path / "b" / "20261128").joinpath(f"ftp_1_7_iter_{delivered('2026-11-28')}.sync.gz").unlink()
-    real = storage.FileSystems.match
-
-    class Forbidden(Exception):
-        code = 403
-
-    def match(patterns, *args, **kwargs):
-        if any("/b/20261128/" in p for p in patterns):
-            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("403 caller lacks storage.objects.list")})
-        return real(patterns, *args, **kwargs)
-
-    monkeypatch.setattr(storage.FileSystems, "match", match)  # a failed listing is no proof of no delivery
+    deny_listing(monkeypatch, "/b/20261128/")  # a failed listing is no proof of no delivery
     with pytest.raises(ConfigError, match="no segment dump matches"):
         run(config, root, "--backfill", "2026-11-28:2026-11-29")
 
@@ -938,27 +943,13 @@ def test_a_listing_that_fails_is_no_proof_that_a_source_allowed_to_skip_nights_d
     """max_nights_without_delivery read a failed listing (a 403 on tonight's prefix, an outage past the
     client's retries) as no dump: b's audience was carried and the night published, exit 0, its dump
     never read (its changes lost for good: the next night builds on this one). Refused, naming it."""
-    from apache_beam.io.filesystem import BeamIOError
-
-    import transforms.storage as storage
-
     config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
     dump(tmp_path, "a", "2026-11-27", everyone("a", ids=range(1, 5)))
     dump(tmp_path, "b", "2026-11-27", everyone("b", "20", ids=range(5, 9)))
     run(config, root, "--date", "2026-11-27")
     dump(tmp_path, "a", "2026-11-28", [f"{V[1]}  10"], mode="iter")
     dump(tmp_path, "b", "2026-11-28", [f"{V[5]}  20"], mode="iter")  # delivered, but the listing fails
-    real = storage.FileSystems.match
-
-    class Forbidden(Exception):
-        code = 403
-
-    def match(patterns, *args, **kwargs):
-        if any("/b/20261128/" in p for p in patterns):
-            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("403 caller lacks storage.objects.list")})
-        return real(patterns, *args, **kwargs)
-
-    monkeypatch.setattr(storage.FileSystems, "match", match)
+    deny_listing(monkeypatch, "/b/20261128/")
     with pytest.raises(ConfigError, match=r"^data source 'b': its segments '.*/b/20261128/\*' could not be listed") as info:
         run(config, root, "--date", "2026-11-28")
     assert "storage.objects.list" not in str(info.value) and not (root / "dt=2026-11-28").exists()
