@@ -73,13 +73,14 @@ def newest_deliveries(report: dict, night: str) -> dict[tuple, tuple[int, str, s
     return newest
 
 
-def _night_report(partition: str) -> dict:
+def night_report(partition: str) -> dict:
+    """A published night's ``report.json`` (``partition``: its ``dt=`` folder); RunFailed naming it."""
     path = partition.rstrip("/") + "/report.json"
     try:
         with FileSystems.open(path) as handle:
             return json.loads(handle.read())
     except Exception as exc:  # noqa: BLE001 - one line naming the file
-        raise RunFailed(f"{path}: cannot read the previous night's report ({type(exc).__name__})") from None
+        raise RunFailed(f"{path}: cannot read a published night's report ({type(exc).__name__})") from None
 
 
 def last_delivered(report: dict, older: list[str]) -> dict[str, dict]:
@@ -90,7 +91,7 @@ def last_delivered(report: dict, older: list[str]) -> dict[str, dict]:
     for partition in older:
         if not waiting:
             break
-        entries = _night_report(partition)["data_sources"]
+        entries = night_report(partition)["data_sources"]
         found = {name: entries[name] for name in waiting if entries.get(name, {}).get("files")}
         if found:
             last[partition.rstrip("/").rsplit("/", 1)[-1]] = {"data_sources": found}
@@ -126,7 +127,7 @@ class NightGuard:
         data source it carried without a dump is looked for: its newest dumps and matching addresses."""
         if previous is None:
             return cls(None, {}, allow_shrink)
-        report, night = _night_report(previous), previous.rstrip("/").rsplit("/", 1)[-1]
+        report, night = night_report(previous), previous.rstrip("/").rsplit("/", 1)[-1]
         try:
             sizes = audience_sizes(report)
             # A timestamped name is one delivery; a fixed name may be a file overwritten every night.

@@ -10,15 +10,13 @@ that fails (not a folder that does not exist) is no proof that nothing was deliv
 """
 from __future__ import annotations
 
-import json
 import posixpath
 from datetime import date
 
-from apache_beam.io.filesystems import FileSystems
-
 from transforms.config import JobConfig
-from transforms.errors import ConfigError, RunFailed
+from transforms.errors import ConfigError
 from transforms.dump_files import is_dump_file
+from transforms.night_guard import night_report
 from transforms.night_order import files_listed
 from transforms.storage import join_path
 
@@ -32,7 +30,7 @@ def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[da
     skipping = [ds for ds in cfg.data_sources if ds.max_nights_without_delivery and _silent(ds)]
     reports: dict[date, dict] = {}
     if skipping and republishing:
-        reports[day] = _report(root, day)
+        reports[day] = night_report(join_path(root, f"dt={day.isoformat()}"))
     for ds in skipping:
         read = (reports[day]["data_sources"].get(ds.name) or {}).get("files") if republishing else None
         if read:
@@ -44,7 +42,7 @@ def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[da
         last = None  # the latest published night that read one of its dumps
         for night in (n for n in reversed(published) if (day - n).days <= limit):
             if night not in reports:
-                reports[night] = _report(root, night)
+                reports[night] = night_report(join_path(root, f"dt={night.isoformat()}"))
             entry = reports[night]["data_sources"].get(ds.name)
             if entry is None:
                 break  # not held by that night: nothing to carry from before it
@@ -77,12 +75,3 @@ def _silent(ds) -> bool:
                           "night without a delivery, its dumps would never be read; rerun once they are there, or "
                           "remove it if the partner sent none")
     return True
-
-
-def _report(root: str, night: date) -> dict:
-    path = join_path(root, f"dt={night.isoformat()}", "report.json")
-    try:
-        with FileSystems.open(path) as handle:
-            return json.loads(handle.read())
-    except Exception as exc:  # noqa: BLE001 - one line naming the file
-        raise RunFailed(f"{path}: cannot read a published night's report ({type(exc).__name__})") from None
