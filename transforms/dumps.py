@@ -101,6 +101,18 @@ def missing_splits(paths: list[str]) -> list[tuple[str, str]]:
     return problems
 
 
+def sync_mode_of(ds: DataSourceConfig, path: str) -> str | None:
+    """``full`` or ``iter``: the data source's configured ``sync_mode``, else the file name's; None
+    when neither says."""
+    return _sync_mode(ds.sync_mode, parse_dump_name(path))
+
+
+def _sync_mode(configured: str, parsed: DumpName | None) -> str | None:
+    if configured != "from_name":
+        return configured
+    return parsed.sync_mode if parsed is not None else None
+
+
 def _deliveries(paths: list[str], sync_mode: str) -> dict[tuple, dict[int, tuple[bool, str]]]:
     """Per destination (:attr:`DumpName.destination`), each delivery's timestamp -> (full?, its first
     dump); names that do not parse are left out."""
@@ -108,7 +120,7 @@ def _deliveries(paths: list[str], sync_mode: str) -> dict[tuple, dict[int, tuple
     for path in sorted(paths):
         parsed = parse_dump_name(path)
         if parsed is not None:
-            full = sync_mode == "full" or (sync_mode != "iter" and parsed.sync_mode == "full")
+            full = _sync_mode(sync_mode, parsed) == "full"
             stream = streams.setdefault(parsed.destination, {})
             if not stream.get(parsed.timestamp_ms, (False,))[0]:
                 stream[parsed.timestamp_ms] = (full, path)
@@ -121,11 +133,19 @@ def older_full_delivery(paths: list[str], sync_mode: str = "from_name") -> tuple
     (:func:`_deliveries`), else None. A full dump is the whole audience: read beside it, an older
     full dump would keep every user it removed, an older iter dump bring back what it no longer
     holds. ``sync_mode``: the data source's (``full`` or ``iter`` overrides the names)."""
+    return _beside_newest_full(paths, sync_mode, later=False)
+
+
+def _beside_newest_full(paths: list[str], sync_mode: str, later: bool) -> tuple[str, str] | None:
+    """``(a dump of the newest full delivery, one of the delivery nearest it before it, or with
+    ``later`` after it)`` of the first destination (:func:`_deliveries`) that has one, else None."""
     for deliveries in _deliveries(paths, sync_mode).values():
         newest = max((t for t, (full, _) in deliveries.items() if full), default=None)
-        older = sorted((t for t in deliveries if newest is not None and t < newest), reverse=True)
-        if older:
-            return deliveries[newest][1], deliveries[older[0]][1]
+        if newest is None:
+            continue
+        beside = [t for t in deliveries if (t > newest if later else t < newest)]
+        if beside:
+            return deliveries[newest][1], deliveries[min(beside) if later else max(beside)][1]
     return None
 
 
@@ -142,12 +162,7 @@ def iter_after_full(paths: list[str], sync_mode: str = "from_name") -> tuple[str
     """``(a dump of the newest full delivery, one of the first iter delivery after it)`` of one
     destination, else None: changes to that full dump, which a one-off import, applying no removal,
     cannot read beside it (the nightly job applies them, night by night)."""
-    for deliveries in _deliveries(paths, sync_mode).values():
-        newest = max((t for t, (full, _) in deliveries.items() if full), default=None)
-        later = sorted(t for t in deliveries if newest is not None and t > newest)
-        if later:
-            return deliveries[newest][1], deliveries[later[0]][1]
-    return None
+    return _beside_newest_full(paths, sync_mode, later=True)
 
 
 def split_lines(chunk: bytes) -> pa.Array:

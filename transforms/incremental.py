@@ -2,7 +2,7 @@
 tonight's additions — per data source, unless tonight's dumps for it are ``full``, which replace it.
 
 Whether a dump is ``full`` or ``iter`` is the data source's ``sync_mode`` when configured, else its
-file name's (:func:`sync_mode_of`); a nightly dump whose name does not say is a configuration error.
+file name's (:func:`~transforms.dumps.sync_mode_of`); a nightly dump whose name does not say is a configuration error.
 
 The merge happens inside the output shuffle (:class:`transforms.publish.WriteParts` with ``merge``):
 previous rows, additions and removals of a shard meet in one group, keyed by profile (or address).
@@ -33,9 +33,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import bucket_of, count_by
-from transforms.config import DataSourceConfig, JobConfig
+from transforms.config import JobConfig
 from transforms.dump_files import dump_paths
-from transforms.dumps import parse_dump_name
+from transforms.dumps import sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
 from transforms.publish import ADD, PREVIOUS, PROFILE_IDS, PROFILE_IDS_SCHEMA, SUCCESS, part_name
@@ -214,15 +214,6 @@ def previous_parts(partition: str, outputs: list[str], cfg: JobConfig) -> dict[s
         else:
             found[output] = PreviousParts(by_bucket, cfg)
     return found
-
-
-def sync_mode_of(ds: DataSourceConfig, path: str) -> str | None:
-    """``full`` or ``iter``: the data source's configured ``sync_mode``, else the file name's; None
-    when neither says."""
-    if ds.sync_mode != "from_name":
-        return ds.sync_mode
-    parsed = parse_dump_name(path)
-    return parsed.sync_mode if parsed is not None else None
 
 
 def unnamed_dump_error(cfg: JobConfig, name: str, path: str) -> ConfigError:

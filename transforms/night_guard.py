@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
-from transforms.dumps import parse_dump_name
+from transforms.dumps import parse_dump_name, sync_mode_of
 from transforms.errors import ConfigError, RunFailed
-from transforms.incremental import full_sources, read_manifest, sync_mode_of
+from transforms.incremental import full_sources, read_manifest
 from transforms.report import address_form
 from transforms.summary import rate_text
 

@@ -13,8 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
 from transforms.dump_files import dump_paths
-from transforms.dumps import iter_after_full, missing_splits, older_full_delivery, unnamed_beside_named
-from transforms.incremental import sync_mode_of
+from transforms.dumps import iter_after_full, missing_splits, older_full_delivery, sync_mode_of, unnamed_beside_named
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for

@@ -5,6 +5,7 @@ import posixpath
 
 from transforms.config import JobConfig
 from transforms.diagnosis_findings import in_context, noun
+from transforms.dumps import sync_mode_of
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
 from transforms.report_view import DECRYPTION_KINDS, suggestion_text
@@ -190,7 +191,7 @@ def _check_full_removals(name: str, entry: dict, ds) -> None:
     layout read wrong (``columns`` with segments and removed swapped), which published an empty
     audience. Judged as format errors are (``max_format_error_ratio``); iter dumps may only remove. A
     dump whose name does not say (None: a one-off import's, read as the audience) is judged as full."""
-    modes = {ds.sync_mode if ds.sync_mode != "from_name" else f.get("sync_mode") for f in entry.get("files", [])}
+    modes = {sync_mode_of(ds, f["path"]) for f in entry.get("files", [])}
     removals, received, ratio = entry["removals_only"], entry["received"], ds.max_format_error_ratio
     if not modes or "iter" in modes or not received or removals / received <= ratio:
         return
