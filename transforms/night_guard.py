@@ -185,7 +185,8 @@ class NightGuard:
         Refused (ConfigError) unless ``allow_gap``."""
         if allow_gap:
             return
-        changes = {name for name, _ in files} - set(full_sources(files, cfg))
+        full = set(full_sources(files, cfg))
+        changes = {name for name, _ in files} - full
         new = sorted(changes - set(self.previous_sizes))
         started = sorted(name for name in changes & set(self.previous_sizes)
                          if cfg.data_source(name).keeps_file_audience and name not in self.previous_matching)
@@ -198,7 +199,7 @@ class NightGuard:
             raise ConfigError(f"data source '{new[0]}': tonight's dumps are iter (changes) and {where}: its audience "
                               "would be tonight's changes only; deliver a full dump first, or --allow-gap to start "
                               "from these changes")
-        carried = sorted({ds.name for ds in cfg.data_sources if ds.keeps_file_audience} - set(full_sources(files, cfg)))
+        carried = sorted({ds.name for ds in cfg.data_sources if ds.keeps_file_audience} - full)
         for name in carried:  # (a night without its dump, max_nights_without_delivery, carries its rows too)
             before, now = self.previous_forms.get(name), address_form(cfg.data_source(name), cfg)
             if before not in (None, now):
