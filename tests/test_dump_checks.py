@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -375,6 +376,21 @@ def test_an_iter_delivery_after_a_full_one_fails_a_one_off_import(tmp_path):
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+def swapped_layout(tmp_path, name: str) -> Path:
+    """``tmp_path/job.yaml``: one plain CRM-id data source reading ``d/*`` with ``columns: [id, removed,
+    segments]``, and its dump ``d/<name>`` in the platform's layout (`<ID> <SEGS> <REMOVED>`, the
+    removed list empty): every line read as removals only. Returns the dump."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    dump = tmp_path / "d" / name
+    dump.write_text("c1 24,26 \nc2 27 \n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm,\n"
+        "                columns: [id, removed, segments]}]\n")
+    return dump
+
+
 def test_a_full_dump_whose_lines_only_remove_segments_fails_and_an_iter_one_imports_them_as_removals(tmp_path):
     """A full dump in the platform's layout (`<ID> <SEGS> <REMOVED>`, the removed list empty) read
     with `columns: [id, removed, segments]`: every line only removed segments, and the import
@@ -382,14 +398,7 @@ def test_a_full_dump_whose_lines_only_remove_segments_fails_and_an_iter_one_impo
     from pipelines import import_audience
     from transforms.errors import RunFailed
 
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
-    (tmp_path / "d").mkdir()
-    dump = tmp_path / "d" / "ftp_1_9_full_1795305600000.sync"
-    dump.write_text("c1 24,26 \nc2 27 \n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm,\n"
-        "                columns: [id, removed, segments]}]\n")
+    dump = swapped_layout(tmp_path, "ftp_1_9_full_1795305600000.sync")
     out = tmp_path / "o"
     with pytest.raises(RunFailed) as info:
         import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
@@ -407,13 +416,7 @@ def test_an_unnamed_dump_whose_lines_only_remove_segments_fails_a_one_off_import
     from pipelines import import_audience
     from transforms.errors import RunFailed
 
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "audience.sync").write_text("c1 24,26 \nc2 27 \n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm,\n"
-        "                columns: [id, removed, segments]}]\n")
+    swapped_layout(tmp_path, "audience.sync")
     with pytest.raises(RunFailed, match=r"^data source 'crm': 2 of 2 lines of its full or unnamed dump\(s\) only "
                                         r"remove segments"):
         import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
