@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -971,3 +972,65 @@ def test_an_earlier_delivery_after_a_night_without_one_is_refused_too(tmp_path):
                                           rf"{delivered('2026-11-27')}\.sync\.gz, which dt=2026-11-27 read"):
         run(config, root, "--date", "2026-11-29")
     assert not (root / "dt=2026-11-29").exists()
+
+
+def destinations(tmp_path, day: str, *dumps) -> None:
+    """Tonight's dumps of data source ``a``, one per ``(did, mode, lines)``: destination DID ``did``
+    (MASTER_DPID 7), delivered at noon on ``day`` plus ``did`` seconds."""
+    folder = tmp_path / "a" / day.replace("-", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    for did, mode, lines in dumps:
+        data = "".join(f"{line}\n" for line in lines).encode()
+        (folder / f"ftp_{did}_7_{mode}_{delivered(day) + did * 1000}.sync.gz").write_bytes(gzip.compress(data, mtime=0))
+
+
+def test_an_earlier_delivery_of_a_destination_silent_the_previous_night_is_refused(tmp_path):
+    """The stale-delivery guard compared tonight's dumps with those the previous night read: a
+    destination that delivered nothing that night (its audience unchanged) was not known, so a copy
+    of its delivery of two nights before, read after the removal that followed it, put the removed
+    member back, exit 0. Each night now carries forward the newest dump of every destination."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    destinations(tmp_path, "2026-11-20", (1234, "full", [f"{V[1]} 10", f"{V[2]} 10"]),
+                 (1235, "full", [f"{V[4]} 20", f"{V[5]} 20"]))
+    run(config, root, "--date", "2026-11-20")
+    destinations(tmp_path, "2026-11-21", (1234, "iter", [f"{V[3]} 10"]), (1235, "iter", [f"{V[6]} 20"]))
+    run(config, root, "--date", "2026-11-21")
+    destinations(tmp_path, "2026-11-22", (1234, "iter", [f"{V[3]}  10"]), (1235, "iter", [f"{V[7]} 20"]))
+    run(config, root, "--date", "2026-11-22")  # p3 leaves
+    destinations(tmp_path, "2026-11-23", (1235, "iter", [f"{V[8]} 20"]))  # 1234: nothing changed
+    run(config, root, "--date", "2026-11-23")
+    assert ("a", "10", "p3") not in members(root, "2026-11-23")
+    copy = f"ftp_1234_7_iter_{delivered('2026-11-21') + 1234000}.sync.gz"
+    (tmp_path / "a" / "20261124").mkdir()
+    shutil.copy(next((tmp_path / "a" / "20261121").glob("ftp_1234_*")), tmp_path / "a" / "20261124")  # night 2's
+    with pytest.raises(ConfigError, match=rf"^.*{copy}: delivered no later than ftp_1234_7_iter_"
+                                          rf"{delivered('2026-11-22') + 1234000}\.sync\.gz, which dt=2026-11-22 read"):
+        run(config, root, "--date", "2026-11-24")
+    assert not (root / "dt=2026-11-24").exists()
+    earlier = json.loads((root / "dt=2026-11-23" / "report.json").read_text())["data_sources"]["a"]["earlier_deliveries"]
+    assert earlier == [{"destination": [1234, 7, ""], "timestamp_ms": delivered("2026-11-22") + 1234000,
+                        "path": earlier[0]["path"], "night": "dt=2026-11-22", "held": True}]
+
+
+def test_a_full_night_missing_a_destination_held_since_an_earlier_night_is_refused(tmp_path):
+    """A destination silent the previous night still has its members in the audience; a full dump
+    of the other destination replaced the whole audience and dropped them (2 of 8 rows, under
+    max_shrink), exit 0, because the previous night had read no dump of it. Refused, naming the
+    night that read it; once allowed (a destination retired), later full nights no longer ask."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    other = [f"{V[i]} 20" for i in range(4, 10)]
+    destinations(tmp_path, "2026-11-20", (1234, "full", [f"{V[1]} 10", f"{V[2]} 10"]), (1235, "full", other[:-1]))
+    run(config, root, "--date", "2026-11-20")
+    destinations(tmp_path, "2026-11-21", (1235, "iter", other[-1:]))  # 1234: nothing changed
+    run(config, root, "--date", "2026-11-21")
+    destinations(tmp_path, "2026-11-22", (1235, "full", other))
+    with pytest.raises(ConfigError, match=r"data source 'a': .* destination DID 1234 \(MASTER_DPID 7\), read by "
+                                          r"dt=2026-11-20, has no dump tonight"):
+        run(config, root, "--date", "2026-11-22")
+    run(config, root, "--date", "2026-11-22", "--allow-shrink")  # 1234 retired
+    assert {segment for _, segment, _ in members(root, "2026-11-22")} == {"20"}
+    destinations(tmp_path, "2026-11-23", (1235, "full", other))
+    run(config, root, "--date", "2026-11-23")
+    assert len(members(root, "2026-11-23")) == 6

@@ -54,22 +54,21 @@ def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
             for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
 
 
-def read_destinations(report: dict, night: str) -> dict[str, tuple[set, str]]:
-    """Per data source of a night's report, the destinations its dumps were for, and that night."""
-    return {name: ({_destination(f["path"]) for f in entry.get("files", ())} - {None}, night)
-            for name, entry in report["data_sources"].items()}
-
-
-def newest_deliveries(report: dict, night: str) -> dict[tuple, tuple[int, str, str]]:
-    """``(timestamp_ms, path, night)`` of the newest dump a night's report lists per (data source,
-    destination), among the names with a timestamp (a delivery)."""
-    newest: dict[tuple, tuple[int, str, str]] = {}
+def newest_deliveries(report: dict, night: str) -> dict[tuple, tuple[int, str, str, bool]]:
+    """``(timestamp_ms, path, night, held)`` of the newest dump per (data source, destination) a night's
+    report knows, among the names with a timestamp (a delivery): those it read, and those earlier
+    nights read that it carried forward (``earlier_deliveries``). ``held``: that destination's rows are
+    in the night's audience (read since the data source's last full dump)."""
+    newest: dict[tuple, tuple[int, str, str, bool]] = {}
     for source, entry in report["data_sources"].items():
         for f in entry.get("files", ()):
             name = parse_dump_name(f["path"])
             if name is not None:
-                key, seen = (source, name.destination), (name.timestamp_ms, f["path"], night)
+                key, seen = (source, name.destination), (name.timestamp_ms, f["path"], night, True)
                 newest[key] = max(newest.get(key, seen), seen)
+        for earlier in entry.get("earlier_deliveries", ()):  # destinations the night read no dump of
+            newest.setdefault((source, tuple(earlier["destination"])), (
+                earlier["timestamp_ms"], earlier["path"], earlier["night"], earlier["held"]))
     return newest
 
 
@@ -116,8 +115,8 @@ class NightGuard:
     previous_files: frozenset = frozenset()  # the dumps that night read (with a timestamp in their name)
     previous_matching: dict = dataclasses.field(default_factory=dict)  # file-audience sources: (lines, matched, night)
     previous_profiles: int = 0  # profiles that night read
-    previous_destinations: dict = dataclasses.field(default_factory=dict)  # data source: (destinations read, night)
-    previous_newest: dict = dataclasses.field(default_factory=dict)  # (data source, destination): (ms, path, night)
+    # (data source, destination): (ms, path, night, held) of the newest dump any night read (newest_deliveries)
+    previous_newest: dict = dataclasses.field(default_factory=dict)
     previous_forms: dict = dataclasses.field(default_factory=dict)  # file-audience sources: address_form
 
     @classmethod
@@ -133,7 +132,6 @@ class NightGuard:
             # A timestamped name is one delivery; a fixed name may be a file overwritten every night.
             read = frozenset(f["path"] for entry in report["data_sources"].values() for f in entry.get("files", ())
                              if f.get("timestamp_ms") is not None)
-            destinations = read_destinations(report, night)
             newest = newest_deliveries(report, night)
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise RunFailed(f"{previous.rstrip('/')}/report.json: cannot read the previous night's report "
@@ -141,11 +139,10 @@ class NightGuard:
         matching = {name: (*counts, night) for name, counts in addresses_matching(report).items()}
         for earlier, found in last_delivered(report, older).items():  # compared with what they last read
             newest.update(newest_deliveries(found, earlier))
-            destinations.update(read_destinations(found, earlier))
             matching.update({name: (*counts, earlier) for name, counts in addresses_matching(found).items()})
         return cls(night, sizes, allow_shrink, previous_files=read,
                    previous_matching=matching, previous_profiles=report.get("profiles_read", 0),
-                   previous_destinations=destinations, previous_newest=newest,
+                   previous_newest=newest,
                    previous_forms={name: entry["address_form"] for name, entry in report["data_sources"].items()
                                    if "address_form" in entry})
 
@@ -154,9 +151,9 @@ class NightGuard:
         (same path, a timestamp in the name): a ``segments`` glob that does not name the night's
         files (``{date}``) would apply every earlier delivery again (an old addition over a later
         removal), or publish last night's full dump as tonight's. Nor may they be older than the
-        newest dump of their data source and destination that night read (a timestamp no later; for
-        a data source it carried without a dump, the latest night that read one): an earlier delivery
-        copied into tonight's folder, applied again, would undo what came after it."""
+        newest dump of their data source and destination any earlier night read (a timestamp no
+        later; a night carries forward those of destinations it read nothing of): an earlier
+        delivery copied into tonight's folder, applied again, would undo what came after it."""
         again = sorted(path for _, path in files if path in self.previous_files)
         if again:
             raise ConfigError(f"{again[0]}: already imported by {self.previous_partition} ({len(again)} such dump(s)); "
@@ -168,7 +165,7 @@ class NightGuard:
             if seen is not None and name.timestamp_ms <= seen[0]:
                 stale.append((path, seen))
         if stale:
-            path, (_, newest, night) = stale[0]
+            path, (_, newest, night, _) = stale[0]
             raise ConfigError(f"{path}: delivered no later than {posixpath.basename(newest)}, which "
                               f"{night} read for the same data source and destination "
                               f"({len(stale)} such dump(s)): an earlier delivery read again would undo the changes "
@@ -211,17 +208,18 @@ class NightGuard:
     def check_destinations(self, cfg: JobConfig, files: list) -> None:
         """A full dump replaces its data source's whole audience: one whose folder delivers several
         destinations (DIDs, :func:`transforms.dumps.older_full_delivery`) would lose, with no
-        shrink check past ``max_shrink``, the audience of a destination the previous night read (for
-        a data source it carried without a dump, the latest night that read one) and tonight's dumps
-        lack. Refused (ConfigError) unless ``allow_shrink``."""
+        shrink check past ``max_shrink``, the audience of a destination the previous night holds
+        (read since the data source's last full dump, on any night) and tonight's dumps lack.
+        Refused (ConfigError) unless ``allow_shrink``."""
         if self.allow_shrink:
             return
         for name in full_sources(files, cfg):
             tonight = {_destination(path) for source, path in files if source == name}
-            read, night = self.previous_destinations.get(name, (set(), None))
-            lost = sorted(read - tonight)
+            held = {destination: seen[2] for (source, destination), seen in self.previous_newest.items()
+                    if source == name and seen[3]}
+            lost = sorted(set(held) - tonight)
             if lost:
-                did, dpid, alias = lost[0]
+                (did, dpid, alias), night = lost[0], held[lost[0]]
                 raise ConfigError(f"data source '{name}': tonight's full dump replaces its audience, but destination "
                                   f"DID {did} (MASTER_DPID {dpid}{', PID_ALIAS ' + alias if alias else ''}), read by "
                                   f"{night}, has no dump tonight: its members would be dropped; "
@@ -278,6 +276,24 @@ class NightGuard:
                             "profiles.path missing?")
         if problems:
             raise RunFailed("; ".join(problems) + "; nothing was published (rerun with --allow-shrink if intended)")
+
+    def before_publish(self, report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
+        """The nightly ``PublishRun`` check: :meth:`check`, then :meth:`carry_forward` into the report."""
+        self.check(report, cfg, files, file_stats)
+        self.carry_forward(report, cfg, files)
+
+    def carry_forward(self, report: dict, cfg: JobConfig, files: list) -> None:
+        """Record in tonight's report (``earlier_deliveries`` of a data source) the newest dump an
+        earlier night read of each destination tonight read nothing of, so that a later night still
+        knows it: a destination silent on some nights, then sent an earlier delivery again, and a
+        full night lacking a destination whose rows are held (``held``: no full dump since)."""
+        full, tonight = set(full_sources(files, cfg)), {(source, _destination(path)) for source, path in files}
+        for (source, destination), (ms, path, night, held) in sorted(self.previous_newest.items()):
+            entry = report["data_sources"].get(source)
+            if entry is not None and (source, destination) not in tonight:
+                entry.setdefault("earlier_deliveries", []).append({
+                    "destination": list(destination), "timestamp_ms": ms, "path": path, "night": night,
+                    "held": held and source not in full})
 
     def _matching_problems(self, report: dict, cfg: JobConfig) -> list[str]:
         """A source keeping a file audience whose addresses stop matching profiles: a wrong IV turns
