@@ -576,9 +576,14 @@ def test_a_gap_of_missed_nights_with_dumps_is_refused_unless_allowed(tmp_path):
     d = date.fromisoformat
     check_no_gap(cfg, d("2026-12-04"), d("2026-12-05"))  # the night before: no gap
     check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))  # 12-03, 12-04 delivered nothing: a weekend
-    for name in ("ftp_1_7_iter_1795305600000.sync.gz.filepart", "ftp_1_7_iter_1795305600000.sync.info"):
-        dump(tmp_path, "b", "2026-12-03", [f"{V[1]} 10"], name=name)  # not dumps: still no delivery
+    (tmp_path / "b" / "20261203").mkdir(parents=True)
+    (tmp_path / "b" / "20261203" / ".DS_Store").write_bytes(b"")  # hidden: still no delivery
     check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
+    for name in ("ftp_1_7_iter_1795305600000.sync.gz.filepart", "ftp_1_7_iter_1795305600000.sync.info"):
+        dump(tmp_path, "b", "2026-12-03", [f"{V[1]} 10"], name=name)  # a delivery that did not finish
+        with pytest.raises(ConfigError, match=r"1 had dumps \(dt=2026-12-03\)"):
+            check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
+    (tmp_path / "b" / "20261203" / "ftp_1_7_iter_1795305600000.sync.info").unlink()
     dump(tmp_path, "b", "2026-12-04", [f"{V[1]} 10"], mode="iter")  # one source's delivery is enough
     with pytest.raises(ConfigError) as info:
         check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
@@ -815,6 +820,29 @@ def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(
     deny_listing(monkeypatch, "/b/20261128/")  # a failed listing is no proof of no delivery
     with pytest.raises(ConfigError, match="no segment dump matches"):
         run(config, root, "--backfill", "2026-11-28:2026-11-29")
+
+
+def test_a_backfill_does_not_skip_a_night_whose_delivery_did_not_finish(tmp_path):
+    """Saturday's folder of b held only an upload in progress: the backfill took the night for one
+    without a delivery, skipped it and built Monday on Friday, exit 0. Completed later in Saturday's
+    folder, that delivery was never imported (the gap check looks only between the previous night and
+    tonight). The night now runs, and fails naming the file."""
+    config, root = write_job(tmp_path, sources=("a", "b")), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-27", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-27", everyone("b", "20", ids=range(5, 9)))
+    partial = f"ftp_1_7_iter_{delivered('2026-11-28')}.sync.gz.filepart"
+    (tmp_path / "b" / "20261128").mkdir()
+    (tmp_path / "b" / "20261128" / partial).write_bytes(b"partial")
+    dump(tmp_path, "a", "2026-11-30", [f"{V[1]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-30", [f"{V[5]}  20"], mode="iter")
+    with pytest.raises(ConfigError, match=rf"data_sources\[1\]\.segments: no segment dump matches '.*', but "
+                                          rf"{partial} is there \(a delivery that did not finish\?\)"):
+        run(config, root, "--backfill", "2026-11-27:2026-11-30")
+    assert (root / "dt=2026-11-27").exists() and not (root / "dt=2026-11-30").exists()
+    (tmp_path / "b" / "20261128" / partial).unlink()  # the partner sent nothing that night after all
+    run(config, root, "--backfill", "2026-11-28:2026-11-30")
+    assert members(root, "2026-11-30") == {("a", "10", f"p{i}") for i in (2, 3, 4)} | {
+        ("b", "20", f"p{i}") for i in (6, 7, 8)}
 
 
 def test_a_data_source_may_deliver_nothing_for_as_many_nights_in_a_row_as_it_allows(tmp_path):

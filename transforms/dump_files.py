@@ -49,6 +49,15 @@ def is_dump_file(path: str) -> bool:
     return not (lower.endswith(".info") or base.startswith((".", "_")) or lower.endswith(PARTIAL_SUFFIXES))
 
 
+def unfinished_delivery(listed: list[str]) -> list[str]:
+    """Of the files a ``segments`` glob lists, where none is a dump: what a delivery that did not
+    finish leaves (a control file whose dumps are not there, an upload in progress); hidden and
+    ``_`` names are none. Such a night is no night without a delivery."""
+    if any(is_dump_file(path) for path in listed):
+        return []
+    return [path for path in listed if not posixpath.basename(path).startswith((".", "_"))]
+
+
 def dump_paths(pattern: str, missing_ok: bool = False) -> list[str]:
     """The dump files a data source's ``segments`` glob matches (sorted; see :func:`is_dump_file`).
     With ``missing_ok``, a failed match is no file instead of an error."""

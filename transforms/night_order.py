@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
-from transforms.dump_files import is_dump_file
+from transforms.dump_files import is_dump_file, unfinished_delivery
 from transforms.errors import ConfigError
 from transforms.storage import glob, join_path
 
@@ -49,8 +49,7 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
                  replaced: list[str] = ()) -> None:
     """A night that carries the partition of ``previous`` over misses the changes of every night
     between them: refused (one line naming them) unless ``allow_gap``. A missed night is no gap when
-    it had no delivery: with its ``{date}`` placeholders filled, no data source's ``segments`` lists a
-    dump (a listing per data source, no file read). A data source whose path is the same for that
+    it had no delivery (:func:`no_delivery`: no dump, nor an upload in progress, listed). A data source whose path is the same for that
     night as for ``day`` cannot tell the nights apart, nor can a listing that fails: the night counts.
     The data sources ``replaced`` by a full dump tonight start from nothing: their nights are not looked at."""
     missed = [previous + timedelta(days=i) for i in range(1, (day - previous).days)]
@@ -67,7 +66,7 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
         if same:
             return True
         for ds in sources:
-            listed = dumps_listed(ds.segments)
+            listed = delivery_listed(ds.segments)
             if listed is None:
                 unlisted.append((ds.name, night))
             if listed is None or listed:
@@ -99,15 +98,17 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
 
 def no_delivery(template: JobConfig, night: date) -> bool:
     """Whether ``night`` had no delivery: with its ``{date}`` placeholders filled, no data source's
-    ``segments`` lists a dump (a listing per data source, no file read). A listing that fails is no
-    proof that nothing was delivered: False (the night then runs, and fails, as any other)."""
-    return all(dumps_listed(ds.segments) == [] for ds in template.for_date(night).data_sources)
+    ``segments`` lists a dump, or what a delivery that did not finish leaves (a listing per data
+    source, no file read). A listing that fails is no proof that nothing was delivered, nor is an
+    upload in progress: False (the night then runs, and fails, as any other)."""
+    return all(delivery_listed(ds.segments) == [] for ds in template.for_date(night).data_sources)
 
 
-def dumps_listed(pattern: str) -> list[str] | None:
-    """The dumps ``pattern`` lists (:func:`files_listed`, dumps only); None when the listing failed."""
+def delivery_listed(pattern: str) -> list[str] | None:
+    """The dumps ``pattern`` lists (:func:`files_listed`), or without one what a delivery that did not
+    finish leaves (:func:`~transforms.dump_files.unfinished_delivery`); None when the listing failed."""
     files = files_listed(pattern)
-    return None if files is None else [path for path in files if is_dump_file(path)]
+    return None if files is None else [path for path in files if is_dump_file(path)] or unfinished_delivery(files)
 
 
 def files_listed(pattern: str) -> list[str] | None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
-from transforms.dump_files import dump_paths
+from transforms.dump_files import is_dump_file, unfinished_delivery
 from transforms.dumps import iter_after_full, missing_splits, older_full_delivery, sync_mode_of, unnamed_beside_named
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -74,9 +75,12 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
         problems += own_output_problems("profiles.path", glob(cfg.profiles.path, missing_ok=True), output)
     readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
     for i, ds in enumerate(cfg.data_sources):
-        paths = dump_paths(ds.segments, missing_ok=True)
+        listed = glob(ds.segments, missing_ok=True)
+        paths = [path for path in listed if is_dump_file(path)]
         if not paths and ds.name not in undelivered:
-            problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'")
+            begun = unfinished_delivery(listed)
+            problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'" + (
+                f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun else ""))
         own = own_output_problems(f"data_sources[{i}].segments", paths, output) if output else []
         problems += own
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]

@@ -15,7 +15,7 @@ from datetime import date
 
 from transforms.config import JobConfig
 from transforms.errors import ConfigError
-from transforms.dump_files import is_dump_file
+from transforms.dump_files import is_dump_file, unfinished_delivery
 from transforms.night_guard import night_report
 from transforms.night_order import files_listed
 from transforms.storage import join_path
@@ -68,7 +68,7 @@ def _silent(ds) -> bool:
                           "once they can be listed")
     if any(is_dump_file(path) for path in listed):
         return False
-    begun = [path for path in listed if not posixpath.basename(path).startswith((".", "_"))]  # .info, partial
+    begun = unfinished_delivery(listed)  # a control file, an upload in progress
     if begun:
         raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', but "
                           f"{posixpath.basename(begun[0])} is there (a delivery that did not finish?): taken for a "
