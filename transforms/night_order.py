@@ -49,8 +49,9 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
                  replaced: list[str] = ()) -> None:
     """A night that carries the partition of ``previous`` over misses the changes of every night
     between them: refused (one line naming them) unless ``allow_gap``. A missed night is no gap when
-    it had no delivery (:func:`no_delivery`: no dump, nor an upload in progress, listed). A data source whose path is the same for that
-    night as for ``day`` cannot tell the nights apart, nor can a listing that fails: the night counts.
+    it had no delivery (:func:`no_delivery`: no dump listed, nor an upload in progress). A data
+    source whose path is the same for that night as for ``day`` cannot tell the nights apart, nor can
+    a listing that fails: the night counts.
     The data sources ``replaced`` by a full dump tonight start from nothing: their nights are not looked at."""
     missed = [previous + timedelta(days=i) for i in range(1, (day - previous).days)]
     if not missed or allow_gap:
