@@ -59,6 +59,24 @@ def test_a_gz_name_without_gzip_content_fails(tmp_path):
     fails_naming(path, "not gzip")
 
 
+@pytest.mark.parametrize("kind", ["zstd", "bzip2", "xz"])
+@pytest.mark.parametrize("name", ["d.sync", "d.sync.gz", "d.sync.zst"])
+def test_a_dump_compressed_otherwise_than_gzip_fails_naming_the_compression(tmp_path, kind, name):
+    """It failed as '2 NUL bytes ...: UTF-16/UTF-32 text or a binary file' (zstd, and bzip2 and xz
+    of a few lines), 'line breaks are CR only' (bzip2, xz) or 'not UTF-8 ...: Latin-1?' (zstd) of a
+    bigger dump: the cause is the compression, which the extracts' reader names (one detector)."""
+    import bz2
+    import lzma
+
+    import zstandard
+
+    compress = {"zstd": zstandard.ZstdCompressor().compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind]
+    for body in (BODY, GOOD):
+        path = tmp_path / name
+        path.write_bytes(compress(body))
+        assert f"{kind} content" in fails_naming(path, "plain text or gzip")
+
+
 def test_an_empty_gz_file_is_corrupt(tmp_path):
     path = tmp_path / "ftp_1_2_full_1486140844000.sync.gz"
     path.write_bytes(b"")

@@ -32,7 +32,6 @@ from transforms.errors import InputError
 CHUNK_BYTES = 8 << 20
 SAMPLE_BYTES = 1 << 20  # the start of a dump that check_text_start looks at
 NUL_RUN = b"\0" * 16  # zeros no line of text holds: a file with them fails (nul_block)
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 # Names transfer tools give a file while it is still being written (WinSCP .filepart, browsers .part /
@@ -151,21 +150,26 @@ def _read_exactly(raw, n: int) -> bytes:
 
 def _open(path: str):
     """``(stored stream, decompressed stream)``. The file's first bytes decide gzip, not its name: a
-    transfer tool may drop or keep a ``.gz`` suffix that no longer says what the bytes are."""
+    transfer tool may drop or keep a ``.gz`` suffix that no longer says what the bytes are. Another
+    compression (zstd, bzip2, xz) fails naming it: its bytes read as text failed as NUL bytes, CR-only
+    line breaks or Latin-1, naming no cause."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
+    from transforms.storage import MAGIC_BYTES, compression_of
+
     raw = _Tally(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
-    head = _read_exactly(raw, len(GZIP_MAGIC))
-    stream = _Prefixed(head, raw)
-    if head == GZIP_MAGIC:
-        return raw, igzip.IGzipFile(fileobj=stream, mode="rb")
-    if path.lower().endswith(".gz"):
+    head = _read_exactly(raw, MAGIC_BYTES)
+    kind = compression_of(head)
+    if kind is not None and kind[0] == "gzip":
+        return raw, igzip.IGzipFile(fileobj=_Prefixed(head, raw), mode="rb")
+    if kind is not None or path.lower().endswith(".gz"):
         raw.close()
-        problem = "empty file (0 bytes): a .gz dump is never empty" if not head else \
-            "named .gz but not gzip (no gzip header): compressed by another tool, or decompressed and not renamed?"
+        problem = f"{kind[0]} content: a dump is plain text or gzip (decompress it, or compress it with gzip)" if kind \
+            else "empty file (0 bytes): a .gz dump is never empty" if not head \
+            else "named .gz but not gzip (no gzip header): compressed by another tool, or decompressed and not renamed?"
         raise InputError(path, problem)
-    return raw, stream
+    return raw, _Prefixed(head, raw)
 
 
 def check_text_start(path: str, head: bytes) -> int:

@@ -16,7 +16,6 @@ import codecs
 import csv
 import io
 import json
-import re
 from typing import Iterator, Sequence
 
 import pyarrow as pa
@@ -33,7 +32,7 @@ from transforms.errors import InputError
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
 from transforms.profile_columns import check_not_joined, id_text, visitor_lists
-from transforms.storage import open_input
+from transforms.storage import compression_of, open_input
 
 BATCH_ROWS = 1 << 20
 HEADER_BYTES = 1 << 20  # read_schema_names: the most of a file taken for its header line
@@ -298,17 +297,11 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
             raise InputError(path, "not valid JSON", line=1) from None
 
 
-# A text extract's first bytes that are a compressed stream's: (the compression, its extension).
-_MAGIC = {b"\x1f\x8b": ("gzip", ".gz"), b"\x28\xb5\x2f\xfd": ("zstd", ".zst"), b"\xfd7zXZ\x00": ("xz", ".xz")}
-
-
 def _refuse_compressed(path: str, head: bytes) -> None:
     """A text extract (as read: decompressed by its extension) that starts as a compressed stream: a
     name that lost its extension (its bytes were read as a header: a bare '_csv.Error', or columns
     'not in the extract', naming no cause)."""
-    kind = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
-    if kind is None and re.match(rb"BZh[1-9]1AY&SY", head):
-        kind = ("bzip2", ".bz2")
+    kind = compression_of(head)
     if kind is not None:
         name = path.rsplit("/", 1)[-1]
         raise InputError(path, f"{kind[0]} content under a name without {kind[1]}: rename it {name}{kind[1]}")

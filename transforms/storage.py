@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import InputError
+
+
+# A file's first bytes that begin a compressed stream: (the compression, its file extension). bzip2's
+# is 'BZh', a block size digit and a block's magic (an empty stream's end-of-stream magic aside).
+_MAGIC = ((b"\x1f\x8b", ("gzip", ".gz")), (b"\x28\xb5\x2f\xfd", ("zstd", ".zst")), (b"\xfd7zXZ\x00", ("xz", ".xz")))
+_BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
+MAGIC_BYTES = 10  # what compression_of needs of a file's start (bzip2's)
+
+
+def compression_of(head: bytes) -> tuple[str, str] | None:
+    """The compression whose stream a file's first bytes (:data:`MAGIC_BYTES` of them) begin, as
+    ``(name, extension)``: gzip, zstd, xz or bzip2; None for none. The one detector of the dump
+    reader (which reads gzip whatever the name) and of the extracts' header reader (which refuses a
+    compressed file under a plain name)."""
+    kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+    return ("bzip2", ".bz2") if kind is None and _BZIP2.match(head) else kind
 
 
 def join_path(base: str, *parts: str) -> str:
