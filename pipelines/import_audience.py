@@ -146,7 +146,8 @@ def run(argv=None) -> dict:
     job). Raises ConfigError / AudienceSyncError on failure."""
     known, beam_args = parse_args(argv)
     run_date = known.run_date or launch.today()
-    job = launch.start(known.config, beam_args, lambda cfg: check_inputs(cfg, one_off=True, output=known.output),
+    job = launch.start(known.config, beam_args, lambda cfg: check_inputs(cfg, one_off=True, output=known.output,
+                                                                  key_cache=known.key_cache),
                        paths={"--output": known.output, "--key-cache": known.key_cache})
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)

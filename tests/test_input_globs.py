@@ -65,3 +65,30 @@ def test_a_dump_moved_aside_under_another_name_is_refused_beside_named_dumps(tmp
     (tmp_path / "d" / aside).unlink()  # unnamed dumps alone are read as they are
     (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").rename(tmp_path / "d" / "crm.sync")
     assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file", "the output", "an output folder"])
+def test_a_key_cache_that_is_a_file_or_in_the_output_is_refused_before_the_run(tmp_path, where):
+    """--key-cache a file failed once the profiles were keyed, with Beam's traceback and a bare
+    'NotADirectoryError ... [while running KeyProfiles]', exit 1. In OUT/reconciled/ the publish
+    removed the cache (the job owns its folders) before it was saved: every run failed exit 1 after
+    publishing ('the profile-key cache could not be saved (BeamIOError)'); in OUT itself the
+    profile keys lay among the outputs downstream jobs read and copy."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    (tmp_path / "keys").write_text("not a folder\n")
+    out = tmp_path / "o"
+    cache = {"a file": tmp_path / "keys", "below a file": tmp_path / "keys" / "c", "the output": out,
+             "an output folder": out / "reconciled" / "c"}[where]
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(out), "--key-cache", str(cache)]
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    problem = (f"{tmp_path / 'keys'} is a file, not a folder" if "file" in where
+               else f"in the output {out}: the profile keys would be published among the outputs (or removed with "
+                    "a folder the job writes); keep the cache elsewhere")
+    assert str(info.value) == f"--key-cache {cache}: {problem}"
+    assert not out.exists()

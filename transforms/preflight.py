@@ -64,12 +64,14 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
 
 
 def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False, output: str | None = None,
-                 undelivered: frozenset = frozenset()) -> None:
+                 undelivered: frozenset = frozenset(), key_cache: str | None = None) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured;
     ``one_off``: the import, which applies no removal (:func:`~transforms.dumps.iter_after_full`);
     ``output``: the folder the job writes (``--output``, the nightly's ROOT), whose files are no input;
-    ``undelivered``: data sources a night may read no dump of (:mod:`transforms.undelivered`)."""
-    problems = profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
+    ``undelivered``: data sources a night may read no dump of (:mod:`transforms.undelivered`);
+    ``key_cache``: the import's ``--key-cache`` folder (:func:`key_cache_problems`)."""
+    problems = key_cache_problems(key_cache, output) if key_cache else []
+    problems += profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
     problems += suppression_problems(cfg)
     if output:
         problems += own_output_problems("profiles.path", glob(cfg.profiles.path, missing_ok=True), output)
@@ -133,18 +135,42 @@ OWN_OUTPUTS = ("reconciled", "file_audience", "rejected", "report.json", "report
 OWN_PREFIXES = ("_incomplete-", "_staging", "dt=")
 
 
+def _below(path: str, folder: str) -> str | None:
+    """``path`` relative to ``folder`` ('.' for the folder itself; local paths by their real paths),
+    or None when it is not in it."""
+    if "://" in path or "://" in folder:
+        base = folder.rstrip("/") + "/"
+        return "." if path.rstrip("/") + "/" == base else path[len(base):] if path.startswith(base) else None
+    relative = os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
+    return None if relative == ".." or relative.startswith("../") else relative
+
+
+def key_cache_problems(key_cache: str, output: str | None) -> list[str]:
+    """``--key-cache`` must be a folder of its own. A file (or a path below one) failed the run once
+    the profiles were keyed, with a traceback (NotADirectoryError); in the output, the profile keys
+    lay among the outputs, or in a folder the job writes were removed by its publish before they
+    were saved (every run failed after publishing)."""
+    if output and _below(key_cache, output) is not None:
+        return [f"--key-cache {key_cache}: in the output {output}: the profile keys would be published among the "
+                "outputs (or removed with a folder the job writes); keep the cache elsewhere"]
+    if "://" in key_cache:  # an object of that name (no folder is one)
+        try:
+            file = key_cache.rstrip("/") if FileSystems.exists(key_cache.rstrip("/")) else None
+        except Exception:  # noqa: BLE001 - not reachable now: the run says what fails there
+            file = None
+    else:  # the path, or the nearest folder above it that exists, is a file
+        file = os.path.abspath(key_cache)
+        while not os.path.exists(file) and file != os.path.dirname(file):
+            file = os.path.dirname(file)
+        file = file if os.path.exists(file) and not os.path.isdir(file) else None
+    return [f"--key-cache {key_cache}: {file} is a file, not a folder"] if file else []
+
+
 def own_output_problems(field: str, paths: list[str], output: str) -> list[str]:
     """The first of ``paths`` that is a file the job writes under ``output`` (a glob reaching into it: the
     previous run's report.json read as a dump failed 'wrong field_separator or columns?', or under
     max_format_error_ratio was published as rejected lines), as a problem of ``field``."""
-    def under(path: str) -> str | None:
-        if "://" in path or "://" in output:
-            base = output.rstrip("/") + "/"
-            return path[len(base):] if path.startswith(base) else None
-        relative = os.path.relpath(os.path.realpath(path), os.path.realpath(output))
-        return None if relative == ".." or relative.startswith("../") else relative
-
-    own = [p for p in paths if (rel := under(p)) is not None
+    own = [p for p in paths if (rel := _below(p, output)) is not None
            and (rel.split("/")[0] in OWN_OUTPUTS or rel.startswith(OWN_PREFIXES))]
     if not own:
         return []
