@@ -160,3 +160,32 @@ def test_a_compressed_extract_under_a_plain_name_is_named_as_such(tmp_path, fmt)
     with pytest.raises(ConfigError) as info:
         check_inputs(config(path))
     assert str(info.value) == f"profiles.path: {path}: gzip content under a name without .gz: rename it p.{fmt}.gz"
+
+
+@pytest.mark.parametrize("fmt, kind", [("parquet", "bool"), ("jsonl", "bool"), ("parquet", "date"),  # (JSONL dates: text)
+                                       ("parquet", "timestamp"), ("parquet", "time"), ("parquet", "duration")])
+def test_a_profile_id_column_of_a_type_no_id_has_fails_naming_the_file_and_column(tmp_path, fmt, kind):
+    """profiles.id naming a boolean column (an 'is_customer' flag): every profile read as 'true' or
+    'false', 10 profiles' 20 memberships published as 4, exit 0; a date or timestamp column (a
+    creation date) merged the profiles of a day. Integers, decimals, floats and text stay ids."""
+    import datetime
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = {"bool": [True, False], "date": [datetime.date(2020, 1, 1)] * 2,
+              "timestamp": [datetime.datetime(2020, 1, 1)] * 2, "time": [datetime.time(1)] * 2,
+              "duration": [datetime.timedelta(1)] * 2}[kind]
+    path = tmp_path / f"p.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.table({"profile_id": pa.array(values), "crm_id": ["C1", "C2"]}), path)
+    else:
+        path.write_text("".join(json.dumps({"profile_id": v, "crm_id": c}) + "\n" for v, c in zip(values, ["C1", "C2"])))
+    with pytest.raises(InputError) as info:
+        profiles_of(path, config(path))
+    assert str(info.value).startswith(f"{path}: column 'profile_id': ")
+    assert "no profile ids" in str(info.value)
+    for ids in ([1, 2], [1.0, 2.5], ["P1", "P2"]):
+        pq.write_table(pa.table({"profile_id": ids, "crm_id": ["C1", "C2"]}), tmp_path / "ok.parquet")
+        assert len(profiles_of(tmp_path / "ok.parquet", config(tmp_path / "ok.parquet"))) == 2

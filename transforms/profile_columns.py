@@ -42,6 +42,18 @@ def id_text(values, path: str, column: str) -> pa.Array:
     return pc.if_else(whole, digits, values.cast(pa.string()))
 
 
+def profile_id_text(values, path: str, column: str) -> pa.Array:
+    """The profile-id column as text (:func:`id_text`). A column of a type no id has (booleans,
+    dates, times, timestamps, durations: a flag or a creation date named by mistake) fails naming the
+    file and the column: its text merged every profile sharing a value into one (10 profiles read
+    as 'true' and 'false', exit 0). Profile extracts and the export's targets."""
+    value = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+    if any(is_(value) for is_ in (pa.types.is_boolean, pa.types.is_temporal, pa.types.is_interval)):
+        raise InputError(path, f"column '{column}': {value} values are no profile ids (profiles sharing one would "
+                               "be one profile): is it the id column?")
+    return id_text(values, path, column)
+
+
 def _refuse_nested(kind: pa.DataType, path: str, column: str, wanted: str) -> None:
     """Fail naming the file and the column when it holds structs, maps or lists (where ``wanted``
     does not take them): no text key can be read from them (Arrow's cast failed the run with

@@ -3,7 +3,7 @@
 A targets file is a CSV file with a header, or a Parquet file, with a ``profile_id`` column (other
 columns are ignored). Ids are read as strings, exactly as written: no trimming, and ``NA`` or
 ``NULL`` are ids like any other; ids stored as floats are the integers they hold, as in profile
-extracts (:func:`transforms.profile_columns.id_text`). A compressed CSV (``.csv.gz``...) cut short fails. Every row is a distinct target, a repeat of one (counted in the
+extracts (:func:`transforms.profile_columns.profile_id_text`). A compressed CSV (``.csv.gz``...) cut short fails. Every row is a distinct target, a repeat of one (counted in the
 classification, where all rows of an id meet), or a blank id (null or empty: counted here and
 dropped).
 """
@@ -21,7 +21,7 @@ from transforms.config import format_from_extension
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.outcomes import Metric, runner_counter, count
-from transforms.profile_columns import id_text
+from transforms.profile_columns import profile_id_text
 from transforms.storage import open_input
 
 TARGETS_COLUMN = "profile_id"
@@ -45,14 +45,14 @@ def read_targets(path: str) -> Iterator[pa.Array]:
                 if TARGETS_COLUMN not in pf.schema_arrow.names:
                     raise InputError(path, f"no '{TARGETS_COLUMN}' column")
                 for batch in pf.iter_batches(batch_size=1 << 20, columns=[TARGETS_COLUMN]):
-                    yield id_text(batch.column(0), path, TARGETS_COLUMN)
+                    yield profile_id_text(batch.column(0), path, TARGETS_COLUMN)
             else:
                 try:
                     tables = csv_tables(handle, path, [TARGETS_COLUMN], strings_can_be_null=False)
                 except KeyError:  # (pa.ArrowKeyError too)
                     raise InputError(path, f"no '{TARGETS_COLUMN}' column") from None
                 for table in tables:
-                    yield id_text(table.column(0), path, TARGETS_COLUMN)
+                    yield profile_id_text(table.column(0), path, TARGETS_COLUMN)
     except InputError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
