@@ -235,7 +235,7 @@ def _urlsafe(tokens: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("plaintexts", [EMAILS, PHONES], ids=["emails", "one-block-phones"])
-@pytest.mark.parametrize("variant", ["url-safe", "unpadded", "url-safe-unpadded", "blanks"])
+@pytest.mark.parametrize("variant", ["url-safe", "unpadded", "url-safe-unpadded", "blanks", "quoted", "single-quoted"])
 def test_tokens_in_another_base64_alphabet_or_without_padding_are_a_token_encoding_finding(plaintexts, variant):
     """Right key and IV, tokens written as url-safe base64 ('-' '_') and/or without their '='
     padding (or with blanks inside): they do not decode as the scheme's standard base64, so the key,
@@ -246,13 +246,15 @@ def test_tokens_in_another_base64_alphabet_or_without_padding_are_a_token_encodi
     standard = encrypt_cbc(plaintexts, KEY, IV)
     sent = {"url-safe": _urlsafe(standard), "unpadded": [t.rstrip("=") for t in standard],
             "url-safe-unpadded": [t.rstrip("=") for t in _urlsafe(standard)],
-            "blanks": [f"{t[:8]} {t[8:]}" for t in standard]}[variant]
+            "blanks": [f"{t[:8]} {t[8:]}" for t in standard], "quoted": [f'"{t}"' for t in standard],
+            "single-quoted": [f"'{t}'" for t in standard]}[variant]  # (quoted: no diagnosis, 'wrong key or IV?')
     failed = [t for t, s in zip(sent, standard) if t != s]  # those the import rejects as decrypt_failed
     assert len(failed) >= 8
     (finding,) = cbc_findings(source, pa.array(failed), CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
     assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), len(failed))
     assert ("url-safe" in finding.message) == variant.startswith("url-safe")
     assert ("without '=' padding" in finding.message) == variant.endswith("unpadded")
+    assert ("in quotes" in finding.message) == variant.endswith("quoted")
     assert "standard base64" in finding.message and "ask the partner" in finding.message
     assert not any(t[:12] in finding.message for t in failed)
 

@@ -136,16 +136,19 @@ def _wrong_key(n: int) -> CryptoFinding:
 
 def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
     """Tokens that are not the scheme's standard padded base64 -- url-safe ('-' and '_' for '+' and
-    '/'), without their '=' padding, or with blanks inside -- and that decrypt to valid addresses
-    under the configured key and IV once read back as standard base64. No config field reads them
-    (none should: the scheme is standard base64), so the finding suggests no change."""
+    '/'), without their '=' padding, with blanks inside, or in quotes (a CSV writer's) -- and that
+    decrypt to valid addresses under the configured key and IV once read back as standard base64. No
+    config field reads them (none should: the scheme is standard base64), so the finding suggests no
+    change."""
     text = tokens.cast(pa.string())
+    quoted = pc.fill_null(pc.match_substring_regex(text, r"""^(?:"[^"]*"|'[^']*')$"""), False)
+    text = pc.if_else(quoted, pc.utf8_slice_codeunits(text, 1, -1), text)
     blanks = pc.fill_null(pc.match_substring_regex(text, r"\s"), False)
     squeezed = pc.replace_substring_regex(text, r"\s+", "")
     urlsafe = pc.fill_null(pc.match_substring_regex(squeezed, "[-_]"), False)
     length = pc.fill_null(pc.utf8_length(squeezed), 0).to_numpy(zero_copy_only=False)
     unpadded = pa.array(length % 4 != 0)
-    changed = pc.or_(pc.or_(blanks, urlsafe), unpadded)
+    changed = pc.or_(pc.or_(pc.or_(blanks, urlsafe), unpadded), quoted)
     if not pc.any(changed).as_py():
         return []
     standard = pc.replace_substring(pc.replace_substring(squeezed, "-", "+"), "_", "/")
@@ -155,15 +158,16 @@ def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMateria
     if not pc.any(valid).as_py():
         return []
     fixed = {name: pc.any(flags.filter(changed).filter(valid)).as_py()
-             for name, flags in (("urlsafe", urlsafe), ("unpadded", unpadded), ("blanks", blanks))}
+             for name, flags in (("urlsafe", urlsafe), ("unpadded", unpadded), ("blanks", blanks), ("quoted", quoted))}
     alphabet = "url-safe base64 ('-' and '_' for '+' and '/')" if fixed["urlsafe"] else "base64"
     how = " and ".join(what for what, needed in (("without '=' padding", fixed["unpadded"]),
-                                                  ("with blanks inside", fixed["blanks"])) if needed)
+                                                  ("with blanks inside", fixed["blanks"]),
+                                                  ("in quotes", fixed["quoted"])) if needed)
     return [CryptoFinding("token_encoding", (), pc.sum(valid).as_py(),
                           f"are {alphabet}{' ' + how if how else ''}, which the scheme does not use: read as standard "
                           f"base64 with its padding, they decrypt to valid {_address(ds)} under the configured key and "
-                          "IV; ask the partner for "
-                          "standard base64 with '=' padding (no setting reads other base64)")]
+                          f"IV; ask the partner for standard base64 with '=' padding{', without quotes' if fixed['quoted'] else ''} "
+                          "(no setting reads other base64)")]
 
 
 def _addresses(ds: DataSourceConfig, plain: pa.Array, region: str | None) -> pa.BooleanArray:
