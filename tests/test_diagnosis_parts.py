@@ -309,6 +309,21 @@ def test_tokens_padded_otherwise_than_pkcs7_are_said_so_not_blamed_on_the_key(pl
     assert [f.kind for f in cbc_findings(source, pa.array(under_another_key), CbcMaterial(KEY, IV, {"hex": KEY}))] == ["key"]
 
 
+@pytest.mark.parametrize("charset", ["latin-1", "cp1252"])
+def test_plaintexts_encrypted_as_latin1_are_said_so_not_blamed_on_the_iv(charset):
+    """Right key and IV, addresses encrypted as Latin-1 text (an accent in their first 16 bytes):
+    their padding is valid and the rest reads, the wrong-IV shape, and the run failed 'the key is
+    right and the IV is not ... (suggested: encryption.iv: null)'. Read as Windows-1252 they are
+    valid addresses: the finding names the charset, no field, and no plaintext."""
+    plaintexts = [f"zoé.müller{i}@example.com".encode(charset) for i in range(40)]
+    tokens = pa.array(encrypt_cbc(plaintexts, KEY, IV))
+    (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), 40)
+    assert "not UTF-8" in finding.message and "encryption.iv" not in finding.message and "zo" not in finding.message
+    under_another_iv = pa.array(encrypt_cbc(plaintexts, KEY, bytes(16)))
+    assert [f.kind for f in cbc_findings(_email_source(), under_another_iv, CbcMaterial(KEY, IV, {"hex": KEY}))] == ["iv"]
+
+
 def _iv_in_front(plaintexts: list[str], seed: int = 5) -> list[str]:
     """Each token under its own random IV, sent in front of its ciphertext (IV || ciphertext)."""
     rng = random.Random(seed)

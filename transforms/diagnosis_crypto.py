@@ -98,7 +98,8 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
-    carried = _carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
+    carried = (_carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
+               or _other_charset(ds, tokens, material, region))
     if carried:
         return carried
     p = _failure_pattern(tokens, material.key, material.iv)
@@ -253,6 +254,29 @@ def _other_padding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial
                           f"are not padded with PKCS#7, the scheme's padding: read with {how}, they decrypt to valid "
                           f"{_address(ds)} under the configured key and IV; ask the partner for PKCS#7 padding (no "
                           "setting reads another padding)")]
+
+
+def _other_charset(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
+    """Plaintexts encrypted as Latin-1 / Windows-1252 text, not UTF-8: under the configured key and
+    IV their padding is valid and their text reads but for an accent, which in the first 16 bytes
+    looked like a wrong IV's garbage ('the key is right and the IV is not'). Read as Windows-1252
+    they are valid addresses. No setting reads another charset: the finding suggests none."""
+    plain = cbc_kernel.strip_pkcs7(_decrypted_blocks(tokens, material.key, material.iv)[1], len(tokens))
+    data, texts = plain.data.tobytes(), []
+    for start, length in zip(cbc_kernel.exclusive_cumsum(plain.length).tolist(), plain.length.tolist()):
+        raw = data[start:start + length]
+        try:
+            raw.decode("utf-8")
+            texts.append(None)  # UTF-8 (or nothing): not this
+        except UnicodeDecodeError:
+            texts.append(_text(raw.decode("cp1252", errors="replace").encode("utf-8")))
+    n = pc.sum(_addresses(ds, pa.array(texts, pa.string()), region)).as_py()
+    if not n:
+        return []
+    return [CryptoFinding("token_encoding", (), int(n),
+                          f"decrypt under the configured key and IV to text that is not UTF-8: read as Latin-1 "
+                          f"(Windows-1252), they are valid {_address(ds)}; ask the partner to encrypt the addresses "
+                          "as UTF-8 (no setting reads another charset)")]
 
 
 def _text(raw: bytes) -> str | None:
