@@ -264,6 +264,31 @@ def test_a_one_bit_iv_error_on_phones(position, bit):
         assert bit == 0 and stays_plausible(dump, position, bit, "sms"), (position, bit)
 
 
+@pytest.mark.parametrize("channel, scheme", [("email", "mailto:"), ("sms", "tel:"), ("email", "MAILTO:")])
+def test_ids_written_with_a_uri_scheme_are_named_so_not_blamed_on_the_iv(channel, scheme):
+    """'mailto:ann@example.com' (or 'tel:+33...') encrypted under the right key and IV: the IV check
+    failed the run 'decrypted IDs look garbled in their first 16 bytes (byte positions 0, 1, 2, 3, 6,
+    ...): wrong IV?'. The scheme is named (from a fixed list: no plaintext), the IV not blamed; under
+    a wrong IV, whose first bytes are no scheme, the IV still is."""
+    from transforms.config_load import parse_config
+    from transforms.errors import RunFailed
+    from transforms.iv_check import CheckFirstBlocks
+
+    addresses = realistic_emails(300, 1) if channel == "email" else phones(300, 1)
+    cfg = parse_config({"profiles": {"path": "p.csv", "visitor_ids": None},
+                        "data_sources": [{"name": "enc", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "encrypted", "match_on": KIND[channel], "channel": channel,
+                                          "encryption": {"key": "env:K", "iv": "env:I"}}]})
+    tokens = pa.array(encrypt_cbc([scheme + a for a in addresses], KEY, IV))
+    for iv, named in ((IV, f"start with '{scheme.lower()}'"), (flipped(0, 6), "wrong IV?")):
+        plain = CbcDecryptor(KEY, iv).decrypt(tokens)[0]
+        keys, _ = normalize_keys(plain, KIND[channel], "adobe")
+        blocks = FirstBlocks.of(plain, pc.drop_null(keys))
+        with pytest.raises(RunFailed) as info:
+            list(CheckFirstBlocks(cfg).process(("enc", blocks), {"enc": _reference(tuple(addresses), channel)}))
+        assert named in str(info.value) and ("wrong IV" in str(info.value)) == (iv != IV)
+
+
 def test_the_implausible_bytes_test_alone_sees_a_flip_on_varied_addresses():
     """Test 1 needs no profiles: bit 0 at position 1 turns a-names into '`'-names (and 'z' into '{')."""
     tokens = pa.array(encrypt_cbc(realistic_emails(300, 7), KEY, IV))
