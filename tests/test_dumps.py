@@ -73,6 +73,16 @@ def test_every_bad_line_is_rejected_with_its_line_number_and_reason():
     }
 
 
+def test_a_segment_list_ending_with_its_separator_before_another_field_is_malformed():
+    """'<ID> 100, 200' (a space after the comma) has the three fields of the layout: it read as
+    segments '100,' and removed '200', and every user left segment 200, exit 0. A list ending with
+    its separator is followed by no field in the platform's lines (alone, a trailing one is read)."""
+    rows, rejected = parse(f"{VID} 24, 25\n{VID2} 26,\n{VID} 27, \n".encode())
+    assert rejected == {1: "malformed_line"} and [(r["line"], r["segments"]) for r in rows] == [(2, ["26"]), (3, ["27"])]
+    rows, rejected = parse(f"{VID} 24, 25\n".encode(), columns=("id", "removed", "segments"))
+    assert rejected == {1: "malformed_line"}
+
+
 def test_crlf_line_breaks_are_accepted():
     rows, rejected = parse(f"{VID} 24 25\r\n{VID2} 26\r\n".encode())
     assert rejected == {}

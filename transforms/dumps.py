@@ -276,9 +276,11 @@ def parse_lines(
     ok = np.flatnonzero(reason == None)  # noqa: E711 - numpy elementwise
     column = _field_getter(parts, nparts, ok, list(ds.columns))
     ids = column("id")
-    segments, seg_trait, seg_bad = _split_list(column("segments"), ds.segment_separator)
-    removed, rem_trait, rem_bad = _split_list(column("removed"), ds.segment_separator)
+    segment_text, removed_text = column("segments"), column("removed")
+    segments, seg_trait, seg_bad = _split_list(segment_text, ds.segment_separator)
+    removed, rem_trait, rem_bad = _split_list(removed_text, ds.segment_separator)
     sub_reason = _segment_reasons(segments, removed, seg_trait | rem_trait, seg_bad | rem_bad, keep_removals)
+    sub_reason[_dangling_list(segment_text, removed_text, list(ds.columns), ds.segment_separator)] = Reason.MALFORMED_LINE
     reason[ok] = sub_reason
 
     good = sub_reason == None  # noqa: E711
@@ -313,6 +315,17 @@ def _split_fields(lines: pa.Array, ds: DataSourceConfig) -> tuple[pa.ListArray, 
         well_formed |= nparts == len(ds.columns) - 1
     reason[~well_formed & (reason == None)] = Reason.MALFORMED_LINE  # noqa: E711
     return parts, nparts, reason
+
+
+def _dangling_list(segments: pa.Array, removed: pa.Array, roles: list[str], sep: str) -> np.ndarray:
+    """Lines whose first list (in column order) ends with the segment separator before the other,
+    not empty: '<ID> 100, 200' (a space after a comma) read as segments '100,' and removed '200',
+    exit 0. The platform writes no such line; a trailing separator alone is read."""
+    if "segments" not in roles or "removed" not in roles or not len(segments):
+        return np.zeros(len(segments), dtype=bool)
+    first, second = (segments, removed) if roles.index("segments") < roles.index("removed") else (removed, segments)
+    dangling = pc.and_(pc.ends_with(first, sep), pc.greater(pc.binary_length(second), 0))
+    return pc.fill_null(dangling, False).to_numpy(zero_copy_only=False)
 
 
 def _field_getter(parts: pa.ListArray, nparts: np.ndarray, ok: np.ndarray, roles: list[str]):
