@@ -189,3 +189,19 @@ def test_a_profile_id_column_of_a_type_no_id_has_fails_naming_the_file_and_colum
     for ids in ([1, 2], [1.0, 2.5], ["P1", "P2"]):
         pq.write_table(pa.table({"profile_id": ids, "crm_id": ["C1", "C2"]}), tmp_path / "ok.parquet")
         assert len(profiles_of(tmp_path / "ok.parquet", config(tmp_path / "ok.parquet"))) == 2
+
+
+def test_a_jsonl_extract_whose_first_record_omits_a_key_column_is_read(tmp_path):
+    """JSON writers omit null fields (Spark's to_json): a first record without 'crm_id' was refused at
+    start-up, 'column 'crm_id' is not in the extract' (exit 2), though the later records hold it. The
+    start-up check reads one record: a JSONL key column is left to the reader, which fails naming
+    the file when no record has it."""
+    with_dump(tmp_path)
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"profile_id": "P1"}\n{"profile_id": "P2", "crm_id": "C2"}\n')
+    check_inputs(config(path))
+    assert profiles_of(path, config(path)) == [{"profile_id": "P1", "k:crm_id": None}, {"profile_id": "P2", "k:crm_id": "C2"}]
+    path.write_text('{"profile_id": "P1"}\n{"profile_id": "P2"}\n')
+    with pytest.raises(InputError) as info:
+        profiles_of(path, config(path))
+    assert str(info.value) == f"{path}: no column 'crm_id' (data_sources[0].match_on)"

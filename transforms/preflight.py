@@ -18,7 +18,7 @@ from transforms.dumps import iter_after_full, missing_splits, older_full_deliver
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
-from transforms.profiles import column_field, doubled_column, needed_columns, read_schema_names
+from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
 from transforms.publish import REPORT
 from transforms.storage import glob, join_path
 from transforms.targets import TARGETS_COLUMN, targets_format
@@ -49,6 +49,15 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     return problems + _optional_in_some_files(cfg, headers, [col for col in optional if col in needed])
 
 
+def _first_record_optional(cfg: JobConfig, export: bool = False) -> tuple[str, ...]:
+    """Columns a JSONL extract's first record, all the start-up check reads, may lack: the key
+    columns (JSON writers omit null fields: Spark's to_json) and the export's opt-out (unknown
+    consent). Only the whole file lacking one is an error, which the reading finds."""
+    if cfg.profiles.resolved_format != "jsonl":
+        return ()
+    return (*key_columns(cfg, export), *((cfg.profiles.opt_out,) if export and cfg.profiles.opt_out else ()))
+
+
 def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: list[str]) -> list[str]:
     """An optional column (the visitor IDs) that a CSV or Parquet file's header has and another's
     lacks: a partial export, whose profiles would give no key (their lines unmatched, exit 0). A
@@ -71,7 +80,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
     ``undelivered``: data sources a night may read no dump of (:mod:`transforms.undelivered`);
     ``key_cache``: the import's ``--key-cache`` folder (:func:`key_cache_problems`)."""
     problems = key_cache_problems(key_cache, output) if key_cache else []
-    problems += profile_column_problems(cfg, needed_columns(cfg), optional=(cfg.profiles.visitor_ids,))
+    problems += profile_column_problems(cfg, needed_columns(cfg),
+                                        optional=(cfg.profiles.visitor_ids, *_first_record_optional(cfg)))
     problems += suppression_problems(cfg)
     if output:
         problems += own_output_problems("profiles.path", glob(cfg.profiles.path, missing_ok=True), output)
@@ -198,10 +208,7 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
         problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never "
                         "exported; unknown consent is never consent); a source without one must say so: "
                         "profiles.opt_out_missing: consented")
-    # A JSONL record may lack the key (unknown consent): only the whole file lacking it is an error,
-    # which the reading finds (the header check sees the first record only).
-    optional = (p.opt_out,) if p.resolved_format == "jsonl" else ()
-    problems += profile_column_problems(ecfg, needed_columns(ecfg, export=True), optional=optional)
+    problems += profile_column_problems(ecfg, needed_columns(ecfg, export=True), optional=_first_record_optional(ecfg, True))
     problems += _targets_problems(targets)
     problems += suppression_problems(cfg)
     if spec.data_source.decrypts:
