@@ -205,3 +205,20 @@ def test_a_jsonl_extract_whose_first_record_omits_a_key_column_is_read(tmp_path)
     with pytest.raises(InputError) as info:
         profiles_of(path, config(path))
     assert str(info.value) == f"{path}: no column 'crm_id' (data_sources[0].match_on)"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_utf16_extract_is_named_as_such(tmp_path, encoding, fmt):
+    """Excel's 'Unicode text', PowerShell's default: its header read as UTF-8 gave no such names, and
+    the run was refused 'column 'crm_id' is not in the extract' (exit 2), the column being there."""
+    with_dump(tmp_path)
+    path = tmp_path / f"p.{fmt}"
+    text = csv_text() if fmt == "csv" else '{"profile_id": "P1", "crm_id": "C1"}\n'
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path))
+    assert str(info.value) == (f"profiles.path: {path}: UTF-16/UTF-32 text (a byte order mark or NUL bytes), "
+                               "not UTF-8: save the extract as UTF-8")
+    with pytest.raises(InputError):
+        profiles_of(path, config(path))

@@ -285,6 +285,9 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
         # breaks, an old Mac export, holds no LF: its "first line" would be the whole file).
         raw = handle.readline(HEADER_BYTES if fmt == "csv" else -1)
         _refuse_compressed(path, raw)
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw:  # (UTF-32's BOMs too)
+            # Its names read as UTF-8 are no column's: 'column ... is not in the extract', the column there.
+            raise InputError(path, "UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the extract as UTF-8")
         first = raw.decode("utf-8-sig", errors="replace")
         if not first:
             raise InputError(path, "empty file")
