@@ -222,3 +222,17 @@ def test_a_utf16_extract_is_named_as_such(tmp_path, encoding, fmt):
                                "not UTF-8: save the extract as UTF-8")
     with pytest.raises(InputError):
         profiles_of(path, config(path))
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_csv_extract_separated_otherwise_than_by_commas_is_named_as_such(tmp_path, separator):
+    """Excel in a European locale writes ';': the header was one column and the run was refused
+    'column 'crm_id' is not in the extract', the column being there. The separator is named."""
+    with_dump(tmp_path)
+    path = tmp_path / "p.csv"
+    path.write_text(csv_text().replace(",", separator))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path))
+    shown = "\\t" if separator == "\t" else separator
+    assert str(info.value).endswith(f"data_sources[0].match_on: column 'crm_id' is not in the extract {path} (its header "
+                                    f"is one column holding '{shown}': a CSV is separated by commas)")

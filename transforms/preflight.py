@@ -43,8 +43,13 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
         if doubled:
             problems.append(f"profiles.path: {extract}: {doubled}")
         spaced = {name.strip(): name for name in names if name != name.strip()}
+        # A CSV header of one column holding another separator: Excel in a European locale writes ';'.
+        other = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None) \
+            if cfg.profiles.resolved_format == "csv" else None
         problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}"
                      + (f" (its header has '{spaced[col]}', with spaces)" if col in spaced else "")
+                     + (f" (its header is one column holding '{other.encode('unicode_escape').decode()}': a CSV is "
+                        "separated by commas)" if other else "")
                      for col in needed if col not in columns and col not in optional]
     return problems + _optional_in_some_files(cfg, headers, [col for col in optional if col in needed])
 
