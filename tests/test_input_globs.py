@@ -92,3 +92,21 @@ def test_a_key_cache_that_is_a_file_or_in_the_output_is_refused_before_the_run(t
                     "a folder the job writes); keep the cache elsewhere")
     assert str(info.value) == f"--key-cache {cache}: {problem}"
     assert not out.exists()
+
+
+def test_a_segments_glob_reaching_the_key_cache_is_refused_before_it_reads_the_cache_as_a_dump(tmp_path):
+    """--key-cache the dumps' folder: the next run read MANIFEST.json and the cache's part-*.arrow as
+    dumps beside the named one and was refused 'its name does not say which delivery it is ... a
+    dump moved aside?' (unnamed dumps: read as dumps, NUL bytes in an Arrow file)."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), "--key-cache", str(tmp_path / "d")]
+    assert import_audience.run([*argv, "--output", str(tmp_path / "o1")])["data_sources"]["crm"]["reconciled"] == 2
+    with pytest.raises(ConfigError) as info:
+        import_audience.run([*argv, "--output", str(tmp_path / "o2")])
+    assert str(info.value) == (f"data_sources[0].segments: {tmp_path / 'd' / 'MANIFEST.json'} (and 1 more) is a file of "
+                               f"the profile-key cache {tmp_path / 'd'}: narrow the glob or keep the cache elsewhere")

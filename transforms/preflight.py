@@ -5,6 +5,7 @@ This is the only place that reads inputs at launch time; transforms read them on
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import posixpath
@@ -18,6 +19,7 @@ from transforms.dumps import iter_after_full, missing_splits, older_full_deliver
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
+from transforms.key_cache import INCOMING, MANIFEST
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
 from transforms.publish import REPORT
 from transforms.storage import glob, join_path
@@ -90,6 +92,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
     problems += suppression_problems(cfg)
     if output:
         problems += own_output_problems("profiles.path", glob(cfg.profiles.path, missing_ok=True), output)
+    if key_cache:
+        problems += key_cache_input_problems("profiles.path", glob(cfg.profiles.path, missing_ok=True), key_cache)
     readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
     for i, ds in enumerate(cfg.data_sources):
         listed = glob(ds.segments, missing_ok=True)
@@ -99,6 +103,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'" + (
                 f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun else ""))
         own = own_output_problems(f"data_sources[{i}].segments", paths, output) if output else []
+        own += key_cache_input_problems(f"data_sources[{i}].segments", paths, key_cache) if key_cache else []
         problems += own
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
         if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:
@@ -185,13 +190,26 @@ def own_output_problems(field: str, paths: list[str], output: str) -> list[str]:
     """The first of ``paths`` that is a file the job writes under ``output`` (a glob reaching into it: the
     previous run's report.json read as a dump failed 'wrong field_separator or columns?', or under
     max_format_error_ratio was published as rejected lines), as a problem of ``field``."""
-    own = [p for p in paths if (rel := _below(p, output)) is not None
-           and (rel.split("/")[0] in OWN_OUTPUTS or rel.startswith(OWN_PREFIXES))]
-    if not own:
+    return _reaching(field, paths, output, lambda rel: rel.split("/")[0] in OWN_OUTPUTS or rel.startswith(OWN_PREFIXES),
+                     "a file this job writes in its output", "write the output elsewhere")
+
+
+def key_cache_input_problems(field: str, paths: list[str], key_cache: str) -> list[str]:
+    """The first of ``paths`` that is a file of the import's ``--key-cache`` (a glob reaching into it:
+    its MANIFEST.json and parts read as dumps beside the named one were refused as a dump moved
+    aside; beside unnamed dumps, as dumps), as a problem of ``field``."""
+    return _reaching(field, paths, key_cache, lambda rel: rel == MANIFEST or rel.startswith(INCOMING + "/")
+                     or ("/" not in rel and fnmatch.fnmatch(rel, "part-*.arrow")),
+                     "a file of the profile-key cache", "keep the cache elsewhere")
+
+
+def _reaching(field: str, paths: list[str], folder: str, owned, what: str, remedy: str) -> list[str]:
+    """The first of ``paths`` in ``folder`` whose path there is ``owned``, as one problem of ``field``."""
+    hits = [p for p in paths if (rel := _below(p, folder)) is not None and owned(rel)]
+    if not hits:
         return []
-    more = f" (and {len(own) - 1} more)" if len(own) > 1 else ""
-    return [f"{field}: {own[0]}{more} is a file this job writes in its output {output}: narrow the glob or write "
-            "the output elsewhere"]
+    more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+    return [f"{field}: {hits[0]}{more} is {what} {folder}: narrow the glob or {remedy}"]
 
 
 def _check_keyring(ds) -> None:
