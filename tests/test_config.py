@@ -58,6 +58,17 @@ def test_missing_required_field_is_named():
     assert error_of(data) == "job.yaml: data_sources.0.dpid: required field is missing"
 
 
+@pytest.mark.parametrize("path", ["spark/profiles.parquet/*", "exports/profiles", "profiles.txt"])
+def test_a_profiles_path_whose_format_cannot_be_told_is_named_at_load_time(path):
+    """A Spark output's folder globbed as 'profiles.parquet/*': the run failed 'ValueError: cannot
+    tell the format of '*' ...' (exit 1), naming no field. It is refused at load time (exit 2);
+    with 'format:' the path may be anything."""
+    assert error_of(cfg_with(**{"profiles.path": path})) == (
+        f"job.yaml: profiles: cannot tell the format of '{path.rsplit('/', 1)[-1]}': use .csv, .parquet or .jsonl, "
+        "or set 'format'")
+    assert parse_config(cfg_with(**{"profiles.path": path, "profiles.format": "parquet"})).profiles.resolved_format == "parquet"
+
+
 def test_declared_needs_match_on():
     data = cfg_with()
     del data["data_sources"][0]["match_on"]

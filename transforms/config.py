@@ -54,6 +54,13 @@ class ProfilesConfig(_Strict):
     def _region(cls, value: str | None) -> str | None:
         return None if value is None else check_region(value)
 
+    @model_validator(mode="after")
+    def _format_known(self):
+        """A path whose format its name does not tell ('profiles.parquet/*', a Spark output's folder)
+        and no ``format``: refused here, naming the field (the run failed on a bare ValueError)."""
+        _ = self.resolved_format
+        return self
+
     @property
     def resolved_format(self) -> str:
         return self.format or format_from_extension(self.path)
