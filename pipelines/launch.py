@@ -44,7 +44,7 @@ from transforms.config_load import load_config
 from transforms.errors import AudienceSyncError, RunFailed
 from transforms.html_report import PAGE
 from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir
-from transforms.storage import join_path
+from transforms.storage import file_in_the_way, join_path
 
 LOG = logging.getLogger("audience_sync.launch")
 
@@ -87,12 +87,26 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
         raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's; a job flag is "
                           f"spelled with dashes: {', '.join(u.replace('_', '-') for u in unknown)})")
     cfg = load_config(config_path)
+    _check_folders(paths or {})
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)
     _check_runner(options)
     _check_worker_paths(used, options, paths or {})
     warn_about_worker_keys(used, options)
     return Started(cfg, options)
+
+
+FOLDER_FLAGS = ("--output", "--root", "--key-cache", "--state")  # folders the jobs write
+
+
+def _check_folders(paths: dict[str, str | list[str] | None]) -> None:
+    """A folder flag naming a file (or a path below one) is refused, naming it: the run failed taking
+    the output lock, 'cannot create the output lock (File exists)' (a lock, to the operator), or,
+    for --key-cache, with a traceback once the profiles were keyed."""
+    problems = [f"{flag} {value}: {file} is a file, not a folder" for flag, value in paths.items()
+                if flag in FOLDER_FLAGS and isinstance(value, str) and (file := file_in_the_way(value))]
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _check_worker_paths(cfg: JobConfig, options, paths: dict[str, str | list[str] | None]) -> None:

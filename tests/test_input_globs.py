@@ -110,3 +110,22 @@ def test_a_segments_glob_reaching_the_key_cache_is_refused_before_it_reads_the_c
         import_audience.run([*argv, "--output", str(tmp_path / "o2")])
     assert str(info.value) == (f"data_sources[0].segments: {tmp_path / 'd' / 'MANIFEST.json'} (and 1 more) is a file of "
                                f"the profile-key cache {tmp_path / 'd'}: narrow the glob or keep the cache elsewhere")
+
+
+@pytest.mark.parametrize("job, flag", [("import", "--output"), ("nightly", "--root")])
+def test_an_output_folder_that_is_a_file_is_refused_before_the_run(tmp_path, job, flag):
+    """--output (or a nightly's --root) naming a file failed 'OUT/_lock.json: cannot create the output
+    lock (File exists)', exit 1: a lock that exists, to the operator."""
+    from pipelines import nightly
+
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    (tmp_path / "out").write_text("a file\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), flag, str(tmp_path / "out" / "x" if job == "nightly" else tmp_path / "out")]
+    with pytest.raises(ConfigError) as info:
+        (import_audience.run(argv) if job == "import" else nightly.run([*argv, "--date", "2026-11-22"]))
+    assert str(info.value) == f"{flag} {argv[-1]}: {tmp_path / 'out'} is a file, not a folder"

@@ -166,24 +166,13 @@ def _below(path: str, folder: str) -> str | None:
 
 
 def key_cache_problems(key_cache: str, output: str | None) -> list[str]:
-    """``--key-cache`` must be a folder of its own. A file (or a path below one) failed the run once
-    the profiles were keyed, with a traceback (NotADirectoryError); in the output, the profile keys
-    lay among the outputs, or in a folder the job writes were removed by its publish before they
-    were saved (every run failed after publishing)."""
+    """``--key-cache`` must be a folder of its own (a file: :func:`pipelines.launch.start`). In the
+    output, the profile keys lay among the outputs, or in a folder the job writes were removed by
+    its publish before they were saved (every run failed after publishing)."""
     if output and _below(key_cache, output) is not None:
         return [f"--key-cache {key_cache}: in the output {output}: the profile keys would be published among the "
                 "outputs (or removed with a folder the job writes); keep the cache elsewhere"]
-    if "://" in key_cache:  # an object of that name (no folder is one)
-        try:
-            file = key_cache.rstrip("/") if FileSystems.exists(key_cache.rstrip("/")) else None
-        except Exception:  # noqa: BLE001 - not reachable now: the run says what fails there
-            file = None
-    else:  # the path, or the nearest folder above it that exists, is a file
-        file = os.path.abspath(key_cache)
-        while not os.path.exists(file) and file != os.path.dirname(file):
-            file = os.path.dirname(file)
-        file = file if os.path.exists(file) and not os.path.isdir(file) else None
-    return [f"--key-cache {key_cache}: {file} is a file, not a folder"] if file else []
+    return []
 
 
 def own_output_problems(field: str, paths: list[str], output: str) -> list[str]:

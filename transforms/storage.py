@@ -3,6 +3,7 @@ lists files, so they all sort and fail the same way."""
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import re
 
@@ -142,6 +143,21 @@ class _ZstdFrames:
 
     def close(self):
         self._output, self._at = b"", 0
+
+
+def file_in_the_way(folder: str) -> str | None:
+    """The file where ``folder`` is to be: the path itself or, locally, the nearest existing path
+    above it, when that is not a folder (on GCS, an object of that name); None otherwise, or when
+    it cannot be told now (the run then says what fails there)."""
+    try:
+        if "://" in folder:
+            return folder.rstrip("/") if FileSystems.exists(folder.rstrip("/")) else None
+        path = os.path.abspath(folder)
+        while not os.path.exists(path) and path != os.path.dirname(path):
+            path = os.path.dirname(path)
+        return path if os.path.exists(path) and not os.path.isdir(path) else None
+    except Exception:  # noqa: BLE001 - not reachable now
+        return None
 
 
 def glob(pattern: str, missing_ok: bool = False) -> list[str]:
