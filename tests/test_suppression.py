@@ -197,3 +197,27 @@ def test_a_suppression_list_needs_its_profile_column():
         parse_config({"profiles": {"path": "p.parquet", "phone": None},
                       "data_sources": [{"name": "a", "dpid": 1, "segments": "x", "id_type": "visitor"}],
                       "suppression": [{"path": "l.txt", "kind": "phone"}]})
+
+
+@pytest.mark.parametrize("shape, problem", [
+    ("gzip", "gzip content under a name without .gz: rename it dns.txt.gz"),
+    ("zstd", "zstd content under a name without .zst: rename it dns.txt.zst"),
+    ("utf-16", "UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the list as UTF-8"),
+    ("utf-16-le", "UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the list as UTF-8"),
+    ("latin-1", "not UTF-8 text (Latin-1?): save the list as UTF-8")])
+def test_a_suppression_list_in_another_encoding_or_compressed_under_a_plain_name_is_named_so(tmp_path, shape, problem):
+    """They failed 'cannot read the suppression list (UnicodeDecodeError)', naming no cause (UTF-16
+    without a byte order mark: 'not a valid email' on line 1). The extracts' detectors name it."""
+    import gzip
+
+    import zstandard
+
+    from transforms.config import SuppressionList
+
+    text = "ann@example.com\nzoé@example.com\n"
+    data = {"gzip": lambda: gzip.compress(text.encode()), "zstd": lambda: zstandard.ZstdCompressor().compress(text.encode())}
+    path = tmp_path / "dns.txt"
+    path.write_bytes(data[shape]() if shape in data else text.encode(shape))
+    with pytest.raises(InputError) as info:
+        read_suppression_file(str(path), SuppressionList(path=str(path), kind="email"))
+    assert str(info.value) == f"{path}: {problem}"

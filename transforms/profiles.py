@@ -32,7 +32,7 @@ from transforms.errors import InputError
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
 from transforms.profile_columns import check_not_joined, id_text, profile_id_text, visitor_lists
-from transforms.storage import compression_of, open_input
+from transforms.storage import not_text, open_input
 
 BATCH_ROWS = 1 << 20
 HEADER_BYTES = 1 << 20  # read_schema_names: the most of a file taken for its header line
@@ -284,10 +284,11 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
         # Arrow's readers skip it too. A CSV header: at most HEADER_BYTES (a file with CR-only line
         # breaks, an old Mac export, holds no LF: its "first line" would be the whole file).
         raw = handle.readline(HEADER_BYTES if fmt == "csv" else -1)
-        _refuse_compressed(path, raw)
-        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw:  # (UTF-32's BOMs too)
-            # Its names read as UTF-8 are no column's: 'column ... is not in the extract', the column there.
-            raise InputError(path, "UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the extract as UTF-8")
+        # A compressed file that lost its extension, UTF-16: its names read as UTF-8 are no column's
+        # (a bare '_csv.Error', or 'column ... is not in the extract', the column there).
+        problem = not_text(path, raw, "extract")
+        if problem:
+            raise InputError(path, problem)
         first = raw.decode("utf-8-sig", errors="replace")
         if not first:
             raise InputError(path, "empty file")
@@ -298,16 +299,6 @@ def read_schema_names(path: str, fmt: str) -> list[str]:
             return list(json.loads(first).keys())
         except (ValueError, AttributeError):
             raise InputError(path, "not valid JSON", line=1) from None
-
-
-def _refuse_compressed(path: str, head: bytes) -> None:
-    """A text extract (as read: decompressed by its extension) that starts as a compressed stream: a
-    name that lost its extension (its bytes were read as a header: a bare '_csv.Error', or columns
-    'not in the extract', naming no cause)."""
-    kind = compression_of(head)
-    if kind is not None:
-        name = path.rsplit("/", 1)[-1]
-        raise InputError(path, f"{kind[0]} content under a name without {kind[1]}: rename it {name}{kind[1]}")
 
 
 def text_columns(path: str, fmt: str) -> list[str]:

@@ -2,6 +2,7 @@
 lists files, so they all sort and fail the same way."""
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import posixpath
@@ -27,6 +28,19 @@ def compression_of(head: bytes) -> tuple[str, str] | None:
     compressed file under a plain name)."""
     kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
     return ("bzip2", ".bz2") if kind is None and _BZIP2.match(head) else kind
+
+
+def not_text(path: str, head: bytes, what: str) -> str | None:
+    """Why a text file's first bytes (as read: decompressed by its name) are no UTF-8 text, naming
+    the cause: a compressed stream under a name without its extension (and the name to give it),
+    or UTF-16/UTF-32 (a byte order mark, or NUL bytes, which no UTF-8 text holds); None otherwise.
+    ``what``: the file, in the message ('extract', 'list')."""
+    kind = compression_of(head)
+    if kind is not None:
+        return f"{kind[0]} content under a name without {kind[1]}: rename it {path.rsplit('/', 1)[-1]}{kind[1]}"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in head:  # (UTF-32's BOMs too)
+        return f"UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the {what} as UTF-8"
+    return None
 
 
 def join_path(base: str, *parts: str) -> str:

@@ -29,7 +29,7 @@ from transforms.errors import InputError
 from transforms.digests import hash_keys
 from transforms.normalize import canonical_digests, normalize_keys
 from transforms.publish import ADD, WITHHELD
-from transforms.storage import glob, open_decompressed
+from transforms.storage import glob, not_text, open_decompressed
 
 
 class SuppressionEntries(NamedTuple):
@@ -46,9 +46,15 @@ def read_suppression_file(path: str, entry: SuppressionList) -> SuppressionEntri
     try:
         with open_decompressed(path) as handle:  # .gz is decompressed by its extension; one cut short fails
             data = handle.read()
-        text = data.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(path, f"cannot read the suppression list ({type(exc).__name__})") from None
+    problem = not_text(path, data[:4096], "list")  # compressed under a plain name, UTF-16
+    if problem:
+        raise InputError(path, problem)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text (Latin-1?): save the list as UTF-8") from None
     raw = pa.array(text.splitlines(), pa.string())
     trimmed = pc.utf8_trim_whitespace(raw)
     keep = pc.greater(pc.utf8_length(trimmed), 0)
