@@ -56,3 +56,28 @@ def test_chromium_renders_a_screenshot_of_the_page(browser, demo_page, tmp_path)
     with Image.open(png) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 50  # text, bars and tables, not a blank page
+
+
+def _links(html: str) -> list[str]:
+    from test_html_report import elements
+
+    return [a["href"] for tag, a in elements(html) if tag == "a" and not a["href"].startswith("#")]
+
+
+def test_a_root_page_written_elsewhere_links_to_the_nights_it_shows(tmp_path):
+    """`audience-sync report ROOT --output OTHER/page.html`: the nights' links were 'dt=.../report.html',
+    relative to ROOT, so every link of the page written elsewhere opened no page. They lead to each
+    night's page from where the page is."""
+    from test_html_report import _import_report, _night, cli
+
+    root = tmp_path / "root"
+    for day in ("2026-11-20", "2026-11-21"):
+        _night(root, day, _import_report())
+        (root / f"dt={day}" / "report.html").write_text("night")
+    for page in (tmp_path / "pages" / "trend.html", root / "report.html", tmp_path / "root.html"):
+        page.parent.mkdir(exist_ok=True)
+        done = cli("report", root, *(["--output", page] if page != root / "report.html" else []))
+        assert done.returncode == 0, done.stderr
+        links = _links(page.read_text())
+        assert len(links) == 1 + 2 * len(_import_report()["data_sources"])  # the latest night, each night per source
+        assert {(page.parent / href).resolve() for href in links} == {(root / f"dt={d}" / "report.html").resolve() for d in ("2026-11-20", "2026-11-21")}

@@ -5,6 +5,8 @@ publish step (:func:`transforms.publish.publish_outputs`)."""
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -41,7 +43,22 @@ def write_run_page(folder: str, output: str | None = None) -> str:
 def write_nightly_page(root: str, partitions: list[tuple[str, str]], output: str | None = None) -> str:
     """Render the trend page of a nightly root from its published partitions ``[(date, folder name
     under root), ...]``; written to ``output`` (default: ``ROOT/report.html``)."""
-    nights = [NightReport(day, f"{name}/{PAGE}", read_report(join_path(root, name))) for day, name in partitions]
     target = output or join_path(root, PAGE)
+    nights = [NightReport(day, night_href(root, name, target), read_report(join_path(root, name))) for day, name in partitions]
     write_page(target, render_nightly(nights))
     return target
+
+
+def night_href(root: str, name: str, page: str) -> str:
+    """The link from ``page`` to the page of the night ``name`` under ``root``: relative, so the pages
+    open from a copy of the folders too; a page in another bucket (or local against ``gs://``) links
+    to the night's full path."""
+    night = join_path(root, name, PAGE)
+    if "://" not in night and "://" not in page:
+        return os.path.relpath(os.path.abspath(night), os.path.dirname(os.path.abspath(page)))
+    scheme, _, night_path = night.partition("://")
+    page_scheme, _, page_path = page.partition("://")
+    bucket, page_bucket = night_path.split("/", 1)[0], page_path.split("/", 1)[0]
+    if (scheme, bucket) != (page_scheme, page_bucket):
+        return night
+    return posixpath.relpath(night_path, posixpath.dirname(page_path))
