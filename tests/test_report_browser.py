@@ -81,3 +81,65 @@ def test_a_root_page_written_elsewhere_links_to_the_nights_it_shows(tmp_path):
         links = _links(page.read_text())
         assert len(links) == 1 + 2 * len(_import_report()["data_sources"])  # the latest night, each night per source
         assert {(page.parent / href).resolve() for href in links} == {(root / f"dt={d}" / "report.html").resolve() for d in ("2026-11-20", "2026-11-21")}
+
+
+def _dom(browser: str, html: str, tmp_path) -> str:
+    """The page as Chromium parsed it."""
+    page = tmp_path / "page.html"
+    page.write_text(html)
+    done = run_chromium(browser, page, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _text(dom: str, start: str = "<body", end: str = "</body>") -> str:
+    """The text shown from the element opening with ``start`` to ``end`` (blanks collapsed)."""
+    import re
+    from html import unescape
+
+    part = dom[dom.index(start):]
+    part = part[:part.index(end)]
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", part))).strip()
+
+
+def _section(dom: str, name: str) -> str:
+    return _text(dom, f'<section class="card source" id="ds-{name}"', "</section>")
+
+
+def _carried(report: dict, name: str) -> dict:
+    """``report`` with data source ``name`` carried over without a dump (max_nights_without_delivery)."""
+    e = report["data_sources"][name]
+    for key in ("received", "format_errors", "invalid_ids", "removals_only", "unmatched", "reconciled", "file_audience"):
+        e[key] = 0
+    e.update(rejected_by_reason={}, files=[], diagnosis=[], previous_state={"reconciled_carried": 227})
+    for segment in e["segments"].values():
+        segment.pop("lines", None)
+    return report
+
+
+def test_a_data_source_carried_without_a_dump_tonight_says_so(browser, tmp_path):
+    """A night where a data source with max_nights_without_delivery listed no dump: its page showed
+    '0 dump files', a funnel of zeros, a match rate '-' and 'No finding: no alternative setting that
+    was tried explains the sampled lines without a match'; the terminal a row of zeros. Nothing said
+    that no dump was read and the audience was carried over (a transfer that failed looks the same).
+    The page, the trend page and the terminal say so."""
+    from test_html_report import _import_report, _night, cli
+
+    from pipelines import nightly
+    from transforms.html_report import render_run
+
+    report = _carried(_import_report(), "crm-plain")
+    dom = _dom(browser, render_run(report), tmp_path)
+    carried, delivered = _section(dom, "crm-plain"), _section(dom, "visitors")
+    assert "No dump tonight" in carried and "carried over" in carried and "No finding" not in carried
+    assert "No dump tonight" not in delivered and "No dump tonight" not in render_run(_import_report())
+    assert _text(dom, '<tr data-source="crm-plain"', "</tr>") == "crm-plain 0 0 0 0 0 - 227 no dump tonight: carried over"
+    rows = {line.split()[0]: line for line in nightly.summary_lines([{"date": "2026-11-21", "status": "published",
+                                                                     "report": report}])}
+    assert rows["crm-plain"].endswith("  no dump tonight: carried over") and rows["visitors"].endswith("  -")
+    root = tmp_path / "root"
+    _night(root, "2026-11-20", _import_report())
+    _night(root, "2026-11-21", report)
+    assert cli("report", root).returncode == 0
+    trend = _section(_dom(browser, (root / "report.html").read_text(), tmp_path), "crm-plain")
+    assert "2026-11-20 200" in trend and "2026-11-21 no dump: carried over 0 0 - 227" in trend

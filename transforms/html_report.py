@@ -90,7 +90,8 @@ def _source_view(name: str, entry: dict) -> dict:
         "iv_suspect": report_view.iv_suspect(entry),
         "segments": segments,
         "largest_segment": largest,
-        "top_finding": report_view.top_finding_text(entry),
+        "top_finding": report_view.top_line(entry),
+        "undelivered": report_view.undelivered(entry),
         "file_names": [f["path"].rsplit("/", 1)[-1] for f in entry.get("files", [])],
     }
 

@@ -184,6 +184,21 @@ DATA_SOURCE_ENTRY = "this data source's entry (data_sources)"
 PROFILES_SECTION = "the job's profiles section (every data source reads it)"
 
 
+NO_DUMP = "no dump tonight: carried over"
+
+
+def undelivered(entry: dict) -> bool:
+    """Whether a night read no dump of the data source and carried its audience over as it was
+    (``max_nights_without_delivery``): its report lists no file (``files: []``). A one-off import
+    reads every data source (its report lists a file each) or fails."""
+    return entry.get("files") == []
+
+
+def top_line(entry: dict) -> str:
+    """What the "top diagnosis" column says: the best finding, that no dump was read, or ``""``."""
+    return top_finding_text(entry) or (NO_DUMP if undelivered(entry) else "")
+
+
 def top_finding_text(entry: dict) -> str:
     """The best finding as a short line (terminal), or ``""``."""
     found = findings(entry)
@@ -211,6 +226,7 @@ class Night:
     reconciled: int
     match_rate: float | None
     members: int
+    delivered: bool  # False: no dump read, the audience carried over (:func:`undelivered`)
 
 
 def trend(nights: list[tuple[str, dict]]) -> dict[str, list[Night]]:
@@ -220,5 +236,6 @@ def trend(nights: list[tuple[str, dict]]) -> dict[str, list[Night]]:
     for day, report in nights:
         for name, entry in report.get("data_sources", {}).items():
             series.setdefault(name, []).append(
-                Night(day, entry["received"], entry[Category.RECONCILED], match_rate(entry), memberships(entry)))
+                Night(day, entry["received"], entry[Category.RECONCILED], match_rate(entry), memberships(entry),
+                      not undelivered(entry)))
     return series

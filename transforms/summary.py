@@ -2,7 +2,7 @@
 report's order), the rejections by reason, and the best diagnosis finding. Counts only, never an ID."""
 from __future__ import annotations
 
-from transforms.report_view import match_rate, memberships, rejected_lines, rejected_reasons, top_finding_text, totals
+from transforms.report_view import match_rate, memberships, rejected_lines, rejected_reasons, top_line, totals
 
 STAGED = "job staged (built and submitted, or written as a template): no report until it runs"
 
@@ -42,7 +42,7 @@ def import_table(report: dict, indent: str = "") -> list[str]:
     for name, e in report["data_sources"].items():
         rows.append((name, f"{e['received']:,}", f"{e['reconciled']:,}", f"{e['file_audience']:,}",
                      f"{e['unmatched']:,}", f"{rejected_lines(e):,}", rate_text(match_rate(e)),
-                     f"{memberships(e):,}", top_finding_text(e) or "-"))
+                     f"{memberships(e):,}", top_line(e) or "-"))
     if len(rows) > 1:
         t = totals(report)
         rows.append(("total", *(f"{t[k]:,}" for k in ("received", "reconciled", "file_audience", "unmatched", "rejected")),
