@@ -143,3 +143,20 @@ def test_a_data_source_carried_without_a_dump_tonight_says_so(browser, tmp_path)
     assert cli("report", root).returncode == 0
     trend = _section(_dom(browser, (root / "report.html").read_text(), tmp_path), "crm-plain")
     assert "2026-11-20 200" in trend and "2026-11-21 no dump: carried over 0 0 - 227" in trend
+
+
+def test_the_root_page_shows_a_data_source_taken_out_of_the_config_as_dropped(browser, tmp_path):
+    """A night that dropped a data source's rows (taken out of the config: removed_data_sources) was
+    not on the root page: its section read 'latest (2026-11-20): ... 227 members', its members chart
+    ending at 227 and no drop flagged, the audience long gone. The night is shown, 0 members, said why."""
+    from test_html_report import _import_report, _night, cli
+
+    root, after = tmp_path / "root", _import_report()
+    del after["data_sources"]["crm-plain"]
+    after["removed_data_sources"] = {"crm-plain": {"action": "dropped", "reconciled_dropped": 227}}
+    _night(root, "2026-11-20", _import_report())
+    _night(root, "2026-11-21", after)
+    assert cli("report", root).returncode == 0
+    gone = _section(_dom(browser, (root / "report.html").read_text(), tmp_path), "crm-plain")
+    assert gone.startswith("crm-plain latest (2026-11-21): no longer configured, its rows dropped · members dropped")
+    assert "2026-11-20 200 136 74.3% 227 2026-11-21 no longer configured, its rows dropped 0 0 - 0" in gone

@@ -226,16 +226,29 @@ class Night:
     reconciled: int
     match_rate: float | None
     members: int
-    delivered: bool  # False: no dump read, the audience carried over (:func:`undelivered`)
+    note: str = ""  # a night without a dump of it (:data:`CARRIED_NIGHT`), or that dropped it (:data:`DROPPED_NIGHT`)
+
+    @property
+    def dropped(self) -> bool:
+        return self.note == DROPPED_NIGHT
+
+
+CARRIED_NIGHT = "no dump: carried over"
+DROPPED_NIGHT = "no longer configured, its rows dropped"
 
 
 def trend(nights: list[tuple[str, dict]]) -> dict[str, list[Night]]:
     """``{data source: [Night, ...]}`` over the nights ``[(date, report), ...]`` (date order), for
-    every data source found on any night; a night without the data source has no entry."""
+    every data source found on any night; a night that dropped a data source's rows (taken out of the
+    config: ``removed_data_sources``) has a night of 0 members for it, else a night without the data
+    source has no entry."""
     series: dict[str, list[Night]] = {}
     for day, report in nights:
         for name, entry in report.get("data_sources", {}).items():
             series.setdefault(name, []).append(
                 Night(day, entry["received"], entry[Category.RECONCILED], match_rate(entry), memberships(entry),
-                      not undelivered(entry)))
+                      CARRIED_NIGHT if undelivered(entry) else ""))
+        for name in report.get("removed_data_sources", {}):
+            if name in series:
+                series[name].append(Night(day, 0, 0, None, 0, DROPPED_NIGHT))
     return series
