@@ -160,3 +160,14 @@ def test_the_root_page_shows_a_data_source_taken_out_of_the_config_as_dropped(br
     gone = _section(_dom(browser, (root / "report.html").read_text(), tmp_path), "crm-plain")
     assert gone.startswith("crm-plain latest (2026-11-21): no longer configured, its rows dropped · members dropped")
     assert "2026-11-20 200 136 74.3% 227 2026-11-21 no longer configured, its rows dropped 0 0 - 0" in gone
+
+
+def test_the_form_a_file_audiences_addresses_are_written_in_is_on_the_page(browser, demo_page, tmp_path):
+    """report.json's address_form (email/adobe, sms/uid2/FR): a night after a change of normalization,
+    channel or region with --allow-gap holds rows of both forms, and no page said which form a night
+    wrote. Its data source's section says it; a source without a file audience has none."""
+    report = json.loads((demo_page / "report.json").read_text())
+    dom = _dom(browser, (demo_page / "report.html").read_text(), tmp_path)
+    assert "file audience written as email/adobe" in _section(dom, "web-encrypted-emails")
+    assert report["data_sources"]["web-encrypted-emails"]["address_form"] == "email/adobe"
+    assert "file audience written as" not in _section(dom, "crm-hashed-emails")
