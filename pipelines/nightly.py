@@ -106,8 +106,14 @@ def partition(root: str, day: date) -> str:
 
 
 def write_root_page(root: str) -> str:
-    """``ROOT/report.html``: the trend over every published night."""
-    return write_nightly_page(root, [(day.isoformat(), partition_name(day)) for day in published_dates(root)])
+    """``ROOT/report.html``: the trend over every published night. A night whose report cannot be read
+    is named on the page and in a warning: the nights just published stand."""
+    unreadable: list[str] = []
+    page = write_nightly_page(root, [(day.isoformat(), partition_name(day)) for day in published_dates(root)],
+                              unreadable=unreadable)
+    for name in unreadable:
+        LOG.warning("root page: %s not shown (no readable report)", name)
+    return page
 
 
 def published_dates(root: str) -> list[date]:

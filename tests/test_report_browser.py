@@ -171,3 +171,27 @@ def test_the_form_a_file_audiences_addresses_are_written_in_is_on_the_page(brows
     assert "file audience written as email/adobe" in _section(dom, "web-encrypted-emails")
     assert report["data_sources"]["web-encrypted-emails"]["address_form"] == "email/adobe"
     assert "file audience written as" not in _section(dom, "crm-hashed-emails")
+
+
+def test_a_published_night_is_not_failed_by_an_older_nights_unreadable_report(tmp_path, caplog):
+    """The root page, rewritten after tonight's night was published, read every night's report.json:
+    one older night's unreadable (a partial copy, a storage error) failed the run, exit 1 'run failed:
+    .../dt=2026-11-20/report.json: no readable report', tonight published (a retry: 'already published',
+    exit 0, the root page never rewritten). The night stands; the page shows the nights it can read and
+    names the others, and a warning says so."""
+    from test_nightly import V, dump, write_job
+
+    from pipelines import nightly
+
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-20", "full", [f"{V[1]} 10", f"{V[2]} 10,11"])
+    dump(tmp_path, "2026-11-21", "iter", [f"{V[3]} 10"])
+    dump(tmp_path, "2026-11-22", "iter", [f"{V[4]} 11"])
+    nightly.run(["--config", str(config), "--root", str(root), "--backfill", "2026-11-20:2026-11-21"])
+    (root / "dt=2026-11-20" / "report.json").write_text('{"job": "import", "profiles_')  # not the night built on
+    results = nightly.run(["--config", str(config), "--root", str(root), "--date", "2026-11-22"])
+    assert [r["status"] for r in results] == ["published"]
+    page = (root / "report.html").read_text()
+    assert 'href="dt=2026-11-22/report.html"' in page and 'href="dt=2026-11-20/report.html"' not in page
+    assert "Published nights not shown: dt=2026-11-20 : no readable report" in _text(page)
+    assert "root page: dt=2026-11-20 not shown (no readable report)" in caplog.text

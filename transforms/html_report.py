@@ -221,13 +221,14 @@ def _nice_ceiling(value: int) -> int:
     return 10 * power
 
 
-def render_nightly(nights: list[NightReport]) -> str:
-    """The page of a nightly root: per data source, match rate and members over the nights (date order)."""
+def render_nightly(nights: list[NightReport], unreadable: list[str] = ()) -> str:
+    """The page of a nightly root: per data source, match rate and members over the nights (date order);
+    ``unreadable``: the published nights (folder names) whose report could not be read, named on it."""
     nights = sorted(nights, key=lambda n: n.date)
     series = report_view.trend([(n.date, n.report) for n in nights])
     hrefs = {n.date: n.href for n in nights}
     sources = [_trend_view(name, found, hrefs) for name, found in series.items()]
-    return _template("nightly.html.j2").render(nights=nights, sources=sources)
+    return _template("nightly.html.j2").render(nights=nights, sources=sources, unreadable=sorted(unreadable))
 
 
 # -------------------------------------------------------------------------------------------------

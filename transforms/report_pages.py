@@ -40,12 +40,22 @@ def write_run_page(folder: str, output: str | None = None) -> str:
     return target
 
 
-def write_nightly_page(root: str, partitions: list[tuple[str, str]], output: str | None = None) -> str:
+def write_nightly_page(root: str, partitions: list[tuple[str, str]], output: str | None = None,
+                       unreadable: list[str] | None = None) -> str:
     """Render the trend page of a nightly root from its published partitions ``[(date, folder name
-    under root), ...]``; written to ``output`` (default: ``ROOT/report.html``)."""
+    under root), ...]``; written to ``output`` (default: ``ROOT/report.html``). A night whose report
+    cannot be read fails it (:class:`InputError`), unless ``unreadable`` is given: such nights' folder
+    names are appended to it, and the page names them instead of showing them."""
     target = output or join_path(root, PAGE)
-    nights = [NightReport(day, night_href(root, name, target), read_report(join_path(root, name))) for day, name in partitions]
-    write_page(target, render_nightly(nights))
+    nights = []
+    for day, name in partitions:
+        try:
+            nights.append(NightReport(day, night_href(root, name, target), read_report(join_path(root, name))))
+        except InputError:
+            if unreadable is None:
+                raise
+            unreadable.append(name)
+    write_page(target, render_nightly(nights, unreadable or []))
     return target
 
 
