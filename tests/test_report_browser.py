@@ -195,3 +195,27 @@ def test_a_published_night_is_not_failed_by_an_older_nights_unreadable_report(tm
     assert 'href="dt=2026-11-22/report.html"' in page and 'href="dt=2026-11-20/report.html"' not in page
     assert "Published nights not shown: dt=2026-11-20 : no readable report" in _text(page)
     assert "root page: dt=2026-11-20 not shown (no readable report)" in caplog.text
+
+
+def test_a_setting_whose_right_value_cannot_be_known_is_to_check_not_to_set_to_null(browser, tmp_path):
+    """A wrong key's finding (suggestion {"encryption.key": null}: a secret the run cannot know) read
+    'Suggested change in this data source's entry: encryption: key: null' on the page and
+    'encryption.key: null' on the terminal: pasted, the config no longer loads. The page and the
+    terminal say which setting to check; a change with a value stays YAML to paste."""
+    from test_html_report import _import_report
+
+    from transforms.html_report import render_run
+    from transforms.summary import summary_lines
+
+    report = _import_report()
+    report["data_sources"]["web-encrypted-emails"]["diagnosis"] = [
+        {"kind": "key", "suggestion": {"encryption.key": None}, "would_match": 12, "sampled": 12, "message": "whole blocks"},
+        {"kind": "key_encoding", "suggestion": {"encryption.key_encoding": "base64"}, "would_match": 3, "sampled": 12,
+         "message": "the key read as base64"}]
+    finding = _section(_dom(browser, render_run(report), tmp_path), "web-encrypted-emails")
+    assert "null" not in finding
+    assert "key · 12 of 12 sampled lines without a match would decrypt whole blocks Setting to check with the partner " \
+           "(its right value cannot be known from the lines): encryption.key key_encoding" in finding
+    assert "Suggested change in this data source's entry (data_sources): encryption: key_encoding: base64" in finding
+    row = next(line for line in summary_lines(report) if line.startswith("web-encrypted-emails"))
+    assert row.endswith("  check encryption.key (12 of 12 sampled)")

@@ -47,6 +47,7 @@ def _environment() -> jinja2.Environment:
     env.filters["label"] = lambda key: str(key).replace("_", " ")
     env.filters["effect"] = report_view.finding_effect
     env.filters["suggestion_parts"] = report_view.suggestion_parts
+    env.filters["to_check"] = report_view.fields_to_check
     return env
 
 

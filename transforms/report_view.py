@@ -161,16 +161,25 @@ def finding_effect(finding: dict) -> str:
 
 
 def suggestion_text(finding: dict) -> str:
-    """``field: value, ...`` of a finding's suggested config change (one line)."""
-    return ", ".join(f"{field}: {_plain(value)}" for field, value in finding.get("suggestion", {}).items())
+    """``field: value, ...`` of a finding's suggested config change (one line); a field whose right
+    value the run cannot know (``null``: a key, an IV) is ``check field``."""
+    return ", ".join(f"check {field}" if value is None else f"{field}: {_plain(value)}"
+                     for field, value in finding.get("suggestion", {}).items())
+
+
+def fields_to_check(finding: dict) -> list[str]:
+    """The fields a finding names as wrong without a value (``null``: a secret the run cannot know)."""
+    return [field for field, value in finding.get("suggestion", {}).items() if value is None]
 
 
 def suggestion_parts(finding: dict) -> list[tuple[str, dict]]:
     """A finding's suggested change as the config holds it: ``[(where, fields)]``, this data source's
     fields first, then the job's ``profiles`` section (every data source reads it); a dotted field
-    nested in its section (``encryption.iv`` -> ``{"encryption": {"iv": ...}}``)."""
+    nested in its section (``encryption.iv`` -> ``{"encryption": {"iv": ...}}``); not a field to check."""
     parts: dict[str, dict] = {}
     for field, value in finding.get("suggestion", {}).items():
+        if value is None:  # no value to paste: fields_to_check
+            continue
         section, _, name = field.rpartition(".")
         where = PROFILES_SECTION if section == "profiles" else DATA_SOURCE_ENTRY
         target = parts.setdefault(where, {})
