@@ -219,3 +219,16 @@ def test_a_setting_whose_right_value_cannot_be_known_is_to_check_not_to_set_to_n
     assert "Suggested change in this data source's entry (data_sources): encryption: key_encoding: base64" in finding
     row = next(line for line in summary_lines(report) if line.startswith("web-encrypted-emails"))
     assert row.endswith("  check encryption.key (12 of 12 sampled)")
+
+
+def test_a_page_that_cannot_be_moved_into_place_leaves_no_partial_file(tmp_path):
+    """`audience-sync report ROOT --output ROOT/dt=...` (a folder): the rename failed, exit 1, and left
+    ROOT/dt=2026-11-20.<id>.partial beside the nights for good. The failure names the page; nothing stays."""
+    from test_html_report import _import_report, _night, cli
+
+    root = tmp_path / "root"
+    _night(root, "2026-11-20", _import_report())
+    done = cli("report", root, "--output", root / "dt=2026-11-20")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"{root / 'dt=2026-11-20'}: cannot write the page (Is a directory)" in done.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["dt=2026-11-20"]

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import jinja2
 import yaml
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import report_view
+from transforms.errors import RunFailed
 from transforms.summary import rate_text
 
 PAGE = "report.html"
@@ -244,6 +246,16 @@ def write_page(path: str, html: str) -> None:
             sink.write(data)
         return
     partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
-    with FileSystems.create(partial, mime_type="text/html") as sink:
-        sink.write(data)
-    FileSystems.rename([partial], [path])
+    try:
+        with FileSystems.create(partial, mime_type="text/html") as sink:
+            sink.write(data)
+        FileSystems.rename([partial], [path])
+    except Exception as exc:
+        if FileSystems.exists(partial):  # a page that did not reach its place leaves nothing
+            FileSystems.delete([partial])
+        if isinstance(exc, BeamIOError) and exc.exception_details:  # the rename's own error
+            exc = next(iter(exc.exception_details.values()))
+        if isinstance(exc, OSError) and exc.args and isinstance(exc.args[0], OSError):  # Beam wraps it once more
+            exc = exc.args[0]
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise RunFailed(f"{path}: cannot write the page ({reason})") from None
