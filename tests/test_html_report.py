@@ -77,9 +77,12 @@ def expected_figures(report: dict) -> dict[tuple, str]:
         for segment, s in e["segments"].items():
             want[(name, ("data-segment", segment), "members")] = f"{s['members']:,}"
             want[(name, ("data-segment", segment), "segment_lines")] = f"{s.get('lines', 0):,}"
-        for finding in e.get("diagnosis", []):
-            want[(name, ("data-finding", finding["kind"]), "would_match")] = f"{finding['would_match']:,}"
-            want[(name, ("data-finding", finding["kind"]), "sampled")] = f"{finding['sampled']:,}"
+        seen: dict[str, int] = {}  # the page's order (most lines first); a kind's next findings are kind.2, ...
+        for finding in sorted(e.get("diagnosis", []), key=lambda f: -f["would_match"]):
+            seen[finding["kind"]] = seen.get(finding["kind"], 0) + 1
+            row = ("data-finding", finding["kind"] + (f".{seen[finding['kind']]}" if seen[finding["kind"]] > 1 else ""))
+            want[(name, row, "would_match")] = f"{finding['would_match']:,}"
+            want[(name, row, "sampled")] = f"{finding['sampled']:,}"
     return want
 
 

@@ -232,3 +232,22 @@ def test_a_page_that_cannot_be_moved_into_place_leaves_no_partial_file(tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"{root / 'dt=2026-11-20'}: cannot write the page (Is a directory)" in done.stderr
     assert sorted(p.name for p in root.iterdir()) == ["dt=2026-11-20"]
+
+
+def test_two_findings_of_one_kind_are_each_shown_with_their_own_counts(browser, tmp_path):
+    """AES-GCM gives a key_id finding per key id (expired key 2, an unknown id): both rows of the page
+    were data-finding="key_id", so a page showing the second finding's counts twice, or the first's,
+    passed the figure check (the last row hid the first). Each finding has its own row: kind, kind.2, ..."""
+    from test_html_report import _import_report, assert_shows_the_report
+
+    from transforms.html_report import render_run
+
+    report = _import_report()
+    report["data_sources"]["web-encrypted-emails"]["diagnosis"] = [
+        {"kind": "key_id", "suggestion": {"encryption.keyring": None}, "would_match": 10, "sampled": 40, "message": "unknown"},
+        {"kind": "key_id", "suggestion": {"encryption.keyring": None}, "would_match": 30, "sampled": 40, "message": "expired"}]
+    dom = _dom(browser, render_run(report), tmp_path)
+    assert_shows_the_report(dom, report)
+    got = {(f.row, f.name): f.text for f in figures(dom) if f.source == "web-encrypted-emails" and f.row and f.row[0] == "data-finding"}
+    assert got == {(("data-finding", "key_id"), "would_match"): "30", (("data-finding", "key_id"), "sampled"): "40",
+                   (("data-finding", "key_id.2"), "would_match"): "10", (("data-finding", "key_id.2"), "sampled"): "40"}

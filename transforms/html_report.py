@@ -86,7 +86,7 @@ def _source_view(name: str, entry: dict) -> dict:
         "funnel": report_view.funnel(entry),
         "rejections": report_view.rejections(entry),
         "rejected": report_view.rejected_lines(entry),
-        "findings": report_view.findings(entry),
+        "findings": _finding_rows(report_view.findings(entry)),
         "memberships": report_view.memberships(entry),
         "file_audience_entries": report_view.file_audience_entries(entry),
         "keeps_file_audience": report_view.keeps_file_audience(entry),
@@ -97,6 +97,20 @@ def _source_view(name: str, entry: dict) -> dict:
         "undelivered": report_view.undelivered(entry),
         "file_names": [f["path"].rsplit("/", 1)[-1] for f in entry.get("files", [])],
     }
+
+
+def _finding_rows(found: list[dict] | None) -> list[tuple[str, dict]] | None:
+    """``[(row, finding)]``: each finding's row on the page is its kind, the next ones of a kind
+    ``kind.2``, ``kind.3`` (AES-GCM gives a key_id finding per key id)."""
+    if found is None:
+        return None
+    seen: dict[str, int] = {}
+    rows = []
+    for finding in found:
+        kind = str(finding.get("kind"))
+        seen[kind] = seen.get(kind, 0) + 1
+        rows.append((kind if seen[kind] == 1 else f"{kind}.{seen[kind]}", finding))
+    return rows
 
 
 def _anchor(name: str) -> str:
