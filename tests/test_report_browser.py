@@ -251,3 +251,20 @@ def test_two_findings_of_one_kind_are_each_shown_with_their_own_counts(browser, 
     got = {(f.row, f.name): f.text for f in figures(dom) if f.source == "web-encrypted-emails" and f.row and f.row[0] == "data-finding"}
     assert got == {(("data-finding", "key_id"), "would_match"): "30", (("data-finding", "key_id"), "sampled"): "40",
                    (("data-finding", "key_id.2"), "would_match"): "10", (("data-finding", "key_id.2"), "sampled"): "40"}
+
+
+def test_an_export_page_says_its_mode_which_decides_what_its_lines_are(browser, tmp_path):
+    """An export's onboarding lines are its added and removed user IDs (--mode sync), or every user ID
+    of the audience and the removed ones (--mode overwrite): the terminal said the mode, the page did
+    not, and its 'lines 122' beside 'added 9, removed 36' could not be read. The page says it."""
+    from transforms.html_report import render_run
+
+    report = {"job": "export", "run_date": "2026-11-22", "audience": "A", "segment": "d_sid=1", "mode": "overwrite",
+              "data_source": "gaid", "dpid": 20914, "id_type": "visitor", "targets_path": "t.csv", "existing": [],
+              "added": 9, "unchanged": 77, "removed": 36, "audience_user_ids": 86, "lines": 122,
+              "nothing_to_send": False, "files": [], "control_file": None}
+    header = _text(_dom(browser, render_run(report), tmp_path), "<header", "</header>")
+    assert header.endswith("· mode overwrite: a line per user ID of the audience and per removed one")
+    report["mode"] = "sync"
+    header = _text(_dom(browser, render_run(report), tmp_path), "<header", "</header>")
+    assert header.endswith("· mode sync: a line per added and per removed user ID")
