@@ -31,6 +31,9 @@ def run(argv=None) -> dict:
     """Write the page; returns ``{"kind": "run" | "nightly root", "page": path, "nights": n}``."""
     known = parse_args(argv)
     path = known.path.rstrip("/")
+    if known.output is not None and not known.output.lower().endswith((".html", ".htm")):
+        # A slip such as ROOT/dt=.../report.json would write the page over a night's report.
+        raise ConfigError(f"--output {known.output}: a page is written as HTML; name it *.html")
     if has_report(path):
         return {"kind": "run", "page": write_run_page(path, known.output)}
     days = published_dates(path)

@@ -222,16 +222,36 @@ def test_a_setting_whose_right_value_cannot_be_known_is_to_check_not_to_set_to_n
 
 
 def test_a_page_that_cannot_be_moved_into_place_leaves_no_partial_file(tmp_path):
-    """`audience-sync report ROOT --output ROOT/dt=...` (a folder): the rename failed, exit 1, and left
-    ROOT/dt=2026-11-20.<id>.partial beside the nights for good. The failure names the page; nothing stays."""
+    """`audience-sync report ROOT --output ROOT/pages.html` where that is a folder: the rename failed,
+    exit 1, and left ROOT/pages.html.<id>.partial beside the nights for good. The failure names the page;
+    nothing stays."""
     from test_html_report import _import_report, _night, cli
 
     root = tmp_path / "root"
     _night(root, "2026-11-20", _import_report())
-    done = cli("report", root, "--output", root / "dt=2026-11-20")
+    (root / "pages.html").mkdir()
+    done = cli("report", root, "--output", root / "pages.html")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert f"{root / 'dt=2026-11-20'}: cannot write the page (Is a directory)" in done.stderr
-    assert sorted(p.name for p in root.iterdir()) == ["dt=2026-11-20"]
+    assert f"{root / 'pages.html'}: cannot write the page (Is a directory)" in done.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["dt=2026-11-20", "pages.html"]
+
+
+def test_a_page_not_named_html_is_refused_and_nothing_is_overwritten(tmp_path, capsys):
+    """`audience-sync report ROOT --output ROOT/dt=.../report.json` (a completion slip) wrote the page
+    over that night's report.json, exit 0: its counts were gone and the next night, reading it, failed.
+    A page is named `*.html`; any other --output is refused (exit 2) naming it, and nothing is written."""
+    from test_html_report import _import_report, _night
+
+    from pipelines import report as report_verb
+
+    root = tmp_path / "root"
+    _night(root, "2026-11-20", _import_report())
+    target = root / "dt=2026-11-20" / "report.json"
+    before = target.read_bytes()
+    assert report_verb.main([str(root), "--output", str(target)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--output {target}: a page is written as HTML; name it *.html" in line, line
+    assert target.read_bytes() == before and sorted(p.name for p in target.parent.iterdir()) == ["_SUCCESS", "report.json"]
 
 
 def test_two_findings_of_one_kind_are_each_shown_with_their_own_counts(browser, tmp_path):
