@@ -14,15 +14,25 @@ See the README and :mod:`transforms.export`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import apache_beam as beam
 
 from pipelines import launch
-from transforms.config import JobConfig
+from pipelines.options import pipeline_options
+from transforms.config import ConfigError, JobConfig
 from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
 from transforms.export_report import summary_lines
-from transforms.export_state import PENDING, ExportState, StateVersion, published_uncommitted, write_manifest
+from transforms.export_state import (
+    PENDING,
+    ExportState,
+    StateVersion,
+    audience_dir,
+    published_uncommitted,
+    write_manifest,
+)
+from transforms.output_lock import LockHeld
 from transforms.preflight import check_export_inputs
 from transforms.publish import REPORT, join_path
 from transforms.publish_journal import remove_run_dir
@@ -82,26 +92,43 @@ def run(argv=None) -> dict:
     run_date = known.run_date or launch.today()
     existing = [folder.rstrip("/") for folder in known.existing]
     checked = {}
+    with contextlib.ExitStack() as held:
 
-    def preflight(cfg: JobConfig) -> JobConfig:
-        spec = checked["spec"] = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id,
-                                             known.max_lines_per_file, known.mode, known.allow_shrink)
-        checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, known.state,
-                                               known.output.rstrip("/"))
-        return export_config(cfg, spec)
+        def preflight(cfg: JobConfig) -> JobConfig:
+            spec = checked["spec"] = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id,
+                                                 known.max_lines_per_file, known.mode, known.allow_shrink)
+            if known.state:
+                _hold_state(held, known.state.rstrip("/"), spec, beam_args)
+            checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, known.state,
+                                                   known.output.rstrip("/"))
+            return export_config(cfg, spec)
 
-    job = launch.start(known.config, beam_args, preflight, paths={
-        "--output": known.output, "--targets": known.targets, "--state": known.state, "--existing": existing})
-    output = known.output.rstrip("/")
+        job = launch.start(known.config, beam_args, preflight, paths={
+            "--output": known.output, "--targets": known.targets, "--state": known.state, "--existing": existing})
+        return _run(job, checked["spec"], checked["state"], known.targets, known.output.rstrip("/"))
+
+
+def _hold_state(held: contextlib.ExitStack, root: str, spec: ExportSpec, beam_args: list[str]) -> None:
+    """The audience's state folder held until the run ends (the output lock's mechanism), taken before
+    its state is read: another export of the audience, into any --output, would clear the version this
+    run writes, or commit one this run's changes never saw. While one holds it this run is refused."""
+    folder = audience_dir(root, spec.data_source.name, spec.audience)
+    try:
+        held.enter_context(launch.lock(folder, "export_audience", pipeline_options(beam_args)))
+    except LockHeld as exc:
+        raise ConfigError(f"--state: audience '{spec.audience}' of data source '{spec.data_source.name}' is being "
+                          f"exported by another run ({exc})") from None
+
+
+def _run(job: launch.Started, spec: ExportSpec, state: ExportState, targets: str, output: str) -> dict:
     run_dir = launch.new_run_dir(output)
-    state: ExportState = checked["state"]
     # Held before the version is cleared: a run refused by a live run's lock cleared that run's parts.
     with launch.hold(output, "export_audience", job.options):
         if state.version_dir is not None:
             _clear_version(state)  # an uncommitted version left by a failed or killed run
         try:
             return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
-                p, job.cfg, checked["spec"], known.targets, state, output, run_dir), held=True)
+                p, job.cfg, spec, targets, state, output, run_dir), held=True)
         except BaseException:
             if state.version_dir is not None and state.latest == _committed(state) and _pending(state) is None:
                 remove_run_dir(state.version_dir)  # never committed nor published: nothing of it stays

@@ -43,6 +43,7 @@ from transforms.config import ConfigError, JobConfig
 from transforms.config_load import load_config
 from transforms.errors import AudienceSyncError, RunFailed
 from transforms.html_report import PAGE
+from transforms.output_lock import OutputLock
 from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir
 from transforms.storage import file_in_the_way, join_path
 
@@ -189,6 +190,13 @@ def hold(folder: str, job: str, options: PipelineOptions, **kwargs):
     changes anything of a previous run before its pipeline (clears what a killed run left) must do
     it holding it: another run may be live there."""
     return contextlib.nullcontext() if only_stages(options) else hold_output(folder, job, options, **kwargs)
+
+
+def lock(folder: str, job: str, options: PipelineOptions):
+    """Only ``folder``'s lock (:class:`transforms.output_lock.OutputLock`, the output lock's file and
+    rules), or nothing when the runner only stages the job: for what a run reads before its pipeline
+    and commits after it, which no other run may change meanwhile (an export's audience state)."""
+    return contextlib.nullcontext() if only_stages(options) else OutputLock(folder, job, options)
 
 
 def _complete_committed_publish(output_dir: str, run_dir: str, exc: BaseException) -> bool:

@@ -156,9 +156,8 @@ def test_a_second_run_into_a_held_output_leaves_the_live_runs_state_alone(tmp_pa
     refused by the output lock, had first cleared the audience's new version as a killed run's
     leftover, the parts the live run had written there; the live run committed a version holding
     none of its 6 pairs, and the next export failed ('pairs read from the export state (expected 6,
-    accounted for 0)'), its delivered files recorded nowhere."""
-    from transforms.errors import RunFailed
-
+    accounted for 0)'), its delivered files recorded nowhere. (The audience's state lock refuses it now,
+    before it reads the state.)"""
     job = write_job(tmp_path / "job")
     write_profiles(job.parent, [*range(6)])
     state = tmp_path / "state"
@@ -168,7 +167,7 @@ def test_a_second_run_into_a_held_output_leaves_the_live_runs_state_alone(tmp_pa
 
     def second_run_meanwhile(run_state, manifest, name="_SUCCESS"):
         if name == "_PENDING":  # the live run's parts are written: the same command starts again
-            with pytest.raises(RunFailed, match="out2 is in use by run"):
+            with pytest.raises(ConfigError, match="audience 'A' .* being exported by another run .*state/crm/A is in use"):
                 export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")
         commit(run_state, manifest, name)
 
@@ -178,3 +177,97 @@ def test_a_second_run_into_a_held_output_leaves_the_live_runs_state_alone(tmp_pa
     assert len(list(state.glob("crm/A/v-000002/members/*.parquet"))) > 0
     assert export(job, write_targets(tmp_path / "t3.csv", [*range(6)]), tmp_path / "out3", *flags,
                   run_date="2026-11-03")["already_present"] == 6
+
+
+def _argv(job, targets, out, *flags, audience="A", run_date="2026-11-02"):
+    return ["--config", str(job), "--audience", audience, "--targets", str(targets), "--output", str(out),
+            "--run-date", run_date, *map(str, flags)]
+
+
+def _meanwhile(run, *argv) -> dict:
+    """``run(argv)`` in its own thread, started and waited for now (while the caller's run is live)."""
+    import threading
+
+    done: dict = {}
+
+    def go():
+        try:
+            done["result"] = run(list(argv))
+        except Exception as exc:  # noqa: BLE001 - the caller asserts what it was
+            done["error"] = exc
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    thread.join(timeout=600)
+    return done
+
+
+def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refused(tmp_path, monkeypatch, capsys):
+    """X and Y export audience A into out_x and out_y (the output lock is per folder). Y ran while X was
+    between its _PENDING and its publish: it cleared X's version as a killed run's, committed its own;
+    X published its files, then failed 'another export committed ... Nothing was published': its 4
+    members went to the platform, no state recorded them, and no later export removed them."""
+    from pipelines import export_audience
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [*range(6)])
+    state, platform, member = tmp_path / "state", Platform(), f"d_sid={SID}"
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
+    platform.apply(tmp_path / "out1")
+    commit, y = transforms.export.commit_state, {}
+
+    def y_meanwhile(run_state, manifest, name="_SUCCESS"):
+        commit(run_state, manifest, name)
+        if name == "_PENDING" and not y:  # X is live, its parts and _PENDING written: Y starts and ends
+            y["started"] = True  # (Y's own commits come here too)
+            y.update(_meanwhile(export_audience.main, *_argv(job, write_targets(tmp_path / "ty.csv", [0, 1]),
+                                                             tmp_path / "out_y", *flags)))
+
+    monkeypatch.setattr(transforms.export, "commit_state", y_meanwhile)
+    x = export(job, write_targets(tmp_path / "tx.csv", [*range(6)]), tmp_path / "out_x", *flags, run_date="2026-11-02")
+    monkeypatch.undo()
+    line = [l for l in capsys.readouterr().err.splitlines() if "audience 'A'" in l]
+    assert y["result"] == 2 and len(line) == 1 and "being exported by another run" in line[0], (y, line)
+    assert not (tmp_path / "out_y").exists() and not list(state.rglob("_PENDING"))
+    assert (x["state_version"], x["added"]) == (2, 4)
+    platform.apply(tmp_path / "out_x")
+    later = export(job, write_targets(tmp_path / "t3.csv", [0, 1]), tmp_path / "out3", *flags, run_date="2026-11-03")
+    platform.apply(tmp_path / "out3")
+    assert later["removed"] == 4 and platform.members(member) == {sha(email(i)) for i in (0, 1)}
+
+
+def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(tmp_path, monkeypatch):
+    """The state was read in the preflight, the output lock taken after: Y (the next run date, the same
+    --output) read version 1 while X was live; X committed version 2 (delivered) and released the lock;
+    Y then cleared version 2 as a killed run's, computed against version 1 and committed its own version
+    2, exit 0: 3 of X's members stayed on the platform for good. The state's lock is taken before it is
+    read: the run that comes second is refused."""
+    from pipelines import export_audience
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [*range(6)])
+    state, platform, member = tmp_path / "state", Platform(), f"d_sid={SID}"
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
+    platform.apply(tmp_path / "out1")
+    read, x = export_audience.check_export_inputs, {}
+
+    def x_meanwhile(*args, **kwargs):
+        found = read(*args, **kwargs)
+        if not x:  # Y has read the state: X runs whole (and its files are delivered)
+            x["started"] = True  # (X's own preflight comes here too)
+            x.update(_meanwhile(export_audience.run, *_argv(job, write_targets(tmp_path / "tx.csv", [*range(6)]),
+                                                            tmp_path / "out2", *flags)))
+            if "result" in x:
+                platform.apply(tmp_path / "out2")
+        return found
+
+    monkeypatch.setattr(export_audience, "check_export_inputs", x_meanwhile)
+    export(job, write_targets(tmp_path / "ty.csv", [0, 1, 2]), tmp_path / "out2", *flags, run_date="2026-11-03")
+    monkeypatch.undo()
+    assert isinstance(x.get("error"), ConfigError) and "audience 'A'" in str(x["error"]), x
+    platform.apply(tmp_path / "out2")
+    later = export(job, write_targets(tmp_path / "t3.csv", [0, 1]), tmp_path / "out3", *flags, run_date="2026-11-04")
+    platform.apply(tmp_path / "out3")
+    assert platform.members(member) == {sha(email(i)) for i in (0, 1)}

@@ -369,3 +369,25 @@ def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, first_nig
         results[name] = (parts, report["data_sources"])
     assert results["by-shard"] == results["whole"]
     assert report["data_sources"][cfg["data_sources"][0]["name"]]["previous_state"]["reconciled_carried"] > 0
+
+
+def test_gs_export_state_is_locked_per_audience_while_live(gcs, client, gcs_config, tmp_path):
+    """Two exports of one audience into two outputs: the state folder is the audience's, not the
+    output's; the second run is refused (exit 2) naming the audience before it reads the state, and
+    the lock (created with ifGenerationMatch=0 as the output lock's) is released after a run."""
+    from pipelines import export_audience
+    from transforms.config import ConfigError
+    from transforms.output_lock import OutputLock
+
+    state, out = f"gs://{gcs.bucket}/export-state", f"gs://{gcs.bucket}/export-b"
+    targets = tmp_path / "targets.csv"
+    targets.write_text("profile_id\nP00000000\nP00000001\n")
+    argv = ["--config", gcs_config, "--audience", "A", "--data-source", "crm-plain", "--segment-id", "5",
+            "--targets", str(targets), "--output", out, "--state", state]
+    with OutputLock(f"{state}/crm-plain/A", "export_audience"):  # another export of A, into another output
+        with pytest.raises(ConfigError, match="audience 'A' of data source 'crm-plain' is being exported by another "
+                                              f"run .*{state}/crm-plain/A/_lock.json"):
+            export_audience.run(argv)
+    assert not _objects(client, gcs.bucket, "export-b/")
+    assert export_audience.run(argv)["state_version"] == 1
+    assert not [o for o in _objects(client, gcs.bucket, "export-state/") if o.endswith("_lock.json")]

@@ -51,6 +51,10 @@ class Holder:
         return f"run {self.run_id} ({self.job}, host {self.host}, pid {self.pid}, started {self.started})"
 
 
+class LockHeld(RunFailed):
+    """The lock is held by a live run (the one line names the folder, the holder and the lock)."""
+
+
 def _pid_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -205,7 +209,7 @@ class OutputLock:
             why = stale_reason(holder, datetime.now(timezone.utc), self.max_age)
             if why is None:
                 who = holder.describe() if holder else "a run whose lock cannot be read"
-                raise RunFailed(f"{self.folder} is in use by {who}: lock {self.path}; "
+                raise LockHeld(f"{self.folder} is in use by {who}: lock {self.path}; "
                                 "if that run is no longer running, delete the lock and run again")
             if self._store.delete(self.path, found[1]):
                 LOG.warning("%s: took over a stale lock of %s (%s)", self.path, holder.describe(), why)
