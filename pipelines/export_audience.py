@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import posixpath
 import sys
+from urllib.parse import unquote
 
 import apache_beam as beam
 
@@ -29,6 +31,7 @@ from transforms.export_state import (
     ExportState,
     StateVersion,
     audience_dir,
+    audience_folders,
     published_uncommitted,
     write_manifest,
 )
@@ -111,13 +114,21 @@ def run(argv=None) -> dict:
 def _hold_state(held: contextlib.ExitStack, root: str, spec: ExportSpec, beam_args: list[str]) -> None:
     """The audience's state folder held until the run ends (the output lock's mechanism), taken before
     its state is read: another export of the audience, into any --output, would clear the version this
-    run writes, or commit one this run's changes never saw. While one holds it this run is refused."""
+    run writes, or commit one this run's changes never saw. An overwrite holds every other audience's
+    under ROOT too: it lists their members with the traits their state gives when it is read. While
+    another run holds one, this run is refused."""
     folder = audience_dir(root, spec.data_source.name, spec.audience)
-    try:
-        held.enter_context(launch.lock(folder, "export_audience", pipeline_options(beam_args)))
-    except LockHeld as exc:
-        raise ConfigError(f"--state: audience '{spec.audience}' of data source '{spec.data_source.name}' is being "
-                          f"exported by another run ({exc})") from None
+    others = audience_folders(root) if spec.mode == "overwrite" else []
+    options = pipeline_options(beam_args)
+    for path in [folder, *(path for path in others if path.rstrip("/") != folder.rstrip("/"))]:
+        try:
+            held.enter_context(launch.lock(path, "export_audience", options))
+        except LockHeld as exc:
+            source, name = (unquote(posixpath.basename(p)) for p in (posixpath.dirname(path), path))
+            why = "" if path == folder else (": this overwrite would list its members with the traits its state "
+                                              "holds now; run it after")
+            raise ConfigError(f"--state: audience '{name}' of data source '{source}' is being exported by another "
+                              f"run ({exc}){why}") from None
 
 
 def _run(job: launch.Started, spec: ExportSpec, state: ExportState, targets: str, output: str) -> dict:

@@ -271,3 +271,41 @@ def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(tm
     later = export(job, write_targets(tmp_path / "t3.csv", [0, 1]), tmp_path / "out3", *flags, run_date="2026-11-04")
     platform.apply(tmp_path / "out3")
     assert platform.members(member) == {sha(email(i)) for i in (0, 1)}
+
+
+def test_an_export_of_another_audience_while_an_overwrite_runs_is_refused(tmp_path, monkeypatch):
+    """A's .overwrite lists its users with every trait the data source's other audiences' states give,
+    read at its start. B's sync export ran meanwhile and removed p02 and p03 from B (delivered first);
+    A's file then listed them with B's trait again: back in B on the platform while B's state says
+    they left, and no later export of B removed them (exit 0 everywhere). An overwrite holds the other
+    audiences' state folders too."""
+    from pipelines import export_audience
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    state, platform = tmp_path / "state", Platform()
+    b = ("--segment-id", 22, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "tb.csv", [0, 1, 2, 3]), tmp_path / "b1", *b, audience="B", run_date="2026-11-01")
+    platform.apply(tmp_path / "b1")
+    commit, b2 = transforms.export.commit_state, {}
+
+    def b_meanwhile(run_state, manifest, name="_SUCCESS"):
+        if name == "_PENDING" and not b2:  # A's overwrite is live: B's next export starts and ends
+            b2["started"] = True
+            b2.update(_meanwhile(export_audience.run, *_argv(job, write_targets(tmp_path / "tb2.csv", [0, 1]),
+                                                             tmp_path / "b2", *b, audience="B")))
+            if "result" in b2:
+                platform.apply(tmp_path / "b2")
+        commit(run_state, manifest, name)
+
+    monkeypatch.setattr(transforms.export, "commit_state", b_meanwhile)
+    export(job, write_targets(tmp_path / "ta.csv", [0, 1, 2, 3]), tmp_path / "a", "--segment-id", SID, "--state", state,
+           "--mode", "overwrite", run_date="2026-11-02")
+    monkeypatch.undo()
+    assert isinstance(b2.get("error"), ConfigError) and "audience 'B' of data source 'crm' is being exported" in str(
+        b2["error"]), b2
+    platform.apply(tmp_path / "a")
+    export(job, tmp_path / "tb2.csv", tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
+    platform.apply(tmp_path / "b3")
+    assert platform.members("d_sid=22") == {sha(email(i)) for i in (0, 1)}
+    assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in (0, 1, 2, 3)}

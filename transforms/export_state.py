@@ -214,8 +214,7 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
     others = []
     # Every audience under ROOT that goes to the same platform data source (dpid, target dpid),
     # under whatever data-source name the config gave it then.
-    for path in sorted({posixpath.dirname(posixpath.dirname(p)) for marker in (SUCCESS, PENDING)
-                        for p in glob(join_path(root, "*", "*", "v-*", marker), missing_ok=True)}):
+    for path in audience_folders(root):
         other = current_version(path) if path.rstrip("/") != folder.rstrip("/") else None
         if spec.mode == "overwrite" and path.rstrip("/") != folder.rstrip("/"):
             problems += _stopped_other(path, other, ds)
@@ -241,6 +240,12 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
                        previous=None if current is None else current.number, expected_pairs=expected,
                        latest=None if latest is None else latest.number, replaced=replaced)
+
+
+def audience_folders(root: str) -> list[str]:
+    """The state folders of every audience under ``root`` (a version committed or waiting as ``_PENDING``)."""
+    return sorted({posixpath.dirname(posixpath.dirname(p)) for marker in (SUCCESS, PENDING)
+                   for p in glob(join_path(root, "*", "*", "v-*", marker), missing_ok=True)})
 
 
 def _stopped_other(path: str, other: StateVersion | None, ds) -> list[str]:
