@@ -391,3 +391,23 @@ def test_gs_export_state_is_locked_per_audience_while_live(gcs, client, gcs_conf
     assert not _objects(client, gcs.bucket, "export-b/")
     assert export_audience.run(argv)["state_version"] == 1
     assert not [o for o in _objects(client, gcs.bucket, "export-state/") if o.endswith("_lock.json")]
+
+
+def test_a_folder_marker_object_is_no_file(gcs, client):
+    """A GCS console's 'create folder' leaves a 0-byte object named 'folder/', which a glob's '*'
+    matched (its name after the folder is empty): an empty night folder of a data source was read as
+    holding a dump named '' ('the file name does not say whether the dump is full or iter'; as an
+    iter dump, an empty delivery where the local empty folder fails 'no segment dump matches'), and
+    beside a dump it was refused as a copy moved aside. A local folder lists no such entry."""
+    from transforms.dump_files import dump_paths
+    from transforms.night_order import delivery_listed
+    from transforms.storage import glob
+
+    bucket = client.bucket(gcs.bucket)
+    bucket.blob("markers/b/20261127/").upload_from_string(b"")
+    bucket.blob("markers/a/20261127/").upload_from_string(b"")
+    bucket.blob("markers/a/20261127/ftp_1_7_iter_1.sync").upload_from_string(b"x\n")
+    night = f"gs://{gcs.bucket}/markers/{{}}/20261127/*"
+    assert glob(night.format("b")) == [] and delivery_listed(night.format("b")) == []
+    assert dump_paths(night.format("a")) == [f"gs://{gcs.bucket}/markers/a/20261127/ftp_1_7_iter_1.sync"]
+    assert glob(f"gs://{gcs.bucket}/markers/**") == [f"gs://{gcs.bucket}/markers/a/20261127/ftp_1_7_iter_1.sync"]
