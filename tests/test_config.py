@@ -134,6 +134,22 @@ def test_relative_paths_in_a_gcs_config_resolve_against_its_prefix():
     assert [ds.segments for ds in cfg.data_sources] == ["gs://b/jobs/segments/v/*.sync*", "gs://other/abs/*"]
 
 
+
+def test_dot_segments_in_a_gcs_config_resolve_as_in_a_local_one():
+    """'./dumps/*' or '../shared/p.parquet' in a config moved to gs:// kept their '.' and '..': GCS
+    has no folders to walk, so the run failed 'no segment dump matches 'gs://b/jobs/./a/*'' where
+    the same config on local files ran. A trailing '/' (a folder's files) is kept."""
+    data = {
+        "profiles": {"path": "../shared/profiles.parquet"},
+        "data_sources": [{"name": "v", "dpid": 1, "segments": "./segments/v/*.sync*", "id_type": "visitor"},
+                         {"name": "a", "dpid": 2, "segments": "a/../b/{date:%Y%m%d}/", "id_type": "visitor"}],
+        "suppression": [{"path": "./lists/*.txt", "kind": "email"}],
+    }
+    cfg = parse_config(data, source="gs://b/jobs/job.yaml", base_dir="gs://b/jobs")
+    assert cfg.profiles.path == "gs://b/shared/profiles.parquet"
+    assert [ds.segments for ds in cfg.data_sources] == ["gs://b/jobs/segments/v/*.sync*", "gs://b/jobs/b/{date:%Y%m%d}/"]
+    assert cfg.suppression[0].path == "gs://b/jobs/lists/*.txt"
+
 def test_diagnosis_sample_is_job_wide_and_overridable_per_data_source():
     cfg = parse_config(GOOD)
     assert cfg.diagnosis_sample == 100_000 and cfg.sample_size(cfg.data_sources[0]) == 100_000

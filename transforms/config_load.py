@@ -31,8 +31,21 @@ def _resolve(path: str, base: Path | str) -> str:
     if "://" in path or path.startswith("/"):
         return path
     if isinstance(base, str):
-        return posixpath.join(base, path)
+        return _join_remote(base, path)
     return str(base.resolve() / path)
+
+
+def _join_remote(base: str, path: str) -> str:
+    """``path`` under the ``gs://bucket/prefix`` ``base``, its ``.`` and ``..`` walked as a local
+    folder's are (an object store has no folders to walk: ``gs://b/jobs/./a/*`` matched nothing).
+    A trailing ``/`` (a folder's files) is kept; a path climbing above the bucket is left as written."""
+    scheme, _, rest = base.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    key = posixpath.normpath(posixpath.join(prefix, path))
+    if key == ".." or key.startswith("../"):
+        return posixpath.join(base, path)
+    key = "" if key == "." else key
+    return f"{scheme}://{bucket}/{key}" + ("/" if path.endswith("/") and key else "")
 
 
 def _resolve_refs(enc: EncryptionConfig | None, base: Path) -> EncryptionConfig | None:
