@@ -411,3 +411,20 @@ def test_a_folder_marker_object_is_no_file(gcs, client):
     assert glob(night.format("b")) == [] and delivery_listed(night.format("b")) == []
     assert dump_paths(night.format("a")) == [f"gs://{gcs.bucket}/markers/a/20261127/ftp_1_7_iter_1.sync"]
     assert glob(f"gs://{gcs.bucket}/markers/**") == [f"gs://{gcs.bucket}/markers/a/20261127/ftp_1_7_iter_1.sync"]
+
+
+def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tmp_path):
+    """segments (or profiles.path) naming a file that is a folder (an archive tool extracted the dump
+    into a folder of its name): on gs:// it matched nothing ('no segment dump matches'); on local
+    files Beam's match of a path without wildcards gave the folder itself, read as a dump: the night
+    failed on a bare 'RuntimeError: IsADirectoryError ...' (exit 1)."""
+    from transforms.dump_files import dump_paths
+    from transforms.storage import glob
+
+    name = "ftp_1_7_full_1795694400000.sync.gz"
+    (tmp_path / "a" / name).mkdir(parents=True)
+    (tmp_path / "a" / name / "inner.sync.gz").write_bytes(b"")
+    client.bucket(gcs.bucket).blob(f"named/a/{name}/inner.sync.gz").upload_from_string(b"")
+    for root in (str(tmp_path), f"gs://{gcs.bucket}/named"):
+        assert glob(f"{root}/a/{name}") == [] and dump_paths(f"{root}/a/{name}") == [], root
+        assert glob(f"{root}/a/{name}/inner.sync.gz") == [f"{root}/a/{name}/inner.sync.gz"], root
