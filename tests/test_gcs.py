@@ -321,8 +321,9 @@ def test_gs_output_is_locked_while_live_owned_by_the_job_and_cleaned_of_leftover
     from transforms.output_lock import OutputLock
 
     bucket, out = client.bucket(gcs.bucket), f"gs://{gcs.bucket}/owned"
-    for name in ("owned/reconciled/old/part-00000-of-00001.parquet", "owned/_incomplete-0123456789ab/reconciled/x.parquet"):
-        bucket.blob(name).upload_from_string(b"stale")
+    for name in ("owned/reconciled/old/part-00000-of-00001.parquet", "owned/_incomplete-0123456789ab/reconciled/x.parquet",
+                 "owned/reconciled/console/", "owned/_incomplete-0123456789cd/"):  # folder markers: a sub-folder, a run's
+        bucket.blob(name).upload_from_string(b"stale" if not name.endswith("/") else b"")
     with OutputLock(out, "another-run"):  # held by a live process (this one)
         with pytest.raises(RunFailed) as info:
             run(["--config", gcs_config, "--output", out])
@@ -330,7 +331,7 @@ def test_gs_output_is_locked_while_live_owned_by_the_job_and_cleaned_of_leftover
         assert _objects(client, gcs.bucket, "owned/reconciled/old/")  # nothing touched
     run(["--config", gcs_config, "--output", out])
     objects = _objects(client, gcs.bucket, "owned/")
-    assert not [o for o in objects if "/old/" in o or "_incomplete-" in o or o.endswith("_lock.json")], sorted(objects)
+    assert not [o for o in objects if "/old/" in o or "/console/" in o or "_incomplete-" in o or o.endswith("_lock.json")], sorted(objects)
     assert _rows(_read_gcs_output(client, gcs.bucket, "owned", "reconciled"), "reconciled") == _expected_csv("memberships.csv")
 
 

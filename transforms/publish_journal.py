@@ -85,7 +85,7 @@ def _listing(folder: str, recursive: bool = False) -> list[str]:
             return sorted(join_path(folder, name) for name in os.listdir(folder))
         except (FileNotFoundError, NotADirectoryError):
             return []
-    return glob(join_path(folder, "**" if recursive else "*"), missing_ok=True)
+    return glob(join_path(folder, "**" if recursive else "*"), missing_ok=True, folders=True)
 
 
 def _tree(folder: str) -> list[str]:
@@ -183,8 +183,8 @@ def clean_leftovers(folder: str, prefix: str = INCOMPLETE) -> list[str]:
     holding the lock, after :func:`recover` (a journal names the run folder it still needs).
     Returns what was removed (first-level names)."""
     if _is_remote(folder):
-        found = glob(join_path(folder, f"{prefix}**"), missing_ok=True)
-        removed = sorted({join_path(folder, _relative(p, folder).split("/")[0]) for p in found})
+        found = glob(join_path(folder, f"{prefix}**"), missing_ok=True, folders=True)
+        removed = sorted({join_path(folder, _relative(p, folder).split("/")[0]) for p in found if _relative(p, folder)})
     else:
         found = removed = [p for p in _listing(folder) if posixpath.basename(p).startswith(prefix)]
     _delete(found)

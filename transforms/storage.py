@@ -174,15 +174,17 @@ def file_in_the_way(folder: str) -> str | None:
         return None
 
 
-def glob(pattern: str, missing_ok: bool = False) -> list[str]:
+def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[str]:
     """Sorted paths matching ``pattern``. With ``missing_ok``, a failed match (e.g. a folder that
     does not exist) is an empty list instead of an error. A GCS folder marker (a 0-byte object named
     ``folder/``, left by a console's "create folder") is no file, as a local folder is none: ``*``
-    matched it, and an empty night folder was read as holding a dump named ''. Nor is a local folder
+    matched it, and an empty night folder was read as holding a dump named '' (listed ``folders``:
+    what empties a folder deletes them too, as a local sub-folder goes). Nor is a local folder
     named by a path without wildcards (Beam matches it as itself; on gs:// it matches nothing): it
     was read as a dump, failing on a bare IsADirectoryError."""
     try:
-        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list if not m.path.endswith("/"))
+        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list
+                       if folders or not m.path.endswith("/"))
     except Exception:  # noqa: BLE001 - only swallowed when asked to
         if missing_ok:
             return []
