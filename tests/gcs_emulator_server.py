@@ -10,6 +10,7 @@ Everything else is the emulator as installed; its own command line is used uncha
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from http import HTTPStatus
 
 
@@ -50,6 +51,19 @@ def _install() -> None:
             if handler in replaced:
                 handlers[method] = replaced[handler]
     objects.insert = replaced[objects.insert]  # the server's fallback for uploads without /upload
+
+    made = objects._make_object_resource
+
+    def quoted_links(base_url, bucket_name, object_name, *args, **kwargs):
+        """An object's links with its name %-quoted, as GCS gives them (the emulator wrote the name
+        as it is: the client downloads from mediaLink, so a name holding '#', '?' or '%' gave 404)."""
+        obj = made(base_url, bucket_name, object_name, *args, **kwargs)
+        name = urllib.parse.quote(object_name, safe="")
+        for link in ("mediaLink", "selfLink"):
+            obj[link] = obj[link].replace(f"/o/{object_name}", f"/o/{name}", 1)
+        return obj
+
+    objects._make_object_resource = quoted_links
 
 
 if __name__ == "__main__":

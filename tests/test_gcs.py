@@ -429,3 +429,14 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
     for root in (str(tmp_path), f"gs://{gcs.bucket}/named"):
         assert glob(f"{root}/a/{name}") == [] and dump_paths(f"{root}/a/{name}") == [], root
         assert glob(f"{root}/a/{name}/inner.sync.gz") == [f"{root}/a/{name}/inner.sync.gz"], root
+
+
+def test_objects_whose_names_hold_url_characters_are_read(gcs, client):
+    """The emulator's links name objects %-quoted, as GCS does: a dump named 'exp #1?%.sync' is read."""
+    from transforms.dump_files import dump_paths
+    from transforms.storage import open_decompressed
+
+    client.bucket(gcs.bucket).blob("url-names/exp #1?%.sync").upload_from_string(b"x 1\n")
+    [path] = dump_paths(f"gs://{gcs.bucket}/url-names/*")
+    with open_decompressed(path) as handle:
+        assert handle.read() == b"x 1\n"
