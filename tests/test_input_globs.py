@@ -129,3 +129,29 @@ def test_an_output_folder_that_is_a_file_is_refused_before_the_run(tmp_path, job
     with pytest.raises(ConfigError) as info:
         (import_audience.run(argv) if job == "import" else nightly.run([*argv, "--date", "2026-11-22"]))
     assert str(info.value) == f"{flag} {argv[-1]}: {tmp_path / 'out'} is a file, not a folder"
+
+
+def test_dumps_in_a_folder_or_under_a_name_holding_glob_characters_are_read_as_named(tmp_path):
+    """A listed dump's path was matched again as a glob: in a folder 'd[1]' its control file was
+    looked for as 'd[1]/*.[iI][nN][fF][oO]' ('[1]' a character class: folder 'd1'), found nothing,
+    and a control file promising other lines went unchecked (exit 0); with split_dump_bytes, a dump
+    named 'x[2].sync' failed 'listed, then gone before it was read'."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    folder = tmp_path / "d[1]"
+    folder.mkdir()
+    (folder / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
+    (folder / "ftp_dpm_9_1795305600.info").write_text(
+        '{"Files": [{"FileName": "ftp_1_9_full_1795305600000.sync", "FileSequenceNumber": 1, "FileLineCount": 5, '
+        '"FileByteSize": 12, "md5": "d91d9adfb0b618d9fcf41e32fc860a0a"}], "Totals": {"TotalNumberFiles": 1, "TotalNumberLines": 5, "TotalByteSize": 12}}')
+    (tmp_path / "x[2]").mkdir()
+    (tmp_path / "x[2]" / "x[2].sync").write_text("c1 24\nc2 27\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: 'd[[]1]/*', id_type: declared, declared: plain, match_on: crm}]\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")]
+    with pytest.raises(Exception, match=r"line count disagrees with control file ftp_dpm_9_1795305600\.info \(2 != 5\)"):
+        import_audience.run(argv)
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\nsplit_dump_bytes: 1\n"
+        "data_sources: [{name: crm, dpid: 9, segments: 'x[[]2]/*', id_type: declared, declared: plain, match_on: crm}]\n")
+    assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2

@@ -30,7 +30,7 @@ from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn
-from transforms.storage import glob
+from transforms.storage import glob, literal
 
 
 class ExpandPatterns(beam.DoFn):
@@ -50,7 +50,7 @@ class ExpandPatterns(beam.DoFn):
             yield name, path
         folders = sorted({p.rsplit("/", 1)[0] for p in paths})
         for folder in folders:
-            for control in glob(f"{folder}/*.[iI][nN][fF][oO]"):  # any case, as is_dump_file skips them
+            for control in glob(f"{literal(folder)}/*.[iI][nN][fF][oO]"):  # any case, as is_dump_file skips them
                 yield beam.pvalue.TaggedOutput(self.CONTROL, control)
 
 
@@ -99,7 +99,7 @@ class SplitBigDumps(beam.DoFn):
 
 def _stored_size(path: str) -> int:
     """A listed dump's stored size; a dump gone since it was listed fails naming it."""
-    found = FileSystems.match([path])[0].metadata_list
+    found = FileSystems.match([literal(path)])[0].metadata_list
     if not found:
         raise InputError(path, "listed, then gone before it was read (removed or renamed during the run?)")
     return found[0].size_in_bytes

@@ -174,6 +174,12 @@ def file_in_the_way(folder: str) -> str | None:
         return None
 
 
+def literal(path: str) -> str:
+    """``path`` as a glob that matches only itself: Beam's patterns have no escape character, so
+    ``*``, ``?`` and ``[`` go in brackets (a listed path matched again: ``d[1]/`` is no folder ``d1/``)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
 def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[str]:
     """Sorted paths matching ``pattern``. With ``missing_ok``, a failed match (e.g. a folder that
     does not exist) is an empty list instead of an error. A GCS folder marker (a 0-byte object named
