@@ -83,6 +83,7 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     paths are then the ones checked). ``paths``: the job's own path flags (``{"--output": ...}``),
     which must be readable by the workers too."""
     keep_elements_out_of_logs()
+    _check_folder_names(paths or {})
     unknown = unknown_options(beam_args)
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's; a job flag is "
@@ -108,6 +109,18 @@ def _check_folders(paths: dict[str, str | list[str] | None]) -> None:
                 if flag in FOLDER_FLAGS and isinstance(value, str) and (file := file_in_the_way(value))]
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _check_folder_names(paths: dict[str, str | list[str] | None]) -> None:
+    """A folder the job writes, or reads as a folder, whose name holds a glob character: the job
+    lists and deletes the files under it by pattern, and Beam's patterns have no escape (a local
+    'out [1]' failed deleting its own write probe; on gs:// a publish was left half done). Refused."""
+    for flag, value in paths.items():
+        for path in (value if isinstance(value, list) else [value]):
+            if flag != "--targets" and path and any(c in path for c in "*?["):
+                raise ConfigError(f"{flag}: {path} holds a glob character ('*', '?' or '['): the job lists and "
+                                  "deletes the files under it by pattern, which would reach other files or none; "
+                                  "use a folder whose name has none")
 
 
 def _check_worker_paths(cfg: JobConfig, options, paths: dict[str, str | list[str] | None]) -> None:

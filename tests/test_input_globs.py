@@ -155,3 +155,26 @@ def test_dumps_in_a_folder_or_under_a_name_holding_glob_characters_are_read_as_n
         "profiles: {path: profiles.csv, visitor_ids: null}\nsplit_dump_bytes: 1\n"
         "data_sources: [{name: crm, dpid: 9, segments: 'x[[]2]/*', id_type: declared, declared: plain, match_on: crm}]\n")
     assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2
+
+
+@pytest.mark.parametrize("flag", ["--output", "--key-cache"])
+def test_a_folder_the_job_writes_whose_name_holds_a_glob_character_is_refused(tmp_path, flag):
+    """The job lists and deletes what it writes by pattern, and Beam's patterns have no escape: a
+    local --output 'out [1]' failed on a bare 'BeamIOError: Delete operation failed' (its write probe
+    matched as a pattern, and left behind), on gs:// the publish was left half done. Refused before
+    anything is touched, naming the flag."""
+    from pipelines import nightly
+
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    folder = tmp_path / "out [1]"
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o"), flag, str(folder)]
+    with pytest.raises(ConfigError, match=rf"^{flag}: .*out \[1\] holds a glob character"):
+        import_audience.run(argv)
+    with pytest.raises(ConfigError, match=r"^--root: .*out \[1\] holds a glob character"):
+        nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(folder), "--date", "2026-11-22"])
+    assert not folder.exists()
