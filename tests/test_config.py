@@ -150,6 +150,19 @@ def test_dot_segments_in_a_gcs_config_resolve_as_in_a_local_one():
     assert [ds.segments for ds in cfg.data_sources] == ["gs://b/jobs/segments/v/*.sync*", "gs://b/jobs/b/{date:%Y%m%d}/"]
     assert cfg.suppression[0].path == "gs://b/jobs/lists/*.txt"
 
+
+def test_a_folder_path_keeps_its_trailing_slash_locally_as_on_gcs(tmp_path):
+    """'segments: dumps/{date:%Y%m%d}/' or 'profiles: {path: extract/}' (a folder's files): on gs://
+    they read the folder's files; in a local config the '/' was dropped, so the path named the folder
+    itself ('no file matches .../extract', the '/' the user wrote gone; before, the folder was read as
+    a dump and failed on a bare IsADirectoryError)."""
+    data = {"profiles": {"path": "extract/", "format": "parquet"},
+            "data_sources": [{"name": "v", "dpid": 1, "segments": "dumps/{date:%Y%m%d}/", "id_type": "visitor"}]}
+    local = parse_config(data, source="job.yaml", base_dir=tmp_path)
+    remote = parse_config(data, source="gs://b/jobs/job.yaml", base_dir="gs://b/jobs")
+    assert (local.profiles.path, local.data_sources[0].segments) == (f"{tmp_path}/extract/", f"{tmp_path}/dumps/{{date:%Y%m%d}}/")
+    assert (remote.profiles.path, remote.data_sources[0].segments) == ("gs://b/jobs/extract/", "gs://b/jobs/dumps/{date:%Y%m%d}/")
+
 def test_diagnosis_sample_is_job_wide_and_overridable_per_data_source():
     cfg = parse_config(GOOD)
     assert cfg.diagnosis_sample == 100_000 and cfg.sample_size(cfg.data_sources[0]) == 100_000

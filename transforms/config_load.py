@@ -32,7 +32,7 @@ def _resolve(path: str, base: Path | str) -> str:
         return path
     if isinstance(base, str):
         return _join_remote(base, path)
-    return str(base.resolve() / path)
+    return str(base.resolve() / path) + ("/" if path.endswith("/") else "")  # a folder's files, as on gs://
 
 
 def _join_remote(base: str, path: str) -> str:
