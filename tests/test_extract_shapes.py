@@ -236,3 +236,30 @@ def test_a_csv_extract_separated_otherwise_than_by_commas_is_named_as_such(tmp_p
     shown = "\\t" if separator == "\t" else separator
     assert str(info.value).endswith(f"data_sources[0].match_on: column 'crm_id' is not in the extract {path} (its header "
                                     f"is one column holding '{shown}': a CSV is separated by commas)")
+
+
+@pytest.mark.parametrize("written", ["python", "json"])
+@pytest.mark.parametrize("several", [False, True])
+def test_visitor_ids_written_as_a_list_in_text_are_named_so(tmp_path, written, several):
+    """pandas writes a list column to CSV as "['838...', '123...']" (json.dumps: '["838..."]'). One ID
+    each, no profile gave a key and the run failed 'an empty or misnamed column?'; several, it
+    said to set visitor_ids_separator to the extract's, which brackets and quotes would still spoil."""
+    import csv
+    import io
+    import json
+
+    vids = [f"{i:038d}" for i in range(1, 41)]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["profile_id", "crm_id", "visitor_ids"])
+    for i, vid in enumerate(vids):
+        ids = [vid, vids[i - 1]] if several else [vid]
+        writer.writerow([f"P{i}", f"C{i}", str(ids) if written == "python" else json.dumps(ids)])
+    path = tmp_path / "p.csv"
+    path.write_text(buf.getvalue())
+    cfg = parse_config({"profiles": {"path": str(path), "phone": None},
+                        "data_sources": [{"name": "v", "dpid": 1, "segments": "s", "id_type": "visitor"}]})
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg))
+    assert str(info.value) == (f"{path}: column 'visitor_ids': 40 entries hold a list written as text ('[...]': a list "
+                               "column saved to CSV): write the IDs separated by profiles.visitor_ids_separator (now ';')")

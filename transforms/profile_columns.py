@@ -128,12 +128,22 @@ def check_not_joined(lists: pa.Array, path: str, column: str, sep: str, kind: pa
     longer = pc.filter(flat, pc.fill_null(pc.greater(pc.binary_length(flat), 38), False))
     if not len(longer):
         return
+    as_list = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    # A list column saved to CSV (pandas: "['838...', '123...']"; JSON: '["838..."]'): no entry is an ID.
+    listed = pc.sum(pc.starts_with(pc.utf8_trim_whitespace(longer), "[")).as_py() or 0
+    if listed * 100 >= len(flat):
+        remedy = "write one ID per list entry" if as_list else \
+            f"write the IDs separated by profiles.visitor_ids_separator (now '{sep}')"
+        raise InputError(path, f"column '{column}': {_entries(listed)} a list written as text ('[...]': a list column saved to "
+                               f"CSV): {remedy}")
     joined = pc.filter(longer, pc.fill_null(pc.match_substring_regex(longer, _JOINED.pattern), False))
     if len(joined) * 100 < len(flat):  # under 1 %: stray bad rows (no key, counted), not the separator
         return
     between = _JOINED.search(joined[0].as_py()).group(1).strip() or " "
     shown = f"'{between}'" if len(between) <= 3 and not any(c.isalnum() for c in between) else "another character"
-    remedy = ("write one ID per list entry" if pa.types.is_list(kind) or pa.types.is_large_list(kind)
-              else f"set profiles.visitor_ids_separator (now '{sep}') to the extract's")
-    entries = "1 entry holds" if len(joined) == 1 else f"{len(joined)} entries hold"
-    raise InputError(path, f"column '{column}': {entries} several visitor IDs joined by {shown}: {remedy}")
+    remedy = "write one ID per list entry" if as_list else f"set profiles.visitor_ids_separator (now '{sep}') to the extract's"
+    raise InputError(path, f"column '{column}': {_entries(len(joined))} several visitor IDs joined by {shown}: {remedy}")
+
+
+def _entries(n: int) -> str:
+    return "1 entry holds" if n == 1 else f"{n} entries hold"
