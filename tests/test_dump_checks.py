@@ -439,3 +439,19 @@ def test_an_unnamed_dump_whose_lines_only_remove_segments_fails_a_one_off_import
                                         r"remove segments"):
         import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
     assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_a_full_dump_with_two_separators_before_its_segments_is_named_so(tmp_path):
+    """'<ID>  24,26' (two spaces) in the platform's column order reads an empty segments field and the
+    segments as removed: the run failed 'segments and removed swapped in columns?', which they were
+    not. With the columns in that order, two separators in a row is named first."""
+    from pipelines import import_audience
+    from transforms.errors import RunFailed
+
+    dump = swapped_layout(tmp_path, "ftp_1_9_full_1795305600000.sync")
+    dump.write_text("c1  24,26\nc2  27\n")
+    (tmp_path / "job.yaml").write_text((tmp_path / "job.yaml").read_text().replace("columns: [id, removed, segments]",
+                                                                                 "columns: [id, segments, removed]"))
+    with pytest.raises(RunFailed) as info:
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert "two field separators in a row ('<ID>  5,6': no segments, removed 5,6)?" in str(info.value)

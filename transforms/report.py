@@ -195,11 +195,15 @@ def _check_full_removals(name: str, entry: dict, ds) -> None:
     removals, received, ratio = entry["removals_only"], entry["received"], ds.max_format_error_ratio
     if not modes or "iter" in modes or not received or removals / received <= ratio:
         return
+    roles = list(ds.columns)
+    # In the platform's order an empty segments field is more likely two separators in a row.
+    cause = ("two field separators in a row ('<ID>  5,6': no segments, removed 5,6)?"
+             if "removed" in roles and roles.index("segments") < roles.index("removed")
+             else "segments and removed swapped in columns?")
     raise RunFailed(
         f"data source '{name}': {removals} of {received} lines of its full or unnamed dump(s) only remove segments "
-        "(more than "
-        f"max_format_error_ratio={ratio}), where a full dump lists the segments each user is in: segments and "
-        "removed swapped in columns? Nothing was published"
+        f"(more than max_format_error_ratio={ratio}), where a full dump lists the segments each user is in: {cause} "
+        "Nothing was published"
     )
 
 
