@@ -162,6 +162,33 @@ def test_a_compressed_extract_under_a_plain_name_is_named_as_such(tmp_path, fmt)
     assert str(info.value) == f"profiles.path: {path}: gzip content under a name without .gz: rename it p.{fmt}.gz"
 
 
+def test_a_zip_archive_under_an_extracts_name_or_a_dumps_is_named_as_such(tmp_path):
+    """A zipped CSV named p.csv was refused as 'UTF-16/UTF-32 text', a zipped dump failed '52 NUL bytes
+    ...: UTF-16/UTF-32 text or a binary file'. Zip is no stream either reader reads: it is named."""
+    import io
+    import zipfile
+
+    from transforms.dumps import read_dump
+
+    def zipped(name: str, text: str) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(name, text)
+        return buf.getvalue()
+
+    with_dump(tmp_path)
+    path = tmp_path / "p.csv"
+    path.write_bytes(zipped("p.csv", csv_text()))
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path))
+    assert str(info.value) == f"profiles.path: {path}: a zip archive, which is not read: extract the file from it"
+    dump = tmp_path / "seg" / "ftp_1_1_full_1795305600000.sync"
+    dump.write_bytes(zipped("d.sync", "C1 100\n"))
+    with pytest.raises(InputError) as info:
+        list(read_dump(str(dump), config(path).data_sources[0]))
+    assert str(info.value) == f"{dump}: zip content: a dump is plain text or gzip (decompress it, or compress it with gzip)"
+
+
 @pytest.mark.parametrize("fmt, kind", [("parquet", "bool"), ("jsonl", "bool"), ("parquet", "date"),  # (JSONL dates: text)
                                        ("parquet", "timestamp"), ("parquet", "time"), ("parquet", "duration")])
 def test_a_profile_id_column_of_a_type_no_id_has_fails_naming_the_file_and_column(tmp_path, fmt, kind):

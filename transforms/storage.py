@@ -16,14 +16,16 @@ from transforms.errors import InputError
 
 # A file's first bytes that begin a compressed stream: (the compression, its file extension). bzip2's
 # is 'BZh', a block size digit and a block's magic (an empty stream's end-of-stream magic aside).
-_MAGIC = ((b"\x1f\x8b", ("gzip", ".gz")), (b"\x28\xb5\x2f\xfd", ("zstd", ".zst")), (b"\xfd7zXZ\x00", ("xz", ".xz")))
+_MAGIC = ((b"\x1f\x8b", ("gzip", ".gz")), (b"\x28\xb5\x2f\xfd", ("zstd", ".zst")), (b"\xfd7zXZ\x00", ("xz", ".xz")),
+          (b"PK\x03\x04", ("zip", None)), (b"PK\x05\x06", ("zip", None)))  # an archive, no stream: no extension reads it
 _BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
 MAGIC_BYTES = 10  # what compression_of needs of a file's start (bzip2's)
 
 
-def compression_of(head: bytes) -> tuple[str, str] | None:
+def compression_of(head: bytes) -> tuple[str, str | None] | None:
     """The compression whose stream a file's first bytes (:data:`MAGIC_BYTES` of them) begin, as
-    ``(name, extension)``: gzip, zstd, xz or bzip2; None for none. The one detector of the dump
+    ``(name, extension)``: gzip, zstd, xz or bzip2, or a zip archive (no extension: no reader takes
+    one); None for none. The one detector of the dump
     reader (which reads gzip whatever the name) and of the extracts' header reader (which refuses a
     compressed file under a plain name)."""
     kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
@@ -36,6 +38,8 @@ def not_text(path: str, head: bytes, what: str) -> str | None:
     or UTF-16/UTF-32 (a byte order mark, or NUL bytes, which no UTF-8 text holds); None otherwise.
     ``what``: the file, in the message ('extract', 'list')."""
     kind = compression_of(head)
+    if kind is not None and kind[1] is None:
+        return f"a {kind[0]} archive, which is not read: extract the file from it"
     if kind is not None:
         return f"{kind[0]} content under a name without {kind[1]}: rename it {path.rsplit('/', 1)[-1]}{kind[1]}"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in head:  # (UTF-32's BOMs too)
