@@ -162,6 +162,19 @@ def test_a_compressed_extract_under_a_plain_name_is_named_as_such(tmp_path, fmt)
     assert str(info.value) == f"profiles.path: {path}: gzip content under a name without .gz: rename it p.{fmt}.gz"
 
 
+def test_a_parquet_file_under_a_csv_name_is_named_as_such(tmp_path):
+    """It was refused 'UTF-16/UTF-32 text' (NUL bytes in its first line): the bytes are Parquet's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with_dump(tmp_path)
+    path = tmp_path / "p.csv"
+    pq.write_table(pa.table({"profile_id": ["P1"], "crm_id": ["C1"]}), path)
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path))
+    assert str(info.value) == f"profiles.path: {path}: Parquet content, not text: name the file .parquet"
+
+
 def test_a_zip_archive_under_an_extracts_name_or_a_dumps_is_named_as_such(tmp_path):
     """A zipped CSV named p.csv was refused as 'UTF-16/UTF-32 text', a zipped dump failed '52 NUL bytes
     ...: UTF-16/UTF-32 text or a binary file'. Zip is no stream either reader reads: it is named."""
@@ -181,7 +194,8 @@ def test_a_zip_archive_under_an_extracts_name_or_a_dumps_is_named_as_such(tmp_pa
     path.write_bytes(zipped("p.csv", csv_text()))
     with pytest.raises(ConfigError) as info:
         check_inputs(config(path))
-    assert str(info.value) == f"profiles.path: {path}: a zip archive, which is not read: extract the file from it"
+    assert str(info.value) == (f"profiles.path: {path}: a zip archive (an Excel workbook?), which is not read: extract "
+                               "the file from it, or save it as CSV")
     dump = tmp_path / "seg" / "ftp_1_1_full_1795305600000.sync"
     dump.write_bytes(zipped("d.sync", "C1 100\n"))
     with pytest.raises(InputError) as info:

@@ -38,8 +38,10 @@ def not_text(path: str, head: bytes, what: str) -> str | None:
     or UTF-16/UTF-32 (a byte order mark, or NUL bytes, which no UTF-8 text holds); None otherwise.
     ``what``: the file, in the message ('extract', 'list')."""
     kind = compression_of(head)
-    if kind is not None and kind[1] is None:
-        return f"a {kind[0]} archive, which is not read: extract the file from it"
+    if head.startswith(b"PAR1"):
+        return "Parquet content, not text: name the file .parquet"
+    if kind is not None and kind[1] is None:  # (an .xlsx workbook is a zip archive)
+        return f"a {kind[0]} archive (an Excel workbook?), which is not read: extract the file from it, or save it as CSV"
     if kind is not None:
         return f"{kind[0]} content under a name without {kind[1]}: rename it {path.rsplit('/', 1)[-1]}{kind[1]}"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in head:  # (UTF-32's BOMs too)
