@@ -178,3 +178,20 @@ def test_a_folder_the_job_writes_whose_name_holds_a_glob_character_is_refused(tm
     with pytest.raises(ConfigError, match=r"^--root: .*out \[1\] holds a glob character"):
         nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(folder), "--date", "2026-11-22"])
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("dump", ["ftp_1_9_full_1795305600000.sync", "audience.sync"])
+def test_a_segments_glob_reaching_the_profile_extract_is_refused(tmp_path, dump):
+    """The extract kept in the dumps' folder: beside a named dump it was refused as 'a dump moved
+    aside' ('its name does not say which delivery it is'); beside an unnamed one its rows were read
+    as dump lines (under max_format_error_ratio, published as the dump's rejected lines, exit 0)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d" / dump).write_text("c1 24\nc2 27\n")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: d/profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert str(info.value) == (f"data_sources[0].segments: {tmp_path / 'd' / 'profiles.csv'} is an input of profiles.path, "
+                               "not a dump: narrow the glob")

@@ -95,6 +95,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
     if key_cache:
         problems += key_cache_input_problems("profiles.path", glob(cfg.profiles.path, missing_ok=True), key_cache)
     readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
+    other_inputs = _other_inputs(cfg)
     for i, ds in enumerate(cfg.data_sources):
         listed = glob(ds.segments, missing_ok=True)
         paths = [path for path in listed if is_dump_file(path)]
@@ -104,6 +105,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
                 f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun else ""))
         own = own_output_problems(f"data_sources[{i}].segments", paths, output) if output else []
         own += key_cache_input_problems(f"data_sources[{i}].segments", paths, key_cache) if key_cache else []
+        own += [f"data_sources[{i}].segments: {path} is an input of {other_inputs[_real(path)]}, not a dump: narrow the glob"
+                for path in paths if _real(path) in other_inputs][:1]
         problems += own
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
         if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:
@@ -118,7 +121,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
                             f"{changes[0].rsplit('/', 1)[-1]}; the import applies no removals, so read together "
                             "the users it takes out would stay: import the full dump alone, or run nightly")
         # A local dump by its real path: 'seg/' and 'seg/../seg/' (or a symlink to it) are one folder.
-        real = {path: path if "://" in path else os.path.realpath(path) for path in paths}
+        real = {path: _real(path) for path in paths}
         for path in paths:
             readers.setdefault(real[path], []).append((ds.name, path))
         shared = [p for p in paths if len(readers[real[p]]) > 1]
@@ -163,6 +166,17 @@ def _below(path: str, folder: str) -> str | None:
         return "." if path.rstrip("/") + "/" == base else path[len(base):] if path.startswith(base) else None
     relative = os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
     return None if relative == ".." or relative.startswith("../") else relative
+
+
+def _real(path: str) -> str:
+    return path if "://" in path else os.path.realpath(path)
+
+
+def _other_inputs(cfg: JobConfig) -> dict[str, str]:
+    """The files of the profile extract and the suppression lists (real paths) -> their field: a
+    segments glob reaching one read it as a dump (beside a named dump, refused as one moved aside)."""
+    fields = [("profiles.path", cfg.profiles.path)] + [(f"suppression[{i}].path", e.path) for i, e in enumerate(cfg.suppression)]
+    return {_real(path): field for field, pattern in fields for path in glob(pattern, missing_ok=True)}
 
 
 def key_cache_problems(key_cache: str, output: str | None) -> list[str]:
