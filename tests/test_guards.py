@@ -91,7 +91,8 @@ def test_ids_that_do_not_decrypt_to_addresses_fail_the_run(reason):
     assert ("wrong key or IV?" in message) == (reason == Reason.DECRYPT_FAILED)
     if reason == Reason.INVALID_PLAINTEXT:
         assert message.endswith("most of them invalid_plaintext: they decrypt, but not to email addresses (another "
-                                "channel or field, or a wrong IV, which garbles the first 16 bytes?). Nothing was published")
+                                "channel or field, a URI scheme in front such as 'mailto:', or a wrong IV, which garbles the "
+                                "first 16 bytes?). Nothing was published")
 
 
 def test_a_few_invalid_plaintexts_pass():

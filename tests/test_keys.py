@@ -225,3 +225,21 @@ def test_a_decrypted_address_holding_a_control_character_is_invalid_plaintext():
     assert dict(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist())) == {
         n: "invalid_plaintext" for n in range(1, 7)}
     assert keyed["key"].to_pylist() == [b"eve@example.com", b"fred@example.com"]  # whitespace is trimmed
+
+
+@pytest.mark.parametrize("channel, plains", [
+    ("email", ["mailto:ann@example.com", "MailTo:bob@example.org", "ann.mailto:x@example.com", "carl@example.com"]),
+    ("sms", ["tel:+33612345678", "sms:+33612345679", "callto:+33612345670", "+33612345671"])])
+def test_a_decrypted_id_written_with_a_uri_scheme_is_invalid_plaintext(channel, plains):
+    """'mailto:ann@example.com' passed the email rule (a ':' in the local part): an AES-GCM source (no
+    IV check) published 200 of 200 such addresses in its file audience, none matching a profile,
+    exit 0. A scheme in front is no address: the decrypt-failure ratio judges them."""
+    from transforms.crypto import CbcDecryptor, encrypt_cbc
+
+    key, iv = bytes(range(32)), bytes(range(100, 116))
+    ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",
+                          match_on="email" if channel == "email" else "phone", channel=channel,
+                          encryption={"key": "env:K", "iv": "env:IV"})
+    keyed, rejected, _ = dump_keys(_parsed(encrypt_cbc(plains, key, iv)), ds, CbcDecryptor(key, iv))
+    expected = {1: "invalid_plaintext", 2: "invalid_plaintext"} | ({3: "invalid_plaintext"} if channel == "sms" else {})
+    assert dict(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist())) == expected

@@ -29,7 +29,7 @@ from transforms import digests, normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, narrow_dictionary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
-from transforms.iv_check import FirstBlocks
+from transforms.iv_check import SCHEMES, FirstBlocks
 from transforms.reasons import Reason
 from transforms.profiles import KEY_PREFIX
 
@@ -98,6 +98,9 @@ class DumpKeys(NamedTuple):
 # encrypted with its terminating NUL would give 'ann@example.com\0', UTF-8 written with a BOM
 # '\ufeffann@example.com': keys that match nobody, and a file audience of them).
 _CONTROL = r"[\x00-\x08\x0e-\x1b\x7f\x{80}-\x{84}\x{86}-\x{9f}\p{Cf}]"
+# A URI scheme in front ('mailto:ann@example.com'; the email rule takes a ':' in the local part): no
+# address. An AES-GCM source, which has no IV check, published a file audience of them, exit 0.
+_SCHEME = r"(?i)^\s*(?:" + "|".join(scheme.rstrip(":") for scheme in SCHEMES) + "):"
 
 
 def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_region: str | None = None) -> DumpKeys:
@@ -117,6 +120,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         reasons = np.array(dec_reasons.to_pylist(), dtype=object)
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
         failed_norm |= (reasons == None) & _mask(pc.match_substring_regex(plain, _CONTROL))  # noqa: E711
+        failed_norm |= (reasons == None) & _mask(pc.match_substring_regex(plain, _SCHEME))  # noqa: E711
         reasons[failed_norm] = Reason.INVALID_PLAINTEXT
         _mark_url_safe_tokens(ids, reasons, ds, decryptor, default_region)
         if ds.encryption.algorithm == "aes-cbc":

@@ -266,8 +266,8 @@ def _decryption_hint(top: str, addresses: str) -> str:
     if top == Reason.DECRYPT_FAILED:
         return "wrong key or IV?"
     if top == Reason.INVALID_PLAINTEXT:
-        return (f"most of them invalid_plaintext: they decrypt, but not to {addresses} (another channel or field, or "
-                "a wrong IV, which garbles the first 16 bytes?).")
+        return (f"most of them invalid_plaintext: they decrypt, but not to {addresses} (another channel or field, a "
+                "URI scheme in front such as 'mailto:', or a wrong IV, which garbles the first 16 bytes?).")
     return f"most of them {top}: {Reason(top).description}?"
 
 
