@@ -78,3 +78,29 @@ def test_a_delivery_that_did_not_finish_is_not_taken_for_silence(tmp_path, lefto
     (tmp_path / "b" / "20261127" / name).unlink()  # the partner sent nothing after all
     run(config, root, "--date", "2026-11-27")
     assert ("b", "20", "p5") in members(root, "2026-11-27")
+
+
+def test_an_upload_in_progress_is_seen_under_a_glob_naming_the_dumps_suffix(tmp_path):
+    """With segments '.../*.sync.gz' (a glob naming the dumps' suffix), '….sync.gz.filepart' is not
+    listed: b's upload in progress was taken for silence (its audience carried, exit 0), and a backfill
+    skipped the night as one without a delivery (exit 0); that delivery, once complete, was never
+    imported. The glob with '*' appended lists it: both fail naming the file."""
+    glob = {name: {"segments": f"{name}/{{date:%Y%m%d}}/*.sync.gz"} for name in ("a", "b")}
+    config = write_job(tmp_path, sources=("a", "b"), a=glob["a"], b={**glob["b"], "max_nights_without_delivery": 2})
+    root = tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-26")
+    name = f"ftp_1_7_iter_{delivered('2026-11-27')}.sync.gz.filepart"
+    (tmp_path / "b" / "20261127").mkdir()
+    (tmp_path / "b" / "20261127" / name).write_bytes(b"partial")
+    unfinished = rf"no segment dump matches '.*', but {name} is there \(a delivery that did not finish\?\)"
+    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    with pytest.raises(ConfigError, match=rf"^data source 'b': {unfinished}"):
+        run(config, root, "--date", "2026-11-27")
+    shutil.rmtree(tmp_path / "a" / "20261127")  # no data source lists a dump: a backfill's night to skip?
+    config = write_job(tmp_path, sources=("a", "b"), **glob)  # (b without the setting: preflight's message)
+    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    with pytest.raises(ConfigError, match=rf"data_sources\[1\]\.segments: {unfinished}"):
+        run(config, root, "--backfill", "2026-11-27:2026-11-28")
+    assert not (root / "dt=2026-11-27").exists() and not (root / "dt=2026-11-28").exists()

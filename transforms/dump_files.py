@@ -48,13 +48,22 @@ def is_dump_file(path: str) -> bool:
     return not (lower.endswith(".info") or base.startswith((".", "_")) or lower.endswith(PARTIAL_SUFFIXES))
 
 
-def unfinished_delivery(listed: list[str]) -> list[str]:
+def unfinished_delivery(listed: list[str], wider: list[str] = ()) -> list[str]:
     """Of the files a ``segments`` glob lists, where none is a dump: what a delivery that did not
     finish leaves (a control file whose dumps are not there, an upload in progress); hidden and
-    ``_`` names are none. Such a night is no night without a delivery."""
+    ``_`` names are none. Such a night is no night without a delivery. ``wider``: what
+    :func:`upload_glob` lists, for the uploads in progress a glob naming the dumps' suffix misses."""
     if any(is_dump_file(path) for path in listed):
         return []
-    return [path for path in listed if not posixpath.basename(path).startswith((".", "_"))]
+    shown = [path for path in listed if not posixpath.basename(path).startswith((".", "_"))]
+    return shown or [path for path in wider if not posixpath.basename(path).startswith((".", "_"))
+                     and path.lower().endswith(PARTIAL_SUFFIXES)]
+
+
+def upload_glob(pattern: str) -> str | None:
+    """The glob that also lists ``pattern``'s uploads in progress, when it names the dumps' suffix
+    ('*.sync.gz' lists no '….sync.gz.filepart': such a night was taken for one without a delivery)."""
+    return None if pattern.endswith("*") else pattern + "*"
 
 
 def dump_paths(pattern: str, missing_ok: bool = False) -> list[str]:

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
-from transforms.dump_files import is_dump_file, unfinished_delivery
+from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob
 from transforms.errors import ConfigError
 from transforms.storage import glob, join_path
 
@@ -109,7 +109,11 @@ def delivery_listed(pattern: str) -> list[str] | None:
     """The dumps ``pattern`` lists (:func:`files_listed`), or without one what a delivery that did not
     finish leaves (:func:`~transforms.dump_files.unfinished_delivery`); None when the listing failed."""
     files = files_listed(pattern)
-    return None if files is None else [path for path in files if is_dump_file(path)] or unfinished_delivery(files)
+    dumps = None if files is None else [path for path in files if is_dump_file(path)]
+    if dumps or files is None:
+        return dumps
+    wider = files_listed(upload_glob(pattern)) if upload_glob(pattern) else []
+    return None if wider is None else unfinished_delivery(files, wider)
 
 
 def files_listed(pattern: str) -> list[str] | None:

@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
-from transforms.dump_files import is_dump_file, unfinished_delivery
+from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob
 from transforms.dumps import iter_after_full, missing_splits, older_full_delivery, sync_mode_of, unnamed_beside_named
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -100,7 +100,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
         listed = glob(ds.segments, missing_ok=True)
         paths = [path for path in listed if is_dump_file(path)]
         if not paths and ds.name not in undelivered:
-            begun = unfinished_delivery(listed)
+            wider = upload_glob(ds.segments)
+            begun = unfinished_delivery(listed, glob(wider, missing_ok=True) if wider else [])
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'" + (
                 f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun else ""))
         own = own_output_problems(f"data_sources[{i}].segments", paths, output) if output else []

@@ -15,9 +15,9 @@ from datetime import date
 
 from transforms.config import JobConfig
 from transforms.errors import ConfigError
-from transforms.dump_files import is_dump_file, unfinished_delivery
+from transforms.dump_files import is_dump_file
 from transforms.night_guard import night_report
-from transforms.night_order import files_listed
+from transforms.night_order import delivery_listed
 from transforms.storage import join_path
 
 
@@ -61,17 +61,16 @@ def _silent(ds) -> bool:
     """Whether the data source's ``segments`` list no dump tonight. A listing that fails (a denied
     prefix, an outage) cannot tell a silent night from a delivered one, and a control file or an
     upload in progress is a delivery that did not finish: refused, naming them."""
-    listed = files_listed(ds.segments)
+    listed = delivery_listed(ds.segments)  # dumps, else what an unfinished delivery left
     if listed is None:  # its dump may be there, and carried without it its changes would be lost
         raise ConfigError(f"data source '{ds.name}': its segments '{ds.segments}' could not be listed tonight (a "
                           "storage outage or a denied prefix?): that is no proof it delivered nothing; rerun "
                           "once they can be listed")
     if any(is_dump_file(path) for path in listed):
         return False
-    begun = unfinished_delivery(listed)  # a control file, an upload in progress
-    if begun:
+    if listed:  # a control file, an upload in progress
         raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', but "
-                          f"{posixpath.basename(begun[0])} is there (a delivery that did not finish?): taken for a "
+                          f"{posixpath.basename(listed[0])} is there (a delivery that did not finish?): taken for a "
                           "night without a delivery, its dumps would never be read; rerun once they are there, or "
                           "remove it if the partner sent none")
     return True
