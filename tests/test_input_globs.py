@@ -195,3 +195,27 @@ def test_a_segments_glob_reaching_the_profile_extract_is_refused(tmp_path, dump)
         import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
     assert str(info.value) == (f"data_sources[0].segments: {tmp_path / 'd' / 'profiles.csv'} is an input of profiles.path, "
                                "not a dump: narrow the glob")
+
+
+@pytest.mark.parametrize("glob", ["d/*", "d/*.sync"])
+def test_an_upload_in_progress_beside_complete_dumps_is_refused(tmp_path, glob):
+    """Split 002 of a full delivery still being written ('….sync.filepart') beside split 001: the run
+    read 001 alone and published half the audience, exit 0 (a nightly full dump removed the other
+    half's members). Refused naming it, under a glob naming the suffix too; a leftover beside its
+    complete dump (the transfer finished) is not."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000001.sync").write_text("c1 24\n")
+    upload = tmp_path / "d" / "ftp_1_9_full_1795305600000002.sync.filepart"
+    upload.write_text("c2 2")
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        f"data_sources: [{{name: crm, dpid: 9, segments: {glob}, id_type: declared, declared: plain, match_on: crm}}]\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "out")]
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    assert str(info.value) == (f"data_sources[0].segments: {upload}: an upload in progress beside the dumps (a transfer "
+                               "not finished?): read without it, the delivery would be partial; rerun once it is "
+                               "complete, or remove it")
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000002.sync").write_text("c2 27\n")
+    assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2

@@ -57,7 +57,13 @@ def unfinished_delivery(listed: list[str], wider: list[str] = ()) -> list[str]:
         return []
     shown = [path for path in listed if not posixpath.basename(path).startswith((".", "_"))]
     return shown or [path for path in wider if not posixpath.basename(path).startswith((".", "_"))
-                     and path.lower().endswith(PARTIAL_SUFFIXES)]
+                     and upload_of(path) is not None]
+
+
+def upload_of(path: str) -> str | None:
+    """The file an upload in progress (:data:`PARTIAL_SUFFIXES`, any case) is to become, else None."""
+    suffix = next((s for s in PARTIAL_SUFFIXES if path.lower().endswith(s)), None)
+    return None if suffix is None else path[:-len(suffix)]
 
 
 def upload_glob(pattern: str) -> str | None:

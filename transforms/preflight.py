@@ -14,8 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
 from transforms.crypto import build_encryptor
-from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob
-from transforms.dumps import iter_after_full, missing_splits, older_full_delivery, sync_mode_of, unnamed_beside_named
+from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob, upload_of
+from transforms.dumps import (iter_after_full, missing_splits, older_full_delivery, parse_dump_name, sync_mode_of,
+                             unnamed_beside_named)
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
@@ -99,9 +100,9 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
     for i, ds in enumerate(cfg.data_sources):
         listed = glob(ds.segments, missing_ok=True)
         paths = [path for path in listed if is_dump_file(path)]
+        wider = glob(upload_glob(ds.segments), missing_ok=True) if upload_glob(ds.segments) else []  # uploads too
         if not paths and ds.name not in undelivered:
-            wider = upload_glob(ds.segments)
-            begun = unfinished_delivery(listed, glob(wider, missing_ok=True) if wider else [])
+            begun = unfinished_delivery(listed, wider)
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'" + (
                 f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun else ""))
         own = own_output_problems(f"data_sources[{i}].segments", paths, output) if output else []
@@ -110,6 +111,9 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
                 for path in paths if _real(path) in other_inputs][:1]
         problems += own
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
+        problems += [f"data_sources[{i}].segments: {path}: an upload in progress beside the dumps (a transfer not "
+                     "finished?): read without it, the delivery would be partial; rerun once it is complete, or "
+                     "remove it" for path in uploads_beside(paths, [*listed, *wider])[:1]]
         if (deliveries := older_full_delivery(paths, ds.sync_mode)) is not None:
             newer, older = deliveries[0].rsplit("/", 1)[-1], deliveries[1]
             what, effect = (("a full", "it keeps every user that one removed") if sync_mode_of(ds, older) == "full"
@@ -155,6 +159,17 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
 
 # What a run writes in its output folder (an import's --output, a nightly's ROOT): the first part of
 # the path below it, or how it starts (run folders, the nightly's staging and partitions).
+def uploads_beside(dumps: list[str], listed: list[str]) -> list[str]:
+    """Of the files a data source's glob (and :func:`~transforms.dump_files.upload_glob`) lists beside
+    its ``dumps``: uploads in progress of a dump (its name parses once the suffix is cut) that is not
+    there, a split or a delivery still being written. Read without it, a full dump missing a split
+    removed its users (a missing last split shows nowhere else without a control file)."""
+    if not dumps:
+        return []
+    return sorted({path for path in listed if (final := upload_of(path)) is not None and final not in dumps
+                   and not posixpath.basename(path).startswith((".", "_")) and parse_dump_name(final) is not None})
+
+
 OWN_OUTPUTS = ("reconciled", "file_audience", "rejected", "report.json", "report.html", "_SUCCESS")
 OWN_PREFIXES = ("_incomplete-", "_staging", "dt=")
 
