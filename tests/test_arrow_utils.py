@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.arrow_utils import KeyFilter, plain_array, split_by_bucket, take_chunked
+from transforms.arrow_utils import plain_array, split_by_bucket, take_chunked
+from transforms.stable_hash import KeyFilter
 
 
 def test_plain_array_combines_chunks_and_decodes_dictionaries_in_every_mode():
@@ -75,7 +76,7 @@ def test_take_chunked_is_take_of_the_whole_column(at):
 def test_hash64_values_are_stable():
     """Parts, Bloom filters, the key cache and the previous nights' buckets all depend on these
     exact values: a change of hash64 must be deliberate (and invalidates what was bucketed)."""
-    from transforms.arrow_utils import hash64
+    from transforms.stable_hash import hash64
 
     values = ["", "a", "p1", "P00000001", "profile-0000001", "x@example.org", "0123456789abcdef",
               "0123456789abcdefg", "+33612345678", "é" * 20, None]
@@ -90,7 +91,7 @@ def test_hash64_values_are_stable():
 def test_hash64_of_one_width_is_the_general_hash(width):
     """Strings of one width take a strided path: the same hash as when the array mixes widths,
     sliced arrays included."""
-    from transforms.arrow_utils import hash64
+    from transforms.stable_hash import hash64
 
     rng = np.random.default_rng(width)
     raw = [bytes(rng.integers(0, 256, width, dtype=np.uint8)) for _ in range(50)]

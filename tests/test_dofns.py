@@ -10,10 +10,10 @@ import pytest
 from apache_beam.utils.windowed_value import WindowedValue
 
 from test_pipeline import UNKNOWN, V1, V2, V3, make_job
-from transforms.arrow_utils import KeyFilter, bucket_of, hash64
 from transforms.dump_files import FileStats
 from transforms.dumps import REJECTED_SCHEMA
 from transforms.join import JoinShard
+from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms import key_profiles
 from transforms.join_inputs import ReadDumpFile
 from transforms.key_profiles import KeyProfiles
@@ -110,9 +110,9 @@ def test_key_profiles_sends_each_batchs_profile_ids_split_as_the_memberships_wri
     """With profile_ids (a nightly carrying memberships), every batch's distinct ids leave split by
     the memberships' bucketing, whatever the batch size or threads; without, none leave. A writer
     shard with only ids writes no part (ids are not rows)."""
-    from transforms.arrow_utils import BucketPieces
     from transforms.join import MEMBERSHIP_SCHEMA
     from transforms.publish import PROFILE_IDS
+    from transforms.stable_hash import BucketPieces
 
     cfg = make_job(tmp_path)
     for batch_rows, threads in ((1 << 18, 2), (2, 2), (1, 1)):
@@ -261,8 +261,9 @@ def test_split_for_write_gathers_pieces_split_in_the_join_as_it_splits_plain_tab
     them by bucket. Each bucket gets the rows that splitting the same tables itself gives, whatever
     mix of split and plain tables arrives; pieces split for another bucket count or column are split
     again, never written to the wrong part."""
-    from transforms.arrow_utils import constant, split_for_write
+    from transforms.arrow_utils import constant
     from transforms.publish import ADD, _SplitForWrite
+    from transforms.stable_hash import split_for_write
 
     def members(first: int, n: int, source: str) -> pa.Table:
         return pa.table({"data_source": constant(source, n), "segment_id": pa.array([str(i % 7) for i in range(n)]),

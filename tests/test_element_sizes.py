@@ -14,8 +14,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.typehints import typehints
 
 from conftest import ROOT, local_test_pipeline
-from transforms.arrow_utils import split_for_write
 from transforms.element_sizes import SizedFastPrimitivesCoder
+from transforms.stable_hash import split_for_write
 
 
 class _CountingPickleCoder(coders.PickleCoder):

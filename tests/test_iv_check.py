@@ -26,7 +26,7 @@ from conftest import DEMO, assert_failed_cleanly, run_import_cli
 from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor, encrypt_cbc
 from transforms.dumps import read_dump
-from transforms.arrow_utils import hash64
+from transforms.stable_hash import hash64
 from transforms.iv_check import (
     PLAUSIBLE,
     FirstBlocks,

@@ -20,10 +20,10 @@ from transforms.config_load import load_config
 from transforms.errors import RunFailed
 from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache
-from transforms.arrow_utils import KeyFilter, hash64
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
 from transforms.parallel import OnceEach, make_pool
 from transforms.progress import TALLY
+from transforms.stable_hash import KeyFilter, hash64
 
 from bench import CHANGED  # noqa: E402 - scripts/ is on the path (conftest)
 

@@ -16,12 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import normalize
+from transforms.arrow_utils import plain_array
+from transforms.config import JobConfig
 from transforms.digests import DIGEST_BYTES
 from transforms.digests import digests as raw_digests
-from transforms.arrow_utils import hash64, plain_array
-from transforms.config import JobConfig
 from transforms.keys import fold_case, is_visitor_id
 from transforms.profiles import KEY_PREFIX, text_columns
+from transforms.stable_hash import hash64
 
 # The screen looks at 1 in SCREEN_SHARE profiles of the extract: a form that explains n sampled
 # lines shows about n/16 of them there, so one that explains more than ~100 lines is missed with a

@@ -5,7 +5,7 @@ leading zeros, a token that does not decrypt).
 
 A sampled line is ``(hash, reason, value)``: ``value`` is the join key for a line the join missed
 (a digest's 32 bytes, a packed visitor ID, a plain ID's or decrypted address's UTF-8 bytes) and the
-raw dump ID for a rejected line; ``hash`` is :func:`~transforms.arrow_utils.hash64` of ``value``.
+raw dump ID for a rejected line; ``hash`` is :func:`~transforms.stable_hash.hash64` of ``value``.
 The sample keeps the ``k`` lines of smallest ``(hash, value, reason)``: any runner, bundle order or
 number of workers gives the same rows, and the selection merges (the bottom k of a union is the
 bottom k of the parts' bottom k), so every chunk of a dump, and the join's bundle of shards for each
@@ -21,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import hash64, plain_array
+from transforms.arrow_utils import plain_array
 from transforms.reasons import Category, Reason
+from transforms.stable_hash import hash64
 
 SAMPLE_SCHEMA = pa.schema([("hash", pa.uint64()), ("reason", pa.string()), ("value", pa.binary())])
 # The reason of a sampled line that matched no profile but was kept in the file audience.

@@ -6,7 +6,7 @@ anything it does not know, Beam's default coder (``FastPrimitivesCoder`` falling
 weighs a value by encoding it: each sampled Arrow table or numpy array was pickled once more,
 for a number. :class:`SizedFastPrimitivesCoder` is that coder with one change: a value that holds
 Arrow data or numpy arrays (a table, or a tuple or list that holds some, e.g. ``(shard, table)``
-or :class:`transforms.arrow_utils.BucketPieces`) is weighed by the bytes of its buffers. Encoding
+or :class:`transforms.stable_hash.BucketPieces`) is weighed by the bytes of its buffers. Encoding
 and decoding are Beam's own, byte for byte (tested); other values are weighed as before.
 
 Importing this module makes it the registry's fallback coder (the coder of every PCollection

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import KeyFilter, bucket_of, concat, distinct, hash64, split_by_bucket
+from transforms.arrow_utils import concat, distinct, split_by_bucket
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.crypto import build_encryptor
 from transforms.errors import InputError
@@ -38,6 +38,7 @@ from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
 from transforms.outcomes import Metric, Removal, count, runner_counter
 from transforms.profiles import KEY_PREFIX, read_profiles
+from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms.suppression import Suppressor
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
 

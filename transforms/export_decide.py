@@ -35,11 +35,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import bucket_of, concat, distinct, plain_array, split_by_bucket
+from transforms.arrow_utils import concat, distinct, plain_array, split_by_bucket
 from transforms.errors import RunFailed
 from transforms.export_classify import BLOCKED_SCHEMA, DESIRED_SCHEMA, EXPORTED_SCHEMA, HELD_SCHEMA, STATUS_REMOVAL
 from transforms.onboarding import LINE_SCHEMA
 from transforms.outcomes import REMOVALS, Metric, Removal, count
+from transforms.stable_hash import bucket_of
 
 # A desired pair's fate, by profile: its user ID is withheld, unchanged (already held) or added.
 FATE_SCHEMA = pa.schema([("profile_id", pa.string()), ("fate", pa.int8())])

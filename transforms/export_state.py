@@ -38,9 +38,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import bucket_of, split_by_bucket
+from transforms.arrow_utils import split_by_bucket
 from transforms.errors import InputError, RunFailed
 from transforms.publish import REPORT, SUCCESS
+from transforms.stable_hash import bucket_of
 from transforms.storage import glob, join_path
 
 MEMBERS = "members"

@@ -32,13 +32,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import bucket_of, count_by
+from transforms.arrow_utils import count_by
 from transforms.config import JobConfig
 from transforms.dump_files import dump_paths
 from transforms.dumps import sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
 from transforms.publish import ADD, PREVIOUS, PROFILE_IDS, PROFILE_IDS_SCHEMA, SUCCESS, part_name
+from transforms.stable_hash import bucket_of
 from transforms.storage import glob, join_path
 
 REMOVE = "remove"

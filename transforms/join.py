@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import concat, constant, distinct, explode_list, narrow_dictionary, split_for_write
+from transforms.arrow_utils import concat, constant, distinct, explode_list, narrow_dictionary
 from transforms.config import JobConfig
 from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact
 from transforms.dumps import rejected_table
@@ -20,6 +20,7 @@ from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_lin
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, Reason, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
+from transforms.stable_hash import split_for_write
 
 # The reconciled output's parts are sharded by profile id, the file audience's by address: the join
 # splits its rows so, in its pool, before they go to the writers (the file audience only without

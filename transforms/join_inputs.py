@@ -18,18 +18,19 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import KeyFilter, buckets_from_hash, hash64, split_by_bucket
+from transforms.arrow_utils import split_by_bucket
 from transforms.config import JobConfig
+from transforms.crypto import build_decryptor
 from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, dump_paths
 from transforms.dumps import missing_splits, numbered_chunks, parse_chunk, sync_mode_of
 from transforms.errors import InputError
-from transforms.crypto import build_decryptor
 from transforms.incremental import unnamed_dump_error
 from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn
+from transforms.stable_hash import KeyFilter, buckets_from_hash, hash64
 from transforms.storage import glob, literal
 
 

@@ -85,8 +85,8 @@ MAX_RUNS = 16  # runs whose parts the cache holds before it is rewritten whole
 RUNS = "runs"  # the manifest's count of them (a manifest without it: one run a part)
 MAX_DEAD_SHARE = 0.25
 # The modules whose code decides a profile's keys: a change in any of them invalidates the cache.
-KEY_MODULES = ("keys", "normalize", "digests", "phones", "phone_metadata", "arrow_utils", "profiles", "profile_columns",
-               "key_cache", "key_cache_index", "key_cache_rows")
+KEY_MODULES = ("keys", "normalize", "digests", "phones", "phone_metadata", "arrow_utils", "stable_hash", "profiles",
+               "profile_columns", "key_cache", "key_cache_index", "key_cache_rows")
 KEY_LIBRARIES = ("pyarrow", "duckdb", "phonenumbers")
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pyarrow as pa
 
-from transforms.arrow_utils import packed_bits
+from transforms.stable_hash import packed_bits
 
 if TYPE_CHECKING:
     from transforms.key_cache import CacheLayout

@@ -18,13 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import KeyFilter, hash64, take_chunked
+from transforms.arrow_utils import take_chunked
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.iv_check import reference_filter, reference_positions
 from transforms.key_cache import column_name
 from transforms.key_cache_index import HASH_SUFFIX, CachedColumn
 from transforms.keys import PROFILE_SHARD_SCHEMA, normalization_key, profile_keys, profile_row_keys
 from transforms.parallel import OnceEach
+from transforms.stable_hash import KeyFilter, hash64
 
 
 @dataclass

@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import BucketPieces, split_for_write
 from transforms.config import JobConfig
 from transforms.diagnosis_forms import screen_columns, screen_rows
 from transforms.iv_check import first_block_histogram
 from transforms.join import MEMBERS_BUCKET_BY
 from transforms.join_inputs import shards
+from transforms.stable_hash import BucketPieces, split_for_write
 from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, base_of, code_identity, load_cache, must_rewrite,
                                   not_used, row_hashes)
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work

@@ -23,13 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import BucketPieces, concat, concat_promoted, count_by, split_for_write
+from transforms.arrow_utils import concat, concat_promoted, count_by
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dumps import parse_dump_name
 from transforms.html_report import PAGE, render_run
 from transforms.memory import release_free_memory
 from transforms.outcomes import Counts, Metric, SumCounts, count
+from transforms.stable_hash import BucketPieces, split_for_write
 from transforms import publish_journal
 from transforms.output_lock import write_error
 from transforms.parallel import PooledDoFn, in_global_window
@@ -77,7 +78,7 @@ class _SplitForWrite(beam.DoFn):
     A bundle's tables of one tag are gathered (up to ``GATHER_ROWS`` rows) and split once: the
     join emits a table per shard, and splitting each into ``buckets`` pieces made shards x buckets
     small elements, each pickled, shuffled and unpickled (most of a small run's write time). A
-    table that comes already split for this output (:class:`~transforms.arrow_utils.BucketPieces`:
+    table that comes already split for this output (:class:`~transforms.stable_hash.BucketPieces`:
     the join's memberships and file audience, split in its pool) is gathered by bucket as it is;
     a bucket's pieces go on as one table of several chunks. The parts do not change: each is
     sorted and de-duplicated whatever its pieces."""
