@@ -202,6 +202,18 @@ def _meanwhile(run, *argv) -> dict:
     return done
 
 
+def _first_export(tmp_path):
+    """Six profiles; audience A's first export (p0, p1) into out1 with its state in ``state``, applied to
+    a platform: ``(job, state, platform, flags)`` for the exports that follow."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [*range(6)])
+    state, platform = tmp_path / "state", Platform()
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
+    platform.apply(tmp_path / "out1")
+    return job, state, platform, flags
+
+
 def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refused(tmp_path, monkeypatch, capsys):
     """X and Y export audience A into out_x and out_y (the output lock is per folder). Y ran while X was
     between its _PENDING and its publish: it cleared X's version as a killed run's, committed its own;
@@ -209,12 +221,8 @@ def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refu
     members went to the platform, no state recorded them, and no later export removed them."""
     from pipelines import export_audience
 
-    job = write_job(tmp_path / "job")
-    write_profiles(job.parent, [*range(6)])
-    state, platform, member = tmp_path / "state", Platform(), f"d_sid={SID}"
-    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
-    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
-    platform.apply(tmp_path / "out1")
+    job, state, platform, flags = _first_export(tmp_path)
+    member = f"d_sid={SID}"
     commit, y = transforms.export.commit_state, {}
 
     def y_meanwhile(run_state, manifest, name="_SUCCESS"):
@@ -245,12 +253,8 @@ def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(tm
     read: the run that comes second is refused."""
     from pipelines import export_audience
 
-    job = write_job(tmp_path / "job")
-    write_profiles(job.parent, [*range(6)])
-    state, platform, member = tmp_path / "state", Platform(), f"d_sid={SID}"
-    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
-    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
-    platform.apply(tmp_path / "out1")
+    job, state, platform, flags = _first_export(tmp_path)
+    member = f"d_sid={SID}"
     read, x = export_audience.check_export_inputs, {}
 
     def x_meanwhile(*args, **kwargs):
