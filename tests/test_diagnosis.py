@@ -400,3 +400,24 @@ def test_a_small_delivery_of_foreign_tokens_is_one_finding_not_one_per_random_pr
     assert "not key-ring tokens" in findings[0]["message"]
     heads = {str(int.from_bytes(base64.b64decode(t)[:4], "big")) for t in tokens}
     assert not any(h in (tmp_path / "out" / "report.json").read_text() for h in heads)
+
+
+@pytest.mark.parametrize("sent", ["quoted", "latin-1"])
+def test_gcm_tokens_in_quotes_or_latin1_plaintexts_are_named_as_on_aes_cbc(tmp_path, sent):
+    """The ring's key, tokens in quotes (a CSV writer's) or addresses encrypted as Latin-1 text: the
+    run failed 'wrong key or IV?' or 'they decrypt, but not to email addresses'. The AES-CBC
+    token-encoding findings name them on AES-GCM too, with no plaintext."""
+    from datetime import datetime, timezone
+
+    from transforms.crypto import encrypt_gcm
+    from transforms.secrets import RingKey
+
+    emails = [f"zoé.müller{i}@example.com" for i in range(30)]
+    ring_key = RingKey(7, bytes([7]) * 32, datetime(2020, 1, 1, tzinfo=timezone.utc))
+    tokens = ([f'"{t}"' for t in encrypt_gcm(emails, ring_key)] if sent == "quoted"
+              else encrypt_gcm([e.encode("latin-1") for e in emails], ring_key))
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, _gcm_job(tmp_path, tokens, emails), "out")
+    failure = str(info.value)
+    assert ("in quotes" if sent == "quoted" else "not UTF-8") in failure, failure
+    assert "under the key ring" in failure and "wrong key or IV" not in failure and "zo" not in failure

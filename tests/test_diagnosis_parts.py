@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.crypto import encrypt_cbc, encrypt_gcm
+from transforms.crypto import GcmDecryptor, encrypt_cbc, encrypt_gcm
 from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, screen_step, worth_confirming
 from transforms.diagnosis_crypto import CbcMaterial, cbc_findings
 from transforms.diagnosis_gcm import gcm_findings
@@ -364,6 +364,10 @@ def _gcm_sample(reasons: list, values: list[bytes]) -> pa.Table:
     return pa.table({"hash": pa.array(range(len(values)), pa.uint64()), "reason": reasons, "value": pa.array(values, pa.binary())})
 
 
+def _gcm(sample: pa.Table, ring: list[RingKey]) -> list:
+    return gcm_findings(_email_source(), sample, GcmDecryptor(ring, datetime(2026, 6, 1, tzinfo=timezone.utc)), None)
+
+
 def test_gcm_failures_name_only_key_ids_of_the_ring():
     """A key id of the ring is named with its reason; a key id the ring lacks is never printed (its 4
     bytes may be anything the partner sent), only how many lines repeat it."""
@@ -371,7 +375,7 @@ def test_gcm_failures_name_only_key_ids_of_the_ring():
     tokens = encrypt_gcm(EMAILS[:30], ring[0], [bytes(12)] * 30) + encrypt_gcm(EMAILS[:25], ring[1], [bytes(12)] * 25)
     sample = _gcm_sample([Reason.EXPIRED_KEY] * 30 + [Reason.UNKNOWN_KEY] * 25 + [Reason.DECRYPT_FAILED, Reason.NO_MATCHING_PROFILE],
                          [t.encode() for t in tokens] + [b"short", b"x"])
-    expired, unknown = gcm_findings(sample, {3})  # key 7 is not in this ring
+    expired, unknown = _gcm(sample, ring[:1])  # key 7 is not in this ring
     assert (expired.kind, expired.would_match) == ("key_id", 30)
     assert "key id 3, which had expired on the run date" in expired.message
     assert (unknown.kind, unknown.would_match) == ("key_id", 25)
@@ -384,15 +388,32 @@ def test_gcm_tokens_that_are_not_ring_tokens_are_one_finding_that_names_no_key_i
     and no key id number in it."""
     names = ["john", "mari", "chri", "info", "davi"]
     plain = [f"{names[i % 5]}.x{i}@example-company.com".encode() for i in range(200)]
-    (finding,) = gcm_findings(_gcm_sample([Reason.UNKNOWN_KEY] * 200, [base64.b64encode(v) for v in plain]), {7})
+    ring = [RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    (finding,) = _gcm(_gcm_sample([Reason.UNKNOWN_KEY] * 200, [base64.b64encode(v) for v in plain]), ring)
     assert (finding.kind, finding.would_match) == ("key_id", 200)
     assert "not key-ring tokens" in finding.message and "readable text" in finding.message
     assert not any(str(int.from_bytes(n.encode(), "big")) in finding.message or n in finding.message for n in names)
     foreign = encrypt_cbc(EMAILS, KEY, IV)
-    (finding,) = gcm_findings(_gcm_sample([Reason.UNKNOWN_KEY] * 40, [t.encode() for t in foreign]), {7})
+    (finding,) = _gcm(_gcm_sample([Reason.UNKNOWN_KEY] * 40, [t.encode() for t in foreign]), ring)
     assert (finding.kind, finding.would_match) == ("key_id", 40)
     assert "not key-ring tokens (their first 4 bytes, where the key id belongs, vary" in finding.message
     assert not any(str(int.from_bytes(base64.b64decode(t)[:4], "big")) in finding.message for t in foreign)
+
+
+@pytest.mark.parametrize("variant", ["url-safe-unpadded", "single-quoted"])
+def test_gcm_tokens_in_another_base64_are_the_cbc_token_encoding_finding(variant):
+    """The AES-CBC reading of tokens in another base64 serves AES-GCM (the ring's keys decrypt them
+    read back as standard base64); under a key the ring has not, no such finding."""
+    ring = [RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    other = [RingKey(id=7, secret=bytes([1]) * 32, activates=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    for keys, expected in ((ring, ["token_encoding"]), (other, [])):
+        standard = encrypt_gcm(EMAILS, keys[0])
+        sent = [f"'{t}'" for t in standard] if variant == "single-quoted" else [t.rstrip("=") for t in _urlsafe(standard)]
+        sent = [t for t, s in zip(sent, standard) if t != s]  # those the import rejects as decrypt_failed
+        findings = _gcm(_gcm_sample([Reason.DECRYPT_FAILED] * len(sent), [t.encode() for t in sent]), ring)
+        assert [f.kind for f in findings if f.kind == "token_encoding"] == expected, findings
+        if expected:
+            assert findings[0].would_match == len(sent) and "under the key ring" in findings[0].message
 
 
 def test_the_screen_reads_the_csv_header_as_the_reader_does(tmp_path):

@@ -251,6 +251,10 @@ class GcmDecryptor:
     def __reduce_ex__(self, protocol):
         raise TypeError("GcmDecryptor holds key material and cannot be pickled; build it in DoFn.setup()")
 
+    @property
+    def key_ids(self) -> set[int]:
+        return set(self._keys)
+
     def decrypt(self, tokens) -> tuple[pa.StringArray, pa.StringArray]:
         plains, reasons = [], []
         for token in _token_bytes(plain_array(tokens, text="raw")):
@@ -259,7 +263,16 @@ class GcmDecryptor:
             reasons.append(reason)
         return _result_arrays(plains, reasons)
 
+    def plaintexts(self, tokens) -> list[bytes | None]:
+        """Each token's decrypted bytes, not read as text (the diagnosis reads them in another charset);
+        None where :meth:`decrypt` fails before the text."""
+        return [self._open(token)[0] for token in _token_bytes(plain_array(tokens, text="raw"))]
+
     def _decrypt_one(self, token: bytes | None) -> tuple[str | None, str | None]:
+        pt, reason = self._open(token)
+        return (None, reason) if reason is not None else _finish_utf8(pt)
+
+    def _open(self, token: bytes | None) -> tuple[bytes | None, str | None]:
         if token is None:
             return None, Reason.DECRYPT_FAILED
         try:
@@ -279,7 +292,7 @@ class GcmDecryptor:
             pt = aead.decrypt(raw[_GCM_KEY_ID:nonce_end], raw[nonce_end:], None)
         except InvalidTag:
             return None, Reason.DECRYPT_FAILED
-        return _finish_utf8(pt)
+        return pt, None
 
 
 def encrypt_gcm(plaintexts, key: RingKey, nonces: Iterable[bytes] | None = None) -> list[str]:

@@ -21,12 +21,14 @@ The graph, after the join:
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 
 from transforms.config import JobConfig
+from transforms.crypto import build_decryptor
 from transforms.diagnosis_crypto import cbc_findings, failed_tokens, load_cbc_material
 from transforms.diagnosis_gcm import gcm_findings
 from transforms.diagnosis_findings import assemble, preference, threshold
@@ -36,7 +38,6 @@ from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines, rejected_rows
 from transforms.memory import release_free_memory
 from transforms.profiles import KEY_PREFIX, read_profiles
-from transforms.secrets import load_keyring
 
 # The screen looks at enough profiles for a form explaining a finding's minimum of lines to show on
 # about SCREEN_HITS of them (missed with a probability of about e**-6 = 0.25%), and at 1 in 16 at
@@ -150,16 +151,17 @@ class ConfirmForms(_Probing):
 class AssembleFindings(beam.DoFn):
     """Once, after the confirmation: ``(data source, [finding])`` for each data source with a sample.
     The findings of decrypt failures are made here (:mod:`transforms.diagnosis_crypto`); the CBC key
-    and IV references, and the ids of the GCM key rings, are read in setup()."""
+    and IV references, and the GCM key rings (on the clock ``run_date``), are read in setup()."""
 
-    def __init__(self, cfg: JobConfig):
+    def __init__(self, cfg: JobConfig, run_date: datetime | None = None):
         self._cfg = cfg
+        self._run_date = run_date
 
     def setup(self):
         self._material = {ds.name: load_cbc_material(ds) for ds in self._cfg.data_sources
                           if ds.decrypts and self._cfg.sample_size(ds) and ds.encryption.algorithm == "aes-cbc"}
-        self._ring_ids = {ds.name: {key.id for key in load_keyring(ds.encryption.keyring)} for ds in self._cfg.data_sources
-                          if ds.decrypts and self._cfg.sample_size(ds) and ds.encryption.algorithm == "aes-gcm"}
+        self._rings = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources
+                       if ds.decrypts and self._cfg.sample_size(ds) and ds.encryption.algorithm == "aes-gcm"}
 
     def process(self, _, samples, probed):
         by_source: dict[str, dict] = {}
@@ -179,16 +181,18 @@ class AssembleFindings(beam.DoFn):
         if not ds.decrypts or not sample.num_rows:
             return []
         if ds.encryption.algorithm == "aes-gcm":
-            return gcm_findings(sample, self._ring_ids[ds.name])
+            return gcm_findings(ds, sample, self._rings[ds.name], self._cfg.region_for(ds))
         return cbc_findings(ds, failed_tokens(sample), self._material[ds.name], self._cfg.region_for(ds))
 
 
 class DiagnoseMismatches(beam.PTransform):
-    """:class:`DiagnosisInputs` -> ``(data source, [finding])`` for each data source with sampled lines."""
+    """:class:`DiagnosisInputs` -> ``(data source, [finding])`` for each data source with sampled lines.
+    ``run_date``: the clock of the AES-GCM key rings, as the import's."""
 
-    def __init__(self, cfg: JobConfig):
+    def __init__(self, cfg: JobConfig, run_date: datetime | None = None):
         super().__init__()
         self._cfg = cfg
+        self._run_date = run_date
 
     def expand(self, inputs: DiagnosisInputs):
         cfg = self._cfg
@@ -200,5 +204,5 @@ class DiagnoseMismatches(beam.PTransform):
         return (
             inputs.profile_files.pipeline
             | "OnceFindings" >> beam.Create([None])
-            | "AssembleFindings" >> beam.ParDo(AssembleFindings(cfg), as_dict, beam.pvalue.AsList(probed))
+            | "AssembleFindings" >> beam.ParDo(AssembleFindings(cfg, self._run_date), as_dict, beam.pvalue.AsList(probed))
         )

@@ -88,7 +88,8 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     else the pattern of the failures (wrong IV, wrong key). ``region``: JobConfig.region_for(ds)."""
     if len(tokens) == 0:
         return []
-    re_encoded = _hex_tokens(ds, tokens, material, region) or _token_encoding(ds, tokens, material, region)
+    re_encoded = _hex_tokens(ds, tokens, material, region) or token_encoding(
+        ds, tokens, lambda standard: _decrypt_to_addresses(ds, standard, material.key, material.iv, region), KEY_AND_IV)
     if re_encoded:
         return re_encoded
     for encoding, key in sorted(material.keys.items()):
@@ -135,12 +136,15 @@ def _wrong_key(n: int) -> CryptoFinding:
                          "encryption.key")
 
 
-def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
+KEY_AND_IV, KEY_RING = "the configured key and IV", "the key ring"  # what decrypts: AES-CBC's, AES-GCM's
+
+
+def token_encoding(ds: DataSourceConfig, tokens: pa.Array, to_addresses, under: str) -> list[CryptoFinding]:
     """Tokens that are not the scheme's standard padded base64 -- url-safe ('-' and '_' for '+' and
     '/'), without their '=' padding, with blanks inside, or in quotes (a CSV writer's) -- and that
-    decrypt to valid addresses under the configured key and IV once read back as standard base64. No
-    config field reads them (none should: the scheme is standard base64), so the finding suggests no
-    change."""
+    decrypt to valid addresses (``to_addresses``: standard base64 tokens -> which do) under ``under``
+    once read back as standard base64. No config field reads them (none should: the scheme is
+    standard base64), so the finding suggests no change."""
     text = tokens.cast(pa.string())
     quoted = pc.fill_null(pc.match_substring_regex(text, r"""^(?:"[^"]*"|'[^']*')$"""), False)
     text = pc.if_else(quoted, pc.utf8_slice_codeunits(text, 1, -1), text)
@@ -155,7 +159,7 @@ def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMateria
     standard = pc.replace_substring(pc.replace_substring(squeezed, "-", "+"), "_", "/")
     pads = np.array(["", "=", "==", "==="])[-length % 4]  # the '=' that make the length a multiple of 4
     standard = pc.binary_join_element_wise(standard, pa.array(pads), "")
-    valid = _decrypt_to_addresses(ds, standard.filter(changed), material.key, material.iv, region)
+    valid = to_addresses(standard.filter(changed))
     if not pc.any(valid).as_py():
         return []
     fixed = {name: pc.any(flags.filter(changed).filter(valid)).as_py()
@@ -166,12 +170,12 @@ def _token_encoding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMateria
                                                   ("in quotes", fixed["quoted"])) if needed)
     return [CryptoFinding("token_encoding", (), pc.sum(valid).as_py(),
                           f"are {alphabet}{' ' + how if how else ''}, which the scheme does not use: read as standard "
-                          f"base64 with its padding, they decrypt to valid {_address(ds)} under the configured key and "
-                          f"IV; ask the partner for standard base64 with '=' padding{', without quotes' if fixed['quoted'] else ''} "
+                          f"base64 with its padding, they decrypt to valid {_address(ds)} under {under}; "
+                          f"ask the partner for standard base64 with '=' padding{', without quotes' if fixed['quoted'] else ''} "
                           "(no setting reads other base64)")]
 
 
-def _addresses(ds: DataSourceConfig, plain: pa.Array, region: str | None) -> pa.BooleanArray:
+def addresses(ds: DataSourceConfig, plain: pa.Array, region: str | None) -> pa.BooleanArray:
     """Which decrypted plaintexts are valid addresses of the data source's channel once normalized."""
     return pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0])
 
@@ -179,7 +183,7 @@ def _addresses(ds: DataSourceConfig, plain: pa.Array, region: str | None) -> pa.
 def _decrypt_to_addresses(ds: DataSourceConfig, tokens: pa.Array, key: bytes, iv: bytes,
                           region: str | None) -> pa.BooleanArray:
     """Which base64 ``tokens`` decrypt (AES-CBC under ``key`` and ``iv``) to valid addresses."""
-    return _addresses(ds, CbcDecryptor(key, iv).decrypt(tokens)[0], region)
+    return addresses(ds, CbcDecryptor(key, iv).decrypt(tokens)[0], region)
 
 
 def _hex_tokens(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
@@ -211,7 +215,7 @@ def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
     ciphertexts, blocks = _decrypted_blocks(tokens, material.key, material.iv)
     rest = cbc_kernel.drop_first_block(blocks)
     plain, _ = cbc_kernel.result_arrays(cbc_kernel.check_utf8(cbc_kernel.strip_pkcs7(rest, len(tokens))))
-    valid = _addresses(ds, plain, region).to_numpy(zero_copy_only=False)
+    valid = addresses(ds, plain, region).to_numpy(zero_copy_only=False)
     heads = [ciphertexts.raw[start:start + 16] for start in ciphertexts.start[valid].tolist()]
     if valid.any() and all(head == material.iv for head in heads):
         return [CryptoFinding("embedded_iv", (), int(valid.sum()),
@@ -245,7 +249,7 @@ def _other_padding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial
     for first, count in zip(blocks.first[failed].tolist(), blocks.count[failed].tolist()):
         raw = data[16 * first:16 * (first + count)]
         texts += [raw.rstrip(b"\0"), raw[:-raw[-1]] if 1 <= raw[-1] <= 16 else b""]
-    valid = _addresses(ds, pa.array([_text(t) for t in texts], pa.string()), region).to_numpy(zero_copy_only=False)
+    valid = addresses(ds, pa.array([_text(t) for t in texts], pa.string()), region).to_numpy(zero_copy_only=False)
     zeros, lengths = int(valid[0::2].sum()), int((valid[1::2] & ~valid[0::2]).sum())
     if not zeros + lengths:
         return []
@@ -259,22 +263,28 @@ def _other_padding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial
 def _other_charset(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
     """Plaintexts encrypted as Latin-1 / Windows-1252 text, not UTF-8: under the configured key and
     IV their padding is valid and their text reads but for an accent, which in the first 16 bytes
-    looked like a wrong IV's garbage ('the key is right and the IV is not'). Read as Windows-1252
-    they are valid addresses. No setting reads another charset: the finding suggests none."""
+    looked like a wrong IV's garbage ('the key is right and the IV is not')."""
     plain = cbc_kernel.strip_pkcs7(_decrypted_blocks(tokens, material.key, material.iv)[1], len(tokens))
-    data, texts = plain.data.tobytes(), []
-    for start, length in zip(cbc_kernel.exclusive_cumsum(plain.length).tolist(), plain.length.tolist()):
-        raw = data[start:start + length]
+    data = plain.data.tobytes()
+    return other_charset(ds, [data[start:start + length] for start, length in
+                              zip(cbc_kernel.exclusive_cumsum(plain.length).tolist(), plain.length.tolist())], region, KEY_AND_IV)
+
+
+def other_charset(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
+    """Decrypted ``plaintexts`` (None: not decrypted) that are not UTF-8 and, read as Windows-1252,
+    are valid addresses. No setting reads another charset: the finding suggests none."""
+    texts = []
+    for raw in plaintexts:
         try:
-            raw.decode("utf-8")
+            (raw or b"").decode("utf-8")
             texts.append(None)  # UTF-8 (or nothing): not this
         except UnicodeDecodeError:
             texts.append(_text(raw.decode("cp1252", errors="replace").encode("utf-8")))
-    n = pc.sum(_addresses(ds, pa.array(texts, pa.string()), region)).as_py()
+    n = pc.sum(addresses(ds, pa.array(texts, pa.string()), region)).as_py()
     if not n:
         return []
     return [CryptoFinding("token_encoding", (), int(n),
-                          f"decrypt under the configured key and IV to text that is not UTF-8: read as Latin-1 "
+                          f"decrypt under {under} to text that is not UTF-8: read as Latin-1 "
                           f"(Windows-1252), they are valid {_address(ds)}; ask the partner to encrypt the addresses "
                           "as UTF-8 (no setting reads another charset)")]
 

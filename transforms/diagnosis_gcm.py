@@ -1,7 +1,9 @@
 """Mismatch diagnosis of AES-GCM key-ring data sources: failures grouped by the key id in front of each
 token, with their reason (an expired key, a tag that does not verify under that key); tokens whose
 key id the ring lacks are counted, their id never printed (readable text, a few repeated ids, or
-first bytes that vary). The AES-CBC findings, and what a finding is: :mod:`transforms.diagnosis_crypto`.
+first bytes that vary). Before those, the AES-CBC findings that are no key's: tokens in another
+base64 (in quotes, url-safe, ...) and plaintexts in Latin-1, read with the ring's keys. The AES-CBC
+findings, and what a finding is: :mod:`transforms.diagnosis_crypto`.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import cbc_kernel
-from transforms.diagnosis_crypto import CryptoFinding
+from transforms.config import DataSourceConfig
+from transforms.crypto import GcmDecryptor
+from transforms.diagnosis_crypto import KEY_RING, CryptoFinding, addresses, other_charset, token_encoding
 from transforms.reasons import Reason
 
 _GCM_WHY = {
@@ -23,14 +27,18 @@ _GCM_WHY = {
 }
 
 
-def gcm_findings(sample: pa.Table, ring_ids) -> list[CryptoFinding]:
-    """AES-GCM failures grouped by key id and reason (the key id is the token's first 4 bytes). Only
-    the ids of ``ring_ids`` (the configured key ring's) are ever named: the 4 bytes of a token the ring
+def gcm_findings(ds: DataSourceConfig, sample: pa.Table, ring: GcmDecryptor, region: str | None) -> list[CryptoFinding]:
+    """Tokens in another base64 or Latin-1 plaintexts (:func:`_not_the_keys`), else AES-GCM failures
+    grouped by key id and reason (the key id is the token's first 4 bytes). Only the ids of ``ring``
+    (the configured key ring, on the run's clock) are ever named: the 4 bytes of a token the ring
     does not know may be anything the partner sent -- the first 4 letters of an address sent as base64
     of the plaintext. Those tokens are counted: readable text, a few repeated key ids, or prefixes
-    that vary (tokens of another scheme, or of no key ring)."""
+    that vary (tokens of another scheme, or of no key ring). ``region``: JobConfig.region_for(ds)."""
+    found = _not_the_keys(ds, sample, ring, region)
+    if found:
+        return found
     rows = _gcm_rows(sample)
-    known = np.isin(rows.key_id, np.fromiter(ring_ids, np.int64)) & rows.whole & (rows.reason != str(Reason.UNKNOWN_KEY))
+    known = np.isin(rows.key_id, np.fromiter(ring.key_ids, np.int64)) & rows.whole & (rows.reason != str(Reason.UNKNOWN_KEY))
     found = []
     for reason in sorted(_GCM_WHY):
         ids, counts = np.unique(rows.key_id[known & (rows.reason == str(reason))], return_counts=True)
@@ -41,6 +49,16 @@ def gcm_findings(sample: pa.Table, ring_ids) -> list[CryptoFinding]:
         found.append(CryptoFinding("key_id", _KEYRING, readable, "are not key-ring tokens: they decode to readable text "
                                    "(values base64-encoded, not encrypted); check what the partner sends"))
     return found + _unknown_key_ids(rows.key_id[rows.whole & ~known & ~rows.readable])
+
+
+def _not_the_keys(ds: DataSourceConfig, sample: pa.Table, ring: GcmDecryptor, region: str | None) -> list[CryptoFinding]:
+    """The AES-CBC findings that blame no key: tokens that fail to decode as standard base64 and
+    decrypt once read back as such, plaintexts that are not UTF-8 and read as Latin-1."""
+    def failed(reason: Reason) -> pa.Array:
+        return sample["value"].combine_chunks().filter(pc.equal(sample["reason"], str(reason))).cast(pa.string())
+
+    return (token_encoding(ds, failed(Reason.DECRYPT_FAILED), lambda t: addresses(ds, ring.decrypt(t)[0], region), KEY_RING)
+            + other_charset(ds, ring.plaintexts(failed(Reason.INVALID_PLAINTEXT)), region, KEY_RING))
 
 
 _KEYRING = (("encryption.keyring", None),)

@@ -115,7 +115,7 @@ class ReconcileAudiences(beam.PTransform):
         if any(cfg.sample_size(ds) for ds in cfg.data_sources):
             candidates = (dumps[ReadDumpFile.DIAGNOSABLE], joined[JoinShard.UNMATCHED]) | "FlattenSampled" >> beam.Flatten()
             diagnosis = DiagnosisInputs(candidates, profiles[KeyProfiles.SCREEN], profile_files) | "Diagnose" >> (
-                DiagnoseMismatches(cfg))
+                DiagnoseMismatches(cfg, self._run_date))
         else:
             diagnosis = root | "NoDiagnosis" >> beam.Create([])
         rejected = (dumps[ReadDumpFile.REJECTED], joined[JoinShard.REJECTED]) | "FlattenRejected" >> beam.Flatten()
