@@ -104,9 +104,13 @@ FOLDER_FLAGS = ("--output", "--root", "--key-cache", "--state")  # folders the j
 def _check_folders(paths: dict[str, str | list[str] | None]) -> None:
     """A folder flag naming a file (or a path below one) is refused, naming it: the run failed taking
     the output lock, 'cannot create the output lock (File exists)' (a lock, to the operator), or,
-    for --key-cache, with a traceback once the profiles were keyed."""
-    problems = [f"{flag} {value}: {file} is a file, not a folder" for flag, value in paths.items()
-                if flag in FOLDER_FLAGS and isinstance(value, str) and (file := file_in_the_way(value))]
+    for --key-cache, with a traceback once the profiles were keyed. A flag may name several folders
+    (a nightly's --root, then ROOT/_key_cache): the first with a file in its way is named."""
+    problems = []
+    for flag, value in paths.items():
+        files = [(path, file) for path in (value if isinstance(value, list) else [value])
+                 if flag in FOLDER_FLAGS and path and (file := file_in_the_way(path))]
+        problems += [f"{flag} {path}: {file} is a file, not a folder" for path, file in files[:1]]
     if problems:
         raise ConfigError("\n".join(problems))
 

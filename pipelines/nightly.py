@@ -215,8 +215,9 @@ def run(argv=None) -> list[dict]:
             config_text = handle.read()
     except Exception:  # noqa: BLE001
         raise ConfigError(f"{known.config}: cannot read the config") from None
+    folders = [known.root, join_path(known.root, KEY_CACHE)] if known.key_cache else known.root
     job = launch.start(known.config, beam_args, lambda cfg: None,  # inputs are checked per night, dates filled
-                       paths={"--root": known.root})
+                       paths={"--root": folders})
     if only_stages(job.options) and len(days) > 1:
         raise ConfigError("--backfill stages one job per night, and a template or a --dry_run holds one: stage "
                           "one night at a time (--date), each after the night before it has run")

@@ -94,6 +94,27 @@ def test_a_key_cache_that_is_a_file_or_in_the_output_is_refused_before_the_run(t
     assert not out.exists()
 
 
+def test_a_nightly_roots_key_cache_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
+    """ROOT/_key_cache a file (the nightly's cache folder, under its --root): the night failed once
+    the profiles were keyed, 'run failed: RuntimeError: NotADirectoryError: ... _key_cache/_incoming
+    [while running ...KeyProfiles]', exit 1. Refused before anything is read or written (exit 2),
+    as a --key-cache naming a file is; --no-key-cache does not use it."""
+    from pipelines import nightly
+    from test_nightly import V, dump, write_job
+
+    config = write_job(tmp_path)
+    dump(tmp_path, "2026-11-22", "full", [f"{V[1]} 24"])
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "_key_cache").write_text("not a folder\n")
+    argv = ["--config", str(config), "--root", str(root), "--date", "2026-11-22"]
+    assert nightly.main(argv) == 2
+    cache = root / "_key_cache"
+    assert f"--root {cache}: {cache} is a file, not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in root.iterdir()) == ["_key_cache"]
+    assert nightly.run([*argv, "--no-key-cache"])[0]["status"] == "published"
+
+
 def test_a_segments_glob_reaching_the_key_cache_is_refused_before_it_reads_the_cache_as_a_dump(tmp_path):
     """--key-cache the dumps' folder: the next run read MANIFEST.json and the cache's part-*.arrow as
     dumps beside the named one and was refused 'its name does not say which delivery it is ... a
