@@ -22,6 +22,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import partial
 from typing import Callable
 
 import apache_beam as beam
@@ -83,13 +84,12 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     paths are then the ones checked). ``paths``: the job's own path flags (``{"--output": ...}``),
     which must be readable by the workers too."""
     keep_elements_out_of_logs()
-    _check_folder_names(paths or {})
+    _check_folders(paths or {})
     unknown = unknown_options(beam_args)
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's; a job flag is "
                           f"spelled with dashes: {', '.join(u.replace('_', '-') for u in unknown)})")
     cfg = load_config(config_path)
-    _check_folders(paths or {})
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)
     _check_runner(options)
@@ -102,29 +102,30 @@ FOLDER_FLAGS = ("--output", "--root", "--key-cache", "--state")  # folders the j
 
 
 def _check_folders(paths: dict[str, str | list[str] | None]) -> None:
-    """A folder flag naming a file (or a path below one) is refused, naming it: the run failed taking
-    the output lock, 'cannot create the output lock (File exists)' (a lock, to the operator), or,
-    for --key-cache, with a traceback once the profiles were keyed. A flag may name several folders
-    (a nightly's --root, then ROOT/_key_cache): the first with a file in its way is named."""
+    """The folders the job's flags name, refused before the run, naming the flag. A flag may name
+    several folders (a nightly's --root, then ROOT/_key_cache): the first refused is named."""
     problems = []
     for flag, value in paths.items():
-        files = [(path, file) for path in (value if isinstance(value, list) else [value])
-                 if flag in FOLDER_FLAGS and path and (file := file_in_the_way(path))]
-        problems += [f"{flag} {path}: {file} is a file, not a folder" for path, file in files[:1]]
+        problems += [p for p in map(partial(_folder_problem, flag), value if isinstance(value, list) else [value]) if p][:1]
     if problems:
         raise ConfigError("\n".join(problems))
 
 
-def _check_folder_names(paths: dict[str, str | list[str] | None]) -> None:
-    """A folder the job writes, or reads as a folder, whose name holds a glob character: the job
-    lists and deletes the files under it by pattern, and Beam's patterns have no escape (a local
-    'out [1]' failed deleting its own write probe; on gs:// a publish was left half done). Refused."""
-    for flag, value in paths.items():
-        for path in (value if isinstance(value, list) else [value]):
-            if flag != "--targets" and path and any(c in path for c in "*?["):
-                raise ConfigError(f"{flag}: {path} holds a glob character ('*', '?' or '['): the job lists and "
-                                  "deletes the files under it by pattern, which would reach other files or none; "
-                                  "use a folder whose name has none")
+def _folder_problem(flag: str, path: str | None) -> str | None:
+    """A folder the job writes, or reads as a folder, whose name holds a glob character: the job lists
+    and deletes the files under it by pattern, and Beam's patterns have no escape (a local 'out [1]'
+    failed deleting its own write probe; on gs:// a publish was left half done). A folder the job
+    writes naming a file (or a path below one): the run failed taking the output lock, 'cannot create
+    the output lock (File exists)' (a lock, to the operator), or, for --key-cache, with a traceback
+    once the profiles were keyed."""
+    if not path:
+        return None
+    if flag != "--targets" and any(c in path for c in "*?["):
+        return (f"{flag}: {path} holds a glob character ('*', '?' or '['): the job lists and deletes the files "
+                "under it by pattern, which would reach other files or none; use a folder whose name has none")
+    if flag in FOLDER_FLAGS and (file := file_in_the_way(path)):
+        return f"{flag} {path}: {file} is a file, not a folder"
+    return None
 
 
 def _check_worker_paths(cfg: JobConfig, options, paths: dict[str, str | list[str] | None]) -> None:
