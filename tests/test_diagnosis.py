@@ -402,11 +402,12 @@ def test_a_small_delivery_of_foreign_tokens_is_one_finding_not_one_per_random_pr
     assert not any(h in (tmp_path / "out" / "report.json").read_text() for h in heads)
 
 
-@pytest.mark.parametrize("sent", ["quoted", "latin-1"])
+@pytest.mark.parametrize("sent", ["quoted", "latin-1", "mailto"])
 def test_gcm_tokens_in_quotes_or_latin1_plaintexts_are_named_as_on_aes_cbc(tmp_path, sent):
-    """The ring's key, tokens in quotes (a CSV writer's) or addresses encrypted as Latin-1 text: the
-    run failed 'wrong key or IV?' or 'they decrypt, but not to email addresses'. The AES-CBC
-    token-encoding findings name them on AES-GCM too, with no plaintext."""
+    """The ring's key, tokens in quotes (a CSV writer's), addresses encrypted as Latin-1 text or with
+    a URI scheme: the run failed 'wrong key or IV?' or 'they decrypt, but not to email addresses (...
+    or a wrong IV ...?)', an IV that AES-GCM has not. The AES-CBC findings (the IV check's scheme)
+    name them on AES-GCM too, with no plaintext."""
     from datetime import datetime, timezone
 
     from transforms.crypto import encrypt_gcm
@@ -414,10 +415,11 @@ def test_gcm_tokens_in_quotes_or_latin1_plaintexts_are_named_as_on_aes_cbc(tmp_p
 
     emails = [f"zoé.müller{i}@example.com" for i in range(30)]
     ring_key = RingKey(7, bytes([7]) * 32, datetime(2020, 1, 1, tzinfo=timezone.utc))
-    tokens = ([f'"{t}"' for t in encrypt_gcm(emails, ring_key)] if sent == "quoted"
-              else encrypt_gcm([e.encode("latin-1") for e in emails], ring_key))
+    tokens = {"quoted": lambda: [f'"{t}"' for t in encrypt_gcm(emails, ring_key)],
+              "latin-1": lambda: encrypt_gcm([e.encode("latin-1") for e in emails], ring_key),
+              "mailto": lambda: encrypt_gcm([f"MailTo:{e}" for e in emails], ring_key)}[sent]()
     with pytest.raises(RunFailed) as info:
         _run(tmp_path, _gcm_job(tmp_path, tokens, emails), "out")
     failure = str(info.value)
-    assert ("in quotes" if sent == "quoted" else "not UTF-8") in failure, failure
-    assert "under the key ring" in failure and "wrong key or IV" not in failure and "zo" not in failure
+    assert {"quoted": "in quotes", "latin-1": "not UTF-8", "mailto": "URI scheme ('mailto:')"}[sent] in failure, failure
+    assert "under the key ring" in failure and "IV" not in failure and "zo" not in failure

@@ -364,8 +364,8 @@ def _gcm_sample(reasons: list, values: list[bytes]) -> pa.Table:
     return pa.table({"hash": pa.array(range(len(values)), pa.uint64()), "reason": reasons, "value": pa.array(values, pa.binary())})
 
 
-def _gcm(sample: pa.Table, ring: list[RingKey]) -> list:
-    return gcm_findings(_email_source(), sample, GcmDecryptor(ring, datetime(2026, 6, 1, tzinfo=timezone.utc)), None)
+def _gcm(sample: pa.Table, ring: list[RingKey], source: DataSourceConfig | None = None) -> list:
+    return gcm_findings(source or _email_source(), sample, GcmDecryptor(ring, datetime(2026, 6, 1, tzinfo=timezone.utc)), "FR")
 
 
 def test_gcm_failures_name_only_key_ids_of_the_ring():
@@ -414,6 +414,17 @@ def test_gcm_tokens_in_another_base64_are_the_cbc_token_encoding_finding(variant
         assert [f.kind for f in findings if f.kind == "token_encoding"] == expected, findings
         if expected:
             assert findings[0].would_match == len(sent) and "under the key ring" in findings[0].message
+
+
+def test_gcm_phone_numbers_written_with_a_uri_scheme_are_named_from_the_fixed_list():
+    """'tel:+33...' under the ring's key: invalid_plaintext, named as the IV check names it on AES-CBC
+    (from iv_check.SCHEMES, never from the text); bare numbers that fail otherwise are not."""
+    ring = [RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    for sent, expected in (([f"TEL:{p}" for p in PHONES], "URI scheme ('tel:')"), ([f"fax {p}" for p in PHONES], None)):
+        sample = _gcm_sample([Reason.INVALID_PLAINTEXT] * 40, [t.encode() for t in encrypt_gcm(sent, ring[0])])
+        messages = [f.message for f in _gcm(sample, ring, _sms_source())]
+        assert [m for m in messages if "URI scheme" in m] == ([] if expected is None else messages), messages
+        assert expected is None or (expected in messages[0] and "+336" not in messages[0])
 
 
 def test_the_screen_reads_the_csv_header_as_the_reader_does(tmp_path):

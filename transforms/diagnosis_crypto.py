@@ -32,6 +32,7 @@ from transforms import cbc_kernel
 from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor
 from transforms.errors import KeyMaterialError
+from transforms.iv_check import SCHEMES
 from transforms.digests import ENCODINGS
 from transforms.normalize import normalize_keys
 from transforms.reasons import Reason
@@ -287,6 +288,21 @@ def other_charset(ds: DataSourceConfig, plaintexts: list[bytes | None], region: 
                           f"decrypt under {under} to text that is not UTF-8: read as Latin-1 "
                           f"(Windows-1252), they are valid {_address(ds)}; ask the partner to encrypt the addresses "
                           "as UTF-8 (no setting reads another charset)")]
+
+
+def uri_scheme(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
+    """Decrypted ``plaintexts`` written with a URI scheme of :data:`iv_check.SCHEMES` (any case:
+    'mailto:ann@...') that, without it, are valid addresses. The scheme is named from that list."""
+    for scheme in SCHEMES:
+        cut = [_text(raw[len(scheme):]) if raw and raw[:len(scheme)].lower() == scheme.encode() else None
+               for raw in plaintexts]
+        n = pc.sum(addresses(ds, pa.array(cut, pa.string()), region)).as_py()
+        if n:
+            return [CryptoFinding("token_encoding", (), int(n),
+                                  f"decrypt under {under} to addresses written with a URI scheme ('{scheme}'): "
+                                  f"without it, they are valid {_address(ds)}; ask the partner for bare addresses "
+                                  "(no setting removes a scheme)")]
+    return []
 
 
 def _text(raw: bytes) -> str | None:
