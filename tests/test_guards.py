@@ -95,6 +95,18 @@ def test_ids_that_do_not_decrypt_to_addresses_fail_the_run(reason):
                                 "first 16 bytes?). Nothing was published")
 
 
+@pytest.mark.parametrize("reason", [Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT])
+def test_the_hint_on_an_aes_gcm_source_names_no_iv(reason):
+    """AES-GCM has no IV (a nonce in each token): its failures read 'wrong key or IV?' and '... or a
+    wrong IV, which garbles the first 16 bytes?', pointing the operator at a setting it has not."""
+    gcm = ENC | {"encryption": {"algorithm": "aes-gcm", "keyring": "env:RING"}}
+    with pytest.raises(RunFailed) as info:
+        checked(job(**gcm), count(Metric.RECEIVED, 100, "src"), count(Metric.FILE_AUDIENCE, 30, "src"), rejected(reason, 70))
+    message = str(info.value)
+    assert "IV" not in message and ("check encryption.keyring" in message) == (reason == Reason.DECRYPT_FAILED), message
+    assert reason == Reason.DECRYPT_FAILED or "URI scheme in front such as 'mailto:'?)" in message
+
+
 def test_a_few_invalid_plaintexts_pass():
     checked(job(**ENC), count(Metric.RECEIVED, 100, "src"), count(Metric.FILE_AUDIENCE, 60, "src"),
             rejected(Reason.INVALID_PLAINTEXT, 25), rejected(Reason.DECRYPT_FAILED, 15))

@@ -89,7 +89,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
         _check_invalid_ids(name, entry, ds.max_invalid_id_ratio)
         if ds.decrypts:
             _check_token_encoding(name, entry)
-            _check_decryption(name, entry, ds.max_decrypt_failure_ratio, noun(ds.key_kind))
+            _check_decryption(name, entry, ds.max_decrypt_failure_ratio, noun(ds.key_kind), ds.encryption.algorithm)
             _check_iv_suspect(name, entry)
     if not report["profiles_read"] and not cfg.profiles.allow_empty_profiles:
         raise RunFailed(
@@ -243,7 +243,7 @@ def _check_token_encoding(name: str, entry: dict) -> None:
     )
 
 
-def _check_decryption(name: str, entry: dict, ratio: float, addresses: str) -> None:
+def _check_decryption(name: str, entry: dict, ratio: float, addresses: str, algorithm: str) -> None:
     """``addresses``: what the data source's IDs decrypt to (``email addresses``, ``phone numbers``)."""
     failures = {r: entry["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES}
     failed = sum(failures.values())
@@ -255,19 +255,21 @@ def _check_decryption(name: str, entry: dict, ratio: float, addresses: str) -> N
     raise RunFailed(
         f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
         f"({limit} max_decrypt_failure_ratio={ratio}); "
-        f"{_top_finding(entry, decryption=True) or _decryption_hint(_most_common(failures), addresses)} Nothing was published"
+        f"{_top_finding(entry, decryption=True) or _decryption_hint(_most_common(failures), addresses, algorithm)} Nothing was published"
     )
 
 
-def _decryption_hint(top: str, addresses: str) -> str:
+def _decryption_hint(top: str, addresses: str, algorithm: str) -> str:
     """The likeliest cause of decrypt failures whose most common reason is ``top``, when the diagnosis
-    has none: a failed decryption, a wrong key or IV; text that is no address (the key and IV may be
-    right: a wrong IV garbles only the first 16 bytes), what the partner encrypts; else the reason."""
+    has none: a failed decryption, a wrong key or IV (AES-GCM has no IV: a key ring not the tokens');
+    text that is no address (the key and IV may be right: a wrong IV garbles only the first 16
+    bytes), what the partner encrypts; else the reason."""
+    gcm = algorithm == "aes-gcm"
     if top == Reason.DECRYPT_FAILED:
-        return "wrong key or IV?"
+        return "not tokens of this key ring, or a wrong secret in it? check encryption.keyring" if gcm else "wrong key or IV?"
     if top == Reason.INVALID_PLAINTEXT:
         return (f"most of them invalid_plaintext: they decrypt, but not to {addresses} (another channel or field, a "
-                "URI scheme in front such as 'mailto:', or a wrong IV, which garbles the first 16 bytes?).")
+                f"URI scheme in front such as 'mailto:'{'' if gcm else ', or a wrong IV, which garbles the first 16 bytes'}?).")
     return f"most of them {top}: {Reason(top).description}?"
 
 
