@@ -414,6 +414,10 @@ def test_gcm_tokens_in_another_base64_are_the_cbc_token_encoding_finding(variant
         assert [f.kind for f in findings if f.kind == "token_encoding"] == expected, findings
         if expected:
             assert findings[0].would_match == len(sent) and "under the key ring" in findings[0].message
+    old = RingKey(id=3, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc), expires=datetime(2026, 2, 1, tzinfo=timezone.utc))
+    mixed = _gcm_sample([Reason.DECRYPT_FAILED] * 10 + [Reason.EXPIRED_KEY] * 40, [f"'{t}'".encode() for t in encrypt_gcm(
+        EMAILS[:10], ring[0])] + [t.encode() for t in encrypt_gcm(EMAILS, old)])  # quoted, and under an expired key: both said
+    assert [(f.kind, f.would_match) for f in _gcm(mixed, [*ring, old])] == [("token_encoding", 10), ("key_id", 40)]
 
 
 def test_gcm_phone_numbers_written_with_a_uri_scheme_are_named_from_the_fixed_list():

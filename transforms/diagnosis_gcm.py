@@ -28,18 +28,15 @@ _GCM_WHY = {
 
 
 def gcm_findings(ds: DataSourceConfig, sample: pa.Table, ring: GcmDecryptor, region: str | None) -> list[CryptoFinding]:
-    """Tokens in another base64 or Latin-1 plaintexts (:func:`_not_the_keys`), else AES-GCM failures
-    grouped by key id and reason (the key id is the token's first 4 bytes). Only the ids of ``ring``
+    """Tokens in another base64, Latin-1 or URI-scheme plaintexts (:func:`_not_the_keys`), then AES-GCM
+    failures grouped by key id and reason (the key id is the token's first 4 bytes). Only the ids of ``ring``
     (the configured key ring, on the run's clock) are ever named: the 4 bytes of a token the ring
     does not know may be anything the partner sent -- the first 4 letters of an address sent as base64
     of the plaintext. Those tokens are counted: readable text, a few repeated key ids, or prefixes
     that vary (tokens of another scheme, or of no key ring). ``region``: JobConfig.region_for(ds)."""
-    found = _not_the_keys(ds, sample, ring, region)
-    if found:
-        return found
     rows = _gcm_rows(sample)
     known = np.isin(rows.key_id, np.fromiter(ring.key_ids, np.int64)) & rows.whole & (rows.reason != str(Reason.UNKNOWN_KEY))
-    found = []
+    found = _not_the_keys(ds, sample, ring, region)  # tokens that do not decode, plaintexts: none counted below
     for reason in sorted(_GCM_WHY):
         ids, counts = np.unique(rows.key_id[known & (rows.reason == str(reason))], return_counts=True)
         found += [CryptoFinding("key_id", _KEYRING, int(n), f"are encrypted under key id {key_id}, {_GCM_WHY[reason]}")
