@@ -257,20 +257,15 @@ class GcmDecryptor:
 
     def decrypt(self, tokens) -> tuple[pa.StringArray, pa.StringArray]:
         plains, reasons = [], []
-        for token in _token_bytes(plain_array(tokens, text="raw")):
-            plain, reason = self._decrypt_one(token)
+        for pt, reason in map(self._open, _token_bytes(plain_array(tokens, text="raw"))):
+            plain, reason = (None, reason) if reason is not None else _finish_utf8(pt)
             plains.append(plain)
             reasons.append(reason)
         return _result_arrays(plains, reasons)
 
     def plaintexts(self, tokens) -> list[bytes | None]:
-        """Each token's decrypted bytes, not read as text (the diagnosis reads them in another charset);
-        None where :meth:`decrypt` fails before the text."""
+        """Each token's decrypted bytes, not read as text (the diagnosis reads another charset)."""
         return [self._open(token)[0] for token in _token_bytes(plain_array(tokens, text="raw"))]
-
-    def _decrypt_one(self, token: bytes | None) -> tuple[str | None, str | None]:
-        pt, reason = self._open(token)
-        return (None, reason) if reason is not None else _finish_utf8(pt)
 
     def _open(self, token: bytes | None) -> tuple[bytes | None, str | None]:
         if token is None:
