@@ -137,8 +137,9 @@ def _check_worker_paths(cfg: JobConfig, options, paths: dict[str, str | list[str
     named = [("profiles.path", cfg.profiles.path)]
     named += [(f"data source '{ds.name}': segments", ds.segments) for ds in cfg.data_sources]
     named += [(f"suppression.{i}.path", entry.path) for i, entry in enumerate(cfg.suppression)]
-    for flag, value in paths.items():
-        named += [(flag, v) for v in (value if isinstance(value, list) else [value])]
+    for flag, value in paths.items():  # a folder below another of its flag (ROOT/_key_cache) goes with it
+        values = [v for v in (value if isinstance(value, list) else [value]) if v]
+        named += [(flag, v) for v in values if not any(v.startswith(other.rstrip("/") + "/") for other in values)]
     local = [f"{field} ({path})" for field, path in named if path and "://" not in path]
     if local:
         raise ConfigError(f"Dataflow workers cannot read local paths: {', '.join(local)}; put them on gs://")

@@ -296,3 +296,16 @@ def test_sigterm_stops_the_job_like_ctrl_c_and_releases_the_output_lock(tmp_path
     assert code == 128 + signal.SIGTERM
     assert "audience-sync: stopped by SIGTERM" in capsys.readouterr().err
     assert not (tmp_path / LOCK).exists()
+
+
+def test_a_nightly_root_on_local_disk_is_named_once_for_dataflow(tmp_path, capsys):
+    """The nightly gives launch its --root and ROOT/_key_cache (a file there is refused): the Dataflow
+    refusal named '--root (ROOT), --root (ROOT/_key_cache)', one folder twice."""
+    from pipelines import nightly
+
+    code = nightly.main(["--config", str(DEMO / "job.yaml"), "--root", str(tmp_path / "root"), "--date", "2026-11-22",
+                         "--runner=dataflow", "--project=audience-sync-test", "--region=europe-west1", "--no_auth",
+                         "--temp_location=gs://audience-sync-no-such-bucket/tmp", "--dry_run=True"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--root ({tmp_path / 'root'}); put them on gs://" in err, err
+    assert err.count("--root (") == 1
