@@ -8,16 +8,22 @@ from pipelines import import_audience
 from transforms.config import ConfigError
 
 
+def crm_job(tmp_path, one: bool = False) -> None:
+    """A plain-CRM import job in ``tmp_path``: profiles.csv (P1 c1, P2 c2; ``one``: P1 alone), one full
+    dump in d/ naming them in segments 24 and 27, ``segments: d/*``; its config is job.yaml."""
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\n" + ("" if one else "P2,c2\n"))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\n" + ("" if one else "c2 27\n"))
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+
+
 def test_a_segments_glob_reaching_the_output_folder_is_refused_before_it_reads_a_report_as_a_dump(tmp_path):
     """--output the dumps' folder: the second run read report.json and report.html as dumps and failed
     '204 of 206 lines are format errors ...: wrong field_separator or columns?' (with a bigger dump,
     under max_format_error_ratio, it published the report's lines as rejected ones, exit 0)."""
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    crm_job(tmp_path)
     argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "d")]
     assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2
     with pytest.raises(ConfigError) as info:
@@ -74,12 +80,7 @@ def test_a_key_cache_that_is_a_file_or_in_the_output_is_refused_before_the_run(t
     removed the cache (the job owns its folders) before it was saved: every run failed exit 1 after
     publishing ('the profile-key cache could not be saved (BeamIOError)'); in OUT itself the
     profile keys lay among the outputs downstream jobs read and copy."""
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    crm_job(tmp_path)
     (tmp_path / "keys").write_text("not a folder\n")
     out = tmp_path / "o"
     cache = {"a file": tmp_path / "keys", "below a file": tmp_path / "keys" / "c", "the output": out,
@@ -119,12 +120,7 @@ def test_a_segments_glob_reaching_the_key_cache_is_refused_before_it_reads_the_c
     """--key-cache the dumps' folder: the next run read MANIFEST.json and the cache's part-*.arrow as
     dumps beside the named one and was refused 'its name does not say which delivery it is ... a
     dump moved aside?' (unnamed dumps: read as dumps, NUL bytes in an Arrow file)."""
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    crm_job(tmp_path)
     argv = ["--config", str(tmp_path / "job.yaml"), "--key-cache", str(tmp_path / "d")]
     assert import_audience.run([*argv, "--output", str(tmp_path / "o1")])["data_sources"]["crm"]["reconciled"] == 2
     with pytest.raises(ConfigError) as info:
@@ -139,12 +135,7 @@ def test_an_output_folder_that_is_a_file_is_refused_before_the_run(tmp_path, job
     lock (File exists)', exit 1: a lock that exists, to the operator."""
     from pipelines import nightly
 
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    crm_job(tmp_path, one=True)
     (tmp_path / "out").write_text("a file\n")
     argv = ["--config", str(tmp_path / "job.yaml"), flag, str(tmp_path / "out" / "x" if job == "nightly" else tmp_path / "out")]
     with pytest.raises(ConfigError) as info:
@@ -186,12 +177,7 @@ def test_a_folder_the_job_writes_whose_name_holds_a_glob_character_is_refused(tm
     anything is touched, naming the flag."""
     from pipelines import nightly
 
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    crm_job(tmp_path, one=True)
     folder = tmp_path / "out [1]"
     argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o"), flag, str(folder)]
     with pytest.raises(ConfigError, match=rf"^{flag}: .*out \[1\] holds a glob character"):
