@@ -25,7 +25,8 @@ sys.path.insert(0, _ROOT)
 sys.path.insert(0, os.path.join(_ROOT, "tests"))  # the per-record reference is a test oracle, not shipped code
 
 from cbc_reference import decrypt_cbc_per_record  # noqa: E402
-from transforms.crypto import decrypt_cbc_batch, encrypt_cbc  # noqa: E402
+from transforms.crypto import decrypt_cbc_batch  # noqa: E402
+from transforms.encrypt import encrypt_cbc  # noqa: E402
 
 _LOCAL = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789._-", dtype=np.uint8)
 _DOMAINS = [b"gmail.com", b"yahoo.fr", b"example.org", b"outlook.com", b"company.co.uk", b"mail.de"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transforms.crypto import encrypt_cbc, encrypt_gcm  # noqa: E402
+from transforms.encrypt import encrypt_cbc, encrypt_gcm  # noqa: E402
 from transforms.secrets import load_keyring, load_secret  # noqa: E402
 
 

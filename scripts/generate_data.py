@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transforms.crypto import encrypt_cbc  # noqa: E402
+from transforms.encrypt import encrypt_cbc  # noqa: E402
 from transforms.normalize import normalize_and_hash  # noqa: E402
 
 DOMAINS = ["example.com", "example.org", "gmail.com", "example.net"]

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from cbc_reference import decrypt_cbc_per_record
 from transforms import cbc_kernel, crypto
-from transforms.crypto import CbcDecryptor, GcmDecryptor, decrypt_cbc_batch, encrypt_cbc, encrypt_gcm
+from transforms.crypto import CbcDecryptor, GcmDecryptor, decrypt_cbc_batch
+from transforms.encrypt import encrypt_cbc, encrypt_gcm
 from transforms.errors import KeyMaterialError
 from transforms.outcomes import Reason
 from transforms.secrets import RingKey, load_keyring, load_secret

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipelines import import_audience
-from transforms.crypto import encrypt_cbc
+from transforms.encrypt import encrypt_cbc
 from transforms.errors import RunFailed
 from transforms.normalize import normalize_and_hash, normalize_keys
 
@@ -346,7 +346,7 @@ def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict
     from datetime import datetime, timezone
 
     from test_encrypted import ring_json
-    from transforms.crypto import encrypt_gcm
+    from transforms.encrypt import encrypt_gcm
     from transforms.secrets import RingKey
 
     root.mkdir(parents=True, exist_ok=True)
@@ -410,7 +410,7 @@ def test_gcm_tokens_in_quotes_or_latin1_plaintexts_are_named_as_on_aes_cbc(tmp_p
     name them on AES-GCM too, with no plaintext."""
     from datetime import datetime, timezone
 
-    from transforms.crypto import encrypt_gcm
+    from transforms.encrypt import encrypt_gcm
     from transforms.secrets import RingKey
 
     emails = [f"zoé.müller{i}@example.com" for i in range(30)]

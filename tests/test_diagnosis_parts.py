@@ -14,12 +14,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.crypto import GcmDecryptor, encrypt_cbc, encrypt_gcm
+from transforms.crypto import GcmDecryptor
 from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, screen_step, worth_confirming
 from transforms.diagnosis_crypto import CbcMaterial, cbc_findings
-from transforms.diagnosis_gcm import gcm_findings
 from transforms.diagnosis_forms import SCREEN_ALL, screen_columns, screen_rows, spread
+from transforms.diagnosis_gcm import gcm_findings
 from transforms.diagnosis_sample import SAMPLE_SCHEMA, SampleLines, bottom_k, candidates, rejected_candidates
+from transforms.encrypt import encrypt_cbc, encrypt_gcm
 from transforms.normalize import normalize_and_hash
 from transforms.outcomes import Reason
 from transforms.profiles import read_profiles

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 from pipelines import import_audience
-from transforms.crypto import encrypt_cbc, encrypt_gcm
+from transforms.encrypt import encrypt_cbc, encrypt_gcm
 from transforms.errors import RunFailed
 from transforms.secrets import RingKey
 
@@ -197,9 +197,9 @@ def test_gcm_run_logs_no_key_or_address(tmp_path, caplog, capfd):
 
 def test_encrypt_dump_script_round_trips(tmp_path, monkeypatch):
     from encrypt_dump import main as encrypt_dump
+    from transforms.config import DataSourceConfig
     from transforms.crypto import decrypt_cbc_batch
     from transforms.dumps import read_dump
-    from transforms.config import DataSourceConfig
 
     monkeypatch.setenv("K", CBC_KEY.hex())
     monkeypatch.setenv("IV", CBC_IV.hex())

@@ -22,7 +22,7 @@ from conftest import DEMO, ROOT, local_test_pipeline
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError
 from transforms.config_load import load_config, parse_config
-from transforms.crypto import GcmEncryptor
+from transforms.encrypt import GcmEncryptor
 from transforms.export import (
     ExportAudience,
     ExportOutputs,
@@ -30,8 +30,8 @@ from transforms.export import (
     export_spec,
 )
 from transforms.export_classify import CANDIDATE_SCHEMA, EARLIER_SCHEMA, EXPORTED_SCHEMA, classify
-from transforms.export_state import ExportState
 from transforms.export_report import OUTCOMES
+from transforms.export_state import ExportState
 from transforms.onboarding import control_document, line_bytes
 from transforms.outcomes import Count, Metric, Removal
 from transforms.targets import TARGET_SCHEMA

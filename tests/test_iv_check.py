@@ -24,8 +24,9 @@ import pytest
 
 from conftest import DEMO, assert_failed_cleanly, run_import_cli
 from transforms.config import DataSourceConfig
-from transforms.crypto import CbcDecryptor, encrypt_cbc
+from transforms.crypto import CbcDecryptor
 from transforms.dumps import read_dump
+from transforms.encrypt import encrypt_cbc
 from transforms.stable_hash import hash64
 from transforms.iv_check import (
     PLAUSIBLE,

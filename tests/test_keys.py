@@ -9,8 +9,8 @@ import pytest
 
 from transforms.arrow_utils import rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.keys import dump_keys, join_keys, pack_visitor_ids, profile_keys, segment_lists, segment_sets
 from transforms.digests import decode_digests, hash_keys, sha256_digests
+from transforms.keys import dump_keys, join_keys, pack_visitor_ids, profile_keys, segment_lists, segment_sets
 
 EMAILS = ["johndoe@example.com", "ecid@adobe.com", "a@b.co", "é中@example.org"]
 
@@ -191,7 +191,8 @@ def test_url_safe_tokens_that_decrypt_so_are_not_standard_base64_rejections():
     """A partner sending url-safe base64: the tokens holding '-' or '_' (about half of one-block
     tokens) were plain decrypt failures, under the ratio, and the run published the other half as the
     whole audience. They are now their own reason, which fails the run (test_guards)."""
-    from transforms.crypto import CbcDecryptor, encrypt_cbc
+    from transforms.crypto import CbcDecryptor
+    from transforms.encrypt import encrypt_cbc
 
     key, iv = bytes(range(32)), bytes(range(100, 116))
     ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",
@@ -212,7 +213,8 @@ def test_a_decrypted_address_holding_a_control_character_is_invalid_plaintext():
     """A partner encrypting C strings with their terminator ('ann@example.com\\0'): the email rule
     refuses whitespace only, so the NUL stayed in a valid-looking address that matched no profile,
     and the file audience published every address with a NUL at its end, exit 0."""
-    from transforms.crypto import CbcDecryptor, encrypt_cbc
+    from transforms.crypto import CbcDecryptor
+    from transforms.encrypt import encrypt_cbc
 
     key, iv = bytes(range(32)), bytes(range(100, 116))
     ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",
@@ -234,7 +236,8 @@ def test_a_decrypted_id_written_with_a_uri_scheme_is_invalid_plaintext(channel, 
     """'mailto:ann@example.com' passed the email rule (a ':' in the local part): an AES-GCM source (no
     IV check) published 200 of 200 such addresses in its file audience, none matching a profile,
     exit 0. A scheme in front is no address: the decrypt-failure ratio judges them."""
-    from transforms.crypto import CbcDecryptor, encrypt_cbc
+    from transforms.crypto import CbcDecryptor
+    from transforms.encrypt import encrypt_cbc
 
     key, iv = bytes(range(32)), bytes(range(100, 116))
     ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",

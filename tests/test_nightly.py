@@ -174,7 +174,7 @@ def encrypted_email_job(tmp_path, profiles: str) -> Path:
 def encrypted_nights(tmp_path, monkeypatch) -> Path:
     """Encrypted emails (a file audience) over two nights: night 1 full, night 2 iter (zed now matches
     a profile, bob leaves 10, ann joins 12); returns the config."""
-    from transforms.crypto import encrypt_cbc
+    from transforms.encrypt import encrypt_cbc
 
     key, iv = bytes(range(32)), bytes(range(16))
     monkeypatch.setenv("NIGHTLY_KEY", key.hex())
@@ -278,7 +278,7 @@ def test_a_night_whose_addresses_stop_matching_fails_instead_of_filling_the_file
     of addresses that match a profile, the night fails; the right IV publishes."""
     from test_iv_check import a_dump, realistic_emails
 
-    from transforms.crypto import encrypt_cbc
+    from transforms.encrypt import encrypt_cbc
     from transforms.errors import RunFailed
 
     key, iv = bytes(range(32)), bytes(range(16))
@@ -343,7 +343,7 @@ def test_an_iter_night_after_the_file_audiences_normalization_changed_is_refused
     stayed in adobe's form beside tonight's, and a removal, normalized the new way, missed them:
     jo.doe@gmail.com stayed in segment 10, exit 0. Refused as an iter night with nothing to build
     on is; a full dump rebuilds the file audience in the new form."""
-    from transforms.crypto import encrypt_cbc
+    from transforms.encrypt import encrypt_cbc
     from transforms.errors import ConfigError
 
     key, iv = bytes(range(32)), bytes(range(16))
@@ -377,7 +377,7 @@ def test_addresses_that_stop_matching_after_a_night_without_their_delivery_fail_
     latest night that read its dumps."""
     from test_iv_check import a_dump, realistic_emails
 
-    from transforms.crypto import encrypt_cbc
+    from transforms.encrypt import encrypt_cbc
     from transforms.errors import RunFailed
 
     key, iv = bytes(range(32)), bytes(range(16))

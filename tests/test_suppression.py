@@ -14,7 +14,7 @@ from platform_sim import output_text
 
 from pipelines import import_audience, nightly
 from transforms.config_load import parse_config
-from transforms.crypto import encrypt_cbc
+from transforms.encrypt import encrypt_cbc
 from transforms.errors import InputError
 from transforms.suppression import Suppressor, read_suppression_file
 

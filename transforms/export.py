@@ -28,7 +28,7 @@ the leavers with what they keep.
 The user ID a data source shares a profile by: its visitor IDs (``id_type: visitor``, one line per
 valid 38-digit ID), or its declared ID (``match_on``): as is (plain, or encrypted with channel
 other), normalized + SHA-256 + the digest encoding (hashed), or normalized + encrypted (encrypted,
-channel email/sms; see :class:`transforms.crypto.CbcEncryptor` and :class:`transforms.crypto.GcmEncryptor`).
+channel email/sms; see :class:`transforms.encrypt.CbcEncryptor` and :class:`transforms.encrypt.GcmEncryptor`).
 
 Elements are Arrow tables. Two ``CoGroupByKey`` stages: per shard of ``profile_id`` (targets,
 candidate profiles let through by a Bloom filter of the targets, the earlier state's profiles and

@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import concat, distinct, split_by_bucket
 from transforms.config import DataSourceConfig, JobConfig
-from transforms.crypto import build_encryptor
+from transforms.encrypt import build_encryptor
 from transforms.errors import InputError
 from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids

@@ -13,8 +13,8 @@ import posixpath
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
-from transforms.crypto import build_encryptor
 from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob, upload_of
+from transforms.encrypt import build_encryptor
 from transforms.dumps import (iter_after_full, missing_splits, older_full_delivery, parse_dump_name, sync_mode_of,
                              unnamed_beside_named)
 from transforms.errors import InputError, KeyMaterialError
