@@ -14,7 +14,8 @@ from conftest import assert_failed_cleanly, run_import_cli
 
 from transforms.config import DataSourceConfig
 from transforms.dump_files import is_dump_file, read_chunks
-from transforms.dumps import older_full_delivery, read_dump
+from transforms.dump_names import older_full_delivery
+from transforms.dumps import read_dump
 from transforms.errors import InputError
 
 VID = "59767559181262060060278870901087098252"

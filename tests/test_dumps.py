@@ -7,16 +7,8 @@ import pytest
 
 from transforms.config import DataSourceConfig
 from transforms.dump_files import FileStats, is_dump_file, read_chunks
-from transforms.dumps import (
-    DumpName,
-    numbered_chunks,
-    missing_splits,
-    older_full_delivery,
-    parse_dump_name,
-    parse_lines,
-    read_dump,
-    split_lines,
-)
+from transforms.dump_names import DumpName, missing_splits, older_full_delivery, parse_dump_name
+from transforms.dumps import numbered_chunks, parse_lines, read_dump, split_lines
 from transforms.errors import InputError
 
 VID = "59767559181262060060278870901087098252"

@@ -2,7 +2,7 @@
 tonight's additions — per data source, unless tonight's dumps for it are ``full``, which replace it.
 
 Whether a dump is ``full`` or ``iter`` is the data source's ``sync_mode`` when configured, else its
-file name's (:func:`~transforms.dumps.sync_mode_of`); a nightly dump whose name does not say is a configuration error.
+file name's (:func:`~transforms.dump_names.sync_mode_of`); a nightly dump whose name does not say is a configuration error.
 
 The merge happens inside the output shuffle (:class:`transforms.publish.WriteParts` with ``merge``):
 previous rows, additions and removals of a shard meet in one group, keyed by profile (or address).
@@ -35,7 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.arrow_utils import count_by
 from transforms.config import JobConfig
 from transforms.dump_files import dump_paths
-from transforms.dumps import sync_mode_of
+from transforms.dump_names import sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
 from transforms.publish import ADD, PREVIOUS, PROFILE_IDS, PROFILE_IDS_SCHEMA, SUCCESS, part_name

@@ -23,7 +23,8 @@ from transforms.config import JobConfig
 from transforms.crypto import build_decryptor
 from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, dump_paths
-from transforms.dumps import missing_splits, numbered_chunks, parse_chunk, sync_mode_of
+from transforms.dump_names import missing_splits, sync_mode_of
+from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
 from transforms.incremental import unnamed_dump_error
 from transforms.keys import dump_keys

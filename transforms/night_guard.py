@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
-from transforms.dumps import parse_dump_name, sync_mode_of
+from transforms.dump_names import parse_dump_name, sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
 from transforms.report import address_form
@@ -26,7 +26,7 @@ from transforms.summary import rate_text
 
 
 def _destination(path: str) -> tuple | None:
-    """A dump's :attr:`~transforms.dumps.DumpName.destination` from its name; None for a name without one."""
+    """A dump's :attr:`~transforms.dump_names.DumpName.destination` from its name; None for a name without one."""
     name = parse_dump_name(path)
     return None if name is None else name.destination
 
@@ -207,7 +207,7 @@ class NightGuard:
 
     def check_destinations(self, cfg: JobConfig, files: list) -> None:
         """A full dump replaces its data source's whole audience: one whose folder delivers several
-        destinations (DIDs, :func:`transforms.dumps.older_full_delivery`) would lose, with no
+        destinations (DIDs, :func:`transforms.dump_names.older_full_delivery`) would lose, with no
         shrink check past ``max_shrink``, the audience of a destination the previous night holds
         (read since the data source's last full dump, on any night) and tonight's dumps lack.
         Refused (ConfigError) unless ``allow_shrink``."""

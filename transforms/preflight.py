@@ -14,9 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
 from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob, upload_of
+from transforms.dump_names import (iter_after_full, missing_splits, older_full_delivery, parse_dump_name, sync_mode_of,
+                                   unnamed_beside_named)
 from transforms.encrypt import build_encryptor
-from transforms.dumps import (iter_after_full, missing_splits, older_full_delivery, parse_dump_name, sync_mode_of,
-                             unnamed_beside_named)
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
@@ -83,7 +83,7 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
 def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False, output: str | None = None,
                  undelivered: frozenset = frozenset(), key_cache: str | None = None) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured;
-    ``one_off``: the import, which applies no removal (:func:`~transforms.dumps.iter_after_full`);
+    ``one_off``: the import, which applies no removal (:func:`~transforms.dump_names.iter_after_full`);
     ``output``: the folder the job writes (``--output``, the nightly's ROOT), whose files are no input;
     ``undelivered``: data sources a night may read no dump of (:mod:`transforms.undelivered`);
     ``key_cache``: the import's ``--key-cache`` folder (:func:`key_cache_problems`)."""

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.arrow_utils import concat, concat_promoted, count_by
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
-from transforms.dumps import parse_dump_name
+from transforms.dump_names import parse_dump_name
 from transforms.html_report import PAGE, render_run
 from transforms.memory import release_free_memory
 from transforms.outcomes import Counts, Metric, SumCounts, count

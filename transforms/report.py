@@ -5,7 +5,7 @@ import posixpath
 
 from transforms.config import JobConfig
 from transforms.diagnosis_findings import in_context, noun
-from transforms.dumps import sync_mode_of
+from transforms.dump_names import sync_mode_of
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
 from transforms.report_view import DECRYPTION_KINDS, suggestion_text
