@@ -16,7 +16,6 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import split_by_bucket
 from transforms.config import JobConfig
@@ -32,7 +31,7 @@ from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn
 from transforms.stable_hash import KeyFilter, buckets_from_hash, hash64
-from transforms.storage import glob, literal
+from transforms.storage import glob, literal, matched
 
 
 class ExpandPatterns(beam.DoFn):
@@ -101,7 +100,7 @@ class SplitBigDumps(beam.DoFn):
 
 def _stored_size(path: str) -> int:
     """A listed dump's stored size; a dump gone since it was listed fails naming it."""
-    found = FileSystems.match([literal(path)])[0].metadata_list
+    found = matched(literal(path))
     if not found:
         raise InputError(path, "listed, then gone before it was read (removed or renamed during the run?)")
     return found[0].size_in_bytes

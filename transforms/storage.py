@@ -7,6 +7,7 @@ import io
 import os
 import posixpath
 import re
+import warnings
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -25,9 +26,8 @@ MAGIC_BYTES = 10  # what compression_of needs of a file's start (bzip2's)
 def compression_of(head: bytes) -> tuple[str, str | None] | None:
     """The compression whose stream a file's first bytes (:data:`MAGIC_BYTES` of them) begin, as
     ``(name, extension)``: gzip, zstd, xz or bzip2, or a zip archive (no extension: no reader takes
-    one); None for none. The one detector of the dump
-    reader (which reads gzip whatever the name) and of the extracts' header reader (which refuses a
-    compressed file under a plain name)."""
+    one); None for none. The one detector of the dump reader (which reads gzip whatever the name) and
+    of the extracts' header reader (which refuses a compressed file under a plain name)."""
     kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
     return ("bzip2", ".bz2") if kind is None and _BZIP2.match(head) else kind
 
@@ -186,6 +186,14 @@ def literal(path: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
+def matched(pattern: str) -> list:
+    """Beam's match of one pattern: its files' metadata (path, size). A :func:`literal` holds ``[[]``,
+    which Python's ``re`` reads as meant but warns of (a nested set, some later Python): not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Possible nested set", FutureWarning)
+        return FileSystems.match([pattern])[0].metadata_list
+
+
 def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[str]:
     """Sorted paths matching ``pattern``. With ``missing_ok``, a failed match (e.g. a folder that
     does not exist) is an empty list instead of an error. A GCS folder marker (a 0-byte object named
@@ -195,8 +203,7 @@ def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[
     named by a path without wildcards (Beam matches it as itself; on gs:// it matches nothing): it
     was read as a dump, failing on a bare IsADirectoryError."""
     try:
-        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list
-                       if folders or not m.path.endswith("/"))
+        paths = sorted(m.path for m in matched(pattern) if folders or not m.path.endswith("/"))
     except Exception:  # noqa: BLE001 - only swallowed when asked to
         if missing_ok:
             return []
