@@ -116,11 +116,12 @@ def _hold_state(held: contextlib.ExitStack, root: str, spec: ExportSpec, beam_ar
     its state is read: another export of the audience, into any --output, would clear the version this
     run writes, or commit one this run's changes never saw. An overwrite holds every other audience's
     under ROOT too: it lists their members with the traits their state gives when it is read. While
-    another run holds one, this run is refused."""
-    folder = audience_dir(root, spec.data_source.name, spec.audience)
+    another run holds one, this run is refused. Every run takes them in one order (sorted): two
+    overwrites started together, each first taking its own, were both refused."""
+    folder = audience_dir(root, spec.data_source.name, spec.audience).rstrip("/")
     others = audience_folders(root) if spec.mode == "overwrite" else []
     options = pipeline_options(beam_args)
-    for path in [folder, *(path for path in others if path.rstrip("/") != folder.rstrip("/"))]:
+    for path in sorted({folder, *(path.rstrip("/") for path in others)}):
         try:
             held.enter_context(launch.lock(path, "export_audience", options))
         except LockHeld as exc:

@@ -313,3 +313,55 @@ def test_an_export_of_another_audience_while_an_overwrite_runs_is_refused(tmp_pa
     platform.apply(tmp_path / "b3")
     assert platform.members("d_sid=22") == {sha(email(i)) for i in (0, 1)}
     assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in (0, 1, 2, 3)}
+
+
+def test_two_overwrites_of_two_audiences_at_once_let_one_through(tmp_path, monkeypatch):
+    """Overwrites of A and of B started together each took their own audience's state lock first,
+    then the other's: each found the other's held and both were refused (exit 2 for both, nothing
+    exported that night). The locks are taken in one order (sorted): one of them runs."""
+    import threading
+    from types import SimpleNamespace
+    from contextlib import ExitStack
+
+    from pipelines import export_audience, launch
+
+    for name in ("A", "B"):
+        (tmp_path / "crm" / name / "v-000001").mkdir(parents=True)
+        (tmp_path / "crm" / name / "v-000001" / "_SUCCESS").write_text("{}")
+    lock, tried = launch.lock, threading.Barrier(2, timeout=2)
+
+    def in_step(folder, job, options):  # both runs try a lock before either tries its next one
+        held = lock(folder, job, options)
+
+        class Stepped:
+            def __enter__(self):
+                try:
+                    return held.__enter__()
+                finally:
+                    try:
+                        tried.wait()
+                    except threading.BrokenBarrierError:  # the other run has ended
+                        pass
+
+            def __exit__(self, *exc):
+                return held.__exit__(*exc)
+        return Stepped()
+
+    monkeypatch.setattr(launch, "lock", in_step)
+    outcome, stacks = {}, {}
+
+    def overwrite(name):
+        spec = SimpleNamespace(data_source=SimpleNamespace(name="crm"), audience=name, mode="overwrite")
+        stacks[name] = ExitStack()
+        try:
+            export_audience._hold_state(stacks[name], str(tmp_path), spec, [])
+            outcome[name] = "held"
+        except ConfigError as exc:
+            stacks[name].close()
+            outcome[name] = "refused" if "being exported by another run" in str(exc) else str(exc)
+
+    threads = [threading.Thread(target=overwrite, args=(name,)) for name in ("A", "B")]
+    [t.start() for t in threads]
+    [t.join(timeout=60) for t in threads]
+    [stack.close() for stack in stacks.values()]
+    assert sorted(outcome.values()) == ["held", "refused"], outcome
