@@ -23,7 +23,7 @@ import apache_beam as beam
 
 from pipelines import launch
 from pipelines.options import pipeline_options
-from transforms.config import ConfigError, JobConfig
+from transforms.config import JobConfig
 from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
 from transforms.export_report import summary_lines
 from transforms.export_state import (
@@ -116,7 +116,8 @@ def _hold_state(held: contextlib.ExitStack, root: str, spec: ExportSpec, beam_ar
     its state is read: another export of the audience, into any --output, would clear the version this
     run writes, or commit one this run's changes never saw. An overwrite holds every other audience's
     under ROOT too: it lists their members with the traits their state gives when it is read. While
-    another run holds one, this run is refused. Every run takes them in one order (sorted): two
+    another run holds one, this run is refused (:class:`LockHeld`, exit 1 as a held output lock: a
+    live run is no configuration error, and a retry once it ends runs). Every run takes them in one order (sorted): two
     overwrites started together, each first taking its own, were both refused."""
     folder = audience_dir(root, spec.data_source.name, spec.audience).rstrip("/")
     others = audience_folders(root) if spec.mode == "overwrite" else []
@@ -128,8 +129,8 @@ def _hold_state(held: contextlib.ExitStack, root: str, spec: ExportSpec, beam_ar
             source, name = (unquote(posixpath.basename(p)) for p in (posixpath.dirname(path), path))
             why = "" if path == folder else (": this overwrite would list its members with the traits its state "
                                               "holds now; run it after")
-            raise ConfigError(f"--state: audience '{name}' of data source '{source}' is being exported by another "
-                              f"run ({exc}){why}") from None
+            raise LockHeld(f"--state: audience '{name}' of data source '{source}' is being exported by another "
+                           f"run ({exc}){why}") from None
 
 
 def _run(job: launch.Started, spec: ExportSpec, state: ExportState, targets: str, output: str) -> dict:

@@ -8,6 +8,7 @@ from test_export_removals import SID, email, export, sha, write_job, write_profi
 
 import transforms.export
 from transforms.config import ConfigError
+from transforms.output_lock import LockHeld
 
 
 def stopped_before_commit(commit_state):
@@ -167,7 +168,7 @@ def test_a_second_run_into_a_held_output_leaves_the_live_runs_state_alone(tmp_pa
 
     def second_run_meanwhile(run_state, manifest, name="_SUCCESS"):
         if name == "_PENDING":  # the live run's parts are written: the same command starts again
-            with pytest.raises(ConfigError, match="audience 'A' .* being exported by another run .*state/crm/A is in use"):
+            with pytest.raises(LockHeld, match="audience 'A' .* being exported by another run .*state/crm/A is in use"):
                 export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")
         commit(run_state, manifest, name)
 
@@ -236,7 +237,8 @@ def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refu
     x = export(job, write_targets(tmp_path / "tx.csv", [*range(6)]), tmp_path / "out_x", *flags, run_date="2026-11-02")
     monkeypatch.undo()
     line = [l for l in capsys.readouterr().err.splitlines() if "audience 'A'" in l]
-    assert y["result"] == 2 and len(line) == 1 and "being exported by another run" in line[0], (y, line)
+    # exit 1, as a held output lock: a live run is no configuration error, and a retry once it ends runs (exit 2 is not retried)
+    assert y["result"] == 1 and len(line) == 1 and "being exported by another run" in line[0], (y, line)
     assert not (tmp_path / "out_y").exists() and not list(state.rglob("_PENDING"))
     assert (x["state_version"], x["added"]) == (2, 4)
     platform.apply(tmp_path / "out_x")
@@ -270,7 +272,7 @@ def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(tm
     monkeypatch.setattr(export_audience, "check_export_inputs", x_meanwhile)
     export(job, write_targets(tmp_path / "ty.csv", [0, 1, 2]), tmp_path / "out2", *flags, run_date="2026-11-03")
     monkeypatch.undo()
-    assert isinstance(x.get("error"), ConfigError) and "audience 'A'" in str(x["error"]), x
+    assert isinstance(x.get("error"), LockHeld) and "audience 'A'" in str(x["error"]), x
     platform.apply(tmp_path / "out2")
     later = export(job, write_targets(tmp_path / "t3.csv", [0, 1]), tmp_path / "out3", *flags, run_date="2026-11-04")
     platform.apply(tmp_path / "out3")
@@ -306,7 +308,7 @@ def test_an_export_of_another_audience_while_an_overwrite_runs_is_refused(tmp_pa
     export(job, write_targets(tmp_path / "ta.csv", [0, 1, 2, 3]), tmp_path / "a", "--segment-id", SID, "--state", state,
            "--mode", "overwrite", run_date="2026-11-02")
     monkeypatch.undo()
-    assert isinstance(b2.get("error"), ConfigError) and "audience 'B' of data source 'crm' is being exported" in str(
+    assert isinstance(b2.get("error"), LockHeld) and "audience 'B' of data source 'crm' is being exported" in str(
         b2["error"]), b2
     platform.apply(tmp_path / "a")
     export(job, tmp_path / "tb2.csv", tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
@@ -317,7 +319,7 @@ def test_an_export_of_another_audience_while_an_overwrite_runs_is_refused(tmp_pa
 
 def test_two_overwrites_of_two_audiences_at_once_let_one_through(tmp_path, monkeypatch):
     """Overwrites of A and of B started together each took their own audience's state lock first,
-    then the other's: each found the other's held and both were refused (exit 2 for both, nothing
+    then the other's: each found the other's held and both were refused (both, nothing
     exported that night). The locks are taken in one order (sorted): one of them runs."""
     import threading
     from types import SimpleNamespace
@@ -356,7 +358,7 @@ def test_two_overwrites_of_two_audiences_at_once_let_one_through(tmp_path, monke
         try:
             export_audience._hold_state(stacks[name], str(tmp_path), spec, [])
             outcome[name] = "held"
-        except ConfigError as exc:
+        except LockHeld as exc:
             stacks[name].close()
             outcome[name] = "refused" if "being exported by another run" in str(exc) else str(exc)
 

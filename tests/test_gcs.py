@@ -374,11 +374,10 @@ def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, first_nig
 
 def test_gs_export_state_is_locked_per_audience_while_live(gcs, client, gcs_config, tmp_path):
     """Two exports of one audience into two outputs: the state folder is the audience's, not the
-    output's; the second run is refused (exit 2) naming the audience before it reads the state, and
+    output's; the second run is refused (exit 1, as by a held output lock) naming the audience before it reads the state, and
     the lock (created with ifGenerationMatch=0 as the output lock's) is released after a run."""
     from pipelines import export_audience
-    from transforms.config import ConfigError
-    from transforms.output_lock import OutputLock
+    from transforms.output_lock import LockHeld, OutputLock
 
     state, out = f"gs://{gcs.bucket}/export-state", f"gs://{gcs.bucket}/export-b"
     targets = tmp_path / "targets.csv"
@@ -386,7 +385,7 @@ def test_gs_export_state_is_locked_per_audience_while_live(gcs, client, gcs_conf
     argv = ["--config", gcs_config, "--audience", "A", "--data-source", "crm-plain", "--segment-id", "5",
             "--targets", str(targets), "--output", out, "--state", state]
     with OutputLock(f"{state}/crm-plain/A", "export_audience"):  # another export of A, into another output
-        with pytest.raises(ConfigError, match="audience 'A' of data source 'crm-plain' is being exported by another "
+        with pytest.raises(LockHeld, match="audience 'A' of data source 'crm-plain' is being exported by another "
                                               f"run .*{state}/crm-plain/A/_lock.json"):
             export_audience.run(argv)
     assert not _objects(client, gcs.bucket, "export-b/")
