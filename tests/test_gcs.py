@@ -419,7 +419,7 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
     files Beam's match of a path without wildcards gave the folder itself, read as a dump: the night
     failed on a bare 'RuntimeError: IsADirectoryError ...' (exit 1)."""
     from transforms.dump_files import dump_paths
-    from transforms.storage import glob
+    from transforms.storage import folder_hint, glob
 
     name = "ftp_1_7_full_1795694400000.sync.gz"
     (tmp_path / "a" / name).mkdir(parents=True)
@@ -428,6 +428,8 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
     for root in (str(tmp_path), f"gs://{gcs.bucket}/named"):
         assert glob(f"{root}/a/{name}") == [] and dump_paths(f"{root}/a/{name}") == [], root
         assert glob(f"{root}/a/{name}/inner.sync.gz") == [f"{root}/a/{name}/inner.sync.gz"], root
+        assert folder_hint(f"{root}/a/{name}").startswith(": it is a folder, not a file"), root  # the message says so
+        assert folder_hint(f"{root}/a/{name}/inner") == folder_hint(f"{root}/a/{name}/inner.sync.gz") == "", root
 
 
 def test_objects_whose_names_hold_url_characters_are_read(gcs, client):

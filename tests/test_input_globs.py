@@ -226,3 +226,23 @@ def test_an_upload_in_progress_beside_complete_dumps_is_refused(tmp_path, glob):
                                "complete, or remove it")
     (tmp_path / "d" / "ftp_1_9_full_1795305600000002.sync").write_text("c2 27\n")
     assert import_audience.run(argv)["data_sources"]["crm"]["reconciled"] == 2
+
+
+@pytest.mark.parametrize("field", ["profiles.path", "data_sources[0].segments"])
+def test_a_path_naming_a_folder_says_so(tmp_path, field):
+    """profiles.path naming a Spark extract (a folder 'profiles.parquet' of part files), or segments a
+    dump an archive tool extracted into a folder of its name: it matches nothing, as on gs://, and the
+    run said 'no file matches' ('no segment dump matches') a name the operator saw right there. It
+    says the path is a folder and how to name its files (an extract's with its extension)."""
+    crm_job(tmp_path)
+    folder = tmp_path / ("p.csv" if field == "profiles.path" else "d/ftp_1_9_full_1795305600000.sync.gz")
+    folder.mkdir()
+    (folder / "part-0.csv").write_text("profile_id,crm\nP1,c1\n")
+    job = (tmp_path / "job.yaml").read_text()
+    (tmp_path / "job.yaml").write_text(job.replace("path: profiles.csv", "path: p.csv") if field == "profiles.path"
+                                       else job.replace("segments: d/*", "segments: d/ftp_1_9_full_1795305600000.sync.gz"))
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    files = f"{folder}/*.csv" if field == "profiles.path" else f"{folder}/*"  # (an extract's: not a Spark _SUCCESS)
+    assert f"{field}: no " in str(info.value) and str(info.value).endswith(
+        f"'{folder}': it is a folder, not a file: name its files ('{files}')"), str(info.value)

@@ -23,7 +23,7 @@ from transforms.export_state import ExportState, existing_state, parquet_rows, s
 from transforms.key_cache import INCOMING, MANIFEST
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
 from transforms.publish import REPORT
-from transforms.storage import glob, join_path
+from transforms.storage import folder_hint, glob, join_path
 from transforms.targets import TARGETS_COLUMN, targets_format
 
 
@@ -33,7 +33,7 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     checked: its header, footer or first record only."""
     extracts = glob(cfg.profiles.path, missing_ok=True)
     if not extracts:
-        return [f"profiles.path: no file matches '{cfg.profiles.path}'"]
+        return [f"profiles.path: no file matches '{cfg.profiles.path}'{folder_hint(cfg.profiles.path, typed=True)}"]
     problems, headers = [], {}
     for extract in extracts:
         try:
@@ -104,7 +104,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
         if not paths and ds.name not in undelivered:
             begun = unfinished_delivery(listed, wider)
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'" + (
-                f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun else ""))
+                f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun
+                else folder_hint(ds.segments)))
         own = own_output_problems(f"data_sources[{i}].segments", paths, output) if output else []
         own += key_cache_input_problems(f"data_sources[{i}].segments", paths, key_cache) if key_cache else []
         own += [f"data_sources[{i}].segments: {path} is an input of {other_inputs[_real(path)]}, not a dump: narrow the glob"
@@ -283,14 +284,14 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
 
 def suppression_problems(cfg: JobConfig) -> list[str]:
     """A configured suppression list that matches no file would silently suppress nobody."""
-    return [f"suppression[{i}].path: no file matches '{entry.path}'"
+    return [f"suppression[{i}].path: no file matches '{entry.path}'{folder_hint(entry.path, typed=True)}"
             for i, entry in enumerate(cfg.suppression) if not glob(entry.path, missing_ok=True)]
 
 
 def _targets_problems(targets: str) -> list[str]:
     target_files = glob(targets, missing_ok=True)
     if not target_files:
-        return [f"--targets: no file matches '{targets}'"]
+        return [f"--targets: no file matches '{targets}'{folder_hint(targets, typed=True)}"]
     problems = []
     for path in target_files:
         try:

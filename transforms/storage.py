@@ -213,6 +213,24 @@ def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[
     return paths
 
 
+def folder_hint(pattern: str, typed: bool = False) -> str:
+    """For a path that matched nothing: why, when it names a folder (a local one, or objects under it
+    on gs://), and how to name its files; else ''. Such a path matches nothing (:func:`glob`), and
+    'no file matches' named a path the operator saw right there (a Spark extract 'p.parquet/').
+    ``typed``: files read by their extension (an extract): the glob keeps the folder name's, which
+    leaves out a Spark folder's '_SUCCESS' and '.crc' files (a dump glob skips those itself)."""
+    path = pattern.rstrip("/")
+    if not path or path != pattern or any(c in path for c in "*?["):
+        return ""
+    try:
+        folder = (os.path.isdir(path) if "://" not in path
+                  else bool(FileSystems.match([literal(path) + "/**"], limits=[1])[0].metadata_list))
+    except Exception:  # noqa: BLE001 - only a hint: the line stands without it
+        folder = False
+    files = f"{path}/*{posixpath.splitext(path)[1] if typed else ''}"
+    return f": it is a folder, not a file: name its files ('{files}')" if folder else ""
+
+
 class MatchFiles(beam.DoFn):
     """A glob -> its files, sorted; no match fails the run naming the glob."""
 
