@@ -163,6 +163,18 @@ def test_a_folder_path_keeps_its_trailing_slash_locally_as_on_gcs(tmp_path):
     assert (local.profiles.path, local.data_sources[0].segments) == (f"{tmp_path}/extract/", f"{tmp_path}/dumps/{{date:%Y%m%d}}/")
     assert (remote.profiles.path, remote.data_sources[0].segments) == ("gs://b/jobs/extract/", "gs://b/jobs/dumps/{date:%Y%m%d}/")
 
+
+def test_a_folder_path_without_a_format_names_the_path(tmp_path):
+    """'profiles: {path: extract/}' (a folder's files, since the '/' is kept) without 'format': the
+    config was refused "cannot tell the format of ''", naming nothing. It names the path and what to do."""
+    data = {"profiles": {"path": "extract/"},
+            "data_sources": [{"name": "v", "dpid": 1, "segments": "dumps/*", "id_type": "visitor"}]}
+    for source, base in (("job.yaml", tmp_path), ("gs://b/jobs/job.yaml", "gs://b/jobs")):
+        with pytest.raises(ConfigError) as info:
+            parse_config(data, source=source, base_dir=base)
+        assert "cannot tell the format of 'extract/' (a folder's files): name them with their extension " \
+               "('extract/*.csv', '*.parquet', '*.jsonl') or set 'format'" in str(info.value), str(info.value)
+
 def test_diagnosis_sample_is_job_wide_and_overridable_per_data_source():
     cfg = parse_config(GOOD)
     assert cfg.diagnosis_sample == 100_000 and cfg.sample_size(cfg.data_sources[0]) == 100_000

@@ -343,4 +343,8 @@ def format_from_extension(path: str) -> str:
         return "parquet"
     if name.endswith(".jsonl") or name.endswith(".ndjson") or name.endswith(".json"):
         return "jsonl"
+    if path.endswith("/"):  # a folder's files: the basename was '' (the message named nothing)
+        folder = posixpath.basename(path.rstrip("/")) + "/"
+        raise ValueError(f"cannot tell the format of '{folder}' (a folder's files): name them with their extension "
+                         f"('{folder}*.csv', '*.parquet', '*.jsonl') or set 'format'")
     raise ValueError(f"cannot tell the format of '{posixpath.basename(path)}': use .csv, .parquet or .jsonl, or set 'format'")
