@@ -104,3 +104,25 @@ def test_an_upload_in_progress_is_seen_under_a_glob_naming_the_dumps_suffix(tmp_
     with pytest.raises(ConfigError, match=rf"data_sources\[1\]\.segments: {unfinished}"):
         run(config, root, "--backfill", "2026-11-27:2026-11-28")
     assert not (root / "dt=2026-11-27").exists() and not (root / "dt=2026-11-28").exists()
+
+
+def test_segments_naming_the_nights_folder_is_not_taken_for_silence(tmp_path):
+    """b's segments edited to 'b/{date:%Y%m%d}' (the night's folder, no '/*'): such a path matches
+    nothing (a folder is no file, on gs:// as locally), so with max_nights_without_delivery b was
+    taken for silent, its audience carried and its delivered dump never read, exit 0 (p5, whom it
+    removes, stayed). The night fails naming the folder and how to name its files."""
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-26")
+    config = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2, "segments": "b/{date:%Y%m%d}"})
+    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
+    folder = tmp_path / "b" / "20261127"
+    with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '{folder}': it is a folder, not a "
+                                          rf"file: name its files \('{folder}/\*'\); taken for a night without"):
+        run(config, root, "--date", "2026-11-27")
+    folders = {name: {"segments": f"{name}/{{date:%Y%m%d}}"} for name in ("a", "b")}  # a backfill skipped the night
+    with pytest.raises(ConfigError, match="it is a folder, not a file"):  # as one without a delivery (exit 0)
+        run(write_job(tmp_path, sources=("a", "b"), **folders), root, "--backfill", "2026-11-27:2026-11-27")
+    assert not (root / "dt=2026-11-27").exists()

@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import JobConfig
 from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob
 from transforms.errors import ConfigError
-from transforms.storage import glob, join_path
+from transforms.storage import folder_hint, glob, join_path
 
 
 def check_nights_over(days: list[date], today: date) -> None:
@@ -102,7 +102,8 @@ def no_delivery(template: JobConfig, night: date) -> bool:
     ``segments`` lists a dump, or what a delivery that did not finish leaves (a listing per data
     source, no file read). A listing that fails is no proof that nothing was delivered, nor is an
     upload in progress: False (the night then runs, and fails, as any other)."""
-    return all(delivery_listed(ds.segments) == [] for ds in template.for_date(night).data_sources)
+    return all(delivery_listed(ds.segments) == [] and not folder_hint(ds.segments)  # (a folder matches nothing)
+               for ds in template.for_date(night).data_sources)
 
 
 def delivery_listed(pattern: str) -> list[str] | None:

@@ -18,7 +18,7 @@ from transforms.errors import ConfigError
 from transforms.dump_files import is_dump_file
 from transforms.night_guard import night_report
 from transforms.night_order import delivery_listed
-from transforms.storage import join_path
+from transforms.storage import folder_hint, join_path
 
 
 def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[date],
@@ -68,6 +68,9 @@ def _silent(ds) -> bool:
                           "once they can be listed")
     if any(is_dump_file(path) for path in listed):
         return False
+    if not listed and (folder := folder_hint(ds.segments)):  # a folder matches nothing: no proof of silence
+        raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}'{folder}; taken for a night "
+                          "without a delivery, its dumps would never be read")
     if listed:  # a control file, an upload in progress
         raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', but "
                           f"{posixpath.basename(listed[0])} is there (a delivery that did not finish?): taken for a "
