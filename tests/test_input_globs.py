@@ -8,15 +8,15 @@ from pipelines import import_audience
 from transforms.config import ConfigError
 
 
-def crm_job(tmp_path, one: bool = False) -> None:
+def crm_job(tmp_path, one: bool = False, segments: str = "d/*") -> None:
     """A plain-CRM import job in ``tmp_path``: profiles.csv (P1 c1, P2 c2; ``one``: P1 alone), one full
-    dump in d/ naming them in segments 24 and 27, ``segments: d/*``; its config is job.yaml."""
+    dump in d/ naming them in segments 24 and 27, read by ``segments``; its config is job.yaml."""
     (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\n" + ("" if one else "P2,c2\n"))
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\n" + ("" if one else "c2 27\n"))
     (tmp_path / "job.yaml").write_text(
         "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+        f"data_sources: [{{name: crm, dpid: 9, segments: {segments}, id_type: declared, declared: plain, match_on: crm}}]\n")
 
 
 def test_a_segments_glob_reaching_the_output_folder_is_refused_before_it_reads_a_report_as_a_dump(tmp_path):
@@ -56,13 +56,8 @@ def test_a_dump_moved_aside_under_another_name_is_refused_beside_named_dumps(tmp
     """Yesterday's full dump renamed in its folder ('.bak', a browser's ' (1)') still matched
     'd/*.sync*'; its name no longer parsed, so the two-full-deliveries guard did not see it: read
     beside today's, its user stayed in segment 999, which today's dump no longer lists, exit 0."""
-    (tmp_path / "profiles.csv").write_text("profile_id,crm\nP1,c1\nP2,c2\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("c1 24\nc2 27\n")
+    crm_job(tmp_path, segments="d/*.sync*")
     (tmp_path / "d" / aside).write_text("c1 999\n")
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv, visitor_ids: null}\n"
-        "data_sources: [{name: crm, dpid: 9, segments: 'd/*.sync*', id_type: declared, declared: plain, match_on: crm}]\n")
     argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")]
     with pytest.raises(ConfigError) as info:
         import_audience.run(argv)

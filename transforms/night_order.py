@@ -113,7 +113,7 @@ def delivery_listed(pattern: str) -> list[str] | None:
     dumps = None if files is None else [path for path in files if is_dump_file(path)]
     if dumps or files is None:
         return dumps
-    wider = files_listed(upload_glob(pattern)) if upload_glob(pattern) else []
+    wider = files_listed(uploads) if (uploads := upload_glob(pattern)) else []
     return None if wider is None else unfinished_delivery(files, wider)
 
 

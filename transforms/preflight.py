@@ -100,7 +100,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
     for i, ds in enumerate(cfg.data_sources):
         listed = glob(ds.segments, missing_ok=True)
         paths = [path for path in listed if is_dump_file(path)]
-        wider = glob(upload_glob(ds.segments), missing_ok=True) if upload_glob(ds.segments) else []  # uploads too
+        wider = glob(uploads, missing_ok=True) if (uploads := upload_glob(ds.segments)) else []  # uploads too
         if not paths and ds.name not in undelivered:
             begun = unfinished_delivery(listed, wider)
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'" + (

@@ -186,12 +186,13 @@ def literal(path: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
-def matched(pattern: str) -> list:
-    """Beam's match of one pattern: its files' metadata (path, size). A :func:`literal` holds ``[[]``,
-    which Python's ``re`` reads as meant but warns of (a nested set, some later Python): not shown."""
+def matched(pattern: str, limit: int | None = None) -> list:
+    """Beam's match of one pattern: its files' metadata (path, size), at most ``limit`` of them. A
+    :func:`literal` holds ``[[]``, which Python's ``re`` reads as meant but warns of (a nested set,
+    some later Python): not shown."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Possible nested set", FutureWarning)
-        return FileSystems.match([pattern])[0].metadata_list
+        return FileSystems.match([pattern], limits=None if limit is None else [limit])[0].metadata_list
 
 
 def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[str]:
@@ -224,7 +225,7 @@ def folder_hint(pattern: str, typed: bool = False) -> str:
         return ""
     try:
         folder = (os.path.isdir(path) if "://" not in path
-                  else bool(FileSystems.match([literal(path) + "/**"], limits=[1])[0].metadata_list))
+                  else bool(matched(literal(path) + "/**", limit=1)))
     except Exception:  # noqa: BLE001 - only a hint: the line stands without it
         folder = False
     files = f"{path}/*{posixpath.splitext(path)[1] if typed else ''}"
