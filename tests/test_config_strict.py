@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cli_in_process
 from transforms.config import ConfigError
 from transforms.config_load import load_config, parse_config
 from transforms.errors import KeyMaterialError
@@ -228,8 +228,7 @@ def test_the_cli_does_not_echo_a_key_pasted_in_any_form(tmp_path, capfd):
 def test_the_cli_names_a_duplicate_key(demo_copy, tmp_path):
     config = demo_copy / "job.yaml"
     config.write_text(config.read_text() + "buckets: 4\nbuckets: 8\n")
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(config),
-                             "--output", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = cli_in_process("import", "--config", config, "--output", tmp_path / "o")
     assert result.returncode == 2
     assert "duplicate key 'buckets'" in result.stderr and "Traceback" not in result.stderr
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import DEMO, ROOT, local_test_pipeline
+from conftest import DEMO, ROOT, cli_in_process, local_test_pipeline
 
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError
@@ -260,10 +260,9 @@ def test_a_key_value_audience_with_leavers_fails_in_sync_mode(tmp_path):
     first = tmp_path / "first"
     export(cfg, write_targets(tmp_path / "t1.csv", ["p1", "p2"]), first, "--data-source", "vis")
     second = tmp_path / "second"
-    result = subprocess.run([*CLI, "--config", str(cfg), "--audience", "Summer sale", "--targets",
-                             str(write_targets(tmp_path / "t2.csv", ["p1"])), "--output", str(second),
-                             "--run-date", RUN_DATE, "--data-source", "vis", "--existing", str(first)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = cli_in_process("export", "--config", cfg, "--audience", "Summer sale", "--targets",
+                            write_targets(tmp_path / "t2.csv", ["p1"]), "--output", second,
+                            "--run-date", RUN_DATE, "--data-source", "vis", "--existing", first)
     assert result.returncode == 1
     assert ("audience 'Summer sale': 1 user ID(s) must leave it (untargeted=1) but a key-value audience "
             '("segment"="Summer sale") cannot be removed by a .sync file: rerun with --mode overwrite') in result.stderr
@@ -433,14 +432,10 @@ def test_logs_carry_no_addresses_ids_or_keys(tmp_path, caplog, capfd):
         assert "@" not in report_text and not [n for n in needles if n in report_text]
 
 
-CLI = [sys.executable, "-m", "pipelines.cli", "export"]
-
-
 def test_cli_prints_a_summary_and_module_entry_ignores_launcher_flags(job, tmp_path):
     args = ["--config", str(job), "--audience", "Summer sale", "--targets", str(tmp_path / "targets.csv"),
             "--run-date", RUN_DATE, "--data-source", "hashed"]
-    result = subprocess.run([*CLI, *args, "--output", str(tmp_path / "a")], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = cli_in_process("export", *args, "--output", tmp_path / "a")
     assert result.returncode == 0, result.stderr
     assert "targets=7 exported=4 already_present=0 shares_blocked_id=0 unmapped=1 opted_out=1 unknown_profile=1" in result.stdout
     assert f"ftp_dpm_12345_{TS}.sync.gz" in result.stdout
@@ -452,13 +447,13 @@ def test_cli_prints_a_summary_and_module_entry_ignores_launcher_flags(job, tmp_p
 
 
 def test_configuration_errors_are_one_clear_line(job, tmp_path):
-    base = [*CLI, "--config", str(job), "--audience", "Summer sale", "--targets", str(tmp_path / "targets.csv"),
-            "--output", str(tmp_path / "o")]
-    result = subprocess.run([*base, "--data-source", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    base = ["export", "--config", job, "--audience", "Summer sale", "--targets", tmp_path / "targets.csv",
+            "--output", tmp_path / "o"]
+    result = cli_in_process(*base, "--data-source", "nope")
     assert result.returncode == 2
     assert "--data-source: 'nope' is not a configured data source" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
-    result = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)  # two sources, none named
+    result = cli_in_process(*base)  # two sources, none named
     assert result.returncode == 2 and "--data-source: name the data source" in result.stderr
 
 
@@ -466,8 +461,8 @@ def test_a_malformed_targets_file_fails_and_publishes_nothing(job, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("profile_id,note\np1,x\np2,x,extra\n")
     out = tmp_path / "o"
-    result = subprocess.run([*CLI, "--config", str(job), "--audience", "A", "--targets", str(bad), "--output", str(out),
-                             "--data-source", "hashed"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = cli_in_process("export", "--config", job, "--audience", "A", "--targets", bad, "--output", out,
+                            "--data-source", "hashed")
     assert result.returncode == 1
     assert "bad.csv:3: wrong number of columns" in result.stderr and "Traceback" not in result.stderr
     assert not (out / "report.json").exists() and not list(out.glob("_incomplete-*"))

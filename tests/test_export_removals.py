@@ -5,15 +5,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import cli_in_process
 from platform_sim import Platform, output_text
 
 from pipelines import export_audience, import_audience
@@ -603,9 +601,8 @@ def test_an_export_to_20914_needs_target_dpid_and_names_it_in_the_file(tmp_path)
     job.write_text(yaml.safe_dump(config))
     write_profiles(job.parent, [0, 1])
     targets = write_targets(tmp_path / "t.csv", [0, 1])
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "export", "--config", str(job), "--audience", "A",
-                             "--targets", str(targets), "--output", str(tmp_path / "o"), "--run-date", RUN_DATE],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = cli_in_process("export", "--config", job, "--audience", "A", "--targets", targets,
+                            "--output", tmp_path / "o", "--run-date", RUN_DATE)
     assert result.returncode == 2
     assert "data_sources[0].target_dpid: data source 'crm' has dpid 20914" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import subprocess
 import sys
 from html import unescape
 from pathlib import Path
@@ -14,14 +13,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO, ROOT
+from conftest import DEMO, ROOT, cli_in_process
 from page_dom import figures
 from pipelines import nightly
 from transforms.html_report import render_nightly, render_run, NightReport
 from transforms.outcomes import DECRYPT_FAILURES, Reason
 from transforms.publish import publish_outputs
 
-CLI = [sys.executable, "-m", "pipelines.cli"]
 
 # A finding in the shape the mismatch diagnosis writes (report.json, per data source).
 FINDINGS = [
@@ -33,7 +31,7 @@ FINDINGS = [
 
 
 def cli(*args):
-    return subprocess.run([*CLI, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return cli_in_process(*args)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO, ROOT, delivered
+from conftest import DEMO, ROOT, cli_in_process, delivered
 from pipelines import nightly
 
 V = {i: str(i) * 38 for i in range(1, 6)}
@@ -110,8 +110,7 @@ def test_bad_input_publishes_nothing_for_the_date(tmp_path, damage):
         (victim.parent / "ftp_1_7_full_1795305600000.info").write_text(json.dumps(
             {"Files": [{"FileName": victim.name, "FileSequenceNumber": 1, "FileLineCount": 3001,
                         "FileByteSize": victim.stat().st_size, "md5": "0" * 32}], "Totals": {}}))
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(config), "--root",
-                             str(root), "--date", "2026-11-22"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = cli_in_process("nightly", "--config", config, "--root", root, "--date", "2026-11-22")
     assert result.returncode == 1
     assert victim.name in result.stderr and "Traceback" not in result.stderr
     assert not (root / "dt=2026-11-22" / "_SUCCESS").exists()

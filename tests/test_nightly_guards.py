@@ -8,15 +8,13 @@ import gzip
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, delivered
+from conftest import cli_in_process, delivered
 from pipelines import nightly
 from transforms.errors import ConfigError, RunFailed
 
@@ -59,8 +57,7 @@ def run(config, root, *args):
 
 
 def cli(config, root, *args):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "nightly", "--config", str(config), "--root", str(root),
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return cli_in_process("nightly", "--config", config, "--root", root, *args)
 
 
 class NotRead:

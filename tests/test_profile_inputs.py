@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import codecs
 import csv
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
+from conftest import cli_in_process
 from pipelines import import_audience
 from transforms.config import ConfigError
 from transforms.config_load import load_config
@@ -66,8 +64,7 @@ def test_every_file_of_a_profile_glob_is_checked_in_preflight(demo_copy, tmp_pat
     with pytest.raises(ConfigError) as info:
         check_inputs(load_config(str(demo_copy / "job.yaml")))
     assert str(info.value) == f"data_sources[3].match_on: column 'crm_id' is not in the extract {paths[1]}"
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "import", "--config", str(demo_copy / "job.yaml"),
-                             "--output", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = cli_in_process("import", "--config", demo_copy / "job.yaml", "--output", tmp_path / "o")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"column 'crm_id' is not in the extract {paths[1]}" in result.stderr
 

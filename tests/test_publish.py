@@ -15,11 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cli_in_process
 from pipelines import import_audience
 
 V = {i: str(i) * 38 for i in range(1, 6)}
-CLI = [sys.executable, "-m", "pipelines.cli", "import"]
 
 
 def small_job(tmp_path: Path, lines: list[str] | None = None) -> Path:
@@ -40,9 +39,8 @@ def members(folder: Path) -> set[tuple]:
     return {(r["segment_id"], r["profile_id"]) for r in pq.read_table(folder / "reconciled").to_pylist()}
 
 
-def run_cli(config: Path, out: Path, **kwargs):
-    return subprocess.run([*CLI, "--config", str(config), "--output", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, **kwargs)
+def run_cli(config: Path, out: Path):
+    return cli_in_process("import", "--config", config, "--output", out)
 
 
 def one_line(stderr: str) -> str:

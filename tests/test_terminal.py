@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from conftest import DEMO, ROOT
+from conftest import DEMO, ROOT, cli_in_process
 from pipelines.options import pipeline_options, runs_here
 from test_html_report import FINDINGS, demo_needles
 from transforms import progress
 from transforms.outcomes import runner_counter
 from transforms.summary import COLUMNS, rate_text, summary_lines
 
-CLI = [sys.executable, "-m", "pipelines.cli"]
 REPORT = json.loads((Path(__file__).parent / "data" / "report-import.json").read_text())
 
 
 def cli(*args):
-    return subprocess.run([*CLI, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return cli_in_process(*args)
 
 
 def columns(header: str) -> list[tuple[int, int]]:
