@@ -335,6 +335,31 @@ def test_gs_output_is_locked_while_live_owned_by_the_job_and_cleaned_of_leftover
     assert _rows(_read_gcs_output(client, gcs.bucket, "owned", "reconciled"), "reconciled") == _expected_csv("memberships.csv")
 
 
+def test_a_lock_create_the_client_retried_is_the_runs_own(gcs, client, monkeypatch):
+    """google-cloud-storage retries an upload after a dropped connection (DEFAULT_RETRY, if_generation_match
+    set or not): when the first attempt created the lock, the retry gets 412 and the run was refused by its
+    own lock ('... is in use by run <its own id>'), the lock left behind (a retry on another host refused
+    for 24 h). The fault is injected at the HTTP boundary: the server creates the lock, the answer is lost."""
+    import requests
+
+    from transforms.output_lock import OutputLock
+
+    real, dropped = requests.Session.request, []
+
+    def answer_lost(self, method, url, *args, **kwargs):
+        response = real(self, method, url, *args, **kwargs)
+        if method == "POST" and "uploadType=multipart" in url and not dropped:
+            dropped.append(response.status_code)
+            raise requests.exceptions.ConnectionError("connection reset by peer")
+        return response
+
+    monkeypatch.setattr(requests.Session, "request", answer_lost)
+    with OutputLock(f"gs://{gcs.bucket}/retried-lock", "import_audience") as lock:
+        assert dropped == [200]  # the first create reached the server
+        assert json.loads(client.bucket(gcs.bucket).blob("retried-lock/_lock.json").download_as_bytes())["run_id"] == lock.holder.run_id
+    assert not _objects(client, gcs.bucket, "retried-lock/")  # released
+
+
 def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, first_night, monkeypatch):
     """A night that carries a data source's previous rows (its dumps configured ``iter``): each
     writer reads its bucket's previous part from the bucket itself; the partition and the counts are

@@ -5,7 +5,9 @@ host, pid and start time (UTC). It is created only if it does not exist — on l
 ``O_CREAT | O_EXCL``, on GCS with the google-cloud-storage client's ``if_generation_match=0`` (an
 object create that fails with 412 when the object exists; Beam's FileSystems has no such
 precondition) — so of two runs started together exactly one gets it; the other fails at once,
-naming the lock and its holder. The holder deletes it at the end, success or failure.
+naming the lock and its holder. The holder deletes it at the end, success or failure. A lock
+holding this run's own id is its own: google-cloud-storage retries an upload whose answer was lost
+(a reset connection, a 503), and the retry of a create that reached the server gets 412.
 
 A lock left by a run that died without releasing it (SIGKILL, a lost machine) is **stale** when
   * it was taken on this host and its pid is no longer running, or
@@ -155,7 +157,10 @@ class _GcsLocks:
         bucket, _, name = path[len("gs://"):].partition("/")
         try:
             blob = self._client.bucket(bucket).get_blob(name)  # its generation: the delete's precondition
-            return (blob.download_as_bytes(), blob.generation) if blob is not None else None
+            if blob is None:
+                return None
+            generation = blob.generation  # before the download, which sets it from a header (none: None)
+            return blob.download_as_bytes(), generation
         except NotFound:
             return None
 
@@ -206,6 +211,9 @@ class OutputLock:
             if found is None:
                 continue  # released meanwhile
             holder = _parse(found[0])
+            if holder == self.holder:  # our own create, retried by the client after a lost answer: 412
+                self._token = found[1]
+                return self
             why = stale_reason(holder, datetime.now(timezone.utc), self.max_age)
             if why is None:
                 who = holder.describe() if holder else "a run whose lock cannot be read"
