@@ -24,6 +24,7 @@ import apache_beam as beam
 from pipelines import launch
 from pipelines.options import pipeline_options
 from transforms.config import JobConfig
+from transforms.errors import RunFailed
 from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
 from transforms.export_report import summary_lines
 from transforms.export_state import (
@@ -35,7 +36,7 @@ from transforms.export_state import (
     published_uncommitted,
     write_manifest,
 )
-from transforms.output_lock import LockHeld
+from transforms.output_lock import LockHeld, LockNotCreated
 from transforms.preflight import check_export_inputs
 from transforms.publish import REPORT, join_path
 from transforms.publish_journal import remove_run_dir
@@ -123,10 +124,13 @@ def _hold_state(held: contextlib.ExitStack, root: str, spec: ExportSpec, beam_ar
     others = audience_folders(root) if spec.mode == "overwrite" else []
     options = pipeline_options(beam_args)
     for path in sorted({folder, *(path.rstrip("/") for path in others)}):
+        source, name = (unquote(posixpath.basename(p)) for p in (posixpath.dirname(path), path))
         try:
             held.enter_context(launch.lock(path, "export_audience", options))
+        except LockNotCreated as exc:  # its message says 'output lock': this one is the audience's state's
+            raise RunFailed(f"--state {root}: cannot create the lock of audience '{name}' of data source "
+                            f"'{source}' ({exc.path}: {exc.reason})") from None
         except LockHeld as exc:
-            source, name = (unquote(posixpath.basename(p)) for p in (posixpath.dirname(path), path))
             why = "" if path == folder else (": this overwrite would list its members with the traits its state "
                                               "holds now; run it after")
             raise LockHeld(f"--state: audience '{name}' of data source '{source}' is being exported by another "

@@ -367,3 +367,21 @@ def test_two_overwrites_of_two_audiences_at_once_let_one_through(tmp_path, monke
     [t.join(timeout=60) for t in threads]
     [stack.close() for stack in stacks.values()]
     assert sorted(outcome.values()) == ["held", "refused"], outcome
+
+
+def test_a_state_folder_that_cannot_be_written_is_named_as_the_state_lock(tmp_path):
+    """An audience's state folder that cannot be created (ROOT/<data source> is a file) failed
+    'ROOT/crm/A/_lock.json: cannot create the output lock (Not a directory)': the wrong lock, to an
+    operator who looked at --output."""
+    from transforms.errors import RunFailed
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1])
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "crm").write_text("a file\n")
+    with pytest.raises(RunFailed) as info:
+        export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "out", "--segment-id", SID,
+               "--state", tmp_path / "state")
+    assert str(info.value) == (f"--state {tmp_path / 'state'}: cannot create the lock of audience 'A' of data source 'crm' "
+                               f"({tmp_path / 'state' / 'crm' / 'A' / '_lock.json'}: Not a directory)")
+    assert not (tmp_path / "out").exists()

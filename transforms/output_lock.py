@@ -57,6 +57,15 @@ class LockHeld(RunFailed):
     """The lock is held by a live run (the one line names the folder, the holder and the lock)."""
 
 
+class LockNotCreated(RunFailed):
+    """The lock file cannot be created (a read-only folder, a file in its way, no such bucket): its
+    ``path`` and the one-line ``reason``, for a caller whose lock is not an output's to say so."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: cannot create the output lock ({reason})")
+        self.path, self.reason = path, reason
+
+
 def _pid_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -204,7 +213,7 @@ class OutputLock:
             try:
                 self._token = self._store.create(self.path, data)
             except Exception as exc:  # noqa: BLE001 - read-only, no permission, no such bucket: one line
-                raise RunFailed(f"{self.path}: cannot create the output lock ({_reason(exc)})") from None
+                raise LockNotCreated(self.path, _reason(exc)) from None
             if self._token is not None:
                 return self
             found = self._store.read(self.path)
