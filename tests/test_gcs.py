@@ -444,6 +444,7 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
     files Beam's match of a path without wildcards gave the folder itself, read as a dump: the night
     failed on a bare 'RuntimeError: IsADirectoryError ...' (exit 1)."""
     from transforms.dump_files import dump_paths
+    from transforms.preflight import dump_folders
     from transforms.storage import folder_hint, glob
 
     name = "ftp_1_7_full_1795694400000.sync.gz"
@@ -455,6 +456,8 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
         assert glob(f"{root}/a/{name}/inner.sync.gz") == [f"{root}/a/{name}/inner.sync.gz"], root
         assert folder_hint(f"{root}/a/{name}").startswith(": it is a folder, not a file"), root  # the message says so
         assert folder_hint(f"{root}/a/{name}/inner") == folder_hint(f"{root}/a/{name}/inner.sync.gz") == "", root
+        assert dump_paths(f"{root}/a/*") == [] and dump_folders(f"{root}/a/*") == [f"{root}/a/{name}"], root  # preflight names it
+        assert dump_folders(f"{root}/a/**") == dump_folders(f"{root}/*") == [], root  # '**' reads it; 'a' is no dump's name
 
 
 def test_objects_whose_names_hold_url_characters_are_read(gcs, client):

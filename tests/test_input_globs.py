@@ -241,3 +241,21 @@ def test_a_path_naming_a_folder_says_so(tmp_path, field):
     files = f"{folder}/*.csv" if field == "profiles.path" else f"{folder}/*"  # (an extract's: not a Spark _SUCCESS)
     assert f"{field}: no " in str(info.value) and str(info.value).endswith(
         f"'{folder}': it is a folder, not a file: name its files ('{files}')"), str(info.value)
+
+
+def test_a_folder_named_as_a_dump_under_a_glob_is_refused_and_other_folders_are_not_read(tmp_path):
+    """'d/*' lists files, locally as on gs:// ('*' stops at '/'): an iter dump an archive tool extracted
+    into a folder of its name beside the full dump was skipped, its removal never applied, exit 0. A
+    sub-folder of another name (old/, where read dumps are moved) is not read and refuses nothing."""
+    crm_job(tmp_path)
+    (tmp_path / "d" / "old").mkdir()
+    (tmp_path / "d" / "old" / "ftp_1_9_full_1795219200000.sync").write_text("c1 999\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")]
+    assert import_audience.run(argv)["data_sources"]["crm"]["segments"].keys() == {"24", "27"}
+    folder = tmp_path / "d" / "ftp_1_9_iter_1795392000000.sync"
+    folder.mkdir()
+    (folder / "ftp_1_9_iter_1795392000000.sync").write_text("c1 -24\n")
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    assert str(info.value) == (f"data_sources[0].segments: {folder}: a folder named as a dump, which the glob does "
+                               "not read (an archive extracted into a folder of its name?): move its dump out in its place")

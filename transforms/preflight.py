@@ -112,6 +112,9 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
                 for path in paths if _real(path) in other_inputs][:1]
         problems += own
         problems += [f"data_sources[{i}].segments: {path}: {problem}" for path, problem in missing_splits(paths)]
+        problems += [f"data_sources[{i}].segments: {path}: a folder named as a dump, which the glob does not read (an "
+                     "archive extracted into a folder of its name?): move its dump out in its place"
+                     for path in dump_folders(ds.segments)[:1]]
         problems += [f"data_sources[{i}].segments: {path}: an upload in progress beside the dumps (a transfer not "
                      "finished?): read without it, the delivery would be partial; rerun once it is complete, or "
                      "remove it" for path in uploads_beside(paths, [*listed, *wider])[:1]]
@@ -169,6 +172,21 @@ def uploads_beside(dumps: list[str], listed: list[str]) -> list[str]:
         return []
     return sorted({path for path in listed if (final := upload_of(path)) is not None and final not in dumps
                    and not posixpath.basename(path).startswith((".", "_")) and parse_dump_name(final) is not None})
+
+
+def dump_folders(pattern: str) -> list[str]:
+    """The folders a ``segments`` glob matches by name that are named as a dump (a platform's name,
+    or '.sync' / '.sync.gz': an archive tool extracted the dump into a folder of its name). A glob
+    lists files, locally as on gs:// ('*' stops at '/'), so such a dump was skipped; a folder of
+    another name (old/) is not read and refuses nothing. A path without wildcards: storage.folder_hint;
+    '**' reads below folders."""
+    name = pattern.rstrip("/")
+    if name != pattern or "**" in name or not any(c in name for c in "*?["):
+        return []
+    depth = name.count("/") + 1  # the matched folder: as many parts of a file's path below it
+    folders = {"/".join(path.split("/")[:depth]) for path in glob(name + "/**", missing_ok=True)}
+    return sorted(f for f in folders if is_dump_file(f)
+                  and (parse_dump_name(f) is not None or f.lower().endswith((".sync", ".sync.gz"))))
 
 
 OWN_OUTPUTS = ("reconciled", "file_audience", "rejected", "report.json", "report.html", "_SUCCESS")
