@@ -235,17 +235,34 @@ def test_a_profile_id_column_of_a_type_no_id_has_fails_naming_the_file_and_colum
 def test_a_jsonl_extract_whose_first_record_omits_a_key_column_is_read(tmp_path):
     """JSON writers omit null fields (Spark's to_json): a first record without 'crm_id' was refused at
     start-up, 'column 'crm_id' is not in the extract' (exit 2), though the later records hold it. The
-    start-up check reads one record: a JSONL key column is left to the reader, which fails naming
-    the file when no record has it."""
+    start-up check reads on until a record has it; no record of the extract having it is a
+    configuration error naming the column."""
     with_dump(tmp_path)
     path = tmp_path / "p.jsonl"
     path.write_text('{"profile_id": "P1"}\n{"profile_id": "P2", "crm_id": "C2"}\n')
     check_inputs(config(path))
     assert profiles_of(path, config(path)) == [{"profile_id": "P1", "k:crm_id": None}, {"profile_id": "P2", "k:crm_id": "C2"}]
-    path.write_text('{"profile_id": "P1"}\n{"profile_id": "P2"}\n')
-    with pytest.raises(InputError) as info:
-        profiles_of(path, config(path))
-    assert str(info.value) == f"{path}: no column 'crm_id' (data_sources[0].match_on)"
+    path.write_text('{"profile_id": "P1"}\n{"profile_id": "P2", "crm": "C2"}\n')
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path))
+    assert str(info.value) == f"data_sources[0].match_on: column 'crm_id' is in no record of the extract '{path}'"
+
+
+def test_a_jsonl_part_whose_records_all_omit_a_key_column_reads_as_nulls(tmp_path):
+    """An extract in part files (Spark's), one of whose records all omit 'crm_id' (null, and JSON
+    writers omit null fields): the run failed 'part-1.jsonl: no column 'crm_id'' (exit 1), a valid
+    extract refused. That part's profiles have no such key; a column no part has is refused at start-up."""
+    (tmp_path / "p").mkdir()
+    with_dump(tmp_path / "p")  # the dumps in p/seg/, beside the parts
+    (tmp_path / "p" / "part-0.jsonl").write_text('{"profile_id": "P1"}\n{"profile_id": "P2", "crm_id": "C2"}\n')
+    (tmp_path / "p" / "part-1.jsonl").write_text('{"profile_id": "P3"}\n')
+    cfg = config(tmp_path / "p" / "*.jsonl")
+    check_inputs(cfg)
+    assert profiles_of(tmp_path / "p" / "part-1.jsonl", cfg) == [{"profile_id": "P3", "k:crm_id": None}]
+    (tmp_path / "p" / "part-0.jsonl").write_text('{"profile_id": "P1"}\n{"profile_id": "P2", "crmId": "C2"}\n')
+    with pytest.raises(ConfigError) as info:
+        check_inputs(cfg)
+    assert str(info.value) == f"data_sources[0].match_on: column 'crm_id' is in no record of the extract '{tmp_path}/p/*.jsonl'"
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])

@@ -23,7 +23,7 @@ from transforms.export_state import ExportState, existing_state, parquet_rows, s
 from transforms.key_cache import INCOMING, MANIFEST
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
 from transforms.publish import REPORT
-from transforms.storage import folder_hint, glob, join_path
+from transforms.storage import folder_hint, glob, join_path, open_input
 from transforms.targets import TARGETS_COLUMN, targets_format
 
 
@@ -54,7 +54,10 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
                      + (f" (its header is one column holding '{other.encode('unicode_escape').decode()}': a CSV is "
                         "separated by commas)" if other else "")
                      for col in needed if col not in columns and col not in optional]
-    return problems + _optional_in_some_files(cfg, headers, [col for col in optional if col in needed])
+    keys = set(key_columns(cfg, export=True))
+    return (problems + _optional_in_some_files(cfg, headers, [col for col in optional if col in needed])
+            + (_keys_in_no_record(cfg, headers, [col for col in optional if col in needed and col in keys])
+               if len(headers) == len(extracts) else []))  # a file not read is a problem named already
 
 
 def _first_record_optional(cfg: JobConfig, export: bool = False) -> tuple[str, ...]:
@@ -78,6 +81,38 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
         problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}, where {having[0]} has it"
                      for extract, columns in headers.items() if having and col not in columns]
     return problems
+
+
+def _keys_in_no_record(cfg: JobConfig, headers: dict[str, set], keys: list[str]) -> list[str]:
+    """JSONL key columns no file's first record has: read on, file by file, until a record has each.
+    A part whose records all omit one reads it as nulls (JSON writers omit null fields: Spark's
+    to_json); a key in no record of the extract is a configuration error naming it."""
+    if cfg.profiles.resolved_format != "jsonl":
+        return []
+    missing = [col for col in dict.fromkeys(keys) if not any(col in names for names in headers.values())]
+    for extract in headers:
+        if missing:
+            missing = [col for col in missing if col not in _keys_in_records(extract, missing)]
+    return [f"{column_field(cfg, col)}: column '{col}' is in no record of the extract '{cfg.profiles.path}'"
+            for col in missing]
+
+
+def _keys_in_records(path: str, wanted: list[str]) -> set:
+    """Of ``wanted``, the keys some record of a JSONL file has (it is read until all are seen)."""
+    seen: set = set()
+    with open_input(path, "jsonl") as handle:
+        for raw in iter(handle.readline, b""):
+            if not (b"\\u" in raw or any(col.encode() in raw for col in wanted)):
+                continue  # a name written with escapes is looked for in the parsed record
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue  # the reader names the line
+            if isinstance(record, dict):
+                seen |= set(wanted) & record.keys()
+                if len(seen) == len(wanted):
+                    break
+    return seen
 
 
 def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False, output: str | None = None,

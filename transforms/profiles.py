@@ -189,7 +189,9 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
                     yield from _slices(table, batch_rows)
             else:
                 table = _read_jsonl(handle, path)
-                if table.num_rows:
+                if table.num_rows:  # a key no record has: nulls (JSON writers omit them), in no part: preflight
+                    for col in (c for c in key_columns(cfg, export) if c not in table.column_names):
+                        table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
                     table = table.select(_present(path, table.column_names, cfg, export, extra))
                 yield from _slices(table, batch_rows)
     except InputError:
