@@ -125,3 +125,28 @@ def test_a_hashing_change_that_would_lose_the_lines_matching_now_is_a_partial_ex
         (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["h"]["diagnosis"]
         assert finding["suggestion"] == ({} if partial else dict(change[1])), finding
         assert ("would lose those" in finding["message"]) == partial
+
+
+def test_sampled_tokens_that_are_not_utf8_leave_the_crypto_findings_as_they_are():
+    """A sample holds bytes: a token that is not UTF-8 failed the AES-CBC and AES-GCM diagnosis on a bare
+    'ArrowInvalid: Invalid UTF8 payload'. No dump line brings one (its lines are decoded before their
+    IDs are read: such a line is rejected not_utf8); a direct call did. Such a token is no base64: the
+    findings are those of the other tokens."""
+    from datetime import datetime, timezone
+
+    from test_diagnosis_parts import EMAILS, IV, KEY, _gcm, _gcm_sample
+
+    from transforms.diagnosis_crypto import CbcMaterial, cbc_findings, failed_tokens
+    from transforms.encrypt import encrypt_cbc, encrypt_gcm
+    from transforms.secrets import RingKey
+
+    latin1 = [f"caf\u00e9{i}".encode("latin-1") for i in range(10)]
+    material, cbc = CbcMaterial(KEY, IV, {"hex": KEY}), [t.encode() for t in encrypt_cbc(EMAILS, bytes(32), IV)]
+    ring = [RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    quoted = [f"'{t}'".encode() for t in encrypt_gcm(EMAILS, ring[0])]
+    for reason in (Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT):
+        with_them, without = (_gcm_sample([reason] * len(values), values) for values in (cbc + latin1, cbc))
+        findings = cbc_findings(_email_source(), failed_tokens(with_them), material)
+        assert [f.kind for f in findings] == [f.kind for f in cbc_findings(_email_source(), failed_tokens(without), material)] == ["key"]
+        with_them, without = (_gcm_sample([reason] * len(values), values) for values in (quoted + latin1, quoted))
+        assert _gcm(with_them, ring) == _gcm(without, ring)

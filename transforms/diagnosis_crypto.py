@@ -81,7 +81,16 @@ def load_cbc_material(ds: DataSourceConfig) -> CbcMaterial:
 def failed_tokens(sample: pa.Table) -> pa.Array:
     """The sampled tokens that failed to decrypt (or decrypted to something that is not an address)."""
     keep = np.isin(np.asarray(sample["reason"].to_pylist(), dtype=object), [str(r) for r in _FAILURES])
-    return sample["value"].combine_chunks().filter(pa.array(keep)).cast(pa.string())
+    return sampled_text(sample["value"].combine_chunks().filter(pa.array(keep)))
+
+
+def sampled_text(values: pa.Array) -> pa.Array:
+    """Sampled tokens (bytes) as text. One that is not UTF-8 (no dump line brings one: a line is
+    decoded before its IDs are read) gets U+FFFD for its bad bytes: no base64 either way."""
+    try:
+        return values.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if v is None else v.decode("utf-8", "replace") for v in values.to_pylist()], pa.string())
 
 
 def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None = None) -> list[CryptoFinding]:

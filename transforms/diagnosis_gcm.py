@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 from transforms import cbc_kernel
 from transforms.config import DataSourceConfig
 from transforms.crypto import GcmDecryptor
-from transforms.diagnosis_crypto import KEY_RING, CryptoFinding, addresses, other_charset, token_encoding, uri_scheme
+from transforms.diagnosis_crypto import (KEY_RING, CryptoFinding, addresses, other_charset, sampled_text, token_encoding,
+                                         uri_scheme)
 from transforms.reasons import Reason
 
 _GCM_WHY = {
@@ -53,7 +54,7 @@ def _not_the_keys(ds: DataSourceConfig, sample: pa.Table, ring: GcmDecryptor, re
     decrypt once read back as such; plaintexts that are not UTF-8 and read as Latin-1, or that start
     with a URI scheme (on AES-CBC the IV check names it)."""
     def failed(reason: Reason) -> pa.Array:
-        return sample["value"].combine_chunks().filter(pc.equal(sample["reason"], str(reason))).cast(pa.string())
+        return sampled_text(sample["value"].combine_chunks().filter(pc.equal(sample["reason"], str(reason))))
 
     plaintexts = ring.plaintexts(failed(Reason.INVALID_PLAINTEXT))
     return (token_encoding(ds, failed(Reason.DECRYPT_FAILED), lambda t: addresses(ds, ring.decrypt(t)[0], region), KEY_RING)
