@@ -26,6 +26,7 @@ from pipelines.options import pipeline_options
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
 from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
+from transforms.export_others import strippable
 from transforms.export_report import summary_lines
 from transforms.export_state import (
     PENDING,
@@ -139,16 +140,19 @@ def _hold_state(held: contextlib.ExitStack, root: str, spec: ExportSpec, beam_ar
 
 def _run(job: launch.Started, spec: ExportSpec, state: ExportState, targets: str, output: str) -> dict:
     run_dir = launch.new_run_dir(output)
+    # The versions this run may write: its audience's, and an overwrite's of the other audiences (held).
+    written = [state, *(o.state for o in strippable(state).values())] if state.version_dir is not None else []
     # Held before the version is cleared: a run refused by a live run's lock cleared that run's parts.
     with launch.hold(output, "export_audience", job.options):
-        if state.version_dir is not None:
-            _clear_version(state)  # an uncommitted version left by a failed or killed run
+        for version in written:
+            _clear_version(version)  # an uncommitted version left by a failed or killed run
         try:
             return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
                 p, job.cfg, spec, targets, state, output, run_dir), held=True)
         except BaseException:
-            if state.version_dir is not None and state.latest == _committed(state) and _pending(state) is None:
-                remove_run_dir(state.version_dir)  # never committed nor published: nothing of it stays
+            for version in written:
+                if version.latest == _committed(version) and _pending(version) is None:
+                    remove_run_dir(version.version_dir)  # never committed nor published: nothing of it stays
             raise
 
 

@@ -339,6 +339,11 @@ def test_decide_overwrite_lists_no_other_audience_trait_for_a_blocked_user_id():
     lines = sorted((r["user_id"], r["traits"]) for t in out[MAIN] for r in t.to_pylist())
     # u6 left as untargeted and keeps B; u4 (suppressed) and u5 (opted out) keep nothing.
     assert lines == [("u4", "d_unsid=7"), ("u5", "d_unsid=7"), ("u6", "d_sid=8")]
+    # ... so they leave B on the platform: B's state must lose them (transforms/export_others.py).
+    stripped = sorted((r["user_id"], r["trait"]) for t in out[DecideShard.STRIPPED] for r in t.to_pylist())
+    assert stripped == [("u4", "d_sid=8"), ("u5", "d_sid=8")]
+    assert [(key.detail, n) for key, n in out[DecideShard.COUNTS] if key.metric == Metric.USER_IDS_STRIPPED] == [
+        ("d_sid=8", 2)]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ except ImportError:  # e.g. --import-mode=importlib, run from the project root
     from tests.gcs_emulator import gcs_emulator, storage_client
 
 from pipelines.launch import classify_failure
+from transforms.config import ConfigError
 from pipelines.import_audience import OUTPUTS, run
 from transforms.report import OUTCOMES
 
@@ -416,6 +417,41 @@ def test_gs_export_state_is_locked_per_audience_while_live(gcs, client, gcs_conf
     assert not _objects(client, gcs.bucket, "export-b/")
     assert export_audience.run(argv)["state_version"] == 1
     assert not [o for o in _objects(client, gcs.bucket, "export-state/") if o.endswith("_lock.json")]
+
+
+def test_gs_overwrite_records_the_users_it_takes_out_of_another_audience(gcs, client, tmp_path, monkeypatch):
+    """The export state on gs://: A's .overwrite takes p1 (opted out) out of B on the platform, and
+    writes B's next version without it; stopped after its publish, B's version waits as _PENDING
+    beside A's (B's next export is refused naming the overwrite), and A's retry commits both."""
+    import transforms.export
+    from test_export_removals import export, write_job, write_profiles, write_targets
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    state, out = f"gs://{gcs.bucket}/strip-state", f"gs://{gcs.bucket}/strip"
+    a = ("--segment-id", 7, "--state", state, "--mode", "overwrite", "--allow-shrink")
+    every = write_targets(tmp_path / "t.csv", [0, 1, 2])
+    export(job, every, f"{out}/b1", "--segment-id", 22, "--state", state, audience="B", run_date="2026-11-01")
+    export(job, every, f"{out}/a1", *a, run_date="2026-11-01")
+    write_profiles(job.parent, [0, 1, 2], {1: True})
+    commit = transforms.export.commit_state
+
+    def stopped(run_state, manifest, name="_SUCCESS"):
+        if name == "_SUCCESS":
+            raise OSError("stopped before the state's commit")
+        commit(run_state, manifest, name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped)
+        with pytest.raises(OSError):
+            export(job, every, f"{out}/a2", *a, run_date="2026-11-02")
+    with pytest.raises(ConfigError, match="version 2 of audience 'B' records the users the overwrite of audience 'A'"):
+        export(job, every, f"{out}/b2", "--segment-id", 22, "--state", state, audience="B", run_date="2026-11-03")
+    retry = export(job, every, f"{out}/a2", *a, run_date="2026-11-02")
+    assert [(o["audience"], o["version"], o["pairs"], o["pairs_removed"]) for o in retry["state_others"]] == [
+        ("B", 2, 2, 1)]
+    names = _objects(client, gcs.bucket, "strip-state/crm/B/")
+    assert "strip-state/crm/B/v-000002/_SUCCESS" in names and not [n for n in names if n.endswith("_PENDING")]
 
 
 def test_a_folder_marker_object_is_no_file(gcs, client):

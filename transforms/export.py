@@ -82,7 +82,8 @@ from transforms.export_report import (
     check_export_shrink,
     state_manifest,
 )
-from transforms.export_state import MEMBERS, PENDING, ExportState, ReadOtherAudience, commit_state, ensure_not_moved, match_parts
+from transforms.export_others import ReadOtherAudience, StripOtherAudiences, commit_others, other_versions
+from transforms.export_state import MEMBERS, PENDING, SUCCESS, ExportState, commit_state, ensure_not_moved, match_parts
 from transforms.join_inputs import BuildKeyFilter
 from transforms.onboarding import (
     DEFAULT_MAX_LINES_PER_FILE,
@@ -214,15 +215,19 @@ class ExportOutputs(NamedTuple):
 class PublishExport(beam.DoFn):
     """Once every part and file is written: build and check the report, write the ``.info`` control
     file (when there is data to send), publish all outputs (``report.json`` last), then commit the
-    export state (its ``_SUCCESS``): a state never gets ahead of the files it describes."""
+    export state (its ``_SUCCESS``): a state never gets ahead of the files it describes. An overwrite's
+    versions of the other audiences it takes users out of go with its own, committed just before it
+    (:mod:`transforms.export_others`)."""
 
     def __init__(self, spec: ExportSpec, output_dir: str, run_dir: str, targets: str, state: ExportState,
                  profiles: ProfilesConfig):
         self._spec, self._output_dir, self._run_dir = spec, output_dir, run_dir
         self._targets, self._state, self._profiles = targets, state, profiles
 
-    def process(self, _, parts, counts, files, state_parts):
-        report = build_export_report(self._spec, Counts(counts), files, self._targets, self._state)
+    def process(self, _, parts, counts, files, state_parts, strip_parts):
+        counts = Counts(counts)
+        others = other_versions(self._state, strip_parts, counts)
+        report = build_export_report(self._spec, counts, files, self._targets, self._state, [e for _, e, _ in others])
         check_export_report(report)
         ds, p = self._spec.data_source, self._profiles
         check_export_extract(report, p.path, p.key_column(ds), p.allow_empty_profiles)
@@ -239,8 +244,10 @@ class PublishExport(beam.DoFn):
         manifest = state_manifest(report, self._output_dir, state_parts)
         if self._state.folder is not None:
             commit_state(self._state, manifest, PENDING)
+            commit_others(others, self._state, manifest, PENDING, commit_state)
         publish_outputs(self._output_dir, self._run_dir, outputs, parts, report)
         if self._state.folder is not None:
+            commit_others(others, self._state, manifest, SUCCESS, commit_state)
             commit_state(self._state, manifest)
         yield report
 
@@ -293,7 +300,7 @@ class ExportAudience(beam.PTransform):
                    | "BlockedUserIds" >> beam.Flatten())
         others = (
             root
-            | "ListOtherAudiences" >> beam.Create(list(self._state.others))
+            | "ListOtherAudiences" >> beam.Create([(o.segment, o.version.members) for o in self._state.others])
             | "MatchOtherAudienceParts" >> beam.FlatMap(match_parts)
             | "ReadOtherAudiences" >> beam.ParDo(ReadOtherAudience(buckets))
         )
@@ -303,7 +310,7 @@ class ExportAudience(beam.PTransform):
             | "GroupUserIdShards" >> beam.CoGroupByKey()
             | "DecideUserIds" >> beam.ParDo(DecideShard(spec.traits, buckets))
             .with_outputs(DecideShard.COUNTS, DecideShard.SENT, DecideShard.REMOVED, DecideShard.STATE,
-                          DecideShard.FATES, main="lines")
+                          DecideShard.FATES, DecideShard.STRIPPED, main="lines")
         )
         outcomes = (
             decided[DecideShard.FATES]
@@ -326,6 +333,8 @@ class ExportAudience(beam.PTransform):
                 PublishExport(spec, self._output_dir, self._run_dir, self._targets, self._state, cfg.profiles),
                 beam.pvalue.AsList(parts), beam.pvalue.AsList(counts), beam.pvalue.AsList(files),
                 beam.pvalue.AsList(state_parts),
+                beam.pvalue.AsList(decided[DecideShard.STRIPPED]
+                                   | "StripOtherAudiences" >> StripOtherAudiences(self._state)),
             )
         )
         return ExportOutputs(report=report, counts=counts)

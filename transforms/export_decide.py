@@ -21,12 +21,14 @@ Each user ID gets at most one line: a ``.sync`` line adds (``d_sid=N`` or the ke
 (``d_unsid=N``; a key-value audience cannot remove: no line, and the run fails before publishing);
 an ``.overwrite`` line lists the user's full trait list for the data source (this audience's trait
 if it is a member, plus the traits other audiences of the data source hold for it, from their
-export state, unless a profile of it is not eligible: then it keeps none), a leaver without any
-trait left gets ``d_unsid=N`` (ignored by overwrite semantics: no trait remains) or, for a
-key-value audience, an empty trait list.
+export state, unless a profile of it is not eligible: then it keeps none, and the other audiences'
+``(user_id, trait)`` it loses are ``stripped``, for their states: :mod:`transforms.export_others`),
+a leaver without any trait left gets ``d_unsid=N`` (ignored by overwrite semantics: no trait
+remains) or, for a key-value audience, an empty trait list.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -71,6 +73,7 @@ class Decision(NamedTuple):
     state: pa.Table  # EXPORTED_SCHEMA: the pairs the platform holds after this run
     counts: dict
     fates: pa.Table  # FATE_SCHEMA: one row per desired pair of a profile with several (the others are counted)
+    stripped: pa.Table  # OTHER_SCHEMA: the other audiences' user IDs an overwrite line takes out of them
 
 
 def _mask(values) -> np.ndarray:
@@ -140,8 +143,11 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
     removed = pc.filter(earlier, pc.invert(pc.is_in(earlier, value_set=members)))
     codes = _removal_codes(removed, blocked, held)
 
+    stripped = OTHER_SCHEMA.empty_table()
     if traits.overwrite:
         lines = _trait_lines(members, removed, others, blocked_ids, traits)
+        stripped = distinct(others.filter(pc.and_(pc.is_in(others["user_id"], value_set=removed),
+                                                  pc.is_in(others["user_id"], value_set=blocked_ids))))
     else:
         lines = _sync_lines(added, removed, traits)
     sent = desired.filter(pc.is_in(desired["user_id"], value_set=members if traits.overwrite else added))
@@ -173,10 +179,11 @@ def decide(desired: pa.Table, held: pa.Table, blocked: pa.Table, others: pa.Tabl
         (Metric.STATE_PAIRS, None): state.num_rows,
         **{(Metric.USER_IDS_REMOVED, r.value): int(by_reason[r.code]) for r in REMOVALS if by_reason[r.code]},
         **{(metric, None): int(decided[f]) for f, metric in FATE_OUTCOMES.items() if decided[f]},
+        **{(Metric.USER_IDS_STRIPPED, t): n for t, n in Counter(stripped["trait"].to_pylist()).items()},
     }
     pairs = EXPORTED_SCHEMA.names
     return Decision(lines, sent.select(pairs).cast(EXPORTED_SCHEMA), removed_pairs,
-                    state.select(pairs).cast(EXPORTED_SCHEMA), counts, fates)
+                    state.select(pairs).cast(EXPORTED_SCHEMA), counts, fates, stripped)
 
 
 def profile_outcomes(fates: pa.Table) -> dict:
@@ -190,10 +197,11 @@ def profile_outcomes(fates: pa.Table) -> dict:
 class DecideShard(beam.DoFn):
     """One shard ``(user bucket, {DESIRED, HELD, BLOCKED, OTHERS})`` -> lines (main output), the pairs
     sent (``SENT``), removed (``REMOVED``) and held after this run (``STATE``), the desired pairs'
-    fates as ``(profile bucket, table)`` (``FATES``, for :class:`CountProfileOutcomes`) and counts
-    (``COUNTS``). A shard with only blocked user IDs gives nothing."""
+    fates as ``(profile bucket, table)`` (``FATES``, for :class:`CountProfileOutcomes`), the other
+    audiences' user IDs an overwrite takes out of them (``STRIPPED``) and counts (``COUNTS``). A
+    shard with only blocked user IDs gives nothing."""
 
-    COUNTS, SENT, REMOVED, STATE, FATES = "counts", "sent", "removed", "state", "fates"
+    COUNTS, SENT, REMOVED, STATE, FATES, STRIPPED = "counts", "sent", "removed", "state", "fates", "stripped"
 
     def __init__(self, traits: Traits, buckets: int = 1):
         self._traits, self._buckets = traits, buckets
@@ -208,7 +216,8 @@ class DecideShard(beam.DoFn):
                           self._traits)
         for (metric, detail), n in decision.counts.items():
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(metric, n, detail=detail))
-        for tag, table in ((self.SENT, decision.sent), (self.REMOVED, decision.removed), (self.STATE, decision.state)):
+        for tag, table in ((self.SENT, decision.sent), (self.REMOVED, decision.removed), (self.STATE, decision.state),
+                           (self.STRIPPED, decision.stripped)):
             if table.num_rows:
                 yield beam.pvalue.TaggedOutput(tag, table)
         fates = decision.fates

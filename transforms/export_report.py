@@ -33,8 +33,10 @@ def _counted(counts: Counts, *metrics: Metric) -> dict[str, int]:
     return {m.value: counts.get(m) for m in metrics}
 
 
-def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], targets: str, state: ExportState) -> dict:
-    """The report of one export run: settings, counts (job-wide, from ``counts``) and the data files."""
+def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], targets: str, state: ExportState,
+                        others: list[dict] = ()) -> dict:
+    """The report of one export run: settings, counts (job-wide, from ``counts``) and the data files;
+    ``others``: the versions an overwrite writes for the audiences it takes users out of."""
     ds = spec.data_source
     files = sorted(files, key=lambda f: f["sequence"])
     removed = counts.details(Metric.USER_IDS_REMOVED)
@@ -57,6 +59,9 @@ def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], tar
         "state_version": state.version,
         "state_replaced_version": state.replaced,  # a rerun (same --output and run date): the version it repeats
         "state_expected_pairs": state.expected_pairs,
+        # An overwrite: the other audiences' versions it writes, what each held and the pairs and user
+        # IDs it takes out of them (leavers that are not eligible keep no trait: transforms/export_others.py).
+        "state_others": list(others),
         **_counted(counts, Metric.PROFILES_READ, Metric.SUPPRESSION_ENTRIES, Metric.BLOCKED_USER_IDS,
                    Metric.TARGET_ROWS, Metric.BLANK_TARGET_IDS, Metric.DUPLICATE_TARGET_ROWS, Metric.TARGETS,
                    *OUTCOMES, Metric.EARLIER_PAIRS_READ, *USER_IDS),
@@ -94,6 +99,14 @@ def check_export_report(report: dict) -> None:
             f"key-value audience ({report['segment']}) cannot be removed by a .sync file: rerun with "
             "--mode overwrite --state ROOT. Nothing was published"
         )
+    ineligible = sum(report["removed_by_reason"].get(r, 0) for r in ("opted_out", "consent_unknown", "suppressed"))
+    for other in report.get("state_others", []):
+        _equal(f"pairs of audience '{other['audience']}'", other["previous_pairs"],
+               other["pairs"] + other["pairs_removed"])
+        if not 0 < other["user_ids_removed"] <= min(other["pairs_removed"], ineligible):
+            raise RunFailed(f"export counts do not add up: {other['user_ids_removed']} user IDs taken out of audience "
+                            f"'{other['audience']}', not one to {other['pairs_removed']} (its pairs taken out) and "
+                            f"at most {ineligible} (the leavers not eligible); nothing was published")
     members = report["audience_user_ids"] if report["mode"] == "overwrite" else report["added"]
     _equal("lines", members + report["removed"], report["lines"])
     _equal("lines in the files", report["lines"], sum(f["lines"] for f in report["files"]))
@@ -148,6 +161,7 @@ def state_manifest(report: dict, output_dir: str, state_parts: list) -> dict:
         "output": output_dir if "://" in output_dir else os.path.abspath(output_dir),
         "files": [f["name"] for f in report["files"]], "control_file": report["control_file"],
         "parts": [{"part": path.rsplit("/", 1)[-1], "rows": n} for _, path, n in sorted(state_parts)],
+        "state_others": report.get("state_others", []),
     }
 
 
@@ -168,6 +182,9 @@ def summary_lines(report: dict) -> list[str]:
         f"user IDs: added={report['added']} removed={report['removed']} ({reasons}) unchanged={report['unchanged']} "
         f"withheld={report['withheld']} | audience: {report['earlier_user_ids']} -> {report['audience_user_ids']}",
     ]
+    for o in report.get("state_others", []):
+        out.append(f"state: audience '{o['audience']}' v-{o['version']:06d}: {o['user_ids_removed']} user ID(s) "
+                   f"({o['pairs_removed']} pair(s)) taken out of it, {o['previous_pairs']} -> {o['pairs']} pairs")
     if report["nothing_to_send"]:
         out.append("onboarding: nothing to send, no data file written")
     else:

@@ -21,6 +21,11 @@ sends the same changes again: computed against the version that run committed, i
 nothing to send and replace the unsent changes with nothing. A rerun that would replace the files of
 a version a later one builds on is refused.
 
+An overwrite that takes users out of the data source's other audiences (a leaver that is not
+eligible keeps no trait) records it in their states: a new version of each such audience without
+those pairs, written, held ``_PENDING`` and committed with the overwrite's own, its manifest
+naming the overwrite (``stripped_by``; :mod:`transforms.export_others`).
+
 ``--existing DIR ...`` (previous export outputs) is the hand-passed alternative: the earlier state is
 rebuilt from their ``exported/`` (pairs sent) and ``removed/`` (pairs removed) in run order.
 """
@@ -32,20 +37,16 @@ import posixpath
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-import apache_beam as beam
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.arrow_utils import split_by_bucket
 from transforms.errors import InputError, RunFailed
 from transforms.publish import REPORT, SUCCESS
-from transforms.stable_hash import bucket_of
 from transforms.storage import glob, join_path
 
 MEMBERS = "members"
 PENDING = "_PENDING"  # a version's manifest while its run publishes its files (renamed _SUCCESS by hand)
+STRIPPED_BY = "stripped_by"  # a version an overwrite of another audience wrote: that run, its files
 
 
 def audience_dir(root: str, data_source: str, audience: str) -> str:
@@ -99,19 +100,47 @@ def committed_versions(folder: str, marker: str = SUCCESS) -> list[StateVersion]
 def published_uncommitted(folder: str, latest: int | None) -> list[StateVersion]:
     """The versions above ``latest`` whose run published files (its ``report.json`` names the
     version) but stopped before writing ``_SUCCESS``: those files may be on the platform."""
-    found = []
-    for v in committed_versions(folder, PENDING):
-        report = join_path(str(v.manifest.get("output", "")), REPORT)
-        if v.number > (latest or 0) and v.manifest.get("files") and FileSystems.exists(report) \
-                and read_json(report).get("state_version") == v.number \
-                and not FileSystems.exists(join_path(v.path, SUCCESS)):
-            found.append(v)
-    return found
+    return [v for v in committed_versions(folder, PENDING) if v.number > (latest or 0) and _published(folder, v)
+            and not FileSystems.exists(join_path(v.path, SUCCESS))]
+
+
+def _published(folder: str, v: StateVersion) -> bool:
+    """Whether the files of the run that wrote ``v`` are published: its ``report.json`` names ``v``
+    (an overwrite's names the versions it wrote for other audiences in ``state_others``)."""
+    by = v.manifest.get(STRIPPED_BY)
+    run = by if isinstance(by, dict) else v.manifest
+    report = join_path(str(run.get("output", "")), REPORT)
+    if not (run.get("files") and FileSystems.exists(report)):
+        return False
+    doc = read_json(report)
+    if by is None:
+        return doc.get("state_version") == v.number
+    return doc.get("state_version") == by.get("version") and any(
+        same_output(str(o.get("state_folder")), folder) and o.get("version") == v.number
+        for o in doc.get("state_others") or [])
 
 
 def current_version(folder: str) -> StateVersion | None:
     versions = committed_versions(folder)
     return versions[-1] if versions else None
+
+
+@dataclass(frozen=True)
+class OtherAudience:
+    """Another audience of the data source, for an overwrite: its ``segment`` (the trait its members
+    keep) and current ``version``; ``state`` is where the overwrite records the users it takes out."""
+
+    segment: str
+    version: StateVersion
+
+    @property
+    def folder(self) -> str:
+        return posixpath.dirname(self.version.path.rstrip("/"))
+
+    @property
+    def state(self) -> ExportState:
+        n = self.version.number
+        return ExportState(folder=self.folder, previous=n, latest=n)
 
 
 @dataclass(frozen=True)
@@ -129,7 +158,7 @@ class ExportState:
     """What the launcher resolved about the earlier state and where this run's state goes."""
 
     runs: tuple[EarlierRun, ...] = ()
-    others: tuple[tuple[str, str], ...] = ()  # (segment, members glob) of the data source's other audiences
+    others: tuple[OtherAudience, ...] = ()  # the data source's other audiences (an overwrite)
     root: str | None = None
     folder: str | None = None  # the audience's state folder (--state)
     previous: int | None = None  # the version read (None: no state yet)
@@ -177,7 +206,7 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
     latest = versions[-1] if versions else None
     current, replaced = latest, None
     run_date = spec.run_date.isoformat()
-    written_here = [v for v in versions if v.manifest.get("run_date") == run_date
+    written_here = [v for v in versions if v.manifest.get("run_date") == run_date and STRIPPED_BY not in v.manifest
                     and same_output(str(v.manifest.get("output", "")), output)] if output else []
     if written_here and written_here[-1] is not latest:
         v = written_here[-1]
@@ -194,12 +223,15 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
                             "--output to export against the current version")
     for v in published_uncommitted(folder, None if latest is None else latest.number):
         m = v.manifest
-        if m.get("run_date") != run_date or not same_output(str(m.get("output")), output):
+        if STRIPPED_BY in m:
+            problems.append(stripped_pending(spec.audience, v))
+        elif m.get("run_date") != run_date or not same_output(str(m.get("output")), output):
             # Computed against the version before it, a run would never remove what those files added.
             problems.append(f"--state: version {v.number} of audience '{spec.audience}' published its files to "
                             f"{m.get('output')} but was never committed (its run stopped before its state): rerun into "
                             f"--output {m.get('output')} --run-date {m.get('run_date')} to replace them if they did not "
-                            f"go to the platform; if they did, rename {join_path(v.path, PENDING)} to {SUCCESS}")
+                            f"go to the platform; if they did, rename {join_path(v.path, PENDING)} to {SUCCESS}"
+                            + "".join(f" and {path} too" for path in _others_pending(m)))
     runs, expected = (), None
     if current is not None:
         m = current.manifest
@@ -212,13 +244,13 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
                             f"sends {spec.trait}: a .sync file cannot move members from one to the other; "
                             "use --mode overwrite (or another audience name)")
         runs, expected = (EarlierRun(current.members, None, True),), int(m.get("pairs", 0))
-    others = []
+    others, version = [], (0 if latest is None else latest.number) + 1
     # Every audience under ROOT that goes to the same platform data source (dpid, target dpid),
     # under whatever data-source name the config gave it then.
     for path in audience_folders(root):
         other = current_version(path) if path.rstrip("/") != folder.rstrip("/") else None
         if spec.mode == "overwrite" and path.rstrip("/") != folder.rstrip("/"):
-            problems += _stopped_other(path, other, ds)
+            problems += _stopped_other(path, other, ds, (folder, version, run_date, output))
         if other is None or (other.manifest.get("dpid"), other.manifest.get("target_dpid")) != (ds.dpid, ds.target_dpid):
             continue
         m = other.manifest
@@ -237,7 +269,7 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
                 problems.append(f"--state: audience '{unquote(posixpath.basename(path.rstrip('/')))}' holds {held} "
                                 f"pairs in {other.members}, its {SUCCESS} says {m.get('pairs')}: a part is missing or "
                                 "foreign; an overwrite would take those users out of it")
-            others.append((m["segment"], other.members))
+            others.append(OtherAudience(m["segment"], other))
     return ExportState(runs=runs, others=tuple(others), root=root, folder=folder,
                        previous=None if current is None else current.number, expected_pairs=expected,
                        latest=None if latest is None else latest.number, replaced=replaced)
@@ -249,14 +281,48 @@ def audience_folders(root: str) -> list[str]:
                    for p in glob(join_path(root, "*", "*", "v-*", marker), missing_ok=True)})
 
 
-def _stopped_other(path: str, other: StateVersion | None, ds) -> list[str]:
+def _stopped_other(path: str, other: StateVersion | None, ds, run: tuple) -> list[str]:
     """An overwrite lists users with the traits the other audiences' states give: one whose run
-    published files it never committed (:func:`published_uncommitted`) may hold other traits now."""
+    published files it never committed (:func:`published_uncommitted`) may hold other traits now.
+    But the version a stopped run of this overwrite (``run``: its state folder, version, run date and
+    output) wrote for it: this run, repeating that one, writes it again."""
+    folder, version, run_date, output = run
     return [f"--state: audience '{unquote(posixpath.basename(path.rstrip('/')))}' ({path}) has version {v.number}, "
             "published but never committed: what it holds is not known, and an overwrite would list its users with "
             "the traits of the version before; settle it first (its next export says how)"
             for v in published_uncommitted(path, None if other is None else other.number)
-            if (v.manifest.get("dpid"), v.manifest.get("target_dpid")) == (ds.dpid, ds.target_dpid)]
+            if (v.manifest.get("dpid"), v.manifest.get("target_dpid")) == (ds.dpid, ds.target_dpid)
+            and not _repeats(v.manifest.get(STRIPPED_BY), folder, version, run_date, output)]
+
+
+def _others_pending(manifest: dict) -> list[str]:
+    """The ``_PENDING`` manifests still waiting of the versions an overwrite wrote for other audiences."""
+    paths = [join_path(version_dir(str(o.get("state_folder")), int(o.get("version", 0))), PENDING)
+             for o in manifest.get("state_others") or []]
+    return [path for path in paths if FileSystems.exists(path)]
+
+
+def _repeats(by: dict | None, folder: str, version: int, run_date: str, output: str) -> bool:
+    """Whether the overwrite that wrote a version (``by``: its manifest's ``stripped_by``) is the
+    run of ``folder``'s ``version`` into ``output`` on ``run_date``."""
+    return isinstance(by, dict) and by.get("version") == version and by.get("run_date") == run_date \
+        and same_output(str(by.get("state_folder")), folder) and same_output(str(by.get("output")), output)
+
+
+def stripped_pending(audience: str, v: StateVersion) -> str:
+    """Why an export of ``audience`` is refused: its version ``v``, written by another audience's
+    overwrite that published its files, was never committed."""
+    by = v.manifest[STRIPPED_BY]
+    run = version_dir(str(by.get("state_folder")), int(by.get("version", 0)))
+    if FileSystems.exists(join_path(run, SUCCESS)):
+        return (f"--state: version {v.number} of audience '{audience}' records the users the overwrite of audience "
+                f"'{by.get('audience')}' took out of it (its version {by.get('version')}, committed: delivered), "
+                f"but was never committed: rename {join_path(v.path, PENDING)} to {SUCCESS}")
+    return (f"--state: version {v.number} of audience '{audience}' records the users the overwrite of audience "
+            f"'{by.get('audience')}' took out of it; that export published its files to {by.get('output')} but was "
+            f"never committed (its run stopped before its state): rerun it into --output {by.get('output')} "
+            f"--run-date {by.get('run_date')} to replace them if they did not go to the platform; if they did, "
+            f"rename {join_path(run, PENDING)} and {join_path(v.path, PENDING)} to {SUCCESS}")
 
 
 def existing_state(folders: list[str], reports: list[dict]) -> ExportState:
@@ -313,22 +379,3 @@ def match_parts(element):
     *key, pattern = element
     for path in glob(pattern, missing_ok=True):
         yield (*key, path)
-
-
-class ReadOtherAudience(beam.DoFn):
-    """``(segment, path)``: a part of another audience's current state -> ``(user bucket, (user_id,
-    trait))`` tables (what an overwrite line must keep for those users)."""
-
-    def __init__(self, buckets: int):
-        self._buckets = buckets
-
-    def process(self, element):
-        trait, path = element
-        try:
-            with FileSystems.open(path) as handle:
-                ids = pq.read_table(handle, columns=["user_id"])["user_id"].combine_chunks()
-        except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
-            raise InputError(path, f"cannot read the export state ({type(exc).__name__})") from None
-        ids = pc.unique(ids.cast(pa.string()))
-        table = pa.table({"user_id": ids, "trait": pa.array([trait] * len(ids), pa.string())})
-        yield from split_by_bucket(table, bucket_of(table["user_id"], self._buckets))

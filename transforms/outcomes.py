@@ -72,6 +72,7 @@ class Metric(StrEnum):
     ADDED = "added"
     UNCHANGED = "unchanged"
     USER_IDS_REMOVED = "user_ids_removed"  # detail: the Removal reason
+    USER_IDS_STRIPPED = "user_ids_stripped"  # overwrite: taken out of another audience; detail: its segment
     AUDIENCE_USER_IDS = "audience_user_ids"  # distinct user IDs the platform holds after this run
     PAIRS_SENT = "pairs_sent"
     PAIRS_REMOVED = "pairs_removed"
