@@ -84,7 +84,7 @@ def test_an_overwrite_that_takes_an_ineligible_leaver_out_of_another_audience_re
 
     # B's first run, rerun into its --output: version 2 builds on it (p1 left B since), refused.
     with pytest.raises(ConfigError, match=r"--output .*b1: it holds the files of export state version 1 .* which "
-                                          "version 2 builds on"):
+                                          r"version 2 builds on \(the overwrite of audience 'A' took users out of it\)"):
         export(job, every, tmp_path / "b1", *b, audience="B", run_date="2026-11-01")
 
     write_profiles(job.parent, [0, 1, 2, 3])  # p1 opts back in: B's next export puts it back

@@ -209,10 +209,12 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
     written_here = [v for v in versions if v.manifest.get("run_date") == run_date and STRIPPED_BY not in v.manifest
                     and same_output(str(v.manifest.get("output", "")), output)] if output else []
     if written_here and written_here[-1] is not latest:
-        v = written_here[-1]
+        v, by = written_here[-1], latest.manifest.get(STRIPPED_BY)
         problems.append(f"--output {output}: it holds the files of export state version {v.number} (run date "
-                        f"{run_date}), which version {latest.number} builds on: replacing them would lose what they "
-                        "send; write to another --output")
+                        f"{run_date}), which version {latest.number} builds on"
+                        + (f" (the overwrite of audience '{by.get('audience')}' took users out of it)"
+                           if isinstance(by, dict) else "")
+                        + ": replacing them would lose what they send; write to another --output")
     elif written_here:
         replaced = latest.number
         base = latest.manifest.get("previous")
