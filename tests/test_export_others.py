@@ -191,3 +191,22 @@ def test_the_report_checks_what_an_overwrite_takes_out_of_the_other_audiences(ot
     check_export_report({**consistent_report(), "state_others": [entry]})  # the consistent one passes
     with pytest.raises(RunFailed, match=rf"export counts do not add up: {message}"):
         check_export_report({**consistent_report(), "state_others": [{**entry, **other}]})
+
+
+def test_an_existing_export_older_than_a_version_an_overwrite_took_users_out_of_is_refused(tmp_path):
+    """B's state gets version 2 from A's overwrite (p1 opted out: out of A and B on the platform).
+    B exported with --existing b1 (its run of version 1) rebuilt p1 as held: p1 opted back in and
+    targeted, nothing sent, exit 0, out of B for good. No folder of B's records that: refused, naming
+    the overwrite. An overwrite of B after it (its exported/ is the whole audience) serves."""
+    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
+    export(job, every, tmp_path / "a2", *a, run_date="2026-11-02")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    with pytest.raises(ConfigError, match=r"--existing .*b1: audience 'B' lost users since its version 1: version 2 "
+                                          r"of its export state .* records the overwrite of audience 'A' .*a2.*"
+                                          r"use --state"):
+        export(job, every, tmp_path / "b3", "--segment-id", 22, "--existing", tmp_path / "b1", audience="B",
+               run_date="2026-11-03")
+    export(job, every, tmp_path / "b3", *b, "--mode", "overwrite", audience="B", run_date="2026-11-03")
+    report = export(job, every, tmp_path / "b4", "--segment-id", 22, "--existing", tmp_path / "b1", "--existing",
+                    tmp_path / "b3", audience="B", run_date="2026-11-04")
+    assert report["nothing_to_send"] and report["unchanged"] == 4

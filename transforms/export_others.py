@@ -28,7 +28,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import split_by_bucket
 from transforms.errors import InputError, RunFailed
-from transforms.export_state import MEMBERS, STRIPPED_BY, ExportState, OtherAudience, match_parts
+from transforms.export_state import (
+    MEMBERS,
+    STRIPPED_BY,
+    ExportState,
+    OtherAudience,
+    committed_versions,
+    match_parts,
+    published_uncommitted,
+)
 from transforms.outcomes import Counts, Metric
 from transforms.publish import write_parquet
 from transforms.stable_hash import bucket_of
@@ -148,3 +156,33 @@ def commit_others(others: list, state: ExportState, manifest: dict, name: str, c
                           "output": manifest["output"], "run_date": manifest["run_date"], "files": manifest["files"],
                           "pairs_removed": entry["pairs_removed"], "user_ids_removed": entry["user_ids_removed"]},
         }, name)
+
+
+def stripped_since(existing: list[tuple[str, dict]]) -> list[str]:
+    """Why ``--existing`` folders (``(folder, report)``) cannot rebuild what the platform holds: the
+    export state their runs wrote has a version after them written by another audience's overwrite
+    (``stripped_by``), which took users out of the audience. No folder of the audience records
+    that: rebuilt from them, those users are held, and once eligible and targeted again never sent.
+    An overwrite of the audience after it (its ``exported/`` is the whole audience) serves."""
+    runs: dict[str, list[tuple[int, bool, str]]] = {}
+    for folder, report in existing:
+        if report.get("state_folder") and isinstance(report.get("state_version"), int):
+            runs.setdefault(str(report["state_folder"]), []).append(
+                (report["state_version"], report.get("mode") == "overwrite", folder))
+    problems = []
+    for state_folder, given in runs.items():
+        first, folder = min((v, f) for v, _, f in given)
+        after = max([first, *(v for v, overwrite, _ in given if overwrite)])
+        committed = committed_versions(state_folder)
+        latest = committed[-1].number if committed else None
+        for v in [*committed, *published_uncommitted(state_folder, latest)]:
+            by = v.manifest.get(STRIPPED_BY)
+            if v.number > after and isinstance(by, dict):
+                root = posixpath.dirname(posixpath.dirname(state_folder.rstrip("/")))
+                problems.append(f"--existing {folder}: audience '{v.manifest.get('audience')}' lost users since its "
+                                f"version {first}: version {v.number} of its export state {state_folder} records the "
+                                f"overwrite of audience '{by.get('audience')}' (--output {by.get('output')}, run date "
+                                f"{by.get('run_date')}), which took users out of it, and no folder of its own says so "
+                                f"(rebuilt from them, they are held and never sent again): use --state {root}")
+                break
+    return problems

@@ -19,6 +19,7 @@ from transforms.dump_names import (iter_after_full, missing_splits, older_full_d
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
+from transforms.export_others import stripped_since
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
 from transforms.key_cache import INCOMING, MANIFEST
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
@@ -328,6 +329,7 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
                 found.insert(0, "it is this run's --output: publishing would replace the files it lists")
             problems += [f"--existing {folder}: {p}" for p in found]
             reports.append(report)
+        problems += stripped_since(list(zip(existing, reports)))
         if not problems:
             state = existing_state(existing, reports)
     if problems:
