@@ -362,6 +362,23 @@ def test_export_page_shows_no_id_or_state_version_as_a_count():
     assert "target dpid 54321" in render_run(report)  # said where the dpid is
 
 
+def test_export_page_names_the_other_audiences_an_overwrite_took_users_out_of():
+    """An overwrite that takes ineligible leavers out of audience B writes B's next state version
+    (report.json's state_others): the page showed nothing of it, B's members changed unseen."""
+    other = {"audience": "B <x>", "data_source": "crm", "segment": "d_sid=22", "state_folder": "state/crm/B",
+             "previous_version": 1, "version": 2, "previous_pairs": 4, "pairs": 3, "pairs_removed": 1,
+             "user_ids_removed": 1}
+    report = {"job": "export", "run_date": "2026-11-22", "audience": "A", "segment": "d_sid=1", "mode": "overwrite",
+              "data_source": "crm", "dpid": 12345, "id_type": "declared/hashed", "targets_path": "t.csv",
+              "existing": [], "state_others": [other], "targets": 7, "lines": 4, "nothing_to_send": False,
+              "files": [], "control_file": None}
+    html = render_run(report)
+    got = shown(html)
+    for key in ("previous_pairs", "pairs", "pairs_removed", "user_ids_removed"):
+        assert got[(None, ("data-row", "state_others.B <x>"), key)] == str(other[key]), key
+    assert "B &lt;x&gt;" in html and "v-000002" in html
+
+
 def test_export_run_writes_its_page(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     import test_export as t
