@@ -33,6 +33,7 @@ from transforms.export_state import (
     ExportState,
     StateVersion,
     audience_dir,
+    absolute,
     audience_folders,
     published_uncommitted,
     write_manifest,
@@ -96,6 +97,8 @@ def run(argv=None) -> dict:
     known, beam_args = parse_args(argv)
     run_date = known.run_date or launch.today()
     existing = [folder.rstrip("/") for folder in known.existing]
+    # Absolute: the reports and manifests name state folders, found again from another working folder.
+    root = absolute(known.state) if known.state else None
     checked = {}
     with contextlib.ExitStack() as held:
 
@@ -103,8 +106,8 @@ def run(argv=None) -> dict:
             spec = checked["spec"] = export_spec(cfg, known.audience, known.data_source, run_date, known.segment_id,
                                                  known.max_lines_per_file, known.mode, known.allow_shrink)
             if known.state:
-                _hold_state(held, known.state.rstrip("/"), spec, beam_args)
-            checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, known.state,
+                _hold_state(held, root, spec, beam_args)
+            checked["state"] = check_export_inputs(cfg, spec, known.targets, existing, root,
                                                    known.output.rstrip("/"))
             return export_config(cfg, spec)
 

@@ -210,3 +210,21 @@ def test_an_existing_export_older_than_a_version_an_overwrite_took_users_out_of_
     report = export(job, every, tmp_path / "b4", "--segment-id", 22, "--existing", tmp_path / "b1", "--existing",
                     tmp_path / "b3", audience="B", run_date="2026-11-04")
     assert report["nothing_to_send"] and report["unchanged"] == 4
+
+
+def test_a_stopped_overwrite_run_with_a_relative_state_root_is_found_from_another_folder(tmp_path, monkeypatch):
+    """A's overwrite ran with '--state state' (relative) and stopped after its publish; its files were
+    delivered (p1 out of A and B). B's export, from another folder with the root's absolute path, did
+    not recognize B's _PENDING version (A's report named B's state folder relative): computed against
+    B's version 1 it found p1 held, sent nothing, exit 0, p1 out of B for good. State folders are
+    recorded absolute: refused, naming A's run."""
+    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    relative = tuple("state" if flag == state else flag for flag in a)
+    _stopped_overwrite(tmp_path, monkeypatch, job, relative, every)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    with pytest.raises(ConfigError, match=r"version 2 of audience 'B' records the users the overwrite of audience 'A' "
+                                          r"took out of it"):
+        export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")

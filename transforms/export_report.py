@@ -11,10 +11,10 @@ files hold exactly one line per added or removed user ID (sync), or per member a
 """
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from transforms.errors import RunFailed
+from transforms.export_state import absolute
 from transforms.outcomes import REMOVALS, Counts, Metric
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def state_manifest(report: dict, output_dir: str, state_parts: list) -> dict:
         "data_source": report["data_source"], "dpid": report["dpid"], "target_dpid": report["target_dpid"],
         "audience": report["audience"], "segment": report["segment"], "mode": report["mode"],
         "run_date": report["run_date"], "pairs": report["state_pairs"], "user_ids": report["audience_user_ids"],
-        "output": output_dir if "://" in output_dir else os.path.abspath(output_dir),
+        "output": absolute(output_dir),
         "files": [f["name"] for f in report["files"]], "control_file": report["control_file"],
         "parts": [{"part": path.rsplit("/", 1)[-1], "rows": n} for _, path, n in sorted(state_parts)],
         "state_others": report.get("state_others", []),

@@ -190,6 +190,12 @@ class ExportState:
         return out
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (a ``gs://`` one as is): the state root and ``--output`` as
+    manifests and reports record them, found again by a run started from another folder."""
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
 def same_output(a: str, b: str) -> bool:
     """Whether two ``--output`` folders are one (local paths compared absolute)."""
     if "://" in a or "://" in b:
