@@ -321,3 +321,29 @@ def test_visitor_ids_written_as_a_list_in_text_are_named_so(tmp_path, written, s
         list(read_profiles(str(path), cfg))
     assert str(info.value) == (f"{path}: column 'visitor_ids': 40 entries hold a list written as text ('[...]': a list "
                                "column saved to CSV): write the IDs separated by profiles.visitor_ids_separator (now ';')")
+
+
+def test_an_export_reads_a_jsonl_extract_whose_first_record_omits_the_visitor_ids(tmp_path):
+    """JSON writers omit null fields (Spark's to_json): a part whose first profile has no visitor ID
+    was refused by the export's start-up check, 'column 'visitor_ids' is not in the extract part-1.jsonl'
+    (exit 2), while the import reads the same extract (the reader takes a part without them as a
+    profile without visitor IDs)."""
+    from datetime import date
+
+    from transforms.export import export_spec
+    from transforms.preflight import check_export_inputs
+
+    (tmp_path / "p").mkdir()
+    vid = "1" * 38
+    (tmp_path / "p" / "part-0.jsonl").write_text(f'{{"profile_id": "P1", "visitor_ids": ["{vid}"]}}\n')
+    (tmp_path / "p" / "part-1.jsonl").write_text('{"profile_id": "P3"}\n{"profile_id": "P4"}\n')
+    (tmp_path / "t.csv").write_text("profile_id\nP1\nP3\n")
+    cfg = parse_config({"profiles": {"path": str(tmp_path / "p" / "*.jsonl"), "phone": None, "email": None,
+                                     "visitor_ids": "visitor_ids", "opt_out": None, "opt_out_missing": "consented"},
+                        "data_sources": [{"name": "vis", "dpid": 56789, "segments": str(tmp_path / "seg" / "*"),
+                                          "id_type": "visitor"}]})
+    spec = export_spec(cfg, "V", None, date(2026, 11, 22))
+    check_export_inputs(cfg, spec, str(tmp_path / "t.csv"), [])
+    rows = [r for f in ("part-0", "part-1") for t in read_profiles(str(tmp_path / "p" / f"{f}.jsonl"), cfg, export=True)
+            for r in t.to_pylist()]
+    assert len(rows) == 3

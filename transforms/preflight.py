@@ -63,11 +63,15 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
 
 def _first_record_optional(cfg: JobConfig, export: bool = False) -> tuple[str, ...]:
     """Columns a JSONL extract's first record, all the start-up check reads, may lack: the key
-    columns (JSON writers omit null fields: Spark's to_json) and the export's opt-out (unknown
-    consent). Only the whole file lacking one is an error, which the reading finds."""
+    columns and the visitor IDs (JSON writers omit null fields: Spark's to_json; a file without
+    visitor IDs is read as profiles without them, as the import does) and the export's opt-out
+    (unknown consent). Only the whole file lacking a key or the opt-out is an error, which the
+    reading finds."""
     if cfg.profiles.resolved_format != "jsonl":
         return ()
-    return (*key_columns(cfg, export), *((cfg.profiles.opt_out,) if export and cfg.profiles.opt_out else ()))
+    p = cfg.profiles
+    return (*key_columns(cfg, export), *((p.opt_out,) if export and p.opt_out else ()),
+            *((p.visitor_ids,) if export and p.visitor_ids else ()))
 
 
 def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: list[str]) -> list[str]:
