@@ -361,6 +361,37 @@ def test_a_lock_create_the_client_retried_is_the_runs_own(gcs, client, monkeypat
     assert not _objects(client, gcs.bucket, "retried-lock/")  # released
 
 
+def test_a_lock_create_the_client_gave_up_on_is_not_left_behind(gcs, client, monkeypatch):
+    """The client gives up on a lock create (every retry lost its answer: a reset, a 503) whose first
+    attempt created the object: the run failed 'cannot create the output lock' and left its own lock,
+    which refused every other run for 24 h (another host). A create that raised is looked for: the
+    lock holding this run's own id is its own, taken as with the 412 of a retry. Fault injected at
+    the HTTP boundary: the server creates the lock, every answer is lost."""
+    import requests
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    from transforms.output_lock import OutputLock
+
+    real, answers = requests.Session.request, []
+
+    def answers_lost(self, method, url, *args, **kwargs):
+        response = real(self, method, url, *args, **kwargs)
+        if method == "POST" and "uploadType=multipart" in url:
+            answers.append(response.status_code)
+            raise requests.exceptions.ConnectionError("connection reset by peer")
+        return response
+
+    for name, value in (("_initial", 0.01), ("_maximum", 0.02), ("_timeout", 0.5), ("_deadline", 0.5)):
+        monkeypatch.setattr(DEFAULT_RETRY, name, value)  # the client gives up in half a second
+    monkeypatch.setattr(requests.Session, "request", answers_lost)
+    with OutputLock(f"gs://{gcs.bucket}/given-up-lock", "import_audience") as lock:
+        assert answers[0] == 200 and set(answers[1:]) == {412}  # created, then every retry refused
+        held = client.bucket(gcs.bucket).blob("given-up-lock/_lock.json").download_as_bytes()
+        assert json.loads(held)["run_id"] == lock.holder.run_id
+    monkeypatch.undo()
+    assert not _objects(client, gcs.bucket, "given-up-lock/")  # released
+
+
 def test_nightly_on_gcs_reads_the_previous_parts_by_shard(gcs, client, first_night, monkeypatch):
     """A night that carries a data source's previous rows (its dumps configured ``iter``): each
     writer reads its bucket's previous part from the bucket itself; the partition and the counts are

@@ -7,7 +7,8 @@ object create that fails with 412 when the object exists; Beam's FileSystems has
 precondition) — so of two runs started together exactly one gets it; the other fails at once,
 naming the lock and its holder. The holder deletes it at the end, success or failure. A lock
 holding this run's own id is its own: google-cloud-storage retries an upload whose answer was lost
-(a reset connection, a 503), and the retry of a create that reached the server gets 412.
+(a reset connection, a 503), and the retry of a create that reached the server gets 412; when the
+client gives up instead (every retry lost too), the lock is read: holding this run's id, it is taken.
 
 A lock left by a run that died without releasing it (SIGKILL, a lost machine) is **stale** when
   * it was taken on this host and its pid is no longer running, or
@@ -213,6 +214,8 @@ class OutputLock:
             try:
                 self._token = self._store.create(self.path, data)
             except Exception as exc:  # noqa: BLE001 - read-only, no permission, no such bucket: one line
+                if self._own(self._read_after_failure()):  # the client gave up on a create that reached the server
+                    return self
                 raise LockNotCreated(self.path, _reason(exc)) from None
             if self._token is not None:
                 return self
@@ -220,8 +223,7 @@ class OutputLock:
             if found is None:
                 continue  # released meanwhile
             holder = _parse(found[0])
-            if holder == self.holder:  # our own create, retried by the client after a lost answer: 412
-                self._token = found[1]
+            if self._own(found):  # our own create, retried by the client after a lost answer: 412
                 return self
             why = stale_reason(holder, datetime.now(timezone.utc), self.max_age)
             if why is None:
@@ -231,6 +233,20 @@ class OutputLock:
             if self._store.delete(self.path, found[1]):
                 LOG.warning("%s: took over a stale lock of %s (%s)", self.path, holder.describe(), why)
         raise RunFailed(f"{self.folder}: could not take the output lock {self.path} (other runs keep taking it)")
+
+    def _own(self, found: tuple[bytes, object] | None) -> bool:
+        """Whether the lock ``found`` holds this run's own id: then it is this run's (its token kept)."""
+        if found is None or _parse(found[0]) != self.holder:
+            return False
+        self._token = found[1]
+        return True
+
+    def _read_after_failure(self) -> tuple[bytes, object] | None:
+        """The lock after a create that raised (None: unreadable too, and the create's error stands)."""
+        try:
+            return self._store.read(self.path)
+        except Exception:  # noqa: BLE001 - the storage is failing: the create's error is the one line
+            return None
 
     def release(self) -> None:
         if self._token is not None:
