@@ -385,3 +385,17 @@ def test_a_state_folder_that_cannot_be_written_is_named_as_the_state_lock(tmp_pa
     assert str(info.value) == (f"--state {tmp_path / 'state'}: cannot create the lock of audience 'A' of data source 'crm' "
                                f"({tmp_path / 'state' / 'crm' / 'A' / '_lock.json'}: Not a directory)")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_into_the_same_output_by_another_path_sends_the_same_changes(tmp_path):
+    """A retry naming its --output through a symlink (/data -> /mnt/data) was not recognised as a rerun
+    (paths compared spelled, absolute): computed against the version its run committed, it found
+    nothing to send and replaced that run's unsent files with nothing, exit 0. Compared resolved."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    flags = ("--segment-id", SID, "--state", tmp_path / "state")
+    first = export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "real" / "out", *flags)
+    again = export(job, tmp_path / "t.csv", tmp_path / "link" / "out", *flags)
+    assert first["added"] == 2 and (again["state_replaced_version"], again["added"]) == (1, 2)

@@ -207,10 +207,11 @@ def recorded_folder(recorded, folder: str) -> str:
 
 
 def same_output(a: str, b: str) -> bool:
-    """Whether two ``--output`` folders are one (local paths compared absolute)."""
+    """Whether two ``--output`` folders are one (local paths compared resolved: a symlinked spelling
+    of a folder is that folder)."""
     if "://" in a or "://" in b:
         return a.rstrip("/") == b.rstrip("/")
-    return os.path.abspath(a) == os.path.abspath(b)
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportState:
