@@ -38,11 +38,11 @@ def local_test_pipeline(runner: str | None = None) -> TestPipeline:
 # out first neither worker is left running one of them alone at the end. Files not listed follow, in
 # their usual order.
 SLOW_FILES_FIRST = (
-    "test_nightly_guards.py", "test_import_e2e.py", "test_nightly.py", "test_export.py", "test_gcs.py",
-    "test_key_cache.py", "test_terminal.py", "test_html_report.py", "test_export_removals.py",
-    "test_publish.py", "test_iv_check.py", "test_publish_journal.py", "test_guards.py",
-    "test_airflow_dag.py", "test_profile_inputs.py", "test_report_browser.py", "test_dump_checks.py",
-    "test_dataflow.py", "test_secret_manager.py", "test_portable.py", "test_encrypted.py",
+    "test_nightly_guards.py", "test_export_removals.py", "test_airflow_dag.py", "test_nightly.py", "test_gcs.py",
+    "test_export.py", "test_export_others.py", "test_key_cache.py", "test_export_sequences.py", "test_import_e2e.py",
+    "test_publish_journal.py", "test_dataflow.py", "test_guards.py", "test_report_browser.py", "test_publish.py",
+    "test_dump_checks.py", "test_control_files.py", "test_iv_check.py", "test_diagnosis.py", "test_parity.py",
+    "test_profile_inputs.py", "test_portable.py", "test_secret_manager.py", "test_encrypted.py",
 )
 
 
