@@ -228,36 +228,3 @@ def test_a_stopped_overwrite_run_with_a_relative_state_root_is_found_from_anothe
     with pytest.raises(ConfigError, match=r"version 2 of audience 'B' records the users the overwrite of audience 'A' "
                                           r"took out of it"):
         export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
-
-
-def _as_an_earlier_release(tmp_path, state):
-    """The records of a run of a release that wrote a relative ``--state state`` as given (before
-    the root was made absolute): its report's and its manifests' state folders relative."""
-    def relative(path):
-        return "state/" + str(path).split(str(state) + "/", 1)[1] if str(path).startswith(str(state)) else path
-
-    docs = [tmp_path / "a2" / "report.json", *state.rglob("_PENDING"), *state.rglob("_SUCCESS")]
-    for doc_path in docs:
-        doc = json.loads(doc_path.read_text())
-        doc["state_folder"] = relative(doc.get("state_folder"))
-        for other in [*(doc.get("state_others") or []), doc.get("stripped_by") or {}]:
-            other["state_folder"] = relative(other.get("state_folder"))
-        doc_path.write_text(json.dumps({k: v for k, v in doc.items() if v is not None or k != "state_folder"}))
-
-
-def test_a_stopped_overwrite_an_earlier_release_recorded_relative_is_found_from_another_folder(tmp_path, monkeypatch):
-    """As above, its records written by an earlier release ('state/crm/B', relative): B's export from
-    another folder did not recognize B's _PENDING version (A's report names a folder that, resolved
-    from there, is not B's): p1 held, nothing sent, exit 0, out of B for good. A relative record is
-    B's folder when B's absolute folder ends with it: refused, naming A's run."""
-    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    _stopped_overwrite(tmp_path, monkeypatch, job, a, every)
-    _as_an_earlier_release(tmp_path, state)
-    assert json.loads((tmp_path / "a2" / "report.json").read_text())["state_others"][0]["state_folder"] == "state/crm/B"
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    write_profiles(job.parent, [0, 1, 2, 3])
-    with pytest.raises(ConfigError, match=r"version 2 of audience 'B' records the users the overwrite of audience 'A' "
-                                          r"took out of it; .*rerun it into --output .*a2"):
-        export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")

@@ -116,7 +116,7 @@ def _published(folder: str, v: StateVersion) -> bool:
     if by is None:
         return doc.get("state_version") == v.number
     return doc.get("state_version") == by.get("version") and any(
-        same_output(recorded_folder(o.get("state_folder"), folder), folder) and o.get("version") == v.number
+        same_output(str(o.get("state_folder")), folder) and o.get("version") == v.number
         for o in doc.get("state_others") or [])
 
 
@@ -196,16 +196,6 @@ def absolute(path: str) -> str:
     return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
-def recorded_folder(recorded, folder: str) -> str:
-    """A state folder a manifest or report under ``folder``'s root records: an earlier release
-    recorded a relative ``--state`` as given (``state/crm/B``), which from another working folder is
-    another folder; it is read under the root of ``folder`` (an overwrite writes only under its own)."""
-    recorded = str(recorded)
-    if "://" in recorded or "://" in folder or os.path.isabs(recorded) or recorded.count("/") < 1:
-        return recorded
-    return join_path(posixpath.dirname(posixpath.dirname(folder.rstrip("/"))), *recorded.rstrip("/").split("/")[-2:])
-
-
 def same_output(a: str, b: str) -> bool:
     """Whether two ``--output`` folders are one (local paths compared resolved: a symlinked spelling
     of a folder is that folder)."""
@@ -250,7 +240,7 @@ def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportS
                             f"{m.get('output')} but was never committed (its run stopped before its state): rerun into "
                             f"--output {m.get('output')} --run-date {m.get('run_date')} to replace them if they did not "
                             f"go to the platform; if they did, rename {join_path(v.path, PENDING)} to {SUCCESS}"
-                            + "".join(f" and {path} too" for path in _others_pending(m, folder)))
+                            + "".join(f" and {path} too" for path in _others_pending(m)))
     runs, expected = (), None
     if current is not None:
         m = current.manifest
@@ -314,9 +304,9 @@ def _stopped_other(path: str, other: StateVersion | None, ds, run: tuple) -> lis
             and not _repeats(v.manifest.get(STRIPPED_BY), folder, version, run_date, output)]
 
 
-def _others_pending(manifest: dict, folder: str) -> list[str]:
-    """The ``_PENDING`` manifests still waiting of the versions an overwrite (of ``folder``) wrote for other audiences."""
-    paths = [join_path(version_dir(recorded_folder(o.get("state_folder"), folder), int(o.get("version", 0))), PENDING)
+def _others_pending(manifest: dict) -> list[str]:
+    """The ``_PENDING`` manifests still waiting of the versions an overwrite wrote for other audiences."""
+    paths = [join_path(version_dir(str(o.get("state_folder")), int(o.get("version", 0))), PENDING)
              for o in manifest.get("state_others") or []]
     return [path for path in paths if FileSystems.exists(path)]
 
@@ -325,14 +315,14 @@ def _repeats(by: dict | None, folder: str, version: int, run_date: str, output: 
     """Whether the overwrite that wrote a version (``by``: its manifest's ``stripped_by``) is the
     run of ``folder``'s ``version`` into ``output`` on ``run_date``."""
     return isinstance(by, dict) and by.get("version") == version and by.get("run_date") == run_date \
-        and same_output(recorded_folder(by.get("state_folder"), folder), folder) and same_output(str(by.get("output")), output)
+        and same_output(str(by.get("state_folder")), folder) and same_output(str(by.get("output")), output)
 
 
 def stripped_pending(audience: str, v: StateVersion) -> str:
     """Why an export of ``audience`` is refused: its version ``v``, written by another audience's
     overwrite that published its files, was never committed."""
     by = v.manifest[STRIPPED_BY]
-    run = version_dir(recorded_folder(by.get("state_folder"), posixpath.dirname(v.path)), int(by.get("version", 0)))
+    run = version_dir(str(by.get("state_folder")), int(by.get("version", 0)))
     if FileSystems.exists(join_path(run, SUCCESS)):
         return (f"--state: version {v.number} of audience '{audience}' records the users the overwrite of audience "
                 f"'{by.get('audience')}' took out of it (its version {by.get('version')}, committed: delivered), "
