@@ -86,15 +86,18 @@ class StateVersion:
 def committed_versions(folder: str, marker: str = SUCCESS) -> list[StateVersion]:
     """The committed versions of one audience, oldest first (``marker=PENDING``: the versions whose
     manifest waits as ``_PENDING``)."""
+    return [StateVersion(n, posixpath.dirname(path), read_json(path)) for n, path in _markers(folder, marker)]
+
+
+def _markers(folder: str, marker: str) -> list[tuple[int, str]]:
+    """``(version number, path of its marker)`` of one audience's versions with ``marker``, oldest first."""
     found = []
     for path in glob(join_path(folder, "v-*", marker), missing_ok=True):
-        name = posixpath.basename(posixpath.dirname(path))
         try:
-            number = int(name.removeprefix("v-"))
+            found.append((int(posixpath.basename(posixpath.dirname(path)).removeprefix("v-")), path))
         except ValueError:
             continue
-        found.append(StateVersion(number, posixpath.dirname(path), read_json(path)))
-    return sorted(found, key=lambda v: v.number)
+    return sorted(found)
 
 
 def published_uncommitted(folder: str, latest: int | None) -> list[StateVersion]:
@@ -121,8 +124,14 @@ def _published(folder: str, v: StateVersion) -> bool:
 
 
 def current_version(folder: str) -> StateVersion | None:
-    versions = committed_versions(folder)
-    return versions[-1] if versions else None
+    """The audience's newest committed version, its manifest the only one read (an overwrite asks
+    for every other audience's: a daily export's hundreds of versions each were a read, on gs:// a
+    request)."""
+    found = _markers(folder, SUCCESS)
+    if not found:
+        return None
+    number, path = found[-1]
+    return StateVersion(number, posixpath.dirname(path), read_json(path))
 
 
 @dataclass(frozen=True)
