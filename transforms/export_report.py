@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from transforms.errors import RunFailed
 from transforms.export_state import absolute
-from transforms.outcomes import REMOVALS, Counts, Metric
+from transforms.outcomes import REMOVALS, Counts, Metric, Removal
 
 if TYPE_CHECKING:
     from transforms.export import ExportSpec
@@ -81,6 +81,16 @@ def _equal(what: str, expected: int, got: int) -> None:
                         "nothing was published")
 
 
+# Removals whose profile is not eligible (consent, suppression): chosen by the customer, never a collapse;
+# an overwrite lists such a leaver with no trait, taking it out of the other audiences too.
+INELIGIBLE = (Removal.OPTED_OUT, Removal.CONSENT_UNKNOWN, Removal.SUPPRESSED)
+
+
+def _ineligible_removed(report: dict) -> int:
+    """The user IDs the run removes because a profile holding them is not eligible."""
+    return sum(report["removed_by_reason"].get(r, 0) for r in INELIGIBLE)
+
+
 def check_export_report(report: dict) -> None:
     """Raise :class:`RunFailed` unless every count adds up (see the module's docstring), or when a
     ``.sync`` export has leavers it cannot remove."""
@@ -99,7 +109,7 @@ def check_export_report(report: dict) -> None:
             f"key-value audience ({report['segment']}) cannot be removed by a .sync file: rerun with "
             "--mode overwrite --state ROOT. Nothing was published"
         )
-    ineligible = sum(report["removed_by_reason"].get(r, 0) for r in ("opted_out", "consent_unknown", "suppressed"))
+    ineligible = _ineligible_removed(report)
     for other in report.get("state_others", []):
         _equal(f"pairs of audience '{other['audience']}'", other["previous_pairs"],
                other["pairs"] + other["pairs_removed"])
@@ -140,7 +150,7 @@ def check_export_shrink(report: dict, max_shrink: float | None) -> None:
     for consent (opted out, consent unknown: never a yes) and suppression do not count: held back
     with the rest, those IDs would stay shared until someone reran the export."""
     held = report["earlier_user_ids"]
-    chosen = sum(report["removed_by_reason"].get(r, 0) for r in ("opted_out", "consent_unknown", "suppressed"))
+    chosen = _ineligible_removed(report)
     removed = report["removed"] - chosen
     if max_shrink is None or not held or removed <= held * max_shrink:
         return
