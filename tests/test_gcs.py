@@ -510,8 +510,7 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
     into a folder of its name): on gs:// it matched nothing ('no segment dump matches'); on local
     files Beam's match of a path without wildcards gave the folder itself, read as a dump: the night
     failed on a bare 'RuntimeError: IsADirectoryError ...' (exit 1)."""
-    from transforms.dump_files import dump_paths
-    from transforms.preflight import dump_folders
+    from transforms.dump_files import dump_folders, dump_paths
     from transforms.storage import folder_hint, glob
 
     name = "ftp_1_7_full_1795694400000.sync.gz"

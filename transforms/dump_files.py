@@ -1,4 +1,5 @@
-"""Dump files as stored: which files are dumps, and their bytes read safely.
+"""Dump files as stored: which files are dumps (and what else a listing shows beside them: uploads in
+progress, a folder named as a dump), and their bytes read safely.
 
 A dump may be gzip or plain whatever its name says (the magic bytes decide), and its first bytes
 are checked before anything is parsed: a byte order mark is dropped; another encoding, NUL bytes
@@ -21,6 +22,7 @@ from typing import Iterator
 
 from isal import igzip, isal_zlib
 
+from transforms.dump_names import parse_dump_name
 from transforms.errors import InputError
 
 # Decompressed bytes read at a time, and the unit of the dump stage's pool. 8 MiB rather than 64:
@@ -70,6 +72,34 @@ def upload_glob(pattern: str) -> str | None:
     """The glob that also lists ``pattern``'s uploads in progress, when it names the dumps' suffix
     ('*.sync.gz' lists no '….sync.gz.filepart': such a night was taken for one without a delivery)."""
     return None if pattern.endswith("*") else pattern + "*"
+
+
+def uploads_beside(dumps: list[str], listed: list[str]) -> list[str]:
+    """Of the files a data source's glob (and :func:`~transforms.dump_files.upload_glob`) lists beside
+    its ``dumps``: uploads in progress of a dump (its name parses once the suffix is cut) that is not
+    there, a split or a delivery still being written. Read without it, a full dump missing a split
+    removed its users (a missing last split shows nowhere else without a control file)."""
+    if not dumps:
+        return []
+    return sorted({path for path in listed if (final := upload_of(path)) is not None and final not in dumps
+                   and not posixpath.basename(path).startswith((".", "_")) and parse_dump_name(final) is not None})
+
+
+def dump_folders(pattern: str) -> list[str]:
+    """The folders a ``segments`` glob matches by name that are named as a dump (a platform's name,
+    or '.sync' / '.sync.gz': an archive tool extracted the dump into a folder of its name). A glob
+    lists files, locally as on gs:// ('*' stops at '/'), so such a dump was skipped; a folder of
+    another name (old/) is not read and refuses nothing. A path without wildcards: storage.folder_hint;
+    '**' reads below folders."""
+    name = pattern.rstrip("/")
+    if name != pattern or "**" in name or not any(c in name for c in "*?["):
+        return []
+    from transforms.storage import glob  # Beam's file systems: imported where files are listed, as in _open
+
+    depth = name.count("/") + 1  # the matched folder: as many parts of a file's path below it
+    folders = {"/".join(path.split("/")[:depth]) for path in glob(name + "/**", missing_ok=True)}
+    return sorted(f for f in folders if is_dump_file(f)
+                  and (parse_dump_name(f) is not None or f.lower().endswith((".sync", ".sync.gz"))))
 
 
 def dump_paths(pattern: str, missing_ok: bool = False) -> list[str]:

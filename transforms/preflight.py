@@ -13,9 +13,8 @@ import posixpath
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
-from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob, upload_of
-from transforms.dump_names import (iter_after_full, missing_splits, older_full_delivery, parse_dump_name, sync_mode_of,
-                                   unnamed_beside_named)
+from transforms.dump_files import dump_folders, is_dump_file, unfinished_delivery, upload_glob, uploads_beside
+from transforms.dump_names import iter_after_full, missing_splits, older_full_delivery, sync_mode_of, unnamed_beside_named
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -203,32 +202,6 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
 
 # What a run writes in its output folder (an import's --output, a nightly's ROOT): the first part of
 # the path below it, or how it starts (run folders, the nightly's staging and partitions).
-def uploads_beside(dumps: list[str], listed: list[str]) -> list[str]:
-    """Of the files a data source's glob (and :func:`~transforms.dump_files.upload_glob`) lists beside
-    its ``dumps``: uploads in progress of a dump (its name parses once the suffix is cut) that is not
-    there, a split or a delivery still being written. Read without it, a full dump missing a split
-    removed its users (a missing last split shows nowhere else without a control file)."""
-    if not dumps:
-        return []
-    return sorted({path for path in listed if (final := upload_of(path)) is not None and final not in dumps
-                   and not posixpath.basename(path).startswith((".", "_")) and parse_dump_name(final) is not None})
-
-
-def dump_folders(pattern: str) -> list[str]:
-    """The folders a ``segments`` glob matches by name that are named as a dump (a platform's name,
-    or '.sync' / '.sync.gz': an archive tool extracted the dump into a folder of its name). A glob
-    lists files, locally as on gs:// ('*' stops at '/'), so such a dump was skipped; a folder of
-    another name (old/) is not read and refuses nothing. A path without wildcards: storage.folder_hint;
-    '**' reads below folders."""
-    name = pattern.rstrip("/")
-    if name != pattern or "**" in name or not any(c in name for c in "*?["):
-        return []
-    depth = name.count("/") + 1  # the matched folder: as many parts of a file's path below it
-    folders = {"/".join(path.split("/")[:depth]) for path in glob(name + "/**", missing_ok=True)}
-    return sorted(f for f in folders if is_dump_file(f)
-                  and (parse_dump_name(f) is not None or f.lower().endswith((".sync", ".sync.gz"))))
-
-
 OWN_OUTPUTS = ("reconciled", "file_audience", "rejected", "report.json", "report.html", "_SUCCESS")
 OWN_PREFIXES = ("_incomplete-", "_staging", "dt=")
 
