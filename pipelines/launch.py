@@ -44,6 +44,7 @@ from transforms.config import ConfigError, JobConfig
 from transforms.config_load import load_config
 from transforms.errors import AudienceSyncError, RunFailed
 from transforms.html_report import PAGE
+from transforms.memory import use_heap_allocator
 from transforms.output_lock import OutputLock
 from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir
 from transforms.storage import file_in_the_way, join_path
@@ -84,6 +85,7 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     paths are then the ones checked). ``paths``: the job's own path flags (``{"--output": ...}``),
     which must be readable by the workers too."""
     keep_elements_out_of_logs()
+    use_heap_allocator()  # before the preflight reads anything with Arrow (see transforms.memory)
     _check_folders(paths or {})
     unknown = unknown_options(beam_args)
     if unknown:

@@ -8,10 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from transforms.memory import map_big_blocks, release_free_memory
-from transforms.parallel import OnceEach, make_pool, ordered_map
+from transforms.memory import map_big_blocks, release_free_memory, use_heap_allocator
+from transforms.parallel import OnceEach, PooledDoFn, make_pool, ordered_map
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +106,42 @@ def test_once_each_raises_a_failed_computation_to_every_task_that_asked():
 def test_free_memory_goes_back_to_the_os_on_glibc():
     released = release_free_memory()
     assert released is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+@pytest.fixture
+def arrow_pool():
+    """The test process's Arrow pool, set back after the test."""
+    before = pa.default_memory_pool()
+    yield
+    pa.set_memory_pool(before)
+
+
+def test_arrow_buffers_come_from_glibcs_heap_once_chosen(arrow_pool, monkeypatch):
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    assert use_heap_allocator() is True
+    before = pa.system_memory_pool().bytes_allocated()
+    column = pa.array(["a@example.com"] * 100_000)
+    assert pa.default_memory_pool().backend_name == "system"
+    assert pa.system_memory_pool().bytes_allocated() - before >= column.nbytes
+    assert use_heap_allocator() is True  # idempotent
+
+
+def test_an_operators_arrow_pool_wins(arrow_pool, monkeypatch):
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    assert use_heap_allocator() is False
+    assert pa.default_memory_pool().backend_name == "mimalloc"
+
+
+def test_pooled_dofns_set_up_on_glibcs_heap(arrow_pool, monkeypatch):
+    """A worker's heavy DoFns (PooledDoFn) choose the pool in setup(), as the launcher does locally."""
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    fn = PooledDoFn()
+    fn.setup()
+    fn.teardown()
+    assert pa.default_memory_pool().backend_name == "system"
 
 
 _BIG_BLOCKS = """

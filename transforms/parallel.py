@@ -16,6 +16,8 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.memory import use_heap_allocator
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -88,11 +90,13 @@ class OnceEach:
 class PooledDoFn(beam.DoFn):
     """A DoFn with a pool of ``self._threads`` workers (set it in ``__init__``), built in setup()
     and shut down in teardown(); ``self._pool`` is None for one thread. Subclasses that set up more
-    call ``super().setup()``."""
+    call ``super().setup()``. These are the DoFns that build big Arrow tables, so setup() also gives
+    the worker's Arrow buffers glibc's heap (:func:`transforms.memory.use_heap_allocator`)."""
 
     _threads = 1
 
     def setup(self):
+        use_heap_allocator()
         self._pool = make_pool(self._threads)
 
     def teardown(self):
