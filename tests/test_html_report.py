@@ -220,6 +220,13 @@ def test_a_source_with_force_reconciliation_keeps_no_file_audience_on_its_page()
     assert 'data-step="file_audience"' in section and "unmatched or kept in the file audience" in section
 
 
+def test_the_funnel_step_before_the_ids_does_not_say_segments_to_add():
+    """A nightly's iter dump looks up the lines that only remove segments (their removals apply),
+    so its funnel's third step holds them: the page labelled it "with segments to add"."""
+    html = render_run(_import_report())
+    assert "with segments to add" not in html and html.count("IDs to look up") == len(_import_report()["data_sources"])
+
+
 def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():
     """report.json counts the file-audience entries a suppression list withheld (``suppressed``); the
     page did not show them, so the entries written were fewer than the lines kept with no word why."""

@@ -208,7 +208,8 @@ def _check_full_removals(name: str, entry: dict, ds) -> None:
 
 
 def _ids_to_add(entry: dict) -> int:
-    """The data source's lines with segments to add: the IDs looked at (well-formed, not removals only)."""
+    """The data source's IDs looked up: well-formed lines not rejected as removals only (in a
+    nightly's iter dump a line that only removes segments is looked up too: its removals apply)."""
     return entry["received"] - entry["format_errors"] - entry["removals_only"]
 
 

@@ -69,7 +69,11 @@ def decrypt_failures(entry: dict) -> int:
 
 
 def funnel(entry: dict) -> list[Step]:
-    """received -> well-formed -> with segments to add -> (decrypted) -> valid IDs -> matched.
+    """received -> well-formed -> IDs to look up -> (decrypted) -> valid IDs -> matched.
+
+    IDs to look up: the well-formed lines that add segments, and in a nightly's ``iter`` dump also
+    those that only remove some (their removals apply, so they are looked up); a one-off import or a
+    full dump rejects a line that only removes segments (``removals only``).
 
     The decrypted step appears for data sources that decrypt (``decrypts`` in the report). Lines
     leaving the last step are unmatched or kept in the file audience (both looked up, no profile)."""
@@ -80,7 +84,7 @@ def funnel(entry: dict) -> list[Step]:
     steps = [
         Step("received", "received", received, 0, ""),
         Step("well_formed", "well-formed", well_formed, received - well_formed, "format errors"),
-        Step("to_add", "with segments to add", to_add, well_formed - to_add, "removals only"),
+        Step("to_add", "IDs to look up", to_add, well_formed - to_add, "removals only"),
     ]
     before_valid = to_add
     if entry.get("decrypts"):
