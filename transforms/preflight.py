@@ -20,10 +20,11 @@ from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_others import stripped_since
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
+from transforms.jsonl_keys import Samples, jsonl_key_problems
 from transforms.key_cache import INCOMING, MANIFEST
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
 from transforms.publish import REPORT
-from transforms.storage import folder_hint, glob, join_path, open_input
+from transforms.storage import folder_hint, glob, join_path
 from transforms.targets import TARGETS_COLUMN, targets_format
 
 
@@ -35,9 +36,12 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     if not extracts:
         return [f"profiles.path: no file matches '{cfg.profiles.path}'{folder_hint(cfg.profiles.path, typed=True)}"]
     problems, headers = [], {}
+    # The opt-out is left out: a part without it fails when read (an unknown opt-out is never a yes).
+    omissible = [col for col in optional if col in needed and col != cfg.profiles.opt_out]
+    samples = Samples(omissible if cfg.profiles.resolved_format == "jsonl" and len(extracts) > 1 else [])
     for extract in extracts:
         try:
-            names = read_schema_names(extract, cfg.profiles.resolved_format)
+            names = read_schema_names(extract, cfg.profiles.resolved_format, then=samples.reader(extract))
         except (InputError, OSError, ValueError) as exc:
             problems.append(f"profiles.path: {exc}")
             continue
@@ -56,16 +60,15 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
                      for col in needed if col not in columns and col not in optional]
     keys = set(key_columns(cfg, export=True))
     return (problems + _optional_in_some_files(cfg, headers, [col for col in optional if col in needed])
-            + (_keys_in_no_record(cfg, headers, [col for col in optional if col in needed and col in keys])
+            + (jsonl_key_problems(cfg, headers, samples, [col for col in omissible if col in keys])
                if len(headers) == len(extracts) else []))  # a file not read is a problem named already
 
 
 def _first_record_optional(cfg: JobConfig, export: bool = False) -> tuple[str, ...]:
-    """Columns a JSONL extract's first record, all the start-up check reads, may lack: the key
-    columns and the visitor IDs (JSON writers omit null fields: Spark's to_json; a file without
-    visitor IDs is read as profiles without them, as the import does) and the export's opt-out
-    (unknown consent). Only the whole file lacking a key or the opt-out is an error, which the
-    reading finds."""
+    """Columns a JSONL extract's first record may lack: the key columns and the visitor IDs (JSON
+    writers omit null fields: Spark's to_json; a part without them is read as profiles without
+    them, the extract's records checked by :mod:`transforms.jsonl_keys`) and the export's opt-out
+    (unknown consent; a part without it is an error, which the reading finds)."""
     if cfg.profiles.resolved_format != "jsonl":
         return ()
     p = cfg.profiles
@@ -85,38 +88,6 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
         problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}, where {having[0]} has it"
                      for extract, columns in headers.items() if having and col not in columns]
     return problems
-
-
-def _keys_in_no_record(cfg: JobConfig, headers: dict[str, set], keys: list[str]) -> list[str]:
-    """JSONL key columns no file's first record has: read on, file by file, until a record has each.
-    A part whose records all omit one reads it as nulls (JSON writers omit null fields: Spark's
-    to_json); a key in no record of the extract is a configuration error naming it."""
-    if cfg.profiles.resolved_format != "jsonl":
-        return []
-    missing = [col for col in dict.fromkeys(keys) if not any(col in names for names in headers.values())]
-    for extract in headers:
-        if missing:
-            missing = [col for col in missing if col not in _keys_in_records(extract, missing)]
-    return [f"{column_field(cfg, col)}: column '{col}' is in no record of the extract '{cfg.profiles.path}'"
-            for col in missing]
-
-
-def _keys_in_records(path: str, wanted: list[str]) -> set:
-    """Of ``wanted``, the keys some record of a JSONL file has (it is read until all are seen)."""
-    seen: set = set()
-    with open_input(path, "jsonl") as handle:
-        for raw in iter(handle.readline, b""):
-            if not (b"\\u" in raw or any(col.encode() in raw for col in wanted)):
-                continue  # a name written with escapes is looked for in the parsed record
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue  # the reader names the line
-            if isinstance(record, dict):
-                seen |= set(wanted) & record.keys()
-                if len(seen) == len(wanted):
-                    break
-    return seen
 
 
 def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False, output: str | None = None,
