@@ -44,6 +44,18 @@ def test_a_jsonl_part_whose_key_field_was_renamed_is_named_before_the_run(tmp_pa
     check_inputs(cfg)  # nulls written: the part has the field
 
 
+def test_a_jsonl_part_of_nulls_from_an_extract_sorted_by_the_key_is_read_as_nulls(tmp_path):
+    """Spark sorts nulls first and leaves null fields out: an extract ordered (or partitioned) by its
+    key column writes whole parts without the field. They name no field the other parts lack, so they
+    are no renamed field (the first version of the check refused such a valid extract)."""
+    (tmp_path / "p").mkdir()
+    with_dump(tmp_path / "p")
+    jsonl_part(tmp_path / "p" / "part-0.jsonl", "crm_id", tenths=0)  # the nulls, first
+    for i in (1, 2):
+        jsonl_part(tmp_path / "p" / f"part-{i}.jsonl", "crm_id", tenths=10)
+    check_inputs(config(tmp_path / "p" / "*.jsonl"))
+
+
 @pytest.mark.parametrize("export", [False, True])
 def test_a_jsonl_part_whose_visitor_id_field_was_renamed_is_named_before_the_run(tmp_path, export):
     """The visitor IDs, which a part may lack (profiles without them), renamed in one part of three

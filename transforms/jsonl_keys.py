@@ -3,8 +3,11 @@ JSON writers leave null fields out (Spark's to_json), so a record, or a whole pa
 one is a profile without it (:func:`transforms.profiles.read_profiles` reads it as nulls).
 
 Two shapes are no such extract: a key in no record at all (a configuration error), and a large
-part none of whose first records has a field most records of the other parts have (the field
-renamed in that part's export: 'crmId' for 'crm_id'), whose profiles would silently give no key.
+part none of whose first records has a field most records of the other parts have while they name
+a field the other parts never do (the field renamed in that part's export: 'crmId' for 'crm_id'),
+whose profiles would silently give no key. A large part that lacks the field and names nothing new
+is a part whose values are all null: an extract sorted by that column (Spark puts nulls first) or
+partitioned by it writes such parts, and they are read as nulls.
 """
 from __future__ import annotations
 
@@ -15,18 +18,19 @@ from transforms.profiles import column_field
 from transforms.storage import open_input
 
 # A part is sampled by its first SAMPLE records: a part that has as many, none of them holding a
-# field the records of the parts holding it have in MOST of theirs (half or more), is not a part of
-# the same extract whose field happens to be null: were its records like theirs, the chance that
-# none of 1,000 holds it is at most 2^-1000. Smaller parts (a last, short part) and fields most
-# records lack (genuinely sparse) are let through.
+# field the records of the parts holding it have in MOST of theirs (half or more), is not a random
+# part of the same extract (were its records like theirs, the chance that none of 1,000 holds it is
+# at most 2^-1000). It is either a part of nulls (the extract sorted or partitioned by that column)
+# or a part whose field was renamed: the second names a field no part holding the column does.
+# Smaller parts (a last, short part) and fields most records lack (genuinely sparse) are let through.
 SAMPLE = 1000
 MOST = 0.5
 
 
 class Samples(dict):
-    """A JSONL file -> how many of its first :data:`SAMPLE` records were read, and how many of them
-    hold each of ``columns`` (none: nothing read). Filled in the pass that reads each file's first
-    record (``read_schema_names(path, fmt, then=samples.reader(path))``)."""
+    """A JSONL file -> how many of its first :data:`SAMPLE` records were read, how many of them
+    hold each of ``columns``, and the field names they hold (none: nothing read). Filled in the pass
+    that reads each file's first record (``read_schema_names(path, fmt, then=samples.reader(path))``)."""
 
     def __init__(self, columns: list[str]):
         super().__init__()
@@ -51,13 +55,15 @@ def jsonl_key_problems(cfg: JobConfig, headers: dict[str, set], samples: Samples
             + _keys_in_no_record(cfg, headers, keys, samples))
 
 
-def _renamed_in_parts(cfg: JobConfig, samples: dict[str, tuple[int, dict]], col: str) -> list[str]:
+def _renamed_in_parts(cfg: JobConfig, samples: dict[str, tuple[int, dict, set]], col: str) -> list[str]:
     """One line naming the parts (the first, how many more) where ``col`` seems renamed, or none."""
-    having = [(read, held[col]) for read, held in samples.values() if held[col]]
+    having = [(read, held[col]) for read, held, _ in samples.values() if held[col]]
     read, held = sum(r for r, _ in having), sum(h for _, h in having)
     if not having or held < MOST * read:
         return []
-    parts = [extract for extract, (count, found) in samples.items() if count >= SAMPLE and not found[col]]
+    known = set().union(*(names for _, found, names in samples.values() if found[col]))
+    parts = [extract for extract, (count, found, names) in samples.items()
+             if count >= SAMPLE and not found[col] and names - known]
     if not parts:
         return []
     more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
@@ -66,31 +72,32 @@ def _renamed_in_parts(cfg: JobConfig, samples: dict[str, tuple[int, dict]], col:
             "have no such key (if they truly have none, write the field as null: Spark's ignoreNullFields=false)"]
 
 
-def _sample(handle, columns: list[str], first: list[str]) -> tuple[int, dict]:
+def _sample(handle, columns: list[str], first: list[str]) -> tuple[int, dict, set]:
     """How many records the first :data:`SAMPLE` lines of a JSONL file hold (the first one's names
-    ``first``, the rest read from ``handle``), and how many of them hold each of ``columns``. A line
-    not naming one is not parsed (a name written with escapes is)."""
+    ``first``, the rest read from ``handle``), how many of them hold each of ``columns``, and the
+    field names they hold (about 3 ms a part)."""
     names = {col: f'"{col}"'.encode() for col in columns}
-    records, held = 1, {col: int(col in first) for col in columns}
+    records, held, fields = 1, {col: int(col in first) for col in columns}, set(first)
     while records < SAMPLE and (raw := handle.readline()):
         if not raw.strip():
             continue
         records += 1
-        if b"\\u" in raw or any(name in raw for name in names.values()):
-            try:
-                record = json.loads(raw)
-            except ValueError:  # not JSON, not UTF-8: the reader names the line; not taken for a rename
-                record = {col: None for col, name in names.items() if name in raw}
-            for col in held.keys() & (record.keys() if isinstance(record, dict) else set()):
+        try:
+            record = json.loads(raw)
+        except ValueError:  # not JSON, not UTF-8: the reader names the line; not taken for a rename
+            record = {col: None for col, name in names.items() if name in raw}
+        if isinstance(record, dict):
+            fields |= record.keys()
+            for col in held.keys() & record.keys():
                 held[col] += 1
-    return records, held
+    return records, held, fields
 
 
 def _keys_in_no_record(cfg: JobConfig, headers: dict[str, set], keys: list[str], samples: dict) -> list[str]:
     """Key columns no file's first record (nor sampled record) has: read on, file by file, until a
     record has each. A key in no record of the extract is a configuration error naming it."""
     missing = [col for col in dict.fromkeys(keys) if not any(col in names for names in headers.values())
-               and not any(held.get(col) for _, held in samples.values())]
+               and not any(held.get(col) for _, held, _ in samples.values())]
     for extract in headers:
         if missing:
             missing = [col for col in missing if col not in _keys_in_records(extract, missing)]
