@@ -319,9 +319,13 @@ COMMON.add_argument("--progress", type=_seconds, default=progress.DEFAULT_INTERV
 
 
 def page_line(folder: str) -> list[str]:
-    """``report: FOLDER/report.html`` when the run wrote its page there (not for staged-only runs)."""
+    """``report: FOLDER/report.html`` when the run wrote its page there (not for staged-only runs). Storage
+    failing after the run (its lock's release logged it) shows no page: a finished run, no traceback."""
     path = join_path(folder.rstrip("/"), PAGE)
-    return [f"report: {path}"] if FileSystems.exists(path) else []
+    try:
+        return [f"report: {path}"] if FileSystems.exists(path) else []
+    except Exception:  # noqa: BLE001 - the run has ended: its outcome stands
+        return []
 
 
 class Terminated(SystemExit):

@@ -5,7 +5,8 @@ host, pid and start time (UTC). It is created only if it does not exist — on l
 ``O_CREAT | O_EXCL``, on GCS with the google-cloud-storage client's ``if_generation_match=0`` (an
 object create that fails with 412 when the object exists; Beam's FileSystems has no such
 precondition) — so of two runs started together exactly one gets it; the other fails at once,
-naming the lock and its holder. The holder deletes it at the end, success or failure. A lock
+naming the lock and its holder. The holder deletes it at the end, success or failure (a delete that
+fails is one logged line naming the lock left behind: the run's own error, or success, stands). A lock
 holding this run's own id is its own: google-cloud-storage retries an upload whose answer was lost
 (a reset connection, a 503), and the retry of a create that reached the server gets 412; when the
 client gives up instead (every retry lost too), the lock is read: holding this run's id, it is taken.
@@ -248,16 +249,26 @@ class OutputLock:
         except Exception:  # noqa: BLE001 - the storage is failing: the create's error is the one line
             return None
 
-    def release(self) -> None:
-        if self._token is not None:
-            self._store.delete(self.path, self._token)
-            self._token = None
+    def release(self, failed: bool = False) -> None:
+        """Delete the lock. A delete that fails (the storage down past the client's retries, a read-only
+        folder) raises nothing: the run's own error (``failed``), or its success, stands, and one more
+        line names the lock left behind, which refuses other hosts' runs for up to ``max_age``."""
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            self._store.delete(self.path, token)
+        except Exception as exc:  # noqa: BLE001 - any storage error: the line below
+            ended = "failed (its error follows)" if failed else "succeeded (what it published stays published)"
+            LOG.error("%s: this run's lock could not be deleted (%s); the run %s. Until the lock is deleted (this "
+                      "run has ended: delete it), runs into %s on other hosts are refused for up to %g hours", self.path,
+                      _reason(exc), ended, self.folder, self.max_age.total_seconds() / 3600)
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, kind, value, trace) -> None:
+        self.release(failed=kind is not None)
 
 
 def _reason(exc: BaseException) -> str:

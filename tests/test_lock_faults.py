@@ -1,0 +1,88 @@
+"""A run's lock when its storage fails (the disk gone read-only, GCS down past the client's retries).
+
+A lock that cannot be deleted when the run ends: the run's own error stays the one reported, a run
+that published exits 0, and one line names the lock left behind (it refuses other hosts' runs for
+24 h). The failures are real (a read-only remount, a stopped emulator); a hook on
+``OutputLock.release`` only times them, just before the delete, since nothing real fails exactly there."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import cli_in_process
+from test_publish import V, members, small_job, tmpfs
+
+try:  # tests/ is on sys.path in pytest's default (prepend) import mode
+    from gcs_emulator import _stop, gcs_emulator, storage_client
+except ImportError:  # e.g. --import-mode=importlib, run from the project root
+    from tests.gcs_emulator import _stop, gcs_emulator, storage_client
+
+from transforms.output_lock import OutputLock
+
+NUL_DUMP = [f"{V[1]} 10"] + [f"bad\0line {i}" for i in range(50)]  # fails the run in its pipeline
+
+
+def fail_storage_before_release(monkeypatch, fail) -> None:
+    """``fail()`` (a real fault) when the run's lock is about to be deleted."""
+    real = OutputLock.release
+
+    def release(self, *args, **kwargs):
+        fail()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(OutputLock, "release", release)
+
+
+def lock_lines(stderr: str, lock: str) -> list[str]:
+    return [line for line in stderr.splitlines() if lock in line and "could not be deleted" in line]
+
+
+@pytest.mark.parametrize("bad_dump", [False, True], ids=["published", "failed"])
+def test_a_local_lock_that_cannot_be_deleted_leaves_the_runs_outcome_and_names_the_lock(tmp_path, monkeypatch,
+                                                                                        bad_dump):
+    """Locally (the output's disk remounted read-only at the end): a run that published exited 1 'run failed:
+    OSError: [Errno 30] Read-only file system: OUT/_lock.json -> ...', its outputs published, nothing said so."""
+    config = small_job(tmp_path, NUL_DUMP if bad_dump else None)
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        out = disk / "out"
+        fail_storage_before_release(monkeypatch, lambda: subprocess.run(
+            ["mount", "-o", "remount,ro", str(disk)], check=True))
+        result = cli_in_process("import", "--config", config, "--output", out)
+        assert (out / "_lock.json").exists()  # left behind, and named
+        lines = lock_lines(result.stderr, str(out / "_lock.json"))
+        assert len(lines) == 1 and "Read-only file system" in lines[0] and "Traceback" not in result.stderr, result.stderr
+        if bad_dump:
+            assert result.returncode == 1 and "failed (its error follows)" in lines[0]
+            assert "audience-sync: run failed: " in result.stderr and "NUL bytes" in result.stderr, result.stderr
+        else:
+            assert result.returncode == 0 and "succeeded" in lines[0] and "run failed" not in result.stderr, result.stderr
+            assert members(out) == {("10", "p1"), ("10", "p2"), ("11", "p2")} and (out / "report.json").exists()
+
+
+@pytest.mark.parametrize("bad_dump", [False, True], ids=["published", "failed"])
+def test_a_gs_lock_that_cannot_be_deleted_leaves_the_runs_outcome_and_names_the_lock(tmp_path, monkeypatch, bad_dump):
+    """On gs:// (the emulator stopped at the end, the client's retries given up): a run that published exited 1
+    'run failed: RetryError: Timeout of 120.0s exceeded, ...', its outputs published, nothing said so."""
+    from apache_beam.io.gcp.gcsio_retry import DEFAULT_RETRY_WITH_THROTTLING_COUNTER as BEAM_RETRY
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    config = small_job(tmp_path, NUL_DUMP if bad_dump else None)
+    with gcs_emulator() as gcs:
+        out, client = f"gs://{gcs.bucket}/out", storage_client()
+        for retry in (DEFAULT_RETRY, BEAM_RETRY):  # the clients give up in half a second
+            for name, value in (("_initial", 0.01), ("_maximum", 0.02), ("_timeout", 0.5), ("_deadline", 0.5)):
+                monkeypatch.setattr(retry, name, value)
+        stopped = []
+        fail_storage_before_release(monkeypatch, lambda: (stopped.append(sorted(
+            b.name for b in client.list_blobs(gcs.bucket))), _stop(gcs.process)))
+        result = cli_in_process("import", "--config", config, "--output", out)
+    assert "out/_lock.json" in stopped[0]  # left behind, and named
+    lines = lock_lines(result.stderr, f"{out}/_lock.json")
+    assert len(lines) == 1 and "Timeout" in lines[0] and "Traceback" not in result.stderr, result.stderr
+    if bad_dump:
+        assert result.returncode == 1 and "failed (its error follows)" in lines[0]
+        assert "audience-sync: run failed: " in result.stderr and "NUL bytes" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0 and "succeeded" in lines[0] and "run failed" not in result.stderr, result.stderr
+        assert "out/report.json" in stopped[0]
