@@ -86,3 +86,36 @@ def test_a_gs_lock_that_cannot_be_deleted_leaves_the_runs_outcome_and_names_the_
     else:
         assert result.returncode == 0 and "succeeded" in lines[0] and "run failed" not in result.stderr, result.stderr
         assert "out/report.json" in stopped[0]
+
+
+def test_a_gs_lock_create_while_gcs_is_down_fails_without_waiting_twice(monkeypatch):
+    """The emulator stopped before the run takes its lock: the create fails after the client's retries
+    (120 s by default), then the read-back (is the lock this run's own, created by an attempt whose
+    answer was lost?) waited the client's whole deadline again: 216 s before 'cannot create the output
+    lock', measured against a stopped emulator. The read-back has a short deadline of its own
+    (``READ_BACK_SECONDS``); the client's is made 4 s here, the read-back's 0.5 s."""
+    import time
+
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    from transforms import output_lock
+    from transforms.output_lock import LockNotCreated
+
+    for name, value in (("_initial", 0.01), ("_maximum", 0.02), ("_timeout", 4.0), ("_deadline", 4.0)):
+        monkeypatch.setattr(DEFAULT_RETRY, name, value)
+    monkeypatch.setattr(output_lock, "READ_BACK_SECONDS", 0.5)
+    real_read, read_back = output_lock._GcsLocks.read, []
+
+    def timed_read(self, *args, **kwargs):
+        started = time.monotonic()
+        try:
+            return real_read(self, *args, **kwargs)
+        finally:
+            read_back.append(time.monotonic() - started)
+
+    monkeypatch.setattr(output_lock._GcsLocks, "read", timed_read)
+    with gcs_emulator() as gcs:
+        _stop(gcs.process)
+        with pytest.raises(LockNotCreated, match=r"_lock.json: cannot create the output lock \(Timeout of 4.0s"):
+            OutputLock(f"gs://{gcs.bucket}/down", "import_audience").acquire()
+    assert len(read_back) == 1 and read_back[0] < 2.5, read_back  # it was the client's 4 s

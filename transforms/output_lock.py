@@ -39,6 +39,7 @@ LOCK = "_lock.json"
 PROBE_PREFIX = "_write-probe-"
 PROBE_BYTES = 64 * 1024
 MAX_AGE = timedelta(hours=24)
+READ_BACK_SECONDS = 10.0  # the read-back after a failed create: GCS down, it waited the client's 120 s again
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class _LocalLocks:
             raise
         return data
 
-    def read(self, path: str) -> tuple[bytes, object] | None:
+    def read(self, path: str, deadline: float | None = None) -> tuple[bytes, object] | None:
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
@@ -162,16 +163,20 @@ class _GcsLocks:
             return None
         return blob.generation
 
-    def read(self, path: str) -> tuple[bytes, object] | None:
+    def read(self, path: str, deadline: float | None = None) -> tuple[bytes, object] | None:
+        """The lock's bytes and generation (None: no lock); ``deadline``: seconds for all the client's
+        retries and each request (None: the client's own, 120 s and 60 s)."""
         from google.api_core.exceptions import NotFound
+        from google.cloud.storage.retry import DEFAULT_RETRY
 
         bucket, _, name = path[len("gs://"):].partition("/")
+        limits = {} if deadline is None else {"retry": DEFAULT_RETRY.with_timeout(deadline), "timeout": deadline}
         try:
-            blob = self._client.bucket(bucket).get_blob(name)  # its generation: the delete's precondition
+            blob = self._client.bucket(bucket).get_blob(name, **limits)  # its generation: the delete's precondition
             if blob is None:
                 return None
             generation = blob.generation  # before the download, which sets it from a header (none: None)
-            return blob.download_as_bytes(), generation
+            return blob.download_as_bytes(**limits), generation
         except NotFound:
             return None
 
@@ -243,9 +248,10 @@ class OutputLock:
         return True
 
     def _read_after_failure(self) -> tuple[bytes, object] | None:
-        """The lock after a create that raised (None: unreadable too, and the create's error stands)."""
+        """The lock after a create that raised (None: unreadable too, and the create's error stands), read
+        with a short deadline: the storage is failing, and the client has retried the create for long."""
         try:
-            return self._store.read(self.path)
+            return self._store.read(self.path, READ_BACK_SECONDS)
         except Exception:  # noqa: BLE001 - the storage is failing: the create's error is the one line
             return None
 
