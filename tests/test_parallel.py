@@ -144,6 +144,36 @@ def test_pooled_dofns_set_up_on_glibcs_heap(arrow_pool, monkeypatch):
     assert pa.default_memory_pool().backend_name == "system"
 
 
+def _export_dofns() -> list:
+    """The export's DoFns that read profiles and earlier pairs and build its shards' tables."""
+    from datetime import date
+
+    from transforms.config_load import parse_config
+    from transforms.export import export_spec
+    from transforms.export_classify import ClassifyShard, ReadBlockedProfiles, ReadEarlierPart, ReadTargetedProfiles
+    from transforms.export_decide import DecideShard
+
+    cfg = parse_config({"profiles": {"path": "p.parquet", "phone": None, "visitor_ids": None, "opt_out": None,
+                                     "opt_out_missing": "consented"},
+                        "data_sources": [{"name": "crm", "dpid": 1, "segments": "seg/*", "id_type": "declared",
+                                          "declared": "plain", "match_on": "email"}]})
+    spec = export_spec(cfg, "A", None, date(2026, 11, 22))
+    return [ReadTargetedProfiles(cfg, spec, 2), ReadBlockedProfiles(cfg, spec), ReadEarlierPart(2), ClassifyShard(),
+            DecideShard(spec.traits)]
+
+
+@pytest.mark.parametrize("index", range(5), ids=["targeted", "blocked", "earlier", "classify", "decide"])
+def test_the_exports_heavy_dofns_set_up_on_glibcs_heap(arrow_pool, monkeypatch, index):
+    """The export's graph has no PooledDoFn: on a worker (Dataflow, Flink, a multi-process runner),
+    where the launcher never ran, its profiles' buffers stayed in mimalloc's pool."""
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    fn = _export_dofns()[index]
+    fn.setup()
+    fn.teardown()
+    assert pa.default_memory_pool().backend_name == "system"
+
+
 _BIG_BLOCKS = """
 import sys
 from transforms.memory import map_big_blocks

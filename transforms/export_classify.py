@@ -37,6 +37,7 @@ from transforms.errors import InputError
 from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
 from transforms.outcomes import Metric, Removal, count, runner_counter
+from transforms.parallel import HeapDoFn
 from transforms.profiles import KEY_PREFIX, read_profiles
 from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms.suppression import Suppressor
@@ -235,7 +236,7 @@ def _shards(table: pa.Table, buckets: int, column: str = "profile_id"):
     return split_by_bucket(table, bucket_of(table[column], buckets))
 
 
-class ReadTargetedProfiles(beam.DoFn):
+class ReadTargetedProfiles(HeapDoFn):
     """One profile extract -> shards ``(profile bucket, candidate rows)`` of the profiles the Bloom
     filter (a side input: targets and earlier pairs) lets through, with their statuses and user IDs
     for the data source; the user IDs of every non-eligible row, sharded by user ID (``BLOCKED``);
@@ -247,6 +248,7 @@ class ReadTargetedProfiles(beam.DoFn):
         self._cfg, self._spec, self._buckets = cfg, spec, buckets
 
     def setup(self):
+        super().setup()
         self._encryptor = build_encryptor(self._spec.data_source, self._spec.clock)
         self._read = runner_counter("profiles_read")
         self._suppressor = None
@@ -270,7 +272,7 @@ class ReadTargetedProfiles(beam.DoFn):
                 yield from _shards(rows, self._buckets)
 
 
-class ReadBlockedProfiles(beam.DoFn):
+class ReadBlockedProfiles(HeapDoFn):
     """One profile extract -> the hashes of the profile ids of its rows that are not eligible (a
     numpy array per batch, for the Bloom filter): the first pass, reading the id, opt-out and
     suppression columns only. The suppression lists come as a side input."""
@@ -279,6 +281,7 @@ class ReadBlockedProfiles(beam.DoFn):
         self._cfg, self._spec = cfg, spec
 
     def setup(self):
+        super().setup()
         self._suppressor = None
 
     def process(self, path: str, suppression: list):
@@ -292,7 +295,7 @@ class ReadBlockedProfiles(beam.DoFn):
                 yield hash64(profiles["profile_id"].filter(pa.array(status != OK)))
 
 
-class ReadEarlierPart(beam.DoFn):
+class ReadEarlierPart(HeapDoFn):
     """``(run, removed, path)``: one Parquet part of the earlier state (pairs) -> shards ``(profile
     bucket, EARLIER_SCHEMA rows)``, the hashes of their profile ids (``HASHES``, for the Bloom filter)
     and counts (``COUNTS``)."""
@@ -320,7 +323,7 @@ class ReadEarlierPart(beam.DoFn):
             raise InputError(path, f"cannot read the earlier export state ({type(exc).__name__})") from None
 
 
-class ClassifyShard(beam.DoFn):
+class ClassifyShard(HeapDoFn):
     """One shard ``(bucket, {TARGETS: [...], PROFILES: [...], EARLIER: [...]})`` -> the desired pairs
     (main output) and the held pairs with their reasons (``HELD``), both as ``(user bucket, table)``;
     unmapped ids (``UNMAPPED``) and counts (``COUNTS``). A shard with neither targets nor earlier pairs

@@ -42,6 +42,7 @@ from transforms.errors import RunFailed
 from transforms.export_classify import BLOCKED_SCHEMA, DESIRED_SCHEMA, EXPORTED_SCHEMA, HELD_SCHEMA, STATUS_REMOVAL
 from transforms.onboarding import LINE_SCHEMA
 from transforms.outcomes import REMOVALS, Metric, Removal, count
+from transforms.parallel import HeapDoFn
 from transforms.stable_hash import bucket_of
 
 # A desired pair's fate, by profile: its user ID is withheld, unchanged (already held) or added.
@@ -194,7 +195,7 @@ def profile_outcomes(fates: pa.Table) -> dict:
     return {metric: int(found[fate]) for fate, metric in FATE_OUTCOMES.items()}
 
 
-class DecideShard(beam.DoFn):
+class DecideShard(HeapDoFn):
     """One shard ``(user bucket, {DESIRED, HELD, BLOCKED, OTHERS})`` -> lines (main output), the pairs
     sent (``SENT``), removed (``REMOVED``) and held after this run (``STATE``), the desired pairs'
     fates as ``(profile bucket, table)`` (``FATES``, for :class:`CountProfileOutcomes`), the other

@@ -87,16 +87,24 @@ class OnceEach:
         return value.result()
 
 
-class PooledDoFn(beam.DoFn):
+class HeapDoFn(beam.DoFn):
+    """A DoFn that builds big Arrow tables: setup() gives its process's Arrow buffers glibc's heap
+    (:func:`transforms.memory.use_heap_allocator`), on a worker too, where the launcher never ran
+    (Dataflow, Flink, a multi-process runner). Subclasses that set up more call ``super().setup()``."""
+
+    def setup(self):
+        use_heap_allocator()
+
+
+class PooledDoFn(HeapDoFn):
     """A DoFn with a pool of ``self._threads`` workers (set it in ``__init__``), built in setup()
     and shut down in teardown(); ``self._pool`` is None for one thread. Subclasses that set up more
-    call ``super().setup()``. These are the DoFns that build big Arrow tables, so setup() also gives
-    the worker's Arrow buffers glibc's heap (:func:`transforms.memory.use_heap_allocator`)."""
+    call ``super().setup()``. These build big Arrow tables (:class:`HeapDoFn`)."""
 
     _threads = 1
 
     def setup(self):
-        use_heap_allocator()
+        super().setup()
         self._pool = make_pool(self._threads)
 
     def teardown(self):
