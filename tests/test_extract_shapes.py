@@ -248,6 +248,27 @@ def test_a_jsonl_extract_whose_first_record_omits_a_key_column_is_read(tmp_path)
     assert str(info.value) == f"data_sources[0].match_on: column 'crm_id' is in no record of the extract '{path}'"
 
 
+@pytest.mark.parametrize("before", ["\n", "  \r\n\n", "\ufeff\n"], ids=["blank", "spaces-crlf", "bom-blank"])
+def test_a_jsonl_extract_whose_first_line_is_blank_is_read(tmp_path, before):
+    """Blank lines are no records (Arrow's reader skips them; the reader read this extract): one
+    before the first record failed the start-up check 'p.jsonl:1: not valid JSON' (exit 2), and the
+    diagnosis' column screen the same way. The first record is the first line that is not blank."""
+    from transforms.diagnosis_forms import screen_columns
+
+    with_dump(tmp_path)
+    path = tmp_path / "p.jsonl"
+    path.write_text(before + '{"profile_id": "P1", "crm_id": "C1", "email": "a@example.com"}\n')
+    check_inputs(config(path))
+    assert profiles_of(path, config(path)) == [{"profile_id": "P1", "k:crm_id": "C1"}]
+    assert screen_columns(config(path), str(path)) == ["email", "crm_id"]
+    path.write_text(before + '{"profile_id": "P1", "crm_id": "C1"\n')  # a record that does not parse: its line
+    with pytest.raises(ConfigError, match=f"{path}:{before.count(chr(10)) + 1}: not valid JSON"):
+        check_inputs(config(path))
+    path.write_text(before)
+    with pytest.raises(ConfigError, match=f"{path}: empty file"):
+        check_inputs(config(path))
+
+
 def test_a_jsonl_part_whose_records_all_omit_a_key_column_reads_as_nulls(tmp_path):
     """An extract in part files (Spark's), one of whose records all omit 'crm_id' (null, and JSON
     writers omit null fields): the run failed 'part-1.jsonl: no column 'crm_id'' (exit 1), a valid

@@ -287,7 +287,7 @@ def read_schema_names(path: str, fmt: str, then=None) -> list[str]:
         # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
         # Arrow's readers skip it too. A CSV header: at most HEADER_BYTES (a file with CR-only line
         # breaks, an old Mac export, holds no LF: its "first line" would be the whole file).
-        raw = handle.readline(HEADER_BYTES if fmt == "csv" else -1)
+        raw, number = (handle.readline(HEADER_BYTES), 1) if fmt == "csv" else first_jsonl_record(handle)
         # A compressed file that lost its extension, UTF-16: its names read as UTF-8 are no column's
         # (a bare '_csv.Error', or 'column ... is not in the extract', the column there).
         problem = not_text(path, raw, "extract")
@@ -302,7 +302,7 @@ def read_schema_names(path: str, fmt: str, then=None) -> list[str]:
         try:
             names = list(json.loads(first).keys())
         except (ValueError, AttributeError):
-            raise InputError(path, "not valid JSON", line=1) from None
+            raise InputError(path, "not valid JSON", line=number) from None
         if then:
             then(names, handle)
         return names
@@ -324,11 +324,21 @@ def text_columns(path: str, fmt: str) -> list[str]:
                                       parse_options=skip).schema.names
             except pa.ArrowInvalid:
                 raise InputError(path, "cannot read the csv extract's header (ArrowInvalid)") from None
-        first = handle.readline().decode("utf-8-sig", errors="replace")  # not UTF-8: the reader names its rows
+        raw, number = first_jsonl_record(handle)
+        first = raw.decode("utf-8-sig", errors="replace")  # not UTF-8: the reader names its rows
     try:
         return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
     except (ValueError, AttributeError):
-        raise InputError(path, "not valid JSON", line=1) from None
+        raise InputError(path, "not valid JSON", line=number) from None
+
+
+def first_jsonl_record(handle) -> tuple[bytes, int]:
+    """A JSONL file's first record as read (its raw line) and that line's number, from 1: blank lines
+    are no records (Arrow's reader skips them, a byte order mark before one too). ``(b"", 0)``: none."""
+    for number, raw in enumerate(iter(handle.readline, b""), start=1):
+        if (raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw).strip():
+            return raw, number
+    return b"", 0
 
 
 def _reads_as_text(t: pa.DataType) -> bool:
