@@ -93,3 +93,29 @@ def test_a_jsonl_part_not_utf8_is_left_to_the_reader(tmp_path):
     part = tmp_path / "p" / "part-1.jsonl"
     part.write_bytes(part.read_text().replace('"}', 'é"}').encode("latin-1"))
     check_inputs(config(tmp_path / "p" / "*.jsonl"))
+
+
+@pytest.mark.parametrize("count, renamed", [(500, "crmId"), (300, "crmId"), (500, None)])
+def test_small_jsonl_parts_whose_key_field_was_renamed_are_named_together(tmp_path, count, renamed):
+    """Parts of two writers, one writing 'crmId' for 'crm_id', 500 records a part (Spark's 200 shuffle
+    partitions of a 100k extract): no part had 1,000 records, so none was sampled enough, and half the
+    profiles gave no key, exit 0. The parts lacking the key and naming the same new field are sampled
+    together: 1,000 records or more of them, none holding the key, are refused as one part is. Fewer
+    (3 parts of 300), or small parts of nulls naming nothing new, read as nulls."""
+    (tmp_path / "p").mkdir()
+    with_dump(tmp_path / "p")
+    for i in range(6):
+        jsonl_part(tmp_path / "p" / f"part-{i}.jsonl", (renamed or "crm_id") if i % 2 else "crm_id", count,
+                   9 if renamed or i % 2 == 0 else 0)
+    cfg = config(tmp_path / "p" / "*.jsonl")
+    if count < 500 or renamed is None:
+        check_inputs(cfg)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_inputs(cfg)
+    assert str(info.value) == (
+        f"data_sources[0].match_on: column 'crm_id' is in none of the 1,500 records of {tmp_path}/p/part-1.jsonl and 2 "
+        "more parts naming the same new field, but in 1,350 of the 1,500 read of the parts that have it: renamed in "
+        "those parts? "
+        "Their profiles would have no such key (if they truly have none, write the field as null: Spark's "
+        "ignoreNullFields=false)")

@@ -3,15 +3,16 @@ JSON writers leave null fields out (Spark's to_json), so a record, or a whole pa
 one is a profile without it (:func:`transforms.profiles.read_profiles` reads it as nulls).
 
 Two shapes are no such extract: a key in no record at all (a configuration error), and a large
-part none of whose first records has a field most records of the other parts have while they name
-a field the other parts never do (the field renamed in that part's export: 'crmId' for 'crm_id'),
-whose profiles would silently give no key. A large part that lacks the field and names nothing new
-is a part whose values are all null: an extract sorted by that column (Spark puts nulls first) or
-partitioned by it writes such parts, and they are read as nulls.
+part (or small parts together) none of whose first records has a field most records of the other
+parts have while they name a field the other parts never do (the field renamed in that part's
+export: 'crmId' for 'crm_id'), whose profiles would silently give no key. A large part that lacks
+the field and names nothing new is a part whose values are all null: an extract sorted by that
+column (Spark puts nulls first) or partitioned by it writes such parts, and they are read as nulls.
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from transforms.config import JobConfig
 from transforms.profiles import column_field
@@ -22,7 +23,9 @@ from transforms.storage import open_input
 # part of the same extract (were its records like theirs, the chance that none of 1,000 holds it is
 # at most 2^-1000). It is either a part of nulls (the extract sorted or partitioned by that column)
 # or a part whose field was renamed: the second names a field no part holding the column does.
-# Smaller parts (a last, short part) and fields most records lack (genuinely sparse) are let through.
+# Smaller parts naming the same new field count together (their records are as many draws); fewer
+# than SAMPLE records in all (a last, short part) and fields most records lack (genuinely sparse)
+# are let through.
 SAMPLE = 1000
 MOST = 0.5
 
@@ -56,20 +59,31 @@ def jsonl_key_problems(cfg: JobConfig, headers: dict[str, set], samples: Samples
 
 
 def _renamed_in_parts(cfg: JobConfig, samples: dict[str, tuple[int, dict, set]], col: str) -> list[str]:
-    """One line naming the parts (the first, how many more) where ``col`` seems renamed, or none."""
+    """One line naming the parts (the first, how many more) where ``col`` seems renamed, or none. Parts
+    lacking it that name the same new field are sampled together: small parts (500 records each, as
+    Spark's 200 partitions of a 100k extract write them) are as telling as one of :data:`SAMPLE`."""
     having = [(read, held[col]) for read, held, _ in samples.values() if held[col]]
     read, held = sum(r for r, _ in having), sum(h for _, h in having)
     if not having or held < MOST * read:
         return []
     known = set().union(*(names for _, found, names in samples.values() if found[col]))
-    parts = [extract for extract, (count, found, names) in samples.items()
-             if count >= SAMPLE and not found[col] and names - known]
+    new = {extract: names - known for extract, (_, found, names) in samples.items() if not found[col]}
+    records = Counter()  # the records of the parts lacking the field, by a field they name and none holding it does
+    for extract, names in new.items():
+        records.update(dict.fromkeys(names, samples[extract][0]))
+    parts = [extract for extract, names in new.items() if any(records[name] >= SAMPLE for name in names)]
     if not parts:
         return []
-    more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
-    return [f"{column_field(cfg, col)}: column '{col}' is in none of the first {SAMPLE:,} records of {parts[0]}{more}, "
-            f"but in {held:,} of the {read:,} read of the parts that have it: renamed in that part? Its profiles would "
-            "have no such key (if they truly have none, write the field as null: Spark's ignoreNullFields=false)"]
+    if len(parts) == 1:
+        where, which = f"the first {SAMPLE:,} records of {parts[0]}", "that part? Its"
+    else:
+        shared = set.intersection(*(new[part] for part in parts))
+        where = (f"the {sum(samples[p][0] for p in parts):,} records of {parts[0]} and {len(parts) - 1:,} more "
+                 f"part{'s' if len(parts) > 2 else ''} naming {'the same new field' if shared else 'new fields'}")
+        which = "those parts? Their"
+    return [f"{column_field(cfg, col)}: column '{col}' is in none of {where}, but in {held:,} of the {read:,} read of the "
+            f"parts that have it: renamed in {which} profiles would have no such key (if they truly have none, write "
+            "the field as null: Spark's ignoreNullFields=false)"]
 
 
 def _sample(handle, columns: list[str], first: list[str]) -> tuple[int, dict, set]:
