@@ -47,6 +47,9 @@ class ProfilesConfig(_Strict):
     opt_out_missing: Literal["unknown", "consented"] = "unknown"
     default_region: str | None = None  # phones written without a country code are read in this region
     allow_empty_profiles: bool = False  # else no profile read at all, or none keying a source, fails the run
+    # JSONL in parts: columns whose field whole parts may lack (parts of nulls naming fields of their own,
+    # a union of two sources): the start-up check then takes no such part for a renamed field.
+    parts_may_lack: list[str] = []
     max_shrink: float = Field(default=0.1, ge=0.0, le=1.0)  # nightly: fewer profiles than the previous night's
 
     @field_validator("default_region")

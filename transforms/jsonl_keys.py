@@ -54,7 +54,8 @@ def jsonl_key_problems(cfg: JobConfig, headers: dict[str, set], samples: Samples
     where a field seems renamed, each of ``keys`` in no record."""
     if cfg.profiles.resolved_format != "jsonl":
         return []
-    return ([problem for col in samples.columns for problem in _renamed_in_parts(cfg, samples, col)]
+    return ([problem for col in samples.columns if col not in cfg.profiles.parts_may_lack
+             for problem in _renamed_in_parts(cfg, samples, col)]
             + _keys_in_no_record(cfg, headers, keys, samples))
 
 
@@ -83,7 +84,7 @@ def _renamed_in_parts(cfg: JobConfig, samples: dict[str, tuple[int, dict, set]],
         which = "those parts? Their"
     return [f"{column_field(cfg, col)}: column '{col}' is in none of {where}, but in {held:,} of the {read:,} read of the "
             f"parts that have it: renamed in {which} profiles would have no such key (if they truly have none, write "
-            "the field as null: Spark's ignoreNullFields=false)"]
+            f"the field as null, Spark's ignoreNullFields=false, or add '{col}' to profiles.parts_may_lack)"]
 
 
 def _sample(handle, columns: list[str], first: list[str]) -> tuple[int, dict, set]:
