@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # verb -> (module, one-line description)
@@ -28,8 +29,19 @@ def usage() -> str:
     return USAGE.format(verbs="\n".join(f"  {verb:<{width}}  {text}" for verb, (_, text) in VERBS.items()))
 
 
+def arrow_on_the_heap() -> None:
+    """Arrow's C++ default pool on glibc's heap for this process (:mod:`transforms.memory`: Acero's
+    joins and the Parquet reader's scratch space, which ``use_heap_allocator`` cannot reach). Arrow
+    reads ``ARROW_DEFAULT_MEMORY_POOL`` once, when it first allocates, so it is set only before pyarrow
+    is imported (not in a process that imported it already, e.g. a test's); the operator's value wins.
+    The 1M split import, 5 alternating runs under load: 9.5 -> 8.7 s (system time 1.9 -> 1.2 s)."""
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    arrow_on_the_heap()
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2

@@ -174,6 +174,28 @@ def test_the_exports_heavy_dofns_set_up_on_glibcs_heap(arrow_pool, monkeypatch, 
     assert pa.default_memory_pool().backend_name == "system"
 
 
+_COMMAND_POOL = """
+import os, sys
+from pipelines import cli
+cli.arrow_on_the_heap()
+import pyarrow as pa
+t = pa.table({"k": list(range(50_000)), "v": ["x"] * 50_000})
+joined = t.join(t, "k", right_suffix="_r")  # Acero: Arrow's C++ default pool, out of pyarrow's reach
+print(pa.default_memory_pool().backend_name, pa.mimalloc_memory_pool().bytes_allocated() > 0)
+"""
+
+
+@pytest.mark.parametrize("operator, expected", [(None, "system False"), ("mimalloc", "mimalloc True")])
+def test_the_command_puts_arrows_cpp_pool_on_glibcs_heap_before_pyarrow_loads(monkeypatch, operator, expected):
+    """``audience-sync`` chooses Arrow's C++ default pool (Acero's joins use it) through the environment
+    before anything imports pyarrow; an operator's ARROW_DEFAULT_MEMORY_POOL wins."""
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    if operator:
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", operator)
+    out = subprocess.run([sys.executable, "-c", _COMMAND_POOL], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == expected
+
+
 _BIG_BLOCKS = """
 import sys
 from transforms.memory import map_big_blocks

@@ -25,8 +25,10 @@ The 1M single-file import, 4 alternating runs, medians: system time 4.3 -> 1.7 s
 (the whole process under the system pool through the environment: 6.7 s). The 10M encrypted import,
 one run each: 48.2 -> 47.5 s, peak 3.45 -> 3.37 GiB. One allocator also means
 :func:`release_free_memory`'s ``malloc_trim`` returns what Arrow freed. Acero's joins and the Parquet
-reader's scratch space still use Arrow's C++ default pool, which only the environment can choose
-before pyarrow loads: ``ARROW_DEFAULT_MEMORY_POOL`` set there wins, and is then left alone.
+reader's scratch space use Arrow's C++ default pool, which only the environment can choose before
+pyarrow loads: the ``audience-sync`` command sets ``ARROW_DEFAULT_MEMORY_POOL=system`` first thing
+(:func:`pipelines.cli.arrow_on_the_heap`; the 1M split import, 5 alternating runs: 9.5 -> 8.7 s under
+load). ``ARROW_DEFAULT_MEMORY_POOL`` set by the operator wins, and is then left alone.
 """
 from __future__ import annotations
 
