@@ -267,8 +267,8 @@ class OutputLock:
         except Exception as exc:  # noqa: BLE001 - any storage error: the line below
             ended = "failed (its error follows)" if failed else "succeeded (what it published stays published)"
             LOG.error("%s: this run's lock could not be deleted (%s); the run %s. Until the lock is deleted (this "
-                      "run has ended: delete it), runs into %s on other hosts are refused for up to %g hours", self.path,
-                      _reason(exc), ended, self.folder, self.max_age.total_seconds() / 3600)
+                      "run has ended: delete it), other hosts' runs that take it are refused for up to %g hours",
+                      self.path, _reason(exc), ended, self.max_age.total_seconds() / 3600)
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()
