@@ -322,7 +322,7 @@ def test_a_segment_id_is_ascii_digits_only_token_by_token():
     assert 0.05 < sum(numbers) / len(numbers) < 0.95
     rows, rejected = parse("".join(f"{VID} 1,{token}\n" for token in tokens).encode())
     assert rejected == {i + 1: "invalid_segment_id" for i, number in enumerate(numbers) if not number}
-    assert [r["segments"] for r in rows] == [["1", t] for t, number in zip(tokens, numbers) if number]
+    assert [r["segments"] for r in rows] == [["1", str(int(t))] for t, number in zip(tokens, numbers) if number]
 
 
 def test_split_lines_gives_python_splits_lines_without_their_breaks():
@@ -411,3 +411,11 @@ def test_a_segment_id_has_at_most_19_digits():
     rows, rejected = parse(f"{VID} 1,{'9' * 19}\n{VID} 1,{'1' * 20}\n{VID} 1 {'2' * 20}\n".encode())
     assert [r["segments"] for r in rows] == [["1", "9" * 19]]
     assert rejected == {2: "invalid_segment_id", 3: "invalid_segment_id"}
+
+
+def test_a_segment_id_written_with_leading_zeros_is_the_same_segment():
+    """Segment ids are numbers (64-bit on the platform): '0100' on one line and '100' on another made
+    two audiences of one segment, each with part of its members, exit 0. Read as the number's digits."""
+    rows, rejected = parse(f"{VID} 0100,7 00\n{VID2} 100,0 000\n".encode())
+    assert rejected == {}
+    assert [(r["segments"], r["removed"]) for r in rows] == [(["100", "7"], ["0"]), (["100", "0"], ["0"])]

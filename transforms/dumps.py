@@ -137,7 +137,19 @@ def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.nd
     is_bad &= non_empty & ~is_trait
     has_trait = np.bincount(parents[is_trait], minlength=n) > 0
     has_bad = np.bincount(parents[is_bad], minlength=n) > 0
-    return lists, has_trait, has_bad
+    return _without_leading_zeros(lists), has_trait, has_bad
+
+
+def _without_leading_zeros(lists: pa.ListArray) -> pa.ListArray:
+    """Segment ids as their number's digits: '0100' is segment 100 (and '00' segment 0), as the
+    platform's 64-bit ids are; written both ways in a delivery, they made two audiences of one
+    segment. Only rows whose tokens are all digits are kept, so trimming the others changes nothing."""
+    tokens = lists.values
+    if not len(tokens) or not pc.any(pc.starts_with(tokens, "0")).as_py():
+        return lists
+    trimmed = pc.utf8_ltrim(tokens, characters="0")
+    trimmed = pc.if_else(pc.equal(pc.binary_length(trimmed), 0), "0", trimmed)
+    return pa.ListArray.from_arrays(lists.offsets, trimmed)
 
 
 def parse_lines(
