@@ -2,6 +2,7 @@
 the guards that look at the night before (transforms/undelivered.py, transforms/night_guard.py)."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -126,3 +127,30 @@ def test_segments_naming_the_nights_folder_is_not_taken_for_silence(tmp_path):
     with pytest.raises(ConfigError, match="it is a folder, not a file"):  # as one without a delivery (exit 0)
         run(write_job(tmp_path, sources=("a", "b"), **folders), root, "--backfill", "2026-11-27:2026-11-27")
     assert not (root / "dt=2026-11-27").exists()
+
+
+def test_a_control_file_alone_is_seen_under_a_glob_naming_the_dumps_suffix(tmp_path):
+    """With segments '.../*.sync.gz', a control file whose dumps are not there (the transfer stopped
+    after it) is not listed: b was taken for silent, its audience carried, exit 0, and its delivery,
+    once complete, never imported. A control file in the glob's folder listing a file the glob
+    matches is seen; one listing only other files (another partner's, in a shared folder) is not b's."""
+    glob = {"segments": "b/{date:%Y%m%d}/*.sync.gz", "max_nights_without_delivery": 2}
+    config, root = write_job(tmp_path, sources=("a", "b"), b=glob), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-26")
+    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    (tmp_path / "b" / "20261127").mkdir()
+    control = tmp_path / "b" / "20261127" / f"ftp_dpm_7_{delivered('2026-11-27') // 1000}.info"
+
+    def promise(name: str) -> None:
+        control.write_text(json.dumps({"Files": [{"FileName": name, "FileSequenceNumber": 1, "FileLineCount": 1,
+                                                  "FileByteSize": 30, "md5": "0" * 32}]}))
+
+    promise(f"ftp_1_7_iter_{delivered('2026-11-27')}.sync.gz")
+    with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '.*', but {control.name} is there "
+                                          r"\(a delivery that did not finish\?\)"):
+        run(config, root, "--date", "2026-11-27")
+    promise("ftp_1_99_iter_1.sync")  # not a file b's glob matches
+    run(config, root, "--date", "2026-11-27")
+    assert ("b", "20", "p5") in members(root, "2026-11-27")  # carried

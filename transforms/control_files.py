@@ -4,6 +4,8 @@ file lists and that was not read, fails the run naming the file."""
 from __future__ import annotations
 
 import json
+import posixpath
+from fnmatch import fnmatchcase
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -25,6 +27,27 @@ def parse_control_file(path: str, data: bytes) -> dict[str, FileStats]:
         }
     except (ValueError, KeyError, TypeError):
         raise InputError(path, "not a valid control file (expected Files[].FileName/FileLineCount/FileByteSize/md5)") from None
+
+
+def controls_promising(pattern: str) -> list[str]:
+    """The control files in ``pattern``'s folder that list a file ``pattern`` matches: where it lists
+    no dump, what a delivery that did not finish left, also under a glob naming the dumps' suffix
+    ('*.sync.gz' lists no '.info'). A control file listing only other files (another partner's, in a
+    shared folder) or one that does not parse (the run reading it names it) is none."""
+    from transforms.storage import glob, literal  # Beam's file systems: imported where files are listed
+
+    found = []
+    folder = posixpath.dirname(pattern)
+    for control in glob(f"{folder if any(c in folder for c in '*?[') else literal(folder)}/*.[iI][nN][fF][oO]",
+                        missing_ok=True):
+        try:
+            with FileSystems.open(control) as handle:
+                listed = parse_control_file(control, handle.read())
+        except (InputError, OSError):
+            continue
+        if any(fnmatchcase(path, pattern) for path in listed):
+            found.append(control)
+    return found
 
 
 def check_against_control(path: str, actual: FileStats, promised: FileStats, control: str) -> None:

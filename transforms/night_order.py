@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
+from transforms.control_files import controls_promising
 from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob
 from transforms.errors import ConfigError
 from transforms.storage import folder_hint, glob, join_path
@@ -114,7 +115,7 @@ def delivery_listed(pattern: str) -> list[str] | None:
     if dumps or files is None:
         return dumps
     wider = files_listed(uploads) if (uploads := upload_glob(pattern)) else []
-    return None if wider is None else unfinished_delivery(files, wider)
+    return None if wider is None else unfinished_delivery(files, wider) or controls_promising(pattern)
 
 
 def files_listed(pattern: str) -> list[str] | None:

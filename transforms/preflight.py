@@ -13,6 +13,7 @@ import posixpath
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
+from transforms.control_files import controls_promising
 from transforms.dump_files import dump_folders, is_dump_file, unfinished_delivery, upload_glob, uploads_beside
 from transforms.dump_names import iter_after_full, missing_splits, older_full_delivery, sync_mode_of, unnamed_beside_named
 from transforms.encrypt import build_encryptor
@@ -112,7 +113,7 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
         paths = [path for path in listed if is_dump_file(path)]
         wider = glob(uploads, missing_ok=True) if (uploads := upload_glob(ds.segments)) else []  # uploads too
         if not paths and ds.name not in undelivered:
-            begun = unfinished_delivery(listed, wider)
+            begun = unfinished_delivery(listed, wider) or controls_promising(ds.segments)
             problems.append(f"data_sources[{i}].segments: no segment dump matches '{ds.segments}'" + (
                 f", but {posixpath.basename(begun[0])} is there (a delivery that did not finish?)" if begun
                 else folder_hint(ds.segments)))
