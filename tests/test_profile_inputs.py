@@ -158,6 +158,22 @@ def test_profiles_without_an_id_fail_the_extract_with_their_count(tmp_path, ids,
     assert str(info.value) == f"{path}: {missing} profile(s) have an empty 'profile_id'"
 
 
+def test_a_csv_id_reading_na_or_null_is_said_to_be_empty_too(tmp_path):
+    """Arrow reads a CSV cell 'NA' or 'NULL' as missing: a profile whose id was 'NA' failed the
+    extract with '1 profile(s) have an empty 'profile_id'', which its cell is not."""
+    from transforms.config_load import parse_config
+
+    path = tmp_path / "p.csv"
+    path.write_text("profile_id,crm_id\nNA,C1\np2,C2\n")
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None, "email": None, "phone": None},
+                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "plain", "match_on": "crm_id"}]})
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg))
+    assert str(info.value) == (f"{path}: 1 profile(s) have an empty 'profile_id' (a CSV cell reading NA, N/A, NULL, "
+                               "null, nan or NaN is empty too, as Arrow reads text)")
+
+
 def test_ids_stored_as_floats_with_gaps_count_nan_as_missing(tmp_path):
     """What pandas writes for an integer id column with gaps: NaN read as the id "nan" made one
     profile of every row without an id."""

@@ -91,7 +91,9 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     if pa.types.is_floating(table.schema.field(p.id).type):
         missing_ids += pc.sum(pc.is_nan(table[p.id])).as_py() or 0
     if missing_ids:
-        raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'")
+        raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'" + (
+            " (a CSV cell reading NA, N/A, NULL, null, nan or NaN is empty too, as Arrow reads text)"
+            if p.resolved_format == "csv" and ids.null_count else ""))
     cols = {"profile_id": ids}
     has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
     cols["visitor_ids"] = visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator,
