@@ -88,6 +88,8 @@ class EncryptionConfig(_Strict):
     iv: str | None = None  # env:NAME or file:PATH (aes-cbc)
     iv_encoding: Literal["hex", "base64"] | None = None
     keyring: str | None = None  # env:NAME or file:PATH holding the JSON key ring (aes-gcm)
+    # aes-cbc: the IV confirmed with the partner; the IV check then only warns (iv_suspect), never fails
+    iv_confirmed: bool = False
 
     @field_validator("key", "iv", "keyring")
     @classmethod
@@ -103,6 +105,8 @@ class EncryptionConfig(_Strict):
             raise ValueError("aes-cbc needs both 'key' and 'iv'")
         if self.algorithm == "aes-gcm" and self.keyring is None:
             raise ValueError("aes-gcm needs 'keyring'")
+        if self.algorithm == "aes-gcm" and self.iv_confirmed:
+            raise ValueError("aes-gcm has no IV to confirm: remove 'iv_confirmed'")
         return self
 
 

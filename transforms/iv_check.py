@@ -254,10 +254,11 @@ class CheckFirstBlocks(beam.DoFn):
             raise RunFailed(f"data source '{name}': decrypted IDs start with '{scheme}' (a URI scheme before the address, "
                             "which the IV check reads as garbled bytes): ask the partner for bare addresses. Nothing was "
                             "published")
-        if positions:
+        if positions and not ds.encryption.iv_confirmed:
             raise RunFailed(
                 f"data source '{name}': decrypted IDs look garbled in their first 16 bytes (byte positions "
-                f"{', '.join(map(str, positions))}): wrong IV? Nothing was published"
+                f"{', '.join(map(str, positions))}): wrong IV? (Where the partner confirmed the IV and its IDs are "
+                "of another country or kind than the profiles': encryption.iv_confirmed: true.) Nothing was published"
             )
         yield count(Metric.FIRST_BLOCKS_CHECKED, int(blocks.plaintexts[0].sum()), name)
         suspect = suspect_position(blocks.keys, references.get(name))

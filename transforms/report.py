@@ -90,7 +90,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
         if ds.decrypts:
             _check_token_encoding(name, entry)
             _check_decryption(name, entry, ds.max_decrypt_failure_ratio, noun(ds.key_kind), ds.encryption.algorithm)
-            _check_iv_suspect(name, entry)
+            _check_iv_suspect(name, entry, ds.encryption.iv_confirmed)
     if not report["profiles_read"] and not cfg.profiles.allow_empty_profiles:
         raise RunFailed(
             f"profiles: no profile was read from '{cfg.profiles.path}' (a header-only or empty extract?); "
@@ -280,8 +280,8 @@ MAX_SUSPECT_MATCH_SHARE = 0.02
 MIN_SUSPECT_IDS = 100
 
 
-def _check_iv_suspect(name: str, entry: dict) -> None:
-    suspect = entry.get("iv_suspect")
+def _check_iv_suspect(name: str, entry: dict, confirmed: bool = False) -> None:
+    suspect = None if confirmed else entry.get("iv_suspect")
     decrypted = entry["reconciled"] + entry["file_audience"] + entry["unmatched"]
     if not suspect or decrypted < MIN_SUSPECT_IDS or entry["reconciled"] >= MAX_SUSPECT_MATCH_SHARE * decrypted:
         return
