@@ -288,7 +288,8 @@ def _check_iv_suspect(name: str, entry: dict, confirmed: bool = False) -> None:
     raise RunFailed(
         f"data source '{name}': {entry['reconciled']} of {decrypted} decrypted IDs match a profile, and byte position "
         f"{suspect['position']} of the decrypted IDs looks XORed by one value (an IV typo turns IDs into other valid "
-        "ones, which match nobody): wrong IV? Nothing was published"
+        "ones, which match nobody): wrong IV? (Where the partner confirmed the IV: encryption.iv_confirmed: true.) "
+        "Nothing was published"
     )
 
 
