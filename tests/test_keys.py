@@ -100,11 +100,35 @@ def _parsed(ids: list) -> pa.Table:
 
 def test_restore_leading_zeros_pads_short_all_digit_visitor_ids_only():
     ds = DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*", restore_leading_zeros=True)
-    keyed, rejected, _ = dump_keys(_parsed(["12345", "7" * 38, "12a45", "0" * 39, ""]), ds)
-    assert keyed["key"].to_pylist() == [pack_visitor_ids(pa.array(["0" * 33 + "12345", "7" * 38])).to_pylist()[i] for i in (0, 1)]
+    short = "12345" * 6 + "123"  # 33 digits: 5 leading zeros lost
+    keyed, rejected, _ = dump_keys(_parsed([short, "7" * 38, "12a45", "0" * 39, ""]), ds)
+    assert keyed["key"].to_pylist() == [pack_visitor_ids(pa.array(["0" * 5 + short, "7" * 38])).to_pylist()[i] for i in (0, 1)]
     assert rejected["line"].to_pylist() == [3, 4, 5]
-    keyed, _, _ = dump_keys(_parsed(["12345"]), DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*"))
+    keyed, _, _ = dump_keys(_parsed([short]), DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*"))
     assert keyed.num_rows == 0  # off by default: a short ID is invalid
+
+
+def test_restore_leading_zeros_leaves_numbers_of_fewer_than_30_digits_invalid(tmp_path):
+    """restore_leading_zeros padded any all-digit ID: a dump of customer numbers (8 digits) read as a
+    visitor source became 200 visitor IDs matching nobody, counted unmatched, not invalid, so the
+    invalid-ID guard was passed and an empty audience published, exit 0 (without the setting the run
+    failed naming the profile column holding them). As the profile side pads: 30 to 37 digits only
+    (fewer is 9 leading zeros, one visitor ID in 10^9)."""
+    from pipelines import import_audience
+    from transforms.errors import RunFailed
+
+    ds = DataSourceConfig(name="v", dpid=1, id_type="visitor", segments="/x/*", restore_leading_zeros=True)
+    keyed, rejected, _ = dump_keys(_parsed(["1" * 30, "1" * 29, "12345678"]), ds)
+    assert keyed["key"].to_pylist() == pack_visitor_ids(pa.array(["0" * 8 + "1" * 30])).to_pylist()
+    assert rejected["reason"].to_pylist() == ["invalid_visitor_id"] * 2
+    (tmp_path / "p.csv").write_text("profile_id,visitor_ids,crm\n" + "".join(f"P{i},{i:038d},{10 ** 7 + i}\n" for i in range(200)))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{10 ** 7 + i} 501\n" for i in range(200)))
+    (tmp_path / "job.yaml").write_text("profiles: {path: p.csv, visitor_ids: visitor_ids}\ndata_sources: [{name: web, dpid: 9, "
+                                       "segments: d/*, id_type: visitor, restore_leading_zeros: true}]\n")
+    with pytest.raises(RunFailed, match=r"data source 'web': 200 of 200 IDs are invalid, most of them invalid_visitor_id"):
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert not (tmp_path / "o" / "report.json").exists()
 
 
 def test_ignore_case_folds_both_sides_of_a_plain_source():

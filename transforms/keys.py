@@ -31,6 +31,7 @@ from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
 from transforms.iv_check import SCHEMES, FirstBlocks
 from transforms.reasons import Reason
+from transforms.profile_columns import MIN_PADDED_DIGITS
 from transforms.profiles import KEY_PREFIX
 
 if TYPE_CHECKING:
@@ -73,9 +74,11 @@ def _plain_key_reasons(ids: pa.Array) -> np.ndarray:
 
 
 def restore_leading_zeros(ids: pa.Array) -> pa.Array:
-    """Visitor IDs that lost their leading zeros upstream (stored as a number): all-digit IDs of
-    fewer than 38 digits, zero-padded to 38. Other IDs are left as they are."""
-    short = pc.fill_null(pc.match_substring_regex(ids, r"^[0-9]{1,37}$"), False)
+    """Visitor IDs that lost their leading zeros upstream (stored as a number): all-digit IDs of 30
+    to 37 digits, zero-padded to 38, as the profile side pads them. Other IDs are left as they are:
+    fewer digits (9 leading zeros, one visitor ID in 10^9) are customer numbers, invalid IDs, where
+    padded they matched nobody and passed the invalid-ID guard as unmatched."""
+    short = pc.fill_null(pc.match_substring_regex(ids, rf"^[0-9]{{{MIN_PADDED_DIGITS},37}}$"), False)
     return pc.if_else(short, pc.utf8_lpad(ids, 38, "0"), ids)
 
 

@@ -95,6 +95,11 @@ def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind)
 
 
+# Fewer digits than this is no visitor ID that lost its leading zeros (9 of them: one visitor ID in
+# 10^9) but a customer number: left as it is, on the profile side and the dump side (restore_leading_zeros).
+MIN_PADDED_DIGITS = 30
+
+
 def _padded(lists: pa.ListArray) -> pa.ListArray:
     """IDs that lost their leading zeros upstream (a number, or text written from one), zero-padded to
     38 digits; under 30 digits (one visitor ID in 10^9) is no visitor ID (customer numbers), kept."""
@@ -103,14 +108,14 @@ def _padded(lists: pa.ListArray) -> pa.ListArray:
 
 def _padded_entries(entries: pa.Array) -> pa.Array:
     lengths = pc.binary_length(entries)  # length kernels first: most entries are 38 digits or empty
-    odd = pc.fill_null(pc.and_(pc.greater_equal(lengths, 30), pc.not_equal(lengths, 38)), False)
+    odd = pc.fill_null(pc.and_(pc.greater_equal(lengths, MIN_PADDED_DIGITS), pc.not_equal(lengths, 38)), False)
     # 38 characters with a space at an end: 37 digits in a fixed-width column 38 wide ('{:>38}').
     if not pc.any(odd).as_py() and not pc.any(pc.or_(pc.starts_with(entries, " "),
                                                      pc.ends_with(entries, " "))).as_py():
         return entries
     trimmed = pc.utf8_trim_whitespace(entries)  # as the keys read them: spaces around an ID are no digits
     lengths = pc.binary_length(trimmed)
-    short = pc.and_(pc.and_(pc.greater_equal(lengths, 30), pc.less(lengths, 38)), pc.ascii_is_decimal(trimmed))
+    short = pc.and_(pc.and_(pc.greater_equal(lengths, MIN_PADDED_DIGITS), pc.less(lengths, 38)), pc.ascii_is_decimal(trimmed))
     return pc.if_else(pc.fill_null(short, False), pc.utf8_lpad(trimmed, 38, "0"), entries)
 
 
