@@ -17,6 +17,10 @@ from transforms.preflight import check_inputs
 from transforms.profiles import read_profiles, read_schema_names
 
 
+# One plain declared-ID data source matching on crm_id (the dumps are never read here).
+CRM_SOURCES = [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared", "declared": "plain", "match_on": "crm_id"}]
+
+
 def demo_profiles_as(demo_copy, fmt: str, bom: bool, files: int = 1) -> list:
     """The demo's profiles written as CSV or JSONL (``files`` pieces), optionally with a BOM; the
     config pointed at them."""
@@ -94,8 +98,7 @@ def test_a_missing_column_is_named_for_every_format(tmp_path, fmt):
     from transforms.config_load import parse_config
 
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     if fmt == "jsonl":  # a record may omit a key (JSON writers omit nulls): nulls; in no record, refused at start-up
         assert [r["k:crm_id"] for t in read_profiles(str(path), cfg) for r in t.to_pylist()] == [None]
         with pytest.raises(ConfigError, match=rf"data_sources\[0\].match_on: column 'crm_id' is in no record of the extract '{path}'"):
@@ -148,8 +151,7 @@ def test_profiles_without_an_id_fail_the_extract_with_their_count(tmp_path, ids,
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"profile_id": pa.array(ids, pa.string()), "crm_id": [f"c{i}" for i in range(len(ids))]}), path)
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     if not missing:
         assert sum(t.num_rows for t in read_profiles(str(path), cfg)) == len(ids)
         return
@@ -166,8 +168,7 @@ def test_a_csv_id_reading_na_or_null_is_said_to_be_empty_too(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("profile_id,crm_id\nNA,C1\np2,C2\n")
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None, "email": None, "phone": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
     assert str(info.value) == (f"{path}: 1 profile(s) have an empty 'profile_id' (a CSV cell reading NA, N/A, NULL, "
@@ -185,8 +186,7 @@ def test_ids_stored_as_floats_with_gaps_count_nan_as_missing(tmp_path):
     ids = pa.array([1.0, float("nan"), 3.0, float("nan")])
     pq.write_table(pa.table({"profile_id": ids, "crm_id": ["a", "b", "c", "d"]}), path)
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
     assert str(info.value) == f"{path}: 2 profile(s) have an empty 'profile_id'"
@@ -231,8 +231,7 @@ def test_ids_stored_as_decimals_with_a_scale_read_as_the_integers_they_hold(tmp_
     pq.write_table(pa.table({"profile_id": pa.array(ids, pa.decimal128(38, 10)),
                              "crm_id": pa.array([Decimal("12345678000"), None, Decimal("1")], pa.decimal128(20, 2))}), path)
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None, "email": None, "phone": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     (table,) = list(read_profiles(str(path), cfg))
     assert table["profile_id"].to_pylist() == ["123456789012", "-7", "2.5000000000"]
     assert table["k:crm_id"].to_pylist() == ["12345678000", None, "1"]
@@ -255,8 +254,7 @@ def test_ids_stored_as_floats_of_2_to_the_53_or_more_fail_naming_the_column(tmp_
         path.write_text('{"profile_id": "P1", "crm_id": 12345678901234567890}\n{"profile_id": "P2", "crm_id": 17}\n')
         column = "crm_id"
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
     assert str(info.value) == (f"{path}: column '{column}': 1 value(s) stored as floating-point numbers of 2^53 or more, "
@@ -316,8 +314,7 @@ def test_an_extract_that_is_not_utf8_fails_naming_the_file_and_rows(tmp_path, fm
         crm_ids = pa.array([b"c1", b"R\xe9mi"], pa.binary())
         pq.write_table(pa.table({"profile_id": ["P1", "P2"], "crm_id": crm_ids}), path)
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
     message = str(info.value)
@@ -357,8 +354,7 @@ def test_jsonl_text_that_looks_like_a_date_stays_the_text_it_is(tmp_path):
     path.write_bytes(b'{"profile_id": "P1", "crm_id": "2020-01-01"}\n'
                      b'{"profile_id": "P2", "crm_id": "2020-01-02 10:00:00"}\n')
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
-                        "data_sources": [{"name": "c", "dpid": 1, "segments": "s", "id_type": "declared",
-                                          "declared": "plain", "match_on": "crm_id"}]})
+                        "data_sources": CRM_SOURCES})
     (table,) = list(read_profiles(str(path), cfg))
     assert table["k:crm_id"].to_pylist() == ["2020-01-01", "2020-01-02 10:00:00"]
 
