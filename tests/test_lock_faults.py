@@ -38,6 +38,18 @@ def lock_lines(stderr: str, lock: str) -> list[str]:
     return [line for line in stderr.splitlines() if lock in line and "could not be deleted" in line]
 
 
+def assert_outcome_stands(result, lock: str, cause: str, bad_dump: bool) -> None:
+    """One line names the lock left behind and its cause; the run's own outcome stands: a failed run's
+    error (the NUL bytes of its dump) and exit 1, or a published run's exit 0."""
+    lines = lock_lines(result.stderr, lock)
+    assert len(lines) == 1 and cause in lines[0] and "Traceback" not in result.stderr, result.stderr
+    if bad_dump:
+        assert result.returncode == 1 and "failed (its error follows)" in lines[0]
+        assert "audience-sync: run failed: " in result.stderr and "NUL bytes" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0 and "succeeded" in lines[0] and "run failed" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("bad_dump", [False, True], ids=["published", "failed"])
 def test_a_local_lock_that_cannot_be_deleted_leaves_the_runs_outcome_and_names_the_lock(tmp_path, monkeypatch,
                                                                                         bad_dump):
@@ -50,13 +62,8 @@ def test_a_local_lock_that_cannot_be_deleted_leaves_the_runs_outcome_and_names_t
             ["mount", "-o", "remount,ro", str(disk)], check=True))
         result = cli_in_process("import", "--config", config, "--output", out)
         assert (out / "_lock.json").exists()  # left behind, and named
-        lines = lock_lines(result.stderr, str(out / "_lock.json"))
-        assert len(lines) == 1 and "Read-only file system" in lines[0] and "Traceback" not in result.stderr, result.stderr
-        if bad_dump:
-            assert result.returncode == 1 and "failed (its error follows)" in lines[0]
-            assert "audience-sync: run failed: " in result.stderr and "NUL bytes" in result.stderr, result.stderr
-        else:
-            assert result.returncode == 0 and "succeeded" in lines[0] and "run failed" not in result.stderr, result.stderr
+        assert_outcome_stands(result, str(out / "_lock.json"), "Read-only file system", bad_dump)
+        if not bad_dump:
             assert members(out) == {("10", "p1"), ("10", "p2"), ("11", "p2")} and (out / "report.json").exists()
 
 
@@ -78,13 +85,8 @@ def test_a_gs_lock_that_cannot_be_deleted_leaves_the_runs_outcome_and_names_the_
             b.name for b in client.list_blobs(gcs.bucket))), _stop(gcs.process)))
         result = cli_in_process("import", "--config", config, "--output", out)
     assert "out/_lock.json" in stopped[0]  # left behind, and named
-    lines = lock_lines(result.stderr, f"{out}/_lock.json")
-    assert len(lines) == 1 and "Timeout" in lines[0] and "Traceback" not in result.stderr, result.stderr
-    if bad_dump:
-        assert result.returncode == 1 and "failed (its error follows)" in lines[0]
-        assert "audience-sync: run failed: " in result.stderr and "NUL bytes" in result.stderr, result.stderr
-    else:
-        assert result.returncode == 0 and "succeeded" in lines[0] and "run failed" not in result.stderr, result.stderr
+    assert_outcome_stands(result, f"{out}/_lock.json", "Timeout", bad_dump)
+    if not bad_dump:
         assert "out/report.json" in stopped[0]
 
 
