@@ -270,3 +270,19 @@ def test_a_decrypted_id_written_with_a_uri_scheme_is_invalid_plaintext(channel, 
     keyed, rejected, _ = dump_keys(_parsed(encrypt_cbc(plains, key, iv)), ds, CbcDecryptor(key, iv))
     expected = {1: "invalid_plaintext", 2: "invalid_plaintext"} | ({3: "invalid_plaintext"} if channel == "sms" else {})
     assert dict(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist())) == expected
+
+
+def test_an_empty_encrypted_id_is_a_missing_value_as_a_hashed_one_is():
+    """An empty or blank token counted as decrypt_failed, where a hashed source says missing_value: a
+    dump with many empty IDs failed the run blaming 'wrong key or IV?' (found by the accounting model)."""
+    from transforms.crypto import CbcDecryptor
+    from transforms.encrypt import encrypt_cbc
+
+    key, iv = bytes(range(32)), bytes(range(100, 116))
+    ds = DataSourceConfig(name="e", dpid=1, segments="/x/*", id_type="declared", declared="encrypted",
+                          match_on="email", channel="email", encryption={"key": "env:K", "iv": "env:IV"})
+    keyed, rejected, _ = dump_keys(_parsed(["", "   ", None, *encrypt_cbc(["ann@example.com"], key, iv)]), ds,
+                                   CbcDecryptor(key, iv))
+    assert dict(zip(rejected["line"].to_pylist(), rejected["reason"].to_pylist())) == {
+        1: "missing_value", 2: "missing_value", 3: "missing_value"}
+    assert keyed["key"].to_pylist() == [b"ann@example.com"]
