@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import posixpath
-import re
 import sys
 import threading
 import traceback
@@ -26,7 +25,6 @@ from functools import partial
 from typing import Callable
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -42,7 +40,8 @@ from pipelines.options import (
 from transforms import element_sizes, progress  # noqa: F401 - element_sizes: the PCollections' coder
 from transforms.config import ConfigError, JobConfig
 from transforms.config_load import load_config
-from transforms.errors import AudienceSyncError, RunFailed
+from transforms.errors import RunFailed
+from transforms.failures import OwnErrorsOnce, classify_failure
 from transforms.html_report import PAGE
 from transforms.memory import use_heap_allocator
 from transforms.output_lock import OutputLock
@@ -240,72 +239,6 @@ def _complete_committed_publish(output_dir: str, run_dir: str, exc: BaseExceptio
 # -------------------------------------------------------------------------------------------------
 # Command line
 # -------------------------------------------------------------------------------------------------
-class _OwnErrorsOnce(logging.Filter):
-    """Runners log a failing DoFn's traceback before re-raising; for our own errors (input problems,
-    failed checks) the one line printed by :func:`run_job_cli` says it all, so drop the duplicate.
-    An Arrow error's log is dropped too, unless ``debug``: its message may quote a row or value."""
-
-    def __init__(self, debug: bool = False):
-        super().__init__()
-        self._debug = debug
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "transforms.errors." in record.getMessage():
-            return False
-        exc = record.exc_info[1] if record.exc_info else None
-        return _own_error(exc) is None and (self._debug or _error_in_chain(exc, pa.ArrowException) is None)
-
-
-def _own_error(exc: BaseException | None) -> AudienceSyncError | None:
-    """Our error inside whatever a runner wrapped it in (its cause / context chain)."""
-    return _error_in_chain(exc, AudienceSyncError)
-
-
-def _error_in_chain(exc: BaseException | None, kind: type) -> BaseException | None:
-    """The first ``kind`` error in ``exc``'s cause / context chain, or None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, kind):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _error_classes(base: type = AudienceSyncError) -> list[type]:
-    found = [base]
-    for sub in base.__subclasses__():
-        found += _error_classes(sub)
-    return found
-
-
-def classify_failure(exc: BaseException) -> tuple[int, str]:
-    """``(exit code, one safe line)`` for a failed run.
-
-    Our errors carry their exit code and a message that is safe to show. A runner that ran the DoFn in
-    another process (multi_processing, a portable job server) re-raises our error as text: its class
-    name and message are found in that text. Any other error shows its type and the first line of its
-    message on one line (the traceback goes with ``--debug``), except Arrow's, whose messages quote
-    the rows and values they met: their type and Beam step only."""
-    own = _own_error(exc)
-    if own is not None:
-        return own.exit_code, str(own)
-    for line in str(exc).splitlines():
-        for cls in _error_classes():
-            marker = f"{cls.__name__}: "
-            if marker in line:
-                return cls.exit_code, line.split(marker, 1)[1].strip()
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    arrow = type(exc).__name__ if isinstance(exc, pa.ArrowException) else next(
-        iter(re.findall(r"\b(Arrow(?:Invalid|\w*Error))\b", text)), None)  # (raised in a worker process: text)
-    if arrow:  # Arrow's parse and conversion messages quote the row or value they met
-        steps = re.findall(r"\[while running '[^']*'\]", text)
-        return 1, f"{arrow} {' '.join(steps[-1:])} (its message may quote input data: --debug shows it)"
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return 1, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= threading.TIMEOUT_MAX:  # above, the progress thread's wait overflowed (a traceback)
@@ -373,7 +306,7 @@ def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
     common, argv = COMMON.parse_known_args(argv)
     progress.set_interval(common.progress)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_OwnErrorsOnce(debug))
+        handler.addFilter(OwnErrorsOnce(debug))
     terminated: list[int] = []
     try:
         with _sigterm_stops_the_job(terminated):
