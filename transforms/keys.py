@@ -128,7 +128,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         _mark_url_safe_tokens(ids, reasons, ds, decryptor, default_region)
         # No token at all is a missing value, as for a hashed source, not a failed decryption (which
         # blames the key or IV).
-        reasons[~_mask(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0))] = Reason.MISSING_VALUE
+        reasons[_mask(normalize.missing_mask(pc.utf8_trim_whitespace(ids)))] = Reason.MISSING_VALUE
         if ds.encryption.algorithm == "aes-cbc":
             first_blocks = FirstBlocks.of(plain, keys.filter(pa.array(reasons == None)))  # noqa: E711
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)

@@ -88,7 +88,7 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
 
 
-def _missing_mask(trimmed: pa.StringArray) -> pa.BooleanArray:
+def missing_mask(trimmed: pa.StringArray) -> pa.BooleanArray:
     """True where null or empty (input already trimmed)."""
     return pc.fill_null(pc.equal(pc.binary_length(trimmed), 0), True)
 
@@ -118,7 +118,7 @@ def _lower(trimmed: pa.StringArray, profile: str) -> pa.StringArray:
 
 def _normalize_email(arr: pa.StringArray, profile: str):
     lowered = _lower(pc.utf8_trim_whitespace(arr), profile)
-    missing = _missing_mask(lowered)
+    missing = missing_mask(lowered)
     valid = pc.fill_null(pc.match_substring_regex(lowered, _EMAIL_RE), False)
 
     domains, drop_plus = _GMAIL_RULES[profile]
@@ -153,7 +153,7 @@ def _normalize_phone(arr: pa.StringArray, profile: str, region: str | None):
     """E.164 by transforms.phones (libphonenumber; vectorized where it can be), then the profile's
     form: "+" and digits, or digits only (meta); uid2 also needs 10-15 digits."""
     trimmed = pc.utf8_trim_whitespace(arr)
-    missing = _missing_mask(trimmed)
+    missing = missing_mask(trimmed)
     e164 = phones.to_e164(pc.fill_null(trimmed, ""), region)
     digits = pc.subtract(pc.binary_length(e164), 1)
     valid = pc.fill_null(pc.greater_equal(digits, _PHONE_MIN_DIGITS[profile]), False)
@@ -163,7 +163,7 @@ def _normalize_phone(arr: pa.StringArray, profile: str, region: str | None):
 
 def _normalize_other(arr: pa.StringArray):
     trimmed = pc.utf8_trim_whitespace(arr)
-    missing = _missing_mask(trimmed)
+    missing = missing_mask(trimmed)
     normalized = pc.if_else(missing, _NULL_STR, trimmed)
     reason = pc.if_else(missing, pa.scalar(Reason.MISSING_VALUE), _NULL_STR)
     return normalized, reason
@@ -171,7 +171,7 @@ def _normalize_other(arr: pa.StringArray):
 
 def _as_is(arr: pa.StringArray):
     """``normalization: none``: every value kept exactly as it is; null or blank ones are missing."""
-    missing = _missing_mask(pc.utf8_trim_whitespace(arr))
+    missing = missing_mask(pc.utf8_trim_whitespace(arr))
     return pc.if_else(missing, _NULL_STR, arr), pc.if_else(missing, pa.scalar(Reason.MISSING_VALUE), _NULL_STR)
 
 
@@ -228,7 +228,7 @@ def canonical_digests(values: pa.Array, encoding: str, algorithm: str = "sha256"
     check_encoding(encoding)
     arr = plain_array(values, text="strict")
     trimmed = pc.utf8_trim_whitespace(arr)
-    missing = _missing_mask(trimmed)
+    missing = missing_mask(trimmed)
     valid = pc.fill_null(pc.match_substring_regex(trimmed, digest_pattern(encoding, algorithm)), False)
     candidate = pc.ascii_lower(trimmed) if encoding == "hex" else trimmed
     return tuple(plain_array(a, text="cast") for a in _finish(candidate, valid, missing, Reason.INVALID_HASH))  # type: ignore[return-value]
