@@ -29,17 +29,24 @@ def parse_control_file(path: str, data: bytes) -> dict[str, FileStats]:
         raise InputError(path, "not a valid control file (expected Files[].FileName/FileLineCount/FileByteSize/md5)") from None
 
 
+def control_files_in(folders: str, missing_ok: bool = False) -> list[str]:
+    """The control files (``.info``, any case, as :func:`~transforms.dump_files.is_dump_file` skips
+    them) in the folders the glob ``folders`` matches."""
+    from transforms.storage import glob  # Beam's file systems: imported where files are listed
+
+    return glob(f"{folders}/*.[iI][nN][fF][oO]", missing_ok=missing_ok)
+
+
 def controls_promising(pattern: str) -> list[str]:
     """The control files in ``pattern``'s folder that list a file ``pattern`` matches: where it lists
     no dump, what a delivery that did not finish left, also under a glob naming the dumps' suffix
     ('*.sync.gz' lists no '.info'). A control file listing only other files (another partner's, in a
     shared folder) or one that does not parse (the run reading it names it) is none."""
-    from transforms.storage import glob, literal  # Beam's file systems: imported where files are listed
+    from transforms.storage import literal
 
     found = []
     folder = posixpath.dirname(pattern)
-    for control in glob(f"{folder if any(c in folder for c in '*?[') else literal(folder)}/*.[iI][nN][fF][oO]",
-                        missing_ok=True):
+    for control in control_files_in(folder if any(c in folder for c in "*?[") else literal(folder), missing_ok=True):
         try:
             with FileSystems.open(control) as handle:
                 listed = parse_control_file(control, handle.read())

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from transforms.arrow_utils import split_by_bucket
 from transforms.config import JobConfig
+from transforms.control_files import control_files_in
 from transforms.crypto import build_decryptor
 from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import FileStats, dump_paths
@@ -31,7 +32,7 @@ from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn
 from transforms.stable_hash import KeyFilter, buckets_from_hash, hash64
-from transforms.storage import glob, literal, matched
+from transforms.storage import literal, matched
 
 
 class ExpandPatterns(beam.DoFn):
@@ -51,7 +52,7 @@ class ExpandPatterns(beam.DoFn):
             yield name, path
         folders = sorted({p.rsplit("/", 1)[0] for p in paths})
         for folder in folders:
-            for control in glob(f"{literal(folder)}/*.[iI][nN][fF][oO]"):  # any case, as is_dump_file skips them
+            for control in control_files_in(literal(folder)):
                 yield beam.pvalue.TaggedOutput(self.CONTROL, control)
 
 
