@@ -147,9 +147,12 @@ def test_a_control_file_alone_is_seen_under_a_glob_naming_the_dumps_suffix(tmp_p
         control.write_text(json.dumps({"Files": [{"FileName": name, "FileSequenceNumber": 1, "FileLineCount": 1,
                                                   "FileByteSize": 30, "md5": "0" * 32}]}))
 
+    unfinished = rf"^data source 'b': no segment dump matches '.*', but {control.name} is there \(a delivery that did not finish\?\)"
     promise(f"ftp_1_7_iter_{delivered('2026-11-27')}.sync.gz")
-    with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '.*', but {control.name} is there "
-                                          r"\(a delivery that did not finish\?\)"):
+    with pytest.raises(ConfigError, match=unfinished):
+        run(config, root, "--date", "2026-11-27")
+    control.write_text('{"Files": [{"FileName": "ftp_1_7_iter_')  # cut short: it cannot say whose it is
+    with pytest.raises(ConfigError, match=unfinished):
         run(config, root, "--date", "2026-11-27")
     promise("ftp_1_99_iter_1.sync")  # not a file b's glob matches
     run(config, root, "--date", "2026-11-27")

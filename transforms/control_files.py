@@ -41,7 +41,8 @@ def controls_promising(pattern: str) -> list[str]:
     """The control files in ``pattern``'s folder that list a file ``pattern`` matches: where it lists
     no dump, what a delivery that did not finish left, also under a glob naming the dumps' suffix
     ('*.sync.gz' lists no '.info'). A control file listing only other files (another partner's, in a
-    shared folder) or one that does not parse (the run reading it names it) is none."""
+    shared folder) is none; one that cannot be read or parsed (a transfer cut short) is one: it
+    cannot say it is another source's, and taken for none the source was carried, exit 0."""
     from transforms.storage import literal
 
     found = []
@@ -50,7 +51,8 @@ def controls_promising(pattern: str) -> list[str]:
         try:
             with FileSystems.open(control) as handle:
                 listed = parse_control_file(control, handle.read())
-        except (InputError, OSError):
+        except (InputError, OSError):  # cut short, or unreadable: it cannot say it is another source's
+            found.append(control)
             continue
         if any(fnmatchcase(path, pattern) for path in listed):
             found.append(control)
