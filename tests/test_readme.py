@@ -1,7 +1,8 @@
-"""The README's promises that code can check: its reasons table is transforms/outcomes.py's, and its
-test command is the one CI runs."""
+"""The README's promises that code can check: its reasons table is transforms/outcomes.py's, its
+test command is the one CI runs, and the tests it cites as proof exist."""
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -31,3 +32,43 @@ def test_the_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test" in ci
     assert re.search(r"^scripts/test\s+# runs the test suite", README, re.M)
+
+
+def _cited_tests(text: str) -> list[tuple[str, str]]:
+    """The ``(file, test)`` pairs the text cites: ``test_x.py::test_y``, and ``::test_z`` after it for
+    another test of the last file named (in the same paragraph); a bare ``test_x.py`` as ``(file, "")``."""
+    cited = []
+    for paragraph in text.split("\n\n"):
+        last = None
+        for match in re.finditer(r"(test_\w+\.py)?::(\w+)|(test_\w+\.py)", paragraph):
+            name = match.group(1) or match.group(3)
+            last = name or last
+            if last is not None:
+                cited.append((last, match.group(2) or ""))
+    return cited
+
+
+def _missing(cited: list[tuple[str, str]]) -> list[str]:
+    """The cited files and tests that are not in tests/ (a test is a function or class of its file)."""
+    defined: dict[str, set[str] | None] = {}
+    missing = []
+    for name, test in cited:
+        if name not in defined:
+            path = ROOT / "tests" / name
+            tree = ast.parse(path.read_text(encoding="utf-8")) if path.exists() else None
+            defined[name] = None if tree is None else {
+                node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        if defined[name] is None or (test and test not in defined[name]):
+            missing.append(f"{name}::{test}" if test else name)
+    return missing
+
+
+def test_every_test_the_readme_cites_exists():
+    cited = _cited_tests(README)
+    assert len({t for _, t in cited if t}) > 100  # the guards table's proofs are read
+    assert _missing(cited) == []
+
+
+def test_a_citation_of_a_renamed_test_is_found():
+    text = "proved by `test_readme.py::test_the_readme_test_command_is_what_ci_runs`, `::test_gone`\n\n`test_nope.py`"
+    assert _missing(_cited_tests(text)) == ["test_readme.py::test_gone", "test_nope.py"]
