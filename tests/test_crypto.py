@@ -594,6 +594,28 @@ def test_load_secret_wrong_length_and_garbage(monkeypatch, tmp_path):
     assert str(exc.value) == f"file:{binary}: content is not text (expected hex or base64)"
 
 
+def test_a_key_file_saved_with_a_byte_order_mark_loads_its_key(tmp_path):
+    """Windows editors save text as UTF-8 with a BOM, or as UTF-16 ("Unicode"): the file still holds
+    the key's hex. It failed 'value is not valid hex' (UTF-8 BOM) or 'content is not text' (UTF-16),
+    a file whose visible content is right."""
+    for name, raw in [("bom8.key", b"\xef\xbb\xbf" + KEY256.hex().encode() + b"\r\n"),
+                      ("utf16le.key", (KEY256.hex() + "\r\n").encode("utf-16")),
+                      ("utf16be.key", b"\xfe\xff" + KEY256.hex().encode("utf-16-be"))]:
+        path = tmp_path / name
+        path.write_bytes(raw)
+        assert load_secret(f"file:{path}", "hex") == KEY256, name
+        assert load_secret(f"file:{path}") == KEY256, name
+    ring = tmp_path / "ring.json"  # a key ring's JSON, on several lines
+    ring.write_bytes(json.dumps({"keys": [{"id": 7, "secret": KEY256.hex(), "activates": "2026-01-01T00:00:00Z"}]},
+                                indent=2).encode("utf-16"))
+    assert [(k.id, k.secret) for k in load_keyring(f"file:{ring}")] == [(7, KEY256)]
+    binary = tmp_path / "utf16-garbage.key"  # a BOM in front of bytes that are no text stays refused
+    binary.write_bytes(b"\xff\xfe" + bytes(range(1, 31)))
+    with pytest.raises(KeyMaterialError) as exc:
+        load_secret(f"file:{binary}")
+    assert str(exc.value) == f"file:{binary}: content is not text (expected hex or base64)"
+
+
 def test_load_secret_bad_reference_does_not_echo_it():
     for ref in (KEY256.hex(), KEY256_B64, "vault:thing", "env:", "file:"):
         with pytest.raises(KeyMaterialError) as exc:

@@ -15,6 +15,7 @@ explicitly or auto-detected (accepted only when exactly one of the two decodes t
 from __future__ import annotations
 
 import binascii
+import codecs
 import json
 import os
 import re
@@ -127,10 +128,9 @@ def _read_ref(ref: str) -> str:
             raise KeyMaterialError(f"{label}: file not found") from None
         except OSError as exc:  # permission denied, is a directory, ...
             raise KeyMaterialError(f"{label}: cannot read file ({type(exc).__name__})") from None
-        try:
-            value = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise KeyMaterialError(f"{label}: content is not text (expected hex or base64)") from None
+        value = _secret_text(raw)
+        if value is None:
+            raise KeyMaterialError(f"{label}: content is not text (expected hex or base64)")
     value = value.strip()
     if not value:
         raise KeyMaterialError(f"{label}: value is empty")
@@ -189,13 +189,26 @@ def _read_secret_manager(ref: str) -> str:
             google_crc32c = None
         if google_crc32c is not None and int(google_crc32c.value(raw)) != int(expected_crc):
             raise KeyMaterialError(f"{ref}: secret payload failed its CRC32C check")
-    try:
-        value = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise KeyMaterialError(f"{ref}: content is not text (expected hex or base64)") from None
+    value = _secret_text(raw)
+    if value is None:
+        raise KeyMaterialError(f"{ref}: content is not text (expected hex or base64)")
+    value = value.strip()
     if not value:
         raise KeyMaterialError(f"{ref}: value is empty")
     return value
+
+
+def _secret_text(raw: bytes) -> str | None:
+    """A key file's (or payload's) text, or None if it is not text. UTF-8, with or without the
+    byte-order mark Windows editors write, or UTF-16 with its mark (Notepad's "Unicode"), whose text
+    must then be printable ASCII lines (hex, base64 and a key ring's JSON are): a mark in front of binary bytes is no text."""
+    try:
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            text = raw.decode("utf-16")
+            return text if re.fullmatch(r"[\x20-\x7e\t\r\n]*", text) else None
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
 
 
 def _try_hex(text: str) -> bytes | None:
