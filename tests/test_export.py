@@ -22,6 +22,7 @@ from conftest import DEMO, ROOT, cli_in_process, local_test_pipeline
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError
 from transforms.config_load import load_config, parse_config
+from transforms.errors import RunFailed
 from transforms.encrypt import GcmEncryptor
 from transforms.export import (
     ExportAudience,
@@ -281,6 +282,26 @@ def test_nothing_new_writes_no_data_file(job, tmp_path):
     assert rows(again / "exported") == set()  # an empty dataset with its schema
     assert pq.read_table(again / "exported").schema == EXPORTED_SCHEMA
     assert_adds_up(report)
+
+
+def test_targets_none_of_which_is_a_profile_fail_the_export_unless_allowed(job, tmp_path):
+    """A targets file of another column's values (emails, CRM keys) or of ids written otherwise
+    ('1' for 'p1') names no profile of the extract. A first export holds nothing, so the collapse
+    guard has nothing to protect: it sent nothing and exited 0 ('nothing to send'), the audience
+    never shared. It fails now, naming both files; --allow-shrink publishes it."""
+    wrong = write_targets(tmp_path / "emails.csv", ["ann@example.com", "bob@example.org", "1"])
+    out = tmp_path / "out"
+    with pytest.raises(RunFailed, match=rf"^targets: none of the 3 target ids in '{wrong}' is a profile of the extract "
+                                        r"\('.*profiles.parquet', column 'profile_id'\) \(a targets file of another "
+                                        r"column, or ids written otherwise\?\); nothing was published \(rerun with "
+                                        r"--allow-shrink if intended\)"):
+        export(job, wrong, out, "--data-source", "hashed")
+    assert not (out / "report.json").exists()
+    report = export(job, wrong, out, "--data-source", "hashed", "--allow-shrink")
+    assert (report["targets"], report["unknown_profile"], report["nothing_to_send"]) == (3, 3, True)
+    assert_adds_up(report)
+    report = export(job, write_targets(tmp_path / "one.csv", ["zz", "p2"]), tmp_path / "o2", "--data-source", "hashed")
+    assert (report["unknown_profile"], report["exported"]) == (1, 1)  # some unknown: the export runs
 
 
 def test_existing_export_of_another_data_source_is_refused(job, tmp_path):

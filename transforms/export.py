@@ -80,6 +80,7 @@ from transforms.export_report import (
     check_export_extract,
     check_export_report,
     check_export_shrink,
+    check_export_targets,
     state_manifest,
 )
 from transforms.export_others import ReadOtherAudience, StripOtherAudiences, commit_others, other_versions
@@ -231,6 +232,7 @@ class PublishExport(beam.DoFn):
         check_export_report(report)
         ds, p = self._spec.data_source, self._profiles
         check_export_extract(report, p.path, p.key_column(ds), p.allow_empty_profiles)
+        check_export_targets(report, self._targets, p.path, p.id, self._spec.max_shrink is None)
         check_export_shrink(report, self._spec.max_shrink)
         ensure_not_moved(self._state)
         parts = list(parts)

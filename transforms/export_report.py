@@ -143,6 +143,18 @@ def check_export_extract(report: dict, extract: str, column: str, allow_empty: b
         )
 
 
+def check_export_targets(report: dict, targets: str, extract: str, id_column: str, allow: bool) -> None:
+    """Raise :class:`RunFailed` (nothing published) when targets were read but none of them is a
+    profile of the extract (a targets file of another column's values, or of ids written otherwise),
+    unless ``allow`` (``--allow-shrink``). With nothing held (a first export) the collapse guard has
+    nothing to protect and such a run sent nothing, exit 0: the audience never shared."""
+    if allow or not report["targets"] or report["unknown_profile"] < report["targets"]:
+        return
+    raise RunFailed(f"targets: none of the {report['targets']} target ids in '{targets}' is a profile of the extract "
+                    f"('{extract}', column '{id_column}') (a targets file of another column, or ids written "
+                    "otherwise?); nothing was published (rerun with --allow-shrink if intended)")
+
+
 def check_export_shrink(report: dict, max_shrink: float | None) -> None:
     """Raise :class:`RunFailed` (nothing published) when the run would remove more than ``max_shrink``
     of the user IDs the platform holds (a header-only targets file, or one listing a small share of
