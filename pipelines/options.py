@@ -43,11 +43,28 @@ def unknown_options(beam_args: list[str]) -> list[str]:
     level = beam.level
     beam.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: the caller says it in one line
     try:
-        known = options.get_all_options()
-        given = options.get_all_options(retain_unknown_options=True)
+        known = _parsed(options.get_all_options)
+        given = _parsed(options.get_all_options, retain_unknown_options=True)
     finally:
         beam.setLevel(level)
     return sorted(f"--{name}" for name in set(given) - set(known))
+
+
+def _parsed(get_all_options, **kwargs) -> dict:
+    """Beam's options parsed, a flag it cannot parse (``--dry_run`` without its value, ``--direct_num_workers=abc``)
+    a ConfigError of argparse's own line: its parser printed its usage first, every Beam option (136 lines)."""
+    import contextlib
+    import io
+
+    from transforms.errors import ConfigError
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return get_all_options(**kwargs)
+    except SystemExit:
+        last = (said.getvalue().strip().splitlines() or ["a Beam flag it cannot parse"])[-1]
+        raise ConfigError(f"Beam's options: {last.partition('error: ')[2] or last}") from None
 
 
 def runner_kinds(options: PipelineOptions) -> frozenset[str]:

@@ -236,6 +236,19 @@ def test_staging_flags_on_a_runner_that_would_run_the_job_are_refused(tmp_path, 
         assert not (tmp_path / "o").exists() and not (tmp_path / "t.json").exists()
 
 
+def test_a_beam_flag_beam_cannot_parse_is_one_line_not_beams_usage(tmp_path):
+    """A Beam flag without its value or with a value of the wrong type (``--dry_run``, ``--runner``,
+    ``--direct_num_workers=abc``): Beam's parser printed its usage, 136 lines of every Beam option,
+    before the error on the last line (exit 2)."""
+    for flag, words in (("--dry_run", "--dry_run: expected one argument"),
+                        ("--direct_num_workers=abc", "--direct_num_workers: invalid int value")):
+        result = cli("import", "--config", DEMO / "job.yaml", "--output", tmp_path / "o", flag)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == ["audience-sync: configuration error:", result.stderr.splitlines()[1]]
+        assert words in result.stderr and "usage:" not in result.stderr
+        assert not (tmp_path / "o").exists()
+
+
 def test_a_runner_named_in_another_case_is_the_same_runner(caplog):
     """Beam reads --runner case-insensitively ('dataflow', 'fnapirunner'); the launcher's own checks
     compared the text: no worker-key warning for Dataflow, no progress and split dumps on the local runner."""
