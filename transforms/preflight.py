@@ -147,7 +147,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
         shared = [p for p in paths if len(readers[real[p]]) > 1]
         names = list(dict.fromkeys(name for name, _ in readers[real[shared[0]]])) if shared else []
         if len(names) > 1:  # its lines would be imported (and counted) once per data source
-            problems.append(f"data_sources[{i}].segments: {shared[0]} (and {len(shared) - 1} more) matched by "
+            more = f" (and {len(shared) - 1} more)" if len(shared) > 1 else ""
+            problems.append(f"data_sources[{i}].segments: {shared[0]}{more} matched by "
                             f"{len(names)} data sources ({', '.join(names)}): a dump "
                             "belongs to one data source; narrow the glob")
         elif shared:  # one glob reaching a dump by two paths (a 'latest' link beside it): read twice
