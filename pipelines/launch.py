@@ -88,8 +88,9 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     _check_folders(paths or {})
     unknown = unknown_options(beam_args)
     if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's; a job flag is "
-                          f"spelled with dashes: {', '.join(u.replace('_', '-') for u in unknown)})")
+        dashed = [u.replace("_", "-") for u in unknown if "_" in u]  # only a spelling with underscores has another
+        hint = f"; a job flag is spelled with dashes: {', '.join(dashed)}" if dashed else ""
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's{hint})")
     cfg = load_config(config_path)
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)

@@ -574,3 +574,7 @@ def test_a_job_flag_spelled_with_underscores_is_refused_not_dropped(job, tmp_pat
     with pytest.raises(ConfigError, match=r"unknown option\(s\): --data_source, --segment_id \(.*--data-source"):
         export(job, tmp_path / "targets.csv", tmp_path / "o", "--data_source", "hashed", "--segment_id", 24)
     assert not (tmp_path / "o").exists()
+    # a flag already dashed was told to be spelled as it is ('... spelled with dashes: --frobnicate')
+    with pytest.raises(ConfigError) as info:
+        export(job, tmp_path / "targets.csv", tmp_path / "o", "--frobnicate", 1)
+    assert str(info.value) == "unknown option(s): --frobnicate (neither this job's nor Beam's)"
