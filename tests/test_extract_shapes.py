@@ -158,8 +158,28 @@ def test_a_compressed_extract_under_a_plain_name_is_named_as_such(tmp_path, fmt)
     path = tmp_path / f"p.{fmt}"
     path.write_bytes(gzip.compress(csv_text().encode() if fmt == "csv" else b'{"profile_id": "P1", "crm_id": "C1"}\n'))
     with pytest.raises(ConfigError) as info:
-        check_inputs(config(path))
+        check_inputs(config(tmp_path / "p*", format=fmt))
     assert str(info.value) == f"profiles.path: {path}: gzip content under a name without .gz: rename it p.{fmt}.gz"
+
+
+def test_the_name_a_compressed_extract_part_is_told_to_take_is_one_its_glob_still_reads(tmp_path):
+    """extract/*.csv, one part gzip under b.csv: told 'rename it b.csv.gz', the glob no longer listed
+    it and its profiles were read as gone (exit 0). The message says the glob must change too; so
+    for --targets, whose parts are the audience."""
+    import gzip
+
+    from transforms.preflight import _targets_problems
+
+    with_dump(tmp_path)
+    (tmp_path / "a.csv").write_text(csv_text())
+    part = tmp_path / "b.csv"
+    part.write_bytes(gzip.compress(csv_text().encode()))
+    hint = "rename it b.csv.gz and change '*.csv' to match it (as it stands, the renamed file would not be read)"
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(tmp_path / "*.csv"))
+    assert str(info.value) == f"profiles.path: {part}: gzip content under a name without .gz: {hint}"
+    assert _targets_problems(str(tmp_path / "*.csv")) == [
+        f"--targets: {part}: {part}: gzip content under a name without .gz: {hint}"]
 
 
 def test_a_parquet_file_under_a_csv_name_is_named_as_such(tmp_path):
@@ -172,7 +192,8 @@ def test_a_parquet_file_under_a_csv_name_is_named_as_such(tmp_path):
     pq.write_table(pa.table({"profile_id": ["P1"], "crm_id": ["C1"]}), path)
     with pytest.raises(ConfigError) as info:
         check_inputs(config(path))
-    assert str(info.value) == f"profiles.path: {path}: Parquet content, not text: name the file .parquet"
+    assert str(info.value) == (f"profiles.path: {path}: Parquet content, not text: name the file .parquet and change "
+                               "'p.csv' to match it (as it stands, the renamed file would not be read)")
 
 
 def test_a_zip_archive_under_an_extracts_name_or_a_dumps_is_named_as_such(tmp_path):

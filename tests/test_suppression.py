@@ -219,5 +219,22 @@ def test_a_suppression_list_in_another_encoding_or_compressed_under_a_plain_name
     path = tmp_path / "dns.txt"
     path.write_bytes(data[shape]() if shape in data else text.encode(shape))
     with pytest.raises(InputError) as info:
-        read_suppression_file(str(path), SuppressionList(path=str(path), kind="email"))
+        read_suppression_file(str(path), SuppressionList(path=str(tmp_path / "dns*"), kind="email"))
     assert str(info.value) == f"{path}: {problem}"
+
+
+def test_the_name_a_compressed_list_is_told_to_take_is_one_its_glob_still_reads(tmp_path):
+    """lists/*.txt, one of whose files is gzip under b.txt: told 'rename it b.txt.gz', the operator did,
+    the glob no longer matched it and its addresses were shared as if never listed, exit 0. The message
+    now says the glob must change too (or the name it gives matches it)."""
+    import gzip
+
+    from transforms.config import SuppressionList
+
+    (tmp_path / "lists").mkdir()
+    path = tmp_path / "lists" / "b.txt"
+    path.write_bytes(gzip.compress(b"ann@example.com\n"))
+    with pytest.raises(InputError) as info:
+        read_suppression_file(str(path), SuppressionList(path=str(tmp_path / "lists" / "*.txt"), kind="email"))
+    assert str(info.value) == (f"{path}: gzip content under a name without .gz: rename it b.txt.gz and change '*.txt' "
+                               "to match it (as it stands, the renamed file would not be read)")

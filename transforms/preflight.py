@@ -42,7 +42,8 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     samples = Samples(omissible if cfg.profiles.resolved_format == "jsonl" and len(extracts) > 1 else [])
     for extract in extracts:
         try:
-            names = read_schema_names(extract, cfg.profiles.resolved_format, then=samples.reader(extract))
+            names = read_schema_names(extract, cfg.profiles.resolved_format, then=samples.reader(extract),
+                                      pattern=cfg.profiles.path)
         except (InputError, OSError, ValueError) as exc:
             problems.append(f"profiles.path: {exc}")
             continue
@@ -301,7 +302,7 @@ def _targets_problems(targets: str) -> list[str]:
     for path in target_files:
         try:
             fmt = targets_format(path)
-            if TARGETS_COLUMN not in read_schema_names(path, fmt):
+            if TARGETS_COLUMN not in read_schema_names(path, fmt, pattern=targets):
                 problems.append(f"--targets: {path}: no '{TARGETS_COLUMN}' column")
         except (InputError, OSError, ValueError) as exc:
             problems.append(f"--targets: {path}: {exc}")

@@ -186,7 +186,7 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
                     yield pa.Table.from_batches([batch])
             elif fmt == "csv":
-                present = _present(path, read_schema_names(path, fmt), cfg, export, extra)
+                present = _present(path, read_schema_names(path, fmt, pattern=cfg.profiles.path), cfg, export, extra)
                 for table in csv_tables(handle, path, present, strings_can_be_null=True):
                     yield from _slices(table, batch_rows)
             else:
@@ -275,7 +275,7 @@ def _as_text(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def read_schema_names(path: str, fmt: str, then=None) -> list[str]:
+def read_schema_names(path: str, fmt: str, then=None, pattern: str | None = None) -> list[str]:
     """Column names of an extract, reading only its header/footer/first record; ``then(names, handle)``
     (JSONL): called with the file still open after its first record, to read on in the same pass (on
     gs:// an open fetches up to 16 MiB)."""
@@ -292,7 +292,7 @@ def read_schema_names(path: str, fmt: str, then=None) -> list[str]:
         raw, number = (handle.readline(HEADER_BYTES), 1) if fmt == "csv" else first_jsonl_record(handle)
         # A compressed file that lost its extension, UTF-16: its names read as UTF-8 are no column's
         # (a bare '_csv.Error', or 'column ... is not in the extract', the column there).
-        problem = not_text(path, raw, "extract")
+        problem = not_text(path, raw, "extract", pattern)  # pattern: the glob that listed it
         if problem:
             raise InputError(path, problem)
         first = raw.decode("utf-8-sig", errors="replace")

@@ -3,6 +3,7 @@ lists files, so they all sort and fail the same way."""
 from __future__ import annotations
 
 import codecs
+import fnmatch
 import io
 import os
 import posixpath
@@ -32,21 +33,34 @@ def compression_of(head: bytes) -> tuple[str, str | None] | None:
     return ("bzip2", ".bz2") if kind is None and _BZIP2.match(head) else kind
 
 
-def not_text(path: str, head: bytes, what: str) -> str | None:
+def not_text(path: str, head: bytes, what: str, pattern: str | None = None) -> str | None:
     """Why a text file's first bytes (as read: decompressed by its name) are no UTF-8 text, naming
     the cause: a compressed stream under a name without its extension (and the name to give it),
     or UTF-16/UTF-32 (a byte order mark, or NUL bytes, which no UTF-8 text holds); None otherwise.
-    ``what``: the file, in the message ('extract', 'list')."""
+    ``what``: the file, in the message ('extract', 'list'); ``pattern``: the path or glob that listed
+    it, when the name to give it must still match it (:func:`_renamed_unread`)."""
     kind = compression_of(head)
     if head.startswith(b"PAR1"):
-        return "Parquet content, not text: name the file .parquet"
+        renamed = posixpath.splitext(path)[0] + ".parquet"
+        return "Parquet content, not text: name the file .parquet" + _renamed_unread(renamed, pattern)
     if kind is not None and kind[1] is None:  # (an .xlsx workbook is a zip archive)
         return f"a {kind[0]} archive (an Excel workbook?), which is not read: extract the file from it, or save it as CSV"
     if kind is not None:
-        return f"{kind[0]} content under a name without {kind[1]}: rename it {path.rsplit('/', 1)[-1]}{kind[1]}"
+        return (f"{kind[0]} content under a name without {kind[1]}: rename it {path.rsplit('/', 1)[-1]}{kind[1]}"
+                + _renamed_unread(f"{path}{kind[1]}", pattern))
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in head:  # (UTF-32's BOMs too)
         return f"UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the {what} as UTF-8"
     return None
+
+
+def _renamed_unread(renamed: str, pattern: str | None) -> str:
+    """What to add to a 'rename it' advice when the new name falls outside the path or glob that
+    listed the file: a list under ``lists/*.txt`` renamed ``b.txt.gz`` as told was no longer read,
+    its addresses shared, exit 0 (a part of an extract, or of the targets, dropped the same way)."""
+    last = posixpath.basename(pattern.rstrip("/")) if pattern else ""
+    if not last or fnmatch.fnmatchcase(posixpath.basename(renamed), last):
+        return ""
+    return f" and change '{last}' to match it (as it stands, the renamed file would not be read)"
 
 
 def join_path(base: str, *parts: str) -> str:

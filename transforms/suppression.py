@@ -48,7 +48,7 @@ def read_suppression_file(path: str, entry: SuppressionList) -> SuppressionEntri
             data = handle.read()
     except OSError as exc:
         raise InputError(path, f"cannot read the suppression list ({type(exc).__name__})") from None
-    problem = not_text(path, data[:4096], "list")  # compressed under a plain name, UTF-16
+    problem = not_text(path, data[:4096], "list", entry.path)  # compressed under a plain name, UTF-16
     if problem:
         raise InputError(path, problem)
     try:
