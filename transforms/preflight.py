@@ -304,7 +304,9 @@ def _targets_problems(targets: str) -> list[str]:
             fmt = targets_format(path)
             if TARGETS_COLUMN not in read_schema_names(path, fmt, pattern=targets):
                 problems.append(f"--targets: {path}: no '{TARGETS_COLUMN}' column")
-        except (InputError, OSError, ValueError) as exc:
+        except InputError as exc:  # it names the file itself (the line said it twice)
+            problems.append(f"--targets: {exc}")
+        except (OSError, ValueError) as exc:
             problems.append(f"--targets: {path}: {exc}")
     return problems
 
