@@ -16,7 +16,12 @@ read after a Reshuffle (a silent wrong answer): rejected.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from transforms.errors import ConfigError
 
 LOCAL_RUNNER = "FnApiRunner"
 LOCAL_DEFAULTS = {"direct_running_mode": "in_memory", "direct_num_workers": 1}
@@ -53,11 +58,6 @@ def unknown_options(beam_args: list[str]) -> list[str]:
 def _parsed(get_all_options, **kwargs) -> dict:
     """Beam's options parsed, a flag it cannot parse (``--dry_run`` without its value, ``--direct_num_workers=abc``)
     a ConfigError of argparse's own line: its parser printed its usage first, every Beam option (136 lines)."""
-    import contextlib
-    import io
-
-    from transforms.errors import ConfigError
-
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):
