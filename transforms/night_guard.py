@@ -21,7 +21,7 @@ from transforms.config import JobConfig
 from transforms.dump_names import parse_dump_name, sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
-from transforms.report import address_form
+from transforms.report import address_form, match_form
 from transforms.summary import rate_text
 
 
@@ -118,6 +118,7 @@ class NightGuard:
     # (data source, destination): (ms, path, night, held) of the newest dump any night read (newest_deliveries)
     previous_newest: dict = dataclasses.field(default_factory=dict)
     previous_forms: dict = dataclasses.field(default_factory=dict)  # file-audience sources: address_form
+    previous_match: dict = dataclasses.field(default_factory=dict)  # data source: match_form
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False, older: list[str] = ()) -> "NightGuard":
@@ -144,7 +145,9 @@ class NightGuard:
                    previous_matching=matching, previous_profiles=report.get("profiles_read", 0),
                    previous_newest=newest,
                    previous_forms={name: entry["address_form"] for name, entry in report["data_sources"].items()
-                                   if "address_form" in entry})
+                                   if "address_form" in entry},
+                   previous_match={name: entry["match_form"] for name, entry in report["data_sources"].items()
+                                   if "match_form" in entry})
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
@@ -204,6 +207,16 @@ class NightGuard:
                                   f"{self.previous_partition}, {now} tonight: carried, those rows would stay beside "
                                   "tonight's (one address twice) and tonight's removals would miss them; deliver a "
                                   "full dump to rebuild it, or --allow-gap to carry them as they are")
+        for name in sorted({ds.name for ds in cfg.data_sources} - full):
+            before, now = self.previous_match.get(name), match_form(cfg.data_source(name), cfg)
+            changed = [f"{key} {before.get(key)}, now {value}" for key, value in now.items()
+                       if before is not None and before.get(key) != value]
+            if changed:
+                raise ConfigError(f"data source '{name}': {self.previous_partition} matched its IDs to profiles under "
+                                  f"other settings ({'; '.join(changed)}): carried, its memberships would stay as "
+                                  "matched then, and tonight's lines, read the new way, would not remove them; "
+                                  "deliver a full dump to rebuild its audience, or --allow-gap to carry them as "
+                                  "they are")
 
     def check_destinations(self, cfg: JobConfig, files: list) -> None:
         """A full dump replaces its data source's whole audience: one whose folder delivers several

@@ -21,6 +21,7 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
             "dpid": ds.dpid,
             "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
             "decrypts": ds.decrypts,
+            "match_form": match_form(ds, cfg),
             "received": counts.get(Metric.RECEIVED, name),
             **{category: 0 for category in OUTCOMES},
             "rejected_by_reason": {},
@@ -71,6 +72,25 @@ def address_form(ds, cfg: JobConfig) -> str:
     """How a data source's file-audience addresses are written (``email/adobe``, ``sms/uid2/FR``):
     rows written in one form are not found, replaced or removed by lines read in another."""
     return "/".join([ds.channel, ds.normalization] + ([cfg.region_for(ds) or "-"] if ds.channel == "sms" else []))
+
+
+def match_form(ds, cfg: JobConfig) -> dict:
+    """What decides which profile a data source's dump line makes a member: the platform data source
+    (dpid), the ID type, the extract column and the rules its values are keyed by. Memberships
+    matched under one form are not what lines read under another would give (a removal read so
+    misses them)."""
+    form = {"dpid": ds.dpid, "id_type": ds.id_type if ds.id_type == "visitor" else f"declared/{ds.declared}",
+            "column": cfg.profiles.key_column(ds)}
+    if ds.id_type == "visitor":
+        form["restore_leading_zeros"] = ds.restore_leading_zeros
+    elif ds.declared == "hashed" or ds.decrypts:
+        form.update(channel=ds.channel if ds.decrypts else None, kind=ds.key_kind, normalization=ds.normalization,
+                    region=cfg.region_for(ds) if ds.key_kind == "phone" else None)
+        if ds.declared == "hashed":
+            form.update(digest=ds.digest_encoding, hash_algorithm=ds.hash_algorithm)
+    else:  # plain, or encrypted with channel 'other' (the token is the key)
+        form.update(channel=ds.channel if ds.declared == "encrypted" else None, ignore_case=ds.ignore_case)
+    return form
 
 
 def check_report(report: dict, cfg: JobConfig) -> None:

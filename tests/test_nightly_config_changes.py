@@ -1,0 +1,122 @@
+"""Nightly: the config edited between two nights. Memberships carried from a night matched under
+other settings (another platform data source, profile column or keying rule) are refused on a night
+that would carry them, unless a full dump rebuilds them or --allow-gap carries them as they are."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import delivered
+from test_nightly_guards import V, dump, everyone, members, run, write_job
+from transforms.config_load import parse_config
+from transforms.errors import ConfigError
+
+
+def edit(config, **changes) -> None:
+    """Change the first data source's settings in the job file."""
+    job = json.loads(config.read_text())
+    job["data_sources"][0].update(changes)
+    config.write_text(json.dumps(job))
+
+
+def crm_job(tmp_path):
+    """Six profiles whose crm_id and alt_id columns hold the same ids in reverse order; one plain
+    declared source on crm_id, its dumps under crm/YYYYMMDD/."""
+    ids = [f"C{i}" for i in range(1, 7)]
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(1, 7)], "crm_id": ids, "alt_id": ids[::-1]}),
+                   tmp_path / "profiles.parquet")
+    config = {"profiles": {"path": "profiles.parquet", "email": None, "phone": None, "visitor_ids": None},
+              "data_sources": [{"name": "crm", "dpid": 8, "segments": "crm/{date:%Y%m%d}/*", "id_type": "declared",
+                                "declared": "plain", "match_on": "crm_id"}],
+              "buckets": 2}
+    (tmp_path / "job.yaml").write_text(json.dumps(config))
+    return tmp_path / "job.yaml"
+
+
+def crm_dump(tmp_path, day: str, mode: str, lines: list[str]) -> None:
+    folder = tmp_path / "crm" / day.replace("-", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    data = gzip.compress("".join(line + "\n" for line in lines).encode(), mtime=0)
+    (folder / f"ftp_1_8_{mode}_{delivered(day)}.sync.gz").write_bytes(data)
+
+
+def test_an_iter_night_after_match_on_changed_is_refused(tmp_path):
+    """match_on: alt_id (a wrong column) on night 1, crm_id on night 2, an iter night: C1 and C2 had
+    made p6 and p5 members of 10, carried as they were; C1's removal, read on crm_id, named p1 and
+    removed nothing. p5 and p6 stayed in 10 for good (p2, whom C2 is, never joined), exit 0."""
+    config, root = crm_job(tmp_path), tmp_path / "root"
+    edit(config, match_on="alt_id")
+    crm_dump(tmp_path, "2026-11-20", "full", ["C1 10", "C2 10"])
+    run(config, root, "--date", "2026-11-20")
+    assert members(root, "2026-11-20") == {("crm", "10", "p6"), ("crm", "10", "p5")}
+    edit(config, match_on="crm_id")
+    crm_dump(tmp_path, "2026-11-21", "iter", ["C1  10", "C3 11"])
+    with pytest.raises(ConfigError, match=r"^data source 'crm': dt=2026-11-20 matched its IDs to profiles under "
+                                          r"other settings \(column alt_id, now crm_id\): .*deliver a full dump "
+                                          r"to rebuild its audience, or --allow-gap"):
+        run(config, root, "--date", "2026-11-21")
+    assert not (root / "dt=2026-11-21").exists()
+    crm_dump(tmp_path, "2026-11-21", "full", ["C2 10", "C3 11"])  # a full dump: nothing carried
+    run(config, root, "--date", "2026-11-21")
+    assert members(root, "2026-11-21") == {("crm", "10", "p2"), ("crm", "11", "p3")}
+    crm_dump(tmp_path, "2026-11-22", "iter", ["C2  10"])  # the next iter night builds on the new form
+    run(config, root, "--date", "2026-11-22")
+    assert members(root, "2026-11-22") == {("crm", "11", "p3")}
+
+
+def test_an_iter_night_after_the_dpid_changed_is_refused_unless_allowed(tmp_path):
+    """dpid 10 -> 99 (the data source now reads another platform data source's dumps): its first
+    iter dump was applied over the old data source's audience, every member of it carried under the
+    new dpid, exit 0. With --allow-gap the night carries them as they are."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-20", everyone("a"))
+    run(config, root, "--date", "2026-11-20")
+    edit(config, dpid=99)
+    dump(tmp_path, "a", "2026-11-21", [f"{V[1]} 11"], name=f"ftp_1_99_iter_{delivered('2026-11-21')}.sync.gz")
+    with pytest.raises(ConfigError, match=r"^data source 'a': dt=2026-11-20 matched its IDs to profiles under other "
+                                          r"settings \(dpid 10, now 99\)"):
+        run(config, root, "--date", "2026-11-21")
+    run(config, root, "--date", "2026-11-21", "--allow-gap")
+    assert members(root, "2026-11-21") == {("a", "10", f"p{i}") for i in range(1, 13)} | {("a", "11", "p1")}
+
+
+def _form(source: dict, **profiles) -> dict:
+    job = {"profiles": {"path": "p.parquet", "email": "email", "phone": "mobile", **profiles},
+           "data_sources": [{"name": "s", "dpid": 1, "segments": "d/*", **source}]}
+    cfg = parse_config(job, "job.yaml")
+    from transforms.report import match_form
+
+    return match_form(cfg.data_sources[0], cfg)
+
+
+HASHED = {"id_type": "declared", "declared": "hashed", "match_on": "email"}
+PLAIN = {"id_type": "declared", "declared": "plain", "match_on": "crm_id"}
+
+
+@pytest.mark.parametrize("source, profiles, changed", [
+    (HASHED, {}, {"normalization": "google"}),
+    (HASHED, {}, {"digest": "base64"}),
+    (HASHED, {}, {"hash_algorithm": "sha1"}),
+    (HASHED, {}, {"match_on": "work_email"}),
+    (HASHED, {"email": "contact"}, {"match_on": "contact"}),  # the same column, read as text, not an email
+    ({**HASHED, "match_on": "phone"}, {"default_region": "FR"}, {"default_region": "BE"}),
+    (PLAIN, {}, {"ignore_case": True}),
+    ({"id_type": "visitor"}, {}, {"restore_leading_zeros": True}),
+    ({"id_type": "visitor"}, {}, {"id_type": "declared", "declared": "plain", "match_on": "crm_id"}),
+])
+def test_the_settings_that_decide_a_membership_change_the_form(source, profiles, changed):
+    assert _form(source, **profiles) != _form({**source, **changed}, **profiles)
+
+
+@pytest.mark.parametrize("source, changed", [
+    (HASHED, {"max_shrink": 0.9, "max_nights_without_delivery": 2, "sync_mode": "iter", "name": "t"}),
+    (PLAIN, {"normalization": "google", "segments": "e/*", "allow_no_match": True}),
+])
+def test_settings_that_decide_no_membership_leave_the_form(source, changed):
+    assert _form(source) == _form({**source, **changed})
