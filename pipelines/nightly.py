@@ -164,7 +164,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     cfg = template.for_date(day)
     earlier = [d for d in published_dates(root) if d < day]
     # Data sources carried as they are, without a dump tonight (a partner's weekend):
-    undelivered = undelivered_sources(cfg, root, day, earlier, republishing=published)
+    undelivered = undelivered_sources(template, root, day, earlier, republishing=published, allow_gap=allow_gap)
     check_inputs(cfg, output=root, undelivered=undelivered)
     files = [(name, path) for name, path in tonight_files(cfg) if name not in undelivered]
     check_sync_modes(cfg, files)

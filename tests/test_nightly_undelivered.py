@@ -157,3 +157,31 @@ def test_a_control_file_alone_is_seen_under_a_glob_naming_the_dumps_suffix(tmp_p
     promise("ftp_1_99_iter_1.sync")  # not a file b's glob matches
     run(config, root, "--date", "2026-11-27")
     assert ("b", "20", "p5") in members(root, "2026-11-27")  # carried
+
+
+def test_segments_edited_so_they_would_not_match_the_last_delivery_are_not_taken_for_silence(tmp_path):
+    """b's segments edited to 'b2/{date:%Y%m%d}/*' (a typo, or a layout the partner does not use):
+    it listed nothing, so b was taken for silent, its audience carried and its delivered dump (p5
+    leaving 20) never read, exit 0, for as many nights as max_nights_without_delivery. Filled for
+    the last night that read b's dumps, the glob does not match them: the night fails saying so,
+    unless --allow-gap (a glob moved on purpose, and the partner silent tonight)."""
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-26")
+    config = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2,
+                                                        "segments": "b2/{date:%Y%m%d}/*"})
+    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
+    with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '{tmp_path}/b2/20261127/\*', "
+                                          r"and filled for dt=2026-11-26 it would not match the dumps that night read "
+                                          r"\(ftp_1_7_full_\d+\.sync\.gz\): .*--allow-gap"):
+        run(config, root, "--date", "2026-11-27")
+    assert not (root / "dt=2026-11-27").exists()
+    run(config, root, "--date", "2026-11-27", "--allow-gap")
+    assert ("b", "20", "p5") in members(root, "2026-11-27")  # carried, as asked
+    shutil.rmtree(tmp_path / "b" / "20261127")  # a glob unchanged: a silent night is carried as before
+    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    config = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2})
+    run(config, root, "--date", "2026-11-28")
+    assert ("b", "20", "p5") in members(root, "2026-11-28")

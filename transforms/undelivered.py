@@ -11,7 +11,10 @@ that fails (not a folder that does not exist) is no proof that nothing was deliv
 from __future__ import annotations
 
 import posixpath
+import re
 from datetime import date
+
+from apache_beam.io.filesystem import FileSystem
 
 from transforms.config import JobConfig
 from transforms.errors import ConfigError
@@ -21,12 +24,16 @@ from transforms.night_order import delivery_listed
 from transforms.storage import folder_hint, join_path
 
 
-def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[date],
-                        republishing: bool = False) -> frozenset[str]:
+def undelivered_sources(template: JobConfig, root: str, day: date, published: list[date],
+                        republishing: bool = False, allow_gap: bool = False) -> frozenset[str]:
     """The data sources that deliver no dump tonight and may skip it (else :func:`check_inputs`
     fails the night naming them); raises :class:`ConfigError` for one past its limit or with no
     audience to carry, or, ``republishing`` ``day`` (--force), for one whose dumps that night read
-    when it was published (they are gone, not undelivered). ``published``: the nights before ``day``."""
+    when it was published (they are gone, not undelivered), or, unless ``allow_gap``, for one whose
+    ``segments`` (``template``'s, filled for that night) would not match the dumps the latest night
+    that read some read (edited since: a typo lists nothing, night after night). ``published``: the
+    nights before ``day``."""
+    cfg = template.for_date(day)
     skipping = [ds for ds in cfg.data_sources if ds.max_nights_without_delivery and _silent(ds)]
     reports: dict[date, dict] = {}
     if skipping and republishing:
@@ -54,7 +61,21 @@ def undelivered_sources(cfg: JobConfig, root: str, day: date, published: list[da
                               f"published in the {limit} before dt={day} read one of its dumps "
                               f"(max_nights_without_delivery={limit}): its audience would be carried from too long "
                               "ago, or from nothing; deliver its dump, or import the missed nights first")
+        pattern = template.for_date(last).data_source(ds.name).segments
+        if not allow_gap and not _would_match(pattern, entry["files"]):
+            raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', and filled for "
+                              f"dt={last} it would not match the dumps that night read "
+                              f"({posixpath.basename(entry['files'][0]['path'])}): its segments changed since (a typo?) "
+                              "and may never match a delivery, its audience carried as it is; correct it, or "
+                              "--allow-gap to carry the audience tonight")
     return frozenset(ds.name for ds in skipping)
+
+
+def _would_match(pattern: str, files: list[dict]) -> bool:
+    """Whether the glob ``pattern`` matches one of a report's ``files`` (as the storage's listing
+    matches: ``*`` stops at ``/``)."""
+    regex = re.compile(FileSystem.translate_pattern(pattern))
+    return any(regex.match(f["path"]) for f in files)
 
 
 def _silent(ds) -> bool:
