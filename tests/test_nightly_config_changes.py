@@ -120,3 +120,27 @@ def test_the_settings_that_decide_a_membership_change_the_form(source, profiles,
 ])
 def test_settings_that_decide_no_membership_leave_the_form(source, changed):
     assert _form(source) == _form({**source, **changed})
+
+
+def test_a_missed_night_is_a_gap_when_the_segments_changed_since(tmp_path):
+    """Night 21 never imported (its dump, p1 leaving 10, under a/20261121/), then a's segments edited
+    to the partner's new layout a2/{date}/: the gap check listed night 21 under the new glob, found
+    nothing, and night 22 built on night 20, p1 still in 10, exit 0. A glob that would not match the
+    dumps the previous night read cannot tell which missed nights had dumps: the night is refused."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-20", everyone("a", ids=range(1, 4)))
+    run(config, root, "--date", "2026-11-20")
+    dump(tmp_path, "a", "2026-11-21", [f"{V[1]}  10"], mode="iter")
+    edit(config, segments="a2/{date:%Y%m%d}/*")
+    dump(tmp_path, "a2", "2026-11-22", [f"{V[4]} 10"], mode="iter")
+    with pytest.raises(ConfigError, match=r"^dt=2026-11-22 would build on dt=2026-11-20, but 1 night between them was "
+                                          r"not imported \(dt=2026-11-21\) and data source 'a' cannot tell which had "
+                                          r"dumps \(its segments changed since dt=2026-11-20: they would not match "
+                                          r"the dumps it read\): .*\(--backfill 2026-11-21:2026-11-21 with the "
+                                          r"segments data source 'a' had then\)"):
+        run(config, root, "--date", "2026-11-22")
+    edit(config, segments="a/{date:%Y%m%d}/*")
+    run(config, root, "--date", "2026-11-21")
+    edit(config, segments="a2/{date:%Y%m%d}/*")
+    run(config, root, "--date", "2026-11-22")
+    assert members(root, "2026-11-22") == {("a", "10", "p2"), ("a", "10", "p3"), ("a", "10", "p4")}

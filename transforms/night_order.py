@@ -17,7 +17,7 @@ from transforms.config import JobConfig
 from transforms.control_files import controls_promising
 from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob
 from transforms.errors import ConfigError
-from transforms.storage import folder_hint, glob, join_path
+from transforms.storage import folder_hint, glob, join_path, matches_any
 
 
 def check_nights_over(days: list[date], today: date) -> None:
@@ -47,12 +47,15 @@ def _span(nights: list[date]) -> str:
 
 
 def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool = False,
-                 replaced: list[str] = ()) -> None:
+                 replaced: list[str] = (), read: dict[str, list[str]] | None = None) -> None:
     """A night that carries the partition of ``previous`` over misses the changes of every night
     between them: refused (one line naming them) unless ``allow_gap``. A missed night is no gap when
     it had no delivery (:func:`no_delivery`: no dump listed, nor an upload in progress). A data
     source whose path is the same for that night as for ``day`` cannot tell the nights apart, nor can
     a listing that fails: the night counts.
+    So is a data source whose ``segments``, filled for ``previous``, would not match the dumps that
+    night read (``read``: data source -> paths): edited since, its listing of the nights between
+    (under the new glob) proves nothing.
     The data sources ``replaced`` by a full dump tonight start from nothing: their nights are not looked at."""
     missed = [previous + timedelta(days=i) for i in range(1, (day - previous).days)]
     if not missed or allow_gap:
@@ -60,12 +63,14 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
     tonight = {ds.name: ds.segments for ds in template.for_date(day).data_sources}
     blind: list[str] = []  # data sources whose path is tonight's on a missed night
     unlisted: list[tuple[str, date]] = []  # (data source, missed night) whose listing failed
+    moved = [ds.name for ds in template.for_date(previous).data_sources  # segments edited since previous
+             if ds.name not in replaced and (read or {}).get(ds.name) and not matches_any(ds.segments, read[ds.name])]
 
     def delivered(night: date) -> bool:
         sources = [ds for ds in template.for_date(night).data_sources if ds.name not in replaced]
         same = [ds.name for ds in sources if ds.segments == tonight[ds.name]]
         blind.extend(name for name in same if name not in blind)
-        if same:
+        if same or moved:
             return True
         for ds in sources:
             listed = delivery_listed(ds.segments)
@@ -83,6 +88,9 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
         name, night = unlisted[0]
         which = (f" ({_span(missed)}) and data source '{name}' could not be listed for dt={night} (its dumps "
                  "may be there)")
+    elif moved:
+        which = (f" ({_span(missed)}) and data source '{moved[0]}' cannot tell which had dumps (its segments changed "
+                 f"since dt={previous}: they would not match the dumps it read)")
     elif blind:
         which = (f" ({_span(missed)}) and data source '{blind[0]}' cannot tell which had dumps (its segments path "
                  "does not change with the date)")
@@ -92,6 +100,8 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
         which = (f" ({_span(missed)}) and {len(gap)} had dumps ("
                  + (_span(gap) if in_order else f"from dt={gap[0]} to dt={gap[-1]}") + ")")
     how = f"--backfill {gap[0]}:{gap[-1]}"  # its nights without a delivery are skipped (no_delivery)
+    if moved and not unlisted:  # listed under tonight's glob, those nights look undelivered: give the old one
+        how += f" with the segments data source '{moved[0]}' had then"
     nights = "1 night between them was" if len(missed) == 1 else f"{len(missed)} nights between them were"
     raise ConfigError(f"dt={day} would build on dt={previous}, but {nights} not imported{which}: "
                       f"{'its' if one else 'their'} changes would be missing; import {'it' if one else 'them'} first, "

@@ -11,6 +11,7 @@ import re
 import warnings
 
 import apache_beam as beam
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import InputError
@@ -207,6 +208,13 @@ def matched(pattern: str, limit: int | None = None) -> list:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Possible nested set", FutureWarning)
         return FileSystems.match([pattern], limits=None if limit is None else [limit])[0].metadata_list
+
+
+def matches_any(pattern: str, paths: list[str]) -> bool:
+    """Whether the glob ``pattern`` matches one of ``paths`` (as the listing matches them: ``*``
+    stops at ``/``), without listing anything: would a glob have found files listed before?"""
+    regex = re.compile(FileSystem.translate_pattern(pattern))
+    return any(regex.match(path) for path in paths)
 
 
 def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[str]:

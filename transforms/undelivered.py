@@ -11,17 +11,14 @@ that fails (not a folder that does not exist) is no proof that nothing was deliv
 from __future__ import annotations
 
 import posixpath
-import re
 from datetime import date
-
-from apache_beam.io.filesystem import FileSystem
 
 from transforms.config import JobConfig
 from transforms.errors import ConfigError
 from transforms.dump_files import is_dump_file
 from transforms.night_guard import night_report
 from transforms.night_order import delivery_listed
-from transforms.storage import folder_hint, join_path
+from transforms.storage import folder_hint, join_path, matches_any
 
 
 def undelivered_sources(template: JobConfig, root: str, day: date, published: list[date],
@@ -62,20 +59,13 @@ def undelivered_sources(template: JobConfig, root: str, day: date, published: li
                               f"(max_nights_without_delivery={limit}): its audience would be carried from too long "
                               "ago, or from nothing; deliver its dump, or import the missed nights first")
         pattern = template.for_date(last).data_source(ds.name).segments
-        if not allow_gap and not _would_match(pattern, entry["files"]):
+        if not allow_gap and not matches_any(pattern, [f["path"] for f in entry["files"]]):
             raise ConfigError(f"data source '{ds.name}': no segment dump matches '{ds.segments}', and filled for "
                               f"dt={last} it would not match the dumps that night read "
                               f"({posixpath.basename(entry['files'][0]['path'])}): its segments changed since (a typo?) "
                               "and may never match a delivery, its audience carried as it is; correct it, or "
                               "--allow-gap to carry the audience tonight")
     return frozenset(ds.name for ds in skipping)
-
-
-def _would_match(pattern: str, files: list[dict]) -> bool:
-    """Whether the glob ``pattern`` matches one of a report's ``files`` (as the storage's listing
-    matches: ``*`` stops at ``/``)."""
-    regex = re.compile(FileSystem.translate_pattern(pattern))
-    return any(regex.match(f["path"]) for f in files)
 
 
 def _silent(ds) -> bool:
