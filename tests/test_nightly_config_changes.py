@@ -144,3 +144,33 @@ def test_a_missed_night_is_a_gap_when_the_segments_changed_since(tmp_path):
     edit(config, segments="a2/{date:%Y%m%d}/*")
     run(config, root, "--date", "2026-11-22")
     assert members(root, "2026-11-22") == {("a", "10", "p2"), ("a", "10", "p3"), ("a", "10", "p4")}
+
+
+def test_a_file_audience_started_on_a_night_without_a_dump_is_refused_on_the_next_iter_night(tmp_path, monkeypatch):
+    """force_reconciliation turned off on a night the encrypted source delivered nothing
+    (max_nights_without_delivery; crm delivered): that night carried no file audience yet recorded
+    one, so the next iter night passed the check for a file audience with nothing to build on, and
+    published tonight's lines only (bob and zed of night 1's full dump missing), exit 0."""
+    import shutil
+
+    from test_nightly import encrypted_nights
+
+    config = encrypted_nights(tmp_path, monkeypatch)
+    root, job = tmp_path / "root", json.loads(config.read_text())
+    shutil.move(tmp_path / "dumps" / "20261121", tmp_path / "dumps" / "20261122")  # enc silent on the 21st
+    shutil.copytree(tmp_path / "20261121", tmp_path / "20261122")  # the extract
+    crm = {"name": "crm", "dpid": 9, "segments": "crm/{date:%Y%m%d}/*", "id_type": "declared", "declared": "plain",
+           "match_on": "email"}
+    for day in ("20261120", "20261121", "20261122"):
+        (tmp_path / "crm" / day).mkdir(parents=True)
+        (tmp_path / "crm" / day / f"ftp_1_9_iter_{delivered(day[:4] + '-' + day[4:6] + '-' + day[6:])}.sync").write_text(
+            "ann@example.com 30\n")
+    enc = {**job["data_sources"][0], "max_nights_without_delivery": 2}
+    config.write_text(json.dumps({**job, "data_sources": [{**enc, "force_reconciliation": True}, crm]}))
+    run(config, root, "--date", "2026-11-20", "--allow-gap")  # (crm's first dump is iter)
+    config.write_text(json.dumps({**job, "data_sources": [enc, crm]}))
+    with pytest.raises(ConfigError, match=r"^data source 'enc': it has no dump tonight and dt=2026-11-20 kept no "
+                                          r"file audience for it"):
+        run(config, root, "--date", "2026-11-21")
+    run(config, root, "--date", "2026-11-21", "--allow-gap")  # carried as it is, asked for
+    run(config, root, "--date", "2026-11-22")  # builds on a night that says it holds the (empty) file audience

@@ -180,7 +180,8 @@ class NightGuard:
         data source all ``iter`` while no published night holds it (a first night, a fresh or moved
         root, a data source new to the config): published, its audience would be tonight's changes
         only. So would its file audience be, for one that keeps a file audience tonight and did not
-        on the previous night (force_reconciliation was set); and one whose addresses are written in
+        on the previous night (force_reconciliation was set), also when it has no dump tonight (carried
+        without one, max_nights_without_delivery: the next night found it held); and one whose addresses are written in
         another form tonight (:func:`~transforms.report.address_form`) would hold both forms.
         Refused (ConfigError) unless ``allow_gap``."""
         if allow_gap:
@@ -188,19 +189,20 @@ class NightGuard:
         full = set(full_sources(files, cfg))
         changes = {name for name, _ in files} - full
         new = sorted(changes - set(self.previous_sizes))
-        started = sorted(name for name in changes & set(self.previous_sizes)
-                         if cfg.data_source(name).keeps_file_audience and name not in self.previous_matching)
+        # (a night without its dump, max_nights_without_delivery, carries its file audience too: for one started
+        # tonight, none, and the next night would find it held)
+        keeping = {ds.name for ds in cfg.data_sources if ds.keeps_file_audience} - full
+        started = sorted(name for name in keeping & set(self.previous_sizes) if name not in self.previous_matching)
         if new:
             where = "no night is published under this root yet" if self.previous_partition is None else \
                 "the previous night does not hold it (new to the config?)"
         elif started:
             new, where = started, f"{self.previous_partition} kept no file audience for it (force_reconciliation?)"
         if new:
-            raise ConfigError(f"data source '{new[0]}': tonight's dumps are iter (changes) and {where}: its audience "
-                              "would be tonight's changes only; deliver a full dump first, or --allow-gap to start "
-                              "from these changes")
-        carried = sorted({ds.name for ds in cfg.data_sources if ds.keeps_file_audience} - full)
-        for name in carried:  # (a night without its dump, max_nights_without_delivery, carries its rows too)
+            dumps = "tonight's dumps are iter (changes)" if new[0] in changes else "it has no dump tonight"
+            raise ConfigError(f"data source '{new[0]}': {dumps} and {where}: its audience would be tonight's changes "
+                              "only; deliver a full dump first, or --allow-gap to start from these changes")
+        for name in sorted(keeping):
             before, now = self.previous_forms.get(name), address_form(cfg.data_source(name), cfg)
             if before not in (None, now):
                 raise ConfigError(f"data source '{name}': its file audience's addresses were written as {before} by "
