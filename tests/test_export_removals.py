@@ -552,6 +552,25 @@ def test_a_suppressed_address_is_in_no_output_of_the_export(tmp_path):
     assert sha(email(5)) not in output_text(state / "crm" / "A" / "v-000002")
 
 
+def test_a_list_hashed_before_the_data_sources_normalization_changed_still_suppresses(tmp_path):
+    """The list was hashed when the data source normalized as adobe (gmail dots kept); the data source
+    is google now (dots dropped). Its digests matched none of the new form: the suppressed address
+    was exported, exit 0. Every normalization's form of the extract's address is compared."""
+    folder = tmp_path / "job"
+    (folder / "lists").mkdir(parents=True)
+    (folder / "lists" / "hashed.txt").write_text(sha("jo.doe@gmail.com") + "\n")
+    job = write_job(folder, [{"path": "lists/hashed.txt", "kind": "email", "hashed": True}])
+    config = yaml.safe_load(job.read_text())
+    config["data_sources"][0]["normalization"] = "google"
+    job.write_text(yaml.safe_dump(config))
+    pq.write_table(pa.table({"profile_id": ["p01", "p02"], "email": [" Jo.Doe@Gmail.com", email(2)],
+                             "opt_out": [False, False]}), folder / "profiles.parquet")
+    report = export(job, write_targets(tmp_path / "t.csv", [1, 2]), tmp_path / "out", "--segment-id", SID)
+    assert (report["suppressed"], report["exported"]) == (1, 1)
+    google = hashlib.sha256(b"jodoe@gmail.com").hexdigest()
+    assert lines(tmp_path / "out") == [(sha(email(2)), f"d_sid={SID}")] and google not in output_text(tmp_path / "out")
+
+
 @pytest.mark.parametrize("where", ["profiles", "data source"])
 def test_a_phone_written_without_its_country_code_is_suppressed_in_the_default_region(tmp_path, where):
     """The profile's 06 12 34 56 78 in France is the list's +33 6 12 34 56 78, and the list's own

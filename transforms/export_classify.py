@@ -91,7 +91,7 @@ def row_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None
         for kind in ("email", "phone"):
             column = KEY_PREFIX + cfg.profiles.column_for(kind)
             if column in profiles.column_names:
-                hit = suppressor.suppressed(suppressor.normalized(profiles[column], kind), kind)
+                hit = suppressor.suppressed(suppressor.normalized(profiles[column], kind), kind, raw=profiles[column])
                 status[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)] = SUPPRESSED
     return status
 

@@ -3,8 +3,8 @@
 A list (config ``suppression:``) is one or more files of emails or phones, one per line (blank lines
 skipped, ``.gz`` read as gzip), plain or hashed. Both sides are compared the way the data source
 compares addresses: plain entries are normalized with the data source's profile; hashed entries
-must be SHA-256 digests of addresses normalized and encoded under the data source's profile
-(``normalization``, ``digest``) and are compared with the digests of our addresses. An entry that
+must be SHA-256 digests in the data source's ``digest`` encoding, of addresses normalized under any
+profile, and are compared with the digests of our addresses in every profile's form (:func:`_forms`). An entry that
 is not a valid address or digest fails the run naming the file and line (a typo would otherwise
 silently not suppress anyone); a configured list that matches no file fails the preflight.
 
@@ -27,7 +27,7 @@ from transforms.arrow_utils import plain_array
 from transforms.config import DataSourceConfig, JobConfig, SuppressionList
 from transforms.errors import InputError
 from transforms.digests import hash_keys
-from transforms.normalize import canonical_digests, normalize_keys
+from transforms.normalize import PROFILES, canonical_digests, normalize_keys
 from transforms.publish import ADD, WITHHELD
 from transforms.storage import glob, not_text, open_decompressed
 
@@ -134,13 +134,31 @@ class Suppressor:
     def _region_for(self, kind: str) -> str | None:
         return self._region if kind == "phone" else None
 
-    def suppressed(self, normalized: pa.Array, kind: str) -> pa.Array:
-        """True where an already normalized address is suppressed (null addresses never are)."""
+    def suppressed(self, normalized: pa.Array, kind: str, raw: pa.Array | None = None) -> pa.Array:
+        """True where an address is suppressed (null addresses never are). ``normalized``: as the
+        data source normalizes it; ``raw``: as written, when the caller has it (the extract's column).
+        Hashed entries meet the digests of the address under every normalization (:func:`_forms`):
+        a list hashed while the data source normalized otherwise (its normalization changed since,
+        or one list serves two data sources) suppressed nobody, and its addresses were exported."""
         hit = pc.is_in(normalized, value_set=self._plain[kind])
         if len(self._digests[kind]):
-            hashed = hash_keys(normalized, self._ds.digest_encoding)
-            hit = pc.or_(hit, pc.is_in(hashed, value_set=self._digests[kind]))
+            for form in _forms(normalized, raw, kind, self._region_for(kind)):
+                hashed = hash_keys(form, self._ds.digest_encoding)
+                hit = pc.or_kleene(hit, pc.is_in(hashed, value_set=self._digests[kind]))
         return pc.fill_null(hit, False)
+
+
+def _forms(normalized: pa.Array, raw: pa.Array | None, kind: str, region: str | None) -> list[pa.Array]:
+    """An address in each form a normalization writes it (PROFILES), which all name one mailbox or
+    number: a phone with and without its '+' (meta's digits); an email normalized from ``raw`` under
+    each profile, or without ``raw`` from ``normalized`` (the file audience keeps no other form: a
+    form that drops more than the data source's, uid2's from adobe's, is found; one that keeps what
+    it dropped, adobe's dots from google's, is not)."""
+    if kind == "phone":
+        digits = pc.utf8_ltrim(normalized, characters="+")
+        return [normalized, digits, pc.binary_join_element_wise("+", digits, "")]
+    source = plain_array(raw, text="cast") if raw is not None else normalized
+    return [normalized, *(normalize_keys(source, kind, profile, region)[0] for profile in PROFILES)]
 
 
 def _unique(arrays: list) -> pa.Array:
