@@ -45,9 +45,12 @@ from transforms.publish_journal import remove_run_dir
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
     return value
 
 

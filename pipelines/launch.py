@@ -58,7 +58,7 @@ def add_run_date(parser: argparse.ArgumentParser, what: str) -> None:
         "--run-date",
         "--run_date",  # the spelling Flex Template parameters arrive with
         dest="run_date",
-        type=date.fromisoformat,
+        type=iso_date,
         default=None,
         help=f"the run's date (YYYY-MM-DD; default: today, UTC). Its UTC midnight is {what}; "
         "the pipeline never reads the clock itself",
@@ -241,10 +241,21 @@ def _complete_committed_publish(output_dir: str, run_dir: str, exc: BaseExceptio
 # Command line
 # -------------------------------------------------------------------------------------------------
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if not 0 <= value <= threading.TIMEOUT_MAX:  # above, the progress thread's wait overflowed (a traceback)
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"not a number of seconds from 0 to {int(threading.TIMEOUT_MAX)}: {text!r}")
     return value
+
+
+def iso_date(text: str) -> date:
+    """A flag's date, YYYY-MM-DD (argparse named the parser's function: 'invalid fromisoformat value')."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
 
 
 # Flags every verb takes, besides --debug and --quiet.

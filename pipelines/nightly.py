@@ -77,7 +77,7 @@ def parse_args(argv):
     parser.add_argument("--config", required=True, help="job YAML (local path or gs://)")
     parser.add_argument("--root", required=True, help="partitions root (local folder or gs://bucket/prefix)")
     when = parser.add_mutually_exclusive_group(required=True)
-    when.add_argument("--date", type=date.fromisoformat, help="the night to import (YYYY-MM-DD)")
+    when.add_argument("--date", type=launch.iso_date, help="the night to import (YYYY-MM-DD)")
     when.add_argument("--backfill", type=_date_range, help="FIRST:LAST, imported in date order")
     parser.add_argument("--force", action="store_true", help="replace nights that were already published")
     parser.add_argument("--allow-shrink", action="store_true",

@@ -2,6 +2,7 @@
 runs (at a steady interval, counts only), and nothing but errors with --quiet."""
 from __future__ import annotations
 
+import argparse
 import copy
 import importlib
 import json
@@ -136,9 +137,27 @@ def test_a_progress_interval_must_be_a_finite_number_of_seconds():
     from pipelines.launch import _seconds
 
     assert _seconds("0") == 0 and _seconds("2.5") == 2.5
-    for text in ("inf", "Infinity", "nan", "-1", "1e400", "1e300"):
-        with pytest.raises(ValueError):
+    for text in ("inf", "Infinity", "nan", "-1", "1e400", "1e300", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"^not a number of seconds from 0 to \d+: "):
             _seconds(text)
+
+
+@pytest.mark.parametrize("args, says", [
+    (("import", "--run-date", "2026-13-01"), "argument --run-date/--run_date: not a date YYYY-MM-DD: '2026-13-01'"),
+    (("import", "--progress", "-1"), "argument --progress: not a number of seconds from 0 to "),
+    (("nightly", "--date", "22/11/2026"), "argument --date: not a date YYYY-MM-DD: '22/11/2026'"),
+    (("export", "--segment-id", "abc"), "argument --segment-id: not a positive integer: 'abc'"),
+    (("export", "--max-lines-per-file", "0"), "argument --max-lines-per-file: not a positive integer: '0'"),
+])
+def test_a_bad_flag_value_is_named_in_the_operators_words(tmp_path, args, says):
+    """argparse names the type function that refused a value: it said 'invalid fromisoformat value',
+    'invalid _seconds value', 'invalid _positive_int value'."""
+    verb, *flag = args
+    where = ["--root", tmp_path] if verb == "nightly" else ["--output", tmp_path / "out"]
+    more = ["--audience", "A", "--targets", tmp_path / "t.csv"] if verb == "export" else []
+    result = cli(verb, "--config", DEMO / "job.yaml", *where, *more, *flag)
+    assert result.returncode == 2 and says in result.stderr
+    assert not re.search(r"invalid \w+ value", result.stderr)
 
 
 def test_a_staged_run_prints_no_report_page_an_earlier_run_left(capsys):
