@@ -182,6 +182,16 @@ def test_the_name_a_compressed_extract_part_is_told_to_take_is_one_its_glob_stil
         f"--targets: {part}: gzip content under a name without .gz: {hint}"]
 
 
+def test_a_targets_file_in_utf16_is_told_to_be_saved_as_utf8_as_a_targets_file(tmp_path):
+    """It was told to 'save the extract as UTF-8': the extract is another file."""
+    from transforms.preflight import _targets_problems
+
+    path = tmp_path / "t.csv"
+    path.write_bytes("profile_id\np1\n".encode("utf-16"))
+    assert _targets_problems(str(path)) == [
+        f"--targets: {path}: UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the targets file as UTF-8"]
+
+
 def test_a_parquet_file_under_a_csv_name_is_named_as_such(tmp_path):
     """It was refused 'UTF-16/UTF-32 text' (NUL bytes in its first line): the bytes are Parquet's."""
     import pyarrow as pa

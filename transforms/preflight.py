@@ -302,7 +302,7 @@ def _targets_problems(targets: str) -> list[str]:
     for path in target_files:
         try:
             fmt = targets_format(path)
-            if TARGETS_COLUMN not in read_schema_names(path, fmt, pattern=targets):
+            if TARGETS_COLUMN not in read_schema_names(path, fmt, pattern=targets, what="targets file"):
                 problems.append(f"--targets: {path}: no '{TARGETS_COLUMN}' column")
         except InputError as exc:  # it names the file itself (the line said it twice)
             problems.append(f"--targets: {exc}")

@@ -275,10 +275,11 @@ def _as_text(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def read_schema_names(path: str, fmt: str, then=None, pattern: str | None = None) -> list[str]:
+def read_schema_names(path: str, fmt: str, then=None, pattern: str | None = None, what: str = "extract") -> list[str]:
     """Column names of an extract, reading only its header/footer/first record; ``then(names, handle)``
     (JSONL): called with the file still open after its first record, to read on in the same pass (on
-    gs:// an open fetches up to 16 MiB)."""
+    gs:// an open fetches up to 16 MiB). ``pattern``: the path or glob that listed it; ``what``: the
+    file, in a message ('targets file')."""
     with open_input(path, fmt) as handle:
         if fmt == "parquet":
             try:
@@ -292,7 +293,7 @@ def read_schema_names(path: str, fmt: str, then=None, pattern: str | None = None
         raw, number = (handle.readline(HEADER_BYTES), 1) if fmt == "csv" else first_jsonl_record(handle)
         # A compressed file that lost its extension, UTF-16: its names read as UTF-8 are no column's
         # (a bare '_csv.Error', or 'column ... is not in the extract', the column there).
-        problem = not_text(path, raw, "extract", pattern)  # pattern: the glob that listed it
+        problem = not_text(path, raw, what, pattern)
         if problem:
             raise InputError(path, problem)
         first = raw.decode("utf-8-sig", errors="replace")
