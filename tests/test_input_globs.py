@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import import_audience
+from pipelines import export_audience, import_audience
 from transforms.config import ConfigError
 
 
@@ -259,3 +259,21 @@ def test_a_folder_named_as_a_dump_under_a_glob_is_refused_and_other_folders_are_
         import_audience.run(argv)
     assert str(info.value) == (f"data_sources[0].segments: {folder}: a folder named as a dump, which the glob does "
                                "not read (an archive extracted into a folder of its name?): move its dump out in its place")
+
+
+def test_a_path_with_a_date_placeholder_is_refused_by_the_import_naming_the_nightly_job(tmp_path):
+    """A nightly's config given to the import (or to the export): '{date:%Y%m%d}/profiles.csv' was
+    looked up as written and the run said 'no file matches' that path, with the folders of every
+    night right there. Only the nightly job fills {date}: the import names it."""
+    crm_job(tmp_path)
+    job = (tmp_path / "job.yaml").read_text()
+    (tmp_path / "job.yaml").write_text(job.replace("segments: d/*", "segments: '{date:%Y%m%d}/d/*'"))
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert str(info.value) == (f"data_sources[0].segments: '{tmp_path}/{{date:%Y%m%d}}/d/*' holds a {{date}} "
+                               "placeholder, which only the nightly job fills (audience-sync nightly --date "
+                               "YYYY-MM-DD): give this job the path of one night")
+    (tmp_path / "job.yaml").write_text(job.replace("path: profiles.csv", "path: '{date}/profiles.csv'"))
+    with pytest.raises(ConfigError, match=r"^profiles.path: '.*/\{date\}/profiles.csv' holds a \{date\} placeholder"):
+        export_audience.run(["--config", str(tmp_path / "job.yaml"), "--audience", "A", "--targets",
+                             str(tmp_path / "profiles.csv"), "--output", str(tmp_path / "o")])

@@ -92,6 +92,16 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
     return problems
 
 
+def dated_path_problems(cfg: JobConfig, segments: bool = True) -> list[str]:
+    """The input paths holding a ``{date}`` placeholder, one line each, for a job that does not fill
+    it (the import; the export, which reads no dump: ``segments`` False): a nightly's config given to
+    it looked its paths up as written and said 'no file matches' them."""
+    fields = [("profiles.path", cfg.profiles.path)]
+    fields += [(f"data_sources[{i}].segments", ds.segments) for i, ds in enumerate(cfg.data_sources)] if segments else []
+    return [f"{field}: '{path}' holds a {{date}} placeholder, which only the nightly job fills (audience-sync nightly "
+            "--date YYYY-MM-DD): give this job the path of one night" for field, path in fields if "{date" in path]
+
+
 def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False, output: str | None = None,
                  undelivered: frozenset = frozenset(), key_cache: str | None = None) -> None:
     """Raise :class:`ConfigError` (one line per problem) when the job cannot run as configured;
@@ -99,6 +109,8 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
     ``output``: the folder the job writes (``--output``, the nightly's ROOT), whose files are no input;
     ``undelivered``: data sources a night may read no dump of (:mod:`transforms.undelivered`);
     ``key_cache``: the import's ``--key-cache`` folder (:func:`key_cache_problems`)."""
+    if one_off and (dated := dated_path_problems(cfg)):
+        raise ConfigError("\n".join(dated))
     problems = key_cache_problems(key_cache, output) if key_cache else []
     problems += profile_column_problems(cfg, needed_columns(cfg),
                                         optional=(cfg.profiles.visitor_ids, *_first_record_optional(cfg)))
@@ -248,6 +260,8 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     """Raise :class:`ConfigError` (one line per problem) when the export cannot run as asked; else the
     earlier state it runs against. Reads headers, previous reports, the export state's manifests and
     (once, to fail early; never printed) the data source's keys."""
+    if dated := dated_path_problems(cfg, segments=False):
+        raise ConfigError("\n".join(dated))
     problems: list[str] = []
     ecfg = export_config(cfg, spec)
     index = [ds.name for ds in cfg.data_sources].index(spec.data_source.name)
