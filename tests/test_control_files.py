@@ -109,6 +109,27 @@ def test_a_split_missing_from_its_batch_fails_without_a_control_file(demo_copy, 
         list(ExpandPatterns().process(("visitors", str(demo_copy / SEGMENTS / "*.sync*"))))
 
 
+@pytest.mark.parametrize("empty", ["gzip stream of nothing", "0 bytes"])
+def test_a_split_holding_no_line_beside_splits_that_do_fails(demo_copy, tmp_path, empty):
+    """Split 002 of a batch created but left empty (a transfer that failed after creating the file)
+    and no control file: read as no line, the import published the audience without its users,
+    exit 0 (a batch is split by size: no split of it is empty). A control file listing it with 0
+    lines says it is empty indeed, and the batch is read."""
+    folder = demo_copy / SEGMENTS
+    victim = folder / "ftp_1234_56789_full_1795305600000002.sync.gz"
+    if empty == "0 bytes":  # under a plain name (an empty .gz fails on its own)
+        victim.unlink()
+        victim = victim.with_suffix("")
+    victim.write_bytes(gzip.compress(b"", mtime=0) if empty != "0 bytes" else b"")
+    with pytest.raises(Exception, match=f"{victim.name}: split 002 of its batch holds no line, where split 001 "
+                                        "holds 100") as info:
+        run(demo_copy, tmp_path)
+    assert "Nothing was published" in str(info.value)
+    assert not (tmp_path / "out" / "report.json").exists()
+    write_info(folder)
+    assert run(demo_copy, tmp_path)["data_sources"]["visitors"]["received"] == 100
+
+
 def test_a_full_delivery_left_beside_a_newer_one_fails(demo_copy, tmp_path):
     """Yesterday's full dump still in the folder beside today's: the import read both, so every user
     today's dump no longer lists stayed in the audience, exit 0."""

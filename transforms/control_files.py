@@ -11,6 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.dump_files import FileStats
+from transforms.dump_names import empty_splits
 from transforms.errors import InputError
 
 
@@ -78,7 +79,9 @@ class ReadControlFile(beam.DoFn):
 
 def check_control_files(controls: list, stats: list) -> None:
     """Compare every dump a control file lists with what was read (lines, stored size, md5): a batch
-    that arrived incomplete or altered fails the run, naming the file. Runs in the publish step."""
+    that arrived incomplete or altered fails the run, naming the file. So does a split holding no
+    line beside splits of its batch that do (:func:`~transforms.dump_names.empty_splits`), unless a
+    control file lists it: it then promised the 0 lines. Runs in the publish step."""
     read = dict(stats)
     for control, promised in sorted(controls):
         for path, expected in sorted(promised.items()):
@@ -86,3 +89,8 @@ def check_control_files(controls: list, stats: list) -> None:
             if actual is None:
                 raise InputError(path, f"listed in control file {control.rsplit('/', 1)[-1]} but not read (missing?)")
             check_against_control(path, actual, expected, control)
+    listed = {path for _, promised in controls for path in promised}
+    for path, problem in empty_splits({path: actual.lines for path, actual in read.items()}):
+        if path not in listed:
+            raise InputError(path, f"{problem} (its transfer cut short?): the batch read without its lines would "
+                                   "publish part of the audience. Nothing was published")

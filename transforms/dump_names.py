@@ -55,20 +55,42 @@ def missing_splits(paths: list[str]) -> list[tuple[str, str]]:
     gap (a batch: the split dumps of one folder whose names differ only in SPLITNUM). A missing
     split is a partial delivery, a transfer that failed for one file: read as it is, it would
     publish part of the audience. A missing last split cannot be seen here; a control file says."""
-    batches: dict[tuple[str, str], dict[int, str]] = {}
-    for path in paths:
-        folder, base = posixpath.split(path)
-        match = _NAME.match(base)
-        if match and match["split"]:
-            batches.setdefault((folder, base[:match.start("split")]), {})[int(match["split"])] = path
     problems = []
-    for _, found in sorted(batches.items()):
+    for found in _batches(paths):
         gaps = sorted(set(range(1, max(found) + 1)) - set(found))
         if gaps:
             numbers = ", ".join(f"{n:03d}" for n in gaps)
             missing = f"split {numbers} of its batch is" if len(gaps) == 1 else f"splits {numbers} of its batch are"
             problems.append((found[min(found)], f"{missing} missing (found {', '.join(f'{n:03d}' for n in sorted(found))})"))
     return problems
+
+
+def empty_splits(lines: dict[str, int]) -> list[tuple[str, str]]:
+    """``(path, problem)`` for each split holding no line (``lines``: per dump read) in a batch another
+    split of which holds lines: a transfer that created the file and failed. The platform splits a
+    batch by size, so no split of it is empty; read as it is, the batch would publish part of the
+    audience, as a missing split would."""
+    problems = []
+    for found in _batches(lines):
+        held = {n: lines[path] for n, path in found.items() if lines[path]}
+        for n, path in found.items():
+            if held and not lines[path]:
+                first = min(held)
+                problems.append((path, f"split {n:03d} of its batch holds no line, where split {first:03d} holds "
+                                       f"{held[first]:,}"))
+    return problems
+
+
+def _batches(paths) -> list[dict[int, str]]:
+    """The split dumps among ``paths`` by batch (one folder, names that differ only in SPLITNUM),
+    each ``{split number: path}`` in split order; batches in name order."""
+    batches: dict[tuple[str, str], dict[int, str]] = {}
+    for path in paths:
+        folder, base = posixpath.split(path)
+        match = _NAME.match(base)
+        if match and match["split"]:
+            batches.setdefault((folder, base[:match.start("split")]), {})[int(match["split"])] = path
+    return [dict(sorted(found.items())) for _, found in sorted(batches.items())]
 
 
 def sync_mode_of(ds: DataSourceConfig, path: str) -> str | None:
