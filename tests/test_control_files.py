@@ -80,6 +80,29 @@ def test_listed_but_missing_dump_fails(demo_copy, tmp_path):
         run(demo_copy, tmp_path)
 
 
+def test_another_partners_batch_in_a_shared_folder_is_not_the_data_sources(demo_copy, tmp_path):
+    """Two partners' deliveries in one folder, the data source's glob naming its own dumps, the other
+    partner not imported (yet): the run failed 'ftp_1234_99999_...sync: listed in control file ... but
+    not read (missing?)', the file there, a valid delivery refused. A control file listing no file
+    the glob matches is another source's, as the nightly's listing already took it; one listing a
+    file it matches that is missing still fails (test_listed_but_missing_dump_fails)."""
+    folder = demo_copy / SEGMENTS
+    write_info(folder, "ftp_1234_56789_full_1795305600000.info")
+    other = folder / "partner-b"
+    other.mkdir()
+    (other / "ftp_1234_99999_full_1795305600000.sync").write_text("x 1\n")
+    write_info(other, "ftp_1234_99999_full_1795305600000.info")
+    for path in other.iterdir():
+        path.rename(folder / path.name)
+    job = demo_copy / "job.yaml"
+    job.write_text(job.read_text().replace(f"{SEGMENTS}/*.sync*", f"{SEGMENTS}/ftp_1234_56789_*.sync*"))
+    assert run(demo_copy, tmp_path)["data_sources"]["visitors"]["received"] == 200
+    own = folder / "ftp_1234_56789_full_1795305600000002.sync.gz"
+    own.write_bytes(gzip.compress(gzip.decompress(own.read_bytes())[:-50], mtime=0))
+    with pytest.raises(Exception, match=f"{own.name}: line count disagrees"):
+        run(demo_copy, tmp_path)
+
+
 def test_a_control_file_named_in_capitals_is_read(tmp_path):
     """A ``.INFO`` control file is not a dump (``is_dump_file`` ignores case): it must not be
     skipped as a control file either, or what it promises is never checked."""
@@ -89,7 +112,7 @@ def test_a_control_file_named_in_capitals_is_read(tmp_path):
         (tmp_path / name).write_text("")
     out = list(ExpandPatterns().process(("d", f"{tmp_path}/*")))
     assert [o for o in out if isinstance(o, tuple)] == [("d", str(tmp_path / "ftp_1_2_full_1486140844000.sync"))]
-    assert sorted(o.value.rsplit("/", 1)[1] for o in out if not isinstance(o, tuple)) == ["a.INFO", "b.info", "c.Info"]
+    assert sorted(o.value[0].rsplit("/", 1)[1] for o in out if not isinstance(o, tuple)) == ["a.INFO", "b.info", "c.Info"]
 
 
 def test_a_split_missing_from_its_batch_fails_without_a_control_file(demo_copy, tmp_path):

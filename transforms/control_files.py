@@ -55,9 +55,16 @@ def controls_promising(pattern: str) -> list[str]:
         except (InputError, OSError):  # cut short, or unreadable: it cannot say it is another source's
             found.append(control)
             continue
-        if any(fnmatchcase(path, pattern) for path in listed):
+        if lists_a_match(listed, pattern):
             found.append(control)
     return found
+
+
+def lists_a_match(listed: dict[str, FileStats], pattern: str) -> bool:
+    """Whether a control file listing ``listed`` is of the data source whose glob is ``pattern``: it
+    lists a file the glob matches. One listing only other files is another partner's, in a shared
+    folder (its dumps not read, and not to be)."""
+    return any(fnmatchcase(path, pattern) for path in listed)
 
 
 def check_against_control(path: str, actual: FileStats, promised: FileStats, control: str) -> None:
@@ -70,11 +77,16 @@ def check_against_control(path: str, actual: FileStats, promised: FileStats, con
 
 
 class ReadControlFile(beam.DoFn):
-    """A ``.info`` control file -> ``(control path, {listed dump: promised FileStats})``."""
+    """``(.info control file, the glob of the data source beside whose dumps it is)`` -> ``(control
+    path, {listed dump: promised FileStats})``; nothing for a control file listing no file the glob
+    matches (:func:`lists_a_match`: another partner's, whose dumps the run does not read)."""
 
-    def process(self, control: str):
+    def process(self, element: tuple[str, str]):
+        control, pattern = element
         with FileSystems.open(control) as handle:
-            yield control, parse_control_file(control, handle.read())
+            listed = parse_control_file(control, handle.read())
+        if lists_a_match(listed, pattern):
+            yield control, listed
 
 
 def check_control_files(controls: list, stats: list) -> None:

@@ -37,7 +37,7 @@ from transforms.storage import literal, matched
 
 class ExpandPatterns(beam.DoFn):
     """``(data_source, glob)`` -> ``(data_source, path)`` for each dump file; an empty match fails.
-    The ``.info`` control files in the dumps' folders go to the ``control`` output."""
+    The ``.info`` control files in the dumps' folders go to the ``control`` output, with the glob."""
 
     CONTROL = "control"
 
@@ -53,7 +53,7 @@ class ExpandPatterns(beam.DoFn):
         folders = sorted({p.rsplit("/", 1)[0] for p in paths})
         for folder in folders:
             for control in control_files_in(literal(folder)):
-                yield beam.pvalue.TaggedOutput(self.CONTROL, control)
+                yield beam.pvalue.TaggedOutput(self.CONTROL, (control, pattern))
 
 
 def shards(keyed: pa.Table, hashes: np.ndarray, buckets: int) -> list[tuple[int, pa.Table]]:
