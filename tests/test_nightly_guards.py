@@ -120,6 +120,29 @@ def test_a_full_night_missing_a_destination_the_previous_night_read_is_refused(t
     assert {segment for _, segment, _ in members(root, "2026-11-22")} == {"20"}
 
 
+def test_a_full_night_whose_dump_of_a_held_destination_is_empty_is_refused(tmp_path):
+    """The same two destinations, the second night's dump of DID 1234 there but empty (0 bytes: a
+    transfer that created the file and failed): it dropped that destination's members (3 of 12 rows,
+    under max_shrink), exit 0, where the night without the file fails (above). A destination never
+    held may deliver an empty full dump."""
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    one, other = [f"{V[i]} 10" for i in (1, 2, 3)], [f"{V[i]} 20" for i in range(4, 13)]
+    dump(tmp_path, "a", "2026-11-21", one, name="ftp_1234_7_full_1795305600000.sync")
+    (tmp_path / "a" / "20261121" / "ftp_1235_7_full_1795305900000.sync").write_text("".join(f"{l}\n" for l in other))
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "a", "2026-11-22", other, name="ftp_1235_7_full_1795392000000.sync")
+    (tmp_path / "a" / "20261122" / "ftp_1234_7_full_1795392000000.sync").write_bytes(b"")
+    (tmp_path / "a" / "20261122" / "ftp_1236_7_full_1795392000000.sync").write_bytes(b"")  # never held
+    result = cli(config, root, "--date", "2026-11-22")
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert ("data source 'a': tonight's full dump of destination DID 1234 (MASTER_DPID 7) "
+            "(ftp_1234_7_full_1795392000000.sync) is empty, where dt=2026-11-21 read its members") in line, line
+    assert "1236" not in line and "--allow-shrink" in line
+    run(config, root, "--date", "2026-11-22", "--allow-shrink")  # a destination emptied
+    assert {segment for _, segment, _ in members(root, "2026-11-22")} == {"20"}
+
+
 def test_an_iter_night_with_no_audience_to_build_on_is_refused_unless_allowed(tmp_path):
     """A first night (a fresh or moved root) of iter dumps, or a data source new to the config whose
     dumps are iter: the night published an audience of tonight's changes only, exit 0."""

@@ -31,6 +31,11 @@ def _destination(path: str) -> tuple | None:
     return None if name is None else name.destination
 
 
+def _destination_text(destination: tuple) -> str:
+    did, dpid, alias = destination
+    return f"DID {did} (MASTER_DPID {dpid}{', PID_ALIAS ' + alias if alias else ''})"
+
+
 def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
     """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
     names another column would hold each person under both ids (and miss the old ones' removals)."""
@@ -234,11 +239,9 @@ class NightGuard:
                     if source == name and seen[3]}
             lost = sorted(set(held) - tonight)
             if lost:
-                (did, dpid, alias), night = lost[0], held[lost[0]]
                 raise ConfigError(f"data source '{name}': tonight's full dump replaces its audience, but destination "
-                                  f"DID {did} (MASTER_DPID {dpid}{', PID_ALIAS ' + alias if alias else ''}), read by "
-                                  f"{night}, has no dump tonight: its members would be dropped; "
-                                  "give each destination its own data source, or --allow-shrink")
+                                  f"{_destination_text(lost[0])}, read by {held[lost[0]]}, has no dump tonight: its "
+                                  "members would be dropped; give each destination its own data source, or --allow-shrink")
 
     def replacing_all(self, cfg: JobConfig, files: list) -> "NightGuard | None":
         """When tonight's ``files`` (listed at launch) hold a full dump for every configured data
@@ -274,6 +277,8 @@ class NightGuard:
             if not sum(lines.get(path, 0) for path in paths):
                 problems.append(f"data source '{name}': tonight's full dump ({', '.join(map(posixpath.basename, paths))}) "
                                 "is empty, which would publish an empty audience")
+            else:
+                problems += self._empty_destinations(name, paths, lines)
         sizes = audience_sizes(report)
         for name, before in sorted(self.previous_sizes.items()):
             now, limit = sizes.get(name, 0), cfg.shrink_limit(name)
@@ -291,6 +296,22 @@ class NightGuard:
                             "profiles.path missing?")
         if problems:
             raise RunFailed("; ".join(problems) + "; nothing was published (rerun with --allow-shrink if intended)")
+
+    def _empty_destinations(self, name: str, paths: list[str], lines: dict[str, int]) -> list[str]:
+        """A destination whose members the audience holds, whose full dump tonight holds no line
+        beside other destinations' that do: 0 bytes, a transfer that created the file and failed.
+        Its members would be dropped, as with no dump (:meth:`check_destinations`) the night fails."""
+        by_destination: dict[tuple, list[str]] = {}
+        for path in paths:
+            by_destination.setdefault(_destination(path), []).append(path)
+        problems = []
+        for destination, dumps in sorted(by_destination.items(), key=lambda kv: str(kv[0])):
+            seen = self.previous_newest.get((name, destination))
+            if destination is not None and seen is not None and seen[3] and not sum(lines.get(p, 0) for p in dumps):
+                problems.append(f"data source '{name}': tonight's full dump of destination {_destination_text(destination)} "
+                                f"({', '.join(map(posixpath.basename, dumps))}) is empty, where {seen[2]} read its "
+                                "members: they would be dropped")
+        return problems
 
     def before_publish(self, report: dict, cfg: JobConfig, files: list, file_stats: list) -> None:
         """The nightly ``PublishRun`` check: :meth:`check`, then :meth:`carry_forward` into the report."""
