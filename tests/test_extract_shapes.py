@@ -399,3 +399,18 @@ def test_an_export_reads_a_jsonl_extract_whose_first_record_omits_the_visitor_id
     rows = [r for f in ("part-0", "part-1") for t in read_profiles(str(tmp_path / "p" / f"{f}.jsonl"), cfg, export=True)
             for r in t.to_pylist()]
     assert len(rows) == 3
+
+
+def test_a_jsonl_record_longer_than_arrows_block_is_read(tmp_path):
+    """One profile of 120,000 visitor IDs (a shared device's, 5 MB on one line) among others: Arrow's
+    JSON reader, in blocks of 1 MB, refused it ('straddling object ...') and the run failed
+    'profiles.jsonl: inconsistent JSON records' (exit 1), the records consistent. It is read again
+    in one block, as a column whose type changes between blocks is."""
+    import json
+
+    with_dump(tmp_path)
+    path = tmp_path / "p.jsonl"
+    rows = [{"profile_id": f"P{i}", "crm_id": f"C{i}", "visitor_ids": [f"{i:038d}"]} for i in range(3)]
+    rows[1]["visitor_ids"] = [f"{k:038d}" for k in range(120_000)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert profiles_of(path, config(path)) == [{"profile_id": f"P{i}", "k:crm_id": f"C{i}"} for i in range(3)]

@@ -258,10 +258,13 @@ def _read_jsonl(handle, path: str) -> pa.Table:
 def _arrow_json(data: bytes, options: pajson.ParseOptions | None = None) -> pa.Table:
     """Arrow's reading of JSONL. It infers types block by block; where a later block cannot be
     converted to an earlier one's type (a column null for the first blocks, lists after), the
-    types are inferred from the whole file at once."""
+    types are inferred from the whole file at once. So is a file holding a record longer than a
+    block (1 MB: a profile of tens of thousands of visitor IDs), which Arrow may refuse as straddling two."""
     try:
         return pajson.read_json(pa.BufferReader(data), parse_options=options)
-    except pa.ArrowNotImplementedError:
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+        if isinstance(exc, pa.ArrowInvalid) and "straddl" not in str(exc):
+            raise
         whole = pajson.ReadOptions(block_size=min(max(len(data), 1 << 20), (1 << 31) - 1))
         return pajson.read_json(pa.BufferReader(data), read_options=whole, parse_options=options)
 
