@@ -249,6 +249,30 @@ def test_empty_gz_dump_fails_the_import(demo_copy, tmp_path):
     assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out, victim.name, "empty")
 
 
+def test_latin1_lines_spread_over_many_small_dumps_fail_the_import(tmp_path):
+    """A Latin-1 delivery in 50 splits of 10 lines, 2 of each with an accented plain ID: each file's
+    start passed the encoding check (at least 3 invalid lines it asks), and the import published
+    without those 100 users, exit 0 (counted not_utf8), where one file of the same lines failed. The
+    data source's lines are judged together, as a file's are; a stray bad line stays a rejection."""
+    ids = [f"Ren\u00e9e-{n}" if n % 10 < 2 else f"Rene-{n}" for n in range(500)]
+    (tmp_path / "profiles.csv").write_text("profile_id,crm\n" + "".join(f"P{n},{i}\n" for n, i in enumerate(ids)))
+    (tmp_path / "d").mkdir()
+    for f in range(50):
+        body = "".join(f"{i} 24\n" for i in ids[f * 10:(f + 1) * 10])
+        (tmp_path / "d" / f"ftp_1_9_full_1795305600000{f + 1:03d}.sync").write_bytes(body.encode("latin-1"))
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, visitor_ids: null, email: null, phone: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm}]\n")
+    out = tmp_path / "o"
+    last = assert_failed_cleanly(run_import_cli(tmp_path / "job.yaml", out), out, "data source 'crm'",
+                                 "100 of 500 lines of its dumps are not UTF-8", "Latin-1")
+    assert "Ren" not in last
+    for f in range(1, 50):  # 2 bad lines in 500: stray ones
+        path = tmp_path / "d" / f"ftp_1_9_full_1795305600000{f + 1:03d}.sync"
+        path.write_bytes(path.read_bytes().decode("latin-1").encode())
+    assert run_import_cli(tmp_path / "job.yaml", out).returncode == 0
+
+
 def test_a_cr_only_tail_fails_the_import_naming_the_file_and_line(demo_copy, tmp_path):
     """Raised where a chunk is parsed (the stage's pool): still the one line of a failed run."""
     victim = demo_copy / "segments" / "crm-plain" / "ftp_1234_45678_full_1795305600000.sync"

@@ -5,6 +5,7 @@ import posixpath
 
 from transforms.config import JobConfig
 from transforms.diagnosis_findings import in_context, noun
+from transforms.dump_files import not_utf8_text
 from transforms.dump_names import sync_mode_of
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
@@ -105,6 +106,7 @@ def check_report(report: dict, cfg: JobConfig) -> None:
             )
         ds = cfg.data_source(name)
         _check_format_errors(name, entry, ds.max_format_error_ratio)
+        _check_encoding(name, entry)
         _check_full_removals(name, entry, ds)
         _check_invalid_ids(name, entry, ds.max_invalid_id_ratio)
         if ds.decrypts:
@@ -204,6 +206,17 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
         f"data source '{name}': {errors} of {received} lines are format errors, most of them {top} "
         f"(more than max_format_error_ratio={ratio}): {hint} Nothing was published"
     )
+
+
+def _check_encoding(name: str, entry: dict) -> None:
+    """A data source's lines that are not UTF-8, judged together as a dump's start is
+    (:func:`~transforms.dump_files.not_utf8_text`): a Latin-1 delivery in many small files (50 of
+    10 lines, 2 of each with an accented ID) passed each file's check and was published without those
+    lines' users, exit 0, where one file of the same lines failed."""
+    bad, received = entry["rejected_by_reason"].get(Reason.NOT_UTF8.value, 0), entry["received"]
+    if not_utf8_text(bad, received):
+        raise RunFailed(f"data source '{name}': {bad} of {received} lines of its dumps are not UTF-8: Latin-1 / "
+                        "Windows-1252? Save the dumps as UTF-8. Nothing was published")
 
 
 def _check_full_removals(name: str, entry: dict, ds) -> None:
