@@ -419,3 +419,8 @@ def test_a_segment_id_written_with_leading_zeros_is_the_same_segment():
     rows, rejected = parse(f"{VID} 0100,7 00\n{VID2} 100,0 000\n".encode())
     assert rejected == {}
     assert [(r["segments"], r["removed"]) for r in rows] == [(["100", "7"], ["0"]), (["100", "0"], ["0"])]
+    # 19 digits or fewer once its zeros are gone: a number, however many zeros it was written with
+    # (it was rejected, invalid_segment_id, its length checked before they went)
+    rows, rejected = parse(f"{VID} {'0' * 20}42,{'0' * 3}{'9' * 19} {'0' * 25}\n{VID2} 0{'1' * 20}\n".encode())
+    assert rejected == {2: "invalid_segment_id"}
+    assert [(r["segments"], r["removed"]) for r in rows] == [(["42", "9" * 19], ["0"])]

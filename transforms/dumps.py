@@ -132,8 +132,10 @@ def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.nd
     # At most 19 digits (the platform's segment ids are 64-bit numbers): a longer run of digits is
     # two lines run together (a dump without its final line break joined to the next, as ``cat
     # a.gz b.gz`` does), the next line's 38-digit visitor ID ending the segment id.
+    # (the number's digits: zeros in front do not count, '000042' is segment 42, see _without_leading_zeros)
+    digits = pc.utf8_ltrim(flat, characters="0") if pc.any(pc.starts_with(flat, "0")).as_py() else flat
     is_bad = (~pc.ascii_is_decimal(flat).to_numpy(zero_copy_only=False)
-              | pc.greater(pc.binary_length(flat), MAX_SEGMENT_DIGITS).to_numpy(zero_copy_only=False))
+              | pc.greater(pc.binary_length(digits), MAX_SEGMENT_DIGITS).to_numpy(zero_copy_only=False))
     is_bad &= non_empty & ~is_trait
     has_trait = np.bincount(parents[is_trait], minlength=n) > 0
     has_bad = np.bincount(parents[is_bad], minlength=n) > 0
