@@ -249,6 +249,32 @@ def test_a_segment_the_dumps_name_that_got_no_member_is_on_the_page_with_its_lin
     assert shown(html)[(next(iter(report["data_sources"])), ("data-segment", "1403"), "members")] == "0"
 
 
+def test_a_data_source_of_many_segments_shows_its_largest_and_its_empty_ones_and_says_how_many_more():
+    """A delivery naming 200,000 segments wrote a 46 MB page (525,000: 122 MB) that a browser could
+    not open, one row per segment. The page lists SEGMENT_ROWS: first the segments named by lines
+    that got no member ("why does segment X have no one?"), then the largest; it says how many
+    more there are and that report.json lists them all."""
+    from transforms.html_report import SEGMENT_ROWS
+
+    report = _import_report()
+    name, entry = next(iter(report["data_sources"].items()))
+    n = SEGMENT_ROWS + 500
+    entry["segments"] = {str(1000 + i): {"members": i, "lines": i + 1} for i in range(n)}  # 1000 (0 members) .. ordered
+    entry["segments"]["1000"]["lines"] = 7
+    html = render_run(report)
+    rows = [f.row[1] for f in figures(html) if f.source == name and f.row and f.row[0] == "data-segment"
+            and f.name == "members"]
+    largest = [str(1000 + i) for i in range(n - SEGMENT_ROWS + 1, n)]
+    assert sorted(rows) == sorted(["1000", *largest])  # the empty one, then the largest
+    assert shown(html)[(name, None, "segments")] == f"{n:,}"  # the headline counts every segment
+    hidden = n - SEGMENT_ROWS
+    hidden_members = sum(range(1, n - SEGMENT_ROWS + 1))
+    assert re.search(rf"{hidden:,} more segments \({hidden_members:,} members\), not listed here: report\.json "
+                     r"lists every segment", unescape(re.sub(r"<[^>]+>", "", html))), "the page says how many more"
+    small = _import_report()
+    assert "more segments" not in render_run(small)
+
+
 def test_a_rate_short_of_every_line_or_above_none_is_never_printed_as_100_or_0_percent():
     """19,999 of 20,000 lines matched was printed "100.0%", 1 of 20,000 "0.0%": a page saying every
     line matched, or none, when one did not (or one did)."""

@@ -75,8 +75,30 @@ _NOT_COUNTS = {"dpid", "target_dpid", "state_previous_version", "state_version",
 # -------------------------------------------------------------------------------------------------
 # One run (import, nightly partition, export)
 # -------------------------------------------------------------------------------------------------
+# Segments a data source's table lists at most: a delivery naming 200,000 segments wrote a 46 MB page.
+SEGMENT_ROWS = 1000
+
+
+def _listed_segments(segments: dict) -> tuple[dict, int, int]:
+    """The segments the page lists (in report.json's order): all of them, or SEGMENT_ROWS: first
+    those lines named that got no member ("why does segment X have no one?"), then the largest.
+    Returns ``(listed, how many are not, their members)``."""
+    if len(segments) <= SEGMENT_ROWS:
+        return segments, 0, 0
+
+    def rank(item):
+        seg = item[1]
+        members = max(seg.get("members", 0), seg.get("file_audience", 0))
+        return (not (members == 0 and seg.get("lines", 0)), -members)
+
+    keep = {sid for sid, _ in sorted(segments.items(), key=rank)[:SEGMENT_ROWS]}
+    listed = {sid: seg for sid, seg in segments.items() if sid in keep}
+    return listed, len(segments) - len(listed), sum(seg.get("members", 0) for sid, seg in segments.items()
+                                                     if sid not in keep)
+
+
 def _source_view(name: str, entry: dict) -> dict:
-    segments = entry["segments"]
+    segments, hidden, hidden_members = _listed_segments(entry["segments"])
     largest = max((max(s.get("members", 0), s.get("file_audience", 0)) for s in segments.values()), default=0)
     return {
         "name": name,
@@ -92,6 +114,9 @@ def _source_view(name: str, entry: dict) -> dict:
         "keeps_file_audience": report_view.keeps_file_audience(entry),
         "iv_suspect": report_view.iv_suspect(entry),
         "segments": segments,
+        "segment_count": len(entry["segments"]),
+        "segments_not_listed": hidden,
+        "members_not_listed": hidden_members,
         "largest_segment": largest,
         "top_finding": report_view.top_line(entry),
         "undelivered": report_view.undelivered(entry),
