@@ -7,9 +7,11 @@ import pytest
 
 from transforms.config import ConfigError
 from transforms.config_load import parse_config
-from transforms.errors import InputError
+from transforms.errors import InputError, RunFailed
+from transforms.outcomes import Counts
 from transforms.preflight import check_inputs
-from transforms.profiles import read_profiles
+from transforms.profile_columns import check_visitor_entries
+from transforms.profiles import counted_profiles, read_profiles
 
 ROWS = [("P1", "zoé@example.com", "CÉ1", "note, with a comma"), ("P2", "ann@example.com", "C2", "two\nlines"),
         ("P3", "bob@example.com", "C3", 'a "quoted" word')]
@@ -369,10 +371,12 @@ def test_visitor_ids_written_as_a_list_in_text_are_named_so(tmp_path, written, s
     path.write_text(buf.getvalue())
     cfg = parse_config({"profiles": {"path": str(path), "phone": None},
                         "data_sources": [{"name": "v", "dpid": 1, "segments": "s", "id_type": "visitor"}]})
-    with pytest.raises(InputError) as info:
-        list(read_profiles(str(path), cfg))
-    assert str(info.value) == (f"{path}: column 'visitor_ids': 40 entries hold a list written as text ('[...]': a list "
-                               "column saved to CSV): write the IDs separated by profiles.visitor_ids_separator (now ';')")
+    counts = Counts(n for _, entries in counted_profiles(str(path), cfg) for n in entries)
+    with pytest.raises(RunFailed) as info:  # judged over the whole extract (test_visitor_entries.py)
+        check_visitor_entries(counts, cfg.profiles)
+    assert str(info.value) == (f"profiles: column 'visitor_ids' of '{path}': 40 of 40 entries hold a list written as "
+                               "text ('[...]': a list column saved to CSV): write the IDs separated by "
+                               "profiles.visitor_ids_separator (now ';'). Nothing was published")
 
 
 def test_an_export_reads_a_jsonl_extract_whose_first_record_omits_the_visitor_ids(tmp_path):

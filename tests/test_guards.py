@@ -340,64 +340,7 @@ def test_a_source_whose_ids_are_mostly_invalid_fails_naming_the_likely_cause():
             rejected(Reason.INVALID_VISITOR_ID, 40))  # under the ratio
 
 
-# -- the profile side --------------------------------------------------------------------------------
-VIDS = [f"{i:038d}" for i in range(1, 7)]
-
-
-@pytest.mark.parametrize("joined, shown", [("|", "'|'"), (", ", "','")])
-def test_visitor_ids_joined_by_another_separator_fail_the_import(tmp_path, joined, shown):
-    """An extract whose visitor-ID lists are joined by another separator than the configured one
-    ('|' where ';' is configured): the profiles with one ID matched, those with several had no key,
-    and their lines were published as unmatched (here 4 of 6), exit 0. Also a list entry of Parquet
-    or JSONL holding a joined string."""
-    (tmp_path / "profiles.csv").write_text(f"profile_id,visitor_ids\nP1,\"{VIDS[0]}{joined}{VIDS[1]}\"\nP2,{VIDS[2]}\n"
-                                           f"P3,\"{VIDS[3]}{joined}{VIDS[4]}\"\nP4,{VIDS[5]}\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in VIDS))
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv}\n"
-        "data_sources: [{name: web, dpid: 9, segments: d/*, id_type: visitor}]\n")
-    out = tmp_path / "o"
-    assert_failed_cleanly(run_import_cli(tmp_path / "job.yaml", out), out, "profiles.csv", "column 'visitor_ids'",
-                          f"2 entries hold several visitor IDs joined by {shown}", "visitor_ids_separator")
-    (tmp_path / "job.yaml").write_text((tmp_path / "job.yaml").read_text().replace(
-        "path: profiles.csv}", f"path: profiles.csv, visitor_ids_separator: '{joined.strip()}'}}"))
-    report = import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(out)])
-    assert report["data_sources"]["web"]["reconciled"] == 6
-
-
-def test_a_list_entry_holding_several_visitor_ids_fails_the_extract(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from transforms.errors import InputError
-    from transforms.profiles import read_profiles
-
-    path = tmp_path / "p.parquet"
-    pq.write_table(pa.table({"profile_id": ["P1", "P2"], "visitor_ids": [[VIDS[0], f"{VIDS[1]},{VIDS[2]}"], None]}), path)
-    cfg = parse_config({"profiles": {"path": str(path)},
-                        "data_sources": [{"name": "web", "dpid": 9, "segments": "s", "id_type": "visitor"}]})
-    with pytest.raises(InputError, match=r"column 'visitor_ids': 1 entry holds several visitor IDs joined by ','"):
-        list(read_profiles(str(path), cfg))
-
-
-def test_one_stray_joined_entry_among_many_does_not_stop_the_extract(tmp_path):
-    """A wrong separator joins the IDs of every profile holding several; one stray joined entry among
-    a batch's hundreds is a bad row, not a configuration: it gives no key (counted in
-    profile_values_without_key) and the extract is read, or a nightly would stop for one row."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from transforms.profiles import read_profiles
-
-    path = tmp_path / "p.parquet"
-    lists = [[VIDS[0]]] * 150 + [[f"{VIDS[1]}|{VIDS[2]}"]]
-    pq.write_table(pa.table({"profile_id": [f"P{i}" for i in range(len(lists))], "visitor_ids": lists}), path)
-    cfg = parse_config({"profiles": {"path": str(path)},
-                        "data_sources": [{"name": "web", "dpid": 9, "segments": "s", "id_type": "visitor"}]})
-    assert sum(t.num_rows for t in read_profiles(str(path), cfg)) == 151
-
-
+# -- the profile side (visitor-ID entries joined by another separator: test_visitor_entries.py) ---------
 def test_visitor_ids_stored_as_numbers_are_read_with_their_leading_zeros(tmp_path):
     """A database export's NUMBER(38) visitor-ID column (decimal(38,0) in Parquet, alone or in a list)
     holds no leading zero: '0838...' read as 37 digits, no key, and the profile's lines were published

@@ -24,6 +24,7 @@ from isal import igzip, isal_zlib
 
 from transforms.dump_names import parse_dump_name
 from transforms.errors import InputError
+from transforms.reasons import not_stray
 
 # Decompressed bytes read at a time, and the unit of the dump stage's pool. 8 MiB rather than 64:
 # a 64 MiB chunk and its parse buffers are fresh mmaps (glibc maps blocks over its threshold) whose
@@ -250,7 +251,7 @@ def check_text_start(path: str, head: bytes) -> int:
 def not_utf8_text(bad: int, lines: int) -> bool:
     """Whether ``bad`` lines (or invalid byte sequences) that are not UTF-8 among ``lines`` make text
     of another encoding (Latin-1, Windows-1252), not stray bad lines: at least 3, and 1 % of them."""
-    return bad >= 3 and bad * 100 >= lines
+    return not_stray(bad, lines)
 
 
 def bare_cr(path: str, line: int) -> InputError:

@@ -38,7 +38,7 @@ from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
 from transforms.outcomes import Metric, Removal, count, runner_counter
 from transforms.parallel import HeapDoFn
-from transforms.profiles import KEY_PREFIX, read_profiles
+from transforms.profiles import KEY_PREFIX, counted_profiles, read_profiles
 from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms.suppression import Suppressor
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
@@ -257,9 +257,10 @@ class ReadTargetedProfiles(HeapDoFn):
         ds = self._spec.data_source
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
-        for profiles in read_profiles(path, self._cfg, export=True):
+        for profiles, entries in counted_profiles(path, self._cfg, export=True):
             self._read.inc(profiles.num_rows)
-            yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
+            for n in [count(Metric.PROFILES_READ, profiles.num_rows), *entries]:
+                yield beam.pvalue.TaggedOutput(self.COUNTS, n)
             status = row_status(profiles, self._cfg, self._suppressor)
             if (status != OK).any():
                 blocked = blocked_user_ids(profiles, status, ds, self._cfg, self._encryptor)

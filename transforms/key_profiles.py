@@ -24,7 +24,7 @@ from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_ent
 from transforms.memory import map_big_blocks, release_free_memory
 from transforms.outcomes import COUNTS, Metric, count, runner_counter
 from transforms.parallel import OnceEach, PooledDoFn, submit
-from transforms.profiles import read_profiles
+from transforms.profiles import counted_profiles
 
 
 class KeyProfiles(PooledDoFn):
@@ -87,10 +87,11 @@ class KeyProfiles(PooledDoFn):
         screens: list[pa.Table] = []  # the screen rows of the batches read since the last screen element
         screened = 0  # the profile rows those batches hold
         try:
-            for profiles in read_profiles(path, cfg, batch_rows=self.BATCH_ROWS,
-                                          extra=screen_columns(cfg, path) if diagnosis else ()):
+            for profiles, entries in counted_profiles(path, cfg, batch_rows=self.BATCH_ROWS,
+                                                      extra=screen_columns(cfg, path) if diagnosis else ()):
                 self._rows.inc(profiles.num_rows)
-                yield beam.pvalue.TaggedOutput(COUNTS, count(Metric.PROFILES_READ, profiles.num_rows))
+                for n in [count(Metric.PROFILES_READ, profiles.num_rows), *entries]:
+                    yield beam.pvalue.TaggedOutput(COUNTS, n)
                 if diagnosis:
                     screens.append(screen_rows(profiles, first_row))
                     first_row += profiles.num_rows

@@ -50,6 +50,12 @@ class Metric(StrEnum):
     SUPPRESSED = "suppressed"  # file-audience entries withheld (suppressed addresses), counted once merged
     # Import, job-wide.
     PROFILES_READ = "profiles_read"
+    # Import and export, job-wide: the extract's visitor-ID entries, judged over all its files
+    # (transforms.profile_columns.check_visitor_entries); detail: the column's kind, list or text.
+    VISITOR_ENTRIES = "visitor_entries"  # entries read
+    VISITOR_ENTRIES_JOINED = "visitor_entries_joined"  # holding several IDs joined by another character
+    VISITOR_ENTRIES_JOINED_BY = "visitor_entries_joined_by"  # detail: the joining character, as shown
+    VISITOR_ENTRIES_LISTED = "visitor_entries_listed"  # holding a list written as text ('[...]')
     # Export (job-wide): target rows, then one outcome per distinct target (SUPPRESSED above too),
     # then the user IDs against the earlier state, then what was sent.
     TARGET_ROWS = "target_rows"

@@ -1,6 +1,6 @@
 """Profile-extract columns as the text keys are computed from: ids and keys (numbers become their
-digits, :func:`id_text`) and the visitor-ID column as lists of IDs (split, padded back to 38 digits,
-refused when its entries hold several IDs joined by another separator). Used by
+digits, :func:`id_text`) and the visitor-ID column as lists of IDs (split, padded back to 38 digits),
+its entries counted and judged over the whole extract (several IDs joined by another separator). Used by
 :mod:`transforms.profiles` and by the export's targets (:mod:`transforms.targets`); part of the
 profile-key cache's code identity (:data:`transforms.key_cache.KEY_MODULES`)."""
 from __future__ import annotations
@@ -11,7 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_utils import plain_array
-from transforms.errors import InputError
+from transforms.config import ProfilesConfig
+from transforms.errors import InputError, RunFailed
+from transforms.outcomes import Counts, Metric, count
+from transforms.reasons import not_stray
 
 
 def id_text(values, path: str, column: str) -> pa.Array:
@@ -119,36 +122,66 @@ def _padded_entries(entries: pa.Array) -> pa.Array:
     return pc.if_else(pc.fill_null(short, False), pc.utf8_lpad(trimmed, 38, "0"), entries)
 
 
-_JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")
+_JOINED = re.compile(r"[0-9]{38}([^0-9]+)[0-9]{38}")  # two IDs and what joins them
 
 
-def check_not_joined(lists: pa.Array, path: str, column: str, sep: str, kind: pa.DataType) -> None:
-    """Fail when a visitor-ID entry holds several IDs joined by another character: lists written
-    with another separator than ``sep`` ('|' where ';' is configured), or a list entry holding a
-    joined string, in 1 % or more of a batch's entries. Those profiles gave no visitor key, their
-    lines were unmatched, exit 0. Only
-    entries longer than one ID are searched (a length kernel over the rest); the message shows the
-    joining character, never an ID."""
+def visitor_entry_counts(lists: pa.Array, kind: pa.DataType) -> list:
+    """A batch's visitor-ID entries as counts (``(Count, n)``, job-wide), judged over the whole extract
+    by :func:`check_visitor_entries`: the entries read; those holding a list written as text ('[...]')
+    and those holding several IDs joined by another character than the separator (lists written with
+    another one, or a list entry holding a joined string), ``detail`` the column's kind (``list`` or
+    ``text``); the joined ones again under the character joining the batch's first (as shown, never an
+    ID). Only entries longer than one ID are searched (a length kernel over the rest)."""
     flat = pc.list_flatten(lists)
+    counts = [count(Metric.VISITOR_ENTRIES, len(flat))]
     longer = pc.filter(flat, pc.fill_null(pc.greater(pc.binary_length(flat), 38), False))
     if not len(longer):
-        return
-    as_list = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+        return counts
+    form = "list" if pa.types.is_list(kind) or pa.types.is_large_list(kind) else "text"
     # A list column saved to CSV (pandas: "['838...', '123...']"; JSON: '["838..."]'): no entry is an ID.
     listed = pc.sum(pc.starts_with(pc.utf8_trim_whitespace(longer), "[")).as_py() or 0
-    if listed * 100 >= len(flat):
-        remedy = "write one ID per list entry" if as_list else \
+    matched = pc.fill_null(pc.match_substring_regex(longer, _JOINED.pattern), False)
+    joined = pc.sum(matched).as_py() or 0
+    if listed:
+        counts.append(count(Metric.VISITOR_ENTRIES_LISTED, listed, detail=form))
+    if joined:  # the batch's joined entries, under the character joining its first (what the message shows)
+        between = _shown(_JOINED.search(longer[pc.index(matched, True).as_py()].as_py()).group(1))
+        counts += [count(Metric.VISITOR_ENTRIES_JOINED, joined, detail=form),
+                   count(Metric.VISITOR_ENTRIES_JOINED_BY, joined, detail=between)]
+    return counts
+
+
+def _shown(between: str) -> str:
+    """The joining text as a message shows it: a short printable one without letters or digits, quoted
+    (a count's detail: never a control character, which the counts' coder separates fields with)."""
+    between = between.strip() or " "
+    shown = len(between) <= 3 and between.isprintable() and not any(c.isalnum() for c in between)
+    return f"'{between}'" if shown else "another character"
+
+
+def check_visitor_entries(counts: Counts, profiles: ProfilesConfig) -> None:
+    """Raise :class:`RunFailed` (nothing published) when the extract's visitor-ID entries, over all
+    its files and batches (:func:`visitor_entry_counts`), hold lists written as text or several IDs
+    joined by another character than ``visitor_ids_separator``, at least 3 and 1 % of them
+    (:func:`~transforms.reasons.not_stray`): those profiles gave no key and their lines were
+    unmatched, exit 0. Fewer are stray bad rows: they give no key (``profile_values_without_key``).
+    Judged once: a batch's or a file's share depended on how the extract was split (one stray entry
+    among 2,500 profiles in parts of 5 rows failed the run, in parts of 250 it did not)."""
+    total, sep = counts.get(Metric.VISITOR_ENTRIES), profiles.visitor_ids_separator
+    where = f"profiles: column '{profiles.visitor_ids}' of '{profiles.path}'"
+    listed = counts.details(Metric.VISITOR_ENTRIES_LISTED)
+    if not_stray(sum(listed.values()), total):
+        remedy = "write one ID per list entry" if _most_common(listed) == "list" else \
             f"write the IDs separated by profiles.visitor_ids_separator (now '{sep}')"
-        raise InputError(path, f"column '{column}': {_entries(listed)} a list written as text ('[...]': a list column saved to "
-                               f"CSV): {remedy}")
-    joined = pc.filter(longer, pc.fill_null(pc.match_substring_regex(longer, _JOINED.pattern), False))
-    if len(joined) * 100 < len(flat):  # under 1 %: stray bad rows (no key, counted), not the separator
-        return
-    between = _JOINED.search(joined[0].as_py()).group(1).strip() or " "
-    shown = f"'{between}'" if len(between) <= 3 and not any(c.isalnum() for c in between) else "another character"
-    remedy = "write one ID per list entry" if as_list else f"set profiles.visitor_ids_separator (now '{sep}') to the extract's"
-    raise InputError(path, f"column '{column}': {_entries(len(joined))} several visitor IDs joined by {shown}: {remedy}")
+        raise RunFailed(f"{where}: {sum(listed.values())} of {total} entries hold a list written as text ('[...]': a "
+                        f"list column saved to CSV): {remedy}. Nothing was published")
+    joined = counts.details(Metric.VISITOR_ENTRIES_JOINED)
+    if not_stray(sum(joined.values()), total):
+        remedy = "write one ID per list entry" if _most_common(joined) == "list" else \
+            f"set profiles.visitor_ids_separator (now '{sep}') to the extract's"
+        raise RunFailed(f"{where}: {sum(joined.values())} of {total} entries hold several visitor IDs joined by "
+                        f"{_most_common(counts.details(Metric.VISITOR_ENTRIES_JOINED_BY))}: {remedy}. Nothing was published")
 
 
-def _entries(n: int) -> str:
-    return "1 entry holds" if n == 1 else f"{n} entries hold"
+def _most_common(counted: dict[str, int]) -> str:
+    return max(sorted(counted), key=counted.get)

@@ -31,7 +31,7 @@ from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
-from transforms.profile_columns import check_not_joined, id_text, profile_id_text, visitor_lists
+from transforms.profile_columns import id_text, profile_id_text, visitor_entry_counts, visitor_lists
 from transforms.storage import not_text, open_input
 
 BATCH_ROWS = 1 << 20
@@ -78,9 +78,11 @@ def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Arr
     return consent_of(opt, p.opt_out_missing)
 
 
-def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False, extra: Sequence[str] = ()) -> pa.Table:
+def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False, extra: Sequence[str] = (),
+                counts: list | None = None) -> pa.Table:
     """Map an extract's columns to the standard profile table (see the module's docstring); ``extra``
-    columns of the extract become ``k:`` columns too, where present and not nested (lists, structs)."""
+    columns of the extract become ``k:`` columns too, where present and not nested (lists, structs).
+    ``counts``: the visitor-ID entries' counts are added to it (:func:`visitor_entry_counts`)."""
     p = cfg.profiles
     n = table.num_rows
     ids = profile_id_text(table[p.id], path, p.id)
@@ -98,8 +100,8 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     has_visitors = p.visitor_ids and p.visitor_ids in table.column_names
     cols["visitor_ids"] = visitor_lists(table[p.visitor_ids] if has_visitors else None, n, p.visitor_ids_separator,
                                          path, p.visitor_ids)
-    if has_visitors:
-        check_not_joined(cols["visitor_ids"], path, p.visitor_ids, p.visitor_ids_separator, table[p.visitor_ids].type)
+    if has_visitors and counts is not None:
+        counts += visitor_entry_counts(cols["visitor_ids"], table[p.visitor_ids].type)
     cols["opt_out"] = _opt_out(table, cfg, path, export)
     for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = _text(table, col, path)
@@ -156,6 +158,14 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, expo
     """Yield standardized profile tables from one extract file (local or gs://), in batches of
     ``BATCH_ROWS`` rows unless told. ``export``: read and check the opt-out column; ``extra``: more
     extract columns to carry (see standardize)."""
+    for profiles, _ in counted_profiles(path, cfg, batch_rows, export, extra):
+        yield profiles
+
+
+def counted_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, export: bool = False,
+                     extra: Sequence[str] = ()) -> Iterator[tuple[pa.Table, list]]:
+    """:func:`read_profiles`' batches, each with its counts (``(Count, n)``) of the visitor-ID entries,
+    which a reader of the whole extract emits for :func:`~transforms.profile_columns.check_visitor_entries`."""
     batch_rows = batch_rows or BATCH_ROWS
     fmt = cfg.profiles.resolved_format
     offset = 0  # rows of the file before the current batch: an error names the file's line or row
@@ -163,7 +173,8 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, expo
         try:
             if fmt != "csv":  # Arrow's CSV reader checks UTF-8; its JSON and Parquet readers do not
                 table.validate(full=True)
-            profiles = standardize(table, cfg, path, export, extra)
+            counts: list = []
+            profiles = standardize(table, cfg, path, export, extra, counts)
         except BadOptOut as bad:
             raise _opt_out_error(path, fmt, cfg.profiles.opt_out, bad, offset) from None
         except pa.ArrowInvalid as exc:  # (its message may quote the value: never shown)
@@ -172,7 +183,7 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, expo
             rows = f"{offset + 1}-{offset + table.num_rows}"
             raise InputError(path, f"not UTF-8 text in rows {rows} {AS_UTF8}") from None
         offset += table.num_rows
-        yield profiles
+        yield profiles, counts
 
 
 def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: int,

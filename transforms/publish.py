@@ -35,6 +35,7 @@ from transforms import publish_journal
 from transforms.output_lock import write_error
 from transforms.parallel import PooledDoFn, in_global_window
 from transforms.publish_journal import Journal, apply, commit, read_journal
+from transforms.profile_columns import check_visitor_entries
 from transforms.report import build_report, check_report
 from transforms.row_order import sorted_rows
 from transforms.storage import glob, join_path
@@ -320,7 +321,9 @@ class _Publish(beam.DoFn):
         by_source: dict[str, list[dict]] = {}
         for name, path in sorted(files):
             by_source.setdefault(name, []).append(self._file_entry(name, path))
-        report = build_report(self._cfg, Counts(counts), by_source, self._run_date, diagnosis=dict(diagnosis))
+        counts = Counts(counts)
+        check_visitor_entries(counts, self._cfg.profiles)  # over the whole extract: its files, its batches
+        report = build_report(self._cfg, counts, by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
         if self._check is not None:
             self._check(report, self._cfg, files, file_stats)

@@ -115,3 +115,10 @@ assert set(_CATEGORY) == set(Reason) == set(_DESCRIPTION), "every reason needs a
 # CBC padding valid and garbles the plaintext, which then is no address of the channel.
 DECRYPT_FAILURES = (Reason.DECRYPT_FAILED, Reason.NOT_STANDARD_BASE64, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY,
                     Reason.KEY_NOT_ACTIVE, Reason.INVALID_PLAINTEXT)
+
+
+def not_stray(bad: int, total: int) -> bool:
+    """Whether ``bad`` lines or entries among ``total`` are a cause (another encoding, another
+    separator), not stray bad rows: at least 3, and 1 % of them. One rule for every such judgement
+    (a dump's start, a data source's dumps, an extract's visitor-ID entries)."""
+    return bad >= 3 and bad * 100 >= total
