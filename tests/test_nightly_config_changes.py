@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -174,3 +175,18 @@ def test_a_file_audience_started_on_a_night_without_a_dump_is_refused_on_the_nex
         run(config, root, "--date", "2026-11-21")
     run(config, root, "--date", "2026-11-21", "--allow-gap")  # carried as it is, asked for
     run(config, root, "--date", "2026-11-22")  # builds on a night that says it holds the (empty) file audience
+
+
+def test_a_night_without_a_delivery_after_the_job_folder_moved_is_no_gap(tmp_path):
+    """The job's folder moved between night 20 and night 22, nothing delivered on night 21: the gap
+    check took the segments (relative to the config, so under the new folder) for edited since, and
+    refused night 22 'cannot tell which had dumps'. Night 20's dumps are listed under the new folder:
+    night 21, listed there too, delivered nothing."""
+    (tmp_path / "old").mkdir()
+    config = write_job(tmp_path / "old", sources=("a",))
+    dump(tmp_path / "old", "a", "2026-11-20", everyone("a", ids=range(1, 4)))
+    run(config, tmp_path / "old" / "root", "--date", "2026-11-20")
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    dump(tmp_path / "new", "a", "2026-11-22", [f"{V[1]}  10"], mode="iter")
+    run(tmp_path / "new" / "job.yaml", tmp_path / "new" / "root", "--date", "2026-11-22")
+    assert members(tmp_path / "new" / "root", "2026-11-22") == {("a", "10", "p2"), ("a", "10", "p3")}

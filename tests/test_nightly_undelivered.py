@@ -185,3 +185,16 @@ def test_segments_edited_so_they_would_not_match_the_last_delivery_are_not_taken
     config = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2})
     run(config, root, "--date", "2026-11-28")
     assert ("b", "20", "p5") in members(root, "2026-11-28")
+
+
+def test_a_silent_night_after_the_job_folder_moved_is_carried(tmp_path):
+    """The job's folder (config, dumps, root) moved to another disk, segments unchanged as written
+    (relative to the config): b silent that night was refused 'its segments changed since (a
+    typo?)', the paths the last night read being under the old folder. Its dumps, listed under the
+    new one, are the same files: b is carried."""
+    (tmp_path / "old").mkdir()
+    two_nights(tmp_path / "old")
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    dump(tmp_path / "new", "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    run(tmp_path / "new" / "job.yaml", tmp_path / "new" / "root", "--date", "2026-11-28")
+    assert ("b", "20", "p6") in members(tmp_path / "new" / "root", "2026-11-28")

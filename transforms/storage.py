@@ -212,9 +212,14 @@ def matched(pattern: str, limit: int | None = None) -> list:
 
 def matches_any(pattern: str, paths: list[str]) -> bool:
     """Whether the glob ``pattern`` matches one of ``paths`` (as the listing matches them: ``*``
-    stops at ``/``), without listing anything: would a glob have found files listed before?"""
+    stops at ``/``): would a glob have found files listed before? Failing that, whether it lists
+    every one of them by name where it points now: a job folder moved (relative paths are resolved
+    against the config's) moves the files with it, and was taken for segments edited since."""
     regex = re.compile(FileSystem.translate_pattern(pattern))
-    return any(regex.match(path) for path in paths)
+    if any(regex.match(path) for path in paths):
+        return True
+    names = {posixpath.basename(path) for path in paths}
+    return bool(names) and names <= {posixpath.basename(path) for path in glob(pattern, missing_ok=True)}
 
 
 def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[str]:
