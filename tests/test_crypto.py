@@ -616,6 +616,15 @@ def test_a_key_file_saved_with_a_byte_order_mark_loads_its_key(tmp_path):
     assert str(exc.value) == f"file:{binary}: content is not text (expected hex or base64)"
 
 
+def test_an_env_value_taken_from_a_key_file_with_a_byte_order_mark_loads_its_key(monkeypatch):
+    """The same Notepad file handed over as an environment variable (AES_KEY=$(cat key.txt)) keeps
+    its UTF-8 mark in front of the hex: file:key.txt loaded, env:AES_KEY failed 'value is not valid
+    hex'. An env: value is read as the file's text is."""
+    monkeypatch.setenv("AK_BOM", "\ufeff" + KEY256.hex() + "\r\n")
+    assert load_secret("env:AK_BOM", "hex") == KEY256
+    assert load_secret("env:AK_BOM") == KEY256
+
+
 def test_load_secret_bad_reference_does_not_echo_it():
     for ref in (KEY256.hex(), KEY256_B64, "vault:thing", "env:", "file:"):
         with pytest.raises(KeyMaterialError) as exc:

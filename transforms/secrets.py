@@ -120,6 +120,7 @@ def _read_ref(ref: str) -> str:
         value = os.environ.get(name)
         if value is None:
             raise KeyMaterialError(f"{label}: environment variable is not set")
+        value = value.removeprefix("\ufeff")  # set from a key file saved with the mark (KEY=$(cat key.txt))
     else:
         try:
             with open(name, "rb") as fh:
