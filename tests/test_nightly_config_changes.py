@@ -102,7 +102,6 @@ PLAIN = {"id_type": "declared", "declared": "plain", "match_on": "crm_id"}
 
 @pytest.mark.parametrize("source, profiles, changed", [
     (HASHED, {}, {"normalization": "google"}),
-    (HASHED, {}, {"digest": "base64"}),
     (HASHED, {}, {"hash_algorithm": "sha1"}),
     (HASHED, {}, {"match_on": "work_email"}),
     (HASHED, {"email": "contact"}, {"match_on": "contact"}),  # the same column, read as text, not an email
@@ -117,6 +116,7 @@ def test_the_settings_that_decide_a_membership_change_the_form(source, profiles,
 
 @pytest.mark.parametrize("source, changed", [
     (HASHED, {"max_shrink": 0.9, "max_nights_without_delivery": 2, "sync_mode": "iter", "name": "t"}),
+    (HASHED, {"digest": "base64"}),  # the same digest's bytes, which the join runs on
     (PLAIN, {"normalization": "google", "segments": "e/*", "allow_no_match": True}),
 ])
 def test_settings_that_decide_no_membership_leave_the_form(source, changed):
@@ -190,3 +190,27 @@ def test_a_night_without_a_delivery_after_the_job_folder_moved_is_no_gap(tmp_pat
     dump(tmp_path / "new", "a", "2026-11-22", [f"{V[1]}  10"], mode="iter")
     run(tmp_path / "new" / "job.yaml", tmp_path / "new" / "root", "--date", "2026-11-22")
     assert members(tmp_path / "new" / "root", "2026-11-22") == {("a", "10", "p2"), ("a", "10", "p3")}
+
+
+def test_an_iter_night_after_the_partner_changed_its_digest_encoding_builds_on_the_last(tmp_path):
+    """The partner sends its SHA-256 digests in base64 from tonight, hex before, and the config says
+    so (digest: base64): the night was refused 'matched its IDs to profiles under other settings
+    (digest hex, now base64)', --allow-gap the only way on. Both encodings write the same 32 bytes,
+    the key the join runs on: a digest names the profile it named, and tonight's removal removes."""
+    import base64
+    import hashlib
+
+    config, root = crm_job(tmp_path), tmp_path / "root"
+    emails = [f"u{i}@example.com" for i in range(1, 4)]
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(1, 4)], "email": emails}),
+                   tmp_path / "profiles.parquet")
+    edit(config, declared="hashed", match_on="email")
+    job = json.loads(config.read_text())
+    config.write_text(json.dumps({**job, "profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None}}))
+    sha = [hashlib.sha256(e.encode()).digest() for e in emails]
+    crm_dump(tmp_path, "2026-11-20", "full", [f"{d.hex()} 10" for d in sha])
+    run(config, root, "--date", "2026-11-20")
+    edit(config, digest="base64")
+    crm_dump(tmp_path, "2026-11-21", "iter", [f"{base64.b64encode(sha[0]).decode()}  10"])
+    run(config, root, "--date", "2026-11-21")
+    assert members(root, "2026-11-21") == {("crm", "10", "p2"), ("crm", "10", "p3")}

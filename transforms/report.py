@@ -87,8 +87,8 @@ def match_form(ds, cfg: JobConfig) -> dict:
     elif ds.declared == "hashed" or ds.decrypts:
         form.update(channel=ds.channel if ds.decrypts else None, kind=ds.key_kind, normalization=ds.normalization,
                     region=cfg.region_for(ds) if ds.key_kind == "phone" else None)
-        if ds.declared == "hashed":
-            form.update(digest=ds.digest_encoding, hash_algorithm=ds.hash_algorithm)
+        if ds.declared == "hashed":  # (not its digest's encoding: hex and base64 write the bytes the join runs on)
+            form.update(hash_algorithm=ds.hash_algorithm)
     else:  # plain, or encrypted with channel 'other' (the token is the key)
         form.update(channel=ds.channel if ds.declared == "encrypted" else None, ignore_case=ds.ignore_case)
     return form
