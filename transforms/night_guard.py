@@ -63,13 +63,20 @@ def newest_deliveries(report: dict, night: str) -> dict[tuple, tuple[int, str, s
     """``(timestamp_ms, path, night, held)`` of the newest dump per (data source, destination) a night's
     report knows, among the names with a timestamp (a delivery): those it read, and those earlier
     nights read that it carried forward (``earlier_deliveries``). ``held``: that destination's rows are
-    in the night's audience (read since the data source's last full dump)."""
+    in the night's audience (read since the data source's last full dump, and not only full dumps of
+    no line: a destination with no member yet was refused as one emptied, night after night)."""
     newest: dict[tuple, tuple[int, str, str, bool]] = {}
     for source, entry in report["data_sources"].items():
+        read: dict[tuple, list[tuple[int, dict]]] = {}  # destination: its dumps the night read
         for f in entry.get("files", ()):
             name = parse_dump_name(f["path"])
             if name is not None:
-                key, seen = (source, name.destination), (name.timestamp_ms, f["path"], night, True)
+                read.setdefault(name.destination, []).append((name.timestamp_ms, f))
+        for destination, dumps in read.items():
+            # full dumps of no line (the report's lines; a report without them: held) left it no member
+            held = not all(f.get("sync_mode") == "full" and f.get("lines") == 0 for _, f in dumps)
+            for ms, f in dumps:
+                key, seen = (source, destination), (ms, f["path"], night, held)
                 newest[key] = max(newest.get(key, seen), seen)
         for earlier in entry.get("earlier_deliveries", ()):  # destinations the night read no dump of
             newest.setdefault((source, tuple(earlier["destination"])), (

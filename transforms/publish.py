@@ -319,8 +319,9 @@ class _Publish(beam.DoFn):
     def process(self, _, parts, counts, files, controls, file_stats, diagnosis):
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
+        lines = {path: stats.lines for path, stats in file_stats}
         for name, path in sorted(files):
-            by_source.setdefault(name, []).append(self._file_entry(name, path))
+            by_source.setdefault(name, []).append(self._file_entry(name, path, lines.get(path)))
         counts = Counts(counts)
         check_visitor_entries(counts, self._cfg.profiles)  # over the whole extract: its files, its batches
         report = build_report(self._cfg, counts, by_source, self._run_date, diagnosis=dict(diagnosis))
@@ -330,11 +331,14 @@ class _Publish(beam.DoFn):
         publish_outputs(self._output_dir, self._run_dir, self._outputs, parts, report, self._manifest)
         yield report
 
-    def _file_entry(self, name: str, path: str) -> dict:
-        """A dump in the report: its parsed name fields; a configured ``sync_mode`` wins."""
+    def _file_entry(self, name: str, path: str, lines: int | None) -> dict:
+        """A dump in the report: its parsed name fields (a configured ``sync_mode`` wins) and the
+        lines read of it (a destination whose full dumps hold none holds no member: night_guard)."""
         parsed = parse_dump_name(path)
         entry = {"path": path, **({"sync_mode": parsed.sync_mode, "timestamp_ms": parsed.timestamp_ms,
                                     "split": parsed.split} if parsed else {"name_parsed": False})}
+        if lines is not None:
+            entry["lines"] = lines
         configured = self._cfg.data_source(name).sync_mode
         if configured != "from_name":
             entry["sync_mode"] = configured
