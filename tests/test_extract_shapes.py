@@ -194,6 +194,23 @@ def test_a_targets_file_in_utf16_is_told_to_be_saved_as_utf8_as_a_targets_file(t
         f"--targets: {path}: UTF-16/UTF-32 text (a byte order mark or NUL bytes), not UTF-8: save the targets file as UTF-8"]
 
 
+def test_a_compressed_part_of_an_extract_folder_is_not_told_to_change_the_folder(tmp_path):
+    """profiles.path 'extract/' (a folder's files), one part gzip under part-0.csv: told 'rename it
+    part-0.csv.gz and change 'extract' to match it (as it stands, the renamed file would not be read)',
+    when the folder reads it renamed (the import then ran, exit 0): a cause the path did not have."""
+    import gzip
+
+    with_dump(tmp_path)
+    (tmp_path / "extract").mkdir()
+    part = tmp_path / "extract" / "part-0.csv"
+    part.write_bytes(gzip.compress(csv_text().encode()))
+    cfg = config(tmp_path / "extract", format="csv")
+    cfg = cfg.model_copy(update={"profiles": cfg.profiles.model_copy(update={"path": f"{tmp_path}/extract/"})})
+    with pytest.raises(ConfigError) as info:
+        check_inputs(cfg)
+    assert str(info.value) == f"profiles.path: {part}: gzip content under a name without .gz: rename it part-0.csv.gz"
+
+
 def test_a_parquet_file_under_a_csv_name_is_named_as_such(tmp_path):
     """It was refused 'UTF-16/UTF-32 text' (NUL bytes in its first line): the bytes are Parquet's."""
     import pyarrow as pa

@@ -58,7 +58,8 @@ def _renamed_unread(renamed: str, pattern: str | None) -> str:
     """What to add to a 'rename it' advice when the new name falls outside the path or glob that
     listed the file: a list under ``lists/*.txt`` renamed ``b.txt.gz`` as told was no longer read,
     its addresses shared, exit 0 (a part of an extract, or of the targets, dropped the same way)."""
-    last = posixpath.basename(pattern.rstrip("/")) if pattern else ""
+    # (a folder's files, 'extract/', reads the renamed file as it read the old one)
+    last = posixpath.basename(pattern) if pattern else ""
     if not last or fnmatch.fnmatchcase(posixpath.basename(renamed), last):
         return ""
     return f" and change '{last}' to match it (as it stands, the renamed file would not be read)"
