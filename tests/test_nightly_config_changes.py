@@ -214,3 +214,27 @@ def test_an_iter_night_after_the_partner_changed_its_digest_encoding_builds_on_t
     crm_dump(tmp_path, "2026-11-21", "iter", [f"{base64.b64encode(sha[0]).decode()}  10"])
     run(config, root, "--date", "2026-11-21")
     assert members(root, "2026-11-21") == {("crm", "10", "p2"), ("crm", "10", "p3")}
+
+
+def test_an_iter_night_after_a_normalization_change_that_keys_alike_builds_on_the_last(tmp_path):
+    """A hashed source on crm_id (keys trimmed, whatever the profile) given normalization: meta for
+    adobe: the night was refused 'matched its IDs to profiles under other settings (normalization
+    adobe, now meta)' (exit 2) though every key was the same; so were a phone source's adobe -> google
+    (both '+' and digits) and an email source's adobe -> meta. Profiles that key a kind alike are
+    one form; those that do not (uid2's or google's gmail rules, meta's phones) are still refused."""
+    import hashlib
+
+    config, root = crm_job(tmp_path), tmp_path / "root"
+    edit(config, declared="hashed")
+    sha = {c: hashlib.sha256(c.encode()).hexdigest() for c in ("C1", "C2", "C3")}
+    crm_dump(tmp_path, "2026-11-20", "full", [f"{d} 10" for d in sha.values()])
+    run(config, root, "--date", "2026-11-20")
+    edit(config, normalization="meta")
+    crm_dump(tmp_path, "2026-11-21", "iter", [f"{sha['C1']}  10"])
+    run(config, root, "--date", "2026-11-21")
+    assert members(root, "2026-11-21") == {("crm", "10", "p2"), ("crm", "10", "p3")}
+    from transforms.normalize import same_rules
+
+    assert same_rules("phone", "adobe", "google") and same_rules("email", "adobe", "meta")
+    assert not any(same_rules(kind, a, b) for kind, a, b in [("phone", "adobe", "meta"), ("phone", "adobe", "uid2"),
+                   ("email", "adobe", "google"), ("email", "uid2", "google"), ("other", "adobe", "none")])

@@ -21,6 +21,7 @@ from transforms.config import JobConfig
 from transforms.dump_names import parse_dump_name, sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
+from transforms.normalize import same_rules
 from transforms.report import address_form, match_form
 from transforms.summary import rate_text
 
@@ -224,7 +225,8 @@ class NightGuard:
         for name in sorted({ds.name for ds in cfg.data_sources} - full):
             before, now = self.previous_match.get(name), match_form(cfg.data_source(name), cfg)
             changed = [f"{key} {before.get(key)}, now {value}" for key, value in now.items()
-                       if before is not None and before.get(key) != value]
+                       if before is not None and before.get(key) != value
+                       and not (key == "normalization" and same_rules(now["kind"], before.get(key), value))]
             if changed:
                 raise ConfigError(f"data source '{name}': {self.previous_partition} matched its IDs to profiles under "
                                   f"other settings ({'; '.join(changed)}): carried, its memberships would stay as "

@@ -37,6 +37,7 @@ __all__ = [
     "normalize_email",
     "normalize_phone",
     "hash_value",
+    "same_rules",
 ]
 
 PROFILES = ("adobe", "uid2", "google", "meta")
@@ -102,6 +103,21 @@ def _finish(candidate, valid, missing, invalid_code: str):
         pc.if_else(valid, _NULL_STR, pa.scalar(invalid_code)),
     )
     return normalized, reason
+
+
+def same_rules(kind: str, a: str, b: str) -> bool:
+    """Whether profiles ``a`` and ``b`` normalize a ``kind`` of key alike (one key for every value):
+    'other' keys are trimmed under any profile (``none`` keeps them as they are); phones differ by
+    the '+' and the least digits; emails by lowercasing and the gmail rules (adobe's and meta's agree)."""
+    if a == b:
+        return True
+    if a not in PROFILES or b not in PROFILES:
+        return False
+    if kind == "phone":
+        return (_PHONE_PLUS[a], _PHONE_MIN_DIGITS[a]) == (_PHONE_PLUS[b], _PHONE_MIN_DIGITS[b])
+    if kind == "email":
+        return (_GMAIL_RULES[a], _LOWER[a]) == (_GMAIL_RULES[b], _LOWER[b])
+    return kind == "other"
 
 
 # ------------------------------------------------------------------- normalization
