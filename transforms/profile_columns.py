@@ -169,18 +169,17 @@ def check_visitor_entries(counts: Counts, profiles: ProfilesConfig) -> None:
     among 2,500 profiles in parts of 5 rows failed the run, in parts of 250 it did not)."""
     total, sep = counts.get(Metric.VISITOR_ENTRIES), profiles.visitor_ids_separator
     where = f"profiles: column '{profiles.visitor_ids}' of '{profiles.path}'"
-    listed = counts.details(Metric.VISITOR_ENTRIES_LISTED)
-    if not_stray(sum(listed.values()), total):
-        remedy = "write one ID per list entry" if _most_common(listed) == "list" else \
-            f"write the IDs separated by profiles.visitor_ids_separator (now '{sep}')"
-        raise RunFailed(f"{where}: {sum(listed.values())} of {total} entries hold a list written as text ('[...]': a "
-                        f"list column saved to CSV): {remedy}. Nothing was published")
-    joined = counts.details(Metric.VISITOR_ENTRIES_JOINED)
-    if not_stray(sum(joined.values()), total):
-        remedy = "write one ID per list entry" if _most_common(joined) == "list" else \
-            f"set profiles.visitor_ids_separator (now '{sep}') to the extract's"
-        raise RunFailed(f"{where}: {sum(joined.values())} of {total} entries hold several visitor IDs joined by "
-                        f"{_most_common(counts.details(Metric.VISITOR_ENTRIES_JOINED_BY))}: {remedy}. Nothing was published")
+    joined_by = _most_common(counts.details(Metric.VISITOR_ENTRIES_JOINED_BY) or {"another character": 0})
+    for metric, what, text_remedy in (
+            (Metric.VISITOR_ENTRIES_LISTED, "a list written as text ('[...]': a list column saved to CSV)",
+             f"write the IDs separated by profiles.visitor_ids_separator (now '{sep}')"),
+            (Metric.VISITOR_ENTRIES_JOINED, f"several visitor IDs joined by {joined_by}",
+             f"set profiles.visitor_ids_separator (now '{sep}') to the extract's")):
+        found = counts.details(metric)  # by the column's kind: list or text
+        if not_stray(sum(found.values()), total):
+            remedy = "write one ID per list entry" if _most_common(found) == "list" else text_remedy
+            raise RunFailed(f"{where}: {sum(found.values())} of {total} entries hold {what}: {remedy}. "
+                            "Nothing was published")
 
 
 def _most_common(counted: dict[str, int]) -> str:
