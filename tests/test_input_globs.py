@@ -277,3 +277,24 @@ def test_a_path_with_a_date_placeholder_is_refused_by_the_import_naming_the_nigh
     with pytest.raises(ConfigError, match=r"^profiles.path: '.*/\{date\}/profiles.csv' holds a \{date\} placeholder"):
         export_audience.run(["--config", str(tmp_path / "job.yaml"), "--audience", "A", "--targets",
                              str(tmp_path / "profiles.csv"), "--output", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("name", ["ftp_1_9_full_1795305600000.sync", "crm.sync"])
+def test_one_delivery_in_two_folders_under_one_glob_is_refused(tmp_path, name):
+    """'d/*/*' reaching a delivery and its copy in another folder (an archive, a re-run transfer): it
+    was read twice, 'received' 6 for 3 lines and every rejection counted twice, exit 0. A dump's name
+    says its delivery (DID, DPID, timestamp): one name in two folders is one delivery; a name that does
+    not parse is taken for one when its size is the same too."""
+    crm_job(tmp_path, segments="'d/*/*'")
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").unlink()
+    for folder in ("a", "b"):
+        (tmp_path / "d" / folder).mkdir()
+        (tmp_path / "d" / folder / name).write_text("c1 24\nc2 27\n")
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")]
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    assert str(info.value) == (f"data_sources[0].segments: {tmp_path}/d/a/{name} and {tmp_path}/d/b/{name} are one "
+                               "delivery in two folders: its lines would be read twice; narrow the glob")
+    if name == "crm.sync":  # another file of the same name: read both
+        (tmp_path / "d" / "b" / name).write_text("c1 24\n")
+        assert import_audience.run(argv)["data_sources"]["crm"]["received"] == 3

@@ -15,7 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import ConfigError, JobConfig
 from transforms.control_files import controls_promising
 from transforms.dump_files import dump_folders, is_dump_file, unfinished_delivery, upload_glob, uploads_beside
-from transforms.dump_names import iter_after_full, missing_splits, older_full_delivery, sync_mode_of, unnamed_beside_named
+from transforms.dump_names import (iter_after_full, missing_splits, older_full_delivery, parse_dump_name, sync_mode_of,
+                                   unnamed_beside_named)
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -25,7 +26,7 @@ from transforms.jsonl_keys import Samples, jsonl_key_problems
 from transforms.key_cache import INCOMING, MANIFEST
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
 from transforms.publish import REPORT
-from transforms.storage import folder_hint, glob, join_path
+from transforms.storage import folder_hint, glob, join_path, literal, matched
 from transforms.targets import TARGETS_COLUMN, targets_format
 
 
@@ -90,6 +91,28 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
         problems += [f"{column_field(cfg, col)}: column '{col}' is not in the extract {extract}, where {having[0]} has it"
                      for extract, columns in headers.items() if having and col not in columns]
     return problems
+
+
+def copied_delivery(paths: list[str]) -> tuple[str, str] | None:
+    """Two of one data source's dumps that are one delivery in two folders (an archive, a transfer
+    run again into another folder), else None: read both, its lines counted twice. A dump's name says
+    its delivery (DID, DPID, timestamp, split): one such name twice is one; a name that does not parse
+    is taken for one when its size is the same too."""
+    by_name: dict[str, list[str]] = {}
+    for path in paths:
+        by_name.setdefault(posixpath.basename(path), []).append(path)
+    for name, same in sorted(by_name.items()):
+        if len(same) < 2:
+            continue
+        if parse_dump_name(name) is not None:
+            return same[0], same[1]
+        sizes: dict[int, str] = {}
+        for path in same:
+            size = matched(literal(path))[0].size_in_bytes
+            if size in sizes:
+                return sizes[size], path
+            sizes[size] = path
+    return None
 
 
 def dated_path_problems(cfg: JobConfig, segments: bool = True) -> list[str]:
@@ -168,6 +191,10 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
             first, second = (path for _, path in readers[real[shared[0]]][:2])
             problems.append(f"data_sources[{i}].segments: {first} and {second.rsplit('/', 1)[-1]} are one dump (a link "
                             "or another spelling of its folder): its lines would be read twice; narrow the glob")
+        copied = None if shared else copied_delivery(paths)
+        if copied is not None:
+            problems.append(f"data_sources[{i}].segments: {copied[0]} and {copied[1]} are one delivery in two folders: "
+                            "its lines would be read twice; narrow the glob")
         # A link to a named dump is one dump read twice (above), the job's own output named already.
         aside = unnamed_beside_named([p for p in paths if len(readers[real[p]]) == 1])
         if aside is not None and not own:
