@@ -161,6 +161,28 @@ def test_a_hashed_list_suppresses_a_phone_hashed_with_or_without_its_plus(tmp_pa
     assert suppressor.suppressed(suppressor.normalized(values, "phone"), "phone").to_pylist() == [True, False]
 
 
+@pytest.mark.parametrize("hashed", [True, False])
+def test_a_phone_under_uid2s_minimum_is_suppressed_under_uid2(tmp_path, hashed):
+    """A 9-digit number (Faroe Islands, +298 123456) is a valid phone that UID2 does not take as an
+    identity (10-15 digits): a data source normalizing as uid2 exported a profile whose phone a
+    hashed list held (its uid2 form null: no form of it met the list), exit 0, and refused a plain
+    list holding it ('not a valid phone', exit 1). Suppression reads such a phone as E.164."""
+    digest = base64.b64encode(hashlib.sha256(b"+298123456").digest()).decode()
+    if hashed:
+        suppressor = _hashed_suppressor(tmp_path, "phone", [digest], "uid2")
+    else:
+        cfg = parse_config({"profiles": {"path": "p.parquet"},
+                            "data_sources": [{"name": "d", "dpid": 1, "segments": "x", "id_type": "declared",
+                                              "declared": "hashed", "match_on": "email", "normalization": "uid2"}],
+                            "suppression": [{"path": "l.txt", "kind": "phone"}]})
+        (tmp_path / "l.txt").write_text("+298 123456\n")
+        suppressor = Suppressor([read_suppression_file(str(tmp_path / "l.txt"), cfg.suppression[0])],
+                                cfg.data_sources[0])
+    values = pa.array(["+298 123456", "+298 123457", "+33612345678", None])
+    assert suppressor.suppressed(suppressor.normalized(values, "phone"), "phone", raw=values).to_pylist() == [
+        True, False, False, False]
+
+
 def test_a_gzip_suppression_list_cut_short_fails_naming_the_file(tmp_path):
     """Beam's gzip reader returned the bytes up to a cut as the whole list: the addresses after it
     were not suppressed (shared), with no error."""

@@ -112,7 +112,7 @@ class Suppressor:
                                      f"'{ds.name}' hashes with {ds.normalization}/{ds.digest_encoding})", line=line)
                 digests[entries.kind].append(canon)
             else:
-                normalized, reason = normalize_keys(entries.values, entries.kind, ds.normalization,
+                normalized, reason = normalize_keys(entries.values, entries.kind, self._profile(entries.kind),
                                                     self._region_for(entries.kind))
                 line = _first_invalid(pc.is_null(reason), entries.lines)
                 if line is not None:
@@ -127,9 +127,15 @@ class Suppressor:
     def normalized(self, values, kind: str) -> pa.Array:
         """Raw addresses (a profile column) normalized with the data source's profile and, for phones,
         its default region, as its keys are (null: invalid)."""
-        normalized, _ = normalize_keys(plain_array(values, text="cast"), kind, self._ds.normalization,
+        normalized, _ = normalize_keys(plain_array(values, text="cast"), kind, self._profile(kind),
                                        self._region_for(kind))
         return normalized
+
+    def _profile(self, kind: str) -> str:
+        """The data source's normalization, but for phones under uid2 adobe's, the same E.164 text
+        without uid2's 10-digit minimum (an identity's rule, not a number's): a 9-digit number held by
+        a list was refused ('not a valid phone') or, hashed, never met (its uid2 form null)."""
+        return "adobe" if kind == "phone" and self._ds.normalization == "uid2" else self._ds.normalization
 
     def _region_for(self, kind: str) -> str | None:
         return self._region if kind == "phone" else None
