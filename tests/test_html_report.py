@@ -275,6 +275,18 @@ def test_a_data_source_of_many_segments_shows_its_largest_and_its_empty_ones_and
     assert "more segments" not in render_run(small)
 
 
+def test_segments_not_listed_of_a_file_audience_source_say_their_file_audience_entries():
+    """A source keeping a file audience, 1,500 segments of 5 file-audience entries and no member: the
+    page said '500 more segments (0 members)', as if the 2,500 entries they hold were none."""
+    from transforms.html_report import SEGMENT_ROWS
+
+    report = _import_report()
+    entry = report["data_sources"]["web-encrypted-emails"]
+    entry["segments"] = {str(1000 + i): {"members": 0, "file_audience": 5, "lines": 5} for i in range(SEGMENT_ROWS + 500)}
+    text = unescape(re.sub(r"<[^>]+>", "", render_run(report)))
+    assert "500 more segments (0 members, 2,500 file audience entries), not listed here" in text
+
+
 def test_a_rate_short_of_every_line_or_above_none_is_never_printed_as_100_or_0_percent():
     """19,999 of 20,000 lines matched was printed "100.0%", 1 of 20,000 "0.0%": a page saying every
     line matched, or none, when one did not (or one did)."""

@@ -79,12 +79,12 @@ _NOT_COUNTS = {"dpid", "target_dpid", "state_previous_version", "state_version",
 SEGMENT_ROWS = 1000
 
 
-def _listed_segments(segments: dict) -> tuple[dict, int, int]:
+def _listed_segments(segments: dict) -> tuple[dict, int, int, int]:
     """The segments the page lists (in report.json's order): all of them, or SEGMENT_ROWS: first
     those lines named that got no member ("why does segment X have no one?"), then the largest.
-    Returns ``(listed, how many are not, their members)``."""
+    Returns ``(listed, how many are not, their members, their file-audience entries)``."""
     if len(segments) <= SEGMENT_ROWS:
-        return segments, 0, 0
+        return segments, 0, 0, 0
 
     def rank(item):
         seg = item[1]
@@ -93,12 +93,13 @@ def _listed_segments(segments: dict) -> tuple[dict, int, int]:
 
     keep = {sid for sid, _ in sorted(segments.items(), key=rank)[:SEGMENT_ROWS]}
     listed = {sid: seg for sid, seg in segments.items() if sid in keep}
-    return listed, len(segments) - len(listed), sum(seg.get("members", 0) for sid, seg in segments.items()
-                                                     if sid not in keep)
+    hidden = [seg for sid, seg in segments.items() if sid not in keep]
+    return (listed, len(hidden), sum(seg.get("members", 0) for seg in hidden),
+            sum(seg.get("file_audience", 0) for seg in hidden))
 
 
 def _source_view(name: str, entry: dict) -> dict:
-    segments, hidden, hidden_members = _listed_segments(entry["segments"])
+    segments, hidden, hidden_members, hidden_entries = _listed_segments(entry["segments"])
     largest = max((max(s.get("members", 0), s.get("file_audience", 0)) for s in segments.values()), default=0)
     return {
         "name": name,
@@ -117,6 +118,7 @@ def _source_view(name: str, entry: dict) -> dict:
         "segment_count": len(entry["segments"]),
         "segments_not_listed": hidden,
         "members_not_listed": hidden_members,
+        "file_audience_not_listed": hidden_entries,
         "largest_segment": largest,
         "top_finding": report_view.top_line(entry),
         "undelivered": report_view.undelivered(entry),
