@@ -238,3 +238,38 @@ def test_an_iter_night_after_a_normalization_change_that_keys_alike_builds_on_th
     assert same_rules("phone", "adobe", "google") and same_rules("email", "adobe", "meta")
     assert not any(same_rules(kind, a, b) for kind, a, b in [("phone", "adobe", "meta"), ("phone", "adobe", "uid2"),
                    ("email", "adobe", "google"), ("email", "uid2", "google"), ("other", "adobe", "none")])
+
+
+def test_an_iter_night_after_a_normalization_change_that_keys_alike_carries_the_file_audience(tmp_path):
+    """An encrypted email source keeping a file audience given normalization: meta for adobe (one
+    form for every address): the match_form guard let the night by, the file audience's was refused
+    'its file audience's addresses were written as email/adobe ..., email/meta tonight' (exit 2),
+    --allow-gap the only way on, every address the same. A change of profiles that key alike is no
+    other form there either; one that does (google's gmail rules) is still refused."""
+    from conftest import DEMO
+    from transforms.encrypt import encrypt_cbc
+
+    key, iv = (bytes.fromhex((DEMO / "keys" / f"demo-only-{n}").read_text().strip()) for n in ("aes256.key", "iv.hex"))
+    pq.write_table(pa.table({"profile_id": ["p1"], "email": ["a@x.com"]}), tmp_path / "profiles.parquet")
+    job = {"profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None}, "buckets": 2,
+           "data_sources": [{"name": "enc", "dpid": 23456, "segments": "d/{date:%Y%m%d}/*.sync", "id_type": "declared",
+                             "declared": "encrypted", "match_on": "email", "channel": "email",
+                             "encryption": {"algorithm": "aes-cbc", "key_encoding": "hex", "iv_encoding": "hex",
+                                            "key": f"file:{DEMO / 'keys' / 'demo-only-aes256.key'}",
+                                            "iv": f"file:{DEMO / 'keys' / 'demo-only-iv.hex'}"}}]}
+    config, root = tmp_path / "job.yaml", tmp_path / "root"
+    config.write_text(json.dumps(job))
+    for day, mode, addresses in [("2026-11-20", "full", ["a@x.com", "b@x.com"]), ("2026-11-21", "iter", ["c@x.com"]),
+                                 ("2026-11-22", "iter", ["d@x.com"])]:
+        (tmp_path / "d" / day.replace("-", "")).mkdir(parents=True)
+        (tmp_path / "d" / day.replace("-", "") / f"ftp_1_23456_{mode}_{delivered(day)}.sync").write_text(
+            "".join(f"{t} 10\n" for t in encrypt_cbc(addresses, key, iv)))
+    run(config, root, "--date", "2026-11-20")
+    first = json.loads((root / "dt=2026-11-20" / "report.json").read_text())["data_sources"]["enc"]
+    edit(config, normalization="meta")
+    run(config, root, "--date", "2026-11-21")
+    report = json.loads((root / "dt=2026-11-21" / "report.json").read_text())["data_sources"]["enc"]
+    assert report["segments"]["10"]["file_audience"] == first["segments"]["10"]["file_audience"] + 1  # c added
+    edit(config, normalization="google")
+    with pytest.raises(ConfigError, match="written as email/meta .* email/google tonight"):
+        run(config, root, "--date", "2026-11-22")

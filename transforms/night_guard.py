@@ -60,6 +60,15 @@ def addresses_matching(report: dict) -> dict[str, tuple[int, int]]:
             for name, entry in report["data_sources"].items() if "suppressed" in entry}  # keeps_file_audience
 
 
+def _same_address_form(before: str, now: str) -> bool:
+    """Whether file-audience addresses written as ``before`` and as ``now`` (:func:`address_form`) are
+    one text for every address: the same channel and region, under profiles that normalize its kind
+    alike (:func:`~transforms.normalize.same_rules`: email/adobe and email/meta, sms/adobe and sms/google)."""
+    (channel, was, *region), (channel_now, is_now, *region_now) = before.split("/"), now.split("/")
+    kind = {"email": "email", "sms": "phone"}.get(channel, "other")
+    return (channel, region) == (channel_now, region_now) and same_rules(kind, was, is_now)
+
+
 def newest_deliveries(report: dict, night: str) -> dict[tuple, tuple[int, str, str, bool]]:
     """``(timestamp_ms, path, night, held)`` of the newest dump per (data source, destination) a night's
     report knows, among the names with a timestamp (a delivery): those it read, and those earlier
@@ -217,7 +226,7 @@ class NightGuard:
                               "only; deliver a full dump first, or --allow-gap to start from these changes")
         for name in sorted(keeping):
             before, now = self.previous_forms.get(name), address_form(cfg.data_source(name), cfg)
-            if before not in (None, now):
+            if before is not None and not _same_address_form(before, now):
                 raise ConfigError(f"data source '{name}': its file audience's addresses were written as {before} by "
                                   f"{self.previous_partition}, {now} tonight: carried, those rows would stay beside "
                                   "tonight's (one address twice) and tonight's removals would miss them; deliver a "
