@@ -287,6 +287,21 @@ def test_segments_not_listed_of_a_file_audience_source_say_their_file_audience_e
     assert "500 more segments (0 members, 2,500 file audience entries), not listed here" in text
 
 
+def test_many_segments_without_a_member_leave_rows_for_the_largest():
+    """1,500 segments named by lines that got no member filled every row: the segments with members,
+    the audience itself, were not listed at all. Half the rows at most go to the empty ones."""
+    from transforms.html_report import SEGMENT_ROWS
+
+    report = _import_report()
+    name, entry = next(iter(report["data_sources"].items()))
+    entry["segments"] = {**{str(10_000 + i): {"members": 0, "lines": 3} for i in range(1500)},
+                         **{str(20_000 + i): {"members": 10 + i, "lines": 20} for i in range(3)}}
+    rows = [f.row[1] for f in figures(render_run(report)) if f.source == name and f.row
+            and f.row[0] == "data-segment" and f.name == "members"]
+    assert len(rows) == SEGMENT_ROWS and {"20000", "20001", "20002"} <= set(rows)
+    assert sum(r.startswith("1") for r in rows) == SEGMENT_ROWS - 3  # the rest: the empty ones
+
+
 def test_a_rate_short_of_every_line_or_above_none_is_never_printed_as_100_or_0_percent():
     """19,999 of 20,000 lines matched was printed "100.0%", 1 of 20,000 "0.0%": a page saying every
     line matched, or none, when one did not (or one did)."""

@@ -80,18 +80,21 @@ SEGMENT_ROWS = 1000
 
 
 def _listed_segments(segments: dict) -> tuple[dict, int, int, int]:
-    """The segments the page lists (in report.json's order): all of them, or SEGMENT_ROWS: first
-    those lines named that got no member ("why does segment X have no one?"), then the largest.
+    """The segments the page lists (in report.json's order): all of them, or SEGMENT_ROWS: those
+    lines named that got no member ("why does segment X have no one?"), in half the rows at most
+    (1,500 of them filled every row, the audience itself not listed), and the largest.
     Returns ``(listed, how many are not, their members, their file-audience entries)``."""
     if len(segments) <= SEGMENT_ROWS:
         return segments, 0, 0, 0
 
-    def rank(item):
-        seg = item[1]
-        members = max(seg.get("members", 0), seg.get("file_audience", 0))
-        return (not (members == 0 and seg.get("lines", 0)), -members)
+    def size(seg: dict) -> int:
+        return max(seg.get("members", 0), seg.get("file_audience", 0))
 
-    keep = {sid for sid, _ in sorted(segments.items(), key=rank)[:SEGMENT_ROWS]}
+    empty = [sid for sid, seg in segments.items() if not size(seg) and seg.get("lines", 0)]
+    others = sorted((sid for sid, seg in segments.items() if size(seg) or not seg.get("lines", 0)),
+                    key=lambda sid: -size(segments[sid]))
+    largest = min(len(others), SEGMENT_ROWS - min(len(empty), SEGMENT_ROWS // 2))
+    keep = {*others[:largest], *sorted(empty, key=lambda sid: -segments[sid]["lines"])[:SEGMENT_ROWS - largest]}
     listed = {sid: seg for sid, seg in segments.items() if sid in keep}
     hidden = [seg for sid, seg in segments.items() if sid not in keep]
     return (listed, len(hidden), sum(seg.get("members", 0) for seg in hidden),
