@@ -63,6 +63,14 @@ def test_visitor_ids_joined_by_another_separator_fail_the_import(tmp_path, joine
     assert report["data_sources"]["web"]["reconciled"] == 8
 
 
+def test_ids_joined_by_a_tab_are_said_to_be(tmp_path):
+    """A tab was stripped as blank and shown as ' ': the message pointed at a space separator."""
+    path = tmp_path / "p.csv"
+    path.write_text("profile_id,visitor_ids\n" + "".join(f"P{i},\"{VIDS[i]}\t{VIDS[i + 1]}\"\n" for i in range(4)))
+    with pytest.raises(RunFailed, match=r"4 of 4 entries hold several visitor IDs joined by a tab: set "):
+        judged(path, visitor_cfg(path))
+
+
 def test_a_list_entry_holding_several_visitor_ids_fails_the_extract(tmp_path):
     """A list entry of Parquet or JSONL holding a joined string: no separator setting splits it."""
     path = tmp_path / "p.parquet"

@@ -153,7 +153,10 @@ def visitor_entry_counts(lists: pa.Array, kind: pa.DataType) -> list:
 
 def _shown(between: str) -> str:
     """The joining text as a message shows it: a short printable one without letters or digits, quoted
-    (a count's detail: never a control character, which the counts' coder separates fields with)."""
+    (a count's detail: never a control character, which the counts' coder separates fields with); a
+    tab named (stripped as blank, it was shown ' ', a space separator)."""
+    if between.strip(" ") == "\t":
+        return "a tab"
     between = between.strip() or " "
     shown = len(between) <= 3 and between.isprintable() and not any(c.isalnum() for c in between)
     return f"'{between}'" if shown else "another character"
