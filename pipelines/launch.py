@@ -46,7 +46,7 @@ from transforms.html_report import PAGE
 from transforms.memory import use_heap_allocator
 from transforms.output_lock import OutputLock
 from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir
-from transforms.storage import file_in_the_way, join_path
+from transforms.storage import check_gcs_credentials, file_in_the_way, join_path
 
 LOG = logging.getLogger("audience_sync.launch")
 
@@ -85,6 +85,8 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     which must be readable by the workers too."""
     keep_elements_out_of_logs()
     use_heap_allocator()  # before the preflight reads anything with Arrow (see transforms.memory)
+    flags = [v for value in (paths or {}).values() for v in (value if isinstance(value, list) else [value])]
+    check_gcs_credentials([config_path, *flags], beam_args)  # before the first gs:// touch
     _check_folders(paths or {})
     unknown = unknown_options(beam_args)
     if unknown:
@@ -92,6 +94,7 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
         hint = f"; a job flag is spelled with dashes: {', '.join(dashed)}" if dashed else ""
         raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's{hint})")
     cfg = load_config(config_path)
+    check_gcs_credentials([path for _, path in input_paths(cfg)], beam_args)
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)
     _check_runner(options)
@@ -136,15 +139,20 @@ def _check_worker_paths(cfg: JobConfig, options, paths: dict[str, str | list[str
     preflight had read the launcher's files, so the job was submitted. Refused (exit 2), naming each."""
     if "DataflowRunner" not in runner_kinds(options):
         return
-    named = [("profiles.path", cfg.profiles.path)]
-    named += [(f"data source '{ds.name}': segments", ds.segments) for ds in cfg.data_sources]
-    named += [(f"suppression.{i}.path", entry.path) for i, entry in enumerate(cfg.suppression)]
+    named = input_paths(cfg)
     for flag, value in paths.items():  # a folder below another of its flag (ROOT/_key_cache) goes with it
         values = [v for v in (value if isinstance(value, list) else [value]) if v]
         named += [(flag, v) for v in values if not any(v.startswith(other.rstrip("/") + "/") for other in values)]
     local = [f"{field} ({path})" for field, path in named if path and "://" not in path]
     if local:
         raise ConfigError(f"Dataflow workers cannot read local paths: {', '.join(local)}; put them on gs://")
+
+
+def input_paths(cfg: JobConfig) -> list[tuple[str, str]]:
+    """The config's input paths, each with the field that names it."""
+    named = [("profiles.path", cfg.profiles.path)]
+    named += [(f"data source '{ds.name}': segments", ds.segments) for ds in cfg.data_sources]
+    return named + [(f"suppression.{i}.path", entry.path) for i, entry in enumerate(cfg.suppression)]
 
 
 # Runners the jobs refuse (README, "Local runner"), by class or base class: the DirectRunner (any

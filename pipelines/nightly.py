@@ -54,7 +54,7 @@ from pipelines.options import only_stages
 from transforms.publish import REPORT, SUCCESS, join_path
 from transforms.publish_journal import clean_leftovers, remove_run_dir
 from transforms.report_pages import write_nightly_page
-from transforms.storage import glob
+from transforms.storage import check_gcs_credentials, glob
 from transforms.summary import import_table
 
 LOG = logging.getLogger("audience_sync.nightly")
@@ -212,6 +212,7 @@ def run(argv=None) -> list[dict]:
     known, beam_args = parse_args(argv)
     days = [known.date] if known.date else known.backfill
     check_nights_over(days, launch.today())
+    check_gcs_credentials([known.config, known.root], beam_args)  # (launch.start checks the rest)
     try:
         with FileSystems.open(known.config) as handle:
             config_text = handle.read()

@@ -18,6 +18,7 @@ from pipelines import launch
 from pipelines.nightly import partition_name, published_dates
 from transforms.errors import ConfigError
 from transforms.report_pages import has_report, write_nightly_page, write_run_page
+from transforms.storage import check_gcs_credentials
 
 
 def parse_args(argv):
@@ -34,6 +35,7 @@ def run(argv=None) -> dict:
     if known.output is not None and not known.output.lower().endswith((".html", ".htm")):
         # A slip such as ROOT/dt=.../report.json would write the page over a night's report.
         raise ConfigError(f"--output {known.output}: a page is written as HTML; name it *.html")
+    check_gcs_credentials([path, known.output])
     if has_report(path):
         return {"kind": "run", "page": write_run_page(path, known.output)}
     days = published_dates(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import fnmatch
 import io
+import logging
 import os
 import posixpath
 import re
@@ -14,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.errors import InputError
+from transforms.errors import ConfigError, InputError
 
 
 # A file's first bytes that begin a compressed stream: (the compression, its file extension). bzip2's
@@ -63,6 +64,47 @@ def _renamed_unread(renamed: str, pattern: str | None) -> str:
     if not last or fnmatch.fnmatchcase(posixpath.basename(renamed), last):
         return ""
     return f" and change '{last}' to match it (as it stands, the renamed file would not be read)"
+
+
+NO_CREDENTIALS = ("no Google Cloud credentials found (set GOOGLE_APPLICATION_CREDENTIALS, or run gcloud auth "
+                  "application-default login)")
+_credentials_found = False  # once found, not looked up again in this process
+
+
+def check_gcs_credentials(paths, beam_args=()) -> None:
+    """Before the first ``gs://`` touch: Google Cloud credentials must be found, or the job fails in
+    one line naming the first ``gs://`` path (ConfigError). Beam's GCS client looked them up with 4
+    retries (tracebacks as warnings), then went on anonymously, and its requests were retried: a
+    config on gs:// failed after 2 to 3.5 minutes with 'cannot read the config (RetryError)'. One
+    look-up here, ``google.auth.default()`` as Beam makes it (a service account file, gcloud's
+    application-default login, the GCE metadata server of a VM or Dataflow worker: google-auth probes
+    it 3 times, 3 s each at most, where no answer comes). ``beam_args``: Beam's flags, whose ``gs://``
+    values count too. Skipped with ``STORAGE_EMULATOR_HOST`` (an emulator takes no credentials) or
+    Beam's ``--no_auth`` (Beam's own look-up then, as before, and its anonymous fallback)."""
+    global _credentials_found
+    values = [a.partition("=")[2] or a for a in beam_args]  # --temp_location=gs://... or its value alone
+    remote = next((p for p in [*paths, *values] if isinstance(p, str) and p.startswith("gs://")), None)
+    if remote is None or _credentials_found or os.environ.get("STORAGE_EMULATOR_HOST") or "--no_auth" in beam_args:
+        return
+    try:
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+    except ImportError:  # pragma: no cover - installed with apache-beam[gcp]; Beam connects anonymously
+        return
+    quiet = logging.getLogger("google.auth")  # its metadata probe warns per attempt
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if named:
+            raise ConfigError(f"{remote}: GOOGLE_APPLICATION_CREDENTIALS names {named}, which holds no usable Google "
+                              "Cloud credentials (no such file, or not a credentials file)") from None
+        raise ConfigError(f"{remote}: {NO_CREDENTIALS}") from None
+    finally:
+        quiet.setLevel(level)
+    _credentials_found = True
 
 
 def join_path(base: str, *parts: str) -> str:
