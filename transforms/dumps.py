@@ -133,23 +133,23 @@ def _split_list(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.nd
     # two lines run together (a dump without its final line break joined to the next, as ``cat
     # a.gz b.gz`` does), the next line's 38-digit visitor ID ending the segment id.
     # (the number's digits: zeros in front do not count, '000042' is segment 42, see _without_leading_zeros)
-    digits = pc.utf8_ltrim(flat, characters="0") if pc.any(pc.starts_with(flat, "0")).as_py() else flat
+    zeros = pc.any(pc.starts_with(flat, "0")).as_py()
+    digits = pc.utf8_ltrim(flat, characters="0") if zeros else flat
     is_bad = (~pc.ascii_is_decimal(flat).to_numpy(zero_copy_only=False)
               | pc.greater(pc.binary_length(digits), MAX_SEGMENT_DIGITS).to_numpy(zero_copy_only=False))
     is_bad &= non_empty & ~is_trait
     has_trait = np.bincount(parents[is_trait], minlength=n) > 0
     has_bad = np.bincount(parents[is_bad], minlength=n) > 0
-    return _without_leading_zeros(lists), has_trait, has_bad
+    return (_without_leading_zeros(lists, digits, non_empty) if zeros else lists), has_trait, has_bad
 
 
-def _without_leading_zeros(lists: pa.ListArray) -> pa.ListArray:
+def _without_leading_zeros(lists: pa.ListArray, digits: pa.Array, non_empty: np.ndarray) -> pa.ListArray:
     """Segment ids as their number's digits: '0100' is segment 100 (and '00' segment 0), as the
     platform's 64-bit ids are; written both ways in a delivery, they made two audiences of one
-    segment. Only rows whose tokens are all digits are kept, so trimming the others changes nothing."""
-    tokens = lists.values
-    if not len(tokens) or not pc.any(pc.starts_with(tokens, "0")).as_py():
-        return lists
-    trimmed = pc.utf8_ltrim(tokens, characters="0")
+    segment. ``digits``: every token with its zeros in front trimmed, of which the lists hold the
+    ``non_empty`` ones. Only rows whose tokens are all digits are kept, so trimming the others changes
+    nothing."""
+    trimmed = digits.filter(pa.array(non_empty)).cast(pa.string())
     trimmed = pc.if_else(pc.equal(pc.binary_length(trimmed), 0), "0", trimmed)
     return pa.ListArray.from_arrays(lists.offsets, trimmed)
 
