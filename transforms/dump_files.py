@@ -242,16 +242,10 @@ def check_text_start(path: str, head: bytes) -> int:
         sample[:cut or len(sample)].decode("utf-8")
     except UnicodeDecodeError:
         bad = sample[:cut or len(sample)].decode("utf-8", errors="replace").count("\ufffd")
-        if not_utf8_text(bad, line_feeds + 1):
+        if not_stray(bad, line_feeds + 1):  # 3 and 1 %: Latin-1, Windows-1252, not stray bad lines
             raise InputError(path, f"not UTF-8 ({bad} invalid byte sequences in the first {line_feeds + 1} lines): "
                                    "Latin-1 / Windows-1252? Save the dump as UTF-8") from None
     return 0
-
-
-def not_utf8_text(bad: int, lines: int) -> bool:
-    """Whether ``bad`` lines (or invalid byte sequences) that are not UTF-8 among ``lines`` make text
-    of another encoding (Latin-1, Windows-1252), not stray bad lines: at least 3, and 1 % of them."""
-    return not_stray(bad, lines)
 
 
 def bare_cr(path: str, line: int) -> InputError:

@@ -5,10 +5,10 @@ import posixpath
 
 from transforms.config import JobConfig
 from transforms.diagnosis_findings import in_context, noun
-from transforms.dump_files import not_utf8_text
 from transforms.dump_names import sync_mode_of
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
+from transforms.reasons import not_stray
 from transforms.report_view import DECRYPTION_KINDS, suggestion_text
 
 
@@ -210,11 +210,11 @@ def _check_format_errors(name: str, entry: dict, ratio: float) -> None:
 
 def _check_encoding(name: str, entry: dict) -> None:
     """A data source's lines that are not UTF-8, judged together as a dump's start is
-    (:func:`~transforms.dump_files.not_utf8_text`): a Latin-1 delivery in many small files (50 of
+    (:func:`~transforms.reasons.not_stray`): a Latin-1 delivery in many small files (50 of
     10 lines, 2 of each with an accented ID) passed each file's check and was published without those
     lines' users, exit 0, where one file of the same lines failed."""
     bad, received = entry["rejected_by_reason"].get(Reason.NOT_UTF8.value, 0), entry["received"]
-    if not_utf8_text(bad, received):
+    if not_stray(bad, received):
         raise RunFailed(f"data source '{name}': {bad} of {received} lines of its dumps are not UTF-8: Latin-1 / "
                         "Windows-1252? Save the dumps as UTF-8. Nothing was published")
 
