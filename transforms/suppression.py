@@ -148,23 +148,27 @@ class Suppressor:
         or one list serves two data sources) suppressed nobody, and its addresses were exported."""
         hit = pc.is_in(normalized, value_set=self._plain[kind])
         if len(self._digests[kind]):
-            for form in _forms(normalized, raw, kind, self._region_for(kind)):
+            for form in _forms(normalized, raw, kind, self._region_for(kind), self._profile(kind)):
                 hashed = hash_keys(form, self._ds.digest_encoding)
                 hit = pc.or_kleene(hit, pc.is_in(hashed, value_set=self._digests[kind]))
         return pc.fill_null(hit, False)
 
 
-def _forms(normalized: pa.Array, raw: pa.Array | None, kind: str, region: str | None) -> list[pa.Array]:
+def _forms(normalized: pa.Array, raw: pa.Array | None, kind: str, region: str | None, own: str) -> list[pa.Array]:
     """An address in each form a normalization writes it (PROFILES), which all name one mailbox or
     number: a phone with and without its '+' (meta's digits); an email normalized from ``raw`` under
     each profile, or without ``raw`` from ``normalized`` (the file audience keeps no other form: a
     form that drops more than the data source's, uid2's from adobe's, is found; one that keeps what
-    it dropped, adobe's dots from google's, is not)."""
+    it dropped, adobe's dots from google's, is not). ``own``: the profile ``normalized`` was written
+    under, whose form is not computed again (hashed twice, it was)."""
     if kind == "phone":
         digits = pc.utf8_ltrim(normalized, characters="+")
-        return [normalized, digits, pc.binary_join_element_wise("+", digits, "")]
+        forms = [digits, pc.binary_join_element_wise("+", digits, "")]  # (under a profile, ``normalized`` is one)
+        return forms if own in PROFILES else [normalized, *forms]
     source = plain_array(raw, text="cast") if raw is not None else normalized
-    return [normalized, *(normalize_keys(source, kind, profile, region)[0] for profile in PROFILES)]
+    # From ``raw``, the own profile's form is ``normalized`` itself (the same call made it)
+    return [normalized, *(normalize_keys(source, kind, profile, region)[0] for profile in PROFILES
+                          if raw is None or profile != own)]
 
 
 def _unique(arrays: list) -> pa.Array:
