@@ -45,7 +45,7 @@ from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
-from transforms.night_guard import NightGuard, check_same_profile_ids, night_report
+from transforms.night_guard import NightGuard, check_same_profile_ids
 from transforms.night_order import check_night_order, check_nights_over, check_no_gap, no_delivery, rebuild_for
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
@@ -191,9 +191,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     guard = replacing or guard
     state = None if replacing else previous
     if state:  # its rows are carried over: no night since it may be missing
-        read = {name: [f["path"] for f in entry.get("files", ())]
-                for name, entry in night_report(state)["data_sources"].items()}
-        check_no_gap(template, earlier[-1], day, allow_gap, replaced=full_sources(files, cfg), read=read)
+        check_no_gap(template, earlier[-1], day, allow_gap, replaced=full_sources(files, cfg), read=guard.previous_read)
         check_same_profile_ids(cfg, state)
     # The writers read the previous parts shard by shard when that night was bucketed as tonight.
     direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None

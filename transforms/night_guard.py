@@ -141,6 +141,7 @@ class NightGuard:
     previous_newest: dict = dataclasses.field(default_factory=dict)
     previous_forms: dict = dataclasses.field(default_factory=dict)  # file-audience sources: address_form
     previous_match: dict = dataclasses.field(default_factory=dict)  # data source: match_form
+    previous_read: dict = dataclasses.field(default_factory=dict)  # data source: the paths of every dump that night read
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False, older: list[str] = ()) -> "NightGuard":
@@ -169,7 +170,9 @@ class NightGuard:
                    previous_forms={name: entry["address_form"] for name, entry in report["data_sources"].items()
                                    if "address_form" in entry},
                    previous_match={name: entry["match_form"] for name, entry in report["data_sources"].items()
-                                   if "match_form" in entry})
+                                   if "match_form" in entry},
+                   previous_read={name: [f["path"] for f in entry.get("files", ())]
+                                  for name, entry in report["data_sources"].items()})
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
