@@ -120,7 +120,7 @@ def test_a_csv_row_with_an_extra_field_fails_cleanly_with_the_diagnosis_on(demo_
     path.write_text("\n".join(lines))
     out = tmp_path / "o"
     result = run_import_cli(demo_copy / "job.yaml", out)
-    last = assert_failed_cleanly(result, out, path.name, "101")
+    assert_failed_cleanly(result, out, path.name, "101")
     for value in row.split(","):
         if len(value.strip()) > 3:
             assert value.strip() not in result.stderr, "a profile's value in the error output"
