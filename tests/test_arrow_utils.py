@@ -112,6 +112,40 @@ def test_split_by_bucket_keeps_each_buckets_rows_in_order(spread):
         assert rows["row"].to_pylist() == np.flatnonzero(buckets == bucket).tolist()
 
 
+def test_a_dump_shard_carries_only_its_own_segment_sets():
+    """Lines that each name another segment set (thousands of segments, a dozen a line): every shard
+    of a chunk carried the chunk's whole dictionary of sets (a take keeps it), 16 times the data
+    through the shuffle and into the join's splits (a 1M import with 2,000 segments: 256 s and
+    6.9 GiB, the join 163 s). Each shard now holds its rows' sets only, the same values."""
+    from transforms.join_inputs import shards
+    from transforms.keys import DUMP_SHARD_SCHEMA, segment_lists
+
+    n, buckets = 4000, 16
+    sets = pa.array([f"{i},{i + 1}" for i in range(n)]).dictionary_encode()
+    keyed = pa.table({"source_file": pa.array(["f"] * n).dictionary_encode(), "line": pa.array(range(1, n + 1), pa.int64()),
+                      "key": pa.array([b"k%d" % i for i in range(n)]), "segments": sets,
+                      "removed": pa.array([""] * n).dictionary_encode()}).cast(DUMP_SHARD_SCHEMA)
+    hashes = np.random.default_rng(3).integers(0, 1 << 63, n, dtype=np.int64).astype(np.uint64)
+    pieces = shards(keyed, hashes, buckets)
+    assert len(pieces) == buckets
+    assert sum(len(rows["segments"].combine_chunks().dictionary) for _, rows in pieces) == n
+    for _, rows in pieces:
+        lines = np.array(rows["line"].to_pylist()) - 1
+        assert rows["segments"].combine_chunks().dictionary_decode().to_pylist() == [f"{i},{i + 1}" for i in lines]
+        assert segment_lists(rows["segments"]).to_pylist() == [[str(i), str(i + 1)] for i in lines]
+        assert rows["removed"].combine_chunks().dictionary.to_pylist() == [""]  # small ones stay as they are
+
+
+def test_compact_dictionary_keeps_values_and_nulls():
+    from transforms.arrow_utils import compact_dictionary
+
+    values = pa.DictionaryArray.from_arrays(pa.array([5, None, 2, 5, 9], pa.int32()), pa.array([str(i) for i in range(10)]))
+    compacted = compact_dictionary(values)
+    assert compacted.dictionary.to_pylist() == ["2", "5", "9"]
+    assert compacted.dictionary_decode().to_pylist() == ["5", None, "2", "5", "9"]
+    assert compacted.type.index_type == pa.int8()
+
+
 @pytest.mark.parametrize("probes", [1, 3])
 def test_the_key_filter_never_misses_an_added_key_and_lets_few_others_through(probes):
     rng = np.random.default_rng(7)

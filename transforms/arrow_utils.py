@@ -202,6 +202,32 @@ def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     return values if values.type.index_type == index else values.cast(pa.dictionary(index, values.type.value_type))
 
 
+def compact_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
+    """A dictionary array whose dictionary holds only the values its rows use, in their first order
+    in the old dictionary. A ``take`` of a few rows keeps the whole dictionary: a dump's shard of a
+    chunk whose lines each name another segment set (thousands of segments, a dozen a line) carried
+    every set of the chunk, once per shard, through the shuffle and into the join's splits."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    size = len(values.dictionary)
+    if size <= len(values):
+        return values
+    indices = values.indices.fill_null(0).to_numpy(zero_copy_only=False)
+    mask = values.indices.is_null().to_numpy(zero_copy_only=False) if values.null_count else None
+    used = np.flatnonzero(np.bincount(indices if mask is None else indices[~mask], minlength=size))
+    remap = np.zeros(size, dtype=np.int32)
+    remap[used] = np.arange(len(used), dtype=np.int32)
+    return narrow_dictionary(pa.DictionaryArray.from_arrays(pa.array(remap[indices], mask=mask),
+                                                            values.dictionary.take(pa.array(used))))
+
+
+def compact_dictionaries(table: pa.Table) -> pa.Table:
+    """Every dictionary column of ``table`` compacted (:func:`compact_dictionary`)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, compact_dictionary(table.column(i)))
+    return table
+
+
 def narrow_dictionaries(table: pa.Table) -> pa.Table:
     """Every dictionary column of ``table`` narrowed (:func:`narrow_dictionary`)."""
     for i, field in enumerate(table.schema):

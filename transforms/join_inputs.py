@@ -17,7 +17,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.arrow_utils import split_by_bucket
+from transforms.arrow_utils import compact_dictionaries, split_by_bucket
 from transforms.config import JobConfig
 from transforms.control_files import control_files_in
 from transforms.crypto import build_decryptor
@@ -57,8 +57,11 @@ class ExpandPatterns(beam.DoFn):
 
 
 def shards(keyed: pa.Table, hashes: np.ndarray, buckets: int) -> list[tuple[int, pa.Table]]:
-    """``(bucket, rows)`` for each non-empty shard of a one-source keyed table."""
-    return list(split_by_bucket(keyed, buckets_from_hash(hashes, buckets))) if keyed.num_rows else []
+    """``(bucket, rows)`` for each non-empty shard of a one-source keyed table; a dictionary column
+    (a dump's segment sets) keeps only the values of its shard's rows."""
+    if not keyed.num_rows:
+        return []
+    return [(bucket, compact_dictionaries(rows)) for bucket, rows in split_by_bucket(keyed, buckets_from_hash(hashes, buckets))]
 
 
 class DumpWork(NamedTuple):
