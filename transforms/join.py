@@ -18,7 +18,7 @@ from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candida
 from transforms.dumps import rejected_table
 from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_line_counts, segment_lists
 from transforms.memory import release_free_memory
-from transforms.outcomes import COUNTS, Metric, Reason, count, runner_counter
+from transforms.outcomes import COUNTS, BundleCounts, Metric, Reason, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
 from transforms.stable_hash import split_for_write
 
@@ -191,9 +191,11 @@ class JoinShard(PooledDoFn):
     def start_bundle(self):
         self._queue = BundleQueue(self._pool, self._threads, self._emit)
         self._unmatched: dict[str, tuple[int, list]] = {}  # data source -> (k, the bundle's candidates so far)
+        self._segment_lines = BundleCounts()  # (data source, segment) -> lines naming it, over the bundle
 
     def finish_bundle(self):
         yield from self._queue.drain()
+        yield from self._segment_lines.drain()
         # One candidate table per data source and bundle, not one per shard: at 10M lines the 16
         # shards of a data source sent ~480,000 unmatched keys for a sample of 100,000.
         for name, (k, tables) in sorted(self._unmatched.items()):
@@ -209,8 +211,9 @@ class JoinShard(PooledDoFn):
         prof_tables = list(profiles[shard])
         yield from self._queue.submit(self._join, shard[0], list(dump_tables), prof_tables)
 
-    def _join(self, name: str, dump_tables: list, prof_tables: list) -> tuple[int, list, tuple | None]:
-        """One shard: (lines reconciled, outputs, (data source, k, sampled-line candidates) or None).
+    def _join(self, name: str, dump_tables: list, prof_tables: list) -> tuple[int, list, tuple | None, list]:
+        """One shard: (lines reconciled, outputs, (data source, k, sampled-line candidates) or None,
+        its lines per segment).
         Runs in the pool; shards of a bundle overlap."""
         ds = self._cfg.data_source(name)
         out = join_bucket(concat(dump_tables, DUMP_SHARD_SCHEMA), concat(prof_tables, PROFILE_SHARD_SCHEMA),
@@ -218,8 +221,6 @@ class JoinShard(PooledDoFn):
         outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECONCILED, out.reconciled, name))]
         if out.file_audience_lines:
             outputs.append(beam.pvalue.TaggedOutput(COUNTS, count(Metric.FILE_AUDIENCE, out.file_audience_lines, name)))
-        outputs += [beam.pvalue.TaggedOutput(COUNTS, count(Metric.SEGMENT_LINES, n, name, segment))
-                    for segment, n in out.segment_lines]
         for tag, table in ((self.REJECTED, out.rejected), (self.FILE_AUDIENCE, out.file_audience),
                            (self.REMOVED_MEMBERS, out.removed_members),
                            (self.FILE_AUDIENCE_REMOVED, out.file_audience_removed)):
@@ -233,12 +234,16 @@ class JoinShard(PooledDoFn):
         if k and out.unmatched_keys is not None and len(out.unmatched_keys):
             reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE
             sampled = (name, k, candidates(out.unmatched_keys, reason, k))
-        return out.reconciled, outputs, sampled
+        segment_lines = [count(Metric.SEGMENT_LINES, n, name, segment) for segment, n in out.segment_lines]
+        return out.reconciled, outputs, sampled, segment_lines
 
-    def _emit(self, result: tuple[int, list, tuple | None]) -> list:
-        """A shard's outputs; its sampled-line candidates join the bundle's (emitted at its end)."""
-        reconciled, outputs, sampled = result
+    def _emit(self, result: tuple[int, list, tuple | None, list]) -> list:
+        """A shard's outputs; its sampled-line candidates and its lines per segment join the bundle's
+        (emitted at its end)."""
+        reconciled, outputs, sampled, segment_lines = result
         self._reconciled.inc(reconciled)
+        for element in segment_lines:
+            self._segment_lines.add(element)
         if sampled is not None:
             name, k, table = sampled
             self._unmatched[name] = (k, compact(k, self._unmatched.get(name, (k, []))[1] + [table]))

@@ -132,6 +132,30 @@ def count(metric: Metric, n: int, data_source: str | None = None, detail: str | 
     return Count(metric, data_source, None if detail is None else str(detail)), int(n)
 
 
+class BundleCounts:
+    """Counts a DoFn sums over a bundle and emits once, at its end (:meth:`drain`), one element per key:
+    a count per segment of every shard or part was one element each, and with thousands of segments
+    the runner coded, flattened and combined hundreds of thousands of them (27 s of a 1M import with
+    2,000 segments, against the join's own work). Counts are only summed downstream, so the report
+    does not change. Added to from the DoFn's own thread only."""
+
+    def __init__(self):
+        self._sums: dict[Count, int] = {}
+
+    def add(self, element: tuple[Count, int]) -> None:
+        key, n = element
+        self._sums[key] = self._sums.get(key, 0) + n
+
+    def drain(self, tag: str | None = COUNTS) -> Iterable:
+        """The bundle's sums as finish_bundle emits them, to ``tag`` (None: the main output), in the
+        order their keys were first counted; empty afterwards."""
+        from transforms.parallel import in_global_window
+
+        sums, self._sums = self._sums, {}
+        for element in sums.items():
+            yield in_global_window(element) if tag is None else beam.pvalue.TaggedOutput(tag, in_global_window(element))
+
+
 def runner_counter(name: str) -> ProgressCounter:
     """A Beam metrics counter in the project's namespace (what a runner's UI shows while a job runs),
     also read by the launcher's progress lines on the local runner (:mod:`transforms.progress`)."""

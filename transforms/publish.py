@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import deque
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -29,7 +29,7 @@ from transforms.control_files import check_control_files
 from transforms.dump_names import parse_dump_name
 from transforms.html_report import PAGE, render_run
 from transforms.memory import release_free_memory
-from transforms.outcomes import Counts, Metric, SumCounts, count
+from transforms.outcomes import BundleCounts, Counts, Metric, SumCounts, count
 from transforms.stable_hash import BucketPieces, split_for_write
 from transforms import publish_journal
 from transforms.output_lock import write_error
@@ -140,24 +140,31 @@ class _WritePart(PooledDoFn):
 
     def start_bundle(self):
         self._pending: deque = deque()
+        self._counts = BundleCounts()  # the main output's counts (a part's per segment: thousands), summed over the bundle
 
     def process(self, element, *side_inputs):
         side_inputs = tuple(list(s) for s in side_inputs)  # read here: pool threads never touch runner state
         if self._pool is None:
-            yield from self._write(element, side_inputs)
+            yield from self._parts(self._write(element, side_inputs))
         else:
             self._pending.append(self._pool.submit(self._write, element, side_inputs))
             while len(self._pending) > self._threads:
-                yield from self._pending.popleft().result()
+                yield from self._parts(self._pending.popleft().result())
 
     def finish_bundle(self):
         while self._pending:
-            for out in self._pending.popleft().result():
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
-                else:
-                    yield in_global_window(out)
+            for out in self._parts(self._pending.popleft().result()):
+                yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
+        yield from self._counts.drain(tag=None)
         release_free_memory()
+
+    def _parts(self, outputs: list) -> Iterator[beam.pvalue.TaggedOutput]:
+        """A shard's tagged outputs (its part); its counts join the bundle's."""
+        for out in outputs:
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield out
+            else:
+                self._counts.add(out)
 
     def _write(self, element, side_inputs) -> list:
         bucket, tagged = element
