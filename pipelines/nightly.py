@@ -8,7 +8,8 @@ Each night imports every data source of the config into ``ROOT/dt=YYYY-MM-DD/`` 
 placeholders in input paths are filled: ``{date}`` or ``{date:%Y%m%d}``). The partition is written
 under ``ROOT/_staging/`` and published at the end; ``_SUCCESS`` (a manifest of every file with rows,
 size and sha256, the config digest and code version) is written last and is the commit point.
-A date already published is skipped (``--force`` replaces it whole); a partition without
+A date already published is skipped (``--force`` replaces it whole; one published by another config without
+a data source of this one is refused: two jobs sharing a root); a partition without
 ``_SUCCESS`` (a killed run) is cleared and redone. A night that has not ended (UTC) is refused, and
 so is a night before a published one unless the run republishes every night after it, in order
 (``--backfill FROM:NEWEST --force``): each night builds on the one before. Such a rebuild is recorded
@@ -45,7 +46,7 @@ from pipelines import launch
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
-from transforms.night_guard import NightGuard, check_same_profile_ids
+from transforms.night_guard import NightGuard, check_published_holds, check_same_profile_ids
 from transforms.night_order import check_night_order, check_nights_over, check_no_gap, no_delivery, rebuild_for
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
@@ -154,6 +155,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     success = join_path(target, SUCCESS)
     published = FileSystems.exists(success)
     if published and not force:
+        check_published_holds(template, target, hashlib.sha256(config_text).hexdigest())
         LOG.warning("dt=%s is already published (use --force to replace it)", day)
         return {"date": day.isoformat(), "status": "already published"}
     if not published:

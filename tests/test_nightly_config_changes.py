@@ -273,3 +273,27 @@ def test_an_iter_night_after_a_normalization_change_that_keys_alike_carries_the_
     edit(config, normalization="google")
     with pytest.raises(ConfigError, match="written as email/meta .* email/google tonight"):
         run(config, root, "--date", "2026-11-22")
+
+
+def test_a_night_published_by_another_config_sharing_the_root_is_not_skipped_as_done(tmp_path):
+    """Two jobs (configs A and B, one data source each) pointed at one --root, B scheduled after A:
+    every night B's run found the night published by A and said 'already published' (exit 0), its
+    data source never imported, night after night. A night published without a data source of this
+    config, by another config, is refused naming it; one published by this config is still skipped."""
+    from conftest import cli_in_process
+
+    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
+    a, b, root = write_job(tmp_path / "A", sources=("a",)), write_job(tmp_path / "B", sources=("b",)), tmp_path / "root"
+    dump(tmp_path / "A", "a", "2026-11-20", everyone("a"))
+    dump(tmp_path / "B", "b", "2026-11-20", everyone("b", "20"))
+    run(a, root, "--date", "2026-11-20")
+    result = cli_in_process("nightly", "--config", b, "--root", root, "--date", "2026-11-20")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "dt=2026-11-20" in line and "'b'" in line and "--root" in line and "--force" in line, line
+    assert {m[0] for m in members(root, "2026-11-20")} == {"a"}  # A's night stands
+    assert run(a, root, "--date", "2026-11-20")[0]["status"] == "already published"
+    job = json.loads(a.read_text())
+    job["data_sources"][0]["max_shrink"] = 0.9  # the config edited, its data sources the same: still done
+    a.write_text(json.dumps(job))
+    assert run(a, root, "--date", "2026-11-20")[0]["status"] == "already published"

@@ -48,6 +48,29 @@ def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
                           "carried), or set profiles.id back")
 
 
+def check_published_holds(cfg: JobConfig, partition: str, config_digest: str) -> None:
+    """A night already published is skipped as done; but published by another config (its manifest's
+    ``config_digest``) without some data source of this one, that data source's dumps of the night
+    were never imported: two jobs sharing one root (the second skipped every night, exit 0), or a
+    data source added since. Refused (one line naming it); a config edited otherwise is still done."""
+    name = partition.rstrip("/").rsplit("/", 1)[-1]
+    path = partition.rstrip("/") + "/_SUCCESS"
+    try:
+        with FileSystems.open(path) as handle:
+            digest = json.loads(handle.read()).get("config_digest")
+    except Exception as exc:  # noqa: BLE001 - one line naming the file
+        raise RunFailed(f"{path}: cannot read a published night's manifest ({type(exc).__name__})") from None
+    if digest == config_digest:
+        return
+    held = night_report(partition)["data_sources"]
+    missing = [ds.name for ds in cfg.data_sources if ds.name not in held]
+    if missing:
+        raise ConfigError(f"{name} is already published, by another config, without data source '{missing[0]}' of this "
+                          f"one ({len(missing)} such): its dumps of that night were not imported. Two configs sharing "
+                          "one root? give each its own --root; a data source added since? --force republishes the night "
+                          "with it (or leave the night as it is)")
+
+
 # The share of a file-audience source's addresses that match a profile falls by more than its
 # max_shrink (relative) only on a wrong IV or key, or another profile column; judged on this many lines.
 MIN_MATCHING_LINES = 20
