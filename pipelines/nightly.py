@@ -21,8 +21,9 @@ backfill that skips every night fails (a wrong ``segments`` path more likely tha
 dumps replace them (a data source's ``sync_mode``, else the file name, says which; a name that does
 not say is a configuration error). A night that
 carries previous rows over fails when a night between the previous published one and it had dumps
-(its changes would be missing), unless ``--allow-gap``; so does a data source whose dumps are all ``iter``
-while no published night holds it.
+(its changes would be missing), or when that one's folder holds a dump it did not read (delivered after it
+was published), unless ``--allow-gap``; so does a data source whose dumps are all ``iter`` while no published
+night holds it.
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
 empty, that would drop a data source taken out of the config, or whose full dump lacks a destination
 (DID) the previous night read for its data source fails unless ``--allow-shrink``.
@@ -47,7 +48,8 @@ from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
 from transforms.night_guard import NightGuard, check_published_holds, check_same_profile_ids
-from transforms.night_order import check_night_order, check_nights_over, check_no_gap, no_delivery, rebuild_for
+from transforms.night_order import (check_night_order, check_nights_over, check_no_gap, check_nothing_unread,
+                                    no_delivery, rebuild_for)
 from transforms.key_cache import INCOMING, cache_dirs, staged
 from transforms.preflight import check_inputs
 from transforms.undelivered import undelivered_sources
@@ -194,6 +196,8 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     state = None if replacing else previous
     if state:  # its rows are carried over: no night since it may be missing
         check_no_gap(template, earlier[-1], day, allow_gap, replaced=full_sources(files, cfg), read=guard.previous_read)
+        check_nothing_unread(template, earlier[-1], day, guard.previous_read, allow_gap,
+                             replaced=full_sources(files, cfg))
         check_same_profile_ids(cfg, state)
     # The writers read the previous parts shard by shard when that night was bucketed as tonight.
     direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None

@@ -2,6 +2,7 @@
 the guards that look at the night before (transforms/undelivered.py, transforms/night_guard.py)."""
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 
@@ -198,3 +199,30 @@ def test_a_silent_night_after_the_job_folder_moved_is_carried(tmp_path):
     dump(tmp_path / "new", "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
     run(tmp_path / "new" / "job.yaml", tmp_path / "new" / "root", "--date", "2026-11-28")
     assert ("b", "20", "p6") in members(tmp_path / "new" / "root", "2026-11-28")
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["read_a_dump", "carried_without_one"])
+def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(tmp_path, silent):
+    """b's iter dump removing p6 arrived in its 2026-11-28 folder after that night was published (a
+    slow transfer; the night had read b's other dump, or, b allowed to be silent, carried b without
+    one). The next night built on 2026-11-28 and never looked there again: p6 stayed in segment 20
+    for good, exit 0. The night is refused naming the dump and the night; republished with it
+    (--force), the next night runs."""
+    config, root = two_nights(tmp_path)
+    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    if not silent:
+        dump(tmp_path, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
+    run(config, root, "--date", "2026-11-28")
+    late = tmp_path / "b" / "20261128" / f"ftp_3_7_iter_{delivered('2026-11-28') + 3_600_000}.sync.gz"
+    late.parent.mkdir(exist_ok=True)
+    late.write_bytes(gzip.compress(f"{V[6]}  20\n".encode(), mtime=0))
+    dump(tmp_path, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-29", [f"{V[7]}  20"], mode="iter")
+    with pytest.raises(ConfigError, match=rf"^data source 'b': {late.name} is in the folder of dt=2026-11-28, which "
+                                          r"did not read it"):
+        run(config, root, "--date", "2026-11-29")
+    assert not (root / "dt=2026-11-29").exists()
+    run(config, root, "--date", "2026-11-28", "--force")
+    run(config, root, "--date", "2026-11-29")
+    assert {m for m in members(root, "2026-11-29") if m[0] == "b"} == {("b", "20", "p8")} | (
+        set() if silent else {("b", "20", "p9")})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -106,6 +107,38 @@ def check_no_gap(template: JobConfig, previous: date, day: date, allow_gap: bool
     raise ConfigError(f"dt={day} would build on dt={previous}, but {nights} not imported{which}: "
                       f"{'its' if one else 'their'} changes would be missing; import {'it' if one else 'them'} first, "
                       f"in order ({how}), or rerun with --allow-gap to build on dt={previous} anyway")
+
+
+def check_nothing_unread(template: JobConfig, previous: date, day: date, read: dict[str, list[str]],
+                         allow_gap: bool = False, replaced: list[str] = ()) -> None:
+    """A night that carries the partition of ``previous`` over misses the changes of a dump that
+    landed in that night's folder after it was published (a slow transfer; a later night's dump put
+    in the wrong folder): nothing reads that folder again. Each data source's ``segments`` filled for
+    ``previous`` is listed (one listing; not when it lists tonight's folder too, nor for one
+    ``replaced`` by a full dump tonight), and a dump that night did not read (``read``: data source ->
+    paths, compared by name: the job folder may have moved) is refused, naming it, unless
+    ``allow_gap``; so is a listing that fails. A glob that no longer lists any dump the night read
+    (edited since, or a retention rule) proves nothing and is passed."""
+    if allow_gap:
+        return
+    tonight = {ds.name: ds.segments for ds in template.for_date(day).data_sources}
+    for ds in template.for_date(previous).data_sources:
+        if ds.name in replaced or ds.name not in read or ds.segments == tonight.get(ds.name):
+            continue
+        files = files_listed(ds.segments)
+        if files is None:
+            raise ConfigError(f"data source '{ds.name}': its segments for dt={previous} ('{ds.segments}') could not be "
+                              f"listed (a storage outage or a denied prefix?), so a dump that landed there after that "
+                              "night was published cannot be ruled out; rerun once they can be listed, or --allow-gap")
+        had = {posixpath.basename(path) for path in read[ds.name]}
+        listed = sorted(posixpath.basename(path) for path in files if is_dump_file(path))
+        late = [name for name in listed if name not in had]
+        if late and (not had or had & set(listed)):
+            raise ConfigError(f"data source '{ds.name}': {late[0]} is in the folder of dt={previous}, which did not "
+                              f"read it ({len(late)} such dump(s): delivered after that night was published?); dt={day} "
+                              f"builds on dt={previous} and would miss its changes for good; republish dt={previous} "
+                              f"with it (--date {previous} --force), move it to its own night's folder if it belongs "
+                              "to a later night, or --allow-gap to leave it unread")
 
 
 def no_delivery(template: JobConfig, night: date) -> bool:
