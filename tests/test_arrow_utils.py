@@ -164,3 +164,28 @@ def test_the_key_filter_never_misses_an_added_key_and_lets_few_others_through(pr
     assert got.tolist() == every.tolist()
     assert not KeyFilter(np.zeros(0, np.uint64)).might_contain(mixed).any()
     assert len(key_filter.might_contain(np.zeros(0, np.uint64))) == 0
+
+
+def test_count_by_a_sorted_table_counts_runs_as_the_group_by_counts():
+    """A written part is sorted by (data_source, segment_id, ...): its members per segment are counted
+    as runs of neighbours; the same counts as the hash group-by, each combination once, nulls and
+    other sort orders taking the group-by."""
+    from transforms.arrow_utils import count_by
+    from transforms.row_order import sorted_rows
+
+    rng = np.random.default_rng(5)
+    keys = ["data_source", "segment_id", "profile_id"]
+    for trial in range(200):
+        n = int(rng.integers(1, 300))
+        table = pa.table({"data_source": rng.choice(["a", "b", "c"], n),
+                          "segment_id": rng.integers(0, int(rng.integers(1, 40)), n).astype(str),
+                          "profile_id": rng.integers(0, 50, n).astype(str)})
+        table = sorted_rows(table, keys, dedupe=bool(trial % 2))
+        runs = count_by(table, keys[:2], keys)
+        assert sorted(runs) == sorted(count_by(table, keys[:2]))
+        assert len({k for k, _ in runs}) == len(runs)
+    with_null = pa.table({"data_source": ["a", "a", None], "segment_id": ["1", "1", "1"]})
+    assert sorted(count_by(with_null, ["data_source", "segment_id"], ["data_source", "segment_id"]), key=str) == \
+        sorted([(("a", "1"), 2), ((None, "1"), 1)], key=str)
+    unsorted = pa.table({"data_source": ["a", "b", "a"], "segment_id": ["1", "1", "1"]})
+    assert sorted(count_by(unsorted, ["data_source", "segment_id"], ["segment_id"])) == [(("a", "1"), 2), (("b", "1"), 1)]

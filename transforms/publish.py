@@ -194,7 +194,7 @@ class _WritePart(PooledDoFn):
         write_parquet(table, path)
         out.append(beam.pvalue.TaggedOutput(WriteParts.PARTS, (self._name, path, table.num_rows)))
         if self._count_column:
-            for (data_source, value), n in count_by(table, ["data_source", self._count_column]):
+            for (data_source, value), n in count_by(table, ["data_source", self._count_column], self._sort_by):
                 out.append(count(self._count_metric, n, data_source, value))
         return out
 
