@@ -341,6 +341,26 @@ def test_a_normalization_that_changes_every_profile_key_is_a_partial_explanation
     assert (meta["suggestion"], meta["would_match"]) == ({"normalization": "meta"}, N)
 
 
+def test_a_hashing_change_that_explains_more_lines_than_match_now_says_it_loses_those(tmp_path):
+    """A partner mixes two encodings: 30 hex digests match as configured, 70 are base64. The run fails
+    on the invalid IDs and named 'suggested: digest: base64' as the whole story: applied, the 70
+    matched and the 30 became invalid_hash (30%, under max_invalid_id_ratio), published without
+    those users, exit 0. The change stays the suggestion (it explains more), and says what it loses."""
+    emails = [f"user{i}@example.com" for i in range(100)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(100)], "email": emails}), tmp_path / "profiles.parquet")
+    (tmp_path / "segments").mkdir()
+    ids = _hashed(emails[:30], "email") + _hashed(emails[30:], "email", encoding="base64")
+    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed", "match_on": "email"}
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "out")
+    message = str(info.value)
+    assert "70 of 100 IDs are invalid" in message and "(suggested: digest: base64)" in message, message
+    assert "would also lose the 30 lines matching now as configured (hex SHA-256)" in message, message
+    assert "\n" not in message
+
+
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
 def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
     from datetime import datetime, timezone

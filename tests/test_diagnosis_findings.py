@@ -71,6 +71,8 @@ def test_a_column_finding_is_a_partial_explanation_when_the_source_already_match
     if partial:
         assert "already matches 250 lines on its current column ('email')" in finding["message"]
         assert "would lose" in finding["message"]
+    else:
+        assert "would also lose the 10 lines matching now on its current column ('email')" in finding["message"]
 
 
 def test_every_kind_of_decrypt_failure_finding_reads_would_decrypt():
@@ -125,6 +127,8 @@ def test_a_hashing_change_that_would_lose_the_lines_matching_now_is_a_partial_ex
         (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["h"]["diagnosis"]
         assert finding["suggestion"] == ({} if partial else dict(change[1])), finding
         assert ("would lose those" in finding["message"]) == partial
+        # The change, and what it costs: applied as the whole story, the 100 were dropped with exit 0.
+        assert ("would also lose the 100 lines matching now as configured (hex SHA-256)" in finding["message"]) != partial
 
 
 def test_sampled_tokens_that_are_not_utf8_leave_the_crypto_findings_as_they_are():

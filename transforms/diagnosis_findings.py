@@ -111,7 +111,9 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
     invalid_hash), or a normalization under which no profile keeps its key -- when the source already
     reconciles more lines than the change would explain, is a partial explanation, not a change to
     make (suggestion ``{}``): its lines hold another column's values, or are hashed or normalized
-    another way. Lines explained are estimated from the sample and the lines it was drawn from
+    another way. When it explains more, it stays the change, and says the lines it would lose: applied
+    as if it were the whole story, they were dropped (under the ratios) with exit 0. Lines explained
+    are estimated from the sample and the lines it was drawn from
     (:func:`~transforms.diagnosis_sample.sampled_from`: not the rejections no setting explains)."""
     without_match = sampled_from(entry)
     out = []
@@ -120,31 +122,37 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
         job_wide = _job_wide(ds, cfg, change)
         sampled = max(1, int(finding["sampled"]))
         explained = int(finding["would_match"]) * max(without_match, sampled) / sampled
-        why = _loses_matches(ds, cfg, finding)
-        if why and entry["reconciled"] > explained:
+        loses = _loses_matches(ds, cfg, finding)
+        matching = entry["reconciled"]
+        if loses and matching > explained:
+            how, what = loses
             finding = {**finding, "suggestion": {}, "message": (
                 f"{finding['message']}: a partial explanation, not a change to make. The data source already matches "
-                f"{entry['reconciled']:,} lines {why} would lose those{f' ({job_wide})' if job_wide else ''}")}
+                f"{matching:,} lines {how}; {what} would lose those{f' ({job_wide})' if job_wide else ''}")}
+        elif loses and matching:
+            finding = {**finding, "message": (
+                f"{finding['message']}{f'; {job_wide}' if job_wide else ''}. Applied, the change would also lose the "
+                f"{matching:,} lines matching now {loses[0]}: the partner sends lines of both kinds; ask it for one")}
         elif job_wide:
             finding = {**finding, "message": f"{finding['message']}; {job_wide}"}
         out.append(finding)
     return out
 
 
-def _loses_matches(ds: DataSourceConfig, cfg: JobConfig, finding: dict) -> str | None:
-    """Why a finding's change would lose every line that matches now (the words between "already
-    matches N lines" and "would lose those"), or None when it may keep them."""
+def _loses_matches(ds: DataSourceConfig, cfg: JobConfig, finding: dict) -> tuple[str, str] | None:
+    """Why a finding's change would lose every line that matches now, or None when it may keep them:
+    how those lines match (after "already matches N lines") and what the finding's lines are instead
+    (before "would lose those")."""
     change = finding["suggestion"]
     if any(f == "match_on" or f.startswith("profiles.") for f in change):
         current = cfg.profiles.column_for(ds.match_on) if ds.match_on else cfg.profiles.visitor_ids
-        return (f"on its current column ('{current}'); these lines hold another column's values, and changing the "
-                "column")
+        return f"on its current column ('{current}')", "these lines hold another column's values, and changing the column"
     if _rehashes(ds, change):
-        return (f"as configured ({ds.digest_encoding} {_ALGORITHM_NAMES[ds.hash_algorithm]}); these lines are hashed "
-                "another way, and the change")
+        return (f"as configured ({ds.digest_encoding} {_ALGORITHM_NAMES[ds.hash_algorithm]})",
+                "these lines are hashed another way, and the change")
     if finding.get("keys_kept") == 0:
-        return (f"under {ds.normalization} rules; these lines are normalized another way, under which no profile keeps "
-                "its key, and the change")
+        return (f"under {ds.normalization} rules",
+                "these lines are normalized another way, under which no profile keeps its key, and the change")
     return None
 
 
