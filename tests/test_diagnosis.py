@@ -361,6 +361,33 @@ def test_a_hashing_change_that_explains_more_lines_than_match_now_says_it_loses_
     assert "\n" not in message
 
 
+def test_one_digest_on_many_lines_does_not_skew_the_sampled_share(tmp_path):
+    """1,200 lines match, 1,000 are SHA-1 digests, 1,500 the digest of an empty address (the partner
+    hashed its empty cells), with diagnosis_sample: 200. The sample kept the lines of smallest hash
+    of their value, so a value on many lines came whole or not at all: here not, and the finding said
+    '200 of 200 sampled lines' are SHA-1 (40% are), was taken for 2,700 lines and suggested
+    hash_algorithm: sha1, which would lose the 1,200 matching to gain 1,000. Each line is drawn on
+    its own: about 40% of the sample, a partial explanation."""
+    import hashlib
+
+    emails = [f"user{i}@example.com" for i in range(2200)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(2200)], "email": emails}), tmp_path / "profiles.parquet")
+    (tmp_path / "segments").mkdir()
+    ids = (_hashed(emails[:1200], "email") + _hashed(emails[1200:], "email", algorithm="sha1")
+           + [hashlib.sha256(b"").hexdigest()] * 1500)
+    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed",
+          "match_on": "email", "max_invalid_id_ratio": 1.0}
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2,
+           "diagnosis_sample": 200, "data_sources": [ds]}
+    entry = _run(tmp_path, cfg, "out")["data_sources"]["h"]
+    assert (entry["reconciled"], entry["invalid_ids"], entry["unmatched"]) == (1200, 1000, 1500)
+    (finding,) = entry["diagnosis"]
+    assert (finding["kind"], finding["sampled"]) == ("algorithm", 200), finding
+    assert 0.25 < finding["would_match"] / finding["sampled"] < 0.55, finding  # 1,000 of 2,500
+    assert finding["suggestion"] == {} and "partial explanation" in finding["message"], finding
+
+
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
 def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
     from datetime import datetime, timezone

@@ -19,7 +19,7 @@ from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, sc
 from transforms.diagnosis_crypto import CbcMaterial, cbc_findings
 from transforms.diagnosis_forms import SCREEN_ALL, screen_columns, screen_rows, spread
 from transforms.diagnosis_gcm import gcm_findings
-from transforms.diagnosis_sample import SAMPLE_SCHEMA, SampleLines, bottom_k, candidates, rejected_candidates
+from transforms.diagnosis_sample import SAMPLE_SCHEMA, SampleLines, bottom_k, candidates, place_hashes, rejected_candidates
 from transforms.encrypt import encrypt_cbc, encrypt_gcm
 from transforms.normalize import normalize_and_hash
 from transforms.outcomes import Reason
@@ -62,10 +62,29 @@ def test_rejected_candidates_are_the_raw_ids_of_the_reasons_a_setting_may_explai
     rejected = pa.table({"line": pa.array([1, 2, 3, 4], pa.int64()),
                          "reason": pa.array([Reason.INVALID_HASH, Reason.MISSING_VALUE, Reason.INVALID_VISITOR_ID,
                                              Reason.INVALID_DECLARED_ID]).dictionary_encode()})
-    got = rejected_candidates(parsed, rejected, 10)
+    got = rejected_candidates(parsed, rejected, 10, "d.sync")
     assert sorted(zip(got["value"].to_pylist(), got["reason"].to_pylist())) == [
         (b"12345", "invalid_visitor_id"), (b"abc", "invalid_hash")]
-    assert rejected_candidates(parsed, rejected, 0) is None
+    assert rejected_candidates(parsed, rejected, 0, "d.sync") is None
+
+
+def test_the_sample_draws_lines_not_values():
+    """One rejected ID on 600 of 1,000 lines (a placeholder the partner wrote for its empty cells):
+    hashed by value, its lines came into a sample of 100 all or none (0 or 100 of the 100 where
+    they are 60%). Drawn by place, each line on its own."""
+    n = 1000
+    ids = ["unknown" if i % 5 < 3 else f"{i:040x}" for i in range(n)]
+    parsed = pa.table({"line": pa.array(range(1, n + 1), pa.int64()), "id": ids})
+    rejected = pa.table({"line": parsed["line"], "reason": pa.array([Reason.INVALID_HASH] * n).dictionary_encode()})
+    got = rejected_candidates(parsed, rejected, 100, "segments/d.sync")
+    assert got.num_rows == 100 and 40 <= got["value"].to_pylist().count(b"unknown") <= 80
+    files = pa.array(["a.sync", "b.sync"] * 500).dictionary_encode()  # the join's lines: a file each, dictionary-encoded
+    places = place_hashes(files, parsed["line"])
+    assert len(set(places.tolist())) == n
+    assert np.array_equal(places, place_hashes(files.dictionary_decode(), parsed["line"]))
+    assert np.array_equal(place_hashes("a.sync", parsed["line"]), place_hashes(pa.array(["a.sync"] * n), parsed["line"]))
+    # the file's name, not its folder: the same dumps copied to gs:// or to another run folder, the same sample
+    assert np.array_equal(place_hashes("/tmp/run1/in/a.sync", parsed["line"]), place_hashes("gs://b/in/a.sync", parsed["line"]))
 
 
 # ------------------------------------------------------------------------------- probes, directly

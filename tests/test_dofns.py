@@ -219,7 +219,7 @@ def test_join_shard_sends_one_sample_of_unmatched_lines_per_data_source_and_bund
     ``k`` lines the diagnosis would have kept from every shard's own candidates."""
     import gzip
 
-    from transforms.diagnosis_sample import SampleLines, bottom_k, candidates
+    from transforms.diagnosis_sample import SampleLines, bottom_k, candidates, place_hashes
 
     cfg = make_job(tmp_path).model_copy(update={"diagnosis_sample": 7})
     lines = "".join(f"{10**37 + i * 7919} 10\n" for i in range(300))  # visitor IDs no profile has
@@ -233,7 +233,8 @@ def test_join_shard_sends_one_sample_of_unmatched_lines_per_data_source_and_bund
     members, tagged = run_dofn(JoinShard(cfg), *[((shard, tables), (_MultiMap({}),)) for shard, tables in grouped.items()])
     assert members == []
     (name, (k, sampled)), = tagged[JoinShard.UNMATCHED]
-    per_shard = [(7, candidates(pa.concat_tables(tables)["key"], Reason.NO_MATCHING_PROFILE, 7)) for tables in grouped.values()]
+    per_shard = [(7, candidates(t["key"], Reason.NO_MATCHING_PROFILE, 7, place_hashes(t["source_file"], t["line"])))
+                 for t in (pa.concat_tables(tables) for tables in grouped.values())]
     combine = SampleLines()
     expected = combine.extract_output(combine.add_input(combine.add_input(combine.add_input(combine.add_input(
         combine.create_accumulator(), per_shard[0]), per_shard[1]), per_shard[2]), per_shard[3]))

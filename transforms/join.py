@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import concat, constant, explode_list, narrow_dictionary
 from transforms.config import JobConfig
-from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact
+from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact, place_hashes
 from transforms.dumps import rejected_table
 from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_line_counts, segment_lists
 from transforms.memory import release_free_memory
@@ -49,6 +49,7 @@ class ShardResult(NamedTuple):
     file_audience_lines: int  # lines that matched no profile, kept in the file audience
     pairs: int  # rows of the join's (distinct line, profile) pair table: what the join materializes
     unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
+    unmatched_at: tuple | None = None  # (source_file, line) of those lines: the sample draws lines, not keys
     segment_lines: tuple = ()  # (segment id, lines naming it to add), matched or not: "why has X no member?"
 
 
@@ -161,6 +162,7 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         file_audience_lines=miss.num_rows if keep_file_audience else 0,
         pairs=pairs.num_rows,
         unmatched_keys=miss["key"],
+        unmatched_at=(miss["source_file"], miss["line"]),
         segment_lines=tuple(segment_line_counts(dump["segments"])),
     )
 
@@ -236,7 +238,7 @@ class JoinShard(PooledDoFn):
         k, sampled = self._cfg.sample_size(ds), None
         if k and out.unmatched_keys is not None and len(out.unmatched_keys):
             reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE
-            sampled = (name, k, candidates(out.unmatched_keys, reason, k))
+            sampled = (name, k, candidates(out.unmatched_keys, reason, k, place_hashes(*out.unmatched_at)))
         segment_lines = [count(Metric.SEGMENT_LINES, n, name, segment) for segment, n in out.segment_lines]
         return out.reconciled, outputs, sampled, segment_lines
 

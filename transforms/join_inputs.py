@@ -188,7 +188,7 @@ class ReadDumpFile(PooledDoFn):
         if keys.first_blocks is not None:
             outputs.append(beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, keys.first_blocks)))
         k = self._cfg.sample_size(ds)
-        sampled = rejected_candidates(parsed, keys.rejected, k)
+        sampled = rejected_candidates(parsed, keys.rejected, k, path)
         if sampled is not None:
             outputs.append(beam.pvalue.TaggedOutput(self.DIAGNOSABLE, (name, (k, sampled))))
         if keys.keyed.num_rows:
