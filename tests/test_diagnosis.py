@@ -388,6 +388,41 @@ def test_one_digest_on_many_lines_does_not_skew_the_sampled_share(tmp_path):
     assert finding["suggestion"] == {} and "partial explanation" in finding["message"], finding
 
 
+def test_digests_in_url_safe_or_unpadded_base64_are_named_so(tmp_path):
+    """A base64 source whose partner writes url-safe base64 ('-', '_'): the digests without either
+    character matched, the others (about 3 in 4) were invalid_hash, and the run failed 'not a digest
+    of the configured algorithm and encoding (SHA-256: 64 hex or 44 base64 characters)?' over lines
+    of 44 base64 characters. Digests without their '=' padding (43) were no finding either. No
+    setting reads them: the finding says what they are, and that the partner must send standard base64."""
+    emails = [f"user{i}@example.com" for i in range(200)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(200)], "email": emails}), tmp_path / "profiles.parquet")
+    standard = _hashed(emails, "email", encoding="base64")
+    dumps = {"url-safe": [d.replace("+", "-").replace("/", "_") for d in standard], "unpadded": [d.rstrip("=") for d in standard]}
+    sources = []
+    for n, (name, ids) in enumerate(dumps.items()):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+        sources.append({"name": name, "dpid": n + 1, "segments": f"{name}/*.sync", "id_type": "declared",
+                        "declared": "hashed", "match_on": "email", "digest": "base64" if name == "url-safe" else "hex"})
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": sources[:1]}
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "failing")
+    message = str(info.value)
+    assert "IDs are invalid, most of them invalid_hash" in message and "url-safe or unpadded base64" in message, message
+    assert "standard base64" in message and "suggested" not in message and "\n" not in message
+    for ds in sources:
+        ds["max_invalid_id_ratio"] = 1.0
+    cfg["data_sources"] = sources
+    report = _run(tmp_path, cfg, "out")["data_sources"]
+    for name in dumps:
+        entry = report[name]
+        (finding,) = entry["diagnosis"]
+        assert (finding["kind"], finding["suggestion"], finding["would_match"]) == ("digest", {}, entry["invalid_ids"]), finding
+        assert "url-safe or unpadded base64-encoded SHA-256 digests of profile email addresses" in finding["message"]
+    assert report["url-safe"]["reconciled"] + report["url-safe"]["invalid_ids"] == 200 and report["unpadded"]["invalid_ids"] == 200
+    assert report["unpadded"]["diagnosis"][0]["message"].endswith(", then set digest: base64")  # a hex source
+
+
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
 def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
     from datetime import datetime, timezone

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.config import DataSourceConfig, JobConfig
+from transforms.diagnosis_plan import UNREADABLE_BASE64
 from transforms.diagnosis_sample import sampled_from
 from transforms.normalize import AS_IS, DEFAULT_DIGEST, PROFILES
 
@@ -68,10 +69,16 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     found += [(f.kind, f.suggestion, f.would_match, f.would_match, f.message, {}) for f in decryption if f.would_match >= least]
     found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
     return [
-        {"kind": kind, "suggestion": _changed(ds, cfg, suggestion), "would_match": n, "rejected": of_rejected,
+        {"kind": kind, "suggestion": {} if _unreadable(suggestion) else _changed(ds, cfg, suggestion),
+         "would_match": n, "rejected": of_rejected,
          "sampled": sampled, **share, "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
         for kind, suggestion, n, of_rejected, message, share in found[:MAX_FINDINGS]
     ]
+
+
+def _unreadable(suggestion: tuple) -> bool:
+    """Whether a finding is of digests in an encoding no setting reads (url-safe or unpadded base64)."""
+    return dict(suggestion).get("digest") == UNREADABLE_BASE64
 
 
 def _distinct(values: pa.Array | None, rows: np.ndarray) -> int:
@@ -212,4 +219,9 @@ def _describe_digests(ds: DataSourceConfig, cfg: JobConfig, change: dict) -> str
            else f"normalized under {normalization} rules")
     encoded = f"{encoding}-encoded " if "digest" in change else ""
     extra = f" (not {_ALGORITHM_NAMES[ds.hash_algorithm]})" if "hash_algorithm" in change else ""
-    return f"are {encoded}{algorithm} digests{extra} of {what} {how}"
+    described = f"are {encoded}{algorithm} digests{extra} of {what} {how}"
+    if encoding == UNREADABLE_BASE64:
+        then = "" if ds.digest_encoding == "base64" else ", then set digest: base64"
+        return (f"{described}: no setting reads them; ask the partner for standard base64 ('+' and '/', with its '=' "
+                f"padding){then}")
+    return described

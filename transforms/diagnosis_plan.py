@@ -100,8 +100,10 @@ def _digest_views(ds: DataSourceConfig, values: pa.BinaryArray, missed: np.ndarr
     texts = pc.utf8_trim_whitespace(values.take(pa.array(invalid)).cast(pa.string()))
     plausible = pc.is_in(pc.utf8_length(texts), value_set=pa.array(_DIGEST_TEXT_LENGTHS)).to_numpy(zero_copy_only=False)
     for row, text in zip(invalid[plausible].tolist(), texts.filter(pa.array(plausible)).cast(pa.binary()).to_pylist()):
-        for encoding in ENCODINGS:
-            decoded = _decode(text, encoding)
+        read = [(encoding, _decode(text, encoding)) for encoding in ENCODINGS]
+        if not any(decoded is not None and len(decoded) in DIGEST_ALGORITHMS for _, decoded in read):
+            read = [(UNREADABLE_BASE64, _decode_nonstandard(text))]
+        for encoding, decoded in read:
             if decoded is not None and len(decoded) in DIGEST_ALGORITHMS:
                 entry = found.setdefault(f"{encoding}:{DIGEST_ALGORITHMS[len(decoded)]}", [[], []])
                 entry[0].append(row)
@@ -116,8 +118,15 @@ def _digest_views(ds: DataSourceConfig, values: pa.BinaryArray, missed: np.ndarr
     return views
 
 
-# The text lengths of known digests in hex and base64 (other rejected IDs are not looked at).
-_DIGEST_TEXT_LENGTHS = sorted({n * 2 for n in DIGEST_ALGORITHMS} | {-(-n // 3) * 4 for n in DIGEST_ALGORITHMS})
+# The text lengths of known digests in hex, base64, and base64 without its '=' padding (other
+# rejected IDs are not looked at).
+_DIGEST_TEXT_LENGTHS = sorted({n * 2 for n in DIGEST_ALGORITHMS} | {-(-n // 3) * 4 for n in DIGEST_ALGORITHMS}
+                              | {-(-n * 4 // 3) for n in DIGEST_ALGORITHMS})
+# The "encoding" of digests written in url-safe base64 ('-', '_') or without their '=' padding (the
+# base64url of JWTs and many SDKs): no setting reads them (the join reads standard base64), so a
+# finding of them names no change (transforms.diagnosis_findings); the partner must send standard base64.
+UNREADABLE_BASE64 = "url-safe or unpadded base64"
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _decode(text: bytes, encoding: str) -> bytes | None:
@@ -125,6 +134,14 @@ def _decode(text: bytes, encoding: str) -> bytes | None:
         return binascii.unhexlify(text) if encoding == "hex" else binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def _decode_nonstandard(text: bytes) -> bytes | None:
+    """A digest written in url-safe base64 or without its padding, decoded; None for any other text
+    (standard base64 with '+' or '/' beside '-' or '_' is no alphabet)."""
+    if (b"-" in text or b"_" in text) and (b"+" in text or b"/" in text):
+        return None
+    return _decode(text.translate(_URL_SAFE) + b"=" * (-len(text) % 4), "base64")
 
 
 def probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: dict[str, str]) -> list[Probe]:
