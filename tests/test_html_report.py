@@ -58,8 +58,8 @@ def expected_figures(report: dict) -> dict[tuple, str]:
         to_add = e["received"] - e["format_errors"] - e["removals_only"]
         steps = {"received": e["received"], "well_formed": e["received"] - e["format_errors"], "to_add": to_add,
                  "valid_ids": to_add - e["invalid_ids"], "matched": e["reconciled"]}
-        if e["decrypts"]:
-            steps["decrypted"] = to_add - sum(e["rejected_by_reason"].get(r, 0) for r in DECRYPT_FAILURES)
+        if e["decrypts"]:  # a line without a token is not decrypted either
+            steps["decrypted"] = to_add - sum(e["rejected_by_reason"].get(r, 0) for r in (*DECRYPT_FAILURES, "missing_value"))
         if "suppressed" in e or e["file_audience"]:  # keeps a file audience (or some lines went there)
             steps["file_audience"] = e["file_audience"]
         for step, value in steps.items():
@@ -225,6 +225,24 @@ def test_the_funnel_step_before_the_ids_does_not_say_segments_to_add():
     so its funnel's third step holds them: the page labelled it "with segments to add"."""
     html = render_run(_import_report())
     assert "with segments to add" not in html and html.count("IDs to look up") == len(_import_report()["data_sources"])
+
+
+def test_lines_without_a_token_are_not_counted_as_decrypted():
+    """An encrypted source's blank tokens are missing_value, never decrypted (no key or IV is blamed
+    for them). The funnel counted them in its "decrypted" step: 30 blank lines beside 12 decrypt
+    failures read "decrypted 180", where 150 were, and "-30 invalid IDs" at the next step."""
+    report = _import_report()
+    e = report["data_sources"]["web-encrypted-emails"]
+    e["received"] += 30
+    e["invalid_ids"] += 30
+    e["rejected_by_reason"]["missing_value"] = 30
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    decrypted = [f for f in figures(html) if f.source == "web-encrypted-emails" and f.row == ("data-step", "decrypted")]
+    to_add = e["received"] - e["format_errors"] - e["removals_only"]
+    assert [f.number for f in decrypted] == [to_add - 12 - 30]
+    funnel = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="ds-web-encrypted-emails"'):]))
+    assert "&minus;42 decrypt failures or blank tokens" in funnel, funnel[:600]
 
 
 def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():

@@ -75,7 +75,8 @@ def funnel(entry: dict) -> list[Step]:
     those that only remove some (their removals apply, so they are looked up); a one-off import or a
     full dump rejects a line that only removes segments (``removals only``).
 
-    The decrypted step appears for data sources that decrypt (``decrypts`` in the report). Lines
+    The decrypted step appears for data sources that decrypt (``decrypts`` in the report); lines
+    without a token leave there beside the decrypt failures (they were never decrypted). Lines
     leaving the last step are unmatched or kept in the file audience (both looked up, no profile)."""
     received = entry["received"]
     well_formed = received - entry[Category.FORMAT_ERRORS]
@@ -88,8 +89,11 @@ def funnel(entry: dict) -> list[Step]:
     ]
     before_valid = to_add
     if entry.get("decrypts"):
-        decrypted = to_add - decrypt_failures(entry)
-        steps.append(Step("decrypted", "decrypted", decrypted, to_add - decrypted, "decrypt failures"))
+        # A line without a token (missing_value) was not decrypted either: it leaves here too.
+        failed, blank = decrypt_failures(entry), entry["rejected_by_reason"].get(Reason.MISSING_VALUE, 0)
+        decrypted = to_add - failed - blank
+        lost_as = " or ".join(what for what, n in (("decrypt failures", failed), ("blank tokens", blank)) if n)
+        steps.append(Step("decrypted", "decrypted", decrypted, to_add - decrypted, lost_as))
         before_valid = decrypted
     steps.append(Step("valid_ids", "valid IDs", valid, before_valid - valid, "invalid IDs"))
     kept = keeps_file_audience(entry)
