@@ -245,6 +245,26 @@ def test_lines_without_a_token_are_not_counted_as_decrypted():
     assert "&minus;42 decrypt failures or blank tokens" in funnel, funnel[:600]
 
 
+def test_a_data_source_with_no_line_to_diagnose_does_not_say_sampled_lines_were_tried():
+    """Every line with a valid ID matched, and the IDs rejected are empty (no setting explains those):
+    the page said "No finding: no alternative setting that was tried explains the sampled lines
+    without a match", of lines there were none of."""
+    report = _import_report()
+    e = report["data_sources"]["crm-hashed-emails"]
+    e["reconciled"], e["unmatched"], e["diagnosis"] = e["reconciled"] + e["unmatched"], 0, []
+    reasons = e["rejected_by_reason"]
+    del reasons["no_matching_profile"]
+    reasons["missing_value"] = reasons.pop("invalid_hash")
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    section = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="ds-crm-hashed-emails"'):html.index('id="ds-uid2-phones"')]))
+    assert "sampled lines" not in section and "Nothing to diagnose" in section, section[:800]
+    e["unmatched"], e["reconciled"] = 1, e["reconciled"] - 1  # one line without a match: sampled, no finding
+    reasons["no_matching_profile"] = 1
+    section = render_run(report)
+    assert "No finding: no alternative setting that was tried explains the sampled lines without a match" in section
+
+
 def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():
     """report.json counts the file-audience entries a suppression list withheld (``suppressed``); the
     page did not show them, so the entries written were fewer than the lines kept with no word why."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transforms.diagnosis_sample import sampled_from
 from transforms.outcomes import DECRYPT_FAILURES, Category, Reason
 
 
@@ -146,6 +147,12 @@ def rejections(entry: dict) -> list[Rejection]:
             category, description = "?", "a reason this version does not know"
         out.append(Rejection(code, category, description, n))
     return sorted(out, key=lambda r: (-r.lines, r.reason))
+
+
+def to_diagnose(entry: dict) -> int:
+    """The lines the diagnosis samples from: without a match, or rejected for a reason a setting may
+    explain (0: there was nothing to try alternatives on)."""
+    return sampled_from(entry)
 
 
 def findings(entry: dict) -> list[dict] | None:
