@@ -81,6 +81,20 @@ def expected_figures(report: dict) -> dict[tuple, str]:
             row = ("data-finding", finding["kind"] + (f".{seen[finding['kind']]}" if seen[finding["kind"]] > 1 else ""))
             want[(name, row, "would_match")] = f"{finding['would_match']:,}"
             want[(name, row, "sampled")] = f"{finding['sampled']:,}"
+    # The total row (several data sources): every data source's figures added up, as report.json's totals are.
+    entries = list(report["data_sources"].values())
+    if len(entries) > 1:
+        total = {k: sum(e[k] for e in entries) for k in ("received", "reconciled", "file_audience", "unmatched",
+                                                           "format_errors", "invalid_ids", "removals_only")}
+        members = sum(s["members"] for e in entries for s in e["segments"].values())
+        overview = ("data-row", "overview")
+        for key, value in (("received", total["received"]), ("reconciled", total["reconciled"]), ("members", members),
+                           ("file_audience", total["file_audience"]), ("unmatched", total["unmatched"]),
+                           ("rejected", total["format_errors"] + total["invalid_ids"] + total["removals_only"])):
+            want[("", overview, key)] = f"{value:,}"
+        want[("", overview, "match_rate")] = expected_rate(
+            total["reconciled"], total["reconciled"] + total["unmatched"] + total["file_audience"])
+    want[(None, None, "profiles_read")] = f"{report['profiles_read']:,}"
     return want
 
 
