@@ -137,9 +137,12 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
                 f"{finding['message']}: a partial explanation, not a change to make. The data source already matches "
                 f"{matching:,} lines {how}; {what} would lose those{f' ({job_wide})' if job_wide else ''}")}
         elif loses and matching:
+            # Another column may hold the values of the lines matching now too (a copy of it): not sure.
+            but = (", unless the other column holds their values too" if _changes_column(change)
+                   else ": the partner sends lines of both kinds; ask it for one")
             finding = {**finding, "message": (
                 f"{finding['message']}{f'; {job_wide}' if job_wide else ''}. Applied, the change would also lose the "
-                f"{matching:,} lines matching now {loses[0]}: the partner sends lines of both kinds; ask it for one")}
+                f"{matching:,} lines matching now {loses[0]}{but}")}
         elif job_wide:
             finding = {**finding, "message": f"{finding['message']}; {job_wide}"}
         out.append(finding)
@@ -151,7 +154,7 @@ def _loses_matches(ds: DataSourceConfig, cfg: JobConfig, finding: dict) -> tuple
     how those lines match (after "already matches N lines") and what the finding's lines are instead
     (before "would lose those")."""
     change = finding["suggestion"]
-    if any(f == "match_on" or f.startswith("profiles.") for f in change):
+    if _changes_column(change):
         current = cfg.profiles.column_for(ds.match_on) if ds.match_on else cfg.profiles.visitor_ids
         return f"on its current column ('{current}')", "these lines hold another column's values, and changing the column"
     if _rehashes(ds, change):
@@ -161,6 +164,10 @@ def _loses_matches(ds: DataSourceConfig, cfg: JobConfig, finding: dict) -> tuple
         return (f"under {ds.normalization} rules",
                 "these lines are normalized another way, under which no profile keeps its key, and the change")
     return None
+
+
+def _changes_column(change: dict) -> bool:
+    return any(f == "match_on" or f.startswith("profiles.") for f in change)
 
 
 def _rehashes(ds: DataSourceConfig, change: dict) -> bool:
