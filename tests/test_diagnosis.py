@@ -423,6 +423,31 @@ def test_digests_in_url_safe_or_unpadded_base64_are_named_so(tmp_path):
     assert report["unpadded"]["diagnosis"][0]["message"].endswith(", then set digest: base64")  # a hex source
 
 
+def test_digests_of_values_with_a_line_break_are_named_so(tmp_path):
+    """The partner hashed each address as `echo $email | sha256sum` prints it, with its line break:
+    no digest matched, and the diagnosis found nothing ('no alternative setting that was tried
+    explains the sampled lines'). No setting reads such digests; the finding says what they are."""
+    import hashlib
+
+    emails = [f"User{i}@Example.com" for i in range(150)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(150)], "email": emails}), tmp_path / "profiles.parquet")
+    (tmp_path / "segments").mkdir()
+    ids = [hashlib.sha256(f"{e.lower()}\n".encode()).hexdigest() for e in emails]
+    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed", "match_on": "email"}
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "failing")
+    message = str(info.value)
+    assert "none of its 150 IDs to match matched" in message and "line break" in message and "suggested" not in message, message
+    ds["allow_no_match"] = True
+    (finding,) = _run(tmp_path, cfg, "out")["data_sources"]["h"]["diagnosis"]
+    assert (finding["kind"], finding["suggestion"], finding["would_match"]) == ("line_break", {}, 150), finding
+    assert finding["message"].startswith("150 of 150 sampled lines without a match are SHA-256 digests of profile email "
+                                         "addresses ('email') normalized under adobe rules, with a line break"), finding
+    assert finding["message"].endswith("ask the partner to hash the value alone")  # nothing else to change here
+
+
 # ------------------------------------------------------------ AES-GCM: tokens that are not ring tokens
 def _gcm_job(root: Path, tokens: list[str], emails: list[str], **source) -> dict:
     from datetime import datetime, timezone

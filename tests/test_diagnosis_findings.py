@@ -156,3 +156,17 @@ def test_sampled_tokens_that_are_not_utf8_leave_the_crypto_findings_as_they_are(
         assert [f.kind for f in findings] == [f.kind for f in cbc_findings(_email_source(), failed_tokens(without), material)] == ["key"]
         with_them, without = (_gcm_sample([reason] * len(values), values) for values in (quoted + latin1, quoted))
         assert _gcm(with_them, ring) == _gcm(without, ring)
+
+
+def test_digests_no_setting_reads_name_no_change_and_what_to_set_once_the_partner_fixes_them():
+    """Digests of values hashed with a line break (or in url-safe base64) match once the partner
+    changes what it sends: no change to apply now, and the fields that are then still wrong."""
+    cfg = _two_email_sources()
+    ds = cfg.data_sources[0]
+    probed = {("line_break", (("normalization", "none"), ("digest", "base64"), ("line_break", True))): np.arange(40),
+              ("digest", (("digest", "url-safe or unpadded base64"),)): np.arange(40, 60)}
+    found = assemble(ds, cfg, 100, probed, [])
+    assert [(f["kind"], f["suggestion"], f["would_match"]) for f in found] == [("line_break", {}, 40), ("digest", {}, 20)]
+    assert found[0]["message"].endswith("with a line break after each value (hashed as `echo` prints it): no setting reads "
+                                        "them; ask the partner to hash the value alone, then set normalization: none, digest: base64")
+    assert found[1]["message"].endswith("ask the partner for standard base64 ('+' and '/', with its '=' padding), then set digest: base64")

@@ -23,7 +23,7 @@ MIN_DISTINCT = 3  # and a profile form's finding, lines holding at least this ma
 MAX_FINDINGS = 10
 # Preference between findings that explain exactly the same lines (adobe and meta rules give the
 # same email keys, say): the fewest changed fields, then this order of kinds, then of values.
-KIND_ORDER = ("digest", "normalization", "column", "algorithm", "case", "leading_zeros", "id_type",
+KIND_ORDER = ("digest", "normalization", "column", "algorithm", "case", "leading_zeros", "id_type", "line_break",
               "token_encoding", "key_encoding", "iv_encoding", "embedded_iv", "iv", "key", "key_or_iv", "key_id")
 _VALUE_ORDER = {name: i for i, name in enumerate((*PROFILES, AS_IS, "hex", "base64", "email", "phone"))}
 _ALGORITHM_NAMES = {"sha256": "SHA-256", "sha1": "SHA-1", "md5": "MD5", "sha512": "SHA-512"}
@@ -69,16 +69,18 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
     found += [(f.kind, f.suggestion, f.would_match, f.would_match, f.message, {}) for f in decryption if f.would_match >= least]
     found.sort(key=lambda f: (-f[2], preference(f[0], f[1])))
     return [
-        {"kind": kind, "suggestion": {} if _unreadable(suggestion) else _changed(ds, cfg, suggestion),
+        {"kind": kind, "suggestion": {} if _no_setting(suggestion) else _changed(ds, cfg, suggestion),
          "would_match": n, "rejected": of_rejected,
          "sampled": sampled, **share, "message": f"{n:,} of {sampled:,} sampled lines without a match {message}"}
         for kind, suggestion, n, of_rejected, message, share in found[:MAX_FINDINGS]
     ]
 
 
-def _unreadable(suggestion: tuple) -> bool:
-    """Whether a finding is of digests in an encoding no setting reads (url-safe or unpadded base64)."""
-    return dict(suggestion).get("digest") == UNREADABLE_BASE64
+def _no_setting(suggestion: tuple) -> bool:
+    """Whether a finding is of digests no setting reads: in url-safe or unpadded base64, or of values
+    hashed with a line break (the partner must change what it sends)."""
+    change = dict(suggestion)
+    return change.get("digest") == UNREADABLE_BASE64 or bool(change.get("line_break"))
 
 
 def _distinct(values: pa.Array | None, rows: np.ndarray) -> int:
@@ -227,6 +229,10 @@ def _describe_digests(ds: DataSourceConfig, cfg: JobConfig, change: dict) -> str
     encoded = f"{encoding}-encoded " if "digest" in change else ""
     extra = f" (not {_ALGORITHM_NAMES[ds.hash_algorithm]})" if "hash_algorithm" in change else ""
     described = f"are {encoded}{algorithm} digests{extra} of {what} {how}"
+    if change.get("line_break"):  # the other fields are still to set once the partner hashes the value alone
+        then = ", ".join(f"{field}: {value}" for field, value in change.items() if field != "line_break")
+        return (f"{described}, with a line break after each value (hashed as `echo` prints it): no setting reads "
+                f"them; ask the partner to hash the value alone{f', then set {then}' if then else ''}")
     if encoding == UNREADABLE_BASE64:
         then = "" if ds.digest_encoding == "base64" else ", then set digest: base64"
         return (f"{described}: no setting reads them; ask the partner for standard base64 ('+' and '/', with its '=' "

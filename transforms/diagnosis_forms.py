@@ -44,6 +44,7 @@ class Form(NamedTuple):
     normalization: str | None = None  # a profile of normalize.PROFILES, or normalize.AS_IS
     algorithm: str | None = None  # DIGEST: one of DIGEST_ALGORITHMS' values
     region: str | None = None  # phones: where numbers without a country code are read (JobConfig.region_for)
+    suffix: str = ""  # DIGEST: appended to the normalized value before hashing (a line break, as `echo` prints it)
 
 
 def none_first(value):
@@ -145,7 +146,8 @@ class ProfileKeys:
                 self._keys[form] = pa.array([], pa.binary())
             elif form.how == DIGEST:
                 values = plain_array(profiles[form.column], text="cast")
-                self._texts[form] = pc.drop_null(normalize.normalize_keys(values, form.kind, form.normalization, form.region)[0])
+                texts = pc.drop_null(normalize.normalize_keys(values, form.kind, form.normalization, form.region)[0])
+                self._texts[form] = pc.binary_join_element_wise(texts, form.suffix, "") if form.suffix else texts
             else:
                 self._keys[form] = _plain_keys(profiles[form.column], form, cfg).cast(pa.binary())
         self._digests: dict[str, tuple[pa.Array, pa.Array]] = {}  # algorithm -> (distinct values, digests)

@@ -189,17 +189,34 @@ def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View],
             normalizations = (*PROFILES, AS_IS) if kind != "other" else (kept, AS_IS)  # 'other': trim, or nothing
             for normalization in normalizations:
                 change = _match_on(cfg, column, kind) if column != here else ()
-                if normalization != ds.normalization:
-                    change += (("normalization", normalization),)
-                if (ds.digest or DEFAULT_DIGEST[normalization]) != encoding:
-                    change += (("digest", encoding),)
-                if algorithm != ds.hash_algorithm:
-                    change += (("hash_algorithm", algorithm),)
+                change += _hashing_change(ds, normalization, encoding, algorithm)
                 finding = ("algorithm" if algorithm != ds.hash_algorithm else "column" if column != here
                            else "normalization" if normalization != ds.normalization else "digest")
                 region = cfg.region_for(ds) if kind == "phone" else None
                 found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm, region), view, finding, change))
+        if encoding != UNREADABLE_BASE64:  # the match column's values, as configured or as stored, with a line break
+            column, kind = columns[0]
+            region = cfg.region_for(ds) if kind == "phone" else None
+            for normalization in dict.fromkeys((ds.normalization, AS_IS)):
+                change = _hashing_change(ds, normalization, encoding, algorithm) + (("line_break", True),)
+                found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm, region, LINE_BREAK), view,
+                                   "line_break", change))
     return found
+
+
+def _hashing_change(ds: DataSourceConfig, normalization: str, encoding: str, algorithm: str) -> Suggestion:
+    """The fields that make a hashed source read digests of ``normalization``, ``encoding`` and ``algorithm``."""
+    change = () if normalization == ds.normalization else (("normalization", normalization),)
+    if (ds.digest or DEFAULT_DIGEST[normalization]) != encoding:
+        change += (("digest", encoding),)
+    if algorithm != ds.hash_algorithm:
+        change += (("hash_algorithm", algorithm),)
+    return change
+
+
+# Digests of values hashed with a line break after them (`echo $email | sha256sum`): no setting reads
+# them, so their finding names no change (transforms.diagnosis_findings); the partner must hash the value alone.
+LINE_BREAK = "\n"
 
 
 def _visitor_probes(cfg: JobConfig, kinds: dict[str, str]) -> list[Probe]:
