@@ -290,6 +290,35 @@ def test_ids_written_with_a_uri_scheme_are_named_so_not_blamed_on_the_iv(channel
         assert named in str(info.value) and ("wrong IV" in str(info.value)) == (iv != IV)
 
 
+@pytest.mark.parametrize("iv, named", [(IV, "are email addresses, not phone numbers"), (bytes(range(16)), "wrong IV?")])
+def test_email_addresses_on_an_sms_source_are_named_so_not_blamed_on_the_iv(iv, named):
+    """A data source configured 'channel: sms' whose partner encrypts email addresses, under the
+    right key and IV: every ID is invalid_plaintext (no phone number), and, on addresses of a few
+    shapes (the generator's: user<N>@...), the IV check failed the run first with 'decrypted IDs look
+    garbled in their first 16 bytes (byte positions 1, 2, 3, 14, 15): wrong IV?' -- letters read as
+    digits XORed by one byte -- sending the operator to the partner about an IV that was right. The
+    channel is named instead; phone numbers under a wrong IV still blame the IV."""
+    from transforms.config_load import parse_config
+    from transforms.errors import RunFailed
+    from transforms.iv_check import CheckFirstBlocks
+
+    cfg = parse_config({"profiles": {"path": "p.csv", "visitor_ids": None},
+                        "data_sources": [{"name": "enc", "dpid": 1, "segments": "s", "id_type": "declared",
+                                          "declared": "encrypted", "match_on": "phone", "channel": "sms",
+                                          "encryption": {"key": "env:K", "iv": "env:I"}}]})
+    sent = generator_emails(300, 1) if iv == IV else phones(300, 1)
+    n = len(sent)
+    parsed = pa.table({"source_file": pa.array(["f"] * n).dictionary_encode(), "line": pa.array(range(1, n + 1), pa.int64()),
+                       "id": pa.array(encrypt_cbc(sent, KEY, IV), pa.string()), "segments": pa.array([["1"]] * n),
+                       "removed": pa.array([[]] * n, pa.list_(pa.string()))})
+    blocks = dump_keys(parsed, cfg.data_source("enc"), CbcDecryptor(KEY, iv)).first_blocks
+    with pytest.raises(RunFailed) as info:
+        list(CheckFirstBlocks(cfg).process(("enc", blocks), {"enc": _reference(tuple(phones(300, 1)), "sms")}))
+    assert named in str(info.value) and ("wrong IV" in str(info.value)) == (iv != IV)
+    if iv == IV:
+        assert "300 of 300 decrypted IDs" in str(info.value) and "channel: email and match_on: email?" in str(info.value)
+
+
 def test_the_implausible_bytes_test_alone_sees_a_flip_on_varied_addresses():
     """Test 1 needs no profiles: bit 0 at position 1 turns a-names into '`'-names (and 'z' into '{')."""
     tokens = pa.array(encrypt_cbc(realistic_emails(300, 7), KEY, IV))

@@ -170,6 +170,12 @@ def suspect_position(keys: np.ndarray, reference: np.ndarray | None) -> tuple[in
     return (max(found)[1], max(found)[0]) if found else None
 
 
+# The other channel's kind of address, its noun, and the channel that reads it: emails decrypted on an
+# sms source have letters where phones have digits, which test 1 can read as digits XORed by one byte.
+OTHER_CHANNEL = {"sms": ("email", "email addresses", "email"), "email": ("phone", "phone numbers", "sms")}
+_NOUN = {"sms": "phone numbers", "email": "email addresses"}
+
+
 # URI schemes a partner may write before an address ('mailto:ann@example.com'), named when the IDs
 # start with one: a fixed list, so that a message never shows a plaintext's bytes.
 SCHEMES = ("mailto:", "tel:", "sms:", "smsto:", "callto:")
@@ -203,17 +209,20 @@ def garbled_positions(plaintexts: np.ndarray, keys: np.ndarray | None, reference
 @dataclass(frozen=True)
 class FirstBlocks:
     """The first-block histograms of a data source's decrypted IDs: the raw plaintexts (test 1) and
-    their normalized join keys (test 2, against the profiles' keys)."""
+    their normalized join keys (test 2, against the profiles' keys); and how many of the IDs are no
+    address of the channel but one of the other (:data:`OTHER_CHANNEL`: an email on an sms source)."""
 
     plaintexts: np.ndarray
     keys: np.ndarray
+    other_channel: int = 0
 
     @classmethod
-    def of(cls, plaintexts: pa.Array, keys: pa.Array) -> "FirstBlocks":
-        return cls(first_block_histogram(plaintexts), first_block_histogram(keys))
+    def of(cls, plaintexts: pa.Array, keys: pa.Array, other_channel: int = 0) -> "FirstBlocks":
+        return cls(first_block_histogram(plaintexts), first_block_histogram(keys), other_channel)
 
     def __add__(self, other: "FirstBlocks") -> "FirstBlocks":
-        return FirstBlocks(self.plaintexts + other.plaintexts, self.keys + other.keys)
+        return FirstBlocks(self.plaintexts + other.plaintexts, self.keys + other.keys,
+                           self.other_channel + other.other_channel)
 
 
 class SumHistograms(beam.CombineFn):
@@ -254,6 +263,12 @@ class CheckFirstBlocks(beam.DoFn):
             raise RunFailed(f"data source '{name}': decrypted IDs start with '{scheme}' (a URI scheme before the address, "
                             "which the IV check reads as garbled bytes): ask the partner for bare addresses. Nothing was "
                             "published")
+        total = int(blocks.plaintexts[0].sum())
+        if positions and 2 * blocks.other_channel >= total:
+            kind, other, channel = OTHER_CHANNEL[ds.channel]
+            raise RunFailed(f"data source '{name}': {blocks.other_channel:,} of {total:,} decrypted IDs are {other}, not "
+                            f"{_NOUN[ds.channel]} (channel: {ds.channel}), which the IV check read as garbled bytes: "
+                            f"channel: {channel} and match_on: {kind}? Nothing was published")
         if positions and not ds.encryption.iv_confirmed:
             raise RunFailed(
                 f"data source '{name}': decrypted IDs look garbled in their first 16 bytes (byte positions "

@@ -29,7 +29,7 @@ from transforms import digests, normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, narrow_dictionary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
-from transforms.iv_check import SCHEMES, FirstBlocks
+from transforms.iv_check import OTHER_CHANNEL, SCHEMES, FirstBlocks
 from transforms.reasons import Reason
 from transforms.profile_columns import MIN_PADDED_DIGITS
 from transforms.profiles import KEY_PREFIX
@@ -130,7 +130,8 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         # blames the key or IV).
         reasons[_mask(normalize.missing_mask(pc.utf8_trim_whitespace(ids)))] = Reason.MISSING_VALUE
         if ds.encryption.algorithm == "aes-cbc":
-            first_blocks = FirstBlocks.of(plain, keys.filter(pa.array(reasons == None)))  # noqa: E711
+            first_blocks = FirstBlocks.of(plain, keys.filter(pa.array(reasons == None)),  # noqa: E711
+                                          _other_channel(plain, reasons, ds, default_region))
     else:  # declared plain, or encrypted with channel 'other' (the token is the key)
         keys = fold_case(ids) if ds.ignore_case else ids
         reasons = _plain_key_reasons(keys)
@@ -146,6 +147,19 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
     )
     rejected = rejected_table(ds.name, parsed["source_file"].combine_chunks(), parsed["line"].combine_chunks(), reasons)
     return DumpKeys(keyed, rejected, first_blocks)
+
+
+def _other_channel(plain: pa.Array, reasons: np.ndarray, ds: DataSourceConfig, default_region: str | None) -> int:
+    """How many decrypted IDs, no address of the channel, are one of the other channel's (an email on
+    an sms source): the IV check names the channel then, not the IV (:class:`iv_check.CheckFirstBlocks`).
+    Looks only at the invalid plaintexts: none to look at on a good delivery."""
+    rows = np.flatnonzero(reasons == Reason.INVALID_PLAINTEXT)
+    if not rows.size:
+        return 0
+    kind = OTHER_CHANNEL[ds.channel][0]
+    region = default_region if kind == "phone" else None
+    other, _ = normalize.normalize_keys(pc.take(plain, pa.array(rows)), kind, ds.normalization, region)
+    return len(other) - other.null_count
 
 
 def _mark_url_safe_tokens(ids: pa.Array, reasons: np.ndarray, ds: DataSourceConfig, decryptor,
