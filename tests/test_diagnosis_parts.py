@@ -295,6 +295,26 @@ def test_hex_ciphertexts_are_a_token_encoding_finding_not_a_wrong_key(plaintexts
     assert [f.kind for f in cbc_findings(source, pa.array(under_another_key), CbcMaterial(KEY, IV, {"hex": KEY}))] != ["token_encoding"]
 
 
+@pytest.mark.parametrize("plaintexts", [EMAILS, PHONES], ids=["emails", "phones"])
+def test_addresses_sent_unencrypted_are_said_so_not_blamed_on_the_key_or_iv(plaintexts):
+    """A partner sending the addresses in clear to a data source configured 'declared: encrypted' (or
+    an operator who set it so for a plain one): no token decodes to whole AES blocks, and the run
+    failed with 'wrong key or IV?' and no diagnosis -- the key and IV were checked for nothing. As
+    they are, the tokens are valid addresses of the channel: the finding says they are not
+    encrypted, names no field and repeats no address. On AES-GCM too."""
+    source = _sms_source() if plaintexts is PHONES else _email_source()
+    sent = [f" {p.upper()}" for p in plaintexts]  # as a partner's file may hold them: any case, blanks
+    for found in (cbc_findings(source, pa.array(sent), CbcMaterial(KEY, IV, {"hex": KEY}), "FR"),
+                  _gcm(_gcm_sample([Reason.DECRYPT_FAILED] * len(sent), [t.encode() for t in sent]),
+                       [RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))], source)):
+        (finding,) = found
+        assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), len(sent))
+        assert "not encrypted" in finding.message and "declared: plain" in finding.message
+        assert not any(p.lower() in finding.message.lower() or p[-6:] in finding.message for p in plaintexts)
+    assert [f.kind for f in cbc_findings(_email_source(), pa.array(encrypt_cbc(EMAILS, bytes(32), IV)),
+                                         CbcMaterial(KEY, IV, {"hex": KEY}))] == ["key"]
+
+
 def test_tokens_that_need_another_alphabet_and_still_fail_are_no_token_encoding_finding():
     """Url-safe tokens under another key: re-read as standard base64 they still decrypt to nothing."""
     tokens = pa.array(_urlsafe(encrypt_cbc(EMAILS, bytes(32), IV)))

@@ -98,6 +98,9 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     else the pattern of the failures (wrong IV, wrong key). ``region``: JobConfig.region_for(ds)."""
     if len(tokens) == 0:
         return []
+    clear = unencrypted(ds, tokens, region)
+    if clear:
+        return clear
     re_encoded = _hex_tokens(ds, tokens, material, region) or token_encoding(
         ds, tokens, lambda standard: _decrypt_to_addresses(ds, standard, material.key, material.iv, region), KEY_AND_IV)
     if re_encoded:
@@ -183,6 +186,19 @@ def token_encoding(ds: DataSourceConfig, tokens: pa.Array, to_addresses, under: 
                           f"base64 with its padding, they decrypt to valid {_address(ds)} under {under}; "
                           f"ask the partner for standard base64 with '=' padding{', without quotes' if fixed['quoted'] else ''} "
                           "(no setting reads other base64)")]
+
+
+def unencrypted(ds: DataSourceConfig, tokens: pa.Array, region: str | None) -> list[CryptoFinding]:
+    """Tokens that are no ciphertext but, as they are, valid addresses of the channel: the partner
+    sends them in clear (or the data source is plain, configured 'declared: encrypted'). No key or
+    IV is beside the point; no setting of this data source reads them (a plain one has no
+    encryption section): the finding suggests none."""
+    n = pc.sum(addresses(ds, tokens.cast(pa.string()), region)).as_py()
+    if not n:
+        return []
+    return [CryptoFinding("token_encoding", (), int(n),
+                          f"are not encrypted: as they are, they are valid {_address(ds)} (a data source of addresses "
+                          "in clear is 'declared: plain', without an encryption section); check what the partner sends")]
 
 
 def addresses(ds: DataSourceConfig, plain: pa.Array, region: str | None) -> pa.BooleanArray:
