@@ -227,6 +227,23 @@ def test_an_encryption_section_that_would_never_decrypt_is_an_error(changes):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("encryption, named", [
+    ({"key": "env:K", "iv": "env:IV", "keyring": "file:ring.json"}, "'keyring' applies only to algorithm: aes-gcm"),
+    ({"algorithm": "aes-gcm", "keyring": "file:ring.json", "key": "env:K", "key_encoding": "hex"},
+     "'key', 'key_encoding' apply only to algorithm: aes-cbc"),
+])
+def test_a_key_setting_of_the_other_algorithm_is_an_error(encryption, named):
+    """A data source moved to an AES-GCM key ring, 'keyring' added but 'algorithm: aes-gcm' forgotten:
+    the ring was ignored, the tokens decrypted as AES-CBC under the old key and IV, and the run failed
+    with 'wrong key or IV?' about a key and IV that were right for the old scheme. A setting of the
+    other algorithm is refused, naming it."""
+    data = cfg_with(**{"data_sources.0.declared": "encrypted", "data_sources.0.channel": "email",
+                       "data_sources.0.match_on": "email", "data_sources.0.encryption": encryption})
+    message = error_of(data)
+    assert message.startswith("job.yaml: data_sources.0.encryption: ") and named in message, message
+    assert "\n" not in message
+
+
 def test_force_reconciliation_on_an_encrypted_email_source_is_accepted():
     data = cfg_with(**{"data_sources.0.declared": "encrypted", "data_sources.0.channel": "sms",
                        "data_sources.0.match_on": "phone", "data_sources.0.force_reconciliation": True,

@@ -107,6 +107,17 @@ class EncryptionConfig(_Strict):
             raise ValueError("aes-gcm needs 'keyring'")
         if self.algorithm == "aes-gcm" and self.iv_confirmed:
             raise ValueError("aes-gcm has no IV to confirm: remove 'iv_confirmed'")
+        # A setting of the other algorithm was ignored: a 'keyring' added without 'algorithm: aes-gcm'
+        # left the tokens decrypted as AES-CBC, and the run blamed a key and IV that were right.
+        if self.algorithm == "aes-cbc":
+            other, wanted = ("keyring",), "aes-gcm"
+        else:
+            other, wanted = ("key", "key_encoding", "iv", "iv_encoding"), "aes-cbc"
+        given = [f"'{f}'" for f in other if getattr(self, f) is not None]
+        if given:
+            default = ", the default" if "algorithm" not in self.model_fields_set else ""
+            raise ValueError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to algorithm: "
+                             f"{wanted} (algorithm is '{self.algorithm}'{default})")
         return self
 
 
