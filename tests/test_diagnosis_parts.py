@@ -315,6 +315,27 @@ def test_addresses_sent_unencrypted_are_said_so_not_blamed_on_the_key_or_iv(plai
                                          CbcMaterial(KEY, IV, {"hex": KEY}))] == ["key"]
 
 
+def test_phone_numbers_without_a_country_code_on_a_source_read_in_no_region_point_at_default_region():
+    """A partner encrypting French numbers as dialled in France ('06 12 00 00 07'), on an SMS source
+    with no default_region: every one is invalid_plaintext, and the run failed with "they decrypt, but
+    not to phone numbers (another channel or field, a URI scheme ..., or a wrong IV ...?)" -- no word
+    of the setting that reads them. The finding names default_region (the region is the partner's:
+    '06...' is a mobile number in France and in the Netherlands), repeats no number; AES-GCM too. With
+    a region, or on numbers in no national form, no such finding."""
+    national = [f"06 12 00 {i // 10:02d} {i % 10:02d}" for i in range(40)]
+    tokens = pa.array(encrypt_cbc(national, KEY, IV))
+    (finding,) = cbc_findings(_sms_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}), None)
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("region", (("default_region", None),), 40)
+    assert "without a country code" in finding.message and "06 12" not in finding.message
+    ring = [RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    sample = _gcm_sample([Reason.INVALID_PLAINTEXT] * 40, [t.encode() for t in encrypt_gcm(national, ring[0])])
+    assert [(f.kind, f.would_match) for f in gcm_findings(_sms_source(), sample, GcmDecryptor(
+        ring, datetime(2026, 6, 1, tzinfo=timezone.utc)), None)] == [("region", 40)]
+    assert cbc_findings(_sms_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}), "FR") == []
+    others = pa.array(encrypt_cbc([f"fax 06 12 00 00 {i:02d}" for i in range(40)], KEY, IV))
+    assert cbc_findings(_sms_source(), others, CbcMaterial(KEY, IV, {"hex": KEY}), None) == []
+
+
 def test_tokens_that_need_another_alphabet_and_still_fail_are_no_token_encoding_finding():
     """Url-safe tokens under another key: re-read as standard base64 they still decrypt to nothing."""
     tokens = pa.array(_urlsafe(encrypt_cbc(EMAILS, bytes(32), IV)))

@@ -113,7 +113,8 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
     carried = (_carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
-               or _other_charset(ds, tokens, material, region))
+               or _other_charset(ds, tokens, material, region)
+               or national_numbers(ds, _plaintexts(tokens, material), region, KEY_AND_IV))
     if carried:
         return carried
     p = _failure_pattern(tokens, material.key, material.iv)
@@ -313,6 +314,34 @@ def other_charset(ds: DataSourceConfig, plaintexts: list[bytes | None], region: 
                           f"decrypt under {under} to text that is not UTF-8: read as Latin-1 "
                           f"(Windows-1252), they are valid {_address(ds)}; ask the partner to encrypt the addresses "
                           "as UTF-8 (no setting reads another charset)")]
+
+
+# A phone number as dialled inside its country: a trunk '0' in front, no country code, 8 to 14 digits
+# (separators removed). Read in no region, it is no phone number.
+_NATIONAL = r"^0[0-9]{7,13}$"
+
+
+def national_numbers(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
+    """Decrypted ``plaintexts`` of a phone source read in no region (``region`` None) that are national
+    numbers ('06 12 34 56 78'): default_region reads them. Which region is the partner's to say (an
+    '06' mobile number is French and Dutch): the finding names the field, not a value."""
+    if ds.key_kind != "phone" or region is not None:
+        return []
+    digits = pc.replace_substring_regex(pa.array([_text(raw) for raw in plaintexts], pa.string()), r"[\s.()/-]", "")
+    n = pc.sum(pc.fill_null(pc.match_substring_regex(digits, _NATIONAL), False)).as_py()
+    if not n:
+        return []
+    return [CryptoFinding("region", (("default_region", None),), int(n),
+                          f"decrypt under {under} to phone numbers without a country code (a leading 0, as dialled "
+                          "inside a country), which are read in no region: set default_region to the partner's")]
+
+
+def _plaintexts(tokens: pa.Array, material: CbcMaterial) -> list[bytes | None]:
+    """The tokens decrypted under the configured key and IV, padding stripped (None: no valid padding)."""
+    plain = cbc_kernel.strip_pkcs7(_decrypted_blocks(tokens, material.key, material.iv)[1], len(tokens))
+    data = plain.data.tobytes()
+    return [data[start:start + length] if code == cbc_kernel.OK else None for start, length, code in
+            zip(cbc_kernel.exclusive_cumsum(plain.length).tolist(), plain.length.tolist(), plain.codes.tolist())]
 
 
 def uri_scheme(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
