@@ -182,6 +182,21 @@ def test_tokens_under_another_key_point_at_the_key():
     assert finding.would_match >= 38  # a wrong key leaves a valid padding 1 time in ~256
 
 
+def test_an_aes128_key_and_iv_swapped_in_the_config_are_said_so():
+    """An AES-128 key and the IV are both 16 bytes: with their references swapped (key: env:THE_IV,
+    iv: env:THE_KEY) every token failed and the finding said "they are under another key ...; check
+    encryption.key" -- the operator checked the key the partner gave, found it right, and looked no
+    further. Read the other way round they decrypt: the finding says the two are swapped."""
+    key = KEY[:16]
+    tokens = pa.array(encrypt_cbc(EMAILS, key, IV))
+    (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(IV, key, {"hex": IV}))
+    assert (finding.kind, finding.suggestion, finding.would_match) == (
+        "key_or_iv", (("encryption.key", None), ("encryption.iv", None)), 40)
+    assert "swapped" in finding.message
+    (finding,) = cbc_findings(_email_source(), pa.array(encrypt_cbc(EMAILS, bytes(16), IV)), CbcMaterial(IV, key, {"hex": IV}))
+    assert finding.kind == "key"  # under another key: not said to be swapped
+
+
 def test_tokens_under_another_iv_point_at_the_iv_and_damaged_tokens_at_nothing():
     tokens = pa.array(encrypt_cbc(EMAILS, KEY, bytes(16)))
     (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}))

@@ -112,6 +112,9 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
                                   f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
+    swapped = _swapped(ds, tokens, material, region)
+    if swapped:
+        return swapped
     carried = (_carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
                or _other_charset(ds, tokens, material, region)
                or national_numbers(ds, _plaintexts(tokens, material), region, KEY_AND_IV))
@@ -140,6 +143,19 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
                               "(the padding of a one-block token is in the block a wrong IV garbles); check "
                               "encryption.key and encryption.iv")]
     return []
+
+
+def _swapped(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
+    """Tokens that decrypt with the key and the IV the other way round: an AES-128 key and an IV are
+    both 16 bytes, and their references swapped in the config read as a wrong key."""
+    if len(material.key) != len(material.iv):
+        return []
+    n = pc.sum(_decrypt_to_addresses(ds, tokens, material.iv, material.key, region)).as_py()
+    if not n:
+        return []
+    return [CryptoFinding("key_or_iv", (("encryption.key", None), ("encryption.iv", None)), int(n),
+                          f"decrypt to valid {_address(ds)} with the key and the IV swapped: encryption.key names the "
+                          "IV and encryption.iv the key; swap the two references")]
 
 
 def _wrong_key(n: int) -> CryptoFinding:
