@@ -244,6 +244,21 @@ def test_a_key_setting_of_the_other_algorithm_is_an_error(encryption, named):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("channel, match_on", [("sms", "email"), ("email", "phone")])
+def test_an_encrypted_source_matching_on_the_other_channels_role_is_an_error(channel, match_on):
+    """'channel: sms' with 'match_on: email': the decrypted phone numbers were compared with the
+    profiles' email column read as phone numbers, no profile gave a key, and the run failed with "an
+    empty or misnamed column? Set profiles.allow_empty_profiles: true if that is expected" -- which,
+    followed, published a file audience in which no one matched, exit 0. Refused, naming both."""
+    data = cfg_with(**{"data_sources.0.declared": "encrypted", "data_sources.0.channel": channel,
+                       "data_sources.0.match_on": match_on, "data_sources.0.encryption": {"key": "env:K", "iv": "env:IV"}})
+    message = error_of(data)
+    assert message.startswith("job.yaml: data_sources.0: ") and f"match_on: {match_on}" in message, message
+    assert f"channel: {channel}" in message and "\n" not in message
+    data["data_sources"][0]["match_on"] = "crm_email"  # a column of its own: the operator's to name
+    parse_config(data)
+
+
 def test_force_reconciliation_on_an_encrypted_email_source_is_accepted():
     data = cfg_with(**{"data_sources.0.declared": "encrypted", "data_sources.0.channel": "sms",
                        "data_sources.0.match_on": "phone", "data_sources.0.force_reconciliation": True,

@@ -217,6 +217,13 @@ class DataSourceConfig(_Strict):
             raise ValueError("'ignore_case' applies to 'declared: plain' only")
         if self.field_separator == self.segment_separator:
             raise ValueError("field_separator and segment_separator must differ")
+        # The profiles' column of the other channel's role was read as this channel's addresses: no
+        # profile gave a key, and the hint to allow empty profiles published an unmatched file audience.
+        role = {"email": "email", "sms": "phone"}.get(self.channel) if self.decrypts else None
+        if role and self.match_on in ("email", "phone") and self.match_on != role:
+            raise ValueError(f"channel: {self.channel} decrypts {'email addresses' if role == 'email' else 'phone numbers'}, "
+                             f"but match_on: {self.match_on} compares them with the profiles' {self.match_on} column; "
+                             f"set match_on: {role} (or channel: {'sms' if role == 'email' else 'email'})")
         if self.force_reconciliation and not self.decrypts:
             raise ValueError("force_reconciliation applies only to 'declared: encrypted' with channel email or sms")
         if self.default_region is not None and self.key_kind != "phone":
