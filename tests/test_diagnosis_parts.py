@@ -330,6 +330,24 @@ def test_addresses_sent_unencrypted_are_said_so_not_blamed_on_the_key_or_iv(plai
                                          CbcMaterial(KEY, IV, {"hex": KEY}))] == ["key"]
 
 
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_addresses_of_the_other_channel_point_at_the_channel(channel):
+    """A partner encrypting phone numbers for a data source configured 'channel: email' (or email
+    addresses for 'channel: sms'), right key and IV: every ID is invalid_plaintext and the run failed
+    with "they decrypt, but not to email addresses (another channel or field, a URI scheme ..., or a
+    wrong IV ...?)". The finding names the channel (and the match_on role that goes with it), on
+    AES-CBC and AES-GCM; it repeats no address."""
+    source = _email_source() if channel == "email" else _sms_source()
+    sent, other, role = (PHONES, "sms", "phone") if channel == "email" else (EMAILS, "email", "email")
+    (finding,) = cbc_findings(source, pa.array(encrypt_cbc(sent, KEY, IV)), CbcMaterial(KEY, IV, {"hex": KEY}), None)
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("channel", (("channel", other), ("match_on", role)), 40)
+    assert not any(a in finding.message for a in sent) and "someone" not in finding.message
+    ring = [RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    sample = _gcm_sample([Reason.INVALID_PLAINTEXT] * 40, [t.encode() for t in encrypt_gcm(sent, ring[0])])
+    assert [(f.kind, f.would_match) for f in gcm_findings(source, sample, GcmDecryptor(
+        ring, datetime(2026, 6, 1, tzinfo=timezone.utc)), None)] == [("channel", 40)]
+
+
 def test_phone_numbers_without_a_country_code_on_a_source_read_in_no_region_point_at_default_region():
     """A partner encrypting French numbers as dialled in France ('06 12 00 00 07'), on an SMS source
     with no default_region: every one is invalid_plaintext, and the run failed with "they decrypt, but

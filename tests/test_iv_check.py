@@ -373,7 +373,9 @@ def test_a_one_bit_iv_error_fails_the_demo_import(demo_copy, tmp_path, position,
 
 def test_an_email_channel_that_decrypts_to_no_emails_fails_the_run(demo_copy, tmp_path):
     """A data source configured as channel email whose website encrypts phone numbers: every ID
-    decrypts, none is an email: invalid_plaintext, counted by max_decrypt_failure_ratio."""
+    decrypts, none is an email: invalid_plaintext, counted by max_decrypt_failure_ratio. The
+    diagnosis names the channel (it said only 'they decrypt, but not to email addresses (another
+    channel or field ...?)')."""
     folder = demo_copy / "segments" / "web-encrypted-emails"
     key = bytes.fromhex((demo_copy / "keys" / "demo-only-aes256.key").read_text().strip())
     iv = bytes.fromhex((demo_copy / "keys" / "demo-only-iv.hex").read_text().strip())
@@ -384,7 +386,8 @@ def test_an_email_channel_that_decrypts_to_no_emails_fails_the_run(demo_copy, tm
     out = tmp_path / "o"
     assert_failed_cleanly(run_import_cli(demo_copy / "job.yaml", out), out,
                           "data source 'web-encrypted-emails': 200 of 200 IDs failed to decrypt or decrypted to no "
-                          "valid address", "they decrypt, but not to email addresses (another channel or field")
+                          "valid address", "decrypt under the configured key and IV to phone numbers, not email "
+                          "addresses", "(suggested: channel: sms, match_on: phone)")
 
 
 def test_the_check_leaves_the_demo_report_unchanged(demo_copy, tmp_path):

@@ -32,7 +32,7 @@ from transforms import cbc_kernel
 from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor
 from transforms.errors import KeyMaterialError
-from transforms.iv_check import SCHEMES
+from transforms.iv_check import OTHER_CHANNEL, SCHEMES
 from transforms.digests import ENCODINGS
 from transforms.normalize import normalize_keys
 from transforms.reasons import Reason
@@ -117,6 +117,7 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         return swapped
     carried = (_carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
                or _other_charset(ds, tokens, material, region)
+               or other_channel(ds, _plaintexts(tokens, material), region, KEY_AND_IV)
                or national_numbers(ds, _plaintexts(tokens, material), region, KEY_AND_IV))
     if carried:
         return carried
@@ -330,6 +331,22 @@ def other_charset(ds: DataSourceConfig, plaintexts: list[bytes | None], region: 
                           f"decrypt under {under} to text that is not UTF-8: read as Latin-1 "
                           f"(Windows-1252), they are valid {_address(ds)}; ask the partner to encrypt the addresses "
                           "as UTF-8 (no setting reads another charset)")]
+
+
+def other_channel(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
+    """Decrypted ``plaintexts`` that are addresses of the other channel (phone numbers on an email
+    source, email addresses on an sms one): the finding suggests that channel, and the match_on role
+    that goes with it when match_on names a role (a column of its own is the operator's)."""
+    kind, noun, channel = OTHER_CHANNEL.get(ds.channel, (None, None, None))
+    if kind is None:
+        return []
+    texts = pa.array([_text(raw) for raw in plaintexts], pa.string())
+    n = pc.sum(pc.is_valid(normalize_keys(texts, kind, ds.normalization, region if kind == "phone" else None)[0])).as_py()
+    if not n:
+        return []
+    change = (("channel", channel),) + ((("match_on", kind),) if ds.match_on in ("email", "phone") else ())
+    return [CryptoFinding("channel", change, int(n), f"decrypt under {under} to {noun}, not {_address(ds)}: the "
+                          f"partner encrypts the {channel} channel's addresses")]
 
 
 # A phone number as dialled inside its country: a trunk '0' in front, no country code, 8 to 14 digits

@@ -24,7 +24,8 @@ MAX_FINDINGS = 10
 # Preference between findings that explain exactly the same lines (adobe and meta rules give the
 # same email keys, say): the fewest changed fields, then this order of kinds, then of values.
 KIND_ORDER = ("digest", "normalization", "column", "algorithm", "case", "leading_zeros", "id_type", "line_break",
-              "token_encoding", "region", "key_encoding", "iv_encoding", "embedded_iv", "iv", "key", "key_or_iv", "key_id")
+              "token_encoding", "channel", "region", "key_encoding", "iv_encoding", "embedded_iv", "iv", "key", "key_or_iv",
+              "key_id")
 _VALUE_ORDER = {name: i for i, name in enumerate((*PROFILES, AS_IS, "hex", "base64", "email", "phone"))}
 _ALGORITHM_NAMES = {"sha256": "SHA-256", "sha1": "SHA-1", "md5": "MD5", "sha512": "SHA-512"}
 

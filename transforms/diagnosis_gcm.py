@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 from transforms import cbc_kernel
 from transforms.config import DataSourceConfig
 from transforms.crypto import GcmDecryptor
-from transforms.diagnosis_crypto import (KEY_RING, CryptoFinding, addresses, national_numbers, other_charset, sampled_text,
-                                         token_encoding, unencrypted, uri_scheme)
+from transforms.diagnosis_crypto import (KEY_RING, CryptoFinding, addresses, national_numbers, other_channel,
+                                         other_charset, sampled_text, token_encoding, unencrypted, uri_scheme)
 from transforms.reasons import Reason
 
 _GCM_WHY = {
@@ -52,8 +52,8 @@ def gcm_findings(ds: DataSourceConfig, sample: pa.Table, ring: GcmDecryptor, reg
 def _not_the_keys(ds: DataSourceConfig, sample: pa.Table, ring: GcmDecryptor, region: str | None) -> list[CryptoFinding]:
     """The AES-CBC findings that blame no key: tokens that are addresses in clear, or that fail to
     decode as standard base64 and decrypt once read back as such; plaintexts that are not UTF-8 and
-    read as Latin-1, that start with a URI scheme (on AES-CBC the IV check names it), or that are
-    national phone numbers read in no region."""
+    read as Latin-1, that start with a URI scheme (on AES-CBC the IV check names it), that are
+    addresses of the other channel, or national phone numbers read in no region."""
     def failed(reason: Reason) -> pa.Array:
         return sampled_text(sample["value"].combine_chunks().filter(pc.equal(sample["reason"], str(reason))))
 
@@ -62,7 +62,7 @@ def _not_the_keys(ds: DataSourceConfig, sample: pa.Table, ring: GcmDecryptor, re
     return ((unencrypted(ds, undecoded, region)
              or token_encoding(ds, undecoded, lambda t: addresses(ds, ring.decrypt(t)[0], region), KEY_RING))
             + other_charset(ds, plaintexts, region, KEY_RING) + uri_scheme(ds, plaintexts, region, KEY_RING)
-            + national_numbers(ds, plaintexts, region, KEY_RING))
+            + (other_channel(ds, plaintexts, region, KEY_RING) or national_numbers(ds, plaintexts, region, KEY_RING)))
 
 
 _KEYRING = (("encryption.keyring", None),)

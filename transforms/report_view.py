@@ -165,8 +165,8 @@ def findings(entry: dict) -> list[dict] | None:
 
 # Findings of encrypted data sources: their lines would decrypt (to a valid address) once fixed;
 # whether they then match a profile is not counted.
-DECRYPTION_KINDS = frozenset({"token_encoding", "region", "key_encoding", "iv_encoding", "embedded_iv", "iv", "key",
-                              "key_or_iv", "key_id"})
+DECRYPTION_KINDS = frozenset({"token_encoding", "channel", "region", "key_encoding", "iv_encoding", "embedded_iv", "iv",
+                              "key", "key_or_iv", "key_id"})
 
 
 def finding_effect(finding: dict) -> str:
