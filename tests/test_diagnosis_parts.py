@@ -205,6 +205,20 @@ def test_tokens_under_another_iv_point_at_the_iv_and_damaged_tokens_at_nothing()
     assert cbc_findings(_email_source(), damaged, CbcMaterial(KEY, IV, {"hex": KEY})) == []
 
 
+def test_tokens_that_are_not_whole_aes_blocks_are_said_so_not_blamed_on_the_key_or_iv():
+    """AES-GCM key-ring tokens (key id, nonce, ciphertext, tag: 4 + 12 + n + 16 bytes) sent to a data
+    source configured for AES-CBC: valid base64 whose values are not whole 16-byte blocks, which no
+    key or IV can give; the run failed with 'wrong key or IV?'. They are said to be no AES-CBC
+    ciphertexts. A damaged token or two (fewer than 8 distinct) stays no finding."""
+    ring_key = RingKey(id=7, secret=bytes(32), activates=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    tokens = [t for t in encrypt_gcm(EMAILS, ring_key) if len(base64.b64decode(t)) % 16]
+    assert len(tokens) >= 30
+    (finding,) = cbc_findings(_email_source(), pa.array(tokens), CbcMaterial(KEY, IV, {"hex": KEY}))
+    assert (finding.kind, finding.suggestion, finding.would_match) == ("token_encoding", (), len(tokens))
+    assert "not whole 16-byte AES blocks" in finding.message and "wrong" not in finding.message
+    assert cbc_findings(_email_source(), pa.array(tokens[:7]), CbcMaterial(KEY, IV, {"hex": KEY})) == []
+
+
 def test_tokens_under_another_iv_beside_tokens_under_another_key_are_not_all_blamed_on_the_iv():
     """30 tokens under a wrong IV, 10 under another key (the padding of their last block fails, which
     a wrong IV never does) and 10 random whole blocks: the IV finding said all 50 would decrypt

@@ -121,6 +121,12 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
                or national_numbers(ds, _plaintexts(tokens, material), region, KEY_AND_IV))
     if carried:
         return carried
+    return _pattern_findings(tokens, material) + _not_whole_blocks(tokens)
+
+
+def _pattern_findings(tokens: pa.Array, material: CbcMaterial) -> list[CryptoFinding]:
+    """The failures' pattern under the configured key and IV (:func:`_failure_pattern`): a wrong IV,
+    a wrong key, or too few one-block tokens to tell."""
     p = _failure_pattern(tokens, material.key, material.iv)
     if p.garbled_head or p.one_block_iv:
         # Only the tokens showing a wrong IV's pattern would decrypt with the right IV; the others (a
@@ -157,6 +163,28 @@ def _swapped(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, regi
     return [CryptoFinding("key_or_iv", (("encryption.key", None), ("encryption.iv", None)), int(n),
                           f"decrypt to valid {_address(ds)} with the key and the IV swapped: encryption.key names the "
                           "IV and encryption.iv the key; swap the two references")]
+
+
+# Tokens of valid base64 whose values are not whole AES blocks are another scheme's only when at least
+# this many distinct ones are: a damaged line or two is noise.
+MIN_NOT_WHOLE_TOKENS = 8
+
+
+def _not_whole_blocks(tokens: pa.Array) -> list[CryptoFinding]:
+    """Tokens that are valid standard base64 of values that are not whole 16-byte blocks: no AES-CBC
+    ciphertext (no key or IV gives one), but tokens cut short or of another scheme (an AES-GCM
+    key-ring token is 4 + 12 + n + 16 bytes). Hex ciphertexts' shape (whole blocks in hex, read as
+    base64 24 bytes a block) is left to :func:`_hex_tokens`. No setting of AES-CBC reads them: the
+    finding suggests none."""
+    ciphertexts = cbc_kernel.decode_base64(cbc_kernel.token_rows(tokens))
+    hex_shaped = pc.fill_null(pc.match_substring_regex(tokens.cast(pa.string()), r"^(?:[0-9A-Fa-f]{32})+$"), False)
+    odd = (ciphertexts.length > 0) & (ciphertexts.length % 16 != 0) & ~hex_shaped.to_numpy(zero_copy_only=False)
+    if len(set(tokens.filter(pa.array(odd)).to_pylist())) < MIN_NOT_WHOLE_TOKENS:
+        return []
+    return [CryptoFinding("token_encoding", (), int(odd.sum()),
+                          "are base64 of values that are not whole 16-byte AES blocks, which every AES-CBC ciphertext "
+                          "is: no key or IV decrypts them (cut short, or tokens of another scheme, such as AES-GCM "
+                          "key-ring tokens: algorithm: aes-gcm?); check what the partner sends")]
 
 
 def _wrong_key(n: int) -> CryptoFinding:
