@@ -399,3 +399,49 @@ def test_a_rerun_into_the_same_output_by_another_path_sends_the_same_changes(tmp
     first = export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "real" / "out", *flags)
     again = export(job, tmp_path / "t.csv", tmp_path / "link" / "out", *flags)
     assert first["added"] == 2 and (again["state_replaced_version"], again["added"]) == (1, 2)
+
+
+def test_existing_exports_without_the_runs_a_given_one_built_on_are_refused(tmp_path, monkeypatch):
+    """--existing must name every earlier export of the audience: given only the latest (whose
+    exported/ holds what it added, nothing of what the runs before it sent), the platform's members
+    were rebuilt as not held, and those that left the targets were never removed, exit 0. Each
+    export's report names the folders (or the state version) it was computed against: one not given
+    is refused, naming it. Recorded absolute: a run started from another folder finds them."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    platform = Platform()
+    monkeypatch.chdir(tmp_path)
+    export(job, write_targets(tmp_path / "t.csv", [0, 1, 2, 3]), tmp_path / "first", "--segment-id", SID)
+    export(job, tmp_path / "t.csv", tmp_path / "second", "--segment-id", SID, "--existing", "first",
+           run_date="2026-11-23")
+    for run in ("first", "second"):
+        platform.apply(tmp_path / run)
+    monkeypatch.chdir(tmp_path / "job")
+    leave = write_targets(tmp_path / "t3.csv", [0, 1])
+    with pytest.raises(ConfigError, match=r"^--existing .*second: it was computed against the export "
+                                          rf"{tmp_path / 'first'}, which is not given"):
+        export(job, leave, tmp_path / "third", "--segment-id", SID, "--existing", tmp_path / "second",
+               run_date="2026-11-24")
+    assert not (tmp_path / "third").exists()
+    export(job, leave, tmp_path / "third", "--segment-id", SID, "--existing", tmp_path / "first",
+           "--existing", tmp_path / "second", run_date="2026-11-24")
+    platform.apply(tmp_path / "third")
+    assert platform.members(f"d_sid={SID}") == {sha(email(0)), sha(email(1))}
+
+
+def test_existing_exports_without_the_state_version_a_given_one_built_on_are_refused(tmp_path):
+    """The same for folders written with --state: the one given was computed against a version of
+    the export state that no folder given wrote."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    state = ("--segment-id", SID, "--state", tmp_path / "state")
+    export(job, write_targets(tmp_path / "t.csv", [0, 1, 2, 3]), tmp_path / "first", *state)
+    export(job, write_targets(tmp_path / "t2.csv", [0, 1, 2]), tmp_path / "second", *state, run_date="2026-11-23")
+    leave = write_targets(tmp_path / "t3.csv", [0, 1])
+    with pytest.raises(ConfigError, match=r"^--existing .*second: it was computed against version 1 of the export "
+                                          r"state .*A, which no folder given wrote"):
+        export(job, leave, tmp_path / "third", "--segment-id", SID, "--existing", tmp_path / "second",
+               run_date="2026-11-24")
+    report = export(job, leave, tmp_path / "third", "--segment-id", SID, "--existing", tmp_path / "first",
+                    "--existing", tmp_path / "second", run_date="2026-11-24")
+    assert (report["earlier_user_ids"], report["removed"]) == (3, 1)

@@ -15,6 +15,10 @@ audience, version, output, run date, files), ``_PENDING`` with the overwrite's o
 are published, ``_SUCCESS`` just before the overwrite's own: a run stopped between the two leaves
 only its own version pending, and its retry is computed against what the other audiences committed.
 An audience the overwrite takes no one out of gets no new version.
+
+What ``--existing`` folders cannot rebuild is checked here too: users an overwrite took out of the
+audience (:func:`stripped_since`), and an earlier export a given one was computed against but that
+is not given (:func:`missing_runs`).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from transforms.export_state import (
     committed_versions,
     match_parts,
     published_uncommitted,
+    same_output,
 )
 from transforms.outcomes import Counts, Metric
 from transforms.publish import write_parquet
@@ -185,4 +190,34 @@ def stripped_since(existing: list[tuple[str, dict]]) -> list[str]:
                                 f"{by.get('run_date')}), which took users out of it, and no folder of its own says so "
                                 f"(rebuilt from them, they are held and never sent again): use --state {root}")
                 break
+    return problems
+
+
+def missing_runs(existing: list[tuple[str, dict]]) -> list[str]:
+    """Why ``--existing`` folders (``(folder, report)``) cannot rebuild what the platform holds: one
+    was computed against an earlier export that is not given (its report's ``existing`` folders, or
+    the export state version it read). Given the latest alone, whose ``exported/`` holds what it
+    added, the members the runs before it sent were rebuilt as not held, and those leaving the
+    targets were never removed (exit 0). A run that held nothing built on nothing, and the runs before
+    an overwrite (its ``exported/`` is the whole audience) are not needed: they are applied first."""
+    order = sorted(range(len(existing)), key=lambda i: (existing[i][1].get("run_date", ""), i))  # existing_state's
+    overwrites = [n for n, i in enumerate(order) if existing[i][1].get("mode") == "overwrite"]
+    applied = [existing[i] for i in order[overwrites[-1]:]] if overwrites else [existing[i] for i in order]
+    given = [folder for folder, _ in existing]
+    written = [(str(r["state_folder"]), r.get("state_version")) for _, r in existing if r.get("state_folder")]
+    problems = []
+    for folder, report in applied:
+        if report.get("mode") == "overwrite" or not report.get("earlier_user_ids"):
+            continue
+        for earlier in report.get("existing") or []:
+            if not any(same_output(str(earlier), g) for g in given):
+                problems.append(f"--existing {folder}: it was computed against the export {earlier}, which is not "
+                                "given: the members that export left on the platform would be rebuilt as not held and "
+                                "never removed; give every earlier export of the audience")
+        state, previous = report.get("state_folder"), report.get("state_previous_version")
+        if state and isinstance(previous, int) and not any(
+                same_output(str(state), s) and v == previous for s, v in written):
+            problems.append(f"--existing {folder}: it was computed against version {previous} of the export state "
+                            f"{state}, which no folder given wrote: the members that version held would never be removed; "
+                            f"use --state {posixpath.dirname(posixpath.dirname(str(state).rstrip('/')))}")
     return problems

@@ -174,7 +174,7 @@ class ExportState:
     latest: int | None = None  # the newest committed version at launch (a rerun reads the one before)
     replaced: int | None = None  # the version whose run this rerun repeats (same --output and run date)
     expected_pairs: int | None = None  # that version's pair count, checked against what was read
-    existing: tuple[str, ...] = ()  # --existing folders, as given
+    existing: tuple[str, ...] = ()  # --existing folders (local ones absolute)
 
     @property
     def replaces(self) -> tuple[bool, ...]:
@@ -353,7 +353,7 @@ def existing_state(folders: list[str], reports: list[dict]) -> ExportState:
         runs.append(EarlierRun(join_path(folders[i], "exported", "*.parquet"),
                                removed if glob(removed, missing_ok=True) else None,
                                reports[i].get("mode") == "overwrite"))
-    return ExportState(runs=tuple(runs), existing=tuple(folders))
+    return ExportState(runs=tuple(runs), existing=tuple(absolute(f) for f in folders))
 
 
 def ensure_not_moved(state: ExportState) -> None:

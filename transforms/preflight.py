@@ -20,7 +20,7 @@ from transforms.dump_names import (iter_after_full, missing_splits, older_full_d
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
-from transforms.export_others import stripped_since
+from transforms.export_others import missing_runs, stripped_since
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
 from transforms.jsonl_keys import Samples, jsonl_key_problems
 from transforms.key_cache import INCOMING, MANIFEST
@@ -321,7 +321,8 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
                 found.insert(0, "it is this run's --output: publishing would replace the files it lists")
             problems += [f"--existing {folder}: {p}" for p in found]
             reports.append(report)
-        problems += stripped_since(list(zip(existing, reports)))
+        given = list(zip(existing, reports))
+        problems += stripped_since(given) + missing_runs(given)
         if not problems:
             state = existing_state(existing, reports)
     if problems:
