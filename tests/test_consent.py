@@ -17,7 +17,7 @@ from pipelines import export_audience, import_audience
 from transforms.config import ConfigError
 from transforms.config_load import parse_config
 from transforms.consent import BadOptOut, parse_opt_out
-from transforms.errors import InputError
+from transforms.errors import InputError, RunFailed
 from transforms.profiles import read_profiles
 
 RUN_DATE = "2026-11-22"
@@ -297,3 +297,24 @@ def test_export_of_a_jsonl_extract_whose_first_record_lacks_the_key(tmp_path):
     write_jsonl(tmp_path / "p.jsonl", [{"profile_id": "p0", "email": "a0@x.com"}])
     with pytest.raises(InputError, match=r"p.jsonl: no column 'opt_out' \(profiles.opt_out\)"):
         export(job, tmp_path / "out2")
+
+
+def test_an_extract_whose_opt_out_column_came_out_empty_fails_the_export_unless_allowed(tmp_path):
+    """An upstream job that wrote the extract without its consent values (the column there, every
+    cell empty: a failed join) made every profile of unknown consent: every member left the audience
+    as consent_unknown, exit 0, no guard (an emptied key column fails). It fails naming the column,
+    nothing published; profiles.allow_empty_profiles: true lets such a run remove them."""
+    job = export_job(tmp_path, ["no", "no", "no"])
+    state = ("--state", str(tmp_path / "state"), "--segment-id", "7")
+    export(job, tmp_path / "first", *state)
+    write_csv(tmp_path / "p.csv", ["", "", ""])
+    with pytest.raises(RunFailed, match=r"^profiles.opt_out: none of the 3 profiles read has a value in column "
+                                        r"'opt_out' \(an emptied column\?\)"):
+        export(job, tmp_path / "second", *state)
+    assert not (tmp_path / "second" / "report.json").exists()
+    assert [p.name for p in (tmp_path / "state" / "plain" / "A").glob("v-*")] == ["v-000001"]
+    config = yaml.safe_load(job.read_text())
+    config["profiles"]["allow_empty_profiles"] = True
+    job.write_text(yaml.safe_dump(config))
+    report = export(job, tmp_path / "second", *state)
+    assert (report["consent_unknown"], report["removed_by_reason"]["consent_unknown"]) == (3, 3)

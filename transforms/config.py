@@ -46,7 +46,8 @@ class ProfilesConfig(_Strict):
     # export: ``unknown`` (never exported) or, declared explicitly, ``consented``.
     opt_out_missing: Literal["unknown", "consented"] = "unknown"
     default_region: str | None = None  # phones written without a country code are read in this region
-    allow_empty_profiles: bool = False  # else no profile read at all, or none keying a source, fails the run
+    # Else a run fails that reads no profile, none keying a data source or (an export) none with an opt-out value.
+    allow_empty_profiles: bool = False
     # JSONL in parts: columns whose field whole parts may lack (parts of nulls naming fields of their own,
     # a union of two sources): the start-up check then takes no such part for a renamed field.
     parts_may_lack: list[str] = []

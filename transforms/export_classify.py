@@ -259,7 +259,8 @@ class ReadTargetedProfiles(HeapDoFn):
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
         for profiles, entries in counted_profiles(path, self._cfg, export=True):
             self._read.inc(profiles.num_rows)
-            for n in [count(Metric.PROFILES_READ, profiles.num_rows), *entries]:
+            for n in [count(Metric.PROFILES_READ, profiles.num_rows),
+                      count(Metric.CONSENT_UNKNOWN_ROWS, profiles["opt_out"].null_count), *entries]:
                 yield beam.pvalue.TaggedOutput(self.COUNTS, n)
             status = row_status(profiles, self._cfg, self._suppressor)
             if (status != OK).any():

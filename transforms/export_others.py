@@ -212,8 +212,8 @@ def missing_runs(existing: list[tuple[str, dict]]) -> list[str]:
         for earlier in report.get("existing") or []:
             if not any(same_output(str(earlier), g) for g in given):
                 problems.append(f"--existing {folder}: it was computed against the export {earlier}, which is not "
-                                "given: the members that export left on the platform would be rebuilt as not held and "
-                                "never removed; give every earlier export of the audience")
+                                "given: the members that export left on the platform would be rebuilt as not "
+                                "held and never removed; give every earlier export of the audience")
         state, previous = report.get("state_folder"), report.get("state_previous_version")
         if state and isinstance(previous, int) and not any(
                 same_output(str(state), s) and v == previous for s, v in written):
