@@ -522,6 +522,36 @@ def test_an_export_that_would_remove_most_of_the_audience_fails_unless_allowed()
                                                              "suppressed": 1}}, 0.5)
 
 
+def test_an_export_whose_user_ids_all_changed_says_so_when_the_collapse_guard_stops_it(tmp_path):
+    """The first export after an AES-GCM key activates gives every member a new token: the old ones
+    leave as id_changed and the guard stopped the run saying '6 of the 6 user IDs ... would leave it',
+    as for an emptied targets file, while every targeted profile was still there. It now says that
+    the profiles give other user IDs (a new key, another normalization or match_on), and
+    --allow-shrink replaces them."""
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "ring.json").write_text(json.dumps({"keys": [
+        {"id": 2, "secret": (b"\x02" * 32).hex(), "activates": "2026-06-01T00:00:00Z", "expires": None},
+        {"id": 3, "secret": (b"\x03" * 32).hex(), "activates": "2026-11-23T00:00:00Z", "expires": None}]}))
+    (folder / "job.yaml").write_text(yaml.safe_dump({
+        "profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None, "opt_out": "opt_out"},
+        "data_sources": [{"name": "gcm", "dpid": 777, "segments": "dumps/*.sync", "id_type": "declared",
+                          "declared": "encrypted", "match_on": "email", "channel": "email",
+                          "force_reconciliation": True,
+                          "encryption": {"algorithm": "aes-gcm", "keyring": "file:ring.json"}}],
+    }))
+    write_profiles(folder, [*range(6)])
+    targets = write_targets(tmp_path / "t.csv", [*range(6)])
+    flags = ("--segment-id", SID, "--state", tmp_path / "state")
+    export(folder / "job.yaml", targets, tmp_path / "first", *flags)
+    with pytest.raises(RunFailed, match=r"^audience 'A': 6 of the 6 user IDs .* more than max_shrink=0.5; 6 of "
+                                        r"them id_changed: the profiles give other user IDs than the platform holds "
+                                        r"\(a new encryption key, another normalization or match_on\?\); nothing"):
+        export(folder / "job.yaml", targets, tmp_path / "second", *flags, run_date=NEXT_DATE)
+    report = export(folder / "job.yaml", targets, tmp_path / "second", *flags, "--allow-shrink", run_date=NEXT_DATE)
+    assert (report["added"], report["removed_by_reason"]["id_changed"], report["audience_user_ids"]) == (6, 6, 6)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Suppression: nothing suppressed in any output of export and import
 # ----------------------------------------------------------------------------------------------------

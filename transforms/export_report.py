@@ -169,7 +169,9 @@ def check_export_shrink(report: dict, max_shrink: float | None) -> None:
     of the user IDs the platform holds (a header-only targets file, or one listing a small share of
     the audience): the export's collapse guard, as a night's. ``None``: ``--allow-shrink``. Removals
     for consent (opted out, consent unknown: never a yes) and suppression do not count: held back
-    with the rest, those IDs would stay shared until someone reran the export."""
+    with the rest, those IDs would stay shared until someone reran the export. Replaced user IDs
+    (``id_changed``: a new encryption key) count, a wrong key or normalization looks the same; the
+    message names them."""
     held = report["earlier_user_ids"]
     chosen = _ineligible_removed(report)
     removed = report["removed"] - chosen
@@ -178,8 +180,13 @@ def check_export_shrink(report: dict, max_shrink: float | None) -> None:
     version = report["state_previous_version"]
     source = f"state v-{version:06d}" if version is not None else "the --existing exports"
     besides = f" (besides {chosen} opted out, of unknown consent or suppressed)" if chosen else ""
+    # Most of them replaced by the same profiles' other user IDs (the first run after an AES-GCM key
+    # activates gives every member a new token): not a lost targets file, and the message must say so.
+    changed = report["removed_by_reason"].get(Removal.ID_CHANGED.value, 0)
+    why = (f"; {changed} of them id_changed: the profiles give other user IDs than the platform holds (a new "
+           "encryption key, another normalization or match_on?)" if 2 * changed > removed else "")
     raise RunFailed(f"audience '{report['audience']}': {removed} of the {held} user IDs the platform holds ({source}) "
-                    f"would leave it{besides}, more than max_shrink={max_shrink:g}; nothing was published "
+                    f"would leave it{besides}, more than max_shrink={max_shrink:g}{why}; nothing was published "
                     "(rerun with --allow-shrink if intended)")
 
 
