@@ -318,3 +318,26 @@ def test_an_extract_whose_opt_out_column_came_out_empty_fails_the_export_unless_
     job.write_text(yaml.safe_dump(config))
     report = export(job, tmp_path / "second", *state)
     assert (report["consent_unknown"], report["removed_by_reason"]["consent_unknown"]) == (3, 3)
+
+
+def test_a_jsonl_part_without_an_opted_out_profile_of_a_source_recording_opt_outs_only(tmp_path):
+    """A source that records opt-outs only (opt_out_missing: consented), its JSONL written in parts by
+    a writer that leaves null fields out (Spark's default): a part with no opted-out profile has no
+    opt_out field at all, and the run failed 'no column opt_out', with no way to say that parts may
+    lack it. The failure now names the remedy, and profiles.parts_may_lack: [opt_out] reads such a
+    part as nulls (here: consented, as declared)."""
+    job = export_job(tmp_path, ["", "", "", ""], opt_out_missing="consented", path="p/*.jsonl")
+    (tmp_path / "p").mkdir()
+    write_jsonl(tmp_path / "p" / "part-0.jsonl", [{"profile_id": "p0", "email": "a0@x.com", "opt_out": True},
+                                                  {"profile_id": "p1", "email": "a1@x.com"}])
+    write_jsonl(tmp_path / "p" / "part-1.jsonl", [{"profile_id": "p2", "email": "a2@x.com"},
+                                                  {"profile_id": "p3", "email": "a3@x.com"}])
+    with pytest.raises(InputError, match=r"part-1.jsonl: no column 'opt_out' \(profiles.opt_out\): none of its records "
+                                         r"has the field .* list it in profiles.parts_may_lack"):
+        export(job, tmp_path / "o")
+    config = yaml.safe_load(job.read_text())
+    config["profiles"]["parts_may_lack"] = ["opt_out"]
+    job.write_text(yaml.safe_dump(config))
+    report = export(job, tmp_path / "out")
+    assert sent(tmp_path / "out") == {"a1@x.com", "a2@x.com", "a3@x.com"}
+    assert (report["opted_out"], report["exported"]) == (1, 3)

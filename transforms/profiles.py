@@ -205,6 +205,7 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
                 if table.num_rows:  # a key no record has: nulls (JSON writers omit them), in no part: preflight
                     for col in (c for c in key_columns(cfg, export) if c not in table.column_names):
                         table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
+                    table = _jsonl_opt_out(table, cfg, path, export)
                     table = table.select(_present(path, table.column_names, cfg, export, extra))
                 yield from _slices(table, batch_rows)
     except InputError:
@@ -214,6 +215,20 @@ def _raw_tables(path: str, fmt: str, cfg: JobConfig, export: bool, batch_rows: i
         if fmt == "csv" and isinstance(exc, pa.ArrowInvalid) and "UTF8" in str(exc):
             raise InputError(path, f"not UTF-8 text {AS_UTF8}", line=first_line_not_utf8(path)) from None
         raise InputError(path, f"cannot read the {fmt} extract ({type(exc).__name__})") from None
+
+
+def _jsonl_opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Table:
+    """A JSONL part none of whose records has the opt-out field: nulls where ``parts_may_lack`` lists
+    it (a writer that leaves null fields out, a part without an opt-out value: a source recording
+    opt-outs only), else a failure naming that remedy (a renamed field is never consent)."""
+    col = cfg.profiles.opt_out
+    if not (export and col) or col in table.column_names:
+        return table
+    if col not in cfg.profiles.parts_may_lack:
+        raise InputError(path, f"no column '{col}' (profiles.opt_out): none of its records has the field (renamed? "
+                         "if its writer leaves null fields out and no profile of it has a value, list it in "
+                         "profiles.parts_may_lack)")
+    return table.append_column(col, pa.nulls(table.num_rows, pa.string()))
 
 
 def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
