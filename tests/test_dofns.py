@@ -17,7 +17,7 @@ from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms import key_profiles
 from transforms.join_inputs import ReadDumpFile
 from transforms.key_profiles import KeyProfiles
-from transforms.keys import pack_visitor_ids
+from transforms.keys import pack_visitor_ids, segment_rows
 from transforms.outcomes import COUNTS, Count, Metric, Reason
 from transforms.publish import ADD, WriteParts, _WritePart
 
@@ -200,7 +200,7 @@ def test_join_shard_emits_memberships_rejections_and_counts(tmp_path):
     assert all((m.bucket_by, m.buckets) == ("profile_id", cfg.buckets) for m in members)
     pieces = [(bucket, rows) for m in members for bucket, rows in m.pieces]
     assert all(set(bucket_of(rows["profile_id"], cfg.buckets)) == {bucket} for bucket, rows in pieces)
-    rows = pa.concat_tables([rows for _, rows in pieces])
+    rows = segment_rows(pa.concat_tables([rows for _, rows in pieces]))  # a row per segment, as the writers make them
     got = set(zip(rows["segment_id"].cast(pa.string()).to_pylist(), rows["profile_id"].to_pylist()))
     assert got == {("10", "p1"), ("11", "p1"), ("11", "p2"), ("11", "p3")}
     rejected = pa.concat_tables(tagged[JoinShard.REJECTED])

@@ -9,7 +9,7 @@ import pytest
 
 from transforms.arrow_utils import NAME
 from transforms.join import join_bucket
-from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA
+from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, SEGMENT_SET, segment_rows
 
 
 def shard(lines: list[tuple[bytes, str, str]], chunk: int = 0) -> pa.Table:
@@ -65,9 +65,10 @@ def observed(result, keep_file_audience: bool) -> dict:
     rows = lambda t, *cols: {(r["segment_id"], *(r[c] for c in cols)) for r in t.to_pylist()} if t is not None else set()
     for table in (result.members, result.removed_members):
         assert set(table.column("data_source").to_pylist()) <= {"ds"}
+        assert all(table[SEGMENT_SET].combine_chunks().dictionary_decode().to_pylist())  # no empty set travels
     return {
-        "members": rows(result.members, "profile_id"),
-        "removed": rows(result.removed_members, "profile_id"),
+        "members": rows(segment_rows(result.members), "profile_id"),  # as the writers make them
+        "removed": rows(segment_rows(result.removed_members), "profile_id"),
         "file_audience": rows(result.file_audience, "address", "profile_id"),
         "file_audience_removed": rows(result.file_audience_removed, "address", "profile_id"),
         "rejected": set(result.rejected["line"].to_pylist()) if result.rejected is not None else set(),

@@ -10,6 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import local_test_pipeline
 from transforms.config_load import parse_config
+from transforms.keys import segment_rows
 from transforms.normalize import hash_value
 from transforms.outcomes import Count, Metric, SumCounts
 from transforms.reconcile import ReconcileAudiences
@@ -58,7 +59,7 @@ def test_reconcile_transform_routes_every_line(tmp_path):
     with local_test_pipeline() as p:
         out = p | ReconcileAudiences(cfg)
         members = out.reconciled | "MemberRows" >> beam.FlatMap(
-            lambda t: [(r["data_source"], r["segment_id"], r["profile_id"]) for r in t.table().to_pylist()]
+            lambda t: [(r["data_source"], r["segment_id"], r["profile_id"]) for r in segment_rows(t.table()).to_pylist()]
         )
         rejected = out.rejected | "RejectedRows" >> beam.FlatMap(
             lambda t: [(r["data_source"], r["line"], r["reason"]) for r in t.to_pylist()]

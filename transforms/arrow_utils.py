@@ -203,14 +203,14 @@ def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
 
 
 def compact_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
-    """A dictionary array whose dictionary holds only the values its rows use, in their first order
-    in the old dictionary. A ``take`` of a few rows keeps the whole dictionary: a dump's shard of a
+    """A dictionary array whose dictionary holds only the values its rows use (when it holds more
+    values than rows), in their order in the old dictionary, narrowed (:func:`narrow_dictionary`). A ``take`` of a few rows keeps the whole dictionary: a dump's shard of a
     chunk whose lines each name another segment set (thousands of segments, a dozen a line) carried
     every set of the chunk, once per shard, through the shuffle and into the join's splits."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     size = len(values.dictionary)
     if size <= len(values):
-        return values
+        return narrow_dictionary(values)
     indices = values.indices.fill_null(0).to_numpy(zero_copy_only=False)
     mask = values.indices.is_null().to_numpy(zero_copy_only=False) if values.null_count else None
     used = np.flatnonzero(np.bincount(indices if mask is None else indices[~mask], minlength=size))
@@ -225,14 +225,6 @@ def compact_dictionaries(table: pa.Table) -> pa.Table:
     for i, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):
             table = table.set_column(i, field.name, compact_dictionary(table.column(i)))
-    return table
-
-
-def narrow_dictionaries(table: pa.Table) -> pa.Table:
-    """Every dictionary column of ``table`` narrowed (:func:`narrow_dictionary`)."""
-    for i, field in enumerate(table.schema):
-        if pa.types.is_dictionary(field.type):
-            table = table.set_column(i, field.name, narrow_dictionary(table.column(i)))
     return table
 
 

@@ -16,7 +16,7 @@ from transforms.arrow_utils import concat, constant, explode_list, narrow_dictio
 from transforms.config import JobConfig
 from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact, place_hashes
 from transforms.dumps import rejected_table
-from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_line_counts, segment_lists
+from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, SEGMENT_SET, segment_line_counts, segment_lists
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, BundleCounts, Metric, Reason, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
@@ -40,8 +40,8 @@ class ShardResult(NamedTuple):
     """What one shard's join gives: tables (None where the data source has no such output) and the
     line counts of the two places a matched or kept line goes."""
 
-    members: pa.Table
-    removed_members: pa.Table
+    members: pa.Table  # (data_source, SEGMENT_SET, profile_id): a row per pair; the writers make it one per segment
+    removed_members: pa.Table  # the same, with the lines' removed sets
     file_audience: pa.Table | None
     file_audience_removed: pa.Table | None
     rejected: pa.Table | None
@@ -62,6 +62,15 @@ def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, *values: str) -> pa.Tabl
     per_pair = pa.table({**{v: pairs[v] for v in values}, "segments": lists})
     table = explode_list(per_pair, "segments", "segment_id").select(["segment_id", *values])
     return table.set_column(0, "segment_id", narrow_dictionary(pc.dictionary_encode(table["segment_id"])))
+
+
+def _names_some(sets: pa.ChunkedArray) -> np.ndarray:
+    """Which rows' segment sets (dictionary-encoded) name a segment: judged once per distinct set."""
+    chunks = [c for c in sets.chunks if len(c)]
+    if not chunks:
+        return np.zeros(0, dtype=bool)
+    return np.concatenate([pc.greater(pc.binary_length(c.dictionary), 0).to_numpy(zero_copy_only=False)[
+        c.indices.to_numpy(zero_copy_only=False)] for c in chunks])
 
 
 def _numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -114,8 +123,9 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
     """Match one shard. A line matches when some profile has its key; the matched lines,
     de-duplicated on (key, segments, removed), are joined with the profiles of their key, giving
     (line set, profile) pairs: memberships are those pairs times the sets' segments, removals the
-    pairs times their removed segments (incremental syncs only). The pair table holds profiles x
-    distinct sets of a key, never profiles x lines."""
+    pairs times their removed segments (incremental syncs only), both left as pairs with their sets
+    (the writers explode them, :func:`~transforms.keys.segment_rows`). The pair table holds profiles
+    x distinct sets of a key, never profiles x lines."""
     line_codes, prof_codes, n_keys = _key_codes(dump["key"], prof["key"])
     matched = line_codes >= 0
     rows = np.flatnonzero(matched)
@@ -131,8 +141,13 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
             table = table.add_column(i, name, narrow_dictionary(constant(value, table.num_rows)))
         return table
 
-    def by_segment(column: str) -> pa.Table:
-        return with_source(_pairs_by_segment(pairs, segment_lists(dump[column].take(pair_lines)), "profile_id"))
+    def with_sets(column: str) -> pa.Table:
+        """Each pair with its line's set (SEGMENT_SET), if not empty (a full dump's removed sets
+        are): the writers make it a row per segment."""
+        sets = dump[column].take(pair_lines)
+        table = pa.table({SEGMENT_SET: sets, "profile_id": pairs["profile_id"]})
+        named = _names_some(sets)
+        return with_source(table if named.all() else table.filter(pa.array(named)))
 
     file_audience = file_audience_removed = rejected = None
     if keep_file_audience:
@@ -153,8 +168,8 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
         reasons = pa.repeat(pa.scalar(Reason.NO_MATCHING_PROFILE), miss.num_rows)
         rejected = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
     return ShardResult(
-        members=by_segment("segments"),
-        removed_members=by_segment("removed"),
+        members=with_sets("segments"),
+        removed_members=with_sets("removed"),
         file_audience=file_audience,
         file_audience_removed=file_audience_removed,
         rejected=rejected,

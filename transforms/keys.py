@@ -220,6 +220,23 @@ def segment_lists(sets: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     return pa.concat_arrays(out) if len(out) > 1 else out[0]
 
 
+# A table's column of segment sets (as DUMP_SHARD_SCHEMA's ``segments``): the join sends each matched
+# (line set, profile) pair to the writers once, with its set, and the writers make it one row per
+# segment (:func:`segment_rows`). Exploded in the join, a line naming a dozen segments was a dozen
+# rows through the shuffle: 77M membership rows held by the local runner for a 10M-line dump.
+SEGMENT_SET = "segment_set"
+
+
+def segment_rows(table: pa.Table) -> pa.Table:
+    """A table with a :data:`SEGMENT_SET` column as one row per segment id of each row's set, in a
+    ``segment_id`` column where the set was (a row with no segment goes); any other table as it is."""
+    if SEGMENT_SET not in table.column_names:
+        return table
+    names = [("segment_id" if n == SEGMENT_SET else n) for n in table.column_names]
+    listed = table.set_column(table.column_names.index(SEGMENT_SET), SEGMENT_SET, segment_lists(table[SEGMENT_SET]))
+    return explode_list(listed, SEGMENT_SET, "segment_id").select(names)
+
+
 def segment_line_counts(sets: pa.Array | pa.ChunkedArray) -> list[tuple[str, int]]:
     """``(segment id, lines naming it)`` for the lines' segment sets (dictionary-encoded, as in
     :data:`DUMP_SHARD_SCHEMA`): each chunk's distinct sets counted (a bincount of the indices), split

@@ -28,6 +28,7 @@ from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dump_names import parse_dump_name
 from transforms.html_report import PAGE, render_run
+from transforms.keys import segment_rows
 from transforms.memory import release_free_memory
 from transforms.outcomes import BundleCounts, Counts, Metric, SumCounts, count
 from transforms.stable_hash import BucketPieces, split_for_write
@@ -170,8 +171,8 @@ class _WritePart(PooledDoFn):
         bucket, tagged = element
         by_tag: dict[str, list[pa.Table]] = {}
         for tag, rows in tagged:
-            if tag != CARRY:
-                by_tag.setdefault(tag, []).append(rows)
+            if tag != CARRY:  # the join's memberships come as (pair, segment set) rows: one per segment here
+                by_tag.setdefault(tag, []).append(segment_rows(rows))
         if self._previous is not None:
             previous = self._previous.read(bucket, self._buckets, self._bucket_by, self._schema, *side_inputs)
             if previous is not None:

@@ -34,10 +34,11 @@ from transforms.storage import MatchFiles
 class ImportOutputs(NamedTuple):
     """What :class:`ReconcileAudiences` gives: PCollections of Arrow tables, counts and file facts."""
 
-    reconciled: beam.PCollection  # membership tables (MEMBERSHIP_SCHEMA columns), as BucketPieces split for the writers
+    reconciled: beam.PCollection  # membership pairs (data_source, SEGMENT_SET, profile_id; keys.segment_rows makes them
+    # MEMBERSHIP_SCHEMA rows, as the writers do), as BucketPieces split for the writers
     file_audience: beam.PCollection  # file-audience tables (FILE_AUDIENCE_SCHEMA columns); BucketPieces without suppression lists
     rejected: beam.PCollection  # rejected-line tables (REJECTED_SCHEMA columns)
-    removed_members: beam.PCollection  # incremental syncs: memberships the night's lines remove
+    removed_members: beam.PCollection  # incremental syncs: memberships the night's lines remove (pairs, as reconciled)
     file_audience_removed: beam.PCollection  # incremental syncs: file-audience rows removed
     counts: beam.PCollection  # (Count, n)
     files: beam.PCollection  # (data_source, dump path)

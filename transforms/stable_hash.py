@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import concat_promoted, narrow_dictionaries, plain_array, split_by_bucket
+from transforms.arrow_utils import compact_dictionaries, concat_promoted, plain_array, split_by_bucket
 
 # Fixed pseudo-random odd multipliers: the hash of a key must be the same in every process and run.
 _COEF = np.random.default_rng(20261123).integers(1, 2**63, size=5, dtype=np.uint64) | np.uint64(1)
@@ -165,7 +165,7 @@ def packed_bits(bits: np.ndarray, at: np.ndarray) -> np.ndarray:
 class BucketPieces(NamedTuple):
     """A table already split for an output's writers (what :class:`transforms.publish.WriteParts`
     would make of it): ``(bucket, rows)`` for each non-empty bucket of ``bucket_by`` among ``buckets``,
-    each piece compact and its dictionaries narrowed. Made where spare threads are (the join's pool)
+    each piece compact and its dictionaries holding its own rows' values only, narrowed. Made where spare threads are (the join's pool)
     rather than on the runner's one thread."""
 
     bucket_by: str
@@ -184,4 +184,4 @@ class BucketPieces(NamedTuple):
 def split_for_write(table: pa.Table, bucket_by: str, buckets: int) -> BucketPieces:
     """``table`` split by a stable hash of its ``bucket_by`` column into ``buckets`` (see :class:`BucketPieces`)."""
     pieces = split_by_bucket(table, bucket_of(table[bucket_by], buckets))
-    return BucketPieces(bucket_by, buckets, tuple((bucket, narrow_dictionaries(rows)) for bucket, rows in pieces))
+    return BucketPieces(bucket_by, buckets, tuple((bucket, compact_dictionaries(rows)) for bucket, rows in pieces))
