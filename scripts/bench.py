@@ -10,6 +10,8 @@ Scenarios (each generated with the project's generator, as many profiles as dump
   (visitor IDs, adobe-hashed emails, uid2-hashed phones, plain CRM ids, AES-CBC encrypted emails).
 * ``single``: the same data, each data source delivered as **one** file.
 * ``encrypted``: one file per data source and **a third** of the lines AES-CBC encrypted emails.
+* ``segments``: one file per data source, each line naming **a dozen** segments (a Poisson mean of
+  12, at least 1) of its data source's **2,000**, as partners' AAM dumps do (the others: 1-3 of 2-4).
 * ``nightly``: two nights of ``audience-sync nightly`` (key cache on, its default) with full dumps of
   ``--nightly-lines`` x size lines each; night 2's extract has 2% of the profiles changed (new
   values, a quarter of them new profile ids). Timed: night 1 and night 2; the baseline runs on night
@@ -60,6 +62,7 @@ SCENARIOS = {
     "split": {},
     "single": {"parts": 1},
     "encrypted": {"parts": 1, "shares": {name: 2.0 if name == ENCRYPTED else 1.0 for name, *_ in SOURCES}},
+    "segments": {"parts": 1, "segment_pool": 2000, "segments_per_line": 12},
     "nightly": {},
     "nightly-nocache": {},
     "nightly-iter": {},
@@ -277,8 +280,8 @@ def compile_project() -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default="split,single,encrypted,nightly",
-                        help=f"comma-separated, from {', '.join(SCENARIOS)} (default: all but nightly-nocache)")
+    parser.add_argument("--scenarios", default="split,single,encrypted,segments,nightly",
+                        help=f"comma-separated, from {', '.join(SCENARIOS)} (default: %(default)s)")
     parser.add_argument("--sizes", default="1000000,10000000", help="dump lines (and profiles) per run, comma-separated")
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs of ours and the baseline (medians shown)")
     parser.add_argument("--nightly-lines", type=float, default=1.0,
