@@ -348,7 +348,8 @@ class PooledLines:
         width = len(str(pool - 1))
         self.sorted_segments = [f"{segments[0]}{j:0{width}d}" for j in range(pool)]
         drawn = np.minimum(np.maximum(rng.poisson(per_line, size=n), 1), pool)
-        flat = np.repeat(np.arange(n, dtype=np.int64) * pool, drawn) + rng.integers(0, pool, size=int(drawn.sum()))
+        flat = rng.integers(0, pool, size=int(drawn.sum()))
+        flat += np.repeat(np.arange(n, dtype=np.int64) * pool, drawn)
         flat.sort(kind="stable")  # line by line, each line's segments ascending; repeats are neighbours
         flat = flat[np.concatenate(([True], flat[1:] != flat[:-1]))] if len(flat) else flat
         self.offsets = np.searchsorted(flat, np.arange(n + 1, dtype=np.int64) * pool)
@@ -362,8 +363,9 @@ class PooledLines:
         """(position in ``rows``, index in the flat arrays) of every segment of the lines ``rows``."""
         counts = self.offsets[rows + 1] - self.offsets[rows]
         pos = np.repeat(np.arange(len(rows), dtype=np.int32), counts)
-        start = np.repeat(self.offsets[rows] - (np.cumsum(counts) - counts), counts)
-        return pos, start + np.arange(len(pos), dtype=np.int64)
+        at = np.repeat(self.offsets[rows] - (np.cumsum(counts) - counts), counts)
+        at += np.arange(len(pos), dtype=np.int64)
+        return pos, at
 
     def text(self, rows: np.ndarray) -> pa.StringArray:
         """The lines' segment lists, ``ROWS_PER_SLICE`` lines at a time (bounds the per-token arrays)."""
@@ -468,6 +470,7 @@ def make_dump(rng, kind: str, segments: list[str], n: int, profiles: dict, key: 
         pa.string(),
     )
     lines = _scatter(n, [(good, good_lines), (at[BAD], bad_lines)])
+    del ids, good_lines, bad_lines  # (not held while the truth is built: a 10M mix's are GBs)
 
     counts: dict[str, int] = {}
     categories = {MATCH: "reconciled", UNKNOWN: "unmatched", INVALID: "invalid_ids"}
