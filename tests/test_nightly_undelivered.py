@@ -226,3 +226,31 @@ def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(tmp_
     run(config, root, "--date", "2026-11-29")
     assert {m for m in members(root, "2026-11-29") if m[0] == "b"} == {("b", "20", "p8")} | (
         set() if silent else {("b", "20", "p9")})
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["read_a_dump", "carried_without_one"])
+def test_an_upload_still_in_progress_in_a_published_nights_folder_is_not_left_unread(tmp_path, silent):
+    """b's late iter dump (removing p6) was still being written to its 2026-11-28 folder, after that night
+    was published, when 2026-11-29 ran: the check for a dump that night did not read passed over an
+    upload in progress, so 2026-11-29 built on 2026-11-28, and once the upload finished nothing read
+    that folder again: p6 in segment 20 for good, exit 0. Refused naming the upload and the night."""
+    config, root = two_nights(tmp_path)
+    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    if not silent:
+        dump(tmp_path, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
+    run(config, root, "--date", "2026-11-28")
+    late = tmp_path / "b" / "20261128" / f"ftp_3_7_iter_{delivered('2026-11-28') + 3_600_000}.sync.gz"
+    late.parent.mkdir(exist_ok=True)
+    uploading = late.with_name(late.name + ".filepart")
+    uploading.write_bytes(gzip.compress(f"{V[6]}  20\n".encode(), mtime=0)[:10])
+    dump(tmp_path, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-29", [f"{V[7]}  20"], mode="iter")
+    with pytest.raises(ConfigError, match=rf"^data source 'b': {uploading.name} is in the folder of dt=2026-11-28, "
+                                          r"which did not read it \(an upload in progress"):
+        run(config, root, "--date", "2026-11-29")
+    assert not (root / "dt=2026-11-29").exists()
+    uploading.unlink()
+    late.write_bytes(gzip.compress(f"{V[6]}  20\n".encode(), mtime=0))  # the upload finished
+    run(config, root, "--date", "2026-11-28", "--force")
+    run(config, root, "--date", "2026-11-29")
+    assert ("b", "20", "p6") not in members(root, "2026-11-29")

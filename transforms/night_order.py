@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
 from transforms.control_files import controls_promising
-from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob
+from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob, upload_of
 from transforms.errors import ConfigError
 from transforms.storage import folder_hint, glob, join_path, matches_any
 
@@ -116,8 +116,8 @@ def check_nothing_unread(template: JobConfig, previous: date, day: date, read: d
     in the wrong folder): nothing reads that folder again. Each data source's ``segments`` filled for
     ``previous`` is listed (one listing; not when it lists tonight's folder too, nor for one
     ``replaced`` by a full dump tonight), and a dump that night did not read (``read``: data source ->
-    paths, compared by name: the job folder may have moved) is refused, naming it, unless
-    ``allow_gap``; so is a listing that fails. A glob that no longer lists any dump the night read
+    paths, compared by name: the job folder may have moved), or an upload still in progress there, is
+    refused, naming it, unless ``allow_gap``; so is a listing that fails. A glob that no longer lists any dump the night read
     (edited since, or a retention rule) proves nothing and is passed."""
     if allow_gap:
         return
@@ -126,19 +126,33 @@ def check_nothing_unread(template: JobConfig, previous: date, day: date, read: d
         if ds.name in replaced or ds.name not in read or ds.segments == tonight.get(ds.name):
             continue
         files = files_listed(ds.segments)
-        if files is None:
+        # The wider glob also lists the uploads in progress a glob naming the dumps' suffix misses.
+        wider = files_listed(uploads) if files is not None and (uploads := upload_glob(ds.segments)) else []
+        if files is None or wider is None:
             raise ConfigError(f"data source '{ds.name}': its segments for dt={previous} ('{ds.segments}') could not be "
                               f"listed (a storage outage or a denied prefix?), so a dump that landed there after that "
                               "night was published cannot be ruled out; rerun once they can be listed, or --allow-gap")
         had = {posixpath.basename(path) for path in read[ds.name]}
         listed = sorted(posixpath.basename(path) for path in files if is_dump_file(path))
+        if had and not had & set(listed):
+            continue  # the glob lists none of the dumps that night read: edited since, or a retention rule
         late = [name for name in listed if name not in had]
-        if late and (not had or had & set(listed)):
+        if late:
             raise ConfigError(f"data source '{ds.name}': {late[0]} is in the folder of dt={previous}, which did not "
                               f"read it ({len(late)} such dump(s): delivered after that night was published?); dt={day} "
                               f"builds on dt={previous} and would miss its changes for good; republish dt={previous} "
                               f"with it (--date {previous} --force), move it to its own night's folder if it belongs "
                               "to a later night, or --allow-gap to leave it unread")
+        # A dump still being written is one that night did not read either: once it has arrived,
+        # nothing reads that folder again.
+        uploading = sorted({posixpath.basename(path) for path in (*files, *wider)
+                            if (final := upload_of(path)) is not None and not posixpath.basename(path).startswith((".", "_"))
+                            and posixpath.basename(final) not in had})
+        if uploading:
+            raise ConfigError(f"data source '{ds.name}': {uploading[0]} is in the folder of dt={previous}, which did not "
+                              f"read it (an upload in progress, begun after that night was published?); dt={day} builds "
+                              f"on dt={previous} and would miss its changes for good; once it has arrived, republish "
+                              f"dt={previous} with it (--date {previous} --force), or --allow-gap to leave it unread")
 
 
 def no_delivery(template: JobConfig, night: date) -> bool:
