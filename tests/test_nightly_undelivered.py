@@ -13,10 +13,10 @@ from test_nightly_guards import V, dump, everyone, members, run, write_job
 from transforms.errors import ConfigError
 
 
-def two_nights(tmp_path):
+def two_nights(tmp_path, **b):
     """a and b deliver on 2026-11-26 (full) and 2026-11-27 (iter: p5 leaves b's segment 20); b may
     be silent for 2 nights."""
-    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2, **b}), tmp_path / "root"
     dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
     dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
     run(config, root, "--date", "2026-11-26")
@@ -228,13 +228,15 @@ def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(tmp_
         set() if silent else {("b", "20", "p9")})
 
 
+@pytest.mark.parametrize("glob", ["*", "*.sync.gz"])
 @pytest.mark.parametrize("silent", [False, True], ids=["read_a_dump", "carried_without_one"])
-def test_an_upload_still_in_progress_in_a_published_nights_folder_is_not_left_unread(tmp_path, silent):
+def test_an_upload_still_in_progress_in_a_published_nights_folder_is_not_left_unread(tmp_path, silent, glob):
     """b's late iter dump (removing p6) was still being written to its 2026-11-28 folder, after that night
     was published, when 2026-11-29 ran: the check for a dump that night did not read passed over an
     upload in progress, so 2026-11-29 built on 2026-11-28, and once the upload finished nothing read
-    that folder again: p6 in segment 20 for good, exit 0. Refused naming the upload and the night."""
-    config, root = two_nights(tmp_path)
+    that folder again: p6 in segment 20 for good, exit 0. Refused naming the upload and the night (also
+    under a glob naming the dumps' suffix, which does not list it)."""
+    config, root = two_nights(tmp_path, segments=f"b/{{date:%Y%m%d}}/{glob}")
     dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
     if not silent:
         dump(tmp_path, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
