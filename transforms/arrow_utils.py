@@ -204,9 +204,10 @@ def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
 
 def compact_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     """A dictionary array whose dictionary holds only the values its rows use (when it holds more
-    values than rows), in their order in the old dictionary, narrowed (:func:`narrow_dictionary`). A ``take`` of a few rows keeps the whole dictionary: a dump's shard of a
-    chunk whose lines each name another segment set (thousands of segments, a dozen a line) carried
-    every set of the chunk, once per shard, through the shuffle and into the join's splits."""
+    values than rows), in their order in the old dictionary, narrowed (:func:`narrow_dictionary`).
+    A ``take`` of a few rows keeps the whole dictionary: a dump's shard of a chunk whose lines each
+    name another segment set (thousands of segments, a dozen a line) carried every set of the
+    chunk, once per shard, through the shuffle and into the join's splits."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     size = len(values.dictionary)
     if size <= len(values):
@@ -241,6 +242,20 @@ def names(values) -> pa.Array:
     return arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
 
 
+def count_runs(table: pa.Table, columns: list[str]) -> list[tuple[tuple, int]]:
+    """:func:`count_by` of a non-empty table whose equal combinations of ``columns`` (no nulls) are
+    neighbours: the runs of equal neighbours, in table order."""
+    starts = np.zeros(table.num_rows, dtype=bool)
+    starts[0] = True
+    for c in columns:
+        values = table[c].combine_chunks()
+        starts[1:] |= pc.not_equal(values[1:], values[:-1]).to_numpy(zero_copy_only=False)
+    at = np.flatnonzero(starts)
+    keys = [table[c].take(pa.array(at)).to_pylist() for c in columns]
+    counts = np.diff(np.append(at, table.num_rows)).tolist()
+    return [(tuple(k[i] for k in keys), counts[i]) for i in range(len(at))]
+
+
 def count_by(table: pa.Table, columns: list[str], sorted_by: list[str] = ()) -> list[tuple[tuple, int]]:
     """``[((value, ...), count), ...]`` for the distinct combinations of ``columns``. With ``sorted_by``
     (the table's sort keys) starting with ``columns`` and no nulls in them, equal combinations are
@@ -249,15 +264,7 @@ def count_by(table: pa.Table, columns: list[str], sorted_by: list[str] = ()) -> 
     if table.num_rows == 0:
         return []
     if list(sorted_by[:len(columns)]) == list(columns) and not any(table[c].null_count for c in columns):
-        starts = np.zeros(table.num_rows, dtype=bool)
-        starts[0] = True
-        for c in columns:
-            values = table[c].combine_chunks()
-            starts[1:] |= pc.not_equal(values[1:], values[:-1]).to_numpy(zero_copy_only=False)
-        at = np.flatnonzero(starts)
-        keys = [table[c].take(pa.array(at)).to_pylist() for c in columns]
-        counts = np.diff(np.append(at, table.num_rows)).tolist()
-        return [(tuple(k[i] for k in keys), counts[i]) for i in range(len(at))]
+        return count_runs(table, columns)
     grouped = table.group_by(columns, use_threads=False).aggregate([([], "count_all")])
     keys = [grouped[c].to_pylist() for c in columns]
     counts = grouped["count_all"].to_pylist()
