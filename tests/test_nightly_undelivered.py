@@ -201,6 +201,24 @@ def test_a_silent_night_after_the_job_folder_moved_is_carried(tmp_path):
     assert ("b", "20", "p6") in members(tmp_path / "new" / "root", "2026-11-28")
 
 
+def _published_before_a_late_dump(tmp_path, silent: bool, **nights):
+    """2026-11-28 published (b read a dump that night, or, ``silent``, was carried without one); returns
+    (config, root, the path a late b dump of that night lands at, its folder made)."""
+    config, root = two_nights(tmp_path, **nights)
+    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    if not silent:
+        dump(tmp_path, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
+    run(config, root, "--date", "2026-11-28")
+    late = tmp_path / "b" / "20261128" / f"ftp_3_7_iter_{delivered('2026-11-28') + 3_600_000}.sync.gz"
+    late.parent.mkdir(exist_ok=True)
+    return config, root, late
+
+
+def _second_nights_dumps(tmp_path) -> None:
+    dump(tmp_path, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
+    dump(tmp_path, "b", "2026-11-29", [f"{V[7]}  20"], mode="iter")
+
+
 @pytest.mark.parametrize("silent", [False, True], ids=["read_a_dump", "carried_without_one"])
 def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(tmp_path, silent):
     """b's iter dump removing p6 arrived in its 2026-11-28 folder after that night was published (a
@@ -208,16 +226,9 @@ def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(tmp_
     one). The next night built on 2026-11-28 and never looked there again: p6 stayed in segment 20
     for good, exit 0. The night is refused naming the dump and the night; republished with it
     (--force), the next night runs."""
-    config, root = two_nights(tmp_path)
-    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
-    if not silent:
-        dump(tmp_path, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
-    run(config, root, "--date", "2026-11-28")
-    late = tmp_path / "b" / "20261128" / f"ftp_3_7_iter_{delivered('2026-11-28') + 3_600_000}.sync.gz"
-    late.parent.mkdir(exist_ok=True)
+    config, root, late = _published_before_a_late_dump(tmp_path, silent)
     late.write_bytes(gzip.compress(f"{V[6]}  20\n".encode(), mtime=0))
-    dump(tmp_path, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
-    dump(tmp_path, "b", "2026-11-29", [f"{V[7]}  20"], mode="iter")
+    _second_nights_dumps(tmp_path)
     with pytest.raises(ConfigError, match=rf"^data source 'b': {late.name} is in the folder of dt=2026-11-28, which "
                                           r"did not read it"):
         run(config, root, "--date", "2026-11-29")
@@ -236,17 +247,10 @@ def test_an_upload_still_in_progress_in_a_published_nights_folder_is_not_left_un
     upload in progress, so 2026-11-29 built on 2026-11-28, and once the upload finished nothing read
     that folder again: p6 in segment 20 for good, exit 0. Refused naming the upload and the night (also
     under a glob naming the dumps' suffix, which does not list it)."""
-    config, root = two_nights(tmp_path, segments=f"b/{{date:%Y%m%d}}/{glob}")
-    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
-    if not silent:
-        dump(tmp_path, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
-    run(config, root, "--date", "2026-11-28")
-    late = tmp_path / "b" / "20261128" / f"ftp_3_7_iter_{delivered('2026-11-28') + 3_600_000}.sync.gz"
-    late.parent.mkdir(exist_ok=True)
+    config, root, late = _published_before_a_late_dump(tmp_path, silent, segments=f"b/{{date:%Y%m%d}}/{glob}")
     uploading = late.with_name(late.name + ".filepart")
     uploading.write_bytes(gzip.compress(f"{V[6]}  20\n".encode(), mtime=0)[:10])
-    dump(tmp_path, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
-    dump(tmp_path, "b", "2026-11-29", [f"{V[7]}  20"], mode="iter")
+    _second_nights_dumps(tmp_path)
     with pytest.raises(ConfigError, match=rf"^data source 'b': {uploading.name} is in the folder of dt=2026-11-28, "
                                           r"which did not read it \(an upload in progress"):
         run(config, root, "--date", "2026-11-29")
