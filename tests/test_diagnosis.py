@@ -265,18 +265,26 @@ def test_a_few_lines_of_another_column_are_a_partial_explanation_not_a_column_ch
     assert "profiles.email applies to every data source: also 'plain'" in finding["message"]
 
 
+def _hashed_email_job(tmp_path, emails: list, ids: list) -> tuple[dict, dict]:
+    """A hashed-email data source 'h' whose one dump lists ``ids`` (segment 11), and an extract of
+    ``emails`` (profiles P0000, P0001, ...): the job's config and its data source, to adjust."""
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(len(emails))], "email": emails}),
+                   tmp_path / "profiles.parquet")
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed", "match_on": "email"}
+    return {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}, ds
+
+
+
 def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_path):
     """700 addresses sent unhashed to a hashed source (invalid_hash), 100 digests of unnormalized
     addresses (unmatched), 300 that match. The run fails on the invalid IDs; its line named the
     diagnosis' top finding, 'normalization: none', which explains the 100 and none of the 700 (the
     run with it applied fails the same). It names a finding only if it explains rejected IDs."""
     emails = [f"  User{i}@Example.ORG " for i in range(1100)]
-    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(1100)], "email": emails}), tmp_path / "profiles.parquet")
     ids = [e.strip() for e in emails[:700]] + _hashed(emails[700:800], "email", "none") + _hashed(emails[800:], "email")
-    (tmp_path / "segments").mkdir()
-    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
-    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed", "match_on": "email"}
-    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    cfg, ds = _hashed_email_job(tmp_path, emails, ids)
     with pytest.raises(RunFailed) as info:
         _run(tmp_path, cfg, "out")
     message = str(info.value)
@@ -347,12 +355,8 @@ def test_a_hashing_change_that_explains_more_lines_than_match_now_says_it_loses_
     matched and the 30 became invalid_hash (30%, under max_invalid_id_ratio), published without
     those users, exit 0. The change stays the suggestion (it explains more), and says what it loses."""
     emails = [f"user{i}@example.com" for i in range(100)]
-    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(100)], "email": emails}), tmp_path / "profiles.parquet")
-    (tmp_path / "segments").mkdir()
     ids = _hashed(emails[:30], "email") + _hashed(emails[30:], "email", encoding="base64")
-    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
-    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed", "match_on": "email"}
-    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    cfg, ds = _hashed_email_job(tmp_path, emails, ids)
     with pytest.raises(RunFailed) as info:
         _run(tmp_path, cfg, "out")
     message = str(info.value)
@@ -430,12 +434,8 @@ def test_digests_of_values_with_a_line_break_are_named_so(tmp_path):
     import hashlib
 
     emails = [f"User{i}@Example.com" for i in range(150)]
-    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(150)], "email": emails}), tmp_path / "profiles.parquet")
-    (tmp_path / "segments").mkdir()
     ids = [hashlib.sha256(f"{e.lower()}\n".encode()).hexdigest() for e in emails]
-    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
-    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed", "match_on": "email"}
-    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    cfg, ds = _hashed_email_job(tmp_path, emails, ids)
     with pytest.raises(RunFailed) as info:
         _run(tmp_path, cfg, "failing")
     message = str(info.value)
