@@ -116,9 +116,11 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     if swapped:
         return swapped
     carried = (_carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
-               or _other_charset(ds, tokens, material, region)
-               or other_channel(ds, _plaintexts(tokens, material), region, KEY_AND_IV)
-               or national_numbers(ds, _plaintexts(tokens, material), region, KEY_AND_IV))
+               or _other_charset(ds, tokens, material, region))
+    if carried:
+        return carried
+    plaintexts = _plaintexts(tokens, material)  # decrypted once for both
+    carried = (other_channel(ds, plaintexts, region, KEY_AND_IV) or national_numbers(ds, plaintexts, region, KEY_AND_IV))
     if carried:
         return carried
     return _pattern_findings(tokens, material) + _not_whole_blocks(tokens)
