@@ -195,9 +195,9 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     guard = replacing or guard
     state = None if replacing else previous
     if state:  # its rows are carried over: no night since it may be missing
-        check_no_gap(template, earlier[-1], day, allow_gap, replaced=full_sources(files, cfg), read=guard.previous_read)
-        check_nothing_unread(template, earlier[-1], day, guard.previous_read, allow_gap,
-                             replaced=full_sources(files, cfg))
+        replaced = full_sources(files, cfg)
+        check_no_gap(template, earlier[-1], day, allow_gap, replaced=replaced, read=guard.previous_read)
+        check_nothing_unread(template, earlier[-1], day, guard.previous_read, allow_gap, replaced=replaced)
         check_same_profile_ids(cfg, state)
     # The writers read the previous parts shard by shard when that night was bucketed as tonight.
     direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None
