@@ -13,6 +13,8 @@
   short email) has its padding in the block a wrong IV garbles: there the last decrypted byte is a
   padding XOR one constant (the IV) or random (the key).
 * AES-GCM: :mod:`transforms.diagnosis_gcm`.
+* Failures that are addresses in another form (in clear, Latin-1, the other channel, national phone
+  numbers), on either scheme, and what a finding is: :mod:`transforms.diagnosis_plaintext`.
 
 Key material is read on the worker (the DoFn in :mod:`transforms.diagnosis`); findings name config
 fields and the key ring's own key ids, never a key, an IV, a plaintext or 4 bytes of a token the ring
@@ -31,21 +33,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from transforms import cbc_kernel
 from transforms.config import DataSourceConfig
 from transforms.crypto import CbcDecryptor
-from transforms.errors import KeyMaterialError
-from transforms.iv_check import OTHER_CHANNEL, SCHEMES
+from transforms.diagnosis_plaintext import (CryptoFinding, address_noun, addresses, as_text, national_numbers,
+                                            other_channel, other_charset, unencrypted)
 from transforms.digests import ENCODINGS
-from transforms.normalize import normalize_keys
+from transforms.errors import KeyMaterialError
 from transforms.reasons import Reason
 from transforms.secrets import AES_KEY_LENGTHS, load_secret
 
 _FAILURES = (Reason.DECRYPT_FAILED, Reason.INVALID_PLAINTEXT, Reason.UNKNOWN_KEY, Reason.EXPIRED_KEY, Reason.KEY_NOT_ACTIVE)
-
-
-class CryptoFinding(NamedTuple):
-    kind: str
-    suggestion: tuple[tuple[str, object], ...]  # a None value: this field is wrong, its right value is secret
-    would_match: int
-    message: str  # what follows "N of M sampled lines ..."
 
 
 class CbcMaterial(NamedTuple):
@@ -111,7 +106,7 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
         n = pc.sum(_decrypt_to_addresses(ds, tokens, key, material.iv, region)).as_py()
         if n:
             return [CryptoFinding("key_encoding", (("encryption.key_encoding", encoding),), n,
-                                  f"decrypt to valid {_address(ds)} with the key read as {encoding}")]
+                                  f"decrypt to valid {address_noun(ds)} with the key read as {encoding}")]
     swapped = _swapped(ds, tokens, material, region)
     if swapped:
         return swapped
@@ -163,7 +158,7 @@ def _swapped(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, regi
     if not n:
         return []
     return [CryptoFinding("key_or_iv", (("encryption.key", None), ("encryption.iv", None)), int(n),
-                          f"decrypt to valid {_address(ds)} with the key and the IV swapped: encryption.key names the "
+                          f"decrypt to valid {address_noun(ds)} with the key and the IV swapped: encryption.key names the "
                           "IV and encryption.iv the key; swap the two references")]
 
 
@@ -231,27 +226,9 @@ def token_encoding(ds: DataSourceConfig, tokens: pa.Array, to_addresses, under: 
                                                   ("in quotes", fixed["quoted"])) if needed)
     return [CryptoFinding("token_encoding", (), pc.sum(valid).as_py(),
                           f"are {alphabet}{' ' + how if how else ''}, which the scheme does not use: read as standard "
-                          f"base64 with its padding, they decrypt to valid {_address(ds)} under {under}; "
+                          f"base64 with its padding, they decrypt to valid {address_noun(ds)} under {under}; "
                           f"ask the partner for standard base64 with '=' padding{', without quotes' if fixed['quoted'] else ''} "
                           "(no setting reads other base64)")]
-
-
-def unencrypted(ds: DataSourceConfig, tokens: pa.Array, region: str | None) -> list[CryptoFinding]:
-    """Tokens that are no ciphertext but, as they are, valid addresses of the channel: the partner
-    sends them in clear (or the data source is plain, configured 'declared: encrypted'). No key or
-    IV is beside the point; no setting of this data source reads them (a plain one has no
-    encryption section): the finding suggests none."""
-    n = pc.sum(addresses(ds, tokens.cast(pa.string()), region)).as_py()
-    if not n:
-        return []
-    return [CryptoFinding("token_encoding", (), int(n),
-                          f"are not encrypted: as they are, they are valid {_address(ds)} (a data source of addresses "
-                          "in clear is 'declared: plain', without an encryption section); check what the partner sends")]
-
-
-def addresses(ds: DataSourceConfig, plain: pa.Array, region: str | None) -> pa.BooleanArray:
-    """Which decrypted plaintexts are valid addresses of the data source's channel once normalized."""
-    return pc.is_valid(normalize_keys(plain, ds.key_kind, ds.normalization, region)[0])
 
 
 def _decrypt_to_addresses(ds: DataSourceConfig, tokens: pa.Array, key: bytes, iv: bytes,
@@ -274,7 +251,7 @@ def _hex_tokens(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
     if not n:
         return []
     return [CryptoFinding("token_encoding", (), int(n),
-                          f"are hex, not base64: read as hex, they decrypt to valid {_address(ds)} under the configured "
+                          f"are hex, not base64: read as hex, they decrypt to valid {address_noun(ds)} under the configured "
                           "key and IV; ask the partner for the ciphertexts in standard base64 with '=' padding (no "
                           "setting reads hex tokens)")]
 
@@ -294,13 +271,13 @@ def _carried_iv(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, r
     if valid.any() and all(head == material.iv for head in heads):
         return [CryptoFinding("embedded_iv", (), int(valid.sum()),
                               "are tokens that carry the configured IV in front of their ciphertext (IV || ciphertext): "
-                              f"read without it, they decrypt to valid {_address(ds)} under the configured key and IV. No "
+                              f"read without it, they decrypt to valid {address_noun(ds)} under the configured key and IV. No "
                               "setting reads it: ask the partner for the ciphertext alone")]
     if not valid.any() or _one_iv(blocks.plain[blocks.first[valid[blocks.rows]]]):
         return []
     return [CryptoFinding("embedded_iv", (), int(valid.sum()),
                           "are tokens that each carry their own IV in their first 16 bytes (IV || ciphertext, a random "
-                          f"IV per token): read so, they decrypt to valid {_address(ds)} under the configured key. This is not the scheme "
+                          f"IV per token): read so, they decrypt to valid {address_noun(ds)} under the configured key. This is not the scheme "
                           "configured (one IV, encryption.iv, for every token) and no setting reads it: ask the partner "
                           "for tokens under the agreed IV")]
 
@@ -323,14 +300,14 @@ def _other_padding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial
     for first, count in zip(blocks.first[failed].tolist(), blocks.count[failed].tolist()):
         raw = data[16 * first:16 * (first + count)]
         texts += [raw.rstrip(b"\0"), raw[:-raw[-1]] if 1 <= raw[-1] <= 16 else b""]
-    valid = addresses(ds, pa.array([_text(t) for t in texts], pa.string()), region).to_numpy(zero_copy_only=False)
+    valid = addresses(ds, pa.array([as_text(t) for t in texts], pa.string()), region).to_numpy(zero_copy_only=False)
     zeros, lengths = int(valid[0::2].sum()), int((valid[1::2] & ~valid[0::2]).sum())
     if not zeros + lengths:
         return []
     how = "zero bytes as padding" if zeros >= lengths else "the pad length after other filler (ANSI X.923, ISO 10126)"
     return [CryptoFinding("token_encoding", (), zeros + lengths,
                           f"are not padded with PKCS#7, the scheme's padding: read with {how}, they decrypt to valid "
-                          f"{_address(ds)} under the configured key and IV; ask the partner for PKCS#7 padding (no "
+                          f"{address_noun(ds)} under the configured key and IV; ask the partner for PKCS#7 padding (no "
                           "setting reads another padding)")]
 
 
@@ -344,90 +321,12 @@ def _other_charset(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial
                               zip(cbc_kernel.exclusive_cumsum(plain.length).tolist(), plain.length.tolist())], region, KEY_AND_IV)
 
 
-def other_charset(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
-    """Decrypted ``plaintexts`` (None: not decrypted) that are not UTF-8 and, read as Windows-1252,
-    are valid addresses. No setting reads another charset: the finding suggests none."""
-    texts = []
-    for raw in plaintexts:
-        try:
-            (raw or b"").decode("utf-8")
-            texts.append(None)  # UTF-8 (or nothing): not this
-        except UnicodeDecodeError:
-            texts.append(_text(raw.decode("cp1252", errors="replace").encode("utf-8")))
-    n = pc.sum(addresses(ds, pa.array(texts, pa.string()), region)).as_py()
-    if not n:
-        return []
-    return [CryptoFinding("token_encoding", (), int(n),
-                          f"decrypt under {under} to text that is not UTF-8: read as Latin-1 "
-                          f"(Windows-1252), they are valid {_address(ds)}; ask the partner to encrypt the addresses "
-                          "as UTF-8 (no setting reads another charset)")]
-
-
-def other_channel(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
-    """Decrypted ``plaintexts`` that are addresses of the other channel (phone numbers on an email
-    source, email addresses on an sms one): the finding suggests that channel, and the match_on role
-    that goes with it when match_on names a role (a column of its own is the operator's)."""
-    kind, noun, channel = OTHER_CHANNEL.get(ds.channel, (None, None, None))
-    if kind is None:
-        return []
-    texts = pa.array([_text(raw) for raw in plaintexts], pa.string())
-    n = pc.sum(pc.is_valid(normalize_keys(texts, kind, ds.normalization, region if kind == "phone" else None)[0])).as_py()
-    if not n:
-        return []
-    change = (("channel", channel),) + ((("match_on", kind),) if ds.match_on in ("email", "phone") else ())
-    return [CryptoFinding("channel", change, int(n), f"decrypt under {under} to {noun}, not {_address(ds)}: the "
-                          f"partner encrypts the {channel} channel's addresses")]
-
-
-# A phone number as dialled inside its country: a trunk '0' in front, no country code, 8 to 14 digits
-# (separators removed). Read in no region, it is no phone number.
-_NATIONAL = r"^0[0-9]{7,13}$"
-
-
-def national_numbers(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
-    """Decrypted ``plaintexts`` of a phone source read in no region (``region`` None) that are national
-    numbers ('06 12 34 56 78'): default_region reads them. Which region is the partner's to say (an
-    '06' mobile number is French and Dutch): the finding names the field, not a value."""
-    if ds.key_kind != "phone" or region is not None:
-        return []
-    digits = pc.replace_substring_regex(pa.array([_text(raw) for raw in plaintexts], pa.string()), r"[\s.()/-]", "")
-    n = pc.sum(pc.fill_null(pc.match_substring_regex(digits, _NATIONAL), False)).as_py()
-    if not n:
-        return []
-    return [CryptoFinding("region", (("default_region", None),), int(n),
-                          f"decrypt under {under} to phone numbers without a country code (a leading 0, as dialled "
-                          "inside a country), which are read in no region: set default_region to the partner's")]
-
-
 def _plaintexts(tokens: pa.Array, material: CbcMaterial) -> list[bytes | None]:
     """The tokens decrypted under the configured key and IV, padding stripped (None: no valid padding)."""
     plain = cbc_kernel.strip_pkcs7(_decrypted_blocks(tokens, material.key, material.iv)[1], len(tokens))
     data = plain.data.tobytes()
     return [data[start:start + length] if code == cbc_kernel.OK else None for start, length, code in
             zip(cbc_kernel.exclusive_cumsum(plain.length).tolist(), plain.length.tolist(), plain.codes.tolist())]
-
-
-def uri_scheme(ds: DataSourceConfig, plaintexts: list[bytes | None], region: str | None, under: str) -> list[CryptoFinding]:
-    """Decrypted ``plaintexts`` written with a URI scheme of :data:`iv_check.SCHEMES` (any case:
-    'mailto:ann@...') that, without it, are valid addresses. The scheme is named from that list."""
-    for scheme in SCHEMES:
-        cut = [_text(raw[len(scheme):]) if raw and raw[:len(scheme)].lower() == scheme.encode() else None
-               for raw in plaintexts]
-        n = pc.sum(addresses(ds, pa.array(cut, pa.string()), region)).as_py()
-        if n:
-            return [CryptoFinding("token_encoding", (), int(n),
-                                  f"decrypt under {under} to addresses written with a URI scheme ('{scheme}'): "
-                                  f"without it, they are valid {_address(ds)}; ask the partner for bare addresses "
-                                  "(no setting removes a scheme)")]
-    return []
-
-
-def _text(raw: bytes) -> str | None:
-    """Decrypted bytes as text; None when empty, not UTF-8 or holding a control byte (no address does)."""
-    try:
-        return raw.decode("utf-8") if raw and min(raw) >= 0x20 else None
-    except UnicodeDecodeError:
-        return None
 
 
 def _one_iv(first_blocks: np.ndarray) -> bool:
@@ -437,10 +336,6 @@ def _one_iv(first_blocks: np.ndarray) -> bool:
     least 12 of the 16 positions constant: one IV. One distinct block cannot tell: one IV."""
     high = np.unique(first_blocks).view(np.uint8).reshape(-1, 16) >= 0x80
     return len(high) < 2 or int((high.all(axis=0) | ~high.any(axis=0)).sum()) >= 12
-
-
-def _address(ds: DataSourceConfig) -> str:
-    return {"email": "email addresses", "phone": "phone numbers"}.get(ds.key_kind, "values")
 
 
 # One-block tokens decide between a wrong IV and a wrong key only when at least this many distinct

@@ -46,7 +46,7 @@ def assemble(ds: DataSourceConfig, cfg: JobConfig, sampled: int, probed: dict[tu
              kept: dict | None = None) -> list[dict]:
     """The findings of one data source. ``probed``: ``(kind, suggestion) -> sample rows it explains``
     (rows are unique and sorted);
-    ``decryption``: :class:`~transforms.diagnosis_crypto.CryptoFinding` items (every one about
+    ``decryption``: :class:`~transforms.diagnosis_plaintext.CryptoFinding` items (every one about
     tokens that failed); ``rejected``: the sample rows of rejected IDs (the others matched no
     profile). Each finding says how many of its lines were rejected IDs (``rejected``): a run that
     fails on invalid IDs names only a finding that explains some. ``values``: the sampled lines' values;

@@ -3,7 +3,8 @@ token, with their reason (an expired key, a tag that does not verify under that 
 key id the ring lacks are counted, their id never printed (readable text, a few repeated ids, or
 first bytes that vary). Before those, the AES-CBC findings that are no key's: tokens in another
 base64 (in quotes, url-safe, ...) and plaintexts in Latin-1, read with the ring's keys. The AES-CBC
-findings, and what a finding is: :mod:`transforms.diagnosis_crypto`.
+findings: :mod:`transforms.diagnosis_crypto`; the plaintexts' forms, and what a finding is:
+:mod:`transforms.diagnosis_plaintext`.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pyarrow.compute as pc
 from transforms import cbc_kernel
 from transforms.config import DataSourceConfig
 from transforms.crypto import GcmDecryptor
-from transforms.diagnosis_crypto import (KEY_RING, CryptoFinding, addresses, national_numbers, other_channel,
-                                         other_charset, sampled_text, token_encoding, unencrypted, uri_scheme)
+from transforms.diagnosis_crypto import KEY_RING, sampled_text, token_encoding
+from transforms.diagnosis_plaintext import (CryptoFinding, addresses, national_numbers, other_channel, other_charset,
+                                            unencrypted, uri_scheme)
 from transforms.reasons import Reason
 
 _GCM_WHY = {
