@@ -110,12 +110,14 @@ def cbc_findings(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, 
     swapped = _swapped(ds, tokens, material, region)
     if swapped:
         return swapped
-    carried = (_carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
-               or _other_charset(ds, tokens, material, region))
+    carried = _carried_iv(ds, tokens, material, region) or _other_padding(ds, tokens, material, region)
     if carried:
         return carried
-    plaintexts = _plaintexts(tokens, material)  # decrypted once for both
-    carried = (other_channel(ds, plaintexts, region, KEY_AND_IV) or national_numbers(ds, plaintexts, region, KEY_AND_IV))
+    # Decrypted once for the three. Latin-1 plaintexts pad validly and read but for an accent, which in
+    # the first 16 bytes looks like a wrong IV's garbage: said here, before the pattern blames the IV.
+    plaintexts = _plaintexts(tokens, material)
+    carried = (other_charset(ds, plaintexts, region, KEY_AND_IV) or other_channel(ds, plaintexts, region, KEY_AND_IV)
+               or national_numbers(ds, plaintexts, region, KEY_AND_IV))
     if carried:
         return carried
     return _pattern_findings(tokens, material) + _not_whole_blocks(tokens)
@@ -311,18 +313,9 @@ def _other_padding(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial
                           "setting reads another padding)")]
 
 
-def _other_charset(ds: DataSourceConfig, tokens: pa.Array, material: CbcMaterial, region: str | None) -> list[CryptoFinding]:
-    """Plaintexts encrypted as Latin-1 / Windows-1252 text, not UTF-8: under the configured key and
-    IV their padding is valid and their text reads but for an accent, which in the first 16 bytes
-    looked like a wrong IV's garbage ('the key is right and the IV is not')."""
-    plain = cbc_kernel.strip_pkcs7(_decrypted_blocks(tokens, material.key, material.iv)[1], len(tokens))
-    data = plain.data.tobytes()
-    return other_charset(ds, [data[start:start + length] for start, length in
-                              zip(cbc_kernel.exclusive_cumsum(plain.length).tolist(), plain.length.tolist())], region, KEY_AND_IV)
-
-
 def _plaintexts(tokens: pa.Array, material: CbcMaterial) -> list[bytes | None]:
-    """The tokens decrypted under the configured key and IV, padding stripped (None: no valid padding)."""
+    """The tokens decrypted under the configured key and IV, padding stripped (None: no plaintext, its
+    padding invalid or nothing left)."""
     plain = cbc_kernel.strip_pkcs7(_decrypted_blocks(tokens, material.key, material.iv)[1], len(tokens))
     data = plain.data.tobytes()
     return [data[start:start + length] if code == cbc_kernel.OK else None for start, length, code in
