@@ -432,7 +432,6 @@ def test_plaintexts_encrypted_as_latin1_are_said_so_not_blamed_on_the_iv(charset
     assert [f.kind for f in cbc_findings(_email_source(), under_another_iv, CbcMaterial(KEY, IV, {"hex": KEY}))] == ["iv"]
 
 
-
 def test_latin1_plaintexts_whose_padding_fails_are_not_counted_as_latin1():
     """Latin-1 addresses, 40 with PKCS#7 padding and 8 of exactly 32 bytes sent without any (their
     last byte, 'm', is no padding): the 8 fail to decrypt, like the lines of a wrong key, and have no
@@ -448,6 +447,7 @@ def test_latin1_plaintexts_whose_padding_fails_are_not_counted_as_latin1():
     tokens = pa.array(encrypt_cbc(padded, KEY, IV) + unpadded)
     (finding,) = cbc_findings(_email_source(), tokens, CbcMaterial(KEY, IV, {"hex": KEY}), "FR")
     assert (finding.kind, finding.would_match) == ("token_encoding", 40) and "not UTF-8" in finding.message
+
 
 def _iv_in_front(plaintexts: list[str], seed: int = 5) -> list[str]:
     """Each token under its own random IV, sent in front of its ciphertext (IV || ciphertext)."""

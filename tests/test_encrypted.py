@@ -218,10 +218,12 @@ def test_encrypt_dump_script_round_trips(tmp_path, monkeypatch):
 def test_file_audience_rows_per_segment_address_and_profile():
     """join_bucket directly: an address that matches two profiles gives a file-audience row for each;
     an unmatched one gives one with a null profile_id; removals cover matched and unmatched lines
-    alike; lines count once (reconciled or file audience). Repeats of a row may leave the join (the
-    writers keep each once: test_import_e2e's outputs against the generator's de-duplicated truth)."""
+    alike; lines count once (reconciled or file audience). The rows leave the join with their lines'
+    segment sets, as the writers read them (segment_rows makes a row per segment); repeats of a row
+    may leave it (the writers keep each once: test_import_e2e's outputs against the generator's
+    de-duplicated truth)."""
     from transforms.join import FILE_AUDIENCE_SCHEMA, join_bucket
-    from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA
+    from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_rows
 
     keys = [b"ann@example.com", b"zed@example.net", b"zed@example.net", b"ann@example.com"]
     dump = pa.table({
@@ -235,10 +237,11 @@ def test_file_audience_rows_per_segment_address_and_profile():
                     schema=PROFILE_SHARD_SCHEMA)
     out = join_bucket(dump, prof, "enc", "email", keep_file_audience=True)
     assert (out.reconciled, out.file_audience_lines, out.rejected) == (2, 2, None)
-    rows = sorted({(r["segment_id"], r["address"], r["profile_id"] or "") for r in out.file_audience.to_pylist()})
+    file_audience, file_audience_removed = segment_rows(out.file_audience), segment_rows(out.file_audience_removed)
+    rows = sorted({(r["segment_id"], r["address"], r["profile_id"] or "") for r in file_audience.to_pylist()})
     assert rows == [("7", "ann@example.com", "p1"), ("7", "ann@example.com", "p4"), ("7", "zed@example.net", ""),
                     ("8", "ann@example.com", "p1"), ("8", "ann@example.com", "p4"), ("8", "zed@example.net", "")]
-    assert out.file_audience.column_names == FILE_AUDIENCE_SCHEMA.names
-    assert {r["channel"] for r in out.file_audience.to_pylist()} == {"email"}
-    removed = sorted({(r["segment_id"], r["address"], r["profile_id"] or "") for r in out.file_audience_removed.to_pylist()})
+    assert file_audience.column_names == FILE_AUDIENCE_SCHEMA.names
+    assert {r["channel"] for r in file_audience.to_pylist()} == {"email"}
+    removed = sorted({(r["segment_id"], r["address"], r["profile_id"] or "") for r in file_audience_removed.to_pylist()})
     assert removed == [("9", "ann@example.com", "p1"), ("9", "ann@example.com", "p4"), ("9", "zed@example.net", "")]

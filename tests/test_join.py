@@ -61,16 +61,22 @@ def reference(lines, prof, keep_file_audience: bool) -> dict:
     return out
 
 
+def _rows(table):
+    return segment_rows(table) if table is not None else None  # as the writers make them
+
+
 def observed(result, keep_file_audience: bool) -> dict:
     rows = lambda t, *cols: {(r["segment_id"], *(r[c] for c in cols)) for r in t.to_pylist()} if t is not None else set()
-    for table in (result.members, result.removed_members):
+    for table in (result.members, result.removed_members, result.file_audience, result.file_audience_removed):
+        if table is None:
+            continue
         assert set(table.column("data_source").to_pylist()) <= {"ds"}
         assert all(table[SEGMENT_SET].combine_chunks().dictionary_decode().to_pylist())  # no empty set travels
     return {
         "members": rows(segment_rows(result.members), "profile_id"),  # as the writers make them
         "removed": rows(segment_rows(result.removed_members), "profile_id"),
-        "file_audience": rows(result.file_audience, "address", "profile_id"),
-        "file_audience_removed": rows(result.file_audience_removed, "address", "profile_id"),
+        "file_audience": rows(_rows(result.file_audience), "address", "profile_id"),
+        "file_audience_removed": rows(_rows(result.file_audience_removed), "address", "profile_id"),
         "rejected": set(result.rejected["line"].to_pylist()) if result.rejected is not None else set(),
         "reconciled": result.reconciled,
         "file_audience_lines": result.file_audience_lines,

@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import concat, constant, explode_list, narrow_dictionary
+from transforms.arrow_utils import concat, constant, narrow_dictionary
 from transforms.config import JobConfig
 from transforms.diagnosis_sample import KEPT_IN_FILE_AUDIENCE, bottom_k, candidates, compact, place_hashes
 from transforms.dumps import rejected_table
-from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, SEGMENT_SET, segment_line_counts, segment_lists
+from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, SEGMENT_SET, segment_line_counts
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, BundleCounts, Metric, Reason, count, runner_counter
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
@@ -42,8 +42,8 @@ class ShardResult(NamedTuple):
 
     members: pa.Table  # (data_source, SEGMENT_SET, profile_id): a row per pair; the writers make it one per segment
     removed_members: pa.Table  # the same, with the lines' removed sets
-    file_audience: pa.Table | None
-    file_audience_removed: pa.Table | None
+    file_audience: pa.Table | None  # (data_source, SEGMENT_SET, channel, address, profile_id): pairs and missed lines, as members
+    file_audience_removed: pa.Table | None  # the same, with the lines' removed sets
     rejected: pa.Table | None
     reconciled: int  # lines that matched a profile
     file_audience_lines: int  # lines that matched no profile, kept in the file audience
@@ -51,17 +51,6 @@ class ShardResult(NamedTuple):
     unmatched_keys: pa.Array | None = None  # join keys of the lines no profile matched (the diagnosis samples them)
     unmatched_at: tuple | None = None  # (source_file, line) of those lines: the sample draws lines, not keys
     segment_lines: tuple = ()  # (segment id, lines naming it to add), matched or not: "why has X no member?"
-
-
-def _pairs_by_segment(pairs: pa.Table, lists: pa.Array, *values: str) -> pa.Table:
-    """``(segment_id, *values)`` for each pair times each segment of its line's list. Segment ids are
-    dictionary-encoded (a byte a row on the way to the writers). Rows may repeat (a profile reached
-    through two of its keys, two sets naming one segment): the writers sort and keep each row once,
-    so no de-duplication here. Arrow's hash group-by over every row took a third of the join's CPU
-    with 2,000 segments and a dozen a line, to drop 3-4% of the rows on the bench's data."""
-    per_pair = pa.table({**{v: pairs[v] for v in values}, "segments": lists})
-    table = explode_list(per_pair, "segments", "segment_id").select(["segment_id", *values])
-    return table.set_column(0, "segment_id", narrow_dictionary(pc.dictionary_encode(table["segment_id"])))
 
 
 def _names_some(sets: pa.ChunkedArray) -> np.ndarray:
@@ -141,35 +130,33 @@ def join_bucket(dump: pa.Table, prof: pa.Table, data_source: str, channel: str, 
             table = table.add_column(i, name, narrow_dictionary(constant(value, table.num_rows)))
         return table
 
-    def with_sets(column: str) -> pa.Table:
-        """Each pair with its line's set (SEGMENT_SET), if not empty (a full dump's removed sets
-        are): the writers make it a row per segment."""
-        sets = dump[column].take(pair_lines)
-        table = pa.table({SEGMENT_SET: sets, "profile_id": pairs["profile_id"]})
+    def with_sets(column: str, lines: pa.Array, **values) -> pa.Table:
+        """Each row of ``values`` with its line's set (SEGMENT_SET), if not empty (a full dump's
+        removed sets are): the writers make it a row per segment."""
+        sets = dump[column].take(lines)
+        table = pa.table({SEGMENT_SET: sets, **values})
         named = _names_some(sets)
-        return with_source(table if named.all() else table.filter(pa.array(named)))
+        return table if named.all() else table.filter(pa.array(named))
 
     file_audience = file_audience_removed = rejected = None
     if keep_file_audience:
         # Every decrypted address (its join key is the normalized address's UTF-8 bytes): once per
-        # profile it matched, once with a null profile_id if it matched none.
-        both = pa.concat_tables([
-            pa.table({"address": dump["key"].take(pair_lines).cast(pa.string()), "profile_id": pairs["profile_id"]}),
-            pa.table({"address": miss["key"].cast(pa.string()), "profile_id": pa.nulls(miss.num_rows, pa.string())}),
-        ])
+        # profile it matched (a row per (line set, profile) pair), once with a null profile_id if it
+        # matched none (a row per line); each with its line's set, as the memberships go.
         rows = pa.concat_arrays([pair_lines, pa.array(np.flatnonzero(~matched))])
+        profile_ids = pa.chunked_array([pairs["profile_id"].combine_chunks(), pa.nulls(miss.num_rows, pa.string())])
 
         def addresses(column: str) -> pa.Table:
-            return with_source(_pairs_by_segment(both, segment_lists(dump[column].take(rows)), "address", "profile_id"),
-                               channel=channel)
+            table = with_sets(column, rows, address=dump["key"].take(rows).cast(pa.string()), profile_id=profile_ids)
+            return with_source(table, channel=channel)
 
         file_audience, file_audience_removed = addresses("segments"), addresses("removed")
     else:
         reasons = pa.repeat(pa.scalar(Reason.NO_MATCHING_PROFILE), miss.num_rows)
         rejected = rejected_table(data_source, miss["source_file"].combine_chunks(), miss["line"].combine_chunks(), reasons)
     return ShardResult(
-        members=with_sets("segments"),
-        removed_members=with_sets("removed"),
+        members=with_source(with_sets("segments", pair_lines, profile_id=pairs["profile_id"])),
+        removed_members=with_source(with_sets("removed", pair_lines, profile_id=pairs["profile_id"])),
         file_audience=file_audience,
         file_audience_removed=file_audience_removed,
         rejected=rejected,
