@@ -1,4 +1,5 @@
-"""Sorted, de-duplicated rows (pure functions): the same order and rows as Arrow's own sort."""
+"""Sorted, de-duplicated rows (pure functions): the same order and rows as Arrow's own sort, from a
+table or from the join's (pair, segment set) rows."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from transforms.arrow_utils import distinct
+from transforms.keys import SEGMENT_SET, segment_rows, sorted_segment_rows
 from transforms.row_order import sorted_rows
 
 
@@ -82,3 +84,43 @@ def test_sorted_rows_small_tables_and_other_types():
     assert sorted_rows(floats, ["k"], dedupe=True).to_pylist() == _arrow_order(floats, ["k"], dedupe=True)
     dictionary = pa.table({"k": pa.array(["b", "a", None, "b"]).dictionary_encode(), "v": [1, 2, 3, 1]})
     assert sorted_rows(dictionary, ["k"], dedupe=True).column("v").to_pylist() == [2, 1, 3]
+
+
+def _pair_table(seed: int, n: int) -> pa.Table:
+    """(pair, segment set) rows as the join sends them, in two pieces with their own dictionaries
+    (as two join shards' pieces): sets naming a segment twice ("5,5"), empty ones (they give no
+    row), an empty token ("5,,6"); a null profile id (the file audience's unmatched addresses);
+    data sources dictionary-encoded."""
+    rng = np.random.default_rng(seed)
+    sets = ["5", "5,5", "", "7,5,61", "5,,6", "61", "10,9,100", "7"]
+    pieces = []
+    for part in range(2):
+        pieces.append(pa.table({
+            "data_source": pa.array([f"d{x}" for x in rng.integers(0, 3, n)]).dictionary_encode(),
+            SEGMENT_SET: pa.array([sets[x] for x in rng.integers(0, len(sets) - part, n)]).dictionary_encode(),
+            "address": [None if x == 0 else f"a{x}@example.com" for x in rng.integers(0, 40, n)],
+            "profile_id": [None if x == 0 else f"p{x:02d}" for x in rng.integers(0, 30, n)],
+        }))
+    return pa.concat_tables(pieces, promote_options="permissive")
+
+
+@pytest.mark.parametrize("sort_by", [["data_source", "segment_id", "profile_id"], ["data_source", "segment_id", "address"]])
+def test_sorted_segment_rows_are_the_exploded_rows_sorted_and_deduplicated(sort_by):
+    for seed in range(4):
+        pairs = _pair_table(seed, 400)
+        exploded = segment_rows(pairs)
+        got = sorted_segment_rows(pairs, sort_by)
+        assert got.column_names == exploded.column_names
+        text = pa.schema([(name, pa.string()) for name in exploded.column_names])  # Arrow sorts no dictionaries
+        assert got.to_pylist() == _arrow_order(exploded.cast(text), sort_by, dedupe=True)
+        assert got.equals(sorted_rows(exploded, sort_by, dedupe=True))
+        assert 0 < got.num_rows < exploded.num_rows  # repeats were dropped, and rows stayed
+
+
+def test_sorted_segment_rows_of_nothing_and_of_types_without_codes():
+    pairs = _pair_table(0, 10)
+    assert sorted_segment_rows(pairs.slice(0, 0), ["data_source"]).num_rows == 0
+    only_empty_sets = pairs.set_column(1, SEGMENT_SET, pa.array([""] * pairs.num_rows).dictionary_encode())
+    assert sorted_segment_rows(only_empty_sets, ["data_source"]).num_rows == 0
+    floats = pairs.append_column("score", pa.array(np.linspace(0, 1, pairs.num_rows)))
+    assert sorted_segment_rows(floats, ["data_source"]) is None  # the writer explodes first (Arrow's sort)

@@ -28,7 +28,7 @@ from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dump_names import parse_dump_name
 from transforms.html_report import PAGE, render_run
-from transforms.keys import segment_rows
+from transforms.keys import SEGMENT_SET, segment_rows, sorted_segment_rows
 from transforms.memory import release_free_memory
 from transforms.outcomes import BundleCounts, Counts, Metric, SumCounts, count
 from transforms.stable_hash import BucketPieces, split_for_write
@@ -171,8 +171,8 @@ class _WritePart(PooledDoFn):
         bucket, tagged = element
         by_tag: dict[str, list[pa.Table]] = {}
         for tag, rows in tagged:
-            if tag != CARRY:  # the join's memberships come as (pair, segment set) rows: one per segment here
-                by_tag.setdefault(tag, []).append(segment_rows(rows))
+            if tag != CARRY:
+                by_tag.setdefault(tag, []).append(rows)
         if self._previous is not None:
             previous = self._previous.read(bucket, self._buckets, self._bucket_by, self._schema, *side_inputs)
             if previous is not None:
@@ -180,17 +180,21 @@ class _WritePart(PooledDoFn):
         if not by_tag.keys() - {PROFILE_IDS}:
             return []  # no previous rows left, none tonight (profile ids are no rows): no part, as with no shard
         out = []
-        withheld = {tag: by_tag.pop(held) for tag, held in WITHHELD.items() if held in by_tag}
-        if withheld and self._withheld_metric is not None:
-            # The held-back rows stand for the output's rows of their tag; the other tags apply to them.
-            held, _ = self._merged({**{t: v for t, v in by_tag.items() if t not in WITHHELD}, **withheld}, side_inputs)
-            for (data_source,), n in count_by(sorted_rows(held, self._sort_by, dedupe=True), ["data_source"]):
-                out.append(count(self._withheld_metric, n, data_source))
-        if not by_tag:
-            return out  # only held-back rows: no part (as without them)
-        table, merge_counts = self._merged(by_tag, side_inputs)
-        out.extend(merge_counts)
-        table = sorted_rows(table, self._sort_by, dedupe=self._dedupe)
+        table = self._sorted_sets(by_tag)
+        if table is None:
+            # The join's memberships and file audience come as (pair, segment set) rows: one per segment here.
+            by_tag = {tag: [segment_rows(t) for t in tables] for tag, tables in by_tag.items()}
+            withheld = {tag: by_tag.pop(held) for tag, held in WITHHELD.items() if held in by_tag}
+            if withheld and self._withheld_metric is not None:
+                # The held-back rows stand for the output's rows of their tag; the other tags apply to them.
+                held, _ = self._merged({**{t: v for t, v in by_tag.items() if t not in WITHHELD}, **withheld}, side_inputs)
+                for (data_source,), n in count_by(sorted_rows(held, self._sort_by, dedupe=True), ["data_source"]):
+                    out.append(count(self._withheld_metric, n, data_source))
+            if not by_tag:
+                return out  # only held-back rows: no part (as without them)
+            table, merge_counts = self._merged(by_tag, side_inputs)
+            out.extend(merge_counts)
+            table = sorted_rows(table, self._sort_by, dedupe=self._dedupe)
         path = join_path(self._run_dir, self._name, part_name(bucket, self._buckets))
         write_parquet(table, path)
         out.append(beam.pvalue.TaggedOutput(WriteParts.PARTS, (self._name, path, table.num_rows)))
@@ -198,6 +202,19 @@ class _WritePart(PooledDoFn):
             for (data_source, value), n in count_by(table, ["data_source", self._count_column], self._sort_by):
                 out.append(count(self._count_metric, n, data_source, value))
         return out
+
+    def _sorted_sets(self, by_tag: dict[str, list[pa.Table]]) -> pa.Table | None:
+        """The part's rows when they are tonight's alone, every table (pair, segment set) rows from
+        the join, to be de-duplicated: sorted as they are exploded, without the exploded table
+        (:func:`~transforms.keys.sorted_segment_rows`). None for any other shard (a merge, held-back
+        or previous rows, rows that came exploded)."""
+        tables = by_tag.get(ADD, [])
+        if (self._merge is not None or not self._dedupe or by_tag.keys() != {ADD}
+                or not all(SEGMENT_SET in t.column_names for t in tables)):
+            return None
+        names = [SEGMENT_SET if n == "segment_id" else n for n in self._schema.names]
+        table = sorted_segment_rows(concat_promoted([t.select(names) for t in tables]), self._sort_by)
+        return table.cast(self._schema) if table is not None else None
 
     def _merged(self, by_tag: dict[str, list[pa.Table]], side_inputs) -> tuple[pa.Table, list]:
         """A shard's rows to write (and the merge's counts): tonight's, or the merge's result."""

@@ -51,7 +51,16 @@ def sorted_rows(table: pa.Table, sort_by: list[str], dedupe: bool = False) -> pa
     coded = [order_codes(table[c]) for c in keys]
     if any(c is None for c in coded):
         return _arrow_sorted_rows(table, keys, dedupe)
+    return table.take(pa.array(sort_order(coded, dedupe)))
+
+
+def sort_order(coded: list[tuple[np.ndarray, int]], dedupe: bool) -> np.ndarray:
+    """The rows' order by their key columns' :func:`order_codes` (first key first; ties keep their
+    order), with ``dedupe`` (every column a key) the first row of each run of equal rows only."""
     codes = [c for c, _ in coded]
+    n = len(codes[0])
+    if n < 2:
+        return np.arange(n)
     bits = [max(1, (size - 1).bit_length()) for _, size in coded]
     if sum(bits) <= 64:
         packed = np.zeros(n, dtype=np.uint64)
@@ -72,7 +81,7 @@ def sorted_rows(table: pa.Table, sort_by: list[str], dedupe: bool = False) -> pa
                 ranked = c[order]
                 new[1:] |= ranked[1:] != ranked[:-1]
             order = order[new]
-    return table.take(pa.array(order))
+    return order
 
 
 def _arrow_sorted_rows(table: pa.Table, keys: list[str], dedupe: bool) -> pa.Table:
