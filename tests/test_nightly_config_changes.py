@@ -297,3 +297,8 @@ def test_a_night_published_by_another_config_sharing_the_root_is_not_skipped_as_
     job["data_sources"][0]["max_shrink"] = 0.9  # the config edited, its data sources the same: still done
     a.write_text(json.dumps(job))
     assert run(a, root, "--date", "2026-11-20")[0]["status"] == "already published"
+    (root / "dt=2026-11-20" / "_SUCCESS").write_text('{"files": [')  # damaged: neither done nor another config's
+    result = cli_in_process("nightly", "--config", a, "--root", root, "--date", "2026-11-20")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("dt=2026-11-20/_SUCCESS: cannot read a published night's "
+                                                           "manifest (JSONDecodeError)"), result.stderr

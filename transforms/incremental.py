@@ -86,14 +86,15 @@ class ReadParquetFolder(beam.DoFn):
                 yield self._tag, _with_new_columns(table, self._schema)
 
 
-def read_manifest(partition: str) -> dict:
-    """A published partition's ``_SUCCESS`` manifest, or a failure naming it."""
+def read_manifest(partition: str, night: str = "the previous night") -> dict:
+    """A published partition's ``_SUCCESS`` manifest, or a failure naming it (and ``night``, what the
+    partition is to the run)."""
     path = join_path(partition, SUCCESS)
     try:
         with FileSystems.open(path) as handle:
             return json.loads(handle.read())
     except Exception as exc:  # noqa: BLE001 - one line naming the file
-        raise RunFailed(f"{path}: cannot read the previous night's manifest ({type(exc).__name__})") from None
+        raise RunFailed(f"{path}: cannot read {night}'s manifest ({type(exc).__name__})") from None
 
 
 def verified_part(path: str, rows: int | None, sha256: str) -> pq.ParquetFile:

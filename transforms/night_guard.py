@@ -54,13 +54,7 @@ def check_published_holds(cfg: JobConfig, partition: str, config_digest: str) ->
     were never imported: two jobs sharing one root (the second skipped every night, exit 0), or a
     data source added since. Refused (one line naming it); a config edited otherwise is still done."""
     name = partition.rstrip("/").rsplit("/", 1)[-1]
-    path = partition.rstrip("/") + "/_SUCCESS"
-    try:
-        with FileSystems.open(path) as handle:
-            digest = json.loads(handle.read()).get("config_digest")
-    except Exception as exc:  # noqa: BLE001 - one line naming the file
-        raise RunFailed(f"{path}: cannot read a published night's manifest ({type(exc).__name__})") from None
-    if digest == config_digest:
+    if read_manifest(partition, night="a published night").get("config_digest") == config_digest:
         return
     held = night_report(partition)["data_sources"]
     missing = [ds.name for ds in cfg.data_sources if ds.name not in held]
