@@ -55,8 +55,8 @@ def sorted_rows(table: pa.Table, sort_by: list[str], dedupe: bool = False) -> pa
 
 
 def sort_order(coded: list[tuple[np.ndarray, int]], dedupe: bool) -> np.ndarray:
-    """The rows' order by their key columns' :func:`order_codes` (first key first; ties keep their
-    order), with ``dedupe`` (every column a key) the first row of each run of equal rows only."""
+    """The rows' order by their key columns' :func:`order_codes`, first key first: ties keep their
+    order; with ``dedupe`` (every column a key, so tied rows are equal), one row of each tie only."""
     codes = [c for c, _ in coded]
     n = len(codes[0])
     if n < 2:
