@@ -189,3 +189,22 @@ def test_count_by_a_sorted_table_counts_runs_as_the_group_by_counts():
         sorted([(("a", "1"), 2), ((None, "1"), 1)], key=str)
     unsorted = pa.table({"data_source": ["a", "b", "a"], "segment_id": ["1", "1", "1"]})
     assert sorted(count_by(unsorted, ["data_source", "segment_id"], ["segment_id"])) == [(("a", "1"), 2), (("b", "1"), 1)]
+
+
+def test_pieces_of_many_data_sources_are_gathered_and_split_however_many_they_are():
+    """The join narrows each shard's constant columns to 1-byte indices (data_source, channel);
+    the writers gather a bundle's tables and split them by bucket. A config of 129 data sources
+    made that split fail ("the unified dictionary requires a larger index type"): the pieces'
+    dictionaries, unified by the split's take, no longer fitted 1 byte."""
+    from transforms.arrow_utils import concat_promoted, constant, narrow_dictionary
+    from transforms.stable_hash import split_for_write
+
+    tables = [pa.table({"data_source": narrow_dictionary(constant(f"source-{i:03d}", 3)),
+                        "profile_id": [f"p{i}-{j}" for j in range(3)]}) for i in range(300)]
+    gathered = concat_promoted(tables)
+    assert gathered.column("data_source").type.index_type == pa.int16()  # wide enough for every piece's values
+    pieces = split_for_write(gathered, "profile_id", 4).pieces
+    rows = sorted((r["data_source"], r["profile_id"]) for _, piece in pieces for r in piece.to_pylist())
+    assert rows == sorted((f"source-{i:03d}", f"p{i}-{j}") for i in range(300) for j in range(3))
+    few = concat_promoted(tables[:5])  # few values: the narrow indices stay
+    assert few.column("data_source").type.index_type == pa.int8() and few.num_rows == 15

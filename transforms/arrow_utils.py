@@ -176,9 +176,25 @@ def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
 
 
 def concat_promoted(tables: list[pa.Table]) -> pa.Table:
-    """The tables as one, chunks kept (the only one as it is); dictionary columns whose index widths
-    differ are promoted to a common one."""
-    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    """The tables as one, chunks kept (the only one as it is). A dictionary column's indices get
+    one width, wide enough for all its chunks' dictionaries together: a take or a combine of the
+    result unifies them (1-byte pieces of 129 data sources overflowed there)."""
+    if len(tables) < 2:
+        return tables[0]
+    widths = {}
+    for field in tables[0].schema:
+        if pa.types.is_dictionary(field.type):
+            together = sum(len(chunk.dictionary) for t in tables for chunk in t.column(field.name).chunks)
+            widths[field.name] = pa.dictionary(_index_type(together), field.type.value_type)
+    if widths:
+        tables = [t.cast(pa.schema([pa.field(f.name, widths.get(f.name, f.type), f.nullable) for f in t.schema]))
+                  for t in tables]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _index_type(size: int) -> pa.DataType:
+    """The smallest index type for a dictionary of ``size`` values."""
+    return pa.int8() if size <= 2**7 else pa.int16() if size <= 2**15 else pa.int32()
 
 
 def distinct(table: pa.Table) -> pa.Table:
@@ -197,8 +213,7 @@ def narrow_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
     """A dictionary array with the smallest index type its dictionary fits in (1 byte a row for
     fewer than 128 distinct values)."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    size = len(values.dictionary)
-    index = pa.int8() if size <= 2**7 else pa.int16() if size <= 2**15 else pa.int32()
+    index = _index_type(len(values.dictionary))
     return values if values.type.index_type == index else values.cast(pa.dictionary(index, values.type.value_type))
 
 
