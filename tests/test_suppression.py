@@ -51,13 +51,15 @@ def test_a_suppressed_address_is_not_written_to_the_import_file_audience(demo_co
         assert address not in text and sha(address) not in text
 
 
-def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_night(tmp_path):
+def _encrypted_nightly(tmp_path, buckets: int = 2):
+    """A data source of encrypted emails keeping a file audience (the demo's key), its dumps under
+    dumps/YYYYMMDD/: its config, and a function writing a night's dump of (address, 'SEGMENTS
+    REMOVED') lines."""
     key = bytes.fromhex((DEMO / "keys" / "demo-only-aes256.key").read_text().strip())
     iv = bytes.fromhex((DEMO / "keys" / "demo-only-iv.hex").read_text().strip())
-    pq.write_table(pa.table({"profile_id": ["p1"], "email": ["a@x.com"]}), tmp_path / "profiles.parquet")
     config = {
         "profiles": {"path": "profiles.parquet", "phone": None, "visitor_ids": None},
-        "buckets": 2,
+        "buckets": buckets,
         "data_sources": [{
             "name": "enc", "dpid": 23456, "segments": "dumps/{date:%Y%m%d}/*.sync", "id_type": "declared",
             "declared": "encrypted", "match_on": "email", "channel": "email",
@@ -73,6 +75,12 @@ def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_nigh
         (folder / f"ftp_1_23456_{mode}_{delivered(day)}.sync").write_text(
             "".join(f"{t} {seg}\n" for t, (_, seg) in zip(tokens, lines)))
 
+    return config, night
+
+
+def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_night(tmp_path):
+    pq.write_table(pa.table({"profile_id": ["p1"], "email": ["a@x.com"]}), tmp_path / "profiles.parquet")
+    config, night = _encrypted_nightly(tmp_path)
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
     night("2026-11-21", "full", [("a@x.com", "10"), ("b@x.com", "10"), ("c@x.com", "10"), ("f@x.com", "10")])
     nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(tmp_path / "root"), "--date", "2026-11-21"])
@@ -98,6 +106,49 @@ def test_nightly_drops_a_newly_suppressed_address_carried_from_the_previous_nigh
     assert entry["received"] == sum(entry[k] for k in LINE_CATEGORIES)
     text = output_text(partition)
     assert "b@x.com" not in text and "d@x.com" not in text
+
+
+def test_a_nightly_file_audience_naming_hundreds_of_segments_goes_through_suppression_and_removals(tmp_path):
+    """300 addresses, each on its own segment: the file audience names 300 segments, each shard's
+    share of it fewer than 128. Through the suppression lists (the first night) and tonight's
+    removals (the second), the shards' tables meet in the writer's split, where their segment ids'
+    dictionaries, sized per shard (a byte an index), could not be combined: each night failed,
+    ArrowInvalid. Every entry now ends in one place: written, withheld (suppressed) or removed."""
+    addresses = [f"a{i}@x.com" for i in range(300)]
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(10)], "email": addresses[:10]}),
+                   tmp_path / "profiles.parquet")
+    config, night = _encrypted_nightly(tmp_path, buckets=4)
+    (tmp_path / "suppress.txt").write_text("a3@x.com\na150@x.com\n")
+    config["suppression"] = [{"path": "suppress.txt", "kind": "email"}]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    suppressed = {3, 150}
+
+    def written(day: str) -> set:
+        return {(r["segment_id"], r["address"], r["profile_id"])
+                for r in pq.read_table(tmp_path / "root" / f"dt={day}" / "file_audience").to_pylist()}
+
+    def entry(i: int, segment: int) -> tuple:
+        return str(segment), addresses[i], f"p{i}" if i < 10 else None
+
+    def check(result: dict, kept: set, withheld: int, lines: int):
+        ds = result["report"]["data_sources"]["enc"]
+        assert (ds["file_audience"] + ds["reconciled"], ds["suppressed"]) == (lines, withheld)
+        assert ds["received"] == sum(ds[k] for k in LINE_CATEGORIES)
+        assert sum(s.get("file_audience", 0) for s in ds["segments"].values()) == len(kept)
+
+    night("2026-11-21", "full", [(a, str(100 + i)) for i, a in enumerate(addresses)])
+    [first] = nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(tmp_path / "root"),
+                           "--date", "2026-11-21"])
+    kept = {entry(i, 100 + i) for i in range(300) if i not in suppressed}
+    assert written("2026-11-21") == kept
+    check(first, kept, withheld=2, lines=300)
+    # Tonight the first 200 move from their segment (removed) to another; the last 100 are carried over.
+    night("2026-11-22", "iter", [(a, f"{2000 + i} {100 + i}") for i, a in enumerate(addresses[:200])])
+    [second] = nightly.run(["--config", str(tmp_path / "job.yaml"), "--root", str(tmp_path / "root"),
+                            "--date", "2026-11-22"])
+    kept = {entry(i, 2000 + i if i < 200 else 100 + i) for i in range(300) if i not in suppressed}
+    assert written("2026-11-22") == kept
+    check(second, kept, withheld=2, lines=200)
 
 
 def test_suppression_lists_compile_per_data_source_and_name_a_bad_line(tmp_path):
