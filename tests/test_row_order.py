@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.arrow_utils import distinct
+from transforms.arrow_utils import compact_dictionaries, concat_promoted, distinct
 from transforms.keys import SEGMENT_SET, segment_rows, sorted_segment_rows
-from transforms.row_order import sorted_rows
+from transforms.row_order import order_codes, sorted_rows
 
 
 def _random_table(seed: int, n: int = 2000) -> pa.Table:
@@ -124,3 +124,24 @@ def test_sorted_segment_rows_of_nothing_and_of_types_without_codes():
     assert sorted_segment_rows(only_empty_sets, ["data_source"]).num_rows == 0
     floats = pairs.append_column("score", pa.array(np.linspace(0, 1, pairs.num_rows)))
     assert sorted_segment_rows(floats, ["data_source"]) is None  # the writer explodes first (Arrow's sort)
+
+
+def test_sorted_segment_rows_of_a_writers_pieces_whose_codes_need_more_than_64_bits():
+    """A bucket's pieces as the writer gathers them (concat_promoted): compacted in the join's split
+    (one-byte indices, promoted) beside a table of its own dictionaries, and an empty piece; enough
+    distinct values that the codes need more than 64 bits (the lexsort path, a part of millions of
+    rows)."""
+    rng = np.random.default_rng(3)
+    pieces = [_pair_table(seed, 300) for seed in range(3)]
+    pieces = [compact_dictionaries(pieces[0]), pieces[1], compact_dictionaries(pieces[2]).slice(0, 0)]
+    pairs = concat_promoted(pieces)
+    for k in range(7):  # 7 x 9 bits, besides the key columns
+        pairs = pairs.append_column(f"x{k}", pa.array([f"v{x}" for x in rng.integers(0, 400, pairs.num_rows)]))
+    pairs = pa.concat_tables([pairs, pairs.slice(0, 50)])  # repeated pairs
+    exploded = segment_rows(pairs)
+    assert sum((size - 1).bit_length() for _, size in map(order_codes, exploded.columns)) > 64
+    for sort_by in (["data_source", "segment_id", "address"], ["x3", "segment_id"]):
+        got = sorted_segment_rows(pairs, sort_by)
+        assert got.equals(sorted_rows(exploded, sort_by, dedupe=True))
+        text = pa.schema([(name, pa.string()) for name in exploded.column_names])
+        assert got.to_pylist() == _arrow_order(exploded.cast(text), sort_by, dedupe=True)
