@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from transforms.arrow_utils import compact_dictionaries, concat_promoted, distinct
-from transforms.keys import SEGMENT_SET, segment_rows, sorted_segment_rows
-from transforms.row_order import order_codes, sorted_rows
+from transforms.keys import SEGMENT_SET, segment_rows
+from transforms.row_order import order_codes, sorted_rows, sorted_segment_rows
 
 
 def _random_table(seed: int, n: int = 2000) -> pa.Table:

@@ -29,7 +29,6 @@ from transforms import digests, normalize
 from transforms.arrow_utils import NAME, explode_list, fixed_width_binary, narrow_dictionary, plain_array, rows_of_width
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.dumps import rejected_table, split_tokens
-from transforms.row_order import order_codes, sort_order
 from transforms.iv_check import OTHER_CHANNEL, SCHEMES, FirstBlocks
 from transforms.reasons import Reason
 from transforms.profile_columns import MIN_PADDED_DIGITS
@@ -236,40 +235,6 @@ def segment_rows(table: pa.Table) -> pa.Table:
     names = [("segment_id" if n == SEGMENT_SET else n) for n in table.column_names]
     listed = table.set_column(table.column_names.index(SEGMENT_SET), SEGMENT_SET, segment_lists(table[SEGMENT_SET]))
     return explode_list(listed, SEGMENT_SET, "segment_id").select(names)
-
-
-def sorted_segment_rows(table: pa.Table, sort_by: list[str]) -> pa.Table | None:
-    """``sorted_rows(segment_rows(table), sort_by, dedupe=True)``, the rows built once, in their
-    final order: each key column's order codes are taken on the pairs (and on the sets' distinct
-    segment ids) and repeated per segment, so the exploded rows exist only as integer codes until
-    they are sorted and de-duplicated. The writers' sort of a part's memberships, where a pair
-    stands for a dozen rows. None when a column's type has no order codes, or a set is null."""
-    names = ["segment_id" if n == SEGMENT_SET else n for n in table.column_names]
-    starts, lengths, token_arrays, base = [], [], [], 0
-    for chunk in table[SEGMENT_SET].chunks:  # each chunk's distinct sets split once
-        if chunk.null_count:
-            return None
-        lists = split_tokens(chunk.dictionary, ",")[0]
-        offsets = lists.offsets.to_numpy().astype(np.int64)
-        at = chunk.indices.to_numpy(zero_copy_only=False)
-        starts.append(offsets[:-1][at] + base)
-        lengths.append(np.diff(offsets)[at])
-        token_arrays.append(lists.values)
-        base += len(lists.values)
-    start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-    length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    pair = np.repeat(np.arange(len(start)), length)  # each exploded row's pair, in segment_rows' order
-    token = np.arange(len(pair)) + np.repeat(start - (np.cumsum(length) - length), length)
-    tokens = pa.concat_arrays(token_arrays) if token_arrays else pa.array([], pa.string())
-    coded = []
-    for name in list(sort_by) + [n for n in names if n not in sort_by]:
-        got = order_codes(tokens if name == "segment_id" else table[name])
-        if got is None:
-            return None
-        coded.append((got[0][token if name == "segment_id" else pair], got[1]))
-    order = sort_order(coded, dedupe=True)
-    return pa.table([tokens.take(pa.array(token[order])) if name == "segment_id" else table[n].take(pa.array(pair[order]))
-                     for name, n in zip(names, table.column_names)], names=names)
 
 
 def segment_line_counts(sets: pa.Array | pa.ChunkedArray) -> list[tuple[str, int]]:

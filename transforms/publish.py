@@ -28,7 +28,7 @@ from transforms.config import JobConfig
 from transforms.control_files import check_control_files
 from transforms.dump_names import parse_dump_name
 from transforms.html_report import PAGE, render_run
-from transforms.keys import SEGMENT_SET, segment_rows, sorted_segment_rows
+from transforms.keys import SEGMENT_SET, segment_rows
 from transforms.memory import release_free_memory
 from transforms.outcomes import BundleCounts, Counts, Metric, SumCounts, count
 from transforms.stable_hash import BucketPieces, split_for_write
@@ -38,7 +38,7 @@ from transforms.parallel import PooledDoFn, in_global_window
 from transforms.publish_journal import Journal, apply, commit, read_journal
 from transforms.profile_columns import check_visitor_entries
 from transforms.report import build_report, check_report
-from transforms.row_order import sorted_rows
+from transforms.row_order import sorted_rows, sorted_segment_rows
 from transforms.storage import glob, join_path
 
 REPORT = "report.json"
@@ -206,7 +206,7 @@ class _WritePart(PooledDoFn):
     def _sorted_sets(self, by_tag: dict[str, list[pa.Table]]) -> pa.Table | None:
         """The part's rows when they are tonight's alone, every table (pair, segment set) rows from
         the join, to be de-duplicated: sorted as they are exploded, without the exploded table
-        (:func:`~transforms.keys.sorted_segment_rows`). None for any other shard (a merge, held-back
+        (:func:`~transforms.row_order.sorted_segment_rows`). None for any other shard (a merge, held-back
         or previous rows, rows that came exploded)."""
         tables = by_tag.get(ADD, [])
         if (self._merge is not None or not self._dedupe or by_tag.keys() != {ADD}

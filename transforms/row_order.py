@@ -1,6 +1,7 @@
 """Rows in a table's sort order: the writers' parts are sorted (and de-duplicated) before they are
-written. Key columns become order-preserving integer codes, sorted by numpy (:func:`sorted_rows`);
-Arrow's own sort is the reference and the fallback for column types the codes do not cover."""
+written. Key columns become order-preserving integer codes, sorted by numpy (:func:`sorted_rows`;
+from the join's (pair, segment set) rows: :func:`sorted_segment_rows`); Arrow's own sort is the
+reference and the fallback for column types the codes do not cover."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_utils import is_text_type, plain_array
+from transforms.dumps import split_tokens
+from transforms.keys import SEGMENT_SET
 
 
 def order_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
@@ -82,6 +85,40 @@ def sort_order(coded: list[tuple[np.ndarray, int]], dedupe: bool) -> np.ndarray:
                 new[1:] |= ranked[1:] != ranked[:-1]
             order = order[new]
     return order
+
+
+def sorted_segment_rows(table: pa.Table, sort_by: list[str]) -> pa.Table | None:
+    """``sorted_rows(segment_rows(table), sort_by, dedupe=True)``, the rows built once, in their
+    final order: each key column's order codes are taken on the pairs (and on the sets' distinct
+    segment ids) and repeated per segment, so the exploded rows exist only as integer codes until
+    they are sorted and de-duplicated. The writers' sort of a part's memberships, where a pair
+    stands for a dozen rows. None when a column's type has no order codes, or a set is null."""
+    names = ["segment_id" if n == SEGMENT_SET else n for n in table.column_names]
+    starts, lengths, token_arrays, base = [], [], [], 0
+    for chunk in table[SEGMENT_SET].chunks:  # each chunk's distinct sets split once
+        if chunk.null_count:
+            return None
+        lists = split_tokens(chunk.dictionary, ",")[0]
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        at = chunk.indices.to_numpy(zero_copy_only=False)
+        starts.append(offsets[:-1][at] + base)
+        lengths.append(np.diff(offsets)[at])
+        token_arrays.append(lists.values)
+        base += len(lists.values)
+    start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+    length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    pair = np.repeat(np.arange(len(start)), length)  # each exploded row's pair, in segment_rows' order
+    token = np.arange(len(pair)) + np.repeat(start - (np.cumsum(length) - length), length)
+    tokens = pa.concat_arrays(token_arrays) if token_arrays else pa.array([], pa.string())
+    coded = []
+    for name in list(sort_by) + [n for n in names if n not in sort_by]:
+        got = order_codes(tokens if name == "segment_id" else table[name])
+        if got is None:
+            return None
+        coded.append((got[0][token if name == "segment_id" else pair], got[1]))
+    order = sort_order(coded, dedupe=True)
+    return pa.table([tokens.take(pa.array(token[order])) if name == "segment_id" else table[n].take(pa.array(pair[order]))
+                     for name, n in zip(names, table.column_names)], names=names)
 
 
 def _arrow_sorted_rows(table: pa.Table, keys: list[str], dedupe: bool) -> pa.Table:
