@@ -139,6 +139,25 @@ def test_a_damaged_parquet_extract_fails_naming_the_file(demo_copy, damage):
     assert str(info.value).startswith(f"{path}: cannot read the parquet extract (")
 
 
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_parquet_extract_is_named_where_the_import_keys_profiles(demo_copy, damage):
+    """The import's keying lists the extract's text columns first, for the mismatch diagnosis (on by
+    default): there a Parquet file damaged or arriving after the preflight check (an upload in
+    progress) failed the run 'ArrowInvalid [while running ...KeyProfiles]', naming no file."""
+    from test_dofns import run_dofn
+    from transforms.key_profiles import KeyProfiles
+
+    cfg = load_config(str(demo_copy / "job.yaml"))
+    assert any(cfg.sample_size(ds) for ds in cfg.data_sources)  # the diagnosis is on
+    path = demo_copy / "profiles.parquet"
+    data = path.read_bytes()
+    path.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    with pytest.raises(InputError) as info:
+        run_dofn(KeyProfiles(cfg), (str(path), ({},)))
+    assert str(info.value).startswith(f"{path}: ")
+    assert "empty file" in str(info.value) if damage == "empty" else "cannot read the parquet extract" in str(info.value)
+
+
 @pytest.mark.parametrize("ids, missing", [(["P1", None, "P3"], 1), (["P1", "", "P3"], 1), ([None, "", "P3", ""], 3),
                                           ([None, None], 2), (["", ""], 2), (["P1", "P2"], 0)])
 def test_profiles_without_an_id_fail_the_extract_with_their_count(tmp_path, ids, missing):

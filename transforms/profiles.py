@@ -311,11 +311,7 @@ def read_schema_names(path: str, fmt: str, then=None, pattern: str | None = None
     file, in a message ('targets file')."""
     with open_input(path, fmt) as handle:
         if fmt == "parquet":
-            try:
-                return list(pq.ParquetFile(handle).schema_arrow.names)
-            except pa.ArrowInvalid as exc:  # (Arrow's message names no file)
-                raise InputError(path, "empty file" if "size is 0 bytes" in str(exc)
-                                 else "cannot read the parquet extract") from None
+            return list(_parquet_schema(handle, path).names)
         # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
         # Arrow's readers skip it too. A CSV header: at most HEADER_BYTES (a file with CR-only line
         # breaks, an old Mac export, holds no LF: its "first line" would be the whole file).
@@ -346,7 +342,7 @@ def text_columns(path: str, fmt: str) -> list[str]:
     casts to text. Reads only the extract's header/footer/first record."""
     with open_input(path, fmt) as handle:
         if fmt == "parquet":
-            return [f.name for f in pq.ParquetFile(handle).schema_arrow if _reads_as_text(f.type)]
+            return [f.name for f in _parquet_schema(handle, path) if _reads_as_text(f.type)]
         if fmt == "csv":  # Arrow's own reading of the header (a BOM, quoted names), as the reader will see it.
             # Only the names are wanted: a bad row of the first block is skipped here (the reader
             # names its line), where Arrow's message would quote the row's values.
@@ -362,6 +358,18 @@ def text_columns(path: str, fmt: str) -> list[str]:
         return [k for k, v in json.loads(first).items() if not isinstance(v, (list, dict))]
     except (ValueError, AttributeError):
         raise InputError(path, "not valid JSON", line=number) from None
+
+
+def _parquet_schema(handle, path: str) -> pa.Schema:
+    """A Parquet file's schema, from its footer; a file that is empty or has no footer (cut short,
+    not Parquet) fails naming it (Arrow's message names no file). Read before its rows by the
+    preflight and by the import's keying (the diagnosis' columns): a file may be damaged or arrive
+    between the two."""
+    try:
+        return pq.ParquetFile(handle).schema_arrow
+    except pa.ArrowInvalid as exc:
+        raise InputError(path, "empty file" if "size is 0 bytes" in str(exc)
+                         else "cannot read the parquet extract") from None
 
 
 def first_jsonl_record(handle) -> tuple[bytes, int]:
