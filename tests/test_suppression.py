@@ -171,6 +171,66 @@ def test_suppression_lists_compile_per_data_source_and_name_a_bad_line(tmp_path)
 
 
 
+@pytest.mark.parametrize("written", ['"{}"', "'{}'", "<{}>", "{},", "{};", "{},2024-05-01", "mailto:{}", "MAILTO:{}"])
+def test_a_plain_list_written_as_csv_or_copied_from_a_mail_client_fails_naming_the_line(tmp_path, written):
+    """A do-not-share list exported with its cells quoted ('"jane@example.com"'), with a second
+    column or a trailing separator, or copied as '<jane@example.com>' / 'mailto:...': each entry
+    passed as an email (one '@', no space) that no profile's address could ever equal, so it
+    suppressed nobody and the export sent its addresses, exit 0."""
+    cfg = parse_config({
+        "profiles": {"path": "p.parquet"},
+        "data_sources": [{"name": "h", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "hashed",
+                          "match_on": "email", "normalization": "adobe"}],
+        "suppression": [{"path": "l.txt", "kind": "email"}],
+    })
+    path = tmp_path / "l.txt"
+    path.write_text("o'brien@example.com\n" + written.format("Jane@example.com") + "\n")
+    entries = read_suppression_file(str(path), cfg.suppression[0])
+    with pytest.raises(InputError) as info:
+        Suppressor([entries], cfg.data_sources[0])
+    assert str(info.value).startswith(f"{path}:2: not an address on its own")
+    assert "jane" not in str(info.value).lower()  # never the entry
+
+
+def test_plain_addresses_a_mail_server_takes_still_suppress(tmp_path):
+    """What the check of wrapped entries must leave alone: a quote in the local part, a quoted
+    local part, a sub-domain, an international domain."""
+    cfg = parse_config({
+        "profiles": {"path": "p.parquet"},
+        "data_sources": [{"name": "h", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "hashed",
+                          "match_on": "email", "normalization": "adobe"}],
+        "suppression": [{"path": "l.txt", "kind": "email"}],
+    })
+    addresses = ["o'brien@example.com", '"j.doe"@example.com', "a@mail.example.co.uk", "a@bücher.example"]
+    path = tmp_path / "l.txt"
+    path.write_text("".join(a + "\n" for a in addresses))
+    suppressor = Suppressor([read_suppression_file(str(path), cfg.suppression[0])], cfg.data_sources[0])
+    normalized = suppressor.normalized(pa.array(addresses + ["other@example.com"]), "email")
+    assert suppressor.suppressed(normalized, "email").to_pylist() == [True] * len(addresses) + [False]
+
+
+def test_an_export_with_a_quoted_suppression_list_fails_before_sending_anything(demo_copy, tmp_path):
+    """The operator's view: the export of the demo's profiles with a do-not-share list saved with its
+    cells quoted sent every listed address (suppressed=0), exit 0."""
+    from conftest import cli_in_process
+
+    profiles = pq.read_table(demo_copy / "profiles.parquet").to_pylist()
+    emails = [p["email"].strip() for p in profiles if p["email"]][:20]
+    (demo_copy / "dns.txt").write_text("".join(f'"{e}"\n' for e in emails))
+    (demo_copy / "targets.csv").write_text("profile_id\n" + "".join(p["profile_id"] + "\n" for p in profiles))
+    config = yaml.safe_load((demo_copy / "job.yaml").read_text())
+    config["suppression"] = [{"path": "dns.txt", "kind": "email"}]
+    (demo_copy / "job.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "exp"
+    result = cli_in_process("export", "--config", demo_copy / "job.yaml", "--audience", "A", "--targets",
+                            demo_copy / "targets.csv", "--output", out, "--data-source", "crm-hashed-emails")
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{demo_copy / 'dns.txt'}:1: not an address on its own" in last and "Traceback" not in result.stderr
+    assert not (out / "report.json").exists() and not any(out.rglob("*.sync*"))
+    assert not any(e.lower() in result.stderr.lower() for e in emails)
+
+
 def _hashed_suppressor(tmp_path, kind: str, digests: list[str], normalization: str) -> Suppressor:
     cfg = parse_config({
         "profiles": {"path": "p.parquet"},

@@ -88,6 +88,12 @@ def _read_entries(entry: SuppressionList):
         yield read_suppression_file(path, entry)
 
 
+# What a list's format or a mail client wraps an email in ('"a@x.com"', "<a@x.com>", 'a@x.com,', 'mailto:a@x.com'):
+# the platforms' email rules take it (one '@', no space), and no profile's address ever equals it, so it
+# suppressed nobody. A domain never holds these characters (a local part may: "o'brien", '"j.doe"').
+_WRAPPED = r"^(?i:mailto:)|@[^@]*[\"'<>,;][^@]*$"
+
+
 def _first_invalid(valid: pa.Array, lines: pa.Array) -> int | None:
     bad = np.flatnonzero(~np.asarray(pc.fill_null(valid, False).to_numpy(zero_copy_only=False), dtype=bool))
     return int(lines[int(bad[0])].as_py()) if len(bad) else None
@@ -117,6 +123,12 @@ class Suppressor:
                 line = _first_invalid(pc.is_null(reason), entries.lines)
                 if line is not None:
                     raise InputError(entries.path, f"not a valid {entries.kind}", line=line)
+                if entries.kind == "email":
+                    line = _first_invalid(pc.invert(pc.match_substring_regex(entries.values, _WRAPPED)), entries.lines)
+                    if line is not None:
+                        raise InputError(entries.path, "not an address on its own (quotes, <>, ',' or ';' after it, "
+                                         "'mailto:': a list saved as CSV or copied from a mail client?): write one "
+                                         "address per line, as it is", line=line)
                 plain[entries.kind].append(normalized)
         self._plain = {k: _unique(v) for k, v in plain.items()}
         self._digests = {k: _unique(v) for k, v in digests.items()}
