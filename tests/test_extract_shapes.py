@@ -100,6 +100,25 @@ def test_an_id_or_key_column_of_lists_or_structs_fails_naming_the_file_and_colum
     assert str(info.value).startswith(f"{path}: column '{column}': a {kind} column")
 
 
+@pytest.mark.parametrize("entries, kind", [([{"id": "1" * 38}], "struct"), ([["1" * 38]], "list"),
+                                           ([[("k", "1" * 38)]], "map")])
+def test_a_visitor_id_list_of_structs_or_lists_fails_naming_the_file_and_column(tmp_path, entries, kind):
+    """A Parquet visitor-ID column of lists whose entries are records (BigQuery's REPEATED RECORD,
+    Spark's collect_list(struct(...))), lists or maps: the run failed 'ArrowNotImplementedError
+    [while running KeyProfiles]', naming neither the file nor the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = pa.array([entries, None], pa.list_(pa.map_(pa.string(), pa.string()))) if kind == "map" else [entries, None]
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"profile_id": ["P1", "P2"], "visitor_ids": values}), path)
+    cfg = parse_config({"profiles": {"path": str(path), "phone": None},
+                        "data_sources": [{"name": "v", "dpid": 1, "segments": "s", "id_type": "visitor"}]})
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg))
+    assert str(info.value).startswith(f"{path}: column 'visitor_ids': a list of {kind}s (")
+    assert "1" * 38 not in str(info.value)
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_a_visitor_id_column_missing_from_one_file_of_the_extract_is_named_before_the_run(tmp_path, fmt):
     """The start-up check lets an extract lack the visitor-ID column (a JSONL record may omit it),

@@ -62,8 +62,11 @@ def _refuse_nested(kind: pa.DataType, path: str, column: str, wanted: str) -> No
     does not take them): no text key can be read from them (Arrow's cast failed the run with
     'ArrowNotImplementedError', naming neither)."""
     if pa.types.is_nested(kind):
-        what = "struct" if pa.types.is_struct(kind) else "map" if pa.types.is_map(kind) else "list"
-        raise InputError(path, f"column '{column}': a {what} column ({kind}); it must hold {wanted}")
+        raise InputError(path, f"column '{column}': a {_nested_kind(kind)} column ({kind}); it must hold {wanted}")
+
+
+def _nested_kind(kind: pa.DataType) -> str:
+    return "struct" if pa.types.is_struct(kind) else "map" if pa.types.is_map(kind) else "list"
 
 
 def visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str, path: str, column: str) -> pa.Array:
@@ -78,7 +81,11 @@ def visitor_lists(values: pa.Array | pa.ChunkedArray | None, n: int, sep: str, p
         _refuse_nested(values.type, path, column, "lists, text or numbers")
         text = id_text(values, path, column) if _is_number(values.type) else plain_array(values, text="cast")
         return _padded(pc.split_pattern(text, pattern=sep))
-    if not _is_number(values.type.value_type):
+    entry = values.type.value_type
+    if pa.types.is_nested(entry):  # BigQuery's REPEATED RECORD, Spark's collect_list(struct(...)): no ID to cast
+        raise InputError(path, f"column '{column}': a list of {_nested_kind(entry)}s ({values.type}); it must hold "
+                               "lists of text or numbers, one visitor ID each")
+    if not _is_number(entry):
         return _padded(values if values.type == pa.list_(pa.string()) else values.cast(pa.list_(pa.string())))
     return _padded(_with_entries(values, lambda entries: id_text(entries, path, column)))
 
