@@ -176,8 +176,35 @@ def test_profiles_without_an_id_fail_the_extract_with_their_count(tmp_path, ids,
         return
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
-    assert str(info.value) == f"{path}: {missing} profile(s) have an empty 'profile_id'"
+    first = next(n for n, i in enumerate(ids, start=1) if not i)
+    assert str(info.value) == f"{path}: row {first}: {missing} profile(s) have an empty 'profile_id'"
 
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_profile_without_an_id_is_named_by_its_line_or_row(tmp_path, fmt):
+    """One empty id in a large extract failed it '1 profile(s) have an empty 'profile_id'', naming
+    the file only: the operator had to search millions of rows for it. The first is named (CSV,
+    JSONL: the file's line, its header and blank lines counted; Parquet: the row), in any batch."""
+    import json
+
+    import pyarrow as pa
+
+    from transforms.config_load import parse_config
+
+    ids = ["P1", "P2", "P3", "P4", "", "P6", None]  # the 5th record (a later batch) is the first without
+    path = tmp_path / f"p.{fmt}"
+    if fmt == "csv":  # a quoted field over two lines and a blank line before it: lines are not records
+        path.write_text('profile_id,crm_id\nP1,"C\n1"\nP2,C2\n\nP3,C3\nP4,C4\n,C5\nP6,C6\n,C7\n')
+    elif fmt == "jsonl":
+        path.write_text("\n".join(json.dumps({"profile_id": i, "crm_id": f"C{n}"}) for n, i in enumerate(ids)) + "\n")
+    else:
+        pq.write_table(pa.table({"profile_id": pa.array(ids, pa.string()), "crm_id": [f"C{n}" for n in range(7)]}), path)
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None, "email": None, "phone": None},
+                        "data_sources": CRM_SOURCES})
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), cfg, batch_rows=2))
+    where = {"csv": f"{path}:8: ", "jsonl": f"{path}:5: ", "parquet": f"{path}: row 5: "}[fmt]
+    assert str(info.value).startswith(where + "1 profile(s) have an empty 'profile_id'"), str(info.value)
 
 def test_a_csv_id_reading_na_or_null_is_said_to_be_empty_too(tmp_path):
     """Arrow reads a CSV cell 'NA' or 'NULL' as missing: a profile whose id was 'NA' failed the
@@ -190,7 +217,7 @@ def test_a_csv_id_reading_na_or_null_is_said_to_be_empty_too(tmp_path):
                         "data_sources": CRM_SOURCES})
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
-    assert str(info.value) == (f"{path}: 1 profile(s) have an empty 'profile_id' (a CSV cell reading NA, N/A, NULL, "
+    assert str(info.value) == (f"{path}:2: 1 profile(s) have an empty 'profile_id' (a CSV cell reading NA, N/A, NULL, "
                                "null, nan or NaN is empty too, as Arrow reads text)")
 
 
@@ -208,7 +235,7 @@ def test_ids_stored_as_floats_with_gaps_count_nan_as_missing(tmp_path):
                         "data_sources": CRM_SOURCES})
     with pytest.raises(InputError) as info:
         list(read_profiles(str(path), cfg))
-    assert str(info.value) == f"{path}: 2 profile(s) have an empty 'profile_id'"
+    assert str(info.value) == f"{path}: row 2: 2 profile(s) have an empty 'profile_id'"
 
 
 

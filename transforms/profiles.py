@@ -90,10 +90,14 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     # character; it cost 1.9 ms a 256k batch against 0.4 ms). A float column's NaN (what pandas
     # writes for an integer id with gaps) would read as the id "nan": it is missing too.
     missing_ids = ids.null_count + (pc.sum(pc.equal(pc.binary_length(ids), 0)).as_py() or 0)
-    if pa.types.is_floating(table.schema.field(p.id).type):
+    floats = pa.types.is_floating(table.schema.field(p.id).type)
+    if floats:
         missing_ids += pc.sum(pc.is_nan(table[p.id])).as_py() or 0
-    if missing_ids:
-        raise InputError(path, f"{missing_ids} profile(s) have an empty '{p.id}'" + (
+    if missing_ids:  # the first is located (the file's line or row): one among millions is found by it
+        missing = pc.fill_null(pc.equal(pc.binary_length(ids), 0), True)
+        if floats:
+            missing = pc.or_(missing, pc.fill_null(pc.is_nan(table[p.id]), False))
+        raise RowProblem(pc.index(missing, True).as_py(), f"{missing_ids} profile(s) have an empty '{p.id}'" + (
             " (a CSV cell reading NA, N/A, NULL, null, nan or NaN is empty too, as Arrow reads text)"
             if p.resolved_format == "csv" and ids.null_count else ""))
     cols = {"profile_id": ids}
@@ -176,7 +180,9 @@ def counted_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, e
             counts: list = []
             profiles = standardize(table, cfg, path, export, extra, counts)
         except BadOptOut as bad:
-            raise _opt_out_error(path, fmt, cfg.profiles.opt_out, bad, offset) from None
+            raise _at_row(path, fmt, f"column '{cfg.profiles.opt_out}': {bad.problem}", bad.row, offset) from None
+        except RowProblem as bad:
+            raise _at_row(path, fmt, bad.problem, bad.row, offset) from None
         except pa.ArrowInvalid as exc:  # (its message may quote the value: never shown)
             if "UTF8" not in str(exc):
                 raise InputError(path, f"cannot read the {fmt} extract (ArrowInvalid)") from None
@@ -236,13 +242,22 @@ def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
         yield table.slice(start, rows)
 
 
-def _opt_out_error(path: str, fmt: str, column: str, bad: BadOptOut, offset: int) -> InputError:
-    """Where the bad opt-out value is: a CSV or JSONL line (counted in the file, header and blank
-    lines included), or a Parquet row (from 1)."""
-    problem = f"column '{column}': {bad.problem}"
-    if bad.row is None:
+class RowProblem(ValueError):
+    """A problem of a batch's row (``row``: its index in the batch), located in the file by its reader
+    (:func:`_at_row`)."""
+
+    def __init__(self, row: int, problem: str):
+        super().__init__(problem)
+        self.row, self.problem = row, problem
+
+
+def _at_row(path: str, fmt: str, problem: str, row: int | None, offset: int) -> InputError:
+    """``problem`` where the batch's ``row`` is (a bad opt-out value, an empty id): a CSV or JSONL line
+    (counted in the file, header and blank lines included), or a Parquet row (from 1); ``offset``:
+    the file's rows before the batch. ``row`` None: the file only."""
+    if row is None:
         return InputError(path, problem)
-    row = offset + bad.row
+    row = offset + row
     if fmt == "parquet":
         return InputError(path, f"row {row + 1}: {problem}")
     line = csv_line_of_row(path, row) if fmt == "csv" else jsonl_line_of_row(path, row)
