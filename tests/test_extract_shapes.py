@@ -244,6 +244,34 @@ def test_a_parquet_file_under_a_csv_name_is_named_as_such(tmp_path):
                                "'p.csv' to match it (as it stands, the renamed file would not be read)")
 
 
+@pytest.mark.parametrize("name, content, problem", [
+    ("p.parquet.gz", "gzip", "gzip content, not Parquet (a Parquet file compresses its own pages): decompress it "
+                             "and name it p.parquet and change 'p.parquet.gz' to match it (as it stands, the renamed "
+                             "file would not be read)"),
+    ("p.parquet", "zstd", "zstd content, not Parquet (a Parquet file compresses its own pages): decompress it"),
+    ("p.parquet", "csv", "text, not Parquet (a CSV or JSONL file?): name it by its format or set profiles.format"),
+])
+def test_a_compressed_or_text_file_under_a_parquet_name_is_named_as_such(tmp_path, name, content, problem):
+    """A Parquet extract gzipped for the transfer ('p.parquet.gz'), or a CSV saved under a '.parquet'
+    name, was refused 'cannot read the parquet extract', saying neither what the file holds nor what
+    to do."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    with_dump(tmp_path)
+    path = tmp_path / name
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"profile_id": ["P1"], "crm_id": ["C1"]}), buf)
+    data = buf.getvalue().to_pybytes()
+    path.write_bytes({"gzip": lambda: gzip.compress(data), "zstd": lambda: zstandard.ZstdCompressor().compress(data),
+                      "csv": lambda: b"profile_id,crm_id\nP1,C1\n"}[content]())
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path))
+    assert str(info.value) == f"profiles.path: {path}: {problem}"
+
 def test_a_zip_archive_under_an_extracts_name_or_a_dumps_is_named_as_such(tmp_path):
     """A zipped CSV named p.csv was refused as 'UTF-16/UTF-32 text', a zipped dump failed '52 NUL bytes
     ...: UTF-16/UTF-32 text or a binary file'. Zip is no stream either reader reads: it is named."""

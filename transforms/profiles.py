@@ -32,7 +32,7 @@ from transforms.errors import InputError
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
 from transforms.profile_columns import id_text, profile_id_text, visitor_entry_counts, visitor_lists
-from transforms.storage import not_text, open_input
+from transforms.storage import not_parquet, not_text, open_input
 
 BATCH_ROWS = 1 << 20
 HEADER_BYTES = 1 << 20  # read_schema_names: the most of a file taken for its header line
@@ -326,7 +326,7 @@ def read_schema_names(path: str, fmt: str, then=None, pattern: str | None = None
     file, in a message ('targets file')."""
     with open_input(path, fmt) as handle:
         if fmt == "parquet":
-            return list(_parquet_schema(handle, path).names)
+            return list(_parquet_schema(handle, path, pattern, what).names)
         # "utf-8-sig": a byte order mark (Excel's "CSV UTF-8") is not part of the first name;
         # Arrow's readers skip it too. A CSV header: at most HEADER_BYTES (a file with CR-only line
         # breaks, an old Mac export, holds no LF: its "first line" would be the whole file).
@@ -375,16 +375,24 @@ def text_columns(path: str, fmt: str) -> list[str]:
         raise InputError(path, "not valid JSON", line=number) from None
 
 
-def _parquet_schema(handle, path: str) -> pa.Schema:
+def _parquet_schema(handle, path: str, pattern: str | None = None, what: str = "extract") -> pa.Schema:
     """A Parquet file's schema, from its footer; a file that is empty or has no footer (cut short,
-    not Parquet) fails naming it (Arrow's message names no file). Read before its rows by the
-    preflight and by the import's keying (the diagnosis' columns): a file may be damaged or arrive
-    between the two."""
+    compressed, text) fails naming it and, where its first bytes tell, what it holds
+    (:func:`~transforms.storage.not_parquet`; Arrow's message names no file). Read before its rows by
+    the preflight and by the import's keying (the diagnosis' columns): a file may be damaged or
+    arrive between the two. ``pattern``: the path or glob that listed it; ``what``: the file ('targets
+    file': not told of the extract's format setting)."""
     try:
         return pq.ParquetFile(handle).schema_arrow
     except pa.ArrowInvalid as exc:
-        raise InputError(path, "empty file" if "size is 0 bytes" in str(exc)
-                         else "cannot read the parquet extract") from None
+        if "size is 0 bytes" in str(exc):
+            raise InputError(path, "empty file") from None
+        try:
+            handle.seek(0)
+            problem = not_parquet(path, handle.read(4096), pattern, "profiles.format" if what == "extract" else None)
+        except (OSError, ValueError):  # only what it holds is unknown: the file is named all the same
+            problem = None
+        raise InputError(path, problem or "cannot read the parquet extract") from None
 
 
 def first_jsonl_record(handle) -> tuple[bytes, int]:

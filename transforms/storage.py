@@ -55,6 +55,29 @@ def not_text(path: str, head: bytes, what: str, pattern: str | None = None) -> s
     return None
 
 
+def not_parquet(path: str, head: bytes, pattern: str | None = None, setting: str | None = None) -> str | None:
+    """What a file read as Parquet that is none holds, from its first bytes: a compressed stream (a
+    Parquet file gzipped for a transfer, 'p.parquet.gz': Parquet compresses its own pages, and its
+    reader needs the file as written) and the name to give it once decompressed, or text (a CSV or
+    JSONL file under a Parquet name, or under a ``setting`` that says Parquet); None when neither (a
+    damaged Parquet file). ``pattern``: as for :func:`not_text`."""
+    kind = compression_of(head)
+    if kind is not None and kind[1] is not None:
+        name = posixpath.basename(path)
+        plain = name[: -len(kind[1])] if name.lower().endswith(kind[1]) else name
+        plain = plain if plain.lower().endswith(".parquet") else plain + ".parquet"
+        renamed = "" if plain == name else f" and name it {plain}" + _renamed_unread(plain, pattern)
+        return f"{kind[0]} content, not Parquet (a Parquet file compresses its own pages): decompress it{renamed}"
+    try:
+        head.decode("utf-8")
+        text = bool(head)
+    except UnicodeDecodeError as exc:  # (a character cut by the end of the bytes read is text still)
+        text = exc.start >= len(head) - 3
+    if text and b"\0" not in head and not head.startswith(b"PAR1"):  # (a Parquet file cut short is damaged)
+        return "text, not Parquet (a CSV or JSONL file?): name it by its format" + (f" or set {setting}" if setting else "")
+    return None
+
+
 def _renamed_unread(renamed: str, pattern: str | None) -> str:
     """What to add to a 'rename it' advice when the new name falls outside the path or glob that
     listed the file: a list under ``lists/*.txt`` renamed ``b.txt.gz`` as told was no longer read,
