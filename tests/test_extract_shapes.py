@@ -244,6 +244,20 @@ def test_a_parquet_file_under_a_csv_name_is_named_as_such(tmp_path):
                                "'p.csv' to match it (as it stands, the renamed file would not be read)")
 
 
+def test_a_parquet_extract_read_as_text_by_its_format_setting_is_told_so(tmp_path):
+    """'p.parquet' with profiles.format: csv (a setting left from the CSV extract it replaced) was
+    told 'Parquet content, not text: name the file .parquet', the name it has."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with_dump(tmp_path)
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"profile_id": ["P1"], "crm_id": ["C1"]}), path)
+    with pytest.raises(ConfigError) as info:
+        check_inputs(config(path, format="csv"))
+    assert str(info.value) == (f"profiles.path: {path}: Parquet content, read as csv by profiles.format: set it to "
+                               "parquet, or leave it out")
+
 @pytest.mark.parametrize("name, content, problem", [
     ("p.parquet.gz", "gzip", "gzip content, not Parquet (a Parquet file compresses its own pages): decompress it "
                              "and name it p.parquet and change 'p.parquet.gz' to match it (as it stands, the renamed "

@@ -334,6 +334,9 @@ def read_schema_names(path: str, fmt: str, then=None, pattern: str | None = None
         # A compressed file that lost its extension, UTF-16: its names read as UTF-8 are no column's
         # (a bare '_csv.Error', or 'column ... is not in the extract', the column there).
         problem = not_text(path, raw, what, pattern)
+        if problem and raw.startswith(b"PAR1") and what == "extract" and path.lower().endswith(".parquet"):
+            # Named as it should be: the format setting is what reads it as text ('name the file .parquet' misled).
+            problem = f"Parquet content, read as {fmt} by profiles.format: set it to parquet, or leave it out"
         if problem:
             raise InputError(path, problem)
         first = raw.decode("utf-8-sig", errors="replace")
