@@ -316,3 +316,22 @@ def test_a_visitor_data_source_needs_the_profiles_visitor_id_column():
     with pytest.raises(ConfigError, match=r"data_sources\.0 \('v'\): a visitor data source needs profiles\.visitor_ids"):
         parse_config({"profiles": {"path": "p.parquet", "visitor_ids": None},
                       "data_sources": [{"name": "v", "dpid": 1, "segments": "x", "id_type": "visitor"}]})
+
+
+@pytest.mark.parametrize("role, column", [("email", "e_mail"), ("phone", "gsm")])
+def test_a_hashed_source_matching_on_the_column_of_a_role_by_its_name_is_refused(role, column):
+    """`profiles.email: e_mail` and `match_on: e_mail` (the column's name, not the role): the column was
+    compared as any other, trimmed only, its case kept, and every profile whose address had a capital
+    (or a phone written otherwise than in E.164) missed its hash: 99 of the demo's 1010 memberships
+    lost, exit 0. The role is what normalizes them."""
+    source = {"name": "h", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "hashed", "match_on": column}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"profiles": {"path": "p.parquet", role: column}, "data_sources": [source]})
+    assert (f"data_sources.0 ('h'): match_on: {column} is the column of profiles.{role}: write match_on: {role}, "
+            f"so its values are normalized as {role}s") in str(info.value)
+    # The role, a plain source (compared as written whatever the column) and normalization: none are as meant.
+    parse_config({"profiles": {"path": "p.parquet", role: column}, "data_sources": [{**source, "match_on": role}]})
+    parse_config({"profiles": {"path": "p.parquet", role: column},
+                  "data_sources": [{**source, "declared": "plain"}]})
+    parse_config({"profiles": {"path": "p.parquet", role: column},
+                  "data_sources": [{**source, "normalization": "none"}]})

@@ -308,6 +308,21 @@ class JobConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _role_by_its_column(self) -> "JobConfig":
+        """A hashed source's ``match_on`` naming the email or phone role's column (``e_mail``) rather
+        than the role: compared as any column (trimmed, case kept), every address with a capital, every
+        phone not written in E.164, missed its hash, exit 0. Normalization ``none`` hashes as stored."""
+        for i, ds in enumerate(self.data_sources):
+            if ds.declared != "hashed" or ds.normalization == "none" or ds.match_on in ("email", "phone"):
+                continue
+            for role in ("email", "phone"):
+                if ds.match_on is not None and ds.match_on == getattr(self.profiles, role):
+                    raise ValueError(f"data_sources.{i} ('{ds.name}'): match_on: {ds.match_on} is the column of "
+                                     f"profiles.{role}: write match_on: {role}, so its values are normalized as "
+                                     f"{role}s (named by the column, they are compared as written)")
+        return self
+
+    @model_validator(mode="after")
     def _export_source_known(self) -> "JobConfig":
         if self.export is not None and self.export.data_source is not None:
             if self.export.data_source not in [ds.name for ds in self.data_sources]:
