@@ -18,7 +18,7 @@ from transforms import key_profiles
 from transforms.join_inputs import ReadDumpFile
 from transforms.key_profiles import KeyProfiles
 from transforms.keys import pack_visitor_ids, segment_rows
-from transforms.outcomes import COUNTS, Count, CountBatch, Metric, Reason
+from transforms.outcomes import COUNTS, Count, Metric, Reason
 from transforms.publish import ADD, WriteParts, _WritePart
 
 
@@ -45,14 +45,9 @@ def run_dofn(fn: beam.DoFn, *elements_and_side_inputs) -> tuple[list, dict[str, 
     return main, tagged
 
 
-def each(counts: list) -> list[tuple[Count, int]]:
-    """The counts as emitted, batches (a bundle's, CountBatch) opened."""
-    return [kv for c in counts for kv in (c.sums if isinstance(c, CountBatch) else (c,))]
-
-
 def summed(counts: list) -> dict[Count, int]:
     totals: dict[Count, int] = {}
-    for key, n in each(counts):
+    for key, n in counts:
         totals[key] = totals.get(key, 0) + n
     return totals
 
@@ -215,8 +210,7 @@ def test_join_shard_emits_memberships_rejections_and_counts(tmp_path):
                                       Count(Metric.SEGMENT_LINES, "vis", "11"): 2}
     # once per segment and bundle, not per shard: with thousands of segments the runner carried a count
     # per segment of every shard (27 s of a 1M import with 2,000 segments)
-    assert len(grouped) > 1 and sorted(c.detail for c, _ in each(tagged[COUNTS]) if c.metric == Metric.SEGMENT_LINES) == ["10", "11"]
-    assert sum(isinstance(c, CountBatch) for c in tagged[COUNTS]) == 1  # the bundle's counts per segment: one element
+    assert len(grouped) > 1 and sorted(c.detail for c, _ in tagged[COUNTS] if c.metric == Metric.SEGMENT_LINES) == ["10", "11"]
     assert JoinShard.FILE_AUDIENCE not in tagged  # a visitor source keeps no file audience
 
 
@@ -270,7 +264,7 @@ def test_write_part_sorts_dedupes_writes_and_counts(tmp_path):
 def test_write_part_counts_once_per_key_and_bundle(tmp_path, threads):
     """Two parts of a bundle naming the same segments: one count per (data source, segment) for the
     bundle, summed, not one per part (thousands of segments times the parts were that many elements
-    for the runner to code, flatten and combine), and the bundle's counts as one element."""
+    for the runner to code, flatten and combine)."""
     from transforms.join import MEMBERSHIP_SCHEMA
 
     spec = WriteParts("reconciled", MEMBERSHIP_SCHEMA, ["data_source", "segment_id", "profile_id"], "profile_id",
@@ -280,8 +274,7 @@ def test_write_part_counts_once_per_key_and_bundle(tmp_path, threads):
                                        "profile_id": [p for p in profiles for _ in (0, 1)]}, schema=MEMBERSHIP_SCHEMA)
     counts, tagged = run_dofn(_WritePart(spec), ((1, [(ADD, part("p1"))]), ()), ((3, [(ADD, part("p2", "p3"))]), ()))
     assert len(tagged[WriteParts.PARTS]) == 2
-    (batch,) = counts
-    assert sorted(batch.sums) == [(Count(Metric.MEMBERS, "s", "7"), 3), (Count(Metric.MEMBERS, "s", "8"), 3)]
+    assert sorted(counts) == [(Count(Metric.MEMBERS, "s", "7"), 3), (Count(Metric.MEMBERS, "s", "8"), 3)]
 
 
 def test_split_for_write_gathers_pieces_split_in_the_join_as_it_splits_plain_tables():

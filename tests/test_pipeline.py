@@ -99,23 +99,3 @@ def test_reconcile_transform_routes_every_line(tmp_path):
             ),
             label="counts",
         )
-
-
-def test_sum_counts_adds_single_counts_and_bundles_batches_alike():
-    """Counts come one by one (count()) or a bundle's at once (BundleCounts: one CountBatch); their
-    sums are the same either way, a key counted in both, in several bundles and in none."""
-    from transforms.outcomes import BundleCounts, CountBatch, count
-
-    bundle = BundleCounts()
-    for element in (count(Metric.MEMBERS, 2, "a", "7"), count(Metric.MEMBERS, 1, "a", "8"), count(Metric.MEMBERS, 4, "a", "7")):
-        bundle.add(element)
-    (batch,) = [o.value.value for o in bundle.drain()]  # one element, tagged for COUNTS, in the global window
-    assert isinstance(batch, CountBatch) and list(bundle.drain()) == []  # drained
-    elements = [batch, count(Metric.MEMBERS, 10, "a", "7"), CountBatch(((Count(Metric.RECEIVED, "a"), 5),)),
-                count(Metric.RECEIVED, 1, "a")]
-    with local_test_pipeline() as p:
-        summed = p | beam.Create(elements, reshuffle=False) | SumCounts()
-        assert_that(summed, equal_to([(Count(Metric.MEMBERS, "a", "7"), 16), (Count(Metric.MEMBERS, "a", "8"), 1),
-                                      (Count(Metric.RECEIVED, "a"), 6)]), label="sums")
-        nothing = p | "NoCounts" >> beam.Create([]) | "SumNothing" >> SumCounts()
-        assert_that(nothing, equal_to([]), label="nothing counted")

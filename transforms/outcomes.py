@@ -133,20 +133,12 @@ def count(metric: Metric, n: int, data_source: str | None = None, detail: str | 
     return Count(metric, data_source, None if detail is None else str(detail)), int(n)
 
 
-class CountBatch(NamedTuple):
-    """Many ``(Count, n)`` counts as one element (a bundle's, :class:`BundleCounts`); :class:`SumCounts`
-    sums them as it sums single counts."""
-
-    sums: tuple[tuple[Count, int], ...]
-
-
 class BundleCounts:
-    """Counts a DoFn sums over a bundle and emits once, at its end (:meth:`drain`), as one element:
+    """Counts a DoFn sums over a bundle and emits once, at its end (:meth:`drain`), one element per key:
     a count per segment of every shard or part was one element each, and with thousands of segments
     the runner coded, flattened and combined hundreds of thousands of them (27 s of a 1M import with
-    2,000 segments, against the join's own work); one element per key and bundle still cost the
-    runner's Flattens and the sum's shuffle ~40 µs a key. Counts are only summed downstream, so the
-    report does not change. Added to from the DoFn's own thread only."""
+    2,000 segments, against the join's own work). Counts are only summed downstream, so the report
+    does not change. Added to from the DoFn's own thread only."""
 
     def __init__(self):
         self._sums: dict[Count, int] = {}
@@ -156,14 +148,13 @@ class BundleCounts:
         self._sums[key] = self._sums.get(key, 0) + n
 
     def drain(self, tag: str | None = COUNTS) -> Iterable:
-        """The bundle's sums as finish_bundle emits them, one :class:`CountBatch` (none if nothing was
-        counted), to ``tag`` (None: the main output); empty afterwards."""
+        """The bundle's sums as finish_bundle emits them, to ``tag`` (None: the main output), in the
+        order their keys were first counted; empty afterwards."""
         from transforms.parallel import in_global_window
 
         sums, self._sums = self._sums, {}
-        if sums:
-            element = in_global_window(CountBatch(tuple(sums.items())))
-            yield element if tag is None else beam.pvalue.TaggedOutput(tag, element)
+        for element in sums.items():
+            yield in_global_window(element) if tag is None else beam.pvalue.TaggedOutput(tag, in_global_window(element))
 
 
 def runner_counter(name: str) -> ProgressCounter:
@@ -202,42 +193,14 @@ coders.registry.register_coder(Count, CountCoder)
 
 
 class SumCounts(beam.PTransform):
-    """``(Count, n)`` elements and :class:`CountBatch` elements -> one ``(Count, total)`` per key.
-
-    Summed globally, into one dict: each bundle's partial sums cross the shuffle as one accumulator,
-    where a sum per key (``CombinePerKey``) sent one element per key and bundle."""
+    """``(Count, n)`` elements -> one ``(Count, total)`` per key, keys coded by :class:`CountCoder`."""
 
     def expand(self, counts):
         return (
             counts
-            | "Sum" >> beam.CombineGlobally(_SumAll())
-            | "Each" >> beam.FlatMap(lambda sums: sums.items()).with_output_types(typing.Tuple[Count, int])
+            | "Typed" >> beam.Map(lambda kv: kv).with_output_types(typing.Tuple[Count, int])
+            | "Sum" >> beam.CombinePerKey(sum)
         )
-
-
-class _SumAll(beam.CombineFn):
-    """Counts (single or batched) -> ``{Count: total}``."""
-
-    def create_accumulator(self) -> dict:
-        return {}
-
-    def add_input(self, sums: dict, element) -> dict:
-        for key, n in (element.sums if isinstance(element, CountBatch) else (element,)):
-            sums[key] = sums.get(key, 0) + n
-        return sums
-
-    def merge_accumulators(self, accumulators) -> dict:
-        merged: dict = {}
-        for sums in accumulators:
-            for key, n in sums.items():
-                merged[key] = merged.get(key, 0) + n
-        return merged
-
-    def extract_output(self, sums: dict) -> dict:
-        return sums
-
-    def get_accumulator_coder(self):
-        return coders.PickleCoder()  # one dict a bundle: pickled whole, not key by key
 
 
 class Counts:
