@@ -14,7 +14,8 @@ from transforms.config import ConfigError
 from transforms.config_load import load_config
 from transforms.errors import InputError
 from transforms.preflight import check_inputs
-from transforms.profiles import read_profiles, read_schema_names
+from transforms.extract_header import read_schema_names
+from transforms.profiles import read_profiles
 
 
 # One plain declared-ID data source matching on crm_id (the dumps are never read here).

@@ -20,8 +20,9 @@ from transforms.arrow_utils import plain_array
 from transforms.config import JobConfig
 from transforms.digests import DIGEST_BYTES
 from transforms.digests import digests as raw_digests
+from transforms.extract_header import text_columns
 from transforms.keys import fold_case, is_visitor_id
-from transforms.profiles import KEY_PREFIX, text_columns
+from transforms.profiles import KEY_PREFIX
 from transforms.stable_hash import hash64
 
 # The screen looks at 1 in SCREEN_SHARE profiles of the extract: a form that explains n sampled
@@ -71,7 +72,7 @@ def extract_column(cfg: JobConfig, column: str) -> str:
 
 def screen_columns(cfg: JobConfig, path: str) -> list[str]:
     """The extract columns the screen carries besides the job's own: its columns that read as text
-    (:func:`~transforms.profiles.text_columns`: not lists, not bytes -- a binary column the job does
+    (:func:`~transforms.extract_header.text_columns`: not lists, not bytes -- a binary column the job does
     not use must not fail the import), the email and phone columns first, at most
     MAX_SCREEN_COLUMNS. Reads the extract's header or footer."""
     p = cfg.profiles

@@ -22,9 +22,10 @@ from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_others import missing_runs, stripped_since
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
+from transforms.extract_header import read_schema_names
 from transforms.jsonl_keys import Samples, jsonl_key_problems
 from transforms.key_cache import INCOMING, MANIFEST
-from transforms.profiles import column_field, doubled_column, key_columns, needed_columns, read_schema_names
+from transforms.profiles import column_field, doubled_column, key_columns, needed_columns
 from transforms.publish import REPORT
 from transforms.storage import folder_hint, glob, join_path, literal, matched
 from transforms.targets import TARGETS_COLUMN, targets_format
