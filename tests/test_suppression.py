@@ -151,13 +151,18 @@ def test_a_nightly_file_audience_naming_hundreds_of_segments_goes_through_suppre
     check(second, kept, withheld=2, lines=200)
 
 
-def test_suppression_lists_compile_per_data_source_and_name_a_bad_line(tmp_path):
-    cfg = parse_config({
+def _hashed_email_source_with_a_list(normalization: str):
+    """A config of one hashed-email data source and one email suppression list, l.txt."""
+    return parse_config({
         "profiles": {"path": "p.parquet"},
-        "data_sources": [{"name": "u", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "hashed",
-                          "match_on": "email", "normalization": "uid2"}],
+        "data_sources": [{"name": "h", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "hashed",
+                          "match_on": "email", "normalization": normalization}],
         "suppression": [{"path": "l.txt", "kind": "email"}],
     })
+
+
+def test_suppression_lists_compile_per_data_source_and_name_a_bad_line(tmp_path):
+    cfg = _hashed_email_source_with_a_list("uid2")
     path = tmp_path / "l.txt"
     path.write_text("\n  Jane.Saoirse+Work@GMAIL.com \n")
     entries = read_suppression_file(str(path), cfg.suppression[0])
@@ -170,19 +175,13 @@ def test_suppression_lists_compile_per_data_source_and_name_a_bad_line(tmp_path)
         Suppressor([read_suppression_file(str(path), cfg.suppression[0])], cfg.data_sources[0])
 
 
-
 @pytest.mark.parametrize("written", ['"{}"', "'{}'", "<{}>", "{},", "{};", "{},2024-05-01", "mailto:{}", "MAILTO:{}"])
 def test_a_plain_list_written_as_csv_or_copied_from_a_mail_client_fails_naming_the_line(tmp_path, written):
     """A do-not-share list exported with its cells quoted ('"jane@example.com"'), with a second
     column or a trailing separator, or copied as '<jane@example.com>' / 'mailto:...': each entry
     passed as an email (one '@', no space) that no profile's address could ever equal, so it
     suppressed nobody and the export sent its addresses, exit 0."""
-    cfg = parse_config({
-        "profiles": {"path": "p.parquet"},
-        "data_sources": [{"name": "h", "dpid": 1, "segments": "x", "id_type": "declared", "declared": "hashed",
-                          "match_on": "email", "normalization": "adobe"}],
-        "suppression": [{"path": "l.txt", "kind": "email"}],
-    })
+    cfg = _hashed_email_source_with_a_list("adobe")
     path = tmp_path / "l.txt"
     path.write_text("o'brien@example.com\n" + written.format("Jane@example.com") + "\n")
     entries = read_suppression_file(str(path), cfg.suppression[0])
