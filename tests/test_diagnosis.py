@@ -276,6 +276,27 @@ def _hashed_email_job(tmp_path, emails: list, ids: list) -> tuple[dict, dict]:
     return {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}, ds
 
 
+def test_a_hashed_source_matching_on_an_email_column_by_its_name_is_told_to_read_it_as_emails(tmp_path):
+    """'match_on: e_mail' where profiles.email is left at its default: the column is read as any
+    column (trimmed, its case kept), the platform hashed normalized addresses, so every address
+    written with a capital missed, exit 0, and the diagnosis found nothing (it read the match column
+    only as configured). It now names the column read as emails, and the change that does it."""
+    emails = [f"  User{i}@Example.ORG " for i in range(300)] + [f"user{i}@example.net" for i in range(100)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(len(emails))], "e_mail": emails}),
+                   tmp_path / "profiles.parquet")
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in _hashed(emails, "email")))
+    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed",
+          "match_on": "e_mail"}
+    cfg = {"profiles": {"path": "profiles.parquet", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    entry = _run(tmp_path, cfg, "out")["data_sources"]["h"]
+    assert (entry["reconciled"], entry["unmatched"]) == (100, 300)
+    finding = entry["diagnosis"][0]
+    assert (finding["kind"], finding["would_match"]) == ("column", 300), finding
+    assert finding["suggestion"] == {"match_on": "email", "profiles.email": "e_mail"}
+    ds["match_on"], cfg["profiles"]["email"] = "email", "e_mail"  # as suggested: every line matches
+    assert _run(tmp_path, cfg, "fixed")["data_sources"]["h"]["reconciled"] == 400
+
 
 def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_path):
     """700 addresses sent unhashed to a hashed source (invalid_hash), 100 digests of unnormalized

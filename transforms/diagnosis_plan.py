@@ -180,17 +180,21 @@ def _match_on(cfg: JobConfig, column: str, kind: str) -> Suggestion:
 
 def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: dict[str, str]) -> list[Probe]:
     here = _match_column(ds, cfg)
-    columns = [(here, ds.key_kind)] + [(c, k) for c, k in kinds.items() if c != here and k in ("email", "phone")]
+    # The match column itself too, read as what it holds: 'match_on: e_mail' (the column, not the role)
+    # compares its addresses as written, and the platform hashed them normalized.
+    columns = [(here, ds.key_kind)] + [(c, k) for c, k in kinds.items()
+                                       if k in ("email", "phone") and (c, k) != (here, ds.key_kind)]
     found = []
     for view in views:
         encoding, algorithm = view.split(":")
         for column, kind in columns:
+            own = (column, kind) == columns[0]
             kept = ds.normalization if ds.normalization != AS_IS else PROFILES[0]
             normalizations = (*PROFILES, AS_IS) if kind != "other" else (kept, AS_IS)  # 'other': trim, or nothing
             for normalization in normalizations:
-                change = _match_on(cfg, column, kind) if column != here else ()
+                change = () if own else _match_on(cfg, column, kind)
                 change += _hashing_change(ds, normalization, encoding, algorithm)
-                finding = ("algorithm" if algorithm != ds.hash_algorithm else "column" if column != here
+                finding = ("algorithm" if algorithm != ds.hash_algorithm else "column" if not own
                            else "normalization" if normalization != ds.normalization else "digest")
                 region = cfg.region_for(ds) if kind == "phone" else None
                 found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm, region), view, finding, change))
