@@ -26,11 +26,12 @@ from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBE
 from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import Metric
 from transforms.preflight import check_inputs
-from transforms.publish import ADD, PROFILE_IDS, REPORT, PublishInputs, PublishRun, WriteParts, join_path
+from transforms.publish import REPORT, PublishInputs, PublishRun, join_path
 from transforms.publish_journal import remove_run_dir
 from transforms.reconcile import ReconcileAudiences
 from transforms.summary import summary_lines
 from transforms.suppression import ReadSuppressionLists, SuppressFileAudience
+from transforms.write_parts import ADD, PROFILE_IDS, WriteParts
 
 OUTPUTS = {
     "reconciled": MEMBERSHIP_SCHEMA,

@@ -19,7 +19,7 @@ from transforms.join_inputs import ReadDumpFile
 from transforms.key_profiles import KeyProfiles
 from transforms.keys import pack_visitor_ids, segment_rows
 from transforms.outcomes import COUNTS, Count, Metric, Reason
-from transforms.publish import ADD, WriteParts, _WritePart
+from transforms.write_parts import ADD, WriteParts, _WritePart
 
 
 def run_dofn(fn: beam.DoFn, *elements_and_side_inputs) -> tuple[list, dict[str, list]]:
@@ -111,7 +111,7 @@ def test_key_profiles_sends_each_batchs_profile_ids_split_as_the_memberships_wri
     the memberships' bucketing, whatever the batch size or threads; without, none leave. A writer
     shard with only ids writes no part (ids are not rows)."""
     from transforms.join import MEMBERSHIP_SCHEMA
-    from transforms.publish import PROFILE_IDS
+    from transforms.write_parts import PROFILE_IDS
     from transforms.stable_hash import BucketPieces
 
     cfg = make_job(tmp_path)
@@ -283,7 +283,7 @@ def test_split_for_write_gathers_pieces_split_in_the_join_as_it_splits_plain_tab
     mix of split and plain tables arrives; pieces split for another bucket count or column are split
     again, never written to the wrong part."""
     from transforms.arrow_utils import constant
-    from transforms.publish import ADD, _SplitForWrite
+    from transforms.write_parts import ADD, _SplitForWrite
     from transforms.stable_hash import split_for_write
 
     def members(first: int, n: int, source: str) -> pa.Table:

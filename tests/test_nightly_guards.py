@@ -438,7 +438,7 @@ def test_the_merge_drops_previous_memberships_of_profiles_gone_from_tonights_ext
     from transforms.config_load import load_config
     from transforms.incremental import REMOVE, merge_state
     from transforms.outcomes import Count, Metric
-    from transforms.publish import ADD, PREVIOUS, PROFILE_IDS
+    from transforms.write_parts import ADD, PREVIOUS, PROFILE_IDS
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b", "c"))))
     keys = ["data_source", "segment_id", "profile_id"]

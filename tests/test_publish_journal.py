@@ -18,7 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from conftest import ROOT
 from transforms import publish_journal
-from transforms.publish import REPORT, SUCCESS, manifest_bytes, publish_outputs, write_parquet
+from transforms.publish import REPORT, SUCCESS, manifest_bytes, publish_outputs
+from transforms.write_parts import write_parquet
 from transforms.publish_journal import JOURNAL, hold_output
 from transforms.storage import glob, join_path
 

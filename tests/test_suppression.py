@@ -343,7 +343,7 @@ def test_previous_rows_of_a_data_source_taken_out_of_the_config_pass_to_the_merg
     'other': its tokens are plain keys): its previous file-audience rows reach the suppression step
     tagged ``previous``; they pass as they are (the writer's merge drops or removes them, counted),
     rather than failing the night on a KeyError ('other [while running SuppressFileAudience]')."""
-    from transforms.publish import PREVIOUS, WITHHELD
+    from transforms.write_parts import PREVIOUS, WITHHELD
     from transforms.suppression import SuppressFileAudience
 
     cfg = parse_config({

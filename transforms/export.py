@@ -98,10 +98,11 @@ from transforms.onboarding import (
 )
 from transforms.outcomes import Counts, Metric, SumCounts, count
 from transforms.profile_columns import check_visitor_entries
-from transforms.publish import WriteParts, publish_outputs
+from transforms.publish import publish_outputs
 from transforms.storage import MatchFiles, join_path
 from transforms.suppression import ReadSuppressionLists
 from transforms.targets import ReadTargetFile
+from transforms.write_parts import WriteParts
 
 # The export's outputs (folders under the output directory).
 EXPORTED, REMOVED, UNMAPPED, ONBOARDING = "exported", "removed", "unmapped", "onboarding"

@@ -43,7 +43,7 @@ from transforms.export_state import (
     same_output,
 )
 from transforms.outcomes import Counts, Metric
-from transforms.publish import write_parquet
+from transforms.write_parts import write_parquet
 from transforms.stable_hash import bucket_of
 from transforms.storage import join_path
 

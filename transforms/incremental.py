@@ -4,7 +4,7 @@ tonight's additions — per data source, unless tonight's dumps for it are ``ful
 Whether a dump is ``full`` or ``iter`` is the data source's ``sync_mode`` when configured, else its
 file name's (:func:`~transforms.dump_names.sync_mode_of`); a nightly dump whose name does not say is a configuration error.
 
-The merge happens inside the output shuffle (:class:`transforms.publish.WriteParts` with ``merge``):
+The merge happens inside the output shuffle (:class:`transforms.write_parts.WriteParts` with ``merge``):
 previous rows, additions and removals of a shard meet in one group, keyed by profile (or address).
 When the previous night was bucketed as tonight (same bucket count and hash, recorded in its
 ``_SUCCESS``), each shard's writer reads the previous part of its bucket itself
@@ -38,9 +38,10 @@ from transforms.dump_files import dump_paths
 from transforms.dump_names import sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
-from transforms.publish import ADD, PREVIOUS, PROFILE_IDS, PROFILE_IDS_SCHEMA, SUCCESS, part_name
+from transforms.publish import SUCCESS
 from transforms.stable_hash import bucket_of
 from transforms.storage import glob, join_path
+from transforms.write_parts import ADD, PREVIOUS, PROFILE_IDS, PROFILE_IDS_SCHEMA, part_name
 
 REMOVE = "remove"
 

@@ -163,7 +163,7 @@ def packed_bits(bits: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 class BucketPieces(NamedTuple):
-    """A table already split for an output's writers (what :class:`transforms.publish.WriteParts`
+    """A table already split for an output's writers (what :class:`transforms.write_parts.WriteParts`
     would make of it): ``(bucket, rows)`` for each non-empty bucket of ``bucket_by`` among ``buckets``,
     each piece compact and its dictionaries holding its own rows' values only, narrowed. Made where spare threads are (the join's pool)
     rather than on the runner's one thread."""

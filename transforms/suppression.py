@@ -12,7 +12,7 @@ Applied to the export (a profile whose email or phone is suppressed is never sen
 the platform if it was: :class:`transforms.export_classify.ReadTargetedProfiles`) and to the import's
 file audience (a suppressed address is not written: :class:`SuppressFileAudience`). Nothing here
 logs, counts or reports an entry: only how many there are; the file-audience writer counts the
-entries they withheld (:class:`transforms.publish.WriteParts`, ``withheld_metric``).
+entries they withheld (:class:`transforms.write_parts.WriteParts`, ``withheld_metric``).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from transforms.config import DataSourceConfig, JobConfig, SuppressionList
 from transforms.errors import InputError
 from transforms.digests import hash_keys
 from transforms.normalize import PROFILES, canonical_digests, normalize_keys
-from transforms.publish import ADD, WITHHELD
+from transforms.write_parts import ADD, WITHHELD
 from transforms.storage import glob, not_text, open_decompressed
 
 
