@@ -321,6 +321,20 @@ def test_a_dump_matched_by_two_data_sources_is_a_configuration_error(demo_copy):
     assert "matched by 2 data sources (crm-hashed-emails, crm-plain)" in first
 
 
+def test_a_dump_of_another_data_source_in_its_folder_is_a_configuration_error(demo_copy, tmp_path):
+    """A delivery misfiled in another data source's folder: its name's MASTER_DPID (the data source of
+    the IDs it holds) is another configured data source's dpid. Read as this one's, crm-plain took
+    crm-hashed-emails' 100 digests as CRM ids: received 300, match rate 74% -> 50%, exit 0 (two
+    partners' hashed emails alike would have published the other's segments as its own)."""
+    misfiled = demo_copy / "segments" / "crm-plain" / "ftp_1234_12345_full_1795305600000001.sync.gz"
+    shutil.copy(demo_copy / "segments" / "crm-hashed-emails" / misfiled.name, misfiled)
+    result = run_import_cli(str(demo_copy / "job.yaml"), str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = next(line for line in result.stderr.splitlines() if "data_sources[3].segments" in line)
+    assert misfiled.name in line and "12345" in line and "crm-hashed-emails" in line and "crm-plain" in line, line
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_a_dump_reached_by_two_spellings_of_its_folder_is_matched_by_two_data_sources(tmp_path):
     """Two globs naming one folder otherwise ('seg/' and 'seg/../seg/', or a symlink to it): the
     check compared the paths as spelled, so both data sources imported the dump, exit 0."""

@@ -155,3 +155,17 @@ def iter_after_full(paths: list[str], sync_mode: str = "from_name") -> tuple[str
     destination, else None: changes to that full dump, which a one-off import, applying no removal,
     cannot read beside it (the nightly job applies them, night by night)."""
     return _beside_newest_full(paths, sync_mode, later=True)
+
+
+def misfiled_dump(paths: list[str], dpid: int, others: dict[int, str]) -> tuple[str, int, str] | None:
+    """``(a dump, its name's MASTER_DPID, the data source of that dpid)`` for the first of one data
+    source's dumps (dpid ``dpid``) whose name says another configured data source's IDs (``others``:
+    dpid -> name), else None. A name's MASTER_DPID is the data source of the IDs the file holds: a
+    delivery misfiled in this folder would be read as this data source's IDs (two partners' hashed
+    emails alike: the other's segments published as its own). A dpid no data source has (a global
+    data source's, say) is left alone."""
+    for path in paths:
+        parsed = parse_dump_name(path)
+        if parsed is not None and parsed.master_dpid != dpid and parsed.master_dpid in others:
+            return path, parsed.master_dpid, others[parsed.master_dpid]
+    return None

@@ -15,8 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.config import ConfigError, JobConfig
 from transforms.control_files import controls_promising
 from transforms.dump_files import dump_folders, is_dump_file, unfinished_delivery, upload_glob, uploads_beside
-from transforms.dump_names import (iter_after_full, missing_splits, older_full_delivery, parse_dump_name, sync_mode_of,
-                                   unnamed_beside_named)
+from transforms.dump_names import (iter_after_full, misfiled_dump, missing_splits, older_full_delivery, parse_dump_name,
+                                   sync_mode_of, unnamed_beside_named)
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -192,6 +192,11 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
             first, second = (path for _, path in readers[real[shared[0]]][:2])
             problems.append(f"data_sources[{i}].segments: {first} and {second.rsplit('/', 1)[-1]} are one dump (a link "
                             "or another spelling of its folder): its lines would be read twice; narrow the glob")
+        dpids = {other.dpid: other.name for other in cfg.data_sources if other.dpid != ds.dpid}
+        if not shared and (misfiled := misfiled_dump(paths, ds.dpid, dpids)) is not None:
+            problems.append(f"data_sources[{i}].segments: {misfiled[0]}: its name says data source {misfiled[1]} "
+                            f"('{misfiled[2]}'), not {ds.dpid} ('{ds.name}'): another data source's delivery in this "
+                            "folder? its IDs would be read as this one's: move it, or narrow the glob")
         copied = None if shared else copied_delivery(paths)
         if copied is not None:
             problems.append(f"data_sources[{i}].segments: {copied[0]} and {copied[1]} are one delivery in two folders: "
