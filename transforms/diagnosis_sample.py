@@ -128,10 +128,11 @@ def candidates(values: pa.Array, reasons: pa.Array | str, k: int, places: np.nda
     return bottom_k(table, k)
 
 
-def rejected_candidates(parsed: pa.Table, rejected: pa.Table | None, k: int, path: str) -> pa.Table | None:
+def rejected_candidates(parsed: pa.Table, rejected: pa.Table | None, k: int, path: str | None) -> pa.Table | None:
     """Candidates among a chunk's rejected IDs (``rejected``: the rejections of ``parsed``'s lines,
     in their order, as :func:`transforms.keys.dump_keys` gives them): the raw dump IDs of the
-    reasons in SAMPLED_REJECTIONS. ``path``: the chunk's dump file. None when there are none."""
+    reasons in SAMPLED_REJECTIONS. ``path``: the chunk's dump file (None: the lines of several
+    files, each then found by its file and number). None when there are none."""
     if k <= 0 or rejected is None or rejected.num_rows == 0:
         return None
     reasons = plain_array(rejected["reason"], text="cast")
@@ -139,9 +140,14 @@ def rejected_candidates(parsed: pa.Table, rejected: pa.Table | None, k: int, pat
     if not pc.any(keep).as_py():
         return None
     lines = pc.filter(plain_array(rejected["line"]), keep)
-    mine = pc.is_in(plain_array(parsed["line"]), value_set=lines)
+    if path is None:
+        at = place_hashes(parsed["source_file"], parsed["line"])
+        mine = pc.is_in(pa.array(at), value_set=pa.array(place_hashes(pc.filter(rejected["source_file"], keep), lines)))
+        places = at[mine.to_numpy(zero_copy_only=False)]
+    else:
+        mine = pc.is_in(plain_array(parsed["line"]), value_set=lines)
+        places = place_hashes(path, pc.filter(plain_array(parsed["line"]), mine))
     ids = pc.filter(plain_array(parsed["id"]), mine)
-    places = place_hashes(path, pc.filter(plain_array(parsed["line"]), mine))
     return candidates(pc.fill_null(ids, ""), pc.filter(reasons, keep), k, places)
 
 

@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
 from transforms.arrow_utils import compact_dictionaries, split_by_bucket
+from transforms.bundle_tables import TableGatherer, concat_hashes, concat_tables
 from transforms.config import JobConfig
 from transforms.control_files import control_files_in
 from transforms.crypto import build_decryptor
 from transforms.diagnosis_sample import rejected_candidates
-from transforms.dump_files import FileStats, dump_paths
+from transforms.dump_files import CHUNK_BYTES, FileStats, dump_paths
 from transforms.dump_names import missing_splits, sync_mode_of
 from transforms.dumps import numbered_chunks, parse_chunk
 from transforms.errors import InputError
 from transforms.incremental import unnamed_dump_error
 from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
-from transforms.outcomes import COUNTS, Metric, count, runner_counter
-from transforms.parallel import BundleQueue, PooledDoFn
+from transforms.outcomes import COUNTS, BundleCounts, Metric, count, runner_counter
+from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
 from transforms.stable_hash import KeyFilter, buckets_from_hash, hash64
 from transforms.storage import literal, matched
 
@@ -54,6 +55,9 @@ class ExpandPatterns(beam.DoFn):
         for folder in folders:
             for control in control_files_in(literal(folder)):
                 yield beam.pvalue.TaggedOutput(self.CONTROL, (control, pattern))
+
+
+SMALL_FILE_BYTES = CHUNK_BYTES // 4  # a dump whose text is one chunk under this is keyed with others (ReadDumpFile)
 
 
 def shards(keyed: pa.Table, hashes: np.ndarray, buckets: int) -> list[tuple[int, pa.Table]]:
@@ -139,13 +143,25 @@ class ReadDumpFile(PooledDoFn):
         super().setup()
         self._received = runner_counter("dump_lines_read")
         self._files = runner_counter("dump_files_read")
+        self._together = runner_counter("small_dumps_keyed_together")
         self._decryptors = {ds.name: build_decryptor(ds, self._run_date) for ds in self._cfg.data_sources}
 
     def start_bundle(self):
         self._queue = BundleQueue(self._pool, self._threads, self._emit)
+        # A small dump's tables are gathered over the bundle (transforms.bundle_tables), its counts summed.
+        self._shards, self._rejected = TableGatherer(concat_tables), TableGatherer(concat_tables)
+        self._hashes, self._counts = TableGatherer(concat_hashes), BundleCounts()
+        self._small: dict[tuple[str, bool], list[tuple[bytes, int, str]]] = {}  # small files' text, keyed together
 
     def finish_bundle(self):
+        for (name, removals), jobs in self._small.items():
+            self._queue.enqueue(self._key_files, name, removals, jobs)
+        self._small = {}
         yield from self._queue.drain()
+        yield from (in_global_window(shard) for shard in self._shards.drain())
+        yield from (beam.pvalue.TaggedOutput(self.REJECTED, in_global_window(table)) for _, table in self._rejected.drain())
+        yield from (beam.pvalue.TaggedOutput(self.KEY_HASHES, in_global_window(hashes)) for hashes in self._hashes.drain())
+        yield from self._counts.drain()
         release_free_memory()
 
     def process(self, element):
@@ -160,21 +176,66 @@ class ReadDumpFile(PooledDoFn):
             return
         # The bundle's queue spans files: a file's chunks are keyed while the next file is read
         # (most files are one chunk, so a queue per file kept one core busy).
-        stats = FileStats()
+        stats, first = FileStats(), None
         for job in numbered_chunks(work.path, stats=stats):
+            if first is None:  # held until the file is known to be more than one chunk
+                first = job
+                continue
+            if first:
+                yield from self._queue.submit(key_chunk, first)
+                first = ()
             yield from self._queue.submit(key_chunk, job)
+        if first and len(first[0]) < SMALL_FILE_BYTES:
+            yield from self._key_small(work.name, self._incremental and mode == "iter", (*first, work.path))
+        elif first:
+            yield from self._queue.submit(key_chunk, first)
         self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (work.path, stats))
+
+    def _key_small(self, name: str, removals: bool, job: tuple[bytes, int, str]) -> Iterator:
+        """A small file's text, keyed with other small files' of its data source once they hold
+        CHUNK_BYTES (or at the bundle's end): a batch split in hundreds of files of a few thousand
+        lines had parsing, keying and sharding's fixed costs once per file."""
+        jobs = self._small.setdefault((name, removals), [])
+        jobs.append(job)
+        self._together.inc()
+        if sum(len(chunk) for chunk, _, _ in jobs) >= CHUNK_BYTES:
+            del self._small[(name, removals)]
+            yield from self._queue.submit(self._key_files, name, removals, jobs)
+
+    def _key_files(self, name: str, removals: bool, jobs: list[tuple[bytes, int, str]]) -> tuple[int, list]:
+        """:meth:`_key_chunk` for the text of several small files at once."""
+        ds = self._cfg.data_source(name)
+        pieces = [parse_chunk(chunk, first_line, path, ds, removals) for chunk, first_line, path in jobs]
+        return self._key_parsed(name, None, ds, removals, concat_tables([parsed for parsed, _, _ in pieces]),
+                                concat_tables([rejected for _, rejected, _ in pieces]), sum(n for _, _, n in pieces))
 
     def _emit(self, result: tuple[int, list]) -> list:
         lines, outputs = result
         self._received.inc(lines)
-        return outputs
+        ready = []
+        for out in outputs:
+            tag = out.tag if isinstance(out, beam.pvalue.TaggedOutput) else None
+            if tag is None:  # ((data_source, bucket), keyed lines)
+                ready += self._shards.add(*out)
+            elif tag == COUNTS:
+                self._counts.add(out.value)
+            elif tag == self.REJECTED:
+                ready += [beam.pvalue.TaggedOutput(tag, table) for _, table in self._rejected.add(None, out.value)]
+            elif tag == self.KEY_HASHES:
+                ready += [beam.pvalue.TaggedOutput(tag, hashes) for hashes in self._hashes.add(*out.value)]
+            else:
+                ready.append(out)
+        return ready
 
     def _key_chunk(self, name: str, path: str, ds, removals: bool, job: tuple[bytes, int]) -> tuple[int, list]:
         """One chunk -> (its lines, its outputs: counts, rejected tables, key hashes, IV histogram,
         the diagnosis' rejected-ID candidates, shards). Runs in the pool."""
-        parsed, rejected, lines = parse_chunk(*job, path, ds, removals)
+        return self._key_parsed(name, path, ds, removals, *parse_chunk(*job, path, ds, removals))
+
+    def _key_parsed(self, name: str, path: str | None, ds, removals: bool, parsed: pa.Table, rejected: pa.Table,
+                    lines: int) -> tuple[int, list]:
+        """The outputs of :meth:`_key_chunk` from a parsed chunk (``path`` None: lines of several files)."""
         outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECEIVED, lines, name))]
         if rejected.num_rows:
             outputs.append(beam.pvalue.TaggedOutput(self.REJECTED, rejected))

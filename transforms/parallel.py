@@ -131,6 +131,15 @@ class BundleQueue:
         while len(self._pending) > self._ahead:
             yield from self._emit(self._pending.popleft().result())
 
+    def enqueue(self, fn: Callable[..., R], *args) -> None:
+        """Hand work over and emit nothing now: :meth:`drain` emits its outputs (finish_bundle's work)."""
+        if self._pool is None:
+            done: Future = Future()
+            done.set_result(fn(*args))
+            self._pending.append(done)
+        else:
+            self._pending.append(self._pool.submit(fn, *args))
+
     def drain(self) -> Iterator:
         """The outputs still pending, as finish_bundle must emit them: in the global window (where
         a batch pipeline's elements live)."""

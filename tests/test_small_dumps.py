@@ -1,0 +1,125 @@
+"""A delivery split in many small files (the platform splits a batch by size): their text is keyed
+together and the tables they give are gathered over the bundle (``transforms.bundle_tables``,
+``ReadDumpFile._key_small``). Neither may change a byte of the outputs."""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from test_import_e2e import expected, rows
+
+from pipelines import import_audience
+from transforms import bundle_tables, join_inputs
+from transforms.arrow_utils import narrow_dictionary
+from transforms.bundle_tables import TableGatherer, concat_hashes, concat_tables
+from transforms.config import DataSourceConfig
+from transforms.diagnosis_sample import bottom_k, rejected_candidates
+from transforms.dumps import parse_chunk
+from transforms.keys import dump_keys
+from transforms.progress import TALLY
+
+
+def split_deliveries(demo, lines_per_file: int) -> int:
+    """Every data source's dumps cut into splits of ``lines_per_file`` lines (gzip, numbered from 001);
+    returns how many files there are now."""
+    made = 0
+    for folder in sorted((demo / "segments").iterdir()):
+        files = sorted(folder.iterdir())
+        text = b"".join(gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes() for f in files)
+        stem = re.match(r"ftp_\d+_\d+_full_\d{13}", files[0].name).group(0)
+        for f in files:
+            f.unlink()
+        lines = text.splitlines(keepends=True)
+        for i in range(0, len(lines), lines_per_file):
+            (folder / f"{stem}{i // lines_per_file + 1:03d}.sync.gz").write_bytes(gzip.compress(b"".join(lines[i:i + lines_per_file])))
+            made += 1
+    return made
+
+
+def test_many_small_dumps_keyed_together_give_the_bytes_they_give_apart(demo_copy, tmp_path, monkeypatch):
+    """100 dumps of 10 lines: keyed together and gathered (the default) or each on its own (both
+    turned off): every part and report.json the same; the memberships are the demo's."""
+    assert split_deliveries(demo_copy, 10) == 100
+    job = str(demo_copy / "job.yaml")
+    TALLY.reset()
+    together = import_audience.run(["--config", job, "--output", str(tmp_path / "together")])
+    assert TALLY.snapshot().get("small_dumps_keyed_together") == 100
+    monkeypatch.setattr(join_inputs, "SMALL_FILE_BYTES", 0)
+    monkeypatch.setattr(bundle_tables, "FLUSH_BYTES", 0)
+    TALLY.reset()
+    apart = import_audience.run(["--config", job, "--output", str(tmp_path / "apart")])
+    assert TALLY.snapshot().get("small_dumps_keyed_together", 0) == 0
+    assert rows(tmp_path / "together" / "reconciled") == expected("memberships.csv")
+    parts = sorted(p.relative_to(tmp_path / "apart") for p in (tmp_path / "apart").rglob("*.parquet"))
+    assert len(parts) > 3
+    for rel in parts:
+        assert (tmp_path / "together" / rel).read_bytes() == (tmp_path / "apart" / rel).read_bytes(), rel
+    assert together == apart
+    assert json.loads((tmp_path / "together" / "report.json").read_text()) == \
+        json.loads((tmp_path / "apart" / "report.json").read_text())
+    assert together["totals"]["received"] == 1000
+
+
+def _table(values: list[str]) -> pa.Table:
+    return pa.table({"s": narrow_dictionary(pa.array(values).dictionary_encode()), "n": pa.array(range(len(values)))})
+
+
+def test_a_gatherer_holds_small_tables_per_key_and_gives_them_as_one_in_order():
+    gatherer = TableGatherer(concat_tables, flush_bytes=10_000, hold_bytes=1 << 30)
+    small = [_table([f"v{i}", f"w{i}"]) for i in range(3)]
+    assert gatherer.add("a", small[0]) == [] and gatherer.add("b", small[1]) == [] and gatherer.add("a", small[2]) == []
+    big = _table([f"x{i}" for i in range(2000)])
+    assert gatherer.add("c", big) == [("c", big)]  # as big as a flush: straight through
+    drained = list(gatherer.drain())
+    assert [key for key, _ in drained] == ["a", "b"]  # in the order the keys came
+    a = drained[0][1]
+    assert a["s"].to_pylist() == ["v0", "w0", "v2", "w2"] and a["n"].to_pylist() == [0, 1, 0, 1]
+    assert a["s"].num_chunks == 1 and len(a["s"].chunks[0].dictionary) == 4
+    assert list(gatherer.drain()) == []
+
+
+def test_a_gatherer_gives_a_key_once_its_tables_reach_the_flush_size_and_all_at_the_hold_size():
+    piece = _table([f"v{i}" for i in range(100)])
+    gatherer = TableGatherer(concat_tables, flush_bytes=piece.nbytes * 3, hold_bytes=piece.nbytes * 5)
+    assert gatherer.add("a", piece) == [] and gatherer.add("a", piece) == []
+    (key, table), = gatherer.add("a", piece)
+    assert key == "a" and table.num_rows == 300
+    assert gatherer.add("a", piece) == [] and gatherer.add("b", piece) == [] and gatherer.add("c", piece) == []
+    assert gatherer.add("d", piece) == []
+    out = gatherer.add("e", piece)  # 5 held: every key goes
+    assert [(k, t.num_rows) for k, t in out] == [("a", 100), ("b", 100), ("c", 100), ("d", 100), ("e", 100)]
+    hashes = TableGatherer(concat_hashes, flush_bytes=1 << 20)
+    hashes.add("s", np.arange(3, dtype=np.uint64))
+    hashes.add("s", np.arange(2, dtype=np.uint64))
+    assert [(k, v.tolist()) for k, v in hashes.drain()] == [("s", [0, 1, 2, 0, 1])]
+
+
+def test_the_diagnosis_candidates_of_files_keyed_together_are_those_of_each_file():
+    """Lines of two files in one table: a rejected line is found by its file and number (the same
+    numbers are in both files), and the sample's draw is the one of each file apart."""
+    ds = DataSourceConfig(name="h", dpid=1, segments="x", id_type="declared", declared="hashed", match_on="email",
+                          normalization="adobe")
+    good = "a" * 64
+    texts = {"f1.sync": [f"{good} 1", "zz1 2", f"{good} 3", "not-a-digest 4"],
+             "f2.sync": ["bad-one 1", f"{good} 2", "zz2 3", "zz3 4"]}
+    apart, parsed_all, rejected_all = [], [], []
+    for path, lines in texts.items():
+        parsed, _, _ = parse_chunk(("\n".join(lines) + "\n").encode(), 1, path, ds)
+        keys = dump_keys(parsed, ds, None, None)
+        apart.append(rejected_candidates(parsed, keys.rejected, 10, path))
+        parsed_all.append(parsed)
+    parsed = concat_tables(parsed_all)
+    together = rejected_candidates(parsed, dump_keys(parsed, ds, None, None).rejected, 10, None)
+    expected_sample = bottom_k(pa.concat_tables(apart), 10, ordered=True)
+    assert expected_sample.num_rows == 5
+    assert bottom_k(together, 10, ordered=True).equals(expected_sample)
+
+
+@pytest.mark.parametrize("size", [0, 1])
+def test_concat_tables_of_one_table_is_that_table(size):
+    table = _table(["v"] * size)
+    assert concat_tables([table]) is table
