@@ -127,6 +127,42 @@ def test_a_csv_row_with_an_extra_field_fails_cleanly_with_the_diagnosis_on(demo_
             assert value.strip() not in result.stderr, "a profile's value in the error output"
 
 
+@pytest.mark.parametrize("joined", ["plain", "gzip", "second with a byte order mark"])
+def test_two_csv_extracts_joined_with_cat_fail_naming_the_line_of_the_second_header(demo_copy, tmp_path, joined):
+    """`cat a.csv b.csv > all.csv` (or two .csv.gz, a multi-member gzip): b's header row was read as a
+    profile whose id is the id column's name, `profiles read: 301` for 300, exit 0."""
+    import gzip
+
+    from conftest import assert_failed_cleanly, run_import_cli
+
+    first, second = demo_profiles_as(demo_copy, "csv", bom=False, files=2)
+    head, tail = first.read_bytes(), second.read_bytes()
+    if joined == "second with a byte order mark":  # Excel's save: the mark at the start of b's header
+        tail = codecs.BOM_UTF8 + tail
+    name = "all.csv.gz" if joined == "gzip" else "all.csv"
+    whole = demo_copy / "extract" / name
+    whole.write_bytes(gzip.compress(head) + gzip.compress(tail) if joined == "gzip" else head + tail)
+    first.unlink()
+    second.unlink()
+    job = demo_copy / "job.yaml"
+    job.write_text(job.read_text().replace("path: extract/*.csv", f"path: extract/{name}"))
+    out = tmp_path / "o"
+    line = head.count(b"\n") + 1  # b's header: the line after a's last
+    last = assert_failed_cleanly(run_import_cli(job, out), out, f"{whole}:{line}: repeats the header")
+    assert "two files joined" in last and "@" not in last
+
+
+def test_a_profile_with_one_value_equal_to_its_column_name_is_read(tmp_path):
+    """Only a row whose every read cell is its column's name repeats the header."""
+    from transforms.config_load import parse_config
+
+    path = tmp_path / "p.csv"
+    path.write_text("profile_id,crm_id,note\nP1,crm_id,x\nprofile_id,C2,y\n")
+    cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None, "email": None, "phone": None},
+                        "data_sources": CRM_SOURCES})
+    assert [t["profile_id"].to_pylist() for t in read_profiles(str(path), cfg)] == [["P1", "profile_id"]]
+
+
 @pytest.mark.parametrize("damage", ["empty", "truncated", "pages overwritten"])
 def test_a_damaged_parquet_extract_fails_naming_the_file(demo_copy, damage):
     """A Parquet extract damaged after the preflight check (a copy cut short, a disk error in its

@@ -174,6 +174,8 @@ def counted_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, e
         try:
             if fmt != "csv":  # Arrow's CSV reader checks UTF-8; its JSON and Parquet readers do not
                 table.validate(full=True)
+            else:
+                _refuse_repeated_header(table)
             counts: list = []
             profiles = standardize(table, cfg, path, export, extra, counts)
         except BadOptOut as bad:
@@ -237,6 +239,21 @@ def _jsonl_opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> 
 def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
     for start in range(0, table.num_rows, rows):
         yield table.slice(start, rows)
+
+
+def _refuse_repeated_header(table: pa.Table) -> None:
+    """A CSV row whose every cell read is its column's name (after a UTF-8 byte order mark too) is a
+    second file's header: ``cat a.csv b.csv`` (two gzip files joined are one's members) read it as a
+    profile whose id is the id column's name, exit 0. Raises :class:`RowProblem` at the first. One
+    kernel per column, the id's first: a batch with no row holding its name costs one comparison."""
+    repeated = None
+    for name in table.column_names:
+        same = pc.is_in(table[name], value_set=pa.array([name, codecs.BOM_UTF8.decode() + name]))
+        repeated = same if repeated is None else pc.and_(repeated, same)
+        if not pc.any(repeated).as_py():
+            return
+    raise RowProblem(pc.index(repeated, True).as_py(), "repeats the header: two files joined (cat a.csv b.csv)? "
+                     "keep them apart under profiles.path's glob, or drop the second header")
 
 
 class RowProblem(ValueError):
