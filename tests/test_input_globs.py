@@ -298,3 +298,29 @@ def test_one_delivery_in_two_folders_under_one_glob_is_refused(tmp_path, name):
     if name == "crm.sync":  # another file of the same name: read both
         (tmp_path / "d" / "b" / name).write_text("c1 24\n")
         assert import_audience.run(argv)["data_sources"]["crm"]["received"] == 3
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_an_extract_file_reached_twice_by_the_glob_is_refused(tmp_path, link):
+    """'x/*.csv' with a 'latest.csv' link beside the extract it points to: its profiles were read twice,
+    'profiles read' doubled, exit 0 (a nightly's too, the next night's profiles.max_shrink judged against it).
+    Refused naming both paths, as a dump reached twice is; the export's start-up check is the same."""
+    crm_job(tmp_path)
+    folder = tmp_path / "x"
+    folder.mkdir()
+    (tmp_path / "profiles.csv").rename(folder / "p.csv")
+    if link == "symbolic":
+        (folder / "latest.csv").symlink_to("p.csv")
+    else:
+        (folder / "latest.csv").hardlink_to(folder / "p.csv")
+    job = (tmp_path / "job.yaml").read_text()
+    (tmp_path / "job.yaml").write_text(job.replace("path: profiles.csv", "path: 'x/*.csv'"))
+    message = (f"profiles.path: {folder / 'latest.csv'} and {folder / 'p.csv'} are one file (a link to the "
+               "other): its profiles would be read twice; narrow the glob")
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
+    assert str(info.value) == message
+    with pytest.raises(ConfigError) as info:
+        export_audience.run(["--config", str(tmp_path / "job.yaml"), "--audience", "A", "--targets",
+                             str(folder / "p.csv"), "--output", str(tmp_path / "e")])
+    assert message in str(info.value).splitlines()

@@ -27,7 +27,7 @@ from transforms.jsonl_keys import Samples, jsonl_key_problems
 from transforms.key_cache import INCOMING, MANIFEST
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns
 from transforms.publish import REPORT
-from transforms.storage import folder_hint, glob, join_path, literal, matched
+from transforms.storage import folder_hint, glob, join_path, literal, matched, one_file_twice
 from transforms.targets import TARGETS_COLUMN, targets_format
 
 
@@ -39,6 +39,9 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
     if not extracts:
         return [f"profiles.path: no file matches '{cfg.profiles.path}'{folder_hint(cfg.profiles.path, typed=True)}"]
     problems, headers = [], {}
+    if (twice := one_file_twice(extracts)) is not None:
+        problems.append(f"profiles.path: {twice[0]} and {twice[1]} are one file (a link to the "
+                        "other): its profiles would be read twice; narrow the glob")
     # The opt-out is left out: a part without it fails when read (an unknown opt-out is never a yes).
     omissible = [col for col in optional if col in needed and col != cfg.profiles.opt_out]
     samples = Samples(omissible if cfg.profiles.resolved_format == "jsonl" and len(extracts) > 1 else [])

@@ -307,6 +307,26 @@ def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[
     return paths
 
 
+def one_file_twice(paths: list[str]) -> tuple[str, str] | None:
+    """The first two of ``paths`` that are one file (a symbolic or hard link beside it), else None:
+    read as two, its records would count twice. Local files by device and inode (a hard link has no
+    other real path); objects on ``gs://`` by name."""
+    seen: dict = {}
+    for path in paths:
+        first = seen.setdefault(_identity(path), path)
+        if first != path:
+            return first, path
+    return None
+
+
+def _identity(path: str):
+    """A local file's (inode, device), a ``gs://`` object's name."""
+    try:
+        return path if "://" in path else os.stat(path)[1:3]
+    except OSError:  # (gone, or a dangling link: its reader names it)
+        return path
+
+
 def folder_hint(pattern: str, typed: bool = False) -> str:
     """For a path that matched nothing: why, when it names a folder (a local one, or objects under it
     on gs://), and how to name its files; else ''. Such a path matches nothing (:func:`glob`), and
