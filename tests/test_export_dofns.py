@@ -160,7 +160,7 @@ def test_read_targeted_profiles_keeps_the_targeted_ones_with_their_user_ids(tmp_
     target_filter = KeyFilter(hash64(pa.array(["p1", "p2", "p3"])))
     out = run_dofn(ReadTargetedProfiles(cfg, spec, BUCKETS), [cfg.profiles.path], target_filter, [])
     assert counts(out[ReadTargetedProfiles.COUNTS]) == {Metric.PROFILES_READ: 4, Metric.CONSENT_UNKNOWN_ROWS: 0,
-                                                         Metric.BLOCKED_USER_IDS: 1}
+                                                         Metric.PROFILE_IDS_AT_MOST: 4, Metric.BLOCKED_USER_IDS: 1}
     assert all(t.schema == CANDIDATE_SCHEMA for _, t in out[MAIN])
     # One row per extract row (user_id null) with its status, plus one per usable user ID of an
     # eligible row: p2 is opted out (status 2), p3 has no email, p4 is not targeted.

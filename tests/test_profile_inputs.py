@@ -535,3 +535,46 @@ def test_a_zstd_file_read_in_small_pieces_takes_linear_time(tmp_path):
     with open_decompressed(str(path)) as handle:
         assert len(handle.read()) == 33 << 20
     assert time.perf_counter() - started < 3  # (quadratic: ~20 s; linear: ~0.1 s)
+
+
+def few_ids_job(tmp_path, rows: int, id_of) -> tuple:
+    """A plain-CRM import job: ``rows`` extract rows (row i: crm id c<i>, country and segment of few
+    values, profile id ``id_of(i)``) and a full dump naming every crm id in segment 24."""
+    lines = ["profile_id,crm_id,country"] + [f"{id_of(i)},c{i},{('FR', 'DE', 'BE', 'ES', 'IT')[i % 5]}"
+                                             for i in range(rows)]
+    (tmp_path / "profiles.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"c{i} 24\n" for i in range(rows)))
+    (tmp_path / "job.yaml").write_text(
+        "profiles: {path: profiles.csv, id: country, email: null, phone: null, visitor_ids: null}\n"
+        "data_sources: [{name: crm, dpid: 9, segments: d/*, id_type: declared, declared: plain, match_on: crm_id}]\n")
+    return tmp_path / "job.yaml", tmp_path / "o"
+
+
+def test_a_profile_id_column_of_few_values_fails_naming_the_column_and_field(tmp_path):
+    """`profiles.id: country` (or a segment column): the 1,200 profiles were merged into 5, their 1,200
+    memberships published as 5 (exit 0). Fewer distinct ids than 1 % of the rows fails the run,
+    naming the column and the field, never a value."""
+    from conftest import assert_failed_cleanly
+
+    job, out = few_ids_job(tmp_path, 1_200, lambda i: f"P{i}")
+    last = assert_failed_cleanly(cli_in_process("import", "--config", job, "--output", out), out,
+                                 "profiles.id: column 'country'", "at most 5 distinct values in 1,200 rows")
+    assert not any(value in last for value in ("FR", "DE", "c1", "P1"))
+    job.write_text(job.read_text().replace("visitor_ids: null", "visitor_ids: null, opt_out_missing: consented"))
+    export = cli_in_process("export", "--config", job, "--audience", "A", "--targets", tmp_path / "profiles.csv",
+                            "--output", tmp_path / "e")  # the export reads the extract too
+    assert_failed_cleanly(export, tmp_path / "e", "profiles.id: column 'country'")
+
+
+def test_profile_ids_repeated_on_several_rows_are_read(tmp_path):
+    """Rows sharing a profile id are legitimate (one row per email of a profile): 1,200 rows of 400
+    profiles, or of 12 (100 rows each, the limit), import; 11 profiles in 1,200 rows would not."""
+    for profiles, members in ((400, 400), (12, 12)):
+        folder = tmp_path / str(profiles)
+        folder.mkdir()
+        job, out = few_ids_job(folder, 1_200, lambda i: f"P{i % profiles}")
+        job.write_text(job.read_text().replace("id: country", "id: profile_id"))
+        result = cli_in_process("import", "--config", job, "--output", out)
+        assert result.returncode == 0, result.stderr
+        assert pq.read_table(out / "reconciled").num_rows == members

@@ -56,6 +56,9 @@ class Metric(StrEnum):
     VISITOR_ENTRIES_JOINED = "visitor_entries_joined"  # holding several IDs joined by another character
     VISITOR_ENTRIES_JOINED_BY = "visitor_entries_joined_by"  # detail: the joining character, as shown
     VISITOR_ENTRIES_LISTED = "visitor_entries_listed"  # holding a list written as text ('[...]')
+    # Import and export, job-wide: at most this many distinct profile ids, summed over the extract's
+    # batches (transforms.profile_columns.check_profile_ids).
+    PROFILE_IDS_AT_MOST = "profile_ids_at_most"
     # Export (job-wide): target rows, then one outcome per distinct target (SUPPRESSED above too),
     # then the user IDs against the earlier state, then what was sent.
     TARGET_ROWS = "target_rows"

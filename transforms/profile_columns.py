@@ -194,3 +194,35 @@ def check_visitor_entries(counts: Counts, profiles: ProfilesConfig) -> None:
 
 def _most_common(counted: dict[str, int]) -> str:
     return max(sorted(counted), key=counted.get)
+
+
+# A profile id column of few values (profiles.id naming a country, a segment: every profile sharing a
+# value merged into one, exit 0) against legitimate repeats (one row per email of a profile).
+FEW_IDS_MIN_ROWS = 1_000  # fewer rows are not judged
+FEW_IDS_PER_ROW = 0.01  # distinct ids under this share of the rows: 100 rows a profile, on average
+_PREFIX_ROWS, _PREFIX_IDS = 4_096, 1_024  # a batch whose first rows hold this many ids is not counted
+
+
+def distinct_ids_at_most(ids: pa.ChunkedArray | pa.Array) -> tuple:
+    """The count ``(PROFILE_IDS_AT_MOST, n)`` of a batch: its distinct ids, or its rows when its first
+    4,096 rows already hold more than 1,024 (a real extract: counting them would cost a hash of every
+    id). Summed over the batches it is never below the extract's distinct ids (what
+    :func:`check_profile_ids` needs to refuse safely); a column of few values is counted exactly."""
+    n = len(ids)
+    if pc.count_distinct(ids.slice(0, _PREFIX_ROWS)).as_py() > _PREFIX_IDS:
+        return count(Metric.PROFILE_IDS_AT_MOST, n)
+    return count(Metric.PROFILE_IDS_AT_MOST, pc.count_distinct(ids).as_py())
+
+
+def check_profile_ids(counts: Counts, profiles: ProfilesConfig) -> None:
+    """Raise :class:`RunFailed` (nothing published) when an extract of 1,000 rows or more holds fewer
+    distinct ``profiles.id`` values than 1 % of its rows (:data:`FEW_IDS_PER_ROW`), over all its files
+    and batches: a column of few values (a country, a segment) named as the id, whose profiles were
+    merged into a handful. Rows sharing an id are legitimate (one per email of a profile), so only the
+    implausible share is refused. The count is per batch, summed (:func:`distinct_ids_at_most`): an
+    extract in parts of a few rows each can pass (a known limit)."""
+    rows, ids = counts.get(Metric.PROFILES_READ), counts.get(Metric.PROFILE_IDS_AT_MOST)
+    if rows >= FEW_IDS_MIN_ROWS and ids < rows * FEW_IDS_PER_ROW:
+        raise RunFailed(f"profiles.id: column '{profiles.id}' of '{profiles.path}' holds at most {ids:,} distinct "
+                        f"values in {rows:,} rows (a country, a segment?): profiles sharing an id are merged into "
+                        "one; set profiles.id to the profiles' own id. Nothing was published")

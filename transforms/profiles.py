@@ -29,7 +29,8 @@ from transforms.errors import InputError
 from transforms.extract_header import read_schema_names
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
-from transforms.profile_columns import id_text, profile_id_text, visitor_entry_counts, visitor_lists
+from transforms.profile_columns import (distinct_ids_at_most, id_text, profile_id_text, visitor_entry_counts,
+                                       visitor_lists)
 from transforms.storage import open_input
 
 BATCH_ROWS = 1 << 20
@@ -165,8 +166,9 @@ def read_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, expo
 
 def counted_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, export: bool = False,
                      extra: Sequence[str] = ()) -> Iterator[tuple[pa.Table, list]]:
-    """:func:`read_profiles`' batches, each with its counts (``(Count, n)``) of the visitor-ID entries,
-    which a reader of the whole extract emits for :func:`~transforms.profile_columns.check_visitor_entries`."""
+    """:func:`read_profiles`' batches, each with its counts (``(Count, n)``) of the visitor-ID entries and
+    of its distinct ids, which a reader of the whole extract emits for
+    :func:`~transforms.profile_columns.check_visitor_entries` and ``check_profile_ids``."""
     batch_rows = batch_rows or BATCH_ROWS
     fmt = cfg.profiles.resolved_format
     offset = 0  # rows of the file before the current batch: an error names the file's line or row
@@ -178,6 +180,7 @@ def counted_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, e
                 _refuse_repeated_header(table)
             counts: list = []
             profiles = standardize(table, cfg, path, export, extra, counts)
+            counts.append(distinct_ids_at_most(profiles["profile_id"]))
         except BadOptOut as bad:
             raise _at_row(path, fmt, f"column '{cfg.profiles.opt_out}': {bad.problem}", bad.row, offset) from None
         except RowProblem as bad:

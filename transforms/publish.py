@@ -25,7 +25,7 @@ from transforms.html_report import PAGE, render_run
 from transforms.outcomes import Counts, SumCounts
 from transforms import publish_journal
 from transforms.publish_journal import Journal, apply, commit, read_journal
-from transforms.profile_columns import check_visitor_entries
+from transforms.profile_columns import check_profile_ids, check_visitor_entries
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
 from transforms.write_parts import EMPTY_PART, write_parquet
@@ -107,6 +107,7 @@ class _Publish(beam.DoFn):
             by_source.setdefault(name, []).append(self._file_entry(name, path, lines.get(path)))
         counts = Counts(counts)
         check_visitor_entries(counts, self._cfg.profiles)  # over the whole extract: its files, its batches
+        check_profile_ids(counts, self._cfg.profiles)
         report = build_report(self._cfg, counts, by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
         if self._check is not None:
