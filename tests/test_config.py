@@ -335,3 +335,56 @@ def test_a_hashed_source_matching_on_the_column_of_a_role_by_its_name_is_refused
                   "data_sources": [{**source, "declared": "plain"}]})
     parse_config({"profiles": {"path": "p.parquet", role: column},
                   "data_sources": [{**source, "normalization": "none"}]})
+
+
+# ------------------------------------------------------------------------------------------- match_as
+def test_match_as_reads_another_column_as_emails_or_phones():
+    """A second email column (``work_email``) had no way to be read as emails: a column other than the
+    roles is compared as written (trimmed, its case kept). ``match_as`` says what it holds."""
+    assert parse_config(cfg_with(**{"data_sources.0.match_on": "work_email"})).data_sources[0].key_kind == "other"
+    for kind in ("email", "phone", "other"):
+        ds = parse_config(cfg_with(**{"data_sources.0.match_on": "work_email", "data_sources.0.match_as": kind})).data_sources[0]
+        assert ds.key_kind == kind and ds.match_as == kind
+    # A phone column read as phones takes a region, as the phone role does.
+    data = cfg_with(**{"data_sources.0.match_on": "home_phone", "data_sources.0.match_as": "phone",
+                       "data_sources.0.default_region": "FR"})
+    cfg = parse_config(data)
+    assert cfg.region_for(cfg.data_sources[0]) == "FR"
+    assert parse_config(cfg_with()).data_sources[0].match_as is None  # the role's kind, as before
+
+
+_ENCRYPTION = {"key": "env:K", "iv": "env:IV"}
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"match_on": "email", "match_as": "phone"}, "match_on: email is the email role, read as email addresses: "
+                                                 "match_as: phone contradicts it"),
+    ({"match_on": "phone", "match_as": "other"}, "match_on: phone is the phone role, read as phone numbers: "
+                                                 "match_as: other contradicts it"),
+    ({"match_on": "email", "match_as": "email"}, "match_on: email is read as email addresses already: remove match_as"),
+    ({"declared": "encrypted", "channel": "email", "encryption": _ENCRYPTION, "match_on": "work_email",
+      "match_as": "email"}, "match_as does not apply to 'declared: encrypted': its channel decides"),
+    ({"declared": "encrypted", "match_on": "work_email", "match_as": "email"},
+     "match_as does not apply to 'declared: encrypted': its channel decides"),
+    ({"declared": "plain", "match_on": "work_email", "match_as": "email"},
+     "match_as applies to 'declared: hashed' only (plain IDs are compared as written"),
+    ({"id_type": "visitor", "declared": None, "match_on": None, "match_as": "email"},
+     "match_as applies to 'declared: hashed' only"),
+    ({"normalization": "none", "match_on": "work_email", "match_as": "email"},
+     "match_as does nothing under normalization: none"),
+    ({"match_on": "work_email", "match_as": "email", "default_region": "FR"}, "default_region applies only to phone"),
+])
+def test_match_as_is_refused_where_it_contradicts_or_does_nothing(changes, named):
+    message = error_of(cfg_with(**{f"data_sources.0.{k}": v for k, v in changes.items()}))
+    assert message.startswith("job.yaml: data_sources.0: ") and named in message, message
+    assert "\n" not in message
+
+
+def test_match_as_on_the_column_of_a_role_is_refused_for_the_role():
+    """``match_on: e_mail`` beside ``profiles.email: e_mail`` names the role's column: the role reads it
+    (whatever match_as says, one way to write it)."""
+    data = cfg_with(**{"profiles.email": "e_mail", "data_sources.0.match_on": "e_mail", "data_sources.0.match_as": "email"})
+    message = error_of(data)
+    assert message.startswith("job.yaml: (top level): data_sources.0 ('h'): match_on: e_mail is the column of profiles.email: "
+                               "write match_on: email"), message
+    assert "without match_as" in message and "\n" not in message

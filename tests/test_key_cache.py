@@ -16,9 +16,9 @@ import pytest
 
 from pipelines import import_audience, nightly
 from transforms import key_cache, key_cache_index, key_cache_rows, key_profiles, keys, profiles
-from transforms.config_load import load_config
+from transforms.config_load import load_config, parse_config
 from transforms.errors import RunFailed
-from transforms.key_cache import CacheLayout, CacheWriter, load_cache, row_hashes, source_identity
+from transforms.key_cache import CacheLayout, CacheWriter, column_name, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
 from transforms.parallel import OnceEach, make_pool
@@ -559,6 +559,20 @@ def test_whatever_decides_a_key_is_in_its_identity(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(key_cache, "sys", SimpleNamespace(version_info=(3, 99, 0)))
     assert key_cache.code_identity() != code
+
+
+def test_a_changed_match_as_keys_its_column_anew():
+    """``match_as`` decides how a column's values are keyed: a cache written while ``work_email`` was
+    compared as written must not give its keys once it is read as emails (nor the other way), and
+    two sources reading one column alike still share their cached column."""
+    job = {"profiles": {"path": "p.parquet"}, "data_sources": [
+        {"name": f"s{i}", "dpid": i + 1, "segments": "d/*", "id_type": "declared", "declared": "hashed",
+         "match_on": "work_email", **({"match_as": kind} if kind else {})}
+        for i, kind in enumerate([None, "other", "email", "email"])]}
+    cfg = parse_config(job)
+    names = [column_name(ds, cfg) for ds in cfg.data_sources]
+    assert names[0] == names[1] != names[2] == names[3]  # left out is 'other'
+    assert CacheLayout.of(cfg).sources == dict(zip(["s0", "s1", "s2", "s3"], names))
 
 
 def _published_cache(tmp_path: Path, batch: pa.Table) -> tuple[Path, dict, CacheLayout, dict]:

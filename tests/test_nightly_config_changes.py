@@ -104,6 +104,7 @@ PLAIN = {"id_type": "declared", "declared": "plain", "match_on": "crm_id"}
     (HASHED, {}, {"normalization": "google"}),
     (HASHED, {}, {"hash_algorithm": "sha1"}),
     (HASHED, {}, {"match_on": "work_email"}),
+    ({**HASHED, "match_on": "work_email"}, {}, {"match_as": "email"}),  # the same column, read as emails
     # (match_on naming profiles.email's column, 'contact', read it as text, not an email: now refused,
     # test_config.py::test_a_hashed_source_matching_on_the_column_of_a_role_by_its_name_is_refused)
     ({**HASHED, "match_on": "phone"}, {"default_region": "FR"}, {"default_region": "BE"}),

@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from transforms.config_match import match_as_problem, role_column_problem
 from transforms.errors import ConfigError
 from transforms.phones import check_region
 from transforms.secrets import reference_problem
@@ -134,6 +135,9 @@ class DataSourceConfig(_Strict):
     id_type: Literal["visitor", "declared"]
     declared: Literal["plain", "hashed", "encrypted"] | None = None
     match_on: str | None = None
+    # hashed: how a match_on column other than the roles is read (email | phone | other); None: the
+    # role's kind for match_on email / phone, else other (trimmed, case kept). See transforms.config_match.
+    match_as: Literal["email", "phone", "other"] | None = None
     # none: the value exactly as the extract / decryption gives it (no trim, no lower-casing)
     normalization: Literal["adobe", "uid2", "google", "meta", "none"] = "adobe"
     digest: Literal["hex", "base64"] | None = None  # default: the normalization profile's
@@ -227,8 +231,12 @@ class DataSourceConfig(_Strict):
                              f"set match_on: {role} (or channel: {'sms' if role == 'email' else 'email'})")
         if self.force_reconciliation and not self.decrypts:
             raise ValueError("force_reconciliation applies only to 'declared: encrypted' with channel email or sms")
+        problem = match_as_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.default_region is not None and self.key_kind != "phone":
-            raise ValueError("default_region applies only to phone data sources (match_on: phone, or channel: sms)")
+            raise ValueError("default_region applies only to phone data sources (match_on: phone, match_as: phone, "
+                             "or channel: sms)")
         return self
 
     @property
@@ -236,6 +244,8 @@ class DataSourceConfig(_Strict):
         """How the reconciliation key is normalized: email, phone or other."""
         if self.declared == "encrypted":
             return {"email": "email", "sms": "phone"}.get(self.channel, "other")
+        if self.match_as is not None:
+            return self.match_as
         return {"email": "email", "phone": "phone"}.get(self.match_on or "", "other")
 
     @property
@@ -309,17 +319,10 @@ class JobConfig(_Strict):
 
     @model_validator(mode="after")
     def _role_by_its_column(self) -> "JobConfig":
-        """A hashed source's ``match_on`` naming the email or phone role's column (``e_mail``) rather
-        than the role: compared as any column (trimmed, case kept), every address with a capital, every
-        phone not written in E.164, missed its hash, exit 0. Normalization ``none`` hashes as stored."""
         for i, ds in enumerate(self.data_sources):
-            if ds.declared != "hashed" or ds.normalization == "none" or ds.match_on in ("email", "phone"):
-                continue
-            for role in ("email", "phone"):
-                if ds.match_on is not None and ds.match_on == getattr(self.profiles, role):
-                    raise ValueError(f"data_sources.{i} ('{ds.name}'): match_on: {ds.match_on} is the column of "
-                                     f"profiles.{role}: write match_on: {role}, so its values are normalized as "
-                                     f"{role}s (named by the column, they are compared as written)")
+            problem = role_column_problem(ds, self.profiles)
+            if problem:
+                raise ValueError(f"data_sources.{i} ('{ds.name}'): {problem}")
         return self
 
     @model_validator(mode="after")
