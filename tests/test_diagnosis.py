@@ -280,9 +280,12 @@ def test_a_hashed_source_matching_on_an_email_column_by_its_name_is_told_to_read
     """'match_on: e_mail' where profiles.email is left at its default: the column is read as any
     column (trimmed, its case kept), the platform hashed normalized addresses, so every address
     written with a capital missed, exit 0, and the diagnosis found nothing (it read the match column
-    only as configured). It now names the column read as emails, and the change that does it."""
+    only as configured). It now names the column read as emails, and the change that does it. (A
+    column of addresses and little else now fails the run, test_match_as.py; this one holds 150
+    placeholders too, under the stop's 4 in 5.)"""
     emails = [f"  User{i}@Example.ORG " for i in range(300)] + [f"user{i}@example.net" for i in range(100)]
-    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(len(emails))], "e_mail": emails}),
+    column = emails + ["n/a"] * 150
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(len(column))], "e_mail": column}),
                    tmp_path / "profiles.parquet")
     (tmp_path / "segments").mkdir()
     (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in _hashed(emails, "email")))

@@ -4,6 +4,7 @@ the export key it so."""
 from __future__ import annotations
 
 import gzip
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,8 +14,11 @@ import yaml
 
 from conftest import cli_in_process, run_import_cli
 from transforms.config_load import parse_config
+from transforms.errors import RunFailed
 from transforms.keys import profile_key_rows, profile_keys
+from transforms.match_columns import check_match_columns, match_column_counts
 from transforms.normalize import PROFILES, normalize_and_hash
+from transforms.outcomes import Counts, Metric
 from transforms.profiles import KEY_PREFIX
 
 # Capitals, edge whitespace of every kind, gmail dots and +tags, Unicode case, an invalid value, empties.
@@ -104,3 +108,78 @@ def test_a_key_cache_written_before_match_as_changed_gives_none_of_its_keys(tmp_
     result = cli_in_process("import", "--config", job, "--output", tmp_path / "after", "--key-cache", cache)
     assert result.returncode == 0, result.stderr
     assert pq.read_table(tmp_path / "after" / "reconciled").num_rows == 100
+
+
+# ----------------------------------------------------------------------------------------- the stop
+def test_a_hashed_source_comparing_email_addresses_as_written_fails_naming_the_fix(tmp_path):
+    """match_as left out on a column of email addresses: 60 of 100 missed their hash, exit 0 (above).
+    Judged over the whole extract, the run now fails: one line naming the data source, the column and
+    both fixes, no address, nothing published. match_as: other written explicitly never trips it."""
+    from conftest import assert_failed_cleanly
+
+    job = _work_email_job(tmp_path, None)
+    result = run_import_cli(job, tmp_path / "out")
+    line = assert_failed_cleanly(result, tmp_path / "out", "'work'", "'work_email'", "match_as: email", "match_as: other")
+    assert "100 of 100" in line and "@" not in result.stderr
+    job.write_text(job.read_text().replace("match_on: work_email", "match_on: work_email\n  match_as: other"))
+    result = run_import_cli(job, tmp_path / "as-written")
+    assert result.returncode == 0, result.stderr
+    assert pq.read_table(tmp_path / "as-written" / "reconciled").num_rows == 40  # as written, as asked
+
+
+def _judged(batches: list[list], **source):
+    """The config of a hashed source on 'col', and the counts a reader of an extract of ``batches``
+    (values of 'col') gives it."""
+    cfg = parse_config({"profiles": {"path": "p.parquet"}, "data_sources": [
+        {"name": "s", "dpid": 1, "segments": "d/*", "id_type": "declared", "declared": "hashed", "match_on": "col",
+         **source}]})
+    counts = []
+    for values in batches:
+        counts += match_column_counts({KEY_PREFIX + "col": pa.array(values, pa.string())}, cfg, KEY_PREFIX)
+    return cfg, Counts(counts)
+
+
+_IDS = {
+    "crm ids": [f"CRM-{i:06d}" for i in range(100)],
+    "all-digit ids": [str(10**9 + i) for i in range(100)],
+    "uuids": [str(uuid.UUID(int=i * 7919)) for i in range(100)],
+    "hex digests": normalize_and_hash(pa.array([f"a{i}@b.co" for i in range(100)]), "email")[0].to_pylist(),
+    "base64 digests": normalize_and_hash(pa.array([f"a{i}@b.co" for i in range(100)]), "email", "uid2")[0].to_pylist(),
+    "phones": [f"+33 6 12 34 {i:02d} 00" for i in range(100)],
+    "addresses in text": [f"mail a{i}@b.co or c@d.eu" for i in range(100)],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_IDS))
+def test_the_stop_never_trips_on_ids_uuids_digests_or_phones(kind):
+    cfg, counts = _judged([_IDS[kind]])
+    check_match_columns(counts, cfg.data_sources, cfg.profiles)
+
+
+def test_the_stop_trips_on_a_large_majority_of_addresses_judged_over_the_whole_extract():
+    emails = [f" Ann{i}@Example.com\u00a0" for i in range(80)]
+    cfg, counts = _judged([emails[:40], ["x", "", None] + _IDS["crm ids"][:19], emails[40:]])  # 80 of 100 non-empty
+    with pytest.raises(RunFailed, match=r"data source 's': 80 of 100 values of its match_on column 'col' of "
+                                        r"'p.parquet' are email addresses.*set match_as: email \(or match_as: other"):
+        check_match_columns(counts, cfg.data_sources, cfg.profiles)
+    cfg, counts = _judged([emails[:79], _IDS["crm ids"][:21]])  # 79 of 100: a mixed column, left to the diagnosis
+    check_match_columns(counts, cfg.data_sources, cfg.profiles)
+    cfg, counts = _judged([emails[:2]])  # two values are no column of addresses
+    check_match_columns(counts, cfg.data_sources, cfg.profiles)
+    for settled in ({"match_as": "other"}, {"match_as": "email"}, {"normalization": "none"}, {"declared": "plain"}):
+        cfg, counts = _judged([emails], **settled)  # as written on purpose, read as emails, or hashed as stored
+        assert not counts.get(Metric.MATCH_VALUES, "s")
+        check_match_columns(counts, cfg.data_sources, cfg.profiles)
+
+
+def test_an_export_of_a_column_of_addresses_compared_as_written_fails_too(tmp_path):
+    """The export sent digests of the addresses as written (capitals and spaces): the platform's IDs of
+    no one. It fails as the import does, sending nothing."""
+    from conftest import assert_failed_cleanly
+
+    job = _work_email_job(tmp_path, None)
+    pq.write_table(pa.table({"profile_id": ["P000", "P070"]}), tmp_path / "targets.parquet")
+    result = cli_in_process("export", "--config", job, "--audience", "A", "--targets", tmp_path / "targets.parquet",
+                            "--output", tmp_path / "out", "--run-date", "2026-11-22")
+    assert_failed_cleanly(result, tmp_path / "out", "'work'", "'work_email'", "match_as: email")
+    assert not (tmp_path / "out" / "onboarding").exists() or not any((tmp_path / "out" / "onboarding").iterdir())

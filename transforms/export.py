@@ -97,6 +97,7 @@ from transforms.onboarding import (
     write_control_file,
 )
 from transforms.outcomes import Counts, Metric, SumCounts, count
+from transforms.match_columns import check_match_columns
 from transforms.profile_columns import check_profile_ids, check_visitor_entries
 from transforms.publish import publish_outputs
 from transforms.storage import MatchFiles, join_path
@@ -231,6 +232,7 @@ class PublishExport(beam.DoFn):
         counts = Counts(counts)
         check_visitor_entries(counts, self._profiles)  # over the whole extract: its files, its batches
         check_profile_ids(counts, self._profiles)
+        check_match_columns(counts, [self._spec.data_source], self._profiles)  # (so too)
         others = other_versions(self._state, strip_parts, counts)
         report = build_export_report(self._spec, counts, files, self._targets, self._state, [e for _, e, _ in others])
         check_export_report(report)

@@ -59,6 +59,10 @@ class Metric(StrEnum):
     # Import and export, job-wide: at most this many distinct profile ids, summed over the extract's
     # batches (transforms.profile_columns.check_profile_ids).
     PROFILE_IDS_AT_MOST = "profile_ids_at_most"
+    # Import and export, per data source: the match column of a hashed source read as written
+    # (transforms.match_columns.check_match_columns), judged over all the extract's files.
+    MATCH_VALUES = "match_values"  # its non-empty values
+    MATCH_VALUES_EMAILS = "match_values_emails"  # those that look like email addresses
     # Export (job-wide): target rows, then one outcome per distinct target (SUPPRESSED above too),
     # then the user IDs against the earlier state, then what was sent.
     TARGET_ROWS = "target_rows"

@@ -29,6 +29,7 @@ from transforms.errors import InputError
 from transforms.extract_header import read_schema_names
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
+from transforms.match_columns import match_column_counts
 from transforms.profile_columns import (distinct_ids_at_most, id_text, profile_id_text, visitor_entry_counts,
                                        visitor_lists)
 from transforms.storage import open_input
@@ -80,7 +81,8 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
                 counts: list | None = None) -> pa.Table:
     """Map an extract's columns to the standard profile table (see the module's docstring); ``extra``
     columns of the extract become ``k:`` columns too, where present and not nested (lists, structs).
-    ``counts``: the visitor-ID entries' counts are added to it (:func:`visitor_entry_counts`)."""
+    ``counts``: the visitor-ID entries' counts are added to it (:func:`visitor_entry_counts`), and the
+    judged match columns' (:func:`~transforms.match_columns.match_column_counts`)."""
     p = cfg.profiles
     n = table.num_rows
     ids = profile_id_text(table[p.id], path, p.id)
@@ -107,6 +109,8 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     cols["opt_out"] = _opt_out(table, cfg, path, export)
     for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = _text(table, col, path)
+    if counts is not None:
+        counts += match_column_counts(cols, cfg, KEY_PREFIX)
     for col in extra:
         if KEY_PREFIX + col not in cols and col in table.column_names and not pa.types.is_nested(table[col].type):
             cols[KEY_PREFIX + col] = plain_array(table[col], text="cast")

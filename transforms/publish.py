@@ -25,6 +25,7 @@ from transforms.html_report import PAGE, render_run
 from transforms.outcomes import Counts, SumCounts
 from transforms import publish_journal
 from transforms.publish_journal import Journal, apply, commit, read_journal
+from transforms.match_columns import check_match_columns
 from transforms.profile_columns import check_profile_ids, check_visitor_entries
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
@@ -108,6 +109,7 @@ class _Publish(beam.DoFn):
         counts = Counts(counts)
         check_visitor_entries(counts, self._cfg.profiles)  # over the whole extract: its files, its batches
         check_profile_ids(counts, self._cfg.profiles)
+        check_match_columns(counts, self._cfg.data_sources, self._cfg.profiles)  # (so too)
         report = build_report(self._cfg, counts, by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
         if self._check is not None:
