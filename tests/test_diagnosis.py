@@ -301,6 +301,30 @@ def test_a_hashed_source_matching_on_an_email_column_by_its_name_is_told_to_read
     assert _run(tmp_path, cfg, "fixed")["data_sources"]["h"]["reconciled"] == 400
 
 
+@pytest.mark.parametrize("home, match_as", [(True, None), (False, "other")])
+def test_a_second_email_column_compared_as_written_is_told_match_as_email(tmp_path, home, match_as):
+    """'match_on: work_email' beside the extract's own email column (profiles.email: email), or with
+    match_as: other written: the role is not this column's to take (the home addresses are the role's;
+    match_as: other would stay beside it), so the finding suggests match_as: email, the same keys."""
+    work = [f"  Work{i}@Corp.EXAMPLE " for i in range(300)] + [f"work{i}@corp.example" for i in range(300, 400)]
+    columns = {"work_email": work + ["n/a"] * 150}  # placeholders: under the stop's 4 in 5
+    if home:
+        columns["email"] = [f"home{i}@example.org" for i in range(550)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(550)], **columns}), tmp_path / "profiles.parquet")
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "dump.sync").write_text("".join(f"{i} 11\n" for i in _hashed(work, "email")))
+    ds = {"name": "h", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "hashed",
+          "match_on": "work_email", **({"match_as": match_as} if match_as else {})}
+    cfg = {"profiles": {"path": "profiles.parquet", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    entry = _run(tmp_path, cfg, "out")["data_sources"]["h"]
+    assert (entry["reconciled"], entry["unmatched"]) == (100, 300)
+    finding = entry["diagnosis"][0]
+    assert (finding["kind"], finding["would_match"], finding["suggestion"]) == ("column", 300, {"match_as": "email"})
+    assert "'work_email' (email addresses)" in finding["message"] and "@" not in finding["message"]
+    ds["match_as"] = "email"  # as suggested: every line matches
+    assert _run(tmp_path, cfg, "fixed")["data_sources"]["h"]["reconciled"] == 400
+
+
 def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_path):
     """700 addresses sent unhashed to a hashed source (invalid_hash), 100 digests of unnormalized
     addresses (unmatched), 300 that match. The run fails on the invalid IDs; its line named the

@@ -222,6 +222,8 @@ def _describe_digests(ds: DataSourceConfig, cfg: JobConfig, change: dict) -> str
     normalization = change.get("normalization", ds.normalization)
     column = cfg.profiles.column_for(ds.match_on)
     what = f"profile {noun(ds.key_kind)} ('{column}')"
+    if "match_as" in change:
+        what = f"the profile column '{column}' ({noun(change['match_as'])})"
     if "match_on" in change:
         target = change.get("profiles.email") or change.get("profiles.phone") or cfg.profiles.column_for(change["match_on"])
         what = f"the profile column '{target}' ({noun(change['match_on']) if change['match_on'] in ('email', 'phone') else 'values'})"

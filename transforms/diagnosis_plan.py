@@ -178,6 +178,17 @@ def _match_on(cfg: JobConfig, column: str, kind: str) -> Suggestion:
     return (("match_on", name),)
 
 
+def _read_as(ds: DataSourceConfig, cfg: JobConfig, kind: str, kinds: dict[str, str]) -> Suggestion:
+    """The change that reads a hashed source's own match column as the emails or phones it holds:
+    ``match_as``, the same keys as the role's; the role itself (``match_on: email``, ``profiles.email``:
+    the column) only where the column is the extract's one of that kind and match_as is left out
+    (the extract's own email column is the role's, and every data source's)."""
+    role = getattr(cfg.profiles, kind)
+    if ds.match_as is not None or (role is not None and KEY_PREFIX + role in kinds):
+        return (("match_as", kind),)
+    return _match_on(cfg, _match_column(ds, cfg), kind)
+
+
 def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: dict[str, str]) -> list[Probe]:
     here = _match_column(ds, cfg)
     # The match column itself too, read as what it holds: 'match_on: e_mail' (the column, not the role)
@@ -192,7 +203,8 @@ def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View],
             kept = ds.normalization if ds.normalization != AS_IS else PROFILES[0]
             normalizations = (*PROFILES, AS_IS) if kind != "other" else (kept, AS_IS)  # 'other': trim, or nothing
             for normalization in normalizations:
-                change = () if own else _match_on(cfg, column, kind)
+                change = (() if own else _read_as(ds, cfg, kind, kinds) if column == here
+                          else _match_on(cfg, column, kind))
                 change += _hashing_change(ds, normalization, encoding, algorithm)
                 finding = ("algorithm" if algorithm != ds.hash_algorithm else "column" if not own
                            else "normalization" if normalization != ds.normalization else "digest")
