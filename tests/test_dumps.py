@@ -289,6 +289,7 @@ def test_the_md5_thread_keeps_a_bounded_backlog_and_the_order(tmp_path, monkeypa
             return self._md5.hexdigest()
 
     monkeypatch.setattr(dump_files.hashlib, "md5", lambda **_: SlowMd5())
+    monkeypatch.setattr(dump_files._Tally, "INLINE_BYTES", 4096)  # the thread starts after 4 KB
     body = "".join(f"{VID} {i % 50}\n" for i in range(5000)).encode()
     path = tmp_path / "ftp_1_2_full_1486140844000.sync"
     path.write_bytes(body)
@@ -305,6 +306,33 @@ def test_the_md5_thread_keeps_a_bounded_backlog_and_the_order(tmp_path, monkeypa
         raw.close()
     assert 1 < most <= dump_files._Tally.MAX_BACKLOG
     assert hashers and not any(t.is_alive() for t in hashers)  # closed: its thread is gone
+
+
+@pytest.mark.parametrize("size", [100, 2_000_000])
+def test_a_small_dump_is_hashed_without_a_thread_and_a_big_one_with_it(tmp_path, size):
+    """The first MiB is hashed as it is read: a dump of a few thousand lines (one of hundreds of
+    splits) starts no thread; a bigger one does after it. Either way the md5 and size are the file's."""
+    import hashlib
+    import threading
+
+    from transforms.dump_files import FileStats, read_chunks
+
+    body = "".join(f"{VID} {i % 50}\n" for i in range(size // 42 + 1)).encode()
+    path = tmp_path / "ftp_1_2_full_1486140844000.sync"
+    path.write_bytes(body)
+    started = []
+    original = threading.Thread.start
+    def start(thread):
+        started.append(thread.name)
+        original(thread)
+    stats = FileStats()
+    threading.Thread.start = start
+    try:
+        assert b"".join(read_chunks(str(path), stats=stats)) == body
+    finally:
+        threading.Thread.start = original
+    assert (stats.md5, stats.size) == (hashlib.md5(path.read_bytes()).hexdigest(), path.stat().st_size)
+    assert any(name.startswith("dump-md5") for name in started) == (size > 1 << 20)
 
 
 def test_a_segment_id_is_ascii_digits_only_token_by_token():
