@@ -123,3 +123,23 @@ def test_the_diagnosis_candidates_of_files_keyed_together_are_those_of_each_file
 def test_concat_tables_of_one_table_is_that_table(size):
     table = _table(["v"] * size)
     assert concat_tables([table]) is table
+
+
+def test_chunks_of_several_files_parse_as_each_file_apart():
+    """parse_chunks: the rows, line numbers, files and rejections parse_chunk gives each file; a bad
+    line break fails naming its own file and line."""
+    from transforms.dumps import parse_chunks
+    from transforms.errors import InputError
+
+    ds = DataSourceConfig(name="v", dpid=1, segments="x", id_type="visitor")
+    vid = "1" * 38
+    jobs = [(f"{vid} 1,2\nbad 3\n{vid} 4\n".encode(), 1, "a.sync"), (b"", 1, "empty.sync"),
+            (f"{vid} 5\n\n{vid} 6,7 8\nx\n".encode(), 41, "b.sync")]
+    parsed, rejected, lines = parse_chunks(jobs, ds)
+    apart = [parse_chunk(chunk, first, path, ds) for chunk, first, path in jobs]
+    assert lines == sum(n for _, _, n in apart) == 7
+    assert parsed.to_pylist() == [row for p, _, _ in apart for row in p.to_pylist()]
+    assert rejected.to_pylist() == [row for _, r, _ in apart for row in r.to_pylist()]
+    assert [(r["source_file"], r["line"]) for r in parsed.to_pylist()] == [("a.sync", 1), ("a.sync", 2), ("a.sync", 3), ("b.sync", 41), ("b.sync", 43)]
+    with pytest.raises(InputError, match=r"b\.sync.*line 42"):
+        parse_chunks([jobs[0], (f"{vid} 5\n{vid}\r 6\n".encode(), 41, "b.sync")], ds)

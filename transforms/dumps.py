@@ -155,10 +155,15 @@ def _without_leading_zeros(lists: pa.ListArray, digits: pa.Array, non_empty: np.
 
 
 def parse_lines(
-    lines: pa.Array, first_line: int, source_file: str, ds: DataSourceConfig, keep_removals: bool = False
+    lines: pa.Array, first_line: int | np.ndarray, source_file: str | pa.DictionaryArray, ds: DataSourceConfig,
+    keep_removals: bool = False,
 ) -> tuple[pa.Table, pa.Table]:
-    """Parse binary lines numbered from ``first_line``; returns (parsed, rejected) tables."""
-    line_no = np.arange(first_line, first_line + len(lines), dtype=np.int64)
+    """Parse binary lines numbered from ``first_line``, of the dump ``source_file``; returns (parsed,
+    rejected) tables. Lines of several files: each line's number and file (``NAME``) as arrays."""
+    if isinstance(first_line, np.ndarray):
+        line_no = first_line
+    else:
+        line_no = np.arange(first_line, first_line + len(lines), dtype=np.int64)
     parts, nparts, reason = _split_fields(lines, ds)
     ok = np.flatnonzero(reason == None)  # noqa: E711 - numpy elementwise
     column = _field_getter(parts, nparts, ok, list(ds.columns))
@@ -175,7 +180,8 @@ def parse_lines(
     parsed = pa.table(
         {
             "data_source": constant(ds.name, n_good),
-            "source_file": constant(source_file, n_good),
+            "source_file": constant(source_file, n_good) if isinstance(source_file, str)
+            else source_file.take(pa.array(ok[good])),
             "line": pa.array(line_no[ok][good]),
             "id": ids.filter(good_arr),
             "segments": segments.filter(good_arr),
@@ -282,6 +288,26 @@ def parse_chunk(chunk: bytes, first_line: int, path: str, ds: DataSourceConfig,
     lines, data, offsets = _split(chunk)
     check_lines(path, data, offsets, first_line)
     parsed, rejected = parse_lines(lines, first_line, path, ds, keep_removals)
+    return parsed, rejected, len(lines)
+
+
+def parse_chunks(jobs: list[tuple[bytes, int, str]], ds: DataSourceConfig,
+                 keep_removals: bool = False) -> tuple[pa.Table, pa.Table, int]:
+    """:func:`parse_chunk` for chunks of several files at once (``(chunk, first line, path)`` each):
+    one pass of the parsing kernels for them all, each line numbered in its own file. A batch split
+    in hundreds of files of a few thousand lines paid those kernels' fixed cost once a file."""
+    pieces = []
+    for chunk, first_line, path in jobs:
+        lines, data, offsets = _split(chunk)
+        check_lines(path, data, offsets, first_line)
+        pieces.append(lines)
+    counts = [len(lines) for lines in pieces]
+    line_no = np.concatenate([np.zeros(0, np.int64)] + [np.arange(first, first + n, dtype=np.int64)
+                                                        for (_, first, _), n in zip(jobs, counts)])
+    files = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(jobs), dtype=np.int32), counts)),
+                                           pa.array([path for _, _, path in jobs], pa.string()))
+    lines = pa.concat_arrays(pieces) if pieces else pa.array([], pa.binary())
+    parsed, rejected = parse_lines(lines, line_no, files, ds, keep_removals)
     return parsed, rejected, len(lines)
 
 

@@ -25,7 +25,7 @@ from transforms.crypto import build_decryptor
 from transforms.diagnosis_sample import rejected_candidates
 from transforms.dump_files import CHUNK_BYTES, FileStats, dump_paths
 from transforms.dump_names import missing_splits, sync_mode_of
-from transforms.dumps import numbered_chunks, parse_chunk
+from transforms.dumps import numbered_chunks, parse_chunk, parse_chunks
 from transforms.errors import InputError
 from transforms.incremental import unnamed_dump_error
 from transforms.keys import dump_keys
@@ -206,9 +206,7 @@ class ReadDumpFile(PooledDoFn):
     def _key_files(self, name: str, removals: bool, jobs: list[tuple[bytes, int, str]]) -> tuple[int, list]:
         """:meth:`_key_chunk` for the text of several small files at once."""
         ds = self._cfg.data_source(name)
-        pieces = [parse_chunk(chunk, first_line, path, ds, removals) for chunk, first_line, path in jobs]
-        return self._key_parsed(name, None, ds, removals, concat_tables([parsed for parsed, _, _ in pieces]),
-                                concat_tables([rejected for _, rejected, _ in pieces]), sum(n for _, _, n in pieces))
+        return self._key_parsed(name, None, ds, removals, *parse_chunks(jobs, ds, removals))
 
     def _emit(self, result: tuple[int, list]) -> list:
         lines, outputs = result
