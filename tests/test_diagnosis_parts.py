@@ -17,7 +17,7 @@ from transforms.config import DataSourceConfig, JobConfig
 from transforms.crypto import GcmDecryptor
 from transforms.diagnosis import AssembleFindings, ConfirmForms, ScreenForms, screen_step, worth_confirming
 from transforms.diagnosis_crypto import CbcMaterial, cbc_findings
-from transforms.diagnosis_forms import SCREEN_ALL, screen_columns, screen_rows, spread
+from transforms.diagnosis_forms import SCREEN_ALL, screen_columns, screen_rows, screen_whole, spread
 from transforms.diagnosis_gcm import gcm_findings
 from transforms.diagnosis_sample import SAMPLE_SCHEMA, SampleLines, bottom_k, candidates, place_hashes, rejected_candidates
 from transforms.encrypt import encrypt_cbc, encrypt_gcm
@@ -99,7 +99,9 @@ def _run_dofns(cfg: JobConfig, path: str, sample: pa.Table, profiles_batches) ->
     screen, confirm, assemble_ = ScreenForms(cfg), ConfirmForms(cfg), AssembleFindings(cfg)
     for dofn in (screen, confirm, assemble_):
         dofn.setup()
+    screen.start_bundle()
     screened = [out for batch in profiles_batches for out in screen.process(screen_rows(batch), samples)]
+    screened += [out.value for out in screen.finish_bundle()]
     probed = list(confirm.process(path, samples, screened))
     return dict(assemble_.process(None, samples, probed))["h"]
 
@@ -117,6 +119,41 @@ def test_digests_of_a_column_that_is_not_the_email_role_suggest_it_as_the_email_
     assert [(f["kind"], f["suggestion"], f["would_match"], f["sampled"]) for f in findings] == [
         ("column", {"profiles.email": "work_email"}, n, n)]  # match_on is already email
     assert "'work_email'" in findings[0]["message"] and "@" not in findings[0]["message"]
+
+
+def test_screen_rows_screened_together_give_what_they_give_apart(tmp_path, monkeypatch):
+    """ScreenForms screens a bundle's elements together (an extract of many small parts): per data
+    source and probe, the sampled lines matched are those of the elements screened one by one, also
+    where the elements' columns read otherwise (a part whose work_email holds no emails)."""
+    n = 1200
+    work = [f"Worker{i}@Example.com " for i in range(n)]
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(n)], "email": [f"home{i}@example.org" for i in range(n)],
+                             "work_email": work, "crm": [f"C{i}" for i in range(n)]}), tmp_path / "p.parquet")
+    cfg = _job(tmp_path)
+    digests = pa.array([bytes.fromhex(d) for d in normalize_and_hash(pa.array(work), "email", "adobe")[0].to_pylist()]
+                       + [bytes.fromhex(d) for d in normalize_and_hash(pa.array([f"home{i}@example.org" for i in range(0, n, 7)]), "email", "google")[0].to_pylist()])
+    sample = bottom_k(candidates(digests, Reason.NO_MATCHING_PROFILE, len(digests)), len(digests), ordered=True)
+    whole = next(read_profiles(cfg.profiles.path, cfg, extra=screen_columns(cfg, cfg.profiles.path)))
+    batches = [screen_rows(whole.slice(i, 150)) for i in range(0, n, 150)]
+    other = batches[3].set_column(batches[3].column_names.index("k:work_email"), "k:work_email",
+                                  pa.array(["x"] * batches[3].num_rows))
+    batches[3] = other  # this part's column reads as 'other', not 'email'
+
+    def screened(hold: int) -> dict:
+        monkeypatch.setattr(ScreenForms, "HOLD_ROWS", hold)
+        screen = ScreenForms(cfg)
+        screen.setup()
+        screen.start_bundle()
+        out = [o for batch in batches for o in screen.process(batch, {"h": sample})]
+        out += [o.value for o in screen.finish_bundle()]
+        united: dict = {}
+        for name, probe, rows in out:
+            united[(name, probe)] = np.union1d(united.get((name, probe), np.zeros(0, np.int64)), rows)
+        return {k: v.tolist() for k, v in united.items()}
+
+    apart, together = screened(1), screened(1 << 30)
+    assert apart == together
+    assert len(apart) >= 2 and sum(len(rows) for rows in apart.values()) > 100
 
 
 def test_the_screen_reads_fewer_profiles_for_bigger_samples():
@@ -151,6 +188,17 @@ def test_a_small_extract_is_screened_whole_and_a_big_one_in_part():
     # read in two batches, the file's rows are picked the same way
     halves = [screen_rows(big.slice(0, n // 2), 0), screen_rows(big.slice(n // 2), n // 2)]
     assert pa.concat_tables(halves).equals(whole)
+
+
+def test_an_extract_of_many_files_shares_the_rows_screened_whole_among_them():
+    """Each file's first SCREEN_ALL rows were screened whole: Spark's 200 parts of 5,000 profiles
+    were all screened, where 1 in 16 was meant. The whole rows are now SCREEN_ALL for the extract."""
+    assert screen_whole(1) == SCREEN_ALL and screen_whole(0) == SCREEN_ALL
+    part = pa.table({"profile_id": pa.array(np.arange(5000)).cast(pa.string())})
+    screened = screen_rows(part, 0, screen_whole(200))
+    assert screened["profile_id"].to_pylist()[:40] == [str(i) for i in range(40)]
+    assert abs(screened.num_rows - 40 - (5000 - 40) / 16) < 60
+    assert screen_rows(part.slice(0, 30), 0, screen_whole(3)).num_rows == 30  # a small extract in 3 files: whole
 
 
 def test_the_screen_spreads_over_the_extract_without_a_period():

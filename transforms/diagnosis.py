@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.crypto import build_decryptor
@@ -37,6 +38,7 @@ from transforms.diagnosis_forms import (SCREEN_SHARE, Form, ProfileKeys, column_
 from transforms.diagnosis_plan import Probe, probes, sample_views
 from transforms.diagnosis_sample import SampleLines, rejected_rows
 from transforms.memory import release_free_memory
+from transforms.parallel import in_global_window
 from transforms.profiles import KEY_PREFIX, read_profiles
 
 # The screen looks at enough profiles for a form explaining a finding's minimum of lines to show on
@@ -74,13 +76,41 @@ class _Probing(beam.DoFn):
 class ScreenForms(_Probing):
     """Screen rows -> ``(data source, probe, sample rows it matched)`` for every probe whose profile
     form matched a sampled line on them (probe as a plain tuple; rows may be empty for a probe of a
-    form another probe matched)."""
+    form another probe matched).
+
+    An element's rows are screened with those of the bundle's other elements whose columns read
+    alike (:func:`column_kinds`), once they hold HOLD_ROWS or at the bundle's end: the probes and
+    the profiles' keys under every form cost the same for 300 rows as for 30,000, and an extract of
+    200 parts (Spark's) sent 200 elements. A probe's rows are a set of sampled lines, which
+    :func:`worth_confirming` unites over elements anyway, so what is screened together gives what
+    was screened apart."""
+
+    HOLD_ROWS = 1 << 16
+
+    def start_bundle(self):
+        self._held: dict[tuple, list[pa.Table]] = {}
+        self._rows, self._samples = 0, None
+
+    def finish_bundle(self):
+        yield from (in_global_window(out) for out in self._screen())
+        super().finish_bundle()
 
     def process(self, profiles, samples):
         if not samples:
             return
         profiles = profiles.take(spread(profiles.num_rows, screen_step(samples), salt=1))
         kinds = column_kinds(profiles, self._cfg)
+        self._held.setdefault(tuple(kinds.items()), []).append(profiles)
+        self._rows, self._samples = self._rows + profiles.num_rows, samples
+        if self._rows >= self.HOLD_ROWS:
+            yield from self._screen()
+
+    def _screen(self):
+        held, self._held, self._rows, samples = self._held, {}, 0, self._samples
+        for kinds, tables in held.items():
+            yield from self._screened(pa.concat_tables(tables, promote_options="permissive"), dict(kinds), samples)
+
+    def _screened(self, profiles: pa.Table, kinds: dict, samples: dict):
         plans = {}
         for name, sample in sorted(samples.items()):
             views = self.views(name, sample)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.config import JobConfig
-from transforms.diagnosis_forms import screen_columns, screen_rows
+from transforms.diagnosis_forms import screen_columns, screen_rows, screen_whole
 from transforms.iv_check import first_block_histogram
 from transforms.join import MEMBERS_BUCKET_BY
 from transforms.join_inputs import shards
@@ -79,7 +79,8 @@ class KeyProfiles(PooledDoFn):
         self._flags = {}  # (nor the flags read from it)
         release_free_memory()
 
-    def process(self, path: str, filters: dict):
+    def process(self, path: str, filters: dict, files: int = 1):
+        """``files``: how many files the extract has (its screen's whole rows are shared among them)."""
         cfg = self._cfg
         writer = self._cache_writer(path)
         diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
@@ -93,7 +94,7 @@ class KeyProfiles(PooledDoFn):
                 for n in [count(Metric.PROFILES_READ, profiles.num_rows), *entries]:
                     yield beam.pvalue.TaggedOutput(COUNTS, n)
                 if diagnosis:
-                    screens.append(screen_rows(profiles, first_row))
+                    screens.append(screen_rows(profiles, first_row, screen_whole(files)))
                     first_row += profiles.num_rows
                     screened += profiles.num_rows
                     if screened >= self.SCREEN_ELEMENT_ROWS:

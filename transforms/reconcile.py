@@ -100,7 +100,8 @@ class ReconcileAudiences(beam.PTransform):
             profile_files
             | "SpreadProfileFiles" >> beam.Reshuffle()
             | "KeyProfiles" >> beam.ParDo(KeyProfiles(cfg, self._key_cache, self._profile_ids),
-                                           filters=beam.pvalue.AsDict(key_filters))
+                                           filters=beam.pvalue.AsDict(key_filters), files=beam.pvalue.AsSingleton(
+                                               profile_files | "CountProfileFiles" >> beam.combiners.Count.Globally()))
             .with_outputs(COUNTS, KeyProfiles.FIRST_BLOCKS, KeyProfiles.CACHE_PARTS, KeyProfiles.SCREEN,
                           KeyProfiles.PROFILE_IDS, main="shards")
         )
