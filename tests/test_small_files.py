@@ -1,6 +1,7 @@
-"""A delivery split in many small files (the platform splits a batch by size): their text is keyed
-together and the tables they give are gathered over the bundle (``transforms.bundle_tables``,
-``ReadDumpFile._key_small``). Neither may change a byte of the outputs."""
+"""Inputs in many small files: a delivery the platform splits by size, an extract in Spark's parts.
+Their text or batches are keyed together and the tables they give are gathered over the bundle
+(``transforms.bundle_tables``, ``ReadDumpFile._key_small``, ``KeyProfiles._take_small``). Neither may
+change a byte of the outputs."""
 from __future__ import annotations
 
 import gzip
@@ -9,11 +10,13 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from test_import_e2e import expected, rows
 
 from pipelines import import_audience
 from transforms import bundle_tables, join_inputs
+from transforms.key_profiles import KeyProfiles
 from transforms.arrow_utils import narrow_dictionary
 from transforms.bundle_tables import TableGatherer, concat_hashes, concat_tables
 from transforms.config import DataSourceConfig
@@ -62,6 +65,37 @@ def test_many_small_dumps_keyed_together_give_the_bytes_they_give_apart(demo_cop
     assert json.loads((tmp_path / "together" / "report.json").read_text()) == \
         json.loads((tmp_path / "apart" / "report.json").read_text())
     assert together["totals"]["received"] == 1000
+
+
+def test_an_extract_in_many_parts_keyed_together_gives_the_bytes_it_gives_apart(demo_copy, tmp_path, monkeypatch):
+    """The demo's 300 profiles in 10 parts: their batches keyed together and their shards gathered
+    (the default), or each part on its own: every part and report.json the same, and the memberships
+    the demo's."""
+    profiles = pq.read_table(demo_copy / "profiles.parquet")
+    (demo_copy / "parts").mkdir()
+    for i in range(10):
+        pq.write_table(profiles.slice(30 * i, 30), demo_copy / "parts" / f"part-{i:05d}.parquet")
+    (demo_copy / "profiles.parquet").unlink()
+    job = demo_copy / "job.yaml"
+    job.write_text(job.read_text().replace("path: profiles.parquet", "path: parts/part-*.parquet"))
+    keyed = []
+    original = KeyProfiles._keying
+    monkeypatch.setattr(KeyProfiles, "_keying", lambda self, batch, filters: keyed.append(batch.num_rows) or original(self, batch, filters))
+    together = import_audience.run(["--config", str(job), "--output", str(tmp_path / "together")])
+    assert keyed == [300]  # the ten parts keyed as one batch
+    monkeypatch.setattr(KeyProfiles, "SMALL_BATCH_ROWS", 0)
+    monkeypatch.setattr(bundle_tables, "FLUSH_BYTES", 0)
+    keyed.clear()
+    apart = import_audience.run(["--config", str(job), "--output", str(tmp_path / "apart")])
+    assert keyed == [30] * 10
+    assert rows(tmp_path / "together" / "reconciled") == expected("memberships.csv")
+    parts = sorted(p.relative_to(tmp_path / "apart") for p in (tmp_path / "apart").rglob("*.parquet"))
+    assert len(parts) > 3
+    for rel in parts:
+        assert (tmp_path / "together" / rel).read_bytes() == (tmp_path / "apart" / rel).read_bytes(), rel
+    assert together == apart and together["profiles_read"] == 300
+    assert json.loads((tmp_path / "together" / "report.json").read_text()) == \
+        json.loads((tmp_path / "apart" / "report.json").read_text())
 
 
 def _table(values: list[str]) -> pa.Table:
