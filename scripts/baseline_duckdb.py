@@ -3,15 +3,14 @@
     python scripts/baseline_duckdb.py --data DIR --out memberships.parquet
     python scripts/baseline_duckdb.py --data NIGHT2 --previous night1.parquet --out night2.parquet  # iter dumps
 
-Reads the generator's job (DIR/job.yaml layout: profiles.parquet and segments/<source>/*), applies
-the same rules in SQL (38-digit visitor IDs; adobe/hex hashed emails; uid2/base64 hashed phones; plain
-CRM ids; AES-CBC encrypted emails decrypted with the project's vectorized decryptor, since SQL has no
-AES) and writes the distinct (data_source, segment_id, profile_id) memberships; with ``--previous``
-(the dumps are a night's ``iter`` changes), the previous night's memberships of profiles still in
-the extract, less the lines' removed segments, plus their segments (an addition wins over a removal
-of the same night). It is a fair
-single-process reference for one job shape, not a general implementation: it knows the five data
-sources the generator makes.
+Reads the generator's job (DIR/job.yaml layout: profiles.parquet, or profiles/part-*.parquet, and
+segments/<source>/*), applies the same rules in SQL (38-digit visitor IDs; adobe/hex hashed emails;
+uid2/base64 hashed phones; plain CRM ids; AES-CBC encrypted emails decrypted with the project's
+vectorized decryptor, since SQL has no AES) and writes the distinct (data_source, segment_id,
+profile_id) memberships; with ``--previous`` (the dumps are a night's ``iter`` changes), the previous
+night's memberships of profiles still in the extract, less the lines' removed segments, plus their
+segments (an addition wins over a removal of the same night). It is a fair single-process reference for
+one job shape, not a general implementation: it knows the five data sources the generator makes.
 """
 from __future__ import annotations
 
@@ -45,7 +44,8 @@ def lines_sql(data: Path, source: str) -> str:
 def memberships(data: Path, previous: Path | None = None) -> pa.Table:
     con = duckdb.connect()
     con.execute("SET threads TO 2")
-    con.execute(f"CREATE VIEW p AS SELECT * FROM read_parquet('{data / 'profiles.parquet'}')")
+    extract = data / "profiles.parquet" if (data / "profiles.parquet").exists() else data / "profiles" / "part-*.parquet"
+    con.execute(f"CREATE VIEW p AS SELECT * FROM read_parquet('{extract}')")
     key = load_secret(f"file:{data / 'keys' / 'demo-only-aes256.key'}", "hex")
     iv = load_secret(f"file:{data / 'keys' / 'demo-only-iv.hex'}", "hex", (16,))
     enc = _arrow(con.sql(lines_sql(data, "web-encrypted-emails")))

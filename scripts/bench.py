@@ -12,6 +12,8 @@ Scenarios (each generated with the project's generator, as many profiles as dump
 * ``encrypted``: one file per data source and **a third** of the lines AES-CBC encrypted emails.
 * ``segments``: one file per data source, each line naming **a dozen** segments (a Poisson mean of
   12, at least 1) of its data source's **2,000**, as partners' AAM dumps do (the others: 1-3 of 2-4).
+* ``many-files``: each data source's lines in **100** files (a batch the platform splits by size).
+* ``extract-parts``: one file per data source and the extract in **200** Parquet parts (Spark's).
 * ``nightly``: two nights of ``audience-sync nightly`` (key cache on, its default) with full dumps of
   ``--nightly-lines`` x size lines each; night 2's extract has 2% of the profiles changed (new
   values, a quarter of them new profile ids). Timed: night 1 and night 2; the baseline runs on night
@@ -63,6 +65,8 @@ SCENARIOS = {
     "single": {"parts": 1},
     "encrypted": {"parts": 1, "shares": {name: 2.0 if name == ENCRYPTED else 1.0 for name, *_ in SOURCES}},
     "segments": {"parts": 1, "segment_pool": 2000, "segments_per_line": 12},
+    "many-files": {"parts": 100},
+    "extract-parts": {"parts": 1, "profile_parts": 200},
     "nightly": {},
     "nightly-nocache": {},
     "nightly-iter": {},

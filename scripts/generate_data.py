@@ -249,7 +249,9 @@ def _visitor_lists(profiles: dict) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, pa.list_(pa.string()))
 
 
-def write_profiles(profiles: dict, out: Path, fmt: str) -> str:
+def write_profiles(profiles: dict, out: Path, fmt: str, parts: int = 1) -> str:
+    """The extract (``profiles.<fmt>``; with ``parts`` over 1, Parquet in that many files under
+    ``profiles/``, as Spark writes them); returns its path or glob, as the config names it."""
     table = pa.table(
         {
             "profile_id": profiles["profile_id"],
@@ -261,6 +263,12 @@ def write_profiles(profiles: dict, out: Path, fmt: str) -> str:
         }
     )
     name = f"profiles.{fmt}"
+    if parts > 1:
+        assert fmt == "parquet", "an extract in parts is written as Parquet"
+        (out / "profiles").mkdir(exist_ok=True)
+        for k, rows in enumerate(np.array_split(np.arange(table.num_rows), parts)):
+            pq.write_table(table.take(pa.array(rows)), out / "profiles" / f"part-{k:05d}.parquet")
+        return "profiles/part-*.parquet"
     if fmt == "parquet":
         pq.write_table(table, out / name)
     elif fmt == "csv":
@@ -626,7 +634,7 @@ data_sources:
 def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_format: str = "parquet",
              parts: int | None = None, shares: dict[str, float] | None = None, changed: float = 0.0,
              sync_mode: str = "full", ts_ms: int = 1795305600000, segment_pool: int = 0,
-             segments_per_line: float = 12.0) -> dict:
+             segments_per_line: float = 12.0, profile_parts: int = 1) -> dict:
     """Write a job under ``out``; returns the expected counts per data source.
 
     ``parts``: files per data source (default: each source's own, 1-2); ``shares``: relative share of
@@ -638,14 +646,15 @@ def generate(out: Path, n_profiles: int, n_lines: int, seed: int = 7, profile_fo
     ``segment_pool``: when set (e.g. 2000), each data source's lines name its own pool of that many
     segments, ``segments_per_line`` of them a line on average (a Poisson count, at least 1; distinct,
     in ascending order), as partners' AAM dumps do; off by default: each source's 2-4 segments, 1-3 a
-    line (:class:`PooledLines`, :class:`SegmentPlan`)."""
+    line (:class:`PooledLines`, :class:`SegmentPlan`); ``profile_parts``: the extract in that many
+    Parquet files (:func:`write_profiles`)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     profiles = make_profiles(rng, n_profiles)
     if changed:
         change_profiles(profiles, np.random.default_rng([seed, 1]), changed)
-    profile_file = write_profiles(profiles, out, profile_format)
+    profile_file = write_profiles(profiles, out, profile_format, profile_parts)
     hash_profiles(profiles)
     key, iv = demo_key_material(seed)
     (out / "keys").mkdir(exist_ok=True)
