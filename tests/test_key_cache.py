@@ -200,10 +200,11 @@ def test_an_empty_extract_names_tonights_base_only_once_the_cache_is_checked(dat
     dofn.setup()
     try:
         with caplog.at_level(logging.WARNING, logger="audience_sync.key_cache"):
-            outputs = list(dofn.process(str(extract), {}))
+            dofn.start_bundle()
+            outputs = [*dofn.process(str(extract), {}), *dofn.finish_bundle()]
     finally:
         dofn.teardown()
-    parts = [o.value for o in outputs if getattr(o, "tag", None) == key_profiles.KeyProfiles.CACHE_PARTS]
+    parts = [o.value.value for o in outputs if getattr(o, "tag", None) == key_profiles.KeyProfiles.CACHE_PARTS]
     assert len(parts) == 1 and parts[0]["live_rows"] == 0
     assert parts[0]["base"] == ([] if damaged else manifest(cache.parent)["parts"])
     assert ("a part differs from its manifest entry" in caplog.text) == damaged
@@ -254,8 +255,9 @@ def test_too_many_parts_rewrite_the_cache(data, tmp_path, monkeypatch):
 
 
 def test_an_extract_of_more_files_than_the_runs_allowed_still_reuses_keys(data, tmp_path, monkeypatch):
-    # Each extract file adds a part a night: an extract of 3 files held 3 parts after night 1, and
-    # with MAX_RUNS 2 every night rewrote the cache and took nothing from it (20 files at 16).
+    # Each extract file added a part a night: an extract of 3 files held 3 parts after night 1, and
+    # with MAX_RUNS 2 every night rewrote the cache and took nothing from it (20 files at 16). A
+    # bundle's files now write one part (the local runner: one bundle, so one part a night).
     monkeypatch.setattr(key_cache, "MAX_RUNS", 2)
     job = tmp_path / "job"
     shutil.copytree(data, job)
@@ -270,10 +272,10 @@ def test_an_extract_of_more_files_than_the_runs_allowed_still_reuses_keys(data, 
     (job / "job.yaml").write_text(text.replace("{date:%Y%m%d}/profiles.parquet", "{date:%Y%m%d}/profiles/*.parquet"))
     root = tmp_path / "root"
     night(job, root, NIGHTS[0])
-    assert len(manifest(root)["parts"]) == 3
+    assert len(manifest(root)["parts"]) == 1
     assert night(job, root, NIGHTS[1]) == PROFILES - round(PROFILES * CHANGED)
     assert night(job, root, NIGHTS[1], "--force") == 0  # two runs' parts: due for a rewrite
-    assert len(manifest(root)["parts"]) == 3
+    assert len(manifest(root)["parts"]) == 1
 
 
 def test_import_uses_a_cache_only_when_asked(data, tmp_path):

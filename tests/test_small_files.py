@@ -98,6 +98,34 @@ def test_an_extract_in_many_parts_keyed_together_gives_the_bytes_it_gives_apart(
         json.loads((tmp_path / "apart" / "report.json").read_text())
 
 
+def test_an_extract_in_many_parts_keys_from_the_cache_as_one_file_does(demo_copy, tmp_path, monkeypatch):
+    """With the key cache: the demo's extract in 10 parts is keyed as one batch and written as one
+    part of the cache; a second run takes every key from it; both give the bytes of a run without
+    a cache, and of the extract in one file."""
+    one = import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(tmp_path / "one")])
+    profiles = pq.read_table(demo_copy / "profiles.parquet")
+    (demo_copy / "parts").mkdir()
+    for i in range(10):
+        pq.write_table(profiles.slice(30 * i, 30), demo_copy / "parts" / f"part-{i:05d}.parquet")
+    (demo_copy / "profiles.parquet").unlink()
+    job = demo_copy / "job.yaml"
+    job.write_text(job.read_text().replace("path: profiles.parquet", "path: parts/part-*.parquet"))
+    batches = []
+    original = KeyProfiles._batch_work
+    monkeypatch.setattr(KeyProfiles, "_batch_work", lambda self, batch, filters: batches.append(batch.num_rows) or original(self, batch, filters))
+    for night in ("first", "second"):
+        TALLY.reset()
+        run = import_audience.run(["--config", str(job), "--output", str(tmp_path / night), "--key-cache", str(tmp_path / "cache")])
+        assert run["totals"] == one["totals"]
+    assert batches == [300, 300]
+    assert TALLY.snapshot().get("profile_rows_keyed_from_cache") == 300
+    manifest = json.loads((tmp_path / "cache" / "MANIFEST.json").read_text())
+    assert [part["rows"] for part in manifest["parts"]] == [300, 0]  # one part a run (the second computed nothing)
+    for path in (tmp_path / "one").rglob("*.parquet"):
+        for night in ("first", "second"):
+            assert (tmp_path / night / path.relative_to(tmp_path / "one")).read_bytes() == path.read_bytes(), path
+
+
 def _table(values: list[str]) -> pa.Table:
     return pa.table({"s": narrow_dictionary(pa.array(values).dictionary_encode()), "n": pa.array(range(len(values)))})
 

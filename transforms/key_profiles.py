@@ -78,17 +78,32 @@ class KeyProfiles(PooledDoFn):
 
     def start_bundle(self):
         # An extract of many small files (Spark's 200 parts of 5,000 profiles): their batches keyed
-        # together (without the key cache, whose parts are written file by file), their shards
-        # gathered, their counts summed. Keying a batch cost ~15 ms whatever its size (DuckDB's
-        # SHA-256 query, ~47 Arrow calls): 200 parts took 3.9 s to key where one file took ~1.
+        # together, their shards gathered, their counts summed, and with the key cache one part of
+        # it a bundle (not a file). Keying a batch cost ~15 ms whatever its size (DuckDB's SHA-256
+        # query, ~47 Arrow calls): 200 parts took 3.9 s to key where one file took ~1.
         self._shards, self._counts = TableGatherer(concat_tables), BundleCounts()
         self._small, self._small_rows, self._filters = [], 0, None
+        self._writer: CacheWriter | None = None  # with the key cache: the bundle's part of this run's cache
 
     def finish_bundle(self):
+        in_flight: deque = deque()
         if self._small:
-            for out in self._batch_outputs(self._keying(self._take_small(), self._filters), None):
-                yield in_global_window(out) if not isinstance(out, beam.pvalue.TaggedOutput) \
-                    else beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
+            in_flight.append(self._batch_work(self._take_small(), self._filters))
+        try:
+            self._verified(in_flight, self._filters, wait=True)
+            while in_flight:
+                for out in self._batch_outputs(in_flight.popleft()[0], self._writer):
+                    yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value)) \
+                        if isinstance(out, beam.pvalue.TaggedOutput) else in_global_window(out)
+        finally:
+            for futures, _ in in_flight:  # a failure: the work still pending is dropped
+                for future in futures:
+                    future.cancel()
+        if self._writer is not None:
+            loaded, code = self._loaded
+            part = {"layout": self._layout.doc(code), **base_of(loaded), "live_rows": self._live, **self._writer.close()}
+            yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, in_global_window(part))
+            self._writer = None
         yield from (in_global_window(shard) for shard in self._shards.drain())
         yield from self._counts.drain()
         self._loaded = None  # the cache is big: never held past the bundle that keys profiles
@@ -116,16 +131,13 @@ class KeyProfiles(PooledDoFn):
                     if screened >= self.SCREEN_ELEMENT_ROWS:
                         yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
                         screened = 0
-                if writer is None and profiles.num_rows < self.SMALL_BATCH_ROWS:  # keyed with other small ones
+                if profiles.num_rows < self.SMALL_BATCH_ROWS:  # keyed with the bundle's other small ones
                     self._small.append(profiles)
                     self._small_rows, self._filters = self._small_rows + profiles.num_rows, filters
-                    if self._small_rows >= self.BATCH_ROWS:
-                        in_flight.append((self._keying(self._take_small(), filters), None))
-                elif writer is None:  # the batch's data sources keyed side by side (what they compute alike, once)
-                    in_flight.append((self._keying(profiles, filters), None))
-                else:  # one task a batch: its cache lookups, then its data sources (two batches at once)
-                    in_flight.append(([submit(self._pool, self._cached_batch, profiles, filters)]
-                                      + self._ids_task(profiles), profiles))
+                    if self._small_rows < self.BATCH_ROWS:
+                        continue
+                    profiles = self._take_small()
+                in_flight.append(self._batch_work(profiles, filters))
                 # One batch is keyed while the next one is read (more until the cache's check is over).
                 while len(in_flight) > 1 and self._verified(in_flight, filters, wait=len(in_flight) > self.MAX_UNVERIFIED):
                     yield from self._batch_outputs(in_flight.popleft()[0], writer)
@@ -138,10 +150,14 @@ class KeyProfiles(PooledDoFn):
             for futures, _ in in_flight:  # a failure: the work still pending is dropped
                 for future in futures:
                     future.cancel()
-        if writer is not None:
-            loaded, code = self._loaded
-            yield beam.pvalue.TaggedOutput(self.CACHE_PARTS, {"layout": self._layout.doc(code), **base_of(loaded),
-                                                              "live_rows": self._live, **writer.close()})
+
+    def _batch_work(self, profiles: pa.Table, filters: dict) -> tuple[list, pa.Table | None]:
+        """A batch handed to the pool: ``(its futures, the batch)``, the batch kept with the cache only
+        (to key it again should the cache fail its check). Without the cache its data sources are keyed
+        side by side; with it, one task: its cache lookups, then its data sources (two batches at once)."""
+        if self._writer is None:
+            return self._keying(profiles, filters), None
+        return [submit(self._pool, self._cached_batch, profiles, filters)] + self._ids_task(profiles), profiles
 
     def _keying(self, profiles: pa.Table, filters: dict) -> list:
         """A batch's data sources keyed side by side in the pool (what they compute alike, once), and
@@ -200,14 +216,17 @@ class KeyProfiles(PooledDoFn):
             self._loaded[0].release_pages()
 
     def _cache_writer(self, path: str) -> CacheWriter | None:
-        if self._key_cache is None:
-            return None
+        """The bundle's part of this run's cache (None without the cache), made for its first file and
+        named after it: the cache loaded (once a bundle) and every file's rows written there."""
+        if self._key_cache is None or self._writer is not None:
+            return self._writer
         if self._loaded is None:
             code = code_identity()
             self._loaded = (load_cache(self._key_cache.root, self._layout, code, wait=False), code)
         self._live = 0
         self._flags = {}
-        return CacheWriter(self._key_cache.staging, path, self._layout.schema())
+        self._writer = CacheWriter(self._key_cache.staging, path, self._layout.schema())
+        return self._writer
 
     def _cached_batch(self, profiles: pa.Table, filters: dict):
         """One batch with the cache (runs in the pool): rows found in the cache take their cached
