@@ -205,3 +205,25 @@ def test_chunks_of_several_files_parse_as_each_file_apart():
     assert [(r["source_file"], r["line"]) for r in parsed.to_pylist()] == [("a.sync", 1), ("a.sync", 2), ("a.sync", 3), ("b.sync", 41), ("b.sync", 43)]
     with pytest.raises(InputError, match=r"b\.sync.*line 42"):
         parse_chunks([jobs[0], (f"{vid} 5\n{vid}\r 6\n".encode(), 41, "b.sync")], ds)
+
+
+def test_candidates_of_files_keyed_together_tell_files_of_one_name_in_two_folders_apart():
+    """Two small files of one name in two folders (names that do not parse, sizes that differ: the
+    preflight reads both) keyed together: a rejected line is found by its file's path, not its name
+    (line 1 of the one was taken for line 1 of the other too: ArrowInvalid, the run failed)."""
+    from transforms.dumps import parse_chunks
+
+    ds = DataSourceConfig(name="h", dpid=1, segments="x", id_type="declared", declared="hashed", match_on="email",
+                          normalization="adobe")
+    good = "a" * 64
+    jobs = [(f"zz1 1\n{good} 2\n".encode(), 1, "in/a/part-1.txt"),
+            (f"{good} 1\nzz2 2\n{good} 3\n".encode(), 1, "in/b/part-1.txt")]
+    apart = []
+    for chunk, first, path in jobs:
+        parsed, _, _ = parse_chunk(chunk, first, path, ds)
+        apart.append(rejected_candidates(parsed, dump_keys(parsed, ds, None, None).rejected, 10, path))
+    parsed, _, _ = parse_chunks(jobs, ds)
+    together = rejected_candidates(parsed, dump_keys(parsed, ds, None, None).rejected, 10, None)
+    expected_sample = bottom_k(pa.concat_tables(apart), 10, ordered=True)
+    assert sorted(expected_sample["value"].to_pylist()) == [b"zz1", b"zz2"]
+    assert bottom_k(together, 10, ordered=True).equals(expected_sample)

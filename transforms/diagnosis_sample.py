@@ -141,14 +141,26 @@ def rejected_candidates(parsed: pa.Table, rejected: pa.Table | None, k: int, pat
         return None
     lines = pc.filter(plain_array(rejected["line"]), keep)
     if path is None:
-        at = place_hashes(parsed["source_file"], parsed["line"])
-        mine = pc.is_in(pa.array(at), value_set=pa.array(place_hashes(pc.filter(rejected["source_file"], keep), lines)))
-        places = at[mine.to_numpy(zero_copy_only=False)]
+        mine = pa.array(_line_places(parsed["source_file"], parsed["line"], pc.filter(rejected["source_file"], keep), lines))
+        places = place_hashes(pc.filter(parsed["source_file"], mine), pc.filter(plain_array(parsed["line"]), mine))
     else:
         mine = pc.is_in(plain_array(parsed["line"]), value_set=lines)
         places = place_hashes(path, pc.filter(plain_array(parsed["line"]), mine))
     ids = pc.filter(plain_array(parsed["id"]), mine)
     return candidates(pc.fill_null(ids, ""), pc.filter(reasons, keep), k, places)
+
+
+def _line_places(files, lines, of_files, of_lines) -> np.ndarray:
+    """Which of the lines (``files``, ``lines``: each line's dump path and number) are among the
+    lines ``of_files``, ``of_lines``: by the whole path, exactly. A place hash names a file by its
+    name alone (the sample's draw): two files of one name in two folders, keyed together, took each
+    other's line numbers."""
+    files, of_files = plain_array(files, text="cast"), plain_array(of_files, text="cast")
+    codes = pc.dictionary_encode(pa.concat_arrays([files, of_files])).indices.to_numpy(zero_copy_only=False)
+    codes = codes.astype(np.int64) << 32  # line numbers are under 2**31 (dumps.MAX_LINES)
+    at = codes[:len(files)] | plain_array(lines).to_numpy(zero_copy_only=False).astype(np.int64)
+    of = codes[len(files):] | plain_array(of_lines).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.isin(at, of)
 
 
 class SampleLines(beam.CombineFn):
