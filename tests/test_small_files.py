@@ -8,6 +8,7 @@ import gzip
 import json
 import re
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -227,3 +228,48 @@ def test_candidates_of_files_keyed_together_tell_files_of_one_name_in_two_folder
     expected_sample = bottom_k(pa.concat_tables(apart), 10, ordered=True)
     assert sorted(expected_sample["value"].to_pylist()) == [b"zz1", b"zz2"]
     assert bottom_k(together, 10, ordered=True).equals(expected_sample)
+
+
+def test_small_dumps_held_over_all_data_sources_stay_bounded(tmp_path, monkeypatch):
+    """Small files' text is held per data source until it fills a chunk: with many data sources
+    (129 in one config), each under a chunk, a bundle held up to a chunk per data source (8 MiB
+    each: 1 GB). What is held over all of them stays under two chunks, and every line is still
+    read once."""
+    from transforms.config_load import parse_config
+    from transforms.join_inputs import ReadDumpFile
+    from transforms.outcomes import Metric
+
+    chunk = 4096
+    monkeypatch.setattr(join_inputs, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(join_inputs, "SMALL_FILE_BYTES", chunk)
+    vid = "1" * 38
+    sources, elements = [], []
+    for i in range(8):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        path = folder / f"ftp_1_{i + 1}_full_1486140844000.sync"
+        path.write_text("".join(f"{vid} {n}\n" for n in range(1, 60)))  # ~2.6 KB: under a chunk alone
+        sources.append({"name": f"s{i}", "dpid": i + 1, "segments": str(folder / "*"), "id_type": "visitor"})
+        elements.append((f"s{i}", str(path)))
+    pq.write_table(pa.table({"profile_id": ["p"], "visitor_ids": [[vid]]}), tmp_path / "profiles.parquet")
+    cfg = parse_config({"profiles": {"path": str(tmp_path / "profiles.parquet"), "email": None, "phone": None},
+                        "data_sources": sources, "threads": 1})
+    fn = ReadDumpFile(cfg, run_date=None)
+    fn.setup()
+    fn.start_bundle()
+    received, held = {}, []
+
+    def count(outs):
+        for out in outs:
+            if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == "counts":
+                key, n = getattr(out.value, "value", out.value)
+                if key.metric == Metric.RECEIVED:
+                    received[key.data_source] = received.get(key.data_source, 0) + n
+
+    for element in elements:
+        count(fn.process(element))
+        held.append(sum(len(text) for jobs in fn._small.values() for text, _, _ in jobs))
+    count(fn.finish_bundle())
+    fn.teardown()
+    assert max(held) < 2 * chunk, held
+    assert received == {f"s{i}": 59 for i in range(8)}

@@ -152,11 +152,12 @@ class ReadDumpFile(PooledDoFn):
         self._shards, self._rejected = TableGatherer(concat_tables), TableGatherer(concat_tables)
         self._hashes, self._counts = TableGatherer(concat_hashes), BundleCounts()
         self._small: dict[tuple[str, bool], list[tuple[bytes, int, str]]] = {}  # small files' text, keyed together
+        self._small_bytes: dict[tuple[str, bool], int] = {}  # the text each key holds
 
     def finish_bundle(self):
         for (name, removals), jobs in self._small.items():
             self._queue.enqueue(self._key_files, name, removals, jobs)
-        self._small = {}
+        self._small, self._small_bytes = {}, {}
         yield from self._queue.drain()
         yield from (in_global_window(shard) for shard in self._shards.drain())
         yield from (beam.pvalue.TaggedOutput(self.REJECTED, in_global_window(table)) for _, table in self._rejected.drain())
@@ -194,14 +195,24 @@ class ReadDumpFile(PooledDoFn):
 
     def _key_small(self, name: str, removals: bool, job: tuple[bytes, int, str]) -> Iterator:
         """A small file's text, keyed with other small files' of its data source once they hold
-        CHUNK_BYTES (or at the bundle's end): a batch split in hundreds of files of a few thousand
-        lines had parsing, keying and sharding's fixed costs once per file."""
-        jobs = self._small.setdefault((name, removals), [])
-        jobs.append(job)
+        CHUNK_BYTES (or at the bundle's end, or once all data sources' hold two chunks): a batch
+        split in hundreds of files of a few thousand lines had parsing, keying and sharding's fixed
+        costs once per file."""
+        key = (name, removals)
+        self._small.setdefault(key, []).append(job)
+        self._small_bytes[key] = self._small_bytes.get(key, 0) + len(job[0])
         self._together.inc()
-        if sum(len(chunk) for chunk, _, _ in jobs) >= CHUNK_BYTES:
-            del self._small[(name, removals)]
-            yield from self._queue.submit(self._key_files, name, removals, jobs)
+        if self._small_bytes[key] >= CHUNK_BYTES:
+            yield from self._key_held(key)
+        # Over all data sources at most two chunks are held (one each was 8 MiB a data source: 1 GB
+        # with 129 of them), the one holding the most keyed first.
+        while sum(self._small_bytes.values()) >= 2 * CHUNK_BYTES:
+            yield from self._key_held(max(self._small_bytes, key=self._small_bytes.__getitem__))
+
+    def _key_held(self, key: tuple[str, bool]) -> Iterator:
+        jobs = self._small.pop(key)
+        del self._small_bytes[key]
+        yield from self._queue.submit(self._key_files, *key, jobs)
 
     def _key_files(self, name: str, removals: bool, jobs: list[tuple[bytes, int, str]]) -> tuple[int, list]:
         """:meth:`_key_chunk` for the text of several small files at once."""
