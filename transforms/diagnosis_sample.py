@@ -155,12 +155,17 @@ def _line_places(files, lines, of_files, of_lines) -> np.ndarray:
     lines ``of_files``, ``of_lines``: by the whole path, exactly. A place hash names a file by its
     name alone (the sample's draw): two files of one name in two folders, keyed together, took each
     other's line numbers."""
-    files, of_files = plain_array(files, text="cast"), plain_array(of_files, text="cast")
+    lines, of_lines = plain_array(lines), plain_array(of_lines)
+    mine = pc.is_in(lines, value_set=of_lines).to_numpy(zero_copy_only=False)  # by number first: few rows left
+    rows = np.flatnonzero(mine)
+    files = plain_array(files.take(pa.array(rows)), text="cast")  # (a dictionary's rows taken, then decoded)
+    of_files = plain_array(of_files, text="cast")
     codes = pc.dictionary_encode(pa.concat_arrays([files, of_files])).indices.to_numpy(zero_copy_only=False)
     codes = codes.astype(np.int64) << 32  # line numbers are under 2**31 (dumps.MAX_LINES)
-    at = codes[:len(files)] | plain_array(lines).to_numpy(zero_copy_only=False).astype(np.int64)
-    of = codes[len(files):] | plain_array(of_lines).to_numpy(zero_copy_only=False).astype(np.int64)
-    return np.isin(at, of)
+    at = codes[:len(rows)] | lines.take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
+    of = codes[len(rows):] | of_lines.to_numpy(zero_copy_only=False).astype(np.int64)
+    mine[rows] = np.isin(at, of)
+    return mine
 
 
 class SampleLines(beam.CombineFn):
