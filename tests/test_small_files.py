@@ -68,20 +68,31 @@ def test_many_small_dumps_keyed_together_give_the_bytes_they_give_apart(demo_cop
     assert together["totals"]["received"] == 1000
 
 
+def extract_in_parts(demo, parts: int):
+    """The demo's extract cut into ``parts`` Parquet files under ``parts/``; returns the job's path."""
+    profiles = pq.read_table(demo / "profiles.parquet")
+    (demo / "parts").mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(profiles.num_rows), parts)):
+        pq.write_table(profiles.take(pa.array(rows)), demo / "parts" / f"part-{i:05d}.parquet")
+    (demo / "profiles.parquet").unlink()
+    job = demo / "job.yaml"
+    job.write_text(job.read_text().replace("path: profiles.parquet", "path: parts/part-*.parquet"))
+    return job
+
+
+def batch_sizes(monkeypatch, method: str) -> list[int]:
+    """The rows of each profile batch KeyProfiles hands to ``method`` (``_keying``, ``_batch_work``)."""
+    sizes, original = [], getattr(KeyProfiles, method)
+    monkeypatch.setattr(KeyProfiles, method, lambda self, batch, filters: sizes.append(batch.num_rows) or original(self, batch, filters))
+    return sizes
+
+
 def test_an_extract_in_many_parts_keyed_together_gives_the_bytes_it_gives_apart(demo_copy, tmp_path, monkeypatch):
     """The demo's 300 profiles in 10 parts: their batches keyed together and their shards gathered
     (the default), or each part on its own: every part and report.json the same, and the memberships
     the demo's."""
-    profiles = pq.read_table(demo_copy / "profiles.parquet")
-    (demo_copy / "parts").mkdir()
-    for i in range(10):
-        pq.write_table(profiles.slice(30 * i, 30), demo_copy / "parts" / f"part-{i:05d}.parquet")
-    (demo_copy / "profiles.parquet").unlink()
-    job = demo_copy / "job.yaml"
-    job.write_text(job.read_text().replace("path: profiles.parquet", "path: parts/part-*.parquet"))
-    keyed = []
-    original = KeyProfiles._keying
-    monkeypatch.setattr(KeyProfiles, "_keying", lambda self, batch, filters: keyed.append(batch.num_rows) or original(self, batch, filters))
+    job = extract_in_parts(demo_copy, 10)
+    keyed = batch_sizes(monkeypatch, "_keying")
     together = import_audience.run(["--config", str(job), "--output", str(tmp_path / "together")])
     assert keyed == [300]  # the ten parts keyed as one batch
     monkeypatch.setattr(KeyProfiles, "SMALL_BATCH_ROWS", 0)
@@ -104,16 +115,8 @@ def test_an_extract_in_many_parts_keys_from_the_cache_as_one_file_does(demo_copy
     part of the cache; a second run takes every key from it; both give the bytes of a run without
     a cache, and of the extract in one file."""
     one = import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(tmp_path / "one")])
-    profiles = pq.read_table(demo_copy / "profiles.parquet")
-    (demo_copy / "parts").mkdir()
-    for i in range(10):
-        pq.write_table(profiles.slice(30 * i, 30), demo_copy / "parts" / f"part-{i:05d}.parquet")
-    (demo_copy / "profiles.parquet").unlink()
-    job = demo_copy / "job.yaml"
-    job.write_text(job.read_text().replace("path: profiles.parquet", "path: parts/part-*.parquet"))
-    batches = []
-    original = KeyProfiles._batch_work
-    monkeypatch.setattr(KeyProfiles, "_batch_work", lambda self, batch, filters: batches.append(batch.num_rows) or original(self, batch, filters))
+    job = extract_in_parts(demo_copy, 10)
+    batches = batch_sizes(monkeypatch, "_batch_work")
     for night in ("first", "second"):
         TALLY.reset()
         run = import_audience.run(["--config", str(job), "--output", str(tmp_path / night), "--key-cache", str(tmp_path / "cache")])
