@@ -72,8 +72,8 @@ def extract_in_parts(demo, parts: int):
     """The demo's extract cut into ``parts`` Parquet files under ``parts/``; returns the job's path."""
     profiles = pq.read_table(demo / "profiles.parquet")
     (demo / "parts").mkdir()
-    for i, rows in enumerate(np.array_split(np.arange(profiles.num_rows), parts)):
-        pq.write_table(profiles.take(pa.array(rows)), demo / "parts" / f"part-{i:05d}.parquet")
+    for i, part in enumerate(np.array_split(np.arange(profiles.num_rows), parts)):
+        pq.write_table(profiles.take(pa.array(part)), demo / "parts" / f"part-{i:05d}.parquet")
     (demo / "profiles.parquet").unlink()
     job = demo / "job.yaml"
     job.write_text(job.read_text().replace("path: profiles.parquet", "path: parts/part-*.parquet"))
@@ -172,7 +172,7 @@ def test_the_diagnosis_candidates_of_files_keyed_together_are_those_of_each_file
     good = "a" * 64
     texts = {"f1.sync": [f"{good} 1", "zz1 2", f"{good} 3", "not-a-digest 4"],
              "f2.sync": ["bad-one 1", f"{good} 2", "zz2 3", "zz3 4"]}
-    apart, parsed_all, rejected_all = [], [], []
+    apart, parsed_all = [], []
     for path, lines in texts.items():
         parsed, _, _ = parse_chunk(("\n".join(lines) + "\n").encode(), 1, path, ds)
         keys = dump_keys(parsed, ds, None, None)
