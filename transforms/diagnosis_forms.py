@@ -29,7 +29,7 @@ from transforms.stable_hash import hash64
 # lines shows about n/16 of them there, so one that explains more than ~100 lines is missed with a
 # probability under 0.2%.
 SCREEN_SHARE = 16
-SCREEN_ALL = 8_192  # the extract's first rows are all screened: so many of a one-file extract's, a share in each of its files
+SCREEN_ALL = 8_192  # the extract's first rows are all screened (a share in each of its files: screen_whole)
 MAX_SCREEN_COLUMNS = 16  # extract columns looked at beyond the id and visitor IDs (a wide extract)
 
 DIGEST, ADDRESS, RAW, FOLDED, VISITOR = "digest", "address", "raw", "folded", "visitor"
