@@ -121,7 +121,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, 
     written = (reconciled, file_audience, rejected)
     parts = tuple(w.parts for w in written) | "AllParts" >> beam.Flatten()
     counts = (result.counts, *(w.counts for w in written)) | "AllCounts" >> beam.Flatten()
-    published = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis) | "Publish" >> PublishRun(
+    published = PublishInputs(parts, counts, result.files, result.controls, result.file_stats, result.diagnosis,
+                              result.extract_sketches) | "Publish" >> PublishRun(
         cfg, output, run_dir, OUTPUTS, run_date.isoformat(), manifest, guard.before_publish if guard is not None else check_deliveries
     )
     if key_cache is not None:  # after the outputs: a failed run leaves the cache as it was

@@ -98,6 +98,7 @@ from transforms.onboarding import (
 )
 from transforms.outcomes import Counts, Metric, SumCounts, count
 from transforms.match_columns import check_match_columns
+from transforms.extract_copies import check_extract_copies
 from transforms.profile_columns import check_profile_ids, check_visitor_entries
 from transforms.publish import publish_outputs
 from transforms.storage import MatchFiles, join_path
@@ -228,10 +229,11 @@ class PublishExport(beam.DoFn):
         self._spec, self._output_dir, self._run_dir = spec, output_dir, run_dir
         self._targets, self._state, self._profiles = targets, state, profiles
 
-    def process(self, _, parts, counts, files, state_parts, strip_parts):
+    def process(self, _, parts, counts, files, state_parts, strip_parts, sketches):
         counts = Counts(counts)
         check_visitor_entries(counts, self._profiles)  # over the whole extract: its files, its batches
         check_profile_ids(counts, self._profiles)
+        check_extract_copies(sketches)  # (its files against each other)
         check_match_columns(counts, [self._spec.data_source], self._profiles)  # (so too)
         others = other_versions(self._state, strip_parts, counts)
         report = build_export_report(self._spec, counts, files, self._targets, self._state, [e for _, e, _ in others])
@@ -296,7 +298,7 @@ class ExportAudience(beam.PTransform):
         )
         profiles = profile_files | "ReadTargetedProfiles" >> beam.ParDo(
             ReadTargetedProfiles(cfg, spec, buckets), profile_filter, beam.pvalue.AsList(suppression),
-        ).with_outputs(ReadTargetedProfiles.COUNTS, ReadTargetedProfiles.BLOCKED, main="shards")
+        ).with_outputs(ReadTargetedProfiles.COUNTS, ReadTargetedProfiles.BLOCKED, ReadTargetedProfiles.SKETCHES, main="shards")
         classified = (
             {TARGETS: targets.shards, PROFILES: profiles.shards, EARLIER: earlier.shards}
             | "GroupProfileShards" >> beam.CoGroupByKey()
@@ -343,6 +345,7 @@ class ExportAudience(beam.PTransform):
                 beam.pvalue.AsList(state_parts),
                 beam.pvalue.AsList(decided[DecideShard.STRIPPED]
                                    | "StripOtherAudiences" >> StripOtherAudiences(self._state)),
+                beam.pvalue.AsList(profiles[ReadTargetedProfiles.SKETCHES]),
             )
         )
         return ExportOutputs(report=report, counts=counts)

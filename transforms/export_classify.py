@@ -34,6 +34,7 @@ from transforms.arrow_utils import concat, distinct, split_by_bucket
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError
+from transforms.extract_copies import FileSketcher
 from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
 from transforms.outcomes import Metric, Removal, count, runner_counter
@@ -243,6 +244,7 @@ class ReadTargetedProfiles(HeapDoFn):
     counts (``COUNTS``). The suppression lists come as a side input. Keys are loaded in setup()."""
 
     COUNTS, BLOCKED = "counts", "blocked"
+    SKETCHES = "extract_sketches"  # per file, the sketch of its ids and rows (transforms.extract_copies)
 
     def __init__(self, cfg: JobConfig, spec: ExportSpec, buckets: int):
         self._cfg, self._spec, self._buckets = cfg, spec, buckets
@@ -257,8 +259,10 @@ class ReadTargetedProfiles(HeapDoFn):
         ds = self._spec.data_source
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
+        sketcher = FileSketcher()
         for profiles, entries in counted_profiles(path, self._cfg, export=True):
             self._read.inc(profiles.num_rows)
+            sketcher.add(profiles)
             for n in [count(Metric.PROFILES_READ, profiles.num_rows),
                       count(Metric.CONSENT_UNKNOWN_ROWS, profiles["opt_out"].null_count), *entries]:
                 yield beam.pvalue.TaggedOutput(self.COUNTS, n)
@@ -272,6 +276,7 @@ class ReadTargetedProfiles(HeapDoFn):
             if keep.any():
                 rows = candidate_rows(profiles.filter(pa.array(keep)), status[keep], ds, self._cfg, self._encryptor)
                 yield from _shards(rows, self._buckets)
+        yield beam.pvalue.TaggedOutput(self.SKETCHES, sketcher.sketch(path))
 
 
 class ReadBlockedProfiles(HeapDoFn):

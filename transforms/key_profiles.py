@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from transforms.bundle_tables import TableGatherer, concat_tables
 from transforms.config import JobConfig
 from transforms.diagnosis_forms import screen_columns, screen_rows, screen_whole
+from transforms.extract_copies import FileSketcher
 from transforms.iv_check import first_block_histogram
 from transforms.join import MEMBERS_BUCKET_BY
 from transforms.join_inputs import shards
@@ -59,6 +60,7 @@ class KeyProfiles(PooledDoFn):
     FIRST_BLOCKS = "first_blocks"  # per batch and AES-CBC data source: (data_source, histogram of its keys)
     SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
     PROFILE_IDS = "profile_ids"  # with profile_ids: per batch, its distinct profile ids (BucketPieces)
+    SKETCHES = "extract_sketches"  # per file, the sketch of its ids and rows (transforms.extract_copies)
 
     def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None, profile_ids: bool = False):
         self._cfg = cfg
@@ -118,10 +120,12 @@ class KeyProfiles(PooledDoFn):
         in_flight: deque = deque()  # per batch read: its data sources' keying, in the pool
         screens: list[pa.Table] = []  # the screen rows of the batches read since the last screen element
         screened = 0  # the profile rows those batches hold
+        sketcher = FileSketcher()  # the file's own: its small batches are gathered with other files' below
         try:
             for profiles, entries in counted_profiles(path, cfg, batch_rows=self.BATCH_ROWS,
                                                       extra=screen_columns(cfg, path) if diagnosis else ()):
                 self._rows.inc(profiles.num_rows)
+                sketcher.add(profiles)
                 for n in [count(Metric.PROFILES_READ, profiles.num_rows), *entries]:
                     self._counts.add(n)
                 if diagnosis:
@@ -146,6 +150,7 @@ class KeyProfiles(PooledDoFn):
                 yield from self._batch_outputs(in_flight.popleft()[0], writer)
             if screens:
                 yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
+            yield beam.pvalue.TaggedOutput(self.SKETCHES, sketcher.sketch(path))
         finally:
             for futures, _ in in_flight:  # a failure: the work still pending is dropped
                 for future in futures:

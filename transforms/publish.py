@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
 from transforms.control_files import check_control_files
+from transforms.extract_copies import check_extract_copies
 from transforms.dump_names import parse_dump_name
 from transforms.html_report import PAGE, render_run
 from transforms.outcomes import Counts, SumCounts
@@ -100,7 +101,7 @@ class _Publish(beam.DoFn):
         self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
         self._check = spec.check
 
-    def process(self, _, parts, counts, files, controls, file_stats, diagnosis):
+    def process(self, _, parts, counts, files, controls, file_stats, diagnosis, sketches):
         check_control_files(controls, file_stats)  # before anything is published
         by_source: dict[str, list[dict]] = {}
         lines = {path: stats.lines for path, stats in file_stats}
@@ -109,6 +110,7 @@ class _Publish(beam.DoFn):
         counts = Counts(counts)
         check_visitor_entries(counts, self._cfg.profiles)  # over the whole extract: its files, its batches
         check_profile_ids(counts, self._cfg.profiles)
+        check_extract_copies(sketches)  # (its files against each other)
         check_match_columns(counts, self._cfg.data_sources, self._cfg.profiles)  # (so too)
         report = build_report(self._cfg, counts, by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
@@ -138,6 +140,7 @@ class PublishInputs(NamedTuple):
     controls: beam.PCollection  # (control file, {dump: promised FileStats})
     file_stats: beam.PCollection  # (dump path, FileStats read)
     diagnosis: beam.PCollection  # (data_source, [finding]) from the mismatch diagnosis
+    sketches: beam.PCollection  # per profile file, its FileSketch (transforms.extract_copies)
 
 
 class PublishRun(beam.PTransform):
@@ -164,5 +167,6 @@ class PublishRun(beam.PTransform):
                 beam.pvalue.AsList(inputs.controls),
                 beam.pvalue.AsList(inputs.file_stats),
                 beam.pvalue.AsList(inputs.diagnosis),
+                beam.pvalue.AsList(inputs.sketches),
             )
         )

@@ -47,6 +47,7 @@ class ImportOutputs(NamedTuple):
     key_cache_parts: beam.PCollection  # with a key cache: this run's staged parts (transforms.key_cache)
     diagnosis: beam.PCollection  # (data_source, [finding]) of the mismatch diagnosis (none when it is off)
     profile_ids: beam.PCollection  # with profile_ids: the extract's profile ids, as BucketPieces split for the writers
+    extract_sketches: beam.PCollection  # per extract file, its FileSketch (transforms.extract_copies)
 
 
 class ReconcileAudiences(beam.PTransform):
@@ -103,7 +104,7 @@ class ReconcileAudiences(beam.PTransform):
                                            filters=beam.pvalue.AsDict(key_filters), files=beam.pvalue.AsSingleton(
                                                profile_files | "CountProfileFiles" >> beam.combiners.Count.Globally()))
             .with_outputs(COUNTS, KeyProfiles.FIRST_BLOCKS, KeyProfiles.CACHE_PARTS, KeyProfiles.SCREEN,
-                          KeyProfiles.PROFILE_IDS, main="shards")
+                          KeyProfiles.PROFILE_IDS, KeyProfiles.SKETCHES, main="shards")
         )
         iv_checked = (dumps[ReadDumpFile.FIRST_BLOCKS], profiles[KeyProfiles.FIRST_BLOCKS]) | "CheckIVs" >> CheckIVs(cfg)
         joined = (
@@ -137,4 +138,5 @@ class ReconcileAudiences(beam.PTransform):
             key_cache_parts=profiles[KeyProfiles.CACHE_PARTS],
             diagnosis=diagnosis,
             profile_ids=profiles[KeyProfiles.PROFILE_IDS],
+            extract_sketches=profiles[KeyProfiles.SKETCHES],
         )
