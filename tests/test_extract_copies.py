@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 
 from conftest import assert_failed_cleanly, cli_in_process
 from generate_data import generate
-from transforms.extract_copies import (FileSketcher, candidate_pairs, check_extract_copies, contained,
-                                       distinct_estimate)
+from transforms.extract_copies import (FileSketcher, candidate_pairs, check_extract_copies, distinct_estimate,
+                                       row_hashes, shared_ids, shared_rows, whole_hash)
 
 
 def extract_job(folder, n_profiles: int = 3000, glob: str = "profiles*.parquet", **generated):
@@ -123,11 +123,17 @@ def sketch(path: str, ids, emails=None):
 def test_the_sketches_estimate_the_share_of_ids_and_rows():
     whole, copy, other = sketch("a", range(50_000)), sketch("b", range(50_000)), sketch("c", range(50_000, 100_000))
     assert 45_000 < distinct_estimate(whole.ids) < 55_000
-    assert contained(whole.ids, copy.ids) == (1.0, 256) and contained(whole.ids, other.ids)[0] == 0
+    assert shared_ids(whole, copy) == (1.0, 256) and shared_rows(whole, copy) == (1.0, 256)
+    assert shared_ids(whole, other)[0] == 0
     fifth = sketch("d", range(40_000, 90_000))
-    assert 0.14 < contained(fifth.ids, whole.ids)[0] < 0.26
+    assert 0.14 < shared_ids(fifth, whole)[0] < 0.26
     reworded = sketch("e", range(50_000), [f"x{i}" for i in range(50_000)])
-    assert contained(reworded.ids, whole.ids)[0] == 1.0 and contained(reworded.rows, whole.rows)[0] == 0
+    assert shared_ids(reworded, whole)[0] == 1.0 and shared_rows(reworded, whole)[0] == 0
+    batches = FileSketcher()  # read in batches, the same sketch
+    for start in range(0, 50_000, 7_000):
+        ids = [f"P{i}" for i in range(start, min(start + 7_000, 50_000))]
+        batches.add(pa.table({"profile_id": ids, "k:email": [f"{i}@example.org" for i in ids]}))
+    assert all(np.array_equal(x, y) for x, y in zip(batches.sketch("a")[1:], whole[1:]))
 
 
 def test_two_hundred_parts_are_compared_by_their_shared_hashes_only():
@@ -147,11 +153,9 @@ def test_two_hundred_parts_are_compared_by_their_shared_hashes_only():
 
 def test_whole_values_are_hashed_their_middles_and_list_entries_too():
     """stable_hash.hash64 reads a string's ends: ids differing in their middle only would look shared."""
-    from transforms.extract_copies import content_hashes
-
     long = [f"https://crm.example.org/customers/{i:06d}/profile" for i in range(1000)]
-    assert len(np.unique(content_hashes(pa.table({"profile_id": long}))[0])) == 1000
+    assert len(np.unique(whole_hash(pa.array(long)))) == 1000
     table = pa.table({"profile_id": ["p", "p", "p", "p", "p"],
                       "visitor_ids": pa.array([["1" * 38, "2" * 38], ["2" * 38, "1" * 38], ["1" * 38], [], None])})
-    ids, rows = content_hashes(table)
-    assert len(set(ids.tolist())) == 1 and len(set(rows.tolist())) == 5  # (an empty list and a null one apart)
+    ids = whole_hash(table["profile_id"])
+    assert len(set(ids.tolist())) == 1 and len(set(row_hashes(table, ids).tolist())) == 4  # (empty and null alike)
