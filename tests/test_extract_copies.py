@@ -42,11 +42,23 @@ def test_a_copy_of_the_extract_beside_it_fails_the_import_and_the_export_naming_
     shutil.copy(tmp_path / "profiles.parquet", tmp_path / "profiles-copy.parquet")
     last = assert_failed_cleanly(run_import(job, tmp_path / "o"), tmp_path / "o", "profiles.path: ",
                                  str(tmp_path / "profiles.parquet"), str(tmp_path / "profiles-copy.parquet"),
-                                 "hold the same profiles (~100% of", "narrow the glob")
+                                 "hold the same profiles (~100% of", "narrow the glob",
+                                 "profiles.files_may_repeat_rows: true")
     ids = pq.read_table(tmp_path / "profiles.parquet", columns=["profile_id", "email"])
     assert not any(value in last for value in ids["profile_id"].to_pylist()[:50] + ids["email"].to_pylist()[:50] if value)
     assert_failed_cleanly(run_export(job, tmp_path / "e"), tmp_path / "e", "hold the same profiles",
                           "profiles-copy.parquet")
+
+
+def test_files_declared_to_repeat_rows_are_read(tmp_path):
+    """profiles.files_may_repeat_rows: true (an extract of a row per purchase, split by month, repeats
+    rows across files): the check is off and both files are read."""
+    job = extract_job(tmp_path)
+    shutil.copy(tmp_path / "profiles.parquet", tmp_path / "profiles-copy.parquet")
+    job.write_text(job.read_text().replace("profiles:\n", "profiles:\n  files_may_repeat_rows: true\n", 1))
+    result = run_import(job, tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    assert "profiles read: 6000" in result.stdout.replace(",", "")
 
 
 def test_yesterdays_extract_kept_beside_todays_fails_the_import_and_the_nightly(tmp_path):

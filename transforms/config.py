@@ -52,6 +52,9 @@ class ProfilesConfig(_Strict):
     # JSONL in parts: columns whose field whole parts may lack (parts of nulls naming fields of their own,
     # a union of two sources): the start-up check then takes no such part for a renamed field.
     parts_may_lack: list[str] = []
+    # Files whose rows may repeat another file's (an extract of a row per purchase, split by month): the
+    # check refusing two files of the same profiles (a copy, an older extract beside it) is off.
+    files_may_repeat_rows: bool = False
     max_shrink: float = Field(default=0.1, ge=0.0, le=1.0)  # nightly: fewer profiles than the previous night's
 
     @field_validator("default_region")

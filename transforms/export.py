@@ -97,10 +97,7 @@ from transforms.onboarding import (
     write_control_file,
 )
 from transforms.outcomes import Counts, Metric, SumCounts, count
-from transforms.match_columns import check_match_columns
-from transforms.extract_copies import check_extract_copies
-from transforms.profile_columns import check_profile_ids, check_visitor_entries
-from transforms.publish import publish_outputs
+from transforms.publish import check_extract, publish_outputs
 from transforms.storage import MatchFiles, join_path
 from transforms.suppression import ReadSuppressionLists
 from transforms.targets import ReadTargetFile
@@ -231,10 +228,7 @@ class PublishExport(beam.DoFn):
 
     def process(self, _, parts, counts, files, state_parts, strip_parts, sketches):
         counts = Counts(counts)
-        check_visitor_entries(counts, self._profiles)  # over the whole extract: its files, its batches
-        check_profile_ids(counts, self._profiles)
-        check_extract_copies(sketches)  # (its files against each other)
-        check_match_columns(counts, [self._spec.data_source], self._profiles)  # (so too)
+        check_extract(counts, sketches, self._profiles, [self._spec.data_source])
         others = other_versions(self._state, strip_parts, counts)
         report = build_export_report(self._spec, counts, files, self._targets, self._state, [e for _, e, _ in others])
         check_export_report(report)

@@ -182,4 +182,5 @@ def check_extract_copies(sketches: list[FileSketch]) -> None:
         if min(sampled, rows_sampled) >= MIN_SAMPLE and ids >= SAME_SHARE and rows >= SAME_SHARE:
             raise RunFailed(f"profiles.path: {big.path} and {small.path} hold the same profiles (~{ids:.0%} of "
                             f"{small.path}'s ids are in {big.path}, ~{rows:.0%} of its rows): a copy or an older "
-                            "extract beside it? narrow the glob. Nothing was published")
+                            "extract beside it? narrow the glob (or, where files do repeat rows, set "
+                            "profiles.files_may_repeat_rows: true). Nothing was published")

@@ -18,7 +18,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.config import JobConfig
+from transforms.config import JobConfig, ProfilesConfig
 from transforms.control_files import check_control_files
 from transforms.extract_copies import check_extract_copies
 from transforms.dump_names import parse_dump_name
@@ -95,6 +95,17 @@ def manifest_bytes(run_dir: str, outputs: dict, parts: list, manifest: dict) -> 
     return _json_bytes({**manifest, "files": files}, indent=2)
 
 
+def check_extract(counts: Counts, sketches: list, profiles: ProfilesConfig, data_sources: list) -> None:
+    """The checks judged over the whole extract (its files, its batches), before anything is published
+    (import, nightly, export): visitor-ID entries, a profile id column of few values, two files of the
+    same profiles (unless ``files_may_repeat_rows``), match columns of emails compared as written."""
+    check_visitor_entries(counts, profiles)
+    check_profile_ids(counts, profiles)
+    if not profiles.files_may_repeat_rows:
+        check_extract_copies(sketches)
+    check_match_columns(counts, data_sources, profiles)
+
+
 class _Publish(beam.DoFn):
     def __init__(self, spec: "PublishRun"):
         self._cfg, self._output_dir, self._run_dir = spec.cfg, spec.output_dir, spec.run_dir
@@ -108,10 +119,7 @@ class _Publish(beam.DoFn):
         for name, path in sorted(files):
             by_source.setdefault(name, []).append(self._file_entry(name, path, lines.get(path)))
         counts = Counts(counts)
-        check_visitor_entries(counts, self._cfg.profiles)  # over the whole extract: its files, its batches
-        check_profile_ids(counts, self._cfg.profiles)
-        check_extract_copies(sketches)  # (its files against each other)
-        check_match_columns(counts, self._cfg.data_sources, self._cfg.profiles)  # (so too)
+        check_extract(counts, sketches, self._cfg.profiles, self._cfg.data_sources)
         report = build_report(self._cfg, counts, by_source, self._run_date, diagnosis=dict(diagnosis))
         check_report(report, self._cfg)
         if self._check is not None:
