@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from transforms.arrow_utils import plain_array
 from transforms.errors import RunFailed
-from transforms.stable_hash import hash64
+from transforms.stable_hash import MIX, hash64, mix64
 
 SKETCH_SIZE = 256  # hashes kept a file (K-minimum values): the share is estimated to ~3 % at 256 sampled
 MIN_IDS = 1_000  # files with fewer distinct ids (as estimated) are not judged
@@ -29,7 +29,6 @@ SAME_SHARE = 0.5  # this share of the smaller file's ids, and of its rows, in th
 MIN_SAMPLE = 64  # sampled hashes of the smaller file needed to judge a pair (its ids and its rows)
 _ALL = np.uint64(2**64 - 1)
 _EMPTY = np.zeros(0, np.uint64)
-_ODD = np.uint64(0x9E3779B97F4A7C15)  # a fixed odd multiplier (stable_hash's mix)
 
 
 class FileSketch(NamedTuple):
@@ -76,7 +75,7 @@ def whole_hash(values) -> np.ndarray:
     middle = values.cast(pa.binary())
     while len(middle) and (pc.max(pc.binary_length(middle)).as_py() or 0) > 32:
         middle = pc.binary_slice(middle, 16, -16)
-        acc = acc * _ODD + hash64(middle)
+        acc = acc * MIX + hash64(middle)
     return acc
 
 
@@ -87,11 +86,8 @@ def row_hashes(profiles: pa.Table, ids: np.ndarray) -> np.ndarray:
     for name in profiles.column_names:
         if name != "profile_id":
             column = plain_array(profiles[name])
-            rows = rows * _ODD + (_list_hash(column) if pa.types.is_list(column.type) else whole_hash(column))
-    rows ^= rows >> np.uint64(31)
-    rows *= _ODD
-    rows ^= rows >> np.uint64(29)
-    return rows
+            rows = rows * MIX + (_list_hash(column) if pa.types.is_list(column.type) else whole_hash(column))
+    return mix64(rows)
 
 
 def _list_hash(lists: pa.ListArray) -> np.ndarray:
@@ -102,7 +98,7 @@ def _list_hash(lists: pa.ListArray) -> np.ndarray:
     position = np.arange(len(entries), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
     weighted = entries * (position.astype(np.uint64) * np.uint64(2) + np.uint64(1))
     summed = np.concatenate([np.zeros(1, np.uint64), np.cumsum(weighted, dtype=np.uint64)])
-    return (summed[offsets[1:]] - summed[offsets[:-1]]) * _ODD + lengths.astype(np.uint64)
+    return (summed[offsets[1:]] - summed[offsets[:-1]]) * MIX + lengths.astype(np.uint64)
 
 
 def _limit(ids: np.ndarray) -> np.uint64:

@@ -17,7 +17,7 @@ from transforms.arrow_utils import compact_dictionaries, concat_promoted, plain_
 
 # Fixed pseudo-random odd multipliers: the hash of a key must be the same in every process and run.
 _COEF = np.random.default_rng(20261123).integers(1, 2**63, size=5, dtype=np.uint64) | np.uint64(1)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
+MIX = np.uint64(0x9E3779B97F4A7C15)
 _WORD_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)  # a word's low k bytes (8: all)
 
 
@@ -92,14 +92,19 @@ def hash64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if len(values) == 0:
         return np.zeros(0, dtype=np.uint64)
     if pa.types.is_integer(values.type):
-        acc = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64) * _MIX
+        acc = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64) * MIX
     else:
         if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)
                 or pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)):
             values = values.cast(pa.string())
         acc = _string_words(values)
+    return mix64(acc)
+
+
+def mix64(acc: np.ndarray) -> np.ndarray:
+    """The finalizer of :func:`hash64` (in place): spreads every input bit over the 64 bits."""
     acc ^= acc >> np.uint64(31)
-    acc *= _MIX
+    acc *= MIX
     acc ^= acc >> np.uint64(29)
     return acc
 
@@ -131,7 +136,7 @@ class KeyFilter:
         self._bits = np.packbits(flags, bitorder="little")
 
     def _indexes(self, hashes: np.ndarray):
-        h2 = (((hashes >> np.uint64(32)) | (hashes << np.uint64(32))) * _MIX) | np.uint64(1)
+        h2 = (((hashes >> np.uint64(32)) | (hashes << np.uint64(32))) * MIX) | np.uint64(1)
         for i in range(self._probes):
             yield (hashes + np.uint64(i) * h2) & self._mask
 
