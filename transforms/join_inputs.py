@@ -10,6 +10,7 @@ shuffled.
 from __future__ import annotations
 
 import functools
+import itertools
 from datetime import datetime
 from typing import Iterator, NamedTuple
 
@@ -177,19 +178,13 @@ class ReadDumpFile(PooledDoFn):
             return
         # The bundle's queue spans files: a file's chunks are keyed while the next file is read
         # (most files are one chunk, so a queue per file kept one core busy).
-        stats, first = FileStats(), None
-        for job in numbered_chunks(work.path, stats=stats):
-            if first is None:  # held until the file is known to be more than one chunk
-                first = job
-                continue
-            if first:
-                yield from self._queue.submit(key_chunk, first)
-                first = ()
+        stats = FileStats()
+        chunks = numbered_chunks(work.path, stats=stats)
+        head = list(itertools.islice(chunks, 2))  # a file of one small chunk is keyed with others
+        if len(head) == 1 and len(head[0][0]) < SMALL_FILE_BYTES:
+            yield from self._key_small(work.name, self._incremental and mode == "iter", (*head.pop(), work.path))
+        for job in itertools.chain(head, chunks):
             yield from self._queue.submit(key_chunk, job)
-        if first and len(first[0]) < SMALL_FILE_BYTES:
-            yield from self._key_small(work.name, self._incremental and mode == "iter", (*first, work.path))
-        elif first:
-            yield from self._queue.submit(key_chunk, first)
         self._files.inc()
         yield beam.pvalue.TaggedOutput(self.FILE_STATS, (work.path, stats))
 
