@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
+from typing import Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -25,7 +26,7 @@ from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, base_o
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
 from transforms.memory import map_big_blocks, release_free_memory
 from transforms.outcomes import BundleCounts, Metric, count, runner_counter
-from transforms.parallel import OnceEach, PooledDoFn, in_global_window, submit
+from transforms.parallel import OnceEach, PooledDoFn, in_global_window, submit, windowed
 from transforms.profiles import counted_profiles
 
 
@@ -88,19 +89,8 @@ class KeyProfiles(PooledDoFn):
         self._writer: CacheWriter | None = None  # with the key cache: the bundle's part of this run's cache
 
     def finish_bundle(self):
-        in_flight: deque = deque()
-        if self._small:
-            in_flight.append(self._batch_work(self._take_small(), self._filters))
-        try:
-            self._verified(in_flight, self._filters, wait=True)
-            while in_flight:
-                for out in self._batch_outputs(in_flight.popleft()[0], self._writer):
-                    yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value)) \
-                        if isinstance(out, beam.pvalue.TaggedOutput) else in_global_window(out)
-        finally:
-            for futures, _ in in_flight:  # a failure: the work still pending is dropped
-                for future in futures:
-                    future.cancel()
+        in_flight = deque([self._batch_work(self._take_small(), self._filters)] if self._small else [])
+        yield from map(windowed, self._drained(in_flight, self._filters))
         if self._writer is not None:
             loaded, code = self._loaded
             part = {"layout": self._layout.doc(code), **base_of(loaded), "live_rows": self._live, **self._writer.close()}
@@ -145,14 +135,24 @@ class KeyProfiles(PooledDoFn):
                 # One batch is keyed while the next one is read (more until the cache's check is over).
                 while len(in_flight) > 1 and self._verified(in_flight, filters, wait=len(in_flight) > self.MAX_UNVERIFIED):
                     yield from self._batch_outputs(in_flight.popleft()[0], writer)
-            self._verified(in_flight, filters, wait=True)  # (an empty extract too: a bad cache is not carried on)
-            while in_flight:
-                yield from self._batch_outputs(in_flight.popleft()[0], writer)
+            yield from self._drained(in_flight, filters)
             if screens:
                 yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
             yield beam.pvalue.TaggedOutput(self.SKETCHES, sketcher.sketch(path))
         finally:
             for futures, _ in in_flight:  # a failure: the work still pending is dropped
+                for future in futures:
+                    future.cancel()
+
+    def _drained(self, in_flight: deque, filters: dict) -> Iterator:
+        """The outputs of every batch in flight, once the cache's check is over (an empty extract too:
+        a bad cache is not carried on); on a failure, the work still pending is dropped."""
+        try:
+            self._verified(in_flight, filters, wait=True)
+            while in_flight:
+                yield from self._batch_outputs(in_flight.popleft()[0], self._writer)
+        finally:
+            for futures, _ in in_flight:
                 for future in futures:
                     future.cancel()
 

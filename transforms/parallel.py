@@ -144,13 +144,16 @@ class BundleQueue:
         """The outputs still pending, as finish_bundle must emit them: in the global window (where
         a batch pipeline's elements live)."""
         while self._pending:
-            for out in self._emit(self._pending.popleft().result()):
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
-                else:
-                    yield in_global_window(out)
+            yield from map(windowed, self._emit(self._pending.popleft().result()))
 
 
 def in_global_window(value) -> WindowedValue:
     """What finish_bundle must emit: the value in the global window, at its end."""
     return WindowedValue(value, GlobalWindow().max_timestamp(), (GlobalWindow(),))
+
+
+def windowed(out):
+    """An output ``process`` would yield (a value, or a ``TaggedOutput``) as finish_bundle must emit it."""
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
+    return in_global_window(out)

@@ -20,7 +20,7 @@ from transforms.keys import SEGMENT_SET, segment_rows
 from transforms.memory import release_free_memory
 from transforms.output_lock import write_error
 from transforms.outcomes import BundleCounts, Metric, count
-from transforms.parallel import PooledDoFn, in_global_window
+from transforms.parallel import PooledDoFn, in_global_window, windowed
 from transforms.row_order import sorted_rows, sorted_segment_rows
 from transforms.stable_hash import BucketPieces, split_for_write
 from transforms.storage import join_path
@@ -136,8 +136,7 @@ class _WritePart(PooledDoFn):
 
     def finish_bundle(self):
         while self._pending:
-            for out in self._parts(self._pending.popleft().result()):
-                yield beam.pvalue.TaggedOutput(out.tag, in_global_window(out.value))
+            yield from map(windowed, self._parts(self._pending.popleft().result()))
         yield from self._counts.drain(tag=None)
         release_free_memory()
 
