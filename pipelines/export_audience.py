@@ -39,7 +39,7 @@ from transforms.export_state import (
     write_manifest,
 )
 from transforms.output_lock import LockHeld, LockNotCreated
-from transforms.preflight import check_export_inputs
+from transforms.preflight_export import check_export_inputs
 from transforms.publish import REPORT, join_path
 from transforms.publish_journal import remove_run_dir
 

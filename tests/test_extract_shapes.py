@@ -189,7 +189,7 @@ def test_the_name_a_compressed_extract_part_is_told_to_take_is_one_its_glob_stil
     for --targets, whose parts are the audience."""
     import gzip
 
-    from transforms.preflight import _targets_problems
+    from transforms.preflight_export import _targets_problems
 
     with_dump(tmp_path)
     (tmp_path / "a.csv").write_text(csv_text())
@@ -205,7 +205,7 @@ def test_the_name_a_compressed_extract_part_is_told_to_take_is_one_its_glob_stil
 
 def test_a_targets_file_in_utf16_is_told_to_be_saved_as_utf8_as_a_targets_file(tmp_path):
     """It was told to 'save the extract as UTF-8': the extract is another file."""
-    from transforms.preflight import _targets_problems
+    from transforms.preflight_export import _targets_problems
 
     path = tmp_path / "t.csv"
     path.write_bytes("profile_id\np1\n".encode("utf-16"))
@@ -465,7 +465,7 @@ def test_an_export_reads_a_jsonl_extract_whose_first_record_omits_the_visitor_id
     from datetime import date
 
     from transforms.export import export_spec
-    from transforms.preflight import check_export_inputs
+    from transforms.preflight_export import check_export_inputs
 
     (tmp_path / "p").mkdir()
     vid = "1" * 38

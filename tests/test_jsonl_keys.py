@@ -64,7 +64,7 @@ def test_a_jsonl_part_whose_visitor_id_field_was_renamed_is_named_before_the_run
     from datetime import date
 
     from transforms.export import export_spec
-    from transforms.preflight import check_export_inputs
+    from transforms.preflight_export import check_export_inputs
 
     (tmp_path / "p").mkdir()
     for i in range(3):
