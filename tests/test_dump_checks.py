@@ -13,7 +13,8 @@ import pytest
 from conftest import assert_failed_cleanly, run_import_cli
 
 from transforms.config import DataSourceConfig
-from transforms.dump_files import is_dump_file, read_chunks
+from transforms.dump_files import read_chunks
+from transforms.dump_listing import is_dump_file
 from transforms.dump_names import older_full_delivery
 from transforms.dumps import read_dump
 from transforms.errors import InputError

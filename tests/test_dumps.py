@@ -6,7 +6,8 @@ import gzip
 import pytest
 
 from transforms.config import DataSourceConfig
-from transforms.dump_files import FileStats, is_dump_file, read_chunks
+from transforms.dump_files import FileStats, read_chunks
+from transforms.dump_listing import is_dump_file
 from transforms.dump_names import DumpName, missing_splits, older_full_delivery, parse_dump_name
 from transforms.dumps import numbered_chunks, parse_lines, read_dump, split_lines
 from transforms.errors import InputError

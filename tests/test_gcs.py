@@ -491,7 +491,7 @@ def test_a_folder_marker_object_is_no_file(gcs, client):
     holding a dump named '' ('the file name does not say whether the dump is full or iter'; as an
     iter dump, an empty delivery where the local empty folder fails 'no segment dump matches'), and
     beside a dump it was refused as a copy moved aside. A local folder lists no such entry."""
-    from transforms.dump_files import dump_paths
+    from transforms.dump_listing import dump_paths
     from transforms.night_order import delivery_listed
     from transforms.storage import glob
 
@@ -510,7 +510,7 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
     into a folder of its name): on gs:// it matched nothing ('no segment dump matches'); on local
     files Beam's match of a path without wildcards gave the folder itself, read as a dump: the night
     failed on a bare 'RuntimeError: IsADirectoryError ...' (exit 1)."""
-    from transforms.dump_files import dump_folders, dump_paths
+    from transforms.dump_listing import dump_folders, dump_paths
     from transforms.storage import folder_hint, glob
 
     name = "ftp_1_7_full_1795694400000.sync.gz"
@@ -528,7 +528,7 @@ def test_a_folder_named_like_a_file_is_no_file_locally_as_on_gcs(gcs, client, tm
 
 def test_objects_whose_names_hold_url_characters_are_read(gcs, client):
     """The emulator's links name objects %-quoted, as GCS does: a dump named 'exp #1?%.sync' is read."""
-    from transforms.dump_files import dump_paths
+    from transforms.dump_listing import dump_paths
     from transforms.storage import open_decompressed
 
     client.bucket(gcs.bucket).blob("url-names/exp #1?%.sync").upload_from_string(b"x 1\n")

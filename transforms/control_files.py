@@ -31,7 +31,7 @@ def parse_control_file(path: str, data: bytes) -> dict[str, FileStats]:
 
 
 def control_files_in(folders: str, missing_ok: bool = False) -> list[str]:
-    """The control files (``.info``, any case, as :func:`~transforms.dump_files.is_dump_file` skips
+    """The control files (``.info``, any case, as :func:`~transforms.dump_listing.is_dump_file` skips
     them) in the folders the glob ``folders`` matches."""
     from transforms.storage import glob  # Beam's file systems: imported where files are listed
 

@@ -34,7 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import count_by
 from transforms.config import JobConfig
-from transforms.dump_files import dump_paths
+from transforms.dump_listing import dump_paths
 from transforms.dump_names import sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count

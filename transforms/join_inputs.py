@@ -24,7 +24,8 @@ from transforms.config import JobConfig
 from transforms.control_files import control_files_in
 from transforms.crypto import build_decryptor
 from transforms.diagnosis_sample import rejected_candidates
-from transforms.dump_files import CHUNK_BYTES, FileStats, dump_paths
+from transforms.dump_files import CHUNK_BYTES, FileStats
+from transforms.dump_listing import dump_paths
 from transforms.dump_names import missing_splits, sync_mode_of
 from transforms.dumps import numbered_chunks, parse_chunk, parse_chunks
 from transforms.errors import InputError

@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
 from transforms.control_files import controls_promising
-from transforms.dump_files import is_dump_file, unfinished_delivery, upload_glob, upload_of
+from transforms.dump_listing import is_dump_file, unfinished_delivery, upload_glob, upload_of
 from transforms.errors import ConfigError
 from transforms.storage import folder_hint, glob, join_path, matches_any
 
@@ -166,7 +166,7 @@ def no_delivery(template: JobConfig, night: date) -> bool:
 
 def delivery_listed(pattern: str) -> list[str] | None:
     """The dumps ``pattern`` lists (:func:`files_listed`), or without one what a delivery that did not
-    finish leaves (:func:`~transforms.dump_files.unfinished_delivery`); None when the listing failed."""
+    finish leaves (:func:`~transforms.dump_listing.unfinished_delivery`); None when the listing failed."""
     files = files_listed(pattern)
     dumps = None if files is None else [path for path in files if is_dump_file(path)]
     if dumps or files is None:

@@ -11,7 +11,7 @@ import posixpath
 
 from transforms.config import ConfigError, JobConfig
 from transforms.control_files import controls_promising
-from transforms.dump_files import dump_folders, is_dump_file, unfinished_delivery, upload_glob, uploads_beside
+from transforms.dump_listing import dump_folders, is_dump_file, unfinished_delivery, upload_glob, uploads_beside
 from transforms.dump_names import (iter_after_full, misfiled_dump, missing_splits, older_full_delivery, parse_dump_name,
                                    sync_mode_of, unnamed_beside_named)
 from transforms.errors import InputError, KeyMaterialError

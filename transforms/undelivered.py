@@ -15,7 +15,7 @@ from datetime import date
 
 from transforms.config import JobConfig
 from transforms.errors import ConfigError
-from transforms.dump_files import is_dump_file
+from transforms.dump_listing import is_dump_file
 from transforms.night_guard import night_report
 from transforms.night_order import delivery_listed
 from transforms.storage import folder_hint, join_path, matches_any
