@@ -171,3 +171,32 @@ def test_whole_values_are_hashed_their_middles_and_list_entries_too():
                       "visitor_ids": pa.array([["1" * 38, "2" * 38], ["2" * 38, "1" * 38], ["1" * 38], [], None])})
     ids = whole_hash(table["profile_id"])
     assert len(set(ids.tolist())) == 1 and len(set(row_hashes(table, ids).tolist())) == 4  # (empty and null alike)
+
+
+def test_yesterdays_extract_in_one_file_beside_todays_in_parts_fails_the_import(tmp_path):
+    """Today's extract in 10 parts of 1,200 profiles, yesterday's in one file of 12,000 kept among
+    them (10 % changed since): each part against yesterday's file has too small a sample to judge
+    (~26 ids of its 1,200 under the big file's sketch), but the extract's rows, sampled over all its
+    files alike, are mostly in two files."""
+    extract_job(tmp_path / "yesterday", n_profiles=12_000)
+    job = extract_job(tmp_path / "today", n_profiles=12_000, glob="profiles/*.parquet", profile_parts=10, changed=0.1)
+    kept = tmp_path / "today" / "profiles" / "profiles-2026-12-05.parquet"
+    shutil.copy(tmp_path / "yesterday" / "profiles.parquet", kept)
+    last = assert_failed_cleanly(run_import(job, tmp_path / "o"), tmp_path / "o", "profiles.path: ",
+                                 "of the extract's rows are in two of its files", str(kept),
+                                 "narrow the glob", "profiles.files_may_repeat_rows: true")
+    share = int(last.split("~")[1].split("%")[0])
+    assert 85 <= share <= 100, last
+
+
+def test_the_rows_of_many_parts_are_judged_together():
+    """Sketches alone: 50 disjoint parts and a file of other profiles as large as all of them pass;
+    the same file holding the parts' profiles does not."""
+    parts = [sketch(f"part-{i:02d}", range(i * 2000, (i + 1) * 2000)) for i in range(50)]
+    check_extract_copies(parts + [sketch("other", range(100_000, 200_000))])
+    try:
+        check_extract_copies(parts + [sketch("old", range(0, 100_000))])
+    except Exception as error:
+        assert "of the extract's rows are in two of its files, e.g. old and part-" in str(error), error
+    else:
+        raise AssertionError("the old extract was read")

@@ -9,7 +9,8 @@ same *rows* too, where the parts of one extract never hold one row twice: the ru
 Each reader sketches each file it reads (:class:`FileSketcher`, per file, before its batches are
 gathered with other files'): the 256 smallest distinct 64-bit hashes of its profile ids (K-minimum
 values) and the hashes of those ids' rows as read, of whole values (:func:`whole_hash`). The publish
-step judges the whole extract once (:func:`check_extract_copies`), before anything is published.
+step judges the whole extract once (:func:`check_extract_copies`), before anything is published: its
+files by pairs, and its rows together (:func:`repeated_rows`: a file beside an older extract's parts).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ SAME_SHARE = 0.5  # this share of the smaller file's ids, and of its rows, in th
 MIN_SAMPLE = 64  # sampled hashes of the smaller file needed to judge a pair (its ids and its rows)
 _ALL = np.uint64(2**64 - 1)
 _EMPTY = np.zeros(0, np.uint64)
+_REMEDY = ("a copy or an older extract beside it? narrow the glob (or, where files do repeat rows, set "
+           "profiles.files_may_repeat_rows: true). Nothing was published")
 
 
 class FileSketch(NamedTuple):
@@ -168,7 +171,8 @@ def check_extract_copies(sketches: list[FileSketch]) -> None:
     one's ids in the other, and of its rows (a copy, an older extract beside it). The parts of one
     extract share no row, and few ids (a profile's rows spread over parts by the writer). Smaller
     files are not judged, nor a pair whose smaller file's sample is under ``MIN_SAMPLE`` (a file of
-    1,000 ids beside one of 1M): a known limit. The message names both files and the share, never an id."""
+    1,000 ids beside one of 1M); the extract's rows are then judged together (:func:`repeated_rows`):
+    half of them in two files fail it too. The message names the files and the share, never an id."""
     sketches = sorted(sketches, key=lambda s: s.path)
     judged = [s for s in sketches if distinct_estimate(s.ids) >= MIN_IDS]
     for a, b in candidate_pairs(judged, int(MIN_SAMPLE * SAME_SHARE)):
@@ -177,6 +181,34 @@ def check_extract_copies(sketches: list[FileSketch]) -> None:
         rows, rows_sampled = shared_rows(small, big)
         if min(sampled, rows_sampled) >= MIN_SAMPLE and ids >= SAME_SHARE and rows >= SAME_SHARE:
             raise RunFailed(f"profiles.path: {big.path} and {small.path} hold the same profiles (~{ids:.0%} of "
-                            f"{small.path}'s ids are in {big.path}, ~{rows:.0%} of its rows): a copy or an older "
-                            "extract beside it? narrow the glob (or, where files do repeat rows, set "
-                            "profiles.files_may_repeat_rows: true). Nothing was published")
+                            f"{small.path}'s ids are in {big.path}, ~{rows:.0%} of its rows): {_REMEDY}")
+    share, sampled, (a, b) = repeated_rows(sketches)
+    if sampled >= MIN_SAMPLE and share >= SAME_SHARE:
+        raise RunFailed(f"profiles.path: ~{share:.0%} of the extract's rows are in two of its files, e.g. {a} and "
+                        f"{b}: {_REMEDY}")
+
+
+def repeated_rows(sketches: list[FileSketch]) -> tuple[float, int, tuple[str, str]]:
+    """The share of the extract's rows found in another of its files too, estimated on the rows of
+    the ids every sketch covers (below the smallest of their maxima: each file's rows sampled
+    alike, however many files the rows are spread over), the rows it is estimated on, and the
+    two files sharing the most of them. What the pairs miss: an older extract in one file beside
+    today's in 200 parts (each part's sample under the big file's sketch is too small to judge).
+    Nothing is judged under ``MIN_IDS`` ids in all (as for a pair)."""
+    if not sketches or sum(distinct_estimate(s.ids) for s in sketches) < MIN_IDS:
+        return 0.0, 0, ("", "")
+    limit = min(_limit(s.ids) for s in sketches)
+    rows = [s.rows[s.row_ids <= limit] for s in sketches]  # distinct within a file
+    owners = np.concatenate([np.full(len(r), i, np.int64) for i, r in enumerate(rows)])
+    hashes = np.concatenate(rows)
+    order = np.argsort(hashes, kind="stable")
+    hashes, owners = hashes[order], owners[order]
+    repeated = np.zeros(len(hashes), bool)
+    repeated[1:] |= hashes[1:] == hashes[:-1]
+    repeated[:-1] |= hashes[:-1] == hashes[1:]
+    if not repeated.any():
+        return 0.0, len(hashes), ("", "")
+    pairs = np.flatnonzero(hashes[1:] == hashes[:-1])  # a row and the next of the same hash: two files
+    counted = np.unique(np.stack([owners[pairs], owners[pairs + 1]], axis=1), axis=0, return_counts=True)
+    a, b = counted[0][np.argmax(counted[1])]
+    return float(repeated.mean()), len(hashes), (sketches[a].path, sketches[b].path)
