@@ -191,7 +191,8 @@ def test_yesterdays_extract_in_one_file_beside_todays_in_parts_fails_the_import(
 
 def test_the_rows_of_many_parts_are_judged_together():
     """Sketches alone: 50 disjoint parts and a file of other profiles as large as all of them pass;
-    the same file holding the parts' profiles does not."""
+    the same file holding the parts' profiles does not, nor the parts beside an older extract's parts
+    cut otherwise (no part of one shares more than 2 % of another's ids)."""
     parts = [sketch(f"part-{i:02d}", range(i * 2000, (i + 1) * 2000)) for i in range(50)]
     check_extract_copies(parts + [sketch("other", range(100_000, 200_000))])
     try:
@@ -200,3 +201,10 @@ def test_the_rows_of_many_parts_are_judged_together():
         assert "of the extract's rows are in two of its files, e.g. old and part-" in str(error), error
     else:
         raise AssertionError("the old extract was read")
+    old = [sketch(f"old/part-{i:02d}", range(i, 100_000, 50)) for i in range(50)]  # its parts cut otherwise
+    try:
+        check_extract_copies(parts + old)
+    except Exception as error:
+        assert "of the extract's rows are in two of its files, e.g. old/part-" in str(error), error
+    else:
+        raise AssertionError("the old extract's parts were read")
