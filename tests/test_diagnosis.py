@@ -413,6 +413,46 @@ def test_a_hashing_change_that_explains_more_lines_than_match_now_says_it_loses_
     assert "\n" not in message
 
 
+def test_a_dump_under_another_iv_beside_one_under_the_configured_iv_is_not_blamed_on_encryption_iv(tmp_path):
+    """Two dumps of one encrypted source: 150 addresses under the configured key and IV (they
+    match), 250 under another IV (a second system of the partner's). The run failed 'the key is right
+    and the IV is not ... (suggested: check encryption.iv)', and the partner confirmed the IV the 150
+    use. It now says the matching lines are under the configured key and IV; with 250 matching and
+    150 under the other IV, the finding is a partial explanation, not a setting to check."""
+    emails = [f"user{i}@example.com" for i in range(400)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(400)], "email": emails}), tmp_path / "profiles.parquet")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "key.txt").write_text(KEY_HEX + "\n")
+    (tmp_path / "keys" / "iv.txt").write_text(IV_HEX + "\n")
+    (tmp_path / "segments").mkdir()
+    ds = {"name": "e", "dpid": 1, "segments": "segments/*.sync", "id_type": "declared", "declared": "encrypted",
+          "match_on": "email", "channel": "email",
+          "encryption": {"key": "file:keys/key.txt", "key_encoding": "hex", "iv": "file:keys/iv.txt", "iv_encoding": "hex"}}
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": [ds]}
+    for n, (configured, out) in enumerate(((150, "failing"), (250, "published"))):
+        for split, (ids, iv) in enumerate(((emails[:configured], IV_HEX), (emails[configured:], OTHER_IV_HEX)), start=1):
+            (tmp_path / "segments" / f"ftp_dpm_1_full_170000000{n}00{split}.sync").write_text(
+                "".join(f"{t} 11\n" for t in encrypt_cbc(ids, bytes.fromhex(KEY_HEX), bytes.fromhex(iv))))
+        if configured == 150:
+            with pytest.raises(RunFailed) as info:
+                _run(tmp_path, cfg, out)
+            message = str(info.value)
+            assert "250 of 400 IDs failed to decrypt" in message and "(suggested: check encryption.iv)" in message, message
+            assert ("Applied, the change would also lose the 150 lines matching now under its configured key and IV: "
+                    "the partner encrypts under two; ask it for one") in message, message
+            assert "\n" not in message and IV_HEX not in message and OTHER_IV_HEX not in message
+            for old in (tmp_path / "segments").iterdir():
+                old.unlink()
+        else:
+            entry = _run(tmp_path, cfg, out)["data_sources"]["e"]
+            assert (entry["reconciled"], entry["invalid_ids"]) == (250, 150)
+            (finding,) = entry["diagnosis"]
+            assert (finding["kind"], finding["suggestion"], finding["would_match"]) == ("iv", {}, 150), finding
+            assert "already matches 250 lines under its configured key and IV" in finding["message"]
+            page = (tmp_path / out / "report.html").read_text()
+            assert "Setting to check" not in page
+
+
 def test_one_digest_on_many_lines_does_not_skew_the_sampled_share(tmp_path):
     """1,200 lines match, 1,000 are SHA-1 digests, 1,500 the digest of an empty address (the partner
     hashed its empty cells), with diagnosis_sample: 200. The sample kept the lines of smallest hash

@@ -133,6 +133,33 @@ def test_a_hashing_change_that_would_lose_the_lines_matching_now_is_a_partial_ex
         assert ("would also lose the 100 lines matching now as configured (hex SHA-256)" in finding["message"]) != partial
 
 
+@pytest.mark.parametrize("kind, change", [("iv", (("encryption.iv", None),)), ("key", (("encryption.key", None),)),
+                                          ("key_encoding", (("encryption.key_encoding", "base64"),))])
+def test_a_key_or_iv_finding_beside_lines_matching_under_the_configured_ones_is_not_the_whole_story(kind, change):
+    """One dump encrypted under the configured key and IV (its lines match), another under another
+    IV: the finding said 'the key is right and the IV is not; check encryption.iv', and the partner,
+    asked, confirmed the IV the matching lines use. Lines that match were decrypted under the
+    configured key and IV: a partial explanation when they are more, else the change and what it loses."""
+    from transforms.diagnosis_plaintext import CryptoFinding
+
+    ds = _email_source()
+    cfg = JobConfig(profiles={"path": "p.parquet"}, data_sources=[ds])
+    for reconciled, partial in ((250, True), (150, False)):
+        counts = Counts([count(Metric.RECEIVED, reconciled + 200, "e"), count(Metric.RECONCILED, reconciled, "e"),
+                         count(Metric.REJECTED, 200, "e", Reason.INVALID_PLAINTEXT)])
+        found = CryptoFinding(kind, change, 200, "are under another IV: the key is right and the IV is not")
+        findings = {"e": assemble(ds, cfg, 200, {}, [found], np.arange(200))}
+        (finding,) = build_report(cfg, counts, diagnosis=findings)["data_sources"]["e"]["diagnosis"]
+        assert finding["suggestion"] == ({} if partial else {field: value for field, value in change}), finding
+        if partial:
+            assert (f"a partial explanation, not a change to make. The data source already matches {reconciled} lines "
+                    "under its configured key and IV") in finding["message"], finding["message"]
+        else:
+            assert finding["message"].endswith(f"Applied, the change would also lose the {reconciled} lines matching now "
+                                               "under its configured key and IV: the partner encrypts under two; ask it "
+                                               "for one"), finding["message"]
+
+
 def test_sampled_tokens_that_are_not_utf8_leave_the_crypto_findings_as_they_are():
     """A sample holds bytes: a token that is not UTF-8 failed the AES-CBC and AES-GCM diagnosis on a bare
     'ArrowInvalid: Invalid UTF8 payload'. No dump line brings one (its lines are decoded before their

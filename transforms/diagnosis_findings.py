@@ -118,7 +118,8 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
     entry). A change of a ``profiles.*`` column says it applies to every data source. A change that
     would lose the lines matching now (:func:`_loses_matches`) -- of the column a data source matches
     on, of a hashed source's digest encoding or algorithm (the lines matching now would be
-    invalid_hash), or a normalization under which no profile keeps its key -- when the source already
+    invalid_hash), of an encrypted source's key or IV (the lines matching now decrypted under them),
+    or a normalization under which no profile keeps its key -- when the source already
     reconciles more lines than the change would explain, is a partial explanation, not a change to
     make (suggestion ``{}``): its lines hold another column's values, or are hashed or normalized
     another way. When it explains more, it stays the change, and says the lines it would lose: applied
@@ -142,6 +143,7 @@ def in_context(ds: DataSourceConfig, cfg: JobConfig, findings: list[dict], entry
         elif loses and matching:
             # Another column may hold the values of the lines matching now too (a copy of it): not sure.
             but = (", unless the other column holds their values too" if _changes_column(change)
+                   else ": the partner encrypts under two; ask it for one" if _changes_secret(ds, change)
                    else ": the partner sends lines of both kinds; ask it for one")
             finding = {**finding, "message": (
                 f"{finding['message']}{f'; {job_wide}' if job_wide else ''}. Applied, the change would also lose the "
@@ -160,6 +162,8 @@ def _loses_matches(ds: DataSourceConfig, cfg: JobConfig, finding: dict) -> tuple
     if _changes_column(change):
         current = cfg.profiles.column_for(ds.match_on) if ds.match_on else cfg.profiles.visitor_ids
         return f"on its current column ('{current}')", "these lines hold another column's values, and changing the column"
+    if _changes_secret(ds, change):
+        return "under its configured key and IV", "these lines are encrypted under another key or IV, and the change"
     if _rehashes(ds, change):
         return (f"as configured ({ds.digest_encoding} {_ALGORITHM_NAMES[ds.hash_algorithm]})",
                 "these lines are hashed another way, and the change")
@@ -171,6 +175,17 @@ def _loses_matches(ds: DataSourceConfig, cfg: JobConfig, finding: dict) -> tuple
 
 def _changes_column(change: dict) -> bool:
     return any(f == "match_on" or f.startswith("profiles.") for f in change)
+
+
+# The AES-CBC settings a finding says are wrong (or read wrong): lines that match decrypted under them as they are.
+_SECRETS = ("encryption.key", "encryption.iv", "encryption.key_encoding", "encryption.iv_encoding")
+
+
+def _changes_secret(ds: DataSourceConfig, change: dict) -> bool:
+    """Whether a change is of an AES-CBC source's key or IV, or how they are read: a line matching a
+    profile was decrypted under them as configured (a wrong IV or key turns no address into a profile's),
+    so the finding's lines are under another key or IV (a second system of the partner's)."""
+    return ds.decrypts and any(field in _SECRETS for field in change)
 
 
 def _rehashes(ds: DataSourceConfig, change: dict) -> bool:
