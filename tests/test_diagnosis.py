@@ -344,6 +344,24 @@ def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_pat
     assert finding["suggestion"] == {}  # no stored address is normalized: 'none' would lose the 300 matching now
 
 
+def test_a_run_failing_on_invalid_ids_names_a_finding_that_explains_few_of_them_as_such(tmp_path):
+    """700 addresses sent unhashed to a hashed source (no finding explains them), 100 SHA-1 digests,
+    300 digests of no profile. The run failed naming 'suggested: hash_algorithm: sha1' as the cause
+    of the 800 invalid IDs: applied, the 700 stay invalid and the run fails again. A finding that
+    leaves the failing IDs over the ratio is named as what it explains, after the reason's meaning."""
+    emails = [f"user{i}@example.com" for i in range(1100)]
+    ids = emails[:700] + _hashed(emails[700:800], "email", algorithm="sha1") + _hashed(
+        [f"x{i}@nobody.example" for i in range(300)], "email")
+    cfg, _ = _hashed_email_job(tmp_path, emails, ids)
+    with pytest.raises(RunFailed) as info:
+        _run(tmp_path, cfg, "out")
+    message = str(info.value)
+    assert message.startswith("data source 'h': 800 of 1100 IDs are invalid, most of them invalid_hash (more than "
+                              "max_invalid_id_ratio=0.5); not a digest of the configured algorithm and encoding"), message
+    assert "? The diagnosis explains 100 of them: 100 of 1,100 sampled lines without a match are SHA-1 digests" in message
+    assert "(suggested: hash_algorithm: sha1)" in message and "\n" not in message and "@" not in message
+
+
 def test_a_placeholder_id_on_many_lines_is_no_evidence_of_another_column(tmp_path):
     """A visitor source whose 600 lines without a visitor ID say '0', and a plain source whose 300
     lines say 'unknown', beside lines that match; the extract has columns where most profiles hold

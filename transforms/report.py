@@ -5,6 +5,7 @@ import posixpath
 
 from transforms.config import JobConfig
 from transforms.diagnosis_findings import in_context, noun
+from transforms.diagnosis_sample import sampled_from
 from transforms.dump_names import sync_mode_of
 from transforms.errors import RunFailed
 from transforms.outcomes import DECRYPT_FAILURES, OUTCOMES, Category, Counts, Metric, Reason
@@ -255,9 +256,10 @@ def _check_invalid_ids(name: str, entry: dict, ratio: float) -> None:
     if not candidates or total / candidates <= ratio:
         return
     top = _most_common(invalid)
+    cause = _cause(entry, total, candidates, ratio, decryption=False, hint=Reason(top).description + "?")
     raise RunFailed(
         f"data source '{name}': {total} of {candidates} IDs are invalid, most of them {top} (more than "
-        f"max_invalid_id_ratio={ratio}); {_top_finding(entry, decryption=False) or Reason(top).description + '?'} Nothing was published"
+        f"max_invalid_id_ratio={ratio}); {cause} Nothing was published"
     )
 
 
@@ -286,10 +288,11 @@ def _check_decryption(name: str, entry: dict, ratio: float, addresses: str, algo
         return
     # Every ID failing is no audience at all, whatever the ratio tolerates (1.0 is a valid setting).
     limit = "more than" if failed / candidates > ratio else "every one: fails whatever"
+    cause = _cause(entry, failed, candidates, ratio, decryption=True,
+                   hint=_decryption_hint(_most_common(failures), addresses, algorithm))
     raise RunFailed(
         f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
-        f"({limit} max_decrypt_failure_ratio={ratio}); "
-        f"{_top_finding(entry, decryption=True) or _decryption_hint(_most_common(failures), addresses, algorithm)} Nothing was published"
+        f"({limit} max_decrypt_failure_ratio={ratio}); {cause} Nothing was published"
     )
 
 
@@ -326,17 +329,35 @@ def _check_iv_suspect(name: str, entry: dict, confirmed: bool = False) -> None:
     )
 
 
-def _top_finding(entry: dict, decryption: bool) -> str | None:
-    """The diagnosis' best explanation of rejected IDs (of decrypt failures, or of the other invalid
-    IDs), with its config change, for the one-line message of a run failing on them: not a finding
-    about lines that matched no profile (it would not fix what fails the run)."""
-    return _finding_text(entry, lambda f: f.get("rejected") and (f.get("kind") in DECRYPTION_KINDS) == decryption)
+def _cause(entry: dict, failed: int, candidates: int, ratio: float, decryption: bool, hint: str) -> str:
+    """The likely cause of ``failed`` of ``candidates`` IDs failing a run (over ``ratio``): the diagnosis'
+    best explanation of such rejected IDs (of decrypt failures, or of the other invalid IDs), with its
+    config change -- not a finding about lines that matched no profile (it would not fix what fails the
+    run). When the rejected IDs it explains, estimated from the sample, would leave the others over the
+    ratio, ``hint`` (the reason's likeliest cause) comes first and the finding after it, as what it
+    explains: 100 SHA-1 digests beside 700 addresses sent unhashed were named the cause of the 800
+    invalid IDs, and the run with hash_algorithm: sha1 applied failed again."""
+    top = _first_finding(entry, lambda f: f.get("rejected") and (f.get("kind") in DECRYPTION_KINDS) == decryption)
+    if top is None:
+        return hint
+    sampled, drawn = max(1, int(top["sampled"])), sampled_from(entry)
+    explained = min(failed, round(int(top["rejected"]) * max(drawn, sampled) / sampled))
+    if (failed - explained) / candidates <= ratio:
+        return _described(top)
+    about = "about " if drawn > sampled else ""
+    return f"{hint} The diagnosis explains {about}{explained:,} of them: {_described(top, lead='')}"
 
 
 def _finding_text(entry: dict, wanted) -> str | None:
     """The data source's first diagnosis finding that is ``wanted``, with its config change."""
-    top = next((f for f in entry.get("diagnosis") or () if wanted(f)), None)
-    if top is None:
-        return None
-    change = suggestion_text(top)  # none for a finding no setting fixes (tokens in another base64)
-    return f"diagnosis: {top['message']}" + (f" (suggested: {change})." if change else ".")
+    top = _first_finding(entry, wanted)
+    return None if top is None else _described(top)
+
+
+def _first_finding(entry: dict, wanted) -> dict | None:
+    return next((f for f in entry.get("diagnosis") or () if wanted(f)), None)
+
+
+def _described(finding: dict, lead: str = "diagnosis: ") -> str:
+    change = suggestion_text(finding)  # none for a finding no setting fixes (tokens in another base64)
+    return f"{lead}{finding['message']}" + (f" (suggested: {change})." if change else ".")
