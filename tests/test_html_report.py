@@ -279,6 +279,25 @@ def test_a_data_source_with_no_line_to_diagnose_does_not_say_sampled_lines_were_
     assert "No finding: no alternative setting that was tried explains the sampled lines without a match" in section
 
 
+def test_a_data_source_without_a_valid_id_does_not_say_every_line_with_one_matched():
+    """Every line malformed (max_format_error_ratio: 1.0), or every ID empty: nothing was looked up,
+    and the page said "Nothing to diagnose: every line with a valid ID matched a profile", of lines
+    there were none of (the operator read that the lines matched). It says no line had a valid ID."""
+    report = _import_report()
+    e = report["data_sources"]["crm-hashed-emails"]
+    received = e["received"]
+    for k in ("reconciled", "unmatched", "file_audience", "invalid_ids", "removals_only"):
+        e[k] = 0
+    e["format_errors"], e["rejected_by_reason"], e["diagnosis"] = received, {"malformed_line": received}, []
+    for seg in e["segments"].values():
+        seg.update(members=0, lines=0)
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    section = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[html.index('id="ds-crm-hashed-emails"'):html.index('id="ds-uid2-phones"')]))
+    assert "every line with a valid ID matched" not in section, section[:800]
+    assert "Nothing to diagnose: no line had a valid ID to look up" in section, section[:800]
+
+
 def test_file_audience_entries_withheld_by_suppression_lists_are_on_the_page():
     """report.json counts the file-audience entries a suppression list withheld (``suppressed``); the
     page did not show them, so the entries written were fewer than the lines kept with no word why."""

@@ -114,6 +114,7 @@ def _source_view(name: str, entry: dict) -> dict:
         "rejected": report_view.rejected_lines(entry),
         "findings": _finding_rows(report_view.findings(entry)),
         "to_diagnose": report_view.to_diagnose(entry),
+        "looked_up": report_view.looked_up(entry),
         "memberships": report_view.memberships(entry),
         "file_audience_entries": report_view.file_audience_entries(entry),
         "keeps_file_audience": report_view.keeps_file_audience(entry),
