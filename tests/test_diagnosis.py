@@ -244,7 +244,8 @@ def test_url_safe_tokens_of_an_sms_source_fail_the_run_naming_their_base64(tmp_p
 
 def test_a_few_lines_of_another_column_are_a_partial_explanation_not_a_column_change(tmp_path):
     """A hashed source matches 250 lines on the personal email column; 30 more are work emails. Moving
-    profiles.email to work_email would lose the 250, and the plain source's 250 that match on it."""
+    its match column to work_email would lose the 250 (a change of profiles.email, the plain source's
+    250 that match on it too: the change named is the hashed source's own, the plain source reading the role)."""
     emails, work = [f"user{i}@example.com" for i in range(300)], [f"u{i}@corp-{i % 7}.com" for i in range(300)]
     pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(300)], "email": emails, "work_email": work}),
                    tmp_path / "profiles.parquet")
@@ -262,7 +263,7 @@ def test_a_few_lines_of_another_column_are_a_partial_explanation_not_a_column_ch
     assert (finding["kind"], finding["suggestion"], finding["would_match"]) == ("column", {}, 30)
     assert "'work_email'" in finding["message"] and "partial explanation" in finding["message"]
     assert "already matches 250 lines on its current column ('email')" in finding["message"]
-    assert "profiles.email applies to every data source: also 'plain'" in finding["message"]
+    assert "every data source" not in finding["message"]
 
 
 def _hashed_email_job(tmp_path, emails: list, ids: list) -> tuple[dict, dict]:
@@ -323,6 +324,47 @@ def test_a_second_email_column_compared_as_written_is_told_match_as_email(tmp_pa
     assert "'work_email' (email addresses)" in finding["message"] and "@" not in finding["message"]
     ds["match_as"] = "email"  # as suggested: every line matches
     assert _run(tmp_path, cfg, "fixed")["data_sources"]["h"]["reconciled"] == 400
+
+
+@pytest.mark.parametrize("declared", ["hashed", "encrypted"])
+def test_digests_of_another_email_column_beside_a_data_source_on_the_email_role_name_this_sources_column(tmp_path, declared):
+    """'a' matches on profiles.email (300 lines, all matching); 'b' (hashed, or encrypted) sends the
+    work emails of the same profiles. b's finding suggested profiles.email: work_email, every data
+    source's column: applied, 'a' matched none. Where another data source reads the role, the finding
+    names b's own column: match_on: work_email (match_as: email for a hashed source)."""
+    emails = [f"user{i}@example.com" for i in range(400)]
+    work = [f"W{i}@Corp{i % 5}.example" for i in range(400)]
+    pq.write_table(pa.table({"profile_id": [f"P{i:04d}" for i in range(400)], "email": emails, "work_email": work}),
+                   tmp_path / "profiles.parquet")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "key.txt").write_text(KEY_HEX + "\n")
+    (tmp_path / "keys" / "iv.txt").write_text(IV_HEX + "\n")
+    normalized = normalize_keys(pa.array(work[:300]), "email", "adobe")[0].to_pylist()
+    dumps = {"a": _hashed(emails[:300], "email"),
+             "b": _hashed(work[:300], "email") if declared == "hashed"
+             else encrypt_cbc(normalized, bytes.fromhex(KEY_HEX), bytes.fromhex(IV_HEX))}
+    sources = []
+    for n, (name, ids) in enumerate(dumps.items()):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dump.sync").write_text("".join(f"{i} 11\n" for i in ids))
+        sources.append({"name": name, "dpid": n + 1, "segments": f"{name}/*.sync", "id_type": "declared",
+                        "declared": "hashed", "match_on": "email"})
+    if declared == "encrypted":
+        sources[1] |= {"declared": "encrypted", "channel": "email", "force_reconciliation": True,
+                       "encryption": {"key": "file:keys/key.txt", "key_encoding": "hex", "iv": "file:keys/iv.txt",
+                                      "iv_encoding": "hex", "iv_confirmed": True}}  # (addresses unlike the profiles' emails)
+    sources[1]["allow_no_match"] = True
+    cfg = {"profiles": {"path": "profiles.parquet", "email": "email", "visitor_ids": None}, "buckets": 2, "data_sources": sources}
+    entry = _run(tmp_path, cfg, "out")["data_sources"]["b"]
+    assert (entry["reconciled"], entry["unmatched"]) == (0, 300)
+    (finding,) = entry["diagnosis"]
+    local = {"match_on": "work_email", **({"match_as": "email"} if declared == "hashed" else {})}
+    assert (finding["kind"], finding["would_match"], finding["suggestion"]) == ("column", 300, local), finding
+    assert "'work_email'" in finding["message"] and "(values)" not in finding["message"], finding["message"]
+    assert "every data source" not in finding["message"]
+    sources[1] |= local  # as suggested: b matches every line, a still does
+    fixed = _run(tmp_path, cfg, "fixed")["data_sources"]
+    assert (fixed["a"]["reconciled"], fixed["b"]["reconciled"], fixed["b"]["diagnosis"]) == (300, 300, [])
 
 
 def test_a_run_failing_on_invalid_ids_names_no_finding_about_other_lines(tmp_path):

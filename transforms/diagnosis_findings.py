@@ -241,7 +241,7 @@ def _describe_digests(ds: DataSourceConfig, cfg: JobConfig, change: dict) -> str
         what = f"the profile column '{column}' ({noun(change['match_as'])})"
     if "match_on" in change:
         target = change.get("profiles.email") or change.get("profiles.phone") or cfg.profiles.column_for(change["match_on"])
-        what = f"the profile column '{target}' ({noun(change['match_on']) if change['match_on'] in ('email', 'phone') else 'values'})"
+        what = f"the profile column '{target}' ({noun(change.get('match_as') or change['match_on'])})"
     how = ("exactly as stored (not trimmed or lower-cased)" if normalization == AS_IS
            else f"normalized under {normalization} rules")
     encoded = f"{encoding}-encoded " if "digest" in change else ""

@@ -148,7 +148,7 @@ def probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: 
     """Every alternative worth trying for ``ds``, given its views and the profile columns' kinds
     (:func:`transforms.diagnosis_forms.column_kinds`)."""
     if ds.id_type == "visitor":
-        found = _visitor_probes(cfg, kinds)
+        found = _visitor_probes(ds, cfg, kinds)
     elif ds.declared == "hashed":
         found = _hashed_probes(ds, cfg, views, kinds)
     elif ds.declared == "plain":
@@ -158,7 +158,7 @@ def probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: 
         how, kind = (ADDRESS, ds.key_kind) if ds.decrypts else (RAW, "other")
         region = cfg.region_for(ds) if kind == "phone" else None
         found = [Probe(Form(c, how, kind, ds.normalization if ds.decrypts else None, region=region), "id", "column",
-                       _match_on(cfg, c, k))
+                       _match_on(ds, cfg, c, k))
                  for c, k in kinds.items() if c != here and k != "visitor" and (k == kind or not ds.decrypts)]
     return [p for p in found if p.view in views and p.suggestion]
 
@@ -167,15 +167,26 @@ def _match_column(ds: DataSourceConfig, cfg: JobConfig) -> str:
     return KEY_PREFIX + cfg.profiles.column_for(ds.match_on) if ds.match_on else "visitor_ids"
 
 
-def _match_on(cfg: JobConfig, column: str, kind: str) -> Suggestion:
+def _match_on(ds: DataSourceConfig, cfg: JobConfig, column: str, kind: str) -> Suggestion:
     """The change that makes a declared data source match on ``column``: its role name when it is the
-    email or phone column (their normalization applies only to roles), else the column itself."""
+    email or phone column (their normalization applies only to roles), else the column itself. A
+    column of emails or phones takes the role (``profiles.email``) unless another data source reads
+    the role: that field is every data source's, and moving it moved theirs (they then matched
+    nothing). This data source's own ``match_on`` then reads it, as emails or phones (a hashed
+    source's ``match_as``; an encrypted one's channel says it; a plain one compares as written)."""
     name = extract_column(cfg, column)
     if name in (cfg.profiles.email, cfg.profiles.phone):
         return (("match_on", "email" if name == cfg.profiles.email else "phone"),)
-    if kind in ("email", "phone"):
+    if kind in ("email", "phone") and not _role_read_by_others(ds, cfg, kind):
         return (("match_on", kind), (f"profiles.{kind}", name))
+    if kind in ("email", "phone") and ds.declared == "hashed":
+        return (("match_on", name), ("match_as", kind))
     return (("match_on", name),)
+
+
+def _role_read_by_others(ds: DataSourceConfig, cfg: JobConfig, role: str) -> bool:
+    return any(other.name != ds.name and other.id_type == "declared" and other.match_on == role
+               for other in cfg.data_sources)
 
 
 def _read_as(ds: DataSourceConfig, cfg: JobConfig, kind: str, kinds: dict[str, str]) -> Suggestion:
@@ -186,7 +197,7 @@ def _read_as(ds: DataSourceConfig, cfg: JobConfig, kind: str, kinds: dict[str, s
     role = getattr(cfg.profiles, kind)
     if ds.match_as is not None or (role is not None and KEY_PREFIX + role in kinds):
         return (("match_as", kind),)
-    return _match_on(cfg, _match_column(ds, cfg), kind)
+    return _match_on(ds, cfg, _match_column(ds, cfg), kind)
 
 
 def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: dict[str, str]) -> list[Probe]:
@@ -204,7 +215,9 @@ def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View],
             normalizations = (*PROFILES, AS_IS) if kind != "other" else (kept, AS_IS)  # 'other': trim, or nothing
             for normalization in normalizations:
                 change = (() if own else _read_as(ds, cfg, kind, kinds) if column == here
-                          else _match_on(cfg, column, kind))
+                          else _match_on(ds, cfg, column, kind))
+                if normalization == AS_IS:  # values hashed as stored: how they would be normalized does not apply
+                    change = tuple((field, value) for field, value in change if field != "match_as")
                 change += _hashing_change(ds, normalization, encoding, algorithm)
                 finding = ("algorithm" if algorithm != ds.hash_algorithm else "column" if not own
                            else "normalization" if normalization != ds.normalization else "digest")
@@ -235,7 +248,7 @@ def _hashing_change(ds: DataSourceConfig, normalization: str, encoding: str, alg
 LINE_BREAK = "\n"
 
 
-def _visitor_probes(cfg: JobConfig, kinds: dict[str, str]) -> list[Probe]:
+def _visitor_probes(ds: DataSourceConfig, cfg: JobConfig, kinds: dict[str, str]) -> list[Probe]:
     found = [Probe(Form("visitor_ids", VISITOR), "padded", "leading_zeros", (("restore_leading_zeros", True),))]
     for column, kind in kinds.items():
         if kind == "visitor":
@@ -245,7 +258,7 @@ def _visitor_probes(cfg: JobConfig, kinds: dict[str, str]) -> list[Probe]:
             Probe(Form(column, VISITOR), "id", "column", moved),
             Probe(Form(column, VISITOR), "padded", "column", moved + (("restore_leading_zeros", True),)),
             Probe(Form(column, RAW), "raw", "id_type",
-                  (("id_type", "declared"), ("declared", "plain")) + _match_on(cfg, column, kind)),
+                  (("id_type", "declared"), ("declared", "plain")) + _match_on(ds, cfg, column, kind)),
         ]
     return found
 
@@ -257,7 +270,7 @@ def _plain_probes(ds: DataSourceConfig, cfg: JobConfig, kinds: dict[str, str]) -
     for column, kind in kinds.items():
         if column == here or kind == "visitor":
             continue
-        change = _match_on(cfg, column, kind)
+        change = _match_on(ds, cfg, column, kind)
         if ds.ignore_case:
             found.append(Probe(Form(column, FOLDED), "id", "column", change))
         else:
