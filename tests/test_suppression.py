@@ -230,6 +230,35 @@ def test_an_export_with_a_quoted_suppression_list_fails_before_sending_anything(
     assert not any(e.lower() in result.stderr.lower() for e in emails)
 
 
+@pytest.mark.parametrize("joined", ["\ufeff", "\u200b", "\u00ad"], ids=["bom", "zero-width-space", "soft-hyphen"])
+def test_a_plain_email_list_holding_an_invisible_character_fails_naming_the_line(tmp_path, joined):
+    """Two lists joined with `cat a.txt b.txt`, b.txt saved with a byte order mark (Notepad, Excel):
+    its first entry read '\\ufeffjane@example.com', which the email rule takes and no profile's address
+    equals, so it suppressed nobody and the export sent jane's address, exit 0 (only the file's own
+    first BOM is dropped). So did an address copied with a zero-width space or a soft hyphen."""
+    from conftest import cli_in_process
+
+    (tmp_path / "a.txt").write_bytes("\ufeffbob@example.com\r\n".encode())
+    (tmp_path / "b.txt").write_bytes(f"{joined}jane@example.com\r\n".encode())
+    (tmp_path / "dns.txt").write_bytes((tmp_path / "a.txt").read_bytes() + (tmp_path / "b.txt").read_bytes())
+    (tmp_path / "p.csv").write_text("profile_id,email,opt_out\np0,jane@example.com,no\np1,bob@example.com,no\n"
+                                    "p2,cy@example.com,no\n")
+    (tmp_path / "t.csv").write_text("profile_id\np0\np1\np2\n")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({
+        "profiles": {"path": "p.csv", "phone": None, "visitor_ids": None, "opt_out": "opt_out"},
+        "data_sources": [{"name": "h", "dpid": 45678, "segments": "dumps/*.sync", "id_type": "declared",
+                          "declared": "hashed", "match_on": "email"}],
+        "suppression": [{"path": "dns.txt", "kind": "email"}]}))
+    out = tmp_path / "out"
+    result = cli_in_process("export", "--config", tmp_path / "job.yaml", "--audience", "A", "--targets",
+                            tmp_path / "t.csv", "--output", out, "--segment-id", 7, "--run-date", RUN_DATE)
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{tmp_path / 'dns.txt'}:2: an invisible or control character" in last, last
+    assert "Traceback" not in result.stderr and "jane" not in result.stderr and "bob" not in result.stderr
+    assert not (out / "report.json").exists() and not any(out.rglob("*.sync*"))
+
+
 def _hashed_suppressor(tmp_path, kind: str, digests: list[str], normalization: str) -> Suppressor:
     cfg = parse_config({
         "profiles": {"path": "p.parquet"},

@@ -100,7 +100,7 @@ class DumpKeys(NamedTuple):
 # decrypted ID holding one is no address, even where the email rule would take it (a C string
 # encrypted with its terminating NUL would give 'ann@example.com\0', UTF-8 written with a BOM
 # '\ufeffann@example.com': keys that match nobody, and a file audience of them).
-_CONTROL = r"[\x00-\x08\x0e-\x1b\x7f\x{80}-\x{84}\x{86}-\x{9f}\p{Cf}]"
+CONTROL = r"[\x00-\x08\x0e-\x1b\x7f\x{80}-\x{84}\x{86}-\x{9f}\p{Cf}]"
 # A URI scheme in front ('mailto:ann@example.com'; the email rule takes a ':' in the local part): no
 # address. An AES-GCM source, which has no IV check, published a file audience of them, exit 0.
 _SCHEME = r"(?i)^\s*(?:" + "|".join(scheme.rstrip(":") for scheme in SCHEMES) + "):"
@@ -122,7 +122,7 @@ def dump_keys(parsed: pa.Table, ds: DataSourceConfig, decryptor=None, default_re
         keys, norm_reasons = normalize.normalize_keys(plain, ds.key_kind, ds.normalization, default_region)
         reasons = np.array(dec_reasons.to_pylist(), dtype=object)
         failed_norm = (reasons == None) & _mask(pc.is_valid(norm_reasons))  # noqa: E711
-        failed_norm |= (reasons == None) & _mask(pc.match_substring_regex(plain, _CONTROL))  # noqa: E711
+        failed_norm |= (reasons == None) & _mask(pc.match_substring_regex(plain, CONTROL))  # noqa: E711
         failed_norm |= (reasons == None) & _mask(pc.match_substring_regex(plain, _SCHEME))  # noqa: E711
         reasons[failed_norm] = Reason.INVALID_PLAINTEXT
         _mark_url_safe_tokens(ids, reasons, ds, decryptor, default_region)

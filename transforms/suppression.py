@@ -27,6 +27,7 @@ from transforms.arrow_utils import plain_array
 from transforms.config import DataSourceConfig, JobConfig, SuppressionList
 from transforms.errors import InputError
 from transforms.digests import hash_keys
+from transforms.keys import CONTROL
 from transforms.normalize import PROFILES, canonical_digests, normalize_keys
 from transforms.write_parts import ADD, WITHHELD
 from transforms.storage import glob, not_text, open_decompressed
@@ -129,6 +130,13 @@ class Suppressor:
                         raise InputError(entries.path, "not an address on its own (quotes, <>, ',' or ';' after it, "
                                          "'mailto:': a list saved as CSV or copied from a mail client?): write one "
                                          "address per line, as it is", line=line)
+                    # '\ufeffjane@x.com' (two lists joined, the second saved with a byte order mark), a
+                    # zero-width space: the email rule takes it, no profile's address equals it.
+                    line = _first_invalid(pc.invert(pc.match_substring_regex(entries.values, CONTROL)), entries.lines)
+                    if line is not None:
+                        raise InputError(entries.path, "an invisible or control character in the address (a byte "
+                                         "order mark: lists joined with cat? a zero-width space?): save it without "
+                                         "it", line=line)
                 plain[entries.kind].append(normalized)
         self._plain = {k: _unique(v) for k, v in plain.items()}
         self._digests = {k: _unique(v) for k, v in digests.items()}
