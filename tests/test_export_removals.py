@@ -626,6 +626,39 @@ def test_a_phone_written_without_its_country_code_is_suppressed_in_the_default_r
     assert lines(tmp_path / "o") == [(hashlib.sha256(b"+33699999999").hexdigest(), f"d_sid={SID}")]
 
 
+def test_an_extract_phone_without_its_country_code_fails_when_no_region_reads_it_against_a_phone_list(tmp_path):
+    """An email data source, a phone suppression list in E.164, the extract's phones written
+    nationally (06 12 34 56 78) and no default_region: the extract's phone read as no number, was
+    compared with nothing, and the profile was exported by its email, exit 0. It fails naming the
+    file, the line, the column and profiles.default_region; set, the phone is suppressed."""
+    folder = tmp_path / "job"
+    (folder / "lists").mkdir(parents=True)
+    (folder / "lists" / "phones.txt").write_text("+33612345678\n")
+    (folder / "p.csv").write_text("profile_id,email,phone,opt_out\np1,a1@x.com,+33 6 99 99 99 99,no\n"
+                                  "p2,a2@x.com,,no\np3,a3@x.com,06 12 34 56 78,no\n")
+    config = {"profiles": {"path": "p.csv", "email": "email", "phone": "phone", "visitor_ids": None,
+                           "opt_out": "opt_out"},
+              "buckets": 4,
+              "data_sources": [{"name": "crm", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared",
+                                "declared": "hashed", "match_on": "email"}],
+              "suppression": [{"path": "lists/phones.txt", "kind": "phone"}]}
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    targets = tmp_path / "t.csv"
+    targets.write_text("profile_id\np1\np2\np3\n")
+    result = cli_in_process("export", "--config", folder / "job.yaml", "--audience", "A", "--targets", targets,
+                            "--output", tmp_path / "o", "--segment-id", SID, "--run-date", RUN_DATE)
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{folder / 'p.csv'}:4: column 'phone': a phone written without its country code" in last, last
+    assert "profiles.default_region" in last and "Traceback" not in result.stderr and "12 34" not in result.stderr
+    assert not (tmp_path / "o" / "report.json").exists()
+    config["profiles"]["default_region"] = "FR"
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    report = export(folder / "job.yaml", targets, tmp_path / "o", "--segment-id", SID)
+    assert (report["suppressed"], report["exported"]) == (1, 2)
+    assert sorted(lines(tmp_path / "o")) == sorted((sha(email), f"d_sid={SID}") for email in ("a1@x.com", "a2@x.com"))
+
+
 def test_a_bad_suppression_entry_fails_naming_file_and_line(tmp_path):
     lists = tmp_path / "job" / "lists"
     lists.mkdir(parents=True)

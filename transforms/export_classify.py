@@ -39,7 +39,7 @@ from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
 from transforms.outcomes import Metric, Removal, count, runner_counter
 from transforms.parallel import HeapDoFn
-from transforms.profiles import KEY_PREFIX, counted_profiles, read_profiles
+from transforms.profiles import KEY_PREFIX, RowProblem, at_row, counted_profiles, read_profiles
 from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms.suppression import Suppressor
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
@@ -83,7 +83,9 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
 
 
 def row_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None) -> np.ndarray:
-    """Each standardized row's status: SUPPRESSED, OPTED_OUT, CONSENT_UNKNOWN or OK."""
+    """Each standardized row's status: SUPPRESSED, OPTED_OUT, CONSENT_UNKNOWN or OK. Raises
+    :class:`~transforms.profiles.RowProblem` at a phone that cannot be compared with the phone lists
+    (:meth:`Suppressor.first_unread_phone`)."""
     opt = profiles["opt_out"]
     opted = np.asarray(pc.fill_null(opt, False).to_numpy(zero_copy_only=False), dtype=bool)
     unknown = np.asarray(pc.is_null(opt).to_numpy(zero_copy_only=False), dtype=bool)
@@ -92,9 +94,23 @@ def row_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None
         for kind in ("email", "phone"):
             column = KEY_PREFIX + cfg.profiles.column_for(kind)
             if column in profiles.column_names:
+                if kind == "phone" and (row := suppressor.first_unread_phone(profiles[column])) is not None:
+                    raise RowProblem(row, f"column '{cfg.profiles.phone}': a phone written without its country code "
+                                     "is read in no region, so it cannot be compared with the phone suppression "
+                                     "list: set profiles.default_region (where the extract's phones are dialled)")
                 hit = suppressor.suppressed(suppressor.normalized(profiles[column], kind), kind, raw=profiles[column])
                 status[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)] = SUPPRESSED
     return status
+
+
+def located_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None, path: str,
+                   offset: int) -> np.ndarray:
+    """:func:`row_status` of a batch of the extract file ``path`` after its first ``offset`` rows; a
+    row's problem fails naming the file's line (or Parquet row)."""
+    try:
+        return row_status(profiles, cfg, suppressor)
+    except RowProblem as bad:
+        raise at_row(path, cfg.profiles.resolved_format, bad.problem, bad.row, offset) from None
 
 
 def candidate_rows(profiles: pa.Table, status: np.ndarray, ds: DataSourceConfig, cfg: JobConfig,
@@ -260,13 +276,15 @@ class ReadTargetedProfiles(HeapDoFn):
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
         sketcher = FileSketcher()
+        offset = 0  # the file's rows before the batch: a problem names its line
         for profiles, entries in counted_profiles(path, self._cfg, export=True):
             self._read.inc(profiles.num_rows)
             sketcher.add(profiles)
             for n in [count(Metric.PROFILES_READ, profiles.num_rows),
                       count(Metric.CONSENT_UNKNOWN_ROWS, profiles["opt_out"].null_count), *entries]:
                 yield beam.pvalue.TaggedOutput(self.COUNTS, n)
-            status = row_status(profiles, self._cfg, self._suppressor)
+            status = located_status(profiles, self._cfg, self._suppressor, path, offset)
+            offset += profiles.num_rows
             if (status != OK).any():
                 blocked = blocked_user_ids(profiles, status, ds, self._cfg, self._encryptor)
                 yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.BLOCKED_USER_IDS, blocked.num_rows))
@@ -296,8 +314,10 @@ class ReadBlockedProfiles(HeapDoFn):
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
         narrow = self._cfg.model_copy(update={"data_sources": []})  # no key column but the suppression lists'
+        offset = 0
         for profiles in read_profiles(path, narrow, export=True):
-            status = row_status(profiles, self._cfg, self._suppressor)
+            status = located_status(profiles, self._cfg, self._suppressor, path, offset)
+            offset += profiles.num_rows
             if (status != OK).any():
                 yield hash64(profiles["profile_id"].filter(pa.array(status != OK)))
 

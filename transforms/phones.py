@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from transforms.arrow_utils import delete_bytes, string_buffers
 from transforms.phone_metadata import MAX_NATIONAL, Country, Region, check_region, library, tables
 
-__all__ = ["check_region", "to_e164"]
+__all__ = ["check_region", "to_e164", "without_country_code"]
 
 # Removed before anything else: every whitespace (as str.isspace, plus what RE2 calls \p{Z}),
 # and libphonenumber's punctuation without the characters it also reads as an extension label
@@ -155,6 +155,13 @@ def to_e164(trimmed: pa.StringArray, region: str | None) -> pa.StringArray:
                   for v, s in zip(texts, np.where(intl[slow], skip[slow], 0).tolist())]
         parts.append((slow, pa.array(values, pa.string())))
     return _assemble(stripped, as_written, parts)
+
+
+def without_country_code(values: pa.Array) -> np.ndarray:
+    """Where a phone is written without a country code (digits and separators, no leading ``+``
+    nor ``00``): a number only a default region reads (:func:`to_e164` without one: invalid)."""
+    stripped = _strip(pc.utf8_trim_whitespace(pc.fill_null(values, "")))
+    return _mask(pc.ascii_is_decimal(stripped)) & ~_mask(pc.starts_with(stripped, "00"))
 
 
 def _assemble(stripped: pa.StringArray, as_written: np.ndarray, parts: list) -> pa.StringArray:

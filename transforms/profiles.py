@@ -186,9 +186,9 @@ def counted_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, e
             profiles = standardize(table, cfg, path, export, extra, counts)
             counts.append(distinct_ids_at_most(profiles["profile_id"]))
         except BadOptOut as bad:
-            raise _at_row(path, fmt, f"column '{cfg.profiles.opt_out}': {bad.problem}", bad.row, offset) from None
+            raise at_row(path, fmt, f"column '{cfg.profiles.opt_out}': {bad.problem}", bad.row, offset) from None
         except RowProblem as bad:
-            raise _at_row(path, fmt, bad.problem, bad.row, offset) from None
+            raise at_row(path, fmt, bad.problem, bad.row, offset) from None
         except pa.ArrowInvalid as exc:  # (its message may quote the value: never shown)
             if "UTF8" not in str(exc):
                 raise InputError(path, f"cannot read the {fmt} extract (ArrowInvalid)") from None
@@ -265,14 +265,14 @@ def _refuse_repeated_header(table: pa.Table) -> None:
 
 class RowProblem(ValueError):
     """A problem of a batch's row (``row``: its index in the batch), located in the file by its reader
-    (:func:`_at_row`)."""
+    (:func:`at_row`)."""
 
     def __init__(self, row: int, problem: str):
         super().__init__(problem)
         self.row, self.problem = row, problem
 
 
-def _at_row(path: str, fmt: str, problem: str, row: int | None, offset: int) -> InputError:
+def at_row(path: str, fmt: str, problem: str, row: int | None, offset: int) -> InputError:
     """``problem`` where the batch's ``row`` is (a bad opt-out value, an empty id): a CSV or JSONL line
     (counted in the file, header and blank lines included), or a Parquet row (from 1); ``offset``:
     the file's rows before the batch. ``row`` None: the file only."""
