@@ -601,6 +601,23 @@ def test_a_list_hashed_before_the_data_sources_normalization_changed_still_suppr
     assert lines(tmp_path / "out") == [(sha(email(2)), f"d_sid={SID}")] and google not in output_text(tmp_path / "out")
 
 
+def test_a_list_hashed_from_the_addresses_as_written_still_suppresses(tmp_path):
+    """A do-not-share list hashed from the CRM's column as it is ('Jane.Doe@Example.com', not
+    normalized): no normalization's form of the address gave its digest, so it suppressed nobody and
+    the address was exported, exit 0. The extract's address as written (trimmed) is compared too."""
+    folder = tmp_path / "job"
+    (folder / "lists").mkdir(parents=True)
+    as_written = ["Jane.Doe@Example.com", "Bob+News@X.com"]
+    (folder / "lists" / "hashed.txt").write_text("".join(hashlib.sha256(a.encode()).hexdigest() + "\n"
+                                                         for a in as_written))
+    job = write_job(folder, [{"path": "lists/hashed.txt", "kind": "email", "hashed": True}])
+    pq.write_table(pa.table({"profile_id": ["p01", "p02", "p03"], "email": [f" {as_written[0]}", as_written[1], email(3)],
+                             "opt_out": [False, False, False]}), folder / "profiles.parquet")
+    report = export(job, write_targets(tmp_path / "t.csv", [1, 2, 3]), tmp_path / "out", "--segment-id", SID)
+    assert (report["suppressed"], report["exported"]) == (2, 1)
+    assert lines(tmp_path / "out") == [(sha(email(3)), f"d_sid={SID}")]
+
+
 @pytest.mark.parametrize("where", ["profiles", "data source"])
 def test_a_phone_written_without_its_country_code_is_suppressed_in_the_default_region(tmp_path, where):
     """The profile's 06 12 34 56 78 in France is the list's +33 6 12 34 56 78, and the list's own

@@ -187,7 +187,7 @@ class Suppressor:
 def _forms(normalized: pa.Array, raw: pa.Array | None, kind: str, region: str | None, own: str) -> list[pa.Array]:
     """An address in each form a normalization writes it (PROFILES), which all name one mailbox or
     number: a phone with and without its '+' (meta's digits); an email normalized from ``raw`` under
-    each profile, or without ``raw`` from ``normalized`` (the file audience keeps no other form: a
+    each profile and ``raw`` as written (trimmed), or without ``raw`` from ``normalized`` (the file audience keeps no other form: a
     form that drops more than the data source's, uid2's from adobe's, is found; one that keeps what
     it dropped, adobe's dots from google's, is not). ``own``: the profile ``normalized`` was written
     under, whose form is not computed again (hashed twice, it was)."""
@@ -197,8 +197,11 @@ def _forms(normalized: pa.Array, raw: pa.Array | None, kind: str, region: str | 
         return forms if own in PROFILES else [normalized, *forms]
     source = plain_array(raw, text="cast") if raw is not None else normalized
     # From ``raw``, the own profile's form is ``normalized`` itself (the same call made it)
-    return [normalized, *(normalize_keys(source, kind, profile, region)[0] for profile in PROFILES
-                          if raw is None or profile != own)]
+    forms = [normalized, *(normalize_keys(source, kind, profile, region)[0] for profile in PROFILES
+                           if raw is None or profile != own)]
+    # and ``raw`` as written, trimmed: a list hashed from a CRM column as it is ('Jane.Doe@Example.com')
+    # met no normalized form, and its addresses were exported
+    return forms if raw is None else [*forms, pc.utf8_trim_whitespace(source)]
 
 
 def _unique(arrays: list) -> pa.Array:
