@@ -320,6 +320,28 @@ def test_an_extract_whose_opt_out_column_came_out_empty_fails_the_export_unless_
     assert (report["consent_unknown"], report["removed_by_reason"]["consent_unknown"]) == (3, 3)
 
 
+def test_an_emptied_opt_out_column_fails_the_export_where_missing_means_consented(tmp_path):
+    """A source recording opt-outs only (opt_out_missing: consented), its extract written with the
+    column empty (an upstream join that failed): every profile read as consented, and p1, which had
+    opted out and was never sent, was exported, exit 0 (the guard for an emptied column held only
+    where unknown is unknown). It fails naming the column, nothing published, unless
+    profiles.allow_empty_profiles: true."""
+    job = export_job(tmp_path, ["", "yes", ""], opt_out_missing="consented")
+    state = ("--state", str(tmp_path / "state"), "--segment-id", "7")
+    assert export(job, tmp_path / "first", *state)["opted_out"] == 1
+    write_csv(tmp_path / "p.csv", ["", "", ""])
+    with pytest.raises(RunFailed, match=r"^profiles.opt_out: none of the 3 profiles read has a value in column "
+                                        r"'opt_out' \(an emptied column\?\): every one is read as consented"):
+        export(job, tmp_path / "second", *state)
+    assert not (tmp_path / "second" / "report.json").exists()
+    assert [p.name for p in (tmp_path / "state" / "plain" / "A").glob("v-*")] == ["v-000001"]
+    config = yaml.safe_load(job.read_text())
+    config["profiles"]["allow_empty_profiles"] = True
+    job.write_text(yaml.safe_dump(config))
+    report = export(job, tmp_path / "second", *state)
+    assert (report["exported"], report["consented_by_default_rows"]) == (1, 3) and sent(tmp_path / "second") == {"a1@x.com"}
+
+
 def test_a_jsonl_part_without_an_opted_out_profile_of_a_source_recording_opt_outs_only(tmp_path):
     """A source that records opt-outs only (opt_out_missing: consented), its JSONL written in parts by
     a writer that leaves null fields out (Spark's default): a part with no opted-out profile has no

@@ -62,7 +62,8 @@ def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], tar
         # An overwrite: the other audiences' versions it writes, what each held and the pairs and user
         # IDs it takes out of them (leavers that are not eligible keep no trait: transforms/export_others.py).
         "state_others": list(others),
-        **_counted(counts, Metric.PROFILES_READ, Metric.CONSENT_UNKNOWN_ROWS, Metric.SUPPRESSION_ENTRIES,
+        **_counted(counts, Metric.PROFILES_READ, Metric.CONSENT_UNKNOWN_ROWS, Metric.CONSENTED_BY_DEFAULT_ROWS,
+                   Metric.SUPPRESSION_ENTRIES,
                    Metric.BLOCKED_USER_IDS, Metric.TARGET_ROWS, Metric.BLANK_TARGET_IDS, Metric.DUPLICATE_TARGET_ROWS,
                    Metric.TARGETS, *OUTCOMES, Metric.EARLIER_PAIRS_READ, *USER_IDS),
         "removed": sum(removed.values()),
@@ -127,7 +128,7 @@ def check_export_extract(report: dict, extract: str, column: str, allow_empty: b
     """Raise :class:`RunFailed` (nothing published) when the extract gave the export nothing to go on,
     unless ``profiles.allow_empty_profiles``: no profile read at all (a header-only or empty extract),
     none with an opt-out value in column ``opt_out`` (an emptied column: every profile of unknown
-    consent), or eligible targets found but none of them, nor any opted-out, unknown or suppressed
+    consent, or under ``opt_out_missing: consented`` every profile consented, opted-out ones exported), or eligible targets found but none of them, nor any opted-out, unknown or suppressed
     row, with a user ID from ``column`` (an emptied or misnamed column). Either way every member would
     leave the audience (``deleted_profile``, ``consent_unknown``, ``id_changed``)."""
     if allow_empty:
@@ -143,6 +144,13 @@ def check_export_extract(report: dict, extract: str, column: str, allow_empty: b
             f"'{opt_out}' (an emptied column?): every one is of unknown consent, none is exported and every member "
             "would leave the audience; set profiles.allow_empty_profiles: true if that is expected. Nothing was "
             "published"
+        )
+    if report.get("consented_by_default_rows") == report["profiles_read"]:
+        raise RunFailed(
+            f"profiles.opt_out: none of the {report['profiles_read']} profiles read has a value in column "
+            f"'{opt_out}' (an emptied column?): every one is read as consented (profiles.opt_out_missing: consented) "
+            "and an opted-out profile would be exported; set profiles.allow_empty_profiles: true if that is "
+            "expected. Nothing was published"
         )
     if report["unmapped"] and not report["desired_user_ids"] and not report["blocked_user_ids"]:
         raise RunFailed(

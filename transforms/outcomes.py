@@ -79,6 +79,8 @@ class Metric(StrEnum):
     SUPPRESSION_ENTRIES = "suppression_entries"  # entries of the suppression lists applied
     BLOCKED_USER_IDS = "blocked_user_ids"  # user IDs of opted-out/unknown/suppressed profiles (any row of theirs)
     CONSENT_UNKNOWN_ROWS = "consent_unknown_rows"  # extract rows whose opt-out is unknown (all of them: a guard)
+    # extract rows without an opt-out value read as consented (opt_out_missing: consented; all of them: a guard)
+    CONSENTED_BY_DEFAULT_ROWS = "consented_by_default_rows"
     EARLIER_PAIRS_READ = "earlier_pairs_read"  # rows of the earlier state / exports read
     EARLIER_USER_IDS = "earlier_user_ids"  # distinct user IDs the platform holds before this run
     DESIRED_USER_IDS = "desired_user_ids"  # distinct user IDs of the eligible targeted profiles

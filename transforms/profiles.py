@@ -30,6 +30,7 @@ from transforms.extract_header import read_schema_names
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
 from transforms.match_columns import match_column_counts
+from transforms.outcomes import Metric, count
 from transforms.profile_columns import (distinct_ids_at_most, id_text, profile_id_text, visitor_entry_counts,
                                        visitor_lists)
 from transforms.storage import open_input
@@ -64,8 +65,8 @@ def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
 
 
 def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Array:
-    """The ``opt_out`` column (null: unknown, unless ``opt_out_missing: consented``). Raises
-    :class:`BadOptOut` on a value that is none of the spellings."""
+    """The ``opt_out`` column as read (null: no value; :func:`consent_of` then reads it as the config
+    says). Raises :class:`BadOptOut` on a value that is none of the spellings."""
     p = cfg.profiles
     if p.opt_out and p.opt_out in table.column_names:
         opt = parse_opt_out(table[p.opt_out])
@@ -74,7 +75,7 @@ def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Arr
         raise InputError(path, f"no opt-out column '{p.opt_out}' in this extract")
     else:
         opt = pa.nulls(table.num_rows, pa.bool_())
-    return consent_of(opt, p.opt_out_missing)
+    return opt
 
 
 def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False, extra: Sequence[str] = (),
@@ -106,7 +107,10 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
                                          path, p.visitor_ids)
     if has_visitors and counts is not None:
         counts += visitor_entry_counts(cols["visitor_ids"], table[p.visitor_ids].type)
-    cols["opt_out"] = _opt_out(table, cfg, path, export)
+    opt_out = _opt_out(table, cfg, path, export)
+    if counts is not None and export and p.opt_out and p.opt_out_missing == "consented":
+        counts.append(count(Metric.CONSENTED_BY_DEFAULT_ROWS, opt_out.null_count))  # all of them: an emptied column
+    cols["opt_out"] = consent_of(opt_out, p.opt_out_missing)
     for col in key_columns(cfg, export):
         cols[KEY_PREFIX + col] = _text(table, col, path)
     if counts is not None:
