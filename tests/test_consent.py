@@ -339,7 +339,8 @@ def test_an_emptied_opt_out_column_fails_the_export_where_missing_means_consente
     config["profiles"]["allow_empty_profiles"] = True
     job.write_text(yaml.safe_dump(config))
     report = export(job, tmp_path / "second", *state)
-    assert (report["exported"], report["consented_by_default_rows"]) == (1, 3) and sent(tmp_path / "second") == {"a1@x.com"}
+    assert (report["exported"], report["consented_by_default_rows"]) == (1, 3)
+    assert sent(tmp_path / "second") == {"a1@x.com"}
 
 
 def test_a_jsonl_part_without_an_opted_out_profile_of_a_source_recording_opt_outs_only(tmp_path):
