@@ -582,6 +582,35 @@ def test_a_suppressed_address_is_in_no_output_of_the_export(tmp_path):
     assert sha(email(5)) not in output_text(state / "crm" / "A" / "v-000002")
 
 
+@pytest.mark.parametrize("kind", ["email", "phone"])
+def test_a_listed_address_in_the_column_the_data_source_shares_is_suppressed(tmp_path, kind):
+    """A hashed data source on a second address column (match_on: work_email, match_as: email; a
+    mobile column as phone): the lists were compared with profiles.email / profiles.phone only, so
+    a listed work address was sent, its digest in the file, exit 0. Every column the export reads as
+    that kind is compared."""
+    folder = tmp_path / "job"
+    (folder / "lists").mkdir(parents=True)
+    listed, other = ("jane@corp.com", "bob@corp.com") if kind == "email" else ("+33612345678", "+33699999999")
+    (folder / "lists" / "dns.txt").write_text(f"{listed}\n")
+    column = "work_email" if kind == "email" else "mobile"
+    pq.write_table(pa.table({"profile_id": ["p01", "p02", "p03"], "email": [email(1), email(2), email(3)],
+                             "phone": ["+33100000001", "+33100000002", None], column: [listed.upper(), other, None],
+                             "opt_out": [False, False, False]}), folder / "profiles.parquet")
+    config = {"profiles": {"path": "profiles.parquet", "email": "email", "phone": "phone", "visitor_ids": None,
+                           "opt_out": "opt_out"},
+              "buckets": 4,
+              "data_sources": [{"name": "crm", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared",
+                                "declared": "hashed", "match_on": column, "match_as": kind}],
+              "suppression": [{"path": "lists/dns.txt", "kind": kind}]}
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    report = export(folder / "job.yaml", write_targets(tmp_path / "t.csv", [1, 2, 3]), tmp_path / "out",
+                    "--segment-id", SID)
+    assert (report["suppressed"], report["exported"], report["unmapped"]) == (1, 1, 1)
+    sent = [user_id for user_id, _ in lines(tmp_path / "out")]
+    assert sent == [hashlib.sha256(other.encode()).hexdigest()]
+    assert hashlib.sha256(listed.encode()).hexdigest() not in output_text(tmp_path / "out")
+
+
 def test_a_list_hashed_before_the_data_sources_normalization_changed_still_suppresses(tmp_path):
     """The list was hashed when the data source normalized as adobe (gmail dots kept); the data source
     is google now (dots dropped). Its digests matched none of the new form: the suppressed address
@@ -611,7 +640,8 @@ def test_a_list_hashed_from_the_addresses_as_written_still_suppresses(tmp_path):
     (folder / "lists" / "hashed.txt").write_text("".join(hashlib.sha256(a.encode()).hexdigest() + "\n"
                                                          for a in as_written))
     job = write_job(folder, [{"path": "lists/hashed.txt", "kind": "email", "hashed": True}])
-    pq.write_table(pa.table({"profile_id": ["p01", "p02", "p03"], "email": [f" {as_written[0]}", as_written[1], email(3)],
+    pq.write_table(pa.table({"profile_id": ["p01", "p02", "p03"],
+                             "email": [f" {as_written[0]}", as_written[1], email(3)],
                              "opt_out": [False, False, False]}), folder / "profiles.parquet")
     report = export(job, write_targets(tmp_path / "t.csv", [1, 2, 3]), tmp_path / "out", "--segment-id", SID)
     assert (report["suppressed"], report["exported"]) == (2, 1)

@@ -82,7 +82,19 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
                     schema=EXPORTED_SCHEMA)
 
 
-def row_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None) -> np.ndarray:
+def suppressed_columns(cfg: JobConfig, ds: DataSourceConfig) -> list[tuple[str, str]]:
+    """``(kind, extract column)``: the columns the suppression lists of each kind are compared with, the
+    profiles' email and phone and the data source's own match column where it reads it as one of them
+    (``match_on: work_email``, ``match_as: email``): compared with profiles.email only, a listed work
+    address was sent, exit 0."""
+    pairs = [(kind, cfg.profiles.column_for(kind)) for kind in ("email", "phone")]
+    own = (ds.key_kind, cfg.profiles.column_for(ds.match_on)) if ds.match_on else None
+    if own and own[0] in ("email", "phone") and own not in pairs:
+        pairs.append(own)
+    return pairs
+
+
+def row_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig, suppressor: Suppressor | None) -> np.ndarray:
     """Each standardized row's status: SUPPRESSED, OPTED_OUT, CONSENT_UNKNOWN or OK. Raises
     :class:`~transforms.profiles.RowProblem` at a phone that cannot be compared with the phone lists
     (:meth:`Suppressor.first_unread_phone`)."""
@@ -91,11 +103,11 @@ def row_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None
     unknown = np.asarray(pc.is_null(opt).to_numpy(zero_copy_only=False), dtype=bool)
     status = np.where(opted, OPTED_OUT, np.where(unknown, CONSENT_UNKNOWN, OK)).astype(np.int8)
     if suppressor:
-        for kind in ("email", "phone"):
-            column = KEY_PREFIX + cfg.profiles.column_for(kind)
+        for kind, name in suppressed_columns(cfg, ds):
+            column = KEY_PREFIX + name
             if column in profiles.column_names:
                 if kind == "phone" and (row := suppressor.first_unread_phone(profiles[column])) is not None:
-                    raise RowProblem(row, f"column '{cfg.profiles.phone}': a phone written without its country code "
+                    raise RowProblem(row, f"column '{name}': a phone written without its country code "
                                      "is read in no region, so it cannot be compared with the phone suppression "
                                      "list: set profiles.default_region (where the extract's phones are dialled)")
                 hit = suppressor.suppressed(suppressor.normalized(profiles[column], kind), kind, raw=profiles[column])
@@ -103,12 +115,12 @@ def row_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None
     return status
 
 
-def located_status(profiles: pa.Table, cfg: JobConfig, suppressor: Suppressor | None, path: str,
-                   offset: int) -> np.ndarray:
+def located_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig, suppressor: Suppressor | None,
+                   path: str, offset: int) -> np.ndarray:
     """:func:`row_status` of a batch of the extract file ``path`` after its first ``offset`` rows; a
     row's problem fails naming the file's line (or Parquet row)."""
     try:
-        return row_status(profiles, cfg, suppressor)
+        return row_status(profiles, cfg, ds, suppressor)
     except RowProblem as bad:
         raise at_row(path, cfg.profiles.resolved_format, bad.problem, bad.row, offset) from None
 
@@ -283,7 +295,7 @@ class ReadTargetedProfiles(HeapDoFn):
             for n in [count(Metric.PROFILES_READ, profiles.num_rows),
                       count(Metric.CONSENT_UNKNOWN_ROWS, profiles["opt_out"].null_count), *entries]:
                 yield beam.pvalue.TaggedOutput(self.COUNTS, n)
-            status = located_status(profiles, self._cfg, self._suppressor, path, offset)
+            status = located_status(profiles, self._cfg, ds, self._suppressor, path, offset)
             offset += profiles.num_rows
             if (status != OK).any():
                 blocked = blocked_user_ids(profiles, status, ds, self._cfg, self._encryptor)
@@ -313,10 +325,12 @@ class ReadBlockedProfiles(HeapDoFn):
         ds = self._spec.data_source
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
-        narrow = self._cfg.model_copy(update={"data_sources": []})  # no key column but the suppression lists'
+        # No key column but the suppression lists' (the data source's own where a list is of its kind)
+        own = [ds] if any(entry.kind == ds.key_kind for entry in self._cfg.suppression) else []
+        narrow = self._cfg.model_copy(update={"data_sources": own})
         offset = 0
         for profiles in read_profiles(path, narrow, export=True):
-            status = located_status(profiles, self._cfg, self._suppressor, path, offset)
+            status = located_status(profiles, self._cfg, ds, self._suppressor, path, offset)
             offset += profiles.num_rows
             if (status != OK).any():
                 yield hash64(profiles["profile_id"].filter(pa.array(status != OK)))
