@@ -611,6 +611,31 @@ def test_a_listed_address_in_the_column_the_data_source_shares_is_suppressed(tmp
     assert hashlib.sha256(listed.encode()).hexdigest() not in output_text(tmp_path / "out")
 
 
+def test_a_listed_address_a_plain_data_source_shares_from_another_column_is_suppressed(tmp_path):
+    """A plain data source on a second email column (match_on: work_email: IDs sent as written, no
+    match_as there): the email lists were compared with profiles.email only, and a listed work address
+    was sent as it is, exit 0. An email list is compared with the data source's own column whatever it
+    reads it as (a value that is no email address, a CRM id, never matches one)."""
+    folder = tmp_path / "job"
+    (folder / "lists").mkdir(parents=True)
+    (folder / "lists" / "dns.txt").write_text("jane@corp.com\n")
+    pq.write_table(pa.table({"profile_id": ["p01", "p02", "p03"], "email": [email(1), email(2), email(3)],
+                             "work_email": ["Jane@Corp.com", "bob@corp.com", "1234"],
+                             "opt_out": [False, False, False]}), folder / "profiles.parquet")
+    config = {"profiles": {"path": "profiles.parquet", "email": "email", "phone": None, "visitor_ids": None,
+                           "opt_out": "opt_out"},
+              "buckets": 4,
+              "data_sources": [{"name": "crm", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared",
+                                "declared": "plain", "match_on": "work_email"}],
+              "suppression": [{"path": "lists/dns.txt", "kind": "email"}]}
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    report = export(folder / "job.yaml", write_targets(tmp_path / "t.csv", [1, 2, 3]), tmp_path / "out",
+                    "--segment-id", SID)
+    assert (report["suppressed"], report["exported"]) == (1, 2)
+    assert lines(tmp_path / "out") == [("1234", f"d_sid={SID}"), ("bob@corp.com", f"d_sid={SID}")]
+    assert "jane" not in output_text(tmp_path / "out").lower()
+
+
 def test_a_list_hashed_before_the_data_sources_normalization_changed_still_suppresses(tmp_path):
     """The list was hashed when the data source normalized as adobe (gmail dots kept); the data source
     is google now (dots dropped). Its digests matched none of the new form: the suppressed address

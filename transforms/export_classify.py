@@ -84,13 +84,15 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
 
 def suppressed_columns(cfg: JobConfig, ds: DataSourceConfig) -> list[tuple[str, str]]:
     """``(kind, extract column)``: the columns the suppression lists of each kind are compared with, the
-    profiles' email and phone and the data source's own match column where it reads it as one of them
-    (``match_on: work_email``, ``match_as: email``): compared with profiles.email only, a listed work
-    address was sent, exit 0."""
+    profiles' email and phone and the data source's own match column: as the kind it reads it as
+    (``match_on: work_email``, ``match_as: email``), as emails when it reads it as written (a plain
+    source's: a value that is no address never matches; phones are not, a CRM id may read as one).
+    Compared with profiles.email only, a listed work address was sent, exit 0."""
     pairs = [(kind, cfg.profiles.column_for(kind)) for kind in ("email", "phone")]
-    own = (ds.key_kind, cfg.profiles.column_for(ds.match_on)) if ds.match_on else None
-    if own and own[0] in ("email", "phone") and own not in pairs:
-        pairs.append(own)
+    if ds.match_on:
+        own = ({"other": "email"}.get(ds.key_kind, ds.key_kind), cfg.profiles.column_for(ds.match_on))
+        if own not in pairs:
+            pairs.append(own)
     return pairs
 
 
@@ -325,9 +327,8 @@ class ReadBlockedProfiles(HeapDoFn):
         ds = self._spec.data_source
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
-        # No key column but the suppression lists' (the data source's own where a list is of its kind)
-        own = [ds] if any(entry.kind == ds.key_kind for entry in self._cfg.suppression) else []
-        narrow = self._cfg.model_copy(update={"data_sources": own})
+        # No key column but those the suppression lists are compared with (suppressed_columns)
+        narrow = self._cfg.model_copy(update={"data_sources": [ds] if ds.match_on and self._cfg.suppression else []})
         offset = 0
         for profiles in read_profiles(path, narrow, export=True):
             status = located_status(profiles, self._cfg, ds, self._suppressor, path, offset)
