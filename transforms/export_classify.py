@@ -83,11 +83,10 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
 
 
 def suppressed_columns(cfg: JobConfig, ds: DataSourceConfig) -> list[tuple[str, str]]:
-    """``(kind, extract column)``: the columns the suppression lists of each kind are compared with, the
+    """``(kind, extract column)``: the columns each kind's suppression lists are compared with, the
     profiles' email and phone and the data source's own match column: as the kind it reads it as
-    (``match_on: work_email``, ``match_as: email``), as emails when it reads it as written (a plain
-    source's: a value that is no address never matches; phones are not, a CRM id may read as one).
-    Compared with profiles.email only, a listed work address was sent, exit 0."""
+    (``match_on: work_email``, ``match_as: email``), as emails where read as written (a plain source's;
+    no phones: a CRM id may read as one). With profiles.email only, a listed work address was sent."""
     pairs = [(kind, cfg.profiles.column_for(kind)) for kind in ("email", "phone")]
     if ds.match_on:
         own = ({"other": "email"}.get(ds.key_kind, ds.key_kind), cfg.profiles.column_for(ds.match_on))
@@ -96,7 +95,8 @@ def suppressed_columns(cfg: JobConfig, ds: DataSourceConfig) -> list[tuple[str, 
     return pairs
 
 
-def row_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig, suppressor: Suppressor | None) -> np.ndarray:
+def row_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig,
+               suppressor: Suppressor | None) -> np.ndarray:
     """Each standardized row's status: SUPPRESSED, OPTED_OUT, CONSENT_UNKNOWN or OK. Raises
     :class:`~transforms.profiles.RowProblem` at a phone that cannot be compared with the phone lists
     (:meth:`Suppressor.first_unread_phone`)."""
@@ -119,8 +119,7 @@ def row_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig, suppres
 
 def located_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig, suppressor: Suppressor | None,
                    path: str, offset: int) -> np.ndarray:
-    """:func:`row_status` of a batch of the extract file ``path`` after its first ``offset`` rows; a
-    row's problem fails naming the file's line (or Parquet row)."""
+    """:func:`row_status` of a batch of ``path`` after its first ``offset`` rows (a problem names its line)."""
     try:
         return row_status(profiles, cfg, ds, suppressor)
     except RowProblem as bad:
@@ -328,7 +327,8 @@ class ReadBlockedProfiles(HeapDoFn):
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
         # No key column but those the suppression lists are compared with (suppressed_columns)
-        narrow = self._cfg.model_copy(update={"data_sources": [ds] if ds.match_on and self._cfg.suppression else []})
+        own = [ds] if ds.match_on and self._cfg.suppression else []
+        narrow = self._cfg.model_copy(update={"data_sources": own})
         offset = 0
         for profiles in read_profiles(path, narrow, export=True):
             status = located_status(profiles, self._cfg, ds, self._suppressor, path, offset)

@@ -129,8 +129,9 @@ def check_export_extract(report: dict, extract: str, column: str, allow_empty: b
     unless ``profiles.allow_empty_profiles``: no profile read at all (a header-only or empty extract),
     none with an opt-out value in column ``opt_out`` (an emptied column: every profile of unknown
     consent, or under ``opt_out_missing: consented`` every profile consented, opted-out ones exported),
-    or eligible targets found but none of them, nor any opted-out, unknown or suppressed row, with a user ID from ``column`` (an emptied or misnamed column). Either way every member would
-    leave the audience (``deleted_profile``, ``consent_unknown``, ``id_changed``)."""
+    or eligible targets found but none of them, nor any opted-out, unknown or suppressed row, with a
+    user ID from ``column`` (an emptied or misnamed column). Either way every member would leave the
+    audience (``deleted_profile``, ``consent_unknown``, ``id_changed``)."""
     if allow_empty:
         return
     if not report["profiles_read"]:

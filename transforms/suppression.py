@@ -189,8 +189,8 @@ def _forms(normalized: pa.Array, raw: pa.Array | None, kind: str, region: str | 
     number: a phone with and without its '+' (meta's digits); an email normalized from ``raw`` under
     each profile and ``raw`` as written (trimmed), or without ``raw`` from ``normalized`` (the file
     audience keeps no other form: a form that drops more than the data source's, uid2's from adobe's,
-    is found; one that keeps what it dropped, adobe's dots from google's, is not). ``own``: the profile ``normalized`` was written
-    under, whose form is not computed again (hashed twice, it was)."""
+    is found; one that keeps what it dropped, adobe's dots from google's, is not). ``own``: the
+    profile ``normalized`` was written under, whose form is not computed again (hashed twice, it was)."""
     if kind == "phone":
         digits = pc.utf8_ltrim(normalized, characters="+")
         forms = [digits, pc.binary_join_element_wise("+", digits, "")]  # (under a profile, ``normalized`` is one)
