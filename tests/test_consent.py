@@ -364,3 +364,56 @@ def test_a_jsonl_part_without_an_opted_out_profile_of_a_source_recording_opt_out
     report = export(job, tmp_path / "out")
     assert sent(tmp_path / "out") == {"a1@x.com", "a2@x.com", "a3@x.com"}
     assert (report["opted_out"], report["exported"]) == (1, 3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# A consent (opt-in) column: true means consented
+# ----------------------------------------------------------------------------------------------------
+def consent_job(tmp_path: Path, cells: list[str], **profiles) -> Path:
+    """export_job's extract, its column named 'marketing_consent' (true: the profile consented)."""
+    job = export_job(tmp_path, cells, **profiles)
+    (tmp_path / "p.csv").write_text((tmp_path / "p.csv").read_text().replace(",opt_out\n", ",marketing_consent\n", 1))
+    return job
+
+
+def test_a_consent_column_given_as_the_opt_out_is_refused_naming_opt_in(tmp_path):
+    """profiles.opt_out: marketing_consent (true: consented) read every consenting profile as opted out
+    and exported every one that refused (p1, p3), exit 0."""
+    job = consent_job(tmp_path, ["yes", "no", "yes", "no"], opt_out="marketing_consent")
+    with pytest.raises(ConfigError) as error:
+        export(job, tmp_path / "o")
+    message = str(error.value)
+    assert "profiles.opt_out: 'marketing_consent' reads as a consent (opt-in) column" in message
+    assert "profiles.opt_in: marketing_consent" in message
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_a_consent_column_given_as_opt_in_exports_who_consented(tmp_path):
+    # p0 yes, p1 no, p2 empty (unknown: never a yes), p3 '1', p4 'off'
+    job = consent_job(tmp_path, ["yes", "no", "", "1", "off"], opt_out=None, opt_in="marketing_consent")
+    report = export(job, tmp_path / "out")
+    assert sent(tmp_path / "out") == {"a0@x.com", "a3@x.com"}
+    assert (report["opted_out"], report["consent_unknown"], report["exported"]) == (2, 1, 2)
+    job = consent_job(tmp_path, ["yes", ""], opt_out=None, opt_in="marketing_consent", opt_out_missing="consented")
+    export(job, tmp_path / "out2")
+    assert sent(tmp_path / "out2") == {"a0@x.com", "a1@x.com"}
+
+
+def test_opt_in_and_opt_out_together_are_refused(tmp_path):
+    job = consent_job(tmp_path, ["yes"], opt_in="marketing_consent")
+    with pytest.raises(ConfigError, match="profiles.opt_in and profiles.opt_out: set one"):
+        export(job, tmp_path / "o")
+
+
+@pytest.mark.parametrize("name, opt_in", [
+    ("marketing_consent", True), ("marketingConsent", True), ("email_opt_in", True), ("OptIn", True),
+    ("opted_in", True), ("is_subscribed", True), ("newsletter_subscriber", True), ("allow_email", True),
+    ("contact_permission", True), ("contactable", True), ("has_consent", True),
+    ("opt_out", False), ("optout", False), ("email_opt_out_flag", False), ("consent_withdrawn", False),
+    ("no_consent", False), ("unsubscribed", False), ("do_not_email", False), ("dnc", False),
+    ("consent_revoked", False), ("optional_flag", False), ("status", False), ("gdpr", False),
+    ("blocked", False), ("not_allowed", False), ("option_index", False),
+])
+def test_which_column_names_read_as_consent(name, opt_in):
+    from transforms.consent import reads_as_opt_in
+    assert reads_as_opt_in(name) is opt_in

@@ -7,7 +7,6 @@ transforms at run time. A config file is read and validated by :mod:`transforms.
 """
 from __future__ import annotations
 
-import posixpath
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,6 +15,7 @@ from transforms.config_match import match_as_problem, role_column_problem
 from transforms.errors import ConfigError
 from transforms.phones import check_region
 from transforms.secrets import reference_problem
+from transforms.storage import format_from_extension
 
 
 class _Strict(BaseModel):
@@ -43,6 +43,7 @@ class ProfilesConfig(_Strict):
     visitor_ids: str | None = "visitor_ids"
     visitor_ids_separator: str = Field(default=";", min_length=1)  # CSV only: the list is one ';'-separated string
     opt_out: str | None = None  # the opt-out column (transforms/consent.py: spellings; empty = unknown)
+    opt_in: str | None = None  # or a consent column (true: consented), read the other way round; not both
     # What an unknown opt-out (empty, null, missing; or no ``opt_out`` column at all) means for the
     # export: ``unknown`` (never exported) or, declared explicitly, ``consented``.
     opt_out_missing: Literal["unknown", "consented"] = "unknown"
@@ -67,7 +68,18 @@ class ProfilesConfig(_Strict):
         """A path whose format its name does not tell ('profiles.parquet/*', a Spark output's folder)
         and no ``format``: refused here, naming the field (the run failed on a bare ValueError)."""
         _ = self.resolved_format
+        if self.opt_out and self.opt_in:
+            raise ValueError("profiles.opt_in and profiles.opt_out: set one (opt_in: a consent column, true consented)")
         return self
+
+    @property
+    def consent_column(self) -> str | None:
+        """The column consent is read from (``opt_out``, or ``opt_in`` read the other way round)."""
+        return self.opt_in or self.opt_out
+
+    @property
+    def consent_field(self) -> str:
+        return "profiles.opt_in" if self.opt_in else "profiles.opt_out"
 
     @property
     def resolved_format(self) -> str:
@@ -377,21 +389,3 @@ class JobConfig(_Strict):
             if ds.name == name:
                 return ds
         raise KeyError(name)
-
-
-def format_from_extension(path: str) -> str:
-    name = path.lower()
-    for ext in (".gz", ".bz2", ".zst"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith(".parquet") or name.endswith(".pq"):
-        return "parquet"
-    if name.endswith(".jsonl") or name.endswith(".ndjson") or name.endswith(".json"):
-        return "jsonl"
-    if path.endswith("/"):  # a folder's files: the basename was '' (the message named nothing)
-        folder = posixpath.basename(path.rstrip("/")) + "/"
-        raise ValueError(f"cannot tell the format of '{folder}' (a folder's files): name them with their extension "
-                         f"('{folder}*.csv', '*.parquet', '*.jsonl') or set 'format'")
-    raise ValueError(f"cannot tell the format of '{posixpath.basename(path)}': use .csv, .parquet or .jsonl, or set 'format'")

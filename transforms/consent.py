@@ -19,8 +19,15 @@ names the file, line (or Parquet row) and column, never the value.
 it from the platform if an earlier export sent it. ``profiles.opt_out_missing: consented`` declares
 that unknown means consented (for sources that record opt-outs only, or have no opt-out column:
 then ``profiles.opt_out`` may be left out). It is never the default.
+
+A consent (opt-in) column, where true means consented, is ``profiles.opt_in`` instead: the same
+spellings, read the other way round (unknown stays unknown). Given as ``profiles.opt_out``, a column
+whose name reads as consent (:func:`reads_as_opt_in`: ``marketing_consent``, ``email_opt_in``) is
+refused: every consenting profile would be withheld and every refusing one exported.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -91,3 +98,23 @@ def consent_of(opt_out: pa.Array, missing: str) -> pa.Array:
     """``opt_out`` with unknown (null) read as the config says: ``unknown`` keeps it null,
     ``consented`` makes it false."""
     return pc.fill_null(opt_out, False) if missing == "consented" else opt_out
+
+
+# Words of a column name that say it records consent (true: consented) ...
+_OPT_IN_WORDS = {"consent", "consents", "consented", "subscribed", "subscriber", "subscription", "allow", "allowed",
+                 "allows", "permission", "permissions", "permitted", "contactable", "marketable", "agreed", "accepted"}
+# ... and words that turn it round (a withdrawn consent, an unsubscription: true means opted out).
+_NEGATIONS = {"out", "optout", "no", "not", "non", "never", "without", "dnc", "withdrawn", "withdraw", "revoked",
+              "revoke", "unsubscribed", "unsubscribe", "blocked", "suppressed", "rejected", "declined", "refused",
+              "denied", "removed", "excluded"}
+
+
+def reads_as_opt_in(column: str) -> bool:
+    """Whether a column's name says it records consent (``marketing_consent``, ``emailOptIn``,
+    ``is_subscribed``), and nothing in it turns that round (``consent_withdrawn``, ``no_consent``,
+    ``unsubscribed``, ``opt_out``)."""
+    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", column)]
+    joined = "".join(words)
+    if _NEGATIONS.intersection(words) or any(w in joined for w in ("optout", "unsub", "donot")):
+        return False
+    return "optin" in joined or "optedin" in joined or bool(_OPT_IN_WORDS.intersection(words))

@@ -78,7 +78,7 @@ def screen_columns(cfg: JobConfig, path: str) -> list[str]:
     p = cfg.profiles
     present = text_columns(path, p.resolved_format)
     roles = [c for c in (p.email, p.phone) if c and c in present]
-    others = [c for c in present if c not in roles and c not in (p.id, p.visitor_ids, p.opt_out)]
+    others = [c for c in present if c not in roles and c not in (p.id, p.visitor_ids, p.consent_column)]
     return (roles + others)[:MAX_SCREEN_COLUMNS]
 
 

@@ -233,7 +233,7 @@ class PublishExport(beam.DoFn):
         report = build_export_report(self._spec, counts, files, self._targets, self._state, [e for _, e, _ in others])
         check_export_report(report)
         ds, p = self._spec.data_source, self._profiles
-        check_export_extract(report, p.path, p.key_column(ds), p.allow_empty_profiles, p.opt_out)
+        check_export_extract(report, p.path, p.key_column(ds), p.allow_empty_profiles, p.consent_column, p.consent_field)
         check_export_targets(report, self._targets, p.path, p.id, self._spec.max_shrink is None)
         check_export_shrink(report, self._spec.max_shrink)
         ensure_not_moved(self._state)

@@ -124,10 +124,10 @@ def check_export_report(report: dict) -> None:
 
 
 def check_export_extract(report: dict, extract: str, column: str, allow_empty: bool,
-                         opt_out: str | None = None) -> None:
+                         opt_out: str | None = None, field: str = "profiles.opt_out") -> None:
     """Raise :class:`RunFailed` (nothing published) when the extract gave the export nothing to go on,
     unless ``profiles.allow_empty_profiles``: no profile read at all (a header-only or empty extract),
-    none with an opt-out value in column ``opt_out`` (an emptied column: every profile of unknown
+    none with a value in the consent column ``opt_out`` (``field``; an emptied column: every profile of unknown
     consent, or under ``opt_out_missing: consented`` every profile consented, opted-out ones exported),
     or eligible targets found but none of them, nor any opted-out, unknown or suppressed row, with a
     user ID from ``column`` (an emptied or misnamed column). Either way every member would leave the
@@ -141,14 +141,14 @@ def check_export_extract(report: dict, extract: str, column: str, allow_empty: b
         )
     if report.get("consent_unknown_rows") == report["profiles_read"]:
         raise RunFailed(
-            f"profiles.opt_out: none of the {report['profiles_read']} profiles read has a value in column "
+            f"{field}: none of the {report['profiles_read']} profiles read has a value in column "
             f"'{opt_out}' (an emptied column?): every one is of unknown consent, none is exported and every member "
             "would leave the audience; set profiles.allow_empty_profiles: true if that is expected. Nothing was "
             "published"
         )
     if report.get("consented_by_default_rows") == report["profiles_read"]:
         raise RunFailed(
-            f"profiles.opt_out: none of the {report['profiles_read']} profiles read has a value in column "
+            f"{field}: none of the {report['profiles_read']} profiles read has a value in column "
             f"'{opt_out}' (an emptied column?): every one is read as consented (profiles.opt_out_missing: consented) "
             "and an opted-out profile would be exported; set profiles.allow_empty_profiles: true if that is "
             "expected. Nothing was published"

@@ -34,7 +34,7 @@ def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple =
         problems.append(f"profiles.path: {twice[0]} and {twice[1]} are one file (a link to the "
                         "other): its profiles would be read twice; narrow the glob")
     # The opt-out is left out: a part without it fails when read (an unknown opt-out is never a yes).
-    omissible = [col for col in optional if col in needed and col != cfg.profiles.opt_out]
+    omissible = [col for col in optional if col in needed and col != cfg.profiles.consent_column]
     samples = Samples(omissible if cfg.profiles.resolved_format == "jsonl" and len(extracts) > 1 else [])
     for extract in extracts:
         try:
@@ -70,7 +70,7 @@ def first_record_optional(cfg: JobConfig, export: bool = False) -> tuple[str, ..
     if cfg.profiles.resolved_format != "jsonl":
         return ()
     p = cfg.profiles
-    return (*key_columns(cfg, export), *((p.opt_out,) if export and p.opt_out else ()),
+    return (*key_columns(cfg, export), *((p.consent_column,) if export and p.consent_column else ()),
             *((p.visitor_ids,) if export and p.visitor_ids else ()))
 
 

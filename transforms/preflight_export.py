@@ -9,6 +9,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
+from transforms.consent import reads_as_opt_in
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -34,10 +35,14 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     ecfg = export_config(cfg, spec)
     index = [ds.name for ds in cfg.data_sources].index(spec.data_source.name)
     p = cfg.profiles
-    if not p.opt_out and p.opt_out_missing != "consented":
+    if not p.consent_column and p.opt_out_missing != "consented":
         problems.append("profiles.opt_out: the export needs the opt-out column (opted-out profiles are never "
-                        "exported; unknown consent is never consent); a source without one must say so: "
-                        "profiles.opt_out_missing: consented")
+                        "exported; unknown consent is never consent), or profiles.opt_in a consent column; a source "
+                        "without one must say so: profiles.opt_out_missing: consented")
+    if p.opt_out and reads_as_opt_in(p.opt_out):
+        problems.append(f"profiles.opt_out: '{p.opt_out}' reads as a consent (opt-in) column, where true means "
+                        "consented: read as opt-outs, its consenting profiles would be withheld and its refusing "
+                        f"ones exported; set profiles.opt_in: {p.opt_out} instead (the same spellings, true: consented)")
     problems += profile_column_problems(ecfg, needed_columns(ecfg, export=True), optional=first_record_optional(ecfg, True))
     problems += _targets_problems(targets)
     problems += suppression_problems(cfg)

@@ -47,8 +47,8 @@ def needed_columns(cfg: JobConfig, export: bool = False, extra: Sequence[str] = 
     cols = [p.id]
     if any(ds.id_type == "visitor" for ds in cfg.data_sources) and p.visitor_ids:
         cols.append(p.visitor_ids)
-    if export and p.opt_out:
-        cols.append(p.opt_out)
+    if export and p.consent_column:
+        cols.append(p.consent_column)
     for col in key_columns(cfg, export):
         if col not in cols:
             cols.append(col)
@@ -68,11 +68,12 @@ def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Arr
     """The ``opt_out`` column as read (null: no value; :func:`consent_of` then reads it as the config
     says). Raises :class:`BadOptOut` on a value that is none of the spellings."""
     p = cfg.profiles
-    if p.opt_out and p.opt_out in table.column_names:
-        opt = parse_opt_out(table[p.opt_out])
-    elif p.opt_out and export:
+    if p.consent_column and p.consent_column in table.column_names:
+        opt = parse_opt_out(table[p.consent_column])
+        opt = pc.invert(opt) if p.opt_in else opt  # a consent column: true consented (null stays unknown)
+    elif p.consent_column and export:
         # Never "nobody opted out": a renamed or dropped column fails, whatever opt_out_missing says.
-        raise InputError(path, f"no opt-out column '{p.opt_out}' in this extract")
+        raise InputError(path, f"no {'consent' if p.opt_in else 'opt-out'} column '{p.consent_column}' in this extract")
     else:
         opt = pa.nulls(table.num_rows, pa.bool_())
     return opt
@@ -108,7 +109,7 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     if has_visitors and counts is not None:
         counts += visitor_entry_counts(cols["visitor_ids"], table[p.visitor_ids].type)
     opt_out = _opt_out(table, cfg, path, export)
-    if counts is not None and export and p.opt_out and p.opt_out_missing == "consented":
+    if counts is not None and export and p.consent_column and p.opt_out_missing == "consented":
         counts.append(count(Metric.CONSENTED_BY_DEFAULT_ROWS, opt_out.null_count))  # all of them: an emptied column
     cols["opt_out"] = consent_of(opt_out, p.opt_out_missing)
     for col in key_columns(cfg, export):
@@ -130,7 +131,7 @@ def column_field(cfg: JobConfig, column: str) -> str:
     for i, ds in enumerate(cfg.data_sources):
         if ds.match_on and cfg.profiles.column_for(ds.match_on) == column:
             return f"data_sources[{i}].match_on"
-    for field in ("id", "opt_out", "visitor_ids", "email", "phone"):
+    for field in ("id", "opt_out", "opt_in", "visitor_ids", "email", "phone"):
         if getattr(cfg.profiles, field) == column:
             return f"profiles.{field}"
     return "profiles"
@@ -190,7 +191,7 @@ def counted_profiles(path: str, cfg: JobConfig, batch_rows: int | None = None, e
             profiles = standardize(table, cfg, path, export, extra, counts)
             counts.append(distinct_ids_at_most(profiles["profile_id"]))
         except BadOptOut as bad:
-            raise at_row(path, fmt, f"column '{cfg.profiles.opt_out}': {bad.problem}", bad.row, offset) from None
+            raise at_row(path, fmt, f"column '{cfg.profiles.consent_column}': {bad.problem}", bad.row, offset) from None
         except RowProblem as bad:
             raise at_row(path, fmt, bad.problem, bad.row, offset) from None
         except pa.ArrowInvalid as exc:  # (its message may quote the value: never shown)
@@ -237,11 +238,11 @@ def _jsonl_opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> 
     """A JSONL part none of whose records has the opt-out field: nulls where ``parts_may_lack`` lists
     it (a writer that leaves null fields out, a part without an opt-out value: a source recording
     opt-outs only), else a failure naming that remedy (a renamed field is never consent)."""
-    col = cfg.profiles.opt_out
+    col = cfg.profiles.consent_column
     if not (export and col) or col in table.column_names:
         return table
     if col not in cfg.profiles.parts_may_lack:
-        raise InputError(path, f"no column '{col}' (profiles.opt_out): none of its records has the field (renamed? "
+        raise InputError(path, f"no column '{col}' ({cfg.profiles.consent_field}): none of its records has the field (renamed? "
                          "if its writer leaves null fields out and no profile of it has a value, list it in "
                          "profiles.parts_may_lack)")
     return table.append_column(col, pa.nulls(table.num_rows, pa.string()))

@@ -356,3 +356,21 @@ class MatchFiles(beam.DoFn):
         if not paths:
             raise InputError(pattern, f"no {self._what} matches")
         yield from paths
+
+
+def format_from_extension(path: str) -> str:
+    name = path.lower()
+    for ext in (".gz", ".bz2", ".zst"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        return "parquet"
+    if name.endswith(".jsonl") or name.endswith(".ndjson") or name.endswith(".json"):
+        return "jsonl"
+    if path.endswith("/"):  # a folder's files: the basename was '' (the message named nothing)
+        folder = posixpath.basename(path.rstrip("/")) + "/"
+        raise ValueError(f"cannot tell the format of '{folder}' (a folder's files): name them with their extension "
+                         f"('{folder}*.csv', '*.parquet', '*.jsonl') or set 'format'")
+    raise ValueError(f"cannot tell the format of '{posixpath.basename(path)}': use .csv, .parquet or .jsonl, or set 'format'")

@@ -17,13 +17,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms.arrow_utils import split_by_bucket
-from transforms.config import format_from_extension
 from transforms.csv_reader import csv_tables
 from transforms.errors import InputError
 from transforms.outcomes import Metric, runner_counter, count
 from transforms.profile_columns import profile_id_text
 from transforms.stable_hash import buckets_from_hash, hash64
 from transforms.storage import open_input
+from transforms.storage import format_from_extension
 
 TARGETS_COLUMN = "profile_id"
 TARGET_SCHEMA = pa.schema([(TARGETS_COLUMN, pa.string())])
