@@ -10,6 +10,9 @@ Outputs under OUT_DIR: ``reconciled/``, ``file_audience/``, ``rejected/`` (Parqu
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import posixpath
 import sys
 from datetime import date, datetime, timezone
 
@@ -23,11 +26,11 @@ from transforms.incremental import REMOVE, PreviousParts, PreviousState, merge_s
 from transforms.night_guard import NightGuard
 from transforms.report import check_deliveries
 from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBERS_BUCKET_BY, MEMBERSHIP_SCHEMA
-from transforms.key_cache import KeyCacheDirs, PublishKeyCache, cache_dirs, staged
+from transforms.key_cache import INCOMING, KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import Metric
 from transforms.preflight import check_inputs
 from transforms.publish import REPORT, PublishInputs, PublishRun, join_path
-from transforms.publish_journal import remove_run_dir
+from transforms.publish_journal import clean_leftovers
 from transforms.reconcile import ReconcileAudiences
 from transforms.summary import summary_lines
 from transforms.suppression import ReadSuppressionLists, SuppressFileAudience
@@ -143,6 +146,15 @@ def suppress(p: beam.Pipeline, cfg: JobConfig, tables: beam.PCollection) -> beam
     return tables | "SuppressFileAudience" >> beam.ParDo(SuppressFileAudience(cfg, pass_tags=(REMOVE,)), lists)
 
 
+def staging_prefix(output: str) -> str:
+    """The start of the name of the folder where an import into ``output`` stages its key-cache parts
+    (``DIR/_incoming/<prefix><run folder's name>/``): a digest of the output's path (a local one made
+    absolute). The next run into ``output``, holding its lock, deletes its killed runs' by it: a run
+    killed while it keyed profiles had staged parts, but had not made its run folder yet."""
+    path = output.rstrip("/") if "://" in output else os.path.abspath(output)
+    return hashlib.sha256(path.encode()).hexdigest()[:12] + "-"
+
+
 def run(argv=None) -> dict:
     """Run the import; returns the report (``{"status": "staged"}`` when the runner only staged the
     job). Raises ConfigError / AudienceSyncError on failure."""
@@ -153,10 +165,11 @@ def run(argv=None) -> dict:
                        paths={"--output": known.output, "--key-cache": known.key_cache})
     output = known.output.rstrip("/")
     run_dir = launch.new_run_dir(output)
-    key_cache = cache_dirs(known.key_cache, run_dir) if known.key_cache else None
-    with staged(key_cache), launch.hold(output, "import_audience", job.options) as killed:
-        for name in (killed or []) if key_cache else []:  # their staged keys, named after their run folders
-            remove_run_dir(cache_dirs(known.key_cache, name).staging)
+    staging = staging_prefix(output) if known.key_cache else ""
+    key_cache = cache_dirs(known.key_cache, staging + posixpath.basename(run_dir)) if known.key_cache else None
+    with staged(key_cache), launch.hold(output, "import_audience", job.options) as held:
+        if key_cache is not None and held is not None:  # what killed runs into it staged (held: none is live)
+            clean_leftovers(join_path(known.key_cache, INCOMING), prefix=staging)
         return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
             p, job.cfg, output, run_dir, run_date, key_cache=key_cache), held=True)
 

@@ -87,11 +87,39 @@ def test_a_killed_imports_staged_key_cache_parts_are_cleaned_with_its_run_folder
     its run folder went at the next run's start, nothing removed them. They share its folder's name."""
     config, out, cache = small_job(tmp_path), tmp_path / "out", tmp_path / "cache"
     (out / "_incomplete-0123456789ab").mkdir(parents=True)
-    for run in ("_incomplete-0123456789ab", "_incomplete-ba9876543210"):  # the second: another output's run
+    other = import_audience.staging_prefix(str(tmp_path / "other")) + "_incomplete-ba9876543210"  # another output's run
+    for run in (import_audience.staging_prefix(str(out)) + "_incomplete-0123456789ab", other):
         (cache / "_incoming" / run).mkdir(parents=True)
         (cache / "_incoming" / run / "part-0123.arrow").write_bytes(b"profile keys")
     import_audience.run(["--config", str(config), "--output", str(out), "--key-cache", str(cache)])
-    assert sorted(p.name for p in (cache / "_incoming").iterdir()) == ["_incomplete-ba9876543210"]
+    assert sorted(p.name for p in (cache / "_incoming").iterdir()) == [other]
+
+
+KILLED_WHILE_STAGING = """import os, signal, sys
+from transforms import key_cache
+from pipelines import cli
+
+made = key_cache.CacheWriter.__init__
+def killed(self, *args, **kwargs):  # SIGKILL once the run's first key-cache part is staged
+    made(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+key_cache.CacheWriter.__init__ = killed
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_an_import_killed_while_keying_profiles_leaves_no_staged_keys_after_the_next_run(tmp_path):
+    """An import killed while it keys profiles (the long stage of a big extract) had staged key-cache
+    parts but written nothing in its run folder yet: the next run into the same output found no
+    run folder of it, so its profile keys stayed in DIR/_incoming/ for good (found with kill -9 on a
+    600k-profile import)."""
+    config, out, cache = small_job(tmp_path), tmp_path / "out", tmp_path / "cache"
+    argv = ["import", "--config", str(config), "--output", str(out), "--key-cache", str(cache)]
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_STAGING, *argv], cwd=ROOT, capture_output=True)
+    assert killed.returncode == -9
+    assert list((cache / "_incoming").glob("*/part-*.arrow")), "the run was killed before it staged a part"
+    assert cli_in_process(*argv).returncode == 0
+    assert not list((cache / "_incoming").rglob("*"))
 
 
 # ---------------------------------------------------------------------------------------------

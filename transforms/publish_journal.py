@@ -200,7 +200,7 @@ def hold_output(folder: str, job: str, options=None, partitions: str | None = No
     sub-folder matching ``partitions``: nightly's ``dt=*``), delete the run folders of killed runs
     (``_incomplete-*``; every sub-folder of ``staging``), probe that ``folder`` can be written; the
     lock is released when the block ends, whatever happened in it. Yields the names of the killed
-    runs' folders removed (``_incomplete-*``): what they staged elsewhere is named after them."""
+    runs' folders removed (``_incomplete-*``)."""
     with OutputLock(folder, job, options):
         journals = [folder] if partitions is None else [
             posixpath.dirname(p) for p in glob(join_path(folder, partitions, JOURNAL), missing_ok=True)]
