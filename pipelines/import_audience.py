@@ -28,6 +28,7 @@ from transforms.report import check_deliveries
 from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBERS_BUCKET_BY, MEMBERSHIP_SCHEMA
 from transforms.key_cache import INCOMING, KeyCacheDirs, PublishKeyCache, cache_dirs, staged
 from transforms.outcomes import Metric
+from transforms.output_lock import probe_writable
 from transforms.preflight import check_inputs
 from transforms.publish import REPORT, PublishInputs, PublishRun, join_path
 from transforms.publish_journal import clean_leftovers
@@ -170,6 +171,8 @@ def run(argv=None) -> dict:
     with staged(key_cache), launch.hold(output, "import_audience", job.options) as held:
         if key_cache is not None and held is not None:  # what killed runs into it staged (held: none is live)
             clean_leftovers(join_path(known.key_cache, INCOMING), prefix=staging)
+            probe_writable(key_cache.staging, what="the profile-key cache", named=f"--key-cache {known.key_cache}",
+                           remedy=" (run without --key-cache to compute every key)")
         return launch.run_pipeline(job.options, run_dir, join_path(output, REPORT), lambda p: build_pipeline(
             p, job.cfg, output, run_dir, run_date, key_cache=key_cache), held=True)
 

@@ -55,6 +55,7 @@ from transforms.preflight import check_inputs
 from transforms.undelivered import undelivered_sources
 from pipelines.options import only_stages
 from transforms.publish import REPORT, SUCCESS, join_path
+from transforms.output_lock import probe_writable
 from transforms.publish_journal import clean_leftovers, remove_run_dir
 from transforms.report_pages import write_nightly_page
 from transforms.storage import check_gcs_credentials, glob
@@ -234,6 +235,10 @@ def run(argv=None) -> list[dict]:
     with launch.hold(root, "nightly", job.options, partitions="dt=*", staging=STAGING):
         if not only_stages(job.options):  # parts staged by killed runs (the lock says none is live)
             clean_leftovers(join_path(root, KEY_CACHE, INCOMING), prefix="")
+            if known.key_cache:
+                probe_writable(join_path(root, KEY_CACHE, INCOMING), what="the profile-key cache",
+                               named=f"--root {join_path(root, KEY_CACHE)}",
+                               remedy=" (--no-key-cache computes every key)")
         published = published_dates(root)
         check_night_order(days, published, known.force)
         rebuild = None if only_stages(job.options) else rebuild_for(root, days, published, known.force)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, cli_in_process
+from conftest import DEMO, ROOT, cli_in_process
 from pipelines import import_audience
 
 V = {i: str(i) * 38 for i in range(1, 6)}
@@ -203,6 +203,28 @@ def test_a_read_only_output_fails_before_the_pipeline_naming_the_path(tmp_path):
     assert result.returncode == 1
     line = one_line(result.stderr)
     assert str(ro / "out") in line and ("Read-only" in line or "Permission" in line), line
+    assert "Pipeline" not in result.stderr
+
+
+@pytest.mark.parametrize("job", ["import", "nightly"])
+def test_a_read_only_key_cache_fails_before_the_pipeline_naming_it(tmp_path, job):
+    """A key-cache folder the run cannot write (a read-only mount, a cache another account owns): the
+    run failed once every profile was keyed, with Beam's traceback and 'run failed: RuntimeError:
+    PermissionError: ... _incoming [while running ...KeyProfiles]'."""
+    if job == "import":
+        cache = tmp_path / "cache"
+        argv = ["import", "--config", small_job(tmp_path), "--output", tmp_path / "out", "--key-cache", cache]
+        flag, remedy = f"--key-cache {cache}", "without --key-cache"
+    else:
+        cache = tmp_path / "root" / "_key_cache"
+        argv = ["nightly", "--config", DEMO / "job.yaml", "--root", tmp_path / "root", "--date", "2026-11-22"]
+        flag, remedy = f"--root {cache}", "--no-key-cache"
+    with tmpfs(cache, "1m", read_only=True):
+        result = cli_in_process(*argv)
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith(f"audience-sync: run failed: {flag}: cannot write to the profile-key cache "
+                           "(Read-only file system); nothing was run") and remedy in line, line
     assert "Pipeline" not in result.stderr
 
 

@@ -282,9 +282,10 @@ def _reason(exc: BaseException) -> str:
     return os.strerror(code) if code else (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def probe_writable(folder: str) -> None:
+def probe_writable(folder: str, *, what: str = "the output folder", named: str | None = None, remedy: str = "") -> None:
     """Write (and delete) a small file in ``folder``: a read-only folder, a full disk or a missing
-    permission fails here, before any pipeline runs, with one line naming the folder."""
+    permission fails here, before any pipeline runs, with one line naming the folder (or ``named``:
+    the flag that chose it), ``what`` it is, and the ``remedy`` if any."""
     path = join_path(folder, f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}")
     try:
         with FileSystems.create(path) as sink:
@@ -298,7 +299,8 @@ def probe_writable(folder: str) -> None:
             FileSystems.delete([path])
         except Exception:  # noqa: BLE001 - best effort
             pass
-        raise RunFailed(f"{folder}: cannot write to the output folder ({_reason(cause)}); nothing was run") from None
+        raise RunFailed(f"{named or folder}: cannot write to {what} ({_reason(cause)}); "
+                        f"nothing was run{remedy}") from None
 
 
 def write_error(path: str, exc: BaseException) -> RunFailed:
