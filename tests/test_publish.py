@@ -84,7 +84,7 @@ def test_leftovers_of_killed_runs_are_cleaned_at_the_next_start(tmp_path):
 
 def test_a_killed_imports_staged_key_cache_parts_are_cleaned_with_its_run_folder(tmp_path):
     """A killed import --key-cache DIR left its staged parts (profile keys) in DIR/_incoming/ for good:
-    its run folder went at the next run's start, nothing removed them. They share its folder's name."""
+    its run folder went at the next run's start, nothing removed them. They are named after its output."""
     config, out, cache = small_job(tmp_path), tmp_path / "out", tmp_path / "cache"
     (out / "_incomplete-0123456789ab").mkdir(parents=True)
     other = import_audience.staging_prefix(str(tmp_path / "other")) + "_incomplete-ba9876543210"  # another output's run
