@@ -731,6 +731,31 @@ def test_an_extract_phone_without_its_country_code_fails_when_no_region_reads_it
     assert sorted(lines(tmp_path / "o")) == sorted((sha(email), f"d_sid={SID}") for email in ("a1@x.com", "a2@x.com"))
 
 
+@pytest.mark.parametrize("placeholder", ["0", "000"])
+def test_a_placeholder_phone_no_region_reads_does_not_fail_the_export_against_a_phone_list(tmp_path, placeholder):
+    """An international extract (phones in E.164) holding a placeholder phone ('0', '000') for a
+    profile without one, a phone list and no default_region: the placeholder was taken for a national
+    number and the export failed 'set profiles.default_region', though no region reads fewer than 4
+    digits as a phone (nor would one make it comparable). The listed number is suppressed, exit 0."""
+    folder = tmp_path / "job"
+    (folder / "lists").mkdir(parents=True)
+    (folder / "lists" / "phones.txt").write_text("+33612345678\n")
+    (folder / "p.csv").write_text("profile_id,email,phone,opt_out\np1,a1@x.com,+33 6 99 99 99 99,no\n"
+                                  f"p2,a2@x.com,{placeholder},no\np3,a3@x.com,+33 6 12 34 56 78,no\n")
+    config = {"profiles": {"path": "p.csv", "email": "email", "phone": "phone", "visitor_ids": None,
+                           "opt_out": "opt_out"},
+              "buckets": 4,
+              "data_sources": [{"name": "crm", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared",
+                                "declared": "hashed", "match_on": "email"}],
+              "suppression": [{"path": "lists/phones.txt", "kind": "phone"}]}
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    targets = tmp_path / "t.csv"
+    targets.write_text("profile_id\np1\np2\np3\n")
+    report = export(folder / "job.yaml", targets, tmp_path / "o", "--segment-id", SID)
+    assert (report["suppressed"], report["exported"]) == (1, 2)
+    assert sorted(lines(tmp_path / "o")) == sorted((sha(email), f"d_sid={SID}") for email in ("a1@x.com", "a2@x.com"))
+
+
 def test_a_bad_suppression_entry_fails_naming_file_and_line(tmp_path):
     lists = tmp_path / "job" / "lists"
     lists.mkdir(parents=True)

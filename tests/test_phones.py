@@ -53,3 +53,18 @@ def test_common_numbers_take_the_vectorized_paths(monkeypatch):
 def test_region_tables_build(region):
     info = tables().region(region)
     assert info is None or info.country.code == phonenumbers.country_code_for_region(region)
+
+
+def test_a_placeholder_under_the_shortest_national_number_is_never_taken_for_one_without_its_country_code():
+    """without_country_code (a number only a default region reads) leaves out what no region reads:
+    under libphonenumber's shortest possible national number of any country ('0', '000': a CRM's
+    placeholders), which failed an international extract's export asking for a default region."""
+    from transforms.phone_metadata import MIN_NATIONAL, _possible_lengths
+
+    shortest = min(int(_possible_lengths(code).nonzero()[0][0]) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+                   if _possible_lengths(code).any())
+    assert shortest == MIN_NATIONAL
+    assert [library("0" * MIN_NATIONAL, r) for r in ("SH", "NU")] != [None, None]
+    values = ["0", "000", "12 3", "1234", "06 12 34 56 78", "+33612345678", "0033612345678", "", None]
+    assert phones.without_country_code(pa.array(values)).tolist() == [False, False, False, True, True,
+                                                                      False, False, False, False]

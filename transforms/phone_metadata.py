@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 MAX_DIGITS = 15  # E.164: country code and national number together
 MAX_NATIONAL = 17  # libphonenumber's longest national number
+MIN_NATIONAL = 4  # and its shortest possible one, of any country (Niue, Saint Helena, ...)
 
 
 def _phonenumbers():

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_utils import delete_bytes, string_buffers
-from transforms.phone_metadata import MAX_NATIONAL, Country, Region, check_region, library, tables
+from transforms.phone_metadata import MAX_NATIONAL, MIN_NATIONAL, Country, Region, check_region, library, tables
 
 __all__ = ["check_region", "to_e164", "without_country_code"]
 
@@ -159,9 +159,12 @@ def to_e164(trimmed: pa.StringArray, region: str | None) -> pa.StringArray:
 
 def without_country_code(values: pa.Array) -> np.ndarray:
     """Where a phone is written without a country code (digits and separators, no leading ``+``
-    nor ``00``): a number only a default region reads (:func:`to_e164` without one: invalid)."""
+    nor ``00``): a number only a default region reads (:func:`to_e164` without one: invalid). Not
+    under the shortest national number of any country (4 digits): a placeholder ('0', '000') that
+    no region reads, which failed an international extract's export asking for a region."""
     stripped = _strip(pc.utf8_trim_whitespace(pc.fill_null(values, "")))
-    return _mask(pc.ascii_is_decimal(stripped)) & ~_mask(pc.starts_with(stripped, "00"))
+    return (_mask(pc.ascii_is_decimal(stripped)) & ~_mask(pc.starts_with(stripped, "00"))
+            & (pc.utf8_length(stripped).to_numpy(zero_copy_only=False) >= MIN_NATIONAL))
 
 
 def _assemble(stripped: pa.StringArray, as_written: np.ndarray, parts: list) -> pa.StringArray:
