@@ -116,7 +116,7 @@ def test_parts_sharing_every_profile_but_no_row_are_read(tmp_path):
 
 
 def test_small_files_are_never_judged(demo_copy, tmp_path):
-    """The demo's 300 profiles and their copy (under 1,000 ids each): read both, a known limit."""
+    """The demo's 300 profiles and their copy (600 ids in all, under 1,000): read both, a known limit."""
     shutil.copy(demo_copy / "profiles.parquet", demo_copy / "profiles-copy.parquet")
     job = demo_copy / "job.yaml"
     job.write_text(job.read_text().replace("path: profiles.parquet", "path: profiles*.parquet"))
@@ -208,3 +208,16 @@ def test_the_rows_of_many_parts_are_judged_together():
         assert "of the extract's rows are in two of its files, e.g. old/part-" in str(error), error
     else:
         raise AssertionError("the old extract's parts were read")
+
+
+def test_two_files_under_1000_ids_each_are_judged_by_their_rows_together():
+    """Under 1,000 ids in all (the demo's 300 and their copy) nothing is judged; a pair of files under
+    1,000 ids each is not judged as a pair, but the extract's rows are: 600 ids beside their copy fail."""
+    check_extract_copies([sketch("a", range(300)), sketch("b", range(300))])
+    check_extract_copies([sketch("a", range(600)), sketch("b", range(600, 1200))])
+    try:
+        check_extract_copies([sketch("a", range(600)), sketch("b", range(600))])
+    except Exception as error:
+        assert "~100% of the extract's rows are in two of its files, e.g. a and b" in str(error), error
+    else:
+        raise AssertionError("the copy was read")
