@@ -150,8 +150,8 @@ def check_export_extract(report: dict, extract: str, column: str, allow_empty: b
         raise RunFailed(
             f"{field}: none of the {report['profiles_read']} profiles read has a value in column "
             f"'{opt_out}' (an emptied column?): every one is read as consented (profiles.opt_out_missing: consented) "
-            "and an opted-out profile would be exported; set profiles.allow_empty_profiles: true if that is "
-            "expected. Nothing was published"
+            "and an opted-out profile would be exported; an extract holding no opted-out profile by design "
+            f"(opt-outs filtered upstream) needs no such column: leave {field} out. Nothing was published"
         )
     if report["unmapped"] and not report["desired_user_ids"] and not report["blocked_user_ids"]:
         raise RunFailed(
