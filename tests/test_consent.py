@@ -305,19 +305,25 @@ def test_an_extract_whose_opt_out_column_came_out_empty_fails_the_export_unless_
     as consent_unknown, exit 0, no guard (an emptied key column fails). It fails naming the column,
     nothing published; profiles.allow_empty_profiles: true lets such a run remove them."""
     job = export_job(tmp_path, ["no", "no", "no"])
+    report = emptied_then_allowed(tmp_path, job, r"'opt_out' \(an emptied column\?\)")
+    assert (report["consent_unknown"], report["removed_by_reason"]["consent_unknown"]) == (3, 3)
+
+
+def emptied_then_allowed(tmp_path: Path, job: Path, problem: str, opted_out: int = 0) -> dict:
+    """A first export (``opted_out`` of its profiles opted out), then the extract's opt-out column
+    written empty: the second export fails with ``problem`` (a regex), nothing published; with
+    profiles.allow_empty_profiles: true it runs. Returns that run's report."""
     state = ("--state", str(tmp_path / "state"), "--segment-id", "7")
-    export(job, tmp_path / "first", *state)
+    assert export(job, tmp_path / "first", *state)["opted_out"] == opted_out
     write_csv(tmp_path / "p.csv", ["", "", ""])
-    with pytest.raises(RunFailed, match=r"^profiles.opt_out: none of the 3 profiles read has a value in column "
-                                        r"'opt_out' \(an emptied column\?\)"):
+    with pytest.raises(RunFailed, match=r"^profiles.opt_out: none of the 3 profiles read has a value in column " + problem):
         export(job, tmp_path / "second", *state)
     assert not (tmp_path / "second" / "report.json").exists()
     assert [p.name for p in (tmp_path / "state" / "plain" / "A").glob("v-*")] == ["v-000001"]
     config = yaml.safe_load(job.read_text())
     config["profiles"]["allow_empty_profiles"] = True
     job.write_text(yaml.safe_dump(config))
-    report = export(job, tmp_path / "second", *state)
-    assert (report["consent_unknown"], report["removed_by_reason"]["consent_unknown"]) == (3, 3)
+    return export(job, tmp_path / "second", *state)
 
 
 def test_an_emptied_opt_out_column_fails_the_export_where_missing_means_consented(tmp_path):
@@ -327,19 +333,9 @@ def test_an_emptied_opt_out_column_fails_the_export_where_missing_means_consente
     where unknown is unknown). It fails naming the column, nothing published, unless
     profiles.allow_empty_profiles: true."""
     job = export_job(tmp_path, ["", "yes", ""], opt_out_missing="consented")
-    state = ("--state", str(tmp_path / "state"), "--segment-id", "7")
-    assert export(job, tmp_path / "first", *state)["opted_out"] == 1
-    write_csv(tmp_path / "p.csv", ["", "", ""])
-    with pytest.raises(RunFailed, match=r"^profiles.opt_out: none of the 3 profiles read has a value in column "
-                                        r"'opt_out' \(an emptied column\?\): every one is read as consented"
-                                        r".*\(opt-outs filtered upstream\) needs no such column: leave profiles.opt_out out"):
-        export(job, tmp_path / "second", *state)
-    assert not (tmp_path / "second" / "report.json").exists()
-    assert [p.name for p in (tmp_path / "state" / "plain" / "A").glob("v-*")] == ["v-000001"]
-    config = yaml.safe_load(job.read_text())
-    config["profiles"]["allow_empty_profiles"] = True
-    job.write_text(yaml.safe_dump(config))
-    report = export(job, tmp_path / "second", *state)
+    report = emptied_then_allowed(tmp_path, job, r"'opt_out' \(an emptied column\?\): every one is read as consented"
+                                  r".*\(opt-outs filtered upstream\) needs no such column: leave profiles.opt_out out",
+                                  opted_out=1)
     assert (report["exported"], report["consented_by_default_rows"]) == (1, 3)
     assert sent(tmp_path / "second") == {"a1@x.com"}
 

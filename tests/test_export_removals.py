@@ -698,16 +698,15 @@ def test_a_phone_written_without_its_country_code_is_suppressed_in_the_default_r
     assert lines(tmp_path / "o") == [(hashlib.sha256(b"+33699999999").hexdigest(), f"d_sid={SID}")]
 
 
-def test_an_extract_phone_without_its_country_code_fails_when_no_region_reads_it_against_a_phone_list(tmp_path):
-    """An email data source, a phone suppression list in E.164, the extract's phones written
-    nationally (06 12 34 56 78) and no default_region: the extract's phone read as no number, was
-    compared with nothing, and the profile was exported by its email, exit 0. It fails naming the
-    file, the line, the column and profiles.default_region; set, the phone is suppressed."""
+def phone_list_job(tmp_path, p2_phone: str, p3_phone: str):
+    """An email data source, a phone suppression list (+33612345678) and an extract of three
+    profiles, p1's phone in E.164, p2's and p3's as given; targets: all three. Returns the job's
+    folder, its config (as written) and the targets file."""
     folder = tmp_path / "job"
     (folder / "lists").mkdir(parents=True)
     (folder / "lists" / "phones.txt").write_text("+33612345678\n")
     (folder / "p.csv").write_text("profile_id,email,phone,opt_out\np1,a1@x.com,+33 6 99 99 99 99,no\n"
-                                  "p2,a2@x.com,,no\np3,a3@x.com,06 12 34 56 78,no\n")
+                                  f"p2,a2@x.com,{p2_phone},no\np3,a3@x.com,{p3_phone},no\n")
     config = {"profiles": {"path": "p.csv", "email": "email", "phone": "phone", "visitor_ids": None,
                            "opt_out": "opt_out"},
               "buckets": 4,
@@ -717,6 +716,15 @@ def test_an_extract_phone_without_its_country_code_fails_when_no_region_reads_it
     (folder / "job.yaml").write_text(yaml.safe_dump(config))
     targets = tmp_path / "t.csv"
     targets.write_text("profile_id\np1\np2\np3\n")
+    return folder, config, targets
+
+
+def test_an_extract_phone_without_its_country_code_fails_when_no_region_reads_it_against_a_phone_list(tmp_path):
+    """An email data source, a phone suppression list in E.164, the extract's phones written
+    nationally (06 12 34 56 78) and no default_region: the extract's phone read as no number, was
+    compared with nothing, and the profile was exported by its email, exit 0. It fails naming the
+    file, the line, the column and profiles.default_region; set, the phone is suppressed."""
+    folder, config, targets = phone_list_job(tmp_path, "", "06 12 34 56 78")
     result = cli_in_process("export", "--config", folder / "job.yaml", "--audience", "A", "--targets", targets,
                             "--output", tmp_path / "o", "--segment-id", SID, "--run-date", RUN_DATE)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -737,20 +745,7 @@ def test_a_placeholder_phone_no_region_reads_does_not_fail_the_export_against_a_
     profile without one, a phone list and no default_region: the placeholder was taken for a national
     number and the export failed 'set profiles.default_region', though no region reads fewer than 4
     digits as a phone (nor would one make it comparable). The listed number is suppressed, exit 0."""
-    folder = tmp_path / "job"
-    (folder / "lists").mkdir(parents=True)
-    (folder / "lists" / "phones.txt").write_text("+33612345678\n")
-    (folder / "p.csv").write_text("profile_id,email,phone,opt_out\np1,a1@x.com,+33 6 99 99 99 99,no\n"
-                                  f"p2,a2@x.com,{placeholder},no\np3,a3@x.com,+33 6 12 34 56 78,no\n")
-    config = {"profiles": {"path": "p.csv", "email": "email", "phone": "phone", "visitor_ids": None,
-                           "opt_out": "opt_out"},
-              "buckets": 4,
-              "data_sources": [{"name": "crm", "dpid": DPID, "segments": "dumps/*.sync", "id_type": "declared",
-                                "declared": "hashed", "match_on": "email"}],
-              "suppression": [{"path": "lists/phones.txt", "kind": "phone"}]}
-    (folder / "job.yaml").write_text(yaml.safe_dump(config))
-    targets = tmp_path / "t.csv"
-    targets.write_text("profile_id\np1\np2\np3\n")
+    folder, _, targets = phone_list_job(tmp_path, placeholder, "+33 6 12 34 56 78")
     report = export(folder / "job.yaml", targets, tmp_path / "o", "--segment-id", SID)
     assert (report["suppressed"], report["exported"]) == (1, 2)
     assert sorted(lines(tmp_path / "o")) == sorted((sha(email), f"d_sid={SID}") for email in ("a1@x.com", "a2@x.com"))
