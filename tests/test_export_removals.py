@@ -739,6 +739,18 @@ def test_an_extract_phone_without_its_country_code_fails_when_no_region_reads_it
     assert sorted(lines(tmp_path / "o")) == sorted((sha(email), f"d_sid={SID}") for email in ("a1@x.com", "a2@x.com"))
 
 
+def test_a_data_source_comparing_phones_as_written_needs_no_region_against_a_phone_list(tmp_path):
+    """normalization: none compares phones as written, the list's and the extract's alike: a national
+    number needs no region there, and the export failed 'set profiles.default_region' (from the diff
+    review). The listed number, written alike, is suppressed."""
+    folder, config, targets = phone_list_job(tmp_path, "", "0612345678")
+    (folder / "lists" / "phones.txt").write_text("0612345678\n")
+    config["data_sources"][0]["normalization"] = "none"
+    (folder / "job.yaml").write_text(yaml.safe_dump(config))
+    report = export(folder / "job.yaml", targets, tmp_path / "o", "--segment-id", SID)
+    assert (report["suppressed"], report["exported"]) == (1, 2)
+
+
 @pytest.mark.parametrize("placeholder", ["0", "000"])
 def test_a_placeholder_phone_no_region_reads_does_not_fail_the_export_against_a_phone_list(tmp_path, placeholder):
     """An international extract (phones in E.164) holding a placeholder phone ('0', '000') for a

@@ -28,7 +28,7 @@ from transforms.config import DataSourceConfig, JobConfig, SuppressionList
 from transforms.errors import InputError
 from transforms.digests import hash_keys
 from transforms.keys import CONTROL
-from transforms.normalize import PROFILES, canonical_digests, normalize_keys
+from transforms.normalize import AS_IS, PROFILES, canonical_digests, normalize_keys
 from transforms.phones import without_country_code
 from transforms.write_parts import ADD, WITHHELD
 from transforms.storage import glob, not_text, open_decompressed
@@ -155,8 +155,10 @@ class Suppressor:
     def first_unread_phone(self, values) -> int | None:
         """The index of the first phone of ``values`` (a profile column) written without its country code
         where the data source reads phones in no region, if a phone list is set (else None): no region
-        reads it, so it cannot be compared with the list (the profile was exported by its email, exit 0)."""
-        if self._region is not None or not (len(self._plain["phone"]) or len(self._digests["phone"])):
+        reads it, so it cannot be compared with the list (the profile was exported by its email, exit 0).
+        A data source comparing phones as written (``normalization: none``) needs no region."""
+        if self._region is not None or self._profile("phone") == AS_IS or not (
+                len(self._plain["phone"]) or len(self._digests["phone"])):
             return None
         hits = np.flatnonzero(without_country_code(plain_array(values, text="cast")))
         return int(hits[0]) if len(hits) else None
