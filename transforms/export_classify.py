@@ -41,7 +41,7 @@ from transforms.outcomes import Metric, Removal, count, runner_counter
 from transforms.parallel import HeapDoFn
 from transforms.profiles import KEY_PREFIX, RowProblem, at_row, counted_profiles, read_profiles
 from transforms.stable_hash import KeyFilter, bucket_of, hash64
-from transforms.suppression import Suppressor
+from transforms.suppression import Suppressor, suppressed_columns
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
 
 if TYPE_CHECKING:
@@ -80,19 +80,6 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
     ok = usable_user_ids(ids)
     return pa.table({"profile_id": pc.filter(keyed["profile_id"], ok), "user_id": pc.filter(ids, ok)},
                     schema=EXPORTED_SCHEMA)
-
-
-def suppressed_columns(cfg: JobConfig, ds: DataSourceConfig) -> list[tuple[str, str]]:
-    """``(kind, extract column)``: the columns each kind's suppression lists are compared with, the
-    profiles' email and phone and the data source's own match column: as the kind it reads it as
-    (``match_on: work_email``, ``match_as: email``), as emails where read as written (a plain source's;
-    no phones: a CRM id may read as one). With profiles.email only, a listed work address was sent."""
-    pairs = [(kind, cfg.profiles.column_for(kind)) for kind in ("email", "phone")]
-    if ds.match_on:
-        own = ({"other": "email"}.get(ds.key_kind, ds.key_kind), cfg.profiles.column_for(ds.match_on))
-        if own not in pairs:
-            pairs.append(own)
-    return pairs
 
 
 def row_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig,
@@ -326,7 +313,7 @@ class ReadBlockedProfiles(HeapDoFn):
         ds = self._spec.data_source
         if self._suppressor is None:
             self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
-        # No key column but those the suppression lists are compared with (suppressed_columns)
+        # No key column but those the suppression lists are compared with (transforms.suppression.suppressed_columns)
         own = [ds] if ds.match_on and self._cfg.suppression else []
         narrow = self._cfg.model_copy(update={"data_sources": own})
         offset = 0

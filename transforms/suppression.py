@@ -101,6 +101,19 @@ def _first_invalid(valid: pa.Array, lines: pa.Array) -> int | None:
     return int(lines[int(bad[0])].as_py()) if len(bad) else None
 
 
+def suppressed_columns(cfg: JobConfig, ds: DataSourceConfig) -> list[tuple[str, str]]:
+    """``(kind, extract column)``: the columns each kind's suppression lists are compared with, the
+    profiles' email and phone and the data source's own match column: as the kind it reads it as
+    (``match_on: work_email``, ``match_as: email``), as emails where read as written (a plain source's;
+    no phones: a CRM id may read as one). With profiles.email only, a listed work address was sent."""
+    pairs = [(kind, cfg.profiles.column_for(kind)) for kind in ("email", "phone")]
+    if ds.match_on:
+        own = ({"other": "email"}.get(ds.key_kind, ds.key_kind), cfg.profiles.column_for(ds.match_on))
+        if own not in pairs:
+            pairs.append(own)
+    return pairs
+
+
 class Suppressor:
     """The suppression lists compiled for one data source: per kind, the normalized plain entries
     and the canonical digests. Built on a worker from the side input; never pickled with data."""
