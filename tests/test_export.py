@@ -304,6 +304,64 @@ def test_targets_none_of_which_is_a_profile_fail_the_export_unless_allowed(job, 
     assert (report["unknown_profile"], report["exported"]) == (1, 1)  # some unknown: the export runs
 
 
+def test_targets_that_lost_their_leading_zeros_fail_the_export(tmp_path):
+    """A targets file saved by a spreadsheet: the extract's ids 00001.. became 1.. for some targets.
+    Each was an unknown_profile: with a state holding them they left the audience as untargeted, exit
+    0 (4 of 12 is within max_shrink); a first export never sent them, exit 0. Both fail now in one line
+    naming the targets file and how many (never an id); nothing is published, the state does not move.
+    An unknown numeric target that is no profile id without its zeros still only counts."""
+    job = write_job(tmp_path / "job")
+    ids = [f"{i:05d}" for i in range(1, 13)]
+    write_profiles(tmp_path / "job", [(i, f"user{int(i)}@example.com", [], False) for i in ids])
+    state = tmp_path / "state"
+    base = ["--config", job, "--audience", "A", "--segment-id", 7, "--data-source", "hashed"]
+    result = cli_in_process("export", *base, "--targets", write_targets(tmp_path / "all.csv", [*ids, "13"]),
+                            "--output", tmp_path / "o1", "--state", state, "--run-date", RUN_DATE)
+    assert result.returncode == 0, result.stderr
+    assert "exported=12" in result.stdout and "unknown_profile=1" in result.stdout  # '13': no profile 00013
+    excel = write_targets(tmp_path / "excel.csv", [*ids[:8], *(str(int(i)) for i in ids[8:])])  # 00009 -> 9
+    for out, flags in ((tmp_path / "o2", ["--state", state]), (tmp_path / "o3", [])):
+        result = cli_in_process("export", *base, "--targets", excel, "--output", out, *flags,
+                                "--run-date", "2026-11-23")
+        assert result.returncode == 1, result.stdout
+        assert (f"run failed: targets: 4 of the 12 target ids in '{excel}' are not profiles of the extract ('"
+                f"{tmp_path / 'job' / 'profiles.parquet'}', column 'profile_id') but are profile ids without their "
+                "leading zeros (a spreadsheet dropped them?): write the targets' ids as text, keeping the zeros; "
+                "nothing was published") in result.stderr
+        assert "Traceback" not in result.stderr and not (out / "report.json").exists()
+    assert sorted(p.name for p in (state / "hashed" / "A").iterdir() if p.name.startswith("v-")) == ["v-000001"]
+
+
+def test_only_unknown_all_digit_targets_meet_zero_led_profile_ids_without_their_zeros():
+    """The two sides of the dropped-zeros check (transforms/export_zeros.py): a target that is itself a
+    profile ('7' beside '007'), an id that is not all digits ('0a1', '12x'), the profile id '0' (no
+    zero to drop) and a stripped id the profile filter does not hold ('0099') give nothing; '000' is
+    '0' without its zeros. An extract without an id starting with '0' gives nothing to look for."""
+    from transforms.export_zeros import stripped_zero_led, targets_without_zeros
+    from transforms.stable_hash import KeyFilter, hash64
+
+    everything = KeyFilter(hash64(pa.array(["7", "12", "0", "34", "55"])))
+    assert stripped_zero_led(pa.array(["p1", "12", "7"]), everything).size == 0  # the usual case
+    profile_ids = pa.chunked_array([["007", "0012", "0012", "0a1", "0", "000", "0099", None]])
+    zero_led = stripped_zero_led(profile_ids, everything)
+    assert sorted(zero_led.tolist()) == sorted(hash64(pa.array(["7", "12", "0"])).tolist())  # '99': not a target
+    targets = pa.table({"profile_id": ["7", "12", "12", "12x", "0", "55", "0012"]}, schema=TARGET_SCHEMA)
+    candidates = pa.table({"profile_id": ["7", "0012"], "status": pa.array([0, 0], pa.int8()),
+                           "user_id": [None, None]}, schema=CANDIDATE_SCHEMA)
+    assert targets_without_zeros(targets, candidates, [zero_led[:1], zero_led[1:]]) == 2  # '12' and '0'
+    assert targets_without_zeros(targets, candidates, []) == 0
+
+
+def test_targets_without_their_zeros_fail_the_report_check_even_with_allow_shrink():
+    from transforms.export_report import check_export_targets
+
+    report = {"targets": 5, "unknown_profile": 2, "targets_without_zeros": 2}
+    with pytest.raises(RunFailed, match=r"^targets: 2 of the 5 target ids in 'T' are not profiles of the extract "
+                                        r"\('P', column 'id'\) but are profile ids without their leading zeros"):
+        check_export_targets(report, "T", "P", "id", True)
+    check_export_targets({**report, "targets_without_zeros": 0}, "T", "P", "id", False)
+
+
 def test_existing_export_of_another_data_source_is_refused(job, tmp_path):
     first = tmp_path / "first"
     export(job, tmp_path / "targets.csv", first, "--data-source", "hashed")

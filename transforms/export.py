@@ -292,11 +292,13 @@ class ExportAudience(beam.PTransform):
         )
         profiles = profile_files | "ReadTargetedProfiles" >> beam.ParDo(
             ReadTargetedProfiles(cfg, spec, buckets), profile_filter, beam.pvalue.AsList(suppression),
-        ).with_outputs(ReadTargetedProfiles.COUNTS, ReadTargetedProfiles.BLOCKED, ReadTargetedProfiles.SKETCHES, main="shards")
+        ).with_outputs(ReadTargetedProfiles.COUNTS, ReadTargetedProfiles.BLOCKED, ReadTargetedProfiles.SKETCHES,
+                       ReadTargetedProfiles.ZERO_LED, main="shards")
         classified = (
             {TARGETS: targets.shards, PROFILES: profiles.shards, EARLIER: earlier.shards}
             | "GroupProfileShards" >> beam.CoGroupByKey()
-            | "ClassifyTargets" >> beam.ParDo(ClassifyShard(self._state.replaces, buckets))
+            | "ClassifyTargets" >> beam.ParDo(ClassifyShard(self._state.replaces, buckets),
+                                               beam.pvalue.AsList(profiles[ReadTargetedProfiles.ZERO_LED]))
             .with_outputs(ClassifyShard.COUNTS, ClassifyShard.UNMAPPED, ClassifyShard.HELD, ClassifyShard.BLOCKED,
                           main="desired")
         )

@@ -34,6 +34,7 @@ from transforms.arrow_utils import concat, distinct, split_by_bucket
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError
+from transforms.export_zeros import stripped_zero_led, targets_without_zeros
 from transforms.extract_copies import FileSketcher
 from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
@@ -257,9 +258,10 @@ class ReadTargetedProfiles(HeapDoFn):
     """One profile extract -> shards ``(profile bucket, candidate rows)`` of the profiles the Bloom
     filter (a side input: targets and earlier pairs) lets through, with their statuses and user IDs
     for the data source; the user IDs of every non-eligible row, sharded by user ID (``BLOCKED``);
-    counts (``COUNTS``). The suppression lists come as a side input. Keys are loaded in setup()."""
+    counts (``COUNTS``); hashes of zero-led ids without their zeros (``ZERO_LED``,
+    :mod:`transforms.export_zeros`). The suppression lists come as a side input. Keys are loaded in setup()."""
 
-    COUNTS, BLOCKED = "counts", "blocked"
+    COUNTS, BLOCKED, ZERO_LED = "counts", "blocked", "zero_led"
     SKETCHES = "extract_sketches"  # per file, the sketch of its ids and rows (transforms.extract_copies)
 
     def __init__(self, cfg: JobConfig, spec: ExportSpec, buckets: int):
@@ -290,6 +292,8 @@ class ReadTargetedProfiles(HeapDoFn):
                 yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.BLOCKED_USER_IDS, blocked.num_rows))
                 for piece in _shards(blocked, self._buckets, "user_id"):
                     yield beam.pvalue.TaggedOutput(self.BLOCKED, piece)
+            if len(zero_led := stripped_zero_led(profiles["profile_id"], profile_filter)):
+                yield beam.pvalue.TaggedOutput(self.ZERO_LED, zero_led)
             keep = profile_filter.might_contain(hash64(profiles["profile_id"]))
             if keep.any():
                 rows = candidate_rows(profiles.filter(pa.array(keep)), status[keep], ds, self._cfg, self._encryptor)
@@ -355,7 +359,8 @@ class ReadEarlierPart(HeapDoFn):
 class ClassifyShard(HeapDoFn):
     """One shard ``(bucket, {TARGETS: [...], PROFILES: [...], EARLIER: [...]})`` -> the desired pairs
     (main output) and the held pairs with their reasons (``HELD``), both as ``(user bucket, table)``;
-    unmapped ids (``UNMAPPED``) and counts (``COUNTS``). A shard with neither targets nor earlier pairs
+    unmapped ids (``UNMAPPED``) and counts (``COUNTS``; ``TARGETS_WITHOUT_ZEROS`` from the side input
+    ``zero_led``, ``ReadTargetedProfiles.ZERO_LED``). A shard with neither targets nor earlier pairs
     (profiles let through by the Bloom filter only) gives only the user IDs of its profiles that are
     not eligible (``BLOCKED``, :func:`blocked_by_profile`)."""
 
@@ -364,7 +369,7 @@ class ClassifyShard(HeapDoFn):
     def __init__(self, replaces: tuple[bool, ...] = (), buckets: int = 1):
         self._replaces, self._buckets = tuple(replaces), buckets
 
-    def process(self, element):
+    def process(self, element, zero_led=()):
         _bucket, grouped = element
         targets, earlier = list(grouped[TARGETS]), list(grouped[EARLIER])  # CoGroupByKey promises iterables only
         candidates = concat(list(grouped[PROFILES]), CANDIDATE_SCHEMA)
@@ -375,8 +380,10 @@ class ClassifyShard(HeapDoFn):
                 yield beam.pvalue.TaggedOutput(self.BLOCKED, piece)
         if not targets and not earlier:
             return
-        desired, held, unmapped, counts = classify(
-            concat(targets, TARGET_SCHEMA), candidates, concat(earlier, EARLIER_SCHEMA), self._replaces)
+        targets = concat(targets, TARGET_SCHEMA)
+        desired, held, unmapped, counts = classify(targets, candidates, concat(earlier, EARLIER_SCHEMA), self._replaces)
+        if without_zeros := targets_without_zeros(targets, candidates, zero_led):  # transforms/export_zeros.py
+            counts[Metric.TARGETS_WITHOUT_ZEROS] = without_zeros
         for metric, n in counts.items():
             yield beam.pvalue.TaggedOutput(self.COUNTS, count(metric, n))
         if unmapped.num_rows:

@@ -65,7 +65,8 @@ def build_export_report(spec: ExportSpec, counts: Counts, files: list[dict], tar
         **_counted(counts, Metric.PROFILES_READ, Metric.CONSENT_UNKNOWN_ROWS, Metric.CONSENTED_BY_DEFAULT_ROWS,
                    Metric.SUPPRESSION_ENTRIES,
                    Metric.BLOCKED_USER_IDS, Metric.TARGET_ROWS, Metric.BLANK_TARGET_IDS, Metric.DUPLICATE_TARGET_ROWS,
-                   Metric.TARGETS, *OUTCOMES, Metric.EARLIER_PAIRS_READ, *USER_IDS),
+                   Metric.TARGETS, *OUTCOMES, Metric.TARGETS_WITHOUT_ZEROS, Metric.EARLIER_PAIRS_READ,
+                   *USER_IDS),
         "removed": sum(removed.values()),
         "removed_by_reason": {r.value: removed.get(r.value, 0) for r in REMOVALS},
         **_counted(counts, Metric.AUDIENCE_USER_IDS, Metric.PAIRS_SENT, Metric.PAIRS_REMOVED, Metric.STATE_PAIRS,
@@ -165,7 +166,14 @@ def check_export_targets(report: dict, targets: str, extract: str, id_column: st
     """Raise :class:`RunFailed` (nothing published) when targets were read but none of them is a
     profile of the extract (a targets file of another column's values, or of ids written otherwise),
     unless ``allow`` (``--allow-shrink``). With nothing held (a first export) the collapse guard has
-    nothing to protect and such a run sent nothing, exit 0: the audience never shared."""
+    nothing to protect and such a run sent nothing, exit 0: the audience never shared. Targets that are
+    profile ids without their leading zeros (a spreadsheet saved the targets: :mod:`transforms.export_zeros`)
+    fail it whatever ``allow`` says: their profiles would leave the audience (or never join it), exit 0."""
+    if report.get(Metric.TARGETS_WITHOUT_ZEROS.value):
+        raise RunFailed(f"targets: {report[Metric.TARGETS_WITHOUT_ZEROS.value]} of the {report['targets']} target ids "
+                        f"in '{targets}' are not profiles of the extract ('{extract}', column '{id_column}') but are "
+                        "profile ids without their leading zeros (a spreadsheet dropped them?): write the targets' "
+                        "ids as text, keeping the zeros; nothing was published")
     if allow or not report["targets"] or report["unknown_profile"] < report["targets"]:
         return
     raise RunFailed(f"targets: none of the {report['targets']} target ids in '{targets}' is a profile of the extract "

@@ -70,6 +70,8 @@ class Metric(StrEnum):
     DUPLICATE_TARGET_ROWS = "duplicate_target_rows"
     TARGETS = "targets"
     UNKNOWN_PROFILE = "unknown_profile"
+    # unknown targets that are profile ids without their leading zeros (a spreadsheet saved the targets)
+    TARGETS_WITHOUT_ZEROS = "targets_without_zeros"
     OPTED_OUT = "opted_out"
     CONSENT_UNKNOWN = "consent_unknown"  # the opt-out value is empty/null/missing: never exported
     UNMAPPED = "unmapped"
