@@ -414,3 +414,45 @@ def test_opt_in_and_opt_out_together_are_refused(tmp_path):
 def test_which_column_names_read_as_consent(name, opt_in):
     from transforms.consent import reads_as_opt_in
     assert reads_as_opt_in(name) is opt_in
+
+
+def opt_out_named(tmp_path: Path, column: str, cells: list[str]) -> Path:
+    """export_job's extract, its opt-out column renamed ``column``, given as profiles.opt_out."""
+    job = export_job(tmp_path, cells, opt_out=column)
+    (tmp_path / "p.csv").write_text((tmp_path / "p.csv").read_text().replace(",opt_out\n", f",{column}\n", 1))
+    return job
+
+
+@pytest.mark.parametrize("column", ["withdrew_consent", "consent_withdrawal", "cancelled_subscription",
+                                    "consent_refusal", "denies_permission"])
+def test_an_opt_out_column_named_for_a_consent_withdrawn_or_refused_is_read_as_opt_outs(tmp_path, column):
+    """A column recording a withdrawn, cancelled or refused consent (true: opted out) was refused naming
+    profiles.opt_in, which would export every profile that withdrew it; there was no other way."""
+    job = opt_out_named(tmp_path, column, ["yes", "no", "yes", "no"])
+    report = export(job, tmp_path / "out")
+    assert sent(tmp_path / "out") == {"a1@x.com", "a3@x.com"}
+    assert (report["opted_out"], report["exported"]) == (2, 2)
+
+
+def test_a_consent_column_named_accepts_marketing_given_as_the_opt_out_is_refused(tmp_path):
+    """'accepts_marketing' (Shopify's customer export: true, the customer consented) read as opt-outs
+    exported the profiles who refused, exit 0."""
+    job = opt_out_named(tmp_path, "accepts_marketing", ["yes", "no", "yes", "no"])
+    with pytest.raises(ConfigError, match="profiles.opt_in: accepts_marketing"):
+        export(job, tmp_path / "o")
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+@pytest.mark.parametrize("name, opt_in", [
+    ("withdrew_consent", False), ("consent_withdrawal", False), ("consent_revocation", False),
+    ("cancelled_subscription", False), ("subscription_canceled", False), ("subscription_ended", False),
+    ("subscription_lapsed", False), ("consent_refusal", False), ("refuses_consent", False),
+    ("rejects_consent", False), ("consent_denial", False), ("denies_permission", False),
+    ("consent_expired", False), ("consent_retracted", False), ("consent_rescinded", False),
+    ("consent_objection", False), ("dont_allow", False), ("opposed_consent", False),
+    ("accepts_marketing", True), ("acceptsMarketing", True), ("accept_email", True), ("agrees_to_marketing", True),
+    ("newsletter_subscribe", True), ("accepted_terms", True), ("allows_sms", True),
+])
+def test_which_column_names_read_as_consent_withdrawn_and_accepted(name, opt_in):
+    from transforms.consent import reads_as_opt_in
+    assert reads_as_opt_in(name) is opt_in

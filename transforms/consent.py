@@ -101,20 +101,25 @@ def consent_of(opt_out: pa.Array, missing: str) -> pa.Array:
 
 
 # Words of a column name that say it records consent (true: consented) ...
-_OPT_IN_WORDS = {"consent", "consents", "consented", "subscribed", "subscriber", "subscription", "allow", "allowed",
-                 "allows", "permission", "permissions", "permitted", "contactable", "marketable", "agreed", "accepted"}
-# ... and words that turn it round (a withdrawn consent, an unsubscription: true means opted out).
-_NEGATIONS = {"out", "optout", "no", "not", "non", "never", "without", "dnc", "withdrawn", "withdraw", "revoked",
-              "revoke", "unsubscribed", "unsubscribe", "blocked", "suppressed", "rejected", "declined", "refused",
-              "denied", "removed", "excluded"}
+_OPT_IN_WORDS = {"consent", "consents", "consented", "subscribe", "subscribes", "subscribed", "subscriber",
+                 "subscription", "allow", "allowed", "allows", "permission", "permissions", "permitted", "contactable",
+                 "marketable", "agree", "agrees", "agreed", "accept", "accepts", "accepted"}
+# ... and words that turn it round (a withdrawn consent, an unsubscription: true means opted out): whole
+# words, and the starts of words ('withdr': withdrew, withdrawal; 'cancel': cancelled, canceled; 'deni',
+# 'deny': denied, denial, denies), since a legitimate opt-out column refused here had no other way in.
+_NEGATIONS = {"out", "optout", "no", "not", "non", "never", "without", "dnc", "dont", "ended", "stopped"}
+_NEGATION_STARTS = ("withdr", "revok", "revoc", "unsub", "block", "suppress", "reject", "declin", "refus", "deni",
+                    "deny", "remov", "exclu", "cancel", "expir", "lapse", "retract", "rescind", "object", "oppos",
+                    "disallow")
 
 
 def reads_as_opt_in(column: str) -> bool:
     """Whether a column's name says it records consent (``marketing_consent``, ``emailOptIn``,
-    ``is_subscribed``), and nothing in it turns that round (``consent_withdrawn``, ``no_consent``,
-    ``unsubscribed``, ``opt_out``)."""
+    ``is_subscribed``, ``accepts_marketing``), and nothing in it turns that round (``consent_withdrawn``,
+    ``withdrew_consent``, ``no_consent``, ``unsubscribed``, ``cancelled_subscription``, ``opt_out``)."""
     words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", column)]
     joined = "".join(words)
-    if _NEGATIONS.intersection(words) or any(w in joined for w in ("optout", "unsub", "donot")):
+    if (_NEGATIONS.intersection(words) or any(w.startswith(_NEGATION_STARTS) for w in words)
+            or any(w in joined for w in ("optout", "unsub", "donot"))):
         return False
     return "optin" in joined or "optedin" in joined or bool(_OPT_IN_WORDS.intersection(words))
