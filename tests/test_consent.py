@@ -456,3 +456,29 @@ def test_a_consent_column_named_accepts_marketing_given_as_the_opt_out_is_refuse
 def test_which_column_names_read_as_consent_withdrawn_and_accepted(name, opt_in):
     from transforms.consent import reads_as_opt_in
     assert reads_as_opt_in(name) is opt_in
+
+
+@pytest.mark.parametrize("column", ["email_opt_out", "unsubscribed", "consent_withdrawn", "do_not_email"])
+def test_an_opt_out_column_given_as_the_opt_in_is_refused_naming_opt_out(tmp_path, column):
+    """profiles.opt_in: email_opt_out (true: opted out) read every opted-out profile as consented and
+    exported it, withholding those who consented, exit 0."""
+    job = opt_out_named(tmp_path, column, ["yes", "no", "yes", "no"])
+    config = yaml.safe_load(job.read_text())
+    config["profiles"]["opt_in"] = config["profiles"].pop("opt_out")
+    job.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as error:
+        export(job, tmp_path / "o")
+    assert f"profiles.opt_in: '{column}' reads as an opt-out column" in str(error.value)
+    assert f"profiles.opt_out: {column}" in str(error.value)
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+@pytest.mark.parametrize("name, opt_out", [
+    ("email_opt_out", True), ("optedOut", True), ("unsubscribed", True), ("do_not_email", True), ("dnc", True),
+    ("consent_withdrawn", True), ("no_consent", True), ("withdrew_consent", True), ("subscription_cancelled", True),
+    ("marketing_consent", False), ("email_opt_in", False), ("is_subscribed", False), ("newsletter", False),
+    ("accepts_marketing", False), ("status", False), ("optional_flag", False),
+])
+def test_which_column_names_read_as_opt_out(name, opt_out):
+    from transforms.consent import reads_as_opt_out
+    assert reads_as_opt_out(name) is opt_out

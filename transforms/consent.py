@@ -113,13 +113,27 @@ _NEGATION_STARTS = ("withdr", "revok", "revoc", "unsub", "block", "suppress", "r
                     "disallow")
 
 
+def _words(column: str) -> tuple[list[str], str, bool, bool]:
+    """A column name's words, them joined, whether one says consent and whether one turns it round."""
+    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", column)]
+    joined = "".join(words)
+    consent = "optin" in joined or "optedin" in joined or bool(_OPT_IN_WORDS.intersection(words))
+    negated = bool(_NEGATIONS.intersection(words) or any(w.startswith(_NEGATION_STARTS) for w in words))
+    return words, joined, consent, negated
+
+
 def reads_as_opt_in(column: str) -> bool:
     """Whether a column's name says it records consent (``marketing_consent``, ``emailOptIn``,
     ``is_subscribed``, ``accepts_marketing``), and nothing in it turns that round (``consent_withdrawn``,
     ``withdrew_consent``, ``no_consent``, ``unsubscribed``, ``cancelled_subscription``, ``opt_out``)."""
-    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", column)]
-    joined = "".join(words)
-    if (_NEGATIONS.intersection(words) or any(w.startswith(_NEGATION_STARTS) for w in words)
-            or any(w in joined for w in ("optout", "unsub", "donot"))):
-        return False
-    return "optin" in joined or "optedin" in joined or bool(_OPT_IN_WORDS.intersection(words))
+    _, joined, consent, negated = _words(column)
+    return consent and not negated and not any(w in joined for w in ("optout", "unsub", "donot"))
+
+
+def reads_as_opt_out(column: str) -> bool:
+    """Whether a column's name says it records opt-outs (``email_opt_out``, ``unsubscribed``,
+    ``do_not_email``, ``dnc``, ``consent_withdrawn``, ``no_consent``): given as ``profiles.opt_in``, read
+    the other way round, every opted-out profile would be exported."""
+    words, joined, consent, negated = _words(column)
+    return (any(w in joined for w in ("optout", "optedout", "unsub", "donot")) or "dnc" in words
+            or (consent and negated))

@@ -9,7 +9,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import ConfigError, JobConfig
-from transforms.consent import reads_as_opt_in
+from transforms.consent import reads_as_opt_in, reads_as_opt_out
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
@@ -43,6 +43,10 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
         problems.append(f"profiles.opt_out: '{p.opt_out}' reads as a consent (opt-in) column, where true means "
                         "consented: read as opt-outs, its consenting profiles would be withheld and its refusing "
                         f"ones exported; set profiles.opt_in: {p.opt_out} instead (the same spellings, true: consented)")
+    if p.opt_in and reads_as_opt_out(p.opt_in):
+        problems.append(f"profiles.opt_in: '{p.opt_in}' reads as an opt-out column, where true means opted out: "
+                        "read as consents, its opted-out profiles would be exported and its consenting ones withheld; "
+                        f"set profiles.opt_out: {p.opt_in} instead")
     problems += profile_column_problems(ecfg, needed_columns(ecfg, export=True), optional=first_record_optional(ecfg, True))
     problems += _targets_problems(targets)
     problems += suppression_problems(cfg)
