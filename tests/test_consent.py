@@ -391,9 +391,12 @@ def test_a_consent_column_given_as_opt_in_exports_who_consented(tmp_path):
     report = export(job, tmp_path / "out")
     assert sent(tmp_path / "out") == {"a0@x.com", "a3@x.com"}
     assert (report["opted_out"], report["consent_unknown"], report["exported"]) == (2, 1, 2)
+    # An empty cell of a consent column read as consent (opt_out_missing: consented, kept from an opt_out
+    # config): a source writing consents only exported every profile that gave none (from the review).
     job = consent_job(tmp_path, ["yes", ""], opt_out=None, opt_in="marketing_consent", opt_out_missing="consented")
-    export(job, tmp_path / "out2")
-    assert sent(tmp_path / "out2") == {"a0@x.com", "a1@x.com"}
+    with pytest.raises(ConfigError, match="profiles.opt_in with profiles.opt_out_missing: consented: an empty cell"):
+        export(job, tmp_path / "out2")
+    assert not (tmp_path / "out2" / "report.json").exists()
 
 
 def test_opt_in_and_opt_out_together_are_refused(tmp_path):
