@@ -50,7 +50,7 @@ from transforms.incremental import bucketing_identity, check_sync_modes, full_so
 from transforms.night_guard import NightGuard, check_published_holds, check_same_profile_ids
 from transforms.night_order import (check_night_order, check_nights_over, check_no_gap, check_nothing_unread,
                                     no_delivery, rebuild_for)
-from transforms.key_cache import INCOMING, cache_dirs, staged
+from transforms.key_cache import INCOMING, NIGHTLY_CACHE, cache_dirs, staged
 from transforms.preflight import check_inputs
 from transforms.undelivered import undelivered_sources
 from pipelines.options import only_stages
@@ -98,7 +98,7 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
-KEY_CACHE = "_key_cache"  # ROOT/_key_cache: the profile-key cache (transforms.key_cache)
+KEY_CACHE = NIGHTLY_CACHE  # ROOT/_key_cache: the profile-key cache (transforms.key_cache)
 
 
 def partition_name(day: date) -> str:

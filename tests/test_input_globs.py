@@ -90,6 +90,25 @@ def test_a_key_cache_that_is_a_file_or_in_the_output_is_refused_before_the_run(t
     assert not out.exists()
 
 
+def test_an_imports_key_cache_in_a_nightly_root_is_refused_before_the_run(tmp_path):
+    """import --key-cache ROOT/_key_cache (the nightly's own cache, to reuse its keys): a night starting
+    during the import deleted the import's staged keys (every run's start clears ROOT/_key_cache/_incoming),
+    and the import failed after publishing ('the profile-key cache could not be saved'; from the diff
+    review). Refused before the run (exit 2), naming the nightly root."""
+    crm_job(tmp_path)
+    root = tmp_path / "nightly"
+    (root / "dt=2026-11-22").mkdir(parents=True)
+    (root / "dt=2026-11-22" / "_SUCCESS").write_text("{}")
+    cache = root / "_key_cache"
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o"), "--key-cache", str(cache)]
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    assert str(info.value) == (f"--key-cache {cache}: the profile-key cache of the nightly root {root}: a night "
+                               "starting during this import would delete its staged keys; keep the import's cache "
+                               "elsewhere")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_nightly_roots_key_cache_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
     """ROOT/_key_cache a file (the nightly's cache folder, under its --root): the night failed once
     the profiles were keyed, 'run failed: RuntimeError: NotADirectoryError: ... _key_cache/_incoming

@@ -81,6 +81,7 @@ CACHE_FORMAT = 2  # 2: parts checked by their xxh3-128 digest (1: sha256)
 PART_DIGEST = "xxh3_128"  # a part's manifest entry: its digest under this name
 MANIFEST = "MANIFEST.json"
 INCOMING = "_incoming"  # DIR/_incoming/<run>/: a run's parts until it published
+NIGHTLY_CACHE = "_key_cache"  # a nightly's: ROOT/_key_cache (every night's start clears its _incoming)
 MAX_RUNS = 16  # runs whose parts the cache holds before it is rewritten whole
 RUNS = "runs"  # the manifest's count of them (a manifest without it: one run a part)
 MAX_DEAD_SHARE = 0.25

@@ -17,9 +17,9 @@ from transforms.dump_names import (iter_after_full, misfiled_dump, missing_split
 from transforms.errors import InputError, KeyMaterialError
 from transforms.extract_header import read_schema_names
 from transforms.jsonl_keys import Samples, jsonl_key_problems
-from transforms.key_cache import INCOMING, MANIFEST
+from transforms.key_cache import INCOMING, MANIFEST, NIGHTLY_CACHE
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns
-from transforms.storage import folder_hint, glob, literal, matched, one_file_twice
+from transforms.storage import folder_hint, glob, join_path, literal, matched, one_file_twice
 
 
 def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple = ()) -> list[str]:
@@ -247,6 +247,10 @@ def key_cache_problems(key_cache: str, output: str | None) -> list[str]:
     if output and _below(key_cache, output) is not None:
         return [f"--key-cache {key_cache}: in the output {output}: the profile keys would be published among the "
                 "outputs (or removed with a folder the job writes); keep the cache elsewhere"]
+    root = posixpath.dirname(key_cache.rstrip("/"))  # a nightly root: its nights' dt=* folders (one file is enough)
+    if posixpath.basename(key_cache.rstrip("/")) == NIGHTLY_CACHE and matched(join_path(root, "dt=*", "*"), limit=1):
+        return [f"--key-cache {key_cache}: the profile-key cache of the nightly root {root}: a night starting during "
+                "this import would delete its staged keys; keep the import's cache elsewhere"]
     return []
 
 
