@@ -481,7 +481,25 @@ def test_an_opt_out_column_given_as_the_opt_in_is_refused_naming_opt_out(tmp_pat
     ("consent_withdrawn", True), ("no_consent", True), ("withdrew_consent", True), ("subscription_cancelled", True),
     ("marketing_consent", False), ("email_opt_in", False), ("is_subscribed", False), ("newsletter", False),
     ("accepts_marketing", False), ("status", False), ("optional_flag", False),
+    ("not_unsubscribed", False), ("no_opt_out", False), ("consent_not_withdrawn", False), ("not_opted_in", True),
 ])
 def test_which_column_names_read_as_opt_out(name, opt_out):
     from transforms.consent import reads_as_opt_out
     assert reads_as_opt_out(name) is opt_out
+
+
+@pytest.mark.parametrize("column", ["not_unsubscribed", "is_not_opted_out", "no_opt_out", "consent_not_withdrawn"])
+def test_an_opt_out_turned_round_reads_as_consent(tmp_path, column):
+    """A name negating an opt-out ('not_unsubscribed': true, still subscribed) records consent. Given
+    as profiles.opt_in it was refused naming profiles.opt_out; set so, as told (or given so at first),
+    the still-subscribed p0 and p2 were withheld and p1, who unsubscribed, exported, exit 0."""
+    job = opt_out_named(tmp_path, column, ["yes", "no", "yes"])
+    refused = f"profiles.opt_out: '{column}' reads as a consent .*profiles.opt_in: {column}"
+    with pytest.raises(ConfigError, match=refused):
+        export(job, tmp_path / "o")
+    config = yaml.safe_load(job.read_text())
+    config["profiles"]["opt_in"] = config["profiles"].pop("opt_out")
+    job.write_text(yaml.safe_dump(config))
+    report = export(job, tmp_path / "out")
+    assert sent(tmp_path / "out") == {"a0@x.com", "a2@x.com"}
+    assert (report["opted_out"], report["exported"]) == (1, 2)

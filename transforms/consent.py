@@ -22,8 +22,8 @@ then ``profiles.opt_out`` may be left out). It is never the default.
 
 A consent (opt-in) column, where true means consented, is ``profiles.opt_in`` instead: the same
 spellings, read the other way round (unknown stays unknown). Given as ``profiles.opt_out``, a column
-whose name reads as consent (:func:`reads_as_opt_in`: ``marketing_consent``, ``email_opt_in``) is
-refused: every consenting profile would be withheld and every refusing one exported.
+whose name reads as consent (:func:`reads_as_opt_in`: ``marketing_consent``, ``email_opt_in``; an
+opt-out turned round: ``not_unsubscribed``) is refused: every consenting profile would be withheld and every refusing one exported.
 """
 from __future__ import annotations
 
@@ -113,6 +113,11 @@ _NEGATION_STARTS = ("withdr", "revok", "revoc", "unsub", "block", "suppress", "r
                     "disallow")
 
 
+# A word that turns an opt-out round again ('not_unsubscribed', 'no_opt_out', 'consent_not_withdrawn'):
+# consent. Such a column was refused as profiles.opt_in, and read as opt-outs, as told, exported the refusers.
+_NOT = {"not", "no", "never", "non"}
+
+
 def _words(column: str) -> tuple[list[str], str, bool, bool]:
     """A column name's words, them joined, whether one says consent and whether one turns it round."""
     words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", column)]
@@ -122,12 +127,21 @@ def _words(column: str) -> tuple[list[str], str, bool, bool]:
     return words, joined, consent, negated
 
 
+def _turned_round_twice(words: list[str], joined: str) -> bool:
+    """A negation of an opt-out or of a withdrawn consent ('not_unsubscribed', 'is_not_opted_out',
+    'consent_not_withdrawn'): it records consent. ``do_not_email`` is one opt-out, not two negations."""
+    return ("donot" not in joined and bool(_NOT.intersection(words))
+            and (any(w in joined for w in ("optout", "optedout", "unsub"))
+                 or any(w.startswith(_NEGATION_STARTS) for w in words)))
+
+
 def reads_as_opt_in(column: str) -> bool:
     """Whether a column's name says it records consent (``marketing_consent``, ``emailOptIn``,
     ``is_subscribed``, ``accepts_marketing``), and nothing in it turns that round (``consent_withdrawn``,
     ``withdrew_consent``, ``no_consent``, ``unsubscribed``, ``cancelled_subscription``, ``opt_out``)."""
-    _, joined, consent, negated = _words(column)
-    return consent and not negated and not any(w in joined for w in ("optout", "unsub", "donot"))
+    words, joined, consent, negated = _words(column)
+    return _turned_round_twice(words, joined) or (
+        consent and not negated and not any(w in joined for w in ("optout", "unsub", "donot")))
 
 
 def reads_as_opt_out(column: str) -> bool:
@@ -135,5 +149,5 @@ def reads_as_opt_out(column: str) -> bool:
     ``do_not_email``, ``dnc``, ``consent_withdrawn``, ``no_consent``): given as ``profiles.opt_in``, read
     the other way round, every opted-out profile would be exported."""
     words, joined, consent, negated = _words(column)
-    return (any(w in joined for w in ("optout", "optedout", "unsub", "donot")) or "dnc" in words
-            or (consent and negated))
+    return not _turned_round_twice(words, joined) and (
+        any(w in joined for w in ("optout", "optedout", "unsub", "donot")) or "dnc" in words or (consent and negated))
