@@ -316,7 +316,8 @@ def emptied_then_allowed(tmp_path: Path, job: Path, problem: str, opted_out: int
     state = ("--state", str(tmp_path / "state"), "--segment-id", "7")
     assert export(job, tmp_path / "first", *state)["opted_out"] == opted_out
     write_csv(tmp_path / "p.csv", ["", "", ""])
-    with pytest.raises(RunFailed, match=r"^profiles.opt_out: none of the 3 profiles read has a value in column " + problem):
+    with pytest.raises(RunFailed,
+                       match=r"^profiles.opt_out: none of the 3 profiles read has a value in column " + problem):
         export(job, tmp_path / "second", *state)
     assert not (tmp_path / "second" / "report.json").exists()
     assert [p.name for p in (tmp_path / "state" / "plain" / "A").glob("v-*")] == ["v-000001"]

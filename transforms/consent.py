@@ -23,7 +23,8 @@ then ``profiles.opt_out`` may be left out). It is never the default.
 A consent (opt-in) column, where true means consented, is ``profiles.opt_in`` instead: the same
 spellings, read the other way round (unknown stays unknown). Given as ``profiles.opt_out``, a column
 whose name reads as consent (:func:`reads_as_opt_in`: ``marketing_consent``, ``email_opt_in``; an
-opt-out turned round: ``not_unsubscribed``) is refused: every consenting profile would be withheld and every refusing one exported.
+opt-out turned round: ``not_unsubscribed``) is refused: every consenting profile would be withheld and
+every refusing one exported.
 """
 from __future__ import annotations
 

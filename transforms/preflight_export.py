@@ -42,7 +42,8 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     if p.opt_out and reads_as_opt_in(p.opt_out):
         problems.append(f"profiles.opt_out: '{p.opt_out}' reads as a consent (opt-in) column, where true means "
                         "consented: read as opt-outs, its consenting profiles would be withheld and its refusing "
-                        f"ones exported; set profiles.opt_in: {p.opt_out} instead (the same spellings, true: consented)")
+                        f"ones exported; set profiles.opt_in: {p.opt_out} instead (the same spellings, true: "
+                        "consented)")
     if p.opt_in and p.opt_out_missing == "consented":
         problems.append("profiles.opt_in with profiles.opt_out_missing: consented: an empty cell of a consent column "
                         "would read as consent, and a source writing consents only would export every profile that "
