@@ -150,10 +150,7 @@ def _share(sample: np.ndarray, other: np.ndarray) -> tuple[float, int]:
 def candidate_pairs(sketches: list[FileSketch], least: int) -> list[tuple[int, int]]:
     """The pairs of files (indexes, in order) whose id sketches share ``least`` hashes or more: the
     hashes indexed to their files (sorted once), never every pair compared."""
-    owners = np.concatenate([np.full(len(s.ids), i, np.int64) for i, s in enumerate(sketches)] or [np.zeros(0, np.int64)])
-    hashes = np.concatenate([s.ids for s in sketches] or [_EMPTY])
-    order = np.argsort(hashes, kind="stable")
-    hashes, owners = hashes[order], owners[order]
+    hashes, owners = _by_hash([s.ids for s in sketches])
     starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
     sizes = np.diff(np.r_[starts, len(hashes)])
     pairs: dict[tuple[int, int], int] = {}
@@ -163,6 +160,15 @@ def candidate_pairs(sketches: list[FileSketch], least: int) -> list[tuple[int, i
             for b in range(a + 1, len(files)):
                 pairs[(files[a], files[b])] = pairs.get((files[a], files[b]), 0) + 1
     return sorted(pair for pair, n in pairs.items() if n >= least)
+
+
+def _by_hash(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The hashes of ``arrays`` (one a file) sorted, and the index of the file each came from (a
+    file's own in its order: files in order among equal hashes)."""
+    owners = np.concatenate([np.full(len(a), i, np.int64) for i, a in enumerate(arrays)] or [np.zeros(0, np.int64)])
+    hashes = np.concatenate(arrays or [_EMPTY])
+    order = np.argsort(hashes, kind="stable")
+    return hashes[order], owners[order]
 
 
 def check_extract_copies(sketches: list[FileSketch]) -> None:
@@ -198,17 +204,14 @@ def repeated_rows(sketches: list[FileSketch]) -> tuple[float, int, tuple[str, st
     if not sketches or sum(distinct_estimate(s.ids) for s in sketches) < MIN_IDS:
         return 0.0, 0, ("", "")
     limit = min(_limit(s.ids) for s in sketches)
-    rows = [s.rows[s.row_ids <= limit] for s in sketches]  # distinct within a file
-    owners = np.concatenate([np.full(len(r), i, np.int64) for i, r in enumerate(rows)])
-    hashes = np.concatenate(rows)
-    order = np.argsort(hashes, kind="stable")
-    hashes, owners = hashes[order], owners[order]
+    hashes, owners = _by_hash([s.rows[s.row_ids <= limit] for s in sketches])  # (distinct within a file)
+    same = hashes[1:] == hashes[:-1]  # a row and the next of the same hash: two files
     repeated = np.zeros(len(hashes), bool)
-    repeated[1:] |= hashes[1:] == hashes[:-1]
-    repeated[:-1] |= hashes[:-1] == hashes[1:]
+    repeated[1:] |= same
+    repeated[:-1] |= same
     if not repeated.any():
         return 0.0, len(hashes), ("", "")
-    pairs = np.flatnonzero(hashes[1:] == hashes[:-1])  # a row and the next of the same hash: two files
+    pairs = np.flatnonzero(same)
     counted = np.unique(np.stack([owners[pairs], owners[pairs + 1]], axis=1), axis=0, return_counts=True)
     a, b = counted[0][np.argmax(counted[1])]
     return float(repeated.mean()), len(hashes), (sketches[a].path, sketches[b].path)
