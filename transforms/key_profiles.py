@@ -142,9 +142,7 @@ class KeyProfiles(PooledDoFn):
                 yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
             yield beam.pvalue.TaggedOutput(self.SKETCHES, sketcher.sketch(path))
         finally:
-            for futures, _ in in_flight:  # a failure: the work still pending is dropped
-                for future in futures:
-                    future.cancel()
+            _cancel(in_flight)  # a failure: the work still pending is dropped
 
     def _drained(self, in_flight: deque, filters: dict) -> Iterator:
         """The outputs of every batch in flight, once the cache's check is over (an empty extract too:
@@ -154,9 +152,7 @@ class KeyProfiles(PooledDoFn):
             while in_flight:
                 yield from self._batch_outputs(in_flight.popleft()[0], self._writer)
         finally:
-            for futures, _ in in_flight:
-                for future in futures:
-                    future.cancel()
+            _cancel(in_flight)
 
     def _batch_work(self, profiles: pa.Table, filters: dict) -> tuple[list, pa.Table | None]:
         """A batch handed to the pool: ``(its futures, the batch)``, the batch kept with the cache only
@@ -293,6 +289,13 @@ def tonight_ids(ids: pa.ChunkedArray, buckets: int) -> BucketPieces:
     extract with several rows per profile from sending its ids several times."""
     table = pa.table({MEMBERS_BUCKET_BY: pc.unique(ids).cast(pa.string())})
     return split_for_write(table, MEMBERS_BUCKET_BY, buckets)
+
+
+def _cancel(in_flight: deque) -> None:
+    """The work of the batches still in flight dropped (none once they are drained)."""
+    for futures, _ in in_flight:
+        for future in futures:
+            future.cancel()
 
 
 def _emptied(tables: list[pa.Table]) -> pa.Table:
