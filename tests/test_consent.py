@@ -504,3 +504,17 @@ def test_an_opt_out_turned_round_reads_as_consent(tmp_path, column):
     report = export(job, tmp_path / "out")
     assert sent(tmp_path / "out") == {"a0@x.com", "a2@x.com"}
     assert (report["opted_out"], report["exported"]) == (1, 2)
+
+
+def test_a_renamed_or_emptied_consent_column_fails_naming_opt_in(tmp_path):
+    """profiles.opt_in naming a column the extract lacks (a typo, a rename upstream) is refused before
+    the run naming the field; an extract whose consent column came out empty fails naming it, nothing
+    published: never 'everybody consented' nor silently nobody."""
+    job = consent_job(tmp_path, ["yes", "no"], opt_out=None, opt_in="marketing_consnt")
+    with pytest.raises(ConfigError, match=r"profiles.opt_in: column 'marketing_consnt' is not in the extract"):
+        export(job, tmp_path / "o")
+    job = consent_job(tmp_path, ["", "", ""], opt_out=None, opt_in="marketing_consent")
+    with pytest.raises(RunFailed, match=r"^profiles.opt_in: none of the 3 profiles read has a value in column "
+                                        r"'marketing_consent' \(an emptied column\?\)"):
+        export(job, tmp_path / "o2")
+    assert not (tmp_path / "o2" / "report.json").exists()
