@@ -445,3 +445,33 @@ def test_existing_exports_without_the_state_version_a_given_one_built_on_are_ref
     report = export(job, leave, tmp_path / "third", "--segment-id", SID, "--existing", tmp_path / "first",
                     "--existing", tmp_path / "second", run_date="2026-11-24")
     assert (report["earlier_user_ids"], report["removed"]) == (3, 1)
+
+
+@pytest.mark.parametrize("second_date, given, written", [
+    ("2026-11-21", ["first", "second"], "--existing"),
+    ("2026-11-22", ["second", "first"], "--existing"),
+    ("2026-11-21", ["first", "second"], "--state"),
+], ids=["dated-before-the-run-it-built-on", "same-date-given-newest-first", "state-version-dated-before"])
+def test_existing_exports_are_applied_in_the_order_they_were_computed(tmp_path, second_date, given, written):
+    """--existing folders were applied by run date, then as given: an export dated before the one it
+    was computed against (its --run-date in local time after a run on the UTC default, an old command
+    line run again) or two of one run date given newest first were applied in the wrong order. p03,
+    which the second took out, was rebuilt as held and, targeted again, never sent (exit 0). A report
+    names what its run was computed against (the --existing folders, the state version): that comes first."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    platform = Platform()
+    first = ("--state", tmp_path / "state") if written == "--state" else ()
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1, 2, 3]), tmp_path / "first", "--segment-id", SID, *first,
+           run_date="2026-11-22")
+    second = first or ("--existing", tmp_path / "first")
+    export(job, write_targets(tmp_path / "t2.csv", [0, 1, 2]), tmp_path / "second", "--segment-id", SID, *second,
+           run_date=second_date)
+    for run in ("first", "second"):
+        platform.apply(tmp_path / run)
+    flags = [arg for name in given for arg in ("--existing", tmp_path / name)]
+    report = export(job, write_targets(tmp_path / "t3.csv", [0, 1, 2, 3]), tmp_path / "third", "--segment-id", SID,
+                    *flags, run_date="2026-11-23")
+    platform.apply(tmp_path / "third")
+    assert (report["earlier_user_ids"], report["added"]) == (3, 1)
+    assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in range(4)}

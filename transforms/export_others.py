@@ -18,10 +18,12 @@ An audience the overwrite takes no one out of gets no new version.
 
 What ``--existing`` folders cannot rebuild is checked here too: users an overwrite took out of the
 audience (:func:`stripped_since`), and an earlier export a given one was computed against but that
-is not given (:func:`missing_runs`).
+is not given (:func:`missing_runs`); and the order they ran in (:func:`run_order`).
 """
 from __future__ import annotations
 
+import heapq
+import os
 import posixpath
 
 import apache_beam as beam
@@ -200,7 +202,7 @@ def missing_runs(existing: list[tuple[str, dict]]) -> list[str]:
     added, the members the runs before it sent were rebuilt as not held, and those leaving the
     targets were never removed (exit 0). A run that held nothing built on nothing, and the runs before
     an overwrite (its ``exported/`` is the whole audience) are not needed: they are applied first."""
-    order = sorted(range(len(existing)), key=lambda i: (existing[i][1].get("run_date", ""), i))  # existing_state's
+    order = run_order(existing)  # existing_state's
     overwrites = [n for n, i in enumerate(order) if existing[i][1].get("mode") == "overwrite"]
     applied = [existing[i] for i in order[overwrites[-1]:]] if overwrites else [existing[i] for i in order]
     given = [folder for folder, _ in existing]
@@ -221,3 +223,41 @@ def missing_runs(existing: list[tuple[str, dict]]) -> list[str]:
                             f"{state}, which no folder given wrote: the members that version held would never be removed; "
                             f"use --state {posixpath.dirname(posixpath.dirname(str(state).rstrip('/')))}")
     return problems
+
+
+def run_order(existing: list[tuple[str, dict]]) -> list[int]:
+    """The order ``--existing`` folders (``(folder, report)``) ran in, as indices: each after what its
+    report says its run was computed against (its ``existing`` folders; the earlier versions of the
+    export state it wrote), then by run date, then as given. By run date alone, an export dated before
+    the one it was computed against (a --run-date in local time after a run on the UTC default, an old
+    command line run again), or two of one run date given newest first, were applied in the wrong
+    order: a user the later one removed was rebuilt as held and, targeted again, never sent."""
+    def place(path) -> str:  # a folder as same_output compares it (a local one resolved)
+        return str(path).rstrip("/") if "://" in str(path) else os.path.realpath(path)
+
+    key = {place(folder): i for i, (folder, _) in enumerate(existing)}
+    after: dict[int, set[int]] = {i: set() for i in range(len(existing))}  # i: the runs it came after
+    versions: dict[str, list[tuple[int, int]]] = {}
+    for i, (_, report) in enumerate(existing):
+        for earlier in report.get("existing") or []:
+            j = key.get(place(earlier))
+            if j is not None and j != i:
+                after[i].add(j)
+        if report.get("state_folder") and isinstance(report.get("state_version"), int):
+            versions.setdefault(str(report["state_folder"]).rstrip("/"), []).append((report["state_version"], i))
+    for written in versions.values():
+        for (_, j), (_, i) in zip(sorted(written), sorted(written)[1:]):
+            after[i].add(j)
+    rank = {i: (report.get("run_date", ""), i) for i, (_, report) in enumerate(existing)}
+    ready = [rank[i] for i, before in after.items() if not before]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)[1]
+        order.append(i)
+        for j, before in after.items():
+            if i in before:
+                before.discard(i)
+                if not before:
+                    heapq.heappush(ready, rank[j])
+    return order + sorted(set(range(len(existing))) - set(order), key=rank.get)  # (a cycle: by run date)

@@ -344,11 +344,11 @@ def stripped_pending(audience: str, v: StateVersion) -> str:
 
 
 def existing_state(folders: list[str], reports: list[dict]) -> ExportState:
-    """The earlier state rebuilt from previous export outputs, applied oldest first (run date, then
-    the order given); an overwrite run's ``exported/`` is the whole audience."""
-    order = sorted(range(len(folders)), key=lambda i: (reports[i].get("run_date", ""), i))
+    """The earlier state rebuilt from previous export outputs, applied in the order given (the order
+    they ran in: :func:`transforms.export_others.run_order`); an overwrite run's ``exported/`` is the
+    whole audience."""
     runs = []
-    for i in order:
+    for i in range(len(folders)):
         removed = join_path(folders[i], "removed", "*.parquet")
         runs.append(EarlierRun(join_path(folders[i], "exported", "*.parquet"),
                                removed if glob(removed, missing_ok=True) else None,

@@ -13,7 +13,7 @@ from transforms.consent import reads_as_opt_in, reads_as_opt_out
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
-from transforms.export_others import missing_runs, stripped_since
+from transforms.export_others import missing_runs, run_order, stripped_since
 from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
 from transforms.extract_header import read_schema_names
 from transforms.preflight import (dated_path_problems, first_record_optional, profile_column_problems,
@@ -79,7 +79,8 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
         given = list(zip(existing, reports))
         problems += stripped_since(given) + missing_runs(given)
         if not problems:
-            state = existing_state(existing, reports)
+            order = run_order(given)  # as they ran, whatever their run dates or the order given
+            state = existing_state([existing[i] for i in order], [reports[i] for i in order])
     if problems:
         raise ConfigError("\n".join(problems))
     return state
