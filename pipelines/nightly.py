@@ -23,7 +23,7 @@ not say is a configuration error). A night that
 carries previous rows over fails when a night between the previous published one and it had dumps
 (its changes would be missing), or when that one's folder holds a dump it did not read (delivered after it
 was published), unless ``--allow-gap``; so does a data source whose dumps are all ``iter`` while no published
-night holds it.
+night holds it, and a night's folder holding a dump delivered weeks before the night (another date's folder).
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
 empty, that would drop a data source taken out of the config, or whose full dump lacks a destination
 (DID) the previous night read for its data source fails unless ``--allow-shrink``.
@@ -48,8 +48,8 @@ from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
 from transforms.night_guard import NightGuard, check_published_holds, check_same_profile_ids
-from transforms.night_order import (check_night_order, check_nights_over, check_no_gap, check_nothing_unread,
-                                    no_delivery, rebuild_for)
+from transforms.night_order import (check_delivery_dates, check_night_order, check_nights_over, check_no_gap,
+                                    check_nothing_unread, no_delivery, rebuild_for)
 from transforms.key_cache import INCOMING, NIGHTLY_CACHE, cache_dirs, staged
 from transforms.preflight import check_inputs
 from transforms.undelivered import undelivered_sources
@@ -92,7 +92,8 @@ def parse_args(argv):
                         help="build on the latest published night even when a night between it and this one was not "
                         "imported and had dumps, or cannot tell (a segments path without {date}): that night's changes "
                         "are then missing; or start a data source from iter dumps with no published night holding "
-                        "it (its audience is then those changes only)")
+                        "it (its audience is then those changes only); or read a dump delivered more than 7 days "
+                        "before its night, in that night's folder")
     parser.add_argument("--no-key-cache", dest="key_cache", action="store_false",
                         help="compute every profile key (default: reuse unchanged profiles' keys from ROOT/_key_cache)")
     return parser.parse_known_args(argv)
@@ -173,6 +174,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     check_inputs(cfg, output=root, undelivered=undelivered)
     files = [(name, path) for name, path in tonight_files(cfg) if name not in undelivered]
     check_sync_modes(cfg, files)
+    check_delivery_dates(template, day, files, allow_gap)  # a folder of another date (day and month swapped?)
     previous = partition(root, earlier[-1]) if earlier else None
     manifest = {
         "run_date": day.isoformat(),

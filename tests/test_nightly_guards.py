@@ -718,6 +718,40 @@ def test_a_delivery_older_than_the_previous_nights_newest_is_refused(tmp_path, c
     assert members(root, "2026-11-22") == {("a", "10", "p1"), ("a", "10", "p2"), ("a", "10", "p4")}
 
 
+def test_a_dump_delivered_weeks_before_its_night_is_refused(tmp_path):
+    """A {date:...} format with day and month swapped ({date:%m%d%Y} for a partner's %d%m%Y folders)
+    reads, on the 1st to 12th of a month, another date's folder: dt=2026-11-03 published the full
+    dump of 11 March (p1..p8 for p1..p3) and dt=2026-11-04 the iter dump of 11 April, exit 0 (each
+    later than the one before, so no stale delivery). A dump whose name says it was delivered more
+    than 7 days before its night began is another night's: refused (exit 2) naming it and the field,
+    unless --allow-gap; the right format publishes the right nights."""
+    config = write_job(tmp_path, sources=("a",), a={"segments": "a/{date:%m%d%Y}/*"})
+    root = tmp_path / "root"
+
+    def partner(day: str, mode: str, lines: list[str]):  # the partner's folders: day, month, year
+        folder = tmp_path / "a" / f"{day[8:]}{day[5:7]}{day[:4]}"
+        folder.mkdir(parents=True)
+        (folder / f"ftp_1_7_{mode}_{delivered(day)}.sync.gz").write_bytes(
+            gzip.compress("".join(line + "\n" for line in lines).encode(), mtime=0))
+
+    partner("2026-03-11", "full", everyone("a", ids=range(1, 9)))
+    partner("2026-04-11", "iter", [f"{V[8]}  10"])
+    partner("2026-11-03", "full", everyone("a", ids=range(1, 4)))
+    partner("2026-11-04", "iter", [f"{V[1]}  10"])
+    result = cli(config, root, "--date", "2026-11-03")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert (f"data_sources[0].segments: {tmp_path}/a/11032026/ftp_1_7_full_{delivered('2026-03-11')}.sync.gz: "
+            "delivered 2026-03-11, 237 days before dt=2026-11-03") in line, line
+    assert "Traceback" not in result.stderr and not (root / "dt=2026-11-03").exists()
+    assert cli(config, root, "--date", "2026-11-03", "--allow-gap").returncode == 0  # read as that night's, if intended
+    shutil.rmtree(root)
+    config = write_job(tmp_path, sources=("a",), a={"segments": "a/{date:%d%m%Y}/*"})
+    assert [r["status"] for r in run(config, root, "--backfill", "2026-11-03:2026-11-04")] == ["published"] * 2
+    assert members(root, "2026-11-03") == {("a", "10", f"p{i}") for i in (1, 2, 3)}
+    assert members(root, "2026-11-04") == {("a", "10", "p2"), ("a", "10", "p3")}
+
+
 def test_a_change_of_profiles_id_between_nights_is_refused_unless_every_source_is_replaced(tmp_path):
     """The previous night's memberships are profile ids of the old column: carried into a night
     keyed by another one, each person was a member twice and removals missed the old ids."""

@@ -2,7 +2,8 @@
 anything is read: a night has ended (UTC); no published night comes after it unless this run
 republishes every one of them, in order; a rebuild of the nights that did not finish is finished
 first (``ROOT/_rebuild.json``); no night with dumps is missing between the previous published night
-and this one. What a night is checked against once it runs: :mod:`transforms.night_guard`.
+and this one; a night's folder holds no dump delivered weeks before it. What a night is checked
+against once it runs: :mod:`transforms.night_guard`.
 """
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import dataclasses
 import json
 import posixpath
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.config import JobConfig
 from transforms.control_files import controls_promising
+from transforms.dump_names import parse_dump_name
 from transforms.dump_listing import is_dump_file, unfinished_delivery, upload_glob, upload_of
 from transforms.errors import ConfigError
 from transforms.storage import folder_hint, glob, join_path, matches_any
@@ -28,6 +30,36 @@ def check_nights_over(days: list[date], today: date) -> None:
     if late:
         raise ConfigError(f"dt={late[0].isoformat()} is not over (today is {today.isoformat()} UTC): import a night "
                           "once it has ended")
+
+
+STALE_DAYS = 7  # days: a dump in a night's folder delivered longer before the night began is another night's
+
+
+def check_delivery_dates(template: JobConfig, day: date, files: list, allow_gap: bool = False) -> None:
+    """A data source whose ``segments`` name a folder per night (filled for ``day`` and for the night
+    before, they differ) holds that night's deliveries there. A dump whose name says it was delivered
+    more than :data:`STALE_DAYS` days before the night began (``files``: ``(data_source, path)``) is
+    another night's: a ``{date:...}`` format with day and month swapped reads, on the 1st to 12th of
+    a month, another date's folder, and on a first night, or when each night's is later than the one
+    before, nothing else sees it (its audience was published as the night's, exit 0). Refused (one
+    line naming the dump and the field) unless ``allow_gap``. A later one is fine: a late delivery
+    goes in its own night's folder."""
+    if allow_gap:
+        return
+    begun = datetime.combine(day - timedelta(days=STALE_DAYS), time(), timezone.utc).timestamp() * 1000
+    before = {ds.name: ds.segments for ds in template.for_date(day - timedelta(days=1)).data_sources}
+    for i, ds in enumerate(template.for_date(day).data_sources):
+        names = [path for name, path in sorted(files) if name == ds.name and ds.segments != before[ds.name]]
+        old = [(path, parsed.timestamp_ms) for path in names
+               if (parsed := parse_dump_name(path)) is not None and parsed.timestamp_ms < begun]
+        if old:
+            path, ms = old[0]
+            when = datetime.fromtimestamp(ms / 1000, timezone.utc).date()
+            raise ConfigError(f"data_sources[{i}].segments: {path}: delivered {when}, {(day - when).days} days before "
+                              f"dt={day}, whose folder ('{ds.segments}') it is in ({len(old)} such dump(s)): another "
+                              "night's delivery (a {date:...} format naming another date's folder, day and month "
+                              "swapped?); correct the format, move it to its own night's folder, or --allow-gap to "
+                              "read it as this night's")
 
 
 def check_night_order(days: list[date], published: list[date], force: bool) -> None:
