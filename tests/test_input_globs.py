@@ -319,6 +319,24 @@ def test_one_delivery_in_two_folders_under_one_glob_is_refused(tmp_path, name):
         assert import_audience.run(argv)["data_sources"]["crm"]["received"] == 3
 
 
+def test_a_dump_decompressed_beside_itself_is_refused(tmp_path):
+    """'gunzip -k' (a dump opened to look at it) left ftp_...sync beside ftp_...sync.gz: one delivery, as
+    its name says (DID, DPID, timestamp, split), read twice: 'received' 4 for 2 lines, exit 0. Refused
+    naming both, as a copy in another folder is."""
+    import gzip
+
+    crm_job(tmp_path)
+    plain = tmp_path / "d" / "ftp_1_9_full_1795305600000.sync"
+    plain.with_name(plain.name + ".gz").write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")]
+    with pytest.raises(ConfigError) as info:
+        import_audience.run(argv)
+    assert str(info.value) == (f"data_sources[0].segments: {plain} and {plain.name}.gz are one delivery, compressed "
+                               "and not (a copy decompressed beside it?): its lines would be read twice; remove one")
+    plain.unlink()
+    assert import_audience.run(argv)["data_sources"]["crm"]["received"] == 2
+
+
 @pytest.mark.parametrize("link", ["symbolic", "hard"])
 def test_an_extract_file_reached_twice_by_the_glob_is_refused(tmp_path, link):
     """'x/*.csv' with a 'latest.csv' link beside the extract it points to: its profiles were read twice,

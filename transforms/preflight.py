@@ -90,12 +90,14 @@ def _optional_in_some_files(cfg: JobConfig, headers: dict[str, set], optional: l
 
 def copied_delivery(paths: list[str]) -> tuple[str, str] | None:
     """Two of one data source's dumps that are one delivery in two folders (an archive, a transfer
-    run again into another folder), else None: read both, its lines counted twice. A dump's name says
-    its delivery (DID, DPID, timestamp, split): one such name twice is one; a name that does not parse
-    is taken for one when its size is the same too."""
+    run again into another folder), or compressed and not (``gunzip -k``), else None: read both, its
+    lines counted twice. A dump's name says its delivery (DID, DPID, timestamp, split): one such name
+    twice, with or without ``.gz``, is one; a name that does not parse is taken for one when its size
+    is the same too."""
     by_name: dict[str, list[str]] = {}
     for path in paths:
-        by_name.setdefault(posixpath.basename(path), []).append(path)
+        name = posixpath.basename(path)
+        by_name.setdefault(name.removesuffix(".gz") if parse_dump_name(name) is not None else name, []).append(path)
     for name, same in sorted(by_name.items()):
         if len(same) < 2:
             continue
@@ -192,7 +194,11 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
                             f"('{misfiled[2]}'), not {ds.dpid} ('{ds.name}'): another data source's delivery in this "
                             "folder? its IDs would be read as this one's: move it, or narrow the glob")
         copied = None if shared else copied_delivery(paths)
-        if copied is not None:
+        if copied is not None and posixpath.dirname(copied[0]) == posixpath.dirname(copied[1]):
+            problems.append(f"data_sources[{i}].segments: {copied[0]} and {posixpath.basename(copied[1])} are one "
+                            "delivery, compressed and not (a copy decompressed beside it?): its lines would be read "
+                            "twice; remove one")
+        elif copied is not None:
             problems.append(f"data_sources[{i}].segments: {copied[0]} and {copied[1]} are one delivery in two folders: "
                             "its lines would be read twice; narrow the glob")
         # A link to a named dump is one dump read twice (above), the job's own output named already.
