@@ -40,7 +40,7 @@ from pipelines.options import (
 from transforms import element_sizes, progress  # noqa: F401 - element_sizes: the PCollections' coder
 from transforms.config import ConfigError, JobConfig
 from transforms.config_load import load_config
-from transforms.errors import RunFailed
+from transforms.errors import RunFailed, Terminated
 from transforms.failures import OwnErrorsOnce, classify_failure
 from transforms.html_report import PAGE
 from transforms.memory import use_heap_allocator
@@ -279,15 +279,6 @@ def page_line(folder: str) -> list[str]:
         return [f"report: {path}"] if FileSystems.exists(path) else []
     except Exception:  # noqa: BLE001 - the run has ended: its outcome stands
         return []
-
-
-class Terminated(SystemExit):
-    """SIGTERM (Airflow stopping a task, Kubernetes a pod, ``kill``): raised in the main thread so the job
-    stops as on Ctrl-C -- a committed publish completed, the run's folder removed, the output lock
-    released -- instead of dying with its lock in place (another host would wait 24 h for it)."""
-
-    def __init__(self, signum: int):
-        super().__init__(128 + signum)
 
 
 @contextlib.contextmanager

@@ -329,6 +329,26 @@ def test_sigterm_stops_the_job_like_ctrl_c_and_releases_the_output_lock(tmp_path
     assert not (tmp_path / LOCK).exists()
 
 
+def test_sigterm_inside_a_dofn_prints_its_one_line_and_no_runner_traceback(demo_copy, tmp_path):
+    """SIGTERM landing while a DoFn runs in the main thread (the join with ``threads: 1``; a coder's size
+    estimate otherwise): Beam logged the Terminated as an ERROR with a 38-line traceback before the
+    one line, as if the job had crashed (exit 143 all the same)."""
+    config = demo_copy / "job.yaml"
+    config.write_text("threads: 1\n" + config.read_text())
+    code = ("import os, signal, sys, time\nfrom transforms import join\n"
+            "def stopped(*a, **k):\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n"
+            "join.join_bucket = stopped\nfrom pipelines import cli\nsys.argv = ['audience-sync'] + sys.argv[1:]\n"
+            "sys.exit(cli.main())\n")
+    out = tmp_path / "o"
+    result = subprocess.run([sys.executable, "-c", code, "import", "--config", str(config), "--output", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.splitlines() == [
+        "audience-sync: stopped by SIGTERM (nothing of this run was published unless its publish had committed: "
+        "then it was completed)"], result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_a_nightly_root_on_local_disk_is_named_once_for_dataflow(tmp_path, capsys):
     """The nightly gives launch its --root and ROOT/_key_cache (a file there is refused): the Dataflow
     refusal named '--root (ROOT), --root (ROOT/_key_cache)', one folder twice."""

@@ -8,7 +8,7 @@ import re
 
 import pyarrow as pa
 
-from transforms.errors import AudienceSyncError
+from transforms.errors import AudienceSyncError, Terminated
 
 
 class OwnErrorsOnce(logging.Filter):
@@ -25,6 +25,8 @@ class OwnErrorsOnce(logging.Filter):
         if "transforms.errors." in record.getMessage():
             return False
         exc = record.exc_info[1] if record.exc_info else None
+        if error_in_chain(exc, Terminated) is not None:  # SIGTERM in a DoFn: the launcher prints its line
+            return False
         return own_error(exc) is None and (self._debug or error_in_chain(exc, pa.ArrowException) is None)
 
 
