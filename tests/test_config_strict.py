@@ -194,6 +194,29 @@ def test_a_reference_that_reads_as_random_is_a_name_when_it_resolves(tmp_path, m
     assert load_secret(ref, "hex") == bytes.fromhex(key)
 
 
+def test_a_key_file_named_as_random_is_found_beside_the_config_from_another_folder(demo_copy, tmp_path, monkeypatch):
+    """``file:`` references are relative to the config file, but the look-alike check looked for the file
+    from the working folder: run from anywhere else (Airflow, cron, the repository's root), a key file
+    named ``keys/prod/DmpWebCbcIv`` beside the config was refused as 'looks like key material, not a
+    path' (exit 2), naming the wrong cause; run from the config's folder, the same config ran."""
+    (demo_copy / "keys" / "prod").mkdir()
+    (demo_copy / "keys" / "demo-only-aes256.key").rename(demo_copy / "keys" / "prod" / "DmpWebCbcIv")
+    config = demo_copy / "job.yaml"
+    config.write_text(config.read_text().replace("key: file:keys/demo-only-aes256.key",
+                                                 "key: file:keys/prod/DmpWebCbcIv"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli_in_process("import", "--config", config, "--output", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "o" / "report.json").exists()
+    # missing beside the config, it is still refused without echo (it may be a key pasted in its place)
+    (demo_copy / "keys" / "prod" / "DmpWebCbcIv").unlink()
+    result = cli_in_process("import", "--config", config, "--output", tmp_path / "o2")
+    assert result.returncode == 2 and "DmpWebCbcIv" not in result.stderr
+    assert "data_sources.4.encryption.key" in result.stderr
+
+
 def test_random_keys_in_every_pasted_form_read_as_key_material():
     """Seeded: 24- and 32-byte keys are always caught; 16-byte base64 (22 characters) may, about once in
     300, read as words and is then refused only if it is not a valid name (transforms/key_lookalike.py)."""

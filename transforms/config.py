@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from transforms.config_match import match_as_problem, role_column_problem
 from transforms.errors import ConfigError
@@ -110,8 +110,10 @@ class EncryptionConfig(_Strict):
 
     @field_validator("key", "iv", "keyring")
     @classmethod
-    def _reference_only(cls, value: str | None) -> str | None:
-        problem = reference_problem(value) if value is not None else None
+    def _reference_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # a relative file: reference is looked for beside the config (parse_config's context), as it is read
+        config_dir = (info.context or {}).get("config_dir")
+        problem = reference_problem(value, config_dir) if value is not None else None
         if problem:  # its words never repeat the value: it may be a key pasted inline
             raise ValueError(problem)
         return value

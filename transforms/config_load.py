@@ -64,13 +64,15 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
     """Validate a config mapping; relative paths are resolved against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    base = None if base_dir is None else base_dir if isinstance(base_dir, str) and "://" in base_dir else Path(base_dir)
+    # a local config's folder: where its relative file: key references are (gs://: key files are local)
+    context = {"config_dir": str(base.resolve())} if isinstance(base, Path) else None
     try:
-        cfg = JobConfig.model_validate(data)
+        cfg = JobConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
-    if base_dir is None:
+    if base is None:
         return cfg
-    base = base_dir if isinstance(base_dir, str) and "://" in base_dir else Path(base_dir)
     profiles = cfg.profiles.model_copy(update={"path": _resolve(cfg.profiles.path, base)})
     sources = [
         ds.model_copy(update={"segments": _resolve(ds.segments, base), "encryption": _resolve_refs(ds.encryption, base)})

@@ -69,9 +69,10 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REFERENCE_FORMS = "'env:NAME', 'file:PATH' or 'gcpsm:projects/P/secrets/S/versions/V'"
 
 
-def reference_problem(ref: object) -> str | None:
+def reference_problem(ref: object, config_dir: str | None = None) -> str | None:
     """Why ``ref`` is not a key reference (None when it is one), in words that never repeat it: an
-    invalid reference may be a secret pasted in its place."""
+    invalid reference may be a secret pasted in its place. A relative ``file:`` path is looked for in
+    ``config_dir`` when given (the config's folder, which the path is relative to), else here."""
     hidden = "the value is not shown"
     if not isinstance(ref, str):
         return f"not a key reference: use {REFERENCE_FORMS}"
@@ -82,7 +83,7 @@ def reference_problem(ref: object) -> str | None:
         return f"not a key reference: use {REFERENCE_FORMS}, never the secret itself ({hidden})"
     # base64/hex in any pasted form, or long random text, that names nothing here: a variable name or
     # a path that does resolve is one, however random it reads (the launch loads every key anyway).
-    if looks_like_key_material(name) and not _resolves(kind, name):
+    if looks_like_key_material(name) and not _resolves(kind, name, config_dir):
         what = "a variable name" if kind == "env" else "a path"
         return (f"not a key reference: {kind}:<hidden: looks like key material, not {what}>; put the key in an "
                 f"environment variable, a file or a Secret Manager secret and reference it ({REFERENCE_FORMS})")
@@ -93,12 +94,13 @@ def reference_problem(ref: object) -> str | None:
     return None
 
 
-def _resolves(kind: str, name: str) -> bool:
-    """Whether ``env:name`` is a set variable or ``file:name`` an existing file."""
+def _resolves(kind: str, name: str, config_dir: str | None = None) -> bool:
+    """Whether ``env:name`` is a set variable or ``file:name`` an existing file (a relative one in
+    ``config_dir`` when given)."""
     if kind == "env":
         return name in os.environ
     try:
-        return os.path.isfile(name)
+        return os.path.isfile(os.path.join(config_dir, name) if config_dir else name)
     except (OSError, ValueError):  # not a path that can be looked at: it does not resolve
         return False
 
