@@ -138,7 +138,7 @@ PASTED_FORMS = {  # what an operator copies from a console, a password manager o
     "truncated base64": base64.b64encode(PASTED).decode()[:38],
 }
 HIDDEN = {"env": "env:<hidden: looks like key material, not a variable name>",
-          "file": "file:<hidden: looks like key material, not a path>"}
+          "file": "file:<hidden: reads as key material, and no file at that path>"}
 
 
 def _shows_none_of(text: str, secret: str) -> bool:
@@ -153,7 +153,8 @@ def test_a_key_pasted_in_another_encoding_is_refused_and_hidden(tmp_path, kind, 
     secret = PASTED_FORMS[form]
     ref = f"{kind}:{secret}"
     problem = reference_problem(ref)
-    assert problem is not None and problem.startswith(f"not a key reference: {HIDDEN[kind]}; put the key in ")
+    assert problem is not None and problem.startswith(f"not a key reference: {HIDDEN[kind]}; ")
+    assert "put the key in an environment variable" in problem
     with pytest.raises(KeyMaterialError) as loading:
         load_secret(ref)
     with pytest.raises(ConfigError) as config:
@@ -192,6 +193,24 @@ def test_a_reference_that_reads_as_random_is_a_name_when_it_resolves(tmp_path, m
         (tmp_path / name).write_text(key + "\n")
     assert reference_problem(ref) is None
     assert load_secret(ref, "hex") == bytes.fromhex(key)
+
+
+@pytest.mark.parametrize("ref", ["env:DCM_KMS_KEY_prod_eu1", "env:AWS_KMS_dpid_48213_KEY", "env:TTD_Cbc_Iv_Prod_2024",
+                                 "file:keys/prod/DmpWebCbcIv", "file:3f2a9c1e-8b7d-4e6f-9a0b-1c2d3e4f5a6b"])
+def test_a_name_that_reads_as_random_and_resolves_to_nothing_is_refused_naming_both_causes(tmp_path, monkeypatch, ref):
+    """A variable not exported where the job runs (a new host, an Airflow worker) or a key file not
+    copied there: refused as 'looks like key material, not a variable name' (or 'not a path'), and the
+    operator, who wrote a name, was told it was none. It may be either: the message says both, hidden."""
+    monkeypatch.chdir(tmp_path)
+    kind, _, name = ref.partition(":")
+    monkeypatch.delenv(name, raising=False)
+    missing = "no variable of that name is set" if kind == "env" else "no file at that path"
+    problem = reference_problem(ref)
+    assert problem is not None and name not in problem
+    assert problem.startswith(f"not a key reference: {kind}:<hidden: reads as key material, and {missing}>; if ")
+    with pytest.raises(ConfigError) as config:
+        load_config(write(tmp_path, ENCRYPTED.format(key=ref)))
+    assert missing in str(config.value) and name not in str(config.value)
 
 
 def test_a_key_file_named_as_random_is_found_beside_the_config_from_another_folder(demo_copy, tmp_path, monkeypatch):

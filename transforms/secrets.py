@@ -84,9 +84,15 @@ def reference_problem(ref: object, config_dir: str | None = None) -> str | None:
     # base64/hex in any pasted form, or long random text, that names nothing here: a variable name or
     # a path that does resolve is one, however random it reads (the launch loads every key anyway).
     if looks_like_key_material(name) and not _resolves(kind, name, config_dir):
-        what = "a variable name" if kind == "env" else "a path"
-        return (f"not a key reference: {kind}:<hidden: looks like key material, not {what}>; put the key in an "
-                f"environment variable, a file or a Secret Manager secret and reference it ({REFERENCE_FORMS})")
+        put = ("put the key in an environment variable, a file or a Secret Manager secret and reference it "
+               f"({REFERENCE_FORMS})")
+        if kind == "env" and not _ENV_NAME.fullmatch(name):
+            return f"not a key reference: env:<hidden: looks like key material, not a variable name>; {put}"
+        # a name too, whose variable is not set or whose file is not there (a new host): say both, hidden
+        missing, remedy = (("no variable of that name is set", "set it where the job runs") if kind == "env" else
+                           ("no file at that path", "put it there (a relative path is the config's)"))
+        return (f"not a key reference: {kind}:<hidden: reads as key material, and {missing}>; "
+                f"if it is a name, {remedy}; else {put}")
     if kind == "env" and not _ENV_NAME.fullmatch(name):
         return f"not a key reference: what follows 'env:' is not an environment variable name (letters, digits, _; {hidden})"
     if kind == "file" and not name.strip():
