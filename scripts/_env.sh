@@ -16,10 +16,13 @@ fi
 # compiled Beam from source again, 2 s of each job's start (`import pipelines.nightly` 3.9 s ->
 # 1.7 s). compileall also covers a venv made before this (the stamp names it); a file it cannot
 # compile (a package's Python 2 leftovers) is compiled as before, when imported, if ever.
-STAMP="$VENV/.installed-$( (cat "$ROOT/pyproject.toml"; echo compileall) | sha256sum | cut -c1-16)"
+# The install is constrained by requirements-worker.txt, the versions the remote workers get: the
+# tests run with those, not with whatever PyPI released since the lock was written (a package the
+# lock does not name, a test tool, follows pyproject's range). A new lock makes a new stamp.
+STAMP="$VENV/.installed-$( (cat "$ROOT/pyproject.toml" "$ROOT/requirements-worker.txt"; echo compileall) | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
   python -m pip install --quiet uv==0.13.9
-  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e "$ROOT[test]"
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e "$ROOT[test]" -c "$ROOT/requirements-worker.txt"
   python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
     >/dev/null 2>&1 || true
   touch "$STAMP"

@@ -103,6 +103,17 @@ def test_lock_generator_follows_runtime_dependencies_only():
     assert closure["apache-beam"] == apache_beam.__version__
 
 
+def test_the_tests_run_with_the_versions_the_workers_get():
+    """README: requirements-worker.txt holds "the exact runtime versions the tests ran with". The venv
+    scripts/test makes installs pyproject's ranges constrained by the lock (scripts/_env.sh), so a
+    release on PyPI since the lock was written (google-auth 2.63.0 -> 2.63.1, regex, ...) no longer
+    puts the tests on versions the workers never run; a dependency added to pyproject without a new
+    lock fails here."""
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "lock_worker_requirements.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_dockerfile_copies_only_what_exists_and_installs_the_lock():
     instructions = dockerfile_instructions()
     copies = [args.split() for ins, args in instructions if ins == "COPY" and not args.startswith("--from")]
