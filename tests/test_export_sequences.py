@@ -475,3 +475,31 @@ def test_existing_exports_are_applied_in_the_order_they_were_computed(tmp_path, 
     platform.apply(tmp_path / "third")
     assert (report["earlier_user_ids"], report["added"]) == (3, 1)
     assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in range(4)}
+
+
+def test_an_export_into_another_audiences_output_is_refused_and_leaves_its_files(tmp_path):
+    """Audiences A and B exported through one data source on one run date into one --output (a
+    folder per day, not per audience): B's publish replaced A's files, of the same name, exit 0, while
+    A's state recorded its members as held. Delivered after B's run, A's file never reached the
+    platform, and A's later exports found its members held: never sent. The CLI, as an operator runs it."""
+    from conftest import cli_in_process
+
+    job, state, _, flags = _first_export(tmp_path)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out1" / "onboarding").iterdir()}
+    other = ("--segment-id", SID + 1, "--state", state)
+    targets_b = write_targets(tmp_path / "tb.csv", [2, 3])
+    result = cli_in_process("export", *_argv(job, targets_b, tmp_path / "out1", *other, audience="B",
+                                             run_date="2026-11-01"))
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"--output {tmp_path / 'out1'}: it holds the export of audience 'A' (d_sid=777, dpid 12345, "
+                           "run date 2026-11-01): "), result.stderr
+    assert "Traceback" not in result.stderr and "person" not in result.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out1" / "onboarding").iterdir()} == before
+    assert not list(state.glob("crm/B/v-*"))
+    # Without --state alike; into its own --output B runs, and A's rerun into its own folder is still a rerun.
+    assert cli_in_process("export", *_argv(job, targets_b, tmp_path / "out1", "--segment-id", SID + 1,
+                                           audience="B", run_date="2026-11-01")).returncode == 2
+    assert export(job, targets_b, tmp_path / "out_b", *other, audience="B", run_date="2026-11-01")["added"] == 2
+    again = export(job, tmp_path / "t1.csv", tmp_path / "out1", *flags, run_date="2026-11-01")
+    assert (again["state_replaced_version"], again["added"]) == (1, 2)

@@ -60,6 +60,7 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
             build_encryptor(spec.data_source, spec.clock)
         except KeyMaterialError as exc:
             problems.append(f"data_sources[{index}].encryption: {exc}")
+    problems += _output_problems(output, spec)
     state = ExportState()
     if state_root and existing:
         problems.append("--state and --existing: give one (the state replaces hand-passed previous exports)")
@@ -84,6 +85,29 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     if problems:
         raise ConfigError("\n".join(problems))
     return state
+
+
+def _output_problems(output: str, spec: ExportSpec) -> list[str]:
+    """``--output`` holding another audience's finished export (another name, or data source): two
+    audiences of one data source and run date write the same file names, so this run would replace
+    that one's files, delivered or not, while its state records their members as held (never sent)."""
+    if not output:
+        return []
+    try:
+        with FileSystems.open(join_path(output, REPORT)) as handle:
+            previous = json.loads(handle.read())
+    except Exception:  # noqa: BLE001 - no finished run there (or not one this check can read)
+        return []
+    if not isinstance(previous, dict) or previous.get("job") != "export":
+        return []
+    ds = spec.data_source
+    if (previous.get("audience"), previous.get("dpid"), previous.get("target_dpid")) == (
+            spec.audience, ds.dpid, ds.target_dpid):
+        return []  # this audience's own folder: a rerun replaces its files (the export state decides)
+    return [f"--output {output}: it holds the export of audience '{previous.get('audience')}' "
+            f"({previous.get('segment')}, dpid {previous.get('dpid')}, run date {previous.get('run_date')}): this run "
+            "would replace its files, sent or not, and that audience's members would be held as sent; give each "
+            "audience its own --output"]
 
 
 def _targets_problems(targets: str) -> list[str]:
