@@ -503,3 +503,33 @@ def test_an_export_into_another_audiences_output_is_refused_and_leaves_its_files
     assert export(job, targets_b, tmp_path / "out_b", *other, audience="B", run_date="2026-11-01")["added"] == 2
     again = export(job, tmp_path / "t1.csv", tmp_path / "out1", *flags, run_date="2026-11-01")
     assert (again["state_replaced_version"], again["added"]) == (1, 2)
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_an_audience_named_dot_or_dot_dot_has_its_own_state_folder(tmp_path, name):
+    """``--audience .`` kept its state in ROOT/crm itself and ``..`` in ROOT (the %-quoting leaves
+    dots alone, the path resolved them): the one-segment check, which lists ROOT/<source>/<audience>,
+    never saw either, so audience A exported on the same segment ran with nothing held, exit 0 (two
+    audiences on one segment undo each other's removals), and a data source's '..' left ROOT."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    state = tmp_path / "state"
+    flags = ("--segment-id", SID, "--state", state)
+    first = export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "first", *flags, audience=name)
+    assert first["added"] == 2 and [p.name for p in state.iterdir()] == ["crm"]
+    assert [p.name for p in (state / "crm").iterdir() if p.name.startswith("v-")] == []
+    again = export(job, tmp_path / "t.csv", tmp_path / "second", *flags, audience=name, run_date="2026-11-23")
+    assert (again["state_previous_version"], again["added"], again["unchanged"]) == (1, 0, 2)
+    with pytest.raises(ConfigError, match=rf"--state: audience '{name}' of data source 'crm' already sends d_sid=777"):
+        export(job, tmp_path / "t.csv", tmp_path / "o", *flags, run_date="2026-11-24")
+
+
+def test_a_data_source_named_dot_dot_keeps_its_state_under_the_root(tmp_path):
+    """A data source's name may be dots only (letters, digits, '.', '_', '-'): ``name: ..`` kept its
+    audiences' states beside ROOT, outside it (ROOT/../A), where another job's state may be."""
+    job = write_job(tmp_path / "job")
+    job.write_text(job.read_text().replace("name: crm", "name: .."))
+    write_profiles(job.parent, [0, 1])
+    export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "first", "--segment-id", SID,
+           "--state", tmp_path / "state")
+    assert not (tmp_path / "A").exists() and [p.name for p in (tmp_path / "state").iterdir()] == ["%2E%2E"]

@@ -50,8 +50,16 @@ STRIPPED_BY = "stripped_by"  # a version an overwrite of another audience wrote:
 
 
 def audience_dir(root: str, data_source: str, audience: str) -> str:
-    """``ROOT/<data source>/<audience>``; the name is %-quoted (spaces, glob characters, ``/``)."""
-    return join_path(root, data_source, quote(audience, safe=""))
+    """``ROOT/<data source>/<audience>``; the names are %-quoted (spaces, glob characters, ``/``)."""
+    return join_path(root, _folder_name(data_source), _folder_name(audience))
+
+
+def _folder_name(name: str) -> str:
+    """``name`` %-quoted as one folder of the path: ``.`` and ``..`` too (``%2E``), which quoting leaves as
+    they are and a local path resolves (``--audience .`` kept its state in ``ROOT/<data source>`` itself,
+    ``..`` in ``ROOT``: unseen by the checks that list ``ROOT/*/*``)."""
+    quoted = quote(name, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 def version_dir(folder: str, number: int) -> str:
