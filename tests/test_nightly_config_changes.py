@@ -304,3 +304,30 @@ def test_a_night_published_by_another_config_sharing_the_root_is_not_skipped_as_
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("dt=2026-11-20/_SUCCESS: cannot read a published night's "
                                                            "manifest (JSONDecodeError)"), result.stderr
+
+
+@pytest.mark.parametrize("other", [{"dpid": 20}, {}], ids=["another_dpid", "another_folder"])
+def test_a_night_published_by_another_config_with_a_data_source_of_the_same_name_is_not_skipped(tmp_path, other):
+    """The same, the two jobs' data sources both named 'crm' (a name two configs give alike; or job B a
+    copy of job A's folder, its config's text the same, its relative paths its own): the night held an
+    entry 'crm' (or the same config digest), so B's run said 'already published' (exit 0) and B's dumps,
+    another platform data source's or another folder's, were never imported, night after night. A
+    night whose 'crm' has another dpid, or read no dump this config's segments (filled for the night)
+    match, is refused as published without it."""
+    from conftest import cli_in_process
+
+    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
+    a = write_job(tmp_path / "A", sources=("crm",))
+    b, root = write_job(tmp_path / "B", sources=("crm",), crm=other), tmp_path / "root"
+    dump(tmp_path / "A", "crm", "2026-11-20", everyone("crm"))
+    b_name = f"ftp_2_8_full_{delivered('2026-11-20')}.sync"
+    dump(tmp_path / "B", "crm", "2026-11-20", everyone("crm", "20"), name=b_name)
+    run(a, root, "--date", "2026-11-20")
+    result = cli_in_process("nightly", "--config", b, "--root", root, "--date", "2026-11-20")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("dt=2026-11-20 is already published by another job: its data source 'crm' is not this "
+                           "one's ("), line
+    assert "--root" in line and "--force" in line and "Traceback" not in result.stderr, line
+    assert members(root, "2026-11-20") == {("crm", "10", f"p{i}") for i in range(1, 13)}  # A's night stands
+    assert run(a, root, "--date", "2026-11-20")[0]["status"] == "already published"

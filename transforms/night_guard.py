@@ -23,6 +23,7 @@ from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
 from transforms.normalize import same_rules
 from transforms.report import address_form, match_form
+from transforms.storage import matches_any
 from transforms.summary import rate_text
 
 
@@ -50,19 +51,36 @@ def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
 
 def check_published_holds(cfg: JobConfig, partition: str, config_digest: str) -> None:
     """A night already published is skipped as done; but published by another config (its manifest's
-    ``config_digest``) without some data source of this one, that data source's dumps of the night
-    were never imported: two jobs sharing one root (the second skipped every night, exit 0), or a
-    data source added since. Refused (one line naming it); a config edited otherwise is still done."""
+    ``config_digest``) without some data source of this one (``cfg``, filled for the night), or with
+    another under its name (:func:`_another`: two jobs' sources named alike, or a job folder's copy,
+    its config's text the same), that data source's dumps of the night were never imported (the
+    second of two jobs sharing one root skipped every night, exit 0). Refused, one line naming it."""
     name = partition.rstrip("/").rsplit("/", 1)[-1]
-    if read_manifest(partition, night="a published night").get("config_digest") == config_digest:
-        return
+    same_text = read_manifest(partition, night="a published night").get("config_digest") == config_digest
     held = night_report(partition)["data_sources"]
-    missing = [ds.name for ds in cfg.data_sources if ds.name not in held]
+    missing = [] if same_text else [ds.name for ds in cfg.data_sources if ds.name not in held]
     if missing:
         raise ConfigError(f"{name} is already published, by another config, without data source '{missing[0]}' of this "
                           f"one ({len(missing)} such): its dumps of that night were not imported. Two configs sharing "
                           "one root? give each its own --root; a data source added since? --force republishes the night "
                           "with it (or leave the night as it is)")
+    for ds in cfg.data_sources:
+        if ds.name in held and (other := _another(ds, held[ds.name])) is not None:
+            raise ConfigError(f"{name} is already published by another job: its data source '{ds.name}' is not this "
+                              f"one's ({other}), whose dumps of that night were not imported. Two jobs sharing one "
+                              "root? give each its own --root; its dpid or segments edited since? --force republishes "
+                              "the night with it (or leave the night as it is)")
+
+
+def _another(ds, entry: dict) -> str | None:
+    """Why a night's entry of ``ds``'s name is another data source: another dpid, or dumps read that
+    ``ds.segments`` does not match; None when it may be this one."""
+    if entry.get("dpid", ds.dpid) != ds.dpid:
+        return f"dpid {entry.get('dpid')}, not {ds.dpid}"
+    read = [f["path"] for f in entry.get("files") or () if isinstance(f, dict) and f.get("path")]
+    if read and not matches_any(ds.segments, read):
+        return f"it read {posixpath.basename(read[0])}, which its segments '{ds.segments}' do not match"
+    return None
 
 
 # The share of a file-audience source's addresses that match a profile falls by more than its
