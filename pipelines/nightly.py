@@ -9,7 +9,8 @@ placeholders in input paths are filled: ``{date}`` or ``{date:%Y%m%d}``). The pa
 under ``ROOT/_staging/`` and published at the end; ``_SUCCESS`` (a manifest of every file with rows,
 size and sha256, the config digest and code version) is written last and is the commit point.
 A date already published is skipped (``--force`` replaces it whole; one published by another config without
-a data source of this one is refused: two jobs sharing a root); a partition without
+a data source of this one, or by another job with another under its name, is refused: two jobs sharing a
+root); a partition without
 ``_SUCCESS`` (a killed run) is cleared and redone. A night that has not ended (UTC) is refused, and
 so is a night before a published one unless the run republishes every night after it, in order
 (``--backfill FROM:NEWEST --force``): each night builds on the one before. Such a rebuild is recorded
