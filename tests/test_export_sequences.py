@@ -2,11 +2,14 @@
 what a run that stopped part-way, or an operator's mistake, leaves on the platform for the runs after."""
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from platform_sim import Platform
 from test_export_removals import SID, email, export, sha, write_job, write_profiles, write_targets
 
 import transforms.export
+import transforms.export_state
 from transforms.config import ConfigError
 from transforms.output_lock import LockHeld
 
@@ -533,3 +536,34 @@ def test_a_data_source_named_dot_dot_keeps_its_state_under_the_root(tmp_path):
     export(job, write_targets(tmp_path / "t.csv", [0, 1]), tmp_path / "first", "--segment-id", SID,
            "--state", tmp_path / "state")
     assert not (tmp_path / "A").exists() and [p.name for p in (tmp_path / "state").iterdir()] == ["%2E%2E"]
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_dot_audiences_state_written_before_its_folder_was_quoted_is_not_taken_for_none(tmp_path, monkeypatch,
+                                                                                          name):
+    """Before c8273e5, ``--audience .`` kept its state in ROOT/crm itself (``..`` in ROOT). That state is
+    what the platform holds; read from ROOT/crm/%2E alone, the next export of the audience ran with
+    nothing held: p01, which left the targets, was never removed, exit 0. Refused, naming where it is."""
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    state, platform = tmp_path / "state", Platform()
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    with monkeypatch.context() as patch:  # as the release before c8273e5 wrote it
+        patch.setattr(transforms.export_state, "_folder_name", lambda n: quote(n, safe=""))
+        export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, audience=name)
+    platform.apply(tmp_path / "out1")
+    old = state / "crm" if name == "." else state
+    assert [p.name for p in old.iterdir() if p.name.startswith("v-")] == ["v-000001"]
+    with pytest.raises(ConfigError) as info:
+        export(job, write_targets(tmp_path / "t2.csv", [0]), tmp_path / "out2", *flags, audience=name,
+               run_date="2026-11-23")
+    assert str(info.value).startswith(f"--state: audience '{name}' of data source 'crm' has its state in {old} ")
+    assert not (tmp_path / "out2" / "report.json").exists()
+    # moved where this release keeps it, the export removes p01
+    new = state / "crm" / name.replace(".", "%2E")
+    new.mkdir(parents=True, exist_ok=True)
+    (old / "v-000001").rename(new / "v-000001")
+    report = export(job, tmp_path / "t2.csv", tmp_path / "out2", *flags, audience=name, run_date="2026-11-23")
+    platform.apply(tmp_path / "out2")
+    assert (report["state_previous_version"], report["removed"]) == (1, 1)
+    assert platform.members(f"d_sid={SID}") == {sha(email(0))}

@@ -5,6 +5,7 @@ data source's keys, and the state or previous exports it runs against (finished,
 from __future__ import annotations
 
 import json
+import posixpath
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -14,7 +15,8 @@ from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
 from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
 from transforms.export_others import missing_runs, run_order, stripped_since
-from transforms.export_state import ExportState, existing_state, parquet_rows, same_output, state_for
+from transforms.export_state import (ExportState, audience_dir, committed_versions, existing_state, parquet_rows,
+                                     same_output, state_for)
 from transforms.extract_header import read_schema_names
 from transforms.preflight import (dated_path_problems, first_record_optional, profile_column_problems,
                                   suppression_problems)
@@ -69,6 +71,7 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
                         "for the whole data source, which only the state of every audience exported through it knows")
     elif state_root:
         state = state_for(state_root.rstrip("/"), spec, problems, output)
+        problems += _state_before_quoting(state_root.rstrip("/"), spec)
     elif existing:
         reports = []
         for folder in existing:
@@ -85,6 +88,24 @@ def check_export_inputs(cfg: JobConfig, spec: ExportSpec, targets: str, existing
     if problems:
         raise ConfigError("\n".join(problems))
     return state
+
+
+def _state_before_quoting(root: str, spec: ExportSpec) -> list[str]:
+    """An audience or data source named ``.`` or ``..`` whose state a release before their %-quoting
+    wrote where the unquoted path led (``--audience .``: ``ROOT/<data source>`` itself; on gs:// a
+    ``./`` in the object names): read from its quoted folder alone, it held no one, and the members
+    that state holds were never removed (exit 0). Refused, naming both folders."""
+    ds = spec.data_source
+    if not {ds.name, spec.audience} & {".", ".."}:
+        return []
+    old = join_path(root, ds.name, spec.audience)  # as audience_dir joined them before
+    if not any((v.manifest.get("audience"), v.manifest.get("data_source")) == (spec.audience, ds.name)
+               for v in committed_versions(old)):
+        return []
+    shown = old if "://" in old else posixpath.normpath(old)
+    return [f"--state: audience '{spec.audience}' of data source '{ds.name}' has its state in {shown} (written before "
+            f"'.' and '..' were %-quoted): move its v-* folders into {audience_dir(root, ds.name, spec.audience)}, "
+            "where it is read now; read from there alone it holds no one, and its members would never be removed"]
 
 
 def _output_problems(output: str, spec: ExportSpec) -> list[str]:
