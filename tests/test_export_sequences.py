@@ -2,6 +2,7 @@
 what a run that stopped part-way, or an operator's mistake, leaves on the platform for the runs after."""
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 import pytest
@@ -495,8 +496,8 @@ def test_an_export_into_another_audiences_output_is_refused_and_leaves_its_files
                                              run_date="2026-11-01"))
     assert result.returncode == 2, (result.returncode, result.stderr)
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"--output {tmp_path / 'out1'}: it holds the export of audience 'A' (d_sid=777, dpid 12345, "
-                           "run date 2026-11-01): "), result.stderr
+    assert last.startswith(f"--output {tmp_path / 'out1'}: it holds the export of audience 'A' of data source 'crm' "
+                           "(d_sid=777, dpid 12345, run date 2026-11-01): "), result.stderr
     assert "Traceback" not in result.stderr and "person" not in result.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "out1" / "onboarding").iterdir()} == before
     assert not list(state.glob("crm/B/v-*"))
@@ -567,3 +568,32 @@ def test_a_dot_audiences_state_written_before_its_folder_was_quoted_is_not_taken
     platform.apply(tmp_path / "out2")
     assert (report["state_previous_version"], report["removed"]) == (1, 1)
     assert platform.members(f"d_sid={SID}") == {sha(email(0))}
+
+
+@pytest.mark.parametrize("edit", ["dpid", "name"])
+def test_a_rerun_into_its_own_output_after_its_data_sources_dpid_or_name_was_corrected_runs(tmp_path, edit):
+    """The check of 30cee4a took the audience's own --output for another audience's when its data source's
+    dpid (or its name) had been corrected since: exit 2, 'it holds the export of audience 'A' ... give each
+    audience its own --output', of audience A itself. The same audience through the same data source
+    (its name or its dpid the same) is a rerun, as before: it replaces its files."""
+    from conftest import cli_in_process
+    from test_export_removals import DPID
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    argv = _argv(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", "--segment-id", SID,
+                 run_date="2026-11-01")
+    assert cli_in_process("export", *argv).returncode == 0
+    first = job.read_text()
+    job.write_text(first.replace(f"dpid: {DPID}", f"dpid: {DPID + 1}") if edit == "dpid" else
+                   first.replace("name: crm", "name: crm-eu"))
+    result = cli_in_process("export", *argv)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out1" / "report.json").read_text())
+    assert (report["dpid"], report["data_source"]) == ((DPID + 1, "crm") if edit == "dpid" else (DPID, "crm-eu"))
+    # Another data source (another name and dpid) with an audience of the same name is still refused.
+    job.write_text(first.replace(f"dpid: {DPID}", f"dpid: {DPID + 2}").replace("name: crm", "name: web"))
+    result = cli_in_process("export", *argv)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"--output {tmp_path / 'out1'}: it holds the export of "
+                                                             "audience 'A' of data source '"), result.stderr

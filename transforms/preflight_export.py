@@ -109,7 +109,8 @@ def _state_before_quoting(root: str, spec: ExportSpec) -> list[str]:
 
 
 def _output_problems(output: str, spec: ExportSpec) -> list[str]:
-    """``--output`` holding another audience's finished export (another name, or data source): two
+    """``--output`` holding another audience's finished export (another name, or another data source: its
+    name and dpid both another; one of them corrected since is this one's, a rerun): two
     audiences of one data source and run date write the same file names, so this run would replace
     that one's files, delivered or not, while its state records their members as held (never sent)."""
     if not output:
@@ -122,11 +123,14 @@ def _output_problems(output: str, spec: ExportSpec) -> list[str]:
     if not isinstance(previous, dict) or previous.get("job") != "export":
         return []
     ds = spec.data_source
-    if (previous.get("audience"), previous.get("dpid"), previous.get("target_dpid")) == (
-            spec.audience, ds.dpid, ds.target_dpid):
-        return []  # this audience's own folder: a rerun replaces its files (the export state decides)
-    return [f"--output {output}: it holds the export of audience '{previous.get('audience')}' "
-            f"({previous.get('segment')}, dpid {previous.get('dpid')}, run date {previous.get('run_date')}): this run "
+    if previous.get("audience") == spec.audience and (previous.get("data_source") == ds.name or (
+            previous.get("dpid"), previous.get("target_dpid")) == (ds.dpid, ds.target_dpid)):
+        # this audience's own folder, its data source's dpid or name corrected since or not: a rerun
+        # replaces its files (the export state decides whether it may)
+        return []
+    return [f"--output {output}: it holds the export of audience '{previous.get('audience')}' of data source "
+            f"'{previous.get('data_source')}' ({previous.get('segment')}, dpid {previous.get('dpid')}, run date "
+            f"{previous.get('run_date')}): this run "
             "would replace its files, sent or not, and that audience's members would be held as sent; give each "
             "audience its own --output"]
 
