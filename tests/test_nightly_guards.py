@@ -752,6 +752,24 @@ def test_a_dump_delivered_weeks_before_its_night_is_refused(tmp_path):
     assert members(root, "2026-11-04") == {("a", "10", "p2"), ("a", "10", "p3")}
 
 
+@pytest.mark.xfail(strict=True, reason="known limit of check_delivery_dates: a swap naming a LATER date's folder "
+                   "is read as a late delivery (only earlier timestamps are refused)")
+def test_a_backfill_reading_a_later_dates_folder_through_a_swapped_format_is_refused(tmp_path):
+    """The other half of the swap: on a night whose day is above its month (5 February), {date:%m%d%Y}
+    names the partner's folder of a later date (02052026: 2 May). A live night finds it empty, but a
+    backfill run after 2 May published dt=2026-02-05 from the full dump of 2 May (p2 for p1), exit 0:
+    its timestamp, after the night, reads as a late delivery."""
+    config = write_job(tmp_path, sources=("a",), a={"segments": "a/{date:%m%d%Y}/*"})
+    root = tmp_path / "root"
+    for day, who in (("2026-02-05", 1), ("2026-05-02", 2)):  # the partner's folders: day, month, year
+        folder = tmp_path / "a" / f"{day[8:]}{day[5:7]}{day[:4]}"
+        folder.mkdir(parents=True)
+        (folder / f"ftp_1_7_full_{delivered(day)}.sync.gz").write_bytes(
+            gzip.compress(f"{V[who]} 10\n".encode(), mtime=0))
+    result = cli(config, root, "--date", "2026-02-05")
+    assert result.returncode == 2, members(root, "2026-02-05")
+
+
 def test_a_change_of_profiles_id_between_nights_is_refused_unless_every_source_is_replaced(tmp_path):
     """The previous night's memberships are profile ids of the old column: carried into a night
     keyed by another one, each person was a member twice and removals missed the old ids."""
