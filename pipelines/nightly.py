@@ -24,7 +24,8 @@ not say is a configuration error). A night that
 carries previous rows over fails when a night between the previous published one and it had dumps
 (its changes would be missing), or when that one's folder holds a dump it did not read (delivered after it
 was published), unless ``--allow-gap``; so does a data source whose dumps are all ``iter`` while no published
-night holds it, and a night's folder holding a dump delivered weeks before the night (another date's folder).
+night holds it. A night's folder holding a dump delivered weeks before the night (another date's folder)
+fails unless ``--allow-old-delivery`` (not ``--allow-gap``: that waives a missed night of every data source).
 A night whose audience shrinks by more than ``max_shrink`` per data source, whose full dump is
 empty, that would drop a data source taken out of the config, or whose full dump lacks a destination
 (DID) the previous night read for its data source fails unless ``--allow-shrink``.
@@ -93,8 +94,10 @@ def parse_args(argv):
                         help="build on the latest published night even when a night between it and this one was not "
                         "imported and had dumps, or cannot tell (a segments path without {date}): that night's changes "
                         "are then missing; or start a data source from iter dumps with no published night holding "
-                        "it (its audience is then those changes only); or read a dump delivered more than 7 days "
-                        "before its night, in that night's folder")
+                        "it (its audience is then those changes only)")
+    parser.add_argument("--allow-old-delivery", action="store_true",
+                        help="read a dump whose name says it was delivered more than 7 days before its night, in "
+                        "that night's folder, as that night's (no other check is waived)")
     parser.add_argument("--no-key-cache", dest="key_cache", action="store_false",
                         help="compute every profile key (default: reuse unchanged profiles' keys from ROOT/_key_cache)")
     return parser.parse_known_args(argv)
@@ -153,7 +156,7 @@ def code_version() -> str:
 
 def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions,
               allow_shrink: bool = False, key_cache: bool = True, allow_gap: bool = False,
-              skip_undelivered: bool = False) -> dict:
+              skip_undelivered: bool = False, allow_old_delivery: bool = False) -> dict:
     """Import one night. With ``skip_undelivered`` (a backfill), a night not published where no data
     source lists a dump is skipped (:data:`NO_DELIVERY`); a published one (``--force``) fails as any."""
     target = partition(root, day)
@@ -175,7 +178,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     check_inputs(cfg, output=root, undelivered=undelivered)
     files = [(name, path) for name, path in tonight_files(cfg) if name not in undelivered]
     check_sync_modes(cfg, files)
-    check_delivery_dates(template, day, files, allow_gap)  # a folder of another date (day and month swapped?)
+    check_delivery_dates(template, day, files, allow_old_delivery)  # a folder of another date (day, month swapped?)
     previous = partition(root, earlier[-1]) if earlier else None
     manifest = {
         "run_date": day.isoformat(),
@@ -250,7 +253,8 @@ def run(argv=None) -> list[dict]:
         try:
             for day in days:
                 result = run_night(job.cfg, config_text, day, root, known.force, job.options, known.allow_shrink,
-                                   known.key_cache, known.allow_gap, skip_undelivered=bool(known.backfill))
+                                   known.key_cache, known.allow_gap, skip_undelivered=bool(known.backfill),
+                                   allow_old_delivery=known.allow_old_delivery)
                 if rebuild is not None and result["status"] in ("published", NO_DELIVERY):
                     rebuild = rebuild.after(day)
                 for line in summary_lines([result]):

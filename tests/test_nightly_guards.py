@@ -744,12 +744,37 @@ def test_a_dump_delivered_weeks_before_its_night_is_refused(tmp_path):
     assert (f"data_sources[0].segments: {tmp_path}/a/11032026/ftp_1_7_full_{delivered('2026-03-11')}.sync.gz: "
             "delivered 2026-03-11, 237 days before dt=2026-11-03") in line, line
     assert "Traceback" not in result.stderr and not (root / "dt=2026-11-03").exists()
-    assert cli(config, root, "--date", "2026-11-03", "--allow-gap").returncode == 0  # read as that night's, if intended
+    assert cli(config, root, "--date", "2026-11-03", "--allow-old-delivery").returncode == 0  # if intended
     shutil.rmtree(root)
     config = write_job(tmp_path, sources=("a",), a={"segments": "a/{date:%d%m%Y}/*"})
     assert [r["status"] for r in run(config, root, "--backfill", "2026-11-03:2026-11-04")] == ["published"] * 2
     assert members(root, "2026-11-03") == {("a", "10", f"p{i}") for i in (1, 2, 3)}
     assert members(root, "2026-11-04") == {("a", "10", "p2"), ("a", "10", "p3")}
+
+
+def test_reading_an_old_delivery_waives_no_missed_night(tmp_path):
+    """The refusal of an old dump said '--allow-gap to read it as this night's', and --allow-gap also
+    waives the missed-night checks of every data source: data source c added on dt=2026-11-22 from
+    its latest full dump (made 11-12) while b's night 21 (p1 leaves) was never imported. Refused for
+    c's dump alone, the night published with --allow-gap built b on night 20: p1 stayed in b, exit 0,
+    no word of night 21. Reading the old dump has its own flag; --allow-gap no longer reads it."""
+    config, root = write_job(tmp_path, sources=("b",)), tmp_path / "root"
+    dump(tmp_path, "b", "2026-11-20", everyone("b"))
+    run(config, root, "--date", "2026-11-20")
+    dump(tmp_path, "b", "2026-11-21", [f"{V[1]}  10"], mode="iter")  # not imported
+    config = write_job(tmp_path, sources=("b", "c"))
+    dump(tmp_path, "b", "2026-11-22", [f"{V[2]}  10"], mode="iter")
+    dump(tmp_path, "c", "2026-11-22", everyone("c", ids=range(1, 4)),
+         name=f"ftp_1_7_full_{delivered('2026-11-12')}.sync.gz")
+    result = cli(config, root, "--date", "2026-11-22", "--allow-gap")
+    assert result.returncode == 2, members(root, "2026-11-22")
+    assert "ftp_1_7_full_" in result.stderr.strip().splitlines()[-1] and "--allow-old-delivery" in result.stderr
+    result = cli(config, root, "--date", "2026-11-22", "--allow-old-delivery")
+    assert result.returncode == 2 and "(dt=2026-11-21)" in result.stderr.strip().splitlines()[-1], result.stderr
+    assert not (root / "dt=2026-11-22").exists()
+    run(write_job(tmp_path, sources=("b",)), root, "--date", "2026-11-21")  # the missed night first, as b ran then
+    run(write_job(tmp_path, sources=("b", "c")), root, "--date", "2026-11-22", "--allow-old-delivery")
+    assert ("b", "10", "p1") not in members(root, "2026-11-22") and ("c", "10", "p3") in members(root, "2026-11-22")
 
 
 @pytest.mark.xfail(strict=True, reason="known limit of check_delivery_dates: a swap naming a LATER date's folder "

@@ -35,16 +35,17 @@ def check_nights_over(days: list[date], today: date) -> None:
 STALE_DAYS = 7  # days: a dump in a night's folder delivered longer before the night began is another night's
 
 
-def check_delivery_dates(template: JobConfig, day: date, files: list, allow_gap: bool = False) -> None:
+def check_delivery_dates(template: JobConfig, day: date, files: list, allow_old: bool = False) -> None:
     """A data source whose ``segments`` name a folder per night (filled for ``day`` and for the night
     before, they differ) holds that night's deliveries there. A dump whose name says it was delivered
     more than :data:`STALE_DAYS` days before the night began (``files``: ``(data_source, path)``) is
     another night's: a ``{date:...}`` format with day and month swapped reads, on the 1st to 12th of
     a month, another date's folder, and on a first night, or when each night's is later than the one
     before, nothing else sees it (its audience was published as the night's, exit 0). Refused (one
-    line naming the dump and the field) unless ``allow_gap``. A later one is fine: a late delivery
-    goes in its own night's folder."""
-    if allow_gap:
+    line naming the dump and the field) unless ``allow_old`` (``--allow-old-delivery``; not ``--allow-gap``,
+    which waives every data source's missed nights too: followed, this refusal's advice lost another
+    source's missed night, exit 0). A later one is fine: a late delivery goes in its own night's folder."""
+    if allow_old:
         return
     begun = datetime.combine(day - timedelta(days=STALE_DAYS), time(), timezone.utc).timestamp() * 1000
     before = {ds.name: ds.segments for ds in template.for_date(day - timedelta(days=1)).data_sources}
@@ -58,8 +59,8 @@ def check_delivery_dates(template: JobConfig, day: date, files: list, allow_gap:
             raise ConfigError(f"data_sources[{i}].segments: {path}: delivered {when}, {(day - when).days} days before "
                               f"dt={day}, whose folder ('{ds.segments}') it is in ({len(old)} such dump(s)): another "
                               "night's delivery (a {date:...} format naming another date's folder, day and month "
-                              "swapped?); correct the format, move it to its own night's folder, or --allow-gap to "
-                              "read it as this night's")
+                              "swapped?); correct the format, move it to its own night's folder, or "
+                              "--allow-old-delivery to read it as this night's")
 
 
 def check_night_order(days: list[date], published: list[date], force: bool) -> None:
