@@ -140,6 +140,21 @@ def test_read_target_file_reads_float_ids_as_their_integers_and_a_gzip_csv(tmp_p
         run_dofn(ReadTargetFile(BUCKETS), [str(packed)])
 
 
+def test_read_target_file_names_the_line_of_an_id_written_as_a_floats_text(tmp_path):
+    """A targets file saved by a spreadsheet (`1.23457E+11`) or pandas (`123.0`): the extract's rule
+    (test_extract_forms.py), at its line or row; they were unknown profiles, 12-digit ids made one."""
+    path = tmp_path / "t.csv"
+    path.write_text("profile_id\np1\n1.23457E+11\n")
+    with pytest.raises(InputError) as info:
+        run_dofn(ReadTargetFile(BUCKETS), [str(path)])
+    assert str(info.value).startswith(f"{path}:3: column 'profile_id': 1 value(s) written as a "
+                                      "floating-point number's text"), str(info.value)
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"profile_id": ["p1", "p2", "7.0"]}), path)
+    with pytest.raises(InputError, match=r"t\.parquet: row 3: column 'profile_id': 1 value\(s\) written as"):
+        run_dofn(ReadTargetFile(BUCKETS), [str(path)])
+
+
 def job(tmp_path: Path, opt_out: bool = True):
     table = {"profile_id": ["p1", "p2", "p3", "p4"], "email": [" Ann@Example.com", "bob@example.org", None, "x y@z"]}
     if opt_out:

@@ -34,6 +34,15 @@ class InputError(AudienceSyncError):
         return (InputError, (self.path, self.problem, self.line))
 
 
+class RowProblem(ValueError):
+    """A problem of a batch's row (``row``: its index in the batch), located in the file by its reader
+    (:func:`transforms.profiles.at_row`)."""
+
+    def __init__(self, row: int, problem: str):
+        super().__init__(problem)
+        self.row, self.problem = row, problem
+
+
 class RunFailed(AudienceSyncError):
     """The run's results break an invariant or a configured threshold; nothing is published."""
 

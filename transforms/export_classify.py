@@ -33,14 +33,14 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.arrow_utils import concat, distinct, split_by_bucket
 from transforms.config import DataSourceConfig, JobConfig
 from transforms.encrypt import build_encryptor
-from transforms.errors import InputError
+from transforms.errors import InputError, RowProblem
 from transforms.export_zeros import stripped_zero_led, targets_without_zeros
 from transforms.extract_copies import FileSketcher
 from transforms.keys import profile_keys
 from transforms.onboarding import usable_user_ids
 from transforms.outcomes import Metric, Removal, count, runner_counter
 from transforms.parallel import HeapDoFn
-from transforms.profiles import KEY_PREFIX, RowProblem, at_row, counted_profiles, read_profiles
+from transforms.profiles import KEY_PREFIX, at_row, counted_profiles, read_profiles
 from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms.suppression import Suppressor, suppressed_columns
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
@@ -86,7 +86,7 @@ def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor
 def row_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig,
                suppressor: Suppressor | None) -> np.ndarray:
     """Each standardized row's status: SUPPRESSED, OPTED_OUT, CONSENT_UNKNOWN or OK. Raises
-    :class:`~transforms.profiles.RowProblem` at a phone that cannot be compared with the phone lists
+    :class:`~transforms.errors.RowProblem` at a phone that cannot be compared with the phone lists
     (:meth:`Suppressor.first_unread_phone`)."""
     opt = profiles["opt_out"]
     opted = np.asarray(pc.fill_null(opt, False).to_numpy(zero_copy_only=False), dtype=bool)

@@ -25,7 +25,7 @@ from transforms.arrow_utils import plain_array
 from transforms.config import JobConfig
 from transforms.consent import BadOptOut, consent_of, parse_opt_out
 from transforms.csv_reader import csv_tables
-from transforms.errors import InputError
+from transforms.errors import InputError, RowProblem
 from transforms.extract_header import read_schema_names
 from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_type_change, first_line_not_utf8,
                                       jsonl_line_of_row, refuse_doubled_keys)
@@ -266,15 +266,6 @@ def _refuse_repeated_header(table: pa.Table) -> None:
             return
     raise RowProblem(pc.index(repeated, True).as_py(), "repeats the header: two files joined (cat a.csv b.csv)? "
                      "keep them apart under profiles.path's glob, or drop the second header")
-
-
-class RowProblem(ValueError):
-    """A problem of a batch's row (``row``: its index in the batch), located in the file by its reader
-    (:func:`at_row`)."""
-
-    def __init__(self, row: int, problem: str):
-        super().__init__(problem)
-        self.row, self.problem = row, problem
 
 
 def at_row(path: str, fmt: str, problem: str, row: int | None, offset: int) -> InputError:
