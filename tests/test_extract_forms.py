@@ -58,12 +58,66 @@ def test_ids_and_keys_written_as_float_text_fail_naming_the_line_and_column(tmp_
     assert FLOAT_TEXT[written] not in str(info.value)
 
 
+@pytest.mark.parametrize("written", ["123,456,789,012", "50,000", "-1,234.5"])
+@pytest.mark.parametrize("column", ["profile_id", "crm_id"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_ids_and_keys_written_with_their_digits_grouped_fail_naming_the_line_and_column(tmp_path, fmt, column, written):
+    """A number column a spreadsheet formatted with thousands separators (`50,000`): read as written,
+    a CRM key matched nothing and the export sent `50,000` as the profile's user ID, exit 0 (CLI); an
+    id became another (`123,456,789,012`)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"profile_id": "P1", "crm_id": "C1"}, {"profile_id": "P2", "crm_id": "C2"},
+            {"profile_id": "P3", "crm_id": "C3"}]
+    rows[1][column] = written
+    path = tmp_path / f"p.{fmt}"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["profile_id", "crm_id"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        path.write_text(buf.getvalue())
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(InputError) as info:
+        list(read_profiles(str(path), crm_config(path)))
+    where = f"{path}: row 2: " if fmt == "parquet" else f"{path}:{3 if fmt == 'csv' else 2}: "
+    assert str(info.value) == where + (
+        f"column '{column}': 1 value(s) written as a number's text with its digits grouped (1,234,567: a number "
+        "column formatted by a spreadsheet): write the column's integers as text")
+    assert written not in str(info.value)
+
+
+def test_an_export_of_crm_keys_formatted_by_a_spreadsheet_fails_naming_the_line_and_column(tmp_path):
+    """The export's side of it: keys `50,000` were sent as user IDs, exit 0 (CLI)."""
+    from conftest import cli_in_process
+
+    (tmp_path / "p.csv").write_text("profile_id,crm_id,opt_out\n" + "".join(
+        f'P{n},"{50 + n},000",false\n' for n in range(12)))
+    (tmp_path / "t.csv").write_text("profile_id\n" + "".join(f"P{n}\n" for n in range(12)))
+    job = tmp_path / "job.yaml"
+    job.write_text("profiles: {path: p.csv, id: profile_id, email: null, phone: null, visitor_ids: null, "
+                   f"opt_out: opt_out}}\ndata_sources: [{CRM}]\n".replace("'", ""))
+    out = tmp_path / "out"
+    result = cli_in_process("export", "--config", job, "--audience", "A", "--targets", tmp_path / "t.csv", "--output",
+                            out, "--segment-id", "7", "--run-date", "2026-11-22")
+    last = assert_failed_cleanly(result, out, f"{tmp_path / 'p.csv'}:2: column 'crm_id': 12 value(s)", "digits grouped")
+    assert "50,000" not in last
+
+
 def test_ids_and_keys_that_only_look_like_numbers_are_read_as_written(tmp_path):
     """Hexadecimal ids (`1e3456`, `12e4`: an exponent without a sign or a point), decimals (`1.5`),
-    versions (`1.0.3`), signed numbers and addresses are no float text."""
-    ids = ["1e3456", "12e4", "1.5", "1.0.3", "-7", "+33612345678", "a.b@example.com", "0.0x", "E+11", "1.e"]
+    versions (`1.0.3`), signed numbers, addresses and commas not grouping digits in threes are no
+    number's formatted text."""
+    ids = ["1e3456", "12e4", "1.5", "1.0.3", "-7", "+33612345678", "a.b@example.com", "0.0x", "E+11", "1.e",
+           "1,23", "1234,567", "12,345,67", "a,b", "1,234,x", ",123"]
     path = tmp_path / "p.csv"
-    path.write_text("profile_id,crm_id\n" + "".join(f"{i},{i}\n" for i in ids))
+    path.write_text("profile_id,crm_id\n" + "".join(f'"{i}","{i}"\n' for i in ids))
     (table,) = list(read_profiles(str(path), crm_config(path)))
     assert table["profile_id"].to_pylist() == ids
     assert table["k:crm_id"].to_pylist() == ids
@@ -211,9 +265,10 @@ def _forms() -> dict:
         "parquet email large_binary": _parquet(email=encoded(pa.large_binary())),
         "parquet mobile binary": _parquet(mobile=encoded(pa.binary())),
         "parquet visitor IDs large_list": _parquet(visitor_ids=lambda v: pa.array(v, pa.large_list(pa.string()))),
-        "parquet visitor IDs list of large_string": _parquet(visitor_ids=lambda v: pa.array(v, pa.list_(pa.large_string()))),
-        "parquet visitor IDs list of binary": _parquet(visitor_ids=lambda v: pa.array([[x.encode() for x in ids]
-                                                                                       for ids in v], pa.list_(pa.binary()))),
+        "parquet visitor IDs list of large_string": _parquet(visitor_ids=lambda v: pa.array(
+            v, pa.list_(pa.large_string()))),
+        "parquet visitor IDs list of binary": _parquet(visitor_ids=lambda v: pa.array(
+            [[x.encode() for x in ids] for ids in v], pa.list_(pa.binary()))),
         "parquet visitor IDs list of dictionary": _parquet(visitor_ids=lambda v: pa.array(v, vids).cast(
             pa.list_(pa.dictionary(pa.int32(), pa.string())))),
         "parquet visitor IDs list of decimal(38,0)": _parquet(visitor_ids=lambda v: pa.array(
@@ -221,7 +276,8 @@ def _forms() -> dict:
         "parquet visitor IDs joined": _parquet(visitor_ids=lambda v: pa.array([";".join(ids) for ids in v])),
         "parquet opt_out text": _parquet(opt_out=lambda v: pa.array([str(x).lower() for x in v])),
         "parquet opt_out int8": _parquet(opt_out=_ints(pa.int8())),
-        "parquet opt_out dictionary": _parquet(opt_out=lambda v: pa.array([str(x).lower() for x in v]).dictionary_encode()),
+        "parquet opt_out dictionary": _parquet(opt_out=lambda v: pa.array(
+            [str(x).lower() for x in v]).dictionary_encode()),
         "parquet parts, id int64 then text": _parquet_parts({"profile_id": _ints(pa.int64())}, {}),
         "parquet parts, email text then binary": _parquet_parts({}, {"email": encoded(pa.binary())}),
         "parquet parts, crm int64 then float64": _parquet_parts({"crm_id": _ints(pa.int64())},
@@ -350,7 +406,8 @@ def test_the_import_and_export_of_an_extract_in_csv_jsonl_or_typed_parquet_give_
 
     typed = _parquet(profile_id=_ints(pa.int64()), crm_id=_ints(pa.int64()),
                      email=lambda v: pa.array([x.encode() for x in v], pa.binary()),
-                     visitor_ids=lambda v: pa.array([[Decimal(x) for x in ids] for ids in v], pa.list_(pa.decimal128(38))),
+                     visitor_ids=lambda v: pa.array([[Decimal(x) for x in ids] for ids in v],
+                                                    pa.list_(pa.decimal128(38))),
                      opt_out=lambda v: pa.array(["yes" if x else "no" for x in v]))
     outputs = {}
     for name, write in (("parquet", _parquet()), ("csv", _csv()), ("jsonl", _jsonl()), ("typed", typed)):

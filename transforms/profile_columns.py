@@ -24,13 +24,13 @@ def id_text(values, path: str, column: str) -> pa.Array:
     ("1.23456789012e+11", what pandas writes for an integer column with gaps), an id or key no dump
     has. One of 2^53 or more is not the integer that was written (a 17-digit id stored as a double
     lost its last digits; a JSON number beyond int64 reads as one): the file fails, naming the
-    column (never a value). Text holding a float's (:func:`_refuse_float_text`) fails at its row.
+    column (never a value). Text of a number formatted (:func:`_refuse_number_text`) fails at its row.
     Profile extracts and the export's targets."""
     values = plain_array(values)
     _refuse_nested(values.type, path, column, "text or numbers")
     if is_text_type(values.type) or pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
         text = plain_array(values, text="cast")
-        _refuse_float_text(text, column)
+        _refuse_number_text(text, column)
         return text
     if pa.types.is_decimal(values.type) and values.type.scale > 0:
         # A decimal with a scale (NUMBER(38,10)) holding an integer: its digits, not "12.0000000000".
@@ -54,23 +54,30 @@ def id_text(values, path: str, column: str) -> pa.Array:
 # The text a number column becomes in a spreadsheet (Excel: 1.23457E+11, 6 digits kept), pandas (an
 # integer column with gaps is a float column: 123456789012.0) or a float's writer (1.23456789012e+16,
 # Java's 1.23456789012E11). An exponent needs a point or a sign: hexadecimal ids (1e3456) have neither.
-_FLOAT_TEXT = r"^[-+]?[0-9]+(\.0+|\.[0-9]*[eE][-+]?[0-9]+|[eE][-+][0-9]+)$"
+# And a spreadsheet's number format grouping digits (50,000): (regex, bytes one of which it holds, problem).
+_NUMBER_TEXTS = (
+    (r"^[-+]?[0-9]+(\.0+|\.[0-9]*[eE][-+]?[0-9]+|[eE][-+][0-9]+)$", b".eE",
+     "written as a floating-point number's text (1.0, 1.2E+11: a number column saved by a spreadsheet or pandas; "
+     "an exponent drops digits)"),
+    (r"^[-+]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?$", b",",
+     "written as a number's text with its digits grouped (1,234,567: a number column formatted by a spreadsheet)"),
+)
 
 
-def _refuse_float_text(text: pa.StringArray, column: str) -> None:
-    """Raise :class:`RowProblem` at the first id or key written as a floating-point number's text: read
-    as written, 12 profiles whose 12-digit ids a spreadsheet saved as 1.23457E+11 were one profile
-    (exit 0), and a key so written matches no dump's; Parquet and JSON numbers read as the integers
-    they hold (:func:`id_text`). Decimals (1.5) are read as written. The regex runs only on values
-    starting with a digit or a sign and ending with a digit, where the column holds a point or an e at
-    all: emails and prefixed ids stop at their first and last bytes, ids of digits and phones at a byte
-    scan (about 15 ms a 1M batch each)."""
+def _refuse_number_text(text: pa.StringArray, column: str) -> None:
+    """Raise :class:`RowProblem` at the first id or key written as a number's formatted text: read as
+    written, 12 profiles whose 12-digit ids a spreadsheet saved as 1.23457E+11 were one profile (exit 0),
+    an id 123,456 another, and a key so written matches no dump's (an export sent 50,000 as a user ID);
+    Parquet and JSON numbers read as the integers they hold (:func:`id_text`). Decimals (1.5) are read
+    as written. The regexes run only on values starting with a digit or a sign and ending with a digit,
+    where the column holds a point, an e or a comma at all: emails and prefixed ids stop at their first
+    and last bytes, ids of digits and phones at a byte scan (10 to 35 ms a 1M batch)."""
     offsets, data = string_buffers(text)
     lengths = np.diff(offsets)
     if not len(data):
         return
     starts = offsets[:-1] - offsets[0]
-    candidate = lengths > 2  # 1.0 and 1E+1 at least
+    candidate = lengths > 2  # 1.0, 1,000 and 1E+1 at least
     first, last = np.minimum(starts, len(data) - 1), np.maximum(starts + lengths - 1, 0)
     head, tail = data[first], data[last]  # (comparisons: a lookup table took 5 times as long)
     candidate &= _is_digit(head) | (head == ord("+")) | (head == ord("-"))
@@ -78,15 +85,18 @@ def _refuse_float_text(text: pa.StringArray, column: str) -> None:
     if text.null_count:
         candidate &= text.is_valid().to_numpy(zero_copy_only=False)
     at = np.flatnonzero(candidate)
-    if not len(at) or not any((data == byte).any() for byte in b".eE"):
+    if not len(at):
         return
-    floats = pc.fill_null(pc.match_substring_regex(text.take(pa.array(at)), _FLOAT_TEXT), False)
-    found = pc.sum(floats).as_py() or 0
-    if found:
-        raise RowProblem(int(at[pc.index(floats, True).as_py()]),
-                         f"column '{column}': {found} value(s) written as a floating-point number's text (1.0, "
-                         "1.2E+11: a number column saved by a spreadsheet or pandas; an exponent drops digits): "
-                         "write the column's integers as text")
+    values = None
+    for pattern, marks, problem in _NUMBER_TEXTS:
+        if not any((data == byte).any() for byte in marks):
+            continue
+        values = text.take(pa.array(at)) if values is None else values
+        found = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+        count_found = pc.sum(found).as_py() or 0
+        if count_found:
+            raise RowProblem(int(at[pc.index(found, True).as_py()]), f"column '{column}': {count_found} value(s) "
+                             f"{problem}: write the column's integers as text")
 
 
 def _is_digit(codes: np.ndarray) -> np.ndarray:

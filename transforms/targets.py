@@ -3,7 +3,7 @@
 A targets file is a CSV file with a header, or a Parquet file, with a ``profile_id`` column (other
 columns are ignored). Ids are read as strings, exactly as written: no trimming, and ``NA`` or
 ``NULL`` are ids like any other; ids stored as floats are the integers they hold, and ids written as
-a float's text (``1.23457E+11``) fail at their line, as in profile extracts
+a number's formatted text (``1.23457E+11``, ``50,000``) fail at their line, as in profile extracts
 (:func:`transforms.profile_columns.profile_id_text`). A compressed CSV (``.csv.gz``...) cut short fails.
 Every row is a distinct target, a repeat of one (counted in the classification, where all rows of an id
 meet), or a blank id (null or empty: counted here and dropped).
