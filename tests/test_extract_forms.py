@@ -333,6 +333,8 @@ def _refused() -> dict:
         "csv ids saved by a spreadsheet": (_csv(lambda r: {**r, "profile_id": "%.5E" % int(r["profile_id"])}),
                                            "profile_id"),
         "csv crm keys saved by pandas from floats": (_csv(lambda r: {**r, "crm_id": r["crm_id"] + ".0"}), "crm_id"),
+        "csv crm keys formatted with digit groups": (_csv(lambda r: {**r, "crm_id": f"{int(r['crm_id']):,}"}),
+                                                     "crm_id"),
         "csv opt_out saved by pandas from floats": (_csv(lambda r: {**r, "opt_out": "1.0" if r["opt_out"] == "true"
                                                                       else "0.0"}), "opt_out"),
         "parquet id float64 of 2^53 or more": (_parquet(profile_id=big), "profile_id"),
