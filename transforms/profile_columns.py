@@ -1,6 +1,7 @@
 """Profile-extract columns as the text keys are computed from: ids and keys (numbers become their
 digits, :func:`id_text`) and the visitor-ID column as lists of IDs (split, padded back to 38 digits),
-its entries counted and judged over the whole extract (several IDs joined by another separator). Used by
+its entries counted and judged over the whole extract (several IDs joined by another separator, IDs
+saved as numbers). Ids and keys written as a number's formatted text fail at their row. Used by
 :mod:`transforms.profiles` and by the export's targets (:mod:`transforms.targets`); part of the
 profile-key cache's code identity (:data:`transforms.key_cache.KEY_MODULES`)."""
 from __future__ import annotations
@@ -65,17 +66,27 @@ _NUMBER_TEXTS = (
 
 
 def _refuse_number_text(text: pa.StringArray, column: str) -> None:
-    """Raise :class:`RowProblem` at the first id or key written as a number's formatted text: read as
-    written, 12 profiles whose 12-digit ids a spreadsheet saved as 1.23457E+11 were one profile (exit 0),
-    an id 123,456 another, and a key so written matches no dump's (an export sent 50,000 as a user ID);
-    Parquet and JSON numbers read as the integers they hold (:func:`id_text`). Decimals (1.5) are read
-    as written. The regexes run only on values starting with a digit or a sign and ending with a digit,
-    where the column holds a point, an e or a comma at all: emails and prefixed ids stop at their first
-    and last bytes, ids of digits and phones at a byte scan (10 to 35 ms a 1M batch)."""
+    """Raise :class:`RowProblem` at the first id or key written as a number's formatted text
+    (:func:`number_text_rows`): read as written, 12 profiles whose 12-digit ids a spreadsheet saved as
+    1.23457E+11 were one profile (exit 0), an id 123,456 another, and a key so written matches no dump's
+    (an export sent 50,000 as a user ID); Parquet and JSON numbers read as the integers they hold
+    (:func:`id_text`). Decimals (1.5) are read as written."""
+    rows, problem = number_text_rows(text)
+    if len(rows):
+        raise RowProblem(int(rows[0]), f"column '{column}': {len(rows)} value(s) {problem}: write the column's "
+                         "integers as text")
+
+
+def number_text_rows(text: pa.StringArray) -> tuple[np.ndarray, str]:
+    """The rows of ``text`` written as a number's formatted text by the first of :data:`_NUMBER_TEXTS`
+    finding any, in order, and that rule's problem; none: an empty array. The regexes run only on values
+    starting with a digit or a sign and ending with a digit, where the column holds a point, an e or a
+    comma at all: emails and prefixed ids stop at their first and last bytes, ids of digits and phones
+    at a byte scan (7 to 30 ms a 1M batch)."""
     offsets, data = string_buffers(text)
     lengths = np.diff(offsets)
     if not len(data):
-        return
+        return np.zeros(0, np.int64), ""
     starts = offsets[:-1] - offsets[0]
     candidate = lengths > 2  # 1.0, 1,000 and 1E+1 at least
     first, last = np.minimum(starts, len(data) - 1), np.maximum(starts + lengths - 1, 0)
@@ -85,18 +96,15 @@ def _refuse_number_text(text: pa.StringArray, column: str) -> None:
     if text.null_count:
         candidate &= text.is_valid().to_numpy(zero_copy_only=False)
     at = np.flatnonzero(candidate)
-    if not len(at):
-        return
     values = None
-    for pattern, marks, problem in _NUMBER_TEXTS:
+    for pattern, marks, problem in _NUMBER_TEXTS if len(at) else ():
         if not any((data == byte).any() for byte in marks):
             continue
         values = text.take(pa.array(at)) if values is None else values
-        found = pc.fill_null(pc.match_substring_regex(values, pattern), False)
-        count_found = pc.sum(found).as_py() or 0
-        if count_found:
-            raise RowProblem(int(at[pc.index(found, True).as_py()]), f"column '{column}': {count_found} value(s) "
-                             f"{problem}: write the column's integers as text")
+        found = pc.fill_null(pc.match_substring_regex(values, pattern), False).to_numpy(zero_copy_only=False)
+        if found.any():
+            return at[found], problem
+    return np.zeros(0, np.int64), ""
 
 
 def _is_digit(codes: np.ndarray) -> np.ndarray:
@@ -196,13 +204,20 @@ def visitor_entry_counts(lists: pa.Array, kind: pa.DataType) -> list:
     and those holding several IDs joined by another character than the separator (lists written with
     another one, or a list entry holding a joined string), ``detail`` the column's kind (``list`` or
     ``text``); the joined ones again under the character joining the batch's first (as shown, never an
-    ID). Only entries longer than one ID are searched (a length kernel over the rest)."""
+    ID); and those holding a number's text (9.01078E+37: :func:`number_text_rows`). Only entries longer
+    than one ID are searched for joined ones, and of another length for numbers (a length kernel over
+    the rest)."""
     flat = pc.list_flatten(lists)
     counts = [count(Metric.VISITOR_ENTRIES, len(flat))]
-    longer = pc.filter(flat, pc.fill_null(pc.greater(pc.binary_length(flat), 38), False))
+    form = "list" if pa.types.is_list(kind) or pa.types.is_large_list(kind) else "text"
+    lengths = pc.binary_length(flat)
+    # A spreadsheet's number for an ID (9.01078E+37), never 38 characters: only the others are searched.
+    numbers = len(number_text_rows(pc.filter(flat, pc.fill_null(pc.not_equal(lengths, 38), False)))[0])
+    if numbers:
+        counts.append(count(Metric.VISITOR_ENTRIES_AS_NUMBERS, numbers, detail=form))
+    longer = pc.filter(flat, pc.fill_null(pc.greater(lengths, 38), False))
     if not len(longer):
         return counts
-    form = "list" if pa.types.is_list(kind) or pa.types.is_large_list(kind) else "text"
     # A list column saved to CSV (pandas: "['838...', '123...']"; JSON: '["838..."]'): no entry is an ID.
     listed = pc.sum(pc.starts_with(pc.utf8_trim_whitespace(longer), "[")).as_py() or 0
     matched = pc.fill_null(pc.match_substring_regex(longer, _JOINED.pattern), False)
@@ -229,8 +244,9 @@ def _shown(between: str) -> str:
 
 def check_visitor_entries(counts: Counts, profiles: ProfilesConfig) -> None:
     """Raise :class:`RunFailed` (nothing published) when the extract's visitor-ID entries, over all
-    its files and batches (:func:`visitor_entry_counts`), hold lists written as text or several IDs
-    joined by another character than ``visitor_ids_separator``, at least 3 and 1 % of them
+    its files and batches (:func:`visitor_entry_counts`), hold lists written as text, several IDs
+    joined by another character than ``visitor_ids_separator`` or a spreadsheet's number (9.01078E+37:
+    a cell of one ID saved as a number, one of several joined staying text), at least 3 and 1 % of them
     (:func:`~transforms.reasons.not_stray`): those profiles gave no key and their lines were
     unmatched, exit 0. Fewer are stray bad rows: they give no key (``profile_values_without_key``).
     Judged once: a batch's or a file's share depended on how the extract was split (one stray entry
@@ -238,14 +254,17 @@ def check_visitor_entries(counts: Counts, profiles: ProfilesConfig) -> None:
     total, sep = counts.get(Metric.VISITOR_ENTRIES), profiles.visitor_ids_separator
     where = f"profiles: column '{profiles.visitor_ids}' of '{profiles.path}'"
     joined_by = _most_common(counts.details(Metric.VISITOR_ENTRIES_JOINED_BY) or {"another character": 0})
-    for metric, what, text_remedy in (
-            (Metric.VISITOR_ENTRIES_LISTED, "a list written as text ('[...]': a list column saved to CSV)",
+    one_each, as_text = "write one ID per list entry", "write the visitor IDs as text, 38 digits each"
+    for metric, what, list_remedy, text_remedy in (
+            (Metric.VISITOR_ENTRIES_LISTED, "a list written as text ('[...]': a list column saved to CSV)", one_each,
              f"write the IDs separated by profiles.visitor_ids_separator (now '{sep}')"),
-            (Metric.VISITOR_ENTRIES_JOINED, f"several visitor IDs joined by {joined_by}",
-             f"set profiles.visitor_ids_separator (now '{sep}') to the extract's")):
+            (Metric.VISITOR_ENTRIES_JOINED, f"several visitor IDs joined by {joined_by}", one_each,
+             f"set profiles.visitor_ids_separator (now '{sep}') to the extract's"),
+            (Metric.VISITOR_ENTRIES_AS_NUMBERS, "a number's text (9.1E+37: visitor IDs saved as numbers by a "
+             "spreadsheet, which keeps 6 digits)", as_text, as_text)):
         found = counts.details(metric)  # by the column's kind: list or text
         if not_stray(sum(found.values()), total):
-            remedy = "write one ID per list entry" if _most_common(found) == "list" else text_remedy
+            remedy = list_remedy if _most_common(found) == "list" else text_remedy
             raise RunFailed(f"{where}: {sum(found.values())} of {total} entries hold {what}: {remedy}. "
                             "Nothing was published")
 
