@@ -140,7 +140,7 @@ def test_a_csv_extract_saved_by_a_spreadsheet_fails_the_import_where_its_profile
     (tmp_path / "seg" / "crm" / "d.sync").write_text("".join(f"C{n} 200\n" for n in range(12)))
     (tmp_path / "p.csv").write_text(extract_csv(["%.5E" % int(i) for i in ids]))
     job = tmp_path / "job.yaml"
-    job.write_text(f"profiles: {{path: p.csv, id: profile_id, email: null, phone: null, visitor_ids: null}}\n"
+    job.write_text("profiles: {path: p.csv, id: profile_id, email: null, phone: null, visitor_ids: null}\n"
                    f"data_sources: [{CRM}]\n".replace("'", ""))
     out = tmp_path / "out"
     last = assert_failed_cleanly(run_import_cli(job, out), out, f"{tmp_path / 'p.csv'}:2: column 'profile_id'",
