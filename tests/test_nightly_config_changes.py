@@ -331,3 +331,24 @@ def test_a_night_published_by_another_config_with_a_data_source_of_the_same_name
     assert "--root" in line and "--force" in line and "Traceback" not in result.stderr, line
     assert members(root, "2026-11-20") == {("crm", "10", f"p{i}") for i in range(1, 13)}  # A's night stands
     assert run(a, root, "--date", "2026-11-20")[0]["status"] == "already published"
+
+
+def test_published_nights_are_still_skipped_after_the_dumps_folder_moved_and_its_old_dumps_were_purged(tmp_path):
+    """The other side of the check above: a job's segments moved to another folder, the old folder's dumps
+    purged (a retention rule) -- the published nights read dumps its segments no longer match, and none
+    of them is there any more. A backfill over them (or a rerun of one) was refused as 'published by
+    another job', advising --force, which an older night refuses. Another job's night still has its
+    dumps where it read them; this job's past, purged, has not: it is skipped as done, as before."""
+    from conftest import cli_in_process
+
+    config, root = write_job(tmp_path, sources=("crm",)), tmp_path / "root"
+    for day in ("2026-11-20", "2026-11-21"):
+        dump(tmp_path, "crm", day, everyone("crm"))
+    run(config, root, "--backfill", "2026-11-20:2026-11-21")
+    shutil.rmtree(tmp_path / "crm")  # purged
+    edit(config, segments="incoming/crm/{date:%Y%m%d}/*")
+    dump(tmp_path / "incoming", "crm", "2026-11-22", everyone("crm", ids=range(1, 7)))
+    result = cli_in_process("nightly", "--config", config, "--root", root, "--backfill", "2026-11-20:2026-11-22")
+    assert result.returncode == 0, result.stderr
+    assert members(root, "2026-11-22") == {("crm", "10", f"p{i}") for i in range(1, 7)}
+    assert members(root, "2026-11-20") == {("crm", "10", f"p{i}") for i in range(1, 13)}  # skipped, as published

@@ -74,11 +74,13 @@ def check_published_holds(cfg: JobConfig, partition: str, config_digest: str) ->
 
 def _another(ds, entry: dict) -> str | None:
     """Why a night's entry of ``ds``'s name is another data source: another dpid, or dumps read that
-    ``ds.segments`` does not match; None when it may be this one."""
+    ``ds.segments`` does not match and that are still where it read them (another job's, live); None
+    when it may be this one (this job's segments moved since, the old folder's dumps purged: a backfill
+    over its published nights was refused, advising a --force an older night refuses)."""
     if entry.get("dpid", ds.dpid) != ds.dpid:
         return f"dpid {entry.get('dpid')}, not {ds.dpid}"
     read = [f["path"] for f in entry.get("files") or () if isinstance(f, dict) and f.get("path")]
-    if read and not matches_any(ds.segments, read):
+    if read and not matches_any(ds.segments, read) and any(FileSystems.exists(path) for path in read[:3]):
         return f"it read {posixpath.basename(read[0])}, which its segments '{ds.segments}' do not match"
     return None
 
