@@ -74,10 +74,12 @@ def run_dofn(fn, elements, *side_inputs) -> dict[str | None, list]:
 
 
 def counts(outputs: list) -> dict[Metric, int]:
-    """Typed ``(Count, n)`` outputs -> ``{metric: total}`` (all of them job-wide)."""
+    """Typed ``(Count, n)`` outputs -> ``{metric: total}`` (all of them job-wide; an email or phone column's
+    values are counted per column, their detail)."""
     totals: dict[Metric, int] = defaultdict(int)
     for key, n in outputs:
-        assert isinstance(key, Count) and key.data_source is None and key.detail is None
+        assert isinstance(key, Count) and key.data_source is None
+        assert key.detail is None or key.metric in (Metric.ADDRESS_VALUES, Metric.ADDRESS_VALUES_AS_NUMBERS), key
         totals[key.metric] += n
     return dict(totals)
 
@@ -175,7 +177,8 @@ def test_read_targeted_profiles_keeps_the_targeted_ones_with_their_user_ids(tmp_
     target_filter = KeyFilter(hash64(pa.array(["p1", "p2", "p3"])))
     out = run_dofn(ReadTargetedProfiles(cfg, spec, BUCKETS), [cfg.profiles.path], target_filter, [])
     assert counts(out[ReadTargetedProfiles.COUNTS]) == {Metric.PROFILES_READ: 4, Metric.CONSENT_UNKNOWN_ROWS: 0,
-                                                         Metric.PROFILE_IDS_AT_MOST: 4, Metric.BLOCKED_USER_IDS: 1}
+                                                         Metric.PROFILE_IDS_AT_MOST: 4, Metric.BLOCKED_USER_IDS: 1,
+                                                         Metric.ADDRESS_VALUES: 3}
     assert all(t.schema == CANDIDATE_SCHEMA for _, t in out[MAIN])
     # One row per extract row (user_id null) with its status, plus one per usable user ID of an
     # eligible row: p2 is opted out (status 2), p3 has no email, p4 is not targeted.

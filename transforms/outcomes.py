@@ -57,6 +57,10 @@ class Metric(StrEnum):
     VISITOR_ENTRIES_JOINED_BY = "visitor_entries_joined_by"  # detail: the joining character, as shown
     VISITOR_ENTRIES_LISTED = "visitor_entries_listed"  # holding a list written as text ('[...]')
     VISITOR_ENTRIES_AS_NUMBERS = "visitor_entries_as_numbers"  # holding a number's text (9.01078E+37)
+    # Import and export, job-wide: an email or phone column's values (detail: the column), judged over
+    # all the extract's files (transforms.profile_columns.check_address_numbers).
+    ADDRESS_VALUES = "address_values"  # its non-empty values
+    ADDRESS_VALUES_AS_NUMBERS = "address_values_as_numbers"  # holding a number's text (1.2E+11, 1,234)
     # Import and export, job-wide: at most this many distinct profile ids, summed over the extract's
     # batches (transforms.profile_columns.check_profile_ids).
     PROFILE_IDS_AT_MOST = "profile_ids_at_most"

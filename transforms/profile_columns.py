@@ -77,9 +77,41 @@ def _refuse_number_text(text: pa.StringArray, column: str) -> None:
                          "integers as text")
 
 
-def number_text_rows(text: pa.StringArray) -> tuple[np.ndarray, str]:
+def address_text(values, path: str, column: str, counts: list | None) -> pa.Array:
+    """An email or phone column read by its normalizer only (:func:`id_text`), its values written as a
+    number's formatted text counted (``counts``), not refused at their row: no address or phone is read
+    from one (it gives no key, counted invalid, as any junk value), so one stray value (`0.0` typed
+    into a form) must not fail an extract of millions; a column a spreadsheet saved fails over the whole
+    extract (:func:`check_address_numbers`)."""
+    values = plain_array(values)
+    if not (is_text_type(values.type) or pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
+        return id_text(values, path, column)
+    text = plain_array(values, text="cast")
+    if counts is not None:
+        filled = len(text) - text.null_count - (pc.sum(pc.equal(pc.binary_length(text), 0)).as_py() or 0)
+        counts.append(count(Metric.ADDRESS_VALUES, filled, detail=column))
+        numbers = len(number_text_rows(text, every=True)[0])
+        if numbers:
+            counts.append(count(Metric.ADDRESS_VALUES_AS_NUMBERS, numbers, detail=column))
+    return text
+
+
+def check_address_numbers(counts: Counts, profiles: ProfilesConfig) -> None:
+    """Raise :class:`RunFailed` (nothing published) when an email or phone column (:func:`address_text`),
+    over all the extract's files and batches, holds a number's formatted text in at least 3 and 1 % of
+    its values (:func:`~transforms.reasons.not_stray`): a column a spreadsheet or pandas saved gave those
+    profiles no key, exit 0. Fewer are stray junk values: no key, counted invalid."""
+    for column, numbers in counts.details(Metric.ADDRESS_VALUES_AS_NUMBERS).items():
+        total = counts.get(Metric.ADDRESS_VALUES, detail=column)
+        if not_stray(numbers, total):
+            raise RunFailed(f"profiles: column '{column}' of '{profiles.path}': {numbers} of {total} values hold a "
+                            "number's text (1.2E+11, 1,234,567: a column saved by a spreadsheet or pandas), no address "
+                            "or phone: write the column as text. Nothing was published")
+
+
+def number_text_rows(text: pa.StringArray, every: bool = False) -> tuple[np.ndarray, str]:
     """The rows of ``text`` written as a number's formatted text by the first of :data:`_NUMBER_TEXTS`
-    finding any, in order, and that rule's problem; none: an empty array. The regexes run only on values
+    finding any, in order (``every``: by any of them), and that rule's problem; none: an empty array. The regexes run only on values
     starting with a digit or a sign and ending with a digit, where the column holds a point, an e or a
     comma at all: emails and prefixed ids stop at their first and last bytes, ids of digits and phones
     at a byte scan (7 to 30 ms a 1M batch)."""
@@ -96,15 +128,16 @@ def number_text_rows(text: pa.StringArray) -> tuple[np.ndarray, str]:
     if text.null_count:
         candidate &= text.is_valid().to_numpy(zero_copy_only=False)
     at = np.flatnonzero(candidate)
-    values = None
+    values, hits = None, None
     for pattern, marks, problem in _NUMBER_TEXTS if len(at) else ():
         if not any((data == byte).any() for byte in marks):
             continue
         values = text.take(pa.array(at)) if values is None else values
         found = pc.fill_null(pc.match_substring_regex(values, pattern), False).to_numpy(zero_copy_only=False)
-        if found.any():
+        if found.any() and not every:
             return at[found], problem
-    return np.zeros(0, np.int64), ""
+        hits = found if hits is None else hits | found
+    return (at[hits], "") if hits is not None else (np.zeros(0, np.int64), "")
 
 
 def _is_digit(codes: np.ndarray) -> np.ndarray:

@@ -31,8 +31,8 @@ from transforms.extract_lines import (DoubledKey, csv_line_of_row, first_json_ty
                                       jsonl_line_of_row, refuse_doubled_keys)
 from transforms.match_columns import match_column_counts
 from transforms.outcomes import Metric, count
-from transforms.profile_columns import (distinct_ids_at_most, id_text, profile_id_text, visitor_entry_counts,
-                                       visitor_lists)
+from transforms.profile_columns import (address_text, distinct_ids_at_most, id_text, profile_id_text,
+                                       visitor_entry_counts, visitor_lists)
 from transforms.storage import open_input
 
 BATCH_ROWS = 1 << 20
@@ -62,6 +62,19 @@ def key_columns(cfg: JobConfig, export: bool = False) -> list[str]:
     if export:
         cols |= {cfg.profiles.column_for(entry.kind) for entry in cfg.suppression}
     return sorted(cols)
+
+
+def address_columns(cfg: JobConfig, export: bool = False) -> set[str]:
+    """The key columns read only as email addresses or phones (by every data source matching on them, and
+    the suppression lists): a normalizer reads no key from a number's text
+    (:func:`~transforms.profile_columns.address_text`)."""
+    kinds: dict[str, set] = {}
+    for ds in cfg.data_sources:
+        if ds.match_on:
+            kinds.setdefault(cfg.profiles.column_for(ds.match_on), set()).add(ds.key_kind)
+    for entry in cfg.suppression if export else ():
+        kinds.setdefault(cfg.profiles.column_for(entry.kind), set()).add(entry.kind)
+    return {column for column, read_as in kinds.items() if read_as <= {"email", "phone"}}
 
 
 def _opt_out(table: pa.Table, cfg: JobConfig, path: str, export: bool) -> pa.Array:
@@ -112,8 +125,10 @@ def standardize(table: pa.Table, cfg: JobConfig, path: str, export: bool = False
     if counts is not None and export and p.consent_column and p.opt_out_missing == "consented":
         counts.append(count(Metric.CONSENTED_BY_DEFAULT_ROWS, opt_out.null_count))  # all of them: an emptied column
     cols["opt_out"] = consent_of(opt_out, p.opt_out_missing)
+    addresses = address_columns(cfg, export)
     for col in key_columns(cfg, export):
-        cols[KEY_PREFIX + col] = _text(table, col, path)
+        cols[KEY_PREFIX + col] = (address_text(table[col], path, col, counts) if col in addresses
+                                  else _text(table, col, path))
     if counts is not None:
         counts += match_column_counts(cols, cfg, KEY_PREFIX)
     for col in extra:

@@ -27,7 +27,7 @@ from transforms.outcomes import Counts, SumCounts
 from transforms import publish_journal
 from transforms.publish_journal import Journal, apply, commit, read_journal
 from transforms.match_columns import check_match_columns
-from transforms.profile_columns import check_profile_ids, check_visitor_entries
+from transforms.profile_columns import check_address_numbers, check_profile_ids, check_visitor_entries
 from transforms.report import build_report, check_report
 from transforms.storage import glob, join_path
 from transforms.write_parts import EMPTY_PART, write_parquet
@@ -97,9 +97,11 @@ def manifest_bytes(run_dir: str, outputs: dict, parts: list, manifest: dict) -> 
 
 def check_extract(counts: Counts, sketches: list, profiles: ProfilesConfig, data_sources: list) -> None:
     """The checks judged over the whole extract (its files, its batches), before anything is published
-    (import, nightly, export): visitor-ID entries, a profile id column of few values, two files of the
+    (import, nightly, export): visitor-ID entries, address and phone columns holding numbers' text, a
+    profile id column of few values, two files of the
     same profiles (unless ``files_may_repeat_rows``), match columns of emails compared as written."""
     check_visitor_entries(counts, profiles)
+    check_address_numbers(counts, profiles)
     check_profile_ids(counts, profiles)
     if not profiles.files_may_repeat_rows:
         check_extract_copies(sketches)
