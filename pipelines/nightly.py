@@ -163,7 +163,8 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     success = join_path(target, SUCCESS)
     published = FileSystems.exists(success)
     if published and not force:
-        check_published_holds(template.for_date(day), target, hashlib.sha256(config_text).hexdigest())
+        check_published_holds(template.for_date(day), target, hashlib.sha256(config_text).hexdigest(),
+                              template.for_date(day - timedelta(days=1)))
         LOG.warning("dt=%s is already published (use --force to replace it)", day)
         return {"date": day.isoformat(), "status": "already published"}
     if not published:

@@ -352,3 +352,22 @@ def test_published_nights_are_still_skipped_after_the_dumps_folder_moved_and_its
     assert result.returncode == 0, result.stderr
     assert members(root, "2026-11-22") == {("crm", "10", f"p{i}") for i in range(1, 7)}
     assert members(root, "2026-11-20") == {("crm", "10", f"p{i}") for i in range(1, 13)}  # skipped, as published
+
+
+def test_a_night_published_by_another_job_whose_dumps_were_purged_is_not_skipped_as_done(tmp_path):
+    """Job B a copy of job A's folder (the same config text), A's dumps purged after their import (a
+    retention rule, a cleanup step): B's night was taken for this job's past (its dumps read no longer
+    there, as after a moved folder) and skipped as 'already published', exit 0, B's dumps of that night
+    never imported. B's own segments list a dump of that night the night did not read: another job's."""
+    from conftest import cli_in_process
+
+    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
+    a, b, root = write_job(tmp_path / "A", sources=("crm",)), write_job(tmp_path / "B", sources=("crm",)), tmp_path / "root"
+    dump(tmp_path / "A", "crm", "2026-11-20", everyone("crm"))
+    dump(tmp_path / "B", "crm", "2026-11-20", everyone("crm", "20"), name=f"ftp_2_8_full_{delivered('2026-11-20')}.sync")
+    run(a, root, "--date", "2026-11-20")
+    shutil.rmtree(tmp_path / "A" / "crm")  # A's dumps purged once imported
+    result = cli_in_process("nightly", "--config", b, "--root", root, "--date", "2026-11-20")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is already published by another job: its data source 'crm' is not this one's" in result.stderr
+    assert members(root, "2026-11-20") == {("crm", "10", f"p{i}") for i in range(1, 13)}  # A's night stands
