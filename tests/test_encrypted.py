@@ -16,6 +16,7 @@ import pytest
 
 from conftest import ROOT
 from pipelines import import_audience
+from transforms.crypto import CbcDecryptor
 from transforms.encrypt import encrypt_cbc, encrypt_gcm
 from transforms.errors import RunFailed
 from transforms.secrets import RingKey
@@ -110,6 +111,50 @@ def test_sms_channel_normalizes_decrypted_phones(tmp_path, cbc_env):
         ("enc", "501", "sms", "+15550000000", None), ("enc", "501", "sms", "+33612345678", "p1"),
         ("enc", "501", "sms", "+447700900123", "p3")]
     assert reasons(tmp_path / "out") == {4: "invalid_plaintext"}
+
+
+def _french_extract(tmp_path, config: str, source_region: str) -> None:
+    """The extract's phones as a French CRM writes them (profiles.default_region: FR); the SMS data
+    source's own default_region is its partner's."""
+    pq.write_table(pa.table({"profile_id": ["p1", "p2"], "email": [None, None], "mobile": ["06 12 34 56 78", "+31 6 98765432"],
+                             "opt_out": [False, False]}), tmp_path / "profiles.parquet")
+    job = json.loads(open(config).read())
+    job["profiles"].update(default_region="FR", opt_out="opt_out")
+    job["data_sources"][0]["default_region"] = source_region
+    open(config, "w").write(json.dumps(job))
+
+
+def test_an_sms_sources_own_region_reads_the_partners_numbers_not_the_extracts(tmp_path, cbc_env):
+    """A Dutch partner sending national numbers (default_region: NL on its SMS data source) against a
+    French extract (profiles.default_region: FR): the extract's '06 12 34 56 78' was read in NL too,
+    as +31612345678, a Dutch mobile. The partner's Dutch '06 12 34 56 78', someone else, was matched
+    to the French profile, and that profile's own number sent as +33612345678 matched no one, exit 0.
+    The extract's phones are read in the extract's region."""
+    tokens = encrypt_cbc(["06 12 34 56 78", "+33 6 12 34 56 78"], CBC_KEY, CBC_IV)
+    config = write_job(tmp_path, {"match_on": "phone", "channel": "sms", "encryption": cbc_env}, tokens)
+    _french_extract(tmp_path, config, "NL")
+    run_job(config, tmp_path / "out")
+    assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1")]
+    assert table(tmp_path / "out", "file_audience") == [
+        ("enc", "501", "sms", "+31612345678", None), ("enc", "501", "sms", "+33612345678", "p1")]
+
+
+def test_an_export_to_an_sms_source_with_its_own_region_sends_the_extracts_numbers(tmp_path, cbc_env):
+    """The export encrypts the extract's phones: read in the SMS data source's region (BE) rather than
+    the extract's (FR), '06 12 34 56 78' was sent as +32612345678, another number than the profile's,
+    exit 0. It is sent as +33612345678, and the data source's import of the export finds the profile."""
+    from pipelines import export_audience
+
+    config = write_job(tmp_path, {"match_on": "phone", "channel": "sms", "encryption": cbc_env}, [])
+    _french_extract(tmp_path, config, "BE")
+    pq.write_table(pa.table({"profile_id": ["p1"]}), tmp_path / "targets.parquet")
+    export_audience.run(["--config", config, "--audience", "a", "--targets", str(tmp_path / "targets.parquet"),
+                         "--output", str(tmp_path / "export"), "--run-date", RUN_DATE])
+    (sent,) = pq.read_table(tmp_path / "export" / "exported")["user_id"].to_pylist()
+    assert CbcDecryptor(CBC_KEY, CBC_IV).decrypt(pa.array([sent]))[0].to_pylist() == ["+33612345678"]
+    (tmp_path / "dumps" / "ftp_1_9_full_1795305600000.sync").write_text(f"{sent} 501\n")
+    run_job(config, tmp_path / "out")
+    assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1")]
 
 
 def test_channel_other_uses_the_token_as_a_plain_key(tmp_path):

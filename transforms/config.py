@@ -377,8 +377,20 @@ class JobConfig(_Strict):
 
     def region_for(self, ds: DataSourceConfig) -> str | None:
         """The region a data source's phones without a country code are read in: its own
-        ``default_region``, else the profile extract's (both sides of its match use it)."""
+        ``default_region``, else the profile extract's. For an SMS data source, the partner's
+        decrypted numbers (the extract's: :meth:`profile_region_for`)."""
         return ds.default_region or self.profiles.default_region
+
+    def profile_region_for(self, ds: DataSourceConfig) -> str | None:
+        """The region the extract's phones without a country code are read in for a data source's
+        keys. An SMS data source's own ``default_region`` is its partner's: the extract's is read in
+        ``profiles.default_region`` (read in the partner's, a French extract's '06 12 34 56 78' was
+        the Dutch +31612345678 under NL, and matched the Dutch partner's number), in the data
+        source's only when the extract has none. A hashed source's partner sends digests: its own
+        region can only be the extract's, and overrides it."""
+        if ds.decrypts:
+            return self.profiles.default_region or ds.default_region
+        return self.region_for(ds)
 
     def shrink_limit(self, name: str) -> float:
         """The ``max_shrink`` of a data source (its own, else the job's; the job's for one no longer

@@ -44,7 +44,7 @@ class Form(NamedTuple):
     kind: str = "other"  # email | phone | other: how DIGEST and ADDRESS normalize
     normalization: str | None = None  # a profile of normalize.PROFILES, or normalize.AS_IS
     algorithm: str | None = None  # DIGEST: one of DIGEST_ALGORITHMS' values
-    region: str | None = None  # phones: where numbers without a country code are read (JobConfig.region_for)
+    region: str | None = None  # phones: where numbers without a country code are read (JobConfig.profile_region_for)
     suffix: str = ""  # DIGEST: appended to the normalized value before hashing (a line break, as `echo` prints it)
 
 

@@ -156,7 +156,7 @@ def probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View], kinds: 
     else:  # encrypted: decrypted addresses (or, channel other, tokens as plain keys) in another column
         here = _match_column(ds, cfg)
         how, kind = (ADDRESS, ds.key_kind) if ds.decrypts else (RAW, "other")
-        region = cfg.region_for(ds) if kind == "phone" else None
+        region = cfg.profile_region_for(ds) if kind == "phone" else None
         found = [Probe(Form(c, how, kind, ds.normalization if ds.decrypts else None, region=region), "id", "column",
                        _match_on(ds, cfg, c, k))
                  for c, k in kinds.items() if c != here and k != "visitor" and (k == kind or not ds.decrypts)]
@@ -221,11 +221,11 @@ def _hashed_probes(ds: DataSourceConfig, cfg: JobConfig, views: dict[str, View],
                 change += _hashing_change(ds, normalization, encoding, algorithm)
                 finding = ("algorithm" if algorithm != ds.hash_algorithm else "column" if not own
                            else "normalization" if normalization != ds.normalization else "digest")
-                region = cfg.region_for(ds) if kind == "phone" else None
+                region = cfg.profile_region_for(ds) if kind == "phone" else None
                 found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm, region), view, finding, change))
         if encoding != UNREADABLE_BASE64:  # the match column's values, as configured or as stored, with a line break
             column, kind = columns[0]
-            region = cfg.region_for(ds) if kind == "phone" else None
+            region = cfg.profile_region_for(ds) if kind == "phone" else None
             for normalization in dict.fromkeys((ds.normalization, AS_IS)):
                 change = _hashing_change(ds, normalization, encoding, algorithm) + (("line_break", True),)
                 found.append(Probe(Form(column, DIGEST, kind, normalization, algorithm, region, LINE_BREAK), view,

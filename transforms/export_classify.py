@@ -276,7 +276,7 @@ class ReadTargetedProfiles(HeapDoFn):
     def process(self, path: str, profile_filter: KeyFilter, suppression: list):
         ds = self._spec.data_source
         if self._suppressor is None:
-            self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
+            self._suppressor = Suppressor(suppression, ds, self._cfg.profile_region_for(ds))
         sketcher = FileSketcher()
         offset = 0  # the file's rows before the batch: a problem names its line
         for profiles, entries in counted_profiles(path, self._cfg, export=True):
@@ -316,7 +316,7 @@ class ReadBlockedProfiles(HeapDoFn):
     def process(self, path: str, suppression: list):
         ds = self._spec.data_source
         if self._suppressor is None:
-            self._suppressor = Suppressor(suppression, ds, self._cfg.region_for(ds))
+            self._suppressor = Suppressor(suppression, ds, self._cfg.profile_region_for(ds))
         # No key column but those the suppression lists are compared with (transforms.suppression.suppressed_columns)
         own = [ds] if ds.match_on and self._cfg.suppression else []
         narrow = self._cfg.model_copy(update={"data_sources": own})

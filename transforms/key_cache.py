@@ -100,7 +100,7 @@ def source_identity(ds: DataSourceConfig, cfg: JobConfig) -> dict:
     """Everything that decides a data source's profile keys, besides the code."""
     return {"column": value_column(ds, cfg), "id_type": ds.id_type, "declared": ds.declared,
             "decrypts": ds.decrypts, "key_kind": ds.key_kind, "normalization": ds.normalization,
-            "digest": ds.digest_encoding, "region": cfg.region_for(ds),
+            "digest": ds.digest_encoding, "region": cfg.profile_region_for(ds),
             "algorithm": ds.hash_algorithm, "ignore_case": ds.ignore_case}
 
 

@@ -291,7 +291,7 @@ def profile_keys(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, binar
         values = profiles[KEY_PREFIX + cfg.profiles.column_for(ds.match_on)]
         if ds.declared == "hashed":
             keys, reasons = normalize.normalize_and_hash(values, ds.key_kind, ds.normalization, ds.digest_encoding,
-                                                         cfg.region_for(ds), ds.hash_algorithm)
+                                                         cfg.profile_region_for(ds), ds.hash_algorithm)
         elif ds.decrypts:
             keys, reasons = normalized(profiles, ds, cfg)
         else:
@@ -307,7 +307,7 @@ def normalization_key(ds: DataSourceConfig, cfg: JobConfig) -> tuple | None:
     its keys are not normalized values (visitor IDs, plain declared IDs)."""
     if not (ds.declared == "hashed" or ds.decrypts):
         return None
-    return "normalized", cfg.profiles.column_for(ds.match_on), ds.key_kind, ds.normalization, cfg.region_for(ds)
+    return "normalized", cfg.profiles.column_for(ds.match_on), ds.key_kind, ds.normalization, cfg.profile_region_for(ds)
 
 
 def normalized(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig,

@@ -255,7 +255,7 @@ class SuppressFileAudience(beam.DoFn):
             ds = self._cfg.data_source(name)
             suppressor = self._suppressors.get(name)
             if suppressor is None:
-                suppressor = self._suppressors[name] = Suppressor(lists, ds, self._cfg.region_for(ds))
+                suppressor = self._suppressors[name] = Suppressor(lists, ds, self._cfg.profile_region_for(ds))
             rows = np.asarray(pc.equal(sources, name).to_numpy(zero_copy_only=False), dtype=bool)
             kind = {"email": "email", "sms": "phone"}[ds.channel]
             addresses = plain_array(table["address"], text="cast")
