@@ -116,6 +116,22 @@ def test_the_settings_that_decide_a_membership_change_the_form(source, profiles,
     assert _form(source, **profiles) != _form({**source, **changed}, **profiles)
 
 
+SMS = {"id_type": "declared", "declared": "encrypted", "match_on": "phone", "channel": "sms",
+       "encryption": {"key": "env:K", "key_encoding": "hex", "iv": "env:I", "iv_encoding": "hex"}}
+
+
+def test_the_extracts_region_under_an_sms_source_with_its_own_decides_the_form():
+    """An SMS source's own default_region reads its partner's numbers, the extract's region the
+    extract's (test_encrypted.py::test_an_sms_sources_own_region_reads_the_partners_numbers_not_the_extracts):
+    memberships matched while the extract's were read in the partner's region are another form. With
+    one region for both (the form nights before the two were told apart recorded), the form is the same."""
+    nl = {**SMS, "default_region": "NL"}
+    assert _form(nl, default_region="FR") != _form(nl, default_region="BE")
+    assert _form(nl, default_region="FR")["profile_region"] == "FR" and _form(nl, default_region="FR")["region"] == "NL"
+    assert _form(nl, default_region="NL") == _form(nl) == _form(SMS, default_region="NL")
+    assert "profile_region" not in _form(nl)
+
+
 @pytest.mark.parametrize("source, changed", [
     (HASHED, {"max_shrink": 0.9, "max_nights_without_delivery": 2, "sync_mode": "iter", "name": "t"}),
     (HASHED, {"digest": "base64"}),  # the same digest's bytes, which the join runs on

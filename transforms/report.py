@@ -88,6 +88,8 @@ def match_form(ds, cfg: JobConfig) -> dict:
     elif ds.declared == "hashed" or ds.decrypts:
         form.update(channel=ds.channel if ds.decrypts else None, kind=ds.key_kind, normalization=ds.normalization,
                     region=cfg.region_for(ds) if ds.key_kind == "phone" else None)
+        if ds.key_kind == "phone" and cfg.profile_region_for(ds) != form["region"]:  # an SMS source's partner's region
+            form.update(profile_region=cfg.profile_region_for(ds))  # (only then: earlier nights' forms stay the same)
         if ds.declared == "hashed":  # (not its digest's encoding: hex and base64 write the bytes the join runs on)
             form.update(hash_algorithm=ds.hash_algorithm)
     else:  # plain, or encrypted with channel 'other' (the token is the key)
