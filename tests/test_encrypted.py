@@ -157,6 +157,39 @@ def test_an_export_to_an_sms_source_with_its_own_region_sends_the_extracts_numbe
     assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1")]
 
 
+def test_an_sms_source_under_meta_is_refused_its_export_would_not_import_back(tmp_path, cbc_env):
+    """normalization: meta on an SMS source: its export encrypted the extract's numbers in Meta's form,
+    without their '+' ('4915123456789'), and its own import read each back as a national number of
+    the region: under DE, +494915123456789, a file audience of numbers no profile has, exit 0 (under
+    FR, a Belgian member's number was invalid_plaintext, below the failure ratio: dropped, exit 0).
+    Refused before anything runs, one line naming the field; no number is printed."""
+    from conftest import cli_in_process
+
+    config = write_job(tmp_path, {"match_on": "phone", "channel": "sms", "normalization": "meta",
+                                  "encryption": cbc_env}, [])
+    pq.write_table(pa.table({"profile_id": ["p1"], "email": [None], "mobile": ["+49 151 23456789"], "opt_out": [False]}),
+                   tmp_path / "profiles.parquet")
+    job = json.loads(open(config).read())
+    job["profiles"].update(default_region="DE", opt_out="opt_out")
+    open(config, "w").write(json.dumps(job))
+    pq.write_table(pa.table({"profile_id": ["p1"]}), tmp_path / "targets.parquet")
+    result = cli_in_process("export", "--config", config, "--audience", "a", "--targets", tmp_path / "targets.parquet",
+                            "--output", tmp_path / "export", "--run-date", RUN_DATE)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{config}: data_sources.0: normalization: meta writes phone numbers without their '+'"), last
+    assert "Traceback" not in result.stderr
+    assert "15123456789" not in result.stderr + result.stdout and not (tmp_path / "export" / "exported").exists()
+    job["data_sources"][0]["normalization"] = "adobe"  # E.164 with its '+': the export imports back
+    open(config, "w").write(json.dumps(job))
+    assert cli_in_process("export", "--config", config, "--audience", "a", "--targets", tmp_path / "targets.parquet",
+                          "--output", tmp_path / "export", "--run-date", RUN_DATE).returncode == 0
+    (sent,) = pq.read_table(tmp_path / "export" / "exported")["user_id"].to_pylist()
+    (tmp_path / "dumps" / "ftp_1_9_full_1795305600000.sync").write_text(f"{sent} 501\n")
+    run_job(config, tmp_path / "out")
+    assert table(tmp_path / "out", "file_audience") == [("enc", "501", "sms", "+4915123456789", "p1")]
+
+
 def test_channel_other_uses_the_token_as_a_plain_key(tmp_path):
     config = write_job(tmp_path, {"match_on": "crm_token", "channel": "other"}, ["tok-B", "tok-Z"])
     report = run_job(config, tmp_path / "out")["data_sources"]["enc"]

@@ -246,6 +246,12 @@ class DataSourceConfig(_Strict):
             raise ValueError(f"channel: {self.channel} decrypts {'email addresses' if role == 'email' else 'phone numbers'}, "
                              f"but match_on: {self.match_on} compares them with the profiles' {self.match_on} column; "
                              f"set match_on: {role} (or channel: {'sms' if role == 'email' else 'email'})")
+        # Meta's form is digits without the '+': an SMS source's own export encrypted '4915123456789', and
+        # its import read it back as a national number (+494915123456789 under DE), exit 0.
+        if self.decrypts and self.channel == "sms" and self.normalization == "meta":
+            raise ValueError("normalization: meta writes phone numbers without their '+', and decrypted, a number "
+                             "without it is read as a national one (its own export did not import back); set "
+                             "normalization: adobe or google (E.164 with its '+') on channel: sms")
         if self.force_reconciliation and not self.decrypts:
             raise ValueError("force_reconciliation applies only to 'declared: encrypted' with channel email or sms")
         problem = match_as_problem(self)
