@@ -277,6 +277,38 @@ def test_default_region_on_the_extract_and_per_data_source():
     assert cfg.region_for(cfg.data_sources[0]) is None
 
 
+SMS = {"id_type": "declared", "declared": "encrypted", "channel": "sms", "match_on": "phone",
+       "encryption": {"key": "env:K", "iv": "env:IV"}}
+
+
+def test_data_sources_reading_the_extracts_phones_in_two_regions_are_refused():
+    """A French partner's SMS source (default_region: FR) beside a Dutch one's (NL), no
+    profiles.default_region: each read the extract's phones in its own region, so '06 12 34 56 78' was
+    +33612345678 for one and +31612345678 for the other, and the profile matched the French number and
+    the Dutch one, someone else's, exit 0. Refused naming both, their regions and profiles.default_region
+    (never a number); set, both read the extract in it. A hashed source's own region reads the extract
+    too. A source reading in no region beside one that does is no conflict (a national number is no key
+    for it, never another number)."""
+    data = cfg_with(**{"profiles.phone": "mobile"})
+    data["data_sources"] = [{"name": "fr", "dpid": 1, "segments": "a/*", **SMS, "default_region": "FR"},
+                            {"name": "nl", "dpid": 2, "segments": "b/*", **SMS, "default_region": "NL"}]
+    message = error_of(data)
+    assert message.startswith("job.yaml: (top level): data sources 'fr' and 'nl' read the extract's phones written without their "
+                              "country code in FR and NL, so one such phone would be two numbers (their own default_region): set "
+                              "profiles.default_region"), message
+    assert "\n" not in message
+    data["profiles"]["default_region"] = "FR"
+    cfg = parse_config(data)
+    assert [cfg.profile_region_for(ds) for ds in cfg.data_sources] == ["FR", "FR"]
+    assert [cfg.region_for(ds) for ds in cfg.data_sources] == ["FR", "NL"]  # the partners' numbers
+    data["data_sources"][1] = {"name": "nl", "dpid": 2, "segments": "b/*", "id_type": "declared", "declared": "hashed",
+                               "match_on": "phone", "default_region": "NL"}
+    assert error_of(data).startswith("job.yaml: (top level): data sources 'fr' and 'nl' read the extract's phones")
+    del data["profiles"]["default_region"]
+    data["data_sources"][1] = {"name": "nl", "dpid": 2, "segments": "b/*", **SMS}
+    assert [parse_config(data).profile_region_for(ds) for ds in parse_config(data).data_sources] == ["FR", None]
+
+
 @pytest.mark.parametrize("field", ["profiles.default_region", "data_sources.0.default_region"])
 @pytest.mark.parametrize("region", ["XX", "fr", "France", ""])
 def test_unknown_default_region_is_named(field, region):

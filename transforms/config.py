@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from transforms.config_match import match_as_problem, role_column_problem
+from transforms.config_match import extract_region_problem, match_as_problem, role_column_problem, sms_normalization_problem
 from transforms.errors import ConfigError
 from transforms.phones import check_region
 from transforms.secrets import reference_problem
@@ -246,15 +246,9 @@ class DataSourceConfig(_Strict):
             raise ValueError(f"channel: {self.channel} decrypts {'email addresses' if role == 'email' else 'phone numbers'}, "
                              f"but match_on: {self.match_on} compares them with the profiles' {self.match_on} column; "
                              f"set match_on: {role} (or channel: {'sms' if role == 'email' else 'email'})")
-        # Meta's form is digits without the '+': an SMS source's own export encrypted '4915123456789', and
-        # its import read it back as a national number (+494915123456789 under DE), exit 0.
-        if self.decrypts and self.channel == "sms" and self.normalization == "meta":
-            raise ValueError("normalization: meta writes phone numbers without their '+', and decrypted, a number "
-                             "without it is read as a national one (its own export did not import back); set "
-                             "normalization: adobe or google (E.164 with its '+') on channel: sms")
         if self.force_reconciliation and not self.decrypts:
             raise ValueError("force_reconciliation applies only to 'declared: encrypted' with channel email or sms")
-        problem = match_as_problem(self)
+        problem = match_as_problem(self) or sms_normalization_problem(self)
         if problem:
             raise ValueError(problem)
         if self.default_region is not None and self.key_kind != "phone":
@@ -349,6 +343,12 @@ class JobConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _one_region_for_the_extract(self) -> "JobConfig":
+        if problem := extract_region_problem(self):
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _export_source_known(self) -> "JobConfig":
         if self.export is not None and self.export.data_source is not None:
             if self.export.data_source not in [ds.name for ds in self.data_sources]:
@@ -383,20 +383,13 @@ class JobConfig(_Strict):
 
     def region_for(self, ds: DataSourceConfig) -> str | None:
         """The region a data source's phones without a country code are read in: its own
-        ``default_region``, else the profile extract's. For an SMS data source, the partner's
-        decrypted numbers (the extract's: :meth:`profile_region_for`)."""
+        ``default_region``, else the extract's (an SMS source's partner's; the extract's own: below)."""
         return ds.default_region or self.profiles.default_region
 
     def profile_region_for(self, ds: DataSourceConfig) -> str | None:
-        """The region the extract's phones without a country code are read in for a data source's
-        keys. An SMS data source's own ``default_region`` is its partner's: the extract's is read in
-        ``profiles.default_region`` (read in the partner's, a French extract's '06 12 34 56 78' was
-        the Dutch +31612345678 under NL, and matched the Dutch partner's number), in the data
-        source's only when the extract has none. A hashed source's partner sends digests: its own
-        region can only be the extract's, and overrides it."""
-        if ds.decrypts:
-            return self.profiles.default_region or ds.default_region
-        return self.region_for(ds)
+        """Where the extract's phones without a country code are read for a data source's keys: an SMS
+        source's own region is its partner's (README "Phone numbers"; config_match.extract_region_problem)."""
+        return (self.profiles.default_region or ds.default_region) if ds.decrypts else self.region_for(ds)
 
     def shrink_limit(self, name: str) -> float:
         """The ``max_shrink`` of a data source (its own, else the job's; the job's for one no longer

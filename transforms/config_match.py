@@ -1,5 +1,6 @@
 """How a declared data source's ``match_on`` column is read: the rules of ``match_as`` and of a role's
-column named by its name, as one-line problems (:mod:`transforms.config`'s validators raise them).
+column named by its name, and the region the extract's phones are read in, as one-line problems
+(:mod:`transforms.config`'s validators raise them).
 
 ``match_on: email`` / ``phone`` are the roles (the extract's ``profiles.email`` / ``profiles.phone``
 columns, normalized as emails / phones); any other column is read as ``match_as`` says (``email``,
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from transforms.config import DataSourceConfig, ProfilesConfig
+    from transforms.config import DataSourceConfig, JobConfig, ProfilesConfig
 
 ROLES = ("email", "phone")
 NOUNS = {"email": "email addresses", "phone": "phone numbers", "other": "values"}
@@ -51,3 +52,35 @@ def role_column_problem(ds: "DataSourceConfig", profiles: "ProfilesConfig") -> s
             return (f"match_on: {ds.match_on} is the column of profiles.{role}: write match_on: {role}, so its "
                     f"values are normalized as {role}s (named by the column, they are compared as written)")
     return None
+
+
+def sms_normalization_problem(ds: "DataSourceConfig") -> str | None:
+    """``normalization: meta`` on an SMS source: Meta's form drops the '+', so the source's own export
+    encrypted '4915123456789' and its import read it back as a national number (+494915123456789
+    under DE), a file audience of numbers no profile has, exit 0."""
+    if ds.decrypts and ds.channel == "sms" and ds.normalization == "meta":
+        return ("normalization: meta writes phone numbers without their '+', and decrypted, a number without it is "
+                "read as a national one (its own export did not import back); set normalization: adobe or google "
+                "(E.164 with its '+') on channel: sms")
+    return None
+
+
+def extract_region_problem(cfg: "JobConfig") -> str | None:
+    """Data sources reading the extract's phones in two regions (JobConfig.profile_region_for: two SMS
+    sources' own regions without profiles.default_region, or a hashed source's own): a French extract's
+    '06 12 34 56 78' was +33612345678 for one and +31612345678 (someone else's) for the other, and the
+    profile matched both, exit 0. A source comparing phones as written (normalization: none), or reading
+    them in no region, is no conflict."""
+    regions: dict[str, str] = {}  # region: the first data source reading the extract in it, in config order
+    for ds in cfg.data_sources:
+        region = cfg.profile_region_for(ds)
+        if region is not None and ds.key_kind == "phone" and ds.normalization != "none" and (ds.decrypts or ds.declared == "hashed"):
+            regions.setdefault(region, ds.name)
+    if len(regions) < 2:
+        return None
+    (a, first), (b, second) = list(regions.items())[:2]
+    fix = ("(their own default_region): set profiles.default_region to where they are dialled"
+           if cfg.profiles.default_region is None else
+           "(a hashed source's own default_region overrides profiles.default_region): remove it")
+    return (f"data sources '{first}' and '{second}' read the extract's phones written without their country code in "
+            f"{a} and {b}, so one such phone would be two numbers {fix}")
