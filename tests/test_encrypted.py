@@ -190,6 +190,35 @@ def test_an_sms_source_under_meta_is_refused_its_export_would_not_import_back(tm
     assert table(tmp_path / "out", "file_audience") == [("enc", "501", "sms", "+4915123456789", "p1")]
 
 
+@pytest.mark.parametrize("channel, sent, profile", [
+    ("sms", ["+33612345678\n", "+33 7 00 00 00 01", "not a phone"], {"mobile": ["+33612345678", "+33700000001", None]}),
+    ("email", ["ann@example.com\n", "Bob@Example.org", "not an address"], {"email": ["ann@example.com", "bob@example.org", None]}),
+])
+def test_an_encrypted_source_comparing_decrypted_text_as_written_is_refused(tmp_path, cbc_env, channel, sent, profile):
+    """normalization: none (for partners hashing values as stored) on an encrypted email/SMS source: the
+    decrypted text was neither trimmed, checked as an address of the channel nor normalized, so
+    '+33612345678\\n' and '+33 7 00 00 00 01' matched no profile, and the file audience held them and
+    'not a phone' as they were, exit 0. Decrypted text needs no such setting: refused before anything
+    runs, one line naming the field; no address is printed."""
+    from conftest import run_import_cli
+
+    match_on = "phone" if channel == "sms" else "email"
+    config = write_job(tmp_path, {"match_on": match_on, "channel": channel, "normalization": "none",
+                                  "allow_no_match": True, "encryption": cbc_env}, encrypt_cbc(sent, CBC_KEY, CBC_IV))
+    pq.write_table(pa.table({"profile_id": ["p1", "p2", "p3"], "email": [None] * 3, "mobile": [None] * 3, **profile}),
+                   tmp_path / "profiles.parquet")
+    result = run_import_cli(config, tmp_path / "out")
+    assert result.returncode == 2, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{config}: data_sources.0: normalization: none compares"), last
+    assert "Traceback" not in result.stderr and "example" not in result.stderr and not (tmp_path / "out").exists()
+    job = json.loads(open(config).read())
+    del job["data_sources"][0]["normalization"]
+    open(config, "w").write(json.dumps(job))
+    run_job(config, tmp_path / "out")
+    assert table(tmp_path / "out", "reconciled") == [("enc", "501", "p1"), ("enc", "501", "p2")]
+
+
 def test_channel_other_uses_the_token_as_a_plain_key(tmp_path):
     config = write_job(tmp_path, {"match_on": "crm_token", "channel": "other"}, ["tok-B", "tok-Z"])
     report = run_job(config, tmp_path / "out")["data_sources"]["enc"]

@@ -11,7 +11,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from transforms.config_match import extract_region_problem, match_as_problem, role_column_problem, sms_normalization_problem
+from transforms.config_match import (decrypted_normalization_problem, extract_region_problem, match_as_problem,
+                                     role_column_problem)
 from transforms.errors import ConfigError
 from transforms.phones import check_region
 from transforms.secrets import reference_problem
@@ -248,7 +249,7 @@ class DataSourceConfig(_Strict):
                              f"set match_on: {role} (or channel: {'sms' if role == 'email' else 'email'})")
         if self.force_reconciliation and not self.decrypts:
             raise ValueError("force_reconciliation applies only to 'declared: encrypted' with channel email or sms")
-        problem = match_as_problem(self) or sms_normalization_problem(self)
+        problem = match_as_problem(self) or decrypted_normalization_problem(self)
         if problem:
             raise ValueError(problem)
         if self.default_region is not None and self.key_kind != "phone":

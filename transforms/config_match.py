@@ -54,10 +54,16 @@ def role_column_problem(ds: "DataSourceConfig", profiles: "ProfilesConfig") -> s
     return None
 
 
-def sms_normalization_problem(ds: "DataSourceConfig") -> str | None:
-    """``normalization: meta`` on an SMS source: Meta's form drops the '+', so the source's own export
-    encrypted '4915123456789' and its import read it back as a national number (+494915123456789
-    under DE), a file audience of numbers no profile has, exit 0."""
+def decrypted_normalization_problem(ds: "DataSourceConfig") -> str | None:
+    """A normalization that does not read an email/SMS source's decrypted addresses as addresses:
+    ``none`` (for partners hashing values as stored) kept the decrypted text as it was, untrimmed and
+    unchecked ('+33612345678\\n' matched no one, 'not a phone' was a file-audience row, exit 0);
+    ``meta`` on SMS drops the '+', so the source's own export encrypted '4915123456789' and its import
+    read it back as a national number (+494915123456789 under DE), exit 0."""
+    if ds.decrypts and ds.normalization == "none":
+        return ("normalization: none compares the decrypted text as written: it is not trimmed, checked as "
+                f"{'a phone number' if ds.channel == 'sms' else 'an email address'} nor normalized (meant for values "
+                "hashed as stored); remove it (adobe, the default, or another profile)")
     if ds.decrypts and ds.channel == "sms" and ds.normalization == "meta":
         return ("normalization: meta writes phone numbers without their '+', and decrypted, a number without it is "
                 "read as a national one (its own export did not import back); set normalization: adobe or google "
