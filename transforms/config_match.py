@@ -80,7 +80,8 @@ def extract_region_problem(cfg: "JobConfig") -> str | None:
     regions: dict[str, str] = {}  # region: the first data source reading the extract in it, in config order
     for ds in cfg.data_sources:
         region = cfg.profile_region_for(ds)
-        if region is not None and ds.key_kind == "phone" and ds.normalization != "none" and (ds.decrypts or ds.declared == "hashed"):
+        keyed = ds.decrypts or ds.declared == "hashed"  # plain IDs are compared as written
+        if region is not None and keyed and ds.key_kind == "phone" and ds.normalization != "none":
             regions.setdefault(region, ds.name)
     if len(regions) < 2:
         return None
