@@ -309,6 +309,23 @@ def test_data_sources_reading_the_extracts_phones_in_two_regions_are_refused():
     assert [parse_config(data).profile_region_for(ds) for ds in parse_config(data).data_sources] == ["FR", None]
 
 
+def test_data_sources_reading_two_phone_columns_in_two_regions_are_accepted():
+    """A hashed source on a second column of Dutch numbers (match_on: nl_mobile, match_as: phone,
+    default_region: NL) beside an SMS source on the French extract's profiles.phone (profiles FR): no
+    phone is read in both regions. It was refused, and its hint ('remove it') read the Dutch column in
+    FR: '06 12 34 56 78' there became +33612345678, someone else's number. Two sources on one column
+    still conflict."""
+    data = cfg_with(**{"profiles.phone": "mobile", "profiles.default_region": "FR"})
+    data["data_sources"] = [{"name": "fr", "dpid": 1, "segments": "a/*", **SMS},
+                            {"name": "nl", "dpid": 2, "segments": "b/*", "id_type": "declared", "declared": "hashed",
+                             "match_on": "nl_mobile", "match_as": "phone", "default_region": "NL"}]
+    cfg = parse_config(data)
+    assert [cfg.profile_region_for(ds) for ds in cfg.data_sources] == ["FR", "NL"]
+    data["data_sources"].append({"name": "nl2", "dpid": 3, "segments": "c/*", **SMS, "match_on": "nl_mobile"})
+    assert error_of(data).startswith("job.yaml: (top level): data sources 'nl' and 'nl2' read the extract's phones "
+                                     "written without their country code in NL and FR")
+
+
 @pytest.mark.parametrize("field", ["profiles.default_region", "data_sources.0.default_region"])
 @pytest.mark.parametrize("region", ["XX", "fr", "France", ""])
 def test_unknown_default_region_is_named(field, region):

@@ -76,14 +76,16 @@ def extract_region_problem(cfg: "JobConfig") -> str | None:
     sources' own regions without profiles.default_region, or a hashed source's own): a French extract's
     '06 12 34 56 78' was +33612345678 for one and +31612345678 (someone else's) for the other, and the
     profile matched both, exit 0. A source comparing phones as written (normalization: none), or reading
-    them in no region, is no conflict."""
-    regions: dict[str, str] = {}  # region: the first data source reading the extract in it, in config order
+    them in no region, is no conflict; nor are sources reading two columns (a hashed source's second
+    column of Dutch numbers, match_as: phone, beside the French profiles.phone)."""
+    columns: dict[str, dict[str, str]] = {}  # column: {region: the first data source reading it so}, in config order
     for ds in cfg.data_sources:
         region = cfg.profile_region_for(ds)
         keyed = ds.decrypts or ds.declared == "hashed"  # plain IDs are compared as written
         if region is not None and keyed and ds.key_kind == "phone" and ds.normalization != "none":
-            regions.setdefault(region, ds.name)
-    if len(regions) < 2:
+            columns.setdefault(cfg.profiles.column_for(ds.match_on), {}).setdefault(region, ds.name)
+    regions = next((r for r in columns.values() if len(r) > 1), None)
+    if regions is None:
         return None
     (a, first), (b, second) = list(regions.items())[:2]
     fix = ("(their own default_region): set profiles.default_region to where they are dialled"
