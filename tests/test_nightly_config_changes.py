@@ -132,6 +132,42 @@ def test_the_extracts_region_under_an_sms_source_with_its_own_decides_the_form()
     assert "profile_region" not in _form(nl)
 
 
+def test_an_iter_night_after_the_extracts_region_became_the_sms_partners_is_refused(tmp_path, monkeypatch):
+    """A Dutch partner's SMS source (default_region: NL) against a French extract (profiles FR) on night 1,
+    profiles.default_region set to NL on night 2: the extract's '06 12 34 56 78' was +33612345678, now
+    +31612345678. The form recorded profile_region only while it differed from the partner's, and a key
+    left out tonight was not compared: the iter night passed, the partner's removal of +33612345678 from
+    10 missed p1, who stayed a member, exit 0. Refused naming both regions; a full dump rebuilds."""
+    from test_nightly import dump as sms_dump, encrypted_email_job
+
+    from transforms.encrypt import encrypt_cbc
+
+    key, iv = bytes(range(32)), bytes(range(16))
+    monkeypatch.setenv("NIGHTLY_KEY", key.hex())
+    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    pq.write_table(pa.table({"profile_id": ["p1"], "mobile": ["06 12 34 56 78"]}), tmp_path / "profiles.parquet")
+    config, root = encrypted_email_job(tmp_path, "profiles.parquet"), tmp_path / "root"
+    job = json.loads(config.read_text())
+    job["profiles"].update(phone="mobile", default_region="FR")
+    job["data_sources"][0].update(match_on="phone", channel="sms", default_region="NL")
+    config.write_text(json.dumps(job))
+    (french,) = encrypt_cbc(["+33 6 12 34 56 78"], key, iv)
+    sms_dump(tmp_path, "2026-11-20", "full", [f"{french} 10"])
+    run(config, root, "--date", "2026-11-20")
+    assert members(root, "2026-11-20") == {("enc", "10", "p1")}
+    job["profiles"]["default_region"] = "NL"
+    config.write_text(json.dumps(job))
+    sms_dump(tmp_path, "2026-11-21", "iter", [f"{french}  10"])  # p1 leaves 10
+    with pytest.raises(ConfigError, match=r"^data source 'enc': dt=2026-11-20 matched its IDs to profiles under "
+                                          r"other settings \(profile_region FR, now NL\)"):
+        run(config, root, "--date", "2026-11-21")
+    for old in (tmp_path / "dumps" / "20261121").iterdir():
+        old.unlink()
+    sms_dump(tmp_path, "2026-11-21", "full", [f"{french} 11"])  # a full dump rebuilds: no one (p1 is Dutch now)
+    run(config, root, "--date", "2026-11-21", "--allow-shrink")
+    assert members(root, "2026-11-21") == set()
+
+
 @pytest.mark.parametrize("source, changed", [
     (HASHED, {"max_shrink": 0.9, "max_nights_without_delivery": 2, "sync_mode": "iter", "name": "t"}),
     (HASHED, {"digest": "base64"}),  # the same digest's bytes, which the join runs on

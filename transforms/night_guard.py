@@ -22,7 +22,7 @@ from transforms.dump_names import parse_dump_name, sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
 from transforms.normalize import same_rules
-from transforms.report import address_form, match_form
+from transforms.report import address_form, compared_form, match_form
 from transforms.storage import glob, matches_any
 from transforms.summary import rate_text
 
@@ -287,7 +287,8 @@ class NightGuard:
                                   "tonight's (one address twice) and tonight's removals would miss them; deliver a "
                                   "full dump to rebuild it, or --allow-gap to carry them as they are")
         for name in sorted({ds.name for ds in cfg.data_sources} - full):
-            before, now = self.previous_match.get(name), match_form(cfg.data_source(name), cfg)
+            now = compared_form(match_form(cfg.data_source(name), cfg))
+            before = compared_form(self.previous_match.get(name))
             changed = [f"{key} {before.get(key)}, now {value}" for key, value in now.items()
                        if before is not None and before.get(key) != value
                        and not (key == "normalization" and same_rules(now["kind"], before.get(key), value))]

@@ -97,6 +97,15 @@ def match_form(ds, cfg: JobConfig) -> dict:
     return form
 
 
+def compared_form(form: dict | None) -> dict | None:
+    """A :func:`match_form` as two nights' are compared: ``profile_region``, recorded only where it
+    differs from ``region``, filled in, so that a night reading the extract's phones in the partner's
+    region and one reading them in another differ whichever of the two recorded it."""
+    if form is None or form.get("kind") != "phone":
+        return form
+    return {**form, "profile_region": form.get("profile_region", form.get("region"))}
+
+
 def check_report(report: dict, cfg: JobConfig) -> None:
     """Raise :class:`RunFailed` (one line, nothing published) when the counts do not add up, a data
     source's dump is mostly unparseable or fails to decrypt, no profile gave a data source a key,
