@@ -41,6 +41,17 @@ def judged(path, cfg) -> Counts:
     return counts
 
 
+def visitor_job(tmp_path, ids, profiles: str = "profiles.csv") -> object:
+    """Beside the extract (``profiles``, under tmp_path): a dump of ``ids`` (segment 501) and a job reading
+    both with one visitor data source; the output folder to give the import."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in ids))
+    (tmp_path / "job.yaml").write_text(
+        f"profiles: {{path: {profiles}}}\n"
+        "data_sources: [{name: web, dpid: 9, segments: d/*, id_type: visitor}]\n")
+    return tmp_path / "o"
+
+
 @pytest.mark.parametrize("joined, shown", [("|", "'|'"), (", ", "','")])
 def test_visitor_ids_joined_by_another_separator_fail_the_import(tmp_path, joined, shown):
     """An extract whose visitor-ID lists are joined by another separator than the configured one
@@ -49,12 +60,7 @@ def test_visitor_ids_joined_by_another_separator_fail_the_import(tmp_path, joine
     (tmp_path / "profiles.csv").write_text(f"profile_id,visitor_ids\nP1,\"{VIDS[0]}{joined}{VIDS[1]}\"\nP2,{VIDS[2]}\n"
                                            f"P3,\"{VIDS[3]}{joined}{VIDS[4]}\"\nP4,{VIDS[5]}\n"
                                            f"P5,\"{VIDS[6]}{joined}{VIDS[7]}\"\n")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in VIDS))
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv}\n"
-        "data_sources: [{name: web, dpid: 9, segments: d/*, id_type: visitor}]\n")
-    out = tmp_path / "o"
+    out = visitor_job(tmp_path, VIDS)
     assert_failed_cleanly(run_import_cli(tmp_path / "job.yaml", out), out, "profiles.csv", "column 'visitor_ids'",
                           f"3 of 5 entries hold several visitor IDs joined by {shown}", "visitor_ids_separator")
     (tmp_path / "job.yaml").write_text((tmp_path / "job.yaml").read_text().replace(
@@ -112,12 +118,7 @@ def write_parts(folder: Path, joined_per_part: int, export: bool = False) -> lis
 
 
 def import_job(tmp_path: Path, joined_per_part: int) -> Path:
-    named = write_parts(tmp_path / "profiles", joined_per_part)
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in named))
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles/*.csv}\n"
-        "data_sources: [{name: web, dpid: 9, segments: d/*, id_type: visitor}]\n")
+    visitor_job(tmp_path, write_parts(tmp_path / "profiles", joined_per_part), "profiles/*.csv")
     return tmp_path / "job.yaml"
 
 
@@ -170,12 +171,7 @@ def test_visitor_ids_a_spreadsheet_saved_as_numbers_fail_the_import(tmp_path):
     ids = [f"9{i}" + "7" * 36 for i in range(5)]
     (tmp_path / "profiles.csv").write_text(f"profile_id,visitor_ids\nP1,\"{ids[0]};{ids[1]}\"\n"
                                            + "".join(f"P{i},{'%.5E' % int(ids[i])}\n" for i in (2, 3, 4)))
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "ftp_1_9_full_1795305600000.sync").write_text("".join(f"{v} 501\n" for v in ids))
-    (tmp_path / "job.yaml").write_text(
-        "profiles: {path: profiles.csv}\n"
-        "data_sources: [{name: web, dpid: 9, segments: d/*, id_type: visitor}]\n")
-    out = tmp_path / "o"
+    out = visitor_job(tmp_path, ids)
     last = assert_failed_cleanly(run_import_cli(tmp_path / "job.yaml", out), out, "profiles.csv",
                                  "column 'visitor_ids'", "3 of 5 entries hold a number's text (9.1E+37",
                                  "write the visitor IDs as text")
