@@ -42,6 +42,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import InputError, RunFailed
 from transforms.publish import REPORT, SUCCESS
+from transforms.publish_journal import write_whole
 from transforms.storage import glob, join_path
 
 MEMBERS = "members"
@@ -386,9 +387,8 @@ def commit_state(state: ExportState, manifest: dict, name: str = SUCCESS) -> Non
 
 
 def write_manifest(version_dir: str, name: str, doc: dict) -> None:
-    """A version's manifest (``_SUCCESS`` or ``_PENDING``) as JSON."""
-    with FileSystems.create(join_path(version_dir, name), mime_type="application/json") as sink:
-        sink.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    """A version's manifest (``_SUCCESS`` or ``_PENDING``) as JSON, whole or not at all."""
+    write_whole(join_path(version_dir, name), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
 def parquet_rows(pattern: str) -> int:

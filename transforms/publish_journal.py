@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import posixpath
+import uuid
 from dataclasses import asdict, dataclass
 
 from apache_beam.io.filesystems import FileSystems
@@ -55,6 +56,26 @@ def write_file(path: str, data: bytes, mime_type: str = "application/json") -> N
             sink.write(data)
     except OSError as exc:
         raise write_error(path, exc) from None
+
+
+def write_whole(path: str, data: bytes, mime_type: str = "application/json") -> None:
+    """Write a small file a reader trusts as it is (a state's ``_PENDING`` / ``_SUCCESS``) whole or not
+    at all: a local one is written beside and renamed into place (killed, or on a full disk, it was
+    left torn, and every later run failed on it); an object store's write is all or nothing already.
+    A failed write raises as it would have, and leaves nothing beside."""
+    if _is_remote(path):
+        with FileSystems.create(path, mime_type=mime_type) as sink:
+            sink.write(data)
+        return
+    partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        with FileSystems.create(partial, mime_type=mime_type) as sink:
+            sink.write(data)
+        _rename([partial], [path])
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
 
 
 def _rename(sources: list[str], destinations: list[str]) -> None:

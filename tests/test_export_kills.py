@@ -1,0 +1,89 @@
+"""Exports SIGKILLed where their state is written: the state's manifests (``_PENDING``, ``_SUCCESS``)
+and the clearing of a version a retry replaces. A kill leaves the whole manifest or none, and a rerun
+of the same command, as the README says to recover, gives the uninterrupted run's files."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from test_export_removals import NEXT_DATE, SID, export, write_job, write_profiles, write_targets
+
+
+EXPORT = ("from pipelines import export_audience\n"
+          "export_audience.run(['--config', sys.argv[1], '--audience', 'A', '--targets', sys.argv[2], '--output', "
+          "sys.argv[3], '--run-date', sys.argv[4], '--segment-id', sys.argv[5], '--state', sys.argv[6], '--allow-shrink'])")
+
+TORN_WRITE = """
+import os, signal, sys
+from apache_beam.io.filesystems import FileSystems
+real = FileSystems.create
+
+class Torn:
+    def __init__(self, sink):
+        self.sink = sink
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.sink.close()
+    def write(self, data):
+        self.sink.write(data[:len(data) // 2])
+        self.sink.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    def close(self):
+        self.sink.close()
+
+def create(path, *args, **kwargs):
+    sink = real(path, *args, **kwargs)
+    return Torn(sink) if os.path.basename(path).startswith(os.environ['KILL_IN_WRITE']) else sink
+
+FileSystems.create = create
+"""
+
+
+def killed_export(hook: str, env: dict, *args) -> subprocess.CompletedProcess:
+    """The export in a process that SIGKILLs itself where ``hook`` says."""
+    import os
+
+    return subprocess.run([sys.executable, "-c", hook + EXPORT, *map(str, args)], cwd=ROOT, capture_output=True,
+                          timeout=300, env={**os.environ, **env})
+
+
+def setup(base: Path) -> tuple[Path, Path, Path]:
+    """A job of four profiles and a first export (p00, p01) under ``base/state``."""
+    job = write_job(base / "job")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    state = base / "state"
+    export(job, write_targets(base / "t1.csv", [0, 1]), base / "out1", "--segment-id", SID, "--state", state)
+    return job, write_targets(base / "t2.csv", [0, 2, 3]), state
+
+
+def files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "onboarding").iterdir())}
+
+
+@pytest.mark.parametrize("manifest", ["_PENDING", "_SUCCESS"])
+def test_an_export_killed_while_writing_its_state_manifest_is_rerun_to_the_same_files(tmp_path, manifest):
+    """Killed halfway through the manifest (``_PENDING`` before its publish, ``_SUCCESS`` after it):
+    the manifest was left torn, and every later export failed on it ('not a JSON object (a damaged
+    manifest ...)'); the documented rerun into its --output on its run date could not run."""
+    reference = tmp_path / "reference"
+    job, targets, state = setup(reference)
+    export(job, targets, reference / "out2", "--segment-id", SID, "--state", state, "--allow-shrink", run_date=NEXT_DATE)
+
+    job, targets, state = setup(tmp_path / "run")
+    out = tmp_path / "run" / "out2"
+    killed = killed_export(TORN_WRITE, {"KILL_IN_WRITE": manifest}, job, targets, out, NEXT_DATE, SID, state)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert (out / "report.json").exists() == (manifest == "_SUCCESS")  # killed after its publish, or before it
+    version = state / "crm" / "A" / "v-000002"
+    assert not (version / manifest).exists() or (version / manifest).read_bytes().endswith(b"}\n")  # whole or none
+
+    report = export(job, targets, out, "--segment-id", SID, "--state", state, "--allow-shrink", run_date=NEXT_DATE)
+    assert report["state_version"] == 2 and (version / "_SUCCESS").exists() and not (version / "_PENDING").exists()
+    assert files(out) == files(reference / "out2")
+    assert sorted(p.name for p in version.iterdir()) == ["_SUCCESS", "members"]
+
