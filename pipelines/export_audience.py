@@ -36,7 +36,6 @@ from transforms.export_state import (
     absolute,
     audience_folders,
     published_uncommitted,
-    write_manifest,
 )
 from transforms.output_lock import LockHeld, LockNotCreated
 from transforms.preflight_export import check_export_inputs
@@ -173,10 +172,8 @@ def _clear_version(state: ExportState) -> None:
     """Remove what a failed or killed run left of this run's version, but the ``_PENDING`` of a run
     that published its files (this run retries it): until this run replaces them, they may be on the
     platform, and a failure before its publish must leave the next runs refused as before."""
-    kept = _pending(state)
-    remove_run_dir(state.version_dir)
-    if kept is not None:
-        write_manifest(state.version_dir, PENDING, kept.manifest)
+    # The manifest stays in place: deleted with the rest and written again, a kill between the two lost it.
+    remove_run_dir(state.version_dir, keep=None if _pending(state) is None else PENDING)
 
 
 def _pending(state: ExportState) -> StateVersion | None:

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from test_export_removals import NEXT_DATE, SID, export, write_job, write_profiles, write_targets
+from test_export_sequences import stopped_before_commit
 
+import transforms.export
+from transforms.config import ConfigError
 
 EXPORT = ("from pipelines import export_audience\n"
           "export_audience.run(['--config', sys.argv[1], '--audience', 'A', '--targets', sys.argv[2], '--output', "
@@ -41,6 +44,19 @@ def create(path, *args, **kwargs):
     return Torn(sink) if os.path.basename(path).startswith(os.environ['KILL_IN_WRITE']) else sink
 
 FileSystems.create = create
+"""
+
+KILL_AFTER_DELETE = """
+import os, signal, sys
+from apache_beam.io.filesystems import FileSystems
+real = FileSystems.delete
+
+def delete(paths):
+    real(paths)
+    if any(str(p).startswith(os.environ['KILL_AFTER_DELETE_UNDER']) for p in paths):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+FileSystems.delete = delete
 """
 
 
@@ -87,3 +103,27 @@ def test_an_export_killed_while_writing_its_state_manifest_is_rerun_to_the_same_
     assert files(out) == files(reference / "out2")
     assert sorted(p.name for p in version.iterdir()) == ["_SUCCESS", "members"]
 
+
+def test_a_retry_killed_while_it_clears_the_version_it_repeats_keeps_it_pending(tmp_path, monkeypatch):
+    """A run published its files and stopped before its commit (``v-000002/_PENDING``); its retry into
+    the same --output, killed as it cleared that version's leftovers, took the ``_PENDING`` with them:
+    the next export, computed against v-000001, was not refused, and never removed what the stopped
+    run's delivered files added (exit 0)."""
+    job, targets, state = setup(tmp_path)
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped_before_commit(transforms.export.commit_state))
+        with pytest.raises(Exception):
+            export(job, targets, tmp_path / "out2", *flags, run_date=NEXT_DATE)
+    version = state / "crm" / "A" / "v-000002"
+    assert (version / "_PENDING").exists() and (tmp_path / "out2" / "report.json").exists()
+
+    killed = killed_export(KILL_AFTER_DELETE, {"KILL_AFTER_DELETE_UNDER": str(version)},
+                           job, targets, tmp_path / "out2", NEXT_DATE, SID, state)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+
+    later = write_targets(tmp_path / "t3.csv", [0])
+    with pytest.raises(ConfigError, match="version 2 .* never committed.*out2.*_PENDING"):
+        export(job, later, tmp_path / "out3", *flags, run_date="2026-11-24")
+    retry = export(job, targets, tmp_path / "out2", *flags, run_date=NEXT_DATE)
+    assert retry["state_version"] == 2 and (version / "_SUCCESS").exists()

@@ -191,9 +191,12 @@ def recover(output_dir: str) -> str | None:
     return "rolled forward"
 
 
-def remove_run_dir(run_dir: str) -> None:
-    """Delete a run's folder and everything in it."""
-    if _is_remote(run_dir):
+def remove_run_dir(run_dir: str, keep: str | None = None) -> None:
+    """Delete a run's folder and everything in it; with ``keep`` (a file's name), all but that file
+    directly in it, which stays as it is."""
+    if keep is not None:
+        _delete([p for p in _listing(run_dir, recursive=True) if p != join_path(run_dir, keep)])
+    elif _is_remote(run_dir):
         _delete(_listing(run_dir, recursive=True))
     elif os.path.isdir(run_dir):
         _delete([run_dir])
