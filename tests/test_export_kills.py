@@ -20,6 +20,8 @@ EXPORT = ("from pipelines import export_audience\n"
           "export_audience.run(['--config', sys.argv[1], '--audience', 'A', '--targets', sys.argv[2], '--output', "
           "sys.argv[3], '--run-date', sys.argv[4], '--segment-id', sys.argv[5], '--state', sys.argv[6], '--allow-shrink'])")
 
+# SIGKILL halfway through writing the KILL_IN_WRITE_NTH-th file (default: the first) whose name ends with
+# KILL_IN_WRITE, its first half flushed to disk.
 TORN_WRITE = """
 import os, signal, sys
 from apache_beam.io.filesystems import FileSystems
@@ -39,9 +41,15 @@ class Torn:
     def close(self):
         self.sink.close()
 
+seen = []
+
 def create(path, *args, **kwargs):
     sink = real(path, *args, **kwargs)
-    return Torn(sink) if os.path.basename(path).startswith(os.environ['KILL_IN_WRITE']) else sink
+    if os.path.basename(path).endswith(os.environ['KILL_IN_WRITE']):  # the file, or its partial beside
+        seen.append(path)
+        if len(seen) == int(os.environ.get('KILL_IN_WRITE_NTH', '1')):
+            return Torn(sink)
+    return sink
 
 FileSystems.create = create
 """

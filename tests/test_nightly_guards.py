@@ -873,6 +873,37 @@ def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(t
     assert not (root / "_rebuild.json").exists()
 
 
+def test_a_rebuild_killed_while_recording_its_progress_is_rerun(tmp_path):
+    """SIGKILLed halfway through writing ``_rebuild.json`` (the rebuild moving past its first night),
+    the record was left torn: every nightly run failed (exit 2) 'cannot read the record of an unfinished
+    rebuild', the rebuild it asked for too. The record is whole or unchanged: the same command reruns."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from test_export_kills import TORN_WRITE
+
+    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 7)))
+    dump(tmp_path, "a", "2026-11-22", [f"{V[7]} 10"], mode="iter")
+    dump(tmp_path, "a", "2026-11-23", [f"{V[8]} 10"], mode="iter")
+    run(config, root, "--backfill", "2026-11-21:2026-11-23")
+    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(2, 7)))  # a corrected night: p1 is not a member
+    rebuild = ("--backfill", "2026-11-21:2026-11-23", "--force")
+    code = TORN_WRITE + "from pipelines import nightly\nnightly.run(sys.argv[1:])\n"
+    killed = subprocess.run([sys.executable, "-c", code, "--config", str(config), "--root", str(root), *rebuild],
+                            cwd=ROOT, capture_output=True, timeout=300,
+                            env={**os.environ, "KILL_IN_WRITE": "_rebuild.json", "KILL_IN_WRITE_NTH": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    record = root / "_rebuild.json"
+    assert json.loads(record.read_text()) == {"next": "2026-11-21", "through": "2026-11-23"}  # not moved on yet
+    run(config, root, *rebuild)
+    assert members(root, "2026-11-23") == {("a", "10", f"p{i}") for i in range(2, 9)}
+    assert not record.exists() and not list(root.glob("*_rebuild.json*"))  # nor the killed write's
+
+
 def deny_listing(monkeypatch, folder: str) -> None:
     """Listings of ``folder`` fail as a denied prefix does on GCS (403, past the client's retries)."""
     from apache_beam.io.filesystem import BeamIOError

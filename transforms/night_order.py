@@ -20,6 +20,7 @@ from transforms.control_files import controls_promising
 from transforms.dump_names import parse_dump_name
 from transforms.dump_listing import is_dump_file, unfinished_delivery, upload_glob, upload_of
 from transforms.errors import ConfigError
+from transforms.publish_journal import write_whole
 from transforms.storage import folder_hint, glob, join_path, matches_any
 
 
@@ -250,8 +251,8 @@ class Rebuild:
             return cls(root, date.fromisoformat(doc["next"]), date.fromisoformat(doc["through"]))
         except Exception as exc:  # noqa: BLE001 - one line naming the file
             raise ConfigError(f"{path}: cannot read the record of an unfinished rebuild ({type(exc).__name__}); "
-                              "rebuild the nights from the first one in doubt with --backfill FROM:NEWEST --force, "
-                              "then delete it") from None
+                              "delete it, then rebuild the nights from the first one in doubt with --backfill "
+                              "FROM:NEWEST --force (while it is there, every run is refused)") from None
 
     def check_finished_by(self, days: list[date], force: bool) -> None:
         """Refuse a run that does not republish every night the rebuild still has to."""
@@ -263,8 +264,8 @@ class Rebuild:
                               f"--backfill {span} --force")
 
     def record(self) -> None:
-        with FileSystems.create(self.path, mime_type="application/json") as sink:
-            sink.write(json.dumps({"next": self.next.isoformat(), "through": self.through.isoformat()}).encode())
+        """Whole or unchanged: killed while it was written, a torn record refused every run, this rebuild's too."""
+        write_whole(self.path, json.dumps({"next": self.next.isoformat(), "through": self.through.isoformat()}).encode())
 
     def after(self, day: date) -> "Rebuild | None":
         """The rebuild once ``day`` is republished (recorded), or None when it is done (deleted)."""

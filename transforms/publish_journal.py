@@ -62,12 +62,13 @@ def write_whole(path: str, data: bytes, mime_type: str = "application/json") -> 
     """Write a small file a reader trusts as it is (a state's ``_PENDING`` / ``_SUCCESS``) whole or not
     at all: a local one is written beside and renamed into place (killed, or on a full disk, it was
     left torn, and every later run failed on it); an object store's write is all or nothing already.
-    A failed write raises as it would have, and leaves nothing beside."""
+    A failed write raises as it would have, and leaves nothing beside; a killed one leaves an
+    ``_incomplete-*`` file, a killed run's leftover to the next run (:func:`clean_leftovers`)."""
     if _is_remote(path):
         with FileSystems.create(path, mime_type=mime_type) as sink:
             sink.write(data)
         return
-    partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+    partial = join_path(posixpath.dirname(path), f"{INCOMPLETE}{uuid.uuid4().hex[:8]}.{posixpath.basename(path)}")
     try:
         with FileSystems.create(partial, mime_type=mime_type) as sink:
             sink.write(data)
