@@ -262,8 +262,9 @@ def run(argv=None) -> list[dict]:
                     LOG.info(line)
                 results.append(result)
             check_some_delivery(job.cfg, days, results)
-        finally:  # also when a later night failed: the page shows the nights published before it
-            if any(r["status"] == "published" for r in results):
+        finally:  # also when a later night failed: the page shows the nights published before it; and on a
+            # rerun that finds its night published: a run killed after its publish never wrote the page
+            if any(r["status"] in ("published", "already published") for r in results):
                 write_root_page(root)
     return results
 

@@ -5,6 +5,7 @@ import csv
 import gzip
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -140,6 +141,27 @@ def test_killed_run_leaves_no_visible_partition_and_the_next_run_recovers(tmp_pa
         expected = {tuple(r) for r in list(csv.reader(fh))[1:]}
     got = {tuple(r.values()) for r in pq.read_table(root / "dt=2026-11-22" / "reconciled").to_pylist()}
     assert got == expected
+
+
+def test_a_night_killed_before_its_root_page_is_on_the_page_after_its_rerun(tmp_path):
+    """SIGKILLed after its night was published, before ``ROOT/report.html`` was rewritten: the rerun said
+    'already published' (as it must) and left the page without the night (a first night: no page at all)
+    until another night was published."""
+    from test_export_kills import TORN_WRITE
+
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-21", "full", [f"{V[1]} 10", f"{V[2]} 10"])
+    run(config, root, "--date", "2026-11-21")
+    dump(tmp_path, "2026-11-22", "iter", [f"{V[3]} 10"])
+    argv = ["--config", str(config), "--root", str(root), "--date", "2026-11-22"]
+    killed = subprocess.run([sys.executable, "-c", TORN_WRITE + "from pipelines import nightly\nnightly.run(sys.argv[1:])\n",
+                             *argv], cwd=ROOT, capture_output=True, timeout=300,
+                            env={**os.environ, "KILL_IN_WRITE": ".partial"})  # the page, written beside
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert (root / "dt=2026-11-22" / "_SUCCESS").exists()
+    assert 'href="dt=2026-11-22/report.html"' not in (root / "report.html").read_text()
+    assert run(config, root, "--date", "2026-11-22")[0]["status"] == "already published"
+    assert 'href="dt=2026-11-22/report.html"' in (root / "report.html").read_text()
 
 
 def test_demo_night_publishes_a_complete_partition(tmp_path):
