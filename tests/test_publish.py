@@ -260,6 +260,27 @@ def test_a_disk_that_fills_during_the_run_fails_naming_the_file_and_keeps_the_pr
         assert after == before  # the previous good output is untouched
 
 
+def test_a_disk_that_fills_while_the_key_cache_is_written_fails_in_one_line_naming_the_file(tmp_path):
+    """The profile-key cache's part, staged while the profiles are keyed, past the probe's 64 KiB on a
+    disk that fills: the run failed after Beam's 20-line traceback, its line naming no file
+    ('run failed: RuntimeError: OSError: [Errno 28] No space left on device [while running
+    'Reconcile/KeyProfiles/ParDo(KeyProfiles)']')."""
+    from generate_data import generate
+
+    data = tmp_path / "data"
+    generate(data, n_profiles=20_000, n_lines=1_000, seed=5)
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(b"\0" * max(free - 96 * 1024, 0))  # room for the probe, not the part
+        result = cli_in_process("import", "--config", data / "job.yaml", "--output", tmp_path / "out",
+                                "--key-cache", disk / "kc")
+        assert not list((disk / "kc").rglob("*.arrow"))
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert str(disk / "kc" / "_incoming") in line and "No space left" in line and "--key-cache" in line, line
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # the export goes through the same launch and publish
 

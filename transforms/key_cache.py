@@ -73,6 +73,7 @@ from transforms.config import DataSourceConfig, JobConfig
 from transforms.digests import duckdb_connection
 from transforms.errors import RunFailed
 from transforms.key_cache_index import HASH_SUFFIX, ID_CHECK, ROW_HASH, LoadedCache
+from transforms.output_lock import write_error
 from transforms.profiles import KEY_PREFIX
 from transforms.storage import glob, join_path
 
@@ -334,18 +335,30 @@ class CacheWriter:
     def __init__(self, staging: str, extract: str, schema: pa.Schema):
         self.path = join_path(staging, f"part-{hashlib.sha256(extract.encode()).hexdigest()[:16]}.arrow")
         self.schema, self.rows = schema, 0
-        self._sink = _HashingSink(FileSystems.create(self.path, mime_type="application/octet-stream"))
-        self._writer = pa.ipc.new_file(self._sink, schema)
+        with self._one_line():
+            self._sink = _HashingSink(FileSystems.create(self.path, mime_type="application/octet-stream"))
+            self._writer = pa.ipc.new_file(self._sink, schema)
+
+    @contextmanager
+    def _one_line(self):
+        """A full disk, a read-only folder: one line naming the part (it was Beam's traceback, then no file)."""
+        try:
+            yield
+        except OSError as exc:
+            raise RunFailed(f"{write_error(self.path, exc)} (--no-key-cache, or an import without --key-cache, "
+                            "computes every key)") from None
 
     def write(self, hashes: np.ndarray, checks: np.ndarray, columns: dict[str, pa.Array]) -> None:
         """Rows (row hash, id check, each column and its ``.hash``) in the schema's order."""
         arrays = [pa.array(hashes, pa.uint64()), pa.array(checks, pa.uint32())] + [columns[n] for n in self.schema.names[2:]]
-        self._writer.write_batch(pa.record_batch(arrays, schema=self.schema))
+        with self._one_line():
+            self._writer.write_batch(pa.record_batch(arrays, schema=self.schema))
         self.rows += len(hashes)
 
     def close(self) -> dict:
-        self._writer.close()
-        self._sink.close()
+        with self._one_line():
+            self._writer.close()
+            self._sink.close()
         return {"file": self.path, "rows": self.rows, PART_DIGEST: self._sink.digest.hexdigest()}
 
 
