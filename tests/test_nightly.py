@@ -162,6 +162,12 @@ def test_a_night_killed_before_its_root_page_is_on_the_page_after_its_rerun(tmp_
     assert 'href="dt=2026-11-22/report.html"' not in (root / "report.html").read_text()
     assert run(config, root, "--date", "2026-11-22")[0]["status"] == "already published"
     assert 'href="dt=2026-11-22/report.html"' in (root / "report.html").read_text()
+    # A page it cannot write is a warning there: the night stands published (exit 0, as before).
+    (root / "report.html").unlink()
+    (root / "report.html").mkdir()
+    (root / "report.html" / "x").write_text("")
+    again = cli_in_process("nightly", *argv)
+    assert again.returncode == 0 and "report.html: cannot write the page" in again.stderr, again.stderr
 
 
 def test_demo_night_publishes_a_complete_partition(tmp_path):
