@@ -1,17 +1,21 @@
-"""Exports SIGKILLed where their state is written: the state's manifests (``_PENDING``, ``_SUCCESS``)
-and the clearing of a version a retry replaces. A kill leaves the whole manifest or none, and a rerun
-of the same command, as the README says to recover, gives the uninterrupted run's files."""
+"""Exports SIGKILLed (or on a full disk) where their state is written: the state's manifests
+(``_PENDING``, ``_SUCCESS``) and the clearing of a version a retry replaces. A kill leaves the whole
+manifest or none, and a rerun of the same command, as the README says to recover, gives the
+uninterrupted run's files; a manifest that cannot be written fails in one line naming it."""
 from __future__ import annotations
 
+import errno
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from apache_beam.io.filesystems import FileSystems
+from conftest import ROOT, cli_in_process
 from test_export_removals import NEXT_DATE, SID, export, write_job, write_profiles, write_targets
 from test_export_sequences import stopped_before_commit
+from test_publish import one_line
 
 import transforms.export
 from transforms.config import ConfigError
@@ -135,3 +139,30 @@ def test_a_retry_killed_while_it_clears_the_version_it_repeats_keeps_it_pending(
         export(job, later, tmp_path / "out3", *flags, run_date="2026-11-24")
     retry = export(job, targets, tmp_path / "out2", *flags, run_date=NEXT_DATE)
     assert retry["state_version"] == 2 and (version / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("manifest", ["_PENDING", "_SUCCESS"])
+def test_a_state_manifest_that_cannot_be_written_fails_in_one_line_naming_it(tmp_path, monkeypatch, manifest):
+    """A full disk under ``--state`` once the members' parts were written: the run failed after Beam's
+    16-line traceback, its line naming no file ('run failed: RuntimeError: OSError: [Errno 28] No space
+    left on device [while running 'Export/PublishExport']'), nor whether its files were published."""
+    job, targets, state = setup(tmp_path)
+    real = FileSystems.create
+
+    def create(path, *args, **kwargs):
+        if path.endswith(manifest):  # the manifest, or its partial beside
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystems, "create", create)
+    out = tmp_path / "out2"
+    result = cli_in_process("export", "--config", job, "--audience", "A", "--targets", targets, "--output", out,
+                            "--run-date", NEXT_DATE, "--segment-id", SID, "--state", state, "--allow-shrink")
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert f"v-000002/{manifest}: cannot write (No space left on device)" in line, line
+    if manifest == "_PENDING":
+        assert "nothing was published" in line and not (out / "report.json").exists()
+    else:  # after its publish: the version waits as _PENDING, which the next export names
+        assert "published" in line and "_PENDING" in line and (out / "report.json").exists()
+        assert (state / "crm" / "A" / "v-000002" / "_PENDING").exists()

@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import InputError, RunFailed
+from transforms.output_lock import write_error
 from transforms.publish import REPORT, SUCCESS
 from transforms.publish_journal import write_whole
 from transforms.storage import glob, join_path
@@ -387,8 +388,12 @@ def commit_state(state: ExportState, manifest: dict, name: str = SUCCESS) -> Non
 
 
 def write_manifest(version_dir: str, name: str, doc: dict) -> None:
-    """A version's manifest (``_SUCCESS`` or ``_PENDING``) as JSON, whole or not at all."""
-    write_whole(join_path(version_dir, name), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    """A version's manifest as JSON, whole or not at all; unwritable (a full disk): one line naming it."""
+    path, after = join_path(version_dir, name), f"the export's files are published, its version waits as {PENDING}"
+    try:
+        write_whole(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise write_error(path, exc, after if name == SUCCESS else "nothing was published") from None
 
 
 def parquet_rows(pattern: str) -> int:

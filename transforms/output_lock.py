@@ -303,8 +303,8 @@ def probe_writable(folder: str, *, what: str = "the output folder", named: str |
                         f"nothing was run{remedy}") from None
 
 
-def write_error(path: str, exc: BaseException) -> RunFailed:
+def write_error(path: str, exc: BaseException, outcome: str = "nothing was published") -> RunFailed:
     """The one-line error of a failed write (disk full, read-only, no permission), naming the file."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-        return RunFailed(f"{path}: cannot write ({_reason(exc)}); nothing was published")
-    return RunFailed(f"{path}: cannot write ({type(exc).__name__}: {_reason(exc)}); nothing was published")
+        return RunFailed(f"{path}: cannot write ({_reason(exc)}); {outcome}")
+    return RunFailed(f"{path}: cannot write ({type(exc).__name__}: {_reason(exc)}); {outcome}")
