@@ -141,6 +141,34 @@ def check_kills_at_every_step(base: str, monkeypatch, manifest: bool, old_parts:
     return steps
 
 
+def test_a_run_folder_that_cannot_be_removed_after_the_publish_leaves_the_run_published(tmp_path, monkeypatch, caplog):
+    """The disk went read-only (or the store refused a delete) after the last marker was moved in: the
+    publish is complete, only the emptied run folder is left. The run failed (exit 1, Beam's
+    traceback, 'Delete operation failed') though its outputs were published and right. Now it warns,
+    naming the folder, and the next run's start removes it."""
+    output = str(tmp_path / "out")
+    publish(output, "old", 2, manifest=True)
+    run_dir = join_path(output, "_incomplete-new")
+    real = publish_journal._delete
+
+    def read_only(paths):
+        if paths == [run_dir]:
+            raise OSError(30, "Read-only file system")
+        return real(paths)
+
+    monkeypatch.setattr(publish_journal, "_delete", read_only)
+    with caplog.at_level("WARNING", logger="audience_sync.publish"):
+        publish(output, "new", 1, manifest=True)
+    monkeypatch.undo()
+    assert json.loads(snapshot(output)[REPORT])["version"] == "new" and SUCCESS in snapshot(output)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{output}: published; its run folder {run_dir} could not be removed (OSError: Read-only file system): "
+        "the next run into this folder removes it"]
+    with hold_output(output, "next-run"):
+        pass
+    assert leftovers(output) == []
+
+
 @pytest.mark.parametrize("manifest", [False, True], ids=["report", "report+_SUCCESS"])
 def test_local_publish_killed_at_every_step_recovers_old_or_new(tmp_path, monkeypatch, manifest):
     steps = check_kills_at_every_step(str(tmp_path), monkeypatch, manifest)

@@ -178,7 +178,11 @@ def apply(output_dir: str, journal: Journal) -> None:
     for marker in staged_markers:
         _rename([join_path(run_dir, marker)], [join_path(output_dir, marker)])
     _delete([join_path(output_dir, JOURNAL)])
-    remove_run_dir(run_dir)
+    try:  # published: what is left of the run folder is the next run's to remove (clean_leftovers)
+        remove_run_dir(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a read-only disk, a refused delete: the run stands published
+        LOG.warning("%s: published; its run folder %s could not be removed (%s: %s): the next run into this folder "
+                    "removes it", output_dir, run_dir, type(exc).__name__, getattr(exc, "strerror", None) or exc)
 
 
 def recover(output_dir: str) -> str | None:
