@@ -73,8 +73,6 @@ def test_iter_dumps_update_and_full_dumps_replace_the_previous_night(tmp_path):
     for entry in manifest["files"]:
         data = (root / "dt=2026-11-21" / entry["path"]).read_bytes()
         assert len(data) == entry["bytes"]
-        import hashlib
-
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert sum(f.get("rows", 0) for f in manifest["files"] if f["path"].startswith("reconciled/")) == 3
 
