@@ -485,6 +485,37 @@ def test_gs_overwrite_records_the_users_it_takes_out_of_another_audience(gcs, cl
     assert "strip-state/crm/B/v-000002/_SUCCESS" in names and not [n for n in names if n.endswith("_PENDING")]
 
 
+def test_a_failed_retry_keeps_the_pending_of_the_version_it_repeats_under_a_folder_marker(gcs, client, tmp_path,
+                                                                                          monkeypatch):
+    """A run published its files and stopped before its commit (``v-000002/_PENDING``); the version's
+    folder has a marker object (``v-000002/``: a console's 'create folder', gcsfuse). Its retry cleared
+    the version around the ``_PENDING``, but deleting the marker deletes every object under it: the
+    ``_PENDING`` went too, and when the retry then failed before its publish, the next export, computed
+    against v-000001, was not refused (exit 0) and never removed what the stopped run's files added."""
+    import transforms.export
+    from test_export_removals import NEXT_DATE, SID, export, write_job, write_profiles, write_targets
+    from test_export_sequences import stopped_before_commit
+
+    job = write_job(tmp_path / "job")
+    write_profiles(job.parent, [0, 1, 2, 3])
+    state, out = f"gs://{gcs.bucket}/marker-state", f"gs://{gcs.bucket}/marker-out"
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), f"{out}/o1", *flags)
+    targets = write_targets(tmp_path / "t2.csv", [0, 2, 3])
+    with monkeypatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped_before_commit(transforms.export.commit_state))
+        with pytest.raises(OSError):
+            export(job, targets, f"{out}/o2", *flags, run_date=NEXT_DATE)
+    client.bucket(gcs.bucket).blob("marker-state/crm/A/v-000002/").upload_from_string(b"")
+    with monkeypatch.context() as patch:  # the retry fails before its publish (a lost connection)
+        patch.setattr(transforms.export, "commit_state", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("lost")))
+        with pytest.raises(OSError):
+            export(job, targets, f"{out}/o2", *flags, run_date=NEXT_DATE)
+    assert "marker-state/crm/A/v-000002/_PENDING" in _objects(client, gcs.bucket, "marker-state/")
+    with pytest.raises(ConfigError, match="version 2 .* never committed"):
+        export(job, write_targets(tmp_path / "t3.csv", [0]), f"{out}/o3", *flags, run_date="2026-11-24")
+
+
 def test_a_folder_marker_object_is_no_file(gcs, client):
     """A GCS console's 'create folder' leaves a 0-byte object named 'folder/', which a glob's '*'
     matched (its name after the folder is empty): an empty night folder of a data source was read as

@@ -198,9 +198,11 @@ def recover(output_dir: str) -> str | None:
 
 def remove_run_dir(run_dir: str, keep: str | None = None) -> None:
     """Delete a run's folder and everything in it; with ``keep`` (a file's name), all but that file
-    directly in it, which stays as it is."""
+    directly in it, which stays as it is (and on gs:// the folder's marker object, ``run_dir/``: deleted,
+    it takes every object under it, ``keep`` too)."""
     if keep is not None:
-        _delete([p for p in _listing(run_dir, recursive=True) if p != join_path(run_dir, keep)])
+        kept = join_path(run_dir, keep)
+        _delete([p for p in _listing(run_dir, recursive=True) if p != kept and not (p.endswith("/") and kept.startswith(p))])
     elif _is_remote(run_dir):
         _delete(_listing(run_dir, recursive=True))
     elif os.path.isdir(run_dir):
