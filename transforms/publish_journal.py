@@ -63,7 +63,9 @@ def write_whole(path: str, data: bytes, mime_type: str = "application/json") -> 
     at all: a local one is written beside and renamed into place (killed, or on a full disk, it was
     left torn, and every later run failed on it); an object store's write is all or nothing already.
     A failed write raises as it would have, and leaves nothing beside; a killed one leaves an
-    ``_incomplete-*`` file, a killed run's leftover to the next run (:func:`clean_leftovers`)."""
+    ``_incomplete-*`` file, a killed run's leftover: in an output or a nightly root the next run removes
+    it (:func:`clean_leftovers`), in an export state's version folder the next run of that version
+    (read by nothing: manifests and members are found by their own names)."""
     if _is_remote(path):
         with FileSystems.create(path, mime_type=mime_type) as sink:
             sink.write(data)
