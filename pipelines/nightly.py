@@ -50,9 +50,10 @@ from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.errors import RunFailed
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
-from transforms.night_guard import NightGuard, check_published_holds, check_same_profile_ids
+from transforms.night_guard import NightGuard, check_same_profile_ids
 from transforms.night_order import (check_delivery_dates, check_night_order, check_nights_over, check_no_gap,
-                                    check_nothing_unread, no_delivery, rebuild_for)
+                                    check_nothing_unread, check_published_holds, folder_per_night, no_delivery,
+                                    rebuild_for)
 from transforms.key_cache import INCOMING, NIGHTLY_CACHE, cache_dirs, staged
 from transforms.preflight import check_inputs
 from transforms.undelivered import undelivered_sources
@@ -165,7 +166,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     published = FileSystems.exists(success)
     if published and not force:
         check_published_holds(template.for_date(day), target, hashlib.sha256(config_text).hexdigest(),
-                              template.for_date(day - timedelta(days=1)))
+                              folder_per_night(template, day))
         LOG.warning("dt=%s is already published (use --force to replace it)", day)
         return {"date": day.isoformat(), "status": "already published"}
     if not published:

@@ -23,7 +23,6 @@ from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
 from transforms.normalize import same_rules
 from transforms.report import address_form, compared_form, match_form
-from transforms.storage import glob, matches_any
 from transforms.summary import rate_text
 
 
@@ -47,57 +46,6 @@ def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
         raise ConfigError(f"profiles.id is '{cfg.profiles.id}', {name} was built with '{before}': its memberships "
                           "cannot be carried over; deliver full dumps for every data source tonight (nothing is "
                           "carried), or set profiles.id back")
-
-
-def check_published_holds(cfg: JobConfig, partition: str, config_digest: str,
-                          night_before: JobConfig | None = None) -> None:
-    """A night already published is skipped as done; but published by another config (its manifest's
-    ``config_digest``) without some data source of this one (``cfg``, filled for the night), or with
-    another under its name (:func:`_another`: two jobs' sources named alike, or a job folder's copy,
-    its config's text the same), that data source's dumps of the night were never imported (the
-    second of two jobs sharing one root skipped every night, exit 0). Refused, one line naming it.
-    ``night_before``: the config filled for the night before, which tells the data sources whose
-    ``segments`` name a folder per night (a dump listed there is that night's)."""
-    name = partition.rstrip("/").rsplit("/", 1)[-1]
-    same_text = read_manifest(partition, night="a published night").get("config_digest") == config_digest
-    held = night_report(partition)["data_sources"]
-    missing = [] if same_text else [ds.name for ds in cfg.data_sources if ds.name not in held]
-    if missing:
-        raise ConfigError(f"{name} is already published, by another config, without data source '{missing[0]}' of this "
-                          f"one ({len(missing)} such): its dumps of that night were not imported. Two configs sharing "
-                          "one root? give each its own --root; a data source added since? --force republishes the night "
-                          "with it (or leave the night as it is)")
-    before = {ds.name: ds.segments for ds in night_before.data_sources} if night_before else {}
-    for ds in cfg.data_sources:
-        nightly_folder = before.get(ds.name, ds.segments) != ds.segments
-        if ds.name in held and (other := _another(ds, held[ds.name], nightly_folder)) is not None:
-            raise ConfigError(f"{name} is already published by another job: its data source '{ds.name}' is not this "
-                              f"one's ({other}), whose dumps of that night were not imported. Two jobs sharing one "
-                              "root? give each its own --root; its dpid or segments edited since? --force republishes "
-                              "the night with it (or leave the night as it is)")
-
-
-def _another(ds, entry: dict, nightly_folder: bool = False) -> str | None:
-    """Why a night's entry of ``ds``'s name is another data source: another dpid, or dumps read that
-    ``ds.segments`` does not match and that are still where it read them (another job's, live), or,
-    ``ds.segments`` naming a folder per night (``nightly_folder``), where that night's folder holds a
-    dump it did not read (another job's, its own dumps purged once imported: taken for this job's past,
-    the night was skipped as done, exit 0); None when it may be this one (this job's segments moved
-    since, the old folder's dumps purged: a backfill over its published nights was refused, advising a
-    --force an older night refuses)."""
-    if entry.get("dpid", ds.dpid) != ds.dpid:
-        return f"dpid {entry.get('dpid')}, not {ds.dpid}"
-    read = [f["path"] for f in entry.get("files") or () if isinstance(f, dict) and f.get("path")]
-    if read and not matches_any(ds.segments, read) and (
-            any(FileSystems.exists(path) for path in read[:3]) or nightly_folder and _unread(ds.segments, read)):
-        return f"it read {posixpath.basename(read[0])}, which its segments '{ds.segments}' do not match"
-    return None
-
-
-def _unread(pattern: str, read: list[str]) -> bool:
-    """Whether ``pattern`` lists a dump not among those ``read`` (by name)."""
-    names = {posixpath.basename(path) for path in read}
-    return any(posixpath.basename(path) not in names for path in glob(pattern, missing_ok=True))
 
 
 # The share of a file-audience source's addresses that match a profile falls by more than its

@@ -2,8 +2,9 @@
 anything is read: a night has ended (UTC); no published night comes after it unless this run
 republishes every one of them, in order; a rebuild of the nights that did not finish is finished
 first (``ROOT/_rebuild.json``); no night with dumps is missing between the previous published night
-and this one; a night's folder holds no dump delivered weeks before it. What a night is checked
-against once it runs: :mod:`transforms.night_guard`.
+and this one; a night's folder holds no dump delivered weeks before it; a published night is skipped
+as done only when no data source of this job is missing from it or another one under its name. What
+a night is checked against once it runs: :mod:`transforms.night_guard`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from transforms.control_files import controls_promising
 from transforms.dump_names import parse_dump_name
 from transforms.dump_listing import is_dump_file, unfinished_delivery, upload_glob, upload_of
 from transforms.errors import ConfigError
+from transforms.incremental import read_manifest
+from transforms.night_guard import night_report
 from transforms.publish_journal import write_whole
 from transforms.storage import folder_hint, glob, join_path, matches_any
 
@@ -31,6 +34,13 @@ def check_nights_over(days: list[date], today: date) -> None:
     if late:
         raise ConfigError(f"dt={late[0].isoformat()} is not over (today is {today.isoformat()} UTC): import a night "
                           "once it has ended")
+
+
+def folder_per_night(template: JobConfig, day: date) -> set[str]:
+    """The data sources whose ``segments``, filled for ``day`` and for the night before, differ: each
+    night's deliveries in a folder of their own (a dump listed there is that night's)."""
+    before = {ds.name: ds.segments for ds in template.for_date(day - timedelta(days=1)).data_sources}
+    return {ds.name for ds in template.for_date(day).data_sources if ds.segments != before[ds.name]}
 
 
 STALE_DAYS = 7  # days: a dump in a night's folder delivered longer before the night began is another night's
@@ -49,9 +59,9 @@ def check_delivery_dates(template: JobConfig, day: date, files: list, allow_old:
     if allow_old:
         return
     begun = datetime.combine(day - timedelta(days=STALE_DAYS), time(), timezone.utc).timestamp() * 1000
-    before = {ds.name: ds.segments for ds in template.for_date(day - timedelta(days=1)).data_sources}
+    per_night = folder_per_night(template, day)
     for i, ds in enumerate(template.for_date(day).data_sources):
-        names = [path for name, path in sorted(files) if name == ds.name and ds.segments != before[ds.name]]
+        names = [path for name, path in sorted(files) if name == ds.name and ds.name in per_night]
         old = [(path, parsed.timestamp_ms) for path in names
                if (parsed := parse_dump_name(path)) is not None and parsed.timestamp_ms < begun]
         if old:
@@ -62,6 +72,55 @@ def check_delivery_dates(template: JobConfig, day: date, files: list, allow_old:
                               "night's delivery (a {date:...} format naming another date's folder, day and month "
                               "swapped?); correct the format, move it to its own night's folder, or "
                               "--allow-old-delivery to read it as this night's")
+
+
+def check_published_holds(cfg: JobConfig, partition: str, config_digest: str,
+                          per_night: set[str] = frozenset()) -> None:
+    """A night already published is skipped as done; but published by another config (its manifest's
+    ``config_digest``) without some data source of this one (``cfg``, filled for the night), or with
+    another under its name (:func:`_another`: two jobs' sources named alike, or a job folder's copy,
+    its config's text the same), that data source's dumps of the night were never imported (the
+    second of two jobs sharing one root skipped every night, exit 0). Refused, one line naming it.
+    ``per_night``: the data sources whose ``segments`` name a folder per night (:func:`folder_per_night`:
+    a dump listed there is that night's)."""
+    name = partition.rstrip("/").rsplit("/", 1)[-1]
+    same_text = read_manifest(partition, night="a published night").get("config_digest") == config_digest
+    held = night_report(partition)["data_sources"]
+    missing = [] if same_text else [ds.name for ds in cfg.data_sources if ds.name not in held]
+    if missing:
+        raise ConfigError(f"{name} is already published, by another config, without data source '{missing[0]}' of this "
+                          f"one ({len(missing)} such): its dumps of that night were not imported. Two configs sharing "
+                          "one root? give each its own --root; a data source added since? --force republishes the night "
+                          "with it (or leave the night as it is)")
+    for ds in cfg.data_sources:
+        if ds.name in held and (other := _another(ds, held[ds.name], ds.name in per_night)) is not None:
+            raise ConfigError(f"{name} is already published by another job: its data source '{ds.name}' is not this "
+                              f"one's ({other}), whose dumps of that night were not imported. Two jobs sharing one "
+                              "root? give each its own --root; its dpid or segments edited since? --force republishes "
+                              "the night with it (or leave the night as it is)")
+
+
+def _another(ds, entry: dict, nightly_folder: bool = False) -> str | None:
+    """Why a night's entry of ``ds``'s name is another data source: another dpid, or dumps read that
+    ``ds.segments`` does not match and that are still where it read them (another job's, live), or,
+    ``ds.segments`` naming a folder per night (``nightly_folder``), where that night's folder holds a
+    dump it did not read (another job's, its own dumps purged once imported: taken for this job's past,
+    the night was skipped as done, exit 0); None when it may be this one (this job's segments moved
+    since, the old folder's dumps purged: a backfill over its published nights was refused, advising a
+    --force an older night refuses)."""
+    if entry.get("dpid", ds.dpid) != ds.dpid:
+        return f"dpid {entry.get('dpid')}, not {ds.dpid}"
+    read = [f["path"] for f in entry.get("files") or () if isinstance(f, dict) and f.get("path")]
+    if read and not matches_any(ds.segments, read) and (
+            any(FileSystems.exists(path) for path in read[:3]) or nightly_folder and _unread(ds.segments, read)):
+        return f"it read {posixpath.basename(read[0])}, which its segments '{ds.segments}' do not match"
+    return None
+
+
+def _unread(pattern: str, read: list[str]) -> bool:
+    """Whether ``pattern`` lists a dump not among those ``read`` (by name)."""
+    names = {posixpath.basename(path) for path in read}
+    return any(posixpath.basename(path) not in names for path in glob(pattern, missing_ok=True))
 
 
 def check_night_order(days: list[date], published: list[date], force: bool) -> None:
