@@ -23,7 +23,6 @@ is not given (:func:`missing_runs`); and the order they ran in (:func:`run_order
 from __future__ import annotations
 
 import heapq
-import os
 import posixpath
 
 import apache_beam as beam
@@ -41,6 +40,7 @@ from transforms.export_state import (
     OtherAudience,
     committed_versions,
     match_parts,
+    output_key,
     published_uncommitted,
     same_output,
 )
@@ -232,15 +232,12 @@ def run_order(existing: list[tuple[str, dict]]) -> list[int]:
     the one it was computed against (a --run-date in local time after a run on the UTC default, an old
     command line run again), or two of one run date given newest first, were applied in the wrong
     order: a user the later one removed was rebuilt as held and, targeted again, never sent."""
-    def place(path) -> str:  # a folder as same_output compares it (a local one resolved)
-        return str(path).rstrip("/") if "://" in str(path) else os.path.realpath(path)
-
-    key = {place(folder): i for i, (folder, _) in enumerate(existing)}
+    key = {output_key(folder): i for i, (folder, _) in enumerate(existing)}
     after: dict[int, set[int]] = {i: set() for i in range(len(existing))}  # i: the runs it came after
     versions: dict[str, list[tuple[int, int]]] = {}
     for i, (_, report) in enumerate(existing):
         for earlier in report.get("existing") or []:
-            j = key.get(place(earlier))
+            j = key.get(output_key(earlier))
             if j is not None and j != i:
                 after[i].add(j)
         if report.get("state_folder") and isinstance(report.get("state_version"), int):

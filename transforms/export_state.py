@@ -216,11 +216,15 @@ def absolute(path: str) -> str:
 
 
 def same_output(a: str, b: str) -> bool:
-    """Whether two ``--output`` folders are one (local paths compared resolved: a symlinked spelling
-    of a folder is that folder)."""
-    if "://" in a or "://" in b:
-        return a.rstrip("/") == b.rstrip("/")
-    return os.path.realpath(a) == os.path.realpath(b)
+    """Whether two ``--output`` folders are one (:func:`output_key`)."""
+    return output_key(a) == output_key(b)
+
+
+def output_key(path) -> str:
+    """An ``--output`` folder as two are compared: a local one resolved (a symlinked spelling of a folder
+    is that folder), a ``gs://`` one as written, without its trailing ``/``."""
+    path = str(path)
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
 
 
 def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportState:
