@@ -49,6 +49,11 @@ def is_text_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)
 
 
+def is_text_or_binary(t: pa.DataType) -> bool:
+    """Text (:func:`is_text_type`), or binary / large binary (bytes read as text)."""
+    return is_text_type(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
 def _raw_text(values: pa.Array) -> pa.Array:
     """``string``/``large_string`` as they are; binary viewed as text (no UTF-8 validation)."""
     t = values.type

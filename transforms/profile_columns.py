@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import is_text_type, plain_array, string_buffers
+from transforms.arrow_utils import is_text_or_binary, plain_array, string_buffers
 from transforms.config import ProfilesConfig
 from transforms.errors import InputError, RowProblem, RunFailed
 from transforms.outcomes import Counts, Metric, count
@@ -29,7 +29,7 @@ def id_text(values, path: str, column: str) -> pa.Array:
     Profile extracts and the export's targets."""
     values = plain_array(values)
     _refuse_nested(values.type, path, column, "text or numbers")
-    if is_text_type(values.type) or pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+    if is_text_or_binary(values.type):
         text = plain_array(values, text="cast")
         _refuse_number_text(text, column)
         return text
@@ -84,7 +84,7 @@ def address_text(values, path: str, column: str, counts: list | None) -> pa.Arra
     into a form) must not fail an extract of millions; a column a spreadsheet saved fails over the whole
     extract (:func:`check_address_numbers`)."""
     values = plain_array(values)
-    if not (is_text_type(values.type) or pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
+    if not is_text_or_binary(values.type):
         return id_text(values, path, column)
     text = plain_array(values, text="cast")
     if counts is not None:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_utils import is_text_type, plain_array
+from transforms.arrow_utils import is_text_or_binary, plain_array
 from transforms.dumps import split_tokens
 from transforms.keys import SEGMENT_SET
 
@@ -23,7 +23,7 @@ def order_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | 
     if pa.types.is_integer(t):
         uniq, codes = np.unique(values.fill_null(0).to_numpy(zero_copy_only=False), return_inverse=True)
         codes, size = codes.astype(np.uint64), len(uniq)
-    elif is_text_type(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+    elif is_text_or_binary(t):
         encoded = pc.dictionary_encode(values)
         order = pc.array_sort_indices(encoded.dictionary).to_numpy()
         rank = np.empty(len(order), dtype=np.uint64)

@@ -24,8 +24,7 @@ from transforms.extract_lines import csv_line_of_row
 from transforms.outcomes import Metric, runner_counter, count
 from transforms.profile_columns import profile_id_text
 from transforms.stable_hash import buckets_from_hash, hash64
-from transforms.storage import open_input
-from transforms.storage import format_from_extension
+from transforms.storage import format_from_extension, open_input
 
 TARGETS_COLUMN = "profile_id"
 TARGET_SCHEMA = pa.schema([(TARGETS_COLUMN, pa.string())])
