@@ -28,12 +28,11 @@ from transforms.errors import RunFailed
 from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
 from transforms.export_others import strippable
 from transforms.export_report import summary_lines
+from transforms.export_paths import absolute, audience_dir
 from transforms.export_state import (
     PENDING,
     ExportState,
     StateVersion,
-    audience_dir,
-    absolute,
     audience_folders,
     published_uncommitted,
 )

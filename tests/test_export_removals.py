@@ -336,7 +336,8 @@ def test_an_audience_that_holds_no_one_does_not_keep_its_segment_from_another(tm
 
     from transforms.config_load import load_config
     from transforms.export import export_spec
-    from transforms.export_state import audience_dir, state_for
+    from transforms.export_paths import audience_dir
+    from transforms.export_state import state_for
 
     job = write_job(tmp_path / "job")
     cfg = load_config(str(job))

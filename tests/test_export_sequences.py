@@ -10,7 +10,7 @@ from platform_sim import Platform
 from test_export_removals import SID, email, export, sha, write_job, write_profiles, write_targets
 
 import transforms.export
-import transforms.export_state
+import transforms.export_paths
 from transforms.config import ConfigError
 from transforms.output_lock import LockHeld
 
@@ -550,7 +550,7 @@ def test_a_dot_audiences_state_written_before_its_folder_was_quoted_is_not_taken
     state, platform = tmp_path / "state", Platform()
     flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
     with monkeypatch.context() as patch:  # as the release before c8273e5 wrote it
-        patch.setattr(transforms.export_state, "_folder_name", lambda n: quote(n, safe=""))
+        patch.setattr(transforms.export_paths, "_folder_name", lambda n: quote(n, safe=""))
         export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, audience=name)
     platform.apply(tmp_path / "out1")
     old = state / "crm" if name == "." else state

@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import split_by_bucket
 from transforms.errors import InputError, RunFailed
+from transforms.export_paths import output_key, same_output
 from transforms.export_state import (
     MEMBERS,
     STRIPPED_BY,
@@ -40,9 +41,7 @@ from transforms.export_state import (
     OtherAudience,
     committed_versions,
     match_parts,
-    output_key,
     published_uncommitted,
-    same_output,
 )
 from transforms.outcomes import Counts, Metric
 from transforms.write_parts import write_parquet

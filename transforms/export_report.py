@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from transforms.errors import RunFailed
-from transforms.export_state import absolute
+from transforms.export_paths import absolute
 from transforms.outcomes import REMOVALS, Counts, Metric, Removal
 
 if TYPE_CHECKING:

@@ -32,15 +32,15 @@ rebuilt from their ``exported/`` (pairs sent) and ``removed/`` (pairs removed) i
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import InputError, RunFailed
+from transforms.export_paths import absolute, audience_dir, same_output, version_dir
 from transforms.output_lock import write_error
 from transforms.publish import REPORT, SUCCESS
 from transforms.publish_journal import write_whole
@@ -49,23 +49,6 @@ from transforms.storage import glob, join_path
 MEMBERS = "members"
 PENDING = "_PENDING"  # a version's manifest while its run publishes its files (renamed _SUCCESS by hand)
 STRIPPED_BY = "stripped_by"  # a version an overwrite of another audience wrote: that run, its files
-
-
-def audience_dir(root: str, data_source: str, audience: str) -> str:
-    """``ROOT/<data source>/<audience>``; the names are %-quoted (spaces, glob characters, ``/``)."""
-    return join_path(root, _folder_name(data_source), _folder_name(audience))
-
-
-def _folder_name(name: str) -> str:
-    """``name`` %-quoted as one folder of the path: ``.`` and ``..`` too (``%2E``), which quoting leaves as
-    they are and a local path resolves (``--audience .`` kept its state in ``ROOT/<data source>`` itself,
-    ``..`` in ``ROOT``: unseen by the checks that list ``ROOT/*/*``)."""
-    quoted = quote(name, safe="")
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
-
-
-def version_dir(folder: str, number: int) -> str:
-    return join_path(folder, f"v-{number:06d}")
 
 
 def read_json(path: str) -> dict:
@@ -207,24 +190,6 @@ class ExportState:
             if run.removed:
                 out.append((k, True, run.removed))
         return out
-
-
-def absolute(path: str) -> str:
-    """A local path made absolute (a ``gs://`` one as is): the state root and ``--output`` as
-    manifests and reports record them, found again by a run started from another folder."""
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
-
-
-def same_output(a: str, b: str) -> bool:
-    """Whether two ``--output`` folders are one (:func:`output_key`)."""
-    return output_key(a) == output_key(b)
-
-
-def output_key(path) -> str:
-    """An ``--output`` folder as two are compared: a local one resolved (a symlinked spelling of a folder
-    is that folder), a ``gs://`` one as written, without its trailing ``/``."""
-    path = str(path)
-    return path.rstrip("/") if "://" in path else os.path.realpath(path)
 
 
 def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportState:
