@@ -165,3 +165,30 @@ def test_a_full_delivery_left_beside_a_newer_one_fails(demo_copy, tmp_path):
         run(demo_copy, tmp_path)
     assert "data_sources[0].segments" in str(info.value)
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+PLAIN = "segments/uid2-phones/ftp_1234_34567_full_1795305600000.sync"
+
+
+def test_a_plain_dump_ending_inside_a_line_fails_unless_a_control_file_lists_it(demo_copy, tmp_path):
+    """A plain dump whose transfer stopped inside its last line (`… 3301,33` for `… 3301,3302`): read
+    as it was, segment `33` got a member and the line lost 3302, exit 0 (a gzip dump so cut fails: its
+    stream has no end). A plain file cannot say it is whole: a last line without a line break fails
+    naming the file and the line, unless a control file lists the file (its size and md5 then say it
+    is whole). A gzip dump whose stream ends so was written so, and is read."""
+    dump = demo_copy / PLAIN
+    text = dump.read_bytes()
+    dump.write_bytes(text[:-3])
+    lines = text.count(b"\n")
+    with pytest.raises(InputError) as info:
+        run(demo_copy, tmp_path)
+    assert str(info.value).split(" [while running")[0] == (f"{dump}: line {lines}, its last, ends without a line break: the file may be cut "
+                               "short (a transfer that stopped?) and that line read in part; deliver it again, or "
+                               "end it with a line break if it is whole. Nothing was published")
+    assert not (tmp_path / "out" / "report.json").exists()
+    write_info(dump.parent, **{dump.name: {"FileLineCount": lines}})
+    assert run(demo_copy, tmp_path)["data_sources"]["uid2-phones"]["received"] == lines
+    (dump.parent / "ftp_1234_20914_full_1795305600000.info").unlink()
+    dump.unlink()
+    dump.with_name(dump.name + ".gz").write_bytes(gzip.compress(text.rstrip(b"\n"), mtime=0))
+    assert run(demo_copy, tmp_path)["data_sources"]["uid2-phones"]["received"] == lines

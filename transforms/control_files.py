@@ -93,7 +93,9 @@ def check_control_files(controls: list, stats: list) -> None:
     """Compare every dump a control file lists with what was read (lines, stored size, md5): a batch
     that arrived incomplete or altered fails the run, naming the file. So does a split holding no
     line beside splits of its batch that do (:func:`~transforms.dump_names.empty_splits`), unless a
-    control file lists it: it then promised the 0 lines. Runs in the publish step."""
+    control file lists it: it then promised the 0 lines. So does a plain dump whose last line has no line
+    break (a transfer cut short inside it read that line in part: `<ID> 3301,33` gave segment 33 a
+    member), unless a control file lists it: its size and md5 say it is whole. Runs in the publish step."""
     read = dict(stats)
     for control, promised in sorted(controls):
         for path, expected in sorted(promised.items()):
@@ -106,3 +108,8 @@ def check_control_files(controls: list, stats: list) -> None:
         if path not in listed:
             raise InputError(path, f"{problem} (its transfer cut short?): the batch read without its lines would "
                                    "publish part of the audience. Nothing was published")
+    for path, actual in sorted(read.items()):
+        if actual.unterminated and path not in listed:
+            raise InputError(path, f"line {actual.unterminated:,}, its last, ends without a line break: the file may "
+                                   "be cut short (a transfer that stopped?) and that line read in part; deliver it "
+                                   "again, or end it with a line break if it is whole. Nothing was published")

@@ -36,11 +36,14 @@ NUL_RUN = b"\0" * 16  # zeros no line of text holds: a file with them fails (nul
 
 @dataclass
 class FileStats:
-    """What a control (.info) file promises about a dump: stored bytes, their md5, and lines."""
+    """What a control (.info) file promises about a dump: stored bytes, their md5, and lines; and, of a
+    dump read, the number of its last line when that has no line break in a plain file (0: none), which
+    may be a transfer cut short inside it (:func:`transforms.control_files.check_control_files`)."""
 
     lines: int = 0
     size: int = 0
     md5: str = ""
+    unterminated: int = 0
 
 
 class _Tally:
@@ -279,7 +282,8 @@ def line_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
     (a UTF-8 byte order mark is dropped, there and at the start of any line). A truncated or
     corrupt gzip stream raises :class:`InputError` naming the file: the gzip
     reader checks the end-of-stream marker, the CRC and the length, which a plain text reader does
-    not. ``stats``, if given, receives the stored size and md5 once the file is read to its end.
+    not. ``stats``, if given, receives the stored size and md5 once the file is read to its end, and
+    the number of a last line without a line break in a plain file (a gzip stream proves its end).
 
     The reader is ISA-L's (:mod:`isal.igzip`): it reads what Python's gzip module reads, multi-member
     files included, and refuses what it refuses (tested case by case), at twice its speed (354 MB
@@ -316,8 +320,9 @@ def line_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
             line += chunk.count(b"\n")
             _within(path, line - 1, max_lines)
             rest = piece[cut:]
-        rest = _without_line_boms(rest)
+        rest, unterminated = _without_line_boms(rest), 0
         if rest:  # (a last line that was only a byte order mark is none, as at the file's start)
+            unterminated = 0 if isinstance(stream, igzip.IGzipFile) else line
             yield rest, line
             line += 1
             _within(path, line - 1, max_lines)
@@ -325,6 +330,7 @@ def line_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
             pass
         if stats is not None:
             stats.size, stats.md5, stats.lines = raw.size, raw.hexdigest(), line - 1
+            stats.unterminated = unterminated
     finally:
         stream.close()
         raw.close()
