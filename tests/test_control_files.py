@@ -192,3 +192,29 @@ def test_a_plain_dump_ending_inside_a_line_fails_unless_a_control_file_lists_it(
     dump.unlink()
     dump.with_name(dump.name + ".gz").write_bytes(gzip.compress(text.rstrip(b"\n"), mtime=0))
     assert run(demo_copy, tmp_path)["data_sources"]["uid2-phones"]["received"] == lines
+
+
+@pytest.mark.parametrize("retry", ["split 002 again as 003", "an iter delivery again, a minute later"])
+def test_one_dumps_bytes_delivered_twice_under_two_names_fail_naming_both(demo_copy, tmp_path, retry):
+    """A transfer retried under another name (split 002 sent again as 003; an iter delivery sent again
+    with a later timestamp): both were read, 'received' 300 for 200 lines (400 for 200) and every
+    rejection counted twice, exit 0; the names differ, so the name checks let it by. Two dumps of the
+    same stored bytes (of some lines) are one delivery twice: the run fails naming both."""
+    if retry.startswith("split"):
+        first = demo_copy / SEGMENTS / "ftp_1234_56789_full_1795305600000002.sync.gz"
+        again = first.with_name("ftp_1234_56789_full_1795305600000003.sync.gz")
+    else:
+        full = demo_copy / PLAIN
+        first = full.with_name(full.name.replace("_full_", "_iter_"))
+        full.rename(first)
+        again = first.with_name(first.name.replace("1795305600000", "1795305660000"))
+    again.write_bytes(first.read_bytes())
+    with pytest.raises(InputError) as info:
+        run(demo_copy, tmp_path)
+    lines = 100 if retry.startswith("split") else 200
+    assert str(info.value).split(" [while running")[0] == (
+        f"{again}: the same bytes as {first.name} ({lines} lines): one delivery read twice (a transfer retried "
+        "under another name?), its lines counted twice; remove one. Nothing was published")
+    assert not (tmp_path / "out" / "report.json").exists()
+    again.unlink()
+    assert run(demo_copy, tmp_path)["data_sources"]["visitors"]["received"] == 200

@@ -95,7 +95,9 @@ def check_control_files(controls: list, stats: list) -> None:
     line beside splits of its batch that do (:func:`~transforms.dump_names.empty_splits`), unless a
     control file lists it: it then promised the 0 lines. So does a plain dump whose last line has no line
     break (a transfer cut short inside it read that line in part: `<ID> 3301,33` gave segment 33 a
-    member), unless a control file lists it: its size and md5 say it is whole. Runs in the publish step."""
+    member), unless a control file lists it: its size and md5 say it is whole. And two dumps of the same
+    stored bytes (of some lines: empty iter dumps are alike), one delivery twice under two names (a
+    transfer retried as another split or timestamp), whose lines were counted twice. Runs in the publish step."""
     read = dict(stats)
     for control, promised in sorted(controls):
         for path, expected in sorted(promised.items()):
@@ -108,7 +110,13 @@ def check_control_files(controls: list, stats: list) -> None:
         if path not in listed:
             raise InputError(path, f"{problem} (its transfer cut short?): the batch read without its lines would "
                                    "publish part of the audience. Nothing was published")
+    first_of: dict[tuple[str, int], str] = {}
     for path, actual in sorted(read.items()):
+        first = first_of.setdefault((actual.md5, actual.size), path) if actual.lines else path
+        if first != path:
+            raise InputError(path, f"the same bytes as {posixpath.basename(first)} ({actual.lines:,} lines): one "
+                                   "delivery read twice (a transfer retried under another name?), its lines counted "
+                                   "twice; remove one. Nothing was published")
         if actual.unterminated and path not in listed:
             raise InputError(path, f"line {actual.unterminated:,}, its last, ends without a line break: the file may "
                                    "be cut short (a transfer that stopped?) and that line read in part; deliver it "
