@@ -79,6 +79,34 @@ def test_a_dump_compressed_otherwise_than_gzip_fails_naming_the_compression(tmp_
         assert f"{kind} content" in fails_naming(path, "plain text or gzip")
 
 
+@pytest.mark.parametrize("inner", ["gzip", "zstd", "bzip2", "xz", "zip"])
+@pytest.mark.parametrize("name", ["d.sync", "d.sync.gz", "d.sync.gz.gz"])
+def test_a_dump_compressed_twice_fails_naming_the_inner_compression(tmp_path, inner, name):
+    """A dump gzipped twice (`gzip` run on a `.gz`, a transfer tool compressing what it sends) or a
+    gzip of another compression's file: it failed as 'line breaks are CR only' or 'NUL bytes ...:
+    UTF-16/UTF-32 text or a binary file', naming neither compression."""
+    import bz2
+    import io
+    import lzma
+    import zipfile
+
+    import zstandard
+
+    def zipped(body: bytes) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as archive:
+            archive.writestr("d.sync", body)
+        return buf.getvalue()
+
+    compress = {"gzip": gzip.compress, "zstd": zstandard.ZstdCompressor().compress, "bzip2": bz2.compress,
+                "xz": lzma.compress, "zip": zipped}[inner]
+    for body in (BODY, GOOD):
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(compress(body)))
+        assert fails_naming(path).endswith(f": {inner} content inside its gzip stream (compressed twice?): "
+                                           "decompress it once")
+
+
 def test_an_empty_gz_file_is_corrupt(tmp_path):
     path = tmp_path / "ftp_1_2_full_1486140844000.sync.gz"
     path.write_bytes(b"")

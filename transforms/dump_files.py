@@ -157,8 +157,15 @@ def check_text_start(path: str, head: bytes) -> int:
 
     A dump is UTF-8 text with LF (or CRLF) line breaks. Another encoding or CR-only line breaks
     would make every line a format error (or the whole file one line): the file fails here, named,
-    instead. Looks at the first :data:`SAMPLE_BYTES` with C-speed byte counts only."""
+    instead. Looks at the first :data:`SAMPLE_BYTES` with C-speed byte counts only. A compressed
+    stream there is inside a gzip one (:func:`_open` refuses it at a plain file's start): a dump
+    compressed twice, which failed as NUL bytes or CR-only line breaks, naming neither."""
+    from transforms.storage import compression_of
+
     sample = head[:SAMPLE_BYTES]
+    kind = compression_of(sample)
+    if kind is not None:
+        raise InputError(path, f"{kind[0]} content inside its gzip stream (compressed twice?): decompress it once")
     if sample.startswith(codecs.BOM_UTF8):
         return len(codecs.BOM_UTF8)
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
