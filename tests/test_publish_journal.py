@@ -275,6 +275,7 @@ def test_success_manifest_counts_each_outputs_part_apart(tmp_path):
         parts.append((name, path, rows))
     publish_journal.write_file(join_path(run_dir, "report.html"), b"<html></html>")
     publish_journal.write_file(join_path(run_dir, REPORT), b"{}")
-    doc = json.loads(manifest_bytes(run_dir, {"reconciled": None, "rejected": None}, parts, {}))
+    part = "part-00000-of-00001.parquet"
+    doc = json.loads(manifest_bytes(run_dir, {"reconciled": [part], "rejected": [part]}, parts, {}))
     assert {f["path"]: f.get("rows") for f in doc["files"] if f["path"].endswith(".parquet")} == {
         "reconciled/part-00000-of-00001.parquet": 3, "rejected/part-00000-of-00001.parquet": 1}

@@ -57,6 +57,8 @@ def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema 
         apply(output_dir, pending)
         if pending.run_dir == run_dir:
             return
+    if _published_before(output_dir, run_dir, parts):
+        return
     page = render_run(report)  # before anything is staged: a page that cannot be rendered publishes nothing
     files = {}
     for name, schema in outputs.items():
@@ -69,30 +71,51 @@ def publish_outputs(output_dir: str, run_dir: str, outputs: dict[str, pa.Schema 
     publish_journal.write_file(join_path(run_dir, REPORT), _json_bytes(report, indent=2, sort_keys=False))
     markers = [PAGE, REPORT]
     if manifest is not None:
-        publish_journal.write_file(join_path(run_dir, SUCCESS), manifest_bytes(run_dir, outputs, parts, manifest))
+        publish_journal.write_file(join_path(run_dir, SUCCESS), manifest_bytes(run_dir, files, parts, manifest))
         markers.append(SUCCESS)
     commit(output_dir, Journal(run_dir=run_dir, files=files, markers=markers))
 
 
-def manifest_bytes(run_dir: str, outputs: dict, parts: list, manifest: dict) -> bytes:
-    """``_SUCCESS``, the partition's commit point: every staged file with its row count, size and
-    sha256 (read back from storage), plus what the caller adds (config digest, code version, ...).
-    A reader that sees it sees a complete partition."""
+def _published_before(output_dir: str, run_dir: str, parts: list) -> bool:
+    """Whether an earlier attempt of this publish step (the runner retried its bundle: a step fused
+    after it failed, its worker was lost before reporting it) published these parts already: none
+    is staged any more, every one is in its output folder, and no journal is left (the publish was
+    applied whole, then its journal and run folder deleted). Published again, the run folder then
+    held none of them: the nightly ``_SUCCESS`` listed no part, and the next night carried none of
+    its rows."""
+    if not parts:
+        return False  # nothing but empty parts and markers: staged again, published again, the same
+    mine = {(name, posixpath.basename(path)) for name, path, _ in parts}
+    names = sorted({name for name, _ in mine})
+    if mine & _listed(run_dir, names):  # one listing per output, not a look-up per part
+        return False
+    return mine <= _listed(output_dir, names)
+
+
+def _listed(folder: str, names: list[str]) -> set[tuple[str, str]]:
+    return {(name, posixpath.basename(path)) for name in names for path in _list_files(join_path(folder, name))}
+
+
+def manifest_bytes(run_dir: str, files: dict[str, list[str]], parts: list, manifest: dict) -> bytes:
+    """``_SUCCESS``, the partition's commit point: every file of the new version (``files``: output
+    -> the names the run's parts carry, the empty part of an output without any; never a listing of
+    the run folder) with its row count, size and sha256 (read back from storage), plus what the caller
+    adds (config digest, code version, ...). A reader that sees it sees a complete partition."""
     import hashlib
 
     rows = {(name, posixpath.basename(path)): n for name, path, n in parts}  # outputs name their parts alike
-    files = []
-    for name in outputs:
-        for path in _list_files(join_path(run_dir, name)):
-            with FileSystems.open(path) as handle:
+    entries = []
+    for name, names in files.items():
+        for file in sorted(names):
+            with FileSystems.open(join_path(run_dir, name, file)) as handle:
                 data = handle.read()
-            files.append({"path": f"{name}/{posixpath.basename(path)}", "rows": rows.get((name, posixpath.basename(path)), 0),
-                          "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            entries.append({"path": f"{name}/{file}", "rows": rows.get((name, file), 0),
+                            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     for name in (PAGE, REPORT):
         with FileSystems.open(join_path(run_dir, name)) as handle:
             data = handle.read()
-        files.append({"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    return _json_bytes({**manifest, "files": files}, indent=2)
+        entries.append({"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return _json_bytes({**manifest, "files": entries}, indent=2)
 
 
 def check_extract(counts: Counts, sketches: list, profiles: ProfilesConfig, data_sources: list) -> None:

@@ -1,0 +1,48 @@
+"""A bundle run twice: Dataflow retries a failed bundle (a fused step after a DoFn failing, a worker
+lost before it reported the bundle done) and may run a slow one twice; Flink reruns a failed task.
+Only one attempt's output elements are committed, but the side effects (files a DoFn writes itself)
+happen once per attempt. The local runner never retries, so these tests run a bundle's attempts
+themselves: a real pipeline with a test-only DoFn subclass running its attempt twice, or a DoFn's
+lifecycle methods called directly, then the real publish and the next run on what is there."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from test_nightly import V, dump, members, run, write_job
+
+from transforms import publish
+from transforms.publish import SUCCESS
+
+
+class PublishedTwice(publish._Publish):
+    """The runner retried the publish's bundle after its first attempt had published (a fused step
+    after it failed, its worker was lost before it reported): the first attempt's side effects
+    happen whole, the second attempt's outputs are committed."""
+
+    def process(self, *args):
+        list(super().process(*args))
+        yield from super().process(*args)
+
+
+def test_a_nightly_publish_retried_after_it_published_keeps_its_manifest_and_the_next_night_its_members(
+        tmp_path, monkeypatch):
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-21", "full", [f"{V[1]} 10", f"{V[2]} 10,11"])
+    dump(tmp_path, "2026-11-22", "iter", [f"{V[3]} 11", f"{V[4]} 12"])
+    with monkeypatch.context() as patched:
+        patched.setattr(publish, "_Publish", PublishedTwice)
+        assert run(config, root, "--date", "2026-11-21")[0]["status"] == "published"
+    night = root / "dt=2026-11-21"
+    assert members(root, "2026-11-21") == {("10", "p1"), ("10", "p2"), ("11", "p2")}
+    manifest = json.loads((night / SUCCESS).read_text())
+    listed = {f["path"]: f for f in manifest["files"]}
+    parts = sorted(str(p.relative_to(night)) for p in night.glob("*/*.parquet"))
+    assert parts and set(parts) <= set(listed)  # every part the night holds, as the manifest says
+    for path in parts:
+        assert hashlib.sha256((night / path).read_bytes()).hexdigest() == listed[path]["sha256"]
+    assert sum(f.get("rows", 0) for p, f in listed.items() if p.startswith("reconciled/")) == 3
+    # The next night carries the memberships of the night before (its manifest names its parts).
+    assert run(config, root, "--date", "2026-11-22")[0]["status"] == "published"
+    assert members(root, "2026-11-22") == {("10", "p1"), ("10", "p2"), ("11", "p2"), ("11", "p3"), ("12", "p4")}
+
