@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+from test_export_removals import SID, export, write_profiles, write_targets
+from test_export_removals import lines as export_lines, write_job as write_export_job
 from test_nightly import V, dump, members, run, write_job
 
+import transforms.export
 from transforms import publish
 from transforms.publish import SUCCESS
 
@@ -45,4 +48,31 @@ def test_a_nightly_publish_retried_after_it_published_keeps_its_manifest_and_the
     # The next night carries the memberships of the night before (its manifest names its parts).
     assert run(config, root, "--date", "2026-11-22")[0]["status"] == "published"
     assert members(root, "2026-11-22") == {("10", "p1"), ("10", "p2"), ("11", "p2"), ("11", "p3"), ("12", "p4")}
+
+
+class ExportPublishedTwice(transforms.export.PublishExport):
+    """As :class:`PublishedTwice`, the export's publish step: its first attempt published the files
+    and committed the audience's state version."""
+
+    def process(self, *args):
+        list(super().process(*args))
+        yield from super().process(*args)
+
+
+def test_an_export_publish_retried_after_it_committed_its_state_stands_as_published(tmp_path, monkeypatch):
+    job = write_export_job(tmp_path / "job")
+    write_profiles(tmp_path / "job", [*range(10)])
+    targets = write_targets(tmp_path / "t.csv", [*range(6)])
+    flags = ("--segment-id", SID, "--state")
+    expected = export(job, targets, tmp_path / "once", *flags, tmp_path / "state-once")
+    with monkeypatch.context() as patched:
+        patched.setattr(transforms.export, "PublishExport", ExportPublishedTwice)
+        # It failed: '--state: another export committed audience state ... Nothing was published'.
+        retried = export(job, targets, tmp_path / "twice", *flags, tmp_path / "state-twice")
+    assert retried["added"] == expected["added"] == 6 and retried["state_version"] == 1
+    assert export_lines(tmp_path / "twice") == export_lines(tmp_path / "once")
+    versions = sorted(p.relative_to(tmp_path / "state-twice") for p in (tmp_path / "state-twice").rglob("*") if p.is_file())
+    assert versions == sorted(p.relative_to(tmp_path / "state-once") for p in (tmp_path / "state-once").rglob("*")
+                              if p.is_file())
+    assert not list((tmp_path / "state-twice").rglob("_PENDING"))
 

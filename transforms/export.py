@@ -77,6 +77,7 @@ from transforms.export_decide import (
 )
 from transforms.export_report import (
     build_export_report,
+    committed_before,
     check_export_extract,
     check_export_report,
     check_export_shrink,
@@ -236,6 +237,9 @@ class PublishExport(beam.DoFn):
         check_export_extract(report, p.path, p.key_column(ds), p.allow_empty_profiles, p.consent_column, p.consent_field)
         check_export_targets(report, self._targets, p.path, p.id, self._spec.max_shrink is None)
         check_export_shrink(report, self._spec.max_shrink)
+        if committed_before(self._state, self._output_dir):  # this step retried after its whole publish and commit
+            yield report
+            return
         ensure_not_moved(self._state)
         parts = list(parts)
         if files:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from transforms.errors import RunFailed
-from transforms.export_paths import absolute
+from transforms.export_paths import absolute, same_output
+from transforms.export_state import current_version
 from transforms.outcomes import REMOVALS, Counts, Metric, Removal
 
 if TYPE_CHECKING:
@@ -205,6 +206,20 @@ def check_export_shrink(report: dict, max_shrink: float | None) -> None:
     raise RunFailed(f"audience '{report['audience']}': {removed} of the {held} user IDs the platform holds ({source}) "
                     f"would leave it{besides}, more than max_shrink={max_shrink:g}{why}; nothing was published "
                     "(rerun with --allow-shrink if intended)")
+
+
+def committed_before(state: "ExportState", output_dir: str) -> bool:
+    """Whether the audience's newest committed version is this run's own: the runner retried the
+    publish step after an earlier attempt of it published the files and committed the state (a step
+    fused after it failed, its worker lost before it reported the bundle done). The run holds the
+    audience's state lock from before it read the state, so the version it would write, committed
+    since and naming this output, is its own. The retry failed 'another export committed audience
+    state ... Nothing was published', exit 1."""
+    if state.folder is None:
+        return False
+    current = current_version(state.folder)
+    return (current is not None and current.number == state.version
+            and same_output(str(current.manifest.get("output", "")), output_dir))
 
 
 def state_manifest(report: dict, output_dir: str, state_parts: list) -> dict:
