@@ -14,7 +14,10 @@ from test_export_removals import lines as export_lines, write_job as write_expor
 from test_nightly import V, dump, members, run, write_job
 
 import transforms.export
+from pipelines import import_audience
 from transforms import publish
+from transforms.key_cache import PublishKeyCache
+from transforms.progress import TALLY
 from transforms.publish import SUCCESS
 
 
@@ -76,3 +79,29 @@ def test_an_export_publish_retried_after_it_committed_its_state_stands_as_publis
                               if p.is_file())
     assert not list((tmp_path / "state-twice").rglob("_PENDING"))
 
+
+class CacheSavedTwice(PublishKeyCache):
+    """As :class:`PublishedTwice`, the step saving the profile-key cache after the publish (fused with
+    it on Dataflow): its first attempt moved the run's parts into the cache and wrote its manifest."""
+
+    def process(self, *args):
+        list(super().process(*args) or ())
+        yield from super().process(*args) or ()
+
+
+def test_a_key_cache_save_retried_after_it_saved_the_cache_leaves_the_run_published_and_the_cache_used(
+        tmp_path, monkeypatch):
+    config, root = write_job(tmp_path), tmp_path / "root"
+    dump(tmp_path, "2026-11-21", "full", [f"{V[1]} 10", f"{V[2]} 10,11"])
+    dump(tmp_path, "2026-11-22", "iter", [f"{V[3]} 11"])
+    with monkeypatch.context() as patched:
+        patched.setattr(import_audience, "PublishKeyCache", CacheSavedTwice)
+        # It failed (exit 1): '...: the outputs are published, but the profile-key cache could not be saved'.
+        assert run(config, root, "--date", "2026-11-21")[0]["status"] == "published"
+    cache = json.loads((root / "_key_cache" / "MANIFEST.json").read_text())
+    assert [p["rows"] for p in cache["parts"]] == [4]
+    assert sorted(p.name for p in (root / "_key_cache").glob("part-*")) == [p["file"] for p in cache["parts"]]
+    TALLY.reset()
+    assert run(config, root, "--date", "2026-11-22")[0]["status"] == "published"
+    assert TALLY.snapshot().get("profile_rows_keyed_from_cache", 0) == 4  # every profile's keys from the cache
+    assert members(root, "2026-11-22") == {("10", "p1"), ("10", "p2"), ("11", "p2"), ("11", "p3")}

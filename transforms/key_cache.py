@@ -387,8 +387,10 @@ class PublishKeyCache(beam.DoFn):
             for part in sorted(parts, key=lambda p: p["file"]):
                 name = f"part-{part[PART_DIGEST][:24]}.arrow"
                 # Moved over a part of that name: the same content, or that content damaged on disk
-                # (kept, a damaged part would make every later run compute every key).
-                FileSystems.rename([part["file"]], [join_path(root, name)])
+                # (kept, a damaged part would make every later run compute every key). Not staged but
+                # there: moved by an attempt of this step the runner retried (after it, a step failed).
+                if FileSystems.exists(part["file"]) or not FileSystems.exists(join_path(root, name)):
+                    FileSystems.rename([part["file"]], [join_path(root, name)])
                 entries.append({"file": name, "rows": part["rows"], PART_DIGEST: part[PART_DIGEST]})
             doc = {**parts[0]["layout"], "format": CACHE_FORMAT, "parts": entries, RUNS: parts[0][RUNS],
                    "live_rows": sum(p["live_rows"] for p in parts)}
