@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import threading
 
 import apache_beam as beam
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 from test_import_e2e import expected, rows
 
 from pipelines import import_audience
-from transforms import bundle_tables, join_inputs
+from transforms import bundle_tables, join_inputs, key_profiles
 from transforms.key_profiles import KeyProfiles
 from transforms.arrow_utils import narrow_dictionary
 from transforms.bundle_tables import TableGatherer, concat_hashes, concat_tables
@@ -128,6 +129,40 @@ def test_an_extract_in_many_parts_keys_from_the_cache_as_one_file_does(demo_copy
     for path in (tmp_path / "one").rglob("*.parquet"):
         for night in ("first", "second"):
             assert (tmp_path / night / path.relative_to(tmp_path / "one")).read_bytes() == path.read_bytes(), path
+
+
+def test_the_parts_of_an_extract_are_read_in_the_pool_and_give_the_bytes_read_in_the_stages_thread(demo_copy, tmp_path,
+                                                                                                  monkeypatch):
+    """Each part of an extract is read (opened, checked, standardized, sketched) in the profile stage's
+    pool, ahead of the part being keyed: read in the stage's own thread, one after the other, Spark's
+    200 parts cost 2.4-2.6 s of stage where one file cost 1.4-1.6 s. The outputs are those of a run
+    reading every part in the stage's own thread (``threads: 1``), with and without the key cache."""
+    job = extract_in_parts(demo_copy, 10)
+    readers, real = [], key_profiles.counted_profiles
+
+    def recorded(*args, **kwargs):
+        readers.append(threading.current_thread().name)  # where the part's first batch is read
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(key_profiles, "counted_profiles", recorded)
+    pooled = import_audience.run(["--config", str(job), "--output", str(tmp_path / "pooled")])
+    assert len(readers) == 10 and all(name.startswith("audience-sync") for name in readers), readers
+    cached = import_audience.run(["--config", str(job), "--output", str(tmp_path / "cached"),
+                                  "--key-cache", str(tmp_path / "cache")])
+    one = demo_copy / "one.yaml"
+    one.write_text(job.read_text() + "\nthreads: 1\n")
+    readers.clear()
+    alone = import_audience.run(["--config", str(one), "--output", str(tmp_path / "alone")])
+    assert len(readers) == 10 and not any(name.startswith("audience-sync") for name in readers), readers  # no pool
+    assert pooled == alone == cached and pooled["profiles_read"] == 300
+    parts = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*.parquet"))
+    assert len(parts) > 3
+    for rel in parts:
+        for run in ("pooled", "cached"):
+            assert (tmp_path / run / rel).read_bytes() == (tmp_path / "alone" / rel).read_bytes(), (run, rel)
+    for run in ("pooled", "cached"):
+        assert json.loads((tmp_path / run / "report.json").read_text()) == \
+            json.loads((tmp_path / "alone" / "report.json").read_text())
 
 
 def _table(values: list[str]) -> pa.Table:

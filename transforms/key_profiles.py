@@ -62,6 +62,7 @@ class KeyProfiles(PooledDoFn):
     SCREEN = "screen"  # a deterministic share of the profiles, with every scalar column: the diagnosis' screen
     PROFILE_IDS = "profile_ids"  # with profile_ids: per batch, its distinct profile ids (BucketPieces)
     SKETCHES = "extract_sketches"  # per file, the sketch of its ids and rows (transforms.extract_copies)
+    READ_AHEAD = 16  # files read ahead of the one handled, at most (see process)
 
     def __init__(self, cfg: JobConfig, key_cache: KeyCacheDirs | None = None, profile_ids: bool = False):
         self._cfg = cfg
@@ -89,10 +90,14 @@ class KeyProfiles(PooledDoFn):
         self._shards, self._counts = TableGatherer(concat_tables), BundleCounts()
         self._small, self._small_rows, self._filters = [], 0, None
         self._writer: CacheWriter | None = None  # with the key cache: the bundle's part of this run's cache
+        self._reads: deque = deque()  # per file handed over (process): (its FileRead, filters, its start's future)
+        self._in_flight: deque = deque()  # per batch to key, in the bundle's order: its data sources' keying
 
     def finish_bundle(self):
-        in_flight = deque([self._batch_work(self._take_small(), self._filters)] if self._small else [])
-        yield from map(windowed, self._drained(in_flight, self._filters))
+        yield from map(windowed, self._files_keyed(ahead=0))
+        if self._small:
+            self._in_flight.append(self._batch_work(self._take_small(), self._filters))
+        yield from map(windowed, self._drained(self._in_flight, self._filters))
         if self._writer is not None:
             loaded, code = self._loaded
             part = {"layout": self._layout.doc(code), **base_of(loaded), "live_rows": self._live, **self._writer.close()}
@@ -105,31 +110,57 @@ class KeyProfiles(PooledDoFn):
         release_free_memory()
 
     def process(self, path: str, filters: dict, files: int = 1):
-        """``files``: how many files the extract has (its screen's whole rows are shared among them)."""
-        cfg = self._cfg
-        writer = self._cache_writer(path)
-        diagnosis, first_row = any(cfg.sample_size(ds) for ds in cfg.data_sources), 0
-        in_flight: deque = deque()  # per batch read: its data sources' keying, in the pool
+        """``files``: how many files the extract has (its screen's whole rows are shared among them).
+        A file's first batches are read in the pool (:meth:`FileRead.start`), up to READ_AHEAD files
+        (and BATCH_ROWS rows read) ahead of the one handled here, and a batch is keyed while the next
+        files are read: Spark's 200 parts of an extract, each read in this thread (~4 ms a part: open,
+        check, standardize, sketch) and each gathered batch keyed before the next part was read, took
+        2.4-2.6 s of stage where one file took 1.4-1.6 s. (A reader thread of its own, not the pool's,
+        raised the one-file import's peak by ~55 MB: its own malloc arena.) Batches are keyed and
+        their outputs emitted in the bundle's order, the last ones by finish_bundle."""
+        self._cache_writer(path)  # with the key cache: the bundle's part of it, named after its first file
+        read = FileRead(path, self._cfg, files, self.BATCH_ROWS, self.SMALL_BATCH_ROWS)
+        self._reads.append((read, filters, submit(self._pool, read.start)))
+        yield from self._files_keyed(ahead=self.READ_AHEAD)
+
+    def _files_keyed(self, ahead: int) -> Iterator:
+        """The outputs of the files handed over, oldest first, until ``ahead`` are left; on a failure,
+        the files read ahead are dropped."""
+        try:
+            while len(self._reads) > ahead or self._rows_ahead() > self.BATCH_ROWS:
+                yield from self._keyed_file(*self._reads.popleft())
+        except BaseException:
+            for _, _, started in self._reads:
+                started.cancel()
+            self._reads.clear()
+            raise
+
+    def _rows_ahead(self) -> int:
+        """The rows of the files read ahead and not handled yet (read whole: a file being read is not counted)."""
+        return sum(read.rows for read, _, started in self._reads if started.done())
+
+    def _keyed_file(self, read: "FileRead", filters: dict, started):
+        """One file's batches handed to the pool (small ones gathered with the bundle's others), the
+        outputs of those keyed, and the file's own outputs. Its last batch stays in flight: it is
+        keyed while the next files are read."""
+        started.result()  # (a file that cannot be read fails here, in the bundle's order)
+        writer, in_flight, self._filters = self._writer, self._in_flight, filters
         screens: list[pa.Table] = []  # the screen rows of the batches read since the last screen element
         screened = 0  # the profile rows those batches hold
-        sketcher = FileSketcher()  # the file's own: its small batches are gathered with other files' below
         try:
-            for profiles, entries in counted_profiles(path, cfg, batch_rows=self.BATCH_ROWS,
-                                                      extra=screen_columns(cfg, path) if diagnosis else ()):
+            for profiles, entries, screen in read.batches():
                 self._rows.inc(profiles.num_rows)
-                sketcher.add(profiles)
                 for n in [count(Metric.PROFILES_READ, profiles.num_rows), *entries]:
                     self._counts.add(n)
-                if diagnosis:
-                    screens.append(screen_rows(profiles, first_row, screen_whole(files)))
-                    first_row += profiles.num_rows
+                if screen is not None:
+                    screens.append(screen)
                     screened += profiles.num_rows
                     if screened >= self.SCREEN_ELEMENT_ROWS:
                         yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
                         screened = 0
                 if profiles.num_rows < self.SMALL_BATCH_ROWS:  # keyed with the bundle's other small ones
                     self._small.append(profiles)
-                    self._small_rows, self._filters = self._small_rows + profiles.num_rows, filters
+                    self._small_rows += profiles.num_rows
                     if self._small_rows < self.BATCH_ROWS:
                         continue
                     profiles = self._take_small()
@@ -137,12 +168,12 @@ class KeyProfiles(PooledDoFn):
                 # One batch is keyed while the next one is read (more until the cache's check is over).
                 while len(in_flight) > 1 and self._verified(in_flight, filters, wait=len(in_flight) > self.MAX_UNVERIFIED):
                     yield from self._batch_outputs(in_flight.popleft()[0], writer)
-            yield from self._drained(in_flight, filters)
             if screens:
                 yield beam.pvalue.TaggedOutput(self.SCREEN, _emptied(screens))
-            yield beam.pvalue.TaggedOutput(self.SKETCHES, sketcher.sketch(path))
-        finally:
+            yield beam.pvalue.TaggedOutput(self.SKETCHES, read.sketcher.sketch(read.path))
+        except BaseException:
             _cancel(in_flight)  # a failure: the work still pending is dropped
+            raise
 
     def _drained(self, in_flight: deque, filters: dict) -> Iterator:
         """The outputs of every batch in flight, once the cache's check is over (an empty extract too:
@@ -281,6 +312,47 @@ class KeyProfiles(PooledDoFn):
         if not (ds.decrypts and ds.encryption.algorithm == "aes-cbc"):
             return counts, pieces, None
         return counts, pieces, first_block_histogram(keys.reference())
+
+
+class FileRead:
+    """One extract file read for :class:`KeyProfiles`: its batches (:func:`counted_profiles`), each
+    with its counts and its screen rows (None without the diagnosis), and the file's sketch
+    (:class:`FileSketcher`). :meth:`start` (in the pool) reads the first batches: a small file whole,
+    a big one up to its first big batch or BATCH_ROWS rows; :meth:`batches` (in the DoFn's thread)
+    gives them, then reads the rest. One thread at a time: the DoFn's waits for start's future."""
+
+    def __init__(self, path: str, cfg: JobConfig, files: int, batch_rows: int, small_rows: int):
+        self.path, self._cfg, self._batch_rows, self._small_rows = path, cfg, batch_rows, small_rows
+        self._whole = screen_whole(files)
+        self._diagnosis = any(cfg.sample_size(ds) for ds in cfg.data_sources)
+        self.sketcher = FileSketcher()  # the file's own: its small batches are gathered with other files'
+        self._first_row = 0
+        self._read: list = []
+        self._rest: Iterator | None = None
+        self.rows = 0  # read by start
+
+    def start(self) -> None:
+        cfg = self._cfg
+        self._rest = counted_profiles(self.path, cfg, batch_rows=self._batch_rows,
+                                      extra=screen_columns(cfg, self.path) if self._diagnosis else ())
+        for profiles, entries in self._rest:
+            self._read.append(self._prepared(profiles, entries))
+            self.rows += profiles.num_rows
+            if profiles.num_rows >= self._small_rows or self.rows >= self._batch_rows:
+                return  # a big file: the DoFn's thread reads the rest (two batches in flight, as before)
+        self._rest = None
+
+    def batches(self) -> Iterator[tuple[pa.Table, list, pa.Table | None]]:
+        read, self._read = self._read, []
+        yield from read
+        for profiles, entries in self._rest or ():
+            yield self._prepared(profiles, entries)
+
+    def _prepared(self, profiles: pa.Table, entries: list) -> tuple[pa.Table, list, pa.Table | None]:
+        self.sketcher.add(profiles)
+        screen = screen_rows(profiles, self._first_row, self._whole) if self._diagnosis else None
+        self._first_row += profiles.num_rows
+        return profiles, entries, screen
 
 
 def tonight_ids(ids: pa.ChunkedArray, buckets: int) -> BucketPieces:
