@@ -19,6 +19,7 @@ from transforms.join_inputs import ReadDumpFile
 from transforms.key_profiles import KeyProfiles
 from transforms.keys import pack_visitor_ids, segment_rows
 from transforms.outcomes import COUNTS, Count, Metric, Reason
+from transforms.packed_tables import PackedTable, pack_pieces, unpacked
 from transforms.write_parts import ADD, WriteParts, _WritePart
 
 
@@ -56,7 +57,7 @@ def test_read_dump_file_keys_shards_and_routes_every_line(tmp_path):
     cfg = make_job(tmp_path)
     path = str(next((tmp_path / "vis").iterdir()))
     shards, tagged = run_dofn(ReadDumpFile(cfg, run_date=None), (("vis", path), ()))
-    keyed = pa.concat_tables([rows for _, rows in shards])
+    keyed = pa.concat_tables([packed.unpack() for _, packed in shards])
     assert {bucket for (name, bucket), _ in shards} <= set(range(cfg.buckets))
     assert all(name == "vis" for (name, _), _ in shards)
     # six lines: V1, V3, UNKNOWN and V2 (removals only) are keyed... except the removals-only line
@@ -70,6 +71,37 @@ def test_read_dump_file_keys_shards_and_routes_every_line(tmp_path):
     assert stats_path == path and isinstance(stats, FileStats) and stats.lines == 6
     (name, hashes), = tagged[ReadDumpFile.KEY_HASHES]
     assert name == "vis" and np.array_equal(np.sort(hashes), np.sort(hash64(keyed["key"])))
+
+
+def test_dump_shards_cross_the_shuffle_compressed(tmp_path):
+    """Lines that each name a dozen of 2,000 segments (as AAM dumps do): the shards' segment sets
+    were most of what the runner coded, shuffled and held for the join, whose stage got its whole
+    grouped input as one byte stream before its first element (1.05 GiB at 10M lines: the run's
+    peak). The shards now go packed (compressed Arrow IPC), under half their tables' bytes as the
+    runner codes them, and unpack to the same rows."""
+    import gzip
+
+    from apache_beam.coders import typecoders
+    from apache_beam.typehints import typehints
+
+    cfg = make_job(tmp_path)
+    rng = np.random.default_rng(5)
+    n = 4000
+    sets = [",".join(map(str, np.sort(rng.choice(2000, 12, replace=False)) + 44010000)) for _ in range(n)]
+    ids = [f"1{v:037d}" for v in rng.integers(0, 10**18, n)]
+    path = next((tmp_path / "vis").iterdir())
+    path.write_bytes(gzip.compress("".join(f"{i} {s}\n" for i, s in zip(ids, sets)).encode()))
+    shards, _ = run_dofn(ReadDumpFile(cfg, run_date=None), (("vis", str(path)), ()))
+    coder = typecoders.registry.get_coder(typehints.Any)  # what the runner codes the ReadDumps output with
+    encoded = sum(len(coder.encode(shard)) for shard in shards)
+    tables = [packed.unpack() for _, packed in shards]
+    assert len(tables) == cfg.buckets
+    keyed = pa.concat_tables(tables).combine_chunks()
+    assert keyed["line"].to_pylist() != list(range(1, n + 1))  # sharded by key...
+    order = np.argsort(keyed["line"].to_numpy())
+    assert keyed["line"].to_numpy()[order].tolist() == list(range(1, n + 1))  # ...every line once
+    assert keyed["segments"].combine_chunks().dictionary_decode().to_numpy(zero_copy_only=False)[order].tolist() == sets
+    assert encoded < sum(t.nbytes for t in tables) / 2, (encoded, sum(t.nbytes for t in tables))
 
 
 def test_key_profiles_keeps_only_the_candidates_the_bloom_filter_lets_through(tmp_path):
@@ -196,9 +228,10 @@ def test_join_shard_emits_memberships_rejections_and_counts(tmp_path):
     for shard, table in dump_shards:
         grouped.setdefault(shard, []).append(table)
     members, tagged = run_dofn(JoinShard(cfg), *[((shard, tables), (_MultiMap(by_shard),)) for shard, tables in grouped.items()])
-    # Split for the reconciled output's writers (by profile id, cfg.buckets), in the join's pool.
+    # Split for the reconciled output's writers (by profile id, cfg.buckets) and packed, in the join's pool.
     assert all((m.bucket_by, m.buckets) == ("profile_id", cfg.buckets) for m in members)
-    pieces = [(bucket, rows) for m in members for bucket, rows in m.pieces]
+    assert all(isinstance(rows, PackedTable) for m in members for _, rows in m.pieces)
+    pieces = [(bucket, rows.unpack()) for m in members for bucket, rows in m.pieces]
     assert all(set(bucket_of(rows["profile_id"], cfg.buckets)) == {bucket} for bucket, rows in pieces)
     rows = segment_rows(pa.concat_tables([rows for _, rows in pieces]))  # a row per segment, as the writers make them
     got = set(zip(rows["segment_id"].cast(pa.string()).to_pylist(), rows["profile_id"].to_pylist()))
@@ -234,7 +267,7 @@ def test_join_shard_sends_one_sample_of_unmatched_lines_per_data_source_and_bund
     assert members == []
     (name, (k, sampled)), = tagged[JoinShard.UNMATCHED]
     per_shard = [(7, candidates(t["key"], Reason.NO_MATCHING_PROFILE, 7, place_hashes(t["source_file"], t["line"])))
-                 for t in (pa.concat_tables(tables) for tables in grouped.values())]
+                 for t in (pa.concat_tables([p.unpack() for p in packed]) for packed in grouped.values())]
     combine = SampleLines()
     expected = combine.extract_output(combine.add_input(combine.add_input(combine.add_input(combine.add_input(
         combine.create_accumulator(), per_shard[0]), per_shard[1]), per_shard[2]), per_shard[3]))
@@ -296,6 +329,7 @@ def test_split_for_write_gathers_pieces_split_in_the_join_as_it_splits_plain_tab
         got: dict[int, set] = {}
         for bucket, (tag, rows) in outputs:
             assert tag == ADD
+            rows = unpacked(rows)
             got.setdefault(bucket, set()).update(zip(rows["data_source"].cast(pa.string()).to_pylist(),
                                                      rows["segment_id"].to_pylist(), rows["profile_id"].to_pylist()))
         return got
@@ -312,6 +346,13 @@ def test_split_for_write_gathers_pieces_split_in_the_join_as_it_splits_plain_tab
     assert by_bucket(got) == expected
     tagged, _ = run_dofn(_SplitForWrite("profile_id", 8), *[((ADD, t), ()) for t in mixed])
     assert by_bucket(tagged) == expected
+    # the join's pieces come packed (transforms.packed_tables): a bucket's go on packed, unpacked by its
+    # writer, unless plain tables reach the bucket too
+    packed = [pack_pieces(split_for_write(t, "profile_id", 8)) for t in tables]
+    got, _ = run_dofn(_SplitForWrite("profile_id", 8), *[(t, ()) for t in packed])
+    assert all(isinstance(rows, PackedTable) for _, (_, rows) in got) and by_bucket(got) == expected
+    got, _ = run_dofn(_SplitForWrite("profile_id", 8), *[(t, ()) for t in [packed[0], tables[1], packed[2]]])
+    assert by_bucket(got) == expected
 
 
 def test_a_dump_gone_before_the_split_step_fails_naming_it(tmp_path):

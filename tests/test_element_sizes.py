@@ -15,6 +15,7 @@ from apache_beam.typehints import typehints
 
 from conftest import ROOT, local_test_pipeline
 from transforms.element_sizes import SizedFastPrimitivesCoder
+from transforms.packed_tables import PackedTable
 from transforms.stable_hash import split_for_write
 
 
@@ -40,6 +41,7 @@ def _values() -> list:
     return [
         table,
         (("crm-plain", 3), table),
+        (("crm-plain", 3), PackedTable.pack(table)),  # a dump shard (transforms.packed_tables)
         split_for_write(table, "profile_id", 4),
         ("hashes", np.arange(1000, dtype=np.uint64)),
         table.slice(10, 100),
@@ -59,6 +61,8 @@ def test_values_encode_to_beams_bytes_and_back(i):
     decoded = mine.decode(encoded)
     if isinstance(value, np.ndarray) or (isinstance(value, tuple) and isinstance(value[-1], np.ndarray)):
         assert np.array_equal(decoded[-1], value[-1])
+    elif isinstance(value, tuple) and isinstance(value[-1], PackedTable):
+        assert decoded[0] == value[0] and decoded[-1].unpack().equals(value[-1].unpack())
     else:
         assert decoded == value
 
@@ -66,7 +70,8 @@ def test_values_encode_to_beams_bytes_and_back(i):
 def test_a_value_holding_tables_is_weighed_by_its_buffers_without_encoding_it():
     counting = _CountingPickleCoder()
     table = _table()
-    for value in ((("crm-plain", 3), table), split_for_write(table, "profile_id", 4), ("hashes", np.zeros(10**5))):
+    for value in ((("crm-plain", 3), table), (("crm-plain", 3), PackedTable.pack(table)),
+                  split_for_write(table, "profile_id", 4), ("hashes", np.zeros(10**5))):
         _CountingPickleCoder.encoded = 0
         size, observables = SizedFastPrimitivesCoder(counting).get_impl().get_estimated_size_and_observables(value, True)
         assert _CountingPickleCoder.encoded == 0 and observables == []

@@ -6,7 +6,8 @@ anything it does not know, Beam's default coder (``FastPrimitivesCoder`` falling
 weighs a value by encoding it: each sampled Arrow table or numpy array was pickled once more,
 for a number. :class:`SizedFastPrimitivesCoder` is that coder with one change: a value that holds
 Arrow data or numpy arrays (a table, or a tuple or list that holds some, e.g. ``(shard, table)``
-or :class:`transforms.stable_hash.BucketPieces`) is weighed by the bytes of its buffers. Encoding
+or :class:`transforms.stable_hash.BucketPieces`) is weighed by the bytes of its buffers (a
+:class:`~transforms.packed_tables.PackedTable` by its compressed bytes). Encoding
 and decoding are Beam's own, byte for byte (tested); other values are weighed as before.
 
 Importing this module makes it the registry's fallback coder (the coder of every PCollection
@@ -22,7 +23,9 @@ import pyarrow as pa
 from apache_beam.coders import coders, typecoders
 from apache_beam.coders.coder_impl import FastPrimitivesCoderImpl
 
-_BUFFERS = (pa.Table, pa.RecordBatch, pa.Array, pa.ChunkedArray, np.ndarray)
+from transforms.packed_tables import PackedTable
+
+_BUFFERS = (pa.Table, pa.RecordBatch, pa.Array, pa.ChunkedArray, np.ndarray, PackedTable)
 MAX_ITEMS = 1024  # a longer tuple or list is weighed Beam's way (its items are not walked in Python)
 
 

@@ -19,6 +19,7 @@ from transforms.dumps import rejected_table
 from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, SEGMENT_SET, segment_line_counts
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, BundleCounts, Metric, Reason, count, runner_counter
+from transforms.packed_tables import pack_pieces
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
 from transforms.stable_hash import split_for_write
 
@@ -223,8 +224,8 @@ class JoinShard(PooledDoFn):
         its lines per segment).
         Runs in the pool; shards of a bundle overlap."""
         ds = self._cfg.data_source(name)
-        out = join_bucket(concat(dump_tables, DUMP_SHARD_SCHEMA), concat(prof_tables, PROFILE_SHARD_SCHEMA),
-                          name, ds.channel, ds.keeps_file_audience)
+        dump = concat([packed.unpack() for packed in dump_tables], DUMP_SHARD_SCHEMA)  # packed by ReadDumpFile
+        out = join_bucket(dump, concat(prof_tables, PROFILE_SHARD_SCHEMA), name, ds.channel, ds.keeps_file_audience)
         outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECONCILED, out.reconciled, name))]
         if out.file_audience_lines:
             outputs.append(beam.pvalue.TaggedOutput(COUNTS, count(Metric.FILE_AUDIENCE, out.file_audience_lines, name)))
@@ -235,8 +236,8 @@ class JoinShard(PooledDoFn):
                 if tag == self.FILE_AUDIENCE and not self._cfg.suppression:
                     table = split_for_write(table, FILE_AUDIENCE_BUCKET_BY, self._cfg.buckets)
                 outputs.append(beam.pvalue.TaggedOutput(tag, table))
-        if out.members.num_rows:  # split for the writers here, in the pool, not on the runner's thread
-            outputs.append(split_for_write(out.members, MEMBERS_BUCKET_BY, self._cfg.buckets))
+        if out.members.num_rows:  # split for the writers (and packed) here, in the pool, not on the runner's thread
+            outputs.append(pack_pieces(split_for_write(out.members, MEMBERS_BUCKET_BY, self._cfg.buckets)))
         k, sampled = self._cfg.sample_size(ds), None
         if k and out.unmatched_keys is not None and len(out.unmatched_keys):
             reason = KEPT_IN_FILE_AUDIENCE if ds.keeps_file_audience else Reason.NO_MATCHING_PROFILE

@@ -33,6 +33,7 @@ from transforms.incremental import unnamed_dump_error
 from transforms.keys import dump_keys
 from transforms.memory import release_free_memory
 from transforms.outcomes import COUNTS, BundleCounts, Metric, count, runner_counter
+from transforms.packed_tables import PackedTable, concat_packed
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
 from transforms.stable_hash import KeyFilter, buckets_from_hash, hash64
 from transforms.storage import literal, matched
@@ -150,8 +151,8 @@ class ReadDumpFile(PooledDoFn):
 
     def start_bundle(self):
         self._queue = BundleQueue(self._pool, self._threads, self._emit)
-        # A small dump's tables are gathered over the bundle (transforms.bundle_tables), its counts summed.
-        self._shards, self._rejected = TableGatherer(concat_tables), TableGatherer(concat_tables)
+        # A small dump's tables (its shards packed) are gathered over the bundle (transforms.bundle_tables), its counts summed.
+        self._shards, self._rejected = TableGatherer(concat_packed), TableGatherer(concat_tables)
         self._hashes, self._counts = TableGatherer(concat_hashes), BundleCounts()
         self._small: dict[tuple[str, bool], list[tuple[bytes, int, str]]] = {}  # small files' text, keyed together
         self._small_bytes: dict[tuple[str, bool], int] = {}  # the text each key holds
@@ -260,7 +261,9 @@ class ReadDumpFile(PooledDoFn):
         if keys.keyed.num_rows:
             hashes = hash64(keys.keyed["key"])
             outputs.append(beam.pvalue.TaggedOutput(self.KEY_HASHES, (name, hashes)))
-            outputs.extend(((name, bucket), rows) for bucket, rows in shards(keys.keyed, hashes, self._cfg.buckets))
+            # packed here, in the pool (transforms.packed_tables): the join's stage gets them as one byte stream
+            outputs.extend(((name, bucket), PackedTable.pack(rows))
+                           for bucket, rows in shards(keys.keyed, hashes, self._cfg.buckets))
         return lines, outputs
 
 

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import NamedTuple
 
 import apache_beam as beam
-import pyarrow as pa
 
 from transforms.config import JobConfig
 from transforms.control_files import ReadControlFile
@@ -28,6 +27,7 @@ from transforms.key_cache import KeyCacheDirs
 from transforms.join_inputs import BuildKeyFilter, ExpandPatterns, ReadDumpFile, SplitBigDumps
 from transforms.key_profiles import KeyProfiles
 from transforms.outcomes import COUNTS
+from transforms.packed_tables import PackedTable
 from transforms.storage import MatchFiles
 
 
@@ -84,7 +84,7 @@ class ReconcileAudiences(beam.PTransform):
             work.work
             | "SpreadDumpWork" >> beam.Reshuffle()
             | "ReadDumps" >> beam.ParDo(ReadDumpFile(cfg, self._run_date, self._incremental))
-            .with_output_types(typing.Tuple[typing.Tuple[str, int], pa.Table])  # main output: what GroupShards takes
+            .with_output_types(typing.Tuple[typing.Tuple[str, int], PackedTable])  # main output: what GroupShards takes
             .with_outputs(
                 ReadDumpFile.REJECTED, COUNTS, ReadDumpFile.FILE_STATS, ReadDumpFile.KEY_HASHES,
                 ReadDumpFile.FIRST_BLOCKS, ReadDumpFile.DIAGNOSABLE, main="shards"

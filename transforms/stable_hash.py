@@ -182,8 +182,10 @@ class BucketPieces(NamedTuple):
         return sum(rows.num_rows for _, rows in self.pieces)
 
     def table(self) -> pa.Table:
-        """The pieces as one table (bucket by bucket)."""
-        return concat_promoted([rows for _, rows in self.pieces])
+        """The pieces as one table (bucket by bucket; packed pieces unpacked)."""
+        from transforms.packed_tables import unpacked  # it imports this module
+
+        return concat_promoted([unpacked(rows) for _, rows in self.pieces])
 
 
 def split_for_write(table: pa.Table, bucket_by: str, buckets: int) -> BucketPieces:

@@ -20,6 +20,7 @@ from transforms.keys import SEGMENT_SET, segment_rows
 from transforms.memory import release_free_memory
 from transforms.output_lock import write_error
 from transforms.outcomes import BundleCounts, Metric, count
+from transforms.packed_tables import PackedTable, concat_packed, unpacked
 from transforms.parallel import PooledDoFn, in_global_window, windowed
 from transforms.row_order import sorted_rows, sorted_segment_rows
 from transforms.stable_hash import BucketPieces, split_for_write
@@ -102,7 +103,11 @@ class _SplitForWrite(beam.DoFn):
             for bucket, rows in split_for_write(concat_promoted(tables), self._column, self._buckets).pieces:
                 pieces.setdefault(bucket, []).append(rows)
         for bucket in sorted(pieces):
-            yield bucket, (tag, concat_promoted(pieces[bucket]))
+            rows = pieces[bucket]
+            if all(isinstance(piece, PackedTable) for piece in rows):  # unpacked where the part is written
+                yield bucket, (tag, concat_packed(rows))
+            else:
+                yield bucket, (tag, concat_promoted([unpacked(piece) for piece in rows]))
 
 
 class _WritePart(PooledDoFn):
@@ -153,7 +158,7 @@ class _WritePart(PooledDoFn):
         by_tag: dict[str, list[pa.Table]] = {}
         for tag, rows in tagged:
             if tag != CARRY:
-                by_tag.setdefault(tag, []).append(rows)
+                by_tag.setdefault(tag, []).append(unpacked(rows))
         if self._previous is not None:
             previous = self._previous.read(bucket, self._buckets, self._bucket_by, self._schema, *side_inputs)
             if previous is not None:
