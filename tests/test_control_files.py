@@ -218,3 +218,17 @@ def test_one_dumps_bytes_delivered_twice_under_two_names_fail_naming_both(demo_c
     assert not (tmp_path / "out" / "report.json").exists()
     again.unlink()
     assert run(demo_copy, tmp_path)["data_sources"]["visitors"]["received"] == 200
+
+
+def test_the_same_bytes_in_two_folders_are_two_deliveries_not_one_read_twice():
+    """Two data sources (or a hashed source beside a copy of it under another digest's config) may be
+    given one file's bytes in two folders: each folder's dump is its own delivery. A transfer retried
+    under another name lands beside the first, in its folder: only that is one delivery read twice
+    (the check refused the first case, failing 17 diagnosis tests and a nightly's)."""
+    from transforms.control_files import check_control_files
+    from transforms.dump_files import FileStats
+
+    same = FileStats(lines=3, size=120, md5="0" * 32)
+    check_control_files([], [("/d/a/ftp_1_2_full_1.sync", same), ("/d/b/ftp_1_2_full_1.sync", same)])
+    with pytest.raises(InputError, match="the same bytes as ftp_1_2_full_1.sync"):
+        check_control_files([], [("/d/a/ftp_1_2_full_1.sync", same), ("/d/a/ftp_1_2_full_2.sync", same)])

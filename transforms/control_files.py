@@ -96,8 +96,9 @@ def check_control_files(controls: list, stats: list) -> None:
     control file lists it: it then promised the 0 lines. So does a plain dump whose last line has no line
     break (a transfer cut short inside it read that line in part: `<ID> 3301,33` gave segment 33 a
     member), unless a control file lists it: its size and md5 say it is whole. And two dumps of the same
-    stored bytes (of some lines: empty iter dumps are alike), one delivery twice under two names (a
-    transfer retried as another split or timestamp), whose lines were counted twice. Runs in the publish step."""
+    stored bytes (of some lines: empty iter dumps are alike) in one folder, one delivery twice under two
+    names (a transfer retried as another split or timestamp), whose lines were counted twice; in two
+    folders they are two data sources' deliveries. Runs in the publish step."""
     read = dict(stats)
     for control, promised in sorted(controls):
         for path, expected in sorted(promised.items()):
@@ -110,9 +111,10 @@ def check_control_files(controls: list, stats: list) -> None:
         if path not in listed:
             raise InputError(path, f"{problem} (its transfer cut short?): the batch read without its lines would "
                                    "publish part of the audience. Nothing was published")
-    first_of: dict[tuple[str, int], str] = {}
+    first_of: dict[tuple[str, str, int], str] = {}  # per folder: a retried transfer lands beside the first
     for path, actual in sorted(read.items()):
-        first = first_of.setdefault((actual.md5, actual.size), path) if actual.lines else path
+        same = (posixpath.dirname(path), actual.md5, actual.size)  # (two folders' copies: two data sources' own)
+        first = first_of.setdefault(same, path) if actual.lines else path
         if first != path:
             raise InputError(path, f"the same bytes as {posixpath.basename(first)} ({actual.lines:,} lines): one "
                                    "delivery read twice (a transfer retried under another name?), its lines counted "
