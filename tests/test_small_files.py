@@ -165,6 +165,35 @@ def test_the_parts_of_an_extract_are_read_in_the_pool_and_give_the_bytes_read_in
             json.loads((tmp_path / "alone" / "report.json").read_text())
 
 
+def test_big_parts_of_an_extract_are_read_ahead_a_batch_of_rows_at_most(demo_copy, tmp_path, monkeypatch):
+    """Parts read ahead hold their first batch until keyed: a big part's is a whole batch (BATCH_ROWS
+    rows). Started 16 parts ahead, the pool read them all while the first was keyed: 16 batches held
+    (Spark's parts of a 100M-row extract: 4M rows of profiles, where 2 batches were). Read ahead, parts
+    hold at most a batch's rows, and one a pool thread is reading each; the others wait their turn."""
+    job = extract_in_parts(demo_copy, 20)  # 15 rows a part: two batches of 8, the first a big one
+    monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", 8)
+    monkeypatch.setattr(KeyProfiles, "SMALL_BATCH_ROWS", 4)
+    lock, held, peak = threading.Lock(), [0], [0]
+    start, batches = key_profiles.FileRead.start, key_profiles.FileRead.batches
+
+    def started(read):
+        start(read)
+        with lock:
+            held[0] += sum(profiles.num_rows for profiles, _, _ in read._read)
+            peak[0] = max(peak[0], held[0])
+
+    def handed(read):
+        with lock:
+            held[0] -= sum(profiles.num_rows for profiles, _, _ in read._read)
+        yield from batches(read)
+
+    monkeypatch.setattr(key_profiles.FileRead, "start", started)
+    monkeypatch.setattr(key_profiles.FileRead, "batches", handed)
+    report = import_audience.run(["--config", str(job), "--output", str(tmp_path / "out")])
+    assert report["profiles_read"] == 300 and held == [0]
+    assert 0 < peak[0] <= (2 + 1) * 8, peak  # threads: 2 (the demo's)
+
+
 def _table(values: list[str]) -> pa.Table:
     return pa.table({"s": narrow_dictionary(pa.array(values).dictionary_encode()), "n": pa.array(range(len(values)))})
 

@@ -5,6 +5,7 @@ and emits each data source's ``(key, profile_id)`` rows as keyed shards (the dum
 from __future__ import annotations
 
 import functools
+import threading
 from collections import deque
 from typing import Iterator
 
@@ -91,6 +92,7 @@ class KeyProfiles(PooledDoFn):
         self._small, self._small_rows, self._filters = [], 0, None
         self._writer: CacheWriter | None = None  # with the key cache: the bundle's part of this run's cache
         self._reads: deque = deque()  # per file handed over (process): (its FileRead, filters, its start's future)
+        self._ahead = ReadAhead(self.BATCH_ROWS)  # the rows those files' starts read and hold
         self._in_flight: deque = deque()  # per batch to key, in the bundle's order: its data sources' keying
 
     def finish_bundle(self):
@@ -112,14 +114,14 @@ class KeyProfiles(PooledDoFn):
     def process(self, path: str, filters: dict, files: int = 1):
         """``files``: how many files the extract has (its screen's whole rows are shared among them).
         A file's first batches are read in the pool (:meth:`FileRead.start`), up to READ_AHEAD files
-        (and BATCH_ROWS rows read) ahead of the one handled here, and a batch is keyed while the next
+        (and BATCH_ROWS rows held: :class:`ReadAhead`) ahead of the one handled here, and a batch is keyed while the next
         files are read: Spark's 200 parts of an extract, each read in this thread (~4 ms a part: open,
         check, standardize, sketch) and each gathered batch keyed before the next part was read, took
         2.4-2.6 s of stage where one file took 1.4-1.6 s. (A reader thread of its own, not the pool's,
         raised the one-file import's peak by ~55 MB: its own malloc arena.) Batches are keyed and
         their outputs emitted in the bundle's order, the last ones by finish_bundle."""
         self._cache_writer(path)  # with the key cache: the bundle's part of it, named after its first file
-        read = FileRead(path, self._cfg, files, self.BATCH_ROWS, self.SMALL_BATCH_ROWS)
+        read = FileRead(path, self._cfg, files, self.BATCH_ROWS, self.SMALL_BATCH_ROWS, self._ahead)
         self._reads.append((read, filters, submit(self._pool, read.start)))
         yield from self._files_keyed(ahead=self.READ_AHEAD)
 
@@ -314,15 +316,32 @@ class KeyProfiles(PooledDoFn):
         return counts, pieces, first_block_histogram(keys.reference())
 
 
+class ReadAhead:
+    """The rows a bundle's files read ahead hold until handled: a :class:`FileRead` start reads nothing once they
+    hold a batch's (16 big files' first batches were held, where 2 were); a start already reading, one batch."""
+
+    def __init__(self, rows: int):
+        self._lock, self._rows, self._held = threading.Lock(), rows, 0
+
+    def open(self) -> bool:
+        return self._held < self._rows  # (read under the GIL; starts racing past it: one batch each)
+
+    def hold(self, rows: int) -> None:
+        with self._lock:
+            self._held += rows
+
+
 class FileRead:
     """One extract file read for :class:`KeyProfiles`: its batches (:func:`counted_profiles`), each
     with its counts and its screen rows (None without the diagnosis), and the file's sketch
     (:class:`FileSketcher`). :meth:`start` (in the pool) reads the first batches: a small file whole,
-    a big one up to its first big batch or BATCH_ROWS rows; :meth:`batches` (in the DoFn's thread)
-    gives them, then reads the rest. One thread at a time: the DoFn's waits for start's future."""
+    a big one up to its first big batch or BATCH_ROWS rows, unless ``ahead`` holds a batch's already;
+    :meth:`batches` (in the DoFn's thread) gives them, then reads the rest (or all of a file not
+    started). One thread at a time: the DoFn's waits for start's future."""
 
-    def __init__(self, path: str, cfg: JobConfig, files: int, batch_rows: int, small_rows: int):
+    def __init__(self, path: str, cfg: JobConfig, files: int, batch_rows: int, small_rows: int, ahead: ReadAhead):
         self.path, self._cfg, self._batch_rows, self._small_rows = path, cfg, batch_rows, small_rows
+        self._ahead, self._started = ahead, False
         self._whole = screen_whole(files)
         self._diagnosis = any(cfg.sample_size(ds) for ds in cfg.data_sources)
         self.sketcher = FileSketcher()  # the file's own: its small batches are gathered with other files'
@@ -332,17 +351,27 @@ class FileRead:
         self.rows = 0  # read by start
 
     def start(self) -> None:
-        cfg = self._cfg
-        self._rest = counted_profiles(self.path, cfg, batch_rows=self._batch_rows,
-                                      extra=screen_columns(cfg, self.path) if self._diagnosis else ())
+        if not self._ahead.open():
+            return  # read in its turn, in the DoFn's thread
+        self._started, self._rest = True, self._opened()
         for profiles, entries in self._rest:
             self._read.append(self._prepared(profiles, entries))
             self.rows += profiles.num_rows
             if profiles.num_rows >= self._small_rows or self.rows >= self._batch_rows:
-                return  # a big file: the DoFn's thread reads the rest (two batches in flight, as before)
-        self._rest = None
+                break  # a big file: the DoFn's thread reads the rest (two batches in flight, as before)
+        else:
+            self._rest = None
+        self._ahead.hold(self.rows)
+
+    def _opened(self) -> Iterator:
+        extra = screen_columns(self._cfg, self.path) if self._diagnosis else ()
+        return counted_profiles(self.path, self._cfg, batch_rows=self._batch_rows, extra=extra)
 
     def batches(self) -> Iterator[tuple[pa.Table, list, pa.Table | None]]:
+        if self._started:
+            self._ahead.hold(-self.rows)
+        else:
+            self._rest = self._opened()
         read, self._read = self._read, []
         yield from read
         for profiles, entries in self._rest or ():
