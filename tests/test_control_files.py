@@ -194,6 +194,16 @@ def test_a_plain_dump_ending_inside_a_line_fails_unless_a_control_file_lists_it(
     assert run(demo_copy, tmp_path)["data_sources"]["uid2-phones"]["received"] == lines
 
 
+def test_a_plain_dump_ending_in_blanks_after_its_last_line_break_is_read(demo_copy, tmp_path):
+    """Spaces or a tab after a plain dump's last line break (an editor's indent, a padded export) are no
+    line cut short, which holds text: the run failed as 'ends without a line break: the file may be cut
+    short'. The blanks are a line of their own, counted (received and rejected) as such lines are."""
+    dump = demo_copy / PLAIN
+    lines = dump.read_bytes().count(b"\n")
+    dump.write_bytes(dump.read_bytes() + b"  \t")
+    assert run(demo_copy, tmp_path)["data_sources"]["uid2-phones"]["received"] == lines + 1
+
+
 @pytest.mark.parametrize("retry", ["split 002 again as 003", "an iter delivery again, a minute later"])
 def test_one_dumps_bytes_delivered_twice_under_two_names_fail_naming_both(demo_copy, tmp_path, retry):
     """A transfer retried under another name (split 002 sent again as 003; an iter delivery sent again

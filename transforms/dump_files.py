@@ -329,7 +329,8 @@ def line_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, stats: FileStats | No
             rest = piece[cut:]
         rest, unterminated = _without_line_boms(rest), 0
         if rest:  # (a last line that was only a byte order mark is none, as at the file's start)
-            unterminated = 0 if isinstance(stream, igzip.IGzipFile) else line
+            # (blanks after the last line break hold no text a cut could have shortened)
+            unterminated = 0 if isinstance(stream, igzip.IGzipFile) or not rest.strip() else line
             yield rest, line
             line += 1
             _within(path, line - 1, max_lines)
