@@ -2,9 +2,11 @@
 state, .sync vs .overwrite, suppression, global device-ID data sources, and the report's checks."""
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,10 +92,32 @@ def first_and_second(tmp_path: Path, job: Path, *flags, extra_first=None) -> tup
     return r1, r2, first, second
 
 
-def test_round_trip_sync_adds_the_joiners_removes_the_leavers_and_the_import_finds_the_audience(tmp_path):
-    job = write_job(tmp_path / "job")
-    state = tmp_path / "state"
-    r1, r2, first, second = first_and_second(tmp_path, job, "--segment-id", SID, "--state", state)
+@pytest.fixture(scope="module")
+def made_sync_pair(tmp_path_factory) -> tuple[dict, dict, Path, Path]:
+    """The issue's two exports (first_and_second, .sync, --segment-id SID, --state), run once for the
+    module: their reports, their folder, and an untouched copy of it."""
+    base = tmp_path_factory.mktemp("sync-pair")
+    work = base / "work"
+    r1, r2, _, _ = first_and_second(work, write_job(work / "job"), "--segment-id", SID, "--state", work / "state")
+    shutil.copytree(work, base / "pristine")
+    return r1, r2, work, base / "pristine"
+
+
+@pytest.fixture
+def sync_pair(made_sync_pair) -> tuple[Path, Path, dict, dict, Path, Path]:
+    """(job, state, r1, r2, first, second) of the module's one sync pair, as that run left them: its
+    folder is put back from the untouched copy before each test, at the same paths (the export state
+    names its outputs by path), so a test may rerun, export again or damage it as on a run of its own.
+    The targets are beside the job's folder (t1.csv, t2.csv)."""
+    r1, r2, work, pristine = made_sync_pair
+    shutil.rmtree(work)
+    shutil.copytree(pristine, work)
+    return (work / "job" / "job.yaml", work / "state", copy.deepcopy(r1), copy.deepcopy(r2),
+            work / "first", work / "second")
+
+
+def test_round_trip_sync_adds_the_joiners_removes_the_leavers_and_the_import_finds_the_audience(tmp_path, sync_pair):
+    job, state, r1, r2, first, second = sync_pair
     assert sorted(lines(first)) == sorted((sha(email(i)), f"d_sid={SID}") for i in range(20))
     assert (r1["added"], r1["removed"], r1["opted_out"], r1["consent_unknown"]) == (20, 0, 1, 1)
 
@@ -140,7 +164,7 @@ def test_round_trip_sync_adds_the_joiners_removes_the_leavers_and_the_import_fin
     assert held == {f"p{i:02d}" for i in EXPECTED}
 
     # Same inputs again: nothing to send; the state moves to v-000003 with the same members.
-    again = export(job, tmp_path / "t2.csv", tmp_path / "again", "--segment-id", SID, "--state", state,
+    again = export(job, state.parent / "t2.csv", tmp_path / "again", "--segment-id", SID, "--state", state,
                    run_date=NEXT_DATE)
     assert again["nothing_to_send"] and (again["unchanged"], again["added"], again["removed"]) == (14, 0, 0)
 
@@ -214,17 +238,15 @@ def test_consent_unknown_is_removed_if_it_was_sent_before(tmp_path):
     assert report["removed_by_reason"]["consent_unknown"] == 1 and report["consent_unknown"] == 1
 
 
-def test_a_rerun_into_the_same_output_and_date_sends_the_same_changes(tmp_path):
+def test_a_rerun_into_the_same_output_and_date_sends_the_same_changes(sync_pair):
     """A retried export (an Airflow retry after the commit, an operator's rerun) replaces the files
     of the run it repeats. Computed against the state that run committed, it found nothing to send
     and replaced the removals with nothing, while the state counted them as sent: the platform never
     got them. It is computed against the version that run read, and sends the same changes."""
-    job = write_job(tmp_path / "job")
-    state = tmp_path / "state"
-    flags = ("--segment-id", SID, "--state", state)
-    r1, r2, first, second = first_and_second(tmp_path, job, *flags)
+    job, state, r1, r2, first, second = sync_pair
+    flags, t2 = ("--segment-id", SID, "--state", state), state.parent / "t2.csv"
     sent = sorted(lines(second))
-    again = export(job, tmp_path / "t2.csv", second, *flags, run_date=NEXT_DATE)
+    again = export(job, t2, second, *flags, run_date=NEXT_DATE)
     assert sorted(lines(second)) == sent and len(sent) == 14
     for key in ("added", "removed", "unchanged", "earlier_user_ids", "audience_user_ids", "removed_by_reason"):
         assert again[key] == r2[key], key
@@ -241,19 +263,17 @@ def test_a_rerun_into_the_same_output_and_date_sends_the_same_changes(tmp_path):
     assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in EXPECTED}
 
     # A rerun of the rerun repeats it again; a run on another date into the same folder is a new run.
-    assert export(job, tmp_path / "t2.csv", second, *flags, run_date=NEXT_DATE)["state_previous_version"] == 1
-    later = export(job, tmp_path / "t2.csv", second, *flags, run_date="2026-11-24")
+    assert export(job, t2, second, *flags, run_date=NEXT_DATE)["state_previous_version"] == 1
+    later = export(job, t2, second, *flags, run_date="2026-11-24")
     assert later["nothing_to_send"] and (later["state_previous_version"], later["state_replaced_version"]) == (4, None)
 
 
-def test_a_rerun_that_would_replace_files_a_later_version_builds_on_is_refused(tmp_path):
-    job = write_job(tmp_path / "job")
-    state = tmp_path / "state"
+def test_a_rerun_that_would_replace_files_a_later_version_builds_on_is_refused(sync_pair):
+    job, state, _, _, first, second = sync_pair
     flags = ("--segment-id", SID, "--state", state)
-    _, _, first, second = first_and_second(tmp_path, job, *flags)
     with pytest.raises(ConfigError, match=rf"--output {first}: it holds the files of export state version 1 "
                                           r"\(run date .*\), which version 2 builds on"):
-        export(job, tmp_path / "t1.csv", first, *flags)
+        export(job, state.parent / "t1.csv", first, *flags)
     assert len(lines(first)) == 20  # untouched
 
 
