@@ -3,7 +3,9 @@ that is not eligible keeps no trait, so the line takes it out of every audience 
 the platform; their export states must say so. Checked against the simulated platform after each run."""
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -25,40 +27,66 @@ def _versions(state, audience) -> list[str]:
     return sorted(p.name for p in (state / "crm" / audience).glob("v-*"))
 
 
-def _three_audiences(tmp_path):
+def _three_audiences_made(work):
     """B (d_sid=22: p0..p3) and C (d_sid=33: p0, p2) exported with .sync, then A (SID: p0..p3) with
-    .overwrite, applied to a platform; then p1 opts out. ``(job, state, platform, a flags, b flags,
-    targets, consistent)``: ``consistent()`` checks that each audience's state is what the platform holds."""
-    job = write_job(tmp_path / "job")
+    .overwrite, applied to a platform; then p1 opts out. Returns (job, state, platform, a flags, b flags,
+    targets); the outputs are b1, c1 and a1 under ``work``."""
+    job = write_job(work / "job")
     write_profiles(job.parent, [0, 1, 2, 3])
-    state, platform = tmp_path / "state", Platform()
+    state, platform = work / "state", Platform()
     a = ("--segment-id", SID, "--state", state, "--mode", "overwrite", "--allow-shrink")
     b = ("--segment-id", 22, "--state", state, "--allow-shrink")
-    every = write_targets(tmp_path / "t.csv", [0, 1, 2, 3])
-    export(job, every, tmp_path / "b1", *b, audience="B", run_date="2026-11-01")
-    export(job, write_targets(tmp_path / "tc.csv", [0, 2]), tmp_path / "c1", "--segment-id", 33, "--state", state,
+    every = write_targets(work / "t.csv", [0, 1, 2, 3])
+    export(job, every, work / "b1", *b, audience="B", run_date="2026-11-01")
+    export(job, write_targets(work / "tc.csv", [0, 2]), work / "c1", "--segment-id", 33, "--state", state,
            audience="C", run_date="2026-11-01")
-    export(job, every, tmp_path / "a1", *a, run_date="2026-11-01")
+    export(job, every, work / "a1", *a, run_date="2026-11-01")
     for out in ("b1", "c1", "a1"):
-        platform.apply(tmp_path / out)
+        platform.apply(work / out)
+    _consistent(platform, state)()
+    write_profiles(job.parent, [0, 1, 2, 3], {1: True})
+    return job, state, platform, a, b, every
 
+
+def _consistent(platform, state):
+    """A check that each audience's state is what the platform holds."""
     def consistent():
         for name, trait in (("A", f"d_sid={SID}"), ("B", "d_sid=22"), ("C", "d_sid=33")):
             assert platform.members(trait) == _state_members(state, name), name
 
-    consistent()
-    write_profiles(job.parent, [0, 1, 2, 3], {1: True})
-    return job, state, platform, a, b, every, consistent
+    return consistent
 
 
-def test_an_overwrite_that_takes_an_ineligible_leaver_out_of_another_audience_records_it_in_its_state(tmp_path):
+@pytest.fixture(scope="module")
+def made_three_audiences(tmp_path_factory):
+    """_three_audiences_made run once for the module (3 exports), and an untouched copy of its folder."""
+    base = tmp_path_factory.mktemp("three-audiences")
+    made = _three_audiences_made(base / "work")
+    shutil.copytree(base / "work", base / "pristine")
+    return base / "work", base / "pristine", made
+
+
+@pytest.fixture
+def three_audiences(made_three_audiences):
+    """``(work, job, state, platform, a flags, b flags, targets, consistent)``: the module's three
+    audiences as their run left them. Its folder ``work`` is put back from the untouched copy before each
+    test, at the same paths (export states record their outputs and folders by absolute path), and the
+    platform is a copy: each test runs on what a run of its own would leave."""
+    work, pristine, (job, state, platform, a, b, every) = made_three_audiences
+    shutil.rmtree(work)
+    shutil.copytree(pristine, work)
+    platform = copy.deepcopy(platform)
+    return work, job, state, platform, a, b, every, _consistent(platform, state)
+
+
+def test_an_overwrite_that_takes_an_ineligible_leaver_out_of_another_audience_records_it_in_its_state(three_audiences):
     """p1 (in A and B) opts out: A's .overwrite lists it with no trait, so it leaves A and B on the
     platform; B's state still held it. p1 opted back in and B's next .sync export found it already
     held: nothing sent, p1 out of B for good while B's state said it was there (exit 0). The overwrite
     writes B's next version without p1; C (p1 not in it) gets none."""
-    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
-    report = export(job, every, tmp_path / "a2", *a, run_date="2026-11-02")
-    platform.apply(tmp_path / "a2")
+    work, job, state, platform, a, b, every, consistent = three_audiences
+    report = export(job, every, work / "a2", *a, run_date="2026-11-02")
+    platform.apply(work / "a2")
     assert sha(email(1)) not in platform.members("d_sid=22")
     consistent()
     assert (_versions(state, "B"), _versions(state, "C")) == (["v-000001", "v-000002"], ["v-000001"])
@@ -67,30 +95,30 @@ def test_an_overwrite_that_takes_an_ineligible_leaver_out_of_another_audience_re
                                   "pairs_removed", "user_ids_removed")} == {
         "audience": "B", "previous_version": 1, "version": 2, "previous_pairs": 4, "pairs": 3, "pairs_removed": 1,
         "user_ids_removed": 1}
-    assert sha(email(1)) not in (tmp_path / "a2" / "report.json").read_text()  # counts only
+    assert sha(email(1)) not in (work / "a2" / "report.json").read_text()  # counts only
     manifest = json.loads((state / "crm" / "B" / "v-000002" / "_SUCCESS").read_text())
     assert (manifest["pairs"], manifest["previous"], manifest["stripped_by"]["audience"],
             manifest["stripped_by"]["version"]) == (3, 1, "A", 2)
 
     # A retry of the overwrite (same --output and run date) sends the same files; B's state already
     # says p1 left: no version of B again, none lost.
-    sent = {p.name: p.read_bytes() for p in (tmp_path / "a2" / "onboarding").iterdir()}
-    again = export(job, every, tmp_path / "a2", *a, run_date="2026-11-02")
-    assert {p.name: p.read_bytes() for p in (tmp_path / "a2" / "onboarding").iterdir()} == sent
+    sent = {p.name: p.read_bytes() for p in (work / "a2" / "onboarding").iterdir()}
+    again = export(job, every, work / "a2", *a, run_date="2026-11-02")
+    assert {p.name: p.read_bytes() for p in (work / "a2" / "onboarding").iterdir()} == sent
     assert (again["state_replaced_version"], again["state_others"]) == (2, [])
     assert (_versions(state, "B"), _versions(state, "C")) == (["v-000001", "v-000002"], ["v-000001"])
-    platform.apply(tmp_path / "a2")
+    platform.apply(work / "a2")
     consistent()
 
     # B's first run, rerun into its --output: version 2 builds on it (p1 left B since), refused.
     with pytest.raises(ConfigError, match=r"--output .*b1: it holds the files of export state version 1 .* which "
                                           r"version 2 builds on \(the overwrite of audience 'A' took users out of it\)"):
-        export(job, every, tmp_path / "b1", *b, audience="B", run_date="2026-11-01")
+        export(job, every, work / "b1", *b, audience="B", run_date="2026-11-01")
 
     write_profiles(job.parent, [0, 1, 2, 3])  # p1 opts back in: B's next export puts it back
-    later = export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
-    platform.apply(tmp_path / "b3")
-    assert lines(tmp_path / "b3") == [(sha(email(1)), "d_sid=22")] and later["added"] == 1
+    later = export(job, every, work / "b3", *b, audience="B", run_date="2026-11-03")
+    platform.apply(work / "b3")
+    assert lines(work / "b3") == [(sha(email(1)), "d_sid=22")] and later["added"] == 1
     consistent()
 
 
@@ -113,42 +141,42 @@ def _stopped_overwrite(tmp_path, monkeypatch, job, a, every, successes: int = 0)
     assert (tmp_path / "a2" / "report.json").exists()
 
 
-def test_an_overwrite_stopped_before_its_commit_leaves_the_audiences_it_took_users_out_of_pending(tmp_path,
+def test_an_overwrite_stopped_before_its_commit_leaves_the_audiences_it_took_users_out_of_pending(three_audiences,
                                                                                                     monkeypatch):
     """Its files are published: B's version without p1 waits as _PENDING with A's. B's next export is
     refused naming the overwrite to settle, as are A's into another --output and any other overwrite;
     A's retry (files not delivered) writes and commits both; once delivered, renaming both settles it."""
-    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
-    _stopped_overwrite(tmp_path, monkeypatch, job, a, every)
+    work, job, state, platform, a, b, every, consistent = three_audiences
+    _stopped_overwrite(work, monkeypatch, job, a, every)
     assert sorted(p.parent.relative_to(state).as_posix() for p in state.rglob("_PENDING")) == [
         "crm/A/v-000002", "crm/B/v-000002"]
     with pytest.raises(ConfigError, match=r"version 2 of audience 'B' records the users the overwrite of audience "
                                           r"'A' took out of it; .*rerun it into --output .*a2 --run-date 2026-11-02"):
-        export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
+        export(job, every, work / "b3", *b, audience="B", run_date="2026-11-03")
     with pytest.raises(ConfigError, match=r"version 2 of audience 'A' published .*rename .*A/v-000002/_PENDING to "
                                           r"_SUCCESS and .*B/v-000002/_PENDING too"):
-        export(job, every, tmp_path / "a3", *a, run_date="2026-11-03")
+        export(job, every, work / "a3", *a, run_date="2026-11-03")
     with pytest.raises(ConfigError, match=r"audience 'B' .*has version 2, published but never committed"):
-        export(job, write_targets(tmp_path / "tc.csv", [0]), tmp_path / "c2", "--segment-id", 33, "--state", state,
+        export(job, write_targets(work / "tc.csv", [0]), work / "c2", "--segment-id", 33, "--state", state,
                "--mode", "overwrite", audience="C", run_date="2026-11-03")
-    retry = export(job, every, tmp_path / "a2", *a, run_date="2026-11-02")
+    retry = export(job, every, work / "a2", *a, run_date="2026-11-02")
     assert [(o["audience"], o["version"]) for o in retry["state_others"]] == [("B", 2)]
     assert not list(state.rglob("_PENDING")) and _versions(state, "B") == ["v-000001", "v-000002"]
-    platform.apply(tmp_path / "a2")
+    platform.apply(work / "a2")
     consistent()
 
     # Stopped again (p2, in B and C, opts out), its files delivered: A's _PENDING renamed alone leaves
     # B's and C's named.
     write_profiles(job.parent, [0, 1, 2, 3], {1: True, 2: True})
-    (tmp_path / "a2").rename(tmp_path / "a2-done")
-    _stopped_overwrite(tmp_path, monkeypatch, job, a, every)
-    platform.apply(tmp_path / "a2")
+    (work / "a2").rename(work / "a2-done")
+    _stopped_overwrite(work, monkeypatch, job, a, every)
+    platform.apply(work / "a2")
     for pending in state.rglob("_PENDING"):
         if "/A/" in pending.as_posix():
             pending.rename(pending.with_name("_SUCCESS"))
     with pytest.raises(ConfigError, match=r"version 3 of audience 'B' records .* overwrite of audience 'A' .*"
                                           r"committed: delivered.*rename .*B/v-000003/_PENDING to _SUCCESS"):
-        export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
+        export(job, every, work / "b3", *b, audience="B", run_date="2026-11-03")
     assert sorted(p.parent.relative_to(state).as_posix() for p in state.rglob("_PENDING")) == [
         "crm/B/v-000003", "crm/C/v-000002"]
     for pending in state.rglob("_PENDING"):
@@ -156,23 +184,23 @@ def test_an_overwrite_stopped_before_its_commit_leaves_the_audiences_it_took_use
     consistent()
 
 
-def test_an_overwrite_stopped_between_the_other_audiences_commit_and_its_own_is_retried(tmp_path, monkeypatch):
+def test_an_overwrite_stopped_between_the_other_audiences_commit_and_its_own_is_retried(three_audiences, monkeypatch):
     """B's version without p1 is committed, A's waits: B's exports go on from it, and A's retry (the
     same files) takes no one out of B again."""
-    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
-    _stopped_overwrite(tmp_path, monkeypatch, job, a, every, successes=1)
+    work, job, state, platform, a, b, every, consistent = three_audiences
+    _stopped_overwrite(work, monkeypatch, job, a, every, successes=1)
     assert [p.parent.relative_to(state).as_posix() for p in state.rglob("_PENDING")] == ["crm/A/v-000002"]
     assert _state_members(state, "B") == {sha(email(i)) for i in (0, 2, 3)}
     with pytest.raises(ConfigError, match=r"version 2 of audience 'A' published .*A/v-000002/_PENDING") as refused:
-        export(job, every, tmp_path / "a3", *a, run_date="2026-11-03")
+        export(job, every, work / "a3", *a, run_date="2026-11-03")
     assert "B/v-000002" not in str(refused.value)  # committed: nothing of B's to rename
-    sent = lines(tmp_path / "a2")
-    retry = export(job, every, tmp_path / "a2", *a, run_date="2026-11-02")
-    assert (lines(tmp_path / "a2"), retry["state_others"], retry["state_version"]) == (sent, [], 2)
-    platform.apply(tmp_path / "a2")
+    sent = lines(work / "a2")
+    retry = export(job, every, work / "a2", *a, run_date="2026-11-02")
+    assert (lines(work / "a2"), retry["state_others"], retry["state_version"]) == (sent, [], 2)
+    platform.apply(work / "a2")
     consistent()
-    export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
-    platform.apply(tmp_path / "b3")
+    export(job, every, work / "b3", *b, audience="B", run_date="2026-11-03")
+    platform.apply(work / "b3")
     consistent()
 
 
@@ -193,38 +221,38 @@ def test_the_report_checks_what_an_overwrite_takes_out_of_the_other_audiences(ot
         check_export_report({**consistent_report(), "state_others": [{**entry, **other}]})
 
 
-def test_an_existing_export_older_than_a_version_an_overwrite_took_users_out_of_is_refused(tmp_path):
+def test_an_existing_export_older_than_a_version_an_overwrite_took_users_out_of_is_refused(three_audiences):
     """B's state gets version 2 from A's overwrite (p1 opted out: out of A and B on the platform).
     B exported with --existing b1 (its run of version 1) rebuilt p1 as held: p1 opted back in and
     targeted, nothing sent, exit 0, out of B for good. No folder of B's records that: refused, naming
     the overwrite. An overwrite of B after it (its exported/ is the whole audience) serves."""
-    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
-    export(job, every, tmp_path / "a2", *a, run_date="2026-11-02")
+    work, job, state, platform, a, b, every, consistent = three_audiences
+    export(job, every, work / "a2", *a, run_date="2026-11-02")
     write_profiles(job.parent, [0, 1, 2, 3])
     with pytest.raises(ConfigError, match=r"--existing .*b1: audience 'B' lost users since its version 1: version 2 "
                                           r"of its export state .* records the overwrite of audience 'A' .*a2.*"
                                           r"use --state"):
-        export(job, every, tmp_path / "b3", "--segment-id", 22, "--existing", tmp_path / "b1", audience="B",
+        export(job, every, work / "b3", "--segment-id", 22, "--existing", work / "b1", audience="B",
                run_date="2026-11-03")
-    export(job, every, tmp_path / "b3", *b, "--mode", "overwrite", audience="B", run_date="2026-11-03")
-    report = export(job, every, tmp_path / "b4", "--segment-id", 22, "--existing", tmp_path / "b1", "--existing",
-                    tmp_path / "b3", audience="B", run_date="2026-11-04")
+    export(job, every, work / "b3", *b, "--mode", "overwrite", audience="B", run_date="2026-11-03")
+    report = export(job, every, work / "b4", "--segment-id", 22, "--existing", work / "b1", "--existing",
+                    work / "b3", audience="B", run_date="2026-11-04")
     assert report["nothing_to_send"] and report["unchanged"] == 4
 
 
-def test_a_stopped_overwrite_run_with_a_relative_state_root_is_found_from_another_folder(tmp_path, monkeypatch):
+def test_a_stopped_overwrite_run_with_a_relative_state_root_is_found_from_another_folder(three_audiences, monkeypatch):
     """A's overwrite ran with '--state state' (relative) and stopped after its publish; its files were
     delivered (p1 out of A and B). B's export, from another folder with the root's absolute path, did
     not recognize B's _PENDING version (A's report named B's state folder relative): computed against
     B's version 1 it found p1 held, sent nothing, exit 0, p1 out of B for good. State folders are
     recorded absolute: refused, naming A's run."""
-    job, state, platform, a, b, every, consistent = _three_audiences(tmp_path)
-    monkeypatch.chdir(tmp_path)
+    work, job, state, platform, a, b, every, consistent = three_audiences
+    monkeypatch.chdir(work)
     relative = tuple("state" if flag == state else flag for flag in a)
-    _stopped_overwrite(tmp_path, monkeypatch, job, relative, every)
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
+    _stopped_overwrite(work, monkeypatch, job, relative, every)
+    (work / "elsewhere").mkdir()
+    monkeypatch.chdir(work / "elsewhere")
     write_profiles(job.parent, [0, 1, 2, 3])
     with pytest.raises(ConfigError, match=r"version 2 of audience 'B' records the users the overwrite of audience 'A' "
                                           r"took out of it"):
-        export(job, every, tmp_path / "b3", *b, audience="B", run_date="2026-11-03")
+        export(job, every, work / "b3", *b, audience="B", run_date="2026-11-03")
