@@ -2,7 +2,9 @@
 what a run that stopped part-way, or an operator's mistake, leaves on the platform for the runs after."""
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 from urllib.parse import quote
 
 import pytest
@@ -219,14 +221,35 @@ def _first_export(tmp_path):
     return job, state, platform, flags
 
 
-def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refused(tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def made_first_export(tmp_path_factory):
+    """_first_export run once for the module, and an untouched copy of its folder."""
+    base = tmp_path_factory.mktemp("first-export")
+    made = _first_export(base / "work")
+    shutil.copytree(base / "work", base / "pristine")
+    return base / "work", base / "pristine", made
+
+
+@pytest.fixture
+def first_export(made_first_export):
+    """``(work, job, state, platform, flags)``: the module's first export as its run left it. Its folder
+    ``work`` is put back from the untouched copy before each test, at the same paths (the export state
+    records its outputs by absolute path), and the platform is a copy: each test runs on what a run of
+    its own would leave."""
+    work, pristine, (job, state, platform, flags) = made_first_export
+    shutil.rmtree(work)
+    shutil.copytree(pristine, work)
+    return work, job, state, copy.deepcopy(platform), flags
+
+
+def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refused(first_export, monkeypatch, capsys):
     """X and Y export audience A into out_x and out_y (the output lock is per folder). Y ran while X was
     between its _PENDING and its publish: it cleared X's version as a killed run's, committed its own;
     X published its files, then failed 'another export committed ... Nothing was published': its 4
     members went to the platform, no state recorded them, and no later export removed them."""
     from pipelines import export_audience
 
-    job, state, platform, flags = _first_export(tmp_path)
+    work, job, state, platform, flags = first_export
     member = f"d_sid={SID}"
     commit, y = transforms.export.commit_state, {}
 
@@ -234,24 +257,24 @@ def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refu
         commit(run_state, manifest, name)
         if name == "_PENDING" and not y:  # X is live, its parts and _PENDING written: Y starts and ends
             y["started"] = True  # (Y's own commits come here too)
-            y.update(_meanwhile(export_audience.main, *_argv(job, write_targets(tmp_path / "ty.csv", [0, 1]),
-                                                             tmp_path / "out_y", *flags)))
+            y.update(_meanwhile(export_audience.main, *_argv(job, write_targets(work / "ty.csv", [0, 1]),
+                                                             work / "out_y", *flags)))
 
     monkeypatch.setattr(transforms.export, "commit_state", y_meanwhile)
-    x = export(job, write_targets(tmp_path / "tx.csv", [*range(6)]), tmp_path / "out_x", *flags, run_date="2026-11-02")
+    x = export(job, write_targets(work / "tx.csv", [*range(6)]), work / "out_x", *flags, run_date="2026-11-02")
     monkeypatch.undo()
     line = [l for l in capsys.readouterr().err.splitlines() if "audience 'A'" in l]
     # exit 1, as a held output lock: a live run is no configuration error, and a retry once it ends runs (exit 2 is not retried)
     assert y["result"] == 1 and len(line) == 1 and "being exported by another run" in line[0], (y, line)
-    assert not (tmp_path / "out_y").exists() and not list(state.rglob("_PENDING"))
+    assert not (work / "out_y").exists() and not list(state.rglob("_PENDING"))
     assert (x["state_version"], x["added"]) == (2, 4)
-    platform.apply(tmp_path / "out_x")
-    later = export(job, write_targets(tmp_path / "t3.csv", [0, 1]), tmp_path / "out3", *flags, run_date="2026-11-03")
-    platform.apply(tmp_path / "out3")
+    platform.apply(work / "out_x")
+    later = export(job, write_targets(work / "t3.csv", [0, 1]), work / "out3", *flags, run_date="2026-11-03")
+    platform.apply(work / "out3")
     assert later["removed"] == 4 and platform.members(member) == {sha(email(i)) for i in (0, 1)}
 
 
-def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(tmp_path, monkeypatch):
+def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(first_export, monkeypatch):
     """The state was read in the preflight, the output lock taken after: Y (the next run date, the same
     --output) read version 1 while X was live; X committed version 2 (delivered) and released the lock;
     Y then cleared version 2 as a killed run's, computed against version 1 and committed its own version
@@ -259,7 +282,7 @@ def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(tm
     read: the run that comes second is refused."""
     from pipelines import export_audience
 
-    job, state, platform, flags = _first_export(tmp_path)
+    work, job, state, platform, flags = first_export
     member = f"d_sid={SID}"
     read, x = export_audience.check_export_inputs, {}
 
@@ -267,19 +290,19 @@ def test_an_export_that_read_the_state_before_a_live_run_committed_is_refused(tm
         found = read(*args, **kwargs)
         if not x:  # Y has read the state: X runs whole (and its files are delivered)
             x["started"] = True  # (X's own preflight comes here too)
-            x.update(_meanwhile(export_audience.run, *_argv(job, write_targets(tmp_path / "tx.csv", [*range(6)]),
-                                                            tmp_path / "out2", *flags)))
+            x.update(_meanwhile(export_audience.run, *_argv(job, write_targets(work / "tx.csv", [*range(6)]),
+                                                            work / "out2", *flags)))
             if "result" in x:
-                platform.apply(tmp_path / "out2")
+                platform.apply(work / "out2")
         return found
 
     monkeypatch.setattr(export_audience, "check_export_inputs", x_meanwhile)
-    export(job, write_targets(tmp_path / "ty.csv", [0, 1, 2]), tmp_path / "out2", *flags, run_date="2026-11-03")
+    export(job, write_targets(work / "ty.csv", [0, 1, 2]), work / "out2", *flags, run_date="2026-11-03")
     monkeypatch.undo()
     assert isinstance(x.get("error"), LockHeld) and "audience 'A'" in str(x["error"]), x
-    platform.apply(tmp_path / "out2")
-    later = export(job, write_targets(tmp_path / "t3.csv", [0, 1]), tmp_path / "out3", *flags, run_date="2026-11-04")
-    platform.apply(tmp_path / "out3")
+    platform.apply(work / "out2")
+    later = export(job, write_targets(work / "t3.csv", [0, 1]), work / "out3", *flags, run_date="2026-11-04")
+    platform.apply(work / "out3")
     assert later["removed"] == 1 and platform.members(member) == {sha(email(i)) for i in (0, 1)}  # p2, Y's
 
 
@@ -481,31 +504,31 @@ def test_existing_exports_are_applied_in_the_order_they_were_computed(tmp_path, 
     assert platform.members(f"d_sid={SID}") == {sha(email(i)) for i in range(4)}
 
 
-def test_an_export_into_another_audiences_output_is_refused_and_leaves_its_files(tmp_path):
+def test_an_export_into_another_audiences_output_is_refused_and_leaves_its_files(first_export):
     """Audiences A and B exported through one data source on one run date into one --output (a
     folder per day, not per audience): B's publish replaced A's files, of the same name, exit 0, while
     A's state recorded its members as held. Delivered after B's run, A's file never reached the
     platform, and A's later exports found its members held: never sent. The CLI, as an operator runs it."""
     from conftest import cli_in_process
 
-    job, state, _, flags = _first_export(tmp_path)
-    before = {p.name: p.read_bytes() for p in (tmp_path / "out1" / "onboarding").iterdir()}
+    work, job, state, _, flags = first_export
+    before = {p.name: p.read_bytes() for p in (work / "out1" / "onboarding").iterdir()}
     other = ("--segment-id", SID + 1, "--state", state)
-    targets_b = write_targets(tmp_path / "tb.csv", [2, 3])
-    result = cli_in_process("export", *_argv(job, targets_b, tmp_path / "out1", *other, audience="B",
+    targets_b = write_targets(work / "tb.csv", [2, 3])
+    result = cli_in_process("export", *_argv(job, targets_b, work / "out1", *other, audience="B",
                                              run_date="2026-11-01"))
     assert result.returncode == 2, (result.returncode, result.stderr)
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"--output {tmp_path / 'out1'}: it holds the export of audience 'A' of data source 'crm' "
+    assert last.startswith(f"--output {work / 'out1'}: it holds the export of audience 'A' of data source 'crm' "
                            "(d_sid=777, dpid 12345, run date 2026-11-01): "), result.stderr
     assert "Traceback" not in result.stderr and "person" not in result.stderr
-    assert {p.name: p.read_bytes() for p in (tmp_path / "out1" / "onboarding").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (work / "out1" / "onboarding").iterdir()} == before
     assert not list(state.glob("crm/B/v-*"))
     # Without --state alike; into its own --output B runs, and A's rerun into its own folder is still a rerun.
-    assert cli_in_process("export", *_argv(job, targets_b, tmp_path / "out1", "--segment-id", SID + 1,
+    assert cli_in_process("export", *_argv(job, targets_b, work / "out1", "--segment-id", SID + 1,
                                            audience="B", run_date="2026-11-01")).returncode == 2
-    assert export(job, targets_b, tmp_path / "out_b", *other, audience="B", run_date="2026-11-01")["added"] == 2
-    again = export(job, tmp_path / "t1.csv", tmp_path / "out1", *flags, run_date="2026-11-01")
+    assert export(job, targets_b, work / "out_b", *other, audience="B", run_date="2026-11-01")["added"] == 2
+    again = export(job, work / "t1.csv", work / "out1", *flags, run_date="2026-11-01")
     assert (again["state_replaced_version"], again["added"]) == (1, 2)
 
 
