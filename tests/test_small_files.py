@@ -17,7 +17,7 @@ import pytest
 from test_import_e2e import expected, rows
 
 from pipelines import import_audience
-from transforms import bundle_tables, join_inputs, key_profiles
+from transforms import bundle_tables, join_inputs, profile_reads
 from transforms.key_profiles import KeyProfiles
 from transforms.arrow_utils import narrow_dictionary
 from transforms.bundle_tables import TableGatherer, concat_hashes, concat_tables
@@ -138,13 +138,13 @@ def test_the_parts_of_an_extract_are_read_in_the_pool_and_give_the_bytes_read_in
     200 parts cost 2.4-2.6 s of stage where one file cost 1.4-1.6 s. The outputs are those of a run
     reading every part in the stage's own thread (``threads: 1``), with and without the key cache."""
     job = extract_in_parts(demo_copy, 10)
-    readers, real = [], key_profiles.counted_profiles
+    readers, real = [], profile_reads.counted_profiles
 
     def recorded(*args, **kwargs):
         readers.append(threading.current_thread().name)  # where the part's first batch is read
         yield from real(*args, **kwargs)
 
-    monkeypatch.setattr(key_profiles, "counted_profiles", recorded)
+    monkeypatch.setattr(profile_reads, "counted_profiles", recorded)
     pooled = import_audience.run(["--config", str(job), "--output", str(tmp_path / "pooled")])
     assert len(readers) == 10 and all(name.startswith("audience-sync") for name in readers), readers
     cached = import_audience.run(["--config", str(job), "--output", str(tmp_path / "cached"),
@@ -174,7 +174,7 @@ def test_big_parts_of_an_extract_are_read_ahead_a_batch_of_rows_at_most(demo_cop
     monkeypatch.setattr(KeyProfiles, "BATCH_ROWS", 8)
     monkeypatch.setattr(KeyProfiles, "SMALL_BATCH_ROWS", 4)
     lock, held, peak = threading.Lock(), [0], [0]
-    start, batches = key_profiles.FileRead.start, key_profiles.FileRead.batches
+    start, batches = profile_reads.FileRead.start, profile_reads.FileRead.batches
 
     def started(read):
         start(read)
@@ -187,8 +187,8 @@ def test_big_parts_of_an_extract_are_read_ahead_a_batch_of_rows_at_most(demo_cop
             held[0] -= sum(profiles.num_rows for profiles, _, _ in read._read)
         yield from batches(read)
 
-    monkeypatch.setattr(key_profiles.FileRead, "start", started)
-    monkeypatch.setattr(key_profiles.FileRead, "batches", handed)
+    monkeypatch.setattr(profile_reads.FileRead, "start", started)
+    monkeypatch.setattr(profile_reads.FileRead, "batches", handed)
     report = import_audience.run(["--config", str(job), "--output", str(tmp_path / "out")])
     assert report["profiles_read"] == 300 and held == [0]
     assert 0 < peak[0] <= (2 + 1) * 8, peak  # threads: 2 (the demo's)
