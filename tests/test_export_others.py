@@ -3,12 +3,11 @@ that is not eligible keeps no trait, so the line takes it out of every audience 
 the platform; their export states must say so. Checked against the simulated platform after each run."""
 from __future__ import annotations
 
-import copy
 import json
-import shutil
 
 import pyarrow.parquet as pq
 import pytest
+from made_once import MadeOnce
 from platform_sim import Platform
 from test_export_removals import SID, email, export, lines, sha, write_job, write_profiles, write_targets
 
@@ -58,12 +57,9 @@ def _consistent(platform, state):
 
 
 @pytest.fixture(scope="module")
-def made_three_audiences(tmp_path_factory):
-    """_three_audiences_made run once for the module (3 exports), and an untouched copy of its folder."""
-    base = tmp_path_factory.mktemp("three-audiences")
-    made = _three_audiences_made(base / "work")
-    shutil.copytree(base / "work", base / "pristine")
-    return base / "work", base / "pristine", made
+def made_three_audiences(tmp_path_factory) -> MadeOnce:
+    """_three_audiences_made run once for the module (3 exports)."""
+    return MadeOnce(tmp_path_factory, "three-audiences", _three_audiences_made)
 
 
 @pytest.fixture
@@ -72,11 +68,8 @@ def three_audiences(made_three_audiences):
     audiences as their run left them. Its folder ``work`` is put back from the untouched copy before each
     test, at the same paths (export states record their outputs and folders by absolute path), and the
     platform is a copy: each test runs on what a run of its own would leave."""
-    work, pristine, (job, state, platform, a, b, every) = made_three_audiences
-    shutil.rmtree(work)
-    shutil.copytree(pristine, work)
-    platform = copy.deepcopy(platform)
-    return work, job, state, platform, a, b, every, _consistent(platform, state)
+    job, state, platform, a, b, every = made_three_audiences.restored()
+    return made_three_audiences.work, job, state, platform, a, b, every, _consistent(platform, state)
 
 
 def test_an_overwrite_that_takes_an_ineligible_leaver_out_of_another_audience_records_it_in_its_state(three_audiences):

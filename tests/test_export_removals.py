@@ -2,11 +2,9 @@
 state, .sync vs .overwrite, suppression, global device-ID data sources, and the report's checks."""
 from __future__ import annotations
 
-import copy
 import gzip
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import cli_in_process
+from made_once import MadeOnce
 from platform_sim import Platform, output_text
 
 from pipelines import export_audience, import_audience
@@ -93,14 +92,13 @@ def first_and_second(tmp_path: Path, job: Path, *flags, extra_first=None) -> tup
 
 
 @pytest.fixture(scope="module")
-def made_sync_pair(tmp_path_factory) -> tuple[dict, dict, Path, Path]:
+def made_sync_pair(tmp_path_factory) -> MadeOnce:
     """The issue's two exports (first_and_second, .sync, --segment-id SID, --state), run once for the
-    module: their reports, their folder, and an untouched copy of it."""
-    base = tmp_path_factory.mktemp("sync-pair")
-    work = base / "work"
-    r1, r2, _, _ = first_and_second(work, write_job(work / "job"), "--segment-id", SID, "--state", work / "state")
-    shutil.copytree(work, base / "pristine")
-    return r1, r2, work, base / "pristine"
+    module: their reports."""
+    def make(work: Path) -> tuple[dict, dict]:
+        return first_and_second(work, write_job(work / "job"), "--segment-id", SID, "--state", work / "state")[:2]
+
+    return MadeOnce(tmp_path_factory, "sync-pair", make)
 
 
 @pytest.fixture
@@ -109,11 +107,9 @@ def sync_pair(made_sync_pair) -> tuple[Path, Path, dict, dict, Path, Path]:
     folder is put back from the untouched copy before each test, at the same paths (the export state
     names its outputs by path), so a test may rerun, export again or damage it as on a run of its own.
     The targets are beside the job's folder (t1.csv, t2.csv)."""
-    r1, r2, work, pristine = made_sync_pair
-    shutil.rmtree(work)
-    shutil.copytree(pristine, work)
-    return (work / "job" / "job.yaml", work / "state", copy.deepcopy(r1), copy.deepcopy(r2),
-            work / "first", work / "second")
+    r1, r2 = made_sync_pair.restored()
+    work = made_sync_pair.work
+    return work / "job" / "job.yaml", work / "state", r1, r2, work / "first", work / "second"
 
 
 def test_round_trip_sync_adds_the_joiners_removes_the_leavers_and_the_import_finds_the_audience(tmp_path, sync_pair):

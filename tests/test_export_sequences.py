@@ -2,12 +2,11 @@
 what a run that stopped part-way, or an operator's mistake, leaves on the platform for the runs after."""
 from __future__ import annotations
 
-import copy
 import json
-import shutil
 from urllib.parse import quote
 
 import pytest
+from made_once import MadeOnce
 from platform_sim import Platform
 from test_export_removals import SID, email, export, sha, write_job, write_profiles, write_targets
 
@@ -222,12 +221,9 @@ def _first_export(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def made_first_export(tmp_path_factory):
-    """_first_export run once for the module, and an untouched copy of its folder."""
-    base = tmp_path_factory.mktemp("first-export")
-    made = _first_export(base / "work")
-    shutil.copytree(base / "work", base / "pristine")
-    return base / "work", base / "pristine", made
+def made_first_export(tmp_path_factory) -> MadeOnce:
+    """_first_export run once for the module."""
+    return MadeOnce(tmp_path_factory, "first-export", _first_export)
 
 
 @pytest.fixture
@@ -236,10 +232,8 @@ def first_export(made_first_export):
     ``work`` is put back from the untouched copy before each test, at the same paths (the export state
     records its outputs by absolute path), and the platform is a copy: each test runs on what a run of
     its own would leave."""
-    work, pristine, (job, state, platform, flags) = made_first_export
-    shutil.rmtree(work)
-    shutil.copytree(pristine, work)
-    return work, job, state, copy.deepcopy(platform), flags
+    job, state, platform, flags = made_first_export.restored()
+    return made_first_export.work, job, state, platform, flags
 
 
 def test_two_exports_of_one_audience_into_two_outputs_at_once_the_second_is_refused(first_export, monkeypatch, capsys):
