@@ -126,17 +126,13 @@ class KeyProfiles(PooledDoFn):
         """The outputs of the files handed over, oldest first, until ``ahead`` are left; on a failure,
         the files read ahead are dropped."""
         try:
-            while len(self._reads) > ahead or self._rows_ahead() > self.BATCH_ROWS:
+            while len(self._reads) > ahead or (self._reads and self._ahead.held > self.BATCH_ROWS):
                 yield from self._keyed_file(*self._reads.popleft())
         except BaseException:
             for _, _, started in self._reads:
                 started.cancel()
             self._reads.clear()
             raise
-
-    def _rows_ahead(self) -> int:
-        """The rows of the files read ahead and not handled yet (read whole: a file being read is not counted)."""
-        return sum(read.rows for read, _, started in self._reads if started.done())
 
     def _keyed_file(self, read: "FileRead", filters: dict, started):
         """One file's batches handed to the pool (small ones gathered with the bundle's others), the

@@ -21,6 +21,11 @@ class ReadAhead:
     def __init__(self, rows: int):
         self._lock, self._rows, self._held = threading.Lock(), rows, 0
 
+    @property
+    def held(self) -> int:
+        """The rows the files read ahead hold (read whole: a file being read is not counted)."""
+        return self._held
+
     def open(self) -> bool:
         return self._held < self._rows  # (read under the GIL; starts racing past it: one batch each)
 
