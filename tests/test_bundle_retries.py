@@ -21,14 +21,18 @@ from transforms.progress import TALLY
 from transforms.publish import SUCCESS
 
 
-class PublishedTwice(publish._Publish):
-    """The runner retried the publish's bundle after its first attempt had published (a fused step
-    after it failed, its worker was lost before it reported): the first attempt's side effects
-    happen whole, the second attempt's outputs are committed."""
+class AttemptedTwice:
+    """A step (the DoFn after it in the bases) whose bundle the runner retried after its first attempt
+    had done its work (a fused step after it failed, its worker was lost before it reported): the
+    first attempt's side effects happen whole, the second attempt's outputs are committed."""
 
     def process(self, *args):
-        list(super().process(*args))
-        yield from super().process(*args)
+        list(super().process(*args) or ())  # (a step whose process returns None, not a generator: no outputs)
+        yield from super().process(*args) or ()
+
+
+class PublishedTwice(AttemptedTwice, publish._Publish):
+    """The publish step, retried after its first attempt published."""
 
 
 def test_a_nightly_publish_retried_after_it_published_keeps_its_manifest_and_the_next_night_its_members(
@@ -53,13 +57,9 @@ def test_a_nightly_publish_retried_after_it_published_keeps_its_manifest_and_the
     assert members(root, "2026-11-22") == {("10", "p1"), ("10", "p2"), ("11", "p2"), ("11", "p3"), ("12", "p4")}
 
 
-class ExportPublishedTwice(transforms.export.PublishExport):
-    """As :class:`PublishedTwice`, the export's publish step: its first attempt published the files
-    and committed the audience's state version."""
-
-    def process(self, *args):
-        list(super().process(*args))
-        yield from super().process(*args)
+class ExportPublishedTwice(AttemptedTwice, transforms.export.PublishExport):
+    """The export's publish step, retried after its first attempt published the files and committed
+    the audience's state version."""
 
 
 def test_an_export_publish_retried_after_it_committed_its_state_stands_as_published(tmp_path, monkeypatch):
@@ -80,13 +80,9 @@ def test_an_export_publish_retried_after_it_committed_its_state_stands_as_publis
     assert not list((tmp_path / "state-twice").rglob("_PENDING"))
 
 
-class CacheSavedTwice(PublishKeyCache):
-    """As :class:`PublishedTwice`, the step saving the profile-key cache after the publish (fused with
-    it on Dataflow): its first attempt moved the run's parts into the cache and wrote its manifest."""
-
-    def process(self, *args):
-        list(super().process(*args) or ())
-        yield from super().process(*args) or ()
+class CacheSavedTwice(AttemptedTwice, PublishKeyCache):
+    """The step saving the profile-key cache after the publish (fused with it on Dataflow), retried
+    after its first attempt moved the run's parts into the cache and wrote its manifest."""
 
 
 def test_a_key_cache_save_retried_after_it_saved_the_cache_leaves_the_run_published_and_the_cache_used(
