@@ -26,7 +26,8 @@ from transforms.incremental import REMOVE, PreviousParts, PreviousState, merge_s
 from transforms.night_guard import NightGuard
 from transforms.report import check_deliveries
 from transforms.join import FILE_AUDIENCE_BUCKET_BY, FILE_AUDIENCE_SCHEMA, MEMBERS_BUCKET_BY, MEMBERSHIP_SCHEMA
-from transforms.key_cache import INCOMING, KeyCacheDirs, PublishKeyCache, cache_dirs, staged
+from transforms.key_cache import INCOMING, KeyCacheDirs, cache_dirs, staged
+from transforms.key_cache_publish import PublishKeyCache
 from transforms.outcomes import Metric
 from transforms.output_lock import probe_writable
 from transforms.preflight import check_inputs

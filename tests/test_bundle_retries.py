@@ -16,7 +16,7 @@ from test_nightly import V, dump, members, run, write_job
 import transforms.export
 from pipelines import import_audience
 from transforms import publish
-from transforms.key_cache import PublishKeyCache
+from transforms.key_cache_publish import PublishKeyCache
 from transforms.progress import TALLY
 from transforms.publish import SUCCESS
 

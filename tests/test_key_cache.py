@@ -20,6 +20,7 @@ from transforms.config_load import load_config, parse_config
 from transforms.errors import RunFailed
 from transforms.key_cache import CacheLayout, CacheWriter, column_name, load_cache, row_hashes, source_identity
 from transforms.key_cache_index import LoadedCache
+from transforms.key_cache_publish import PublishKeyCache
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
 from transforms.parallel import OnceEach, make_pool
 from transforms.progress import TALLY
@@ -591,7 +592,7 @@ def _published_cache(tmp_path: Path, batch: pa.Table) -> tuple[Path, dict, Cache
     part = writer.close()
     staged = Path(part["file"]).read_bytes()
     staged_part = {**part, "layout": layout.doc(code), **key_cache.base_of(None), "live_rows": part["rows"]}
-    key_cache.PublishKeyCache(dirs).process(None, [staged_part])
+    PublishKeyCache(dirs).process(None, [staged_part])
     return Path(dirs.root), {**part, "bytes": staged}, layout, code
 
 
@@ -614,7 +615,7 @@ def test_a_damaged_part_is_replaced_when_a_run_stages_the_same_content(tmp_path)
     _corrupt(cache)
     assert load_cache(str(cache), layout, code) is None
     dirs, entry = _staged_again(tmp_path / "run2", cache, part, layout, code)
-    key_cache.PublishKeyCache(dirs).process(None, [entry])
+    PublishKeyCache(dirs).process(None, [entry])
     assert published.read_bytes() == part["bytes"]
     assert load_cache(str(cache), layout, code) is not None
 
@@ -647,6 +648,6 @@ def test_a_cache_that_cannot_be_saved_fails_saying_the_outputs_are_published(tmp
     (cache / key_cache.MANIFEST).mkdir()  # a manifest that cannot be written
     dirs, entry = _staged_again(tmp_path / "run2", cache, part, layout, code)
     with pytest.raises(RunFailed) as info:
-        key_cache.PublishKeyCache(dirs).process(None, [entry])
+        PublishKeyCache(dirs).process(None, [entry])
     assert str(info.value) == (f"{cache}: the outputs are published, but the profile-key cache could not be saved "
                                "(IsADirectoryError); the next run computes the keys it lacks again")

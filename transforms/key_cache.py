@@ -42,7 +42,7 @@ more than ``MAX_DEAD_SHARE`` rows of profiles that changed or left, or the parts
 runs (counted in runs, not parts: an extract of many files adds many a night), the run rewrites the
 cache whole (and computes every key that night). The nightly job uses
 ``ROOT/_key_cache``. A run writes its parts to ``DIR/_incoming/<run>/``; they join the cache only
-after the run published its outputs (:class:`PublishKeyCache`, the manifest last), so a failed run
+after the run published its outputs (:class:`transforms.key_cache_publish.PublishKeyCache`, the manifest last), so a failed run
 leaves the cache as it was. The workers that key profiles read the cache themselves (Dataflow: from
 GCS), once per bundle.
 """
@@ -62,7 +62,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import xxhash
@@ -75,7 +74,7 @@ from transforms.errors import RunFailed
 from transforms.key_cache_index import HASH_SUFFIX, ID_CHECK, ROW_HASH, LoadedCache
 from transforms.output_lock import write_error
 from transforms.profiles import KEY_PREFIX
-from transforms.storage import glob, join_path
+from transforms.storage import join_path
 
 LOG = logging.getLogger("audience_sync.key_cache")
 CACHE_FORMAT = 2  # 2: parts checked by their xxh3-128 digest (1: sha256)
@@ -185,11 +184,11 @@ def staged(dirs: KeyCacheDirs | None):
         yield
     except BaseException:
         if dirs is not None:
-            _remove(dirs.staging)
+            remove_folder(dirs.staging)
         raise
 
 
-def _remove(folder: str) -> None:
+def remove_folder(folder: str) -> None:
     from transforms.publish_journal import remove_run_dir
 
     remove_run_dir(folder)
@@ -360,44 +359,3 @@ class CacheWriter:
             self._writer.close()
             self._sink.close()
         return {"file": self.path, "rows": self.rows, PART_DIGEST: self._sink.digest.hexdigest()}
-
-
-class PublishKeyCache(beam.DoFn):
-    """After the run published its outputs (the main input is its report): the run's parts join the
-    cache under ``root`` (moved in under content-addressed names), then the manifest (the commit
-    point), then the parts no manifest names any more are deleted. Each staged part says which
-    published parts it extends (:func:`base_of`)."""
-
-    def __init__(self, dirs: KeyCacheDirs):
-        self._dirs = dirs
-
-    def process(self, _report, parts):
-        try:
-            self._publish(parts)
-        except Exception as exc:  # noqa: BLE001 - after the outputs: say they are published, in one line
-            raise RunFailed(f"{self._dirs.root}: the outputs are published, but the profile-key cache could not be "
-                            f"saved ({type(exc).__name__}); the next run computes the keys it lacks again") from None
-
-    def _publish(self, parts):
-        root = self._dirs.root
-        if parts:
-            if "://" not in root:
-                Path(root).mkdir(parents=True, exist_ok=True)
-            entries = list(parts[0]["base"])
-            for part in sorted(parts, key=lambda p: p["file"]):
-                name = f"part-{part[PART_DIGEST][:24]}.arrow"
-                # Moved over a part of that name: the same content, or that content damaged on disk
-                # (kept, a damaged part would make every later run compute every key). Not staged but
-                # there: moved by an attempt of this step the runner retried (after it, a step failed).
-                if FileSystems.exists(part["file"]) or not FileSystems.exists(join_path(root, name)):
-                    FileSystems.rename([part["file"]], [join_path(root, name)])
-                entries.append({"file": name, "rows": part["rows"], PART_DIGEST: part[PART_DIGEST]})
-            doc = {**parts[0]["layout"], "format": CACHE_FORMAT, "parts": entries, RUNS: parts[0][RUNS],
-                   "live_rows": sum(p["live_rows"] for p in parts)}
-            with FileSystems.create(join_path(root, MANIFEST), mime_type="application/json") as sink:
-                sink.write((json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
-            named = {e["file"] for e in entries}
-            stale = [p for p in glob(join_path(root, "part-*.arrow"), missing_ok=True) if posixpath.basename(p) not in named]
-            if stale:
-                FileSystems.delete(stale)
-        _remove(self._dirs.staging)
