@@ -98,8 +98,10 @@ def test_a_missing_column_is_named_for_every_format(tmp_path, fmt):
         path.write_text('{"profile_id": "P1", "email": "a@example.com"}\n')
     from transforms.config_load import parse_config
 
+    # segments absolute, as a loaded config's are: a bare "s" made the control-file listing's folder ''
+    # and its glob "/*.info" walked the whole file system (20 s here)
     cfg = parse_config({"profiles": {"path": str(path), "visitor_ids": None},
-                        "data_sources": CRM_SOURCES})
+                        "data_sources": [{**CRM_SOURCES[0], "segments": str(tmp_path / "s")}]})
     if fmt == "jsonl":  # a record may omit a key (JSON writers omit nulls): nulls; in no record, refused at start-up
         assert [r["k:crm_id"] for t in read_profiles(str(path), cfg) for r in t.to_pylist()] == [None]
         with pytest.raises(ConfigError, match=rf"data_sources\[0\].match_on: column 'crm_id' is in no record of the extract '{path}'"):
