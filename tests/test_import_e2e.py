@@ -227,8 +227,20 @@ def test_rerun_replaces_previous_outputs(demo_copy, tmp_path):
     assert rows(out / "reconciled") == expected("memberships.csv")
 
 
+@pytest.fixture(scope="module")
+def defaults_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of the demo and its import with the defaults, made once for the four cases below (the
+    outputs name the dumps' paths: the cases read this copy's, with configs of their own beside it)."""
+    import shutil
+
+    demo = tmp_path_factory.mktemp("threads") / "demo"
+    shutil.copytree(DEMO, demo)
+    import_audience.run(["--config", str(demo / "job.yaml"), "--output", str(demo.parent / "default")])
+    return demo, demo.parent / "default"
+
+
 @pytest.mark.parametrize("threads, split", [(1, False), (3, False), (1, True), (3, True)])
-def test_threads_and_chunking_do_not_change_a_byte(demo_copy, tmp_path, monkeypatch, threads, split):
+def test_threads_and_chunking_do_not_change_a_byte(defaults_run, tmp_path, monkeypatch, threads, split):
     """The DoFns' thread pools take results in input order: with 1 or 3 threads, dumps read in
     2 KB chunks and profiles in batches of 64 rows (many pieces in flight at once), every file is
     the same as with the defaults (2 threads, whole files in one chunk). With ``split``, every dump
@@ -237,12 +249,11 @@ def test_threads_and_chunking_do_not_change_a_byte(demo_copy, tmp_path, monkeypa
     import transforms.dumps as dumps
     import transforms.profiles as profiles
 
-    job = demo_copy / "job.yaml"
-    default = tmp_path / "default"
-    import_audience.run(["--config", str(job), "--output", str(default)])
+    demo, default = defaults_run
     monkeypatch.setattr(dumps, "CHUNK_BYTES", 2048)
     monkeypatch.setattr(profiles, "BATCH_ROWS", 64)
-    job.write_text(job.read_text() + f"\nthreads: {threads}\n" + ("split_dump_bytes: 1\n" if split else ""))
+    job = demo / f"job-{threads}-{split}.yaml"  # beside the demo's: the same dumps and extract
+    job.write_text((demo / "job.yaml").read_text() + f"\nthreads: {threads}\n" + ("split_dump_bytes: 1\n" if split else ""))
     other = tmp_path / "other"
     TALLY.reset()
     import_audience.run(["--config", str(job), "--output", str(other)])
