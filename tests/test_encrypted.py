@@ -278,6 +278,25 @@ def test_a_wrong_key_fails_the_run_even_with_a_failure_ratio_of_one(tmp_path, cb
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+def test_a_dump_under_another_key_beside_ones_that_decrypt_fails_the_run_naming_it(tmp_path, cbc_env):
+    """The partner rotated its key, the config has the new one, and an older delivery under the old key
+    is still in the folder: none of its IDs decrypts. A third of the data source's IDs, under
+    max_decrypt_failure_ratio: its users were left out of the published audience, exit 0."""
+    new = encrypt_cbc([f"user{i}@example.com" for i in range(6)], CBC_KEY, CBC_IV)
+    config = write_job(tmp_path, {"match_on": "email", "channel": "email", "encryption": cbc_env}, new)
+    dumps = tmp_path / "dumps"
+    (dumps / "ftp_1_9_full_1795305600000.sync").rename(dumps / "ftp_1_9_iter_1795392000000.sync")
+    old = encrypt_cbc(["ann@example.com", "bob@example.org", "old.customer@example.net"], bytes(32), CBC_IV)
+    (dumps / "ftp_1_9_iter_1795305600000.sync").write_text("".join(f"{t} 501\n" for t in old))
+    with pytest.raises(RunFailed) as info:
+        run_job(config, tmp_path / "out")
+    message = str(info.value)
+    assert message.startswith("data source 'enc': ftp_1_9_iter_1795305600000.sync: 3 of 3 IDs failed to decrypt"), message
+    assert "a delivery under another key" in message and "Nothing was published" in message, message
+    assert "\n" not in message and CBC_KEY.hex() not in message and "ann@" not in message and old[0] not in message
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_missing_key_is_a_configuration_error(tmp_path, cbc_env, monkeypatch):
     monkeypatch.delenv("TEST_CBC_KEY")
     config = write_job(tmp_path, {"match_on": "email", "channel": "email", "encryption": cbc_env}, ["x"])

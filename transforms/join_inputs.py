@@ -17,6 +17,7 @@ from typing import Iterator, NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.arrow_utils import compact_dictionaries, split_by_bucket
 from transforms.bundle_tables import TableGatherer, concat_hashes, concat_tables
@@ -30,9 +31,9 @@ from transforms.dump_names import missing_splits, sync_mode_of
 from transforms.dumps import numbered_chunks, parse_chunk, parse_chunks
 from transforms.errors import InputError
 from transforms.incremental import unnamed_dump_error
-from transforms.keys import dump_keys
+from transforms.keys import DumpKeys, dump_keys
 from transforms.memory import release_free_memory
-from transforms.outcomes import COUNTS, BundleCounts, Metric, count, runner_counter
+from transforms.outcomes import COUNTS, DECRYPT_FAILURES, BundleCounts, Metric, count, runner_counter
 from transforms.packed_tables import PackedTable, concat_packed
 from transforms.parallel import BundleQueue, PooledDoFn, in_global_window
 from transforms.stable_hash import KeyFilter, buckets_from_hash, hash64
@@ -254,6 +255,8 @@ class ReadDumpFile(PooledDoFn):
             outputs.append(beam.pvalue.TaggedOutput(self.REJECTED, keys.rejected))
         if keys.first_blocks is not None:
             outputs.append(beam.pvalue.TaggedOutput(self.FIRST_BLOCKS, (name, keys.first_blocks)))
+        if ds.decrypts:
+            outputs.extend(beam.pvalue.TaggedOutput(COUNTS, c) for c in decryption_by_file(name, keys))
         k = self._cfg.sample_size(ds)
         sampled = rejected_candidates(parsed, keys.rejected, k, path)
         if sampled is not None:
@@ -265,6 +268,27 @@ class ReadDumpFile(PooledDoFn):
             outputs.extend(((name, bucket), PackedTable.pack(rows))
                            for bucket, rows in shards(keys.keyed, hashes, self._cfg.buckets))
         return lines, outputs
+
+
+def decryption_by_file(name: str, keys: DumpKeys) -> list:
+    """A decrypting data source's counts per dump file of the lines keyed: its IDs that decrypted to an
+    address (``FILE_DECRYPTED``) and those rejected with one of ``DECRYPT_FAILURES``
+    (``FILE_DECRYPT_FAILED``), the detail its path. A dump none of whose IDs decrypts beside dumps that
+    do fails the run (:func:`transforms.report.check_report`): a delivery under another key."""
+    rejected = keys.rejected
+    failed = rejected.filter(pc.is_in(rejected["reason"].cast(pa.string()), pa.array([str(r) for r in DECRYPT_FAILURES])))
+    return [count(metric, n, name, path)
+            for metric, files in ((Metric.FILE_DECRYPTED, keys.keyed["source_file"]),
+                                  (Metric.FILE_DECRYPT_FAILED, failed["source_file"]))
+            for path, n in _per_value(files)]
+
+
+def _per_value(values: pa.Array | pa.ChunkedArray) -> list[tuple[str, int]]:
+    """``(value, rows holding it)`` for a column of names (dictionary-encoded or not), none at 0."""
+    if not len(values):
+        return []
+    counted = pc.value_counts(values)
+    return [(v, n) for v, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()) if v is not None]
 
 
 def _empty_lists(n: int) -> pa.Array:

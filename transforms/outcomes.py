@@ -42,6 +42,8 @@ class Metric(StrEnum):
     PROFILE_VALUES_WITHOUT_KEY = "profile_values_without_key"
     FIRST_BLOCKS_CHECKED = "first_blocks_checked"  # AES-CBC: decrypted IDs whose first block the IV check saw
     IV_SUSPECT = "iv_suspect"  # AES-CBC: a position that looks weakly XORed; detail: it; n: the gain, in 1/1000
+    FILE_DECRYPTED = "file_decrypted"  # decrypting sources: a dump's IDs that decrypted to an address; detail: its path
+    FILE_DECRYPT_FAILED = "file_decrypt_failed"  # and those rejected with one of DECRYPT_FAILURES; detail: its path
     CARRIED = "carried"  # nightly: rows kept from the previous night; detail: the output
     REMOVED = "removed"  # nightly: previous rows removed tonight; detail: the output
     DROPPED = "dropped"  # nightly: previous rows of a data source no longer configured; detail: the output

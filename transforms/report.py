@@ -56,6 +56,10 @@ def build_report(cfg: JobConfig, counts: Counts, files: dict[str, list[dict]] | 
         entry["segments"] = dict(sorted(entry["segments"].items(), key=lambda kv: (len(kv[0]), kv[0])))
         if files is not None:
             entry["files"] = files.get(name, [])
+            if ds.decrypts:  # per dump: its IDs that decrypted, and that did not (_check_file_decryption)
+                decrypted, failed = counts.details(Metric.FILE_DECRYPTED, name), counts.details(Metric.FILE_DECRYPT_FAILED, name)
+                entry["files"] = [{**f, "decrypted": decrypted.get(f["path"], 0), "decrypt_failed": failed.get(f["path"], 0)}
+                                  for f in entry["files"]]
         if cfg.sample_size(ds):  # diagnosed (transforms/diagnosis.py): findings, most lines first; else no key
             entry["diagnosis"] = in_context(ds, cfg, (diagnosis or {}).get(name, []), entry)
         sources[name] = entry
@@ -124,6 +128,8 @@ def check_report(report: dict, cfg: JobConfig) -> None:
         if ds.decrypts:
             _check_token_encoding(name, entry)
             _check_decryption(name, entry, ds.max_decrypt_failure_ratio, noun(ds.key_kind), ds.encryption.algorithm)
+            if ds.max_decrypt_failure_ratio < 1:  # 1.0: any failure tolerated but all (_check_decryption)
+                _check_file_decryption(name, entry, ds.encryption.algorithm)
             _check_iv_suspect(name, entry, ds.encryption.iv_confirmed)
     if not report["profiles_read"] and not cfg.profiles.allow_empty_profiles:
         raise RunFailed(
@@ -305,6 +311,27 @@ def _check_decryption(name: str, entry: dict, ratio: float, addresses: str, algo
         f"data source '{name}': {failed} of {candidates} IDs failed to decrypt or decrypted to no valid address "
         f"({limit} max_decrypt_failure_ratio={ratio}); {cause} Nothing was published"
     )
+
+
+def _check_file_decryption(name: str, entry: dict, algorithm: str) -> None:
+    """A dump none of whose IDs decrypts, beside dumps that do (the data source as a whole passed
+    :func:`_check_decryption`): a delivery under another key, as one from before the partner's key
+    rotation still in the folder. Under max_decrypt_failure_ratio its users were left out, exit 0.
+    Not judged under max_decrypt_failure_ratio: 1.0 (the operator tolerates any failure but all)."""
+    files = entry.get("files", [])
+    if not any(f.get("decrypted", 0) for f in files):  # none decrypts: _check_decryption's to judge
+        return
+    for f in files:
+        failed = f.get("decrypt_failed", 0)
+        if not failed or f.get("decrypted", 0):
+            continue
+        which = "a key not in encryption.keyring, or expired" if algorithm == "aes-gcm" else "another key"
+        raise RunFailed(
+            f"data source '{name}': {posixpath.basename(f['path'])}: {failed} of {failed} IDs failed to decrypt or "
+            f"decrypted to no valid address, where its other dumps decrypt: a delivery under {which} (from before a "
+            "key rotation, or another data source's?); move it away, or import it with its own key. Nothing was "
+            "published"
+        )
 
 
 def _decryption_hint(top: str, addresses: str, algorithm: str) -> str:
