@@ -39,7 +39,7 @@ from pipelines.options import (
 )
 from transforms import element_sizes, progress  # noqa: F401 - element_sizes: the PCollections' coder
 from transforms.config import ConfigError, JobConfig
-from transforms.config_load import load_config
+from transforms.config_load import load_config, pin_secret_versions
 from transforms.errors import RunFailed, Terminated
 from transforms.failures import OwnErrorsOnce, classify_failure
 from transforms.html_report import PAGE
@@ -95,6 +95,7 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
         raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's{hint})")
     cfg = load_config(config_path)
     check_gcs_credentials([path for _, path in input_paths(cfg)], beam_args)
+    cfg = pin_secret_versions(cfg)  # the key the preflight checks is the key every worker reads
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)
     _check_runner(options)

@@ -172,3 +172,43 @@ def test_job_config_accepts_secret_manager_references():
         }
     )
     assert cfg.data_sources[0].encryption.key == REF
+
+
+class RotatingSecretManager:
+    """A secret whose versions are added while a job runs: ``versions/latest`` is the newest, and a
+    response names the version it holds (as Secret Manager's does: the project's number, the version's)."""
+
+    def __init__(self, versions: list[bytes]):
+        self.versions = versions
+
+    def access_secret_version(self, request):
+        base, version = request["name"].rsplit("/versions/", 1)
+        number = len(self.versions) if version == "latest" else int(version)
+        data = self.versions[number - 1]
+        return SimpleNamespace(name=f"{base.replace('acme-prod', '4242')}/versions/{number}",
+                               payload=SimpleNamespace(data=data, data_crc32c=google_crc32c.value(data)))
+
+
+def test_a_latest_version_is_read_as_the_version_checked_at_launch(monkeypatch, tmp_path):
+    """``versions/latest`` was read by the launcher's check, then again by each worker in DoFn.setup(),
+    minutes later on Dataflow: a version added meanwhile (the key rotated) gave later workers another
+    key, and their lines failed to decrypt (under max_decrypt_failure_ratio, left out; an export's were
+    encrypted under two keys). The launch pins the version the alias names then."""
+    from pipelines import launch
+    from transforms.crypto import build_decryptor
+    from transforms.encrypt import encrypt_cbc
+
+    manager = RotatingSecretManager([KEY.hex().encode()])
+    monkeypatch.setattr(secrets, "_secret_manager_client", lambda: manager)
+    latest = "gcpsm:projects/acme-prod/secrets/audience-sync-aes/versions/latest"
+    enc = {"key": latest, "key_encoding": "hex", "iv": "env:T_SM_IV", "iv_encoding": "hex"}
+    monkeypatch.setenv("T_SM_IV", "00" * 16)
+    ds = {"name": "enc", "dpid": 1, "segments": "dumps/*.sync", "id_type": "declared", "declared": "encrypted",
+          "match_on": "email", "channel": "email", "encryption": enc}
+    (tmp_path / "job.yaml").write_text(json.dumps({"profiles": {"path": "p.parquet"}, "data_sources": [ds]}))
+    started = launch.start(str(tmp_path / "job.yaml"), [], lambda cfg: None)
+    manager.versions.append(bytes(reversed(KEY)).hex().encode())  # rotated after the launch
+    (source,) = started.cfg.data_sources
+    assert source.encryption.key == "gcpsm:projects/4242/secrets/audience-sync-aes/versions/1"
+    plain, _ = build_decryptor(source, None).decrypt(encrypt_cbc(["ann@example.com"], KEY, bytes(16)))
+    assert plain.to_pylist() == ["ann@example.com"]

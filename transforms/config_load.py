@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from transforms.config import EncryptionConfig, JobConfig
 from transforms.config_yaml import read_yaml
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, KeyMaterialError
+from transforms.secrets import pinned_reference
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -94,3 +95,25 @@ def load_config(path: str) -> JobConfig:
     data = read_yaml(text, path)
     base = path.rsplit("/", 1)[0] if "://" in path else Path(path).resolve().parent
     return parse_config(data, source=path, base_dir=base)
+
+
+def pin_secret_versions(cfg: JobConfig) -> JobConfig:
+    """The config with its ``gcpsm:`` references to a version alias (``versions/latest``) pinned to the
+    version the alias names now (:func:`~transforms.secrets.pinned_reference`): what the launcher
+    checks is what every worker reads, however long after. Other references are left as they are."""
+    sources, problems = [], []
+    for i, ds in enumerate(cfg.data_sources):
+        update = {}
+        for field in ("key", "iv", "keyring") if ds.encryption else ():
+            ref = getattr(ds.encryption, field)
+            try:
+                pinned = pinned_reference(ref)
+            except KeyMaterialError as exc:
+                problems.append(f"data_sources[{i}].encryption: {exc}")
+                continue
+            if pinned != ref:
+                update[field] = pinned
+        sources.append(ds.model_copy(update={"encryption": ds.encryption.model_copy(update=update)}) if update else ds)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg.model_copy(update={"data_sources": sources})

@@ -35,6 +35,7 @@ __all__ = [
     "load_keyring",
     "load_secret",
     "looks_like_key_material",
+    "pinned_reference",
     "reference_problem",
 ]
 
@@ -179,16 +180,7 @@ def _read_secret_manager(ref: str) -> str:
     if name is None:
         shown = ref if ref.startswith(SECRET_MANAGER_PREFIX + "projects/") else "gcpsm:<not shown>"
         raise KeyMaterialError(f"{shown}: Secret Manager reference must look like '{_SECRET_MANAGER_FORM}'")
-    try:
-        client = _secret_manager_client()
-    except ImportError:
-        raise KeyMaterialError(f"{ref}: google-cloud-secret-manager is not installed") from None
-    except Exception as exc:  # noqa: BLE001 - e.g. no credentials: its message is not shown
-        raise KeyMaterialError(f"{ref}: cannot create a Secret Manager client ({type(exc).__name__})") from None
-    try:
-        response = client.access_secret_version(request={"name": name})
-    except Exception as exc:  # noqa: BLE001 - NotFound, PermissionDenied, ...: only the type is shown
-        raise KeyMaterialError(f"{ref}: cannot access the secret version ({type(exc).__name__})") from None
+    response = _access(ref, name)
     raw = bytes(response.payload.data)
     expected_crc = getattr(response.payload, "data_crc32c", None)
     if expected_crc:
@@ -205,6 +197,34 @@ def _read_secret_manager(ref: str) -> str:
     if not value:
         raise KeyMaterialError(f"{ref}: value is empty")
     return value
+
+
+def _access(ref: str, name: str):
+    """The Secret Manager response for the version ``name`` (of ``ref``). Errors name the reference only."""
+    try:
+        client = _secret_manager_client()
+    except ImportError:
+        raise KeyMaterialError(f"{ref}: google-cloud-secret-manager is not installed") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. no credentials: its message is not shown
+        raise KeyMaterialError(f"{ref}: cannot create a Secret Manager client ({type(exc).__name__})") from None
+    try:
+        return client.access_secret_version(request={"name": name})
+    except Exception as exc:  # noqa: BLE001 - NotFound, PermissionDenied, ...: only the type is shown
+        raise KeyMaterialError(f"{ref}: cannot access the secret version ({type(exc).__name__})") from None
+
+
+def pinned_reference(ref: str) -> str:
+    """A ``gcpsm:`` reference to a version alias (``latest``) as the version it names now
+    (``.../versions/7``); any other reference as it is. The launcher pins them before it checks the
+    keys: the workers read them later, in DoFn.setup(), and a version added meanwhile (a key rotated
+    while the job ran) gave later workers another key than the one checked."""
+    name = _secret_version_name(ref) if isinstance(ref, str) and ref.startswith(SECRET_MANAGER_PREFIX) else None
+    if name is None or name.rsplit("/", 1)[1].isdigit():
+        return ref
+    pinned = SECRET_MANAGER_PREFIX + str(getattr(_access(ref, name), "name", ""))
+    if _secret_version_name(pinned) is None or not pinned.rsplit("/", 1)[1].isdigit():
+        raise KeyMaterialError(f"{ref}: Secret Manager did not name the version it holds; give a version number")
+    return pinned
 
 
 def _secret_text(raw: bytes) -> str | None:
