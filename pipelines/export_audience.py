@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import apache_beam as beam
 
 from pipelines import launch
+from pipelines.flags import parse_job_args
 from pipelines.options import pipeline_options
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
@@ -83,7 +84,7 @@ def parse_args(argv):
                         help="publish even when the run removes more than max_shrink of the user IDs the platform "
                         "holds for the audience (a header-only or truncated targets file fails without it)")
     launch.add_run_date(parser, "the files' timestamp and the clock for AES-GCM keys")
-    return parser.parse_known_args(argv)
+    return parse_job_args(parser, argv)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, spec: ExportSpec, targets: str, state: ExportState,

@@ -19,6 +19,7 @@ from datetime import date, datetime, timezone
 import apache_beam as beam
 
 from pipelines import launch
+from pipelines.flags import parse_job_args
 from pipelines.options import split_dump_bytes
 from transforms.config import JobConfig
 from transforms.dumps import REJECTED_SCHEMA
@@ -52,7 +53,7 @@ def parse_args(argv):
     launch.add_run_date(parser, "the clock for AES-GCM key validity")
     parser.add_argument("--key-cache", metavar="DIR", help="reuse the profile keys of unchanged profiles from DIR "
                         "(local or gs://), and save this run's there once it is published (README: Performance)")
-    return parser.parse_known_args(argv)
+    return parse_job_args(parser, argv)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_dir: str, run_date: date,

@@ -46,6 +46,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import launch
+from pipelines.flags import parse_job_args
 from pipelines.import_audience import build_pipeline
 from transforms.config import ConfigError, JobConfig
 from transforms.errors import RunFailed
@@ -102,7 +103,7 @@ def parse_args(argv):
                         "that night's folder, as that night's (no other check is waived)")
     parser.add_argument("--no-key-cache", dest="key_cache", action="store_false",
                         help="compute every profile key (default: reuse unchanged profiles' keys from ROOT/_key_cache)")
-    return parser.parse_known_args(argv)
+    return parse_job_args(parser, argv)
 
 
 KEY_CACHE = NIGHTLY_CACHE  # ROOT/_key_cache: the profile-key cache (transforms.key_cache)

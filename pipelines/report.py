@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from pipelines import launch
+from pipelines.flags import check_given
 from pipelines.nightly import partition_name, published_dates
 from transforms.errors import ConfigError
 from transforms.report_pages import has_report, write_nightly_page, write_run_page
@@ -25,7 +26,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="audience-sync report", description=__doc__.split("\n")[0])
     parser.add_argument("path", metavar="PATH", help="a run folder, nightly partition or nightly root (local path or gs://)")
     parser.add_argument("--output", default=None, help="where to write the page (default: PATH/report.html)")
-    return parser.parse_args(argv)
+    known = parser.parse_args(argv)
+    check_given(parser, sys.argv[1:] if argv is None else list(argv))
+    return known
 
 
 def run(argv=None) -> dict:

@@ -360,3 +360,23 @@ def test_a_nightly_root_on_local_disk_is_named_once_for_dataflow(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and f"--root ({tmp_path / 'root'}); put them on gs://" in err, err
     assert err.count("--root (") == 1
+
+
+@pytest.mark.parametrize("verb, flag", [("export", "--state="), ("import", "--output="), ("nightly", "--root=")])
+def test_an_empty_flag_value_is_refused_not_read_as_the_flag_left_out(tmp_path, verb, flag):
+    """A template variable rendered empty (``--state={{ var }}``): an export with ``--state=`` ran as one
+    without a state, exit 0 (no leaver removed, no state committed); ``--output=`` and ``--root=`` failed
+    as runs (exit 1: 'cannot create the output lock'), naming no flag."""
+    from test_export import TARGETS, write_job, write_targets
+
+    where = {"import": ["--config", DEMO / "job.yaml", "--output", tmp_path / "out", "--run-date", "2026-11-22"],
+             "nightly": ["--config", DEMO / "job.yaml", "--root", tmp_path / "out", "--date", "2026-11-22"]}
+    if verb == "export":
+        targets = write_targets(tmp_path / "targets.csv", TARGETS)
+        where[verb] = ["--config", write_job(tmp_path / "job"), "--output", tmp_path / "out", "--audience", "A",
+                       "--targets", targets, "--data-source", "hashed", "--run-date", "2026-11-22"]
+    result = cli(verb, *where[verb], flag)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == ["audience-sync: configuration error:",
+                                          f"{flag.rstrip('=')}: an empty value; give it one, or leave the flag out"]
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,78 @@
+"""The flags of a command line as the operator wrote them, each occurrence apart (argparse keeps only
+the value it ends with): what :func:`check_given` refuses before a job starts.
+
+argparse reads ``--state=`` as a state folder named '' and a flag given twice as its last value;
+the jobs read an empty path as the flag left out. Both are refused here, naming the flag (never its
+value: a value may be a path or a name an operator would rather not see in a log).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Iterator, NamedTuple
+
+from transforms.errors import ConfigError
+
+NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's: such a token is a value, not a flag
+
+
+class Given(NamedTuple):
+    """One occurrence of a flag: its action, its option string spelled in full, the text of its value
+    (None: a flag that takes none, ``--force``, or a ``nargs='?'`` one without it)."""
+
+    action: argparse.Action
+    flag: str
+    text: str | None
+
+
+def given(parser: argparse.ArgumentParser, argv: list[str]) -> Iterator[Given]:
+    """Each occurrence in ``argv`` of one of ``parser``'s flags, found as argparse finds it (``--flag=V``
+    or ``--flag V``; an unambiguous prefix where the parser allows abbreviations). Other tokens (another
+    parser's flags, their values) are passed over; ``--`` ends the flags."""
+    options = parser._option_string_actions  # noqa: SLF001 - argparse's own table of the flags' spellings
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            return
+        if not token.startswith("--"):
+            continue
+        name, eq, text = token.partition("=")
+        flag = name if name in options else _abbreviated(parser, options, name)
+        if flag is None:
+            continue
+        action = options[flag]
+        if action.nargs == 0:
+            yield Given(action, flag, None)
+            continue
+        if not eq:
+            following = argv[i] if i < len(argv) else None
+            taken = following is not None and (not following.startswith("-") or NEGATIVE.match(following))
+            text, i = (following, i + 1) if taken else (None, i)
+        yield Given(action, flag, text)
+
+
+def _abbreviated(parser: argparse.ArgumentParser, options: dict, name: str) -> str | None:
+    """The flag ``name`` abbreviates, when the parser allows it and only one action starts so."""
+    if not parser.allow_abbrev:
+        return None
+    matches = [flag for flag in options if flag.startswith(name) and flag.startswith("--")]
+    return matches[0] if len({id(options[flag]) for flag in matches}) == 1 else None
+
+
+def check_given(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """A job's flag given with an empty value is refused (ConfigError): a template variable rendered
+    empty (``--state={{ var }}``) made an export run without its state, exit 0, no leaver removed."""
+    for occurrence in given(parser, argv):
+        if occurrence.text is not None and not occurrence.text.strip():
+            raise ConfigError(f"{occurrence.flag}: an empty value; give it one, or leave the flag out")
+
+
+def parse_job_args(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, list[str]]:
+    """``parser.parse_known_args(argv)`` (the rest: Beam's flags), the job's flags checked as given."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known, rest = parser.parse_known_args(argv)
+    check_given(parser, argv)
+    return known, rest
