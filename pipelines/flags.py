@@ -3,7 +3,8 @@ the value it ends with): what :func:`check_given` refuses before a job starts.
 
 argparse reads ``--state=`` as a state folder named '' and a flag given twice as its last value;
 the jobs read an empty path as the flag left out. Both are refused here, naming the flag (never its
-value: a value may be a path or a name an operator would rather not see in a log).
+value: a value may be a path or a name an operator would rather not see in a log), for the job's
+flags and for Beam's (:func:`pipelines.options.beam_parser`).
 """
 from __future__ import annotations
 
@@ -62,12 +63,40 @@ def _abbreviated(parser: argparse.ArgumentParser, options: dict, name: str) -> s
     return matches[0] if len({id(options[flag]) for flag in matches}) == 1 else None
 
 
-def check_given(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """A job's flag given with an empty value is refused (ConfigError): a template variable rendered
-    empty (``--state={{ var }}``) made an export run without its state, exit 0, no leaver removed."""
+# Actions that keep one value: given twice, argparse keeps the last. Others gather theirs (append:
+# --existing, Beam's --labels; Beam's own list and dict actions: --experiments) and may repeat.
+ONE_VALUE = (argparse._StoreAction, argparse._StoreConstAction, argparse.BooleanOptionalAction)
+
+
+def check_given(parser: argparse.ArgumentParser, argv: list[str], empty: bool = True) -> None:
+    """``argv``'s flags of ``parser`` as given, refused (ConfigError, naming the flag): with ``empty``, one
+    with an empty value (a template variable rendered empty, ``--state={{ var }}``, made an export run
+    without its state, exit 0, no leaver removed); a flag that keeps one value given twice with two
+    (under one spelling or two: ``--run-date``, ``--run_date``; ``--use_public_ips``,
+    ``--no_use_public_ips``): the last was taken, an export of ``--audience B --audience A`` sent A."""
+    first: dict[str, tuple[Given, object]] = {}
     for occurrence in given(parser, argv):
-        if occurrence.text is not None and not occurrence.text.strip():
+        if empty and occurrence.text is not None and not occurrence.text.strip():
             raise ConfigError(f"{occurrence.flag}: an empty value; give it one, or leave the flag out")
+        if not isinstance(occurrence.action, ONE_VALUE):
+            continue
+        earlier, value = first.setdefault(occurrence.action.dest, (occurrence, _value(occurrence)))
+        if value != _value(occurrence):
+            named = (f"{earlier.flag} given twice" if earlier.flag == occurrence.flag
+                     else f"{earlier.flag} and {occurrence.flag} (one flag) given")
+            raise ConfigError(f"{named} with two values: give it once")
+
+
+def _value(occurrence: Given) -> object:
+    """The value a flag's occurrence sets, as its parser reads it (``2026-11-22`` and ``20261122`` are one
+    date); its text where its type refuses it (argparse has said so already, or Beam's parse will)."""
+    action, text = occurrence.action, occurrence.text
+    if text is None:
+        return action.const
+    try:
+        return action.type(text) if callable(action.type) else text
+    except Exception:  # noqa: BLE001 - compared as written
+        return text
 
 
 def parse_job_args(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, list[str]]:

@@ -28,7 +28,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.flags import check_given
 from pipelines.options import (
+    beam_parser,
     keep_elements_out_of_logs,
     only_stages,
     pipeline_options,
@@ -93,6 +95,7 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
         dashed = [u.replace("_", "-") for u in unknown if "_" in u]  # only a spelling with underscores has another
         hint = f"; a job flag is spelled with dashes: {', '.join(dashed)}" if dashed else ""
         raise ConfigError(f"unknown option(s): {', '.join(unknown)} (neither this job's nor Beam's{hint})")
+    check_given(beam_parser(), beam_args, empty=False)  # a Beam flag given twice with two values
     cfg = load_config(config_path)
     check_gcs_credentials([path for _, path in input_paths(cfg)], beam_args)
     cfg = pin_secret_versions(cfg)  # the key the preflight checks is the key every worker reads

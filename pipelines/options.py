@@ -67,6 +67,13 @@ def _parsed(get_all_options, **kwargs) -> dict:
         raise ConfigError(f"Beam's options: {last.partition('error: ')[2] or last}") from None
 
 
+def beam_parser():
+    """Beam's own parser of its flags (every option class's), as ``PipelineOptions`` builds it to read them."""
+    parsers = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    return parsers[0]
+
+
 def runner_kinds(options: PipelineOptions) -> frozenset[str]:
     """The class names of the runner ``--runner`` names, with its base classes (``{"TestDataflowRunner",
     "DataflowRunner", ...}``): Beam reads the name case-insensitively and with or without ``Runner``

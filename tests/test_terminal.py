@@ -380,3 +380,43 @@ def test_an_empty_flag_value_is_refused_not_read_as_the_flag_left_out(tmp_path, 
     assert result.stderr.splitlines() == ["audience-sync: configuration error:",
                                           f"{flag.rstrip('=')}: an empty value; give it one, or leave the flag out"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("verb, flags, named", [
+    ("export", ["--audience", "B", "--audience", "A"], "--audience given twice"),
+    ("import", ["--run-date", "2026-11-21", "--run_date=2026-11-22"], "--run-date and --run_date (one flag) given"),
+    ("nightly", ["--date", "2026-11-21", "--dat", "2026-11-22"], "--date given twice"),
+    ("import", ["--direct_num_workers=2", "--direct_num_workers", "1"], "--direct_num_workers given twice"),
+])
+def test_a_flag_given_twice_with_two_values_is_refused_not_the_last_taken(tmp_path, verb, flags, named):
+    """argparse (the job's parser, Beam's) keeps the last value: an export of two audiences sent the
+    second, a night given two dates imported the second, exit 0."""
+    from test_export import TARGETS, write_job, write_targets
+
+    where = {"import": ["--config", DEMO / "job.yaml", "--output", tmp_path / "out"],
+             "nightly": ["--config", DEMO / "job.yaml", "--root", tmp_path / "out"]}
+    if verb == "export":
+        where[verb] = ["--config", write_job(tmp_path / "job"), "--output", tmp_path / "out", "--targets",
+                       write_targets(tmp_path / "targets.csv", TARGETS), "--data-source", "hashed"]
+    result = cli(verb, *where[verb], *flags)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == ["audience-sync: configuration error:",
+                                          f"{named} with two values: give it once"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_flag_given_twice_with_one_value_or_one_that_takes_several_is_read_as_given():
+    """What the refusal above leaves alone: one value twice (a date spelled twice over), and the flags
+    that gather their values (--existing, Beam's --labels and --experiments)."""
+    from pipelines.export_audience import parse_args
+    from pipelines.flags import check_given
+    from pipelines.options import beam_parser
+    from transforms.errors import ConfigError
+
+    known, rest = parse_args(["--config", "c", "--audience", "A", "--targets", "t", "--output", "o", "--existing", "e1",
+                              "--existing=e2", "--run-date", "2026-11-22", "--run_date=20261122", "--labels=a=1",
+                              "--labels", "b=2", "--experiments=x", "--experiments=y", "--no_auth", "--no_auth"])
+    assert known.existing == ["e1", "e2"] and str(known.run_date) == "2026-11-22"
+    check_given(beam_parser(), rest)
+    with pytest.raises(ConfigError, match=r"^--use_public_ips and --no_use_public_ips \(one flag\) given with two"):
+        check_given(beam_parser(), ["--use_public_ips", "--no_use_public_ips"])
