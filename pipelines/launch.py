@@ -167,9 +167,9 @@ REFUSED_RUNNERS = frozenset({"SwitchingDirectRunner", "BundleBasedDirectRunner",
 
 
 def _check_runner(options) -> None:
-    """A runner name Beam does not know, or a runner these jobs do not run on, is the operator's
-    mistake (exit 2), found before any output folder is touched."""
-    from apache_beam.options.pipeline_options import StandardOptions
+    """A runner name Beam does not know, a runner these jobs do not run on, or a negative number of
+    local workers is the operator's mistake (exit 2), found before any output folder is touched."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
     from apache_beam.runners.runner import create_runner
 
     name = options.view_as(StandardOptions).runner
@@ -183,6 +183,9 @@ def _check_runner(options) -> None:
         raise ConfigError(f"--runner: {name!r} is not a runner these jobs run on (the DirectRunner first downloads "
                           "Prism; BundleBasedDirectRunner gives DoFns empty side inputs): leave --runner out for "
                           "the local runner (FnApiRunner), or name DataflowRunner, FlinkRunner or PortableRunner")
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:  # the local runner failed inside: 'IndexError', exit 1
+        raise ConfigError(f"--direct_num_workers: {workers} is not a number of workers (1 or more; 0: one per CPU core)")
     if only_stages(options) and "DataflowRunner" not in kinds:
         raise ConfigError(f"--dry_run / --template_location: only DataflowRunner stages a job; {name!r} would run it "
                           "now and publish its outputs (leave both flags out to run it)")

@@ -420,3 +420,13 @@ def test_a_flag_given_twice_with_one_value_or_one_that_takes_several_is_read_as_
     check_given(beam_parser(), rest)
     with pytest.raises(ConfigError, match=r"^--use_public_ips and --no_use_public_ips \(one flag\) given with two"):
         check_given(beam_parser(), ["--use_public_ips", "--no_use_public_ips"])
+
+
+def test_a_negative_number_of_local_workers_is_a_configuration_error(tmp_path):
+    """``--direct_num_workers=-1`` (Beam reads 0 as one per CPU core) failed as a run, exit 1, with
+    'IndexError: list index out of range' from inside the runner, naming no flag."""
+    result = cli("import", "--config", DEMO / "job.yaml", "--output", tmp_path / "o", "--direct_num_workers=-1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == ["audience-sync: configuration error:", "--direct_num_workers: -1 is not a "
+                                          "number of workers (1 or more; 0: one per CPU core)"]
+    assert not (tmp_path / "o").exists()
