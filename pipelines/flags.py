@@ -9,6 +9,8 @@ flags and for Beam's (:func:`pipelines.options.beam_parser`).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import re
 import sys
 from typing import Iterator, NamedTuple
@@ -99,9 +101,35 @@ def _value(occurrence: Given) -> object:
         return text
 
 
+def check_stray(argv: list[str], rest: list[str]) -> None:
+    """What the job's parser left (``rest``) must be Beam's flags and their values: a word neither reads
+    is refused (ConfigError), named by the flag before it, never shown. Beam dropped it without a word:
+    'export --audience Summer sale' sent audience 'Summer'; '--output OUT 2026-11-22' (no --run-date)
+    ran for today; what follows '--' was dropped (a misspelled runner ran on the local one). A flag
+    nobody knows is left to the launcher's own line (:func:`pipelines.options.unknown_options`)."""
+    from pipelines.options import beam_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # its usage, 136 lines
+            left = beam_parser().parse_known_args(rest)[1]
+    except SystemExit:  # a value Beam cannot parse: the launcher says so in one line
+        return
+    before_end = left[:left.index("--")] if "--" in left else left
+    if not left or any(word.startswith("-") for word in before_end):
+        return
+    if left[0] == "--":
+        raise ConfigError("'--': what follows it is read by neither the job nor Beam; leave it out")
+    at = max(i for i, word in enumerate(argv) if word == left[0])
+    flag = next((word.partition("=")[0] for word in reversed(argv[:at]) if word.startswith("--")), None)
+    raise ConfigError(f"an argument{f' after {flag}' if flag else ''} is no flag and no flag's value (a value "
+                      "with a space, unquoted? a flag's name left out?)")
+
+
 def parse_job_args(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, list[str]]:
-    """``parser.parse_known_args(argv)`` (the rest: Beam's flags), the job's flags checked as given."""
+    """``parser.parse_known_args(argv)`` (the rest: Beam's flags), the job's flags checked as given and
+    the rest checked for words nobody reads."""
     argv = sys.argv[1:] if argv is None else list(argv)
     known, rest = parser.parse_known_args(argv)
     check_given(parser, argv)
+    check_stray(argv, rest)
     return known, rest

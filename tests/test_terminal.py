@@ -430,3 +430,26 @@ def test_a_negative_number_of_local_workers_is_a_configuration_error(tmp_path):
     assert result.stderr.splitlines() == ["audience-sync: configuration error:", "--direct_num_workers: -1 is not a "
                                           "number of workers (1 or more; 0: one per CPU core)"]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("verb, words, says", [
+    ("export", ["--audience", "Summer", "sale"], "an argument after --audience is no flag and no flag's value"),
+    ("import", ["2026-11-22"], "an argument after --output is no flag and no flag's value"),
+    ("import", ["--", "--runner=FnApiRuner"], "'--': what follows it is read by neither the job nor Beam"),
+])
+def test_a_stray_argument_is_refused_not_ignored(tmp_path, verb, words, says):
+    """A word that no parser reads (Beam drops it without a word): 'export --audience Summer sale' sent
+    audience 'Summer', 'import ... --output OUT 2026-11-22' (--run-date left out) ran for today, and
+    what follows '--' was dropped (a misspelled runner ran on the local one), exit 0."""
+    from test_export import TARGETS, write_job, write_targets
+
+    where = ["--config", DEMO / "job.yaml", "--output", tmp_path / "out"]
+    if verb == "export":
+        where = ["--config", write_job(tmp_path / "job"), "--targets", write_targets(tmp_path / "t.csv", TARGETS),
+                 "--data-source", "hashed", "--output", tmp_path / "out"]
+    result = cli(verb, *where, *words)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "audience-sync: configuration error:" and len(lines) == 2 and lines[1].startswith(says), lines
+    assert "sale" not in result.stderr and "2026-11-22" not in result.stderr  # named by the flag before it
+    assert not (tmp_path / "out").exists()
