@@ -21,7 +21,7 @@ verbs:
 
 Every verb takes --help. Common flags: --debug (print the traceback of a failure), --quiet (errors only),
 --progress SECONDS (interval of the progress lines of a running job; default 30, 0: none).
-Exit codes: 0 success, 2 configuration error, 1 failed run, 143 stopped by SIGTERM. See README.md."""
+Exit codes: 0 success, 2 configuration error, 1 failed run, 143 stopped by SIGTERM, 130 by Ctrl-C. See README.md."""
 
 
 def usage() -> str:

@@ -289,9 +289,10 @@ def page_line(folder: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _sigterm_stops_the_job(received: list[int]):
-    """While the block runs, SIGTERM raises :class:`Terminated` (its number is appended to ``received``:
-    a runner may wrap the exception, raised wherever the main thread was, into its own)."""
+def _signals_stop_the_job(received: list[int]):
+    """While the block runs, SIGTERM and SIGINT (Ctrl-C) raise :class:`Terminated` (its number is appended
+    to ``received``: a runner may wrap the exception, raised wherever the main thread was, into its own).
+    SIGINT only where Python's own handler has it (not where a parent made the job ignore it)."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
@@ -302,11 +303,14 @@ def _sigterm_stops_the_job(received: list[int]):
         received.append(signum)
         raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    python_handles_sigint = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    stopping = [signal.SIGTERM, *([signal.SIGINT] if python_handles_sigint else [])]
+    previous = {signum: signal.signal(signum, stop) for signum in stopping}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
@@ -327,14 +331,16 @@ def run_job_cli(run: Callable, argv, summary: Callable[[object], list[str]],
         handler.addFilter(OwnErrorsOnce(debug))
     terminated: list[int] = []
     try:
-        with _sigterm_stops_the_job(terminated):
+        with _signals_stop_the_job(terminated):
             result = run(argv)
     except BaseException as exc:  # noqa: BLE001 - turned into one line (and a traceback with --debug)
         if terminated:  # whatever the runner made of the Terminated raised in it
             if debug:
                 traceback.print_exc()
-            print("audience-sync: stopped by SIGTERM (nothing of this run was published unless its publish had "
-                  "committed: then it was completed)", file=sys.stderr)
+            import signal
+
+            print(f"audience-sync: stopped by {signal.Signals(terminated[0]).name} (nothing of this run was published "
+                  "unless its publish had committed: then it was completed)", file=sys.stderr)
             return 128 + terminated[0]
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
             raise

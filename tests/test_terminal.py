@@ -453,3 +453,30 @@ def test_a_stray_argument_is_refused_not_ignored(tmp_path, verb, words, says):
     assert lines[0] == "audience-sync: configuration error:" and len(lines) == 2 and lines[1].startswith(says), lines
     assert "sale" not in result.stderr and "2026-11-22" not in result.stderr  # named by the flag before it
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_stops_the_job_in_one_line_like_sigterm(tmp_path, capsys):
+    """Ctrl-C (SIGINT) stopped the job as SIGTERM does (lock released, run's folder removed) but printed
+    Python's traceback of KeyboardInterrupt, 111 lines from wherever the job was (Beam's type hints)."""
+    import os
+    import signal
+    import time
+
+    from pipelines import launch
+    from transforms.output_lock import LOCK, OutputLock
+
+    def run(argv):
+        with OutputLock(str(tmp_path), "import"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2)
+        return {}
+
+    try:
+        code = launch.run_job_cli(run, [], lambda result: [])
+    except KeyboardInterrupt:  # what it did: never let it stop pytest itself
+        code = "KeyboardInterrupt raised"
+    assert code == 128 + signal.SIGINT
+    assert capsys.readouterr().err.splitlines() == [
+        "audience-sync: stopped by SIGINT (nothing of this run was published unless its publish had committed: "
+        "then it was completed)"]
+    assert not (tmp_path / LOCK).exists() and signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -48,11 +48,11 @@ class RunFailed(AudienceSyncError):
 
 
 class Terminated(SystemExit):
-    """SIGTERM (Airflow stopping a task, Kubernetes a pod, ``kill``): raised in the main thread so the job
-    stops as on Ctrl-C -- a committed publish completed, the run's folder removed, the output lock
-    released -- instead of dying with its lock in place (another host would wait 24 h for it). Here, beside
-    our errors, so that a runner's logged copy of it (a DoFn it stopped) is dropped as theirs is: the one
-    line ``audience-sync: stopped by SIGTERM`` says it all."""
+    """SIGTERM (Airflow stopping a task, Kubernetes a pod, ``kill``) or SIGINT (Ctrl-C): raised in the main
+    thread so the job stops cleanly -- a committed publish completed, the run's folder removed, the output
+    lock released -- instead of dying with its lock in place (another host would wait 24 h for it). Here,
+    beside our errors, so that a runner's logged copy of it (a DoFn it stopped) is dropped as theirs is: the
+    one line ``audience-sync: stopped by SIGTERM`` (or ``SIGINT``) says it all."""
 
     def __init__(self, signum: int):
         super().__init__(128 + signum)
