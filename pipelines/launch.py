@@ -186,9 +186,28 @@ def _check_runner(options) -> None:
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and workers < 0:  # the local runner failed inside: 'IndexError', exit 1
         raise ConfigError(f"--direct_num_workers: {workers} is not a number of workers (1 or more; 0: one per CPU core)")
+    _check_staging_flags(options)
     if only_stages(options) and "DataflowRunner" not in kinds:
         raise ConfigError(f"--dry_run / --template_location: only DataflowRunner stages a job; {name!r} would run it "
                           "now and publish its outputs (leave both flags out to run it)")
+
+
+DRY_RUN_TRUE = frozenset({"true", "1", "yes", "on"})
+
+
+def _check_staging_flags(options) -> None:
+    """The staging flags as Beam reads them: any text of ``--dry_run`` but '' is true ('--dry_run=False' on
+    Dataflow built the job, submitted nothing and said 'job staged', exit 0), and an empty one, or an empty
+    ``--template_location`` (a template variable rendered empty), ran the job it was to stage."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
+
+    dry_run = options.view_as(TestOptions).dry_run
+    if isinstance(dry_run, str) and dry_run.strip().lower() not in DRY_RUN_TRUE:
+        raise ConfigError(f"--dry_run {dry_run!r}: Beam reads any value but '' as true (the job only built) and '' as "
+                          "false: give --dry_run=True to build the job, or leave the flag out to run it")
+    if options.view_as(GoogleCloudOptions).template_location == "":
+        raise ConfigError("--template_location: an empty value, on which Beam runs the job instead of writing its "
+                          "template: give the template's path, or leave the flag out to run the job")
 
 
 def new_run_dir(parent: str, prefix: str = "_incomplete-") -> str:
