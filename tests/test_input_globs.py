@@ -193,7 +193,8 @@ def test_a_folder_the_job_writes_whose_name_holds_a_glob_character_is_refused(tm
 
     crm_job(tmp_path, one=True)
     folder = tmp_path / "out [1]"
-    argv = ["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o"), flag, str(folder)]
+    argv = ["--config", str(tmp_path / "job.yaml"), *(["--output", str(tmp_path / "o")] if flag != "--output" else []),
+            flag, str(folder)]
     with pytest.raises(ConfigError, match=rf"^{flag}: .*out \[1\] holds a glob character"):
         import_audience.run(argv)
     with pytest.raises(ConfigError, match=r"^--root: .*out \[1\] holds a glob character"):
