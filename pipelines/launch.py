@@ -48,7 +48,8 @@ from transforms.html_report import PAGE
 from transforms.memory import use_heap_allocator
 from transforms.output_lock import OutputLock
 from transforms.publish_journal import apply, hold_output, read_journal, remove_run_dir
-from transforms.storage import check_gcs_credentials, file_in_the_way, join_path
+from transforms.publish import REPORT, SUCCESS
+from transforms.storage import check_gcs_credentials, file_in_the_way, glob, join_path
 
 LOG = logging.getLogger("audience_sync.launch")
 
@@ -244,7 +245,35 @@ def hold(folder: str, job: str, options: PipelineOptions, **kwargs):
     or nothing when the runner only stages the job (no publish now, nothing to hold). A job that
     changes anything of a previous run before its pipeline (clears what a killed run left) must do
     it holding it: another run may be live there."""
-    return contextlib.nullcontext() if only_stages(options) else hold_output(folder, job, options, **kwargs)
+    if only_stages(options):
+        return contextlib.nullcontext()
+    _check_other_job(folder, job)
+    return hold_output(folder, job, options, **kwargs)
+
+
+# The report.json "job" of each job's runs; a nightly's root holds none (its partitions do).
+REPORT_JOBS = {"import_audience": "import", "export_audience": "export", "nightly": None}
+
+
+def _check_other_job(folder: str, job: str) -> None:
+    """A folder holding another job's outputs is refused before anything in it is touched: an export into
+    an import's --output replaced its report.json and left reconciled/ beside onboarding/, exit 0 (the
+    folder read as an export whose report has no data source); a nightly root and a run's folder mixed
+    the same way (the report verb read the root as a run)."""
+    if job not in REPORT_JOBS:
+        return
+    flag, own = ("--root", None) if job == "nightly" else ("--output", REPORT_JOBS[job])
+    try:
+        with FileSystems.open(join_path(folder, REPORT)) as handle:
+            other = json.loads(handle.read()).get("job")
+    except Exception:  # noqa: BLE001 - none (or not a report): no other job's run
+        other = None
+    if other in ("import", "export") and other != own:
+        raise ConfigError(f"{flag} {folder}: holds an {other} run's outputs (report.json); this run would mix its "
+                          "outputs with them: write to a folder of its own")
+    if own is not None and glob(join_path(folder, "dt=*", SUCCESS), missing_ok=True):
+        raise ConfigError(f"{flag} {folder}: holds a nightly root (dt=YYYY-MM-DD/ partitions); this run would mix its "
+                          "outputs with them: write to a folder of its own")
 
 
 def lock(folder: str, job: str, options: PipelineOptions):

@@ -362,3 +362,37 @@ def test_an_extract_file_reached_twice_by_the_glob_is_refused(tmp_path, link):
         export_audience.run(["--config", str(tmp_path / "job.yaml"), "--audience", "A", "--targets",
                              str(folder / "p.csv"), "--output", str(tmp_path / "e")])
     assert message in str(info.value).splitlines()
+
+
+@pytest.mark.parametrize("job, holds", [("import", "export"), ("export", "import"), ("nightly", "import"),
+                                        ("import", "nightly")])
+def test_an_output_folder_holding_another_jobs_outputs_is_refused(tmp_path, job, holds):
+    """An export into an import's --output (one dated folder for both jobs) replaced the import's
+    report.json with its own and left reconciled/ beside onboarding/, exit 0: the folder read as an
+    export whose report has no data source. A nightly --root holding a run's outputs, or an import
+    into a nightly root, mixed the two the same way (and the report verb read the root as a run)."""
+    from pipelines import nightly
+    from test_export import TARGETS, write_job, write_targets
+
+    crm_job(tmp_path, one=True)
+    out = tmp_path / "out"
+    if holds == "nightly":
+        (out / "dt=2026-11-21").mkdir(parents=True)
+        (out / "dt=2026-11-21" / "_SUCCESS").write_text("{}")
+    else:
+        out.mkdir()
+        (out / "report.json").write_text(f'{{"job": "{holds}"}}')
+    argv = ["--config", str(tmp_path / "job.yaml"), "--root" if job == "nightly" else "--output", str(out)]
+    with pytest.raises(ConfigError) as info:
+        if job == "import":
+            import_audience.run(argv)
+        elif job == "nightly":
+            nightly.run([*argv, "--date", "2026-11-22"])
+        else:
+            export_audience.run(["--config", str(write_job(tmp_path / "job")), "--output", str(out), "--audience", "A",
+                                 "--targets", str(write_targets(tmp_path / "t.csv", TARGETS)), "--data-source", "hashed"])
+    flag = "--root" if job == "nightly" else "--output"
+    what = "a nightly root (dt=YYYY-MM-DD/ partitions)" if holds == "nightly" else f"an {holds} run's outputs (report.json)"
+    assert str(info.value).startswith(f"{flag} {out}: holds {what}"), str(info.value)
+    assert (out / "report.json").exists() == (holds != "nightly")
+    assert sorted(p.name for p in out.iterdir()) == (["dt=2026-11-21"] if holds == "nightly" else ["report.json"])
