@@ -1,10 +1,10 @@
 """The flags of a command line as the operator wrote them, each occurrence apart (argparse keeps only
-the value it ends with): what :func:`check_given` refuses before a job starts.
+the value it ends with): what :func:`check_given` and :func:`check_stray` refuse before a job starts.
 
 argparse reads ``--state=`` as a state folder named '' and a flag given twice as its last value;
-the jobs read an empty path as the flag left out. Both are refused here, naming the flag (never its
-value: a value may be a path or a name an operator would rather not see in a log), for the job's
-flags and for Beam's (:func:`pipelines.options.beam_parser`).
+the jobs read an empty path as the flag left out; Beam drops a word that is no flag's value. All are
+refused here, naming the flag (never its value: a value may be a path or a name an operator would
+rather not see in a log), for the job's flags and for Beam's (:func:`pipelines.options.beam_parser`).
 """
 from __future__ import annotations
 
