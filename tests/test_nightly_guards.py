@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from made_once import MadeOnce
 
 from conftest import cli_in_process, delivered
 from pipelines import nightly
@@ -69,6 +70,35 @@ class NotRead:
 
 def everyone(source: str, segment: str = "10", ids=range(1, 13)) -> list[str]:
     return [f"{V[i]} {segment}" for i in ids]
+
+
+def restored(made: MadeOnce) -> tuple:
+    """``(work, *what its make returned)``: a run the module made once, as it left it. Its folder ``work``
+    is put back from the untouched copy before each test, at the same paths (a night's report names
+    the dumps it read by path): each test runs on what a run of its own would leave."""
+    return (made.work, *made.restored())
+
+
+def a_night(work: Path) -> tuple[Path, Path]:
+    """Data source a alone, its full dump of 2026-11-21 (p1..p12 in segment 10) published, in the new
+    folder ``work``: ``(config, root)``."""
+    work.mkdir()
+    config, root = write_job(work, sources=("a",)), work / "root"
+    dump(work, "a", "2026-11-21", everyone("a"))
+    run(config, root, "--date", "2026-11-21")
+    return config, root
+
+
+@pytest.fixture(scope="module")
+def made_a_night(tmp_path_factory) -> MadeOnce:
+    """:func:`a_night` run once for the module."""
+    return MadeOnce(tmp_path_factory, "a-night", a_night)
+
+
+@pytest.fixture
+def night_of_a(made_a_night) -> tuple[Path, Path, Path]:
+    """``(work, config, root)`` of :func:`a_night` (:func:`restored`)."""
+    return restored(made_a_night)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,11 +196,9 @@ def test_an_iter_night_with_no_audience_to_build_on_is_refused_unless_allowed(tm
 # shrink
 
 
-def test_a_collapsing_audience_fails_the_night_unless_allowed(tmp_path):
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-21", everyone("a"))
-    run(config, root, "--date", "2026-11-21")
-    dump(tmp_path, "a", "2026-11-22", everyone("a", ids=range(1, 6)))  # 12 -> 5 members: -58%
+def test_a_collapsing_audience_fails_the_night_unless_allowed(night_of_a):
+    work, config, root = night_of_a
+    dump(work, "a", "2026-11-22", everyone("a", ids=range(1, 6)))  # 12 -> 5 members: -58%
     result = cli(config, root, "--date", "2026-11-22")
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
@@ -233,16 +261,14 @@ def test_one_collapsing_source_among_several_still_fails_the_night(tmp_path):
     assert "'a'" not in str(info.value)
 
 
-def test_an_iter_night_that_removes_most_of_the_audience_fails_too(tmp_path):
+def test_an_iter_night_that_removes_most_of_the_audience_fails_too(night_of_a):
     """Removal lines and profiles gone from the extract (their memberships dropped) both shrink the
     audience: five of each, 12 -> 2 members; either alone leaves 7, which max_shrink allows."""
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-21", everyone("a"))
-    run(config, root, "--date", "2026-11-21")
-    dump(tmp_path, "a", "2026-11-22", [f"{V[i]}  10" for i in range(1, 6)], mode="iter")  # removes 5 of 12
+    work, config, root = night_of_a
+    dump(work, "a", "2026-11-22", [f"{V[i]}  10" for i in range(1, 6)], mode="iter")  # removes 5 of 12
     stay = [i for i in V if i not in range(6, 11)]  # p6..p10 deleted from the extract
     pq.write_table(pa.table({"profile_id": [f"p{i}" for i in stay], "visitor_ids": [[V[i]] for i in stay]}),
-                   tmp_path / "profiles.parquet")
+                   work / "profiles.parquet")
     with pytest.raises(RunFailed, match="from 12 to 2 rows .*max_shrink"):
         run(config, root, "--date", "2026-11-22")
     assert (root / "dt=2026-11-21" / "_SUCCESS").exists() and not (root / "dt=2026-11-22" / "_SUCCESS").exists()
@@ -329,8 +355,8 @@ def test_a_night_replacing_every_source_skips_the_previous_state_and_publishes_t
         dump(tmp_path, "a", day, everyone("a", ids=ids))
         dump(tmp_path, "b", day, everyone("b", "20", ids=ids))
     merged, direct = tmp_path / "merged", tmp_path / "direct"
-    for root in (merged, direct):
-        run(config, root, "--date", "2026-11-21")
+    run(config, merged, "--date", "2026-11-21")
+    shutil.copytree(merged, direct)  # night 1 as published (a root records no path of its own)
     with monkeypatch.context() as m:  # the merging run, as before
         m.setattr(NightGuard, "replacing_all", lambda self, cfg, files: None)
         expected = run(config, merged, "--date", "2026-11-22", "--allow-shrink")[0]["report"]
@@ -358,14 +384,12 @@ def test_a_source_still_carried_over_keeps_the_merge(tmp_path):
     assert NightGuard("dt=2026-11-21", {"a": 3, "gone": 1}).replacing_all(cfg, full) is None
 
 
-def test_a_full_dump_renamed_after_the_launch_fails_the_night(tmp_path, monkeypatch):
+def test_a_full_dump_renamed_after_the_launch_fails_the_night(night_of_a, monkeypatch):
     """The launch saw a full dump for 'a' (so the previous state is not read); by the time the
     pipeline lists the files it is an iter dump: publishing would lose a's carried-over members."""
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-21", everyone("a"))
-    run(config, root, "--date", "2026-11-21")
-    dump(tmp_path, "a", "2026-11-22", everyone("a", ids=[1]), mode="iter")
-    launch_view = [("a", str(tmp_path / "a" / "20261122" / "ftp_1_7_full_1795305600000.sync.gz"))]
+    work, config, root = night_of_a
+    dump(work, "a", "2026-11-22", everyone("a", ids=[1]), mode="iter")
+    launch_view = [("a", str(work / "a" / "20261122" / "ftp_1_7_full_1795305600000.sync.gz"))]
     monkeypatch.setattr(nightly, "tonight_files", lambda cfg: launch_view)
     with pytest.raises(RunFailed, match="a: no full dump among the files read"):
         run(config, root, "--date", "2026-11-22", "--allow-shrink")
@@ -376,24 +400,49 @@ def test_a_full_dump_renamed_after_the_launch_fails_the_night(tmp_path, monkeypa
 # the writers read the previous night's parts shard by shard
 
 
-def two_nights(tmp_path, root: Path, buckets: int = 4, a_mode: str = "iter", left: tuple = ()) -> Path:
-    """Night 1: full dumps for a and b. Night 2 (not run here): a's dump adds and removes (``a_mode``:
-    iter, or full: it replaces a's audience), b's iter dump adds nothing new (carried over); the
-    profiles ``left`` (numbers) are no longer in night 2's extract."""
-    config = write_job(tmp_path, sources=("a", "b"), buckets=buckets)
-    dump(tmp_path, "a", "2026-11-21", everyone("a"))
-    dump(tmp_path, "b", "2026-11-21", everyone("b", "20"))
-    run(config, root, "--date", "2026-11-21")
-    stay = [i for i in V if i not in left]
-    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in stay], "visitor_ids": [[V[i]] for i in stay]}),
-                   tmp_path / "profiles.parquet")
-    dump(tmp_path, "a", "2026-11-22", [f"{V[1]} 11", f"{V[2]}  10", f"{V[3]} 12 10"], mode=a_mode)
-    dump(tmp_path, "b", "2026-11-22", [f"{V[4]} 20"], mode="iter")
+def night_one(work: Path, buckets: int) -> Path:
+    """Night 1 of :func:`two_nights` in the new folder ``work``: full dumps for a and b, published under
+    ``work / "root"``. Returns the config."""
+    work.mkdir()
+    config = write_job(work, sources=("a", "b"), buckets=buckets)
+    dump(work, "a", "2026-11-21", everyone("a"))
+    dump(work, "b", "2026-11-21", everyone("b", "20"))
+    run(config, work / "root", "--date", "2026-11-21")
     return config
 
 
+@pytest.fixture(scope="module")
+def made_night_one(tmp_path_factory):
+    """``made(buckets)``: the MadeOnce of :func:`night_one` with ``buckets``, run once for the module
+    (when first asked for)."""
+    made = {}
+
+    def made_for(buckets: int) -> MadeOnce:
+        if buckets not in made:
+            made[buckets] = MadeOnce(tmp_path_factory, f"night-one-{buckets}", lambda work: night_one(work, buckets))
+        return made[buckets]
+
+    return made_for
+
+
+def two_nights(made_night_one, buckets: int = 4, a_mode: str = "iter", left: tuple = ()) -> tuple[Path, Path, Path]:
+    """Night 1: full dumps for a and b (the module's run with ``buckets``, :func:`night_one`: its folder
+    ``work`` put back from the untouched copy, at the same paths, as a night's report names the dumps
+    it read by path). Night 2 (not run here): a's dump adds and removes (``a_mode``: iter, or full: it
+    replaces a's audience), b's iter dump adds nothing new (carried over); the profiles ``left``
+    (numbers) are no longer in night 2's extract. Returns ``(work, root, config)``."""
+    made = made_night_one(buckets)
+    config, work = made.restored(), made.work
+    stay = [i for i in V if i not in left]
+    pq.write_table(pa.table({"profile_id": [f"p{i}" for i in stay], "visitor_ids": [[V[i]] for i in stay]}),
+                   work / "profiles.parquet")
+    dump(work, "a", "2026-11-22", [f"{V[1]} 11", f"{V[2]}  10", f"{V[3]} 12 10"], mode=a_mode)
+    dump(work, "b", "2026-11-22", [f"{V[4]} 20"], mode="iter")
+    return work, work / "root", config
+
+
 @pytest.mark.parametrize("a_mode", ["iter", "full"])
-def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_path, monkeypatch, a_mode):
+def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(made_night_one, monkeypatch, a_mode):
     """No previous row goes through the runner (the local runner's Flatten held them twice); the
     partition and the counts are those of the run that reads the previous state whole, also when
     one data source's full dump replaces its previous rows while another's are carried. Profiles
@@ -402,9 +451,9 @@ def test_the_writers_read_the_previous_parts_by_shard_and_publish_the_same(tmp_p
     row of an iter data source is carried, removed or dropped."""
     import pipelines.import_audience as import_audience
 
-    whole, direct = tmp_path / "whole", tmp_path / "direct"
-    config = two_nights(tmp_path, whole, a_mode=a_mode, left=(11, 12))
-    two_nights(tmp_path, direct, a_mode=a_mode, left=(11, 12))
+    work, whole, config = two_nights(made_night_one, a_mode=a_mode, left=(11, 12))
+    direct = work / "direct"
+    shutil.copytree(whole, direct)  # night 1 as published (a root records no path of its own)
     # 2 of 12 profiles leave (-17 %, over profiles.max_shrink's default); a's full dump keeps 2 of its 12 members
     config.write_text(config.read_text().replace('"phone": null', '"phone": null, "max_shrink": 0.2'))
     flags = ["--allow-shrink"] if a_mode == "full" else []
@@ -486,10 +535,9 @@ def _rewrite_part(part: Path, table: pa.Table) -> None:
     success.write_text(json.dumps(manifest))
 
 
-def test_a_previous_part_holding_rows_of_another_shard_fails_the_night(tmp_path):
+def test_a_previous_part_holding_rows_of_another_shard_fails_the_night(made_night_one):
     """Rows in the wrong part would escape the removals aimed at their shard: a silent wrong answer."""
-    root = tmp_path / "root"
-    config = two_nights(tmp_path, root)
+    _, root, config = two_nights(made_night_one)
     parts = sorted((root / "dt=2026-11-21" / "reconciled").glob("part-*.parquet"))
     first, second = pq.read_table(parts[0]), pq.read_table(parts[1])
     _rewrite_part(parts[0], second)
@@ -499,11 +547,10 @@ def test_a_previous_part_holding_rows_of_another_shard_fails_the_night(tmp_path)
     assert not (root / "dt=2026-11-22").exists()
 
 
-def test_an_unreadable_previous_manifest_fails_the_night_naming_it(tmp_path):
+def test_an_unreadable_previous_manifest_fails_the_night_naming_it(made_night_one):
     """The launch reads the previous night's _SUCCESS to decide how to read its parts: a damaged
     one is a damaged partition, not a reason to guess."""
-    root = tmp_path / "root"
-    config = two_nights(tmp_path, root)
+    _, root, config = two_nights(made_night_one)
     (root / "dt=2026-11-21" / "_SUCCESS").write_text('{"files": [')
     result = cli(config, root, "--date", "2026-11-22")
     assert result.returncode == 1, result.stderr
@@ -512,9 +559,8 @@ def test_an_unreadable_previous_manifest_fails_the_night_naming_it(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["rewritten", "missing"])
-def test_a_previous_part_unlike_its_manifest_fails_the_night(tmp_path, damage):
-    root = tmp_path / "root"
-    config = two_nights(tmp_path, root)
+def test_a_previous_part_unlike_its_manifest_fails_the_night(made_night_one, damage):
+    _, root, config = two_nights(made_night_one)
     part = sorted((root / "dt=2026-11-21" / "reconciled").glob("part-*.parquet"))[0]
     if damage == "rewritten":
         pq.write_table(pq.read_table(part).slice(1), part)  # one row lost, still a valid file
@@ -526,15 +572,14 @@ def test_a_previous_part_unlike_its_manifest_fails_the_night(tmp_path, damage):
     assert not (root / "dt=2026-11-22").exists()
 
 
-def test_a_night_bucketed_otherwise_is_read_whole(tmp_path):
+def test_a_night_bucketed_otherwise_is_read_whole(made_night_one):
     """Another bucket count (or another hash) than the previous night's: its parts are read whole and
     re-split, and the night is right."""
     from transforms.config import JobConfig
     from transforms.incremental import previous_parts
 
-    root = tmp_path / "root"
-    two_nights(tmp_path, root, buckets=2)
-    config = write_job(tmp_path, sources=("a", "b"), buckets=3)
+    work, root, _ = two_nights(made_night_one, buckets=2)
+    config = write_job(work, sources=("a", "b"), buckets=3)
     cfg = JobConfig.model_validate(json.loads(config.read_text()))
     previous = str(root / "dt=2026-11-21")
     assert previous_parts(previous, ["reconciled"], cfg) == {}
@@ -658,12 +703,11 @@ def test_a_night_mixing_full_and_iter_dumps_of_one_data_source_is_refused(tmp_pa
 
 
 @pytest.mark.parametrize("damage", ["missing", "rewritten", "unlisted"])
-def test_a_previous_night_read_whole_is_checked_against_its_manifest_too(tmp_path, damage):
+def test_a_previous_night_read_whole_is_checked_against_its_manifest_too(made_night_one, damage):
     """After a change of buckets (and for the file audience when suppression lists are set) the
     previous night is read whole: a missing part silently dropped its members there."""
-    root = tmp_path / "root"
-    two_nights(tmp_path, root, buckets=2)
-    config = write_job(tmp_path, sources=("a", "b"), buckets=3)
+    work, root, _ = two_nights(made_night_one, buckets=2)
+    config = write_job(work, sources=("a", "b"), buckets=3)
     folder = root / "dt=2026-11-21" / "reconciled"
     part = sorted(folder.glob("part-*.parquet"))[0]
     if damage == "missing":
@@ -694,26 +738,40 @@ def test_a_dump_the_previous_night_imported_is_refused(tmp_path):
     assert "Traceback" not in result.stderr and not (root / "dt=2026-11-21").exists()
 
 
+def full_then_removal(work: Path) -> tuple[Path, Path]:
+    """Data source a alone, in the new folder ``work``: night 1 (2026-11-20) a full dump of p1..p3,
+    night 2 an iter dump removing p3, both published: ``(config, root)``."""
+    work.mkdir()
+    config, root = write_job(work, sources=("a",)), work / "root"
+    dump(work, "a", "2026-11-20", everyone("a", ids=range(1, 4)), name="ftp_1_7_full_1795132800000.sync.gz")
+    run(config, root, "--date", "2026-11-20")
+    dump(work, "a", "2026-11-21", [f"{V[3]}  10"], name="ftp_1_7_iter_1795219200000.sync.gz")
+    run(config, root, "--date", "2026-11-21")
+    return config, root
+
+
+@pytest.fixture(scope="module")
+def made_full_then_removal(tmp_path_factory) -> MadeOnce:
+    """:func:`full_then_removal` run once for the module."""
+    return MadeOnce(tmp_path_factory, "full-then-removal", full_then_removal)
+
+
 @pytest.mark.parametrize("copied", ["full", "iter"])
-def test_a_delivery_older_than_the_previous_nights_newest_is_refused(tmp_path, copied):
+def test_a_delivery_older_than_the_previous_nights_newest_is_refused(made_full_then_removal, copied):
     """An earlier delivery copied into tonight's folder (a transfer re-run, a file restored): with
     {date} in the glob, its path is new. Tonight's copy of night 1's full dump put back the user
     night 2 removed (and an iter copy its addition over a later removal), exit 0. Refused, naming it."""
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-20", everyone("a", ids=range(1, 4)), name="ftp_1_7_full_1795132800000.sync.gz")
-    run(config, root, "--date", "2026-11-20")
-    dump(tmp_path, "a", "2026-11-21", [f"{V[3]}  10"], name="ftp_1_7_iter_1795219200000.sync.gz")
-    run(config, root, "--date", "2026-11-21")
+    work, config, root = restored(made_full_then_removal)
     assert ("a", "10", "p3") not in members(root, "2026-11-21")
     lines, name = ((everyone("a", ids=range(1, 4)), "ftp_1_7_full_1795132800000.sync.gz") if copied == "full"
                    else ([f"{V[3]} 10"], "ftp_1_7_iter_1795132800000.sync.gz"))
-    dump(tmp_path, "a", "2026-11-22", lines, name=name)
+    dump(work, "a", "2026-11-22", lines, name=name)
     result = cli(config, root, "--date", "2026-11-22")
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert f"{name}: delivered no later than ftp_1_7_iter_1795219200000.sync.gz, which dt=2026-11-21 read" in line, line
     assert "Traceback" not in result.stderr and not (root / "dt=2026-11-22").exists()
-    dump(tmp_path, "a", "2026-11-22", [f"{V[4]} 10"], name="ftp_1_7_iter_1795305600000.sync.gz")  # a later one runs
+    dump(work, "a", "2026-11-22", [f"{V[4]} 10"], name="ftp_1_7_iter_1795305600000.sync.gz")  # a later one runs
     assert cli(config, root, "--date", "2026-11-22").returncode == 0
     assert members(root, "2026-11-22") == {("a", "10", "p1"), ("a", "10", "p2"), ("a", "10", "p4")}
 
@@ -816,11 +874,10 @@ def test_a_change_of_profiles_id_between_nights_is_refused_unless_every_source_i
     assert members(root, "2026-11-21") == {("a", "10", "c2"), ("a", "10", "c3")}
 
 
-def test_a_previous_night_of_an_older_release_is_read_on_its_bytes_not_its_row_counts(tmp_path):
+def test_a_previous_night_of_an_older_release_is_read_on_its_bytes_not_its_row_counts(made_night_one):
     """Releases that did not record the bucketing wrote some parts' row counts wrong in _SUCCESS
     (another output's part of the same name): the first night after an upgrade failed on them."""
-    root = tmp_path / "root"
-    config = two_nights(tmp_path, root, buckets=2)
+    _, root, config = two_nights(made_night_one, buckets=2)
     success = root / "dt=2026-11-21" / "_SUCCESS"
     manifest = json.loads(success.read_text())
     del manifest["bucketing"]
@@ -847,18 +904,33 @@ def dumps_withheld(folder: Path):
             (folder / name).write_bytes(data)
 
 
-def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(tmp_path):
+def three_nights(work: Path) -> tuple[Path, Path]:
+    """Data source a alone, in the new folder ``work``: a full dump of p1..p6 on 2026-11-21, iter dumps
+    adding p7 on the 22nd and p8 on the 23rd, the three nights published by one backfill:
+    ``(config, root)``."""
+    work.mkdir()
+    config, root = write_job(work, sources=("a",)), work / "root"
+    dump(work, "a", "2026-11-21", everyone("a", ids=range(1, 7)))
+    dump(work, "a", "2026-11-22", [f"{V[7]} 10"], mode="iter")
+    dump(work, "a", "2026-11-23", [f"{V[8]} 10"], mode="iter")
+    run(config, root, "--backfill", "2026-11-21:2026-11-23")
+    return config, root
+
+
+@pytest.fixture(scope="module")
+def made_three_nights(tmp_path_factory) -> MadeOnce:
+    """:func:`three_nights` run once for the module."""
+    return MadeOnce(tmp_path_factory, "three-nights", three_nights)
+
+
+def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(made_three_nights):
     """--backfill --force republished the first night, then failed on the next (its dump purged): the
     later nights stayed as built on the old first night, and the next scheduled night built on them
     without a word. The unfinished rebuild is recorded and refused until it is finished."""
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 7)))
-    dump(tmp_path, "a", "2026-11-22", [f"{V[7]} 10"], mode="iter")
-    dump(tmp_path, "a", "2026-11-23", [f"{V[8]} 10"], mode="iter")
-    dump(tmp_path, "a", "2026-11-24", [f"{V[9]} 10"], mode="iter")
-    run(config, root, "--backfill", "2026-11-21:2026-11-23")
-    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(2, 7)))  # a corrected night: p1 is not a member
-    with dumps_withheld(tmp_path / "a" / "20261122"):
+    work, config, root = restored(made_three_nights)
+    dump(work, "a", "2026-11-24", [f"{V[9]} 10"], mode="iter")  # after that backfill: none of its nights lists it
+    dump(work, "a", "2026-11-21", everyone("a", ids=range(2, 7)))  # a corrected night: p1 is not a member
+    with dumps_withheld(work / "a" / "20261122"):
         with pytest.raises(ConfigError, match="no segment dump matches"):
             run(config, root, "--backfill", "2026-11-21:2026-11-23", "--force")
         result = cli(config, root, "--date", "2026-11-24")
@@ -873,7 +945,7 @@ def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(t
     assert not (root / "_rebuild.json").exists()
 
 
-def test_a_rebuild_killed_while_recording_its_progress_is_rerun(tmp_path):
+def test_a_rebuild_killed_while_recording_its_progress_is_rerun(made_three_nights):
     """SIGKILLed halfway through writing ``_rebuild.json`` (the rebuild moving past its first night),
     the record was left torn: every nightly run failed (exit 2) 'cannot read the record of an unfinished
     rebuild', the rebuild it asked for too. The record is whole or unchanged: the same command reruns."""
@@ -885,12 +957,8 @@ def test_a_rebuild_killed_while_recording_its_progress_is_rerun(tmp_path):
     from conftest import ROOT
     from test_export_kills import TORN_WRITE
 
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(1, 7)))
-    dump(tmp_path, "a", "2026-11-22", [f"{V[7]} 10"], mode="iter")
-    dump(tmp_path, "a", "2026-11-23", [f"{V[8]} 10"], mode="iter")
-    run(config, root, "--backfill", "2026-11-21:2026-11-23")
-    dump(tmp_path, "a", "2026-11-21", everyone("a", ids=range(2, 7)))  # a corrected night: p1 is not a member
+    work, config, root = restored(made_three_nights)
+    dump(work, "a", "2026-11-21", everyone("a", ids=range(2, 7)))  # a corrected night: p1 is not a member
     rebuild = ("--backfill", "2026-11-21:2026-11-23", "--force")
     code = TORN_WRITE + "from pipelines import nightly\nnightly.run(sys.argv[1:])\n"
     killed = subprocess.run([sys.executable, "-c", code, "--config", str(config), "--root", str(root), *rebuild],
