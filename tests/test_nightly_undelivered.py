@@ -7,51 +7,90 @@ import json
 import shutil
 
 import pytest
+from made_once import MadeOnce
 
 from conftest import delivered
-from test_nightly_guards import V, dump, everyone, members, run, write_job
+from test_nightly_guards import V, dump, everyone, members, restored, run, write_job
 from transforms.errors import ConfigError
+
+
+def first_night(tmp_path, **b):
+    """a and b deliver on 2026-11-26 (full), published; b may be silent for 2 nights."""
+    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2, **b}), tmp_path / "root"
+    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
+    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
+    run(config, root, "--date", "2026-11-26")
+    return config, root
 
 
 def two_nights(tmp_path, **b):
     """a and b deliver on 2026-11-26 (full) and 2026-11-27 (iter: p5 leaves b's segment 20); b may
     be silent for 2 nights."""
-    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2, **b}), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
-    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
-    run(config, root, "--date", "2026-11-26")
+    config, root = first_night(tmp_path, **b)
     dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
     dump(tmp_path, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
     run(config, root, "--date", "2026-11-27")
     return config, root
 
 
-def test_a_rebuild_of_a_night_whose_dumps_of_a_silent_source_are_gone_is_refused(tmp_path):
+def in_new_folder(nights):
+    """``nights(work)`` (first_night or two_nights) in the folder ``work``, made first."""
+    def make(work):
+        work.mkdir()
+        return nights(work)
+    return make
+
+
+@pytest.fixture(scope="module")
+def made_first_night(tmp_path_factory) -> MadeOnce:
+    """first_night (b's settings as written by default) run once for the module."""
+    return MadeOnce(tmp_path_factory, "first-night", in_new_folder(first_night))
+
+
+@pytest.fixture(scope="module")
+def made_two_nights(tmp_path_factory) -> MadeOnce:
+    """two_nights (b's settings as written by default) run once for the module."""
+    return MadeOnce(tmp_path_factory, "two-nights", in_new_folder(two_nights))
+
+
+@pytest.fixture
+def one_night(made_first_night):
+    """first_night's ``(work, config, root)`` (:func:`restored`)."""
+    return restored(made_first_night)
+
+
+@pytest.fixture
+def nights(made_two_nights):
+    """two_nights's ``(work, config, root)`` (:func:`restored`)."""
+    return restored(made_two_nights)
+
+
+def test_a_rebuild_of_a_night_whose_dumps_of_a_silent_source_are_gone_is_refused(nights):
     """A night that read b's dump, republished (--force) after b's folder for it was deleted (retention),
     carried b as a night without its dump: p5, whom that dump removed, was back in segment 20, exit 0.
     The night's report says it read b's dumps: they are missing, not undelivered."""
-    config, root = two_nights(tmp_path)
-    shutil.rmtree(tmp_path / "b" / "20261127")
+    work, config, root = nights
+    shutil.rmtree(work / "b" / "20261127")
     with pytest.raises(ConfigError, match=r"^data source 'b': no segment dump matches .*, but dt=2026-11-27 read 1 of "
                                           r"its dumps when it was published"):
         run(config, root, "--backfill", "2026-11-27:2026-11-27", "--force")
     assert ("b", "20", "p5") not in members(root, "2026-11-27")  # the published night stays
 
 
-def test_the_night_after_a_silent_one_is_checked_against_the_latest_night_that_read_its_dumps(tmp_path):
+def test_the_night_after_a_silent_one_is_checked_against_the_latest_night_that_read_its_dumps(nights):
     """b silent on 2026-11-28: the guards of 2026-11-29 looked at that night only, which read none of
     b's dumps. A copy of b's 2026-11-26 full dump in its 2026-11-29 folder (a transfer re-run) was
     applied: p5, removed by 2026-11-27, was back, exit 0. A full dump lacking a destination (DID)
     2026-11-27 read dropped its members the same way."""
-    config, root = two_nights(tmp_path)
-    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    work, config, root = nights
+    dump(work, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
     run(config, root, "--date", "2026-11-28")  # b silent
-    dump(tmp_path, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
-    shutil.copytree(tmp_path / "b" / "20261126", tmp_path / "b" / "20261129")
+    dump(work, "a", "2026-11-29", [f"{V[3]}  10"], mode="iter")
+    shutil.copytree(work / "b" / "20261126", work / "b" / "20261129")
     with pytest.raises(ConfigError, match=r"ftp_1_7_full_\d+\.sync\.gz: delivered no later than ftp_1_7_iter_\d+\.sync"
                                           r"\.gz, which dt=2026-11-27 read for the same data source"):
         run(config, root, "--date", "2026-11-29")
-    dump(tmp_path, "b", "2026-11-29", everyone("b", "20", ids=range(6, 9)),
+    dump(work, "b", "2026-11-29", everyone("b", "20", ids=range(6, 9)),
          name=f"ftp_2_7_full_{delivered('2026-11-29')}.sync.gz")
     with pytest.raises(ConfigError, match=r"data source 'b': .* destination DID 1 \(MASTER_DPID 7\), read by "
                                           r"dt=2026-11-27, has no dump tonight"):
@@ -59,25 +98,22 @@ def test_the_night_after_a_silent_one_is_checked_against_the_latest_night_that_r
 
 
 @pytest.mark.parametrize("leftover", ["ftp_1_7_iter_{ms}.sync.gz.filepart", "ftp_dpm_7_{s}.info"])
-def test_a_delivery_that_did_not_finish_is_not_taken_for_silence(tmp_path, leftover):
+def test_a_delivery_that_did_not_finish_is_not_taken_for_silence(one_night, leftover):
     """b's folder tonight holds an upload in progress, or a control file whose dumps are not there
     (a transfer that stopped part-way): no dump matched, so the night took b for silent and carried
     its audience, exit 0; the delivery, once complete in that night's folder, was never imported.
     Without the setting the night failed ('no segment dump matches'); now it fails naming the file."""
-    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
-    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
-    run(config, root, "--date", "2026-11-26")
-    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    work, config, root = one_night
+    dump(work, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
     name = leftover.format(ms=delivered("2026-11-27"), s=delivered("2026-11-27") // 1000)
-    (tmp_path / "b" / "20261127").mkdir()
-    (tmp_path / "b" / "20261127" / name).write_bytes(b"partial")
-    (tmp_path / "b" / "20261127" / ".DS_Store").write_bytes(b"")  # hidden files are no delivery
+    (work / "b" / "20261127").mkdir()
+    (work / "b" / "20261127" / name).write_bytes(b"partial")
+    (work / "b" / "20261127" / ".DS_Store").write_bytes(b"")  # hidden files are no delivery
     with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '.*', but {name} is there "
                                           r"\(a delivery that did not finish\?\)"):
         run(config, root, "--date", "2026-11-27")
     assert not (root / "dt=2026-11-27").exists()
-    (tmp_path / "b" / "20261127" / name).unlink()  # the partner sent nothing after all
+    (work / "b" / "20261127" / name).unlink()  # the partner sent nothing after all
     run(config, root, "--date", "2026-11-27")
     assert ("b", "20", "p5") in members(root, "2026-11-27")
 
@@ -108,25 +144,22 @@ def test_an_upload_in_progress_is_seen_under_a_glob_naming_the_dumps_suffix(tmp_
     assert not (root / "dt=2026-11-27").exists() and not (root / "dt=2026-11-28").exists()
 
 
-def test_segments_naming_the_nights_folder_is_not_taken_for_silence(tmp_path):
+def test_segments_naming_the_nights_folder_is_not_taken_for_silence(one_night):
     """b's segments edited to 'b/{date:%Y%m%d}' (the night's folder, no '/*'): such a path matches
     nothing (a folder is no file, on gs:// as locally), so with max_nights_without_delivery b was
     taken for silent, its audience carried and its delivered dump never read, exit 0 (p5, whom it
     removes, stayed). The night fails naming the folder and how to name its files."""
-    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
-    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
-    run(config, root, "--date", "2026-11-26")
-    config = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2, "segments": "b/{date:%Y%m%d}"})
-    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
-    dump(tmp_path, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
-    folder = tmp_path / "b" / "20261127"
+    work, _, root = one_night
+    config = write_job(work, sources=("a", "b"), b={"max_nights_without_delivery": 2, "segments": "b/{date:%Y%m%d}"})
+    dump(work, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    dump(work, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
+    folder = work / "b" / "20261127"
     with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '{folder}': it is a folder, not a "
                                           rf"file: name its files \('{folder}/\*'\); taken for a night without"):
         run(config, root, "--date", "2026-11-27")
     folders = {name: {"segments": f"{name}/{{date:%Y%m%d}}"} for name in ("a", "b")}  # a backfill skipped the night
     with pytest.raises(ConfigError, match="it is a folder, not a file"):  # as one without a delivery (exit 0)
-        run(write_job(tmp_path, sources=("a", "b"), **folders), root, "--backfill", "2026-11-27:2026-11-27")
+        run(write_job(work, sources=("a", "b"), **folders), root, "--backfill", "2026-11-27:2026-11-27")
     assert not (root / "dt=2026-11-27").exists()
 
 
@@ -160,30 +193,27 @@ def test_a_control_file_alone_is_seen_under_a_glob_naming_the_dumps_suffix(tmp_p
     assert ("b", "20", "p5") in members(root, "2026-11-27")  # carried
 
 
-def test_segments_edited_so_they_would_not_match_the_last_delivery_are_not_taken_for_silence(tmp_path):
+def test_segments_edited_so_they_would_not_match_the_last_delivery_are_not_taken_for_silence(one_night):
     """b's segments edited to 'b2/{date:%Y%m%d}/*' (a typo, or a layout the partner does not use):
     it listed nothing, so b was taken for silent, its audience carried and its delivered dump (p5
     leaving 20) never read, exit 0, for as many nights as max_nights_without_delivery. Filled for
     the last night that read b's dumps, the glob does not match them: the night fails saying so,
     unless --allow-gap (a glob moved on purpose, and the partner silent tonight)."""
-    config, root = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2}), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-26", everyone("a", ids=range(1, 5)))
-    dump(tmp_path, "b", "2026-11-26", everyone("b", "20", ids=range(5, 9)))
-    run(config, root, "--date", "2026-11-26")
-    config = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2,
-                                                        "segments": "b2/{date:%Y%m%d}/*"})
-    dump(tmp_path, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
-    dump(tmp_path, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
-    with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '{tmp_path}/b2/20261127/\*', "
+    work, _, root = one_night
+    config = write_job(work, sources=("a", "b"), b={"max_nights_without_delivery": 2,
+                                                    "segments": "b2/{date:%Y%m%d}/*"})
+    dump(work, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    dump(work, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
+    with pytest.raises(ConfigError, match=rf"^data source 'b': no segment dump matches '{work}/b2/20261127/\*', "
                                           r"and filled for dt=2026-11-26 it would not match the dumps that night read "
                                           r"\(ftp_1_7_full_\d+\.sync\.gz\): .*--allow-gap"):
         run(config, root, "--date", "2026-11-27")
     assert not (root / "dt=2026-11-27").exists()
     run(config, root, "--date", "2026-11-27", "--allow-gap")
     assert ("b", "20", "p5") in members(root, "2026-11-27")  # carried, as asked
-    shutil.rmtree(tmp_path / "b" / "20261127")  # a glob unchanged: a silent night is carried as before
-    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
-    config = write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2})
+    shutil.rmtree(work / "b" / "20261127")  # a glob unchanged: a silent night is carried as before
+    dump(work, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+    config = write_job(work, sources=("a", "b"), b={"max_nights_without_delivery": 2})
     run(config, root, "--date", "2026-11-28")
     assert ("b", "20", "p5") in members(root, "2026-11-28")
 
@@ -201,15 +231,25 @@ def test_a_silent_night_after_the_job_folder_moved_is_carried(tmp_path):
     assert ("b", "20", "p6") in members(tmp_path / "new" / "root", "2026-11-28")
 
 
-def _published_before_a_late_dump(tmp_path, silent: bool, **nights):
-    """2026-11-28 published (b read a dump that night, or, ``silent``, was carried without one); returns
-    (config, root, the path a late b dump of that night lands at, its folder made)."""
-    config, root = two_nights(tmp_path, **nights)
-    dump(tmp_path, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
+def two_nights_as(made: MadeOnce, tmp_path, **b):
+    """``(work, config, root)`` of two_nights(**b): the module's (:func:`restored`) when ``b`` writes the
+    same config as b's defaults (its default segments given as written), else two nights run in
+    ``tmp_path``."""
+    work, config, root = restored(made)
+    if write_job(tmp_path, sources=("a", "b"), b={"max_nights_without_delivery": 2, **b}).read_text() == config.read_text():
+        return work, config, root
+    return (tmp_path, *two_nights(tmp_path, **b))
+
+
+def _published_before_a_late_dump(work, config, root, silent: bool):
+    """After two_nights (in ``work``), 2026-11-28 published (b read a dump that night, or, ``silent``, was
+    carried without one); returns (config, root, the path a late b dump of that night lands at, its
+    folder made)."""
+    dump(work, "a", "2026-11-28", [f"{V[2]}  10"], mode="iter")
     if not silent:
-        dump(tmp_path, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
+        dump(work, "b", "2026-11-28", [f"{V[9]} 20"], mode="iter")
     run(config, root, "--date", "2026-11-28")
-    late = tmp_path / "b" / "20261128" / f"ftp_3_7_iter_{delivered('2026-11-28') + 3_600_000}.sync.gz"
+    late = work / "b" / "20261128" / f"ftp_3_7_iter_{delivered('2026-11-28') + 3_600_000}.sync.gz"
     late.parent.mkdir(exist_ok=True)
     return config, root, late
 
@@ -220,15 +260,16 @@ def _second_nights_dumps(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("silent", [False, True], ids=["read_a_dump", "carried_without_one"])
-def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(tmp_path, silent):
+def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(nights, silent):
     """b's iter dump removing p6 arrived in its 2026-11-28 folder after that night was published (a
     slow transfer; the night had read b's other dump, or, b allowed to be silent, carried b without
     one). The next night built on 2026-11-28 and never looked there again: p6 stayed in segment 20
     for good, exit 0. The night is refused naming the dump and the night; republished with it
     (--force), the next night runs."""
-    config, root, late = _published_before_a_late_dump(tmp_path, silent)
+    work, config, root = nights
+    config, root, late = _published_before_a_late_dump(work, config, root, silent)
     late.write_bytes(gzip.compress(f"{V[6]}  20\n".encode(), mtime=0))
-    _second_nights_dumps(tmp_path)
+    _second_nights_dumps(work)
     with pytest.raises(ConfigError, match=rf"^data source 'b': {late.name} is in the folder of dt=2026-11-28, which "
                                           r"did not read it"):
         run(config, root, "--date", "2026-11-29")
@@ -241,16 +282,18 @@ def test_a_delivery_landing_in_a_published_nights_folder_is_not_left_unread(tmp_
 
 @pytest.mark.parametrize("silent, glob", [(False, "*"), (True, "*.sync.gz")],
                          ids=["read_a_dump-*", "carried_without_one-*.sync.gz"])  # each way once: 13 s a case
-def test_an_upload_still_in_progress_in_a_published_nights_folder_is_not_left_unread(tmp_path, silent, glob):
+def test_an_upload_still_in_progress_in_a_published_nights_folder_is_not_left_unread(made_two_nights, tmp_path,
+                                                                                   silent, glob):
     """b's late iter dump (removing p6) was still being written to its 2026-11-28 folder, after that night
     was published, when 2026-11-29 ran: the check for a dump that night did not read passed over an
     upload in progress, so 2026-11-29 built on 2026-11-28, and once the upload finished nothing read
     that folder again: p6 in segment 20 for good, exit 0. Refused naming the upload and the night (also
     under a glob naming the dumps' suffix, which does not list it)."""
-    config, root, late = _published_before_a_late_dump(tmp_path, silent, segments=f"b/{{date:%Y%m%d}}/{glob}")
+    work, config, root = two_nights_as(made_two_nights, tmp_path, segments=f"b/{{date:%Y%m%d}}/{glob}")
+    config, root, late = _published_before_a_late_dump(work, config, root, silent)
     uploading = late.with_name(late.name + ".filepart")
     uploading.write_bytes(gzip.compress(f"{V[6]}  20\n".encode(), mtime=0)[:10])
-    _second_nights_dumps(tmp_path)
+    _second_nights_dumps(work)
     with pytest.raises(ConfigError, match=rf"^data source 'b': {uploading.name} is in the folder of dt=2026-11-28, "
                                           r"which did not read it \(an upload in progress"):
         run(config, root, "--date", "2026-11-29")
