@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import DEMO, ROOT, cli_in_process, local_test_pipeline
+from made_once import MadeOnce
 
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError
@@ -113,6 +114,29 @@ def export(cfg: Path, targets: Path, out: Path, *flags) -> dict:
                                 "--output", str(out), "--run-date", RUN_DATE, *map(str, flags)])
 
 
+def _hashed_export(work: Path) -> tuple[Path, dict]:
+    """The ``job`` fixture's job and targets in ``work``, exported through the hashed data source into
+    ``work / "out"``: ``(job, report)``."""
+    job = write_job(work / "job")
+    write_targets(work / "targets.csv", TARGETS)
+    return job, export(job, work / "targets.csv", work / "out", "--data-source", "hashed")
+
+
+@pytest.fixture(scope="module")
+def made_hashed_export(tmp_path_factory) -> MadeOnce:
+    """_hashed_export run once for the module."""
+    return MadeOnce(tmp_path_factory, "hashed-export", _hashed_export)
+
+
+@pytest.fixture
+def hashed_export(made_hashed_export) -> tuple[Path, Path, dict]:
+    """``(work, job, report)``: the module's hashed export as its run left it (its targets in
+    ``work / "targets.csv"``, its output in ``work / "out"``). The folder ``work`` is put back from the
+    untouched copy before each test, at the same paths, and the report is a copy: each test reads
+    what a run of its own would leave."""
+    return (made_hashed_export.work, *made_hashed_export.restored())
+
+
 def onboarding(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "onboarding").iterdir())}
 
@@ -149,9 +173,9 @@ def assert_control_file_matches(out: Path, report: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # Exact files
 # ----------------------------------------------------------------------------------------------------
-def test_hashed_export_writes_exactly_the_expected_files(job, tmp_path):
-    out = tmp_path / "out"
-    report = export(job, tmp_path / "targets.csv", out, "--data-source", "hashed")
+def test_hashed_export_writes_exactly_the_expected_files(hashed_export):
+    work, _, report = hashed_export
+    out = work / "out"
 
     ann, bob, carl = sha("ann@example.com"), sha("bob@example.org"), sha("carl@example.net")
     files = onboarding(out)
@@ -270,11 +294,11 @@ def test_a_key_value_audience_with_leavers_fails_in_sync_mode(tmp_path):
     assert not (second / "report.json").exists() and not list(second.glob("_incomplete-*"))
 
 
-def test_nothing_new_writes_no_data_file(job, tmp_path):
-    first = tmp_path / "first"
-    export(job, tmp_path / "targets.csv", first, "--data-source", "hashed")
-    again = tmp_path / "again"
-    report = export(job, tmp_path / "targets.csv", again, "--data-source", "hashed", "--existing", first)
+def test_nothing_new_writes_no_data_file(hashed_export):
+    work, job, _ = hashed_export
+    first = work / "out"
+    again = work / "again"
+    report = export(job, work / "targets.csv", again, "--data-source", "hashed", "--existing", first)
     assert report["nothing_to_send"] is True and report["files"] == [] and report["control_file"] is None
     assert list((again / "onboarding").iterdir()) == []
     assert (report["exported"], report["already_present"], report["lines"]) == (0, 4, 0)
@@ -362,13 +386,13 @@ def test_targets_without_their_zeros_fail_the_report_check_even_with_allow_shrin
     check_export_targets({**report, "targets_without_zeros": 0}, "T", "P", "id", False)
 
 
-def test_existing_export_of_another_data_source_is_refused(job, tmp_path):
-    first = tmp_path / "first"
-    export(job, tmp_path / "targets.csv", first, "--data-source", "hashed")
+def test_existing_export_of_another_data_source_is_refused(hashed_export):
+    work, job, _ = hashed_export
+    first = work / "out"
     with pytest.raises(ConfigError, match="--existing .*data source 'hashed', not 'vis'"):
-        export(job, tmp_path / "targets.csv", tmp_path / "o", "--data-source", "vis", "--existing", first)
+        export(job, work / "targets.csv", work / "o", "--data-source", "vis", "--existing", first)
     with pytest.raises(ConfigError, match="no readable report.json"):
-        export(job, tmp_path / "targets.csv", tmp_path / "o", "--data-source", "vis", "--existing", tmp_path / "nope")
+        export(job, work / "targets.csv", work / "o", "--data-source", "vis", "--existing", work / "nope")
 
 
 def test_rerun_replaces_previous_files(job, tmp_path):

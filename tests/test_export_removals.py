@@ -320,27 +320,48 @@ def test_every_user_id_of_an_opted_out_profile_is_withheld_whichever_extract_row
     check_export_report(report)
 
 
-def test_state_refusals_are_configuration_errors(tmp_path):
-    job = write_job(tmp_path / "job")
-    state = tmp_path / "state"
+def _one_export(work: Path) -> tuple[Path, Path, Path]:
+    """Two profiles; audience A's export of p00 (targets ``t.csv``) into ``first``, with its state in
+    ``state``: ``(job, state, targets)``."""
+    job = write_job(work / "job")
+    state = work / "state"
     write_profiles(job.parent, [0, 1])
-    targets = write_targets(tmp_path / "t.csv", [0])
-    export(job, targets, tmp_path / "first", "--segment-id", SID, "--state", state)
+    targets = write_targets(work / "t.csv", [0])
+    export(job, targets, work / "first", "--segment-id", SID, "--state", state)
+    return job, state, targets
+
+
+@pytest.fixture(scope="module")
+def made_one_export(tmp_path_factory) -> MadeOnce:
+    """_one_export run once for the module."""
+    return MadeOnce(tmp_path_factory, "one-export", _one_export)
+
+
+@pytest.fixture
+def one_export(made_one_export) -> tuple[Path, Path, Path, Path]:
+    """``(work, job, state, targets)``: the module's one export as its run left it. Its folder ``work`` is
+    put back from the untouched copy before each test, at the same paths (the export state names its
+    outputs by path), so a test may damage it or export again as after a run of its own."""
+    return (made_one_export.work, *made_one_export.restored())
+
+
+def test_state_refusals_are_configuration_errors(one_export):
+    work, job, state, targets = one_export
     with pytest.raises(ConfigError, match="--mode overwrite needs --state ROOT"):
-        export(job, targets, tmp_path / "o", "--mode", "overwrite")
+        export(job, targets, work / "o", "--mode", "overwrite")
     with pytest.raises(ConfigError, match="--state and --existing: give one"):
-        export(job, targets, tmp_path / "o", "--state", state, "--existing", tmp_path / "first")
+        export(job, targets, work / "o", "--state", state, "--existing", work / "first")
     with pytest.raises(ConfigError, match=r"--state: audience 'A' was exported as d_sid=777, this run sends d_sid=778"):
-        export(job, targets, tmp_path / "o", "--segment-id", 778, "--state", state)
+        export(job, targets, work / "o", "--segment-id", 778, "--state", state)
     # A renamed audience (or a typo) starts with nothing held: A's members would never be removed,
     # and two audiences on one segment undo each other's removals.
     with pytest.raises(ConfigError, match=r"--state: audience 'A' of data source '\w+' already sends d_sid=777"):
-        export(job, targets, tmp_path / "o", "--segment-id", SID, "--state", state, audience="A (renamed)")
+        export(job, targets, work / "o", "--segment-id", SID, "--state", state, audience="A (renamed)")
     # So is a renamed data source (the platform's is its dpid): the state is kept by name.
     job.write_text(job.read_text().replace("name: crm", "name: crm-renamed"))
     with pytest.raises(ConfigError, match=r"--state: audience 'A' of data source 'crm' already sends d_sid=777"):
-        export(job, targets, tmp_path / "o", "--segment-id", SID, "--state", state)
-    assert not (tmp_path / "o").exists()
+        export(job, targets, work / "o", "--segment-id", SID, "--state", state)
+    assert not (work / "o").exists()
 
 
 def test_an_audience_that_holds_no_one_does_not_keep_its_segment_from_another(tmp_path):
@@ -371,19 +392,15 @@ def test_an_audience_that_holds_no_one_does_not_keep_its_segment_from_another(tm
 
 
 @pytest.mark.parametrize("content", ["{not json", "", "[1, 2]"])
-def test_a_damaged_state_manifest_fails_naming_it(tmp_path, content):
+def test_a_damaged_state_manifest_fails_naming_it(one_export, content):
     """It gave ``JSONDecodeError: Expecting value...`` (or an AttributeError) with no file named."""
     from transforms.errors import InputError
 
-    job = write_job(tmp_path / "job")
-    state = tmp_path / "state"
-    write_profiles(job.parent, [0, 1])
-    targets = write_targets(tmp_path / "t.csv", [0])
-    export(job, targets, tmp_path / "first", "--segment-id", SID, "--state", state)
+    work, job, state, targets = one_export
     manifest = state / "crm" / "A" / "v-000001" / "_SUCCESS"
     manifest.write_text(content)
     with pytest.raises(InputError) as info:
-        export(job, targets, tmp_path / "o", "--segment-id", SID, "--state", state, run_date=NEXT_DATE)
+        export(job, targets, work / "o", "--segment-id", SID, "--state", state, run_date=NEXT_DATE)
     assert str(info.value).startswith(f"{manifest}: not a JSON object")
 
 

@@ -25,43 +25,64 @@ def stopped_before_commit(commit_state):
     return stopped
 
 
-def test_a_run_stopped_between_its_published_files_and_its_state_is_not_forgotten(tmp_path, monkeypatch):
+def _stopped_second_export(work):
+    """Three profiles; audience A's export of p0, p1 into out1 on 2026-11-01 (its state in ``state``),
+    then its export of all three (t2.csv) into out2 on 2026-11-02, stopped after its publish, before
+    its state's commit: ``(job, state, flags)``."""
+    job = write_job(work / "job")
+    write_profiles(job.parent, [0, 1, 2])
+    state = work / "state"
+    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
+    export(job, write_targets(work / "t1.csv", [0, 1]), work / "out1", *flags, run_date="2026-11-01")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transforms.export, "commit_state", stopped_before_commit(transforms.export.commit_state))
+        with pytest.raises(Exception):
+            export(job, write_targets(work / "t2.csv", [0, 1, 2]), work / "out2", *flags, run_date="2026-11-02")
+    return job, state, flags
+
+
+@pytest.fixture(scope="module")
+def made_stopped_second_export(tmp_path_factory) -> MadeOnce:
+    """_stopped_second_export run once for the module."""
+    return MadeOnce(tmp_path_factory, "stopped-second-export", _stopped_second_export)
+
+
+@pytest.fixture
+def stopped_second_export(made_stopped_second_export):
+    """``(work, job, state, flags)``: the module's stopped second export as its runs left it. Its folder
+    ``work`` is put back from the untouched copy before each test, at the same paths (the export state
+    records its outputs by absolute path): each test runs on what runs of its own would leave."""
+    return (made_stopped_second_export.work, *made_stopped_second_export.restored())
+
+
+def test_a_run_stopped_between_its_published_files_and_its_state_is_not_forgotten(stopped_second_export, monkeypatch):
     """Its report.json says it completed, so its files go to the platform; the next run, computed
     against the state before it, never removed what it added (p02 stayed in the audience for good)."""
-    job = write_job(tmp_path / "job")
-    write_profiles(job.parent, [0, 1, 2])
-    state, platform, member = tmp_path / "state", Platform(), f"d_sid={SID}"
-    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
-    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
-    platform.apply(tmp_path / "out1")
+    work, job, state, flags = stopped_second_export
+    platform, member = Platform(), f"d_sid={SID}"
+    platform.apply(work / "out1")
+    assert (work / "out2" / "report.json").exists()  # the stopped run's
+    platform.apply(work / "out2")  # published: delivered
 
-    stopped = stopped_before_commit(transforms.export.commit_state)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(transforms.export, "commit_state", stopped)
-        with pytest.raises(Exception):
-            export(job, write_targets(tmp_path / "t2.csv", [0, 1, 2]), tmp_path / "out2", *flags, run_date="2026-11-02")
-    assert (tmp_path / "out2" / "report.json").exists()
-    platform.apply(tmp_path / "out2")  # published: delivered
-
-    later = ("--targets", write_targets(tmp_path / "t3.csv", [0]))
+    later = ("--targets", write_targets(work / "t3.csv", [0]))
     with pytest.raises(ConfigError, match="version 2 .* never committed.*out2.*2026-11-02.*_PENDING"):
-        export(job, later[1], tmp_path / "out3", *flags, run_date="2026-11-03")
+        export(job, later[1], work / "out3", *flags, run_date="2026-11-03")
     # A retry into its --output on its run date replaces its files (not delivered), as after a commit.
-    retry = export(job, write_targets(tmp_path / "t2.csv", [0, 1, 2]), tmp_path / "out2", *flags,
+    retry = export(job, write_targets(work / "t2.csv", [0, 1, 2]), work / "out2", *flags,
                    run_date="2026-11-02")
     assert (retry["state_version"], retry["added"]) == (2, 1)
 
     # Delivered: its manifest is committed by hand, and the next run removes what it added.
+    stopped = stopped_before_commit(transforms.export.commit_state)
     with monkeypatch.context() as patch:
         patch.setattr(transforms.export, "commit_state", stopped)
         with pytest.raises(Exception):
-            export(job, write_targets(tmp_path / "t4.csv", [0, 1]), tmp_path / "out4", *flags, run_date="2026-11-04")
-    platform.apply(tmp_path / "out4")
+            export(job, write_targets(work / "t4.csv", [0, 1]), work / "out4", *flags, run_date="2026-11-04")
+    platform.apply(work / "out4")
     pending = next(state.rglob("_PENDING"))
     pending.rename(pending.with_name("_SUCCESS"))
-    export(job, later[1], tmp_path / "out5", *flags, run_date="2026-11-05")
-    platform.apply(tmp_path / "out5")
+    export(job, later[1], work / "out5", *flags, run_date="2026-11-05")
+    platform.apply(work / "out5")
     assert platform.members(member) == {sha(email(0))}
 
 
@@ -130,20 +151,12 @@ def test_a_run_date_whose_timestamp_is_not_ten_digits_is_refused(tmp_path, run_d
     assert not (tmp_path / "out" / "onboarding").exists()
 
 
-def test_a_retry_of_a_stopped_run_that_fails_before_its_publish_keeps_it_pending(tmp_path, monkeypatch):
+def test_a_retry_of_a_stopped_run_that_fails_before_its_publish_keeps_it_pending(stopped_second_export, monkeypatch):
     """The retry the refusal asks for (its --output, its run date) cleared the stopped run's version,
     _PENDING and all, at launch: failing before its own publish, it left the stopped run's files (maybe
     delivered) in --output with nothing recording them, and the next export was no longer refused."""
-    job = write_job(tmp_path / "job")
-    write_profiles(job.parent, [0, 1, 2])
-    state = tmp_path / "state"
-    flags = ("--segment-id", SID, "--state", state, "--allow-shrink")
-    export(job, write_targets(tmp_path / "t1.csv", [0, 1]), tmp_path / "out1", *flags, run_date="2026-11-01")
-    t2 = write_targets(tmp_path / "t2.csv", [0, 1, 2])
-    with monkeypatch.context() as patch:
-        patch.setattr(transforms.export, "commit_state", stopped_before_commit(transforms.export.commit_state))
-        with pytest.raises(Exception):
-            export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")
+    work, job, state, flags = stopped_second_export
+    t2 = work / "t2.csv"  # the stopped run's targets
 
     def failing(state, manifest, name="_SUCCESS"):
         raise OSError("the retry stops before its publish")
@@ -151,10 +164,10 @@ def test_a_retry_of_a_stopped_run_that_fails_before_its_publish_keeps_it_pending
     with monkeypatch.context() as patch:
         patch.setattr(transforms.export, "commit_state", failing)
         with pytest.raises(Exception, match="before its publish"):
-            export(job, t2, tmp_path / "out2", *flags, run_date="2026-11-02")
-    assert (tmp_path / "out2" / "report.json").exists()  # the stopped run's files, still there
+            export(job, t2, work / "out2", *flags, run_date="2026-11-02")
+    assert (work / "out2" / "report.json").exists()  # the stopped run's files, still there
     with pytest.raises(ConfigError, match="version 2 .* never committed"):
-        export(job, write_targets(tmp_path / "t3.csv", [0]), tmp_path / "out3", *flags, run_date="2026-11-03")
+        export(job, write_targets(work / "t3.csv", [0]), work / "out3", *flags, run_date="2026-11-03")
 
 
 def test_a_second_run_into_a_held_output_leaves_the_live_runs_state_alone(tmp_path, monkeypatch):

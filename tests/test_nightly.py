@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from made_once import MadeOnce
 
 from conftest import DEMO, ROOT, cli_in_process, delivered
 from pipelines import nightly
@@ -196,14 +198,20 @@ def encrypted_email_job(tmp_path, profiles: str) -> Path:
     return tmp_path / "job.yaml"
 
 
+def nightly_key_and_iv(monkeypatch) -> tuple[bytes, bytes]:
+    """The key and IV of encrypted_email_job, set in NIGHTLY_KEY and NIGHTLY_IV."""
+    key, iv = bytes(range(32)), bytes(range(16))
+    monkeypatch.setenv("NIGHTLY_KEY", key.hex())
+    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    return key, iv
+
+
 def encrypted_nights(tmp_path, monkeypatch) -> Path:
     """Encrypted emails (a file audience) over two nights: night 1 full, night 2 iter (zed now matches
     a profile, bob leaves 10, ann joins 12); returns the config."""
     from transforms.encrypt import encrypt_cbc
 
-    key, iv = bytes(range(32)), bytes(range(16))
-    monkeypatch.setenv("NIGHTLY_KEY", key.hex())
-    monkeypatch.setenv("NIGHTLY_IV", iv.hex())
+    key, iv = nightly_key_and_iv(monkeypatch)
     for day, emails in (("20261120", ["ann@example.com"]), ("20261121", ["ann@example.com", "zed@example.net"])):
         (tmp_path / day).mkdir(exist_ok=True)
         pq.write_table(pa.table({"profile_id": [f"p{i}" for i in range(len(emails))], "email": emails}),
@@ -215,17 +223,41 @@ def encrypted_nights(tmp_path, monkeypatch) -> Path:
     return config
 
 
+def encrypted_first_night(work: Path) -> Path:
+    """encrypted_nights in the new folder ``work``, night 1 (2026-11-20) published under
+    ``work / "root"``; returns the config."""
+    work.mkdir()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        config = encrypted_nights(work, monkeypatch)
+        run(config, work / "root", "--date", "2026-11-20")
+    return config
+
+
+@pytest.fixture(scope="module")
+def made_encrypted_night(tmp_path_factory) -> MadeOnce:
+    """encrypted_first_night run once for the module."""
+    return MadeOnce(tmp_path_factory, "encrypted-night", encrypted_first_night)
+
+
+@pytest.fixture
+def encrypted_night(made_encrypted_night, monkeypatch) -> tuple[Path, Path]:
+    """``(config, root)``: encrypted_nights with night 1 published, as the module's run left it (its
+    folder put back from the untouched copy before each test, at the same paths: a night's report
+    names the dumps it read by path), and the key and IV in the environment again."""
+    nightly_key_and_iv(monkeypatch)
+    return made_encrypted_night.restored(), made_encrypted_night.work / "root"
+
+
 def file_audience(root: Path, day: str) -> list[tuple]:
     return sorted((r["segment_id"], r["address"], r["profile_id"] or "")
                   for r in pq.read_table(root / f"dt={day}" / "file_audience").to_pylist())
 
 
-def test_file_audience_nightly_state_follows_the_newest_line_per_address(tmp_path, monkeypatch):
+def test_file_audience_nightly_state_follows_the_newest_line_per_address(encrypted_night):
     """Encrypted emails, night after night: tonight's row for an address in a segment replaces the
     previous one (its profile_id may change), removals drop its rows whatever their profile, and a
     previous partition written before file_audience had a profile_id column still merges."""
-    config, root = encrypted_nights(tmp_path, monkeypatch), tmp_path / "root"
-    run(config, root, "--date", "2026-11-20")
+    config, root = encrypted_night
     assert file_audience(root, "2026-11-20") == [("10", "ann@example.com", "p0"), ("10", "bob@example.org", ""),
                                                  ("10", "zed@example.net", ""), ("11", "ann@example.com", "p0")]
     # the first night as an older release wrote it: no profile_id column (nor bucketing in _SUCCESS)
@@ -244,13 +276,12 @@ def test_file_audience_nightly_state_follows_the_newest_line_per_address(tmp_pat
                                                  ("11", "ann@example.com", ""), ("12", "ann@example.com", "p0")]
 
 
-def test_file_audience_previous_parts_read_by_shard_merge_as_when_read_whole(tmp_path, monkeypatch):
+def test_file_audience_previous_parts_read_by_shard_merge_as_when_read_whole(encrypted_night, monkeypatch):
     """The file audience's merge (tonight's row for an address replaces the previous ones) gives the
     same partition and counts when each writer reads its previous part itself."""
-    config = encrypted_nights(tmp_path, monkeypatch)
-    whole, direct = tmp_path / "whole", tmp_path / "direct"
-    for root in (whole, direct):
-        run(config, root, "--date", "2026-11-20")
+    config, whole = encrypted_night
+    direct = whole.parent / "direct"
+    shutil.copytree(whole, direct)  # night 1 as published (a root records no path of its own)
     with monkeypatch.context() as m:
         m.setattr(nightly, "previous_parts", lambda *args: {})
         expected = run(config, whole, "--date", "2026-11-21")[0]["report"]
@@ -330,12 +361,11 @@ def test_a_night_whose_addresses_stop_matching_fails_instead_of_filling_the_file
     assert report["data_sources"]["enc"]["reconciled"] == 28
 
 
-def test_a_source_that_stops_keeping_a_file_audience_has_its_previous_rows_removed(tmp_path, monkeypatch):
+def test_a_source_that_stops_keeping_a_file_audience_has_its_previous_rows_removed(encrypted_night):
     """force_reconciliation set after a night that kept a file audience: an iter night carried the
     previous night's 4 rows (2 of addresses no profile has), exit 0, while the source imports only
     matches now (and its page no longer mentions a file audience). They are removed, and counted so."""
-    config, root = encrypted_nights(tmp_path, monkeypatch), tmp_path / "root"
-    run(config, root, "--date", "2026-11-20")
+    config, root = encrypted_night
     job = json.loads(config.read_text())
     job["data_sources"][0]["force_reconciliation"] = True
     config.write_text(json.dumps(job))
