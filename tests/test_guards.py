@@ -150,6 +150,31 @@ def test_a_source_whose_every_id_fails_fails_the_run_whatever_the_ratio(failures
             count(Metric.FILE_AUDIENCE, 1, "src"), rejected(Reason.DECRYPT_FAILED, 49))  # one did: the ratio rules
 
 
+def dumps_checked(big_decrypted: int, small_failed: int) -> dict:
+    """The report of a big dump whose IDs all decrypt and a small one none of whose IDs does, checked."""
+    cfg, big, small = job(**ENC), "/d/ftp_1_9_iter_1795305600000.sync", "/d/ftp_1_9_iter_1795392000000.sync"
+    counts = (count(Metric.PROFILES_READ, 10), count(Metric.PROFILE_KEYS, 10, "src"),
+              count(Metric.RECEIVED, big_decrypted + small_failed, "src"), count(Metric.FILE_AUDIENCE, big_decrypted, "src"),
+              rejected(Reason.DECRYPT_FAILED, small_failed), count(Metric.FILE_DECRYPTED, big_decrypted, "src", big),
+              count(Metric.FILE_DECRYPT_FAILED, small_failed, "src", small))
+    files = {"src": [{"path": big, "lines": big_decrypted}, {"path": small, "lines": small_failed}]}
+    report = build_report(cfg, Counts(counts), files)
+    check_report(report, cfg)
+    return report
+
+
+def test_a_small_dump_whose_one_or_two_ids_fail_beside_dumps_that_decrypt_is_judged_by_the_ratio():
+    """A night's iter dump of one or two IDs that fail (a damaged token, an address the partner holds
+    wrong) beside a dump of 200 that decrypt: stray bad rows, under max_decrypt_failure_ratio. The run
+    failed on them, 'a delivery under another key ... 1 of 1'. Three or more, none decrypting, are one
+    (:func:`~transforms.reasons.not_stray`, as a dump's start is judged)."""
+    for failed in (1, 2):
+        assert dumps_checked(200, failed)["data_sources"]["src"]["files"][1]["decrypt_failed"] == failed
+    with pytest.raises(RunFailed, match=r"^data source 'src': ftp_1_9_iter_1795392000000.sync: 3 of 3 IDs failed "
+                                        r".*a delivery under another key"):
+        dumps_checked(200, 3)
+
+
 def test_url_safe_base64_tokens_fail_the_run_whatever_the_ratio():
     """Tokens in url-safe base64 that decrypt once read as standard base64: the partner's whole file
     is url-safe (its tokens without '-' or '_' only look standard). About half of them failed, under
