@@ -22,11 +22,13 @@ NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's: such a token is a va
 
 class Given(NamedTuple):
     """One occurrence of a flag: its action, its option string spelled in full, the text of its value
-    (None: a flag that takes none, ``--force``, or a ``nargs='?'`` one without it)."""
+    (None: a flag that takes none, ``--force``, or a ``nargs='?'`` one without it), and the positions in
+    the command line of its tokens (the flag's, and its value's when apart)."""
 
     action: argparse.Action
     flag: str
     text: str | None
+    tokens: range
 
 
 def given(parser: argparse.ArgumentParser, argv: list[str]) -> Iterator[Given]:
@@ -36,7 +38,7 @@ def given(parser: argparse.ArgumentParser, argv: list[str]) -> Iterator[Given]:
     options = parser._option_string_actions  # noqa: SLF001 - argparse's own table of the flags' spellings
     i = 0
     while i < len(argv):
-        token = argv[i]
+        token, at = argv[i], i
         i += 1
         if token == "--":
             return
@@ -48,13 +50,13 @@ def given(parser: argparse.ArgumentParser, argv: list[str]) -> Iterator[Given]:
             continue
         action = options[flag]
         if action.nargs == 0:
-            yield Given(action, flag, None)
+            yield Given(action, flag, None, range(at, i))
             continue
         if not eq:
             following = argv[i] if i < len(argv) else None
             taken = following is not None and (not following.startswith("-") or NEGATIVE.match(following))
             text, i = (following, i + 1) if taken else (None, i)
-        yield Given(action, flag, text)
+        yield Given(action, flag, text, range(at, i))
 
 
 def _abbreviated(parser: argparse.ArgumentParser, options: dict, name: str) -> str | None:
@@ -101,17 +103,20 @@ def _value(occurrence: Given) -> object:
         return text
 
 
-def check_stray(argv: list[str], rest: list[str]) -> None:
+def check_stray(argv: list[str], rest: list[str], parser: argparse.ArgumentParser) -> None:
     """What the job's parser left (``rest``) must be Beam's flags and their values: a word neither reads
     is refused (ConfigError), named by the flag before it, never shown. Beam dropped it without a word:
     'export --audience Summer sale' sent audience 'Summer'; '--output OUT 2026-11-22' (no --run-date)
     ran for today; what follows '--' was dropped (a misspelled runner ran on the local one). A flag
-    nobody knows is left to the launcher's own line (:func:`pipelines.options.unknown_options`)."""
+    nobody knows is left to the launcher's own line (:func:`pipelines.options.unknown_options`). The
+    word is found where no flag reads it (the job's ``parser``'s, or Beam's): its last occurrence on the
+    line named '--run-date' for '--output OUT 2026-11-22 --run-date 2026-11-22'."""
     from pipelines.options import beam_parser
 
+    beam = beam_parser()
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # its usage, 136 lines
-            left = beam_parser().parse_known_args(rest)[1]
+            left = beam.parse_known_args(rest)[1]
     except SystemExit:  # a value Beam cannot parse: the launcher says so in one line
         return
     before_end = left[:left.index("--")] if "--" in left else left
@@ -119,7 +124,8 @@ def check_stray(argv: list[str], rest: list[str]) -> None:
         return
     if left[0] == "--":
         raise ConfigError("'--': what follows it is read by neither the job nor Beam; leave it out")
-    at = max(i for i, word in enumerate(argv) if word == left[0])
+    read = {i for p in (parser, beam) for occurrence in given(p, argv) for i in occurrence.tokens}
+    at = next((i for i, word in enumerate(argv) if word == left[0] and i not in read), argv.index(left[0]))
     flag = next((word.partition("=")[0] for word in reversed(argv[:at]) if word.startswith("--")), None)
     raise ConfigError(f"an argument{f' after {flag}' if flag else ''} is no flag and no flag's value (a value "
                       "with a space, unquoted? a flag's name left out?)")
@@ -131,5 +137,5 @@ def parse_job_args(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Name
     argv = sys.argv[1:] if argv is None else list(argv)
     known, rest = parser.parse_known_args(argv)
     check_given(parser, argv)
-    check_stray(argv, rest)
+    check_stray(argv, rest, parser)
     return known, rest

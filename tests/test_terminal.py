@@ -455,6 +455,23 @@ def test_a_stray_argument_is_refused_not_ignored(tmp_path, verb, words, says):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("job, argv, says", [
+    ("import", ["--config", "c.yaml", "--output", "o", "2026-11-22", "--run-date", "2026-11-22"], "--output"),
+    ("import", ["--run-date", "2026-11-22", "--config", "c.yaml", "--output", "o", "2026-11-22"], "--output"),
+    ("export", ["--config", "c.yaml", "--audience", "Summer", "sale", "--targets", "t", "--output", "o",
+                "--job_name", "sale"], "--audience"),
+])
+def test_a_stray_argument_is_named_by_the_flag_it_follows_though_a_flag_takes_the_same_word(job, argv, says):
+    """The stray word was placed at its last occurrence on the line: where a flag later took the same
+    word as its value ('--output OUT 2026-11-22 --run-date 2026-11-22'), the line named that flag."""
+    from pipelines import export_audience, import_audience
+    from transforms.errors import ConfigError
+
+    parse_args = {"import": import_audience.parse_args, "export": export_audience.parse_args}[job]
+    with pytest.raises(ConfigError, match=rf"^an argument after {says} is no flag and no flag's value"):
+        parse_args(argv)
+
+
 def test_ctrl_c_stops_the_job_in_one_line_like_sigterm(tmp_path, capsys):
     """Ctrl-C (SIGINT) stopped the job as SIGTERM does (lock released, run's folder removed) but printed
     Python's traceback of KeyboardInterrupt, 111 lines from wherever the job was (Beam's type hints)."""
