@@ -120,7 +120,7 @@ def check_stray(argv: list[str], rest: list[str], parser: argparse.ArgumentParse
     except SystemExit:  # a value Beam cannot parse: the launcher says so in one line
         return
     before_end = left[:left.index("--")] if "--" in left else left
-    if not left or any(word.startswith("-") for word in before_end):
+    if left in ([], ["--"]) or any(word.startswith("-") for word in before_end):  # ['--']: nothing follows it
         return
     if left[0] == "--":
         raise ConfigError("'--': what follows it is read by neither the job nor Beam; leave it out")
@@ -138,4 +138,4 @@ def parse_job_args(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Name
     known, rest = parser.parse_known_args(argv)
     check_given(parser, argv)
     check_stray(argv, rest, parser)
-    return known, rest
+    return known, rest[:-1] if rest[-1:] == ["--"] else rest  # a '--' nothing follows (Beam would warn of it)

@@ -472,6 +472,15 @@ def test_a_stray_argument_is_named_by_the_flag_it_follows_though_a_flag_takes_th
         parse_args(argv)
 
 
+def test_a_command_line_ending_with_a_separator_followed_by_nothing_is_read_as_without_it():
+    """A wrapper's ``... -- "$@"`` with no extra argument: nothing follows '--', nothing is dropped, and
+    the line is the one without it. It was refused, "'--': what follows it is read by neither ..."."""
+    from pipelines import import_audience
+
+    known, rest = import_audience.parse_args(["--config", "c.yaml", "--output", "o", "--job_name", "j", "--"])
+    assert (known.config, known.output) == ("c.yaml", "o") and rest == ["--job_name", "j"]
+
+
 def test_ctrl_c_stops_the_job_in_one_line_like_sigterm(tmp_path, capsys):
     """Ctrl-C (SIGINT) stopped the job as SIGTERM does (lock released, run's folder removed) but printed
     Python's traceback of KeyboardInterrupt, 111 lines from wherever the job was (Beam's type hints)."""
