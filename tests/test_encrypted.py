@@ -341,15 +341,10 @@ def test_encrypt_dump_script_round_trips(tmp_path, monkeypatch):
     assert parsed["segments"].to_pylist() == [["501"], ["503"]] and parsed["removed"].to_pylist() == [["502"], []]
 
 
-def test_file_audience_rows_per_segment_address_and_profile():
-    """join_bucket directly: an address that matches two profiles gives a file-audience row for each;
-    an unmatched one gives one with a null profile_id; removals cover matched and unmatched lines
-    alike; lines count once (reconciled or file audience). The rows leave the join with their lines'
-    segment sets, as the writers read them (segment_rows makes a row per segment); repeats of a row
-    may leave it (the writers keep each once: test_import_e2e's outputs against the generator's
-    de-duplicated truth)."""
-    from transforms.join import FILE_AUDIENCE_SCHEMA, join_bucket
-    from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA, segment_rows
+def _address_shard() -> tuple[pa.Table, pa.Table]:
+    """A shard of an encrypted email source's lines (their keys the addresses) and its profile keys:
+    ann matches two profiles, zed none."""
+    from transforms.keys import DUMP_SHARD_SCHEMA, PROFILE_SHARD_SCHEMA
 
     keys = [b"ann@example.com", b"zed@example.net", b"zed@example.net", b"ann@example.com"]
     dump = pa.table({
@@ -361,7 +356,20 @@ def test_file_audience_rows_per_segment_address_and_profile():
     }, schema=DUMP_SHARD_SCHEMA)
     prof = pa.table({"key": pa.array([b"ann@example.com", b"ann@example.com"], pa.binary()), "profile_id": ["p1", "p4"]},
                     schema=PROFILE_SHARD_SCHEMA)
-    out = join_bucket(dump, prof, "enc", "email", keep_file_audience=True)
+    return dump, prof
+
+
+def test_file_audience_rows_per_segment_address_and_profile():
+    """join_bucket directly: an address that matches two profiles gives a file-audience row for each;
+    an unmatched one gives one with a null profile_id; removals cover matched and unmatched lines
+    alike; lines count once (reconciled or file audience). The rows leave the join with their lines'
+    segment sets, as the writers read them (segment_rows makes a row per segment); repeats of a row
+    may leave it (the writers keep each once: test_import_e2e's outputs against the generator's
+    de-duplicated truth)."""
+    from transforms.join import FILE_AUDIENCE_SCHEMA, join_bucket
+    from transforms.keys import segment_rows
+
+    out = join_bucket(*_address_shard(), "enc", "email", keep_file_audience=True)
     assert (out.reconciled, out.file_audience_lines, out.rejected) == (2, 2, None)
     file_audience, file_audience_removed = segment_rows(out.file_audience), segment_rows(out.file_audience_removed)
     rows = sorted({(r["segment_id"], r["address"], r["profile_id"] or "") for r in file_audience.to_pylist()})
@@ -371,3 +379,25 @@ def test_file_audience_rows_per_segment_address_and_profile():
     assert {r["channel"] for r in file_audience.to_pylist()} == {"email"}
     removed = sorted({(r["segment_id"], r["address"], r["profile_id"] or "") for r in file_audience_removed.to_pylist()})
     assert removed == [("9", "ann@example.com", "p1"), ("9", "ann@example.com", "p4"), ("9", "zed@example.net", "")]
+
+
+def test_the_join_sends_the_file_audience_split_and_packed_for_its_writers(tmp_path, cbc_env):
+    """As the memberships: a shard's file audience leaves the join split by address for the writers
+    and each piece packed (transforms.packed_tables), so the runner holds and copies compressed bytes
+    (0.22 GiB of pieces at 10M on the many-segments mix, held through the memberships' writers)."""
+    from transforms.config_load import parse_config
+    from transforms.join import FILE_AUDIENCE_BUCKET_BY, JoinShard, join_bucket
+    from transforms.packed_tables import PackedTable
+    from transforms.stable_hash import BucketPieces, split_for_write
+
+    source = {"name": "enc", "dpid": 9, "segments": "dumps/*", "id_type": "declared", "declared": "encrypted",
+              "match_on": "email", "channel": "email", "encryption": cbc_env}
+    cfg = parse_config({"profiles": {"path": "profiles.parquet", "visitor_ids": None}, "data_sources": [source], "buckets": 4})
+    dump, prof = _address_shard()
+    _, outputs, _, _ = JoinShard(cfg)._join("enc", [PackedTable.pack(dump)], [prof])
+    sent = [out.value for out in outputs if getattr(out, "tag", None) == JoinShard.FILE_AUDIENCE]
+    assert len(sent) == 1 and isinstance(sent[0], BucketPieces)
+    assert (sent[0].bucket_by, sent[0].buckets) == (FILE_AUDIENCE_BUCKET_BY, 4)
+    assert all(isinstance(rows, PackedTable) for _, rows in sent[0].pieces)
+    expected = split_for_write(join_bucket(dump, prof, "enc", "email", True).file_audience, FILE_AUDIENCE_BUCKET_BY, 4)
+    assert [(bucket, rows.unpack()) for bucket, rows in sent[0].pieces] == list(expected.pieces)

@@ -233,8 +233,8 @@ class JoinShard(PooledDoFn):
                            (self.REMOVED_MEMBERS, out.removed_members),
                            (self.FILE_AUDIENCE_REMOVED, out.file_audience_removed)):
             if table is not None and table.num_rows:
-                if tag == self.FILE_AUDIENCE and not self._cfg.suppression:
-                    table = split_for_write(table, FILE_AUDIENCE_BUCKET_BY, self._cfg.buckets)
+                if tag == self.FILE_AUDIENCE and not self._cfg.suppression:  # split and packed as the memberships
+                    table = pack_pieces(split_for_write(table, FILE_AUDIENCE_BUCKET_BY, self._cfg.buckets))
                 outputs.append(beam.pvalue.TaggedOutput(tag, table))
         if out.members.num_rows:  # split for the writers (and packed) here, in the pool, not on the runner's thread
             outputs.append(pack_pieces(split_for_write(out.members, MEMBERS_BUCKET_BY, self._cfg.buckets)))

@@ -36,7 +36,7 @@ class ImportOutputs(NamedTuple):
 
     reconciled: beam.PCollection  # membership pairs (data_source, SEGMENT_SET, profile_id; keys.segment_rows makes them
     # MEMBERSHIP_SCHEMA rows, as the writers do), as BucketPieces split for the writers
-    file_audience: beam.PCollection  # file-audience tables (FILE_AUDIENCE_SCHEMA columns); BucketPieces without suppression lists
+    file_audience: beam.PCollection  # file-audience tables (FILE_AUDIENCE_SCHEMA columns); packed BucketPieces without suppression lists
     rejected: beam.PCollection  # rejected-line tables (REJECTED_SCHEMA columns)
     removed_members: beam.PCollection  # incremental syncs: memberships the night's lines remove (pairs, as reconciled)
     file_audience_removed: beam.PCollection  # incremental syncs: file-audience rows removed
