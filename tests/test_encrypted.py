@@ -394,7 +394,7 @@ def test_the_join_sends_the_file_audience_split_and_packed_for_its_writers(tmp_p
               "match_on": "email", "channel": "email", "encryption": cbc_env}
     cfg = parse_config({"profiles": {"path": "profiles.parquet", "visitor_ids": None}, "data_sources": [source], "buckets": 4})
     dump, prof = _address_shard()
-    _, outputs, _, _ = JoinShard(cfg)._join("enc", [PackedTable.pack(dump)], [prof])
+    _, outputs, _, _ = JoinShard(cfg)._join("enc", [PackedTable.pack(dump)], [PackedTable.pack(prof)])
     sent = [out.value for out in outputs if getattr(out, "tag", None) == JoinShard.FILE_AUDIENCE]
     assert len(sent) == 1 and isinstance(sent[0], BucketPieces)
     assert (sent[0].bucket_by, sent[0].buckets) == (FILE_AUDIENCE_BUCKET_BY, 4)

@@ -225,7 +225,8 @@ class JoinShard(PooledDoFn):
         Runs in the pool; shards of a bundle overlap."""
         ds = self._cfg.data_source(name)
         dump = concat([packed.unpack() for packed in dump_tables], DUMP_SHARD_SCHEMA)  # packed by ReadDumpFile
-        out = join_bucket(dump, concat(prof_tables, PROFILE_SHARD_SCHEMA), name, ds.channel, ds.keeps_file_audience)
+        prof = concat([packed.unpack() for packed in prof_tables], PROFILE_SHARD_SCHEMA)  # packed by KeyProfiles
+        out = join_bucket(dump, prof, name, ds.channel, ds.keeps_file_audience)
         outputs = [beam.pvalue.TaggedOutput(COUNTS, count(Metric.RECONCILED, out.reconciled, name))]
         if out.file_audience_lines:
             outputs.append(beam.pvalue.TaggedOutput(COUNTS, count(Metric.FILE_AUDIENCE, out.file_audience_lines, name)))

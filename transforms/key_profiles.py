@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.bundle_tables import TableGatherer, concat_tables
+from transforms.bundle_tables import TableGatherer
 from transforms.config import JobConfig
 from transforms.iv_check import first_block_histogram
 from transforms.join import MEMBERS_BUCKET_BY
@@ -24,6 +24,7 @@ from transforms.key_cache import (CacheLayout, CacheWriter, KeyCacheDirs, base_o
 from transforms.key_cache_rows import EMPTY_COLUMN, ComputedColumn, computed_entries, merged_entries, shared_work
 from transforms.memory import map_big_blocks, release_free_memory
 from transforms.outcomes import BundleCounts, Metric, count, runner_counter
+from transforms.packed_tables import PROFILE_KEYS_CODEC, PackedTable, concat_packed
 from transforms.parallel import OnceEach, PooledDoFn, in_global_window, submit, windowed
 from transforms.profile_reads import FileRead, ReadAhead
 
@@ -85,7 +86,7 @@ class KeyProfiles(PooledDoFn):
         # query, ~47 Arrow calls): 200 parts took 3.9 s to key where one file took ~1. Batches under
         # half a BATCH_ROWS are gathered: the 10M extract's 200 parts of 50,000 rows, keyed apart,
         # cost 9% more CPU than gathered five at a time.
-        self._shards, self._counts = TableGatherer(concat_tables), BundleCounts()
+        self._shards, self._counts = TableGatherer(concat_packed), BundleCounts()
         self._small, self._small_rows, self._filters = [], 0, None
         self._writer: CacheWriter | None = None  # with the key cache: the bundle's part of this run's cache
         self._reads: deque = deque()  # per file handed over (process): (its FileRead, filters, its start's future)
@@ -302,7 +303,9 @@ class KeyProfiles(PooledDoFn):
             count(Metric.PROFILE_KEYS_SHUFFLED, candidates.num_rows, ds.name),
             count(Metric.PROFILE_VALUES_WITHOUT_KEY, keys.without_key, ds.name),
         ]
-        pieces = [((ds.name, bucket), rows) for bucket, rows in shards(candidates, hashes, self._cfg.buckets)]
+        # packed here, in the pool (transforms.packed_tables): the join's side input, held by the runner to the end
+        pieces = [((ds.name, bucket), PackedTable.pack(rows, PROFILE_KEYS_CODEC))
+                  for bucket, rows in shards(candidates, hashes, self._cfg.buckets)]
         # The IV check's reference: what the data source's decrypted, normalized IDs should look like.
         if not (ds.decrypts and ds.encryption.algorithm == "aes-cbc"):
             return counts, pieces, None
