@@ -23,3 +23,15 @@ class MadeOnce:
         shutil.rmtree(self.work)
         shutil.copytree(self._pristine, self.work)
         return copy.deepcopy(self._made)
+
+
+def made_once_fixture(name: str, make: Callable[[Path], object]):
+    """A module-scoped fixture giving ``MadeOnce(tmp_path_factory, name, make)``: ``make`` run once for the
+    module (``made_x = made_once_fixture("x", x)``; a test takes ``made_x`` and calls its ``restored()``)."""
+    import pytest
+
+    def made(tmp_path_factory) -> MadeOnce:
+        return MadeOnce(tmp_path_factory, name, make)
+
+    made.__doc__ = f"{getattr(make, '__name__', name)} run once for the module ({name})."
+    return pytest.fixture(scope="module")(made)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import DEMO, ROOT, cli_in_process, local_test_pipeline
-from made_once import MadeOnce
+from made_once import made_once_fixture
 
 from pipelines import export_audience, import_audience
 from transforms.config import ConfigError
@@ -122,10 +122,7 @@ def _hashed_export(work: Path) -> tuple[Path, dict]:
     return job, export(job, work / "targets.csv", work / "out", "--data-source", "hashed")
 
 
-@pytest.fixture(scope="module")
-def made_hashed_export(tmp_path_factory) -> MadeOnce:
-    """_hashed_export run once for the module."""
-    return MadeOnce(tmp_path_factory, "hashed-export", _hashed_export)
+made_hashed_export = made_once_fixture("hashed-export", _hashed_export)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from made_once import MadeOnce
+from made_once import made_once_fixture
 from platform_sim import Platform
 from test_export_removals import SID, email, export, lines, sha, write_job, write_profiles, write_targets
 
@@ -56,10 +56,7 @@ def _consistent(platform, state):
     return consistent
 
 
-@pytest.fixture(scope="module")
-def made_three_audiences(tmp_path_factory) -> MadeOnce:
-    """_three_audiences_made run once for the module (3 exports)."""
-    return MadeOnce(tmp_path_factory, "three-audiences", _three_audiences_made)
+made_three_audiences = made_once_fixture("three-audiences", _three_audiences_made)  # 3 exports
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import cli_in_process
-from made_once import MadeOnce
+from made_once import MadeOnce, made_once_fixture
 from platform_sim import Platform, output_text
 
 from pipelines import export_audience, import_audience
@@ -331,10 +331,7 @@ def _one_export(work: Path) -> tuple[Path, Path, Path]:
     return job, state, targets
 
 
-@pytest.fixture(scope="module")
-def made_one_export(tmp_path_factory) -> MadeOnce:
-    """_one_export run once for the module."""
-    return MadeOnce(tmp_path_factory, "one-export", _one_export)
+made_one_export = made_once_fixture("one-export", _one_export)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 from urllib.parse import quote
 
 import pytest
-from made_once import MadeOnce
+from made_once import made_once_fixture
 from platform_sim import Platform
 from test_export_removals import SID, email, export, sha, write_job, write_profiles, write_targets
 
@@ -41,10 +41,7 @@ def _stopped_second_export(work):
     return job, state, flags
 
 
-@pytest.fixture(scope="module")
-def made_stopped_second_export(tmp_path_factory) -> MadeOnce:
-    """_stopped_second_export run once for the module."""
-    return MadeOnce(tmp_path_factory, "stopped-second-export", _stopped_second_export)
+made_stopped_second_export = made_once_fixture("stopped-second-export", _stopped_second_export)
 
 
 @pytest.fixture
@@ -233,10 +230,7 @@ def _first_export(tmp_path):
     return job, state, platform, flags
 
 
-@pytest.fixture(scope="module")
-def made_first_export(tmp_path_factory) -> MadeOnce:
-    """_first_export run once for the module."""
-    return MadeOnce(tmp_path_factory, "first-export", _first_export)
+made_first_export = made_once_fixture("first-export", _first_export)
 
 
 @pytest.fixture

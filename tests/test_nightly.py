@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from made_once import MadeOnce
+from made_once import made_once_fixture
 
 from conftest import DEMO, ROOT, cli_in_process, delivered
 from pipelines import nightly
@@ -233,10 +233,7 @@ def encrypted_first_night(work: Path) -> Path:
     return config
 
 
-@pytest.fixture(scope="module")
-def made_encrypted_night(tmp_path_factory) -> MadeOnce:
-    """encrypted_first_night run once for the module."""
-    return MadeOnce(tmp_path_factory, "encrypted-night", encrypted_first_night)
+made_encrypted_night = made_once_fixture("encrypted-night", encrypted_first_night)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from made_once import MadeOnce
+from made_once import MadeOnce, made_once_fixture
 
 from conftest import cli_in_process, delivered
 from pipelines import nightly
@@ -89,10 +89,7 @@ def a_night(work: Path) -> tuple[Path, Path]:
     return config, root
 
 
-@pytest.fixture(scope="module")
-def made_a_night(tmp_path_factory) -> MadeOnce:
-    """:func:`a_night` run once for the module."""
-    return MadeOnce(tmp_path_factory, "a-night", a_night)
+made_a_night = made_once_fixture("a-night", a_night)
 
 
 @pytest.fixture
@@ -750,10 +747,7 @@ def full_then_removal(work: Path) -> tuple[Path, Path]:
     return config, root
 
 
-@pytest.fixture(scope="module")
-def made_full_then_removal(tmp_path_factory) -> MadeOnce:
-    """:func:`full_then_removal` run once for the module."""
-    return MadeOnce(tmp_path_factory, "full-then-removal", full_then_removal)
+made_full_then_removal = made_once_fixture("full-then-removal", full_then_removal)
 
 
 @pytest.mark.parametrize("copied", ["full", "iter"])
@@ -917,10 +911,7 @@ def three_nights(work: Path) -> tuple[Path, Path]:
     return config, root
 
 
-@pytest.fixture(scope="module")
-def made_three_nights(tmp_path_factory) -> MadeOnce:
-    """:func:`three_nights` run once for the module."""
-    return MadeOnce(tmp_path_factory, "three-nights", three_nights)
+made_three_nights = made_once_fixture("three-nights", three_nights)
 
 
 def test_a_rebuild_that_stops_part_way_must_be_finished_before_any_other_night(made_three_nights):

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from made_once import MadeOnce
+from made_once import MadeOnce, made_once_fixture
 
 from conftest import delivered
 from test_nightly_guards import V, dump, everyone, members, restored, run, write_job
@@ -41,16 +41,10 @@ def in_new_folder(nights):
     return make
 
 
-@pytest.fixture(scope="module")
-def made_first_night(tmp_path_factory) -> MadeOnce:
-    """first_night (b's settings as written by default) run once for the module."""
-    return MadeOnce(tmp_path_factory, "first-night", in_new_folder(first_night))
+made_first_night = made_once_fixture("first-night", in_new_folder(first_night))  # b's settings as written by default
 
 
-@pytest.fixture(scope="module")
-def made_two_nights(tmp_path_factory) -> MadeOnce:
-    """two_nights (b's settings as written by default) run once for the module."""
-    return MadeOnce(tmp_path_factory, "two-nights", in_new_folder(two_nights))
+made_two_nights = made_once_fixture("two-nights", in_new_folder(two_nights))  # b's settings as written by default
 
 
 @pytest.fixture
