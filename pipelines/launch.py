@@ -31,6 +31,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.flags import check_given
 from pipelines.options import (
     beam_parser,
+    check_runner,
     keep_elements_out_of_logs,
     only_stages,
     pipeline_options,
@@ -102,7 +103,7 @@ def start(config_path: str, beam_args: list[str], preflight: Callable[[JobConfig
     cfg = pin_secret_versions(cfg)  # the key the preflight checks is the key every worker reads
     used = preflight(cfg) or cfg
     options = pipeline_options(beam_args)
-    _check_runner(options)
+    check_runner(options)
     _check_worker_paths(used, options, paths or {})
     warn_about_worker_keys(used, options)
     return Started(cfg, options)
@@ -158,57 +159,6 @@ def input_paths(cfg: JobConfig) -> list[tuple[str, str]]:
     named = [("profiles.path", cfg.profiles.path)]
     named += [(f"data source '{ds.name}': segments", ds.segments) for ds in cfg.data_sources]
     return named + [(f"suppression.{i}.path", entry.path) for i, entry in enumerate(cfg.suppression)]
-
-
-# Runners the jobs refuse (README, "Local runner"), by class or base class: the DirectRunner (any
-# spelling: "direct", "DirectRunner") first tries Prism, which downloads a binary from the internet,
-# and falls back to whatever it picks; BundleBasedDirectRunner hands a DoFn an empty side input (a
-# tagged ParDo output after a Reshuffle): it published an empty audience with exit 0.
-REFUSED_RUNNERS = frozenset({"SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner"})
-
-
-def _check_runner(options) -> None:
-    """A runner name Beam does not know, a runner these jobs do not run on, or a negative number of
-    local workers is the operator's mistake (exit 2), found before any output folder is touched."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
-    from apache_beam.runners.runner import create_runner
-
-    name = options.view_as(StandardOptions).runner
-    try:
-        create_runner(name)
-    except (ValueError, ImportError):
-        raise ConfigError(f"--runner: {name!r} is not a Beam runner (e.g. FnApiRunner, the local one; "
-                          "DataflowRunner; FlinkRunner)") from None
-    kinds = runner_kinds(options)
-    if REFUSED_RUNNERS & kinds:
-        raise ConfigError(f"--runner: {name!r} is not a runner these jobs run on (the DirectRunner first downloads "
-                          "Prism; BundleBasedDirectRunner gives DoFns empty side inputs): leave --runner out for "
-                          "the local runner (FnApiRunner), or name DataflowRunner, FlinkRunner or PortableRunner")
-    workers = options.view_as(DirectOptions).direct_num_workers
-    if workers is not None and workers < 0:  # the local runner failed inside: 'IndexError', exit 1
-        raise ConfigError(f"--direct_num_workers: {workers} is not a number of workers (1 or more; 0: one per CPU core)")
-    _check_staging_flags(options)
-    if only_stages(options) and "DataflowRunner" not in kinds:
-        raise ConfigError(f"--dry_run / --template_location: only DataflowRunner stages a job; {name!r} would run it "
-                          "now and publish its outputs (leave both flags out to run it)")
-
-
-DRY_RUN_TRUE = frozenset({"true", "1", "yes", "on"})
-
-
-def _check_staging_flags(options) -> None:
-    """The staging flags as Beam reads them: any text of ``--dry_run`` but '' is true ('--dry_run=False' on
-    Dataflow built the job, submitted nothing and said 'job staged', exit 0), and an empty one, or an empty
-    ``--template_location`` (a template variable rendered empty), ran the job it was to stage."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
-
-    dry_run = options.view_as(TestOptions).dry_run
-    if isinstance(dry_run, str) and dry_run.strip().lower() not in DRY_RUN_TRUE:
-        raise ConfigError(f"--dry_run {dry_run!r}: Beam reads any value but '' as true (the job only built) and '' as "
-                          "false: give --dry_run=True to build the job, or leave the flag out to run it")
-    if options.view_as(GoogleCloudOptions).template_location == "":
-        raise ConfigError("--template_location: an empty value, on which Beam runs the job instead of writing its "
-                          "template: give the template's path, or leave the flag out to run the job")
 
 
 def new_run_dir(parent: str, prefix: str = "_incomplete-") -> str:

@@ -154,3 +154,54 @@ def split_dump_bytes(cfg, options: PipelineOptions) -> int | None:
     direct = options.view_as(DirectOptions)
     local_one = LOCAL_RUNNER in runner_kinds(options) and (direct.direct_num_workers or 1) <= 1
     return None if local_one else SPLIT_DUMP_BYTES
+
+
+# Runners the jobs refuse (README, "Local runner"), by class or base class: the DirectRunner (any
+# spelling: "direct", "DirectRunner") first tries Prism, which downloads a binary from the internet,
+# and falls back to whatever it picks; BundleBasedDirectRunner hands a DoFn an empty side input (a
+# tagged ParDo output after a Reshuffle): it published an empty audience with exit 0.
+REFUSED_RUNNERS = frozenset({"SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner"})
+
+
+def check_runner(options: PipelineOptions) -> None:
+    """A runner name Beam does not know, a runner these jobs do not run on, or a negative number of
+    local workers is the operator's mistake (exit 2), found before any output folder is touched."""
+    from apache_beam.options.pipeline_options import DirectOptions
+    from apache_beam.runners.runner import create_runner
+
+    name = options.view_as(StandardOptions).runner
+    try:
+        create_runner(name)
+    except (ValueError, ImportError):
+        raise ConfigError(f"--runner: {name!r} is not a Beam runner (e.g. FnApiRunner, the local one; "
+                          "DataflowRunner; FlinkRunner)") from None
+    kinds = runner_kinds(options)
+    if REFUSED_RUNNERS & kinds:
+        raise ConfigError(f"--runner: {name!r} is not a runner these jobs run on (the DirectRunner first downloads "
+                          "Prism; BundleBasedDirectRunner gives DoFns empty side inputs): leave --runner out for "
+                          "the local runner (FnApiRunner), or name DataflowRunner, FlinkRunner or PortableRunner")
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:  # the local runner failed inside: 'IndexError', exit 1
+        raise ConfigError(f"--direct_num_workers: {workers} is not a number of workers (1 or more; 0: one per CPU core)")
+    _check_staging_flags(options)
+    if only_stages(options) and "DataflowRunner" not in kinds:
+        raise ConfigError(f"--dry_run / --template_location: only DataflowRunner stages a job; {name!r} would run it "
+                          "now and publish its outputs (leave both flags out to run it)")
+
+
+DRY_RUN_TRUE = frozenset({"true", "1", "yes", "on"})
+
+
+def _check_staging_flags(options) -> None:
+    """The staging flags as Beam reads them: any text of ``--dry_run`` but '' is true ('--dry_run=False' on
+    Dataflow built the job, submitted nothing and said 'job staged', exit 0), and an empty one, or an empty
+    ``--template_location`` (a template variable rendered empty), ran the job it was to stage."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
+
+    dry_run = options.view_as(TestOptions).dry_run
+    if isinstance(dry_run, str) and dry_run.strip().lower() not in DRY_RUN_TRUE:
+        raise ConfigError(f"--dry_run {dry_run!r}: Beam reads any value but '' as true (the job only built) and '' as "
+                          "false: give --dry_run=True to build the job, or leave the flag out to run it")
+    if options.view_as(GoogleCloudOptions).template_location == "":
+        raise ConfigError("--template_location: an empty value, on which Beam runs the job instead of writing its "
+                          "template: give the template's path, or leave the flag out to run the job")

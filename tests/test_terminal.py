@@ -512,14 +512,14 @@ def test_a_staging_flag_whose_value_beam_reads_otherwise_than_written_is_refused
     """Beam reads any text of --dry_run but '' as true: '--dry_run=False' on Dataflow built the job,
     submitted nothing and printed 'job staged (built and submitted, ...)', exit 0. An empty --dry_run= or
     --template_location= (a template variable rendered empty) ran and published the job it was to stage."""
-    from pipelines.launch import _check_runner
+    from pipelines.options import check_runner
     from transforms.errors import ConfigError
 
     dataflow = ["--runner=DataflowRunner", "--project=audience-sync-test", "--region=europe-west1"]
     for flag, says in (("--dry_run=False", "--dry_run 'False': "), ("--dry_run=no", "--dry_run 'no': "),
                        ("--dry_run=", "--dry_run '': "), ("--template_location=", "--template_location: an empty value")):
         with pytest.raises(ConfigError) as info:
-            _check_runner(pipeline_options([*dataflow, flag]))
+            check_runner(pipeline_options([*dataflow, flag]))
         assert str(info.value).startswith(says), (flag, str(info.value))
     for flag in ("--dry_run=True", "--dry_run=true", "--template_location=gs://b/t.json"):
-        _check_runner(pipeline_options([*dataflow, flag]))  # staged, as asked
+        check_runner(pipeline_options([*dataflow, flag]))  # staged, as asked
