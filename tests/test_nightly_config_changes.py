@@ -91,7 +91,7 @@ def _form(source: dict, **profiles) -> dict:
     job = {"profiles": {"path": "p.parquet", "email": "email", "phone": "mobile", **profiles},
            "data_sources": [{"name": "s", "dpid": 1, "segments": "d/*", **source}]}
     cfg = parse_config(job, "job.yaml")
-    from transforms.report import match_form
+    from transforms.match_forms import match_form
 
     return match_form(cfg.data_sources[0], cfg)
 

@@ -21,8 +21,8 @@ from transforms.config import JobConfig
 from transforms.dump_names import parse_dump_name, sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
+from transforms.match_forms import address_form, compared_form, match_form
 from transforms.normalize import same_rules
-from transforms.report import address_form, compared_form, match_form
 from transforms.summary import rate_text
 
 
