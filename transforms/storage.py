@@ -15,6 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import listing
 from transforms.errors import ConfigError, InputError
 
 
@@ -268,12 +269,13 @@ def literal(path: str) -> str:
 
 
 def matched(pattern: str, limit: int | None = None) -> list:
-    """Beam's match of one pattern: its files' metadata (path, size), at most ``limit`` of them. A
+    """Beam's match of one pattern: its files' metadata (path, size), at most ``limit`` of them,
+    listing only the folders the pattern can reach (:mod:`transforms.listing`). A
     :func:`literal` holds ``[[]``, which Python's ``re`` reads as meant but warns of (a nested set,
     some later Python): not shown."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Possible nested set", FutureWarning)
-        return FileSystems.match([pattern], limits=None if limit is None else [limit])[0].metadata_list
+        return listing.match(pattern, limit)
 
 
 def matches_any(pattern: str, paths: list[str]) -> bool:

@@ -1,0 +1,144 @@
+"""Beam's match of a glob, listing only the folders the glob can reach.
+
+Beam lists every file below a pattern's folder and then keeps those its regex matches: locally it
+walks the whole tree under the folder (and stats every file), on ``gs://`` it lists every object
+under the prefix. A dumps folder holding an archive tree ('segments/visitors/archive/...') was
+listed whole at each of a run's listings of it (three or more per data source). Where no wildcard
+of the pattern can match '/' (``*`` cannot, ``?`` can; a set can when it holds '/' or is negated),
+a path's components line up with the pattern's, so a folder whose name its component does not
+match holds no match, nor does a folder deeper than the pattern. :func:`match` lists level by
+level and enters only the folders that can hold a match (below a component holding ``**``,
+everything). Beam's own ``match`` still does the rest: the short cut for a path without wildcards,
+the regex every path is kept by, the order (a listing on ``gs://`` is sorted by name, as the
+flat one is) and ``limit``. The same files come back; fewer entries are read."""
+from __future__ import annotations
+
+import os
+import re
+
+from apache_beam.io.filesystem import FileMetadata, FileSystem
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
+
+try:  # the GCS extra is installed wherever a gs:// path is read
+    from apache_beam.io.gcp.gcsfilesystem import GCSFileSystem
+    from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path
+except ImportError:  # pragma: no cover - without it, gs:// listings are Beam's own
+    GCSFileSystem = None
+
+
+def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
+    """``FileSystems.match`` of one pattern (its files' metadata, at most ``limit``), listing only
+    the folders the pattern can reach where that can be told; Beam's whole listing otherwise."""
+    filesystem = FileSystems.get_filesystem(pattern)  # a new instance each call: its _list is ours alone
+    parts = _parts(pattern, "://" not in pattern)
+    if parts is not None and isinstance(filesystem, LocalFileSystem):
+        filesystem._list = lambda folder: _local_files(*parts)
+    elif parts is not None and GCSFileSystem is not None and isinstance(filesystem, GCSFileSystem):
+        filesystem._list = lambda prefix: _gcs_files(filesystem, *parts)
+    return filesystem.match([pattern], [limit])[0].metadata_list
+
+
+def _parts(pattern: str, local: bool) -> tuple[str, list[str], str] | None:
+    """(the folder a listing starts from, the pattern's components below it, the pattern as Beam
+    matches it), as Beam's match lists them (locally the folder of the part before the first
+    wildcard; on gs:// the prefix up to its last '/'); None when a wildcard can match '/' or there
+    is no wildcard (no listing)."""
+    if pattern.endswith("/"):
+        pattern += "*"  # as Beam's match reads it
+    head = re.match(r"^[^[*?]*", pattern).group(0)
+    if head == pattern or _may_match_slash(pattern[len(head):]):
+        return None
+    folder = os.path.dirname(head) if local else head[: head.rfind("/") + 1]
+    rest = pattern[len(folder):]
+    if local:
+        if not folder or folder.endswith("/") or not rest.startswith("/") or rest.startswith("//"):
+            return None  # '', '/' or 'a//*': Beam's own listing
+        rest = rest[1:]
+    elif "://" not in folder or folder.endswith("://"):
+        return None
+    return folder, rest.split("/"), pattern
+
+
+def _may_match_slash(glob: str) -> bool:
+    """Whether a wildcard of ``glob`` (read as Beam's translate_pattern reads it) can match '/':
+    ``?``, or a set holding '/' (a range across it, or a negated set)."""
+    i, n = 0, len(glob)
+    while i < n:
+        c, i = glob[i], i + 1
+        if c == "?":
+            return True
+        if c == "[":
+            j = i + (i < n and glob[i] == "!")
+            j += j < n and glob[j] == "]"
+            while j < n and glob[j] != "]":
+                j += 1
+            if j < n:  # a set (else a literal '[')
+                stuff = glob[i:j].replace("\\", "\\\\")
+                stuff = "^" + stuff[1:] if stuff[0] == "!" else "\\" + stuff if stuff[0] == "^" else stuff
+                try:
+                    if re.fullmatch(f"[{stuff}]", "/"):
+                        return True
+                except re.error:  # Beam's regex fails on it too: its listing says so
+                    return True
+                i = j + 1
+    return False
+
+
+def _levels(components: list[str]) -> tuple[list, int | None]:
+    """Each component's regex for one name, up to the first holding ``**`` (its index: below it
+    everything is entered); None for that index when there is none."""
+    deep = next((k for k, component in enumerate(components) if "**" in component), None)
+    names = [re.compile(FileSystem.translate_pattern(component)).match for component in components[:deep]]
+    return names, deep
+
+
+def _local_files(folder: str, components: list[str], pattern: str):
+    """Beam's local listing of ``folder`` (os.walk: its order, links to folders not entered, files
+    gone meanwhile skipped), entering only the sub-folders the pattern can reach and statting only
+    the files it matches."""
+    if not os.path.exists(folder):
+        return
+    names, deep = _levels(components)
+    keep = re.compile(FileSystem.translate_pattern(pattern)).match
+    for path, subfolders, files in os.walk(folder):
+        depth = 0 if path == folder else path.count("/", len(folder) + 1) + 1
+        if deep is None and depth + 1 >= len(components):
+            subfolders[:] = []
+        elif deep is None or depth < deep:
+            subfolders[:] = [name for name in subfolders if names[depth](name)]
+        for name in files:
+            file = os.path.join(path, name)
+            if keep(file):
+                try:
+                    yield FileMetadata(file, os.path.getsize(file), os.path.getmtime(file))
+                except OSError:  # gone since the walk
+                    pass
+
+
+def _gcs_files(filesystem, prefix: str, components: list[str], pattern: str):
+    """Beam's listing of a gs:// prefix (every object's path, size and update time), one level at a
+    time (the API's delimiter '/'), entering only the sub-prefixes the pattern can reach; sorted by
+    name as the flat listing is."""
+    names, deep = _levels(components)
+    io = filesystem._gcsIO()
+    bucket_name, _ = parse_gcs_path(prefix, object_optional=True)
+    bucket = io.client.bucket(bucket_name)
+    retry = getattr(io, "_storage_client_retry", None)
+    found, todo = [], [(prefix[len(f"gs://{bucket_name}/"):], 0)]
+    while todo:
+        name, depth = todo.pop()
+        whole = deep is not None and depth >= deep
+        listing = io.client.list_blobs(bucket, prefix=name + _literal_head(components[depth]),
+                                       delimiter=None if whole else "/", retry=retry)
+        found += [(f"gs://{bucket_name}/{blob.name}", blob.size, GcsIO._updated_to_seconds(blob.updated))
+                  for blob in listing]
+        if not whole and depth + 1 < len(components):
+            todo += [(sub, depth + 1) for sub in listing.prefixes if names[depth](sub[len(name):-1])]
+    for path, size, updated in sorted(found):
+        yield FileMetadata(path, size, updated)
+
+
+def _literal_head(component: str) -> str:
+    """A component's part before its first wildcard: a narrower prefix to list."""
+    return re.match(r"^[^[*?]*", component).group(0)
