@@ -91,7 +91,8 @@ def test_a_wildcard_that_can_match_a_slash_is_listed_as_beam_lists_it(tree):
 def bucket_tree():
     with gcs_emulator() as handle:
         bucket = storage_client().bucket(handle.bucket)
-        for n, name in enumerate(TREE + ["segments/visitors/folder/"]):  # a console's 'create folder' marker
+        many = [f"segments/many/{d:02d}/x.gz" for d in range(listing.MOST_PREFIXES + 1)]
+        for n, name in enumerate(TREE + many + ["segments/visitors/folder/"]):  # a console's 'create folder' marker
             bucket.blob(name).upload_from_string(b"x" * n)
         yield f"gs://{handle.bucket}"
 
@@ -112,3 +113,19 @@ def test_a_gcs_listing_finds_what_beams_match_finds_and_lists_no_prefix_it_canno
     with mock.patch.object(type(client), "list_blobs", list_blobs):
         assert len(storage.glob(f"{bucket_tree}/segments/visitors/*.sync*/**")) == 2
     assert listed == [("segments/visitors/", "/"), ("segments/visitors/x.sync.d/", None)]
+
+
+def test_a_gcs_level_with_more_prefixes_to_enter_than_requests_are_worth_is_listed_flat(bucket_tree):
+    client = FileSystems.get_filesystem(bucket_tree)._gcsIO().client
+    listed = []
+    real = type(client).list_blobs
+
+    def list_blobs(self, bucket, prefix=None, delimiter=None, **kwargs):
+        listed.append((prefix, delimiter))
+        return real(self, bucket, prefix=prefix, delimiter=delimiter, **kwargs)
+
+    with mock.patch.object(type(client), "list_blobs", list_blobs):
+        ours = _as_ours(f"{bucket_tree}/segments/many/*/x.gz")
+    assert ours == _as_beam_lists(f"{bucket_tree}/segments/many/*/x.gz")
+    assert len(ours) == listing.MOST_PREFIXES + 1
+    assert listed == [("segments/many/", "/"), ("segments/many/", None)]

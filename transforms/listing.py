@@ -26,6 +26,8 @@ try:  # the GCS extra is installed wherever a gs:// path is read
 except ImportError:  # pragma: no cover - without it, gs:// listings are Beam's own
     GCSFileSystem = None
 
+MOST_PREFIXES = 16  # sub-prefixes of one gs:// level entered one request each; more: one flat listing
+
 
 def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
     """``FileSystems.match`` of one pattern (its files' metadata, at most ``limit``), listing only
@@ -35,7 +37,7 @@ def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
     if parts is not None and isinstance(filesystem, LocalFileSystem):
         filesystem._list = lambda folder: _local_files(*parts)
     elif parts is not None and GCSFileSystem is not None and isinstance(filesystem, GCSFileSystem):
-        filesystem._list = lambda prefix: _gcs_files(filesystem, *parts)
+        filesystem._list = lambda prefix: _gcs_files(filesystem, *parts[:2])
     return filesystem.match([pattern], [limit])[0].metadata_list
 
 
@@ -116,27 +118,29 @@ def _local_files(folder: str, components: list[str], pattern: str):
                     pass
 
 
-def _gcs_files(filesystem, prefix: str, components: list[str], pattern: str):
+def _gcs_files(filesystem, prefix: str, components: list[str]):
     """Beam's listing of a gs:// prefix (every object's path, size and update time), one level at a
     time (the API's delimiter '/'), entering only the sub-prefixes the pattern can reach; sorted by
-    name as the flat listing is."""
+    name as the flat listing is. Each sub-prefix entered is a request: where a level has more than
+    :data:`MOST_PREFIXES` to enter, one flat listing below it is fewer (1,000 objects a page)."""
     names, deep = _levels(components)
     io = filesystem._gcsIO()
     bucket_name, _ = parse_gcs_path(prefix, object_optional=True)
     bucket = io.client.bucket(bucket_name)
     retry = getattr(io, "_storage_client_retry", None)
-    found, todo = [], [(prefix[len(f"gs://{bucket_name}/"):], 0)]
+    found, todo = {}, [(prefix[len(f"gs://{bucket_name}/"):], 0, False)]
     while todo:
-        name, depth = todo.pop()
-        whole = deep is not None and depth >= deep
+        name, depth, flat = todo.pop()
+        flat = flat or (deep is not None and depth >= deep)
         listing = io.client.list_blobs(bucket, prefix=name + _literal_head(components[depth]),
-                                       delimiter=None if whole else "/", retry=retry)
-        found += [(f"gs://{bucket_name}/{blob.name}", blob.size, GcsIO._updated_to_seconds(blob.updated))
-                  for blob in listing]
-        if not whole and depth + 1 < len(components):
-            todo += [(sub, depth + 1) for sub in listing.prefixes if names[depth](sub[len(name):-1])]
-    for path, size, updated in sorted(found):
-        yield FileMetadata(path, size, updated)
+                                       delimiter=None if flat else "/", retry=retry)
+        for blob in listing:
+            found[f"gs://{bucket_name}/{blob.name}"] = (blob.size, GcsIO._updated_to_seconds(blob.updated))
+        if not flat and depth + 1 < len(components):
+            subs = [(sub, depth + 1, False) for sub in listing.prefixes if names[depth](sub[len(name):-1])]
+            todo += subs if len(subs) <= MOST_PREFIXES else [(name, depth, True)]
+    for path in sorted(found):
+        yield FileMetadata(path, *found[path])
 
 
 def _literal_head(component: str) -> str:
