@@ -72,9 +72,13 @@ def expected_figures(report: dict) -> dict[tuple, str]:
             want[(name, None, "iv_suspect_decrypted")] = f"{looked_up:,}"
         for reason, n in e["rejected_by_reason"].items():
             want[(name, ("data-reason", reason), "reason")] = f"{n:,}"
+        # A segment's lines: absent when 0, or in a report of a release before they were counted (no
+        # match_form, and no segment has them): the page then shows no lines column.
+        lines_counted = "match_form" in e or any("lines" in s for s in e["segments"].values())
         for segment, s in e["segments"].items():
             want[(name, ("data-segment", segment), "members")] = f"{s['members']:,}"
-            want[(name, ("data-segment", segment), "segment_lines")] = f"{s.get('lines', 0):,}"
+            if lines_counted:
+                want[(name, ("data-segment", segment), "segment_lines")] = f"{s.get('lines', 0):,}"
         seen: dict[str, int] = {}  # the page's order (most lines first); a kind's next findings are kind.2, ...
         for finding in sorted(e.get("diagnosis", []), key=lambda f: -f["would_match"]):
             seen[finding["kind"]] = seen.get(finding["kind"], 0) + 1
@@ -318,6 +322,22 @@ def test_a_segment_the_dumps_name_that_got_no_member_is_on_the_page_with_its_lin
     html = render_run(report)
     assert_shows_the_report(html, report)
     assert shown(html)[(next(iter(report["data_sources"])), ("data-segment", "1403"), "members")] == "0"
+
+
+def test_a_report_of_a_release_that_did_not_count_segment_lines_shows_no_lines_of_0():
+    """`audience-sync report` on a run of a release before 2026-12-04 (report.json's segments without
+    `lines`): the page said every segment was named by 0 lines, beside its 59 members. It shows no
+    lines column, and says why; a report that counts them shows a segment without lines as 0."""
+    report = _import_report()  # an older release's report: segments {"members": N}, no match_form
+    name, entry = "visitors", report["data_sources"]["visitors"]
+    assert "match_form" not in entry and not any("lines" in s for s in entry["segments"].values())
+    html = render_run(report)
+    assert_shows_the_report(html, report)
+    assert not [f for f in figures(html) if f.name == "segment_lines"]
+    section = html[html.index(f'id="ds-{name}"'):].split("</section>")[0]
+    assert "does not count the lines naming each segment" in unescape(section)
+    entry["match_form"] = {"dpid": 1234}  # a report that counts them: absent is 0
+    assert shown(render_run(report))[(name, ("data-segment", "1401"), "segment_lines")] == "0"
 
 
 def test_a_data_source_of_many_segments_shows_its_largest_and_its_empty_ones_and_says_how_many_more():

@@ -125,6 +125,7 @@ def _source_view(name: str, entry: dict) -> dict:
         "members_not_listed": hidden_members,
         "file_audience_not_listed": hidden_entries,
         "largest_segment": largest,
+        "lines_counted": report_view.segment_lines_counted(entry),
         "top_finding": report_view.top_line(entry),
         "undelivered": report_view.undelivered(entry),
         "file_names": [f["path"].rsplit("/", 1)[-1] for f in entry.get("files", [])],

@@ -56,6 +56,13 @@ def file_audience_entries(entry: dict) -> int:
     return sum(s.get("file_audience", 0) for s in entry["segments"].values())
 
 
+def segment_lines_counted(entry: dict) -> bool:
+    """Whether the report counts each segment's ``lines`` (a segment without the field: 0). Reports
+    of releases before 2026-12-04 have none (and no ``match_form``, which came after): showing their
+    segments as named by 0 lines, beside their members, was untrue."""
+    return "match_form" in entry or any("lines" in s for s in entry["segments"].values())
+
+
 def totals(report: dict) -> dict:
     """The figures of every data source together: received, reconciled, file_audience, unmatched,
     rejected (lines), members, and the match rate."""
