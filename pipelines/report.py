@@ -6,7 +6,9 @@
 PATH (local or gs://) is a run folder (an import or export output, or a nightly partition
 ``dt=YYYY-MM-DD/``: the folder of a ``report.json``), or a nightly root (the folder of the
 ``dt=YYYY-MM-DD/`` partitions: match rate and members per data source over the published nights).
-The page is written as ``report.html`` in PATH, or to ``--output``. Runs write their page themselves;
+The page is written as ``report.html`` in PATH, or to ``--output``: never over a file that is not a page,
+into a run's folders, beside another run's report or over a published night's page its ``_SUCCESS``
+lists otherwise (:func:`transforms.report_pages.check_target`). Runs write their page themselves;
 this verb rewrites it, e.g. for runs made before it existed or after an upgrade.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pipelines import launch
 from pipelines.flags import check_given
 from pipelines.nightly import partition_name, published_dates
 from transforms.errors import ConfigError
-from transforms.report_pages import has_report, write_nightly_page, write_run_page
+from transforms.report_pages import check_target, has_report, write_nightly_page, write_run_page
 from transforms.storage import check_gcs_credentials
 
 
@@ -39,11 +41,15 @@ def run(argv=None) -> dict:
         # A slip such as ROOT/dt=.../report.json would write the page over a night's report.
         raise ConfigError(f"--output {known.output}: a page is written as HTML; name it *.html")
     check_gcs_credentials([path, known.output])
+    def check(target: str, html: str) -> None:
+        check_target(path, target, html)
+
     if has_report(path):
-        return {"kind": "run", "page": write_run_page(path, known.output)}
+        return {"kind": "run", "page": write_run_page(path, known.output, check)}
     days = published_dates(path)
     if days:
-        page = write_nightly_page(path, [(day.isoformat(), partition_name(day)) for day in days], known.output)
+        page = write_nightly_page(path, [(day.isoformat(), partition_name(day)) for day in days], known.output,
+                                  check=check)
         return {"kind": "nightly root", "page": page, "nights": len(days)}
     raise ConfigError(f"{path}: no report.json and no published dt=YYYY-MM-DD/ partition: not a run folder or nightly root")
 

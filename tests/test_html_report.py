@@ -602,6 +602,74 @@ def test_report_verb_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert result.returncode == 1 and "report.json: no readable report" in result.stderr
 
 
+def _run_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps(_import_report()))
+    return folder
+
+
+def _refused(result, *words: str) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    line = result.stderr.strip().splitlines()[-1]
+    assert all(w in line for w in words), line
+    return line
+
+
+def test_report_verb_writes_no_page_over_a_file_that_is_not_one(tmp_path):
+    """`--output notes.html`, a file of the operator's: it was replaced by the page, exit 0."""
+    run = _run_folder(tmp_path / "run")
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html><body>my notes</body></html>")
+    _refused(cli("report", run, "--output", notes), str(notes), "not a page audience-sync wrote")
+    assert notes.read_text() == "<html><body>my notes</body></html>"
+    page = tmp_path / "page.html"
+    assert cli("report", run, "--output", page).returncode == 0
+    assert cli("report", run, "--output", page).returncode == 0  # a page of ours is rewritten
+
+
+def test_report_verb_writes_no_page_into_a_runs_outputs_or_beside_another_runs_report(tmp_path):
+    """`--output RUN/reconciled/page.html` put an HTML file among the Parquet parts (pyarrow's
+    read_table(RUN/reconciled) then failed: 'Parquet magic bytes not found'), and `--output
+    OTHER/report.html` (another run, a night) replaced that run's page with this run's, exit 0."""
+    run, other = _run_folder(tmp_path / "run"), _run_folder(tmp_path / "other")
+    (run / "reconciled").mkdir()
+    before = (other / "report.html").write_text("<!DOCTYPE html><meta name=\"generator\" content=\"audience-sync\">")
+    _refused(cli("report", run, "--output", run / "reconciled" / "page.html"), str(run / "reconciled" / "page.html"),
+             f"inside the outputs of the run in {run}")
+    _refused(cli("report", run, "--output", run / "reconciled" / "a" / "page.html"), f"the run in {run}")
+    _refused(cli("report", run, "--output", other / "report.html"), f"beside the report.json of another run ({other})")
+    _refused(cli("report", run, "--output", run / "copy.html"), f"beside the report.json of the run in {run}")
+    assert not (run / "reconciled" / "page.html").exists() and not (run / "copy.html").exists()
+    assert len((other / "report.html").read_text()) == before
+    assert cli("report", run).returncode == 0 and (run / "report.html").exists()  # its own page, in place
+
+
+def test_report_verb_leaves_a_published_nights_page_as_its_manifest_lists_it(tmp_path):
+    """A nightly partition's _SUCCESS lists report.html with its sha256: `audience-sync report
+    ROOT/dt=...` rewrote the page of an earlier release in place, exit 0, and the manifest no longer
+    described the published night. The same bytes, or a page the manifest does not list, are written."""
+    import hashlib
+
+    root = tmp_path / "root"
+    _night(root, "2026-11-20", _import_report())
+    night = root / "dt=2026-11-20"
+    earlier = b'<!DOCTYPE html><meta name="generator" content="audience-sync"> an earlier release\'s page'
+    (night / "report.html").write_bytes(earlier)
+    listed = {"path": "report.html", "bytes": len(earlier), "sha256": hashlib.sha256(earlier).hexdigest()}
+    (night / "_SUCCESS").write_text(json.dumps({"files": [listed]}))
+    _refused(cli("report", night), str(night / "report.html"), "_SUCCESS", "--output")
+    assert (night / "report.html").read_bytes() == earlier
+    assert cli("report", night, "--output", tmp_path / "page.html").returncode == 0
+    page = (tmp_path / "page.html").read_bytes()
+    listed.update(bytes=len(page), sha256=hashlib.sha256(page).hexdigest())  # as this release writes it
+    (night / "_SUCCESS").write_text(json.dumps({"files": [listed]}))
+    assert cli("report", night).returncode == 0 and (night / "report.html").read_bytes() == page
+    (night / "_SUCCESS").write_text(json.dumps({"files": []}))  # a release before the page: not listed
+    (night / "report.html").unlink()
+    assert cli("report", night).returncode == 0 and (night / "report.html").read_bytes() == page
+
+
 def test_nightly_run_writes_the_partition_page_and_the_root_page(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     from test_nightly import V, dump, write_job

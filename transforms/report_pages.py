@@ -4,15 +4,17 @@ its nights; ``audience-sync report`` writes either on demand. A run's own page i
 publish step (:func:`transforms.publish.publish_outputs`)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
+from typing import Callable
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.errors import InputError
+from transforms.errors import ConfigError, InputError
 from transforms.html_report import PAGE, NightReport, render_nightly, render_run, write_page
-from transforms.publish import REPORT
+from transforms.publish import REPORT, SUCCESS
 from transforms.storage import join_path
 
 
@@ -33,15 +35,22 @@ def has_report(folder: str) -> bool:
     return FileSystems.exists(join_path(folder, REPORT))
 
 
-def write_run_page(folder: str, output: str | None = None) -> str:
+# Checks the page's place before it is written: ``check(target, html)`` (the report verb's check_target).
+Check = Callable[[str, str], None]
+
+
+def write_run_page(folder: str, output: str | None = None, check: Check | None = None) -> str:
     """Render the page of the run in ``folder``; written to ``output`` (default: beside its report)."""
     target = output or join_path(folder, PAGE)
-    write_page(target, render_run(read_report(folder)))
+    html = render_run(read_report(folder))
+    if check:
+        check(target, html)
+    write_page(target, html)
     return target
 
 
 def write_nightly_page(root: str, partitions: list[tuple[str, str]], output: str | None = None,
-                       unreadable: list[str] | None = None) -> str:
+                       unreadable: list[str] | None = None, check: Check | None = None) -> str:
     """Render the trend page of a nightly root from its published partitions ``[(date, folder name
     under root), ...]``; written to ``output`` (default: ``ROOT/report.html``). A night whose report
     cannot be read fails it (:class:`InputError`), unless ``unreadable`` is given: such nights' folder
@@ -55,8 +64,83 @@ def write_nightly_page(root: str, partitions: list[tuple[str, str]], output: str
             if unreadable is None:
                 raise
             unreadable.append(name)
-    write_page(target, render_nightly(nights, unreadable or []))
+    html = render_nightly(nights, unreadable or [])
+    if check:
+        check(target, html)
+    write_page(target, html)
     return target
+
+
+GENERATOR = b'<meta name="generator" content="audience-sync">'
+
+
+def check_target(source: str, target: str, html: str) -> None:
+    """Where the report verb may write the page of ``source`` (a run folder, partition or nightly root),
+    else :class:`ConfigError` in one line: not over a file that is not a page of ours; not inside a
+    run's folders (its outputs are read whole: a page among reconciled/'s parts failed every reader);
+    beside a run's ``report.json`` only as that run's own ``report.html`` (another run's page there was
+    taken for its own); and in a published partition only as its ``_SUCCESS`` lists it (the same bytes,
+    or not listed: a release before the page), so the manifest still describes the night."""
+    if FileSystems.exists(target) and not _is_folder(target):
+        with FileSystems.open(target) as handle:
+            if GENERATOR not in handle.read(4096):
+                raise ConfigError(f"--output {target}: a file that is not a page audience-sync wrote: "
+                                  "the page would replace it; name another file")
+    parent = _parent(target)
+    for folder in _ancestors(parent):
+        marked = [m for m in (REPORT, SUCCESS) if FileSystems.exists(join_path(folder, m))]
+        if not marked:
+            continue
+        if folder != parent:
+            raise ConfigError(f"--output {target}: inside the outputs of the run in {folder} (their readers read "
+                              "every file there): write the page elsewhere")
+        if folder != _norm(source):
+            raise ConfigError(f"--output {target}: beside the report.json of another run ({folder}): the page "
+                              "would be taken for that run's; write it elsewhere")
+        if posixpath.basename(target) != PAGE:
+            raise ConfigError(f"--output {target}: beside the report.json of the run in {folder}, where its page "
+                              f"is {PAGE}: another would stay there, unchanged, after the folder's next run")
+        if SUCCESS in marked and _listed_page(folder) not in (None, hashlib.sha256(html.encode("utf-8")).hexdigest()):
+            raise ConfigError(f"{target}: its night's {SUCCESS} lists it with other bytes (a page of another "
+                              "release): rewritten, the manifest would no longer describe the published night; "
+                              "write the page elsewhere (--output FILE.html)")
+        return
+
+
+def _listed_page(folder: str) -> str | None:
+    """The sha256 a published partition's ``_SUCCESS`` lists for its page (None: not listed)."""
+    path = join_path(folder, SUCCESS)
+    try:
+        with FileSystems.open(path) as handle:
+            files = json.loads(handle.read()).get("files", [])
+        return next((f["sha256"] for f in files if f.get("path") == PAGE), None)
+    except Exception:  # noqa: BLE001 - one line naming the file
+        raise InputError(path, "cannot read the published night's manifest") from None
+
+
+def _norm(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
+def _parent(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) if "://" in path else os.path.dirname(os.path.abspath(path))
+
+
+def _is_folder(path: str) -> bool:
+    return "://" not in path and os.path.isdir(path)
+
+
+def _ancestors(folder: str) -> list[str]:
+    """``folder`` and the folders above it (on an object store, up to its bucket)."""
+    folder = _norm(folder)
+    if "://" in folder:
+        scheme, _, rest = folder.partition("://")
+        parts = rest.split("/")
+        return [f"{scheme}://" + "/".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    out = [folder]
+    while os.path.dirname(out[-1]) != out[-1]:
+        out.append(os.path.dirname(out[-1]))
+    return out
 
 
 def night_href(root: str, name: str, page: str) -> str:
