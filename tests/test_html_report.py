@@ -467,6 +467,30 @@ def test_everything_from_the_report_is_escaped():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;svg onload=alert(1)&gt;" in html
 
 
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_a_right_to_left_override_in_a_name_does_not_reverse_the_figures_after_it():
+    """An audience named 'Summer \u202esale' (a right-to-left override, pasted with the name): Chromium
+    showed the rest of the page's header reversed, 'dpid 12345' as '54321 dipd'. A bidi control
+    character from the report is shown as its code point, here as in a file name or a finding's
+    message (which names profile columns)."""
+    export = {"job": "export", "run_date": "2026-11-22", "audience": "Summer \u202esale",
+              "segment": '"segment"="Summer \u202esale"', "data_source": "hashed", "dpid": 12345, "id_type": "declared/hashed",
+              "targets_path": "t.csv", "existing": [], "targets": 7, "lines": 3, "nothing_to_send": False,
+              "files": [{"name": "ftp_dpm_12345_1795305600.sync.gz\u2067", "sequence": 1, "lines": 3, "bytes": 178}],
+              "control_file": "ftp_dpm_12345_1795305600.info"}
+    report = _import_report()
+    entry = report["data_sources"]["crm-hashed-emails"]
+    entry["diagnosis"] = [{"kind": "column", "suggestion": {"match_on": "mail\u202e"}, "would_match": 4120, "sampled": 5000,
+                           "message": "4,120 of 5,000 sampled lines are digests of the column 'mail\u202e'"}]
+    entry["files"] = [{"path": "/dumps/ftp_1234_56789_full_1795305600000001\u200f.sync.gz"}]
+    for html in (render_run(export), render_run(report)):
+        assert not [c for c in html if c in BIDI_CONTROLS]
+    assert "Summer [U+202E]sale" in render_run(export) and "[U+2067]" in render_run(export)
+    assert "'mail[U+202E]'" in unescape(render_run(report)) and "[U+200F].sync.gz" in render_run(report)
+
+
 def test_a_page_that_cannot_be_rendered_publishes_nothing(tmp_path):
     out, run_dir = tmp_path / "out", tmp_path / "out" / "_incomplete-x"
     (out / "reconciled").mkdir(parents=True)

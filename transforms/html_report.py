@@ -41,6 +41,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=visible_bidi_controls,
     )
     env.filters["n"] = lambda v: f"{int(v):,}"
     env.filters["rate"] = rate_text
@@ -51,6 +52,16 @@ def _environment() -> jinja2.Environment:
     env.filters["suggestion_parts"] = report_view.suggestion_parts
     env.filters["to_check"] = report_view.fields_to_check
     return env
+
+
+# Bidi control characters: one in a name (an audience pasted with a right-to-left override) reversed
+# the rest of its paragraph, figures included ('dpid 12345' showed as '54321 dipd').
+_BIDI_CONTROLS = {c: f"[U+{c:04X}]" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def visible_bidi_controls(value):
+    """Every value the templates print, with its bidi control characters shown as code points."""
+    return value.translate(_BIDI_CONTROLS) if isinstance(value, str) else value
 
 
 _ENV: jinja2.Environment | None = None
