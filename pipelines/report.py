@@ -14,14 +14,21 @@ this verb rewrites it, e.g. for runs made before it existed or after an upgrade.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import posixpath
+import re
 import sys
 
 from pipelines import launch
 from pipelines.flags import check_given
 from pipelines.nightly import partition_name, published_dates
 from transforms.errors import ConfigError
+from transforms.html_report import PAGE
+from transforms.output_lock import LOCK, OutputLock
+from transforms.publish_journal import INCOMPLETE
 from transforms.report_pages import check_target, has_report, write_nightly_page, write_run_page
-from transforms.storage import check_gcs_credentials
+from transforms.storage import check_gcs_credentials, glob, join_path
 
 
 def parse_args(argv):
@@ -45,13 +52,43 @@ def run(argv=None) -> dict:
         check_target(path, target, html)
 
     if has_report(path):
-        return {"kind": "run", "page": write_run_page(path, known.output, check)}
+        with _held(path, known.output):
+            return {"kind": "run", "page": write_run_page(path, known.output, check)}
     days = published_dates(path)
     if days:
-        page = write_nightly_page(path, [(day.isoformat(), partition_name(day)) for day in days], known.output,
-                                  check=check)
+        with _held(path, known.output):
+            page = write_nightly_page(path, [(day.isoformat(), partition_name(day)) for day in days], known.output,
+                                      check=check)
         return {"kind": "nightly root", "page": page, "nights": len(days)}
-    raise ConfigError(f"{path}: no report.json and no published dt=YYYY-MM-DD/ partition: not a run folder or nightly root")
+    raise ConfigError(_no_report(path))
+
+
+def _held(path: str, output: str | None):
+    """The output lock of the folder whose own page is rewritten in place (a partition's: its root's,
+    the nightly job's), held while its report is read and its page written: a run republishing the
+    folder meanwhile moves its page in before its report.json, and the page of the report read before
+    would stand beside the new one. A live run's lock fails at once naming it. A page written
+    elsewhere only reads the folder (no lock: it may be read-only)."""
+    if output is not None and output.rstrip("/") != join_path(path, PAGE):
+        return contextlib.nullcontext()
+    parent, name = posixpath.split(path) if "://" in path else (posixpath.dirname(path) or ".", posixpath.basename(path))
+    return OutputLock(parent if re.fullmatch(r"dt=\d{4}-\d{2}-\d{2}", name) else path, "report")
+
+
+def _run_leftovers(path: str) -> bool:
+    """Whether ``path`` holds a run's folder (``_incomplete-*``, a nightly's ``_staging/``): a run that did not finish."""
+    if "://" in path:
+        return any(glob(join_path(path, pattern), missing_ok=True) for pattern in (INCOMPLETE + "**", "_staging/**"))
+    return os.path.isdir(path) and any(n.startswith(INCOMPLETE) or n == "_staging" for n in os.listdir(path))
+
+
+def _no_report(path: str) -> str:
+    """Why ``path`` has no page to write: a run writing it, one that did not finish, or not a run."""
+    if glob(join_path(path, LOCK), missing_ok=True):
+        return f"{path}: no report.json yet: a run is writing it ({join_path(path, LOCK)})"
+    if _run_leftovers(path):
+        return f"{path}: no report.json: its run did not finish (killed before its report.json; rerun it)"
+    return f"{path}: no report.json and no published dt=YYYY-MM-DD/ partition: not a run folder or nightly root"
 
 
 def summary_lines(result: dict) -> list[str]:

@@ -694,6 +694,48 @@ def test_report_verb_leaves_a_published_nights_page_as_its_manifest_lists_it(tmp
     assert cli("report", night).returncode == 0 and (night / "report.html").read_bytes() == page
 
 
+def _live_lock(folder: Path) -> Path:
+    """The output lock of a run still writing ``folder`` (this process: alive, on this host)."""
+    import os
+    import socket
+
+    lock = folder / "_lock.json"
+    lock.write_text(json.dumps({"run_id": "0123456789ab", "job": "import", "host": socket.gethostname(),
+                                "pid": os.getpid(), "started": "2026-12-06T10:00:00+00:00"}))
+    return lock
+
+
+def test_report_verb_does_not_rewrite_the_page_of_a_folder_a_run_is_writing(tmp_path):
+    """`audience-sync report OUT` while a run republishes OUT read the previous report.json and wrote
+    its page in place: written after the run moved its own page in, it stood beside the new report.json,
+    the previous run's figures as the new run's. A folder a live run holds is refused, naming its lock;
+    a page written elsewhere only reads the folder. A first run that has not written its report.json
+    yet, or was killed before it, is named as such (it was 'not a run folder or nightly root')."""
+    run = _run_folder(tmp_path / "run")
+    lock = _live_lock(run)
+    done = cli("report", run)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{run} is in use by run 0123456789ab (import" in done.stderr and str(lock) in done.stderr
+    assert not (run / "report.html").exists() and lock.exists()
+    assert cli("report", run, "--output", tmp_path / "page.html").returncode == 0
+    lock.unlink()
+    assert cli("report", run).returncode == 0 and not lock.exists()  # the verb's own lock is released
+    first = tmp_path / "first"
+    first.mkdir()
+    _live_lock(first)
+    _refused(cli("report", first), str(first), "no report.json yet: a run is writing it", "_lock.json")
+    (first / "_lock.json").unlink()
+    (first / "_incomplete-0123456789ab").mkdir()
+    _refused(cli("report", first), str(first), "no report.json: its run did not finish")
+    root = tmp_path / "root"  # a night's page in place: the nightly job's lock is its root's
+    _night(root, "2026-11-20", _import_report())
+    _live_lock(root)
+    for path in (root, root / "dt=2026-11-20"):
+        done = cli("report", path)
+        assert done.returncode == 1 and f"{root} is in use by run 0123456789ab" in done.stderr, done.stderr
+    assert not list(root.rglob("report.html"))
+
+
 def test_nightly_run_writes_the_partition_page_and_the_root_page(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     from test_nightly import V, dump, write_job
