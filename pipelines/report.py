@@ -20,6 +20,8 @@ import posixpath
 import re
 import sys
 
+from apache_beam.io.filesystems import FileSystems
+
 from pipelines import launch
 from pipelines.flags import check_given
 from pipelines.nightly import partition_name, published_dates
@@ -83,7 +85,10 @@ def _run_leftovers(path: str) -> bool:
 
 
 def _no_report(path: str) -> str:
-    """Why ``path`` has no page to write: a run writing it, one that did not finish, or not a run."""
+    """Why ``path`` has no page to write: a file named, a run writing it, one that did not finish, or not a run."""
+    if ("://" in path or not os.path.isdir(path)) and FileSystems.exists(path):
+        parent = posixpath.dirname(path) if "://" in path else os.path.dirname(path) or "."
+        return f"{path}: a file, not a folder: name the folder of its report.json ({parent})"
     if glob(join_path(path, LOCK), missing_ok=True):
         return f"{path}: no report.json yet: a run is writing it ({join_path(path, LOCK)})"
     if _run_leftovers(path):

@@ -624,6 +624,9 @@ def test_report_verb_refuses_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "report.json").write_text("{not json")
     result = cli("report", tmp_path)
     assert result.returncode == 1 and "report.json: no readable report" in result.stderr
+    # The report itself named: it said 'no report.json' of a path that is one.
+    _refused(cli("report", tmp_path / "report.json"), f"{tmp_path / 'report.json'}: a file, not a folder: name the "
+             f"folder of its report.json ({tmp_path})")
 
 
 def _run_folder(folder: Path) -> Path:
