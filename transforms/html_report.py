@@ -61,7 +61,7 @@ _BIDI_CONTROLS = {c: f"[U+{c:04X}]" for c in (0x061C, 0x200E, 0x200F, *range(0x2
 
 def visible_bidi_controls(value):
     """Every value the templates print, with its bidi control characters shown as code points."""
-    return value.translate(_BIDI_CONTROLS) if isinstance(value, str) else value
+    return value.translate(_BIDI_CONTROLS) if isinstance(value, str) and not value.isascii() else value
 
 
 _ENV: jinja2.Environment | None = None
