@@ -29,7 +29,7 @@ from transforms.errors import ConfigError
 from transforms.html_report import PAGE
 from transforms.output_lock import LOCK, OutputLock
 from transforms.publish_journal import INCOMPLETE
-from transforms.report_pages import check_target, has_report, write_nightly_page, write_run_page
+from transforms.report_pages import check_target, has_report, same_path, write_nightly_page, write_run_page
 from transforms.storage import check_gcs_credentials, glob, join_path
 
 
@@ -71,7 +71,7 @@ def _held(path: str, output: str | None):
     folder meanwhile moves its page in before its report.json, and the page of the report read before
     would stand beside the new one. A live run's lock fails at once naming it. A page written
     elsewhere only reads the folder (no lock: it may be read-only)."""
-    if output is not None and output.rstrip("/") != join_path(path, PAGE):
+    if output is not None and not same_path(output, join_path(path, PAGE)):
         return contextlib.nullcontext()
     parent, name = posixpath.split(path) if "://" in path else (posixpath.dirname(path) or ".", posixpath.basename(path))
     return OutputLock(parent if re.fullmatch(r"dt=\d{4}-\d{2}-\d{2}", name) else path, "report")

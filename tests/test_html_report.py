@@ -708,7 +708,7 @@ def _live_lock(folder: Path) -> Path:
     return lock
 
 
-def test_report_verb_does_not_rewrite_the_page_of_a_folder_a_run_is_writing(tmp_path):
+def test_report_verb_does_not_rewrite_the_page_of_a_folder_a_run_is_writing(tmp_path, monkeypatch):
     """`audience-sync report OUT` while a run republishes OUT read the previous report.json and wrote
     its page in place: written after the run moved its own page in, it stood beside the new report.json,
     the previous run's figures as the new run's. A folder a live run holds is refused, naming its lock;
@@ -721,6 +721,9 @@ def test_report_verb_does_not_rewrite_the_page_of_a_folder_a_run_is_writing(tmp_
     assert f"{run} is in use by run 0123456789ab (import" in done.stderr and str(lock) in done.stderr
     assert not (run / "report.html").exists() and lock.exists()
     assert cli("report", run, "--output", tmp_path / "page.html").returncode == 0
+    monkeypatch.chdir(run)  # its own page named otherwise: `cd OUT; audience-sync report . --output report.html`
+    assert cli("report", ".", "--output", "report.html").returncode == 1 and not (run / "report.html").exists()
+    monkeypatch.undo()
     lock.unlink()
     assert cli("report", run).returncode == 0 and not lock.exists()  # the verb's own lock is released
     first = tmp_path / "first"

@@ -122,6 +122,11 @@ def _norm(path: str) -> str:
     return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
+def same_path(a: str, b: str) -> bool:
+    """Whether two paths name one file (``./report.html`` and ``report.html`` locally)."""
+    return _norm(a) == _norm(b)
+
+
 def _parent(path: str) -> str:
     return posixpath.dirname(path.rstrip("/")) if "://" in path else os.path.dirname(os.path.abspath(path))
 
