@@ -670,6 +670,9 @@ def test_report_verb_writes_no_page_into_a_runs_outputs_or_beside_another_runs_r
     assert not (run / "reconciled" / "page.html").exists() and not (run / "copy.html").exists()
     assert len((other / "report.html").read_text()) == before
     assert cli("report", run).returncode == 0 and (run / "report.html").exists()  # its own page, in place
+    pages = run / "reconciled" / "a" / "b" / "c"  # a report.json far above (one saved in a home folder) is no run's
+    pages.mkdir(parents=True)
+    assert cli("report", other, "--output", pages / "page.html").returncode == 0
 
 
 def test_report_verb_leaves_a_published_nights_page_as_its_manifest_lists_it(tmp_path):

@@ -72,6 +72,9 @@ def write_nightly_page(root: str, partitions: list[tuple[str, str]], output: str
 
 
 GENERATOR = b'<meta name="generator" content="audience-sync">'
+# How far above a page its folder may be a run's (ROOT/dt=.../reconciled/ is 2; a folder made inside an
+# output, 3): a report.json further up (one saved in a home folder) is no run of these pages'.
+_OUTPUT_DEPTH = 3
 
 
 def check_target(source: str, target: str, html: str) -> None:
@@ -87,7 +90,7 @@ def check_target(source: str, target: str, html: str) -> None:
                 raise ConfigError(f"--output {target}: a file that is not a page audience-sync wrote: "
                                   "the page would replace it; name another file")
     parent = _parent(target)
-    for folder in _ancestors(parent):
+    for folder in _ancestors(parent)[:_OUTPUT_DEPTH]:
         marked = [m for m in (REPORT, SUCCESS) if FileSystems.exists(join_path(folder, m))]
         if not marked:
             continue
