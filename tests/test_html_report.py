@@ -653,6 +653,8 @@ def test_report_verb_writes_no_page_over_a_file_that_is_not_one(tmp_path):
     page = tmp_path / "page.html"
     assert cli("report", run, "--output", page).returncode == 0
     assert cli("report", run, "--output", page).returncode == 0  # a page of ours is rewritten
+    (tmp_path / "empty.html").touch()  # nothing to lose
+    assert cli("report", run, "--output", tmp_path / "empty.html").returncode == 0
 
 
 def test_report_verb_writes_no_page_into_a_runs_outputs_or_beside_another_runs_report(tmp_path):

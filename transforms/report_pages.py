@@ -86,7 +86,8 @@ def check_target(source: str, target: str, html: str) -> None:
     or not listed: a release before the page), so the manifest still describes the night."""
     if FileSystems.exists(target) and not _is_folder(target):
         with FileSystems.open(target) as handle:
-            if GENERATOR not in handle.read(4096):
+            head = handle.read(4096)
+            if head and GENERATOR not in head:  # an empty file holds nothing to lose
                 raise ConfigError(f"--output {target}: a file that is not a page audience-sync wrote: "
                                   "the page would replace it; name another file")
     parent = _parent(target)
