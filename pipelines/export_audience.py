@@ -26,10 +26,11 @@ from pipelines.flags import parse_job_args
 from pipelines.options import pipeline_options
 from transforms.config import JobConfig
 from transforms.errors import RunFailed
-from transforms.export import MODES, ExportAudience, ExportSpec, export_config, export_spec
+from transforms.export import ExportAudience
 from transforms.export_others import strippable
 from transforms.export_report import summary_lines
 from transforms.export_paths import absolute, audience_dir
+from transforms.export_spec import MODES, ExportSpec, export_config, export_spec
 from transforms.export_state import (
     PENDING,
     ExportState,

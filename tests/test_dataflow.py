@@ -532,7 +532,7 @@ def test_dry_run_builds_the_nightly_and_export_jobs(monkeypatch, job):
         expected = IMPORT_STEPS | {"Previousreconciled/ReadPrevious"}
     else:
         from pipelines.export_audience import build_pipeline as build_export
-        from transforms.export import export_spec
+        from transforms.export_spec import export_spec
         from transforms.export_state import ExportState
 
         spec = export_spec(cfg, "summer", "crm-hashed-emails", RUN_DATE)

@@ -25,14 +25,10 @@ from transforms.config import ConfigError
 from transforms.config_load import load_config, parse_config
 from transforms.errors import RunFailed
 from transforms.encrypt import GcmEncryptor
-from transforms.export import (
-    ExportAudience,
-    ExportOutputs,
-    check_audience_name,
-    export_spec,
-)
+from transforms.export import ExportAudience, ExportOutputs
 from transforms.export_classify import CANDIDATE_SCHEMA, EARLIER_SCHEMA, EXPORTED_SCHEMA, classify
 from transforms.export_report import OUTCOMES
+from transforms.export_spec import check_audience_name, export_spec
 from transforms.export_state import ExportState
 from transforms.onboarding import control_document, line_bytes
 from transforms.outcomes import Count, Metric, Removal

@@ -17,7 +17,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms import onboarding
 from transforms.config_load import parse_config
 from transforms.errors import InputError, RunFailed
-from transforms.export import export_config, export_spec
+from transforms.export_spec import export_config, export_spec
 from transforms.stable_hash import KeyFilter, bucket_of, hash64
 from transforms.export_classify import (
     CANDIDATE_SCHEMA,

@@ -369,7 +369,7 @@ def test_an_audience_that_holds_no_one_does_not_keep_its_segment_from_another(tm
     from datetime import date
 
     from transforms.config_load import load_config
-    from transforms.export import export_spec
+    from transforms.export_spec import export_spec
     from transforms.export_paths import audience_dir
     from transforms.export_state import state_for
 

@@ -464,7 +464,7 @@ def test_an_export_reads_a_jsonl_extract_whose_first_record_omits_the_visitor_id
     profile without visitor IDs)."""
     from datetime import date
 
-    from transforms.export import export_spec
+    from transforms.export_spec import export_spec
     from transforms.preflight_export import check_export_inputs
 
     (tmp_path / "p").mkdir()

@@ -63,7 +63,7 @@ def test_a_jsonl_part_whose_visitor_id_field_was_renamed_is_named_before_the_run
     ('visitorIds'): its profiles gave no visitor key (unmatched; unmapped in an export), exit 0."""
     from datetime import date
 
-    from transforms.export import export_spec
+    from transforms.export_spec import export_spec
     from transforms.preflight_export import check_export_inputs
 
     (tmp_path / "p").mkdir()

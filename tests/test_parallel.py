@@ -149,7 +149,7 @@ def _export_dofns() -> list:
     from datetime import date
 
     from transforms.config_load import parse_config
-    from transforms.export import export_spec
+    from transforms.export_spec import export_spec
     from transforms.export_classify import ClassifyShard, ReadBlockedProfiles, ReadEarlierPart, ReadTargetedProfiles
     from transforms.export_decide import DecideShard
 

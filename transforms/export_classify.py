@@ -46,7 +46,7 @@ from transforms.suppression import Suppressor, suppressed_columns
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
 
 if TYPE_CHECKING:
-    from transforms.export import ExportSpec
+    from transforms.export_spec import ExportSpec
 
 EXPORTED_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string())])
 # A desired pair (stage 2's input): ``only`` when it is its profile's only one, whose outcome then

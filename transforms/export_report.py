@@ -19,7 +19,7 @@ from transforms.export_state import current_version
 from transforms.outcomes import REMOVALS, Counts, Metric, Removal
 
 if TYPE_CHECKING:
-    from transforms.export import ExportSpec
+    from transforms.export_spec import ExportSpec
     from transforms.export_state import ExportState
 
 # Every distinct target id is counted in exactly one of these.

@@ -193,7 +193,7 @@ class ExportState:
 
 
 def state_for(root: str, spec, problems: list[str], output: str = "") -> ExportState:
-    """The ``--state ROOT`` of one export (``spec``: :class:`transforms.export.ExportSpec`) into
+    """The ``--state ROOT`` of one export (``spec``: :class:`transforms.export_spec.ExportSpec`) into
     ``output``; appends to ``problems`` why it cannot serve."""
     ds = spec.data_source
     folder = audience_dir(root, ds.name, spec.audience)

@@ -13,9 +13,10 @@ from transforms.config import ConfigError, JobConfig
 from transforms.consent import reads_as_opt_in, reads_as_opt_out
 from transforms.encrypt import build_encryptor
 from transforms.errors import InputError, KeyMaterialError
-from transforms.export import EXPORTED, REMOVED, ExportSpec, export_config
+from transforms.export import EXPORTED, REMOVED
 from transforms.export_others import missing_runs, run_order, stripped_since
 from transforms.export_paths import audience_dir, same_output
+from transforms.export_spec import ExportSpec, export_config
 from transforms.export_state import ExportState, committed_versions, existing_state, parquet_rows, state_for
 from transforms.extract_header import read_schema_names
 from transforms.preflight import (dated_path_problems, first_record_optional, profile_column_problems,
