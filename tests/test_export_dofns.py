@@ -27,10 +27,9 @@ from transforms.export_classify import (
     PROFILES,
     TARGETS,
     ClassifyShard,
-    ReadBlockedProfiles,
     ReadEarlierPart,
-    ReadTargetedProfiles,
 )
+from transforms.export_profiles import ReadBlockedProfiles, ReadTargetedProfiles
 from transforms.export_decide import (
     BLOCKED,
     DESIRED,

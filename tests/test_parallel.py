@@ -150,7 +150,8 @@ def _export_dofns() -> list:
 
     from transforms.config_load import parse_config
     from transforms.export_spec import export_spec
-    from transforms.export_classify import ClassifyShard, ReadBlockedProfiles, ReadEarlierPart, ReadTargetedProfiles
+    from transforms.export_classify import ClassifyShard, ReadEarlierPart
+    from transforms.export_profiles import ReadBlockedProfiles, ReadTargetedProfiles
     from transforms.export_decide import DecideShard
 
     cfg = parse_config({"profiles": {"path": "p.parquet", "phone": None, "visitor_ids": None, "opt_out": None,

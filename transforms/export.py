@@ -59,9 +59,7 @@ from transforms.export_classify import (
     TARGETS,
     UNMAPPED_SCHEMA,
     ClassifyShard,
-    ReadBlockedProfiles,
     ReadEarlierPart,
-    ReadTargetedProfiles,
 )
 from transforms.export_decide import (
     BLOCKED,
@@ -82,6 +80,7 @@ from transforms.export_report import (
     state_manifest,
 )
 from transforms.export_others import ReadOtherAudience, StripOtherAudiences, commit_others, other_versions
+from transforms.export_profiles import ReadBlockedProfiles, ReadTargetedProfiles
 from transforms.export_spec import ExportSpec, export_config
 from transforms.export_state import MEMBERS, PENDING, SUCCESS, ExportState, commit_state, ensure_not_moved, match_parts
 from transforms.join_inputs import BuildKeyFilter
@@ -178,7 +177,8 @@ class ExportAudience(beam.PTransform):
         profile_files = _match_files(root, ("ListProfileExtracts", "MatchProfileFiles", "SpreadProfileFiles"),
                                      [cfg.profiles.path], "profile extract")
         # A first, narrow pass: the profiles with a row that is not eligible pass the filter too, so
-        # that the user IDs of all their rows are blocked (transforms/export_classify.py).
+        # that the user IDs of all their rows are blocked (transforms/export_profiles.py,
+        # transforms/export_classify.py).
         blocked_profiles = profile_files | "ReadBlockedProfiles" >> beam.ParDo(
             ReadBlockedProfiles(cfg, spec), beam.pvalue.AsList(suppression))
         profile_filter = beam.pvalue.AsSingleton(

@@ -3,8 +3,9 @@
 
 Three inputs meet per shard of ``profile_id`` (a stable hash, so all rows of an id land in the same
 shard and are counted exactly): the target ids (:mod:`transforms.targets`), the candidate rows of
-the profiles that are targeted or held by the platform (:class:`ReadTargetedProfiles` lets them
-through a Bloom filter of both and computes their user IDs), and the earlier state's pairs
+the profiles that are targeted or held by the platform
+(:class:`transforms.export_profiles.ReadTargetedProfiles` lets them through a Bloom filter of both
+and computes their user IDs), and the earlier state's pairs
 (:class:`ReadEarlierPart`: the export state, or previous exports' ``exported/``/``removed/``).
 :func:`classify` decides per shard with Arrow kernels; :class:`ClassifyShard` runs it on a
 ``CoGroupByKey``'s output and re-keys what it finds by user ID for the second stage
@@ -14,14 +15,12 @@ A profile's status is the worst of its extract rows: suppressed (its email or ph
 suppression list), opted out, consent unknown, or eligible. A user ID that such a profile has, on any
 of its rows, is never sent, even for another, consented profile (a shared device or address): the
 reader emits the user IDs of every non-eligible row of the whole extract (``BLOCKED``), and since a
-profile's rows may be in several files, a first, narrow pass (:class:`ReadBlockedProfiles`: id,
-opt-out and suppression columns) adds the profiles with a non-eligible row to the Bloom filter, so
-that all their rows meet in their shard, where :func:`blocked_by_profile` blocks the user IDs of their
-eligible rows too.
+profile's rows may be in several files, a first, narrow pass
+(:class:`transforms.export_profiles.ReadBlockedProfiles`: id, opt-out and suppression columns) adds
+the profiles with a non-eligible row to the Bloom filter, so that all their rows meet in their shard,
+where :func:`blocked_by_profile` blocks the user IDs of their eligible rows too.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import apache_beam as beam
 import numpy as np
@@ -31,22 +30,12 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.arrow_utils import concat, distinct, split_by_bucket
-from transforms.config import DataSourceConfig, JobConfig
-from transforms.encrypt import build_encryptor
-from transforms.errors import InputError, RowProblem
-from transforms.export_zeros import stripped_zero_led, targets_without_zeros
-from transforms.extract_copies import FileSketcher
-from transforms.keys import profile_keys
-from transforms.onboarding import usable_user_ids
-from transforms.outcomes import Metric, Removal, count, runner_counter
+from transforms.errors import InputError
+from transforms.export_zeros import targets_without_zeros
+from transforms.outcomes import Metric, Removal, count
 from transforms.parallel import HeapDoFn
-from transforms.profiles import KEY_PREFIX, at_row, counted_profiles, read_profiles
-from transforms.stable_hash import KeyFilter, bucket_of, hash64
-from transforms.suppression import Suppressor, suppressed_columns
+from transforms.stable_hash import bucket_of, hash64
 from transforms.targets import TARGET_SCHEMA, TARGETS_COLUMN
-
-if TYPE_CHECKING:
-    from transforms.export_spec import ExportSpec
 
 EXPORTED_SCHEMA = pa.schema([("profile_id", pa.string()), ("user_id", pa.string())])
 # A desired pair (stage 2's input): ``only`` when it is its profile's only one, whose outcome then
@@ -70,71 +59,6 @@ STATUS_REMOVAL = {SUPPRESSED: Removal.SUPPRESSED, OPTED_OUT: Removal.OPTED_OUT, 
 
 # The first CoGroupByKey's inputs, by name: each a PCollection of ``(profile bucket, table)``.
 TARGETS, PROFILES, EARLIER = "targets", "profiles", "earlier"
-
-
-def user_ids(profiles: pa.Table, ds: DataSourceConfig, cfg: JobConfig, encryptor=None) -> pa.Table:
-    """``(profile_id, user_id)``: the IDs the data source shares each profile by, usable ones only."""
-    keyed, _ = profile_keys(profiles, ds, cfg)
-    ids = keyed["key"].combine_chunks()
-    if encryptor is not None:
-        ids = encryptor.encrypt(ids)
-    ok = usable_user_ids(ids)
-    return pa.table({"profile_id": pc.filter(keyed["profile_id"], ok), "user_id": pc.filter(ids, ok)},
-                    schema=EXPORTED_SCHEMA)
-
-
-def row_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig,
-               suppressor: Suppressor | None) -> np.ndarray:
-    """Each standardized row's status: SUPPRESSED, OPTED_OUT, CONSENT_UNKNOWN or OK. Raises
-    :class:`~transforms.errors.RowProblem` at a phone that cannot be compared with the phone lists
-    (:meth:`Suppressor.first_unread_phone`)."""
-    opt = profiles["opt_out"]
-    opted = np.asarray(pc.fill_null(opt, False).to_numpy(zero_copy_only=False), dtype=bool)
-    unknown = np.asarray(pc.is_null(opt).to_numpy(zero_copy_only=False), dtype=bool)
-    status = np.where(opted, OPTED_OUT, np.where(unknown, CONSENT_UNKNOWN, OK)).astype(np.int8)
-    if suppressor:
-        for kind, name in suppressed_columns(cfg, ds):
-            column = KEY_PREFIX + name
-            if column in profiles.column_names:
-                if kind == "phone" and (row := suppressor.first_unread_phone(profiles[column])) is not None:
-                    raise RowProblem(row, f"column '{name}': a phone written without its country code "
-                                     "is read in no region, so it cannot be compared with the phone suppression "
-                                     "list: set profiles.default_region (where the extract's phones are dialled)")
-                hit = suppressor.suppressed(suppressor.normalized(profiles[column], kind), kind, raw=profiles[column])
-                status[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)] = SUPPRESSED
-    return status
-
-
-def located_status(profiles: pa.Table, cfg: JobConfig, ds: DataSourceConfig, suppressor: Suppressor | None,
-                   path: str, offset: int) -> np.ndarray:
-    """:func:`row_status` of a batch of ``path`` after its first ``offset`` rows (a problem names its line)."""
-    try:
-        return row_status(profiles, cfg, ds, suppressor)
-    except RowProblem as bad:
-        raise at_row(path, cfg.profiles.resolved_format, bad.problem, bad.row, offset) from None
-
-
-def candidate_rows(profiles: pa.Table, status: np.ndarray, ds: DataSourceConfig, cfg: JobConfig,
-                   encryptor=None) -> pa.Table:
-    """Standardized profile rows and their statuses -> :data:`CANDIDATE_SCHEMA`. User IDs are
-    computed (hashed, encrypted) for eligible rows only."""
-    base = pa.table({"profile_id": profiles["profile_id"], "status": pa.array(status, pa.int8()),
-                     "user_id": pa.nulls(profiles.num_rows, pa.string())}, schema=CANDIDATE_SCHEMA)
-    pairs = user_ids(profiles.filter(pa.array(status == OK)), ds, cfg, encryptor)
-    pairs = pa.table({"profile_id": pairs["profile_id"], "status": pa.array(np.zeros(pairs.num_rows, np.int8)),
-                      "user_id": pairs["user_id"]}, schema=CANDIDATE_SCHEMA)
-    return concat([base, pairs], CANDIDATE_SCHEMA)
-
-
-def blocked_user_ids(profiles: pa.Table, status: np.ndarray, ds: DataSourceConfig, cfg: JobConfig,
-                     encryptor=None) -> pa.Table:
-    """:data:`BLOCKED_SCHEMA`: the user IDs of the rows that are not eligible, with their status."""
-    parts = []
-    for code in (CONSENT_UNKNOWN, OPTED_OUT, SUPPRESSED):
-        if (status == code).any():
-            ids = user_ids(profiles.filter(pa.array(status == code)), ds, cfg, encryptor)["user_id"]
-            parts.append(pa.table({"user_id": ids, "status": pa.array(np.full(len(ids), code, np.int8))}))
-    return concat(parts, BLOCKED_SCHEMA)
 
 
 def blocked_by_profile(candidates: pa.Table) -> pa.Table:
@@ -252,80 +176,6 @@ def classify(targets: pa.Table, candidates: pa.Table, earlier: pa.Table, replace
 def _shards(table: pa.Table, buckets: int, column: str = "profile_id"):
     """``(bucket, rows)`` by the stable hash of ``column``."""
     return split_by_bucket(table, bucket_of(table[column], buckets))
-
-
-class ReadTargetedProfiles(HeapDoFn):
-    """One profile extract -> shards ``(profile bucket, candidate rows)`` of the profiles the Bloom
-    filter (a side input: targets and earlier pairs) lets through, with their statuses and user IDs
-    for the data source; the user IDs of every non-eligible row, sharded by user ID (``BLOCKED``);
-    counts (``COUNTS``); hashes of zero-led ids without their zeros (``ZERO_LED``,
-    :mod:`transforms.export_zeros`). The suppression lists come as a side input. Keys are loaded in setup()."""
-
-    COUNTS, BLOCKED, ZERO_LED = "counts", "blocked", "zero_led"
-    SKETCHES = "extract_sketches"  # per file, the sketch of its ids and rows (transforms.extract_copies)
-
-    def __init__(self, cfg: JobConfig, spec: ExportSpec, buckets: int):
-        self._cfg, self._spec, self._buckets = cfg, spec, buckets
-
-    def setup(self):
-        super().setup()
-        self._encryptor = build_encryptor(self._spec.data_source, self._spec.clock)
-        self._read = runner_counter("profiles_read")
-        self._suppressor = None
-
-    def process(self, path: str, profile_filter: KeyFilter, suppression: list):
-        ds = self._spec.data_source
-        if self._suppressor is None:
-            self._suppressor = Suppressor(suppression, ds, self._cfg.profile_region_for(ds))
-        sketcher = FileSketcher()
-        offset = 0  # the file's rows before the batch: a problem names its line
-        for profiles, entries in counted_profiles(path, self._cfg, export=True):
-            self._read.inc(profiles.num_rows)
-            sketcher.add(profiles)
-            for n in [count(Metric.PROFILES_READ, profiles.num_rows),
-                      count(Metric.CONSENT_UNKNOWN_ROWS, profiles["opt_out"].null_count), *entries]:
-                yield beam.pvalue.TaggedOutput(self.COUNTS, n)
-            status = located_status(profiles, self._cfg, ds, self._suppressor, path, offset)
-            offset += profiles.num_rows
-            if (status != OK).any():
-                blocked = blocked_user_ids(profiles, status, ds, self._cfg, self._encryptor)
-                yield beam.pvalue.TaggedOutput(self.COUNTS, count(Metric.BLOCKED_USER_IDS, blocked.num_rows))
-                for piece in _shards(blocked, self._buckets, "user_id"):
-                    yield beam.pvalue.TaggedOutput(self.BLOCKED, piece)
-            if len(zero_led := stripped_zero_led(profiles["profile_id"], profile_filter)):
-                yield beam.pvalue.TaggedOutput(self.ZERO_LED, zero_led)
-            keep = profile_filter.might_contain(hash64(profiles["profile_id"]))
-            if keep.any():
-                rows = candidate_rows(profiles.filter(pa.array(keep)), status[keep], ds, self._cfg, self._encryptor)
-                yield from _shards(rows, self._buckets)
-        yield beam.pvalue.TaggedOutput(self.SKETCHES, sketcher.sketch(path))
-
-
-class ReadBlockedProfiles(HeapDoFn):
-    """One profile extract -> the hashes of the profile ids of its rows that are not eligible (a
-    numpy array per batch, for the Bloom filter): the first pass, reading the id, opt-out and
-    suppression columns only. The suppression lists come as a side input."""
-
-    def __init__(self, cfg: JobConfig, spec: ExportSpec):
-        self._cfg, self._spec = cfg, spec
-
-    def setup(self):
-        super().setup()
-        self._suppressor = None
-
-    def process(self, path: str, suppression: list):
-        ds = self._spec.data_source
-        if self._suppressor is None:
-            self._suppressor = Suppressor(suppression, ds, self._cfg.profile_region_for(ds))
-        # No key column but those the suppression lists are compared with (transforms.suppression.suppressed_columns)
-        own = [ds] if ds.match_on and self._cfg.suppression else []
-        narrow = self._cfg.model_copy(update={"data_sources": own})
-        offset = 0
-        for profiles in read_profiles(path, narrow, export=True):
-            status = located_status(profiles, self._cfg, ds, self._suppressor, path, offset)
-            offset += profiles.num_rows
-            if (status != OK).any():
-                yield hash64(profiles["profile_id"].filter(pa.array(status != OK)))
 
 
 class ReadEarlierPart(HeapDoFn):

@@ -9,7 +9,7 @@ is not a valid address or digest fails the run naming the file and line (a typo 
 silently not suppress anyone); a configured list that matches no file fails the preflight.
 
 Applied to the export (a profile whose email or phone is suppressed is never sent, and removed from
-the platform if it was: :class:`transforms.export_classify.ReadTargetedProfiles`) and to the import's
+the platform if it was: :class:`transforms.export_profiles.ReadTargetedProfiles`) and to the import's
 file audience (a suppressed address is not written: :class:`SuppressFileAudience`). Nothing here
 logs, counts or reports an entry: only how many there are; the file-audience writer counts the
 entries they withheld (:class:`transforms.write_parts.WriteParts`, ``withheld_metric``).
