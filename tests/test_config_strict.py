@@ -324,3 +324,44 @@ def test_a_yaml_boolean_where_a_number_belongs_is_an_error(tmp_path, line, field
 def test_booleans_still_read_as_booleans(tmp_path):
     config = BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n  allow_empty_profiles: yes\n")
     assert load_config(write(tmp_path, config)).profiles.allow_empty_profiles is True
+
+
+# -- a key left without a value ------------------------------------------------------------------------
+@pytest.mark.parametrize("text, key, line", [
+    # a template's placeholder rendered empty: no opt-out column, and under opt_out_missing: consented
+    # every profile, the opted-out ones too, was exported (exit 0)
+    (BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n  opt_out:   # {{ OPT_OUT }}\n"),
+     "opt_out", 3),
+    (BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n  email:\n"), "email", 3),  # not 'email'
+    (BASE + "    target_dpid:\n", "target_dpid", 8),
+    ("profiles: {path: profiles.parquet, opt_out: }\n" + BASE.split("\n", 2)[2], "opt_out", 1),
+])
+def test_a_key_left_without_a_value_is_an_error_naming_key_and_line(tmp_path, text, key, line):
+    """YAML reads ``opt_out:`` with nothing after it as null, which is not the field's default: for
+    ``email`` it is no email column at all, for ``opt_out`` no opt-out column. Refused, naming the line."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert f"job.yaml: line {line}: '{key}' has no value" in message and "\n" not in message
+
+
+def test_an_explicit_null_is_still_none(tmp_path):
+    config = BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n  email: null\n  phone: ~\n")
+    profiles = load_config(write(tmp_path, config)).profiles
+    assert (profiles.email, profiles.phone) == (None, None)
+
+
+def test_an_export_whose_opt_out_was_left_empty_is_refused_before_it_sends_the_opted_out(tmp_path):
+    """``opt_out:`` left empty beside ``opt_out_missing: consented`` read as 'no opt-out column': the
+    export sent p0, who had opted out, exit 0. Refused now (exit 2), nothing written."""
+    (tmp_path / "p.csv").write_text("profile_id,email,opt_out\np0,a0@x.com,yes\np1,a1@x.com,\np2,a2@x.com,no\n")
+    (tmp_path / "t.csv").write_text("profile_id\np0\np1\np2\n")
+    config = write(tmp_path, "profiles:\n  path: p.csv\n  phone: null\n  visitor_ids: null\n"
+                             "  opt_out:            # {{ OPT_OUT_COLUMN }}\n  opt_out_missing: consented\n"
+                             "data_sources:\n  - {name: plain, dpid: 45678, segments: dumps/*.sync, id_type: declared,"
+                             " declared: plain, match_on: email}\n")
+    result = cli_in_process("export", "--config", config, "--audience", "A", "--targets", tmp_path / "t.csv",
+                            "--output", tmp_path / "o", "--run-date", "2026-12-01")
+    assert result.returncode == 2, result.stderr
+    assert "job.yaml: line 5: 'opt_out' has no value" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o" / "onboarding").exists()

@@ -21,15 +21,21 @@ class _Refused(yaml.YAMLError):
 
 class _StrictLoader(yaml.SafeLoader):
     """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently:
-    a data source would read another folder's dumps), and integers in another base than they read.
-    Keys beside a ``<<`` merge may override it."""
+    a data source would read another folder's dumps), a key left without a value (null, which is not
+    the field's default: ``opt_out:`` from a template rendered empty was no opt-out column, and under
+    ``opt_out_missing: consented`` the opted-out were exported), and integers in another base than
+    they read. Keys beside a ``<<`` merge may override it; ``null`` or ``~`` written is none."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
-        for key_node, _ in node.value:
+        for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
+            if value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "":
+                raise _Refused(f"'{key}' has no value (YAML reads it as null, not as the field's default): write "
+                               "the value, remove the line for the default, or write null for none",
+                               key_node.start_mark.line + 1)
             if isinstance(key, (str, int, float, bool)) or key is None:
                 if key in seen:
                     raise _Refused(f"duplicate key '{key}' (YAML keeps only the last one)", key_node.start_mark.line + 1)
