@@ -69,6 +69,33 @@ def test_yaml_merge_keys_still_work(tmp_path):
     assert [ds.name for ds in load_config(write(tmp_path, text)).data_sources] == ["visitors", "other"]
 
 
+MERGED = ("profiles: {path: p.parquet}\n"
+          "data_sources:\n"
+          "  - &crm {name: crm, dpid: 10, segments: crm/*.sync, id_type: visitor}\n"
+          "  - &web {name: web, dpid: 20, segments: web/*.sync, id_type: visitor}\n")
+
+
+@pytest.mark.parametrize("merge, line", [
+    ("  - <<: *crm\n    <<: *web\n    name: both\n    segments: both/*.sync\n", 6),
+    ("  - <<: [*crm, *web]\n    name: both\n    segments: both/*.sync\n", 5),
+])
+def test_merged_mappings_that_set_the_same_key_are_an_error(tmp_path, merge, line):
+    """Two mappings merged into one that both set a key (``dpid``) the mapping does not set itself:
+    YAML takes the first one's (dpid 10, crm's), silently, where a reader of the file takes the later
+    one's for an override (20). So do two ``<<`` keys in one mapping (both merged, the first winning)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MERGED + merge))
+    message = str(info.value)
+    assert f"job.yaml: line {line}: " in message and "'dpid'" in message and "\n" not in message
+
+
+def test_merged_mappings_whose_shared_keys_are_set_beside_them_are_fine(tmp_path):
+    """A key both set is set beside the ``<<`` (that one wins), or both set it alike (``id_type``)."""
+    text = MERGED + "  - <<: [*crm, *web]\n    name: both\n    dpid: 30\n    segments: both/*.sync\n"
+    both = load_config(write(tmp_path, text)).data_source("both")
+    assert (both.dpid, both.id_type, both.segments.endswith("/both/*.sync")) == (30, "visitor", True)
+
+
 # -- key references ----------------------------------------------------------------------------------
 ENCRYPTED = """\
 profiles:

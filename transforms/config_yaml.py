@@ -13,6 +13,9 @@ from transforms.errors import ConfigError
 _OTHER_BASE = re.compile(r"[-+]?0[0-7]+|[-+]?[1-9][0-9]*(?::[0-5]?[0-9])+")
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 class _Refused(yaml.YAMLError):
     def __init__(self, message: str, line: int):
         super().__init__(message)
@@ -27,9 +30,10 @@ class _StrictLoader(yaml.SafeLoader):
     they read. Keys beside a ``<<`` merge may override it; ``null`` or ``~`` written is none."""
 
     def construct_mapping(self, node, deep=False):
+        self._check_merges(node)
         seen = set()
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == _MERGE:
                 continue
             key = self.construct_object(key_node, deep=True)
             if value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "":
@@ -41,6 +45,25 @@ class _StrictLoader(yaml.SafeLoader):
                     raise _Refused(f"duplicate key '{key}' (YAML keeps only the last one)", key_node.start_mark.line + 1)
                 seen.add(key)
         return super().construct_mapping(node, deep)
+
+    @staticmethod
+    def _check_merges(node):
+        """Mappings merged into ``node`` (``<<: [*a, *b]``, or two ``<<`` keys) that set one key two ways,
+        not set in ``node`` itself: YAML takes the first one's, where a reader takes the later one's."""
+        own = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE}
+        merged = {}  # key: its value node's form in the first mapping setting it
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            for sub in value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]:
+                if not isinstance(sub, yaml.MappingNode):
+                    continue  # PyYAML's own error
+                pairs = {k.value: v for k, v in sub.value if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE}
+                for key, value in pairs.items():
+                    form = (value.tag, value.value) if isinstance(value, yaml.ScalarNode) else id(value)
+                    if key not in own and merged.setdefault(key, form) != form:
+                        raise _Refused(f"'{key}' is set by two of the mappings merged here (YAML keeps the first "
+                                       "one's): set it beside the '<<'", key_node.start_mark.line + 1)
 
     def construct_yaml_int(self, node):
         if _OTHER_BASE.fullmatch(self.construct_scalar(node).replace("_", "")):
