@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import ROOT, cli_in_process
 from transforms.config import ConfigError
@@ -392,3 +393,28 @@ def test_an_export_whose_opt_out_was_left_empty_is_refused_before_it_sends_the_o
     assert result.returncode == 2, result.stderr
     assert "job.yaml: line 5: 'opt_out' has no value" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "onboarding").exists()
+
+
+# -- the file's text ---------------------------------------------------------------------------------
+def test_a_config_saved_as_utf16_reads_as_its_utf8_twin(tmp_path):
+    """Notepad's "Unicode" is UTF-16 with its byte-order mark, as key files are read: it failed
+    'cannot read the config (UnicodeDecodeError)', naming no cause."""
+    (tmp_path / "job.yaml").write_bytes(BASE.replace("\n", "\r\n").encode("utf-16"))
+    utf16 = load_config(str(tmp_path / "job.yaml"))
+    assert utf16.model_dump() == parse_config(yaml.safe_load(BASE), base_dir=tmp_path).model_dump()
+    assert utf16.data_sources[0].segments == str(tmp_path / "dumps/*.sync")
+
+
+@pytest.mark.parametrize("text, line, cause", [
+    (BASE.encode().replace(b"  path: profiles.parquet\n", b"  path: profiles.parquet   # cl\xe9 CRM\n"), 2,
+     "not UTF-8 text"),  # an accent in a comment, saved as Windows-1252
+    (BASE.replace("    dpid: 1\n", "\tdpid: 1\n").encode(), 5, "a tab"),
+    ((BASE + "---\n" + BASE).encode(), 8, "a second YAML document"),
+])
+def test_a_config_that_is_not_one_yaml_document_of_utf8_text_names_the_cause_and_line(tmp_path, text, line, cause):
+    """It said 'cannot read the config (UnicodeDecodeError)' or 'line N not valid YAML'."""
+    (tmp_path / "job.yaml").write_bytes(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / "job.yaml"))
+    message = str(info.value)
+    assert f"job.yaml: line {line}: {cause}" in message and "\n" not in message and "CRM" not in message

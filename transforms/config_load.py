@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from transforms.config import EncryptionConfig, JobConfig
-from transforms.config_yaml import read_yaml
+from transforms.config_yaml import config_text, read_yaml
 from transforms.errors import ConfigError, KeyMaterialError
 from transforms.secrets import pinned_reference
 
@@ -89,10 +89,10 @@ def load_config(path: str) -> JobConfig:
 
     try:
         with FileSystems.open(path) as handle:
-            text = handle.read().decode("utf-8")
+            raw = handle.read()
     except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
         raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
-    data = read_yaml(text, path)
+    data = read_yaml(config_text(raw, path), path)
     base = path.rsplit("/", 1)[0] if "://" in path else Path(path).resolve().parent
     return parse_config(data, source=path, base_dir=base)
 

@@ -2,6 +2,7 @@
 mean is an error naming its line (never its value: a key may have been pasted anywhere)."""
 from __future__ import annotations
 
+import codecs
 import re
 
 import yaml
@@ -75,6 +76,27 @@ class _StrictLoader(yaml.SafeLoader):
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 
 
+def config_text(raw: bytes, source: str) -> str:
+    """A config file's text: UTF-8 (with or without a byte-order mark), or UTF-16 with its mark
+    (Notepad's "Unicode"), as key files are read. Else one line naming the first line not UTF-8."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not raw.startswith(codecs.BOM_UTF32_LE):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{source}: line {line}: not UTF-8 text (an accent saved as Windows-1252?): save the "
+                          "config as UTF-8") from None
+
+
+# What PyYAML's parse errors mean, said without the text around them (a key may have been pasted anywhere).
+_PROBLEMS = (("found character '\\t' that cannot start any token", "a tab: YAML indents and separates with spaces only"),
+             ("expected a single document in the stream", "a second YAML document ('---'): a config is one"))
+
+
 def read_yaml(text: str, source: str):
     """The document in ``text`` (``source`` names it in errors: one line, with the line number)."""
     try:
@@ -83,5 +105,9 @@ def read_yaml(text: str, source: str):
         raise ConfigError(f"{source}: line {exc.line}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        said = f"{getattr(exc, 'context', None)} {getattr(exc, 'problem', None)}"
+        cause = next((meaning for words, meaning in _PROBLEMS if words in said), None)
+        if mark is not None and cause:
+            raise ConfigError(f"{source}: line {mark.line + 1}: {cause}") from None
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}:{where} not valid YAML") from None
