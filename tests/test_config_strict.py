@@ -418,3 +418,31 @@ def test_a_config_that_is_not_one_yaml_document_of_utf8_text_names_the_cause_and
         load_config(str(tmp_path / "job.yaml"))
     message = str(info.value)
     assert f"job.yaml: line {line}: {cause}" in message and "\n" not in message and "CRM" not in message
+
+
+@pytest.mark.parametrize("line, field", [("    dpid: 20.000\n", "data_sources.0.dpid"),  # a thousands separator: 20
+                                         ("    dpid: '20.000'\n", "data_sources.0.dpid"),
+                                         ("export: {max_lines_per_file: 1.000}\n", "export.max_lines_per_file"),
+                                         ("diagnosis_sample: 100.000\n", "diagnosis_sample"),
+                                         ("    max_nights_without_delivery: 3.0\n",
+                                          "data_sources.0.max_nights_without_delivery")])
+def test_a_decimal_point_where_a_whole_number_belongs_is_an_error(tmp_path, line, field):
+    """YAML reads ``20.000`` (twenty thousand, written with a European thousands separator) as 20.0,
+    and pydantic took it for 20: data source 20; ``max_lines_per_file: 1.000`` split an export into
+    one file per line."""
+    config = BASE.replace("    dpid: 1\n", line) if "dpid" in line else (
+        BASE + line if line.startswith("    ") else line + BASE)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, config))
+    assert f"job.yaml: {field}: expected a whole number" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("line, field", [("  default_region: NO\n", "profiles.default_region"),  # Norway
+                                         ("  opt_out: off\n", "profiles.opt_out")])
+def test_a_yaml_boolean_where_text_belongs_says_to_quote_it(tmp_path, line, field):
+    config = BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n" + line)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, config))
+    assert f"job.yaml: {field}: expected text, not true/false" in str(info.value) and "quote it" in str(info.value)
+    quoted = config.replace(": NO\n", ": 'NO'\n").replace(": off\n", ": 'off'\n")
+    assert load_config(write(tmp_path, quoted)).profiles.model_dump()[field.split(".")[1]] in ("NO", "off")

@@ -7,33 +7,20 @@ transforms at run time. A config file is read and validated by :mod:`transforms.
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from transforms.config_match import (decrypted_normalization_problem, extract_region_problem, match_as_problem,
                                      role_column_problem)
+from transforms.config_yaml import StrictModel
 from transforms.errors import ConfigError
 from transforms.phones import check_region
 from transforms.secrets import reference_problem
 from transforms.storage import format_from_extension
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_numbers(cls, value, info):
-        """YAML reads on/off/yes/no as booleans, which pydantic takes for 1 and 0 (``max_shrink: on``: 1.0)."""
-        annotation = cls.model_fields[info.field_name].annotation
-        kinds = get_args(annotation) or (annotation,)
-        if isinstance(value, bool) and bool not in kinds and {int, float} & set(kinds):
-            raise ValueError("expected a number, not true/false (YAML reads on/off/yes/no as true/false)")
-        return value
-
-
-class ProfilesConfig(_Strict):
+class ProfilesConfig(StrictModel):
     """Where the profile extract is and which of its columns play which role."""
 
     path: str
@@ -99,7 +86,7 @@ class ProfilesConfig(_Strict):
         return field
 
 
-class EncryptionConfig(_Strict):
+class EncryptionConfig(StrictModel):
     algorithm: Literal["aes-cbc", "aes-gcm"] = "aes-cbc"
     key: str | None = None  # env:NAME or file:PATH (aes-cbc)
     key_encoding: Literal["hex", "base64"] | None = None  # None: detect when unambiguous
@@ -141,7 +128,7 @@ class EncryptionConfig(_Strict):
         return self
 
 
-class DataSourceConfig(_Strict):
+class DataSourceConfig(StrictModel):
     """One shared data source (DPID) and the segment dumps it delivers."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -285,7 +272,7 @@ class DataSourceConfig(_Strict):
 GLOBAL_DEVICE_DPIDS = {20914: "Android advertising IDs", 20915: "iOS advertising IDs"}
 
 
-class SuppressionList(_Strict):
+class SuppressionList(StrictModel):
     """Addresses that must never be shared (``suppression:``): applied to exports and to the
     import's file audience (transforms/suppression.py)."""
 
@@ -296,14 +283,14 @@ class SuppressionList(_Strict):
     hashed: bool = False
 
 
-class ExportConfig(_Strict):
+class ExportConfig(StrictModel):
     """Optional ``export:`` section: defaults for ``audience-sync export`` (flags override them)."""
 
     data_source: str | None = None  # the data source the audience is shared through
     max_lines_per_file: int = Field(default=5_000_000, ge=1)  # onboarding file split size
 
 
-class JobConfig(_Strict):
+class JobConfig(StrictModel):
     profiles: ProfilesConfig
     data_sources: list[DataSourceConfig] = Field(min_length=1)
     buckets: int = Field(default=16, ge=1, le=4096)  # join/write shards; spread over workers

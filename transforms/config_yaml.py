@@ -1,11 +1,15 @@
 """The config's YAML, read strictly: what PyYAML would read silently in a way the writer did not
-mean is an error naming its line (never its value: a key may have been pasted anywhere)."""
+mean is an error naming its line (never its value: a key may have been pasted anywhere), and what
+it reads as another type than a field's, which pydantic would convert, an error naming the field
+(:class:`StrictModel`, the base of :mod:`transforms.config`'s models)."""
 from __future__ import annotations
 
 import codecs
 import re
+from typing import get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from transforms.errors import ConfigError
 
@@ -111,3 +115,23 @@ def read_yaml(text: str, source: str):
             raise ConfigError(f"{source}: line {mark.line + 1}: {cause}") from None
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}:{where} not valid YAML") from None
+
+
+class StrictModel(BaseModel):
+    """The config's models: unknown fields refused, and YAML's readings no field means (below)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yaml_surprises(cls, value, info):
+        """YAML reads on/off/yes/no as booleans, which pydantic takes for 1 and 0 (``max_shrink: on``: 1.0), and
+        ``20.000`` (a thousands separator) as 20.0, which it took for 20 (``dpid``). ``NO`` (Norway) is false."""
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = set(get_args(annotation) or (annotation,)) if get_origin(annotation) not in (list, tuple) else set()
+        if isinstance(value, bool) and bool not in kinds and {int, float, str} & kinds:
+            raise ValueError(f"expected {'text' if str in kinds else 'a number'}, not true/false (YAML reads NO, no, on, "
+                             f"off, yes as true/false){': quote it' if str in kinds else ''}")
+        if int in kinds and float not in kinds and (isinstance(value, float) or isinstance(value, str) and "." in value):
+            raise ValueError("expected a whole number, without a decimal point (YAML reads 20.000 as 20)")
+        return value
