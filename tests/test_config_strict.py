@@ -446,3 +446,20 @@ def test_a_yaml_boolean_where_text_belongs_says_to_quote_it(tmp_path, line, fiel
     assert f"job.yaml: {field}: expected text, not true/false" in str(info.value) and "quote it" in str(info.value)
     quoted = config.replace(": NO\n", ": 'NO'\n").replace(": off\n", ": 'off'\n")
     assert load_config(write(tmp_path, quoted)).profiles.model_dump()[field.split(".")[1]] in ("NO", "off")
+
+
+# -- an unknown field --------------------------------------------------------------------------------
+@pytest.mark.parametrize("line, said", [
+    ("    Match_On: email\n", "data_sources.0.Match_On: unknown field (did you mean 'match_on'?)"),
+    ("    max-shrink: 0.9\n", "data_sources.0.max-shrink: unknown field (did you mean 'max_shrink'?)"),
+    ("    segment: other/*.sync\n", "data_sources.0.segment: unknown field (did you mean 'segments'?)"),
+    ("    buckets: 4\n", "data_sources.0.buckets: unknown field (a field of the top level)"),
+    ("default_region: FR\n", "default_region: unknown field (a field of profiles and data_sources)"),
+    ("    colour: red\n", "data_sources.0.colour: unknown field"),
+])
+def test_an_unknown_field_names_the_field_it_may_be(tmp_path, line, said):
+    """A field in another case, spelled with '-', misspelled, or in another section was 'unknown field'."""
+    config = BASE + line if line.startswith("    ") else line + BASE
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, config))
+    assert str(info.value).endswith(f"job.yaml: {said}")

@@ -3,15 +3,40 @@
 in it resolved against the file's folder (a local folder or a ``gs://`` prefix)."""
 from __future__ import annotations
 
+import difflib
 import posixpath
 from pathlib import Path
+from typing import get_args
 
 from pydantic import ValidationError
 
-from transforms.config import EncryptionConfig, JobConfig
+from transforms.config import (DataSourceConfig, EncryptionConfig, ExportConfig, JobConfig, ProfilesConfig,
+                               SuppressionList)
 from transforms.config_yaml import config_text, read_yaml
 from transforms.errors import ConfigError, KeyMaterialError
 from transforms.secrets import pinned_reference
+
+
+# Where each field is: an unknown one is named as the field it may be.
+_SECTIONS = {"the top level": JobConfig, "profiles": ProfilesConfig, "data_sources": DataSourceConfig,
+             "encryption": EncryptionConfig, "export": ExportConfig, "suppression": SuppressionList}
+
+
+def _unknown_field(loc: tuple) -> str:
+    """``unknown field``, with the field it may be: another case or ``-`` for ``_`` (``Match_On``), a
+    misspelling (``segment``), or a field of another section (``buckets`` in a data source)."""
+    model = JobConfig
+    for part in loc[:-1]:
+        if not isinstance(part, int) and model is not None:
+            kinds = get_args(model.model_fields[part].annotation) if part in model.model_fields else ()
+            model = next((k for k in kinds if k in _SECTIONS.values()), _SECTIONS.get(part))
+    name = str(loc[-1]).strip().lower().replace("-", "_")
+    fields = list(model.model_fields) if model is not None else []
+    near = [name] if name in fields else difflib.get_close_matches(name, fields, n=1, cutoff=0.8)
+    if near:
+        return f"unknown field (did you mean '{near[0]}'?)"
+    others = [section for section, other in _SECTIONS.items() if other is not model and name in other.model_fields]
+    return f"unknown field (a field of {' and '.join(others)})" if others else "unknown field"
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -20,7 +45,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = _unknown_field(err["loc"])
         elif err["type"] == "missing":
             msg = "required field is missing"
         lines.append(f"{source}: {loc}: {msg}")
