@@ -462,4 +462,37 @@ def test_an_unknown_field_names_the_field_it_may_be(tmp_path, line, said):
     config = BASE + line if line.startswith("    ") else line + BASE
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, config))
-    assert str(info.value).endswith(f"job.yaml: {said}")
+    assert f"job.yaml: {said} (line " in str(info.value)
+
+
+# -- the line of a field -----------------------------------------------------------------------------
+THREE = BASE + ("  - name: crm\n    dpid: 2\n    segments: crm/*.sync\n    id_type: declared\n    declared: hashed\n"
+                "    match_on: email\n  - <<: *web\n    name: web2\n    segments: web2/*.sync\n")
+
+
+@pytest.mark.parametrize("change, said", [
+    (("    normalization: adobe\n", "    normalization: sha1\n"), ["data_sources.1.normalization: Input should be"]),
+    (("    dpid: 2\n", ""), ["data_sources.1.dpid: required field is missing"]),  # at the entry's first line
+    (("    match_on: email\n", "    match_on: email\n    Match_On: phone\n"), ["data_sources.1.Match_On: unknown field"]),
+    (("    name: web\n    dpid: 3\n", "    name: web\n    dpid: 0\n"),  # web2 merges it: both, at its line
+     ["data_sources.2.dpid: Input should be greater", "data_sources.3.dpid: Input should be greater"]),
+])
+def test_a_field_refused_is_named_with_its_line(tmp_path, change, said):
+    """Errors named the field (``data_sources.23.dpid``), never the line: in a config of many data
+    sources, merged ones among them, the operator counted entries. A field merged from another entry
+    is named at that entry's line (where it is written); a missing one at its entry's first line."""
+    text = THREE.replace("  - <<: *web\n", "  - &web\n    name: web\n    dpid: 3\n    segments: web/*.sync\n"
+                         "    id_type: visitor\n  - <<: *web\n").replace("    declared: hashed\n",
+                                                                       "    declared: hashed\n    normalization: adobe\n")
+    text = text.replace(*change)
+    lines = text.splitlines()
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value).splitlines()
+    assert len(message) == len(said)
+    for told, expected in zip(message, said):
+        assert expected in told
+        line = int(re.search(r" \(line (\d+)\)$", told).group(1))
+        field = expected.split(":")[0].split(".")[-1]
+        assert {"normalization": "normalization:", "Match_On": "Match_On:", "dpid": "dpid: 0"}.get(
+            field if "missing" not in expected else "", "- name: crm") in lines[line - 1]

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from transforms.config import (DataSourceConfig, EncryptionConfig, ExportConfig, JobConfig, ProfilesConfig,
                                SuppressionList)
-from transforms.config_yaml import config_text, read_yaml
+from transforms.config_yaml import config_text, read_yaml, yaml_lines
 from transforms.errors import ConfigError, KeyMaterialError
 from transforms.secrets import pinned_reference
 
@@ -39,16 +39,17 @@ def _unknown_field(loc: tuple) -> str:
     return f"unknown field (a field of {' and '.join(others)})" if others else "unknown field"
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _format_validation_error(exc: ValidationError, source: str, line_of=None) -> str:
     lines = []
     for err in exc.errors():
+        line = line_of(err["loc"]) if line_of is not None and err["loc"] else None
         loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = _unknown_field(err["loc"])
         elif err["type"] == "missing":
             msg = "required field is missing"
-        lines.append(f"{source}: {loc}: {msg}")
+        lines.append(f"{source}: {loc}: {msg}" + (f" (line {line})" if line else ""))
     return "\n".join(lines)
 
 
@@ -86,8 +87,9 @@ def _resolve_refs(enc: EncryptionConfig | None, base: Path) -> EncryptionConfig 
     return enc.model_copy(update=update)
 
 
-def parse_config(data: dict, source: str = "config", base_dir: str | Path | None = None) -> JobConfig:
-    """Validate a config mapping; relative paths are resolved against ``base_dir``."""
+def parse_config(data: dict, source: str = "config", base_dir: str | Path | None = None, line_of=None) -> JobConfig:
+    """Validate a config mapping; relative paths are resolved against ``base_dir``; ``line_of`` gives the
+    line of a field refused (:func:`~transforms.config_yaml.yaml_lines`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     base = None if base_dir is None else base_dir if isinstance(base_dir, str) and "://" in base_dir else Path(base_dir)
@@ -96,7 +98,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
     try:
         cfg = JobConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, line_of)) from None
     if base is None:
         return cfg
     profiles = cfg.profiles.model_copy(update={"path": _resolve(cfg.profiles.path, base)})
@@ -117,9 +119,10 @@ def load_config(path: str) -> JobConfig:
             raw = handle.read()
     except Exception as exc:  # noqa: BLE001 - one clear line for any I/O problem
         raise ConfigError(f"{path}: cannot read the config ({type(exc).__name__})") from None
-    data = read_yaml(config_text(raw, path), path)
+    text = config_text(raw, path)
+    data = read_yaml(text, path)
     base = path.rsplit("/", 1)[0] if "://" in path else Path(path).resolve().parent
-    return parse_config(data, source=path, base_dir=base)
+    return parse_config(data, source=path, base_dir=base, line_of=yaml_lines(text))
 
 
 def pin_secret_versions(cfg: JobConfig) -> JobConfig:

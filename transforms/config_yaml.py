@@ -117,6 +117,39 @@ def read_yaml(text: str, source: str):
         raise ConfigError(f"{source}:{where} not valid YAML") from None
 
 
+def yaml_lines(text: str):
+    """A function giving the line where a field of the document in ``text`` (read by :func:`read_yaml`) is
+    written, from its pydantic location (``('data_sources', 3, 'dpid')``), or None: a merged field's
+    line is where its entry writes it, a missing one's its entry's first line."""
+    root = yaml.compose(text, Loader=_StrictLoader)
+
+    def line_of(loc: tuple) -> int | None:
+        node, line = root, None
+        for part in loc:
+            if (found := _child(node, part)) is None:
+                break
+            line, node = found
+        return line
+
+    return line_of
+
+
+def _child(node, part):
+    """``(line, node)`` of ``part`` under ``node``: a sequence's item, a mapping's key or one it merges."""
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+        return node.value[part].start_mark.line + 1, node.value[part]
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key, value in node.value:
+        if key.tag != _MERGE and isinstance(key, yaml.ScalarNode) and key.value == str(part):
+            return key.start_mark.line + 1, value
+    merged = [v for k, v in node.value if k.tag == _MERGE]
+    for sub in [s for v in merged for s in (v.value if isinstance(v, yaml.SequenceNode) else [v])]:
+        if (found := _child(sub, part)) is not None:
+            return found
+    return None
+
+
 class StrictModel(BaseModel):
     """The config's models: unknown fields refused, and YAML's readings no field means (below)."""
 
