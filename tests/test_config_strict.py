@@ -496,3 +496,26 @@ def test_a_field_refused_is_named_with_its_line(tmp_path, change, said):
         field = expected.split(":")[0].split(".")[-1]
         assert {"normalization": "normalization:", "Match_On": "Match_On:", "dpid": "dpid: 0"}.get(
             field if "missing" not in expected else "", "- name: crm") in lines[line - 1]
+
+
+# -- paths a shell would expand ----------------------------------------------------------------------
+@pytest.mark.parametrize("old, new, field", [
+    ("segments: dumps/*.sync", "segments: ~/dumps/*.sync", "data_sources.0.segments"),
+    ("segments: dumps/*.sync", "segments: ${DUMPS}/crm/*.sync", "data_sources.0.segments"),
+    ("segments: dumps/*.sync", "segments: dumps/${date}/*.sync", "data_sources.0.segments"),  # {date} meant
+    ("path: profiles.parquet", "path: $HOME/extract/profiles.parquet", "profiles.path"),
+])
+def test_a_path_a_shell_would_expand_is_an_error_naming_the_field(tmp_path, monkeypatch, old, new, field):
+    """'~' and '$NAME' are a shell's: kept as written, the path was looked for under the config's
+    folder ('no segment dump matches '<config folder>/~/dumps/*.sync'', exit 2); a nightly source allowed
+    nights without a delivery reads such a night as one its partner sent nothing."""
+    monkeypatch.setenv("DUMPS", str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE.replace(old, new)))
+    message = str(info.value)
+    assert f"job.yaml: {field}: " in message and "not expanded" in message and "\n" not in message
+
+
+def test_a_path_with_a_tilde_or_dollar_inside_a_name_is_kept(tmp_path):
+    text = BASE.replace("segments: dumps/*.sync", "segments: dumps/a~b/x$1.sync")
+    assert load_config(write(tmp_path, text)).data_sources[0].segments == str(tmp_path / "dumps/a~b/x$1.sync")

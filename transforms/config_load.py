@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import posixpath
+import re
 from pathlib import Path
 from typing import get_args
 
@@ -53,6 +54,27 @@ def _format_validation_error(exc: ValidationError, source: str, line_of=None) ->
     return "\n".join(lines)
 
 
+# A shell's, never this job's: a leading '~' (~/, ~user) and '$NAME' / '${NAME}' are kept as written.
+_SHELL_WORDS = re.compile(r"^~|\$\{?[A-Za-z_]")
+
+
+def _shell_paths(cfg: JobConfig, source: str, line_of) -> list[str]:
+    """Problems of paths written for a shell (``~/dumps/*``, ``$HOME/p.parquet``, ``${date}``): kept as
+    written, they were looked for under the config's folder and matched nothing (a nightly source
+    allowed nights without a delivery reads that as a night its partner sent nothing)."""
+    paths = [(("profiles", "path"), cfg.profiles.path)]
+    paths += [(("data_sources", i, "segments"), ds.segments) for i, ds in enumerate(cfg.data_sources)]
+    paths += [(("suppression", i, "path"), entry.path) for i, entry in enumerate(cfg.suppression)]
+    problems = []
+    for loc, path in paths:
+        if _SHELL_WORDS.search(path):
+            line = line_of(loc) if line_of is not None else None
+            problems.append(f"{source}: {'.'.join(map(str, loc))}: '~' and environment variables ($NAME) are not "
+                            "expanded in a path: write it out (a relative path is relative to the config's folder; "
+                            "a nightly's date is {date})" + (f" (line {line})" if line else ""))
+    return problems
+
+
 def _resolve(path: str, base: Path | str) -> str:
     """``path`` relative to ``base`` (a local folder, or a ``gs://...`` prefix for a config on GCS)."""
     if "://" in path or path.startswith("/"):
@@ -99,6 +121,8 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
         cfg = JobConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source, line_of)) from None
+    if problems := _shell_paths(cfg, source, line_of):
+        raise ConfigError("\n".join(problems))
     if base is None:
         return cfg
     profiles = cfg.profiles.model_copy(update={"path": _resolve(cfg.profiles.path, base)})
