@@ -519,3 +519,15 @@ def test_a_path_a_shell_would_expand_is_an_error_naming_the_field(tmp_path, monk
 def test_a_path_with_a_tilde_or_dollar_inside_a_name_is_kept(tmp_path):
     text = BASE.replace("segments: dumps/*.sync", "segments: dumps/a~b/x$1.sync")
     assert load_config(write(tmp_path, text)).data_sources[0].segments == str(tmp_path / "dumps/a~b/x$1.sync")
+
+
+# -- one data source under two names -----------------------------------------------------------------
+@pytest.mark.parametrize("other", ["visitors", "Visitors", "VISITORS"])
+def test_data_source_names_differing_only_in_case_are_an_error(tmp_path, other):
+    """An export's state is kept in a folder named by its data source (ROOT/<name>/<audience>): on a
+    disk that ignores case (macOS, Windows), 'crm' and 'CRM' shared one, each reading the other's
+    members as its own. Two entries of one name were refused; of one name in two cases, accepted."""
+    text = BASE + f"  - name: {other}\n    dpid: 2\n    segments: other/*.sync\n    id_type: visitor\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "data source names must be unique" in str(info.value) and "\n" not in str(info.value)

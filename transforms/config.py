@@ -345,10 +345,11 @@ class JobConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "JobConfig":
-        names = [ds.name for ds in self.data_sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        # also in case: an export's state folder is named by its data source, one folder on a disk ignoring case
+        names = [ds.name.casefold() for ds in self.data_sources]
+        dupes = sorted({ds.name for ds in self.data_sources if names.count(ds.name.casefold()) > 1})
         if dupes:
-            raise ValueError(f"data source names must be unique, repeated: {dupes}")
+            raise ValueError(f"data source names must be unique, also in case: {dupes}")
         return self
 
     def for_date(self, day) -> "JobConfig":
