@@ -531,3 +531,11 @@ def test_data_source_names_differing_only_in_case_are_an_error(tmp_path, other):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert "data source names must be unique" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# job.yaml: to be filled in\n", "---\n"])
+def test_an_empty_config_is_said_to_be_empty(tmp_path, text):
+    """An empty file (a failed copy, a template not rendered) said 'expected a mapping at the top level'."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert str(info.value).endswith("job.yaml: the config is empty (nothing but comments or blank lines)")

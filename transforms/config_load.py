@@ -112,6 +112,8 @@ def _resolve_refs(enc: EncryptionConfig | None, base: Path) -> EncryptionConfig 
 def parse_config(data: dict, source: str = "config", base_dir: str | Path | None = None, line_of=None) -> JobConfig:
     """Validate a config mapping; relative paths are resolved against ``base_dir``; ``line_of`` gives the
     line of a field refused (:func:`~transforms.config_yaml.yaml_lines`)."""
+    if data is None:
+        raise ConfigError(f"{source}: the config is empty (nothing but comments or blank lines)")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     base = None if base_dir is None else base_dir if isinstance(base_dir, str) and "://" in base_dir else Path(base_dir)
