@@ -539,3 +539,19 @@ def test_an_empty_config_is_said_to_be_empty(tmp_path, text):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert str(info.value).endswith("job.yaml: the config is empty (nothing but comments or blank lines)")
+
+
+@pytest.mark.parametrize("value, indicator", [("*.sync*", "*"), ("{date}/*.sync", "{"), ("{date}", "{"),
+                                              ("&x/*.sync", "&"), ("!x/*.sync", "!"), ("@x/*.sync", "@"),
+                                              ("[0-9]*.sync", "[")])
+def test_a_value_starting_with_yaml_syntax_says_to_quote_it(tmp_path, value, indicator):
+    """``segments: *.sync*`` (every dump beside the config) is an alias to YAML, ``{date}/*.sync`` a
+    mapping: 'line 6 not valid YAML', and ``{date}`` alone a mapping whose key has no value."""
+    text = BASE.replace("segments: dumps/*.sync", f"segments: {value}")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert f"job.yaml: line 6: a value starting with '{indicator}' is " in message and "quote it" in message
+    assert "\n" not in message and value not in message
+    quoted = load_config(write(tmp_path, BASE.replace("segments: dumps/*.sync", f"segments: '{value}'")))
+    assert quoted.data_sources[0].segments == str(tmp_path / value)

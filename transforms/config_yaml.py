@@ -42,6 +42,8 @@ class _StrictLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             if value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "":
+                if node.flow_style and value_node.start_mark.pointer == key_node.end_mark.pointer:  # {date}: no ':'
+                    raise _Refused(_quote_it("{"), node.start_mark.line + 1)
                 raise _Refused(f"'{key}' has no value (YAML reads it as null, not as the field's default): write "
                                "the value, remove the line for the default, or write null for none",
                                key_node.start_mark.line + 1)
@@ -96,6 +98,24 @@ def config_text(raw: bytes, source: str) -> str:
                           "config as UTF-8") from None
 
 
+# What a value starting so is to YAML (``segments: *.sync*`` an alias, ``{date}/*`` a mapping): text must be quoted.
+_INDICATORS = {"*": "an alias (*name)", "&": "an anchor (&name)", "{": "a mapping ({a: 1})", "[": "a list ([a, b])",
+               "!": "a tag (!name)", "%": "a directive", "@": "reserved", "`": "reserved", "|": "block text",
+               ">": "block text"}
+_VALUE_START = re.compile(r"\s*(?:-\s+)?(?:[\w.-]+\s*:\s+)?(\S)")
+
+
+def _quote_it(indicator: str) -> str:
+    return f"a value starting with '{indicator}' is {_INDICATORS[indicator]} to YAML: if it is text, quote it"
+
+
+def _syntax_on(text: str, line: int) -> str | None:
+    """The indicator a value on ``line`` (0-based) of ``text`` starts with, if it starts with one."""
+    lines = text.splitlines()
+    found = _VALUE_START.match(lines[line]) if 0 <= line < len(lines) else None
+    return found.group(1) if found and found.group(1) in _INDICATORS else None
+
+
 # What PyYAML's parse errors mean, said without the text around them (a key may have been pasted anywhere).
 _PROBLEMS = (("found character '\\t' that cannot start any token", "a tab: YAML indents and separates with spaces only"),
              ("expected a single document in the stream", "a second YAML document ('---'): a config is one"))
@@ -113,6 +133,9 @@ def read_yaml(text: str, source: str):
         cause = next((meaning for words, meaning in _PROBLEMS if words in said), None)
         if mark is not None and cause:
             raise ConfigError(f"{source}: line {mark.line + 1}: {cause}") from None
+        for near in (mark, getattr(exc, "context_mark", None)):
+            if near is not None and (indicator := _syntax_on(text, near.line)):
+                raise ConfigError(f"{source}: line {near.line + 1}: {_quote_it(indicator)}") from None
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}:{where} not valid YAML") from None
 
