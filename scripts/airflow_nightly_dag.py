@@ -33,7 +33,10 @@ from any working directory (``-m`` finds the installed package). Airflow Variabl
 an explicit ``CronDataIntervalTimetable`` at 03:00 UTC, so Airflow's ``create_cron_data_intervals``
 setting cannot shift it: the run for night N covers [N 03:00, N+1 03:00) and starts at 03:00 on N+1
 (the 03:00 run on day D imports D-1). To rerun or test a night, use its date: ``airflow tasks test
-audience_sync_nightly import_night 2026-11-22``, or trigger with logical date 2026-11-22. A run dated
+audience_sync_nightly import_night 2026-11-22``, or trigger with logical date 2026-11-22 (00:00 UTC). A
+logical date at another time than 00:00 or 03:00 UTC is refused: given under a ``default_timezone`` other
+than UTC, 2026-11-22 is 2026-11-21T23:00 UTC, whose ``ds`` is the night before. So is a run without a
+logical date, and one with a conf (nothing reads it: no ``force``, no other date). A run dated
 today or later fails before the job starts: that night's dumps are not complete yet, and publishing
 part of it would make its scheduled run skip it ("already published"). ``catchup=True`` runs missed
 nights in order from ``start_date`` (the first night) and ``max_active_runs=1`` keeps them serial: a
@@ -56,13 +59,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 DAG_ID = "audience_sync_nightly"
 TASK_ID = "import_night"
 SCHEDULE = "0 3 * * *"  # UTC
 
-NIGHT = "{{ ds }}"  # the logical date: the start of the run's data interval for scheduled runs
+NIGHT = "{{ ds | default('') }}"  # the logical date (scheduled runs: their data interval's start); none: see night_of
 NIGHTLY_OPTIONS = {
     "config": "{{ var.value.audience_sync_config }}",
     "root": "{{ var.value.audience_sync_root }}",
@@ -130,6 +133,37 @@ def refused(failure: str) -> bool:
     return code is not None and int(code.group(1)) == REFUSED
 
 
+# The times (UTC) a run's logical date may carry: 03:00, the schedule's, and 00:00, a night's date given
+# alone in UTC (``airflow tasks test ... 2026-11-22``, a run triggered with logical date 2026-11-22).
+NIGHT_STARTS = (time(0), time(3))
+
+
+def night_of(logical_date: datetime | None) -> str:
+    """The night a run imports: its logical date's day in UTC (``{{ ds }}``). Refused: a run without a
+    logical date (Airflow 3 triggers one so when none is given: ``{{ ds }}`` failed to render, a traceback,
+    retried twice), and a logical date at another time of day, which names another night in UTC than the
+    date it was given as: under ``default_timezone = Europe/Paris``, ``airflow tasks test ... 2026-11-22``
+    is 2026-11-21T23:00 UTC, and night 2026-11-21 was imported (or said already published), exit 0."""
+    if logical_date is None:
+        raise ValueError("the run has no logical date (triggered without one): trigger it with the night's "
+                         "date as its logical date, e.g. 2026-11-22T00:00:00+00:00")
+    utc = (logical_date if logical_date.tzinfo else logical_date.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    if utc.timetz().replace(tzinfo=None) not in NIGHT_STARTS:
+        raise ValueError(f"logical date {utc.isoformat()} is neither 00:00 nor 03:00 UTC, so it names night "
+                         f"{utc.date()} only in UTC (a date given in another timezone: Airflow's default_timezone?): "
+                         "give the night's date at 00:00 UTC, e.g. 2026-11-22T00:00:00+00:00")
+    return utc.date().isoformat()
+
+
+def check_no_conf(conf: dict | None) -> None:
+    """A run's conf is read by nothing: a run triggered with ``{"date": ..., "force": true}`` imported its
+    logical date's night without --force (said "already published", exit 0)."""
+    if conf:
+        raise ValueError(f"the run's conf ({', '.join(sorted(map(str, conf)))}) is read by nothing: the run imports "
+                         "its logical date's night with the Variables' settings; trigger it without a conf (for "
+                         "--force or --allow-gap, run audience-sync nightly by hand)")
+
+
 def check_night_is_over(night: str, now: datetime | None = None) -> None:
     """Refuse a night that has not ended (UTC): its dumps are not complete, and a partial publish
     would make the night's scheduled run skip it as "already published"."""
@@ -157,9 +191,11 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
 
         def execute(self, context):
             try:  # the DAG's own refusals: no retry either
-                check_night_is_over(self.pipeline_options["date"])
+                night = night_of(context.get("logical_date"))
+                check_night_is_over(night)
+                check_no_conf(getattr(context.get("dag_run"), "conf", None))
                 check_runner(self.runner)
-                self.pipeline_options = {**self.pipeline_options, **extra_beam_options(self.beam_options)}
+                self.pipeline_options = {**self.pipeline_options, "date": night, **extra_beam_options(self.beam_options)}
             except ValueError as exc:
                 raise AirflowFailException(str(exc)) from None
             try:

@@ -232,3 +232,32 @@ def test_beam_options_variable_may_not_make_the_night_a_staged_job():
     for text in ('{"dry_run": true}', '{"template_location": "gs://b/t.json"}', '{"template-location": "x"}'):
         with pytest.raises(ValueError, match="Variable audience_sync_beam_options: may not set "):
             dag_module.extra_beam_options(text)
+
+
+def test_the_night_is_the_logical_dates_day_in_utc_and_only_a_nights_start_names_it():
+    """Under Airflow's default_timezone = Europe/Paris, ``airflow tasks test ... 2026-11-22`` (or a trigger
+    with that logical date) is 2026-11-21T23:00 UTC: ``{{ ds }}`` was 2026-11-21 and that night was imported
+    (or said already published), exit 0. A run triggered without a logical date (Airflow 3) failed to
+    render ``{{ ds }}``, a traceback, retried twice."""
+    from datetime import timedelta as td
+
+    assert dag_module.night_of(datetime(2026, 11, 22, 3, tzinfo=timezone.utc)) == NIGHT  # the scheduled run
+    assert dag_module.night_of(datetime(2026, 11, 22, tzinfo=timezone.utc)) == NIGHT  # a date given in UTC
+    assert dag_module.night_of(datetime(2026, 11, 22, 4, tzinfo=timezone(td(hours=1)))) == NIGHT  # 03:00 UTC
+    for logical in (datetime(2026, 11, 22, tzinfo=timezone(td(hours=1))),  # Paris midnight: 21T23:00 UTC
+                    datetime(2026, 11, 22, tzinfo=timezone(td(hours=-5))),  # New York midnight: 22T05:00 UTC
+                    datetime(2026, 11, 23, 10, 17, 5, tzinfo=timezone.utc)):  # "now", a trigger's default
+        with pytest.raises(ValueError, match=r"^logical date .* is neither 00:00 nor 03:00 UTC"):
+            dag_module.night_of(logical)
+    with pytest.raises(ValueError, match="^the run has no logical date"):
+        dag_module.night_of(None)
+
+
+def test_a_run_conf_is_refused_not_ignored():
+    """A run triggered with a conf ({"date": ..., "force": true}) imported its logical date's night, the
+    conf read by nothing (no --force: 'already published', exit 0)."""
+    dag_module.check_no_conf(None)
+    dag_module.check_no_conf({})
+    with pytest.raises(ValueError, match=re.escape("the run's conf (date, force) is read by nothing")):
+        dag_module.check_no_conf({"force": True, "date": "2026-11-15"})
+
