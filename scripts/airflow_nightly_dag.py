@@ -16,7 +16,9 @@ from any working directory (``-m`` finds the installed package). Airflow Variabl
 ``AIRFLOW_VAR_<NAME>`` environment variables):
 
 - ``audience_sync_config`` (required): the job YAML; ``audience_sync_root`` (required): the partitions root.
-- ``audience_sync_python`` (required): e.g. ``/srv/audience-sync/.venv/bin/python``.
+  Absolute paths or ``gs://`` URLs (a relative one is read from the task's working directory).
+- ``audience_sync_python`` (required): e.g. ``/srv/audience-sync/.venv/bin/python``; checked to start and
+  hold ``pipelines.nightly`` before each run (a refusal, not retried).
 - ``audience_sync_runner``: ``FnApiRunner`` (default: the pinned local runner, in_memory, one worker,
   in the worker's process tree) or ``DataflowRunner``. Never Beam's ``DirectRunner``: in Beam 2.77 it
   first downloads the Prism runner.
@@ -58,7 +60,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
 from datetime import date, datetime, time, timedelta, timezone
 
 DAG_ID = "audience_sync_nightly"
@@ -117,6 +121,41 @@ def check_runner(runner: str) -> None:
     download Prism (README, "Local runner"), and a misspelled name ran whatever Beam made of it."""
     if runner not in RUNNERS:
         raise ValueError(f"Variable audience_sync_runner: {runner!r} is not one of {', '.join(RUNNERS)}")
+
+
+def check_path_variable(variable: str, value: str) -> None:
+    """``audience_sync_config`` / ``audience_sync_root``: an absolute path or a URL (``gs://``). A relative
+    one is read from the task's working directory, which is nobody's choice (each worker's, or the shell's
+    of ``airflow tasks test``): the night was published there, exit 0. A space or line break at either end
+    (a value pasted into the UI) names another folder, 'root ' beside 'root'. Empty: the job refuses it."""
+    if value != value.strip() and value.strip():
+        raise ValueError(f"Variable {variable}: a space or line break at its start or end; set it without")
+    if value and "://" not in value and not os.path.isabs(value):
+        raise ValueError(f"Variable {variable}: not an absolute path nor a URL (gs://...): a relative path is read "
+                         "from the task's working directory, which is not the job's")
+
+
+# Run by the job's interpreter: whether it has the project (pipelines.nightly), without importing Beam.
+_HAS_JOB = ("import importlib.util, sys\ntry:\n    found = importlib.util.find_spec('pipelines.nightly')\n"
+            "except ImportError:\n    found = None\nsys.exit(0 if found else 3)")
+
+
+def check_job_python(python: str) -> None:
+    """``audience_sync_python`` must start and hold the project: a path to no file failed the task with the
+    hook's FileNotFoundError traceback, and an interpreter without the project (Airflow's own) with 'No
+    module named pipelines' (exit 1); both were retried twice, 20 minutes for a Variable to set."""
+    try:
+        probe = subprocess.run([python, "-c", _HAS_JOB], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ValueError(f"Variable audience_sync_python: cannot start {python!r} "
+                         f"({getattr(exc, 'strerror', None) or type(exc).__name__}): name the job venv's interpreter, "
+                         "e.g. /srv/audience-sync/.venv/bin/python") from None
+    if probe.returncode == 3:
+        raise ValueError(f"Variable audience_sync_python: {python!r} has no audience-sync (no module "
+                         "pipelines.nightly): name the interpreter of the venv it is installed in")
+    if probe.returncode != 0:
+        raise ValueError(f"Variable audience_sync_python: {python!r} cannot start (exit {probe.returncode})")
 
 
 # The job's exit code for a refusal (a configuration error: a gap, an iter night with nothing to build
@@ -195,6 +234,9 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
                 check_night_is_over(night)
                 check_no_conf(getattr(context.get("dag_run"), "conf", None))
                 check_runner(self.runner)
+                for variable, key in (("audience_sync_config", "config"), ("audience_sync_root", "root")):
+                    check_path_variable(variable, self.pipeline_options[key])
+                check_job_python(self.py_interpreter)
                 self.pipeline_options = {**self.pipeline_options, "date": night, **extra_beam_options(self.beam_options)}
             except ValueError as exc:
                 raise AirflowFailException(str(exc)) from None

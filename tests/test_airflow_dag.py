@@ -89,6 +89,7 @@ def test_dagbag_loads_the_dag_and_the_scheduler_imports_the_night_before(airflow
     assert found["first_run"] == ["2026-11-02T03:00:00+00:00", "2026-11-01T03:00:00+00:00"]
 
 
+
 def rendered_fields(output: str) -> dict[str, str]:
     """``airflow tasks render`` prints each template field under a ``# property: NAME`` banner."""
     fields, name = {}, None
@@ -261,3 +262,29 @@ def test_a_run_conf_is_refused_not_ignored():
     with pytest.raises(ValueError, match=re.escape("the run's conf (date, force) is read by nothing")):
         dag_module.check_no_conf({"force": True, "date": "2026-11-15"})
 
+
+def test_the_job_interpreter_must_run_the_job(tmp_path):
+    """``audience_sync_python`` naming no file failed the task with the hook's FileNotFoundError traceback,
+    retried twice; naming an interpreter without the project (Airflow's own) failed each try with 'No module
+    named pipelines' (exit 1), retried twice: 20 minutes for a Variable to set."""
+    dag_module.check_job_python(sys.executable)  # this tree's code (PYTHONPATH), as the tests' job runs it
+    bare = tmp_path / "python"  # an interpreter that sees no project: no PYTHONPATH, no site-packages
+    bare.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "$@"\n')
+    bare.chmod(0o755)
+    for python, says in [(str(tmp_path / "nowhere" / "python"), "cannot start"), (str(bare), "has no audience-sync"),
+                         (str(tmp_path), "cannot start")]:
+        with pytest.raises(ValueError, match=f"^Variable audience_sync_python: .*{says}"):
+            dag_module.check_job_python(python)
+
+
+def test_config_and_root_variables_are_absolute_paths_or_urls():
+    """A relative ``audience_sync_root`` was read from the task's working directory (another on each worker,
+    ``airflow tasks test``'s own): the night was published there, exit 0, where no reader looks. A space or
+    line break at a Variable's end (pasted into the UI) named another folder: 'root ' beside 'root'."""
+    for value in ("/data/audiences", "gs://b/audiences"):
+        dag_module.check_path_variable("audience_sync_root", value)
+    for value, says in [("audiences", "not an absolute path"), ("./job.yaml", "not an absolute path"),
+                        ("/data/audiences ", "a space or line break"), ("gs://b/audiences\n", "a space or line break"),
+                        (" /data/audiences", "a space or line break")]:
+        with pytest.raises(ValueError, match=f"^Variable audience_sync_root: {says}"):
+            dag_module.check_path_variable("audience_sync_root", value)
