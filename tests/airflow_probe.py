@@ -1,11 +1,15 @@
 """Run by the *Airflow* venv's interpreter (tests/test_airflow_dag.py): load the DAGs folder with
-Airflow's DagBag and print, as JSON, the import errors, the nightly task's settings and which night
-the scheduler's run at 03:00 UTC on 2026-11-23 would carry as its logical date."""
+Airflow's DagBag and print, as JSON, the import errors, the nightly task's settings, which night
+the scheduler's run at 03:00 UTC on 2026-11-23 would carry as its logical date, and what the task's
+``execute`` says to runs its own checks refuse (no job starts: the Beam operator's is replaced)."""
 from __future__ import annotations
 
+import copy
 import json
+import os
 import sys
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.serialized_objects import DagSerialization
@@ -31,7 +35,45 @@ def main(dags_folder: str) -> None:
         found["runs"] = {r.run_after.isoformat(): r.logical_date.isoformat() for r in runs}
         first = scheduled.next_dagrun_info(last_automated_run_info=None)
         found["first_run"] = [first.run_after.isoformat(), first.logical_date.isoformat()]
+        found["refusals"] = refusals(task)
     print(json.dumps(found, default=str))
+
+
+def refusals(task) -> dict[str, str]:
+    """``task.execute`` with its fields as rendered, for runs the DAG refuses: the exception's type and text."""
+    from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+
+    def start_the_job(self, context):
+        raise RuntimeError("the job would start")
+
+    BeamRunPythonPipelineOperator.execute = start_the_job
+    today = datetime.now(timezone.utc).replace(hour=3, minute=0, second=0, microsecond=0)
+    night = datetime(2026, 11, 22, 3, tzinfo=timezone.utc)
+    job_python = os.environ["AIRFLOW_VAR_AUDIENCE_SYNC_PYTHON"]
+    cases = {  # name: (logical date, conf, interpreter, root)
+        "today": (today, None, job_python, "/data/audiences"),
+        "no logical date": (None, None, job_python, "/data/audiences"),
+        "paris midnight": (datetime(2026, 11, 21, 23, tzinfo=timezone.utc), None, job_python, "/data/audiences"),
+        "conf": (night, {"force": True}, job_python, "/data/audiences"),
+        "relative root": (night, None, job_python, "audiences"),
+        "no interpreter": (night, None, "/nonexistent/bin/python", "/data/audiences"),
+        "accepted": (night, None, job_python, "/data/audiences"),
+    }
+    out = {}
+    for name, (logical, conf, python, root) in cases.items():
+        run = copy.copy(task)
+        run.py_interpreter, run.runner, run.beam_options = python, "FnApiRunner", "{}"
+        run.pipeline_options = {"config": "/data/job.yaml", "root": root,
+                                "date": logical.strftime("%Y-%m-%d") if logical else ""}
+        context = {"dag_run": SimpleNamespace(conf=conf)}
+        if logical is not None:
+            context["logical_date"] = logical
+        try:
+            run.execute(context)
+            out[name] = "executed"
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            out[name] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 if __name__ == "__main__":

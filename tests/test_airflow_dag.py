@@ -88,6 +88,23 @@ def test_dagbag_loads_the_dag_and_the_scheduler_imports_the_night_before(airflow
     assert found["runs"]["2026-11-23T03:00:00+00:00"] == "2026-11-22T03:00:00+00:00"
     assert found["first_run"] == ["2026-11-02T03:00:00+00:00", "2026-11-01T03:00:00+00:00"]
 
+    # The task's own checks, as its execute() meets them: AirflowFailException (failed, never retried: see
+    # test_a_refused_night_fails_at_once_and_a_failed_run_is_retried), before any job starts.
+    refused = found["refusals"]
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert refused.pop("accepted") == "RuntimeError: the job would start"
+    assert refused == {
+        "today": f"AirflowFailException: night {today} is not over (today is {today} UTC): run a past night's date",
+        "no logical date": "AirflowFailException: the run has no logical date (triggered without one): trigger it "
+                           "with the night's date as its logical date, e.g. 2026-11-22T00:00:00+00:00",
+        "paris midnight": refused["paris midnight"], "conf": refused["conf"], "relative root": refused["relative root"],
+        "no interpreter": refused["no interpreter"]}
+    assert refused["paris midnight"].startswith("AirflowFailException: logical date 2026-11-21T23:00:00+00:00 is "
+                                                "neither 00:00 nor 03:00 UTC")
+    assert refused["conf"].startswith("AirflowFailException: the run's conf (force) is read by nothing")
+    assert refused["relative root"].startswith("AirflowFailException: Variable audience_sync_root: not an absolute")
+    assert refused["no interpreter"].startswith("AirflowFailException: Variable audience_sync_python: cannot start "
+                                                "'/nonexistent/bin/python'")
 
 
 def rendered_fields(output: str) -> dict[str, str]:
@@ -165,9 +182,8 @@ def test_a_refused_night_fails_at_once_and_a_failed_run_is_retried(airflow, tmp_
     out = airflow.airflow("tasks", "test", "audience_sync_nightly", "import_night", "2026-11-20", variables=variables)
     assert "Process exited with return code: 2" in out, out[-4000:]
     assert "new_state=failed" in out and "up_for_retry" not in out, out[-4000:]
-    today = datetime.now(timezone.utc).date().isoformat()  # the DAG's own check refuses it
-    out = airflow.airflow("tasks", "test", "audience_sync_nightly", "import_night", today, variables=variables)
-    assert f"night {today} is not over" in out and "new_state=failed" in out and "up_for_retry" not in out, out[-4000:]
+    # The DAG's own refusals (a night not over, ...) raise the same AirflowFailException before the job
+    # starts: test_dagbag_loads_the_dag_and_the_scheduler_imports_the_night_before calls execute() for them.
 
     dump(tmp_path, "a", "2026-11-19", [f"{V[1]} 10"])
     root.mkdir(exist_ok=True)
