@@ -75,13 +75,16 @@ ONE_VALUE = (argparse._StoreAction, argparse._StoreConstAction, argparse.Boolean
 def check_given(parser: argparse.ArgumentParser, argv: list[str], empty: bool = True) -> None:
     """``argv``'s flags of ``parser`` as given, refused (ConfigError, naming the flag): with ``empty``, one
     with an empty value (a template variable rendered empty, ``--state={{ var }}``, made an export run
-    without its state, exit 0, no leaver removed); a flag that keeps one value given twice with two
+    without its state, exit 0, no leaver removed) or with a space or line break at an end (``--output
+    'OUT '`` published into a folder 'OUT ', exit 0: a Flex Template parameter, a pasted Variable); a flag that keeps one value given twice with two
     (under one spelling or two: ``--run-date``, ``--run_date``; ``--use_public_ips``,
     ``--no_use_public_ips``): the last was taken, an export of ``--audience B --audience A`` sent A."""
     first: dict[str, tuple[Given, object]] = {}
     for occurrence in given(parser, argv):
         if empty and occurrence.text is not None and not occurrence.text.strip():
             raise ConfigError(f"{occurrence.flag}: an empty value; give it one, or leave the flag out")
+        if empty and occurrence.text is not None and occurrence.text != occurrence.text.strip():
+            raise ConfigError(f"{occurrence.flag}: a space or line break at the start or end of its value; give it without")
         if not isinstance(occurrence.action, ONE_VALUE):
             continue
         earlier, value = first.setdefault(occurrence.action.dest, (occurrence, _value(occurrence)))

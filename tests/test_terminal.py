@@ -382,6 +382,23 @@ def test_an_empty_flag_value_is_refused_not_read_as_the_flag_left_out(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("verb, flag, value", [("import", "--output", "{tmp}/out "), ("nightly", "--root", " {tmp}/out"),
+                                              ("nightly", "--config", "{demo}/job.yaml\n")])
+def test_a_flag_value_with_a_space_or_line_break_at_an_end_is_refused(tmp_path, verb, flag, value):
+    """A value with a space or line break at an end (a Flex Template parameter its regex let through, a
+    Variable pasted with one): ``--output 'OUT '`` published into a folder 'OUT ' beside OUT, exit 0, and
+    ``--root ' ROOT'`` into a folder ' ' of the working directory."""
+    where = {"import": ["--config", DEMO / "job.yaml", "--output", tmp_path / "out", "--run-date", "2026-11-22"],
+             "nightly": ["--config", DEMO / "job.yaml", "--root", tmp_path / "out", "--date", "2026-11-22"]}[verb]
+    at = where.index(flag) + 1
+    where[at] = value.format(tmp=tmp_path, demo=DEMO)
+    result = cli(verb, *where)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == ["audience-sync: configuration error:",
+                                          f"{flag}: a space or line break at the start or end of its value; give it without"]
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("verb, flags, named", [
     ("export", ["--audience", "B", "--audience", "A"], "--audience given twice"),
     ("import", ["--run-date", "2026-11-21", "--run_date=2026-11-22"], "--run-date and --run_date (one flag) given"),
