@@ -48,6 +48,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import launch
 from pipelines.flags import parse_job_args
 from pipelines.import_audience import build_pipeline
+from transforms.code_version import code_version
 from transforms.config import ConfigError, JobConfig
 from transforms.errors import RunFailed
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
@@ -138,23 +139,6 @@ def published_dates(root: str) -> list[date]:
         except ValueError:
             continue
     return sorted(found)
-
-
-def code_version() -> str:
-    """The package version and a digest of the code that ran (pipelines/ and transforms/)."""
-    from importlib import metadata
-    from pathlib import Path
-
-    digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent.parent
-    for path in sorted([*here.joinpath("pipelines").glob("*.py"), *here.joinpath("transforms").glob("*.py")]):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    try:
-        version = metadata.version("audience-sync")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"{version}+{digest.hexdigest()[:12]}"
 
 
 def run_night(template: JobConfig, config_text: bytes, day: date, root: str, force: bool, options: PipelineOptions,
