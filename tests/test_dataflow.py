@@ -471,6 +471,26 @@ def test_job_functions_unpickle_and_set_up_on_a_fresh_worker(dataflow_template, 
     assert demo_key_env[KEY_ENV].hex() not in out.stdout + out.stderr
 
 
+def test_a_worker_running_other_code_than_the_launcher_refuses_to_publish(monkeypatch):
+    """The workers' SDK container image built from another release than the launcher's venv (the DAG's
+    job venv upgraded, the image not rebuilt): a worker unpickles the launcher's DoFns into its own
+    modules (cloudpickle pickles them by reference), so it ran its own code and published, exit 0, with
+    _SUCCESS naming the launcher's code_version. The publish step checks the code digest it was built
+    with against its worker's, in setup(), before anything is published."""
+    from transforms import code_version
+    from transforms.errors import ConfigError
+    from transforms.publish import PublishRun, _Publish
+
+    cfg = load_config(str(DEMO / "job.yaml"))
+    publish = _Publish(PublishRun(cfg, "/nowhere/out", "/nowhere/out/_run", {}, "2026-11-22"))
+    publish.setup()  # a worker of the launcher's code
+    launcher = code_version.code_digest()
+    monkeypatch.setattr(code_version, "code_digest", lambda: "0123456789ab")  # the worker's modules differ
+    with pytest.raises(ConfigError, match=f"^the workers run other code than the launcher: audience-sync code "
+                                        f"0123456789ab here, {launcher} where the job was launched"):
+        publish.setup()
+
+
 def test_dry_run_builds_the_job_without_network_or_credentials(monkeypatch):
     """``--dry_run=True``: the job is built (steps, options) with no emulator, no staging and no
     credential lookup at all -- e.g. to check a job in CI."""

@@ -1,5 +1,6 @@
 """The code a run runs: the package's version and a digest of its modules (``pipelines/``,
-``transforms/``), recorded in a nightly partition's ``_SUCCESS`` (``code_version``)."""
+``transforms/``), recorded in a nightly partition's ``_SUCCESS`` (``code_version``), and checked on the
+workers against the launcher's (:func:`check_worker_code`)."""
 from __future__ import annotations
 
 import hashlib
@@ -24,3 +25,17 @@ def code_version() -> str:
     except metadata.PackageNotFoundError:
         version = "unknown"
     return f"{version}+{code_digest()}"
+
+
+def check_worker_code(launcher: str | None) -> None:
+    """On a worker: its modules must be the launcher's (``launcher``: :func:`code_digest` where the job was
+    built). A DoFn is pickled by reference to its class, so a worker whose SDK container image holds another
+    release runs that release's code with the launcher's settings, and nothing else notices. A ConfigError
+    (exit 2): a retry meets the same image."""
+    here = code_digest()
+    if launcher is not None and here != launcher:
+        from transforms.errors import ConfigError
+
+        raise ConfigError(f"the workers run other code than the launcher: audience-sync code {here} here, {launcher} "
+                        "where the job was launched; nothing was published (rebuild the --sdk_container_image from "
+                        "the launcher's release, or stage the code with --setup_file)")
