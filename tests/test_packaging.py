@@ -6,6 +6,7 @@ image and Beam version, what it copies, the Flex Template entry point and its pa
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -171,3 +172,19 @@ def test_the_test_extra_allows_no_pytest_xdist_without_the_flags_scripts_test_pa
     xdist = next(Requirement(r) for r in pyproject()["project"]["optional-dependencies"]["test"]
                  if canonicalize_name(Requirement(r).name) == "pytest-xdist")
     assert not xdist.specifier.contains("3.7.0") and xdist.specifier.contains("3.8.0"), str(xdist.specifier)
+
+
+def test_flex_template_entry_point_names_a_job_variable_that_picks_no_job(tmp_path):
+    """``--env AUDIENCE_SYNC_JOB=NAME`` at the template's build: a misspelled one said only "unknown verb
+    'imprt'" and the CLI's usage (13 lines), naming no variable; ``report`` (which launches no job) that
+    its PATH argument was missing."""
+    envs = dict(args.split("=", 1) for ins, args in dockerfile_instructions() if ins == "ENV")
+    (workdir,) = [args for ins, args in dockerfile_instructions() if ins == "WORKDIR"]
+    main = ROOT / Path(envs["FLEX_TEMPLATE_PYTHON_PY_FILE"]).relative_to(workdir)
+    for job in ("imprt", "report", ""):
+        env = {**os.environ, "AUDIENCE_SYNC_JOB": job}
+        out = subprocess.run([sys.executable, str(main), "--config=gs://a/job.yaml", "--output=gs://a/out"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and out.stderr.splitlines() == [
+            f"flex/main.py: AUDIENCE_SYNC_JOB={job!r} is not one of import, export, nightly (set it at the "
+            "template's build: gcloud dataflow flex-template build ... --env AUDIENCE_SYNC_JOB=NAME)"], out.stderr
