@@ -156,6 +156,24 @@ def test_flex_template_metadata_describes_the_job_parameters():
     assert not re.fullmatch(params["config"]["regexes"][0], "/home/me/job.yaml")  # workers cannot read a laptop
 
 
+def test_flex_template_regexes_refuse_a_path_with_a_space_at_an_end_or_without_an_object():
+    """The regexes (``^gs:\\/\\/[^\\n\\r]+$``) let through ``output=gs://b/audiences/2026-11-22 `` (a trailing
+    space: the run published into another folder, exit 0; the job now refuses it, once the launcher VM is
+    up) and ``gs://b`` (no object); a date needs a real month and day. Dataflow checks the regexes when the
+    template is run. Non-space is spelled ``[^ \\t\\n\\r]``, as Google's own
+    examples spell line breaks, not ``\\S``."""
+    params = {p["name"]: p for p in json.loads(METADATA.read_text())["parameters"]}
+    bad = {"config": ["gs://acme/jobs/job.yaml ", " gs://acme/jobs/job.yaml", "gs://acme", "gs://acme/", "gs://"],
+           "output": ["gs://acme/audiences/2026-11-22 ", "gs://acme/audiences/2026-11-22\t", "gs://acme", "gs://acme/"],
+           "run_date": ["2026-13-01", "2026-00-10", "2026-11-32", "2026-11-00", " 2026-11-22"]}
+    for name, values in bad.items():
+        (regex,) = params[name]["regexes"]
+        assert [v for v in values if re.fullmatch(regex, v)] == [], (name, regex)
+    for name, good in {"config": ["gs://acme-data.eu/jobs/a job.yaml"], "output": ["gs://a_b/x/2026-11-22/"],
+                       "run_date": ["2026-12-31", "2026-01-01", "2024-02-29"]}.items():
+        assert all(re.fullmatch(params[name]["regexes"][0], v) for v in good), name
+
+
 def test_flex_template_parameters_are_flags_of_the_job():
     from pipelines.import_audience import parse_args
 
