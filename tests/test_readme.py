@@ -72,3 +72,14 @@ def test_every_test_the_readme_cites_exists():
 def test_a_citation_of_a_renamed_test_is_found():
     text = "proved by `test_readme.py::test_the_readme_test_command_is_what_ci_runs`, `::test_gone`\n\n`test_nope.py`"
     assert _missing(_cited_tests(text)) == ["test_readme.py::test_gone", "test_nope.py"]
+
+
+def test_every_install_of_the_project_the_readme_shows_is_constrained_by_the_worker_lock():
+    """The Airflow section's job venv was `pip install /path/to/audience-sync`: pyproject's ranges resolved to
+    whatever PyPI had that day (duckdb, pyarrow, ... newer than the lock), so the DAG's local runs, and the
+    launcher of its Dataflow runs, ran versions no test ran and the workers' image (requirements-worker.txt)
+    does not hold."""
+    installs = [line for line in README.splitlines() if re.search(r"pip install [^\n]*audience-sync\b", line)
+                and "apache-airflow" not in line]
+    assert installs, "the README shows no install of the project"
+    assert [line for line in installs if "-c " not in line or "requirements-worker.txt" not in line] == []
