@@ -15,8 +15,9 @@ The job runs in **its own virtualenv** (Beam 2.77 and this project's pins), not 
 from any working directory (``-m`` finds the installed package). Airflow Variables (also settable as
 ``AIRFLOW_VAR_<NAME>`` environment variables):
 
-- ``audience_sync_config`` (required): the job YAML; ``audience_sync_root`` (required): the partitions root.
-  Absolute paths or ``gs://`` URLs (a relative one is read from the task's working directory).
+- ``audience_sync_config`` (required): the job YAML; ``audience_sync_root`` (required): the partitions root
+  (a required Variable unset or blank fails the task in one line, unretried). Absolute paths or ``gs://``
+  URLs (a relative one is read from the task's working directory).
 - ``audience_sync_python`` (required): e.g. ``/srv/audience-sync/.venv/bin/python``; checked to start and
   hold ``pipelines.nightly`` before each run (a refusal, not retried).
 - ``audience_sync_runner``: ``FnApiRunner`` (default: the pinned local runner, in_memory, one worker,
@@ -71,12 +72,12 @@ SCHEDULE = "0 3 * * *"  # UTC
 
 NIGHT = "{{ ds | default('') }}"  # the logical date (scheduled runs: their data interval's start); none: see night_of
 NIGHTLY_OPTIONS = {
-    "config": "{{ var.value.audience_sync_config }}",
-    "root": "{{ var.value.audience_sync_root }}",
+    "config": "{{ var.value.get('audience_sync_config', '') }}",
+    "root": "{{ var.value.get('audience_sync_root', '') }}",
     "date": NIGHT,
 }
 RUNNER = "{{ var.value.get('audience_sync_runner', 'FnApiRunner') }}"
-PYTHON = "{{ var.value.audience_sync_python }}"
+PYTHON = "{{ var.value.get('audience_sync_python', '') }}"
 BEAM_OPTIONS = "{{ var.value.get('audience_sync_beam_options', '{}') }}"
 DATAFLOW_CONFIG = {
     "job_name": "audience-sync-nightly",
@@ -123,12 +124,23 @@ def check_runner(runner: str) -> None:
         raise ValueError(f"Variable audience_sync_runner: {runner!r} is not one of {', '.join(RUNNERS)}")
 
 
+REQUIRED = {"audience_sync_config": "the job YAML", "audience_sync_root": "the partitions root",
+            "audience_sync_python": "the job venv's interpreter"}
+
+
+def check_set(variable: str, value: str) -> None:
+    """A required Variable (read with a default of '', so that an unset one reaches this line: read
+    without one, it failed the render with a traceback, VARIABLE_NOT_FOUND, and the task was retried)."""
+    if not value.strip():
+        raise ValueError(f"Variable {variable} is not set (or blank): set it to {REQUIRED[variable]}")
+
+
 def check_path_variable(variable: str, value: str) -> None:
     """``audience_sync_config`` / ``audience_sync_root``: an absolute path or a URL (``gs://``). A relative
     one is read from the task's working directory, which is nobody's choice (each worker's, or the shell's
     of ``airflow tasks test``): the night was published there, exit 0. A space or line break at either end
-    (a value pasted into the UI) names another folder, 'root ' beside 'root'. Empty: the job refuses it."""
-    if value != value.strip() and value.strip():
+    (a value pasted into the UI) names another folder, 'root ' beside 'root'. (Blank: :func:`check_set`.)"""
+    if value != value.strip():
         raise ValueError(f"Variable {variable}: a space or line break at its start or end; set it without")
     if value and "://" not in value and not os.path.isabs(value):
         raise ValueError(f"Variable {variable}: not an absolute path nor a URL (gs://...): a relative path is read "
@@ -235,7 +247,9 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
                 check_no_conf(getattr(context.get("dag_run"), "conf", None))
                 check_runner(self.runner)
                 for variable, key in (("audience_sync_config", "config"), ("audience_sync_root", "root")):
+                    check_set(variable, self.pipeline_options[key])
                     check_path_variable(variable, self.pipeline_options[key])
+                check_set("audience_sync_python", self.py_interpreter)
                 check_job_python(self.py_interpreter)
                 self.pipeline_options = {**self.pipeline_options, "date": night, **extra_beam_options(self.beam_options)}
             except ValueError as exc:

@@ -56,6 +56,7 @@ def refusals(task) -> dict[str, str]:
         "paris midnight": (datetime(2026, 11, 21, 23, tzinfo=timezone.utc), None, job_python, "/data/audiences"),
         "conf": (night, {"force": True}, job_python, "/data/audiences"),
         "relative root": (night, None, job_python, "audiences"),
+        "root not set": (night, None, job_python, ""),
         "no interpreter": (night, None, "/nonexistent/bin/python", "/data/audiences"),
         "accepted": (night, None, job_python, "/data/audiences"),
     }

@@ -98,7 +98,9 @@ def test_dagbag_loads_the_dag_and_the_scheduler_imports_the_night_before(airflow
         "no logical date": "AirflowFailException: the run has no logical date (triggered without one): trigger it "
                            "with the night's date as its logical date, e.g. 2026-11-22T00:00:00+00:00",
         "paris midnight": refused["paris midnight"], "conf": refused["conf"], "relative root": refused["relative root"],
-        "no interpreter": refused["no interpreter"]}
+        "no interpreter": refused["no interpreter"],
+        "root not set": "AirflowFailException: Variable audience_sync_root is not set (or blank): set it to the "
+                        "partitions root"}
     assert refused["paris midnight"].startswith("AirflowFailException: logical date 2026-11-21T23:00:00+00:00 is "
                                                 "neither 00:00 nor 03:00 UTC")
     assert refused["conf"].startswith("AirflowFailException: the run's conf (force) is read by nothing")
@@ -304,3 +306,16 @@ def test_config_and_root_variables_are_absolute_paths_or_urls():
                         (" /data/audiences", "a space or line break")]:
         with pytest.raises(ValueError, match=f"^Variable audience_sync_root: {says}"):
             dag_module.check_path_variable("audience_sync_root", value)
+
+
+def test_a_required_variable_unset_or_blank_is_one_line():
+    """``{{ var.value.audience_sync_root }}`` with the Variable unset failed to render: a traceback
+    (AirflowRuntimeError: VARIABLE_NOT_FOUND), and the task retried twice, 20 minutes for a Variable to set.
+    The templates read the required Variables with a default of '' and the task refuses a blank one."""
+    for name in ("config", "root", "python"):
+        template = dag_module.PYTHON if name == "python" else dag_module.NIGHTLY_OPTIONS[name]
+        assert template == f"{{{{ var.value.get('audience_sync_{name}', '') }}}}"
+        dag_module.check_set(f"audience_sync_{name}", "/x")
+        for blank in ("", " ", "\n"):
+            with pytest.raises(ValueError, match=f"^Variable audience_sync_{name} is not set"):
+                dag_module.check_set(f"audience_sync_{name}", blank)
