@@ -29,7 +29,9 @@ from any working directory (``-m`` finds the installed package). Airflow Variabl
 - ``audience_sync_beam_options``: a JSON object of more Beam flags, e.g. for Dataflow
   ``{"temp_location": "gs://B/dataflow/tmp", "staging_location": "gs://B/dataflow/staging",
   "sdk_container_image": "...", "service_account_email": "...", "max_num_workers": 8, "labels": {...}}``.
-  It may not set what the DAG owns (config, root, date, runner, project, region, job name, force), nor
+  On Dataflow it must name ``sdk_container_image`` (the project's image) or ``setup_file``: Beam's own
+  image has no audience-sync. It may not set what the DAG owns (config, root, date, runner, project,
+  region, job name, force), nor
   ``dry_run`` / ``template_location`` (the night would only be staged, its task green, nothing imported).
 
 **Which night.** A run's logical date is the night it imports (``--date={{ ds }}``). The timetable is
@@ -115,6 +117,18 @@ def extra_beam_options(text: str) -> dict:
 
 
 RUNNERS = ("FnApiRunner", "DataflowRunner")  # the local runner the project pins, and Dataflow
+# What gives Dataflow's workers this project's code: its image (Dockerfile), or a package Beam stages.
+CODE_OPTIONS = frozenset({"sdk_container_image", "worker_harness_container_image", "setup_file", "extra_package",
+                          "extra_packages"})
+
+
+def check_workers_get_the_code(runner: str, extra: dict) -> None:
+    """On Dataflow the workers import ``pipelines``/``transforms`` from their image or a staged package:
+    with neither (Beam's stock image) they cannot unpickle the job's DoFns ('No module named
+    transforms'), once the workers are up, a failed run the task retries twice."""
+    if runner == "DataflowRunner" and not CODE_OPTIONS & {key.replace("-", "_") for key in extra}:
+        raise ValueError("Variable audience_sync_beam_options: a DataflowRunner night needs sdk_container_image (the "
+                         "project's image, see the Dockerfile) or setup_file: Beam's own image has no audience-sync")
 
 
 def check_runner(runner: str) -> None:
@@ -251,7 +265,9 @@ if importlib.util.find_spec("airflow") is not None:  # pragma: no cover
                     check_path_variable(variable, self.pipeline_options[key])
                 check_set("audience_sync_python", self.py_interpreter)
                 check_job_python(self.py_interpreter)
-                self.pipeline_options = {**self.pipeline_options, "date": night, **extra_beam_options(self.beam_options)}
+                extra = extra_beam_options(self.beam_options)
+                check_workers_get_the_code(self.runner, extra)
+                self.pipeline_options = {**self.pipeline_options, "date": night, **extra}
             except ValueError as exc:
                 raise AirflowFailException(str(exc)) from None
             try:

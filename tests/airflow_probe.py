@@ -50,23 +50,29 @@ def refusals(task) -> dict[str, str]:
     today = datetime.now(timezone.utc).replace(hour=3, minute=0, second=0, microsecond=0)
     night = datetime(2026, 11, 22, 3, tzinfo=timezone.utc)
     job_python = os.environ["AIRFLOW_VAR_AUDIENCE_SYNC_PYTHON"]
-    cases = {  # name: (logical date, conf, interpreter, root)
-        "today": (today, None, job_python, "/data/audiences"),
-        "no logical date": (None, None, job_python, "/data/audiences"),
-        "paris midnight": (datetime(2026, 11, 21, 23, tzinfo=timezone.utc), None, job_python, "/data/audiences"),
-        "conf": (night, {"force": True}, job_python, "/data/audiences"),
-        "relative root": (night, None, job_python, "audiences"),
-        "root not set": (night, None, job_python, ""),
-        "no interpreter": (night, None, "/nonexistent/bin/python", "/data/audiences"),
-        "accepted": (night, None, job_python, "/data/audiences"),
+    # name: what differs from a valid night's run (its logical date, conf, interpreter, root, runner, Beam flags)
+    cases = {
+        "today": {"logical": today},
+        "no logical date": {"logical": None},
+        "paris midnight": {"logical": datetime(2026, 11, 21, 23, tzinfo=timezone.utc)},
+        "conf": {"conf": {"force": True}},
+        "relative root": {"root": "audiences"},
+        "root not set": {"root": ""},
+        "no interpreter": {"python": "/nonexistent/bin/python"},
+        "dataflow without the code": {"runner": "DataflowRunner", "beam_options": '{"temp_location": "gs://b/tmp"}',
+                                      "root": "gs://b/audiences"},
+        "accepted": {},
     }
     out = {}
-    for name, (logical, conf, python, root) in cases.items():
+    for name, differs in cases.items():
+        case = {"logical": night, "conf": None, "python": job_python, "root": "/data/audiences",
+                "runner": "FnApiRunner", "beam_options": "{}", **differs}
+        logical = case["logical"]
         run = copy.copy(task)
-        run.py_interpreter, run.runner, run.beam_options = python, "FnApiRunner", "{}"
-        run.pipeline_options = {"config": "/data/job.yaml", "root": root,
+        run.py_interpreter, run.runner, run.beam_options = case["python"], case["runner"], case["beam_options"]
+        run.pipeline_options = {"config": "/data/job.yaml", "root": case["root"],
                                 "date": logical.strftime("%Y-%m-%d") if logical else ""}
-        context = {"dag_run": SimpleNamespace(conf=conf)}
+        context = {"dag_run": SimpleNamespace(conf=case["conf"])}
         if logical is not None:
             context["logical_date"] = logical
         try:

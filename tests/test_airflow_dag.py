@@ -100,7 +100,10 @@ def test_dagbag_loads_the_dag_and_the_scheduler_imports_the_night_before(airflow
         "paris midnight": refused["paris midnight"], "conf": refused["conf"], "relative root": refused["relative root"],
         "no interpreter": refused["no interpreter"],
         "root not set": "AirflowFailException: Variable audience_sync_root is not set (or blank): set it to the "
-                        "partitions root"}
+                        "partitions root",
+        "dataflow without the code": refused["dataflow without the code"]}
+    assert refused["dataflow without the code"].startswith("AirflowFailException: Variable audience_sync_beam_options: "
+                                                           "a DataflowRunner night needs sdk_container_image")
     assert refused["paris midnight"].startswith("AirflowFailException: logical date 2026-11-21T23:00:00+00:00 is "
                                                 "neither 00:00 nor 03:00 UTC")
     assert refused["conf"].startswith("AirflowFailException: the run's conf (force) is read by nothing")
@@ -319,3 +322,17 @@ def test_a_required_variable_unset_or_blank_is_one_line():
         for blank in ("", " ", "\n"):
             with pytest.raises(ValueError, match=f"^Variable audience_sync_{name} is not set"):
                 dag_module.check_set(f"audience_sync_{name}", blank)
+
+
+def test_a_dataflow_night_must_ship_the_code_to_its_workers():
+    """audience_sync_runner=DataflowRunner with audience_sync_beam_options naming neither an SDK container
+    image nor a package: the workers (Beam's stock image) cannot unpickle the job's DoFns (a Beam 2.77
+    interpreter without the project: "No module named 'transforms'"), found once the workers are up, and
+    the failed run is retried twice: three failed Dataflow jobs for one Variable."""
+    for extra in ({"sdk_container_image": "europe-docker.pkg.dev/p/r/audience-sync:1"}, {"setup_file": "/srv/a/setup.py"},
+                  {"extra_packages": ["/srv/a/dist/audience_sync-0.1.0.tar.gz"]}, {"sdk-container-image": "x"}):
+        dag_module.check_workers_get_the_code("DataflowRunner", extra)
+    dag_module.check_workers_get_the_code("FnApiRunner", {})  # the local runner runs the job venv's code
+    with pytest.raises(ValueError, match="^Variable audience_sync_beam_options: a DataflowRunner night needs "
+                                         "sdk_container_image"):
+        dag_module.check_workers_get_the_code("DataflowRunner", {"temp_location": "gs://b/tmp"})
