@@ -47,11 +47,15 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def small_batches(monkeypatch):
+def _small_batches(monkeypatch):
     # several record batches per part: a batch's rows are found across the cache's chunks
     monkeypatch.setattr(profiles, "BATCH_ROWS", 700)
     monkeypatch.setattr(key_profiles.KeyProfiles, "BATCH_ROWS", 700)
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch):
+    _small_batches(monkeypatch)
 
 
 def night(data: Path, root: Path, day: str, *flags: str) -> int:
@@ -75,11 +79,12 @@ def manifest(root: Path) -> dict:
     return json.loads((root / "_key_cache" / "MANIFEST.json").read_text())
 
 
-def test_unchanged_profiles_reuse_their_keys_and_outputs_are_the_same_bytes(data, tmp_path):
+def test_unchanged_profiles_reuse_their_keys_and_outputs_are_the_same_bytes(data, cached_nights, tmp_path):
     root = tmp_path / "root"
-    assert night(data, root, NIGHTS[0]) == 0  # nothing cached yet
-    assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]
-    hits = night(data, root, NIGHTS[1])
+    assert cached_nights.hits[NIGHTS[0]] == 0  # nothing cached yet
+    assert [p["rows"] for p in manifest(cached_nights.one)["parts"]] == [PROFILES]
+    shutil.copytree(cached_nights.two, root)  # the same root after night 2
+    hits = cached_nights.hits[NIGHTS[1]]
     changed = round(PROFILES * CHANGED)  # values changed in place, or a new id (one profile gone, one new)
     assert hits == PROFILES - changed
     for day in NIGHTS:
@@ -129,11 +134,23 @@ DAMAGE = {
 
 
 @pytest.fixture(scope="module")
-def night_one(data, tmp_path_factory) -> Path:
+def cached_nights(data, tmp_path_factory) -> SimpleNamespace:
+    """Roots after night 1 (``one``) and after nights 1 and 2 (``two``) with the cache on, in small
+    batches as every run of this module, and the profile rows each night keyed from the cache
+    (``hits``). Read-only: a test that runs another night, or damages one, copies the root first."""
+    base = tmp_path_factory.mktemp("cached")
+    with pytest.MonkeyPatch.context() as patch:
+        _small_batches(patch)
+        hits = {NIGHTS[0]: night(data, base / "one", NIGHTS[0])}
+        shutil.copytree(base / "one", base / "two")
+        hits[NIGHTS[1]] = night(data, base / "two", NIGHTS[1])
+    return SimpleNamespace(one=base / "one", two=base / "two", hits=hits)
+
+
+@pytest.fixture(scope="module")
+def night_one(cached_nights) -> Path:
     """A root after night 1 with the cache on."""
-    root = tmp_path_factory.mktemp("night1") / "root"
-    night(data, root, NIGHTS[0])
-    return root
+    return cached_nights.one
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
@@ -211,7 +228,7 @@ def test_an_empty_extract_names_tonights_base_only_once_the_cache_is_checked(dat
     assert ("a part differs from its manifest entry" in caplog.text) == damaged
 
 
-def test_an_extract_read_in_another_order_finds_its_rows_in_an_index_of_every_row(data, tmp_path):
+def test_an_extract_read_in_another_order_finds_its_rows_in_an_index_of_every_row(data, night_one, tmp_path):
     # Night 2's extract shuffled: no batch's rows sit in runs of the cache; the rows are searched.
     job = tmp_path / "job"
     shutil.copytree(data, job)
@@ -219,8 +236,10 @@ def test_an_extract_read_in_another_order_finds_its_rows_in_an_index_of_every_ro
     table = pq.read_table(extract)
     pq.write_table(table.take(pa.array(np.random.default_rng(1).permutation(table.num_rows))), extract)
     roots = {"cached": tmp_path / "cached", "plain": tmp_path / "plain"}
-    night(job, roots["cached"], NIGHTS[0])
-    night(job, roots["plain"], NIGHTS[0], "--no-key-cache")
+    # Night 1 (its inputs the same as this copy's), with the cache and without it (the reference's).
+    shutil.copytree(night_one, roots["cached"])
+    reference = data.parent / "reference"
+    shutil.copytree(reference, roots["plain"], ignore=lambda folder, names: [f"dt={NIGHTS[1]}"] if folder == str(reference) else [])
     assert night(job, roots["cached"], NIGHTS[1]) == PROFILES - round(PROFILES * CHANGED)
     night(job, roots["plain"], NIGHTS[1], "--no-key-cache")
     partitions = {name: root / f"dt={NIGHTS[1]}" for name, root in roots.items()}
@@ -230,11 +249,11 @@ def test_an_extract_read_in_another_order_finds_its_rows_in_an_index_of_every_ro
         assert (partitions["cached"] / name).read_bytes() == (partitions["plain"] / name).read_bytes(), name
 
 
-def test_a_failed_night_leaves_the_cache_as_it_was(data, tmp_path):
+def test_a_failed_night_leaves_the_cache_as_it_was(data, night_one, tmp_path):
     job = tmp_path / "job"
     shutil.copytree(data, job)
     root = tmp_path / "root"
-    night(job, root, NIGHTS[0])
+    shutil.copytree(night_one, root)  # night 1 (its inputs the same as this copy's)
     before = {p.name: p.read_bytes() for p in (root / "_key_cache").iterdir() if p.is_file()}
     victim = next((job / NIGHTS[1].replace("-", "") / "segments").rglob("*.gz"))
     victim.write_bytes(victim.read_bytes()[:-20])
@@ -244,11 +263,10 @@ def test_a_failed_night_leaves_the_cache_as_it_was(data, tmp_path):
     assert not list((root / "_key_cache" / "_incoming").iterdir())
 
 
-def test_too_many_parts_rewrite_the_cache(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(key_cache, "MAX_RUNS", 2)
+def test_too_many_parts_rewrite_the_cache(data, cached_nights, tmp_path, monkeypatch):
     root = tmp_path / "root"
-    night(data, root, NIGHTS[0])
-    night(data, root, NIGHTS[1])
+    shutil.copytree(cached_nights.two, root)  # nights 1 and 2: MAX_RUNS 2 rewrites from a third run on
+    monkeypatch.setattr(key_cache, "MAX_RUNS", 2)
     assert len(manifest(root)["parts"]) == 2
     assert night(data, root, NIGHTS[1], "--force") == 0  # due for a rewrite: not read
     assert [p["rows"] for p in manifest(root)["parts"]] == [PROFILES]
