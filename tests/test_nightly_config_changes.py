@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import delivered
-from test_nightly_guards import V, dump, everyone, members, run, write_job
+from made_once import made_once_fixture
+from test_nightly_guards import V, dump, everyone, members, restored, run, write_job
 from transforms.config_load import parse_config
 from transforms.errors import ConfigError
 
@@ -22,6 +23,28 @@ def edit(config, **changes) -> None:
     job = json.loads(config.read_text())
     job["data_sources"][0].update(changes)
     config.write_text(json.dumps(job))
+
+
+def a_published_night(source: str, ids=range(1, 13)):
+    """A make for :func:`made_once_fixture`: in the new folder ``work``, the job folder ``work/A`` of one
+    visitor data source ``source``, its full dump of 2026-11-20 (``ids`` in segment 10) published under
+    ``work/root``; returns ``(config, root)``."""
+    def make(work):
+        (work / "A").mkdir(parents=True)
+        config, root = write_job(work / "A", sources=(source,)), work / "root"
+        dump(work / "A", source, "2026-11-20", everyone(source, ids=ids))
+        run(config, root, "--date", "2026-11-20")
+        return config, root
+
+    make.__name__ = f"a_published_night_of_{source}"
+    return make
+
+
+# Nights several tests start from, run once for the module; each test takes them as its own run left
+# them (restored at the same paths: a night's report names the dumps it read by path).
+made_night_of_a = made_once_fixture("night-of-a", a_published_night("a"))
+made_night_of_crm = made_once_fixture("night-of-crm", a_published_night("crm"))
+made_three_of_a = made_once_fixture("three-of-a", a_published_night("a", ids=range(1, 4)))
 
 
 def crm_job(tmp_path):
@@ -71,15 +94,13 @@ def test_an_iter_night_after_match_on_changed_is_refused(tmp_path):
     assert members(root, "2026-11-22") == {("crm", "11", "p3")}
 
 
-def test_an_iter_night_after_the_dpid_changed_is_refused_unless_allowed(tmp_path):
+def test_an_iter_night_after_the_dpid_changed_is_refused_unless_allowed(made_night_of_a):
     """dpid 10 -> 99 (the data source now reads another platform data source's dumps): its first
     iter dump was applied over the old data source's audience, every member of it carried under the
     new dpid, exit 0. With --allow-gap the night carries them as they are."""
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-20", everyone("a"))
-    run(config, root, "--date", "2026-11-20")
+    work, config, root = restored(made_night_of_a)  # a's full dump of 2026-11-20 published
     edit(config, dpid=99)
-    dump(tmp_path, "a", "2026-11-21", [f"{V[1]} 11"], name=f"ftp_1_99_iter_{delivered('2026-11-21')}.sync.gz")
+    dump(work / "A", "a", "2026-11-21", [f"{V[1]} 11"], name=f"ftp_1_99_iter_{delivered('2026-11-21')}.sync.gz")
     with pytest.raises(ConfigError, match=r"^data source 'a': dt=2026-11-20 matched its IDs to profiles under other "
                                           r"settings \(dpid 10, now 99\)"):
         run(config, root, "--date", "2026-11-21")
@@ -177,17 +198,15 @@ def test_settings_that_decide_no_membership_leave_the_form(source, changed):
     assert _form(source) == _form({**source, **changed})
 
 
-def test_a_missed_night_is_a_gap_when_the_segments_changed_since(tmp_path):
+def test_a_missed_night_is_a_gap_when_the_segments_changed_since(made_three_of_a):
     """Night 21 never imported (its dump, p1 leaving 10, under a/20261121/), then a's segments edited
     to the partner's new layout a2/{date}/: the gap check listed night 21 under the new glob, found
     nothing, and night 22 built on night 20, p1 still in 10, exit 0. A glob that would not match the
     dumps the previous night read cannot tell which missed nights had dumps: the night is refused."""
-    config, root = write_job(tmp_path, sources=("a",)), tmp_path / "root"
-    dump(tmp_path, "a", "2026-11-20", everyone("a", ids=range(1, 4)))
-    run(config, root, "--date", "2026-11-20")
-    dump(tmp_path, "a", "2026-11-21", [f"{V[1]}  10"], mode="iter")
+    work, config, root = restored(made_three_of_a)  # a's full dump of 2026-11-20 (p1..p3) published
+    dump(work / "A", "a", "2026-11-21", [f"{V[1]}  10"], mode="iter")
     edit(config, segments="a2/{date:%Y%m%d}/*")
-    dump(tmp_path, "a2", "2026-11-22", [f"{V[4]} 10"], mode="iter")
+    dump(work / "A", "a2", "2026-11-22", [f"{V[4]} 10"], mode="iter")
     with pytest.raises(ConfigError, match=r"^dt=2026-11-22 would build on dt=2026-11-20, but 1 night between them was "
                                           r"not imported \(dt=2026-11-21\) and data source 'a' cannot tell which had "
                                           r"dumps \(its segments changed since dt=2026-11-20: they would not match "
@@ -231,19 +250,18 @@ def test_a_file_audience_started_on_a_night_without_a_dump_is_refused_on_the_nex
     run(config, root, "--date", "2026-11-22")  # builds on a night that says it holds the (empty) file audience
 
 
-def test_a_night_without_a_delivery_after_the_job_folder_moved_is_no_gap(tmp_path):
+def test_a_night_without_a_delivery_after_the_job_folder_moved_is_no_gap(made_three_of_a):
     """The job's folder moved between night 20 and night 22, nothing delivered on night 21: the gap
     check took the segments (relative to the config, so under the new folder) for edited since, and
     refused night 22 'cannot tell which had dumps'. Night 20's dumps are listed under the new folder:
     night 21, listed there too, delivered nothing."""
-    (tmp_path / "old").mkdir()
-    config = write_job(tmp_path / "old", sources=("a",))
-    dump(tmp_path / "old", "a", "2026-11-20", everyone("a", ids=range(1, 4)))
-    run(config, tmp_path / "old" / "root", "--date", "2026-11-20")
-    shutil.move(tmp_path / "old", tmp_path / "new")
-    dump(tmp_path / "new", "a", "2026-11-22", [f"{V[1]}  10"], mode="iter")
-    run(tmp_path / "new" / "job.yaml", tmp_path / "new" / "root", "--date", "2026-11-22")
-    assert members(tmp_path / "new" / "root", "2026-11-22") == {("a", "10", "p2"), ("a", "10", "p3")}
+    work, _, root = restored(made_three_of_a)  # a's full dump of 2026-11-20 (p1..p3) published
+    new = work / "new"
+    shutil.move(work / "A", new)
+    shutil.move(root, new / "root")  # its root with it
+    dump(new, "a", "2026-11-22", [f"{V[1]}  10"], mode="iter")
+    run(new / "job.yaml", new / "root", "--date", "2026-11-22")
+    assert members(new / "root", "2026-11-22") == {("a", "10", "p2"), ("a", "10", "p3")}
 
 
 def test_an_iter_night_after_the_partner_changed_its_digest_encoding_builds_on_the_last(tmp_path):
@@ -329,18 +347,17 @@ def test_an_iter_night_after_a_normalization_change_that_keys_alike_carries_the_
         run(config, root, "--date", "2026-11-22")
 
 
-def test_a_night_published_by_another_config_sharing_the_root_is_not_skipped_as_done(tmp_path):
+def test_a_night_published_by_another_config_sharing_the_root_is_not_skipped_as_done(made_night_of_a):
     """Two jobs (configs A and B, one data source each) pointed at one --root, B scheduled after A:
     every night B's run found the night published by A and said 'already published' (exit 0), its
     data source never imported, night after night. A night published without a data source of this
     config, by another config, is refused naming it; one published by this config is still skipped."""
     from conftest import cli_in_process
 
-    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
-    a, b, root = write_job(tmp_path / "A", sources=("a",)), write_job(tmp_path / "B", sources=("b",)), tmp_path / "root"
-    dump(tmp_path / "A", "a", "2026-11-20", everyone("a"))
-    dump(tmp_path / "B", "b", "2026-11-20", everyone("b", "20"))
-    run(a, root, "--date", "2026-11-20")
+    work, a, root = restored(made_night_of_a)  # A's night 2026-11-20 (its data source a) published
+    (work / "B").mkdir()
+    b = write_job(work / "B", sources=("b",))
+    dump(work / "B", "b", "2026-11-20", everyone("b", "20"))
     result = cli_in_process("nightly", "--config", b, "--root", root, "--date", "2026-11-20")
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
@@ -359,7 +376,8 @@ def test_a_night_published_by_another_config_sharing_the_root_is_not_skipped_as_
 
 
 @pytest.mark.parametrize("other", [{"dpid": 20}, {}], ids=["another_dpid", "another_folder"])
-def test_a_night_published_by_another_config_with_a_data_source_of_the_same_name_is_not_skipped(tmp_path, other):
+def test_a_night_published_by_another_config_with_a_data_source_of_the_same_name_is_not_skipped(made_night_of_crm,
+                                                                                                  other):
     """The same, the two jobs' data sources both named 'crm' (a name two configs give alike; or job B a
     copy of job A's folder, its config's text the same, its relative paths its own): the night held an
     entry 'crm' (or the same config digest), so B's run said 'already published' (exit 0) and B's dumps,
@@ -368,13 +386,11 @@ def test_a_night_published_by_another_config_with_a_data_source_of_the_same_name
     match, is refused as published without it."""
     from conftest import cli_in_process
 
-    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
-    a = write_job(tmp_path / "A", sources=("crm",))
-    b, root = write_job(tmp_path / "B", sources=("crm",), crm=other), tmp_path / "root"
-    dump(tmp_path / "A", "crm", "2026-11-20", everyone("crm"))
+    work, a, root = restored(made_night_of_crm)  # A's night 2026-11-20 (its data source crm) published
+    (work / "B").mkdir()
+    b = write_job(work / "B", sources=("crm",), crm=other)
     b_name = f"ftp_2_8_full_{delivered('2026-11-20')}.sync"
-    dump(tmp_path / "B", "crm", "2026-11-20", everyone("crm", "20"), name=b_name)
-    run(a, root, "--date", "2026-11-20")
+    dump(work / "B", "crm", "2026-11-20", everyone("crm", "20"), name=b_name)
     result = cli_in_process("nightly", "--config", b, "--root", root, "--date", "2026-11-20")
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
@@ -406,19 +422,18 @@ def test_published_nights_are_still_skipped_after_the_dumps_folder_moved_and_its
     assert members(root, "2026-11-20") == {("crm", "10", f"p{i}") for i in range(1, 13)}  # skipped, as published
 
 
-def test_a_night_published_by_another_job_whose_dumps_were_purged_is_not_skipped_as_done(tmp_path):
+def test_a_night_published_by_another_job_whose_dumps_were_purged_is_not_skipped_as_done(made_night_of_crm):
     """Job B a copy of job A's folder (the same config text), A's dumps purged after their import (a
     retention rule, a cleanup step): B's night was taken for this job's past (its dumps read no longer
     there, as after a moved folder) and skipped as 'already published', exit 0, B's dumps of that night
     never imported. B's own segments list a dump of that night the night did not read: another job's."""
     from conftest import cli_in_process
 
-    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
-    a, b, root = write_job(tmp_path / "A", sources=("crm",)), write_job(tmp_path / "B", sources=("crm",)), tmp_path / "root"
-    dump(tmp_path / "A", "crm", "2026-11-20", everyone("crm"))
-    dump(tmp_path / "B", "crm", "2026-11-20", everyone("crm", "20"), name=f"ftp_2_8_full_{delivered('2026-11-20')}.sync")
-    run(a, root, "--date", "2026-11-20")
-    shutil.rmtree(tmp_path / "A" / "crm")  # A's dumps purged once imported
+    work, a, root = restored(made_night_of_crm)  # A's night 2026-11-20 (its data source crm) published
+    (work / "B").mkdir()
+    b = write_job(work / "B", sources=("crm",))
+    dump(work / "B", "crm", "2026-11-20", everyone("crm", "20"), name=f"ftp_2_8_full_{delivered('2026-11-20')}.sync")
+    shutil.rmtree(work / "A" / "crm")  # A's dumps purged once imported
     result = cli_in_process("nightly", "--config", b, "--root", root, "--date", "2026-11-20")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "is already published by another job: its data source 'crm' is not this one's" in result.stderr
