@@ -8,6 +8,7 @@ import gzip
 import json
 import re
 import threading
+from types import SimpleNamespace
 
 import apache_beam as beam
 import numpy as np
@@ -88,80 +89,113 @@ def batch_sizes(monkeypatch, method: str) -> list[int]:
     return sizes
 
 
-def test_an_extract_in_many_parts_keyed_together_gives_the_bytes_it_gives_apart(demo_copy, tmp_path, monkeypatch):
+def reader_threads(monkeypatch) -> list[str]:
+    """The thread each part of the extract is read in (where its first batch is read)."""
+    readers, real = [], profile_reads.counted_profiles
+
+    def recorded(*args, **kwargs):
+        readers.append(threading.current_thread().name)
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(profile_reads, "counted_profiles", recorded)
+    return readers
+
+
+@pytest.fixture(scope="module")
+def parts_runs(tmp_path_factory) -> SimpleNamespace:
+    """A copy of the demo imported as it is (``one``: its report; outputs under ``base/one``), then its
+    extract cut into 10 parts (``job``) and imported with the defaults (``together``: the batches
+    keyed, ``keyed``; the threads the parts were read in, ``readers``) and into an empty key cache
+    ``base/cache`` (``first``: the batches whose keys it computed, ``batches``). Made once for the three
+    tests below, which run their other imports of the same copy (the outputs name the dumps' paths:
+    same dumps, same paths) into folders of their own; a test that runs into the cache copies it."""
+    import shutil
+
+    from conftest import DEMO
+
+    base = tmp_path_factory.mktemp("parts")
+    demo = base / "demo"
+    shutil.copytree(DEMO, demo)
+    made = SimpleNamespace(base=base, demo=demo)
+    made.one = import_audience.run(["--config", str(demo / "job.yaml"), "--output", str(base / "one")])
+    made.job = extract_in_parts(demo, 10)
+    with pytest.MonkeyPatch.context() as patch:
+        made.keyed, made.readers = batch_sizes(patch, "_keying"), reader_threads(patch)
+        made.together = import_audience.run(["--config", str(made.job), "--output", str(base / "together")])
+    with pytest.MonkeyPatch.context() as patch:
+        made.batches = batch_sizes(patch, "_batch_work")
+        TALLY.reset()
+        made.first = import_audience.run(["--config", str(made.job), "--output", str(base / "first"),
+                                          "--key-cache", str(base / "cache")])
+    return made
+
+
+def test_an_extract_in_many_parts_keyed_together_gives_the_bytes_it_gives_apart(parts_runs, tmp_path, monkeypatch):
     """The demo's 300 profiles in 10 parts: their batches keyed together and their shards gathered
     (the default), or each part on its own: every part and report.json the same, and the memberships
     the demo's."""
-    job = extract_in_parts(demo_copy, 10)
+    job, together, base = parts_runs.job, parts_runs.together, parts_runs.base
+    assert parts_runs.keyed == [300]  # the ten parts keyed as one batch
     keyed = batch_sizes(monkeypatch, "_keying")
-    together = import_audience.run(["--config", str(job), "--output", str(tmp_path / "together")])
-    assert keyed == [300]  # the ten parts keyed as one batch
     monkeypatch.setattr(KeyProfiles, "SMALL_BATCH_ROWS", 0)
     monkeypatch.setattr(bundle_tables, "FLUSH_BYTES", 0)
-    keyed.clear()
     apart = import_audience.run(["--config", str(job), "--output", str(tmp_path / "apart")])
     assert keyed == [30] * 10
-    assert rows(tmp_path / "together" / "reconciled") == expected("memberships.csv")
+    assert rows(base / "together" / "reconciled") == expected("memberships.csv")
     parts = sorted(p.relative_to(tmp_path / "apart") for p in (tmp_path / "apart").rglob("*.parquet"))
     assert len(parts) > 3
     for rel in parts:
-        assert (tmp_path / "together" / rel).read_bytes() == (tmp_path / "apart" / rel).read_bytes(), rel
+        assert (base / "together" / rel).read_bytes() == (tmp_path / "apart" / rel).read_bytes(), rel
     assert together == apart and together["profiles_read"] == 300
-    assert json.loads((tmp_path / "together" / "report.json").read_text()) == \
+    assert json.loads((base / "together" / "report.json").read_text()) == \
         json.loads((tmp_path / "apart" / "report.json").read_text())
 
 
-def test_an_extract_in_many_parts_keys_from_the_cache_as_one_file_does(demo_copy, tmp_path, monkeypatch):
+def test_an_extract_in_many_parts_keys_from_the_cache_as_one_file_does(parts_runs, tmp_path, monkeypatch):
     """With the key cache: the demo's extract in 10 parts is keyed as one batch and written as one
     part of the cache; a second run takes every key from it; both give the bytes of a run without
     a cache, and of the extract in one file."""
-    one = import_audience.run(["--config", str(demo_copy / "job.yaml"), "--output", str(tmp_path / "one")])
-    job = extract_in_parts(demo_copy, 10)
+    import shutil
+
+    one, job, base = parts_runs.one, parts_runs.job, parts_runs.base
+    assert parts_runs.first["totals"] == one["totals"]
+    shutil.copytree(base / "cache", tmp_path / "cache")  # the cache the first run wrote
     batches = batch_sizes(monkeypatch, "_batch_work")
-    for night in ("first", "second"):
-        TALLY.reset()
-        run = import_audience.run(["--config", str(job), "--output", str(tmp_path / night), "--key-cache", str(tmp_path / "cache")])
-        assert run["totals"] == one["totals"]
-    assert batches == [300, 300]
+    TALLY.reset()
+    run = import_audience.run(["--config", str(job), "--output", str(tmp_path / "second"), "--key-cache", str(tmp_path / "cache")])
+    assert run["totals"] == one["totals"]
+    assert parts_runs.batches + batches == [300, 300]
     assert TALLY.snapshot().get("profile_rows_keyed_from_cache") == 300
     manifest = json.loads((tmp_path / "cache" / "MANIFEST.json").read_text())
     assert [part["rows"] for part in manifest["parts"]] == [300, 0]  # one part a run (the second computed nothing)
-    for path in (tmp_path / "one").rglob("*.parquet"):
-        for night in ("first", "second"):
-            assert (tmp_path / night / path.relative_to(tmp_path / "one")).read_bytes() == path.read_bytes(), path
+    for path in (base / "one").rglob("*.parquet"):
+        for night in (base / "first", tmp_path / "second"):
+            assert (night / path.relative_to(base / "one")).read_bytes() == path.read_bytes(), path
 
 
-def test_the_parts_of_an_extract_are_read_in_the_pool_and_give_the_bytes_read_in_the_stages_thread(demo_copy, tmp_path,
+def test_the_parts_of_an_extract_are_read_in_the_pool_and_give_the_bytes_read_in_the_stages_thread(parts_runs, tmp_path,
                                                                                                   monkeypatch):
     """Each part of an extract is read (opened, checked, standardized, sketched) in the profile stage's
     pool, ahead of the part being keyed: read in the stage's own thread, one after the other, Spark's
     200 parts cost 2.4-2.6 s of stage where one file cost 1.4-1.6 s. The outputs are those of a run
     reading every part in the stage's own thread (``threads: 1``), with and without the key cache."""
-    job = extract_in_parts(demo_copy, 10)
-    readers, real = [], profile_reads.counted_profiles
-
-    def recorded(*args, **kwargs):
-        readers.append(threading.current_thread().name)  # where the part's first batch is read
-        yield from real(*args, **kwargs)
-
-    monkeypatch.setattr(profile_reads, "counted_profiles", recorded)
-    pooled = import_audience.run(["--config", str(job), "--output", str(tmp_path / "pooled")])
+    job, base = parts_runs.job, parts_runs.base
+    pooled, readers = parts_runs.together, parts_runs.readers  # the defaults
     assert len(readers) == 10 and all(name.startswith("audience-sync") for name in readers), readers
-    cached = import_audience.run(["--config", str(job), "--output", str(tmp_path / "cached"),
-                                  "--key-cache", str(tmp_path / "cache")])
-    one = demo_copy / "one.yaml"
+    cached = parts_runs.first  # into an empty key cache
+    one = job.with_name("threads-1.yaml")  # beside the job's: the same dumps and extract
     one.write_text(job.read_text() + "\nthreads: 1\n")
-    readers.clear()
+    readers = reader_threads(monkeypatch)
     alone = import_audience.run(["--config", str(one), "--output", str(tmp_path / "alone")])
     assert len(readers) == 10 and not any(name.startswith("audience-sync") for name in readers), readers  # no pool
     assert pooled == alone == cached and pooled["profiles_read"] == 300
     parts = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*.parquet"))
     assert len(parts) > 3
     for rel in parts:
-        for run in ("pooled", "cached"):
-            assert (tmp_path / run / rel).read_bytes() == (tmp_path / "alone" / rel).read_bytes(), (run, rel)
-    for run in ("pooled", "cached"):
-        assert json.loads((tmp_path / run / "report.json").read_text()) == \
+        for run in ("together", "first"):
+            assert (base / run / rel).read_bytes() == (tmp_path / "alone" / rel).read_bytes(), (run, rel)
+    for run in ("together", "first"):
+        assert json.loads((base / run / "report.json").read_text()) == \
             json.loads((tmp_path / "alone" / "report.json").read_text())
 
 
