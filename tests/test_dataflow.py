@@ -53,6 +53,7 @@ except ImportError:  # pragma: no cover
 from conftest import DEMO, ROOT
 from pipelines.import_audience import build_pipeline, run
 from pipelines.options import pipeline_options
+from transforms import listing
 from transforms.config_load import load_config, parse_config
 
 RUN_DATE = date(2026, 11, 22)
@@ -279,6 +280,9 @@ def dataflow_template(gcs, client, gcs_config, tmp_path_factory):
                 return _real(*args, **kwargs)
 
             mp.setattr(FileSystems, name, staticmethod(spy))
+        real_listing = listing.match  # the project's listings (transforms.storage.matched)
+        mp.setattr(listing, "match", lambda pattern, *args, **kwargs: accessed.append(pattern) or real_listing(
+            pattern, *args, **kwargs))
         p = beam.Pipeline(options=options)
         build_pipeline(p, cfg, f"gs://{gcs.bucket}/out", f"gs://{gcs.bucket}/out/_incomplete-dataflowtest", RUN_DATE)
         result = p.run()

@@ -967,19 +967,19 @@ def deny_listing(monkeypatch, folder: str) -> None:
     """Listings of ``folder`` fail as a denied prefix does on GCS (403, past the client's retries)."""
     from apache_beam.io.filesystem import BeamIOError
 
-    import transforms.storage as storage
+    from transforms import listing
 
-    real = storage.FileSystems.match
+    real = listing.match  # every listing's (transforms.storage.matched)
 
     class Forbidden(Exception):
         code = 403
 
-    def match(patterns, *args, **kwargs):
-        if any(folder in p for p in patterns):
-            raise BeamIOError("Match operation failed", {patterns[0]: Forbidden("403 caller lacks storage.objects.list")})
-        return real(patterns, *args, **kwargs)
+    def match(pattern, *args, **kwargs):
+        if folder in pattern:
+            raise BeamIOError("Match operation failed", {pattern: Forbidden("403 caller lacks storage.objects.list")})
+        return real(pattern, *args, **kwargs)
 
-    monkeypatch.setattr(storage.FileSystems, "match", match)
+    monkeypatch.setattr(listing, "match", match)
 
 
 def test_a_backfill_skips_nights_without_a_delivery_and_fails_when_none_had_one(tmp_path, monkeypatch, capsys):
@@ -1107,13 +1107,13 @@ def test_a_missed_night_whose_listing_fails_is_no_proof_of_no_delivery(tmp_path,
 
     from apache_beam.io.filesystem import BeamIOError
 
-    import transforms.storage as storage
+    from transforms import listing
     from transforms.config_load import load_config
     from transforms.night_order import check_no_gap
 
     cfg = load_config(str(write_job(tmp_path, sources=("a", "b"))))
     d = date.fromisoformat
-    real = storage.FileSystems.match
+    real = listing.match  # every listing's (transforms.storage.matched)
 
     class Forbidden(Exception):
         code = 403
@@ -1122,15 +1122,15 @@ def test_a_missed_night_whose_listing_fails_is_no_proof_of_no_delivery(tmp_path,
         code = 404
 
     def failing(error):
-        def match(patterns, *args, **kwargs):
-            if any("/b/20261204/" in p for p in patterns):
-                raise BeamIOError("Match operation failed", {patterns[0]: error})
-            return real(patterns, *args, **kwargs)
+        def match(pattern, *args, **kwargs):
+            if "/b/20261204/" in pattern:
+                raise BeamIOError("Match operation failed", {pattern: error})
+            return real(pattern, *args, **kwargs)
         return match
 
-    monkeypatch.setattr(storage.FileSystems, "match", failing(NotFound("no such bucket")))
+    monkeypatch.setattr(listing, "match", failing(NotFound("no such bucket")))
     check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))  # nothing there: no delivery
-    monkeypatch.setattr(storage.FileSystems, "match", failing(Forbidden("denied")))
+    monkeypatch.setattr(listing, "match", failing(Forbidden("denied")))
     with pytest.raises(ConfigError, match=r"2 nights between them were not imported \(dt=2026-12-03\.\.dt=2026-12-04\) "
                        r"and data source 'b' could not be listed for dt=2026-12-04.*--allow-gap") as info:
         check_no_gap(cfg, d("2026-12-02"), d("2026-12-05"))
