@@ -183,7 +183,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     guard = NightGuard.against(previous, allow_shrink, older)  # reads the previous night's report
     guard.check_new_files(files)
     guard.check_destinations(cfg, files)
-    guard.check_base(cfg, files, allow_gap)
+    guard.check_base(cfg, files, allow_gap, manifest["config_digest"])
     # Every data source replaced by a full dump tonight: no previous row survives, so the previous
     # state is not read and tonight's rows go straight to the writers (no merge, no extra copy).
     replacing = guard.replacing_all(cfg, files) if previous else None

@@ -142,6 +142,7 @@ class NightGuard:
     previous_forms: dict = dataclasses.field(default_factory=dict)  # file-audience sources: address_form
     previous_match: dict = dataclasses.field(default_factory=dict)  # data source: match_form
     previous_read: dict = dataclasses.field(default_factory=dict)  # data source: the paths of every dump that night read
+    previous_config: str | None = None  # that night's config_digest (its _SUCCESS)
 
     @classmethod
     def against(cls, previous: str | None, allow_shrink: bool = False, older: list[str] = ()) -> "NightGuard":
@@ -172,7 +173,8 @@ class NightGuard:
                    previous_match={name: entry["match_form"] for name, entry in report["data_sources"].items()
                                    if "match_form" in entry},
                    previous_read={name: [f["path"] for f in entry.get("files", ())]
-                                  for name, entry in report["data_sources"].items()})
+                                  for name, entry in report["data_sources"].items()},
+                   previous_config=read_manifest(previous).get("config_digest"))
 
     def check_new_files(self, files: list) -> None:
         """Tonight's dumps (``(data_source, path)``) must not be deliveries the previous night imported
@@ -200,15 +202,18 @@ class NightGuard:
                               "made since; take it out of tonight's folder (a copy of an earlier delivery?); a late "
                               "delivery goes in its own night's folder")
 
-    def check_base(self, cfg: JobConfig, files: list, allow_gap: bool) -> None:
+    def check_base(self, cfg: JobConfig, files: list, allow_gap: bool, config_digest: str) -> None:
         """An ``iter`` dump is changes to an audience some earlier night holds. Tonight's dumps of a
         data source all ``iter`` while no published night holds it (a first night, a fresh or moved
         root, a data source new to the config): published, its audience would be tonight's changes
         only. So would its file audience be, for one that keeps a file audience tonight and did not
         on the previous night (force_reconciliation was set), also when it has no dump tonight (carried
         without one, max_nights_without_delivery: the next night found it held); and one whose addresses are written in
-        another form tonight (:func:`~transforms.report.address_form`) would hold both forms.
-        Refused (ConfigError) unless ``allow_gap``."""
+        another form tonight (:func:`~transforms.report.address_form`) would hold both forms; so would
+        memberships matched under other settings (:func:`~transforms.match_forms.match_form`), and,
+        where the night was published by a release that recorded no match_form, a config changed since
+        (``config_digest``: tonight's, against that night's): it cannot tell. Refused (ConfigError)
+        unless ``allow_gap``."""
         if allow_gap:
             return
         full = set(full_sources(files, cfg))
@@ -234,6 +239,15 @@ class NightGuard:
                                   f"{self.previous_partition}, {now} tonight: carried, those rows would stay beside "
                                   "tonight's (one address twice) and tonight's removals would miss them; deliver a "
                                   "full dump to rebuild it, or --allow-gap to carry them as they are")
+        unrecorded = sorted(name for name in {ds.name for ds in cfg.data_sources} - full
+                            if name in self.previous_sizes and name not in self.previous_match)
+        if unrecorded and self.previous_config != config_digest:
+            raise ConfigError(f"data source '{unrecorded[0]}': {self.previous_partition} was published by an earlier "
+                              "release, which did not record the settings it matched IDs under (report.json "
+                              "match_form), and the config has changed since: if a setting deciding its matching "
+                              "changed (match_on, normalization, dpid, profiles.id, ...), its carried memberships "
+                              "would stay as matched then; deliver a full dump to rebuild its audience, or "
+                              "--allow-gap if none did")
         for name in sorted({ds.name for ds in cfg.data_sources} - full):
             now = compared_form(match_form(cfg.data_source(name), cfg))
             before = compared_form(self.previous_match.get(name))

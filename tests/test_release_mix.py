@@ -1,0 +1,73 @@
+"""Releases meeting each other's files: a night, a state or a cache written by an earlier (or a
+later) release of audience-sync, read by this one. An artifact lacking what this release records
+is not read as 'nothing changed'."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_nightly_config_changes import crm_dump, crm_job, edit
+from test_nightly_guards import members, run
+from transforms.config_load import parse_config
+from transforms.errors import ConfigError
+from transforms.night_guard import NightGuard
+
+
+def as_before_match_forms(partition) -> None:
+    """Rewrite a published night's report.json as the releases before a6e8a9f (2026-12-05; the last
+    one d12abca, reproduced with it) wrote it: no ``match_form`` nor ``address_form`` per data source."""
+    report = json.loads((partition / "report.json").read_text())
+    for entry in report["data_sources"].values():
+        entry.pop("match_form", None)
+        entry.pop("address_form", None)
+    (partition / "report.json").write_text(json.dumps(report))
+
+
+def test_an_iter_night_on_a_night_of_a_release_that_recorded_no_match_form_after_a_config_change_is_refused(tmp_path):
+    """Night 1 published by a release that did not record its match_form, under match_on: alt_id;
+    upgraded, match_on corrected to crm_id, an iter night: the guard had nothing to compare and carried
+    p5 and p6 as the wrong column had matched them; C1's removal, read on crm_id, removed nothing,
+    exit 0 (as with d12abca's night 1 for real). The config changed since that night: refused."""
+    config, root = crm_job(tmp_path), tmp_path / "root"
+    edit(config, match_on="alt_id")
+    crm_dump(tmp_path, "2026-11-20", "full", ["C1 10", "C2 10"])
+    run(config, root, "--date", "2026-11-20")
+    as_before_match_forms(root / "dt=2026-11-20")
+    edit(config, match_on="crm_id")
+    crm_dump(tmp_path, "2026-11-21", "iter", ["C1  10", "C3 11"])
+    with pytest.raises(ConfigError, match=r"^data source 'crm': dt=2026-11-20 was published by an earlier release, "
+                                          r"which did not record the settings it matched IDs under \(report.json "
+                                          r"match_form\), and the config has changed since: .*deliver a full dump to "
+                                          r"rebuild its audience, or --allow-gap"):
+        run(config, root, "--date", "2026-11-21")
+    assert not (root / "dt=2026-11-21").exists()
+    assert members(root, "2026-11-20") == {("crm", "10", "p6"), ("crm", "10", "p5")}
+
+
+def earlier_release_night(root, config_digest: str) -> None:
+    """A night dt=2026-11-20 as d12abca (before match_form) published it: its report.json (the fields
+    the guard reads) and its _SUCCESS (config_digest), for the guard alone (no part is read)."""
+    night = root / "dt=2026-11-20"
+    night.mkdir(parents=True)
+    entry = {"dpid": 8, "id_type": "declared/plain", "decrypts": False, "received": 2, "reconciled": 2,
+             "file_audience": 0, "segments": {"10": {"members": 2, "lines": 2}},
+             "files": [{"path": "crm/20261120/ftp_1_8_full_1763640000000.sync.gz", "timestamp_ms": 1763640000000,
+                        "sync_mode": "full", "lines": 2}]}
+    (night / "report.json").write_text(json.dumps({"job": "import", "profiles_read": 6, "data_sources": {"crm": entry}}))
+    (night / "_SUCCESS").write_text(json.dumps({"run_date": "2026-11-20", "config_digest": config_digest,
+                                                "previous_partition": None, "files": []}))
+
+
+def test_a_night_of_a_release_that_recorded_no_match_form_is_built_on_when_the_config_is_the_same(tmp_path):
+    """The same night under the same config text (its _SUCCESS config_digest): nothing that decides a
+    membership changed, the night builds on it; with --allow-gap, after a change, too."""
+    config = crm_job(tmp_path)
+    cfg = parse_config(json.loads(config.read_text()))
+    earlier_release_night(tmp_path / "root", "same")
+    guard = NightGuard.against(str(tmp_path / "root" / "dt=2026-11-20"))
+    files = [("crm", "crm/20261121/ftp_1_8_iter_1763726400000.sync.gz")]
+    guard.check_base(cfg, files, False, config_digest="same")
+    guard.check_base(cfg, files, True, config_digest="other")
+    with pytest.raises(ConfigError, match=r"^data source 'crm': dt=2026-11-20 was published by an earlier release"):
+        guard.check_base(cfg, files, False, config_digest="other")
