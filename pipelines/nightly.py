@@ -52,6 +52,7 @@ from transforms.code_version import code_version
 from transforms.config import ConfigError, JobConfig
 from transforms.errors import RunFailed
 from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
+from transforms.match_forms import profile_id_form
 from transforms.night_guard import NightGuard, check_same_profile_ids
 from transforms.night_order import (check_delivery_dates, check_night_order, check_nights_over, check_no_gap,
                                     check_nothing_unread, check_published_holds, folder_per_night, no_delivery,
@@ -175,6 +176,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         "previous_partition": f"dt={earlier[-1].isoformat()}" if earlier else None,
         "bucketing": bucketing_identity(cfg.buckets),  # the next night reads these parts by shard when it matches
         "profile_id_column": cfg.profiles.id,  # the ids its memberships are in (the next night carries them)
+        "profile_id_form": profile_id_form(),  # and the rules that wrote them as text
     }
     run_dir = launch.new_run_dir(join_path(root, STAGING), prefix=f"dt={day.isoformat()}-")
     # A data source carried without a dump (max_nights_without_delivery): its newest dumps are older nights'.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 
 from test_nightly_config_changes import crm_dump, crm_job, edit
@@ -71,3 +72,39 @@ def test_a_night_of_a_release_that_recorded_no_match_form_is_built_on_when_the_c
     guard.check_base(cfg, files, True, config_digest="other")
     with pytest.raises(ConfigError, match=r"^data source 'crm': dt=2026-11-20 was published by an earlier release"):
         guard.check_base(cfg, files, False, config_digest="other")
+
+
+def test_the_profile_id_form_changes_with_the_rules_that_write_profile_ids(monkeypatch):
+    """The rules turning an id column into text (profile_columns.id_text) decide every carried
+    membership's id: 4e139e0 (2026-12-04) read a decimal(38,10) id 123 as '123' where the release
+    before read '123.0000000000'. Such a change changes the form a night records."""
+    from transforms import match_forms, profile_columns
+    form = match_forms.profile_id_form()
+    assert form == match_forms.profile_id_form()
+    real = profile_columns.id_text
+    monkeypatch.setattr(profile_columns, "id_text", lambda values, path, column: real(values, path, column)
+                        if not pa.types.is_decimal(values.type) else values.cast(pa.string()))
+    assert match_forms.profile_id_form() != form
+
+
+def test_a_night_whose_profile_ids_were_written_by_other_rules_is_not_carried(tmp_path):
+    """A night published by a release writing profile ids otherwise (its _SUCCESS profile_id_form):
+    carried, its memberships' ids are not tonight's: every one read as a profile gone from the
+    extract (dropped, or the night failed as a shrink, naming no cause), tonight's removals missing
+    them. Refused unless every data source is replaced (nothing carried); a night recording no form
+    (published before it was recorded) is not compared."""
+    from transforms.match_forms import profile_id_form
+    from transforms.night_guard import check_same_profile_ids
+    cfg = parse_config(json.loads(crm_job(tmp_path).read_text()))
+    night = tmp_path / "root" / "dt=2026-11-20"
+    night.mkdir(parents=True)
+    for recorded in (None, profile_id_form()):
+        (night / "_SUCCESS").write_text(json.dumps({"profile_id_column": "profile_id", "files": [],
+                                                    **({"profile_id_form": recorded} if recorded else {})}))
+        check_same_profile_ids(cfg, str(night))
+    (night / "_SUCCESS").write_text(json.dumps({"profile_id_column": "profile_id", "profile_id_form": "0123abcd",
+                                                "files": []}))
+    with pytest.raises(ConfigError, match=r"^dt=2026-11-20 wrote its profile ids by other rules than this release's "
+                                          r"\(its _SUCCESS profile_id_form\): .*deliver full dumps for every data "
+                                          r"source tonight"):
+        check_same_profile_ids(cfg, str(night))

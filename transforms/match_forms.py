@@ -1,9 +1,33 @@
 """What decides a data source's matching, as each night records it in its report (``match_form``,
 ``address_form``) and the next night compares it (:mod:`transforms.night_guard`): rows made under one
-form are not what lines read under another would give."""
+form are not what lines read under another would give. So does the text of its profile ids
+(``profile_id_form``, in its ``_SUCCESS``): the ids its memberships are carried as."""
 from __future__ import annotations
 
+import decimal
+import hashlib
+import json
+
+import pyarrow as pa
+
+from transforms import profile_columns
 from transforms.config import JobConfig
+
+# Ids of each type an extract's id column may hold, as a release's rules write them (profile_id_form).
+_PROBE_IDS = (pa.array([0, 7, -5, 123456789012]), pa.array([2**63 + 1], pa.uint64()),
+              pa.array([1.0, 123456789012.0, 2.5]), pa.array([1.0, 2.5], pa.float32()),
+              pa.array([decimal.Decimal("123456789012"), decimal.Decimal("1.5")], pa.decimal128(38, 10)),
+              pa.array(["007", " a b ", "\u00c4\u00d6", "x"]), pa.array(["007", "y"], pa.large_string()),
+              pa.array(["k", "k", "007"]).dictionary_encode(), pa.array([b"bin"], pa.binary()))
+
+
+def profile_id_form() -> str:
+    """A digest of the profile ids this release writes for ids of every type (:data:`_PROBE_IDS`,
+    through :func:`~transforms.profile_columns.profile_id_text`): a release writing them otherwise
+    (4e139e0 read a decimal(38,10) id 123 as '123', the release before as '123.0000000000') gives
+    another, and a night's memberships carried into one are not found by its ids."""
+    texts = [profile_columns.profile_id_text(ids, "profile_id_form", "id").to_pylist() for ids in _PROBE_IDS]
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
 
 
 def address_form(ds, cfg: JobConfig) -> str:

@@ -21,8 +21,9 @@ from transforms.config import JobConfig
 from transforms.dump_names import parse_dump_name, sync_mode_of
 from transforms.errors import ConfigError, RunFailed
 from transforms.incremental import full_sources, read_manifest
-from transforms.match_forms import address_form, compared_form, match_form
+from transforms.match_forms import address_form, compared_form, match_form, profile_id_form
 from transforms.normalize import same_rules
+from transforms.publish import SUCCESS
 from transforms.summary import rate_text
 
 
@@ -39,8 +40,17 @@ def _destination_text(destination: tuple) -> str:
 
 def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
     """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
-    names another column would hold each person under both ids (and miss the old ones' removals)."""
-    before = read_manifest(previous).get("profile_id_column")  # None: written before it was recorded
+    names another column would hold each person under both ids (and miss the old ones' removals); so
+    would one whose release writes ids otherwise (:func:`~transforms.match_forms.profile_id_form`)."""
+    manifest = read_manifest(previous)
+    form = manifest.get("profile_id_form")  # None: written before it was recorded
+    if form is not None and form != profile_id_form():
+        name = previous.rstrip("/").rsplit("/", 1)[-1]
+        raise ConfigError(f"{name} wrote its profile ids by other rules than this release's (its {SUCCESS} "
+                          "profile_id_form): carried, its memberships would not be found by tonight's ids; deliver "
+                          "full dumps for every data source tonight (nothing is carried), or run the release that "
+                          "published it")
+    before = manifest.get("profile_id_column")  # None: written before it was recorded
     if before is not None and before != cfg.profiles.id:
         name = previous.rstrip("/").rsplit("/", 1)[-1]
         raise ConfigError(f"profiles.id is '{cfg.profiles.id}', {name} was built with '{before}': its memberships "
