@@ -51,7 +51,8 @@ from pipelines.import_audience import build_pipeline
 from transforms.code_version import code_version
 from transforms.config import ConfigError, JobConfig
 from transforms.errors import RunFailed
-from transforms.incremental import bucketing_identity, check_sync_modes, full_sources, previous_parts, tonight_files
+from transforms.incremental import (bucketing_identity, check_file_audience_columns, check_sync_modes, full_sources,
+                                    previous_parts, tonight_files)
 from transforms.match_forms import profile_id_form
 from transforms.night_guard import NightGuard, check_same_profile_ids
 from transforms.night_order import (check_delivery_dates, check_night_order, check_nights_over, check_no_gap,
@@ -185,6 +186,8 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
     guard = NightGuard.against(previous, allow_shrink, older)  # reads the previous night's report
     guard.check_new_files(files)
     guard.check_destinations(cfg, files)
+    if previous:  # (a file audience of a release that kept only unmatched addresses)
+        check_file_audience_columns(previous, cfg, files, set(guard.previous_sizes), allow_gap)
     guard.check_base(cfg, files, allow_gap, manifest["config_digest"])
     # Every data source replaced by a full dump tonight: no previous row survives, so the previous
     # state is not read and tonight's rows go straight to the writers (no merge, no extra copy).

@@ -3,11 +3,15 @@ later) release of audience-sync, read by this one. An artifact lacking what this
 is not read as 'nothing changed'."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
+from test_nightly import encrypted_nights
 from test_nightly_config_changes import crm_dump, crm_job, edit
 from test_nightly_guards import members, run
 from transforms.config_load import parse_config
@@ -108,3 +112,28 @@ def test_a_night_whose_profile_ids_were_written_by_other_rules_is_not_carried(tm
                                           r"\(its _SUCCESS profile_id_form\): .*deliver full dumps for every data "
                                           r"source tonight"):
         check_same_profile_ids(cfg, str(night))
+
+
+def test_an_iter_night_on_a_file_audience_a_release_before_its_profile_id_column_wrote_is_refused(tmp_path, monkeypatch):
+    """A file audience published by a release before ef9b551 (2026-12-02; 1498bb1 is one) held only the
+    addresses matching no profile, in parts without a profile_id column. Carried by an iter night, the
+    addresses that matched were missing from tonight's file audience: reproduced with 1498bb1's night 1
+    of an encrypted email source, 43 rows (4 matched) where this release's own two nights give 141 (102
+    matched), exit 0, until a full dump. Refused naming the part and the data source."""
+    config, root = encrypted_nights(tmp_path, monkeypatch), tmp_path / "root"
+    run(config, root, "--date", "2026-11-20")
+    night = root / "dt=2026-11-20"
+    manifest = json.loads((night / "_SUCCESS").read_text())
+    for part in sorted((night / "file_audience").glob("*.parquet")):  # as 1498bb1 wrote them
+        table = pq.read_table(part)
+        pq.write_table(table.filter(pc.is_null(table["profile_id"])).drop_columns(["profile_id"]), part)
+        entry = next(e for e in manifest["files"] if e["path"] == f"file_audience/{part.name}")
+        entry.update(rows=pq.read_metadata(part).num_rows, bytes=part.stat().st_size,
+                     sha256=hashlib.sha256(part.read_bytes()).hexdigest())
+    (night / "_SUCCESS").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"^data source 'enc': .*dt=2026-11-20/file_audience/part-\S+\.parquet has no "
+                                          r"profile_id column: written by a release before 2026-12-02, whose file "
+                                          r"audience held only the addresses matching no profile; .*deliver a full "
+                                          r"dump to rebuild it, or --allow-gap"):
+        run(config, root, "--date", "2026-11-21")
+    assert not (root / "dt=2026-11-21").exists()

@@ -40,7 +40,7 @@ from transforms.errors import ConfigError, RunFailed
 from transforms.outcomes import Metric, count
 from transforms.publish import SUCCESS
 from transforms.stable_hash import bucket_of
-from transforms.storage import glob, join_path
+from transforms.storage import glob, join_path, open_for_arrow
 from transforms.write_parts import ADD, PREVIOUS, PROFILE_IDS, PROFILE_IDS_SCHEMA, part_name
 
 REMOVE = "remove"
@@ -217,6 +217,35 @@ def previous_parts(partition: str, outputs: list[str], cfg: JobConfig) -> dict[s
         else:
             found[output] = PreviousParts(by_bucket, cfg)
     return found
+
+
+def check_file_audience_columns(partition: str, cfg: JobConfig, files: list, previous_sources: set,
+                                allow_gap: bool) -> None:
+    """The previous ``partition``'s file audience, carried tonight into a data source keeping one (in
+    ``previous_sources``, no full dump among ``files``), must have been written by a release keeping every
+    address: before ef9b551 (2026-12-02) it held only the addresses matching no profile, in parts without a
+    ``profile_id`` column, and carried so the addresses that matched would be missing. Refused
+    (ConfigError) naming a part, unless ``allow_gap`` (carried as it is, the column read as nulls)."""
+    full = set(full_sources(files, cfg))
+    carried = sorted(ds.name for ds in cfg.data_sources
+                     if ds.keeps_file_audience and ds.name in previous_sources and ds.name not in full)
+    if allow_gap or not carried:
+        return
+    parts = sorted(f["path"] for f in read_manifest(partition)["files"]
+                   if f["path"].startswith("file_audience/") and f["path"].endswith(".parquet"))
+    if not parts:
+        return
+    path = join_path(partition, parts[0])  # (one release wrote them all)
+    try:
+        with open_for_arrow(path) as handle:
+            names = pq.ParquetFile(handle).schema_arrow.names
+    except Exception as exc:  # noqa: BLE001 - one line naming the part
+        raise RunFailed(f"{path}: cannot read the previous night's part ({type(exc).__name__})") from None
+    if "profile_id" not in names:
+        raise ConfigError(f"data source '{carried[0]}': {path} has no profile_id column: written by a release before "
+                          "2026-12-02, whose file audience held only the addresses matching no profile; carried, the "
+                          "addresses that matched would be missing from its file audience; deliver a full dump to "
+                          "rebuild it, or --allow-gap to carry it as it is")
 
 
 def unnamed_dump_error(cfg: JobConfig, name: str, path: str) -> ConfigError:
