@@ -24,6 +24,7 @@ TREE = [
     "segments/visitors/archive/2026-11-01/dump_1.sync.gz", "segments/visitors/archive/2026-11-02/dump_1.sync.gz",
     "segments/visitors/ar[ch]/dump_9.sync.gz", "segments/crm/2026-11-21/a.sync.gz", "segments/crm/2026-11-22/b.sync.gz",
     "segments/crm/2026-11-22/old/c.sync.gz", "segments/crm*/d.sync.gz", "segments/visitorsX/e.sync.gz",
+    "segments/visitors/dump\\3.sync",  # a '\\' in a name (legal on Linux and in a bucket)
 ]
 PATTERNS = [
     "segments/visitors/*.sync*", "segments/visitors/*", "segments/visitors/", "segments/visitors/dump_[0-9]*.gz",
@@ -32,6 +33,7 @@ PATTERNS = [
     "segments/visitors/*.[iI][nN][fF][oO]", "segments/visitors/dump_?.sync.gz", "segments/visitors/[!d]*",
     "segments/visitors/dump_1.sync.gz", "segments/nowhere/*", "segments/visitors/x.sync.d", "segments/[a-z]*/*.gz",
     "segments/visitors/x.sync.d/*/*.gz", "segments/vis**/part-*.gz",
+    "segments/visitors/dump*\\",  # Beam matches a pattern ending in a backslash as one ending in "\\*"
 ]
 
 

@@ -46,8 +46,8 @@ def _parts(pattern: str, local: bool) -> tuple[str, list[str], str] | None:
     matches it), as Beam's match lists them (locally the folder of the part before the first
     wildcard; on gs:// the prefix up to its last '/'); None when a wildcard can match '/' or there
     is no wildcard (no listing)."""
-    if pattern.endswith("/"):
-        pattern += "*"  # as Beam's match reads it
+    if pattern.endswith(("/", "\\")):
+        pattern += "*"  # as Beam's match reads it, a trailing backslash too
     head = re.match(r"^[^[*?]*", pattern).group(0)
     if head == pattern or _may_match_slash(pattern[len(head):]):
         return None
