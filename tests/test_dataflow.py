@@ -489,10 +489,43 @@ def test_a_worker_running_other_code_than_the_launcher_refuses_to_publish(monkey
     publish = _Publish(PublishRun(cfg, "/nowhere/out", "/nowhere/out/_run", {}, "2026-11-22"))
     publish.setup()  # a worker of the launcher's code
     launcher = code_version.code_digest()
-    monkeypatch.setattr(code_version, "code_digest", lambda: "0123456789ab")  # the worker's modules differ
-    with pytest.raises(ConfigError, match=f"^the workers run other code than the launcher: audience-sync code "
-                                        f"0123456789ab here, {launcher} where the job was launched"):
+    worker = [(name, code + b"# another release\n" if name == "transforms/publish.py" else code)
+              for name, code in code_version._modules()]
+    monkeypatch.setattr(code_version, "_modules", lambda: worker)  # the worker's publish.py differs
+    with pytest.raises(ConfigError, match=r"^the workers run other code than the launcher: transforms/publish\.py "
+                                        rf"differs \(audience-sync code \w{{12}} here, {launcher} where the job was "
+                                        r"launched\)"):
         publish.setup()
+
+
+def test_a_worker_of_the_launchers_release_publishes_though_the_launchers_checkout_has_crlf_or_a_scratch_module(
+        monkeypatch, tmp_path):
+    """Workers of the same release as a launcher whose checkout is a Windows one (CRLF line ends) and holds a
+    module no release has (an operator's scratch.py): the same code runs, nothing is refused. A module that
+    differs is still refused, named."""
+    from transforms import code_version
+    from transforms.errors import ConfigError
+    from transforms.publish import PublishRun, _Publish
+
+    launcher = tmp_path / "checkout"
+    for package in ("pipelines", "transforms"):
+        (launcher / package).mkdir(parents=True)
+        for module in (ROOT / package).glob("*.py"):
+            (launcher / package / module.name).write_bytes(module.read_bytes().replace(b"\n", b"\r\n"))
+    (launcher / "transforms" / "scratch.py").write_text("print('trying something')\n")
+    cfg = load_config(str(DEMO / "job.yaml"))
+
+    def launched():
+        with monkeypatch.context() as patch:  # the launcher: its modules are the checkout's
+            patch.setattr(code_version, "__file__", str(launcher / "transforms" / "code_version.py"))
+            return _Publish(PublishRun(cfg, "/nowhere/out", "/nowhere/out/_run", {}, "2026-11-22"))
+
+    launched().setup()  # a worker of this release (this tree): no refusal
+    publish_py = launcher / "transforms" / "publish.py"
+    publish_py.write_bytes(publish_py.read_bytes() + b"# another release\r\n")
+    with pytest.raises(ConfigError, match=r"^the workers run other code than the launcher: transforms/publish\.py "
+                                        r"differs \(audience-sync code \w{12} here, \w{12} where the job was launched\)"):
+        launched().setup()
 
 
 def test_dry_run_builds_the_job_without_network_or_credentials(monkeypatch):

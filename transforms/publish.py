@@ -18,7 +18,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.code_version import check_worker_code, code_digest
+from transforms.code_version import check_worker_code, launcher_code
 from transforms.config import JobConfig, ProfilesConfig
 from transforms.control_files import check_control_files
 from transforms.extract_copies import check_extract_copies
@@ -137,7 +137,7 @@ class _Publish(beam.DoFn):
         self._cfg, self._output_dir, self._run_dir = spec.cfg, spec.output_dir, spec.run_dir
         self._outputs, self._run_date, self._manifest = spec.outputs, spec.run_date, spec.manifest
         self._check = spec.check
-        self._code = code_digest()  # the launcher's, checked on the worker
+        self._code = launcher_code()  # checked on the worker
 
     def setup(self):
         check_worker_code(getattr(self, "_code", None))
