@@ -373,6 +373,15 @@ def test_a_key_left_without_a_value_is_an_error_naming_key_and_line(tmp_path, te
     assert f"job.yaml: line {line}: '{key}' has no value" in message and "\n" not in message
 
 
+def test_a_section_whose_every_field_is_commented_out_is_no_section(tmp_path):
+    """``encryption:`` or ``export:`` over its fields commented out, ``suppression:`` over its lists: null
+    is none of that section, what leaving the line out says (the default), not a value left empty."""
+    config = (BASE + "    encryption:\n      # algorithm: aes-gcm\n      # keyring: env:KEYRING\n"
+              "export:\n  # data_source: crm\nsuppression:\n  # - {path: never.csv, kind: email}\n")
+    cfg = load_config(write(tmp_path, config))
+    assert (cfg.data_sources[0].encryption, cfg.export, cfg.suppression) == (None, None, [])
+
+
 def test_an_explicit_null_is_still_none(tmp_path):
     config = BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n  email: null\n  phone: ~\n")
     profiles = load_config(write(tmp_path, config)).profiles

@@ -307,6 +307,12 @@ class JobConfig(StrictModel):
     export: ExportConfig | None = None
     suppression: list[SuppressionList] = Field(default_factory=list)
 
+    @field_validator("suppression", mode="before")
+    @classmethod
+    def _no_suppression(cls, value):
+        """``suppression:`` with every list commented out (null): none, as the line left out."""
+        return [] if value is None else value
+
     @model_validator(mode="after")
     def _suppression_columns(self) -> "JobConfig":
         for i, entry in enumerate(self.suppression):

@@ -19,6 +19,9 @@ _OTHER_BASE = re.compile(r"[-+]?0[0-7]+|[-+]?[1-9][0-9]*(?::[0-5]?[0-9])+")
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+# Keys whose value is a section (its fields, or a list of entries): left empty, every field commented
+# out, it is none of that section, as the line left out is (their default), not a value left empty.
+SECTIONS = frozenset({"encryption", "export", "suppression"})
 
 
 class _Refused(yaml.YAMLError):
@@ -32,7 +35,8 @@ class _StrictLoader(yaml.SafeLoader):
     a data source would read another folder's dumps), a key left without a value (null, which is not
     the field's default: ``opt_out:`` from a template rendered empty was no opt-out column, and under
     ``opt_out_missing: consented`` the opted-out were exported), and integers in another base than
-    they read. Keys beside a ``<<`` merge may override it; ``null`` or ``~`` written is none."""
+    they read. Keys beside a ``<<`` merge may override it; ``null`` or ``~`` written is none, as is a
+    section (:data:`SECTIONS`) left empty."""
 
     def construct_mapping(self, node, deep=False):
         self._check_merges(node)
@@ -41,7 +45,7 @@ class _StrictLoader(yaml.SafeLoader):
             if key_node.tag == _MERGE:
                 continue
             key = self.construct_object(key_node, deep=True)
-            if value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "":
+            if value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "" and key not in SECTIONS:
                 if node.flow_style and value_node.start_mark.pointer == key_node.end_mark.pointer:  # {date}: no ':'
                     raise _Refused(_quote_it("{"), node.start_mark.line + 1)
                 raise _Refused(f"'{key}' has no value (YAML reads it as null, not as the field's default): write "
