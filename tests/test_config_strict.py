@@ -530,6 +530,22 @@ def test_a_path_with_a_tilde_or_dollar_inside_a_name_is_kept(tmp_path):
     assert load_config(write(tmp_path, text)).data_sources[0].segments == str(tmp_path / "dumps/a~b/x$1.sync")
 
 
+def test_a_folder_named_with_a_tilde_or_dollar_that_is_there_is_read_as_written(tmp_path):
+    """A folder named '$crm' or '~archive' (legal on disk and in a bucket) is no shell's word when it is
+    there: it was refused, and no writing of the path let it through. One that is not there still is."""
+    (tmp_path / "dumps" / "$crm").mkdir(parents=True)
+    (tmp_path / "dumps" / "$crm" / "d.sync").write_text("")
+    (tmp_path / "~archive").mkdir()
+    (tmp_path / "~archive" / "profiles.parquet").write_text("")
+    text = BASE.replace("segments: dumps/*.sync", "segments: dumps/$crm/*.sync").replace(
+        "path: profiles.parquet", "path: ~archive/profiles.parquet")
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.profiles.path, cfg.data_sources[0].segments) == (str(tmp_path / "~archive/profiles.parquet"),
+                                                                 str(tmp_path / "dumps/$crm/*.sync"))
+    with pytest.raises(ConfigError, match="segments: '~' and environment variables"):
+        load_config(write(tmp_path, text.replace("$crm", "$web")))
+
+
 # -- one data source under two names -----------------------------------------------------------------
 @pytest.mark.parametrize("other", ["visitors", "Visitors", "VISITORS"])
 def test_data_source_names_differing_only_in_case_are_an_error(tmp_path, other):

@@ -11,6 +11,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
+from transforms import storage
 from transforms.config import (DataSourceConfig, EncryptionConfig, ExportConfig, JobConfig, ProfilesConfig,
                                SuppressionList)
 from transforms.config_yaml import config_text, read_yaml, yaml_lines
@@ -58,16 +59,33 @@ def _format_validation_error(exc: ValidationError, source: str, line_of=None) ->
 _SHELL_WORDS = re.compile(r"^~|\$\{?[A-Za-z_]")
 
 
-def _shell_paths(cfg: JobConfig, source: str, line_of) -> list[str]:
+def _there(path: str, base) -> bool:
+    """Whether ``path`` up to the end of its last name holding '~' or '$NAME' is a file or folder as
+    written (one named '$crm' or '~archive': legal on disk and in a bucket): then it is no shell's word."""
+    end = path.find("/", list(_SHELL_WORDS.finditer(path))[-1].end())
+    literal = path if end < 0 else path[:end]
+    if any(c in literal for c in "[*?{") or (base is None and "://" not in literal and not literal.startswith("/")):
+        return False  # a wildcard or {date} before it, or no folder to read a relative path from
+    from apache_beam.io.filesystems import FileSystems
+
+    literal = literal if base is None else _resolve(literal, base)
+    try:
+        return FileSystems.exists(literal) or bool(storage.matched(literal + "/**", 1))
+    except Exception:  # noqa: BLE001 - cannot be told: refused as written
+        return False
+
+
+def _shell_paths(cfg: JobConfig, source: str, line_of, base=None) -> list[str]:
     """Problems of paths written for a shell (``~/dumps/*``, ``$HOME/p.parquet``, ``${date}``): kept as
     written, they were looked for under the config's folder and matched nothing (a nightly source
-    allowed nights without a delivery reads that as a night its partner sent nothing)."""
+    allowed nights without a delivery reads that as a night its partner sent nothing). A name that is
+    there as written is not one (:func:`_there`)."""
     paths = [(("profiles", "path"), cfg.profiles.path)]
     paths += [(("data_sources", i, "segments"), ds.segments) for i, ds in enumerate(cfg.data_sources)]
     paths += [(("suppression", i, "path"), entry.path) for i, entry in enumerate(cfg.suppression)]
     problems = []
     for loc, path in paths:
-        if _SHELL_WORDS.search(path):
+        if _SHELL_WORDS.search(path) and not _there(path, base):
             line = line_of(loc) if line_of is not None else None
             problems.append(f"{source}: {'.'.join(map(str, loc))}: '~' and environment variables ($NAME) are not "
                             "expanded in a path: write it out (a relative path is relative to the config's folder; "
@@ -123,7 +141,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path | None
         cfg = JobConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source, line_of)) from None
-    if problems := _shell_paths(cfg, source, line_of):
+    if problems := _shell_paths(cfg, source, line_of, base):
         raise ConfigError("\n".join(problems))
     if base is None:
         return cfg
