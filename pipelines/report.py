@@ -73,8 +73,9 @@ def _held(path: str, output: str | None):
     elsewhere only reads the folder (no lock: it may be read-only)."""
     if output is not None and not same_path(output, join_path(path, PAGE)):
         return contextlib.nullcontext()
-    parent, name = posixpath.split(path) if "://" in path else (posixpath.dirname(path) or ".", posixpath.basename(path))
-    return OutputLock(parent if re.fullmatch(r"dt=\d{4}-\d{2}-\d{2}", name) else path, "report")
+    folder = path if "://" in path else os.path.abspath(path)  # '.' in a night's folder is that night
+    parent, name = posixpath.split(folder)
+    return OutputLock(parent if re.fullmatch(r"dt=\d{4}-\d{2}-\d{2}", name) else folder, "report")
 
 
 def _run_leftovers(path: str) -> bool:

@@ -744,6 +744,9 @@ def test_report_verb_does_not_rewrite_the_page_of_a_folder_a_run_is_writing(tmp_
     for path in (root, root / "dt=2026-11-20"):
         done = cli("report", path)
         assert done.returncode == 1 and f"{root} is in use by run 0123456789ab" in done.stderr, done.stderr
+    monkeypatch.chdir(root / "dt=2026-11-20")  # the night's folder named as '.': its root's lock all the same
+    done = cli("report", ".")
+    assert done.returncode == 1 and f"{root} is in use by run 0123456789ab" in done.stderr, done.stderr
     assert not list(root.rglob("report.html"))
 
 
