@@ -33,6 +33,7 @@ PATTERNS = [
     "segments/visitors/*.[iI][nN][fF][oO]", "segments/visitors/dump_?.sync.gz", "segments/visitors/[!d]*",
     "segments/visitors/dump_1.sync.gz", "segments/nowhere/*", "segments/visitors/x.sync.d", "segments/[a-z]*/*.gz",
     "segments/visitors/x.sync.d/*/*.gz", "segments/vis**/part-*.gz",
+    "segments/visitors/x[!/]sync.d/*.gz",  # a set that is not '/' but holds one: no component of its own
     "segments/visitors/dump*\\",  # Beam matches a pattern ending in a backslash as one ending in "\\*"
 ]
 

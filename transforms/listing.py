@@ -4,8 +4,8 @@ Beam lists every file below a pattern's folder and then keeps those its regex ma
 walks the whole tree under the folder (and stats every file), on ``gs://`` it lists every object
 under the prefix. A dumps folder holding an archive tree ('segments/visitors/archive/...') was
 listed whole at each of a run's listings of it (three or more per data source). Where no wildcard
-of the pattern can match '/' (``*`` cannot, ``?`` can; a set can when it holds '/' or is negated),
-a path's components line up with the pattern's, so a folder whose name its component does not
+of the pattern can match '/' (``*`` cannot, ``?`` can; a set can when it holds '/' or is negated)
+and no set is written with a '/' in it (``[!/]``), a path's components line up with the pattern's, so a folder whose name its component does not
 match holds no match, nor does a folder deeper than the pattern. :func:`match` lists level by
 level and enters only the folders that can hold a match (below a component holding ``**``,
 everything). Beam's own ``match`` still does the rest: the short cut for a path without wildcards,
@@ -64,7 +64,8 @@ def _parts(pattern: str, local: bool) -> tuple[str, list[str], str] | None:
 
 def _may_match_slash(glob: str) -> bool:
     """Whether a wildcard of ``glob`` (read as Beam's translate_pattern reads it) can match '/':
-    ``?``, or a set holding '/' (a range across it, or a negated set)."""
+    ``?``, or a set holding '/' (a range across it, or a negated set); or is a set written with a '/'
+    in it (``[!/]``, any character but '/'): its text spans two components, which cannot be told apart."""
     i, n = 0, len(glob)
     while i < n:
         c, i = glob[i], i + 1
@@ -75,6 +76,8 @@ def _may_match_slash(glob: str) -> bool:
             j += j < n and glob[j] == "]"
             while j < n and glob[j] != "]":
                 j += 1
+            if j < n and "/" in glob[i:j]:
+                return True
             if j < n:  # a set (else a literal '[')
                 stuff = glob[i:j].replace("\\", "\\\\")
                 stuff = "^" + stuff[1:] if stuff[0] == "!" else "\\" + stuff if stuff[0] == "^" else stuff
