@@ -5,8 +5,9 @@ walks the whole tree under the folder (and stats every file), on ``gs://`` it li
 under the prefix. A dumps folder holding an archive tree ('segments/visitors/archive/...') was
 listed whole at each of a run's listings of it (three or more per data source). Where no wildcard
 of the pattern can match '/' (``*`` cannot, ``?`` can; a set can when it holds '/' or is negated)
-and no set is written with a '/' in it (``[!/]``), a path's components line up with the pattern's, so a folder whose name its component does not
-match holds no match, nor does a folder deeper than the pattern. :func:`match` lists level by
+and no set is written with a '/' in it (``[!/]``), a path's components line up with the pattern's,
+so a folder whose name its component does not match holds no match, nor does a folder deeper than
+the pattern. :func:`match` lists level by
 level and enters only the folders that can hold a match (below a component holding ``**``,
 everything). Beam's own ``match`` still does the rest: the short cut for a path without wildcards,
 the regex every path is kept by, the order (a listing on ``gs://`` is sorted by name, as the
