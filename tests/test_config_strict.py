@@ -363,6 +363,10 @@ def test_booleans_still_read_as_booleans(tmp_path):
     (BASE.replace("  path: profiles.parquet\n", "  path: profiles.parquet\n  email:\n"), "email", 3),  # not 'email'
     (BASE + "    target_dpid:\n", "target_dpid", 8),
     ("profiles: {path: profiles.parquet, opt_out: }\n" + BASE.split("\n", 2)[2], "opt_out", 1),
+    # a section's placeholder rendered empty (no field commented out below it): no suppression list was
+    # applied, the suppressed addresses exported (exit 0)
+    (BASE + "suppression:   # {{ SUPPRESSION }}\nbuckets: 4\n", "suppression", 8),
+    (BASE + "export:\n", "export", 8),
 ])
 def test_a_key_left_without_a_value_is_an_error_naming_key_and_line(tmp_path, text, key, line):
     """YAML reads ``opt_out:`` with nothing after it as null, which is not the field's default: for
@@ -380,6 +384,8 @@ def test_a_section_whose_every_field_is_commented_out_is_no_section(tmp_path):
               "export:\n  # data_source: crm\nsuppression:\n  # - {path: never.csv, kind: email}\n")
     cfg = load_config(write(tmp_path, config))
     assert (cfg.data_sources[0].encryption, cfg.export, cfg.suppression) == (None, None, [])
+    config = BASE + "suppression:\n\n# - {path: never.csv, kind: email}\nbuckets: 4\n"  # a list at the key's column
+    assert load_config(write(tmp_path, config)).suppression == []
 
 
 def test_an_explicit_null_is_still_none(tmp_path):

@@ -19,9 +19,12 @@ _OTHER_BASE = re.compile(r"[-+]?0[0-7]+|[-+]?[1-9][0-9]*(?::[0-5]?[0-9])+")
 
 
 _MERGE = "tag:yaml.org,2002:merge"
-# Keys whose value is a section (its fields, or a list of entries): left empty, every field commented
-# out, it is none of that section, as the line left out is (their default), not a value left empty.
+# Keys whose value is a section (its fields, or a list of entries): left empty over its fields commented
+# out, it is none of that section, as the line left out is (their default). Left empty with no field
+# commented out below it (a template's placeholder rendered empty) it is refused as any key without a
+# value: ``suppression:`` so read as none exported the addresses of every list it was to hold.
 SECTIONS = frozenset({"encryption", "export", "suppression"})
+_COMMENTED_ENTRY = re.compile(r"#\s*-\s")  # '# - {path: ...}': a list's entry commented out, at its key's column
 
 
 class _Refused(yaml.YAMLError):
@@ -45,7 +48,8 @@ class _StrictLoader(yaml.SafeLoader):
             if key_node.tag == _MERGE:
                 continue
             key = self.construct_object(key_node, deep=True)
-            if value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "" and key not in SECTIONS:
+            if value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "" \
+                    and not (key in SECTIONS and not node.flow_style and self._commented_out(key_node)):
                 if node.flow_style and value_node.start_mark.pointer == key_node.end_mark.pointer:  # {date}: no ':'
                     raise _Refused(_quote_it("{"), node.start_mark.line + 1)
                 raise _Refused(f"'{key}' has no value (YAML reads it as null, not as the field's default): write "
@@ -56,6 +60,18 @@ class _StrictLoader(yaml.SafeLoader):
                     raise _Refused(f"duplicate key '{key}' (YAML keeps only the last one)", key_node.start_mark.line + 1)
                 seen.add(key)
         return super().construct_mapping(node, deep)
+
+    def _commented_out(self, key_node) -> bool:
+        """Whether the first line after ``key_node``'s that is not blank is a comment below it: deeper
+        than the key, or an entry of a list at the key's column (its fields or entries commented out)."""
+        mark = key_node.start_mark
+        for line in (mark.buffer or self.buffer or "").rstrip("\0").splitlines()[mark.line + 1:]:
+            text = line.lstrip()
+            if text:
+                indent = len(line) - len(text)
+                return text.startswith("#") and (indent > mark.column
+                                                 or indent == mark.column and bool(_COMMENTED_ENTRY.match(text)))
+        return False
 
     @staticmethod
     def _check_merges(node):
