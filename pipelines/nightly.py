@@ -198,7 +198,7 @@ def run_night(template: JobConfig, config_text: bytes, day: date, root: str, for
         replaced = full_sources(files, cfg)
         check_no_gap(template, earlier[-1], day, allow_gap, replaced=replaced, read=guard.previous_read)
         check_nothing_unread(template, earlier[-1], day, guard.previous_read, allow_gap, replaced=replaced)
-        check_same_profile_ids(cfg, state)
+        check_same_profile_ids(cfg, state, files)
     # The writers read the previous parts shard by shard when that night was bucketed as tonight.
     direct = previous_parts(state, ["reconciled", "file_audience"], cfg) if state else None
     cache = cache_dirs(join_path(root, KEY_CACHE), run_dir) if key_cache else None

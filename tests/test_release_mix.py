@@ -105,13 +105,13 @@ def test_a_night_whose_profile_ids_were_written_by_other_rules_is_not_carried(tm
     for recorded in (None, profile_id_form()):
         (night / "_SUCCESS").write_text(json.dumps({"profile_id_column": "profile_id", "files": [],
                                                     **({"profile_id_form": recorded} if recorded else {})}))
-        check_same_profile_ids(cfg, str(night))
+        check_same_profile_ids(cfg, str(night), [])
     (night / "_SUCCESS").write_text(json.dumps({"profile_id_column": "profile_id", "profile_id_form": "0123abcd",
                                                 "files": []}))
     with pytest.raises(ConfigError, match=r"^dt=2026-11-20 wrote its profile ids by other rules than this release's "
                                           r"\(its _SUCCESS profile_id_form\): .*deliver full dumps for every data "
                                           r"source tonight"):
-        check_same_profile_ids(cfg, str(night))
+        check_same_profile_ids(cfg, str(night), [])
 
 
 def test_an_iter_night_on_a_file_audience_a_release_before_its_profile_id_column_wrote_is_refused(tmp_path, monkeypatch):
@@ -137,3 +137,24 @@ def test_an_iter_night_on_a_file_audience_a_release_before_its_profile_id_column
                                           r"dump to rebuild it, or --allow-gap"):
         run(config, root, "--date", "2026-11-21")
     assert not (root / "dt=2026-11-21").exists()
+
+
+def test_a_night_replacing_every_data_source_carries_no_profile_id_of_the_night_before(tmp_path):
+    """Every configured data source has a full dump tonight, and the previous night holds one taken out
+    of the config since (its rows are dropped, so that night's state is still read): nothing is
+    carried, whatever ids that night wrote. It was refused (exit 2) asking for full dumps for every
+    data source, which the night had (reproduced with two nights: crm and crm2, then crm alone)."""
+    from transforms.night_guard import check_same_profile_ids
+    cfg = parse_config(json.loads(crm_job(tmp_path).read_text()))
+    night = tmp_path / "root" / "dt=2026-11-20"
+    night.mkdir(parents=True)
+    (night / "_SUCCESS").write_text(json.dumps({"profile_id_column": "alt_id", "profile_id_form": "0123abcd",
+                                                "files": []}))
+    for mode in ("full", "iter"):
+        crm_dump(tmp_path, "2026-11-21", mode, ["C1 10"])
+        files = [("crm", str(path)) for path in (tmp_path / "crm" / "20261121").iterdir()]
+        if mode == "full":
+            check_same_profile_ids(cfg, str(night), files)
+        else:
+            with pytest.raises(ConfigError, match=r"^dt=2026-11-20 wrote its profile ids by other rules"):
+                check_same_profile_ids(cfg, str(night), files)

@@ -38,10 +38,14 @@ def _destination_text(destination: tuple) -> str:
     return f"DID {did} (MASTER_DPID {dpid}{', PID_ALIAS ' + alias if alias else ''})"
 
 
-def check_same_profile_ids(cfg: JobConfig, previous: str) -> None:
+def check_same_profile_ids(cfg: JobConfig, previous: str, files: list) -> None:
     """The previous night's memberships are carried as its profile ids: a night whose ``profiles.id``
     names another column would hold each person under both ids (and miss the old ones' removals); so
-    would one whose release writes ids otherwise (:func:`~transforms.match_forms.profile_id_form`)."""
+    would one whose release writes ids otherwise (:func:`~transforms.match_forms.profile_id_form`).
+    Not when tonight's ``files`` hold a full dump for every configured data source: nothing is carried
+    (the rows of one taken out of the config, for which the previous state is still read, are dropped)."""
+    if set(full_sources(files, cfg)) >= {ds.name for ds in cfg.data_sources}:
+        return
     manifest = read_manifest(previous)
     form = manifest.get("profile_id_form")  # None: written before it was recorded
     if form is not None and form != profile_id_form():
