@@ -2,8 +2,10 @@
 the guards that look at the night before (transforms/undelivered.py, transforms/night_guard.py)."""
 from __future__ import annotations
 
+import errno
 import gzip
 import json
+import os
 import shutil
 
 import pytest
@@ -154,6 +156,32 @@ def test_segments_naming_the_nights_folder_is_not_taken_for_silence(one_night):
     folders = {name: {"segments": f"{name}/{{date:%Y%m%d}}"} for name in ("a", "b")}  # a backfill skipped the night
     with pytest.raises(ConfigError, match="it is a folder, not a file"):  # as one without a delivery (exit 0)
         run(write_job(work, sources=("a", "b"), **folders), root, "--backfill", "2026-11-27:2026-11-27")
+    assert not (root / "dt=2026-11-27").exists()
+
+
+def test_a_nights_folder_that_cannot_be_read_is_not_taken_for_silence(one_night, monkeypatch):
+    """b's folder tonight not readable by the run's account (permission denied; chmod 000 here, and its
+    listing denied as the kernel denies it to an account that is not root): the local listing skipped
+    it as empty, so b was taken for silent, its audience carried and its dump never read, exit 0 (p5,
+    whom it removes, stayed). The night fails as on a denied gs:// prefix."""
+    work, config, root = one_night
+    dump(work, "a", "2026-11-27", [f"{V[1]}  10"], mode="iter")
+    dump(work, "b", "2026-11-27", [f"{V[5]}  20"], mode="iter")
+    folder = work / "b" / "20261127"
+    scandir = os.scandir
+
+    def denied(path="."):
+        if path in (folder, str(folder)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    folder.chmod(0)
+    try:
+        monkeypatch.setattr(os, "scandir", denied)
+        with pytest.raises(ConfigError, match=r"^data source 'b': its segments '.*' could not be listed tonight"):
+            run(config, root, "--date", "2026-11-27")
+    finally:
+        folder.chmod(0o755)
     assert not (root / "dt=2026-11-27").exists()
 
 

@@ -14,6 +14,7 @@ the regex every path is kept by, the order (a listing on ``gs://`` is sorted by 
 flat one is) and ``limit``. The same files come back; fewer entries are read."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -32,11 +33,12 @@ MOST_PREFIXES = 16  # sub-prefixes of one gs:// level entered one request each; 
 
 def match(pattern: str, limit: int | None = None) -> list[FileMetadata]:
     """``FileSystems.match`` of one pattern (its files' metadata, at most ``limit``), listing only
-    the folders the pattern can reach where that can be told; Beam's whole listing otherwise."""
+    the folders the pattern can reach where that can be told; Beam's whole listing otherwise (locally
+    the same walk, failing on a folder it may not read)."""
     filesystem = FileSystems.get_filesystem(pattern)  # a new instance each call: its _list is ours alone
     parts = _parts(pattern, "://" not in pattern)
-    if parts is not None and isinstance(filesystem, LocalFileSystem):
-        filesystem._list = lambda folder: _local_files(*parts)
+    if isinstance(filesystem, LocalFileSystem):  # Beam's own walk skips a folder it may not read, as empty
+        filesystem._list = (lambda folder: _local_files(*parts)) if parts else lambda folder: _local_files(folder)
     elif parts is not None and GCSFileSystem is not None and isinstance(filesystem, GCSFileSystem):
         filesystem._list = lambda prefix: _gcs_files(filesystem, *parts[:2])
     return filesystem.match([pattern], [limit])[0].metadata_list
@@ -99,15 +101,17 @@ def _levels(components: list[str]) -> tuple[list, int | None]:
     return names, deep
 
 
-def _local_files(folder: str, components: list[str], pattern: str):
+def _local_files(folder: str, components: list[str] = ("**",), pattern: str | None = None):
     """Beam's local listing of ``folder`` (os.walk: its order, links to folders not entered, files
     gone meanwhile skipped), entering only the sub-folders the pattern can reach and statting only
-    the files it matches."""
+    the files it matches (without a pattern: every file, as Beam's). A folder it enters and may not
+    read fails the listing (os.walk skipped it: a night's folder a partner's account made unreadable
+    was no delivery, its audience carried)."""
     if not os.path.exists(folder):
         return
-    names, deep = _levels(components)
-    keep = re.compile(FileSystem.translate_pattern(pattern)).match
-    for path, subfolders, files in os.walk(folder):
+    names, deep = _levels(list(components))
+    keep = re.compile(FileSystem.translate_pattern(pattern)).match if pattern is not None else bool
+    for path, subfolders, files in os.walk(folder, onerror=_unless_gone):
         depth = 0 if path == folder else path.count("/", len(folder) + 1) + 1
         if deep is None and depth + 1 >= len(components):
             subfolders[:] = []
@@ -120,6 +124,11 @@ def _local_files(folder: str, components: list[str], pattern: str):
                     yield FileMetadata(file, os.path.getsize(file), os.path.getmtime(file))
                 except OSError:  # gone since the walk
                     pass
+
+
+def _unless_gone(error: OSError) -> None:
+    if error.errno != errno.ENOENT:  # a folder gone since its parent was read is skipped, as Beam skips it
+        raise error
 
 
 def _gcs_files(filesystem, prefix: str, components: list[str]):

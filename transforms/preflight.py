@@ -19,7 +19,7 @@ from transforms.extract_header import read_schema_names
 from transforms.jsonl_keys import Samples, jsonl_key_problems
 from transforms.key_cache import INCOMING, MANIFEST, NIGHTLY_CACHE
 from transforms.profiles import column_field, doubled_column, key_columns, needed_columns
-from transforms.storage import folder_hint, glob, join_path, literal, matched, one_file_twice
+from transforms.storage import folder_hint, glob, join_path, listing_failure, literal, matched, one_file_twice
 
 
 def profile_column_problems(cfg: JobConfig, needed: list[str], optional: tuple = ()) -> list[str]:
@@ -142,7 +142,13 @@ def check_inputs(cfg: JobConfig, check_keys: bool = True, one_off: bool = False,
     readers: dict[str, list[str]] = {}  # dump -> the data sources whose glob matches it
     other_inputs = _other_inputs(cfg)
     for i, ds in enumerate(cfg.data_sources):
-        listed = glob(ds.segments, missing_ok=True)
+        try:
+            listed = glob(ds.segments)
+        except Exception as exc:  # noqa: BLE001 - not found lists nothing; a folder it may not read is named
+            if (why := listing_failure(exc)) is not None:
+                problems.append(f"data_sources[{i}].segments: cannot list '{ds.segments}' ({why})")
+                continue
+            listed = []
         paths = [path for path in listed if is_dump_file(path)]
         wider = glob(uploads, missing_ok=True) if (uploads := upload_glob(ds.segments)) else []  # uploads too
         if not paths and ds.name not in undelivered:

@@ -309,6 +309,17 @@ def glob(pattern: str, missing_ok: bool = False, folders: bool = False) -> list[
     return paths
 
 
+def listing_failure(exc: BaseException) -> str | None:
+    """Why a listing failed (``exc``, raised by :func:`glob`), naming the folder: None when it is only
+    'not found' (a folder or bucket that does not exist lists nothing)."""
+    causes = list(exc.exception_details.values()) if getattr(exc, "exception_details", None) else [exc]
+    if all(isinstance(c, FileNotFoundError) or getattr(c, "code", None) == 404 for c in causes):
+        return None
+    cause = next(c for c in causes if not isinstance(c, FileNotFoundError))
+    code = getattr(cause, "errno", None)
+    return f"{cause.filename}: {os.strerror(code)}" if code and getattr(cause, "filename", None) else type(cause).__name__
+
+
 def one_file_twice(paths: list[str]) -> tuple[str, str] | None:
     """The first two of ``paths`` that are one file (a symbolic or hard link beside it), else None:
     read as two, its records would count twice. Local files by device and inode (a hard link has no
