@@ -524,3 +524,24 @@ def test_a_full_dump_with_two_separators_before_its_segments_is_named_so(tmp_pat
     with pytest.raises(RunFailed) as info:
         import_audience.run(["--config", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "o")])
     assert "two field separators in a row ('<ID>  5,6': no segments, removed 5,6)?" in str(info.value)
+
+
+def test_a_dump_the_run_may_not_read_fails_in_one_line_naming_it(demo_copy, tmp_path, monkeypatch):
+    """A dump the run's account may not read (permission denied; as the kernel denies it to an account
+    that is not root): the run failed after Beam's 24-line traceback, `run failed: RuntimeError:
+    PermissionError: [Errno 13] ... [while running 'Reconcile/ReadDumps/ParDo(ReadDumpFile)']`."""
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    victim = sorted((demo_copy / "segments" / "visitors").glob("*.gz"))[1]
+    opened = LocalFileSystem.open
+
+    def denied(self, path, *args, **kwargs):
+        if path == str(victim):
+            raise PermissionError(13, "Permission denied", path)
+        return opened(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "open", denied)
+    out = tmp_path / "out"
+    result = run_import_cli(demo_copy / "job.yaml", out)
+    assert_failed_cleanly(result, out, str(victim), "cannot read (Permission denied)")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

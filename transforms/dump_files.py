@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,7 +139,10 @@ def _open(path: str):
 
     from transforms.storage import MAGIC_BYTES, compression_of
 
-    raw = _Tally(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    try:
+        raw = _Tally(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    except OSError as exc:  # permission denied, gone since the listing: the file and the cause, in one line
+        raise InputError(path, f"cannot read ({os.strerror(exc.errno) if exc.errno else type(exc).__name__})") from None
     head = _read_exactly(raw, MAGIC_BYTES)
     kind = compression_of(head)
     if kind is not None and kind[0] == "gzip":
