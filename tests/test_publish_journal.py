@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +169,33 @@ def test_a_run_folder_that_cannot_be_removed_after_the_publish_leaves_the_run_pu
     with hold_output(output, "next-run"):
         pass
     assert leftovers(output) == []
+
+
+def test_an_output_folder_the_run_may_not_write_into_fails_before_the_commit(tmp_path):
+    """OUT/reconciled/ not writable by the run's account (made by another account, chmod 555), OUT itself
+    writable: the publish committed, its moves failed, the previous version's report.json was gone (no
+    finished run left to read) and the run failed after Beam's 22-line log of every move refused. Now the
+    folder is probed before the commit point: one line naming it, the previous version intact. The publish
+    runs in a child without root's override of file permissions (setpriv), as an operator's account."""
+    output = str(tmp_path / "out")
+    publish(output, "old", 2, manifest=True)
+    before = snapshot(output)
+    drop = [] if os.geteuid() else ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                                     "--inh-caps=-dac_override,-dac_read_search"]
+    if drop and not shutil.which("setpriv"):
+        pytest.skip("root, and no setpriv to run the publish without its override of permissions")
+    code = f"from test_publish_journal import publish; publish({output!r}, 'new', 1, manifest=True)"
+    (tmp_path / "out" / "reconciled").chmod(0o555)
+    try:
+        result = subprocess.run([*drop, sys.executable, "-c", code], cwd=ROOT / "tests", capture_output=True, text=True,
+                                timeout=120)
+    finally:
+        (tmp_path / "out" / "reconciled").chmod(0o755)
+    assert result.returncode != 0
+    assert f"RunFailed: {output}/reconciled: cannot write (Permission denied); nothing was published" in result.stderr
+    assert snapshot(output) == before and not (tmp_path / "out" / JOURNAL).exists()
+    publish(output, "new", 1, manifest=True)  # the folder writable again: published as usual
+    assert json.loads(snapshot(output)[REPORT])["version"] == "new"
 
 
 @pytest.mark.parametrize("manifest", [False, True], ids=["report", "report+_SUCCESS"])

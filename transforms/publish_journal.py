@@ -149,7 +149,17 @@ def read_journal(output_dir: str) -> Journal | None:
 
 
 def commit(output_dir: str, journal: Journal) -> None:
-    """The commit point, then the publish. Everything in ``journal`` must be staged."""
+    """The commit point, then the publish. Everything in ``journal`` must be staged. A local output
+    folder the run may not write into (another account's) fails before it: its moves would fail after."""
+    for name in [] if _is_remote(output_dir) else sorted(journal.files):
+        folder = join_path(output_dir, name)
+        if os.path.isdir(folder):
+            probe = join_path(folder, f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}")
+            try:
+                os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                os.unlink(probe)
+            except OSError as exc:
+                raise write_error(folder, exc) from None
     write_file(join_path(output_dir, JOURNAL), journal.to_bytes())
     apply(output_dir, journal)
 
