@@ -127,7 +127,9 @@ def _local_files(folder: str, components: list[str] = ("**",), pattern: str | No
 
 
 def _unless_gone(error: OSError) -> None:
-    if error.errno != errno.ENOENT:  # a folder gone since its parent was read is skipped, as Beam skips it
+    """A folder gone since its parent was read, or a file where the pattern names a folder
+    ('report.json/dt=*/...'), lists nothing, as in Beam's walk; a folder it may not read fails it."""
+    if error.errno not in (errno.ENOENT, errno.ENOTDIR):
         raise error
 
 
