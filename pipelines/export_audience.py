@@ -29,7 +29,7 @@ from transforms.errors import RunFailed
 from transforms.export import ExportAudience
 from transforms.export_others import strippable
 from transforms.export_report import summary_lines
-from transforms.export_paths import absolute, audience_dir
+from transforms.export_paths import audience_dir
 from transforms.export_spec import MODES, ExportSpec, export_config, export_spec
 from transforms.export_state import (
     PENDING,
@@ -42,6 +42,7 @@ from transforms.output_lock import LockHeld, LockNotCreated
 from transforms.preflight_export import check_export_inputs
 from transforms.publish import REPORT, join_path
 from transforms.publish_journal import remove_run_dir
+from transforms.storage import absolute
 
 
 def _positive_int(text: str) -> int:

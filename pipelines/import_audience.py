@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import posixpath
 import sys
 from datetime import date, datetime, timezone
@@ -35,6 +34,7 @@ from transforms.preflight import check_inputs
 from transforms.publish import REPORT, PublishInputs, PublishRun, join_path
 from transforms.publish_journal import clean_leftovers
 from transforms.reconcile import ReconcileAudiences
+from transforms.storage import absolute
 from transforms.summary import summary_lines
 from transforms.suppression import ReadSuppressionLists, SuppressFileAudience
 from transforms.write_parts import ADD, PROFILE_IDS, WriteParts
@@ -154,8 +154,7 @@ def staging_prefix(output: str) -> str:
     (``DIR/_incoming/<prefix><run folder's name>/``): a digest of the output's path (a local one made
     absolute). The next run into ``output``, holding its lock, deletes its killed runs' by it: a run
     killed while it keyed profiles had staged parts, but had not made its run folder yet."""
-    path = output.rstrip("/") if "://" in output else os.path.abspath(output)
-    return hashlib.sha256(path.encode()).hexdigest()[:12] + "-"
+    return hashlib.sha256(absolute(output).encode()).hexdigest()[:12] + "-"
 
 
 def run(argv=None) -> dict:

@@ -30,7 +30,7 @@ from transforms.html_report import PAGE
 from transforms.output_lock import LOCK, OutputLock
 from transforms.publish_journal import INCOMPLETE
 from transforms.report_pages import check_target, has_report, same_path, write_nightly_page, write_run_page
-from transforms.storage import check_gcs_credentials, glob, join_path
+from transforms.storage import absolute, check_gcs_credentials, glob, join_path
 
 
 def parse_args(argv):
@@ -73,7 +73,7 @@ def _held(path: str, output: str | None):
     elsewhere only reads the folder (no lock: it may be read-only)."""
     if output is not None and not same_path(output, join_path(path, PAGE)):
         return contextlib.nullcontext()
-    folder = path if "://" in path else os.path.abspath(path)  # '.' in a night's folder is that night
+    folder = absolute(path)  # '.' in a night's folder is that night
     parent, name = posixpath.split(folder)
     return OutputLock(parent if re.fullmatch(r"dt=\d{4}-\d{2}-\d{2}", name) else folder, "report")
 

@@ -26,12 +26,6 @@ def version_dir(folder: str, number: int) -> str:
     return join_path(folder, f"v-{number:06d}")
 
 
-def absolute(path: str) -> str:
-    """A local path made absolute (a ``gs://`` one as is): the state root and ``--output`` as
-    manifests and reports record them, found again by a run started from another folder."""
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
-
-
 def same_output(a: str, b: str) -> bool:
     """Whether two ``--output`` folders are one (:func:`output_key`)."""
     return output_key(a) == output_key(b)

@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from transforms.errors import RunFailed
-from transforms.export_paths import absolute, same_output
+from transforms.export_paths import same_output
 from transforms.export_state import current_version
 from transforms.outcomes import REMOVALS, Counts, Metric, Removal
+from transforms.storage import absolute
 
 if TYPE_CHECKING:
     from transforms.export_spec import ExportSpec

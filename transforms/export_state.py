@@ -40,11 +40,11 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import InputError, RunFailed
-from transforms.export_paths import absolute, audience_dir, same_output, version_dir
+from transforms.export_paths import audience_dir, same_output, version_dir
 from transforms.output_lock import write_error
 from transforms.publish import REPORT, SUCCESS
 from transforms.publish_journal import write_whole
-from transforms.storage import glob, join_path
+from transforms.storage import absolute, glob, join_path
 
 MEMBERS = "members"
 PENDING = "_PENDING"  # a version's manifest while its run publishes its files (renamed _SUCCESS by hand)

@@ -51,7 +51,7 @@ def _parts(pattern: str, local: bool) -> tuple[str, list[str], str] | None:
     is no wildcard (no listing)."""
     if pattern.endswith(("/", "\\")):
         pattern += "*"  # as Beam's match reads it, a trailing backslash too
-    head = re.match(r"^[^[*?]*", pattern).group(0)
+    head = _literal_head(pattern)
     if head == pattern or _may_match_slash(pattern[len(head):]):
         return None
     folder = os.path.dirname(head) if local else head[: head.rfind("/") + 1]
@@ -158,6 +158,7 @@ def _gcs_files(filesystem, prefix: str, components: list[str]):
         yield FileMetadata(path, *found[path])
 
 
-def _literal_head(component: str) -> str:
-    """A component's part before its first wildcard: a narrower prefix to list."""
-    return re.match(r"^[^[*?]*", component).group(0)
+def _literal_head(pattern: str) -> str:
+    """A pattern's (or a component's) part before its first wildcard, as Beam's match cuts it: where
+    its listing starts; a component's is a narrower prefix to list."""
+    return re.match(r"^[^[*?]*", pattern).group(0)

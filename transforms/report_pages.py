@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.errors import ConfigError, InputError
 from transforms.html_report import PAGE, NightReport, render_nightly, render_run, write_page
 from transforms.publish import REPORT, SUCCESS
-from transforms.storage import join_path
+from transforms.storage import absolute, join_path
 
 
 def read_report(folder: str) -> dict:
@@ -98,7 +98,7 @@ def check_target(source: str, target: str, html: str) -> None:
         if folder != parent:
             raise ConfigError(f"--output {target}: inside the outputs of the run in {folder} (their readers read "
                               "every file there): write the page elsewhere")
-        if folder != _norm(source):
+        if folder != absolute(source):
             raise ConfigError(f"--output {target}: beside the report.json of another run ({folder}): the page "
                               "would be taken for that run's; write it elsewhere")
         if posixpath.basename(target) != PAGE:
@@ -122,13 +122,9 @@ def _listed_page(folder: str) -> str | None:
         raise InputError(path, "cannot read the published night's manifest") from None
 
 
-def _norm(path: str) -> str:
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
-
-
 def same_path(a: str, b: str) -> bool:
     """Whether two paths name one file (``./report.html`` and ``report.html`` locally)."""
-    return _norm(a) == _norm(b)
+    return absolute(a) == absolute(b)
 
 
 def _parent(path: str) -> str:
@@ -141,7 +137,7 @@ def _is_folder(path: str) -> bool:
 
 def _ancestors(folder: str) -> list[str]:
     """``folder`` and the folders above it (on an object store, up to its bucket)."""
-    folder = _norm(folder)
+    folder = absolute(folder)
     if "://" in folder:
         scheme, _, rest = folder.partition("://")
         parts = rest.split("/")

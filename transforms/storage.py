@@ -135,6 +135,12 @@ def join_path(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts) if "://" in base else posixpath.join(base, *parts)
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (a ``gs://`` one as is, without its trailing ``/``): paths as
+    manifests and reports record them and as two are compared, from any working folder."""
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
 def open_for_arrow(path: str):
     """A file to hand to an Arrow reader: a local file memory-mapped (Arrow reads its pages in
     place, no copy through a Python file object), anything else through FileSystems. The 10M
